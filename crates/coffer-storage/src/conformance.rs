@@ -54,12 +54,9 @@ async fn list_returns_immediate_children(b: &dyn Backend) {
 
 async fn batch_is_atomic(b: &dyn Backend) {
     b.put("batch/old", b"v".to_vec()).await.expect("put");
-    b.batch(vec![
-        Op::Put("batch/new".into(), b"n".to_vec()),
-        Op::Delete("batch/old".into()),
-    ])
-    .await
-    .expect("batch");
+    b.batch(vec![Op::Put("batch/new".into(), b"n".to_vec()), Op::Delete("batch/old".into())])
+        .await
+        .expect("batch");
     assert_eq!(b.get("batch/new").await.expect("get").as_deref(), Some(&b"n"[..]));
     assert_eq!(b.get("batch/old").await.expect("get"), None);
 

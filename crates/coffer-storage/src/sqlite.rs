@@ -101,8 +101,9 @@ impl SqliteBackend {
     {
         let conn = Arc::clone(conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard =
-                conn.lock().map_err(|_| Error::Backend("sqlite connection lock poisoned".into()))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| Error::Backend("sqlite connection lock poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -173,8 +174,7 @@ impl Backend for SqliteBackend {
                 None => {
                     let mut st =
                         c.prepare_cached("SELECT key FROM coffer_kv WHERE key >= ?1 ORDER BY key")?;
-                    st.query_map(params![prefix], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?
+                    st.query_map(params![prefix], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
                 }
             };
             Ok(immediate_children(&prefix, keys.iter().map(String::as_str)))

@@ -1,0 +1,139 @@
+//! Shamir seal: the root key is encrypted by an unseal key that exists only as shares.
+//!
+//! Guarantees: the unseal key is never stored; the root key is stored only under it; a wrong set
+//! of shares yields [`Error::WrongKey`] and never a usable barrier.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::aead::{AeadKey, KEY_LEN, random_key};
+use crate::keyring::Keyring;
+use crate::{
+    Barrier, Error, KEYRING_PATH, ROOT_KEY_PATH, Result, SEAL_CONFIG_PATH, SEAL_CONFIG_SEALED_PATH,
+    shamir,
+};
+
+/// How the unseal key is split. Stored in the clear (it is needed before unseal) and, as a guard
+/// against tampering, once more inside the barrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    #[serde(rename = "type")]
+    pub seal_type: String,
+    pub secret_shares: u8,
+    pub secret_threshold: u8,
+}
+
+impl SealConfig {
+    pub fn shamir(secret_shares: u64, secret_threshold: u64) -> Result<Self> {
+        let bad = |m: &str| Err(Error::InvalidSealConfig(m.into()));
+        if secret_shares < 1 {
+            return bad("secret_shares must be at least 1");
+        }
+        if secret_shares > 255 {
+            return bad("secret_shares must be at most 255");
+        }
+        if secret_threshold < 1 {
+            return bad("secret_threshold must be at least 1");
+        }
+        if secret_threshold > secret_shares {
+            return bad("secret_threshold cannot be larger than secret_shares");
+        }
+        if secret_shares > 1 && secret_threshold == 1 {
+            return bad("secret_threshold must be greater than one for multiple shares");
+        }
+        Ok(Self {
+            seal_type: "shamir".into(),
+            secret_shares: secret_shares as u8,
+            secret_threshold: secret_threshold as u8,
+        })
+    }
+}
+
+impl Barrier {
+    pub async fn seal_config(&self) -> Result<Option<SealConfig>> {
+        match self.backend.get(SEAL_CONFIG_PATH).await? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|_| Error::Corrupt(SEAL_CONFIG_PATH.into())),
+        }
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.seal_config().await?.is_some())
+    }
+
+    /// Creates root key, keyring and unseal key; returns the unseal key's shares. The barrier is
+    /// left *unsealed* so the caller can write its initial state, then seal.
+    pub async fn initialize(&self, config: &SealConfig) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+        if self.is_initialized().await? {
+            return Err(Error::AlreadyInitialized);
+        }
+        let unseal_key = random_key()?;
+        let root_key = random_key()?;
+        let keyring = Keyring::generate(root_key.clone())?;
+        let sealed_root =
+            AeadKey::new(unseal_key.as_ref())?.seal(0, ROOT_KEY_PATH, root_key.as_ref())?;
+        let sealed_ring = keyring.sealed_form()?;
+        let config_json =
+            serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let shares = if config.secret_shares == 1 {
+            vec![Zeroizing::new(unseal_key.to_vec())]
+        } else {
+            shamir::split(unseal_key.as_ref(), config.secret_shares, config.secret_threshold)?
+        };
+        // The seal config goes last: until it exists, the store counts as uninitialized.
+        self.backend
+            .batch(vec![
+                coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                coffer_storage::Op::Put(KEYRING_PATH.into(), sealed_ring),
+                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+            ])
+            .await?;
+        self.install(keyring)?;
+        Ok(shares)
+    }
+
+    /// Combines `shares` (one share = the key itself when the config has one share) and opens
+    /// the barrier with the result.
+    pub async fn unseal_with_shares(&self, shares: &[Zeroizing<Vec<u8>>]) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        let key = if config.secret_shares == 1 {
+            shares.first().cloned().ok_or(Error::WrongKey)?
+        } else {
+            shamir::combine(shares)?
+        };
+        self.unseal(&key, &config).await
+    }
+
+    async fn unseal(&self, unseal_key: &[u8], config: &SealConfig) -> Result<()> {
+        if unseal_key.len() != KEY_LEN {
+            return Err(Error::WrongKey);
+        }
+        let sealed_root = self.backend.get(ROOT_KEY_PATH).await?.ok_or(Error::NotInitialized)?;
+        let root =
+            AeadKey::new(unseal_key)?.open(ROOT_KEY_PATH, &sealed_root).map_err(|e| match e {
+                Error::Corrupt(_) => Error::WrongKey,
+                other => other,
+            })?;
+        let root: [u8; KEY_LEN] =
+            root.as_slice().try_into().map_err(|_| Error::Corrupt(ROOT_KEY_PATH.into()))?;
+        let sealed_ring = self.backend.get(KEYRING_PATH).await?.ok_or(Error::NotInitialized)?;
+        let keyring = Keyring::from_sealed(Zeroizing::new(root), &sealed_ring)?;
+        let sealed_config = self
+            .backend
+            .get(SEAL_CONFIG_SEALED_PATH)
+            .await?
+            .ok_or_else(|| Error::Corrupt(SEAL_CONFIG_SEALED_PATH.into()))?;
+        let inner: SealConfig =
+            serde_json::from_slice(&keyring.open(SEAL_CONFIG_SEALED_PATH, &sealed_config)?)
+                .map_err(|_| Error::Corrupt(SEAL_CONFIG_SEALED_PATH.into()))?;
+        if &inner != config {
+            return Err(Error::Corrupt(SEAL_CONFIG_PATH.into()));
+        }
+        self.install(keyring)
+    }
+}

@@ -1,0 +1,153 @@
+use std::sync::Arc;
+
+use coffer_storage::{Backend, MemoryBackend};
+
+use super::*;
+
+async fn fresh(
+    shares: u64,
+    threshold: u64,
+) -> (Arc<MemoryBackend>, Barrier, Vec<Zeroizing<Vec<u8>>>) {
+    let mem = Arc::new(MemoryBackend::new());
+    let barrier = Barrier::new(mem.clone());
+    let keys = barrier
+        .initialize(&SealConfig::shamir(shares, threshold).expect("config"))
+        .await
+        .expect("init");
+    (mem, barrier, keys)
+}
+
+#[tokio::test]
+async fn values_round_trip_and_never_reach_storage_in_cleartext() {
+    let (mem, b, _) = fresh(1, 1).await;
+    b.put("logical/x/secret", b"hunter2-planted").await.expect("put");
+    assert_eq!(
+        b.get("logical/x/secret").await.expect("get").expect("some").as_slice(),
+        b"hunter2-planted"
+    );
+    for key in ["logical/x/secret", KEYRING_PATH, ROOT_KEY_PATH] {
+        let raw = mem.get(key).await.expect("raw").expect("stored");
+        assert!(!raw.windows(15).any(|w| w == b"hunter2-planted"), "{key} holds cleartext");
+    }
+}
+
+#[tokio::test]
+async fn barrier_rejects_ciphertext_moved_to_another_path() {
+    let (mem, b, _) = fresh(1, 1).await;
+    b.put("a/one", b"value").await.expect("put");
+    let blob = mem.get("a/one").await.expect("get").expect("some");
+    mem.put("a/two", blob).await.expect("raw put");
+    assert!(matches!(b.get("a/two").await, Err(Error::Corrupt(_))));
+}
+
+#[tokio::test]
+async fn every_flipped_byte_makes_the_read_fail() {
+    let (mem, b, _) = fresh(1, 1).await;
+    b.put("a/flip", b"some secret value").await.expect("put");
+    let blob = mem.get("a/flip").await.expect("get").expect("some");
+    for i in 0..blob.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = blob.clone();
+            bad[i] ^= bit;
+            mem.put("a/flip", bad).await.expect("raw put");
+            assert!(
+                b.get("a/flip").await.is_err(),
+                "flip of bit {bit:#x} in byte {i} went unnoticed"
+            );
+        }
+    }
+    for cut in [0, 1, 5, blob.len() - 1] {
+        mem.put("a/flip", blob[..cut].to_vec()).await.expect("raw put");
+        assert!(b.get("a/flip").await.is_err(), "truncation to {cut} went unnoticed");
+    }
+}
+
+#[tokio::test]
+async fn sealed_barrier_refuses_everything() {
+    let (_, b, _) = fresh(1, 1).await;
+    b.seal();
+    assert!(matches!(b.get("a/b").await, Err(Error::Sealed)));
+    assert!(matches!(b.put("a/b", b"x").await, Err(Error::Sealed)));
+    assert!(matches!(b.list("a/").await, Err(Error::Sealed)));
+    assert!(matches!(b.key_status(), Err(Error::Sealed)));
+}
+
+#[tokio::test]
+async fn threshold_shares_unseal_and_wrong_shares_never_do() {
+    let (mem, b, keys) = fresh(5, 3).await;
+    b.put("a/kept", b"v").await.expect("put");
+    b.seal();
+    let reopened = Barrier::new(mem.clone());
+    // Too few shares combine to a wrong key.
+    assert!(matches!(reopened.unseal_with_shares(&keys[..2]).await, Err(Error::WrongKey)));
+    // Shares from another initialization do not open this one.
+    let (_, _, other) = fresh(5, 3).await;
+    assert!(reopened.unseal_with_shares(&other[..3]).await.is_err());
+    let mixed = vec![keys[0].clone(), keys[1].clone(), other[2].clone()];
+    assert!(reopened.unseal_with_shares(&mixed).await.is_err());
+    assert!(reopened.is_sealed());
+    reopened
+        .unseal_with_shares(&[keys[4].clone(), keys[0].clone(), keys[2].clone()])
+        .await
+        .expect("unseal");
+    assert_eq!(reopened.get("a/kept").await.expect("get").expect("some").as_slice(), b"v");
+}
+
+#[tokio::test]
+async fn rotation_adds_a_term_and_old_terms_still_decrypt() {
+    let (mem, b, keys) = fresh(1, 1).await;
+    b.put("a/old", b"old").await.expect("put");
+    assert_eq!(b.key_status().expect("status").term, 1);
+    let info = b.rotate().await.expect("rotate");
+    assert_eq!(info.term, 2);
+    b.put("a/new", b"new").await.expect("put");
+    let raw = mem.get("a/new").await.expect("get").expect("some");
+    assert_eq!(&raw[1..5], &2u32.to_be_bytes(), "new writes use the new term");
+    b.seal();
+    let again = Barrier::new(mem);
+    again.unseal_with_shares(&keys).await.expect("unseal");
+    assert_eq!(again.key_status().expect("status").term, 2, "rotation is persisted");
+    assert_eq!(again.get("a/old").await.expect("get").expect("some").as_slice(), b"old");
+    assert_eq!(again.get("a/new").await.expect("get").expect("some").as_slice(), b"new");
+}
+
+#[tokio::test]
+async fn tampered_seal_config_is_detected_at_unseal() {
+    let (mem, b, keys) = fresh(3, 2).await;
+    b.seal();
+    let cfg = serde_json::to_vec(&SealConfig::shamir(3, 3).expect("cfg")).expect("json");
+    mem.put(SEAL_CONFIG_PATH, cfg).await.expect("raw put");
+    assert!(b.unseal_with_shares(&keys[..2]).await.is_err());
+    assert!(b.is_sealed());
+}
+
+#[tokio::test]
+async fn initialize_twice_is_refused() {
+    let (_, b, _) = fresh(1, 1).await;
+    let again = b.initialize(&SealConfig::shamir(1, 1).expect("cfg")).await;
+    assert!(matches!(again, Err(Error::AlreadyInitialized)));
+}
+
+#[test]
+fn seal_config_names_bad_parameters() {
+    assert!(SealConfig::shamir(0, 0).is_err());
+    assert!(SealConfig::shamir(3, 4).is_err());
+    assert!(SealConfig::shamir(3, 1).is_err());
+    assert!(SealConfig::shamir(256, 2).is_err());
+    assert!(SealConfig::shamir(5, 3).is_ok());
+}
+
+#[tokio::test]
+async fn views_are_confined_to_their_prefix() {
+    let (_, b, _) = fresh(1, 1).await;
+    let b = Arc::new(b);
+    let one = View::new(b.clone(), "logical/one/");
+    let two = View::new(b.clone(), "logical/two/");
+    one.put("k", b"1").await.expect("put");
+    assert!(two.get("k").await.expect("get").is_none());
+    assert!(one.get("../two/k").await.is_err(), "dot-dot must not escape");
+    two.put("k", b"2").await.expect("put");
+    one.clear().await.expect("clear");
+    assert!(one.get("k").await.expect("get").is_none());
+    assert_eq!(two.get("k").await.expect("get").expect("some").as_slice(), b"2");
+}

@@ -1,0 +1,66 @@
+//! A [`View`] is the barrier seen through one prefix: the only storage a mount ever gets.
+//! Keys given to a view are relative; a view cannot name a key outside its prefix, because
+//! storage keys with `..` or empty segments are refused below.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::{Barrier, BatchOp, Result};
+
+#[derive(Clone)]
+pub struct View {
+    barrier: Arc<Barrier>,
+    prefix: String,
+}
+
+impl View {
+    /// `prefix` must end in `/`.
+    pub fn new(barrier: Arc<Barrier>, prefix: impl Into<String>) -> Self {
+        Self { barrier, prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn sub_view(&self, sub: &str) -> View {
+        View { barrier: Arc::clone(&self.barrier), prefix: format!("{}{}", self.prefix, sub) }
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.barrier.get(&self.full(key)).await
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.barrier.put(&self.full(key), value).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.barrier.delete(&self.full(key)).await
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.barrier.list(&self.full(prefix)).await
+    }
+
+    pub async fn batch(&self, ops: Vec<BatchOp<'_>>) -> Result<()> {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                BatchOp::Put(k, v) => BatchOp::Put(self.full(&k), v),
+                BatchOp::Delete(k) => BatchOp::Delete(self.full(&k)),
+            })
+            .collect();
+        self.barrier.batch(ops).await
+    }
+
+    /// Removes everything in this view.
+    pub async fn clear(&self) -> Result<()> {
+        self.barrier.delete_prefix(&self.prefix).await
+    }
+}
