@@ -1,1 +1,208 @@
-//! placeholder
+//! Coffer's HTTP API from the client side: Vault's wire envelope and a small typed client used by
+//! the CLI, the agent and the tests. Trust is explicit: a CA file, or the platform store when none
+//! is given; never "accept any certificate".
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Vault's response envelope.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(default)]
+    pub request_id: String,
+    #[serde(default)]
+    pub lease_id: String,
+    #[serde(default)]
+    pub renewable: bool,
+    #[serde(default)]
+    pub lease_duration: u64,
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub wrap_info: Option<Value>,
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+    #[serde(default)]
+    pub auth: Option<Value>,
+}
+
+/// Vault's error body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the Coffer server at {addr}: {cause}")]
+    Unreachable { addr: String, cause: String },
+    #[error("{status}: {}", .errors.join("; "))]
+    Api { status: u16, errors: Vec<String> },
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+    #[error("unexpected response from the server: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where and how to reach a server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    pub address: String,
+    /// PEM bundle of the CAs to trust; when `None`, the platform's trust store.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, for mutually authenticated TLS.
+    pub client_identity_pem: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    address: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("address", &self.address).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+/// A successful answer: status and body (an envelope, a bare object, or nothing for 204).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+impl Answer {
+    pub fn envelope(&self) -> Result<Envelope> {
+        match &self.body {
+            None => Ok(Envelope::default()),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::Decode(e.to_string())),
+        }
+    }
+
+    pub fn data(&self) -> Option<&Map<String, Value>> {
+        self.body.as_ref()?.get("data")?.as_object()
+    }
+}
+
+impl Client {
+    pub fn new(cfg: &ClientConfig) -> Result<Self> {
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout.unwrap_or(Duration::from_secs(60)))
+            .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &cfg.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Config("CA certificate file holds no certificate".into()));
+            }
+            b = b.tls_certs_only(certs);
+        }
+        if let Some(pem) = &cfg.client_identity_pem {
+            let id = reqwest::Identity::from_pem(pem).map_err(|e| Error::Config(format!("client certificate: {e}")))?;
+            b = b.identity(id);
+        }
+        let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
+        let address = cfg.address.trim_end_matches('/').to_owned();
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(Error::Config(format!("address {address:?} must start with http:// or https://")));
+        }
+        Ok(Self { http, address, token: None })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Sends one request to `/v1/<path>`; `method` may be `LIST`.
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer> {
+        self.request_with_query(method, path, &[], body).await
+    }
+
+    pub async fn request_with_query(&self, method: &str, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Answer> {
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Error::Config(format!("bad method {method}")))?;
+        let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
+        let mut rb = self.http.request(method, &url).query(query);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await.map_err(|e| Error::Unreachable { addr: self.address.clone(), cause: error_chain(&e) })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
+        let body: Option<Value> = if bytes.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{status}: {e}")))?)
+        };
+        if status.is_success() || is_health_status(path, status) {
+            return Ok(Answer { status: status.as_u16(), body });
+        }
+        let errors = body
+            .as_ref()
+            .and_then(|b| serde_json::from_value::<ErrorBody>(b.clone()).ok())
+            .map(|e| e.errors)
+            .unwrap_or_default();
+        Err(Error::Api { status: status.as_u16(), errors })
+    }
+
+    pub async fn read(&self, path: &str) -> Result<Answer> {
+        self.request("GET", path, None).await
+    }
+
+    pub async fn write(&self, path: &str, body: &Value) -> Result<Answer> {
+        self.request("POST", path, Some(body)).await
+    }
+
+    pub async fn list(&self, path: &str) -> Result<Answer> {
+        self.request("LIST", path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Answer> {
+        self.request("DELETE", path, None).await
+    }
+}
+
+/// `sys/health` reports state through its status code; those answers are not errors.
+fn is_health_status(path: &str, status: StatusCode) -> bool {
+    path.trim_start_matches('/').starts_with("sys/health") && matches!(status.as_u16(), 429 | 472 | 473 | 501 | 503)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

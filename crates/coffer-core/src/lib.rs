@@ -1,1 +1,21 @@
-//! placeholder
+//! Coffer's core: the request pipeline (seal gate → token → ACL → route), tokens, policies,
+//! mounts and the `sys/` API. It sees storage only through the barrier, and engines only through
+//! the [`backend::LogicalBackend`] trait; it never depends on any concrete engine.
+
+pub mod backend;
+mod core;
+pub mod logical;
+pub mod mount;
+pub mod policy;
+mod policy_store;
+pub mod secret;
+mod sys;
+pub mod token;
+mod token_backend;
+pub mod util;
+
+pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
+pub use backend::{BackendConfig, BackendRequest, Factory, LogicalBackend, MountInfo, Registry};
+pub use logical::{Auth, Error, Operation, Request, Response, Result};
+pub use secret::SecretString;
+pub use coffer_barrier::View;

@@ -1,1 +1,16 @@
-//! placeholder
+//! Coffer's built-in secrets engines. Each sees only `coffer_core`'s logical types and its own
+//! storage view; the binary registers them in the core's [`Registry`].
+
+mod cubbyhole;
+mod kv;
+
+use std::sync::Arc;
+
+use coffer_core::Registry;
+
+/// Registers every built-in engine under its Vault type name.
+pub fn register_builtins(registry: &mut Registry) {
+    registry.register_secrets("kv", Arc::new(kv::factory));
+    registry.register_secrets("generic", Arc::new(kv::factory));
+    registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
+}

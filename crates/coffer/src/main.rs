@@ -1,1 +1,13 @@
-fn main() {}
+//! `coffer`: one binary that is the server, the command-line client and (later) the agent.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod config;
+mod http;
+mod server;
+mod tls;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,105 @@
+//! The contract between the core and the engines and auth methods mounted on it.
+//!
+//! A backend sees only what [`BackendRequest`] carries: its own relative path, the request data,
+//! the authenticated caller, and its mount's settings; and only its own storage [`View`]. It never
+//! sees the token itself, other mounts, or the raw storage.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coffer_barrier::View;
+use serde_json::{Map, Value};
+
+use crate::logical::{Operation, Response, Result};
+use crate::token::TokenEntry;
+
+/// A mount's settings as its backend sees them.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    /// `secret/`, or `auth/approle/` for auth methods.
+    pub path: String,
+    pub kind: String,
+    pub uuid: String,
+    pub accessor: String,
+    pub default_lease_ttl: Duration,
+    pub max_lease_ttl: Duration,
+    pub options: BTreeMap<String, String>,
+}
+
+/// One request as a backend receives it.
+pub struct BackendRequest<'a> {
+    pub id: &'a str,
+    pub operation: Operation,
+    /// Relative to the mount: `app/db` for `secret/app/db`.
+    pub path: &'a str,
+    pub data: &'a Map<String, Value>,
+    /// The authenticated token; `None` only on a backend's unauthenticated paths.
+    pub caller: Option<&'a TokenEntry>,
+    pub mount: &'a MountInfo,
+    pub remote_addr: Option<IpAddr>,
+    /// The caller holds `sudo` on this path (root tokens always do).
+    pub sudo: bool,
+    /// The token as presented, for the few token-store answers that echo it back.
+    pub client_token: Option<&'a crate::secret::SecretString>,
+}
+
+#[async_trait]
+pub trait LogicalBackend: Send + Sync + 'static {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response>;
+
+    /// Whether the path already exists, so a write can be checked as `create` or `update`.
+    /// `None`: the backend does not distinguish, and every write is an `update`.
+    async fn exists(&self, _req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
+    /// Relative paths reachable without a token (`login`, or a prefix ending in `*`).
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Relative paths that need `sudo` on top of the operation's capability.
+    fn sudo_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// What a backend factory is given when its mount is enabled or loaded at unseal.
+pub struct BackendConfig {
+    pub view: View,
+    pub mount: MountInfo,
+}
+
+pub type Factory = Arc<dyn Fn(BackendConfig) -> Result<Arc<dyn LogicalBackend>> + Send + Sync>;
+
+/// The engines and auth methods the binary has registered, by type name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub(crate) secrets: BTreeMap<String, Factory>,
+    pub(crate) auth: BTreeMap<String, Factory>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register_secrets(&mut self, kind: &str, f: Factory) {
+        self.secrets.insert(kind.to_owned(), f);
+    }
+
+    pub fn register_auth(&mut self, kind: &str, f: Factory) {
+        self.auth.insert(kind.to_owned(), f);
+    }
+}
+
+/// Whether `path` matches one of `patterns` (exact, or prefix when the pattern ends in `*`).
+pub(crate) fn path_matches(patterns: &[&str], path: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => *p == path,
+    })
+}

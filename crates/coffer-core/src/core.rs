@@ -1,0 +1,520 @@
+//! The [`Core`]: bring-up (init, unseal, seal) and the one function every request goes through.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use coffer_barrier::{Barrier, SealConfig, View};
+use coffer_storage::Backend;
+use zeroize::Zeroizing;
+
+use crate::backend::{BackendRequest, LogicalBackend, Registry, path_matches};
+use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::mount::{self, MountEntry, Route, Router, Table};
+use crate::policy::Capabilities;
+use crate::policy_store::PolicyStore;
+use crate::secret::SecretString;
+use crate::token::{ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
+use crate::token_backend::TokenBackend;
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub default_lease_ttl: Duration,
+    pub max_lease_ttl: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        // Vault's defaults: 32 days.
+        Self { default_lease_ttl: Duration::from_secs(768 * 3600), max_lease_ttl: Duration::from_secs(768 * 3600) }
+    }
+}
+
+pub struct InitResult {
+    pub keys: Vec<Zeroizing<Vec<u8>>>,
+    pub root_token: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct SealStatus {
+    pub initialized: bool,
+    pub sealed: bool,
+    pub threshold: u8,
+    pub shares: u8,
+    pub progress: usize,
+    pub nonce: String,
+    pub storage_type: &'static str,
+}
+
+/// State that exists only while unsealed.
+pub(crate) struct Active {
+    pub(crate) tokens: Arc<TokenStore>,
+    pub(crate) policies: PolicyStore,
+    pub(crate) router: RwLock<Arc<Router>>,
+}
+
+impl Active {
+    pub(crate) fn router(&self) -> Result<Arc<Router>> {
+        self.router.read().map(|r| r.clone()).map_err(|_| Error::Internal("router lock poisoned".into()))
+    }
+}
+
+#[derive(Default)]
+struct UnsealProgress {
+    nonce: String,
+    shares: Vec<Zeroizing<Vec<u8>>>,
+}
+
+pub struct Core {
+    pub(crate) barrier: Arc<Barrier>,
+    pub(crate) config: CoreConfig,
+    pub(crate) registry: Registry,
+    active: RwLock<Option<Arc<Active>>>,
+    unseal: tokio::sync::Mutex<UnsealProgress>,
+    /// Serializes mount-table and seal-state changes.
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+}
+
+/// Where a request goes after the seal gate.
+enum Target {
+    Sys(String),
+    Mount(Arc<Route>, String),
+}
+
+/// The capability a logical operation needs.
+pub(crate) fn capability_for(op: Operation) -> Capabilities {
+    match op {
+        Operation::Create => Capabilities::CREATE,
+        Operation::Read => Capabilities::READ,
+        Operation::Update => Capabilities::UPDATE,
+        Operation::Patch => Capabilities::PATCH,
+        Operation::Delete => Capabilities::DELETE,
+        Operation::List => Capabilities::LIST,
+    }
+}
+
+/// Rejects paths that could be read two ways: `.`/`..` segments, doubled slashes, control chars.
+fn clean_path(path: &str) -> Result<String> {
+    let p = path.trim_start_matches('/');
+    let body = p.strip_suffix('/').unwrap_or(p);
+    if p.chars().any(char::is_control) {
+        return Err(Error::invalid("path contains a control character"));
+    }
+    if !body.is_empty() && body.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(Error::invalid(format!("invalid path {path:?}: empty, '.' or '..' segment")));
+    }
+    Ok(p.to_owned())
+}
+
+impl Core {
+    pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: CoreConfig) -> Arc<Self> {
+        Arc::new(Self {
+            barrier: Arc::new(Barrier::new(backend)),
+            config,
+            registry,
+            active: RwLock::new(None),
+            unseal: tokio::sync::Mutex::new(UnsealProgress::default()),
+            admin_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn active(&self) -> Result<Arc<Active>> {
+        self.active
+            .read()
+            .map_err(|_| Error::Internal("state lock poisoned".into()))?
+            .clone()
+            .ok_or(Error::Sealed)
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.active().is_err()
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.barrier.is_initialized().await?)
+    }
+
+    pub async fn seal_status(&self) -> Result<SealStatus> {
+        let config = self.barrier.seal_config().await?;
+        let progress = self.unseal.lock().await;
+        Ok(SealStatus {
+            initialized: config.is_some(),
+            sealed: self.is_sealed(),
+            threshold: config.as_ref().map(|c| c.secret_threshold).unwrap_or(0),
+            shares: config.as_ref().map(|c| c.secret_shares).unwrap_or(0),
+            progress: progress.shares.len(),
+            nonce: progress.nonce.clone(),
+            storage_type: self.barrier.backend_kind(),
+        })
+    }
+
+    /// `sys/init`: creates the keys and the root token, and leaves the server sealed.
+    pub async fn initialize(&self, shares: u64, threshold: u64) -> Result<InitResult> {
+        let _g = self.admin_lock.lock().await;
+        let config = SealConfig::shamir(shares, threshold)?;
+        let keys = self.barrier.initialize(&config).await?;
+        let result = async {
+            let active = self.activate().await?;
+            let root_token = self.create_root_token(&active, None).await?;
+            Ok::<_, Error>(root_token)
+        }
+        .await;
+        self.deactivate();
+        Ok(InitResult { keys, root_token: result? })
+    }
+
+    pub(crate) async fn create_root_token(&self, active: &Active, id: Option<SecretString>) -> Result<SecretString> {
+        let (token, _) = active
+            .tokens
+            .create(
+                None,
+                TokenParams {
+                    id,
+                    policies: vec![ROOT_POLICY.to_owned()],
+                    display_name: "root".into(),
+                    path: "auth/token/root".into(),
+                    orphan: true,
+                    ..TokenParams::default()
+                },
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// `sys/unseal`: adds one key share; unseals once the threshold is reached.
+    pub async fn submit_unseal_key(&self, key: Option<Zeroizing<Vec<u8>>>, reset: bool) -> Result<SealStatus> {
+        {
+            let _g = self.admin_lock.lock().await;
+            let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
+            let mut progress = self.unseal.lock().await;
+            if reset {
+                *progress = UnsealProgress::default();
+            }
+            if let Some(key) = key.filter(|_| self.is_sealed()) {
+                if progress.shares.is_empty() {
+                    progress.nonce = crate::util::uuid_v4();
+                }
+                // A share given twice counts once, as in Vault.
+                if !progress.shares.iter().any(|s| crate::secret::ct_eq(s, &key)) {
+                    progress.shares.push(key);
+                }
+                if progress.shares.len() >= config.secret_threshold as usize {
+                    let shares = std::mem::take(&mut progress.shares);
+                    progress.nonce.clear();
+                    drop(progress);
+                    self.barrier.unseal_with_shares(&shares).await?;
+                    if let Err(e) = self.activate().await {
+                        self.deactivate();
+                        return Err(e);
+                    }
+                    tracing::info!("core unsealed");
+                }
+            }
+        }
+        self.seal_status().await
+    }
+
+    /// Unseals with the complete set of shares at once (dev mode, tests).
+    pub async fn unseal_with(&self, keys: &[Zeroizing<Vec<u8>>]) -> Result<SealStatus> {
+        let mut status = self.seal_status().await?;
+        for k in keys {
+            status = self.submit_unseal_key(Some(k.clone()), false).await?;
+            if !status.sealed {
+                break;
+            }
+        }
+        Ok(status)
+    }
+
+    pub async fn seal(&self) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        self.deactivate();
+        *self.unseal.lock().await = UnsealProgress::default();
+        tracing::info!("core sealed");
+        Ok(())
+    }
+
+    fn deactivate(&self) {
+        if let Ok(mut a) = self.active.write() {
+            *a = None;
+        }
+        self.barrier.seal();
+    }
+
+    /// Bring-up after the barrier opens, in order: token store, policies, mount tables, routes.
+    async fn activate(&self) -> Result<Arc<Active>> {
+        let tokens = TokenStore::load(View::new(self.barrier.clone(), "sys/token/")).await?;
+        let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
+        let secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
+            Some(t) => t,
+            None => {
+                let t = vec![
+                    MountEntry::new("cubbyhole/", "cubbyhole", "per-token private secret storage"),
+                    MountEntry::new("sys/", "system", "system endpoints used for control, policy and debugging"),
+                ];
+                mount::save_table(&self.barrier, Table::Secrets, &t).await?;
+                t
+            }
+        };
+        let auth = match mount::load_table(&self.barrier, Table::Auth).await? {
+            Some(t) => t,
+            None => {
+                let t = vec![MountEntry::new("token/", "token", "token based credentials")];
+                mount::save_table(&self.barrier, Table::Auth, &t).await?;
+                t
+            }
+        };
+        let token_backend: Arc<dyn LogicalBackend> =
+            Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
+        let mut routes = Vec::new();
+        for e in secrets.into_iter().filter(|e| e.kind != "system") {
+            routes.push(self.route_for(Table::Secrets, e, None)?);
+        }
+        for e in auth {
+            let builtin = (e.kind == "token").then(|| token_backend.clone());
+            routes.push(self.route_for(Table::Auth, e, builtin)?);
+        }
+        let router = Router::new(routes);
+        tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
+        let active = Arc::new(Active { tokens, policies, router: RwLock::new(Arc::new(router)) });
+        *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? = Some(active.clone());
+        Ok(active)
+    }
+
+    pub(crate) fn route_for(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        builtin: Option<Arc<dyn LogicalBackend>>,
+    ) -> Result<Arc<Route>> {
+        mount::build_route(
+            &self.barrier,
+            &self.registry,
+            table,
+            entry,
+            self.config.default_lease_ttl,
+            self.config.max_lease_ttl,
+            builtin,
+        )
+    }
+
+    /// `-dev`: initialize with one share, unseal, and make a root token (with `root_token_id` if
+    /// given). Returns the unseal key and the root token.
+    pub async fn dev_setup(&self, root_token_id: Option<SecretString>) -> Result<InitResult> {
+        let init = self.initialize(1, 1).await?;
+        self.unseal_with(&init.keys).await?;
+        let root_token = match root_token_id {
+            Some(id) => {
+                let active = self.active()?;
+                let old = active.tokens.lookup(init.root_token.expose()).await?;
+                if let Some(old) = old {
+                    active.tokens.revoke_tree(&old.id).await?;
+                }
+                self.create_root_token(&active, Some(id)).await?
+            }
+            None => init.root_token,
+        };
+        Ok(InitResult { keys: init.keys, root_token })
+    }
+
+    /// Mounts a secrets engine as an operator would through `sys/mounts` (used by `-dev`).
+    pub async fn mount_secrets(&self, path: &str, kind: &str, description: &str, options: &[(&str, &str)]) -> Result<()> {
+        let mut entry = MountEntry::new(&mount::normalize_mount_path(path)?, kind, description);
+        for (k, v) in options {
+            entry.options.insert((*k).to_owned(), (*v).to_owned());
+        }
+        self.add_mount(Table::Secrets, entry).await
+    }
+
+    pub(crate) async fn add_mount(&self, table: Table, entry: MountEntry) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        let active = self.active()?;
+        let full = table.full_path(&entry.path);
+        let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"];
+        if table == Table::Secrets && reserved.iter().any(|r| mount::conflicts(r, &full)) {
+            return Err(Error::invalid(format!("cannot mount at {full:?}: path is reserved")));
+        }
+        let router = active.router()?;
+        if let Some(r) = router.routes().find(|r| mount::conflicts(&r.full_path, &full)) {
+            return Err(Error::invalid(format!(
+                "path is already in use at {}",
+                r.full_path
+            )));
+        }
+        if matches!(entry.kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
+            return Err(Error::invalid(format!("cannot mount another {:?} backend", entry.kind)));
+        }
+        let route = self.route_for(table, entry.clone(), None)?;
+        let mut entries = mount::load_table(&self.barrier, table).await?.unwrap_or_default();
+        entries.push(entry);
+        mount::save_table(&self.barrier, table, &entries).await?;
+        let mut routes: Vec<Arc<Route>> = router.routes().cloned().collect();
+        routes.push(route);
+        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+            Arc::new(Router::new(routes));
+        Ok(())
+    }
+
+    pub(crate) async fn remove_mount(&self, table: Table, path: &str) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        let active = self.active()?;
+        let path = mount::normalize_mount_path(path)?;
+        let full = table.full_path(&path);
+        let router = active.router()?;
+        let mut entries = mount::load_table(&self.barrier, table).await?.unwrap_or_default();
+        let Some(pos) = entries.iter().position(|e| e.path == path) else {
+            // Vault answers success for a path with nothing mounted.
+            return Ok(());
+        };
+        if matches!(entries[pos].kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
+            return Err(Error::invalid(format!("cannot unmount {full:?}")));
+        }
+        entries.remove(pos);
+        // Table first: if clearing the data fails midway, the mount is gone and its leftover
+        // ciphertext is unreachable, never half-visible.
+        mount::save_table(&self.barrier, table, &entries).await?;
+        let routes: Vec<Arc<Route>> = router.routes().filter(|r| r.full_path != full).cloned().collect();
+        let removed = router.routes().find(|r| r.full_path == full).cloned();
+        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+            Arc::new(Router::new(routes));
+        if let Some(r) = removed {
+            r.view.clear().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn tune_mount(&self, table: Table, path: &str, f: impl FnOnce(&mut MountEntry) -> Result<()>) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        let active = self.active()?;
+        let path = mount::normalize_mount_path(path)?;
+        let mut entries = mount::load_table(&self.barrier, table).await?.unwrap_or_default();
+        let entry = entries
+            .iter_mut()
+            .find(|e| e.path == path)
+            .ok_or_else(|| Error::invalid(format!("no mount at {:?}", table.full_path(&path))))?;
+        f(entry)?;
+        let updated = entry.clone();
+        mount::save_table(&self.barrier, table, &entries).await?;
+        let router = active.router()?;
+        let full = table.full_path(&path);
+        let mut routes = Vec::new();
+        for r in router.routes() {
+            if r.full_path == full {
+                // Keep the running backend; only its view of the mount settings changes.
+                let builtin = Some(r.backend.clone());
+                let fresh = self.route_for(table, updated.clone(), builtin.filter(|_| updated.kind == "token"))?;
+                routes.push(fresh);
+            } else {
+                routes.push(r.clone());
+            }
+        }
+        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+            Arc::new(Router::new(routes));
+        Ok(())
+    }
+
+    /// Resolves the presented token to a live entry, or refuses with 403.
+    async fn authenticate(&self, active: &Active, req: &Request) -> Result<TokenEntry> {
+        let token = req.client_token.as_ref().ok_or(Error::PermissionDenied)?;
+        if token.expose().is_empty() {
+            return Err(Error::PermissionDenied);
+        }
+        active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)
+    }
+
+    /// The whole pipeline for one request: seal gate, token, ACL, route, answer.
+    pub async fn handle(&self, req: Request) -> Result<Response> {
+        let path = clean_path(&req.path)?;
+        if let Some(resp) = crate::sys::public(self, &req, &path).await? {
+            return Ok(resp);
+        }
+        let active = self.active()?;
+        let target = match path.strip_prefix("sys/") {
+            Some(rest) => Target::Sys(rest.to_owned()),
+            None if path == "sys" => Target::Sys(String::new()),
+            None => {
+                let router = active.router()?;
+                let (route, rel) = router.route(&path).ok_or_else(|| Error::UnsupportedPath(path.clone()))?;
+                let rel = rel.to_owned();
+                Target::Mount(route, rel)
+            }
+        };
+        let unauthenticated = match &target {
+            Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
+            Target::Sys(_) => false,
+        };
+        let caller = if unauthenticated { None } else { Some(self.authenticate(&active, &req).await?) };
+
+        let mut op = req.operation;
+        if let (Target::Mount(route, rel), Operation::Update) = (&target, op) {
+            let probe = BackendRequest {
+                id: &req.id,
+                operation: op,
+                path: rel,
+                data: &req.data,
+                caller: caller.as_ref(),
+                mount: &route.info,
+                remote_addr: req.remote_addr,
+                sudo: false,
+                client_token: req.client_token.as_ref(),
+            };
+            if route.backend.exists(&probe).await? == Some(false) {
+                op = Operation::Create;
+            }
+        }
+
+        let mut sudo = false;
+        let mut caller = caller;
+        if let Some(entry) = caller.as_mut() {
+            let a = active.policies.acl(&entry.policies)?;
+            let caps = a.capabilities(&path);
+            let sudo_required = match &target {
+                Target::Sys(rel) => crate::sys::is_sudo_path(rel),
+                Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
+            };
+            sudo = caps.contains(Capabilities::SUDO);
+            if !a.allows(&path, capability_for(op)) || (sudo_required && !sudo) {
+                return Err(Error::PermissionDenied);
+            }
+            if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
+                a.check_parameters(&path, &req.data).map_err(|_| Error::PermissionDenied)?;
+            }
+            if !active.tokens.use_token(entry).await? {
+                return Err(Error::PermissionDenied);
+            }
+        }
+
+        match target {
+            Target::Sys(rel) => {
+                let ctx = crate::sys::Ctx { core: self, active: &active, caller: caller.as_ref(), req: &req, op };
+                crate::sys::handle(&ctx, &rel).await
+            }
+            Target::Mount(route, rel) => {
+                let breq = BackendRequest {
+                    id: &req.id,
+                    operation: op,
+                    path: &rel,
+                    data: &req.data,
+                    caller: caller.as_ref(),
+                    mount: &route.info,
+                    remote_addr: req.remote_addr,
+                    sudo,
+                    client_token: req.client_token.as_ref(),
+                };
+                route.backend.handle(&breq).await
+            }
+        }
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_dot_segments_are_refused() {
+        assert!(clean_path("secret/../sys/seal").is_err());
+        assert!(clean_path("secret//x").is_err());
+        assert_eq!(clean_path("/secret/x/").expect("ok"), "secret/x/");
+    }
+}

@@ -1,0 +1,199 @@
+//! The logical request and response every layer above storage speaks. HTTP is mapped onto these
+//! in exactly one place (the binary's `http` module), and back again.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::secret::SecretString;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Read,
+    Update,
+    Patch,
+    Delete,
+    List,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Read => "read",
+            Operation::Update => "update",
+            Operation::Patch => "patch",
+            Operation::Delete => "delete",
+            Operation::List => "list",
+        }
+    }
+
+    /// Writes are decided between create and update by the engine's existence check.
+    pub fn is_write(self) -> bool {
+        matches!(self, Operation::Create | Operation::Update)
+    }
+}
+
+/// One API request, after transport and before authentication.
+#[derive(Debug)]
+pub struct Request {
+    pub id: String,
+    pub operation: Operation,
+    /// Without leading `/` and without `v1/`, e.g. `secret/app/db`.
+    pub path: String,
+    pub data: Map<String, Value>,
+    pub client_token: Option<SecretString>,
+    pub remote_addr: Option<IpAddr>,
+    /// PEM-free DER of the client's TLS certificate, when the connection had one.
+    pub client_cert_der: Option<Vec<u8>>,
+    pub wrap_ttl: Option<Duration>,
+}
+
+impl Request {
+    pub fn new(operation: Operation, path: impl Into<String>) -> Self {
+        Self {
+            id: crate::util::uuid_v4(),
+            operation,
+            path: path.into(),
+            data: Map::new(),
+            client_token: None,
+            remote_addr: None,
+            client_cert_der: None,
+            wrap_ttl: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Map<String, Value>) -> Self {
+        self.data = data;
+        self
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.client_token = Some(SecretString::new(token.into()));
+        self
+    }
+}
+
+/// The `auth` block of a login or token creation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Auth {
+    pub client_token: String,
+    pub accessor: String,
+    pub policies: Vec<String>,
+    pub token_policies: Vec<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub lease_duration: u64,
+    pub renewable: bool,
+    pub entity_id: String,
+    pub token_type: String,
+    pub orphan: bool,
+    pub mfa_requirement: Option<Value>,
+    pub num_uses: u64,
+}
+
+/// What a handler answers. Most answers use Vault's envelope; a few `sys/` endpoints (health,
+/// seal-status, init) answer a bare JSON object with their own status code, as Vault's do.
+#[derive(Debug, Default)]
+pub struct Response {
+    pub data: Option<Map<String, Value>>,
+    pub auth: Option<Auth>,
+    pub lease_duration: u64,
+    pub renewable: bool,
+    pub lease_id: String,
+    pub warnings: Vec<String>,
+    pub raw: Option<(u16, Value)>,
+}
+
+impl Response {
+    pub fn data(data: Map<String, Value>) -> Self {
+        Self { data: Some(data), ..Self::default() }
+    }
+
+    pub fn from_value(v: Value) -> Self {
+        match v {
+            Value::Object(m) => Self::data(m),
+            _ => Self::default(),
+        }
+    }
+
+    pub fn raw(status: u16, body: Value) -> Self {
+        Self { raw: Some((status, body)), ..Self::default() }
+    }
+
+    pub fn list(keys: Vec<String>) -> Self {
+        let mut m = Map::new();
+        m.insert("keys".into(), Value::from(keys));
+        Self::data(m)
+    }
+
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_none() && self.auth.is_none() && self.warnings.is_empty() && self.raw.is_none()
+    }
+}
+
+/// Logical errors; the HTTP layer maps each to a status code in one exhaustive match.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Vault is sealed")]
+    Sealed,
+    #[error("Vault is not initialized")]
+    NotInitialized,
+    #[error("permission denied")]
+    PermissionDenied,
+    /// A missing secret: Vault answers 404 with an empty error list.
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("unsupported operation")]
+    UnsupportedOperation,
+    #[error("no handler for route {0:?}. route entry not found.")]
+    UnsupportedPath(String),
+    #[error("rate limit exceeded")]
+    RateLimited,
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidRequest(msg.into())
+    }
+}
+
+impl From<coffer_barrier::Error> for Error {
+    fn from(e: coffer_barrier::Error) -> Self {
+        use coffer_barrier::Error as B;
+        match e {
+            B::Sealed => Error::Sealed,
+            B::NotInitialized => Error::NotInitialized,
+            B::AlreadyInitialized => Error::invalid("Vault is already initialized"),
+            B::InvalidSealConfig(m) => Error::InvalidRequest(m),
+            B::InvalidShare(m) => Error::InvalidRequest(format!("invalid key share: {m}")),
+            B::WrongKey => Error::invalid(
+                "unseal failed: the key shares do not combine to this server's unseal key",
+            ),
+            B::Corrupt(_) | B::Storage(_) | B::Internal(_) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<coffer_storage::Error> for Error {
+    fn from(e: coffer_storage::Error) -> Self {
+        match e {
+            coffer_storage::Error::InvalidKey(m) => Error::InvalidRequest(format!("invalid path: {m}")),
+            coffer_storage::Error::Backend(_) => Error::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Types for secret material: zeroized on drop, no `Debug` that prints the value, and equality
+//! only in constant time.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// A string that must not leak: tokens, passwords, key shares.
+#[derive(Clone)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+
+    /// The one deliberate way to read the value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn ct_eq(&self, other: &str) -> bool {
+        ct_eq(self.0.as_bytes(), other.as_bytes())
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// Constant-time byte comparison (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_value() {
+        let s = SecretString::new("s3cr3t-token".into());
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        let s = SecretString::new("abc".into());
+        assert!(s.ct_eq("abc"));
+        assert!(!s.ct_eq("abd"));
+        assert!(!s.ct_eq("ab"));
+    }
+}

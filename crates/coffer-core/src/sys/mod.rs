@@ -1,0 +1,222 @@
+//! The `sys/` API: seal lifecycle, health, mounts, policies, capabilities, key rotation.
+//! The public endpoints (`init`, `unseal`, `seal-status`, `health`, `leader`) answer without a
+//! token and while sealed; everything else has passed the token and ACL checks before it gets here.
+
+mod mounts;
+mod policies;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::core::{Active, Core, SealStatus};
+use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::token::TokenEntry;
+use crate::token_backend::Fields;
+use crate::util::{hex, now_unix, rfc3339, unhex};
+
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) core: &'a Core,
+    pub(crate) active: &'a Arc<Active>,
+    pub(crate) caller: Option<&'a TokenEntry>,
+    pub(crate) req: &'a Request,
+    pub(crate) op: Operation,
+}
+
+/// Paths below `sys/` that need `sudo`, as in Vault.
+pub(crate) fn is_sudo_path(rel: &str) -> bool {
+    rel.starts_with("auth/") && !rel.ends_with("/tune")
+        || matches!(rel, "seal" | "rotate" | "step-down" | "audit" | "raw")
+        || rel.starts_with("audit/")
+        || rel.starts_with("raw/")
+        || rel.starts_with("leases/revoke-prefix/")
+        || rel.starts_with("leases/revoke-force/")
+}
+
+fn seal_status_json(s: &SealStatus) -> Value {
+    json!({
+        "type": "shamir",
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "t": s.threshold,
+        "n": s.shares,
+        "progress": s.progress,
+        "nonce": s.nonce,
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": s.storage_type,
+        "cluster_name": if s.sealed { Value::Null } else { json!("coffer") },
+        "cluster_id": if s.sealed { Value::Null } else { json!("") },
+    })
+}
+
+/// Decodes an unseal key share given as hex (Vault's `keys`) or base64 (`keys_base64`).
+fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let s = s.trim();
+    if let Some(b) = unhex(s) {
+        return Ok(Zeroizing::new(b));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map(Zeroizing::new)
+        .map_err(|_| Error::invalid("'key' must be a valid hex or base64 string"))
+}
+
+/// Endpoints that need no token and work while sealed. `None`: not one of them.
+pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Option<Response>> {
+    let f = Fields::new(&req.data);
+    let write = matches!(req.operation, Operation::Create | Operation::Update);
+    let resp = match (path, req.operation) {
+        ("sys/init", Operation::Read) => {
+            Response::raw(200, json!({ "initialized": core.is_initialized().await? }))
+        }
+        ("sys/init", _) if write => {
+            if f.has("pgp_keys") || f.has("root_token_pgp_key") {
+                return Err(Error::invalid("PGP-encrypted key shares are not supported by Coffer"));
+            }
+            let shares = f.u64("secret_shares")?.ok_or_else(|| Error::invalid("missing required parameter \"secret_shares\""))?;
+            let threshold = f.u64("secret_threshold")?.ok_or_else(|| Error::invalid("missing required parameter \"secret_threshold\""))?;
+            let init = core.initialize(shares, threshold).await?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            Response::raw(
+                200,
+                json!({
+                    "keys": init.keys.iter().map(|k| hex(k)).collect::<Vec<_>>(),
+                    "keys_base64": init.keys.iter().map(|k| b64.encode(k.as_slice())).collect::<Vec<_>>(),
+                    "root_token": init.root_token.expose(),
+                }),
+            )
+        }
+        ("sys/seal-status", Operation::Read) => Response::raw(200, seal_status_json(&core.seal_status().await?)),
+        ("sys/unseal", _) if write => {
+            let reset = f.bool("reset")?.unwrap_or(false);
+            let key = match f.str("key")? {
+                Some(k) if !k.is_empty() => Some(decode_share(&k)?),
+                _ if reset => None,
+                _ => return Err(Error::invalid("missing required parameter \"key\"")),
+            };
+            let status = core.submit_unseal_key(key, reset).await?;
+            Response::raw(200, seal_status_json(&status))
+        }
+        ("sys/health", Operation::Read) => health(core, &f).await?,
+        ("sys/leader", Operation::Read) => {
+            if core.is_sealed() {
+                return Err(Error::Sealed);
+            }
+            Response::raw(200, json!({
+                "ha_enabled": false, "is_self": true, "active_time": "", "leader_address": "",
+                "leader_cluster_address": "", "performance_standby": false,
+                "performance_standby_last_remote_wal": 0,
+            }))
+        }
+        ("sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader", _) => {
+            return Err(Error::UnsupportedOperation);
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(resp))
+}
+
+/// `sys/health` with Vault's status codes and their query overrides.
+async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
+    let code = |name: &str, default: u16| -> Result<u16> {
+        match f.u64(name)? {
+            Some(c) if (100..600).contains(&c) => Ok(c as u16),
+            Some(c) => Err(Error::invalid(format!("{name} must be an HTTP status code, not {c}"))),
+            None => Ok(default),
+        }
+    };
+    let initialized = core.is_initialized().await?;
+    let sealed = core.is_sealed();
+    let status = if !initialized {
+        code("uninitcode", 501)?
+    } else if sealed {
+        code("sealedcode", 503)?
+    } else {
+        code("activecode", 200)?
+    };
+    // The other overrides (standby, DR, performance standby) concern HA nodes; validate them so a
+    // typo is reported rather than silently ignored.
+    for name in ["standbycode", "drsecondarycode", "performancestandbycode", "removedcode", "haunhealthycode"] {
+        code(name, 200)?;
+    }
+    for name in ["standbyok", "perfstandbyok"] {
+        f.bool(name)?;
+    }
+    let body = json!({
+        "initialized": initialized,
+        "sealed": sealed,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": now_unix(),
+        "version": VERSION,
+        "cluster_name": "coffer",
+        "cluster_id": "",
+    });
+    Ok(Response::raw(status, body))
+}
+
+/// Authenticated `sys/` endpoints.
+pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
+    use Operation::*;
+    let op = ctx.op;
+    let write = matches!(op, Create | Update);
+    match rel {
+        "seal" if write => {
+            ctx.core.seal().await?;
+            Ok(Response::empty())
+        }
+        "rotate" if write => {
+            ctx.core.barrier.rotate().await?;
+            Ok(Response::empty())
+        }
+        "key-status" if op == Read => {
+            let s = ctx.core.barrier.key_status()?;
+            Ok(Response::from_value(json!({
+                "term": s.term,
+                "install_time": rfc3339(s.install_time),
+                "encryptions": s.encryptions,
+            })))
+        }
+        "capabilities-self" if write => policies::capabilities(ctx, ctx.caller).await,
+        "capabilities" if write => {
+            let t = Fields::new(&ctx.req.data).str("token")?.filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+            let entry = ctx.active.tokens.lookup(&t).await?;
+            policies::capabilities(ctx, entry.as_ref()).await
+        }
+        "capabilities-accessor" if write => {
+            let a = Fields::new(&ctx.req.data).str("accessor")?.filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
+            let entry = ctx.active.tokens.lookup_accessor(&a).await?;
+            policies::capabilities(ctx, entry.as_ref()).await
+        }
+        "seal" | "rotate" | "key-status" | "capabilities-self" | "capabilities" | "capabilities-accessor" => {
+            Err(Error::UnsupportedOperation)
+        }
+        _ => {
+            if let Some(r) = mounts::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = policies::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            Err(Error::UnsupportedPath(format!("sys/{rel}")))
+        }
+    }
+}
+
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,126 @@
+//! `sys/policy`, `sys/policies/acl` and the capabilities endpoints.
+
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, obj};
+use crate::logical::{Error, Operation, Response, Result};
+use crate::token::TokenEntry;
+use crate::token_backend::Fields;
+
+pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
+    let op = ctx.op;
+    let write = matches!(op, Operation::Create | Operation::Update);
+    let store = &ctx.active.policies;
+    // The old `sys/policy` API and the newer `sys/policies/acl` differ only in field names.
+    let (name, legacy) = match rel {
+        "policy" | "policy/" => {
+            return match op {
+                Operation::Read | Operation::List => {
+                    let names = store.list()?;
+                    Ok(Some(Response::from_value(json!({ "policies": names, "keys": names }))))
+                }
+                _ => Err(Error::UnsupportedOperation),
+            };
+        }
+        "policies/acl" | "policies/acl/" => {
+            return match op {
+                Operation::List | Operation::Read => Ok(Some(Response::list(store.list()?))),
+                _ => Err(Error::UnsupportedOperation),
+            };
+        }
+        _ => {
+            if let Some(n) = rel.strip_prefix("policy/") {
+                (n, true)
+            } else if let Some(n) = rel.strip_prefix("policies/acl/") {
+                (n, false)
+            } else {
+                return Ok(None);
+            }
+        }
+    };
+    let name = crate::policy_store::normalize_name(name)?;
+    let resp = match op {
+        Operation::Read => {
+            let raw = if name == "root" {
+                String::new()
+            } else {
+                store.get(&name)?.ok_or(Error::NotFound)?.raw.clone()
+            };
+            if legacy {
+                Response::from_value(json!({ "name": name, "rules": raw }))
+            } else {
+                Response::from_value(json!({ "name": name, "policy": raw }))
+            }
+        }
+        _ if write => {
+            let f = Fields::new(&ctx.req.data);
+            let raw = if legacy { f.str("rules")?.or(f.str("policy")?) } else { f.str("policy")? };
+            let raw = raw.ok_or_else(|| {
+                Error::invalid(if legacy { "missing required parameter \"rules\"" } else { "missing required parameter \"policy\"" })
+            })?;
+            let raw = decode_maybe_base64(&raw);
+            store.set(&name, &raw).await?;
+            Response::empty()
+        }
+        Operation::Delete => {
+            store.delete(&name).await?;
+            Response::empty()
+        }
+        _ => return Err(Error::UnsupportedOperation),
+    };
+    Ok(Some(resp))
+}
+
+/// Vault accepts a policy body base64-encoded; plain HCL never decodes to valid UTF-8 HCL.
+fn decode_maybe_base64(raw: &str) -> String {
+    use base64::Engine as _;
+    let t = raw.trim();
+    if t.is_empty() || t.contains(['{', '"', ' ', '\n']) {
+        return raw.to_owned();
+    }
+    match base64::engine::general_purpose::STANDARD.decode(t) {
+        Ok(b) => String::from_utf8(b).unwrap_or_else(|_| raw.to_owned()),
+        Err(_) => raw.to_owned(),
+    }
+}
+
+/// `capabilities-self`, `capabilities`, `capabilities-accessor`: per path, the token's
+/// capabilities; an unknown token has none (`deny`).
+pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> Result<Response> {
+    let f = Fields::new(&ctx.req.data);
+    let mut paths = f.list("paths")?.unwrap_or_default();
+    if let Some(p) = f.str("path")? {
+        paths.push(p);
+    }
+    if paths.is_empty() {
+        return Err(Error::invalid("missing required parameter \"paths\""));
+    }
+    let acl = match entry {
+        Some(e) => Some(ctx.active.policies.acl(&e.policies)?),
+        None => None,
+    };
+    let mut out = Map::new();
+    let mut all: Vec<&str> = Vec::new();
+    for p in &paths {
+        let p = p.trim_start_matches('/');
+        let names: Vec<&'static str> = match &acl {
+            Some(a) if a.is_root() => vec!["root"],
+            Some(a) => {
+                let n = a.capabilities(p).names();
+                if n.is_empty() { vec!["deny"] } else { n }
+            }
+            None => vec!["deny"],
+        };
+        for n in &names {
+            if !all.contains(n) {
+                all.push(n);
+            }
+        }
+        out.insert(p.to_owned(), json!(names));
+    }
+    if paths.len() == 1 {
+        out.insert("capabilities".into(), json!(all));
+    }
+    let _ = obj(Value::Null);
+    Ok(Response::data(out))
+}

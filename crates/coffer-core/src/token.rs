@@ -1,0 +1,389 @@
+//! The token store: service tokens, kept only as salted HMAC-SHA256 hashes.
+//!
+//! Guarantees: the store never holds a token in cleartext (the entry is keyed by the hash, and
+//! the token is not in it); an expired, used-up or revoked token never authenticates; revoking a
+//! token revokes its descendants unless asked to orphan them; a child never outlives its parent.
+//! Not here: which token may do what (the ACL), leases of secrets (the expiration manager).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use coffer_barrier::{BatchOp, View};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+
+use crate::logical::{Error, Result};
+use crate::secret::{SecretString, ct_eq};
+use crate::util::{hex, now_unix, random_base62, rfc3339};
+
+pub const ROOT_POLICY: &str = "root";
+pub const DEFAULT_POLICY: &str = "default";
+/// Prefix of Coffer service tokens; Vault clients treat tokens as opaque strings.
+pub const TOKEN_PREFIX: &str = "cfs.";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenEntry {
+    pub version: u32,
+    /// Salted hash of the token: the storage key and the id other records refer to.
+    pub id: String,
+    pub accessor: String,
+    pub parent: Option<String>,
+    pub policies: Vec<String>,
+    pub path: String,
+    pub meta: BTreeMap<String, String>,
+    pub display_name: String,
+    /// Uses left; 0 means unlimited.
+    pub num_uses: u64,
+    pub creation_time: u64,
+    /// Seconds; 0 means the token never expires (root tokens).
+    pub creation_ttl: u64,
+    /// Unix seconds; 0 means never.
+    pub expire_time: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub renewable: bool,
+    pub orphan: bool,
+    pub entity_id: String,
+    #[serde(default)]
+    pub last_renewal_time: u64,
+}
+
+impl TokenEntry {
+    pub fn is_root(&self) -> bool {
+        self.policies.iter().any(|p| p == ROOT_POLICY)
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expire_time != 0 && now >= self.expire_time
+    }
+
+    pub fn ttl_remaining(&self, now: u64) -> u64 {
+        if self.expire_time == 0 { 0 } else { self.expire_time.saturating_sub(now) }
+    }
+
+    /// Vault's token lookup shape. `token` is echoed as `id` only when the caller presented it.
+    pub fn lookup_data(&self, token: Option<&str>, now: u64) -> Map<String, Value> {
+        let expire = (self.expire_time != 0).then(|| rfc3339(self.expire_time));
+        let meta: Map<String, Value> =
+            self.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        let mut m = json!({
+            "accessor": self.accessor,
+            "creation_time": self.creation_time,
+            "creation_ttl": self.creation_ttl,
+            "display_name": self.display_name,
+            "entity_id": self.entity_id,
+            "expire_time": expire,
+            "explicit_max_ttl": self.explicit_max_ttl,
+            "id": token.unwrap_or(""),
+            "issue_time": rfc3339(self.creation_time),
+            "meta": if meta.is_empty() { Value::Null } else { Value::Object(meta) },
+            "num_uses": self.num_uses,
+            "orphan": self.orphan,
+            "path": self.path,
+            "policies": self.policies,
+            "renewable": self.renewable,
+            "ttl": self.ttl_remaining(now),
+            "type": "service",
+        });
+        if self.period > 0 {
+            m["period"] = json!(self.period);
+        }
+        if self.last_renewal_time > 0 {
+            m["last_renewal_time"] = json!(self.last_renewal_time);
+            m["last_renewal"] = json!(rfc3339(self.last_renewal_time));
+        }
+        match m {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+/// What a new token is made of, after the caller's request has been validated.
+#[derive(Debug, Default, Clone)]
+pub struct TokenParams {
+    /// A caller-chosen token (root only, and `-dev-root-token-id`).
+    pub id: Option<SecretString>,
+    pub policies: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub display_name: String,
+    pub num_uses: u64,
+    pub ttl: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub renewable: bool,
+    pub orphan: bool,
+    pub path: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccessorEntry {
+    accessor: String,
+    id: String,
+}
+
+pub struct TokenStore {
+    view: View,
+    salt: hmac::Key,
+    /// Serializes revocations and use-count updates so a token's last use is counted once.
+    write_lock: Mutex<()>,
+    /// The cubbyhole mount's storage, whose `<token id>/` folder dies with the token.
+    cubbyhole: std::sync::RwLock<Option<View>>,
+}
+
+impl TokenStore {
+    /// Loads the salt from `view`, creating it on first use.
+    pub async fn load(view: View) -> Result<Arc<Self>> {
+        let salt = match view.get("salt").await? {
+            Some(s) => s,
+            None => {
+                let fresh = crate::util::random_bytes::<32>();
+                view.put("salt", &fresh).await?;
+                zeroize::Zeroizing::new(fresh.to_vec())
+            }
+        };
+        Ok(Arc::new(Self {
+            view,
+            salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
+            write_lock: Mutex::new(()),
+            cubbyhole: std::sync::RwLock::new(None),
+        }))
+    }
+
+    pub fn set_cubbyhole(&self, view: Option<View>) {
+        if let Ok(mut c) = self.cubbyhole.write() {
+            *c = view;
+        }
+    }
+
+    /// The salted hash under which a token (or accessor) is stored.
+    pub fn hash(&self, value: &str) -> String {
+        hex(hmac::sign(&self.salt, value.as_bytes()).as_ref())
+    }
+
+    async fn get_entry(&self, id: &str) -> Result<Option<TokenEntry>> {
+        match self.view.get(&format!("id/{id}")).await? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("token entry decode: {e}"))),
+        }
+    }
+
+    async fn put_entry(&self, e: &TokenEntry) -> Result<()> {
+        let raw = serde_json::to_vec(e).map_err(|e| Error::Internal(e.to_string()))?;
+        self.view.put(&format!("id/{}", e.id), &raw).await?;
+        Ok(())
+    }
+
+    /// Creates a token; `parent` is `None` for orphans and the root token.
+    pub async fn create(
+        &self,
+        parent: Option<&TokenEntry>,
+        p: TokenParams,
+    ) -> Result<(SecretString, TokenEntry)> {
+        let token = match p.id {
+            Some(id) => {
+                if id.expose().is_empty() || id.expose().contains(['/', ' ']) {
+                    return Err(Error::invalid("token id must not be empty or contain '/' or spaces"));
+                }
+                id
+            }
+            None => SecretString::new(format!("{TOKEN_PREFIX}{}", random_base62(32))),
+        };
+        let id = self.hash(token.expose());
+        if self.get_entry(&id).await?.is_some() {
+            return Err(Error::invalid("cannot create a token with a duplicate ID"));
+        }
+        let now = now_unix();
+        let mut expire_time = if p.ttl == 0 { 0 } else { now + p.ttl };
+        // A child never outlives its parent: its expiry is capped at the parent's.
+        if let Some(parent) = parent.filter(|_| !p.orphan) {
+            if parent.expire_time != 0 && (expire_time == 0 || expire_time > parent.expire_time) {
+                expire_time = parent.expire_time;
+            }
+        }
+        let accessor = random_base62(24);
+        let entry = TokenEntry {
+            version: 1,
+            id: id.clone(),
+            accessor: accessor.clone(),
+            parent: parent.filter(|_| !p.orphan).map(|e| e.id.clone()),
+            policies: p.policies,
+            path: p.path,
+            meta: p.meta,
+            display_name: p.display_name,
+            num_uses: p.num_uses,
+            creation_time: now,
+            creation_ttl: if expire_time == 0 { 0 } else { expire_time - now },
+            expire_time,
+            explicit_max_ttl: p.explicit_max_ttl,
+            period: p.period,
+            renewable: p.renewable && expire_time != 0,
+            orphan: p.orphan || parent.is_none(),
+            entity_id: String::new(),
+            last_renewal_time: 0,
+        };
+        let raw = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let acc = serde_json::to_vec(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut ops = vec![
+            BatchOp::Put(format!("id/{id}"), &raw),
+            BatchOp::Put(format!("accessor/{}", self.hash(&accessor)), &acc),
+        ];
+        if let Some(parent) = &entry.parent {
+            ops.push(BatchOp::Put(format!("parent/{parent}/{id}"), b""));
+        }
+        self.view.batch(ops).await?;
+        Ok((token, entry))
+    }
+
+    /// The live entry for a presented token; expired tokens are revoked on sight.
+    pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>> {
+        let id = self.hash(token);
+        self.lookup_id(&id).await
+    }
+
+    pub async fn lookup_id(&self, id: &str) -> Result<Option<TokenEntry>> {
+        let Some(entry) = self.get_entry(id).await? else {
+            return Ok(None);
+        };
+        if !ct_eq(entry.id.as_bytes(), id.as_bytes()) {
+            return Ok(None);
+        }
+        if entry.is_expired(now_unix()) {
+            self.revoke_tree(&entry.id).await?;
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    pub async fn lookup_accessor(&self, accessor: &str) -> Result<Option<TokenEntry>> {
+        let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
+            return Ok(None);
+        };
+        let acc: AccessorEntry =
+            serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
+        if !ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()) {
+            return Ok(None);
+        }
+        self.lookup_id(&acc.id).await
+    }
+
+    pub async fn accessors(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for key in self.view.list("accessor/").await? {
+            if let Some(raw) = self.view.get(&format!("accessor/{key}")).await? {
+                if let Ok(acc) = serde_json::from_slice::<AccessorEntry>(&raw) {
+                    out.push(acc.accessor);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Counts one use of a limited-use token. Returns `false` when the token had no use left (it
+    /// is then revoked and must not authenticate); on the last use the token is revoked at once,
+    /// so no second request can race it.
+    pub async fn use_token(&self, entry: &mut TokenEntry) -> Result<bool> {
+        if entry.num_uses == 0 {
+            return Ok(true);
+        }
+        let _g = self.write_lock.lock().await;
+        let Some(mut current) = self.get_entry(&entry.id).await? else {
+            return Ok(false);
+        };
+        if current.num_uses == 1 {
+            drop(_g);
+            self.revoke_tree(&current.id).await?;
+            entry.num_uses = 0;
+            return Ok(true);
+        }
+        current.num_uses -= 1;
+        self.put_entry(&current).await?;
+        *entry = current;
+        Ok(true)
+    }
+
+    /// Revokes a token and all of its descendants, and destroys their cubbyholes.
+    pub async fn revoke_tree(&self, id: &str) -> Result<()> {
+        let mut stack = vec![id.to_owned()];
+        let mut order = Vec::new();
+        while let Some(cur) = stack.pop() {
+            for child in self.view.list(&format!("parent/{cur}/")).await? {
+                stack.push(child.trim_end_matches('/').to_owned());
+            }
+            order.push(cur);
+        }
+        // Children first, so an interrupted revocation never leaves an orphaned live child.
+        for cur in order.iter().rev() {
+            self.revoke_one(cur).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes only this token; its children become orphans.
+    pub async fn revoke_orphan(&self, id: &str) -> Result<()> {
+        for child in self.view.list(&format!("parent/{id}/")).await? {
+            let child = child.trim_end_matches('/');
+            if let Some(mut e) = self.get_entry(child).await? {
+                e.parent = None;
+                e.orphan = true;
+                self.put_entry(&e).await?;
+            }
+            self.view.delete(&format!("parent/{id}/{child}")).await?;
+        }
+        self.revoke_one(id).await
+    }
+
+    async fn revoke_one(&self, id: &str) -> Result<()> {
+        let entry = self.get_entry(id).await?;
+        let mut ops = vec![BatchOp::Delete(format!("id/{id}"))];
+        if let Some(e) = &entry {
+            ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
+            if let Some(parent) = &e.parent {
+                ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
+            }
+        }
+        self.view.batch(ops).await?;
+        let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
+        if let Some(cubby) = cubby {
+            cubby.sub_view(&format!("{id}/")).clear().await?;
+        }
+        Ok(())
+    }
+
+    /// Extends a token's TTL by `increment` seconds (or its original TTL), within its limits.
+    pub async fn renew(&self, entry: &TokenEntry, increment: Option<u64>, max_ttl: u64) -> Result<TokenEntry> {
+        let _g = self.write_lock.lock().await;
+        let mut e = self.get_entry(&entry.id).await?.ok_or(Error::PermissionDenied)?;
+        if !e.renewable || e.expire_time == 0 {
+            return Err(Error::invalid("lease is not renewable"));
+        }
+        let now = now_unix();
+        let mut ttl = if e.period > 0 { e.period } else { increment.unwrap_or(e.creation_ttl) };
+        let mut cap = max_ttl;
+        if e.explicit_max_ttl > 0 {
+            cap = cap.min(e.explicit_max_ttl);
+        }
+        let limit = e.creation_time + cap;
+        if now + ttl > limit {
+            ttl = limit.saturating_sub(now);
+        }
+        let mut expire = now + ttl;
+        if let Some(parent) = &e.parent {
+            if let Some(p) = self.get_entry(parent).await? {
+                if p.expire_time != 0 {
+                    expire = expire.min(p.expire_time);
+                }
+            }
+        }
+        e.expire_time = expire.max(now);
+        e.last_renewal_time = now;
+        self.put_entry(&e).await?;
+        Ok(e)
+    }
+}

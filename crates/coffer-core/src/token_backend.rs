@@ -1,0 +1,344 @@
+//! `auth/token/`: the token store's API, with Vault's paths and shapes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::backend::{BackendRequest, LogicalBackend};
+use crate::core::CoreConfig;
+use crate::logical::{Auth, Error, Operation, Response, Result};
+use crate::secret::SecretString;
+use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
+use crate::util::{duration_field, now_unix};
+
+pub(crate) struct TokenBackend {
+    tokens: Arc<TokenStore>,
+    config: CoreConfig,
+}
+
+/// Reads the request body for the few fields each endpoint knows, rejecting wrong types by name.
+pub(crate) struct Fields<'a> {
+    data: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(data: &'a Map<String, Value>) -> Self {
+        Self { data }
+    }
+
+    pub(crate) fn has(&self, k: &str) -> bool {
+        self.data.get(k).is_some_and(|v| !v.is_null())
+    }
+
+    pub(crate) fn str(&self, k: &str) -> Result<Option<String>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(Error::invalid(format!("{k:?} must be a string"))),
+        }
+    }
+
+    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) => match s.as_str() {
+                "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(Some(true)),
+                "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(Some(false)),
+                _ => Err(Error::invalid(format!("{k:?} must be a boolean"))),
+            },
+            Some(_) => Err(Error::invalid(format!("{k:?} must be a boolean"))),
+        }
+    }
+
+    pub(crate) fn u64(&self, k: &str) -> Result<Option<u64>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| Error::invalid(format!("{k:?} must be a non-negative integer"))),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| Error::invalid(format!("{k:?} must be a non-negative integer"))),
+            Some(_) => Err(Error::invalid(format!("{k:?} must be a non-negative integer"))),
+        }
+    }
+
+    /// Seconds, from a number or a duration string like `"1h"`.
+    pub(crate) fn secs(&self, k: &str) -> Result<Option<u64>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(v) => duration_field(v, k).map(|d| Some(d.as_secs())),
+        }
+    }
+
+    /// A list of strings, from a JSON array or a comma-separated string.
+    pub(crate) fn list(&self, k: &str) -> Result<Option<Vec<String>>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(
+                s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+            )),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| Error::invalid(format!("{k:?} must be a list of strings"))))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(Error::invalid(format!("{k:?} must be a list of strings"))),
+        }
+    }
+
+    pub(crate) fn string_map(&self, k: &str) -> Result<Option<BTreeMap<String, String>>> {
+        match self.data.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(mk, v)| match v {
+                    Value::String(s) => Ok((mk.clone(), s.clone())),
+                    _ => Err(Error::invalid(format!("{k:?} must map strings to strings"))),
+                })
+                .collect::<Result<_>>()
+                .map(Some),
+            Some(_) => Err(Error::invalid(format!("{k:?} must be an object of strings"))),
+        }
+    }
+
+    /// Names of fields not in `known`, for Vault's "ignored parameters" warning.
+    pub(crate) fn unknown(&self, known: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = self.data.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+pub(crate) fn ignored_warning(unknown: Vec<String>) -> Vec<String> {
+    if unknown.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("Endpoint ignored these unrecognized parameters: [{}]", unknown.join(" "))]
+    }
+}
+
+fn normalize_policies(mut p: Vec<String>) -> Vec<String> {
+    for s in &mut p {
+        *s = s.trim().to_lowercase();
+    }
+    p.retain(|s| !s.is_empty());
+    p.sort();
+    p.dedup();
+    p
+}
+
+const CREATE_FIELDS: &[&str] = &[
+    "id", "policies", "meta", "no_parent", "no_default_policy", "renewable", "ttl", "type",
+    "explicit_max_ttl", "display_name", "num_uses", "period", "entity_alias", "lease",
+];
+
+impl TokenBackend {
+    pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
+        Self { tokens, config }
+    }
+
+    fn auth_for(&self, token: &SecretString, e: &TokenEntry) -> Auth {
+        let meta: Map<String, Value> = e.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        Auth {
+            client_token: token.expose().to_owned(),
+            accessor: e.accessor.clone(),
+            policies: e.policies.clone(),
+            token_policies: e.policies.clone(),
+            metadata: (!meta.is_empty()).then_some(meta),
+            lease_duration: e.ttl_remaining(now_unix()),
+            renewable: e.renewable,
+            entity_id: String::new(),
+            token_type: "service".into(),
+            orphan: e.orphan,
+            mfa_requirement: None,
+            num_uses: e.num_uses,
+        }
+    }
+
+    async fn create(&self, req: &BackendRequest<'_>, orphan_endpoint: bool) -> Result<Response> {
+        let parent = req.caller.ok_or(Error::PermissionDenied)?;
+        let f = Fields::new(req.data);
+        let is_root = parent.is_root();
+        let no_parent = orphan_endpoint || f.bool("no_parent")?.unwrap_or(false);
+        if no_parent && !orphan_endpoint && !(is_root || req.sudo) {
+            return Err(Error::invalid("root or sudo privileges required to create orphan token"));
+        }
+        if let Some(t) = f.str("type")? {
+            if t != "service" && t != "default" {
+                return Err(Error::invalid(format!("unsupported token type {t:?}: Coffer issues service tokens")));
+            }
+        }
+        let id = match f.str("id")? {
+            Some(id) if !id.is_empty() => {
+                if !is_root {
+                    return Err(Error::invalid("root or sudo privileges required to specify token id"));
+                }
+                Some(SecretString::new(id))
+            }
+            _ => None,
+        };
+        let mut policies = match f.list("policies")? {
+            Some(p) if !p.is_empty() => normalize_policies(p),
+            _ => parent.policies.iter().filter(|p| *p != ROOT_POLICY || is_root).cloned().collect(),
+        };
+        if !is_root {
+            if let Some(extra) = policies.iter().find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p)) {
+                return Err(Error::invalid(format!(
+                    "child policies must be subset of parent: {extra:?} is not held by the parent token"
+                )));
+            }
+        }
+        let no_default = f.bool("no_default_policy")?.unwrap_or(false);
+        if no_default {
+            policies.retain(|p| p != DEFAULT_POLICY);
+        } else if !policies.iter().any(|p| p == ROOT_POLICY || p == DEFAULT_POLICY) {
+            policies.push(DEFAULT_POLICY.into());
+            policies.sort();
+        }
+        if policies.is_empty() {
+            return Err(Error::invalid("token must have at least one policy"));
+        }
+        let max = self.config.max_lease_ttl.as_secs();
+        let explicit_max_ttl = f.secs("explicit_max_ttl")?.unwrap_or(0);
+        let period = f.secs("period")?.unwrap_or(0);
+        if period > 0 && !(is_root || req.sudo) {
+            return Err(Error::invalid("root or sudo privileges required to create periodic token"));
+        }
+        let requested = f.secs("ttl")?.or(f.secs("lease")?);
+        let mut ttl = match (requested, period) {
+            (_, p) if p > 0 => p,
+            (Some(t), _) if t > 0 => t,
+            _ if policies.iter().any(|p| p == ROOT_POLICY) && requested.is_none() => 0,
+            _ => self.config.default_lease_ttl.as_secs(),
+        };
+        if ttl != 0 {
+            ttl = ttl.min(max);
+            if explicit_max_ttl > 0 {
+                ttl = ttl.min(explicit_max_ttl);
+            }
+        }
+        let display = f.str("display_name")?.unwrap_or_default();
+        let display_name = if display.is_empty() {
+            "token".to_owned()
+        } else {
+            let cleaned: String = display.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+            format!("token-{cleaned}")
+        };
+        let params = TokenParams {
+            id,
+            policies,
+            meta: f.string_map("meta")?.unwrap_or_default(),
+            display_name,
+            num_uses: f.u64("num_uses")?.unwrap_or(0),
+            ttl,
+            explicit_max_ttl,
+            period,
+            renewable: f.bool("renewable")?.unwrap_or(true),
+            orphan: no_parent,
+            path: if orphan_endpoint { "auth/token/create-orphan".into() } else { "auth/token/create".into() },
+        };
+        let (token, entry) = self.tokens.create(Some(parent), params).await?;
+        Ok(Response {
+            auth: Some(self.auth_for(&token, &entry)),
+            warnings: ignored_warning(f.unknown(CREATE_FIELDS)),
+            ..Response::default()
+        })
+    }
+
+    /// The token named in the body (`token`), which must exist; the caller's token for `-self`.
+    async fn named_token(&self, req: &BackendRequest<'_>) -> Result<(SecretString, TokenEntry)> {
+        let t = Fields::new(req.data).str("token")?.filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+        let entry = self.tokens.lookup(&t).await?.ok_or(Error::PermissionDenied)?;
+        Ok((SecretString::new(t), entry))
+    }
+
+    async fn named_accessor(&self, req: &BackendRequest<'_>) -> Result<TokenEntry> {
+        let a = Fields::new(req.data).str("accessor")?.filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
+        self.tokens.lookup_accessor(&a).await?.ok_or_else(|| Error::invalid("invalid accessor"))
+    }
+
+    async fn renew(&self, entry: &TokenEntry, token: Option<&SecretString>, data: &Map<String, Value>) -> Result<Response> {
+        let increment = Fields::new(data).secs("increment")?.filter(|i| *i > 0);
+        let renewed = self.tokens.renew(entry, increment, self.config.max_lease_ttl.as_secs()).await?;
+        let shown = token.cloned().unwrap_or_else(|| SecretString::new(String::new()));
+        Ok(Response { auth: Some(self.auth_for(&shown, &renewed)), ..Response::default() })
+    }
+}
+
+fn self_caller<'a>(req: &'a BackendRequest<'_>) -> Result<&'a TokenEntry> {
+    req.caller.ok_or(Error::PermissionDenied)
+}
+
+#[async_trait]
+impl LogicalBackend for TokenBackend {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        use Operation::*;
+        let now = now_unix();
+        let write = matches!(req.operation, Create | Update);
+        match (req.path, req.operation) {
+            ("create", _) if write => self.create(req, false).await,
+            ("create-orphan", _) if write => self.create(req, true).await,
+            ("lookup-self", Read) | ("lookup-self", Create | Update) => {
+                let e = self_caller(req)?;
+                Ok(Response::data(e.lookup_data(req.client_token.map(|t| t.expose()), now)))
+            }
+            ("lookup", _) if write => {
+                let (t, e) = self.named_token(req).await?;
+                Ok(Response::data(e.lookup_data(Some(t.expose()), now)))
+            }
+            ("lookup-accessor", _) if write => {
+                let e = self.named_accessor(req).await?;
+                Ok(Response::data(e.lookup_data(None, now)))
+            }
+            ("renew-self", _) if write => {
+                let e = self_caller(req)?;
+                self.renew(e, req.client_token, req.data).await
+            }
+            ("renew", _) if write => {
+                let (t, e) = self.named_token(req).await?;
+                self.renew(&e, Some(&t), req.data).await
+            }
+            ("renew-accessor", _) if write => {
+                let e = self.named_accessor(req).await?;
+                self.renew(&e, None, req.data).await
+            }
+            ("revoke-self", _) if write => {
+                self.tokens.revoke_tree(&self_caller(req)?.id).await?;
+                Ok(Response::empty())
+            }
+            ("revoke", _) if write => {
+                // Vault answers success for a token that is already gone.
+                let t = Fields::new(req.data).str("token")?.filter(|s| !s.is_empty())
+                    .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+                if let Some(e) = self.tokens.lookup(&t).await? {
+                    self.tokens.revoke_tree(&e.id).await?;
+                }
+                Ok(Response::empty())
+            }
+            ("revoke-orphan", _) if write => {
+                let (_, e) = self.named_token(req).await?;
+                self.tokens.revoke_orphan(&e.id).await?;
+                Ok(Response::empty())
+            }
+            ("revoke-accessor", _) if write => {
+                let e = self.named_accessor(req).await?;
+                self.tokens.revoke_tree(&e.id).await?;
+                Ok(Response::empty())
+            }
+            ("accessors" | "accessors/", List) => Ok(Response::list(self.tokens.accessors().await?)),
+            ("create" | "create-orphan" | "lookup" | "lookup-accessor" | "renew" | "renew-self"
+            | "renew-accessor" | "revoke" | "revoke-self" | "revoke-orphan" | "revoke-accessor"
+            | "accessors" | "accessors/" | "lookup-self", _) => Err(Error::UnsupportedOperation),
+            _ => Err(Error::UnsupportedPath(format!("auth/token/{}", req.path))),
+        }
+    }
+
+    fn sudo_paths(&self) -> &'static [&'static str] {
+        &["revoke-orphan", "accessors*"]
+    }
+}

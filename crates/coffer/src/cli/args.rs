@@ -1,0 +1,58 @@
+//! Accepts vault-style single-dash long flags (`-format=json`) by rewriting them to clap's
+//! `--format=json` before parsing. A lone `-` (stdin), negative numbers and everything after
+//! `--` are left alone.
+
+use std::ffi::OsString;
+
+pub(super) fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(a);
+            continue;
+        }
+        let Some(s) = a.to_str() else {
+            out.push(a);
+            continue;
+        };
+        if s == "--" {
+            passthrough = true;
+            out.push(a);
+            continue;
+        }
+        let bytes = s.as_bytes();
+        let single_dash_long = bytes.len() > 2
+            && bytes[0] == b'-'
+            && bytes[1] != b'-'
+            && bytes[1].is_ascii_alphabetic()
+            && bytes[2] != b'='
+            && !s.contains(char::is_whitespace);
+        if single_dash_long {
+            out.push(OsString::from(format!("-{s}")));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: &[&str]) -> Vec<String> {
+        normalize(v.iter().map(OsString::from)).into_iter().map(|s| s.into_string().expect("utf8")).collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        assert_eq!(n(&["coffer", "read", "-format=json", "-field", "x", "secret/a"]), ["coffer", "read", "--format=json", "--field", "x", "secret/a"]);
+    }
+
+    #[test]
+    fn stdin_dash_short_flags_and_passthrough_are_kept() {
+        assert_eq!(n(&["coffer", "write", "p", "-", "-h", "--", "-dev"]), ["coffer", "write", "p", "-", "-h", "--", "-dev"]);
+        assert_eq!(n(&["coffer", "x", "-1"]), ["coffer", "x", "-1"]);
+    }
+}

@@ -1,0 +1,295 @@
+//! The server configuration file, in Vault's HCL (or JSON) shape. Parsing is strict: an unknown
+//! key, a wrong type or a missing block is an error that names it, never a silent default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StorageConfig {
+    Inmem,
+    Sqlite { path: PathBuf, synchronous: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAuth {
+    /// No client certificate is asked for.
+    None,
+    /// Asked for and verified against the client CA when presented; not required.
+    Request,
+    /// Required and verified against the client CA.
+    Require,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub max_request_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Standard,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServerConfig {
+    pub storage: StorageConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub api_addr: Option<String>,
+    pub default_lease_ttl: Duration,
+    pub max_lease_ttl: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// Vault's default request size limit: 32 MiB.
+pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 32 << 20;
+const DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
+
+impl ServerConfig {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self> {
+        let root: Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).context("JSON parse error")?
+        } else {
+            let v: hcl::Value = hcl::from_str(text).map_err(|e| anyhow!("{e}"))?;
+            serde_json::to_value(v)?
+        };
+        let root = root.as_object().ok_or_else(|| anyhow!("the configuration must be an object"))?;
+        let known = [
+            "storage", "listener", "api_addr", "default_lease_ttl", "max_lease_ttl", "log_level",
+            "log_format", "disable_mlock", "ui", "cluster_name", "pid_file",
+        ];
+        for k in root.keys() {
+            if !known.contains(&k.as_str()) {
+                bail!("unknown configuration key {k:?} (known: {})", known.join(", "));
+            }
+        }
+        let storage = parse_storage(root.get("storage").ok_or_else(|| anyhow!("missing storage block: add e.g. storage \"sqlite\" {{ path = \"/var/lib/coffer/coffer.db\" }}"))?)?;
+        let listeners = match root.get("listener") {
+            None => bail!("missing listener block: add e.g. listener \"tcp\" {{ address = \"127.0.0.1:8200\" }}"),
+            Some(v) => parse_listeners(v)?,
+        };
+        let default_lease_ttl = opt_duration(root, "default_lease_ttl")?.unwrap_or(DEFAULT_TTL);
+        let max_lease_ttl = opt_duration(root, "max_lease_ttl")?.unwrap_or(DEFAULT_TTL);
+        if default_lease_ttl > max_lease_ttl {
+            bail!("default_lease_ttl ({}s) cannot exceed max_lease_ttl ({}s)", default_lease_ttl.as_secs(), max_lease_ttl.as_secs());
+        }
+        let log_level = opt_str(root, "log_level")?.unwrap_or_else(|| "info".into()).to_lowercase();
+        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+            bail!("log_level must be one of trace, debug, info, warn, error; not {log_level:?}");
+        }
+        let log_format = match opt_str(root, "log_format")?.as_deref() {
+            None | Some("standard") => LogFormat::Standard,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format must be \"standard\" or \"json\", not {other:?}"),
+        };
+        Ok(Self {
+            storage,
+            listeners,
+            api_addr: opt_str(root, "api_addr")?,
+            default_lease_ttl,
+            max_lease_ttl,
+            log_level,
+            log_format,
+        })
+    }
+}
+
+fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => bail!("{k} must be a string"),
+    }
+}
+
+fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" || s == "1" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" || s == "0" => Ok(Some(false)),
+        Some(_) => bail!("{k} must be true or false"),
+    }
+}
+
+fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => coffer_core::util::duration_field(v, k).map(Some).map_err(|e| anyhow!("{e}")),
+    }
+}
+
+/// A labelled block (`storage "sqlite" { ... }`) as (label, body) pairs, repeated blocks included.
+fn labelled(v: &Value, what: &str) -> Result<Vec<(String, Map<String, Value>)>> {
+    let m = v.as_object().ok_or_else(|| anyhow!("{what} must be a block with a type label, like {what} \"TYPE\" {{ ... }}"))?;
+    let mut out = Vec::new();
+    for (label, body) in m {
+        match body {
+            Value::Object(b) => out.push((label.clone(), b.clone())),
+            Value::Array(items) => {
+                for i in items {
+                    let b = i.as_object().ok_or_else(|| anyhow!("{what} \"{label}\" must be a block"))?;
+                    out.push((label.clone(), b.clone()));
+                }
+            }
+            _ => bail!("{what} \"{label}\" must be a block"),
+        }
+    }
+    Ok(out)
+}
+
+fn check_keys(m: &Map<String, Value>, known: &[&str], what: &str) -> Result<()> {
+    for k in m.keys() {
+        if !known.contains(&k.as_str()) {
+            bail!("unknown key {k:?} in {what} (known: {})", known.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn parse_storage(v: &Value) -> Result<StorageConfig> {
+    let blocks = labelled(v, "storage")?;
+    let [(kind, body)] = blocks.as_slice() else {
+        bail!("exactly one storage block is needed, found {}", blocks.len());
+    };
+    match kind.as_str() {
+        "inmem" => {
+            check_keys(body, &[], "storage \"inmem\"")?;
+            Ok(StorageConfig::Inmem)
+        }
+        "sqlite" => {
+            check_keys(body, &["path", "synchronous"], "storage \"sqlite\"")?;
+            let path = opt_str(body, "path")?.ok_or_else(|| anyhow!("storage \"sqlite\" needs path = \"/path/to/coffer.db\""))?;
+            let synchronous = opt_str(body, "synchronous")?.unwrap_or_else(|| "full".into());
+            coffer_storage::SqliteOptions::parse_synchronous(&synchronous).map_err(|e| anyhow!("{e}"))?;
+            Ok(StorageConfig::Sqlite { path: PathBuf::from(path), synchronous })
+        }
+        other => bail!("unknown storage type {other:?}: use \"sqlite\" (the default, embedded) or \"inmem\" (testing only)"),
+    }
+}
+
+fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
+    let mut out = Vec::new();
+    for (kind, body) in labelled(v, "listener")? {
+        if kind != "tcp" {
+            bail!("unknown listener type {kind:?}: only \"tcp\" is supported");
+        }
+        check_keys(
+            &body,
+            &[
+                "address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_client_ca_file",
+                "tls_require_and_verify_client_cert", "tls_disable_client_certs", "max_request_size",
+            ],
+            "listener \"tcp\"",
+        )?;
+        let address = opt_str(&body, "address")?.unwrap_or_else(|| "127.0.0.1:8200".into());
+        let address: SocketAddr = address.parse().with_context(|| format!("listener address {address:?} must be IP:PORT"))?;
+        let tls_disable = opt_bool(&body, "tls_disable")?.unwrap_or(false);
+        let tls = if tls_disable {
+            None
+        } else {
+            let cert = opt_str(&body, "tls_cert_file")?.ok_or_else(|| anyhow!("listener {address}: tls_cert_file is required unless tls_disable = true"))?;
+            let key = opt_str(&body, "tls_key_file")?.ok_or_else(|| anyhow!("listener {address}: tls_key_file is required unless tls_disable = true"))?;
+            let client_ca_file = opt_str(&body, "tls_client_ca_file")?.map(PathBuf::from);
+            let require = opt_bool(&body, "tls_require_and_verify_client_cert")?.unwrap_or(false);
+            let disable = opt_bool(&body, "tls_disable_client_certs")?.unwrap_or(false);
+            let client_auth = match (client_ca_file.is_some(), require, disable) {
+                (_, true, true) => bail!("listener {address}: tls_require_and_verify_client_cert and tls_disable_client_certs contradict each other"),
+                (false, true, _) => bail!("listener {address}: tls_require_and_verify_client_cert needs tls_client_ca_file"),
+                (true, true, false) => ClientAuth::Require,
+                (true, false, false) => ClientAuth::Request,
+                (_, false, _) => ClientAuth::None,
+            };
+            Some(TlsConfig { cert_file: cert.into(), key_file: key.into(), client_ca_file, client_auth })
+        };
+        let max_request_size = match body.get("max_request_size") {
+            None => DEFAULT_MAX_REQUEST_SIZE,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(n) if n > 0 => n as usize,
+                // Vault: 0 means the default, negative means no limit; we keep a limit always.
+                _ => DEFAULT_MAX_REQUEST_SIZE,
+            },
+            Some(_) => bail!("listener {address}: max_request_size must be a number of bytes"),
+        };
+        out.push(ListenerConfig { address, tls, max_request_size });
+    }
+    if out.is_empty() {
+        bail!("at least one listener \"tcp\" block is needed");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = ServerConfig::parse(
+            r#"
+storage "sqlite" {
+  path = "/var/lib/coffer/coffer.db"
+}
+listener "tcp" {
+  address       = "0.0.0.0:8200"
+  tls_cert_file = "/etc/coffer/tls.crt"
+  tls_key_file  = "/etc/coffer/tls.key"
+  tls_client_ca_file = "/etc/coffer/ca.crt"
+  tls_require_and_verify_client_cert = true
+}
+listener "tcp" {
+  address     = "127.0.0.1:8300"
+  tls_disable = true
+}
+api_addr          = "https://coffer.internal:8200"
+default_lease_ttl = "1h"
+max_lease_ttl     = "24h"
+log_format        = "json"
+"#,
+        )
+        .expect("parse");
+        assert_eq!(c.storage, StorageConfig::Sqlite { path: "/var/lib/coffer/coffer.db".into(), synchronous: "full".into() });
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::Require));
+        assert!(c.listeners[1].tls.is_none());
+        assert_eq!(c.default_lease_ttl, Duration::from_secs(3600));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("storage \"sqlite\" {\n path = \"x\"\n}\nlistener \"tcp\" {\n tls_disable = true\n}\nbogus = 1\n", "bogus"),
+            ("listener \"tcp\" {\n tls_disable = true\n}\n", "missing storage"),
+            ("storage \"s3\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\n", "s3"),
+            ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n address = \"x\"\n tls_disable = true\n}\n", "IP:PORT"),
+            ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n}\n", "tls_cert_file"),
+            ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\ndefault_lease_ttl = \"2h\"\nmax_lease_ttl = \"1h\"\n", "cannot exceed"),
+            ("storage \"inmem\" {\n path = \n}\n", "line 2"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", ServerConfig::parse(text).expect_err(want));
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+}

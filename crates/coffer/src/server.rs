@@ -1,0 +1,216 @@
+//! `coffer server`: storage, core and listeners brought up in order, and torn down gracefully on
+//! SIGINT/SIGTERM (in-flight requests finish; new connections are refused).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use coffer_core::{Core, CoreConfig, Registry, SecretString};
+use coffer_storage::{Backend, MemoryBackend, SqliteBackend, SqliteOptions};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt as _;
+
+use crate::config::{ListenerConfig, LogFormat, ServerConfig, StorageConfig};
+use crate::http::{self, ConnInfo};
+
+pub(crate) struct DevOptions {
+    pub root_token_id: Option<String>,
+}
+
+pub(crate) fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn")));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Standard => b.try_init(),
+    };
+}
+
+fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
+    Ok(match cfg {
+        StorageConfig::Inmem => Arc::new(MemoryBackend::new()),
+        StorageConfig::Sqlite { path, synchronous } => {
+            let mut opts = SqliteOptions::new(path);
+            opts.synchronous = SqliteOptions::parse_synchronous(synchronous)?;
+            Arc::new(SqliteBackend::open(&opts).with_context(|| format!("cannot open sqlite storage at {}", path.display()))?)
+        }
+    })
+}
+
+pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()> {
+    let storage = open_storage(&cfg.storage)?;
+    let mut registry = Registry::new();
+    coffer_engines::register_builtins(&mut registry);
+    let core = Core::new(
+        storage,
+        registry,
+        CoreConfig { default_lease_ttl: cfg.default_lease_ttl, max_lease_ttl: cfg.max_lease_ttl },
+    );
+
+    // Bind every listener before announcing anything, so a port conflict fails the start.
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let tls = match &l.tls {
+            Some(t) => Some(crate::tls::server_config(t)?),
+            None => None,
+        };
+        let sock = TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
+        bound.push((sock, tls, l.clone()));
+    }
+
+    let dev_init = match &dev {
+        Some(d) => {
+            let init = core.dev_setup(d.root_token_id.clone().map(SecretString::new)).await?;
+            core.mount_secrets("secret", "kv", "key/value secret storage", &[]).await?;
+            Some(init)
+        }
+        None => None,
+    };
+
+    println!("==> Coffer server configuration:\n");
+    println!("{:>20}: {}", "Storage", match &cfg.storage {
+        StorageConfig::Inmem => "inmem".to_owned(),
+        StorageConfig::Sqlite { path, .. } => format!("sqlite (path: {:?})", path.display().to_string()),
+    });
+    for (i, (sock, tls, _)) in bound.iter().enumerate() {
+        let addr = sock.local_addr()?;
+        println!(
+            "{:>20}: tcp (addr: \"{addr}\", tls: \"{}\")",
+            format!("Listener {}", i + 1),
+            if tls.is_some() { "enabled" } else { "disabled" }
+        );
+    }
+    println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
+    if let Some(init) = &dev_init {
+        use base64::Engine as _;
+        let addr = bound.first().map(|(s, _, _)| s.local_addr().map(|a| a.to_string()).unwrap_or_default()).unwrap_or_default();
+        println!(
+            "\nWARNING! dev mode is enabled! In this mode, Coffer runs entirely in-memory,\n\
+             starts unsealed with a single unseal key, and prints its root token.\n\
+             Everything is lost when it stops. NEVER use dev mode in production.\n\n\
+             You may need to set the following environment variable:\n\n    \
+             $ export COFFER_ADDR='http://{addr}'\n\n\
+             The unseal key and root token are displayed below in case you want to\n\
+             seal/unseal the server or re-authenticate.\n\n\
+             Unseal Key: {}\nRoot Token: {}\n\n\
+             Development mode should NOT be used in production installations!\n",
+            base64::engine::general_purpose::STANDARD.encode(init.keys.first().map(|k| k.as_slice()).unwrap_or_default()),
+            init.root_token.expose(),
+        );
+    } else {
+        let st = core.seal_status().await?;
+        if !st.initialized {
+            println!("\nThe server is not initialized: run `coffer operator init`.");
+        } else {
+            println!("\nThe server is sealed: run `coffer operator unseal` with {} of {} key shares.", st.threshold, st.shares);
+        }
+    }
+    println!("\n==> Coffer server started! Log data will stream in below:\n");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (sock, tls, l) in bound {
+        tasks.push(tokio::spawn(serve(sock, tls, l, core.clone(), stop_rx.clone())));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    core.seal().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(
+    sock: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cfg: ListenerConfig,
+    core: Arc<Core>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = http::router(core, cfg.max_request_size);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            r = sock.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                    let info = ConnInfo { remote_addr, client_cert_der: cert };
+                    let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(info.clone());
+                        r
+                    });
+                    let svc = hyper_util::service::TowerToHyperService::new(svc);
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    let _ = watcher.watch(conn).await;
+                }
+                None => {
+                    let info = ConnInfo { remote_addr, client_cert_der: None };
+                    let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(info.clone());
+                        r
+                    });
+                    let svc = hyper_util::service::TowerToHyperService::new(svc);
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+    drop(sock);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after 30 s; closing them");
+    }
+}
