@@ -78,7 +78,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("address", &self.address).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+        f.debug_struct("Client")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -116,13 +119,16 @@ impl Client {
             b = b.tls_certs_only(certs);
         }
         if let Some(pem) = &cfg.client_identity_pem {
-            let id = reqwest::Identity::from_pem(pem).map_err(|e| Error::Config(format!("client certificate: {e}")))?;
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
             b = b.identity(id);
         }
         let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
         let address = cfg.address.trim_end_matches('/').to_owned();
         if !(address.starts_with("http://") || address.starts_with("https://")) {
-            return Err(Error::Config(format!("address {address:?} must start with http:// or https://")));
+            return Err(Error::Config(format!(
+                "address {address:?} must start with http:// or https://"
+            )));
         }
         Ok(Self { http, address, token: None })
     }
@@ -145,8 +151,15 @@ impl Client {
         self.request_with_query(method, path, &[], body).await
     }
 
-    pub async fn request_with_query(&self, method: &str, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Answer> {
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Error::Config(format!("bad method {method}")))?;
+    pub async fn request_with_query(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| Error::Config(format!("bad method {method}")))?;
         let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
         let mut rb = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
@@ -155,13 +168,19 @@ impl Client {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().await.map_err(|e| Error::Unreachable { addr: self.address.clone(), cause: error_chain(&e) })?;
+        let resp = rb.send().await.map_err(|e| Error::Unreachable {
+            addr: self.address.clone(),
+            cause: error_chain(&e),
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
         let body: Option<Value> = if bytes.is_empty() {
             None
         } else {
-            Some(serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{status}: {e}")))?)
+            Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Decode(format!("{status}: {e}")))?,
+            )
         };
         if status.is_success() || is_health_status(path, status) {
             return Ok(Answer { status: status.as_u16(), body });
@@ -193,7 +212,8 @@ impl Client {
 
 /// `sys/health` reports state through its status code; those answers are not errors.
 fn is_health_status(path: &str, status: StatusCode) -> bool {
-    path.trim_start_matches('/').starts_with("sys/health") && matches!(status.as_u16(), 429 | 472 | 473 | 501 | 503)
+    path.trim_start_matches('/').starts_with("sys/health")
+        && matches!(status.as_u16(), 429 | 472 | 473 | 501 | 503)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -38,10 +38,10 @@ impl AeadKey {
     }
 
     pub(crate) fn open(&self, path: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let (nonce, body) = split_blob(path, blob)?.1;
-        let mut buf = Zeroizing::new(body.to_vec());
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Corrupt(path.into()))?;
+        let parts = split_blob(path, blob)?;
+        let mut buf = Zeroizing::new(parts.body.to_vec());
+        let nonce = Nonce::try_assume_unique_for_key(parts.nonce)
+            .map_err(|_| Error::Corrupt(path.into()))?;
         let len = self
             .0
             .open_in_place(nonce, Aad::from(path.as_bytes()), &mut buf)
@@ -52,14 +52,20 @@ impl AeadKey {
     }
 }
 
+pub(crate) struct BlobParts<'a> {
+    pub(crate) term: u32,
+    nonce: &'a [u8],
+    body: &'a [u8],
+}
+
 /// The term a blob names, and its nonce and body; a blob too short or of an unknown version is
 /// corrupt.
-pub(crate) fn split_blob<'a>(path: &str, blob: &'a [u8]) -> Result<(u32, (&'a [u8], &'a [u8]))> {
+pub(crate) fn split_blob<'a>(path: &str, blob: &'a [u8]) -> Result<BlobParts<'a>> {
     if blob.len() < HEADER_LEN + 16 || blob[0] != BLOB_VERSION {
         return Err(Error::Corrupt(path.into()));
     }
     let term = u32::from_be_bytes([blob[1], blob[2], blob[3], blob[4]]);
-    Ok((term, (&blob[5..HEADER_LEN], &blob[HEADER_LEN..])))
+    Ok(BlobParts { term, nonce: &blob[5..HEADER_LEN], body: &blob[HEADER_LEN..] })
 }
 
 pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {

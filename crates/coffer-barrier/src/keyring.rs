@@ -107,7 +107,7 @@ impl Keyring {
     }
 
     pub(crate) fn open(&self, path: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let (term, _) = split_blob(path, blob)?;
+        let term = split_blob(path, blob)?.term;
         let key = self.terms.get(&term).ok_or_else(|| Error::Corrupt(path.into()))?;
         key.aead.open(path, blob)
     }

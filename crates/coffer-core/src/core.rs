@@ -25,7 +25,10 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         // Vault's defaults: 32 days.
-        Self { default_lease_ttl: Duration::from_secs(768 * 3600), max_lease_ttl: Duration::from_secs(768 * 3600) }
+        Self {
+            default_lease_ttl: Duration::from_secs(768 * 3600),
+            max_lease_ttl: Duration::from_secs(768 * 3600),
+        }
     }
 }
 
@@ -54,7 +57,10 @@ pub(crate) struct Active {
 
 impl Active {
     pub(crate) fn router(&self) -> Result<Arc<Router>> {
-        self.router.read().map(|r| r.clone()).map_err(|_| Error::Internal("router lock poisoned".into()))
+        self.router
+            .read()
+            .map(|r| r.clone())
+            .map_err(|_| Error::Internal("router lock poisoned".into()))
     }
 }
 
@@ -162,7 +168,11 @@ impl Core {
         Ok(InitResult { keys, root_token: result? })
     }
 
-    pub(crate) async fn create_root_token(&self, active: &Active, id: Option<SecretString>) -> Result<SecretString> {
+    pub(crate) async fn create_root_token(
+        &self,
+        active: &Active,
+        id: Option<SecretString>,
+    ) -> Result<SecretString> {
         let (token, _) = active
             .tokens
             .create(
@@ -181,7 +191,11 @@ impl Core {
     }
 
     /// `sys/unseal`: adds one key share; unseals once the threshold is reached.
-    pub async fn submit_unseal_key(&self, key: Option<Zeroizing<Vec<u8>>>, reset: bool) -> Result<SealStatus> {
+    pub async fn submit_unseal_key(
+        &self,
+        key: Option<Zeroizing<Vec<u8>>>,
+        reset: bool,
+    ) -> Result<SealStatus> {
         {
             let _g = self.admin_lock.lock().await;
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
@@ -249,7 +263,11 @@ impl Core {
             None => {
                 let t = vec![
                     MountEntry::new("cubbyhole/", "cubbyhole", "per-token private secret storage"),
-                    MountEntry::new("sys/", "system", "system endpoints used for control, policy and debugging"),
+                    MountEntry::new(
+                        "sys/",
+                        "system",
+                        "system endpoints used for control, policy and debugging",
+                    ),
                 ];
                 mount::save_table(&self.barrier, Table::Secrets, &t).await?;
                 t
@@ -276,7 +294,8 @@ impl Core {
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
         let active = Arc::new(Active { tokens, policies, router: RwLock::new(Arc::new(router)) });
-        *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? = Some(active.clone());
+        *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
+            Some(active.clone());
         Ok(active)
     }
 
@@ -317,7 +336,13 @@ impl Core {
     }
 
     /// Mounts a secrets engine as an operator would through `sys/mounts` (used by `-dev`).
-    pub async fn mount_secrets(&self, path: &str, kind: &str, description: &str, options: &[(&str, &str)]) -> Result<()> {
+    pub async fn mount_secrets(
+        &self,
+        path: &str,
+        kind: &str,
+        description: &str,
+        options: &[(&str, &str)],
+    ) -> Result<()> {
         let mut entry = MountEntry::new(&mount::normalize_mount_path(path)?, kind, description);
         for (k, v) in options {
             entry.options.insert((*k).to_owned(), (*v).to_owned());
@@ -335,10 +360,7 @@ impl Core {
         }
         let router = active.router()?;
         if let Some(r) = router.routes().find(|r| mount::conflicts(&r.full_path, &full)) {
-            return Err(Error::invalid(format!(
-                "path is already in use at {}",
-                r.full_path
-            )));
+            return Err(Error::invalid(format!("path is already in use at {}", r.full_path)));
         }
         if matches!(entry.kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot mount another {:?} backend", entry.kind)));
@@ -372,7 +394,8 @@ impl Core {
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
         // ciphertext is unreachable, never half-visible.
         mount::save_table(&self.barrier, table, &entries).await?;
-        let routes: Vec<Arc<Route>> = router.routes().filter(|r| r.full_path != full).cloned().collect();
+        let routes: Vec<Arc<Route>> =
+            router.routes().filter(|r| r.full_path != full).cloned().collect();
         let removed = router.routes().find(|r| r.full_path == full).cloned();
         *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
             Arc::new(Router::new(routes));
@@ -382,7 +405,12 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) async fn tune_mount(&self, table: Table, path: &str, f: impl FnOnce(&mut MountEntry) -> Result<()>) -> Result<()> {
+    pub(crate) async fn tune_mount(
+        &self,
+        table: Table,
+        path: &str,
+        f: impl FnOnce(&mut MountEntry) -> Result<()>,
+    ) -> Result<()> {
         let _g = self.admin_lock.lock().await;
         let active = self.active()?;
         let path = mount::normalize_mount_path(path)?;
@@ -401,7 +429,11 @@ impl Core {
             if r.full_path == full {
                 // Keep the running backend; only its view of the mount settings changes.
                 let builtin = Some(r.backend.clone());
-                let fresh = self.route_for(table, updated.clone(), builtin.filter(|_| updated.kind == "token"))?;
+                let fresh = self.route_for(
+                    table,
+                    updated.clone(),
+                    builtin.filter(|_| updated.kind == "token"),
+                )?;
                 routes.push(fresh);
             } else {
                 routes.push(r.clone());
@@ -433,7 +465,8 @@ impl Core {
             None if path == "sys" => Target::Sys(String::new()),
             None => {
                 let router = active.router()?;
-                let (route, rel) = router.route(&path).ok_or_else(|| Error::UnsupportedPath(path.clone()))?;
+                let (route, rel) =
+                    router.route(&path).ok_or_else(|| Error::UnsupportedPath(path.clone()))?;
                 let rel = rel.to_owned();
                 Target::Mount(route, rel)
             }
@@ -442,7 +475,8 @@ impl Core {
             Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
             Target::Sys(_) => false,
         };
-        let caller = if unauthenticated { None } else { Some(self.authenticate(&active, &req).await?) };
+        let caller =
+            if unauthenticated { None } else { Some(self.authenticate(&active, &req).await?) };
 
         let mut op = req.operation;
         if let (Target::Mount(route, rel), Operation::Update) = (&target, op) {
@@ -485,7 +519,13 @@ impl Core {
 
         match target {
             Target::Sys(rel) => {
-                let ctx = crate::sys::Ctx { core: self, active: &active, caller: caller.as_ref(), req: &req, op };
+                let ctx = crate::sys::Ctx {
+                    core: self,
+                    active: &active,
+                    caller: caller.as_ref(),
+                    req: &req,
+                    op,
+                };
                 crate::sys::handle(&ctx, &rel).await
             }
             Target::Mount(route, rel) => {
@@ -504,7 +544,6 @@ impl Core {
             }
         }
     }
-
 }
 
 #[cfg(test)]

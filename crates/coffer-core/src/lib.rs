@@ -16,6 +16,6 @@ pub mod util;
 
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::{BackendConfig, BackendRequest, Factory, LogicalBackend, MountInfo, Registry};
+pub use coffer_barrier::View;
 pub use logical::{Auth, Error, Operation, Request, Response, Result};
 pub use secret::SecretString;
-pub use coffer_barrier::View;

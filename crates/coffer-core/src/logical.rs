@@ -192,7 +192,9 @@ impl From<coffer_barrier::Error> for Error {
 impl From<coffer_storage::Error> for Error {
     fn from(e: coffer_storage::Error) -> Self {
         match e {
-            coffer_storage::Error::InvalidKey(m) => Error::InvalidRequest(format!("invalid path: {m}")),
+            coffer_storage::Error::InvalidKey(m) => {
+                Error::InvalidRequest(format!("invalid path: {m}"))
+            }
             coffer_storage::Error::Backend(_) => Error::Internal(e.to_string()),
         }
     }

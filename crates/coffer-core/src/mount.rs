@@ -132,7 +132,11 @@ pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option
     }
 }
 
-pub(crate) async fn save_table(barrier: &Barrier, table: Table, entries: &[MountEntry]) -> Result<()> {
+pub(crate) async fn save_table(
+    barrier: &Barrier,
+    table: Table,
+    entries: &[MountEntry],
+) -> Result<()> {
     let raw = serde_json::to_vec(&StoredTable { version: 1, entries: entries.to_vec() })
         .map_err(|e| Error::Internal(e.to_string()))?;
     barrier.put(table.storage_key(), &raw).await?;
@@ -157,7 +161,7 @@ pub struct Router {
 
 impl Router {
     pub(crate) fn new(mut routes: Vec<Arc<Route>>) -> Self {
-        routes.sort_by(|a, b| b.full_path.len().cmp(&a.full_path.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.full_path.len()));
         Self { routes }
     }
 

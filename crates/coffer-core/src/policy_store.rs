@@ -45,7 +45,8 @@ fn poisoned() -> Error {
 impl PolicyStore {
     /// Loads every stored policy and writes the built-in `default` policy when it is missing.
     pub(crate) async fn load(view: View) -> Result<Self> {
-        let store = Self { view, policies: RwLock::new(HashMap::new()), acls: RwLock::new(HashMap::new()) };
+        let store =
+            Self { view, policies: RwLock::new(HashMap::new()), acls: RwLock::new(HashMap::new()) };
         for name in store.view.list("").await? {
             if let Some(p) = store.read_stored(&name).await? {
                 store.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(p));
@@ -59,8 +60,8 @@ impl PolicyStore {
 
     async fn read_stored(&self, name: &str) -> Result<Option<Policy>> {
         let Some(raw) = self.view.get(name).await? else { return Ok(None) };
-        let stored: StoredPolicy =
-            serde_json::from_slice(&raw).map_err(|e| Error::Internal(format!("policy decode: {e}")))?;
+        let stored: StoredPolicy = serde_json::from_slice(&raw)
+            .map_err(|e| Error::Internal(format!("policy decode: {e}")))?;
         Policy::parse(&stored.name, &stored.raw)
             .map(Some)
             .map_err(|e| Error::Internal(format!("stored policy {name:?} no longer parses: {e}")))
@@ -71,7 +72,8 @@ impl PolicyStore {
     }
 
     pub(crate) fn list(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.policies.read().map_err(|_| poisoned())?.keys().cloned().collect();
+        let mut names: Vec<String> =
+            self.policies.read().map_err(|_| poisoned())?.keys().cloned().collect();
         names.push(ROOT_POLICY.to_owned());
         names.sort();
         Ok(names)
@@ -84,8 +86,12 @@ impl PolicyStore {
         }
         let policy = Policy::parse(&name, raw)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
-        let stored = serde_json::to_vec(&StoredPolicy { version: 1, name: name.clone(), raw: raw.to_owned() })
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let stored = serde_json::to_vec(&StoredPolicy {
+            version: 1,
+            name: name.clone(),
+            raw: raw.to_owned(),
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
         self.view.put(&name, &stored).await?;
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
@@ -115,7 +121,8 @@ impl PolicyStore {
             Arc::new(Acl::root())
         } else {
             let policies = self.policies.read().map_err(|_| poisoned())?;
-            let found: Vec<&Policy> = key.iter().filter_map(|n| policies.get(n).map(|p| p.as_ref())).collect();
+            let found: Vec<&Policy> =
+                key.iter().filter_map(|n| policies.get(n).map(|p| p.as_ref())).collect();
             Arc::new(Acl::new(found))
         };
         self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());

@@ -187,7 +187,9 @@ impl TokenStore {
         let token = match p.id {
             Some(id) => {
                 if id.expose().is_empty() || id.expose().contains(['/', ' ']) {
-                    return Err(Error::invalid("token id must not be empty or contain '/' or spaces"));
+                    return Err(Error::invalid(
+                        "token id must not be empty or contain '/' or spaces",
+                    ));
                 }
                 id
             }
@@ -200,10 +202,11 @@ impl TokenStore {
         let now = now_unix();
         let mut expire_time = if p.ttl == 0 { 0 } else { now + p.ttl };
         // A child never outlives its parent: its expiry is capped at the parent's.
-        if let Some(parent) = parent.filter(|_| !p.orphan) {
-            if parent.expire_time != 0 && (expire_time == 0 || expire_time > parent.expire_time) {
-                expire_time = parent.expire_time;
-            }
+        if let Some(parent) = parent.filter(|_| !p.orphan)
+            && parent.expire_time != 0
+            && (expire_time == 0 || expire_time > parent.expire_time)
+        {
+            expire_time = parent.expire_time;
         }
         let accessor = random_base62(24);
         let entry = TokenEntry {
@@ -275,10 +278,10 @@ impl TokenStore {
     pub async fn accessors(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for key in self.view.list("accessor/").await? {
-            if let Some(raw) = self.view.get(&format!("accessor/{key}")).await? {
-                if let Ok(acc) = serde_json::from_slice::<AccessorEntry>(&raw) {
-                    out.push(acc.accessor);
-                }
+            if let Some(raw) = self.view.get(&format!("accessor/{key}")).await?
+                && let Ok(acc) = serde_json::from_slice::<AccessorEntry>(&raw)
+            {
+                out.push(acc.accessor);
             }
         }
         out.sort();
@@ -357,7 +360,12 @@ impl TokenStore {
     }
 
     /// Extends a token's TTL by `increment` seconds (or its original TTL), within its limits.
-    pub async fn renew(&self, entry: &TokenEntry, increment: Option<u64>, max_ttl: u64) -> Result<TokenEntry> {
+    pub async fn renew(
+        &self,
+        entry: &TokenEntry,
+        increment: Option<u64>,
+        max_ttl: u64,
+    ) -> Result<TokenEntry> {
         let _g = self.write_lock.lock().await;
         let mut e = self.get_entry(&entry.id).await?.ok_or(Error::PermissionDenied)?;
         if !e.renewable || e.expire_time == 0 {
@@ -374,12 +382,11 @@ impl TokenStore {
             ttl = limit.saturating_sub(now);
         }
         let mut expire = now + ttl;
-        if let Some(parent) = &e.parent {
-            if let Some(p) = self.get_entry(parent).await? {
-                if p.expire_time != 0 {
-                    expire = expire.min(p.expire_time);
-                }
-            }
+        if let Some(parent) = &e.parent
+            && let Some(p) = self.get_entry(parent).await?
+            && p.expire_time != 0
+        {
+            expire = expire.min(p.expire_time);
         }
         e.expire_time = expire.max(now);
         e.last_renewal_time = now;

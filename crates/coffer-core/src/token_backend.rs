@@ -58,8 +58,14 @@ impl<'a> Fields<'a> {
     pub(crate) fn u64(&self, k: &str) -> Result<Option<u64>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| Error::invalid(format!("{k:?} must be a non-negative integer"))),
-            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| Error::invalid(format!("{k:?} must be a non-negative integer"))),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Error::invalid(format!("{k:?} must be a non-negative integer"))),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::invalid(format!("{k:?} must be a non-negative integer"))),
             Some(_) => Err(Error::invalid(format!("{k:?} must be a non-negative integer"))),
         }
     }
@@ -82,7 +88,11 @@ impl<'a> Fields<'a> {
             )),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| Error::invalid(format!("{k:?} must be a list of strings"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| Error::invalid(format!("{k:?} must be a list of strings")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
             Some(_) => Err(Error::invalid(format!("{k:?} must be a list of strings"))),
@@ -106,7 +116,8 @@ impl<'a> Fields<'a> {
 
     /// Names of fields not in `known`, for Vault's "ignored parameters" warning.
     pub(crate) fn unknown(&self, known: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = self.data.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
+        let mut v: Vec<String> =
+            self.data.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
         v.sort();
         v
     }
@@ -131,8 +142,20 @@ fn normalize_policies(mut p: Vec<String>) -> Vec<String> {
 }
 
 const CREATE_FIELDS: &[&str] = &[
-    "id", "policies", "meta", "no_parent", "no_default_policy", "renewable", "ttl", "type",
-    "explicit_max_ttl", "display_name", "num_uses", "period", "entity_alias", "lease",
+    "id",
+    "policies",
+    "meta",
+    "no_parent",
+    "no_default_policy",
+    "renewable",
+    "ttl",
+    "type",
+    "explicit_max_ttl",
+    "display_name",
+    "num_uses",
+    "period",
+    "entity_alias",
+    "lease",
 ];
 
 impl TokenBackend {
@@ -141,7 +164,8 @@ impl TokenBackend {
     }
 
     fn auth_for(&self, token: &SecretString, e: &TokenEntry) -> Auth {
-        let meta: Map<String, Value> = e.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        let meta: Map<String, Value> =
+            e.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
         Auth {
             client_token: token.expose().to_owned(),
             accessor: e.accessor.clone(),
@@ -166,15 +190,20 @@ impl TokenBackend {
         if no_parent && !orphan_endpoint && !(is_root || req.sudo) {
             return Err(Error::invalid("root or sudo privileges required to create orphan token"));
         }
-        if let Some(t) = f.str("type")? {
-            if t != "service" && t != "default" {
-                return Err(Error::invalid(format!("unsupported token type {t:?}: Coffer issues service tokens")));
-            }
+        if let Some(t) = f.str("type")?
+            && t != "service"
+            && t != "default"
+        {
+            return Err(Error::invalid(format!(
+                "unsupported token type {t:?}: Coffer issues service tokens"
+            )));
         }
         let id = match f.str("id")? {
             Some(id) if !id.is_empty() => {
                 if !is_root {
-                    return Err(Error::invalid("root or sudo privileges required to specify token id"));
+                    return Err(Error::invalid(
+                        "root or sudo privileges required to specify token id",
+                    ));
                 }
                 Some(SecretString::new(id))
             }
@@ -184,12 +213,13 @@ impl TokenBackend {
             Some(p) if !p.is_empty() => normalize_policies(p),
             _ => parent.policies.iter().filter(|p| *p != ROOT_POLICY || is_root).cloned().collect(),
         };
-        if !is_root {
-            if let Some(extra) = policies.iter().find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p)) {
-                return Err(Error::invalid(format!(
-                    "child policies must be subset of parent: {extra:?} is not held by the parent token"
-                )));
-            }
+        if !is_root
+            && let Some(extra) =
+                policies.iter().find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p))
+        {
+            return Err(Error::invalid(format!(
+                "child policies must be subset of parent: {extra:?} is not held by the parent token"
+            )));
         }
         let no_default = f.bool("no_default_policy")?.unwrap_or(false);
         if no_default {
@@ -205,7 +235,9 @@ impl TokenBackend {
         let explicit_max_ttl = f.secs("explicit_max_ttl")?.unwrap_or(0);
         let period = f.secs("period")?.unwrap_or(0);
         if period > 0 && !(is_root || req.sudo) {
-            return Err(Error::invalid("root or sudo privileges required to create periodic token"));
+            return Err(Error::invalid(
+                "root or sudo privileges required to create periodic token",
+            ));
         }
         let requested = f.secs("ttl")?.or(f.secs("lease")?);
         let mut ttl = match (requested, period) {
@@ -224,7 +256,11 @@ impl TokenBackend {
         let display_name = if display.is_empty() {
             "token".to_owned()
         } else {
-            let cleaned: String = display.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+            let cleaned: String = display
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .collect();
             format!("token-{cleaned}")
         };
         let params = TokenParams {
@@ -238,7 +274,11 @@ impl TokenBackend {
             period,
             renewable: f.bool("renewable")?.unwrap_or(true),
             orphan: no_parent,
-            path: if orphan_endpoint { "auth/token/create-orphan".into() } else { "auth/token/create".into() },
+            path: if orphan_endpoint {
+                "auth/token/create-orphan".into()
+            } else {
+                "auth/token/create".into()
+            },
         };
         let (token, entry) = self.tokens.create(Some(parent), params).await?;
         Ok(Response {
@@ -250,21 +290,31 @@ impl TokenBackend {
 
     /// The token named in the body (`token`), which must exist; the caller's token for `-self`.
     async fn named_token(&self, req: &BackendRequest<'_>) -> Result<(SecretString, TokenEntry)> {
-        let t = Fields::new(req.data).str("token")?.filter(|s| !s.is_empty())
+        let t = Fields::new(req.data)
+            .str("token")?
+            .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
         let entry = self.tokens.lookup(&t).await?.ok_or(Error::PermissionDenied)?;
         Ok((SecretString::new(t), entry))
     }
 
     async fn named_accessor(&self, req: &BackendRequest<'_>) -> Result<TokenEntry> {
-        let a = Fields::new(req.data).str("accessor")?.filter(|s| !s.is_empty())
+        let a = Fields::new(req.data)
+            .str("accessor")?
+            .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
         self.tokens.lookup_accessor(&a).await?.ok_or_else(|| Error::invalid("invalid accessor"))
     }
 
-    async fn renew(&self, entry: &TokenEntry, token: Option<&SecretString>, data: &Map<String, Value>) -> Result<Response> {
+    async fn renew(
+        &self,
+        entry: &TokenEntry,
+        token: Option<&SecretString>,
+        data: &Map<String, Value>,
+    ) -> Result<Response> {
         let increment = Fields::new(data).secs("increment")?.filter(|i| *i > 0);
-        let renewed = self.tokens.renew(entry, increment, self.config.max_lease_ttl.as_secs()).await?;
+        let renewed =
+            self.tokens.renew(entry, increment, self.config.max_lease_ttl.as_secs()).await?;
         let shown = token.cloned().unwrap_or_else(|| SecretString::new(String::new()));
         Ok(Response { auth: Some(self.auth_for(&shown, &renewed)), ..Response::default() })
     }
@@ -313,7 +363,9 @@ impl LogicalBackend for TokenBackend {
             }
             ("revoke", _) if write => {
                 // Vault answers success for a token that is already gone.
-                let t = Fields::new(req.data).str("token")?.filter(|s| !s.is_empty())
+                let t = Fields::new(req.data)
+                    .str("token")?
+                    .filter(|s| !s.is_empty())
                     .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
                 if let Some(e) = self.tokens.lookup(&t).await? {
                     self.tokens.revoke_tree(&e.id).await?;
@@ -330,10 +382,15 @@ impl LogicalBackend for TokenBackend {
                 self.tokens.revoke_tree(&e.id).await?;
                 Ok(Response::empty())
             }
-            ("accessors" | "accessors/", List) => Ok(Response::list(self.tokens.accessors().await?)),
-            ("create" | "create-orphan" | "lookup" | "lookup-accessor" | "renew" | "renew-self"
-            | "renew-accessor" | "revoke" | "revoke-self" | "revoke-orphan" | "revoke-accessor"
-            | "accessors" | "accessors/" | "lookup-self", _) => Err(Error::UnsupportedOperation),
+            ("accessors" | "accessors/", List) => {
+                Ok(Response::list(self.tokens.accessors().await?))
+            }
+            (
+                "create" | "create-orphan" | "lookup" | "lookup-accessor" | "renew" | "renew-self"
+                | "renew-accessor" | "revoke" | "revoke-self" | "revoke-orphan" | "revoke-accessor"
+                | "accessors" | "accessors/" | "lookup-self",
+                _,
+            ) => Err(Error::UnsupportedOperation),
             _ => Err(Error::UnsupportedPath(format!("auth/token/{}", req.path))),
         }
     }

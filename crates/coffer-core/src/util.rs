@@ -47,7 +47,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -119,7 +119,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// A duration field from a JSON request body: a number of seconds or a duration string.
 pub fn duration_field(v: &serde_json::Value, field: &str) -> Result<Duration> {
-    let bad = || Error::invalid(format!("invalid duration for {field:?}: expected seconds or a string like \"30m\""));
+    let bad = || {
+        Error::invalid(format!(
+            "invalid duration for {field:?}: expected seconds or a string like \"30m\""
+        ))
+    };
     match v {
         serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(bad),
         serde_json::Value::String(s) => parse_duration(s).ok_or_else(bad),

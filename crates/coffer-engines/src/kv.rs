@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coffer_core::View;
 use coffer_core::util::parse_duration;
-use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result};
+use coffer_core::{
+    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result,
+};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token.
@@ -25,7 +27,11 @@ impl KvStore {
         }
     }
 
-    pub(crate) async fn handle(view: &View, req: &BackendRequest<'_>, default_ttl: u64) -> Result<Response> {
+    pub(crate) async fn handle(
+        view: &View,
+        req: &BackendRequest<'_>,
+        default_ttl: u64,
+    ) -> Result<Response> {
         let path = req.path;
         match req.operation {
             Operation::Read => {
@@ -41,7 +47,11 @@ impl KvStore {
                 Ok(Response { data: Some(data), lease_duration: ttl, ..Response::default() })
             }
             Operation::List => {
-                let prefix = if path.is_empty() || path.ends_with('/') { path.to_owned() } else { format!("{path}/") };
+                let prefix = if path.is_empty() || path.ends_with('/') {
+                    path.to_owned()
+                } else {
+                    format!("{path}/")
+                };
                 let keys = view.list(&prefix).await?;
                 if keys.is_empty() {
                     return Err(Error::NotFound);
@@ -55,7 +65,8 @@ impl KvStore {
                 if req.data.is_empty() {
                     return Err(Error::invalid("missing data fields"));
                 }
-                let raw = serde_json::to_vec(req.data).map_err(|e| Error::Internal(e.to_string()))?;
+                let raw =
+                    serde_json::to_vec(req.data).map_err(|e| Error::Internal(e.to_string()))?;
                 view.put(path, &raw).await?;
                 Ok(Response::empty())
             }

@@ -62,7 +62,8 @@ const DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
 
 impl ServerConfig {
     pub(crate) fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -73,10 +74,20 @@ impl ServerConfig {
             let v: hcl::Value = hcl::from_str(text).map_err(|e| anyhow!("{e}"))?;
             serde_json::to_value(v)?
         };
-        let root = root.as_object().ok_or_else(|| anyhow!("the configuration must be an object"))?;
+        let root =
+            root.as_object().ok_or_else(|| anyhow!("the configuration must be an object"))?;
         let known = [
-            "storage", "listener", "api_addr", "default_lease_ttl", "max_lease_ttl", "log_level",
-            "log_format", "disable_mlock", "ui", "cluster_name", "pid_file",
+            "storage",
+            "listener",
+            "api_addr",
+            "default_lease_ttl",
+            "max_lease_ttl",
+            "log_level",
+            "log_format",
+            "disable_mlock",
+            "ui",
+            "cluster_name",
+            "pid_file",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -85,13 +96,19 @@ impl ServerConfig {
         }
         let storage = parse_storage(root.get("storage").ok_or_else(|| anyhow!("missing storage block: add e.g. storage \"sqlite\" {{ path = \"/var/lib/coffer/coffer.db\" }}"))?)?;
         let listeners = match root.get("listener") {
-            None => bail!("missing listener block: add e.g. listener \"tcp\" {{ address = \"127.0.0.1:8200\" }}"),
+            None => bail!(
+                "missing listener block: add e.g. listener \"tcp\" {{ address = \"127.0.0.1:8200\" }}"
+            ),
             Some(v) => parse_listeners(v)?,
         };
         let default_lease_ttl = opt_duration(root, "default_lease_ttl")?.unwrap_or(DEFAULT_TTL);
         let max_lease_ttl = opt_duration(root, "max_lease_ttl")?.unwrap_or(DEFAULT_TTL);
         if default_lease_ttl > max_lease_ttl {
-            bail!("default_lease_ttl ({}s) cannot exceed max_lease_ttl ({}s)", default_lease_ttl.as_secs(), max_lease_ttl.as_secs());
+            bail!(
+                "default_lease_ttl ({}s) cannot exceed max_lease_ttl ({}s)",
+                default_lease_ttl.as_secs(),
+                max_lease_ttl.as_secs()
+            );
         }
         let log_level = opt_str(root, "log_level")?.unwrap_or_else(|| "info".into()).to_lowercase();
         if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
@@ -141,14 +158,18 @@ fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
 
 /// A labelled block (`storage "sqlite" { ... }`) as (label, body) pairs, repeated blocks included.
 fn labelled(v: &Value, what: &str) -> Result<Vec<(String, Map<String, Value>)>> {
-    let m = v.as_object().ok_or_else(|| anyhow!("{what} must be a block with a type label, like {what} \"TYPE\" {{ ... }}"))?;
+    let m = v.as_object().ok_or_else(|| {
+        anyhow!("{what} must be a block with a type label, like {what} \"TYPE\" {{ ... }}")
+    })?;
     let mut out = Vec::new();
     for (label, body) in m {
         match body {
             Value::Object(b) => out.push((label.clone(), b.clone())),
             Value::Array(items) => {
                 for i in items {
-                    let b = i.as_object().ok_or_else(|| anyhow!("{what} \"{label}\" must be a block"))?;
+                    let b = i
+                        .as_object()
+                        .ok_or_else(|| anyhow!("{what} \"{label}\" must be a block"))?;
                     out.push((label.clone(), b.clone()));
                 }
             }
@@ -179,12 +200,16 @@ fn parse_storage(v: &Value) -> Result<StorageConfig> {
         }
         "sqlite" => {
             check_keys(body, &["path", "synchronous"], "storage \"sqlite\"")?;
-            let path = opt_str(body, "path")?.ok_or_else(|| anyhow!("storage \"sqlite\" needs path = \"/path/to/coffer.db\""))?;
+            let path = opt_str(body, "path")?
+                .ok_or_else(|| anyhow!("storage \"sqlite\" needs path = \"/path/to/coffer.db\""))?;
             let synchronous = opt_str(body, "synchronous")?.unwrap_or_else(|| "full".into());
-            coffer_storage::SqliteOptions::parse_synchronous(&synchronous).map_err(|e| anyhow!("{e}"))?;
+            coffer_storage::SqliteOptions::parse_synchronous(&synchronous)
+                .map_err(|e| anyhow!("{e}"))?;
             Ok(StorageConfig::Sqlite { path: PathBuf::from(path), synchronous })
         }
-        other => bail!("unknown storage type {other:?}: use \"sqlite\" (the default, embedded) or \"inmem\" (testing only)"),
+        other => bail!(
+            "unknown storage type {other:?}: use \"sqlite\" (the default, embedded) or \"inmem\" (testing only)"
+        ),
     }
 }
 
@@ -197,30 +222,51 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
         check_keys(
             &body,
             &[
-                "address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_client_ca_file",
-                "tls_require_and_verify_client_cert", "tls_disable_client_certs", "max_request_size",
+                "address",
+                "tls_disable",
+                "tls_cert_file",
+                "tls_key_file",
+                "tls_client_ca_file",
+                "tls_require_and_verify_client_cert",
+                "tls_disable_client_certs",
+                "max_request_size",
             ],
             "listener \"tcp\"",
         )?;
         let address = opt_str(&body, "address")?.unwrap_or_else(|| "127.0.0.1:8200".into());
-        let address: SocketAddr = address.parse().with_context(|| format!("listener address {address:?} must be IP:PORT"))?;
+        let address: SocketAddr = address
+            .parse()
+            .with_context(|| format!("listener address {address:?} must be IP:PORT"))?;
         let tls_disable = opt_bool(&body, "tls_disable")?.unwrap_or(false);
         let tls = if tls_disable {
             None
         } else {
-            let cert = opt_str(&body, "tls_cert_file")?.ok_or_else(|| anyhow!("listener {address}: tls_cert_file is required unless tls_disable = true"))?;
-            let key = opt_str(&body, "tls_key_file")?.ok_or_else(|| anyhow!("listener {address}: tls_key_file is required unless tls_disable = true"))?;
+            let cert = opt_str(&body, "tls_cert_file")?.ok_or_else(|| {
+                anyhow!("listener {address}: tls_cert_file is required unless tls_disable = true")
+            })?;
+            let key = opt_str(&body, "tls_key_file")?.ok_or_else(|| {
+                anyhow!("listener {address}: tls_key_file is required unless tls_disable = true")
+            })?;
             let client_ca_file = opt_str(&body, "tls_client_ca_file")?.map(PathBuf::from);
             let require = opt_bool(&body, "tls_require_and_verify_client_cert")?.unwrap_or(false);
             let disable = opt_bool(&body, "tls_disable_client_certs")?.unwrap_or(false);
             let client_auth = match (client_ca_file.is_some(), require, disable) {
-                (_, true, true) => bail!("listener {address}: tls_require_and_verify_client_cert and tls_disable_client_certs contradict each other"),
-                (false, true, _) => bail!("listener {address}: tls_require_and_verify_client_cert needs tls_client_ca_file"),
+                (_, true, true) => bail!(
+                    "listener {address}: tls_require_and_verify_client_cert and tls_disable_client_certs contradict each other"
+                ),
+                (false, true, _) => bail!(
+                    "listener {address}: tls_require_and_verify_client_cert needs tls_client_ca_file"
+                ),
                 (true, true, false) => ClientAuth::Require,
                 (true, false, false) => ClientAuth::Request,
                 (_, false, _) => ClientAuth::None,
             };
-            Some(TlsConfig { cert_file: cert.into(), key_file: key.into(), client_ca_file, client_auth })
+            Some(TlsConfig {
+                cert_file: cert.into(),
+                key_file: key.into(),
+                client_ca_file,
+                client_auth,
+            })
         };
         let max_request_size = match body.get("max_request_size") {
             None => DEFAULT_MAX_REQUEST_SIZE,
@@ -268,7 +314,13 @@ log_format        = "json"
 "#,
         )
         .expect("parse");
-        assert_eq!(c.storage, StorageConfig::Sqlite { path: "/var/lib/coffer/coffer.db".into(), synchronous: "full".into() });
+        assert_eq!(
+            c.storage,
+            StorageConfig::Sqlite {
+                path: "/var/lib/coffer/coffer.db".into(),
+                synchronous: "full".into()
+            }
+        );
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.listeners[0].tls.as_ref().map(|t| t.client_auth), Some(ClientAuth::Require));
         assert!(c.listeners[1].tls.is_none());
@@ -279,12 +331,21 @@ log_format        = "json"
     #[test]
     fn errors_name_the_problem() {
         let cases = [
-            ("storage \"sqlite\" {\n path = \"x\"\n}\nlistener \"tcp\" {\n tls_disable = true\n}\nbogus = 1\n", "bogus"),
+            (
+                "storage \"sqlite\" {\n path = \"x\"\n}\nlistener \"tcp\" {\n tls_disable = true\n}\nbogus = 1\n",
+                "bogus",
+            ),
             ("listener \"tcp\" {\n tls_disable = true\n}\n", "missing storage"),
             ("storage \"s3\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\n", "s3"),
-            ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n address = \"x\"\n tls_disable = true\n}\n", "IP:PORT"),
+            (
+                "storage \"inmem\" {\n}\nlistener \"tcp\" {\n address = \"x\"\n tls_disable = true\n}\n",
+                "IP:PORT",
+            ),
             ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n}\n", "tls_cert_file"),
-            ("storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\ndefault_lease_ttl = \"2h\"\nmax_lease_ttl = \"1h\"\n", "cannot exceed"),
+            (
+                "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\ndefault_lease_ttl = \"2h\"\nmax_lease_ttl = \"1h\"\n",
+                "cannot exceed",
+            ),
             ("storage \"inmem\" {\n path = \n}\n", "line 2"),
         ];
         for (text, want) in cases {

@@ -25,13 +25,22 @@ pub(crate) struct ConnInfo {
 pub(crate) fn router(core: Arc<Core>, max_request_size: usize) -> Router {
     Router::new()
         .route("/v1/{*path}", any(handle))
-        .fallback(|| async { error_body(StatusCode::NOT_FOUND, vec!["no such endpoint: Coffer's API lives under /v1/".into()]) })
+        .fallback(|| async {
+            error_body(
+                StatusCode::NOT_FOUND,
+                vec!["no such endpoint: Coffer's API lives under /v1/".into()],
+            )
+        })
         .layer(DefaultBodyLimit::max(max_request_size))
         .with_state(core)
 }
 
 fn error_body(status: StatusCode, errors: Vec<String>) -> Response {
-    (status, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], axum::Json(json!({ "errors": errors })))
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(json!({ "errors": errors })),
+    )
         .into_response()
 }
 
@@ -95,7 +104,9 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
-        Ok(_) => Err(Error::invalid("failed to parse JSON input: the request body must be a JSON object")),
+        Ok(_) => Err(Error::invalid(
+            "failed to parse JSON input: the request body must be a JSON object",
+        )),
         Err(e) => Err(Error::invalid(format!("failed to parse JSON input: {e}"))),
     }
 }
@@ -124,8 +135,14 @@ async fn handle(
         }
     };
     let list_query = query.iter().any(|(k, v)| k == "list" && v == "true");
-    let Some(op) = operation(&method, list_query) else {
-        return error_body(StatusCode::METHOD_NOT_ALLOWED, vec![format!("method {method} is not supported")]);
+    // Load balancers probe health with HEAD: the status code is the answer.
+    let head = method == Method::HEAD && path.trim_matches('/') == "sys/health";
+    let Some(op) = (if head { Some(Operation::Read) } else { operation(&method, list_query) })
+    else {
+        return error_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            vec![format!("method {method} is not supported")],
+        );
     };
     let mut data = match parse_body(&body) {
         Ok(d) => d,
@@ -136,10 +153,11 @@ async fn handle(
             data.entry(k).or_insert(Value::String(v));
         }
     }
-    if let Some(ns) = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok()) {
-        if !ns.is_empty() && ns.trim_matches('/') != "root" {
-            return error_response(Error::invalid("namespaces are not supported by Coffer"), "");
-        }
+    if let Some(ns) = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok())
+        && !ns.is_empty()
+        && ns.trim_matches('/') != "root"
+    {
+        return error_response(Error::invalid("namespaces are not supported by Coffer"), "");
     }
     let mut req = Request::new(op, path.clone()).with_data(data);
     if let Some(t) = token_from(&headers) {
@@ -147,7 +165,12 @@ async fn handle(
     }
     if headers.contains_key("x-vault-wrap-ttl") {
         // Answering unwrapped when the client asked for wrapping would hand out the secret itself.
-        return error_response(Error::invalid("response wrapping (X-Vault-Wrap-TTL) is not available in this Coffer build"), &req.id);
+        return error_response(
+            Error::invalid(
+                "response wrapping (X-Vault-Wrap-TTL) is not available in this Coffer build",
+            ),
+            &req.id,
+        );
     }
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
@@ -155,10 +178,13 @@ async fn handle(
     }
     let request_id = req.id.clone();
     let result = core.handle(req).await;
-    let resp = match result {
+    let mut resp = match result {
         Ok(r) => success(r, &request_id),
         Err(e) => error_response(e, &request_id),
     };
+    if head {
+        *resp.body_mut() = axum::body::Body::empty();
+    }
     tracing::debug!(%method, path = %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
@@ -217,7 +243,10 @@ mod tests {
     #[test]
     fn methods_map_to_operations() {
         assert_eq!(operation(&Method::GET, true), Some(Operation::List));
-        assert_eq!(operation(&Method::from_bytes(b"LIST").expect("m"), false), Some(Operation::List));
+        assert_eq!(
+            operation(&Method::from_bytes(b"LIST").expect("m"), false),
+            Some(Operation::List)
+        );
         assert_eq!(operation(&Method::PUT, false), Some(Operation::Update));
         assert_eq!(operation(&Method::HEAD, false), None);
     }

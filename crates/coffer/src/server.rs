@@ -21,8 +21,9 @@ pub(crate) struct DevOptions {
 }
 
 pub(crate) fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn"))
+    });
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
@@ -36,7 +37,10 @@ fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
         StorageConfig::Sqlite { path, synchronous } => {
             let mut opts = SqliteOptions::new(path);
             opts.synchronous = SqliteOptions::parse_synchronous(synchronous)?;
-            Arc::new(SqliteBackend::open(&opts).with_context(|| format!("cannot open sqlite storage at {}", path.display()))?)
+            Arc::new(
+                SqliteBackend::open(&opts)
+                    .with_context(|| format!("cannot open sqlite storage at {}", path.display()))?,
+            )
         }
     })
 }
@@ -58,7 +62,9 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             Some(t) => Some(crate::tls::server_config(t)?),
             None => None,
         };
-        let sock = TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
+        let sock = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
         bound.push((sock, tls, l.clone()));
     }
 
@@ -72,10 +78,15 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     };
 
     println!("==> Coffer server configuration:\n");
-    println!("{:>20}: {}", "Storage", match &cfg.storage {
-        StorageConfig::Inmem => "inmem".to_owned(),
-        StorageConfig::Sqlite { path, .. } => format!("sqlite (path: {:?})", path.display().to_string()),
-    });
+    println!(
+        "{:>20}: {}",
+        "Storage",
+        match &cfg.storage {
+            StorageConfig::Inmem => "inmem".to_owned(),
+            StorageConfig::Sqlite { path, .. } =>
+                format!("sqlite (path: {:?})", path.display().to_string()),
+        }
+    );
     for (i, (sock, tls, _)) in bound.iter().enumerate() {
         let addr = sock.local_addr()?;
         println!(
@@ -87,7 +98,10 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
     if let Some(init) = &dev_init {
         use base64::Engine as _;
-        let addr = bound.first().map(|(s, _, _)| s.local_addr().map(|a| a.to_string()).unwrap_or_default()).unwrap_or_default();
+        let addr = bound
+            .first()
+            .map(|(s, _, _)| s.local_addr().map(|a| a.to_string()).unwrap_or_default())
+            .unwrap_or_default();
         println!(
             "\nWARNING! dev mode is enabled! In this mode, Coffer runs entirely in-memory,\n\
              starts unsealed with a single unseal key, and prints its root token.\n\
@@ -98,7 +112,8 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
              seal/unseal the server or re-authenticate.\n\n\
              Unseal Key: {}\nRoot Token: {}\n\n\
              Development mode should NOT be used in production installations!\n",
-            base64::engine::general_purpose::STANDARD.encode(init.keys.first().map(|k| k.as_slice()).unwrap_or_default()),
+            base64::engine::general_purpose::STANDARD
+                .encode(init.keys.first().map(|k| k.as_slice()).unwrap_or_default()),
             init.root_token.expose(),
         );
     } else {
@@ -106,7 +121,10 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         if !st.initialized {
             println!("\nThe server is not initialized: run `coffer operator init`.");
         } else {
-            println!("\nThe server is sealed: run `coffer operator unseal` with {} of {} key shares.", st.threshold, st.shares);
+            println!(
+                "\nThe server is sealed: run `coffer operator unseal` with {} of {} key shares.",
+                st.threshold, st.shares
+            );
         }
     }
     println!("\n==> Coffer server started! Log data will stream in below:\n");
@@ -175,10 +193,17 @@ async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
@@ -186,22 +211,31 @@ async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.to_vec());
                     let info = ConnInfo { remote_addr, client_cert_der: cert };
-                    let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                        r.extensions_mut().insert(info.clone());
-                        r
-                    });
+                    let svc = app.map_request(
+                        move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                            r.extensions_mut().insert(info.clone());
+                            r
+                        },
+                    );
                     let svc = hyper_util::service::TowerToHyperService::new(svc);
                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
                     let _ = watcher.watch(conn).await;
                 }
                 None => {
                     let info = ConnInfo { remote_addr, client_cert_der: None };
-                    let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                        r.extensions_mut().insert(info.clone());
-                        r
-                    });
+                    let svc = app.map_request(
+                        move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                            r.extensions_mut().insert(info.clone());
+                            r
+                        },
+                    );
                     let svc = hyper_util::service::TowerToHyperService::new(svc);
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     let _ = watcher.watch(conn).await;

@@ -19,7 +19,10 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Refuses a private key file that group or others can read, as SSH does.
 fn check_key_permissions(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         bail!(
             "TLS key file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
@@ -49,8 +52,12 @@ pub(crate) fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>
     let builder = match (&cfg.client_ca_file, cfg.client_auth) {
         (Some(ca), mode @ (ClientAuth::Request | ClientAuth::Require)) => {
             let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("cannot read client CA {}", ca.display()))? {
-                roots.add(c.with_context(|| format!("invalid PEM in {}", ca.display()))?).context("client CA certificate")?;
+            for c in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read client CA {}", ca.display()))?
+            {
+                roots
+                    .add(c.with_context(|| format!("invalid PEM in {}", ca.display()))?)
+                    .context("client CA certificate")?;
             }
             if roots.is_empty() {
                 bail!("no certificate found in client CA file {}", ca.display());
@@ -61,7 +68,8 @@ pub(crate) fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).context("TLS certificate and key do not match")?;
+    let mut config =
+        builder.with_single_cert(certs, key).context("TLS certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

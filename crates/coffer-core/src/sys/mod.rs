@@ -80,8 +80,12 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             if f.has("pgp_keys") || f.has("root_token_pgp_key") {
                 return Err(Error::invalid("PGP-encrypted key shares are not supported by Coffer"));
             }
-            let shares = f.u64("secret_shares")?.ok_or_else(|| Error::invalid("missing required parameter \"secret_shares\""))?;
-            let threshold = f.u64("secret_threshold")?.ok_or_else(|| Error::invalid("missing required parameter \"secret_threshold\""))?;
+            let shares = f
+                .u64("secret_shares")?
+                .ok_or_else(|| Error::invalid("missing required parameter \"secret_shares\""))?;
+            let threshold = f
+                .u64("secret_threshold")?
+                .ok_or_else(|| Error::invalid("missing required parameter \"secret_threshold\""))?;
             let init = core.initialize(shares, threshold).await?;
             let b64 = base64::engine::general_purpose::STANDARD;
             Response::raw(
@@ -93,7 +97,9 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
                 }),
             )
         }
-        ("sys/seal-status", Operation::Read) => Response::raw(200, seal_status_json(&core.seal_status().await?)),
+        ("sys/seal-status", Operation::Read) => {
+            Response::raw(200, seal_status_json(&core.seal_status().await?))
+        }
         ("sys/unseal", _) if write => {
             let reset = f.bool("reset")?.unwrap_or(false);
             let key = match f.str("key")? {
@@ -109,11 +115,14 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             if core.is_sealed() {
                 return Err(Error::Sealed);
             }
-            Response::raw(200, json!({
-                "ha_enabled": false, "is_self": true, "active_time": "", "leader_address": "",
-                "leader_cluster_address": "", "performance_standby": false,
-                "performance_standby_last_remote_wal": 0,
-            }))
+            Response::raw(
+                200,
+                json!({
+                    "ha_enabled": false, "is_self": true, "active_time": "", "leader_address": "",
+                    "leader_cluster_address": "", "performance_standby": false,
+                    "performance_standby_last_remote_wal": 0,
+                }),
+            )
         }
         ("sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader", _) => {
             return Err(Error::UnsupportedOperation);
@@ -143,7 +152,13 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     };
     // The other overrides (standby, DR, performance standby) concern HA nodes; validate them so a
     // typo is reported rather than silently ignored.
-    for name in ["standbycode", "drsecondarycode", "performancestandbycode", "removedcode", "haunhealthycode"] {
+    for name in [
+        "standbycode",
+        "drsecondarycode",
+        "performancestandbycode",
+        "removedcode",
+        "haunhealthycode",
+    ] {
         code(name, 200)?;
     }
     for name in ["standbyok", "perfstandbyok"] {
@@ -188,20 +203,27 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         }
         "capabilities-self" if write => policies::capabilities(ctx, ctx.caller).await,
         "capabilities" if write => {
-            let t = Fields::new(&ctx.req.data).str("token")?.filter(|s| !s.is_empty())
+            let t = Fields::new(&ctx.req.data)
+                .str("token")?
+                .filter(|s| !s.is_empty())
                 .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
             let entry = ctx.active.tokens.lookup(&t).await?;
             policies::capabilities(ctx, entry.as_ref()).await
         }
         "capabilities-accessor" if write => {
-            let a = Fields::new(&ctx.req.data).str("accessor")?.filter(|s| !s.is_empty())
+            let a = Fields::new(&ctx.req.data)
+                .str("accessor")?
+                .filter(|s| !s.is_empty())
                 .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
             let entry = ctx.active.tokens.lookup_accessor(&a).await?;
             policies::capabilities(ctx, entry.as_ref()).await
         }
-        "seal" | "rotate" | "key-status" | "capabilities-self" | "capabilities" | "capabilities-accessor" => {
-            Err(Error::UnsupportedOperation)
-        }
+        "seal"
+        | "rotate"
+        | "key-status"
+        | "capabilities-self"
+        | "capabilities"
+        | "capabilities-accessor" => Err(Error::UnsupportedOperation),
         _ => {
             if let Some(r) = mounts::handle(ctx, rel).await? {
                 return Ok(r);

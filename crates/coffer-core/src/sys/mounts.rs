@@ -42,7 +42,9 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         Operation::Read => {
             let entry = find(ctx, table, path).await?;
-            Ok(Some(Response::data(obj(entry.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl)))))
+            Ok(Some(Response::data(obj(
+                entry.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl)
+            ))))
         }
         _ => Err(Error::UnsupportedOperation),
     }
@@ -62,7 +64,10 @@ async fn list(ctx: &Ctx<'_>, table: Table) -> Result<Response> {
     let entries = load_table(&ctx.core.barrier, table).await?.unwrap_or_default();
     let mut data = Map::new();
     for e in entries {
-        data.insert(e.path.clone(), e.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl));
+        data.insert(
+            e.path.clone(),
+            e.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl),
+        );
     }
     Ok(Response::data(data))
 }
@@ -76,13 +81,26 @@ fn ttl_field(v: &Value, name: &str) -> Result<u64> {
 }
 
 const CONFIG_FIELDS: &[&str] = &[
-    "default_lease_ttl", "max_lease_ttl", "listing_visibility", "force_no_cache",
-    "audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers",
-    "allowed_response_headers", "plugin_version", "token_type", "allowed_managed_keys",
-    "description", "options",
+    "default_lease_ttl",
+    "max_lease_ttl",
+    "listing_visibility",
+    "force_no_cache",
+    "audit_non_hmac_request_keys",
+    "audit_non_hmac_response_keys",
+    "passthrough_request_headers",
+    "allowed_response_headers",
+    "plugin_version",
+    "token_type",
+    "allowed_managed_keys",
+    "description",
+    "options",
 ];
 
-fn apply_config(entry: &mut MountEntry, config: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<()> {
+fn apply_config(
+    entry: &mut MountEntry,
+    config: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     if let Some(v) = config.get("default_lease_ttl") {
         entry.config.default_lease_ttl = ttl_field(v, "default_lease_ttl")?;
     }
@@ -92,7 +110,9 @@ fn apply_config(entry: &mut MountEntry, config: &Map<String, Value>, warnings: &
     if let Some(v) = config.get("listing_visibility") {
         let s = v.as_str().unwrap_or_default();
         if !matches!(s, "" | "hidden" | "unauth") {
-            return Err(Error::invalid(format!("listing_visibility must be \"hidden\" or \"unauth\", not {s:?}")));
+            return Err(Error::invalid(format!(
+                "listing_visibility must be \"hidden\" or \"unauth\", not {s:?}"
+            )));
         }
         entry.config.listing_visibility = s.to_owned();
     }
@@ -134,9 +154,16 @@ fn apply_options(entry: &mut MountEntry, v: &Value) -> Result<()> {
 async fn enable(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     let data = &ctx.req.data;
     let f = Fields::new(data);
-    let kind = f.str("type")?.filter(|s| !s.is_empty()).ok_or_else(|| Error::invalid("missing required parameter \"type\""))?;
+    let kind = f
+        .str("type")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::invalid("missing required parameter \"type\""))?;
     let kind = if kind == "kv-v2" { "kv".to_owned() } else { kind };
-    let mut entry = MountEntry::new(&normalize_mount_path(path)?, &kind, &f.str("description")?.unwrap_or_default());
+    let mut entry = MountEntry::new(
+        &normalize_mount_path(path)?,
+        &kind,
+        &f.str("description")?.unwrap_or_default(),
+    );
     if f.str("type")?.as_deref() == Some("kv-v2") {
         entry.options.insert("version".into(), "2".into());
     }
@@ -155,8 +182,16 @@ async fn enable(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     entry.seal_wrap = f.bool("seal_wrap")?.unwrap_or(false);
     check_ttls(ctx, &entry)?;
     warnings.extend(ignored_warning(f.unknown(&[
-        "type", "description", "config", "options", "local", "seal_wrap", "plugin_name",
-        "external_entropy_access", "plugin_version", "path",
+        "type",
+        "description",
+        "config",
+        "options",
+        "local",
+        "seal_wrap",
+        "plugin_name",
+        "external_entropy_access",
+        "plugin_version",
+        "path",
     ])));
     ctx.core.add_mount(table, entry).await?;
     Ok(Response { warnings, ..Response::default() })
@@ -193,12 +228,17 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
             if let Some(o) = data.get("options") {
                 apply_options(entry, o)?;
             }
-            let max = if entry.config.max_lease_ttl == 0 { sys_max } else { entry.config.max_lease_ttl };
+            let max =
+                if entry.config.max_lease_ttl == 0 { sys_max } else { entry.config.max_lease_ttl };
             if entry.config.max_lease_ttl > sys_max {
-                return Err(Error::invalid("max_lease_ttl cannot be greater than the system maximum"));
+                return Err(Error::invalid(
+                    "max_lease_ttl cannot be greater than the system maximum",
+                ));
             }
             if entry.config.default_lease_ttl > max {
-                return Err(Error::invalid("default_lease_ttl cannot be greater than max_lease_ttl"));
+                return Err(Error::invalid(
+                    "default_lease_ttl cannot be greater than max_lease_ttl",
+                ));
             }
             Ok(())
         })

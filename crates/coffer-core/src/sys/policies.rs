@@ -56,7 +56,11 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             let f = Fields::new(&ctx.req.data);
             let raw = if legacy { f.str("rules")?.or(f.str("policy")?) } else { f.str("policy")? };
             let raw = raw.ok_or_else(|| {
-                Error::invalid(if legacy { "missing required parameter \"rules\"" } else { "missing required parameter \"policy\"" })
+                Error::invalid(if legacy {
+                    "missing required parameter \"rules\""
+                } else {
+                    "missing required parameter \"policy\""
+                })
             })?;
             let raw = decode_maybe_base64(&raw);
             store.set(&name, &raw).await?;

@@ -42,17 +42,26 @@ mod tests {
     use super::*;
 
     fn n(v: &[&str]) -> Vec<String> {
-        normalize(v.iter().map(OsString::from)).into_iter().map(|s| s.into_string().expect("utf8")).collect()
+        normalize(v.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().expect("utf8"))
+            .collect()
     }
 
     #[test]
     fn single_dash_long_flags_become_double_dash() {
-        assert_eq!(n(&["coffer", "read", "-format=json", "-field", "x", "secret/a"]), ["coffer", "read", "--format=json", "--field", "x", "secret/a"]);
+        assert_eq!(
+            n(&["coffer", "read", "-format=json", "-field", "x", "secret/a"]),
+            ["coffer", "read", "--format=json", "--field", "x", "secret/a"]
+        );
     }
 
     #[test]
     fn stdin_dash_short_flags_and_passthrough_are_kept() {
-        assert_eq!(n(&["coffer", "write", "p", "-", "-h", "--", "-dev"]), ["coffer", "write", "p", "-", "-h", "--", "-dev"]);
+        assert_eq!(
+            n(&["coffer", "write", "p", "-", "-h", "--", "-dev"]),
+            ["coffer", "write", "p", "-", "-h", "--", "-dev"]
+        );
         assert_eq!(n(&["coffer", "x", "-1"]), ["coffer", "x", "-1"]);
     }
 }

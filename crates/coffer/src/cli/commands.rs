@@ -10,7 +10,10 @@ use coffer_api::{Client, ClientConfig};
 use serde_json::{Map, Value, json};
 
 use super::output::{Format, cell, fmt_duration, print_body, table};
-use super::{AuthCmd, Cli, Command, EnableArgs, Global, OperatorCmd, PolicyCmd, SecretsCmd, TokenCmd, TuneArgs};
+use super::{
+    AuthCmd, Cli, Command, EnableArgs, Global, OperatorCmd, PolicyCmd, SecretsCmd, TokenCmd,
+    TuneArgs,
+};
 use crate::config::{ListenerConfig, LogFormat, ServerConfig, StorageConfig};
 
 /// Exit code 2: the command ran, but the answer is "no" (sealed, nothing at that path).
@@ -30,21 +33,40 @@ fn saved_token() -> Option<String> {
 }
 
 fn address(g: &Global) -> String {
-    g.address.clone().or_else(|| env_any(&["COFFER_ADDR", "VAULT_ADDR"])).unwrap_or_else(|| "https://127.0.0.1:8200".into())
+    g.address
+        .clone()
+        .or_else(|| env_any(&["COFFER_ADDR", "VAULT_ADDR"]))
+        .unwrap_or_else(|| "https://127.0.0.1:8200".into())
 }
 
 fn client(g: &Global) -> Result<Client> {
-    let ca = g.ca_cert.clone().or_else(|| env_any(&["COFFER_CACERT", "VAULT_CACERT"]).map(PathBuf::from));
+    let ca = g
+        .ca_cert
+        .clone()
+        .or_else(|| env_any(&["COFFER_CACERT", "VAULT_CACERT"]).map(PathBuf::from));
     let ca_cert_pem = match ca {
-        Some(p) => Some(std::fs::read(&p).with_context(|| format!("cannot read CA certificate {}", p.display()))?),
+        Some(p) => Some(
+            std::fs::read(&p)
+                .with_context(|| format!("cannot read CA certificate {}", p.display()))?,
+        ),
         None => None,
     };
-    let cert = g.client_cert.clone().or_else(|| env_any(&["COFFER_CLIENT_CERT", "VAULT_CLIENT_CERT"]).map(PathBuf::from));
-    let key = g.client_key.clone().or_else(|| env_any(&["COFFER_CLIENT_KEY", "VAULT_CLIENT_KEY"]).map(PathBuf::from));
+    let cert = g
+        .client_cert
+        .clone()
+        .or_else(|| env_any(&["COFFER_CLIENT_CERT", "VAULT_CLIENT_CERT"]).map(PathBuf::from));
+    let key = g
+        .client_key
+        .clone()
+        .or_else(|| env_any(&["COFFER_CLIENT_KEY", "VAULT_CLIENT_KEY"]).map(PathBuf::from));
     let client_identity_pem = match (cert, key) {
         (Some(c), Some(k)) => {
-            let mut pem = std::fs::read(&c).with_context(|| format!("cannot read client certificate {}", c.display()))?;
-            pem.extend(std::fs::read(&k).with_context(|| format!("cannot read client key {}", k.display()))?);
+            let mut pem = std::fs::read(&c)
+                .with_context(|| format!("cannot read client certificate {}", c.display()))?;
+            pem.extend(
+                std::fs::read(&k)
+                    .with_context(|| format!("cannot read client key {}", k.display()))?,
+            );
             Some(pem)
         }
         (None, None) => None,
@@ -164,7 +186,8 @@ fn parse_pairs(items: &[String]) -> Result<Map<String, Value>> {
             bail!("{item:?} has an empty key");
         }
         let v = if let Some(path) = v.strip_prefix('@') {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {path} for key {k:?}"))?
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {path} for key {k:?}"))?
         } else if v == "-" {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;
@@ -194,7 +217,9 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
         let cfg = ServerConfig {
             storage: StorageConfig::Inmem,
             listeners: vec![ListenerConfig {
-                address: a.dev_listen_address.parse().with_context(|| format!("-dev-listen-address {:?} must be IP:PORT", a.dev_listen_address))?,
+                address: a.dev_listen_address.parse().with_context(|| {
+                    format!("-dev-listen-address {:?} must be IP:PORT", a.dev_listen_address)
+                })?,
                 tls: None,
                 max_request_size: crate::config::DEFAULT_MAX_REQUEST_SIZE,
             }],
@@ -204,10 +229,14 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
             log_level: "info".into(),
             log_format: LogFormat::Standard,
         };
-        let root = a.dev_root_token_id.or_else(|| env_any(&["COFFER_DEV_ROOT_TOKEN_ID", "VAULT_DEV_ROOT_TOKEN_ID"]));
+        let root = a
+            .dev_root_token_id
+            .or_else(|| env_any(&["COFFER_DEV_ROOT_TOKEN_ID", "VAULT_DEV_ROOT_TOKEN_ID"]));
         (cfg, Some(crate::server::DevOptions { root_token_id: root }))
     } else {
-        let path = a.config.ok_or_else(|| anyhow!("-config FILE is required (or -dev for a development server)"))?;
+        let path = a.config.ok_or_else(|| {
+            anyhow!("-config FILE is required (or -dev for a development server)")
+        })?;
         (ServerConfig::load(&path)?, None)
     };
     let level = a.log_level.unwrap_or_else(|| cfg.log_level.clone());
@@ -246,7 +275,10 @@ fn seal_status_table(b: &Value) -> String {
         ("Threshold".into(), cell(&g("t"))),
     ];
     if g("sealed") == Value::Bool(true) {
-        rows.push(("Unseal Progress".into(), format!("{}/{}", cell(&g("progress")), cell(&g("t")))));
+        rows.push((
+            "Unseal Progress".into(),
+            format!("{}/{}", cell(&g("progress")), cell(&g("t"))),
+        ));
         rows.push(("Unseal Nonce".into(), cell(&g("nonce"))));
     }
     rows.push(("Version".into(), cell(&g("version"))));
@@ -263,14 +295,23 @@ async fn status(g: &Global) -> Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
         Format::Table => print!("{}", seal_status_table(&b)),
     }
-    Ok(if b.get("sealed") == Some(&Value::Bool(false)) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NEGATIVE) })
+    Ok(if b.get("sealed") == Some(&Value::Bool(false)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
 }
 
 async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
     let c = client(g)?;
     match op {
         OperatorCmd::Init { key_shares, key_threshold } => {
-            let ans = c.write("sys/init", &json!({ "secret_shares": key_shares, "secret_threshold": key_threshold })).await?;
+            let ans = c
+                .write(
+                    "sys/init",
+                    &json!({ "secret_shares": key_shares, "secret_threshold": key_threshold }),
+                )
+                .await?;
             let b = ans.body.unwrap_or(Value::Null);
             if g.format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&b)?);
@@ -281,7 +322,10 @@ async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
                     println!("Unseal Key {}: {}", i + 1, cell(k));
                 }
             }
-            println!("\nInitial Root Token: {}\n", cell(b.get("root_token").unwrap_or(&Value::Null)));
+            println!(
+                "\nInitial Root Token: {}\n",
+                cell(b.get("root_token").unwrap_or(&Value::Null))
+            );
             println!(
                 "Coffer initialized with {key_shares} key shares and a key threshold of {key_threshold}.\n\
                  Give the key shares to different people and keep them apart: any {key_threshold} of them\n\
@@ -325,11 +369,20 @@ async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
                 print_body(&b, g.format, g.field.as_deref())?;
             } else {
                 let d = b.get("data").cloned().unwrap_or(Value::Null);
-                print!("{}", table(&[
-                    ("Key Term".into(), cell(d.get("term").unwrap_or(&Value::Null))),
-                    ("Install Time".into(), cell(d.get("install_time").unwrap_or(&Value::Null))),
-                    ("Encryption Count".into(), cell(d.get("encryptions").unwrap_or(&Value::Null))),
-                ]));
+                print!(
+                    "{}",
+                    table(&[
+                        ("Key Term".into(), cell(d.get("term").unwrap_or(&Value::Null))),
+                        (
+                            "Install Time".into(),
+                            cell(d.get("install_time").unwrap_or(&Value::Null))
+                        ),
+                        (
+                            "Encryption Count".into(),
+                            cell(d.get("encryptions").unwrap_or(&Value::Null))
+                        ),
+                    ])
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -341,25 +394,42 @@ async fn login(g: &Global, a: super::LoginArgs) -> Result<ExitCode> {
     let c = client(g)?.with_token(Some(token.clone()));
     let ans = c.read("auth/token/lookup-self").await?;
     if !a.no_store {
-        let path = token_file().ok_or_else(|| anyhow!("HOME is not set; cannot save the token (use -no-store and COFFER_TOKEN)"))?;
+        let path = token_file().ok_or_else(|| {
+            anyhow!("HOME is not set; cannot save the token (use -no-store and COFFER_TOKEN)")
+        })?;
         write_private(&path, token.as_bytes())?;
     }
     let b = ans.body.unwrap_or(Value::Null);
     if g.format == Format::Json || g.field.is_some() {
         return print_answer(g, Some(&b));
     }
-    println!("Success! You are now authenticated. Future commands use this token{}.\n",
-        if a.no_store { " only if you set COFFER_TOKEN" } else { " (saved with mode 0600 in ~/.coffer-token)" });
+    println!(
+        "Success! You are now authenticated. Future commands use this token{}.\n",
+        if a.no_store {
+            " only if you set COFFER_TOKEN"
+        } else {
+            " (saved with mode 0600 in ~/.coffer-token)"
+        }
+    );
     let d = b.get("data").cloned().unwrap_or(Value::Null);
     let gd = |k: &str| d.get(k).cloned().unwrap_or(Value::Null);
-    print!("{}", table(&[
-        ("token".into(), token),
-        ("token_accessor".into(), cell(&gd("accessor"))),
-        ("token_duration".into(), match gd("ttl").as_u64() { Some(0) | None => "∞".into(), Some(s) => fmt_duration(s) }),
-        ("token_renewable".into(), cell(&gd("renewable"))),
-        ("token_policies".into(), cell(&gd("policies"))),
-        ("policies".into(), cell(&gd("policies"))),
-    ]));
+    print!(
+        "{}",
+        table(&[
+            ("token".into(), token),
+            ("token_accessor".into(), cell(&gd("accessor"))),
+            (
+                "token_duration".into(),
+                match gd("ttl").as_u64() {
+                    Some(0) | None => "∞".into(),
+                    Some(s) => fmt_duration(s),
+                }
+            ),
+            ("token_renewable".into(), cell(&gd("renewable"))),
+            ("token_policies".into(), cell(&gd("policies"))),
+            ("policies".into(), cell(&gd("policies"))),
+        ])
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -387,7 +457,13 @@ async fn token(g: &Global, t: TokenCmd) -> Result<ExitCode> {
             if !a.policies.is_empty() {
                 body.insert("policies".into(), json!(a.policies));
             }
-            for (k, v) in [("ttl", &a.ttl), ("explicit_max_ttl", &a.explicit_max_ttl), ("period", &a.period), ("display_name", &a.display_name), ("id", &a.id)] {
+            for (k, v) in [
+                ("ttl", &a.ttl),
+                ("explicit_max_ttl", &a.explicit_max_ttl),
+                ("period", &a.period),
+                ("display_name", &a.display_name),
+                ("id", &a.id),
+            ] {
                 if let Some(v) = v {
                     body.insert(k.into(), json!(v));
                 }
@@ -408,7 +484,9 @@ async fn token(g: &Global, t: TokenCmd) -> Result<ExitCode> {
         TokenCmd::Lookup { token, accessor } => match (token, accessor) {
             (None, false) => c.read("auth/token/lookup-self").await?,
             (Some(t), false) => c.write("auth/token/lookup", &json!({ "token": t })).await?,
-            (Some(a), true) => c.write("auth/token/lookup-accessor", &json!({ "accessor": a })).await?,
+            (Some(a), true) => {
+                c.write("auth/token/lookup-accessor", &json!({ "accessor": a })).await?
+            }
             (None, true) => bail!("-accessor needs the accessor as an argument"),
         },
         TokenCmd::Renew { token, increment, accessor } => {
@@ -432,10 +510,18 @@ async fn token(g: &Global, t: TokenCmd) -> Result<ExitCode> {
         TokenCmd::Revoke { token, self_, accessor, mode } => {
             match (token, self_, accessor, mode.as_deref()) {
                 (None, true, false, None) => c.write("auth/token/revoke-self", &json!({})).await?,
-                (Some(t), false, false, None) => c.write("auth/token/revoke", &json!({ "token": t })).await?,
-                (Some(t), false, false, Some("orphan")) => c.write("auth/token/revoke-orphan", &json!({ "token": t })).await?,
-                (Some(a), false, true, None) => c.write("auth/token/revoke-accessor", &json!({ "accessor": a })).await?,
-                (None, false, _, _) => bail!("give a token (or -self, or an accessor with -accessor)"),
+                (Some(t), false, false, None) => {
+                    c.write("auth/token/revoke", &json!({ "token": t })).await?
+                }
+                (Some(t), false, false, Some("orphan")) => {
+                    c.write("auth/token/revoke-orphan", &json!({ "token": t })).await?
+                }
+                (Some(a), false, true, None) => {
+                    c.write("auth/token/revoke-accessor", &json!({ "accessor": a })).await?
+                }
+                (None, false, _, _) => {
+                    bail!("give a token (or -self, or an accessor with -accessor)")
+                }
                 _ => bail!("-self, -accessor and -mode=orphan cannot be combined"),
             };
             println!("Success! Revoked token (if it existed)");
@@ -448,11 +534,13 @@ async fn token(g: &Global, t: TokenCmd) -> Result<ExitCode> {
 async fn policy(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
     match p {
         PolicyCmd::Fmt { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let formatted = coffer_core::policy::format_hcl(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let formatted = coffer_core::policy::format_hcl(&text)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             std::fs::write(&file, formatted)?;
             println!("Success! Formatted policy: {}", file.display());
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         PolicyCmd::Write { name, file } => {
             let text = if file == "-" {
@@ -460,29 +548,45 @@ async fn policy(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
                 std::io::stdin().read_to_string(&mut s)?;
                 s
             } else {
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read policy file {file}"))?
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read policy file {file}"))?
             };
-            client(g)?.write(&format!("sys/policies/acl/{name}"), &json!({ "policy": text })).await?;
+            client(g)?
+                .write(&format!("sys/policies/acl/{name}"), &json!({ "policy": text }))
+                .await?;
             println!("Success! Uploaded policy: {name}");
             Ok(ExitCode::SUCCESS)
         }
         PolicyCmd::Read { name } => {
-            let ans = client(g)?.read(&format!("sys/policies/acl/{name}")).await.map_err(|e| match e {
-                coffer_api::Error::Api { status: 404, .. } => anyhow!("no policy named {name:?}"),
-                other => other.into(),
-            })?;
+            let ans =
+                client(g)?.read(&format!("sys/policies/acl/{name}")).await.map_err(
+                    |e| match e {
+                        coffer_api::Error::Api { status: 404, .. } => {
+                            anyhow!("no policy named {name:?}")
+                        }
+                        other => other.into(),
+                    },
+                )?;
             let b = ans.body.unwrap_or(Value::Null);
             if g.format == Format::Json || g.field.is_some() {
                 return print_answer(g, Some(&b));
             }
-            println!("{}", b.get("data").and_then(|d| d.get("policy")).and_then(Value::as_str).unwrap_or(""));
+            println!(
+                "{}",
+                b.get("data").and_then(|d| d.get("policy")).and_then(Value::as_str).unwrap_or("")
+            );
             Ok(ExitCode::SUCCESS)
         }
         PolicyCmd::List => {
             let ans = client(g)?.list("sys/policies/acl").await?;
             let b = ans.body.unwrap_or(Value::Null);
             if g.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null)
+                    )?
+                );
             } else if let Some(Value::Array(keys)) = b.get("data").and_then(|d| d.get("keys")) {
                 for k in keys {
                     println!("{}", cell(k));
@@ -544,20 +648,36 @@ fn print_mounts(g: &Global, body: Option<Value>, detailed: bool) -> Result<ExitC
     let Some(Value::Object(m)) = b.get("data") else { return Ok(ExitCode::SUCCESS) };
     let w = m.keys().map(String::len).max().unwrap_or(4).max(4);
     if detailed {
-        println!("{:<w$}    {:<10}    {:<22}    {:<8}    {:<8}    Description", "Path", "Type", "Accessor", "Default TTL", "Max TTL");
+        println!(
+            "{:<w$}    {:<10}    {:<22}    {:<8}    {:<8}    Description",
+            "Path", "Type", "Accessor", "Default TTL", "Max TTL"
+        );
     } else {
         println!("{:<w$}    {:<10}    {:<22}    Description", "Path", "Type", "Accessor");
     }
     for (path, e) in m {
         let s = |k: &str| e.get(k).map(cell).unwrap_or_default();
         if detailed {
-            let ttl = |k: &str| match e.get("config").and_then(|c| c.get(k)).and_then(Value::as_u64) {
+            let ttl = |k: &str| match e.get("config").and_then(|c| c.get(k)).and_then(Value::as_u64)
+            {
                 Some(0) | None => "system".to_owned(),
                 Some(v) => fmt_duration(v),
             };
-            println!("{path:<w$}    {:<10}    {:<22}    {:<11}    {:<8}    {}", s("type"), s("accessor"), ttl("default_lease_ttl"), ttl("max_lease_ttl"), s("description"));
+            println!(
+                "{path:<w$}    {:<10}    {:<22}    {:<11}    {:<8}    {}",
+                s("type"),
+                s("accessor"),
+                ttl("default_lease_ttl"),
+                ttl("max_lease_ttl"),
+                s("description")
+            );
         } else {
-            println!("{path:<w$}    {:<10}    {:<22}    {}", s("type"), s("accessor"), s("description"));
+            println!(
+                "{path:<w$}    {:<10}    {:<22}    {}",
+                s("type"),
+                s("accessor"),
+                s("description")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -577,7 +697,9 @@ async fn secrets(g: &Global, s: SecretsCmd) -> Result<ExitCode> {
             c.delete(&format!("sys/mounts/{path}")).await?;
             println!("Success! Disabled the secrets engine (if it existed) at: {path}/");
         }
-        SecretsCmd::List { detailed } => return print_mounts(g, c.read("sys/mounts").await?.body, detailed),
+        SecretsCmd::List { detailed } => {
+            return print_mounts(g, c.read("sys/mounts").await?.body, detailed);
+        }
         SecretsCmd::Tune(a) => {
             let path = a.path.trim_matches('/').to_owned();
             c.write(&format!("sys/mounts/{path}/tune"), &tune_body(&a)?).await?;
@@ -601,7 +723,9 @@ async fn auth(g: &Global, s: AuthCmd) -> Result<ExitCode> {
             c.delete(&format!("sys/auth/{path}")).await?;
             println!("Success! Disabled the auth method (if it existed) at: {path}/");
         }
-        AuthCmd::List { detailed } => return print_mounts(g, c.read("sys/auth").await?.body, detailed),
+        AuthCmd::List { detailed } => {
+            return print_mounts(g, c.read("sys/auth").await?.body, detailed);
+        }
         AuthCmd::Tune(a) => {
             let path = a.path.trim_matches('/').to_owned();
             c.write(&format!("sys/auth/{path}/tune"), &tune_body(&a)?).await?;
@@ -620,7 +744,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("v.txt");
         std::fs::write(&f, "from-file").expect("write");
-        let m = parse_pairs(&["a=1".into(), format!("b=@{}", f.display()), "c=x=y".into()]).expect("parse");
+        let m = parse_pairs(&["a=1".into(), format!("b=@{}", f.display()), "c=x=y".into()])
+            .expect("parse");
         assert_eq!(m["a"], "1");
         assert_eq!(m["b"], "from-file");
         assert_eq!(m["c"], "x=y");
@@ -639,7 +764,9 @@ mod tests {
 
     #[test]
     fn seal_status_table_shows_progress_when_sealed() {
-        let t = seal_status_table(&json!({"type": "shamir", "initialized": true, "sealed": true, "n": 5, "t": 3, "progress": 1, "nonce": "x", "version": "0.1.0", "storage_type": "sqlite"}));
+        let t = seal_status_table(
+            &json!({"type": "shamir", "initialized": true, "sealed": true, "n": 5, "t": 3, "progress": 1, "nonce": "x", "version": "0.1.0", "storage_type": "sqlite"}),
+        );
         assert!(t.contains("Unseal Progress    1/3"), "{t}");
     }
 }

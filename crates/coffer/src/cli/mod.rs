@@ -101,7 +101,12 @@ pub(crate) struct ServerArgs {
     #[arg(long = "dev-root-token-id", value_name = "TOKEN", requires = "dev")]
     pub dev_root_token_id: Option<String>,
     /// Address the dev server listens on
-    #[arg(long = "dev-listen-address", value_name = "IP:PORT", default_value = "127.0.0.1:8200", requires = "dev")]
+    #[arg(
+        long = "dev-listen-address",
+        value_name = "IP:PORT",
+        default_value = "127.0.0.1:8200",
+        requires = "dev"
+    )]
     pub dev_listen_address: String,
     /// Log level: trace, debug, info, warn, error (overrides the config file)
     #[arg(long = "log-level", value_name = "LEVEL")]
@@ -296,7 +301,7 @@ pub(crate) struct TuneArgs {
 #[derive(Args, Debug)]
 pub(crate) struct PathArgs {
     pub path: String,
-    /// key=value query parameters (read) 
+    /// key=value query parameters (read)
     pub params: Vec<String>,
 }
 

@@ -57,10 +57,13 @@ fn auth_rows(auth: &Map<String, Value>) -> Vec<(String, String)> {
     let mut rows = vec![
         ("token".to_owned(), cell(&g("client_token"))),
         ("token_accessor".to_owned(), cell(&g("accessor"))),
-        ("token_duration".to_owned(), match g("lease_duration").as_u64() {
-            Some(0) | None => "∞".into(),
-            Some(s) => fmt_duration(s),
-        }),
+        (
+            "token_duration".to_owned(),
+            match g("lease_duration").as_u64() {
+                Some(0) | None => "∞".into(),
+                Some(s) => fmt_duration(s),
+            },
+        ),
         ("token_renewable".to_owned(), cell(&g("renewable"))),
         ("token_policies".to_owned(), cell(&g("token_policies"))),
         ("identity_policies".to_owned(), "[]".into()),
@@ -85,7 +88,10 @@ pub(super) fn envelope_rows(body: &Value) -> Vec<(String, String)> {
     if !lease_id.is_empty() {
         rows.push(("lease_id".into(), lease_id.to_owned()));
         rows.push(("lease_duration".into(), fmt_duration(dur)));
-        rows.push(("lease_renewable".into(), cell(body.get("renewable").unwrap_or(&Value::Bool(false)))));
+        rows.push((
+            "lease_renewable".into(),
+            cell(body.get("renewable").unwrap_or(&Value::Bool(false))),
+        ));
     } else if dur > 0 {
         rows.push(("refresh_interval".into(), fmt_duration(dur)));
     }
@@ -134,19 +140,21 @@ pub(super) fn print_body(body: &Value, format: Format, field_name: Option<&str>)
         Format::Json => println!("{}", serde_json::to_string_pretty(body)?),
         Format::Table => {
             print_warnings(body);
-            if let Some(Value::Array(keys)) = body.get("data").and_then(|d| d.get("keys")) {
-                if body.get("data").and_then(Value::as_object).is_some_and(|d| d.len() == 1) {
-                    println!("Keys\n----");
-                    for k in keys {
-                        println!("{}", cell(k));
-                    }
-                    return Ok(());
+            if let Some(Value::Array(keys)) = body.get("data").and_then(|d| d.get("keys"))
+                && body.get("data").and_then(Value::as_object).is_some_and(|d| d.len() == 1)
+            {
+                println!("Keys\n----");
+                for k in keys {
+                    println!("{}", cell(k));
                 }
+                return Ok(());
             }
             let rows = if body.get("request_id").is_some() {
                 envelope_rows(body)
             } else {
-                body.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), cell(v))).collect()).unwrap_or_default()
+                body.as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), cell(v))).collect())
+                    .unwrap_or_default()
             };
             print!("{}", table(&rows));
         }

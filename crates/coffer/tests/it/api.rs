@@ -1,0 +1,524 @@
+//! The HTTP API end to end: seal lifecycle, health, tokens, policies, mounts, kv and cubbyhole.
+
+use serde_json::{Value, json};
+
+use crate::common::{Server, tempdir};
+
+#[tokio::test]
+async fn init_unseal_and_seal_follow_vaults_lifecycle() {
+    let dir = tempdir();
+    let s = Server::start_sqlite(dir.path());
+    assert_eq!(s.call("GET", "sys/init", None, None).await, (200, json!({"initialized": false})));
+    let (code, h) = s.call("GET", "sys/health", None, None).await;
+    assert_eq!(code, 501, "uninitialized: {h}");
+    assert_eq!(s.call("GET", "sys/health?uninitcode=200", None, None).await.0, 200);
+
+    let (keys, root) = s.init(5, 3).await;
+    assert_eq!(keys.len(), 5);
+    assert!(keys.iter().all(|k| k.len() == 66), "33-byte shares in hex");
+    let (code, again) = s
+        .call("PUT", "sys/init", None, Some(json!({"secret_shares": 1, "secret_threshold": 1})))
+        .await;
+    assert_eq!(code, 400, "{again}");
+
+    assert_eq!(s.call("GET", "sys/health", None, None).await.0, 503);
+    assert_eq!(s.call("GET", "sys/health?sealedcode=299", None, None).await.0, 299);
+    let (code, b) = s.call("GET", "sys/mounts", Some(&root), None).await;
+    assert_eq!(code, 503, "sealed server refuses: {b}");
+    assert_eq!(b["errors"][0], "Vault is sealed");
+
+    let (_, st) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0]}))).await;
+    assert_eq!(
+        (st["sealed"].clone(), st["progress"].clone(), st["t"].clone(), st["n"].clone()),
+        (json!(true), json!(1), json!(3), json!(5))
+    );
+    let nonce = st["nonce"].as_str().expect("nonce").to_owned();
+    assert!(!nonce.is_empty());
+    let (_, st) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0]}))).await;
+    assert_eq!(st["progress"], 1, "the same share twice counts once");
+    let (_, st) = s.call("PUT", "sys/unseal", None, Some(json!({"reset": true}))).await;
+    assert_eq!(st["progress"], 0, "reset discards progress");
+    for k in &keys[2..4] {
+        s.call("PUT", "sys/unseal", None, Some(json!({"key": k}))).await;
+    }
+    let (_, st) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[1]}))).await;
+    assert_eq!(st["sealed"], false, "{st}");
+    let (code, h) = s.call("GET", "sys/health", None, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (h["initialized"].clone(), h["sealed"].clone(), h["standby"].clone()),
+        (json!(true), json!(false), json!(false))
+    );
+    assert_eq!(s.call("GET", "sys/health?activecode=204", None, None).await.0, 204);
+    assert_eq!(s.call("GET", "sys/health?activecode=abc", None, None).await.0, 400);
+
+    let head = s.http().head(format!("{}/v1/sys/health", s.addr)).send().await.expect("head");
+    assert_eq!(head.status().as_u16(), 200, "HEAD sys/health answers with the status code");
+
+    assert_eq!(s.call("PUT", "sys/seal", Some(&root), None).await.0, 204);
+    let (_, st) = s.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(st["sealed"], true);
+    let head = s.http().head(format!("{}/v1/sys/health", s.addr)).send().await.expect("head");
+    assert_eq!(head.status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_gracefully_and_exits_zero() {
+    let dir = tempdir();
+    let (mut s, _, root) = Server::ready(dir.path()).await;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&root), None).await.0, 200);
+    let started = std::time::Instant::now();
+    let status = s.stop().expect("the server stops by itself on SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn key_rotation_adds_a_term_and_keeps_old_data() {
+    let dir = tempdir();
+    let (s, keys, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/kv", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "kv/before", Some(&root), Some(json!({"v": "1"}))).await;
+    let (_, ks) = s.call("GET", "sys/key-status", Some(&root), None).await;
+    assert_eq!(ks["data"]["term"], 1);
+    assert_eq!(s.call("PUT", "sys/rotate", Some(&root), None).await.0, 204);
+    let (_, ks) = s.call("GET", "sys/key-status", Some(&root), None).await;
+    assert_eq!(ks["data"]["term"], 2);
+    s.call("POST", "kv/after", Some(&root), Some(json!({"v": "2"}))).await;
+    s.call("PUT", "sys/seal", Some(&root), None).await;
+    s.unseal(&keys).await;
+    assert_eq!(s.call("GET", "kv/before", Some(&root), None).await.1["data"]["v"], "1");
+    assert_eq!(s.call("GET", "kv/after", Some(&root), None).await.1["data"]["v"], "2");
+    assert_eq!(s.call("GET", "sys/key-status", Some(&root), None).await.1["data"]["term"], 2);
+}
+
+async fn token(s: &Server, parent: &str, body: Value) -> (String, String) {
+    let (code, b) = s.call("POST", "auth/token/create", Some(parent), Some(body)).await;
+    assert_eq!(code, 200, "token create: {b}");
+    (
+        b["auth"]["client_token"].as_str().expect("token").to_owned(),
+        b["auth"]["accessor"].as_str().expect("accessor").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn tokens_are_created_looked_up_renewed_and_revoked_with_their_children() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let (code, b) = s.call("POST", "auth/token/create", Some(&root), Some(json!({
+        "policies": ["default"], "ttl": "1h", "explicit_max_ttl": "2h", "meta": {"team": "payments"}, "display_name": "ci"
+    }))).await;
+    assert_eq!(code, 200, "{b}");
+    let parent = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    assert!(parent.starts_with("cfs."));
+    assert_eq!(b["auth"]["lease_duration"], 3600);
+    assert_eq!(b["auth"]["renewable"], true);
+    assert_eq!(b["auth"]["metadata"]["team"], "payments");
+    assert_eq!(b["data"], Value::Null);
+
+    let (_, me) = s.call("GET", "auth/token/lookup-self", Some(&parent), None).await;
+    assert_eq!(me["data"]["id"], parent);
+    assert_eq!(me["data"]["display_name"], "token-ci");
+    assert_eq!(me["data"]["policies"], json!(["default"]));
+    assert_eq!(me["data"]["explicit_max_ttl"], 7200);
+    let (_, by_acc) = s
+        .call(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(&root),
+            Some(json!({"accessor": b["auth"]["accessor"]})),
+        )
+        .await;
+    assert_eq!(by_acc["data"]["id"], "", "lookup by accessor never reveals the token");
+    assert_eq!(by_acc["data"]["meta"]["team"], "payments");
+
+    // default policy allows renew-self; renewal is capped by explicit_max_ttl.
+    let (code, r) = s
+        .call("POST", "auth/token/renew-self", Some(&parent), Some(json!({"increment": "10h"})))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let d = r["auth"]["lease_duration"].as_u64().expect("ttl");
+    assert!(d <= 7200 && d > 7000, "capped at explicit_max_ttl: {d}");
+
+    // A child of a non-root token may not hold policies its parent lacks.
+    s.call(
+        "PUT",
+        "sys/policies/acl/other",
+        Some(&root),
+        Some(json!({"policy": "path \"x/*\" {\n capabilities = [\"read\"]\n}"})),
+    )
+    .await;
+    s.call(
+        "PUT",
+        "sys/policies/acl/tokens",
+        Some(&root),
+        Some(json!({"policy": "path \"auth/token/create\" {\n capabilities = [\"update\"]\n}"})),
+    )
+    .await;
+    let (creator, _) = token(&s, &root, json!({"policies": ["tokens"]})).await;
+    let (code, e) = s
+        .call("POST", "auth/token/create", Some(&creator), Some(json!({"policies": ["other"]})))
+        .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e["errors"][0].as_str().expect("msg").contains("subset"), "{e}");
+    let (code, e) =
+        s.call("POST", "auth/token/create", Some(&creator), Some(json!({"no_parent": true}))).await;
+    assert_eq!(code, 400, "orphans need sudo: {e}");
+
+    // Revoking a parent revokes its children and grandchildren; revoke-orphan spares them.
+    let (child, _) = token(&s, &creator, json!({})).await;
+    let (grandchild, _) = token(&s, &root, json!({})).await;
+    let _ = grandchild;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&child), None).await.0, 200);
+    assert_eq!(
+        s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": creator}))).await.0,
+        204
+    );
+    assert_eq!(
+        s.call("GET", "auth/token/lookup-self", Some(&child), None).await.0,
+        403,
+        "child dies with parent"
+    );
+
+    let (p2, _) = token(&s, &root, json!({"policies": ["default", "tokens"]})).await;
+    let (c2, _) = token(&s, &p2, json!({"policies": ["default"]})).await;
+    assert_eq!(
+        s.call("POST", "auth/token/revoke-orphan", Some(&root), Some(json!({"token": p2}))).await.0,
+        204
+    );
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&p2), None).await.0, 403);
+    let (code, orphan) = s.call("GET", "auth/token/lookup-self", Some(&c2), None).await;
+    assert_eq!(code, 200, "child survives revoke-orphan");
+    assert_eq!(orphan["data"]["orphan"], true);
+
+    // revoke-accessor and revoke-self.
+    let (t3, a3) = token(&s, &root, json!({})).await;
+    assert_eq!(
+        s.call("POST", "auth/token/revoke-accessor", Some(&root), Some(json!({"accessor": a3})))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&t3), None).await.0, 403);
+    let (t4, _) = token(&s, &root, json!({})).await;
+    assert_eq!(s.call("POST", "auth/token/revoke-self", Some(&t4), None).await.0, 204);
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&t4), None).await.0, 403);
+
+    // The accessor list needs sudo: root has it.
+    let (code, l) = s.call("LIST", "auth/token/accessors", Some(&root), None).await;
+    assert_eq!(code, 200, "{l}");
+    assert!(l["data"]["keys"].as_array().expect("keys").len() >= 2);
+}
+
+#[tokio::test]
+async fn limited_use_and_expiring_tokens_stop_working() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let (two_uses, _) = token(&s, &root, json!({"num_uses": 2})).await;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&two_uses), None).await.0, 200);
+    let (code, last) = s.call("GET", "auth/token/lookup-self", Some(&two_uses), None).await;
+    assert_eq!(code, 200, "{last}");
+    assert_eq!(
+        s.call("GET", "auth/token/lookup-self", Some(&two_uses), None).await.0,
+        403,
+        "third use refused"
+    );
+
+    let (short, _) = token(&s, &root, json!({"ttl": "1s"})).await;
+    let (child, _) = token(&s, &root, json!({"ttl": "1h"})).await;
+    let (_, grandchild) = (child.clone(), token(&s, &short, json!({"ttl": "1h"})).await.0);
+    let (_, gl) = s.call("GET", "auth/token/lookup-self", Some(&grandchild), None).await;
+    assert!(
+        gl["data"]["ttl"].as_u64().expect("ttl") <= 1,
+        "a child never outlives its parent: {gl}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&short), None).await.0, 403, "expired");
+    assert_eq!(
+        s.call("GET", "auth/token/lookup-self", Some(&grandchild), None).await.0,
+        403,
+        "expired with its parent"
+    );
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&child), None).await.0, 200);
+}
+
+#[tokio::test]
+async fn policies_grant_exactly_what_they_say() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    for (p, v) in [
+        ("secret/app/db", "db-pass"),
+        ("secret/app/admin", "admin-pass"),
+        ("secret/other/x", "other"),
+    ] {
+        s.call("POST", p, Some(&root), Some(json!({"value": v}))).await;
+    }
+    let policy = r#"
+path "secret/app/*" {
+  capabilities = ["read", "list"]
+}
+path "secret/app/admin" {
+  capabilities = ["deny"]
+}
+path "secret/drop/*" {
+  capabilities = ["create"]
+}
+"#;
+    let (code, b) =
+        s.call("PUT", "sys/policies/acl/app", Some(&root), Some(json!({"policy": policy}))).await;
+    assert_eq!(code, 204, "{b}");
+    let (_, read_back) = s.call("GET", "sys/policies/acl/app", Some(&root), None).await;
+    assert_eq!(read_back["data"]["policy"], policy);
+    let (_, legacy) = s.call("GET", "sys/policy/app", Some(&root), None).await;
+    assert_eq!(legacy["data"]["rules"], policy);
+    let (_, list) = s.call("LIST", "sys/policies/acl", Some(&root), None).await;
+    assert_eq!(list["data"]["keys"], json!(["app", "default", "root"]));
+
+    let (app, _) = token(&s, &root, json!({"policies": ["app"]})).await;
+    assert_eq!(
+        s.call("GET", "secret/app/db", Some(&app), None).await.1["data"]["value"],
+        "db-pass"
+    );
+    assert_eq!(
+        s.call("LIST", "secret/app", Some(&app), None).await.1["data"]["keys"],
+        json!(["admin", "db"])
+    );
+    assert_eq!(s.call("GET", "secret/app/admin", Some(&app), None).await.0, 403, "deny wins");
+    assert_eq!(s.call("GET", "secret/other/x", Some(&app), None).await.0, 403, "nothing granted");
+    assert_eq!(
+        s.call("POST", "secret/app/db", Some(&app), Some(json!({"value": "x"}))).await.0,
+        403,
+        "read-only"
+    );
+
+    // create without read: a write-only drop box.
+    assert_eq!(
+        s.call("POST", "secret/drop/report", Some(&app), Some(json!({"value": "written"}))).await.0,
+        204
+    );
+    assert_eq!(
+        s.call("GET", "secret/drop/report", Some(&app), None).await.0,
+        403,
+        "cannot read back"
+    );
+    assert_eq!(
+        s.call("POST", "secret/drop/report", Some(&app), Some(json!({"value": "again"}))).await.0,
+        403,
+        "no update"
+    );
+    assert_eq!(
+        s.call("GET", "secret/drop/report", Some(&root), None).await.1["data"]["value"],
+        "written"
+    );
+
+    let (_, caps) = s
+        .call(
+            "POST",
+            "sys/capabilities-self",
+            Some(&app),
+            Some(json!({"paths": ["secret/app/db", "secret/app/admin", "secret/nope"]})),
+        )
+        .await;
+    assert_eq!(caps["data"]["secret/app/db"], json!(["read", "list"]));
+    assert_eq!(caps["data"]["secret/app/admin"], json!(["deny"]));
+    assert_eq!(caps["data"]["secret/nope"], json!(["deny"]));
+    let (_, caps) = s
+        .call(
+            "POST",
+            "sys/capabilities",
+            Some(&root),
+            Some(json!({"token": app, "path": "secret/drop/x"})),
+        )
+        .await;
+    assert_eq!(caps["data"]["capabilities"], json!(["create"]));
+    let (_, caps) = s
+        .call("POST", "sys/capabilities-self", Some(&root), Some(json!({"path": "anything"})))
+        .await;
+    assert_eq!(caps["data"]["capabilities"], json!(["root"]));
+
+    // Policy changes apply to live tokens at once.
+    s.call("DELETE", "sys/policies/acl/app", Some(&root), None).await;
+    assert_eq!(s.call("GET", "secret/app/db", Some(&app), None).await.0, 403);
+    assert_eq!(
+        s.call("DELETE", "sys/policies/acl/default", Some(&root), None).await.0,
+        400,
+        "default cannot be deleted"
+    );
+    assert_eq!(
+        s.call("PUT", "sys/policies/acl/root", Some(&root), Some(json!({"policy": ""}))).await.0,
+        400,
+        "root cannot be changed"
+    );
+}
+
+#[tokio::test]
+async fn mounts_are_enabled_listed_tuned_and_disabled_with_their_data() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let (code, b) = s.call("POST", "sys/mounts/team/kv", Some(&root), Some(json!({
+        "type": "kv", "description": "team secrets", "config": {"default_lease_ttl": "1h", "max_lease_ttl": "2h"}
+    }))).await;
+    assert_eq!(code, 204, "{b}");
+    let (_, m) = s.call("GET", "sys/mounts", Some(&root), None).await;
+    let e = &m["data"]["team/kv/"];
+    assert_eq!((e["type"].clone(), e["description"].clone()), (json!("kv"), json!("team secrets")));
+    assert_eq!(e["config"]["default_lease_ttl"], 3600);
+    assert!(m["data"]["cubbyhole/"].is_object() && m["data"]["sys/"].is_object());
+
+    assert_eq!(
+        s.call("POST", "sys/mounts/team", Some(&root), Some(json!({"type": "kv"}))).await.0,
+        400,
+        "overlapping mount"
+    );
+    assert_eq!(
+        s.call("POST", "sys/mounts/sys/x", Some(&root), Some(json!({"type": "kv"}))).await.0,
+        400,
+        "reserved"
+    );
+    let (code, b) = s
+        .call("POST", "sys/mounts/nope", Some(&root), Some(json!({"type": "no-such-engine"})))
+        .await;
+    assert_eq!(code, 400);
+    assert!(b["errors"][0].as_str().expect("msg").contains("no-such-engine"));
+
+    s.call("POST", "team/kv/a", Some(&root), Some(json!({"k": "v"}))).await;
+    assert_eq!(s.call("GET", "team/kv/a", Some(&root), None).await.1["lease_duration"], 3600);
+    assert_eq!(
+        s.call(
+            "POST",
+            "sys/mounts/team/kv/tune",
+            Some(&root),
+            Some(json!({"default_lease_ttl": "30m", "description": "tuned"}))
+        )
+        .await
+        .0,
+        204
+    );
+    let (_, t) = s.call("GET", "sys/mounts/team/kv/tune", Some(&root), None).await;
+    assert_eq!(
+        (
+            t["data"]["default_lease_ttl"].clone(),
+            t["data"]["max_lease_ttl"].clone(),
+            t["data"]["description"].clone()
+        ),
+        (json!(1800), json!(7200), json!("tuned"))
+    );
+    assert_eq!(s.call("GET", "team/kv/a", Some(&root), None).await.1["lease_duration"], 1800);
+    assert_eq!(
+        s.call(
+            "POST",
+            "sys/mounts/team/kv/tune",
+            Some(&root),
+            Some(json!({"default_lease_ttl": "3h"}))
+        )
+        .await
+        .0,
+        400,
+        "default above max"
+    );
+
+    assert_eq!(s.call("DELETE", "sys/mounts/team/kv", Some(&root), None).await.0, 204);
+    assert_eq!(s.call("GET", "team/kv/a", Some(&root), None).await.0, 404, "route gone");
+    s.call("POST", "sys/mounts/team/kv", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(
+        s.call("GET", "team/kv/a", Some(&root), None).await.0,
+        404,
+        "data went with the old mount"
+    );
+    assert_eq!(s.call("DELETE", "sys/mounts/cubbyhole", Some(&root), None).await.0, 400);
+
+    let (_, a) = s.call("GET", "sys/auth", Some(&root), None).await;
+    assert_eq!(a["data"]["token/"]["type"], "token");
+    assert_eq!(
+        s.call("DELETE", "sys/auth/token", Some(&root), None).await.0,
+        400,
+        "token auth cannot be disabled"
+    );
+}
+
+#[tokio::test]
+async fn kv_v1_and_cubbyhole_store_what_they_are_given() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call(
+        "POST",
+        "sys/mounts/secret",
+        Some(&root),
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    let doc = json!({"user": "app", "n": 3, "nested": {"a": [1, 2]}});
+    assert_eq!(s.call("PUT", "secret/app/config", Some(&root), Some(doc.clone())).await.0, 204);
+    let (code, b) = s.call("GET", "secret/app/config", Some(&root), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(b["data"], doc);
+    assert_eq!(b["lease_duration"], 2_764_800, "kv v1 reports the mount TTL as refresh interval");
+    s.call("PUT", "secret/app/other", Some(&root), Some(json!({"x": "y"}))).await;
+    s.call("PUT", "secret/top", Some(&root), Some(json!({"x": "y"}))).await;
+    assert_eq!(
+        s.call("GET", "secret/?list=true", Some(&root), None).await.1["data"]["keys"],
+        json!(["app/", "top"])
+    );
+    assert_eq!(
+        s.call("LIST", "secret/app", Some(&root), None).await.1["data"]["keys"],
+        json!(["config", "other"])
+    );
+    let (code, b) = s.call("GET", "secret/missing", Some(&root), None).await;
+    assert_eq!((code, b), (404, json!({"errors": []})));
+    assert_eq!(s.call("LIST", "secret/none", Some(&root), None).await.0, 404);
+    assert_eq!(s.call("DELETE", "secret/app/config", Some(&root), None).await.0, 204);
+    assert_eq!(s.call("GET", "secret/app/config", Some(&root), None).await.0, 404);
+    assert_eq!(
+        s.call("PATCH", "secret/app/other", Some(&root), Some(json!({"x": "z"}))).await.0,
+        405
+    );
+    assert_eq!(
+        s.call(
+            "POST",
+            "sys/mounts/v2",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "2"}}))
+        )
+        .await
+        .0,
+        400,
+        "kv v2 is not available yet and says so"
+    );
+
+    let (a, _) = token(&s, &root, json!({})).await;
+    let (b_tok, _) = token(&s, &root, json!({})).await;
+    assert_eq!(
+        s.call("POST", "cubbyhole/note", Some(&a), Some(json!({"msg": "for a only"}))).await.0,
+        204
+    );
+    assert_eq!(
+        s.call("GET", "cubbyhole/note", Some(&a), None).await.1["data"]["msg"],
+        "for a only"
+    );
+    assert_eq!(
+        s.call("GET", "cubbyhole/note", Some(&b_tok), None).await.0,
+        404,
+        "b has its own cubbyhole"
+    );
+    assert_eq!(
+        s.call("GET", "cubbyhole/note", Some(&root), None).await.0,
+        404,
+        "not even root sees it"
+    );
+    assert_eq!(s.call("GET", "cubbyhole/note", Some(&a), None).await.1["lease_duration"], 0);
+    let (_, m) = s.call("GET", "sys/mounts", Some(&root), None).await;
+    let prefix = format!("logical/{}/", m["data"]["cubbyhole/"]["uuid"].as_str().expect("uuid"));
+    let rows = || -> i64 {
+        let db = rusqlite::Connection::open(dir.path().join("coffer.db")).expect("open db");
+        db.query_row(
+            "SELECT count(*) FROM coffer_kv WHERE substr(key, 1, length(?1)) = ?1",
+            [&prefix],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    assert_eq!(rows(), 1, "a's cubbyhole entry is stored");
+    s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": a}))).await;
+    assert_eq!(rows(), 0, "the cubbyhole is destroyed with its token");
+}

@@ -1,0 +1,140 @@
+//! Bad input gets a 4xx that names the problem, and nothing stored changes.
+
+use serde_json::json;
+
+use crate::common::{Server, tempdir};
+
+async fn raw(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let resp = s
+        .http()
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("m"),
+            format!("{}/v1/{path}", s.addr),
+        )
+        .header("X-Vault-Token", token)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn first_error(b: &serde_json::Value) -> String {
+    b["errors"][0].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn bad_requests_are_4xx_with_a_named_problem_and_change_nothing() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "original"}))).await;
+
+    let (code, b) = raw(&s, "POST", "secret/keep", &root, b"{\"v\": ".to_vec()).await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("failed to parse JSON input"), "{b}");
+    let (code, b) = raw(&s, "POST", "secret/keep", &root, b"[\"v\"]".to_vec()).await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("JSON object"), "{b}");
+    let (code, b) = raw(&s, "POST", "secret/keep", &root, b"{}".to_vec()).await;
+    assert_eq!((code, first_error(&b)), (400, "missing data fields".to_owned()));
+
+    // 32 MiB + 1 is over the default limit.
+    let big = format!("{{\"v\": \"{}\"}}", "x".repeat(32 << 20));
+    let (code, b) = raw(&s, "POST", "secret/keep", &root, big.into_bytes()).await;
+    assert_eq!(code, 413, "{b}");
+    assert!(first_error(&b).contains("too large"));
+
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/policies/acl/broken",
+            Some(&root),
+            Some(json!({"policy": "path \"a\" {\n  capabilities = [\"read\"\n"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("failed to parse policy"), "{b}");
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/policies/acl/badcap",
+            Some(&root),
+            Some(json!({"policy": "path \"a\" {\n  capabilities = [\"reed\"]\n}"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("reed"), "names the bad capability: {b}");
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/policies/acl/badkey",
+            Some(&root),
+            Some(json!({"policy": "path \"a\" {\n  capabilites = [\"read\"]\n}"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("capabilites"), "names the unknown key: {b}");
+    assert_eq!(
+        s.call("GET", "sys/policies/acl/broken", Some(&root), None).await.0,
+        404,
+        "nothing stored"
+    );
+
+    let (code, b) =
+        s.call("POST", "auth/token/create", Some(&root), Some(json!({"ttl": "forever"}))).await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("ttl"), "{b}");
+    let (code, b) =
+        s.call("POST", "auth/token/create", Some(&root), Some(json!({"policies": 7}))).await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("policies"), "{b}");
+    let (code, b) = s
+        .call(
+            "POST",
+            "sys/mounts/x",
+            Some(&root),
+            Some(json!({"type": "kv", "config": {"default_lease_ttl": "1y"}})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("default_lease_ttl"), "{b}");
+    let (code, b) = s
+        .call("POST", "sys/mounts/y", Some(&root), Some(json!({"type": "kv", "bogus_field": 1})))
+        .await;
+    assert_eq!(code, 200, "Vault accepts and warns: {b}");
+    assert!(b["warnings"][0].as_str().expect("warning").contains("bogus_field"));
+
+    let (code, b) = s.call("GET", "secret/../sys/mounts", Some(&root), None).await;
+    assert!(code == 400 || code == 404, "{code} {b}");
+    let (code, b) = s.call("HEAD", "secret/keep", Some(&root), None).await;
+    assert_eq!(code, 405, "{b}");
+    let (code, b) = s.call("GET", "nosuchmount/x", Some(&root), None).await;
+    assert_eq!(code, 404);
+    assert!(first_error(&b).contains("no handler for route"), "{b}");
+    let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({}))).await;
+    assert_eq!(code, 400);
+    assert!(first_error(&b).contains("key"), "{b}");
+    let resp = s
+        .http()
+        .get(format!("{}/v1/secret/keep", s.addr))
+        .header("X-Vault-Token", &root)
+        .header("X-Vault-Wrap-TTL", "60s")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400, "wrapping is refused, never silently ignored");
+
+    assert_eq!(
+        s.call("GET", "secret/keep", Some(&root), None).await.1["data"]["v"],
+        "original",
+        "nothing changed"
+    );
+}

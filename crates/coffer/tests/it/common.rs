@@ -1,0 +1,272 @@
+//! Test harness: the real `coffer` binary on an ephemeral loopback port, with its own temp dir,
+//! captured logs, and helpers to talk to it over HTTP, through the CLI, and to stop or kill it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+pub(crate) struct Server {
+    child: Option<Child>,
+    pub(crate) addr: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) ca: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub(crate) fn sqlite_config(dir: &Path) -> String {
+    format!(
+        "storage \"sqlite\" {{\n  path = \"{}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\nlog_level = \"trace\"\n",
+        dir.join("coffer.db").display()
+    )
+}
+
+impl Server {
+    /// Starts `coffer server -config` with `config` written into `dir`.
+    pub(crate) fn start_with(dir: &Path, config: &str, scheme: &str) -> Server {
+        std::fs::create_dir_all(dir).expect("dir");
+        let cfg = dir.join("coffer.hcl");
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_nanos()
+        ));
+        let mut child = Command::new(BIN)
+            .args(["server", "-config"])
+            .arg(&cfg)
+            .env("COFFER_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn coffer server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addr = None;
+        let mut seen = String::new();
+        while Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if addr.is_none()
+                && let Some(rest) = line.split("addr: \"").nth(1)
+            {
+                addr = rest.split('"').next().map(str::to_owned);
+            }
+            if line.contains("Coffer server started") {
+                break;
+            }
+        }
+        let log_copy = std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = addr.unwrap_or_else(|| {
+            panic!("server did not start; stdout:\n{seen}\nstderr:\n{log_copy}")
+        });
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Server {
+            child: Some(child),
+            addr: format!("{scheme}://{addr}"),
+            dir: dir.to_owned(),
+            config: cfg,
+            log,
+            ca: None,
+        }
+    }
+
+    pub(crate) fn start_sqlite(dir: &Path) -> Server {
+        Self::start_with(dir, &sqlite_config(dir), "http")
+    }
+
+    /// Restarts on the same config (and so the same storage); the port may change.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let cfg = std::fs::read_to_string(&self.config).expect("config");
+        let scheme = if self.addr.starts_with("https") { "https" } else { "http" };
+        let ca = self.ca.take();
+        let mut next = Server::start_with(&self.dir, &cfg, scheme);
+        next.ca = ca;
+        std::mem::swap(self, &mut next);
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    /// Returns the exit status when the server stopped by itself within 20 s.
+    pub(crate) fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// SIGKILL: the crash path.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn http(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("ca");
+            b = b.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("ca pem"));
+        }
+        b.build().expect("client")
+    }
+
+    /// One request; returns status and JSON body (Null for an empty body).
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self.http().request(m, format!("{}/v1/{}", self.addr, path));
+        if let Some(t) = token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("send");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, v)
+    }
+
+    /// `sys/init` with `shares`/`threshold`; returns (hex keys, root token).
+    pub(crate) async fn init(&self, shares: u64, threshold: u64) -> (Vec<String>, String) {
+        let (s, b) = self
+            .call(
+                "PUT",
+                "sys/init",
+                None,
+                Some(json!({"secret_shares": shares, "secret_threshold": threshold})),
+            )
+            .await;
+        assert_eq!(s, 200, "init: {b}");
+        let keys = b["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_owned())
+            .collect();
+        (keys, b["root_token"].as_str().expect("root").to_owned())
+    }
+
+    pub(crate) async fn unseal(&self, keys: &[String]) {
+        for k in keys {
+            let (s, b) = self.call("PUT", "sys/unseal", None, Some(json!({"key": k}))).await;
+            assert_eq!(s, 200, "unseal: {b}");
+            if b["sealed"] == json!(false) {
+                return;
+            }
+        }
+        panic!("still sealed after {} keys", keys.len());
+    }
+
+    /// A fresh server on sqlite, initialized (1 share) and unsealed: (server, key, root token).
+    pub(crate) async fn ready(dir: &Path) -> (Server, Vec<String>, String) {
+        let s = Server::start_sqlite(dir);
+        let (keys, root) = s.init(1, 1).await;
+        s.unseal(&keys).await;
+        (s, keys, root)
+    }
+
+    /// Runs the CLI against this server with `token` in COFFER_TOKEN and a private HOME.
+    pub(crate) fn cli(&self, token: Option<&str>, args: &[&str]) -> Output {
+        self.cli_stdin(token, args, None)
+    }
+
+    pub(crate) fn cli_stdin(
+        &self,
+        token: Option<&str>,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        let home = self.dir.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("COFFER_ADDR", &self.addr)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("COFFER_TOKEN", t);
+        }
+        if let Some(ca) = &self.ca {
+            cmd.env("COFFER_CACERT", ca);
+        }
+        let mut child = cmd.spawn().expect("spawn cli");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("cli output")
+    }
+}
+
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the CLI succeeded, showing its output otherwise; returns stdout.
+pub(crate) fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("coffer-it-").tempdir().expect("tempdir")
+}

@@ -1,0 +1,344 @@
+//! DESIGN.md's invariants at the core layer, each a test that reads as the rule it checks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{Server, tempdir};
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every file of the store: the database and its WAL.
+fn storage_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["coffer.db", "coffer.db-wal"] {
+        if let Ok(b) = std::fs::read(dir.join(name)) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn no_cleartext_secret_token_or_key_reaches_storage_or_logs() {
+    let dir = tempdir();
+    let s = Server::start_sqlite(dir.path());
+    let (keys, root) = s.init(3, 2).await;
+    s.unseal(&keys[..2]).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    let planted = "PLANTED-SECRET-7f3a9c";
+    s.call("POST", "secret/app", Some(&root), Some(json!({"password": planted}))).await;
+    let (_, t) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["default"]})))
+        .await;
+    let child = t["auth"]["client_token"].as_str().expect("token").to_owned();
+    s.call("POST", "cubbyhole/c", Some(&child), Some(json!({"v": planted}))).await;
+    // Failed requests with secrets in them must not be logged either.
+    s.call("POST", "secret/app", Some("not-a-token-SECRETISH"), Some(json!({"password": planted})))
+        .await;
+    s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[2]}))).await;
+    assert_eq!(s.call("GET", "secret/app", Some(&root), None).await.1["data"]["password"], planted);
+    let mut s = s;
+    s.stop();
+
+    let stored = storage_bytes(dir.path());
+    assert!(stored.len() > 1000, "the store holds data");
+    let logs = s.logs();
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "logs were captured at trace level");
+    let mut needles =
+        vec![planted.to_owned(), root.clone(), child.clone(), "not-a-token-SECRETISH".to_owned()];
+    needles.extend(keys.iter().cloned());
+    for n in &needles {
+        assert!(!contains(&stored, n), "storage holds a cleartext secret ({} chars)", n.len());
+        assert!(!logs.contains(n.as_str()), "logs hold a cleartext secret ({} chars)", n.len());
+    }
+    // The token without its prefix, too: no partial leak.
+    assert!(!contains(&stored, &child[4..]), "storage holds the token body");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_any_stored_value_makes_the_read_fail() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "secret/a", Some(&root), Some(json!({"v": "value-a"}))).await;
+    s.call("POST", "secret/b", Some(&root), Some(json!({"v": "value-b"}))).await;
+    s.stop();
+    let db = rusqlite::Connection::open(dir.path().join("coffer.db")).expect("db");
+    let rows: Vec<(String, Vec<u8>)> = {
+        let mut st = db
+            .prepare("SELECT key, value FROM coffer_kv WHERE key LIKE 'logical/%'")
+            .expect("prep");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(rows.len(), 2);
+    let (key_a, blob_a) = rows.iter().find(|(k, _)| k.ends_with("/a")).cloned().expect("a");
+    let (_, blob_b) = rows.iter().find(|(k, _)| k.ends_with("/b")).cloned().expect("b");
+    // Positions across header, nonce, ciphertext and tag.
+    let positions = [0, 1, 4, 6, 12, 17, 20, blob_a.len() / 2, blob_a.len() - 17, blob_a.len() - 1];
+    for (round, pos) in positions.iter().enumerate() {
+        let mut bad = blob_a.clone();
+        bad[*pos] ^= 0x01;
+        db.execute("UPDATE coffer_kv SET value = ?1 WHERE key = ?2", rusqlite::params![bad, key_a])
+            .expect("flip");
+        s.restart();
+        s.unseal(&keys).await;
+        let (code, b) = s.call("GET", "secret/a", Some(&root), None).await;
+        assert_eq!(code, 500, "round {round}: flipped byte {pos} must fail the read, got {b}");
+        assert_eq!(
+            b,
+            json!({"errors": ["internal error"]}),
+            "no detail, and never other plaintext"
+        );
+        assert_eq!(
+            s.call("GET", "secret/b", Some(&root), None).await.1["data"]["v"],
+            "value-b",
+            "other values unaffected"
+        );
+        s.stop();
+    }
+    // A valid ciphertext moved under another key fails too.
+    db.execute("UPDATE coffer_kv SET value = ?1 WHERE key = ?2", rusqlite::params![blob_b, key_a])
+        .expect("swap");
+    s.restart();
+    s.unseal(&keys).await;
+    assert_eq!(
+        s.call("GET", "secret/a", Some(&root), None).await.0,
+        500,
+        "b's ciphertext does not open as a"
+    );
+}
+
+/// Every authenticated route, with a method that reaches it.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "sys/mounts"),
+    ("POST", "sys/mounts/newkv"),
+    ("GET", "sys/mounts/secret/tune"),
+    ("POST", "sys/mounts/secret/tune"),
+    ("DELETE", "sys/mounts/secret"),
+    ("GET", "sys/auth"),
+    ("POST", "sys/auth/userpass"),
+    ("DELETE", "sys/auth/userpass"),
+    ("GET", "sys/policy"),
+    ("GET", "sys/policy/default"),
+    ("PUT", "sys/policy/x"),
+    ("LIST", "sys/policies/acl"),
+    ("GET", "sys/policies/acl/default"),
+    ("PUT", "sys/policies/acl/x"),
+    ("DELETE", "sys/policies/acl/x"),
+    ("POST", "sys/capabilities"),
+    ("POST", "sys/capabilities-accessor"),
+    ("PUT", "sys/seal"),
+    ("PUT", "sys/rotate"),
+    ("GET", "sys/key-status"),
+    ("GET", "secret/x"),
+    ("POST", "secret/x"),
+    ("LIST", "secret/"),
+    ("DELETE", "secret/x"),
+    ("POST", "auth/token/create"),
+    ("POST", "auth/token/create-orphan"),
+    ("POST", "auth/token/lookup"),
+    ("POST", "auth/token/lookup-accessor"),
+    ("POST", "auth/token/renew"),
+    ("POST", "auth/token/revoke"),
+    ("POST", "auth/token/revoke-orphan"),
+    ("POST", "auth/token/revoke-accessor"),
+    ("LIST", "auth/token/accessors"),
+];
+
+/// Routes the default policy grants to every token about itself.
+const SELF_ROUTES: &[(&str, &str)] = &[
+    ("GET", "auth/token/lookup-self"),
+    ("POST", "auth/token/renew-self"),
+    ("POST", "auth/token/revoke-self"),
+    ("POST", "sys/capabilities-self"),
+    ("GET", "cubbyhole/x"),
+    ("POST", "cubbyhole/x"),
+];
+
+#[tokio::test]
+async fn every_non_public_endpoint_refuses_bad_tokens_with_403() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "secret/x", Some(&root), Some(json!({"v": "1"}))).await;
+    let mk = |body: Value| {
+        let s = &s;
+        let root = root.clone();
+        async move {
+            let (_, b) = s.call("POST", "auth/token/create", Some(&root), Some(body)).await;
+            b["auth"]["client_token"].as_str().expect("token").to_owned()
+        }
+    };
+    let revoked = mk(json!({})).await;
+    s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": revoked}))).await;
+    let expired = mk(json!({"ttl": "1s"})).await;
+    let weak = mk(json!({"policies": ["default"]})).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let body = json!({"type": "kv", "policy": "path \"a\" {\n capabilities = [\"read\"]\n}", "token": weak, "accessor": "x", "path": "secret/x", "v": "1"});
+    let bad_tokens: [(&str, Option<&str>); 5] = [
+        ("missing", None),
+        ("garbage", Some("cfs.thisisnotatoken")),
+        ("revoked", Some(&revoked)),
+        ("expired", Some(&expired)),
+        ("under-privileged", Some(&weak)),
+    ];
+    let mut failures = Vec::new();
+    for (method, path) in ROUTES {
+        for (what, tok) in &bad_tokens {
+            let (code, b) = s.call(method, path, *tok, Some(body.clone())).await;
+            if code != 403 {
+                failures.push(format!("{method} {path} with {what} token: {code} {b}"));
+            }
+        }
+    }
+    for (method, path) in SELF_ROUTES {
+        for (what, tok) in &bad_tokens[..4] {
+            let (code, b) = s.call(method, path, *tok, Some(body.clone())).await;
+            if code != 403 {
+                failures.push(format!("{method} {path} with {what} token: {code} {b}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "not refused with 403:\n{}", failures.join("\n"));
+    // And the data is untouched.
+    assert_eq!(s.call("GET", "secret/x", Some(&root), None).await.1["data"]["v"], "1");
+}
+
+#[tokio::test]
+async fn a_kill_9_during_a_write_loop_loses_no_acknowledged_write() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let (addr, root, acked, stop) = (s.addr.clone(), root.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                let n = w * 1_000_000 + i;
+                let r = http
+                    .post(format!("{addr}/v1/secret/k{n}"))
+                    .header("X-Vault-Token", &root)
+                    .json(&json!({"n": n}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().as_u16() == 204 => {
+                        acked.lock().expect("lock").push(n)
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 20, "the loop made progress before the kill ({} writes)", acked.len());
+    s.restart();
+    let (_, st) = s.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(st["sealed"], true, "a restarted server comes back sealed");
+    s.unseal(&keys).await;
+    let mut lost = Vec::new();
+    for n in &acked {
+        let (code, b) = s.call("GET", &format!("secret/k{n}"), Some(&root), None).await;
+        if code != 200 || b["data"]["n"] != json!(n) {
+            lost.push(*n);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_everything_and_comes_back_sealed() {
+    let dir = tempdir();
+    let s0 = Server::start_sqlite(dir.path());
+    let (keys, root) = s0.init(5, 3).await;
+    s0.unseal(&keys[1..4]).await;
+    let mut s = s0;
+    s.call(
+        "POST",
+        "sys/mounts/secret",
+        Some(&root),
+        Some(json!({"type": "kv", "config": {"default_lease_ttl": "1h"}})),
+    )
+    .await;
+    s.call("POST", "secret/kept", Some(&root), Some(json!({"v": "still here"}))).await;
+    s.call(
+        "PUT",
+        "sys/policies/acl/p",
+        Some(&root),
+        Some(json!({"policy": "path \"secret/*\" {\n capabilities = [\"read\"]\n}"})),
+    )
+    .await;
+    let (_, t) =
+        s.call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["p"]}))).await;
+    let tok = t["auth"]["client_token"].as_str().expect("t").to_owned();
+    s.call("POST", "cubbyhole/mine", Some(&tok), Some(json!({"v": "cubby"}))).await;
+    s.restart();
+    let (_, st) = s.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(
+        (st["initialized"].clone(), st["sealed"].clone(), st["t"].clone(), st["n"].clone()),
+        (json!(true), json!(true), json!(3), json!(5))
+    );
+    assert_eq!(s.call("GET", "secret/kept", Some(&root), None).await.0, 503);
+    s.unseal(&[keys[4].clone(), keys[0].clone(), keys[2].clone()]).await;
+    assert_eq!(s.call("GET", "secret/kept", Some(&tok), None).await.1["data"]["v"], "still here");
+    assert_eq!(s.call("GET", "secret/kept", Some(&root), None).await.1["lease_duration"], 3600);
+    assert_eq!(s.call("GET", "cubbyhole/mine", Some(&tok), None).await.1["data"]["v"], "cubby");
+    assert_eq!(s.call("GET", "sys/policies/acl/p", Some(&root), None).await.0, 200);
+}
+
+#[tokio::test]
+async fn wrong_unseal_shares_never_unseal() {
+    let dir_a = tempdir();
+    let dir_b = tempdir();
+    let a = Server::start_sqlite(dir_a.path());
+    let b = Server::start_sqlite(dir_b.path());
+    let (keys_a, _) = a.init(3, 2).await;
+    let (keys_b, _) = b.init(3, 2).await;
+    // Shares of another server: the threshold is reached, the key is wrong, nothing opens.
+    for pair in [[&keys_b[0], &keys_b[1]], [&keys_a[0], &keys_b[1]], [&keys_b[2], &keys_a[1]]] {
+        a.call("PUT", "sys/unseal", None, Some(json!({"key": pair[0]}))).await;
+        let (code, r) = a.call("PUT", "sys/unseal", None, Some(json!({"key": pair[1]}))).await;
+        assert_eq!(code, 400, "{r}");
+        let (_, st) = a.call("GET", "sys/seal-status", None, None).await;
+        assert_eq!(
+            (st["sealed"].clone(), st["progress"].clone()),
+            (json!(true), json!(0)),
+            "a failed attempt leaves no progress behind"
+        );
+    }
+    // Garbage and truncated shares are refused with a message.
+    for bad in ["zz-not-hex-or-base64!", "00", &keys_a[0][..20]] {
+        a.call("PUT", "sys/unseal", None, Some(json!({"reset": true}))).await;
+        a.call("PUT", "sys/unseal", None, Some(json!({"key": keys_a[0]}))).await;
+        let (code, r) = a.call("PUT", "sys/unseal", None, Some(json!({"key": bad}))).await;
+        assert_eq!(code, 400, "{bad}: {r}");
+        assert_eq!(a.call("GET", "sys/seal-status", None, None).await.1["sealed"], true);
+    }
+    a.unseal(&keys_a[1..]).await;
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary (one link) for all of them, each module a capability.
+
+mod common;
+
+mod api;
+mod bad_input;
+mod cli;
+mod invariants;
+mod tls;
+mod vault_client;
