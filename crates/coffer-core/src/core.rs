@@ -455,7 +455,11 @@ impl Core {
 
     /// The whole pipeline for one request: seal gate, token, ACL, route, answer.
     pub async fn handle(&self, req: Request) -> Result<Response> {
-        let path = clean_path(&req.path)?;
+        let mut path = clean_path(&req.path)?;
+        // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
+        if req.operation == Operation::List && !path.ends_with('/') {
+            path.push('/');
+        }
         if let Some(resp) = crate::sys::public(self, &req, &path).await? {
             return Ok(resp);
         }

@@ -27,7 +27,7 @@ pub(super) fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsStrin
             && bytes[1] != b'-'
             && bytes[1].is_ascii_alphabetic()
             && bytes[2] != b'='
-            && !s.contains(char::is_whitespace);
+            && !s.split('=').next().unwrap_or_default().contains(char::is_whitespace);
         if single_dash_long {
             out.push(OsString::from(format!("-{s}")));
         } else {
@@ -63,5 +63,6 @@ mod tests {
             ["coffer", "write", "p", "-", "-h", "--", "-dev"]
         );
         assert_eq!(n(&["coffer", "x", "-1"]), ["coffer", "x", "-1"]);
+        assert_eq!(n(&["coffer", "-description=two words"]), ["coffer", "--description=two words"]);
     }
 }
