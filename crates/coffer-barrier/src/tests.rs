@@ -151,3 +151,27 @@ async fn views_are_confined_to_their_prefix() {
     assert!(one.get("k").await.expect("get").is_none());
     assert_eq!(two.get("k").await.expect("get").expect("some").as_slice(), b"2");
 }
+
+#[tokio::test]
+async fn random_blobs_never_open_and_never_panic() {
+    let (mem, b, _) = fresh(1, 1).await;
+    b.put("a/real", b"value").await.expect("put");
+    let real = mem.get("a/real").await.expect("get").expect("some");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..2000 {
+        let len = (next() % 80) as usize;
+        let mut blob: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of them keep a valid header, so the AEAD itself is exercised.
+        if i % 2 == 0 && blob.len() > 5 {
+            blob[..5].copy_from_slice(&real[..5]);
+        }
+        mem.put("a/fuzz", blob).await.expect("raw put");
+        assert!(b.get("a/fuzz").await.is_err(), "random blob {i} opened");
+    }
+}

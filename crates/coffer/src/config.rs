@@ -353,4 +353,16 @@ log_format        = "json"
             assert!(err.contains(want), "{want:?} not in {err:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_config_text_never_panics(text in proptest::prelude::any::<String>(), pick in proptest::collection::vec(0usize..14, 0..30)) {
+            let parts = ["storage", "\"sqlite\"", "listener", "\"tcp\"", "{", "}", "\n", "path", "=", "\"x\"", "address", "tls_disable", "true", "[1]"];
+            let assembled: Vec<&str> = pick.iter().map(|i| parts[*i]).collect();
+            let _ = ServerConfig::parse(&text);
+            let _ = ServerConfig::parse(&assembled.join(" "));
+        }
+    }
 }

@@ -233,3 +233,51 @@ proptest! {
         }
     }
 }
+
+/// HCL-ish fragments, so generated texts get past the first character more often than noise.
+fn policy_text() -> impl Strategy<Value = String> {
+    let token = prop::sample::select(vec![
+        "path",
+        "\"secret/*\"",
+        "\"a/+/b\"",
+        "{",
+        "}",
+        "capabilities",
+        "=",
+        "[",
+        "]",
+        "\"read\"",
+        "\"deny\"",
+        ",",
+        "\n",
+        "policy",
+        "\"write\"",
+        "allowed_parameters",
+        "\"*\"",
+        "#",
+        "\"",
+        "min_wrapping_ttl",
+        "\"1h\"",
+        "null",
+        "1",
+        "{\"path\":",
+        ":",
+    ]);
+    prop::collection::vec(token, 0..40).prop_map(|t| t.join(" "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_text_never_panics_the_policy_parser(text in any::<String>(), fragments in policy_text()) {
+        for t in [&text, &fragments] {
+            if let Ok(p) = Policy::parse("fuzz", t) {
+                let a = Acl::new([&p]);
+                let _ = a.capabilities("secret/a/b");
+                let _ = a.check_parameters("secret/a/b", json!({"k": "v"}).as_object().expect("obj"));
+            }
+            let _ = super::super::format_hcl(t);
+        }
+    }
+}
