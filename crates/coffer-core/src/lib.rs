@@ -4,6 +4,7 @@
 
 pub mod backend;
 mod core;
+mod fields;
 pub mod logical;
 pub mod mount;
 pub mod policy;

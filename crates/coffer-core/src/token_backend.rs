@@ -1,6 +1,5 @@
 //! `auth/token/`: the token store's API, with Vault's paths and shapes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,127 +7,15 @@ use serde_json::{Map, Value};
 
 use crate::backend::{BackendRequest, LogicalBackend};
 use crate::core::CoreConfig;
+use crate::fields::{Fields, ignored_warning};
 use crate::logical::{Auth, Error, Operation, Response, Result};
 use crate::secret::SecretString;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
-use crate::util::{duration_field, now_unix};
+use crate::util::now_unix;
 
 pub(crate) struct TokenBackend {
     tokens: Arc<TokenStore>,
     config: CoreConfig,
-}
-
-/// Reads the request body for the few fields each endpoint knows, rejecting wrong types by name.
-pub(crate) struct Fields<'a> {
-    data: &'a Map<String, Value>,
-}
-
-impl<'a> Fields<'a> {
-    pub(crate) fn new(data: &'a Map<String, Value>) -> Self {
-        Self { data }
-    }
-
-    pub(crate) fn has(&self, k: &str) -> bool {
-        self.data.get(k).is_some_and(|v| !v.is_null())
-    }
-
-    pub(crate) fn str(&self, k: &str) -> Result<Option<String>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(Error::invalid(format!("{k:?} must be a string"))),
-        }
-    }
-
-    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => match s.as_str() {
-                "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(Some(true)),
-                "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(Some(false)),
-                _ => Err(Error::invalid(format!("{k:?} must be a boolean"))),
-            },
-            Some(_) => Err(Error::invalid(format!("{k:?} must be a boolean"))),
-        }
-    }
-
-    pub(crate) fn u64(&self, k: &str) -> Result<Option<u64>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| Error::invalid(format!("{k:?} must be a non-negative integer"))),
-            Some(Value::String(s)) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::invalid(format!("{k:?} must be a non-negative integer"))),
-            Some(_) => Err(Error::invalid(format!("{k:?} must be a non-negative integer"))),
-        }
-    }
-
-    /// Seconds, from a number or a duration string like `"1h"`.
-    pub(crate) fn secs(&self, k: &str) -> Result<Option<u64>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(v) => duration_field(v, k).map(|d| Some(d.as_secs())),
-        }
-    }
-
-    /// A list of strings, from a JSON array or a comma-separated string.
-    pub(crate) fn list(&self, k: &str) -> Result<Option<Vec<String>>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(
-                s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
-            )),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| Error::invalid(format!("{k:?} must be a list of strings")))
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
-            Some(_) => Err(Error::invalid(format!("{k:?} must be a list of strings"))),
-        }
-    }
-
-    pub(crate) fn string_map(&self, k: &str) -> Result<Option<BTreeMap<String, String>>> {
-        match self.data.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(mk, v)| match v {
-                    Value::String(s) => Ok((mk.clone(), s.clone())),
-                    _ => Err(Error::invalid(format!("{k:?} must map strings to strings"))),
-                })
-                .collect::<Result<_>>()
-                .map(Some),
-            Some(_) => Err(Error::invalid(format!("{k:?} must be an object of strings"))),
-        }
-    }
-
-    /// Names of fields not in `known`, for Vault's "ignored parameters" warning.
-    pub(crate) fn unknown(&self, known: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.data.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
-        v.sort();
-        v
-    }
-}
-
-pub(crate) fn ignored_warning(unknown: Vec<String>) -> Vec<String> {
-    if unknown.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!("Endpoint ignored these unrecognized parameters: [{}]", unknown.join(" "))]
-    }
 }
 
 fn normalize_policies(mut p: Vec<String>) -> Vec<String> {
@@ -290,19 +177,13 @@ impl TokenBackend {
 
     /// The token named in the body (`token`), which must exist; the caller's token for `-self`.
     async fn named_token(&self, req: &BackendRequest<'_>) -> Result<(SecretString, TokenEntry)> {
-        let t = Fields::new(req.data)
-            .str("token")?
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+        let t = Fields::new(req.data).required_str("token")?;
         let entry = self.tokens.lookup(&t).await?.ok_or(Error::PermissionDenied)?;
         Ok((SecretString::new(t), entry))
     }
 
     async fn named_accessor(&self, req: &BackendRequest<'_>) -> Result<TokenEntry> {
-        let a = Fields::new(req.data)
-            .str("accessor")?
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
+        let a = Fields::new(req.data).required_str("accessor")?;
         self.tokens.lookup_accessor(&a).await?.ok_or_else(|| Error::invalid("invalid accessor"))
     }
 
@@ -363,10 +244,7 @@ impl LogicalBackend for TokenBackend {
             }
             ("revoke", _) if write => {
                 // Vault answers success for a token that is already gone.
-                let t = Fields::new(req.data)
-                    .str("token")?
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+                let t = Fields::new(req.data).required_str("token")?;
                 if let Some(e) = self.tokens.lookup(&t).await? {
                     self.tokens.revoke_tree(&e.id).await?;
                 }

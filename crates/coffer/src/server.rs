@@ -218,27 +218,11 @@ async fn serve(
                         .and_then(|c| c.first())
                         .map(|c| c.to_vec());
                     let info = ConnInfo { remote_addr, client_cert_der: cert };
-                    let svc = app.map_request(
-                        move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                            r.extensions_mut().insert(info.clone());
-                            r
-                        },
-                    );
-                    let svc = hyper_util::service::TowerToHyperService::new(svc);
-                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                    let _ = watcher.watch(conn).await;
+                    serve_conn(TokioIo::new(tls), info, app, &builder, watcher).await;
                 }
                 None => {
                     let info = ConnInfo { remote_addr, client_cert_der: None };
-                    let svc = app.map_request(
-                        move |mut r: axum::http::Request<hyper::body::Incoming>| {
-                            r.extensions_mut().insert(info.clone());
-                            r
-                        },
-                    );
-                    let svc = hyper_util::service::TowerToHyperService::new(svc);
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn).await;
+                    serve_conn(TokioIo::new(stream), info, app, &builder, watcher).await;
                 }
             }
         });
@@ -247,4 +231,22 @@ async fn serve(
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");
     }
+}
+
+/// Serves one connection, with what is known of its peer attached to every request on it.
+async fn serve_conn<I>(
+    io: I,
+    info: ConnInfo,
+    app: axum::Router,
+    builder: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+        r.extensions_mut().insert(info.clone());
+        r
+    });
+    let svc = hyper_util::service::TowerToHyperService::new(svc);
+    let _ = watcher.watch(builder.serve_connection(io, svc)).await;
 }

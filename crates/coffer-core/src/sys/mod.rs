@@ -12,9 +12,9 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::core::{Active, Core, SealStatus};
+use crate::fields::Fields;
 use crate::logical::{Error, Operation, Request, Response, Result};
 use crate::token::TokenEntry;
-use crate::token_backend::Fields;
 use crate::util::{hex, now_unix, rfc3339, unhex};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -80,12 +80,8 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             if f.has("pgp_keys") || f.has("root_token_pgp_key") {
                 return Err(Error::invalid("PGP-encrypted key shares are not supported by Coffer"));
             }
-            let shares = f
-                .u64("secret_shares")?
-                .ok_or_else(|| Error::invalid("missing required parameter \"secret_shares\""))?;
-            let threshold = f
-                .u64("secret_threshold")?
-                .ok_or_else(|| Error::invalid("missing required parameter \"secret_threshold\""))?;
+            let shares = f.required_u64("secret_shares")?;
+            let threshold = f.required_u64("secret_threshold")?;
             let init = core.initialize(shares, threshold).await?;
             let b64 = base64::engine::general_purpose::STANDARD;
             Response::raw(
@@ -203,18 +199,12 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         }
         "capabilities-self" if write => policies::capabilities(ctx, ctx.caller).await,
         "capabilities" if write => {
-            let t = Fields::new(&ctx.req.data)
-                .str("token")?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Error::invalid("missing required parameter \"token\""))?;
+            let t = Fields::new(&ctx.req.data).required_str("token")?;
             let entry = ctx.active.tokens.lookup(&t).await?;
             policies::capabilities(ctx, entry.as_ref()).await
         }
         "capabilities-accessor" if write => {
-            let a = Fields::new(&ctx.req.data)
-                .str("accessor")?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Error::invalid("missing required parameter \"accessor\""))?;
+            let a = Fields::new(&ctx.req.data).required_str("accessor")?;
             let entry = ctx.active.tokens.lookup_accessor(&a).await?;
             policies::capabilities(ctx, entry.as_ref()).await
         }

@@ -3,9 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, obj};
+use crate::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::mount::{MountEntry, Table, load_table, normalize_mount_path};
-use crate::token_backend::{Fields, ignored_warning};
 use crate::util::duration_field;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
@@ -154,10 +154,7 @@ fn apply_options(entry: &mut MountEntry, v: &Value) -> Result<()> {
 async fn enable(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     let data = &ctx.req.data;
     let f = Fields::new(data);
-    let kind = f
-        .str("type")?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::invalid("missing required parameter \"type\""))?;
+    let kind = f.required_str("type")?;
     let kind = if kind == "kv-v2" { "kv".to_owned() } else { kind };
     let mut entry = MountEntry::new(
         &normalize_mount_path(path)?,

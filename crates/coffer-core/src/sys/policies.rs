@@ -3,9 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, obj};
+use crate::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::token::TokenEntry;
-use crate::token_backend::Fields;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let op = ctx.op;

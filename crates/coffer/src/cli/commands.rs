@@ -120,8 +120,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Login(a) => login(g, a).await,
         Command::Token(t) => token(g, t).await,
         Command::Policy(p) => policy(g, p).await,
-        Command::Secrets(s) => secrets(g, s).await,
-        Command::Auth(a) => auth(g, a).await,
+        Command::Secrets(s) => mounts(g, s.into(), "mounts", "secrets engine").await,
+        Command::Auth(a) => mounts(g, a.into(), "auth", "auth method").await,
         Command::Read(a) => {
             let c = client(g)?;
             let query = parse_pairs(&a.params)?;
@@ -683,53 +683,58 @@ fn print_mounts(g: &Global, body: Option<Value>, detailed: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn secrets(g: &Global, s: SecretsCmd) -> Result<ExitCode> {
-    let c = client(g)?;
-    match s {
-        SecretsCmd::Enable(a) => {
-            let path = a.path.clone().unwrap_or_else(|| a.kind.clone());
-            let path = path.trim_matches('/').to_owned();
-            c.write(&format!("sys/mounts/{path}"), &enable_body(&a)?).await?;
-            println!("Success! Enabled the {} secrets engine at: {path}/", a.kind);
-        }
-        SecretsCmd::Disable { path } => {
-            let path = path.trim_matches('/');
-            c.delete(&format!("sys/mounts/{path}")).await?;
-            println!("Success! Disabled the secrets engine (if it existed) at: {path}/");
-        }
-        SecretsCmd::List { detailed } => {
-            return print_mounts(g, c.read("sys/mounts").await?.body, detailed);
-        }
-        SecretsCmd::Tune(a) => {
-            let path = a.path.trim_matches('/').to_owned();
-            c.write(&format!("sys/mounts/{path}/tune"), &tune_body(&a)?).await?;
-            println!("Success! Tuned the secrets engine at: {path}/");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+/// One mount-table command, for secrets engines (`sys/mounts`) or auth methods (`sys/auth`).
+enum MountOp {
+    Enable(EnableArgs),
+    Disable(String),
+    List(bool),
+    Tune(TuneArgs),
 }
 
-async fn auth(g: &Global, s: AuthCmd) -> Result<ExitCode> {
+impl From<SecretsCmd> for MountOp {
+    fn from(c: SecretsCmd) -> Self {
+        match c {
+            SecretsCmd::Enable(a) => MountOp::Enable(a),
+            SecretsCmd::Disable { path } => MountOp::Disable(path),
+            SecretsCmd::List { detailed } => MountOp::List(detailed),
+            SecretsCmd::Tune(a) => MountOp::Tune(a),
+        }
+    }
+}
+
+impl From<AuthCmd> for MountOp {
+    fn from(c: AuthCmd) -> Self {
+        match c {
+            AuthCmd::Enable(a) => MountOp::Enable(a),
+            AuthCmd::Disable { path } => MountOp::Disable(path),
+            AuthCmd::List { detailed } => MountOp::List(detailed),
+            AuthCmd::Tune(a) => MountOp::Tune(a),
+        }
+    }
+}
+
+/// `table` is `mounts` or `auth`; `noun` names the thing in messages.
+async fn mounts(g: &Global, op: MountOp, table: &str, noun: &str) -> Result<ExitCode> {
     let c = client(g)?;
-    match s {
-        AuthCmd::Enable(a) => {
+    match op {
+        MountOp::Enable(a) => {
             let path = a.path.clone().unwrap_or_else(|| a.kind.clone());
             let path = path.trim_matches('/').to_owned();
-            c.write(&format!("sys/auth/{path}"), &enable_body(&a)?).await?;
-            println!("Success! Enabled {} auth method at: {path}/", a.kind);
+            c.write(&format!("sys/{table}/{path}"), &enable_body(&a)?).await?;
+            println!("Success! Enabled the {} {noun} at: {path}/", a.kind);
         }
-        AuthCmd::Disable { path } => {
+        MountOp::Disable(path) => {
             let path = path.trim_matches('/');
-            c.delete(&format!("sys/auth/{path}")).await?;
-            println!("Success! Disabled the auth method (if it existed) at: {path}/");
+            c.delete(&format!("sys/{table}/{path}")).await?;
+            println!("Success! Disabled the {noun} (if it existed) at: {path}/");
         }
-        AuthCmd::List { detailed } => {
-            return print_mounts(g, c.read("sys/auth").await?.body, detailed);
+        MountOp::List(detailed) => {
+            return print_mounts(g, c.read(&format!("sys/{table}")).await?.body, detailed);
         }
-        AuthCmd::Tune(a) => {
+        MountOp::Tune(a) => {
             let path = a.path.trim_matches('/').to_owned();
-            c.write(&format!("sys/auth/{path}/tune"), &tune_body(&a)?).await?;
-            println!("Success! Tuned the auth method at: {path}/");
+            c.write(&format!("sys/{table}/{path}/tune"), &tune_body(&a)?).await?;
+            println!("Success! Tuned the {noun} at: {path}/");
         }
     }
     Ok(ExitCode::SUCCESS)
