@@ -9,20 +9,20 @@ use crate::logical::{Error, Result};
 use crate::util::duration_field;
 
 /// Reads the request body for the few fields each endpoint knows, rejecting wrong types by name.
-pub(crate) struct Fields<'a> {
+pub struct Fields<'a> {
     data: &'a Map<String, Value>,
 }
 
 impl<'a> Fields<'a> {
-    pub(crate) fn new(data: &'a Map<String, Value>) -> Self {
+    pub fn new(data: &'a Map<String, Value>) -> Self {
         Self { data }
     }
 
-    pub(crate) fn has(&self, k: &str) -> bool {
+    pub fn has(&self, k: &str) -> bool {
         self.data.get(k).is_some_and(|v| !v.is_null())
     }
 
-    pub(crate) fn str(&self, k: &str) -> Result<Option<String>> {
+    pub fn str(&self, k: &str) -> Result<Option<String>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -33,17 +33,17 @@ impl<'a> Fields<'a> {
     }
 
     /// A string that must be present and non-empty.
-    pub(crate) fn required_str(&self, k: &str) -> Result<String> {
+    pub fn required_str(&self, k: &str) -> Result<String> {
         self.str(k)?
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::invalid(format!("missing required parameter {k:?}")))
     }
 
-    pub(crate) fn required_u64(&self, k: &str) -> Result<u64> {
+    pub fn required_u64(&self, k: &str) -> Result<u64> {
         self.u64(k)?.ok_or_else(|| Error::invalid(format!("missing required parameter {k:?}")))
     }
 
-    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>> {
+    pub fn bool(&self, k: &str) -> Result<Option<bool>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -56,7 +56,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn u64(&self, k: &str) -> Result<Option<u64>> {
+    pub fn u64(&self, k: &str) -> Result<Option<u64>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
@@ -72,7 +72,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Seconds, from a number or a duration string like `"1h"`.
-    pub(crate) fn secs(&self, k: &str) -> Result<Option<u64>> {
+    pub fn secs(&self, k: &str) -> Result<Option<u64>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -81,7 +81,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A list of strings, from a JSON array or a comma-separated string.
-    pub(crate) fn list(&self, k: &str) -> Result<Option<Vec<String>>> {
+    pub fn list(&self, k: &str) -> Result<Option<Vec<String>>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(
@@ -100,7 +100,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn string_map(&self, k: &str) -> Result<Option<BTreeMap<String, String>>> {
+    pub fn string_map(&self, k: &str) -> Result<Option<BTreeMap<String, String>>> {
         match self.data.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => m
@@ -116,7 +116,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Names of fields not in `known`, for Vault's "ignored parameters" warning.
-    pub(crate) fn unknown(&self, known: &[&str]) -> Vec<String> {
+    pub fn unknown(&self, known: &[&str]) -> Vec<String> {
         let mut v: Vec<String> =
             self.data.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
         v.sort();
@@ -124,7 +124,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-pub(crate) fn ignored_warning(unknown: Vec<String>) -> Vec<String> {
+pub fn ignored_warning(unknown: Vec<String>) -> Vec<String> {
     if unknown.is_empty() {
         Vec::new()
     } else {

@@ -4,7 +4,7 @@
 
 pub mod backend;
 mod core;
-mod fields;
+pub mod fields;
 pub mod logical;
 pub mod mount;
 pub mod policy;
@@ -17,6 +17,6 @@ pub mod util;
 
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::{BackendConfig, BackendRequest, Factory, LogicalBackend, MountInfo, Registry};
-pub use coffer_barrier::View;
+pub use coffer_barrier::{BatchOp, View};
 pub use logical::{Auth, Error, Operation, Request, Response, Result};
 pub use secret::SecretString;

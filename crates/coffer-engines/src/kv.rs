@@ -88,9 +88,8 @@ pub(crate) struct KvV1 {
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     match cfg.mount.options.get("version").map(String::as_str) {
         None | Some("" | "1") => Ok(Arc::new(KvV1 { view: cfg.view })),
-        Some(v) => Err(Error::invalid(format!(
-            "kv version {v} is not available yet in this Coffer build; use version 1"
-        ))),
+        Some("2") => Ok(crate::kv2::new(cfg.view)),
+        Some(v) => Err(Error::invalid(format!("kv version must be 1 or 2, not {v:?}"))),
     }
 }
 

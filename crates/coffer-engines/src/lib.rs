@@ -3,6 +3,7 @@
 
 mod cubbyhole;
 mod kv;
+mod kv2;
 
 use std::sync::Arc;
 

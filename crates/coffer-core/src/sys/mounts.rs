@@ -223,7 +223,18 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
                 entry.description = d.to_owned();
             }
             if let Some(o) = data.get("options") {
+                let version = |e: &MountEntry| {
+                    e.options.get("version").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "1".into())
+                };
+                let before = version(entry);
                 apply_options(entry, o)?;
+                // The running engine's data layout depends on the version: refuse to switch it
+                // under existing data rather than hide or misread that data.
+                if entry.kind == "kv" && version(entry) != before {
+                    return Err(Error::invalid(
+                        "changing a kv mount's version is not supported: enable a new mount with the version you want and copy the secrets",
+                    ));
+                }
             }
             let max =
                 if entry.config.max_lease_ttl == 0 { sys_max } else { entry.config.max_lease_ttl };

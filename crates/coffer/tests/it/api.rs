@@ -473,17 +473,35 @@ async fn kv_v1_and_cubbyhole_store_what_they_are_given() {
         s.call("PATCH", "secret/app/other", Some(&root), Some(json!({"x": "z"}))).await.0,
         405
     );
+    let (code, e) = s
+        .call(
+            "POST",
+            "sys/mounts/v3",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "3"}})),
+        )
+        .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e["errors"][0].as_str().expect("msg").contains("1 or 2"));
+    let (code, e) = s
+        .call(
+            "POST",
+            "sys/mounts/secret/tune",
+            Some(&root),
+            Some(json!({"options": {"version": "2"}})),
+        )
+        .await;
+    assert_eq!(code, 400, "a mount's kv version cannot change under its data: {e}");
     assert_eq!(
         s.call(
             "POST",
-            "sys/mounts/v2",
+            "sys/mounts/secret/tune",
             Some(&root),
-            Some(json!({"type": "kv", "options": {"version": "2"}}))
+            Some(json!({"options": {"version": "1"}}))
         )
         .await
         .0,
-        400,
-        "kv v2 is not available yet and says so"
+        204
     );
 
     let (a, _) = token(&s, &root, json!({})).await;

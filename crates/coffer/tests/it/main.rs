@@ -6,5 +6,6 @@ mod api;
 mod bad_input;
 mod cli;
 mod invariants;
+mod kv2;
 mod tls;
 mod vault_client;

@@ -1,0 +1,589 @@
+//! Key/value secrets engine, version 2 (Vault's `kv` with `options.version = "2"`): every write
+//! is a new, immutable version; delete and undelete mark versions; destroy removes their data.
+//!
+//! Guarantees: a written version's data never changes afterwards; check-and-set writes are
+//! serialized, so two writers with the same `cas` cannot both succeed; old versions beyond
+//! `max_versions` are pruned in the same atomic batch as the write that pushes them out.
+//!
+//! Storage (inside the mount's view): `config`, `meta/<path>` (the key's metadata, all its
+//! versions' marks) and `ver/<path>/<n>` (one version's data). The version number is always the
+//! last segment, so no two (path, version) pairs share a storage key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_core::fields::Fields;
+use coffer_core::util::{now_unix, rfc3339};
+use coffer_core::{BackendRequest, Error, LogicalBackend, Operation, Response, Result, View};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+
+/// Vault's default when neither the mount nor the key sets `max_versions`.
+const DEFAULT_MAX_VERSIONS: u64 = 10;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Config {
+    max_versions: u64,
+    cas_required: bool,
+    /// Seconds; 0 = never.
+    delete_version_after: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct VersionMeta {
+    created_time: u64,
+    /// Unix seconds; 0 = not deleted. May lie in the future (`delete_version_after`).
+    deletion_time: u64,
+    destroyed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct KeyMeta {
+    version: u32,
+    created_time: u64,
+    updated_time: u64,
+    current_version: u64,
+    oldest_version: u64,
+    max_versions: u64,
+    cas_required: bool,
+    delete_version_after: u64,
+    custom_metadata: BTreeMap<String, String>,
+    versions: BTreeMap<u64, VersionMeta>,
+}
+
+pub(crate) struct KvV2 {
+    view: View,
+    /// Serializes writes so check-and-set and version numbering are race-free.
+    write_lock: Mutex<()>,
+}
+
+pub(crate) fn new(view: View) -> Arc<dyn LogicalBackend> {
+    Arc::new(KvV2 { view, write_lock: Mutex::new(()) })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("kv v2 {what} decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn time_or_empty(t: u64) -> Value {
+    if t == 0 { json!("") } else { json!(rfc3339(t)) }
+}
+
+fn custom(meta: &KeyMeta) -> Value {
+    if meta.custom_metadata.is_empty() { Value::Null } else { json!(meta.custom_metadata) }
+}
+
+impl VersionMeta {
+    fn is_deleted(&self, now: u64) -> bool {
+        self.deletion_time != 0 && self.deletion_time <= now
+    }
+
+    fn json(&self, version: u64, meta: &KeyMeta) -> Value {
+        json!({
+            "created_time": rfc3339(self.created_time),
+            "custom_metadata": custom(meta),
+            "deletion_time": time_or_empty(self.deletion_time),
+            "destroyed": self.destroyed,
+            "version": version,
+        })
+    }
+}
+
+fn key_path(path: &str) -> Result<&str> {
+    if path.is_empty() || path.ends_with('/') {
+        return Err(Error::invalid("a secret's path must name a key, not a folder"));
+    }
+    Ok(path)
+}
+
+fn versions_field(data: &Map<String, Value>) -> Result<Vec<u64>> {
+    let bad = || Error::invalid("\"versions\" must be a list of version numbers");
+    let list = match data.get("versions") {
+        None | Some(Value::Null) => {
+            return Err(Error::invalid("missing required parameter \"versions\""));
+        }
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::String(s)) => {
+            s.split(',').map(|p| Value::String(p.trim().to_owned())).collect()
+        }
+        Some(Value::Number(n)) => vec![Value::Number(n.clone())],
+        Some(_) => return Err(bad()),
+    };
+    let mut out = Vec::new();
+    for v in list {
+        let n = match v {
+            Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+            Value::String(s) => s.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        };
+        out.push(n);
+    }
+    if out.is_empty() {
+        return Err(Error::invalid("no version number provided"));
+    }
+    Ok(out)
+}
+
+impl KvV2 {
+    async fn config(&self) -> Result<Config> {
+        match self.view.get("config").await? {
+            Some(raw) => decode(&raw, "config"),
+            None => Ok(Config::default()),
+        }
+    }
+
+    async fn meta(&self, path: &str) -> Result<Option<KeyMeta>> {
+        match self.view.get(&format!("meta/{path}")).await? {
+            Some(raw) => decode(&raw, "metadata").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn effective_max(cfg: &Config, meta: &KeyMeta) -> u64 {
+        match (meta.max_versions, cfg.max_versions) {
+            (0, 0) => DEFAULT_MAX_VERSIONS,
+            (0, m) => m,
+            (k, 0) => k,
+            (k, m) => k.min(m),
+        }
+    }
+
+    async fn read_config(&self) -> Result<Response> {
+        let c = self.config().await?;
+        Ok(Response::from_value(json!({
+            "max_versions": c.max_versions,
+            "cas_required": c.cas_required,
+            "delete_version_after": format!("{}s", c.delete_version_after),
+        })))
+    }
+
+    async fn write_config(&self, data: &Map<String, Value>) -> Result<Response> {
+        let f = Fields::new(data);
+        let _g = self.write_lock.lock().await;
+        let mut c = self.config().await?;
+        if let Some(m) = f.u64("max_versions")? {
+            c.max_versions = m;
+        }
+        if let Some(b) = f.bool("cas_required")? {
+            c.cas_required = b;
+        }
+        if let Some(d) = f.secs("delete_version_after")? {
+            c.delete_version_after = d;
+        }
+        self.view.put("config", &encode(&c)?).await?;
+        Ok(Response::empty())
+    }
+
+    async fn read_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
+        let path = key_path(path)?;
+        let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
+        let version = match Fields::new(data).u64("version")? {
+            Some(0) | None => meta.current_version,
+            Some(v) => v,
+        };
+        let vm = meta.versions.get(&version).ok_or(Error::NotFound)?;
+        let now = now_unix();
+        if vm.destroyed || vm.is_deleted(now) {
+            return Err(Error::NotFound);
+        }
+        let raw = self.view.get(&format!("ver/{path}/{version}")).await?.ok_or(Error::NotFound)?;
+        let secret: Value = decode(&raw, "version")?;
+        Ok(Response::from_value(json!({ "data": secret, "metadata": vm.json(version, &meta) })))
+    }
+
+    /// Writes a new version, after the check-and-set rules; prunes versions beyond the limit.
+    async fn write_version(
+        &self,
+        path: &str,
+        secret: Map<String, Value>,
+        cas: Option<u64>,
+    ) -> Result<Response> {
+        let path = key_path(path)?;
+        let cfg = self.config().await?;
+        let mut meta = match self.meta(path).await? {
+            Some(m) => m,
+            None => KeyMeta { version: 1, created_time: now_unix(), ..KeyMeta::default() },
+        };
+        if cas.is_none() && (cfg.cas_required || meta.cas_required) {
+            return Err(Error::invalid("check-and-set parameter required for this call"));
+        }
+        if let Some(cas) = cas
+            && cas != meta.current_version
+        {
+            return Err(Error::invalid(
+                "check-and-set parameter did not match the current version",
+            ));
+        }
+        let now = now_unix();
+        let version = meta.current_version + 1;
+        let dva = match meta.delete_version_after {
+            0 => cfg.delete_version_after,
+            d => d,
+        };
+        let vm = VersionMeta {
+            created_time: now,
+            deletion_time: if dva > 0 { now + dva } else { 0 },
+            destroyed: false,
+        };
+        meta.versions.insert(version, vm.clone());
+        meta.current_version = version;
+        meta.updated_time = now;
+        if meta.oldest_version == 0 {
+            meta.oldest_version = version;
+        }
+        let max = Self::effective_max(&cfg, &meta);
+        let mut pruned = Vec::new();
+        while meta.versions.len() as u64 > max {
+            let Some((&oldest, _)) = meta.versions.iter().next() else { break };
+            meta.versions.remove(&oldest);
+            pruned.push(oldest);
+        }
+        meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(version);
+        let data_raw = encode(&Value::Object(secret))?;
+        let meta_raw = encode(&meta)?;
+        let mut ops = vec![
+            coffer_core::BatchOp::Put(format!("ver/{path}/{version}"), &data_raw),
+            coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw),
+        ];
+        for p in pruned {
+            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{p}")));
+        }
+        self.view.batch(ops).await?;
+        Ok(Response::data(match vm.json(version, &meta) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }))
+    }
+
+    async fn write_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
+        let secret = match data.get("data") {
+            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Null) | None => return Err(Error::invalid("no data provided")),
+            Some(_) => return Err(Error::invalid("\"data\" must be a JSON object")),
+        };
+        let cas = match data.get("options") {
+            Some(Value::Object(o)) => Fields::new(o).u64("cas")?,
+            Some(Value::Null) | None => None,
+            Some(_) => return Err(Error::invalid("\"options\" must be a JSON object")),
+        };
+        let _g = self.write_lock.lock().await;
+        self.write_version(path, secret, cas).await
+    }
+
+    /// JSON merge patch (RFC 7396) of the latest version into a new version.
+    async fn patch_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
+        let patch = match data.get("data") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(Error::invalid("no data provided")),
+        };
+        let cas = match data.get("options") {
+            Some(Value::Object(o)) => Fields::new(o).u64("cas")?,
+            _ => None,
+        };
+        let _g = self.write_lock.lock().await;
+        let path = key_path(path)?;
+        let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
+        let vm = meta.versions.get(&meta.current_version).ok_or(Error::NotFound)?;
+        if vm.destroyed || vm.is_deleted(now_unix()) {
+            return Err(Error::NotFound);
+        }
+        let raw = self
+            .view
+            .get(&format!("ver/{path}/{}", meta.current_version))
+            .await?
+            .ok_or(Error::NotFound)?;
+        let mut current: Value = decode(&raw, "version")?;
+        merge_patch(&mut current, &Value::Object(patch));
+        let merged = match current {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        // A patch is always against the version it read: the implicit cas makes it safe.
+        self.write_version(path, merged, Some(cas.unwrap_or(meta.current_version))).await
+    }
+
+    /// Marks versions: soft delete (`Some(now)`), undelete (`None`), or destroy.
+    async fn mark(&self, path: &str, versions: &[u64], action: Mark) -> Result<Response> {
+        let path = key_path(path)?;
+        let _g = self.write_lock.lock().await;
+        let Some(mut meta) = self.meta(path).await? else { return Ok(Response::empty()) };
+        let now = now_unix();
+        let mut destroy = Vec::new();
+        for v in versions {
+            let Some(vm) = meta.versions.get_mut(v) else { continue };
+            match action {
+                Mark::Delete => {
+                    if !vm.destroyed && !vm.is_deleted(now) {
+                        vm.deletion_time = now;
+                    }
+                }
+                Mark::Undelete => {
+                    if !vm.destroyed {
+                        vm.deletion_time = 0;
+                    }
+                }
+                Mark::Destroy => {
+                    vm.destroyed = true;
+                    destroy.push(*v);
+                }
+            }
+        }
+        meta.updated_time = now;
+        let meta_raw = encode(&meta)?;
+        let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
+        for v in destroy {
+            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
+        }
+        self.view.batch(ops).await?;
+        Ok(Response::empty())
+    }
+
+    async fn delete_latest(&self, path: &str) -> Result<Response> {
+        let Some(meta) = self.meta(key_path(path)?).await? else { return Ok(Response::empty()) };
+        self.mark(path, &[meta.current_version], Mark::Delete).await
+    }
+
+    async fn read_metadata(&self, path: &str) -> Result<Response> {
+        let meta = self.meta(key_path(path)?).await?.ok_or(Error::NotFound)?;
+        let versions: Map<String, Value> = meta
+            .versions
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    json!({
+                        "created_time": rfc3339(v.created_time),
+                        "deletion_time": time_or_empty(v.deletion_time),
+                        "destroyed": v.destroyed,
+                    }),
+                )
+            })
+            .collect();
+        Ok(Response::from_value(json!({
+            "cas_required": meta.cas_required,
+            "created_time": rfc3339(meta.created_time),
+            "current_version": meta.current_version,
+            "custom_metadata": custom(&meta),
+            "delete_version_after": format!("{}s", meta.delete_version_after),
+            "max_versions": meta.max_versions,
+            "oldest_version": meta.oldest_version,
+            "updated_time": rfc3339(meta.updated_time),
+            "versions": versions,
+        })))
+    }
+
+    async fn write_metadata(
+        &self,
+        path: &str,
+        data: &Map<String, Value>,
+        patch: bool,
+    ) -> Result<Response> {
+        let path = key_path(path)?;
+        let f = Fields::new(data);
+        let _g = self.write_lock.lock().await;
+        let existing = self.meta(path).await?;
+        if patch && existing.is_none() {
+            return Err(Error::NotFound);
+        }
+        let now = now_unix();
+        let mut meta =
+            existing.unwrap_or(KeyMeta { version: 1, created_time: now, ..KeyMeta::default() });
+        if let Some(m) = f.u64("max_versions")? {
+            meta.max_versions = m;
+        }
+        if let Some(b) = f.bool("cas_required")? {
+            meta.cas_required = b;
+        }
+        if let Some(d) = f.secs("delete_version_after")? {
+            meta.delete_version_after = d;
+        }
+        if let Some(cm) = f.string_map("custom_metadata")? {
+            if patch {
+                meta.custom_metadata.extend(cm);
+            } else {
+                meta.custom_metadata = cm;
+            }
+        }
+        meta.updated_time = now;
+        // Lowering max_versions prunes at once, as Vault does.
+        let cfg = self.config().await?;
+        let max = Self::effective_max(&cfg, &meta);
+        let mut pruned = Vec::new();
+        while meta.versions.len() as u64 > max {
+            let Some((&oldest, _)) = meta.versions.iter().next() else { break };
+            meta.versions.remove(&oldest);
+            pruned.push(oldest);
+        }
+        if let Some(&o) = meta.versions.keys().next() {
+            meta.oldest_version = o;
+        }
+        let meta_raw = encode(&meta)?;
+        let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
+        for p in pruned {
+            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{p}")));
+        }
+        self.view.batch(ops).await?;
+        Ok(Response::empty())
+    }
+
+    async fn delete_metadata(&self, path: &str) -> Result<Response> {
+        let path = key_path(path)?;
+        let _g = self.write_lock.lock().await;
+        let Some(meta) = self.meta(path).await? else { return Ok(Response::empty()) };
+        let mut ops = vec![coffer_core::BatchOp::Delete(format!("meta/{path}"))];
+        for v in meta.versions.keys() {
+            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
+        }
+        self.view.batch(ops).await?;
+        Ok(Response::empty())
+    }
+
+    async fn list_metadata(&self, path: &str) -> Result<Response> {
+        let prefix = if path.is_empty() || path.ends_with('/') {
+            path.to_owned()
+        } else {
+            format!("{path}/")
+        };
+        let keys = self.view.list(&format!("meta/{prefix}")).await?;
+        if keys.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(Response::list(keys))
+    }
+
+    async fn subkeys(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
+        let depth = Fields::new(data).u64("depth")?.unwrap_or(0);
+        let resp = self.read_data(path, data).await?;
+        let d = resp.data.unwrap_or_default();
+        let secret = d.get("data").cloned().unwrap_or(Value::Null);
+        Ok(Response::from_value(json!({
+            "subkeys": subkeys_of(&secret, depth, 1),
+            "metadata": d.get("metadata").cloned().unwrap_or(Value::Null),
+        })))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mark {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+/// RFC 7396: objects merge recursively, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// The shape of a secret with its values replaced by `null` (Vault's `subkeys`).
+fn subkeys_of(v: &Value, max_depth: u64, depth: u64) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let inner = if v.is_object() && (max_depth == 0 || depth < max_depth) {
+                        subkeys_of(v, max_depth, depth + 1)
+                    } else {
+                        Value::Null
+                    };
+                    (k.clone(), inner)
+                })
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for KvV2 {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        use Operation::*;
+        let op = req.operation;
+        let write = matches!(op, Create | Update);
+        let (section, rest) = match req.path.split_once('/') {
+            Some((s, r)) => (s, r),
+            None => (req.path, ""),
+        };
+        match (section, op) {
+            ("config", Read) if rest.is_empty() => self.read_config().await,
+            ("config", _) if write && rest.is_empty() => self.write_config(req.data).await,
+            ("data", Read) => self.read_data(rest, req.data).await,
+            ("data", _) if write => self.write_data(rest, req.data).await,
+            ("data", Patch) => self.patch_data(rest, req.data).await,
+            ("data", Delete) => self.delete_latest(rest).await,
+            ("delete", _) if write => {
+                self.mark(rest, &versions_field(req.data)?, Mark::Delete).await
+            }
+            ("undelete", _) if write => {
+                self.mark(rest, &versions_field(req.data)?, Mark::Undelete).await
+            }
+            ("destroy", _) if write => {
+                self.mark(rest, &versions_field(req.data)?, Mark::Destroy).await
+            }
+            ("metadata", Read) => self.read_metadata(rest).await,
+            ("metadata", List) => self.list_metadata(rest).await,
+            ("metadata", _) if write => self.write_metadata(rest, req.data, false).await,
+            ("metadata", Patch) => self.write_metadata(rest, req.data, true).await,
+            ("metadata", Delete) => self.delete_metadata(rest).await,
+            ("subkeys", Read) => self.subkeys(rest, req.data).await,
+            ("config" | "data" | "delete" | "undelete" | "destroy" | "metadata" | "subkeys", _) => {
+                Err(Error::UnsupportedOperation)
+            }
+            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
+        }
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        let (section, rest) = req.path.split_once('/').unwrap_or((req.path, ""));
+        match section {
+            "data" | "metadata" if !rest.is_empty() && !rest.ends_with('/') => {
+                Ok(Some(self.meta(rest).await?.is_some()))
+            }
+            "config" => Ok(Some(true)),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+        let mut t = json!({"a": [1]});
+        merge_patch(&mut t, &json!({"a": {"b": 1}, "n": 2}));
+        assert_eq!(t, json!({"a": {"b": 1}, "n": 2}));
+    }
+
+    #[test]
+    fn subkeys_replace_values_with_null() {
+        let v = json!({"a": 1, "b": {"c": 2, "d": {"e": 3}}});
+        assert_eq!(subkeys_of(&v, 0, 1), json!({"a": null, "b": {"c": null, "d": {"e": null}}}));
+        assert_eq!(subkeys_of(&v, 1, 1), json!({"a": null, "b": null}));
+    }
+}
