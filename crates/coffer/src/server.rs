@@ -71,7 +71,8 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     let dev_init = match &dev {
         Some(d) => {
             let init = core.dev_setup(d.root_token_id.clone().map(SecretString::new)).await?;
-            core.mount_secrets("secret", "kv", "key/value secret storage", &[]).await?;
+            core.mount_secrets("secret", "kv", "key/value secret storage", &[("version", "2")])
+                .await?;
             Some(init)
         }
         None => None,

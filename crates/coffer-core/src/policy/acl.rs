@@ -215,6 +215,24 @@ impl Acl {
         !have.contains(Capabilities::DENY) && have.contains(cap)
     }
 
+    /// Whether any rule grants something (not `deny`) at or below `prefix`, or covers it with a
+    /// wildcard: enough to learn that a mount exists.
+    pub fn has_access_under(&self, prefix: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        let grants = |r: &PathRule| {
+            !r.capabilities.is_empty() && !r.capabilities.contains(Capabilities::DENY)
+        };
+        self.exact.iter().any(|(p, r)| p.starts_with(prefix) && grants(r))
+            || self.wild.iter().any(|c| {
+                grants(&c.rule)
+                    && (c.rule.pattern.starts_with(prefix)
+                        || (c.segments.is_none() && prefix.starts_with(&c.prefix))
+                        || matches(c, prefix))
+            })
+    }
+
     /// The winning rule's wrapping TTL bounds, in seconds.
     pub fn wrapping_ttl_bounds(&self, path: &str) -> (Option<u64>, Option<u64>) {
         if self.root {

@@ -27,6 +27,11 @@ pub(crate) struct Ctx<'a> {
     pub(crate) op: Operation,
 }
 
+/// Paths below `sys/` whose handler checks the caller's ACL itself.
+pub(crate) fn is_self_checked(rel: &str) -> bool {
+    rel.starts_with("internal/ui/mounts/")
+}
+
 /// Paths below `sys/` that need `sudo`, as in Vault.
 pub(crate) fn is_sudo_path(rel: &str) -> bool {
     rel.starts_with("auth/") && !rel.ends_with("/tune")
@@ -214,6 +219,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         | "capabilities-self"
         | "capabilities"
         | "capabilities-accessor" => Err(Error::UnsupportedOperation),
+        _ if is_self_checked(rel) && op == Read => {
+            mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
+        }
         _ => {
             if let Some(r) = mounts::handle(ctx, rel).await? {
                 return Ok(r);

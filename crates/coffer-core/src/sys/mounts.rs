@@ -253,3 +253,20 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
         .await?;
     Ok(Response { warnings, ..Response::default() })
 }
+
+/// `sys/internal/ui/mounts/<path>`: the mount serving `path`, for clients (like `coffer kv`) that
+/// must know an engine's type and version. The caller needs some capability inside the mount.
+pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
+    let router = ctx.active.router()?;
+    let (route, _) =
+        router.route(path).ok_or_else(|| Error::invalid(format!("no mount serves {path:?}")))?;
+    let caller = ctx.caller.ok_or(Error::PermissionDenied)?;
+    let acl = ctx.active.policies.acl(&caller.policies)?;
+    if !acl.has_access_under(&route.full_path) {
+        return Err(Error::PermissionDenied);
+    }
+    let e = &route.entry;
+    let mut m = obj(e.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl));
+    m.insert("path".into(), json!(route.full_path));
+    Ok(Response::data(m))
+}

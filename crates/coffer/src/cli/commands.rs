@@ -39,7 +39,7 @@ fn address(g: &Global) -> String {
         .unwrap_or_else(|| "https://127.0.0.1:8200".into())
 }
 
-fn client(g: &Global) -> Result<Client> {
+pub(super) fn client(g: &Global) -> Result<Client> {
     let ca = g
         .ca_cert
         .clone()
@@ -122,6 +122,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Policy(p) => policy(g, p).await,
         Command::Secrets(s) => mounts(g, s.into(), "mounts", "secrets engine").await,
         Command::Auth(a) => mounts(g, a.into(), "auth", "auth method").await,
+        Command::Kv(k) => super::kv::run(g, k).await,
         Command::Read(a) => {
             let c = client(g)?;
             let query = parse_pairs(&a.params)?;
@@ -169,7 +170,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn print_answer(g: &Global, body: Option<&Value>) -> Result<ExitCode> {
+pub(super) fn print_answer(g: &Global, body: Option<&Value>) -> Result<ExitCode> {
     match body {
         Some(b) => print_body(b, g.format, g.field.as_deref())?,
         None => println!("Success!"),
@@ -178,7 +179,7 @@ fn print_answer(g: &Global, body: Option<&Value>) -> Result<ExitCode> {
 }
 
 /// `k=v` pairs; `k=@file` reads the file; `k=-` reads stdin.
-fn parse_pairs(items: &[String]) -> Result<Map<String, Value>> {
+pub(super) fn parse_pairs(items: &[String]) -> Result<Map<String, Value>> {
     let mut m = Map::new();
     for item in items {
         let (k, v) = item.split_once('=').ok_or_else(|| anyhow!("{item:?} is not key=value"))?;
@@ -200,7 +201,7 @@ fn parse_pairs(items: &[String]) -> Result<Map<String, Value>> {
     Ok(m)
 }
 
-fn parse_write_data(items: &[String]) -> Result<Map<String, Value>> {
+pub(super) fn parse_write_data(items: &[String]) -> Result<Map<String, Value>> {
     if items.len() == 1 && items[0] == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

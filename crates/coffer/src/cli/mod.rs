@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod kv;
 mod output;
 
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ pub(crate) enum Command {
     /// Enable, disable and list auth methods
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Key/value secrets, versioned (kv v2) or not (v1): put, get, patch, delete, metadata...
+    #[command(subcommand)]
+    Kv(kv::KvCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin

@@ -196,3 +196,85 @@ fn help_and_completions_are_available() {
         .expect("run");
     assert!(!bad.status.success() && stderr(&bad).contains("bogus-flag"));
 }
+
+#[tokio::test]
+async fn coffer_kv_works_on_v2_and_v1_mounts() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let r = Some(root.as_str());
+    ok(s.cli(r, &["secrets", "enable", "-path=secret", "-version=2", "kv"]));
+    ok(s.cli(r, &["secrets", "enable", "-path=old", "kv"]));
+
+    let put = ok(s.cli(r, &["kv", "put", "secret/app/db", "password=one", "user=app"]));
+    assert!(squash(&put).contains("version 1"), "{put}");
+    ok(s.cli(r, &["kv", "put", "-mount=secret", "app/db", "password=two", "user=app"]));
+    assert_eq!(ok(s.cli(r, &["kv", "get", "-field=password", "secret/app/db"])).trim(), "two");
+    assert_eq!(
+        ok(s.cli(r, &["kv", "get", "-version=1", "-field=password", "secret/app/db"])).trim(),
+        "one"
+    );
+    let shown = ok(s.cli(r, &["kv", "get", "secret/app/db"]));
+    assert!(
+        shown.contains("Metadata")
+            && squash(&shown).contains("version 2")
+            && squash(&shown).contains("password two"),
+        "{shown}"
+    );
+
+    let stale = s.cli(r, &["kv", "put", "-cas=1", "secret/app/db", "password=x"]);
+    assert!(!stale.status.success());
+    assert!(stderr(&stale).contains("check-and-set parameter did not match"), "{}", stderr(&stale));
+    ok(s.cli(r, &["kv", "patch", "secret/app/db", "password=three"]));
+    let v = ok(s.cli(r, &["kv", "get", "-format=json", "secret/app/db"]));
+    let v: serde_json::Value = serde_json::from_str(&v).expect("json");
+    assert_eq!(v["data"]["data"], serde_json::json!({"password": "three", "user": "app"}));
+
+    ok(s.cli(r, &["kv", "delete", "secret/app/db"]));
+    assert_eq!(s.cli(r, &["kv", "get", "secret/app/db"]).status.code(), Some(2));
+    ok(s.cli(r, &["kv", "undelete", "-versions=3", "secret/app/db"]));
+    assert_eq!(ok(s.cli(r, &["kv", "get", "-field=password", "secret/app/db"])).trim(), "three");
+    ok(s.cli(r, &["kv", "rollback", "-version=1", "secret/app/db"]));
+    assert_eq!(ok(s.cli(r, &["kv", "get", "-field=password", "secret/app/db"])).trim(), "one");
+    ok(s.cli(r, &["kv", "destroy", "-versions=2", "secret/app/db"]));
+    assert_eq!(s.cli(r, &["kv", "get", "-version=2", "secret/app/db"]).status.code(), Some(2));
+    assert_eq!(ok(s.cli(r, &["kv", "list", "secret/app"])), "Keys\n----\ndb\n");
+
+    ok(s.cli(
+        r,
+        &[
+            "kv",
+            "metadata",
+            "put",
+            "-max-versions=2",
+            "-custom-metadata=owner=web",
+            "secret/app/db",
+        ],
+    ));
+    let meta = ok(s.cli(r, &["kv", "metadata", "get", "-format=json", "secret/app/db"]));
+    let meta: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(meta["data"]["custom_metadata"]["owner"], "web");
+    assert_eq!(meta["data"]["versions"].as_object().expect("versions").len(), 2);
+    ok(s.cli(r, &["kv", "metadata", "delete", "secret/app/db"]));
+    assert_eq!(s.cli(r, &["kv", "get", "secret/app/db"]).status.code(), Some(2));
+
+    // The same commands on a v1 mount, and clear errors for v2-only ones.
+    ok(s.cli(r, &["kv", "put", "old/thing", "k=v"]));
+    assert_eq!(ok(s.cli(r, &["kv", "get", "-field=k", "old/thing"])).trim(), "v");
+    assert_eq!(ok(s.cli(r, &["kv", "list", "old/"])), "Keys\n----\nthing\n");
+    let e = s.cli(r, &["kv", "patch", "old/thing", "k=w"]);
+    assert!(stderr(&e).contains("version 2"), "{}", stderr(&e));
+    ok(s.cli(r, &["kv", "delete", "old/thing"]));
+    let e = s.cli(r, &["kv", "get", "nomount/x"]);
+    assert!(!e.status.success() && stderr(&e).contains("no secrets engine"), "{}", stderr(&e));
+
+    // An app token with a data-only policy can still use `coffer kv` (mount lookup allowed).
+    s.call("PUT", "sys/policies/acl/app", r, Some(serde_json::json!({"policy": "path \"secret/data/app/*\" {\n  capabilities = [\"create\", \"read\", \"update\"]\n}\n"}))).await;
+    let (_, t) = s
+        .call("POST", "auth/token/create", r, Some(serde_json::json!({"policies": ["app"]})))
+        .await;
+    let app = t["auth"]["client_token"].as_str().expect("token").to_owned();
+    ok(s.cli(Some(&app), &["kv", "put", "secret/app/cfg", "a=b"]));
+    assert_eq!(ok(s.cli(Some(&app), &["kv", "get", "-field=a", "secret/app/cfg"])).trim(), "b");
+    let (code, _) = s.call("GET", "sys/internal/ui/mounts/old/x", Some(&app), None).await;
+    assert_eq!(code, 403, "no access inside old/: its existence is not revealed");
+}
