@@ -50,6 +50,7 @@ pub struct SealStatus {
 
 /// State that exists only while unsealed.
 pub(crate) struct Active {
+    pub(crate) audit: crate::audit::Broker,
     pub(crate) tokens: Arc<TokenStore>,
     pub(crate) policies: PolicyStore,
     pub(crate) router: RwLock<Arc<Router>>,
@@ -293,7 +294,9 @@ impl Core {
         }
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
-        let active = Arc::new(Active { tokens, policies, router: RwLock::new(Arc::new(router)) });
+        let audit = crate::audit::Broker::load(&self.barrier).await?;
+        let active =
+            Arc::new(Active { audit, tokens, policies, router: RwLock::new(Arc::new(router)) });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)
@@ -479,53 +482,36 @@ impl Core {
             Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
             Target::Sys(_) => false,
         };
-        let caller =
-            if unauthenticated { None } else { Some(self.authenticate(&active, &req).await?) };
-
-        let mut op = req.operation;
-        if let (Target::Mount(route, rel), Operation::Update) = (&target, op) {
-            let probe = BackendRequest {
-                id: &req.id,
-                operation: op,
-                path: rel,
-                data: &req.data,
-                caller: caller.as_ref(),
-                mount: &route.info,
-                remote_addr: req.remote_addr,
-                sudo: false,
-                client_token: req.client_token.as_ref(),
+        let mount_type = match &target {
+            Target::Sys(_) => "system".to_owned(),
+            Target::Mount(r, _) => r.entry.kind.clone(),
+        };
+        let (caller, op, sudo) =
+            match self.authorize(&active, &req, &path, &target, unauthenticated).await {
+                Ok(x) => x,
+                Err(e) => {
+                    // A refused request is audited too (best effort: it is refused either way).
+                    let record = crate::audit::Record {
+                        req: &req,
+                        path: &path,
+                        operation: req.operation.as_str(),
+                        caller: None,
+                        mount_type: &mount_type,
+                    };
+                    let _ = active.audit.log_request(&record, &e.to_string()).await;
+                    return Err(e);
+                }
             };
-            if route.backend.exists(&probe).await? == Some(false) {
-                op = Operation::Create;
-            }
-        }
-
-        let mut sudo = false;
-        let mut caller = caller;
-        if let Some(entry) = caller.as_mut() {
-            let a = active.policies.acl(&entry.policies)?;
-            let caps = a.capabilities(&path);
-            let sudo_required = match &target {
-                Target::Sys(rel) => crate::sys::is_sudo_path(rel),
-                Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
-            };
-            sudo = caps.contains(Capabilities::SUDO);
-            // `sys/internal/ui/mounts/...` decides access itself: any token with some
-            // capability inside the mount may learn the mount's type, as in Vault.
-            let self_checked =
-                matches!(&target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
-            if !self_checked && (!a.allows(&path, capability_for(op)) || (sudo_required && !sudo)) {
-                return Err(Error::PermissionDenied);
-            }
-            if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
-                a.check_parameters(&path, &req.data).map_err(|_| Error::PermissionDenied)?;
-            }
-            if !active.tokens.use_token(entry).await? {
-                return Err(Error::PermissionDenied);
-            }
-        }
-
-        match target {
+        let record = crate::audit::Record {
+            req: &req,
+            path: &path,
+            operation: op.as_str(),
+            caller: caller.as_ref(),
+            mount_type: &mount_type,
+        };
+        // Fail closed: no audit entry, no request.
+        active.audit.log_request(&record, "").await?;
+        let result = match target {
             Target::Sys(rel) => {
                 let ctx = crate::sys::Ctx {
                     core: self,
@@ -550,7 +536,65 @@ impl Core {
                 };
                 route.backend.handle(&breq).await
             }
+        };
+        // Sealing drops the broker with the rest of the state; the response goes to the
+        // devices that were live when the request started.
+        active.audit.log_response(&record, &result).await?;
+        result
+    }
+
+    /// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
+    async fn authorize(
+        &self,
+        active: &Active,
+        req: &Request,
+        path: &str,
+        target: &Target,
+        unauthenticated: bool,
+    ) -> Result<(Option<TokenEntry>, Operation, bool)> {
+        let mut caller =
+            if unauthenticated { None } else { Some(self.authenticate(active, req).await?) };
+        let mut op = req.operation;
+        if let (Target::Mount(route, rel), Operation::Update) = (target, op) {
+            let probe = BackendRequest {
+                id: &req.id,
+                operation: op,
+                path: rel,
+                data: &req.data,
+                caller: caller.as_ref(),
+                mount: &route.info,
+                remote_addr: req.remote_addr,
+                sudo: false,
+                client_token: req.client_token.as_ref(),
+            };
+            if route.backend.exists(&probe).await? == Some(false) {
+                op = Operation::Create;
+            }
         }
+        let mut sudo = false;
+        if let Some(entry) = caller.as_mut() {
+            let a = active.policies.acl(&entry.policies)?;
+            let caps = a.capabilities(path);
+            let sudo_required = match target {
+                Target::Sys(rel) => crate::sys::is_sudo_path(rel),
+                Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
+            };
+            sudo = caps.contains(Capabilities::SUDO);
+            // `sys/internal/ui/mounts/...` decides access itself: any token with some
+            // capability inside the mount may learn the mount's type, as in Vault.
+            let self_checked =
+                matches!(target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
+            if !self_checked && (!a.allows(path, capability_for(op)) || (sudo_required && !sudo)) {
+                return Err(Error::PermissionDenied);
+            }
+            if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
+                a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
+            }
+            if !active.tokens.use_token(entry).await? {
+                return Err(Error::PermissionDenied);
+            }
+        }
+        Ok((caller, op, sudo))
     }
 }
 

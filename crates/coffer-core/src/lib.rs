@@ -2,6 +2,7 @@
 //! mounts and the `sys/` API. It sees storage only through the barrier, and engines only through
 //! the [`backend::LogicalBackend`] trait; it never depends on any concrete engine.
 
+pub mod audit;
 pub mod backend;
 mod core;
 pub mod fields;

@@ -2,6 +2,7 @@
 //! The public endpoints (`init`, `unseal`, `seal-status`, `health`, `leader`) answer without a
 //! token and while sealed; everything else has passed the token and ACL checks before it gets here.
 
+mod audit;
 mod mounts;
 mod policies;
 
@@ -223,6 +224,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = audit::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = mounts::handle(ctx, rel).await? {
                 return Ok(r);
             }

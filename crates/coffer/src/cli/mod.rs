@@ -2,6 +2,7 @@
 //! `COFFER_ADDR`/`COFFER_TOKEN` with `VAULT_*` fallbacks, `k=v`, `k=@file` and `-` for stdin.
 
 mod args;
+mod audit;
 mod commands;
 mod kv;
 mod output;
@@ -75,6 +76,9 @@ pub(crate) enum Command {
     /// Enable, disable and list auth methods
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Audit devices, and `coffer audit verify FILE` to check a log's hash chain
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Key/value secrets, versioned (kv v2) or not (v1): put, get, patch, delete, metadata...
     #[command(subcommand)]
     Kv(kv::KvCmd),

@@ -1,0 +1,455 @@
+//! Audit devices and the broker that writes every request and response to them.
+//!
+//! Guarantees: when any device is enabled, a request is served only after its request entry was
+//! written to at least one device, and answered only after its response entry was; secrets,
+//! tokens and accessors appear only as `hmac-sha256:` of a per-device salt (unless the operator
+//! chose `log_raw`); each device's entries form a hash chain that continues across restarts.
+//! Not guaranteed: that entries reach disk platters (the OS may hold them; a power cut can lose
+//! the tail, which the chain then shows as cut short).
+
+mod chain;
+mod device;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use coffer_barrier::Barrier;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Mutex, RwLock};
+
+pub use chain::{ChainBreak, ChainHead, verify_chain};
+use device::{Sink, SocketKind};
+
+use crate::logical::{Error, Request, Response, Result};
+use crate::token::TokenEntry;
+use crate::util::{hex, random_bytes, unhex};
+
+const TABLE_KEY: &str = "core/audit";
+
+/// A device as stored in the audit table (inside the barrier).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct DeviceConfig {
+    pub(crate) path: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) description: String,
+    pub(crate) options: BTreeMap<String, String>,
+    pub(crate) local: bool,
+    /// Hex HMAC key; never leaves the barrier.
+    salt: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTable {
+    version: u32,
+    devices: Vec<DeviceConfig>,
+}
+
+struct Chain {
+    seq: u64,
+    prev: String,
+}
+
+pub(crate) struct Device {
+    pub(crate) config: DeviceConfig,
+    sink: Sink,
+    salt: hmac::Key,
+    log_raw: bool,
+    hmac_accessor: bool,
+    chain: Mutex<Chain>,
+}
+
+fn bool_option(opts: &BTreeMap<String, String>, k: &str, default: bool) -> Result<bool> {
+    match opts.get(k).map(|s| s.as_str()) {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => {
+            Err(Error::invalid(format!("option {k:?} must be true or false, not {other:?}")))
+        }
+    }
+}
+
+impl Device {
+    fn open(config: DeviceConfig) -> Result<Device> {
+        let o = &config.options;
+        let sink = match config.kind.as_str() {
+            "file" => {
+                let path = o.get("file_path").or_else(|| o.get("path")).ok_or_else(|| {
+                    Error::invalid(
+                        "file audit device needs option file_path (a file, or \"stdout\")",
+                    )
+                })?;
+                Sink::file(path)
+                    .map_err(|e| Error::invalid(format!("cannot open audit file {path:?}: {e}")))?
+            }
+            "socket" => {
+                let address = o
+                    .get("address")
+                    .ok_or_else(|| Error::invalid("socket audit device needs option address"))?;
+                let kind = match o.get("socket_type").map(String::as_str) {
+                    None | Some("tcp") => SocketKind::Tcp,
+                    Some("unix") => SocketKind::Unix,
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                            "socket_type must be \"tcp\" or \"unix\", not {other:?}"
+                        )));
+                    }
+                };
+                Sink::socket(kind, address)
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown audit device type {other:?}: use \"file\" or \"socket\""
+                )));
+            }
+        };
+        let known = [
+            "file_path",
+            "path",
+            "log_raw",
+            "hmac_accessor",
+            "mode",
+            "format",
+            "address",
+            "socket_type",
+            "prefix",
+        ];
+        if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::invalid(format!("unknown audit option {k:?}")));
+        }
+        if o.get("format").is_some_and(|f| f != "json") {
+            return Err(Error::invalid("audit format must be \"json\""));
+        }
+        let salt =
+            unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
+        // Continue the chain where the file ends, so a restart does not start a new one.
+        let (seq, prev) = match sink.file_path() {
+            Some(p) => std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| chain::tail_head(&t))
+                .unwrap_or((0, String::new())),
+            None => (0, String::new()),
+        };
+        Ok(Device {
+            log_raw: bool_option(o, "log_raw", false)?,
+            hmac_accessor: bool_option(o, "hmac_accessor", true)?,
+            salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
+            config,
+            sink,
+            chain: Mutex::new(Chain { seq, prev }),
+        })
+    }
+
+    fn broken(config: DeviceConfig, why: String) -> Result<Device> {
+        let salt =
+            unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
+        Ok(Device {
+            log_raw: false,
+            hmac_accessor: true,
+            salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
+            config,
+            sink: Sink::Broken(why),
+            chain: Mutex::new(Chain { seq: 0, prev: String::new() }),
+        })
+    }
+
+    pub(crate) fn hash(&self, s: &str) -> String {
+        format!("hmac-sha256:{}", hex(hmac::sign(&self.salt, s.as_bytes()).as_ref()))
+    }
+
+    fn hash_strings(&self, v: &mut Value) {
+        match v {
+            Value::String(s) => *s = self.hash(s),
+            Value::Array(a) => a.iter_mut().for_each(|x| self.hash_strings(x)),
+            Value::Object(m) => m.values_mut().for_each(|x| self.hash_strings(x)),
+            _ => {}
+        }
+    }
+
+    fn hash_field(&self, v: &mut Value, path: &[&str]) {
+        let mut cur = v;
+        for p in path {
+            match cur.get_mut(*p) {
+                Some(next) => cur = next,
+                None => return,
+            }
+        }
+        if let Value::String(s) = cur
+            && !s.is_empty()
+        {
+            *s = self.hash(s);
+        }
+    }
+
+    /// This device's view of an entry: secrets replaced by their HMACs.
+    fn redact(&self, mut e: Value) -> Value {
+        if self.log_raw {
+            return e;
+        }
+        for p in [
+            &["auth", "client_token"][..],
+            &["request", "client_token"],
+            &["response", "auth", "client_token"],
+        ] {
+            self.hash_field(&mut e, p);
+        }
+        if self.hmac_accessor {
+            for p in [
+                &["auth", "accessor"][..],
+                &["request", "client_token_accessor"],
+                &["response", "auth", "accessor"],
+            ] {
+                self.hash_field(&mut e, p);
+            }
+        }
+        for p in [&["request", "data"][..], &["response", "data"]] {
+            let mut cur = Some(&mut e);
+            for k in p {
+                cur = cur.and_then(|c| c.get_mut(*k));
+            }
+            if let Some(d) = cur {
+                self.hash_strings(d);
+            }
+        }
+        e
+    }
+
+    async fn write(&self, entry: &Value) -> std::io::Result<()> {
+        let mut e = self.redact(entry.clone());
+        let mut chain = self.chain.lock().await;
+        let Value::Object(m) = &mut e else { return Ok(()) };
+        m.insert("seq".into(), json!(chain.seq + 1));
+        m.insert("prev_hash".into(), json!(chain.prev));
+        let hash = chain::entry_hash(m);
+        m.insert("hash".into(), json!(hash));
+        let line = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
+        self.sink.write_line(&line).await?;
+        chain.seq += 1;
+        chain.prev = hash;
+        Ok(())
+    }
+}
+
+/// All enabled devices. Loaded at unseal; changed through `sys/audit`.
+pub(crate) struct Broker {
+    devices: RwLock<Vec<Arc<Device>>>,
+}
+
+fn now_rfc3339_nanos() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = crate::util::rfc3339(d.as_secs());
+    format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
+}
+
+/// What an entry says about one request.
+pub(crate) struct Record<'a> {
+    pub(crate) req: &'a Request,
+    pub(crate) path: &'a str,
+    pub(crate) operation: &'a str,
+    pub(crate) caller: Option<&'a TokenEntry>,
+    pub(crate) mount_type: &'a str,
+}
+
+impl Record<'_> {
+    fn base(&self, kind: &str, error: &str) -> Value {
+        let auth = match self.caller {
+            Some(t) => json!({
+                "client_token": self.req.client_token.as_ref().map(|s| s.expose()).unwrap_or(""),
+                "accessor": t.accessor,
+                "display_name": t.display_name,
+                "policies": t.policies,
+                "token_policies": t.policies,
+                "metadata": if t.meta.is_empty() { Value::Null } else { json!(t.meta) },
+                "entity_id": t.entity_id,
+                "token_type": "service",
+                "token_issue_time": crate::util::rfc3339(t.creation_time),
+            }),
+            None => json!({}),
+        };
+        json!({
+            "time": now_rfc3339_nanos(),
+            "type": kind,
+            "auth": auth,
+            "request": {
+                "id": self.req.id,
+                "operation": self.operation,
+                "mount_type": self.mount_type,
+                "client_token": self.req.client_token.as_ref().map(|s| s.expose()).unwrap_or(""),
+                "client_token_accessor": self.caller.map(|t| t.accessor.as_str()).unwrap_or(""),
+                "namespace": { "id": "root" },
+                "path": self.path,
+                "data": if self.req.data.is_empty() { Value::Null } else { Value::Object(self.req.data.clone()) },
+                "remote_address": self.req.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            },
+            "error": error,
+        })
+    }
+}
+
+impl Broker {
+    pub(crate) fn empty() -> Broker {
+        Broker { devices: RwLock::new(Vec::new()) }
+    }
+
+    pub(crate) async fn load(barrier: &Barrier) -> Result<Broker> {
+        let broker = Broker::empty();
+        for cfg in load_table(barrier).await? {
+            let device = match Device::open(cfg.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(device = %cfg.path, error = %e, "audit device failed to open; requests will be refused until it works or is disabled");
+                    Device::broken(cfg, e.to_string())?
+                }
+            };
+            broker.devices.write().await.push(Arc::new(device));
+        }
+        Ok(broker)
+    }
+
+    pub(crate) async fn list(&self) -> Vec<DeviceConfig> {
+        self.devices.read().await.iter().map(|d| d.config.clone()).collect()
+    }
+
+    pub(crate) async fn device(&self, path: &str) -> Option<Arc<Device>> {
+        self.devices.read().await.iter().find(|d| d.config.path == path).cloned()
+    }
+
+    /// Writes `entry` to every device; succeeds when at least one wrote (or none is enabled).
+    async fn write_all(&self, entry: &Value) -> Result<()> {
+        let devices = self.devices.read().await.clone();
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let mut ok = 0;
+        for d in &devices {
+            match d.write(entry).await {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    tracing::error!(device = %d.config.path, error = %e, "audit device failed to write")
+                }
+            }
+        }
+        if ok == 0 {
+            return Err(Error::Internal(
+                "no audit device could write the entry; request refused".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn log_request(&self, r: &Record<'_>, error: &str) -> Result<()> {
+        self.write_all(&r.base("request", error)).await
+    }
+
+    pub(crate) async fn log_response(
+        &self,
+        r: &Record<'_>,
+        result: &Result<Response>,
+    ) -> Result<()> {
+        let (error, response) = match result {
+            Ok(resp) => {
+                let mut out = Map::new();
+                out.insert("mount_type".into(), json!(r.mount_type));
+                if let Some(d) = &resp.data {
+                    out.insert("data".into(), Value::Object(d.clone()));
+                }
+                if let Some((status, body)) = &resp.raw {
+                    out.insert("data".into(), body.clone());
+                    out.insert("status".into(), json!(status));
+                }
+                if let Some(a) = &resp.auth {
+                    out.insert(
+                        "auth".into(),
+                        json!({
+                            "client_token": a.client_token,
+                            "accessor": a.accessor,
+                            "policies": a.policies,
+                            "token_policies": a.token_policies,
+                            "metadata": a.metadata,
+                            "lease_duration": a.lease_duration,
+                            "renewable": a.renewable,
+                        }),
+                    );
+                }
+                if !resp.warnings.is_empty() {
+                    out.insert("warnings".into(), json!(resp.warnings));
+                }
+                (String::new(), Value::Object(out))
+            }
+            Err(e) => (public_error(e), json!({ "mount_type": r.mount_type })),
+        };
+        let mut entry = r.base("response", &error);
+        entry["response"] = response;
+        self.write_all(&entry).await
+    }
+
+    pub(crate) async fn enable(
+        &self,
+        barrier: &Barrier,
+        path: &str,
+        kind: &str,
+        description: &str,
+        options: BTreeMap<String, String>,
+        local: bool,
+    ) -> Result<()> {
+        let path = crate::mount::normalize_mount_path(path)?;
+        let mut table = load_table(barrier).await?;
+        if table.iter().any(|d| d.path == path) {
+            return Err(Error::invalid(format!(
+                "path already in use: an audit device is enabled at {path:?}"
+            )));
+        }
+        let config = DeviceConfig {
+            path,
+            kind: kind.to_owned(),
+            description: description.to_owned(),
+            options,
+            local,
+            salt: hex(&random_bytes::<32>()),
+        };
+        let device = Device::open(config.clone())?;
+        table.push(config);
+        save_table(barrier, &table).await?;
+        self.devices.write().await.push(Arc::new(device));
+        Ok(())
+    }
+
+    pub(crate) async fn disable(&self, barrier: &Barrier, path: &str) -> Result<()> {
+        let path = crate::mount::normalize_mount_path(path)?;
+        let mut table = load_table(barrier).await?;
+        table.retain(|d| d.path != path);
+        save_table(barrier, &table).await?;
+        self.devices.write().await.retain(|d| d.config.path != path);
+        Ok(())
+    }
+}
+
+/// The error text an audit entry records: a 5xx's cause stays in the server log only.
+fn public_error(e: &Error) -> String {
+    match e {
+        Error::Internal(_) => "internal error".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn load_table(barrier: &Barrier) -> Result<Vec<DeviceConfig>> {
+    match barrier.get(TABLE_KEY).await? {
+        None => Ok(Vec::new()),
+        Some(raw) => {
+            let t: StoredTable = serde_json::from_slice(&raw)
+                .map_err(|e| Error::Internal(format!("audit table decode: {e}")))?;
+            Ok(t.devices)
+        }
+    }
+}
+
+async fn save_table(barrier: &Barrier, devices: &[DeviceConfig]) -> Result<()> {
+    let raw = serde_json::to_vec(&StoredTable { version: 1, devices: devices.to_vec() })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    barrier.put(TABLE_KEY, &raw).await?;
+    Ok(())
+}
