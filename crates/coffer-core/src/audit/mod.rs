@@ -128,10 +128,9 @@ impl Device {
             unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
         // Continue the chain where the file ends, so a restart does not start a new one.
         let (seq, prev) = match sink.file_path() {
-            Some(p) => std::fs::read_to_string(p)
-                .ok()
-                .and_then(|t| chain::tail_head(&t))
-                .unwrap_or((0, String::new())),
+            Some(p) => {
+                read_tail(p).and_then(|t| chain::tail_head(&t)).unwrap_or((0, String::new()))
+            }
             None => (0, String::new()),
         };
         Ok(Device {
@@ -232,6 +231,28 @@ impl Device {
         chain.prev = hash;
         Ok(())
     }
+}
+
+/// The last 64 KiB of a regular file (enough for the last entries); `None` for devices like
+/// `/dev/full` or FIFOs, which have no end to read.
+fn read_tail(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let start = meta.len().saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    // A cut-off first line is no entry: skip to the first full line when not at the start.
+    Some(if start > 0 {
+        text.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or_default()
+    } else {
+        text
+    })
 }
 
 /// All enabled devices. Loaded at unseal; changed through `sys/audit`.

@@ -1,0 +1,239 @@
+//! Audit devices end to end: every request and response logged before it is answered, secrets
+//! only as HMACs, a hash chain that `coffer audit verify` checks and that survives restarts, and
+//! refusal when no device can write.
+
+use serde_json::{Value, json};
+
+use crate::common::{Server, ok, stderr, tempdir};
+
+fn entries(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_is_logged_with_secrets_hashed_and_a_verifiable_chain() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    let log = dir.path().join("audit.log");
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(&root),
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
+    let (_, list) = s.call("GET", "sys/audit", Some(&root), None).await;
+    assert_eq!(list["data"]["file/"]["type"], "file");
+    assert!(list["data"]["file/"].get("salt").is_none(), "the salt never leaves the server");
+
+    let planted = "PLANTED-AUDIT-SECRET-42";
+    s.call(
+        "POST",
+        "sys/mounts/secret",
+        Some(&root),
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    s.call("POST", "secret/data/app", Some(&root), Some(json!({"data": {"password": planted}})))
+        .await;
+    assert_eq!(
+        s.call("GET", "secret/data/app", Some(&root), None).await.1["data"]["data"]["password"],
+        planted
+    );
+    let (_, t) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["default"]})))
+        .await;
+    let child = t["auth"]["client_token"].as_str().expect("token").to_owned();
+    assert_eq!(s.call("GET", "secret/data/app", Some(&child), None).await.0, 403);
+    s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": child}))).await;
+
+    let text = std::fs::read_to_string(&log).expect("log");
+    for secret in [planted, root.as_str(), child.as_str()] {
+        assert!(!text.contains(secret), "a secret or token appears raw in the audit log");
+    }
+    let all = entries(&log);
+    let paths: Vec<(String, String)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                e["request"]["path"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for p in ["secret/data/app", "auth/token/create", "auth/token/revoke", "sys/mounts/secret"] {
+        assert!(paths.contains(&("request".into(), p.into())), "request entry for {p}");
+        assert!(paths.contains(&("response".into(), p.into())), "response entry for {p}");
+    }
+    let denied =
+        all.iter().find(|e| e["error"] == "permission denied").expect("the refused read is logged");
+    assert_eq!(denied["request"]["path"], "secret/data/app");
+
+    // The operator can find the planted secret by its HMAC.
+    let (_, h) =
+        s.call("POST", "sys/audit-hash/file", Some(&root), Some(json!({"input": planted}))).await;
+    let hashed = h["data"]["hash"].as_str().expect("hash").to_owned();
+    assert!(hashed.starts_with("hmac-sha256:"));
+    let write = all
+        .iter()
+        .find(|e| {
+            e["type"] == "request"
+                && e["request"]["operation"] == "create"
+                && e["request"]["path"] == "secret/data/app"
+        })
+        .expect("write entry");
+    assert_eq!(write["request"]["data"]["data"]["password"], hashed.as_str());
+    let read = all
+        .iter()
+        .find(|e| {
+            e["type"] == "response"
+                && e["request"]["operation"] == "read"
+                && e["request"]["path"] == "secret/data/app"
+        })
+        .expect("read response");
+    assert_eq!(read["response"]["data"]["data"]["password"], hashed.as_str());
+    assert!(write["auth"]["client_token"].as_str().expect("t").starts_with("hmac-sha256:"));
+    assert!(write["auth"]["accessor"].as_str().expect("a").starts_with("hmac-sha256:"));
+
+    let verified = ok(s.cli(None, &["audit", "verify", log.to_str().expect("p")]));
+    assert!(verified.starts_with("OK: "), "{verified}");
+
+    // The chain continues across a restart, in the same file.
+    let before = all.len();
+    s.restart();
+    s.unseal(&keys).await;
+    s.call("GET", "secret/data/app", Some(&root), None).await;
+    let after = entries(&log);
+    assert!(after.len() > before);
+    assert_eq!(after[before]["seq"].as_u64(), Some(before as u64 + 1), "sequence continues");
+    assert_eq!(after[before]["prev_hash"], after[before - 1]["hash"], "hash chain continues");
+    ok(s.cli(None, &["audit", "verify", log.to_str().expect("p")]));
+}
+
+#[tokio::test]
+async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let log = dir.path().join("audit.log");
+    s.call(
+        "PUT",
+        "sys/audit/file",
+        Some(&root),
+        Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+    )
+    .await;
+    for i in 0..5 {
+        s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
+        let _ = i;
+    }
+    let lines: Vec<String> =
+        std::fs::read_to_string(&log).expect("log").lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 10);
+    let check = |name: &str, content: Vec<String>, want_line: usize| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, content.iter().map(|l| format!("{l}\n")).collect::<String>())
+            .expect("write");
+        let out = s.cli(None, &["audit", "verify", f.to_str().expect("p")]);
+        assert_eq!(out.status.code(), Some(1), "{name} must fail verification");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("line {want_line}:")), "{name}: {err}");
+    };
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replace("lookup-self", "lookup-selF");
+    check("edited.log", edited, 5);
+    let mut deleted = lines.clone();
+    deleted.remove(6);
+    check("deleted.log", deleted, 7);
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    check("swapped.log", swapped, 3);
+    let truncated = lines[1..].to_vec();
+    check("truncated-head.log", truncated, 1);
+}
+
+#[tokio::test]
+async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "original"}))).await;
+    // /dev/full opens for writing and fails every write (ENOSPC), even for root.
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/audit/full",
+            Some(&root),
+            Some(json!({"type": "file", "options": {"file_path": "/dev/full"}})),
+        )
+        .await;
+    assert_eq!(code, 500, "the enabling request's own response cannot be logged: {b}");
+    let rows = || -> Vec<(String, Vec<u8>)> {
+        let db = rusqlite::Connection::open(dir.path().join("coffer.db")).expect("db");
+        let mut st = db
+            .prepare("SELECT key, value FROM coffer_kv WHERE key LIKE 'logical/%' ORDER BY key")
+            .expect("prep");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let before = rows();
+    let (code, b) = s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "changed"}))).await;
+    assert_eq!((code, b), (500, json!({"errors": ["internal error"]})));
+    assert_eq!(s.call("POST", "secret/new", Some(&root), Some(json!({"v": "x"}))).await.0, 500);
+    assert_eq!(
+        s.call("GET", "secret/keep", Some(&root), None).await.0,
+        500,
+        "reads are refused too"
+    );
+    assert_eq!(rows(), before, "no stored value changed or was added");
+    assert!(s.logs().contains("no audit device could write"), "the cause is in the server log");
+}
+
+#[tokio::test]
+async fn a_socket_device_receives_the_entries() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let (sock, _) = listener.accept().await.expect("accept");
+        let mut lines = tokio::io::BufReader::new(sock).lines();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match lines.next_line().await {
+                Ok(Some(l)) => got.push(l),
+                _ => break,
+            }
+        }
+        got
+    });
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/audit/sock",
+            Some(&root),
+            Some(json!({"type": "socket", "options": {"address": addr, "socket_type": "tcp"}})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
+    s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(got.len() >= 2, "{got:?}");
+    let first: Value = serde_json::from_str(&got[0]).expect("json");
+    assert_eq!(first["seq"], 1);
+    assert!(!got.concat().contains(&root), "token hashed");
+    assert_eq!(s.call("DELETE", "sys/audit/sock", Some(&root), None).await.0, 204);
+    let (_, list) = s.call("GET", "sys/audit", Some(&root), None).await;
+    assert!(list["data"].as_object().expect("obj").is_empty());
+}
