@@ -35,11 +35,13 @@ pub(crate) const SEAL_CONFIG_SEALED_PATH: &str = "core/seal-config-sealed";
 pub struct Barrier {
     backend: Arc<dyn Backend>,
     keyring: RwLock<Option<Arc<Keyring>>>,
+    /// One rotation at a time: two would both create term N+1 with different keys.
+    rotate_lock: tokio::sync::Mutex<()>,
 }
 
 impl Barrier {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, keyring: RwLock::new(None) }
+        Self { backend, keyring: RwLock::new(None), rotate_lock: tokio::sync::Mutex::new(()) }
     }
 
     pub fn backend_kind(&self) -> &'static str {
@@ -114,12 +116,20 @@ impl Barrier {
 
     /// Adds a new key term and makes it the one new writes use; old terms still decrypt.
     pub async fn rotate(&self) -> Result<TermInfo> {
+        let _g = self.rotate_lock.lock().await;
         let current = self.keyring()?;
         let next = current.with_new_term()?;
         let sealed = next.sealed_form()?;
         self.backend.put(KEYRING_PATH, sealed).await?;
         let info = next.active_info();
-        self.install(next)?;
+        // Sealed meanwhile: the new term is stored and will load at unseal, but the keys must
+        // not come back into memory now.
+        let mut slot =
+            self.keyring.write().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
+        if slot.is_none() {
+            return Err(Error::Sealed);
+        }
+        *slot = Some(Arc::new(next));
         Ok(info)
     }
 

@@ -175,3 +175,27 @@ async fn random_blobs_never_open_and_never_panic() {
         assert!(b.get("a/fuzz").await.is_err(), "random blob {i} opened");
     }
 }
+
+#[tokio::test]
+async fn concurrent_rotations_never_lose_a_term() {
+    let (mem, b, keys) = fresh(1, 1).await;
+    let b = Arc::new(b);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            b.rotate().await.expect("rotate");
+            b.put(&format!("r/{i}"), b"v").await.expect("put");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    assert_eq!(b.key_status().expect("status").term, 9);
+    b.seal();
+    let again = Barrier::new(mem);
+    again.unseal_with_shares(&keys).await.expect("unseal");
+    for i in 0..8 {
+        assert!(again.get(&format!("r/{i}")).await.expect("readable after unseal").is_some());
+    }
+}

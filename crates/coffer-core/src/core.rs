@@ -240,6 +240,13 @@ impl Core {
         Ok(status)
     }
 
+    /// `sys/rotate`: serialized with seal and unseal, so a new term is never installed into a
+    /// barrier that was sealed meanwhile.
+    pub async fn rotate(&self) -> Result<coffer_barrier::TermInfo> {
+        let _g = self.admin_lock.lock().await;
+        Ok(self.barrier.rotate().await?)
+    }
+
     pub async fn seal(&self) -> Result<()> {
         let _g = self.admin_lock.lock().await;
         self.deactivate();
@@ -424,24 +431,21 @@ impl Core {
             .ok_or_else(|| Error::invalid(format!("no mount at {:?}", table.full_path(&path))))?;
         f(entry)?;
         let updated = entry.clone();
-        mount::save_table(&self.barrier, table, &entries).await?;
         let router = active.router()?;
         let full = table.full_path(&path);
         let mut routes = Vec::new();
         for r in router.routes() {
             if r.full_path == full {
-                // Keep the running backend; only its view of the mount settings changes.
-                let builtin = Some(r.backend.clone());
-                let fresh = self.route_for(
-                    table,
-                    updated.clone(),
-                    builtin.filter(|_| updated.kind == "token"),
-                )?;
-                routes.push(fresh);
+                // Keep the running backend (and its locks); only the mount settings it is
+                // handed with each request change.
+                routes.push(self.route_for(table, updated.clone(), Some(r.backend.clone()))?);
             } else {
                 routes.push(r.clone());
             }
         }
+        // Saved only once the new settings are known to load, so a bad tune cannot leave a
+        // table that fails at the next unseal.
+        mount::save_table(&self.barrier, table, &entries).await?;
         *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
             Arc::new(Router::new(routes));
         Ok(())
@@ -472,8 +476,11 @@ impl Core {
             None if path == "sys" => Target::Sys(String::new()),
             None => {
                 let router = active.router()?;
-                let (route, rel) =
-                    router.route(&path).ok_or_else(|| Error::UnsupportedPath(path.clone()))?;
+                let Some((route, rel)) = router.route(&path) else {
+                    // Which paths are mounted is not for anonymous eyes: 403 before 404.
+                    self.authenticate(&active, &req).await?;
+                    return Err(Error::UnsupportedPath(path.clone()));
+                };
                 let rel = rel.to_owned();
                 Target::Mount(route, rel)
             }
@@ -539,7 +546,12 @@ impl Core {
         };
         // Sealing drops the broker with the rest of the state; the response goes to the
         // devices that were live when the request started.
-        active.audit.log_response(&record, &result).await?;
+        let logged = active.audit.log_response(&record, &result).await;
+        // The request that took a token's last use is done: now the token goes.
+        if let Some(spent) = caller.as_ref().filter(|c| c.spent) {
+            active.tokens.revoke_tree(&spent.id).await?;
+        }
+        logged?;
         result
     }
 
@@ -590,7 +602,7 @@ impl Core {
             if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
                 a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
             }
-            if !active.tokens.use_token(entry).await? {
+            if active.tokens.use_token(entry).await? == crate::token::Use::Exhausted {
                 return Err(Error::PermissionDenied);
             }
         }

@@ -48,6 +48,20 @@ pub struct TokenEntry {
     pub entity_id: String,
     #[serde(default)]
     pub last_renewal_time: u64,
+    /// The last use of a use-limited token has been taken; it is revoked after that request.
+    #[serde(default)]
+    pub spent: bool,
+}
+
+/// What counting one use of a token found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Unlimited, or uses remain.
+    Counted,
+    /// This was the last use: revoke the token when the request is done.
+    Last,
+    /// No use was left.
+    Exhausted,
 }
 
 impl TokenEntry {
@@ -228,6 +242,7 @@ impl TokenStore {
             orphan: p.orphan || parent.is_none(),
             entity_id: String::new(),
             last_renewal_time: 0,
+            spent: false,
         };
         let raw = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         let acc = serde_json::to_vec(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })
@@ -256,6 +271,9 @@ impl TokenStore {
         if !ct_eq(entry.id.as_bytes(), id.as_bytes()) {
             return Ok(None);
         }
+        if entry.spent {
+            return Ok(None);
+        }
         if entry.is_expired(now_unix()) {
             self.revoke_tree(&entry.id).await?;
             return Ok(None);
@@ -278,8 +296,10 @@ impl TokenStore {
     pub async fn accessors(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for key in self.view.list("accessor/").await? {
+            // Through lookup, so expired (and then revoked) or spent tokens are not listed.
             if let Some(raw) = self.view.get(&format!("accessor/{key}")).await?
                 && let Ok(acc) = serde_json::from_slice::<AccessorEntry>(&raw)
+                && self.lookup_id(&acc.id).await?.is_some()
             {
                 out.push(acc.accessor);
             }
@@ -288,27 +308,30 @@ impl TokenStore {
         Ok(out)
     }
 
-    /// Counts one use of a limited-use token. Returns `false` when the token had no use left (it
-    /// is then revoked and must not authenticate); on the last use the token is revoked at once,
-    /// so no second request can race it.
-    pub async fn use_token(&self, entry: &mut TokenEntry) -> Result<bool> {
+    /// Counts one use of a limited-use token, atomically. The last use marks the token spent
+    /// in storage before it is answered, so no concurrent request can take it again; the caller
+    /// revokes a spent token once its request is finished.
+    pub async fn use_token(&self, entry: &mut TokenEntry) -> Result<Use> {
         if entry.num_uses == 0 {
-            return Ok(true);
+            return Ok(Use::Counted);
         }
         let _g = self.write_lock.lock().await;
         let Some(mut current) = self.get_entry(&entry.id).await? else {
-            return Ok(false);
+            return Ok(Use::Exhausted);
         };
-        if current.num_uses == 1 {
-            drop(_g);
-            self.revoke_tree(&current.id).await?;
-            entry.num_uses = 0;
-            return Ok(true);
+        if current.spent {
+            return Ok(Use::Exhausted);
         }
-        current.num_uses -= 1;
+        let outcome = if current.num_uses <= 1 {
+            current.spent = true;
+            Use::Last
+        } else {
+            current.num_uses -= 1;
+            Use::Counted
+        };
         self.put_entry(&current).await?;
         *entry = current;
-        Ok(true)
+        Ok(outcome)
     }
 
     /// Revokes a token and all of its descendants, and destroys their cubbyholes.
@@ -373,13 +396,19 @@ impl TokenStore {
         }
         let now = now_unix();
         let mut ttl = if e.period > 0 { e.period } else { increment.unwrap_or(e.creation_ttl) };
-        let mut cap = max_ttl;
-        if e.explicit_max_ttl > 0 {
-            cap = cap.min(e.explicit_max_ttl);
-        }
-        let limit = e.creation_time + cap;
-        if now + ttl > limit {
-            ttl = limit.saturating_sub(now);
+        // A periodic token lives as long as it is renewed (as in Vault), unless it has an
+        // explicit maximum; others stop at the system maximum from creation.
+        let cap = match (e.period > 0, e.explicit_max_ttl) {
+            (true, 0) => None,
+            (true, m) => Some(m),
+            (false, 0) => Some(max_ttl),
+            (false, m) => Some(max_ttl.min(m)),
+        };
+        if let Some(cap) = cap {
+            let limit = e.creation_time + cap;
+            if now + ttl > limit {
+                ttl = limit.saturating_sub(now);
+            }
         }
         let mut expire = now + ttl;
         if let Some(parent) = &e.parent

@@ -71,6 +71,9 @@ impl TokenBackend {
 
     async fn create(&self, req: &BackendRequest<'_>, orphan_endpoint: bool) -> Result<Response> {
         let parent = req.caller.ok_or(Error::PermissionDenied)?;
+        if parent.num_uses > 0 {
+            return Err(Error::invalid("restricted use token cannot generate child tokens"));
+        }
         let f = Fields::new(req.data);
         let is_root = parent.is_root();
         let no_parent = orphan_endpoint || f.bool("no_parent")?.unwrap_or(false);
@@ -88,9 +91,7 @@ impl TokenBackend {
         let id = match f.str("id")? {
             Some(id) if !id.is_empty() => {
                 if !is_root {
-                    return Err(Error::invalid(
-                        "root or sudo privileges required to specify token id",
-                    ));
+                    return Err(Error::invalid("root privileges required to specify token id"));
                 }
                 Some(SecretString::new(id))
             }

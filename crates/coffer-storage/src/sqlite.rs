@@ -83,6 +83,22 @@ impl SqliteBackend {
             .mode(0o600)
             .open(&opts.path)
             .map_err(|e| Error::Backend(format!("cannot open {}: {e}", opts.path.display())))?;
+        // An existing file must be as private as one we create: refuse it otherwise.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&opts.path)
+                .map_err(|e| Error::Backend(format!("cannot stat {}: {e}", opts.path.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(Error::Backend(format!(
+                    "database file {} is readable or writable by group or others (mode {:o}); run: chmod 600 {}",
+                    opts.path.display(),
+                    mode & 0o777,
+                    opts.path.display()
+                )));
+            }
+        }
         let writer = open(&opts.path, opts.synchronous)?;
         writer.execute_batch(
             "CREATE TABLE IF NOT EXISTS coffer_kv (
@@ -245,6 +261,17 @@ mod tests {
         let _b = SqliteBackend::open(&SqliteOptions::new(&path)).expect("open");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_existing_database_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        std::fs::write(&path, b"").expect("create");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = SqliteBackend::open(&SqliteOptions::new(&path)).err().expect("refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]

@@ -110,10 +110,8 @@ impl ServerConfig {
                 max_lease_ttl.as_secs()
             );
         }
-        let log_level = opt_str(root, "log_level")?.unwrap_or_else(|| "info".into()).to_lowercase();
-        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-            bail!("log_level must be one of trace, debug, info, warn, error; not {log_level:?}");
-        }
+        let log_level =
+            check_log_level(&opt_str(root, "log_level")?.unwrap_or_else(|| "info".into()))?;
         let log_format = match opt_str(root, "log_format")?.as_deref() {
             None | Some("standard") => LogFormat::Standard,
             Some("json") => LogFormat::Json,
@@ -129,6 +127,14 @@ impl ServerConfig {
             log_format,
         })
     }
+}
+
+pub(crate) fn check_log_level(level: &str) -> Result<String> {
+    let l = level.to_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&l.as_str()) {
+        bail!("log level must be one of trace, debug, info, warn, error; not {level:?}");
+    }
+    Ok(l)
 }
 
 fn opt_str(m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
@@ -158,6 +164,14 @@ fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
 
 /// A labelled block (`storage "sqlite" { ... }`) as (label, body) pairs, repeated blocks included.
 fn labelled(v: &Value, what: &str) -> Result<Vec<(String, Map<String, Value>)>> {
+    // Vault's JSON form may list the blocks: "listener": [{"tcp": {...}}, {"tcp": {...}}].
+    if let Value::Array(items) = v {
+        let mut out = Vec::new();
+        for item in items {
+            out.extend(labelled(item, what)?);
+        }
+        return Ok(out);
+    }
     let m = v.as_object().ok_or_else(|| {
         anyhow!("{what} must be a block with a type label, like {what} \"TYPE\" {{ ... }}")
     })?;
@@ -213,6 +227,19 @@ fn parse_storage(v: &Value) -> Result<StorageConfig> {
     }
 }
 
+/// `IP:PORT`, or `HOST:PORT` for a name this machine resolves (e.g. `localhost:8200`).
+pub(crate) fn resolve_address(address: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(a) = address.parse() {
+        return Ok(a);
+    }
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| anyhow!("listener address {address:?} must be IP:PORT or HOST:PORT"))
+}
+
 fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
     let mut out = Vec::new();
     for (kind, body) in labelled(v, "listener")? {
@@ -234,9 +261,7 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
             "listener \"tcp\"",
         )?;
         let address = opt_str(&body, "address")?.unwrap_or_else(|| "127.0.0.1:8200".into());
-        let address: SocketAddr = address
-            .parse()
-            .with_context(|| format!("listener address {address:?} must be IP:PORT"))?;
+        let address = resolve_address(&address)?;
         let tls_disable = opt_bool(&body, "tls_disable")?.unwrap_or(false);
         let tls = if tls_disable {
             None
@@ -326,6 +351,16 @@ log_format        = "json"
         assert!(c.listeners[1].tls.is_none());
         assert_eq!(c.default_lease_ttl, Duration::from_secs(3600));
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn vaults_json_form_with_listener_lists_parses() {
+        let c = ServerConfig::parse(
+            r#"{"storage": {"inmem": {}}, "listener": [{"tcp": {"address": "localhost:8300", "tls_disable": true}}, {"tcp": {"address": "127.0.0.1:8301", "tls_disable": "true"}}]}"#,
+        )
+        .expect("parse");
+        assert_eq!(c.listeners.len(), 2);
+        assert!(c.listeners[0].address.ip().is_loopback(), "host names resolve");
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub(crate) fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn"))
     });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal, never into files or the journal.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Standard => b.try_init(),
@@ -46,15 +51,6 @@ fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
 }
 
 pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()> {
-    let storage = open_storage(&cfg.storage)?;
-    let mut registry = Registry::new();
-    coffer_engines::register_builtins(&mut registry);
-    let core = Core::new(
-        storage,
-        registry,
-        CoreConfig { default_lease_ttl: cfg.default_lease_ttl, max_lease_ttl: cfg.max_lease_ttl },
-    );
-
     // Bind every listener before announcing anything, so a port conflict fails the start.
     let mut bound = Vec::new();
     for l in &cfg.listeners {
@@ -67,6 +63,16 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             .with_context(|| format!("cannot listen on {}", l.address))?;
         bound.push((sock, tls, l.clone()));
     }
+
+    // Storage last: a bad TLS file or a busy port must not leave a fresh database behind.
+    let storage = open_storage(&cfg.storage)?;
+    let mut registry = Registry::new();
+    coffer_engines::register_builtins(&mut registry);
+    let core = Core::new(
+        storage,
+        registry,
+        CoreConfig { default_lease_ttl: cfg.default_lease_ttl, max_lease_ttl: cfg.max_lease_ttl },
+    );
 
     let dev_init = match &dev {
         Some(d) => {
@@ -137,6 +143,17 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     for (sock, tls, l) in bound {
         tasks.push(tokio::spawn(serve(sock, tls, l, core.clone(), stop_rx.clone())));
     }
+    tokio::spawn(async {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP received: Coffer has nothing to reload; restart it to apply configuration changes"
+            );
+        }
+    });
     shutdown_signal().await;
     tracing::info!("shutdown signal received; finishing in-flight requests");
     let _ = stop_tx.send(true);

@@ -212,10 +212,40 @@ fn ttl(pattern: &str, key: &str, v: &Value) -> Result<u64, PolicyError> {
         .map_err(|_| invalid(pattern, format!("{key} must be a duration like \"5m\"")))
 }
 
+/// Whether HCL text has a comment (`#`, `//` or `/*` outside a string literal).
+fn has_comment(text: &str) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut prev = '\0';
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '#' || (prev == '/' && (c == '/' || c == '*')) {
+            return true;
+        }
+        prev = if in_string { '\0' } else { c };
+    }
+    false
+}
+
 /// Checks a policy and rewrites its HCL in canonical layout (for `coffer policy fmt`).
 pub fn format_hcl(text: &str) -> Result<String, PolicyError> {
     if looks_like_json(text) {
         return Err(PolicyError::Format("policy fmt formats HCL; this policy is JSON".into()));
+    }
+    // The formatter works on the parsed document, which has no comments: refuse rather than
+    // silently drop what the author wrote.
+    if has_comment(text) {
+        return Err(PolicyError::Format(
+            "policy fmt cannot keep comments yet, and will not drop them: remove them first or leave the file as it is".into(),
+        ));
     }
     rules(text)?;
     let body: hcl::Body = hcl::parse(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
@@ -284,5 +314,12 @@ mod tests {
             rules("path \"a/*\" {\n capabilities = [\"read\"]\n}").expect("orig")
         );
         assert!(format_hcl("path \"a\" {\n  capabilities = [\"fly\"]\n}").is_err());
+        let e = format_hcl("# keep me\npath \"a\" {\n  capabilities = [\"read\"]\n}\n")
+            .expect_err("comments");
+        assert!(e.to_string().contains("comments"), "{e}");
+        assert!(
+            has_comment("a = 1 // x") && has_comment("/* x */") && !has_comment("path \"a/*\" {}")
+        );
+        assert!(!has_comment("path \"a#b//c\" {}"));
     }
 }

@@ -192,7 +192,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Ok(Response::empty())
         }
         "rotate" if write => {
-            ctx.core.barrier.rotate().await?;
+            ctx.core.rotate().await?;
             Ok(Response::empty())
         }
         "key-status" if op == Read => {

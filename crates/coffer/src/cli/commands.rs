@@ -219,9 +219,7 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
         let cfg = ServerConfig {
             storage: StorageConfig::Inmem,
             listeners: vec![ListenerConfig {
-                address: a.dev_listen_address.parse().with_context(|| {
-                    format!("-dev-listen-address {:?} must be IP:PORT", a.dev_listen_address)
-                })?,
+                address: crate::config::resolve_address(&a.dev_listen_address)?,
                 tls: None,
                 max_request_size: crate::config::DEFAULT_MAX_REQUEST_SIZE,
             }],
@@ -241,7 +239,10 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
         })?;
         (ServerConfig::load(&path)?, None)
     };
-    let level = a.log_level.unwrap_or_else(|| cfg.log_level.clone());
+    let level = match a.log_level {
+        Some(l) => crate::config::check_log_level(&l)?,
+        None => cfg.log_level.clone(),
+    };
     crate::server::init_logging(&level, cfg.log_format);
     crate::server::run(cfg, dev).await?;
     Ok(ExitCode::SUCCESS)
@@ -341,7 +342,7 @@ async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             let body = if reset {
                 json!({ "reset": true })
             } else {
-                json!({ "key": read_secret_input("Unseal Key (will be hidden): ", key)? })
+                json!({ "key": read_secret_input("Unseal Key (input is shown; pass - to read it from a pipe): ", key)? })
             };
             let ans = c.write("sys/unseal", &body).await?;
             let b = ans.body.unwrap_or(Value::Null);
@@ -392,7 +393,8 @@ async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
 }
 
 async fn login(g: &Global, a: super::LoginArgs) -> Result<ExitCode> {
-    let token = read_secret_input("Token (will be hidden): ", a.token)?;
+    let token =
+        read_secret_input("Token (input is shown; pass - to read it from a pipe): ", a.token)?;
     let c = client(g)?.with_token(Some(token.clone()));
     let ans = c.read("auth/token/lookup-self").await?;
     if !a.no_store {
@@ -651,7 +653,7 @@ fn print_mounts(g: &Global, body: Option<Value>, detailed: bool) -> Result<ExitC
     let w = m.keys().map(String::len).max().unwrap_or(4).max(4);
     if detailed {
         println!(
-            "{:<w$}    {:<10}    {:<22}    {:<8}    {:<8}    Description",
+            "{:<w$}    {:<10}    {:<22}    {:<11}    {:<8}    Description",
             "Path", "Type", "Accessor", "Default TTL", "Max TTL"
         );
     } else {

@@ -103,7 +103,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "FILE", required_unless_present = "dev")]
     pub config: Option<std::path::PathBuf>,
     /// Development mode: in-memory, unsealed, root token printed. Never for production.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub dev: bool,
     /// Use this string as the dev root token [env: COFFER_DEV_ROOT_TOKEN_ID, VAULT_DEV_ROOT_TOKEN_ID]
     #[arg(long = "dev-root-token-id", value_name = "TOKEN", requires = "dev")]
@@ -208,7 +208,7 @@ pub(crate) struct TokenCreateArgs {
     /// Number of uses after which the token is revoked (0 = unlimited)
     #[arg(long = "use-limit", alias = "num-uses", default_value_t = 0)]
     pub use_limit: u64,
-    /// Create a token with no parent (sudo)
+    /// Create a token with no parent (through auth/token/create-orphan)
     #[arg(long)]
     pub orphan: bool,
     /// Allow renewing the token

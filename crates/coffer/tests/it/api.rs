@@ -540,3 +540,96 @@ async fn kv_v1_and_cubbyhole_store_what_they_are_given() {
     s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": a}))).await;
     assert_eq!(rows(), 0, "the cubbyhole is destroyed with its token");
 }
+
+#[tokio::test]
+async fn a_tokens_last_use_is_taken_once_even_under_concurrency() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    for _ in 0..15 {
+        let (once, _) = token(&s, &root, json!({"num_uses": 1})).await;
+        let calls = (0..4).map(|_| s.call("GET", "auth/token/lookup-self", Some(&once), None));
+        let codes: Vec<u16> = futures_join(calls).await;
+        assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "exactly one use: {codes:?}");
+        assert!(codes.iter().all(|c| *c == 200 || *c == 403), "{codes:?}");
+    }
+}
+
+/// Runs the calls concurrently and returns their status codes in order.
+async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<u16>
+where
+    F: std::future::Future<Output = (u16, Value)>,
+{
+    let mut set = Vec::new();
+    for c in calls {
+        set.push(c);
+    }
+    let mut out = Vec::new();
+    let results = join_all(set).await;
+    for (code, _) in results {
+        out.push(code);
+    }
+    out
+}
+
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[tokio::test]
+async fn use_limited_tokens_cannot_mint_children() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call(
+        "PUT",
+        "sys/policies/acl/tokens",
+        Some(&root),
+        Some(json!({"policy": "path \"auth/token/create\" {\n capabilities = [\"update\"]\n}"})),
+    )
+    .await;
+    let (limited, _) = token(&s, &root, json!({"num_uses": 3, "policies": ["tokens"]})).await;
+    let (code, b) = s.call("POST", "auth/token/create", Some(&limited), Some(json!({}))).await;
+    assert_eq!(code, 400, "{b}");
+    assert_eq!(b["errors"][0], "restricted use token cannot generate child tokens");
+}
+
+#[tokio::test]
+async fn unknown_paths_need_a_valid_token_before_they_say_404() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    assert_eq!(s.call("GET", "nothing-here/x", None, None).await.0, 403, "no token: no hint");
+    assert_eq!(s.call("GET", "nothing-here/x", Some("cfs.bogus"), None).await.0, 403);
+    assert_eq!(s.call("GET", "nothing-here/x", Some(&root), None).await.0, 404);
+}
+
+#[tokio::test]
+async fn sighup_does_not_stop_the_server() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let pid = std::process::Command::new("pgrep")
+        .args(["-f", &s.config.display().to_string()])
+        .output()
+        .expect("pgrep");
+    let pid =
+        String::from_utf8_lossy(&pid.stdout).lines().next().expect("server pid").trim().to_owned();
+    assert!(
+        std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&root), None).await.0, 200);
+    assert!(s.logs().contains("SIGHUP received"));
+}

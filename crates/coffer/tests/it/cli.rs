@@ -278,3 +278,13 @@ async fn coffer_kv_works_on_v2_and_v1_mounts() {
     let (code, _) = s.call("GET", "sys/internal/ui/mounts/old/x", Some(&app), None).await;
     assert_eq!(code, 403, "no access inside old/: its existence is not revealed");
 }
+
+#[test]
+fn dev_and_config_cannot_be_combined() {
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["server", "-dev", "-config", "/nonexistent.hcl"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+}
