@@ -8,6 +8,7 @@ mod core;
 pub mod fields;
 pub mod logical;
 pub mod mount;
+pub mod password_policy;
 pub mod policy;
 mod policy_store;
 pub mod secret;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod mounts;
+mod password;
 mod policies;
 
 use std::sync::Arc;
@@ -224,6 +225,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = password::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = audit::handle(ctx, rel).await? {
                 return Ok(r);
             }

@@ -282,3 +282,44 @@ async fn policies_on_data_paths_govern_kv2_access() {
         403
     );
 }
+
+#[tokio::test]
+async fn password_policies_generate_passwords_that_follow_their_rules() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let t = Some(root.as_str());
+    let policy = "length = 32\nrule \"charset\" {\n  charset = \"abcdefghijklmnopqrstuvwxyz\"\n  min-chars = 2\n}\nrule \"charset\" {\n  charset = \"0123456789\"\n  min-chars = 5\n}\n";
+    assert_eq!(
+        s.call("PUT", "sys/policies/password/db", t, Some(json!({"policy": policy}))).await.0,
+        204
+    );
+    assert_eq!(
+        s.call("GET", "sys/policies/password/db", t, None).await.1["data"]["policy"],
+        policy
+    );
+    assert_eq!(
+        s.call("LIST", "sys/policies/password", t, None).await.1["data"]["keys"],
+        json!(["db"])
+    );
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (code, b) = s.call("GET", "sys/policies/password/db/generate", t, None).await;
+        assert_eq!(code, 200, "{b}");
+        let pw = b["data"]["password"].as_str().expect("password").to_owned();
+        assert_eq!(pw.len(), 32);
+        assert!(pw.chars().filter(char::is_ascii_digit).count() >= 5, "{pw}");
+        assert!(pw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "{pw}");
+        seen.insert(pw);
+    }
+    assert_eq!(seen.len(), 20, "no two passwords alike");
+    let (code, e) = s.call("PUT", "sys/policies/password/bad", t, Some(json!({"policy": "length = 3\nrule \"charset\" {\n  charset = \"ab\"\n  min-chars = 4\n}\n"}))).await;
+    assert_eq!(code, 400);
+    assert!(e["errors"][0].as_str().expect("msg").contains("at least 4"), "{e}");
+    assert_eq!(s.call("GET", "sys/policies/password/bad/generate", t, None).await.0, 404);
+    let pw = crate::common::ok(
+        s.cli(t, &["read", "-field=password", "sys/policies/password/db/generate"]),
+    );
+    assert_eq!(pw.trim().len(), 32);
+    assert_eq!(s.call("DELETE", "sys/policies/password/db", t, None).await.0, 204);
+    assert_eq!(s.call("GET", "sys/policies/password/db/generate", t, None).await.0, 404);
+}

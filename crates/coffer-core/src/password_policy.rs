@@ -1,0 +1,256 @@
+//! Password policies (Vault's `sys/policies/password`): an HCL description of length and
+//! character rules, and a generator that satisfies it.
+//!
+//! Guarantees: every generated password has exactly `length` characters, each rule's
+//! `min-chars` are met, and every position is drawn uniformly from the policy's characters by
+//! rejection sampling (no modulo bias), then the whole is shuffled uniformly.
+
+use serde_json::Value;
+
+use crate::logical::{Error, Result};
+use crate::util::random_bytes;
+
+/// Longest password a policy may ask for.
+const MAX_LENGTH: u64 = 4096;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordPolicy {
+    pub length: usize,
+    rules: Vec<CharsetRule>,
+    /// The union of every rule's characters, deduplicated, in first-seen order.
+    alphabet: Vec<char>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct CharsetRule {
+    charset: Vec<char>,
+    min_chars: usize,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::invalid(format!("invalid password policy: {}", msg.into()))
+}
+
+fn dedup(chars: impl Iterator<Item = char>) -> Vec<char> {
+    let mut out: Vec<char> = Vec::new();
+    for c in chars {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl PasswordPolicy {
+    pub fn parse(text: &str) -> Result<Self> {
+        let v: Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| bad(format!("JSON: {e}")))?
+        } else {
+            let h: hcl::Value = hcl::from_str(text).map_err(|e| bad(e.to_string()))?;
+            serde_json::to_value(h).map_err(|e| bad(e.to_string()))?
+        };
+        let m = v.as_object().ok_or_else(|| bad("expected length and rule blocks"))?;
+        let mut length = None;
+        let mut rules = Vec::new();
+        for (k, v) in m {
+            match k.as_str() {
+                "length" => {
+                    let n = v.as_u64().ok_or_else(|| bad("length must be a whole number"))?;
+                    if n == 0 || n > MAX_LENGTH {
+                        return Err(bad(format!("length must be between 1 and {MAX_LENGTH}")));
+                    }
+                    length = Some(n as usize);
+                }
+                "rule" => {
+                    let kinds = v
+                        .as_object()
+                        .ok_or_else(|| bad("rule must be written rule \"charset\" { ... }"))?;
+                    for (kind, body) in kinds {
+                        if kind != "charset" {
+                            return Err(bad(format!(
+                                "unknown rule type {kind:?}: only \"charset\" is supported"
+                            )));
+                        }
+                        let bodies: Vec<&Value> = match body {
+                            Value::Array(a) => a.iter().collect(),
+                            other => vec![other],
+                        };
+                        for b in bodies {
+                            rules.push(charset_rule(b)?);
+                        }
+                    }
+                }
+                other => {
+                    return Err(bad(format!("unknown key {other:?} (expected length and rule)")));
+                }
+            }
+        }
+        let length = length.ok_or_else(|| bad("length is required"))?;
+        if rules.is_empty() {
+            return Err(bad("at least one rule \"charset\" is required"));
+        }
+        let min_total: usize = rules.iter().map(|r| r.min_chars).sum();
+        if min_total > length {
+            return Err(bad(format!(
+                "the rules need at least {min_total} characters, more than length {length}"
+            )));
+        }
+        let alphabet = dedup(rules.iter().flat_map(|r| r.charset.iter().copied()));
+        Ok(Self { length, rules, alphabet })
+    }
+
+    /// The policy Coffer uses when none is named: 20 characters from letters and digits, at
+    /// least one lowercase, one uppercase and one digit.
+    pub fn default_policy() -> Self {
+        let rule = |s: &str, min| CharsetRule { charset: s.chars().collect(), min_chars: min };
+        let rules = vec![
+            rule("abcdefghijklmnopqrstuvwxyz", 1),
+            rule("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1),
+            rule("0123456789", 1),
+        ];
+        let alphabet = dedup(rules.iter().flat_map(|r| r.charset.iter().copied()));
+        Self { length: 20, rules, alphabet }
+    }
+
+    pub fn generate(&self) -> String {
+        let mut out: Vec<char> = Vec::with_capacity(self.length);
+        for r in &self.rules {
+            for _ in 0..r.min_chars {
+                out.push(r.charset[uniform(r.charset.len())]);
+            }
+        }
+        while out.len() < self.length {
+            out.push(self.alphabet[uniform(self.alphabet.len())]);
+        }
+        // Fisher–Yates, so the required characters are not always at the front.
+        for i in (1..out.len()).rev() {
+            out.swap(i, uniform(i + 1));
+        }
+        out.into_iter().collect()
+    }
+}
+
+fn charset_rule(b: &Value) -> Result<CharsetRule> {
+    let m = b.as_object().ok_or_else(|| bad("a charset rule must be a block"))?;
+    let mut charset = None;
+    let mut min_chars = 0usize;
+    for (k, v) in m {
+        match k.as_str() {
+            "charset" => {
+                let s = v.as_str().ok_or_else(|| bad("charset must be a string"))?;
+                let chars = dedup(s.chars());
+                if chars.is_empty() {
+                    return Err(bad("charset cannot be empty"));
+                }
+                if chars.iter().any(|c| c.is_control()) {
+                    return Err(bad("charset cannot hold control characters"));
+                }
+                charset = Some(chars);
+            }
+            "min-chars" | "min_chars" => {
+                min_chars =
+                    v.as_u64().ok_or_else(|| bad("min-chars must be a whole number"))? as usize;
+            }
+            other => return Err(bad(format!("unknown key {other:?} in rule \"charset\""))),
+        }
+    }
+    Ok(CharsetRule {
+        charset: charset.ok_or_else(|| bad("rule \"charset\" needs charset"))?,
+        min_chars,
+    })
+}
+
+/// A uniform index below `n` (n ≥ 1), by rejection sampling over u32.
+fn uniform(n: usize) -> usize {
+    let n = n as u64;
+    let zone = (u64::from(u32::MAX) + 1) / n * n;
+    loop {
+        let v = u64::from(u32::from_le_bytes(random_bytes::<4>()));
+        if v < zone {
+            return (v % n) as usize;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+length = 24
+rule "charset" {
+  charset   = "abcdefghijklmnopqrstuvwxyz"
+  min-chars = 1
+}
+rule "charset" {
+  charset   = "0123456789"
+  min-chars = 4
+}
+rule "charset" {
+  charset   = "!@#$"
+  min-chars = 2
+}
+"#;
+
+    #[test]
+    fn generated_passwords_meet_every_rule() {
+        let p = PasswordPolicy::parse(POLICY).expect("parse");
+        for _ in 0..200 {
+            let pw = p.generate();
+            assert_eq!(pw.chars().count(), 24);
+            assert!(pw.chars().filter(char::is_ascii_digit).count() >= 4, "{pw}");
+            assert!(pw.chars().filter(|c| "!@#$".contains(*c)).count() >= 2, "{pw}");
+            assert!(pw.chars().any(|c| c.is_ascii_lowercase()), "{pw}");
+            assert!(
+                pw.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "!@#$".contains(c)),
+                "{pw}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_character_of_the_alphabet_appears() {
+        let p = PasswordPolicy::parse("length = 64\nrule \"charset\" {\n  charset = \"abc\"\n}\n")
+            .expect("parse");
+        let pw = p.generate();
+        assert!(pw.contains('a') && pw.contains('b') && pw.contains('c'), "{pw}");
+    }
+
+    #[test]
+    fn the_default_policy_mixes_cases_and_digits() {
+        let pw = PasswordPolicy::default_policy().generate();
+        assert_eq!(pw.len(), 20);
+        assert!(
+            pw.chars().any(|c| c.is_ascii_uppercase()) && pw.chars().any(|c| c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn bad_policies_name_the_problem() {
+        for (text, want) in [
+            ("rule \"charset\" {\n charset = \"a\"\n}\n", "length is required"),
+            ("length = 5\n", "at least one rule"),
+            (
+                "length = 2\nrule \"charset\" {\n charset = \"ab\"\n min-chars = 3\n}\n",
+                "at least 3",
+            ),
+            ("length = 5\nrule \"charset\" {\n charset = \"\"\n}\n", "empty"),
+            ("length = 5\nrule \"other\" {\n charset = \"a\"\n}\n", "other"),
+            ("length = 5\nlenght = 4\nrule \"charset\" {\n charset = \"a\"\n}\n", "lenght"),
+            ("length = 0\nrule \"charset\" {\n charset = \"a\"\n}\n", "between"),
+        ] {
+            let e = PasswordPolicy::parse(text).expect_err(want).to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn uniform_stays_in_range() {
+        for n in [1, 2, 3, 7, 62, 1000] {
+            for _ in 0..200 {
+                assert!(uniform(n) < n);
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `sys/policies/password`: store, read, list and delete password policies, and generate
+//! passwords from them.
+
+use coffer_barrier::View;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Ctx;
+use crate::fields::Fields;
+use crate::logical::{Error, Operation, Response, Result};
+use crate::password_policy::PasswordPolicy;
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    policy: String,
+}
+
+fn view(ctx: &Ctx<'_>) -> View {
+    View::new(ctx.core.barrier.clone(), "sys/password_policy/")
+}
+
+async fn load(v: &View, name: &str) -> Result<Option<String>> {
+    match v.get(name).await? {
+        None => Ok(None),
+        Some(raw) => {
+            let s: Stored = serde_json::from_slice(&raw)
+                .map_err(|e| Error::Internal(format!("password policy decode: {e}")))?;
+            Ok(Some(s.policy))
+        }
+    }
+}
+
+/// Vault lets the HCL come base64-encoded; base64 never has spaces, quotes or braces, and a
+/// policy always has at least one of them.
+fn decode(raw: &str) -> String {
+    use base64::Engine as _;
+    let t = raw.trim();
+    if t.contains(|c: char| c.is_whitespace() || c == '"' || c == '{') {
+        return raw.to_owned();
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
+pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
+    let Some(rest) = rel.strip_prefix("policies/password") else { return Ok(None) };
+    let v = view(ctx);
+    let op = ctx.op;
+    let write = matches!(op, Operation::Create | Operation::Update);
+    if rest.is_empty() || rest == "/" {
+        return match op {
+            Operation::List => {
+                let keys = v.list("").await?;
+                if keys.is_empty() {
+                    return Err(Error::NotFound);
+                }
+                Ok(Some(Response::list(keys)))
+            }
+            _ => Err(Error::UnsupportedOperation),
+        };
+    }
+    let Some(rest) = rest.strip_prefix('/') else { return Ok(None) };
+    if let Some(name) = rest.strip_suffix("/generate") {
+        if op != Operation::Read {
+            return Err(Error::UnsupportedOperation);
+        }
+        let text =
+            load(&v, &crate::policy_store::normalize_name(name)?).await?.ok_or(Error::NotFound)?;
+        let policy = PasswordPolicy::parse(&text)?;
+        return Ok(Some(Response::from_value(json!({ "password": policy.generate() }))));
+    }
+    let name = crate::policy_store::normalize_name(rest)?;
+    match op {
+        Operation::Read => {
+            let text = load(&v, &name).await?.ok_or(Error::NotFound)?;
+            Ok(Some(Response::from_value(json!({ "policy": text }))))
+        }
+        _ if write => {
+            let text = decode(&Fields::new(&ctx.req.data).required_str("policy")?);
+            let policy = PasswordPolicy::parse(&text)?;
+            // Vault checks that a policy can actually produce passwords before storing it.
+            let _ = policy.generate();
+            let raw = serde_json::to_vec(&Stored { version: 1, policy: text })
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            v.put(&name, &raw).await?;
+            Ok(Some(Response::empty()))
+        }
+        Operation::Delete => {
+            v.delete(&name).await?;
+            Ok(Some(Response::empty()))
+        }
+        _ => Err(Error::UnsupportedOperation),
+    }
+}
