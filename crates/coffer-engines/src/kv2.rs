@@ -130,7 +130,42 @@ fn versions_field(data: &Map<String, Value>) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Drops the oldest versions beyond `max`; returns the dropped version numbers.
+fn prune(meta: &mut KeyMeta, max: u64) -> Vec<u64> {
+    let mut pruned = Vec::new();
+    while meta.versions.len() as u64 > max {
+        let Some((&oldest, _)) = meta.versions.iter().next() else { break };
+        meta.versions.remove(&oldest);
+        pruned.push(oldest);
+    }
+    if let Some(&o) = meta.versions.keys().next() {
+        meta.oldest_version = o;
+    }
+    pruned
+}
+
 impl KvV2 {
+    /// Stores a key's metadata, an optional new version's data, and removes the data of
+    /// `gone` versions, in one atomic batch.
+    async fn save(
+        &self,
+        path: &str,
+        meta: &KeyMeta,
+        new: Option<(u64, &[u8])>,
+        gone: &[u64],
+    ) -> Result<()> {
+        let meta_raw = encode(meta)?;
+        let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
+        if let Some((v, data)) = new {
+            ops.push(coffer_core::BatchOp::Put(format!("ver/{path}/{v}"), data));
+        }
+        for v in gone {
+            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
+        }
+        self.view.batch(ops).await?;
+        Ok(())
+    }
+
     async fn config(&self) -> Result<Config> {
         match self.view.get("config").await? {
             Some(raw) => decode(&raw, "config"),
@@ -234,27 +269,10 @@ impl KvV2 {
         meta.versions.insert(version, vm.clone());
         meta.current_version = version;
         meta.updated_time = now;
-        if meta.oldest_version == 0 {
-            meta.oldest_version = version;
-        }
         let max = Self::effective_max(&cfg, &meta);
-        let mut pruned = Vec::new();
-        while meta.versions.len() as u64 > max {
-            let Some((&oldest, _)) = meta.versions.iter().next() else { break };
-            meta.versions.remove(&oldest);
-            pruned.push(oldest);
-        }
-        meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(version);
+        let pruned = prune(&mut meta, max);
         let data_raw = encode(&Value::Object(secret))?;
-        let meta_raw = encode(&meta)?;
-        let mut ops = vec![
-            coffer_core::BatchOp::Put(format!("ver/{path}/{version}"), &data_raw),
-            coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw),
-        ];
-        for p in pruned {
-            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{p}")));
-        }
-        self.view.batch(ops).await?;
+        self.save(path, &meta, Some((version, &data_raw)), &pruned).await?;
         Ok(Response::data(match vm.json(version, &meta) {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -335,12 +353,7 @@ impl KvV2 {
             }
         }
         meta.updated_time = now;
-        let meta_raw = encode(&meta)?;
-        let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
-        for v in destroy {
-            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
-        }
-        self.view.batch(ops).await?;
+        self.save(path, &meta, None, &destroy).await?;
         Ok(Response::empty())
     }
 
@@ -414,21 +427,8 @@ impl KvV2 {
         // Lowering max_versions prunes at once, as Vault does.
         let cfg = self.config().await?;
         let max = Self::effective_max(&cfg, &meta);
-        let mut pruned = Vec::new();
-        while meta.versions.len() as u64 > max {
-            let Some((&oldest, _)) = meta.versions.iter().next() else { break };
-            meta.versions.remove(&oldest);
-            pruned.push(oldest);
-        }
-        if let Some(&o) = meta.versions.keys().next() {
-            meta.oldest_version = o;
-        }
-        let meta_raw = encode(&meta)?;
-        let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
-        for p in pruned {
-            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{p}")));
-        }
-        self.view.batch(ops).await?;
+        let pruned = prune(&mut meta, max);
+        self.save(path, &meta, None, &pruned).await?;
         Ok(Response::empty())
     }
 
