@@ -145,7 +145,21 @@ pub struct TokenStore {
     write_lock: Mutex<()>,
     /// The cubbyhole mount's storage, whose `<token id>/` folder dies with the token.
     cubbyhole: std::sync::RwLock<Option<View>>,
+    /// Live entries by id, so a request does not read and decrypt its token from storage.
+    /// Every change to an entry goes through this store and updates the cache with storage;
+    /// this node is the only writer of the token store.
+    cache: std::sync::RwLock<TokenCache>,
 }
+
+#[derive(Default)]
+struct TokenCache {
+    map: std::collections::HashMap<String, TokenEntry>,
+    /// Moves on with every change, see [`TokenStore::forget`].
+    epoch: u64,
+}
+
+/// Beyond this many cached entries the cache starts over, bounding its memory.
+const CACHE_LIMIT: usize = 100_000;
 
 impl TokenStore {
     /// Loads the salt from `view`, creating it on first use.
@@ -163,6 +177,7 @@ impl TokenStore {
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             write_lock: Mutex::new(()),
             cubbyhole: std::sync::RwLock::new(None),
+            cache: std::sync::RwLock::new(TokenCache::default()),
         }))
     }
 
@@ -177,18 +192,46 @@ impl TokenStore {
         hex(hmac::sign(&self.salt, value.as_bytes()).as_ref())
     }
 
+    fn cached(&self, id: &str) -> Option<TokenEntry> {
+        self.cache.read().ok()?.map.get(id).cloned()
+    }
+
+    /// Drops `id` from the cache after its stored entry changed, and moves the epoch on so a
+    /// read that began before the change cannot put the old entry back.
+    fn forget(&self, id: &str) {
+        if let Ok(mut c) = self.cache.write() {
+            c.map.remove(id);
+            c.epoch += 1;
+        }
+    }
+
     async fn get_entry(&self, id: &str) -> Result<Option<TokenEntry>> {
+        if let Some(e) = self.cached(id) {
+            return Ok(Some(e));
+        }
+        let seen = self.cache.read().map(|c| c.epoch).unwrap_or(u64::MAX);
         match self.view.get(&format!("id/{id}")).await? {
             None => Ok(None),
-            Some(raw) => serde_json::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("token entry decode: {e}"))),
+            Some(raw) => {
+                let e: TokenEntry = serde_json::from_slice(&raw)
+                    .map_err(|e| Error::Internal(format!("token entry decode: {e}")))?;
+                if let Ok(mut c) = self.cache.write()
+                    && c.epoch == seen
+                {
+                    if c.map.len() >= CACHE_LIMIT {
+                        c.map.clear();
+                    }
+                    c.map.insert(e.id.clone(), e.clone());
+                }
+                Ok(Some(e))
+            }
         }
     }
 
     async fn put_entry(&self, e: &TokenEntry) -> Result<()> {
         let raw = serde_json::to_vec(e).map_err(|e| Error::Internal(e.to_string()))?;
         self.view.put(&format!("id/{}", e.id), &raw).await?;
+        self.forget(&e.id);
         Ok(())
     }
 
@@ -375,6 +418,7 @@ impl TokenStore {
             }
         }
         self.view.batch(ops).await?;
+        self.forget(id);
         let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
         if let Some(cubby) = cubby {
             cubby.sub_view(&format!("{id}/")).clear().await?;
