@@ -202,18 +202,18 @@ async fn a_socket_device_receives_the_entries() {
     let (s, _, root) = Server::ready(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let reader = tokio::spawn(async move {
+    // The collector keeps the connection open for the whole test: a device whose peer went
+    // away cannot write, and then (correctly) nothing is answered.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
         let (sock, _) = listener.accept().await.expect("accept");
         let mut lines = tokio::io::BufReader::new(sock).lines();
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            match lines.next_line().await {
-                Ok(Some(l)) => got.push(l),
-                _ => break,
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).is_err() {
+                break;
             }
         }
-        got
     });
     let (code, b) = s
         .call(
@@ -225,10 +225,14 @@ async fn a_socket_device_receives_the_entries() {
         .await;
     assert_eq!(code, 204, "{b}");
     s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
-    let got = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
-        .await
-        .expect("in time")
-        .expect("join");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("in time")
+            .expect("line");
+        got.push(line);
+    }
     assert!(got.len() >= 2, "{got:?}");
     let first: Value = serde_json::from_str(&got[0]).expect("json");
     assert_eq!(first["seq"], 1);
