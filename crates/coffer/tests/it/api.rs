@@ -620,12 +620,7 @@ async fn unknown_paths_need_a_valid_token_before_they_say_404() {
 async fn sighup_does_not_stop_the_server() {
     let dir = tempdir();
     let (s, _, root) = Server::ready(dir.path()).await;
-    let pid = std::process::Command::new("pgrep")
-        .args(["-f", &s.config.display().to_string()])
-        .output()
-        .expect("pgrep");
-    let pid =
-        String::from_utf8_lossy(&pid.stdout).lines().next().expect("server pid").trim().to_owned();
+    let pid = s.pid().to_string();
     assert!(
         std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success()
     );
