@@ -79,6 +79,7 @@ pub struct Core {
     unseal: tokio::sync::Mutex<UnsealProgress>,
     /// Serializes mount-table and seal-state changes.
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    initialized: std::sync::atomic::AtomicBool,
 }
 
 /// Where a request goes after the seal gate.
@@ -121,6 +122,7 @@ impl Core {
             active: RwLock::new(None),
             unseal: tokio::sync::Mutex::new(UnsealProgress::default()),
             admin_lock: tokio::sync::Mutex::new(()),
+            initialized: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -137,7 +139,15 @@ impl Core {
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
-        Ok(self.barrier.is_initialized().await?)
+        // Once initialized, always initialized: health probes need not touch storage.
+        if self.initialized.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let yes = self.barrier.is_initialized().await?;
+        if yes {
+            self.initialized.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(yes)
     }
 
     pub async fn seal_status(&self) -> Result<SealStatus> {

@@ -5,6 +5,7 @@
 //! *not* encrypt anything: every value that reaches it has already been sealed by the barrier above,
 //! and nothing but the barrier may call it.
 
+mod cache;
 mod error;
 mod key;
 mod memory;
@@ -14,6 +15,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 
+pub use cache::CachedBackend;
 pub use error::{Error, Result};
 pub use key::validate_key;
 pub use memory::MemoryBackend;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use coffer_core::{Core, CoreConfig, Registry, SecretString};
-use coffer_storage::{Backend, MemoryBackend, SqliteBackend, SqliteOptions};
+use coffer_storage::{Backend, CachedBackend, MemoryBackend, SqliteBackend, SqliteOptions};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -42,13 +42,17 @@ fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
         StorageConfig::Sqlite { path, synchronous } => {
             let mut opts = SqliteOptions::new(path);
             opts.synchronous = SqliteOptions::parse_synchronous(synchronous)?;
-            Arc::new(
-                SqliteBackend::open(&opts)
-                    .with_context(|| format!("cannot open sqlite storage at {}", path.display()))?,
-            )
+            let db = SqliteBackend::open(&opts)
+                .with_context(|| format!("cannot open sqlite storage at {}", path.display()))?;
+            // This process is the file's only writer, so a cache of its (encrypted) values is
+            // exact: reads of hot keys skip SQLite.
+            Arc::new(CachedBackend::new(Arc::new(db), READ_CACHE_ENTRIES))
         }
     })
 }
+
+/// Entries per cache generation (two generations at most are held).
+const READ_CACHE_ENTRIES: usize = 16 * 1024;
 
 pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()> {
     // Bind every listener before announcing anything, so a port conflict fails the start.

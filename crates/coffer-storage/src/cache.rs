@@ -1,0 +1,131 @@
+//! A read cache in front of a backend, holding what the backend holds: ciphertext, never
+//! plaintext (the barrier sits above it). Every write goes through the cache, which drops the
+//! key; reads that raced a write never put the old value back (an epoch guards the fill).
+//! Only for a backend this process alone writes to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::{Backend, Error, Op, Result};
+
+/// Two generations: when the young one is full, it becomes the old one and the old one is
+/// dropped. A cheap approximation of LRU with a hard bound of `2 * capacity` entries.
+struct Generations {
+    young: HashMap<String, Option<Vec<u8>>>,
+    old: HashMap<String, Option<Vec<u8>>>,
+    epoch: u64,
+}
+
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    capacity: usize,
+    state: Mutex<Generations>,
+}
+
+impl CachedBackend {
+    pub fn new(inner: Arc<dyn Backend>, capacity: usize) -> Self {
+        Self {
+            inner,
+            capacity: capacity.max(1),
+            state: Mutex::new(Generations { young: HashMap::new(), old: HashMap::new(), epoch: 0 }),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Generations>> {
+        self.state.lock().map_err(|_| Error::Backend("cache lock poisoned".into()))
+    }
+
+    fn invalidate<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Result<()> {
+        let mut g = self.lock()?;
+        for k in keys {
+            g.young.remove(k);
+            g.old.remove(k);
+        }
+        g.epoch += 1;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for CachedBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let seen = {
+            let mut g = self.lock()?;
+            if let Some(v) = g.young.get(key) {
+                return Ok(v.clone());
+            }
+            if let Some(v) = g.old.remove(key) {
+                g.young.insert(key.to_owned(), v.clone());
+                return Ok(v);
+            }
+            g.epoch
+        };
+        let v = self.inner.get(key).await?;
+        let mut g = self.lock()?;
+        if g.epoch == seen {
+            if g.young.len() >= self.capacity {
+                g.old = std::mem::take(&mut g.young);
+            }
+            g.young.insert(key.to_owned(), v.clone());
+        }
+        Ok(v)
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let r = self.inner.put(key, value).await;
+        // After the write (successful or not): a later read must go to the backend.
+        self.invalidate(std::iter::once(key))?;
+        r
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let r = self.inner.delete(key).await;
+        self.invalidate(std::iter::once(key))?;
+        r
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<()> {
+        let keys: Vec<String> = ops.iter().map(|o| o.key().to_owned()).collect();
+        let r = self.inner.batch(ops).await;
+        self.invalidate(keys.iter().map(String::as_str))?;
+        r
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        crate::conformance::exercise(&CachedBackend::new(Arc::new(MemoryBackend::new()), 4)).await;
+    }
+
+    #[tokio::test]
+    async fn writes_are_seen_at_once_and_the_size_is_bounded() {
+        let inner = Arc::new(MemoryBackend::new());
+        let c = CachedBackend::new(inner.clone(), 8);
+        c.put("a/k", b"1".to_vec()).await.expect("put");
+        assert_eq!(c.get("a/k").await.expect("get").as_deref(), Some(&b"1"[..]));
+        c.put("a/k", b"2".to_vec()).await.expect("put");
+        assert_eq!(c.get("a/k").await.expect("get").as_deref(), Some(&b"2"[..]));
+        c.batch(vec![Op::Delete("a/k".into())]).await.expect("batch");
+        assert_eq!(c.get("a/k").await.expect("get"), None);
+        for i in 0..100 {
+            c.get(&format!("a/{i}")).await.expect("get");
+        }
+        let g = c.lock().expect("lock");
+        assert!(g.young.len() + g.old.len() <= 16);
+    }
+}
