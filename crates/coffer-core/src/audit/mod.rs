@@ -362,7 +362,15 @@ impl Broker {
         Ok(())
     }
 
+    /// Whether any device is enabled: without one there is nothing to build entries for.
+    async fn active(&self) -> bool {
+        !self.devices.read().await.is_empty()
+    }
+
     pub(crate) async fn log_request(&self, r: &Record<'_>, error: &str) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
         self.write_all(&r.base("request", error)).await
     }
 
@@ -371,6 +379,9 @@ impl Broker {
         r: &Record<'_>,
         result: &Result<Response>,
     ) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
         let (error, response) = match result {
             Ok(resp) => {
                 let mut out = Map::new();
