@@ -224,15 +224,16 @@ async fn limited_use_and_expiring_tokens_stop_working() {
         "third use refused"
     );
 
-    let (short, _) = token(&s, &root, json!({"ttl": "1s"})).await;
+    // Long enough to mint a child even on a loaded machine, short enough to wait out.
+    let (short, _) = token(&s, &root, json!({"ttl": "4s"})).await;
     let (child, _) = token(&s, &root, json!({"ttl": "1h"})).await;
     let (_, grandchild) = (child.clone(), token(&s, &short, json!({"ttl": "1h"})).await.0);
     let (_, gl) = s.call("GET", "auth/token/lookup-self", Some(&grandchild), None).await;
     assert!(
-        gl["data"]["ttl"].as_u64().expect("ttl") <= 1,
+        gl["data"]["ttl"].as_u64().expect("ttl") <= 4,
         "a child never outlives its parent: {gl}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&short), None).await.0, 403, "expired");
     assert_eq!(
         s.call("GET", "auth/token/lookup-self", Some(&grandchild), None).await.0,

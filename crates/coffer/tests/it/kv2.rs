@@ -190,11 +190,11 @@ async fn delete_undelete_destroy_and_metadata_behave_like_vault() {
     assert_eq!(m["data"]["custom_metadata"], json!({"owner": "team-a", "tier": "1"}));
 
     // delete_version_after: versions expire by themselves.
-    s.call("POST", "secret/metadata/short", t, Some(json!({"delete_version_after": "1s"}))).await;
+    s.call("POST", "secret/metadata/short", t, Some(json!({"delete_version_after": "3s"}))).await;
     s.call("POST", "secret/data/short", t, Some(json!({"data": {"a": "b"}}))).await;
     assert_eq!(s.call("GET", "secret/data/short", t, None).await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(s.call("GET", "secret/data/short", t, None).await.0, 404, "deleted after 1s");
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    assert_eq!(s.call("GET", "secret/data/short", t, None).await.0, 404, "deleted after 3s");
 
     assert_eq!(s.call("DELETE", "secret/metadata/svc/db", t, None).await.0, 204);
     assert_eq!(s.call("GET", "secret/metadata/svc/db", t, None).await.0, 404);
