@@ -7,13 +7,13 @@ use coffer_barrier::{Barrier, SealConfig, View};
 use coffer_storage::Backend;
 use zeroize::Zeroizing;
 
-use crate::backend::{BackendRequest, LogicalBackend, Registry, path_matches};
-use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::backend::{LogicalBackend, Registry};
+use crate::logical::{Error, Operation, Result};
 use crate::mount::{self, MountEntry, Route, Router, Table};
 use crate::policy::Capabilities;
 use crate::policy_store::PolicyStore;
 use crate::secret::SecretString;
-use crate::token::{ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
+use crate::token::{ROOT_POLICY, TokenParams, TokenStore};
 use crate::token_backend::TokenBackend;
 
 #[derive(Debug, Clone)]
@@ -82,12 +82,6 @@ pub struct Core {
     initialized: std::sync::atomic::AtomicBool,
 }
 
-/// Where a request goes after the seal gate.
-enum Target {
-    Sys(String),
-    Mount(Arc<Route>, String),
-}
-
 /// The capability a logical operation needs.
 pub(crate) fn capability_for(op: Operation) -> Capabilities {
     match op {
@@ -101,7 +95,7 @@ pub(crate) fn capability_for(op: Operation) -> Capabilities {
 }
 
 /// Rejects paths that could be read two ways: `.`/`..` segments, doubled slashes, control chars.
-fn clean_path(path: &str) -> Result<String> {
+pub(crate) fn clean_path(path: &str) -> Result<String> {
     let p = path.trim_start_matches('/');
     let body = p.strip_suffix('/').unwrap_or(p);
     if p.chars().any(char::is_control) {
@@ -459,164 +453,6 @@ impl Core {
         *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
             Arc::new(Router::new(routes));
         Ok(())
-    }
-
-    /// Resolves the presented token to a live entry, or refuses with 403.
-    async fn authenticate(&self, active: &Active, req: &Request) -> Result<TokenEntry> {
-        let token = req.client_token.as_ref().ok_or(Error::PermissionDenied)?;
-        if token.expose().is_empty() {
-            return Err(Error::PermissionDenied);
-        }
-        active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)
-    }
-
-    /// The whole pipeline for one request: seal gate, token, ACL, route, answer.
-    pub async fn handle(&self, req: Request) -> Result<Response> {
-        let mut path = clean_path(&req.path)?;
-        // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
-        if req.operation == Operation::List && !path.ends_with('/') {
-            path.push('/');
-        }
-        if let Some(resp) = crate::sys::public(self, &req, &path).await? {
-            return Ok(resp);
-        }
-        let active = self.active()?;
-        let target = match path.strip_prefix("sys/") {
-            Some(rest) => Target::Sys(rest.to_owned()),
-            None if path == "sys" => Target::Sys(String::new()),
-            None => {
-                let router = active.router()?;
-                let Some((route, rel)) = router.route(&path) else {
-                    // Which paths are mounted is not for anonymous eyes: 403 before 404.
-                    self.authenticate(&active, &req).await?;
-                    return Err(Error::UnsupportedPath(path.clone()));
-                };
-                let rel = rel.to_owned();
-                Target::Mount(route, rel)
-            }
-        };
-        let unauthenticated = match &target {
-            Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
-            Target::Sys(_) => false,
-        };
-        let mount_type = match &target {
-            Target::Sys(_) => "system".to_owned(),
-            Target::Mount(r, _) => r.entry.kind.clone(),
-        };
-        let (caller, op, sudo) =
-            match self.authorize(&active, &req, &path, &target, unauthenticated).await {
-                Ok(x) => x,
-                Err(e) => {
-                    // A refused request is audited too (best effort: it is refused either way).
-                    let record = crate::audit::Record {
-                        req: &req,
-                        path: &path,
-                        operation: req.operation.as_str(),
-                        caller: None,
-                        mount_type: &mount_type,
-                    };
-                    let _ = active.audit.log_request(&record, &e.to_string()).await;
-                    return Err(e);
-                }
-            };
-        let record = crate::audit::Record {
-            req: &req,
-            path: &path,
-            operation: op.as_str(),
-            caller: caller.as_ref(),
-            mount_type: &mount_type,
-        };
-        // Fail closed: no audit entry, no request.
-        active.audit.log_request(&record, "").await?;
-        let result = match target {
-            Target::Sys(rel) => {
-                let ctx = crate::sys::Ctx {
-                    core: self,
-                    active: &active,
-                    caller: caller.as_ref(),
-                    req: &req,
-                    op,
-                };
-                crate::sys::handle(&ctx, &rel).await
-            }
-            Target::Mount(route, rel) => {
-                let breq = BackendRequest {
-                    id: &req.id,
-                    operation: op,
-                    path: &rel,
-                    data: &req.data,
-                    caller: caller.as_ref(),
-                    mount: &route.info,
-                    remote_addr: req.remote_addr,
-                    sudo,
-                    client_token: req.client_token.as_ref(),
-                };
-                route.backend.handle(&breq).await
-            }
-        };
-        // Sealing drops the broker with the rest of the state; the response goes to the
-        // devices that were live when the request started.
-        let logged = active.audit.log_response(&record, &result).await;
-        // The request that took a token's last use is done: now the token goes.
-        if let Some(spent) = caller.as_ref().filter(|c| c.spent) {
-            active.tokens.revoke_tree(&spent.id).await?;
-        }
-        logged?;
-        result
-    }
-
-    /// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
-    async fn authorize(
-        &self,
-        active: &Active,
-        req: &Request,
-        path: &str,
-        target: &Target,
-        unauthenticated: bool,
-    ) -> Result<(Option<TokenEntry>, Operation, bool)> {
-        let mut caller =
-            if unauthenticated { None } else { Some(self.authenticate(active, req).await?) };
-        let mut op = req.operation;
-        if let (Target::Mount(route, rel), Operation::Update) = (target, op) {
-            let probe = BackendRequest {
-                id: &req.id,
-                operation: op,
-                path: rel,
-                data: &req.data,
-                caller: caller.as_ref(),
-                mount: &route.info,
-                remote_addr: req.remote_addr,
-                sudo: false,
-                client_token: req.client_token.as_ref(),
-            };
-            if route.backend.exists(&probe).await? == Some(false) {
-                op = Operation::Create;
-            }
-        }
-        let mut sudo = false;
-        if let Some(entry) = caller.as_mut() {
-            let a = active.policies.acl(&entry.policies)?;
-            let caps = a.capabilities(path);
-            let sudo_required = match target {
-                Target::Sys(rel) => crate::sys::is_sudo_path(rel),
-                Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
-            };
-            sudo = caps.contains(Capabilities::SUDO);
-            // `sys/internal/ui/mounts/...` decides access itself: any token with some
-            // capability inside the mount may learn the mount's type, as in Vault.
-            let self_checked =
-                matches!(target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
-            if !self_checked && (!a.allows(path, capability_for(op)) || (sudo_required && !sudo)) {
-                return Err(Error::PermissionDenied);
-            }
-            if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
-                a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
-            }
-            if active.tokens.use_token(entry).await? == crate::token::Use::Exhausted {
-                return Err(Error::PermissionDenied);
-            }
-        }
-        Ok((caller, op, sudo))
     }
 }
 

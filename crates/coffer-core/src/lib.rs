@@ -9,6 +9,7 @@ pub mod fields;
 pub mod logical;
 pub mod mount;
 pub mod password_policy;
+mod pipeline;
 pub mod policy;
 mod policy_store;
 pub mod secret;

@@ -8,7 +8,7 @@ use crate::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
-    let op = ctx.op;
+    let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     let broker = &ctx.active.audit;
     if rel == "audit" || rel == "audit/" {

@@ -16,17 +16,28 @@ use zeroize::Zeroizing;
 use crate::core::{Active, Core, SealStatus};
 use crate::fields::Fields;
 use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::pipeline::Audited;
 use crate::token::TokenEntry;
 use crate::util::{hex, now_unix, rfc3339, unhex};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What a `sys/` handler gets: only reachable with an [`Audited`] proof.
 pub(crate) struct Ctx<'a> {
     pub(crate) core: &'a Core,
     pub(crate) active: &'a Arc<Active>,
-    pub(crate) caller: Option<&'a TokenEntry>,
+    pub(crate) audited: &'a Audited<'a>,
     pub(crate) req: &'a Request,
-    pub(crate) op: Operation,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn caller(&self) -> Option<&TokenEntry> {
+        self.audited.caller()
+    }
+
+    pub(crate) fn op(&self) -> Operation {
+        self.audited.op()
+    }
 }
 
 /// Paths below `sys/` whose handler checks the caller's ACL itself.
@@ -185,7 +196,7 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
 /// Authenticated `sys/` endpoints.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     use Operation::*;
-    let op = ctx.op;
+    let op = ctx.op();
     let write = matches!(op, Create | Update);
     match rel {
         "seal" if write => {
@@ -204,7 +215,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 "encryptions": s.encryptions,
             })))
         }
-        "capabilities-self" if write => policies::capabilities(ctx, ctx.caller).await,
+        "capabilities-self" if write => policies::capabilities(ctx, ctx.caller()).await,
         "capabilities" if write => {
             let t = Fields::new(&ctx.req.data).required_str("token")?;
             let entry = ctx.active.tokens.lookup(&t).await?;

@@ -16,7 +16,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
     } else {
         return Ok(None);
     };
-    let op = ctx.op;
+    let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     if rest.is_empty() || rest == "/" {
         return match op {
@@ -260,7 +260,7 @@ pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
     let router = ctx.active.router()?;
     let (route, _) =
         router.route(path).ok_or_else(|| Error::invalid(format!("no mount serves {path:?}")))?;
-    let caller = ctx.caller.ok_or(Error::PermissionDenied)?;
+    let caller = ctx.caller().ok_or(Error::PermissionDenied)?;
     let acl = ctx.active.policies.acl(&caller.policies)?;
     if !acl.has_access_under(&route.full_path) {
         return Err(Error::PermissionDenied);

@@ -49,7 +49,7 @@ fn decode(raw: &str) -> String {
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let Some(rest) = rel.strip_prefix("policies/password") else { return Ok(None) };
     let v = view(ctx);
-    let op = ctx.op;
+    let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     if rest.is_empty() || rest == "/" {
         return match op {

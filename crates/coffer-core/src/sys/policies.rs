@@ -8,7 +8,7 @@ use crate::logical::{Error, Operation, Response, Result};
 use crate::token::TokenEntry;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
-    let op = ctx.op;
+    let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     let store = &ctx.active.policies;
     // The old `sys/policy` API and the newer `sys/policies/acl` differ only in field names.

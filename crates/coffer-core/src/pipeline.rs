@@ -1,0 +1,213 @@
+//! The request pipeline: seal gate → token → ACL → audit(request) → route → audit(response).
+//!
+//! Each step hands the next a proof that it ran: [`Authorized`] can only be made by
+//! [`authorize`], and [`Audited`] only by [`audit_request`] from an `Authorized`; a backend or
+//! `sys/` handler is only reachable through [`dispatch`], which takes an `Audited`. A request
+//! that skipped a step does not compile. The proofs' fields are private to this module.
+
+use std::sync::Arc;
+
+use crate::audit::Record;
+use crate::backend::{BackendRequest, path_matches};
+use crate::core::{Active, Core, capability_for, clean_path};
+use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::mount::Route;
+use crate::policy::Capabilities;
+use crate::token::{TokenEntry, Use};
+
+/// Where a request goes after the seal gate.
+enum Target {
+    Sys(String),
+    Mount(Arc<Route>, String),
+}
+
+/// Proof that the token (if the path needs one) is live and the ACL allows the operation.
+pub(crate) struct Authorized {
+    caller: Option<TokenEntry>,
+    op: Operation,
+    sudo: bool,
+}
+
+/// Proof that the request entry reached the audit devices (or that none is enabled).
+pub(crate) struct Audited<'a> {
+    authz: &'a Authorized,
+}
+
+impl Audited<'_> {
+    pub(crate) fn caller(&self) -> Option<&TokenEntry> {
+        self.authz.caller.as_ref()
+    }
+
+    pub(crate) fn op(&self) -> Operation {
+        self.authz.op
+    }
+}
+
+/// Resolves the presented token to a live entry, or refuses with 403.
+async fn authenticate(active: &Active, req: &Request) -> Result<TokenEntry> {
+    let token = req.client_token.as_ref().ok_or(Error::PermissionDenied)?;
+    if token.expose().is_empty() {
+        return Err(Error::PermissionDenied);
+    }
+    active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)
+}
+
+/// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
+async fn authorize(
+    active: &Active,
+    req: &Request,
+    path: &str,
+    target: &Target,
+) -> Result<Authorized> {
+    let unauthenticated = match target {
+        Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
+        Target::Sys(_) => false,
+    };
+    let mut caller = if unauthenticated { None } else { Some(authenticate(active, req).await?) };
+    let mut op = req.operation;
+    if let (Target::Mount(route, rel), Operation::Update) = (target, op) {
+        let probe = BackendRequest {
+            id: &req.id,
+            operation: op,
+            path: rel,
+            data: &req.data,
+            caller: caller.as_ref(),
+            mount: &route.info,
+            remote_addr: req.remote_addr,
+            sudo: false,
+            client_token: req.client_token.as_ref(),
+        };
+        if route.backend.exists(&probe).await? == Some(false) {
+            op = Operation::Create;
+        }
+    }
+    let mut sudo = false;
+    if let Some(entry) = caller.as_mut() {
+        let a = active.policies.acl(&entry.policies)?;
+        let caps = a.capabilities(path);
+        let sudo_required = match target {
+            Target::Sys(rel) => crate::sys::is_sudo_path(rel),
+            Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
+        };
+        sudo = caps.contains(Capabilities::SUDO);
+        // `sys/internal/ui/mounts/...` decides access itself: any token with some capability
+        // inside the mount may learn the mount's type, as in Vault.
+        let self_checked = matches!(target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
+        if !self_checked && (!a.allows(path, capability_for(op)) || (sudo_required && !sudo)) {
+            return Err(Error::PermissionDenied);
+        }
+        if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
+            a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
+        }
+        if active.tokens.use_token(entry).await? == Use::Exhausted {
+            return Err(Error::PermissionDenied);
+        }
+    }
+    Ok(Authorized { caller, op, sudo })
+}
+
+/// Writes the request entry; fails closed when devices are enabled and none could write.
+async fn audit_request<'a>(
+    active: &Active,
+    record: &Record<'_>,
+    authz: &'a Authorized,
+) -> Result<Audited<'a>> {
+    active.audit.log_request(record, "").await?;
+    Ok(Audited { authz })
+}
+
+/// The only way into a backend or a `sys/` handler.
+async fn dispatch(
+    core: &Core,
+    active: &Arc<Active>,
+    req: &Request,
+    target: Target,
+    audited: &Audited<'_>,
+) -> Result<Response> {
+    match target {
+        Target::Sys(rel) => {
+            let ctx = crate::sys::Ctx { core, active, audited, req };
+            crate::sys::handle(&ctx, &rel).await
+        }
+        Target::Mount(route, rel) => {
+            let breq = BackendRequest {
+                id: &req.id,
+                operation: audited.op(),
+                path: &rel,
+                data: &req.data,
+                caller: audited.caller(),
+                mount: &route.info,
+                remote_addr: req.remote_addr,
+                sudo: audited.authz.sudo,
+                client_token: req.client_token.as_ref(),
+            };
+            route.backend.handle(&breq).await
+        }
+    }
+}
+
+impl Core {
+    /// The whole pipeline for one request.
+    pub async fn handle(&self, req: Request) -> Result<Response> {
+        let mut path = clean_path(&req.path)?;
+        // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
+        if req.operation == Operation::List && !path.ends_with('/') {
+            path.push('/');
+        }
+        if let Some(resp) = crate::sys::public(self, &req, &path).await? {
+            return Ok(resp);
+        }
+        let active = self.active()?;
+        let target = match path.strip_prefix("sys/") {
+            Some(rest) => Target::Sys(rest.to_owned()),
+            None if path == "sys" => Target::Sys(String::new()),
+            None => {
+                let router = active.router()?;
+                let Some((route, rel)) = router.route(&path) else {
+                    // Which paths are mounted is not for anonymous eyes: 403 before 404.
+                    authenticate(&active, &req).await?;
+                    return Err(Error::UnsupportedPath(path.clone()));
+                };
+                let rel = rel.to_owned();
+                Target::Mount(route, rel)
+            }
+        };
+        let mount_type = match &target {
+            Target::Sys(_) => "system".to_owned(),
+            Target::Mount(r, _) => r.entry.kind.clone(),
+        };
+        let authz = match authorize(&active, &req, &path, &target).await {
+            Ok(a) => a,
+            Err(e) => {
+                // A refused request is audited too (best effort: it is refused either way).
+                let record = Record {
+                    req: &req,
+                    path: &path,
+                    operation: req.operation.as_str(),
+                    caller: None,
+                    mount_type: &mount_type,
+                };
+                let _ = active.audit.log_request(&record, &e.to_string()).await;
+                return Err(e);
+            }
+        };
+        let record = Record {
+            req: &req,
+            path: &path,
+            operation: authz.op.as_str(),
+            caller: authz.caller.as_ref(),
+            mount_type: &mount_type,
+        };
+        let audited = audit_request(&active, &record, &authz).await?;
+        let result = dispatch(self, &active, &req, target, &audited).await;
+        // Sealing drops the broker with the rest of the state; the response goes to the devices
+        // that were live when the request started.
+        let logged = active.audit.log_response(&record, &result).await;
+        // The request that took a token's last use is done: now the token goes.
+        if let Some(spent) = authz.caller.as_ref().filter(|c| c.spent) {
+            active.tokens.revoke_tree(&spent.id).await?;
+        }
+        logged?;
+        result
+    }
+}
