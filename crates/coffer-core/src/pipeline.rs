@@ -165,8 +165,20 @@ impl Core {
                 let router = active.router()?;
                 let Some((route, rel)) = router.route(&path) else {
                     // Which paths are mounted is not for anonymous eyes: 403 before 404.
-                    authenticate(&active, &req).await?;
-                    return Err(Error::UnsupportedPath(path.clone()));
+                    let e = match authenticate(&active, &req).await {
+                        Ok(_) => Error::UnsupportedPath(path.clone()),
+                        Err(e) => e,
+                    };
+                    let record = Record {
+                        req: &req,
+                        path: &path,
+                        operation: req.operation.as_str(),
+                        caller: None,
+                        mount_type: "",
+                    };
+                    let _ =
+                        active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
+                    return Err(e);
                 };
                 let rel = rel.to_owned();
                 Target::Mount(route, rel)
@@ -187,7 +199,7 @@ impl Core {
                     caller: None,
                     mount_type: &mount_type,
                 };
-                let _ = active.audit.log_request(&record, &e.to_string()).await;
+                let _ = active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
                 return Err(e);
             }
         };
@@ -198,7 +210,16 @@ impl Core {
             caller: authz.caller.as_ref(),
             mount_type: &mount_type,
         };
-        let audited = audit_request(&active, &record, &authz).await?;
+        let audited = match audit_request(&active, &record, &authz).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Refused, but a last use was taken: the token must not linger, spent.
+                if let Some(spent) = authz.caller.as_ref().filter(|c| c.spent) {
+                    active.tokens.revoke_tree(&spent.id).await?;
+                }
+                return Err(e);
+            }
+        };
         let result = dispatch(self, &active, &req, target, &audited).await;
         // Sealing drops the broker with the rest of the state; the response goes to the devices
         // that were live when the request started.

@@ -35,13 +35,21 @@ pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
+/// An unreachable collector must not hold every request for long: each socket step gets 5 s.
+async fn within<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), f).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "audit socket timed out")),
+    }
+}
+
 impl Sink {
     /// Opens a file device (created 0600, appended to).
-    pub(crate) fn file(path: &str) -> std::io::Result<Sink> {
+    pub(crate) fn file(path: &str, mode: u32) -> std::io::Result<Sink> {
         if path == "stdout" {
             return Ok(Sink::Stdout);
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(mode).open(path)?;
         Ok(Sink::File { path: PathBuf::from(path), file: Mutex::new(file) })
     }
 
@@ -78,18 +86,21 @@ impl Sink {
                 let mut guard = conn.lock().await;
                 for attempt in 0..2 {
                     if guard.is_none() {
-                        *guard = Some(match kind {
-                            SocketKind::Tcp => {
-                                Conn::Tcp(tokio::net::TcpStream::connect(address).await?)
-                            }
-                            SocketKind::Unix => {
-                                Conn::Unix(tokio::net::UnixStream::connect(address).await?)
-                            }
-                        });
+                        let connect = async {
+                            Ok::<_, std::io::Error>(match kind {
+                                SocketKind::Tcp => {
+                                    Conn::Tcp(tokio::net::TcpStream::connect(address).await?)
+                                }
+                                SocketKind::Unix => {
+                                    Conn::Unix(tokio::net::UnixStream::connect(address).await?)
+                                }
+                            })
+                        };
+                        *guard = Some(within(connect).await?);
                     }
                     let result = match guard.as_mut() {
-                        Some(Conn::Tcp(s)) => s.write_all(&buf).await,
-                        Some(Conn::Unix(s)) => s.write_all(&buf).await,
+                        Some(Conn::Tcp(s)) => within(s.write_all(&buf)).await,
+                        Some(Conn::Unix(s)) => within(s.write_all(&buf)).await,
                         None => Ok(()),
                     };
                     match result {

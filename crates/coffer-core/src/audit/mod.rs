@@ -48,18 +48,20 @@ struct StoredTable {
     devices: Vec<DeviceConfig>,
 }
 
-struct Chain {
+/// A device's mutable half: where its chain stands, and its open sink.
+struct State {
     seq: u64,
     prev: String,
+    sink: Sink,
 }
 
 pub(crate) struct Device {
     pub(crate) config: DeviceConfig,
-    sink: Sink,
     salt: hmac::Key,
     log_raw: bool,
     hmac_accessor: bool,
-    chain: Mutex<Chain>,
+    /// Held for a whole write, so entries are chained and written in one order.
+    state: Mutex<State>,
 }
 
 fn bool_option(opts: &BTreeMap<String, String>, k: &str, default: bool) -> Result<bool> {
@@ -73,86 +75,99 @@ fn bool_option(opts: &BTreeMap<String, String>, k: &str, default: bool) -> Resul
     }
 }
 
-impl Device {
-    fn open(config: DeviceConfig) -> Result<Device> {
-        let o = &config.options;
-        let sink = match config.kind.as_str() {
-            "file" => {
-                let path = o.get("file_path").or_else(|| o.get("path")).ok_or_else(|| {
-                    Error::invalid(
-                        "file audit device needs option file_path (a file, or \"stdout\")",
-                    )
-                })?;
-                Sink::file(path)
-                    .map_err(|e| Error::invalid(format!("cannot open audit file {path:?}: {e}")))?
-            }
-            "socket" => {
-                let address = o
-                    .get("address")
-                    .ok_or_else(|| Error::invalid("socket audit device needs option address"))?;
-                let kind = match o.get("socket_type").map(String::as_str) {
-                    None | Some("tcp") => SocketKind::Tcp,
-                    Some("unix") => SocketKind::Unix,
-                    Some(other) => {
-                        return Err(Error::invalid(format!(
-                            "socket_type must be \"tcp\" or \"unix\", not {other:?}"
-                        )));
-                    }
-                };
-                Sink::socket(kind, address)
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown audit device type {other:?}: use \"file\" or \"socket\""
-                )));
-            }
-        };
-        let known = [
-            "file_path",
-            "path",
-            "log_raw",
-            "hmac_accessor",
-            "mode",
-            "format",
-            "address",
-            "socket_type",
-            "prefix",
-        ];
-        if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(Error::invalid(format!("unknown audit option {k:?}")));
+/// Checks every option before anything is opened or created.
+fn check_options(config: &DeviceConfig) -> Result<()> {
+    let o = &config.options;
+    let known: &[&str] = match config.kind.as_str() {
+        "file" => &["file_path", "path", "log_raw", "hmac_accessor", "mode", "format"],
+        "socket" => &["address", "socket_type", "log_raw", "hmac_accessor", "format"],
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown audit device type {other:?}: use \"file\" or \"socket\""
+            )));
         }
-        if o.get("format").is_some_and(|f| f != "json") {
-            return Err(Error::invalid("audit format must be \"json\""));
-        }
-        let salt =
-            unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
-        // Continue the chain where the file ends, so a restart does not start a new one.
-        let (seq, prev) = match sink.file_path() {
-            Some(p) => {
-                read_tail(p).and_then(|t| chain::tail_head(&t)).unwrap_or((0, String::new()))
-            }
-            None => (0, String::new()),
-        };
-        Ok(Device {
-            log_raw: bool_option(o, "log_raw", false)?,
-            hmac_accessor: bool_option(o, "hmac_accessor", true)?,
-            salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
-            config,
-            sink,
-            chain: Mutex::new(Chain { seq, prev }),
-        })
+    };
+    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Error::invalid(format!(
+            "unknown option {k:?} for a {} audit device (known: {})",
+            config.kind,
+            known.join(", ")
+        )));
     }
+    if o.get("format").is_some_and(|f| f != "json") {
+        return Err(Error::invalid("audit format must be \"json\""));
+    }
+    bool_option(o, "log_raw", false)?;
+    bool_option(o, "hmac_accessor", true)?;
+    file_mode(config)?;
+    if config.kind == "file" && o.get("file_path").or_else(|| o.get("path")).is_none() {
+        return Err(Error::invalid(
+            "file audit device needs option file_path (a file, or \"stdout\")",
+        ));
+    }
+    if config.kind == "socket" {
+        if o.get("address").is_none() {
+            return Err(Error::invalid("socket audit device needs option address"));
+        }
+        if !matches!(o.get("socket_type").map(String::as_str), None | Some("tcp" | "unix")) {
+            return Err(Error::invalid("socket_type must be \"tcp\" or \"unix\""));
+        }
+    }
+    Ok(())
+}
 
-    fn broken(config: DeviceConfig, why: String) -> Result<Device> {
+/// The `mode` option (octal, default 0600) a new log file is created with.
+fn file_mode(config: &DeviceConfig) -> Result<u32> {
+    match config.options.get("mode") {
+        None => Ok(0o600),
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                Error::invalid(format!("mode must be an octal file mode like \"0600\", not {m:?}"))
+            }),
+    }
+}
+
+/// Opens the device's sink, and for a file, finds where its chain stands.
+fn open_sink(config: &DeviceConfig) -> std::io::Result<(Sink, u64, String)> {
+    let o = &config.options;
+    let sink = if config.kind == "file" {
+        let path = o.get("file_path").or_else(|| o.get("path")).map(String::as_str).unwrap_or("");
+        Sink::file(path, file_mode(config).unwrap_or(0o600))?
+    } else {
+        let kind = if o.get("socket_type").map(String::as_str) == Some("unix") {
+            SocketKind::Unix
+        } else {
+            SocketKind::Tcp
+        };
+        Sink::socket(kind, o.get("address").map(String::as_str).unwrap_or(""))
+    };
+    // Continue the chain where the file ends, so a restart does not start a new one.
+    let (seq, prev) = sink.file_path().and_then(|p| last_entry(p)).unwrap_or((0, String::new()));
+    Ok((sink, seq, prev))
+}
+
+impl Device {
+    /// A device from its stored config. One that cannot open is kept, failing every write (so
+    /// requests are refused rather than served unaudited) and trying to open again each time.
+    fn load(config: DeviceConfig) -> Result<Device> {
+        check_options(&config)?;
+        let (sink, seq, prev) = match open_sink(&config) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(device = %config.path, error = %e, "audit device failed to open; requests are refused until it can write or is disabled");
+                (Sink::Broken(e.to_string()), 0, String::new())
+            }
+        };
         let salt =
             unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
         Ok(Device {
-            log_raw: false,
-            hmac_accessor: true,
+            log_raw: bool_option(&config.options, "log_raw", false)?,
+            hmac_accessor: bool_option(&config.options, "hmac_accessor", true)?,
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             config,
-            sink: Sink::Broken(why),
-            chain: Mutex::new(Chain { seq: 0, prev: String::new() }),
+            state: Mutex::new(State { seq, prev, sink }),
         })
     }
 
@@ -219,40 +234,53 @@ impl Device {
 
     async fn write(&self, entry: &Value) -> std::io::Result<()> {
         let mut e = self.redact(entry.clone());
-        let mut chain = self.chain.lock().await;
+        let mut state = self.state.lock().await;
+        if let Sink::Broken(_) = state.sink {
+            let (sink, seq, prev) = open_sink(&self.config)?;
+            *state = State { seq, prev, sink };
+            tracing::info!(device = %self.config.path, "audit device opened");
+        }
         let Value::Object(m) = &mut e else { return Ok(()) };
-        m.insert("seq".into(), json!(chain.seq + 1));
-        m.insert("prev_hash".into(), json!(chain.prev));
+        m.insert("seq".into(), json!(state.seq + 1));
+        m.insert("prev_hash".into(), json!(state.prev));
         let hash = chain::entry_hash(m);
         m.insert("hash".into(), json!(hash));
         let line = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
-        self.sink.write_line(&line).await?;
-        chain.seq += 1;
-        chain.prev = hash;
+        state.sink.write_line(&line).await?;
+        state.seq += 1;
+        state.prev = hash;
         Ok(())
     }
 }
 
-/// The last 64 KiB of a regular file (enough for the last entries); `None` for devices like
+/// `(seq, hash)` of a regular file's last complete entry, reading backwards from the end in
+/// growing windows (an entry can be large); `None` for an empty file, or for devices like
 /// `/dev/full` or FIFOs, which have no end to read.
-fn read_tail(path: &std::path::Path) -> Option<String> {
+fn last_entry(path: &std::path::Path) -> Option<(u64, String)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let meta = f.metadata().ok()?;
-    if !meta.is_file() {
+    if !meta.is_file() || meta.len() == 0 {
         return None;
     }
-    let start = meta.len().saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    // A cut-off first line is no entry: skip to the first full line when not at the start.
-    Some(if start > 0 {
-        text.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or_default()
-    } else {
-        text
-    })
+    let mut window = 64 * 1024u64;
+    loop {
+        let start = meta.len().saturating_sub(window);
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        // A cut-off first line is no entry: skip to the first full line when not at the start.
+        let text =
+            if start > 0 { text.split_once('\n').map(|(_, r)| r).unwrap_or("") } else { &text };
+        if let Some(head) = chain::tail_head(text) {
+            return Some(head);
+        }
+        if start == 0 {
+            return None;
+        }
+        window *= 4;
+    }
 }
 
 /// All enabled devices. Loaded at unseal; changed through `sys/audit`.
@@ -319,14 +347,7 @@ impl Broker {
     pub(crate) async fn load(barrier: &Barrier) -> Result<Broker> {
         let broker = Broker::empty();
         for cfg in load_table(barrier).await? {
-            let device = match Device::open(cfg.clone()) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(device = %cfg.path, error = %e, "audit device failed to open; requests will be refused until it works or is disabled");
-                    Device::broken(cfg, e.to_string())?
-                }
-            };
-            broker.devices.write().await.push(Arc::new(device));
+            broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
         }
         Ok(broker)
     }
@@ -443,7 +464,17 @@ impl Broker {
             local,
             salt: hex(&random_bytes::<32>()),
         };
-        let device = Device::open(config.clone())?;
+        check_options(&config)?;
+        let device = Device::load(config.clone())?;
+        // Prove the device can write before it is enabled: its first entry says it was enabled.
+        let first = json!({
+            "time": now_rfc3339_nanos(),
+            "type": "audit-device-enabled",
+            "device": { "path": config.path, "type": config.kind },
+        });
+        device.write(&first).await.map_err(|e| {
+            Error::invalid(format!("audit device {:?} cannot write: {e}", config.path))
+        })?;
         table.push(config);
         save_table(barrier, &table).await?;
         self.devices.write().await.push(Arc::new(device));
@@ -461,7 +492,7 @@ impl Broker {
 }
 
 /// The error text an audit entry records: a 5xx's cause stays in the server log only.
-fn public_error(e: &Error) -> String {
+pub(crate) fn public_error(e: &Error) -> String {
     match e {
         Error::Internal(_) => "internal error".into(),
         other => other.to_string(),
@@ -484,4 +515,45 @@ async fn save_table(barrier: &Barrier, devices: &[DeviceConfig]) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))?;
     barrier.put(TABLE_KEY, &raw).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_head_is_found_behind_a_very_long_last_entry() {
+        let dir =
+            std::env::temp_dir().join(format!("coffer-audit-tail-{}", crate::util::uuid_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("audit.log");
+        let big = "x".repeat(300 * 1024);
+        let text = format!(
+            "{{\"seq\":1,\"hash\":\"h1\",\"prev_hash\":\"\"}}\n{{\"seq\":2,\"hash\":\"h2\",\"prev_hash\":\"h1\",\"pad\":\"{big}\"}}\n"
+        );
+        std::fs::write(&path, text).expect("write");
+        assert_eq!(last_entry(&path), Some((2, "h2".to_owned())));
+        assert_eq!(last_entry(std::path::Path::new("/dev/full")), None);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn options_are_checked_before_anything_is_opened() {
+        let cfg = |kind: &str, opts: &[(&str, &str)]| DeviceConfig {
+            path: "x/".into(),
+            kind: kind.into(),
+            description: String::new(),
+            options: opts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            local: false,
+            salt: "00".into(),
+        };
+        assert!(
+            check_options(&cfg("file", &[("file_path", "/tmp/x"), ("format", "text")])).is_err()
+        );
+        assert!(check_options(&cfg("file", &[("file_path", "/tmp/x"), ("prefix", "p")])).is_err());
+        assert!(check_options(&cfg("file", &[("file_path", "/tmp/x"), ("mode", "0640")])).is_ok());
+        assert!(check_options(&cfg("file", &[("file_path", "/tmp/x"), ("mode", "999")])).is_err());
+        assert!(check_options(&cfg("socket", &[])).is_err());
+        assert!(check_options(&cfg("syslog", &[])).is_err());
+    }
 }

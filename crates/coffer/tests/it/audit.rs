@@ -160,10 +160,11 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
 #[tokio::test]
 async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
     let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
     s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "original"}))).await;
-    // /dev/full opens for writing and fails every write (ENOSPC), even for root.
+
+    // A device that cannot write is refused at enable, and nothing is enabled.
     let (code, b) = s
         .call(
             "PUT",
@@ -172,7 +173,34 @@ async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
             Some(json!({"type": "file", "options": {"file_path": "/dev/full"}})),
         )
         .await;
-    assert_eq!(code, 500, "the enabling request's own response cannot be logged: {b}");
+    assert_eq!(code, 400, "{b}");
+    assert!(b["errors"][0].as_str().expect("msg").contains("cannot write"), "{b}");
+    assert!(
+        s.call("GET", "sys/audit", Some(&root), None).await.1["data"]
+            .as_object()
+            .expect("obj")
+            .is_empty()
+    );
+
+    // The only device's directory becomes a plain file: even root cannot open the log then.
+    let logdir = dir.path().join("auditlogs");
+    std::fs::create_dir(&logdir).expect("mkdir");
+    let log = logdir.join("audit.log");
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(&root),
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
+    s.stop();
+    std::fs::remove_dir_all(&logdir).expect("rm");
+    std::fs::write(&logdir, b"not a directory").expect("block");
+    s.restart();
+    s.unseal(&keys).await;
+
     let rows = || -> Vec<(String, Vec<u8>)> {
         let db = rusqlite::Connection::open(dir.path().join("coffer.db")).expect("db");
         let mut st = db
@@ -194,6 +222,12 @@ async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
     );
     assert_eq!(rows(), before, "no stored value changed or was added");
     assert!(s.logs().contains("no audit device could write"), "the cause is in the server log");
+
+    // Once the log can be written again, the device opens by itself and requests flow.
+    std::fs::remove_file(&logdir).expect("unblock");
+    std::fs::create_dir(&logdir).expect("mkdir");
+    assert_eq!(s.call("GET", "secret/keep", Some(&root), None).await.1["data"]["v"], "original");
+    ok(s.cli(None, &["audit", "verify", log.to_str().expect("p")]));
 }
 
 #[tokio::test]
