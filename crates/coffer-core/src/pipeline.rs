@@ -93,7 +93,11 @@ async fn authorize(
         // `sys/internal/ui/mounts/...` decides access itself: any token with some capability
         // inside the mount may learn the mount's type, as in Vault.
         let self_checked = matches!(target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
-        if !self_checked && (!a.allows(path, capability_for(op)) || (sudo_required && !sudo)) {
+        // As Vault does, a list of `dir/` is also granted by a rule for `dir` itself.
+        let allowed = a.allows(path, capability_for(op))
+            || (op == Operation::List
+                && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)));
+        if !self_checked && (!allowed || (sudo_required && !sudo)) {
             return Err(Error::PermissionDenied);
         }
         if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {

@@ -265,6 +265,9 @@ path "secret/app/admin" {
 path "secret/drop/*" {
   capabilities = ["create"]
 }
+path "secret/other" {
+  capabilities = ["list"]
+}
 "#;
     let (code, b) =
         s.call("PUT", "sys/policies/acl/app", Some(&root), Some(json!({"policy": policy}))).await;
@@ -287,6 +290,11 @@ path "secret/drop/*" {
     );
     assert_eq!(s.call("GET", "secret/app/admin", Some(&app), None).await.0, 403, "deny wins");
     assert_eq!(s.call("GET", "secret/other/x", Some(&app), None).await.0, 403, "nothing granted");
+    assert_eq!(
+        s.call("LIST", "secret/other", Some(&app), None).await.1["data"]["keys"],
+        json!(["x"]),
+        "a list rule on the folder's own path grants its listing, as in Vault"
+    );
     assert_eq!(
         s.call("POST", "secret/app/db", Some(&app), Some(json!({"value": "x"}))).await.0,
         403,
