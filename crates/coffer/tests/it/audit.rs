@@ -6,6 +6,13 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, ok, stderr, tempdir};
 
+/// Enables a file device at `file/` writing to `log`.
+async fn enable_file_device(s: &Server, root: &str, log: &std::path::Path) {
+    let body = json!({"type": "file", "options": {"file_path": log.display().to_string()}});
+    let (code, b) = s.call("PUT", "sys/audit/file", Some(root), Some(body)).await;
+    assert_eq!(code, 204, "{b}");
+}
+
 fn entries(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .expect("audit log")
@@ -19,15 +26,7 @@ async fn every_request_is_logged_with_secrets_hashed_and_a_verifiable_chain() {
     let dir = tempdir();
     let (mut s, keys, root) = Server::ready(dir.path()).await;
     let log = dir.path().join("audit.log");
-    let (code, b) = s
-        .call(
-            "PUT",
-            "sys/audit/file",
-            Some(&root),
-            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
-        )
-        .await;
-    assert_eq!(code, 204, "{b}");
+    enable_file_device(&s, &root, &log).await;
     let (_, list) = s.call("GET", "sys/audit", Some(&root), None).await;
     assert_eq!(list["data"]["file/"]["type"], "file");
     assert!(list["data"]["file/"].get("salt").is_none(), "the salt never leaves the server");
@@ -121,16 +120,9 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
     let dir = tempdir();
     let (s, _, root) = Server::ready(dir.path()).await;
     let log = dir.path().join("audit.log");
-    s.call(
-        "PUT",
-        "sys/audit/file",
-        Some(&root),
-        Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
-    )
-    .await;
-    for i in 0..5 {
+    enable_file_device(&s, &root, &log).await;
+    for _ in 0..5 {
         s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
-        let _ = i;
     }
     let lines: Vec<String> =
         std::fs::read_to_string(&log).expect("log").lines().map(str::to_owned).collect();
@@ -186,15 +178,7 @@ async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
     let logdir = dir.path().join("auditlogs");
     std::fs::create_dir(&logdir).expect("mkdir");
     let log = logdir.join("audit.log");
-    let (code, b) = s
-        .call(
-            "PUT",
-            "sys/audit/file",
-            Some(&root),
-            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
-        )
-        .await;
-    assert_eq!(code, 204, "{b}");
+    enable_file_device(&s, &root, &log).await;
     s.stop();
     std::fs::remove_dir_all(&logdir).expect("rm");
     std::fs::write(&logdir, b"not a directory").expect("block");
