@@ -71,6 +71,18 @@ pub struct ChainBreak {
 /// Verifies a whole audit log. With `from_middle`, the first entry may continue a chain whose
 /// beginning is elsewhere (a rotated file); otherwise it must be entry 1 of a new chain.
 pub fn verify_chain(text: &str, from_middle: bool) -> Result<ChainHead, ChainBreak> {
+    verify_chain_against(text, from_middle, None)
+}
+
+/// As [`verify_chain`], and the log must hold entry `expect.0` with hash `expect.1`: the chain
+/// head the server reported. This finds what the chain alone cannot: whole entries removed
+/// from the end, or a chain rewritten from some point on.
+pub fn verify_chain_against(
+    text: &str,
+    from_middle: bool,
+    expect: Option<(u64, &str)>,
+) -> Result<ChainHead, ChainBreak> {
+    let mut checkpoint_seen = false;
     let mut prev: Option<(u64, String)> = None;
     let mut head = ChainHead { entries: 0, first_seq: 0, last_seq: 0, last_hash: String::new() };
     let broken = |line: usize, reason: String| Err(ChainBreak { line, reason });
@@ -130,10 +142,36 @@ pub fn verify_chain(text: &str, from_middle: bool) -> Result<ChainHead, ChainBre
                 }
             }
         }
+        if let Some((s, h)) = expect
+            && s == seq
+        {
+            if h != hash {
+                return broken(
+                    n,
+                    format!(
+                        "entry {seq} is not the one the server wrote: the log was rewritten from here or earlier"
+                    ),
+                );
+            }
+            checkpoint_seen = true;
+        }
         prev = Some((seq, hash.to_owned()));
         head.entries += 1;
         head.last_seq = seq;
         head.last_hash = hash.to_owned();
+    }
+    if let Some((s, _)) = expect
+        && !checkpoint_seen
+        && s > 0
+    {
+        let lines = text.lines().count();
+        return broken(
+            lines + 1,
+            format!(
+                "the server has written {s} entries, the log ends at entry {}: entries were removed from its end",
+                head.last_seq
+            ),
+        );
     }
     Ok(head)
 }
@@ -210,6 +248,21 @@ mod tests {
         let mut t = text(&l);
         t.truncate(t.len() - 10);
         assert_eq!(verify_chain(&t, false).expect_err("cut").line, 3);
+    }
+
+    #[test]
+    fn removed_tail_entries_are_found_against_the_servers_head() {
+        let l = chain(5);
+        let head = verify_chain(&text(&l), false).expect("intact");
+        let expect = Some((head.last_seq, head.last_hash.as_str()));
+        assert!(verify_chain_against(&text(&l), false, expect).is_ok());
+        let cut = verify_chain_against(&text(&l[..3]), false, expect).expect_err("tail removed");
+        assert_eq!(cut.line, 4);
+        assert!(cut.reason.contains("removed from its end"), "{}", cut.reason);
+        let rewritten = chain(5);
+        let e = verify_chain_against(&text(&rewritten), false, Some((5, "not-the-hash")))
+            .expect_err("rewritten");
+        assert_eq!(e.line, 5);
     }
 
     #[test]

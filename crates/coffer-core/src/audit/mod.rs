@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, RwLock};
 
-pub use chain::{ChainBreak, ChainHead, verify_chain};
+pub use chain::{ChainBreak, ChainHead, verify_chain, verify_chain_against};
 use device::{Sink, SocketKind};
 
 use crate::logical::{Error, Request, Response, Result};
@@ -352,8 +352,15 @@ impl Broker {
         Ok(broker)
     }
 
-    pub(crate) async fn list(&self) -> Vec<DeviceConfig> {
-        self.devices.read().await.iter().map(|d| d.config.clone()).collect()
+    /// Each device's config and chain head (entries written, last hash).
+    pub(crate) async fn list(&self) -> Vec<(DeviceConfig, u64, String)> {
+        let devices = self.devices.read().await.clone();
+        let mut out = Vec::new();
+        for d in devices {
+            let st = d.state.lock().await;
+            out.push((d.config.clone(), st.seq, st.prev.clone()));
+        }
+        out
     }
 
     pub(crate) async fn device(&self, path: &str) -> Option<Arc<Device>> {

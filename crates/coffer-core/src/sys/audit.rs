@@ -16,7 +16,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             return Err(Error::UnsupportedOperation);
         }
         let mut data = Map::new();
-        for d in broker.list().await {
+        for (d, seq, hash) in broker.list().await {
             data.insert(
                 d.path.clone(),
                 json!({
@@ -25,6 +25,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
                     "options": d.options,
                     "local": d.local,
                     "path": d.path,
+                    // Coffer's: where the device's chain stands, for `coffer audit verify -device`.
+                    "chain": { "seq": seq, "hash": hash },
                 }),
             );
         }

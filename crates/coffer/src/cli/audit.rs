@@ -38,15 +38,37 @@ pub(crate) enum AuditCmd {
         /// Accept a log that continues a chain begun in an earlier (rotated) file
         #[arg(long = "from-middle")]
         from_middle: bool,
+        /// Also ask the server where this device's chain stands (needs a token with sudo on
+        /// sys/audit), so entries removed from the end of the log are found too
+        #[arg(long, value_name = "PATH")]
+        device: Option<String>,
     },
 }
 
 pub(crate) async fn run(g: &Global, cmd: AuditCmd) -> Result<ExitCode> {
     match cmd {
-        AuditCmd::Verify { file, from_middle } => {
+        AuditCmd::Verify { file, from_middle, device } => {
+            // The server's head first: entries written after it can only make the log longer.
+            let expect = match &device {
+                Some(path) => {
+                    let ans = client(g)?.read("sys/audit").await?;
+                    let key = format!("{}/", path.trim_matches('/'));
+                    let chain = ans
+                        .data()
+                        .and_then(|d| d.get(&key))
+                        .and_then(|d| d.get("chain"))
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no audit device is enabled at {key:?}"))?;
+                    let seq = chain.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                    let hash = chain.get("hash").and_then(Value::as_str).unwrap_or("").to_owned();
+                    Some((seq, hash))
+                }
+                None => None,
+            };
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            match coffer_core::audit::verify_chain(&text, from_middle) {
+            let expect_ref = expect.as_ref().map(|(s, h)| (*s, h.as_str()));
+            match coffer_core::audit::verify_chain_against(&text, from_middle, expect_ref) {
                 Ok(head) => {
                     if g.format == Format::Json {
                         println!(

@@ -147,6 +147,22 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
     check("swapped.log", swapped, 3);
     let truncated = lines[1..].to_vec();
     check("truncated-head.log", truncated, 1);
+
+    // Whole entries cut from the end leave a valid chain; the server's head shows them missing.
+    let log_arg = log.to_str().expect("p");
+    ok(s.cli(Some(&root), &["audit", "verify", "-device=file", log_arg]));
+    let current: Vec<String> =
+        std::fs::read_to_string(&log).expect("log").lines().map(str::to_owned).collect();
+    let cut = dir.path().join("cut-tail.log");
+    std::fs::write(
+        &cut,
+        current[..current.len() - 4].iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write");
+    ok(s.cli(None, &["audit", "verify", cut.to_str().expect("p")]));
+    let out = s.cli(Some(&root), &["audit", "verify", "-device=file", cut.to_str().expect("p")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("removed from its end"), "{}", stderr(&out));
 }
 
 #[tokio::test]
