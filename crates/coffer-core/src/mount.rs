@@ -86,8 +86,7 @@ impl MountEntry {
     }
 
     /// Vault's listing shape for `sys/mounts` and `sys/auth`.
-    pub fn to_json(&self, sys_default: Duration, sys_max: Duration) -> Value {
-        let _ = (sys_default, sys_max);
+    pub fn to_json(&self) -> Value {
         let options: Map<String, Value> =
             self.options.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
         json!({

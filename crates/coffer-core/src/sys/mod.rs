@@ -253,6 +253,20 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     }
 }
 
+/// Vault accepts policy documents (ACL and password) base64-encoded. Base64 never has spaces,
+/// quotes or braces, and a policy always has at least one of them, so one test tells them apart.
+pub(crate) fn maybe_base64(raw: &str) -> String {
+    let t = raw.trim();
+    if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == '"' || c == '{') {
+        return raw.to_owned();
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
 pub(crate) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,

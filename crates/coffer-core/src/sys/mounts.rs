@@ -42,9 +42,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         Operation::Read => {
             let entry = find(ctx, table, path).await?;
-            Ok(Some(Response::data(obj(
-                entry.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl)
-            ))))
+            Ok(Some(Response::data(obj(entry.to_json()))))
         }
         _ => Err(Error::UnsupportedOperation),
     }
@@ -64,10 +62,7 @@ async fn list(ctx: &Ctx<'_>, table: Table) -> Result<Response> {
     let entries = load_table(&ctx.core.barrier, table).await?.unwrap_or_default();
     let mut data = Map::new();
     for e in entries {
-        data.insert(
-            e.path.clone(),
-            e.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl),
-        );
+        data.insert(e.path.clone(), e.to_json());
     }
     Ok(Response::data(data))
 }
@@ -120,8 +115,7 @@ fn apply_config(
     Ok(())
 }
 
-fn check_ttls(ctx: &Ctx<'_>, entry: &MountEntry) -> Result<()> {
-    let sys_max = ctx.core.config.max_lease_ttl.as_secs();
+fn check_ttls(sys_max: u64, entry: &MountEntry) -> Result<()> {
     let max = if entry.config.max_lease_ttl == 0 { sys_max } else { entry.config.max_lease_ttl };
     if entry.config.max_lease_ttl > sys_max {
         return Err(Error::invalid("max_lease_ttl cannot be greater than the system maximum"));
@@ -177,7 +171,7 @@ async fn enable(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     }
     entry.local = f.bool("local")?.unwrap_or(false);
     entry.seal_wrap = f.bool("seal_wrap")?.unwrap_or(false);
-    check_ttls(ctx, &entry)?;
+    check_ttls(ctx.core.config.max_lease_ttl.as_secs(), &entry)?;
     warnings.extend(ignored_warning(f.unknown(&[
         "type",
         "description",
@@ -236,19 +230,7 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
                     ));
                 }
             }
-            let max =
-                if entry.config.max_lease_ttl == 0 { sys_max } else { entry.config.max_lease_ttl };
-            if entry.config.max_lease_ttl > sys_max {
-                return Err(Error::invalid(
-                    "max_lease_ttl cannot be greater than the system maximum",
-                ));
-            }
-            if entry.config.default_lease_ttl > max {
-                return Err(Error::invalid(
-                    "default_lease_ttl cannot be greater than max_lease_ttl",
-                ));
-            }
-            Ok(())
+            check_ttls(sys_max, entry)
         })
         .await?;
     Ok(Response { warnings, ..Response::default() })
@@ -266,7 +248,7 @@ pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
         return Err(Error::PermissionDenied);
     }
     let e = &route.entry;
-    let mut m = obj(e.to_json(ctx.core.config.default_lease_ttl, ctx.core.config.max_lease_ttl));
+    let mut m = obj(e.to_json());
     m.insert("path".into(), json!(route.full_path));
     Ok(Response::data(m))
 }

@@ -31,21 +31,6 @@ async fn load(v: &View, name: &str) -> Result<Option<String>> {
     }
 }
 
-/// Vault lets the HCL come base64-encoded; base64 never has spaces, quotes or braces, and a
-/// policy always has at least one of them.
-fn decode(raw: &str) -> String {
-    use base64::Engine as _;
-    let t = raw.trim();
-    if t.contains(|c: char| c.is_whitespace() || c == '"' || c == '{') {
-        return raw.to_owned();
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(t)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| raw.to_owned())
-}
-
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let Some(rest) = rel.strip_prefix("policies/password") else { return Ok(None) };
     let v = view(ctx);
@@ -80,7 +65,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             Ok(Some(Response::from_value(json!({ "policy": text }))))
         }
         _ if write => {
-            let text = decode(&Fields::new(&ctx.req.data).required_str("policy")?);
+            let text = super::maybe_base64(&Fields::new(&ctx.req.data).required_str("policy")?);
             let policy = PasswordPolicy::parse(&text)?;
             // Vault checks that a policy can actually produce passwords before storing it.
             let _ = policy.generate();

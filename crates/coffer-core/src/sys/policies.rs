@@ -1,8 +1,8 @@
 //! `sys/policy`, `sys/policies/acl` and the capabilities endpoints.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
-use super::{Ctx, obj};
+use super::Ctx;
 use crate::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::token::TokenEntry;
@@ -62,7 +62,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
                     "missing required parameter \"policy\""
                 })
             })?;
-            let raw = decode_maybe_base64(&raw);
+            let raw = super::maybe_base64(&raw);
             store.set(&name, &raw).await?;
             Response::empty()
         }
@@ -73,19 +73,6 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         _ => return Err(Error::UnsupportedOperation),
     };
     Ok(Some(resp))
-}
-
-/// Vault accepts a policy body base64-encoded; plain HCL never decodes to valid UTF-8 HCL.
-fn decode_maybe_base64(raw: &str) -> String {
-    use base64::Engine as _;
-    let t = raw.trim();
-    if t.is_empty() || t.contains(['{', '"', ' ', '\n']) {
-        return raw.to_owned();
-    }
-    match base64::engine::general_purpose::STANDARD.decode(t) {
-        Ok(b) => String::from_utf8(b).unwrap_or_else(|_| raw.to_owned()),
-        Err(_) => raw.to_owned(),
-    }
 }
 
 /// `capabilities-self`, `capabilities`, `capabilities-accessor`: per path, the token's
@@ -125,6 +112,5 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
     if paths.len() == 1 {
         out.insert("capabilities".into(), json!(all));
     }
-    let _ = obj(Value::Null);
     Ok(Response::data(out))
 }
