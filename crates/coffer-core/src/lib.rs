@@ -4,9 +4,11 @@
 
 pub mod audit;
 pub mod backend;
+pub mod cidr;
 mod core;
 pub mod fields;
 pub mod logical;
+pub mod login;
 pub mod mount;
 pub mod password_policy;
 mod pipeline;
@@ -21,5 +23,6 @@ pub mod util;
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::{BackendConfig, BackendRequest, Factory, LogicalBackend, MountInfo, Registry};
 pub use coffer_barrier::{BatchOp, View};
+pub use login::{Login, TokenFields};
 pub use logical::{Auth, Error, Operation, Request, Response, Result};
 pub use secret::SecretString;

@@ -107,6 +107,21 @@ pub struct Response {
     pub lease_id: String,
     pub warnings: Vec<String>,
     pub raw: Option<(u16, Value)>,
+    /// An auth method's successful login; the core turns it into a token and fills `auth`.
+    pub login: Option<crate::login::Login>,
+    /// Set when the answer was wrapped: the client gets only this.
+    pub wrap_info: Option<WrapInfo>,
+}
+
+/// Vault's `wrap_info` block: where a wrapped response waits and for how long.
+#[derive(Debug, Clone, Serialize)]
+pub struct WrapInfo {
+    pub token: String,
+    pub accessor: String,
+    pub ttl: u64,
+    pub creation_time: String,
+    pub creation_path: String,
+    pub wrapped_accessor: String,
 }
 
 impl Response {
@@ -131,12 +146,22 @@ impl Response {
         Self::data(m)
     }
 
+    /// A successful login, for the core to turn into a token.
+    pub fn login(login: crate::login::Login) -> Self {
+        Self { login: Some(login), ..Self::default() }
+    }
+
     pub fn empty() -> Self {
         Self::default()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_none() && self.auth.is_none() && self.warnings.is_empty() && self.raw.is_none()
+        self.data.is_none()
+            && self.auth.is_none()
+            && self.login.is_none()
+            && self.wrap_info.is_none()
+            && self.warnings.is_empty()
+            && self.raw.is_none()
     }
 }
 

@@ -49,7 +49,12 @@ async fn authenticate(active: &Active, req: &Request) -> Result<TokenEntry> {
     if token.expose().is_empty() {
         return Err(Error::PermissionDenied);
     }
-    active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)
+    let entry = active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)?;
+    // A token bound to addresses is no use from anywhere else (as in Vault: 403).
+    if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, req.remote_addr) {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(entry)
 }
 
 /// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
@@ -145,7 +150,20 @@ async fn dispatch(
                 sudo: audited.authz.sudo,
                 client_token: req.client_token.as_ref(),
             };
-            route.backend.handle(&breq).await
+            let mut resp = route.backend.handle(&breq).await?;
+            if let Some(login) = resp.login.take() {
+                // Only auth methods log in; an engine answering a login is a bug, not a token.
+                if route.table != crate::mount::Table::Auth {
+                    return Err(Error::Internal(format!(
+                        "secrets engine {:?} answered with a login",
+                        route.entry.kind
+                    )));
+                }
+                let path = format!("{}{rel}", route.info.path);
+                resp.auth =
+                    Some(crate::login::issue(&active.tokens, &route.info, &path, login).await?);
+            }
+            Ok(resp)
         }
     }
 }

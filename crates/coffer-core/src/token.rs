@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
+use crate::cidr::Cidr;
 use crate::logical::{Error, Result};
 use crate::secret::{SecretString, ct_eq};
 use crate::util::{hex, now_unix, random_base62, rfc3339};
@@ -51,6 +52,13 @@ pub struct TokenEntry {
     /// The last use of a use-limited token has been taken; it is revoked after that request.
     #[serde(default)]
     pub spent: bool,
+    /// Addresses the token may be used from; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<Cidr>,
+    /// Seconds from creation beyond which renewals do not go (a login role's `token_max_ttl`);
+    /// 0: only the server's (and `explicit_max_ttl`'s) limit.
+    #[serde(default)]
+    pub max_ttl: u64,
 }
 
 /// What counting one use of a token found.
@@ -75,6 +83,26 @@ impl TokenEntry {
 
     pub fn ttl_remaining(&self, now: u64) -> u64 {
         if self.expire_time == 0 { 0 } else { self.expire_time.saturating_sub(now) }
+    }
+
+    /// The `auth` block answered when this token is issued or renewed.
+    pub fn auth(&self, token: &SecretString) -> crate::logical::Auth {
+        let meta: Map<String, Value> =
+            self.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        crate::logical::Auth {
+            client_token: token.expose().to_owned(),
+            accessor: self.accessor.clone(),
+            policies: self.policies.clone(),
+            token_policies: self.policies.clone(),
+            metadata: (!meta.is_empty()).then_some(meta),
+            lease_duration: self.ttl_remaining(now_unix()),
+            renewable: self.renewable,
+            entity_id: String::new(),
+            token_type: "service".into(),
+            orphan: self.orphan,
+            mfa_requirement: None,
+            num_uses: self.num_uses,
+        }
     }
 
     /// Vault's token lookup shape. `token` is echoed as `id` only when the caller presented it.
@@ -104,6 +132,10 @@ impl TokenEntry {
         if self.period > 0 {
             m["period"] = json!(self.period);
         }
+        if !self.bound_cidrs.is_empty() {
+            let c: Vec<String> = self.bound_cidrs.iter().map(Cidr::to_string).collect();
+            m["bound_cidrs"] = json!(c);
+        }
         if self.last_renewal_time > 0 {
             m["last_renewal_time"] = json!(self.last_renewal_time);
             m["last_renewal"] = json!(rfc3339(self.last_renewal_time));
@@ -130,6 +162,8 @@ pub struct TokenParams {
     pub renewable: bool,
     pub orphan: bool,
     pub path: String,
+    pub bound_cidrs: Vec<Cidr>,
+    pub max_ttl: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -286,6 +320,8 @@ impl TokenStore {
             entity_id: String::new(),
             last_renewal_time: 0,
             spent: false,
+            bound_cidrs: p.bound_cidrs,
+            max_ttl: p.max_ttl,
         };
         let raw = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         let acc = serde_json::to_vec(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })
@@ -442,11 +478,12 @@ impl TokenStore {
         let mut ttl = if e.period > 0 { e.period } else { increment.unwrap_or(e.creation_ttl) };
         // A periodic token lives as long as it is renewed (as in Vault), unless it has an
         // explicit maximum; others stop at the system maximum from creation.
+        let own_max = if e.max_ttl > 0 { max_ttl.min(e.max_ttl) } else { max_ttl };
         let cap = match (e.period > 0, e.explicit_max_ttl) {
             (true, 0) => None,
             (true, m) => Some(m),
-            (false, 0) => Some(max_ttl),
-            (false, m) => Some(max_ttl.min(m)),
+            (false, 0) => Some(own_max),
+            (false, m) => Some(own_max.min(m)),
         };
         if let Some(cap) = cap {
             let limit = e.creation_time + cap;

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use crate::backend::{BackendRequest, LogicalBackend};
 use crate::core::CoreConfig;
 use crate::fields::{Fields, ignored_warning};
-use crate::logical::{Auth, Error, Operation, Response, Result};
+use crate::login::normalize_policies;
+use crate::logical::{Error, Operation, Response, Result};
 use crate::secret::SecretString;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
 use crate::util::now_unix;
@@ -16,16 +17,6 @@ use crate::util::now_unix;
 pub(crate) struct TokenBackend {
     tokens: Arc<TokenStore>,
     config: CoreConfig,
-}
-
-fn normalize_policies(mut p: Vec<String>) -> Vec<String> {
-    for s in &mut p {
-        *s = s.trim().to_lowercase();
-    }
-    p.retain(|s| !s.is_empty());
-    p.sort();
-    p.dedup();
-    p
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -48,25 +39,6 @@ const CREATE_FIELDS: &[&str] = &[
 impl TokenBackend {
     pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
         Self { tokens, config }
-    }
-
-    fn auth_for(&self, token: &SecretString, e: &TokenEntry) -> Auth {
-        let meta: Map<String, Value> =
-            e.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
-        Auth {
-            client_token: token.expose().to_owned(),
-            accessor: e.accessor.clone(),
-            policies: e.policies.clone(),
-            token_policies: e.policies.clone(),
-            metadata: (!meta.is_empty()).then_some(meta),
-            lease_duration: e.ttl_remaining(now_unix()),
-            renewable: e.renewable,
-            entity_id: String::new(),
-            token_type: "service".into(),
-            orphan: e.orphan,
-            mfa_requirement: None,
-            num_uses: e.num_uses,
-        }
     }
 
     async fn create(&self, req: &BackendRequest<'_>, orphan_endpoint: bool) -> Result<Response> {
@@ -167,10 +139,11 @@ impl TokenBackend {
             } else {
                 "auth/token/create".into()
             },
+            ..TokenParams::default()
         };
         let (token, entry) = self.tokens.create(Some(parent), params).await?;
         Ok(Response {
-            auth: Some(self.auth_for(&token, &entry)),
+            auth: Some(entry.auth(&token)),
             warnings: ignored_warning(f.unknown(CREATE_FIELDS)),
             ..Response::default()
         })
@@ -198,7 +171,7 @@ impl TokenBackend {
         let renewed =
             self.tokens.renew(entry, increment, self.config.max_lease_ttl.as_secs()).await?;
         let shown = token.cloned().unwrap_or_else(|| SecretString::new(String::new()));
-        Ok(Response { auth: Some(self.auth_for(&shown, &renewed)), ..Response::default() })
+        Ok(Response { auth: Some(renewed.auth(&shown)), ..Response::default() })
     }
 }
 
