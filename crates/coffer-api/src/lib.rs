@@ -74,6 +74,7 @@ pub struct Client {
     http: reqwest::Client,
     address: String,
     token: Option<String>,
+    wrap_ttl: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -130,7 +131,7 @@ impl Client {
                 "address {address:?} must start with http:// or https://"
             )));
         }
-        Ok(Self { http, address, token: None })
+        Ok(Self { http, address, token: None, wrap_ttl: None })
     }
 
     pub fn address(&self) -> &str {
@@ -139,6 +140,12 @@ impl Client {
 
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Asks the server to wrap every answer for this long (`X-Vault-Wrap-TTL`, e.g. `60s`).
+    pub fn with_wrap_ttl(mut self, ttl: Option<String>) -> Self {
+        self.wrap_ttl = ttl;
         self
     }
 
@@ -164,6 +171,9 @@ impl Client {
         let mut rb = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
             rb = rb.header("X-Vault-Token", t);
+        }
+        if let Some(w) = &self.wrap_ttl {
+            rb = rb.header("X-Vault-Wrap-TTL", w);
         }
         if let Some(b) = body {
             rb = rb.json(b);

@@ -25,10 +25,16 @@ impl Cidr {
                     == masked(u32::from(ip).into(), 32, self.prefix)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), 128, self.prefix) == masked(u128::from(ip), 128, self.prefix)
+                masked(u128::from(net), 128, self.prefix)
+                    == masked(u128::from(ip), 128, self.prefix)
             }
             _ => false,
         }
+    }
+
+    /// Whether every address of `other` lies in this block.
+    pub fn contains_block(&self, other: &Cidr) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
     }
 
     /// Parses a list, naming the field and the entry that is wrong.
@@ -139,7 +145,7 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "10.0.0/8", "host", "::/129", "1.2.3.4/x"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
-        let e = Cidr::parse_list("token_bound_cidrs", &["10.0.0.0/99".into()]).unwrap_err();
+        let e = Cidr::parse_list("token_bound_cidrs", &["10.0.0.0/99".into()]).expect_err("refused");
         assert!(e.to_string().contains("token_bound_cidrs"), "{e}");
     }
 

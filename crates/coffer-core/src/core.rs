@@ -20,6 +20,7 @@ use crate::token_backend::TokenBackend;
 pub struct CoreConfig {
     pub default_lease_ttl: Duration,
     pub max_lease_ttl: Duration,
+    pub login_limit: crate::ratelimit::LoginLimit,
 }
 
 impl Default for CoreConfig {
@@ -28,6 +29,7 @@ impl Default for CoreConfig {
         Self {
             default_lease_ttl: Duration::from_secs(768 * 3600),
             max_lease_ttl: Duration::from_secs(768 * 3600),
+            login_limit: crate::ratelimit::LoginLimit::default(),
         }
     }
 }
@@ -80,6 +82,7 @@ pub struct Core {
     /// Serializes mount-table and seal-state changes.
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     initialized: std::sync::atomic::AtomicBool,
+    pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
 }
 
 /// The capability a logical operation needs.
@@ -111,6 +114,7 @@ impl Core {
     pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: CoreConfig) -> Arc<Self> {
         Arc::new(Self {
             barrier: Arc::new(Barrier::new(backend)),
+            login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
             config,
             registry,
             active: RwLock::new(None),

@@ -80,7 +80,7 @@ impl Request {
 }
 
 /// The `auth` block of a login or token creation.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Auth {
     pub client_token: String,
     pub accessor: String,

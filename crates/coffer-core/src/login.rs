@@ -182,6 +182,9 @@ pub(crate) async fn issue(
     if policies.iter().any(|p| p == ROOT_POLICY) {
         return Err(Error::invalid("auth methods cannot create root tokens"));
     }
+    if policies.iter().any(|p| p == crate::wrapping::WRAPPING_POLICY) {
+        return Err(Error::invalid("cannot issue a token with the response-wrapping policy"));
+    }
     if !login.no_default_policy && !policies.iter().any(|p| p == DEFAULT_POLICY) {
         policies.push(DEFAULT_POLICY.to_owned());
         policies.sort();
@@ -205,11 +208,8 @@ pub(crate) async fn issue(
         ttl = ttl.min(max_ttl);
     }
     let name = mount.path.trim_start_matches("auth/").trim_end_matches('/').replace('/', "-");
-    let display_name = if login.display_name.is_empty() {
-        name
-    } else {
-        format!("{name}-{}", login.display_name)
-    };
+    let display_name =
+        if login.display_name.is_empty() { name } else { format!("{name}-{}", login.display_name) };
     let params = TokenParams {
         policies,
         meta: login.metadata,
@@ -257,13 +257,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let mut t = TokenFields::default();
-        let e = update(&mut t, json!({"token_bound_cidrs": ["300.0.0.1/8"]})).unwrap_err();
+        let e = update(&mut t, json!({"token_bound_cidrs": ["300.0.0.1/8"]})).expect_err("refused");
         assert!(e.to_string().contains("token_bound_cidrs"), "{e}");
-        let e = update(&mut t, json!({"token_type": "batch"})).unwrap_err();
+        let e = update(&mut t, json!({"token_type": "batch"})).expect_err("refused");
         assert!(e.to_string().contains("service tokens"), "{e}");
-        let e = update(&mut t, json!({"token_ttl": "2h", "token_max_ttl": "1h"})).unwrap_err();
+        let e = update(&mut t, json!({"token_ttl": "2h", "token_max_ttl": "1h"})).expect_err("refused");
         assert!(e.to_string().contains("token_max_ttl"), "{e}");
-        let e = update(&mut t, json!({"token_ttl": "soon"})).unwrap_err();
+        let e = update(&mut t, json!({"token_ttl": "soon"})).expect_err("refused");
         assert!(e.to_string().contains("token_ttl"), "{e}");
     }
 

@@ -66,9 +66,37 @@ async fn authorize(
 ) -> Result<Authorized> {
     let unauthenticated = match target {
         Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
-        Target::Sys(_) => false,
+        // Unwrapping with the wrapping token in the body and no token of one's own: the
+        // wrapping token is the credential, and it allows exactly this (clients such as
+        // vaultrs send it this way from a workload that has no token yet).
+        Target::Sys(rel) => {
+            crate::sys::is_unauthenticated(rel)
+                || (rel == "wrapping/unwrap"
+                    && req.client_token.as_ref().is_none_or(|t| t.expose().is_empty())
+                    && req
+                        .data
+                        .get("token")
+                        .and_then(|t| t.as_str())
+                        .is_some_and(|t| !t.is_empty()))
+        }
     };
-    let mut caller = if unauthenticated { None } else { Some(authenticate(active, req).await?) };
+    let mut caller = if unauthenticated {
+        None
+    } else {
+        match authenticate(active, req).await {
+            Ok(e) => Some(e),
+            // Unwrapping with a used, expired or unknown wrapping token: Vault's 400, which
+            // tells the receiver that somebody else may have unwrapped it first.
+            Err(Error::PermissionDenied)
+                if matches!(target, Target::Sys(rel) if rel == "wrapping/unwrap")
+                    && req.client_token.is_some()
+                    && !req.data.contains_key("token") =>
+            {
+                return Err(Error::invalid(crate::wrapping::INVALID_WRAPPING_TOKEN));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut op = req.operation;
     if let (Target::Mount(route, rel), Operation::Update) = (target, op) {
         let probe = BackendRequest {
@@ -108,6 +136,7 @@ async fn authorize(
         if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
             a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
         }
+        crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
         if active.tokens.use_token(entry).await? == Use::Exhausted {
             return Err(Error::PermissionDenied);
         }
@@ -210,7 +239,24 @@ impl Core {
             Target::Sys(_) => "system".to_owned(),
             Target::Mount(r, _) => r.entry.kind.clone(),
         };
-        let authz = match authorize(&active, &req, &path, &target).await {
+        // Logins (an auth method's unauthenticated paths) are where credentials are guessed.
+        let login_mount = match &target {
+            Target::Mount(r, rel)
+                if r.table == crate::mount::Table::Auth
+                    && path_matches(r.backend.unauthenticated_paths(), rel) =>
+            {
+                Some(r.entry.accessor.clone())
+            }
+            _ => None,
+        };
+        let limited =
+            login_mount.as_deref().is_some_and(|m| !self.login_limiter.allows(m, req.remote_addr));
+        let authz = if limited {
+            Err(Error::RateLimited)
+        } else {
+            authorize(&active, &req, &path, &target).await
+        };
+        let authz = match authz {
             Ok(a) => a,
             Err(e) => {
                 // A refused request is audited too (best effort: it is refused either way).
@@ -243,6 +289,17 @@ impl Core {
             }
         };
         let result = dispatch(self, &active, &req, target, &audited).await;
+        if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
+            (&login_mount, &result)
+        {
+            self.login_limiter.failed(m, req.remote_addr);
+        }
+        let result = match (result, req.wrap_ttl) {
+            (Ok(resp), Some(ttl)) if crate::wrapping::wrappable(&resp) => {
+                crate::wrapping::wrap(&active.tokens, resp, ttl.as_secs(), &path).await
+            }
+            (r, _) => r,
+        };
         // Sealing drops the broker with the rest of the state; the response goes to the devices
         // that were live when the request started.
         let logged = active.audit.log_response(&record, &result).await;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::logical::{Error, Result};
 use crate::policy::{Acl, DEFAULT_POLICY as DEFAULT_POLICY_HCL, Policy};
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY};
+use crate::wrapping::WRAPPING_POLICY;
 
 #[derive(Serialize, Deserialize)]
 struct StoredPolicy {
@@ -81,8 +82,8 @@ impl PolicyStore {
 
     pub(crate) async fn set(&self, name: &str, raw: &str) -> Result<()> {
         let name = normalize_name(name)?;
-        if name == ROOT_POLICY {
-            return Err(Error::invalid("cannot update \"root\" policy"));
+        if name == ROOT_POLICY || name == WRAPPING_POLICY {
+            return Err(Error::invalid(format!("cannot update {name:?} policy: it is built in")));
         }
         let policy = Policy::parse(&name, raw)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
@@ -100,7 +101,7 @@ impl PolicyStore {
 
     pub(crate) async fn delete(&self, name: &str) -> Result<()> {
         let name = normalize_name(name)?;
-        if name == ROOT_POLICY || name == DEFAULT_POLICY {
+        if name == ROOT_POLICY || name == DEFAULT_POLICY || name == WRAPPING_POLICY {
             return Err(Error::invalid(format!("cannot delete {name:?} policy")));
         }
         self.view.delete(&name).await?;
@@ -125,6 +126,10 @@ impl PolicyStore {
         }
         let acl = if key.iter().any(|n| n == ROOT_POLICY) {
             Arc::new(Acl::root())
+        } else if key.len() == 1 && key[0] == WRAPPING_POLICY {
+            let p = Policy::parse(WRAPPING_POLICY, crate::wrapping::WRAPPING_POLICY_HCL)
+                .map_err(|e| Error::Internal(format!("built-in wrapping policy: {e}")))?;
+            Arc::new(Acl::new(vec![&p]))
         } else {
             let policies = self.policies.read().map_err(|_| poisoned())?;
             let found: Vec<&Policy> =

@@ -221,6 +221,14 @@ impl TokenStore {
         }
     }
 
+    /// The cubbyhole folder of the token with this id.
+    pub(crate) fn cubbyhole_of(&self, id: &str) -> Result<View> {
+        let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
+        cubby
+            .map(|c| c.sub_view(&format!("{id}/")))
+            .ok_or_else(|| Error::Internal("the cubbyhole mount is missing".into()))
+    }
+
     /// The salted hash under which a token (or accessor) is stored.
     pub fn hash(&self, value: &str) -> String {
         hex(hmac::sign(&self.salt, value.as_bytes()).as_ref())

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use crate::backend::{BackendRequest, LogicalBackend};
 use crate::core::CoreConfig;
 use crate::fields::{Fields, ignored_warning};
-use crate::login::normalize_policies;
 use crate::logical::{Error, Operation, Response, Result};
+use crate::login::normalize_policies;
 use crate::secret::SecretString;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
 use crate::util::now_unix;
@@ -73,6 +73,11 @@ impl TokenBackend {
             Some(p) if !p.is_empty() => normalize_policies(p),
             _ => parent.policies.iter().filter(|p| *p != ROOT_POLICY || is_root).cloned().collect(),
         };
+        if policies.iter().any(|p| p == crate::wrapping::WRAPPING_POLICY) {
+            return Err(Error::invalid(
+                "the response-wrapping policy is reserved for wrapping tokens",
+            ));
+        }
         if !is_root
             && let Some(extra) =
                 policies.iter().find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p))

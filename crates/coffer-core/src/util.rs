@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::logical::{Error, Result};
 
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The only failure is an unusable system RNG, after which nothing Coffer does is safe.
     #[allow(clippy::expect_used)] // reason: see above; continuing without randomness is worse

@@ -1,6 +1,7 @@
 //! Coffer's built-in secrets engines. Each sees only `coffer_core`'s logical types and its own
 //! storage view; the binary registers them in the core's [`Registry`].
 
+mod approle;
 mod cubbyhole;
 mod kv;
 mod kv2;
@@ -14,4 +15,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_secrets("kv", Arc::new(kv::factory));
     registry.register_secrets("generic", Arc::new(kv::factory));
     registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
+    registry.register_auth("approle", Arc::new(approle::factory));
 }

@@ -54,6 +54,7 @@ pub(crate) struct ServerConfig {
     pub max_lease_ttl: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub login_limit: coffer_core::LoginLimit,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -88,6 +89,8 @@ impl ServerConfig {
             "ui",
             "cluster_name",
             "pid_file",
+            "login_failure_burst",
+            "login_failure_refill",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -117,7 +120,26 @@ impl ServerConfig {
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log_format must be \"standard\" or \"json\", not {other:?}"),
         };
+        let mut login_limit = coffer_core::LoginLimit::default();
+        if let Some(v) = root.get("login_failure_burst") {
+            login_limit.burst = v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    anyhow!("login_failure_burst must be a whole number (0 turns the limit off)")
+                })?;
+        }
+        if let Some(d) = opt_duration(root, "login_failure_refill")? {
+            if d.is_zero() {
+                bail!(
+                    "login_failure_refill must be longer than 0s (set login_failure_burst = 0 to turn the limit off)"
+                );
+            }
+            login_limit.refill = d;
+        }
         Ok(Self {
+            login_limit,
             storage,
             listeners,
             api_addr: opt_str(root, "api_addr")?,

@@ -163,14 +163,21 @@ async fn handle(
     if let Some(t) = token_from(&headers) {
         req = req.with_token(t);
     }
-    if headers.contains_key("x-vault-wrap-ttl") {
-        // Answering unwrapped when the client asked for wrapping would hand out the secret itself.
-        return error_response(
-            Error::invalid(
-                "response wrapping (X-Vault-Wrap-TTL) is not available in this Coffer build",
-            ),
-            &req.id,
-        );
+    if let Some(v) = headers.get("x-vault-wrap-ttl") {
+        // Answering unwrapped when the client asked for wrapping would hand out the secret
+        // itself: a TTL that does not parse is refused, never ignored.
+        match v.to_str().ok().and_then(coffer_core::util::parse_duration) {
+            Some(d) if d.is_zero() => {}
+            Some(d) => req.wrap_ttl = Some(d),
+            None => {
+                return error_response(
+                    Error::invalid(
+                        "invalid X-Vault-Wrap-TTL: expected seconds or a duration like \"5m\"",
+                    ),
+                    &req.id,
+                );
+            }
+        }
     }
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
@@ -204,7 +211,7 @@ fn success(r: coffer_core::Response, request_id: &str) -> Response {
         "renewable": r.renewable,
         "lease_duration": r.lease_duration,
         "data": r.data,
-        "wrap_info": Value::Null,
+        "wrap_info": r.wrap_info,
         "warnings": if r.warnings.is_empty() { Value::Null } else { json!(r.warnings) },
         "auth": r.auth,
         "mount_type": "",

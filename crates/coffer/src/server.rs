@@ -75,7 +75,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     let core = Core::new(
         storage,
         registry,
-        CoreConfig { default_lease_ttl: cfg.default_lease_ttl, max_lease_ttl: cfg.max_lease_ttl },
+        CoreConfig {
+            default_lease_ttl: cfg.default_lease_ttl,
+            max_lease_ttl: cfg.max_lease_ttl,
+            login_limit: cfg.login_limit,
+        },
     );
 
     let dev_init = match &dev {

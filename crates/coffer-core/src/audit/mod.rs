@@ -208,6 +208,7 @@ impl Device {
             &["auth", "client_token"][..],
             &["request", "client_token"],
             &["response", "auth", "client_token"],
+            &["response", "wrap_info", "token"],
         ] {
             self.hash_field(&mut e, p);
         }
@@ -216,6 +217,8 @@ impl Device {
                 &["auth", "accessor"][..],
                 &["request", "client_token_accessor"],
                 &["response", "auth", "accessor"],
+                &["response", "wrap_info", "accessor"],
+                &["response", "wrap_info", "wrapped_accessor"],
             ] {
                 self.hash_field(&mut e, p);
             }
@@ -432,6 +435,19 @@ impl Broker {
                             "metadata": a.metadata,
                             "lease_duration": a.lease_duration,
                             "renewable": a.renewable,
+                        }),
+                    );
+                }
+                if let Some(w) = &resp.wrap_info {
+                    out.insert(
+                        "wrap_info".into(),
+                        json!({
+                            "token": w.token,
+                            "accessor": w.accessor,
+                            "ttl": w.ttl,
+                            "creation_time": w.creation_time,
+                            "creation_path": w.creation_path,
+                            "wrapped_accessor": w.wrapped_accessor,
                         }),
                     );
                 }

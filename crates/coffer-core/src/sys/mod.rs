@@ -45,6 +45,12 @@ pub(crate) fn is_self_checked(rel: &str) -> bool {
     rel.starts_with("internal/ui/mounts/")
 }
 
+/// Paths below `sys/` reachable without a token: a wrapping token is looked up without being
+/// used (as in Vault).
+pub(crate) fn is_unauthenticated(rel: &str) -> bool {
+    rel == "wrapping/lookup"
+}
+
 /// Paths below `sys/` that need `sudo`, as in Vault.
 pub(crate) fn is_sudo_path(rel: &str) -> bool {
     rel.starts_with("auth/") && !rel.ends_with("/tune")
@@ -225,6 +231,23 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             let a = Fields::new(&ctx.req.data).required_str("accessor")?;
             let entry = ctx.active.tokens.lookup_accessor(&a).await?;
             policies::capabilities(ctx, entry.as_ref()).await
+        }
+        "wrapping/unwrap" if write => {
+            crate::wrapping::unwrap(&ctx.active.tokens, &ctx.req.data, ctx.caller()).await
+        }
+        "wrapping/lookup" if write || op == Read => {
+            let t = ctx.req.client_token.as_ref();
+            crate::wrapping::lookup(&ctx.active.tokens, &ctx.req.data, t, ctx.caller()).await
+        }
+        "wrapping/rewrap" if write => {
+            crate::wrapping::rewrap(&ctx.active.tokens, &ctx.req.data, ctx.caller()).await
+        }
+        "wrapping/wrap" if write => {
+            let ttl = ctx.req.wrap_ttl.map(|d| d.as_secs());
+            crate::wrapping::wrap_data(&ctx.active.tokens, &ctx.req.data, ttl).await
+        }
+        "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
+            Err(Error::UnsupportedOperation)
         }
         "seal"
         | "rotate"

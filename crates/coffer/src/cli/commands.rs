@@ -74,7 +74,8 @@ pub(super) fn client(g: &Global) -> Result<Client> {
     };
     let cfg = ClientConfig { address: address(g), ca_cert_pem, client_identity_pem, timeout: None };
     let token = env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token);
-    Ok(Client::new(&cfg)?.with_token(token))
+    let wrap_ttl = g.wrap_ttl.clone().or_else(|| env_any(&["COFFER_WRAP_TTL", "VAULT_WRAP_TTL"]));
+    Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl))
 }
 
 /// Turns an API failure into advice.
@@ -118,6 +119,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Operator(op) => operator(g, op).await,
         Command::Status => status(g).await,
         Command::Login(a) => login(g, a).await,
+        Command::Unwrap { token } => unwrap(g, token).await,
         Command::Token(t) => token(g, t).await,
         Command::Policy(p) => policy(g, p).await,
         Command::Secrets(s) => mounts(g, s.into(), "mounts", "secrets engine").await,
@@ -228,6 +230,7 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
             max_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             log_level: "info".into(),
             log_format: LogFormat::Standard,
+            login_limit: coffer_core::LoginLimit::default(),
         };
         let root = a
             .dev_root_token_id
@@ -393,19 +396,70 @@ async fn operator(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
 }
 
 async fn login(g: &Global, a: super::LoginArgs) -> Result<ExitCode> {
-    let token =
-        read_secret_input("Token (input is shown; pass - to read it from a pipe): ", a.token)?;
-    let c = client(g)?.with_token(Some(token.clone()));
-    let ans = c.read("auth/token/lookup-self").await?;
+    let method = a.method.to_lowercase();
+    let (token, body) = if method == "token" {
+        if a.args.len() > 1 {
+            bail!("-method=token takes one argument, the token; got {}", a.args.len());
+        }
+        let token = read_secret_input(
+            "Token (input is shown; pass - to read it from a pipe): ",
+            a.args.into_iter().next(),
+        )?;
+        let c = client(g)?.with_token(Some(token.clone())).with_wrap_ttl(None);
+        let ans = c.read("auth/token/lookup-self").await?;
+        let mut b = ans.body.unwrap_or(Value::Null);
+        // Shown like a login's auth block, so both kinds print alike.
+        if let Some(d) = b.get("data").cloned() {
+            b["auth"] = json!({
+                "client_token": token,
+                "accessor": d.get("accessor"),
+                "lease_duration": d.get("ttl"),
+                "renewable": d.get("renewable"),
+                "policies": d.get("policies"),
+                "token_policies": d.get("policies"),
+                "metadata": d.get("meta"),
+            });
+        }
+        (token, b)
+    } else {
+        let kind = match method.as_str() {
+            "approle" | "jwt" | "oidc" | "kubernetes" | "cert" => method.as_str(),
+            other => bail!(
+                "unknown login method {other:?}: use token, approle, jwt, oidc, kubernetes or cert \
+                 (or `coffer write auth/<path>/login ...` for another method)"
+            ),
+        };
+        let path = a.path.as_deref().unwrap_or(kind).trim_matches('/').to_owned();
+        let data = parse_pairs(&a.args)?;
+        let c = client(g)?;
+        // A login needs no token; sending a stale saved one would only confuse the audit log.
+        let c = c.with_token(None);
+        let ans = c.write(&format!("auth/{path}/login"), &Value::Object(data)).await?;
+        let b = ans.body.ok_or_else(|| anyhow!("the server answered the login with no body"))?;
+        if b.get("wrap_info").is_some_and(|w| !w.is_null()) {
+            // Wrapped (-wrap-ttl): the token is in the wrapping token's cubbyhole, not here.
+            return print_answer(g, Some(&b));
+        }
+        let token = b
+            .get("auth")
+            .and_then(|a| a.get("client_token"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("the server's answer has no auth block"))?
+            .to_owned();
+        (token, b)
+    };
+    if a.token_only {
+        println!("{token}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if !a.no_store {
         let path = token_file().ok_or_else(|| {
             anyhow!("HOME is not set; cannot save the token (use -no-store and COFFER_TOKEN)")
         })?;
         write_private(&path, token.as_bytes())?;
     }
-    let b = ans.body.unwrap_or(Value::Null);
     if g.format == Format::Json || g.field.is_some() {
-        return print_answer(g, Some(&b));
+        return print_answer(g, Some(&body));
     }
     println!(
         "Success! You are now authenticated. Future commands use this token{}.\n",
@@ -415,26 +469,34 @@ async fn login(g: &Global, a: super::LoginArgs) -> Result<ExitCode> {
             " (saved with mode 0600 in ~/.coffer-token)"
         }
     );
-    let d = b.get("data").cloned().unwrap_or(Value::Null);
-    let gd = |k: &str| d.get(k).cloned().unwrap_or(Value::Null);
-    print!(
-        "{}",
-        table(&[
-            ("token".into(), token),
-            ("token_accessor".into(), cell(&gd("accessor"))),
-            (
-                "token_duration".into(),
-                match gd("ttl").as_u64() {
-                    Some(0) | None => "∞".into(),
-                    Some(s) => fmt_duration(s),
-                }
-            ),
-            ("token_renewable".into(), cell(&gd("renewable"))),
-            ("token_policies".into(), cell(&gd("policies"))),
-            ("policies".into(), cell(&gd("policies"))),
-        ])
-    );
-    Ok(ExitCode::SUCCESS)
+    print_answer(g, Some(&body))
+}
+
+/// `coffer unwrap [TOKEN]`: as vault does, the wrapping token goes in the body when the client
+/// has a token of its own, and is the request's token otherwise.
+async fn unwrap(g: &Global, token: Option<String>) -> Result<ExitCode> {
+    let c = client(g)?.with_wrap_ttl(None);
+    let wrapping = match token {
+        Some(t) => Some(read_secret_input("", Some(t))?),
+        None => None,
+    };
+    let ans = match (wrapping, c.token().map(str::to_owned)) {
+        (Some(w), Some(own)) if w != own => {
+            c.write("sys/wrapping/unwrap", &json!({ "token": w })).await?
+        }
+        (Some(w), _) => c.with_token(Some(w)).write("sys/wrapping/unwrap", &json!({})).await?,
+        (None, Some(_)) => c.write("sys/wrapping/unwrap", &json!({})).await?,
+        (None, None) => bail!(
+            "no wrapping token: pass it as an argument (or `-` to read stdin), or set COFFER_TOKEN"
+        ),
+    };
+    match ans.body {
+        Some(b) => print_answer(g, Some(&b)),
+        None => {
+            println!("Success! The wrapped response was empty.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Writes a file only its owner can read, creating it with that mode (no window where it is

@@ -51,6 +51,10 @@ pub(crate) struct Global {
     /// Print only this field of the response, raw
     #[arg(long, global = true, value_name = "NAME")]
     pub field: Option<String>,
+    /// Have the server wrap the answer in a single-use token valid this long (e.g. 60s); unwrap
+    /// it with `coffer unwrap` [env: COFFER_WRAP_TTL, VAULT_WRAP_TTL]
+    #[arg(long = "wrap-ttl", global = true, value_name = "DURATION")]
+    pub wrap_ttl: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,8 +66,13 @@ pub(crate) enum Command {
     Operator(OperatorCmd),
     /// Print the seal status of the server (exit 0 unsealed, 2 sealed, 1 error)
     Status,
-    /// Authenticate with a token and save it for later commands
+    /// Log in (with a token, or an auth method: -method=approle|jwt|kubernetes|cert) and save the token
     Login(LoginArgs),
+    /// Unwrap a wrapped response (the current token, or TOKEN); works only once per token
+    Unwrap {
+        /// The wrapping token; `-` reads it from stdin
+        token: Option<String>,
+    },
     /// Create, look up, renew and revoke tokens
     #[command(subcommand)]
     Token(TokenCmd),
@@ -148,12 +157,29 @@ pub(crate) enum OperatorCmd {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+coffer login                                    # prompts for a token\n  \
+coffer login -method=approle role_id=$ROLE_ID secret_id=-   # secret ID from stdin\n  \
+coffer login -method=jwt role=ci jwt=@$CI_JOB_JWT_FILE\n  \
+coffer login -method=kubernetes role=web jwt=@/var/run/secrets/kubernetes.io/serviceaccount/token\n  \
+coffer login -method=cert -client-cert=me.pem -client-key=me-key.pem name=web\n\n\
+Each method logs in at auth/<path>/login (the path defaults to the method's name).")]
 pub(crate) struct LoginArgs {
-    /// The token; `-` reads it from stdin; prompted for when missing
-    pub token: Option<String>,
+    /// With -method=token: the token (`-` reads stdin; prompted for when missing). With other
+    /// methods: the login's KEY=VALUE fields (`KEY=@file` reads a file, `KEY=-` reads stdin)
+    pub args: Vec<String>,
+    /// Auth method: token, approle, jwt, oidc (JWT login), kubernetes, cert
+    #[arg(long, default_value = "token", value_name = "TYPE")]
+    pub method: String,
+    /// Where the method is mounted below auth/ (defaults to the method's name)
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
     /// Don't save the token, only check it
     #[arg(long = "no-store")]
     pub no_store: bool,
+    /// Print only the token and don't save it
+    #[arg(long = "token-only")]
+    pub token_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,7 +345,7 @@ pub(crate) struct WriteArgs {
     /// key=value, key=@file, key=- (stdin), or a lone `-` for a JSON object on stdin
     pub data: Vec<String>,
     /// Send the request even with no data
-    #[arg(long)]
+    #[arg(short, long)]
     pub force: bool,
 }
 

@@ -77,9 +77,31 @@ fn auth_rows(auth: &Map<String, Value>) -> Vec<(String, String)> {
     rows
 }
 
-/// The rows of an envelope: lease information, then data (or the auth block).
+/// Vault's rows for a wrapped answer.
+fn wrap_rows(w: &Map<String, Value>) -> Vec<(String, String)> {
+    let g = |k: &str| cell(w.get(k).unwrap_or(&Value::Null));
+    let mut rows = vec![
+        ("wrapping_token:".to_owned(), g("token")),
+        ("wrapping_accessor:".to_owned(), g("accessor")),
+        (
+            "wrapping_token_ttl:".to_owned(),
+            fmt_duration(w.get("ttl").and_then(Value::as_u64).unwrap_or(0)),
+        ),
+        ("wrapping_token_creation_time:".to_owned(), g("creation_time")),
+        ("wrapping_token_creation_path:".to_owned(), g("creation_path")),
+    ];
+    if w.get("wrapped_accessor").and_then(Value::as_str).is_some_and(|a| !a.is_empty()) {
+        rows.push(("wrapped_accessor:".to_owned(), g("wrapped_accessor")));
+    }
+    rows
+}
+
+/// The rows of an envelope: lease information, then data (or the auth or wrap block).
 pub(super) fn envelope_rows(body: &Value) -> Vec<(String, String)> {
     let mut rows = Vec::new();
+    if let Some(Value::Object(w)) = body.get("wrap_info") {
+        return wrap_rows(w);
+    }
     if let Some(Value::Object(auth)) = body.get("auth") {
         return auth_rows(auth);
     }
@@ -115,6 +137,12 @@ pub(super) fn field(body: &Value, name: &str) -> Result<String> {
         if let Some(v) = auth.get(name) {
             return Ok(cell(v));
         }
+    }
+    if let Some(Value::Object(w)) = body.get("wrap_info")
+        && let Some((_, v)) =
+            wrap_rows(w).into_iter().find(|(k, _)| k.trim_end_matches(':') == name)
+    {
+        return Ok(v);
     }
     if let Some(v) = body.get(name) {
         return Ok(cell(v));
@@ -181,6 +209,9 @@ mod tests {
         let a = json!({"request_id": "x", "data": null, "auth": {"client_token": "t", "policies": ["a"]}});
         assert_eq!(field(&a, "token").expect("field"), "t");
         assert!(field(&a, "nope").is_err());
+        let w = json!({"request_id": "x", "data": null, "wrap_info": {"token": "w", "ttl": 60}});
+        assert_eq!(field(&w, "wrapping_token").expect("field"), "w");
+        assert_eq!(field(&w, "wrapping_token_ttl").expect("field"), "1m");
     }
 
     #[test]

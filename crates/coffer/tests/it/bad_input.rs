@@ -139,11 +139,11 @@ async fn bad_requests_are_4xx_with_a_named_problem_and_change_nothing() {
         .http()
         .get(format!("{}/v1/secret/keep", s.addr))
         .header("X-Vault-Token", &root)
-        .header("X-Vault-Wrap-TTL", "60s")
+        .header("X-Vault-Wrap-TTL", "soon")
         .send()
         .await
         .expect("send");
-    assert_eq!(resp.status().as_u16(), 400, "wrapping is refused, never silently ignored");
+    assert_eq!(resp.status().as_u16(), 400, "a bad wrap TTL is refused, never ignored");
 
     assert_eq!(
         s.call("GET", "secret/keep", Some(&root), None).await.1["data"]["v"],

@@ -3,6 +3,7 @@
 mod common;
 
 mod api;
+mod approle;
 mod audit;
 mod bad_input;
 mod cli;

@@ -1,0 +1,790 @@
+//! AppRole auth method (Vault's `approle`): a role ID (not secret, baked into the deploy) and a
+//! secret ID (secret, short-lived, ideally delivered wrapped) exchange for a token.
+//!
+//! Guarantees: secret IDs and their accessors are stored only as HMACs under a per-mount key, so
+//! neither storage nor a backup yields a usable secret ID; a secret ID's use count is taken under
+//! the mount's lock, so `num_uses = 1` logs in exactly once however many logins race; expired and
+//! used-up secret IDs never log in and are deleted when seen; CIDR bindings are checked against
+//! the connection's real peer address. Every credential failure answers the same 400 message, so
+//! a caller learns nothing about which half was wrong.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_lc_rs::hmac;
+use coffer_core::cidr::Cidr;
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::login::TOKEN_FIELD_NAMES;
+use coffer_core::util::{hex, now_unix, rfc3339, uuid_v4};
+use coffer_core::{
+    BackendConfig, BackendRequest, BatchOp, Error, LogicalBackend, Operation, Response, Result,
+    TokenFields, View,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Mutex, OnceCell};
+
+/// The one answer to a wrong role ID, a wrong, used-up or expired secret ID, or a source address
+/// outside a secret ID's CIDR binding.
+const BAD_CREDENTIALS: &str = "invalid role or secret ID";
+
+pub(crate) struct AppRole {
+    view: View,
+    salt: OnceCell<hmac::Key>,
+    /// Serializes every change to roles and secret IDs, so use counts and deletions are exact.
+    lock: Mutex<()>,
+}
+
+pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
+    Ok(Arc::new(AppRole { view: cfg.view, salt: OnceCell::new(), lock: Mutex::new(()) }))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Role {
+    name: String,
+    role_id: String,
+    bind_secret_id: bool,
+    secret_id_bound_cidrs: Vec<Cidr>,
+    secret_id_num_uses: u64,
+    secret_id_ttl: u64,
+    local_secret_ids: bool,
+    #[serde(flatten)]
+    token: TokenFields,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SecretId {
+    accessor: String,
+    creation_time: u64,
+    /// Unix seconds; 0: never.
+    expiration_time: u64,
+    last_updated_time: u64,
+    metadata: BTreeMap<String, String>,
+    cidr_list: Vec<Cidr>,
+    token_bound_cidrs: Vec<Cidr>,
+    /// Uses left; 0: unlimited.
+    num_uses: u64,
+    ttl: u64,
+}
+
+impl SecretId {
+    fn expired(&self, now: u64) -> bool {
+        self.expiration_time != 0 && now >= self.expiration_time
+    }
+
+    fn to_json(&self) -> Map<String, Value> {
+        let cidrs = |c: &[Cidr]| c.iter().map(Cidr::to_string).collect::<Vec<_>>();
+        let v = json!({
+            "secret_id_accessor": self.accessor,
+            "creation_time": rfc3339(self.creation_time),
+            "expiration_time": if self.expiration_time == 0 {
+                "0001-01-01T00:00:00Z".to_owned()
+            } else {
+                rfc3339(self.expiration_time)
+            },
+            "last_updated_time": rfc3339(self.last_updated_time),
+            "metadata": self.metadata,
+            "cidr_list": cidrs(&self.cidr_list),
+            "token_bound_cidrs": cidrs(&self.token_bound_cidrs),
+            "secret_id_num_uses": self.num_uses,
+            "secret_id_ttl": self.ttl,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccessorEntry {
+    /// HMAC of the secret ID: the key of its entry under the role's folder.
+    secret_id_hmac: String,
+    role_hmac: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoleIdEntry {
+    name: String,
+}
+
+const ROLE_FIELDS: &[&str] = &[
+    "role_name",
+    "role_id",
+    "bind_secret_id",
+    "secret_id_bound_cidrs",
+    "bound_cidr_list",
+    "secret_id_num_uses",
+    "secret_id_ttl",
+    "local_secret_ids",
+];
+
+const SECRET_ID_FIELDS: &[&str] =
+    &["role_name", "secret_id", "metadata", "cidr_list", "token_bound_cidrs", "num_uses", "ttl"];
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("approle {what} decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Vault's role name rule: word characters, with `-`, `.` and `@` inside.
+fn valid_role_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    !name.is_empty()
+        && name.chars().all(|c| ok(c) || matches!(c, '-' | '.' | '@'))
+        && name.starts_with(ok)
+        && name.ends_with(ok)
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Which endpoint a relative path names.
+enum Route<'a> {
+    RoleList,
+    Role(&'a str),
+    RoleField(&'a str, &'a str),
+    SecretId(&'a str),
+    CustomSecretId(&'a str),
+    SecretIdLookup(&'a str),
+    SecretIdDestroy(&'a str),
+    AccessorLookup(&'a str),
+    AccessorDestroy(&'a str),
+    Login,
+    Tidy,
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let path = path.trim_end_matches('/');
+    let parts: Vec<&str> = path.split('/').collect();
+    Some(match parts.as_slice() {
+        ["login"] => Route::Login,
+        ["tidy", "secret-id"] => Route::Tidy,
+        ["role"] => Route::RoleList,
+        ["role", name] => Route::Role(name),
+        ["role", name, "secret-id"] => Route::SecretId(name),
+        ["role", name, "custom-secret-id"] => Route::CustomSecretId(name),
+        ["role", name, "secret-id", "lookup"] => Route::SecretIdLookup(name),
+        ["role", name, "secret-id", "destroy"] => Route::SecretIdDestroy(name),
+        ["role", name, "secret-id-accessor", "lookup"] => Route::AccessorLookup(name),
+        ["role", name, "secret-id-accessor", "destroy"] => Route::AccessorDestroy(name),
+        ["role", name, field] if ROLE_FIELD_PATHS.contains(field) => Route::RoleField(name, field),
+        _ => return None,
+    })
+}
+
+/// `role/:name/<field>`: Vault's per-field endpoints.
+const ROLE_FIELD_PATHS: &[&str] = &[
+    "role-id",
+    "policies",
+    "token-policies",
+    "secret-id-num-uses",
+    "secret-id-ttl",
+    "token-ttl",
+    "token-max-ttl",
+    "token-num-uses",
+    "token-bound-cidrs",
+    "secret-id-bound-cidrs",
+    "bind-secret-id",
+    "period",
+    "token-period",
+];
+
+impl AppRole {
+    async fn salt(&self) -> Result<&hmac::Key> {
+        self.salt
+            .get_or_try_init(|| async {
+                let key = match self.view.get("salt").await? {
+                    Some(s) => hmac::Key::new(hmac::HMAC_SHA256, &s),
+                    None => {
+                        let fresh =
+                            zeroize::Zeroizing::new(coffer_core::util::random_bytes::<32>());
+                        self.view.put("salt", fresh.as_slice()).await?;
+                        hmac::Key::new(hmac::HMAC_SHA256, fresh.as_slice())
+                    }
+                };
+                Ok::<_, Error>(key)
+            })
+            .await
+    }
+
+    async fn mac(&self, value: &str) -> Result<String> {
+        Ok(hex(hmac::sign(self.salt().await?, value.as_bytes()).as_ref()))
+    }
+
+    async fn role(&self, name: &str) -> Result<Option<Role>> {
+        match self.view.get(&format!("role/{}", name.to_lowercase())).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "role").map(Some),
+        }
+    }
+
+    async fn must_role(&self, name: &str) -> Result<Role> {
+        self.role(name).await?.ok_or_else(|| {
+            Error::invalid(format!("role \"{}\" does not exist", name.to_lowercase()))
+        })
+    }
+
+    async fn write_role(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+        let name = name.to_lowercase();
+        if !valid_role_name(&name) {
+            return Err(Error::invalid(format!(
+                "invalid role name {name:?}: use letters, digits, '_', '-', '.' and '@'"
+            )));
+        }
+        let f = Fields::new(req.data);
+        let _g = self.lock.lock().await;
+        let existing = self.role(&name).await?;
+        let creating = existing.is_none();
+        let mut role = existing.unwrap_or_else(|| Role {
+            name: name.clone(),
+            bind_secret_id: true,
+            ..Role::default()
+        });
+        if let Some(b) = f.bool("bind_secret_id")? {
+            role.bind_secret_id = b;
+        }
+        let cidr_field = if f.has("secret_id_bound_cidrs") {
+            "secret_id_bound_cidrs"
+        } else {
+            "bound_cidr_list"
+        };
+        if let Some(c) = f.list(cidr_field)? {
+            role.secret_id_bound_cidrs = Cidr::parse_list(cidr_field, &c)?;
+        }
+        if let Some(n) = f.u64("secret_id_num_uses")? {
+            role.secret_id_num_uses = n;
+        }
+        if let Some(t) = f.secs("secret_id_ttl")? {
+            role.secret_id_ttl = t;
+        }
+        if let Some(l) = f.bool("local_secret_ids")? {
+            if !creating && l != role.local_secret_ids {
+                return Err(Error::invalid("local_secret_ids can only be set at role creation"));
+            }
+            role.local_secret_ids = l;
+        }
+        role.token.update(&f)?;
+        if !role.bind_secret_id
+            && role.secret_id_bound_cidrs.is_empty()
+            && role.token.token_bound_cidrs.is_empty()
+        {
+            return Err(Error::invalid(
+                "at least one constraint should be enabled on the role: bind_secret_id, \
+                 secret_id_bound_cidrs or token_bound_cidrs",
+            ));
+        }
+        let old_role_id = role.role_id.clone();
+        match f.str("role_id")? {
+            Some(id) if !id.is_empty() => role.role_id = id,
+            Some(_) => return Err(Error::invalid("role_id must not be empty")),
+            None if role.role_id.is_empty() => role.role_id = uuid_v4(),
+            None => {}
+        }
+        self.save_role(&role, &old_role_id).await?;
+        let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
+        known.extend_from_slice(TOKEN_FIELD_NAMES);
+        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+    }
+
+    /// Stores the role and its role-ID index in one batch; a role ID is unique per mount.
+    async fn save_role(&self, role: &Role, old_role_id: &str) -> Result<()> {
+        let id_key = format!("role_id/{}", self.mac(&role.role_id).await?);
+        if role.role_id != old_role_id
+            && let Some(raw) = self.view.get(&id_key).await?
+        {
+            let owner: RoleIdEntry = decode(&raw, "role id")?;
+            if owner.name != role.name {
+                return Err(Error::invalid("role_id already in use"));
+            }
+        }
+        let raw = encode(role)?;
+        let idx = encode(&RoleIdEntry { name: role.name.clone() })?;
+        let mut ops =
+            vec![BatchOp::Put(format!("role/{}", role.name), &raw), BatchOp::Put(id_key, &idx)];
+        if !old_role_id.is_empty() && old_role_id != role.role_id {
+            ops.push(BatchOp::Delete(format!("role_id/{}", self.mac(old_role_id).await?)));
+        }
+        self.view.batch(ops).await?;
+        Ok(())
+    }
+
+    fn role_json(role: &Role) -> Map<String, Value> {
+        let cidrs: Vec<String> = role.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect();
+        let mut m = into_map(json!({
+            "bind_secret_id": role.bind_secret_id,
+            "local_secret_ids": role.local_secret_ids,
+            "secret_id_bound_cidrs": cidrs,
+            "secret_id_num_uses": role.secret_id_num_uses,
+            "secret_id_ttl": role.secret_id_ttl,
+        }));
+        role.token.to_json(&mut m);
+        // Vault still shows the legacy names beside the token_ ones.
+        m.insert("policies".into(), json!(role.token.token_policies));
+        m.insert("period".into(), json!(role.token.token_period));
+        m
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        let Some(role) = self.role(name).await? else {
+            return Ok(Response::empty());
+        };
+        let role_hmac = self.mac(&role.name).await?;
+        let folder = format!("secret_id/{role_hmac}/");
+        for key in self.view.list(&folder).await? {
+            self.delete_secret_id_entry(&role_hmac, &key).await?;
+        }
+        self.view
+            .batch(vec![
+                BatchOp::Delete(format!("role/{}", role.name)),
+                BatchOp::Delete(format!("role_id/{}", self.mac(&role.role_id).await?)),
+            ])
+            .await?;
+        Ok(Response::empty())
+    }
+
+    async fn role_field(
+        &self,
+        req: &BackendRequest<'_>,
+        name: &str,
+        field: &str,
+    ) -> Result<Response> {
+        let key = field.replace('-', "_");
+        match req.operation {
+            Operation::Read => {
+                let role = self.role(name).await?.ok_or(Error::NotFound)?;
+                let all = Self::role_json(&role);
+                let mut m = Map::new();
+                if key == "role_id" {
+                    m.insert("role_id".into(), json!(role.role_id));
+                } else if let Some(v) = all.get(&key) {
+                    m.insert(key, v.clone());
+                }
+                Ok(Response::data(m))
+            }
+            Operation::Create | Operation::Update => {
+                self.must_role(name).await?;
+                if !Fields::new(req.data).has(&key) {
+                    return Err(Error::invalid(format!("missing required parameter {key:?}")));
+                }
+                let mut body = Map::new();
+                body.insert(key.clone(), req.data[&key].clone());
+                let sub = BackendRequest { data: &body, ..clone_req(req) };
+                self.write_role(&sub, name).await
+            }
+            Operation::Delete => {
+                if key == "role_id" {
+                    return Err(Error::invalid("role_id cannot be deleted"));
+                }
+                let mut role = self.must_role(name).await?;
+                let _g = self.lock.lock().await;
+                let d = Role::default();
+                match key.as_str() {
+                    "policies" | "token_policies" => role.token.token_policies.clear(),
+                    "secret_id_num_uses" => role.secret_id_num_uses = d.secret_id_num_uses,
+                    "secret_id_ttl" => role.secret_id_ttl = 0,
+                    "token_ttl" => role.token.token_ttl = 0,
+                    "token_max_ttl" => role.token.token_max_ttl = 0,
+                    "token_num_uses" => role.token.token_num_uses = 0,
+                    "token_bound_cidrs" => role.token.token_bound_cidrs.clear(),
+                    "secret_id_bound_cidrs" => role.secret_id_bound_cidrs.clear(),
+                    "bind_secret_id" => role.bind_secret_id = true,
+                    "period" | "token_period" => role.token.token_period = 0,
+                    _ => return Err(Error::UnsupportedOperation),
+                }
+                let id = role.role_id.clone();
+                self.save_role(&role, &id).await?;
+                Ok(Response::empty())
+            }
+            _ => Err(Error::UnsupportedOperation),
+        }
+    }
+
+    async fn generate_secret_id(
+        &self,
+        req: &BackendRequest<'_>,
+        name: &str,
+        custom: bool,
+    ) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let role = self.must_role(name).await?;
+        if !role.bind_secret_id {
+            return Err(Error::invalid("bind_secret_id is not set on the role"));
+        }
+        let secret_id = if custom { f.required_str("secret_id")? } else { uuid_v4() };
+        let metadata = match req.data.get("metadata") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::String(s)) if s.is_empty() => BTreeMap::new(),
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|_| {
+                Error::invalid("metadata must be a JSON object of strings, given as a string")
+            })?,
+            Some(Value::Object(_)) => f.string_map("metadata")?.unwrap_or_default(),
+            Some(_) => return Err(Error::invalid("metadata must be a JSON object of strings")),
+        };
+        let cidr_list = Cidr::parse_list("cidr_list", &f.list("cidr_list")?.unwrap_or_default())?;
+        let token_cidrs = Cidr::parse_list(
+            "token_bound_cidrs",
+            &f.list("token_bound_cidrs")?.unwrap_or_default(),
+        )?;
+        check_subset("cidr_list", &cidr_list, &role.secret_id_bound_cidrs)?;
+        check_subset("token_bound_cidrs", &token_cidrs, &role.token.token_bound_cidrs)?;
+        let num_uses = match f.u64("num_uses")? {
+            None => role.secret_id_num_uses,
+            Some(n) if role.secret_id_num_uses > 0 && (n == 0 || n > role.secret_id_num_uses) => {
+                return Err(Error::invalid(
+                    "num_uses cannot be higher than the role's secret_id_num_uses",
+                ));
+            }
+            Some(n) => n,
+        };
+        let ttl = match f.secs("ttl")? {
+            None => role.secret_id_ttl,
+            Some(t) if role.secret_id_ttl > 0 && (t == 0 || t > role.secret_id_ttl) => {
+                return Err(Error::invalid("ttl cannot be longer than the role's secret_id_ttl"));
+            }
+            Some(t) => t,
+        };
+        let now = now_unix();
+        let entry = SecretId {
+            accessor: uuid_v4(),
+            creation_time: now,
+            expiration_time: if ttl == 0 { 0 } else { now + ttl },
+            last_updated_time: now,
+            metadata,
+            cidr_list,
+            token_bound_cidrs: token_cidrs,
+            num_uses,
+            ttl,
+        };
+        let role_hmac = self.mac(&role.name).await?;
+        let sid_hmac = self.mac(&secret_id).await?;
+        let key = format!("secret_id/{role_hmac}/{sid_hmac}");
+        let _g = self.lock.lock().await;
+        if self.view.get(&key).await?.is_some() {
+            return Err(Error::invalid("secret_id is already registered"));
+        }
+        let raw = encode(&entry)?;
+        let acc = encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
+        self.view
+            .batch(vec![
+                BatchOp::Put(key, &raw),
+                BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
+            ])
+            .await?;
+        let mut known: Vec<&str> = SECRET_ID_FIELDS.to_vec();
+        if !custom {
+            known.retain(|k| *k != "secret_id");
+        }
+        Ok(Response {
+            data: Some(into_map(json!({
+                "secret_id": secret_id,
+                "secret_id_accessor": entry.accessor,
+                "secret_id_ttl": ttl,
+                "secret_id_num_uses": num_uses,
+            }))),
+            warnings: ignored_warning(f.unknown(&known)),
+            ..Response::default()
+        })
+    }
+
+    async fn delete_secret_id_entry(&self, role_hmac: &str, sid_hmac: &str) -> Result<()> {
+        let key = format!("secret_id/{role_hmac}/{sid_hmac}");
+        let mut ops = vec![BatchOp::Delete(key.clone())];
+        if let Some(raw) = self.view.get(&key).await? {
+            let e: SecretId = decode(&raw, "secret id")?;
+            ops.push(BatchOp::Delete(format!("accessor/{}", self.mac(&e.accessor).await?)));
+        }
+        self.view.batch(ops).await?;
+        Ok(())
+    }
+
+    /// The live entry for a secret ID of `role`; expired ones are deleted on sight.
+    async fn find_secret_id(
+        &self,
+        role: &Role,
+        secret_id: &str,
+    ) -> Result<Option<(String, SecretId)>> {
+        let role_hmac = self.mac(&role.name).await?;
+        let sid_hmac = self.mac(secret_id).await?;
+        let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{sid_hmac}")).await? else {
+            return Ok(None);
+        };
+        let e: SecretId = decode(&raw, "secret id")?;
+        if e.expired(now_unix()) {
+            self.delete_secret_id_entry(&role_hmac, &sid_hmac).await?;
+            return Ok(None);
+        }
+        Ok(Some((sid_hmac, e)))
+    }
+
+    async fn by_accessor(&self, role: &Role, accessor: &str) -> Result<(String, SecretId)> {
+        let missing = || {
+            Error::invalid(format!(
+                "failed to find accessor entry for secret_id_accessor: {accessor:?}"
+            ))
+        };
+        let raw = self.view.get(&format!("accessor/{}", self.mac(accessor).await?)).await?;
+        let acc: AccessorEntry = decode(&raw.ok_or_else(missing)?, "accessor")?;
+        if acc.role_hmac != self.mac(&role.name).await? {
+            return Err(missing());
+        }
+        let raw = self
+            .view
+            .get(&format!("secret_id/{}/{}", acc.role_hmac, acc.secret_id_hmac))
+            .await?
+            .ok_or_else(missing)?;
+        Ok((acc.secret_id_hmac, decode(&raw, "secret id")?))
+    }
+
+    async fn list_accessors(&self, name: &str) -> Result<Response> {
+        let role = self.role(name).await?.ok_or(Error::NotFound)?;
+        let role_hmac = self.mac(&role.name).await?;
+        let now = now_unix();
+        let mut keys = Vec::new();
+        for k in self.view.list(&format!("secret_id/{role_hmac}/")).await? {
+            if let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{k}")).await? {
+                let e: SecretId = decode(&raw, "secret id")?;
+                if !e.expired(now) {
+                    keys.push(e.accessor);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(Error::NotFound);
+        }
+        keys.sort();
+        Ok(Response::list(keys))
+    }
+
+    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let role_id = f.required_str("role_id")?;
+        let bad = || Error::invalid(BAD_CREDENTIALS);
+        let raw = self.view.get(&format!("role_id/{}", self.mac(&role_id).await?)).await?;
+        let owner: RoleIdEntry = decode(&raw.ok_or_else(bad)?, "role id")?;
+        let role = self.role(&owner.name).await?.ok_or_else(bad)?;
+        if !coffer_core::secret::ct_eq(role.role_id.as_bytes(), role_id.as_bytes()) {
+            return Err(bad());
+        }
+        let mut metadata = BTreeMap::new();
+        let mut token_cidrs = role.token.token_bound_cidrs.clone();
+        if role.bind_secret_id {
+            let secret_id = f.str("secret_id")?.filter(|s| !s.is_empty()).ok_or_else(|| {
+                Error::invalid("missing secret_id: the role requires a secret ID")
+            })?;
+            let _g = self.lock.lock().await;
+            let (sid_hmac, mut entry) =
+                self.find_secret_id(&role, &secret_id).await?.ok_or_else(bad)?;
+            if !Cidr::any_contains(&entry.cidr_list, req.remote_addr) {
+                return Err(bad());
+            }
+            let role_hmac = self.mac(&role.name).await?;
+            let key = format!("secret_id/{role_hmac}/{sid_hmac}");
+            match entry.num_uses {
+                0 => {}
+                1 => self.delete_secret_id_entry(&role_hmac, &sid_hmac).await?,
+                _ => {
+                    entry.num_uses -= 1;
+                    entry.last_updated_time = now_unix();
+                    self.view.put(&key, &encode(&entry)?).await?;
+                }
+            }
+            if !entry.token_bound_cidrs.is_empty() {
+                token_cidrs = entry.token_bound_cidrs.clone();
+            }
+            metadata = entry.metadata;
+        }
+        if !Cidr::any_contains(&role.secret_id_bound_cidrs, req.remote_addr) {
+            return Err(bad());
+        }
+        let mut login = role.token.login();
+        login.bound_cidrs = token_cidrs;
+        metadata.insert("role_name".into(), role.name.clone());
+        login.metadata = metadata;
+        Ok(Response::login(login))
+    }
+
+    async fn tidy(&self) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        let now = now_unix();
+        let mut removed = 0u64;
+        let mut live_accessors = std::collections::HashSet::new();
+        for role_folder in self.view.list("secret_id/").await? {
+            let folder = format!("secret_id/{role_folder}");
+            for k in self.view.list(&folder).await? {
+                let Some(raw) = self.view.get(&format!("{folder}{k}")).await? else { continue };
+                let e: SecretId = decode(&raw, "secret id")?;
+                if e.expired(now) {
+                    self.delete_secret_id_entry(role_folder.trim_end_matches('/'), &k).await?;
+                    removed += 1;
+                } else {
+                    live_accessors.insert(self.mac(&e.accessor).await?);
+                }
+            }
+        }
+        let mut dangling = 0u64;
+        for k in self.view.list("accessor/").await? {
+            if !live_accessors.contains(&k) {
+                self.view.delete(&format!("accessor/{k}")).await?;
+                dangling += 1;
+            }
+        }
+        Ok(Response::data(into_map(json!({
+            "expired_secret_ids_removed": removed,
+            "dangling_accessors_removed": dangling,
+        }))))
+    }
+}
+
+fn check_subset(field: &str, requested: &[Cidr], allowed: &[Cidr]) -> Result<()> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    for c in requested {
+        if !allowed.iter().any(|a| a.contains_block(c)) {
+            return Err(Error::invalid(format!(
+                "{field} entry \"{c}\" is not within the role's bound CIDR blocks"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn clone_req<'a>(r: &BackendRequest<'a>) -> BackendRequest<'a> {
+    BackendRequest {
+        id: r.id,
+        operation: r.operation,
+        path: r.path,
+        data: r.data,
+        caller: r.caller,
+        mount: r.mount,
+        remote_addr: r.remote_addr,
+        sudo: r.sudo,
+        client_token: r.client_token,
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for AppRole {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        use Operation::*;
+        let Some(r) = route(req.path) else {
+            return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
+        };
+        let op = req.operation;
+        match (r, op) {
+            (Route::Login, Create | Update) => self.login(req).await,
+            (Route::RoleList, List) => {
+                let keys = self.view.list("role/").await?;
+                if keys.is_empty() {
+                    return Err(Error::NotFound);
+                }
+                Ok(Response::list(keys))
+            }
+            (Route::Role(name), Read) => {
+                let role = self.role(name).await?.ok_or(Error::NotFound)?;
+                Ok(Response::data(Self::role_json(&role)))
+            }
+            (Route::Role(name), Create | Update) => self.write_role(req, name).await,
+            (Route::Role(name), Delete) => self.delete_role(name).await,
+            (Route::RoleField(name, field), _) => self.role_field(req, name, field).await,
+            (Route::SecretId(name), Create | Update) => {
+                self.generate_secret_id(req, name, false).await
+            }
+            (Route::SecretId(name), List) => self.list_accessors(name).await,
+            (Route::CustomSecretId(name), Create | Update) => {
+                self.generate_secret_id(req, name, true).await
+            }
+            (Route::SecretIdLookup(name), Create | Update) => {
+                let role = self.must_role(name).await?;
+                let sid = Fields::new(req.data).required_str("secret_id")?;
+                match self.find_secret_id(&role, &sid).await? {
+                    Some((_, e)) => Ok(Response::data(e.to_json())),
+                    None => Ok(Response::empty()),
+                }
+            }
+            (Route::SecretIdDestroy(name), Create | Update | Delete) => {
+                let role = self.must_role(name).await?;
+                let sid = Fields::new(req.data).required_str("secret_id")?;
+                let _g = self.lock.lock().await;
+                let role_hmac = self.mac(&role.name).await?;
+                self.delete_secret_id_entry(&role_hmac, &self.mac(&sid).await?).await?;
+                Ok(Response::empty())
+            }
+            (Route::AccessorLookup(name), Create | Update) => {
+                let role = self.must_role(name).await?;
+                let acc = Fields::new(req.data).required_str("secret_id_accessor")?;
+                let (_, e) = self.by_accessor(&role, &acc).await?;
+                Ok(Response::data(e.to_json()))
+            }
+            (Route::AccessorDestroy(name), Create | Update | Delete) => {
+                let role = self.must_role(name).await?;
+                let acc = Fields::new(req.data).required_str("secret_id_accessor")?;
+                let _g = self.lock.lock().await;
+                let (sid_hmac, _) = self.by_accessor(&role, &acc).await?;
+                self.delete_secret_id_entry(&self.mac(&role.name).await?, &sid_hmac).await?;
+                Ok(Response::empty())
+            }
+            (Route::Tidy, Create | Update) => self.tidy().await,
+            _ => Err(Error::UnsupportedOperation),
+        }
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        match route(req.path) {
+            Some(Route::Role(name)) => Ok(Some(self.role(name).await?.is_some())),
+            _ => Ok(None),
+        }
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &["login"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(route("role/web/secret-id"), Some(Route::SecretId("web"))));
+        assert!(matches!(route("role/web/secret-id/"), Some(Route::SecretId("web"))));
+        assert!(matches!(route("role/web/role-id"), Some(Route::RoleField("web", "role-id"))));
+        assert!(matches!(route("role/"), Some(Route::RoleList)));
+        assert!(route("role/web/nope").is_none());
+        assert!(route("role/a/b/c/d").is_none());
+    }
+
+    #[test]
+    fn role_names() {
+        for ok in ["web", "web-1", "a", "svc@prod", "a.b"] {
+            assert!(valid_role_name(ok), "{ok}");
+        }
+        for bad in ["", "-web", "web-", "a b", "a/b", ".x"] {
+            assert!(!valid_role_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_id_cidrs_must_lie_within_the_roles() {
+        let role: Vec<Cidr> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let inside: Vec<Cidr> = vec!["10.1.0.0/16".parse().expect("cidr")];
+        let wider: Vec<Cidr> = vec!["10.0.0.0/7".parse().expect("cidr")];
+        let outside: Vec<Cidr> = vec!["11.0.0.0/16".parse().expect("cidr")];
+        assert!(check_subset("cidr_list", &inside, &role).is_ok());
+        assert!(check_subset("cidr_list", &wider, &role).is_err());
+        assert!(check_subset("cidr_list", &outside, &role).is_err());
+        assert!(check_subset("cidr_list", &outside, &[]).is_ok());
+    }
+}
