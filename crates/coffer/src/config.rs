@@ -376,6 +376,19 @@ log_format        = "json"
     }
 
     #[test]
+    fn login_rate_limit_settings() {
+        let base = "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\n";
+        let c = ServerConfig::parse(base).expect("parse");
+        assert_eq!(c.login_limit, coffer_core::LoginLimit::default());
+        let c = ServerConfig::parse(&format!(
+            "{base}login_failure_burst = 5\nlogin_failure_refill = \"10s\"\n"
+        ))
+        .expect("parse");
+        assert_eq!(c.login_limit.burst, 5);
+        assert_eq!(c.login_limit.refill, Duration::from_secs(10));
+    }
+
+    #[test]
     fn vaults_json_form_with_listener_lists_parses() {
         let c = ServerConfig::parse(
             r#"{"storage": {"inmem": {}}, "listener": [{"tcp": {"address": "localhost:8300", "tls_disable": true}}, {"tcp": {"address": "127.0.0.1:8301", "tls_disable": "true"}}]}"#,
@@ -404,6 +417,14 @@ log_format        = "json"
                 "cannot exceed",
             ),
             ("storage \"inmem\" {\n path = \n}\n", "line 2"),
+            (
+                "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\nlogin_failure_burst = -1\n",
+                "login_failure_burst",
+            ),
+            (
+                "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\nlogin_failure_refill = \"0s\"\n",
+                "login_failure_refill",
+            ),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", ServerConfig::parse(text).expect_err(want));
