@@ -159,6 +159,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "auth/token/revoke-orphan"),
     ("POST", "auth/token/revoke-accessor"),
     ("LIST", "auth/token/accessors"),
+    ("POST", "sys/wrapping/rewrap"),
+    ("LIST", "auth/approle/role"),
+    ("GET", "auth/approle/role/web"),
+    ("POST", "auth/approle/role/web"),
+    ("DELETE", "auth/approle/role/web"),
+    ("GET", "auth/approle/role/web/role-id"),
+    ("POST", "auth/approle/role/web/role-id"),
+    ("POST", "auth/approle/role/web/secret-id"),
+    ("LIST", "auth/approle/role/web/secret-id"),
+    ("POST", "auth/approle/role/web/custom-secret-id"),
+    ("POST", "auth/approle/role/web/secret-id/lookup"),
+    ("POST", "auth/approle/role/web/secret-id/destroy"),
+    ("POST", "auth/approle/role/web/secret-id-accessor/lookup"),
+    ("POST", "auth/approle/role/web/secret-id-accessor/destroy"),
+    ("POST", "auth/approle/tidy/secret-id"),
 ];
 
 /// Routes the default policy grants to every token about itself.
@@ -169,6 +184,7 @@ const SELF_ROUTES: &[(&str, &str)] = &[
     ("POST", "sys/capabilities-self"),
     ("GET", "cubbyhole/x"),
     ("POST", "cubbyhole/x"),
+    ("POST", "sys/wrapping/wrap"),
 ];
 
 #[tokio::test]
@@ -177,6 +193,11 @@ async fn every_non_public_endpoint_refuses_bad_tokens_with_403() {
     let (s, _, root) = Server::ready(dir.path()).await;
     s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     s.call("POST", "secret/x", Some(&root), Some(json!({"v": "1"}))).await;
+    s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    let (code, _) = s
+        .call("POST", "auth/approle/role/web", Some(&root), Some(json!({"token_policies": "x"})))
+        .await;
+    assert_eq!(code, 204);
     let mk = |body: Value| {
         let s = &s;
         let root = root.clone();
