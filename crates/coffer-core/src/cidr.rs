@@ -145,7 +145,8 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "10.0.0/8", "host", "::/129", "1.2.3.4/x"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
-        let e = Cidr::parse_list("token_bound_cidrs", &["10.0.0.0/99".into()]).expect_err("refused");
+        let e =
+            Cidr::parse_list("token_bound_cidrs", &["10.0.0.0/99".into()]).expect_err("refused");
         assert!(e.to_string().contains("token_bound_cidrs"), "{e}");
     }
 

@@ -261,7 +261,8 @@ mod tests {
         assert!(e.to_string().contains("token_bound_cidrs"), "{e}");
         let e = update(&mut t, json!({"token_type": "batch"})).expect_err("refused");
         assert!(e.to_string().contains("service tokens"), "{e}");
-        let e = update(&mut t, json!({"token_ttl": "2h", "token_max_ttl": "1h"})).expect_err("refused");
+        let e =
+            update(&mut t, json!({"token_ttl": "2h", "token_max_ttl": "1h"})).expect_err("refused");
         assert!(e.to_string().contains("token_max_ttl"), "{e}");
         let e = update(&mut t, json!({"token_ttl": "soon"})).expect_err("refused");
         assert!(e.to_string().contains("token_ttl"), "{e}");
