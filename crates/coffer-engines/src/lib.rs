@@ -3,8 +3,11 @@
 
 mod approle;
 mod cubbyhole;
+mod jws;
+mod jwt;
 mod kv;
 mod kv2;
+mod outbound;
 
 use std::sync::Arc;
 
@@ -16,4 +19,6 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_secrets("generic", Arc::new(kv::factory));
     registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
     registry.register_auth("approle", Arc::new(approle::factory));
+    registry.register_auth("jwt", Arc::new(jwt::factory));
+    registry.register_auth("oidc", Arc::new(jwt::factory));
 }

@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod invariants;
+mod jwt;
 mod kv2;
 mod tls;
 mod vault_client;
