@@ -143,7 +143,7 @@ fn leeway(set: i64, default: i64) -> u64 {
 }
 
 /// `*` matches any run of characters, as Vault's glob bound claims do.
-fn glob_match(pattern: &str, value: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, value: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == value;

@@ -5,6 +5,7 @@ mod approle;
 mod cubbyhole;
 mod jws;
 mod jwt;
+mod kubernetes;
 mod kv;
 mod kv2;
 mod outbound;
@@ -21,4 +22,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_auth("approle", Arc::new(approle::factory));
     registry.register_auth("jwt", Arc::new(jwt::factory));
     registry.register_auth("oidc", Arc::new(jwt::factory));
+    registry.register_auth("kubernetes", Arc::new(kubernetes::factory));
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod invariants;
 mod jwt;
+mod kubernetes;
 mod kv2;
 mod tls;
 mod vault_client;

@@ -1,0 +1,563 @@
+//! Kubernetes auth method (Vault's `kubernetes`): a pod logs in with its service-account token,
+//! which Coffer has the cluster itself vouch for through the TokenReview API.
+//!
+//! The cluster is the authority: a token is accepted only when the API server's TokenReview says
+//! it is authenticated now (so deleted service accounts, deleted pods of bound tokens and expired
+//! projected tokens are refused), and the identity the review returns must be the one the token
+//! claims. Before any call leaves Coffer the token must already name a service account and a
+//! namespace the role binds, so an unrelated token costs no round trip.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::login::TOKEN_FIELD_NAMES;
+use coffer_core::util::now_unix;
+use coffer_core::{
+    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
+    View,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::jwt::glob_match;
+use crate::{jws, outbound};
+
+/// Where a pod finds its own service-account token and the cluster CA.
+const LOCAL_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+const LOCAL_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+/// Clock skew allowed on a projected token's `exp` before Coffer refuses it without asking.
+const EXP_SKEW: u64 = 60;
+
+pub(crate) struct Kubernetes {
+    view: View,
+}
+
+pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
+    Ok(Arc::new(Kubernetes { view: cfg.view }))
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Config {
+    kubernetes_host: String,
+    kubernetes_ca_cert: String,
+    /// Write-only: the bearer token Coffer presents to the TokenReview API.
+    token_reviewer_jwt: Zeroizing<String>,
+    issuer: String,
+    disable_iss_validation: bool,
+    disable_local_ca_jwt: bool,
+}
+
+const CONFIG_FIELDS: &[&str] = &[
+    "kubernetes_host",
+    "kubernetes_ca_cert",
+    "token_reviewer_jwt",
+    "issuer",
+    "disable_iss_validation",
+    "disable_local_ca_jwt",
+];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Role {
+    bound_service_account_names: Vec<String>,
+    bound_service_account_namespaces: Vec<String>,
+    audience: String,
+    alias_name_source: String,
+    #[serde(flatten)]
+    token: TokenFields,
+}
+
+const ROLE_FIELDS: &[&str] = &[
+    "name",
+    "bound_service_account_names",
+    "bound_service_account_namespaces",
+    "audience",
+    "alias_name_source",
+];
+
+const ALIAS_SOURCES: &[&str] = &["serviceaccount_uid", "serviceaccount_name"];
+
+/// Who a service-account token says it is, from its claims (not yet vouched for).
+#[derive(Debug, PartialEq)]
+struct ServiceAccount {
+    namespace: String,
+    name: String,
+    uid: String,
+    /// Legacy (secret-based) tokens only.
+    secret_name: Option<String>,
+    /// Projected tokens bound to a pod only.
+    pod_name: Option<String>,
+}
+
+impl ServiceAccount {
+    /// Reads the legacy `kubernetes.io/serviceaccount/*` claims or the projected
+    /// `kubernetes.io` object.
+    fn from_claims(c: &Map<String, Value>) -> Option<ServiceAccount> {
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        if let Some(k) = c.get("kubernetes.io").and_then(Value::as_object) {
+            let sa = k.get("serviceaccount")?;
+            return Some(ServiceAccount {
+                namespace: s(k.get("namespace"))?,
+                name: s(sa.get("name"))?,
+                uid: s(sa.get("uid")).unwrap_or_default(),
+                secret_name: None,
+                pod_name: s(k.get("pod").and_then(|p| p.get("name"))),
+            });
+        }
+        let legacy = |k: &str| s(c.get(&format!("kubernetes.io/serviceaccount/{k}")));
+        Some(ServiceAccount {
+            namespace: legacy("namespace")?,
+            name: legacy("service-account.name")?,
+            uid: legacy("service-account.uid").unwrap_or_default(),
+            secret_name: legacy("secret.name"),
+            pod_name: None,
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(raw)
+        .map_err(|e| Error::Internal(format!("kubernetes {what} decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A bound list allows `value` when it holds `*`, `value`, or a glob matching it.
+fn bound(list: &[String], value: &str) -> bool {
+    list.iter().any(|b| b == "*" || glob_match(b, value))
+}
+
+impl Kubernetes {
+    async fn config(&self) -> Result<Option<Config>> {
+        match self.view.get("config").await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "config").map(Some),
+        }
+    }
+
+    async fn role(&self, name: &str) -> Result<Option<Role>> {
+        match self.view.get(&format!("role/{}", name.to_lowercase())).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "role").map(Some),
+        }
+    }
+
+    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let mut c = self
+            .config()
+            .await?
+            .unwrap_or(Config { disable_iss_validation: true, ..Config::default() });
+        if let Some(h) = f.str("kubernetes_host")? {
+            c.kubernetes_host = h.trim_end_matches('/').to_owned();
+        }
+        if c.kubernetes_host.is_empty() {
+            return Err(Error::invalid("no host provided: kubernetes_host is required"));
+        }
+        if !c.kubernetes_host.starts_with("https://") && !c.kubernetes_host.starts_with("http://") {
+            return Err(Error::invalid(
+                "kubernetes_host must be a URL such as https://10.0.0.1:443",
+            ));
+        }
+        if let Some(ca) = f.str("kubernetes_ca_cert")? {
+            c.kubernetes_ca_cert = ca;
+        }
+        outbound::client(&c.kubernetes_ca_cert)
+            .map_err(|e| Error::invalid(format!("kubernetes_ca_cert: {e}")))?;
+        if let Some(j) = f.str("token_reviewer_jwt")? {
+            let j = Zeroizing::new(j);
+            if !j.is_empty() && jws::parse(&j).is_err() {
+                return Err(Error::invalid("token_reviewer_jwt is not a JWT"));
+            }
+            c.token_reviewer_jwt = j;
+        }
+        if let Some(i) = f.str("issuer")? {
+            c.issuer = i;
+        }
+        if let Some(b) = f.bool("disable_iss_validation")? {
+            c.disable_iss_validation = b;
+        }
+        if let Some(b) = f.bool("disable_local_ca_jwt")? {
+            c.disable_local_ca_jwt = b;
+        }
+        self.view.put("config", &Zeroizing::new(encode(&c)?)).await?;
+        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
+    }
+
+    async fn write_role(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+        let name = name.to_lowercase();
+        let f = Fields::new(req.data);
+        let mut role = self.role(&name).await?.unwrap_or_else(|| Role {
+            alias_name_source: "serviceaccount_uid".into(),
+            ..Role::default()
+        });
+        if let Some(n) = f.list("bound_service_account_names")? {
+            role.bound_service_account_names = n.into_iter().filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(n) = f.list("bound_service_account_namespaces")? {
+            role.bound_service_account_namespaces =
+                n.into_iter().filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(a) = f.str("audience")? {
+            role.audience = a;
+        }
+        if let Some(a) = f.str("alias_name_source")? {
+            if !ALIAS_SOURCES.contains(&a.as_str()) {
+                return Err(Error::invalid(format!(
+                    "invalid alias_name_source {a:?}: use {}",
+                    ALIAS_SOURCES.join(" or ")
+                )));
+            }
+            role.alias_name_source = a;
+        }
+        role.token.update(&f)?;
+        let star = |l: &[String]| l.len() == 1 && l[0] == "*";
+        for (field, list) in [
+            ("bound_service_account_names", &role.bound_service_account_names),
+            ("bound_service_account_namespaces", &role.bound_service_account_namespaces),
+        ] {
+            if list.is_empty() {
+                return Err(Error::invalid(format!("{field:?} can not be empty")));
+            }
+            if list.len() > 1 && list.iter().any(|v| v == "*") {
+                return Err(Error::invalid(format!(
+                    "{field:?} can not contain \"*\" together with other values"
+                )));
+            }
+        }
+        if star(&role.bound_service_account_names) && star(&role.bound_service_account_namespaces) {
+            return Err(Error::invalid(
+                "service_account_names and service_account_namespaces can not both be \"*\"",
+            ));
+        }
+        self.view.put(&format!("role/{name}"), &encode(&role)?).await?;
+        let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
+        known.extend_from_slice(TOKEN_FIELD_NAMES);
+        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+    }
+
+    fn role_json(role: &Role) -> Map<String, Value> {
+        let mut m = into_map(json!({
+            "bound_service_account_names": role.bound_service_account_names,
+            "bound_service_account_namespaces": role.bound_service_account_namespaces,
+            "audience": role.audience,
+            "alias_name_source": role.alias_name_source,
+        }));
+        role.token.to_json(&mut m);
+        m.insert("policies".into(), json!(role.token.token_policies));
+        m.insert("period".into(), json!(role.token.token_period));
+        m
+    }
+
+    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let role_name = f
+            .str("role")?
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::invalid("missing role"))?
+            .to_lowercase();
+        let jwt = Zeroizing::new(
+            f.str("jwt")?.filter(|j| !j.is_empty()).ok_or_else(|| Error::invalid("missing jwt"))?,
+        );
+        let role = self
+            .role(&role_name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("invalid role name {role_name:?}")))?;
+        let config = self
+            .config()
+            .await?
+            .ok_or_else(|| Error::invalid("could not load backend configuration"))?;
+
+        // What the token claims, checked before the cluster is asked.
+        let token = jws::parse(&jwt)?;
+        let claims = &token.claims;
+        let sa = ServiceAccount::from_claims(claims)
+            .ok_or_else(|| Error::invalid("the JWT is not a Kubernetes service-account token"))?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
+            && now_unix() > exp.saturating_add(EXP_SKEW)
+        {
+            return Err(Error::invalid("error validating claims: token is expired"));
+        }
+        if !config.disable_iss_validation
+            && !config.issuer.is_empty()
+            && claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str())
+        {
+            return Err(Error::invalid("error validating claims: invalid issuer (iss) claim"));
+        }
+        if !bound(&role.bound_service_account_names, &sa.name) {
+            return Err(Error::invalid("service account name not authorized"));
+        }
+        if !bound(&role.bound_service_account_namespaces, &sa.namespace) {
+            return Err(Error::invalid("namespace not authorized"));
+        }
+        if !role.audience.is_empty() {
+            let aud = match claims.get("aud") {
+                Some(Value::String(s)) => vec![s.as_str()],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !aud.contains(&role.audience.as_str()) {
+                return Err(Error::invalid(
+                    "error validating claims: invalid audience (aud) claim",
+                ));
+            }
+        }
+
+        // The cluster's word on it.
+        let review = self.review(&config, &jwt, &role.audience).await?;
+        if review.namespace != sa.namespace
+            || review.name != sa.name
+            || (!sa.uid.is_empty() && review.uid != sa.uid)
+        {
+            tracing::warn!(
+                claimed = %format!("{}/{}", sa.namespace, sa.name),
+                reviewed = %format!("{}/{}", review.namespace, review.name),
+                "kubernetes: the TokenReview names another service account than the token"
+            );
+            return Err(Error::PermissionDenied);
+        }
+        if !role.audience.is_empty() && !review.audiences.contains(&role.audience) {
+            return Err(Error::PermissionDenied);
+        }
+
+        let mut metadata = BTreeMap::from([
+            ("role".to_owned(), role_name),
+            ("service_account_name".to_owned(), sa.name.clone()),
+            ("service_account_namespace".to_owned(), sa.namespace.clone()),
+            ("service_account_uid".to_owned(), review.uid.clone()),
+        ]);
+        if let Some(secret) = &sa.secret_name {
+            metadata.insert("service_account_secret_name".into(), secret.clone());
+        }
+        if let Some(pod) = &sa.pod_name {
+            metadata.insert("pod_name".into(), pod.clone());
+        }
+        let mut login = role.token.login();
+        login.metadata = metadata;
+        login.display_name = format!("{}-{}", sa.namespace, sa.name);
+        Ok(Response::login(login))
+    }
+
+    /// Asks the TokenReview API whether `jwt` is authenticated, as the configured reviewer (or,
+    /// without one, as the token itself, as Vault does).
+    async fn review(&self, c: &Config, jwt: &str, audience: &str) -> Result<Reviewed> {
+        let unreachable = |detail: String| {
+            tracing::warn!(host = %c.kubernetes_host, error = %detail, "kubernetes: TokenReview failed");
+            Error::Internal(
+                "kubernetes: the TokenReview API could not be used; see the server log".into(),
+            )
+        };
+        let mut ca = c.kubernetes_ca_cert.clone();
+        let mut reviewer = c.token_reviewer_jwt.clone();
+        if !c.disable_local_ca_jwt {
+            if ca.is_empty() {
+                ca = tokio::fs::read_to_string(LOCAL_CA).await.unwrap_or_default();
+            }
+            if reviewer.is_empty() {
+                *reviewer = tokio::fs::read_to_string(LOCAL_JWT).await.unwrap_or_default();
+            }
+        }
+        if reviewer.trim().is_empty() {
+            *reviewer = jwt.to_owned();
+        }
+        let client = outbound::client(&ca).map_err(unreachable)?;
+        let mut spec = json!({ "token": jwt });
+        if !audience.is_empty() {
+            spec["audiences"] = json!([audience]);
+        }
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": spec,
+        });
+        let url = format!("{}{TOKEN_REVIEW_PATH}", c.kubernetes_host);
+        let resp = client
+            .post(&url)
+            .bearer_auth(reviewer.trim())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(outbound::describe(&url, &e)))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            tracing::warn!(%status, "kubernetes: the API server refused the reviewer JWT; check token_reviewer_jwt and its system:auth-delegator binding");
+            return Err(Error::PermissionDenied);
+        }
+        let answer = outbound::json(resp).await.map_err(unreachable)?;
+        parse_review(&answer)
+    }
+}
+
+/// The identity a TokenReview vouches for.
+#[derive(Debug)]
+struct Reviewed {
+    namespace: String,
+    name: String,
+    uid: String,
+    audiences: Vec<String>,
+}
+
+fn parse_review(answer: &Value) -> Result<Reviewed> {
+    let status = answer.get("status").cloned().unwrap_or(Value::Null);
+    if status.get("authenticated").and_then(Value::as_bool) != Some(true) {
+        let why = status.get("error").and_then(Value::as_str).unwrap_or("not authenticated");
+        tracing::info!(reason = %why, "kubernetes: the TokenReview did not authenticate the token");
+        return Err(Error::PermissionDenied);
+    }
+    let user = status.get("user").cloned().unwrap_or(Value::Null);
+    let username = user.get("username").and_then(Value::as_str).unwrap_or_default();
+    let parts: Vec<&str> = username.split(':').collect();
+    let ["system", "serviceaccount", namespace, name] = parts.as_slice() else {
+        tracing::warn!(%username, "kubernetes: the reviewed token is not a service account's");
+        return Err(Error::PermissionDenied);
+    };
+    Ok(Reviewed {
+        namespace: (*namespace).to_owned(),
+        name: (*name).to_owned(),
+        uid: user.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        audiences: status
+            .get("audiences")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl LogicalBackend for Kubernetes {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        use Operation::*;
+        let path = req.path.trim_end_matches('/');
+        match (path, req.operation) {
+            ("login", Create | Update) => self.login(req).await,
+            ("config", Read) => {
+                let c = self.config().await?.ok_or(Error::NotFound)?;
+                Ok(Response::data(into_map(json!({
+                    "kubernetes_host": c.kubernetes_host,
+                    "kubernetes_ca_cert": c.kubernetes_ca_cert,
+                    "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
+                    "issuer": c.issuer,
+                    "disable_iss_validation": c.disable_iss_validation,
+                    "disable_local_ca_jwt": c.disable_local_ca_jwt,
+                    "pem_keys": [],
+                }))))
+            }
+            ("config", Create | Update) => self.write_config(req).await,
+            ("role", List) => {
+                let keys = self.view.list("role/").await?;
+                if keys.is_empty() {
+                    return Err(Error::NotFound);
+                }
+                Ok(Response::list(keys))
+            }
+            (p, op)
+                if p.strip_prefix("role/").is_some_and(|n| !n.is_empty() && !n.contains('/')) =>
+            {
+                let name = &p[5..];
+                match op {
+                    Read => {
+                        let role = self.role(name).await?.ok_or(Error::NotFound)?;
+                        Ok(Response::data(Self::role_json(&role)))
+                    }
+                    Create | Update => self.write_role(req, name).await,
+                    Delete => {
+                        self.view.delete(&format!("role/{}", name.to_lowercase())).await?;
+                        Ok(Response::empty())
+                    }
+                    _ => Err(Error::UnsupportedOperation),
+                }
+            }
+            ("login" | "config" | "role", _) => Err(Error::UnsupportedOperation),
+            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
+        }
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        let path = req.path.trim_end_matches('/');
+        match path.strip_prefix("role/") {
+            Some(name) if !name.contains('/') => Ok(Some(self.role(name).await?.is_some())),
+            _ if path == "config" => Ok(Some(self.config().await?.is_some())),
+            _ => Ok(None),
+        }
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &["login"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_and_projected_claims() {
+        let legacy = into_map(json!({
+            "iss": "kubernetes/serviceaccount",
+            "kubernetes.io/serviceaccount/namespace": "prod",
+            "kubernetes.io/serviceaccount/secret.name": "web-token-abc",
+            "kubernetes.io/serviceaccount/service-account.name": "web",
+            "kubernetes.io/serviceaccount/service-account.uid": "u-1",
+        }));
+        let sa = ServiceAccount::from_claims(&legacy).expect("legacy");
+        assert_eq!(
+            (sa.namespace.as_str(), sa.name.as_str(), sa.uid.as_str()),
+            ("prod", "web", "u-1")
+        );
+        assert_eq!(sa.secret_name.as_deref(), Some("web-token-abc"));
+
+        let projected = into_map(json!({
+            "aud": ["coffer"], "exp": 1, "iss": "https://kubernetes.default.svc",
+            "kubernetes.io": {
+                "namespace": "prod",
+                "pod": {"name": "web-7d9", "uid": "p-1"},
+                "serviceaccount": {"name": "web", "uid": "u-1"},
+            },
+        }));
+        let sa = ServiceAccount::from_claims(&projected).expect("projected");
+        assert_eq!(sa.pod_name.as_deref(), Some("web-7d9"));
+        assert_eq!(sa.name, "web");
+        assert!(ServiceAccount::from_claims(&into_map(json!({"sub": "x"}))).is_none());
+    }
+
+    #[test]
+    fn reviews() {
+        let ok = json!({"status": {"authenticated": true, "user": {
+            "username": "system:serviceaccount:prod:web", "uid": "u-1"}, "audiences": ["coffer"]}});
+        let r = parse_review(&ok).expect("authenticated");
+        assert_eq!((r.namespace.as_str(), r.name.as_str(), r.uid.as_str()), ("prod", "web", "u-1"));
+        assert_eq!(r.audiences, vec!["coffer".to_owned()]);
+        for bad in [
+            json!({"status": {"authenticated": false, "error": "invalid bearer token"}}),
+            json!({"status": {"authenticated": true, "user": {"username": "alice"}}}),
+            json!({"status": {"authenticated": true, "user": {"username": "system:node:n1"}}}),
+            json!({}),
+        ] {
+            assert!(matches!(parse_review(&bad), Err(Error::PermissionDenied)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bindings() {
+        let l = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(bound(&l(&["web", "api"]), "api"));
+        assert!(!bound(&l(&["web"]), "webx"));
+        assert!(bound(&l(&["*"]), "anything"));
+        assert!(bound(&l(&["team-*"]), "team-a"));
+        assert!(!bound(&l(&["team-*"]), "other"));
+    }
+}
