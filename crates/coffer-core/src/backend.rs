@@ -44,6 +44,8 @@ pub struct BackendRequest<'a> {
     pub sudo: bool,
     /// The token as presented, for the few token-store answers that echo it back.
     pub client_token: Option<&'a crate::secret::SecretString>,
+    /// The client's TLS certificate chain (DER, leaf first), for the cert auth method.
+    pub client_cert_chain: &'a [Vec<u8>],
 }
 
 #[async_trait]

@@ -49,8 +49,9 @@ pub struct Request {
     pub data: Map<String, Value>,
     pub client_token: Option<SecretString>,
     pub remote_addr: Option<IpAddr>,
-    /// PEM-free DER of the client's TLS certificate, when the connection had one.
-    pub client_cert_der: Option<Vec<u8>>,
+    /// The DER certificates the client presented on its TLS connection, leaf first; empty
+    /// without one. The listener checked only that the client holds the leaf's key.
+    pub client_cert_chain: Vec<Vec<u8>>,
     pub wrap_ttl: Option<Duration>,
 }
 
@@ -63,7 +64,7 @@ impl Request {
             data: Map::new(),
             client_token: None,
             remote_addr: None,
-            client_cert_der: None,
+            client_cert_chain: Vec::new(),
             wrap_ttl: None,
         }
     }

@@ -109,6 +109,7 @@ async fn authorize(
             remote_addr: req.remote_addr,
             sudo: false,
             client_token: req.client_token.as_ref(),
+            client_cert_chain: &req.client_cert_chain,
         };
         if route.backend.exists(&probe).await? == Some(false) {
             op = Operation::Create;
@@ -178,6 +179,7 @@ async fn dispatch(
                 remote_addr: req.remote_addr,
                 sudo: audited.authz.sudo,
                 client_token: req.client_token.as_ref(),
+                client_cert_chain: &req.client_cert_chain,
             };
             let mut resp = route.backend.handle(&breq).await?;
             if let Some(login) = resp.login.take() {

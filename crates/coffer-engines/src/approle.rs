@@ -671,6 +671,7 @@ fn clone_req<'a>(r: &BackendRequest<'a>) -> BackendRequest<'a> {
         remote_addr: r.remote_addr,
         sudo: r.sudo,
         client_token: r.client_token,
+        client_cert_chain: r.client_cert_chain,
     }
 }
 

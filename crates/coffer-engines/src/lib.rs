@@ -2,6 +2,7 @@
 //! storage view; the binary registers them in the core's [`Registry`].
 
 mod approle;
+mod cert;
 mod cubbyhole;
 mod jws;
 mod jwt;
@@ -23,4 +24,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_auth("jwt", Arc::new(jwt::factory));
     registry.register_auth("oidc", Arc::new(jwt::factory));
     registry.register_auth("kubernetes", Arc::new(kubernetes::factory));
+    registry.register_auth("cert", Arc::new(cert::factory));
 }

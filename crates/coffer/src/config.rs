@@ -16,8 +16,11 @@ pub(crate) enum StorageConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientAuth {
-    /// No client certificate is asked for.
+    /// No client certificate is asked for (`tls_disable_client_certs = true`).
     None,
+    /// Asked for, not required, and only proven held (the handshake signature): the cert auth
+    /// method verifies the chain against its own trusted certificates. Vault's default.
+    Any,
     /// Asked for and verified against the client CA when presented; not required.
     Request,
     /// Required and verified against the client CA.
@@ -306,7 +309,8 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 ),
                 (true, true, false) => ClientAuth::Require,
                 (true, false, false) => ClientAuth::Request,
-                (_, false, _) => ClientAuth::None,
+                (_, false, true) => ClientAuth::None,
+                (false, false, false) => ClientAuth::Any,
             };
             Some(TlsConfig {
                 cert_file: cert.into(),
@@ -373,6 +377,24 @@ log_format        = "json"
         assert!(c.listeners[1].tls.is_none());
         assert_eq!(c.default_lease_ttl, Duration::from_secs(3600));
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn client_certificate_modes() {
+        let mode = |extra: &str| {
+            let c = ServerConfig::parse(&format!(
+                "storage \"inmem\" {{\n}}\nlistener \"tcp\" {{\n tls_cert_file = \"c.pem\"\n tls_key_file = \"k.pem\"\n{extra}}}\n"
+            ))
+            .expect("parse");
+            c.listeners[0].tls.as_ref().map(|t| t.client_auth)
+        };
+        assert_eq!(mode(""), Some(ClientAuth::Any), "asked for, for the cert auth method");
+        assert_eq!(mode("tls_disable_client_certs = true\n"), Some(ClientAuth::None));
+        assert_eq!(mode("tls_client_ca_file = \"ca.pem\"\n"), Some(ClientAuth::Request));
+        assert_eq!(
+            mode("tls_client_ca_file = \"ca.pem\"\ntls_require_and_verify_client_cert = true\n"),
+            Some(ClientAuth::Require)
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 #[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
     pub remote_addr: SocketAddr,
-    pub client_cert_der: Option<Vec<u8>>,
+    /// DER certificates the client presented, leaf first.
+    pub client_cert_chain: Vec<Vec<u8>>,
 }
 
 pub(crate) fn router(core: Arc<Core>, max_request_size: usize) -> Router {
@@ -181,7 +182,7 @@ async fn handle(
     }
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
-        req.client_cert_der = c.client_cert_der;
+        req.client_cert_chain = c.client_cert_chain;
     }
     let request_id = req.id.clone();
     let result = core.handle(req).await;

@@ -237,17 +237,17 @@ async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let cert = tls
+                    let chain = tls
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| c.to_vec());
-                    let info = ConnInfo { remote_addr, client_cert_der: cert };
+                        .map(|c| c.iter().map(|c| c.to_vec()).collect())
+                        .unwrap_or_default();
+                    let info = ConnInfo { remote_addr, client_cert_chain: chain };
                     serve_conn(TokioIo::new(tls), info, app, &builder, watcher).await;
                 }
                 None => {
-                    let info = ConnInfo { remote_addr, client_cert_der: None };
+                    let info = ConnInfo { remote_addr, client_cert_chain: Vec::new() };
                     serve_conn(TokioIo::new(stream), info, app, &builder, watcher).await;
                 }
             }

@@ -6,6 +6,7 @@ mod api;
 mod approle;
 mod audit;
 mod bad_input;
+mod cert;
 mod cli;
 mod invariants;
 mod jwt;

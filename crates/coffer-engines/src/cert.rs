@@ -1,0 +1,389 @@
+//! TLS certificate auth method (Vault's `cert`): a client logs in with the certificate it
+//! presented on its mutually authenticated TLS connection to Coffer.
+//!
+//! The listener only proves the client holds the leaf's private key; trust is decided here,
+//! against the certificates the operator registered under `certs/:name`: a CA (the client's
+//! chain must verify up to it, with the client-auth usage, at the current time) or a pinned
+//! leaf (the very same certificate, within its validity). Then the entry's constraints on
+//! common name, DNS/email/URI SANs and organizational units must all hold. The first entry,
+//! in name order, that accepts the certificate decides the token's policies.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::login::TOKEN_FIELD_NAMES;
+use coffer_core::{
+    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
+    View,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+use crate::jwt::glob_match;
+
+/// Vault's answer to any certificate no entry accepts, whichever check failed.
+const NOT_ACCEPTED: &str = "invalid certificate or no client certificate supplied";
+
+pub(crate) struct CertAuth {
+    view: View,
+}
+
+pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
+    Ok(Arc::new(CertAuth { view: cfg.view }))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Entry {
+    certificate: String,
+    display_name: String,
+    allowed_common_names: Vec<String>,
+    allowed_dns_sans: Vec<String>,
+    allowed_email_sans: Vec<String>,
+    allowed_uri_sans: Vec<String>,
+    allowed_organizational_units: Vec<String>,
+    #[serde(flatten)]
+    token: TokenFields,
+}
+
+const ENTRY_FIELDS: &[&str] = &[
+    "name",
+    "certificate",
+    "display_name",
+    "allowed_common_names",
+    "allowed_names",
+    "allowed_dns_sans",
+    "allowed_email_sans",
+    "allowed_uri_sans",
+    "allowed_organizational_units",
+];
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("cert {what} decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The DER certificates of a PEM bundle; an error names what is wrong with it.
+fn pem_certs(pem: &str) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate PEM cannot be read: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM \"CERTIFICATE\" block found".into());
+    }
+    for c in &certs {
+        x509_parser::parse_x509_certificate(c)
+            .map_err(|e| format!("a certificate cannot be parsed: {e}"))?;
+    }
+    Ok(certs)
+}
+
+/// What the constraints and the token metadata read from a client certificate.
+#[derive(Debug, Default)]
+struct Subject {
+    common_names: Vec<String>,
+    organizational_units: Vec<String>,
+    dns: Vec<String>,
+    email: Vec<String>,
+    uri: Vec<String>,
+    serial: String,
+    subject_key_id: String,
+    authority_key_id: String,
+}
+
+fn colon_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn subject(cert: &X509Certificate<'_>) -> Subject {
+    let strs = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.filter_map(|a| a.as_str().ok().map(str::to_owned)).collect::<Vec<_>>()
+    };
+    let mut s = Subject {
+        common_names: strs(&mut cert.subject().iter_common_name()),
+        organizational_units: strs(&mut cert.subject().iter_organizational_unit()),
+        serial: cert.serial.to_string(),
+        ..Subject::default()
+    };
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::DNSName(d) => s.dns.push((*d).to_owned()),
+                        GeneralName::RFC822Name(e) => s.email.push((*e).to_owned()),
+                        GeneralName::URI(u) => s.uri.push((*u).to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            ParsedExtension::SubjectKeyIdentifier(k) => s.subject_key_id = colon_hex(k.0),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                if let Some(k) = &a.key_identifier {
+                    s.authority_key_id = colon_hex(k.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Every non-empty list of patterns must match at least one of the certificate's values.
+fn constraints_hold(e: &Entry, s: &Subject) -> bool {
+    let one = |patterns: &[String], values: &[String]| {
+        patterns.is_empty() || values.iter().any(|v| patterns.iter().any(|p| glob_match(p, v)))
+    };
+    one(&e.allowed_common_names, &s.common_names)
+        && one(&e.allowed_dns_sans, &s.dns)
+        && one(&e.allowed_email_sans, &s.email)
+        && one(&e.allowed_uri_sans, &s.uri)
+        && one(&e.allowed_organizational_units, &s.organizational_units)
+}
+
+/// Whether the client's chain is trusted by an entry's certificates: the leaf is one of them
+/// (pinned, and within its validity), or its chain verifies to one of them as a root.
+fn trusted_by(
+    trusted: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> bool {
+    let Some(leaf) = chain.first() else { return false };
+    if trusted.iter().any(|t| t.as_ref() == leaf.as_ref()) {
+        return x509_parser::parse_x509_certificate(leaf).is_ok_and(|(_, c)| {
+            c.validity().is_valid_at(
+                x509_parser::time::ASN1Time::from_timestamp(
+                    i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+                )
+                .unwrap_or_else(|_| x509_parser::time::ASN1Time::now()),
+            )
+        });
+    }
+    let anchors: Vec<_> =
+        trusted.iter().filter_map(|t| webpki::anchor_from_trusted_cert(t).ok()).collect();
+    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &chain[1..],
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .is_ok()
+}
+
+impl CertAuth {
+    async fn entry(&self, name: &str) -> Result<Option<Entry>> {
+        match self.view.get(&format!("cert/{}", name.to_lowercase())).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "entry").map(Some),
+        }
+    }
+
+    async fn write_entry(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+        let name = name.to_lowercase();
+        let f = Fields::new(req.data);
+        let mut e = self.entry(&name).await?.unwrap_or_default();
+        if let Some(c) = f.str("certificate")? {
+            e.certificate = c;
+        }
+        if e.certificate.trim().is_empty() {
+            return Err(Error::invalid("missing certificate: a PEM CA or client certificate"));
+        }
+        pem_certs(&e.certificate).map_err(|m| Error::invalid(format!("certificate: {m}")))?;
+        if let Some(d) = f.str("display_name")? {
+            e.display_name = d;
+        }
+        let lists: [(&str, &mut Vec<String>); 5] = [
+            ("allowed_common_names", &mut e.allowed_common_names),
+            ("allowed_dns_sans", &mut e.allowed_dns_sans),
+            ("allowed_email_sans", &mut e.allowed_email_sans),
+            ("allowed_uri_sans", &mut e.allowed_uri_sans),
+            ("allowed_organizational_units", &mut e.allowed_organizational_units),
+        ];
+        for (field, slot) in lists {
+            // `allowed_names` is Vault's older name for common-name patterns.
+            let given = match f.list(field)? {
+                None if field == "allowed_common_names" => f.list("allowed_names")?,
+                other => other,
+            };
+            if let Some(v) = given {
+                *slot = v.into_iter().filter(|s| !s.is_empty()).collect();
+            }
+        }
+        e.token.update(&f)?;
+        self.view.put(&format!("cert/{name}"), &encode(&e)?).await?;
+        let mut known: Vec<&str> = ENTRY_FIELDS.to_vec();
+        known.extend_from_slice(TOKEN_FIELD_NAMES);
+        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+    }
+
+    fn entry_json(e: &Entry) -> Map<String, Value> {
+        let mut m = into_map(json!({
+            "certificate": e.certificate,
+            "display_name": e.display_name,
+            "allowed_common_names": e.allowed_common_names,
+            "allowed_names": e.allowed_common_names,
+            "allowed_dns_sans": e.allowed_dns_sans,
+            "allowed_email_sans": e.allowed_email_sans,
+            "allowed_uri_sans": e.allowed_uri_sans,
+            "allowed_organizational_units": e.allowed_organizational_units,
+        }));
+        e.token.to_json(&mut m);
+        m.insert("policies".into(), json!(e.token.token_policies));
+        m.insert("period".into(), json!(e.token.token_period));
+        m
+    }
+
+    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        if req.client_cert_chain.is_empty() {
+            return Err(Error::invalid(
+                "client certificate must be supplied: log in over TLS with a client certificate",
+            ));
+        }
+        let chain: Vec<CertificateDer<'_>> =
+            req.client_cert_chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|_| Error::invalid(NOT_ACCEPTED))?;
+        let subject = subject(&leaf);
+        let names = match f.str("name")?.filter(|n| !n.is_empty()) {
+            Some(n) => vec![n.to_lowercase()],
+            None => self.view.list("cert/").await?,
+        };
+        let now = UnixTime::now();
+        for name in names {
+            let Some(entry) = self.entry(&name).await? else { continue };
+            let Ok(trusted) = pem_certs(&entry.certificate) else { continue };
+            if !trusted_by(&trusted, &chain, now) || !constraints_hold(&entry, &subject) {
+                continue;
+            }
+            let mut login = entry.token.login();
+            login.display_name = if entry.display_name.is_empty() {
+                name.clone()
+            } else {
+                entry.display_name.clone()
+            };
+            login.metadata = BTreeMap::from([
+                ("cert_name".to_owned(), name),
+                (
+                    "common_name".to_owned(),
+                    subject.common_names.first().cloned().unwrap_or_default(),
+                ),
+                ("serial_number".to_owned(), subject.serial.clone()),
+                ("subject_key_id".to_owned(), subject.subject_key_id.clone()),
+                ("authority_key_id".to_owned(), subject.authority_key_id.clone()),
+            ]);
+            return Ok(Response::login(login));
+        }
+        Err(Error::invalid(NOT_ACCEPTED))
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for CertAuth {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        use Operation::*;
+        let path = req.path.trim_end_matches('/');
+        match (path, req.operation) {
+            ("login", Create | Update) => self.login(req).await,
+            ("certs", List) => {
+                let keys = self.view.list("cert/").await?;
+                if keys.is_empty() {
+                    return Err(Error::NotFound);
+                }
+                Ok(Response::list(keys))
+            }
+            (p, op)
+                if p.strip_prefix("certs/").is_some_and(|n| !n.is_empty() && !n.contains('/')) =>
+            {
+                let name = &p[6..];
+                match op {
+                    Read => {
+                        let e = self.entry(name).await?.ok_or(Error::NotFound)?;
+                        Ok(Response::data(Self::entry_json(&e)))
+                    }
+                    Create | Update => self.write_entry(req, name).await,
+                    Delete => {
+                        self.view.delete(&format!("cert/{}", name.to_lowercase())).await?;
+                        Ok(Response::empty())
+                    }
+                    _ => Err(Error::UnsupportedOperation),
+                }
+            }
+            ("login" | "certs", _) => Err(Error::UnsupportedOperation),
+            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
+        }
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        match req.path.trim_end_matches('/').strip_prefix("certs/") {
+            Some(name) if !name.contains('/') => Ok(Some(self.entry(name).await?.is_some())),
+            _ => Ok(None),
+        }
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &["login"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry::default()
+    }
+
+    #[test]
+    fn constraints_are_all_required_and_globbed() {
+        let s = Subject {
+            common_names: vec!["web.prod.svc".into()],
+            organizational_units: vec!["payments".into()],
+            dns: vec!["web.prod.svc".into(), "web".into()],
+            uri: vec!["spiffe://acme/ns/prod/sa/web".into()],
+            ..Subject::default()
+        };
+        assert!(constraints_hold(&entry(), &s));
+        let cn = Entry { allowed_common_names: vec!["*.prod.svc".into()], ..entry() };
+        assert!(constraints_hold(&cn, &s));
+        let both = Entry {
+            allowed_common_names: vec!["*.prod.svc".into()],
+            allowed_organizational_units: vec!["billing".into()],
+            ..entry()
+        };
+        assert!(!constraints_hold(&both, &s), "every constraint list must match");
+        let uri = Entry { allowed_uri_sans: vec!["spiffe://acme/ns/prod/*".into()], ..entry() };
+        assert!(constraints_hold(&uri, &s));
+        let email = Entry { allowed_email_sans: vec!["*@acme.com".into()], ..entry() };
+        assert!(!constraints_hold(&email, &s), "a certificate without email SANs fails");
+    }
+
+    #[test]
+    fn pem_bundles() {
+        assert!(pem_certs("").is_err());
+        assert!(
+            pem_certs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err()
+        );
+        assert_eq!(colon_hex(&[0xab, 0x01]), "ab:01");
+    }
+}
