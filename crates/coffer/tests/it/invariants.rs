@@ -174,6 +174,22 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "auth/approle/role/web/secret-id-accessor/lookup"),
     ("POST", "auth/approle/role/web/secret-id-accessor/destroy"),
     ("POST", "auth/approle/tidy/secret-id"),
+    ("GET", "auth/jwt/config"),
+    ("POST", "auth/jwt/config"),
+    ("LIST", "auth/jwt/role"),
+    ("GET", "auth/jwt/role/web"),
+    ("POST", "auth/jwt/role/web"),
+    ("DELETE", "auth/jwt/role/web"),
+    ("GET", "auth/kubernetes/config"),
+    ("POST", "auth/kubernetes/config"),
+    ("LIST", "auth/kubernetes/role"),
+    ("GET", "auth/kubernetes/role/web"),
+    ("POST", "auth/kubernetes/role/web"),
+    ("DELETE", "auth/kubernetes/role/web"),
+    ("LIST", "auth/cert/certs"),
+    ("GET", "auth/cert/certs/web"),
+    ("POST", "auth/cert/certs/web"),
+    ("DELETE", "auth/cert/certs/web"),
 ];
 
 /// Routes the default policy grants to every token about itself.
@@ -193,7 +209,12 @@ async fn every_non_public_endpoint_refuses_bad_tokens_with_403() {
     let (s, _, root) = Server::ready(dir.path()).await;
     s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     s.call("POST", "secret/x", Some(&root), Some(json!({"v": "1"}))).await;
-    s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    for kind in ["approle", "jwt", "kubernetes", "cert"] {
+        let (code, _) = s
+            .call("POST", &format!("sys/auth/{kind}"), Some(&root), Some(json!({"type": kind})))
+            .await;
+        assert_eq!(code, 204, "{kind}");
+    }
     let (code, _) = s
         .call("POST", "auth/approle/role/web", Some(&root), Some(json!({"token_policies": "x"})))
         .await;
