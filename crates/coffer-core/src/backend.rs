@@ -48,9 +48,35 @@ pub struct BackendRequest<'a> {
     pub client_cert_chain: &'a [Vec<u8>],
 }
 
+/// A lease being renewed or revoked, as the engine that issued its secret sees it.
+pub struct LeaseRequest<'a> {
+    pub lease_id: &'a str,
+    /// Relative to the mount, where the secret was issued: `creds/readonly`.
+    pub path: &'a str,
+    pub mount: &'a MountInfo,
+    /// What the engine put in [`crate::logical::SecretLease::internal`] at issue.
+    pub internal: &'a Map<String, Value>,
+    /// Unix seconds.
+    pub issue_time: u64,
+    /// Unix seconds: at renewal the new expiry the manager settled on, at revocation the old one.
+    pub expire_time: u64,
+}
+
 #[async_trait]
 pub trait LogicalBackend: Send + Sync + 'static {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response>;
+
+    /// Extends the credential behind a lease to `lease.expire_time` (e.g. `VALID UNTIL`).
+    /// Backends whose secrets have nothing to extend keep the default, which refuses.
+    async fn renew_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
+        Err(crate::logical::Error::invalid("lease is not renewable"))
+    }
+
+    /// Takes away what the secret behind a lease granted (e.g. drops the database user). An
+    /// error leaves the lease in place, to be retried; it must be safe to call again.
+    async fn revoke_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether the path already exists, so a write can be checked as `create` or `update`.
     /// `None`: the backend does not distinguish, and every write is an `update`.
@@ -73,6 +99,8 @@ pub trait LogicalBackend: Send + Sync + 'static {
 pub struct BackendConfig {
     pub view: View,
     pub mount: MountInfo,
+    /// The server's named password policies, for engines that generate credentials.
+    pub passwords: crate::password_policy::Passwords,
 }
 
 pub type Factory = Arc<dyn Fn(BackendConfig) -> Result<Arc<dyn LogicalBackend>> + Send + Sync>;

@@ -23,9 +23,11 @@ pub mod util;
 pub mod wrapping;
 
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
-pub use backend::{BackendConfig, BackendRequest, Factory, LogicalBackend, MountInfo, Registry};
+pub use backend::{
+    BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
+};
 pub use coffer_barrier::{BatchOp, View};
-pub use logical::{Auth, Error, Operation, Request, Response, Result};
+pub use logical::{Auth, Error, Operation, Request, Response, Result, SecretLease};
 pub use login::{Login, TokenFields};
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

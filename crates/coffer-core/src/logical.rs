@@ -112,6 +112,22 @@ pub struct Response {
     pub login: Option<crate::login::Login>,
     /// Set when the answer was wrapped: the client gets only this.
     pub wrap_info: Option<WrapInfo>,
+    /// A secret with a lifetime: the core registers a lease for it before the answer leaves,
+    /// and fills `lease_id`, `lease_duration` and `renewable`.
+    pub secret: Option<SecretLease>,
+}
+
+/// What an engine says about a secret it just issued, for the expiration manager.
+#[derive(Debug, Clone, Default)]
+pub struct SecretLease {
+    /// Seconds; 0: the mount's default lease TTL.
+    pub ttl: u64,
+    /// Seconds from issue beyond which no renewal goes; 0: the mount's maximum.
+    pub max_ttl: u64,
+    pub renewable: bool,
+    /// Kept with the lease (in the barrier) and handed back at renewal and revocation; never
+    /// sent to a client. E.g. the database user to drop.
+    pub internal: Map<String, Value>,
 }
 
 /// Vault's `wrap_info` block: where a wrapped response waits and for how long.
@@ -161,6 +177,7 @@ impl Response {
             && self.auth.is_none()
             && self.login.is_none()
             && self.wrap_info.is_none()
+            && self.secret.is_none()
             && self.warnings.is_empty()
             && self.raw.is_none()
     }

@@ -237,7 +237,11 @@ pub(crate) fn build_route(
             let factory = factories.get(&entry.kind).ok_or_else(|| {
                 Error::invalid(format!("plugin not found in the catalog: {}", entry.kind))
             })?;
-            factory(BackendConfig { view: view.clone(), mount: info.clone() })?
+            factory(BackendConfig {
+                view: view.clone(),
+                mount: info.clone(),
+                passwords: crate::password_policy::Passwords::new(barrier.clone()),
+            })?
         }
     };
     Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend }))

@@ -5,10 +5,62 @@
 //! `min-chars` are met, and every position is drawn uniformly from the policy's characters by
 //! rejection sampling (no modulo bias), then the whole is shuffled uniformly.
 
+use coffer_barrier::View;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::logical::{Error, Result};
+use crate::secret::SecretString;
 use crate::util::random_bytes;
+
+/// Where `sys/policies/password` keeps its policies, below the barrier.
+pub(crate) const STORAGE_PREFIX: &str = "sys/password_policy/";
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Stored {
+    pub(crate) version: u32,
+    pub(crate) policy: String,
+}
+
+/// The stored text of the named policy.
+pub(crate) async fn load(v: &View, name: &str) -> Result<Option<String>> {
+    match v.get(name).await? {
+        None => Ok(None),
+        Some(raw) => {
+            let s: Stored = serde_json::from_slice(&raw)
+                .map_err(|e| Error::Internal(format!("password policy decode: {e}")))?;
+            Ok(Some(s.policy))
+        }
+    }
+}
+
+/// The named password policies as an engine may use them: to generate passwords, not to read
+/// or change the policies.
+#[derive(Clone)]
+pub struct Passwords {
+    view: View,
+}
+
+impl Passwords {
+    pub(crate) fn new(barrier: std::sync::Arc<coffer_barrier::Barrier>) -> Self {
+        Self { view: View::new(barrier, STORAGE_PREFIX) }
+    }
+
+    /// A password from the policy `name`, or from [`PasswordPolicy::default_policy`] when
+    /// `name` is empty. A named policy that does not exist is a 400, not a fallback.
+    pub async fn generate(&self, name: &str) -> Result<SecretString> {
+        let policy = if name.is_empty() {
+            PasswordPolicy::default_policy()
+        } else {
+            let name = crate::policy_store::normalize_name(name)?;
+            let text = load(&self.view, &name).await?.ok_or_else(|| {
+                Error::invalid(format!("password policy {name:?} does not exist"))
+            })?;
+            PasswordPolicy::parse(&text)?
+        };
+        Ok(SecretString::new(policy.generate()))
+    }
+}
 
 /// Longest password a policy may ask for.
 const MAX_LENGTH: u64 = 4096;

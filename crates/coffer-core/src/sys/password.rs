@@ -2,33 +2,15 @@
 //! passwords from them.
 
 use coffer_barrier::View;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Ctx;
 use crate::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
-use crate::password_policy::PasswordPolicy;
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    version: u32,
-    policy: String,
-}
+use crate::password_policy::{PasswordPolicy, STORAGE_PREFIX, Stored, load};
 
 fn view(ctx: &Ctx<'_>) -> View {
-    View::new(ctx.core.barrier.clone(), "sys/password_policy/")
-}
-
-async fn load(v: &View, name: &str) -> Result<Option<String>> {
-    match v.get(name).await? {
-        None => Ok(None),
-        Some(raw) => {
-            let s: Stored = serde_json::from_slice(&raw)
-                .map_err(|e| Error::Internal(format!("password policy decode: {e}")))?;
-            Ok(Some(s.policy))
-        }
-    }
+    View::new(ctx.core.barrier.clone(), STORAGE_PREFIX)
 }
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
