@@ -59,6 +59,26 @@ impl View {
         self.barrier.batch(ops).await
     }
 
+    /// One atomic batch over several views of the same barrier, for records that live in two
+    /// places (a token and its entry in the expiry index) and must change together.
+    pub async fn batch_across(parts: Vec<(&View, Vec<BatchOp<'_>>)>) -> Result<()> {
+        let Some((first, _)) = parts.first() else { return Ok(()) };
+        let barrier = Arc::clone(&first.barrier);
+        let mut all = Vec::new();
+        for (view, ops) in parts {
+            if !Arc::ptr_eq(&view.barrier, &barrier) {
+                return Err(crate::Error::Internal(
+                    "batch across views of different barriers".into(),
+                ));
+            }
+            all.extend(ops.into_iter().map(|op| match op {
+                BatchOp::Put(k, v) => BatchOp::Put(view.full(&k), v),
+                BatchOp::Delete(k) => BatchOp::Delete(view.full(&k)),
+            }));
+        }
+        barrier.batch(all).await
+    }
+
     /// Removes everything in this view.
     pub async fn clear(&self) -> Result<()> {
         self.barrier.delete_prefix(&self.prefix).await

@@ -55,7 +55,9 @@ pub(crate) struct Active {
     pub(crate) audit: crate::audit::Broker,
     pub(crate) tokens: Arc<TokenStore>,
     pub(crate) policies: PolicyStore,
-    pub(crate) router: RwLock<Arc<Router>>,
+    /// Shared with the expiration manager, which finds a lease's engine through it.
+    pub(crate) router: Arc<RwLock<Arc<Router>>>,
+    pub(crate) leases: Arc<crate::lease::Expiration>,
 }
 
 impl Active {
@@ -272,7 +274,10 @@ impl Core {
 
     /// Bring-up after the barrier opens, in order: token store, policies, mount tables, routes.
     async fn activate(&self) -> Result<Arc<Active>> {
-        let tokens = TokenStore::load(View::new(self.barrier.clone(), "sys/token/")).await?;
+        let expire_view = View::new(self.barrier.clone(), "sys/expire/");
+        let tokens =
+            TokenStore::load(View::new(self.barrier.clone(), "sys/token/"), expire_view.clone())
+                .await?;
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
         let secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
@@ -310,8 +315,12 @@ impl Core {
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
         let audit = crate::audit::Broker::load(&self.barrier).await?;
-        let active =
-            Arc::new(Active { audit, tokens, policies, router: RwLock::new(Arc::new(router)) });
+        let router = Arc::new(RwLock::new(Arc::new(router)));
+        // Last: from here on leases fall due, and revoking them needs the routes.
+        let leases =
+            crate::lease::Expiration::load(expire_view, tokens.clone(), router.clone()).await?;
+        tokens.set_leases(Arc::downgrade(&leases));
+        let active = Arc::new(Active { audit, tokens, policies, router, leases });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)
@@ -407,6 +416,14 @@ impl Core {
         };
         if matches!(entries[pos].kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot unmount {full:?}")));
+        }
+        // As Vault does: what the mount handed out is taken back before the mount goes, and a
+        // revocation that fails keeps the mount (and its lease) so it can be retried.
+        if let Err(e) = active.leases.revoke_prefix(&full, false).await {
+            return Err(Error::invalid(format!(
+                "cannot unmount {full:?}: revoking its leases failed ({e}); they are retried, \
+                 or revoke them with sys/leases/revoke-force/{full}"
+            )));
         }
         entries.remove(pos);
         // Table first: if clearing the data fails midway, the mount is gone and its leftover

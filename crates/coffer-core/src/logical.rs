@@ -178,6 +178,7 @@ impl Response {
             && self.login.is_none()
             && self.wrap_info.is_none()
             && self.secret.is_none()
+            && self.lease_id.is_empty()
             && self.warnings.is_empty()
             && self.raw.is_none()
     }

@@ -182,6 +182,21 @@ async fn dispatch(
                 client_cert_chain: &req.client_cert_chain,
             };
             let mut resp = route.backend.handle(&breq).await?;
+            if let Some(secret) = resp.secret.take() {
+                // Leases belong to secrets engines; an auth method's answer is a login.
+                if route.table != crate::mount::Table::Secrets {
+                    return Err(Error::Internal(format!(
+                        "auth method {:?} answered with a leased secret",
+                        route.entry.kind
+                    )));
+                }
+                let renewable = secret.renewable;
+                let (lease_id, ttl) =
+                    active.leases.register(&route, &rel, audited.caller(), secret).await?;
+                resp.lease_id = lease_id;
+                resp.lease_duration = ttl;
+                resp.renewable = renewable;
+            }
             if let Some(login) = resp.login.take() {
                 // Only auth methods log in; an engine answering a login is a bug, not a token.
                 if route.table != crate::mount::Table::Auth {

@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::cidr::Cidr;
+use crate::lease::Expiration;
+use crate::lease::index::Due;
 use crate::logical::{Error, Result};
 use crate::secret::{SecretString, ct_eq};
 use crate::util::{hex, now_unix, random_base62, rfc3339};
@@ -174,6 +176,10 @@ struct AccessorEntry {
 
 pub struct TokenStore {
     view: View,
+    /// The expiration manager's view, where a token's expiry index entry lives.
+    expire: View,
+    /// Told about new expiries, and asked to revoke a token's leases as the token goes.
+    leases: std::sync::OnceLock<std::sync::Weak<Expiration>>,
     salt: hmac::Key,
     /// Serializes revocations and use-count updates so a token's last use is counted once.
     write_lock: Mutex<()>,
@@ -195,9 +201,19 @@ struct TokenCache {
 /// Beyond this many cached entries the cache starts over, bounding its memory.
 const CACHE_LIMIT: usize = 100_000;
 
+/// Marks a store whose tokens all have their path and expiry index entries.
+const INDEX_MARKER: &str = "index-v1";
+
+/// The token's key in the index by creation path, which `revoke-prefix auth/...` walks.
+fn path_key(e: &TokenEntry) -> String {
+    let p = e.path.trim_matches('/');
+    format!("path/{}/{}", if p.is_empty() { "unknown" } else { p }, e.id)
+}
+
 impl TokenStore {
-    /// Loads the salt from `view`, creating it on first use.
-    pub async fn load(view: View) -> Result<Arc<Self>> {
+    /// Loads the salt from `view`, creating it on first use. `expire` is the expiration
+    /// manager's view, where token expiries are indexed.
+    pub async fn load(view: View, expire: View) -> Result<Arc<Self>> {
         let salt = match view.get("salt").await? {
             Some(s) => s,
             None => {
@@ -206,13 +222,82 @@ impl TokenStore {
                 zeroize::Zeroizing::new(fresh.to_vec())
             }
         };
-        Ok(Arc::new(Self {
+        let store = Arc::new(Self {
             view,
+            expire,
+            leases: std::sync::OnceLock::new(),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             write_lock: Mutex::new(()),
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
-        }))
+        });
+        store.migrate_index().await?;
+        Ok(store)
+    }
+
+    /// Tokens written before the path and expiry indexes existed get their entries, once.
+    async fn migrate_index(&self) -> Result<()> {
+        if self.view.get(INDEX_MARKER).await?.is_some() {
+            return Ok(());
+        }
+        for id in self.view.list("id/").await? {
+            let Some(e) = self.get_entry(&id).await? else { continue };
+            let due = Due::Token(e.id.clone());
+            let idx = due.encode(e.expire_time);
+            let mut expire_ops = Vec::new();
+            if e.expire_time != 0 {
+                expire_ops.push(BatchOp::Put(due.key(e.expire_time), &idx));
+            }
+            View::batch_across(vec![
+                (&self.view, vec![BatchOp::Put(path_key(&e), b"")]),
+                (&self.expire, expire_ops),
+            ])
+            .await?;
+        }
+        self.view.put(INDEX_MARKER, b"1").await?;
+        Ok(())
+    }
+
+    /// Connects the expiration manager (at unseal, once both exist).
+    pub(crate) fn set_leases(&self, leases: std::sync::Weak<Expiration>) {
+        let _ = self.leases.set(leases);
+    }
+
+    fn leases(&self) -> Option<Arc<Expiration>> {
+        self.leases.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    fn offer_expiry(&self, e: &TokenEntry) {
+        if e.expire_time != 0
+            && let Some(l) = self.leases()
+        {
+            l.offer(e.expire_time, Due::Token(e.id.clone()));
+        }
+    }
+
+    /// The stored entry, expired or not (for the expiration manager).
+    pub(crate) async fn entry(&self, id: &str) -> Result<Option<TokenEntry>> {
+        self.get_entry(id).await
+    }
+
+    /// `LIST sys/leases/lookup/auth/...`: the immediate children of a creation path.
+    pub(crate) async fn list_path(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.view.list(&format!("path/{prefix}")).await?)
+    }
+
+    /// The ids of every token created at a path under `prefix` (a folder, `auth/approle/`).
+    pub(crate) async fn ids_under_path(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![format!("path/{prefix}")];
+        while let Some(dir) = stack.pop() {
+            for child in self.view.list(&dir).await? {
+                match child.strip_suffix('/') {
+                    Some(_) => stack.push(format!("{dir}{child}")),
+                    None => out.push(child),
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn set_cubbyhole(&self, view: Option<View>) {
@@ -337,11 +422,19 @@ impl TokenStore {
         let mut ops = vec![
             BatchOp::Put(format!("id/{id}"), &raw),
             BatchOp::Put(format!("accessor/{}", self.hash(&accessor)), &acc),
+            BatchOp::Put(path_key(&entry), b""),
         ];
         if let Some(parent) = &entry.parent {
             ops.push(BatchOp::Put(format!("parent/{parent}/{id}"), b""));
         }
-        self.view.batch(ops).await?;
+        let due = Due::Token(id.clone());
+        let idx = due.encode(entry.expire_time);
+        let mut expire_ops = Vec::new();
+        if entry.expire_time != 0 {
+            expire_ops.push(BatchOp::Put(due.key(entry.expire_time), &idx));
+        }
+        View::batch_across(vec![(&self.view, ops), (&self.expire, expire_ops)]).await?;
+        self.offer_expiry(&entry);
         Ok((token, entry))
     }
 
@@ -453,15 +546,24 @@ impl TokenStore {
     }
 
     async fn revoke_one(&self, id: &str) -> Result<()> {
+        // The leases it asked for go first, as in Vault; one that fails stays to be retried.
+        if let Some(leases) = self.leases() {
+            leases.revoke_by_token(id).await?;
+        }
         let entry = self.get_entry(id).await?;
         let mut ops = vec![BatchOp::Delete(format!("id/{id}"))];
+        let mut expire_ops = Vec::new();
         if let Some(e) = &entry {
             ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
+            ops.push(BatchOp::Delete(path_key(e)));
             if let Some(parent) = &e.parent {
                 ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
             }
+            if e.expire_time != 0 {
+                expire_ops.push(BatchOp::Delete(Due::Token(e.id.clone()).key(e.expire_time)));
+            }
         }
-        self.view.batch(ops).await?;
+        View::batch_across(vec![(&self.view, ops), (&self.expire, expire_ops)]).await?;
         self.forget(id);
         let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
         if let Some(cubby) = cubby {
@@ -506,9 +608,24 @@ impl TokenStore {
         {
             expire = expire.min(p.expire_time);
         }
+        let old_expire = e.expire_time;
         e.expire_time = expire.max(now);
         e.last_renewal_time = now;
-        self.put_entry(&e).await?;
+        let raw = serde_json::to_vec(&e).map_err(|e| Error::Internal(e.to_string()))?;
+        let due = Due::Token(e.id.clone());
+        let idx = due.encode(e.expire_time);
+        let mut expire_ops = Vec::new();
+        if due.key(old_expire) != due.key(e.expire_time) {
+            expire_ops.push(BatchOp::Delete(due.key(old_expire)));
+        }
+        expire_ops.push(BatchOp::Put(due.key(e.expire_time), &idx));
+        View::batch_across(vec![
+            (&self.view, vec![BatchOp::Put(format!("id/{}", e.id), &raw)]),
+            (&self.expire, expire_ops),
+        ])
+        .await?;
+        self.forget(&e.id);
+        self.offer_expiry(&e);
         Ok(e)
     }
 }

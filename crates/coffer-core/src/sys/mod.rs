@@ -3,6 +3,7 @@
 //! token and while sealed; everything else has passed the token and ACL checks before it gets here.
 
 mod audit;
+mod leases;
 mod mounts;
 mod password;
 mod policies;
@@ -59,6 +60,10 @@ pub(crate) fn is_sudo_path(rel: &str) -> bool {
         || rel.starts_with("raw/")
         || rel.starts_with("leases/revoke-prefix/")
         || rel.starts_with("leases/revoke-force/")
+        || rel.starts_with("revoke-prefix/")
+        || rel.starts_with("revoke-force/")
+        || rel.starts_with("leases/lookup/")
+        || rel == "leases"
 }
 
 fn seal_status_json(s: &SealStatus) -> Value {
@@ -259,6 +264,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = leases::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = password::handle(ctx, rel).await? {
                 return Ok(r);
             }

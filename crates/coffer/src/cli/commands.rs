@@ -126,6 +126,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Auth(a) => mounts(g, a.into(), "auth", "auth method").await,
         Command::Kv(k) => super::kv::run(g, k).await,
         Command::Audit(a) => super::audit::run(g, a).await,
+        Command::Lease(l) => super::lease::run(g, l).await,
         Command::Read(a) => {
             let c = client(g)?;
             let query = parse_pairs(&a.params)?;

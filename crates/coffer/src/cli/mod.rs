@@ -5,6 +5,7 @@ mod args;
 mod audit;
 mod commands;
 mod kv;
+mod lease;
 mod output;
 
 use std::process::ExitCode;
@@ -91,6 +92,9 @@ pub(crate) enum Command {
     /// Key/value secrets, versioned (kv v2) or not (v1): put, get, patch, delete, metadata...
     #[command(subcommand)]
     Kv(kv::KvCmd),
+    /// Look up, renew and revoke the leases of dynamic secrets and tokens
+    #[command(subcommand)]
+    Lease(lease::LeaseCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin

@@ -1,0 +1,382 @@
+//! The expiration manager against a whole core on memory storage, with an engine that records
+//! what it was asked to renew and revoke and can be told to fail (as a database that is down).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coffer_storage::{Backend, MemoryBackend};
+use serde_json::{Map, Value, json};
+
+use crate::backend::{BackendConfig, BackendRequest, LeaseRequest, LogicalBackend, Registry};
+use crate::logical::{Error, Operation, Request, Response, Result, SecretLease};
+use crate::{Core, CoreConfig};
+
+#[derive(Default)]
+struct Log {
+    revoked: Mutex<Vec<String>>,
+    renewed: Mutex<Vec<(String, u64)>>,
+    fail: AtomicBool,
+}
+
+impl Log {
+    fn revoked(&self) -> Vec<String> {
+        self.revoked.lock().expect("lock").clone()
+    }
+}
+
+struct Engine {
+    log: Arc<Log>,
+}
+
+#[async_trait]
+impl LogicalBackend for Engine {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        // `creds/<user>?ttl=N&max_ttl=M`: a credential for <user> with a lease of N seconds,
+        // renewable up to M seconds from issue.
+        let user = req.path.strip_prefix("creds/").ok_or(Error::NotFound)?;
+        let secs = |k: &str| -> Result<u64> {
+            let v = req.data.get(k).and_then(Value::as_str).map_or(Ok(0), str::parse);
+            v.map_err(|_| Error::invalid(k))
+        };
+        let (ttl, max_ttl) = (secs("ttl")?, secs("max_ttl")?);
+        let mut internal = Map::new();
+        internal.insert("user".into(), json!(user));
+        let mut data = Map::new();
+        data.insert("username".into(), json!(user));
+        Ok(Response {
+            data: Some(data),
+            secret: Some(SecretLease { ttl, max_ttl, renewable: true, internal }),
+            ..Response::default()
+        })
+    }
+
+    async fn renew_lease(&self, l: &LeaseRequest<'_>) -> Result<()> {
+        let user = l.internal["user"].as_str().unwrap_or_default().to_owned();
+        self.log.renewed.lock().expect("lock").push((user, l.expire_time));
+        Ok(())
+    }
+
+    async fn revoke_lease(&self, l: &LeaseRequest<'_>) -> Result<()> {
+        if self.log.fail.load(Ordering::SeqCst) {
+            return Err(Error::Internal("database is down".into()));
+        }
+        let user = l.internal["user"].as_str().unwrap_or_default().to_owned();
+        self.log.revoked.lock().expect("lock").push(user);
+        Ok(())
+    }
+}
+
+struct Fixture {
+    storage: Arc<MemoryBackend>,
+    core: Arc<Core>,
+    log: Arc<Log>,
+    root: String,
+    keys: Vec<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+fn registry(log: &Arc<Log>) -> Registry {
+    let mut r = Registry::new();
+    // Every core has a cubbyhole mount; these tests never use it, any engine will do.
+    for kind in ["leasetest", "cubbyhole"] {
+        let log = log.clone();
+        r.register_secrets(
+            kind,
+            Arc::new(move |_cfg: BackendConfig| {
+                Ok(Arc::new(Engine { log: log.clone() }) as Arc<dyn LogicalBackend>)
+            }),
+        );
+    }
+    r
+}
+
+async fn fixture() -> Fixture {
+    let storage = Arc::new(MemoryBackend::new());
+    let log = Arc::new(Log::default());
+    let core = Core::new(storage.clone(), registry(&log), CoreConfig::default());
+    let init = core.dev_setup(None).await.expect("dev setup");
+    core.mount_secrets("db/", "leasetest", "", &[]).await.expect("mount");
+    Fixture { storage, core, log, root: init.root_token.expose().to_owned(), keys: init.keys }
+}
+
+impl Fixture {
+    async fn call(&self, op: Operation, path: &str, body: Value, token: &str) -> Result<Response> {
+        let data = match body {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.core.handle(Request::new(op, path).with_data(data).with_token(token)).await
+    }
+
+    async fn creds(&self, user: &str, ttl: u64, token: &str) -> String {
+        self.creds_max(user, ttl, 0, token).await
+    }
+
+    async fn creds_max(&self, user: &str, ttl: u64, max_ttl: u64, token: &str) -> String {
+        let body = json!({"ttl": ttl.to_string(), "max_ttl": max_ttl.to_string()});
+        let r = self
+            .call(Operation::Read, &format!("db/creds/{user}"), body, token)
+            .await
+            .expect("creds");
+        assert!(r.lease_id.starts_with(&format!("db/creds/{user}/")), "{}", r.lease_id);
+        assert!(r.renewable);
+        r.lease_id
+    }
+
+    async fn lookup(&self, lease_id: &str) -> Result<Map<String, Value>> {
+        let r = self
+            .call(Operation::Update, "sys/leases/lookup", json!({"lease_id": lease_id}), &self.root)
+            .await?;
+        Ok(r.data.unwrap_or_default())
+    }
+
+    /// A new core on the same storage, as after a restart, unsealed with the same keys.
+    async fn restart(&mut self) {
+        self.core.seal().await.expect("seal");
+        let storage: Arc<dyn Backend> = self.storage.clone();
+        self.core = Core::new(storage, registry(&self.log), CoreConfig::default());
+        self.core.unseal_with(&self.keys).await.expect("unseal");
+    }
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn leases_are_looked_up_listed_renewed_within_their_maximum_and_revoked() {
+    let f = fixture().await;
+    let id = f.creds_max("alice", 30, 100, &f.root).await;
+    let l = f.lookup(&id).await.expect("lookup");
+    assert_eq!(l["id"], json!(id));
+    assert!(l["ttl"].as_u64().expect("ttl") <= 30);
+    assert_eq!(l["renewable"], json!(true));
+
+    let listed =
+        f.call(Operation::List, "sys/leases/lookup/db/creds/alice", json!({}), &f.root).await;
+    let keys = listed.expect("list").data.expect("data")["keys"].clone();
+    assert_eq!(keys, json!([id.rsplit('/').next().expect("last")]));
+
+    let r = f
+        .call(
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": id, "increment": "1h"}),
+            &f.root,
+        )
+        .await
+        .expect("renew");
+    // The engine capped the lease at 100 s from issue.
+    assert!(r.lease_duration <= 100 && r.lease_duration >= 90, "{}", r.lease_duration);
+    assert!(r.warnings.iter().any(|w| w.contains("capped")), "{:?}", r.warnings);
+    assert_eq!(f.log.renewed.lock().expect("lock").len(), 1);
+
+    f.call(Operation::Update, &format!("sys/revoke/{id}"), json!({}), &f.root)
+        .await
+        .expect("revoke");
+    assert_eq!(f.log.revoked(), ["alice"]);
+    let gone = f.lookup(&id).await.expect_err("revoked lease");
+    assert!(gone.to_string().contains("invalid lease"), "{gone}");
+    // Revoking again is not an error, and does not call the engine twice.
+    f.call(Operation::Update, "sys/leases/revoke", json!({"lease_id": id}), &f.root)
+        .await
+        .expect("again");
+    assert_eq!(f.log.revoked().len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_revoked_by_the_engine_without_anyone_asking() {
+    let f = fixture().await;
+    let id = f.creds("bob", 1, &f.root).await;
+    eventually("the lease expired", async || f.log.revoked() == ["bob"]).await;
+    assert!(f.lookup(&id).await.is_err());
+}
+
+#[tokio::test]
+async fn a_failing_revocation_stays_with_its_error_and_is_retried_until_it_succeeds() {
+    let f = fixture().await;
+    f.log.fail.store(true, Ordering::SeqCst);
+    let id = f.creds("carol", 1, &f.root).await;
+    eventually("a revocation was attempted", async || {
+        f.lookup(&id).await.is_ok_and(|l| l.get("revoke_attempts").is_some())
+    })
+    .await;
+    let l = f.lookup(&id).await.expect("still there");
+    assert!(l["revoke_error"].as_str().expect("error").contains("database is down"));
+    let failing =
+        f.call(Operation::Read, "sys/leases", json!({"type": "irrevocable"}), &f.root).await;
+    let data = failing.expect("failing list").data.expect("data");
+    assert_eq!(data["lease_count"], json!(1));
+    assert_eq!(data["leases"][0]["lease_id"], json!(id));
+    // A synchronous revoke reports the failure, and the lease is still kept.
+    let e = f.call(Operation::Update, "sys/leases/revoke", json!({"lease_id": id}), &f.root).await;
+    assert!(e.is_err());
+    assert!(f.lookup(&id).await.is_ok());
+
+    f.log.fail.store(false, Ordering::SeqCst);
+    eventually("the retry succeeded", async || f.log.revoked() == ["carol"]).await;
+    assert!(f.lookup(&id).await.is_err());
+    let failing = f.call(Operation::Read, "sys/leases", json!({}), &f.root).await.expect("list");
+    assert_eq!(failing.data.expect("data")["lease_count"], json!(0));
+}
+
+#[tokio::test]
+async fn revoking_a_token_revokes_the_leases_it_asked_for() {
+    let f = fixture().await;
+    let child = f
+        .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
+        .await
+        .expect("child")
+        .auth
+        .expect("auth")
+        .client_token;
+    let a = f.creds("dave", 60, &child).await;
+    let b = f.creds("erin", 60, &f.root).await;
+    f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
+    assert_eq!(f.log.revoked(), ["dave"]);
+    assert!(f.lookup(&a).await.is_err());
+    assert!(f.lookup(&b).await.is_ok(), "another token's lease stays");
+}
+
+#[tokio::test]
+async fn revoke_prefix_takes_every_lease_below_and_revoke_force_removes_failing_ones() {
+    let f = fixture().await;
+    for u in ["p1", "p2"] {
+        f.creds(u, 60, &f.root).await;
+        f.creds(u, 60, &f.root).await;
+    }
+    let other = f.creds("q", 60, &f.root).await;
+    f.call(Operation::Update, "sys/leases/revoke-prefix/db/creds/p1", json!({}), &f.root)
+        .await
+        .expect("revoke-prefix");
+    assert_eq!(f.log.revoked(), ["p1", "p1"]);
+
+    f.log.fail.store(true, Ordering::SeqCst);
+    let e = f.call(Operation::Update, "sys/leases/revoke-prefix/db/", json!({}), &f.root).await;
+    assert!(e.is_err(), "a failing engine fails revoke-prefix");
+    assert!(f.lookup(&other).await.is_ok(), "and the lease stays");
+    f.call(Operation::Update, "sys/leases/revoke-force/db/", json!({}), &f.root)
+        .await
+        .expect("revoke-force");
+    assert!(f.lookup(&other).await.is_err(), "forced out");
+    let none = f.call(Operation::List, "sys/leases/lookup/db/", json!({}), &f.root).await;
+    assert!(matches!(none, Err(Error::NotFound)), "{none:?}");
+}
+
+#[tokio::test]
+async fn revoke_prefix_and_lease_lookup_need_sudo() {
+    let f = fixture().await;
+    f.call(
+        Operation::Update,
+        "sys/policies/acl/leases",
+        json!({"policy": "path \"sys/leases/*\" { capabilities = [\"update\", \"list\"] }"}),
+        &f.root,
+    )
+    .await
+    .expect("policy");
+    let t = f
+        .call(Operation::Update, "auth/token/create", json!({"policies": ["leases"]}), &f.root)
+        .await
+        .expect("token")
+        .auth
+        .expect("auth")
+        .client_token;
+    let id = f.creds("s", 60, &f.root).await;
+    for path in ["sys/leases/revoke-prefix/db/", "sys/leases/revoke-force/db/"] {
+        let e = f.call(Operation::Update, path, json!({}), &t).await;
+        assert!(matches!(e, Err(Error::PermissionDenied)), "{path}: {e:?}");
+    }
+    let e = f.call(Operation::List, "sys/leases/lookup/db/", json!({}), &t).await;
+    assert!(matches!(e, Err(Error::PermissionDenied)), "{e:?}");
+    // Lookup and renew by id are plain updates.
+    f.call(Operation::Update, "sys/leases/lookup", json!({"lease_id": id}), &t)
+        .await
+        .expect("lookup");
+}
+
+#[tokio::test]
+async fn leases_survive_a_restart_and_only_those_due_soon_are_loaded() {
+    let mut f = fixture().await;
+    let soon = f.creds("soon", 2, &f.root).await;
+    let mut later = Vec::new();
+    for i in 0..20 {
+        later.push(f.creds(&format!("later{i}"), 3600, &f.root).await);
+    }
+    f.restart().await;
+    let active = f.core.active().expect("unsealed");
+    let in_memory = active.leases.queue.lock().expect("queue").set.len();
+    // The root token never expires; the 20 hour-long leases wait in storage.
+    assert_eq!(in_memory, 1, "only the lease due soon is read at unseal");
+    assert!(f.lookup(&later[7]).await.is_ok());
+    eventually("the lease due soon expired after the restart", async || {
+        f.log.revoked() == ["soon"]
+    })
+    .await;
+    assert!(f.lookup(&soon).await.is_err());
+}
+
+#[tokio::test]
+async fn tokens_expire_in_the_background_with_their_leases() {
+    let f = fixture().await;
+    let t = f
+        .call(Operation::Update, "auth/token/create", json!({"ttl": "1s"}), &f.root)
+        .await
+        .expect("token")
+        .auth
+        .expect("auth")
+        .client_token;
+    let lease = f.creds("frank", 3600, &t).await;
+    let active = f.core.active().expect("unsealed");
+    let id = active.tokens.hash(&t);
+    eventually("the token was revoked without being presented", async || {
+        active.tokens.entry(&id).await.expect("entry").is_none()
+    })
+    .await;
+    assert_eq!(f.log.revoked(), ["frank"]);
+    assert!(f.lookup(&lease).await.is_err());
+}
+
+#[tokio::test]
+async fn token_leases_are_looked_up_renewed_and_revoked_by_lease_id() {
+    let f = fixture().await;
+    let t = f
+        .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
+        .await
+        .expect("token")
+        .auth
+        .expect("auth")
+        .client_token;
+    let id = f.core.active().expect("unsealed").tokens.hash(&t);
+    let listed = f
+        .call(Operation::List, "sys/leases/lookup/auth/token/create/", json!({}), &f.root)
+        .await
+        .expect("list");
+    assert_eq!(listed.data.expect("data")["keys"], json!([id]));
+    let lease_id = format!("auth/token/create/{id}");
+    let l = f.lookup(&lease_id).await.expect("lookup");
+    assert!(l["ttl"].as_u64().expect("ttl") > 3000);
+    f.call(Operation::Update, "sys/leases/revoke-prefix/auth/token/", json!({}), &f.root)
+        .await
+        .expect("revoke-prefix");
+    let e = f.call(Operation::Update, "auth/token/lookup-self", json!({}), &t).await;
+    assert!(matches!(e, Err(Error::PermissionDenied)), "{e:?}");
+    assert!(f.lookup(&lease_id).await.is_err());
+}
+
+#[tokio::test]
+async fn tidy_removes_index_entries_that_point_at_nothing() {
+    let f = fixture().await;
+    let id = f.creds("g", 3600, &f.root).await;
+    let active = f.core.active().expect("unsealed");
+    // A lease record lost without its index entry (as after an interrupted change).
+    active.leases.view.delete(&format!("id/{id}")).await.expect("delete");
+    let r = f.call(Operation::Update, "sys/leases/tidy", json!({}), &f.root).await.expect("tidy");
+    assert_eq!(r.data.expect("data")["dangling_index_entries_removed"], json!(1));
+}

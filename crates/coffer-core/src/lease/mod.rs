@@ -1,0 +1,710 @@
+//! The expiration manager: every secret with a lifetime has a lease, and every lease ends.
+//!
+//! A lease is stored in the barrier at `sys/expire/id/<lease id>` (lease id =
+//! `<mount path><request path>/<random>`), with an entry in the expiry index (see [`index`]) and,
+//! when a token asked for the secret, a link `token/<token id>/<name>` so revoking the token
+//! revokes its leases. Tokens are leases too: the token store writes their index entries, and
+//! their lease ids are `<token path>/<token id>` (`auth/token/create/…`), as in Vault.
+//!
+//! Guarantees: a lease is written before the secret's answer leaves; an expired lease is revoked
+//! by the engine that issued it, within about a second of its expiry; a revocation that fails is
+//! kept, with its last error, and retried with exponential backoff until it succeeds or an
+//! operator forces it (`revoke-force`): it is never dropped. Unseal reads only the leases due
+//! within a few minutes, so start-up does not grow with the number of live leases. Expiry runs
+//! a few revocations at a time, so a burst of expiries does not starve requests.
+//! Not here: what revoking means for a secret (the engine's `revoke_lease`).
+
+pub(crate) mod index;
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use coffer_barrier::{BatchOp, View};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::backend::LeaseRequest;
+use crate::logical::{Error, Result, SecretLease};
+use crate::mount::{Route, Router};
+use crate::token::{TokenEntry, TokenStore};
+use crate::util::{now_unix, random_base62, rfc3339};
+use index::{Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
+
+/// Revocations the background expiry runs at once.
+const EXPIRY_CONCURRENCY: usize = 4;
+/// The longest wait between two attempts at a failing revocation.
+const MAX_BACKOFF_SECS: u64 = 300;
+const LOCK_STRIPES: usize = 64;
+
+/// One secret's lease, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaseEntry {
+    pub(crate) version: u32,
+    pub(crate) lease_id: String,
+    pub(crate) mount_uuid: String,
+    /// The mount's path when the secret was issued, `database/`.
+    pub(crate) mount_path: String,
+    /// Relative to the mount: `creds/readonly`.
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) internal: Map<String, Value>,
+    pub(crate) issue_time: u64,
+    pub(crate) expire_time: u64,
+    #[serde(default)]
+    pub(crate) last_renewal: u64,
+    /// Seconds from issue beyond which renewals do not go.
+    pub(crate) max_ttl: u64,
+    pub(crate) renewable: bool,
+    /// The token that asked for the secret.
+    #[serde(default)]
+    pub(crate) token_id: Option<String>,
+    /// When the expiry index has it due: `expire_time`, or the next attempt at a revocation
+    /// that failed.
+    pub(crate) due: u64,
+    #[serde(default)]
+    pub(crate) revoke_attempts: u32,
+    #[serde(default)]
+    pub(crate) last_error: String,
+}
+
+impl LeaseEntry {
+    fn failing(&self) -> bool {
+        self.revoke_attempts > 0
+    }
+}
+
+/// What `sys/leases/renew` answers.
+pub(crate) struct Renewed {
+    pub(crate) lease_id: String,
+    pub(crate) ttl: u64,
+    pub(crate) renewable: bool,
+    pub(crate) warnings: Vec<String>,
+}
+
+pub(crate) struct Expiration {
+    view: View,
+    tokens: Arc<TokenStore>,
+    router: Arc<RwLock<Arc<Router>>>,
+    queue: std::sync::Mutex<Queue>,
+    /// One change at a time per lease (renew, revoke and expiry of the same lease race).
+    locks: Vec<tokio::sync::Mutex<()>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
+    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("lease entry decode: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn backoff(attempts: u32) -> u64 {
+    1u64.checked_shl(attempts.saturating_sub(1)).unwrap_or(u64::MAX).min(MAX_BACKOFF_SECS)
+}
+
+/// A lease id's prefix as Vault takes it: always a folder.
+fn folder(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() { String::new() } else { format!("{p}/") }
+}
+
+/// Token lease ids are `<token path>/<token id>`; all of them start with `auth/`.
+fn token_lease(lease_id: &str) -> Option<&str> {
+    lease_id.strip_prefix("auth/")?;
+    let (_, id) = lease_id.rsplit_once('/')?;
+    (!id.is_empty()).then_some(id)
+}
+
+impl Expiration {
+    /// Reads the index buckets that are overdue or due soon, and starts the expiry task.
+    pub(crate) async fn load(
+        view: View,
+        tokens: Arc<TokenStore>,
+        router: Arc<RwLock<Arc<Router>>>,
+    ) -> Result<Arc<Self>> {
+        let through = bucket_of(now_unix()) + index::HORIZON_BUCKETS;
+        let me = Arc::new(Self {
+            view,
+            tokens,
+            router,
+            queue: std::sync::Mutex::new(Queue { loaded_through: through, ..Queue::default() }),
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        for child in me.view.list("due/").await? {
+            match parse_bucket(&child) {
+                Some(b) if b <= through => me.load_bucket(b).await?,
+                Some(_) => break,
+                None => tracing::warn!(entry = %child, "unexpected entry in the expiry index"),
+            }
+        }
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(run(weak));
+        Ok(me)
+    }
+
+    async fn load_bucket(&self, bucket: u64) -> Result<()> {
+        let dir = bucket_dir(bucket);
+        let names = self.view.list(&dir).await?;
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(raw) = self.view.get(&format!("{dir}{name}")).await?
+                && let Some(due) = Due::decode(&raw)
+            {
+                found.push(due);
+            }
+        }
+        let mut q =
+            self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+        q.set.extend(found);
+        Ok(())
+    }
+
+    /// Tells the manager about an expiry just written to the index.
+    pub(crate) fn offer(&self, at: u64, due: Due) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.offer(at, due);
+        }
+        if at <= now_unix() {
+            self.wake.notify_one();
+        }
+    }
+
+    fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
+        let h = lease_id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.locks[h % LOCK_STRIPES]
+    }
+
+    fn route_of(&self, mount_uuid: &str) -> Option<Arc<Route>> {
+        let router = self.router.read().ok()?.clone();
+        router.routes().find(|r| r.entry.uuid == mount_uuid).cloned()
+    }
+
+    async fn get(&self, lease_id: &str) -> Result<Option<LeaseEntry>> {
+        match self.view.get(&format!("id/{lease_id}")).await? {
+            None => Ok(None),
+            Some(raw) => decode_entry(&raw).map(Some),
+        }
+    }
+
+    /// Registers the lease of a secret `route` just issued at `rel` for `caller`; returns the
+    /// lease id and its TTL in seconds.
+    pub(crate) async fn register(
+        &self,
+        route: &Route,
+        rel: &str,
+        caller: Option<&TokenEntry>,
+        secret: SecretLease,
+    ) -> Result<(String, u64)> {
+        let now = now_unix();
+        let mount_max = route.info.max_lease_ttl.as_secs();
+        let max_ttl = if secret.max_ttl == 0 { mount_max } else { secret.max_ttl.min(mount_max) };
+        let ttl = if secret.ttl == 0 { route.info.default_lease_ttl.as_secs() } else { secret.ttl };
+        let ttl = ttl.min(max_ttl);
+        let lease_id =
+            format!("{}{}/{}", route.info.path, rel.trim_end_matches('/'), random_base62(24));
+        crate::core::clean_path(&lease_id)?;
+        let entry = LeaseEntry {
+            version: 1,
+            lease_id: lease_id.clone(),
+            mount_uuid: route.entry.uuid.clone(),
+            mount_path: route.info.path.clone(),
+            path: rel.trim_end_matches('/').to_owned(),
+            internal: secret.internal,
+            issue_time: now,
+            expire_time: now + ttl,
+            last_renewal: 0,
+            max_ttl,
+            renewable: secret.renewable,
+            token_id: caller.map(|c| c.id.clone()),
+            due: now + ttl,
+            revoke_attempts: 0,
+            last_error: String::new(),
+        };
+        let raw = encode(&entry)?;
+        let due = Due::Lease(lease_id.clone());
+        let idx = due.encode(entry.due);
+        let mut ops = vec![
+            BatchOp::Put(format!("id/{lease_id}"), &raw),
+            BatchOp::Put(due.key(entry.due), &idx),
+        ];
+        if let Some(t) = &entry.token_id {
+            ops.push(BatchOp::Put(
+                format!("token/{t}/{}", lease_name(&lease_id)),
+                lease_id.as_bytes(),
+            ));
+        }
+        self.view.batch(ops).await?;
+        self.offer(entry.due, due);
+        Ok((lease_id, ttl))
+    }
+
+    /// `sys/leases/lookup`.
+    pub(crate) async fn lookup(&self, lease_id: &str) -> Result<Map<String, Value>> {
+        let now = now_unix();
+        if let Some(id) = token_lease(lease_id) {
+            let e = self
+                .tokens
+                .lookup_id(id)
+                .await?
+                .filter(|e| format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id)
+                .ok_or_else(|| Error::invalid("invalid lease"))?;
+            let last = (e.last_renewal_time > 0).then(|| rfc3339(e.last_renewal_time));
+            return Ok(crate::sys::obj(json!({
+                "id": lease_id,
+                "issue_time": rfc3339(e.creation_time),
+                "expire_time": (e.expire_time != 0).then(|| rfc3339(e.expire_time)),
+                "last_renewal": last,
+                "renewable": e.renewable,
+                "ttl": e.ttl_remaining(now),
+            })));
+        }
+        let e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
+        let mut m = crate::sys::obj(json!({
+            "id": e.lease_id,
+            "issue_time": rfc3339(e.issue_time),
+            "expire_time": rfc3339(e.expire_time),
+            "last_renewal": (e.last_renewal > 0).then(|| rfc3339(e.last_renewal)),
+            "renewable": e.renewable && !e.failing(),
+            "ttl": e.expire_time.saturating_sub(now),
+        }));
+        if e.failing() {
+            m.insert("revoke_attempts".into(), json!(e.revoke_attempts));
+            m.insert("revoke_error".into(), json!(e.last_error));
+            m.insert("next_revoke_attempt".into(), json!(rfc3339(e.due)));
+        }
+        Ok(m)
+    }
+
+    /// `LIST sys/leases/lookup/<prefix>`: the immediate children, lease ids' last segments
+    /// and folders, as Vault lists them.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = folder(prefix);
+        let mut keys = self.view.list(&format!("id/{p}")).await?;
+        if p.starts_with("auth/") {
+            keys.extend(self.tokens.list_path(&p).await?);
+            keys.sort();
+            keys.dedup();
+        }
+        Ok(keys)
+    }
+
+    /// Leases whose revocation is failing, with their last error.
+    pub(crate) async fn failing(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for name in self.view.list("failed/").await? {
+            let Some(raw) = self.view.get(&format!("failed/{name}")).await? else { continue };
+            let lease_id = String::from_utf8_lossy(&raw).into_owned();
+            if let Some(e) = self.get(&lease_id).await? {
+                out.push(json!({
+                    "lease_id": e.lease_id,
+                    "mount_id": e.mount_uuid,
+                    "expire_time": rfc3339(e.expire_time),
+                    "revoke_attempts": e.revoke_attempts,
+                    "error": e.last_error,
+                    "next_revoke_attempt": rfc3339(e.due),
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `sys/leases/renew`: extends a lease by `increment` seconds (the mount's default TTL when
+    /// absent), never past its maximum.
+    pub(crate) async fn renew(
+        &self,
+        lease_id: &str,
+        increment: Option<u64>,
+        sys_max_ttl: u64,
+    ) -> Result<Renewed> {
+        if let Some(id) = token_lease(lease_id) {
+            let e = self
+                .tokens
+                .lookup_id(id)
+                .await?
+                .filter(|e| format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id)
+                .ok_or_else(|| Error::invalid("invalid lease"))?;
+            let r = self.tokens.renew(&e, increment, sys_max_ttl).await?;
+            return Ok(Renewed {
+                lease_id: lease_id.to_owned(),
+                ttl: r.ttl_remaining(now_unix()),
+                renewable: r.renewable,
+                warnings: Vec::new(),
+            });
+        }
+        let _g = self.lock_for(lease_id).lock().await;
+        let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
+        let now = now_unix();
+        if e.failing() || now >= e.expire_time {
+            return Err(Error::invalid("lease expired"));
+        }
+        if !e.renewable {
+            return Err(Error::invalid("lease is not renewable"));
+        }
+        let route = self
+            .route_of(&e.mount_uuid)
+            .ok_or_else(|| Error::invalid("the mount that issued this lease is gone"))?;
+        let mount_max = route.info.max_lease_ttl.as_secs();
+        let requested =
+            increment.filter(|i| *i > 0).unwrap_or(route.info.default_lease_ttl.as_secs());
+        let cap = e.issue_time + e.max_ttl.min(mount_max);
+        let new_expire = (now + requested).min(cap).max(now);
+        let mut warnings = Vec::new();
+        if now + requested > cap {
+            warnings.push(format!(
+                "TTL of {requested}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
+                cap.saturating_sub(now)
+            ));
+        }
+        route
+            .backend
+            .renew_lease(&LeaseRequest {
+                lease_id,
+                path: &e.path,
+                mount: &route.info,
+                internal: &e.internal,
+                issue_time: e.issue_time,
+                expire_time: new_expire,
+            })
+            .await?;
+        let old_due = e.due;
+        e.expire_time = new_expire;
+        e.due = new_expire;
+        e.last_renewal = now;
+        self.move_due(&e, old_due, &[]).await?;
+        Ok(Renewed {
+            lease_id: lease_id.to_owned(),
+            ttl: new_expire - now,
+            renewable: true,
+            warnings,
+        })
+    }
+
+    /// Saves `e` with its index entry moved from `old_due` to `e.due`, plus `extra` ops.
+    async fn move_due(
+        &self,
+        e: &LeaseEntry,
+        old_due: u64,
+        extra: &[(String, Vec<u8>)],
+    ) -> Result<()> {
+        let raw = encode(e)?;
+        let due = Due::Lease(e.lease_id.clone());
+        let idx = due.encode(e.due);
+        let mut ops = vec![BatchOp::Put(format!("id/{}", e.lease_id), &raw)];
+        if due.key(old_due) != due.key(e.due) {
+            ops.push(BatchOp::Delete(due.key(old_due)));
+        }
+        ops.push(BatchOp::Put(due.key(e.due), &idx));
+        for (k, v) in extra {
+            ops.push(BatchOp::Put(k.clone(), v));
+        }
+        self.view.batch(ops).await?;
+        self.offer(e.due, due);
+        Ok(())
+    }
+
+    /// `sys/leases/revoke`: revokes one lease now. A failing revocation is kept and retried,
+    /// and its error returned; `force` removes the lease even when the engine fails.
+    pub(crate) async fn revoke(&self, lease_id: &str, force: bool) -> Result<()> {
+        if let Some(id) = token_lease(lease_id) {
+            if let Some(e) = self.tokens.lookup_id(id).await?
+                && format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id
+            {
+                self.tokens.revoke_tree(&e.id).await?;
+            }
+            return Ok(());
+        }
+        self.revoke_secret(lease_id, force).await
+    }
+
+    /// [`Self::revoke`] for a secret's lease (never a token's, so that revoking a token's
+    /// leases cannot come back to the token store).
+    async fn revoke_secret(&self, lease_id: &str, force: bool) -> Result<()> {
+        let _g = self.lock_for(lease_id).lock().await;
+        match self.get(lease_id).await? {
+            None => Ok(()),
+            Some(e) => self.revoke_locked(e, force).await,
+        }
+    }
+
+    /// Revokes the lease with its lock held: the engine first, then the records.
+    async fn revoke_locked(&self, mut e: LeaseEntry, force: bool) -> Result<()> {
+        let result = match self.route_of(&e.mount_uuid) {
+            Some(route) => {
+                route
+                    .backend
+                    .revoke_lease(&LeaseRequest {
+                        lease_id: &e.lease_id,
+                        path: &e.path,
+                        mount: &route.info,
+                        internal: &e.internal,
+                        issue_time: e.issue_time,
+                        expire_time: e.expire_time,
+                    })
+                    .await
+            }
+            None => Err(Error::Internal(format!(
+                "the mount {:?} that issued this lease is gone",
+                e.mount_path
+            ))),
+        };
+        let name = lease_name(&e.lease_id);
+        if result.is_ok() || force {
+            if let Err(err) = &result {
+                tracing::warn!(lease_id = %e.lease_id, error = %err, "lease revocation forced past an error");
+            }
+            let mut ops = vec![
+                BatchOp::Delete(format!("id/{}", e.lease_id)),
+                BatchOp::Delete(Due::Lease(e.lease_id.clone()).key(e.due)),
+                BatchOp::Delete(format!("failed/{name}")),
+            ];
+            if let Some(t) = &e.token_id {
+                ops.push(BatchOp::Delete(format!("token/{t}/{name}")));
+            }
+            self.view.batch(ops).await?;
+            tracing::debug!(lease_id = %e.lease_id, "lease revoked");
+            return Ok(());
+        }
+        let Err(err) = result else { return Ok(()) };
+        if matches!(err, Error::Sealed) {
+            return Err(err);
+        }
+        let old_due = e.due;
+        e.revoke_attempts += 1;
+        e.last_error = err.to_string();
+        e.due = now_unix() + backoff(e.revoke_attempts);
+        tracing::warn!(
+            lease_id = %e.lease_id,
+            attempts = e.revoke_attempts,
+            retry_in_s = e.due.saturating_sub(now_unix()),
+            error = %err,
+            "lease revocation failed; it stays and is retried"
+        );
+        let failed = (format!("failed/{name}"), e.lease_id.clone().into_bytes());
+        self.move_due(&e, old_due, &[failed]).await?;
+        Err(err)
+    }
+
+    /// Every lease id under `prefix`, depth first.
+    async fn ids_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![prefix.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for child in self.view.list(&format!("id/{dir}")).await? {
+                if child.ends_with('/') {
+                    stack.push(format!("{dir}{child}"));
+                } else {
+                    out.push(format!("{dir}{child}"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `sys/leases/revoke-prefix` and `revoke-force`: every lease (and, under `auth/`, every
+    /// token) whose id starts with the folder `prefix`. All are tried; the first error is
+    /// returned, and the failed ones stay to be retried.
+    pub(crate) async fn revoke_prefix(&self, prefix: &str, force: bool) -> Result<()> {
+        let p = folder(prefix);
+        if p.is_empty() {
+            return Err(Error::invalid("a prefix is required"));
+        }
+        let mut first_err = None;
+        if p.starts_with("auth/") {
+            for id in self.tokens.ids_under_path(&p).await? {
+                if let Err(e) = self.tokens.revoke_tree(&id).await {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for lease_id in self.ids_under(&p).await? {
+            if let Err(e) = self.revoke(&lease_id, force).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Revokes the leases a token asked for, as the token is revoked. Failures stay with
+    /// their leases to be retried; the token goes regardless.
+    pub(crate) async fn revoke_by_token(&self, token_id: &str) -> Result<()> {
+        let dir = format!("token/{token_id}/");
+        for name in self.view.list(&dir).await? {
+            if let Some(raw) = self.view.get(&format!("{dir}{name}")).await? {
+                let lease_id = String::from_utf8_lossy(&raw).into_owned();
+                match self.revoke_secret(&lease_id, false).await {
+                    Ok(()) => {}
+                    Err(Error::Sealed) => return Err(Error::Sealed),
+                    Err(_) => {} // kept and retried; already logged
+                }
+            }
+            self.view.delete(&format!("{dir}{name}")).await?;
+        }
+        Ok(())
+    }
+
+    /// `sys/leases/tidy`: removes index entries that point at nothing, and revokes leases
+    /// whose token is gone (left by a revocation interrupted part-way).
+    pub(crate) async fn tidy(&self) -> Result<Map<String, Value>> {
+        let (mut dangling, mut orphaned) = (0u64, 0u64);
+        for bucket in self.view.list("due/").await? {
+            let dir = format!("due/{bucket}");
+            for name in self.view.list(&dir).await? {
+                let key = format!("{dir}{name}");
+                let Some(raw) = self.view.get(&key).await? else { continue };
+                let live = match Due::decode(&raw) {
+                    Some((at, Due::Lease(id))) => self
+                        .get(&id)
+                        .await?
+                        .is_some_and(|e| Due::Lease(id.clone()).key(e.due) == key && e.due == at),
+                    Some((at, Due::Token(id))) => {
+                        self.tokens.entry(&id).await?.is_some_and(|e| e.expire_time == at)
+                    }
+                    None => false,
+                };
+                if !live {
+                    self.view.delete(&key).await?;
+                    dangling += 1;
+                }
+            }
+        }
+        for token in self.view.list("token/").await? {
+            let token_id = token.trim_end_matches('/');
+            if self.tokens.entry(token_id).await?.is_some() {
+                continue;
+            }
+            let _ = self.revoke_by_token(token_id).await;
+            orphaned += 1;
+        }
+        Ok(crate::sys::obj(json!({
+            "dangling_index_entries_removed": dangling,
+            "tokens_gone_with_leases_revoked": orphaned,
+        })))
+    }
+
+    /// One pass of the expiry task: loads buckets coming into the horizon, then revokes what is
+    /// due, a few at a time. Returns whether more was due than one pass takes.
+    async fn tick(self: &Arc<Self>) -> Result<bool> {
+        let now = now_unix();
+        let want = bucket_of(now) + index::HORIZON_BUCKETS;
+        loop {
+            let next = {
+                let mut q = self
+                    .queue
+                    .lock()
+                    .map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+                if q.loaded_through >= want {
+                    break;
+                }
+                // Marked loaded before reading, so an expiry written meanwhile goes to memory.
+                q.loaded_through += 1;
+                q.loaded_through
+            };
+            self.load_bucket(next).await?;
+        }
+        const PASS: usize = 1000;
+        let due = self
+            .queue
+            .lock()
+            .map_err(|_| Error::Internal("lease queue poisoned".into()))?
+            .take_due(now, PASS);
+        let more = due.len() == PASS;
+        let mut running = tokio::task::JoinSet::new();
+        for (at, d) in due {
+            while running.len() >= EXPIRY_CONCURRENCY {
+                running.join_next().await;
+            }
+            let me = Arc::clone(self);
+            running.spawn(async move {
+                if let Err(e) = me.expire(at, &d).await
+                    && !matches!(e, Error::Sealed)
+                {
+                    tracing::debug!(error = %e, "expiry pass: {d:?}");
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        Ok(more)
+    }
+
+    /// Handles one index entry that fell due at `at`.
+    async fn expire(&self, at: u64, due: &Due) -> Result<()> {
+        let now = now_unix();
+        match due {
+            Due::Token(id) => match self.tokens.entry(id).await? {
+                Some(e) if e.is_expired(now) => self.tokens.revoke_tree(id).await,
+                // Renewed within the same bucket: the index entry is the current one.
+                Some(e) if e.expire_time != 0 && due.key(e.expire_time) == due.key(at) => Ok(()),
+                // Renewed into another bucket, or revoked: this entry is stale.
+                _ => self.view.delete(&due.key(at)).await.map_err(Into::into),
+            },
+            Due::Lease(id) => {
+                let _g = self.lock_for(id).lock().await;
+                match self.get(id).await? {
+                    Some(e) if e.due <= now => self.revoke_locked(e, false).await,
+                    Some(e) if due.key(e.due) == due.key(at) => {
+                        // Still due later in the same bucket: keep it in memory.
+                        self.offer(e.due, due.clone());
+                        Ok(())
+                    }
+                    _ => self.view.delete(&due.key(at)).await.map_err(Into::into),
+                }
+            }
+        }
+    }
+}
+
+/// The expiry task; it ends when the manager does (at seal).
+async fn run(weak: Weak<Expiration>) {
+    loop {
+        let more = {
+            let Some(me) = weak.upgrade() else { return };
+            match me.tick().await {
+                Ok(more) => more,
+                Err(Error::Sealed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry pass failed; trying again");
+                    false
+                }
+            }
+        };
+        if more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let Some(me) = weak.upgrade() else { return };
+        let wake = Arc::clone(&me.wake);
+        drop(me);
+        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), 1);
+        assert_eq!(backoff(2), 2);
+        assert_eq!(backoff(5), 16);
+        assert_eq!(backoff(30), MAX_BACKOFF_SECS);
+        assert_eq!(backoff(200), MAX_BACKOFF_SECS);
+    }
+
+    #[test]
+    fn token_lease_ids_are_recognised() {
+        assert_eq!(token_lease("auth/token/create/abc"), Some("abc"));
+        assert_eq!(token_lease("database/creds/ro/abc"), None);
+        assert_eq!(token_lease("auth/"), None);
+        assert_eq!(folder("/database/creds/"), "database/creds/");
+        assert_eq!(folder(""), "");
+    }
+}
+
+#[cfg(test)]
+mod flow_tests;

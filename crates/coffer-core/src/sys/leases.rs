@@ -1,0 +1,116 @@
+//! `sys/leases/*` and the older `sys/renew`, `sys/revoke*` paths: look up, list, renew and revoke
+//! leases, with Vault's paths, fields and answers.
+
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::fields::Fields;
+use crate::logical::{Error, Operation, Response, Result};
+
+/// The lease id from the path (`sys/leases/renew/<id>`) or from the body's `lease_id`.
+fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
+    let f = Fields::new(&ctx.req.data);
+    let id = match f.str("lease_id")? {
+        Some(id) if !id.is_empty() => id,
+        _ => from_path.to_owned(),
+    };
+    let id = id.trim_matches('/').to_owned();
+    if id.is_empty() {
+        return Err(Error::invalid("missing required parameter \"lease_id\""));
+    }
+    Ok(id)
+}
+
+pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
+    let op = ctx.op();
+    let write = matches!(op, Operation::Create | Operation::Update);
+    let leases = &ctx.active.leases;
+    // Vault's older paths are the same operations.
+    let rel = match rel {
+        "renew" | "revoke" => format!("leases/{rel}"),
+        r if r.starts_with("renew/")
+            || r.starts_with("revoke/")
+            || r.starts_with("revoke-prefix/")
+            || r.starts_with("revoke-force/") =>
+        {
+            format!("leases/{r}")
+        }
+        r => r.to_owned(),
+    };
+    let Some(rest) = rel.strip_prefix("leases") else { return Ok(None) };
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let (verb, arg) = rest.split_once('/').unwrap_or((rest, ""));
+    let resp = match (verb, op) {
+        ("", Operation::Read) => {
+            let f = Fields::new(&ctx.req.data);
+            match f.str("type")?.as_deref() {
+                None | Some("") | Some("irrevocable") => {}
+                Some(t) => {
+                    return Err(Error::invalid(format!(
+                        "unknown lease type {t:?}: Coffer lists \"irrevocable\" leases, those whose \
+                         revocation is failing and being retried"
+                    )));
+                }
+            }
+            let list = leases.failing().await?;
+            Response::from_value(json!({ "lease_count": list.len(), "leases": list }))
+        }
+        ("lookup", Operation::List) => {
+            let keys = leases.list(arg).await?;
+            if keys.is_empty() {
+                return Err(Error::NotFound);
+            }
+            Response::list(keys)
+        }
+        ("lookup", _) if write => {
+            let id = lease_id(ctx, arg)?;
+            Response::data(leases.lookup(&id).await?)
+        }
+        ("renew", _) if write => {
+            let id = lease_id(ctx, arg)?;
+            let increment = Fields::new(&ctx.req.data).secs("increment")?;
+            let r = leases.renew(&id, increment, ctx.core.config.max_lease_ttl.as_secs()).await?;
+            Response {
+                lease_id: r.lease_id,
+                lease_duration: r.ttl,
+                renewable: r.renewable,
+                warnings: r.warnings,
+                ..Response::default()
+            }
+        }
+        ("revoke", _) if write => {
+            let id = lease_id(ctx, arg)?;
+            let sync = Fields::new(&ctx.req.data).bool("sync")?.unwrap_or(true);
+            if sync {
+                leases.revoke(&id, false).await?;
+                Response::empty()
+            } else {
+                let leases = leases.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = leases.revoke(&id, false).await {
+                        tracing::warn!(lease_id = %id, error = %e, "asynchronous revocation failed");
+                    }
+                });
+                Response::raw(202, Value::Null)
+            }
+        }
+        ("revoke-prefix" | "revoke-force", _) if write => {
+            if arg.trim_matches('/').is_empty() {
+                return Err(Error::invalid("missing required parameter \"prefix\" in the path"));
+            }
+            leases.revoke_prefix(arg, verb == "revoke-force").await?;
+            Response::empty()
+        }
+        ("tidy", _) if write => {
+            let counts = leases.tidy().await?;
+            let mut r = Response::data(counts);
+            r.warnings.push("Tidy operation successfully completed.".into());
+            r
+        }
+        ("" | "lookup" | "renew" | "revoke" | "revoke-prefix" | "revoke-force" | "tidy", _) => {
+            return Err(Error::UnsupportedOperation);
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(resp))
+}

@@ -1,0 +1,86 @@
+//! `coffer lease`: look up, renew and revoke leases, as `vault lease` does.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use super::Global;
+use super::commands::{client, print_answer};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum LeaseCmd {
+    /// Show a lease: when it was issued, when it expires, whether it renews
+    Lookup { lease_id: String },
+    /// Extend a lease, within the maximum TTL its engine and mount allow
+    Renew {
+        lease_id: String,
+        /// Requested extension from now, e.g. 1h (default: the mount's default TTL)
+        #[arg(long)]
+        increment: Option<String>,
+    },
+    /// Revoke a lease now: the engine takes back what it granted (e.g. drops the database user)
+    #[command(after_help = "Examples:\n  \
+coffer lease revoke database/creds/readonly/2f6a...\n  \
+coffer lease revoke -prefix database/creds/readonly      # every lease of the role (sudo)\n  \
+coffer lease revoke -prefix -force database/creds/        # drop leases even if the database refuses (sudo)")]
+    Revoke {
+        /// A lease id, or with -prefix a prefix of lease ids
+        lease_id: String,
+        /// Revoke every lease whose id starts with the prefix (needs sudo)
+        #[arg(long)]
+        prefix: bool,
+        /// With -prefix: remove the leases even when the engine fails to revoke them. The
+        /// credentials may then still work: only for when the backing system is gone for good
+        #[arg(long, requires = "prefix")]
+        force: bool,
+        /// Answer at once and revoke in the background
+        #[arg(long = "sync", default_value_t = true, action = clap::ArgAction::Set)]
+        sync: bool,
+    },
+}
+
+pub(crate) async fn run(g: &Global, cmd: LeaseCmd) -> Result<ExitCode> {
+    let c = client(g)?;
+    match cmd {
+        LeaseCmd::Lookup { lease_id } => {
+            let ans = c.write("sys/leases/lookup", &json!({ "lease_id": lease_id })).await?;
+            print_answer(g, ans.body.as_ref())
+        }
+        LeaseCmd::Renew { lease_id, increment } => {
+            let mut body = Map::new();
+            body.insert("lease_id".into(), json!(lease_id));
+            if let Some(i) = increment {
+                body.insert("increment".into(), json!(i));
+            }
+            let ans = c.write("sys/leases/renew", &Value::Object(body)).await?;
+            print_answer(g, ans.body.as_ref())
+        }
+        LeaseCmd::Revoke { lease_id, prefix, force, sync } => {
+            let id = lease_id.trim_matches('/');
+            if id.is_empty() {
+                bail!("give a lease id (or a prefix with -prefix)");
+            }
+            match (prefix, force) {
+                (true, true) => {
+                    c.write(&format!("sys/leases/revoke-force/{id}"), &json!({})).await?;
+                    println!("Success! Force revoked any leases with prefix: {id}");
+                }
+                (true, false) => {
+                    c.write(&format!("sys/leases/revoke-prefix/{id}"), &json!({})).await?;
+                    println!("Success! Revoked any leases with prefix: {id}");
+                }
+                (false, _) => {
+                    c.write("sys/leases/revoke", &json!({ "lease_id": id, "sync": sync })).await?;
+                    if sync {
+                        println!("Success! Revoked lease: {id}");
+                    } else {
+                        println!("Success! Revocation queued for lease: {id}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
