@@ -118,6 +118,17 @@ async fn a_flipped_byte_in_any_stored_value_makes_the_read_fail() {
 
 /// Every authenticated route, with a method that reaches it.
 const ROUTES: &[(&str, &str)] = &[
+    ("GET", "sys/leases"),
+    ("LIST", "sys/leases/lookup/secret/"),
+    ("POST", "sys/leases/revoke"),
+    ("POST", "sys/revoke/secret/x/abc"),
+    ("POST", "sys/leases/revoke-prefix/secret"),
+    ("POST", "sys/leases/revoke-force/secret"),
+    ("POST", "sys/revoke-prefix/secret"),
+    ("POST", "sys/revoke-force/secret"),
+    ("POST", "sys/leases/tidy"),
+    ("POST", "sys/renew/secret/x/abc"),
+    ("POST", "sys/leases/renew/secret/x/abc"),
     ("GET", "sys/mounts"),
     ("POST", "sys/mounts/newkv"),
     ("GET", "sys/mounts/secret/tune"),
@@ -201,6 +212,9 @@ const SELF_ROUTES: &[(&str, &str)] = &[
     ("GET", "cubbyhole/x"),
     ("POST", "cubbyhole/x"),
     ("POST", "sys/wrapping/wrap"),
+    ("POST", "sys/leases/lookup"),
+    ("POST", "sys/leases/renew"),
+    ("POST", "sys/renew"),
 ];
 
 #[tokio::test]
