@@ -50,7 +50,11 @@ async fn the_cli_looks_up_renews_and_revokes_token_leases_and_they_survive_a_res
 
     s.restart();
     s.unseal(&keys).await;
-    assert_eq!(token_lease_ids(&s, &root).await, [id.clone()], "the lease survived the restart");
+    assert_eq!(
+        token_lease_ids(&s, &root).await,
+        vec![id.clone()],
+        "the lease survived the restart"
+    );
     let (code, b) =
         s.call("POST", "sys/leases/lookup", Some(&root), Some(json!({"lease_id": id}))).await;
     assert_eq!(code, 200, "{b}");
