@@ -146,7 +146,7 @@ impl Database {
             .ok_or_else(|| Error::invalid(format!("database config {name:?} does not exist")))
     }
 
-    async fn store_config(&self, name: &str, c: &DbConfig) -> Result<()> {
+    pub(crate) async fn store_config(&self, name: &str, c: &DbConfig) -> Result<()> {
         self.view.put(&format!("config/{name}"), &encode(c)?).await?;
         Ok(())
     }

@@ -19,6 +19,9 @@ mod static_roles;
 mod template;
 mod username;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
