@@ -65,9 +65,9 @@ impl Schedule {
     /// The first matching minute strictly after `unix` (seconds), in unix seconds.
     pub(crate) fn next_after(&self, unix: u64) -> Option<u64> {
         let start = unix / 60 * 60 + 60;
-        let mut day = (start / 86_400) as i64;
+        let first_day = (start / 86_400) as i64;
         let mut first_minute = (start % 86_400) / 60;
-        for _ in 0..(366 * 5) {
+        for day in first_day..first_day + 366 * 5 {
             let (_, m, d) = civil(day);
             let dow = (day + 4).rem_euclid(7) as u32;
             if self.months & (1 << m) != 0 && self.day_matches(d, dow) {
@@ -78,7 +78,6 @@ impl Schedule {
                     }
                 }
             }
-            day += 1;
             first_minute = 0;
         }
         None
