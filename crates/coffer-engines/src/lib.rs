@@ -4,6 +4,7 @@
 mod approle;
 mod cert;
 mod cubbyhole;
+mod database;
 mod jws;
 mod jwt;
 mod kubernetes;
@@ -20,6 +21,7 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_secrets("kv", Arc::new(kv::factory));
     registry.register_secrets("generic", Arc::new(kv::factory));
     registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
+    registry.register_secrets("database", Arc::new(database::factory));
     registry.register_auth("approle", Arc::new(approle::factory));
     registry.register_auth("jwt", Arc::new(jwt::factory));
     registry.register_auth("oidc", Arc::new(jwt::factory));

@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod cert;
 mod cli;
+mod database;
 mod invariants;
 mod jwt;
 mod kubernetes;

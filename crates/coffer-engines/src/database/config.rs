@@ -1,0 +1,421 @@
+//! `config/:name`, `reset/:name` and `rotate-root/:name`: connection configs and their pools.
+//!
+//! Guarantees: the connection password (field `password`, or one written into
+//! `connection_url`) is never in a read answer; a write that fails validation or the
+//! connection check stores nothing and leaves the open pool as it was; a root rotation records
+//! the new password as pending before changing it in PostgreSQL, so a crash in between is
+//! settled the next time the pool is opened (whichever of the two passwords logs in wins).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::{BackendRequest, Error, Response, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings};
+use super::template::{Vars, connection_url};
+use super::username::{DEFAULT_TEMPLATE, Template};
+use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
+
+const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DbConfig {
+    pub(crate) version: u32,
+    pub(crate) plugin_name: String,
+    /// As written, with `{{username}}`/`{{password}}` unfilled.
+    pub(crate) connection_url: String,
+    pub(crate) username: String,
+    pub(crate) password: Secret,
+    /// A root password being rotated to; see the module header.
+    #[serde(default)]
+    pub(crate) pending_password: Option<Secret>,
+    pub(crate) allowed_roles: Vec<String>,
+    pub(crate) password_policy: String,
+    pub(crate) verify_connection: bool,
+    pub(crate) max_open_connections: u64,
+    pub(crate) max_idle_connections: u64,
+    pub(crate) max_connection_lifetime: u64,
+    pub(crate) username_template: String,
+    pub(crate) root_rotation_statements: Vec<String>,
+}
+
+const FIELDS: &[&str] = &[
+    "plugin_name",
+    "plugin_version",
+    "connection_url",
+    "username",
+    "password",
+    "allowed_roles",
+    "password_policy",
+    "verify_connection",
+    "max_open_connections",
+    "max_idle_connections",
+    "max_connection_lifetime",
+    "username_template",
+    "root_rotation_statements",
+];
+
+impl DbConfig {
+    /// Whether `role` may use this connection (`*` globs, as Vault's `StrListContainsGlob`).
+    pub(crate) fn allows(&self, role: &str) -> bool {
+        self.allowed_roles.iter().any(|p| glob(p, role))
+    }
+
+    pub(crate) fn template(&self) -> Result<Template> {
+        Template::parse(if self.username_template.is_empty() {
+            DEFAULT_TEMPLATE
+        } else {
+            &self.username_template
+        })
+    }
+
+    fn settings<'a>(&'a self, url: &'a str, password: &'a str) -> PoolSettings<'a> {
+        PoolSettings {
+            url,
+            username: &self.username,
+            password,
+            max_open: self.max_open_connections as usize,
+            max_idle: self.max_idle_connections as usize,
+            max_lifetime: Duration::from_secs(self.max_connection_lifetime),
+        }
+    }
+
+    /// A pool that logs in with `password`.
+    pub(crate) fn open(&self, password: &str) -> Result<Conn> {
+        let url = connection_url(&self.connection_url, &self.username, password);
+        let embedded = url_password(&url);
+        let mut conn = Conn::open(&self.settings(&url, password))?;
+        if let Some(p) = embedded {
+            conn.add_secret(&p);
+        }
+        Ok(conn)
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The password written into a `scheme://user:password@host` URL, if any.
+fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let auth = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (userinfo, _) = auth.rsplit_once('@')?;
+    let (_, pw) = userinfo.split_once(':')?;
+    (!pw.is_empty()).then(|| pw.to_owned())
+}
+
+/// The URL with a written-in password replaced, as Go's `url.Redacted` does.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url_password(url) {
+        Some(pw) if !pw.contains("{{") => url.replacen(&format!(":{pw}@"), ":xxxxx@", 1),
+        _ => url.to_owned(),
+    }
+}
+
+impl Database {
+    pub(crate) async fn config(&self, name: &str) -> Result<Option<DbConfig>> {
+        match self.view.get(&format!("config/{name}")).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "config").map(Some),
+        }
+    }
+
+    pub(crate) async fn must_config(&self, name: &str) -> Result<DbConfig> {
+        self.config(name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("database config {name:?} does not exist")))
+    }
+
+    pub(crate) async fn store_config(&self, name: &str, c: &DbConfig) -> Result<()> {
+        self.view.put(&format!("config/{name}"), &encode(c)?).await?;
+        Ok(())
+    }
+
+    /// The open pool for config `name`, opening it (and settling an interrupted root
+    /// rotation) when needed.
+    pub(crate) async fn conn(&self, name: &str) -> Result<Arc<Conn>> {
+        if let Some(c) = self.conns.lock().await.get(name) {
+            return Ok(c.clone());
+        }
+        let cfg = self.must_config(name).await?;
+        let conn = if cfg.pending_password.is_some() {
+            self.settle_root(name).await?
+        } else {
+            Arc::new(cfg.open(cfg.password.expose())?)
+        };
+        let mut conns = self.conns.lock().await;
+        Ok(conns.entry(name.to_owned()).or_insert(conn).clone())
+    }
+
+    /// After a crash mid root rotation: keeps whichever password logs in.
+    async fn settle_root(&self, name: &str) -> Result<Arc<Conn>> {
+        let _g = self.root_lock.lock().await;
+        let mut cfg = self.must_config(name).await?;
+        let Some(pending) = cfg.pending_password.take() else {
+            return Ok(Arc::new(cfg.open(cfg.password.expose())?));
+        };
+        let current = cfg.open(cfg.password.expose())?;
+        if current.verify().await.is_ok() {
+            self.store_config(name, &cfg).await?;
+            return Ok(Arc::new(current));
+        }
+        current.close();
+        let next = cfg.open(pending.expose())?;
+        next.verify().await?;
+        tracing::info!(config = name, "database engine: completed an interrupted root rotation");
+        cfg.password = pending;
+        self.store_config(name, &cfg).await?;
+        Ok(Arc::new(next))
+    }
+
+    pub(crate) async fn write_config(
+        &self,
+        req: &BackendRequest<'_>,
+        name: &str,
+    ) -> Result<Response> {
+        check_name("config", name)?;
+        let f = Fields::new(req.data);
+        let _g = self.lock.lock().await;
+        let existing = self.config(name).await?;
+        let mut c = existing.clone().unwrap_or(DbConfig {
+            version: RECORD_VERSION,
+            plugin_name: String::new(),
+            connection_url: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            pending_password: None,
+            allowed_roles: Vec::new(),
+            password_policy: String::new(),
+            verify_connection: true,
+            max_open_connections: 4,
+            max_idle_connections: 0,
+            max_connection_lifetime: 0,
+            username_template: String::new(),
+            root_rotation_statements: Vec::new(),
+        });
+        if let Some(p) = f.str("plugin_name")? {
+            c.plugin_name = p;
+        }
+        if c.plugin_name.is_empty() {
+            return Err(Error::invalid("empty plugin name"));
+        }
+        if c.plugin_name != PLUGIN {
+            return Err(Error::invalid(format!(
+                "unsupported plugin_name {:?}: Coffer's database engine has only {PLUGIN:?}",
+                c.plugin_name
+            )));
+        }
+        if let Some(v) = f.str("plugin_version")?
+            && !v.is_empty()
+        {
+            return Err(Error::invalid(format!(
+                "plugin_version {v:?}: only the built-in plugin exists; omit plugin_version"
+            )));
+        }
+        if let Some(u) = f.str("connection_url")? {
+            c.connection_url = u;
+        }
+        if c.connection_url.trim().is_empty() {
+            return Err(Error::invalid("connection_url cannot be empty"));
+        }
+        if let Some(u) = f.str("username")? {
+            c.username = u;
+        }
+        if let Some(p) = f.str("password")? {
+            c.password = Secret::new(&p);
+        }
+        for (field, v) in [("username", c.username.as_str()), ("password", c.password.expose())] {
+            if v.contains("{{username}}") || v.contains("{{password}}") {
+                return Err(Error::invalid(format!(
+                    "{field} cannot contain the template variables"
+                )));
+            }
+        }
+        if let Some(r) = f.list("allowed_roles")? {
+            c.allowed_roles = r;
+        }
+        if let Some(p) = f.str("password_policy")? {
+            c.password_policy = p;
+        }
+        if !c.password_policy.is_empty() {
+            // Fails with a 400 naming the policy when it does not exist.
+            self.passwords.generate(&c.password_policy).await?;
+        }
+        c.verify_connection = f.bool("verify_connection")?.unwrap_or(true);
+        if let Some(n) = f.u64("max_open_connections")? {
+            c.max_open_connections = n;
+        }
+        if c.max_open_connections == 0 {
+            c.max_open_connections = 4;
+        }
+        if let Some(n) = f.u64("max_idle_connections")? {
+            c.max_idle_connections = n;
+        }
+        if c.max_idle_connections == 0 || c.max_idle_connections > c.max_open_connections {
+            c.max_idle_connections = c.max_open_connections;
+        }
+        if let Some(s) = f.secs("max_connection_lifetime")? {
+            c.max_connection_lifetime = s;
+        }
+        if let Some(t) = f.str("username_template")? {
+            c.username_template = t;
+        }
+        c.template()?;
+        if let Some(s) = statements(req.data, "root_rotation_statements")? {
+            c.root_rotation_statements = s;
+        }
+        let conn = c.open(c.password.expose())?;
+        if c.verify_connection {
+            conn.verify()
+                .await
+                .map_err(|e| Error::invalid(format!("error creating database object: {e}")))?;
+        }
+        self.store_config(name, &c).await?;
+        if let Some(old) = self.conns.lock().await.insert(name.to_owned(), Arc::new(conn)) {
+            old.close();
+        }
+        let mut warnings = ignored_warning(f.unknown(FIELDS));
+        if url_password(&c.connection_url).is_some_and(|p| !p.contains("{{")) {
+            warnings.push(
+                "Password found in connection_url, use a templated url to enable root \
+                 rotation and prevent read access to password information."
+                    .into(),
+            );
+        }
+        Ok(Response { warnings, ..Response::default() })
+    }
+
+    pub(crate) async fn read_config(&self, name: &str) -> Result<Response> {
+        let c = self.config(name).await?.ok_or(Error::NotFound)?;
+        let mut details = into_map(json!({
+            "connection_url": redact_url(&c.connection_url),
+            "username": c.username,
+            "max_open_connections": c.max_open_connections,
+            "max_idle_connections": c.max_idle_connections,
+            "max_connection_lifetime": format!("{}s", c.max_connection_lifetime),
+        }));
+        if !c.username_template.is_empty() {
+            details.insert("username_template".into(), json!(c.username_template));
+        }
+        Ok(Response::data(into_map(json!({
+            "plugin_name": c.plugin_name,
+            "plugin_version": "",
+            "connection_details": details,
+            "allowed_roles": c.allowed_roles,
+            "root_credentials_rotate_statements": c.root_rotation_statements,
+            "password_policy": c.password_policy,
+            "verify_connection": c.verify_connection,
+        }))))
+    }
+
+    pub(crate) async fn delete_config(&self, name: &str) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        self.view.delete(&format!("config/{name}")).await?;
+        self.close_conn(name).await;
+        Ok(Response::empty())
+    }
+
+    /// Closes the pool and opens a fresh one, checking that it connects.
+    pub(crate) async fn reset(&self, name: &str) -> Result<Response> {
+        self.must_config(name).await?;
+        self.close_conn(name).await;
+        self.conn(name).await?.verify().await?;
+        Ok(Response::empty())
+    }
+
+    pub(crate) async fn rotate_root(&self, name: &str) -> Result<Response> {
+        let _g = self.root_lock.lock().await;
+        let mut cfg = self.must_config(name).await?;
+        if cfg.username.is_empty() {
+            return Err(Error::invalid(
+                "unable to rotate root credentials: no username in configuration",
+            ));
+        }
+        if cfg.password.is_empty() {
+            return Err(Error::invalid(
+                "unable to rotate root credentials: no password in configuration",
+            ));
+        }
+        let new = self.passwords.generate(&cfg.password_policy).await?;
+        let conn = cfg.open(cfg.password.expose())?;
+        cfg.pending_password = Some(Secret::new(new.expose()));
+        self.store_config(name, &cfg).await?;
+        let stmts = if cfg.root_rotation_statements.is_empty() {
+            vec![DEFAULT_ROOT_ROTATE.to_owned()]
+        } else {
+            cfg.root_rotation_statements.clone()
+        };
+        let changed = conn
+            .run_tx(
+                "failed to update user",
+                &stmts,
+                &Vars { name: &cfg.username, password: Some(new.expose()), expiration: None },
+            )
+            .await;
+        conn.close();
+        if let Err(e) = changed {
+            cfg.pending_password = None;
+            self.store_config(name, &cfg).await?;
+            return Err(e);
+        }
+        cfg.password = Secret::new(new.expose());
+        cfg.pending_password = None;
+        self.store_config(name, &cfg).await?;
+        let fresh = Arc::new(cfg.open(cfg.password.expose())?);
+        if let Some(old) = self.conns.lock().await.insert(name.to_owned(), fresh) {
+            old.close();
+        }
+        tracing::info!(config = name, "database engine: root credentials rotated");
+        Ok(Response::empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_roles_glob() {
+        assert!(glob("*", "anything"));
+        assert!(glob("ro", "ro"));
+        assert!(!glob("ro", "rw"));
+        assert!(glob("app-*", "app-web"));
+        assert!(!glob("app-*", "ap"));
+        assert!(glob("*-ro", "web-ro"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxc"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_found_and_redacted() {
+        assert_eq!(url_password("postgres://u:s3cret@h:5432/db"), Some("s3cret".into()));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+        assert_eq!(url_password("host=h password=x"), None);
+        assert_eq!(redact_url("postgres://u:s3cret@h/db"), "postgres://u:xxxxx@h/db");
+        assert_eq!(
+            redact_url("postgres://{{username}}:{{password}}@h/db"),
+            "postgres://{{username}}:{{password}}@h/db"
+        );
+    }
+}

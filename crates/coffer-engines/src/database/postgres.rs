@@ -1,0 +1,538 @@
+//! PostgreSQL: the connection pool per config, TLS modes, and the statements the engine runs
+//! (create, renew, revoke, change password).
+//!
+//! Guarantees: every error message that leaves this module has had the connection password
+//! and any password a statement carried replaced by `[password]`; creation, renewal and
+//! password changes run in one transaction each, so a failing statement leaves nothing
+//! half-done; the default revocation succeeds when the user is already gone. TLS uses rustls
+//! on aws-lc-rs: `verify-full` checks chain and host name, `verify-ca` the chain only,
+//! `require`/`prefer` without `sslrootcert` encrypt without authenticating the server (as
+//! libpq does). Not guaranteed: that PostgreSQL's own server log never records a statement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_core::{Error, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::config::SslMode;
+
+use super::template::{Vars, render, split_statements};
+
+/// Vault's defaults, for statements a role leaves empty.
+pub(crate) const DEFAULT_RENEW: &str = "ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';";
+pub(crate) const DEFAULT_ROTATE: &str = "ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}';";
+pub(crate) const DEFAULT_ROOT_ROTATE: &str =
+    "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';";
+
+/// How long one connection attempt or pool wait may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One config's pool.
+pub(crate) struct Conn {
+    pool: Pool,
+    max_idle: usize,
+    /// Secrets that must never appear in an error from this pool.
+    secrets: Vec<String>,
+}
+
+/// What a pool is built from.
+pub(crate) struct PoolSettings<'a> {
+    /// With `{{username}}`/`{{password}}` already filled in.
+    pub(crate) url: &'a str,
+    pub(crate) username: &'a str,
+    pub(crate) password: &'a str,
+    pub(crate) max_open: usize,
+    pub(crate) max_idle: usize,
+    pub(crate) max_lifetime: Duration,
+}
+
+/// Replaces every secret in `msg` by `[password]`.
+pub(crate) fn scrub(msg: &str, secrets: &[String]) -> String {
+    let mut m = msg.to_owned();
+    for s in secrets {
+        if !s.is_empty() {
+            m = m.replace(s.as_str(), "[password]");
+        }
+    }
+    m
+}
+
+fn secret_forms(p: &str) -> Vec<String> {
+    if p.is_empty() {
+        return Vec::new();
+    }
+    let mut v = vec![p.to_owned(), p.replace('\'', "''")];
+    let enc = super::template::connection_url("{{password}}", "", p);
+    v.push(enc);
+    let enc_url = super::template::connection_url("x://{{password}}", "", p);
+    v.push(enc_url.trim_start_matches("x://").to_owned());
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v.dedup();
+    v
+}
+
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tls {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a connection string (tokio-postgres knows neither
+/// `verify-*` nor `sslrootcert`), returning the rest.
+fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
+    let mut mode = None;
+    let mut root = None;
+    let mut take = |k: &str, v: &str| -> Result<bool> {
+        match k {
+            "sslmode" => {
+                mode = Some(match v {
+                    "disable" => Tls::Disable,
+                    "allow" | "prefer" => Tls::Prefer,
+                    "require" => Tls::Require,
+                    "verify-ca" => Tls::VerifyCa,
+                    "verify-full" => Tls::VerifyFull,
+                    other => {
+                        return Err(Error::invalid(format!(
+                            "unsupported sslmode {other:?}: use disable, prefer, require, \
+                             verify-ca or verify-full"
+                        )));
+                    }
+                });
+                Ok(true)
+            }
+            "sslrootcert" => {
+                root = Some(pct_decode(v));
+                Ok(true)
+            }
+            "sslcert" | "sslkey" | "sslpassword" => Err(Error::invalid(format!(
+                "{k} is not supported: client certificates are not implemented"
+            ))),
+            _ => Ok(false),
+        }
+    };
+    let rest = if let Some((base, query)) = url.split_once('?') {
+        let mut kept = Vec::new();
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            if !take(k, v)? {
+                kept.push(kv);
+            }
+        }
+        if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+    } else if url.contains("://") {
+        url.to_owned()
+    } else {
+        let mut kept = Vec::new();
+        for kv in url.split_whitespace() {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            if !take(k, v.trim_matches('\''))? {
+                kept.push(kv);
+            }
+        }
+        kept.join(" ")
+    };
+    let mode = mode.unwrap_or(if root.is_some() { Tls::VerifyCa } else { Tls::Prefer });
+    // libpq: `require` with a root certificate behaves as verify-ca.
+    let mode = if mode == Tls::Require && root.is_some() { Tls::VerifyCa } else { mode };
+    Ok((rest, mode, root))
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(h);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Checks signatures but not the certificate: libpq's `require`.
+#[derive(Debug)]
+struct NoAuth(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoAuth {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The chain must lead to the configured root; the host name is not checked: `verify-ca`.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        e: &CertificateDer<'_>,
+        i: &[CertificateDer<'_>],
+        n: &ServerName<'_>,
+        o: &[u8],
+        t: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(e, i, n, o, t) {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> {
+    let p = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("tls setup: {e}")))?;
+    let Some(path) = root else {
+        if matches!(mode, Tls::VerifyCa | Tls::VerifyFull) {
+            return Err(Error::invalid("sslmode verify-ca and verify-full need sslrootcert"));
+        }
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoAuth(p)))
+            .with_no_client_auth());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::invalid(format!("cannot read sslrootcert {path:?}: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
+        roots.add(c).map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::invalid(format!("sslrootcert {path:?} holds no certificate")));
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), p)
+        .build()
+        .map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
+    Ok(match mode {
+        Tls::VerifyFull => builder.with_webpki_verifier(verifier).with_no_client_auth(),
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+            .with_no_client_auth(),
+    })
+}
+
+impl Conn {
+    /// Builds the pool; no connection is made until one is needed (see [`Conn::verify`]).
+    pub(crate) fn open(s: &PoolSettings<'_>) -> Result<Self> {
+        let secrets = secret_forms(s.password);
+        let (rest, mode, root) = take_tls(s.url)?;
+        let mut cfg: tokio_postgres::Config =
+            rest.parse().map_err(|e: tokio_postgres::Error| {
+                Error::invalid(format!(
+                    "invalid connection_url: {}",
+                    scrub(&e.to_string(), &secrets)
+                ))
+            })?;
+        if cfg.get_user().is_none() && !s.username.is_empty() {
+            cfg.user(s.username);
+        }
+        if cfg.get_password().is_none() && !s.password.is_empty() {
+            cfg.password(s.password);
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("coffer");
+        }
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let mgr = match mode {
+            Tls::Disable => {
+                cfg.ssl_mode(SslMode::Disable);
+                Manager::from_config(cfg, tokio_postgres::NoTls, mc)
+            }
+            m => {
+                cfg.ssl_mode(if m == Tls::Prefer { SslMode::Prefer } else { SslMode::Require });
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(
+                    m,
+                    root.as_deref(),
+                )?);
+                Manager::from_config(cfg, tls, mc)
+            }
+        };
+        let lifetime = s.max_lifetime;
+        let mut b = Pool::builder(mgr)
+            .max_size(s.max_open.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT));
+        if !lifetime.is_zero() {
+            b = b.pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, m| {
+                if m.age() > lifetime {
+                    Err(deadpool_postgres::HookError::Message("max_connection_lifetime".into()))
+                } else {
+                    Ok(())
+                }
+            }));
+        }
+        let pool = b.build().map_err(|e| Error::Internal(format!("database pool: {e}")))?;
+        Ok(Self { pool, max_idle: s.max_idle, secrets })
+    }
+
+    /// Another string to keep out of errors (a password written into the URL).
+    pub(crate) fn add_secret(&mut self, s: &str) {
+        self.secrets.extend(secret_forms(s));
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    fn err(&self, what: &str, msg: &str, extra: &[String]) -> Error {
+        let mut m = scrub(msg, &self.secrets);
+        m = scrub(&m, extra);
+        Error::invalid(format!("{what}: {m}"))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| {
+            let msg = match &e {
+                deadpool_postgres::PoolError::Backend(pe) => pg_message(pe),
+                deadpool_postgres::PoolError::Timeout(_) => {
+                    "timed out connecting to the database".to_owned()
+                }
+                other => other.to_string(),
+            };
+            self.err("error connecting to the database", &msg, &[])
+        })
+    }
+
+    /// Connects once and runs `SELECT 1`.
+    pub(crate) async fn verify(&self) -> Result<()> {
+        let c = self.client().await?;
+        c.simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.err("error verifying connection", &pg_message(&e), &[]))?;
+        Ok(())
+    }
+
+    /// Keeps at most `max_idle_connections` idle connections open.
+    pub(crate) fn trim_idle(&self) {
+        let status = self.pool.status();
+        let mut extra = status.available.saturating_sub(self.max_idle);
+        if extra > 0 {
+            self.pool.retain(|_, _| {
+                if extra > 0 {
+                    extra -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+
+    pub(crate) async fn role_exists(&self, name: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name])
+            .await
+            .map_err(|e| self.err("error checking the role", &pg_message(&e), &[]))?;
+        Ok(row.get(0))
+    }
+
+    /// Runs the statements (split and templated) in one transaction. `what` names the list in
+    /// an error ("creation statements failed: ERROR: …").
+    pub(crate) async fn run_tx(&self, what: &str, stmts: &[String], v: &Vars<'_>) -> Result<()> {
+        let extra = v.password.map(secret_forms).unwrap_or_default();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+        for s in split_statements(stmts) {
+            tx.batch_execute(&render(&s, v))
+                .await
+                .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+        }
+        tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+    }
+
+    /// Runs each statement on its own, keeping on after failures; returns how many failed.
+    pub(crate) async fn run_each(&self, stmts: &[String], v: &Vars<'_>) -> Result<usize> {
+        let c = self.client().await?;
+        let mut failed = 0;
+        for s in split_statements(stmts) {
+            if c.batch_execute(&render(&s, v)).await.is_err() {
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Takes away everything the user was given and drops it; success when it is already gone.
+    /// Sessions are ended first, objects it owns are handed to the connection user.
+    pub(crate) async fn drop_user(&self, name: &str) -> Result<()> {
+        if !self.role_exists(name).await? {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let q = quote_ident(name);
+        let what = "revocation failed";
+        let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
+        // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
+        let _ = c
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE usename = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await;
+        let schemas = c
+            .query(
+                "SELECT DISTINCT table_schema FROM information_schema.role_table_grants \
+                 WHERE grantee = $1",
+                &[&name],
+            )
+            .await
+            .map_err(map)?;
+        let mut stmts = Vec::new();
+        for r in schemas {
+            let s: String = r.get(0);
+            let s = quote_ident(&s);
+            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} FROM {q}"));
+            stmts.push(format!("REVOKE USAGE ON SCHEMA {s} FROM {q}"));
+        }
+        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {q}"));
+        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {q}"));
+        stmts.push(format!("REVOKE USAGE ON SCHEMA public FROM {q}"));
+        let db: String = c.query_one("SELECT current_database()", &[]).await.map_err(map)?.get(0);
+        stmts.push(format!("REVOKE CONNECT ON DATABASE {} FROM {q}", quote_ident(&db)));
+        for s in &stmts {
+            let _ = c.batch_execute(s).await;
+        }
+        // Objects the user created go to the connection user rather than being lost; only
+        // then are its remaining privileges and default ACLs dropped.
+        if c.batch_execute(&format!("REASSIGN OWNED BY {q} TO CURRENT_USER")).await.is_ok() {
+            c.batch_execute(&format!("DROP OWNED BY {q}")).await.map_err(map)?;
+        }
+        c.batch_execute(&format!("DROP ROLE IF EXISTS {q}")).await.map_err(map)?;
+        Ok(())
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_options_are_taken_out_of_urls_and_dsns() {
+        let (u, m, r) = take_tls("postgres://u:p@h:5/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x").expect("ok");
+        assert_eq!(
+            (u.as_str(), m, r.as_deref()),
+            ("postgres://u:p@h:5/db?application_name=x", Tls::VerifyFull, Some("/tmp/ca.pem"))
+        );
+        let (u, m, _) = take_tls("postgres://h/db?sslmode=disable").expect("ok");
+        assert_eq!((u.as_str(), m), ("postgres://h/db", Tls::Disable));
+        let (_, m, _) = take_tls("postgres://h/db").expect("ok");
+        assert_eq!(m, Tls::Prefer);
+        let (u, m, _) = take_tls("host=h sslmode=require dbname=d").expect("ok");
+        assert_eq!((u.as_str(), m), ("host=h dbname=d", Tls::Require));
+        let (_, m, _) = take_tls("postgres://h/?sslmode=require&sslrootcert=/ca").expect("ok");
+        assert_eq!(m, Tls::VerifyCa);
+        assert!(
+            take_tls("postgres://h/?sslmode=bogus").expect_err("bad").to_string().contains("bogus")
+        );
+        assert!(take_tls("postgres://h/?sslcert=/x").is_err());
+    }
+
+    #[test]
+    fn scrub_removes_every_form_of_the_password() {
+        let forms = secret_forms("p@ss'w rd");
+        let m = scrub("failed for p@ss'w rd and p@ss''w rd and p%40ss%27w%20rd", &forms);
+        assert_eq!(m, "failed for [password] and [password] and [password]");
+        assert_eq!(scrub("nothing", &secret_forms("")), "nothing");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn verify_modes_need_a_root_certificate() {
+        assert!(client_config(Tls::VerifyFull, None).is_err());
+        assert!(client_config(Tls::Require, None).is_ok());
+        let e = client_config(Tls::VerifyFull, Some("/nonexistent/ca.pem")).expect_err("missing");
+        assert!(e.to_string().contains("cannot read sslrootcert"), "{e}");
+    }
+}

@@ -1,0 +1,267 @@
+//! `roles/:name` and `creds/:name`: dynamic roles, and the leased database users they issue;
+//! with the lease's renewal and revocation.
+//!
+//! Guarantees: a creds request either creates the user (all creation statements committed in
+//! one transaction) and answers it with a lease, or creates nothing and answers an error
+//! naming the problem; the lease's internal data (never shown to clients) names the user, the
+//! role, the config and the revocation statements, so revocation still works after the role
+//! is deleted; revocation of a user that no longer exists succeeds.
+//! Not guaranteed: that a custom revocation statement list removes everything the creation
+//! statements granted; that is the role author's contract, as in Vault.
+
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::{BackendRequest, Error, LeaseRequest, Response, Result, SecretLease};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::postgres::DEFAULT_RENEW;
+use super::template::{Vars, check_username, expiration, lease_ttls, now};
+use super::username::Meta;
+use super::{Database, check_name, decode, encode, into_map, statements};
+
+const RECORD_VERSION: u32 = 1;
+
+/// Vault adds this to the lease TTL for `{{expiration}}`, so the database never expires a
+/// user before its lease does.
+const EXPIRATION_GRACE: u64 = 5;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct Role {
+    pub(crate) version: u32,
+    pub(crate) db_name: String,
+    pub(crate) creation_statements: Vec<String>,
+    pub(crate) revocation_statements: Vec<String>,
+    pub(crate) rollback_statements: Vec<String>,
+    pub(crate) renew_statements: Vec<String>,
+    pub(crate) default_ttl: u64,
+    pub(crate) max_ttl: u64,
+    pub(crate) credential_type: String,
+}
+
+const FIELDS: &[&str] = &[
+    "db_name",
+    "creation_statements",
+    "revocation_statements",
+    "rollback_statements",
+    "renew_statements",
+    "default_ttl",
+    "max_ttl",
+    "credential_type",
+    "credential_config",
+];
+
+pub(crate) fn check_credential_type(t: &str) -> Result<()> {
+    if t == "password" {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid credential_type {t:?}: Coffer supports only \"password\""
+        )))
+    }
+}
+
+fn internal_str<'a>(lease: &'a LeaseRequest<'_>, k: &str) -> Result<&'a str> {
+    lease
+        .internal
+        .get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Internal(format!("database lease {} has no {k}", lease.lease_id)))
+}
+
+impl Database {
+    pub(crate) async fn role(&self, name: &str) -> Result<Option<Role>> {
+        match self.view.get(&format!("role/{name}")).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "role").map(Some),
+        }
+    }
+
+    pub(crate) async fn write_role(
+        &self,
+        req: &BackendRequest<'_>,
+        name: &str,
+    ) -> Result<Response> {
+        check_name("role", name)?;
+        let f = Fields::new(req.data);
+        let _g = self.lock.lock().await;
+        if self.view.get(&format!("static-role/{name}")).await?.is_some() {
+            return Err(Error::invalid("Role and Static Role names must be unique"));
+        }
+        let mut r = self.role(name).await?.unwrap_or_else(|| Role {
+            version: RECORD_VERSION,
+            credential_type: "password".into(),
+            ..Role::default()
+        });
+        if let Some(d) = f.str("db_name")? {
+            r.db_name = d;
+        }
+        if r.db_name.is_empty() {
+            return Err(Error::invalid("database name is required"));
+        }
+        self.must_config(&r.db_name).await?;
+        if let Some(t) = f.str("credential_type")? {
+            check_credential_type(&t)?;
+            r.credential_type = t;
+        }
+        if f.has("credential_config") {
+            return Err(Error::invalid(
+                "credential_config is not supported: set password_policy on the config instead",
+            ));
+        }
+        for (k, slot) in [
+            ("creation_statements", &mut r.creation_statements),
+            ("revocation_statements", &mut r.revocation_statements),
+            ("rollback_statements", &mut r.rollback_statements),
+            ("renew_statements", &mut r.renew_statements),
+        ] {
+            if let Some(s) = statements(req.data, k)? {
+                *slot = s;
+            }
+        }
+        if r.creation_statements.is_empty() {
+            return Err(Error::invalid("creation_statements are required"));
+        }
+        if let Some(t) = f.secs("default_ttl")? {
+            r.default_ttl = t;
+        }
+        if let Some(t) = f.secs("max_ttl")? {
+            r.max_ttl = t;
+        }
+        if r.max_ttl > 0 && r.default_ttl > r.max_ttl {
+            return Err(Error::invalid("default_ttl cannot be greater than max_ttl"));
+        }
+        self.view.put(&format!("role/{name}"), &encode(&r)?).await?;
+        Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
+    }
+
+    pub(crate) async fn read_role(&self, name: &str) -> Result<Response> {
+        let r = self.role(name).await?.ok_or(Error::NotFound)?;
+        Ok(Response::data(into_map(json!({
+            "db_name": r.db_name,
+            "creation_statements": r.creation_statements,
+            "revocation_statements": r.revocation_statements,
+            "rollback_statements": r.rollback_statements,
+            "renew_statements": r.renew_statements,
+            "default_ttl": r.default_ttl,
+            "max_ttl": r.max_ttl,
+            "credential_type": r.credential_type,
+        }))))
+    }
+
+    pub(crate) async fn delete_role(&self, name: &str) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        self.view.delete(&format!("role/{name}")).await?;
+        Ok(Response::empty())
+    }
+
+    pub(crate) async fn creds(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+        let role = self
+            .role(name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
+        let cfg = self.must_config(&role.db_name).await?;
+        if !cfg.allows(name) {
+            return Err(Error::invalid(format!(
+                "{name:?} is not an allowed role of database config {:?}",
+                role.db_name
+            )));
+        }
+        check_credential_type(&role.credential_type)?;
+        let (ttl, max_ttl) = lease_ttls(
+            role.default_ttl,
+            role.max_ttl,
+            req.mount.default_lease_ttl.as_secs(),
+            req.mount.max_lease_ttl.as_secs(),
+        );
+        let expires = expiration(now() + ttl + EXPIRATION_GRACE);
+        let display = req.caller.map(|c| c.display_name.as_str()).unwrap_or_default();
+        let username = cfg.template()?.render(&Meta { display_name: display, role_name: name })?;
+        check_username(&username)?;
+        let password = self.passwords.generate(&cfg.password_policy).await?;
+        let conn = self.conn(&role.db_name).await?;
+        let vars =
+            Vars { name: &username, password: Some(password.expose()), expiration: Some(&expires) };
+        if let Err(e) =
+            conn.run_tx("creation statements failed", &role.creation_statements, &vars).await
+        {
+            if !role.rollback_statements.is_empty() {
+                let failed = conn.run_each(&role.rollback_statements, &vars).await.unwrap_or(0);
+                if failed > 0 {
+                    tracing::warn!(
+                        role = name,
+                        failed,
+                        "database engine: rollback statements failed"
+                    );
+                }
+            }
+            return Err(e);
+        }
+        tracing::info!(role = name, db = role.db_name, username, "database engine: user created");
+        let internal = into_map(json!({
+            "username": username,
+            "role": name,
+            "db_name": role.db_name,
+            "revocation_statements": role.revocation_statements,
+        }));
+        Ok(Response {
+            data: Some(into_map(json!({ "username": username, "password": password.expose() }))),
+            secret: Some(SecretLease { ttl, max_ttl, renewable: true, internal }),
+            ..Response::default()
+        })
+    }
+
+    pub(crate) async fn renew_creds(&self, lease: &LeaseRequest<'_>) -> Result<()> {
+        let username = internal_str(lease, "username")?;
+        let role_name = internal_str(lease, "role")?;
+        let db_name = internal_str(lease, "db_name")?;
+        let role = self.role(role_name).await?.ok_or_else(|| {
+            Error::invalid(format!(
+                "error during renew: could not find role with name {role_name:?}"
+            ))
+        })?;
+        let stmts = if role.renew_statements.is_empty() {
+            vec![DEFAULT_RENEW.to_owned()]
+        } else {
+            role.renew_statements
+        };
+        let expires = expiration(lease.expire_time + EXPIRATION_GRACE);
+        let conn = self.conn(db_name).await?;
+        conn.run_tx(
+            "renew statements failed",
+            &stmts,
+            &Vars { name: username, password: None, expiration: Some(&expires) },
+        )
+        .await
+    }
+
+    pub(crate) async fn revoke_creds(&self, lease: &LeaseRequest<'_>) -> Result<()> {
+        let username = internal_str(lease, "username")?;
+        let db_name = internal_str(lease, "db_name")?;
+        let mut stmts: Vec<String> = match lease.internal.get("revocation_statements") {
+            Some(Value::Array(a)) => {
+                a.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        };
+        if stmts.is_empty()
+            && let Ok(role_name) = internal_str(lease, "role")
+            && let Some(r) = self.role(role_name).await?
+        {
+            stmts = r.revocation_statements;
+        }
+        let conn = self.conn(db_name).await?;
+        if stmts.is_empty() {
+            conn.drop_user(username).await?;
+        } else if conn.role_exists(username).await? {
+            conn.run_tx(
+                "revocation statements failed",
+                &stmts,
+                &Vars { name: username, password: None, expiration: None },
+            )
+            .await?;
+        }
+        tracing::info!(db = db_name, username, "database engine: user revoked");
+        Ok(())
+    }
+}

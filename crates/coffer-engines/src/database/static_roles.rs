@@ -1,0 +1,411 @@
+//! `static-roles/:name`, `static-creds/:name` and `rotate-role/:name`: existing database users
+//! whose passwords Coffer owns and rotates, on a period or a cron schedule.
+//!
+//! Guarantees: creating a static role rotates its password before the role is stored, so a
+//! role that exists has a password Coffer knows; each rotation writes the new password as
+//! pending before `ALTER ROLE` and promotes it after, so a crash in between is finished by the
+//! next pass (the pending password is set again, which is idempotent); the schedule and the
+//! last rotation are stored, so they survive restarts; a failed rotation is retried with
+//! backoff (10 s doubling to 5 min) and logged without the password.
+//! Not guaranteed: rotation at the exact second (the task ticks once a second); with a
+//! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
+
+use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::util::rfc3339;
+use coffer_core::{BackendRequest, Error, Response, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::cron::Schedule;
+use super::postgres::DEFAULT_ROTATE;
+use super::roles::check_credential_type;
+use super::template::{Vars, now};
+use super::{Database, Secret, check_name, decode, encode, into_map, statements};
+
+const RECORD_VERSION: u32 = 1;
+/// Vault's queue tick: no period shorter than this.
+const MIN_PERIOD: u64 = 5;
+/// Vault's minimum `rotation_window`.
+const MIN_WINDOW: u64 = 3600;
+const RETRY_FIRST: u64 = 10;
+const RETRY_MAX: u64 = 300;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct StaticRole {
+    version: u32,
+    db_name: String,
+    username: String,
+    password: Secret,
+    pending_password: Option<Secret>,
+    /// Unix seconds of the last successful rotation.
+    last_vault_rotation: u64,
+    rotation_period: u64,
+    rotation_schedule: String,
+    rotation_window: u64,
+    rotation_statements: Vec<String>,
+    credential_type: String,
+    /// Unix seconds when the next rotation is due.
+    next_rotation: u64,
+    /// Consecutive failed rotations, for backoff.
+    failures: u32,
+}
+
+const FIELDS: &[&str] = &[
+    "db_name",
+    "username",
+    "rotation_period",
+    "rotation_schedule",
+    "rotation_window",
+    "rotation_statements",
+    "credential_type",
+    "credential_config",
+];
+
+impl StaticRole {
+    /// When the rotation after one at `at` is due.
+    fn next_after(&self, at: u64) -> u64 {
+        if self.rotation_period > 0 {
+            return at + self.rotation_period;
+        }
+        match Schedule::parse(&self.rotation_schedule).map(|s| s.next_after(at)) {
+            Ok(Some(t)) => t,
+            // Validated at write; a schedule with no time in five years waits a year.
+            _ => at + 365 * 86_400,
+        }
+    }
+
+    fn schedule_json(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
+        if self.rotation_period > 0 {
+            m.insert("rotation_period".into(), json!(self.rotation_period));
+        } else {
+            m.insert("rotation_schedule".into(), json!(self.rotation_schedule));
+            if self.rotation_window > 0 {
+                m.insert("rotation_window".into(), json!(self.rotation_window));
+            }
+        }
+    }
+}
+
+impl Database {
+    async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
+        match self.view.get(&format!("static-role/{name}")).await? {
+            None => Ok(None),
+            Some(raw) => decode(&raw, "static role").map(Some),
+        }
+    }
+
+    async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
+        self.view.put(&format!("static-role/{name}"), &encode(r)?).await?;
+        if let Some(due) = self.due.lock().await.as_mut() {
+            due.insert(name.to_owned(), r.next_rotation);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn write_static_role(
+        &self,
+        req: &BackendRequest<'_>,
+        name: &str,
+    ) -> Result<Response> {
+        check_name("static role", name)?;
+        let f = Fields::new(req.data);
+        let _g = self.lock.lock().await;
+        if self.role(name).await?.is_some() {
+            return Err(Error::invalid("Role and Static Role names must be unique"));
+        }
+        let existing = self.static_role(name).await?;
+        let creating = existing.is_none();
+        let mut r = existing.unwrap_or_else(|| StaticRole {
+            version: RECORD_VERSION,
+            credential_type: "password".into(),
+            ..StaticRole::default()
+        });
+        if let Some(d) = f.str("db_name")? {
+            r.db_name = d;
+        }
+        if r.db_name.is_empty() {
+            return Err(Error::invalid("database name is a required field"));
+        }
+        let cfg = self.must_config(&r.db_name).await?;
+        if !cfg.allows(name) {
+            return Err(Error::invalid(format!(
+                "{name:?} is not an allowed role of database config {:?}",
+                r.db_name
+            )));
+        }
+        match f.str("username")? {
+            Some(u) if !creating && u != r.username => {
+                return Err(Error::invalid("cannot update static account username"));
+            }
+            Some(u) if !u.is_empty() => r.username = u,
+            _ if creating => {
+                return Err(Error::invalid(
+                    "username is a required field to create a static account",
+                ));
+            }
+            _ => {}
+        }
+        let period = f.secs("rotation_period")?;
+        let schedule = f.str("rotation_schedule")?.filter(|s| !s.is_empty());
+        let window = f.secs("rotation_window")?;
+        match (period, &schedule) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "mutually exclusive fields rotation_period and rotation_schedule were both \
+                     specified; only one of them can be provided",
+                ));
+            }
+            (Some(p), None) => {
+                if p < MIN_PERIOD {
+                    return Err(Error::invalid(format!(
+                        "rotation_period must be {MIN_PERIOD} seconds or more"
+                    )));
+                }
+                r.rotation_period = p;
+                r.rotation_schedule.clear();
+                r.rotation_window = 0;
+            }
+            (None, Some(s)) => {
+                let parsed = Schedule::parse(s)?;
+                if parsed.next_after(now()).is_none() {
+                    return Err(Error::invalid(format!(
+                        "rotation_schedule {s:?} never fires within five years"
+                    )));
+                }
+                r.rotation_schedule = s.clone();
+                r.rotation_period = 0;
+            }
+            (None, None) if creating => {
+                return Err(Error::invalid(
+                    "one of rotation_schedule or rotation_period must be provided to create a \
+                     static account",
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(w) = window {
+            if r.rotation_schedule.is_empty() {
+                return Err(Error::invalid(
+                    "rotation_window is invalid with use of rotation_period",
+                ));
+            }
+            if w != 0 && w < MIN_WINDOW {
+                return Err(Error::invalid(format!(
+                    "rotation_window must be {MIN_WINDOW} seconds or more"
+                )));
+            }
+            r.rotation_window = w;
+        }
+        if let Some(s) = statements(req.data, "rotation_statements")? {
+            r.rotation_statements = s;
+        }
+        if let Some(t) = f.str("credential_type")? {
+            check_credential_type(&t)?;
+            r.credential_type = t;
+        }
+        if f.has("credential_config") {
+            return Err(Error::invalid(
+                "credential_config is not supported: set password_policy on the config instead",
+            ));
+        }
+        if creating {
+            let conn = self.conn(&r.db_name).await?;
+            if !conn.role_exists(&r.username).await? {
+                return Err(Error::invalid(format!(
+                    "cannot create static role: database user {:?} does not exist",
+                    r.username
+                )));
+            }
+            // Stores nothing on failure: the role only exists once its password is Coffer's.
+            self.set_password(name, &mut r, false).await?;
+        } else {
+            let base = if r.last_vault_rotation > 0 { r.last_vault_rotation } else { now() };
+            r.next_rotation =
+                if r.rotation_period > 0 { base + r.rotation_period } else { r.next_after(now()) };
+            self.store_static(name, &r).await?;
+        }
+        Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
+    }
+
+    /// Generates a password and sets it in PostgreSQL and in storage. With `stored`, the role
+    /// is already in storage and the pending password is recorded there first; without, it is
+    /// stored only after PostgreSQL accepted the change. A pending password already recorded
+    /// (an interrupted rotation) is set again instead of a new one.
+    async fn set_password(&self, name: &str, r: &mut StaticRole, stored: bool) -> Result<()> {
+        let cfg = self.must_config(&r.db_name).await?;
+        let new = match &r.pending_password {
+            Some(p) => p.clone(),
+            None => Secret::new(self.passwords.generate(&cfg.password_policy).await?.expose()),
+        };
+        if stored {
+            r.pending_password = Some(new.clone());
+            self.store_static(name, r).await?;
+        }
+        let stmts = if r.rotation_statements.is_empty() {
+            vec![DEFAULT_ROTATE.to_owned()]
+        } else {
+            r.rotation_statements.clone()
+        };
+        let conn = self.conn(&r.db_name).await?;
+        conn.run_tx(
+            "failed to rotate the static role's password",
+            &stmts,
+            &Vars { name: &r.username, password: Some(new.expose()), expiration: None },
+        )
+        .await?;
+        let at = now();
+        r.password = new;
+        r.pending_password = None;
+        r.last_vault_rotation = at;
+        r.failures = 0;
+        r.next_rotation = r.next_after(at);
+        self.store_static(name, r).await?;
+        tracing::info!(role = name, db = r.db_name, "database engine: static role rotated");
+        Ok(())
+    }
+
+    pub(crate) async fn read_static_role(&self, name: &str) -> Result<Response> {
+        let r = self.static_role(name).await?.ok_or(Error::NotFound)?;
+        let mut m = into_map(json!({
+            "db_name": r.db_name,
+            "username": r.username,
+            "rotation_statements": r.rotation_statements,
+            "credential_type": r.credential_type,
+            "last_vault_rotation": rfc3339(r.last_vault_rotation),
+        }));
+        r.schedule_json(&mut m);
+        Ok(Response::data(m))
+    }
+
+    pub(crate) async fn delete_static_role(&self, name: &str) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        self.view.delete(&format!("static-role/{name}")).await?;
+        if let Some(due) = self.due.lock().await.as_mut() {
+            due.remove(name);
+        }
+        Ok(Response::empty())
+    }
+
+    pub(crate) async fn static_creds(&self, name: &str) -> Result<Response> {
+        let r = self
+            .static_role(name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
+        let cfg = self.must_config(&r.db_name).await?;
+        if !cfg.allows(name) {
+            return Err(Error::invalid(format!(
+                "{name:?} is not an allowed role of database config {:?}",
+                r.db_name
+            )));
+        }
+        let mut m = into_map(json!({
+            "username": r.username,
+            "password": r.password.expose(),
+            "last_vault_rotation": rfc3339(r.last_vault_rotation),
+            "ttl": r.next_rotation.saturating_sub(now()),
+        }));
+        r.schedule_json(&mut m);
+        Ok(Response::data(m))
+    }
+
+    pub(crate) async fn rotate_role(&self, name: &str) -> Result<Response> {
+        let _g = self.lock.lock().await;
+        let mut r = self
+            .static_role(name)
+            .await?
+            .ok_or_else(|| Error::invalid("no static role found for role name"))?;
+        if let Err(e) = self.set_password(name, &mut r, true).await {
+            self.note_failure(name, &mut r, &e).await?;
+            return Err(Error::invalid(format!(
+                "unable to finish rotating credentials; retries will continue in the background \
+                 but it is also safe to retry manually: {e}"
+            )));
+        }
+        Ok(Response::empty())
+    }
+
+    async fn note_failure(&self, name: &str, r: &mut StaticRole, e: &Error) -> Result<()> {
+        r.failures = r.failures.saturating_add(1);
+        let wait =
+            RETRY_FIRST.saturating_mul(1 << r.failures.min(16).saturating_sub(1)).min(RETRY_MAX);
+        r.next_rotation = now() + wait;
+        tracing::warn!(
+            role = name,
+            db = r.db_name,
+            failures = r.failures,
+            retry_in_secs = wait,
+            error = %e,
+            "database engine: static role rotation failed"
+        );
+        self.store_static(name, r).await
+    }
+
+    /// One pass of the rotation task: rotates every static role that is due.
+    pub(crate) async fn rotate_due(&self) -> Result<()> {
+        let mut due_guard = self.due.lock().await;
+        if due_guard.is_none() {
+            let mut m = std::collections::HashMap::new();
+            for name in self.view.list("static-role/").await? {
+                if let Some(r) = self.static_role(&name).await? {
+                    // An interrupted rotation is finished at once.
+                    let at = if r.pending_password.is_some() { 0 } else { r.next_rotation };
+                    m.insert(name, at);
+                }
+            }
+            *due_guard = Some(m);
+        }
+        let t = now();
+        let names: Vec<String> = due_guard
+            .as_ref()
+            .map(|m| m.iter().filter(|(_, at)| **at <= t).map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        drop(due_guard);
+        for name in names {
+            let _g = self.lock.lock().await;
+            let Some(mut r) = self.static_role(&name).await? else {
+                if let Some(m) = self.due.lock().await.as_mut() {
+                    m.remove(&name);
+                }
+                continue;
+            };
+            let now = now();
+            if r.next_rotation > now && r.pending_password.is_none() {
+                if let Some(m) = self.due.lock().await.as_mut() {
+                    m.insert(name.clone(), r.next_rotation);
+                }
+                continue;
+            }
+            // A schedule time missed by more than its window waits for the next one.
+            if r.rotation_window > 0
+                && r.failures == 0
+                && r.pending_password.is_none()
+                && now > r.next_rotation + r.rotation_window
+            {
+                r.next_rotation = r.next_after(now);
+                self.store_static(&name, &r).await?;
+                continue;
+            }
+            if let Err(e) = self.set_password(&name, &mut r, true).await {
+                if matches!(e, Error::Sealed) {
+                    return Err(e);
+                }
+                self.note_failure(&name, &mut r, &e).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_rotation_follows_the_period_or_the_schedule() {
+        let p = StaticRole { rotation_period: 60, ..StaticRole::default() };
+        assert_eq!(p.next_after(1000), 1060);
+        let s = StaticRole { rotation_schedule: "0 * * * *".into(), ..StaticRole::default() };
+        assert_eq!(s.next_after(1_700_000_000), 1_700_002_800);
+    }
+}

@@ -1,0 +1,300 @@
+//! Text the database engine builds before it talks to PostgreSQL: statement templating
+//! (`{{name}}`, `{{username}}`, `{{password}}`, `{{expiration}}`), statement splitting, the
+//! `{{expiration}}` time format, TTL capping, and the connection URL's credential templating.
+//!
+//! Guarantees: a substituted password is escaped for the single-quoted SQL literal it is
+//! written into (`'` doubled), so a password policy's characters cannot end the literal;
+//! splitting never breaks inside a quoted string, a quoted identifier or a dollar-quoted body.
+//! Not guaranteed: that a statement is valid SQL; PostgreSQL is the judge of that.
+
+use coffer_core::Result;
+use coffer_core::util::now_unix;
+
+/// Values a statement may name.
+#[derive(Default)]
+pub(crate) struct Vars<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) expiration: Option<&'a str>,
+}
+
+/// Substitutes the template variables in one statement. `{{name}}` and `{{username}}` are the
+/// same value, as in Vault.
+pub(crate) fn render(stmt: &str, v: &Vars<'_>) -> String {
+    let mut out = stmt.replace("{{name}}", v.name).replace("{{username}}", v.name);
+    if let Some(p) = v.password {
+        out = out.replace("{{password}}", &p.replace('\'', "''"));
+    }
+    if let Some(e) = v.expiration {
+        out = out.replace("{{expiration}}", e);
+    }
+    out
+}
+
+/// Splits statements on `;` outside quotes and dollar-quoted bodies, dropping empty ones. A
+/// statement that holds a bare `END` keyword (a function body without dollar quotes) is kept
+/// whole, as Vault's PostgreSQL plugin does.
+pub(crate) fn split_statements(stmts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stmts {
+        if has_bare_end(s) {
+            let t = s.trim();
+            if !t.is_empty() {
+                out.push(t.to_owned());
+            }
+            continue;
+        }
+        let mut cur = String::new();
+        for seg in segments(s) {
+            match seg {
+                Seg::Code(c) => {
+                    for (i, part) in c.split(';').enumerate() {
+                        if i > 0 {
+                            push_trimmed(&mut out, &mut cur);
+                        }
+                        cur.push_str(part);
+                    }
+                }
+                Seg::Quoted(q) => cur.push_str(q),
+            }
+        }
+        push_trimmed(&mut out, &mut cur);
+    }
+    out
+}
+
+fn push_trimmed(out: &mut Vec<String>, cur: &mut String) {
+    let t = cur.trim();
+    if !t.is_empty() {
+        out.push(t.to_owned());
+    }
+    cur.clear();
+}
+
+enum Seg<'a> {
+    Code(&'a str),
+    Quoted(&'a str),
+}
+
+/// Cuts SQL text into code and quoted parts (`'…'`, `"…"`, `$tag$…$tag$`). An unterminated
+/// quote runs to the end of the text.
+fn segments(s: &str) -> Vec<Seg<'_>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        let close: Option<String> = match b[i] {
+            b'\'' => Some("'".into()),
+            b'"' => Some("\"".into()),
+            b'$' => dollar_tag(&s[i..]),
+            _ => None,
+        };
+        let Some(close) = close else {
+            i += 1;
+            continue;
+        };
+        if start < i {
+            out.push(Seg::Code(&s[start..i]));
+        }
+        let open_len = if close.len() > 1 { close.len() } else { 1 };
+        let body = i + open_len;
+        let end = s[body..].find(&close).map_or(s.len(), |p| body + p + close.len());
+        out.push(Seg::Quoted(&s[i..end]));
+        start = end;
+        i = end;
+    }
+    if start < s.len() {
+        out.push(Seg::Code(&s[start..]));
+    }
+    out
+}
+
+/// `$$` or `$tag$` at the start of `s`.
+fn dollar_tag(s: &str) -> Option<String> {
+    let rest = &s[1..];
+    let end = rest.find('$')?;
+    let tag = &rest[..end];
+    if tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !tag.starts_with(|c: char| c.is_ascii_digit())
+    {
+        Some(format!("${tag}$"))
+    } else {
+        None
+    }
+}
+
+fn has_bare_end(s: &str) -> bool {
+    segments(s).iter().any(|seg| match seg {
+        Seg::Code(c) => c
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .any(|w| w.eq_ignore_ascii_case("end")),
+        Seg::Quoted(_) => false,
+    })
+}
+
+/// Vault's `{{expiration}}` format, Go's `2006-01-02 15:04:05-0700`, in UTC.
+pub(crate) fn expiration(unix: u64) -> String {
+    let t = coffer_core::util::rfc3339(unix);
+    // rfc3339 gives `YYYY-MM-DDTHH:MM:SSZ`.
+    format!("{} {}+0000", &t[..10], &t[11..19])
+}
+
+/// The lease TTL and max TTL for a role: role values win when set, the mount's fill in, and
+/// both are capped by the mount's maximum (0 there: no cap).
+pub(crate) fn lease_ttls(
+    role_default: u64,
+    role_max: u64,
+    mount_default: u64,
+    mount_max: u64,
+) -> (u64, u64) {
+    let cap = |v: u64| if mount_max > 0 { v.min(mount_max) } else { v };
+    let max = if role_max > 0 { cap(role_max) } else { mount_max };
+    let ttl = cap(if role_default > 0 { role_default } else { mount_default });
+    let ttl = if max > 0 { ttl.min(max) } else { ttl };
+    (ttl, max)
+}
+
+/// `connection_url` with `{{username}}`/`{{password}}` filled, each percent-encoded for a URL
+/// (key=value connection strings get them raw, single-quoted when needed).
+pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> String {
+    if url.contains("://") {
+        url.replace("{{username}}", &pct(username)).replace("{{password}}", &pct(password))
+    } else {
+        url.replace("{{username}}", &kv_quote(username))
+            .replace("{{password}}", &kv_quote(password))
+    }
+}
+
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn kv_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| !c.is_whitespace() && c != '\'' && c != '\\') {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A username must be usable inside `"…"` and `'…'` without escaping, and fit PostgreSQL's
+/// 63-byte identifier limit.
+pub(crate) fn check_username(u: &str) -> Result<()> {
+    if u.is_empty() || u.len() > 63 {
+        return Err(coffer_core::Error::invalid(format!(
+            "generated username {u:?} must be 1 to 63 bytes long"
+        )));
+    }
+    if u.chars().any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\')) {
+        return Err(coffer_core::Error::invalid(format!(
+            "generated username {u:?} contains a quote, backslash or control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch, for templates and rotation bookkeeping.
+pub(crate) fn now() -> u64 {
+    now_unix()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(stmts: &[&str]) -> Vec<String> {
+        split_statements(&stmts.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn render_fills_every_variable_and_escapes_the_password() {
+        let s = render(
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT r TO \"{{username}}\"",
+            &Vars {
+                name: "v-x",
+                password: Some("a'b"),
+                expiration: Some("2030-01-01 00:00:00+0000"),
+            },
+        );
+        assert_eq!(
+            s,
+            "CREATE ROLE \"v-x\" WITH LOGIN PASSWORD 'a''b' VALID UNTIL '2030-01-01 00:00:00+0000'; GRANT r TO \"v-x\""
+        );
+    }
+
+    #[test]
+    fn statements_split_on_semicolons_outside_quotes() {
+        assert_eq!(
+            v(&["CREATE ROLE \"a;b\" PASSWORD 'x;y';  GRANT SELECT ON t TO \"a;b\";", " ;; "]),
+            vec!["CREATE ROLE \"a;b\" PASSWORD 'x;y'", "GRANT SELECT ON t TO \"a;b\""]
+        );
+        assert_eq!(
+            v(&["SELECT 1", "SELECT 2; SELECT 3"]),
+            vec!["SELECT 1", "SELECT 2", "SELECT 3"]
+        );
+    }
+
+    #[test]
+    fn dollar_quoted_bodies_and_bare_end_blocks_stay_whole() {
+        assert_eq!(
+            v(&["DO $$ BEGIN PERFORM 1; PERFORM 2; END $$; SELECT 3"]),
+            vec!["DO $$ BEGIN PERFORM 1; PERFORM 2; END $$", "SELECT 3"]
+        );
+        let bare = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END";
+        assert_eq!(v(&[bare]), vec![bare]);
+        let tagged = "DO $f$ BEGIN PERFORM 1; END $f$; SELECT 3";
+        assert_eq!(
+            v(&["SELECT 0; DO $f$ BEGIN PERFORM 1; END $f$; SELECT 3"]).len(),
+            3,
+            "{tagged}"
+        );
+        assert_eq!(v(&["SELECT 'end'; SELECT 2"]), vec!["SELECT 'end'", "SELECT 2"]);
+        assert_eq!(v(&["SELECT 'append'; SELECT \"appendix\""]).len(), 2);
+        assert_eq!(v(&["SELECT $1; SELECT 2"]), vec!["SELECT $1", "SELECT 2"]);
+    }
+
+    #[test]
+    fn expiration_uses_vaults_format() {
+        assert_eq!(expiration(1_700_000_000), "2023-11-14 22:13:20+0000");
+        assert_eq!(expiration(0), "1970-01-01 00:00:00+0000");
+    }
+
+    #[test]
+    fn ttls_prefer_the_role_and_are_capped_by_the_mount() {
+        assert_eq!(lease_ttls(0, 0, 3600, 86_400), (3600, 86_400));
+        assert_eq!(lease_ttls(60, 0, 3600, 86_400), (60, 86_400));
+        assert_eq!(lease_ttls(60, 120, 3600, 86_400), (60, 120));
+        assert_eq!(lease_ttls(0, 120, 3600, 86_400), (120, 120));
+        assert_eq!(lease_ttls(100_000, 200_000, 3600, 86_400), (86_400, 86_400));
+        assert_eq!(lease_ttls(0, 0, 0, 0), (0, 0));
+    }
+
+    #[test]
+    fn connection_urls_get_encoded_credentials() {
+        assert_eq!(
+            connection_url("postgres://{{username}}:{{password}}@h/db", "u@x", "p:/@ ?"),
+            "postgres://u%40x:p%3A%2F%40%20%3F@h/db"
+        );
+        assert_eq!(
+            connection_url("host=h user={{username}} password={{password}}", "u", "a b'c"),
+            "host=h user=u password='a b\\'c'"
+        );
+    }
+
+    #[test]
+    fn usernames_must_be_safe_identifiers() {
+        assert!(check_username("v-token-ro-abc-1").is_ok());
+        assert!(check_username(&"a".repeat(63)).is_ok());
+        for bad in ["", "a\"b", "a'b", "a\\b", "a\nb"] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_username(&"a".repeat(64)).is_err());
+    }
+}

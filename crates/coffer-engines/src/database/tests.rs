@@ -1,0 +1,289 @@
+//! The engine against a real PostgreSQL (coffer-pgtest), built directly over a memory
+//! barrier, for what the HTTP tests cannot reach: lease renewal and revocation, TLS modes, and
+//! finishing a root rotation a crash interrupted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_barrier::{Barrier, SealConfig};
+use coffer_core::{BackendRequest, LeaseRequest, LogicalBackend, MountInfo, Operation, Response};
+use coffer_pgtest::Cluster;
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+async fn engine() -> Arc<Database> {
+    let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
+    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
+    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly)
+}
+
+fn mount() -> MountInfo {
+    MountInfo {
+        path: "database/".into(),
+        kind: "database".into(),
+        uuid: "u".into(),
+        accessor: "a".into(),
+        default_lease_ttl: Duration::from_secs(3600),
+        max_lease_ttl: Duration::from_secs(86_400),
+        options: Default::default(),
+    }
+}
+
+async fn call(
+    db: &Database,
+    op: Operation,
+    path: &str,
+    body: Value,
+) -> coffer_core::Result<Response> {
+    let data: Map<String, Value> = into_map(body);
+    let m = mount();
+    let req = BackendRequest {
+        id: "t",
+        operation: op,
+        path,
+        data: &data,
+        caller: None,
+        mount: &m,
+        remote_addr: None,
+        sudo: false,
+        client_token: None,
+        client_cert_chain: &[],
+    };
+    db.handle(&req).await
+}
+
+/// A superuser of its own (so rotating it disturbs no other test) and its password.
+fn admin(c: &Cluster, name: &str) -> String {
+    let pw = format!("pw-{}", coffer_core::util::random_base62(16));
+    c.sql("postgres", &format!("CREATE ROLE {name} WITH LOGIN SUPERUSER PASSWORD '{pw}'"));
+    pw
+}
+
+fn templated(c: &Cluster, db: &str, extra: &str) -> String {
+    format!("postgres://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/{db}{extra}", c.port())
+}
+
+fn logs_in(c: &Cluster, user: &str, pw: &str, db: &str) -> bool {
+    c.sql_at(&format!("{}?sslmode=disable", c.url_for(user, pw, db)), "SELECT 1").is_ok()
+}
+
+#[tokio::test]
+async fn leases_renew_the_user_and_revocation_drops_it_once_and_for_all() {
+    let c = Cluster::shared();
+    c.create_database("eng_lease");
+    c.sql("eng_lease", "CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let pw = admin(c, "eng_lease_admin");
+    let db = engine().await;
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({
+            "plugin_name": PLUGIN,
+            "connection_url": templated(c, "eng_lease", "?sslmode=disable"),
+            "username": "eng_lease_admin",
+            "password": pw,
+            "allowed_roles": "*",
+        }),
+    )
+    .await
+    .expect("config");
+    call(
+        &db,
+        Operation::Update,
+        "roles/owner",
+        json!({
+            "db_name": "pg",
+            "creation_statements": "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON t TO \"{{name}}\"; GRANT CREATE ON SCHEMA public TO \"{{name}}\";",
+            "default_ttl": "1h",
+        }),
+    )
+    .await
+    .expect("role");
+    let r = call(&db, Operation::Read, "creds/owner", json!({})).await.expect("creds");
+    let data = r.data.expect("data");
+    let user = data["username"].as_str().expect("username").to_owned();
+    let upw = data["password"].as_str().expect("password").to_owned();
+    let secret = r.secret.expect("a lease");
+    assert_eq!((secret.ttl, secret.max_ttl, secret.renewable), (3600, 86_400, true));
+    assert_eq!(secret.internal["username"], json!(user));
+    assert_eq!(secret.internal["role"], json!("owner"));
+    assert_eq!(secret.internal["db_name"], json!("pg"));
+    assert!(!format!("{:?}", secret.internal).contains(&upw), "internal holds the password");
+    // The user makes an object of its own: revocation must hand it over, not fail on it.
+    c.sql_at(
+        &format!("{}?sslmode=disable", c.url_for(&user, &upw, "eng_lease")),
+        "CREATE TABLE mine (y int)",
+    )
+    .expect("the user can create what it was granted");
+
+    let valid = |c: &Cluster| {
+        c.sql("eng_lease", &format!("SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{user}'"))
+    };
+    let before: u64 = valid(c).parse().expect("valid until");
+    let new_expiry = coffer_core::util::now_unix() + 7200;
+    let m = mount();
+    let lease = LeaseRequest {
+        lease_id: "database/creds/owner/x",
+        path: "creds/owner",
+        mount: &m,
+        internal: &secret.internal,
+        issue_time: coffer_core::util::now_unix(),
+        expire_time: new_expiry,
+    };
+    db.renew_lease(&lease).await.expect("renew");
+    let after: u64 = valid(c).parse().expect("valid until");
+    assert!(after > before + 3000, "VALID UNTIL moved from {before} to {after}");
+    assert_eq!(after, new_expiry + 5);
+
+    db.revoke_lease(&lease).await.expect("revoke");
+    assert_eq!(
+        c.sql("eng_lease", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
+        "0"
+    );
+    assert!(!logs_in(c, &user, &upw, "eng_lease"));
+    assert_eq!(
+        c.sql("eng_lease", "SELECT tableowner FROM pg_tables WHERE tablename = 'mine'"),
+        "eng_lease_admin",
+        "the revoked user's table went to the connection user"
+    );
+    db.revoke_lease(&lease).await.expect("revoking again is success");
+    let e = db.renew_lease(&lease).await.expect_err("renewing a revoked user fails");
+    assert!(e.to_string().contains("renew statements failed"), "{e}");
+}
+
+#[tokio::test]
+async fn custom_revocation_statements_run_and_are_idempotent() {
+    let c = Cluster::shared();
+    c.create_database("eng_custom");
+    let pw = admin(c, "eng_custom_admin");
+    let db = engine().await;
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({
+            "plugin_name": PLUGIN,
+            "connection_url": templated(c, "eng_custom", "?sslmode=disable"),
+            "username": "eng_custom_admin", "password": pw, "allowed_roles": ["app"],
+        }),
+    )
+    .await
+    .expect("config");
+    call(
+        &db,
+        Operation::Update,
+        "roles/app",
+        json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}'"],
+            "revocation_statements": ["DROP ROLE \"{{name}}\""],
+        }),
+    )
+    .await
+    .expect("role");
+    let r = call(&db, Operation::Read, "creds/app", json!({})).await.expect("creds");
+    let secret = r.secret.expect("lease");
+    let user = r.data.expect("data")["username"].as_str().expect("u").to_owned();
+    // The lease carries the statements, so deleting the role does not strand the user.
+    call(&db, Operation::Delete, "roles/app", json!({})).await.expect("delete role");
+    let m = mount();
+    let lease = LeaseRequest {
+        lease_id: "database/creds/app/y",
+        path: "creds/app",
+        mount: &m,
+        internal: &secret.internal,
+        issue_time: 0,
+        expire_time: 0,
+    };
+    db.revoke_lease(&lease).await.expect("revoke");
+    assert_eq!(
+        c.sql("eng_custom", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
+        "0"
+    );
+    db.revoke_lease(&lease).await.expect("a plain DROP ROLE is not run twice");
+}
+
+#[tokio::test]
+async fn tls_verify_full_connects_and_a_plaintext_url_is_refused() {
+    let c = Cluster::start_tls();
+    let ca = c.ca_pem_path().expect("ca");
+    let pw = admin(&c, "tls_admin");
+    let db = engine().await;
+    let write = |url: String| {
+        let db = db.clone();
+        let pw = pw.clone();
+        async move {
+            call(
+                &db,
+                Operation::Update,
+                "config/pg",
+                json!({
+                    "plugin_name": PLUGIN, "connection_url": url,
+                    "username": "tls_admin", "password": pw, "allowed_roles": "*",
+                }),
+            )
+            .await
+        }
+    };
+    write(templated(&c, "postgres", &format!("?sslmode=verify-full&sslrootcert={}", ca.display())))
+        .await
+        .expect("verify-full against the test CA");
+    write(templated(&c, "postgres", "?sslmode=require")).await.expect("require encrypts");
+    let e =
+        write(templated(&c, "postgres", "?sslmode=disable")).await.expect_err("no TLS, no login");
+    let msg = e.to_string();
+    assert!(msg.contains("error creating database object"), "{msg}");
+    assert!(!msg.contains(&pw), "{msg}");
+    // A CA that did not issue the server certificate is refused.
+    let other = std::env::temp_dir().join(format!("coffer-db-other-ca-{}.pem", std::process::id()));
+    let key = rcgen_free_ca();
+    std::fs::write(&other, key).expect("write other ca");
+    let e = write(templated(
+        &c,
+        "postgres",
+        &format!("?sslmode=verify-full&sslrootcert={}", other.display()),
+    ))
+    .await
+    .expect_err("wrong CA");
+    let _ = std::fs::remove_file(&other);
+    assert!(e.to_string().contains("error creating database object"), "{e}");
+}
+
+/// A CA certificate that did not issue the cluster's server certificate.
+fn rcgen_free_ca() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.self_signed(&key).expect("self-signed").pem().into_bytes()
+}
+
+#[tokio::test]
+async fn an_interrupted_root_rotation_is_settled_on_next_use() {
+    let c = Cluster::shared();
+    let pw = admin(c, "eng_settle_admin");
+    let db = engine().await;
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({
+            "plugin_name": PLUGIN,
+            "connection_url": templated(c, "postgres", "?sslmode=disable"),
+            "username": "eng_settle_admin", "password": pw, "allowed_roles": "*",
+        }),
+    )
+    .await
+    .expect("config");
+    // As if the process died after ALTER ROLE but before storing the new password.
+    let mut cfg = db.must_config("pg").await.expect("cfg");
+    cfg.pending_password = Some(Secret::new("pending-Pw-123"));
+    db.store_config("pg", &cfg).await.expect("store");
+    c.sql("postgres", "ALTER ROLE eng_settle_admin WITH PASSWORD 'pending-Pw-123'");
+    db.close_conn("pg").await;
+    db.conn("pg").await.expect("settles").verify().await.expect("connects");
+    let cfg = db.must_config("pg").await.expect("cfg");
+    assert_eq!(cfg.password.expose(), "pending-Pw-123");
+    assert!(cfg.pending_password.is_none());
+}
