@@ -13,34 +13,40 @@ use serde_json::{Value, json};
 use crate::common::{Server, tempdir};
 
 /// A superuser of the test's own, so rotating its password disturbs nobody else.
-fn admin(c: &Cluster, name: &str) -> String {
+pub(crate) fn admin(c: &Cluster, name: &str) -> String {
     let pw = format!("Adm1n-{}", std::process::id());
     c.sql("postgres", &format!("CREATE ROLE {name} WITH LOGIN SUPERUSER PASSWORD '{pw}'"));
     pw
 }
 
-fn url(c: &Cluster, db: &str) -> String {
+pub(crate) fn url(c: &Cluster, db: &str) -> String {
     format!(
         "postgres://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/{db}?sslmode=disable",
         c.port()
     )
 }
 
-fn login(c: &Cluster, user: &str, pw: &str, db: &str, sql: &str) -> Result<String, String> {
+pub(crate) fn login(
+    c: &Cluster,
+    user: &str,
+    pw: &str,
+    db: &str,
+    sql: &str,
+) -> Result<String, String> {
     c.sql_at(&format!("{}?sslmode=disable", c.url_for(user, pw, db)), sql)
 }
 
-async fn mount(s: &Server, root: &str) {
+pub(crate) async fn mount(s: &Server, root: &str) {
     let (code, b) =
         s.call("POST", "sys/mounts/database", Some(root), Some(json!({"type": "database"}))).await;
     assert_eq!(code, 204, "{b}");
 }
 
-async fn write(s: &Server, token: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn write(s: &Server, token: &str, path: &str, body: Value) -> (u16, Value) {
     s.call("POST", &format!("database/{path}"), Some(token), Some(body)).await
 }
 
-async fn config(s: &Server, root: &str, c: &Cluster, db: &str, user: &str, pw: &str) {
+pub(crate) async fn config(s: &Server, root: &str, c: &Cluster, db: &str, user: &str, pw: &str) {
     let (code, b) = write(
         s,
         root,
@@ -57,7 +63,7 @@ async fn config(s: &Server, root: &str, c: &Cluster, db: &str, user: &str, pw: &
     assert!(code == 200 || code == 204, "config: {code} {b}");
 }
 
-const READONLY: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON reports TO \"{{name}}\";";
+pub(crate) const READONLY: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON reports TO \"{{name}}\";";
 
 #[tokio::test]
 async fn dynamic_credentials_log_in_and_can_do_only_what_the_role_granted() {

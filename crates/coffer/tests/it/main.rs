@@ -9,6 +9,7 @@ mod bad_input;
 mod cert;
 mod cli;
 mod database;
+mod database_leases;
 mod invariants;
 mod jwt;
 mod kubernetes;
