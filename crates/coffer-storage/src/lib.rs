@@ -8,6 +8,7 @@
 mod cache;
 mod error;
 mod key;
+mod list;
 mod memory;
 mod sqlite;
 
