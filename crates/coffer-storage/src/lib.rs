@@ -10,6 +10,7 @@ mod error;
 mod key;
 mod list;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub mod conformance;
@@ -20,6 +21,7 @@ pub use cache::CachedBackend;
 pub use error::{Error, Result};
 pub use key::validate_key;
 pub use memory::MemoryBackend;
+pub use postgres::{DEFAULT_MAX_PARALLEL, DEFAULT_TABLE, PostgresBackend, PostgresOptions};
 pub use sqlite::{SqliteBackend, SqliteOptions};
 
 /// One change inside an atomic [`Backend::batch`].
