@@ -36,7 +36,7 @@ pub const DEFAULT_TABLE: &str = "coffer_kv";
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// What the operator configured. `connection_url` holds the password: `Debug` leaves it out.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     pub connection_url: String,
     pub table: String,
@@ -73,15 +73,14 @@ impl PostgresOptions {
         }
     }
 
-    /// Checks the options without connecting: URL, TLS settings, table, pool size.
+    /// Checks the options without connecting or reading files: URL (including its TLS
+    /// parameters), table, pool size. The CA file is read by [`PostgresBackend::connect`].
     pub fn check(&self) -> Result<()> {
         Self::validate_table(&self.table)?;
         if self.max_parallel == 0 {
             return Err(Error::Backend("postgresql max_parallel must be at least 1".into()));
         }
-        let c = url::parse(&self.connection_url)?;
-        tls::client_config(c.ssl_mode, c.root_cert.as_deref())?;
-        Ok(())
+        url::parse(&self.connection_url).map(drop)
     }
 
     /// `host:port/database` of the URL, for messages; `None` when the URL does not parse.
@@ -145,10 +144,7 @@ impl PostgresBackend {
     /// Connects, creates the table when missing and checks its shape. Fails (naming the host
     /// and database, never the password) when the server cannot be reached or refuses the login.
     pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
-        PostgresOptions::validate_table(&opts.table)?;
-        if opts.max_parallel == 0 {
-            return Err(Error::Backend("postgresql max_parallel must be at least 1".into()));
-        }
+        opts.check()?;
         let conn = url::parse(&opts.connection_url)?;
         let tls =
             MakeRustlsConnect::new(tls::client_config(conn.ssl_mode, conn.root_cert.as_deref())?);
