@@ -12,5 +12,6 @@ mod invariants;
 mod jwt;
 mod kubernetes;
 mod kv2;
+mod postgresql;
 mod tls;
 mod vault_client;
