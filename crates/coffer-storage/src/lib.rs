@@ -8,7 +8,9 @@
 mod cache;
 mod error;
 mod key;
+mod list;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub mod conformance;
@@ -19,6 +21,7 @@ pub use cache::CachedBackend;
 pub use error::{Error, Result};
 pub use key::validate_key;
 pub use memory::MemoryBackend;
+pub use postgres::{DEFAULT_MAX_PARALLEL, DEFAULT_TABLE, PostgresBackend, PostgresOptions};
 pub use sqlite::{SqliteBackend, SqliteOptions};
 
 /// One change inside an atomic [`Backend::batch`].

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::key::validate_prefix;
-use crate::{Backend, Error, Op, Result, immediate_children, validate_key};
+use crate::list::{BATCH, SkipScan};
+use crate::{Backend, Error, Op, Result, validate_key};
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,9 @@ impl SqliteOptions {
 pub struct SqliteBackend {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// Index reads made by `list`, so a test can prove a listing skips subtrees.
+    #[cfg(test)]
+    list_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn open(path: &Path, sync: Synchronous) -> Result<Connection> {
@@ -107,7 +111,12 @@ impl SqliteBackend {
              ) WITHOUT ROWID;",
         )?;
         let reader = open(&opts.path, opts.synchronous)?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            #[cfg(test)]
+            list_reads: Arc::default(),
+        })
     }
 
     async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
@@ -125,18 +134,6 @@ impl SqliteBackend {
         .await
         .map_err(|e| Error::Backend(format!("sqlite task failed: {e}")))?
     }
-}
-
-/// The smallest string greater than every string starting with `prefix`, if any.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        if let Some(next) = char::from_u32(last as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 #[async_trait]
@@ -177,23 +174,28 @@ impl Backend for SqliteBackend {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
-        let prefix = prefix.to_owned();
+        let mut scan = SkipScan::new(prefix);
+        #[cfg(test)]
+        let reads = Arc::clone(&self.list_reads);
         Self::with(&self.reader, move |c| {
-            let keys: Vec<String> = match prefix_end(&prefix) {
-                Some(end) => {
-                    let mut st = c.prepare_cached(
-                        "SELECT key FROM coffer_kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
-                    )?;
-                    st.query_map(params![prefix, end], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?
-                }
-                None => {
-                    let mut st =
-                        c.prepare_cached("SELECT key FROM coffer_kv WHERE key >= ?1 ORDER BY key")?;
-                    st.query_map(params![prefix], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
-                }
-            };
-            Ok(immediate_children(&prefix, keys.iter().map(String::as_str)))
+            while let Some(read) = scan.next_read() {
+                #[cfg(test)]
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let keys: Vec<String> = match &read.below {
+                    Some(below) => c
+                        .prepare_cached(
+                            "SELECT key FROM coffer_kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
+                        )?
+                        .query_map(params![read.from, below, BATCH], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                    None => c
+                        .prepare_cached("SELECT key FROM coffer_kv WHERE key >= ?1 ORDER BY key LIMIT ?2")?
+                        .query_map(params![read.from, BATCH], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                };
+                scan.feed(&keys);
+            }
+            Ok(scan.finish())
         })
         .await
     }
@@ -274,9 +276,22 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
-    #[test]
-    fn prefix_end_is_the_next_string() {
-        assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
-        assert_eq!(prefix_end("").as_deref(), None);
+    #[tokio::test]
+    async fn listing_skips_the_subtrees_of_large_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = SqliteBackend::open(&SqliteOptions::new(dir.path().join("c.db"))).expect("open");
+        let ops: Vec<Op> = (0..3)
+            .flat_map(|f| {
+                (0..50_000).map(move |i| Op::Put(format!("sys/expire/b{f}/lease{i:06}"), vec![1]))
+            })
+            .chain([Op::Put("sys/expire/note".into(), vec![2])])
+            .collect();
+        b.batch(ops).await.expect("150,000 keys");
+        let before = b.list_reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(b.list("sys/expire/").await.expect("list"), ["b0/", "b1/", "b2/", "note"]);
+        let reads = b.list_reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        // One read per folder, one for the file and the end: never a read per key.
+        assert!(reads <= 5, "listing 4 children took {reads} index reads");
+        assert_eq!(b.list("sys/expire/b1/").await.expect("list").len(), 50_000);
     }
 }

@@ -11,8 +11,16 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum StorageConfig {
     Inmem,
-    Sqlite { path: PathBuf, synchronous: String },
+    Sqlite {
+        path: PathBuf,
+        synchronous: String,
+    },
+    /// The options' `Debug` leaves the connection URL (and so the password) out.
+    Postgresql(coffer_storage::PostgresOptions),
 }
+
+/// Where `connection_url` may come from instead of the file; Coffer's name, then Vault's.
+pub(crate) const PG_URL_ENV: [&str; 2] = ["COFFER_PG_CONNECTION_URL", "VAULT_PG_CONNECTION_URL"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientAuth {
@@ -72,6 +80,11 @@ impl ServerConfig {
     }
 
     pub(crate) fn parse(text: &str) -> Result<Self> {
+        Self::parse_with_env(text, &|k| std::env::var(k).ok())
+    }
+
+    /// [`ServerConfig::parse`] with the environment given as a lookup (tests never set_var).
+    pub(crate) fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let root: Value = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).context("JSON parse error")?
         } else {
@@ -100,7 +113,7 @@ impl ServerConfig {
                 bail!("unknown configuration key {k:?} (known: {})", known.join(", "));
             }
         }
-        let storage = parse_storage(root.get("storage").ok_or_else(|| anyhow!("missing storage block: add e.g. storage \"sqlite\" {{ path = \"/var/lib/coffer/coffer.db\" }}"))?)?;
+        let storage = parse_storage(env, root.get("storage").ok_or_else(|| anyhow!("missing storage block: add e.g. storage \"sqlite\" {{ path = \"/var/lib/coffer/coffer.db\" }}"))?)?;
         let listeners = match root.get("listener") {
             None => bail!(
                 "missing listener block: add e.g. listener \"tcp\" {{ address = \"127.0.0.1:8200\" }}"
@@ -227,7 +240,7 @@ fn check_keys(m: &Map<String, Value>, known: &[&str], what: &str) -> Result<()> 
     Ok(())
 }
 
-fn parse_storage(v: &Value) -> Result<StorageConfig> {
+fn parse_storage(env: &dyn Fn(&str) -> Option<String>, v: &Value) -> Result<StorageConfig> {
     let blocks = labelled(v, "storage")?;
     let [(kind, body)] = blocks.as_slice() else {
         bail!("exactly one storage block is needed, found {}", blocks.len());
@@ -246,10 +259,51 @@ fn parse_storage(v: &Value) -> Result<StorageConfig> {
                 .map_err(|e| anyhow!("{e}"))?;
             Ok(StorageConfig::Sqlite { path: PathBuf::from(path), synchronous })
         }
+        "postgresql" => parse_postgresql(env, body),
         other => bail!(
-            "unknown storage type {other:?}: use \"sqlite\" (the default, embedded) or \"inmem\" (testing only)"
+            "unknown storage type {other:?}: use \"sqlite\" (the default, embedded), \"postgresql\" or \"inmem\" (testing only)"
         ),
     }
+}
+
+fn parse_postgresql(
+    env: &dyn Fn(&str) -> Option<String>,
+    body: &Map<String, Value>,
+) -> Result<StorageConfig> {
+    const WHAT: &str = "storage \"postgresql\"";
+    check_keys(body, &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table"], WHAT)?;
+    if opt_bool(body, "ha_enabled")?.unwrap_or(false) || body.contains_key("ha_table") {
+        bail!(
+            "{WHAT}: ha_enabled/ha_table are not supported yet: PostgreSQL storage runs a single Coffer node for now (HA with active/standby nodes comes later); remove them"
+        );
+    }
+    // As in Vault, the environment wins: it keeps the password out of the file.
+    let from_env = PG_URL_ENV.iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty()));
+    let connection_url = match from_env {
+        Some(url) => url,
+        None => opt_str(body, "connection_url")?.ok_or_else(|| {
+            anyhow!(
+                "{WHAT} needs connection_url = \"postgres://USER:PASSWORD@HOST:5432/DATABASE\" (or the {} environment variable)",
+                PG_URL_ENV[0]
+            )
+        })?,
+    };
+    let table = opt_str(body, "table")?.unwrap_or_else(|| coffer_storage::DEFAULT_TABLE.to_owned());
+    let max_parallel = match body.get("max_parallel") {
+        None | Some(Value::Null) => coffer_storage::DEFAULT_MAX_PARALLEL,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| {
+                anyhow!("{WHAT}: max_parallel must be a whole number of connections from 1 to 1024")
+            })?,
+    };
+    let opts = coffer_storage::PostgresOptions { connection_url, table, max_parallel };
+    // The storage error never contains the URL or its password.
+    opts.check().map_err(|e| anyhow!("{WHAT}: {e}"))?;
+    Ok(StorageConfig::Postgresql(opts))
 }
 
 /// `IP:PORT`, or `HOST:PORT` for a name this machine resolves (e.g. `localhost:8200`).
@@ -452,6 +506,93 @@ log_format        = "json"
             let err = format!("{:#}", ServerConfig::parse(text).expect_err(want));
             assert!(err.contains(want), "{want:?} not in {err:?}");
         }
+    }
+
+    fn pg(body: &str, env: &[(&str, &str)]) -> Result<StorageConfig> {
+        let text = format!(
+            "storage \"postgresql\" {{\n{body}\n}}\nlistener \"tcp\" {{\n tls_disable = true\n}}\n"
+        );
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        ServerConfig::parse_with_env(&text, &|k| {
+            env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone())
+        })
+        .map(|c| c.storage)
+    }
+
+    fn pg_err(body: &str, env: &[(&str, &str)]) -> String {
+        match pg(body, env) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_postgresql_storage_block() {
+        let c = pg(
+            "connection_url = \"postgres://coffer:pw@db:5432/coffer?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\ntable = \"vault_kv\"\nmax_parallel = \"8\"",
+            &[],
+        )
+        .expect("parse");
+        let StorageConfig::Postgresql(o) = c else { panic!("{c:?}") };
+        assert_eq!(o.table, "vault_kv");
+        assert_eq!(o.max_parallel, 8);
+        assert!(o.connection_url.contains("@db:5432/coffer"));
+        let c =
+            pg("connection_url = \"postgres://u:p@h/db\"\nmax_parallel = 4", &[]).expect("parse");
+        let StorageConfig::Postgresql(o) = c else { panic!("{c:?}") };
+        assert_eq!((o.table.as_str(), o.max_parallel), ("coffer_kv", 4), "defaults");
+        assert_eq!(
+            pg("connection_url = \"postgres://u:p@h/db\"", &[]).expect("parse"),
+            StorageConfig::Postgresql(coffer_storage::PostgresOptions::new("postgres://u:p@h/db"))
+        );
+    }
+
+    #[test]
+    fn the_connection_url_may_come_from_the_environment() {
+        let from = |env: &[(&str, &str)], body: &str| match pg(body, env).expect("parse") {
+            StorageConfig::Postgresql(o) => o.connection_url,
+            other => panic!("{other:?}"),
+        };
+        let coffer = ("COFFER_PG_CONNECTION_URL", "postgres://c:p@coffer-host/db");
+        let vault = ("VAULT_PG_CONNECTION_URL", "postgres://v:p@vault-host/db");
+        assert_eq!(from(&[coffer], ""), coffer.1);
+        assert_eq!(from(&[vault], ""), vault.1, "Vault's variable is the fallback");
+        assert_eq!(from(&[vault, coffer], ""), coffer.1, "Coffer's wins over Vault's");
+        assert_eq!(
+            from(&[coffer], "connection_url = \"postgres://f:p@file-host/db\""),
+            coffer.1,
+            "the environment wins over the file, as in Vault"
+        );
+        assert!(pg_err("", &[]).contains("COFFER_PG_CONNECTION_URL"));
+    }
+
+    #[test]
+    fn postgresql_errors_name_the_problem_but_not_the_password() {
+        let url = |q: &str| format!("connection_url = \"postgres://u:TopSecretPw@h/db{q}\"");
+        let cases = [
+            (format!("{}\nha_enabled = \"true\"", url("")), "HA"),
+            (format!("{}\nha_table = \"vault_ha_locks\"", url("")), "HA"),
+            (format!("{}\ntable = \"Bad-Name\"", url("")), "identifier"),
+            (format!("{}\nmax_parallel = 0", url("")), "max_parallel"),
+            (format!("{}\nmax_parallel = \"many\"", url("")), "max_parallel"),
+            (format!("{}\nbogus = 1", url("")), "bogus"),
+            (url("?sslmode=verify-full"), "sslrootcert"),
+            (url("?sslmode=nope"), "sslmode"),
+            ("connection_url = \"mysql://u:TopSecretPw@h/db\"".to_owned(), "postgres://"),
+        ];
+        for (body, want) in cases {
+            let e = pg_err(&body, &[]);
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+            assert!(!e.contains("TopSecretPw"), "password in {e:?}");
+        }
+        assert_eq!(
+            pg(&format!("{}\nha_enabled = false", url("")), &[]).map(|_| ()).ok(),
+            Some(()),
+            "ha_enabled = false is accepted"
+        );
+        let c = pg(&url(""), &[]).expect("parse");
+        assert!(!format!("{c:?}").contains("TopSecretPw"), "Debug shows the password: {c:?}");
     }
 
     proptest::proptest! {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use coffer_core::{Core, CoreConfig, Registry, SecretString};
-use coffer_storage::{Backend, CachedBackend, MemoryBackend, SqliteBackend, SqliteOptions};
+use coffer_storage::{
+    Backend, CachedBackend, MemoryBackend, PostgresBackend, SqliteBackend, SqliteOptions,
+};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -36,7 +38,7 @@ pub(crate) fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
-fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
+async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
     Ok(match cfg {
         StorageConfig::Inmem => Arc::new(MemoryBackend::new()),
         StorageConfig::Sqlite { path, synchronous } => {
@@ -46,6 +48,15 @@ fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
                 .with_context(|| format!("cannot open sqlite storage at {}", path.display()))?;
             // This process is the file's only writer, so a cache of its (encrypted) values is
             // exact: reads of hot keys skip SQLite.
+            Arc::new(CachedBackend::new(Arc::new(db), READ_CACHE_ENTRIES))
+        }
+        StorageConfig::Postgresql(opts) => {
+            // The error names host:port/database and the server's reason, never the password.
+            let db =
+                PostgresBackend::connect(opts).await.context("cannot open postgresql storage")?;
+            tracing::info!(target = db.target(), table = %opts.table, "postgresql storage open");
+            // Single node for now: this process is the table's only writer, so the cache is
+            // exact, as for sqlite. HA (several nodes on one table) must drop it.
             Arc::new(CachedBackend::new(Arc::new(db), READ_CACHE_ENTRIES))
         }
     })
@@ -69,7 +80,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     }
 
     // Storage last: a bad TLS file or a busy port must not leave a fresh database behind.
-    let storage = open_storage(&cfg.storage)?;
+    let storage = open_storage(&cfg.storage).await?;
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
     let core = Core::new(
@@ -100,6 +111,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             StorageConfig::Inmem => "inmem".to_owned(),
             StorageConfig::Sqlite { path, .. } =>
                 format!("sqlite (path: {:?})", path.display().to_string()),
+            StorageConfig::Postgresql(o) => format!(
+                "postgresql (target: {:?}, table: {:?})",
+                o.target().unwrap_or_default(),
+                o.table
+            ),
         }
     );
     for (i, (sock, tls, _)) in bound.iter().enumerate() {

@@ -7,7 +7,7 @@ use crate::common::{Server, tempdir};
 #[tokio::test]
 async fn init_unseal_and_seal_follow_vaults_lifecycle() {
     let dir = tempdir();
-    let s = Server::start_sqlite(dir.path());
+    let s = Server::start(dir.path());
     assert_eq!(s.call("GET", "sys/init", None, None).await, (200, json!({"initialized": false})));
     let (code, h) = s.call("GET", "sys/health", None, None).await;
     assert_eq!(code, 501, "uninitialized: {h}");
@@ -449,7 +449,7 @@ async fn mounts_are_enabled_listed_tuned_and_disabled_with_their_data() {
 #[tokio::test]
 async fn kv_v1_and_cubbyhole_store_what_they_are_given() {
     let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
+    let (s, _, root) = Server::ready_sqlite(dir.path()).await;
     s.call(
         "POST",
         "sys/mounts/secret",

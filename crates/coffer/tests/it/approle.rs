@@ -428,7 +428,7 @@ async fn repeated_failed_logins_are_rate_limited_per_source() {
         dir.path(),
         &format!(
             "{}login_failure_burst = 3\nlogin_failure_refill = \"2s\"\n",
-            crate::common::sqlite_config(dir.path())
+            crate::common::default_config(dir.path())
         ),
         "http",
     );

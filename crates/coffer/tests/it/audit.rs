@@ -168,7 +168,7 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
 #[tokio::test]
 async fn when_no_device_can_write_requests_are_refused_and_nothing_changes() {
     let dir = tempdir();
-    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    let (mut s, keys, root) = Server::ready_sqlite(dir.path()).await;
     s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "original"}))).await;
 

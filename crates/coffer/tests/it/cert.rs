@@ -88,8 +88,8 @@ fn start(dir: &Path) -> (Server, PathBuf) {
     std::fs::write(&key_file, key.serialize_pem()).expect("write");
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let config = format!(
-        "storage \"sqlite\" {{\n  path = \"{}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
-        dir.join("coffer.db").display(),
+        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+        crate::common::storage_block(dir, crate::common::Storage::Default),
         cert_file.display(),
         key_file.display()
     );

@@ -14,7 +14,7 @@ fn squash(s: &str) -> String {
 #[tokio::test]
 async fn an_operator_sets_up_and_uses_coffer_from_the_cli() {
     let dir = tempdir();
-    let s = Server::start_sqlite(dir.path());
+    let s = Server::start(dir.path());
     let out = s.cli(None, &["status"]);
     assert_eq!(out.status.code(), Some(2), "uninitialized/sealed status exits 2");
     assert!(squash(&stdout(&out)).contains("Initialized false"), "{}", stdout(&out));

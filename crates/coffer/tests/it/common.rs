@@ -28,11 +28,56 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn sqlite_config(dir: &Path) -> String {
+/// Which storage a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// What `COFFER_TEST_STORAGE` says: `sqlite` (the default) or `postgresql`.
+    Default,
+    /// SQLite at `DIR/coffer.db`, for tests that open that file or test sqlite's options.
+    Sqlite,
+}
+
+/// The storage the suite runs on, from `COFFER_TEST_STORAGE` (unset: sqlite).
+fn suite_storage() -> &'static str {
+    static KIND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    KIND.get_or_init(|| match std::env::var("COFFER_TEST_STORAGE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => "sqlite",
+        Ok("postgresql") => "postgresql",
+        Ok(other) => {
+            panic!("COFFER_TEST_STORAGE must be \"sqlite\" or \"postgresql\", not {other:?}")
+        }
+    })
+}
+
+/// The `storage` block for a new server in `dir`: sqlite at `dir/coffer.db`, or, when the suite
+/// runs on PostgreSQL, a fresh database of its own on this process's shared cluster (a restart
+/// of the same server reads the same config, and so keeps its database).
+pub(crate) fn storage_block(dir: &Path, storage: Storage) -> String {
+    if storage == Storage::Default && suite_storage() == "postgresql" {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = coffer_pgtest::Cluster::shared().create_database(&format!("it_{n}"));
+        format!("storage \"postgresql\" {{\n  connection_url = \"{url}\"\n}}\n")
+    } else {
+        format!("storage \"sqlite\" {{\n  path = \"{}\"\n}}\n", dir.join("coffer.db").display())
+    }
+}
+
+fn plain_config(dir: &Path, storage: Storage) -> String {
     format!(
-        "storage \"sqlite\" {{\n  path = \"{}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\nlog_level = \"trace\"\n",
-        dir.join("coffer.db").display()
+        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\nlog_level = \"trace\"\n",
+        storage_block(dir, storage)
     )
+}
+
+/// A plain-HTTP config on the suite's storage (see [`storage_block`]).
+pub(crate) fn default_config(dir: &Path) -> String {
+    plain_config(dir, Storage::Default)
+}
+
+/// A plain-HTTP config on sqlite at `dir/coffer.db`, whatever the suite runs on.
+pub(crate) fn sqlite_config(dir: &Path) -> String {
+    plain_config(dir, Storage::Sqlite)
 }
 
 impl Server {
@@ -90,6 +135,12 @@ impl Server {
         }
     }
 
+    /// A server on the suite's storage (sqlite, or PostgreSQL with COFFER_TEST_STORAGE).
+    pub(crate) fn start(dir: &Path) -> Server {
+        Self::start_with(dir, &default_config(dir), "http")
+    }
+
+    /// A server on sqlite at `dir/coffer.db`, for tests that look into that file.
     pub(crate) fn start_sqlite(dir: &Path) -> Server {
         Self::start_with(dir, &sqlite_config(dir), "http")
     }
@@ -206,9 +257,19 @@ impl Server {
         panic!("still sealed after {} keys", keys.len());
     }
 
-    /// A fresh server on sqlite, initialized (1 share) and unsealed: (server, key, root token).
+    /// A fresh server on the suite's storage, initialized (1 share) and unsealed:
+    /// (server, key, root token).
     pub(crate) async fn ready(dir: &Path) -> (Server, Vec<String>, String) {
-        let s = Server::start_sqlite(dir);
+        Self::ready_on(dir, Storage::Default).await
+    }
+
+    /// [`Server::ready`] on sqlite at `dir/coffer.db`, for tests that look into that file.
+    pub(crate) async fn ready_sqlite(dir: &Path) -> (Server, Vec<String>, String) {
+        Self::ready_on(dir, Storage::Sqlite).await
+    }
+
+    pub(crate) async fn ready_on(dir: &Path, storage: Storage) -> (Server, Vec<String>, String) {
+        let s = Server::start_with(dir, &plain_config(dir, storage), "http");
         let (keys, root) = s.init(1, 1).await;
         s.unseal(&keys).await;
         (s, keys, root)

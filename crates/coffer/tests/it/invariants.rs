@@ -63,7 +63,7 @@ async fn no_cleartext_secret_token_or_key_reaches_storage_or_logs() {
 #[tokio::test]
 async fn a_flipped_byte_in_any_stored_value_makes_the_read_fail() {
     let dir = tempdir();
-    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    let (mut s, keys, root) = Server::ready_sqlite(dir.path()).await;
     s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     s.call("POST", "secret/a", Some(&root), Some(json!({"v": "value-a"}))).await;
     s.call("POST", "secret/b", Some(&root), Some(json!({"v": "value-b"}))).await;
@@ -339,7 +339,7 @@ async fn a_kill_9_during_a_write_loop_loses_no_acknowledged_write() {
 #[tokio::test]
 async fn a_restart_keeps_everything_and_comes_back_sealed() {
     let dir = tempdir();
-    let s0 = Server::start_sqlite(dir.path());
+    let s0 = Server::start(dir.path());
     let (keys, root) = s0.init(5, 3).await;
     s0.unseal(&keys[1..4]).await;
     let mut s = s0;
@@ -380,8 +380,8 @@ async fn a_restart_keeps_everything_and_comes_back_sealed() {
 async fn wrong_unseal_shares_never_unseal() {
     let dir_a = tempdir();
     let dir_b = tempdir();
-    let a = Server::start_sqlite(dir_a.path());
-    let b = Server::start_sqlite(dir_b.path());
+    let a = Server::start(dir_a.path());
+    let b = Server::start(dir_b.path());
     let (keys_a, _) = a.init(3, 2).await;
     let (keys_b, _) = b.init(3, 2).await;
     // Shares of another server: the threshold is reached, the key is wrong, nothing opens.

@@ -6,11 +6,15 @@ use std::collections::HashMap;
 use serde_json::json;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
-use crate::common::{Server, tempdir};
+use crate::common::{Server, Storage, tempdir};
 
 async fn kv2_server() -> (tempfile::TempDir, Server, String) {
+    kv2_server_on(Storage::Default).await
+}
+
+async fn kv2_server_on(storage: Storage) -> (tempfile::TempDir, Server, String) {
     let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
+    let (s, _, root) = Server::ready_on(dir.path(), storage).await;
     let (code, b) = s
         .call(
             "POST",
@@ -111,7 +115,7 @@ async fn versions_are_immutable_and_cas_protects_writers() {
 
 #[tokio::test]
 async fn delete_undelete_destroy_and_metadata_behave_like_vault() {
-    let (_dir, s, root) = kv2_server().await;
+    let (_dir, s, root) = kv2_server_on(Storage::Sqlite).await;
     let t = Some(root.as_str());
     for i in 1..=3 {
         s.call("POST", "secret/data/svc/db", t, Some(json!({"data": {"v": i}}))).await;

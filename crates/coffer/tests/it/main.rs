@@ -15,5 +15,6 @@ mod jwt;
 mod kubernetes;
 mod kv2;
 mod leases;
+mod postgresql;
 mod tls;
 mod vault_client;

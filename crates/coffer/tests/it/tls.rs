@@ -54,8 +54,8 @@ fn pki(dir: &Path) -> Pki {
 
 fn tls_config(dir: &Path, p: &Pki, extra: &str) -> String {
     format!(
-        "storage \"sqlite\" {{\n  path = \"{}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n{extra}}}\n",
-        dir.join("coffer.db").display(),
+        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n{extra}}}\n",
+        crate::common::storage_block(dir, crate::common::Storage::Default),
         p.cert.display(),
         p.key.display()
     )

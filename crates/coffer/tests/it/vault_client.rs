@@ -19,7 +19,7 @@ fn client(s: &Server, token: &str) -> VaultClient {
 #[tokio::test]
 async fn vaultrs_initializes_unseals_and_manages_tokens_policies_kv_and_cubbyhole() {
     let dir = tempdir();
-    let s = Server::start_sqlite(dir.path());
+    let s = Server::start(dir.path());
     let anon = client(&s, "");
 
     let health = vaultrs::sys::health(&anon).await;

@@ -1,0 +1,386 @@
+//! PostgreSQL backend: one table `(key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)`,
+//! created on first start, reached through a deadpool of tokio-postgres connections, with TLS by
+//! rustls on aws-lc-rs (see [`tls`] for what each `sslmode` guarantees).
+//!
+//! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
+//! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
+//! skip-scan ([`crate::list`]) that never reads the subtree under a folder. A pooled connection
+//! found closed (the server restarted) is replaced and the operation retried once; every
+//! operation is idempotent, so the retry cannot apply a change twice. Error messages name the
+//! host and database and never contain the password or the connection URL.
+//!
+//! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
+//! other than this one writing the same table while a `CachedBackend` is in front.
+
+mod tls;
+mod url;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::key::validate_prefix;
+use crate::list::{BATCH, SkipScan};
+use crate::{Backend, Error, Op, Result, validate_key};
+
+/// Default number of pooled connections (Vault's `max_parallel` default is 128; a single
+/// Coffer node rarely has more than a few requests in storage at once).
+pub const DEFAULT_MAX_PARALLEL: usize = 16;
+/// Default table name.
+pub const DEFAULT_TABLE: &str = "coffer_kv";
+
+/// How long a request waits for a pooled connection, and for a new connection to be made.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// What the operator configured. `connection_url` holds the password: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    pub connection_url: String,
+    pub table: String,
+    pub max_parallel: usize,
+}
+
+impl PostgresOptions {
+    pub fn new(connection_url: impl Into<String>) -> Self {
+        Self {
+            connection_url: connection_url.into(),
+            table: DEFAULT_TABLE.to_owned(),
+            max_parallel: DEFAULT_MAX_PARALLEL,
+        }
+    }
+
+    /// Checks `table`: a lower-case SQL identifier, optionally `schema.table`.
+    pub fn validate_table(table: &str) -> Result<()> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        let ok = match table.split_once('.') {
+            Some((schema, name)) => ident(schema) && ident(name),
+            None => ident(table),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Backend(format!(
+                "postgresql table {table:?} must be a lower-case SQL identifier (a-z, 0-9, _), optionally schema.table"
+            )))
+        }
+    }
+
+    /// Checks the options without connecting or reading files: URL (including its TLS
+    /// parameters), table, pool size. The CA file is read by [`PostgresBackend::connect`].
+    pub fn check(&self) -> Result<()> {
+        Self::validate_table(&self.table)?;
+        if self.max_parallel == 0 {
+            return Err(Error::Backend("postgresql max_parallel must be at least 1".into()));
+        }
+        url::parse(&self.connection_url).map(drop)
+    }
+
+    /// `host:port/database` of the URL, for messages; `None` when the URL does not parse.
+    pub fn target(&self) -> Option<String> {
+        url::parse(&self.connection_url).ok().map(|c| c.target)
+    }
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("target", &self.target())
+            .field("table", &self.table)
+            .field("max_parallel", &self.max_parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the (validated) table name in place.
+struct Sql {
+    get: String,
+    put: String,
+    delete: String,
+    list_below: String,
+    list_open: String,
+}
+
+impl Sql {
+    fn new(table: &str) -> Self {
+        Self {
+            get: format!("SELECT value FROM {table} WHERE key = $1"),
+            put: format!(
+                "INSERT INTO {table} (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            delete: format!("DELETE FROM {table} WHERE key = $1"),
+            list_below: format!(
+                "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+            ),
+            list_open: format!("SELECT key FROM {table} WHERE key >= $1 ORDER BY key LIMIT $2"),
+        }
+    }
+}
+
+pub struct PostgresBackend {
+    pool: Pool,
+    sql: Sql,
+    target: String,
+    /// Index reads made by `list`, so a test can prove a listing skips subtrees.
+    #[cfg(test)]
+    list_reads: std::sync::atomic::AtomicUsize,
+}
+
+/// One try of an operation: closed connections are retried, anything else is final.
+enum Failure {
+    Closed(String),
+    Final(Error),
+}
+
+impl PostgresBackend {
+    /// Connects, creates the table when missing and checks its shape. Fails (naming the host
+    /// and database, never the password) when the server cannot be reached or refuses the login.
+    pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
+        opts.check()?;
+        let conn = url::parse(&opts.connection_url)?;
+        let tls =
+            MakeRustlsConnect::new(tls::client_config(conn.ssl_mode, conn.root_cert.as_deref())?);
+        let manager = Manager::from_config(
+            conn.config,
+            tls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.max_parallel)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| Error::Backend(format!("postgresql {}: pool: {e}", conn.target)))?;
+        let table = quote_table(&opts.table);
+        let b = Self {
+            pool,
+            sql: Sql::new(&table),
+            target: conn.target,
+            #[cfg(test)]
+            list_reads: std::sync::atomic::AtomicUsize::new(0),
+        };
+        b.create_table(&table, &opts.table).await?;
+        Ok(b)
+    }
+
+    /// `host:port/database`, for logs.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn create_table(&self, table: &str, name: &str) -> Result<()> {
+        let client = self.client().await.map_err(|f| self.final_error(f))?;
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                 key   text COLLATE \"C\" PRIMARY KEY,
+                 value bytea NOT NULL
+             )"
+        );
+        if let Err(e) = client.batch_execute(&create).await {
+            // Two nodes creating the table at the same moment: one loses the race on the
+            // catalog's unique index, and the table exists.
+            let raced = e.code().is_some_and(|c| {
+                *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                    || *c == tokio_postgres::error::SqlState::DUPLICATE_TABLE
+            });
+            if !raced {
+                return Err(self.error(&format!("cannot create table {name}"), &e));
+            }
+        }
+        // A table made by hand (or by an older tool) must order keys by bytes, or list breaks.
+        let rows = client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), coalesce(c.collname::text, '')
+                 FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table],
+            )
+            .await
+            .map_err(|e| self.error(&format!("cannot inspect table {name}"), &e))?;
+        let columns: Vec<(String, String, String)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        let has = |col: &str, ty: &str, coll: Option<&str>| {
+            columns.iter().any(|(c, t, k)| c == col && t == ty && coll.is_none_or(|want| k == want))
+        };
+        if !(has("key", "text", Some("C")) && has("value", "bytea", None)) {
+            return Err(Error::Backend(format!(
+                "postgresql {}: table {name} exists but is not (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL): choose another table name or fix it",
+                self.target
+            )));
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> std::result::Result<deadpool_postgres::Client, Failure> {
+        self.pool.get().await.map_err(|e| {
+            Failure::Final(Error::Backend(format!(
+                "postgresql {}: cannot get a connection: {}",
+                self.target,
+                chain(&e)
+            )))
+        })
+    }
+
+    fn error(&self, what: &str, e: &tokio_postgres::Error) -> Error {
+        Error::Backend(format!("postgresql {}: {what}: {}", self.target, chain(e)))
+    }
+
+    fn failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
+        if e.is_closed() {
+            Failure::Closed(format!("postgresql {}: {what}: connection closed", self.target))
+        } else {
+            Failure::Final(self.error(what, e))
+        }
+    }
+
+    fn final_error(&self, f: Failure) -> Error {
+        match f {
+            Failure::Closed(msg) => Error::Backend(msg),
+            Failure::Final(e) => e,
+        }
+    }
+
+    async fn try_get(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, Failure> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&self.sql.get).await.map_err(|e| self.failure("get", &e))?;
+        let row = c.query_opt(&st, &[&key]).await.map_err(|e| self.failure("get", &e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn try_put(&self, key: &str, value: &[u8]) -> std::result::Result<(), Failure> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("put", &e))?;
+        c.execute(&st, &[&key, &value]).await.map_err(|e| self.failure("put", &e))?;
+        Ok(())
+    }
+
+    async fn try_delete(&self, key: &str) -> std::result::Result<(), Failure> {
+        let c = self.client().await?;
+        let st =
+            c.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("delete", &e))?;
+        c.execute(&st, &[&key]).await.map_err(|e| self.failure("delete", &e))?;
+        Ok(())
+    }
+
+    async fn try_list(&self, prefix: &str) -> std::result::Result<Vec<String>, Failure> {
+        let c = self.client().await?;
+        let below =
+            c.prepare_cached(&self.sql.list_below).await.map_err(|e| self.failure("list", &e))?;
+        let open =
+            c.prepare_cached(&self.sql.list_open).await.map_err(|e| self.failure("list", &e))?;
+        let mut scan = SkipScan::new(prefix);
+        while let Some(read) = scan.next_read() {
+            #[cfg(test)]
+            self.list_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let rows = match &read.below {
+                Some(end) => c.query(&below, &[&read.from, end, &BATCH]).await,
+                None => c.query(&open, &[&read.from, &BATCH]).await,
+            }
+            .map_err(|e| self.failure("list", &e))?;
+            let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            scan.feed(&keys);
+        }
+        Ok(scan.finish())
+    }
+
+    async fn try_batch(&self, ops: &[Op]) -> std::result::Result<(), Failure> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.failure("batch", &e))?;
+        let put = tx.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("batch", &e))?;
+        let delete =
+            tx.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("batch", &e))?;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => tx.execute(&put, &[k, v]).await,
+                Op::Delete(k) => tx.execute(&delete, &[k]).await,
+            }
+            .map_err(|e| self.failure("batch", &e))?;
+        }
+        tx.commit().await.map_err(|e| self.failure("batch commit", &e))
+    }
+}
+
+/// An error with its causes: tokio-postgres says only "db error" and keeps the server's message
+/// (e.g. "password authentication failed for user ...") in `source()`. Neither holds the URL.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// `"schema"."table"` or `"table"`; the parts were validated as plain identifiers.
+fn quote_table(table: &str) -> String {
+    table.split('.').map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(".")
+}
+
+/// Runs one operation, once more when its pooled connection turned out to be closed (the
+/// server restarted since it was last used): the pool then opens a fresh one.
+macro_rules! retry_closed {
+    ($self:ident, $op:expr) => {{
+        match $op.await {
+            Ok(v) => Ok(v),
+            Err(Failure::Final(e)) => Err(e),
+            Err(Failure::Closed(msg)) => {
+                tracing::debug!(target = %$self.target, "{msg}; retrying on a new connection");
+                $op.await.map_err(|f| $self.final_error(f))
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_key(key)?;
+        retry_closed!(self, self.try_get(key))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        validate_key(key)?;
+        retry_closed!(self, self.try_put(key, &value))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        retry_closed!(self, self.try_delete(key))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        retry_closed!(self, self.try_list(prefix))
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<()> {
+        for op in &ops {
+            validate_key(op.key())?;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        retry_closed!(self, self.try_batch(&ops))
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use coffer_pgtest::Cluster;
+
+use super::*;
+
+/// A database of its own on the shared cluster, so the tests run in parallel.
+fn fresh_db(cluster: &Cluster) -> (String, String) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("storage_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let url = cluster.create_database(&name);
+    (name, url)
+}
+
+async fn connect(url: &str) -> PostgresBackend {
+    PostgresBackend::connect(&PostgresOptions::new(url)).await.expect("connect")
+}
+
+#[tokio::test]
+async fn passes_the_conformance_suite() {
+    let (_, url) = fresh_db(Cluster::shared());
+    let b = connect(&url).await;
+    crate::conformance::exercise(&b).await;
+}
+
+#[tokio::test]
+async fn creates_its_table_with_byte_ordered_keys() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let b = connect(&url).await;
+    let coll = cluster.sql(
+        &db,
+        "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
+         WHERE a.attrelid = 'coffer_kv'::regclass AND a.attname = 'key'",
+    );
+    assert_eq!(coll, "C");
+    // Byte order, not a locale's: 'B' (0x42) < 'a' (0x61) < 'é' (0xc3..).
+    for k in ["o/a", "o/B", "o/é", "o/-"] {
+        b.put(k, vec![1]).await.expect("put");
+    }
+    assert_eq!(b.list("o/").await.expect("list"), ["-", "B", "a", "é"]);
+    // A second start finds the table and keeps its rows.
+    let again = connect(&url).await;
+    assert_eq!(again.get("o/B").await.expect("get"), Some(vec![1]));
+}
+
+#[tokio::test]
+async fn the_table_name_option_is_honoured_and_validated() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    cluster.sql(&db, "CREATE SCHEMA vault");
+    let mut opts = PostgresOptions::new(&url);
+    opts.table = "vault.secrets_kv".into();
+    let b = PostgresBackend::connect(&opts).await.expect("connect");
+    b.put("a/b", b"v".to_vec()).await.expect("put");
+    assert_eq!(cluster.sql(&db, "SELECT key FROM vault.secrets_kv"), "a/b");
+    assert_eq!(cluster.sql(&db, "SELECT to_regclass('coffer_kv') IS NULL"), "t");
+    for bad in ["", "Kv", "kv; DROP TABLE x", "a.b.c", "9kv", "kv\"x"] {
+        opts.table = bad.into();
+        let e = PostgresBackend::connect(&opts).await.err().expect("refused");
+        assert!(e.to_string().contains("identifier"), "{bad:?}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_table_that_orders_keys_by_locale_is_refused() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    cluster
+        .sql(&db, "CREATE TABLE coffer_kv (key text COLLATE \"POSIX\" PRIMARY KEY, value bytea)");
+    let e = PostgresBackend::connect(&PostgresOptions::new(&url)).await.err().expect("refused");
+    assert!(e.to_string().contains("COLLATE"), "{e}");
+}
+
+#[tokio::test]
+async fn data_survives_a_new_pool_and_a_server_restart() {
+    let cluster = Cluster::start();
+    let url = cluster.create_database("restart");
+    {
+        let b = connect(&url).await;
+        b.put("kept/one", b"1".to_vec()).await.expect("put");
+    }
+    let b = connect(&url).await;
+    assert_eq!(b.get("kept/one").await.expect("get"), Some(b"1".to_vec()));
+
+    // The pool holds a connection to the old server process; the restart closes it.
+    cluster.stop();
+    let down = b.get("kept/one").await.expect_err("server is down");
+    assert!(down.to_string().contains("127.0.0.1"), "{down}");
+    cluster.start_again();
+    assert_eq!(b.get("kept/one").await.expect("get after restart"), Some(b"1".to_vec()));
+    b.put("kept/two", b"2".to_vec()).await.expect("put after restart");
+    assert_eq!(b.list("kept/").await.expect("list"), ["one", "two"]);
+}
+
+#[tokio::test]
+async fn listing_skips_the_subtrees_of_large_folders() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let b = connect(&url).await;
+    cluster.sql(
+        &db,
+        "INSERT INTO coffer_kv (key, value) \
+         SELECT format('sys/expire/b%s/lease%s', i % 3, lpad(i::text, 6, '0')), '\\x01' \
+         FROM generate_series(1, 150000) AS i",
+    );
+    b.put("sys/expire/note", vec![2]).await.expect("put");
+    let before = b.list_reads.load(Ordering::Relaxed);
+    assert_eq!(b.list("sys/expire/").await.expect("list"), ["b0/", "b1/", "b2/", "note"]);
+    let reads = b.list_reads.load(Ordering::Relaxed) - before;
+    assert!(reads <= 5, "listing 4 children took {reads} index reads");
+    assert_eq!(b.list("sys/expire/b1/").await.expect("list").len(), 50_000);
+}
+
+#[tokio::test]
+async fn a_refused_password_gives_an_error_without_the_password() {
+    let cluster = Cluster::shared();
+    let secret = "Wr0ngPassw0rd-Sentinel";
+    let url = cluster.url_for("coffer_admin", secret, "postgres");
+    let e = PostgresBackend::connect(&PostgresOptions::new(&url)).await.err().expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{}/postgres", cluster.port())), "{msg}");
+    assert!(!msg.contains(secret) && !msg.contains(&url), "{msg}");
+    let opts = PostgresOptions::new(&url);
+    assert!(!format!("{opts:?}").contains(secret), "{opts:?}");
+}
+
+#[tokio::test]
+async fn tls_with_verify_full_against_the_test_ca() {
+    let cluster = Cluster::start_tls();
+    let url = cluster.create_database("tls");
+    let ca = cluster.ca_pem_path().expect("ca");
+    let full = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let b = connect(&full).await;
+    crate::conformance::exercise(&b).await;
+    let ssl = cluster.sql("tls", "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = 'tls'");
+    assert_eq!(ssl, "t", "every connection to the database uses TLS");
+
+    // verify-ca and require with the CA also connect; plaintext is refused by the server.
+    for mode in ["verify-ca", "require"] {
+        let u = format!("{url}?sslmode={mode}&sslrootcert={}", ca.display());
+        connect(&u).await.get("x").await.expect(mode);
+    }
+    let plain = PostgresBackend::connect(&PostgresOptions::new(format!("{url}?sslmode=disable")))
+        .await
+        .err()
+        .expect("plaintext refused");
+    assert!(
+        plain.to_string().contains("no encryption") || plain.to_string().contains("pg_hba"),
+        "{plain}"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_verify_full_refuses_a_server_from_another_ca_or_name() {
+    let cluster = Cluster::start_tls();
+    let other = Cluster::start_tls();
+    let url = cluster.superuser_url();
+    let wrong_ca = other.ca_pem_path().expect("ca");
+    let e = PostgresBackend::connect(&PostgresOptions::new(format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        wrong_ca.display()
+    )))
+    .await
+    .err()
+    .expect("a certificate from another CA is refused");
+    assert!(!e.to_string().contains(&url), "{e}");
+
+    // The certificate names 127.0.0.1 and localhost, not db.example: connect to 127.0.0.1
+    // (hostaddr) while calling the server db.example. verify-full refuses, verify-ca accepts.
+    let ca = cluster.ca_pem_path().expect("ca");
+    let renamed = url.replace("@127.0.0.1:", "@db.example:");
+    let with = |mode: &str| {
+        format!("{renamed}?hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={}", ca.display())
+    };
+    let e = PostgresBackend::connect(&PostgresOptions::new(with("verify-full")))
+        .await
+        .err()
+        .expect("a certificate for another name is refused");
+    assert!(e.to_string().contains("db.example"), "{e}");
+    connect(&with("verify-ca")).await.get("x").await.expect("verify-ca ignores the name");
+}
