@@ -97,7 +97,13 @@ impl TokenEntry {
             policies: self.policies.clone(),
             token_policies: self.policies.clone(),
             metadata: (!meta.is_empty()).then_some(meta),
-            lease_duration: self.ttl_remaining(now_unix()),
+            // The TTL granted by the issue or renewal that this block answers, not what is left
+            // a moment later: a second boundary passing meanwhile must not shave a second off.
+            lease_duration: if self.expire_time == 0 {
+                0
+            } else {
+                self.expire_time.saturating_sub(self.last_renewal_time.max(self.creation_time))
+            },
             renewable: self.renewable,
             entity_id: String::new(),
             token_type: "service".into(),
