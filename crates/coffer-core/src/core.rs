@@ -319,7 +319,10 @@ impl Core {
         // Last: from here on leases fall due, and revoking them needs the routes.
         let leases =
             crate::lease::Expiration::load(expire_view, tokens.clone(), router.clone()).await?;
+        // Connected before expiry starts, so a token revoked by the first pass takes its
+        // leases with it.
         tokens.set_leases(Arc::downgrade(&leases));
+        leases.start();
         let active = Arc::new(Active { audit, tokens, policies, router, leases });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
@@ -417,9 +420,24 @@ impl Core {
         if matches!(entries[pos].kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot unmount {full:?}")));
         }
-        // As Vault does: what the mount handed out is taken back before the mount goes, and a
-        // revocation that fails keeps the mount (and its lease) so it can be retried.
-        if let Err(e) = active.leases.revoke_prefix(&full, false).await {
+        // As Vault does: the mount leaves the router first, so it issues nothing more, then what
+        // it handed out is taken back (the expiration manager still reaches it as retiring). A
+        // revocation that fails puts the mount back, its leases kept to be retried.
+        let removed = router.routes().find(|r| r.full_path == full).cloned();
+        let others: Vec<Arc<Route>> =
+            router.routes().filter(|r| r.full_path != full).cloned().collect();
+        if let Some(r) = &removed {
+            active.leases.retire(r.clone());
+        }
+        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+            Arc::new(Router::new(others));
+        let revoked = active.leases.revoke_prefix(&full, false).await;
+        if let Some(r) = &removed {
+            active.leases.forget_retired(&r.entry.uuid);
+        }
+        if let Err(e) = revoked {
+            *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+                router.clone();
             return Err(Error::invalid(format!(
                 "cannot unmount {full:?}: revoking its leases failed ({e}); they are retried, \
                  or revoke them with sys/leases/revoke-force/{full}"
@@ -429,11 +447,6 @@ impl Core {
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
         // ciphertext is unreachable, never half-visible.
         mount::save_table(&self.barrier, table, &entries).await?;
-        let routes: Vec<Arc<Route>> =
-            router.routes().filter(|r| r.full_path != full).cloned().collect();
-        let removed = router.routes().find(|r| r.full_path == full).cloned();
-        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
-            Arc::new(Router::new(routes));
         if let Some(r) = removed {
             r.view.clear().await?;
         }

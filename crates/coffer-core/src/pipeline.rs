@@ -191,8 +191,30 @@ async fn dispatch(
                     )));
                 }
                 let renewable = secret.renewable;
-                let (lease_id, ttl) =
-                    active.leases.register(&route, &rel, audited.caller(), secret).await?;
+                let internal = secret.internal.clone();
+                let (lease_id, ttl) = match active
+                    .leases
+                    .register(&route, &rel, audited.caller(), secret)
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // No lease, no secret: what the engine just made is taken back.
+                        let now = crate::util::now_unix();
+                        let undo = crate::backend::LeaseRequest {
+                            lease_id: "",
+                            path: &rel,
+                            mount: &route.info,
+                            internal: &internal,
+                            issue_time: now,
+                            expire_time: now,
+                        };
+                        if let Err(u) = route.backend.revoke_lease(&undo).await {
+                            tracing::error!(path = %rel, error = %u, "a secret whose lease could not be stored could not be revoked either");
+                        }
+                        return Err(e);
+                    }
+                };
                 resp.lease_id = lease_id;
                 resp.lease_duration = ttl;
                 resp.renewable = renewable;

@@ -556,6 +556,9 @@ impl TokenStore {
         if let Some(leases) = self.leases() {
             leases.revoke_by_token(id).await?;
         }
+        // With the lock that renewals and use counts take, so neither can write back the entry
+        // this deletes (a renewal that read it just before would otherwise revive the token).
+        let _g = self.write_lock.lock().await;
         let entry = self.get_entry(id).await?;
         let mut ops = vec![BatchOp::Delete(format!("id/{id}"))];
         let mut expire_ops = Vec::new();

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use coffer_storage::{Backend, MemoryBackend};
 use serde_json::{Map, Value, json};
 
+use super::index::{self, Due};
 use crate::backend::{BackendConfig, BackendRequest, LeaseRequest, LogicalBackend, Registry};
 use crate::logical::{Error, Operation, Request, Response, Result, SecretLease};
 use crate::{Core, CoreConfig};
@@ -344,7 +345,7 @@ async fn tokens_expire_in_the_background_with_their_leases() {
 }
 
 #[tokio::test]
-async fn token_leases_are_looked_up_renewed_and_revoked_by_lease_id() {
+async fn token_leases_are_looked_up_and_revoked_by_lease_id_but_not_renewed_there() {
     let f = fixture().await;
     let t = f
         .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
@@ -362,6 +363,12 @@ async fn token_leases_are_looked_up_renewed_and_revoked_by_lease_id() {
     let lease_id = format!("auth/token/create/{id}");
     let l = f.lookup(&lease_id).await.expect("lookup");
     assert!(l["ttl"].as_u64().expect("ttl") > 3000);
+    // As in Vault, a token renews through auth/token/renew*, not here.
+    let e = f
+        .call(Operation::Update, "sys/leases/renew", json!({"lease_id": lease_id}), &f.root)
+        .await
+        .expect_err("token lease renewal");
+    assert!(e.to_string().contains("tokens cannot be renewed through this endpoint"), "{e}");
     f.call(Operation::Update, "sys/leases/revoke-prefix/auth/token/", json!({}), &f.root)
         .await
         .expect("revoke-prefix");
@@ -379,4 +386,55 @@ async fn tidy_removes_index_entries_that_point_at_nothing() {
     active.leases.view.delete(&format!("id/{id}")).await.expect("delete");
     let r = f.call(Operation::Update, "sys/leases/tidy", json!({}), &f.root).await.expect("tidy");
     assert_eq!(r.data.expect("data")["dangling_index_entries_removed"], json!(1));
+}
+
+#[tokio::test]
+async fn a_lease_due_beyond_the_horizon_is_loaded_when_its_time_comes_and_revoked() {
+    let f = fixture().await;
+    let far = 5 * index::BUCKET_SECS;
+    let id = f.creds("far", far, &f.root).await;
+    let active = f.core.active().expect("unsealed");
+    let in_memory = |a: &crate::core::Active| {
+        a.leases.queue.lock().expect("queue").set.iter().any(|(_, d)| *d == Due::Lease(id.clone()))
+    };
+    assert!(!in_memory(&active), "a lease beyond the horizon waits in storage");
+    eventually("the far lease was revoked", async || f.log.revoked() == ["far"]).await;
+    assert!(f.lookup(&id).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unreadable_index_entry_neither_keeps_the_server_sealed_nor_hides_the_others() {
+    let mut f = fixture().await;
+    let id = f.creds("ok", 2, &f.root).await;
+    let active = f.core.active().expect("unsealed");
+    let now = crate::util::now_unix();
+    active
+        .leases
+        .view
+        .put(&format!("{}junk", index::bucket_dir(index::bucket_of(now))), b"not json")
+        .await
+        .expect("put");
+    drop(active);
+    f.restart().await;
+    eventually("the readable lease expired", async || f.log.revoked() == ["ok"]).await;
+    assert!(f.lookup(&id).await.is_err());
+}
+
+#[tokio::test]
+async fn unmounting_revokes_the_mounts_leases_or_keeps_the_mount_when_it_cannot() {
+    let f = fixture().await;
+    f.creds("u1", 3600, &f.root).await;
+    f.log.fail.store(true, Ordering::SeqCst);
+    let e = f.call(Operation::Delete, "sys/mounts/db", json!({}), &f.root).await;
+    let e = e.expect_err("unmount with a failing engine");
+    assert!(e.to_string().contains("revoking its leases failed"), "{e}");
+    // The mount is still there and still works.
+    f.creds("u2", 3600, &f.root).await;
+    f.log.fail.store(false, Ordering::SeqCst);
+    f.call(Operation::Delete, "sys/mounts/db", json!({}), &f.root).await.expect("unmount");
+    let mut revoked = f.log.revoked();
+    revoked.sort();
+    assert_eq!(revoked, ["u1", "u2"]);
+    let gone = f.call(Operation::Read, "db/creds/u3", json!({}), &f.root).await;
+    assert!(gone.is_err(), "the mount is gone");
 }

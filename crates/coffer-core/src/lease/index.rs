@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::util::hex;
 
-/// Seconds per bucket.
-pub(crate) const BUCKET_SECS: u64 = 60;
+/// Seconds per bucket. Unit tests use short buckets, so that crossing the horizon happens
+/// within a test's patience.
+pub(crate) const BUCKET_SECS: u64 = if cfg!(test) { 2 } else { 60 };
 /// Buckets ahead of the current one that are kept in memory.
 pub(crate) const HORIZON_BUCKETS: u64 = 2;
 
@@ -110,6 +111,17 @@ impl Queue {
         }
     }
 
+    /// The lowest bucket that may still hold an unprocessed entry: everything below it is done.
+    /// New entries are never written below the current bucket.
+    pub(crate) fn low_water(&self, now: u64) -> u64 {
+        let first = self.set.first().map(|(at, _)| bucket_of(*at));
+        let mut low = bucket_of(now).min(self.loaded_through + 1);
+        if let Some(f) = first {
+            low = low.min(f);
+        }
+        low
+    }
+
     /// Takes everything due at or before `now`.
     pub(crate) fn take_due(&mut self, now: u64, limit: usize) -> Vec<(u64, Due)> {
         let mut out = Vec::new();
@@ -143,7 +155,7 @@ mod tests {
     fn entries_round_trip_and_keys_are_distinct_per_kind() {
         for d in [Due::Lease("database/creds/ro/abc".into()), Due::Token("ab12".into())] {
             assert_eq!(Due::decode(&d.encode(120)), Some((120, d.clone())));
-            assert!(d.key(120).starts_with("due/000000000002/"));
+            assert!(d.key(2 * BUCKET_SECS).starts_with("due/000000000002/"));
         }
         assert!(Due::decode(b"{\"version\":1}").is_none());
         assert_ne!(Due::Lease("x".into()).key(0), Due::Token("x".into()).key(0));
@@ -151,14 +163,15 @@ mod tests {
 
     #[test]
     fn only_loaded_buckets_are_kept_in_memory_and_taken_in_order() {
-        let mut q = Queue { loaded_through: bucket_of(200), ..Queue::default() };
-        q.offer(130, Due::Token("b".into()));
-        q.offer(100, Due::Token("a".into()));
-        q.offer(10_000, Due::Token("later".into()));
+        let b = BUCKET_SECS;
+        let mut q = Queue { loaded_through: bucket_of(4 * b), ..Queue::default() };
+        q.offer(3 * b, Due::Token("b".into()));
+        q.offer(2 * b, Due::Token("a".into()));
+        q.offer(100 * b, Due::Token("later".into()));
         assert_eq!(q.set.len(), 2);
-        let taken = q.take_due(120, 10);
-        assert_eq!(taken, vec![(100, Due::Token("a".into()))]);
-        assert_eq!(q.take_due(1_000, 10).len(), 1);
+        let taken = q.take_due(2 * b + 1, 10);
+        assert_eq!(taken, vec![(2 * b, Due::Token("a".into()))]);
+        assert_eq!(q.take_due(50 * b, 10).len(), 1);
         assert!(q.set.is_empty());
     }
 }

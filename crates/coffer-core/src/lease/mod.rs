@@ -35,6 +35,11 @@ const EXPIRY_CONCURRENCY: usize = 4;
 /// The longest wait between two attempts at a failing revocation.
 const MAX_BACKOFF_SECS: u64 = 300;
 const LOCK_STRIPES: usize = 64;
+/// How long an engine may take to renew or revoke; beyond it the attempt counts as failed, so
+/// one hung database cannot hold up every other expiry.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The stored low-water mark: no index bucket below it holds an entry.
+const LOW_KEY: &str = "low";
 
 /// One secret's lease, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +94,11 @@ pub(crate) struct Expiration {
     /// One change at a time per lease (renew, revoke and expiry of the same lease race).
     locks: Vec<tokio::sync::Mutex<()>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Routes taken out of the router while their mount is being unmounted: nothing new is
+    /// issued through them, but their leases can still be revoked.
+    retiring: std::sync::Mutex<Vec<Arc<Route>>>,
+    /// The low-water mark as last stored.
+    low: std::sync::atomic::AtomicU64,
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
@@ -117,13 +127,15 @@ fn token_lease(lease_id: &str) -> Option<&str> {
 }
 
 impl Expiration {
-    /// Reads the index buckets that are overdue or due soon, and starts the expiry task.
+    /// Reads the index buckets that are overdue or due soon. The expiry task starts with
+    /// [`Self::start`], once the token store can reach the manager.
     pub(crate) async fn load(
         view: View,
         tokens: Arc<TokenStore>,
         router: Arc<RwLock<Arc<Router>>>,
     ) -> Result<Arc<Self>> {
-        let through = bucket_of(now_unix()) + index::HORIZON_BUCKETS;
+        let now = now_unix();
+        let through = bucket_of(now) + index::HORIZON_BUCKETS;
         let me = Arc::new(Self {
             view,
             tokens,
@@ -131,17 +143,33 @@ impl Expiration {
             queue: std::sync::Mutex::new(Queue { loaded_through: through, ..Queue::default() }),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            retiring: std::sync::Mutex::new(Vec::new()),
+            low: std::sync::atomic::AtomicU64::new(0),
         });
-        for child in me.view.list("due/").await? {
-            match parse_bucket(&child) {
-                Some(b) if b <= through => me.load_bucket(b).await?,
-                Some(_) => break,
-                None => tracing::warn!(entry = %child, "unexpected entry in the expiry index"),
+        // From the low-water mark up to the horizon, bucket by bucket: the work is the minutes
+        // since the last run plus what is due, never the leases due later. A store written
+        // before the mark existed finds its first bucket once by listing.
+        let low = match me.view.get(LOW_KEY).await? {
+            Some(raw) => String::from_utf8_lossy(&raw).parse::<u64>().ok(),
+            None => None,
+        };
+        let low = match low {
+            Some(l) => l,
+            None => {
+                let first = me.view.list("due/").await?.iter().find_map(|c| parse_bucket(c));
+                first.unwrap_or(bucket_of(now)).min(bucket_of(now))
             }
+        };
+        for b in low..=through {
+            me.load_bucket(b).await?;
         }
-        let weak = Arc::downgrade(&me);
-        tokio::spawn(run(weak));
+        me.low.store(low, std::sync::atomic::Ordering::Relaxed);
         Ok(me)
+    }
+
+    /// Starts the expiry task; it ends when the manager is dropped (at seal).
+    pub(crate) fn start(self: &Arc<Self>) {
+        tokio::spawn(run(Arc::downgrade(self)));
     }
 
     async fn load_bucket(&self, bucket: u64) -> Result<()> {
@@ -149,10 +177,20 @@ impl Expiration {
         let names = self.view.list(&dir).await?;
         let mut found = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(raw) = self.view.get(&format!("{dir}{name}")).await?
-                && let Some(due) = Due::decode(&raw)
-            {
-                found.push(due);
+            // One unreadable entry must not hide the others (nor keep the server sealed); it
+            // is reported, and `sys/leases/tidy` removes it.
+            match self.view.get(&format!("{dir}{name}")).await {
+                Ok(Some(raw)) => match Due::decode(&raw) {
+                    Some(due) => found.push(due),
+                    None => {
+                        tracing::warn!(key = %format!("{dir}{name}"), "unreadable expiry index entry skipped")
+                    }
+                },
+                Ok(None) => {}
+                Err(coffer_barrier::Error::Sealed) => return Err(Error::Sealed),
+                Err(e) => {
+                    tracing::warn!(key = %format!("{dir}{name}"), error = %e, "unreadable expiry index entry skipped")
+                }
             }
         }
         let mut q =
@@ -178,7 +216,24 @@ impl Expiration {
 
     fn route_of(&self, mount_uuid: &str) -> Option<Arc<Route>> {
         let router = self.router.read().ok()?.clone();
-        router.routes().find(|r| r.entry.uuid == mount_uuid).cloned()
+        if let Some(r) = router.routes().find(|r| r.entry.uuid == mount_uuid) {
+            return Some(r.clone());
+        }
+        let retiring = self.retiring.lock().ok()?;
+        retiring.iter().find(|r| r.entry.uuid == mount_uuid).cloned()
+    }
+
+    /// Keeps `route` reachable for revocations while its mount is taken down.
+    pub(crate) fn retire(&self, route: Arc<Route>) {
+        if let Ok(mut r) = self.retiring.lock() {
+            r.push(route);
+        }
+    }
+
+    pub(crate) fn forget_retired(&self, mount_uuid: &str) {
+        if let Ok(mut r) = self.retiring.lock() {
+            r.retain(|x| x.entry.uuid != mount_uuid);
+        }
     }
 
     async fn get(&self, lease_id: &str) -> Result<Option<LeaseEntry>> {
@@ -237,6 +292,14 @@ impl Expiration {
         }
         self.view.batch(ops).await?;
         self.offer(entry.due, due);
+        // The token may have been revoked while the secret was being made, after its leases
+        // were revoked: this one would outlive it. Take it back, and refuse.
+        if let Some(t) = &entry.token_id
+            && self.tokens.entry(t).await?.is_none()
+        {
+            let _ = self.revoke_secret(&lease_id, false).await;
+            return Err(Error::PermissionDenied);
+        }
         Ok((lease_id, ttl))
     }
 
@@ -312,26 +375,10 @@ impl Expiration {
 
     /// `sys/leases/renew`: extends a lease by `increment` seconds (the mount's default TTL when
     /// absent), never past its maximum.
-    pub(crate) async fn renew(
-        &self,
-        lease_id: &str,
-        increment: Option<u64>,
-        sys_max_ttl: u64,
-    ) -> Result<Renewed> {
-        if let Some(id) = token_lease(lease_id) {
-            let e = self
-                .tokens
-                .lookup_id(id)
-                .await?
-                .filter(|e| format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id)
-                .ok_or_else(|| Error::invalid("invalid lease"))?;
-            let r = self.tokens.renew(&e, increment, sys_max_ttl).await?;
-            return Ok(Renewed {
-                lease_id: lease_id.to_owned(),
-                ttl: r.ttl_remaining(now_unix()),
-                renewable: r.renewable,
-                warnings: Vec::new(),
-            });
+    pub(crate) async fn renew(&self, lease_id: &str, increment: Option<u64>) -> Result<Renewed> {
+        if token_lease(lease_id).is_some() {
+            // As in Vault: a token renews through auth/token/renew*, whose rules and ACL apply.
+            return Err(Error::invalid("tokens cannot be renewed through this endpoint"));
         }
         let _g = self.lock_for(lease_id).lock().await;
         let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
@@ -357,17 +404,17 @@ impl Expiration {
                 cap.saturating_sub(now)
             ));
         }
-        route
-            .backend
-            .renew_lease(&LeaseRequest {
-                lease_id,
-                path: &e.path,
-                mount: &route.info,
-                internal: &e.internal,
-                issue_time: e.issue_time,
-                expire_time: new_expire,
-            })
-            .await?;
+        let req = LeaseRequest {
+            lease_id,
+            path: &e.path,
+            mount: &route.info,
+            internal: &e.internal,
+            issue_time: e.issue_time,
+            expire_time: new_expire,
+        };
+        tokio::time::timeout(ENGINE_TIMEOUT, route.backend.renew_lease(&req)).await.map_err(
+            |_| Error::Internal(format!("renewing {lease_id}: the engine did not answer in 30 s")),
+        )??;
         let old_due = e.due;
         e.expire_time = new_expire;
         e.due = new_expire;
@@ -424,25 +471,32 @@ impl Expiration {
         let _g = self.lock_for(lease_id).lock().await;
         match self.get(lease_id).await? {
             None => Ok(()),
-            Some(e) => self.revoke_locked(e, force).await,
+            Some(e) => self.revoke_locked(e, force).await?,
         }
     }
 
-    /// Revokes the lease with its lock held: the engine first, then the records.
-    async fn revoke_locked(&self, mut e: LeaseEntry, force: bool) -> Result<()> {
+    /// Revokes the lease with its lock held: the engine first, then the records. The outer
+    /// error is storage failing (nothing changed); the inner one is the engine failing, with
+    /// the lease kept and its retry stored.
+    async fn revoke_locked(
+        &self,
+        mut e: LeaseEntry,
+        force: bool,
+    ) -> Result<std::result::Result<(), Error>> {
         let result = match self.route_of(&e.mount_uuid) {
             Some(route) => {
-                route
-                    .backend
-                    .revoke_lease(&LeaseRequest {
-                        lease_id: &e.lease_id,
-                        path: &e.path,
-                        mount: &route.info,
-                        internal: &e.internal,
-                        issue_time: e.issue_time,
-                        expire_time: e.expire_time,
-                    })
-                    .await
+                let req = LeaseRequest {
+                    lease_id: &e.lease_id,
+                    path: &e.path,
+                    mount: &route.info,
+                    internal: &e.internal,
+                    issue_time: e.issue_time,
+                    expire_time: e.expire_time,
+                };
+                match tokio::time::timeout(ENGINE_TIMEOUT, route.backend.revoke_lease(&req)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Internal("the engine did not answer in 30 s".into())),
+                }
             }
             None => Err(Error::Internal(format!(
                 "the mount {:?} that issued this lease is gone",
@@ -464,9 +518,9 @@ impl Expiration {
             }
             self.view.batch(ops).await?;
             tracing::debug!(lease_id = %e.lease_id, "lease revoked");
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let Err(err) = result else { return Ok(()) };
+        let Err(err) = result else { return Ok(Ok(())) };
         if matches!(err, Error::Sealed) {
             return Err(err);
         }
@@ -483,7 +537,7 @@ impl Expiration {
         );
         let failed = (format!("failed/{name}"), e.lease_id.clone().into_bytes());
         self.move_due(&e, old_due, &[failed]).await?;
-        Err(err)
+        Ok(Err(err))
     }
 
     /// Every lease id under `prefix`, depth first.
@@ -555,21 +609,41 @@ impl Expiration {
             let dir = format!("due/{bucket}");
             for name in self.view.list(&dir).await? {
                 let key = format!("{dir}{name}");
-                let Some(raw) = self.view.get(&key).await? else { continue };
-                let live = match Due::decode(&raw) {
-                    Some((at, Due::Lease(id))) => self
-                        .get(&id)
-                        .await?
-                        .is_some_and(|e| Due::Lease(id.clone()).key(e.due) == key && e.due == at),
-                    Some((at, Due::Token(id))) => {
-                        self.tokens.entry(&id).await?.is_some_and(|e| e.expire_time == at)
-                    }
-                    None => false,
+                let raw = match self.view.get(&key).await {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) => continue,
+                    Err(coffer_barrier::Error::Sealed) => return Err(Error::Sealed),
+                    // An entry that fails to open is removed like one that points at nothing.
+                    Err(_) => zeroize::Zeroizing::new(Vec::new()),
                 };
-                if !live {
-                    self.view.delete(&key).await?;
-                    dangling += 1;
-                }
+                let removed = match Due::decode(&raw) {
+                    Some((_, Due::Lease(id))) => {
+                        // Under the lease's lock, so a renewal cannot move it meanwhile.
+                        let _g = self.lock_for(&id).lock().await;
+                        let live = self
+                            .get(&id)
+                            .await?
+                            .is_some_and(|e| Due::Lease(id.clone()).key(e.due) == key);
+                        if !live {
+                            self.view.delete(&key).await?;
+                        }
+                        !live
+                    }
+                    Some((_, Due::Token(id))) => {
+                        let live = self.tokens.entry(&id).await?.is_some_and(|e| {
+                            e.expire_time != 0 && Due::Token(id.clone()).key(e.expire_time) == key
+                        });
+                        if !live {
+                            self.view.delete(&key).await?;
+                        }
+                        !live
+                    }
+                    None => {
+                        self.view.delete(&key).await?;
+                        true
+                    }
+                };
+                dangling += u64::from(removed);
             }
         }
         for token in self.view.list("token/").await? {
@@ -587,7 +661,8 @@ impl Expiration {
     }
 
     /// One pass of the expiry task: loads buckets coming into the horizon, then revokes what is
-    /// due, a few at a time. Returns whether more was due than one pass takes.
+    /// due, a few at a time, then moves the low-water mark up. Returns whether more was due than
+    /// one pass takes.
     async fn tick(self: &Arc<Self>) -> Result<bool> {
         let now = now_unix();
         let want = bucket_of(now) + index::HORIZON_BUCKETS;
@@ -604,7 +679,13 @@ impl Expiration {
                 q.loaded_through += 1;
                 q.loaded_through
             };
-            self.load_bucket(next).await?;
+            if let Err(e) = self.load_bucket(next).await {
+                // Not loaded after all: the next pass reads it again.
+                if let Ok(mut q) = self.queue.lock() {
+                    q.loaded_through = q.loaded_through.min(next - 1);
+                }
+                return Err(e);
+            }
         }
         const PASS: usize = 1000;
         let due = self
@@ -620,18 +701,36 @@ impl Expiration {
             }
             let me = Arc::clone(self);
             running.spawn(async move {
-                if let Err(e) = me.expire(at, &d).await
-                    && !matches!(e, Error::Sealed)
-                {
-                    tracing::debug!(error = %e, "expiry pass: {d:?}");
+                match me.expire(at, &d).await {
+                    Ok(()) | Err(Error::Sealed) => {}
+                    Err(e) => {
+                        // Storage failed: nothing changed, so the entry goes back in memory and
+                        // the next pass tries again. Never dropped.
+                        tracing::warn!(error = %e, "expiry of {d:?} failed; it is retried");
+                        if let Ok(mut q) = me.queue.lock() {
+                            q.set.insert((at, d));
+                        }
+                    }
                 }
             });
         }
         while running.join_next().await.is_some() {}
+        // Every entry below the mark has been handled (those that failed are back in memory,
+        // so the mark stays at or below them): a restart can start reading from there.
+        let low = self
+            .queue
+            .lock()
+            .map_err(|_| Error::Internal("lease queue poisoned".into()))?
+            .low_water(now_unix());
+        if low > self.low.load(std::sync::atomic::Ordering::Relaxed) {
+            self.view.put(LOW_KEY, low.to_string().as_bytes()).await?;
+            self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(more)
     }
 
-    /// Handles one index entry that fell due at `at`.
+    /// Handles one index entry that fell due at `at`. An engine that fails to revoke is not an
+    /// error here: the lease keeps its stored retry.
     async fn expire(&self, at: u64, due: &Due) -> Result<()> {
         let now = now_unix();
         match due {
@@ -645,7 +744,7 @@ impl Expiration {
             Due::Lease(id) => {
                 let _g = self.lock_for(id).lock().await;
                 match self.get(id).await? {
-                    Some(e) if e.due <= now => self.revoke_locked(e, false).await,
+                    Some(e) if e.due <= now => self.revoke_locked(e, false).await.map(|_| ()),
                     Some(e) if due.key(e.due) == due.key(at) => {
                         // Still due later in the same bucket: keep it in memory.
                         self.offer(e.due, due.clone());

@@ -10,7 +10,17 @@ use crate::logical::{Error, Operation, Response, Result};
 /// The lease id from the path (`sys/leases/renew/<id>`) or from the body's `lease_id`.
 fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
     let f = Fields::new(&ctx.req.data);
+    let from_path = from_path.trim_matches('/');
     let id = match f.str("lease_id")? {
+        // A policy may grant a path like sys/leases/revoke/db/creds/app/*: the body must not
+        // name another lease than the path does.
+        Some(id)
+            if !id.is_empty() && !from_path.is_empty() && id.trim_matches('/') != from_path =>
+        {
+            return Err(Error::invalid(
+                "the lease_id in the body differs from the one in the path",
+            ));
+        }
         Some(id) if !id.is_empty() => id,
         _ => from_path.to_owned(),
     };
@@ -69,7 +79,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         ("renew", _) if write => {
             let id = lease_id(ctx, arg)?;
             let increment = Fields::new(&ctx.req.data).secs("increment")?;
-            let r = leases.renew(&id, increment, ctx.core.config.max_lease_ttl.as_secs()).await?;
+            let r = leases.renew(&id, increment).await?;
             Response {
                 lease_id: r.lease_id,
                 lease_duration: r.ttl,

@@ -63,7 +63,7 @@ pub(crate) fn is_sudo_path(rel: &str) -> bool {
         || rel.starts_with("revoke-prefix/")
         || rel.starts_with("revoke-force/")
         || rel.starts_with("leases/lookup/")
-        || rel == "leases"
+        || rel.trim_end_matches('/') == "leases"
 }
 
 fn seal_status_json(s: &SealStatus) -> Value {
