@@ -259,3 +259,79 @@ async fn a_lease_that_ends_while_the_database_is_down_is_kept_and_revoked_when_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn database_passwords_follow_the_policy_and_reach_no_storage_log_or_audit_entry_in_clear() {
+    let c = Cluster::shared();
+    let db = "lz_secret";
+    c.create_database(db);
+    c.sql(
+        db,
+        "CREATE TABLE reports (x int); CREATE ROLE lz_static_user LOGIN PASSWORD 'Initial-1'",
+    );
+    let admin_pw = admin(c, "lz_secret_admin");
+    let dir = tempdir();
+    let (mut s, _, root) = Server::ready_sqlite(dir.path()).await;
+    let audit_log = dir.path().join("audit.log");
+    let body = json!({"type": "file", "options": {"file_path": audit_log.display().to_string()}});
+    let (code, b) = s.call("PUT", "sys/audit/file", Some(&root), Some(body)).await;
+    assert_eq!(code, 204, "{b}");
+    let policy =
+        "length = 24\nrule \"charset\" {\n  charset = \"abcdef0123\"\n  min-chars = 1\n}\n";
+    let (code, b) = s
+        .call("PUT", "sys/policies/password/dbpw", Some(&root), Some(json!({"policy": policy})))
+        .await;
+    assert_eq!(code, 204, "{b}");
+    mount(&s, &root).await;
+    let (code, b) = write(
+        &s,
+        &root,
+        "config/pg",
+        json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": crate::database::url(c, db),
+            "username": "lz_secret_admin",
+            "password": admin_pw,
+            "allowed_roles": "*",
+            "password_policy": "dbpw",
+        }),
+    )
+    .await;
+    assert!(code == 200 || code == 204, "{b}");
+    let (code, b) = write(
+        &s,
+        &root,
+        "roles/readonly",
+        json!({"db_name": "pg", "creation_statements": READONLY, "default_ttl": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 204, "{b}");
+    let (user, dyn_pw, _, _) = creds(&s, &root).await;
+    assert_eq!(dyn_pw.len(), 24, "{dyn_pw}");
+    assert!(dyn_pw.chars().all(|ch| "abcdef0123".contains(ch)), "{dyn_pw} breaks the policy");
+    assert!(login(c, &user, &dyn_pw, db, "SELECT x FROM reports").is_ok());
+    let (code, b) = write(
+        &s,
+        &root,
+        "static-roles/st",
+        json!({"db_name": "pg", "username": "lz_static_user", "rotation_period": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 204, "{b}");
+    let (code, b) = s.call("GET", "database/static-creds/st", Some(&root), None).await;
+    assert_eq!(code, 200, "{b}");
+    let static_pw = b["data"]["password"].as_str().expect("password").to_owned();
+    assert!(static_pw.chars().all(|ch| "abcdef0123".contains(ch)), "{static_pw}");
+    assert!(login(c, "lz_static_user", &static_pw, db, "SELECT 1").is_ok());
+    s.stop();
+
+    let stored = crate::invariants::storage_bytes(dir.path());
+    let audit = std::fs::read_to_string(&audit_log).expect("audit log");
+    assert!(audit.contains("database/creds/readonly"), "the creds read was audited");
+    let logs = s.logs();
+    for (what, secret) in [("root", &admin_pw), ("dynamic", &dyn_pw), ("static", &static_pw)] {
+        assert!(!crate::invariants::contains(&stored, secret), "storage holds the {what} password");
+        assert!(!logs.contains(secret.as_str()), "the server log holds the {what} password");
+        assert!(!audit.contains(secret.as_str()), "the audit log holds the {what} password");
+    }
+}

@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, tempdir};
 
-fn contains(hay: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Every file of the store: the database and its WAL.
-fn storage_bytes(dir: &std::path::Path) -> Vec<u8> {
+pub(crate) fn storage_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut all = Vec::new();
     for name in ["coffer.db", "coffer.db-wal"] {
         if let Ok(b) = std::fs::read(dir.join(name)) {
