@@ -18,6 +18,23 @@ struct Generations {
     epoch: u64,
 }
 
+/// Drops `keys` from the cache when the write is over: when it returns, and also when the
+/// caller's future is dropped mid-write (the backend may still complete the write, so the old
+/// value must not stay cached).
+struct InvalidateOnDrop<'a> {
+    cache: &'a CachedBackend,
+    keys: Vec<String>,
+}
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.cache.invalidate(self.keys.iter().map(String::as_str)).is_err() {
+            // Only a poisoned lock fails here; every later read fails on it too.
+            tracing::error!("storage read cache lock poisoned");
+        }
+    }
+}
+
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     capacity: usize,
@@ -74,16 +91,13 @@ impl Backend for CachedBackend {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
-        let r = self.inner.put(key, value).await;
-        // After the write (successful or not): a later read must go to the backend.
-        self.invalidate(std::iter::once(key))?;
-        r
+        let _g = InvalidateOnDrop { cache: self, keys: vec![key.to_owned()] };
+        self.inner.put(key, value).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let r = self.inner.delete(key).await;
-        self.invalidate(std::iter::once(key))?;
-        r
+        let _g = InvalidateOnDrop { cache: self, keys: vec![key.to_owned()] };
+        self.inner.delete(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -91,10 +105,11 @@ impl Backend for CachedBackend {
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
-        let keys: Vec<String> = ops.iter().map(|o| o.key().to_owned()).collect();
-        let r = self.inner.batch(ops).await;
-        self.invalidate(keys.iter().map(String::as_str))?;
-        r
+        let _g = InvalidateOnDrop {
+            cache: self,
+            keys: ops.iter().map(|o| o.key().to_owned()).collect(),
+        };
+        self.inner.batch(ops).await
     }
 
     fn kind(&self) -> &'static str {
@@ -127,5 +142,46 @@ mod tests {
         }
         let g = c.lock().expect("lock");
         assert!(g.young.len() + g.old.len() <= 16);
+    }
+
+    /// A backend whose writes take a while, so a test can drop the caller mid-write.
+    struct Slow(MemoryBackend);
+
+    #[async_trait]
+    impl Backend for Slow {
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+            self.0.put(key, value).await?;
+            // The write has landed; the caller may give up before it hears so.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.0.list(prefix).await
+        }
+        async fn batch(&self, ops: Vec<Op>) -> Result<()> {
+            self.0.batch(ops).await
+        }
+        fn kind(&self) -> &'static str {
+            "slow"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_midway_leaves_no_stale_value_cached() {
+        let c = CachedBackend::new(Arc::new(Slow(MemoryBackend::new())), 8);
+        c.batch(vec![Op::Put("t/k".into(), b"live".to_vec())]).await.expect("put");
+        assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"live"[..]));
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            c.put("t/k", b"revoked".to_vec()),
+        );
+        assert!(abandoned.await.is_err(), "the caller gave up");
+        assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"revoked"[..]));
     }
 }

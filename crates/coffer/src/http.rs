@@ -185,7 +185,17 @@ async fn handle(
         req.client_cert_chain = c.client_cert_chain;
     }
     let request_id = req.id.clone();
-    let result = core.handle(req).await;
+    // Run to completion even when the client goes away: hyper drops a handler whose connection
+    // closed, and a request dropped between its storage write and the cache updates after it
+    // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
+    let task = tokio::spawn({
+        let core = core.clone();
+        async move { core.handle(req).await }
+    });
+    let result = match task.await {
+        Ok(r) => r,
+        Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
+    };
     let mut resp = match result {
         Ok(r) => success(r, &request_id),
         Err(e) => error_response(e, &request_id),

@@ -5,8 +5,11 @@
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
 //! skip-scan ([`crate::list`]) that never reads the subtree under a folder. A pooled connection
-//! found closed (the server restarted) is replaced and the operation retried once; every
-//! operation is idempotent, so the retry cannot apply a change twice. Error messages name the
+//! found closed (the server restarted) is replaced and the operation retried once, but only
+//! when nothing was sent yet (reads, or a write that failed before its statement went out): a
+//! write whose connection died after sending may have committed, and repeating it could undo a
+//! later write by another request, so it fails with an error instead. Sessions commit with
+//! `synchronous_commit=on`, whatever the server's default. Error messages name the
 //! host and database and never contain the password or the connection URL.
 //!
 //! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
@@ -146,6 +149,21 @@ impl PostgresBackend {
     pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
         opts.check()?;
         let conn = url::parse(&opts.connection_url)?;
+        let local = conn.config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        if !local && !matches!(conn.ssl_mode, url::SslMode::VerifyFull | url::SslMode::VerifyCa) {
+            // libpq's default, and Vault's: but an attacker between Coffer and the database can
+            // then pose as the server (and ask for the password in clear).
+            tracing::warn!(
+                target_db = %conn.target,
+                "the PostgreSQL server is not authenticated (sslmode is not verify-full): use sslmode=verify-full with sslrootcert=/path/to/ca.pem unless the database is on this host"
+            );
+        }
         let tls =
             MakeRustlsConnect::new(tls::client_config(conn.ssl_mode, conn.root_cert.as_deref())?);
         let manager = Manager::from_config(
@@ -179,13 +197,34 @@ impl PostgresBackend {
 
     async fn create_table(&self, table: &str, name: &str) -> Result<()> {
         let client = self.client().await.map_err(|f| self.final_error(f))?;
+        // Keys are UTF-8 text: a database in another encoding would refuse some of them later.
+        let encoding: String = client
+            .query_one("SHOW server_encoding", &[])
+            .await
+            .map_err(|e| self.error("cannot read server_encoding", &e))?
+            .get(0);
+        if !matches!(encoding.as_str(), "UTF8" | "SQL_ASCII") {
+            return Err(Error::Backend(format!(
+                "postgresql {}: the database's encoding is {encoding}; Coffer needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8')",
+                self.target
+            )));
+        }
+        // Only create what is missing: CREATE ... IF NOT EXISTS still needs CREATE on the
+        // schema, which a role given only the table's privileges does not have.
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(|e| self.error(&format!("cannot look up table {name}"), &e))?
+            .get(0);
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                  key   text COLLATE \"C\" PRIMARY KEY,
                  value bytea NOT NULL
              )"
         );
-        if let Err(e) = client.batch_execute(&create).await {
+        if let Err(e) =
+            async { if exists { Ok(()) } else { client.batch_execute(&create).await } }.await
+        {
             // Two nodes creating the table at the same moment: one loses the race on the
             // catalog's unique index, and the table exists.
             let raced = e.code().is_some_and(|c| {
@@ -211,7 +250,17 @@ impl PostgresBackend {
         let has = |col: &str, ty: &str, coll: Option<&str>| {
             columns.iter().any(|(c, t, k)| c == col && t == ty && coll.is_none_or(|want| k == want))
         };
-        if !(has("key", "text", Some("C")) && has("value", "bytea", None)) {
+        // Upserts need `key` to be unique on its own.
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                 WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1 AND a.attname = 'key')",
+                &[&table],
+            )
+            .await
+            .map_err(|e| self.error(&format!("cannot inspect table {name}"), &e))?
+            .get(0);
+        if !(has("key", "text", Some("C")) && has("value", "bytea", None) && unique) {
             return Err(Error::Backend(format!(
                 "postgresql {}: table {name} exists but is not (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL): choose another table name or fix it",
                 self.target
@@ -242,6 +291,19 @@ impl PostgresBackend {
         }
     }
 
+    /// A write failed after it was sent: with a closed connection, whether it committed is not
+    /// known, so it is never retried.
+    fn sent_failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
+        if e.is_closed() {
+            Failure::Final(Error::Backend(format!(
+                "postgresql {}: {what}: the connection closed before the server answered; the write may or may not have been applied",
+                self.target
+            )))
+        } else {
+            Failure::Final(self.error(what, e))
+        }
+    }
+
     fn final_error(&self, f: Failure) -> Error {
         match f {
             Failure::Closed(msg) => Error::Backend(msg),
@@ -259,7 +321,7 @@ impl PostgresBackend {
     async fn try_put(&self, key: &str, value: &[u8]) -> std::result::Result<(), Failure> {
         let c = self.client().await?;
         let st = c.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("put", &e))?;
-        c.execute(&st, &[&key, &value]).await.map_err(|e| self.failure("put", &e))?;
+        c.execute(&st, &[&key, &value]).await.map_err(|e| self.sent_failure("put", &e))?;
         Ok(())
     }
 
@@ -267,7 +329,7 @@ impl PostgresBackend {
         let c = self.client().await?;
         let st =
             c.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("delete", &e))?;
-        c.execute(&st, &[&key]).await.map_err(|e| self.failure("delete", &e))?;
+        c.execute(&st, &[&key]).await.map_err(|e| self.sent_failure("delete", &e))?;
         Ok(())
     }
 
@@ -303,9 +365,10 @@ impl PostgresBackend {
                 Op::Put(k, v) => tx.execute(&put, &[k, v]).await,
                 Op::Delete(k) => tx.execute(&delete, &[k]).await,
             }
+            // Inside the transaction nothing is committed before COMMIT: a retry is safe.
             .map_err(|e| self.failure("batch", &e))?;
         }
-        tx.commit().await.map_err(|e| self.failure("batch commit", &e))
+        tx.commit().await.map_err(|e| self.sent_failure("batch commit", &e))
     }
 }
 

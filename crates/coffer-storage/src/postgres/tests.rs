@@ -181,3 +181,34 @@ async fn tls_with_verify_full_refuses_a_server_from_another_ca_or_name() {
     assert!(e.to_string().contains("db.example"), "{e}");
     connect(&with("verify-ca")).await.get("x").await.expect("verify-ca ignores the name");
 }
+
+#[tokio::test]
+async fn a_role_with_only_the_tables_privileges_can_use_a_table_made_for_it() {
+    let cluster = Cluster::shared();
+    let (db, _) = fresh_db(cluster);
+    let role = format!("{db}_app");
+    cluster.sql(
+        &db,
+        &format!(
+            "CREATE TABLE coffer_kv (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);
+             CREATE ROLE {role} LOGIN PASSWORD 'App-pw-1';
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON coffer_kv TO {role};"
+        ),
+    );
+    let url = format!("{}?sslmode=disable", cluster.url_for(&role, "App-pw-1", &db));
+    let b = connect(&url).await;
+    b.put("a/k", b"v".to_vec()).await.expect("put");
+    assert_eq!(b.get("a/k").await.expect("get"), Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn a_table_without_a_unique_key_is_refused() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    cluster
+        .sql(&db, "CREATE TABLE coffer_kv (key text COLLATE \"C\" NOT NULL, value bytea NOT NULL)");
+    let e = PostgresBackend::connect(&PostgresOptions::new(&url)).await.err().expect("refused");
+    assert!(e.to_string().contains("is not (key text"), "{e}");
+}

@@ -105,6 +105,11 @@ const REFUSED: &[&str] = &[
 ];
 
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const DEFAULT_TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// tokio-postgres's default (2 hours, libpq's), replaced unless the URL sets another.
+const DEFAULT_KEEPALIVES_IDLE_LIBPQ: std::time::Duration =
+    std::time::Duration::from_secs(2 * 60 * 60);
+const DEFAULT_KEEPALIVES_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(crate) fn parse(url: &str) -> Result<Connection> {
     let bad = |why: &str| Error::Backend(format!("postgresql connection_url: {why}"));
@@ -166,6 +171,21 @@ pub(crate) fn parse(url: &str) -> Result<Connection> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
+    // A database host that vanishes (no FIN, no RST) must not hold a pooled connection for
+    // TCP's 15-minute retransmission limit: unacknowledged writes give up after 30 s.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE_LIBPQ {
+        config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
+    }
+    // An acknowledged write survives a crash only if it is committed durably: whatever the
+    // server's, role's or database's default, Coffer's sessions commit synchronously.
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=on"),
+        _ => "-c synchronous_commit=on".to_owned(),
+    };
+    config.options(options);
     if config.get_hosts().is_empty() {
         return Err(bad("no host: write postgres://USER:PASSWORD@HOST:5432/DATABASE"));
     }
@@ -308,6 +328,17 @@ mod tests {
             let e = err(url);
             assert!(!e.contains("hunter2") && !e.contains("Secret"), "{url} -> {e}");
         }
+    }
+
+    #[test]
+    fn sessions_commit_synchronously_and_give_up_on_a_silent_host() {
+        let c = parse("postgres://u:p@db.example:5432/coffer").expect("parse");
+        assert_eq!(c.config.get_options(), Some("-c synchronous_commit=on"));
+        assert_eq!(c.config.get_tcp_user_timeout(), Some(&DEFAULT_TCP_USER_TIMEOUT));
+        assert_eq!(c.config.get_keepalives_idle(), DEFAULT_KEEPALIVES_IDLE);
+        let c =
+            parse("postgres://u:p@db.example/coffer?options=-c%20search_path%3Dx").expect("parse");
+        assert_eq!(c.config.get_options(), Some("-c search_path=x -c synchronous_commit=on"));
     }
 
     #[test]
