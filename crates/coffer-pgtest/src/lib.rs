@@ -372,11 +372,17 @@ fn read_lossy(path: &Path) -> String {
 
 /// A port that was free a moment ago; postgres binding it may still race another process, which
 /// the start handles by trying another.
+/// A port that is free now, from below Linux's ephemeral range (32768-60999), so that the
+/// tests' own outgoing connections cannot take it before postgres binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+    for _ in 0..200 {
+        let r = u16::from_str_radix(&random_hex(2), 16).unwrap_or(0);
+        let port = 20_000 + r % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("cannot find a free loopback port between 20000 and 32000")
 }
 
 /// `n` random bytes from the kernel, as lower-case hex.
