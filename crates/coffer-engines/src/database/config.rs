@@ -343,9 +343,13 @@ impl Database {
         Ok(Response::empty())
     }
 
+    /// Rotates the root password. Holds `lock` (so no config write or delete interleaves) and
+    /// then `root_lock` (so settling cannot run meanwhile), in that order, and re-reads the
+    /// record before each store so only the password fields it owns are changed.
     pub(crate) async fn rotate_root(&self, name: &str) -> Result<Response> {
-        let _g = self.root_lock.lock().await;
-        let mut cfg = self.must_config(name).await?;
+        let _g = self.lock.lock().await;
+        let _r = self.root_lock.lock().await;
+        let cfg = self.must_config(name).await?;
         if cfg.username.is_empty() {
             return Err(Error::invalid(
                 "unable to rotate root credentials: no username in configuration",
@@ -358,8 +362,9 @@ impl Database {
         }
         let new = self.passwords.generate(&cfg.password_policy).await?;
         let conn = cfg.open(cfg.password.expose())?;
-        cfg.pending_password = Some(Secret::new(new.expose()));
-        self.store_config(name, &cfg).await?;
+        let mut rec = self.must_config(name).await?;
+        rec.pending_password = Some(Secret::new(new.expose()));
+        self.store_config(name, &rec).await?;
         let stmts = if cfg.root_rotation_statements.is_empty() {
             vec![DEFAULT_ROOT_ROTATE.to_owned()]
         } else {
@@ -374,14 +379,16 @@ impl Database {
             .await;
         conn.close();
         if let Err(e) = changed {
-            cfg.pending_password = None;
-            self.store_config(name, &cfg).await?;
+            let mut rec = self.must_config(name).await?;
+            rec.pending_password = None;
+            self.store_config(name, &rec).await?;
             return Err(e);
         }
-        cfg.password = Secret::new(new.expose());
-        cfg.pending_password = None;
-        self.store_config(name, &cfg).await?;
-        let fresh = Arc::new(cfg.open(cfg.password.expose())?);
+        let mut rec = self.must_config(name).await?;
+        rec.password = Secret::new(new.expose());
+        rec.pending_password = None;
+        self.store_config(name, &rec).await?;
+        let fresh = Arc::new(rec.open(rec.password.expose())?);
         if let Some(old) = self.conns.lock().await.insert(name.to_owned(), fresh) {
             old.close();
         }

@@ -287,3 +287,42 @@ async fn an_interrupted_root_rotation_is_settled_on_next_use() {
     assert_eq!(cfg.password.expose(), "pending-Pw-123");
     assert!(cfg.pending_password.is_none());
 }
+
+/// A config `pg` on the shared cluster with its own superuser; returns the engine and the
+/// superuser's password.
+async fn configured(c: &Cluster, admin_name: &str, extra: Value) -> (Arc<Database>, String) {
+    let pw = admin(c, admin_name);
+    let db = engine().await;
+    let mut body = json!({
+        "plugin_name": PLUGIN,
+        "connection_url": templated(c, "postgres", "?sslmode=disable"),
+        "username": admin_name, "password": pw, "allowed_roles": "*",
+    });
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    call(&db, Operation::Update, "config/pg", body).await.expect("config");
+    (db, pw)
+}
+
+#[tokio::test]
+async fn rotate_root_waits_for_a_config_write_in_progress() {
+    let c = Cluster::shared();
+    let (db, _) = configured(c, "eng_race_admin", json!({})).await;
+    // A config write (or delete) in progress holds the engine lock; rotation must not run
+    // underneath it, or the write's stale record (old password) would be stored last.
+    let held = db.lock.lock().await;
+    let task = tokio::spawn({
+        let db = db.clone();
+        async move { call(&db, Operation::Update, "rotate-root/pg", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished(), "rotate-root ran while a config write held the lock");
+    drop(held);
+    task.await.expect("join").expect("rotate");
+    let cfg = db.must_config("pg").await.expect("cfg");
+    assert!(logs_in(c, "eng_race_admin", cfg.password.expose(), "postgres"));
+    // A delete that waited for the rotation is not undone by it.
+    call(&db, Operation::Delete, "config/pg", json!({})).await.expect("delete");
+    assert!(db.config("pg").await.expect("read").is_none());
+}
