@@ -4,7 +4,9 @@
 //! `connection_url`) is never in a read answer; a write that fails validation or the
 //! connection check stores nothing and leaves the open pool as it was; a root rotation records
 //! the new password as pending before changing it in PostgreSQL, so a crash in between is
-//! settled the next time the pool is opened (whichever of the two passwords logs in wins).
+//! settled the next time the pool is opened (whichever of the two passwords logs in wins); a
+//! rotation that fails keeps the pending password the same way, since a failure after COMMIT
+//! was sent does not say whether the change happened.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -379,9 +381,15 @@ impl Database {
             .await;
         conn.close();
         if let Err(e) = changed {
-            let mut rec = self.must_config(name).await?;
-            rec.pending_password = None;
-            self.store_config(name, &rec).await?;
+            // The change may have committed even though no reply came back (a lost COMMIT
+            // answer, a timeout): keep the pending password and drop the cached pool, so the
+            // next use settles on whichever of the two passwords logs in.
+            self.close_conn(name).await;
+            tracing::warn!(
+                config = name,
+                error = %e,
+                "database engine: root rotation failed; it is settled on the next use"
+            );
             return Err(e);
         }
         let mut rec = self.must_config(name).await?;

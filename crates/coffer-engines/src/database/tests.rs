@@ -326,3 +326,27 @@ async fn rotate_root_waits_for_a_config_write_in_progress() {
     call(&db, Operation::Delete, "config/pg", json!({})).await.expect("delete");
     assert!(db.config("pg").await.expect("read").is_none());
 }
+
+#[tokio::test]
+async fn a_root_rotation_whose_change_committed_despite_an_error_keeps_the_new_password() {
+    let c = Cluster::shared();
+    // The password change commits, then an error comes back: as a lost COMMIT reply would.
+    let (db, _) = configured(
+        c,
+        "eng_ambig_admin",
+        json!({"root_rotation_statements": [
+            "ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'; COMMIT; SELECT 1/0"
+        ]}),
+    )
+    .await;
+    let e = call(&db, Operation::Update, "rotate-root/pg", json!({}))
+        .await
+        .expect_err("the statements report an error");
+    assert!(e.to_string().contains("failed to update user"), "{e}");
+    assert!(db.must_config("pg").await.expect("cfg").pending_password.is_some());
+    // The engine still reaches the database, settling on the password that logs in.
+    db.conn("pg").await.expect("settles").verify().await.expect("connects");
+    let cfg = db.must_config("pg").await.expect("cfg");
+    assert!(cfg.pending_password.is_none());
+    assert!(logs_in(c, "eng_ambig_admin", cfg.password.expose(), "postgres"));
+}
