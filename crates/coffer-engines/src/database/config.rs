@@ -16,7 +16,7 @@ use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings};
+use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, pct_decode};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
 use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
@@ -88,9 +88,8 @@ impl DbConfig {
     /// A pool that logs in with `password`.
     pub(crate) fn open(&self, password: &str) -> Result<Conn> {
         let url = connection_url(&self.connection_url, &self.username, password);
-        let embedded = url_password(&url);
         let mut conn = Conn::open(&self.settings(&url, password))?;
-        if let Some(p) = embedded {
+        for p in literal_passwords(&self.connection_url) {
             conn.add_secret(&p);
         }
         Ok(conn)
@@ -117,21 +116,118 @@ fn glob(pattern: &str, s: &str) -> bool {
     true
 }
 
-/// The password written into a `scheme://user:password@host` URL, if any.
-fn url_password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let auth = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let (userinfo, _) = auth.rsplit_once('@')?;
-    let (_, pw) = userinfo.split_once(':')?;
-    (!pw.is_empty()).then(|| pw.to_owned())
+/// Where a connection string carries a password: the byte range of the value as written
+/// (with its quotes, in a `key=value` string) and the value itself (decoded).
+struct Found {
+    span: std::ops::Range<usize>,
+    value: String,
 }
 
-/// The URL with a written-in password replaced, as Go's `url.Redacted` does.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url_password(url) {
-        Some(pw) if !pw.contains("{{") => url.replacen(&format!(":{pw}@"), ":xxxxx@", 1),
-        _ => url.to_owned(),
+/// Every password written into a connection string, in any of the three forms PostgreSQL
+/// takes: `scheme://user:password@host`, a `password=` query parameter, and a `password=`
+/// key in a `key=value` string (quoted or not, spaces around `=` allowed).
+fn find_passwords(url: &str) -> Vec<Found> {
+    let mut out = Vec::new();
+    if let Some(i) = url.find("://") {
+        let start = i + 3;
+        let rest = &url[start..];
+        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let auth = &rest[..auth_end];
+        if let Some(at) = auth.rfind('@')
+            && let Some(colon) = auth[..at].find(':')
+        {
+            let span = start + colon + 1..start + at;
+            out.push(Found { value: pct_decode(&url[span.clone()]), span });
+        }
+        if let Some(q) = url.find('?') {
+            let mut pos = q + 1;
+            let end = url[pos..].find('#').map_or(url.len(), |h| pos + h);
+            for kv in url[pos..end].split('&') {
+                if let Some((k, _)) = kv.split_once('=')
+                    && pct_decode(k) == "password"
+                {
+                    let span = pos + k.len() + 1..pos + kv.len();
+                    out.push(Found { value: pct_decode(&url[span.clone()]), span });
+                }
+                pos += kv.len() + 1;
+            }
+        }
+        return out;
     }
+    // libpq's key = value syntax.
+    let b = url.as_bytes();
+    let mut i = 0;
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        i = skip_ws(i);
+        if i >= b.len() {
+            break;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &url[ks..i];
+        i = skip_ws(i);
+        if i >= b.len() || b[i] != b'=' {
+            // Not key=value: nothing more can be read reliably.
+            break;
+        }
+        i = skip_ws(i + 1);
+        let vs = i;
+        let mut value = Vec::new();
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+        }
+        if key == "password" {
+            out.push(Found { span: vs..i, value: String::from_utf8_lossy(&value).into_owned() });
+        }
+    }
+    out
+}
+
+/// The passwords written into a connection string other than the `{{password}}` template.
+pub(crate) fn literal_passwords(url: &str) -> Vec<String> {
+    find_passwords(url)
+        .into_iter()
+        .filter(|f| f.value != "{{password}}" && !f.value.is_empty())
+        .map(|f| f.value)
+        .collect()
+}
+
+/// The connection string with every written-in password replaced by `xxxxx`, as Go's
+/// `url.Redacted` does for URLs (Vault's read answer); the `{{password}}` template is kept.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    let mut found = find_passwords(url);
+    found.sort_by_key(|f| std::cmp::Reverse(f.span.start));
+    for f in found {
+        if f.value != "{{password}}" && !f.value.is_empty() {
+            out.replace_range(f.span, "xxxxx");
+        }
+    }
+    out
 }
 
 impl Database {
@@ -297,7 +393,7 @@ impl Database {
             old.close();
         }
         let mut warnings = ignored_warning(f.unknown(FIELDS));
-        if url_password(&c.connection_url).is_some_and(|p| !p.contains("{{")) {
+        if !literal_passwords(&c.connection_url).is_empty() {
             warnings.push(
                 "Password found in connection_url, use a templated url to enable root \
                  rotation and prevent read access to password information."
@@ -424,13 +520,38 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_are_found_and_redacted() {
-        assert_eq!(url_password("postgres://u:s3cret@h:5432/db"), Some("s3cret".into()));
-        assert_eq!(url_password("postgres://u@h/db"), None);
-        assert_eq!(url_password("host=h password=x"), None);
+        assert_eq!(literal_passwords("postgres://u:s3cret@h:5432/db"), vec!["s3cret"]);
+        assert_eq!(literal_passwords("postgres://u:p%40ss@h/db"), vec!["p@ss"]);
+        assert!(literal_passwords("postgres://u@h/db").is_empty());
+        assert!(literal_passwords("postgres://{{username}}:{{password}}@h/db").is_empty());
         assert_eq!(redact_url("postgres://u:s3cret@h/db"), "postgres://u:xxxxx@h/db");
         assert_eq!(
             redact_url("postgres://{{username}}:{{password}}@h/db"),
             "postgres://{{username}}:{{password}}@h/db"
         );
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_found_and_redacted() {
+        let u = "postgres://u@h/db?sslmode=disable&password=s3cret&application_name=a";
+        assert_eq!(literal_passwords(u), vec!["s3cret"]);
+        assert_eq!(
+            redact_url(u),
+            "postgres://u@h/db?sslmode=disable&password=xxxxx&application_name=a"
+        );
+        assert_eq!(literal_passwords("postgres://h/db?password=a%26b"), vec!["a&b"]);
+        assert!(literal_passwords("postgres://h/db?password={{password}}").is_empty());
+    }
+
+    #[test]
+    fn passwords_in_key_value_strings_are_found_and_redacted() {
+        let u = "host=h password=s3cret dbname=d";
+        assert_eq!(literal_passwords(u), vec!["s3cret"]);
+        assert_eq!(redact_url(u), "host=h password=xxxxx dbname=d");
+        let q = "host=h password = 'a b\\'c' user=u";
+        assert_eq!(literal_passwords(q), vec!["a b'c"]);
+        assert_eq!(redact_url(q), "host=h password = xxxxx user=u");
+        assert!(literal_passwords("host=h user={{username}} password={{password}}").is_empty());
+        assert!(literal_passwords("host=h password=").is_empty());
     }
 }

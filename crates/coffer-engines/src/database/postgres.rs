@@ -150,7 +150,7 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
     Ok((rest, mode, root))
 }
 
-fn pct_decode(s: &str) -> String {
+pub(crate) fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -289,7 +289,7 @@ fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> 
 impl Conn {
     /// Builds the pool; no connection is made until one is needed (see [`Conn::verify`]).
     pub(crate) fn open(s: &PoolSettings<'_>) -> Result<Self> {
-        let secrets = secret_forms(s.password);
+        let mut secrets = secret_forms(s.password);
         let (rest, mode, root) = take_tls(s.url)?;
         let mut cfg: tokio_postgres::Config =
             rest.parse().map_err(|e: tokio_postgres::Error| {
@@ -298,6 +298,11 @@ impl Conn {
                     scrub(&e.to_string(), &secrets)
                 ))
             })?;
+        // A password written into the URL, in whatever form tokio-postgres understood it.
+        if let Some(p) = cfg.get_password() {
+            secrets.extend(secret_forms(&String::from_utf8_lossy(p)));
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
         if cfg.get_user().is_none() && !s.username.is_empty() {
             cfg.user(s.username);
         }

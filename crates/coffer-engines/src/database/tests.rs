@@ -350,3 +350,39 @@ async fn a_root_rotation_whose_change_committed_despite_an_error_keeps_the_new_p
     assert!(cfg.pending_password.is_none());
     assert!(logs_in(c, "eng_ambig_admin", cfg.password.expose(), "postgres"));
 }
+
+#[tokio::test]
+async fn a_password_written_into_the_connection_string_is_never_read_back() {
+    let c = Cluster::shared();
+    let pw = admin(c, "eng_redact_admin");
+    let db = engine().await;
+    let port = c.port();
+    for url in [
+        format!("postgres://eng_redact_admin:{pw}@127.0.0.1:{port}/postgres?sslmode=disable"),
+        format!(
+            "postgres://eng_redact_admin@127.0.0.1:{port}/postgres?sslmode=disable&password={pw}"
+        ),
+        format!(
+            "host=127.0.0.1 port={port} user=eng_redact_admin password={pw} dbname=postgres \
+             sslmode=disable"
+        ),
+        format!(
+            "host=127.0.0.1 port={port} user=eng_redact_admin password = '{pw}' dbname=postgres \
+             sslmode=disable"
+        ),
+    ] {
+        let r = call(
+            &db,
+            Operation::Update,
+            "config/pg",
+            json!({"plugin_name": PLUGIN, "connection_url": url, "allowed_roles": "*"}),
+        )
+        .await
+        .expect("config with the password in the URL connects");
+        assert!(r.warnings.iter().any(|w| w.contains("Password found in connection_url")), "{url}");
+        let read = call(&db, Operation::Read, "config/pg", json!({})).await.expect("read");
+        let text = serde_json::to_string(&read.data).expect("json");
+        assert!(!text.contains(&pw), "{url}: {text}");
+        assert!(text.contains("xxxxx"), "{url}: {text}");
+    }
+}
