@@ -458,6 +458,13 @@ impl Database {
                 "unable to rotate root credentials: no password in configuration",
             ));
         }
+        if !literal_passwords(&cfg.connection_url).is_empty() {
+            return Err(Error::invalid(
+                "unable to rotate root credentials: connection_url has a password written into \
+                 it, which would keep being used after rotation; write the URL with \
+                 {{password}} templating (and the password in the password field) first",
+            ));
+        }
         let new = self.passwords.generate(&cfg.password_policy).await?;
         let conn = cfg.open(cfg.password.expose())?;
         let mut rec = self.must_config(name).await?;

@@ -386,3 +386,33 @@ async fn a_password_written_into_the_connection_string_is_never_read_back() {
         assert!(text.contains("xxxxx"), "{url}: {text}");
     }
 }
+
+#[tokio::test]
+async fn rotate_root_is_refused_while_the_url_holds_a_written_in_password() {
+    let c = Cluster::shared();
+    let pw = admin(c, "eng_literal_admin");
+    let db = engine().await;
+    let url = format!(
+        "postgres://eng_literal_admin:{pw}@127.0.0.1:{}/postgres?sslmode=disable",
+        c.port()
+    );
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({
+            "plugin_name": PLUGIN, "connection_url": url,
+            "username": "eng_literal_admin", "password": pw, "allowed_roles": "*",
+        }),
+    )
+    .await
+    .expect("config");
+    let e = call(&db, Operation::Update, "rotate-root/pg", json!({}))
+        .await
+        .expect_err("a literal password in the URL would outlive the rotation");
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}");
+    assert!(e.to_string().contains("{{password}}"), "{e}");
+    assert!(!e.to_string().contains(&pw), "{e}");
+    assert!(logs_in(c, "eng_literal_admin", &pw, "postgres"), "the password was not changed");
+    db.conn("pg").await.expect("conn").verify().await.expect("the config still works");
+}
