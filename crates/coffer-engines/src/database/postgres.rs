@@ -30,10 +30,20 @@ pub(crate) const DEFAULT_ROOT_ROTATE: &str =
 /// How long one connection attempt or pool wait may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one group of database round trips may take before it is abandoned.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive and user timeout, so a half-open connection is noticed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One config's pool.
 pub(crate) struct Conn {
     pool: Pool,
     max_idle: usize,
+    /// How long one group of round trips (a transaction, a revocation) may take.
+    query_timeout: Duration,
     /// Secrets that must never appear in an error from this pool.
     secrets: Vec<String>,
 }
@@ -315,6 +325,13 @@ impl Conn {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
+        cfg.keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+        if cfg.get_tcp_user_timeout().is_none() {
+            cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let mgr = match mode {
             Tls::Disable => {
@@ -347,7 +364,7 @@ impl Conn {
             }));
         }
         let pool = b.build().map_err(|e| Error::Internal(format!("database pool: {e}")))?;
-        Ok(Self { pool, max_idle: s.max_idle, secrets })
+        Ok(Self { pool, max_idle: s.max_idle, query_timeout: QUERY_TIMEOUT, secrets })
     }
 
     /// Another string to keep out of errors (a password written into the URL).
@@ -375,13 +392,39 @@ impl Conn {
         })
     }
 
+    /// Runs `f` on a pooled connection within the query timeout. On timeout the connection
+    /// is closed rather than returned to the pool (it may be mid-statement, or half-open).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.client().await?;
+        match tokio::time::timeout(self.query_timeout, f(&mut c)).await {
+            Ok(r) => r,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(c));
+                Err(Error::invalid(format!(
+                    "{what}: timed out after {}s waiting for the database",
+                    self.query_timeout.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_query_timeout(&mut self, t: Duration) {
+        self.query_timeout = t;
+    }
+
     /// Connects once and runs `SELECT 1`.
     pub(crate) async fn verify(&self) -> Result<()> {
-        let c = self.client().await?;
-        c.simple_query("SELECT 1")
-            .await
-            .map_err(|e| self.err("error verifying connection", &pg_message(&e), &[]))?;
-        Ok(())
+        let what = "error verifying connection";
+        self.bounded(what, async |c| {
+            c.simple_query("SELECT 1").await.map_err(|e| self.err(what, &pg_message(&e), &[]))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Keeps at most `max_idle_connections` idle connections open.
@@ -404,8 +447,7 @@ impl Conn {
         self.pool.close();
     }
 
-    pub(crate) async fn role_exists(&self, name: &str) -> Result<bool> {
-        let c = self.client().await?;
+    async fn exists_on(&self, c: &deadpool_postgres::Object, name: &str) -> Result<bool> {
         let row = c
             .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name])
             .await
@@ -413,80 +455,91 @@ impl Conn {
         Ok(row.get(0))
     }
 
+    pub(crate) async fn role_exists(&self, name: &str) -> Result<bool> {
+        self.bounded("error checking the role", async |c| self.exists_on(c, name).await).await
+    }
+
     /// Runs the statements (split and templated) in one transaction. `what` names the list in
     /// an error ("creation statements failed: ERROR: …").
     pub(crate) async fn run_tx(&self, what: &str, stmts: &[String], v: &Vars<'_>) -> Result<()> {
         let extra = v.password.map(secret_forms).unwrap_or_default();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
-        for s in split_statements(stmts) {
-            tx.batch_execute(&render(&s, v))
-                .await
-                .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
-        }
-        tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+        self.bounded(what, async |c| {
+            let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+            for s in split_statements(stmts) {
+                tx.batch_execute(&render(&s, v))
+                    .await
+                    .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+            }
+            tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+        })
+        .await
     }
 
     /// Runs each statement on its own, keeping on after failures; returns how many failed.
     pub(crate) async fn run_each(&self, stmts: &[String], v: &Vars<'_>) -> Result<usize> {
-        let c = self.client().await?;
-        let mut failed = 0;
-        for s in split_statements(stmts) {
-            if c.batch_execute(&render(&s, v)).await.is_err() {
-                failed += 1;
+        self.bounded("rollback statements", async |c| {
+            let mut failed = 0;
+            for s in split_statements(stmts) {
+                if c.batch_execute(&render(&s, v)).await.is_err() {
+                    failed += 1;
+                }
             }
-        }
-        Ok(failed)
+            Ok(failed)
+        })
+        .await
     }
 
     /// Takes away everything the user was given and drops it; success when it is already gone.
     /// Sessions are ended first, objects it owns are handed to the connection user.
     pub(crate) async fn drop_user(&self, name: &str) -> Result<()> {
-        if !self.role_exists(name).await? {
-            return Ok(());
-        }
-        let c = self.client().await?;
-        let q = quote_ident(name);
         let what = "revocation failed";
-        let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
-        // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
-        let _ = c
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE usename = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await;
-        let schemas = c
-            .query(
-                "SELECT DISTINCT table_schema FROM information_schema.role_table_grants \
-                 WHERE grantee = $1",
-                &[&name],
-            )
-            .await
-            .map_err(map)?;
-        let mut stmts = Vec::new();
-        for r in schemas {
-            let s: String = r.get(0);
-            let s = quote_ident(&s);
-            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} FROM {q}"));
-            stmts.push(format!("REVOKE USAGE ON SCHEMA {s} FROM {q}"));
-        }
-        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {q}"));
-        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {q}"));
-        stmts.push(format!("REVOKE USAGE ON SCHEMA public FROM {q}"));
-        let db: String = c.query_one("SELECT current_database()", &[]).await.map_err(map)?.get(0);
-        stmts.push(format!("REVOKE CONNECT ON DATABASE {} FROM {q}", quote_ident(&db)));
-        for s in &stmts {
-            let _ = c.batch_execute(s).await;
-        }
-        // Objects the user created go to the connection user rather than being lost; only
-        // then are its remaining privileges and default ACLs dropped.
-        if c.batch_execute(&format!("REASSIGN OWNED BY {q} TO CURRENT_USER")).await.is_ok() {
-            c.batch_execute(&format!("DROP OWNED BY {q}")).await.map_err(map)?;
-        }
-        c.batch_execute(&format!("DROP ROLE IF EXISTS {q}")).await.map_err(map)?;
-        Ok(())
+        self.bounded(what, async |c| {
+            if !self.exists_on(c, name).await? {
+                return Ok(());
+            }
+            let q = quote_ident(name);
+            let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
+            // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
+            let _ = c
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE usename = $1 AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .await;
+            let schemas = c
+                .query(
+                    "SELECT DISTINCT table_schema FROM information_schema.role_table_grants \
+                     WHERE grantee = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(map)?;
+            let mut stmts = Vec::new();
+            for r in schemas {
+                let s: String = r.get(0);
+                let s = quote_ident(&s);
+                stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} FROM {q}"));
+                stmts.push(format!("REVOKE USAGE ON SCHEMA {s} FROM {q}"));
+            }
+            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {q}"));
+            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {q}"));
+            stmts.push(format!("REVOKE USAGE ON SCHEMA public FROM {q}"));
+            let db: String =
+                c.query_one("SELECT current_database()", &[]).await.map_err(map)?.get(0);
+            stmts.push(format!("REVOKE CONNECT ON DATABASE {} FROM {q}", quote_ident(&db)));
+            for s in &stmts {
+                let _ = c.batch_execute(s).await;
+            }
+            // Objects the user created go to the connection user rather than being lost; only
+            // then are its remaining privileges and default ACLs dropped.
+            if c.batch_execute(&format!("REASSIGN OWNED BY {q} TO CURRENT_USER")).await.is_ok() {
+                c.batch_execute(&format!("DROP OWNED BY {q}")).await.map_err(map)?;
+            }
+            c.batch_execute(&format!("DROP ROLE IF EXISTS {q}")).await.map_err(map)?;
+            Ok(())
+        })
+        .await
     }
 }
 

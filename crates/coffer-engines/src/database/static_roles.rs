@@ -110,6 +110,7 @@ impl Database {
     ) -> Result<Response> {
         check_name("static role", name)?;
         let f = Fields::new(req.data);
+        let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
         if self.role(name).await?.is_some() {
             return Err(Error::invalid("Role and Static Role names must be unique"));
@@ -279,6 +280,7 @@ impl Database {
     }
 
     pub(crate) async fn delete_static_role(&self, name: &str) -> Result<Response> {
+        let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
         self.view.delete(&format!("static-role/{name}")).await?;
         if let Some(due) = self.due.lock().await.as_mut() {
@@ -310,7 +312,8 @@ impl Database {
     }
 
     pub(crate) async fn rotate_role(&self, name: &str) -> Result<Response> {
-        let _g = self.lock.lock().await;
+        // The role's own lock, not the engine's: the rotation talks to the database.
+        let _s = self.static_lock(name).await;
         let mut r = self
             .static_role(name)
             .await?
@@ -362,7 +365,8 @@ impl Database {
             .unwrap_or_default();
         drop(due_guard);
         for name in names {
-            let _g = self.lock.lock().await;
+            // The role's own lock, not the engine's: the rotation talks to the database.
+            let _s = self.static_lock(&name).await;
             let Some(mut r) = self.static_role(&name).await? else {
                 if let Some(m) = self.due.lock().await.as_mut() {
                     m.remove(&name);

@@ -416,3 +416,74 @@ async fn rotate_root_is_refused_while_the_url_holds_a_written_in_password() {
     assert!(logs_in(c, "eng_literal_admin", &pw, "postgres"), "the password was not changed");
     db.conn("pg").await.expect("conn").verify().await.expect("the config still works");
 }
+
+#[tokio::test]
+async fn a_statement_that_hangs_is_abandoned_after_the_query_timeout() {
+    let c = Cluster::shared();
+    let (db, pw) = configured(c, "eng_timeout_admin", json!({})).await;
+    let cfg = db.must_config("pg").await.expect("cfg");
+    let mut conn = cfg.open(&pw).expect("pool");
+    conn.set_query_timeout(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let e = conn
+        .run_tx(
+            "creation statements failed",
+            &["SELECT pg_sleep(5)".into()],
+            &template::Vars::default(),
+        )
+        .await
+        .expect_err("times out");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(e.to_string().contains("timed out after 0.5s"), "{e}");
+    let e = conn.drop_user("nobody; SELECT pg_sleep(5)").await;
+    assert!(e.is_ok(), "a missing user is revoked: {e:?}");
+    // The abandoned connection was closed, not handed out again.
+    conn.verify().await.expect("the pool still works");
+}
+
+#[tokio::test]
+async fn a_slow_static_rotation_does_not_stall_other_writes_and_rotations_do_not_interleave() {
+    let c = Cluster::shared();
+    let (db, _) = configured(c, "eng_slow_admin", json!({})).await;
+    c.sql("postgres", "CREATE ROLE eng_slow_user WITH LOGIN PASSWORD 'x'");
+    call(
+        &db,
+        Operation::Update,
+        "static-roles/slow",
+        json!({
+            "db_name": "pg", "username": "eng_slow_user", "rotation_period": "1h",
+            "rotation_statements": [
+                "ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}'; SELECT pg_sleep(2)"
+            ],
+        }),
+    )
+    .await
+    .expect("static role");
+    let rotate = || {
+        let db = db.clone();
+        tokio::spawn(
+            async move { call(&db, Operation::Update, "rotate-role/slow", json!({})).await },
+        )
+    };
+    let (a, b) = (rotate(), rotate());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    call(
+        &db,
+        Operation::Update,
+        "roles/other",
+        json!({"db_name": "pg", "creation_statements": "SELECT 1"}),
+    )
+    .await
+    .expect("role write");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a role write waited {:?} for a rotation",
+        started.elapsed()
+    );
+    a.await.expect("join").expect("first rotation");
+    b.await.expect("join").expect("second rotation");
+    let r = call(&db, Operation::Read, "static-creds/slow", json!({})).await.expect("creds");
+    let pw = r.data.expect("data")["password"].as_str().expect("pw").to_owned();
+    assert!(logs_in(c, "eng_slow_user", &pw, "postgres"), "the stored password logs in");
+}
