@@ -490,7 +490,8 @@ impl Conn {
     }
 
     /// Takes away everything the user was given and drops it; success when it is already gone.
-    /// Sessions are ended first, objects it owns are handed to the connection user.
+    /// Its login is disabled and its sessions ended first, objects it owns are handed to the
+    /// connection user.
     pub(crate) async fn drop_user(&self, name: &str) -> Result<()> {
         let what = "revocation failed";
         self.bounded(what, async |c| {
@@ -499,6 +500,9 @@ impl Conn {
             }
             let q = quote_ident(name);
             let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
+            // First of all the user can no longer log in, so a step below that fails (and
+            // leaves the lease to be retried) leaves no usable login behind.
+            c.batch_execute(&format!("ALTER ROLE {q} NOLOGIN")).await.map_err(map)?;
             // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
             let _ = c
                 .execute(

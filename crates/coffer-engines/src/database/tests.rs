@@ -487,3 +487,65 @@ async fn a_slow_static_rotation_does_not_stall_other_writes_and_rotations_do_not
     let pw = r.data.expect("data")["password"].as_str().expect("pw").to_owned();
     assert!(logs_in(c, "eng_slow_user", &pw, "postgres"), "the stored password logs in");
 }
+
+#[tokio::test]
+async fn a_revocation_that_cannot_drop_the_user_still_leaves_no_login() {
+    let c = Cluster::shared();
+    c.create_database("eng_nologin");
+    c.create_database("eng_nologin_other");
+    let pw = admin(c, "eng_nologin_admin");
+    let db = engine().await;
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({
+            "plugin_name": PLUGIN,
+            "connection_url": templated(c, "eng_nologin", "?sslmode=disable"),
+            "username": "eng_nologin_admin", "password": pw, "allowed_roles": "*",
+        }),
+    )
+    .await
+    .expect("config");
+    call(
+        &db,
+        Operation::Update,
+        "roles/app",
+        json!({
+            "db_name": "pg",
+            "creation_statements": "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}'",
+        }),
+    )
+    .await
+    .expect("role");
+    let r = call(&db, Operation::Read, "creds/app", json!({})).await.expect("creds");
+    let data = r.data.expect("data");
+    let user = data["username"].as_str().expect("u").to_owned();
+    let upw = data["password"].as_str().expect("p").to_owned();
+    let secret = r.secret.expect("lease");
+    // Something it owns in a database the config does not reach: DROP ROLE must fail.
+    c.sql(
+        "eng_nologin_other",
+        &format!("CREATE TABLE stuck (x int); ALTER TABLE stuck OWNER TO \"{user}\""),
+    );
+    assert!(logs_in(c, &user, &upw, "eng_nologin"));
+    let m = mount();
+    let lease = LeaseRequest {
+        lease_id: "database/creds/app/z",
+        path: "creds/app",
+        mount: &m,
+        internal: &secret.internal,
+        issue_time: 0,
+        expire_time: 0,
+    };
+    let e = db.revoke_lease(&lease).await.expect_err("the role cannot be dropped yet");
+    assert!(e.to_string().contains("revocation failed"), "{e}");
+    assert!(!logs_in(c, &user, &upw, "eng_nologin"), "a failed revocation left a login");
+    // Once the obstacle is gone, the retried revocation finishes.
+    c.sql("eng_nologin_other", "DROP TABLE stuck");
+    db.revoke_lease(&lease).await.expect("retry");
+    assert_eq!(
+        c.sql("eng_nologin", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
+        "0"
+    );
+}
