@@ -34,7 +34,7 @@ const RETRY_MAX: u64 = 300;
 #[serde(default)]
 pub(crate) struct StaticRole {
     version: u32,
-    db_name: String,
+    pub(crate) db_name: String,
     username: String,
     password: Secret,
     pending_password: Option<Secret>,
@@ -88,7 +88,7 @@ impl StaticRole {
 }
 
 impl Database {
-    async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
+    pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
         match self.view.get(&format!("static-role/{name}")).await? {
             None => Ok(None),
             Some(raw) => decode(&raw, "static role").map(Some),

@@ -549,3 +549,24 @@ async fn a_revocation_that_cannot_drop_the_user_still_leaves_no_login() {
         "0"
     );
 }
+
+#[tokio::test]
+async fn a_config_that_roles_still_name_cannot_be_deleted() {
+    let c = Cluster::shared();
+    let (db, _) = configured(c, "eng_inuse_admin", json!({})).await;
+    call(
+        &db,
+        Operation::Update,
+        "roles/ro",
+        json!({"db_name": "pg", "creation_statements": "SELECT 1"}),
+    )
+    .await
+    .expect("role");
+    let e = call(&db, Operation::Delete, "config/pg", json!({})).await.expect_err("in use");
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}");
+    assert!(e.to_string().contains("role \"ro\""), "{e}");
+    assert!(db.config("pg").await.expect("read").is_some());
+    call(&db, Operation::Delete, "roles/ro", json!({})).await.expect("delete role");
+    call(&db, Operation::Delete, "config/pg", json!({})).await.expect("delete config");
+    assert!(db.config("pg").await.expect("read").is_none());
+}
