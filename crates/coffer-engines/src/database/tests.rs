@@ -570,3 +570,71 @@ async fn a_config_that_roles_still_name_cannot_be_deleted() {
     call(&db, Operation::Delete, "config/pg", json!({})).await.expect("delete config");
     assert!(db.config("pg").await.expect("read").is_none());
 }
+
+#[tokio::test]
+async fn a_display_name_holding_template_syntax_creates_the_user_the_lease_names() {
+    let c = Cluster::shared();
+    let (db, _) = configured(
+        c,
+        "eng_tmpl_admin",
+        json!({"username_template": "v-{{.DisplayName}}-{{random 8}}"}),
+    )
+    .await;
+    call(
+        &db,
+        Operation::Update,
+        "roles/app",
+        json!({
+            "db_name": "pg",
+            "creation_statements":
+                "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
+        }),
+    )
+    .await
+    .expect("role");
+    let caller = coffer_core::token::TokenEntry {
+        version: 1,
+        id: "id".into(),
+        accessor: "acc".into(),
+        parent: None,
+        policies: vec![],
+        path: "auth/token/create".into(),
+        meta: Default::default(),
+        display_name: "{{password}}$;x".into(),
+        num_uses: 0,
+        creation_time: 0,
+        creation_ttl: 0,
+        expire_time: 0,
+        explicit_max_ttl: 0,
+        period: 0,
+        renewable: false,
+        orphan: false,
+        entity_id: String::new(),
+        last_renewal_time: 0,
+        spent: false,
+        bound_cidrs: vec![],
+        max_ttl: 0,
+    };
+    let data = Map::new();
+    let m = mount();
+    let req = BackendRequest {
+        id: "t",
+        operation: Operation::Read,
+        path: "creds/app",
+        data: &data,
+        caller: Some(&caller),
+        mount: &m,
+        remote_addr: None,
+        sudo: false,
+        client_token: None,
+        client_cert_chain: &[],
+    };
+    let r = db.handle(&req).await.expect("creds");
+    let user = r.secret.expect("lease").internal["username"].as_str().expect("u").to_owned();
+    assert_eq!(
+        c.sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
+        "1",
+        "the user the lease names is the one created"
+    );
+    assert!(user.starts_with("v-__password____x-"), "{user}");
+}
