@@ -48,6 +48,12 @@ pub(crate) struct Conn {
     secrets: Vec<String>,
 }
 
+/// A failed transaction, and whether it may have committed nonetheless.
+pub(crate) struct TxFailure {
+    pub(crate) error: Error,
+    pub(crate) maybe_committed: bool,
+}
+
 /// What a pool is built from.
 pub(crate) struct PoolSettings<'a> {
     /// With `{{username}}`/`{{password}}` already filled in.
@@ -462,7 +468,19 @@ impl Conn {
     /// Runs the statements (split and templated) in one transaction. `what` names the list in
     /// an error ("creation statements failed: ERROR: …").
     pub(crate) async fn run_tx(&self, what: &str, stmts: &[String], v: &Vars<'_>) -> Result<()> {
+        self.try_tx(what, stmts, v).await.map_err(|f| f.error)
+    }
+
+    /// [`Conn::run_tx`], telling a failure before COMMIT was sent (nothing changed) from one
+    /// after (the change may have committed: the reply was lost or timed out).
+    pub(crate) async fn try_tx(
+        &self,
+        what: &str,
+        stmts: &[String],
+        v: &Vars<'_>,
+    ) -> std::result::Result<(), TxFailure> {
         let extra = v.password.map(secret_forms).unwrap_or_default();
+        let committing = std::sync::atomic::AtomicBool::new(false);
         self.bounded(what, async |c| {
             let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
             for s in split_statements(stmts) {
@@ -470,9 +488,14 @@ impl Conn {
                     .await
                     .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
             }
+            committing.store(true, std::sync::atomic::Ordering::SeqCst);
             tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
         })
         .await
+        .map_err(|error| TxFailure {
+            error,
+            maybe_committed: committing.load(std::sync::atomic::Ordering::SeqCst),
+        })
     }
 
     /// Runs each statement on its own, keeping on after failures; returns how many failed.

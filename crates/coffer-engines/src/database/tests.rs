@@ -638,3 +638,40 @@ async fn a_display_name_holding_template_syntax_creates_the_user_the_lease_names
     );
     assert!(user.starts_with("v-__password____x-"), "{user}");
 }
+
+#[tokio::test]
+async fn a_static_role_creation_interrupted_mid_change_is_finished_by_the_rotation_pass() {
+    let c = Cluster::shared();
+    let (db, _) = configured(c, "eng_crash_admin", json!({})).await;
+    c.sql("postgres", "CREATE ROLE eng_crash_user WITH LOGIN PASSWORD 'old-Pw-1'");
+    let create = tokio::spawn({
+        let db = db.clone();
+        async move {
+            call(
+                &db,
+                Operation::Update,
+                "static-roles/crash",
+                json!({
+                    "db_name": "pg", "username": "eng_crash_user", "rotation_period": "1h",
+                    "rotation_statements": [
+                        "SELECT pg_sleep(1); ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}'"
+                    ],
+                }),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Before PostgreSQL is changed, the role is already stored with its password pending.
+    let r = db.static_role("crash").await.expect("read").expect("stored before the change");
+    assert!(r.pending_password.is_some());
+    // The process "dies" here, mid-transaction.
+    create.abort();
+    let _ = create.await;
+    assert!(logs_in(c, "eng_crash_user", "old-Pw-1", "postgres"), "nothing changed yet");
+    db.rotate_due().await.expect("rotation pass");
+    let r = call(&db, Operation::Read, "static-creds/crash", json!({})).await.expect("creds");
+    let pw = r.data.expect("data")["password"].as_str().expect("pw").to_owned();
+    assert!(logs_in(c, "eng_crash_user", &pw, "postgres"), "the stored password logs in");
+    assert!(!logs_in(c, "eng_crash_user", "old-Pw-1", "postgres"));
+}
