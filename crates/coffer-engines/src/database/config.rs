@@ -16,7 +16,7 @@ use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, pct_decode};
+use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, pct_decode, unverified_tls};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
 use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
@@ -397,6 +397,13 @@ impl Database {
             warnings.push(
                 "Password found in connection_url, use a templated url to enable root \
                  rotation and prevent read access to password information."
+                    .into(),
+            );
+        }
+        if unverified_tls(&c.connection_url) {
+            warnings.push(
+                "connection_url does not authenticate the server (sslmode prefer, or require \
+                 without sslrootcert): use sslmode=verify-full with sslrootcert in production"
                     .into(),
             );
         }

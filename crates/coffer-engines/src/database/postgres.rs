@@ -17,7 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode};
 
 use super::template::{Vars, render, split_statements};
 
@@ -164,6 +164,21 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
     // libpq: `require` with a root certificate behaves as verify-ca.
     let mode = if mode == Tls::Require && root.is_some() { Tls::VerifyCa } else { mode };
     Ok((rest, mode, root))
+}
+
+/// With TLS that does not authenticate the server (`require` without `sslrootcert`), channel
+/// binding is required unless the URL sets `channel_binding` itself: SCRAM-SHA-256-PLUS ties
+/// the login to the TLS session, and a server asking for a cleartext or MD5 password (or none)
+/// is refused, so a man in the middle gets no password. `prefer` cannot do this (it falls back
+/// to plaintext, where there is nothing to bind to); see docs/database.md.
+fn channel_binding_for(mode: Tls, rest: &str) -> Option<ChannelBinding> {
+    (mode == Tls::Require && !rest.contains("channel_binding")).then_some(ChannelBinding::Require)
+}
+
+/// Whether the connection string's TLS mode leaves the server unauthenticated (`prefer`,
+/// `require` without `sslrootcert`), for the write warning.
+pub(crate) fn unverified_tls(url: &str) -> bool {
+    matches!(take_tls(url), Ok((_, Tls::Prefer | Tls::Require, _)))
 }
 
 pub(crate) fn pct_decode(s: &str) -> String {
@@ -337,6 +352,9 @@ impl Conn {
             .keepalives_retries(KEEPALIVE_RETRIES);
         if cfg.get_tcp_user_timeout().is_none() {
             cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if let Some(cb) = channel_binding_for(mode, &rest) {
+            cfg.channel_binding(cb);
         }
         let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let mgr = match mode {
@@ -598,6 +616,26 @@ mod tests {
             take_tls("postgres://h/?sslmode=bogus").expect_err("bad").to_string().contains("bogus")
         );
         assert!(take_tls("postgres://h/?sslcert=/x").is_err());
+    }
+
+    #[test]
+    fn unverified_tls_requires_channel_binding_unless_the_url_says_otherwise() {
+        assert_eq!(
+            channel_binding_for(Tls::Require, "postgres://h/db"),
+            Some(ChannelBinding::Require)
+        );
+        assert_eq!(
+            channel_binding_for(Tls::Require, "postgres://h/db?channel_binding=prefer"),
+            None
+        );
+        for m in [Tls::Disable, Tls::Prefer, Tls::VerifyCa, Tls::VerifyFull] {
+            assert_eq!(channel_binding_for(m, "postgres://h/db"), None, "{m:?}");
+        }
+        assert!(unverified_tls("postgres://h/db"));
+        assert!(unverified_tls("postgres://h/db?sslmode=require"));
+        assert!(!unverified_tls("postgres://h/db?sslmode=require&sslrootcert=/ca"));
+        assert!(!unverified_tls("postgres://h/db?sslmode=disable"));
+        assert!(!unverified_tls("host=h sslmode=verify-full sslrootcert=/ca"));
     }
 
     #[test]

@@ -230,7 +230,18 @@ async fn tls_verify_full_connects_and_a_plaintext_url_is_refused() {
     write(templated(&c, "postgres", &format!("?sslmode=verify-full&sslrootcert={}", ca.display())))
         .await
         .expect("verify-full against the test CA");
-    write(templated(&c, "postgres", "?sslmode=require")).await.expect("require encrypts");
+    // Unverified TLS logs in with SCRAM-SHA-256-PLUS (channel binding is required), and the
+    // write warns that the server is not authenticated.
+    let r = write(templated(&c, "postgres", "?sslmode=require")).await.expect("require encrypts");
+    assert!(r.warnings.iter().any(|w| w.contains("does not authenticate the server")), "{r:?}");
+    let r = write(templated(
+        &c,
+        "postgres",
+        &format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
+    ))
+    .await
+    .expect("verify-full");
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let e =
         write(templated(&c, "postgres", "?sslmode=disable")).await.expect_err("no TLS, no login");
     let msg = e.to_string();
