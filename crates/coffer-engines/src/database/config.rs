@@ -16,7 +16,10 @@ use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, pct_decode, unverified_tls};
+use super::postgres::{
+    Conn, DEFAULT_ROOT_ROTATE, PoolSettings, parsed_password, pct_decode, secret_forms,
+    unverified_tls,
+};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
 use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
@@ -208,12 +211,20 @@ fn find_passwords(url: &str) -> Vec<Found> {
 }
 
 /// The passwords written into a connection string other than the `{{password}}` template.
+/// Besides the three forms above, whatever password tokio-postgres reads from the string
+/// counts, so an odd form (`postgres://u:p?x@h`) is not missed.
 pub(crate) fn literal_passwords(url: &str) -> Vec<String> {
-    find_passwords(url)
+    let mut v: Vec<String> = find_passwords(url)
         .into_iter()
         .filter(|f| f.value != "{{password}}" && !f.value.is_empty())
         .map(|f| f.value)
-        .collect()
+        .collect();
+    if let Some(p) = parsed_password(url)
+        && !v.contains(&p)
+    {
+        v.push(p);
+    }
+    v
 }
 
 /// The connection string with every written-in password replaced by `xxxxx`, as Go's
@@ -225,6 +236,14 @@ pub(crate) fn redact_url(url: &str) -> String {
     for f in found {
         if f.value != "{{password}}" && !f.value.is_empty() {
             out.replace_range(f.span, "xxxxx");
+        }
+    }
+    // Whatever tokio-postgres still reads as a password after that goes too.
+    if let Some(p) = parsed_password(&out)
+        && p != "xxxxx"
+    {
+        for form in secret_forms(&p) {
+            out = out.replace(&form, "xxxxx");
         }
     }
     out
@@ -574,6 +593,11 @@ mod tests {
         );
         assert_eq!(literal_passwords("postgres://h/db?password=a%26b"), vec!["a&b"]);
         assert!(literal_passwords("postgres://h/db?password={{password}}").is_empty());
+        // A form the scan does not know, found by tokio-postgres's own parser.
+        assert_eq!(literal_passwords("postgres://u:s3c?ret@h/db"), vec!["s3c?ret"]);
+        assert!(!redact_url("postgres://u:s3c?ret@h/db").contains("s3c"));
+        // A short password is not replaced all over the URL once its place is found.
+        assert_eq!(redact_url("postgres://u:p@h/pdb"), "postgres://u:xxxxx@h/pdb");
     }
 
     #[test]

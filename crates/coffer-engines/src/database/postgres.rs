@@ -76,7 +76,7 @@ pub(crate) fn scrub(msg: &str, secrets: &[String]) -> String {
     m
 }
 
-fn secret_forms(p: &str) -> Vec<String> {
+pub(crate) fn secret_forms(p: &str) -> Vec<String> {
     if p.is_empty() {
         return Vec::new();
     }
@@ -173,6 +173,17 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
 /// to plaintext, where there is nothing to bind to); see docs/database.md.
 fn channel_binding_for(mode: Tls, rest: &str) -> Option<ChannelBinding> {
     (mode == Tls::Require && !rest.contains("channel_binding")).then_some(ChannelBinding::Require)
+}
+
+/// The password tokio-postgres itself reads from a connection string as written (with
+/// `{{password}}` standing for the template, which does not count), if any.
+pub(crate) fn parsed_password(url: &str) -> Option<String> {
+    const MARK: &str = "coffer-template-password";
+    let filled = super::template::connection_url(url, "u", MARK);
+    let (rest, _, _) = take_tls(&filled).ok()?;
+    let cfg: tokio_postgres::Config = rest.parse().ok()?;
+    let p = String::from_utf8_lossy(cfg.get_password()?).into_owned();
+    (p != MARK && !p.is_empty()).then_some(p)
 }
 
 /// Whether the connection string's TLS mode leaves the server unauthenticated (`prefer`,
