@@ -4,7 +4,9 @@
 //! `connection_url`) is never in a read answer; a write that fails validation or the
 //! connection check stores nothing and leaves the open pool as it was; a root rotation records
 //! the new password as pending before changing it in PostgreSQL, so a crash in between is
-//! settled the next time the pool is opened (whichever of the two passwords logs in wins).
+//! settled the next time the pool is opened (whichever of the two passwords logs in wins); a
+//! rotation that fails keeps the pending password the same way, since a failure after COMMIT
+//! was sent does not say whether the change happened.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,10 @@ use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings};
+use super::postgres::{
+    Conn, DEFAULT_ROOT_ROTATE, PoolSettings, parsed_password, pct_decode, secret_forms,
+    unverified_tls,
+};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
 use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
@@ -86,9 +91,8 @@ impl DbConfig {
     /// A pool that logs in with `password`.
     pub(crate) fn open(&self, password: &str) -> Result<Conn> {
         let url = connection_url(&self.connection_url, &self.username, password);
-        let embedded = url_password(&url);
         let mut conn = Conn::open(&self.settings(&url, password))?;
-        if let Some(p) = embedded {
+        for p in literal_passwords(&self.connection_url) {
             conn.add_secret(&p);
         }
         Ok(conn)
@@ -115,21 +119,134 @@ fn glob(pattern: &str, s: &str) -> bool {
     true
 }
 
-/// The password written into a `scheme://user:password@host` URL, if any.
-fn url_password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let auth = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let (userinfo, _) = auth.rsplit_once('@')?;
-    let (_, pw) = userinfo.split_once(':')?;
-    (!pw.is_empty()).then(|| pw.to_owned())
+/// Where a connection string carries a password: the byte range of the value as written
+/// (with its quotes, in a `key=value` string) and the value itself (decoded).
+struct Found {
+    span: std::ops::Range<usize>,
+    value: String,
 }
 
-/// The URL with a written-in password replaced, as Go's `url.Redacted` does.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url_password(url) {
-        Some(pw) if !pw.contains("{{") => url.replacen(&format!(":{pw}@"), ":xxxxx@", 1),
-        _ => url.to_owned(),
+/// Every password written into a connection string, in any of the three forms PostgreSQL
+/// takes: `scheme://user:password@host`, a `password=` query parameter, and a `password=`
+/// key in a `key=value` string (quoted or not, spaces around `=` allowed).
+fn find_passwords(url: &str) -> Vec<Found> {
+    let mut out = Vec::new();
+    if let Some(i) = url.find("://") {
+        let start = i + 3;
+        let rest = &url[start..];
+        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let auth = &rest[..auth_end];
+        if let Some(at) = auth.rfind('@')
+            && let Some(colon) = auth[..at].find(':')
+        {
+            let span = start + colon + 1..start + at;
+            out.push(Found { value: pct_decode(&url[span.clone()]), span });
+        }
+        if let Some(q) = url.find('?') {
+            let mut pos = q + 1;
+            let end = url[pos..].find('#').map_or(url.len(), |h| pos + h);
+            for kv in url[pos..end].split('&') {
+                if let Some((k, _)) = kv.split_once('=')
+                    && pct_decode(k) == "password"
+                {
+                    let span = pos + k.len() + 1..pos + kv.len();
+                    out.push(Found { value: pct_decode(&url[span.clone()]), span });
+                }
+                pos += kv.len() + 1;
+            }
+        }
+        return out;
     }
+    // libpq's key = value syntax.
+    let b = url.as_bytes();
+    let mut i = 0;
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        i = skip_ws(i);
+        if i >= b.len() {
+            break;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &url[ks..i];
+        i = skip_ws(i);
+        if i >= b.len() || b[i] != b'=' {
+            // Not key=value: nothing more can be read reliably.
+            break;
+        }
+        i = skip_ws(i + 1);
+        let vs = i;
+        let mut value = Vec::new();
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+            i = (i + 1).min(b.len());
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                value.push(b[i]);
+                i += 1;
+            }
+        }
+        if key == "password" {
+            out.push(Found { span: vs..i, value: String::from_utf8_lossy(&value).into_owned() });
+        }
+    }
+    out
+}
+
+/// The passwords written into a connection string other than the `{{password}}` template.
+/// Besides the three forms above, whatever password tokio-postgres reads from the string
+/// counts, so an odd form (`postgres://u:p?x@h`) is not missed.
+pub(crate) fn literal_passwords(url: &str) -> Vec<String> {
+    let mut v: Vec<String> = find_passwords(url)
+        .into_iter()
+        .filter(|f| f.value != "{{password}}" && !f.value.is_empty())
+        .map(|f| f.value)
+        .collect();
+    if let Some(p) = parsed_password(url)
+        && !v.contains(&p)
+    {
+        v.push(p);
+    }
+    v
+}
+
+/// The connection string with every written-in password replaced by `xxxxx`, as Go's
+/// `url.Redacted` does for URLs (Vault's read answer); the `{{password}}` template is kept.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    let mut found = find_passwords(url);
+    found.sort_by_key(|f| std::cmp::Reverse(f.span.start));
+    for f in found {
+        if f.value != "{{password}}" && !f.value.is_empty() {
+            out.replace_range(f.span, "xxxxx");
+        }
+    }
+    // Whatever tokio-postgres still reads as a password after that goes too.
+    if let Some(p) = parsed_password(&out)
+        && p != "xxxxx"
+    {
+        for form in secret_forms(&p) {
+            out = out.replace(&form, "xxxxx");
+        }
+    }
+    out
 }
 
 impl Database {
@@ -295,10 +412,17 @@ impl Database {
             old.close();
         }
         let mut warnings = ignored_warning(f.unknown(FIELDS));
-        if url_password(&c.connection_url).is_some_and(|p| !p.contains("{{")) {
+        if !literal_passwords(&c.connection_url).is_empty() {
             warnings.push(
                 "Password found in connection_url, use a templated url to enable root \
                  rotation and prevent read access to password information."
+                    .into(),
+            );
+        }
+        if unverified_tls(&c.connection_url) {
+            warnings.push(
+                "connection_url does not authenticate the server (sslmode prefer, or require \
+                 without sslrootcert): use sslmode=verify-full with sslrootcert in production"
                     .into(),
             );
         }
@@ -328,8 +452,27 @@ impl Database {
         }))))
     }
 
+    /// Refused while a role or static role names the config: the leases they issued are
+    /// revoked through it (see docs/database.md for what remains when a config is recreated).
     pub(crate) async fn delete_config(&self, name: &str) -> Result<Response> {
         let _g = self.lock.lock().await;
+        let mut users = Vec::new();
+        for r in self.view.list("role/").await? {
+            if self.role(&r).await?.is_some_and(|x| x.db_name == name) {
+                users.push(format!("role {r:?}"));
+            }
+        }
+        for r in self.view.list("static-role/").await? {
+            if self.static_role(&r).await?.is_some_and(|x| x.db_name == name) {
+                users.push(format!("static role {r:?}"));
+            }
+        }
+        if !users.is_empty() {
+            return Err(Error::invalid(format!(
+                "database config {name:?} is still used by {}; delete or move them first",
+                users.join(", ")
+            )));
+        }
         self.view.delete(&format!("config/{name}")).await?;
         self.close_conn(name).await;
         Ok(Response::empty())
@@ -343,9 +486,13 @@ impl Database {
         Ok(Response::empty())
     }
 
+    /// Rotates the root password. Holds `lock` (so no config write or delete interleaves) and
+    /// then `root_lock` (so settling cannot run meanwhile), in that order, and re-reads the
+    /// record before each store so only the password fields it owns are changed.
     pub(crate) async fn rotate_root(&self, name: &str) -> Result<Response> {
-        let _g = self.root_lock.lock().await;
-        let mut cfg = self.must_config(name).await?;
+        let _g = self.lock.lock().await;
+        let _r = self.root_lock.lock().await;
+        let cfg = self.must_config(name).await?;
         if cfg.username.is_empty() {
             return Err(Error::invalid(
                 "unable to rotate root credentials: no username in configuration",
@@ -356,10 +503,18 @@ impl Database {
                 "unable to rotate root credentials: no password in configuration",
             ));
         }
+        if !literal_passwords(&cfg.connection_url).is_empty() {
+            return Err(Error::invalid(
+                "unable to rotate root credentials: connection_url has a password written into \
+                 it, which would keep being used after rotation; write the URL with \
+                 {{password}} templating (and the password in the password field) first",
+            ));
+        }
         let new = self.passwords.generate(&cfg.password_policy).await?;
         let conn = cfg.open(cfg.password.expose())?;
-        cfg.pending_password = Some(Secret::new(new.expose()));
-        self.store_config(name, &cfg).await?;
+        let mut rec = self.must_config(name).await?;
+        rec.pending_password = Some(Secret::new(new.expose()));
+        self.store_config(name, &rec).await?;
         let stmts = if cfg.root_rotation_statements.is_empty() {
             vec![DEFAULT_ROOT_ROTATE.to_owned()]
         } else {
@@ -374,14 +529,22 @@ impl Database {
             .await;
         conn.close();
         if let Err(e) = changed {
-            cfg.pending_password = None;
-            self.store_config(name, &cfg).await?;
+            // The change may have committed even though no reply came back (a lost COMMIT
+            // answer, a timeout): keep the pending password and drop the cached pool, so the
+            // next use settles on whichever of the two passwords logs in.
+            self.close_conn(name).await;
+            tracing::warn!(
+                config = name,
+                error = %e,
+                "database engine: root rotation failed; it is settled on the next use"
+            );
             return Err(e);
         }
-        cfg.password = Secret::new(new.expose());
-        cfg.pending_password = None;
-        self.store_config(name, &cfg).await?;
-        let fresh = Arc::new(cfg.open(cfg.password.expose())?);
+        let mut rec = self.must_config(name).await?;
+        rec.password = Secret::new(new.expose());
+        rec.pending_password = None;
+        self.store_config(name, &rec).await?;
+        let fresh = Arc::new(rec.open(rec.password.expose())?);
         if let Some(old) = self.conns.lock().await.insert(name.to_owned(), fresh) {
             old.close();
         }
@@ -409,13 +572,43 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_are_found_and_redacted() {
-        assert_eq!(url_password("postgres://u:s3cret@h:5432/db"), Some("s3cret".into()));
-        assert_eq!(url_password("postgres://u@h/db"), None);
-        assert_eq!(url_password("host=h password=x"), None);
+        assert_eq!(literal_passwords("postgres://u:s3cret@h:5432/db"), vec!["s3cret"]);
+        assert_eq!(literal_passwords("postgres://u:p%40ss@h/db"), vec!["p@ss"]);
+        assert!(literal_passwords("postgres://u@h/db").is_empty());
+        assert!(literal_passwords("postgres://{{username}}:{{password}}@h/db").is_empty());
         assert_eq!(redact_url("postgres://u:s3cret@h/db"), "postgres://u:xxxxx@h/db");
         assert_eq!(
             redact_url("postgres://{{username}}:{{password}}@h/db"),
             "postgres://{{username}}:{{password}}@h/db"
         );
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_found_and_redacted() {
+        let u = "postgres://u@h/db?sslmode=disable&password=s3cret&application_name=a";
+        assert_eq!(literal_passwords(u), vec!["s3cret"]);
+        assert_eq!(
+            redact_url(u),
+            "postgres://u@h/db?sslmode=disable&password=xxxxx&application_name=a"
+        );
+        assert_eq!(literal_passwords("postgres://h/db?password=a%26b"), vec!["a&b"]);
+        assert!(literal_passwords("postgres://h/db?password={{password}}").is_empty());
+        // A form the scan does not know, found by tokio-postgres's own parser.
+        assert_eq!(literal_passwords("postgres://u:s3c?ret@h/db"), vec!["s3c?ret"]);
+        assert!(!redact_url("postgres://u:s3c?ret@h/db").contains("s3c"));
+        // A short password is not replaced all over the URL once its place is found.
+        assert_eq!(redact_url("postgres://u:p@h/pdb"), "postgres://u:xxxxx@h/pdb");
+    }
+
+    #[test]
+    fn passwords_in_key_value_strings_are_found_and_redacted() {
+        let u = "host=h password=s3cret dbname=d";
+        assert_eq!(literal_passwords(u), vec!["s3cret"]);
+        assert_eq!(redact_url(u), "host=h password=xxxxx dbname=d");
+        let q = "host=h password = 'a b\\'c' user=u";
+        assert_eq!(literal_passwords(q), vec!["a b'c"]);
+        assert_eq!(redact_url(q), "host=h password = xxxxx user=u");
+        assert!(literal_passwords("host=h user={{username}} password={{password}}").is_empty());
+        assert!(literal_passwords("host=h password=").is_empty());
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Supported in each field: `*`, numbers, ranges `a-b`, steps `*/n`, `a-b/n`, `a/n`, lists of
 //! those separated by `,`, and month (`JAN`…) and weekday (`SUN`…) names; weekday 7 is Sunday.
-//! When both day fields are restricted a day matches if either does (cron's rule).
+//! When both day fields are restricted a day matches if either does (cron's rule); a day field
+//! that allows every value (`*/1`, `1-31`) counts as unrestricted. A step larger than its
+//! field's range is refused.
 //! Guarantees: parsing never panics; `next_after` always returns a time strictly later than
 //! its argument, or `None` when no time in the next five years matches (e.g. `0 0 31 2 *`).
 //! Not supported: seconds, `@hourly`-style macros, `L`, `W`, `#`, `?`.
@@ -25,6 +27,10 @@ const MONTHS: [&str; 12] =
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
+/// Every day of the month (bits 1-31) and every weekday (bits 0-6).
+const FULL_DAYS: u64 = ((1 << 32) - 1) & !1;
+const FULL_WEEKDAYS: u64 = (1 << 7) - 1;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::invalid(format!("invalid rotation_schedule: {}", msg.into()))
 }
@@ -42,14 +48,17 @@ impl Schedule {
         if weekdays & (1 << 7) != 0 {
             weekdays = (weekdays | 1) & !(1 << 7);
         }
+        let days = field(f[2], "day-of-month", 1, 31, &[], 1)?;
         Ok(Self {
             minutes: field(f[0], "minute", 0, 59, &[], 0)?,
             hours: field(f[1], "hour", 0, 23, &[], 0)?,
-            days: field(f[2], "day-of-month", 1, 31, &[], 1)?,
+            days,
             months: field(f[3], "month", 1, 12, &MONTHS, 1)?,
             weekdays,
-            dom_any: f[2] == "*",
-            dow_any: f[4] == "*",
+            // A field that allows every value (`*`, `*/1`, `1-31`) is unrestricted for the
+            // day-of-month/day-of-week rule, as robfig/cron (Vault's parser) treats `*/1`.
+            dom_any: days == FULL_DAYS,
+            dow_any: weekdays == FULL_WEEKDAYS,
         })
     }
 
@@ -95,6 +104,11 @@ fn field(s: &str, name: &str, lo: u32, hi: u32, names: &[&str], name_base: u32) 
                 if st == 0 {
                     return Err(bad(format!("step cannot be 0 in {name}")));
                 }
+                if st > hi - lo + 1 {
+                    return Err(bad(format!(
+                        "step {st} in {name} is larger than its range {lo}-{hi}"
+                    )));
+                }
                 (r, Some(st))
             }
             None => (part, None),
@@ -114,7 +128,10 @@ fn field(s: &str, name: &str, lo: u32, hi: u32, names: &[&str], name_base: u32) 
         let mut v = a;
         while v <= b {
             bits |= 1 << v;
-            v += step;
+            match v.checked_add(step) {
+                Some(n) => v = n,
+                None => break,
+            }
         }
     }
     Ok(bits)
@@ -188,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn a_day_field_covering_every_value_counts_as_unrestricted() {
+        // Fridays only: `*/1` is `*`, so the weekday alone decides (2023-11-17).
+        assert_eq!(next("0 0 */1 * FRI", T), 1_700_179_200);
+        assert_eq!(next("0 0 1-31 * FRI", T), 1_700_179_200);
+        // The 1st only: 2023-12-01.
+        assert_eq!(next("0 0 1 * */1", T), 1_701_388_800);
+        assert_eq!(next("0 0 1 * 0-6", T), 1_701_388_800);
+        // Steps that skip values keep the OR rule: the 15th (odd) comes before Friday.
+        assert_eq!(next("0 0 */2 * FRI", T), 1_700_006_400);
+        // The largest step a field allows: minute 1 only, 23:01.
+        assert_eq!(next("1/60 * * * *", T), 1_700_002_860);
+    }
+
+    #[test]
     fn impossible_dates_have_no_next() {
         assert_eq!(Schedule::parse("0 0 30 2 *").expect("parse").next_after(T), None);
     }
@@ -205,6 +236,9 @@ mod tests {
             ("a * * * *", "not a number"),
             ("5-1 * * * *", "outside"),
             ("@hourly", "5 fields"),
+            ("1/4294967295 * * * *", "larger than its range"),
+            ("*/4294967295 * * * *", "larger than its range"),
+            ("* * * * 1/9", "larger than its range"),
         ] {
             let e = Schedule::parse(s).expect_err(s).to_string();
             assert!(e.contains(want), "{s}: {e}");

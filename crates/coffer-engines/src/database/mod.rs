@@ -101,8 +101,13 @@ pub(crate) struct Database {
     passwords: PasswordSource,
     /// Open pools by config name.
     conns: Mutex<HashMap<String, Arc<Conn>>>,
-    /// Serializes changes to configs, roles and static roles.
+    /// Serializes changes to configs, roles and static roles; never held across a static
+    /// role's rotation (its database round trips).
     lock: Mutex<()>,
+    /// One per static role: serializes that role's writes, deletion and rotations, so two
+    /// rotations of one role never interleave. Lock order: a static role's lock, then `lock`,
+    /// then `root_lock`.
+    static_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Serializes root rotation with settling a root rotation a crash interrupted.
     root_lock: Mutex<()>,
     /// Next rotation time of each static role, loaded on the first tick.
@@ -226,6 +231,7 @@ impl Database {
             passwords,
             conns: Mutex::new(HashMap::new()),
             lock: Mutex::new(()),
+            static_locks: Mutex::new(HashMap::new()),
             root_lock: Mutex::new(()),
             due: Mutex::new(None),
         })
@@ -237,6 +243,12 @@ impl Database {
             return Err(Error::NotFound);
         }
         Ok(Response::list(keys))
+    }
+
+    /// Holds static role `name`'s own lock (see [`Database::static_locks`]).
+    pub(crate) async fn static_lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self.static_locks.lock().await.entry(name.to_owned()).or_default().clone();
+        m.lock_owned().await
     }
 
     /// Drops and closes the pool of `name`, if open.

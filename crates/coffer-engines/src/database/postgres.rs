@@ -17,7 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode};
 
 use super::template::{Vars, render, split_statements};
 
@@ -30,12 +30,28 @@ pub(crate) const DEFAULT_ROOT_ROTATE: &str =
 /// How long one connection attempt or pool wait may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one group of database round trips may take before it is abandoned.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive and user timeout, so a half-open connection is noticed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One config's pool.
 pub(crate) struct Conn {
     pool: Pool,
     max_idle: usize,
+    /// How long one group of round trips (a transaction, a revocation) may take.
+    query_timeout: Duration,
     /// Secrets that must never appear in an error from this pool.
     secrets: Vec<String>,
+}
+
+/// A failed transaction, and whether it may have committed nonetheless.
+pub(crate) struct TxFailure {
+    pub(crate) error: Error,
+    pub(crate) maybe_committed: bool,
 }
 
 /// What a pool is built from.
@@ -60,7 +76,7 @@ pub(crate) fn scrub(msg: &str, secrets: &[String]) -> String {
     m
 }
 
-fn secret_forms(p: &str) -> Vec<String> {
+pub(crate) fn secret_forms(p: &str) -> Vec<String> {
     if p.is_empty() {
         return Vec::new();
     }
@@ -150,7 +166,33 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
     Ok((rest, mode, root))
 }
 
-fn pct_decode(s: &str) -> String {
+/// With TLS that does not authenticate the server (`require` without `sslrootcert`), channel
+/// binding is required unless the URL sets `channel_binding` itself: SCRAM-SHA-256-PLUS ties
+/// the login to the TLS session, and a server asking for a cleartext or MD5 password (or none)
+/// is refused, so a man in the middle gets no password. `prefer` cannot do this (it falls back
+/// to plaintext, where there is nothing to bind to); see docs/database.md.
+fn channel_binding_for(mode: Tls, rest: &str) -> Option<ChannelBinding> {
+    (mode == Tls::Require && !rest.contains("channel_binding")).then_some(ChannelBinding::Require)
+}
+
+/// The password tokio-postgres itself reads from a connection string as written (with
+/// `{{password}}` standing for the template, which does not count), if any.
+pub(crate) fn parsed_password(url: &str) -> Option<String> {
+    const MARK: &str = "coffer-template-password";
+    let filled = super::template::connection_url(url, "u", MARK);
+    let (rest, _, _) = take_tls(&filled).ok()?;
+    let cfg: tokio_postgres::Config = rest.parse().ok()?;
+    let p = String::from_utf8_lossy(cfg.get_password()?).into_owned();
+    (p != MARK && !p.is_empty()).then_some(p)
+}
+
+/// Whether the connection string's TLS mode leaves the server unauthenticated (`prefer`,
+/// `require` without `sslrootcert`), for the write warning.
+pub(crate) fn unverified_tls(url: &str) -> bool {
+    matches!(take_tls(url), Ok((_, Tls::Prefer | Tls::Require, _)))
+}
+
+pub(crate) fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -289,7 +331,7 @@ fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> 
 impl Conn {
     /// Builds the pool; no connection is made until one is needed (see [`Conn::verify`]).
     pub(crate) fn open(s: &PoolSettings<'_>) -> Result<Self> {
-        let secrets = secret_forms(s.password);
+        let mut secrets = secret_forms(s.password);
         let (rest, mode, root) = take_tls(s.url)?;
         let mut cfg: tokio_postgres::Config =
             rest.parse().map_err(|e: tokio_postgres::Error| {
@@ -298,6 +340,11 @@ impl Conn {
                     scrub(&e.to_string(), &secrets)
                 ))
             })?;
+        // A password written into the URL, in whatever form tokio-postgres understood it.
+        if let Some(p) = cfg.get_password() {
+            secrets.extend(secret_forms(&String::from_utf8_lossy(p)));
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
         if cfg.get_user().is_none() && !s.username.is_empty() {
             cfg.user(s.username);
         }
@@ -309,6 +356,16 @@ impl Conn {
         }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        cfg.keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+        if cfg.get_tcp_user_timeout().is_none() {
+            cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if let Some(cb) = channel_binding_for(mode, &rest) {
+            cfg.channel_binding(cb);
         }
         let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let mgr = match mode {
@@ -342,7 +399,7 @@ impl Conn {
             }));
         }
         let pool = b.build().map_err(|e| Error::Internal(format!("database pool: {e}")))?;
-        Ok(Self { pool, max_idle: s.max_idle, secrets })
+        Ok(Self { pool, max_idle: s.max_idle, query_timeout: QUERY_TIMEOUT, secrets })
     }
 
     /// Another string to keep out of errors (a password written into the URL).
@@ -370,13 +427,39 @@ impl Conn {
         })
     }
 
+    /// Runs `f` on a pooled connection within the query timeout. On timeout the connection
+    /// is closed rather than returned to the pool (it may be mid-statement, or half-open).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.client().await?;
+        match tokio::time::timeout(self.query_timeout, f(&mut c)).await {
+            Ok(r) => r,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(c));
+                Err(Error::invalid(format!(
+                    "{what}: timed out after {}s waiting for the database",
+                    self.query_timeout.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_query_timeout(&mut self, t: Duration) {
+        self.query_timeout = t;
+    }
+
     /// Connects once and runs `SELECT 1`.
     pub(crate) async fn verify(&self) -> Result<()> {
-        let c = self.client().await?;
-        c.simple_query("SELECT 1")
-            .await
-            .map_err(|e| self.err("error verifying connection", &pg_message(&e), &[]))?;
-        Ok(())
+        let what = "error verifying connection";
+        self.bounded(what, async |c| {
+            c.simple_query("SELECT 1").await.map_err(|e| self.err(what, &pg_message(&e), &[]))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Keeps at most `max_idle_connections` idle connections open.
@@ -399,8 +482,7 @@ impl Conn {
         self.pool.close();
     }
 
-    pub(crate) async fn role_exists(&self, name: &str) -> Result<bool> {
-        let c = self.client().await?;
+    async fn exists_on(&self, c: &deadpool_postgres::Object, name: &str) -> Result<bool> {
         let row = c
             .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name])
             .await
@@ -408,80 +490,112 @@ impl Conn {
         Ok(row.get(0))
     }
 
+    pub(crate) async fn role_exists(&self, name: &str) -> Result<bool> {
+        self.bounded("error checking the role", async |c| self.exists_on(c, name).await).await
+    }
+
     /// Runs the statements (split and templated) in one transaction. `what` names the list in
     /// an error ("creation statements failed: ERROR: …").
     pub(crate) async fn run_tx(&self, what: &str, stmts: &[String], v: &Vars<'_>) -> Result<()> {
+        self.try_tx(what, stmts, v).await.map_err(|f| f.error)
+    }
+
+    /// [`Conn::run_tx`], telling a failure before COMMIT was sent (nothing changed) from one
+    /// after (the change may have committed: the reply was lost or timed out).
+    pub(crate) async fn try_tx(
+        &self,
+        what: &str,
+        stmts: &[String],
+        v: &Vars<'_>,
+    ) -> std::result::Result<(), TxFailure> {
         let extra = v.password.map(secret_forms).unwrap_or_default();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
-        for s in split_statements(stmts) {
-            tx.batch_execute(&render(&s, v))
-                .await
-                .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
-        }
-        tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+        let committing = std::sync::atomic::AtomicBool::new(false);
+        self.bounded(what, async |c| {
+            let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+            for s in split_statements(stmts) {
+                tx.batch_execute(&render(&s, v))
+                    .await
+                    .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+            }
+            committing.store(true, std::sync::atomic::Ordering::SeqCst);
+            tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+        })
+        .await
+        .map_err(|error| TxFailure {
+            error,
+            maybe_committed: committing.load(std::sync::atomic::Ordering::SeqCst),
+        })
     }
 
     /// Runs each statement on its own, keeping on after failures; returns how many failed.
     pub(crate) async fn run_each(&self, stmts: &[String], v: &Vars<'_>) -> Result<usize> {
-        let c = self.client().await?;
-        let mut failed = 0;
-        for s in split_statements(stmts) {
-            if c.batch_execute(&render(&s, v)).await.is_err() {
-                failed += 1;
+        self.bounded("rollback statements", async |c| {
+            let mut failed = 0;
+            for s in split_statements(stmts) {
+                if c.batch_execute(&render(&s, v)).await.is_err() {
+                    failed += 1;
+                }
             }
-        }
-        Ok(failed)
+            Ok(failed)
+        })
+        .await
     }
 
     /// Takes away everything the user was given and drops it; success when it is already gone.
-    /// Sessions are ended first, objects it owns are handed to the connection user.
+    /// Its login is disabled and its sessions ended first, objects it owns are handed to the
+    /// connection user.
     pub(crate) async fn drop_user(&self, name: &str) -> Result<()> {
-        if !self.role_exists(name).await? {
-            return Ok(());
-        }
-        let c = self.client().await?;
-        let q = quote_ident(name);
         let what = "revocation failed";
-        let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
-        // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
-        let _ = c
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE usename = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await;
-        let schemas = c
-            .query(
-                "SELECT DISTINCT table_schema FROM information_schema.role_table_grants \
-                 WHERE grantee = $1",
-                &[&name],
-            )
-            .await
-            .map_err(map)?;
-        let mut stmts = Vec::new();
-        for r in schemas {
-            let s: String = r.get(0);
-            let s = quote_ident(&s);
-            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} FROM {q}"));
-            stmts.push(format!("REVOKE USAGE ON SCHEMA {s} FROM {q}"));
-        }
-        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {q}"));
-        stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {q}"));
-        stmts.push(format!("REVOKE USAGE ON SCHEMA public FROM {q}"));
-        let db: String = c.query_one("SELECT current_database()", &[]).await.map_err(map)?.get(0);
-        stmts.push(format!("REVOKE CONNECT ON DATABASE {} FROM {q}", quote_ident(&db)));
-        for s in &stmts {
-            let _ = c.batch_execute(s).await;
-        }
-        // Objects the user created go to the connection user rather than being lost; only
-        // then are its remaining privileges and default ACLs dropped.
-        if c.batch_execute(&format!("REASSIGN OWNED BY {q} TO CURRENT_USER")).await.is_ok() {
-            c.batch_execute(&format!("DROP OWNED BY {q}")).await.map_err(map)?;
-        }
-        c.batch_execute(&format!("DROP ROLE IF EXISTS {q}")).await.map_err(map)?;
-        Ok(())
+        self.bounded(what, async |c| {
+            if !self.exists_on(c, name).await? {
+                return Ok(());
+            }
+            let q = quote_ident(name);
+            let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
+            // First of all the user can no longer log in, so a step below that fails (and
+            // leaves the lease to be retried) leaves no usable login behind.
+            c.batch_execute(&format!("ALTER ROLE {q} NOLOGIN")).await.map_err(map)?;
+            // Best effort: without pg_signal_backend this fails and DROP ROLE still decides.
+            let _ = c
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE usename = $1 AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .await;
+            let schemas = c
+                .query(
+                    "SELECT DISTINCT table_schema FROM information_schema.role_table_grants \
+                     WHERE grantee = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(map)?;
+            let mut stmts = Vec::new();
+            for r in schemas {
+                let s: String = r.get(0);
+                let s = quote_ident(&s);
+                stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} FROM {q}"));
+                stmts.push(format!("REVOKE USAGE ON SCHEMA {s} FROM {q}"));
+            }
+            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {q}"));
+            stmts.push(format!("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {q}"));
+            stmts.push(format!("REVOKE USAGE ON SCHEMA public FROM {q}"));
+            let db: String =
+                c.query_one("SELECT current_database()", &[]).await.map_err(map)?.get(0);
+            stmts.push(format!("REVOKE CONNECT ON DATABASE {} FROM {q}", quote_ident(&db)));
+            for s in &stmts {
+                let _ = c.batch_execute(s).await;
+            }
+            // Objects the user created go to the connection user rather than being lost; only
+            // then are its remaining privileges and default ACLs dropped.
+            if c.batch_execute(&format!("REASSIGN OWNED BY {q} TO CURRENT_USER")).await.is_ok() {
+                c.batch_execute(&format!("DROP OWNED BY {q}")).await.map_err(map)?;
+            }
+            c.batch_execute(&format!("DROP ROLE IF EXISTS {q}")).await.map_err(map)?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -513,6 +627,26 @@ mod tests {
             take_tls("postgres://h/?sslmode=bogus").expect_err("bad").to_string().contains("bogus")
         );
         assert!(take_tls("postgres://h/?sslcert=/x").is_err());
+    }
+
+    #[test]
+    fn unverified_tls_requires_channel_binding_unless_the_url_says_otherwise() {
+        assert_eq!(
+            channel_binding_for(Tls::Require, "postgres://h/db"),
+            Some(ChannelBinding::Require)
+        );
+        assert_eq!(
+            channel_binding_for(Tls::Require, "postgres://h/db?channel_binding=prefer"),
+            None
+        );
+        for m in [Tls::Disable, Tls::Prefer, Tls::VerifyCa, Tls::VerifyFull] {
+            assert_eq!(channel_binding_for(m, "postgres://h/db"), None, "{m:?}");
+        }
+        assert!(unverified_tls("postgres://h/db"));
+        assert!(unverified_tls("postgres://h/db?sslmode=require"));
+        assert!(!unverified_tls("postgres://h/db?sslmode=require&sslrootcert=/ca"));
+        assert!(!unverified_tls("postgres://h/db?sslmode=disable"));
+        assert!(!unverified_tls("host=h sslmode=verify-full sslrootcert=/ca"));
     }
 
     #[test]

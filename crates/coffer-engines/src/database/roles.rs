@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::postgres::DEFAULT_RENEW;
-use super::template::{Vars, check_username, expiration, lease_ttls, now};
+use super::template::{Vars, expiration, lease_ttls, now, safe_username};
 use super::username::Meta;
 use super::{Database, check_name, decode, encode, into_map, statements};
 
@@ -176,8 +176,9 @@ impl Database {
         );
         let expires = expiration(now() + ttl + EXPIRATION_GRACE);
         let display = req.caller.map(|c| c.display_name.as_str()).unwrap_or_default();
-        let username = cfg.template()?.render(&Meta { display_name: display, role_name: name })?;
-        check_username(&username)?;
+        let username = safe_username(
+            &cfg.template()?.render(&Meta { display_name: display, role_name: name })?,
+        )?;
         let password = self.passwords.generate(&cfg.password_policy).await?;
         let conn = self.conn(&role.db_name).await?;
         let vars =

@@ -1,8 +1,10 @@
 //! `static-roles/:name`, `static-creds/:name` and `rotate-role/:name`: existing database users
 //! whose passwords Coffer owns and rotates, on a period or a cron schedule.
 //!
-//! Guarantees: creating a static role rotates its password before the role is stored, so a
-//! role that exists has a password Coffer knows; each rotation writes the new password as
+//! Guarantees: creating a static role stores it with the new password as pending, then changes
+//! it in PostgreSQL, then stores it final; a creation that PostgreSQL refused removes the record
+//! again, one whose outcome is unknown (or a crash) is finished by the rotation task, so a role
+//! that exists has a password Coffer knows or is about to settle; each rotation writes the new password as
 //! pending before `ALTER ROLE` and promotes it after, so a crash in between is finished by the
 //! next pass (the pending password is set again, which is idempotent); the schedule and the
 //! last rotation are stored, so they survive restarts; a failed rotation is retried with
@@ -34,10 +36,10 @@ const RETRY_MAX: u64 = 300;
 #[serde(default)]
 pub(crate) struct StaticRole {
     version: u32,
-    db_name: String,
+    pub(crate) db_name: String,
     username: String,
     password: Secret,
-    pending_password: Option<Secret>,
+    pub(crate) pending_password: Option<Secret>,
     /// Unix seconds of the last successful rotation.
     last_vault_rotation: u64,
     rotation_period: u64,
@@ -61,6 +63,12 @@ const FIELDS: &[&str] = &[
     "credential_type",
     "credential_config",
 ];
+
+/// A failed password change, and whether the database may have taken the new password.
+struct SetFailure {
+    error: Error,
+    maybe_set: bool,
+}
 
 impl StaticRole {
     /// When the rotation after one at `at` is due.
@@ -88,7 +96,7 @@ impl StaticRole {
 }
 
 impl Database {
-    async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
+    pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
         match self.view.get(&format!("static-role/{name}")).await? {
             None => Ok(None),
             Some(raw) => decode(&raw, "static role").map(Some),
@@ -110,6 +118,7 @@ impl Database {
     ) -> Result<Response> {
         check_name("static role", name)?;
         let f = Fields::new(req.data);
+        let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
         if self.role(name).await?.is_some() {
             return Err(Error::invalid("Role and Static Role names must be unique"));
@@ -210,15 +219,46 @@ impl Database {
             ));
         }
         if creating {
-            let conn = self.conn(&r.db_name).await?;
-            if !conn.role_exists(&r.username).await? {
+            // The record goes to storage first, with the password it is about to get as
+            // pending: a crash (or a failure whose outcome is unknown) from here on is
+            // finished by the rotation task rather than losing the password.
+            let cfg = self.must_config(&r.db_name).await?;
+            let pw = self.passwords.generate(&cfg.password_policy).await?;
+            r.pending_password = Some(Secret::new(pw.expose()));
+            r.next_rotation = 0;
+            self.store_static(name, &r).await?;
+            drop(_g);
+            let exists = match self.conn(&r.db_name).await {
+                Ok(conn) => conn.role_exists(&r.username).await,
+                Err(e) => Err(e),
+            };
+            match exists {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.forget_static(name).await?;
+                    return Err(Error::invalid(format!(
+                        "cannot create static role: database user {:?} does not exist",
+                        r.username
+                    )));
+                }
+                Err(e) => {
+                    self.forget_static(name).await?;
+                    return Err(e);
+                }
+            }
+            if let Err(f) = self.set_password(name, &mut r).await {
+                if !f.maybe_set {
+                    // Nothing changed in the database: the role is not created.
+                    self.forget_static(name).await?;
+                    return Err(f.error);
+                }
+                self.note_failure(name, &mut r, &f.error).await?;
                 return Err(Error::invalid(format!(
-                    "cannot create static role: database user {:?} does not exist",
-                    r.username
+                    "the static role is stored, but whether its password was changed is not \
+                     known; the rotation is retried in the background: {}",
+                    f.error
                 )));
             }
-            // Stores nothing on failure: the role only exists once its password is Coffer's.
-            self.set_password(name, &mut r, false).await?;
         } else {
             let base = if r.last_vault_rotation > 0 { r.last_vault_rotation } else { now() };
             r.next_rotation =
@@ -228,39 +268,54 @@ impl Database {
         Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
     }
 
-    /// Generates a password and sets it in PostgreSQL and in storage. With `stored`, the role
-    /// is already in storage and the pending password is recorded there first; without, it is
-    /// stored only after PostgreSQL accepted the change. A pending password already recorded
-    /// (an interrupted rotation) is set again instead of a new one.
-    async fn set_password(&self, name: &str, r: &mut StaticRole, stored: bool) -> Result<()> {
-        let cfg = self.must_config(&r.db_name).await?;
+    /// Removes static role `name`'s record and its place in the rotation queue.
+    async fn forget_static(&self, name: &str) -> Result<()> {
+        self.view.delete(&format!("static-role/{name}")).await?;
+        if let Some(due) = self.due.lock().await.as_mut() {
+            due.remove(name);
+        }
+        Ok(())
+    }
+
+    /// Generates a password and sets it in PostgreSQL and in storage: recorded as pending
+    /// first, promoted once PostgreSQL took it. A pending password already recorded (an
+    /// interrupted rotation or creation) is set again instead of a new one.
+    async fn set_password(
+        &self,
+        name: &str,
+        r: &mut StaticRole,
+    ) -> std::result::Result<(), SetFailure> {
+        let early = |error| SetFailure { error, maybe_set: false };
+        let cfg = self.must_config(&r.db_name).await.map_err(early)?;
         let new = match &r.pending_password {
             Some(p) => p.clone(),
-            None => Secret::new(self.passwords.generate(&cfg.password_policy).await?.expose()),
+            None => Secret::new(
+                self.passwords.generate(&cfg.password_policy).await.map_err(early)?.expose(),
+            ),
         };
-        if stored {
-            r.pending_password = Some(new.clone());
-            self.store_static(name, r).await?;
-        }
+        r.pending_password = Some(new.clone());
+        self.store_static(name, r).await.map_err(early)?;
         let stmts = if r.rotation_statements.is_empty() {
             vec![DEFAULT_ROTATE.to_owned()]
         } else {
             r.rotation_statements.clone()
         };
-        let conn = self.conn(&r.db_name).await?;
-        conn.run_tx(
+        let conn = self.conn(&r.db_name).await.map_err(early)?;
+        conn.try_tx(
             "failed to rotate the static role's password",
             &stmts,
             &Vars { name: &r.username, password: Some(new.expose()), expiration: None },
         )
-        .await?;
+        .await
+        .map_err(|f| SetFailure { error: f.error, maybe_set: f.maybe_committed })?;
         let at = now();
         r.password = new;
         r.pending_password = None;
         r.last_vault_rotation = at;
         r.failures = 0;
         r.next_rotation = r.next_after(at);
-        self.store_static(name, r).await?;
+        // Stays pending on failure, and the next pass sets it again.
+        self.store_static(name, r).await.map_err(|error| SetFailure { error, maybe_set: true })?;
         tracing::info!(role = name, db = r.db_name, "database engine: static role rotated");
         Ok(())
     }
@@ -279,11 +334,9 @@ impl Database {
     }
 
     pub(crate) async fn delete_static_role(&self, name: &str) -> Result<Response> {
+        let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
-        self.view.delete(&format!("static-role/{name}")).await?;
-        if let Some(due) = self.due.lock().await.as_mut() {
-            due.remove(name);
-        }
+        self.forget_static(name).await?;
         Ok(Response::empty())
     }
 
@@ -310,12 +363,13 @@ impl Database {
     }
 
     pub(crate) async fn rotate_role(&self, name: &str) -> Result<Response> {
-        let _g = self.lock.lock().await;
+        // The role's own lock, not the engine's: the rotation talks to the database.
+        let _s = self.static_lock(name).await;
         let mut r = self
             .static_role(name)
             .await?
             .ok_or_else(|| Error::invalid("no static role found for role name"))?;
-        if let Err(e) = self.set_password(name, &mut r, true).await {
+        if let Err(SetFailure { error: e, .. }) = self.set_password(name, &mut r).await {
             self.note_failure(name, &mut r, &e).await?;
             return Err(Error::invalid(format!(
                 "unable to finish rotating credentials; retries will continue in the background \
@@ -362,7 +416,8 @@ impl Database {
             .unwrap_or_default();
         drop(due_guard);
         for name in names {
-            let _g = self.lock.lock().await;
+            // The role's own lock, not the engine's: the rotation talks to the database.
+            let _s = self.static_lock(&name).await;
             let Some(mut r) = self.static_role(&name).await? else {
                 if let Some(m) = self.due.lock().await.as_mut() {
                     m.remove(&name);
@@ -386,7 +441,7 @@ impl Database {
                 self.store_static(&name, &r).await?;
                 continue;
             }
-            if let Err(e) = self.set_password(&name, &mut r, true).await {
+            if let Err(SetFailure { error: e, .. }) = self.set_password(&name, &mut r).await {
                 if matches!(e, Error::Sealed) {
                     return Err(e);
                 }

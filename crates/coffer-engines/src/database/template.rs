@@ -18,16 +18,40 @@ pub(crate) struct Vars<'a> {
     pub(crate) expiration: Option<&'a str>,
 }
 
-/// Substitutes the template variables in one statement. `{{name}}` and `{{username}}` are the
-/// same value, as in Vault.
+/// Substitutes the template variables in one statement, in one pass: text a variable brings
+/// in (a username built from a display name, say) is never expanded again. `{{name}}` and
+/// `{{username}}` are the same value, as in Vault; a variable without a value, or an unknown
+/// one, stays as written.
 pub(crate) fn render(stmt: &str, v: &Vars<'_>) -> String {
-    let mut out = stmt.replace("{{name}}", v.name).replace("{{username}}", v.name);
-    if let Some(p) = v.password {
-        out = out.replace("{{password}}", &p.replace('\'', "''"));
+    let password = v.password.map(|p| p.replace('\'', "''"));
+    substitute(stmt, |var| match var {
+        "name" | "username" => Some(v.name),
+        "password" => password.as_deref(),
+        "expiration" => v.expiration,
+        _ => None,
+    })
+}
+
+/// Replaces each `{{var}}` in `text` by `value(var)` (when that is `Some`), scanning once.
+fn substitute<'a>(text: &str, value: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else { break };
+        match value(&after[..close]) {
+            Some(val) => {
+                out.push_str(&rest[..open]);
+                out.push_str(val);
+                rest = &after[close + 2..];
+            }
+            None => {
+                out.push_str(&rest[..open + 2]);
+                rest = after;
+            }
+        }
     }
-    if let Some(e) = v.expiration {
-        out = out.replace("{{expiration}}", e);
-    }
+    out.push_str(rest);
     out
 }
 
@@ -154,15 +178,20 @@ pub(crate) fn lease_ttls(
     (ttl, max)
 }
 
-/// `connection_url` with `{{username}}`/`{{password}}` filled, each percent-encoded for a URL
-/// (key=value connection strings get them raw, single-quoted when needed).
+/// `connection_url` with `{{username}}`/`{{password}}` filled (in one pass), each
+/// percent-encoded for a URL (key=value connection strings get them raw, single-quoted when
+/// needed).
 pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> String {
-    if url.contains("://") {
-        url.replace("{{username}}", &pct(username)).replace("{{password}}", &pct(password))
+    let (u, p) = if url.contains("://") {
+        (pct(username), pct(password))
     } else {
-        url.replace("{{username}}", &kv_quote(username))
-            .replace("{{password}}", &kv_quote(password))
-    }
+        (kv_quote(username), kv_quote(password))
+    };
+    substitute(url, |var| match var {
+        "username" => Some(u.as_str()),
+        "password" => Some(p.as_str()),
+        _ => None,
+    })
 }
 
 fn pct(s: &str) -> String {
@@ -184,17 +213,31 @@ fn kv_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// A username must be usable inside `"…"` and `'…'` without escaping, and fit PostgreSQL's
+/// Whether a generated username may hold `c`: letters, digits and `_ . @ -`.
+fn username_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-')
+}
+
+/// A generated username made safe for SQL: every character other than letters, digits and
+/// `_ . @ -` (which a display name may bring in) becomes `_`; it must then fit PostgreSQL's
 /// 63-byte identifier limit.
+pub(crate) fn safe_username(u: &str) -> Result<String> {
+    let safe: String = u.chars().map(|c| if username_char(c) { c } else { '_' }).collect();
+    check_username(&safe)?;
+    Ok(safe)
+}
+
+/// A username must be usable inside `"…"` and `'…'` without escaping, hold nothing a
+/// template or statement could read as syntax, and fit PostgreSQL's 63-byte identifier limit.
 pub(crate) fn check_username(u: &str) -> Result<()> {
     if u.is_empty() || u.len() > 63 {
         return Err(coffer_core::Error::invalid(format!(
             "generated username {u:?} must be 1 to 63 bytes long"
         )));
     }
-    if u.chars().any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\')) {
+    if !u.chars().all(username_char) {
         return Err(coffer_core::Error::invalid(format!(
-            "generated username {u:?} contains a quote, backslash or control character"
+            "generated username {u:?} may hold only letters, digits, '_', '.', '@' and '-'"
         )));
     }
     Ok(())
@@ -292,9 +335,36 @@ mod tests {
     fn usernames_must_be_safe_identifiers() {
         assert!(check_username("v-token-ro-abc-1").is_ok());
         assert!(check_username(&"a".repeat(63)).is_ok());
-        for bad in ["", "a\"b", "a'b", "a\\b", "a\nb"] {
+        for bad in ["", "a\"b", "a'b", "a\\b", "a\nb", "a$b", "a;b", "{{password}}", "a b"] {
             assert!(check_username(bad).is_err(), "{bad:?}");
         }
         assert!(check_username(&"a".repeat(64)).is_err());
+        assert_eq!(safe_username("v-{{password}}-x;$y").expect("ok"), "v-__password__-x__y");
+        assert_eq!(safe_username("v-a@b.c_d-1").expect("ok"), "v-a@b.c_d-1");
+        assert!(safe_username("").is_err());
+    }
+
+    #[test]
+    fn substituted_text_is_never_expanded_again() {
+        let s = render(
+            "CREATE ROLE \"{{name}}\" PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' {{other}}",
+            &Vars {
+                name: "{{password}}{{expiration}}",
+                password: Some("{{name}}"),
+                expiration: Some("e"),
+            },
+        );
+        assert_eq!(
+            s,
+            "CREATE ROLE \"{{password}}{{expiration}}\" PASSWORD '{{name}}' VALID UNTIL 'e' {{other}}"
+        );
+        assert_eq!(
+            render("{{password}} {{ x", &Vars { name: "n", ..Vars::default() }),
+            "{{password}} {{ x"
+        );
+        assert_eq!(
+            connection_url("host=h user={{username}} password={{password}}", "{{password}}", "p"),
+            "host=h user={{password}} password=p"
+        );
     }
 }

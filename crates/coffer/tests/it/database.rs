@@ -439,7 +439,13 @@ async fn static_roles_rotate_on_create_on_demand_and_by_the_clock_across_restart
     assert!(d.get("rotation_period").is_none(), "{d}");
     let (code, b) = s.call("LIST", "database/static-roles", Some(&root), None).await;
     assert_eq!((code, &b["data"]["keys"]), (200, &json!(["app-static"])), "{b}");
+    // The config cannot go while the static role names it.
+    let (code, b) = s.call("DELETE", "database/config/pg", Some(&root), None).await;
+    assert_eq!(code, 400, "{b}");
+    assert!(b["errors"][0].as_str().expect("e").contains("static role \"app-static\""), "{b}");
     let (code, _) = s.call("DELETE", "database/static-roles/app-static", Some(&root), None).await;
     assert_eq!(code, 204);
+    let (code, b) = s.call("DELETE", "database/config/pg", Some(&root), None).await;
+    assert_eq!(code, 204, "{b}");
     assert!(!s.logs().contains(pw_now), "a static password reached the server log");
 }
