@@ -77,7 +77,7 @@ impl Schedule {
         let first_day = (start / 86_400) as i64;
         let mut first_minute = (start % 86_400) / 60;
         for day in first_day..first_day + 366 * 5 {
-            let (_, m, d) = civil(day);
+            let (_, m, d) = coffer_core::util::civil_from_days(day);
             let dow = (day + 4).rem_euclid(7) as u32;
             if self.months & (1 << m) != 0 && self.day_matches(d, dow) {
                 for minute_of_day in first_minute..1440 {
@@ -142,19 +142,6 @@ fn value(s: &str, name: &str, names: &[&str], base: u32) -> Result<u32> {
         return Ok(i as u32 + base);
     }
     s.parse().map_err(|_| bad(format!("{name}: {s:?} is not a number")))
-}
-
-/// (year, month 1-12, day 1-31) of a day number since 1970-01-01 (Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -247,8 +234,8 @@ mod tests {
 
     #[test]
     fn civil_dates_round_trip_known_days() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_675), (2023, 11, 14));
-        assert_eq!(civil(11_016), (2000, 2, 29));
+        assert_eq!(coffer_core::util::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(coffer_core::util::civil_from_days(19_675), (2023, 11, 14));
+        assert_eq!(coffer_core::util::civil_from_days(11_016), (2000, 2, 29));
     }
 }
