@@ -4,19 +4,17 @@
 //! Guarantees: every error message that leaves this module has had the connection password
 //! and any password a statement carried replaced by `[password]`; creation, renewal and
 //! password changes run in one transaction each, so a failing statement leaves nothing
-//! half-done; the default revocation succeeds when the user is already gone. TLS uses rustls
-//! on aws-lc-rs: `verify-full` checks chain and host name, `verify-ca` the chain only,
-//! `require`/`prefer` without `sslrootcert` encrypt without authenticating the server (as
-//! libpq does). Not guaranteed: that PostgreSQL's own server log never records a statement.
+//! half-done; the default revocation succeeds when the user is already gone. TLS is
+//! [`coffer_pgtls`] (rustls on aws-lc-rs): `verify-full` checks chain and host name,
+//! `verify-ca` the chain only, `require`/`prefer` without `sslrootcert` encrypt without
+//! authenticating the server (as libpq does). Not guaranteed: that PostgreSQL's own server log
+//! never records a statement.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_core::{Error, Result};
+use coffer_pgtls::SslMode as Tls;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::{ChannelBinding, SslMode};
 
 use super::template::{Vars, render, split_statements};
@@ -97,15 +95,6 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Tls {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
 /// Takes `sslmode` and `sslrootcert` out of a connection string (tokio-postgres knows neither
 /// `verify-*` nor `sslrootcert`), returning the rest.
 fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
@@ -114,19 +103,14 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
     let mut take = |k: &str, v: &str| -> Result<bool> {
         match k {
             "sslmode" => {
-                mode = Some(match v {
-                    "disable" => Tls::Disable,
-                    "allow" | "prefer" => Tls::Prefer,
-                    "require" => Tls::Require,
-                    "verify-ca" => Tls::VerifyCa,
-                    "verify-full" => Tls::VerifyFull,
-                    other => {
-                        return Err(Error::invalid(format!(
-                            "unsupported sslmode {other:?}: use disable, prefer, require, \
-                             verify-ca or verify-full"
-                        )));
-                    }
-                });
+                // `allow` (plaintext first) is taken as `prefer`, as before.
+                let v = if v == "allow" { "prefer" } else { v };
+                mode = Some(Tls::parse(v).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "unsupported sslmode {v:?}: use disable, prefer, require, verify-ca or \
+                         verify-full"
+                    ))
+                })?);
                 Ok(true)
             }
             "sslrootcert" => {
@@ -210,121 +194,11 @@ pub(crate) fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Checks signatures but not the certificate: libpq's `require`.
-#[derive(Debug)]
-struct NoAuth(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoAuth {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The chain must lead to the configured root; the host name is not checked: `verify-ca`.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        e: &CertificateDer<'_>,
-        i: &[CertificateDer<'_>],
-        n: &ServerName<'_>,
-        o: &[u8],
-        t: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(e, i, n, o, t) {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
+/// The TLS client configuration (see [`coffer_pgtls`] for what each mode checks).
 fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> {
-    let p = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("tls setup: {e}")))?;
-    let Some(path) = root else {
-        if matches!(mode, Tls::VerifyCa | Tls::VerifyFull) {
-            return Err(Error::invalid("sslmode verify-ca and verify-full need sslrootcert"));
-        }
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoAuth(p)))
-            .with_no_client_auth());
-    };
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::invalid(format!("cannot read sslrootcert {path:?}: {e}")))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        let c = c.map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
-        roots.add(c).map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(Error::invalid(format!("sslrootcert {path:?} holds no certificate")));
-    }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), p)
-        .build()
-        .map_err(|e| Error::invalid(format!("sslrootcert {path:?}: {e}")))?;
-    Ok(match mode {
-        Tls::VerifyFull => builder.with_webpki_verifier(verifier).with_no_client_auth(),
-        _ => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
-            .with_no_client_auth(),
+    coffer_pgtls::client_config(mode, root.map(std::path::Path::new)).map_err(|e| match e {
+        coffer_pgtls::Error::Setup(_) => Error::Internal(e.to_string()),
+        _ => Error::invalid(e.to_string()),
     })
 }
 

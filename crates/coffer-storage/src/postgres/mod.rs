@@ -1,6 +1,6 @@
 //! PostgreSQL backend: one table `(key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)`,
 //! created on first start, reached through a deadpool of tokio-postgres connections, with TLS by
-//! rustls on aws-lc-rs (see [`tls`] for what each `sslmode` guarantees).
+//! rustls on aws-lc-rs (see [`coffer_pgtls`] for what each `sslmode` guarantees).
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
@@ -15,13 +15,13 @@
 //! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
 //! other than this one writing the same table while a `CachedBackend` is in front.
 
-mod tls;
 mod url;
 
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coffer_pgtls::SslMode;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -156,7 +156,7 @@ impl PostgresBackend {
             }
             tokio_postgres::config::Host::Unix(_) => true,
         });
-        if !local && !matches!(conn.ssl_mode, url::SslMode::VerifyFull | url::SslMode::VerifyCa) {
+        if !local && !matches!(conn.ssl_mode, SslMode::VerifyFull | SslMode::VerifyCa) {
             // libpq's default, and Vault's: but an attacker between Coffer and the database can
             // then pose as the server (and ask for the password in clear).
             tracing::warn!(
@@ -164,8 +164,9 @@ impl PostgresBackend {
                 "the PostgreSQL server is not authenticated (sslmode is not verify-full): use sslmode=verify-full with sslrootcert=/path/to/ca.pem unless the database is on this host"
             );
         }
-        let tls =
-            MakeRustlsConnect::new(tls::client_config(conn.ssl_mode, conn.root_cert.as_deref())?);
+        let tls = coffer_pgtls::client_config(conn.ssl_mode, conn.root_cert.as_deref())
+            .map_err(|e| Error::Backend(format!("postgresql {e}")))?;
+        let tls = MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
             conn.config,
             tls,

@@ -10,46 +10,24 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use coffer_pgtls::SslMode;
+
 use crate::{Error, Result};
 
-/// libpq's `sslmode`, with libpq's meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SslMode {
-    /// Plaintext only.
-    Disable,
-    /// TLS when the server offers it, else plaintext; the certificate is checked only against an
-    /// explicit `sslrootcert` (as libpq does when a root certificate is present).
-    Prefer,
-    /// TLS or fail; certificate checked only against an explicit `sslrootcert`.
-    Require,
-    /// TLS; the chain must lead to `sslrootcert`; the host name is not checked.
-    VerifyCa,
-    /// TLS; the chain must lead to `sslrootcert` and the certificate must name the host.
-    VerifyFull,
-}
-
-impl SslMode {
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "disable" => Self::Disable,
-            "prefer" => Self::Prefer,
-            "require" => Self::Require,
-            "verify-ca" => Self::VerifyCa,
-            "verify-full" => Self::VerifyFull,
-            "allow" => {
-                return Err(Error::Backend(
-                    "postgresql connection_url: sslmode=allow is not supported (use prefer, require or verify-full)"
-                        .into(),
-                ));
-            }
-            _ => {
-                return Err(Error::Backend(
-                    "postgresql connection_url: sslmode must be one of disable, prefer, require, verify-ca, verify-full"
-                        .into(),
-                ));
-            }
-        })
+/// libpq's `sslmode`, as this backend spells it (`allow` is refused).
+fn parse_ssl_mode(s: &str) -> Result<SslMode> {
+    if s == "allow" {
+        return Err(Error::Backend(
+            "postgresql connection_url: sslmode=allow is not supported (use prefer, require or verify-full)"
+                .into(),
+        ));
     }
+    SslMode::parse(s).ok_or_else(|| {
+        Error::Backend(
+            "postgresql connection_url: sslmode must be one of disable, prefer, require, verify-ca, verify-full"
+                .into(),
+        )
+    })
 }
 
 /// A parsed connection URL.
@@ -129,7 +107,7 @@ pub(crate) fn parse(url: &str) -> Result<Connection> {
         let key = decode(raw_key).ok_or_else(|| bad("a parameter name is not valid UTF-8"))?;
         let value = || decode(raw_value).ok_or_else(|| bad("a parameter value is not valid UTF-8"));
         match key.as_str() {
-            "sslmode" => ssl_mode = SslMode::parse(&value()?)?,
+            "sslmode" => ssl_mode = parse_ssl_mode(&value()?)?,
             "sslrootcert" => {
                 let v = value()?;
                 if v == "system" {

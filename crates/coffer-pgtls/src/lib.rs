@@ -1,0 +1,234 @@
+//! TLS to PostgreSQL: the one rustls client configuration Coffer uses, for the storage backend
+//! and the database secrets engine alike. rustls on aws-lc-rs (the project's one crypto
+//! provider), trusting only the CA in `sslrootcert`, never a system bundle.
+//!
+//! Guarantees, by `sslmode` (libpq's meanings):
+//! - `verify-full`: the chain must lead to the given CA (validity dates, key usage and
+//!   signatures checked) and the certificate must name the host.
+//! - `verify-ca`: the chain must lead to the given CA, checked as for `verify-full`; the host
+//!   name is not checked.
+//! - `require` / `prefer`: with `sslrootcert`, as `verify-ca` (libpq does the same when a root
+//!   certificate is present); without it, the channel is encrypted but the server is not
+//!   authenticated: any certificate is accepted (its handshake signature is still checked).
+//!   This is what libpq does, and why `verify-full` is the mode to use.
+//! - `verify-ca` / `verify-full` without `sslrootcert`: an error, never a weaker mode.
+//! - `disable`: no TLS; the caller does not use the connector (if it did, it would behave as
+//!   `prefer`).
+//!
+//! Not done: client certificates, certificate revocation lists, OCSP (a stapled response is
+//! ignored), `sslrootcert=system`. Parsing the connection string is the caller's business.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+/// libpq's `sslmode` (`allow` is not supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the server offers it, else plaintext; the certificate is checked only against an
+    /// explicit `sslrootcert`.
+    Prefer,
+    /// TLS or fail; the certificate is checked only against an explicit `sslrootcert`.
+    Require,
+    /// TLS; the chain must lead to `sslrootcert`; the host name is not checked.
+    VerifyCa,
+    /// TLS; the chain must lead to `sslrootcert` and the certificate must name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The mode libpq spells `s` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`);
+    /// `None` for anything else, `allow` included.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// Why no client configuration could be built. The messages name the `sslrootcert` path,
+/// never anything else from the connection string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `verify-ca` or `verify-full` without a root certificate.
+    #[error("sslmode=verify-ca and verify-full need sslrootcert")]
+    RootCertRequired,
+    /// The `sslrootcert` file cannot be read.
+    #[error("cannot read sslrootcert {}: {source}", path.display())]
+    ReadRootCert { path: PathBuf, source: std::io::Error },
+    /// The `sslrootcert` file is not a usable list of PEM CA certificates.
+    #[error("sslrootcert {}: {why}", path.display())]
+    BadRootCert { path: PathBuf, why: String },
+    /// rustls refused the set-up (not expected with the default provider).
+    #[error("TLS set-up: {0}")]
+    Setup(#[from] rustls::Error),
+}
+
+/// The rustls client configuration for `mode`, trusting exactly the certificates in the PEM
+/// file `root_cert` (see the crate documentation for what each mode checks).
+pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<ClientConfig, Error> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let verifier = verifier(mode, root_cert, provider)?;
+    Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn verifier(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    let Some(path) = root_cert else {
+        return match mode {
+            SslMode::VerifyCa | SslMode::VerifyFull => Err(Error::RootCertRequired),
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+                Ok(Arc::new(EncryptOnly(provider)))
+            }
+        };
+    };
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(path)?), provider)
+        .build()
+        .map_err(|e| Error::BadRootCert { path: path.to_owned(), why: e.to_string() })?;
+    Ok(match mode {
+        SslMode::VerifyFull => webpki,
+        SslMode::VerifyCa | SslMode::Require | SslMode::Prefer | SslMode::Disable => {
+            Arc::new(ChainOnly(webpki))
+        }
+    })
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
+    let bad = |why: String| Error::BadRootCert { path: path.to_owned(), why };
+    let pem = std::fs::read(path)
+        .map_err(|source| Error::ReadRootCert { path: path.to_owned(), source })?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        roots.add(cert).map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    Ok(roots)
+}
+
+/// `verify-ca`: rustls' full verification, except that a certificate not naming the host is
+/// accepted. rustls checks the chain (to a trusted root, within its validity dates, for server
+/// authentication) before the name, so a name error means the chain was good.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require`/`prefer` without a root certificate: encryption, no server authentication; the
+/// handshake signature is still checked against the presented certificate's key.
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
