@@ -41,6 +41,11 @@ impl Audited<'_> {
     pub(crate) fn op(&self) -> Operation {
         self.authz.op
     }
+
+    /// The caller holds `sudo` on the path (root tokens always do).
+    pub(crate) fn sudo(&self) -> bool {
+        self.authz.sudo
+    }
 }
 
 /// Resolves the presented token to a live entry, or refuses with 403.

@@ -211,6 +211,21 @@ async fn a_failing_revocation_stays_with_its_error_and_is_retried_until_it_succe
     .await;
     let l = f.lookup(&id).await.expect("still there");
     assert!(l["revoke_error"].as_str().expect("error").contains("database is down"));
+    // A token without sudo sees the lease, not the engine's error.
+    let plain = f
+        .call(Operation::Update, "auth/token/create", json!({"policies": ["default"]}), &f.root)
+        .await
+        .expect("token")
+        .auth
+        .expect("auth")
+        .client_token;
+    let seen = f
+        .call(Operation::Update, "sys/leases/lookup", json!({"lease_id": id}), &plain)
+        .await
+        .expect("default policy looks up")
+        .data
+        .expect("data");
+    assert!(seen.get("revoke_error").is_none() && seen.get("id").is_some(), "{seen:?}");
     let failing =
         f.call(Operation::Read, "sys/leases", json!({"type": "irrevocable"}), &f.root).await;
     let data = failing.expect("failing list").data.expect("data");
