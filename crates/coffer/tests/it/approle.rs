@@ -8,7 +8,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 use crate::common::{Server, ok, stderr, tempdir};
 
-fn vault(s: &Server, token: &str) -> VaultClient {
+pub(crate) fn vault(s: &Server, token: &str) -> VaultClient {
     let mut b = VaultClientSettingsBuilder::default();
     b.address(&s.addr).token(token);
     VaultClient::new(b.build().expect("settings")).expect("client")

@@ -335,3 +335,98 @@ async fn database_passwords_follow_the_policy_and_reach_no_storage_log_or_audit_
         assert!(!audit.contains(secret.as_str()), "the audit log holds the {what} password");
     }
 }
+
+/// The engine through a third-party Vault client: every answer must deserialize into vaultrs'
+/// types, which follow Vault's shapes.
+#[tokio::test]
+async fn vaultrs_drives_the_database_engine() {
+    use vaultrs::api::database::requests::{
+        PostgreSQLConnectionRequest, SetRoleRequest, SetStaticRoleRequest,
+    };
+    use vaultrs::database::{connection, role, static_role};
+
+    let c = Cluster::shared();
+    let db = "lz_vaultrs";
+    c.create_database(db);
+    c.sql(
+        db,
+        "CREATE TABLE reports (x int); INSERT INTO reports VALUES (7); CREATE ROLE lz_vr_static LOGIN PASSWORD 'Initial-1'",
+    );
+    let pw = admin(c, "lz_vaultrs_admin");
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    mount(&s, &root).await;
+    let v = crate::approle::vault(&s, &root);
+
+    connection::postgres(
+        &v,
+        "database",
+        "pg",
+        Some(
+            PostgreSQLConnectionRequest::builder()
+                .plugin_name("postgresql-database-plugin")
+                .connection_url(crate::database::url(c, db))
+                .username("lz_vaultrs_admin")
+                .password(pw.clone())
+                .allowed_roles(vec!["*".to_owned()]),
+        ),
+    )
+    .await
+    .expect("config");
+    let cfg = connection::read(&v, "database", "pg").await.expect("read config");
+    assert_eq!(cfg.plugin_name, "postgresql-database-plugin");
+    assert_eq!(cfg.connection_details.username, "lz_vaultrs_admin");
+    assert!(!format!("{cfg:?}").contains(&pw), "the config read shows the password");
+    assert_eq!(connection::list(&v, "database").await.expect("list").keys, ["pg"]);
+    connection::rotate(&v, "database", "pg").await.expect("rotate-root");
+    assert!(
+        login(c, "lz_vaultrs_admin", &pw, db, "SELECT 1").is_err(),
+        "the old root password works"
+    );
+    connection::reset(&v, "database", "pg").await.expect("reset");
+
+    role::set(
+        &v,
+        "database",
+        "readonly",
+        Some(
+            SetRoleRequest::builder()
+                .db_name("pg")
+                .creation_statements(vec![READONLY.to_owned()])
+                .default_ttl("1h")
+                .max_ttl("24h"),
+        ),
+    )
+    .await
+    .expect("role");
+    let r = role::read(&v, "database", "readonly").await.expect("read role");
+    assert_eq!((r.default_ttl, r.max_ttl), (3600, 86_400));
+    assert_eq!(role::list(&v, "database").await.expect("roles").keys, ["readonly"]);
+    let creds = role::creds(&v, "database", "readonly").await.expect("creds");
+    assert_eq!(
+        login(c, &creds.username, &creds.password, db, "SELECT x FROM reports").expect("login"),
+        "7"
+    );
+
+    static_role::set(
+        &v,
+        "database",
+        "st",
+        Some(
+            SetStaticRoleRequest::builder()
+                .db_name("pg")
+                .username("lz_vr_static")
+                .rotation_period("1h"),
+        ),
+    )
+    .await
+    .expect("static role");
+    let first = static_role::creds(&v, "database", "st").await.expect("static creds");
+    assert_eq!((first.username.as_str(), first.rotation_period), ("lz_vr_static", 3600));
+    assert!(login(c, "lz_vr_static", &first.password, db, "SELECT 1").is_ok());
+    static_role::rotate(&v, "database", "st").await.expect("rotate-role");
+    let second = static_role::creds(&v, "database", "st").await.expect("static creds");
+    assert_ne!(first.password, second.password);
+    assert!(login(c, "lz_vr_static", &first.password, db, "SELECT 1").is_err());
+    assert!(login(c, "lz_vr_static", &second.password, db, "SELECT 1").is_ok());
+}
