@@ -59,6 +59,23 @@ impl View {
         self.barrier.batch(ops).await
     }
 
+    /// Every key below the folder `prefix` (which ends in `/`), at any depth, relative to it.
+    pub async fn list_recursive(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(dir) = stack.pop() {
+            for child in self.list(&format!("{prefix}{dir}")).await? {
+                let rel = format!("{dir}{child}");
+                if child.ends_with('/') {
+                    stack.push(rel);
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// One atomic batch over several views of the same barrier, for records that live in two
     /// places (a token and its entry in the expiry index) and must change together.
     pub async fn batch_across(parts: Vec<(&View, Vec<BatchOp<'_>>)>) -> Result<()> {

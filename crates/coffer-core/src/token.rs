@@ -75,6 +75,11 @@ pub enum Use {
 }
 
 impl TokenEntry {
+    /// The id of the token's lease, as `sys/leases` knows it: `<creation path>/<token id>`.
+    pub fn lease_id(&self) -> String {
+        format!("{}/{}", self.path.trim_end_matches('/'), self.id)
+    }
+
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == ROOT_POLICY)
     }
@@ -210,6 +215,30 @@ const CACHE_LIMIT: usize = 100_000;
 /// Marks a store whose tokens all have their path and expiry index entries.
 const INDEX_MARKER: &str = "index-v1";
 
+/// How a token's entry in the expiry index changes when its expiry goes from `old` to `new`
+/// (0: the token has none): the stale entry to delete and the entry to write.
+struct ExpiryChange {
+    delete: Option<String>,
+    put: Option<(String, Vec<u8>)>,
+}
+
+impl ExpiryChange {
+    fn new(id: &str, old: u64, new: u64) -> Self {
+        let due = Due::Token(id.to_owned());
+        let put = (new != 0).then(|| (due.key(new), due.encode(new)));
+        let delete =
+            (old != 0).then(|| due.key(old)).filter(|k| put.as_ref().is_none_or(|(p, _)| p != k));
+        Self { delete, put }
+    }
+
+    fn ops(&self) -> Vec<BatchOp<'_>> {
+        let mut ops: Vec<BatchOp<'_>> =
+            self.delete.iter().map(|k| BatchOp::Delete(k.clone())).collect();
+        ops.extend(self.put.iter().map(|(k, v)| BatchOp::Put(k.clone(), v.as_slice())));
+        ops
+    }
+}
+
 /// The token's key in the index by creation path, which `revoke-prefix auth/...` walks.
 fn path_key(e: &TokenEntry) -> String {
     let p = e.path.trim_matches('/');
@@ -248,15 +277,10 @@ impl TokenStore {
         }
         for id in self.view.list("id/").await? {
             let Some(e) = self.get_entry(&id).await? else { continue };
-            let due = Due::Token(e.id.clone());
-            let idx = due.encode(e.expire_time);
-            let mut expire_ops = Vec::new();
-            if e.expire_time != 0 {
-                expire_ops.push(BatchOp::Put(due.key(e.expire_time), &idx));
-            }
+            let expiry = ExpiryChange::new(&e.id, 0, e.expire_time);
             View::batch_across(vec![
                 (&self.view, vec![BatchOp::Put(path_key(&e), b"")]),
-                (&self.expire, expire_ops),
+                (&self.expire, expiry.ops()),
             ])
             .await?;
         }
@@ -281,11 +305,6 @@ impl TokenStore {
         }
     }
 
-    /// The stored entry, expired or not (for the expiration manager).
-    pub(crate) async fn entry(&self, id: &str) -> Result<Option<TokenEntry>> {
-        self.get_entry(id).await
-    }
-
     /// `LIST sys/leases/lookup/auth/...`: the immediate children of a creation path.
     pub(crate) async fn list_path(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self.view.list(&format!("path/{prefix}")).await?)
@@ -293,17 +312,9 @@ impl TokenStore {
 
     /// The ids of every token created at a path under `prefix` (a folder, `auth/approle/`).
     pub(crate) async fn ids_under_path(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack = vec![format!("path/{prefix}")];
-        while let Some(dir) = stack.pop() {
-            for child in self.view.list(&dir).await? {
-                match child.strip_suffix('/') {
-                    Some(_) => stack.push(format!("{dir}{child}")),
-                    None => out.push(child),
-                }
-            }
-        }
-        Ok(out)
+        let keys = self.view.list_recursive(&format!("path/{prefix}")).await?;
+        // `<rest of the path>/<token id>`: the id is the last segment.
+        Ok(keys.iter().map(|k| k.rsplit('/').next().unwrap_or(k).to_owned()).collect())
     }
 
     pub fn set_cubbyhole(&self, view: Option<View>) {
@@ -338,7 +349,8 @@ impl TokenStore {
         }
     }
 
-    async fn get_entry(&self, id: &str) -> Result<Option<TokenEntry>> {
+    /// The stored entry, expired or not.
+    pub(crate) async fn get_entry(&self, id: &str) -> Result<Option<TokenEntry>> {
         if let Some(e) = self.cached(id) {
             return Ok(Some(e));
         }
@@ -433,13 +445,8 @@ impl TokenStore {
         if let Some(parent) = &entry.parent {
             ops.push(BatchOp::Put(format!("parent/{parent}/{id}"), b""));
         }
-        let due = Due::Token(id.clone());
-        let idx = due.encode(entry.expire_time);
-        let mut expire_ops = Vec::new();
-        if entry.expire_time != 0 {
-            expire_ops.push(BatchOp::Put(due.key(entry.expire_time), &idx));
-        }
-        View::batch_across(vec![(&self.view, ops), (&self.expire, expire_ops)]).await?;
+        let expiry = ExpiryChange::new(&id, 0, entry.expire_time);
+        View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;
         self.offer_expiry(&entry);
         Ok((token, entry))
     }
@@ -561,18 +568,15 @@ impl TokenStore {
         let _g = self.write_lock.lock().await;
         let entry = self.get_entry(id).await?;
         let mut ops = vec![BatchOp::Delete(format!("id/{id}"))];
-        let mut expire_ops = Vec::new();
         if let Some(e) = &entry {
             ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
             ops.push(BatchOp::Delete(path_key(e)));
             if let Some(parent) = &e.parent {
                 ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
             }
-            if e.expire_time != 0 {
-                expire_ops.push(BatchOp::Delete(Due::Token(e.id.clone()).key(e.expire_time)));
-            }
         }
-        View::batch_across(vec![(&self.view, ops), (&self.expire, expire_ops)]).await?;
+        let expiry = ExpiryChange::new(id, entry.as_ref().map_or(0, |e| e.expire_time), 0);
+        View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;
         self.forget(id);
         let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
         if let Some(cubby) = cubby {
@@ -621,16 +625,10 @@ impl TokenStore {
         e.expire_time = expire.max(now);
         e.last_renewal_time = now;
         let raw = serde_json::to_vec(&e).map_err(|e| Error::Internal(e.to_string()))?;
-        let due = Due::Token(e.id.clone());
-        let idx = due.encode(e.expire_time);
-        let mut expire_ops = Vec::new();
-        if due.key(old_expire) != due.key(e.expire_time) {
-            expire_ops.push(BatchOp::Delete(due.key(old_expire)));
-        }
-        expire_ops.push(BatchOp::Put(due.key(e.expire_time), &idx));
+        let expiry = ExpiryChange::new(&e.id, old_expire, e.expire_time);
         View::batch_across(vec![
             (&self.view, vec![BatchOp::Put(format!("id/{}", e.id), &raw)]),
-            (&self.expire, expire_ops),
+            (&self.expire, expiry.ops()),
         ])
         .await?;
         self.forget(&e.id);

@@ -190,7 +190,8 @@ impl Cluster {
     /// output (one row a line, `|` between columns), trimmed. Panics on any error.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let url = self.url_for(SUPERUSER, &self.password, db);
-        self.sql_at(&url, sql).unwrap_or_else(|e| panic!("SQL failed in {db:?}: {sql}\n{e}"))
+        self.sql_at(&url, sql)
+            .unwrap_or_else(|e| panic!("SQL failed in {db:?}: {}\n{e}", redact_passwords(sql)))
     }
 
     /// Runs `sql` through `psql` on any connection URL (e.g. one from [`Cluster::url_for`], with
@@ -200,8 +201,13 @@ impl Cluster {
         let psql = if psql.is_file() { psql } else { PathBuf::from("psql") };
         let mut cmd = Command::new(&psql);
         clear_pg_env(&mut cmd);
+        // The password goes through the environment, not the command line others can read.
+        let (url, password) = split_password(url);
+        if let Some(pw) = password {
+            cmd.env("PGPASSWORD", pw);
+        }
         let out = cmd
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", sql])
             .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null())
             .output()
@@ -370,8 +376,6 @@ fn read_lossy(path: &Path) -> String {
     std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
-/// A port that was free a moment ago; postgres binding it may still race another process, which
-/// the start handles by trying another.
 /// A port that is free now, from below Linux's ephemeral range (32768-60999), so that the
 /// tests' own outgoing connections cannot take it before postgres binds it.
 fn free_port() -> u16 {
@@ -409,6 +413,48 @@ fn percent_encode(s: &str) -> String {
 
 /// libpq reads PG* variables (PGHOST, PGSSLMODE, ...); the fixture's commands say everything
 /// they mean on the command line, so the caller's environment cannot redirect them.
+/// `postgres://user:pw@host/...` as the URL without its password, and the password decoded.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_owned(), None) };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_owned(), None) };
+    let Some((user, pw)) = rest[..at].split_once(':') else { return (url.to_owned(), None) };
+    (format!("{scheme}://{user}@{}", &rest[at + 1..]), Some(percent_decode(pw)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `sql` with every `PASSWORD '...'` literal blanked, for a panic message.
+fn redact_passwords(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(i) = rest.to_ascii_uppercase().find("PASSWORD '") {
+        let (head, tail) = rest.split_at(i + "PASSWORD '".len());
+        out.push_str(head);
+        out.push_str("***'");
+        rest = tail.find('\'').map_or("", |j| &tail[j + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 fn clear_pg_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {

@@ -76,25 +76,26 @@ fn a_tls_cluster_serves_tls_only_with_a_certificate_from_its_ca() {
     assert!(Cluster::start().ca_pem_path().is_none());
 }
 
-/// Run by `a_killed_test_process_leaves_nothing_behind` in a child process: starts the shared
-/// cluster, reports where it is, then dies by SIGKILL without running any destructor.
-#[test]
-#[ignore = "helper: run only as a child of a_killed_test_process_leaves_nothing_behind"]
-fn child_that_dies_holding_the_shared_cluster() {
-    let c = Cluster::shared();
-    println!("CLUSTER {} {}", c.port(), c.root_dir().display());
-    std::io::stdout().flush().expect("flush");
-    let _ = Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
-    std::thread::sleep(Duration::from_secs(60));
-    panic!("SIGKILL did not arrive");
-}
+/// Set in the child that `a_killed_test_process_leaves_nothing_behind` starts.
+const CHILD: &str = "COFFER_PGTEST_KILLED_CHILD";
 
 #[test]
 fn a_killed_test_process_leaves_nothing_behind() {
+    if std::env::var_os(CHILD).is_some() {
+        // The child: hold the shared cluster, say where it is, then die by SIGKILL without
+        // running any destructor.
+        let c = Cluster::shared();
+        println!("CLUSTER {} {}", c.port(), c.root_dir().display());
+        std::io::stdout().flush().expect("flush");
+        let _ = Command::new("kill").args(["-KILL", &std::process::id().to_string()]).status();
+        std::thread::sleep(Duration::from_secs(60));
+        panic!("SIGKILL did not arrive");
+    }
     let exe = std::env::current_exe().expect("current exe");
     let out = Command::new(exe)
-        .args(["--ignored", "--exact", "tests::child_that_dies_holding_the_shared_cluster"])
+        .args(["--exact", "tests::a_killed_test_process_leaves_nothing_behind"])
         .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
         .stdin(Stdio::null())
         .output()
         .expect("run child");
@@ -109,6 +110,18 @@ fn a_killed_test_process_leaves_nothing_behind() {
     assert!(!out.status.success(), "the child was killed");
     eventually("the cluster's dir is removed", || !root.exists());
     eventually("postgres stops listening", || !accepts_tcp(port));
+}
+
+#[test]
+fn passwords_stay_off_psqls_command_line_and_out_of_panic_messages() {
+    let (url, pw) = split_password("postgres://u:p%40ss@127.0.0.1:5/db?sslmode=disable");
+    assert_eq!(url, "postgres://u@127.0.0.1:5/db?sslmode=disable");
+    assert_eq!(pw.as_deref(), Some("p@ss"));
+    assert_eq!(split_password("postgres://u@h/db").1, None);
+    assert_eq!(
+        redact_passwords("CREATE ROLE a PASSWORD 'x1'; alter role b with password 'y2'"),
+        "CREATE ROLE a PASSWORD '***'; alter role b with password '***'"
+    );
 }
 
 #[test]

@@ -21,7 +21,9 @@ pub use cache::CachedBackend;
 pub use error::{Error, Result};
 pub use key::validate_key;
 pub use memory::MemoryBackend;
-pub use postgres::{DEFAULT_MAX_PARALLEL, DEFAULT_TABLE, PostgresBackend, PostgresOptions};
+pub use postgres::{
+    DEFAULT_MAX_PARALLEL, DEFAULT_TABLE, MAX_PARALLEL_RANGE, PostgresBackend, PostgresOptions,
+};
 pub use sqlite::{SqliteBackend, SqliteOptions};
 
 /// One change inside an atomic [`Backend::batch`].

@@ -295,7 +295,7 @@ fn parse_postgresql(
             .as_u64()
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| (1..=1024).contains(n))
+            .filter(|n| coffer_storage::MAX_PARALLEL_RANGE.contains(n))
             .ok_or_else(|| {
                 anyhow!("{WHAT}: max_parallel must be a whole number of connections from 1 to 1024")
             })?,

@@ -103,10 +103,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn call(&self, op: Operation, path: &str, body: Value, token: &str) -> Result<Response> {
-        let data = match body {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
+        let data = crate::sys::obj(body);
         self.core.handle(Request::new(op, path).with_data(data).with_token(token)).await
     }
 
@@ -352,7 +349,7 @@ async fn tokens_expire_in_the_background_with_their_leases() {
     let active = f.core.active().expect("unsealed");
     let id = active.tokens.hash(&t);
     eventually("the token was revoked without being presented", async || {
-        active.tokens.entry(&id).await.expect("entry").is_none()
+        active.tokens.get_entry(&id).await.expect("entry").is_none()
     })
     .await;
     assert_eq!(f.log.revoked(), ["frank"]);

@@ -76,6 +76,18 @@ impl LeaseEntry {
     fn failing(&self) -> bool {
         self.revoke_attempts > 0
     }
+
+    /// What the issuing engine is handed to renew (to `expire_time`) or revoke this lease.
+    fn request<'a>(&'a self, route: &'a Route, expire_time: u64) -> LeaseRequest<'a> {
+        LeaseRequest {
+            lease_id: &self.lease_id,
+            path: &self.path,
+            mount: &route.info,
+            internal: &self.internal,
+            issue_time: self.issue_time,
+            expire_time,
+        }
+    }
 }
 
 /// What `sys/leases/renew` answers.
@@ -295,7 +307,7 @@ impl Expiration {
         // The token may have been revoked while the secret was being made, after its leases
         // were revoked: this one would outlive it. Take it back, and refuse.
         if let Some(t) = &entry.token_id
-            && self.tokens.entry(t).await?.is_none()
+            && self.tokens.get_entry(t).await?.is_none()
         {
             let _ = self.revoke_secret(&lease_id, false).await;
             return Err(Error::PermissionDenied);
@@ -311,7 +323,7 @@ impl Expiration {
                 .tokens
                 .lookup_id(id)
                 .await?
-                .filter(|e| format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id)
+                .filter(|e| e.lease_id() == lease_id)
                 .ok_or_else(|| Error::invalid("invalid lease"))?;
             let last = (e.last_renewal_time > 0).then(|| rfc3339(e.last_renewal_time));
             return Ok(crate::sys::obj(json!({
@@ -404,14 +416,7 @@ impl Expiration {
                 cap.saturating_sub(now)
             ));
         }
-        let req = LeaseRequest {
-            lease_id,
-            path: &e.path,
-            mount: &route.info,
-            internal: &e.internal,
-            issue_time: e.issue_time,
-            expire_time: new_expire,
-        };
+        let req = e.request(&route, new_expire);
         tokio::time::timeout(ENGINE_TIMEOUT, route.backend.renew_lease(&req)).await.map_err(
             |_| Error::Internal(format!("renewing {lease_id}: the engine did not answer in 30 s")),
         )??;
@@ -456,7 +461,7 @@ impl Expiration {
     pub(crate) async fn revoke(&self, lease_id: &str, force: bool) -> Result<()> {
         if let Some(id) = token_lease(lease_id) {
             if let Some(e) = self.tokens.lookup_id(id).await?
-                && format!("{}/{}", e.path.trim_end_matches('/'), e.id) == lease_id
+                && e.lease_id() == lease_id
             {
                 self.tokens.revoke_tree(&e.id).await?;
             }
@@ -468,10 +473,15 @@ impl Expiration {
     /// [`Self::revoke`] for a secret's lease (never a token's, so that revoking a token's
     /// leases cannot come back to the token store).
     async fn revoke_secret(&self, lease_id: &str, force: bool) -> Result<()> {
+        self.revoke_secret_found(lease_id, force).await.map(drop)
+    }
+
+    /// [`Self::revoke_secret`], saying whether there was a lease to revoke.
+    async fn revoke_secret_found(&self, lease_id: &str, force: bool) -> Result<bool> {
         let _g = self.lock_for(lease_id).lock().await;
         match self.get(lease_id).await? {
-            None => Ok(()),
-            Some(e) => self.revoke_locked(e, force).await?,
+            None => Ok(false),
+            Some(e) => self.revoke_locked(e, force).await?.map(|()| true),
         }
     }
 
@@ -485,14 +495,7 @@ impl Expiration {
     ) -> Result<std::result::Result<(), Error>> {
         let result = match self.route_of(&e.mount_uuid) {
             Some(route) => {
-                let req = LeaseRequest {
-                    lease_id: &e.lease_id,
-                    path: &e.path,
-                    mount: &route.info,
-                    internal: &e.internal,
-                    issue_time: e.issue_time,
-                    expire_time: e.expire_time,
-                };
+                let req = e.request(&route, e.expire_time);
                 match tokio::time::timeout(ENGINE_TIMEOUT, route.backend.revoke_lease(&req)).await {
                     Ok(r) => r,
                     Err(_) => Err(Error::Internal("the engine did not answer in 30 s".into())),
@@ -542,18 +545,8 @@ impl Expiration {
 
     /// Every lease id under `prefix`, depth first.
     async fn ids_under(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack = vec![prefix.to_owned()];
-        while let Some(dir) = stack.pop() {
-            for child in self.view.list(&format!("id/{dir}")).await? {
-                if child.ends_with('/') {
-                    stack.push(format!("{dir}{child}"));
-                } else {
-                    out.push(format!("{dir}{child}"));
-                }
-            }
-        }
-        Ok(out)
+        let ids = self.view.list_recursive(&format!("id/{prefix}")).await?;
+        Ok(ids.into_iter().map(|rel| format!("{prefix}{rel}")).collect())
     }
 
     /// `sys/leases/revoke-prefix` and `revoke-force`: every lease (and, under `auth/`, every
@@ -590,8 +583,10 @@ impl Expiration {
         for name in self.view.list(&dir).await? {
             if let Some(raw) = self.view.get(&format!("{dir}{name}")).await? {
                 let lease_id = String::from_utf8_lossy(&raw).into_owned();
-                match self.revoke_secret(&lease_id, false).await {
-                    Ok(()) => {}
+                match self.revoke_secret_found(&lease_id, false).await {
+                    // The revocation's own batch deleted the link.
+                    Ok(true) => continue,
+                    Ok(false) => {}
                     Err(Error::Sealed) => return Err(Error::Sealed),
                     Err(_) => {} // kept and retried; already logged
                 }
@@ -630,7 +625,7 @@ impl Expiration {
                         !live
                     }
                     Some((_, Due::Token(id))) => {
-                        let live = self.tokens.entry(&id).await?.is_some_and(|e| {
+                        let live = self.tokens.get_entry(&id).await?.is_some_and(|e| {
                             e.expire_time != 0 && Due::Token(id.clone()).key(e.expire_time) == key
                         });
                         if !live {
@@ -648,7 +643,7 @@ impl Expiration {
         }
         for token in self.view.list("token/").await? {
             let token_id = token.trim_end_matches('/');
-            if self.tokens.entry(token_id).await?.is_some() {
+            if self.tokens.get_entry(token_id).await?.is_some() {
                 continue;
             }
             let _ = self.revoke_by_token(token_id).await;
@@ -734,7 +729,7 @@ impl Expiration {
     async fn expire(&self, at: u64, due: &Due) -> Result<()> {
         let now = now_unix();
         match due {
-            Due::Token(id) => match self.tokens.entry(id).await? {
+            Due::Token(id) => match self.tokens.get_entry(id).await? {
                 Some(e) if e.is_expired(now) => self.tokens.revoke_tree(id).await,
                 // Renewed within the same bucket: the index entry is the current one.
                 Some(e) if e.expire_time != 0 && due.key(e.expire_time) == due.key(at) => Ok(()),

@@ -66,7 +66,7 @@ const FIELDS: &[&str] = &[
 impl DbConfig {
     /// Whether `role` may use this connection (`*` globs, as Vault's `StrListContainsGlob`).
     pub(crate) fn allows(&self, role: &str) -> bool {
-        self.allowed_roles.iter().any(|p| glob(p, role))
+        self.allowed_roles.iter().any(|p| crate::jwt::glob_match(p, role))
     }
 
     pub(crate) fn template(&self) -> Result<Template> {
@@ -97,26 +97,6 @@ impl DbConfig {
         }
         Ok(conn)
     }
-}
-
-/// `*` matches any run of characters; everything else literally.
-fn glob(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// Where a connection string carries a password: the byte range of the value as written
@@ -312,7 +292,10 @@ impl Database {
     ) -> Result<Response> {
         check_name("config", name)?;
         let f = Fields::new(req.data);
+        // Both locks, in their order: settling an interrupted root rotation (which holds only
+        // root_lock) must not store its view of the config over this write.
         let _g = self.lock.lock().await;
+        let _r = self.root_lock.lock().await;
         let existing = self.config(name).await?;
         let mut c = existing.clone().unwrap_or(DbConfig {
             version: RECORD_VERSION,
@@ -456,6 +439,8 @@ impl Database {
     /// revoked through it (see docs/database.md for what remains when a config is recreated).
     pub(crate) async fn delete_config(&self, name: &str) -> Result<Response> {
         let _g = self.lock.lock().await;
+        // Also root_lock, so a settling root rotation cannot store the config back.
+        let _r = self.root_lock.lock().await;
         let mut users = Vec::new();
         for r in self.view.list("role/").await? {
             if self.role(&r).await?.is_some_and(|x| x.db_name == name) {
@@ -559,15 +544,15 @@ mod tests {
 
     #[test]
     fn allowed_roles_glob() {
-        assert!(glob("*", "anything"));
-        assert!(glob("ro", "ro"));
-        assert!(!glob("ro", "rw"));
-        assert!(glob("app-*", "app-web"));
-        assert!(!glob("app-*", "ap"));
-        assert!(glob("*-ro", "web-ro"));
-        assert!(glob("a*b*c", "axxbyyc"));
-        assert!(!glob("a*b*c", "axxc"));
-        assert!(!glob("ab*ba", "aba"));
+        assert!(crate::jwt::glob_match("*", "anything"));
+        assert!(crate::jwt::glob_match("ro", "ro"));
+        assert!(!crate::jwt::glob_match("ro", "rw"));
+        assert!(crate::jwt::glob_match("app-*", "app-web"));
+        assert!(!crate::jwt::glob_match("app-*", "ap"));
+        assert!(crate::jwt::glob_match("*-ro", "web-ro"));
+        assert!(crate::jwt::glob_match("a*b*c", "axxbyyc"));
+        assert!(!crate::jwt::glob_match("a*b*c", "axxc"));
+        assert!(!crate::jwt::glob_match("ab*ba", "aba"));
     }
 
     #[test]

@@ -95,6 +95,46 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The `key=value` items of a libpq key/value string, each as written (spaces around `=`,
+/// quotes and backslash escapes kept), so that a quoted value holding spaces or `=` (a
+/// generated password) stays inside its item and is never read as an option of its own.
+fn dsn_items(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut out = Vec::new();
+    let mut i = skip_ws(0);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let eq = skip_ws(i);
+        if eq < b.len() && b[eq] == b'=' {
+            i = skip_ws(eq + 1);
+            let quoted = i < b.len() && b[i] == b'\'';
+            if quoted {
+                i += 1;
+            }
+            while i < b.len() && (if quoted { b[i] != b'\'' } else { !b[i].is_ascii_whitespace() })
+            {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            if quoted {
+                i += 1;
+            }
+        }
+        let end = i.min(b.len());
+        out.push(&s[start..end]);
+        i = skip_ws(end);
+    }
+    out
+}
+
 /// Takes `sslmode` and `sslrootcert` out of a connection string (tokio-postgres knows neither
 /// `verify-*` nor `sslrootcert`), returning the rest.
 fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
@@ -136,9 +176,9 @@ fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
         url.to_owned()
     } else {
         let mut kept = Vec::new();
-        for kv in url.split_whitespace() {
+        for kv in dsn_items(url) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            if !take(k, v.trim_matches('\''))? {
+            if !take(k.trim(), v.trim().trim_matches('\''))? {
                 kept.push(kv);
             }
         }
@@ -481,6 +521,14 @@ pub(crate) fn quote_ident(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_dsn_value_is_never_read_as_options() {
+        let dsn = "host=h password='a b sslmode=evil = \\' x' user = u sslmode=disable";
+        let (rest, mode, _) = take_tls(dsn).expect("parse");
+        assert_eq!(mode, Tls::Disable);
+        assert_eq!(rest, "host=h password='a b sslmode=evil = \\' x' user = u");
+    }
 
     #[test]
     fn tls_options_are_taken_out_of_urls_and_dsns() {

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::postgres::DEFAULT_RENEW;
-use super::template::{Vars, expiration, lease_ttls, now, safe_username};
+use super::template::{Vars, expiration, lease_ttls, safe_username};
 use super::username::Meta;
 use super::{Database, check_name, decode, encode, into_map, statements};
+use coffer_core::util::now_unix;
 
 const RECORD_VERSION: u32 = 1;
 
@@ -174,7 +175,7 @@ impl Database {
             req.mount.default_lease_ttl.as_secs(),
             req.mount.max_lease_ttl.as_secs(),
         );
-        let expires = expiration(now() + ttl + EXPIRATION_GRACE);
+        let expires = expiration(now_unix() + ttl + EXPIRATION_GRACE);
         let display = req.caller.map(|c| c.display_name.as_str()).unwrap_or_default();
         let username = safe_username(
             &cfg.template()?.render(&Meta { display_name: display, role_name: name })?,

@@ -21,8 +21,9 @@ use serde_json::json;
 use super::cron::Schedule;
 use super::postgres::DEFAULT_ROTATE;
 use super::roles::check_credential_type;
-use super::template::{Vars, now};
+use super::template::Vars;
 use super::{Database, Secret, check_name, decode, encode, into_map, statements};
+use coffer_core::util::now_unix;
 
 const RECORD_VERSION: u32 = 1;
 /// Vault's queue tick: no period shorter than this.
@@ -177,7 +178,7 @@ impl Database {
             }
             (None, Some(s)) => {
                 let parsed = Schedule::parse(s)?;
-                if parsed.next_after(now()).is_none() {
+                if parsed.next_after(now_unix()).is_none() {
                     return Err(Error::invalid(format!(
                         "rotation_schedule {s:?} never fires within five years"
                     )));
@@ -260,9 +261,12 @@ impl Database {
                 )));
             }
         } else {
-            let base = if r.last_vault_rotation > 0 { r.last_vault_rotation } else { now() };
-            r.next_rotation =
-                if r.rotation_period > 0 { base + r.rotation_period } else { r.next_after(now()) };
+            let base = if r.last_vault_rotation > 0 { r.last_vault_rotation } else { now_unix() };
+            r.next_rotation = if r.rotation_period > 0 {
+                base + r.rotation_period
+            } else {
+                r.next_after(now_unix())
+            };
             self.store_static(name, &r).await?;
         }
         Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
@@ -308,7 +312,7 @@ impl Database {
         )
         .await
         .map_err(|f| SetFailure { error: f.error, maybe_set: f.maybe_committed })?;
-        let at = now();
+        let at = now_unix();
         r.password = new;
         r.pending_password = None;
         r.last_vault_rotation = at;
@@ -356,7 +360,7 @@ impl Database {
             "username": r.username,
             "password": r.password.expose(),
             "last_vault_rotation": rfc3339(r.last_vault_rotation),
-            "ttl": r.next_rotation.saturating_sub(now()),
+            "ttl": r.next_rotation.saturating_sub(now_unix()),
         }));
         r.schedule_json(&mut m);
         Ok(Response::data(m))
@@ -383,7 +387,7 @@ impl Database {
         r.failures = r.failures.saturating_add(1);
         let wait =
             RETRY_FIRST.saturating_mul(1 << r.failures.min(16).saturating_sub(1)).min(RETRY_MAX);
-        r.next_rotation = now() + wait;
+        r.next_rotation = now_unix() + wait;
         tracing::warn!(
             role = name,
             db = r.db_name,
@@ -409,7 +413,7 @@ impl Database {
             }
             *due_guard = Some(m);
         }
-        let t = now();
+        let t = now_unix();
         let names: Vec<String> = due_guard
             .as_ref()
             .map(|m| m.iter().filter(|(_, at)| **at <= t).map(|(n, _)| n.clone()).collect())
@@ -424,7 +428,7 @@ impl Database {
                 }
                 continue;
             };
-            let now = now();
+            let now = now_unix();
             if r.next_rotation > now && r.pending_password.is_none() {
                 if let Some(m) = self.due.lock().await.as_mut() {
                     m.insert(name.clone(), r.next_rotation);

@@ -8,7 +8,6 @@
 //! Not guaranteed: that a statement is valid SQL; PostgreSQL is the judge of that.
 
 use coffer_core::Result;
-use coffer_core::util::now_unix;
 
 /// Values a statement may name.
 #[derive(Default)]
@@ -241,11 +240,6 @@ pub(crate) fn check_username(u: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Seconds since the epoch, for templates and rotation bookkeeping.
-pub(crate) fn now() -> u64 {
-    now_unix()
 }
 
 #[cfg(test)]

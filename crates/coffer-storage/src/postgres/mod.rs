@@ -32,6 +32,8 @@ use crate::{Backend, Error, Op, Result, validate_key};
 /// Default number of pooled connections (Vault's `max_parallel` default is 128; a single
 /// Coffer node rarely has more than a few requests in storage at once).
 pub const DEFAULT_MAX_PARALLEL: usize = 16;
+/// The pool sizes accepted for `max_parallel`.
+pub const MAX_PARALLEL_RANGE: std::ops::RangeInclusive<usize> = 1..=1024;
 /// Default table name.
 pub const DEFAULT_TABLE: &str = "coffer_kv";
 
@@ -80,8 +82,8 @@ impl PostgresOptions {
     /// parameters), table, pool size. The CA file is read by [`PostgresBackend::connect`].
     pub fn check(&self) -> Result<()> {
         Self::validate_table(&self.table)?;
-        if self.max_parallel == 0 {
-            return Err(Error::Backend("postgresql max_parallel must be at least 1".into()));
+        if !MAX_PARALLEL_RANGE.contains(&self.max_parallel) {
+            return Err(Error::Backend("postgresql max_parallel must be from 1 to 1024".into()));
         }
         url::parse(&self.connection_url).map(drop)
     }
@@ -223,9 +225,10 @@ impl PostgresBackend {
                  value bytea NOT NULL
              )"
         );
-        if let Err(e) =
-            async { if exists { Ok(()) } else { client.batch_execute(&create).await } }.await
-        {
+        if let Err(e) = match exists {
+            true => Ok(()),
+            false => client.batch_execute(&create).await,
+        } {
             // Two nodes creating the table at the same moment: one loses the race on the
             // catalog's unique index, and the table exists.
             let raced = e.code().is_some_and(|c| {
@@ -284,24 +287,25 @@ impl PostgresBackend {
         Error::Backend(format!("postgresql {}: {what}: {}", self.target, chain(e)))
     }
 
+    /// A failure before anything that changes data was sent: on a closed connection, retryable.
     fn failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
-        if e.is_closed() {
-            Failure::Closed(format!("postgresql {}: {what}: connection closed", self.target))
-        } else {
-            Failure::Final(self.error(what, e))
+        match e.is_closed() {
+            true => {
+                Failure::Closed(format!("postgresql {}: {what}: connection closed", self.target))
+            }
+            false => Failure::Final(self.error(what, e)),
         }
     }
 
     /// A write failed after it was sent: with a closed connection, whether it committed is not
     /// known, so it is never retried.
     fn sent_failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
-        if e.is_closed() {
-            Failure::Final(Error::Backend(format!(
+        match self.failure(what, e) {
+            Failure::Closed(_) => Failure::Final(Error::Backend(format!(
                 "postgresql {}: {what}: the connection closed before the server answered; the write may or may not have been applied",
                 self.target
-            )))
-        } else {
-            Failure::Final(self.error(what, e))
+            ))),
+            f => f,
         }
     }
 

@@ -84,9 +84,7 @@ const REFUSED: &[&str] = &[
 
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const DEFAULT_TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// tokio-postgres's default (2 hours, libpq's), replaced unless the URL sets another.
-const DEFAULT_KEEPALIVES_IDLE_LIBPQ: std::time::Duration =
-    std::time::Duration::from_secs(2 * 60 * 60);
+/// Instead of tokio-postgres's (and libpq's) 2 hours, unless the URL sets one.
 const DEFAULT_KEEPALIVES_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(crate) fn parse(url: &str) -> Result<Connection> {
@@ -154,7 +152,7 @@ pub(crate) fn parse(url: &str) -> Result<Connection> {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
     }
-    if config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE_LIBPQ {
+    if !passed.iter().any(|p| p.starts_with("keepalives_idle=")) {
         config.keepalives_idle(DEFAULT_KEEPALIVES_IDLE);
     }
     // An acknowledged write survives a crash only if it is committed durably: whatever the
@@ -317,6 +315,8 @@ mod tests {
         let c =
             parse("postgres://u:p@db.example/coffer?options=-c%20search_path%3Dx").expect("parse");
         assert_eq!(c.config.get_options(), Some("-c search_path=x -c synchronous_commit=on"));
+        let c = parse("postgres://u:p@db.example/coffer?keepalives_idle=7200").expect("parse");
+        assert_eq!(c.config.get_keepalives_idle(), std::time::Duration::from_secs(7200));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::commands::{client, print_answer};
 pub(crate) enum LeaseCmd {
     /// Show a lease: when it was issued, when it expires, whether it renews
     Lookup { lease_id: String },
-    /// Extend a lease, within the maximum TTL its engine and mount allow
+    /// Extend a secret's lease, within the maximum TTL its engine and mount allow (tokens
+    /// renew with `coffer token renew`)
     Renew {
         lease_id: String,
         /// Requested extension from now, e.g. 1h (default: the mount's default TTL)
@@ -28,14 +29,16 @@ coffer lease revoke -prefix -force database/creds/        # drop leases even if 
     Revoke {
         /// A lease id, or with -prefix a prefix of lease ids
         lease_id: String,
-        /// Revoke every lease whose id starts with the prefix (needs sudo)
+        /// Revoke every lease under the folder LEASE_ID (`database/creds/ro` covers
+        /// `database/creds/ro/...`, not `database/creds/ro-2`); needs sudo
         #[arg(long)]
         prefix: bool,
         /// With -prefix: remove the leases even when the engine fails to revoke them. The
         /// credentials may then still work: only for when the backing system is gone for good
         #[arg(long, requires = "prefix")]
         force: bool,
-        /// Answer at once and revoke in the background
+        /// Wait for the revocation (the default); -sync=false answers at once and revokes in
+        /// the background
         #[arg(long = "sync", default_value_t = true, action = clap::ArgAction::Set)]
         sync: bool,
     },

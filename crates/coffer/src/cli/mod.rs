@@ -92,7 +92,7 @@ pub(crate) enum Command {
     /// Key/value secrets, versioned (kv v2) or not (v1): put, get, patch, delete, metadata...
     #[command(subcommand)]
     Kv(kv::KvCmd),
-    /// Look up, renew and revoke the leases of dynamic secrets and tokens
+    /// Look up, renew and revoke the leases of dynamic secrets (and look up and revoke tokens')
     #[command(subcommand)]
     Lease(lease::LeaseCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::common::{Server, ok, stderr, tempdir};
 
 /// Enables a file device at `file/` writing to `log`.
-async fn enable_file_device(s: &Server, root: &str, log: &std::path::Path) {
+pub(crate) async fn enable_file_device(s: &Server, root: &str, log: &std::path::Path) {
     let body = json!({"type": "file", "options": {"file_path": log.display().to_string()}});
     let (code, b) = s.call("PUT", "sys/audit/file", Some(root), Some(body)).await;
     assert_eq!(code, 204, "{b}");

@@ -273,9 +273,7 @@ async fn database_passwords_follow_the_policy_and_reach_no_storage_log_or_audit_
     let dir = tempdir();
     let (mut s, _, root) = Server::ready_sqlite(dir.path()).await;
     let audit_log = dir.path().join("audit.log");
-    let body = json!({"type": "file", "options": {"file_path": audit_log.display().to_string()}});
-    let (code, b) = s.call("PUT", "sys/audit/file", Some(&root), Some(body)).await;
-    assert_eq!(code, 204, "{b}");
+    crate::audit::enable_file_device(&s, &root, &audit_log).await;
     let policy =
         "length = 24\nrule \"charset\" {\n  charset = \"abcdef0123\"\n  min-chars = 1\n}\n";
     let (code, b) = s
@@ -307,8 +305,11 @@ async fn database_passwords_follow_the_policy_and_reach_no_storage_log_or_audit_
     .await;
     assert_eq!(code, 204, "{b}");
     let (user, dyn_pw, _, _) = creds(&s, &root).await;
-    assert_eq!(dyn_pw.len(), 24, "{dyn_pw}");
-    assert!(dyn_pw.chars().all(|ch| "abcdef0123".contains(ch)), "{dyn_pw} breaks the policy");
+    assert_eq!(dyn_pw.len(), 24, "the dynamic password's length");
+    assert!(
+        dyn_pw.chars().all(|ch| "abcdef0123".contains(ch)),
+        "the dynamic password breaks the policy"
+    );
     assert!(login(c, &user, &dyn_pw, db, "SELECT x FROM reports").is_ok());
     let (code, b) = write(
         &s,
@@ -321,7 +322,10 @@ async fn database_passwords_follow_the_policy_and_reach_no_storage_log_or_audit_
     let (code, b) = s.call("GET", "database/static-creds/st", Some(&root), None).await;
     assert_eq!(code, 200, "{b}");
     let static_pw = b["data"]["password"].as_str().expect("password").to_owned();
-    assert!(static_pw.chars().all(|ch| "abcdef0123".contains(ch)), "{static_pw}");
+    assert!(
+        static_pw.chars().all(|ch| "abcdef0123".contains(ch)),
+        "the static password breaks the policy"
+    );
     assert!(login(c, "lz_static_user", &static_pw, db, "SELECT 1").is_ok());
     s.stop();
 
