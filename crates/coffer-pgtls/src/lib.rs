@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -102,18 +102,20 @@ fn verifier(
     let Some(path) = root_cert else {
         return match mode {
             SslMode::VerifyCa | SslMode::VerifyFull => Err(Error::RootCertRequired),
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-                Ok(Arc::new(EncryptOnly(provider)))
-            }
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => Ok(Arc::new(Lenient {
+                chain: None,
+                algorithms: provider.signature_verification_algorithms,
+            })),
         };
     };
+    let algorithms = provider.signature_verification_algorithms;
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(path)?), provider)
         .build()
         .map_err(|e| Error::BadRootCert { path: path.to_owned(), why: e.to_string() })?;
     Ok(match mode {
         SslMode::VerifyFull => webpki,
         SslMode::VerifyCa | SslMode::Require | SslMode::Prefer | SslMode::Disable => {
-            Arc::new(ChainOnly(webpki))
+            Arc::new(Lenient { chain: Some(webpki), algorithms })
         }
     })
 }
@@ -133,13 +135,19 @@ fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// `verify-ca`: rustls' full verification, except that a certificate not naming the host is
-/// accepted. rustls checks the chain (to a trusted root, within its validity dates, for server
-/// authentication) before the name, so a name error means the chain was good.
+/// `verify-ca` (`chain` set): rustls' full verification, except that a certificate not naming
+/// the host is accepted; rustls checks the chain (to a trusted root, within its validity dates,
+/// for server authentication) before the name, so a name error means the chain was good.
+/// `require`/`prefer` without a root certificate (`chain` unset): encryption without server
+/// authentication. Either way the handshake signature is checked against the presented
+/// certificate's key.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -148,8 +156,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -163,7 +171,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -172,61 +180,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `require`/`prefer` without a root certificate: encryption, no server authentication; the
-/// handshake signature is still checked against the presented certificate's key.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
