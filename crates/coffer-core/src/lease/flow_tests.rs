@@ -138,8 +138,10 @@ impl Fixture {
     }
 }
 
+/// Polls `f` for up to 30 s: enough for the longest wait here (a lease due 10 s out, beyond the
+/// horizon) on a loaded machine.
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if f().await {
             return;
         }
