@@ -323,6 +323,14 @@ impl Core {
         // leases with it.
         tokens.set_leases(Arc::downgrade(&leases));
         leases.start();
+        // A revocation that a stop cut short is finished, off the unseal path: its tokens
+        // already refuse to authenticate, so nothing waits on it.
+        let pending = tokens.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pending.resume_revocations().await {
+                tracing::error!(error = %e, "finishing interrupted token revocations failed");
+            }
+        });
         let active = Arc::new(Active { audit, tokens, policies, router, leases });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());

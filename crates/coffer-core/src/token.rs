@@ -61,6 +61,10 @@ pub struct TokenEntry {
     /// 0: only the server's (and `explicit_max_ttl`'s) limit.
     #[serde(default)]
     pub max_ttl: u64,
+    /// Its revocation has begun: it no longer authenticates and no child may be created under
+    /// it, so the walk over its descendants sees every child it will ever have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoking: bool,
 }
 
 /// What counting one use of a token found.
@@ -194,6 +198,9 @@ pub struct TokenStore {
     salt: hmac::Key,
     /// Serializes revocations and use-count updates so a token's last use is counted once.
     write_lock: Mutex<()>,
+    /// Striped by parent id: creating a child and marking its parent as being revoked take the
+    /// parent's stripe, so one of them sees the other (see [`TokenStore::revoke_tree`]).
+    family_locks: Box<[Mutex<()>]>,
     /// The cubbyhole mount's storage, whose `<token id>/` folder dies with the token.
     cubbyhole: std::sync::RwLock<Option<View>>,
     /// Live entries by id, so a request does not read and decrypt its token from storage.
@@ -211,6 +218,13 @@ struct TokenCache {
 
 /// Beyond this many cached entries the cache starts over, bounding its memory.
 const CACHE_LIMIT: usize = 100_000;
+
+/// Stripes of [`TokenStore::family_locks`]: enough that unrelated parents rarely share one.
+const FAMILY_STRIPES: usize = 64;
+
+/// `revoking/<id>`: tokens whose revocation began; finished at the next unseal if the process
+/// stopped half-way (a marked token never authenticates, so nobody else could finish it).
+const REVOKING_PREFIX: &str = "revoking/";
 
 /// Marks a store whose tokens all have their path and expiry index entries.
 const INDEX_MARKER: &str = "index-v1";
@@ -263,6 +277,7 @@ impl TokenStore {
             leases: std::sync::OnceLock::new(),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             write_lock: Mutex::new(()),
+            family_locks: (0..FAMILY_STRIPES).map(|_| Mutex::new(())).collect(),
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
         });
@@ -402,9 +417,25 @@ impl TokenStore {
             return Err(Error::invalid("cannot create a token with a duplicate ID"));
         }
         let now = now_unix();
+        // The parent as it is now, not as the request found it: under its stripe, so a
+        // revocation that marks it either comes before this check (and the child is refused)
+        // or after the child's parent link is stored (and its walk finds the child).
+        let parent = parent.filter(|_| !p.orphan);
+        let _family = match parent {
+            Some(pe) => Some(self.family_lock(&pe.id).lock().await),
+            None => None,
+        };
+        let parent = match parent {
+            Some(pe) => match self.get_entry(&pe.id).await? {
+                Some(cur) if !cur.revoking && !cur.spent && !cur.is_expired(now) => Some(cur),
+                _ => return Err(Error::PermissionDenied),
+            },
+            None => None,
+        };
+        let parent = parent.as_ref();
         let mut expire_time = if p.ttl == 0 { 0 } else { now + p.ttl };
         // A child never outlives its parent: its expiry is capped at the parent's.
-        if let Some(parent) = parent.filter(|_| !p.orphan)
+        if let Some(parent) = parent
             && parent.expire_time != 0
             && (expire_time == 0 || expire_time > parent.expire_time)
         {
@@ -415,7 +446,7 @@ impl TokenStore {
             version: 1,
             id: id.clone(),
             accessor: accessor.clone(),
-            parent: parent.filter(|_| !p.orphan).map(|e| e.id.clone()),
+            parent: parent.map(|e| e.id.clone()),
             policies: p.policies,
             path: p.path,
             meta: p.meta,
@@ -427,12 +458,13 @@ impl TokenStore {
             explicit_max_ttl: p.explicit_max_ttl,
             period: p.period,
             renewable: p.renewable && expire_time != 0,
-            orphan: p.orphan || parent.is_none(),
+            orphan: parent.is_none(),
             entity_id: String::new(),
             last_renewal_time: 0,
             spent: false,
             bound_cidrs: p.bound_cidrs,
             max_ttl: p.max_ttl,
+            revoking: false,
         };
         let raw = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
         let acc = serde_json::to_vec(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })
@@ -464,7 +496,7 @@ impl TokenStore {
         if !ct_eq(entry.id.as_bytes(), id.as_bytes()) {
             return Ok(None);
         }
-        if entry.spent {
+        if entry.spent || entry.revoking {
             return Ok(None);
         }
         if entry.is_expired(now_unix()) {
@@ -527,11 +559,44 @@ impl TokenStore {
         Ok(outcome)
     }
 
+    fn family_lock(&self, id: &str) -> &Mutex<()> {
+        let h = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        &self.family_locks[h % self.family_locks.len()]
+    }
+
+    /// Marks a token as being revoked, under its family stripe: once this returns, no child
+    /// can be created under it, so listing its children afterwards finds all it will have.
+    /// The `revoking/` index lets the next unseal finish a revocation that a crash cut short.
+    async fn mark_revoking(&self, id: &str) -> Result<()> {
+        let _family = self.family_lock(id).lock().await;
+        let _g = self.write_lock.lock().await;
+        let Some(mut e) = self.get_entry(id).await? else { return Ok(()) };
+        if e.revoking {
+            return Ok(());
+        }
+        e.revoking = true;
+        let raw = serde_json::to_vec(&e).map_err(|e| Error::Internal(e.to_string()))?;
+        self.view
+            .batch(vec![
+                BatchOp::Put(format!("id/{id}"), &raw),
+                BatchOp::Put(format!("{REVOKING_PREFIX}{id}"), b""),
+            ])
+            .await?;
+        self.forget(id);
+        Ok(())
+    }
+
     /// Revokes a token and all of its descendants, and destroys their cubbyholes.
+    ///
+    /// Each token is marked as being revoked before its children are listed, parents before
+    /// children: a child created concurrently is either refused (its parent was marked) or
+    /// stored before the mark, and then listed. No token outlives a revoked parent, whatever
+    /// the interleaving.
     pub async fn revoke_tree(&self, id: &str) -> Result<()> {
         let mut stack = vec![id.to_owned()];
         let mut order = Vec::new();
         while let Some(cur) = stack.pop() {
+            self.mark_revoking(&cur).await?;
             for child in self.view.list(&format!("parent/{cur}/")).await? {
                 stack.push(child.trim_end_matches('/').to_owned());
             }
@@ -546,6 +611,7 @@ impl TokenStore {
 
     /// Revokes only this token; its children become orphans.
     pub async fn revoke_orphan(&self, id: &str) -> Result<()> {
+        self.mark_revoking(id).await?;
         for child in self.view.list(&format!("parent/{id}/")).await? {
             let child = child.trim_end_matches('/');
             if let Some(mut e) = self.get_entry(child).await? {
@@ -558,6 +624,19 @@ impl TokenStore {
         self.revoke_one(id).await
     }
 
+    /// Finishes the revocations that were under way when the process stopped (at unseal).
+    pub(crate) async fn resume_revocations(&self) -> Result<()> {
+        for id in self.view.list(REVOKING_PREFIX).await? {
+            let id = id.trim_end_matches('/');
+            if self.get_entry(id).await?.is_some() {
+                self.revoke_tree(id).await?;
+            } else {
+                self.view.delete(&format!("{REVOKING_PREFIX}{id}")).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn revoke_one(&self, id: &str) -> Result<()> {
         // The leases it asked for go first, as in Vault; one that fails stays to be retried.
         if let Some(leases) = self.leases() {
@@ -567,7 +646,10 @@ impl TokenStore {
         // this deletes (a renewal that read it just before would otherwise revive the token).
         let _g = self.write_lock.lock().await;
         let entry = self.get_entry(id).await?;
-        let mut ops = vec![BatchOp::Delete(format!("id/{id}"))];
+        let mut ops = vec![
+            BatchOp::Delete(format!("id/{id}")),
+            BatchOp::Delete(format!("{REVOKING_PREFIX}{id}")),
+        ];
         if let Some(e) = &entry {
             ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
             ops.push(BatchOp::Delete(path_key(e)));
@@ -636,3 +718,6 @@ impl TokenStore {
         Ok(e)
     }
 }
+
+#[cfg(test)]
+mod revocation_race_tests;
