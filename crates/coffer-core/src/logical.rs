@@ -228,7 +228,9 @@ impl From<coffer_barrier::Error> for Error {
             B::WrongKey => Error::invalid(
                 "unseal failed: the key shares do not combine to this server's unseal key",
             ),
-            B::Corrupt(_) | B::Storage(_) | B::Internal(_) => Error::Internal(e.to_string()),
+            // A key the storage refuses (too long, say) is the caller's path: a 400.
+            B::Storage(s) => Error::from(s),
+            B::Corrupt(_) | B::Internal(_) => Error::Internal(e.to_string()),
         }
     }
 }

@@ -116,8 +116,13 @@ async fn authorize(
             client_token: req.client_token.as_ref(),
             client_cert_chain: &req.client_cert_chain,
         };
-        if route.backend.exists(&probe).await? == Some(false) {
-            op = Operation::Create;
+        match route.backend.exists(&probe).await {
+            Ok(Some(false)) => op = Operation::Create,
+            Ok(_) => {}
+            // A path the storage cannot hold (too long, say) is refused by the handler, after
+            // the ACL check: the caller learns that it is malformed only if it may write there.
+            Err(Error::InvalidRequest(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     let mut sudo = false;

@@ -11,7 +11,9 @@ pub fn validate_key(key: &str) -> Result<()> {
         return bad("empty key");
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(Error::InvalidKey(format!("key longer than {MAX_KEY_LEN} bytes")));
+        return Err(Error::InvalidKey(format!(
+            "key longer than the storage limit of {MAX_KEY_LEN} bytes"
+        )));
     }
     if key.starts_with('/') {
         return bad("key starts with '/'");

@@ -151,3 +151,48 @@ async fn bad_requests_are_4xx_with_a_named_problem_and_change_nothing() {
         "nothing changed"
     );
 }
+
+/// A path or name longer than storage can key is the caller's mistake: 400 naming the limit,
+/// and only after the ACL check, so a token without access still gets 403.
+#[tokio::test]
+async fn over_long_paths_are_400_naming_the_limit_after_the_acl_check() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/kv1", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "sys/mounts/kv2", Some(&root), Some(json!({"type": "kv-v2"}))).await;
+    s.call("POST", "kv1/keep", Some(&root), Some(json!({"v": "original"}))).await;
+    s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    let (_, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["default"]})))
+        .await;
+    let weak = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    let long = "a".repeat(3000);
+    let limit = "longer than the storage limit of 2048 bytes";
+
+    for (method, path, body) in [
+        ("POST", format!("kv1/{long}"), Some(json!({"v": "x"}))),
+        ("GET", format!("kv1/{long}"), None),
+        ("DELETE", format!("kv1/{long}"), None),
+        ("POST", format!("kv2/data/{long}"), Some(json!({"data": {"v": "x"}}))),
+        ("GET", format!("kv2/data/{long}"), None),
+        ("GET", format!("kv2/metadata/{long}"), None),
+        ("PUT", format!("sys/policies/acl/{long}"), Some(json!({"policy": "path \"a\" {}"}))),
+        ("GET", format!("cubbyhole/{long}"), None),
+        ("POST", format!("auth/approle/role/{long}"), Some(json!({"token_ttl": "1h"}))),
+    ] {
+        let (code, b) = s.call(method, &path, Some(&weak), body.clone()).await;
+        // cubbyhole is the token's own: the default policy allows it, so it gets the 400.
+        if path.starts_with("cubbyhole/") {
+            assert_eq!(code, 400, "{method} {}…: {b}", &path[..12]);
+        } else {
+            assert_eq!(code, 403, "{method} {}… with the default policy: {b}", &path[..12]);
+        }
+        let (code, b) = s.call(method, &path, Some(&root), body).await;
+        assert_eq!(code, 400, "{method} {}… as root: {b}", &path[..12]);
+        assert!(first_error(&b).contains(limit), "{method} {}…: {b}", &path[..12]);
+    }
+    let (code, b) = s.call("GET", "kv1/keep", Some(&root), None).await;
+    assert_eq!((code, b["data"]["v"].clone()), (200, json!("original")));
+    // The server is still answering, and nothing it logged is a 500.
+    assert!(!s.logs().contains("internal error"), "{}", s.logs());
+}
