@@ -204,6 +204,13 @@ pub enum Error {
     UnsupportedPath(String),
     #[error("rate limit exceeded")]
     RateLimited,
+    /// A stored record that fails to open (altered or moved in storage). Its storage path is
+    /// named so an operator can find it; an authorized overwrite or delete repairs it.
+    #[error(
+        "stored record {0:?} is damaged and cannot be read: it was altered or moved in storage \
+         (an overwrite or delete by an authorized caller replaces it)"
+    )]
+    Damaged(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -230,7 +237,8 @@ impl From<coffer_barrier::Error> for Error {
             ),
             // A key the storage refuses (too long, say) is the caller's path: a 400.
             B::Storage(s) => Error::from(s),
-            B::Corrupt(_) | B::Internal(_) => Error::Internal(e.to_string()),
+            B::Corrupt(path) => Error::Damaged(path),
+            B::Internal(_) => Error::Internal(e.to_string()),
         }
     }
 }

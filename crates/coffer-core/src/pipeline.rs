@@ -122,6 +122,8 @@ async fn authorize(
             // A path the storage cannot hold (too long, say) is refused by the handler, after
             // the ACL check: the caller learns that it is malformed only if it may write there.
             Err(Error::InvalidRequest(_)) => {}
+            // There but unreadable: an update, so that an authorized overwrite repairs it.
+            Err(Error::Damaged(_)) => {}
             Err(e) => return Err(e),
         }
     }

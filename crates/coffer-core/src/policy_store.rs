@@ -1,7 +1,12 @@
 //! ACL policies by name, stored in the barrier, parsed once and cached; compiled ACLs are cached
 //! by policy set and dropped whenever any policy changes.
+//!
+//! A stored policy that cannot be read (altered in storage, or no longer parsing) does not stop
+//! the unseal: it is logged by path and kept aside as damaged. Reading it is a 500 naming it, a
+//! token holding it is refused (403: its rules, denials included, are unknown, so no access is
+//! safe to grant), and writing or deleting it repairs it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use coffer_barrier::View;
@@ -22,6 +27,8 @@ struct StoredPolicy {
 pub(crate) struct PolicyStore {
     view: View,
     policies: RwLock<HashMap<String, Arc<Policy>>>,
+    /// Stored policies that could not be read at unseal, until written or deleted.
+    damaged: RwLock<HashSet<String>>,
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
 }
 
@@ -46,17 +53,38 @@ fn poisoned() -> Error {
 impl PolicyStore {
     /// Loads every stored policy and writes the built-in `default` policy when it is missing.
     pub(crate) async fn load(view: View) -> Result<Self> {
-        let store =
-            Self { view, policies: RwLock::new(HashMap::new()), acls: RwLock::new(HashMap::new()) };
+        let store = Self {
+            view,
+            policies: RwLock::new(HashMap::new()),
+            damaged: RwLock::new(HashSet::new()),
+            acls: RwLock::new(HashMap::new()),
+        };
         for name in store.view.list("").await? {
-            if let Some(p) = store.read_stored(&name).await? {
-                store.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(p));
+            match store.read_stored(&name).await {
+                Ok(Some(p)) => {
+                    store.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(p));
+                }
+                Ok(None) => {}
+                Err(e @ (Error::Damaged(_) | Error::Internal(_))) => {
+                    tracing::error!(
+                        path = %format!("sys/policy/{name}"),
+                        error = %e,
+                        "a stored policy cannot be read; tokens holding it are refused until \
+                         it is written again or deleted"
+                    );
+                    store.damaged.write().map_err(|_| poisoned())?.insert(name);
+                }
+                Err(e) => return Err(e),
             }
         }
-        if store.get(DEFAULT_POLICY)?.is_none() {
+        if store.get(DEFAULT_POLICY)?.is_none() && !store.is_damaged(DEFAULT_POLICY)? {
             store.set(DEFAULT_POLICY, DEFAULT_POLICY_HCL).await?;
         }
         Ok(store)
+    }
+
+    fn is_damaged(&self, name: &str) -> Result<bool> {
+        Ok(self.damaged.read().map_err(|_| poisoned())?.contains(name))
     }
 
     async fn read_stored(&self, name: &str) -> Result<Option<Policy>> {
@@ -68,6 +96,14 @@ impl PolicyStore {
             .map_err(|e| Error::Internal(format!("stored policy {name:?} no longer parses: {e}")))
     }
 
+    /// The policy, `None` when there is none; a damaged one is an error naming it.
+    pub(crate) fn read(&self, name: &str) -> Result<Option<Arc<Policy>>> {
+        if self.is_damaged(name)? {
+            return Err(Error::Damaged(format!("sys/policy/{name}")));
+        }
+        self.get(name)
+    }
+
     pub(crate) fn get(&self, name: &str) -> Result<Option<Arc<Policy>>> {
         Ok(self.policies.read().map_err(|_| poisoned())?.get(name).cloned())
     }
@@ -75,6 +111,7 @@ impl PolicyStore {
     pub(crate) fn list(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> =
             self.policies.read().map_err(|_| poisoned())?.keys().cloned().collect();
+        names.extend(self.damaged.read().map_err(|_| poisoned())?.iter().cloned());
         names.push(ROOT_POLICY.to_owned());
         names.sort();
         Ok(names)
@@ -94,6 +131,7 @@ impl PolicyStore {
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         self.view.put(&name, &stored).await?;
+        self.damaged.write().map_err(|_| poisoned())?.remove(&name);
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
@@ -105,6 +143,7 @@ impl PolicyStore {
             return Err(Error::invalid(format!("cannot delete {name:?} policy")));
         }
         self.view.delete(&name).await?;
+        self.damaged.write().map_err(|_| poisoned())?.remove(&name);
         self.policies.write().map_err(|_| poisoned())?.remove(&name);
         self.acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
@@ -121,6 +160,11 @@ impl PolicyStore {
         let mut key: Vec<String> = names.to_vec();
         key.sort();
         key.dedup();
+        // Not cached: the set clears when the policy is repaired, and this is the rare case.
+        if let Some(bad) = key.iter().find(|n| self.is_damaged(n).unwrap_or(true)) {
+            tracing::warn!(policy = %bad, "refused a token holding a damaged policy");
+            return Err(Error::PermissionDenied);
+        }
         if let Some(acl) = self.acls.read().map_err(|_| poisoned())?.get(&key) {
             return Ok(acl.clone());
         }

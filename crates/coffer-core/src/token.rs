@@ -490,8 +490,15 @@ impl TokenStore {
     }
 
     pub async fn lookup_id(&self, id: &str) -> Result<Option<TokenEntry>> {
-        let Some(entry) = self.get_entry(id).await? else {
-            return Ok(None);
+        let entry = match self.get_entry(id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            // Its policies and limits are unknown: the token authenticates as nothing.
+            Err(Error::Damaged(path)) => {
+                tracing::error!(path, "a stored token entry is damaged; the token is refused");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         if !ct_eq(entry.id.as_bytes(), id.as_bytes()) {
             return Ok(None);

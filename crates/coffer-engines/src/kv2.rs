@@ -435,9 +435,19 @@ impl KvV2 {
     async fn delete_metadata(&self, path: &str) -> Result<Response> {
         let path = key_path(path)?;
         let _g = self.write_lock.lock().await;
-        let Some(meta) = self.meta(path).await? else { return Ok(Response::empty()) };
+        let versions: Vec<String> = match self.meta(path).await {
+            Ok(Some(meta)) => meta.versions.keys().map(u64::to_string).collect(),
+            Ok(None) => return Ok(Response::empty()),
+            // Unreadable metadata: its versions are found in storage instead, so that deleting
+            // the key repairs it rather than leaving it stuck.
+            Err(Error::Damaged(_)) => {
+                let under = self.view.list(&format!("ver/{path}/")).await?;
+                under.into_iter().filter(|v| v.bytes().all(|b| b.is_ascii_digit())).collect()
+            }
+            Err(e) => return Err(e),
+        };
         let mut ops = vec![coffer_core::BatchOp::Delete(format!("meta/{path}"))];
-        for v in meta.versions.keys() {
+        for v in &versions {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
         self.view.batch(ops).await?;

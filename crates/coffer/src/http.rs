@@ -57,7 +57,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         Error::UnsupportedOperation => StatusCode::METHOD_NOT_ALLOWED,
         Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Internal(_) | Error::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -67,6 +67,10 @@ fn error_response(e: Error, request_id: &str) -> Response {
         Error::Internal(cause) => {
             tracing::error!(request_id, %cause, "internal error");
             vec!["internal error".to_owned()]
+        }
+        Error::Damaged(path) => {
+            tracing::error!(request_id, path, "a stored record is damaged");
+            vec![e.to_string()]
         }
         // Vault answers a missing secret with an empty error list.
         Error::NotFound => Vec::new(),

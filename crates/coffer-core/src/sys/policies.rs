@@ -44,7 +44,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             let raw = if name == "root" {
                 String::new()
             } else {
-                store.get(&name)?.ok_or(Error::NotFound)?.raw.clone()
+                store.read(&name)?.ok_or(Error::NotFound)?.raw.clone()
             };
             if legacy {
                 Response::from_value(json!({ "name": name, "rules": raw }))
