@@ -150,20 +150,27 @@ async fn authorize(
             a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
         }
         crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
-        if active.tokens.use_token(entry).await? == Use::Exhausted {
-            return Err(Error::PermissionDenied);
-        }
     }
     Ok(Authorized { caller, op, sudo })
 }
 
-/// Writes the request entry; fails closed when devices are enabled and none could write.
+/// Writes the request entry; fails closed when devices are enabled and none could write. Only
+/// then is a use of a limited-use token taken, so a request that no device could audit costs
+/// its token nothing (a wrapping token stays unwrappable). A token whose last use is already
+/// gone is refused here, with a response entry saying so.
 async fn audit_request<'a>(
     active: &Active,
     record: &Record<'_>,
-    authz: &'a Authorized,
+    authz: &'a mut Authorized,
 ) -> Result<Audited<'a>> {
     active.audit.log_request(record, "").await?;
+    if let Some(entry) = authz.caller.as_mut()
+        && active.tokens.use_token(entry).await? == Use::Exhausted
+    {
+        let refused: Result<Response> = Err(Error::PermissionDenied);
+        active.audit.log_response(record, &refused).await?;
+        return Err(Error::PermissionDenied);
+    }
     Ok(Audited { authz })
 }
 
@@ -307,7 +314,7 @@ impl Core {
         } else {
             authorize(&active, &req, &path, &target).await
         };
-        let authz = match authz {
+        let mut authz = match authz {
             Ok(a) => a,
             Err(e) => {
                 // A refused request is audited too (best effort: it is refused either way).
@@ -322,23 +329,16 @@ impl Core {
                 return Err(e);
             }
         };
+        // The caller as authorized, before the use this request takes is counted.
+        let caller = authz.caller.clone();
         let record = Record {
             req: &req,
             path: &path,
             operation: authz.op.as_str(),
-            caller: authz.caller.as_ref(),
+            caller: caller.as_ref(),
             mount_type: &mount_type,
         };
-        let audited = match audit_request(&active, &record, &authz).await {
-            Ok(a) => a,
-            Err(e) => {
-                // Refused, but a last use was taken: the token must not linger, spent.
-                if let Some(spent) = authz.caller.as_ref().filter(|c| c.spent) {
-                    active.tokens.revoke_tree(&spent.id).await?;
-                }
-                return Err(e);
-            }
-        };
+        let audited = audit_request(&active, &record, &mut authz).await?;
         let result = dispatch(self, &active, &req, target, &audited).await;
         if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
             (&login_mount, &result)
@@ -355,7 +355,7 @@ impl Core {
         // that were live when the request started.
         let logged = active.audit.log_response(&record, &result).await;
         // The request that took a token's last use is done: now the token goes.
-        if let Some(spent) = authz.caller.as_ref().filter(|c| c.spent) {
+        if let Some(spent) = audited.caller().filter(|c| c.spent) {
             active.tokens.revoke_tree(&spent.id).await?;
         }
         logged?;

@@ -507,3 +507,66 @@ async fn wrong_unseal_shares_never_unseal() {
     }
     a.unseal(&keys_a[1..]).await;
 }
+
+/// A request refused because no audit device could write it costs nothing: not a use of a
+/// limited-use token, not a wrapping token.
+#[tokio::test]
+async fn a_request_no_device_could_audit_spends_no_token_use_and_no_wrapping_token() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready_sqlite(dir.path()).await;
+    s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    s.call("POST", "secret/keep", Some(&root), Some(json!({"v": "kept"}))).await;
+    let reader = r#"path "secret/*" { capabilities = ["read"] }"#;
+    s.call("PUT", "sys/policies/acl/reader", Some(&root), Some(json!({"policy": reader}))).await;
+    let (_, b) = s
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(&root),
+            Some(json!({"policies": ["reader"], "num_uses": 2})),
+        )
+        .await;
+    let limited = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    let wrapped: Value = s
+        .http()
+        .get(format!("{}/v1/secret/keep", s.addr))
+        .header("X-Vault-Token", &root)
+        .header("X-Vault-Wrap-TTL", "5m")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let wrapping = wrapped["wrap_info"]["token"].as_str().expect("wrapping token").to_owned();
+
+    // The only device's directory becomes a plain file: every audit write fails.
+    let logdir = dir.path().join("auditlogs");
+    std::fs::create_dir(&logdir).expect("mkdir");
+    let body = json!({"type": "file", "options": {"file_path": logdir.join("a.log")}});
+    let (code, b) = s.call("PUT", "sys/audit/file", Some(&root), Some(body)).await;
+    assert_eq!(code, 204, "{b}");
+    s.stop();
+    std::fs::remove_dir_all(&logdir).expect("rm");
+    std::fs::write(&logdir, b"not a directory").expect("block");
+    s.restart();
+    s.unseal(&keys).await;
+    for _ in 0..3 {
+        let (code, b) = s.call("GET", "secret/keep", Some(&limited), None).await;
+        assert_eq!(code, 500, "{b}");
+        let (code, b) = s.call("POST", "sys/wrapping/unwrap", Some(&wrapping), None).await;
+        assert_eq!(code, 500, "{b}");
+    }
+
+    // The device can write again: both tokens have all they had.
+    std::fs::remove_file(&logdir).expect("unblock");
+    std::fs::create_dir(&logdir).expect("mkdir");
+    let (code, b) = s.call("POST", "sys/wrapping/unwrap", Some(&wrapping), None).await;
+    assert_eq!((code, b["data"]["v"].clone()), (200, json!("kept")), "{b}");
+    for use_ in 1..=2 {
+        let (code, b) = s.call("GET", "secret/keep", Some(&limited), None).await;
+        assert_eq!(code, 200, "use {use_} of 2: {b}");
+    }
+    let (code, _) = s.call("GET", "secret/keep", Some(&limited), None).await;
+    assert_eq!(code, 403, "two uses, and only two");
+}
