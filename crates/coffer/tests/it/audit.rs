@@ -147,6 +147,14 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
     check("swapped.log", swapped, 3);
     let truncated = lines[1..].to_vec();
     check("truncated-head.log", truncated, 1);
+    // A duplicate key in front: a JSON parser keeps the last one (the original), `grep` and a
+    // reader who looks at the line see the first (the forgery).
+    let mut forged = lines.clone();
+    forged[4] = forged[4].replacen('{', r#"{"request":{"path":"sys/FORGED"},"#, 1);
+    check("forged-duplicate-key.log", forged, 5);
+    let mut spaced = lines.clone();
+    spaced[5] = spaced[5].replacen("\":", "\": ", 1);
+    check("spaced.log", spaced, 6);
 
     // Whole entries cut from the end leave a valid chain; the server's head shows them missing.
     let log_arg = log.to_str().expect("p");
