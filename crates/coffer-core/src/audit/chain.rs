@@ -1,6 +1,11 @@
 //! The hash chain over audit entries: each entry carries `seq`, `prev_hash` and `hash`, where
-//! `hash` is SHA-256 over the entry's canonical JSON (keys sorted, without `hash`). Editing,
+//! `hash` is SHA-256 over the entry's canonical JSON (keys sorted, without `hash`). Each line is
+//! written as exactly the canonical JSON of the whole entry, and a line is accepted only when it
+//! is byte for byte that form, so what is verified is what a reader of the file sees: a
+//! duplicated or reordered key, a space, an escape or trailing bytes make a line fail. Editing,
 //! deleting, reordering or cutting entries breaks the chain at the first damaged line.
+//! Not found here: a chain rewritten from some entry on, or cut at its end (the hash has no
+//! key); `verify_chain_against` finds those while the server that wrote the chain runs.
 
 use aws_lc_rs::digest;
 use serde_json::{Map, Value};
@@ -51,6 +56,21 @@ pub(crate) fn entry_hash(entry: &Map<String, Value>) -> String {
     hex(digest::digest(&digest::SHA256, canonical(&Value::Object(e)).as_bytes()).as_ref())
 }
 
+/// Completes an entry with its place in the chain and returns `(line, hash)`: the line is the
+/// canonical JSON the verifier requires, without its newline.
+pub(crate) fn seal_entry(
+    mut entry: Map<String, Value>,
+    seq: u64,
+    prev_hash: &str,
+) -> (String, String) {
+    entry.insert("seq".into(), Value::from(seq));
+    entry.insert("prev_hash".into(), Value::from(prev_hash));
+    entry.remove("hash");
+    let hash = entry_hash(&entry);
+    entry.insert("hash".into(), Value::from(hash.clone()));
+    (canonical(&Value::Object(entry)), hash)
+}
+
 /// Where a verified chain ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -95,7 +115,18 @@ pub fn verify_chain_against(
         if line.trim().is_empty() {
             return broken(n, "empty line: an entry was removed or the file was edited".into());
         }
-        let Ok(Value::Object(entry)) = serde_json::from_str::<Value>(line) else {
+        let Ok(parsed) = serde_json::from_str::<Value>(line) else {
+            return broken(n, "not a JSON audit entry: the line was edited or truncated".into());
+        };
+        // A parse forgets duplicate keys (the last one wins), key order, spaces and escapes:
+        // hashing it would vouch for bytes it never saw. The line must be what the writer emits.
+        if canonical(&parsed) != line {
+            return broken(
+                n,
+                "not the exact form Coffer writes (a duplicate or reordered key, spaces, escapes or trailing bytes): the line was edited".into(),
+            );
+        }
+        let Value::Object(entry) = parsed else {
             return broken(n, "not a JSON audit entry: the line was edited or truncated".into());
         };
         let (Some(seq), Some(prev_hash), Some(hash)) = (
@@ -195,14 +226,13 @@ mod tests {
         let mut prev = String::new();
         (1..=n)
             .map(|seq| {
-                let mut e = json!({"type": "request", "request": {"path": format!("p{seq}")}, "seq": seq, "prev_hash": prev})
+                let e = json!({"type": "request", "request": {"path": format!("p{seq}")}})
                     .as_object()
                     .cloned()
                     .unwrap_or_default();
-                let h = entry_hash(&e);
-                e.insert("hash".into(), json!(h));
+                let (line, h) = seal_entry(e, seq, &prev);
                 prev = h;
-                serde_json::to_string(&Value::Object(e)).unwrap_or_default()
+                line
             })
             .collect()
     }
@@ -266,10 +296,109 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_duplicate_key_in_front_of_an_entry_is_refused() {
+        let honest = chain(5);
+        let head = verify_chain(&text(&honest), false).expect("intact");
+        let mut l = honest.clone();
+        // serde_json keeps the last of duplicate keys: a reader that only looks at the parse
+        // sees the original entry, while `grep` and any first-key-wins reader see the forgery.
+        l[2] = l[2].replacen('{', r#"{"request":{"path":"sys/FORGED"},"#, 1);
+        let e = verify_chain(&text(&l), false).expect_err("forged");
+        assert_eq!(e.line, 3, "{}", e.reason);
+        let e =
+            verify_chain_against(&text(&l), false, Some((head.last_seq, head.last_hash.as_str())))
+                .expect_err("forged, even with the server's head");
+        assert_eq!(e.line, 3, "{}", e.reason);
+    }
+
+    #[test]
+    fn a_line_not_byte_for_byte_as_written_is_refused() {
+        let honest = chain(3);
+        let variants: Vec<(&str, String)> = vec![
+            ("space after a colon", honest[1].replacen("\":", "\": ", 1)),
+            ("reordered keys", {
+                let v: Value = serde_json::from_str(&honest[1]).expect("json");
+                let m = v.as_object().expect("object");
+                let mut parts: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical(v)))
+                    .collect();
+                parts.reverse();
+                format!("{{{}}}", parts.join(","))
+            }),
+            ("an escaped character", honest[1].replacen("\"p2\"", r#""\u0070\u0032""#, 1)),
+            ("trailing spaces", format!("{} ", honest[1])),
+            ("a carriage return", format!("{}\r", honest[1])),
+            ("leading spaces", format!(" {}", honest[1])),
+        ];
+        for (what, forged) in variants {
+            assert_ne!(forged, honest[1], "{what}: the variant must differ");
+            let mut l = honest.clone();
+            l[1] = forged;
+            let e = verify_chain(&text(&l), false).expect_err(what);
+            assert_eq!(e.line, 2, "{what}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn entries_with_numbers_of_every_kind_verify() {
+        let mut prev = String::new();
+        let lines: Vec<String> = [
+            json!({"data": {"f": 0.1, "g": 0.30000000000000004, "h": 1e300, "i": 5e-324, "j": -5.7619659084676676e-151}}),
+            json!({"data": {"n": -1, "u": u64::MAX, "m": i64::MIN, "big": 1.2345678901234567e29}}),
+            json!({"data": {"s": "é \u{1F600} \\ \" \n \u{7f}", "t": [1.5, -0.0, 2.2250738585072014e-308]}}),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (line, h) = seal_entry(v.as_object().cloned().unwrap_or_default(), i as u64 + 1, &prev);
+            prev = h;
+            line
+        })
+        .collect();
+        let head = verify_chain(&text(&lines), false).expect("numbers and strings round-trip");
+        assert_eq!(head.entries, 3);
+    }
+
+    #[test]
+    fn a_log_written_by_earlier_versions_still_verifies() {
+        // An entry as the server wrote it before lines were written through `canonical`
+        // (docs/audit.md's example): serde_json's sorted, compact form.
+        let old = r#"{"auth":{"accessor":"hmac-sha256:3d65051f88ca2af0425ba6e8d7eeeb168e01d7352eb0447a089372aeeb3a7f1a","client_token":"hmac-sha256:b5a18a28bab2ed5b79bfc901bed775b870a202289d264d419e8d53b362225586","display_name":"root","entity_id":"","metadata":null,"policies":["root"],"token_issue_time":"2026-11-23T00:40:27Z","token_policies":["root"],"token_type":"service"},"error":"","hash":"5b038e6f831fcefbd6d5afba3c53c9897a981bfc05c9ab06710ee7c0a15c2b21","prev_hash":"1e1ca84ca5716cec607e92404d78fd9b458074adfaf8f69a172212c53a4c81a8","request":{"client_token":"hmac-sha256:b5a18a28bab2ed5b79bfc901bed775b870a202289d264d419e8d53b362225586","client_token_accessor":"hmac-sha256:3d65051f88ca2af0425ba6e8d7eeeb168e01d7352eb0447a089372aeeb3a7f1a","data":{"data":{"password":"hmac-sha256:5d1427616883c8701411c8b4580f9803fe7fd949cf3726fd202f9f9c99a5d03a"}},"id":"ce1ae992-631d-478f-98df-ea789a345c0e","mount_type":"kv","namespace":{"id":"root"},"operation":"create","path":"secret/data/myapp/db","remote_address":"127.0.0.1"},"seq":82,"time":"2026-11-23T00:40:38.940103557Z","type":"request"}"#;
+        let head = verify_chain(&format!("{old}\n"), true).expect("an old entry verifies");
+        assert_eq!(head.last_seq, 82);
+    }
+
+    #[test]
     fn canonical_json_sorts_keys_at_every_level() {
         assert_eq!(
             canonical(&json!({"b": {"d": 1, "c": [true, null]}, "a": "x"})),
             r#"{"a":"x","b":{"c":[true,null],"d":1}}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a client sends in request data, the server's own line verifies: the
+        /// verifier's parse and re-serialization must give back the very bytes written.
+        #[test]
+        fn any_number_or_string_in_an_entry_verifies(
+            f in any::<f64>().prop_filter("JSON has no NaN or infinity", |f| f.is_finite()),
+            i in any::<i64>(),
+            u in any::<u64>(),
+            s in any::<String>(),
+        ) {
+            let e = json!({"data": {"f": f, "i": i, "u": u, "s": s, "l": [f, s]}});
+            let (line, _) = seal_entry(e.as_object().cloned().unwrap_or_default(), 1, "");
+            prop_assert!(verify_chain(&format!("{line}\n"), false).is_ok(), "{}", line);
+            let _: Value = serde_json::from_str(&line).expect("json");
+        }
     }
 }

@@ -236,20 +236,16 @@ impl Device {
     }
 
     async fn write(&self, entry: &Value) -> std::io::Result<()> {
-        let mut e = self.redact(entry.clone());
+        let e = self.redact(entry.clone());
         let mut state = self.state.lock().await;
         if let Sink::Broken(_) = state.sink {
             let (sink, seq, prev) = open_sink(&self.config)?;
             *state = State { seq, prev, sink };
             tracing::info!(device = %self.config.path, "audit device opened");
         }
-        let Value::Object(m) = &mut e else { return Ok(()) };
-        m.insert("seq".into(), json!(state.seq + 1));
-        m.insert("prev_hash".into(), json!(state.prev));
-        let hash = chain::entry_hash(m);
-        m.insert("hash".into(), json!(hash));
-        let line = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
-        state.sink.write_line(&line).await?;
+        let Value::Object(m) = e else { return Ok(()) };
+        let (line, hash) = chain::seal_entry(m, state.seq + 1, &state.prev);
+        state.sink.write_line(line.as_bytes()).await?;
         state.seq += 1;
         state.prev = hash;
         Ok(())

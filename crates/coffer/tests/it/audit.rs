@@ -147,6 +147,14 @@ async fn verify_finds_an_edited_a_deleted_and_a_swapped_line() {
     check("swapped.log", swapped, 3);
     let truncated = lines[1..].to_vec();
     check("truncated-head.log", truncated, 1);
+    // A duplicate key in front: a JSON parser keeps the last one (the original), `grep` and a
+    // reader who looks at the line see the first (the forgery).
+    let mut forged = lines.clone();
+    forged[4] = forged[4].replacen('{', r#"{"request":{"path":"sys/FORGED"},"#, 1);
+    check("forged-duplicate-key.log", forged, 5);
+    let mut spaced = lines.clone();
+    spaced[5] = spaced[5].replacen("\":", "\": ", 1);
+    check("spaced.log", spaced, 6);
 
     // Whole entries cut from the end leave a valid chain; the server's head shows them missing.
     let log_arg = log.to_str().expect("p");
@@ -274,4 +282,141 @@ async fn a_socket_device_receives_the_entries() {
     assert_eq!(s.call("DELETE", "sys/audit/sock", Some(&root), None).await.0, 204);
     let (_, list) = s.call("GET", "sys/audit", Some(&root), None).await;
     assert!(list["data"].as_object().expect("obj").is_empty());
+}
+
+/// A TCP audit collector in the test: reads lines from one connection at a time and sends each
+/// entry, tagged with the collector's name, until stopped. Stopping closes its listener and its
+/// connection, as a collector process that dies does.
+struct Collector {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start(
+        name: &'static str,
+        addr: &str,
+        tx: tokio::sync::mpsc::UnboundedSender<(&'static str, Value)>,
+    ) -> Collector {
+        use tokio::io::AsyncBufReadExt;
+        // tokio sets SO_REUSEADDR: a new collector can take the address of one that died.
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the collector");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                let sock = tokio::select! {
+                    _ = &mut stopped => return,
+                    a = listener.accept() => a.expect("accept").0,
+                };
+                let mut lines = tokio::io::BufReader::new(sock).lines();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        l = lines.next_line() => match l {
+                            Ok(Some(l)) => {
+                                let v = serde_json::from_str(&l).expect("each line is JSON");
+                                let _ = tx.send((name, v));
+                            }
+                            _ => break,
+                        },
+                    }
+                }
+            }
+        });
+        Collector { stop: Some(stop), task }
+    }
+
+    /// Closes the listener and the connection, and returns once both are closed.
+    async fn kill(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Receives entries until one matches `want`; all of them are appended to `seen`.
+async fn receive_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(&'static str, Value)>,
+    seen: &mut Vec<(&'static str, Value)>,
+    what: &str,
+    want: impl Fn(&str, &Value) -> bool,
+) {
+    loop {
+        let (name, e) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no entry for {what} within 10 s; got {seen:#?}"))
+            .expect("collector channel");
+        let done = want(name, &e);
+        seen.push((name, e));
+        if done {
+            return;
+        }
+    }
+}
+
+fn is_entry(e: &Value, kind: &str, op: &str, path: &str) -> bool {
+    e["type"] == kind && e["request"]["operation"] == op && e["request"]["path"] == path
+}
+
+#[tokio::test]
+async fn a_socket_device_whose_collector_died_refuses_the_request_before_it_runs() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let root = Some(root.as_str());
+    assert_eq!(s.call("POST", "sys/mounts/secret", root, Some(json!({"type": "kv"}))).await.0, 204);
+    let addr = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut seen = Vec::new();
+    let c1 = Collector::start("c1", &addr, tx.clone()).await;
+    let body = json!({"type": "socket", "options": {"address": addr, "socket_type": "tcp"}});
+    let (code, b) = s.call("PUT", "sys/audit/sock", root, Some(body)).await;
+    assert_eq!(code, 204, "{b}");
+    assert_eq!(s.call("POST", "secret/keep", root, Some(json!({"v": "one"}))).await.0, 204);
+    receive_until(&mut rx, &mut seen, "the first write", |_, e| {
+        is_entry(e, "response", "create", "secret/keep")
+    })
+    .await;
+
+    // The collector dies between two requests. Its connection still takes bytes into the
+    // kernel's buffer, but nobody reads them: the write must be refused before it runs.
+    c1.kill().await;
+    let (code, b) = s.call("POST", "secret/keep", root, Some(json!({"v": "two"}))).await;
+    assert_eq!((code, b), (500, json!({"errors": ["internal error"]})));
+
+    // A collector comes back: the device reconnects, and the refused write changed nothing.
+    let c2 = Collector::start("c2", &addr, tx.clone()).await;
+    let (code, b) = s.call("GET", "secret/keep", root, None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!("one")), "{b}");
+    receive_until(&mut rx, &mut seen, "the read", |_, e| {
+        is_entry(e, "response", "read", "secret/keep")
+    })
+    .await;
+
+    // The collector dies and a new one is already listening at its address before the next
+    // request: the request's entry must reach the new one, not the dead connection.
+    c2.kill().await;
+    let c3 = Collector::start("c3", &addr, tx.clone()).await;
+    assert_eq!(s.call("POST", "secret/keep", root, Some(json!({"v": "three"}))).await.0, 204);
+    receive_until(&mut rx, &mut seen, "the third write", |_, e| {
+        is_entry(e, "response", "update", "secret/keep")
+    })
+    .await;
+    assert!(
+        seen.iter().any(|(c, e)| *c == "c3" && is_entry(e, "request", "update", "secret/keep")),
+        "the request entry of the write reached the new collector: {seen:#?}"
+    );
+    assert_eq!(s.call("GET", "secret/keep", root, None).await.1["data"]["v"], "three");
+
+    // Across the three collectors the chain has no gap: every entry arrived, in order.
+    for (i, (_, e)) in seen.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "entry {i} of {seen:#?}");
+        if i > 0 {
+            assert_eq!(e["prev_hash"], seen[i - 1].1["hash"], "entry {i} of {seen:#?}");
+        }
+    }
+    c3.kill().await;
 }
