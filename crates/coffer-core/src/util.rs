@@ -97,8 +97,9 @@ pub fn parse_duration_unbounded(s: &str) -> Option<Duration> {
     if s.is_empty() {
         return None;
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(Duration::from_secs(n));
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Whole seconds beyond u64 saturate too, so the caller can name its limit.
+        return Some(Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let mut total = 0f64;
     let mut num = String::new();
@@ -182,11 +183,13 @@ mod tests {
             assert!(e.to_string().contains(&max.to_string()), "names the limit: {e}");
         }
         assert!(duration_field(&serde_json::json!(u64::MAX), "ttl").is_err());
-        assert_eq!(
-            parse_duration_unbounded("99999999999999999999999h"),
-            Some(Duration::from_secs(u64::MAX)),
-            "saturates"
-        );
+        for huge in ["99999999999999999999999h", "18446744073709551616"] {
+            assert_eq!(
+                parse_duration_unbounded(huge),
+                Some(Duration::from_secs(u64::MAX)),
+                "{huge}"
+            );
+        }
     }
 
     #[test]
