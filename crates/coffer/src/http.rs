@@ -101,10 +101,29 @@ async fn refuse_declared_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > limits.max_size as u64 => too_large(limits.max_size),
+        Some(n) if n > limits.max_size as u64 => {
+            // Most clients write the whole body before they read the answer: closing at once
+            // would reset the connection under them and lose the 413. What they send for a
+            // moment is read and dropped (no memory is held), then the connection closes.
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                use hyper::body::Body as _;
+                let drain = async {
+                    while let Some(Ok(_)) =
+                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                    {
+                    }
+                };
+                let _ = tokio::time::timeout(OVERSIZE_LINGER, drain).await;
+            });
+            too_large(limits.max_size)
+        }
         _ => next.run(req).await,
     }
 }
+
+/// How long the body of a request refused for its declared length is read and dropped.
+const OVERSIZE_LINGER: Duration = Duration::from_secs(2);
 
 /// Reads a whole body within the listener's limits. The permit holds its bytes in the budget
 /// until the request is answered.
