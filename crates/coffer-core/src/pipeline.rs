@@ -154,6 +154,25 @@ async fn authorize(
     Ok(Authorized { caller, op, sudo })
 }
 
+/// A requested wrap TTL may not exceed the max lease TTL of the mount that answers (the
+/// system's for `sys/`): a wrapping token is a lease on the response, and one that outlives every
+/// other lease (or overflows its expiry) is refused before anything runs.
+fn check_wrap_ttl(core: &Core, req: &Request, target: &Target) -> Result<()> {
+    let Some(ttl) = req.wrap_ttl else { return Ok(()) };
+    let (max, whose) = match target {
+        Target::Mount(r, _) => (r.info.max_lease_ttl, format!("mount {:?}", r.info.path)),
+        Target::Sys(_) => (core.config.max_lease_ttl, "system".to_owned()),
+    };
+    if ttl > max {
+        return Err(Error::invalid(format!(
+            "requested wrap TTL of {}s exceeds the {whose} max_lease_ttl of {}s",
+            ttl.as_secs(),
+            max.as_secs()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the request entry; fails closed when devices are enabled and none could write. Only
 /// then is a use of a limited-use token taken, so a request that no device could audit costs
 /// its token nothing (a wrapping token stays unwrappable). A token whose last use is already
@@ -311,6 +330,8 @@ impl Core {
             login_mount.as_deref().is_some_and(|m| !self.login_limiter.allows(m, req.remote_addr));
         let authz = if limited {
             Err(Error::RateLimited)
+        } else if let Err(e) = check_wrap_ttl(self, &req, &target) {
+            Err(e)
         } else {
             authorize(&active, &req, &path, &target).await
         };

@@ -78,7 +78,7 @@ impl PolicyStore {
             }
         }
         if store.get(DEFAULT_POLICY)?.is_none() && !store.is_damaged(DEFAULT_POLICY)? {
-            store.set(DEFAULT_POLICY, DEFAULT_POLICY_HCL).await?;
+            store.set(DEFAULT_POLICY, DEFAULT_POLICY_HCL, u64::MAX).await?;
         }
         Ok(store)
     }
@@ -117,12 +117,14 @@ impl PolicyStore {
         Ok(names)
     }
 
-    pub(crate) async fn set(&self, name: &str, raw: &str) -> Result<()> {
+    /// Writes a policy, held to the caps of [`Policy::parse_new`]; `max_wrapping_ttl` is the
+    /// system max_lease_ttl in seconds.
+    pub(crate) async fn set(&self, name: &str, raw: &str, max_wrapping_ttl: u64) -> Result<()> {
         let name = normalize_name(name)?;
         if name == ROOT_POLICY || name == WRAPPING_POLICY {
             return Err(Error::invalid(format!("cannot update {name:?} policy: it is built in")));
         }
-        let policy = Policy::parse(&name, raw)
+        let policy = Policy::parse_new(&name, raw, max_wrapping_ttl)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
         let stored = serde_json::to_vec(&StoredPolicy {
             version: 1,

@@ -433,7 +433,14 @@ impl TokenStore {
             None => None,
         };
         let parent = parent.as_ref();
-        let mut expire_time = if p.ttl == 0 { 0 } else { now + p.ttl };
+        let mut expire_time = match p.ttl {
+            0 => 0,
+            // TTLs are capped where they are parsed; this keeps an uncapped one from wrapping
+            // into an expiry in the past.
+            ttl => now
+                .checked_add(ttl)
+                .ok_or_else(|| Error::invalid(format!("token TTL of {ttl}s is too long")))?,
+        };
         // A child never outlives its parent: its expiry is capped at the parent's.
         if let Some(parent) = parent
             && parent.expire_time != 0

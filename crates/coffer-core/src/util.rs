@@ -78,15 +78,28 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// The longest duration accepted from a request or a config file: what Vault's (Go's)
+/// `time.Duration` can hold, about 292 years. Anything longer is refused, so that adding a TTL to
+/// a Unix time can never overflow.
+pub const MAX_DURATION_SECS: u64 = (i64::MAX / 1_000_000_000) as u64;
+
 /// Parses a duration as Vault accepts it: whole seconds (`3600`, as a number or string) or a Go
-/// duration string (`90s`, `30m`, `768h`, `1h30m`, also `d` for days).
+/// duration string (`90s`, `30m`, `768h`, `1h30m`, also `d` for days), at most
+/// [`MAX_DURATION_SECS`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    parse_duration_unbounded(s).filter(|d| d.as_secs() <= MAX_DURATION_SECS)
+}
+
+/// [`parse_duration`] without the ceiling (huge values saturate at `u64::MAX` seconds; nothing
+/// overflows), for values stored before the ceiling existed.
+pub fn parse_duration_unbounded(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
         return None;
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(Duration::from_secs(n));
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Whole seconds beyond u64 saturate too, so the caller can name its limit.
+        return Some(Duration::from_secs(s.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let mut total = 0f64;
     let mut num = String::new();
@@ -118,21 +131,23 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     if !num.is_empty() || !any || !total.is_finite() || total < 0.0 {
         return None;
     }
+    // `as` saturates: a value beyond u64 becomes u64::MAX seconds, never a panic or a wrap.
     Some(Duration::from_secs(total.round() as u64))
 }
 
-/// A duration field from a JSON request body: a number of seconds or a duration string.
+/// A duration field of a request: seconds as a number, or a duration string.
 pub fn duration_field(v: &serde_json::Value, field: &str) -> Result<Duration> {
     let bad = || {
         Error::invalid(format!(
-            "invalid duration for {field:?}: expected seconds or a string like \"30m\""
+            "invalid duration for {field:?}: expected seconds or a string like \"30m\", at most {MAX_DURATION_SECS}s"
         ))
     };
-    match v {
-        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(bad),
-        serde_json::Value::String(s) => parse_duration(s).ok_or_else(bad),
-        _ => Err(bad()),
-    }
+    let d = match v {
+        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs),
+        serde_json::Value::String(s) => parse_duration(s),
+        _ => None,
+    };
+    d.filter(|d| d.as_secs() <= MAX_DURATION_SECS).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -149,6 +164,31 @@ mod tests {
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
         for bad in ["", "h", "10x", "10m5", "-5s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_vaults_range_are_refused_without_overflow() {
+        let max = MAX_DURATION_SECS;
+        assert_eq!(parse_duration(&max.to_string()), Some(Duration::from_secs(max)));
+        for huge in [
+            (max + 1).to_string(),
+            u64::MAX.to_string(),
+            "18446744073709551616".to_owned(),
+            "99999999999999999999999h".to_owned(),
+            format!("{}h", u64::MAX),
+        ] {
+            assert_eq!(parse_duration(&huge), None, "{huge}");
+            let e = duration_field(&serde_json::json!(huge), "ttl").expect_err(&huge);
+            assert!(e.to_string().contains(&max.to_string()), "names the limit: {e}");
+        }
+        assert!(duration_field(&serde_json::json!(u64::MAX), "ttl").is_err());
+        for huge in ["99999999999999999999999h", "18446744073709551616"] {
+            assert_eq!(
+                parse_duration_unbounded(huge),
+                Some(Duration::from_secs(u64::MAX)),
+                "{huge}"
+            );
         }
     }
 

@@ -48,6 +48,27 @@ pub(crate) struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: Option<TlsConfig>,
     pub max_request_size: usize,
+    /// The request line and headers must arrive within this (hyper's timer: it also runs while
+    /// a kept-alive connection waits for its next request).
+    pub read_header_timeout: Duration,
+    /// The whole body must arrive within this, counted from the end of the headers.
+    pub read_timeout: Duration,
+    /// Request body bytes this listener holds at once while reading bodies, over all requests.
+    pub max_buffered_request_bytes: usize,
+}
+
+impl ListenerConfig {
+    /// A plain-HTTP listener with every limit at its default.
+    pub(crate) fn plain(address: SocketAddr) -> Self {
+        Self {
+            address,
+            tls: None,
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +91,11 @@ pub(crate) struct ServerConfig {
 
 /// Vault's default request size limit: 32 MiB.
 pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 32 << 20;
+/// Vault's defaults for `http_read_header_timeout` and `http_read_timeout`.
+const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Listener timeouts longer than this are refused: a timeout of days protects nothing.
+const MAX_LISTENER_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_TTL: Duration = Duration::from_secs(768 * 3600);
 
 impl ServerConfig {
@@ -336,6 +362,10 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "tls_require_and_verify_client_cert",
                 "tls_disable_client_certs",
                 "max_request_size",
+                "max_buffered_request_bytes",
+                "http_read_header_timeout",
+                "http_read_timeout",
+                "http_idle_timeout",
             ],
             "listener \"tcp\"",
         )?;
@@ -382,7 +412,43 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
             },
             Some(_) => bail!("listener {address}: max_request_size must be a number of bytes"),
         };
-        out.push(ListenerConfig { address, tls, max_request_size });
+        let timeout = |k: &str, default: Duration| -> Result<Duration> {
+            match opt_duration(&body, k).map_err(|e| anyhow!("listener {address}: {e}"))? {
+                None => Ok(default),
+                // Vault reads 0 as "no timeout"; here a timeout cannot be turned off.
+                Some(d) if d.is_zero() || d > MAX_LISTENER_TIMEOUT => bail!(
+                    "listener {address}: {k} must be longer than 0s and at most {}s, not {}s",
+                    MAX_LISTENER_TIMEOUT.as_secs(),
+                    d.as_secs()
+                ),
+                Some(d) => Ok(d),
+            }
+        };
+        let read_header_timeout = timeout("http_read_header_timeout", DEFAULT_READ_HEADER_TIMEOUT)?;
+        let read_timeout = timeout("http_read_timeout", DEFAULT_READ_TIMEOUT)?;
+        // Accepted so that Vault configurations load, and checked like the others; hyper's header
+        // timer already closes a kept-alive connection idle for http_read_header_timeout.
+        timeout("http_idle_timeout", Duration::from_secs(300))?;
+        let max_buffered_request_bytes = match body.get("max_buffered_request_bytes") {
+            None => max_request_size.saturating_mul(2),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n >= max_request_size)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "listener {address}: max_buffered_request_bytes must be a number of bytes no smaller than max_request_size ({max_request_size}), or one largest request could never be read"
+                    )
+                })?,
+        };
+        out.push(ListenerConfig {
+            address,
+            tls,
+            max_request_size,
+            read_header_timeout,
+            read_timeout,
+            max_buffered_request_bytes,
+        });
     }
     if out.is_empty() {
         bail!("at least one listener \"tcp\" block is needed");
@@ -462,6 +528,46 @@ log_format        = "json"
         .expect("parse");
         assert_eq!(c.login_limit.burst, 5);
         assert_eq!(c.login_limit.refill, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn listener_timeouts_and_body_budget() {
+        let listener = |extra: &str| {
+            ServerConfig::parse(&format!(
+                "storage \"inmem\" {{\n}}\nlistener \"tcp\" {{\n tls_disable = true\n{extra}}}\n"
+            ))
+            .map(|c| c.listeners[0].clone())
+        };
+        let d = listener("").expect("defaults");
+        assert_eq!(d.read_header_timeout, Duration::from_secs(10), "Vault's default");
+        assert_eq!(d.read_timeout, Duration::from_secs(30), "Vault's default");
+        assert_eq!(d.max_buffered_request_bytes, 2 * DEFAULT_MAX_REQUEST_SIZE);
+        let c = listener(
+            "http_read_header_timeout = \"2s\"\nhttp_read_timeout = 5\nhttp_idle_timeout = \"5m\"\nmax_request_size = 1024\nmax_buffered_request_bytes = 4096\n",
+        )
+        .expect("set");
+        assert_eq!(c.read_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.read_timeout, Duration::from_secs(5));
+        assert_eq!((c.max_request_size, c.max_buffered_request_bytes), (1024, 4096));
+        assert_eq!(
+            listener("max_request_size = 1000\n").expect("x").max_buffered_request_bytes,
+            2000
+        );
+        for (extra, want) in [
+            ("http_read_timeout = \"0s\"\n", "http_read_timeout must be longer than 0s"),
+            ("http_read_timeout = \"2h\"\n", "at most 3600s"),
+            ("http_read_header_timeout = \"soon\"\n", "http_read_header_timeout"),
+            ("http_idle_timeout = true\n", "http_idle_timeout"),
+            (
+                "max_request_size = 100\nmax_buffered_request_bytes = 99\n",
+                "max_buffered_request_bytes",
+            ),
+            ("max_buffered_request_bytes = \"lots\"\n", "max_buffered_request_bytes"),
+            ("http_write_timeout = \"1s\"\n", "http_write_timeout"),
+        ] {
+            let e = format!("{:#}", listener(extra).expect_err(extra));
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
     }
 
     #[test]

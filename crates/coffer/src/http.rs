@@ -1,19 +1,29 @@
 //! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token, bodies and
 //! query strings to request data, and every logical error to a status code and Vault's
 //! `{"errors": [...]}` body. A 5xx tells the client only "internal error"; the cause is logged.
+//!
+//! Request bodies, which anybody can send before any token is checked, are bounded three ways:
+//! a declared `Content-Length` over `max_request_size` is answered 413 before a byte of the body
+//! is read; the whole body must arrive within `http_read_timeout` (408 otherwise); and the bytes
+//! all requests on a listener hold while their bodies are read stay within
+//! `max_buffered_request_bytes` (503 beyond it, counted as bytes arrive, so a body declared but
+//! not sent reserves nothing). Not here: the header timeout, which hyper enforces (server.rs).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use coffer_core::{Core, Error, Operation, Request};
 use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What the connection knows about its peer, attached to every request on it.
 #[derive(Clone, Debug)]
@@ -23,7 +33,30 @@ pub(crate) struct ConnInfo {
     pub client_cert_chain: Vec<Vec<u8>>,
 }
 
-pub(crate) fn router(core: Arc<Core>, max_request_size: usize) -> Router {
+/// How request bodies are read on one listener.
+pub(crate) struct BodyLimits {
+    max_size: usize,
+    read_timeout: Duration,
+    /// One permit per body byte held by requests still being read or handled.
+    budget: Arc<Semaphore>,
+}
+
+impl BodyLimits {
+    pub(crate) fn new(max_size: usize, read_timeout: Duration, max_buffered: usize) -> Self {
+        // The semaphore cannot count beyond MAX_PERMITS; no real budget comes near it.
+        let budget = max_buffered.min(Semaphore::MAX_PERMITS);
+        Self { max_size, read_timeout, budget: Arc::new(Semaphore::new(budget)) }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    core: Arc<Core>,
+    body: Arc<BodyLimits>,
+}
+
+pub(crate) fn router(core: Arc<Core>, body: BodyLimits) -> Router {
+    let body = Arc::new(body);
     Router::new()
         .route("/v1/{*path}", any(handle))
         .fallback(|| async {
@@ -32,8 +65,117 @@ pub(crate) fn router(core: Arc<Core>, max_request_size: usize) -> Router {
                 vec!["no such endpoint: Coffer's API lives under /v1/".into()],
             )
         })
-        .layer(DefaultBodyLimit::max(max_request_size))
-        .with_state(core)
+        .layer(
+            tower::ServiceBuilder::new().layer(axum::middleware::from_fn_with_state(
+                body.clone(),
+                refuse_declared_oversize,
+            )),
+        )
+        .with_state(App { core, body })
+}
+
+/// An error that also ends the connection: its request body was not (fully) read, so the
+/// connection cannot carry another request.
+fn closing_error(status: StatusCode, msg: String) -> Response {
+    let mut resp = error_body(status, vec![msg]);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn too_large(limit: usize) -> Response {
+    closing_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body too large: the limit is {limit} bytes (max_request_size)"),
+    )
+}
+
+/// 413 on the declared length alone, before the body is read (or `100 Continue` sent).
+async fn refuse_declared_oversize(
+    State(limits): State<Arc<BodyLimits>>,
+    req: HttpRequest,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limits.max_size as u64 => {
+            // Most clients write the whole body before they read the answer: closing at once
+            // would reset the connection under them and lose the 413. What they send for a
+            // moment is read and dropped (no memory is held), then the connection closes.
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                use hyper::body::Body as _;
+                let drain = async {
+                    while let Some(Ok(_)) =
+                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                    {
+                    }
+                };
+                let _ = tokio::time::timeout(OVERSIZE_LINGER, drain).await;
+            });
+            too_large(limits.max_size)
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// How long the body of a request refused for its declared length is read and dropped.
+const OVERSIZE_LINGER: Duration = Duration::from_secs(2);
+
+/// Reads a whole body within the listener's limits. The permit holds its bytes in the budget
+/// until the request is answered.
+async fn read_body(
+    mut body: Body,
+    limits: &BodyLimits,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Response> {
+    use hyper::body::Body as _;
+    let read = async {
+        let mut buf = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| {
+                closing_error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            if data.is_empty() {
+                continue;
+            }
+            if buf.len().saturating_add(data.len()) > limits.max_size {
+                return Err(too_large(limits.max_size));
+            }
+            let permit = u32::try_from(data.len())
+                .ok()
+                .and_then(|n| limits.budget.clone().try_acquire_many_owned(n).ok())
+                .ok_or_else(|| {
+                    let mut r = closing_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server busy: too many request body bytes in flight on this listener (max_buffered_request_bytes); retry later".to_owned(),
+                    );
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r
+                })?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok((buf, held))
+    };
+    match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(closing_error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {}s (http_read_timeout)",
+                limits.read_timeout.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 fn error_body(status: StatusCode, errors: Vec<String>) -> Response {
@@ -118,26 +260,20 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
 
 #[allow(clippy::too_many_arguments)] // reason: one extractor per part of the request is axum's idiom
 async fn handle(
-    State(core): State<Arc<Core>>,
+    State(app): State<App>,
     conn: Option<Extension<ConnInfo>>,
     method: Method,
     Path(path): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let body = match body {
+    let core = app.core;
+    // `_held` keeps the body's bytes counted until the answer is ready.
+    let (body, _held) = match read_body(body, &app.body).await {
         Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "request body too large".to_owned()
-            } else {
-                format!("cannot read request body: {rej}")
-            };
-            return error_body(status, vec![msg]);
-        }
+        Err(resp) => return resp,
     };
     let list_query = query.iter().any(|(k, v)| k == "list" && v == "true");
     // Load balancers probe health with HEAD: the status code is the answer.
@@ -170,8 +306,9 @@ async fn handle(
     }
     if let Some(v) = headers.get("x-vault-wrap-ttl") {
         // Answering unwrapped when the client asked for wrapping would hand out the secret
-        // itself: a TTL that does not parse is refused, never ignored.
-        match v.to_str().ok().and_then(coffer_core::util::parse_duration) {
+        // itself: a TTL that does not parse is refused, never ignored. Unbounded here: the
+        // pipeline refuses one above the max lease TTL with a message naming that limit.
+        match v.to_str().ok().and_then(coffer_core::util::parse_duration_unbounded) {
             Some(d) if d.is_zero() => {}
             Some(d) => req.wrap_ttl = Some(d),
             None => {

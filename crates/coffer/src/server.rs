@@ -214,7 +214,15 @@ async fn serve(
     core: Arc<Core>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = http::router(core, cfg.max_request_size);
+    let app = http::router(
+        core,
+        http::BodyLimits::new(
+            cfg.max_request_size,
+            cfg.read_timeout,
+            cfg.max_buffered_request_bytes,
+        ),
+    );
+    let header_timeout = cfg.read_header_timeout;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     loop {
@@ -235,9 +243,7 @@ async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
             match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(

@@ -38,13 +38,9 @@ fn merge_params(
         match a.get_mut(k) {
             // An empty list means "any value", which is wider than any list.
             Some(existing) if existing.is_empty() || vals.is_empty() => existing.clear(),
-            Some(existing) => {
-                for v in vals {
-                    if !existing.contains(v) {
-                        existing.push(v.clone());
-                    }
-                }
-            }
+            // Appended, not deduplicated: a repeat changes no match, and checking each value
+            // against the list made merging two long lists quadratic.
+            Some(existing) => existing.extend(vals.iter().cloned()),
             None => {
                 a.insert(k.clone(), vals.clone());
             }
@@ -56,11 +52,7 @@ fn merge(into: &mut PathRule, r: &PathRule) {
     into.capabilities = into.capabilities.union(r.capabilities);
     merge_params(&mut into.allowed_parameters, &r.allowed_parameters);
     merge_params(&mut into.denied_parameters, &r.denied_parameters);
-    for p in &r.required_parameters {
-        if !into.required_parameters.contains(p) {
-            into.required_parameters.push(p.clone());
-        }
-    }
+    into.required_parameters.extend(r.required_parameters.iter().cloned());
     // As Vault does: the widest wrapping window of the merged rules.
     into.min_wrapping_ttl = match (into.min_wrapping_ttl, r.min_wrapping_ttl) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -171,7 +163,9 @@ impl Acl {
             }
         }
         let mut acl = Acl::default();
-        for (pattern, rule) in merged {
+        for (pattern, mut rule) in merged {
+            rule.required_parameters.sort_unstable();
+            rule.required_parameters.dedup();
             let glob = pattern.ends_with('*');
             let prefix = pattern.strip_suffix('*').unwrap_or(&pattern).to_owned();
             let has_plus = prefix.split('/').any(|s| s == "+");

@@ -7,12 +7,13 @@
 //! Not here: where policies are stored, or which policies a token holds.
 
 mod acl;
+mod body;
 mod capabilities;
 mod parse;
 
 pub use acl::Acl;
 pub use capabilities::Capabilities;
-pub use parse::{PolicyError, format_hcl};
+pub use parse::{MAX_POLICY_ASSIGNMENTS, MAX_POLICY_BYTES, PolicyError, format_hcl};
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,16 @@ impl Policy {
     pub fn parse(name: &str, text: &str) -> Result<Policy, PolicyError> {
         let rules = parse::rules(text)?;
         Ok(Policy { name: name.to_owned(), raw: text.to_owned(), rules })
+    }
+
+    /// [`Policy::parse`] for a policy being written: also held to the size caps
+    /// ([`MAX_POLICY_BYTES`], [`MAX_POLICY_ASSIGNMENTS`]) and to wrapping TTLs of at most
+    /// `max_wrapping_ttl` seconds (the system max_lease_ttl).
+    pub fn parse_new(name: &str, text: &str, max_wrapping_ttl: u64) -> Result<Policy, PolicyError> {
+        parse::check_size(text)?;
+        let p = Self::parse(name, text)?;
+        parse::check_wrapping_ttls(&p.rules, max_wrapping_ttl)?;
+        Ok(p)
     }
 }
 

@@ -29,6 +29,58 @@ pub enum PolicyError {
     ParameterDenied(String),
     #[error("{0}")]
     Format(String),
+    /// Over one of the caps a policy must keep to be written.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// The largest policy text accepted when a policy is written. Real policies are kilobytes; this
+/// bounds the parse work one write can cost.
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// HCL only: the most `=` and `:` characters a policy written may hold. Every attribute and every
+/// object entry needs one, so this bounds the entries of any one object literal, which hcl-edit's
+/// parser builds in O(k²) (80,000 entries in 1 MB: 22 s). Real policies have one or two per rule.
+pub const MAX_POLICY_ASSIGNMENTS: usize = 10_000;
+
+/// The caps a policy must keep to be written ([`super::Policy::parse_new`]). Stored policies are
+/// read without them, so one written before a cap existed still loads.
+pub(crate) fn check_size(text: &str) -> Result<(), PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge(format!(
+            "policy is {} bytes; the limit is {MAX_POLICY_BYTES} bytes (1 MiB): split it into several policies",
+            text.len()
+        )));
+    }
+    if !looks_like_json(text) {
+        let n = text.bytes().filter(|b| *b == b'=' || *b == b':').count();
+        if n > MAX_POLICY_ASSIGNMENTS {
+            return Err(PolicyError::TooLarge(format!(
+                "policy has {n} attributes and object entries ('=' or ':'); the limit is {MAX_POLICY_ASSIGNMENTS}: split it into several policies"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Wrapping TTLs a policy written may name: none above `max` (the system max_lease_ttl), since
+/// no wrapping token may live longer; a `min_wrapping_ttl` above it would make the path unusable.
+pub(crate) fn check_wrapping_ttls(rules: &[PathRule], max: u64) -> Result<(), PolicyError> {
+    for r in rules {
+        for (key, v) in
+            [("min_wrapping_ttl", r.min_wrapping_ttl), ("max_wrapping_ttl", r.max_wrapping_ttl)]
+        {
+            if let Some(v) = v.filter(|v| *v > max) {
+                return Err(invalid(
+                    &r.pattern,
+                    format!(
+                        "{key} of {v}s exceeds the system max_lease_ttl of {max}s: no wrapping token can live that long"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn looks_like_json(text: &str) -> bool {
@@ -40,8 +92,9 @@ fn to_value(text: &str) -> Result<Value, PolicyError> {
         return serde_json::from_str(text)
             .map_err(|e| PolicyError::Syntax(format!("invalid JSON policy: {e}")));
     }
-    let v: hcl::Value = hcl::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
-    serde_json::to_value(v).map_err(|e| PolicyError::Syntax(e.to_string()))
+    // Not `hcl::from_str::<hcl::Value>`: see [`super::body`] for why.
+    let body: hcl::Body = hcl::parse(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+    super::body::body_to_json(body)
 }
 
 pub(crate) fn rules(text: &str) -> Result<Vec<PathRule>, PolicyError> {
@@ -207,9 +260,14 @@ fn parameters(
 }
 
 fn ttl(pattern: &str, key: &str, v: &Value) -> Result<u64, PolicyError> {
-    crate::util::duration_field(v, key)
-        .map(|d| d.as_secs())
-        .map_err(|_| invalid(pattern, format!("{key} must be a duration like \"5m\"")))
+    // Unbounded here, so that a policy stored before durations had a ceiling still loads; a
+    // policy being written is held to the system maximum by `check_wrapping_ttls`.
+    let secs = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => crate::util::parse_duration_unbounded(s).map(|d| d.as_secs()),
+        _ => None,
+    };
+    secs.ok_or_else(|| invalid(pattern, format!("{key} must be a duration like \"5m\"")))
 }
 
 /// Whether HCL text has a comment (`#`, `//` or `/*` outside a string literal).
@@ -303,6 +361,61 @@ mod tests {
     fn repeated_path_blocks_are_all_kept() {
         let r = rules("path \"a\" {\n  capabilities = [\"read\"]\n}\npath \"a\" {\n  capabilities = [\"list\"]\n}\n").expect("ok");
         assert_eq!(r.len(), 2);
+    }
+
+    fn many_rules(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("path \"secret/data/app{i}/*\" {{\n  capabilities = [\"read\"]\n}}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn a_large_policy_under_the_caps_parses() {
+        let text = many_rules(5_000);
+        let p = super::super::Policy::parse_new("big", &text, 3600).expect("under the caps");
+        assert_eq!(p.rules.len(), 5_000);
+        assert!(p.rules.iter().any(|r| r.pattern == "secret/data/app4999/*"));
+    }
+
+    #[test]
+    fn a_policy_over_the_caps_is_refused_naming_the_limit() {
+        use super::super::Policy;
+        let text = many_rules(MAX_POLICY_ASSIGNMENTS + 1);
+        assert!(text.len() < MAX_POLICY_BYTES, "the assignment cap is the one hit");
+        let e = Policy::parse_new("big", &text, 3600).expect_err("too many");
+        assert!(e.to_string().contains(&MAX_POLICY_ASSIGNMENTS.to_string()), "{e}");
+        // One object literal of many entries: the case hcl-edit parses in O(k²).
+        let entries: String =
+            (0..=MAX_POLICY_ASSIGNMENTS).map(|i| format!("k{i} = []\n")).collect();
+        let text = format!("path \"a\" {{\n allowed_parameters = {{\n{entries}}}\n}}\n");
+        assert!(Policy::parse_new("obj", &text, 3600).is_err());
+        let json = format!(
+            "{{\"path\": {{\"a\": {{\"policy\": \"{}\"}}}}}}",
+            "x".repeat(MAX_POLICY_BYTES)
+        );
+        let e = Policy::parse_new("json", &json, 3600).expect_err("too big");
+        assert!(e.to_string().contains(&MAX_POLICY_BYTES.to_string()), "{e}");
+        // Stored policies are read without the caps, so one written before them still loads.
+        assert!(Policy::parse("stored", &many_rules(MAX_POLICY_ASSIGNMENTS + 1)).is_ok());
+    }
+
+    #[test]
+    fn wrapping_ttls_beyond_the_system_max_are_refused_when_written() {
+        use super::super::Policy;
+        let rule = |k: &str, v: &str| {
+            format!("path \"a\" {{\n  capabilities = [\"read\"]\n  {k} = \"{v}\"\n}}\n")
+        };
+        for k in ["min_wrapping_ttl", "max_wrapping_ttl"] {
+            let e = Policy::parse_new("p", &rule(k, "2h"), 3600).expect_err(k);
+            let msg = e.to_string();
+            assert!(msg.contains(k) && msg.contains("3600s"), "{msg}");
+            assert!(Policy::parse_new("p", &rule(k, "1h"), 3600).is_ok());
+            let huge = Policy::parse_new("p", &rule(k, "18446744073709551616"), 3600);
+            assert!(huge.is_err(), "{k}: a value beyond u64 is refused, not wrapped");
+        }
+        let both = "path \"a\" {\n  min_wrapping_ttl = \"10m\"\n  max_wrapping_ttl = \"5m\"\n}\n";
+        let e = Policy::parse_new("p", both, 3600).expect_err("min > max");
+        assert!(e.to_string().contains("less than min_wrapping_ttl"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
                 })
             })?;
             let raw = super::maybe_base64(&raw);
-            store.set(&name, &raw).await?;
+            store.set(&name, &raw, ctx.core.config.max_lease_ttl.as_secs()).await?;
             Response::empty()
         }
         Operation::Delete => {

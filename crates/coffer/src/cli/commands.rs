@@ -221,11 +221,9 @@ async fn server(a: super::ServerArgs) -> Result<ExitCode> {
     let (cfg, dev) = if a.dev {
         let cfg = ServerConfig {
             storage: StorageConfig::Inmem,
-            listeners: vec![ListenerConfig {
-                address: crate::config::resolve_address(&a.dev_listen_address)?,
-                tls: None,
-                max_request_size: crate::config::DEFAULT_MAX_REQUEST_SIZE,
-            }],
+            listeners: vec![ListenerConfig::plain(crate::config::resolve_address(
+                &a.dev_listen_address,
+            )?)],
             api_addr: None,
             default_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             max_lease_ttl: std::time::Duration::from_secs(768 * 3600),

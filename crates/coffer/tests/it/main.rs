@@ -15,6 +15,7 @@ mod jwt;
 mod kubernetes;
 mod kv2;
 mod leases;
+mod limits;
 mod postgresql;
 mod tls;
 mod vault_client;
