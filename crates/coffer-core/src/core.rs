@@ -216,7 +216,7 @@ impl Core {
             }
             if let Some(key) = key.filter(|_| self.is_sealed()) {
                 if progress.shares.is_empty() {
-                    progress.nonce = crate::util::uuid_v4();
+                    progress.nonce = crate::random::uuid_v4();
                 }
                 // A share given twice counts once, as in Vault.
                 if !progress.shares.iter().any(|s| crate::secret::ct_eq(s, &key)) {

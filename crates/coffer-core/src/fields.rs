@@ -2,11 +2,12 @@
 //! comma-separated lists, duration strings) and errors that name the field.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::logical::{Error, Result};
-use crate::util::duration_field;
+use crate::time::{MAX_DURATION_SECS, parse_duration};
 
 /// Reads the request body for the few fields each endpoint knows, rejecting wrong types by name.
 pub struct Fields<'a> {
@@ -130,4 +131,19 @@ pub fn ignored_warning(unknown: Vec<String>) -> Vec<String> {
     } else {
         vec![format!("Endpoint ignored these unrecognized parameters: [{}]", unknown.join(" "))]
     }
+}
+
+/// A duration field of a request: seconds as a number, or a duration string.
+pub fn duration_field(v: &serde_json::Value, field: &str) -> Result<Duration> {
+    let bad = || {
+        Error::invalid(format!(
+            "invalid duration for {field:?}: expected seconds or a string like \"30m\", at most {MAX_DURATION_SECS}s"
+        ))
+    };
+    let d = match v {
+        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs),
+        serde_json::Value::String(s) => parse_duration(s),
+        _ => None,
+    };
+    d.filter(|d| d.as_secs() <= MAX_DURATION_SECS).ok_or_else(bad)
 }

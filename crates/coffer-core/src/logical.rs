@@ -58,7 +58,7 @@ pub struct Request {
 impl Request {
     pub fn new(operation: Operation, path: impl Into<String>) -> Self {
         Self {
-            id: crate::util::uuid_v4(),
+            id: crate::random::uuid_v4(),
             operation,
             path: path.into(),
             data: Map::new(),

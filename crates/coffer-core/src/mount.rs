@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::backend::{BackendConfig, LogicalBackend, MountInfo, Registry};
 use crate::logical::{Error, Result};
-use crate::util::{random_base62, uuid_v4};
+use crate::random::{random_base62, uuid_v4};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::logical::{Error, Result};
+use crate::random::random_bytes;
 use crate::secret::SecretString;
-use crate::util::random_bytes;
 
 /// Where `sys/policies/password` keeps its policies, below the barrier.
 pub(crate) const STORAGE_PREFIX: &str = "sys/password_policy/";

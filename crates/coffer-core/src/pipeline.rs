@@ -238,7 +238,7 @@ async fn dispatch(
                     Ok(l) => l,
                     Err(e) => {
                         // No lease, no secret: what the engine just made is taken back.
-                        let now = crate::util::now_unix();
+                        let now = crate::time::now_unix();
                         let undo = crate::backend::LeaseRequest {
                             lease_id: "",
                             path: &rel,

@@ -15,11 +15,13 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::cidr::Cidr;
+use crate::hex::hex;
 use crate::lease::Expiration;
 use crate::lease::index::Due;
 use crate::logical::{Error, Result};
+use crate::random::random_base62;
 use crate::secret::{SecretString, ct_eq};
-use crate::util::{hex, now_unix, random_base62, rfc3339};
+use crate::time::{now_unix, rfc3339};
 
 pub const ROOT_POLICY: &str = "root";
 pub const DEFAULT_POLICY: &str = "default";
@@ -266,7 +268,7 @@ impl TokenStore {
         let salt = match view.get("salt").await? {
             Some(s) => s,
             None => {
-                let fresh = crate::util::random_bytes::<32>();
+                let fresh = crate::random::random_bytes::<32>();
                 view.put("salt", &fresh).await?;
                 zeroize::Zeroizing::new(fresh.to_vec())
             }

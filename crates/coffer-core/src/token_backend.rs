@@ -11,8 +11,8 @@ use crate::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::login::normalize_policies;
 use crate::secret::SecretString;
+use crate::time::now_unix;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
-use crate::util::now_unix;
 
 pub(crate) struct TokenBackend {
     tokens: Arc<TokenStore>,

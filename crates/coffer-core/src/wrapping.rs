@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::fields::Fields;
 use crate::logical::{Auth, Error, Response, Result, WrapInfo};
 use crate::secret::SecretString;
+use crate::time::rfc3339;
 use crate::token::{TokenEntry, TokenParams, TokenStore, Use};
-use crate::util::rfc3339;
 
 /// The reserved policy of wrapping tokens (Vault's name).
 pub const WRAPPING_POLICY: &str = "response-wrapping";

@@ -15,8 +15,10 @@ use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use coffer_core::cidr::Cidr;
 use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::hex::hex;
 use coffer_core::login::TOKEN_FIELD_NAMES;
-use coffer_core::util::{hex, now_unix, rfc3339, uuid_v4};
+use coffer_core::random::uuid_v4;
+use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
     BackendConfig, BackendRequest, BatchOp, Error, LogicalBackend, Operation, Response, Result,
     TokenFields, View,
@@ -207,7 +209,7 @@ impl AppRole {
                     Some(s) => hmac::Key::new(hmac::HMAC_SHA256, &s),
                     None => {
                         let fresh =
-                            zeroize::Zeroizing::new(coffer_core::util::random_bytes::<32>());
+                            zeroize::Zeroizing::new(coffer_core::random::random_bytes::<32>());
                         self.view.put("salt", fresh.as_slice()).await?;
                         hmac::Key::new(hmac::HMAC_SHA256, fresh.as_slice())
                     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
 use coffer_core::login::TOKEN_FIELD_NAMES;
-use coffer_core::util::now_unix;
+use coffer_core::time::now_unix;
 use coffer_core::{
     BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
     View,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::View;
-use coffer_core::util::parse_duration;
+use coffer_core::time::parse_duration;
 use coffer_core::{
     BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result,
 };

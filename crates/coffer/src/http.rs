@@ -308,7 +308,7 @@ async fn handle(
         // Answering unwrapped when the client asked for wrapping would hand out the secret
         // itself: a TTL that does not parse is refused, never ignored. Unbounded here: the
         // pipeline refuses one above the max lease TTL with a message naming that limit.
-        match v.to_str().ok().and_then(coffer_core::util::parse_duration_unbounded) {
+        match v.to_str().ok().and_then(coffer_core::time::parse_duration_unbounded) {
             Some(d) if d.is_zero() => {}
             Some(d) => req.wrap_ttl = Some(d),
             None => {

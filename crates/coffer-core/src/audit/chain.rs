@@ -10,7 +10,7 @@
 use aws_lc_rs::digest;
 use serde_json::{Map, Value};
 
-use crate::util::hex;
+use crate::hex::hex;
 
 /// JSON with object keys sorted at every level, so writer and verifier hash the same bytes
 /// whatever map order a JSON library keeps.

@@ -23,9 +23,10 @@ use tokio::sync::{Mutex, RwLock};
 pub use chain::{ChainBreak, ChainHead, verify_chain, verify_chain_against};
 use device::{Sink, SocketKind};
 
+use crate::hex::{hex, unhex};
 use crate::logical::{Error, Request, Response, Result};
+use crate::random::random_bytes;
 use crate::token::TokenEntry;
-use crate::util::{hex, random_bytes, unhex};
 
 const TABLE_KEY: &str = "core/audit";
 
@@ -289,7 +290,7 @@ pub(crate) struct Broker {
 
 fn now_rfc3339_nanos() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let base = crate::util::rfc3339(d.as_secs());
+    let base = crate::time::rfc3339(d.as_secs());
     format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
 }
 
@@ -314,7 +315,7 @@ impl Record<'_> {
                 "metadata": if t.meta.is_empty() { Value::Null } else { json!(t.meta) },
                 "entity_id": t.entity_id,
                 "token_type": "service",
-                "token_issue_time": crate::util::rfc3339(t.creation_time),
+                "token_issue_time": crate::time::rfc3339(t.creation_time),
             }),
             None => json!({}),
         };
@@ -543,7 +544,7 @@ mod tests {
     #[test]
     fn the_chain_head_is_found_behind_a_very_long_last_entry() {
         let dir =
-            std::env::temp_dir().join(format!("coffer-audit-tail-{}", crate::util::uuid_v4()));
+            std::env::temp_dir().join(format!("coffer-audit-tail-{}", crate::random::uuid_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("audit.log");
         let big = "x".repeat(300 * 1024);

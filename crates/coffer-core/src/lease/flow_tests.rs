@@ -421,7 +421,7 @@ async fn an_unreadable_index_entry_neither_keeps_the_server_sealed_nor_hides_the
     let mut f = fixture().await;
     let id = f.creds("ok", 2, &f.root).await;
     let active = f.core.active().expect("unsealed");
-    let now = crate::util::now_unix();
+    let now = crate::time::now_unix();
     active
         .leases
         .view

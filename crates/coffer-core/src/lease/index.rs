@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::hex;
+use crate::hex::hex;
 
 /// Seconds per bucket. Unit tests use short buckets, so that crossing the horizon happens
 /// within a test's patience.

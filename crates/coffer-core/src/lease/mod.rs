@@ -26,8 +26,9 @@ use serde_json::{Map, Value, json};
 use crate::backend::LeaseRequest;
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
+use crate::random::random_base62;
+use crate::time::{now_unix, rfc3339};
 use crate::token::{TokenEntry, TokenStore};
-use crate::util::{now_unix, random_base62, rfc3339};
 use index::{Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
 
 /// Revocations the background expiry runs at once.

@@ -264,7 +264,7 @@ fn ttl(pattern: &str, key: &str, v: &Value) -> Result<u64, PolicyError> {
     // policy being written is held to the system maximum by `check_wrapping_ttls`.
     let secs = match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => crate::util::parse_duration_unbounded(s).map(|d| d.as_secs()),
+        Value::String(s) => crate::time::parse_duration_unbounded(s).map(|d| d.as_secs()),
         _ => None,
     };
     secs.ok_or_else(|| invalid(pattern, format!("{key} must be a duration like \"5m\"")))

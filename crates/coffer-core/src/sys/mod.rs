@@ -16,10 +16,11 @@ use zeroize::Zeroizing;
 
 use crate::core::{Active, Core, SealStatus};
 use crate::fields::Fields;
+use crate::hex::{hex, unhex};
 use crate::logical::{Error, Operation, Request, Response, Result};
 use crate::pipeline::Audited;
+use crate::time::{now_unix, rfc3339};
 use crate::token::TokenEntry;
-use crate::util::{hex, now_unix, rfc3339, unhex};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 

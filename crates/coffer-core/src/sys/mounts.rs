@@ -3,10 +3,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, obj};
+use crate::fields::duration_field;
 use crate::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::mount::{MountEntry, Table, load_table, normalize_mount_path};
-use crate::util::duration_field;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let (table, rest) = if let Some(r) = rel.strip_prefix("mounts") {

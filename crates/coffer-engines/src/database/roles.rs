@@ -18,7 +18,7 @@ use super::postgres::DEFAULT_RENEW;
 use super::template::{Vars, expiration, lease_ttls, safe_username};
 use super::username::Meta;
 use super::{Database, check_name, decode, encode, into_map, statements};
-use coffer_core::util::now_unix;
+use coffer_core::time::now_unix;
 
 const RECORD_VERSION: u32 = 1;
 

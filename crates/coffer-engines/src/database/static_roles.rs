@@ -13,7 +13,7 @@
 //! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
 
 use coffer_core::fields::{Fields, ignored_warning};
-use coffer_core::util::rfc3339;
+use coffer_core::time::rfc3339;
 use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +23,7 @@ use super::postgres::DEFAULT_ROTATE;
 use super::roles::check_credential_type;
 use super::template::Vars;
 use super::{Database, Secret, check_name, decode, encode, into_map, statements};
-use coffer_core::util::now_unix;
+use coffer_core::time::now_unix;
 
 const RECORD_VERSION: u32 = 1;
 /// Vault's queue tick: no period shorter than this.

@@ -157,7 +157,7 @@ fn has_bare_end(s: &str) -> bool {
 
 /// Vault's `{{expiration}}` format, Go's `2006-01-02 15:04:05-0700`, in UTC.
 pub(crate) fn expiration(unix: u64) -> String {
-    let t = coffer_core::util::rfc3339(unix);
+    let t = coffer_core::time::rfc3339(unix);
     // rfc3339 gives `YYYY-MM-DDTHH:MM:SSZ`.
     format!("{} {}+0000", &t[..10], &t[11..19])
 }

@@ -55,7 +55,7 @@ async fn call(
 
 /// A superuser of its own (so rotating it disturbs no other test) and its password.
 fn admin(c: &Cluster, name: &str) -> String {
-    let pw = format!("pw-{}", coffer_core::util::random_base62(16));
+    let pw = format!("pw-{}", coffer_core::random::random_base62(16));
     c.sql("postgres", &format!("CREATE ROLE {name} WITH LOGIN SUPERUSER PASSWORD '{pw}'"));
     pw
 }
@@ -122,14 +122,14 @@ async fn leases_renew_the_user_and_revocation_drops_it_once_and_for_all() {
         c.sql("eng_lease", &format!("SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{user}'"))
     };
     let before: u64 = valid(c).parse().expect("valid until");
-    let new_expiry = coffer_core::util::now_unix() + 7200;
+    let new_expiry = coffer_core::time::now_unix() + 7200;
     let m = mount();
     let lease = LeaseRequest {
         lease_id: "database/creds/owner/x",
         path: "creds/owner",
         mount: &m,
         internal: &secret.internal,
-        issue_time: coffer_core::util::now_unix(),
+        issue_time: coffer_core::time::now_unix(),
         expire_time: new_expiry,
     };
     db.renew_lease(&lease).await.expect("renew");

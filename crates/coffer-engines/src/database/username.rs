@@ -10,7 +10,9 @@
 //! at config write with a message naming the problem. Not supported: Go's `if`/`range`/
 //! variables, `timestamp`, `sha256`, `base64`.
 
-use coffer_core::util::{now_unix, random_base62, uuid_v4};
+use coffer_core::random::{random_base62, uuid_v4};
+
+use coffer_core::time::now_unix;
 use coffer_core::{Error, Result};
 
 /// Vault's default PostgreSQL template.

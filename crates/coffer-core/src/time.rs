@@ -1,57 +1,7 @@
-//! Small helpers: randomness, identifiers, time and duration formats Vault clients expect.
+//! Time as Vault clients expect it: Unix seconds, RFC 3339 in UTC, and durations (`30m`,
+//! `768h`, seconds) bounded to what Vault's own duration type can hold.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::logical::{Error, Result};
-
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // The only failure is an unusable system RNG, after which nothing Coffer does is safe.
-    #[allow(clippy::expect_used)] // reason: see above; continuing without randomness is worse
-    aws_lc_rs::rand::fill(&mut b).expect("system RNG failed");
-    b
-}
-
-const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// `len` characters from [0-9A-Za-z], unbiased (rejection sampling).
-pub fn random_base62(len: usize) -> String {
-    let mut out = String::with_capacity(len);
-    while out.len() < len {
-        for b in random_bytes::<64>() {
-            // 248 = 4 * 62: values above are rejected so every character is equally likely.
-            if b < 248 && out.len() < len {
-                out.push(BASE62[(b % 62) as usize] as char);
-            }
-        }
-    }
-    out
-}
-
-pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
 
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -135,25 +85,10 @@ pub fn parse_duration_unbounded(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(total.round() as u64))
 }
 
-/// A duration field of a request: seconds as a number, or a duration string.
-pub fn duration_field(v: &serde_json::Value, field: &str) -> Result<Duration> {
-    let bad = || {
-        Error::invalid(format!(
-            "invalid duration for {field:?}: expected seconds or a string like \"30m\", at most {MAX_DURATION_SECS}s"
-        ))
-    };
-    let d = match v {
-        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs),
-        serde_json::Value::String(s) => parse_duration(s),
-        _ => None,
-    };
-    d.filter(|d| d.as_secs() <= MAX_DURATION_SECS).ok_or_else(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
+    use crate::fields::duration_field;
     #[test]
     fn durations_parse_like_vault() {
         assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
@@ -166,7 +101,6 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
-
     #[test]
     fn durations_beyond_vaults_range_are_refused_without_overflow() {
         let max = MAX_DURATION_SECS;
@@ -191,26 +125,10 @@ mod tests {
             );
         }
     }
-
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn base62_has_the_asked_length_and_alphabet() {
-        let s = random_base62(40);
-        assert_eq!(s.len(), 40);
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_ne!(random_base62(24), random_base62(24));
-    }
-
-    #[test]
-    fn uuids_have_version_4_shape() {
-        let u = uuid_v4();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
     }
 }
