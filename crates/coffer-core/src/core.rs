@@ -321,7 +321,8 @@ impl Core {
             crate::lease::Expiration::load(expire_view, tokens.clone(), router.clone()).await?;
         // Connected before expiry starts, so a token revoked by the first pass takes its
         // leases with it.
-        tokens.set_leases(Arc::downgrade(&leases));
+        let holder: std::sync::Weak<crate::lease::Expiration> = Arc::downgrade(&leases);
+        tokens.set_leases(holder);
         leases.start();
         // A revocation that a stop cut short is finished, off the unseal path: its tokens
         // already refuse to authenticate, so nothing waits on it.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backend;
 pub mod cidr;
 mod core;
+mod due;
 pub mod fields;
 pub mod hex;
 mod lease;

@@ -15,9 +15,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::cidr::Cidr;
+use crate::due::Due;
 use crate::hex::hex;
-use crate::lease::Expiration;
-use crate::lease::index::Due;
 use crate::logical::{Error, Result};
 use crate::random::random_base62;
 use crate::secret::{SecretString, ct_eq};
@@ -166,6 +165,16 @@ impl TokenEntry {
     }
 }
 
+/// What the token store asks of the expiration manager, which keeps the leases tokens hold.
+/// A trait, so that the store does not depend on the manager (which depends on the store).
+#[async_trait::async_trait]
+pub(crate) trait LeaseHolder: Send + Sync {
+    /// Acts on a token's expiry when it falls due.
+    fn offer_token(&self, at: u64, token_id: &str);
+    /// Revokes the leases the token asked for; one that fails stays to be retried.
+    async fn revoke_by_token(&self, token_id: &str) -> Result<()>;
+}
+
 /// What a new token is made of, after the caller's request has been validated.
 #[derive(Debug, Default, Clone)]
 pub struct TokenParams {
@@ -196,7 +205,7 @@ pub struct TokenStore {
     /// The expiration manager's view, where a token's expiry index entry lives.
     expire: View,
     /// Told about new expiries, and asked to revoke a token's leases as the token goes.
-    leases: std::sync::OnceLock<std::sync::Weak<Expiration>>,
+    leases: std::sync::OnceLock<std::sync::Weak<dyn LeaseHolder>>,
     salt: hmac::Key,
     /// Serializes revocations and use-count updates so a token's last use is counted once.
     write_lock: Mutex<()>,
@@ -306,11 +315,11 @@ impl TokenStore {
     }
 
     /// Connects the expiration manager (at unseal, once both exist).
-    pub(crate) fn set_leases(&self, leases: std::sync::Weak<Expiration>) {
+    pub(crate) fn set_leases(&self, leases: std::sync::Weak<dyn LeaseHolder>) {
         let _ = self.leases.set(leases);
     }
 
-    fn leases(&self) -> Option<Arc<Expiration>> {
+    fn leases(&self) -> Option<Arc<dyn LeaseHolder>> {
         self.leases.get().and_then(std::sync::Weak::upgrade)
     }
 
@@ -318,7 +327,7 @@ impl TokenStore {
         if e.expire_time != 0
             && let Some(l) = self.leases()
         {
-            l.offer(e.expire_time, Due::Token(e.id.clone()));
+            l.offer_token(e.expire_time, &e.id);
         }
     }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use coffer_storage::{Backend, MemoryBackend};
 use serde_json::{Map, Value, json};
 
-use super::index::{self, Due};
 use crate::backend::{BackendConfig, BackendRequest, LeaseRequest, LogicalBackend, Registry};
+use crate::due::{self as index, Due};
 use crate::logical::{Error, Operation, Request, Response, Result, SecretLease};
 use crate::{Core, CoreConfig};
 

@@ -14,8 +14,6 @@
 //! a few revocations at a time, so a burst of expiries does not starve requests.
 //! Not here: what revoking means for a secret (the engine's `revoke_lease`).
 
-pub(crate) mod index;
-
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -24,12 +22,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::backend::LeaseRequest;
+use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
 use crate::random::random_base62;
 use crate::time::{now_unix, rfc3339};
 use crate::token::{TokenEntry, TokenStore};
-use index::{Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
 
 /// Revocations the background expiry runs at once.
 const EXPIRY_CONCURRENCY: usize = 4;
@@ -579,7 +577,7 @@ impl Expiration {
 
     /// Revokes the leases a token asked for, as the token is revoked. Failures stay with
     /// their leases to be retried; the token goes regardless.
-    pub(crate) async fn revoke_by_token(&self, token_id: &str) -> Result<()> {
+    async fn revoke_token_leases(&self, token_id: &str) -> Result<()> {
         let dir = format!("token/{token_id}/");
         for name in self.view.list(&dir).await? {
             if let Some(raw) = self.view.get(&format!("{dir}{name}")).await? {
@@ -647,7 +645,7 @@ impl Expiration {
             if self.tokens.get_entry(token_id).await?.is_some() {
                 continue;
             }
-            let _ = self.revoke_by_token(token_id).await;
+            let _ = self.revoke_token_leases(token_id).await;
             orphaned += 1;
         }
         Ok(crate::sys::obj(json!({
@@ -775,6 +773,17 @@ async fn run(weak: Weak<Expiration>) {
         let wake = Arc::clone(&me.wake);
         drop(me);
         let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::token::LeaseHolder for Expiration {
+    fn offer_token(&self, at: u64, token_id: &str) {
+        self.offer(at, Due::Token(token_id.to_owned()));
+    }
+
+    async fn revoke_by_token(&self, token_id: &str) -> Result<()> {
+        self.revoke_token_leases(token_id).await
     }
 }
 
