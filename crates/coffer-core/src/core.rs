@@ -99,19 +99,6 @@ pub(crate) fn capability_for(op: Operation) -> Capabilities {
     }
 }
 
-/// Rejects paths that could be read two ways: `.`/`..` segments, doubled slashes, control chars.
-pub(crate) fn clean_path(path: &str) -> Result<String> {
-    let p = path.trim_start_matches('/');
-    let body = p.strip_suffix('/').unwrap_or(p);
-    if p.chars().any(char::is_control) {
-        return Err(Error::invalid("path contains a control character"));
-    }
-    if !body.is_empty() && body.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(Error::invalid(format!("invalid path {path:?}: empty, '.' or '..' segment")));
-    }
-    Ok(p.to_owned())
-}
-
 impl Core {
     pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: CoreConfig) -> Arc<Self> {
         Arc::new(Self {
@@ -496,17 +483,5 @@ impl Core {
         *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
             Arc::new(Router::new(routes));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_with_dot_segments_are_refused() {
-        assert!(clean_path("secret/../sys/seal").is_err());
-        assert!(clean_path("secret//x").is_err());
-        assert_eq!(clean_path("/secret/x/").expect("ok"), "secret/x/");
     }
 }

@@ -14,6 +14,7 @@ pub mod logical;
 pub mod login;
 pub mod mount;
 pub mod password_policy;
+mod path;
 mod pipeline;
 pub mod policy;
 mod policy_store;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::audit::Record;
 use crate::backend::{BackendRequest, path_matches};
-use crate::core::{Active, Core, capability_for, clean_path};
+use crate::core::{Active, Core, capability_for};
 use crate::logical::{Error, Operation, Request, Response, Result};
 use crate::mount::Route;
 use crate::policy::Capabilities;
@@ -277,7 +277,7 @@ async fn dispatch(
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
-        let mut path = clean_path(&req.path)?;
+        let mut path = crate::path::clean(&req.path)?;
         // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
         if req.operation == Operation::List && !path.ends_with('/') {
             path.push('/');

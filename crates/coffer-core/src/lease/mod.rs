@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use coffer_barrier::{BatchOp, View};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::backend::LeaseRequest;
 use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
 use crate::random::random_base62;
-use crate::time::{now_unix, rfc3339};
+use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
 
 /// Revocations the background expiry runs at once.
@@ -87,6 +87,36 @@ impl LeaseEntry {
             expire_time,
         }
     }
+}
+
+/// What `sys/leases/lookup` shows of a lease (times in Unix seconds).
+pub(crate) struct LeaseInfo {
+    pub(crate) id: String,
+    pub(crate) issue_time: u64,
+    /// `None` for a token that never expires.
+    pub(crate) expire_time: Option<u64>,
+    pub(crate) last_renewal: Option<u64>,
+    pub(crate) renewable: bool,
+    pub(crate) ttl: u64,
+    /// Set while the lease's revocation is failing and being retried.
+    pub(crate) failing: Option<Failing>,
+}
+
+/// A lease whose revocation failed and is retried.
+pub(crate) struct Failing {
+    pub(crate) lease_id: String,
+    pub(crate) mount_uuid: String,
+    pub(crate) expire_time: u64,
+    pub(crate) attempts: u32,
+    /// The engine's last error: for operators (it can name the engine's own resources).
+    pub(crate) error: String,
+    pub(crate) next_attempt: u64,
+}
+
+/// What `sys/leases/tidy` removed.
+pub(crate) struct Tidied {
+    pub(crate) dangling_index_entries: u64,
+    pub(crate) orphaned_tokens: u64,
 }
 
 /// What `sys/leases/renew` answers.
@@ -270,7 +300,7 @@ impl Expiration {
         let ttl = ttl.min(max_ttl);
         let lease_id =
             format!("{}{}/{}", route.info.path, rel.trim_end_matches('/'), random_base62(24));
-        crate::core::clean_path(&lease_id)?;
+        crate::path::clean(&lease_id)?;
         let entry = LeaseEntry {
             version: 1,
             lease_id: lease_id.clone(),
@@ -315,7 +345,7 @@ impl Expiration {
     }
 
     /// `sys/leases/lookup`.
-    pub(crate) async fn lookup(&self, lease_id: &str) -> Result<Map<String, Value>> {
+    pub(crate) async fn lookup(&self, lease_id: &str) -> Result<LeaseInfo> {
         let now = now_unix();
         if let Some(id) = token_lease(lease_id) {
             let e = self
@@ -324,31 +354,33 @@ impl Expiration {
                 .await?
                 .filter(|e| e.lease_id() == lease_id)
                 .ok_or_else(|| Error::invalid("invalid lease"))?;
-            let last = (e.last_renewal_time > 0).then(|| rfc3339(e.last_renewal_time));
-            return Ok(crate::sys::obj(json!({
-                "id": lease_id,
-                "issue_time": rfc3339(e.creation_time),
-                "expire_time": (e.expire_time != 0).then(|| rfc3339(e.expire_time)),
-                "last_renewal": last,
-                "renewable": e.renewable,
-                "ttl": e.ttl_remaining(now),
-            })));
+            return Ok(LeaseInfo {
+                id: lease_id.to_owned(),
+                issue_time: e.creation_time,
+                expire_time: (e.expire_time != 0).then_some(e.expire_time),
+                last_renewal: (e.last_renewal_time > 0).then_some(e.last_renewal_time),
+                renewable: e.renewable,
+                ttl: e.ttl_remaining(now),
+                failing: None,
+            });
         }
         let e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
-        let mut m = crate::sys::obj(json!({
-            "id": e.lease_id,
-            "issue_time": rfc3339(e.issue_time),
-            "expire_time": rfc3339(e.expire_time),
-            "last_renewal": (e.last_renewal > 0).then(|| rfc3339(e.last_renewal)),
-            "renewable": e.renewable && !e.failing(),
-            "ttl": e.expire_time.saturating_sub(now),
-        }));
-        if e.failing() {
-            m.insert("revoke_attempts".into(), json!(e.revoke_attempts));
-            m.insert("revoke_error".into(), json!(e.last_error));
-            m.insert("next_revoke_attempt".into(), json!(rfc3339(e.due)));
-        }
-        Ok(m)
+        Ok(LeaseInfo {
+            id: e.lease_id.clone(),
+            issue_time: e.issue_time,
+            expire_time: Some(e.expire_time),
+            last_renewal: (e.last_renewal > 0).then_some(e.last_renewal),
+            renewable: e.renewable && !e.failing(),
+            ttl: e.expire_time.saturating_sub(now),
+            failing: e.failing().then(|| Failing {
+                lease_id: e.lease_id.clone(),
+                mount_uuid: e.mount_uuid.clone(),
+                expire_time: e.expire_time,
+                attempts: e.revoke_attempts,
+                error: e.last_error.clone(),
+                next_attempt: e.due,
+            }),
+        })
     }
 
     /// `LIST sys/leases/lookup/<prefix>`: the immediate children, lease ids' last segments
@@ -365,20 +397,20 @@ impl Expiration {
     }
 
     /// Leases whose revocation is failing, with their last error.
-    pub(crate) async fn failing(&self) -> Result<Vec<Value>> {
+    pub(crate) async fn failing(&self) -> Result<Vec<Failing>> {
         let mut out = Vec::new();
         for name in self.view.list("failed/").await? {
             let Some(raw) = self.view.get(&format!("failed/{name}")).await? else { continue };
             let lease_id = String::from_utf8_lossy(&raw).into_owned();
             if let Some(e) = self.get(&lease_id).await? {
-                out.push(json!({
-                    "lease_id": e.lease_id,
-                    "mount_id": e.mount_uuid,
-                    "expire_time": rfc3339(e.expire_time),
-                    "revoke_attempts": e.revoke_attempts,
-                    "error": e.last_error,
-                    "next_revoke_attempt": rfc3339(e.due),
-                }));
+                out.push(Failing {
+                    lease_id: e.lease_id,
+                    mount_uuid: e.mount_uuid,
+                    expire_time: e.expire_time,
+                    attempts: e.revoke_attempts,
+                    error: e.last_error,
+                    next_attempt: e.due,
+                });
             }
         }
         Ok(out)
@@ -597,7 +629,7 @@ impl Expiration {
 
     /// `sys/leases/tidy`: removes index entries that point at nothing, and revokes leases
     /// whose token is gone (left by a revocation interrupted part-way).
-    pub(crate) async fn tidy(&self) -> Result<Map<String, Value>> {
+    pub(crate) async fn tidy(&self) -> Result<Tidied> {
         let (mut dangling, mut orphaned) = (0u64, 0u64);
         for bucket in self.view.list("due/").await? {
             let dir = format!("due/{bucket}");
@@ -648,10 +680,7 @@ impl Expiration {
             let _ = self.revoke_token_leases(token_id).await;
             orphaned += 1;
         }
-        Ok(crate::sys::obj(json!({
-            "dangling_index_entries_removed": dangling,
-            "tokens_gone_with_leases_revoked": orphaned,
-        })))
+        Ok(Tidied { dangling_index_entries: dangling, orphaned_tokens: orphaned })
     }
 
     /// One pass of the expiry task: loads buckets coming into the horizon, then revokes what is

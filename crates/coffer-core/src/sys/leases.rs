@@ -1,11 +1,13 @@
 //! `sys/leases/*` and the older `sys/renew`, `sys/revoke*` paths: look up, list, renew and revoke
 //! leases, with Vault's paths, fields and answers.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Ctx;
 use crate::fields::Fields;
+use crate::lease::{Failing, LeaseInfo};
 use crate::logical::{Error, Operation, Response, Result};
+use crate::time::rfc3339;
 
 /// The lease id from the path (`sys/leases/renew/<id>`) or from the body's `lease_id`.
 fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
@@ -29,6 +31,34 @@ fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
         return Err(Error::invalid("missing required parameter \"lease_id\""));
     }
     Ok(id)
+}
+
+/// Vault's `sys/leases/lookup` answer; the failing revocation's details only with `sudo`.
+fn lookup_json(l: &LeaseInfo, sudo: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(l.id));
+    m.insert("issue_time".into(), json!(rfc3339(l.issue_time)));
+    m.insert("expire_time".into(), json!(l.expire_time.map(rfc3339)));
+    m.insert("last_renewal".into(), json!(l.last_renewal.map(rfc3339)));
+    m.insert("renewable".into(), json!(l.renewable));
+    m.insert("ttl".into(), json!(l.ttl));
+    if let Some(f) = l.failing.as_ref().filter(|_| sudo) {
+        m.insert("revoke_attempts".into(), json!(f.attempts));
+        m.insert("revoke_error".into(), json!(f.error));
+        m.insert("next_revoke_attempt".into(), json!(rfc3339(f.next_attempt)));
+    }
+    m
+}
+
+fn failing_json(f: &Failing) -> Value {
+    json!({
+        "lease_id": f.lease_id,
+        "mount_id": f.mount_uuid,
+        "expire_time": rfc3339(f.expire_time),
+        "revoke_attempts": f.attempts,
+        "error": f.error,
+        "next_revoke_attempt": rfc3339(f.next_attempt),
+    })
 }
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
@@ -62,7 +92,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
                     )));
                 }
             }
-            let list = leases.failing().await?;
+            let list: Vec<Value> = leases.failing().await?.iter().map(failing_json).collect();
             Response::from_value(json!({ "lease_count": list.len(), "leases": list }))
         }
         ("lookup", Operation::List) => {
@@ -74,15 +104,9 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         ("lookup", _) if write => {
             let id = lease_id(ctx, arg)?;
-            let mut data = leases.lookup(&id).await?;
             // The engine's error text is for operators: the default policy lets any token look
             // up a lease whose id it knows.
-            if !ctx.audited.sudo() {
-                for k in ["revoke_attempts", "revoke_error", "next_revoke_attempt"] {
-                    data.remove(k);
-                }
-            }
-            Response::data(data)
+            Response::data(lookup_json(&leases.lookup(&id).await?, ctx.audited.sudo()))
         }
         ("renew", _) if write => {
             let id = lease_id(ctx, arg)?;
@@ -120,8 +144,11 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             Response::empty()
         }
         ("tidy", _) if write => {
-            let counts = leases.tidy().await?;
-            let mut r = Response::data(counts);
+            let t = leases.tidy().await?;
+            let mut r = Response::from_value(json!({
+                "dangling_index_entries_removed": t.dangling_index_entries,
+                "tokens_gone_with_leases_revoked": t.orphaned_tokens,
+            }));
             r.warnings.push("Tidy operation successfully completed.".into());
             r
         }
