@@ -1,7 +1,6 @@
 //! The [`Core`]: bring-up (init, unseal, seal) and the one function every request goes through.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use coffer_barrier::{Barrier, SealConfig, View};
 use coffer_storage::Backend;
@@ -16,23 +15,7 @@ use crate::secret::SecretString;
 use crate::token::{ROOT_POLICY, TokenParams, TokenStore};
 use crate::token_backend::TokenBackend;
 
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    pub default_lease_ttl: Duration,
-    pub max_lease_ttl: Duration,
-    pub login_limit: crate::ratelimit::LoginLimit,
-}
-
-impl Default for CoreConfig {
-    fn default() -> Self {
-        // Vault's defaults: 32 days.
-        Self {
-            default_lease_ttl: Duration::from_secs(768 * 3600),
-            max_lease_ttl: Duration::from_secs(768 * 3600),
-            login_limit: crate::ratelimit::LoginLimit::default(),
-        }
-    }
-}
+pub use crate::config::CoreConfig;
 
 pub struct InitResult {
     pub keys: Vec<Zeroizing<Vec<u8>>>,

@@ -3,8 +3,10 @@
 //! the [`backend::LogicalBackend`] trait; it never depends on any concrete engine.
 
 pub mod audit;
+mod authz;
 pub mod backend;
 pub mod cidr;
+mod config;
 mod core;
 mod due;
 pub mod fields;

@@ -1,197 +1,16 @@
 //! The request pipeline: seal gate → token → ACL → audit(request) → route → audit(response).
 //!
-//! Each step hands the next a proof that it ran: [`Authorized`] can only be made by
-//! [`authorize`], and [`Audited`] only by [`audit_request`] from an `Authorized`; a backend or
-//! `sys/` handler is only reachable through [`dispatch`], which takes an `Audited`. A request
-//! that skipped a step does not compile. The proofs' fields are private to this module.
+//! One readable function per request ([`Core::handle`]); the checks and their proofs are in
+//! [`crate::authz`], and a backend or `sys/` handler is only reachable through [`dispatch`],
+//! which takes an [`Audited`] proof.
 
 use std::sync::Arc;
 
 use crate::audit::Record;
+use crate::authz::{Audited, Target, audit_request, authenticate, authorize, check_wrap_ttl};
 use crate::backend::{BackendRequest, path_matches};
-use crate::core::{Active, Core, capability_for};
+use crate::core::{Active, Core};
 use crate::logical::{Error, Operation, Request, Response, Result};
-use crate::mount::Route;
-use crate::policy::Capabilities;
-use crate::token::{TokenEntry, Use};
-
-/// Where a request goes after the seal gate.
-enum Target {
-    Sys(String),
-    Mount(Arc<Route>, String),
-}
-
-/// Proof that the token (if the path needs one) is live and the ACL allows the operation.
-pub(crate) struct Authorized {
-    caller: Option<TokenEntry>,
-    op: Operation,
-    sudo: bool,
-}
-
-/// Proof that the request entry reached the audit devices (or that none is enabled).
-pub(crate) struct Audited<'a> {
-    authz: &'a Authorized,
-}
-
-impl Audited<'_> {
-    pub(crate) fn caller(&self) -> Option<&TokenEntry> {
-        self.authz.caller.as_ref()
-    }
-
-    pub(crate) fn op(&self) -> Operation {
-        self.authz.op
-    }
-
-    /// The caller holds `sudo` on the path (root tokens always do).
-    pub(crate) fn sudo(&self) -> bool {
-        self.authz.sudo
-    }
-}
-
-/// Resolves the presented token to a live entry, or refuses with 403.
-async fn authenticate(active: &Active, req: &Request) -> Result<TokenEntry> {
-    let token = req.client_token.as_ref().ok_or(Error::PermissionDenied)?;
-    if token.expose().is_empty() {
-        return Err(Error::PermissionDenied);
-    }
-    let entry = active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)?;
-    // A token bound to addresses is no use from anywhere else (as in Vault: 403).
-    if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, req.remote_addr) {
-        return Err(Error::PermissionDenied);
-    }
-    Ok(entry)
-}
-
-/// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
-async fn authorize(
-    active: &Active,
-    req: &Request,
-    path: &str,
-    target: &Target,
-) -> Result<Authorized> {
-    let unauthenticated = match target {
-        Target::Mount(r, rel) => path_matches(r.backend.unauthenticated_paths(), rel),
-        // Unwrapping with the wrapping token in the body and no token of one's own: the
-        // wrapping token is the credential, and it allows exactly this (clients such as
-        // vaultrs send it this way from a workload that has no token yet).
-        Target::Sys(rel) => {
-            crate::sys::is_unauthenticated(rel)
-                || (rel == "wrapping/unwrap"
-                    && req.client_token.as_ref().is_none_or(|t| t.expose().is_empty())
-                    && req
-                        .data
-                        .get("token")
-                        .and_then(|t| t.as_str())
-                        .is_some_and(|t| !t.is_empty()))
-        }
-    };
-    let mut caller = if unauthenticated {
-        None
-    } else {
-        match authenticate(active, req).await {
-            Ok(e) => Some(e),
-            // Unwrapping with a used, expired or unknown wrapping token: Vault's 400, which
-            // tells the receiver that somebody else may have unwrapped it first.
-            Err(Error::PermissionDenied)
-                if matches!(target, Target::Sys(rel) if rel == "wrapping/unwrap")
-                    && req.client_token.is_some()
-                    && !req.data.contains_key("token") =>
-            {
-                return Err(Error::invalid(crate::wrapping::INVALID_WRAPPING_TOKEN));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let mut op = req.operation;
-    if let (Target::Mount(route, rel), Operation::Update) = (target, op) {
-        let probe = BackendRequest {
-            id: &req.id,
-            operation: op,
-            path: rel,
-            data: &req.data,
-            caller: caller.as_ref(),
-            mount: &route.info,
-            remote_addr: req.remote_addr,
-            sudo: false,
-            client_token: req.client_token.as_ref(),
-            client_cert_chain: &req.client_cert_chain,
-        };
-        match route.backend.exists(&probe).await {
-            Ok(Some(false)) => op = Operation::Create,
-            Ok(_) => {}
-            // A path the storage cannot hold (too long, say) is refused by the handler, after
-            // the ACL check: the caller learns that it is malformed only if it may write there.
-            Err(Error::InvalidRequest(_)) => {}
-            // There but unreadable: an update, so that an authorized overwrite repairs it.
-            Err(Error::Damaged(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut sudo = false;
-    if let Some(entry) = caller.as_mut() {
-        let a = active.policies.acl(&entry.policies)?;
-        let caps = a.capabilities(path);
-        let sudo_required = match target {
-            Target::Sys(rel) => crate::sys::is_sudo_path(rel),
-            Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
-        };
-        sudo = caps.contains(Capabilities::SUDO);
-        // `sys/internal/ui/mounts/...` decides access itself: any token with some capability
-        // inside the mount may learn the mount's type, as in Vault.
-        let self_checked = matches!(target, Target::Sys(rel) if crate::sys::is_self_checked(rel));
-        // As Vault does, a list of `dir/` is also granted by a rule for `dir` itself.
-        let allowed = a.allows(path, capability_for(op))
-            || (op == Operation::List
-                && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)));
-        if !self_checked && (!allowed || (sudo_required && !sudo)) {
-            return Err(Error::PermissionDenied);
-        }
-        if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
-            a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
-        }
-        crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
-    }
-    Ok(Authorized { caller, op, sudo })
-}
-
-/// A requested wrap TTL may not exceed the max lease TTL of the mount that answers (the
-/// system's for `sys/`): a wrapping token is a lease on the response, and one that outlives every
-/// other lease (or overflows its expiry) is refused before anything runs.
-fn check_wrap_ttl(core: &Core, req: &Request, target: &Target) -> Result<()> {
-    let Some(ttl) = req.wrap_ttl else { return Ok(()) };
-    let (max, whose) = match target {
-        Target::Mount(r, _) => (r.info.max_lease_ttl, format!("mount {:?}", r.info.path)),
-        Target::Sys(_) => (core.config.max_lease_ttl, "system".to_owned()),
-    };
-    if ttl > max {
-        return Err(Error::invalid(format!(
-            "requested wrap TTL of {}s exceeds the {whose} max_lease_ttl of {}s",
-            ttl.as_secs(),
-            max.as_secs()
-        )));
-    }
-    Ok(())
-}
-
-/// Writes the request entry; fails closed when devices are enabled and none could write. Only
-/// then is a use of a limited-use token taken, so a request that no device could audit costs
-/// its token nothing (a wrapping token stays unwrappable). A token whose last use is already
-/// gone is refused here, with a response entry saying so.
-async fn audit_request<'a>(
-    active: &Active,
-    record: &Record<'_>,
-    authz: &'a mut Authorized,
-) -> Result<Audited<'a>> {
-    active.audit.log_request(record, "").await?;
-    if let Some(entry) = authz.caller.as_mut()
-        && active.tokens.use_token(entry).await? == Use::Exhausted
-    {
-        let refused: Result<Response> = Err(Error::PermissionDenied);
-        active.audit.log_response(record, &refused).await?;
-        return Err(Error::PermissionDenied);
-    }
-    Ok(Audited { authz })
-}
 
 /// The only way into a backend or a `sys/` handler.
 async fn dispatch(
@@ -215,7 +34,7 @@ async fn dispatch(
                 caller: audited.caller(),
                 mount: &route.info,
                 remote_addr: req.remote_addr,
-                sudo: audited.authz.sudo,
+                sudo: audited.sudo(),
                 client_token: req.client_token.as_ref(),
                 client_cert_chain: &req.client_cert_chain,
             };
@@ -351,11 +170,11 @@ impl Core {
             }
         };
         // The caller as authorized, before the use this request takes is counted.
-        let caller = authz.caller.clone();
+        let caller = authz.caller().cloned();
         let record = Record {
             req: &req,
             path: &path,
-            operation: authz.op.as_str(),
+            operation: authz.op().as_str(),
             caller: caller.as_ref(),
             mount_type: &mount_type,
         };

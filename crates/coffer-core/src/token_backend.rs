@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::backend::{BackendRequest, LogicalBackend};
-use crate::core::CoreConfig;
+use crate::config::CoreConfig;
 use crate::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::login::normalize_policies;

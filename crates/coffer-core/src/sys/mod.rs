@@ -14,11 +14,11 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+use crate::authz::Audited;
 use crate::core::{Active, Core, SealStatus};
 use crate::fields::Fields;
 use crate::hex::{hex, unhex};
 use crate::logical::{Error, Operation, Request, Response, Result};
-use crate::pipeline::Audited;
 use crate::time::{now_unix, rfc3339};
 use crate::token::TokenEntry;
 
@@ -40,31 +40,6 @@ impl Ctx<'_> {
     pub(crate) fn op(&self) -> Operation {
         self.audited.op()
     }
-}
-
-/// Paths below `sys/` whose handler checks the caller's ACL itself.
-pub(crate) fn is_self_checked(rel: &str) -> bool {
-    rel.starts_with("internal/ui/mounts/")
-}
-
-/// Paths below `sys/` reachable without a token: a wrapping token is looked up without being
-/// used (as in Vault).
-pub(crate) fn is_unauthenticated(rel: &str) -> bool {
-    rel == "wrapping/lookup"
-}
-
-/// Paths below `sys/` that need `sudo`, as in Vault.
-pub(crate) fn is_sudo_path(rel: &str) -> bool {
-    rel.starts_with("auth/") && !rel.ends_with("/tune")
-        || matches!(rel, "seal" | "rotate" | "step-down" | "audit" | "raw")
-        || rel.starts_with("audit/")
-        || rel.starts_with("raw/")
-        || rel.starts_with("leases/revoke-prefix/")
-        || rel.starts_with("leases/revoke-force/")
-        || rel.starts_with("revoke-prefix/")
-        || rel.starts_with("revoke-force/")
-        || rel.starts_with("leases/lookup/")
-        || rel.trim_end_matches('/') == "leases"
 }
 
 fn seal_status_json(s: &SealStatus) -> Value {
@@ -261,7 +236,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         | "capabilities-self"
         | "capabilities"
         | "capabilities-accessor" => Err(Error::UnsupportedOperation),
-        _ if is_self_checked(rel) && op == Read => {
+        _ if crate::authz::is_self_checked_sys(rel) && op == Read => {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
