@@ -76,6 +76,7 @@ pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<Token
 
 /// Token, existence check and ACL: who is asking, for which operation, with `sudo` or not.
 pub(crate) async fn authorize(
+    core: &Core,
     active: &Active,
     req: &Request,
     path: &str,
@@ -163,13 +164,15 @@ pub(crate) async fn authorize(
         }
         crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
     }
+    // After the token and the ACL: what a mount allows is not for callers without access.
+    check_wrap_ttl(core, req, target)?;
     Ok(Authorized { caller, op, sudo })
 }
 
 /// A requested wrap TTL may not exceed the max lease TTL of the mount that answers (the
 /// system's for `sys/`): a wrapping token is a lease on the response, and one that outlives every
 /// other lease (or overflows its expiry) is refused before anything runs.
-pub(crate) fn check_wrap_ttl(core: &Core, req: &Request, target: &Target) -> Result<()> {
+fn check_wrap_ttl(core: &Core, req: &Request, target: &Target) -> Result<()> {
     let Some(ttl) = req.wrap_ttl else { return Ok(()) };
     let (max, whose) = match target {
         Target::Mount(r, _) => (r.info.max_lease_ttl, format!("mount {:?}", r.info.path)),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::audit::Record;
-use crate::authz::{Audited, Target, audit_request, authenticate, authorize, check_wrap_ttl};
+use crate::authz::{Audited, Target, audit_request, authenticate, authorize};
 use crate::backend::{BackendRequest, path_matches};
 use crate::core::{Active, Core};
 use crate::logical::{Error, Operation, Request, Response, Result};
@@ -149,10 +149,8 @@ impl Core {
             login_mount.as_deref().is_some_and(|m| !self.login_limiter.allows(m, req.remote_addr));
         let authz = if limited {
             Err(Error::RateLimited)
-        } else if let Err(e) = check_wrap_ttl(self, &req, &target) {
-            Err(e)
         } else {
-            authorize(&active, &req, &path, &target).await
+            authorize(self, &active, &req, &path, &target).await
         };
         let mut authz = match authz {
             Ok(a) => a,

@@ -174,6 +174,21 @@ async fn wrap_ttls_above_the_max_lease_ttl_are_refused_naming_the_limit() {
     assert!(first_error(&b).contains("\"tuned/\" max_lease_ttl of 3600s"), "{b}");
     let (code, b) = wrap("tuned/x", reqwest::Method::GET, "30m").await;
     assert_eq!((code, b["wrap_info"]["ttl"].clone()), (200, json!(1800)), "{b}");
+    // The limit is checked after the token and the ACL: a caller without access learns nothing
+    // of the mount from it (403, as for any other request it may not make).
+    for token in [None, Some("not-a-token")] {
+        for path in ["tuned/x", "sys/mounts"] {
+            let mut rb = s
+                .http()
+                .get(format!("{}/v1/{path}", s.addr))
+                .header("X-Vault-Wrap-TTL", "99999999999999h");
+            if let Some(t) = token {
+                rb = rb.header("X-Vault-Token", t);
+            }
+            let code = rb.send().await.expect("send").status().as_u16();
+            assert_eq!(code, 403, "{path} with {token:?}");
+        }
+    }
 
     // Policies may not name wrapping TTLs beyond the system maximum either.
     for key in ["min_wrapping_ttl", "max_wrapping_ttl"] {
