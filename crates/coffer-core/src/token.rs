@@ -399,6 +399,41 @@ impl TokenStore {
         }
     }
 
+    /// [`Self::get_entry`], where a damaged entry counts as none: for revocation, which must get
+    /// past it (an unreadable token never authenticates, and its keys are removed all the same).
+    async fn get_entry_or_damaged(&self, id: &str) -> Result<Option<TokenEntry>> {
+        match self.get_entry(id).await {
+            Err(Error::Damaged(path)) => {
+                tracing::warn!(path, "revoking a token whose stored entry is damaged");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// The entry of a token that exists, live or with its revocation under way: for the revoke
+    /// endpoints, so that retrying a revocation that failed part-way finishes it.
+    pub(crate) async fn entry_for_revocation(&self, id: &str) -> Result<Option<TokenEntry>> {
+        let e = self.get_entry_or_damaged(id).await?;
+        Ok(e.filter(|e| ct_eq(e.id.as_bytes(), id.as_bytes())))
+    }
+
+    /// [`Self::entry_for_revocation`] by accessor.
+    pub(crate) async fn accessor_for_revocation(
+        &self,
+        accessor: &str,
+    ) -> Result<Option<TokenEntry>> {
+        let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
+            return Ok(None);
+        };
+        let acc: AccessorEntry =
+            serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
+        if !ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()) {
+            return Ok(None);
+        }
+        self.entry_for_revocation(&acc.id).await
+    }
+
     async fn put_entry(&self, e: &TokenEntry) -> Result<()> {
         let raw = serde_json::to_vec(e).map_err(|e| Error::Internal(e.to_string()))?;
         self.view.put(&format!("id/{}", e.id), &raw).await?;
@@ -569,7 +604,7 @@ impl TokenStore {
         let Some(mut current) = self.get_entry(&entry.id).await? else {
             return Ok(Use::Exhausted);
         };
-        if current.spent {
+        if current.spent || current.revoking {
             return Ok(Use::Exhausted);
         }
         let outcome = if current.num_uses <= 1 {
@@ -595,7 +630,7 @@ impl TokenStore {
     async fn mark_revoking(&self, id: &str) -> Result<()> {
         let _family = self.family_lock(id).lock().await;
         let _g = self.write_lock.lock().await;
-        let Some(mut e) = self.get_entry(id).await? else { return Ok(()) };
+        let Some(mut e) = self.get_entry_or_damaged(id).await? else { return Ok(()) };
         if e.revoking {
             return Ok(());
         }
@@ -618,18 +653,20 @@ impl TokenStore {
     /// stored before the mark, and then listed. No token outlives a revoked parent, whatever
     /// the interleaving.
     pub async fn revoke_tree(&self, id: &str) -> Result<()> {
-        let mut stack = vec![id.to_owned()];
+        // (token, the parent whose link led to it): the link goes with the token even when its
+        // entry is damaged and cannot name its parent.
+        let mut stack = vec![(id.to_owned(), None)];
         let mut order = Vec::new();
-        while let Some(cur) = stack.pop() {
+        while let Some((cur, via)) = stack.pop() {
             self.mark_revoking(&cur).await?;
             for child in self.view.list(&format!("parent/{cur}/")).await? {
-                stack.push(child.trim_end_matches('/').to_owned());
+                stack.push((child.trim_end_matches('/').to_owned(), Some(cur.clone())));
             }
-            order.push(cur);
+            order.push((cur, via));
         }
         // Children first, so an interrupted revocation never leaves an orphaned live child.
-        for cur in order.iter().rev() {
-            self.revoke_one(cur).await?;
+        for (cur, via) in order.iter().rev() {
+            self.revoke_one(cur, via.as_deref()).await?;
         }
         Ok(())
     }
@@ -639,30 +676,40 @@ impl TokenStore {
         self.mark_revoking(id).await?;
         for child in self.view.list(&format!("parent/{id}/")).await? {
             let child = child.trim_end_matches('/');
-            if let Some(mut e) = self.get_entry(child).await? {
-                e.parent = None;
-                e.orphan = true;
-                self.put_entry(&e).await?;
+            {
+                // Read and written under the lock that marks, renews and counts uses, so none
+                // of those is lost, and a child revoked meanwhile is not written back.
+                let _g = self.write_lock.lock().await;
+                if let Some(mut e) = self.get_entry_or_damaged(child).await? {
+                    e.parent = None;
+                    e.orphan = true;
+                    self.put_entry(&e).await?;
+                }
             }
             self.view.delete(&format!("parent/{id}/{child}")).await?;
         }
-        self.revoke_one(id).await
+        self.revoke_one(id, None).await
     }
 
     /// Finishes the revocations that were under way when the process stopped (at unseal).
+    /// Each is tried; one that fails is logged and stays marked (it never authenticates) for
+    /// the next unseal or a retried revoke.
     pub(crate) async fn resume_revocations(&self) -> Result<()> {
         for id in self.view.list(REVOKING_PREFIX).await? {
             let id = id.trim_end_matches('/');
-            if self.get_entry(id).await?.is_some() {
-                self.revoke_tree(id).await?;
-            } else {
-                self.view.delete(&format!("{REVOKING_PREFIX}{id}")).await?;
+            // revoke_tree of a token already gone removes what is left of it, its mark included.
+            if let Err(e) = self.revoke_tree(id).await {
+                if matches!(e, Error::Sealed) {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, "finishing an interrupted token revocation failed");
             }
         }
         Ok(())
     }
 
-    async fn revoke_one(&self, id: &str) -> Result<()> {
+    /// `via`: the parent whose link led the walk here, whose link to this token goes too.
+    async fn revoke_one(&self, id: &str, via: Option<&str>) -> Result<()> {
         // The leases it asked for go first, as in Vault; one that fails stays to be retried.
         if let Some(leases) = self.leases() {
             leases.revoke_by_token(id).await?;
@@ -670,17 +717,18 @@ impl TokenStore {
         // With the lock that renewals and use counts take, so neither can write back the entry
         // this deletes (a renewal that read it just before would otherwise revive the token).
         let _g = self.write_lock.lock().await;
-        let entry = self.get_entry(id).await?;
+        let entry = self.get_entry_or_damaged(id).await?;
         let mut ops = vec![
             BatchOp::Delete(format!("id/{id}")),
             BatchOp::Delete(format!("{REVOKING_PREFIX}{id}")),
         ];
+        let parent = entry.as_ref().and_then(|e| e.parent.as_deref()).or(via);
+        if let Some(parent) = parent {
+            ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
+        }
         if let Some(e) = &entry {
             ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
             ops.push(BatchOp::Delete(path_key(e)));
-            if let Some(parent) = &e.parent {
-                ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
-            }
         }
         let expiry = ExpiryChange::new(id, entry.as_ref().map_or(0, |e| e.expire_time), 0);
         View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;

@@ -223,19 +223,24 @@ impl LogicalBackend for TokenBackend {
             }
             ("revoke", _) if write => {
                 // Vault answers success for a token that is already gone.
+                // A token whose revocation failed part-way is found too, so a retry finishes it.
                 let t = Fields::new(req.data).required_str("token")?;
-                if let Some(e) = self.tokens.lookup(&t).await? {
+                if let Some(e) = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await? {
                     self.tokens.revoke_tree(&e.id).await?;
                 }
                 Ok(Response::empty())
             }
             ("revoke-orphan", _) if write => {
-                let (_, e) = self.named_token(req).await?;
+                let t = Fields::new(req.data).required_str("token")?;
+                let found = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await?;
+                let e = found.ok_or(Error::PermissionDenied)?;
                 self.tokens.revoke_orphan(&e.id).await?;
                 Ok(Response::empty())
             }
             ("revoke-accessor", _) if write => {
-                let e = self.named_accessor(req).await?;
+                let a = Fields::new(req.data).required_str("accessor")?;
+                let found = self.tokens.accessor_for_revocation(&a).await?;
+                let e = found.ok_or_else(|| Error::invalid("invalid accessor"))?;
                 self.tokens.revoke_tree(&e.id).await?;
                 Ok(Response::empty())
             }

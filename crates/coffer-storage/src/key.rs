@@ -6,7 +6,8 @@ pub(crate) const MAX_KEY_LEN: usize = 2048;
 /// Refuses keys that could alias another key or escape a prefix: empty, absolute, `..`/`.`
 /// segments, empty segments, control characters.
 pub fn validate_key(key: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidKey(format!("{why}: {key:?}")));
+    // The reason only: a storage key holds mount UUIDs and hashed ids that callers need not see.
+    let bad = |why: &str| Err(Error::InvalidKey(why.to_owned()));
     if key.is_empty() {
         return bad("empty key");
     }

@@ -1,6 +1,8 @@
 //! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token, bodies and
 //! query strings to request data, and every logical error to a status code and Vault's
 //! `{"errors": [...]}` body. A 5xx tells the client only "internal error"; the cause is logged.
+//! The one exception is a damaged stored record: the client is told that the data its request
+//! needs is damaged (naming its own request path), and the log names the storage record.
 //!
 //! Request bodies, which anybody can send before any token is checked, are bounded three ways:
 //! a declared `Content-Length` over `max_request_size` is answered 413 before a byte of the body
@@ -203,16 +205,22 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
     }
 }
 
-fn error_response(e: Error, request_id: &str) -> Response {
+/// `path`: the request's path, which a damaged record is reported under (the storage path it
+/// has, with mount UUIDs and hashed ids, goes to the log only).
+fn error_response(e: Error, request_id: &str, path: &str) -> Response {
     let status = status_of(&e);
     let errors = match &e {
         Error::Internal(cause) => {
             tracing::error!(request_id, %cause, "internal error");
             vec!["internal error".to_owned()]
         }
-        Error::Damaged(path) => {
-            tracing::error!(request_id, path, "a stored record is damaged");
-            vec![e.to_string()]
+        Error::Damaged(record) => {
+            tracing::error!(request_id, record, "a stored record is damaged");
+            vec![format!(
+                "stored data that {path:?} needs is damaged and cannot be read: it was altered or \
+                 moved in storage (the server log names the record; an overwrite or delete by an \
+                 authorized caller replaces it)"
+            )]
         }
         // Vault answers a missing secret with an empty error list.
         Error::NotFound => Vec::new(),
@@ -287,7 +295,7 @@ async fn handle(
     };
     let mut data = match parse_body(&body) {
         Ok(d) => d,
-        Err(e) => return error_response(e, ""),
+        Err(e) => return error_response(e, "", &path),
     };
     if matches!(op, Operation::Read | Operation::List | Operation::Delete) {
         for (k, v) in query.into_iter().filter(|(k, _)| k != "list") {
@@ -298,7 +306,7 @@ async fn handle(
         && !ns.is_empty()
         && ns.trim_matches('/') != "root"
     {
-        return error_response(Error::invalid("namespaces are not supported by Coffer"), "");
+        return error_response(Error::invalid("namespaces are not supported by Coffer"), "", &path);
     }
     let mut req = Request::new(op, path.clone()).with_data(data);
     if let Some(t) = token_from(&headers) {
@@ -317,6 +325,7 @@ async fn handle(
                         "invalid X-Vault-Wrap-TTL: expected seconds or a duration like \"5m\"",
                     ),
                     &req.id,
+                    &path,
                 );
             }
         }
@@ -339,7 +348,7 @@ async fn handle(
     };
     let mut resp = match result {
         Ok(r) => success(r, &request_id),
-        Err(e) => error_response(e, &request_id),
+        Err(e) => error_response(e, &request_id, &path),
     };
     if head {
         *resp.body_mut() = axum::body::Body::empty();

@@ -491,7 +491,7 @@ impl Expiration {
     /// and its error returned; `force` removes the lease even when the engine fails.
     pub(crate) async fn revoke(&self, lease_id: &str, force: bool) -> Result<()> {
         if let Some(id) = token_lease(lease_id) {
-            if let Some(e) = self.tokens.lookup_id(id).await?
+            if let Some(e) = self.tokens.entry_for_revocation(id).await?
                 && e.lease_id() == lease_id
             {
                 self.tokens.revoke_tree(&e.id).await?;

@@ -238,3 +238,36 @@ async fn a_revocation_cut_short_by_a_stop_is_finished_at_the_next_unseal() {
     }
     panic!("the child of a token whose revocation was cut short still works after unseal");
 }
+
+#[tokio::test]
+async fn retrying_a_revocation_that_stopped_part_way_finishes_it() {
+    let (core, root) = core().await;
+    let policy = r#"path "auth/token/create" { capabilities = ["update"] }"#;
+    call(&core, Operation::Update, "sys/policies/acl/minter", json!({"policy": policy}), &root)
+        .await
+        .expect("policy");
+    let tokens = core.active().expect("unsealed").tokens.clone();
+    let lookup =
+        async |t: &str| call(&core, Operation::Read, "auth/token/lookup-self", json!({}), t).await;
+    for way in ["revoke", "revoke-accessor", "lease"] {
+        let (parent, accessor) = mint(&core, &root, "1h").await.expect("parent");
+        let (child, _) = mint(&core, &parent, "1h").await.expect("child");
+        // The revocation stopped right after the parent was marked (a storage error, say).
+        tokens.mark_revoking(&tokens.hash(&parent)).await.expect("mark");
+        assert!(lookup(&child).await.is_ok(), "{way}: the child is not revoked yet");
+        let (path, body) = match way {
+            "revoke" => ("auth/token/revoke", json!({"token": parent})),
+            "revoke-accessor" => ("auth/token/revoke-accessor", json!({"accessor": accessor})),
+            _ => (
+                "sys/leases/revoke",
+                json!({"lease_id": format!("auth/token/create/{}", tokens.hash(&parent))}),
+            ),
+        };
+        call(&core, Operation::Update, path, body, &root).await.expect("retry");
+        assert!(
+            matches!(lookup(&child).await, Err(Error::PermissionDenied)),
+            "{way}: the retried revocation reached the child"
+        );
+        assert_eq!(tokens.view.list(REVOKING).await.expect("list"), Vec::<String>::new());
+    }
+}

@@ -96,7 +96,8 @@ async fn a_flipped_byte_in_any_stored_value_makes_the_read_fail() {
         let errors = b["errors"].as_array().expect("errors");
         assert_eq!(errors.len(), 1, "{b}");
         let e = errors[0].as_str().expect("error");
-        assert!(e.contains("is damaged") && e.contains(&key_a), "{b}");
+        assert!(e.contains("is damaged") && e.contains("\"secret/a\""), "{b}");
+        assert!(!e.contains(&key_a), "the storage path is for the log only: {b}");
         assert!(!e.contains("value-"), "never plaintext: {b}");
         assert_eq!(
             s.call("GET", "secret/b", Some(&root), None).await.1["data"]["v"],
@@ -179,7 +180,7 @@ async fn one_damaged_record_fails_only_what_needs_it_and_an_authorized_write_rep
     // What needs a damaged record fails, naming it; nothing is broader than before.
     let (code, b) = s.call("GET", "sys/policies/acl/reader", Some(&root), None).await;
     assert_eq!(code, 500, "{b}");
-    assert!(b["errors"][0].as_str().expect("error").contains("sys/policy/reader"), "{b}");
+    assert!(b["errors"][0].as_str().expect("error").contains("sys/policies/acl/reader"), "{b}");
     let (code, b) = s.call("GET", "secret/b", Some(&reader_token), None).await;
     assert_eq!(code, 403, "a token whose policy cannot be read is refused: {b}");
     let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&damaged_token), None).await;
@@ -187,7 +188,8 @@ async fn one_damaged_record_fails_only_what_needs_it_and_an_authorized_write_rep
     let (code, b) = s.call("GET", "secret/a", Some(&root), None).await;
     assert_eq!(code, 500, "{b}");
     let e = b["errors"][0].as_str().expect("error").to_owned();
-    assert!(e.contains("damaged") && e.contains(&kv1[0]), "{b}");
+    assert!(e.contains("damaged") && e.contains("secret/a") && !e.contains(&kv1[0]), "{b}");
+    assert!(s.logs().contains(&kv1[0]), "the log names the damaged record");
     assert!(!e.contains("value-a"), "{b}");
     assert_eq!(code, 500, "{b}");
     let (code, _) = s.call("GET", "kv/data/x", Some(&root), None).await;
