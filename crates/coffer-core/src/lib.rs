@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cidr;
 mod core;
 pub mod fields;
+pub mod glob;
 mod lease;
 pub mod logical;
 pub mod login;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::glob::glob_match;
 use coffer_core::login::TOKEN_FIELD_NAMES;
 use coffer_core::{
     BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
@@ -24,8 +25,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-
-use crate::jwt::glob_match;
 
 /// Vault's answer to any certificate no entry accepts, whichever check failed.
 const NOT_ACCEPTED: &str = "invalid certificate or no client certificate supplied";

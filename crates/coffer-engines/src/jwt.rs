@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::glob::glob_match;
 use coffer_core::login::TOKEN_FIELD_NAMES;
 use coffer_core::util::now_unix;
 use coffer_core::{
@@ -140,27 +141,6 @@ fn leeway(set: i64, default: i64) -> u64 {
         n if n < 0 => 0,
         n => n.unsigned_abs(),
     }
-}
-
-/// `*` matches any run of characters, as Vault's glob bound claims do.
-pub(crate) fn glob_match(pattern: &str, value: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || !value.ends_with(last) || value.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &value[first.len()..value.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// A claim by name, or by JSON pointer when it starts with `/` (Vault's nested claims).
@@ -740,19 +720,6 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         into_map(v)
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("repo:acme/*:ref:refs/heads/main", "repo:acme/web:ref:refs/heads/main"));
-        assert!(!glob_match("repo:acme/*:ref:refs/heads/main", "repo:evil/web:ref:refs/heads/dev"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "abc"));
-        assert!(glob_match("a*b*c", "a--b--c"));
-        assert!(!glob_match("a*b*c", "a--c--b"));
-        assert!(!glob_match("ab*ba", "aba"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exact2"));
     }
 
     #[test]

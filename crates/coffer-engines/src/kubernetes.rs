@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::glob::glob_match;
 use coffer_core::login::TOKEN_FIELD_NAMES;
 use coffer_core::util::now_unix;
 use coffer_core::{
@@ -22,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::jwt::glob_match;
 use crate::{jws, outbound};
 
 /// Where a pod finds its own service-account token and the cluster CA.
