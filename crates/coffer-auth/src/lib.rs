@@ -6,8 +6,10 @@
 //! [`coffer_core::Login`]; it never creates a token, so every method's tokens are issued, capped
 //! and audited by the core in one place. Each method sees only `coffer_core`'s logical types and
 //! its own mount's storage view (never storage, never another mount, never a secrets engine).
-//! What does *not* live here: the `token` auth method (core), and the `*` glob
-//! (`coffer_core::glob`).
+//! The four methods share one role helper (`role.rs`): the `token_*` fields, how a role is
+//! read, written, stored and shown, and the login it turns into, so those behave alike across
+//! methods. What does *not* live here: the `token` auth method (core), the issuing of tokens
+//! (core's `login::issue`), and the `*` glob (`coffer_core::glob`).
 
 mod approle;
 mod cert;
@@ -15,6 +17,7 @@ mod jws;
 mod jwt;
 mod kubernetes;
 mod outbound;
+mod role;
 
 use std::sync::Arc;
 

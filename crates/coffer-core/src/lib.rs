@@ -30,6 +30,6 @@ pub use backend::{
 };
 pub use coffer_barrier::{BatchOp, View};
 pub use logical::{Auth, Error, Operation, Request, Response, Result, SecretLease};
-pub use login::{Login, TokenFields};
+pub use login::Login;
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;
