@@ -19,6 +19,12 @@ impl<'a> Fields<'a> {
         Self { data }
     }
 
+    /// The field as sent, for the few with an encoding of their own (a JSON object sent as an
+    /// object or as a string).
+    pub fn raw(&self, k: &str) -> Option<&'a Value> {
+        self.data.get(k)
+    }
+
     pub fn has(&self, k: &str) -> bool {
         self.data.get(k).is_some_and(|v| !v.is_null())
     }

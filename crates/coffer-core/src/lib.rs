@@ -10,6 +10,7 @@ mod config;
 mod core;
 mod due;
 pub mod fields;
+pub mod glob;
 pub mod hex;
 mod lease;
 pub mod logical;
@@ -35,6 +36,6 @@ pub use backend::{
 };
 pub use coffer_barrier::{BatchOp, View};
 pub use logical::{Auth, Error, Operation, Request, Response, Result, SecretLease};
-pub use login::{Login, TokenFields};
+pub use login::Login;
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

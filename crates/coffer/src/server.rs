@@ -83,6 +83,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     let storage = open_storage(&cfg.storage).await?;
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
+    coffer_auth::register_builtins(&mut registry);
     let core = Core::new(
         storage,
         registry,

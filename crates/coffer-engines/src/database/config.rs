@@ -66,7 +66,7 @@ const FIELDS: &[&str] = &[
 impl DbConfig {
     /// Whether `role` may use this connection (`*` globs, as Vault's `StrListContainsGlob`).
     pub(crate) fn allows(&self, role: &str) -> bool {
-        self.allowed_roles.iter().any(|p| crate::jwt::glob_match(p, role))
+        self.allowed_roles.iter().any(|p| coffer_core::glob::glob_match(p, role))
     }
 
     pub(crate) fn template(&self) -> Result<Template> {
@@ -541,19 +541,6 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn allowed_roles_glob() {
-        assert!(crate::jwt::glob_match("*", "anything"));
-        assert!(crate::jwt::glob_match("ro", "ro"));
-        assert!(!crate::jwt::glob_match("ro", "rw"));
-        assert!(crate::jwt::glob_match("app-*", "app-web"));
-        assert!(!crate::jwt::glob_match("app-*", "ap"));
-        assert!(crate::jwt::glob_match("*-ro", "web-ro"));
-        assert!(crate::jwt::glob_match("a*b*c", "axxbyyc"));
-        assert!(!crate::jwt::glob_match("a*b*c", "axxc"));
-        assert!(!crate::jwt::glob_match("ab*ba", "aba"));
-    }
 
     #[test]
     fn passwords_in_urls_are_found_and_redacted() {

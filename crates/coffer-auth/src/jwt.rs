@@ -14,18 +14,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
-use coffer_core::login::TOKEN_FIELD_NAMES;
+use coffer_core::glob::glob_match;
 use coffer_core::time::now_unix;
-use coffer_core::{
-    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
-    View,
-};
+use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::jws::{self, Jwk, PublicKey};
 use crate::outbound;
+use crate::role::{self, Endpoints, Roles, TokenFields, encode, into_map};
 
 /// A fetched key set is trusted this long before it is fetched again.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -38,13 +36,19 @@ const DEFAULT_NOT_BEFORE_LEEWAY: i64 = 150;
 
 pub(crate) struct JwtAuth {
     view: View,
+    roles: Roles<Role>,
     keys: RwLock<Option<Arc<KeySet>>>,
     /// One JWKS fetch at a time; logins that wait for it use its result.
     fetching: Mutex<()>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(JwtAuth { view: cfg.view, keys: RwLock::new(None), fetching: Mutex::new(()) }))
+    Ok(Arc::new(Endpoints(JwtAuth {
+        roles: Roles::new(cfg.view.clone(), "role/", "role", "jwt role"),
+        view: cfg.view,
+        keys: RwLock::new(None),
+        fetching: Mutex::new(()),
+    })))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -73,7 +77,7 @@ const CONFIG_FIELDS: &[&str] = &[
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Role {
+pub(crate) struct Role {
     role_type: String,
     bound_audiences: Vec<String>,
     bound_subject: String,
@@ -86,8 +90,6 @@ struct Role {
     clock_skew_leeway: i64,
     expiration_leeway: i64,
     not_before_leeway: i64,
-    #[serde(flatten)]
-    token: TokenFields,
 }
 
 const ROLE_FIELDS: &[&str] = &[
@@ -114,21 +116,6 @@ struct KeySet {
     fetched: Instant,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("jwt {what} decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
-}
-
-fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
 fn claims_error(msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("error validating claims: {msg}"))
 }
@@ -140,27 +127,6 @@ fn leeway(set: i64, default: i64) -> u64 {
         n if n < 0 => 0,
         n => n.unsigned_abs(),
     }
-}
-
-/// `*` matches any run of characters, as Vault's glob bound claims do.
-pub(crate) fn glob_match(pattern: &str, value: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || !value.ends_with(last) || value.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &value[first.len()..value.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// A claim by name, or by JSON pointer when it starts with `/` (Vault's nested claims).
@@ -204,66 +170,7 @@ fn claim_number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>> 
 
 impl JwtAuth {
     async fn config(&self) -> Result<Option<Config>> {
-        match self.view.get("config").await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "config").map(Some),
-        }
-    }
-
-    async fn role(&self, name: &str) -> Result<Option<Role>> {
-        match self.view.get(&format!("role/{}", name.to_lowercase())).await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "role").map(Some),
-        }
-    }
-
-    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        let f = Fields::new(req.data);
-        let mut c = Config {
-            oidc_discovery_url: f.str("oidc_discovery_url")?.unwrap_or_default(),
-            oidc_discovery_ca_pem: f.str("oidc_discovery_ca_pem")?.unwrap_or_default(),
-            jwks_url: f.str("jwks_url")?.unwrap_or_default(),
-            jwks_ca_pem: f.str("jwks_ca_pem")?.unwrap_or_default(),
-            jwt_validation_pubkeys: f.list("jwt_validation_pubkeys")?.unwrap_or_default(),
-            bound_issuer: f.str("bound_issuer")?.unwrap_or_default(),
-            jwt_supported_algs: f.list("jwt_supported_algs")?.unwrap_or_default(),
-            default_role: f.str("default_role")?.unwrap_or_default().to_lowercase(),
-        };
-        c.oidc_discovery_url = c.oidc_discovery_url.trim_end_matches('/').to_owned();
-        let sources = [
-            !c.oidc_discovery_url.is_empty(),
-            !c.jwks_url.is_empty(),
-            !c.jwt_validation_pubkeys.is_empty(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(Error::invalid(
-                "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url' \
-                 must be set",
-            ));
-        }
-        for (i, pem) in c.jwt_validation_pubkeys.iter().enumerate() {
-            PublicKey::from_pem(pem)
-                .map_err(|e| Error::invalid(format!("jwt_validation_pubkeys[{i}]: {e}")))?;
-        }
-        for alg in &c.jwt_supported_algs {
-            if !jws::ALGORITHMS.contains(&alg.as_str()) {
-                return Err(Error::invalid(format!(
-                    "invalid jwt_supported_algs entry {alg:?}: use one of {}",
-                    jws::ALGORITHMS.join(", ")
-                )));
-            }
-        }
-        for (field, pem) in
-            [("jwks_ca_pem", &c.jwks_ca_pem), ("oidc_discovery_ca_pem", &c.oidc_discovery_ca_pem)]
-        {
-            outbound::client(pem).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
-        }
-        // As Vault does, a URL is tried before it is saved, so a typo shows now and not at the
-        // first login.
-        let fresh = self.fetch(&c).await.map_err(|e| Error::invalid(e.to_string()))?;
-        self.view.put("config", &encode(&c)?).await?;
-        *self.keys.write().await = fresh.map(Arc::new);
-        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
+        role::load(&self.view, "config", "jwt config").await
     }
 
     /// The key set a config names; `None` for static keys, which need no fetching.
@@ -343,19 +250,24 @@ impl JwtAuth {
             },
         }
     }
+}
 
-    async fn write_role(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
-        let name = name.to_lowercase();
-        let f = Fields::new(req.data);
-        let mut role = self.role(&name).await?.unwrap_or_else(|| Role {
+impl role::Role for Role {
+    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
+
+    fn fresh() -> Self {
+        Role {
             role_type: "jwt".into(),
             user_claim: "sub".into(),
             bound_claims_type: "string".into(),
             ..Role::default()
-        });
+        }
+    }
+
+    fn apply(&mut self, f: &Fields<'_>, _creating: bool) -> Result<()> {
         if let Some(t) = f.str("role_type")? {
             match t.as_str() {
-                "jwt" => role.role_type = t,
+                "jwt" => self.role_type = t,
                 "oidc" => {
                     return Err(Error::invalid(
                         "role_type \"oidc\" (the browser redirect flow) is not supported by \
@@ -366,10 +278,10 @@ impl JwtAuth {
             }
         }
         if let Some(a) = f.list("bound_audiences")? {
-            role.bound_audiences = a.into_iter().filter(|s| !s.is_empty()).collect();
+            self.bound_audiences = a.into_iter().filter(|s| !s.is_empty()).collect();
         }
         if let Some(s) = f.str("bound_subject")? {
-            role.bound_subject = s;
+            self.bound_subject = s;
         }
         if let Some(t) = f.str("bound_claims_type")? {
             if t != "string" && t != "glob" {
@@ -377,23 +289,23 @@ impl JwtAuth {
                     "invalid bound_claims_type {t:?}: use \"string\" or \"glob\""
                 )));
             }
-            role.bound_claims_type = t;
+            self.bound_claims_type = t;
         }
-        match req.data.get("bound_claims") {
+        match f.raw("bound_claims") {
             None => {}
-            Some(Value::Null) => role.bound_claims.clear(),
-            Some(Value::Object(m)) => role.bound_claims = m.clone(),
-            Some(Value::String(s)) if s.trim().is_empty() => role.bound_claims.clear(),
+            Some(Value::Null) => self.bound_claims.clear(),
+            Some(Value::Object(m)) => self.bound_claims = m.clone(),
+            Some(Value::String(s)) if s.trim().is_empty() => self.bound_claims.clear(),
             Some(Value::String(s)) => match serde_json::from_str(s) {
-                Ok(Value::Object(m)) => role.bound_claims = m,
+                Ok(Value::Object(m)) => self.bound_claims = m,
                 _ => return Err(Error::invalid("bound_claims must be a JSON object")),
             },
             Some(_) => return Err(Error::invalid("bound_claims must be a JSON object")),
         }
-        for (k, v) in &role.bound_claims {
+        for (k, v) in &self.bound_claims {
             let ok = |v: &Value| match v {
                 Value::String(_) => true,
-                Value::Number(_) | Value::Bool(_) => role.bound_claims_type == "string",
+                Value::Number(_) | Value::Bool(_) => self.bound_claims_type == "string",
                 _ => false,
             };
             let valid = match v {
@@ -403,7 +315,7 @@ impl JwtAuth {
             if !valid {
                 return Err(Error::invalid(format!(
                     "bound claim {k:?} must be a string or a list of strings{}",
-                    if role.bound_claims_type == "glob" {
+                    if self.bound_claims_type == "glob" {
                         " when bound_claims_type is glob"
                     } else {
                         ""
@@ -411,13 +323,13 @@ impl JwtAuth {
                 )));
             }
         }
-        match req.data.get("claim_mappings") {
+        match f.raw("claim_mappings") {
             None => {}
-            Some(Value::Null) => role.claim_mappings.clear(),
-            Some(_) => role.claim_mappings = f.string_map("claim_mappings")?.unwrap_or_default(),
+            Some(Value::Null) => self.claim_mappings.clear(),
+            Some(_) => self.claim_mappings = f.string_map("claim_mappings")?.unwrap_or_default(),
         }
         let mut targets = std::collections::HashSet::new();
-        for target in role.claim_mappings.values() {
+        for target in self.claim_mappings.values() {
             if target == "role" {
                 return Err(Error::invalid(
                     "claim_mappings: metadata key \"role\" is reserved for the role's name",
@@ -430,155 +342,57 @@ impl JwtAuth {
             }
         }
         if let Some(u) = f.str("user_claim")? {
-            role.user_claim = u;
+            self.user_claim = u;
         }
-        if role.user_claim.is_empty() {
+        if self.user_claim.is_empty() {
             return Err(Error::invalid("a user_claim is required"));
         }
         if let Some(b) = f.bool("user_claim_json_pointer")? {
-            role.user_claim_json_pointer = b;
+            self.user_claim_json_pointer = b;
         }
         if let Some(g) = f.str("groups_claim")? {
-            role.groups_claim = g;
+            self.groups_claim = g;
         }
         for (field, slot) in [
-            ("clock_skew_leeway", &mut role.clock_skew_leeway),
-            ("expiration_leeway", &mut role.expiration_leeway),
-            ("not_before_leeway", &mut role.not_before_leeway),
+            ("clock_skew_leeway", &mut self.clock_skew_leeway),
+            ("expiration_leeway", &mut self.expiration_leeway),
+            ("not_before_leeway", &mut self.not_before_leeway),
         ] {
-            if let Some(v) = signed_secs(&f, field)? {
+            if let Some(v) = signed_secs(f, field)? {
                 *slot = v;
             }
         }
-        role.token.update(&f)?;
-        if role.bound_audiences.is_empty()
-            && role.bound_subject.is_empty()
-            && role.bound_claims.is_empty()
+        Ok(())
+    }
+
+    fn check(&self, _token: &TokenFields) -> Result<()> {
+        if self.bound_audiences.is_empty()
+            && self.bound_subject.is_empty()
+            && self.bound_claims.is_empty()
         {
             return Err(Error::invalid(
                 "must have at least one bound constraint when creating/updating a role: \
                  bound_audiences, bound_subject or bound_claims",
             ));
         }
-        self.view.put(&format!("role/{name}"), &encode(&role)?).await?;
-        let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
-        known.extend_from_slice(TOKEN_FIELD_NAMES);
-        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+        Ok(())
     }
 
-    fn role_json(role: &Role) -> Map<String, Value> {
-        let mut m = into_map(json!({
-            "role_type": role.role_type,
-            "bound_audiences": role.bound_audiences,
-            "bound_subject": role.bound_subject,
-            "bound_claims": if role.bound_claims.is_empty() { Value::Null } else { Value::Object(role.bound_claims.clone()) },
-            "bound_claims_type": role.bound_claims_type,
-            "claim_mappings": if role.claim_mappings.is_empty() { Value::Null } else { json!(role.claim_mappings) },
-            "user_claim": role.user_claim,
-            "user_claim_json_pointer": role.user_claim_json_pointer,
-            "groups_claim": role.groups_claim,
-            "clock_skew_leeway": role.clock_skew_leeway,
-            "expiration_leeway": role.expiration_leeway,
-            "not_before_leeway": role.not_before_leeway,
-        }));
-        role.token.to_json(&mut m);
-        m.insert("policies".into(), json!(role.token.token_policies));
-        m.insert("period".into(), json!(role.token.token_period));
-        m
-    }
-
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        let f = Fields::new(req.data);
-        let config =
-            self.config().await?.ok_or_else(|| Error::invalid("could not load configuration"))?;
-        let role_name = match f.str("role")?.filter(|r| !r.is_empty()) {
-            Some(r) => r.to_lowercase(),
-            None if !config.default_role.is_empty() => config.default_role.clone(),
-            None => return Err(Error::invalid("missing role")),
-        };
-        let role = self
-            .role(&role_name)
-            .await?
-            .ok_or_else(|| Error::invalid(format!("role {role_name:?} could not be found")))?;
-        let raw = f
-            .str("jwt")?
-            .filter(|j| !j.is_empty())
-            .ok_or_else(|| Error::invalid("missing token"))?;
-        let token = jws::parse(&raw)?;
-        let allowed = if config.jwt_supported_algs.is_empty() {
-            jws::ALGORITHMS.iter().map(|s| (*s).to_owned()).collect()
-        } else {
-            config.jwt_supported_algs.clone()
-        };
-        if !allowed.contains(&token.alg) {
-            return Err(Error::invalid(format!(
-                "error validating token: signing algorithm {:?} is not in jwt_supported_algs",
-                token.alg
-            )));
-        }
-        let keys = self.keys_for(&config, &token).await?;
-        if !token.verified_by(&keys.keys) {
-            return Err(Error::invalid("error validating token: failed to verify signature"));
-        }
-        let claims = &token.claims;
-        validate_times(claims, &role, now_unix())?;
-        let issuer = claims.get("iss").and_then(Value::as_str);
-        for want in [Some(config.bound_issuer.as_str()), keys.discovered_issuer.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|w| !w.is_empty())
-        {
-            if issuer != Some(want) {
-                return Err(claims_error("invalid issuer (iss) claim"));
-            }
-        }
-        validate_audience(claims, &role)?;
-        if !role.bound_subject.is_empty()
-            && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
-        {
-            return Err(claims_error("invalid subject (sub) claim"));
-        }
-        validate_bound_claims(claims, &role)?;
-        let user = if role.user_claim_json_pointer {
-            claim(claims, &role.user_claim)
-        } else {
-            claims.get(&role.user_claim)
-        }
-        .and_then(scalar_string)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::invalid(format!("claim {:?} not found in token", role.user_claim)))?;
-        if !role.groups_claim.is_empty() {
-            match claim(claims, &role.groups_claim).or_else(|| claims.get(&role.groups_claim)) {
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
-                Some(Value::String(_)) => {}
-                Some(_) => {
-                    return Err(Error::invalid(format!(
-                        "claim {:?} is not a list of strings",
-                        role.groups_claim
-                    )));
-                }
-                None => {
-                    return Err(Error::invalid(format!(
-                        "{:?} claim not found in token",
-                        role.groups_claim
-                    )));
-                }
-            }
-        }
-        let mut metadata = BTreeMap::new();
-        for (source, target) in &role.claim_mappings {
-            if let Some(v) = claim(claims, source).or_else(|| claims.get(source)) {
-                let s = scalar_string(v).ok_or_else(|| {
-                    Error::invalid(format!("error converting claim {source:?} to a string"))
-                })?;
-                metadata.insert(target.clone(), s);
-            }
-        }
-        metadata.insert("role".into(), role_name);
-        let mut login = role.token.login();
-        login.metadata = metadata;
-        login.display_name = user;
-        Ok(Response::login(login))
+    fn own_json(&self) -> Map<String, Value> {
+        into_map(json!({
+            "role_type": self.role_type,
+            "bound_audiences": self.bound_audiences,
+            "bound_subject": self.bound_subject,
+            "bound_claims": if self.bound_claims.is_empty() { Value::Null } else { Value::Object(self.bound_claims.clone()) },
+            "bound_claims_type": self.bound_claims_type,
+            "claim_mappings": if self.claim_mappings.is_empty() { Value::Null } else { json!(self.claim_mappings) },
+            "user_claim": self.user_claim,
+            "user_claim_json_pointer": self.user_claim_json_pointer,
+            "groups_claim": self.groups_claim,
+            "clock_skew_leeway": self.clock_skew_leeway,
+            "expiration_leeway": self.expiration_leeway,
+            "not_before_leeway": self.not_before_leeway,
+        }))
     }
 }
 
@@ -669,64 +483,167 @@ fn signed_secs(f: &Fields<'_>, field: &str) -> Result<Option<i64>> {
 }
 
 #[async_trait]
-impl LogicalBackend for JwtAuth {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let path = req.path.trim_end_matches('/');
-        match (path, req.operation) {
-            ("login", Create | Update) => self.login(req).await,
-            ("config", Read) => {
-                let c = self.config().await?.ok_or(Error::NotFound)?;
-                Ok(Response::data(into_map(json!({
-                    "oidc_discovery_url": c.oidc_discovery_url,
-                    "oidc_discovery_ca_pem": c.oidc_discovery_ca_pem,
-                    "jwks_url": c.jwks_url,
-                    "jwks_ca_pem": c.jwks_ca_pem,
-                    "jwt_validation_pubkeys": c.jwt_validation_pubkeys,
-                    "bound_issuer": c.bound_issuer,
-                    "jwt_supported_algs": c.jwt_supported_algs,
-                    "default_role": c.default_role,
-                }))))
-            }
-            ("config", Create | Update) => self.write_config(req).await,
-            ("role", List) => {
-                let keys = self.view.list("role/").await?;
-                if keys.is_empty() {
-                    return Err(Error::NotFound);
-                }
-                Ok(Response::list(keys))
-            }
-            (p, op) if p.starts_with("role/") && !p[5..].is_empty() && !p[5..].contains('/') => {
-                let name = &p[5..];
-                match op {
-                    Read => {
-                        let role = self.role(name).await?.ok_or(Error::NotFound)?;
-                        Ok(Response::data(Self::role_json(&role)))
-                    }
-                    Create | Update => self.write_role(req, name).await,
-                    Delete => {
-                        self.view.delete(&format!("role/{}", name.to_lowercase())).await?;
-                        Ok(Response::empty())
-                    }
-                    _ => Err(Error::UnsupportedOperation),
-                }
-            }
-            ("login" | "config" | "role", _) => Err(Error::UnsupportedOperation),
-            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
-        }
+impl role::Method for JwtAuth {
+    type Role = Role;
+    const CONFIG: bool = true;
+
+    fn roles(&self) -> &Roles<Role> {
+        &self.roles
     }
 
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        let path = req.path.trim_end_matches('/');
-        match path.strip_prefix("role/") {
-            Some(name) if !name.contains('/') => Ok(Some(self.role(name).await?.is_some())),
-            _ if path == "config" => Ok(Some(self.config().await?.is_some())),
-            _ => Ok(None),
+    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let config =
+            self.config().await?.ok_or_else(|| Error::invalid("could not load configuration"))?;
+        let role_name = match f.str("role")?.filter(|r| !r.is_empty()) {
+            Some(r) => r.to_lowercase(),
+            None if !config.default_role.is_empty() => config.default_role.clone(),
+            None => return Err(Error::invalid("missing role")),
+        };
+        let role = self
+            .roles
+            .get(&role_name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("role {role_name:?} could not be found")))?;
+        let raw = f
+            .str("jwt")?
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| Error::invalid("missing token"))?;
+        let token = jws::parse(&raw)?;
+        let allowed = if config.jwt_supported_algs.is_empty() {
+            jws::ALGORITHMS.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            config.jwt_supported_algs.clone()
+        };
+        if !allowed.contains(&token.alg) {
+            return Err(Error::invalid(format!(
+                "error validating token: signing algorithm {:?} is not in jwt_supported_algs",
+                token.alg
+            )));
         }
+        let keys = self.keys_for(&config, &token).await?;
+        if !token.verified_by(&keys.keys) {
+            return Err(Error::invalid("error validating token: failed to verify signature"));
+        }
+        let claims = &token.claims;
+        validate_times(claims, &role, now_unix())?;
+        let issuer = claims.get("iss").and_then(Value::as_str);
+        for want in [Some(config.bound_issuer.as_str()), keys.discovered_issuer.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|w| !w.is_empty())
+        {
+            if issuer != Some(want) {
+                return Err(claims_error("invalid issuer (iss) claim"));
+            }
+        }
+        validate_audience(claims, &role)?;
+        if !role.bound_subject.is_empty()
+            && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
+        {
+            return Err(claims_error("invalid subject (sub) claim"));
+        }
+        validate_bound_claims(claims, &role)?;
+        let user = if role.user_claim_json_pointer {
+            claim(claims, &role.user_claim)
+        } else {
+            claims.get(&role.user_claim)
+        }
+        .and_then(scalar_string)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Error::invalid(format!("claim {:?} not found in token", role.user_claim)))?;
+        if !role.groups_claim.is_empty() {
+            match claim(claims, &role.groups_claim).or_else(|| claims.get(&role.groups_claim)) {
+                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+                Some(Value::String(_)) => {}
+                Some(_) => {
+                    return Err(Error::invalid(format!(
+                        "claim {:?} is not a list of strings",
+                        role.groups_claim
+                    )));
+                }
+                None => {
+                    return Err(Error::invalid(format!(
+                        "{:?} claim not found in token",
+                        role.groups_claim
+                    )));
+                }
+            }
+        }
+        let mut metadata = BTreeMap::new();
+        for (source, target) in &role.claim_mappings {
+            if let Some(v) = claim(claims, source).or_else(|| claims.get(source)) {
+                let s = scalar_string(v).ok_or_else(|| {
+                    Error::invalid(format!("error converting claim {source:?} to a string"))
+                })?;
+                metadata.insert(target.clone(), s);
+            }
+        }
+        metadata.insert("role".into(), role_name);
+        Ok(Response::login(role.token.login(user, metadata)))
     }
 
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
+    async fn read_config(&self) -> Result<Option<Map<String, Value>>> {
+        let Some(c) = self.config().await? else { return Ok(None) };
+        Ok(Some(into_map(json!({
+            "oidc_discovery_url": c.oidc_discovery_url,
+            "oidc_discovery_ca_pem": c.oidc_discovery_ca_pem,
+            "jwks_url": c.jwks_url,
+            "jwks_ca_pem": c.jwks_ca_pem,
+            "jwt_validation_pubkeys": c.jwt_validation_pubkeys,
+            "bound_issuer": c.bound_issuer,
+            "jwt_supported_algs": c.jwt_supported_algs,
+            "default_role": c.default_role,
+        }))))
+    }
+
+    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let mut c = Config {
+            oidc_discovery_url: f.str("oidc_discovery_url")?.unwrap_or_default(),
+            oidc_discovery_ca_pem: f.str("oidc_discovery_ca_pem")?.unwrap_or_default(),
+            jwks_url: f.str("jwks_url")?.unwrap_or_default(),
+            jwks_ca_pem: f.str("jwks_ca_pem")?.unwrap_or_default(),
+            jwt_validation_pubkeys: f.list("jwt_validation_pubkeys")?.unwrap_or_default(),
+            bound_issuer: f.str("bound_issuer")?.unwrap_or_default(),
+            jwt_supported_algs: f.list("jwt_supported_algs")?.unwrap_or_default(),
+            default_role: f.str("default_role")?.unwrap_or_default().to_lowercase(),
+        };
+        c.oidc_discovery_url = c.oidc_discovery_url.trim_end_matches('/').to_owned();
+        let sources = [
+            !c.oidc_discovery_url.is_empty(),
+            !c.jwks_url.is_empty(),
+            !c.jwt_validation_pubkeys.is_empty(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(Error::invalid(
+                "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url' \
+                 must be set",
+            ));
+        }
+        for (i, pem) in c.jwt_validation_pubkeys.iter().enumerate() {
+            PublicKey::from_pem(pem)
+                .map_err(|e| Error::invalid(format!("jwt_validation_pubkeys[{i}]: {e}")))?;
+        }
+        for alg in &c.jwt_supported_algs {
+            if !jws::ALGORITHMS.contains(&alg.as_str()) {
+                return Err(Error::invalid(format!(
+                    "invalid jwt_supported_algs entry {alg:?}: use one of {}",
+                    jws::ALGORITHMS.join(", ")
+                )));
+            }
+        }
+        for (field, pem) in
+            [("jwks_ca_pem", &c.jwks_ca_pem), ("oidc_discovery_ca_pem", &c.oidc_discovery_ca_pem)]
+        {
+            outbound::client(pem).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        }
+        // As Vault does, a URL is tried before it is saved, so a typo shows now and not at the
+        // first login.
+        let fresh = self.fetch(&c).await.map_err(|e| Error::invalid(e.to_string()))?;
+        self.view.put("config", &encode(&c)?).await?;
+        *self.keys.write().await = fresh.map(Arc::new);
+        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
     }
 }
 
@@ -740,19 +657,6 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         into_map(v)
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("repo:acme/*:ref:refs/heads/main", "repo:acme/web:ref:refs/heads/main"));
-        assert!(!glob_match("repo:acme/*:ref:refs/heads/main", "repo:evil/web:ref:refs/heads/dev"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "abc"));
-        assert!(glob_match("a*b*c", "a--b--c"));
-        assert!(!glob_match("a*b*c", "a--c--b"));
-        assert!(!glob_match("ab*ba", "aba"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exact2"));
     }
 
     #[test]

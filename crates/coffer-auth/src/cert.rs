@@ -12,12 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_core::fields::{Fields, ignored_warning};
-use coffer_core::login::TOKEN_FIELD_NAMES;
-use coffer_core::{
-    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
-    View,
-};
+use coffer_core::fields::Fields;
+use coffer_core::glob::glob_match;
+use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -25,22 +22,25 @@ use serde_json::{Map, Value, json};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use crate::jwt::glob_match;
+use crate::role::{self, Endpoints, Roles, into_map};
 
 /// Vault's answer to any certificate no entry accepts, whichever check failed.
 const NOT_ACCEPTED: &str = "invalid certificate or no client certificate supplied";
 
 pub(crate) struct CertAuth {
-    view: View,
+    /// Vault calls them certificate roles: stored under `cert/`, served at `certs/:name`.
+    roles: Roles<Entry>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(CertAuth { view: cfg.view }))
+    Ok(Arc::new(Endpoints(CertAuth {
+        roles: Roles::new(cfg.view, "cert/", "certs", "cert entry"),
+    })))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Entry {
+pub(crate) struct Entry {
     certificate: String,
     display_name: String,
     allowed_common_names: Vec<String>,
@@ -48,8 +48,6 @@ struct Entry {
     allowed_email_sans: Vec<String>,
     allowed_uri_sans: Vec<String>,
     allowed_organizational_units: Vec<String>,
-    #[serde(flatten)]
-    token: TokenFields,
 }
 
 const ENTRY_FIELDS: &[&str] = &[
@@ -63,21 +61,6 @@ const ENTRY_FIELDS: &[&str] = &[
     "allowed_uri_sans",
     "allowed_organizational_units",
 ];
-
-fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("cert {what} decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
-}
-
-fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
 
 /// The DER certificates of a PEM bundle; an error names what is wrong with it.
 fn pem_certs(pem: &str) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
@@ -190,34 +173,30 @@ fn trusted_by(
     .is_ok()
 }
 
-impl CertAuth {
-    async fn entry(&self, name: &str) -> Result<Option<Entry>> {
-        match self.view.get(&format!("cert/{}", name.to_lowercase())).await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "entry").map(Some),
-        }
+impl role::Role for Entry {
+    const FIELDS: &'static [&'static str] = ENTRY_FIELDS;
+
+    fn fresh() -> Self {
+        Entry::default()
     }
 
-    async fn write_entry(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
-        let name = name.to_lowercase();
-        let f = Fields::new(req.data);
-        let mut e = self.entry(&name).await?.unwrap_or_default();
+    fn apply(&mut self, f: &Fields<'_>, _creating: bool) -> Result<()> {
         if let Some(c) = f.str("certificate")? {
-            e.certificate = c;
+            self.certificate = c;
         }
-        if e.certificate.trim().is_empty() {
+        if self.certificate.trim().is_empty() {
             return Err(Error::invalid("missing certificate: a PEM CA or client certificate"));
         }
-        pem_certs(&e.certificate).map_err(|m| Error::invalid(format!("certificate: {m}")))?;
+        pem_certs(&self.certificate).map_err(|m| Error::invalid(format!("certificate: {m}")))?;
         if let Some(d) = f.str("display_name")? {
-            e.display_name = d;
+            self.display_name = d;
         }
         let lists: [(&str, &mut Vec<String>); 5] = [
-            ("allowed_common_names", &mut e.allowed_common_names),
-            ("allowed_dns_sans", &mut e.allowed_dns_sans),
-            ("allowed_email_sans", &mut e.allowed_email_sans),
-            ("allowed_uri_sans", &mut e.allowed_uri_sans),
-            ("allowed_organizational_units", &mut e.allowed_organizational_units),
+            ("allowed_common_names", &mut self.allowed_common_names),
+            ("allowed_dns_sans", &mut self.allowed_dns_sans),
+            ("allowed_email_sans", &mut self.allowed_email_sans),
+            ("allowed_uri_sans", &mut self.allowed_uri_sans),
+            ("allowed_organizational_units", &mut self.allowed_organizational_units),
         ];
         for (field, slot) in lists {
             // `allowed_names` is Vault's older name for common-name patterns.
@@ -229,28 +208,30 @@ impl CertAuth {
                 *slot = v.into_iter().filter(|s| !s.is_empty()).collect();
             }
         }
-        e.token.update(&f)?;
-        self.view.put(&format!("cert/{name}"), &encode(&e)?).await?;
-        let mut known: Vec<&str> = ENTRY_FIELDS.to_vec();
-        known.extend_from_slice(TOKEN_FIELD_NAMES);
-        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+        Ok(())
     }
 
-    fn entry_json(e: &Entry) -> Map<String, Value> {
-        let mut m = into_map(json!({
-            "certificate": e.certificate,
-            "display_name": e.display_name,
-            "allowed_common_names": e.allowed_common_names,
-            "allowed_names": e.allowed_common_names,
-            "allowed_dns_sans": e.allowed_dns_sans,
-            "allowed_email_sans": e.allowed_email_sans,
-            "allowed_uri_sans": e.allowed_uri_sans,
-            "allowed_organizational_units": e.allowed_organizational_units,
-        }));
-        e.token.to_json(&mut m);
-        m.insert("policies".into(), json!(e.token.token_policies));
-        m.insert("period".into(), json!(e.token.token_period));
-        m
+    fn own_json(&self) -> Map<String, Value> {
+        into_map(json!({
+            "certificate": self.certificate,
+            "display_name": self.display_name,
+            "allowed_common_names": self.allowed_common_names,
+            "allowed_names": self.allowed_common_names,
+            "allowed_dns_sans": self.allowed_dns_sans,
+            "allowed_email_sans": self.allowed_email_sans,
+            "allowed_uri_sans": self.allowed_uri_sans,
+            "allowed_organizational_units": self.allowed_organizational_units,
+        }))
+    }
+}
+
+#[async_trait]
+impl role::Method for CertAuth {
+    type Role = Entry;
+    const CONFIG: bool = false;
+
+    fn roles(&self) -> &Roles<Entry> {
+        &self.roles
     }
 
     async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
@@ -267,22 +248,21 @@ impl CertAuth {
         let subject = subject(&leaf);
         let names = match f.str("name")?.filter(|n| !n.is_empty()) {
             Some(n) => vec![n.to_lowercase()],
-            None => self.view.list("cert/").await?,
+            None => self.roles.names().await?,
         };
         let now = UnixTime::now();
         for name in names {
-            let Some(entry) = self.entry(&name).await? else { continue };
+            let Some(entry) = self.roles.get(&name).await? else { continue };
             let Ok(trusted) = pem_certs(&entry.certificate) else { continue };
             if !trusted_by(&trusted, &chain, now) || !constraints_hold(&entry, &subject) {
                 continue;
             }
-            let mut login = entry.token.login();
-            login.display_name = if entry.display_name.is_empty() {
+            let display_name = if entry.display_name.is_empty() {
                 name.clone()
             } else {
                 entry.display_name.clone()
             };
-            login.metadata = BTreeMap::from([
+            let metadata = BTreeMap::from([
                 ("cert_name".to_owned(), name),
                 (
                     "common_name".to_owned(),
@@ -292,57 +272,9 @@ impl CertAuth {
                 ("subject_key_id".to_owned(), subject.subject_key_id.clone()),
                 ("authority_key_id".to_owned(), subject.authority_key_id.clone()),
             ]);
-            return Ok(Response::login(login));
+            return Ok(Response::login(entry.token.login(display_name, metadata)));
         }
         Err(Error::invalid(NOT_ACCEPTED))
-    }
-}
-
-#[async_trait]
-impl LogicalBackend for CertAuth {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let path = req.path.trim_end_matches('/');
-        match (path, req.operation) {
-            ("login", Create | Update) => self.login(req).await,
-            ("certs", List) => {
-                let keys = self.view.list("cert/").await?;
-                if keys.is_empty() {
-                    return Err(Error::NotFound);
-                }
-                Ok(Response::list(keys))
-            }
-            (p, op)
-                if p.strip_prefix("certs/").is_some_and(|n| !n.is_empty() && !n.contains('/')) =>
-            {
-                let name = &p[6..];
-                match op {
-                    Read => {
-                        let e = self.entry(name).await?.ok_or(Error::NotFound)?;
-                        Ok(Response::data(Self::entry_json(&e)))
-                    }
-                    Create | Update => self.write_entry(req, name).await,
-                    Delete => {
-                        self.view.delete(&format!("cert/{}", name.to_lowercase())).await?;
-                        Ok(Response::empty())
-                    }
-                    _ => Err(Error::UnsupportedOperation),
-                }
-            }
-            ("login" | "certs", _) => Err(Error::UnsupportedOperation),
-            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
-        }
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        match req.path.trim_end_matches('/').strip_prefix("certs/") {
-            Some(name) if !name.contains('/') => Ok(Some(self.entry(name).await?.is_some())),
-            _ => Ok(None),
-        }
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
     }
 }
 

@@ -16,16 +16,17 @@ use aws_lc_rs::hmac;
 use coffer_core::cidr::Cidr;
 use coffer_core::fields::{Fields, ignored_warning};
 use coffer_core::hex::hex;
-use coffer_core::login::TOKEN_FIELD_NAMES;
 use coffer_core::random::uuid_v4;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
     BackendConfig, BackendRequest, BatchOp, Error, LogicalBackend, Operation, Response, Result,
-    TokenFields, View,
+    View,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
+
+use crate::role::{self, RoleRecord, Roles, TokenFields, decode, encode, into_map};
 
 /// The one answer to a wrong role ID, a wrong, used-up or expired secret ID, or a source address
 /// outside a secret ID's CIDR binding.
@@ -33,13 +34,19 @@ const BAD_CREDENTIALS: &str = "invalid role or secret ID";
 
 pub(crate) struct AppRole {
     view: View,
+    roles: Roles<Role>,
     salt: OnceCell<hmac::Key>,
     /// Serializes every change to roles and secret IDs, so use counts and deletions are exact.
     lock: Mutex<()>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(AppRole { view: cfg.view, salt: OnceCell::new(), lock: Mutex::new(()) }))
+    Ok(Arc::new(AppRole {
+        roles: Roles::new(cfg.view.clone(), "role/", "role", "approle role"),
+        view: cfg.view,
+        salt: OnceCell::new(),
+        lock: Mutex::new(()),
+    }))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,8 +59,6 @@ struct Role {
     secret_id_num_uses: u64,
     secret_id_ttl: u64,
     local_secret_ids: bool,
-    #[serde(flatten)]
-    token: TokenFields,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,14 +131,6 @@ const ROLE_FIELDS: &[&str] = &[
 const SECRET_ID_FIELDS: &[&str] =
     &["role_name", "secret_id", "metadata", "cidr_list", "token_bound_cidrs", "num_uses", "ttl"];
 
-fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("approle {what} decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
-}
-
 /// Vault's role name rule: word characters, with `-`, `.` and `@` inside.
 fn valid_role_name(name: &str) -> bool {
     let ok = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -143,10 +140,63 @@ fn valid_role_name(name: &str) -> bool {
         && name.ends_with(ok)
 }
 
-fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+impl role::Role for Role {
+    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
+
+    /// A new role binds a secret ID; its name is set by the caller.
+    fn fresh() -> Self {
+        Role { bind_secret_id: true, ..Role::default() }
+    }
+
+    fn apply(&mut self, f: &Fields<'_>, creating: bool) -> Result<()> {
+        if let Some(b) = f.bool("bind_secret_id")? {
+            self.bind_secret_id = b;
+        }
+        let cidr_field = if f.has("secret_id_bound_cidrs") {
+            "secret_id_bound_cidrs"
+        } else {
+            "bound_cidr_list"
+        };
+        if let Some(c) = f.list(cidr_field)? {
+            self.secret_id_bound_cidrs = Cidr::parse_list(cidr_field, &c)?;
+        }
+        if let Some(n) = f.u64("secret_id_num_uses")? {
+            self.secret_id_num_uses = n;
+        }
+        if let Some(t) = f.secs("secret_id_ttl")? {
+            self.secret_id_ttl = t;
+        }
+        if let Some(l) = f.bool("local_secret_ids")? {
+            if !creating && l != self.local_secret_ids {
+                return Err(Error::invalid("local_secret_ids can only be set at role creation"));
+            }
+            self.local_secret_ids = l;
+        }
+        Ok(())
+    }
+
+    fn check(&self, token: &TokenFields) -> Result<()> {
+        if !self.bind_secret_id
+            && self.secret_id_bound_cidrs.is_empty()
+            && token.token_bound_cidrs.is_empty()
+        {
+            return Err(Error::invalid(
+                "at least one constraint should be enabled on the role: bind_secret_id, \
+                 secret_id_bound_cidrs or token_bound_cidrs",
+            ));
+        }
+        Ok(())
+    }
+
+    fn own_json(&self) -> Map<String, Value> {
+        let cidrs: Vec<String> = self.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect();
+        into_map(json!({
+            "bind_secret_id": self.bind_secret_id,
+            "local_secret_ids": self.local_secret_ids,
+            "secret_id_bound_cidrs": cidrs,
+            "secret_id_num_uses": self.secret_id_num_uses,
+            "secret_id_ttl": self.secret_id_ttl,
+        }))
     }
 }
 
@@ -223,15 +273,8 @@ impl AppRole {
         Ok(hex(hmac::sign(self.salt().await?, value.as_bytes()).as_ref()))
     }
 
-    async fn role(&self, name: &str) -> Result<Option<Role>> {
-        match self.view.get(&format!("role/{}", name.to_lowercase())).await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "role").map(Some),
-        }
-    }
-
-    async fn must_role(&self, name: &str) -> Result<Role> {
-        self.role(name).await?.ok_or_else(|| {
+    async fn must_role(&self, name: &str) -> Result<RoleRecord<Role>> {
+        self.roles.get(name).await?.ok_or_else(|| {
             Error::invalid(format!("role \"{}\" does not exist", name.to_lowercase()))
         })
     }
@@ -245,46 +288,14 @@ impl AppRole {
         }
         let f = Fields::new(req.data);
         let _g = self.lock.lock().await;
-        let existing = self.role(&name).await?;
+        let existing = self.roles.get(&name).await?;
         let creating = existing.is_none();
-        let mut role = existing.unwrap_or_else(|| Role {
-            name: name.clone(),
-            bind_secret_id: true,
-            ..Role::default()
+        let mut role = existing.unwrap_or_else(|| {
+            let mut fresh = RoleRecord::<Role>::fresh();
+            fresh.name = name.clone();
+            fresh
         });
-        if let Some(b) = f.bool("bind_secret_id")? {
-            role.bind_secret_id = b;
-        }
-        let cidr_field = if f.has("secret_id_bound_cidrs") {
-            "secret_id_bound_cidrs"
-        } else {
-            "bound_cidr_list"
-        };
-        if let Some(c) = f.list(cidr_field)? {
-            role.secret_id_bound_cidrs = Cidr::parse_list(cidr_field, &c)?;
-        }
-        if let Some(n) = f.u64("secret_id_num_uses")? {
-            role.secret_id_num_uses = n;
-        }
-        if let Some(t) = f.secs("secret_id_ttl")? {
-            role.secret_id_ttl = t;
-        }
-        if let Some(l) = f.bool("local_secret_ids")? {
-            if !creating && l != role.local_secret_ids {
-                return Err(Error::invalid("local_secret_ids can only be set at role creation"));
-            }
-            role.local_secret_ids = l;
-        }
-        role.token.update(&f)?;
-        if !role.bind_secret_id
-            && role.secret_id_bound_cidrs.is_empty()
-            && role.token.token_bound_cidrs.is_empty()
-        {
-            return Err(Error::invalid(
-                "at least one constraint should be enabled on the role: bind_secret_id, \
-                 secret_id_bound_cidrs or token_bound_cidrs",
-            ));
-        }
+        role.update(&f, creating)?;
         let old_role_id = role.role_id.clone();
         match f.str("role_id")? {
             Some(id) if !id.is_empty() => role.role_id = id,
@@ -293,18 +304,16 @@ impl AppRole {
             None => {}
         }
         self.save_role(&role, &old_role_id).await?;
-        let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
-        known.extend_from_slice(TOKEN_FIELD_NAMES);
-        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+        Ok(role::written::<Role>(&f))
     }
 
     /// Stores the role and its role-ID index in one batch; a role ID is unique per mount.
-    async fn save_role(&self, role: &Role, old_role_id: &str) -> Result<()> {
+    async fn save_role(&self, role: &RoleRecord<Role>, old_role_id: &str) -> Result<()> {
         let id_key = format!("role_id/{}", self.mac(&role.role_id).await?);
         if role.role_id != old_role_id
             && let Some(raw) = self.view.get(&id_key).await?
         {
-            let owner: RoleIdEntry = decode(&raw, "role id")?;
+            let owner: RoleIdEntry = decode(&raw, "approle role id")?;
             if owner.name != role.name {
                 return Err(Error::invalid("role_id already in use"));
             }
@@ -320,25 +329,9 @@ impl AppRole {
         Ok(())
     }
 
-    fn role_json(role: &Role) -> Map<String, Value> {
-        let cidrs: Vec<String> = role.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect();
-        let mut m = into_map(json!({
-            "bind_secret_id": role.bind_secret_id,
-            "local_secret_ids": role.local_secret_ids,
-            "secret_id_bound_cidrs": cidrs,
-            "secret_id_num_uses": role.secret_id_num_uses,
-            "secret_id_ttl": role.secret_id_ttl,
-        }));
-        role.token.to_json(&mut m);
-        // Vault still shows the legacy names beside the token_ ones.
-        m.insert("policies".into(), json!(role.token.token_policies));
-        m.insert("period".into(), json!(role.token.token_period));
-        m
-    }
-
     async fn delete_role(&self, name: &str) -> Result<Response> {
         let _g = self.lock.lock().await;
-        let Some(role) = self.role(name).await? else {
+        let Some(role) = self.roles.get(name).await? else {
             return Ok(Response::empty());
         };
         let role_hmac = self.mac(&role.name).await?;
@@ -364,8 +357,8 @@ impl AppRole {
         let key = field.replace('-', "_");
         match req.operation {
             Operation::Read => {
-                let role = self.role(name).await?.ok_or(Error::NotFound)?;
-                let all = Self::role_json(&role);
+                let role = self.roles.get(name).await?.ok_or(Error::NotFound)?;
+                let all = role.to_json();
                 let mut m = Map::new();
                 if key == "role_id" {
                     m.insert("role_id".into(), json!(role.role_id));
@@ -503,7 +496,7 @@ impl AppRole {
         let key = format!("secret_id/{role_hmac}/{sid_hmac}");
         let mut ops = vec![BatchOp::Delete(key.clone())];
         if let Some(raw) = self.view.get(&key).await? {
-            let e: SecretId = decode(&raw, "secret id")?;
+            let e: SecretId = decode(&raw, "approle secret id")?;
             ops.push(BatchOp::Delete(format!("accessor/{}", self.mac(&e.accessor).await?)));
         }
         self.view.batch(ops).await?;
@@ -521,7 +514,7 @@ impl AppRole {
         let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{sid_hmac}")).await? else {
             return Ok(None);
         };
-        let e: SecretId = decode(&raw, "secret id")?;
+        let e: SecretId = decode(&raw, "approle secret id")?;
         if e.expired(now_unix()) {
             self.delete_secret_id_entry(&role_hmac, &sid_hmac).await?;
             return Ok(None);
@@ -536,7 +529,7 @@ impl AppRole {
             ))
         };
         let raw = self.view.get(&format!("accessor/{}", self.mac(accessor).await?)).await?;
-        let acc: AccessorEntry = decode(&raw.ok_or_else(missing)?, "accessor")?;
+        let acc: AccessorEntry = decode(&raw.ok_or_else(missing)?, "approle accessor")?;
         if acc.role_hmac != self.mac(&role.name).await? {
             return Err(missing());
         }
@@ -545,17 +538,17 @@ impl AppRole {
             .get(&format!("secret_id/{}/{}", acc.role_hmac, acc.secret_id_hmac))
             .await?
             .ok_or_else(missing)?;
-        Ok((acc.secret_id_hmac, decode(&raw, "secret id")?))
+        Ok((acc.secret_id_hmac, decode(&raw, "approle secret id")?))
     }
 
     async fn list_accessors(&self, name: &str) -> Result<Response> {
-        let role = self.role(name).await?.ok_or(Error::NotFound)?;
+        let role = self.roles.get(name).await?.ok_or(Error::NotFound)?;
         let role_hmac = self.mac(&role.name).await?;
         let now = now_unix();
         let mut keys = Vec::new();
         for k in self.view.list(&format!("secret_id/{role_hmac}/")).await? {
             if let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{k}")).await? {
-                let e: SecretId = decode(&raw, "secret id")?;
+                let e: SecretId = decode(&raw, "approle secret id")?;
                 if !e.expired(now) {
                     keys.push(e.accessor);
                 }
@@ -573,8 +566,8 @@ impl AppRole {
         let role_id = f.required_str("role_id")?;
         let bad = || Error::invalid(BAD_CREDENTIALS);
         let raw = self.view.get(&format!("role_id/{}", self.mac(&role_id).await?)).await?;
-        let owner: RoleIdEntry = decode(&raw.ok_or_else(bad)?, "role id")?;
-        let role = self.role(&owner.name).await?.ok_or_else(bad)?;
+        let owner: RoleIdEntry = decode(&raw.ok_or_else(bad)?, "approle role id")?;
+        let role = self.roles.get(&owner.name).await?.ok_or_else(bad)?;
         if !coffer_core::secret::ct_eq(role.role_id.as_bytes(), role_id.as_bytes()) {
             return Err(bad());
         }
@@ -609,10 +602,9 @@ impl AppRole {
         if !Cidr::any_contains(&role.secret_id_bound_cidrs, req.remote_addr) {
             return Err(bad());
         }
-        let mut login = role.token.login();
-        login.bound_cidrs = token_cidrs;
         metadata.insert("role_name".into(), role.name.clone());
-        login.metadata = metadata;
+        let mut login = role.token.login(String::new(), metadata);
+        login.bound_cidrs = token_cidrs;
         Ok(Response::login(login))
     }
 
@@ -625,7 +617,7 @@ impl AppRole {
             let folder = format!("secret_id/{role_folder}");
             for k in self.view.list(&folder).await? {
                 let Some(raw) = self.view.get(&format!("{folder}{k}")).await? else { continue };
-                let e: SecretId = decode(&raw, "secret id")?;
+                let e: SecretId = decode(&raw, "approle secret id")?;
                 if e.expired(now) {
                     self.delete_secret_id_entry(role_folder.trim_end_matches('/'), &k).await?;
                     removed += 1;
@@ -687,17 +679,8 @@ impl LogicalBackend for AppRole {
         let op = req.operation;
         match (r, op) {
             (Route::Login, Create | Update) => self.login(req).await,
-            (Route::RoleList, List) => {
-                let keys = self.view.list("role/").await?;
-                if keys.is_empty() {
-                    return Err(Error::NotFound);
-                }
-                Ok(Response::list(keys))
-            }
-            (Route::Role(name), Read) => {
-                let role = self.role(name).await?.ok_or(Error::NotFound)?;
-                Ok(Response::data(Self::role_json(&role)))
-            }
+            (Route::RoleList, List) => self.roles.list().await,
+            (Route::Role(name), Read) => self.roles.read(name).await,
             (Route::Role(name), Create | Update) => self.write_role(req, name).await,
             (Route::Role(name), Delete) => self.delete_role(name).await,
             (Route::RoleField(name, field), _) => self.role_field(req, name, field).await,
@@ -745,7 +728,7 @@ impl LogicalBackend for AppRole {
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
         match route(req.path) {
-            Some(Route::Role(name)) => Ok(Some(self.role(name).await?.is_some())),
+            Some(Route::Role(name)) => Ok(Some(self.roles.get(name).await?.is_some())),
             _ => Ok(None),
         }
     }

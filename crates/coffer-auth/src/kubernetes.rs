@@ -12,17 +12,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_core::fields::{Fields, ignored_warning};
-use coffer_core::login::TOKEN_FIELD_NAMES;
+use coffer_core::glob::glob_match;
 use coffer_core::time::now_unix;
-use coffer_core::{
-    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result, TokenFields,
-    View,
-};
+use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::jwt::glob_match;
+use crate::role::{self, Endpoints, Roles, TokenFields, encode, into_map};
 use crate::{jws, outbound};
 
 /// Where a pod finds its own service-account token and the cluster CA.
@@ -34,10 +31,12 @@ const EXP_SKEW: u64 = 60;
 
 pub(crate) struct Kubernetes {
     view: View,
+    roles: Roles<Role>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(Kubernetes { view: cfg.view }))
+    let roles = Roles::new(cfg.view.clone(), "role/", "role", "kubernetes role");
+    Ok(Arc::new(Endpoints(Kubernetes { view: cfg.view, roles })))
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -63,13 +62,11 @@ const CONFIG_FIELDS: &[&str] = &[
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Role {
+pub(crate) struct Role {
     bound_service_account_names: Vec<String>,
     bound_service_account_namespaces: Vec<String>,
     audience: String,
     alias_name_source: String,
-    #[serde(flatten)]
-    token: TokenFields,
 }
 
 const ROLE_FIELDS: &[&str] = &[
@@ -120,100 +117,23 @@ impl ServiceAccount {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw)
-        .map_err(|e| Error::Internal(format!("kubernetes {what} decode: {e}")))
-}
+impl role::Role for Role {
+    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
-}
-
-fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-/// A bound list allows `value` when it holds `*`, `value`, or a glob matching it.
-fn bound(list: &[String], value: &str) -> bool {
-    list.iter().any(|b| b == "*" || glob_match(b, value))
-}
-
-impl Kubernetes {
-    async fn config(&self) -> Result<Option<Config>> {
-        match self.view.get("config").await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "config").map(Some),
-        }
+    fn fresh() -> Self {
+        Role { alias_name_source: "serviceaccount_uid".into(), ..Role::default() }
     }
 
-    async fn role(&self, name: &str) -> Result<Option<Role>> {
-        match self.view.get(&format!("role/{}", name.to_lowercase())).await? {
-            None => Ok(None),
-            Some(raw) => decode(&raw, "role").map(Some),
-        }
-    }
-
-    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        let f = Fields::new(req.data);
-        let mut c = self
-            .config()
-            .await?
-            .unwrap_or(Config { disable_iss_validation: true, ..Config::default() });
-        if let Some(h) = f.str("kubernetes_host")? {
-            c.kubernetes_host = h.trim_end_matches('/').to_owned();
-        }
-        if c.kubernetes_host.is_empty() {
-            return Err(Error::invalid("no host provided: kubernetes_host is required"));
-        }
-        if !c.kubernetes_host.starts_with("https://") && !c.kubernetes_host.starts_with("http://") {
-            return Err(Error::invalid(
-                "kubernetes_host must be a URL such as https://10.0.0.1:443",
-            ));
-        }
-        if let Some(ca) = f.str("kubernetes_ca_cert")? {
-            c.kubernetes_ca_cert = ca;
-        }
-        outbound::client(&c.kubernetes_ca_cert)
-            .map_err(|e| Error::invalid(format!("kubernetes_ca_cert: {e}")))?;
-        if let Some(j) = f.str("token_reviewer_jwt")? {
-            let j = Zeroizing::new(j);
-            if !j.is_empty() && jws::parse(&j).is_err() {
-                return Err(Error::invalid("token_reviewer_jwt is not a JWT"));
-            }
-            c.token_reviewer_jwt = j;
-        }
-        if let Some(i) = f.str("issuer")? {
-            c.issuer = i;
-        }
-        if let Some(b) = f.bool("disable_iss_validation")? {
-            c.disable_iss_validation = b;
-        }
-        if let Some(b) = f.bool("disable_local_ca_jwt")? {
-            c.disable_local_ca_jwt = b;
-        }
-        self.view.put("config", &Zeroizing::new(encode(&c)?)).await?;
-        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
-    }
-
-    async fn write_role(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
-        let name = name.to_lowercase();
-        let f = Fields::new(req.data);
-        let mut role = self.role(&name).await?.unwrap_or_else(|| Role {
-            alias_name_source: "serviceaccount_uid".into(),
-            ..Role::default()
-        });
+    fn apply(&mut self, f: &Fields<'_>, _creating: bool) -> Result<()> {
         if let Some(n) = f.list("bound_service_account_names")? {
-            role.bound_service_account_names = n.into_iter().filter(|s| !s.is_empty()).collect();
+            self.bound_service_account_names = n.into_iter().filter(|s| !s.is_empty()).collect();
         }
         if let Some(n) = f.list("bound_service_account_namespaces")? {
-            role.bound_service_account_namespaces =
+            self.bound_service_account_namespaces =
                 n.into_iter().filter(|s| !s.is_empty()).collect();
         }
         if let Some(a) = f.str("audience")? {
-            role.audience = a;
+            self.audience = a;
         }
         if let Some(a) = f.str("alias_name_source")? {
             if !ALIAS_SOURCES.contains(&a.as_str()) {
@@ -222,13 +142,16 @@ impl Kubernetes {
                     ALIAS_SOURCES.join(" or ")
                 )));
             }
-            role.alias_name_source = a;
+            self.alias_name_source = a;
         }
-        role.token.update(&f)?;
+        Ok(())
+    }
+
+    fn check(&self, _token: &TokenFields) -> Result<()> {
         let star = |l: &[String]| l.len() == 1 && l[0] == "*";
         for (field, list) in [
-            ("bound_service_account_names", &role.bound_service_account_names),
-            ("bound_service_account_namespaces", &role.bound_service_account_namespaces),
+            ("bound_service_account_names", &self.bound_service_account_names),
+            ("bound_service_account_namespaces", &self.bound_service_account_namespaces),
         ] {
             if list.is_empty() {
                 return Err(Error::invalid(format!("{field:?} can not be empty")));
@@ -239,117 +162,32 @@ impl Kubernetes {
                 )));
             }
         }
-        if star(&role.bound_service_account_names) && star(&role.bound_service_account_namespaces) {
+        if star(&self.bound_service_account_names) && star(&self.bound_service_account_namespaces) {
             return Err(Error::invalid(
                 "service_account_names and service_account_namespaces can not both be \"*\"",
             ));
         }
-        self.view.put(&format!("role/{name}"), &encode(&role)?).await?;
-        let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
-        known.extend_from_slice(TOKEN_FIELD_NAMES);
-        Ok(Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() })
+        Ok(())
     }
 
-    fn role_json(role: &Role) -> Map<String, Value> {
-        let mut m = into_map(json!({
-            "bound_service_account_names": role.bound_service_account_names,
-            "bound_service_account_namespaces": role.bound_service_account_namespaces,
-            "audience": role.audience,
-            "alias_name_source": role.alias_name_source,
-        }));
-        role.token.to_json(&mut m);
-        m.insert("policies".into(), json!(role.token.token_policies));
-        m.insert("period".into(), json!(role.token.token_period));
-        m
+    fn own_json(&self) -> Map<String, Value> {
+        into_map(json!({
+            "bound_service_account_names": self.bound_service_account_names,
+            "bound_service_account_namespaces": self.bound_service_account_namespaces,
+            "audience": self.audience,
+            "alias_name_source": self.alias_name_source,
+        }))
     }
+}
 
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        let f = Fields::new(req.data);
-        let role_name = f
-            .str("role")?
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| Error::invalid("missing role"))?
-            .to_lowercase();
-        let jwt = Zeroizing::new(
-            f.str("jwt")?.filter(|j| !j.is_empty()).ok_or_else(|| Error::invalid("missing jwt"))?,
-        );
-        let role = self
-            .role(&role_name)
-            .await?
-            .ok_or_else(|| Error::invalid(format!("invalid role name {role_name:?}")))?;
-        let config = self
-            .config()
-            .await?
-            .ok_or_else(|| Error::invalid("could not load backend configuration"))?;
+/// A bound list allows `value` when it holds `*`, `value`, or a glob matching it.
+fn bound(list: &[String], value: &str) -> bool {
+    list.iter().any(|b| b == "*" || glob_match(b, value))
+}
 
-        // What the token claims, checked before the cluster is asked.
-        let token = jws::parse(&jwt)?;
-        let claims = &token.claims;
-        let sa = ServiceAccount::from_claims(claims)
-            .ok_or_else(|| Error::invalid("the JWT is not a Kubernetes service-account token"))?;
-        if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
-            && now_unix() > exp.saturating_add(EXP_SKEW)
-        {
-            return Err(Error::invalid("error validating claims: token is expired"));
-        }
-        if !config.disable_iss_validation
-            && !config.issuer.is_empty()
-            && claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str())
-        {
-            return Err(Error::invalid("error validating claims: invalid issuer (iss) claim"));
-        }
-        if !bound(&role.bound_service_account_names, &sa.name) {
-            return Err(Error::invalid("service account name not authorized"));
-        }
-        if !bound(&role.bound_service_account_namespaces, &sa.namespace) {
-            return Err(Error::invalid("namespace not authorized"));
-        }
-        if !role.audience.is_empty() {
-            let aud = match claims.get("aud") {
-                Some(Value::String(s)) => vec![s.as_str()],
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            if !aud.contains(&role.audience.as_str()) {
-                return Err(Error::invalid(
-                    "error validating claims: invalid audience (aud) claim",
-                ));
-            }
-        }
-
-        // The cluster's word on it.
-        let review = self.review(&config, &jwt, &role.audience).await?;
-        if review.namespace != sa.namespace
-            || review.name != sa.name
-            || (!sa.uid.is_empty() && review.uid != sa.uid)
-        {
-            tracing::warn!(
-                claimed = %format!("{}/{}", sa.namespace, sa.name),
-                reviewed = %format!("{}/{}", review.namespace, review.name),
-                "kubernetes: the TokenReview names another service account than the token"
-            );
-            return Err(Error::PermissionDenied);
-        }
-        if !role.audience.is_empty() && !review.audiences.contains(&role.audience) {
-            return Err(Error::PermissionDenied);
-        }
-
-        let mut metadata = BTreeMap::from([
-            ("role".to_owned(), role_name),
-            ("service_account_name".to_owned(), sa.name.clone()),
-            ("service_account_namespace".to_owned(), sa.namespace.clone()),
-            ("service_account_uid".to_owned(), review.uid.clone()),
-        ]);
-        if let Some(secret) = &sa.secret_name {
-            metadata.insert("service_account_secret_name".into(), secret.clone());
-        }
-        if let Some(pod) = &sa.pod_name {
-            metadata.insert("pod_name".into(), pod.clone());
-        }
-        let mut login = role.token.login();
-        login.metadata = metadata;
-        login.display_name = format!("{}-{}", sa.namespace, sa.name);
-        Ok(Response::login(login))
+impl Kubernetes {
+    async fn config(&self) -> Result<Option<Config>> {
+        role::load(&self.view, "config", "kubernetes config").await
     }
 
     /// Asks the TokenReview API whether `jwt` is authenticated, as the configured reviewer (or,
@@ -438,65 +276,155 @@ fn parse_review(answer: &Value) -> Result<Reviewed> {
 }
 
 #[async_trait]
-impl LogicalBackend for Kubernetes {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let path = req.path.trim_end_matches('/');
-        match (path, req.operation) {
-            ("login", Create | Update) => self.login(req).await,
-            ("config", Read) => {
-                let c = self.config().await?.ok_or(Error::NotFound)?;
-                Ok(Response::data(into_map(json!({
-                    "kubernetes_host": c.kubernetes_host,
-                    "kubernetes_ca_cert": c.kubernetes_ca_cert,
-                    "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
-                    "issuer": c.issuer,
-                    "disable_iss_validation": c.disable_iss_validation,
-                    "disable_local_ca_jwt": c.disable_local_ca_jwt,
-                    "pem_keys": [],
-                }))))
-            }
-            ("config", Create | Update) => self.write_config(req).await,
-            ("role", List) => {
-                let keys = self.view.list("role/").await?;
-                if keys.is_empty() {
-                    return Err(Error::NotFound);
-                }
-                Ok(Response::list(keys))
-            }
-            (p, op)
-                if p.strip_prefix("role/").is_some_and(|n| !n.is_empty() && !n.contains('/')) =>
-            {
-                let name = &p[5..];
-                match op {
-                    Read => {
-                        let role = self.role(name).await?.ok_or(Error::NotFound)?;
-                        Ok(Response::data(Self::role_json(&role)))
-                    }
-                    Create | Update => self.write_role(req, name).await,
-                    Delete => {
-                        self.view.delete(&format!("role/{}", name.to_lowercase())).await?;
-                        Ok(Response::empty())
-                    }
-                    _ => Err(Error::UnsupportedOperation),
-                }
-            }
-            ("login" | "config" | "role", _) => Err(Error::UnsupportedOperation),
-            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
-        }
+impl role::Method for Kubernetes {
+    type Role = Role;
+    const CONFIG: bool = true;
+
+    fn roles(&self) -> &Roles<Role> {
+        &self.roles
     }
 
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        let path = req.path.trim_end_matches('/');
-        match path.strip_prefix("role/") {
-            Some(name) if !name.contains('/') => Ok(Some(self.role(name).await?.is_some())),
-            _ if path == "config" => Ok(Some(self.config().await?.is_some())),
-            _ => Ok(None),
+    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let role_name = f
+            .str("role")?
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::invalid("missing role"))?
+            .to_lowercase();
+        let jwt = Zeroizing::new(
+            f.str("jwt")?.filter(|j| !j.is_empty()).ok_or_else(|| Error::invalid("missing jwt"))?,
+        );
+        let role = self
+            .roles
+            .get(&role_name)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("invalid role name {role_name:?}")))?;
+        let config = self
+            .config()
+            .await?
+            .ok_or_else(|| Error::invalid("could not load backend configuration"))?;
+
+        // What the token claims, checked before the cluster is asked.
+        let token = jws::parse(&jwt)?;
+        let claims = &token.claims;
+        let sa = ServiceAccount::from_claims(claims)
+            .ok_or_else(|| Error::invalid("the JWT is not a Kubernetes service-account token"))?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
+            && now_unix() > exp.saturating_add(EXP_SKEW)
+        {
+            return Err(Error::invalid("error validating claims: token is expired"));
         }
+        if !config.disable_iss_validation
+            && !config.issuer.is_empty()
+            && claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str())
+        {
+            return Err(Error::invalid("error validating claims: invalid issuer (iss) claim"));
+        }
+        if !bound(&role.bound_service_account_names, &sa.name) {
+            return Err(Error::invalid("service account name not authorized"));
+        }
+        if !bound(&role.bound_service_account_namespaces, &sa.namespace) {
+            return Err(Error::invalid("namespace not authorized"));
+        }
+        if !role.audience.is_empty() {
+            let aud = match claims.get("aud") {
+                Some(Value::String(s)) => vec![s.as_str()],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !aud.contains(&role.audience.as_str()) {
+                return Err(Error::invalid(
+                    "error validating claims: invalid audience (aud) claim",
+                ));
+            }
+        }
+
+        // The cluster's word on it.
+        let review = self.review(&config, &jwt, &role.audience).await?;
+        if review.namespace != sa.namespace
+            || review.name != sa.name
+            || (!sa.uid.is_empty() && review.uid != sa.uid)
+        {
+            tracing::warn!(
+                claimed = %format!("{}/{}", sa.namespace, sa.name),
+                reviewed = %format!("{}/{}", review.namespace, review.name),
+                "kubernetes: the TokenReview names another service account than the token"
+            );
+            return Err(Error::PermissionDenied);
+        }
+        if !role.audience.is_empty() && !review.audiences.contains(&role.audience) {
+            return Err(Error::PermissionDenied);
+        }
+
+        let mut metadata = BTreeMap::from([
+            ("role".to_owned(), role_name),
+            ("service_account_name".to_owned(), sa.name.clone()),
+            ("service_account_namespace".to_owned(), sa.namespace.clone()),
+            ("service_account_uid".to_owned(), review.uid.clone()),
+        ]);
+        if let Some(secret) = &sa.secret_name {
+            metadata.insert("service_account_secret_name".into(), secret.clone());
+        }
+        if let Some(pod) = &sa.pod_name {
+            metadata.insert("pod_name".into(), pod.clone());
+        }
+        let display_name = format!("{}-{}", sa.namespace, sa.name);
+        Ok(Response::login(role.token.login(display_name, metadata)))
     }
 
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
+    async fn read_config(&self) -> Result<Option<Map<String, Value>>> {
+        let Some(c) = self.config().await? else { return Ok(None) };
+        Ok(Some(into_map(json!({
+            "kubernetes_host": c.kubernetes_host,
+            "kubernetes_ca_cert": c.kubernetes_ca_cert,
+            "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
+            "issuer": c.issuer,
+            "disable_iss_validation": c.disable_iss_validation,
+            "disable_local_ca_jwt": c.disable_local_ca_jwt,
+            "pem_keys": [],
+        }))))
+    }
+
+    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let mut c = self
+            .config()
+            .await?
+            .unwrap_or(Config { disable_iss_validation: true, ..Config::default() });
+        if let Some(h) = f.str("kubernetes_host")? {
+            c.kubernetes_host = h.trim_end_matches('/').to_owned();
+        }
+        if c.kubernetes_host.is_empty() {
+            return Err(Error::invalid("no host provided: kubernetes_host is required"));
+        }
+        if !c.kubernetes_host.starts_with("https://") && !c.kubernetes_host.starts_with("http://") {
+            return Err(Error::invalid(
+                "kubernetes_host must be a URL such as https://10.0.0.1:443",
+            ));
+        }
+        if let Some(ca) = f.str("kubernetes_ca_cert")? {
+            c.kubernetes_ca_cert = ca;
+        }
+        outbound::client(&c.kubernetes_ca_cert)
+            .map_err(|e| Error::invalid(format!("kubernetes_ca_cert: {e}")))?;
+        if let Some(j) = f.str("token_reviewer_jwt")? {
+            let j = Zeroizing::new(j);
+            if !j.is_empty() && jws::parse(&j).is_err() {
+                return Err(Error::invalid("token_reviewer_jwt is not a JWT"));
+            }
+            c.token_reviewer_jwt = j;
+        }
+        if let Some(i) = f.str("issuer")? {
+            c.issuer = i;
+        }
+        if let Some(b) = f.bool("disable_iss_validation")? {
+            c.disable_iss_validation = b;
+        }
+        if let Some(b) = f.bool("disable_local_ca_jwt")? {
+            c.disable_local_ca_jwt = b;
+        }
+        self.view.put("config", &Zeroizing::new(encode(&c)?)).await?;
+        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
     }
 }
 
