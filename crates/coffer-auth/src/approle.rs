@@ -14,8 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use coffer_core::cidr::Cidr;
-use coffer_core::fields::{Fields, ignored_warning};
 use coffer_core::hex::hex;
+use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::random::uuid_v4;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{

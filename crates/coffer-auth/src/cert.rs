@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_core::fields::Fields;
 use coffer_core::glob::glob_match;
+use coffer_core::logical::fields::Fields;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};

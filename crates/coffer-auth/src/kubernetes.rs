@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_core::fields::{Fields, ignored_warning};
 use coffer_core::glob::glob_match;
+use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};

@@ -16,8 +16,8 @@ use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use coffer_core::cidr::Cidr;
-use coffer_core::fields::{Fields, ignored_warning};
-use coffer_core::login::normalize_policies;
+use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::logical::login::normalize_policies;
 use coffer_core::{
     BackendRequest, Error, LogicalBackend, Login, Operation, Response, Result, View,
 };

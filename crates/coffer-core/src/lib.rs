@@ -9,7 +9,6 @@ pub mod cidr;
 mod config;
 mod core;
 mod due;
-pub mod fields;
 pub mod glob;
 pub mod hex;
 mod lease;
@@ -35,7 +34,8 @@ pub use backend::{
     BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
 };
 pub use coffer_barrier::{BatchOp, View};
+pub use logical::fields::Fields;
+pub use logical::login::Login;
 pub use logical::{Auth, Error, Operation, Request, Response, Result, SecretLease};
-pub use login::Login;
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

@@ -1,45 +1,13 @@
-//! What an auth method hands the core after it has verified a credential.
+//! A verified login becomes a token here.
 //!
 //! An auth method never creates tokens itself: it answers a login with a [`Login`], and the core
 //! turns that into a token (capped by the mount's and the server's TTL limits), so every method's
 //! tokens obey the same rules and are audited the same way.
 
-use std::collections::BTreeMap;
-
 use crate::backend::MountInfo;
-use crate::cidr::Cidr;
+use crate::logical::login::{Login, normalize_policies};
 use crate::logical::{Auth, Error, Result};
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenParams, TokenStore};
-
-/// A successful login, before it becomes a token.
-#[derive(Debug, Clone, Default)]
-pub struct Login {
-    pub policies: Vec<String>,
-    /// Shown in the token's `meta` and the `auth.metadata` of the answer.
-    pub metadata: BTreeMap<String, String>,
-    /// Appended to the mount's name: `approle`, `jwt-alice`.
-    pub display_name: String,
-    /// Seconds; 0: the mount's default TTL.
-    pub ttl: u64,
-    /// Seconds; 0: the mount's maximum TTL. Renewals stop here.
-    pub max_ttl: u64,
-    pub explicit_max_ttl: u64,
-    pub period: u64,
-    pub num_uses: u64,
-    pub bound_cidrs: Vec<Cidr>,
-    pub no_default_policy: bool,
-}
-
-/// Lower-cased, trimmed, sorted and deduplicated policy names.
-pub fn normalize_policies(mut p: Vec<String>) -> Vec<String> {
-    for s in &mut p {
-        *s = s.trim().to_lowercase();
-    }
-    p.retain(|s| !s.is_empty());
-    p.sort();
-    p.dedup();
-    p
-}
 
 /// Turns an auth method's [`Login`] into an orphan service token, as Vault's core does: the TTL
 /// is the role's or the mount's default, capped by the role's, the mount's and the server's

@@ -88,7 +88,7 @@ pub fn parse_duration_unbounded(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fields::duration_field;
+    use crate::logical::fields::duration_field;
     #[test]
     fn durations_parse_like_vault() {
         assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));

@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::backend::{BackendRequest, LogicalBackend};
 use crate::config::CoreConfig;
-use crate::fields::{Fields, ignored_warning};
+use crate::logical::fields::{Fields, ignored_warning};
+use crate::logical::login::normalize_policies;
 use crate::logical::{Error, Operation, Response, Result};
-use crate::login::normalize_policies;
 use crate::secret::SecretString;
 use crate::time::now_unix;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};

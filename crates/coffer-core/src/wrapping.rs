@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::fields::Fields;
+use crate::logical::fields::Fields;
 use crate::logical::{Auth, Error, Response, Result, WrapInfo};
 use crate::secret::SecretString;
 use crate::time::rfc3339;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_core::fields::Fields;
+use coffer_core::logical::fields::Fields;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{BackendRequest, Error, LogicalBackend, Operation, Response, Result, View};
 use serde::{Deserialize, Serialize};

@@ -222,7 +222,9 @@ fn opt_bool(m: &Map<String, Value>, k: &str) -> Result<Option<bool>> {
 fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => coffer_core::fields::duration_field(v, k).map(Some).map_err(|e| anyhow!("{e}")),
+        Some(v) => {
+            coffer_core::logical::fields::duration_field(v, k).map(Some).map_err(|e| anyhow!("{e}"))
+        }
     }
 }
 

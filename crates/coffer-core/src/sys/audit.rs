@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use crate::fields::Fields;
+use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use crate::fields::Fields;
 use crate::lease::{Failing, LeaseInfo};
+use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::time::rfc3339;
 

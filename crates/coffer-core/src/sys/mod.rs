@@ -16,8 +16,8 @@ use zeroize::Zeroizing;
 
 use crate::authz::Audited;
 use crate::core::{Active, Core, SealStatus};
-use crate::fields::Fields;
 use crate::hex::{hex, unhex};
+use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Request, Response, Result};
 use crate::time::{now_unix, rfc3339};
 use crate::token::TokenEntry;

@@ -3,8 +3,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, obj};
-use crate::fields::duration_field;
-use crate::fields::{Fields, ignored_warning};
+use crate::logical::fields::duration_field;
+use crate::logical::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::mount::{MountEntry, Table, load_table, normalize_mount_path};
 

@@ -5,7 +5,7 @@ use coffer_barrier::View;
 use serde_json::json;
 
 use super::Ctx;
-use crate::fields::Fields;
+use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::password_policy::{PasswordPolicy, STORAGE_PREFIX, Stored, load};
 

@@ -3,7 +3,7 @@
 use serde_json::{Map, json};
 
 use super::Ctx;
-use crate::fields::Fields;
+use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::token::TokenEntry;
 

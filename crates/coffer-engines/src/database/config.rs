@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

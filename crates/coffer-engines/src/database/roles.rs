@@ -9,7 +9,7 @@
 //! Not guaranteed: that a custom revocation statement list removes everything the creation
 //! statements granted; that is the role author's contract, as in Vault.
 
-use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::{BackendRequest, Error, LeaseRequest, Response, Result, SecretLease};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@
 //! Not guaranteed: rotation at the exact second (the task ticks once a second); with a
 //! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
 
-use coffer_core::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::time::rfc3339;
 use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};

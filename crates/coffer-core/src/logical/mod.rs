@@ -1,5 +1,6 @@
 //! The logical request and response every layer above storage speaks. HTTP is mapped onto these
-//! in exactly one place (the binary's `http` module), and back again.
+//! in exactly one place (the binary's `http` module), and back again. Here too: typed access to a
+//! request's fields (`fields`) and what a login earns (`login`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::secret::SecretString;
+
+pub mod fields;
+pub mod login;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,7 +113,7 @@ pub struct Response {
     pub warnings: Vec<String>,
     pub raw: Option<(u16, Value)>,
     /// An auth method's successful login; the core turns it into a token and fills `auth`.
-    pub login: Option<crate::login::Login>,
+    pub login: Option<login::Login>,
     /// Set when the answer was wrapped: the client gets only this.
     pub wrap_info: Option<WrapInfo>,
     /// A secret with a lifetime: the core registers a lease for it before the answer leaves,
@@ -164,7 +168,7 @@ impl Response {
     }
 
     /// A successful login, for the core to turn into a token.
-    pub fn login(login: crate::login::Login) -> Self {
+    pub fn login(login: login::Login) -> Self {
         Self { login: Some(login), ..Self::default() }
     }
 
