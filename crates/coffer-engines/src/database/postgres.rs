@@ -5,7 +5,7 @@
 //! and any password a statement carried replaced by `[password]`; creation, renewal and
 //! password changes run in one transaction each, so a failing statement leaves nothing
 //! half-done; the default revocation succeeds when the user is already gone. TLS is
-//! [`coffer_pgtls`] (rustls on aws-lc-rs): `verify-full` checks chain and host name,
+//! [`coffer_pg`] (rustls on aws-lc-rs): `verify-full` checks chain and host name,
 //! `verify-ca` the chain only, `require`/`prefer` without `sslrootcert` encrypt without
 //! authenticating the server (as libpq does). Not guaranteed: that PostgreSQL's own server log
 //! never records a statement.
@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use coffer_core::{Error, Result};
-use coffer_pgtls::SslMode as Tls;
+use coffer_pg::SslMode as Tls;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::{ChannelBinding, SslMode};
 
@@ -234,10 +234,10 @@ pub(crate) fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The TLS client configuration (see [`coffer_pgtls`] for what each mode checks).
+/// The TLS client configuration (see [`coffer_pg`] for what each mode checks).
 fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> {
-    coffer_pgtls::client_config(mode, root.map(std::path::Path::new)).map_err(|e| match e {
-        coffer_pgtls::Error::Setup(_) => Error::Internal(e.to_string()),
+    coffer_pg::client_config(mode, root.map(std::path::Path::new)).map_err(|e| match e {
+        coffer_pg::Error::Setup(_) => Error::Internal(e.to_string()),
         _ => Error::invalid(e.to_string()),
     })
 }

@@ -1,6 +1,6 @@
 //! PostgreSQL backend: one table `(key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)`,
 //! created on first start, reached through a deadpool of tokio-postgres connections, with TLS by
-//! rustls on aws-lc-rs (see [`coffer_pgtls`] for what each `sslmode` guarantees).
+//! rustls on aws-lc-rs (see [`coffer_pg`] for what each `sslmode` guarantees).
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
@@ -21,7 +21,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_pgtls::SslMode;
+use coffer_pg::SslMode;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -166,7 +166,7 @@ impl PostgresBackend {
                 "the PostgreSQL server is not authenticated (sslmode is not verify-full): use sslmode=verify-full with sslrootcert=/path/to/ca.pem unless the database is on this host"
             );
         }
-        let tls = coffer_pgtls::client_config(conn.ssl_mode, conn.root_cert.as_deref())
+        let tls = coffer_pg::client_config(conn.ssl_mode, conn.root_cert.as_deref())
             .map_err(|e| Error::Backend(format!("postgresql {e}")))?;
         let tls = MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use coffer_pgtls::SslMode;
+use coffer_pg::SslMode;
 
 use crate::{Error, Result};
 
