@@ -22,10 +22,13 @@ pub enum Form {
 }
 
 impl Form {
-    /// The form of `s`: a URL when it starts with `postgres://` or `postgresql://` (or, to be
-    /// refused later, any other `scheme://`), else `key=value` pairs.
+    /// The form of `s`: a URL when it starts with `scheme://` (only `postgres` and
+    /// `postgresql` are accepted later), else `key=value` pairs, even when a value holds `://`.
     pub fn of(s: &str) -> Self {
-        if s.contains("://") { Form::Url } else { Form::KeyValue }
+        let scheme = s.split_once("://").map_or("", |(scheme, _)| scheme);
+        let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme { Form::Url } else { Form::KeyValue }
     }
 }
 

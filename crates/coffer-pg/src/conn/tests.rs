@@ -103,6 +103,10 @@ fn key_value_strings_with_quoted_values_holding_spaces() {
     assert_eq!(c.config().get_options(), Some("-c search_path=x"));
     let c = parse("host=h password=a\\ b");
     assert_eq!(password(&c), Some(&b"a b"[..]));
+    let c = parse("host=h password=x://y options='-c a=b://c'");
+    assert_eq!((c.form(), password(&c)), (Form::KeyValue, Some(&b"x://y"[..])));
+    assert_eq!(Form::of(" postgres://h"), Form::KeyValue);
+    assert_eq!(Form::of("postgresql://h"), Form::Url);
     assert!(err("host=h password='open").contains("closing quote"));
     assert!(err("host=h password=a b").contains("quote a value"));
     assert!(err("host=h password=").contains("no value"));
