@@ -16,10 +16,7 @@ use coffer_core::{BackendRequest, Error, Response, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::postgres::{
-    Conn, DEFAULT_ROOT_ROTATE, PoolSettings, parsed_password, pct_decode, secret_forms,
-    unverified_tls,
-};
+use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, unverified_tls};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
 use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
@@ -99,134 +96,24 @@ impl DbConfig {
     }
 }
 
-/// Where a connection string carries a password: the byte range of the value as written
-/// (with its quotes, in a `key=value` string) and the value itself (decoded).
-struct Found {
-    span: std::ops::Range<usize>,
-    value: String,
-}
+/// What stands for the connection password in a templated connection string.
+const TEMPLATE: &str = "{{password}}";
 
-/// Every password written into a connection string, in any of the three forms PostgreSQL
-/// takes: `scheme://user:password@host`, a `password=` query parameter, and a `password=`
-/// key in a `key=value` string (quoted or not, spaces around `=` allowed).
-fn find_passwords(url: &str) -> Vec<Found> {
-    let mut out = Vec::new();
-    if let Some(i) = url.find("://") {
-        let start = i + 3;
-        let rest = &url[start..];
-        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let auth = &rest[..auth_end];
-        if let Some(at) = auth.rfind('@')
-            && let Some(colon) = auth[..at].find(':')
-        {
-            let span = start + colon + 1..start + at;
-            out.push(Found { value: pct_decode(&url[span.clone()]), span });
-        }
-        if let Some(q) = url.find('?') {
-            let mut pos = q + 1;
-            let end = url[pos..].find('#').map_or(url.len(), |h| pos + h);
-            for kv in url[pos..end].split('&') {
-                if let Some((k, _)) = kv.split_once('=')
-                    && pct_decode(k) == "password"
-                {
-                    let span = pos + k.len() + 1..pos + kv.len();
-                    out.push(Found { value: pct_decode(&url[span.clone()]), span });
-                }
-                pos += kv.len() + 1;
-            }
-        }
-        return out;
-    }
-    // libpq's key = value syntax.
-    let b = url.as_bytes();
-    let mut i = 0;
-    let skip_ws = |mut i: usize| {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    loop {
-        i = skip_ws(i);
-        if i >= b.len() {
-            break;
-        }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let key = &url[ks..i];
-        i = skip_ws(i);
-        if i >= b.len() || b[i] != b'=' {
-            // Not key=value: nothing more can be read reliably.
-            break;
-        }
-        i = skip_ws(i + 1);
-        let vs = i;
-        let mut value = Vec::new();
-        if i < b.len() && b[i] == b'\'' {
-            i += 1;
-            while i < b.len() && b[i] != b'\'' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                value.push(b[i]);
-                i += 1;
-            }
-            i = (i + 1).min(b.len());
-        } else {
-            while i < b.len() && !b[i].is_ascii_whitespace() {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                value.push(b[i]);
-                i += 1;
-            }
-        }
-        if key == "password" {
-            out.push(Found { span: vs..i, value: String::from_utf8_lossy(&value).into_owned() });
-        }
-    }
-    out
-}
-
-/// The passwords written into a connection string other than the `{{password}}` template.
-/// Besides the three forms above, whatever password tokio-postgres reads from the string
-/// counts, so an odd form (`postgres://u:p?x@h`) is not missed.
+/// The passwords written into a connection string other than the `{{password}}` template, in
+/// any of the three forms PostgreSQL takes: `scheme://user:password@host`, a `password=` query
+/// parameter, and a `password=` key in a `key=value` string (see [`coffer_pg`], whose parser
+/// reads them exactly as it reads the password that logs in).
 pub(crate) fn literal_passwords(url: &str) -> Vec<String> {
-    let mut v: Vec<String> = find_passwords(url)
-        .into_iter()
-        .filter(|f| f.value != "{{password}}" && !f.value.is_empty())
-        .map(|f| f.value)
-        .collect();
-    if let Some(p) = parsed_password(url)
-        && !v.contains(&p)
-    {
-        v.push(p);
-    }
+    let mut v = coffer_pg::written_passwords(url);
+    v.retain(|p| p != TEMPLATE);
+    v.dedup();
     v
 }
 
 /// The connection string with every written-in password replaced by `xxxxx`, as Go's
 /// `url.Redacted` does for URLs (Vault's read answer); the `{{password}}` template is kept.
 pub(crate) fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    let mut found = find_passwords(url);
-    found.sort_by_key(|f| std::cmp::Reverse(f.span.start));
-    for f in found {
-        if f.value != "{{password}}" && !f.value.is_empty() {
-            out.replace_range(f.span, "xxxxx");
-        }
-    }
-    // Whatever tokio-postgres still reads as a password after that goes too.
-    if let Some(p) = parsed_password(&out)
-        && p != "xxxxx"
-    {
-        for form in secret_forms(&p) {
-            out = out.replace(&form, "xxxxx");
-        }
-    }
-    out
+    coffer_pg::redact(url, |p| p == TEMPLATE)
 }
 
 impl Database {

@@ -4,18 +4,18 @@
 //! Guarantees: every error message that leaves this module has had the connection password
 //! and any password a statement carried replaced by `[password]`; creation, renewal and
 //! password changes run in one transaction each, so a failing statement leaves nothing
-//! half-done; the default revocation succeeds when the user is already gone. TLS is
-//! [`coffer_pgtls`] (rustls on aws-lc-rs): `verify-full` checks chain and host name,
-//! `verify-ca` the chain only, `require`/`prefer` without `sslrootcert` encrypt without
-//! authenticating the server (as libpq does). Not guaranteed: that PostgreSQL's own server log
+//! half-done; the default revocation succeeds when the user is already gone. Parsing the
+//! connection string, TLS and the pool are [`coffer_pg`]'s (rustls on aws-lc-rs):
+//! `verify-full` checks chain and host name, `verify-ca` the chain only, `require`/`prefer`
+//! without `sslrootcert` encrypt without authenticating the server (as libpq does), and
+//! `require` then insists on channel binding. Not guaranteed: that PostgreSQL's own server log
 //! never records a statement.
 
 use std::time::Duration;
 
 use coffer_core::{Error, Result};
-use coffer_pgtls::SslMode as Tls;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::config::{ChannelBinding, SslMode};
+use coffer_pg::{ConnString, Defaults, PoolOptions, Scrubber, SslMode, describe, describe_pool};
+use deadpool_postgres::Pool;
 
 use super::template::{Vars, render, split_statements};
 
@@ -30,11 +30,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one group of database round trips may take before it is abandoned.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP keepalive and user timeout, so a half-open connection is noticed.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_RETRIES: u32 = 3;
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Unless the connection string says otherwise: TCP keepalive and user timeout, so a
+/// half-open connection is noticed, and the name the server shows for the session.
+const DEFAULTS: Defaults = Defaults {
+    connect_timeout: Some(CONNECT_TIMEOUT),
+    tcp_user_timeout: Some(Duration::from_secs(60)),
+    keepalives_idle: Some(Duration::from_secs(30)),
+    keepalives_interval: Some(Duration::from_secs(10)),
+    keepalives_retries: Some(3),
+    application_name: Some("coffer"),
+};
 
 /// One config's pool.
 pub(crate) struct Conn {
@@ -43,7 +49,7 @@ pub(crate) struct Conn {
     /// How long one group of round trips (a transaction, a revocation) may take.
     query_timeout: Duration,
     /// Secrets that must never appear in an error from this pool.
-    secrets: Vec<String>,
+    secrets: Scrubber,
 }
 
 /// A failed transaction, and whether it may have committed nonetheless.
@@ -63,281 +69,67 @@ pub(crate) struct PoolSettings<'a> {
     pub(crate) max_lifetime: Duration,
 }
 
-/// Replaces every secret in `msg` by `[password]`.
-pub(crate) fn scrub(msg: &str, secrets: &[String]) -> String {
-    let mut m = msg.to_owned();
-    for s in secrets {
-        if !s.is_empty() {
-            m = m.replace(s.as_str(), "[password]");
-        }
-    }
-    m
-}
-
-pub(crate) fn secret_forms(p: &str) -> Vec<String> {
-    if p.is_empty() {
-        return Vec::new();
-    }
-    let mut v = vec![p.to_owned(), p.replace('\'', "''")];
-    let enc = super::template::connection_url("{{password}}", "", p);
-    v.push(enc);
-    let enc_url = super::template::connection_url("x://{{password}}", "", p);
-    v.push(enc_url.trim_start_matches("x://").to_owned());
-    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    v.dedup();
-    v
-}
-
-fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{}: {}", d.severity(), d.message()),
-        None => e.to_string(),
-    }
-}
-
-/// The `key=value` items of a libpq key/value string, each as written (spaces around `=`,
-/// quotes and backslash escapes kept), so that a quoted value holding spaces or `=` (a
-/// generated password) stays inside its item and is never read as an option of its own.
-fn dsn_items(s: &str) -> Vec<&str> {
-    let b = s.as_bytes();
-    let skip_ws = |mut i: usize| {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    let mut out = Vec::new();
-    let mut i = skip_ws(0);
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let eq = skip_ws(i);
-        if eq < b.len() && b[eq] == b'=' {
-            i = skip_ws(eq + 1);
-            let quoted = i < b.len() && b[i] == b'\'';
-            if quoted {
-                i += 1;
-            }
-            while i < b.len() && (if quoted { b[i] != b'\'' } else { !b[i].is_ascii_whitespace() })
-            {
-                i += if b[i] == b'\\' { 2 } else { 1 };
-            }
-            if quoted {
-                i += 1;
-            }
-        }
-        let end = i.min(b.len());
-        out.push(&s[start..end]);
-        i = skip_ws(end);
-    }
-    out
-}
-
-/// Takes `sslmode` and `sslrootcert` out of a connection string (tokio-postgres knows neither
-/// `verify-*` nor `sslrootcert`), returning the rest.
-fn take_tls(url: &str) -> Result<(String, Tls, Option<String>)> {
-    let mut mode = None;
-    let mut root = None;
-    let mut take = |k: &str, v: &str| -> Result<bool> {
-        match k {
-            "sslmode" => {
-                // `allow` (plaintext first) is taken as `prefer`, as before.
-                let v = if v == "allow" { "prefer" } else { v };
-                mode = Some(Tls::parse(v).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "unsupported sslmode {v:?}: use disable, prefer, require, verify-ca or \
-                         verify-full"
-                    ))
-                })?);
-                Ok(true)
-            }
-            "sslrootcert" => {
-                root = Some(pct_decode(v));
-                Ok(true)
-            }
-            "sslcert" | "sslkey" | "sslpassword" => Err(Error::invalid(format!(
-                "{k} is not supported: client certificates are not implemented"
-            ))),
-            _ => Ok(false),
-        }
-    };
-    let rest = if let Some((base, query)) = url.split_once('?') {
-        let mut kept = Vec::new();
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            if !take(k, v)? {
-                kept.push(kv);
-            }
-        }
-        if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
-    } else if url.contains("://") {
-        url.to_owned()
-    } else {
-        let mut kept = Vec::new();
-        for kv in dsn_items(url) {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            if !take(k.trim(), v.trim().trim_matches('\''))? {
-                kept.push(kv);
-            }
-        }
-        kept.join(" ")
-    };
-    let mode = mode.unwrap_or(if root.is_some() { Tls::VerifyCa } else { Tls::Prefer });
-    // libpq: `require` with a root certificate behaves as verify-ca.
-    let mode = if mode == Tls::Require && root.is_some() { Tls::VerifyCa } else { mode };
-    Ok((rest, mode, root))
-}
-
-/// With TLS that does not authenticate the server (`require` without `sslrootcert`), channel
-/// binding is required unless the URL sets `channel_binding` itself: SCRAM-SHA-256-PLUS ties
-/// the login to the TLS session, and a server asking for a cleartext or MD5 password (or none)
-/// is refused, so a man in the middle gets no password. `prefer` cannot do this (it falls back
-/// to plaintext, where there is nothing to bind to); see docs/database.md.
-fn channel_binding_for(mode: Tls, rest: &str) -> Option<ChannelBinding> {
-    (mode == Tls::Require && !rest.contains("channel_binding")).then_some(ChannelBinding::Require)
-}
-
-/// The password tokio-postgres itself reads from a connection string as written (with
-/// `{{password}}` standing for the template, which does not count), if any.
-pub(crate) fn parsed_password(url: &str) -> Option<String> {
-    const MARK: &str = "coffer-template-password";
-    let filled = super::template::connection_url(url, "u", MARK);
-    let (rest, _, _) = take_tls(&filled).ok()?;
-    let cfg: tokio_postgres::Config = rest.parse().ok()?;
-    let p = String::from_utf8_lossy(cfg.get_password()?).into_owned();
-    (p != MARK && !p.is_empty()).then_some(p)
-}
-
-/// Whether the connection string's TLS mode leaves the server unauthenticated (`prefer`,
-/// `require` without `sslrootcert`), for the write warning.
+/// Whether the connection string's TLS mode encrypts without authenticating the server
+/// (`prefer`, `require` without `sslrootcert`), for the write warning.
 pub(crate) fn unverified_tls(url: &str) -> bool {
-    matches!(take_tls(url), Ok((_, Tls::Prefer | Tls::Require, _)))
+    ConnString::parse(url)
+        .is_ok_and(|c| c.ssl_mode() != SslMode::Disable && !c.authenticates_server())
 }
 
-pub(crate) fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(h) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(h);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
+/// coffer-pg's error as this layer's, scrubbed: the operator's mistake is a 400, Coffer's own
+/// a 500.
+fn pg_error(e: coffer_pg::Error, secrets: &Scrubber) -> Error {
+    let msg = secrets.scrub(&e.to_string());
+    match e.is_internal() {
+        true => Error::Internal(msg),
+        false => Error::invalid(msg),
     }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The TLS client configuration (see [`coffer_pgtls`] for what each mode checks).
-fn client_config(mode: Tls, root: Option<&str>) -> Result<rustls::ClientConfig> {
-    coffer_pgtls::client_config(mode, root.map(std::path::Path::new)).map_err(|e| match e {
-        coffer_pgtls::Error::Setup(_) => Error::Internal(e.to_string()),
-        _ => Error::invalid(e.to_string()),
-    })
 }
 
 impl Conn {
     /// Builds the pool; no connection is made until one is needed (see [`Conn::verify`]).
     pub(crate) fn open(s: &PoolSettings<'_>) -> Result<Self> {
-        let mut secrets = secret_forms(s.password);
-        let (rest, mode, root) = take_tls(s.url)?;
-        let mut cfg: tokio_postgres::Config =
-            rest.parse().map_err(|e: tokio_postgres::Error| {
-                Error::invalid(format!(
-                    "invalid connection_url: {}",
-                    scrub(&e.to_string(), &secrets)
-                ))
-            })?;
-        // A password written into the URL, in whatever form tokio-postgres understood it.
-        if let Some(p) = cfg.get_password() {
-            secrets.extend(secret_forms(&String::from_utf8_lossy(p)));
-            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
+        let mut secrets = Scrubber::new();
+        secrets.add(s.password);
+        let mut conn = ConnString::parse(s.url).map_err(|e| pg_error(e, &secrets))?;
+        // The URL itself and any password written into it, in whatever form it was written.
+        secrets.extend(conn.scrubber());
+        let cfg = conn.config_mut();
         if cfg.get_user().is_none() && !s.username.is_empty() {
             cfg.user(s.username);
         }
         if cfg.get_password().is_none() && !s.password.is_empty() {
             cfg.password(s.password);
         }
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("coffer");
-        }
-        if cfg.get_connect_timeout().is_none() {
-            cfg.connect_timeout(CONNECT_TIMEOUT);
-        }
-        cfg.keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE)
-            .keepalives_interval(KEEPALIVE_INTERVAL)
-            .keepalives_retries(KEEPALIVE_RETRIES);
-        if cfg.get_tcp_user_timeout().is_none() {
-            cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
-        }
-        if let Some(cb) = channel_binding_for(mode, &rest) {
-            cfg.channel_binding(cb);
-        }
-        let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let mgr = match mode {
-            Tls::Disable => {
-                cfg.ssl_mode(SslMode::Disable);
-                Manager::from_config(cfg, tokio_postgres::NoTls, mc)
-            }
-            m => {
-                cfg.ssl_mode(if m == Tls::Prefer { SslMode::Prefer } else { SslMode::Require });
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(
-                    m,
-                    root.as_deref(),
-                )?);
-                Manager::from_config(cfg, tls, mc)
-            }
-        };
+        conn.apply(&DEFAULTS);
+        conn.bind_channel_when_unauthenticated();
         let lifetime = s.max_lifetime;
-        let mut b = Pool::builder(mgr)
-            .max_size(s.max_open.max(1))
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT));
-        if !lifetime.is_zero() {
-            b = b.pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, m| {
-                if m.age() > lifetime {
-                    Err(deadpool_postgres::HookError::Message("max_connection_lifetime".into()))
-                } else {
-                    Ok(())
-                }
-            }));
-        }
-        let pool = b.build().map_err(|e| Error::Internal(format!("database pool: {e}")))?;
+        let pool = conn
+            .into_pool(&PoolOptions {
+                max_size: s.max_open,
+                wait_timeout: CONNECT_TIMEOUT,
+                create_timeout: CONNECT_TIMEOUT,
+                recycle_timeout: Some(CONNECT_TIMEOUT),
+                max_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+            })
+            .map_err(|e| pg_error(e, &secrets))?;
         Ok(Self { pool, max_idle: s.max_idle, query_timeout: QUERY_TIMEOUT, secrets })
     }
 
     /// Another string to keep out of errors (a password written into the URL).
     pub(crate) fn add_secret(&mut self, s: &str) {
-        self.secrets.extend(secret_forms(s));
-        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.add(s);
     }
 
-    fn err(&self, what: &str, msg: &str, extra: &[String]) -> Error {
-        let mut m = scrub(msg, &self.secrets);
-        m = scrub(&m, extra);
-        Error::invalid(format!("{what}: {m}"))
+    /// A 400 saying `what` failed and why, with this pool's secrets and `extra` (a password a
+    /// statement carried) scrubbed out.
+    fn err(&self, what: &str, msg: &str, extra: &Scrubber) -> Error {
+        Error::invalid(format!("{what}: {}", extra.scrub(&self.secrets.scrub(msg))))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            let msg = match &e {
-                deadpool_postgres::PoolError::Backend(pe) => pg_message(pe),
-                deadpool_postgres::PoolError::Timeout(_) => {
-                    "timed out connecting to the database".to_owned()
-                }
-                other => other.to_string(),
-            };
-            self.err("error connecting to the database", &msg, &[])
+            self.err("error connecting to the database", &describe_pool(&e), &Scrubber::new())
         })
     }
 
@@ -370,7 +162,9 @@ impl Conn {
     pub(crate) async fn verify(&self) -> Result<()> {
         let what = "error verifying connection";
         self.bounded(what, async |c| {
-            c.simple_query("SELECT 1").await.map_err(|e| self.err(what, &pg_message(&e), &[]))?;
+            c.simple_query("SELECT 1")
+                .await
+                .map_err(|e| self.err(what, &describe(&e), &Scrubber::new()))?;
             Ok(())
         })
         .await
@@ -400,7 +194,7 @@ impl Conn {
         let row = c
             .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&name])
             .await
-            .map_err(|e| self.err("error checking the role", &pg_message(&e), &[]))?;
+            .map_err(|e| self.err("error checking the role", &describe(&e), &Scrubber::new()))?;
         Ok(row.get(0))
     }
 
@@ -422,17 +216,20 @@ impl Conn {
         stmts: &[String],
         v: &Vars<'_>,
     ) -> std::result::Result<(), TxFailure> {
-        let extra = v.password.map(secret_forms).unwrap_or_default();
+        let mut extra = Scrubber::new();
+        if let Some(p) = v.password {
+            extra.add(p);
+        }
         let committing = std::sync::atomic::AtomicBool::new(false);
         self.bounded(what, async |c| {
-            let tx = c.transaction().await.map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+            let tx = c.transaction().await.map_err(|e| self.err(what, &describe(&e), &extra))?;
             for s in split_statements(stmts) {
                 tx.batch_execute(&render(&s, v))
                     .await
-                    .map_err(|e| self.err(what, &pg_message(&e), &extra))?;
+                    .map_err(|e| self.err(what, &describe(&e), &extra))?;
             }
             committing.store(true, std::sync::atomic::Ordering::SeqCst);
-            tx.commit().await.map_err(|e| self.err(what, &pg_message(&e), &extra))
+            tx.commit().await.map_err(|e| self.err(what, &describe(&e), &extra))
         })
         .await
         .map_err(|error| TxFailure {
@@ -465,7 +262,7 @@ impl Conn {
                 return Ok(());
             }
             let q = quote_ident(name);
-            let map = |e: tokio_postgres::Error| self.err(what, &pg_message(&e), &[]);
+            let map = |e: tokio_postgres::Error| self.err(what, &describe(&e), &Scrubber::new());
             // First of all the user can no longer log in, so a step below that fails (and
             // leaves the lease to be retried) leaves no usable login behind.
             c.batch_execute(&format!("ALTER ROLE {q} NOLOGIN")).await.map_err(map)?;
@@ -520,63 +317,18 @@ pub(crate) fn quote_ident(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! Parsing, TLS modes and scrubbing are tested in coffer-pg; here, what this engine adds.
+
     use super::*;
 
     #[test]
-    fn a_quoted_dsn_value_is_never_read_as_options() {
-        let dsn = "host=h password='a b sslmode=evil = \\' x' user = u sslmode=disable";
-        let (rest, mode, _) = take_tls(dsn).expect("parse");
-        assert_eq!(mode, Tls::Disable);
-        assert_eq!(rest, "host=h password='a b sslmode=evil = \\' x' user = u");
-    }
-
-    #[test]
-    fn tls_options_are_taken_out_of_urls_and_dsns() {
-        let (u, m, r) = take_tls("postgres://u:p@h:5/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&application_name=x").expect("ok");
-        assert_eq!(
-            (u.as_str(), m, r.as_deref()),
-            ("postgres://u:p@h:5/db?application_name=x", Tls::VerifyFull, Some("/tmp/ca.pem"))
-        );
-        let (u, m, _) = take_tls("postgres://h/db?sslmode=disable").expect("ok");
-        assert_eq!((u.as_str(), m), ("postgres://h/db", Tls::Disable));
-        let (_, m, _) = take_tls("postgres://h/db").expect("ok");
-        assert_eq!(m, Tls::Prefer);
-        let (u, m, _) = take_tls("host=h sslmode=require dbname=d").expect("ok");
-        assert_eq!((u.as_str(), m), ("host=h dbname=d", Tls::Require));
-        let (_, m, _) = take_tls("postgres://h/?sslmode=require&sslrootcert=/ca").expect("ok");
-        assert_eq!(m, Tls::VerifyCa);
-        assert!(
-            take_tls("postgres://h/?sslmode=bogus").expect_err("bad").to_string().contains("bogus")
-        );
-        assert!(take_tls("postgres://h/?sslcert=/x").is_err());
-    }
-
-    #[test]
-    fn unverified_tls_requires_channel_binding_unless_the_url_says_otherwise() {
-        assert_eq!(
-            channel_binding_for(Tls::Require, "postgres://h/db"),
-            Some(ChannelBinding::Require)
-        );
-        assert_eq!(
-            channel_binding_for(Tls::Require, "postgres://h/db?channel_binding=prefer"),
-            None
-        );
-        for m in [Tls::Disable, Tls::Prefer, Tls::VerifyCa, Tls::VerifyFull] {
-            assert_eq!(channel_binding_for(m, "postgres://h/db"), None, "{m:?}");
-        }
+    fn unverified_tls_is_prefer_or_require_without_a_root_certificate() {
         assert!(unverified_tls("postgres://h/db"));
+        assert!(unverified_tls("postgres://h/db?sslmode=allow"));
         assert!(unverified_tls("postgres://h/db?sslmode=require"));
         assert!(!unverified_tls("postgres://h/db?sslmode=require&sslrootcert=/ca"));
         assert!(!unverified_tls("postgres://h/db?sslmode=disable"));
         assert!(!unverified_tls("host=h sslmode=verify-full sslrootcert=/ca"));
-    }
-
-    #[test]
-    fn scrub_removes_every_form_of_the_password() {
-        let forms = secret_forms("p@ss'w rd");
-        let m = scrub("failed for p@ss'w rd and p@ss''w rd and p%40ss%27w%20rd", &forms);
-        assert_eq!(m, "failed for [password] and [password] and [password]");
-        assert_eq!(scrub("nothing", &secret_forms("")), "nothing");
     }
 
     #[test]
@@ -585,10 +337,24 @@ mod tests {
     }
 
     #[test]
-    fn verify_modes_need_a_root_certificate() {
-        assert!(client_config(Tls::VerifyFull, None).is_err());
-        assert!(client_config(Tls::Require, None).is_ok());
-        let e = client_config(Tls::VerifyFull, Some("/nonexistent/ca.pem")).expect_err("missing");
-        assert!(e.to_string().contains("cannot read sslrootcert"), "{e}");
+    fn an_unusable_connection_string_is_a_400_without_the_password() {
+        let settings = |url| PoolSettings {
+            url,
+            username: "u",
+            password: "hunter2Secret",
+            max_open: 1,
+            max_idle: 1,
+            max_lifetime: Duration::ZERO,
+        };
+        for url in [
+            "postgres://u:hunter2Secret@h/db?sslmode=verify-full",
+            "postgres://u:hunter2Secret@h:x/db",
+            "host=h password=hunter2Secret sslcert=/c.pem",
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        ] {
+            let e = Conn::open(&settings(url)).err().expect("refused");
+            assert!(matches!(e, Error::InvalidRequest(_)), "{url}: {e}");
+            assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+        }
     }
 }

@@ -181,35 +181,15 @@ pub(crate) fn lease_ttls(
 /// percent-encoded for a URL (key=value connection strings get them raw, single-quoted when
 /// needed).
 pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> String {
-    let (u, p) = if url.contains("://") {
-        (pct(username), pct(password))
-    } else {
-        (kv_quote(username), kv_quote(password))
+    let (u, p) = match coffer_pg::Form::of(url) {
+        coffer_pg::Form::Url => (coffer_pg::url_encode(username), coffer_pg::url_encode(password)),
+        coffer_pg::Form::KeyValue => (coffer_pg::kv_quote(username), coffer_pg::kv_quote(password)),
     };
     substitute(url, |var| match var {
         "username" => Some(u.as_str()),
         "password" => Some(p.as_str()),
         _ => None,
     })
-}
-
-fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn kv_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| !c.is_whitespace() && c != '\'' && c != '\\') {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Whether a generated username may hold `c`: letters, digits and `_ . @ -`.

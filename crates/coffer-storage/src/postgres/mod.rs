@@ -1,6 +1,6 @@
 //! PostgreSQL backend: one table `(key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL)`,
-//! created on first start, reached through a deadpool of tokio-postgres connections, with TLS by
-//! rustls on aws-lc-rs (see [`coffer_pgtls`] for what each `sslmode` guarantees).
+//! created on first start, reached through a pool of tokio-postgres connections built by
+//! [`coffer_pg`] (which says what each `sslmode` guarantees).
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
@@ -21,9 +21,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_pgtls::SslMode;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use coffer_pg::{PoolOptions, describe, describe_pool};
+use deadpool_postgres::Pool;
 
 use crate::key::validate_prefix;
 use crate::list::{BATCH, SkipScan};
@@ -90,7 +89,7 @@ impl PostgresOptions {
 
     /// `host:port/database` of the URL, for messages; `None` when the URL does not parse.
     pub fn target(&self) -> Option<String> {
-        url::parse(&self.connection_url).ok().map(|c| c.target)
+        url::parse(&self.connection_url).ok().map(|c| c.target())
     }
 }
 
@@ -151,41 +150,29 @@ impl PostgresBackend {
     pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
         opts.check()?;
         let conn = url::parse(&opts.connection_url)?;
-        let local = conn.config.get_hosts().iter().all(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => {
-                name == "localhost"
-                    || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
-            tokio_postgres::config::Host::Unix(_) => true,
-        });
-        if !local && !matches!(conn.ssl_mode, SslMode::VerifyFull | SslMode::VerifyCa) {
+        if !conn.is_local() && !conn.authenticates_server() {
             // libpq's default, and Vault's: but an attacker between Coffer and the database can
             // then pose as the server (and ask for the password in clear).
             tracing::warn!(
-                target_db = %conn.target,
+                target_db = %conn.target(),
                 "the PostgreSQL server is not authenticated (sslmode is not verify-full): use sslmode=verify-full with sslrootcert=/path/to/ca.pem unless the database is on this host"
             );
         }
-        let tls = coffer_pgtls::client_config(conn.ssl_mode, conn.root_cert.as_deref())
-            .map_err(|e| Error::Backend(format!("postgresql {e}")))?;
-        let tls = MakeRustlsConnect::new(tls);
-        let manager = Manager::from_config(
-            conn.config,
-            tls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.max_parallel)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(|e| Error::Backend(format!("postgresql {}: pool: {e}", conn.target)))?;
+        let target = conn.target();
+        let pool = conn
+            .into_pool(&PoolOptions {
+                max_size: opts.max_parallel,
+                wait_timeout: POOL_WAIT,
+                create_timeout: POOL_WAIT,
+                recycle_timeout: None,
+                max_lifetime: None,
+            })
+            .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?;
         let table = quote_table(&opts.table);
         let b = Self {
             pool,
             sql: Sql::new(&table),
-            target: conn.target,
+            target,
             #[cfg(test)]
             list_reads: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -278,18 +265,18 @@ impl PostgresBackend {
             Failure::Final(Error::Backend(format!(
                 "postgresql {}: cannot get a connection: {}",
                 self.target,
-                chain(&e)
+                describe_pool(&e)
             )))
         })
     }
 
     fn error(&self, what: &str, e: &tokio_postgres::Error) -> Error {
-        Error::Backend(format!("postgresql {}: {what}: {}", self.target, chain(e)))
+        Error::Backend(format!("postgresql {}: {what}: {}", self.target, describe(e)))
     }
 
     /// A failure before anything that changes data was sent: on a closed connection, retryable.
     fn failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
-        match e.is_closed() {
+        match coffer_pg::Failure::of(e) == coffer_pg::Failure::Closed {
             true => {
                 Failure::Closed(format!("postgresql {}: {what}: connection closed", self.target))
             }
@@ -375,22 +362,6 @@ impl PostgresBackend {
         }
         tx.commit().await.map_err(|e| self.sent_failure("batch commit", &e))
     }
-}
-
-/// An error with its causes: tokio-postgres says only "db error" and keeps the server's message
-/// (e.g. "password authentication failed for user ...") in `source()`. Neither holds the URL.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let msg = cause.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// `"schema"."table"` or `"table"`; the parts were validated as plain identifiers.

@@ -11,14 +11,15 @@
 //!   certificate is present); without it, the channel is encrypted but the server is not
 //!   authenticated: any certificate is accepted (its handshake signature is still checked).
 //!   This is what libpq does, and why `verify-full` is the mode to use.
+//! - `allow` is read as `prefer`: TLS is tried first, so the channel is never less protected
+//!   than libpq's `allow` (plaintext first) would leave it.
 //! - `verify-ca` / `verify-full` without `sslrootcert`: an error, never a weaker mode.
-//! - `disable`: no TLS; the caller does not use the connector (if it did, it would behave as
-//!   `prefer`).
+//! - `disable`: no TLS; tokio-postgres does not use the connector.
 //!
 //! Not done: client certificates, certificate revocation lists, OCSP (a stapled response is
-//! ignored), `sslrootcert=system`. Parsing the connection string is the caller's business.
+//! ignored), `sslrootcert=system`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -30,7 +31,9 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-/// libpq's `sslmode` (`allow` is not supported).
+use crate::Error;
+
+/// libpq's `sslmode` (`allow` is read as `prefer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     /// Plaintext only.
@@ -47,37 +50,20 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    /// The mode libpq spells `s` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`);
-    /// `None` for anything else, `allow` included.
+    /// The mode libpq spells `s` (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`); `None` for anything else. `allow` (plaintext first, TLS only when the
+    /// server insists) is taken as `prefer` (TLS first): never less protection than asked for,
+    /// and a stored configuration that says `allow` keeps working.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "disable" => Self::Disable,
-            "prefer" => Self::Prefer,
+            "allow" | "prefer" => Self::Prefer,
             "require" => Self::Require,
             "verify-ca" => Self::VerifyCa,
             "verify-full" => Self::VerifyFull,
             _ => return None,
         })
     }
-}
-
-/// Why no client configuration could be built. The messages name the `sslrootcert` path,
-/// never anything else from the connection string.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// `verify-ca` or `verify-full` without a root certificate.
-    #[error("sslmode=verify-ca and verify-full need sslrootcert")]
-    RootCertRequired,
-    /// The `sslrootcert` file cannot be read.
-    #[error("cannot read sslrootcert {}: {source}", path.display())]
-    ReadRootCert { path: PathBuf, source: std::io::Error },
-    /// The `sslrootcert` file is not a usable list of PEM CA certificates.
-    #[error("sslrootcert {}: {why}", path.display())]
-    BadRootCert { path: PathBuf, why: String },
-    /// rustls refused the set-up (not expected with the default provider).
-    #[error("TLS set-up: {0}")]
-    Setup(#[from] rustls::Error),
 }
 
 /// The rustls client configuration for `mode`, trusting exactly the certificates in the PEM

@@ -121,13 +121,13 @@ fn cert_error(r: Result<(), rustls::Error>) -> CertificateError {
 }
 
 #[test]
-fn parse_knows_libpq_modes_but_not_allow() {
+fn parse_knows_libpq_modes_and_reads_allow_as_prefer() {
     assert_eq!(SslMode::parse("disable"), Some(SslMode::Disable));
     assert_eq!(SslMode::parse("prefer"), Some(SslMode::Prefer));
     assert_eq!(SslMode::parse("require"), Some(SslMode::Require));
     assert_eq!(SslMode::parse("verify-ca"), Some(SslMode::VerifyCa));
     assert_eq!(SslMode::parse("verify-full"), Some(SslMode::VerifyFull));
-    assert_eq!(SslMode::parse("allow"), None);
+    assert_eq!(SslMode::parse("allow"), Some(SslMode::Prefer));
     assert_eq!(SslMode::parse("VERIFY-FULL"), None);
 }
 
