@@ -3,16 +3,26 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// A string that must not leak: tokens, passwords, key shares.
-#[derive(Clone)]
+///
+/// Serialization writes the value itself (as a plain JSON string), deliberately: it is how a
+/// token reaches the client that asked for it, and how a password is kept in a record that the
+/// barrier encrypts. `Debug` never shows it, and equality is constant-time.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SecretString(Zeroizing<String>);
 
 impl SecretString {
     pub fn new(s: String) -> Self {
         Self(Zeroizing::new(s))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The one deliberate way to read the value.
@@ -30,6 +40,20 @@ impl fmt::Debug for SecretString {
         f.write_str("SecretString(<redacted>)")
     }
 }
+
+impl From<&str> for SecretString {
+    fn from(s: &str) -> Self {
+        Self::new(s.to_owned())
+    }
+}
+
+impl PartialEq for SecretString {
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for SecretString {}
 
 /// Constant-time byte comparison (length is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {

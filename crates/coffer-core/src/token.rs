@@ -102,7 +102,7 @@ impl TokenEntry {
         let meta: Map<String, Value> =
             self.meta.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
         crate::logical::Auth {
-            client_token: token.expose().to_owned(),
+            client_token: token.clone(),
             accessor: self.accessor.clone(),
             policies: self.policies.clone(),
             token_policies: self.policies.clone(),

@@ -106,7 +106,7 @@ async fn store(
     }
     Ok(Response {
         wrap_info: Some(WrapInfo {
-            token: token.expose().to_owned(),
+            token: token.clone(),
             accessor: entry.accessor.clone(),
             ttl,
             creation_time: rfc3339(entry.creation_time),

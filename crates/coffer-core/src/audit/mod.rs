@@ -26,6 +26,7 @@ use device::{Sink, SocketKind};
 use crate::hex::{hex, unhex};
 use crate::logical::{Error, Request, Response, Result};
 use crate::random::random_bytes;
+use crate::secret::SecretString;
 use crate::token::TokenEntry;
 
 const TABLE_KEY: &str = "core/audit";
@@ -40,7 +41,7 @@ pub(crate) struct DeviceConfig {
     pub(crate) options: BTreeMap<String, String>,
     pub(crate) local: bool,
     /// Hex HMAC key; never leaves the barrier.
-    salt: String,
+    salt: SecretString,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,8 +162,8 @@ impl Device {
                 (Sink::Broken(e.to_string()), 0, String::new())
             }
         };
-        let salt =
-            unhex(&config.salt).ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
+        let salt = unhex(config.salt.expose())
+            .ok_or_else(|| Error::Internal("audit salt corrupt".into()))?;
         Ok(Device {
             log_raw: bool_option(&config.options, "log_raw", false)?,
             hmac_accessor: bool_option(&config.options, "hmac_accessor", true)?,
@@ -482,7 +483,7 @@ impl Broker {
             description: description.to_owned(),
             options,
             local,
-            salt: hex(&random_bytes::<32>()),
+            salt: SecretString::new(hex(&random_bytes::<32>())),
         };
         check_options(&config)?;
         let device = Device::load(config.clone())?;
@@ -540,6 +541,22 @@ async fn save_table(barrier: &Barrier, devices: &[DeviceConfig]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_config_prints_without_its_hmac_salt() {
+        let c = DeviceConfig {
+            path: "file/".into(),
+            kind: "file".into(),
+            description: String::new(),
+            options: BTreeMap::new(),
+            local: false,
+            salt: SecretString::new("a1b2c3d4e5f60718".into()),
+        };
+        assert!(!format!("{c:?}").contains("a1b2c3d4e5f60718"), "{c:?}");
+        // Stored as before: the salt is a plain hex string inside the (encrypted) table.
+        let stored = serde_json::to_value(&c).expect("json");
+        assert_eq!(stored["salt"], serde_json::json!("a1b2c3d4e5f60718"));
+    }
 
     #[test]
     fn the_chain_head_is_found_behind_a_very_long_last_entry() {

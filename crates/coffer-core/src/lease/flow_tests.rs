@@ -217,7 +217,9 @@ async fn a_failing_revocation_stays_with_its_error_and_is_retried_until_it_succe
         .expect("token")
         .auth
         .expect("auth")
-        .client_token;
+        .client_token
+        .expose()
+        .to_owned();
     let seen = f
         .call(Operation::Update, "sys/leases/lookup", json!({"lease_id": id}), &plain)
         .await
@@ -251,7 +253,9 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
         .expect("child")
         .auth
         .expect("auth")
-        .client_token;
+        .client_token
+        .expose()
+        .to_owned();
     let a = f.creds("dave", 60, &child).await;
     let b = f.creds("erin", 60, &f.root).await;
     f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
@@ -302,7 +306,9 @@ async fn revoke_prefix_and_lease_lookup_need_sudo() {
         .expect("token")
         .auth
         .expect("auth")
-        .client_token;
+        .client_token
+        .expose()
+        .to_owned();
     let id = f.creds("s", 60, &f.root).await;
     for path in ["sys/leases/revoke-prefix/db/", "sys/leases/revoke-force/db/"] {
         let e = f.call(Operation::Update, path, json!({}), &t).await;
@@ -346,7 +352,9 @@ async fn tokens_expire_in_the_background_with_their_leases() {
         .expect("token")
         .auth
         .expect("auth")
-        .client_token;
+        .client_token
+        .expose()
+        .to_owned();
     let lease = f.creds("frank", 3600, &t).await;
     let active = f.core.active().expect("unsealed");
     let id = active.tokens.hash(&t);
@@ -367,7 +375,9 @@ async fn token_leases_are_looked_up_and_revoked_by_lease_id_but_not_renewed_ther
         .expect("token")
         .auth
         .expect("auth")
-        .client_token;
+        .client_token
+        .expose()
+        .to_owned();
     let id = f.core.active().expect("unsealed").tokens.hash(&t);
     let listed = f
         .call(Operation::List, "sys/leases/lookup/auth/token/create/", json!({}), &f.root)

@@ -2,6 +2,7 @@
 //! in exactly one place (the binary's `http` module), and back again. Here too: typed access to a
 //! request's fields (`fields`) and what a login earns (`login`).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -43,8 +44,8 @@ impl Operation {
     }
 }
 
-/// One API request, after transport and before authentication.
-#[derive(Debug)]
+/// One API request, after transport and before authentication. `Debug` shows the field names
+/// of its data, never their values (written secrets, passwords, JWTs travel there).
 pub struct Request {
     pub id: String,
     pub operation: Operation,
@@ -87,7 +88,7 @@ impl Request {
 /// The `auth` block of a login or token creation.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Auth {
-    pub client_token: String,
+    pub client_token: SecretString,
     pub accessor: String,
     pub policies: Vec<String>,
     pub token_policies: Vec<String>,
@@ -103,7 +104,9 @@ pub struct Auth {
 
 /// What a handler answers. Most answers use Vault's envelope; a few `sys/` endpoints (health,
 /// seal-status, init) answer a bare JSON object with their own status code, as Vault's do.
-#[derive(Debug, Default)]
+/// `Debug` shows the field names of `data` and `raw`, never their values (secrets read, the
+/// unseal keys and root token of `sys/init`).
+#[derive(Default)]
 pub struct Response {
     pub data: Option<Map<String, Value>>,
     pub auth: Option<Auth>,
@@ -119,6 +122,56 @@ pub struct Response {
     /// A secret with a lifetime: the core registers a lease for it before the answer leaves,
     /// and fills `lease_id`, `lease_duration` and `renewable`.
     pub secret: Option<SecretLease>,
+}
+
+/// The keys of a JSON object (or the kind of a non-object value), for `Debug` output that must
+/// not carry values.
+struct KeysOnly<'a>(&'a Value);
+
+impl fmt::Debug for KeysOnly<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Object(m) => f.debug_set().entries(m.keys()).finish(),
+            Value::Null => f.write_str("null"),
+            _ => f.write_str("<redacted>"),
+        }
+    }
+}
+
+fn keys_of(m: &Map<String, Value>) -> Vec<&str> {
+    m.keys().map(String::as_str).collect()
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.id)
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field("data_keys", &keys_of(&self.data))
+            .field("client_token", &self.client_token)
+            .field("remote_addr", &self.remote_addr)
+            .field("client_cert_chain_len", &self.client_cert_chain.len())
+            .field("wrap_ttl", &self.wrap_ttl)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("data_keys", &self.data.as_ref().map(keys_of))
+            .field("auth", &self.auth)
+            .field("lease_duration", &self.lease_duration)
+            .field("renewable", &self.renewable)
+            .field("lease_id", &self.lease_id)
+            .field("warnings", &self.warnings)
+            .field("raw", &self.raw.as_ref().map(|(status, body)| (status, KeysOnly(body))))
+            .field("login", &self.login)
+            .field("wrap_info", &self.wrap_info)
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// What an engine says about a secret it just issued, for the expiration manager.
@@ -137,7 +190,7 @@ pub struct SecretLease {
 /// Vault's `wrap_info` block: where a wrapped response waits and for how long.
 #[derive(Debug, Clone, Serialize)]
 pub struct WrapInfo {
-    pub token: String,
+    pub token: SecretString,
     pub accessor: String,
     pub ttl: u64,
     pub creation_time: String,
@@ -255,5 +308,63 @@ impl From<coffer_storage::Error> for Error {
             }
             coffer_storage::Error::Backend(_) => Error::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::token::TokenParams;
+
+    const PLANTED: &str = "planted-SECRET-8e1f";
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// Everything that carries a token, a password, a secret's value or a key share prints
+    /// without it: a stray `{:?}` in a log line or an error cannot leak one.
+    #[test]
+    fn debug_output_of_secret_bearing_types_holds_no_secret() {
+        let secret = || SecretString::new(PLANTED.to_owned());
+        let auth = Auth { client_token: secret(), accessor: "acc".into(), ..Auth::default() };
+        let wrap = WrapInfo {
+            token: secret(),
+            accessor: "acc".into(),
+            ttl: 60,
+            creation_time: String::new(),
+            creation_path: "secret/x".into(),
+            wrapped_accessor: String::new(),
+        };
+        let request = Request::new(Operation::Update, "secret/app")
+            .with_data(obj(json!({"password": PLANTED, "nested": {"k": PLANTED}})))
+            .with_token(PLANTED);
+        let response = Response {
+            data: Some(obj(json!({"password": PLANTED}))),
+            auth: Some(auth.clone()),
+            wrap_info: Some(wrap.clone()),
+            raw: Some((200, json!({"keys": [PLANTED], "root_token": PLANTED}))),
+            ..Response::default()
+        };
+        let params = TokenParams { id: Some(secret()), ..TokenParams::default() };
+        for (what, shown) in [
+            ("Auth", format!("{auth:?}")),
+            ("WrapInfo", format!("{wrap:?}")),
+            ("Request", format!("{request:?}")),
+            ("Response", format!("{response:?}")),
+            ("TokenParams", format!("{params:?}")),
+            ("SecretString", format!("{:?}", secret())),
+        ] {
+            assert!(!shown.contains(PLANTED), "{what} printed a secret: {shown}");
+        }
+        // The field names are still there to debug with.
+        assert!(format!("{response:?}").contains("password"));
+        // And the wire form is what the client asked for: the token itself.
+        assert_eq!(serde_json::to_value(&auth).expect("json")["client_token"], json!(PLANTED));
     }
 }

@@ -77,7 +77,7 @@ async fn mint(core: &Core, parent: &str, ttl: &str) -> Result<(String, String)> 
     let body = json!({"policies": ["minter"], "ttl": ttl});
     let r = call(core, Operation::Update, "auth/token/create", body, parent).await?;
     let auth = r.auth.ok_or_else(|| Error::Internal("no auth block".into()))?;
-    Ok((auth.client_token.clone(), auth.accessor.clone()))
+    Ok((auth.client_token.expose().to_owned(), auth.accessor.clone()))
 }
 
 async fn accessors(core: &Core, root: &str) -> Vec<Value> {

@@ -12,28 +12,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_core::logical::fields::{Fields, ignored_warning};
-use coffer_core::{BackendRequest, Error, Response, Result};
+use coffer_core::{BackendRequest, Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, unverified_tls};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
-use super::{Database, PLUGIN, Secret, check_name, decode, encode, into_map, statements};
+use super::{Database, PLUGIN, check_name, decode, encode, into_map, statements};
 
 const RECORD_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows the connection URL with any written-in password masked, and the passwords
+/// only as redacted.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct DbConfig {
     pub(crate) version: u32,
     pub(crate) plugin_name: String,
     /// As written, with `{{username}}`/`{{password}}` unfilled.
     pub(crate) connection_url: String,
     pub(crate) username: String,
-    pub(crate) password: Secret,
+    pub(crate) password: SecretString,
     /// A root password being rotated to; see the module header.
     #[serde(default)]
-    pub(crate) pending_password: Option<Secret>,
+    pub(crate) pending_password: Option<SecretString>,
     pub(crate) allowed_roles: Vec<String>,
     pub(crate) password_policy: String,
     pub(crate) verify_connection: bool,
@@ -42,6 +44,27 @@ pub(crate) struct DbConfig {
     pub(crate) max_connection_lifetime: u64,
     pub(crate) username_template: String,
     pub(crate) root_rotation_statements: Vec<String>,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("version", &self.version)
+            .field("plugin_name", &self.plugin_name)
+            .field("connection_url", &redact_url(&self.connection_url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("pending_password", &self.pending_password)
+            .field("allowed_roles", &self.allowed_roles)
+            .field("password_policy", &self.password_policy)
+            .field("verify_connection", &self.verify_connection)
+            .field("max_open_connections", &self.max_open_connections)
+            .field("max_idle_connections", &self.max_idle_connections)
+            .field("max_connection_lifetime", &self.max_connection_lifetime)
+            .field("username_template", &self.username_template)
+            .field("root_rotation_statements", &self.root_rotation_statements)
+            .finish()
+    }
 }
 
 const FIELDS: &[&str] = &[
@@ -189,7 +212,7 @@ impl Database {
             plugin_name: String::new(),
             connection_url: String::new(),
             username: String::new(),
-            password: Secret::default(),
+            password: SecretString::default(),
             pending_password: None,
             allowed_roles: Vec::new(),
             password_policy: String::new(),
@@ -229,7 +252,7 @@ impl Database {
             c.username = u;
         }
         if let Some(p) = f.str("password")? {
-            c.password = Secret::new(&p);
+            c.password = SecretString::from(p.as_str());
         }
         for (field, v) in [("username", c.username.as_str()), ("password", c.password.expose())] {
             if v.contains("{{username}}") || v.contains("{{password}}") {
@@ -385,7 +408,7 @@ impl Database {
         let new = self.passwords.generate(&cfg.password_policy).await?;
         let conn = cfg.open(cfg.password.expose())?;
         let mut rec = self.must_config(name).await?;
-        rec.pending_password = Some(Secret::new(new.expose()));
+        rec.pending_password = Some(SecretString::from(new.expose()));
         self.store_config(name, &rec).await?;
         let stmts = if cfg.root_rotation_statements.is_empty() {
             vec![DEFAULT_ROOT_ROTATE.to_owned()]
@@ -413,7 +436,7 @@ impl Database {
             return Err(e);
         }
         let mut rec = self.must_config(name).await?;
-        rec.password = Secret::new(new.expose());
+        rec.password = SecretString::from(new.expose());
         rec.pending_password = None;
         self.store_config(name, &rec).await?;
         let fresh = Arc::new(rec.open(rec.password.expose())?);

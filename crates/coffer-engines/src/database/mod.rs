@@ -23,7 +23,6 @@ mod username;
 mod tests;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use coffer_core::{
     BackendConfig, BackendRequest, Error, LeaseRequest, LogicalBackend, Operation, Response,
     Result, SecretString, View,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
@@ -45,31 +44,6 @@ pub(crate) const PLUGIN: &str = "postgresql-database-plugin";
 
 /// How often the rotation task looks for due static roles.
 const TICK: Duration = Duration::from_secs(1);
-
-/// A password inside a stored record: zeroized on drop, never printed.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub(crate) struct Secret(Zeroizing<String>);
-
-impl Secret {
-    pub(crate) fn new(s: &str) -> Self {
-        Self(Zeroizing::new(s.to_owned()))
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Where generated passwords come from: the server's named policies, or (in unit tests that
 /// build the engine without a core) only the default policy.
@@ -360,6 +334,31 @@ mod unit {
 
     #[test]
     fn secrets_never_print() {
-        assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
+        assert!(!format!("{:?}", SecretString::from("hunter2")).contains("hunter2"));
+        let cfg: config::DbConfig = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": "postgres://root:hunter2@db:5432/app",
+            "username": "root",
+            "password": "hunter2-root",
+            "pending_password": "hunter2-next",
+            "allowed_roles": [],
+            "password_policy": "",
+            "verify_connection": true,
+            "max_open_connections": 4,
+            "max_idle_connections": 0,
+            "max_connection_lifetime": 0,
+            "username_template": "",
+            "root_rotation_statements": [],
+        }))
+        .expect("record");
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let role: static_roles::StaticRole = serde_json::from_value(serde_json::json!({
+            "db_name": "pg", "username": "app", "password": "hunter2-static",
+            "pending_password": "hunter2-pending",
+        }))
+        .expect("record");
+        assert!(!format!("{role:?}").contains("hunter2"), "{role:?}");
     }
 }

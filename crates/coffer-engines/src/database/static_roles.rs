@@ -14,7 +14,7 @@
 
 use coffer_core::logical::fields::{Fields, ignored_warning};
 use coffer_core::time::rfc3339;
-use coffer_core::{BackendRequest, Error, Response, Result};
+use coffer_core::{BackendRequest, Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ use super::cron::Schedule;
 use super::postgres::DEFAULT_ROTATE;
 use super::roles::check_credential_type;
 use super::template::Vars;
-use super::{Database, Secret, check_name, decode, encode, into_map, statements};
+use super::{Database, check_name, decode, encode, into_map, statements};
 use coffer_core::time::now_unix;
 
 const RECORD_VERSION: u32 = 1;
@@ -39,8 +39,8 @@ pub(crate) struct StaticRole {
     version: u32,
     pub(crate) db_name: String,
     username: String,
-    password: Secret,
-    pub(crate) pending_password: Option<Secret>,
+    password: SecretString,
+    pub(crate) pending_password: Option<SecretString>,
     /// Unix seconds of the last successful rotation.
     last_vault_rotation: u64,
     rotation_period: u64,
@@ -225,7 +225,7 @@ impl Database {
             // finished by the rotation task rather than losing the password.
             let cfg = self.must_config(&r.db_name).await?;
             let pw = self.passwords.generate(&cfg.password_policy).await?;
-            r.pending_password = Some(Secret::new(pw.expose()));
+            r.pending_password = Some(SecretString::from(pw.expose()));
             r.next_rotation = 0;
             self.store_static(name, &r).await?;
             drop(_g);
@@ -293,7 +293,7 @@ impl Database {
         let cfg = self.must_config(&r.db_name).await.map_err(early)?;
         let new = match &r.pending_password {
             Some(p) => p.clone(),
-            None => Secret::new(
+            None => SecretString::from(
                 self.passwords.generate(&cfg.password_policy).await.map_err(early)?.expose(),
             ),
         };

@@ -289,7 +289,7 @@ async fn an_interrupted_root_rotation_is_settled_on_next_use() {
     .expect("config");
     // As if the process died after ALTER ROLE but before storing the new password.
     let mut cfg = db.must_config("pg").await.expect("cfg");
-    cfg.pending_password = Some(Secret::new("pending-Pw-123"));
+    cfg.pending_password = Some(SecretString::from("pending-Pw-123"));
     db.store_config("pg", &cfg).await.expect("store");
     c.sql("postgres", "ALTER ROLE eng_settle_admin WITH PASSWORD 'pending-Pw-123'");
     db.close_conn("pg").await;
