@@ -1,6 +1,21 @@
-//! Coffer's core: the request pipeline (seal gate → token → ACL → route), tokens, policies,
-//! mounts and the `sys/` API. It sees storage only through the barrier, and engines only through
-//! the [`backend::LogicalBackend`] trait; it never depends on any concrete engine.
+//! Coffer's core: the request pipeline (seal gate → token → ACL → audit → route), tokens,
+//! leases, policies, mounts, audit devices and the `sys/` API. It sees storage only through the
+//! barrier, and engines and auth methods only through the [`backend::LogicalBackend`] trait; it
+//! never depends on any concrete one (the binary registers them in the [`Registry`]).
+//!
+//! Guarantees: no request reaches a backend or a `sys/` handler without the proofs of `authz`
+//! (token live, ACL allowed, request audited); tokens are stored only as salted hashes, and no
+//! token outlives a revoked parent; every lease is revoked by its engine or kept and retried.
+//!
+//! By noun, lowest first (no two modules depend on each other):
+//! - `time`, `random`, `hex`, `glob`, `secret`, `cidr`, `path`: leaf helpers.
+//! - `logical`: request, response, errors, typed fields, the `Login` a method hands back.
+//! - `policy`, `policy_store`, `password_policy`: ACL policies (parse, compile) and their store.
+//! - `token`: the token store; `due`: the expiry index it shares with the lease manager.
+//! - `backend`, `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to,
+//!   wrapped, issued, audited and leased with.
+//! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
+//!   checks and their proofs), `sys` (the system API), `pipeline` (one function per request).
 
 pub mod audit;
 mod authz;

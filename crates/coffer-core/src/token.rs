@@ -423,15 +423,20 @@ impl TokenStore {
         &self,
         accessor: &str,
     ) -> Result<Option<TokenEntry>> {
+        match self.id_of_accessor(accessor).await? {
+            Some(id) => self.entry_for_revocation(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The token id an accessor stands for, if the accessor exists.
+    async fn id_of_accessor(&self, accessor: &str) -> Result<Option<String>> {
         let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
             return Ok(None);
         };
         let acc: AccessorEntry =
             serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
-        if !ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()) {
-            return Ok(None);
-        }
-        self.entry_for_revocation(&acc.id).await
+        Ok(ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()).then_some(acc.id))
     }
 
     async fn put_entry(&self, e: &TokenEntry) -> Result<()> {
@@ -567,15 +572,10 @@ impl TokenStore {
     }
 
     pub async fn lookup_accessor(&self, accessor: &str) -> Result<Option<TokenEntry>> {
-        let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
-            return Ok(None);
-        };
-        let acc: AccessorEntry =
-            serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
-        if !ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()) {
-            return Ok(None);
+        match self.id_of_accessor(accessor).await? {
+            Some(id) => self.lookup_id(&id).await,
+            None => Ok(None),
         }
-        self.lookup_id(&acc.id).await
     }
 
     pub async fn accessors(&self) -> Result<Vec<String>> {
