@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::hex::hex;
+use crate::record;
 
 /// Seconds per bucket. Unit tests use short buckets, so that crossing the horizon happens
 /// within a test's patience.
@@ -33,13 +34,17 @@ pub(crate) enum Due {
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    version: u32,
     /// Unix seconds at which it falls due.
     at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+}
+
+impl record::Record for Stored {
+    const KIND: &'static str = "expiry index entry";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) fn bucket_of(unix: u64) -> u64 {
@@ -72,15 +77,15 @@ impl Due {
     /// The index entry's value: what is due, and when.
     pub(crate) fn encode(&self, at: u64) -> Vec<u8> {
         let s = match self {
-            Due::Lease(id) => Stored { version: 1, at, lease_id: Some(id.clone()), token: None },
-            Due::Token(id) => Stored { version: 1, at, lease_id: None, token: Some(id.clone()) },
+            Due::Lease(id) => Stored { at, lease_id: Some(id.clone()), token: None },
+            Due::Token(id) => Stored { at, lease_id: None, token: Some(id.clone()) },
         };
         // A struct of strings and integers always serializes.
-        serde_json::to_vec(&s).unwrap_or_default()
+        record::encode(&s).map(|raw| raw.to_vec()).unwrap_or_default()
     }
 
     pub(crate) fn decode(raw: &[u8]) -> Option<(u64, Due)> {
-        let s: Stored = serde_json::from_slice(raw).ok()?;
+        let s: Stored = record::decode(raw).ok()?;
         match (s.lease_id, s.token) {
             (Some(l), None) => Some((s.at, Due::Lease(l))),
             (None, Some(t)) => Some((s.at, Due::Token(t))),

@@ -37,6 +37,7 @@ pub mod policy;
 mod policy_store;
 pub mod random;
 pub mod ratelimit;
+pub mod record;
 pub mod secret;
 mod sys;
 pub mod time;

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::backend::{BackendConfig, LogicalBackend, MountInfo, Registry};
 use crate::logical::{Error, Result};
 use crate::random::{random_base62, uuid_v4};
+use crate::record::{self, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -113,19 +114,19 @@ impl MountEntry {
 
 #[derive(Serialize, Deserialize)]
 struct StoredTable {
-    version: u32,
     entries: Vec<MountEntry>,
+}
+
+impl Record for StoredTable {
+    const KIND: &'static str = "mount table";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option<Vec<MountEntry>>> {
     match barrier.get(table.storage_key()).await? {
         None => Ok(None),
         Some(raw) => {
-            let t: StoredTable = serde_json::from_slice(&raw)
-                .map_err(|e| Error::Internal(format!("mount table decode: {e}")))?;
-            if t.version != 1 {
-                return Err(Error::Internal(format!("unknown mount table version {}", t.version)));
-            }
+            let t: StoredTable = record::decode(&raw)?;
             Ok(Some(t.entries))
         }
     }
@@ -136,8 +137,7 @@ pub(crate) async fn save_table(
     table: Table,
     entries: &[MountEntry],
 ) -> Result<()> {
-    let raw = serde_json::to_vec(&StoredTable { version: 1, entries: entries.to_vec() })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let raw = record::encode(&StoredTable { entries: entries.to_vec() })?;
     barrier.put(table.storage_key(), &raw).await?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::logical::{Error, Result};
 use crate::random::random_bytes;
+use crate::record::{self, Record};
 use crate::secret::SecretString;
 
 /// Where `sys/policies/password` keeps its policies, below the barrier.
@@ -18,8 +19,12 @@ pub(crate) const STORAGE_PREFIX: &str = "sys/password_policy/";
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Stored {
-    pub(crate) version: u32,
     pub(crate) policy: String,
+}
+
+impl Record for Stored {
+    const KIND: &'static str = "password policy";
+    const VERSION: u32 = 1;
 }
 
 /// The stored text of the named policy.
@@ -27,8 +32,7 @@ pub(crate) async fn load(v: &View, name: &str) -> Result<Option<String>> {
     match v.get(name).await? {
         None => Ok(None),
         Some(raw) => {
-            let s: Stored = serde_json::from_slice(&raw)
-                .map_err(|e| Error::Internal(format!("password policy decode: {e}")))?;
+            let s: Stored = record::decode(&raw)?;
             Ok(Some(s.policy))
         }
     }

@@ -14,14 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::logical::{Error, Result};
 use crate::policy::{Acl, DEFAULT_POLICY as DEFAULT_POLICY_HCL, Policy};
+use crate::record::{self, Record};
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY};
 use crate::wrapping::WRAPPING_POLICY;
 
 #[derive(Serialize, Deserialize)]
 struct StoredPolicy {
-    version: u32,
     name: String,
     raw: String,
+}
+
+impl Record for StoredPolicy {
+    const KIND: &'static str = "ACL policy";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) struct PolicyStore {
@@ -89,8 +94,7 @@ impl PolicyStore {
 
     async fn read_stored(&self, name: &str) -> Result<Option<Policy>> {
         let Some(raw) = self.view.get(name).await? else { return Ok(None) };
-        let stored: StoredPolicy = serde_json::from_slice(&raw)
-            .map_err(|e| Error::Internal(format!("policy decode: {e}")))?;
+        let stored: StoredPolicy = record::decode(&raw)?;
         Policy::parse(&stored.name, &stored.raw)
             .map(Some)
             .map_err(|e| Error::Internal(format!("stored policy {name:?} no longer parses: {e}")))
@@ -126,12 +130,7 @@ impl PolicyStore {
         }
         let policy = Policy::parse_new(&name, raw, max_wrapping_ttl)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
-        let stored = serde_json::to_vec(&StoredPolicy {
-            version: 1,
-            name: name.clone(),
-            raw: raw.to_owned(),
-        })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        let stored = record::encode(&StoredPolicy { name: name.clone(), raw: raw.to_owned() })?;
         self.view.put(&name, &stored).await?;
         self.damaged.write().map_err(|_| poisoned())?.remove(&name);
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));

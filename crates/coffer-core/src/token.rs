@@ -19,6 +19,7 @@ use crate::due::Due;
 use crate::hex::hex;
 use crate::logical::{Error, Result};
 use crate::random::random_base62;
+use crate::record::{self, Record};
 use crate::secret::{SecretString, ct_eq};
 use crate::time::{now_unix, rfc3339};
 
@@ -29,7 +30,6 @@ pub const TOKEN_PREFIX: &str = "cfs.";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TokenEntry {
-    pub version: u32,
     /// Salted hash of the token: the storage key and the id other records refer to.
     pub id: String,
     pub accessor: String,
@@ -198,6 +198,16 @@ pub struct TokenParams {
 struct AccessorEntry {
     accessor: String,
     id: String,
+}
+
+impl Record for TokenEntry {
+    const KIND: &'static str = "token entry";
+    const VERSION: u32 = 1;
+}
+
+impl Record for AccessorEntry {
+    const KIND: &'static str = "token accessor";
+    const VERSION: u32 = 1;
 }
 
 pub struct TokenStore {
@@ -384,8 +394,7 @@ impl TokenStore {
         match self.view.get(&format!("id/{id}")).await? {
             None => Ok(None),
             Some(raw) => {
-                let e: TokenEntry = serde_json::from_slice(&raw)
-                    .map_err(|e| Error::Internal(format!("token entry decode: {e}")))?;
+                let e: TokenEntry = record::decode(&raw)?;
                 if let Ok(mut c) = self.cache.write()
                     && c.epoch == seen
                 {
@@ -434,13 +443,12 @@ impl TokenStore {
         let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
             return Ok(None);
         };
-        let acc: AccessorEntry =
-            serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
+        let acc: AccessorEntry = record::decode(&raw)?;
         Ok(ct_eq(acc.accessor.as_bytes(), accessor.as_bytes()).then_some(acc.id))
     }
 
     async fn put_entry(&self, e: &TokenEntry) -> Result<()> {
-        let raw = serde_json::to_vec(e).map_err(|e| Error::Internal(e.to_string()))?;
+        let raw = record::encode(e)?;
         self.view.put(&format!("id/{}", e.id), &raw).await?;
         self.forget(&e.id);
         Ok(())
@@ -501,7 +509,6 @@ impl TokenStore {
         }
         let accessor = random_base62(24);
         let entry = TokenEntry {
-            version: 1,
             id: id.clone(),
             accessor: accessor.clone(),
             parent: parent.map(|e| e.id.clone()),
@@ -524,9 +531,8 @@ impl TokenStore {
             max_ttl: p.max_ttl,
             revoking: false,
         };
-        let raw = serde_json::to_vec(&entry).map_err(|e| Error::Internal(e.to_string()))?;
-        let acc = serde_json::to_vec(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let raw = record::encode(&entry)?;
+        let acc = record::encode(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })?;
         let mut ops = vec![
             BatchOp::Put(format!("id/{id}"), &raw),
             BatchOp::Put(format!("accessor/{}", self.hash(&accessor)), &acc),
@@ -583,7 +589,7 @@ impl TokenStore {
         for key in self.view.list("accessor/").await? {
             // Through lookup, so expired (and then revoked) or spent tokens are not listed.
             if let Some(raw) = self.view.get(&format!("accessor/{key}")).await?
-                && let Ok(acc) = serde_json::from_slice::<AccessorEntry>(&raw)
+                && let Ok(acc) = record::decode::<AccessorEntry>(&raw)
                 && self.lookup_id(&acc.id).await?.is_some()
             {
                 out.push(acc.accessor);
@@ -635,7 +641,7 @@ impl TokenStore {
             return Ok(());
         }
         e.revoking = true;
-        let raw = serde_json::to_vec(&e).map_err(|e| Error::Internal(e.to_string()))?;
+        let raw = record::encode(&e)?;
         self.view
             .batch(vec![
                 BatchOp::Put(format!("id/{id}"), &raw),
@@ -779,7 +785,7 @@ impl TokenStore {
         let old_expire = e.expire_time;
         e.expire_time = expire.max(now);
         e.last_renewal_time = now;
-        let raw = serde_json::to_vec(&e).map_err(|e| Error::Internal(e.to_string()))?;
+        let raw = record::encode(&e)?;
         let expiry = ExpiryChange::new(&e.id, old_expire, e.expire_time);
         View::batch_across(vec![
             (&self.view, vec![BatchOp::Put(format!("id/{}", e.id), &raw)]),

@@ -51,6 +51,11 @@ struct Stored {
     warnings: Vec<String>,
 }
 
+impl crate::record::Record for Stored {
+    const KIND: &'static str = "wrapped response";
+    const VERSION: u32 = 1;
+}
+
 pub(crate) fn is_wrapping_token(e: &TokenEntry) -> bool {
     e.policies.len() == 1 && e.policies[0] == WRAPPING_POLICY
 }
@@ -86,7 +91,7 @@ async fn store(
     creation_path: &str,
     wrapped_accessor: String,
 ) -> Result<Response> {
-    let raw = serde_json::to_vec(stored).map_err(|e| Error::Internal(e.to_string()))?;
+    let raw = crate::record::encode(stored)?;
     let params = TokenParams {
         policies: vec![WRAPPING_POLICY.to_owned()],
         display_name: WRAPPING_POLICY.to_owned(),
@@ -171,8 +176,7 @@ async fn consume(tokens: &TokenStore, t: Target) -> Result<Stored> {
         tokens.revoke_tree(&entry.id).await?;
     }
     let raw = raw?.ok_or_else(|| Error::invalid(INVALID_WRAPPING_TOKEN))?;
-    serde_json::from_slice(&raw)
-        .map_err(|e| Error::Internal(format!("wrapped response decode: {e}")))
+    crate::record::decode(&raw)
 }
 
 /// `sys/wrapping/unwrap`.

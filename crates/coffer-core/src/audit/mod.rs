@@ -26,6 +26,7 @@ use device::{Sink, SocketKind};
 use crate::hex::{hex, unhex};
 use crate::logical::{Error, Request, Response, Result};
 use crate::random::random_bytes;
+use crate::record;
 use crate::secret::SecretString;
 use crate::token::TokenEntry;
 
@@ -46,8 +47,12 @@ pub(crate) struct DeviceConfig {
 
 #[derive(Serialize, Deserialize)]
 struct StoredTable {
-    version: u32,
     devices: Vec<DeviceConfig>,
+}
+
+impl record::Record for StoredTable {
+    const KIND: &'static str = "audit device table";
+    const VERSION: u32 = 1;
 }
 
 /// A device's mutable half: where its chain stands, and its open sink.
@@ -524,16 +529,14 @@ async fn load_table(barrier: &Barrier) -> Result<Vec<DeviceConfig>> {
     match barrier.get(TABLE_KEY).await? {
         None => Ok(Vec::new()),
         Some(raw) => {
-            let t: StoredTable = serde_json::from_slice(&raw)
-                .map_err(|e| Error::Internal(format!("audit table decode: {e}")))?;
+            let t: StoredTable = record::decode(&raw)?;
             Ok(t.devices)
         }
     }
 }
 
 async fn save_table(barrier: &Barrier, devices: &[DeviceConfig]) -> Result<()> {
-    let raw = serde_json::to_vec(&StoredTable { version: 1, devices: devices.to_vec() })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let raw = record::encode(&StoredTable { devices: devices.to_vec() })?;
     barrier.put(TABLE_KEY, &raw).await?;
     Ok(())
 }

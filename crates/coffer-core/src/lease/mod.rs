@@ -26,6 +26,7 @@ use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, p
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
 use crate::random::random_base62;
+use crate::record::{self, Record};
 use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
 
@@ -43,7 +44,6 @@ const LOW_KEY: &str = "low";
 /// One secret's lease, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeaseEntry {
-    pub(crate) version: u32,
     pub(crate) lease_id: String,
     pub(crate) mount_uuid: String,
     /// The mount's path when the secret was issued, `database/`.
@@ -87,6 +87,11 @@ impl LeaseEntry {
             expire_time,
         }
     }
+}
+
+impl Record for LeaseEntry {
+    const KIND: &'static str = "lease";
+    const VERSION: u32 = 1;
 }
 
 /// What `sys/leases/lookup` shows of a lease (times in Unix seconds).
@@ -143,11 +148,11 @@ pub(crate) struct Expiration {
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("lease entry decode: {e}")))
+    record::decode(raw)
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+fn encode(e: &LeaseEntry) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    record::encode(e)
 }
 
 fn backoff(attempts: u32) -> u64 {
@@ -302,7 +307,6 @@ impl Expiration {
             format!("{}{}/{}", route.info.path, rel.trim_end_matches('/'), random_base62(24));
         crate::path::clean(&lease_id)?;
         let entry = LeaseEntry {
-            version: 1,
             lease_id: lease_id.clone(),
             mount_uuid: route.entry.uuid.clone(),
             mount_path: route.info.path.clone(),

@@ -51,8 +51,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             let policy = PasswordPolicy::parse(&text)?;
             // Vault checks that a policy can actually produce passwords before storing it.
             let _ = policy.generate();
-            let raw = serde_json::to_vec(&Stored { version: 1, policy: text })
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            let raw = crate::record::encode(&Stored { policy: text })?;
             v.put(&name, &raw).await?;
             Ok(Some(Response::empty()))
         }

@@ -604,7 +604,6 @@ async fn a_display_name_holding_template_syntax_creates_the_user_the_lease_names
     .await
     .expect("role");
     let caller = coffer_core::token::TokenEntry {
-        version: 1,
         id: "id".into(),
         accessor: "acc".into(),
         parent: None,
