@@ -8,8 +8,8 @@
 //! envelope's `request_id` and the audit entries' `request.id`; a trace span per request with its
 //! method, path, id, status and latency, at `debug`; and the body layer (`body`), which reads
 //! every request body within `max_request_size` (413), `http_read_timeout` (408) and
-//! `max_buffered_request_bytes` (503) before routing. Not here: the header timeout, which hyper
-//! enforces (server.rs).
+//! `max_buffered_request_bytes` (503) before any handler runs, the 404 for paths outside `/v1/`
+//! included. Not here: the header timeout, which hyper enforces (server.rs).
 
 mod body;
 mod error;

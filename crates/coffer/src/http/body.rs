@@ -1,6 +1,7 @@
 //! The request-body layer: every request body is read here, whole and within the listener's
-//! limits, before routing; the handler gets it already buffered. Bodies arrive before any token
-//! is checked, so anybody can send one, and this layer bounds what they cost three ways:
+//! limits, before any handler runs (the 404 fallback included), which gets it already buffered.
+//! Bodies arrive before any token is checked, so anybody can send one, and this layer bounds
+//! what they cost three ways:
 //!
 //! - a declared `Content-Length` over `max_request_size` is answered 413 before a byte of the
 //!   body is read (or `100 Continue` sent); a body without a declared length that grows past
