@@ -8,25 +8,35 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Vault's response envelope.
+/// Vault's response envelope: the one definition, which the server serializes its answers
+/// through and clients read them with.
+///
+/// `auth` and `wrap_info` are free JSON for a client; the server fills them with its own typed
+/// blocks, so this crate needs no server types. Fields are declared in alphabetical order: the
+/// order Coffer's answers have always had on the wire (the order of a `serde_json` map), so
+/// serializing this struct sends the same bytes. Every field is always sent, `null` when empty.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<A = Value, W = Value> {
     #[serde(default)]
-    pub request_id: String,
-    #[serde(default)]
-    pub lease_id: String,
-    #[serde(default)]
-    pub renewable: bool,
-    #[serde(default)]
-    pub lease_duration: u64,
+    pub auth: Option<A>,
     #[serde(default)]
     pub data: Option<Map<String, Value>>,
     #[serde(default)]
-    pub wrap_info: Option<Value>,
+    pub lease_duration: u64,
+    #[serde(default)]
+    pub lease_id: String,
+    /// Always `""` from Coffer; Vault names the mount's type here.
+    #[serde(default)]
+    pub mount_type: String,
+    #[serde(default)]
+    pub renewable: bool,
+    #[serde(default)]
+    pub request_id: String,
+    /// `null` rather than `[]` when there are none, as Vault sends it.
     #[serde(default)]
     pub warnings: Option<Vec<String>>,
     #[serde(default)]
-    pub auth: Option<Value>,
+    pub wrap_info: Option<W>,
 }
 
 /// Vault's error body.
@@ -235,4 +245,54 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn envelope_serializes_to_the_bytes_coffer_has_always_sent() {
+        let mut data = Map::new();
+        data.insert("password".into(), json!("pw"));
+        let env: Envelope = Envelope {
+            auth: Some(json!({"client_token": "t"})),
+            data: Some(data),
+            lease_duration: 60,
+            lease_id: "db/creds/x/1".into(),
+            mount_type: String::new(),
+            renewable: true,
+            request_id: "r".into(),
+            warnings: None,
+            wrap_info: None,
+        };
+        // What the server built by hand before this type was shared (a `serde_json` map,
+        // whose keys come out sorted).
+        let by_hand = json!({
+            "request_id": "r",
+            "lease_id": "db/creds/x/1",
+            "renewable": true,
+            "lease_duration": 60,
+            "data": {"password": "pw"},
+            "wrap_info": null,
+            "warnings": null,
+            "auth": {"client_token": "t"},
+            "mount_type": "",
+        });
+        assert_eq!(
+            serde_json::to_string(&env).expect("serialize"),
+            serde_json::to_string(&by_hand).expect("serialize")
+        );
+    }
+
+    #[test]
+    fn envelope_reads_answers_that_lack_fields() {
+        let env: Envelope =
+            serde_json::from_value(json!({"request_id": "r", "data": {"a": 1}})).expect("parse");
+        assert_eq!(env.request_id, "r");
+        assert_eq!(env.mount_type, "");
+        assert!(env.auth.is_none() && env.warnings.is_none());
+    }
 }

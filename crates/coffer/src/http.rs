@@ -1,31 +1,38 @@
 //! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token, bodies and
-//! query strings to request data, and every logical error to a status code and Vault's
-//! `{"errors": [...]}` body. A 5xx tells the client only "internal error"; the cause is logged.
-//! The one exception is a damaged stored record: the client is told that the data its request
-//! needs is damaged (naming its own request path), and the log names the storage record.
+//! query strings to request data, and answers to Vault's envelope (`coffer_api::Envelope`, the
+//! type clients read them with). Errors go to the wire through `error` (one status per logical
+//! error; a 5xx says only "internal error" and the cause is logged).
 //!
-//! Request bodies, which anybody can send before any token is checked, are bounded three ways:
-//! a declared `Content-Length` over `max_request_size` is answered 413 before a byte of the body
-//! is read; the whole body must arrive within `http_read_timeout` (408 otherwise); and the bytes
-//! all requests on a listener hold while their bodies are read stay within
-//! `max_buffered_request_bytes` (503 beyond it, counted as bytes arrive, so a body declared but
-//! not sent reserves nothing). Not here: the header timeout, which hyper enforces (server.rs).
+//! Transport concerns are tower layers in one `ServiceBuilder` stack (`router`), outermost first:
+//! a request id chosen by the server (a client's `X-Request-Id` is ignored), which becomes the
+//! envelope's `request_id` and the audit entries' `request.id`; a trace span per request with its
+//! method, path, id, status and latency, at `debug`; and the body layer (`body`), which reads
+//! every request body within `max_request_size` (413), `http_read_timeout` (408) and
+//! `max_buffered_request_bytes` (503) before any handler runs, the 404 for paths outside `/v1/`
+//! included. Not here: the header timeout, which hyper enforces (server.rs).
+
+mod body;
+mod error;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Extension, Path, Query, Request as HttpRequest, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use coffer_core::{Core, Error, Operation, Request};
-use serde_json::{Map, Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use coffer_api::Envelope;
+use coffer_core::logical::WrapInfo;
+use coffer_core::{Auth, Core, Error, Operation, Request};
+use serde_json::{Map, Value};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestId, RequestId, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+pub(crate) use body::BodyLimits;
+use error::{error_body, error_response};
 
 /// What the connection knows about its peer, attached to every request on it.
 #[derive(Clone, Debug)]
@@ -35,30 +42,32 @@ pub(crate) struct ConnInfo {
     pub client_cert_chain: Vec<Vec<u8>>,
 }
 
-/// How request bodies are read on one listener.
-pub(crate) struct BodyLimits {
-    max_size: usize,
-    read_timeout: Duration,
-    /// One permit per body byte held by requests still being read or handled.
-    budget: Arc<Semaphore>,
-}
-
-impl BodyLimits {
-    pub(crate) fn new(max_size: usize, read_timeout: Duration, max_buffered: usize) -> Self {
-        // The semaphore cannot count beyond MAX_PERMITS; no real budget comes near it.
-        let budget = max_buffered.min(Semaphore::MAX_PERMITS);
-        Self { max_size, read_timeout, budget: Arc::new(Semaphore::new(budget)) }
-    }
-}
-
-#[derive(Clone)]
-struct App {
-    core: Arc<Core>,
-    body: Arc<BodyLimits>,
-}
-
-pub(crate) fn router(core: Arc<Core>, body: BodyLimits) -> Router {
-    let body = Arc::new(body);
+pub(crate) fn router(core: Arc<Core>, limits: BodyLimits) -> Router {
+    let transport = ServiceBuilder::new()
+        // The id names the request in audit entries and logs, so only the server chooses it:
+        // `SetRequestIdLayer` would keep one the client sent.
+        .map_request(|mut req: HttpRequest| {
+            req.headers_mut().remove(REQUEST_ID);
+            req
+        })
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // One line per request, when it is answered; errors are logged where they are
+                // understood (`error`), and a 5xx such as "sealed" is no failure of the server.
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::DEBUG)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                )
+                .on_failure(()),
+        )
+        .layer(axum::middleware::from_fn_with_state(Arc::new(limits), body::buffer_body))
+        // The body layer above enforces `max_request_size`; axum's own default cap (2 MiB) on
+        // the `Bytes` extractor would be a second, different limit.
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/v1/{*path}", any(handle))
         .fallback(|| async {
@@ -67,166 +76,35 @@ pub(crate) fn router(core: Arc<Core>, body: BodyLimits) -> Router {
                 vec!["no such endpoint: Coffer's API lives under /v1/".into()],
             )
         })
-        .layer(
-            tower::ServiceBuilder::new().layer(axum::middleware::from_fn_with_state(
-                body.clone(),
-                refuse_declared_oversize,
-            )),
-        )
-        .with_state(App { core, body })
+        .layer(transport)
+        .with_state(core)
 }
 
-/// An error that also ends the connection: its request body was not (fully) read, so the
-/// connection cannot carry another request.
-fn closing_error(status: StatusCode, msg: String) -> Response {
-    let mut resp = error_body(status, vec![msg]);
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// Request ids in the form Coffer has always used: a random UUID (v4).
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&coffer_core::random::uuid_v4()).ok().map(RequestId::new)
+    }
 }
 
-fn too_large(limit: usize) -> Response {
-    closing_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body too large: the limit is {limit} bytes (max_request_size)"),
+/// The id `SetRequestIdLayer` gave the request.
+fn request_id_of<B>(req: &axum::http::Request<B>) -> Option<&str> {
+    req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok())
+}
+
+/// The path only: a query string may carry request data, which stays out of the log.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id = request_id_of(req).unwrap_or_default(),
     )
-}
-
-/// 413 on the declared length alone, before the body is read (or `100 Continue` sent).
-async fn refuse_declared_oversize(
-    State(limits): State<Arc<BodyLimits>>,
-    req: HttpRequest,
-    next: Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limits.max_size as u64 => {
-            // Most clients write the whole body before they read the answer: closing at once
-            // would reset the connection under them and lose the 413. What they send for a
-            // moment is read and dropped (no memory is held), then the connection closes.
-            let mut body = req.into_body();
-            tokio::spawn(async move {
-                use hyper::body::Body as _;
-                let drain = async {
-                    while let Some(Ok(_)) =
-                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                    {
-                    }
-                };
-                let _ = tokio::time::timeout(OVERSIZE_LINGER, drain).await;
-            });
-            too_large(limits.max_size)
-        }
-        _ => next.run(req).await,
-    }
-}
-
-/// How long the body of a request refused for its declared length is read and dropped.
-const OVERSIZE_LINGER: Duration = Duration::from_secs(2);
-
-/// Reads a whole body within the listener's limits. The permit holds its bytes in the budget
-/// until the request is answered.
-async fn read_body(
-    mut body: Body,
-    limits: &BodyLimits,
-) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Response> {
-    use hyper::body::Body as _;
-    let read = async {
-        let mut buf = Vec::new();
-        let mut held: Option<OwnedSemaphorePermit> = None;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
-            let frame = frame.map_err(|e| {
-                closing_error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
-            })?;
-            let Ok(data) = frame.into_data() else { continue };
-            if data.is_empty() {
-                continue;
-            }
-            if buf.len().saturating_add(data.len()) > limits.max_size {
-                return Err(too_large(limits.max_size));
-            }
-            let permit = u32::try_from(data.len())
-                .ok()
-                .and_then(|n| limits.budget.clone().try_acquire_many_owned(n).ok())
-                .ok_or_else(|| {
-                    let mut r = closing_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "server busy: too many request body bytes in flight on this listener (max_buffered_request_bytes); retry later".to_owned(),
-                    );
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    r
-                })?;
-            match held.as_mut() {
-                Some(h) => h.merge(permit),
-                None => held = Some(permit),
-            }
-            buf.extend_from_slice(&data);
-        }
-        Ok((buf, held))
-    };
-    match tokio::time::timeout(limits.read_timeout, read).await {
-        Ok(r) => r,
-        Err(_) => Err(closing_error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "request body not received within {}s (http_read_timeout)",
-                limits.read_timeout.as_secs_f64()
-            ),
-        )),
-    }
-}
-
-fn error_body(status: StatusCode, errors: Vec<String>) -> Response {
-    (
-        status,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(json!({ "errors": errors })),
-    )
-        .into_response()
-}
-
-/// The one mapping from logical errors to HTTP. Exhaustive on purpose: a new error variant must
-/// be given a status here.
-pub(crate) fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::Sealed => StatusCode::SERVICE_UNAVAILABLE,
-        Error::NotInitialized => StatusCode::BAD_REQUEST,
-        Error::PermissionDenied => StatusCode::FORBIDDEN,
-        Error::NotFound => StatusCode::NOT_FOUND,
-        Error::UnsupportedPath(_) => StatusCode::NOT_FOUND,
-        Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-        Error::UnsupportedOperation => StatusCode::METHOD_NOT_ALLOWED,
-        Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Error::Internal(_) | Error::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// `path`: the request's path, which a damaged record is reported under (the storage path it
-/// has, with mount UUIDs and hashed ids, goes to the log only).
-fn error_response(e: Error, request_id: &str, path: &str) -> Response {
-    let status = status_of(&e);
-    let errors = match &e {
-        Error::Internal(cause) => {
-            tracing::error!(request_id, %cause, "internal error");
-            vec!["internal error".to_owned()]
-        }
-        Error::Damaged(record) => {
-            tracing::error!(request_id, record, "a stored record is damaged");
-            vec![format!(
-                "stored data that {path:?} needs is damaged and cannot be read: it was altered or \
-                 moved in storage (the server log names the record; an overwrite or delete by an \
-                 authorized caller replaces it)"
-            )]
-        }
-        // Vault answers a missing secret with an empty error list.
-        Error::NotFound => Vec::new(),
-        other => vec![other.to_string()],
-    };
-    error_body(status, errors)
 }
 
 fn operation(method: &Method, list_query: bool) -> Option<Operation> {
@@ -268,21 +146,20 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
 
 #[allow(clippy::too_many_arguments)] // reason: one extractor per part of the request is axum's idiom
 async fn handle(
-    State(app): State<App>,
+    State(core): State<Arc<Core>>,
     conn: Option<Extension<ConnInfo>>,
+    request_id: Option<Extension<RequestId>>,
     method: Method,
     Path(path): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-    body: Body,
+    // Already read whole, within the listener's limits, by the body layer.
+    body: Bytes,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let core = app.core;
-    // `_held` keeps the body's bytes counted until the answer is ready.
-    let (body, _held) = match read_body(body, &app.body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+    // Always set by the transport stack; a fresh one stands in outside it.
+    let request_id = request_id
+        .and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned))
+        .unwrap_or_else(coffer_core::random::uuid_v4);
     let list_query = query.iter().any(|(k, v)| k == "list" && v == "true");
     // Load balancers probe health with HEAD: the status code is the answer.
     let head = method == Method::HEAD && path.trim_matches('/') == "sys/health";
@@ -295,7 +172,7 @@ async fn handle(
     };
     let mut data = match parse_body(&body) {
         Ok(d) => d,
-        Err(e) => return error_response(e, "", &path),
+        Err(e) => return error_response(e, &request_id, &path),
     };
     if matches!(op, Operation::Read | Operation::List | Operation::Delete) {
         for (k, v) in query.into_iter().filter(|(k, _)| k != "list") {
@@ -306,9 +183,14 @@ async fn handle(
         && !ns.is_empty()
         && ns.trim_matches('/') != "root"
     {
-        return error_response(Error::invalid("namespaces are not supported by Coffer"), "", &path);
+        return error_response(
+            Error::invalid("namespaces are not supported by Coffer"),
+            &request_id,
+            &path,
+        );
     }
     let mut req = Request::new(op, path.clone()).with_data(data);
+    req.id = request_id.clone();
     if let Some(t) = token_from(&headers) {
         req = req.with_token(t);
     }
@@ -324,7 +206,7 @@ async fn handle(
                     Error::invalid(
                         "invalid X-Vault-Wrap-TTL: expected seconds or a duration like \"5m\"",
                     ),
-                    &req.id,
+                    &request_id,
                     &path,
                 );
             }
@@ -334,30 +216,25 @@ async fn handle(
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
     }
-    let request_id = req.id.clone();
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
-    let task = tokio::spawn({
-        let core = core.clone();
-        async move { core.handle(req).await }
-    });
+    let task = tokio::spawn(async move { core.handle(req).await });
     let result = match task.await {
         Ok(r) => r,
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
     };
     let mut resp = match result {
-        Ok(r) => success(r, &request_id),
+        Ok(r) => success(r, request_id),
         Err(e) => error_response(e, &request_id, &path),
     };
     if head {
         *resp.body_mut() = axum::body::Body::empty();
     }
-    tracing::debug!(%method, path = %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
 
-fn success(r: coffer_core::Response, request_id: &str) -> Response {
+fn success(r: coffer_core::Response, request_id: String) -> Response {
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
     if let Some((status, body)) = r.raw {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -366,17 +243,17 @@ fn success(r: coffer_core::Response, request_id: &str) -> Response {
     if r.is_empty() {
         return (StatusCode::NO_CONTENT, no_store).into_response();
     }
-    let body = json!({
-        "request_id": request_id,
-        "lease_id": r.lease_id,
-        "renewable": r.renewable,
-        "lease_duration": r.lease_duration,
-        "data": r.data,
-        "wrap_info": r.wrap_info,
-        "warnings": if r.warnings.is_empty() { Value::Null } else { json!(r.warnings) },
-        "auth": r.auth,
-        "mount_type": "",
-    });
+    let body: Envelope<Auth, WrapInfo> = Envelope {
+        auth: r.auth,
+        data: r.data,
+        lease_duration: r.lease_duration,
+        lease_id: r.lease_id,
+        mount_type: String::new(),
+        renewable: r.renewable,
+        request_id,
+        warnings: (!r.warnings.is_empty()).then_some(r.warnings),
+        wrap_info: r.wrap_info,
+    };
     (StatusCode::OK, no_store, axum::Json(body)).into_response()
 }
 
@@ -417,5 +294,32 @@ mod tests {
         );
         assert_eq!(operation(&Method::PUT, false), Some(Operation::Update));
         assert_eq!(operation(&Method::HEAD, false), None);
+    }
+
+    #[tokio::test]
+    async fn the_server_alone_chooses_request_ids() {
+        use tower::ServiceExt as _;
+        let mut registry = coffer_core::Registry::new();
+        coffer_engines::register_builtins(&mut registry);
+        let core = Core::new(
+            Arc::new(coffer_storage::MemoryBackend::new()),
+            registry,
+            coffer_core::CoreConfig::default(),
+        );
+        core.dev_setup(Some(coffer_core::SecretString::new("root".to_owned())))
+            .await
+            .expect("dev setup");
+        let app = router(core, BodyLimits::new(1024, std::time::Duration::from_secs(5), 4096));
+        let req = axum::http::Request::get("/v1/auth/token/lookup-self")
+            .header("x-vault-token", "root")
+            .header("x-request-id", "chosen-by-the-client")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = app.oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        let env: Envelope = serde_json::from_slice(&body).expect("envelope");
+        assert_ne!(env.request_id, "chosen-by-the-client");
+        assert_eq!(env.request_id.len(), 36, "a UUID: {}", env.request_id);
     }
 }

@@ -6,8 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::Global;
-use super::commands::{client, parse_pairs};
+use super::client::{Global, client, parse_pairs};
 use super::output::{Format, cell};
 
 #[derive(Subcommand, Debug)]

@@ -9,9 +9,8 @@ use clap::{Args, Subcommand};
 use coffer_api::Client;
 use serde_json::{Map, Value, json};
 
-use super::Global;
-use super::commands::{client, parse_pairs, parse_write_data, print_answer};
-use super::output::{Format, cell, print_body, table};
+use super::client::{Global, client, parse_pairs, parse_write_data, print_answer};
+use super::output::{Format, cell, not_found, print_body, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum KvCmd {
@@ -183,11 +182,6 @@ fn print_sections(g: &Global, body: &Value) -> Result<ExitCode> {
     println!("\n====== Data ======");
     print!("{}", table(&rows(data.get("data").unwrap_or(&Value::Null))));
     Ok(ExitCode::SUCCESS)
-}
-
-fn not_found(path: &str) -> ExitCode {
-    eprintln!("No value found at {path}");
-    ExitCode::from(2)
 }
 
 pub(crate) async fn run(g: &Global, cmd: KvCmd) -> Result<ExitCode> {

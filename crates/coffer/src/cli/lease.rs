@@ -6,8 +6,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
-use super::Global;
-use super::commands::{client, print_answer};
+use super::client::{Global, client, print_answer};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum LeaseCmd {

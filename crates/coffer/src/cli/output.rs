@@ -1,13 +1,38 @@
 //! Printing answers the way `vault` does: a two-column table by default, the whole JSON body with
 //! `-format=json`, or one raw value with `-field=NAME`.
 
+use std::process::ExitCode;
+
 use anyhow::{Result, bail};
+use clap::ValueEnum;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
     Table,
     Json,
+}
+
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Table, Format::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Format::Table => "table",
+            Format::Json => "json",
+        }))
+    }
+}
+
+/// Exit code 2: the command ran, but the answer is "no" (sealed, nothing at that path).
+pub(super) const EXIT_NEGATIVE: u8 = 2;
+
+/// What a read of an empty path prints, as vault does; exits `EXIT_NEGATIVE`.
+pub(super) fn not_found(path: &str) -> ExitCode {
+    eprintln!("No value found at {path}");
+    ExitCode::from(EXIT_NEGATIVE)
 }
 
 /// Go-style compact duration, as vault prints TTLs: `768h`, `1h30m`, `45s`, `0s`.

@@ -1,0 +1,206 @@
+//! How a command reaches the server: the flags every command takes (`Global`); the address, CA,
+//! client certificate and token they resolve to (the flag, then `COFFER_*`, then `VAULT_*`, and
+//! for the token the one saved by `coffer login`); the input helpers for `k=v` arguments and
+//! secrets read from stdin; and the advice printed when a request fails. It depends on `output`
+//! only, so every command module can use it without a cycle.
+
+use std::io::{BufRead, IsTerminal, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use coffer_api::{Client, ClientConfig};
+use serde_json::{Map, Value};
+
+use super::output::{Format, print_body};
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Address of the Coffer server [env: COFFER_ADDR, VAULT_ADDR] [default: https://127.0.0.1:8200]
+    #[arg(long, global = true, value_name = "URL")]
+    pub address: Option<String>,
+    /// PEM file of the CA(s) that signed the server's certificate [env: COFFER_CACERT, VAULT_CACERT]
+    #[arg(long = "ca-cert", global = true, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate for mutual TLS [env: COFFER_CLIENT_CERT, VAULT_CLIENT_CERT]
+    #[arg(long = "client-cert", global = true, value_name = "FILE")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key for -client-cert [env: COFFER_CLIENT_KEY, VAULT_CLIENT_KEY]
+    #[arg(long = "client-key", global = true, value_name = "FILE")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Print only this field of the response, raw
+    #[arg(long, global = true, value_name = "NAME")]
+    pub field: Option<String>,
+    /// Have the server wrap the answer in a single-use token valid this long (e.g. 60s); unwrap
+    /// it with `coffer unwrap` [env: COFFER_WRAP_TTL, VAULT_WRAP_TTL]
+    #[arg(long = "wrap-ttl", global = true, value_name = "DURATION")]
+    pub wrap_ttl: Option<String>,
+}
+
+pub(super) fn env_any(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+pub(super) fn token_file() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".coffer-token"))
+}
+
+fn saved_token() -> Option<String> {
+    let t = std::fs::read_to_string(token_file()?).ok()?;
+    Some(t.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+fn address(g: &Global) -> String {
+    g.address
+        .clone()
+        .or_else(|| env_any(&["COFFER_ADDR", "VAULT_ADDR"]))
+        .unwrap_or_else(|| "https://127.0.0.1:8200".into())
+}
+
+pub(super) fn client(g: &Global) -> Result<Client> {
+    let ca = g
+        .ca_cert
+        .clone()
+        .or_else(|| env_any(&["COFFER_CACERT", "VAULT_CACERT"]).map(PathBuf::from));
+    let ca_cert_pem = match ca {
+        Some(p) => Some(
+            std::fs::read(&p)
+                .with_context(|| format!("cannot read CA certificate {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let cert = g
+        .client_cert
+        .clone()
+        .or_else(|| env_any(&["COFFER_CLIENT_CERT", "VAULT_CLIENT_CERT"]).map(PathBuf::from));
+    let key = g
+        .client_key
+        .clone()
+        .or_else(|| env_any(&["COFFER_CLIENT_KEY", "VAULT_CLIENT_KEY"]).map(PathBuf::from));
+    let client_identity_pem = match (cert, key) {
+        (Some(c), Some(k)) => {
+            let mut pem = std::fs::read(&c)
+                .with_context(|| format!("cannot read client certificate {}", c.display()))?;
+            pem.extend(
+                std::fs::read(&k)
+                    .with_context(|| format!("cannot read client key {}", k.display()))?,
+            );
+            Some(pem)
+        }
+        (None, None) => None,
+        _ => bail!("a client certificate needs both -client-cert and -client-key"),
+    };
+    let cfg = ClientConfig { address: address(g), ca_cert_pem, client_identity_pem, timeout: None };
+    let token = env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token);
+    let wrap_ttl = g.wrap_ttl.clone().or_else(|| env_any(&["COFFER_WRAP_TTL", "VAULT_WRAP_TTL"]));
+    Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl))
+}
+
+/// Turns an API failure into advice.
+pub(super) fn explain(e: &anyhow::Error, g: &Global) -> String {
+    if let Some(api) = e.downcast_ref::<coffer_api::Error>() {
+        return match api {
+            coffer_api::Error::Unreachable { addr, cause } => format!(
+                "cannot reach the Coffer server at {addr}: {cause}\n\nIs the server running? Point COFFER_ADDR at it, e.g. export COFFER_ADDR=http://127.0.0.1:8200 for a dev server, and set COFFER_CACERT if its certificate is signed by your own CA."
+            ),
+            coffer_api::Error::Api { status: 503, .. } => "Coffer is sealed. Unseal it with `coffer operator unseal` (repeat with different key shares until the threshold is reached).".into(),
+            coffer_api::Error::Api { status: 403, errors } => format!(
+                "permission denied{}.\n\nThe token is missing, expired, revoked, or its policies do not allow this. Log in with `coffer login`, set COFFER_TOKEN, and check the token's policies with `coffer token lookup`.",
+                if errors.is_empty() || errors == &["permission denied"] { String::new() } else { format!(" ({})", errors.join("; ")) }
+            ),
+            coffer_api::Error::Api { status, errors } => format!(
+                "Error making API request.\n\nURL: {}\nCode: {status}. Errors:\n\n{}",
+                address(g),
+                errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
+            ),
+            other => other.to_string(),
+        };
+    }
+    format!("{e:#}")
+}
+
+pub(super) fn print_answer(g: &Global, body: Option<&Value>) -> Result<ExitCode> {
+    match body {
+        Some(b) => print_body(b, g.format, g.field.as_deref())?,
+        None => println!("Success!"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `k=v` pairs; `k=@file` reads the file; `k=-` reads stdin.
+pub(super) fn parse_pairs(items: &[String]) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for item in items {
+        let (k, v) = item.split_once('=').ok_or_else(|| anyhow!("{item:?} is not key=value"))?;
+        if k.is_empty() {
+            bail!("{item:?} has an empty key");
+        }
+        let v = if let Some(path) = v.strip_prefix('@') {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {path} for key {k:?}"))?
+        } else if v == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.trim_end_matches('\n').to_owned()
+        } else {
+            v.to_owned()
+        };
+        m.insert(k.to_owned(), Value::String(v));
+    }
+    Ok(m)
+}
+
+pub(super) fn parse_write_data(items: &[String]) -> Result<Map<String, Value>> {
+    if items.len() == 1 && items[0] == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        return match serde_json::from_str(&s).context("stdin must hold a JSON object")? {
+            Value::Object(m) => Ok(m),
+            _ => bail!("stdin must hold a JSON object"),
+        };
+    }
+    parse_pairs(items)
+}
+
+pub(super) fn read_secret_input(prompt: &str, arg: Option<String>) -> Result<String> {
+    match arg.as_deref() {
+        Some("-") | None => {
+            let stdin = std::io::stdin();
+            if arg.is_none() && stdin.is_terminal() {
+                eprint!("{prompt}");
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            stdin.lock().read_line(&mut line)?;
+            let v = line.trim().to_owned();
+            if v.is_empty() {
+                bail!("no value given on standard input");
+            }
+            Ok(v)
+        }
+        Some(v) => Ok(v.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_parse_and_read_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("v.txt");
+        std::fs::write(&f, "from-file").expect("write");
+        let m = parse_pairs(&["a=1".into(), format!("b=@{}", f.display()), "c=x=y".into()])
+            .expect("parse");
+        assert_eq!(m["a"], "1");
+        assert_eq!(m["b"], "from-file");
+        assert_eq!(m["c"], "x=y");
+        assert!(parse_pairs(&["novalue".into()]).is_err());
+        assert!(parse_pairs(&["=v".into()]).is_err());
+    }
+}

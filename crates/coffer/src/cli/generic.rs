@@ -1,0 +1,72 @@
+//! `coffer read`, `write`, `delete` and `list`: any path, as the API has it.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::Value;
+
+use super::client::{Global, client, parse_pairs, parse_write_data, print_answer};
+use super::output::{cell, not_found};
+
+#[derive(Args, Debug)]
+pub(crate) struct PathArgs {
+    pub path: String,
+    /// key=value query parameters (read)
+    pub params: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WriteArgs {
+    pub path: String,
+    /// key=value, key=@file, key=- (stdin), or a lone `-` for a JSON object on stdin
+    pub data: Vec<String>,
+    /// Send the request even with no data
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub(super) async fn read(g: &Global, a: PathArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let query = parse_pairs(&a.params)?;
+    let q: Vec<(&str, String)> = query.iter().map(|(k, v)| (k.as_str(), cell(v))).collect();
+    match c.request_with_query("GET", &a.path, &q, None).await {
+        Ok(ans) => print_answer(g, ans.body.as_ref()),
+        Err(coffer_api::Error::Api { status: 404, errors }) if errors.is_empty() => {
+            Ok(not_found(&a.path))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn list(g: &Global, a: PathArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    match c.list(&a.path).await {
+        Ok(ans) => print_answer(g, ans.body.as_ref()),
+        Err(coffer_api::Error::Api { status: 404, errors }) if errors.is_empty() => {
+            Ok(not_found(&a.path))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn delete(g: &Global, a: PathArgs) -> Result<ExitCode> {
+    client(g)?.delete(&a.path).await?;
+    println!("Success! Data deleted (if it existed) at: {}", a.path);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn write(g: &Global, a: WriteArgs) -> Result<ExitCode> {
+    let data = parse_write_data(&a.data)?;
+    if data.is_empty() && !a.force {
+        bail!("Must supply data or use -force");
+    }
+    let ans = client(g)?.write(&a.path, &Value::Object(data)).await?;
+    match ans.body {
+        Some(b) => print_answer(g, Some(&b)),
+        None => {
+            println!("Success! Data written to: {}", a.path);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `coffer operator` (init, unseal, seal, rotate, key-status) and `coffer status`: the seal and
+//! the keys.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::client::{Global, client, read_secret_input};
+use super::output::{EXIT_NEGATIVE, Format, cell, print_body, table};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OperatorCmd {
+    /// Initialize a new server: creates the unseal key shares and the root token
+    Init {
+        /// Number of key shares to split the unseal key into
+        #[arg(long = "key-shares", default_value_t = 5)]
+        key_shares: u64,
+        /// Number of shares needed to unseal
+        #[arg(long = "key-threshold", default_value_t = 3)]
+        key_threshold: u64,
+    },
+    /// Provide one unseal key share (prompted for when not given; `-` reads stdin)
+    Unseal {
+        key: Option<String>,
+        /// Discard the shares given so far
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the server: it forgets its keys until unsealed again (needs sudo)
+    Seal,
+    /// Add a new encryption key term; new writes use it, old data stays readable
+    Rotate,
+    /// Show the active encryption key term
+    KeyStatus,
+}
+
+fn seal_status_table(b: &Value) -> String {
+    let g = |k: &str| b.get(k).cloned().unwrap_or(Value::Null);
+    let mut rows = vec![
+        ("Seal Type".into(), cell(&g("type"))),
+        ("Initialized".into(), cell(&g("initialized"))),
+        ("Sealed".into(), cell(&g("sealed"))),
+        ("Total Shares".into(), cell(&g("n"))),
+        ("Threshold".into(), cell(&g("t"))),
+    ];
+    if g("sealed") == Value::Bool(true) {
+        rows.push((
+            "Unseal Progress".into(),
+            format!("{}/{}", cell(&g("progress")), cell(&g("t"))),
+        ));
+        rows.push(("Unseal Nonce".into(), cell(&g("nonce"))));
+    }
+    rows.push(("Version".into(), cell(&g("version"))));
+    rows.push(("Storage Type".into(), cell(&g("storage_type"))));
+    rows.push(("HA Enabled".into(), "false".into()));
+    table(&rows)
+}
+
+pub(super) async fn status(g: &Global) -> Result<ExitCode> {
+    let c = client(g)?;
+    let ans = c.read("sys/seal-status").await?;
+    let b = ans.body.unwrap_or(Value::Null);
+    match g.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
+        Format::Table => print!("{}", seal_status_table(&b)),
+    }
+    Ok(if b.get("sealed") == Some(&Value::Bool(false)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NEGATIVE)
+    })
+}
+
+pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
+    let c = client(g)?;
+    match op {
+        OperatorCmd::Init { key_shares, key_threshold } => {
+            let ans = c
+                .write(
+                    "sys/init",
+                    &json!({ "secret_shares": key_shares, "secret_threshold": key_threshold }),
+                )
+                .await?;
+            let b = ans.body.unwrap_or(Value::Null);
+            if g.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(Value::Array(keys)) = b.get("keys_base64") {
+                for (i, k) in keys.iter().enumerate() {
+                    println!("Unseal Key {}: {}", i + 1, cell(k));
+                }
+            }
+            println!(
+                "\nInitial Root Token: {}\n",
+                cell(b.get("root_token").unwrap_or(&Value::Null))
+            );
+            println!(
+                "Coffer initialized with {key_shares} key shares and a key threshold of {key_threshold}.\n\
+                 Give the key shares to different people and keep them apart: any {key_threshold} of them\n\
+                 unseal the server, fewer reveal nothing. Coffer does not keep them.\n\n\
+                 The server is sealed. Unseal it with `coffer operator unseal`, {key_threshold} times.\n\
+                 Use the root token only for set-up, then revoke it (`coffer token revoke -self`)."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorCmd::Unseal { key, reset } => {
+            let body = if reset {
+                json!({ "reset": true })
+            } else {
+                json!({ "key": read_secret_input("Unseal Key (input is shown; pass - to read it from a pipe): ", key)? })
+            };
+            let ans = c.write("sys/unseal", &body).await?;
+            let b = ans.body.unwrap_or(Value::Null);
+            match g.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
+                Format::Table => print!("{}", seal_status_table(&b)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorCmd::Seal => {
+            c.write("sys/seal", &json!({})).await?;
+            println!("Success! Coffer is sealed.");
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorCmd::Rotate => {
+            c.write("sys/rotate", &json!({})).await?;
+            let ans = c.read("sys/key-status").await?;
+            let b = ans.body.unwrap_or(Value::Null);
+            let term = b.get("data").and_then(|d| d.get("term")).map(cell).unwrap_or_default();
+            println!("Success! Rotated key\n\nKey Term        {term}");
+            Ok(ExitCode::SUCCESS)
+        }
+        OperatorCmd::KeyStatus => {
+            let ans = c.read("sys/key-status").await?;
+            let b = ans.body.unwrap_or(Value::Null);
+            if g.format == Format::Json || g.field.is_some() {
+                print_body(&b, g.format, g.field.as_deref())?;
+            } else {
+                let d = b.get("data").cloned().unwrap_or(Value::Null);
+                print!(
+                    "{}",
+                    table(&[
+                        ("Key Term".into(), cell(d.get("term").unwrap_or(&Value::Null))),
+                        (
+                            "Install Time".into(),
+                            cell(d.get("install_time").unwrap_or(&Value::Null))
+                        ),
+                        (
+                            "Encryption Count".into(),
+                            cell(d.get("encryptions").unwrap_or(&Value::Null))
+                        ),
+                    ])
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_status_table_shows_progress_when_sealed() {
+        let t = seal_status_table(
+            &json!({"type": "shamir", "initialized": true, "sealed": true, "n": 5, "t": 3, "progress": 1, "nonce": "x", "version": "0.1.0", "storage_type": "sqlite"}),
+        );
+        assert!(t.contains("Unseal Progress    1/3"), "{t}");
+    }
+}
