@@ -24,8 +24,8 @@ use std::pin::Pin;
 use serde_json::{Map, Value};
 
 pub use self::field::{Default, Field, Kind};
-pub use crate::handler;
 use crate::backend::BackendRequest;
+pub use crate::handler;
 use crate::logical::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
 
@@ -36,8 +36,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Handler<B> = for<'a, 'r> fn(&'a B, &'a Req<'r>) -> BoxFuture<'a, Result<Response>>;
 
 /// A path's existence check, for deciding a write between `create` and `update`:
-/// `handler!(Self::role_exists)` with an `async fn(&self, &Req<'_>) -> Result<bool>`.
-pub type Exists<B> = for<'a, 'r> fn(&'a B, &'a Req<'r>) -> BoxFuture<'a, Result<bool>>;
+/// `handler!(Self::role_exists)` with an `async fn(&self, &Req<'_>) -> Result<Option<bool>>`
+/// (`None`: no answer for this request, e.g. a folder; the write stays an `update`).
+pub type Exists<B> = for<'a, 'r> fn(&'a B, &'a Req<'r>) -> BoxFuture<'a, Result<Option<bool>>>;
 
 /// Makes a [`Handler`] or [`Exists`] from a backend's async method.
 #[macro_export]
@@ -182,7 +183,9 @@ impl<B: Sync> Paths<B> {
             return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
         };
         let handler = path.handler(req.operation).ok_or(Error::UnsupportedOperation)?;
-        for f in path.all_fields() {
+        // A field named like a capture documents it: its value comes from the path.
+        let captured = |f: &Field| pattern::capture_names(path.pattern).any(|c| c == f.name);
+        for f in path.all_fields().filter(|f| !captured(f)) {
             f.check(req.data)?;
             if f.required && is_write(req.operation) && f.missing(req.data) {
                 return Err(Error::invalid(format!("missing required parameter {:?}", f.name)));
@@ -204,7 +207,7 @@ impl<B: Sync> Paths<B> {
         let Some((path, captures)) = self.find(req.path) else { return Ok(None) };
         let Some(check) = path.exists else { return Ok(None) };
         let r = Req { req, captures, path };
-        check(backend, &r).await.map(Some)
+        check(backend, &r).await
     }
 
     /// The help of the path `rel` names; `None` for an unknown path.
@@ -270,6 +273,11 @@ impl<'r> Req<'r> {
         self.captures.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
     }
 
+    /// Every capture, in pattern order.
+    pub fn captures(&self) -> impl Iterator<Item = (&'static str, &'r str)> + '_ {
+        self.captures.iter().copied()
+    }
+
     /// The body as sent, without defaults: for "absent keeps the stored value" updates.
     pub fn fields(&self) -> Fields<'r> {
         Fields::new(self.req.data)
@@ -283,7 +291,11 @@ impl<'r> Req<'r> {
     }
 
     /// Reads `k` (sent, or its default) with one of [`Fields`]'s getters.
-    fn with<T>(&self, k: &str, get: impl Fn(&Fields<'_>) -> Result<Option<T>>) -> Result<Option<T>> {
+    fn with<T>(
+        &self,
+        k: &str,
+        get: impl Fn(&Fields<'_>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let Some(v) = self.value(k) else { return Ok(None) };
         let mut one = Map::new();
         one.insert(k.to_owned(), v.into_owned());

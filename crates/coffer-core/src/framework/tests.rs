@@ -69,8 +69,8 @@ impl Toy {
         Ok(Response::empty())
     }
 
-    async fn role_exists(&self, r: &Req<'_>) -> Result<bool> {
-        Ok(self.lock().contains_key(r.capture("name")))
+    async fn role_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(self.lock().contains_key(r.capture("name"))))
     }
 
     async fn echo(&self, r: &Req<'_>) -> Result<Response> {
