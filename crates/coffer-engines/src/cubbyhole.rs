@@ -53,8 +53,8 @@ impl Cubbyhole {
         KvStore::delete(&self.view_for(r)?, r.capture("path")).await
     }
 
-    async fn secret_exists(&self, r: &Req<'_>) -> Result<bool> {
-        Ok(KvStore::read_entry(&self.view_for(r)?, r.capture("path")).await?.is_some())
+    async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(KvStore::read_entry(&self.view_for(r)?, r.capture("path")).await?.is_some()))
     }
 }
 

@@ -117,8 +117,8 @@ impl KvV1 {
         KvStore::delete(&self.view, r.capture("path")).await
     }
 
-    async fn secret_exists(&self, r: &Req<'_>) -> Result<bool> {
-        Ok(KvStore::read_entry(&self.view, r.capture("path")).await?.is_some())
+    async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(KvStore::read_entry(&self.view, r.capture("path")).await?.is_some()))
     }
 }
 
