@@ -9,13 +9,14 @@
 //! a caller learns nothing about which half was wrong.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use coffer_core::cidr::Cidr;
+use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::hex::hex;
-use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::Fields;
 use coffer_core::random::uuid_v4;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
@@ -42,7 +43,7 @@ pub(crate) struct AppRole {
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     Ok(Arc::new(AppRole {
-        roles: Roles::new(cfg.view.clone(), "role/", "role", "approle role"),
+        roles: Roles::new(cfg.view.clone(), "role/", "approle role"),
         view: cfg.view,
         salt: OnceCell::new(),
         lock: Mutex::new(()),
@@ -117,19 +118,129 @@ struct RoleIdEntry {
     name: String,
 }
 
-const ROLE_FIELDS: &[&str] = &[
-    "role_name",
-    "role_id",
-    "bind_secret_id",
-    "secret_id_bound_cidrs",
-    "bound_cidr_list",
-    "secret_id_num_uses",
-    "secret_id_ttl",
-    "local_secret_ids",
+const ROLE_FIELDS: &[Field] = &[
+    Field::str("role_name", "The role's name: letters, digits, '_', '-', '.' and '@'."),
+    Field::str("role_id", "The role ID; absent at creation: a random UUID."),
+    Field::bool("bind_secret_id", "Logins need a secret ID."),
+    Field::comma_list("secret_id_bound_cidrs", "Addresses secret IDs may be used from."),
+    Field::comma_list("bound_cidr_list", "Legacy name of secret_id_bound_cidrs."),
+    Field::int("secret_id_num_uses", "Uses per secret ID; 0: unlimited."),
+    Field::duration("secret_id_ttl", "Lifetime of secret IDs; 0: unlimited."),
+    Field::bool("local_secret_ids", "Set at creation only."),
 ];
 
-const SECRET_ID_FIELDS: &[&str] =
-    &["role_name", "secret_id", "metadata", "cidr_list", "token_bound_cidrs", "num_uses", "ttl"];
+/// What a new secret ID may carry; the custom-secret-id path adds the `secret_id` itself.
+const SECRET_ID_FIELDS: &[Field] = &[
+    Field::str("role_name", "The role's name."),
+    Field::kv_pairs(
+        "metadata",
+        "String pairs for the tokens' metadata (an object, or it JSON-encoded).",
+    )
+    .unchecked(),
+    Field::comma_list(
+        "cidr_list",
+        "Addresses this secret ID may be used from (within the role's).",
+    ),
+    Field::comma_list(
+        "token_bound_cidrs",
+        "Addresses its tokens may be used from (within the role's).",
+    ),
+    Field::int("num_uses", "Uses of this secret ID; at most the role's secret_id_num_uses."),
+    Field::duration("ttl", "Lifetime of this secret ID; at most the role's secret_id_ttl."),
+];
+
+const CUSTOM_SECRET_ID: &[Field] = &[Field::str("secret_id", "The secret ID to register.")];
+
+const SECRET_ID_LOOKUP: &[Field] =
+    &[Field::str("role_name", "The role's name."), Field::str("secret_id", "The secret ID.")];
+
+const ACCESSOR_LOOKUP: &[Field] = &[
+    Field::str("role_name", "The role's name."),
+    Field::str("secret_id_accessor", "The accessor of the secret ID."),
+];
+
+const LOGIN_FIELDS: &[Field] = &[
+    Field::str("role_id", "The role ID.").required(),
+    Field::str("secret_id", "The secret ID, when the role binds one."),
+];
+
+/// `role/:role_name/<field>`: Vault's per-field endpoints, each on one field of the role.
+const ROLE_FIELD_PATHS: &[&str] = &[
+    "role/{role_name}/role-id",
+    "role/{role_name}/policies",
+    "role/{role_name}/token-policies",
+    "role/{role_name}/secret-id-num-uses",
+    "role/{role_name}/secret-id-ttl",
+    "role/{role_name}/token-ttl",
+    "role/{role_name}/token-max-ttl",
+    "role/{role_name}/token-num-uses",
+    "role/{role_name}/token-bound-cidrs",
+    "role/{role_name}/secret-id-bound-cidrs",
+    "role/{role_name}/bind-secret-id",
+    "role/{role_name}/period",
+    "role/{role_name}/token-period",
+];
+
+static PATHS: LazyLock<Paths<AppRole>> = LazyLock::new(|| {
+    let mut paths = vec![
+        Path::new("login", "Exchange a role ID and a secret ID for a token.")
+            .fields(LOGIN_FIELDS)
+            .write(handler!(AppRole::login)),
+        Path::new("tidy/secret-id", "Remove expired secret IDs and dangling accessors.")
+            .write(handler!(AppRole::tidy)),
+        Path::new("role", "The roles, by name.").list(handler!(AppRole::list_roles)),
+        Path::new("role/{role_name}", "A role: its secret-ID rules and its tokens' settings.")
+            .fields(ROLE_FIELDS)
+            .fields(role::TOKEN_FIELDS)
+            .read(handler!(AppRole::read_role))
+            .write(handler!(AppRole::write_role))
+            .delete(handler!(AppRole::delete_role))
+            .exists(handler!(AppRole::role_exists))
+            .warn_unknown(),
+        Path::new("role/{role_name}/secret-id", "Issue a secret ID; LIST: their accessors.")
+            .fields(SECRET_ID_FIELDS)
+            .write(handler!(AppRole::generate_secret_id))
+            .list(handler!(AppRole::list_accessors))
+            .warn_unknown(),
+        Path::new(
+            "role/{role_name}/custom-secret-id",
+            "Register a secret ID chosen by the caller.",
+        )
+        .fields(SECRET_ID_FIELDS)
+        .fields(CUSTOM_SECRET_ID)
+        .write(handler!(AppRole::register_secret_id))
+        .warn_unknown(),
+        Path::new("role/{role_name}/secret-id/lookup", "A secret ID's properties.")
+            .fields(SECRET_ID_LOOKUP)
+            .write(handler!(AppRole::lookup_secret_id)),
+        Path::new("role/{role_name}/secret-id/destroy", "Destroy a secret ID.")
+            .fields(SECRET_ID_LOOKUP)
+            .write(handler!(AppRole::destroy_secret_id))
+            .delete(handler!(AppRole::destroy_secret_id)),
+        Path::new(
+            "role/{role_name}/secret-id-accessor/lookup",
+            "A secret ID's properties, by accessor.",
+        )
+        .fields(ACCESSOR_LOOKUP)
+        .write(handler!(AppRole::lookup_accessor)),
+        Path::new(
+            "role/{role_name}/secret-id-accessor/destroy",
+            "Destroy a secret ID, by accessor.",
+        )
+        .fields(ACCESSOR_LOOKUP)
+        .write(handler!(AppRole::destroy_accessor))
+        .delete(handler!(AppRole::destroy_accessor)),
+    ];
+    for pattern in ROLE_FIELD_PATHS {
+        paths.push(
+            Path::new(pattern, "One setting of a role: read, set or reset it.")
+                .read(handler!(AppRole::role_field))
+                .write(handler!(AppRole::role_field))
+                .delete(handler!(AppRole::role_field)),
+        );
+    }
+    Paths::new(paths)
+});
 
 /// Vault's role name rule: word characters, with `-`, `.` and `@` inside.
 fn valid_role_name(name: &str) -> bool {
@@ -141,7 +252,7 @@ fn valid_role_name(name: &str) -> bool {
 }
 
 impl role::Role for Role {
-    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
+    const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     /// A new role binds a secret ID; its name is set by the caller.
     fn fresh() -> Self {
@@ -200,57 +311,6 @@ impl role::Role for Role {
     }
 }
 
-/// Which endpoint a relative path names.
-enum Route<'a> {
-    RoleList,
-    Role(&'a str),
-    RoleField(&'a str, &'a str),
-    SecretId(&'a str),
-    CustomSecretId(&'a str),
-    SecretIdLookup(&'a str),
-    SecretIdDestroy(&'a str),
-    AccessorLookup(&'a str),
-    AccessorDestroy(&'a str),
-    Login,
-    Tidy,
-}
-
-fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.trim_end_matches('/');
-    let parts: Vec<&str> = path.split('/').collect();
-    Some(match parts.as_slice() {
-        ["login"] => Route::Login,
-        ["tidy", "secret-id"] => Route::Tidy,
-        ["role"] => Route::RoleList,
-        ["role", name] => Route::Role(name),
-        ["role", name, "secret-id"] => Route::SecretId(name),
-        ["role", name, "custom-secret-id"] => Route::CustomSecretId(name),
-        ["role", name, "secret-id", "lookup"] => Route::SecretIdLookup(name),
-        ["role", name, "secret-id", "destroy"] => Route::SecretIdDestroy(name),
-        ["role", name, "secret-id-accessor", "lookup"] => Route::AccessorLookup(name),
-        ["role", name, "secret-id-accessor", "destroy"] => Route::AccessorDestroy(name),
-        ["role", name, field] if ROLE_FIELD_PATHS.contains(field) => Route::RoleField(name, field),
-        _ => return None,
-    })
-}
-
-/// `role/:name/<field>`: Vault's per-field endpoints.
-const ROLE_FIELD_PATHS: &[&str] = &[
-    "role-id",
-    "policies",
-    "token-policies",
-    "secret-id-num-uses",
-    "secret-id-ttl",
-    "token-ttl",
-    "token-max-ttl",
-    "token-num-uses",
-    "token-bound-cidrs",
-    "secret-id-bound-cidrs",
-    "bind-secret-id",
-    "period",
-    "token-period",
-];
-
 impl AppRole {
     async fn salt(&self) -> Result<&hmac::Key> {
         self.salt
@@ -279,14 +339,31 @@ impl AppRole {
         })
     }
 
-    async fn write_role(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+    async fn list_roles(&self, _r: &Req<'_>) -> Result<Response> {
+        self.roles.list().await
+    }
+
+    async fn read_role(&self, r: &Req<'_>) -> Result<Response> {
+        self.roles.read(r.capture("role_name")).await
+    }
+
+    async fn role_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(self.roles.get(r.capture("role_name")).await?.is_some()))
+    }
+
+    async fn write_role(&self, r: &Req<'_>) -> Result<Response> {
+        self.write_role_fields(r.data, r.capture("role_name")).await
+    }
+
+    /// Creates or updates a role from `data`; the framework names the fields it ignored.
+    async fn write_role_fields(&self, data: &Map<String, Value>, name: &str) -> Result<Response> {
         let name = name.to_lowercase();
         if !valid_role_name(&name) {
             return Err(Error::invalid(format!(
                 "invalid role name {name:?}: use letters, digits, '_', '-', '.' and '@'"
             )));
         }
-        let f = Fields::new(req.data);
+        let f = Fields::new(data);
         let _g = self.lock.lock().await;
         let existing = self.roles.get(&name).await?;
         let creating = existing.is_none();
@@ -304,7 +381,7 @@ impl AppRole {
             None => {}
         }
         self.save_role(&role, &old_role_id).await?;
-        Ok(role::written::<Role>(&f))
+        Ok(Response::empty())
     }
 
     /// Stores the role and its role-ID index in one batch; a role ID is unique per mount.
@@ -329,7 +406,8 @@ impl AppRole {
         Ok(())
     }
 
-    async fn delete_role(&self, name: &str) -> Result<Response> {
+    async fn delete_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("role_name");
         let _g = self.lock.lock().await;
         let Some(role) = self.roles.get(name).await? else {
             return Ok(Response::empty());
@@ -348,12 +426,10 @@ impl AppRole {
         Ok(Response::empty())
     }
 
-    async fn role_field(
-        &self,
-        req: &BackendRequest<'_>,
-        name: &str,
-        field: &str,
-    ) -> Result<Response> {
+    /// `role/:role_name/<field>`: the field is the pattern's last segment.
+    async fn role_field(&self, req: &Req<'_>) -> Result<Response> {
+        let name = req.capture("role_name");
+        let field = req.path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
         let key = field.replace('-', "_");
         match req.operation {
             Operation::Read => {
@@ -374,8 +450,7 @@ impl AppRole {
                 }
                 let mut body = Map::new();
                 body.insert(key.clone(), req.data[&key].clone());
-                let sub = BackendRequest { data: &body, ..clone_req(req) };
-                self.write_role(&sub, name).await
+                self.write_role_fields(&body, name).await
             }
             Operation::Delete => {
                 if key == "role_id" {
@@ -405,13 +480,17 @@ impl AppRole {
         }
     }
 
-    async fn generate_secret_id(
-        &self,
-        req: &BackendRequest<'_>,
-        name: &str,
-        custom: bool,
-    ) -> Result<Response> {
-        let f = Fields::new(req.data);
+    async fn generate_secret_id(&self, r: &Req<'_>) -> Result<Response> {
+        self.new_secret_id(r, false).await
+    }
+
+    async fn register_secret_id(&self, r: &Req<'_>) -> Result<Response> {
+        self.new_secret_id(r, true).await
+    }
+
+    async fn new_secret_id(&self, req: &Req<'_>, custom: bool) -> Result<Response> {
+        let name = req.capture("role_name");
+        let f = req.fields();
         let role = self.must_role(name).await?;
         if !role.bind_secret_id {
             return Err(Error::invalid("bind_secret_id is not set on the role"));
@@ -476,20 +555,12 @@ impl AppRole {
                 BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
             ])
             .await?;
-        let mut known: Vec<&str> = SECRET_ID_FIELDS.to_vec();
-        if !custom {
-            known.retain(|k| *k != "secret_id");
-        }
-        Ok(Response {
-            data: Some(into_map(json!({
-                "secret_id": secret_id,
-                "secret_id_accessor": entry.accessor,
-                "secret_id_ttl": ttl,
-                "secret_id_num_uses": num_uses,
-            }))),
-            warnings: ignored_warning(f.unknown(&known)),
-            ..Response::default()
-        })
+        Ok(Response::data(into_map(json!({
+            "secret_id": secret_id,
+            "secret_id_accessor": entry.accessor,
+            "secret_id_ttl": ttl,
+            "secret_id_num_uses": num_uses,
+        }))))
     }
 
     async fn delete_secret_id_entry(&self, role_hmac: &str, sid_hmac: &str) -> Result<()> {
@@ -541,7 +612,8 @@ impl AppRole {
         Ok((acc.secret_id_hmac, decode(&raw, "approle secret id")?))
     }
 
-    async fn list_accessors(&self, name: &str) -> Result<Response> {
+    async fn list_accessors(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("role_name");
         let role = self.roles.get(name).await?.ok_or(Error::NotFound)?;
         let role_hmac = self.mac(&role.name).await?;
         let now = now_unix();
@@ -561,7 +633,7 @@ impl AppRole {
         Ok(Response::list(keys))
     }
 
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+    async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let role_id = f.required_str("role_id")?;
         let bad = || Error::invalid(BAD_CREDENTIALS);
@@ -608,7 +680,7 @@ impl AppRole {
         Ok(Response::login(login))
     }
 
-    async fn tidy(&self) -> Result<Response> {
+    async fn tidy(&self, _r: &Req<'_>) -> Result<Response> {
         let _g = self.lock.lock().await;
         let now = now_unix();
         let mut removed = 0u64;
@@ -654,87 +726,58 @@ fn check_subset(field: &str, requested: &[Cidr], allowed: &[Cidr]) -> Result<()>
     Ok(())
 }
 
-fn clone_req<'a>(r: &BackendRequest<'a>) -> BackendRequest<'a> {
-    BackendRequest {
-        id: r.id,
-        operation: r.operation,
-        path: r.path,
-        data: r.data,
-        caller: r.caller,
-        mount: r.mount,
-        remote_addr: r.remote_addr,
-        sudo: r.sudo,
-        client_token: r.client_token,
-        client_cert_chain: r.client_cert_chain,
+impl AppRole {
+    async fn lookup_secret_id(&self, r: &Req<'_>) -> Result<Response> {
+        let role = self.must_role(r.capture("role_name")).await?;
+        let sid = r.fields().required_str("secret_id")?;
+        match self.find_secret_id(&role, &sid).await? {
+            Some((_, e)) => Ok(Response::data(e.to_json())),
+            None => Ok(Response::empty()),
+        }
+    }
+
+    async fn destroy_secret_id(&self, r: &Req<'_>) -> Result<Response> {
+        let role = self.must_role(r.capture("role_name")).await?;
+        let sid = r.fields().required_str("secret_id")?;
+        let _g = self.lock.lock().await;
+        let role_hmac = self.mac(&role.name).await?;
+        self.delete_secret_id_entry(&role_hmac, &self.mac(&sid).await?).await?;
+        Ok(Response::empty())
+    }
+
+    async fn lookup_accessor(&self, r: &Req<'_>) -> Result<Response> {
+        let role = self.must_role(r.capture("role_name")).await?;
+        let acc = r.fields().required_str("secret_id_accessor")?;
+        let (_, e) = self.by_accessor(&role, &acc).await?;
+        Ok(Response::data(e.to_json()))
+    }
+
+    async fn destroy_accessor(&self, r: &Req<'_>) -> Result<Response> {
+        let role = self.must_role(r.capture("role_name")).await?;
+        let acc = r.fields().required_str("secret_id_accessor")?;
+        let _g = self.lock.lock().await;
+        let (sid_hmac, _) = self.by_accessor(&role, &acc).await?;
+        self.delete_secret_id_entry(&self.mac(&role.name).await?, &sid_hmac).await?;
+        Ok(Response::empty())
     }
 }
 
 #[async_trait]
 impl LogicalBackend for AppRole {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let Some(r) = route(req.path) else {
-            return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
-        };
-        let op = req.operation;
-        match (r, op) {
-            (Route::Login, Create | Update) => self.login(req).await,
-            (Route::RoleList, List) => self.roles.list().await,
-            (Route::Role(name), Read) => self.roles.read(name).await,
-            (Route::Role(name), Create | Update) => self.write_role(req, name).await,
-            (Route::Role(name), Delete) => self.delete_role(name).await,
-            (Route::RoleField(name, field), _) => self.role_field(req, name, field).await,
-            (Route::SecretId(name), Create | Update) => {
-                self.generate_secret_id(req, name, false).await
-            }
-            (Route::SecretId(name), List) => self.list_accessors(name).await,
-            (Route::CustomSecretId(name), Create | Update) => {
-                self.generate_secret_id(req, name, true).await
-            }
-            (Route::SecretIdLookup(name), Create | Update) => {
-                let role = self.must_role(name).await?;
-                let sid = Fields::new(req.data).required_str("secret_id")?;
-                match self.find_secret_id(&role, &sid).await? {
-                    Some((_, e)) => Ok(Response::data(e.to_json())),
-                    None => Ok(Response::empty()),
-                }
-            }
-            (Route::SecretIdDestroy(name), Create | Update | Delete) => {
-                let role = self.must_role(name).await?;
-                let sid = Fields::new(req.data).required_str("secret_id")?;
-                let _g = self.lock.lock().await;
-                let role_hmac = self.mac(&role.name).await?;
-                self.delete_secret_id_entry(&role_hmac, &self.mac(&sid).await?).await?;
-                Ok(Response::empty())
-            }
-            (Route::AccessorLookup(name), Create | Update) => {
-                let role = self.must_role(name).await?;
-                let acc = Fields::new(req.data).required_str("secret_id_accessor")?;
-                let (_, e) = self.by_accessor(&role, &acc).await?;
-                Ok(Response::data(e.to_json()))
-            }
-            (Route::AccessorDestroy(name), Create | Update | Delete) => {
-                let role = self.must_role(name).await?;
-                let acc = Fields::new(req.data).required_str("secret_id_accessor")?;
-                let _g = self.lock.lock().await;
-                let (sid_hmac, _) = self.by_accessor(&role, &acc).await?;
-                self.delete_secret_id_entry(&self.mac(&role.name).await?, &sid_hmac).await?;
-                Ok(Response::empty())
-            }
-            (Route::Tidy, Create | Update) => self.tidy().await,
-            _ => Err(Error::UnsupportedOperation),
-        }
+        PATHS.handle(self, req).await
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        match route(req.path) {
-            Some(Route::Role(name)) => Ok(Some(self.roles.get(name).await?.is_some())),
-            _ => Ok(None),
-        }
+        PATHS.exists(self, req).await
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
+        role::LOGIN_PATHS
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }
 
@@ -743,13 +786,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes() {
-        assert!(matches!(route("role/web/secret-id"), Some(Route::SecretId("web"))));
-        assert!(matches!(route("role/web/secret-id/"), Some(Route::SecretId("web"))));
-        assert!(matches!(route("role/web/role-id"), Some(Route::RoleField("web", "role-id"))));
-        assert!(matches!(route("role/"), Some(Route::RoleList)));
-        assert!(route("role/web/nope").is_none());
-        assert!(route("role/a/b/c/d").is_none());
+    fn paths() {
+        let first = |p: &str| PATHS.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
+        assert_eq!(first("role/web/secret-id").as_deref(), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/secret-id/").as_deref(), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/role-id").as_deref(), Some("role/{role_name}/role-id"));
+        assert_eq!(first("role/").as_deref(), Some("role"));
+        assert_eq!(first("role/web/nope"), None);
+        assert_eq!(first("role/a/b/c/d"), None);
     }
 
     #[test]

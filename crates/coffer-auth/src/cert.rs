@@ -9,9 +9,10 @@
 //! in name order, that accepts the certificate decides the token's policies.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
@@ -22,7 +23,7 @@ use serde_json::{Map, Value, json};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-use crate::role::{self, Endpoints, Roles, into_map};
+use crate::role::{self, Roles, into_map};
 
 /// Vault's answer to any certificate no entry accepts, whichever check failed.
 const NOT_ACCEPTED: &str = "invalid certificate or no client certificate supplied";
@@ -33,9 +34,7 @@ pub(crate) struct CertAuth {
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(Endpoints(CertAuth {
-        roles: Roles::new(cfg.view, "cert/", "certs", "cert entry"),
-    })))
+    Ok(Arc::new(CertAuth { roles: Roles::new(cfg.view, "cert/", "cert entry") }))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,17 +49,30 @@ pub(crate) struct Entry {
     allowed_organizational_units: Vec<String>,
 }
 
-const ENTRY_FIELDS: &[&str] = &[
-    "name",
-    "certificate",
-    "display_name",
-    "allowed_common_names",
-    "allowed_names",
-    "allowed_dns_sans",
-    "allowed_email_sans",
-    "allowed_uri_sans",
-    "allowed_organizational_units",
+const ENTRY_FIELDS: &[Field] = &[
+    Field::str("name", "The entry's name."),
+    Field::str("certificate", "CA or leaf certificates (PEM) a client's chain must lead to."),
+    Field::str("display_name", "Shown in the token's display name."),
+    Field::comma_list("allowed_common_names", "Client common names allowed (`*` globs)."),
+    Field::comma_list("allowed_names", "Legacy name of allowed_common_names."),
+    Field::comma_list("allowed_dns_sans", "DNS SANs allowed (`*` globs)."),
+    Field::comma_list("allowed_email_sans", "Email SANs allowed (`*` globs)."),
+    Field::comma_list("allowed_uri_sans", "URI SANs allowed (`*` globs)."),
+    Field::comma_list("allowed_organizational_units", "Organizational units allowed (`*` globs)."),
 ];
+
+static PATHS: LazyLock<Paths<CertAuth>> = LazyLock::new(|| {
+    let mut paths = vec![
+        Path::new("login", "Log in with the TLS client certificate of the connection.")
+            .fields(LOGIN_FIELDS)
+            .write(handler!(CertAuth::login)),
+    ];
+    paths.extend(role::role_paths("certs", "certs/{name}"));
+    Paths::new(paths)
+});
+
+const LOGIN_FIELDS: &[Field] =
+    &[Field::str("name", "The entry to log in with; empty: every entry is tried.")];
 
 /// The DER certificates of a PEM bundle; an error names what is wrong with it.
 fn pem_certs(pem: &str) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
@@ -174,7 +186,7 @@ fn trusted_by(
 }
 
 impl role::Role for Entry {
-    const FIELDS: &'static [&'static str] = ENTRY_FIELDS;
+    const FIELDS: &'static [Field] = ENTRY_FIELDS;
 
     fn fresh() -> Self {
         Entry::default()
@@ -225,16 +237,16 @@ impl role::Role for Entry {
     }
 }
 
-#[async_trait]
-impl role::Method for CertAuth {
+impl role::HasRoles for CertAuth {
     type Role = Entry;
-    const CONFIG: bool = false;
 
     fn roles(&self) -> &Roles<Entry> {
         &self.roles
     }
+}
 
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+impl CertAuth {
+    async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         if req.client_cert_chain.is_empty() {
             return Err(Error::invalid(
@@ -275,6 +287,25 @@ impl role::Method for CertAuth {
             return Ok(Response::login(entry.token.login(display_name, metadata)));
         }
         Err(Error::invalid(NOT_ACCEPTED))
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for CertAuth {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        PATHS.handle(self, req).await
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        PATHS.exists(self, req).await
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        role::LOGIN_PATHS
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }
 

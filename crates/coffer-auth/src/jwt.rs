@@ -9,12 +9,13 @@
 //! tokens cannot turn Coffer into a request amplifier against the identity provider.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::glob::glob_match;
-use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::Fields;
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::jws::{self, Jwk, PublicKey};
 use crate::outbound;
-use crate::role::{self, Endpoints, Roles, TokenFields, encode, into_map};
+use crate::role::{self, Roles, TokenFields, encode, into_map};
 
 /// A fetched key set is trusted this long before it is fetched again.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -43,13 +44,34 @@ pub(crate) struct JwtAuth {
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(Endpoints(JwtAuth {
-        roles: Roles::new(cfg.view.clone(), "role/", "role", "jwt role"),
+    Ok(Arc::new(JwtAuth {
+        roles: Roles::new(cfg.view.clone(), "role/", "jwt role"),
         view: cfg.view,
         keys: RwLock::new(None),
         fetching: Mutex::new(()),
-    })))
+    }))
 }
+
+static PATHS: LazyLock<Paths<JwtAuth>> = LazyLock::new(|| {
+    let mut paths = vec![
+        Path::new("login", "Log in with a JWT signed by the configured issuer.")
+            .fields(LOGIN_FIELDS)
+            .write(handler!(JwtAuth::login)),
+        Path::new("config", "Where the issuer's keys come from, and which tokens are accepted.")
+            .fields(CONFIG_FIELDS)
+            .read(handler!(JwtAuth::read_config))
+            .write(handler!(JwtAuth::write_config))
+            .exists(handler!(JwtAuth::config_exists))
+            .warn_unknown(),
+    ];
+    paths.extend(role::role_paths("role", "role/{name}"));
+    Paths::new(paths)
+});
+
+const LOGIN_FIELDS: &[Field] = &[
+    Field::str("role", "The role to log in with; empty: the config's default_role."),
+    Field::str("jwt", "The signed JWT."),
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -64,15 +86,18 @@ struct Config {
     default_role: String,
 }
 
-const CONFIG_FIELDS: &[&str] = &[
-    "oidc_discovery_url",
-    "oidc_discovery_ca_pem",
-    "jwks_url",
-    "jwks_ca_pem",
-    "jwt_validation_pubkeys",
-    "bound_issuer",
-    "jwt_supported_algs",
-    "default_role",
+const CONFIG_FIELDS: &[Field] = &[
+    Field::str(
+        "oidc_discovery_url",
+        "The issuer's OIDC discovery URL (one of the three key sources).",
+    ),
+    Field::str("oidc_discovery_ca_pem", "CA certificates (PEM) trusted for the discovery URL."),
+    Field::str("jwks_url", "The issuer's JWKS URL (one of the three key sources)."),
+    Field::str("jwks_ca_pem", "CA certificates (PEM) trusted for the JWKS URL."),
+    Field::comma_list("jwt_validation_pubkeys", "PEM public keys (one of the three key sources)."),
+    Field::str("bound_issuer", "The `iss` every token must carry."),
+    Field::comma_list("jwt_supported_algs", "Signature algorithms accepted; empty: all supported."),
+    Field::str("default_role", "The role of a login that names none."),
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -92,20 +117,20 @@ pub(crate) struct Role {
     not_before_leeway: i64,
 }
 
-const ROLE_FIELDS: &[&str] = &[
-    "name",
-    "role_type",
-    "bound_audiences",
-    "bound_subject",
-    "bound_claims",
-    "bound_claims_type",
-    "claim_mappings",
-    "user_claim",
-    "user_claim_json_pointer",
-    "groups_claim",
-    "clock_skew_leeway",
-    "expiration_leeway",
-    "not_before_leeway",
+const ROLE_FIELDS: &[Field] = &[
+    Field::str("name", "The role's name."),
+    Field::str("role_type", "Only `jwt`."),
+    Field::comma_list("bound_audiences", "`aud` values of which a token must carry one."),
+    Field::str("bound_subject", "The `sub` a token must carry."),
+    Field::map("bound_claims", "Claims a token must carry, with the values allowed.").unchecked(),
+    Field::str("bound_claims_type", "`string` (exact values) or `glob`."),
+    Field::kv_pairs("claim_mappings", "Claims copied into the token's metadata, by claim name."),
+    Field::str("user_claim", "The claim that names the user."),
+    Field::bool("user_claim_json_pointer", "user_claim is a JSON pointer."),
+    Field::str("groups_claim", "The claim that lists the user's groups."),
+    Field::duration("clock_skew_leeway", "Leeway on all time claims; negative: none.").unchecked(),
+    Field::duration("expiration_leeway", "Leeway on `exp`; negative: none.").unchecked(),
+    Field::duration("not_before_leeway", "Leeway on `nbf`; negative: none.").unchecked(),
 ];
 
 /// Keys in force, and where they came from.
@@ -253,7 +278,7 @@ impl JwtAuth {
 }
 
 impl role::Role for Role {
-    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
+    const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     fn fresh() -> Self {
         Role {
@@ -482,16 +507,16 @@ fn signed_secs(f: &Fields<'_>, field: &str) -> Result<Option<i64>> {
     }
 }
 
-#[async_trait]
-impl role::Method for JwtAuth {
+impl role::HasRoles for JwtAuth {
     type Role = Role;
-    const CONFIG: bool = true;
 
     fn roles(&self) -> &Roles<Role> {
         &self.roles
     }
+}
 
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+impl JwtAuth {
+    async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let config =
             self.config().await?.ok_or_else(|| Error::invalid("could not load configuration"))?;
@@ -583,7 +608,16 @@ impl role::Method for JwtAuth {
         Ok(Response::login(role.token.login(user, metadata)))
     }
 
-    async fn read_config(&self) -> Result<Option<Map<String, Value>>> {
+    async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
+        self.config_json().await?.map(Response::data).ok_or(Error::NotFound)
+    }
+
+    async fn config_exists(&self, _r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(self.config_json().await?.is_some()))
+    }
+
+    /// The stored `config` as Vault shows it; `None` before one is written.
+    async fn config_json(&self) -> Result<Option<Map<String, Value>>> {
         let Some(c) = self.config().await? else { return Ok(None) };
         Ok(Some(into_map(json!({
             "oidc_discovery_url": c.oidc_discovery_url,
@@ -597,7 +631,7 @@ impl role::Method for JwtAuth {
         }))))
     }
 
-    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
+    async fn write_config(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let mut c = Config {
             oidc_discovery_url: f.str("oidc_discovery_url")?.unwrap_or_default(),
@@ -643,7 +677,26 @@ impl role::Method for JwtAuth {
         let fresh = self.fetch(&c).await.map_err(|e| Error::invalid(e.to_string()))?;
         self.view.put("config", &encode(&c)?).await?;
         *self.keys.write().await = fresh.map(Arc::new);
-        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
+        Ok(Response::empty())
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for JwtAuth {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        PATHS.handle(self, req).await
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        PATHS.exists(self, req).await
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        role::LOGIN_PATHS
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }
 

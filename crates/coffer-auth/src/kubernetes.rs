@@ -8,18 +8,19 @@
 //! namespace the role binds, so an unrelated token costs no round trip.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::glob::glob_match;
-use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::logical::fields::Fields;
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::role::{self, Endpoints, Roles, TokenFields, encode, into_map};
+use crate::role::{self, Roles, TokenFields, encode, into_map};
 use crate::{jws, outbound};
 
 /// Where a pod finds its own service-account token and the cluster CA.
@@ -35,9 +36,30 @@ pub(crate) struct Kubernetes {
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    let roles = Roles::new(cfg.view.clone(), "role/", "role", "kubernetes role");
-    Ok(Arc::new(Endpoints(Kubernetes { view: cfg.view, roles })))
+    let roles = Roles::new(cfg.view.clone(), "role/", "kubernetes role");
+    Ok(Arc::new(Kubernetes { view: cfg.view, roles }))
 }
+
+static PATHS: LazyLock<Paths<Kubernetes>> = LazyLock::new(|| {
+    let mut paths = vec![
+        Path::new("login", "Log in with a service-account token, checked by the TokenReview API.")
+            .fields(LOGIN_FIELDS)
+            .write(handler!(Kubernetes::login)),
+        Path::new("config", "The cluster whose TokenReview API vouches for tokens.")
+            .fields(CONFIG_FIELDS)
+            .read(handler!(Kubernetes::read_config))
+            .write(handler!(Kubernetes::write_config))
+            .exists(handler!(Kubernetes::config_exists))
+            .warn_unknown(),
+    ];
+    paths.extend(role::role_paths("role", "role/{name}"));
+    Paths::new(paths)
+});
+
+const LOGIN_FIELDS: &[Field] = &[
+    Field::str("role", "The role to log in with."),
+    Field::str("jwt", "The service-account token."),
+];
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -51,13 +73,13 @@ struct Config {
     disable_local_ca_jwt: bool,
 }
 
-const CONFIG_FIELDS: &[&str] = &[
-    "kubernetes_host",
-    "kubernetes_ca_cert",
-    "token_reviewer_jwt",
-    "issuer",
-    "disable_iss_validation",
-    "disable_local_ca_jwt",
+const CONFIG_FIELDS: &[Field] = &[
+    Field::str("kubernetes_host", "The API server's URL."),
+    Field::str("kubernetes_ca_cert", "CA certificate (PEM) of the API server."),
+    Field::str("token_reviewer_jwt", "Bearer token for the TokenReview API; write-only."),
+    Field::str("issuer", "The `iss` tokens must carry, unless disable_iss_validation."),
+    Field::bool("disable_iss_validation", "Do not check `iss`."),
+    Field::bool("disable_local_ca_jwt", "Do not use the pod's own token and CA."),
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -69,12 +91,12 @@ pub(crate) struct Role {
     alias_name_source: String,
 }
 
-const ROLE_FIELDS: &[&str] = &[
-    "name",
-    "bound_service_account_names",
-    "bound_service_account_namespaces",
-    "audience",
-    "alias_name_source",
+const ROLE_FIELDS: &[Field] = &[
+    Field::str("name", "The role's name."),
+    Field::comma_list("bound_service_account_names", "Service accounts allowed (`*` globs)."),
+    Field::comma_list("bound_service_account_namespaces", "Namespaces allowed (`*` globs)."),
+    Field::str("audience", "The audience a token must carry."),
+    Field::str("alias_name_source", "`serviceaccount_uid` or `serviceaccount_name`."),
 ];
 
 const ALIAS_SOURCES: &[&str] = &["serviceaccount_uid", "serviceaccount_name"];
@@ -118,7 +140,7 @@ impl ServiceAccount {
 }
 
 impl role::Role for Role {
-    const FIELDS: &'static [&'static str] = ROLE_FIELDS;
+    const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     fn fresh() -> Self {
         Role { alias_name_source: "serviceaccount_uid".into(), ..Role::default() }
@@ -275,16 +297,16 @@ fn parse_review(answer: &Value) -> Result<Reviewed> {
     })
 }
 
-#[async_trait]
-impl role::Method for Kubernetes {
+impl role::HasRoles for Kubernetes {
     type Role = Role;
-    const CONFIG: bool = true;
 
     fn roles(&self) -> &Roles<Role> {
         &self.roles
     }
+}
 
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response> {
+impl Kubernetes {
+    async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let role_name = f
             .str("role")?
@@ -372,7 +394,16 @@ impl role::Method for Kubernetes {
         Ok(Response::login(role.token.login(display_name, metadata)))
     }
 
-    async fn read_config(&self) -> Result<Option<Map<String, Value>>> {
+    async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
+        self.config_json().await?.map(Response::data).ok_or(Error::NotFound)
+    }
+
+    async fn config_exists(&self, _r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(self.config_json().await?.is_some()))
+    }
+
+    /// The stored `config` as Vault shows it; `None` before one is written.
+    async fn config_json(&self) -> Result<Option<Map<String, Value>>> {
         let Some(c) = self.config().await? else { return Ok(None) };
         Ok(Some(into_map(json!({
             "kubernetes_host": c.kubernetes_host,
@@ -385,7 +416,7 @@ impl role::Method for Kubernetes {
         }))))
     }
 
-    async fn write_config(&self, req: &BackendRequest<'_>) -> Result<Response> {
+    async fn write_config(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let mut c = self
             .config()
@@ -424,7 +455,26 @@ impl role::Method for Kubernetes {
             c.disable_local_ca_jwt = b;
         }
         self.view.put("config", &Zeroizing::new(encode(&c)?)).await?;
-        Ok(Response { warnings: ignored_warning(f.unknown(CONFIG_FIELDS)), ..Response::default() })
+        Ok(Response::empty())
+    }
+}
+
+#[async_trait]
+impl LogicalBackend for Kubernetes {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        PATHS.handle(self, req).await
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        PATHS.exists(self, req).await
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        role::LOGIN_PATHS
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }
 

@@ -1,6 +1,6 @@
 //! What every auth method's roles share: the `token_*` fields (Vault's `tokenutil`), the stored
-//! role records and their endpoints, the login a role turns into, and the routing of a method's
-//! `login`, role and `config` paths ([`Endpoints`]).
+//! role records and their endpoints (declared once for every method by [`role_paths`]), and the
+//! login a role turns into.
 //!
 //! Guarantees: every method reads the token fields with the same names, legacy aliases, checks
 //! (a bad CIDR, an unsupported `token_type`, `token_ttl` above `token_max_ttl` are refused with a
@@ -14,13 +14,11 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use async_trait::async_trait;
 use coffer_core::cidr::Cidr;
-use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::framework::{Field, Path, Req, list_response};
+use coffer_core::logical::fields::Fields;
 use coffer_core::logical::login::normalize_policies;
-use coffer_core::{
-    BackendRequest, Error, LogicalBackend, Login, Operation, Response, Result, View,
-};
+use coffer_core::{Error, Login, Response, Result, View};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -41,23 +39,26 @@ pub(crate) struct TokenFields {
     pub(crate) token_type: String,
 }
 
-/// Field names [`TokenFields::update`] reads, for an endpoint's list of known fields.
-const TOKEN_FIELD_NAMES: &[&str] = &[
-    "token_policies",
-    "token_ttl",
-    "token_max_ttl",
-    "token_explicit_max_ttl",
-    "token_period",
-    "token_num_uses",
-    "token_bound_cidrs",
-    "token_no_default_policy",
-    "token_type",
+/// The fields [`TokenFields::update`] reads, declared for every role path.
+pub(crate) const TOKEN_FIELDS: &[Field] = &[
+    Field::comma_list("token_policies", "Policies of the tokens the role's logins get."),
+    Field::duration("token_ttl", "Their initial TTL; 0: the mount's default."),
+    Field::duration(
+        "token_max_ttl",
+        "Their longest lifetime with renewals; 0: the mount's maximum.",
+    ),
+    Field::duration("token_explicit_max_ttl", "A hard cap no renewal passes; 0: none."),
+    Field::duration("token_period", "Makes the tokens periodic: each renewal grants this much."),
+    Field::int("token_num_uses", "Uses per token; 0: unlimited."),
+    Field::comma_list("token_bound_cidrs", "Source addresses the tokens may be used from."),
+    Field::bool("token_no_default_policy", "Leave the `default` policy out of the tokens."),
+    Field::str("token_type", "`service` or `default`: Coffer issues service tokens only."),
     // Legacy names Vault still accepts when the `token_` one is absent.
-    "policies",
-    "ttl",
-    "max_ttl",
-    "period",
-    "bound_cidrs",
+    Field::comma_list("policies", "Legacy name of token_policies."),
+    Field::duration("ttl", "Legacy name of token_ttl."),
+    Field::duration("max_ttl", "Legacy name of token_max_ttl."),
+    Field::duration("period", "Legacy name of token_period."),
+    Field::comma_list("bound_cidrs", "Legacy name of token_bound_cidrs."),
 ];
 
 impl TokenFields {
@@ -153,9 +154,8 @@ impl TokenFields {
 /// The method's own settings of a role; the shared token fields sit beside them in its
 /// [`RoleRecord`].
 pub(crate) trait Role: Serialize + DeserializeOwned + Send + Sync {
-    /// The names of the method's own fields (the token ones are added), for the warning that
-    /// names ignored fields.
-    const FIELDS: &'static [&'static str];
+    /// The method's own fields (the token ones are added), declared for its role paths.
+    const FIELDS: &'static [Field];
 
     /// A new role, before the first write applies its fields.
     fn fresh() -> Self;
@@ -219,34 +219,20 @@ impl<R> std::ops::DerefMut for RoleRecord<R> {
     }
 }
 
-/// The answer to a role write: no data, and a warning naming the fields it ignored.
-pub(crate) fn written<R: Role>(f: &Fields<'_>) -> Response {
-    let mut known: Vec<&str> = R::FIELDS.to_vec();
-    known.extend_from_slice(TOKEN_FIELD_NAMES);
-    Response { warnings: ignored_warning(f.unknown(&known)), ..Response::default() }
-}
-
-/// A method's roles: records at `<folder><lower-cased name>` in its view, served at
-/// `<route>` (list) and `<route>/<name>` (read, create, update, delete).
+/// A method's roles: records at `<folder><lower-cased name>` in its view, served by the paths
+/// [`role_paths`] declares.
 pub(crate) struct Roles<R> {
     view: View,
     /// Storage folder, with its trailing `/`: `role/`.
     folder: &'static str,
-    /// Request path of the collection, without a trailing `/`: `role`.
-    route: &'static str,
     /// Names the record in decode errors: `jwt role`.
     what: &'static str,
     _role: PhantomData<fn() -> R>,
 }
 
 impl<R: Role> Roles<R> {
-    pub(crate) fn new(
-        view: View,
-        folder: &'static str,
-        route: &'static str,
-        what: &'static str,
-    ) -> Self {
-        Roles { view, folder, route, what, _role: PhantomData }
+    pub(crate) fn new(view: View, folder: &'static str, what: &'static str) -> Self {
+        Roles { view, folder, what, _role: PhantomData }
     }
 
     fn key(&self, name: &str) -> String {
@@ -264,11 +250,7 @@ impl<R: Role> Roles<R> {
 
     /// The names of the stored roles; an empty list is a 404, as in Vault.
     pub(crate) async fn list(&self) -> Result<Response> {
-        let keys = self.names().await?;
-        if keys.is_empty() {
-            return Err(Error::NotFound);
-        }
-        Ok(Response::list(keys))
+        list_response(self.names().await?)
     }
 
     pub(crate) async fn read(&self, name: &str) -> Result<Response> {
@@ -281,112 +263,53 @@ impl<R: Role> Roles<R> {
         Ok(Response::empty())
     }
 
-    /// Creates or updates a role from a write's fields (see [`Role::update`]).
-    pub(crate) async fn write(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
-        let f = Fields::new(req.data);
+    /// Creates or updates a role from a write's fields (see [`Role::update`]); the framework
+    /// names the ignored ones.
+    pub(crate) async fn write(&self, data: &Map<String, Value>, name: &str) -> Result<Response> {
+        let f = Fields::new(data);
         let existing = self.get(name).await?;
         let creating = existing.is_none();
         let mut role = existing.unwrap_or_else(RoleRecord::fresh);
         role.update(&f, creating)?;
         self.view.put(&self.key(name), &encode(&role)?).await?;
-        Ok(written::<R>(&f))
-    }
-
-    /// Serves the role endpoints; `None` when the request is for another path.
-    pub(crate) async fn handle(&self, req: &BackendRequest<'_>) -> Option<Result<Response>> {
-        let path = req.path.trim_end_matches('/');
-        if path == self.route {
-            return Some(match req.operation {
-                Operation::List => self.list().await,
-                _ => Err(Error::UnsupportedOperation),
-            });
-        }
-        let name = named(self.route, path)?;
-        Some(match req.operation {
-            Operation::Read => self.read(name).await,
-            Operation::Create | Operation::Update => self.write(req, name).await,
-            Operation::Delete => self.delete(name).await,
-            _ => Err(Error::UnsupportedOperation),
-        })
-    }
-
-    /// Whether the role a request path names exists; `None` for any other path.
-    pub(crate) async fn exists(&self, req: &BackendRequest<'_>) -> Option<Result<bool>> {
-        let name = named(self.route, req.path)?;
-        Some(self.get(name).await.map(|r| r.is_some()))
+        Ok(Response::empty())
     }
 }
 
-/// An auth method whose endpoints are `login`, its role collection and, for some, `config`:
-/// [`Endpoints`] routes them, so the methods only say what each one does.
-#[async_trait]
-pub(crate) trait Method: Send + Sync + 'static {
+/// A backend with a [`Roles`] collection, for [`role_paths`].
+pub(crate) trait HasRoles: Sync {
     type Role: Role;
 
-    /// Whether the method has a `config` endpoint (read, create, update).
-    const CONFIG: bool;
-
     fn roles(&self) -> &Roles<Self::Role>;
-
-    /// Verifies a credential; the answer carries a [`Login`].
-    async fn login(&self, req: &BackendRequest<'_>) -> Result<Response>;
-
-    /// The stored `config` as Vault shows it; `None` before one is written.
-    async fn read_config(&self) -> Result<Option<Map<String, Value>>> {
-        Ok(None)
-    }
-
-    async fn write_config(&self, _req: &BackendRequest<'_>) -> Result<Response> {
-        Err(Error::UnsupportedOperation)
-    }
 }
 
-/// Serves a [`Method`] to the core: `login` (create, update; reachable without a token), the
-/// role endpoints and `config`; any other path is unsupported.
-pub(crate) struct Endpoints<M>(pub(crate) M);
-
-#[async_trait]
-impl<M: Method> LogicalBackend for Endpoints<M> {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        if let Some(answer) = self.0.roles().handle(req).await {
-            return answer;
-        }
-        match (req.path.trim_end_matches('/'), req.operation) {
-            ("login", Create | Update) => self.0.login(req).await,
-            ("config", Read) if M::CONFIG => {
-                self.0.read_config().await?.map(Response::data).ok_or(Error::NotFound)
-            }
-            ("config", Create | Update) if M::CONFIG => self.0.write_config(req).await,
-            ("login", _) => Err(Error::UnsupportedOperation),
-            ("config", _) if M::CONFIG => Err(Error::UnsupportedOperation),
-            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
-        }
+/// The role paths every method shares: `collection` (list) and `item` (read, create, update,
+/// delete, with an existence check), whose one capture is the role's name. The item path takes
+/// the method's own fields and the token ones, and names any other field in a warning.
+pub(crate) fn role_paths<B: HasRoles + 'static>(
+    collection: &'static str,
+    item: &'static str,
+) -> Vec<Path<B>> {
+    fn name<'r>(r: &Req<'r>) -> &'r str {
+        r.captures().next().map_or("", |(_, v)| v)
     }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        if let Some(exists) = self.0.roles().exists(req).await {
-            return exists.map(Some);
-        }
-        if M::CONFIG && req.path.trim_end_matches('/') == "config" {
-            return Ok(Some(self.0.read_config().await?.is_some()));
-        }
-        Ok(None)
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        LOGIN_PATHS
-    }
+    vec![
+        Path::<B>::new(collection, "The roles, by name.").list(|b, _| Box::pin(b.roles().list())),
+        Path::<B>::new(item, "A role: who may log in with it and the tokens its logins get.")
+            .fields(B::Role::FIELDS)
+            .fields(TOKEN_FIELDS)
+            .read(|b, r| Box::pin(b.roles().read(name(r))))
+            .write(|b, r| Box::pin(b.roles().write(r.data, name(r))))
+            .delete(|b, r| Box::pin(b.roles().delete(name(r))))
+            .exists(|b, r| {
+                Box::pin(async move { Ok(Some(b.roles().get(name(r)).await?.is_some())) })
+            })
+            .warn_unknown(),
+    ]
 }
 
 /// The paths of every auth method that are reachable without a token.
 pub(crate) const LOGIN_PATHS: &[&str] = &["login"];
-
-/// The role name a request path names: `<route>/<name>`, one non-empty segment.
-fn named<'p>(route: &str, path: &'p str) -> Option<&'p str> {
-    let name = path.trim_end_matches('/').strip_prefix(route)?.strip_prefix('/')?;
-    (!name.is_empty() && !name.contains('/')).then_some(name)
-}
 
 /// The record at `key`, if there is one (a role, a method's `config`).
 pub(crate) async fn load<T: DeserializeOwned>(
@@ -498,7 +421,7 @@ mod tests {
     }
 
     impl Role for Demo {
-        const FIELDS: &'static [&'static str] = &["bound"];
+        const FIELDS: &'static [Field] = &[Field::comma_list("bound", "Bound.")];
 
         fn fresh() -> Self {
             Demo { leeway: 5, ..Demo::default() }
@@ -559,17 +482,32 @@ mod tests {
         write(&mut r, json!({"bound": "x", "policies": "web"})).expect("write");
         assert_eq!(r.to_json()["policies"], json!(["web"]));
         assert_eq!(r.to_json()["bound"], json!(["x"]));
-        let f = into_map(json!({"bound": "x", "nope": 1, "token_ttl": 1}));
-        assert_eq!(written::<Demo>(&Fields::new(&f)).warnings.len(), 1);
+    }
+
+    struct Demos(Roles<Demo>);
+
+    impl HasRoles for Demos {
+        type Role = Demo;
+
+        fn roles(&self) -> &Roles<Demo> {
+            &self.0
+        }
     }
 
     #[test]
-    fn role_paths_name_one_segment() {
-        assert_eq!(named("role", "role/web"), Some("web"));
-        assert_eq!(named("role", "role/web/"), Some("web"));
-        assert_eq!(named("certs", "certs/ca"), Some("ca"));
-        for other in ["role", "role/", "roles/web", "role/web/x", "config", "certs/ca"] {
-            assert_eq!(named("role", other), None, "{other}");
+    fn role_paths_name_one_segment_and_declare_the_token_fields() {
+        let paths = coffer_core::framework::Paths::new(role_paths::<Demos>("role", "role/{name}"));
+        let first_line = |p: &str| paths.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
+        for p in ["role/web", "role/web/"] {
+            assert_eq!(first_line(p).as_deref(), Some("role/{name}"), "{p}");
         }
+        for p in ["role", "role/"] {
+            assert_eq!(first_line(p).as_deref(), Some("role"), "{p}");
+        }
+        for other in ["roles/web", "role/web/x", "config", "certs/ca"] {
+            assert_eq!(first_line(other), None, "{other}");
+        }
+        let help = paths.help("role/web").unwrap_or_default();
+        assert!(help.contains("bound (array)") && help.contains("token_ttl (integer)"), "{help}");
     }
 }

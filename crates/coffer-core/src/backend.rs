@@ -93,6 +93,12 @@ pub trait LogicalBackend: Send + Sync + 'static {
     fn sudo_paths(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// The paths the backend declares with the [`crate::framework`], for the OpenAPI
+    /// document; empty for a backend that routes by hand.
+    fn specs(&self) -> Vec<crate::framework::Spec> {
+        Vec::new()
+    }
 }
 
 /// What a backend factory is given when its mount is enabled or loaded at unseal.

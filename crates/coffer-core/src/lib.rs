@@ -24,6 +24,7 @@ pub mod cidr;
 mod config;
 mod core;
 mod due;
+pub mod framework;
 pub mod glob;
 pub mod hex;
 mod lease;

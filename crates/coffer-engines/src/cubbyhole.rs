@@ -2,17 +2,29 @@
 //! destroys a token's folder when the token is revoked. No token can reach another's cubbyhole:
 //! the folder is named by the caller's token id (a salted hash), never by the request path.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use coffer_core::View;
+use coffer_core::framework::{Path, Paths, Req, Spec, handler};
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
 
-use crate::kv::KvStore;
+use crate::kv::{KvStore, SECRET_SYNOPSIS};
 
 pub(crate) struct Cubbyhole {
     view: View,
 }
+
+static PATHS: LazyLock<Paths<Cubbyhole>> = LazyLock::new(|| {
+    Paths::new(vec![
+        Path::new("{path*}", SECRET_SYNOPSIS)
+            .read(handler!(Cubbyhole::read))
+            .list(handler!(Cubbyhole::list))
+            .write(handler!(Cubbyhole::write))
+            .delete(handler!(Cubbyhole::delete))
+            .exists(handler!(Cubbyhole::secret_exists)),
+    ])
+});
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     Ok(Arc::new(Cubbyhole { view: cfg.view }))
@@ -23,16 +35,40 @@ impl Cubbyhole {
         let caller = req.caller.ok_or(Error::PermissionDenied)?;
         Ok(self.view.sub_view(&format!("{}/", caller.id)))
     }
+
+    /// Cubbyhole values carry no lease.
+    async fn read(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::read(&self.view_for(r)?, r.capture("path"), 0).await
+    }
+
+    async fn list(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::list(&self.view_for(r)?, r.capture("path")).await
+    }
+
+    async fn write(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::write(&self.view_for(r)?, r.capture("path"), r.data).await
+    }
+
+    async fn delete(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::delete(&self.view_for(r)?, r.capture("path")).await
+    }
+
+    async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(KvStore::read_entry(&self.view_for(r)?, r.capture("path")).await?.is_some()))
+    }
 }
 
 #[async_trait]
 impl LogicalBackend for Cubbyhole {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        // Cubbyhole values carry no lease.
-        KvStore::handle(&self.view_for(req)?, req, 0).await
+        PATHS.handle(self, req).await
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        Ok(Some(KvStore::read(&self.view_for(req)?, req.path).await?.is_some()))
+        PATHS.exists(self, req).await
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }

@@ -1,21 +1,21 @@
 //! Key/value secrets engine, version 1 (Vault's `kv` with no version option): one unversioned
 //! JSON object per path. A write replaces the whole object.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use coffer_core::View;
+use coffer_core::framework::{Path, Paths, Req, Spec, handler, list_response};
 use coffer_core::time::parse_duration;
-use coffer_core::{
-    BackendConfig, BackendRequest, Error, LogicalBackend, Operation, Response, Result,
-};
+use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
 use serde_json::{Map, Value};
 
-/// The storage half of kv v1, shared with cubbyhole, which is the same thing per token.
+/// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
+/// handler per operation on the path the `{path*}` pattern captures.
 pub(crate) struct KvStore;
 
 impl KvStore {
-    pub(crate) async fn read(view: &View, path: &str) -> Result<Option<Map<String, Value>>> {
+    pub(crate) async fn read_entry(view: &View, path: &str) -> Result<Option<Map<String, Value>>> {
         if path.is_empty() || path.ends_with('/') {
             return Ok(None);
         }
@@ -27,63 +27,70 @@ impl KvStore {
         }
     }
 
-    pub(crate) async fn handle(
+    pub(crate) async fn read(view: &View, path: &str, default_ttl: u64) -> Result<Response> {
+        let data = Self::read_entry(view, path).await?.ok_or(Error::NotFound)?;
+        let ttl = data
+            .get("ttl")
+            .and_then(|v| match v {
+                Value::String(s) => parse_duration(s).map(|d| d.as_secs()),
+                Value::Number(n) => n.as_u64(),
+                _ => None,
+            })
+            .unwrap_or(default_ttl);
+        Ok(Response { data: Some(data), lease_duration: ttl, ..Response::default() })
+    }
+
+    pub(crate) async fn list(view: &View, path: &str) -> Result<Response> {
+        let prefix = if path.is_empty() || path.ends_with('/') {
+            path.to_owned()
+        } else {
+            format!("{path}/")
+        };
+        list_response(view.list(&prefix).await?)
+    }
+
+    pub(crate) async fn write(
         view: &View,
-        req: &BackendRequest<'_>,
-        default_ttl: u64,
+        path: &str,
+        data: &Map<String, Value>,
     ) -> Result<Response> {
-        let path = req.path;
-        match req.operation {
-            Operation::Read => {
-                let data = Self::read(view, path).await?.ok_or(Error::NotFound)?;
-                let ttl = data
-                    .get("ttl")
-                    .and_then(|v| match v {
-                        Value::String(s) => parse_duration(s).map(|d| d.as_secs()),
-                        Value::Number(n) => n.as_u64(),
-                        _ => None,
-                    })
-                    .unwrap_or(default_ttl);
-                Ok(Response { data: Some(data), lease_duration: ttl, ..Response::default() })
-            }
-            Operation::List => {
-                let prefix = if path.is_empty() || path.ends_with('/') {
-                    path.to_owned()
-                } else {
-                    format!("{path}/")
-                };
-                let keys = view.list(&prefix).await?;
-                if keys.is_empty() {
-                    return Err(Error::NotFound);
-                }
-                Ok(Response::list(keys))
-            }
-            Operation::Create | Operation::Update => {
-                if path.is_empty() || path.ends_with('/') {
-                    return Err(Error::invalid("a secret's path must name a key, not end in '/'"));
-                }
-                if req.data.is_empty() {
-                    return Err(Error::invalid("missing data fields"));
-                }
-                let raw =
-                    serde_json::to_vec(req.data).map_err(|e| Error::Internal(e.to_string()))?;
-                view.put(path, &raw).await?;
-                Ok(Response::empty())
-            }
-            Operation::Delete => {
-                if !path.is_empty() {
-                    view.delete(path).await?;
-                }
-                Ok(Response::empty())
-            }
-            Operation::Patch => Err(Error::UnsupportedOperation),
+        if path.is_empty() || path.ends_with('/') {
+            return Err(Error::invalid("a secret's path must name a key, not end in '/'"));
         }
+        if data.is_empty() {
+            return Err(Error::invalid("missing data fields"));
+        }
+        let raw = serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?;
+        view.put(path, &raw).await?;
+        Ok(Response::empty())
+    }
+
+    pub(crate) async fn delete(view: &View, path: &str) -> Result<Response> {
+        if !path.is_empty() {
+            view.delete(path).await?;
+        }
+        Ok(Response::empty())
     }
 }
+
+/// The one path of kv v1 and cubbyhole: any JSON object at any path.
+pub(crate) const SECRET_SYNOPSIS: &str =
+    "Pass-through secret storage: write any JSON object at any path, read it back whole.";
 
 pub(crate) struct KvV1 {
     view: View,
 }
+
+static PATHS: LazyLock<Paths<KvV1>> = LazyLock::new(|| {
+    Paths::new(vec![
+        Path::new("{path*}", SECRET_SYNOPSIS)
+            .read(handler!(KvV1::read))
+            .list(handler!(KvV1::list))
+            .write(handler!(KvV1::write))
+            .delete(handler!(KvV1::delete))
+            .exists(handler!(KvV1::secret_exists)),
+    ])
+});
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     match cfg.mount.options.get("version").map(String::as_str) {
@@ -93,13 +100,39 @@ pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     }
 }
 
+impl KvV1 {
+    async fn read(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::read(&self.view, r.capture("path"), r.mount.default_lease_ttl.as_secs()).await
+    }
+
+    async fn list(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::list(&self.view, r.capture("path")).await
+    }
+
+    async fn write(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::write(&self.view, r.capture("path"), r.data).await
+    }
+
+    async fn delete(&self, r: &Req<'_>) -> Result<Response> {
+        KvStore::delete(&self.view, r.capture("path")).await
+    }
+
+    async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(KvStore::read_entry(&self.view, r.capture("path")).await?.is_some()))
+    }
+}
+
 #[async_trait]
 impl LogicalBackend for KvV1 {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        KvStore::handle(&self.view, req, req.mount.default_lease_ttl.as_secs()).await
+        PATHS.handle(self, req).await
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        Ok(Some(KvStore::read(&self.view, req.path).await?.is_some()))
+        PATHS.exists(self, req).await
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }

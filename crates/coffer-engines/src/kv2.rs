@@ -10,12 +10,13 @@
 //! last segment, so no two (path, version) pairs share a storage key.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use coffer_core::logical::fields::Fields;
+use coffer_core::Fields;
+use coffer_core::framework::{Default, Field, Path, Paths, Req, Spec, handler, list_response};
 use coffer_core::time::{now_unix, rfc3339};
-use coffer_core::{BackendRequest, Error, LogicalBackend, Operation, Response, Result, View};
+use coffer_core::{BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
@@ -63,6 +64,84 @@ pub(crate) fn new(view: View) -> Arc<dyn LogicalBackend> {
     Arc::new(KvV2 { view, write_lock: Mutex::new(()) })
 }
 
+const CONFIG_FIELDS: &[Field] = &[
+    Field::int("max_versions", "Versions kept per key; 0: Vault's default of 10."),
+    Field::bool("cas_required", "Every write to every key must carry the `cas` option."),
+    Field::duration(
+        "delete_version_after",
+        "Versions are soft-deleted this long after their write; 0: never.",
+    ),
+];
+
+const DATA_FIELDS: &[Field] = &[
+    Field::map("data", "The secret: a JSON object, stored as the new version."),
+    Field::map(
+        "options",
+        "Write options: `cas`, the version the write expects to replace (0: the key must not exist).",
+    ),
+    Field::int("version", "On read, the version to read; 0 or absent: the latest.")
+        .default(Default::Int(0)),
+];
+
+const VERSIONS_FIELDS: &[Field] =
+    &[Field::int_list("versions", "The versions to act on.").required()];
+
+const METADATA_FIELDS: &[Field] = &[
+    Field::int("max_versions", "Versions kept of this key; 0: the mount's setting."),
+    Field::bool("cas_required", "Every write to this key must carry the `cas` option."),
+    Field::duration(
+        "delete_version_after",
+        "This key's versions are soft-deleted this long after their write; 0: the mount's setting.",
+    ),
+    Field::kv_pairs(
+        "custom_metadata",
+        "Caller-defined string pairs kept with the key; a patch adds to them.",
+    ),
+];
+
+const SUBKEYS_FIELDS: &[Field] = &[
+    Field::int("version", "The version to read; 0 or absent: the latest.").default(Default::Int(0)),
+    Field::int("depth", "How deep to descend into nested objects; 0: all the way.")
+        .default(Default::Int(0)),
+];
+
+static PATHS: LazyLock<Paths<KvV2>> = LazyLock::new(|| {
+    Paths::new(vec![
+        Path::new("config", "The mount's defaults for every key's versions.")
+            .fields(CONFIG_FIELDS)
+            .read(handler!(KvV2::read_config))
+            .write(handler!(KvV2::write_config))
+            .exists(handler!(KvV2::config_exists)),
+        Path::new("data/{path*}", "A key's versions: read one, write a new one, patch the latest, soft-delete the latest.")
+            .fields(DATA_FIELDS)
+            .read(handler!(KvV2::read_data))
+            .write(handler!(KvV2::write_data))
+            .patch(handler!(KvV2::patch_data))
+            .delete(handler!(KvV2::delete_latest))
+            .exists(handler!(KvV2::key_exists)),
+        Path::new("delete/{path*}", "Soft-delete versions of a key; undelete restores them.")
+            .fields(VERSIONS_FIELDS)
+            .write(handler!(KvV2::delete_versions)),
+        Path::new("undelete/{path*}", "Restore soft-deleted versions of a key.")
+            .fields(VERSIONS_FIELDS)
+            .write(handler!(KvV2::undelete_versions)),
+        Path::new("destroy/{path*}", "Remove versions' data for good.")
+            .fields(VERSIONS_FIELDS)
+            .write(handler!(KvV2::destroy_versions)),
+        Path::new("metadata/{path*}", "A key's metadata and settings; delete removes the key and all its versions.")
+            .fields(METADATA_FIELDS)
+            .read(handler!(KvV2::read_metadata))
+            .list(handler!(KvV2::list_metadata))
+            .write(handler!(KvV2::write_metadata))
+            .patch(handler!(KvV2::patch_metadata))
+            .delete(handler!(KvV2::delete_metadata))
+            .exists(handler!(KvV2::key_exists)),
+        Path::new("subkeys/{path*}", "The shape of a version: its keys, with values replaced by null.")
+            .fields(SUBKEYS_FIELDS)
+            .read(handler!(KvV2::subkeys)),
+    ])
+});
+
 fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("kv v2 {what} decode: {e}")))
 }
@@ -100,34 +179,6 @@ fn key_path(path: &str) -> Result<&str> {
         return Err(Error::invalid("a secret's path must name a key, not a folder"));
     }
     Ok(path)
-}
-
-fn versions_field(data: &Map<String, Value>) -> Result<Vec<u64>> {
-    let bad = || Error::invalid("\"versions\" must be a list of version numbers");
-    let list = match data.get("versions") {
-        None | Some(Value::Null) => {
-            return Err(Error::invalid("missing required parameter \"versions\""));
-        }
-        Some(Value::Array(a)) => a.clone(),
-        Some(Value::String(s)) => {
-            s.split(',').map(|p| Value::String(p.trim().to_owned())).collect()
-        }
-        Some(Value::Number(n)) => vec![Value::Number(n.clone())],
-        Some(_) => return Err(bad()),
-    };
-    let mut out = Vec::new();
-    for v in list {
-        let n = match v {
-            Value::Number(n) => n.as_u64().ok_or_else(bad)?,
-            Value::String(s) => s.parse().map_err(|_| bad())?,
-            _ => return Err(bad()),
-        };
-        out.push(n);
-    }
-    if out.is_empty() {
-        return Err(Error::invalid("no version number provided"));
-    }
-    Ok(out)
 }
 
 /// Drops the oldest versions beyond `max`; returns the dropped version numbers.
@@ -189,7 +240,19 @@ impl KvV2 {
         }
     }
 
-    async fn read_config(&self) -> Result<Response> {
+    async fn config_exists(&self, _r: &Req<'_>) -> Result<Option<bool>> {
+        Ok(Some(true))
+    }
+
+    /// Whether the key a `data/` or `metadata/` path names exists; no answer for a folder.
+    async fn key_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        match r.capture("path") {
+            p if p.is_empty() || p.ends_with('/') => Ok(None),
+            p => Ok(Some(self.meta(p).await?.is_some())),
+        }
+    }
+
+    async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
         let c = self.config().await?;
         Ok(Response::from_value(json!({
             "max_versions": c.max_versions,
@@ -198,8 +261,8 @@ impl KvV2 {
         })))
     }
 
-    async fn write_config(&self, data: &Map<String, Value>) -> Result<Response> {
-        let f = Fields::new(data);
+    async fn write_config(&self, r: &Req<'_>) -> Result<Response> {
+        let f = r.fields();
         let _g = self.write_lock.lock().await;
         let mut c = self.config().await?;
         if let Some(m) = f.u64("max_versions")? {
@@ -215,10 +278,10 @@ impl KvV2 {
         Ok(Response::empty())
     }
 
-    async fn read_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
-        let path = key_path(path)?;
+    async fn read_data(&self, r: &Req<'_>) -> Result<Response> {
+        let path = key_path(r.capture("path"))?;
         let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
-        let version = match Fields::new(data).u64("version")? {
+        let version = match r.u64("version")? {
             Some(0) | None => meta.current_version,
             Some(v) => v,
         };
@@ -279,33 +342,26 @@ impl KvV2 {
         }))
     }
 
-    async fn write_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
-        let secret = match data.get("data") {
-            Some(Value::Object(m)) => m.clone(),
-            Some(Value::Null) | None => return Err(Error::invalid("no data provided")),
-            Some(_) => return Err(Error::invalid("\"data\" must be a JSON object")),
-        };
-        let cas = match data.get("options") {
-            Some(Value::Object(o)) => Fields::new(o).u64("cas")?,
-            Some(Value::Null) | None => None,
-            Some(_) => return Err(Error::invalid("\"options\" must be a JSON object")),
+    async fn write_data(&self, r: &Req<'_>) -> Result<Response> {
+        // The framework refused a `data` or `options` that is not an object.
+        let secret = r.object("data").cloned().ok_or_else(|| Error::invalid("no data provided"))?;
+        let cas = match r.object("options") {
+            Some(o) => Fields::new(o).u64("cas")?,
+            None => None,
         };
         let _g = self.write_lock.lock().await;
-        self.write_version(path, secret, cas).await
+        self.write_version(r.capture("path"), secret, cas).await
     }
 
     /// JSON merge patch (RFC 7396) of the latest version into a new version.
-    async fn patch_data(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
-        let patch = match data.get("data") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => return Err(Error::invalid("no data provided")),
-        };
-        let cas = match data.get("options") {
-            Some(Value::Object(o)) => Fields::new(o).u64("cas")?,
-            _ => None,
+    async fn patch_data(&self, r: &Req<'_>) -> Result<Response> {
+        let patch = r.object("data").cloned().ok_or_else(|| Error::invalid("no data provided"))?;
+        let cas = match r.object("options") {
+            Some(o) => Fields::new(o).u64("cas")?,
+            None => None,
         };
         let _g = self.write_lock.lock().await;
-        let path = key_path(path)?;
+        let path = key_path(r.capture("path"))?;
         let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
         let vm = meta.versions.get(&meta.current_version).ok_or(Error::NotFound)?;
         if vm.destroyed || vm.is_deleted(now_unix()) {
@@ -357,13 +413,34 @@ impl KvV2 {
         Ok(Response::empty())
     }
 
-    async fn delete_latest(&self, path: &str) -> Result<Response> {
+    async fn delete_latest(&self, r: &Req<'_>) -> Result<Response> {
+        let path = r.capture("path");
         let Some(meta) = self.meta(key_path(path)?).await? else { return Ok(Response::empty()) };
         self.mark(path, &[meta.current_version], Mark::Delete).await
     }
 
-    async fn read_metadata(&self, path: &str) -> Result<Response> {
-        let meta = self.meta(key_path(path)?).await?.ok_or(Error::NotFound)?;
+    async fn mark_versions(&self, r: &Req<'_>, action: Mark) -> Result<Response> {
+        let versions = r.ints("versions")?.unwrap_or_default();
+        if versions.is_empty() {
+            return Err(Error::invalid("no version number provided"));
+        }
+        self.mark(r.capture("path"), &versions, action).await
+    }
+
+    async fn delete_versions(&self, r: &Req<'_>) -> Result<Response> {
+        self.mark_versions(r, Mark::Delete).await
+    }
+
+    async fn undelete_versions(&self, r: &Req<'_>) -> Result<Response> {
+        self.mark_versions(r, Mark::Undelete).await
+    }
+
+    async fn destroy_versions(&self, r: &Req<'_>) -> Result<Response> {
+        self.mark_versions(r, Mark::Destroy).await
+    }
+
+    async fn read_metadata(&self, r: &Req<'_>) -> Result<Response> {
+        let meta = self.meta(key_path(r.capture("path"))?).await?.ok_or(Error::NotFound)?;
         let versions: Map<String, Value> = meta
             .versions
             .iter()
@@ -391,14 +468,17 @@ impl KvV2 {
         })))
     }
 
-    async fn write_metadata(
-        &self,
-        path: &str,
-        data: &Map<String, Value>,
-        patch: bool,
-    ) -> Result<Response> {
-        let path = key_path(path)?;
-        let f = Fields::new(data);
+    async fn write_metadata(&self, r: &Req<'_>) -> Result<Response> {
+        self.update_metadata(r, false).await
+    }
+
+    async fn patch_metadata(&self, r: &Req<'_>) -> Result<Response> {
+        self.update_metadata(r, true).await
+    }
+
+    async fn update_metadata(&self, r: &Req<'_>, patch: bool) -> Result<Response> {
+        let path = key_path(r.capture("path"))?;
+        let f = r.fields();
         let _g = self.write_lock.lock().await;
         let existing = self.meta(path).await?;
         if patch && existing.is_none() {
@@ -432,8 +512,8 @@ impl KvV2 {
         Ok(Response::empty())
     }
 
-    async fn delete_metadata(&self, path: &str) -> Result<Response> {
-        let path = key_path(path)?;
+    async fn delete_metadata(&self, r: &Req<'_>) -> Result<Response> {
+        let path = key_path(r.capture("path"))?;
         let _g = self.write_lock.lock().await;
         let versions: Vec<String> = match self.meta(path).await {
             Ok(Some(meta)) => meta.versions.keys().map(u64::to_string).collect(),
@@ -454,22 +534,19 @@ impl KvV2 {
         Ok(Response::empty())
     }
 
-    async fn list_metadata(&self, path: &str) -> Result<Response> {
+    async fn list_metadata(&self, r: &Req<'_>) -> Result<Response> {
+        let path = r.capture("path");
         let prefix = if path.is_empty() || path.ends_with('/') {
             path.to_owned()
         } else {
             format!("{path}/")
         };
-        let keys = self.view.list(&format!("meta/{prefix}")).await?;
-        if keys.is_empty() {
-            return Err(Error::NotFound);
-        }
-        Ok(Response::list(keys))
+        list_response(self.view.list(&format!("meta/{prefix}")).await?)
     }
 
-    async fn subkeys(&self, path: &str, data: &Map<String, Value>) -> Result<Response> {
-        let depth = Fields::new(data).u64("depth")?.unwrap_or(0);
-        let resp = self.read_data(path, data).await?;
+    async fn subkeys(&self, r: &Req<'_>) -> Result<Response> {
+        let depth = r.u64("depth")?.unwrap_or(0);
+        let resp = self.read_data(r).await?;
         let d = resp.data.unwrap_or_default();
         let secret = d.get("data").cloned().unwrap_or(Value::Null);
         Ok(Response::from_value(json!({
@@ -528,51 +605,15 @@ fn subkeys_of(v: &Value, max_depth: u64, depth: u64) -> Value {
 #[async_trait]
 impl LogicalBackend for KvV2 {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let op = req.operation;
-        let write = matches!(op, Create | Update);
-        let (section, rest) = match req.path.split_once('/') {
-            Some((s, r)) => (s, r),
-            None => (req.path, ""),
-        };
-        match (section, op) {
-            ("config", Read) if rest.is_empty() => self.read_config().await,
-            ("config", _) if write && rest.is_empty() => self.write_config(req.data).await,
-            ("data", Read) => self.read_data(rest, req.data).await,
-            ("data", _) if write => self.write_data(rest, req.data).await,
-            ("data", Patch) => self.patch_data(rest, req.data).await,
-            ("data", Delete) => self.delete_latest(rest).await,
-            ("delete", _) if write => {
-                self.mark(rest, &versions_field(req.data)?, Mark::Delete).await
-            }
-            ("undelete", _) if write => {
-                self.mark(rest, &versions_field(req.data)?, Mark::Undelete).await
-            }
-            ("destroy", _) if write => {
-                self.mark(rest, &versions_field(req.data)?, Mark::Destroy).await
-            }
-            ("metadata", Read) => self.read_metadata(rest).await,
-            ("metadata", List) => self.list_metadata(rest).await,
-            ("metadata", _) if write => self.write_metadata(rest, req.data, false).await,
-            ("metadata", Patch) => self.write_metadata(rest, req.data, true).await,
-            ("metadata", Delete) => self.delete_metadata(rest).await,
-            ("subkeys", Read) => self.subkeys(rest, req.data).await,
-            ("config" | "data" | "delete" | "undelete" | "destroy" | "metadata" | "subkeys", _) => {
-                Err(Error::UnsupportedOperation)
-            }
-            _ => Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path))),
-        }
+        PATHS.handle(self, req).await
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        let (section, rest) = req.path.split_once('/').unwrap_or((req.path, ""));
-        match section {
-            "data" | "metadata" if !rest.is_empty() && !rest.ends_with('/') => {
-                Ok(Some(self.meta(rest).await?.is_some()))
-            }
-            "config" => Ok(Some(true)),
-            _ => Ok(None),
-        }
+        PATHS.exists(self, req).await
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 }
 

@@ -227,6 +227,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             let ttl = ctx.req.wrap_ttl.map(|d| d.as_secs());
             crate::wrapping::wrap_data(&ctx.active.tokens, &ctx.req.data, ttl).await
         }
+        "internal/specs/openapi" if op == Read => openapi(ctx),
+        "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
             Err(Error::UnsupportedOperation)
         }
@@ -258,6 +260,27 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Err(Error::UnsupportedPath(format!("sys/{rel}")))
         }
     }
+}
+
+/// `sys/internal/specs/openapi`: the OpenAPI document of every mounted backend that declares
+/// its paths, under its mount's prefix, in mount-path order.
+fn openapi(ctx: &Ctx<'_>) -> Result<Response> {
+    use crate::framework::openapi::{Mount, document};
+    let router = ctx.active.router()?;
+    let mut routes: Vec<_> = router.routes().collect();
+    routes.sort_by(|a, b| a.full_path.cmp(&b.full_path));
+    let mounts: Vec<Mount<'_>> = routes
+        .iter()
+        .map(|r| Mount {
+            path: &r.full_path,
+            auth: r.table == crate::mount::Table::Auth,
+            specs: r.backend.specs(),
+            unauthenticated: r.backend.unauthenticated_paths(),
+            sudo: r.backend.sudo_paths(),
+        })
+        .collect();
+    // Vault answers the document itself, not inside the response envelope.
+    Ok(Response::raw(200, document(VERSION, &mounts)))
 }
 
 /// Vault accepts policy documents (ACL and password) base64-encoded. Base64 never has spaces,

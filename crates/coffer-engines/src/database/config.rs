@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_core::logical::fields::{Fields, ignored_warning};
-use coffer_core::{BackendRequest, Error, Response, Result, SecretString};
+use coffer_core::framework::{Default, Field, Req};
+use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -67,20 +67,24 @@ impl std::fmt::Debug for DbConfig {
     }
 }
 
-const FIELDS: &[&str] = &[
-    "plugin_name",
-    "plugin_version",
-    "connection_url",
-    "username",
-    "password",
-    "allowed_roles",
-    "password_policy",
-    "verify_connection",
-    "max_open_connections",
-    "max_idle_connections",
-    "max_connection_lifetime",
-    "username_template",
-    "root_rotation_statements",
+pub(crate) const FIELDS: &[Field] = &[
+    Field::str("plugin_name", "The plugin: only `postgresql-database-plugin`."),
+    Field::str("plugin_version", "Must be empty: only the built-in plugin exists."),
+    Field::str(
+        "connection_url",
+        "PostgreSQL connection string, with `{{username}}` and `{{password}}` templates.",
+    ),
+    Field::str("username", "The root user the engine connects as."),
+    Field::str("password", "The root user's password; never shown again."),
+    Field::comma_list("allowed_roles", "Roles that may use this connection (`*` globs)."),
+    Field::str("password_policy", "Named password policy for generated passwords."),
+    Field::bool("verify_connection", "Connect once before storing the config.")
+        .default(Default::Bool(true)),
+    Field::int("max_open_connections", "Pool size.").default(Default::Int(4)),
+    Field::int("max_idle_connections", "Idle connections kept; 0: as many as open."),
+    Field::duration("max_connection_lifetime", "How long a pooled connection lives; 0: no limit."),
+    Field::str("username_template", "Template for generated user names."),
+    Field::str_list("root_rotation_statements", "SQL run to change the root password."),
 ];
 
 impl DbConfig {
@@ -195,13 +199,10 @@ impl Database {
         Ok(Arc::new(next))
     }
 
-    pub(crate) async fn write_config(
-        &self,
-        req: &BackendRequest<'_>,
-        name: &str,
-    ) -> Result<Response> {
+    pub(crate) async fn write_config(&self, req: &Req<'_>) -> Result<Response> {
+        let name = req.capture("name");
         check_name("config", name)?;
-        let f = Fields::new(req.data);
+        let f = req.fields();
         // Both locks, in their order: settling an interrupted root rotation (which holds only
         // root_lock) must not store its view of the config over this write.
         let _g = self.lock.lock().await;
@@ -304,7 +305,7 @@ impl Database {
         if let Some(old) = self.conns.lock().await.insert(name.to_owned(), Arc::new(conn)) {
             old.close();
         }
-        let mut warnings = ignored_warning(f.unknown(FIELDS));
+        let mut warnings = Vec::new();
         if !literal_passwords(&c.connection_url).is_empty() {
             warnings.push(
                 "Password found in connection_url, use a templated url to enable root \
@@ -322,7 +323,8 @@ impl Database {
         Ok(Response { warnings, ..Response::default() })
     }
 
-    pub(crate) async fn read_config(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn read_config(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let c = self.config(name).await?.ok_or(Error::NotFound)?;
         let mut details = into_map(json!({
             "connection_url": redact_url(&c.connection_url),
@@ -347,7 +349,8 @@ impl Database {
 
     /// Refused while a role or static role names the config: the leases they issued are
     /// revoked through it (see docs/database.md for what remains when a config is recreated).
-    pub(crate) async fn delete_config(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn delete_config(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let _g = self.lock.lock().await;
         // Also root_lock, so a settling root rotation cannot store the config back.
         let _r = self.root_lock.lock().await;
@@ -374,7 +377,8 @@ impl Database {
     }
 
     /// Closes the pool and opens a fresh one, checking that it connects.
-    pub(crate) async fn reset(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn reset(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         self.must_config(name).await?;
         self.close_conn(name).await;
         self.conn(name).await?.verify().await?;
@@ -384,7 +388,8 @@ impl Database {
     /// Rotates the root password. Holds `lock` (so no config write or delete interleaves) and
     /// then `root_lock` (so settling cannot run meanwhile), in that order, and re-reads the
     /// record before each store so only the password fields it owns are changed.
-    pub(crate) async fn rotate_root(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn rotate_root(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let _g = self.lock.lock().await;
         let _r = self.root_lock.lock().await;
         let cfg = self.must_config(name).await?;

@@ -23,14 +23,15 @@ mod username;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler, list_response};
 use coffer_core::password_policy::Passwords;
 use coffer_core::{
-    BackendConfig, BackendRequest, Error, LeaseRequest, LogicalBackend, Operation, Response,
-    Result, SecretString, View,
+    BackendConfig, BackendRequest, Error, LeaseRequest, LogicalBackend, Response, Result,
+    SecretString, View,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -165,38 +166,59 @@ pub(crate) fn statements(data: &Map<String, Value>, k: &str) -> Result<Option<Ve
     }
 }
 
-/// Which endpoint a relative path names.
-enum Route<'a> {
-    ConfigList,
-    Config(&'a str),
-    Reset(&'a str),
-    RotateRoot(&'a str),
-    RoleList,
-    Role(&'a str),
-    Creds(&'a str),
-    StaticRoleList,
-    StaticRole(&'a str),
-    StaticCreds(&'a str),
-    RotateRole(&'a str),
-}
+static PATHS: LazyLock<Paths<Database>> = LazyLock::new(|| {
+    Paths::new(vec![
+        Path::new("config", "The configured database connections.")
+            .list(handler!(Database::list_configs)),
+        Path::new("config/{name}", "A database connection: plugin, URL, root user, pool.")
+            .fields(NAME)
+            .fields(config::FIELDS)
+            .read(handler!(Database::read_config))
+            .write(handler!(Database::write_config))
+            .delete(handler!(Database::delete_config))
+            .exists(handler!(Database::config_exists))
+            .warn_unknown(),
+        Path::new("reset/{name}", "Close a connection's pool; the next use opens a new one.")
+            .fields(NAME)
+            .write(handler!(Database::reset)),
+        Path::new("rotate-root/{name}", "Rotate the root user's password of a connection.")
+            .fields(NAME)
+            .write(handler!(Database::rotate_root)),
+        Path::new("roles", "The dynamic roles.").list(handler!(Database::list_roles)),
+        Path::new("roles/{name}", "A dynamic role: how its leased users are created and dropped.")
+            .fields(NAME)
+            .fields(roles::FIELDS)
+            .read(handler!(Database::read_role))
+            .write(handler!(Database::write_role))
+            .delete(handler!(Database::delete_role))
+            .exists(handler!(Database::role_exists))
+            .warn_unknown(),
+        Path::new("creds/{name}", "A new leased user of a dynamic role.")
+            .fields(NAME)
+            .read(handler!(Database::creds)),
+        Path::new("static-roles", "The static roles.").list(handler!(Database::list_static_roles)),
+        Path::new(
+            "static-roles/{name}",
+            "A static role: an existing user whose password Coffer rotates.",
+        )
+        .fields(NAME)
+        .fields(static_roles::FIELDS)
+        .read(handler!(Database::read_static_role))
+        .write(handler!(Database::write_static_role))
+        .delete(handler!(Database::delete_static_role))
+        .exists(handler!(Database::static_role_exists))
+        .warn_unknown(),
+        Path::new("static-creds/{name}", "A static role's current password.")
+            .fields(NAME)
+            .read(handler!(Database::static_creds)),
+        Path::new("rotate-role/{name}", "Rotate a static role's password now.")
+            .fields(NAME)
+            .write(handler!(Database::rotate_role)),
+    ])
+});
 
-fn route(path: &str) -> Option<Route<'_>> {
-    let parts: Vec<&str> = path.split('/').collect();
-    Some(match parts.as_slice() {
-        ["config"] | ["config", ""] => Route::ConfigList,
-        ["config", n] => Route::Config(n),
-        ["reset", n] => Route::Reset(n),
-        ["rotate-root", n] => Route::RotateRoot(n),
-        ["roles"] | ["roles", ""] => Route::RoleList,
-        ["roles", n] => Route::Role(n),
-        ["creds", n] => Route::Creds(n),
-        ["static-roles"] | ["static-roles", ""] => Route::StaticRoleList,
-        ["static-roles", n] => Route::StaticRole(n),
-        ["static-creds", n] => Route::StaticCreds(n),
-        ["rotate-role", n] => Route::RotateRole(n),
-        _ => return None,
-    })
-}
+/// The capture every named path has, documented once.
+const NAME: &[Field] = &[Field::str("name", "The name of the config or role.")];
 
 impl Database {
     pub(crate) fn new(view: View, passwords: PasswordSource) -> Arc<Self> {
@@ -212,11 +234,35 @@ impl Database {
     }
 
     async fn list(&self, prefix: &str) -> Result<Response> {
-        let keys = self.view.list(prefix).await?;
-        if keys.is_empty() {
-            return Err(Error::NotFound);
-        }
-        Ok(Response::list(keys))
+        list_response(self.view.list(prefix).await?)
+    }
+
+    async fn list_configs(&self, _r: &Req<'_>) -> Result<Response> {
+        self.list("config/").await
+    }
+
+    async fn list_roles(&self, _r: &Req<'_>) -> Result<Response> {
+        self.list("role/").await
+    }
+
+    async fn list_static_roles(&self, _r: &Req<'_>) -> Result<Response> {
+        self.list("static-role/").await
+    }
+
+    async fn stored(&self, key: String) -> Result<Option<bool>> {
+        Ok(Some(self.view.get(&key).await?.is_some()))
+    }
+
+    async fn config_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        self.stored(format!("config/{}", r.capture("name"))).await
+    }
+
+    async fn role_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        self.stored(format!("role/{}", r.capture("name"))).await
+    }
+
+    async fn static_role_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {
+        self.stored(format!("static-role/{}", r.capture("name"))).await
     }
 
     /// Holds static role `name`'s own lock (see [`Database::static_locks`]).
@@ -243,40 +289,15 @@ impl Database {
 #[async_trait]
 impl LogicalBackend for Database {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let Some(r) = route(req.path) else {
-            return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
-        };
-        match (r, req.operation) {
-            (Route::ConfigList, List) => self.list("config/").await,
-            (Route::Config(n), Create | Update) => self.write_config(req, n).await,
-            (Route::Config(n), Read) => self.read_config(n).await,
-            (Route::Config(n), Delete) => self.delete_config(n).await,
-            (Route::Reset(n), Create | Update) => self.reset(n).await,
-            (Route::RotateRoot(n), Create | Update) => self.rotate_root(n).await,
-            (Route::RoleList, List) => self.list("role/").await,
-            (Route::Role(n), Create | Update) => self.write_role(req, n).await,
-            (Route::Role(n), Read) => self.read_role(n).await,
-            (Route::Role(n), Delete) => self.delete_role(n).await,
-            (Route::Creds(n), Read) => self.creds(req, n).await,
-            (Route::StaticRoleList, List) => self.list("static-role/").await,
-            (Route::StaticRole(n), Create | Update) => self.write_static_role(req, n).await,
-            (Route::StaticRole(n), Read) => self.read_static_role(n).await,
-            (Route::StaticRole(n), Delete) => self.delete_static_role(n).await,
-            (Route::StaticCreds(n), Read) => self.static_creds(n).await,
-            (Route::RotateRole(n), Create | Update) => self.rotate_role(n).await,
-            _ => Err(Error::UnsupportedOperation),
-        }
+        PATHS.handle(self, req).await
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        let key = match route(req.path) {
-            Some(Route::Config(n)) => format!("config/{n}"),
-            Some(Route::Role(n)) => format!("role/{n}"),
-            Some(Route::StaticRole(n)) => format!("static-role/{n}"),
-            _ => return Ok(None),
-        };
-        Ok(Some(self.view.get(&key).await?.is_some()))
+        PATHS.exists(self, req).await
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        PATHS.specs()
     }
 
     async fn renew_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {
@@ -293,15 +314,16 @@ mod unit {
     use super::*;
 
     #[test]
-    fn routes_match_vaults_paths() {
-        assert!(matches!(route("config/"), Some(Route::ConfigList)));
-        assert!(matches!(route("config/pg"), Some(Route::Config("pg"))));
-        assert!(matches!(route("rotate-root/pg"), Some(Route::RotateRoot("pg"))));
-        assert!(matches!(route("creds/ro"), Some(Route::Creds("ro"))));
-        assert!(matches!(route("static-creds/ro"), Some(Route::StaticCreds("ro"))));
-        assert!(matches!(route("static-roles"), Some(Route::StaticRoleList)));
-        assert!(route("creds/a/b").is_none());
-        assert!(route("nope/x").is_none());
+    fn paths_match_vaults() {
+        let help = |p: &str| PATHS.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
+        assert_eq!(help("config/").as_deref(), Some("config"));
+        assert_eq!(help("config/pg").as_deref(), Some("config/{name}"));
+        assert_eq!(help("rotate-root/pg").as_deref(), Some("rotate-root/{name}"));
+        assert_eq!(help("creds/ro").as_deref(), Some("creds/{name}"));
+        assert_eq!(help("static-creds/ro").as_deref(), Some("static-creds/{name}"));
+        assert_eq!(help("static-roles").as_deref(), Some("static-roles"));
+        assert_eq!(help("creds/a/b"), None);
+        assert_eq!(help("nope/x"), None);
     }
 
     #[test]

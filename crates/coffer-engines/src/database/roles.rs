@@ -9,8 +9,8 @@
 //! Not guaranteed: that a custom revocation statement list removes everything the creation
 //! statements granted; that is the role author's contract, as in Vault.
 
-use coffer_core::logical::fields::{Fields, ignored_warning};
-use coffer_core::{BackendRequest, Error, LeaseRequest, Response, Result, SecretLease};
+use coffer_core::framework::{Default, Field, Req};
+use coffer_core::{Error, LeaseRequest, Response, Result, SecretLease};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -40,16 +40,19 @@ pub(crate) struct Role {
     pub(crate) credential_type: String,
 }
 
-const FIELDS: &[&str] = &[
-    "db_name",
-    "creation_statements",
-    "revocation_statements",
-    "rollback_statements",
-    "renew_statements",
-    "default_ttl",
-    "max_ttl",
-    "credential_type",
-    "credential_config",
+pub(crate) const FIELDS: &[Field] = &[
+    Field::str("db_name", "The database config the role's users are created in."),
+    Field::str_list(
+        "creation_statements",
+        "SQL that creates a user (`{{name}}`, `{{password}}`, `{{expiration}}`).",
+    ),
+    Field::str_list("revocation_statements", "SQL that drops a user; empty: Coffer's default."),
+    Field::str_list("rollback_statements", "SQL run when creation fails part-way."),
+    Field::str_list("renew_statements", "SQL run when a lease is renewed."),
+    Field::duration("default_ttl", "The credentials' lease TTL; 0: the mount's default."),
+    Field::duration("max_ttl", "The credentials' longest lifetime; 0: the mount's maximum."),
+    Field::str("credential_type", "Only `password`.").default(Default::Str("password")),
+    Field::map("credential_config", "Not supported: set password_policy on the config."),
 ];
 
 pub(crate) fn check_credential_type(t: &str) -> Result<()> {
@@ -78,13 +81,10 @@ impl Database {
         }
     }
 
-    pub(crate) async fn write_role(
-        &self,
-        req: &BackendRequest<'_>,
-        name: &str,
-    ) -> Result<Response> {
+    pub(crate) async fn write_role(&self, req: &Req<'_>) -> Result<Response> {
+        let name = req.capture("name");
         check_name("role", name)?;
-        let f = Fields::new(req.data);
+        let f = req.fields();
         let _g = self.lock.lock().await;
         if self.view.get(&format!("static-role/{name}")).await?.is_some() {
             return Err(Error::invalid("Role and Static Role names must be unique"));
@@ -133,10 +133,11 @@ impl Database {
             return Err(Error::invalid("default_ttl cannot be greater than max_ttl"));
         }
         self.view.put(&format!("role/{name}"), &encode(&r)?).await?;
-        Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
+        Ok(Response::empty())
     }
 
-    pub(crate) async fn read_role(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn read_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let r = self.role(name).await?.ok_or(Error::NotFound)?;
         Ok(Response::data(into_map(json!({
             "db_name": r.db_name,
@@ -150,13 +151,15 @@ impl Database {
         }))))
     }
 
-    pub(crate) async fn delete_role(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn delete_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let _g = self.lock.lock().await;
         self.view.delete(&format!("role/{name}")).await?;
         Ok(Response::empty())
     }
 
-    pub(crate) async fn creds(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response> {
+    pub(crate) async fn creds(&self, req: &Req<'_>) -> Result<Response> {
+        let name = req.capture("name");
         let role = self
             .role(name)
             .await?

@@ -12,9 +12,9 @@
 //! Not guaranteed: rotation at the exact second (the task ticks once a second); with a
 //! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
 
-use coffer_core::logical::fields::{Fields, ignored_warning};
+use coffer_core::framework::{Default, Field, Req};
 use coffer_core::time::rfc3339;
-use coffer_core::{BackendRequest, Error, Response, Result, SecretString};
+use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -54,15 +54,24 @@ pub(crate) struct StaticRole {
     failures: u32,
 }
 
-const FIELDS: &[&str] = &[
-    "db_name",
-    "username",
-    "rotation_period",
-    "rotation_schedule",
-    "rotation_window",
-    "rotation_statements",
-    "credential_type",
-    "credential_config",
+pub(crate) const FIELDS: &[Field] = &[
+    Field::str("db_name", "The database config of the account."),
+    Field::str(
+        "username",
+        "The existing database user whose password Coffer rotates; fixed at creation.",
+    ),
+    Field::duration(
+        "rotation_period",
+        "Rotate every this long (at least 5s); exclusive with rotation_schedule.",
+    ),
+    Field::str("rotation_schedule", "Cron schedule of rotations; exclusive with rotation_period."),
+    Field::duration(
+        "rotation_window",
+        "How long after a scheduled time a rotation may still start.",
+    ),
+    Field::str_list("rotation_statements", "SQL that sets the password; empty: Coffer's default."),
+    Field::str("credential_type", "Only `password`.").default(Default::Str("password")),
+    Field::map("credential_config", "Not supported: set password_policy on the config."),
 ];
 
 /// A failed password change, and whether the database may have taken the new password.
@@ -112,13 +121,10 @@ impl Database {
         Ok(())
     }
 
-    pub(crate) async fn write_static_role(
-        &self,
-        req: &BackendRequest<'_>,
-        name: &str,
-    ) -> Result<Response> {
+    pub(crate) async fn write_static_role(&self, req: &Req<'_>) -> Result<Response> {
+        let name = req.capture("name");
         check_name("static role", name)?;
-        let f = Fields::new(req.data);
+        let f = req.fields();
         let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
         if self.role(name).await?.is_some() {
@@ -269,7 +275,7 @@ impl Database {
             };
             self.store_static(name, &r).await?;
         }
-        Ok(Response { warnings: ignored_warning(f.unknown(FIELDS)), ..Response::default() })
+        Ok(Response::empty())
     }
 
     /// Removes static role `name`'s record and its place in the rotation queue.
@@ -324,7 +330,8 @@ impl Database {
         Ok(())
     }
 
-    pub(crate) async fn read_static_role(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn read_static_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let r = self.static_role(name).await?.ok_or(Error::NotFound)?;
         let mut m = into_map(json!({
             "db_name": r.db_name,
@@ -337,14 +344,16 @@ impl Database {
         Ok(Response::data(m))
     }
 
-    pub(crate) async fn delete_static_role(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn delete_static_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let _s = self.static_lock(name).await;
         let _g = self.lock.lock().await;
         self.forget_static(name).await?;
         Ok(Response::empty())
     }
 
-    pub(crate) async fn static_creds(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn static_creds(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         let r = self
             .static_role(name)
             .await?
@@ -366,7 +375,8 @@ impl Database {
         Ok(Response::data(m))
     }
 
-    pub(crate) async fn rotate_role(&self, name: &str) -> Result<Response> {
+    pub(crate) async fn rotate_role(&self, r: &Req<'_>) -> Result<Response> {
+        let name = r.capture("name");
         // The role's own lock, not the engine's: the rotation talks to the database.
         let _s = self.static_lock(name).await;
         let mut r = self

@@ -637,3 +637,96 @@ async fn sighup_does_not_stop_the_server() {
     assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&root), None).await.0, 200);
     assert!(s.logs().contains("SIGHUP received"));
 }
+
+#[tokio::test]
+async fn openapi_document_lists_the_mounted_paths_with_their_fields() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    for (path, body) in [
+        ("sys/mounts/kv1", json!({"type": "kv"})),
+        ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
+        ("sys/mounts/database", json!({"type": "database"})),
+        ("sys/auth/approle", json!({"type": "approle"})),
+    ] {
+        let (code, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert_eq!(code, 204, "{path}: {b}");
+    }
+    let (code, doc) = s.call("GET", "sys/internal/specs/openapi", Some(&root), None).await;
+    assert_eq!(code, 200, "{doc}");
+    // The document itself, not inside Vault's envelope.
+    assert_eq!(doc["openapi"], "3.0.2", "{doc}");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let paths = doc["paths"].as_object().expect("paths");
+    for p in [
+        "/kv1/{path}",
+        "/secret/config",
+        "/secret/data/{path}",
+        "/secret/metadata/{path}",
+        "/database/config/{name}",
+        "/database/roles/{name}",
+        "/database/creds/{name}",
+        "/auth/approle/login",
+        "/auth/approle/role/{role_name}",
+        "/auth/approle/role/{role_name}/secret-id",
+        "/cubbyhole/{path}",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys().collect::<Vec<_>>());
+    }
+    // Every operation answers something and every $ref resolves.
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for (p, item) in paths {
+        for (method, op) in item.as_object().expect("item") {
+            if !["get", "post", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            assert!(op["responses"].is_object(), "{p} {method}");
+            assert!(op["operationId"].is_string(), "{p} {method}");
+            if let Some(r) =
+                op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+            {
+                let name = r.strip_prefix("#/components/schemas/").expect("local ref");
+                assert!(schemas.contains_key(name), "{p} {method}: {r}");
+            }
+        }
+        for param in item["parameters"].as_array().expect("parameters") {
+            let name = param["name"].as_str().expect("name");
+            assert!(p.contains(&format!("{{{name}}}")), "{p}: {name}");
+            assert_eq!(param["in"], "path");
+        }
+    }
+    let body = |p: &str| {
+        let r = paths[p]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{p} has no request body"));
+        schemas[r.trim_start_matches("#/components/schemas/")].clone()
+    };
+    let role = body("/auth/approle/role/{role_name}");
+    assert_eq!(role["properties"]["secret_id_ttl"]["type"], "integer");
+    assert_eq!(role["properties"]["secret_id_ttl"]["format"], "seconds");
+    assert_eq!(role["properties"]["token_policies"]["type"], "array");
+    assert!(
+        role["properties"]["bind_secret_id"]["description"].as_str().is_some_and(|d| !d.is_empty())
+    );
+    assert_eq!(paths["/auth/approle/login"]["x-vault-unauthenticated"], true);
+    assert_eq!(body("/auth/approle/login")["required"], json!(["role_id"]));
+    let data = body("/secret/data/{path}");
+    assert_eq!(data["properties"]["data"]["type"], "object");
+    assert_eq!(body("/secret/metadata/{path}")["properties"]["custom_metadata"]["type"], "object");
+    assert_eq!(
+        body("/database/roles/{name}")["properties"]["creation_statements"]["type"],
+        "array"
+    );
+    assert_eq!(paths["/secret/metadata/{path}"]["get"]["parameters"][0]["name"], "list");
+    assert_eq!(paths["/database/roles"]["get"]["parameters"][0]["required"], true);
+
+    // As in Vault, the default policy does not grant the document.
+    let (code, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["default"]})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let token = b["auth"]["client_token"].as_str().expect("token");
+    let (code, b) = s.call("GET", "sys/internal/specs/openapi", Some(token), None).await;
+    assert_eq!(code, 403, "{b}");
+    let (code, _) = s.call("GET", "sys/internal/specs/openapi", None, None).await;
+    assert_eq!(code, 403);
+}

@@ -1,0 +1,351 @@
+//! The path framework: a backend declares its paths as data (a [`Path`] per endpoint: pattern,
+//! fields, operations with their handlers, existence check, help), and [`Paths`] routes requests
+//! to the handlers, checks their fields, answers the existence probe, and documents the paths
+//! (help text, and through [`Spec`] the server's OpenAPI document).
+//!
+//! Guarantees: a handler runs only for a path that matched its pattern and an operation it
+//! declared, after every declared field present in the body passed its type check and every
+//! required one is there (on writes); an unknown path is a 404 naming it, a known path with an
+//! undeclared operation a 405; `create` falls back to the `update` handler, as every Coffer
+//! write endpoint serves both. It does *not* authorize (the core did before), does not refuse
+//! unknown fields (they are ignored, or named in Vault's warning where a path asks for it), and
+//! does not know what a handler stores.
+
+mod field;
+pub mod openapi;
+mod pattern;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+
+pub use self::field::{Default, Field, Kind};
+use crate::backend::BackendRequest;
+pub use crate::handler;
+use crate::logical::fields::{Fields, ignored_warning};
+use crate::logical::{Error, Operation, Response, Result};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An operation's handler: `handler!(Self::read_role)` makes one from an
+/// `async fn read_role(&self, req: &Req<'_>) -> Result<Response>`.
+pub type Handler<B> = for<'a, 'r> fn(&'a B, &'a Req<'r>) -> BoxFuture<'a, Result<Response>>;
+
+/// A path's existence check, for deciding a write between `create` and `update`:
+/// `handler!(Self::role_exists)` with an `async fn(&self, &Req<'_>) -> Result<Option<bool>>`
+/// (`None`: no answer for this request, e.g. a folder; the write stays an `update`).
+pub type Exists<B> = for<'a, 'r> fn(&'a B, &'a Req<'r>) -> BoxFuture<'a, Result<Option<bool>>>;
+
+/// Makes a [`Handler`] or [`Exists`] from a backend's async method.
+#[macro_export]
+macro_rules! handler {
+    ($f:path) => {
+        |b, r| ::std::boxed::Box::pin($f(b, r))
+    };
+}
+
+/// One endpoint of a backend, declared as data.
+pub struct Path<B> {
+    pub pattern: &'static str,
+    /// Groups of fields (so a role path can list the method's own and the shared token ones).
+    pub fields: Vec<&'static [Field]>,
+    operations: Vec<(Operation, Handler<B>)>,
+    exists: Option<Exists<B>>,
+    /// One line: what the path is for.
+    pub synopsis: &'static str,
+    /// Name ignored fields in Vault's warning on success.
+    warn_unknown: bool,
+}
+
+impl<B> Path<B> {
+    pub fn new(pattern: &'static str, synopsis: &'static str) -> Self {
+        Path {
+            pattern,
+            fields: Vec::new(),
+            operations: Vec::new(),
+            exists: None,
+            synopsis,
+            warn_unknown: false,
+        }
+    }
+
+    pub fn fields(mut self, group: &'static [Field]) -> Self {
+        self.fields.push(group);
+        self
+    }
+
+    pub fn op(mut self, op: Operation, h: Handler<B>) -> Self {
+        self.operations.push((op, h));
+        self
+    }
+
+    pub fn read(self, h: Handler<B>) -> Self {
+        self.op(Operation::Read, h)
+    }
+
+    pub fn list(self, h: Handler<B>) -> Self {
+        self.op(Operation::List, h)
+    }
+
+    /// Serves `update`, and `create` too unless the path declares its own.
+    pub fn write(self, h: Handler<B>) -> Self {
+        self.op(Operation::Update, h)
+    }
+
+    pub fn patch(self, h: Handler<B>) -> Self {
+        self.op(Operation::Patch, h)
+    }
+
+    pub fn delete(self, h: Handler<B>) -> Self {
+        self.op(Operation::Delete, h)
+    }
+
+    pub fn exists(mut self, e: Exists<B>) -> Self {
+        self.exists = Some(e);
+        self
+    }
+
+    pub fn warn_unknown(mut self) -> Self {
+        self.warn_unknown = true;
+        self
+    }
+
+    fn all_fields(&self) -> impl Iterator<Item = &'static Field> + '_ {
+        self.fields.iter().flat_map(|g| g.iter())
+    }
+
+    fn handler(&self, op: Operation) -> Option<Handler<B>> {
+        let find = |o: Operation| self.operations.iter().find(|(x, _)| *x == o).map(|(_, h)| *h);
+        match op {
+            Operation::Create => find(Operation::Create).or_else(|| find(Operation::Update)),
+            other => find(other),
+        }
+    }
+
+    /// The declared operations, `create` included where the `update` handler serves it.
+    pub fn operations(&self) -> Vec<Operation> {
+        use Operation::*;
+        [Read, List, Create, Update, Patch, Delete]
+            .into_iter()
+            .filter(|o| self.handler(*o).is_some())
+            .collect()
+    }
+
+    /// The path's help: its synopsis, then one line per field.
+    pub fn help(&self) -> String {
+        let mut h = format!("{}\n\n{}\n", self.pattern, self.synopsis);
+        let ops: Vec<&str> = self.operations().iter().map(|o| o.as_str()).collect();
+        h.push_str(&format!("\nOperations: {}\n", ops.join(", ")));
+        for f in self.all_fields() {
+            let (ty, _, _) = f.kind.openapi();
+            let req = if f.required { ", required" } else { "" };
+            h.push_str(&format!("\n  {} ({ty}{req}): {}", f.name, f.description));
+            if let Some(d) = f.default {
+                h.push_str(&format!(" (default: {})", d.to_value()));
+            }
+        }
+        h
+    }
+}
+
+/// What the OpenAPI document needs of a path, without its handlers.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub pattern: &'static str,
+    pub synopsis: &'static str,
+    pub fields: Vec<&'static Field>,
+    pub operations: Vec<Operation>,
+    /// The path checks existence, so `create` is decided apart from `update`.
+    pub create_supported: bool,
+}
+
+/// A backend's paths, tried in order: the first pattern that matches serves the request.
+pub struct Paths<B> {
+    paths: Vec<Path<B>>,
+}
+
+impl<B: Sync> Paths<B> {
+    pub fn new(paths: Vec<Path<B>>) -> Self {
+        Paths { paths }
+    }
+
+    fn find<'p>(&self, path: &'p str) -> Option<(&Path<B>, pattern::Captures<'p>)> {
+        self.paths.iter().find_map(|p| pattern::matches(p.pattern, path).map(|c| (p, c)))
+    }
+
+    /// Routes a request to its handler, after checking its fields.
+    pub async fn handle(&self, backend: &B, req: &BackendRequest<'_>) -> Result<Response> {
+        let Some((path, captures)) = self.find(req.path) else {
+            return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
+        };
+        let handler = path.handler(req.operation).ok_or(Error::UnsupportedOperation)?;
+        // A field named like a capture documents it: its value comes from the path.
+        let captured = |f: &Field| pattern::capture_names(path.pattern).any(|c| c == f.name);
+        for f in path.all_fields().filter(|f| !captured(f)) {
+            f.check(req.data)?;
+            if f.required && is_write(req.operation) && f.missing(req.data) {
+                return Err(Error::invalid(format!("missing required parameter {:?}", f.name)));
+            }
+        }
+        let r = Req { req, captures, path };
+        let mut resp = handler(backend, &r).await?;
+        if path.warn_unknown {
+            let known: Vec<&str> = path.all_fields().map(|f| f.name).collect();
+            let mut w = ignored_warning(Fields::new(req.data).unknown(&known));
+            w.append(&mut resp.warnings);
+            resp.warnings = w;
+        }
+        Ok(resp)
+    }
+
+    /// Whether the path a write names exists; `None` where the path declares no check.
+    pub async fn exists(&self, backend: &B, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        let Some((path, captures)) = self.find(req.path) else { return Ok(None) };
+        let Some(check) = path.exists else { return Ok(None) };
+        let r = Req { req, captures, path };
+        check(backend, &r).await
+    }
+
+    /// The help of the path `rel` names; `None` for an unknown path.
+    pub fn help(&self, rel: &str) -> Option<String> {
+        self.find(rel).map(|(p, _)| p.help())
+    }
+
+    /// Every path, for the OpenAPI document.
+    pub fn specs(&self) -> Vec<Spec> {
+        self.paths
+            .iter()
+            .map(|p| Spec {
+                pattern: p.pattern,
+                synopsis: p.synopsis,
+                fields: p.all_fields().collect(),
+                operations: p.operations(),
+                create_supported: p.exists.is_some(),
+            })
+            .collect()
+    }
+}
+
+fn is_write(op: Operation) -> bool {
+    matches!(op, Operation::Create | Operation::Update | Operation::Patch)
+}
+
+/// A request as a handler sees it: the backend request (it derefs to it), the pattern's
+/// captures, and typed getters for the declared fields that answer the declared default when
+/// a field is absent.
+pub struct Req<'r> {
+    req: &'r BackendRequest<'r>,
+    captures: pattern::Captures<'r>,
+    path: &'r dyn Declared,
+}
+
+/// What [`Req`] needs of its path, whatever the backend type.
+trait Declared: Sync {
+    fn field(&self, name: &str) -> Option<&'static Field>;
+}
+
+impl<B> Declared for Path<B> {
+    fn field(&self, name: &str) -> Option<&'static Field> {
+        self.all_fields().find(|f| f.name == name)
+    }
+}
+
+impl<'r> std::ops::Deref for Req<'r> {
+    type Target = BackendRequest<'r>;
+
+    fn deref(&self) -> &BackendRequest<'r> {
+        self.req
+    }
+}
+
+impl<'r> Req<'r> {
+    /// The backend request, for helpers that take one.
+    pub fn backend(&self) -> &'r BackendRequest<'r> {
+        self.req
+    }
+
+    /// A capture of the pattern (`name` of `role/{name}`); empty if the pattern has none such.
+    pub fn capture(&self, name: &str) -> &'r str {
+        self.captures.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+    }
+
+    /// Every capture, in pattern order.
+    pub fn captures(&self) -> impl Iterator<Item = (&'static str, &'r str)> + '_ {
+        self.captures.iter().copied()
+    }
+
+    /// The body as sent, without defaults: for "absent keeps the stored value" updates.
+    pub fn fields(&self) -> Fields<'r> {
+        Fields::new(self.req.data)
+    }
+
+    fn value(&self, k: &str) -> Option<std::borrow::Cow<'r, Value>> {
+        match self.path.field(k) {
+            Some(f) => f.value(self.req.data),
+            None => self.req.data.get(k).filter(|v| !v.is_null()).map(std::borrow::Cow::Borrowed),
+        }
+    }
+
+    /// Reads `k` (sent, or its default) with one of [`Fields`]'s getters.
+    fn with<T>(
+        &self,
+        k: &str,
+        get: impl Fn(&Fields<'_>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let Some(v) = self.value(k) else { return Ok(None) };
+        let mut one = Map::new();
+        one.insert(k.to_owned(), v.into_owned());
+        get(&Fields::new(&one))
+    }
+
+    pub fn str(&self, k: &str) -> Result<Option<String>> {
+        self.with(k, |f| f.str(k))
+    }
+
+    pub fn u64(&self, k: &str) -> Result<Option<u64>> {
+        self.with(k, |f| f.u64(k))
+    }
+
+    pub fn bool(&self, k: &str) -> Result<Option<bool>> {
+        self.with(k, |f| f.bool(k))
+    }
+
+    /// Seconds, from a number or a duration string.
+    pub fn secs(&self, k: &str) -> Result<Option<u64>> {
+        match self.value(k) {
+            None => Ok(None),
+            Some(v) => field::secs_of(&v, k),
+        }
+    }
+
+    pub fn list(&self, k: &str) -> Result<Option<Vec<String>>> {
+        self.with(k, |f| f.list(k))
+    }
+
+    /// A `TypeCommaIntSlice` field.
+    pub fn ints(&self, k: &str) -> Result<Option<Vec<u64>>> {
+        field::int_list(self.req.data, k)
+    }
+
+    /// A `TypeStringSlice` field: one string is one item, never split.
+    pub fn strings(&self, k: &str) -> Result<Option<Vec<String>>> {
+        field::str_list(self.req.data, k)
+    }
+
+    /// A `TypeMap` field.
+    pub fn object(&self, k: &str) -> Option<&'r Map<String, Value>> {
+        self.req.data.get(k).and_then(Value::as_object)
+    }
+}
+
+/// A list answer: the keys, or Vault's 404 when there are none.
+pub fn list_response(keys: Vec<String>) -> Result<Response> {
+    if keys.is_empty() {
+        return Err(Error::NotFound);
+    }
+    Ok(Response::list(keys))
+}
