@@ -12,8 +12,9 @@
 //! - `logical`: request, response, errors, typed fields, the `Login` a method hands back.
 //! - `policy`, `policy_store`, `password_policy`: ACL policies (parse, compile) and their store.
 //! - `token`: the token store; `due`: the expiry index it shares with the lease manager.
-//! - `backend`, `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to,
-//!   wrapped, issued, audited and leased with.
+//! - `backend` (with `backend::framework`, the path framework backends declare their paths
+//!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
+//!   issued, audited and leased with.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
 //!   checks and their proofs), `sys` (the system API), `pipeline` (one function per request).
 
@@ -24,7 +25,7 @@ pub mod cidr;
 mod config;
 mod core;
 mod due;
-pub mod framework;
+
 pub mod glob;
 pub mod hex;
 mod lease;
@@ -47,6 +48,7 @@ mod token_backend;
 pub mod wrapping;
 
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
+pub use backend::framework;
 pub use backend::{
     BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
 };

@@ -265,7 +265,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
 /// `sys/internal/specs/openapi`: the OpenAPI document of every mounted backend that declares
 /// its paths, under its mount's prefix, in mount-path order.
 fn openapi(ctx: &Ctx<'_>) -> Result<Response> {
-    use crate::framework::openapi::{Mount, document};
+    use crate::backend::framework::openapi::{Mount, document};
     let router = ctx.active.router()?;
     let mut routes: Vec<_> = router.routes().collect();
     routes.sort_by(|a, b| a.full_path.cmp(&b.full_path));

@@ -2,7 +2,10 @@
 //!
 //! A backend sees only what [`BackendRequest`] carries: its own relative path, the request data,
 //! the authenticated caller, and its mount's settings; and only its own storage [`View`]. It never
-//! sees the token itself, other mounts, or the raw storage.
+//! sees the token itself, other mounts, or the raw storage. Backends declare their paths with
+//! the [`framework`] (re-exported as `coffer_core::framework`), which implements this contract.
+
+pub mod framework;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -94,9 +97,9 @@ pub trait LogicalBackend: Send + Sync + 'static {
         &[]
     }
 
-    /// The paths the backend declares with the [`crate::framework`], for the OpenAPI
+    /// The paths the backend declares with the [`crate::backend::framework`], for the OpenAPI
     /// document; empty for a backend that routes by hand.
-    fn specs(&self) -> Vec<crate::framework::Spec> {
+    fn specs(&self) -> Vec<crate::backend::framework::Spec> {
         Vec::new()
     }
 }
