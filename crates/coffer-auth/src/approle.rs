@@ -18,6 +18,7 @@ use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::hex::hex;
 use coffer_core::logical::fields::Fields;
 use coffer_core::random::uuid_v4;
+use coffer_core::record::{self, Record};
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
     BackendConfig, BackendRequest, BatchOp, Error, LogicalBackend, Operation, Response, Result,
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::role::{self, RoleRecord, Roles, TokenFields, decode, encode, into_map};
+use crate::role::{self, RoleRecord, Roles, TokenFields, into_map};
 
 /// The one answer to a wrong role ID, a wrong, used-up or expired secret ID, or a source address
 /// outside a secret ID's CIDR binding.
@@ -43,7 +44,7 @@ pub(crate) struct AppRole {
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     Ok(Arc::new(AppRole {
-        roles: Roles::new(cfg.view.clone(), "role/", "approle role"),
+        roles: Roles::new(cfg.view.clone(), "role/"),
         view: cfg.view,
         salt: OnceCell::new(),
         lock: Mutex::new(()),
@@ -75,6 +76,11 @@ struct SecretId {
     /// Uses left; 0: unlimited.
     num_uses: u64,
     ttl: u64,
+}
+
+impl Record for SecretId {
+    const KIND: &'static str = "approle secret id";
+    const VERSION: u32 = 1;
 }
 
 impl SecretId {
@@ -113,9 +119,19 @@ struct AccessorEntry {
     role_hmac: String,
 }
 
+impl Record for AccessorEntry {
+    const KIND: &'static str = "approle secret id accessor";
+    const VERSION: u32 = 1;
+}
+
 #[derive(Serialize, Deserialize)]
 struct RoleIdEntry {
     name: String,
+}
+
+impl Record for RoleIdEntry {
+    const KIND: &'static str = "approle role id index";
+    const VERSION: u32 = 1;
 }
 
 const ROLE_FIELDS: &[Field] = &[
@@ -252,6 +268,7 @@ fn valid_role_name(name: &str) -> bool {
 }
 
 impl role::Role for Role {
+    const KIND: &'static str = "approle role";
     const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     /// A new role binds a secret ID; its name is set by the caller.
@@ -390,13 +407,13 @@ impl AppRole {
         if role.role_id != old_role_id
             && let Some(raw) = self.view.get(&id_key).await?
         {
-            let owner: RoleIdEntry = decode(&raw, "approle role id")?;
+            let owner: RoleIdEntry = record::decode(&raw)?;
             if owner.name != role.name {
                 return Err(Error::invalid("role_id already in use"));
             }
         }
-        let raw = encode(role)?;
-        let idx = encode(&RoleIdEntry { name: role.name.clone() })?;
+        let raw = record::encode(role)?;
+        let idx = record::encode(&RoleIdEntry { name: role.name.clone() })?;
         let mut ops =
             vec![BatchOp::Put(format!("role/{}", role.name), &raw), BatchOp::Put(id_key, &idx)];
         if !old_role_id.is_empty() && old_role_id != role.role_id {
@@ -547,8 +564,8 @@ impl AppRole {
         if self.view.get(&key).await?.is_some() {
             return Err(Error::invalid("secret_id is already registered"));
         }
-        let raw = encode(&entry)?;
-        let acc = encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
+        let raw = record::encode(&entry)?;
+        let acc = record::encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
         self.view
             .batch(vec![
                 BatchOp::Put(key, &raw),
@@ -567,7 +584,7 @@ impl AppRole {
         let key = format!("secret_id/{role_hmac}/{sid_hmac}");
         let mut ops = vec![BatchOp::Delete(key.clone())];
         if let Some(raw) = self.view.get(&key).await? {
-            let e: SecretId = decode(&raw, "approle secret id")?;
+            let e: SecretId = record::decode(&raw)?;
             ops.push(BatchOp::Delete(format!("accessor/{}", self.mac(&e.accessor).await?)));
         }
         self.view.batch(ops).await?;
@@ -585,7 +602,7 @@ impl AppRole {
         let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{sid_hmac}")).await? else {
             return Ok(None);
         };
-        let e: SecretId = decode(&raw, "approle secret id")?;
+        let e: SecretId = record::decode(&raw)?;
         if e.expired(now_unix()) {
             self.delete_secret_id_entry(&role_hmac, &sid_hmac).await?;
             return Ok(None);
@@ -600,7 +617,7 @@ impl AppRole {
             ))
         };
         let raw = self.view.get(&format!("accessor/{}", self.mac(accessor).await?)).await?;
-        let acc: AccessorEntry = decode(&raw.ok_or_else(missing)?, "approle accessor")?;
+        let acc: AccessorEntry = record::decode(&raw.ok_or_else(missing)?)?;
         if acc.role_hmac != self.mac(&role.name).await? {
             return Err(missing());
         }
@@ -609,7 +626,7 @@ impl AppRole {
             .get(&format!("secret_id/{}/{}", acc.role_hmac, acc.secret_id_hmac))
             .await?
             .ok_or_else(missing)?;
-        Ok((acc.secret_id_hmac, decode(&raw, "approle secret id")?))
+        Ok((acc.secret_id_hmac, record::decode(&raw)?))
     }
 
     async fn list_accessors(&self, r: &Req<'_>) -> Result<Response> {
@@ -620,7 +637,7 @@ impl AppRole {
         let mut keys = Vec::new();
         for k in self.view.list(&format!("secret_id/{role_hmac}/")).await? {
             if let Some(raw) = self.view.get(&format!("secret_id/{role_hmac}/{k}")).await? {
-                let e: SecretId = decode(&raw, "approle secret id")?;
+                let e: SecretId = record::decode(&raw)?;
                 if !e.expired(now) {
                     keys.push(e.accessor);
                 }
@@ -638,7 +655,7 @@ impl AppRole {
         let role_id = f.required_str("role_id")?;
         let bad = || Error::invalid(BAD_CREDENTIALS);
         let raw = self.view.get(&format!("role_id/{}", self.mac(&role_id).await?)).await?;
-        let owner: RoleIdEntry = decode(&raw.ok_or_else(bad)?, "approle role id")?;
+        let owner: RoleIdEntry = record::decode(&raw.ok_or_else(bad)?)?;
         let role = self.roles.get(&owner.name).await?.ok_or_else(bad)?;
         if !coffer_core::secret::ct_eq(role.role_id.as_bytes(), role_id.as_bytes()) {
             return Err(bad());
@@ -663,7 +680,7 @@ impl AppRole {
                 _ => {
                     entry.num_uses -= 1;
                     entry.last_updated_time = now_unix();
-                    self.view.put(&key, &encode(&entry)?).await?;
+                    self.view.put(&key, &record::encode(&entry)?).await?;
                 }
             }
             if !entry.token_bound_cidrs.is_empty() {
@@ -689,7 +706,7 @@ impl AppRole {
             let folder = format!("secret_id/{role_folder}");
             for k in self.view.list(&folder).await? {
                 let Some(raw) = self.view.get(&format!("{folder}{k}")).await? else { continue };
-                let e: SecretId = decode(&raw, "approle secret id")?;
+                let e: SecretId = record::decode(&raw)?;
                 if e.expired(now) {
                     self.delete_secret_id_entry(role_folder.trim_end_matches('/'), &k).await?;
                     removed += 1;

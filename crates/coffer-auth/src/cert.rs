@@ -34,7 +34,7 @@ pub(crate) struct CertAuth {
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(CertAuth { roles: Roles::new(cfg.view, "cert/", "cert entry") }))
+    Ok(Arc::new(CertAuth { roles: Roles::new(cfg.view, "cert/") }))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -186,6 +186,7 @@ fn trusted_by(
 }
 
 impl role::Role for Entry {
+    const KIND: &'static str = "cert entry";
     const FIELDS: &'static [Field] = ENTRY_FIELDS;
 
     fn fresh() -> Self {

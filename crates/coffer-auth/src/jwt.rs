@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
+use coffer_core::record::{self, Record};
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::jws::{self, Jwk, PublicKey};
 use crate::outbound;
-use crate::role::{self, Roles, TokenFields, encode, into_map};
+use crate::role::{self, Roles, TokenFields, into_map};
 
 /// A fetched key set is trusted this long before it is fetched again.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -45,7 +46,7 @@ pub(crate) struct JwtAuth {
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     Ok(Arc::new(JwtAuth {
-        roles: Roles::new(cfg.view.clone(), "role/", "jwt role"),
+        roles: Roles::new(cfg.view.clone(), "role/"),
         view: cfg.view,
         keys: RwLock::new(None),
         fetching: Mutex::new(()),
@@ -84,6 +85,11 @@ struct Config {
     bound_issuer: String,
     jwt_supported_algs: Vec<String>,
     default_role: String,
+}
+
+impl Record for Config {
+    const KIND: &'static str = "jwt config";
+    const VERSION: u32 = 1;
 }
 
 const CONFIG_FIELDS: &[Field] = &[
@@ -195,7 +201,7 @@ fn claim_number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>> 
 
 impl JwtAuth {
     async fn config(&self) -> Result<Option<Config>> {
-        role::load(&self.view, "config", "jwt config").await
+        role::load(&self.view, "config").await
     }
 
     /// The key set a config names; `None` for static keys, which need no fetching.
@@ -278,6 +284,7 @@ impl JwtAuth {
 }
 
 impl role::Role for Role {
+    const KIND: &'static str = "jwt role";
     const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     fn fresh() -> Self {
@@ -675,7 +682,7 @@ impl JwtAuth {
         // As Vault does, a URL is tried before it is saved, so a typo shows now and not at the
         // first login.
         let fresh = self.fetch(&c).await.map_err(|e| Error::invalid(e.to_string()))?;
-        self.view.put("config", &encode(&c)?).await?;
+        self.view.put("config", &record::encode(&c)?).await?;
         *self.keys.write().await = fresh.map(Arc::new);
         Ok(Response::empty())
     }

@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
+use coffer_core::record::{self, Record};
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::role::{self, Roles, TokenFields, encode, into_map};
+use crate::role::{self, Roles, TokenFields, into_map};
 use crate::{jws, outbound};
 
 /// Where a pod finds its own service-account token and the cluster CA.
@@ -36,7 +37,7 @@ pub(crate) struct Kubernetes {
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    let roles = Roles::new(cfg.view.clone(), "role/", "kubernetes role");
+    let roles = Roles::new(cfg.view.clone(), "role/");
     Ok(Arc::new(Kubernetes { view: cfg.view, roles }))
 }
 
@@ -71,6 +72,11 @@ struct Config {
     issuer: String,
     disable_iss_validation: bool,
     disable_local_ca_jwt: bool,
+}
+
+impl Record for Config {
+    const KIND: &'static str = "kubernetes config";
+    const VERSION: u32 = 1;
 }
 
 const CONFIG_FIELDS: &[Field] = &[
@@ -140,6 +146,7 @@ impl ServiceAccount {
 }
 
 impl role::Role for Role {
+    const KIND: &'static str = "kubernetes role";
     const FIELDS: &'static [Field] = ROLE_FIELDS;
 
     fn fresh() -> Self {
@@ -209,7 +216,7 @@ fn bound(list: &[String], value: &str) -> bool {
 
 impl Kubernetes {
     async fn config(&self) -> Result<Option<Config>> {
-        role::load(&self.view, "config", "kubernetes config").await
+        role::load(&self.view, "config").await
     }
 
     /// Asks the TokenReview API whether `jwt` is authenticated, as the configured reviewer (or,
@@ -454,7 +461,7 @@ impl Kubernetes {
         if let Some(b) = f.bool("disable_local_ca_jwt")? {
             c.disable_local_ca_jwt = b;
         }
-        self.view.put("config", &Zeroizing::new(encode(&c)?)).await?;
+        self.view.put("config", &record::encode(&c)?).await?;
         Ok(Response::empty())
     }
 }

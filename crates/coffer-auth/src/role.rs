@@ -18,6 +18,7 @@ use coffer_core::cidr::Cidr;
 use coffer_core::framework::{Field, Path, Req, list_response};
 use coffer_core::logical::fields::Fields;
 use coffer_core::logical::login::normalize_policies;
+use coffer_core::record::{self, Record};
 use coffer_core::{Error, Login, Response, Result, View};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,8 @@ impl TokenFields {
 /// The method's own settings of a role; the shared token fields sit beside them in its
 /// [`RoleRecord`].
 pub(crate) trait Role: Serialize + DeserializeOwned + Send + Sync {
+    /// What errors call a stored role: `jwt role`.
+    const KIND: &'static str;
     /// The method's own fields (the token ones are added), declared for its role paths.
     const FIELDS: &'static [Field];
 
@@ -181,6 +184,13 @@ pub(crate) struct RoleRecord<R> {
     pub(crate) role: R,
     #[serde(flatten)]
     pub(crate) token: TokenFields,
+}
+
+/// Roles were stored without a version before the record codec: those read as version 0,
+/// whose step to 1 changes nothing.
+impl<R: Role> Record for RoleRecord<R> {
+    const KIND: &'static str = R::KIND;
+    const VERSION: u32 = 1;
 }
 
 impl<R: Role> RoleRecord<R> {
@@ -225,14 +235,12 @@ pub(crate) struct Roles<R> {
     view: View,
     /// Storage folder, with its trailing `/`: `role/`.
     folder: &'static str,
-    /// Names the record in decode errors: `jwt role`.
-    what: &'static str,
     _role: PhantomData<fn() -> R>,
 }
 
 impl<R: Role> Roles<R> {
-    pub(crate) fn new(view: View, folder: &'static str, what: &'static str) -> Self {
-        Roles { view, folder, what, _role: PhantomData }
+    pub(crate) fn new(view: View, folder: &'static str) -> Self {
+        Roles { view, folder, _role: PhantomData }
     }
 
     fn key(&self, name: &str) -> String {
@@ -240,7 +248,7 @@ impl<R: Role> Roles<R> {
     }
 
     pub(crate) async fn get(&self, name: &str) -> Result<Option<RoleRecord<R>>> {
-        load(&self.view, &self.key(name), self.what).await
+        load(&self.view, &self.key(name)).await
     }
 
     /// The names of the stored roles, in name order.
@@ -271,7 +279,7 @@ impl<R: Role> Roles<R> {
         let creating = existing.is_none();
         let mut role = existing.unwrap_or_else(RoleRecord::fresh);
         role.update(&f, creating)?;
-        self.view.put(&self.key(name), &encode(&role)?).await?;
+        self.view.put(&self.key(name), &record::encode(&role)?).await?;
         Ok(Response::empty())
     }
 }
@@ -312,24 +320,11 @@ pub(crate) fn role_paths<B: HasRoles + 'static>(
 pub(crate) const LOGIN_PATHS: &[&str] = &["login"];
 
 /// The record at `key`, if there is one (a role, a method's `config`).
-pub(crate) async fn load<T: DeserializeOwned>(
-    view: &View,
-    key: &str,
-    what: &str,
-) -> Result<Option<T>> {
+pub(crate) async fn load<T: Record>(view: &View, key: &str) -> Result<Option<T>> {
     match view.get(key).await? {
         None => Ok(None),
-        Some(raw) => decode(&raw, what).map(Some),
+        Some(raw) => record::decode(&raw).map(Some),
     }
-}
-
-/// A stored record; a record that does not decode is an internal error naming `what`.
-pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("{what} decode: {e}")))
-}
-
-pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The object a `json!({...})` literal builds.
@@ -421,6 +416,7 @@ mod tests {
     }
 
     impl Role for Demo {
+        const KIND: &'static str = "demo role";
         const FIELDS: &'static [Field] = &[Field::comma_list("bound", "Bound.")];
 
         fn fresh() -> Self {
@@ -452,18 +448,19 @@ mod tests {
             "bound": ["a"], "leeway": -1, "claims": {"env": "prod"},
             "token_policies": ["web"], "token_ttl": 60, "token_bound_cidrs": ["10.0.0.0/8"],
         });
-        let r: RoleRecord<Demo> = decode(raw.to_string().as_bytes(), "demo").expect("decode");
+        let r: RoleRecord<Demo> = record::decode(raw.to_string().as_bytes()).expect("decode");
         assert_eq!(
             (r.bound.clone(), r.leeway, r.claims["env"].clone()),
             (vec!["a".into()], -1, json!("prod"))
         );
         assert_eq!((r.token.token_policies.clone(), r.token.token_ttl), (vec!["web".into()], 60));
-        let back: Value = serde_json::from_slice(&encode(&r).expect("encode")).expect("json");
+        let back: Value =
+            serde_json::from_slice(&record::encode(&r).expect("encode")).expect("json");
         for (k, v) in into_map(raw) {
             assert_eq!(back[&k], v, "{k}");
         }
         assert!(back.get("role").is_none() && back.get("token").is_none(), "{back}");
-        let empty: RoleRecord<Demo> = decode(b"{}", "demo").expect("defaults");
+        let empty: RoleRecord<Demo> = record::decode(b"{}").expect("defaults");
         assert_eq!((empty.leeway, empty.token.token_ttl), (0, 0));
     }
 

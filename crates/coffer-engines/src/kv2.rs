@@ -15,6 +15,7 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Path, Paths, Req, Spec, handler, list_response};
+use coffer_core::record::{self, Record};
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{BackendRequest, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,6 @@ struct VersionMeta {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct KeyMeta {
-    version: u32,
     created_time: u64,
     updated_time: u64,
     current_version: u64,
@@ -52,6 +52,16 @@ struct KeyMeta {
     delete_version_after: u64,
     custom_metadata: BTreeMap<String, String>,
     versions: BTreeMap<u64, VersionMeta>,
+}
+
+impl Record for Config {
+    const KIND: &'static str = "kv v2 config";
+    const VERSION: u32 = 1;
+}
+
+impl Record for KeyMeta {
+    const KIND: &'static str = "kv v2 metadata";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) struct KvV2 {
@@ -142,12 +152,12 @@ static PATHS: LazyLock<Paths<KvV2>> = LazyLock::new(|| {
     ])
 });
 
-fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("kv v2 {what} decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))
+/// A version's data is the caller's own JSON object, stored as given (not a record: a field
+/// the codec added, such as `version`, would collide with the caller's own).
+fn data_from(raw: &[u8]) -> Result<Value> {
+    serde_json::from_slice(raw).map_err(|e| {
+        Error::Internal(format!("stored kv v2 version data does not decode (line {})", e.line()))
+    })
 }
 
 fn time_or_empty(t: u64) -> Value {
@@ -205,7 +215,7 @@ impl KvV2 {
         new: Option<(u64, &[u8])>,
         gone: &[u64],
     ) -> Result<()> {
-        let meta_raw = encode(meta)?;
+        let meta_raw = record::encode(meta)?;
         let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
         if let Some((v, data)) = new {
             ops.push(coffer_core::BatchOp::Put(format!("ver/{path}/{v}"), data));
@@ -219,14 +229,14 @@ impl KvV2 {
 
     async fn config(&self) -> Result<Config> {
         match self.view.get("config").await? {
-            Some(raw) => decode(&raw, "config"),
+            Some(raw) => record::decode(&raw),
             None => Ok(Config::default()),
         }
     }
 
     async fn meta(&self, path: &str) -> Result<Option<KeyMeta>> {
         match self.view.get(&format!("meta/{path}")).await? {
-            Some(raw) => decode(&raw, "metadata").map(Some),
+            Some(raw) => record::decode(&raw).map(Some),
             None => Ok(None),
         }
     }
@@ -274,7 +284,7 @@ impl KvV2 {
         if let Some(d) = f.secs("delete_version_after")? {
             c.delete_version_after = d;
         }
-        self.view.put("config", &encode(&c)?).await?;
+        self.view.put("config", &record::encode(&c)?).await?;
         Ok(Response::empty())
     }
 
@@ -291,7 +301,7 @@ impl KvV2 {
             return Err(Error::NotFound);
         }
         let raw = self.view.get(&format!("ver/{path}/{version}")).await?.ok_or(Error::NotFound)?;
-        let secret: Value = decode(&raw, "version")?;
+        let secret = data_from(&raw)?;
         Ok(Response::from_value(json!({ "data": secret, "metadata": vm.json(version, &meta) })))
     }
 
@@ -306,7 +316,7 @@ impl KvV2 {
         let cfg = self.config().await?;
         let mut meta = match self.meta(path).await? {
             Some(m) => m,
-            None => KeyMeta { version: 1, created_time: now_unix(), ..KeyMeta::default() },
+            None => KeyMeta { created_time: now_unix(), ..KeyMeta::default() },
         };
         if cas.is_none() && (cfg.cas_required || meta.cas_required) {
             return Err(Error::invalid("check-and-set parameter required for this call"));
@@ -334,7 +344,9 @@ impl KvV2 {
         meta.updated_time = now;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
-        let data_raw = encode(&Value::Object(secret))?;
+        let data_raw = serde_json::to_vec(&Value::Object(secret))
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| Error::Internal(e.to_string()))?;
         self.save(path, &meta, Some((version, &data_raw)), &pruned).await?;
         Ok(Response::data(match vm.json(version, &meta) {
             Value::Object(m) => m,
@@ -372,7 +384,7 @@ impl KvV2 {
             .get(&format!("ver/{path}/{}", meta.current_version))
             .await?
             .ok_or(Error::NotFound)?;
-        let mut current: Value = decode(&raw, "version")?;
+        let mut current = data_from(&raw)?;
         merge_patch(&mut current, &Value::Object(patch));
         let merged = match current {
             Value::Object(m) => m,
@@ -485,8 +497,7 @@ impl KvV2 {
             return Err(Error::NotFound);
         }
         let now = now_unix();
-        let mut meta =
-            existing.unwrap_or(KeyMeta { version: 1, created_time: now, ..KeyMeta::default() });
+        let mut meta = existing.unwrap_or(KeyMeta { created_time: now, ..KeyMeta::default() });
         if let Some(m) = f.u64("max_versions")? {
             meta.max_versions = m;
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_core::framework::{Default, Field, Req};
+use coffer_core::record::{self, Record};
 use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,15 +20,12 @@ use serde_json::json;
 use super::postgres::{Conn, DEFAULT_ROOT_ROTATE, PoolSettings, unverified_tls};
 use super::template::{Vars, connection_url};
 use super::username::{DEFAULT_TEMPLATE, Template};
-use super::{Database, PLUGIN, check_name, decode, encode, into_map, statements};
-
-const RECORD_VERSION: u32 = 1;
+use super::{Database, PLUGIN, check_name, into_map, statements};
 
 /// `Debug` shows the connection URL with any written-in password masked, and the passwords
 /// only as redacted.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct DbConfig {
-    pub(crate) version: u32,
     pub(crate) plugin_name: String,
     /// As written, with `{{username}}`/`{{password}}` unfilled.
     pub(crate) connection_url: String,
@@ -46,10 +44,14 @@ pub(crate) struct DbConfig {
     pub(crate) root_rotation_statements: Vec<String>,
 }
 
+impl Record for DbConfig {
+    const KIND: &'static str = "database config";
+    const VERSION: u32 = 1;
+}
+
 impl std::fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConfig")
-            .field("version", &self.version)
             .field("plugin_name", &self.plugin_name)
             .field("connection_url", &redact_url(&self.connection_url))
             .field("username", &self.username)
@@ -147,7 +149,7 @@ impl Database {
     pub(crate) async fn config(&self, name: &str) -> Result<Option<DbConfig>> {
         match self.view.get(&format!("config/{name}")).await? {
             None => Ok(None),
-            Some(raw) => decode(&raw, "config").map(Some),
+            Some(raw) => record::decode(&raw).map(Some),
         }
     }
 
@@ -158,7 +160,7 @@ impl Database {
     }
 
     pub(crate) async fn store_config(&self, name: &str, c: &DbConfig) -> Result<()> {
-        self.view.put(&format!("config/{name}"), &encode(c)?).await?;
+        self.view.put(&format!("config/{name}"), &record::encode(c)?).await?;
         Ok(())
     }
 
@@ -209,7 +211,6 @@ impl Database {
         let _r = self.root_lock.lock().await;
         let existing = self.config(name).await?;
         let mut c = existing.clone().unwrap_or(DbConfig {
-            version: RECORD_VERSION,
             plugin_name: String::new(),
             connection_url: String::new(),
             username: String::new(),

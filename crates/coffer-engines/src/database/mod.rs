@@ -33,10 +33,8 @@ use coffer_core::{
     BackendConfig, BackendRequest, Error, LeaseRequest, LogicalBackend, Response, Result,
     SecretString, View,
 };
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
-use zeroize::Zeroizing;
 
 use self::postgres::Conn;
 
@@ -127,14 +125,6 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
             "invalid {kind} name {name:?}: use letters, digits, '_', '-' and '.'"
         )))
     }
-}
-
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("database {what} decode: {e}")))
-}
-
-pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>> {
-    serde_json::to_vec(v).map(Zeroizing::new).map_err(|e| Error::Internal(e.to_string()))
 }
 
 pub(crate) fn into_map(v: Value) -> Map<String, Value> {

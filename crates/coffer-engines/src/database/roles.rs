@@ -10,6 +10,7 @@
 //! statements granted; that is the role author's contract, as in Vault.
 
 use coffer_core::framework::{Default, Field, Req};
+use coffer_core::record::{self, Record};
 use coffer_core::{Error, LeaseRequest, Response, Result, SecretLease};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,10 +18,8 @@ use serde_json::{Value, json};
 use super::postgres::DEFAULT_RENEW;
 use super::template::{Vars, expiration, lease_ttls, safe_username};
 use super::username::Meta;
-use super::{Database, check_name, decode, encode, into_map, statements};
+use super::{Database, check_name, into_map, statements};
 use coffer_core::time::now_unix;
-
-const RECORD_VERSION: u32 = 1;
 
 /// Vault adds this to the lease TTL for `{{expiration}}`, so the database never expires a
 /// user before its lease does.
@@ -29,7 +28,6 @@ const EXPIRATION_GRACE: u64 = 5;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct Role {
-    pub(crate) version: u32,
     pub(crate) db_name: String,
     pub(crate) creation_statements: Vec<String>,
     pub(crate) revocation_statements: Vec<String>,
@@ -38,6 +36,11 @@ pub(crate) struct Role {
     pub(crate) default_ttl: u64,
     pub(crate) max_ttl: u64,
     pub(crate) credential_type: String,
+}
+
+impl Record for Role {
+    const KIND: &'static str = "database role";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) const FIELDS: &[Field] = &[
@@ -77,7 +80,7 @@ impl Database {
     pub(crate) async fn role(&self, name: &str) -> Result<Option<Role>> {
         match self.view.get(&format!("role/{name}")).await? {
             None => Ok(None),
-            Some(raw) => decode(&raw, "role").map(Some),
+            Some(raw) => record::decode(&raw).map(Some),
         }
     }
 
@@ -89,11 +92,10 @@ impl Database {
         if self.view.get(&format!("static-role/{name}")).await?.is_some() {
             return Err(Error::invalid("Role and Static Role names must be unique"));
         }
-        let mut r = self.role(name).await?.unwrap_or_else(|| Role {
-            version: RECORD_VERSION,
-            credential_type: "password".into(),
-            ..Role::default()
-        });
+        let mut r = self
+            .role(name)
+            .await?
+            .unwrap_or_else(|| Role { credential_type: "password".into(), ..Role::default() });
         if let Some(d) = f.str("db_name")? {
             r.db_name = d;
         }
@@ -132,7 +134,7 @@ impl Database {
         if r.max_ttl > 0 && r.default_ttl > r.max_ttl {
             return Err(Error::invalid("default_ttl cannot be greater than max_ttl"));
         }
-        self.view.put(&format!("role/{name}"), &encode(&r)?).await?;
+        self.view.put(&format!("role/{name}"), &record::encode(&r)?).await?;
         Ok(Response::empty())
     }
 

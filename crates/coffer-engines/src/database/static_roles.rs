@@ -13,6 +13,7 @@
 //! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
 
 use coffer_core::framework::{Default, Field, Req};
+use coffer_core::record::{self, Record};
 use coffer_core::time::rfc3339;
 use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
@@ -22,10 +23,9 @@ use super::cron::Schedule;
 use super::postgres::DEFAULT_ROTATE;
 use super::roles::check_credential_type;
 use super::template::Vars;
-use super::{Database, check_name, decode, encode, into_map, statements};
+use super::{Database, check_name, into_map, statements};
 use coffer_core::time::now_unix;
 
-const RECORD_VERSION: u32 = 1;
 /// Vault's queue tick: no period shorter than this.
 const MIN_PERIOD: u64 = 5;
 /// Vault's minimum `rotation_window`.
@@ -36,7 +36,6 @@ const RETRY_MAX: u64 = 300;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct StaticRole {
-    version: u32,
     pub(crate) db_name: String,
     username: String,
     password: SecretString,
@@ -52,6 +51,11 @@ pub(crate) struct StaticRole {
     next_rotation: u64,
     /// Consecutive failed rotations, for backoff.
     failures: u32,
+}
+
+impl Record for StaticRole {
+    const KIND: &'static str = "database static role";
+    const VERSION: u32 = 1;
 }
 
 pub(crate) const FIELDS: &[Field] = &[
@@ -109,12 +113,12 @@ impl Database {
     pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
         match self.view.get(&format!("static-role/{name}")).await? {
             None => Ok(None),
-            Some(raw) => decode(&raw, "static role").map(Some),
+            Some(raw) => record::decode(&raw).map(Some),
         }
     }
 
     async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
-        self.view.put(&format!("static-role/{name}"), &encode(r)?).await?;
+        self.view.put(&format!("static-role/{name}"), &record::encode(r)?).await?;
         if let Some(due) = self.due.lock().await.as_mut() {
             due.insert(name.to_owned(), r.next_rotation);
         }
@@ -133,7 +137,6 @@ impl Database {
         let existing = self.static_role(name).await?;
         let creating = existing.is_none();
         let mut r = existing.unwrap_or_else(|| StaticRole {
-            version: RECORD_VERSION,
             credential_type: "password".into(),
             ..StaticRole::default()
         });
