@@ -11,18 +11,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use coffer_core::cidr::Cidr;
-use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
+use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
 use coffer_core::hex::hex;
 use coffer_core::logical::fields::Fields;
 use coffer_core::random::uuid_v4;
 use coffer_core::record::{self, Record};
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
-    BackendConfig, BackendRequest, BatchOp, Error, LogicalBackend, Operation, Response, Result,
-    View,
+    BackendConfig, BatchOp, Error, LogicalBackend, Operation, Response, Result, View,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -779,22 +777,13 @@ impl AppRole {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for AppRole {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
+impl Framework for AppRole {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
         role::LOGIN_PATHS
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
     }
 }
 

@@ -11,11 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
-use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
+use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
-use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
+use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -291,22 +290,13 @@ impl CertAuth {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for CertAuth {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
+impl Framework for CertAuth {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
         role::LOGIN_PATHS
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
     }
 }
 

@@ -10,13 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
-use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler};
+use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
 use coffer_core::record::{self, Record};
 use coffer_core::time::now_unix;
-use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result, View};
+use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -466,22 +465,13 @@ impl Kubernetes {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for Kubernetes {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
+impl Framework for Kubernetes {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
         role::LOGIN_PATHS
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
     }
 }
 

@@ -4,9 +4,8 @@
 
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use coffer_core::View;
-use coffer_core::framework::{Path, Paths, Req, Spec, handler};
+use coffer_core::framework::{Framework, Path, Paths, Req, handler};
 use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
 
 use crate::kv::{KvStore, SECRET_SYNOPSIS};
@@ -58,17 +57,8 @@ impl Cubbyhole {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for Cubbyhole {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
+impl Framework for Cubbyhole {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 }

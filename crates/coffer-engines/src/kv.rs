@@ -3,11 +3,10 @@
 
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use coffer_core::View;
-use coffer_core::framework::{Path, Paths, Req, Spec, handler, list_response};
+use coffer_core::framework::{Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::time::parse_duration;
-use coffer_core::{BackendConfig, BackendRequest, Error, LogicalBackend, Response, Result};
+use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
@@ -122,17 +121,8 @@ impl KvV1 {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for KvV1 {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
+impl Framework for KvV1 {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 }

@@ -12,12 +12,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use async_trait::async_trait;
 use coffer_core::Fields;
-use coffer_core::framework::{Default, Field, Path, Paths, Req, Spec, handler, list_response};
+use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::record::{self, Record};
 use coffer_core::time::{now_unix, rfc3339};
-use coffer_core::{BackendRequest, Error, LogicalBackend, Response, Result, View};
+use coffer_core::{Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
@@ -613,18 +612,9 @@ fn subkeys_of(v: &Value, max_depth: u64, depth: u64) -> Value {
     }
 }
 
-#[async_trait]
-impl LogicalBackend for KvV2 {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
+impl Framework for KvV2 {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 }
 

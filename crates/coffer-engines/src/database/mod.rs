@@ -27,11 +27,10 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_core::framework::{Field, Path, Paths, Req, Spec, handler, list_response};
+use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::password_policy::Passwords;
 use coffer_core::{
-    BackendConfig, BackendRequest, Error, LeaseRequest, LogicalBackend, Response, Result,
-    SecretString, View,
+    BackendConfig, Error, LeaseRequest, LogicalBackend, Response, Result, SecretString, View,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -277,17 +276,9 @@ impl Database {
 }
 
 #[async_trait]
-impl LogicalBackend for Database {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        PATHS.handle(self, req).await
-    }
-
-    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        PATHS.exists(self, req).await
-    }
-
-    fn specs(&self) -> Vec<Spec> {
-        PATHS.specs()
+impl Framework for Database {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 
     async fn renew_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {

@@ -132,12 +132,12 @@ async fn leases_renew_the_user_and_revocation_drops_it_once_and_for_all() {
         issue_time: coffer_core::time::now_unix(),
         expire_time: new_expiry,
     };
-    db.renew_lease(&lease).await.expect("renew");
+    db.renew_creds(&lease).await.expect("renew");
     let after: u64 = valid(c).parse().expect("valid until");
     assert!(after > before + 3000, "VALID UNTIL moved from {before} to {after}");
     assert_eq!(after, new_expiry + 5);
 
-    db.revoke_lease(&lease).await.expect("revoke");
+    db.revoke_creds(&lease).await.expect("revoke");
     assert_eq!(
         c.sql("eng_lease", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
         "0"
@@ -148,8 +148,8 @@ async fn leases_renew_the_user_and_revocation_drops_it_once_and_for_all() {
         "eng_lease_admin",
         "the revoked user's table went to the connection user"
     );
-    db.revoke_lease(&lease).await.expect("revoking again is success");
-    let e = db.renew_lease(&lease).await.expect_err("renewing a revoked user fails");
+    db.revoke_creds(&lease).await.expect("revoking again is success");
+    let e = db.renew_creds(&lease).await.expect_err("renewing a revoked user fails");
     assert!(e.to_string().contains("renew statements failed"), "{e}");
 }
 
@@ -197,12 +197,12 @@ async fn custom_revocation_statements_run_and_are_idempotent() {
         issue_time: 0,
         expire_time: 0,
     };
-    db.revoke_lease(&lease).await.expect("revoke");
+    db.revoke_creds(&lease).await.expect("revoke");
     assert_eq!(
         c.sql("eng_custom", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
         "0"
     );
-    db.revoke_lease(&lease).await.expect("a plain DROP ROLE is not run twice");
+    db.revoke_creds(&lease).await.expect("a plain DROP ROLE is not run twice");
 }
 
 #[tokio::test]
@@ -549,12 +549,12 @@ async fn a_revocation_that_cannot_drop_the_user_still_leaves_no_login() {
         issue_time: 0,
         expire_time: 0,
     };
-    let e = db.revoke_lease(&lease).await.expect_err("the role cannot be dropped yet");
+    let e = db.revoke_creds(&lease).await.expect_err("the role cannot be dropped yet");
     assert!(e.to_string().contains("revocation failed"), "{e}");
     assert!(!logs_in(c, &user, &upw, "eng_nologin"), "a failed revocation left a login");
     // Once the obstacle is gone, the retried revocation finishes.
     c.sql("eng_nologin_other", "DROP TABLE stuck");
-    db.revoke_lease(&lease).await.expect("retry");
+    db.revoke_creds(&lease).await.expect("retry");
     assert_eq!(
         c.sql("eng_nologin", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")),
         "0"

@@ -24,7 +24,9 @@ use std::pin::Pin;
 use serde_json::{Map, Value};
 
 pub use self::field::{Default, Field, Kind};
-use crate::backend::BackendRequest;
+use async_trait::async_trait;
+
+use crate::backend::{BackendRequest, LeaseRequest, LogicalBackend};
 pub use crate::handler;
 use crate::logical::fields::{Fields, ignored_warning};
 use crate::logical::{Error, Operation, Response, Result};
@@ -46,6 +48,57 @@ macro_rules! handler {
     ($f:path) => {
         |b, r| ::std::boxed::Box::pin($f(b, r))
     };
+}
+
+/// A backend whose paths are all declared with the framework. Its [`LogicalBackend`] comes from
+/// here, so every such backend routes, checks existence and describes itself the same way; it
+/// adds only what is its own (logins without a token, what renewing and revoking a lease mean).
+#[async_trait]
+pub trait Framework: Send + Sync + Sized + 'static {
+    /// The backend's declared paths.
+    fn paths() -> &'static Paths<Self>;
+
+    /// As [`LogicalBackend::unauthenticated_paths`].
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// As [`LogicalBackend::renew_lease`].
+    async fn renew_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
+        Err(Error::invalid("lease is not renewable"))
+    }
+
+    /// As [`LogicalBackend::revoke_lease`].
+    async fn revoke_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<B: Framework> LogicalBackend for B {
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
+        B::paths().handle(self, req).await
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>> {
+        B::paths().exists(self, req).await
+    }
+
+    async fn renew_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {
+        <B as Framework>::renew_lease(self, lease).await
+    }
+
+    async fn revoke_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {
+        <B as Framework>::revoke_lease(self, lease).await
+    }
+
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        <B as Framework>::unauthenticated_paths(self)
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        B::paths().specs()
+    }
 }
 
 /// One endpoint of a backend, declared as data.
