@@ -199,6 +199,7 @@ static PATHS: LazyLock<Paths<AppRole>> = LazyLock::new(|| {
     let mut paths = vec![
         Path::new("login", "Exchange a role ID and a secret ID for a token.")
             .fields(LOGIN_FIELDS)
+            .unauthenticated()
             .write(handler!(AppRole::login)),
         Path::new("tidy/secret-id", "Remove expired secret IDs and dangling accessors.")
             .write(handler!(AppRole::tidy)),
@@ -780,10 +781,6 @@ impl AppRole {
 impl Framework for AppRole {
     fn paths() -> &'static Paths<Self> {
         &PATHS
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        role::LOGIN_PATHS
     }
 }
 

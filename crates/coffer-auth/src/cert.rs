@@ -64,6 +64,7 @@ static PATHS: LazyLock<Paths<CertAuth>> = LazyLock::new(|| {
     let mut paths = vec![
         Path::new("login", "Log in with the TLS client certificate of the connection.")
             .fields(LOGIN_FIELDS)
+            .unauthenticated()
             .write(handler!(CertAuth::login)),
     ];
     paths.extend(role::role_paths("certs", "certs/{name}"));
@@ -293,10 +294,6 @@ impl CertAuth {
 impl Framework for CertAuth {
     fn paths() -> &'static Paths<Self> {
         &PATHS
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        role::LOGIN_PATHS
     }
 }
 

@@ -56,6 +56,7 @@ static PATHS: LazyLock<Paths<JwtAuth>> = LazyLock::new(|| {
     let mut paths = vec![
         Path::new("login", "Log in with a JWT signed by the configured issuer.")
             .fields(LOGIN_FIELDS)
+            .unauthenticated()
             .write(handler!(JwtAuth::login)),
         Path::new("config", "Where the issuer's keys come from, and which tokens are accepted.")
             .fields(CONFIG_FIELDS)
@@ -690,10 +691,6 @@ impl JwtAuth {
 impl Framework for JwtAuth {
     fn paths() -> &'static Paths<Self> {
         &PATHS
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        role::LOGIN_PATHS
     }
 }
 

@@ -44,6 +44,7 @@ static PATHS: LazyLock<Paths<Kubernetes>> = LazyLock::new(|| {
     let mut paths = vec![
         Path::new("login", "Log in with a service-account token, checked by the TokenReview API.")
             .fields(LOGIN_FIELDS)
+            .unauthenticated()
             .write(handler!(Kubernetes::login)),
         Path::new("config", "The cluster whose TokenReview API vouches for tokens.")
             .fields(CONFIG_FIELDS)
@@ -468,10 +469,6 @@ impl Kubernetes {
 impl Framework for Kubernetes {
     fn paths() -> &'static Paths<Self> {
         &PATHS
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        role::LOGIN_PATHS
     }
 }
 

@@ -316,9 +316,6 @@ pub(crate) fn role_paths<B: HasRoles + 'static>(
     ]
 }
 
-/// The paths of every auth method that are reachable without a token.
-pub(crate) const LOGIN_PATHS: &[&str] = &["login"];
-
 /// The record at `key`, if there is one (a role, a method's `config`).
 pub(crate) async fn load<T: Record>(view: &View, key: &str) -> Result<Option<T>> {
     match view.get(key).await? {

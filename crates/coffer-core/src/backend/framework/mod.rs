@@ -58,11 +58,6 @@ pub trait Framework: Send + Sync + Sized + 'static {
     /// The backend's declared paths.
     fn paths() -> &'static Paths<Self>;
 
-    /// As [`LogicalBackend::unauthenticated_paths`].
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &[]
-    }
-
     /// As [`LogicalBackend::renew_lease`].
     async fn renew_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
         Err(Error::invalid("lease is not renewable"))
@@ -93,7 +88,7 @@ impl<B: Framework> LogicalBackend for B {
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        <B as Framework>::unauthenticated_paths(self)
+        B::paths().unauthenticated()
     }
 
     fn specs(&self) -> Vec<Spec> {
@@ -112,6 +107,8 @@ pub struct Path<B> {
     pub synopsis: &'static str,
     /// Name ignored fields in Vault's warning on success.
     warn_unknown: bool,
+    /// Reachable without a token (a login).
+    unauthenticated: bool,
 }
 
 impl<B> Path<B> {
@@ -123,6 +120,7 @@ impl<B> Path<B> {
             exists: None,
             synopsis,
             warn_unknown: false,
+            unauthenticated: false,
         }
     }
 
@@ -164,6 +162,12 @@ impl<B> Path<B> {
 
     pub fn warn_unknown(mut self) -> Self {
         self.warn_unknown = true;
+        self
+    }
+
+    /// Reachable without a token: a login, whose credential is in the request.
+    pub fn unauthenticated(mut self) -> Self {
+        self.unauthenticated = true;
         self
     }
 
@@ -219,11 +223,21 @@ pub struct Spec {
 /// A backend's paths, tried in order: the first pattern that matches serves the request.
 pub struct Paths<B> {
     paths: Vec<Path<B>>,
+    /// The patterns of the paths declared [`Path::unauthenticated`].
+    unauthenticated: Vec<&'static str>,
 }
 
 impl<B: Sync> Paths<B> {
     pub fn new(paths: Vec<Path<B>>) -> Self {
-        Paths { paths }
+        let unauthenticated =
+            paths.iter().filter(|p| p.unauthenticated).map(|p| p.pattern).collect();
+        Paths { paths, unauthenticated }
+    }
+
+    /// The patterns reachable without a token, as [`LogicalBackend::unauthenticated_paths`]
+    /// lists them.
+    pub fn unauthenticated(&self) -> &[&'static str] {
+        &self.unauthenticated
     }
 
     fn find<'p>(&self, path: &'p str) -> Option<(&Path<B>, pattern::Captures<'p>)> {
