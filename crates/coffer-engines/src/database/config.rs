@@ -159,6 +159,17 @@ impl Database {
             .ok_or_else(|| Error::invalid(format!("database config {name:?} does not exist")))
     }
 
+    /// The config `db_name`, which must allow the role `role`.
+    pub(crate) async fn config_for_role(&self, db_name: &str, role: &str) -> Result<DbConfig> {
+        let cfg = self.must_config(db_name).await?;
+        if !cfg.allows(role) {
+            return Err(Error::invalid(format!(
+                "{role:?} is not an allowed role of database config {db_name:?}"
+            )));
+        }
+        Ok(cfg)
+    }
+
     pub(crate) async fn store_config(&self, name: &str, c: &DbConfig) -> Result<()> {
         self.view.put(&format!("config/{name}"), &record::encode(c)?).await?;
         Ok(())

@@ -166,13 +166,7 @@ impl Database {
             .role(name)
             .await?
             .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
-        let cfg = self.must_config(&role.db_name).await?;
-        if !cfg.allows(name) {
-            return Err(Error::invalid(format!(
-                "{name:?} is not an allowed role of database config {:?}",
-                role.db_name
-            )));
-        }
+        let cfg = self.config_for_role(&role.db_name, name).await?;
         check_credential_type(&role.credential_type)?;
         let (ttl, max_ttl) = lease_ttls(
             role.default_ttl,

@@ -146,13 +146,7 @@ impl Database {
         if r.db_name.is_empty() {
             return Err(Error::invalid("database name is a required field"));
         }
-        let cfg = self.must_config(&r.db_name).await?;
-        if !cfg.allows(name) {
-            return Err(Error::invalid(format!(
-                "{name:?} is not an allowed role of database config {:?}",
-                r.db_name
-            )));
-        }
+        self.config_for_role(&r.db_name, name).await?;
         match f.str("username")? {
             Some(u) if !creating && u != r.username => {
                 return Err(Error::invalid("cannot update static account username"));
@@ -361,13 +355,7 @@ impl Database {
             .static_role(name)
             .await?
             .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
-        let cfg = self.must_config(&r.db_name).await?;
-        if !cfg.allows(name) {
-            return Err(Error::invalid(format!(
-                "{name:?} is not an allowed role of database config {:?}",
-                r.db_name
-            )));
-        }
+        self.config_for_role(&r.db_name, name).await?;
         let mut m = into_map(json!({
             "username": r.username,
             "password": r.password.expose(),
