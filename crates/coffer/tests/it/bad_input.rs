@@ -196,3 +196,40 @@ async fn over_long_paths_are_400_naming_the_limit_after_the_acl_check() {
     // The server is still answering, and nothing it logged is a 500.
     assert!(!s.logs().contains("internal error"), "{}", s.logs());
 }
+
+/// `role/admin/` is not `role/admin`: a trailing slash cannot step around an exact ACL rule (the
+/// ACL sees the slashed path; the backend must not then serve it as the unslashed one).
+#[tokio::test]
+async fn a_trailing_slash_does_not_reach_a_path_an_exact_rule_denies() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    let (code, b) = s
+        .call("POST", "auth/approle/role/admin", Some(&root), Some(json!({"token_ttl": "1h"})))
+        .await;
+    assert_eq!(code, 204, "{b}");
+    let policy = r#"
+path "auth/approle/role/*" { capabilities = ["create", "update", "read"] }
+path "auth/approle/role/admin" { capabilities = ["deny"] }
+"#;
+    s.call("PUT", "sys/policies/acl/roles", Some(&root), Some(json!({"policy": policy}))).await;
+    let (_, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["roles"]})))
+        .await;
+    let t = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    let (code, _) = s
+        .call("POST", "auth/approle/role/admin", Some(&t), Some(json!({"token_ttl": "999h"})))
+        .await;
+    assert_eq!(code, 403);
+    let (code, b) = s
+        .call("POST", "auth/approle/role/admin/", Some(&t), Some(json!({"token_ttl": "999h"})))
+        .await;
+    assert_eq!(code, 404, "the slashed path is no role: {b}");
+    let (code, _) = s.call("GET", "auth/approle/role/admin/", Some(&t), None).await;
+    assert_eq!(code, 404);
+    let (_, b) = s.call("GET", "auth/approle/role/admin", Some(&root), None).await;
+    assert_eq!(b["data"]["token_ttl"], json!(3600), "the role is unchanged: {b}");
+    // LIST names a folder, with or without its slash.
+    let (code, b) = s.call("LIST", "auth/approle/role/", Some(&root), None).await;
+    assert_eq!((code, b["data"]["keys"].clone()), (200, json!(["admin"])), "{b}");
+}

@@ -240,13 +240,15 @@ impl<B: Sync> Paths<B> {
         &self.unauthenticated
     }
 
-    fn find<'p>(&self, path: &'p str) -> Option<(&Path<B>, pattern::Captures<'p>)> {
-        self.paths.iter().find_map(|p| pattern::matches(p.pattern, path).map(|c| (p, c)))
+    /// The declared path `path` names; `folder`: a trailing `/` is allowed (LIST, help).
+    fn find<'p>(&self, path: &'p str, folder: bool) -> Option<(&Path<B>, pattern::Captures<'p>)> {
+        self.paths.iter().find_map(|p| pattern::matches(p.pattern, path, folder).map(|c| (p, c)))
     }
 
     /// Routes a request to its handler, after checking its fields.
     pub async fn handle(&self, backend: &B, req: &BackendRequest<'_>) -> Result<Response> {
-        let Some((path, captures)) = self.find(req.path) else {
+        let folder = req.operation == Operation::List;
+        let Some((path, captures)) = self.find(req.path, folder) else {
             return Err(Error::UnsupportedPath(format!("{}{}", req.mount.path, req.path)));
         };
         let handler = path.handler(req.operation).ok_or(Error::UnsupportedOperation)?;
@@ -271,7 +273,7 @@ impl<B: Sync> Paths<B> {
 
     /// Whether the path a write names exists; `None` where the path declares no check.
     pub async fn exists(&self, backend: &B, req: &BackendRequest<'_>) -> Result<Option<bool>> {
-        let Some((path, captures)) = self.find(req.path) else { return Ok(None) };
+        let Some((path, captures)) = self.find(req.path, false) else { return Ok(None) };
         let Some(check) = path.exists else { return Ok(None) };
         let r = Req { req, captures, path };
         check(backend, &r).await
@@ -279,7 +281,7 @@ impl<B: Sync> Paths<B> {
 
     /// The help of the path `rel` names; `None` for an unknown path.
     pub fn help(&self, rel: &str) -> Option<String> {
-        self.find(rel).map(|(p, _)| p.help())
+        self.find(rel, true).map(|(p, _)| p.help())
     }
 
     /// Every path, for the OpenAPI document.

@@ -28,8 +28,15 @@ pub(crate) fn template(pattern: &str) -> String {
     pattern.replace("*}", "}")
 }
 
-/// Matches `path` against `pattern`; `None` when it does not match.
-pub(crate) fn matches<'p>(pattern: &'static str, path: &'p str) -> Option<Captures<'p>> {
+/// Matches `path` against `pattern`; `None` when it does not match. With `folder`, one
+/// trailing `/` after the last segment is allowed (a LIST names a folder: `role/`); otherwise
+/// `role/x/` is not `role/x`, as in Vault, so an ACL rule on the exact path cannot be stepped
+/// around by adding a slash. A `{rest*}` capture keeps its slash either way.
+pub(crate) fn matches<'p>(
+    pattern: &'static str,
+    path: &'p str,
+    folder: bool,
+) -> Option<Captures<'p>> {
     let mut caps = Vec::new();
     // `None` once the path is used up.
     let mut rest = Some(path);
@@ -52,7 +59,8 @@ pub(crate) fn matches<'p>(pattern: &'static str, path: &'p str) -> Option<Captur
         rest = tail;
     }
     match rest {
-        None | Some("") => Some(caps),
+        None => Some(caps),
+        Some("") if folder => Some(caps),
         Some(_) => None,
     }
 }

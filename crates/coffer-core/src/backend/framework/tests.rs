@@ -120,10 +120,20 @@ fn toy() -> (Toy, Paths<Toy>) {
 
 #[test]
 fn patterns_capture_segments_and_the_rest() {
-    let caps = |p, s| matches(p, s).map(|c| c.into_iter().collect::<Vec<_>>());
+    let caps = |p, s| matches(p, s, true).map(|c| c.into_iter().collect::<Vec<_>>());
     assert_eq!(caps("roles/{name}", "roles/web"), Some(vec![("name", "web")]));
     assert_eq!(caps("roles/{name}", "roles/web/"), Some(vec![("name", "web")]));
     assert_eq!(caps("roles", "roles/"), Some(vec![]));
+    // Outside a LIST, `roles/web/` is not `roles/web`: an exact ACL rule must not be escaped
+    // by adding a slash.
+    assert_eq!(matches("roles/{name}", "roles/web/", false), None);
+    assert_eq!(matches("roles", "roles/", false), None);
+    assert!(matches("roles/{name}", "roles/web", false).is_some());
+    assert_eq!(
+        matches("data/{path*}", "data/a/", false).map(|c| c.into_iter().collect::<Vec<_>>()),
+        Some(vec![("path", "a/")]),
+        "a rest capture keeps its slash for the backend to judge"
+    );
     assert_eq!(caps("roles/{name}", "roles/"), None);
     assert_eq!(caps("roles/{name}", "roles/a/b"), None);
     assert_eq!(caps("roles/{name}", "roles//"), None);
