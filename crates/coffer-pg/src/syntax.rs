@@ -260,7 +260,14 @@ pub(crate) fn find_passwords(s: &str) -> Vec<Written> {
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut out = Vec::new();
     if let Some(span) = parts.password {
-        out.push(Written { value: lossy(&decode(&s[span.clone()])), span });
+        out.push(Written { value: lossy(&decode(&s[span.clone()])), span: span.clone() });
+        // libpq ends the password at the first `@`; one written with a raw `@` in it spills into
+        // the host. Up to the authority's last `@` is hidden too, so no part of it shows.
+        let authority_end = s[span.end..].find('/').map_or(s.len(), |i| span.end + i);
+        if let Some(i) = s[span.end..authority_end].rfind('@').filter(|i| *i > 0) {
+            let wide = span.start..span.end + i;
+            out.push(Written { value: lossy(&decode(&s[wide.clone()])), span: wide });
+        }
     }
     for p in parts.params.into_iter().filter(|p| p.key == "password") {
         out.push(Written { value: lossy(&p.value), span: p.span });
@@ -279,7 +286,9 @@ pub fn written_passwords(s: &str) -> Vec<String> {
 pub fn redact(s: &str, keep: impl Fn(&str) -> bool) -> String {
     let mut out = s.to_owned();
     let mut found = find_passwords(s);
-    found.sort_by_key(|w| std::cmp::Reverse(w.span.start));
+    // From the end, the widest of those starting at the same place first (and only it).
+    found.sort_by_key(|w| (std::cmp::Reverse(w.span.start), std::cmp::Reverse(w.span.end)));
+    found.dedup_by_key(|w| w.span.start);
     for w in found {
         if !w.value.is_empty() && !keep(&w.value) {
             out.replace_range(w.span, "xxxxx");

@@ -193,6 +193,9 @@ fn every_form_of_password_is_kept_out_of_errors_debug_and_display() {
         "host=h password = xxxxx user=u"
     );
     assert_eq!(redact("postgres://u:p@h/pdb", |_| false), "postgres://u:xxxxx@h/pdb");
+    // A raw `@` in the password: libpq splits at the first one, but nothing of it shows.
+    assert_eq!(redact("postgres://u:p@ss@h/db", |_| false), "postgres://u:xxxxx@h/db");
+    assert!(written_passwords("postgres://u:p@ss@h/db").contains(&"p@ss".to_owned()));
     assert_eq!(
         redact("postgres://u:{{password}}@h/db", |p| p == "{{password}}"),
         "postgres://u:{{password}}@h/db"
