@@ -189,8 +189,7 @@ async fn handle(
             &path,
         );
     }
-    let mut req = Request::new(op, path.clone()).with_data(data);
-    req.id = request_id.clone();
+    let mut req = Request::with_id(request_id.clone(), op, path.clone()).with_data(data);
     if let Some(t) = token_from(&headers) {
         req = req.with_token(t);
     }

@@ -62,8 +62,13 @@ pub struct Request {
 
 impl Request {
     pub fn new(operation: Operation, path: impl Into<String>) -> Self {
+        Self::with_id(crate::random::uuid_v4(), operation, path)
+    }
+
+    /// A request whose id the transport already chose (one random id per request is enough).
+    pub fn with_id(id: String, operation: Operation, path: impl Into<String>) -> Self {
         Self {
-            id: crate::random::uuid_v4(),
+            id,
             operation,
             path: path.into(),
             data: Map::new(),
