@@ -8,8 +8,8 @@
 //! a decoding error names the record kind and the position, never a value (records hold
 //! passwords). Not here: encryption (the barrier) and where records live (their owners).
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -31,15 +31,23 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 }
 
+/// What is stored: the record's own fields, and its version beside them.
+#[derive(Serialize)]
+struct Versioned<'a, R> {
+    version: u32,
+    #[serde(flatten)]
+    record: &'a R,
+}
+
+/// Only the version of a stored record, read without building the rest.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<u32>,
+}
+
 /// The record as stored: its fields and `"version": VERSION`, in a buffer wiped on drop.
 pub fn encode<R: Record>(record: &R) -> Result<Zeroizing<Vec<u8>>> {
-    let mut fields = match serde_json::to_value(record) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(Error::Internal(format!("{} is not a JSON object", R::KIND))),
-        Err(e) => return Err(Error::Internal(format!("{} does not encode: {e}", R::KIND))),
-    };
-    fields.insert("version".into(), Value::from(R::VERSION));
-    serde_json::to_vec(&fields)
+    serde_json::to_vec(&Versioned { version: R::VERSION, record })
         .map(Zeroizing::new)
         .map_err(|e| Error::Internal(format!("{} does not encode: {e}", R::KIND)))
 }
@@ -55,6 +63,13 @@ pub fn decode<R: Record>(raw: &[u8]) -> Result<R> {
             e.column()
         ))
     };
+    // Records read on every request (a kv v2 key's metadata, a token) are at the current
+    // version: those are decoded straight into their type, without a JSON tree in between.
+    if let Ok(VersionOnly { version: Some(v) }) = serde_json::from_slice::<VersionOnly>(raw)
+        && v == R::VERSION
+    {
+        return serde_json::from_slice(raw).map_err(bad);
+    }
     let mut fields = match serde_json::from_slice::<Value>(raw).map_err(bad)? {
         Value::Object(m) => m,
         _ => return Err(Error::Internal(format!("stored {} is not a JSON object", R::KIND))),
