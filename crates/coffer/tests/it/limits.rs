@@ -93,7 +93,9 @@ async fn request_body_bytes_in_flight_are_bounded_per_listener() {
     let dir = tempdir();
     let s = start_with_listener(
         dir.path(),
-        "  max_request_size = 4096\n  max_buffered_request_bytes = 4096\n  http_read_timeout = \"2s\"\n",
+        // The read timeout outlasts the refusal loop below (5 s), so the holder is still held
+        // whenever the loop asks, however slowly a loaded machine gets to its bytes.
+        "  max_request_size = 4096\n  max_buffered_request_bytes = 4096\n  http_read_timeout = \"7s\"\n",
     );
     // An unauthenticated client holds 3,900 bytes of a 4,000-byte body and stalls.
     let mut holder = connect(&s).await;
