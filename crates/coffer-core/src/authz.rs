@@ -146,7 +146,11 @@ pub(crate) async fn authorize(
         let caps = a.capabilities(path);
         let sudo_required = match target {
             Target::Sys(rel) => is_sudo_sys(rel),
-            Target::Mount(r, rel) => path_matches(r.backend.sudo_paths(), rel),
+            // A LIST names its folder with a trailing `/`; a rule for the path itself counts.
+            Target::Mount(r, rel) => {
+                let sudo = r.backend.sudo_paths();
+                path_matches(sudo, rel) || path_matches(sudo, rel.trim_end_matches('/'))
+            }
         };
         sudo = caps.contains(Capabilities::SUDO);
         // `sys/internal/ui/mounts/...` decides access itself: any token with some capability

@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value};
 
-use crate::backend::{BackendRequest, LogicalBackend};
+use crate::backend::BackendRequest;
+use crate::backend::framework::{Field, Framework, Path, Paths, Req, handler};
 use crate::config::CoreConfig;
 use crate::logical::fields::{Fields, ignored_warning};
 use crate::logical::login::normalize_policies;
-use crate::logical::{Error, Operation, Response, Result};
+use crate::logical::{Error, Response, Result};
 use crate::secret::SecretString;
 use crate::time::now_unix;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenStore};
@@ -39,6 +41,14 @@ const CREATE_FIELDS: &[&str] = &[
 impl TokenBackend {
     pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
         Self { tokens, config }
+    }
+
+    async fn create_child(&self, r: &Req<'_>) -> Result<Response> {
+        self.create(r, false).await
+    }
+
+    async fn create_orphan(&self, r: &Req<'_>) -> Result<Response> {
+        self.create(r, true).await
     }
 
     async fn create(&self, req: &BackendRequest<'_>, orphan_endpoint: bool) -> Result<Response> {
@@ -184,80 +194,142 @@ fn self_caller<'a>(req: &'a BackendRequest<'_>) -> Result<&'a TokenEntry> {
     req.caller.ok_or(Error::PermissionDenied)
 }
 
-#[async_trait]
-impl LogicalBackend for TokenBackend {
-    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response> {
-        use Operation::*;
-        let now = now_unix();
-        let write = matches!(req.operation, Create | Update);
-        match (req.path, req.operation) {
-            ("create", _) if write => self.create(req, false).await,
-            ("create-orphan", _) if write => self.create(req, true).await,
-            ("lookup-self", Read) | ("lookup-self", Create | Update) => {
-                let e = self_caller(req)?;
-                Ok(Response::data(e.lookup_data(req.client_token.map(|t| t.expose()), now)))
-            }
-            ("lookup", _) if write => {
-                let (t, e) = self.named_token(req).await?;
-                Ok(Response::data(e.lookup_data(Some(t.expose()), now)))
-            }
-            ("lookup-accessor", _) if write => {
-                let e = self.named_accessor(req).await?;
-                Ok(Response::data(e.lookup_data(None, now)))
-            }
-            ("renew-self", _) if write => {
-                let e = self_caller(req)?;
-                self.renew(e, req.client_token, req.data).await
-            }
-            ("renew", _) if write => {
-                let (t, e) = self.named_token(req).await?;
-                self.renew(&e, Some(&t), req.data).await
-            }
-            ("renew-accessor", _) if write => {
-                let e = self.named_accessor(req).await?;
-                self.renew(&e, None, req.data).await
-            }
-            ("revoke-self", _) if write => {
-                self.tokens.revoke_tree(&self_caller(req)?.id).await?;
-                Ok(Response::empty())
-            }
-            ("revoke", _) if write => {
-                // Vault answers success for a token that is already gone.
-                // A token whose revocation failed part-way is found too, so a retry finishes it.
-                let t = Fields::new(req.data).required_str("token")?;
-                if let Some(e) = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await? {
-                    self.tokens.revoke_tree(&e.id).await?;
-                }
-                Ok(Response::empty())
-            }
-            ("revoke-orphan", _) if write => {
-                let t = Fields::new(req.data).required_str("token")?;
-                let found = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await?;
-                let e = found.ok_or(Error::PermissionDenied)?;
-                self.tokens.revoke_orphan(&e.id).await?;
-                Ok(Response::empty())
-            }
-            ("revoke-accessor", _) if write => {
-                let a = Fields::new(req.data).required_str("accessor")?;
-                let found = self.tokens.accessor_for_revocation(&a).await?;
-                let e = found.ok_or_else(|| Error::invalid("invalid accessor"))?;
-                self.tokens.revoke_tree(&e.id).await?;
-                Ok(Response::empty())
-            }
-            ("accessors" | "accessors/", List) => {
-                Ok(Response::list(self.tokens.accessors().await?))
-            }
-            (
-                "create" | "create-orphan" | "lookup" | "lookup-accessor" | "renew" | "renew-self"
-                | "renew-accessor" | "revoke" | "revoke-self" | "revoke-orphan" | "revoke-accessor"
-                | "accessors" | "accessors/" | "lookup-self",
-                _,
-            ) => Err(Error::UnsupportedOperation),
-            _ => Err(Error::UnsupportedPath(format!("auth/token/{}", req.path))),
-        }
+/// The handlers parse their fields themselves (with Vault's lenient encodings, as before the
+/// framework): the declarations document them for help and the OpenAPI document.
+const CREATE_DOC: &[Field] = &[
+    Field::str("id", "The token's own string (root only).").unchecked(),
+    Field::comma_list("policies", "Policies; default: the parent's.").unchecked(),
+    Field::kv_pairs("meta", "Metadata shown with the token.").unchecked(),
+    Field::bool("no_parent", "Create an orphan (root or sudo).").unchecked(),
+    Field::bool("no_default_policy", "Leave out the default policy.").unchecked(),
+    Field::bool("renewable", "Whether the token can be renewed.").unchecked(),
+    Field::duration("ttl", "Time to live.").unchecked(),
+    Field::str("type", "Only `service` (or `default`).").unchecked(),
+    Field::duration("explicit_max_ttl", "A hard limit renewals cannot pass.").unchecked(),
+    Field::str("display_name", "Shown in lookups and audit entries.").unchecked(),
+    Field::int("num_uses", "Uses before the token is revoked; 0: unlimited.").unchecked(),
+    Field::duration("period", "Renew to this TTL each time (root or sudo).").unchecked(),
+];
+const TOKEN_DOC: &[Field] = &[Field::str("token", "The token.").required().unchecked()];
+const ACCESSOR_DOC: &[Field] =
+    &[Field::str("accessor", "The token's accessor.").required().unchecked()];
+const INCREMENT_DOC: &[Field] =
+    &[Field::duration("increment", "The TTL asked for; default: the token's own.").unchecked()];
+
+static PATHS: LazyLock<Paths<TokenBackend>> = LazyLock::new(|| {
+    Paths::new(vec![
+        Path::new("create", "Create a child token of the caller.")
+            .fields(CREATE_DOC)
+            .write(handler!(TokenBackend::create_child)),
+        Path::new("create-orphan", "Create a token without a parent.")
+            .fields(CREATE_DOC)
+            .write(handler!(TokenBackend::create_orphan)),
+        Path::new("lookup-self", "The caller's own token.")
+            .read(handler!(TokenBackend::lookup_self))
+            .write(handler!(TokenBackend::lookup_self)),
+        Path::new("lookup", "A token's properties.")
+            .fields(TOKEN_DOC)
+            .write(handler!(TokenBackend::lookup)),
+        Path::new("lookup-accessor", "A token's properties, by its accessor.")
+            .fields(ACCESSOR_DOC)
+            .write(handler!(TokenBackend::lookup_accessor)),
+        Path::new("renew-self", "Renew the caller's own token.")
+            .fields(INCREMENT_DOC)
+            .write(handler!(TokenBackend::renew_self)),
+        Path::new("renew", "Renew a token.")
+            .fields(TOKEN_DOC)
+            .fields(INCREMENT_DOC)
+            .write(handler!(TokenBackend::renew_named)),
+        Path::new("renew-accessor", "Renew a token, by its accessor.")
+            .fields(ACCESSOR_DOC)
+            .fields(INCREMENT_DOC)
+            .write(handler!(TokenBackend::renew_by_accessor)),
+        Path::new("revoke-self", "Revoke the caller's own token and its children.")
+            .write(handler!(TokenBackend::revoke_self)),
+        Path::new("revoke", "Revoke a token and its children.")
+            .fields(TOKEN_DOC)
+            .write(handler!(TokenBackend::revoke)),
+        Path::new("revoke-orphan", "Revoke a token; its children become orphans.")
+            .fields(TOKEN_DOC)
+            .write(handler!(TokenBackend::revoke_orphan))
+            .sudo(),
+        Path::new("revoke-accessor", "Revoke a token and its children, by its accessor.")
+            .fields(ACCESSOR_DOC)
+            .write(handler!(TokenBackend::revoke_accessor)),
+        Path::new("accessors", "The accessors of every live token.")
+            .list(handler!(TokenBackend::accessors))
+            .sudo(),
+    ])
+});
+
+impl TokenBackend {
+    async fn lookup_self(&self, r: &Req<'_>) -> Result<Response> {
+        let e = self_caller(r)?;
+        Ok(Response::data(e.lookup_data(r.client_token.map(|t| t.expose()), now_unix())))
     }
 
-    fn sudo_paths(&self) -> &'static [&'static str] {
-        &["revoke-orphan", "accessors*"]
+    async fn lookup(&self, r: &Req<'_>) -> Result<Response> {
+        let (t, e) = self.named_token(r).await?;
+        Ok(Response::data(e.lookup_data(Some(t.expose()), now_unix())))
+    }
+
+    async fn lookup_accessor(&self, r: &Req<'_>) -> Result<Response> {
+        let e = self.named_accessor(r).await?;
+        Ok(Response::data(e.lookup_data(None, now_unix())))
+    }
+
+    async fn renew_self(&self, r: &Req<'_>) -> Result<Response> {
+        self.renew(self_caller(r)?, r.client_token, r.data).await
+    }
+
+    async fn renew_named(&self, r: &Req<'_>) -> Result<Response> {
+        let (t, e) = self.named_token(r).await?;
+        self.renew(&e, Some(&t), r.data).await
+    }
+
+    async fn renew_by_accessor(&self, r: &Req<'_>) -> Result<Response> {
+        let e = self.named_accessor(r).await?;
+        self.renew(&e, None, r.data).await
+    }
+
+    async fn revoke_self(&self, r: &Req<'_>) -> Result<Response> {
+        self.tokens.revoke_tree(&self_caller(r)?.id).await?;
+        Ok(Response::empty())
+    }
+
+    /// Vault answers success for a token that is already gone. A token whose revocation failed
+    /// part-way is found too, so a retry finishes it.
+    async fn revoke(&self, r: &Req<'_>) -> Result<Response> {
+        let t = Fields::new(r.data).required_str("token")?;
+        if let Some(e) = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await? {
+            self.tokens.revoke_tree(&e.id).await?;
+        }
+        Ok(Response::empty())
+    }
+
+    async fn revoke_orphan(&self, r: &Req<'_>) -> Result<Response> {
+        let t = Fields::new(r.data).required_str("token")?;
+        let found = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await?;
+        let e = found.ok_or(Error::PermissionDenied)?;
+        self.tokens.revoke_orphan(&e.id).await?;
+        Ok(Response::empty())
+    }
+
+    async fn revoke_accessor(&self, r: &Req<'_>) -> Result<Response> {
+        let a = Fields::new(r.data).required_str("accessor")?;
+        let found = self.tokens.accessor_for_revocation(&a).await?;
+        let e = found.ok_or_else(|| Error::invalid("invalid accessor"))?;
+        self.tokens.revoke_tree(&e.id).await?;
+        Ok(Response::empty())
+    }
+
+    async fn accessors(&self, _r: &Req<'_>) -> Result<Response> {
+        Ok(Response::list(self.tokens.accessors().await?))
+    }
+}
+
+impl Framework for TokenBackend {
+    fn paths() -> &'static Paths<Self> {
+        &PATHS
     }
 }

@@ -730,3 +730,45 @@ async fn openapi_document_lists_the_mounted_paths_with_their_fields() {
     let (code, _) = s.call("GET", "sys/internal/specs/openapi", None, None).await;
     assert_eq!(code, 403);
 }
+
+/// `auth/token/accessors` and `revoke-orphan` need `sudo`, as in Vault, whether the list is
+/// asked for with its folder's trailing `/` or without.
+#[tokio::test]
+async fn token_accessors_and_revoke_orphan_need_sudo() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let mk = async |caps: &str| {
+        let policy = format!(
+            "path \"auth/token/accessors\" {{ capabilities = [{caps}] }}\n\
+             path \"auth/token/accessors/\" {{ capabilities = [{caps}] }}\n\
+             path \"auth/token/revoke-orphan\" {{ capabilities = [{caps}] }}\n"
+        );
+        let name = if caps.contains("sudo") { "with-sudo" } else { "without-sudo" };
+        s.call(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(&root),
+            Some(json!({"policy": policy})),
+        )
+        .await;
+        let (_, b) = s
+            .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": [name]})))
+            .await;
+        b["auth"]["client_token"].as_str().expect("token").to_owned()
+    };
+    let plain = mk("\"list\", \"update\"").await;
+    let sudo = mk("\"list\", \"update\", \"sudo\"").await;
+    for path in ["auth/token/accessors", "auth/token/accessors/"] {
+        assert_eq!(s.call("LIST", path, Some(&plain), None).await.0, 403, "{path}");
+        let (code, b) = s.call("LIST", path, Some(&sudo), None).await;
+        assert_eq!(code, 200, "{path}: {b}");
+    }
+    let (_, b) = s.call("POST", "auth/token/create", Some(&root), Some(json!({}))).await;
+    let victim = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    let body = json!({"token": victim});
+    assert_eq!(
+        s.call("POST", "auth/token/revoke-orphan", Some(&plain), Some(body.clone())).await.0,
+        403
+    );
+    assert_eq!(s.call("POST", "auth/token/revoke-orphan", Some(&sudo), Some(body)).await.0, 204);
+}

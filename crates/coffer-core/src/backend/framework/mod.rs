@@ -91,6 +91,10 @@ impl<B: Framework> LogicalBackend for B {
         B::paths().unauthenticated()
     }
 
+    fn sudo_paths(&self) -> &'static [&'static str] {
+        B::paths().sudo()
+    }
+
     fn specs(&self) -> Vec<Spec> {
         B::paths().specs()
     }
@@ -109,6 +113,8 @@ pub struct Path<B> {
     warn_unknown: bool,
     /// Reachable without a token (a login).
     unauthenticated: bool,
+    /// Needs `sudo` on top of the operation's capability.
+    sudo: bool,
 }
 
 impl<B> Path<B> {
@@ -121,6 +127,7 @@ impl<B> Path<B> {
             synopsis,
             warn_unknown: false,
             unauthenticated: false,
+            sudo: false,
         }
     }
 
@@ -168,6 +175,12 @@ impl<B> Path<B> {
     /// Reachable without a token: a login, whose credential is in the request.
     pub fn unauthenticated(mut self) -> Self {
         self.unauthenticated = true;
+        self
+    }
+
+    /// Needs `sudo` on the path, on top of the operation's capability.
+    pub fn sudo(mut self) -> Self {
+        self.sudo = true;
         self
     }
 
@@ -225,19 +238,28 @@ pub struct Paths<B> {
     paths: Vec<Path<B>>,
     /// The patterns of the paths declared [`Path::unauthenticated`].
     unauthenticated: Vec<&'static str>,
+    /// The patterns of the paths declared [`Path::sudo`].
+    sudo: Vec<&'static str>,
 }
 
 impl<B: Sync> Paths<B> {
     pub fn new(paths: Vec<Path<B>>) -> Self {
         let unauthenticated =
             paths.iter().filter(|p| p.unauthenticated).map(|p| p.pattern).collect();
-        Paths { paths, unauthenticated }
+        let sudo = paths.iter().filter(|p| p.sudo).map(|p| p.pattern).collect();
+        Paths { paths, unauthenticated, sudo }
     }
 
     /// The patterns reachable without a token, as [`LogicalBackend::unauthenticated_paths`]
     /// lists them.
     pub fn unauthenticated(&self) -> &[&'static str] {
         &self.unauthenticated
+    }
+
+    /// The patterns that need `sudo`, as [`LogicalBackend::sudo_paths`] lists them (the core
+    /// checks a LIST's folder path without its trailing `/` too).
+    pub fn sudo(&self) -> &[&'static str] {
+        &self.sudo
     }
 
     /// The declared path `path` names; `folder`: a trailing `/` is allowed (LIST, help).
