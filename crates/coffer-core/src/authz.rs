@@ -32,6 +32,8 @@ pub(crate) struct Authorized {
 /// Proof that the request entry reached the audit devices (or that none is enabled).
 pub(crate) struct Audited<'a> {
     authz: &'a Authorized,
+    /// A limited-use caller as it is after this request's use was counted.
+    used: Option<TokenEntry>,
 }
 
 impl Authorized {
@@ -47,7 +49,7 @@ impl Authorized {
 
 impl Audited<'_> {
     pub(crate) fn caller(&self) -> Option<&TokenEntry> {
-        self.authz.caller.as_ref()
+        self.used.as_ref().or(self.authz.caller.as_ref())
     }
 
     pub(crate) fn op(&self) -> Operation {
@@ -199,17 +201,19 @@ fn check_wrap_ttl(core: &Core, req: &Request, target: &Target) -> Result<()> {
 pub(crate) async fn audit_request<'a>(
     active: &Active,
     record: &Record<'_>,
-    authz: &'a mut Authorized,
+    authz: &'a Authorized,
 ) -> Result<Audited<'a>> {
     active.audit.log_request(record, "").await?;
-    if let Some(entry) = authz.caller.as_mut()
+    // Only a limited-use token changes with its use; unlimited ones (nearly all) are not copied.
+    let mut used = authz.caller.as_ref().filter(|c| c.num_uses > 0).cloned();
+    if let Some(entry) = used.as_mut()
         && active.tokens.use_token(entry).await? == Use::Exhausted
     {
         let refused: Result<Response> = Err(Error::PermissionDenied);
         active.audit.log_response(record, &refused).await?;
         return Err(Error::PermissionDenied);
     }
-    Ok(Audited { authz })
+    Ok(Audited { authz, used })
 }
 
 // Which `sys/` paths need what: authorization facts about the system backend's paths.

@@ -152,7 +152,7 @@ impl Core {
         } else {
             authorize(self, &active, &req, &path, &target).await
         };
-        let mut authz = match authz {
+        let authz = match authz {
             Ok(a) => a,
             Err(e) => {
                 // A refused request is audited too (best effort: it is refused either way).
@@ -167,16 +167,14 @@ impl Core {
                 return Err(e);
             }
         };
-        // The caller as authorized, before the use this request takes is counted.
-        let caller = authz.caller().cloned();
         let record = Record {
             req: &req,
             path: &path,
             operation: authz.op().as_str(),
-            caller: caller.as_ref(),
+            caller: authz.caller(),
             mount_type: &mount_type,
         };
-        let audited = audit_request(&active, &record, &mut authz).await?;
+        let audited = audit_request(&active, &record, &authz).await?;
         let result = dispatch(self, &active, &req, target, &audited).await;
         if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
             (&login_mount, &result)
