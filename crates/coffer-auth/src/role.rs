@@ -324,13 +324,7 @@ pub(crate) async fn load<T: Record>(view: &View, key: &str) -> Result<Option<T>>
     }
 }
 
-/// The object a `json!({...})` literal builds.
-pub(crate) fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
+pub(crate) use coffer_core::logical::into_map;
 
 #[cfg(test)]
 mod tests {

@@ -103,7 +103,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn call(&self, op: Operation, path: &str, body: Value, token: &str) -> Result<Response> {
-        let data = crate::sys::obj(body);
+        let data = crate::logical::into_map(body);
         self.core.handle(Request::new(op, path).with_data(data).with_token(token)).await
     }
 

@@ -129,6 +129,14 @@ pub struct Response {
     pub secret: Option<SecretLease>,
 }
 
+/// The object a `json!({...})` literal builds (an empty one for anything else).
+pub fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 /// The keys of a JSON object (or the kind of a non-object value), for `Debug` output that must
 /// not carry values.
 struct KeysOnly<'a>(&'a Value);
@@ -325,13 +333,6 @@ mod tests {
 
     const PLANTED: &str = "planted-SECRET-8e1f";
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
     /// Everything that carries a token, a password, a secret's value or a key share prints
     /// without it: a stray `{:?}` in a log line or an error cannot leak one.
     #[test]
@@ -347,10 +348,10 @@ mod tests {
             wrapped_accessor: String::new(),
         };
         let request = Request::new(Operation::Update, "secret/app")
-            .with_data(obj(json!({"password": PLANTED, "nested": {"k": PLANTED}})))
+            .with_data(into_map(json!({"password": PLANTED, "nested": {"k": PLANTED}})))
             .with_token(PLANTED);
         let response = Response {
-            data: Some(obj(json!({"password": PLANTED}))),
+            data: Some(into_map(json!({"password": PLANTED}))),
             auth: Some(auth.clone()),
             wrap_info: Some(wrap.clone()),
             raw: Some((200, json!({"keys": [PLANTED], "root_token": PLANTED}))),

@@ -11,7 +11,7 @@ mod policies;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::authz::Audited;
@@ -295,11 +295,4 @@ pub(crate) fn maybe_base64(raw: &str) -> String {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_else(|| raw.to_owned())
-}
-
-pub(crate) fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }

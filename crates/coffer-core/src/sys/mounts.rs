@@ -2,9 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, obj};
+use super::Ctx;
 use crate::logical::fields::duration_field;
 use crate::logical::fields::{Fields, ignored_warning};
+use crate::logical::into_map;
 use crate::logical::{Error, Operation, Response, Result};
 use crate::mount::{MountEntry, Table, load_table, normalize_mount_path};
 
@@ -42,7 +43,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         Operation::Read => {
             let entry = find(ctx, table, path).await?;
-            Ok(Some(Response::data(obj(entry.to_json()))))
+            Ok(Some(Response::data(into_map(entry.to_json()))))
         }
         _ => Err(Error::UnsupportedOperation),
     }
@@ -191,7 +192,7 @@ async fn enable(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
 async fn read_tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     let e = find(ctx, table, path).await?;
     let eff = |v: u64, sys: std::time::Duration| if v == 0 { sys.as_secs() } else { v };
-    let mut m = obj(json!({
+    let mut m = into_map(json!({
         "description": e.description,
         "default_lease_ttl": eff(e.config.default_lease_ttl, ctx.core.config.default_lease_ttl),
         "max_lease_ttl": eff(e.config.max_lease_ttl, ctx.core.config.max_lease_ttl),
@@ -248,7 +249,7 @@ pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
         return Err(Error::PermissionDenied);
     }
     let e = &route.entry;
-    let mut m = obj(e.to_json());
+    let mut m = into_map(e.to_json());
     m.insert("path".into(), json!(route.full_path));
     Ok(Response::data(m))
 }

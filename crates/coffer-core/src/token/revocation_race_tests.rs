@@ -69,7 +69,7 @@ async fn call(
     body: Value,
     token: &str,
 ) -> Result<Response> {
-    let data = crate::sys::obj(body);
+    let data = crate::logical::into_map(body);
     core.handle(Request::new(op, path).with_data(data).with_token(token)).await
 }
 

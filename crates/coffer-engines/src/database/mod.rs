@@ -126,12 +126,7 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
+pub(crate) use coffer_core::logical::into_map;
 
 /// Statement lists: a JSON array, or one string (which may hold several `;`-separated
 /// statements). Unlike Vault's comma-separated string form, a string is never split on `,`,
