@@ -29,8 +29,18 @@ pub(crate) struct Exec<'t, C: Context + ?Sized> {
     pub(crate) src: &'t str,
     pub(crate) missing_key_error: bool,
     pub(crate) ctx: &'t mut C,
-    pub(crate) vars: Vec<(String, Value)>,
+    pub(crate) vars: Vec<Var>,
     pub(crate) out: Buf,
+    /// Whether dot is an element of a list or map: Go then holds it as an `interface{}`, which
+    /// its error messages name as the type.
+    pub(crate) dot_iface: bool,
+}
+
+/// A variable. `iface` as for dot: set for a `range` element variable.
+pub(crate) struct Var {
+    pub(crate) name: String,
+    pub(crate) value: Value,
+    pub(crate) iface: bool,
 }
 
 impl<C: Context + ?Sized> Exec<'_, C> {
@@ -83,8 +93,13 @@ impl<C: Context + ?Sized> Exec<'_, C> {
         let mark = self.vars.len();
         let result = (|| {
             let v = self.pipeline(dot, &b.pipe)?;
-            if v.truth() {
-                self.walk(&b.list, if with { &v } else { dot })
+            if v.truth() && with {
+                let saved = std::mem::replace(&mut self.dot_iface, false);
+                let flow = self.walk(&b.list, &v);
+                self.dot_iface = saved;
+                flow
+            } else if v.truth() {
+                self.walk(&b.list, dot)
             } else if let Some(else_list) = &b.else_list {
                 self.walk(else_list, dot)
             } else {
@@ -109,12 +124,15 @@ impl<C: Context + ?Sized> Exec<'_, C> {
         let one = |this: &mut Self, index: Value, elem: &Value| -> R<bool> {
             // The last declared variable gets the element, the first of two the index.
             if decls > 0 {
-                this.vars[mark - 1].1 = elem.clone();
+                this.vars[mark - 1].value = elem.clone();
+                this.vars[mark - 1].iface = true;
             }
             if decls > 1 {
-                this.vars[mark - 2].1 = index;
+                this.vars[mark - 2].value = index;
             }
+            let saved = std::mem::replace(&mut this.dot_iface, true);
             let flow = this.walk(&b.list, elem);
+            this.dot_iface = saved;
             this.vars.truncate(mark);
             Ok(flow? == Flow::Break)
         };
@@ -162,18 +180,23 @@ impl<C: Context + ?Sized> Exec<'_, C> {
         let value = value.unwrap_or_default();
         for name in &pipe.decl {
             if pipe.is_assign {
-                if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) {
-                    slot.1 = value.clone();
+                if let Some(slot) = self.vars.iter_mut().rev().find(|v| &v.name == name) {
+                    slot.value = value.clone();
+                    slot.iface = false;
                 }
             } else {
-                self.vars.push((name.clone(), value.clone()));
+                self.vars.push(Var { name: name.clone(), value: value.clone(), iface: false });
             }
         }
         Ok(value)
     }
 
-    fn var(&self, name: &str) -> Value {
-        self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    fn var(&self, name: &str) -> (Value, bool) {
+        self.vars
+            .iter()
+            .rev()
+            .find(|v| v.name == name)
+            .map_or((Value::Missing, false), |v| (v.value.clone(), v.iface))
     }
 
     fn not_a_function(&self, cmd_args: &[Arg], fin: &Option<Value>) -> R<()> {
@@ -192,18 +215,20 @@ impl<C: Context + ?Sized> Exec<'_, C> {
         let Some(first) = cmd.args.first() else { return Ok(Value::Missing) };
         let has_args = cmd.args.len() > 1 || fin.is_some();
         match first {
-            Arg::Field(_, names) => self.field_chain(dot.clone(), names, first, has_args),
+            Arg::Field(_, names) => {
+                self.field_chain(dot.clone(), self.dot_iface, names, first, has_args)
+            }
             Arg::Chain(_, node, names) => {
                 let receiver = self.chain_receiver(dot, node, first)?;
-                self.field_chain(receiver, names, first, has_args)
+                self.field_chain(receiver, false, names, first, has_args)
             }
             Arg::Variable(_, name, names) => {
-                let v = self.var(name);
+                let (v, iface) = self.var(name);
                 if names.is_empty() {
                     self.not_a_function(&cmd.args, &fin)?;
                     return Ok(v);
                 }
-                self.field_chain(v, names, first, has_args)
+                self.field_chain(v, iface, names, first, has_args)
             }
             Arg::Func(_, f) => self.function(dot, *f, first, &cmd.args[1..], fin),
             Arg::Pipe(p) => {
@@ -243,15 +268,33 @@ impl<C: Context + ?Sized> Exec<'_, C> {
     }
 
     /// `.a.b.c` on `receiver`; `has_args` when the last name is given arguments.
-    fn field_chain(&self, receiver: Value, names: &[String], at: &Arg, has_args: bool) -> R<Value> {
+    fn field_chain(
+        &self,
+        receiver: Value,
+        iface: bool,
+        names: &[String],
+        at: &Arg,
+        has_args: bool,
+    ) -> R<Value> {
         let mut v = receiver;
+        let mut iface = iface;
         for (i, name) in names.iter().enumerate() {
-            v = self.field(&v, name, at, has_args && i + 1 == names.len())?;
+            let from_map = matches!(v, Value::Map(_));
+            v = self.field(&v, iface, name, at, has_args && i + 1 == names.len())?;
+            // A map's elements are `interface{}` values; a struct's fields are typed.
+            iface = from_map;
         }
         Ok(v)
     }
 
-    fn field(&self, receiver: &Value, name: &str, at: &Arg, has_args: bool) -> R<Value> {
+    fn field(
+        &self,
+        receiver: &Value,
+        iface: bool,
+        name: &str,
+        at: &Arg,
+        has_args: bool,
+    ) -> R<Value> {
         match receiver {
             Value::Missing => {
                 if self.missing_key_error {
@@ -287,8 +330,13 @@ impl<C: Context + ?Sized> Exec<'_, C> {
                     format!("can't evaluate field {name} in type *dependency.Secret"),
                 )),
             },
-            other => Err(self
-                .fail_at(at, format!("can't evaluate field {name} in type {}", other.type_name()))),
+            other => Err(self.fail_at(
+                at,
+                format!(
+                    "can't evaluate field {name} in type {}",
+                    if iface { "interface {}" } else { other.type_name() }
+                ),
+            )),
         }
     }
 
@@ -359,16 +407,18 @@ impl<C: Context + ?Sized> Exec<'_, C> {
                     }
                 };
             }
-            Arg::Field(_, names) => self.field_chain(dot.clone(), names, arg, false)?,
+            Arg::Field(_, names) => {
+                self.field_chain(dot.clone(), self.dot_iface, names, arg, false)?
+            }
             Arg::Variable(_, name, names) => {
-                let v = self.var(name);
-                self.field_chain(v, names, arg, false)?
+                let (v, iface) = self.var(name);
+                self.field_chain(v, iface, names, arg, false)?
             }
             Arg::Pipe(p) => self.pipeline(dot, p)?,
             Arg::Func(_, f) => self.function(dot, *f, arg, &[], None)?,
             Arg::Chain(_, node, names) => {
                 let receiver = self.chain_receiver(dot, node, arg)?;
-                self.field_chain(receiver, names, arg, false)?
+                self.field_chain(receiver, false, names, arg, false)?
             }
             Arg::Bool(_, b) => return self.literal(Value::Bool(*b), ty, arg),
             Arg::Number(_, n, _) => return self.literal(number(*n), ty, arg),

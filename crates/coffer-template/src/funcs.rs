@@ -223,7 +223,7 @@ fn index(item: &Value, indexes: &[Value]) -> Result<Value, String> {
             Value::Nil => return Err("index of nil pointer".to_owned()),
             Value::List(l) => {
                 let i = index_arg(ix, l.len())?;
-                l.get(i).cloned().ok_or_else(|| format!("index out of range: {i}"))?
+                l.get(i).cloned().ok_or("reflect: slice index out of range")?
             }
             Value::String(s) | Value::Number(s) => {
                 let i = index_arg(ix, s.len())?;
@@ -357,7 +357,16 @@ fn arg_str(args: &[Value], i: usize) -> &str {
 }
 
 fn decode(engine: &base64::engine::GeneralPurpose, name: &str, s: &str) -> Result<Value, String> {
-    let bytes = Zeroizing::new(engine.decode(s).map_err(|e| format!("{name}: {e}"))?);
+    let bytes = Zeroizing::new(engine.decode(s).map_err(|e| {
+        // Go's wording: the offset of the first byte it could not use.
+        let at = match e {
+            base64::DecodeError::InvalidByte(at, _)
+            | base64::DecodeError::InvalidLastSymbol { offset: at, .. } => at,
+            base64::DecodeError::InvalidLength(len) => len,
+            base64::DecodeError::InvalidPadding => s.len(),
+        };
+        format!("{name}: illegal base64 data at input byte {at}")
+    })?);
     match std::str::from_utf8(&bytes) {
         Ok(t) => Ok(string_value(t.to_owned())),
         Err(_) => {

@@ -280,6 +280,14 @@ fn write_int(out: &mut Buf, i: i64, verb: char, spec: Spec, v: &Value) {
             let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
             return pad(out, c.encode_utf8(&mut [0; 4]), spec);
         }
+        'U' => {
+            let mut u = format!("U+{:04X}", i);
+            if spec.sharp {
+                let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+                u.push_str(&format!(" '{c}'"));
+            }
+            return pad(out, &u, spec);
+        }
         'q' => {
             let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
             let mut q = Buf::new();

@@ -250,11 +250,9 @@ impl Lexer<'_> {
                     self.emit(Tok::LeftParen, start);
                 }
                 ')' => {
-                    if self.paren_depth == 0 {
-                        return Err(self.err(start, "unexpected right paren U+0029 ')'"));
-                    }
+                    // An unbalanced `)` is left for the parser to report in its context.
                     self.pos += 1;
-                    self.paren_depth -= 1;
+                    self.paren_depth = self.paren_depth.saturating_sub(1);
                     self.emit(Tok::RightParen, start);
                 }
                 c if c.is_ascii() && !c.is_ascii_control() => {

@@ -131,8 +131,9 @@ impl Template {
             src: &self.src,
             missing_key_error: self.missing_key_error,
             ctx,
-            vars: vec![("$".to_owned(), root.clone())],
+            vars: vec![exec::Var { name: "$".to_owned(), value: root.clone(), iface: false }],
             out: buf::Buf::new(),
+            dot_iface: false,
         };
         exec.run(&self.nodes, &root)?;
         Ok(exec.out.into_zeroizing())

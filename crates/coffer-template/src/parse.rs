@@ -450,8 +450,8 @@ impl Parser<'_> {
             let item = self.next();
             match item.as_ref().map(|i| &i.tok) {
                 Some(Tok::Space) => continue,
-                Some(Tok::RightDelim) if !in_paren => self.at -= 1,
-                Some(Tok::RightParen) if in_paren => self.at -= 1,
+                // The pipeline decides whether this closer is the one it expects.
+                Some(Tok::RightDelim | Tok::RightParen) => self.at -= 1,
                 Some(Tok::Pipe) => {}
                 _ => return Err(self.unexpected(item.as_ref(), "operand")),
             }
@@ -467,6 +467,8 @@ impl Parser<'_> {
     fn operand(&mut self) -> Result<Option<Arg>, Error> {
         let Some(term) = self.term()? else { return Ok(None) };
         let mut names = Vec::new();
+        // Go places a chain at its first `.field` after the term.
+        let chain_pos = self.pos();
         while let Some(Tok::Field(name)) = self.peek().cloned() {
             self.at += 1;
             names.push(name);
@@ -475,13 +477,13 @@ impl Parser<'_> {
             return Ok(Some(term));
         }
         Ok(Some(match term {
-            Arg::Field(pos, mut first) => {
+            Arg::Field(_, mut first) => {
                 first.extend(names);
-                Arg::Field(pos, first)
+                Arg::Field(chain_pos, first)
             }
-            Arg::Variable(pos, var, mut first) => {
+            Arg::Variable(_, var, mut first) => {
                 first.extend(names);
-                Arg::Variable(pos, var, first)
+                Arg::Variable(chain_pos, var, first)
             }
             Arg::Bool(pos, _)
             | Arg::Str(pos, _)
@@ -490,7 +492,7 @@ impl Parser<'_> {
             | Arg::Dot(pos) => {
                 return Err(self.err(pos, format!("unexpected . after term {:?}", term.describe())));
             }
-            other => Arg::Chain(other.pos(), Box::new(other), names),
+            other => Arg::Chain(chain_pos, Box::new(other), names),
         }))
     }
 
@@ -528,7 +530,7 @@ impl Parser<'_> {
             }
             Tok::Str(text) => match unquote(&text) {
                 Some(s) => Arg::Str(pos, s),
-                None => return Err(self.err(pos, "invalid syntax in string literal")),
+                None => return Err(self.err(pos, "invalid syntax")),
             },
             _ => {
                 self.at -= 1;
