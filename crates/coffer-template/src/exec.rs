@@ -162,10 +162,8 @@ impl<C: Context + ?Sized> Exec<'_, C> {
                 ));
             }
         };
-        if !ran {
-            if let Some(else_list) = &b.else_list {
-                return self.walk(else_list, dot);
-            }
+        if !ran && let Some(else_list) = &b.else_list {
+            return self.walk(else_list, dot);
         }
         Ok(Flow::Next)
     }
@@ -200,8 +198,10 @@ impl<C: Context + ?Sized> Exec<'_, C> {
     }
 
     fn not_a_function(&self, cmd_args: &[Arg], fin: &Option<Value>) -> R<()> {
-        if cmd_args.len() > 1 || fin.is_some() {
-            if let Some(first) = cmd_args.first() {
+        if (cmd_args.len() > 1 || fin.is_some())
+            && let Some(first) = cmd_args.first()
+        {
+            {
                 return Err(self.fail_at(
                     first,
                     format!("can't give argument to non-function {}", first.describe()),

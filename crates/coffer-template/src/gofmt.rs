@@ -551,7 +551,7 @@ mod tests {
             ("%d|%5d|%-5d|%05d", vec![Value::Int(42); 4], "42|   42|42   |00042"),
             ("%x %X %o %b %#x", vec![Value::Int(255); 5], "ff FF 377 11111111 0xff"),
             ("%s|%q|%x|%8s|%-4s|", vec![s.clone(); 5], "hi|\"hi\"|6869|      hi|hi  |"),
-            ("%.2f %f %e %g", vec![Value::Float(3.14159); 4], "3.14 3.141590 3.141590e+00 3.14159"),
+            ("%.2f %f %e %g", vec![Value::Float(1.23456); 4], "1.23 1.234560 1.234560e+00 1.23456"),
             ("%t %v", vec![Value::Bool(true), Value::Nil], "true <nil>"),
             ("%d", vec![s.clone()], "%!d(string=hi)"),
             ("%d %d", vec![Value::Int(1)], "1 %!d(MISSING)"),

@@ -370,7 +370,7 @@ impl Parser<'_> {
                     | Tok::LeftParen,
                 ) => {
                     self.at -= 1;
-                    pipe.cmds.push(self.command(in_paren)?);
+                    pipe.cmds.push(self.command()?);
                 }
                 _ => return Err(self.unexpected(item.as_ref(), context)),
             }
@@ -440,7 +440,7 @@ impl Parser<'_> {
         }
     }
 
-    fn command(&mut self, in_paren: bool) -> Result<Cmd, Error> {
+    fn command(&mut self) -> Result<Cmd, Error> {
         let mut args = Vec::new();
         loop {
             self.skip_space();
@@ -584,10 +584,10 @@ fn number(text: &str) -> Result<Num, String> {
     if lower.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'+' | b'-'))
         && lower.bytes().any(|b| b.is_ascii_digit())
     {
-        if let Ok(f) = digits.parse::<f64>() {
-            if f.is_finite() {
-                return Ok(Num::Float(if neg { -f } else { f }));
-            }
+        if let Ok(f) = digits.parse::<f64>()
+            && f.is_finite()
+        {
+            return Ok(Num::Float(if neg { -f } else { f }));
         }
         if lower.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("{text} overflows int"));

@@ -85,10 +85,10 @@ impl Context for Fixture {
 
 /// Go's error text without its `template: t:LINE[:COL]: [executing "t" at <...>: ]` prefix.
 fn go_message(err: &str) -> &str {
-    if let Some(i) = err.find(">: ") {
-        if err.contains(": executing \"t\" at <") {
-            return &err[i + 3..];
-        }
+    if let Some(i) = err.find(">: ")
+        && err.contains(": executing \"t\" at <")
+    {
+        return &err[i + 3..];
     }
     let rest = err.strip_prefix("template: t:").unwrap_or(err);
     let after_line = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == ':');
