@@ -297,40 +297,45 @@ fn sprint_args(args: &[Value]) -> Buf {
     b
 }
 
-fn html_escape(s: &str) -> Buf {
+/// `s` with each character `replace` maps to `Some` replaced.
+fn escape(s: &str, replace: impl Fn(char) -> Option<String>) -> Buf {
     let mut b = Buf::new();
     for c in s.chars() {
-        match c {
-            '\0' => b.push('\u{FFFD}'),
-            '"' => b.push_str("&#34;"),
-            '\'' => b.push_str("&#39;"),
-            '&' => b.push_str("&amp;"),
-            '<' => b.push_str("&lt;"),
-            '>' => b.push_str("&gt;"),
-            c => b.push(c),
+        match replace(c) {
+            Some(r) => b.push_str(&r),
+            None => b.push(c),
         }
     }
     b
 }
 
+/// Go's `template.HTMLEscapeString`.
+fn html_escape(s: &str) -> Buf {
+    escape(s, |c| {
+        Some(match c {
+            '\0' => "\u{FFFD}".to_owned(),
+            '"' => "&#34;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            _ => return None,
+        })
+    })
+}
+
+/// Go's `template.JSEscapeString`.
 fn js_escape(s: &str) -> Buf {
-    let mut b = Buf::new();
-    for c in s.chars() {
-        match c {
-            '\\' => b.push_str("\\\\"),
-            '\'' => b.push_str("\\'"),
-            '"' => b.push_str("\\\""),
-            '<' => b.push_str("\\u003C"),
-            '>' => b.push_str("\\u003E"),
-            '&' => b.push_str("\\u0026"),
-            '=' => b.push_str("\\u003D"),
-            c if (c as u32) < 0x20 || c.is_control() => {
-                b.push_str(&format!("\\u{:04X}", c as u32));
-            }
-            c => b.push(c),
-        }
-    }
-    b
+    escape(s, |c| {
+        Some(match c {
+            '\\' => "\\\\".to_owned(),
+            '\'' => "\\'".to_owned(),
+            '"' => "\\\"".to_owned(),
+            '<' | '>' | '&' | '=' => format!("\\u{:04X}", c as u32),
+            c if c.is_control() => format!("\\u{:04X}", c as u32),
+            _ => return None,
+        })
+    })
 }
 
 /// Go's `url.QueryEscape`.

@@ -388,23 +388,26 @@ impl Lexer<'_> {
     }
 
     fn quote(&mut self) -> Result<(), Error> {
+        let (lit, at) = self.quoted('"', "unterminated quoted string")?;
+        self.emit(Tok::Str(lit), at);
+        Ok(())
+    }
+
+    /// A literal from the quote at `pos` to its closing `quote` (escapes skipped, no newline).
+    fn quoted(&mut self, quote: char, unterminated: &str) -> Result<(String, usize), Error> {
         let start = self.pos;
         let mut chars = self.rest().char_indices().skip(1);
         loop {
             match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\n')) | None => {
-                        return Err(self.err(start, "unterminated quoted string"));
+                Some((_, '\\')) => {
+                    if matches!(chars.next(), None | Some((_, '\n'))) {
+                        return Err(self.err(start, unterminated));
                     }
-                    Some(_) => {}
-                },
-                Some((_, '\n')) | None => {
-                    return Err(self.err(start, "unterminated quoted string"));
                 }
-                Some((i, '"')) => {
+                Some((_, '\n')) | None => return Err(self.err(start, unterminated)),
+                Some((i, c)) if c == quote => {
                     self.pos += i + 1;
-                    self.emit(Tok::Str(self.src[start..self.pos].to_owned()), start);
-                    return Ok(());
+                    return Ok((self.src[start..self.pos].to_owned(), start));
                 }
                 Some(_) => {}
             }
@@ -424,26 +427,9 @@ impl Lexer<'_> {
     }
 
     fn char_const(&mut self) -> Result<(), Error> {
-        let start = self.pos;
-        let mut chars = self.rest().char_indices().skip(1);
-        loop {
-            match chars.next() {
-                Some((_, '\\')) => {
-                    if matches!(chars.next(), None | Some((_, '\n'))) {
-                        return Err(self.err(start, "unterminated character constant"));
-                    }
-                }
-                Some((_, '\n')) | None => {
-                    return Err(self.err(start, "unterminated character constant"));
-                }
-                Some((i, '\'')) => {
-                    self.pos += i + 1;
-                    self.emit(Tok::CharConst(self.src[start..self.pos].to_owned()), start);
-                    return Ok(());
-                }
-                Some(_) => {}
-            }
-        }
+        let (lit, at) = self.quoted('\'', "unterminated character constant")?;
+        self.emit(Tok::CharConst(lit), at);
+        Ok(())
     }
 }
 

@@ -114,6 +114,16 @@ func in(l, v interface{}) (bool, error) {
 	return false, nil
 }
 
+func decoder(enc *base64.Encoding, name string) func(string) (string, error) {
+	return func(v string) (string, error) {
+		b, err := enc.DecodeString(v)
+		if err != nil {
+			return "", fmt.Errorf("%s: %s", name, err)
+		}
+		return string(b), nil
+	}
+}
+
 func funcs(s *suite) template.FuncMap {
 	return template.FuncMap{
 		"secret": func(args ...string) (*Secret, error) {
@@ -149,22 +159,10 @@ func funcs(s *suite) template.FuncMap {
 			}
 			return "", fmt.Errorf("file %q: not found", path)
 		},
-		"base64Encode": func(v string) (string, error) { return base64.StdEncoding.EncodeToString([]byte(v)), nil },
-		"base64Decode": func(v string) (string, error) {
-			b, err := base64.StdEncoding.DecodeString(v)
-			if err != nil {
-				return "", fmt.Errorf("base64Decode: %s", err)
-			}
-			return string(b), nil
-		},
+		"base64Encode":    func(v string) (string, error) { return base64.StdEncoding.EncodeToString([]byte(v)), nil },
+		"base64Decode":    decoder(base64.StdEncoding, "base64Decode"),
 		"base64URLEncode": func(v string) (string, error) { return base64.URLEncoding.EncodeToString([]byte(v)), nil },
-		"base64URLDecode": func(v string) (string, error) {
-			b, err := base64.URLEncoding.DecodeString(v)
-			if err != nil {
-				return "", fmt.Errorf("base64URLDecode: %s", err)
-			}
-			return string(b), nil
-		},
+		"base64URLDecode": decoder(base64.URLEncoding, "base64URLDecode"),
 		"toJSON": func(i interface{}) (string, error) {
 			b, err := json.Marshal(i)
 			if err != nil {
