@@ -1,7 +1,7 @@
 //! Vault Agent's template language for `coffer agent`: Go's `text/template` with the
 //! consul-template functions agent templates use (`secret`, `env`, `file`, `base64Encode`,
 //! `toJSON`, `toYAML`, ...). The supported set, and where it differs from Vault Agent, is in
-//! `SUPPORTED.md` beside this crate.
+//! docs/agent.md ("Templates").
 //!
 //! ```
 //! use coffer_template::{Context, Secret, Template, Value};

@@ -10,7 +10,7 @@
 //!
 //! Outputs must match byte for byte. For errors, both sides must fail, and the message (without
 //! Go's position prefix) must match, except for the differences listed in `KNOWN_DIFFERENCES`,
-//! each with its reason; those are documented in SUPPORTED.md.
+//! each with its reason; those are documented in docs/agent.md ("Templates").
 
 #![allow(clippy::unwrap_used)] // reason: test code
 
