@@ -679,3 +679,185 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
         "password in the agent log:\n{log}"
     );
 }
+
+/// kv v2 at `secret/` with `secret/data/web/db` = `value`, readable under the policy `web`.
+async fn kv_for_web(s: &Server, root: &str, value: &str) {
+    for (path, body) in [
+        ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
+        (
+            "sys/policies/acl/web",
+            json!({"policy": "path \"secret/data/web/*\" { capabilities = [\"read\"] }"}),
+        ),
+    ] {
+        let (code, b) = s.call("POST", path, Some(root), Some(body)).await;
+        assert!(code == 204 || code == 200, "{path}: {code} {b}");
+    }
+    put(s, root, value).await;
+}
+
+/// An agent config with `method`, rendering DB_TEMPLATE to `dest`.
+fn method_config(addr: &str, method: &str, dest: &Path) -> String {
+    format!(
+        "coffer {{\n  address = \"{addr}\"\n}}\nauto_auth {{\n{method}}}\ntemplate_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {DB_TEMPLATE:?}\n  destination = \"{}\"\n}}\n",
+        dest.display()
+    )
+}
+
+// The test's identity provider runs on this runtime while the test thread waits: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_auth_reads_the_token_file_again_at_every_login() {
+    use crate::jwt::{Idp, Key, now};
+    let key = Key::rsa();
+    let idp = Idp::start(vec![key.jwk("k1")]).await;
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    kv_for_web(&s, &root, "jwt-canary-1").await;
+    for (path, body) in [
+        ("sys/auth/jwt", json!({"type": "jwt"})),
+        (
+            "auth/jwt/config",
+            json!({"jwks_url": format!("{}/jwks", idp.url), "bound_issuer": "https://ci.example.com"}),
+        ),
+        (
+            "auth/jwt/role/web",
+            json!({"role_type": "jwt", "bound_audiences": ["coffer"], "user_claim": "sub", "token_policies": ["web"], "token_ttl": "1h"}),
+        ),
+    ] {
+        let (code, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert!(code == 204 || code == 200, "{path}: {code} {b}");
+    }
+    let jwt = |sub: &str| {
+        let t = now();
+        key.jwt(
+            Some("k1"),
+            &json!({"iss": "https://ci.example.com", "aud": "coffer", "sub": sub, "iat": t, "nbf": t, "exp": t + 600}),
+        )
+    };
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let token_file = shm.path().join("jwt");
+    std::fs::write(&token_file, jwt("system:serviceaccount:prod:web")).expect("jwt");
+    let dest = shm.path().join("db-password");
+    let sink = shm.path().join("token");
+    let method = format!(
+        "  method \"jwt\" {{\n    config = {{\n      role = \"web\"\n      path = \"{}\"\n    }}\n  }}\n  sink \"file\" {{\n    config = {{ path = \"{}\" }}\n  }}\n",
+        token_file.display(),
+        sink.display()
+    );
+    let agent = Agent::start(dir.path(), &method_config(&s.addr, &method, &dest));
+    agent.wait_for_content(&dest, "jwt-canary-1", Duration::from_secs(15));
+    assert!(token_file.exists(), "a projected token file is not removed");
+
+    // The platform rotates the JWT; after a revocation the agent logs in with the new one.
+    std::fs::write(&token_file, jwt("system:serviceaccount:prod:web-2")).expect("rotate");
+    let first = std::fs::read_to_string(&sink).expect("sink");
+    let (code, b) =
+        s.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": first}))).await;
+    assert_eq!(code, 204, "{b}");
+    put(&s, &root, "jwt-canary-2").await;
+    agent.wait_for_content(&dest, "jwt-canary-2", Duration::from_secs(15));
+    let second = std::fs::read_to_string(&sink).expect("sink");
+    let (code, b) =
+        s.call("POST", "auth/token/lookup", Some(&root), Some(json!({"token": second}))).await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["data"]["display_name"], "jwt-system:serviceaccount:prod:web-2", "{b}");
+}
+
+// The test's API server runs on this runtime while the test thread waits: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_auth_logs_in_with_the_projected_service_account_token() {
+    use crate::kubernetes::Cluster;
+    let cluster = Cluster::start().await;
+    cluster.service_account("prod", "web");
+    cluster.service_account("kube-system", "coffer");
+    cluster.delegator("kube-system", "coffer", true);
+    cluster.pod("prod", "web-7d9f", true);
+    let reviewer = cluster.legacy_token("kube-system", "coffer");
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    kv_for_web(&s, &root, "k8s-canary-1").await;
+    for (path, body) in [
+        ("sys/auth/kubernetes", json!({"type": "kubernetes"})),
+        (
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": cluster.url, "kubernetes_ca_cert": cluster.ca_pem, "token_reviewer_jwt": reviewer, "disable_local_ca_jwt": true}),
+        ),
+        (
+            "auth/kubernetes/role/web",
+            json!({"bound_service_account_names": "web", "bound_service_account_namespaces": "prod", "audience": "coffer", "token_policies": "web", "token_ttl": "1h"}),
+        ),
+    ] {
+        let (code, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert!(code == 204 || code == 200, "{path}: {code} {b}");
+    }
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let token_path = shm.path().join("token");
+    let exp = crate::jwt::now() + 600;
+    std::fs::write(&token_path, cluster.projected_token("prod", "web", "coffer", "web-7d9f", exp))
+        .expect("projected token");
+    let dest = shm.path().join("db-password");
+    let method = format!(
+        "  method \"kubernetes\" {{\n    config = {{\n      role = \"web\"\n      token_path = \"{}\"\n    }}\n  }}\n",
+        token_path.display()
+    );
+    let agent = Agent::start(dir.path(), &method_config(&s.addr, &method, &dest));
+    agent.wait_for_content(&dest, "k8s-canary-1", Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn after_exit_a_canary_is_nowhere_on_disk_nor_in_any_log() {
+    let dir = tempdir();
+    let (s, _, root) = server_on_fixed_port(dir.path()).await;
+    let canary = "canary-e1d7c0ffee-4b2a";
+    setup(&s, &root, canary).await;
+    let rid = role_id(&s, &root).await;
+    let sid_value = secret_id(&s, &root).await;
+    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let mnt = dir.path().join("secrets");
+    let dest = mnt.join("db-password");
+    let app = dir.path().join("app.sh");
+    // The app checks it got the secret (file and environment) and exits 0 only then.
+    std::fs::write(
+        &app,
+        format!("#!/bin/sh\n[ \"$DB_PASSWORD\" = \"$(cat {})\" ] && [ -n \"$DB_PASSWORD\" ] || exit 9\nexit 0\n", dest.display()),
+    )
+    .expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n}}\n",
+        s.addr,
+        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
+        DB_TEMPLATE,
+        dest.display(),
+        DB_TEMPLATE,
+        app.display(),
+    );
+    let mut agent = Agent::start_in_container(dir.path(), &mnt, &config);
+    let st = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the app saw the secret in its file and environment:\n{}",
+        agent.logs()
+    );
+    drop(s);
+    // Every byte the server, the agent and the test wrote on disk: storage, logs, configs.
+    let mut stack = vec![dir.path().to_owned()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                files += 1;
+                assert!(
+                    !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                    "the secret is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert!(files >= 4, "scanned server storage, logs and configs ({files} files)");
+}
