@@ -4,6 +4,7 @@
 //! answer sealed to that key (`X-Coffer-Seal-To`) and every answer is opened before it is
 //! returned; one that comes back in clear with something to hide is an error.
 
+pub mod dhutil;
 mod seal;
 
 use std::sync::Arc;
