@@ -270,3 +270,34 @@ async fn the_cli_reads_sealed_with_the_seal_flag() {
     assert_eq!(v["data"]["data"]["password"], CANARY);
     assert!(v.get("sealed").is_none(), "the CLI prints the opened answer: {v}");
 }
+
+#[tokio::test]
+async fn a_policy_can_require_sealed_answers_on_a_path() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    setup(&s, &root).await;
+    let policy = "path \"secret/data/app\" {\n  capabilities = [\"read\"]\n  require_sealed_response = true\n}\n";
+    let (code, b) = s
+        .call("PUT", "sys/policies/acl/sealed", Some(&root), Some(json!({"policy": policy})))
+        .await;
+    assert_eq!(code, 204, "{b}");
+    let (code, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["sealed"]})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let token = b["auth"]["client_token"].as_str().expect("token").to_owned();
+
+    let (code, b) = s.call("GET", "secret/data/app", Some(&token), None).await;
+    assert_eq!(code, 400, "{b}");
+    let msg = b["errors"][0].as_str().expect("error");
+    assert!(
+        msg.contains("requires a sealed response") && msg.contains("X-Coffer-Seal-To"),
+        "{msg}"
+    );
+    assert!(!b.to_string().contains(CANARY));
+
+    let relay = Relay::start(&s).await;
+    let read = relay.client(&token, Some(key())).read("secret/data/app").await.expect("read");
+    assert_eq!(read.data().expect("data")["data"]["password"], CANARY);
+    assert!(!relay.wire().contains(CANARY));
+}
