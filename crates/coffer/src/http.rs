@@ -1,5 +1,6 @@
-//! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token, bodies and
-//! query strings to request data, and answers to Vault's envelope (`coffer_api::Envelope`, the
+//! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token and to the
+//! key an answer is sealed to (`X-Coffer-Seal-To`, checked here, before the request runs), bodies
+//! and query strings to request data, and answers to Vault's envelope (`coffer_api::Envelope`, the
 //! type clients read them with). Errors go to the wire through `error` (one status per logical
 //! error; a 5xx says only "internal error" and the cause is logged).
 //!
