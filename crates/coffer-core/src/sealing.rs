@@ -52,6 +52,14 @@ pub(crate) fn seal(mut resp: Response, to: &Recipient, binding: &Binding<'_>) ->
     Ok(resp)
 }
 
+/// Whether [`seal`] would seal anything of `resp`.
+pub(crate) fn has_sealable_parts(resp: &Response) -> bool {
+    resp.data.is_some()
+        || resp.auth.is_some()
+        || resp.wrap_info.is_some()
+        || matches!(&resp.raw, Some((_, Value::Object(m))) if !m.is_empty())
+}
+
 pub(crate) fn seal_members(
     to: &Recipient,
     binding: &Binding<'_>,
@@ -114,6 +122,7 @@ mod tests {
         let opened = k.open(&s, &Binding::new("sys/init", None)).expect("open");
         assert_eq!(opened["root_token"], "s.root");
 
+        assert!(!has_sealable_parts(&Response::empty()));
         let empty = seal(Response::empty(), &r, &binding(&req)).expect("seal");
         assert!(empty.is_empty());
         let null = seal(Response::raw(202, Value::Null), &r, &binding(&req)).expect("seal");

@@ -459,7 +459,9 @@ impl Broker {
                 }
                 // The answer leaves sealed to the client's key (sealed now, or when it was
                 // wrapped); what it holds is above, HMAC'd, when the server had it in clear.
-                if r.req.seal_to.is_some() || resp.sealed.is_some() {
+                let sealed_now =
+                    r.req.seal_to.is_some() && crate::sealing::has_sealable_parts(resp);
+                if sealed_now || resp.sealed.is_some() {
                     out.insert("sealed".into(), json!(true));
                 }
                 (String::new(), Value::Object(out))

@@ -69,6 +69,14 @@ fn key() -> Arc<SealKey> {
     Arc::new(SealKey::generate().expect("seal key"))
 }
 
+/// A ready server set up as [`setup`] says: (its directory, the server, the root token).
+async fn ready() -> (tempfile::TempDir, Server, String) {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    setup(&s, &root).await;
+    (dir, s, root)
+}
+
 /// kv v2 at `secret/` with the canary at `secret/app`, and an approle role `web` that reads it.
 async fn setup(s: &Server, root: &str) {
     for (path, body) in [
@@ -94,19 +102,9 @@ async fn setup(s: &Server, root: &str) {
 
 #[tokio::test]
 async fn a_sealed_read_puts_no_cleartext_on_the_wire_and_the_client_opens_it() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (dir, s, root) = ready().await;
     let log = dir.path().join("audit.log");
-    let (code, b) = s
-        .call(
-            "PUT",
-            "sys/audit/file",
-            Some(&root),
-            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
-        )
-        .await;
-    assert_eq!(code, 204, "{b}");
+    crate::audit::enable_file_device(&s, &root, &log).await;
     let relay = Relay::start(&s).await;
 
     let answer = relay.client(&root, Some(key())).read("secret/data/app").await.expect("read");
@@ -140,9 +138,7 @@ async fn a_sealed_read_puts_no_cleartext_on_the_wire_and_the_client_opens_it() {
 
 #[tokio::test]
 async fn a_sealed_login_puts_no_token_on_the_wire() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (_dir, s, root) = ready().await;
     let (_, r) = s.call("GET", "auth/approle/role/web/role-id", Some(&root), None).await;
     let role_id = r["data"]["role_id"].as_str().expect("role id").to_owned();
     let (_, r) = s.call("POST", "auth/approle/role/web/secret-id", Some(&root), None).await;
@@ -173,9 +169,7 @@ async fn a_sealed_login_puts_no_token_on_the_wire() {
 
 #[tokio::test]
 async fn a_wrapped_answer_is_stored_sealed_and_only_the_key_holder_can_read_it() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (_dir, s, root) = ready().await;
     let relay = Relay::start(&s).await;
     let k = key();
 
@@ -229,9 +223,7 @@ async fn a_wrapped_answer_is_stored_sealed_and_only_the_key_holder_can_read_it()
 
 #[tokio::test]
 async fn bad_seal_to_headers_are_refused_naming_the_problem_before_anything_runs() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (_dir, s, root) = ready().await;
     let b64 = |b: &[u8]| {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -260,9 +252,7 @@ async fn bad_seal_to_headers_are_refused_naming_the_problem_before_anything_runs
 
 #[tokio::test]
 async fn the_cli_reads_sealed_with_the_seal_flag() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (_dir, s, root) = ready().await;
     let pw = ok(s.cli(Some(&root), &["kv", "get", "-seal", "-field=password", "secret/app"]));
     assert_eq!(pw.trim(), CANARY);
     let out = ok(s.cli(Some(&root), &["read", "-seal", "-format=json", "secret/data/app"]));
@@ -273,9 +263,7 @@ async fn the_cli_reads_sealed_with_the_seal_flag() {
 
 #[tokio::test]
 async fn a_policy_can_require_sealed_answers_on_a_path() {
-    let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root).await;
+    let (_dir, s, root) = ready().await;
     let policy = "path \"secret/data/app\" {\n  capabilities = [\"read\"]\n  require_sealed_response = true\n}\n";
     let (code, b) = s
         .call("PUT", "sys/policies/acl/sealed", Some(&root), Some(json!({"policy": policy})))
