@@ -229,3 +229,28 @@ fn key_pairs_print_no_private_key() {
     assert!(shown.contains(&k.header_value()));
     assert!(!shown.contains(&URL_SAFE_NO_PAD.encode(k.private.secret_bytes())));
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_header_value_is_a_key_or_a_named_refusal(v in ".{0,64}") {
+            if let Err(e) = Recipient::from_header(&v) {
+                prop_assert!(matches!(e, Error::BadKey(_)), "{}", e);
+            }
+        }
+
+        #[test]
+        fn any_sealed_object_opens_or_fails_without_panicking(
+            enc in proptest::collection::vec(any::<u8>(), 0..40),
+            ciphertext in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let k = KeyPair::generate().expect("key");
+            let s = Sealed { version: VERSION, kem_id: KEM_ID, kdf_id: KDF_ID, aead_id: AEAD_ID, enc, ciphertext };
+            prop_assert!(k.open(&s, &Binding::new("p", None)).is_err());
+        }
+    }
+}
