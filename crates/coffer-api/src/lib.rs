@@ -1,12 +1,20 @@
 //! Coffer's HTTP API from the client side: Vault's wire envelope and a small typed client used by
 //! the CLI, the agent and the tests. Trust is explicit: a CA file, or the platform store when none
-//! is given; never "accept any certificate".
+//! is given; never "accept any certificate". With a [`SealKey`], every request asks for its
+//! answer sealed to that key (`X-Coffer-Seal-To`) and every answer is opened before it is
+//! returned; one that comes back in clear with something to hide is an error.
 
+pub mod dhutil;
+mod seal;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use seal::{Binding, SEAL_TO_HEADER, SealError, SealKey, Sealed, UNWRAP_PATH};
 
 /// Vault's response envelope: the one definition, which the server serializes its answers
 /// through and clients read them with.
@@ -32,6 +40,11 @@ pub struct Envelope<A = Value, W = Value> {
     pub renewable: bool,
     #[serde(default)]
     pub request_id: String,
+    /// Coffer only, and only when the request named a key in `X-Coffer-Seal-To`: `data`, `auth`
+    /// and `wrap_info`, sealed to it (`null` beside it). Absent otherwise, so the bytes of an
+    /// unsealed answer are Vault's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<coffer_hpke::Sealed>,
     /// `null` rather than `[]` when there are none, as Vault sends it.
     #[serde(default)]
     pub warnings: Option<Vec<String>>,
@@ -55,6 +68,8 @@ pub enum Error {
     Config(String),
     #[error("unexpected response from the server: {0}")]
     Decode(String),
+    #[error("sealed answer: {0}")]
+    Seal(#[from] SealError),
 }
 
 impl Error {
@@ -85,6 +100,7 @@ pub struct Client {
     address: String,
     token: Option<String>,
     wrap_ttl: Option<String>,
+    seal_key: Option<Arc<SealKey>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -92,6 +108,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("seal_key", &self.seal_key)
             .finish()
     }
 }
@@ -141,7 +158,7 @@ impl Client {
                 "address {address:?} must start with http:// or https://"
             )));
         }
-        Ok(Self { http, address, token: None, wrap_ttl: None })
+        Ok(Self { http, address, token: None, wrap_ttl: None, seal_key: None })
     }
 
     pub fn address(&self) -> &str {
@@ -159,8 +176,18 @@ impl Client {
         self
     }
 
+    /// Asks for every answer sealed to `key`, and opens them (see [`SealKey`]).
+    pub fn with_seal_key(mut self, key: Option<Arc<SealKey>>) -> Self {
+        self.seal_key = key;
+        self
+    }
+
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    pub fn seal_key(&self) -> Option<&SealKey> {
+        self.seal_key.as_deref()
     }
 
     /// Sends one request to `/v1/<path>`; `method` may be `LIST`.
@@ -185,6 +212,10 @@ impl Client {
         if let Some(w) = &self.wrap_ttl {
             rb = rb.header("X-Vault-Wrap-TTL", w);
         }
+        if let Some(k) = &self.seal_key {
+            rb = rb.header(SEAL_TO_HEADER, k.header_value());
+        }
+        let body_data = body;
         if let Some(b) = body {
             rb = rb.json(b);
         }
@@ -194,7 +225,7 @@ impl Client {
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
-        let body: Option<Value> = if bytes.is_empty() {
+        let mut body: Option<Value> = if bytes.is_empty() {
             None
         } else {
             Some(
@@ -203,6 +234,10 @@ impl Client {
             )
         };
         if status.is_success() || is_health_status(path, status) {
+            if let (Some(k), Some(b)) = (&self.seal_key, body.as_mut()) {
+                let sent = body_data.and_then(Value::as_object);
+                k.open_answer(b, &Binding::for_request(path, self.token.as_deref(), sent))?;
+            }
             return Ok(Answer { status: status.as_u16(), body });
         }
         let errors = body
@@ -265,6 +300,7 @@ mod tests {
             mount_type: String::new(),
             renewable: true,
             request_id: "r".into(),
+            sealed: None,
             warnings: None,
             wrap_info: None,
         };

@@ -169,6 +169,13 @@ pub(crate) async fn authorize(
             a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
         }
         crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
+        if req.seal_to.is_none() && a.requires_sealed_response(path) {
+            return Err(Error::invalid(format!(
+                "this path requires a sealed response (require_sealed_response is set): send \
+                 the client's X25519 public key in {}",
+                coffer_hpke::HEADER
+            )));
+        }
     }
     // After the token and the ACL: what a mount allows is not for callers without access.
     check_wrap_ttl(core, req, target)?;

@@ -40,6 +40,7 @@ mod policy_store;
 pub mod random;
 pub mod ratelimit;
 pub mod record;
+mod sealing;
 pub mod secret;
 mod sys;
 pub mod time;

@@ -1,4 +1,5 @@
-//! The request pipeline: seal gate → token → ACL → audit(request) → route → audit(response).
+//! The request pipeline: seal gate → token → ACL → audit(request) → route → audit(response)
+//! → seal the answer to the client's key when the request named one.
 //!
 //! One readable function per request ([`Core::handle`]); the checks and their proofs are in
 //! [`crate::authz`], and a backend or `sys/` handler is only reachable through [`dispatch`],
@@ -96,12 +97,22 @@ async fn dispatch(
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
+        let resp = self.answer(&req).await?;
+        // Last, after the audit entries (written from the answer in clear and HMAC'd, as for
+        // any answer): nothing after this point holds the answer in clear but the transport.
+        match &req.seal_to {
+            Some(to) => crate::sealing::seal(resp, to, &crate::sealing::binding(&req)),
+            None => Ok(resp),
+        }
+    }
+
+    async fn answer(&self, req: &Request) -> Result<Response> {
         let mut path = crate::path::clean(&req.path)?;
         // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
         if req.operation == Operation::List && !path.ends_with('/') {
             path.push('/');
         }
-        if let Some(resp) = crate::sys::public(self, &req, &path).await? {
+        if let Some(resp) = crate::sys::public(self, req, &path).await? {
             return Ok(resp);
         }
         let active = self.active()?;
@@ -112,12 +123,12 @@ impl Core {
                 let router = active.router()?;
                 let Some((route, rel)) = router.route(&path) else {
                     // Which paths are mounted is not for anonymous eyes: 403 before 404.
-                    let e = match authenticate(&active, &req).await {
+                    let e = match authenticate(&active, req).await {
                         Ok(_) => Error::UnsupportedPath(path.clone()),
                         Err(e) => e,
                     };
                     let record = Record {
-                        req: &req,
+                        req,
                         path: &path,
                         operation: req.operation.as_str(),
                         caller: None,
@@ -150,14 +161,14 @@ impl Core {
         let authz = if limited {
             Err(Error::RateLimited)
         } else {
-            authorize(self, &active, &req, &path, &target).await
+            authorize(self, &active, req, &path, &target).await
         };
         let authz = match authz {
             Ok(a) => a,
             Err(e) => {
                 // A refused request is audited too (best effort: it is refused either way).
                 let record = Record {
-                    req: &req,
+                    req,
                     path: &path,
                     operation: req.operation.as_str(),
                     caller: None,
@@ -168,14 +179,14 @@ impl Core {
             }
         };
         let record = Record {
-            req: &req,
+            req,
             path: &path,
             operation: authz.op().as_str(),
             caller: authz.caller(),
             mount_type: &mount_type,
         };
         let audited = audit_request(&active, &record, &authz).await?;
-        let result = dispatch(self, &active, &req, target, &audited).await;
+        let result = dispatch(self, &active, req, target, &audited).await;
         if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
             (&login_mount, &result)
         {
@@ -183,7 +194,8 @@ impl Core {
         }
         let result = match (result, req.wrap_ttl) {
             (Ok(resp), Some(ttl)) if crate::wrapping::wrappable(&resp) => {
-                crate::wrapping::wrap(&active.tokens, resp, ttl.as_secs(), &path).await
+                let ttl = ttl.as_secs();
+                crate::wrapping::wrap(&active.tokens, resp, ttl, &path, req.seal_to.as_ref()).await
             }
             (r, _) => r,
         };

@@ -6,8 +6,12 @@
 //! Guarantees: a wrapped response is stored only behind the barrier, in the wrapping token's
 //! cubbyhole, which is destroyed with the token; the wrapping token has one use, which is taken
 //! atomically, so of any number of racing unwraps exactly one succeeds; wrapping tokens carry the
-//! reserved `response-wrapping` policy, which no other token can be given.
+//! reserved `response-wrapping` policy, which no other token can be given. A request that also
+//! names a key in `X-Coffer-Seal-To` has the response sealed to that key before it is stored, so
+//! the store (and whoever unwraps) holds only the sealed form; it is bound to `sys/wrapping/unwrap`
+//! and the wrapping token, and so cannot be rewrapped (the new token would not open it).
 
+use coffer_hpke::{Binding, Recipient, Sealed, UNWRAP_PATH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -49,11 +53,32 @@ struct Stored {
     lease_duration: u64,
     renewable: bool,
     warnings: Vec<String>,
+    /// Version 2: `data` and `auth`, sealed to the key the wrapping request named (both `None`
+    /// beside it).
+    #[serde(default)]
+    sealed: Option<Sealed>,
 }
 
 impl crate::record::Record for Stored {
     const KIND: &'static str = "wrapped response";
-    const VERSION: u32 = 1;
+    /// 2 added `sealed`: a version-1 build would read a sealed response as an empty one.
+    const VERSION: u32 = 2;
+}
+
+impl Stored {
+    /// `data` and `auth` sealed to `to`, for whoever unwraps with `wrapping_token`.
+    fn seal(mut self, to: &Recipient, wrapping_token: &str) -> Result<Self> {
+        let mut members = Map::new();
+        if let Some(d) = self.data.take() {
+            members.insert("data".into(), Value::Object(d));
+        }
+        if let Some(a) = self.auth.take() {
+            members.insert("auth".into(), crate::sealing::to_value(&a)?);
+        }
+        let binding = Binding::new(UNWRAP_PATH, Some(wrapping_token));
+        self.sealed = Some(crate::sealing::seal_members(to, &binding, &members)?);
+        Ok(self)
+    }
 }
 
 pub(crate) fn is_wrapping_token(e: &TokenEntry) -> bool {
@@ -65,12 +90,14 @@ pub(crate) fn wrappable(resp: &Response) -> bool {
     resp.raw.is_none() && resp.wrap_info.is_none() && (resp.data.is_some() || resp.auth.is_some())
 }
 
-/// Stores `resp` in a new wrapping token's cubbyhole and answers with only its `wrap_info`.
+/// Stores `resp` in a new wrapping token's cubbyhole (sealed to `seal_to` when the request named
+/// a key) and answers with only its `wrap_info`.
 pub(crate) async fn wrap(
     tokens: &TokenStore,
     resp: Response,
     ttl: u64,
     creation_path: &str,
+    seal_to: Option<&Recipient>,
 ) -> Result<Response> {
     let wrapped_accessor = resp.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
     let stored = Stored {
@@ -80,18 +107,19 @@ pub(crate) async fn wrap(
         lease_duration: resp.lease_duration,
         renewable: resp.renewable,
         warnings: resp.warnings,
+        sealed: resp.sealed,
     };
-    store(tokens, &stored, ttl, creation_path, wrapped_accessor).await
+    store(tokens, stored, ttl, creation_path, wrapped_accessor, seal_to).await
 }
 
 async fn store(
     tokens: &TokenStore,
-    stored: &Stored,
+    stored: Stored,
     ttl: u64,
     creation_path: &str,
     wrapped_accessor: String,
+    seal_to: Option<&Recipient>,
 ) -> Result<Response> {
-    let raw = crate::record::encode(stored)?;
     let params = TokenParams {
         policies: vec![WRAPPING_POLICY.to_owned()],
         display_name: WRAPPING_POLICY.to_owned(),
@@ -103,11 +131,10 @@ async fn store(
         ..TokenParams::default()
     };
     let (token, entry) = tokens.create(None, params).await?;
-    let cubby = tokens.cubbyhole_of(&entry.id)?;
-    if let Err(e) = cubby.put(RESPONSE_KEY, &raw).await {
+    if let Err(e) = put_response(tokens, &entry.id, stored, seal_to, token.expose()).await {
         // A wrapping token with nothing behind it must not be handed out.
         tokens.revoke_tree(&entry.id).await?;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(Response {
         wrap_info: Some(WrapInfo {
@@ -120,6 +147,24 @@ async fn store(
         }),
         ..Response::default()
     })
+}
+
+/// Puts the response in the wrapping token's cubbyhole, sealed first when the request named a key
+/// (and it is not sealed already).
+async fn put_response(
+    tokens: &TokenStore,
+    token_id: &str,
+    stored: Stored,
+    seal_to: Option<&Recipient>,
+    wrapping_token: &str,
+) -> Result<()> {
+    let stored = match seal_to {
+        Some(to) if stored.sealed.is_none() => stored.seal(to, wrapping_token)?,
+        _ => stored,
+    };
+    let raw = crate::record::encode(&stored)?;
+    tokens.cubbyhole_of(token_id)?.put(RESPONSE_KEY, &raw).await?;
+    Ok(())
 }
 
 /// The wrapping token a `sys/wrapping/*` call is about: the `token` field, or else the token
@@ -194,6 +239,7 @@ pub(crate) async fn unwrap(
         lease_duration: s.lease_duration,
         renewable: s.renewable,
         warnings: s.warnings,
+        sealed: s.sealed,
         ..Response::default()
     })
 }
@@ -221,24 +267,36 @@ pub(crate) async fn rewrap(
     caller: Option<&TokenEntry>,
 ) -> Result<Response> {
     let t = target(tokens, data, None, caller).await?;
+    // Checked before the single use is taken: a refused rewrap leaves the response unwrappable.
+    let peek = tokens.cubbyhole_of(&t.entry.id)?.get(RESPONSE_KEY).await?;
+    if let Some(raw) = peek
+        && crate::record::decode::<Stored>(&raw)?.sealed.is_some()
+    {
+        return Err(Error::invalid(
+            "this wrapped response is sealed to a client's key and bound to its wrapping token, \
+             so it cannot be rewrapped; unwrap it instead",
+        ));
+    }
     let path = t.entry.path.clone();
     let ttl = t.entry.creation_ttl;
     let s = consume(tokens, t).await?;
     let accessor = s.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
-    store(tokens, &s, ttl, &path, accessor).await
+    store(tokens, s, ttl, &path, accessor, None).await
 }
 
-/// `sys/wrapping/wrap`: wraps the request's own data.
+/// `sys/wrapping/wrap`: wraps the request's own data (sealed to `seal_to` when the request named
+/// a key).
 pub(crate) async fn wrap_data(
     tokens: &TokenStore,
     data: &Map<String, Value>,
     wrap_ttl: Option<u64>,
+    seal_to: Option<&Recipient>,
 ) -> Result<Response> {
     if data.is_empty() {
         return Err(Error::invalid("nothing to wrap: the request has no data"));
     }
     let ttl = wrap_ttl.unwrap_or(DEFAULT_WRAP_TTL);
-    wrap(tokens, Response::data(data.clone()), ttl, "sys/wrapping/wrap").await
+    wrap(tokens, Response::data(data.clone()), ttl, "sys/wrapping/wrap", seal_to).await
 }
 
 /// The wrap TTL a request asks for, checked against the bounds its policies set.

@@ -1,5 +1,6 @@
-//! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token, bodies and
-//! query strings to request data, and answers to Vault's envelope (`coffer_api::Envelope`, the
+//! HTTP ⇄ logical mapping, in one place: methods to operations, headers to the token and to the
+//! key an answer is sealed to (`X-Coffer-Seal-To`, checked here, before the request runs), bodies
+//! and query strings to request data, and answers to Vault's envelope (`coffer_api::Envelope`, the
 //! type clients read them with). Errors go to the wire through `error` (one status per logical
 //! error; a 5xx says only "internal error" and the cause is logged).
 //!
@@ -130,6 +131,20 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// The client's key from `X-Coffer-Seal-To`, checked before the request runs: a key the answer
+/// could not be sealed to is a 400 naming the problem, never an answer in clear.
+fn seal_to(headers: &HeaderMap) -> Result<Option<coffer_hpke::Recipient>, Error> {
+    let mut values = headers.get_all(coffer_hpke::HEADER).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Error::invalid(format!("{} is given more than once", coffer_hpke::HEADER)));
+    }
+    let v = v.to_str().map_err(|_| {
+        Error::invalid(format!("invalid {} header: it is not ASCII", coffer_hpke::HEADER))
+    })?;
+    coffer_hpke::Recipient::from_header(v).map(Some).map_err(|e| Error::invalid(e.to_string()))
+}
+
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -211,6 +226,10 @@ async fn handle(
             }
         }
     }
+    match seal_to(&headers) {
+        Ok(to) => req.seal_to = to,
+        Err(e) => return error_response(e, &request_id, &path),
+    }
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
@@ -250,6 +269,7 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
         mount_type: String::new(),
         renewable: r.renewable,
         request_id,
+        sealed: r.sealed,
         warnings: (!r.warnings.is_empty()).then_some(r.warnings),
         wrap_info: r.wrap_info,
     };

@@ -457,6 +457,13 @@ impl Broker {
                 if !resp.warnings.is_empty() {
                     out.insert("warnings".into(), json!(resp.warnings));
                 }
+                // The answer leaves sealed to the client's key (sealed now, or when it was
+                // wrapped); what it holds is above, HMAC'd, when the server had it in clear.
+                let sealed_now =
+                    r.req.seal_to.is_some() && crate::sealing::has_sealable_parts(resp);
+                if sealed_now || resp.sealed.is_some() {
+                    out.insert("sealed".into(), json!(true));
+                }
                 (String::new(), Value::Object(out))
             }
             Err(e) => (public_error(e), json!({ "mount_type": r.mount_type })),

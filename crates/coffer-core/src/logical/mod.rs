@@ -58,6 +58,9 @@ pub struct Request {
     /// without one. The listener checked only that the client holds the leaf's key.
     pub client_cert_chain: Vec<Vec<u8>>,
     pub wrap_ttl: Option<Duration>,
+    /// The client's key from `X-Coffer-Seal-To`: the answer's secret-bearing parts are sealed
+    /// to it (see `crate::sealing`).
+    pub seal_to: Option<coffer_hpke::Recipient>,
 }
 
 impl Request {
@@ -76,6 +79,7 @@ impl Request {
             remote_addr: None,
             client_cert_chain: Vec::new(),
             wrap_ttl: None,
+            seal_to: None,
         }
     }
 
@@ -127,6 +131,9 @@ pub struct Response {
     /// A secret with a lifetime: the core registers a lease for it before the answer leaves,
     /// and fills `lease_id`, `lease_duration` and `renewable`.
     pub secret: Option<SecretLease>,
+    /// Set when the answer was sealed to the client's key: `data`, `auth` and `wrap_info` (or a
+    /// raw body) are inside, and the envelope carries only the lease fields beside it.
+    pub sealed: Option<coffer_hpke::Sealed>,
 }
 
 /// The object a `json!({...})` literal builds (an empty one for anything else).
@@ -166,6 +173,7 @@ impl fmt::Debug for Request {
             .field("remote_addr", &self.remote_addr)
             .field("client_cert_chain_len", &self.client_cert_chain.len())
             .field("wrap_ttl", &self.wrap_ttl)
+            .field("seal_to", &self.seal_to)
             .finish()
     }
 }
@@ -183,6 +191,7 @@ impl fmt::Debug for Response {
             .field("login", &self.login)
             .field("wrap_info", &self.wrap_info)
             .field("secret", &self.secret)
+            .field("sealed", &self.sealed.is_some())
             .finish()
     }
 }
@@ -251,6 +260,7 @@ impl Response {
             && self.lease_id.is_empty()
             && self.warnings.is_empty()
             && self.raw.is_none()
+            && self.sealed.is_none()
     }
 }
 

@@ -62,6 +62,8 @@ fn merge(into: &mut PathRule, r: &PathRule) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    // As a `min_wrapping_ttl` of one rule binds the merged rule: one policy asking is enough.
+    into.require_sealed_response |= r.require_sealed_response;
 }
 
 /// Where the first wildcard (`+` segment or trailing `*`) starts.
@@ -225,6 +227,11 @@ impl Acl {
                         || (c.segments.is_none() && prefix.starts_with(&c.prefix))
                         || matches(c, prefix))
             })
+    }
+
+    /// Whether the winning rule at `path` requires the answer sealed to the client's key.
+    pub fn requires_sealed_response(&self, path: &str) -> bool {
+        !self.root && self.winning_rule(path).is_some_and(|r| r.require_sealed_response)
     }
 
     /// The winning rule's wrapping TTL bounds, in seconds.

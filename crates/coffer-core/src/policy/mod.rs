@@ -30,6 +30,9 @@ pub(crate) struct PathRule {
     pub(crate) required_parameters: Vec<String>,
     pub(crate) min_wrapping_ttl: Option<u64>,
     pub(crate) max_wrapping_ttl: Option<u64>,
+    /// Coffer only: requests here must name a key in `X-Coffer-Seal-To`, so the answer leaves
+    /// the server only sealed to it.
+    pub(crate) require_sealed_response: bool,
 }
 
 /// A named, parsed policy. `raw` is the text exactly as written, for reading back.

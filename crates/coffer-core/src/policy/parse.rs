@@ -165,6 +165,7 @@ fn rule(pattern: &str, body: &Value) -> Result<PathRule, PolicyError> {
         required_parameters: Vec::new(),
         min_wrapping_ttl: None,
         max_wrapping_ttl: None,
+        require_sealed_response: false,
     };
     for (key, v) in &body {
         match key.as_str() {
@@ -204,6 +205,11 @@ fn rule(pattern: &str, body: &Value) -> Result<PathRule, PolicyError> {
             }
             "min_wrapping_ttl" => r.min_wrapping_ttl = Some(ttl(pattern, key, v)?),
             "max_wrapping_ttl" => r.max_wrapping_ttl = Some(ttl(pattern, key, v)?),
+            "require_sealed_response" => {
+                r.require_sealed_response = v.as_bool().ok_or_else(|| {
+                    invalid(pattern, "require_sealed_response must be true or false")
+                })?;
+            }
             other => {
                 return Err(PolicyError::UnknownKey {
                     path: pattern.to_owned(),

@@ -225,7 +225,13 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         }
         "wrapping/wrap" if write => {
             let ttl = ctx.req.wrap_ttl.map(|d| d.as_secs());
-            crate::wrapping::wrap_data(&ctx.active.tokens, &ctx.req.data, ttl).await
+            crate::wrapping::wrap_data(
+                &ctx.active.tokens,
+                &ctx.req.data,
+                ttl,
+                ctx.req.seal_to.as_ref(),
+            )
+            .await
         }
         "internal/specs/openapi" if op == Read => openapi(ctx),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),

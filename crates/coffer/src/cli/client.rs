@@ -7,10 +7,11 @@
 use std::io::{BufRead, IsTerminal, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use coffer_api::{Client, ClientConfig};
+use coffer_api::{Client, ClientConfig, SealKey};
 use serde_json::{Map, Value};
 
 use super::output::{Format, print_body};
@@ -39,6 +40,11 @@ pub(crate) struct Global {
     /// it with `coffer unwrap` [env: COFFER_WRAP_TTL, VAULT_WRAP_TTL]
     #[arg(long = "wrap-ttl", global = true, value_name = "DURATION")]
     pub wrap_ttl: Option<String>,
+    /// Have the server seal the answer to a key this command makes in memory (HPKE, sent as
+    /// X-Coffer-Seal-To) and open it here, so nothing between holds it in clear; an answer that
+    /// comes back unsealed is refused. See docs/sealed-responses.md
+    #[arg(long, global = true)]
+    pub seal: bool,
 }
 
 pub(super) fn env_any(names: &[&str]) -> Option<String> {
@@ -97,7 +103,8 @@ pub(super) fn client(g: &Global) -> Result<Client> {
     let cfg = ClientConfig { address: address(g), ca_cert_pem, client_identity_pem, timeout: None };
     let token = env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token);
     let wrap_ttl = g.wrap_ttl.clone().or_else(|| env_any(&["COFFER_WRAP_TTL", "VAULT_WRAP_TTL"]));
-    Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl))
+    let seal_key = if g.seal { Some(Arc::new(SealKey::generate()?)) } else { None };
+    Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl).with_seal_key(seal_key))
 }
 
 /// Turns an API failure into advice.

@@ -206,10 +206,25 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    /// [`Server::call`] with extra request headers.
+    pub(crate) async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut rb = self.http().request(m, format!("{}/v1/{}", self.addr, path));
         if let Some(t) = token {
             rb = rb.header("X-Vault-Token", t);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
         }
         if let Some(b) = body {
             rb = rb.json(&b);

@@ -18,5 +18,6 @@ mod kv2;
 mod leases;
 mod limits;
 mod postgresql;
+mod sealed;
 mod tls;
 mod vault_client;

@@ -281,3 +281,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_sealed_response_is_required_where_the_winning_rule_says_so() {
+    let sealed = "path \"secret/data/app\" {\n  capabilities = [\"read\"]\n  require_sealed_response = true\n}\n";
+    let a = acl(&[sealed.to_owned(), rule("secret/*", &["read"])]);
+    assert!(a.requires_sealed_response("secret/data/app"));
+    assert!(!a.requires_sealed_response("secret/data/other"));
+    // One policy asking is enough when rules for the same pattern merge.
+    let b = acl(&[sealed.to_owned(), rule("secret/data/app", &["read"])]);
+    assert!(b.requires_sealed_response("secret/data/app"));
+    assert!(!Acl::root().requires_sealed_response("secret/data/app"));
+    let e = Policy::parse("p", "path \"a\" {\n  require_sealed_response = \"yes\"\n}\n")
+        .expect_err("not a bool");
+    assert!(e.to_string().contains("require_sealed_response must be true or false"), "{e}");
+}
