@@ -338,8 +338,23 @@ async fn keep_alive(token: &Token, conn: &Conn, status: &Status, signals: &AuthS
 }
 
 fn write_sink(s: &SinkConfig, token: &str) -> Result<()> {
-    delivery::prepare_dir(&s.path, true, s.allow_disk, "token sink")?;
-    delivery::write_atomic(&s.path, token.as_bytes(), s.mode, delivery::Owner::default())?;
+    let contents = match &s.dh_path {
+        // Encrypted to the consumer's key (Vault's format): only that consumer can read it, so
+        // the file may sit anywhere.
+        Some(dh) => {
+            let public = std::fs::read(dh)
+                .with_context(|| format!("cannot read the sink's dh_path {}", dh.display()))?;
+            let enc =
+                coffer_api::dhutil::SinkEncryptor::new(&public, s.aad.as_bytes(), s.derive_key)
+                    .map_err(|e| anyhow!("sink dh_path {}: {e}", dh.display()))?;
+            Zeroizing::new(
+                enc.encrypt(token).map_err(|e| anyhow!("cannot encrypt the token: {e}"))?,
+            )
+        }
+        None => Zeroizing::new(token.to_owned()),
+    };
+    delivery::prepare_dir(&s.path, true, s.allow_disk || s.dh_path.is_some(), "token sink")?;
+    delivery::write_atomic(&s.path, contents.as_bytes(), s.mode, delivery::Owner::default())?;
     Ok(())
 }
 

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// How often a failed request to the server is retried before the render (or login) that
     /// made it counts as failed.
     pub num_retries: u32,
+    /// Coffer: ask for every answer sealed to a key that exists only in the agent's memory
+    /// (`X-Coffer-Seal-To`), so nothing between the server and the agent holds it in clear.
+    pub seal_responses: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +101,11 @@ pub const DEFAULT_K8S_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/service
 pub struct SinkConfig {
     pub path: PathBuf,
     pub mode: u32,
+    /// Vault's `dh_type = "curve25519"`: the token is written encrypted to this public key file.
+    pub dh_path: Option<PathBuf>,
+    /// Additional authenticated data for the encrypted sink (`aad`, or `aad_env_var`'s value).
+    pub aad: String,
+    pub derive_key: bool,
     /// Coffer: a token file on a disk-backed filesystem is refused unless this is set.
     pub allow_disk: bool,
 }
@@ -398,12 +406,13 @@ fn parse_server(s: Section<'_>) -> Result<ServerConfig> {
         client_cert: s.path("client_cert")?,
         client_key: s.path("client_key")?,
         num_retries,
+        seal_responses: s.bool("seal_responses")?.unwrap_or(true),
     };
     if cfg.client_cert.is_some() != cfg.client_key.is_some() {
         bail!("{}: client_cert and client_key go together", s.name);
     }
     s.refuse(&[("tls_skip_verify", "Coffer never turns certificate checks off: give ca_cert")])?;
-    s.finish(&["address", "ca_cert", "client_cert", "client_key", "retry"])?;
+    s.finish(&["address", "ca_cert", "client_cert", "client_key", "retry", "seal_responses"])?;
     Ok(cfg)
 }
 
@@ -508,11 +517,7 @@ fn parse_sink(kind: &str, s: Section<'_>) -> Result<SinkConfig> {
     if kind != "file" {
         bail!("auto_auth sink {kind:?} is not supported (supported: file)");
     }
-    s.refuse(&[
-        ("wrap_ttl", "response-wrapped sinks"),
-        ("dh_type", "encrypted sinks (dh_type)"),
-        ("dh_path", "encrypted sinks (dh_type)"),
-    ])?;
+    s.refuse(&[("wrap_ttl", "response-wrapped sinks")])?;
     let c =
         s.block("config")?.ok_or_else(|| anyhow!("{} needs config = {{ path = ... }}", s.name))?;
     let c = Section { name: format!("{}.config", s.name), map: c.map };
@@ -520,9 +525,29 @@ fn parse_sink(kind: &str, s: Section<'_>) -> Result<SinkConfig> {
     // Vault's default sink mode.
     let mode = c.mode("mode")?.unwrap_or(0o640);
     c.finish(&["path", "mode"])?;
+    let dh_path = match (s.string("dh_type")?.as_deref(), s.path("dh_path")?) {
+        (None, None) => None,
+        (Some("curve25519"), Some(p)) => Some(p),
+        (Some("curve25519"), None) => {
+            bail!("{}: dh_type needs dh_path (the consumer's public key file)", s.name)
+        }
+        (None, Some(_)) => bail!("{}: dh_path needs dh_type = \"curve25519\"", s.name),
+        (Some(other), _) => bail!("{}: dh_type must be \"curve25519\", not {other:?}", s.name),
+    };
+    let aad = match (s.string("aad")?, s.string("aad_env_var")?) {
+        (Some(_), Some(_)) => bail!("{}: give aad or aad_env_var, not both", s.name),
+        (Some(a), None) => a,
+        (None, Some(var)) => std::env::var(&var)
+            .map_err(|_| anyhow!("{}: aad_env_var names {var}, which is not set", s.name))?,
+        (None, None) => String::new(),
+    };
+    let derive_key = s.bool("derive_key")?.unwrap_or(false);
+    if dh_path.is_none() && (!aad.is_empty() || derive_key) {
+        bail!("{}: aad and derive_key need dh_type and dh_path", s.name);
+    }
     let allow_disk = s.bool("allow_disk")?.unwrap_or(false);
-    s.finish(&["config", "allow_disk"])?;
-    Ok(SinkConfig { path, mode, allow_disk })
+    s.finish(&["config", "allow_disk", "dh_type", "dh_path", "aad", "aad_env_var", "derive_key"])?;
+    Ok(SinkConfig { path, mode, dh_path, aad, derive_key, allow_disk })
 }
 
 fn parse_template(s: Section<'_>, base: &Path) -> Result<TemplateConfig> {

@@ -35,12 +35,17 @@ impl Conn {
             }
             _ => None,
         };
-        let client = Client::new(&ClientConfig {
+        let mut client = Client::new(&ClientConfig {
             address: cfg.address.clone(),
             ca_cert_pem,
             client_identity_pem,
             timeout: Some(Duration::from_secs(30)),
         })?;
+        if cfg.seal_responses {
+            // Made here, never written anywhere: answers sealed to it open only in this process.
+            let key = coffer_api::SealKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            client = client.with_seal_key(Some(std::sync::Arc::new(key)));
+        }
         Ok(Self { client, num_retries: cfg.num_retries, status })
     }
 

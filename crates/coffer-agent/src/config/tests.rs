@@ -89,8 +89,16 @@ fn parses_a_vault_agent_config() {
     );
     assert_eq!(
         a.sinks,
-        vec![SinkConfig { path: "/run/secrets/token".into(), mode: 0o600, allow_disk: false }]
+        vec![SinkConfig {
+            path: "/run/secrets/token".into(),
+            mode: 0o600,
+            dh_path: None,
+            aad: String::new(),
+            derive_key: false,
+            allow_disk: false
+        }]
     );
+    assert!(c.server.seal_responses, "sealed responses are the default");
     assert_eq!(c.templates.len(), 2);
     assert_eq!(c.templates[0].source, TemplateSource::File("/etc/coffer/db.tpl".into()));
     assert_eq!(c.templates[0].perms, 0o440);
@@ -204,6 +212,14 @@ fn errors_name_the_problem() {
             "wrap_ttl",
         ),
         ("template {", "HCL parse error"),
+        (
+            "auto_auth {\n method \"token_file\" { config = { token_file_path = \"/t\" } }\n sink \"file\" {\n dh_type = \"curve25519\"\n config = { path = \"/s\" }\n }\n}",
+            "needs dh_path",
+        ),
+        (
+            "auto_auth {\n method \"token_file\" { config = { token_file_path = \"/t\" } }\n sink \"file\" {\n aad = \"x\"\n config = { path = \"/s\" }\n }\n}",
+            "need dh_type",
+        ),
     ];
     for (text, want) in cases {
         let got = err(text);

@@ -861,3 +861,51 @@ async fn after_exit_a_canary_is_nowhere_on_disk_nor_in_any_log() {
     }
     assert!(files >= 4, "scanned server storage, logs and configs ({files} files)");
 }
+
+// The relay runs on this runtime while the test thread waits: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_answers_are_sealed_on_the_wire_and_its_sink_encrypted_to_the_consumer() {
+    use coffer_api::dhutil::{DhKey, decrypt};
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let canary = "sealed-agent-canary-31f0";
+    setup(&s, &root, canary).await;
+    let rid = role_id(&s, &root).await;
+    let sid_value = secret_id(&s, &root).await;
+    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let relay = crate::sealed::Relay::start(&s).await;
+    // The consumer of the token sink publishes its curve25519 key, as Vault's dh_path expects.
+    let consumer = DhKey::generate().expect("dh key");
+    let dh_path = dir.path().join("consumer.pub.json");
+    std::fs::write(&dh_path, serde_json::to_vec(&consumer.public_key_info()).expect("json"))
+        .expect("public key");
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let dest = shm.path().join("db-password");
+    // Encrypted to its consumer, the sink may go to disk.
+    let sink = dir.path().join("token.sealed");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\n",
+        relay.addr,
+        approle_block(&role, &sid, "").replace(
+            "}\n}\n",
+            &format!(
+                "}}\n  sink \"file\" {{\n    dh_type = \"curve25519\"\n    dh_path = \"{}\"\n    aad = \"web-7d9f\"\n    config = {{ path = \"{}\" }}\n  }}\n}}\n",
+                dh_path.display(),
+                sink.display()
+            )
+        ),
+        DB_TEMPLATE,
+        dest.display(),
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for_content(&dest, canary, Duration::from_secs(15));
+    let token = decrypt(&consumer, &std::fs::read(&sink).expect("sink"), b"web-7d9f", false)
+        .expect("the consumer opens the sink");
+    let (code, b) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
+    assert_eq!(code, 200, "{b}");
+    let wire = relay.wire();
+    assert!(wire.contains("\"sealed\""), "the answers were sealed");
+    assert!(!wire.contains(canary), "the secret crossed the wire in clear");
+    assert!(!wire.contains(token.as_str()), "the agent's token crossed the wire in clear");
+    assert!(!std::fs::read_to_string(&sink).expect("sink").contains(token.as_str()));
+}

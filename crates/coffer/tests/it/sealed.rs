@@ -14,13 +14,13 @@ use crate::common::{Server, ok, tempdir};
 const CANARY: &str = "canary-5ea1ed-9c1d";
 
 /// A TCP relay between clients and the server that keeps a copy of every byte the server sent.
-struct Relay {
-    addr: String,
+pub(crate) struct Relay {
+    pub(crate) addr: String,
     from_server: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Relay {
-    async fn start(server: &Server) -> Relay {
+    pub(crate) async fn start(server: &Server) -> Relay {
         let upstream = server.addr.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
@@ -55,7 +55,7 @@ impl Relay {
     }
 
     /// Everything the server has sent so far, as text.
-    fn wire(&self) -> String {
+    pub(crate) fn wire(&self) -> String {
         String::from_utf8_lossy(&self.from_server.lock().expect("lock")).into_owned()
     }
 
