@@ -13,6 +13,7 @@
 
 mod approle;
 mod cert;
+mod config;
 mod jws;
 mod jwt;
 mod kubernetes;

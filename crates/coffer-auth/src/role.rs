@@ -248,7 +248,7 @@ impl<R: Role> Roles<R> {
     }
 
     pub(crate) async fn get(&self, name: &str) -> Result<Option<RoleRecord<R>>> {
-        load(&self.view, &self.key(name)).await
+        record::load(&self.view, &self.key(name)).await
     }
 
     /// The names of the stored roles, in name order.
@@ -314,14 +314,6 @@ pub(crate) fn role_paths<B: HasRoles + 'static>(
             })
             .warn_unknown(),
     ]
-}
-
-/// The record at `key`, if there is one (a role, a method's `config`).
-pub(crate) async fn load<T: Record>(view: &View, key: &str) -> Result<Option<T>> {
-    match view.get(key).await? {
-        None => Ok(None),
-        Some(raw) => record::decode(&raw).map(Some),
-    }
 }
 
 pub(crate) use coffer_core::logical::into_map;

@@ -51,10 +51,7 @@ struct Stored {
     warnings: Vec<String>,
 }
 
-impl crate::record::Record for Stored {
-    const KIND: &'static str = "wrapped response";
-    const VERSION: u32 = 1;
-}
+crate::record!(Stored, "wrapped response", 1);
 
 pub(crate) fn is_wrapping_token(e: &TokenEntry) -> bool {
     e.policies.len() == 1 && e.policies[0] == WRAPPING_POLICY
