@@ -781,11 +781,11 @@ mod tests {
 
     #[test]
     fn paths() {
-        let first = |p: &str| PATHS.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
-        assert_eq!(first("role/web/secret-id").as_deref(), Some("role/{role_name}/secret-id"));
-        assert_eq!(first("role/web/secret-id/").as_deref(), Some("role/{role_name}/secret-id"));
-        assert_eq!(first("role/web/role-id").as_deref(), Some("role/{role_name}/role-id"));
-        assert_eq!(first("role/").as_deref(), Some("role"));
+        let first = |p: &str| PATHS.matching(p);
+        assert_eq!(first("role/web/secret-id"), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/secret-id/"), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/role-id"), Some("role/{role_name}/role-id"));
+        assert_eq!(first("role/"), Some("role"));
         assert_eq!(first("role/web/nope"), None);
         assert_eq!(first("role/a/b/c/d"), None);
     }

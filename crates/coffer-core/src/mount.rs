@@ -31,6 +31,14 @@ impl Table {
         }
     }
 
+    /// Vault's OpenAPI tag of the table's operations.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Table::Secrets => "secrets",
+            Table::Auth => "auth",
+        }
+    }
+
     /// What a mount path looks like from the API (`secret/`, `auth/approle/`).
     pub fn full_path(self, path: &str) -> String {
         match self {
