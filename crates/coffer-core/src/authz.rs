@@ -93,7 +93,7 @@ pub(crate) async fn authorize(
             is_unauthenticated_sys(rel)
                 // The public endpoints (`sys/init`, `sys/health`...) document themselves to
                 // anyone, as Vault's unauthenticated system paths do.
-                || (req.operation == Operation::Help && crate::sys::paths::is_public(rel))
+                || (req.operation == Operation::Help && is_public_sys(rel))
                 || (rel == "wrapping/unwrap"
                     && req.client_token.as_ref().is_none_or(|t| t.expose().is_empty())
                     && req
@@ -227,6 +227,12 @@ pub(crate) async fn audit_request<'a>(
 /// Paths below `sys/` whose handler checks the caller's ACL itself.
 pub(crate) fn is_self_checked_sys(rel: &str) -> bool {
     rel.starts_with("internal/ui/mounts/")
+}
+
+/// The endpoints below `sys/` that answer without a token and while sealed (Vault's
+/// unauthenticated system paths); `sys::public` serves them, before the token check.
+pub(crate) fn is_public_sys(rel: &str) -> bool {
+    matches!(rel.trim_end_matches('/'), "init" | "seal-status" | "unseal" | "health" | "leader")
 }
 
 /// Paths below `sys/` reachable without a token: a wrapping token is looked up without being

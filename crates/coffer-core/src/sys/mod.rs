@@ -77,7 +77,7 @@ fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
 /// Endpoints that need no token and work while sealed. `None`: not one of them.
 pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Option<Response>> {
     match path.strip_prefix("sys/") {
-        Some(rel) if paths::is_public(rel) => paths::check(rel, req.operation)?,
+        Some(rel) if crate::authz::is_public_sys(rel) => paths::check(rel, req.operation)?,
         _ => return Ok(None),
     }
     let f = Fields::new(&req.data);

@@ -9,6 +9,7 @@
 //! serve. Which paths need `sudo` or no token is not declared twice: the document asks
 //! [`crate::authz`], which decides it. The fields are documentation: the handlers check them.
 
+use crate::authz::{is_public_sys, is_sudo_sys, is_unauthenticated_sys};
 use crate::backend::framework::help::{Help, path_help, root_help};
 use crate::backend::framework::pattern::matches;
 use crate::backend::framework::{Field, Spec};
@@ -33,10 +34,6 @@ const fn p(
 ) -> SysPath {
     SysPath { pattern, synopsis, ops, fields }
 }
-
-/// The endpoints that answer without a token and while sealed (Vault's unauthenticated system
-/// paths); `sys::public` serves them, before the token check.
-const PUBLIC: &[&str] = &["init", "seal-status", "unseal", "health", "leader"];
 
 const LEASE_ID: Field = Field::str("lease_id", "The lease's id (or give it in the path).");
 const URL_LEASE_ID: Field = Field::str("url_lease_id", "The lease's id.");
@@ -320,11 +317,6 @@ pub(crate) fn check(rel: &str, op: Operation) -> Result<()> {
     }
 }
 
-/// One of the endpoints that answer without a token and while sealed.
-pub(crate) fn is_public(rel: &str) -> bool {
-    PUBLIC.contains(&rel.trim_end_matches('/'))
-}
-
 fn spec(p: &SysPath) -> Spec {
     Spec {
         pattern: p.pattern,
@@ -367,16 +359,13 @@ pub(crate) fn example(pattern: &str) -> String {
 /// The patterns that need `sudo`, and those reachable without a token, as the ACL check
 /// decides them (asked of an example path of each pattern).
 pub(crate) fn special() -> (Vec<&'static str>, Vec<&'static str>) {
-    let sudo = PATHS
-        .iter()
-        .filter(|p| crate::authz::is_sudo_sys(&example(p.pattern)))
-        .map(|p| p.pattern)
-        .collect();
+    let sudo =
+        PATHS.iter().filter(|p| is_sudo_sys(&example(p.pattern))).map(|p| p.pattern).collect();
     let unauthenticated = PATHS
         .iter()
         .filter(|p| {
             let e = example(p.pattern);
-            is_public(&e) || crate::authz::is_unauthenticated_sys(&e)
+            is_public_sys(&e) || is_unauthenticated_sys(&e)
         })
         .map(|p| p.pattern)
         .collect();

@@ -6,8 +6,8 @@
 //! a stored value, so help can be served to any live token, as Vault serves it. It does *not*
 //! build the OpenAPI part of a help answer; [`super::openapi`] does, from the same [`Spec`]s.
 
-use super::Spec;
 use super::field::Kind;
+use super::spec::Spec;
 
 /// What a help request answers: the text, and the paths its OpenAPI part describes.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ mod field;
 pub(crate) mod help;
 pub mod openapi;
 pub(crate) mod pattern;
+mod spec;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 
 pub use self::field::{Default, Field, Kind};
 pub use self::help::Help;
+pub use self::spec::Spec;
 use async_trait::async_trait;
 
 use crate::backend::{BackendRequest, LeaseRequest, LogicalBackend};
@@ -221,18 +223,6 @@ impl<B> Path<B> {
             create_supported: self.exists.is_some(),
         }
     }
-}
-
-/// What help and the OpenAPI document need of a path, without its handlers: declared by a
-/// framework backend's [`Path`]s, and by the `sys/` table.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub pattern: &'static str,
-    pub synopsis: &'static str,
-    pub fields: Vec<&'static Field>,
-    pub operations: Vec<Operation>,
-    /// The path checks existence, so `create` is decided apart from `update`.
-    pub create_supported: bool,
 }
 
 /// A backend's paths, tried in order: the first pattern that matches serves the request.

@@ -9,7 +9,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Spec, pattern};
+use super::pattern;
+use super::spec::Spec;
 use crate::logical::Operation;
 
 /// One mount, as the document describes it.
