@@ -1,4 +1,4 @@
-//! `coffer`: one binary that is the server, the command-line client and (later) the agent.
+//! `coffer`: one binary that is the server, the command-line client and the agent.
 
 #![forbid(unsafe_code)]
 

@@ -6,6 +6,7 @@
 //! another, so the modules here form no cycle. This file holds the command tree and hands each
 //! command to its module.
 
+mod agent;
 mod args;
 mod audit;
 mod client;
@@ -33,7 +34,7 @@ use client::{Global, explain};
     version,
     about = "Coffer: a zero-trust secrets manager for containerized workloads",
     long_about = "Coffer keeps secrets in sealed, encrypted storage and hands each workload only what its \
-policy allows. One binary is the server (`coffer server`) and this client.\n\n\
+policy allows. One binary is the server (`coffer server`), the agent (`coffer agent`) and this client.\n\n\
 The client reads COFFER_ADDR (or VAULT_ADDR), COFFER_TOKEN (or VAULT_TOKEN, or the token saved by \
 `coffer login`) and COFFER_CACERT (or VAULT_CACERT). Flags may be written with one dash, as with vault: \
 -format=json."
@@ -49,6 +50,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a Coffer server
     Server(server::ServerArgs),
+    /// Run the agent: log in, render secrets into files or an app's environment, keep them fresh
+    Agent(agent::AgentArgs),
     /// Operator tasks: init, unseal, seal, rotate, key-status
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -135,6 +138,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Server(a) => server::run(a).await,
+        Command::Agent(a) => agent::run(a).await,
         Command::Operator(op) => operator::run(g, op).await,
         Command::Status => operator::status(g).await,
         Command::Login(a) => login::run(g, a).await,

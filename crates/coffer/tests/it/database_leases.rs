@@ -12,7 +12,7 @@ use crate::database::{READONLY, admin, config, login, mount, write};
 
 /// A server with `database/` configured against `db` on `c`, and a `readonly` role with these
 /// TTLs. Returns (server, unseal keys, root token).
-async fn setup(
+pub(crate) async fn setup(
     dir: &std::path::Path,
     c: &Cluster,
     db: &str,

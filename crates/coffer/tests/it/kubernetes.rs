@@ -43,9 +43,9 @@ struct ClusterState {
     reviews: usize,
 }
 
-struct Cluster {
-    url: String,
-    ca_pem: String,
+pub(crate) struct Cluster {
+    pub(crate) url: String,
+    pub(crate) ca_pem: String,
     signer: Key,
     state: Arc<Mutex<ClusterState>>,
     task: tokio::task::JoinHandle<()>,
@@ -157,7 +157,7 @@ async fn token_review(
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    pub(crate) async fn start() -> Cluster {
         let ca_key = KeyPair::generate().expect("ca key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -203,12 +203,12 @@ impl Cluster {
         Cluster { url, ca_pem: ca_cert.pem(), signer: Key::rsa(), state, task }
     }
 
-    fn service_account(&self, ns: &str, name: &str) {
+    pub(crate) fn service_account(&self, ns: &str, name: &str) {
         let uid = format!("uid-{ns}-{name}");
         self.state.lock().expect("cluster").service_accounts.insert((ns.into(), name.into()), uid);
     }
 
-    fn pod(&self, ns: &str, pod: &str, live: bool) {
+    pub(crate) fn pod(&self, ns: &str, pod: &str, live: bool) {
         let mut st = self.state.lock().expect("cluster");
         if live {
             st.pods.insert((ns.into(), pod.into()));
@@ -217,7 +217,7 @@ impl Cluster {
         }
     }
 
-    fn delegator(&self, ns: &str, name: &str, bound: bool) {
+    pub(crate) fn delegator(&self, ns: &str, name: &str, bound: bool) {
         let mut st = self.state.lock().expect("cluster");
         if bound {
             st.delegators.insert((ns.into(), name.into()));
@@ -231,7 +231,7 @@ impl Cluster {
     }
 
     /// A legacy (secret-based) token: no audience, no expiry.
-    fn legacy_token(&self, ns: &str, name: &str) -> String {
+    pub(crate) fn legacy_token(&self, ns: &str, name: &str) -> String {
         let jwt = self.signer.jwt(
             Some("sa-key"),
             &json!({
@@ -255,7 +255,14 @@ impl Cluster {
     }
 
     /// A projected token, as the kubelet mounts it: audience, expiry, bound to a pod.
-    fn projected_token(&self, ns: &str, name: &str, aud: &str, pod: &str, exp: u64) -> String {
+    pub(crate) fn projected_token(
+        &self,
+        ns: &str,
+        name: &str,
+        aud: &str,
+        pod: &str,
+        exp: u64,
+    ) -> String {
         let t = now();
         let jwt = self.signer.jwt(
             Some("sa-key"),

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent;
 mod api;
 mod approle;
 mod audit;

@@ -1,0 +1,346 @@
+//! What the agent knows about itself, and the local API that tells it: `GET /agent/v1/status`
+//! (JSON; 200 while healthy, 503 once it has been out of touch with the server longer than
+//! `max_stale`, so it can serve as a readiness probe) and `GET /agent/v1/metrics` (Prometheus
+//! text). Neither ever holds a secret: paths, times, counts and error messages only.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::config::ListenerConfig;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) renders: AtomicU64,
+    pub(crate) render_failures: AtomicU64,
+    pub(crate) auth_successes: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) token_renewals: AtomicU64,
+    pub(crate) lease_renewals: AtomicU64,
+    pub(crate) secret_fetches: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) events_received: AtomicU64,
+    pub(crate) app_restarts: AtomicU64,
+    pub(crate) app_signals: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthState {
+    Authenticating,
+    Authenticated,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventStream {
+    /// No subscription (no token yet, or nothing to watch).
+    Off,
+    Connected,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TemplateStatus {
+    pub(crate) last_render: Option<SystemTime>,
+    pub(crate) last_change: Option<SystemTime>,
+    pub(crate) last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    auth: AuthState,
+    accessor: Option<String>,
+    token_expires: Option<SystemTime>,
+    last_contact: Option<(Instant, SystemTime)>,
+    last_server_error: Option<String>,
+    events: EventStream,
+    templates: BTreeMap<String, TemplateStatus>,
+}
+
+/// The agent's shared state; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Status {
+    inner: Arc<Mutex<Inner>>,
+    pub(crate) counters: Arc<Counters>,
+    started: Instant,
+    max_stale: Option<Duration>,
+}
+
+impl Status {
+    pub(crate) fn new(max_stale: Option<Duration>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                auth: AuthState::Authenticating,
+                accessor: None,
+                token_expires: None,
+                last_contact: None,
+                last_server_error: None,
+                events: EventStream::Off,
+                templates: BTreeMap::new(),
+            })),
+            counters: Arc::new(Counters::default()),
+            started: Instant::now(),
+            max_stale,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    pub(crate) fn count(&self, c: impl Fn(&Counters) -> &AtomicU64) {
+        c(&self.counters).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server answered (any answer, even an error, proves it is reachable).
+    pub(crate) fn contact(&self) {
+        self.with(|i| {
+            i.last_contact = Some((Instant::now(), SystemTime::now()));
+            i.last_server_error = None;
+        });
+    }
+
+    pub(crate) fn unreachable(&self, err: &str) {
+        self.with(|i| i.last_server_error = Some(err.to_owned()));
+    }
+
+    pub(crate) fn auth(
+        &self,
+        state: AuthState,
+        accessor: Option<&str>,
+        expires: Option<SystemTime>,
+    ) {
+        self.with(|i| {
+            i.auth = state;
+            if state == AuthState::Authenticated {
+                i.accessor = accessor.map(str::to_owned);
+                i.token_expires = expires;
+            }
+        });
+    }
+
+    pub(crate) fn template(&self, name: &str, f: impl FnOnce(&mut TemplateStatus)) {
+        self.with(|i| f(i.templates.entry(name.to_owned()).or_default()));
+    }
+
+    /// How long since the server last answered (since start when it never has).
+    pub(crate) fn stale_for(&self) -> Duration {
+        self.with(|i| match i.last_contact {
+            Some((at, _)) => at.elapsed(),
+            None => self.started.elapsed(),
+        })
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.max_stale.is_none_or(|m| self.stale_for() <= m)
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        let stale = self.stale_for();
+        let healthy = self.healthy();
+        self.with(|i| {
+            let templates: Vec<Value> = i
+                .templates
+                .iter()
+                .map(|(name, t)| {
+                    json!({
+                        "name": name,
+                        "last_render": t.last_render.map(rfc3339),
+                        "last_change": t.last_change.map(rfc3339),
+                        "last_error": t.last_error,
+                    })
+                })
+                .collect();
+            json!({
+                "healthy": healthy,
+                "auth": {
+                    "state": match i.auth {
+                        AuthState::Authenticating => "authenticating",
+                        AuthState::Authenticated => "authenticated",
+                        AuthState::Failed => "failed",
+                    },
+                    "accessor": i.accessor,
+                    "token_expires": i.token_expires.map(rfc3339),
+                },
+                "server": {
+                    "reachable": i.last_server_error.is_none() && i.last_contact.is_some(),
+                    "last_contact": i.last_contact.map(|(_, t)| rfc3339(t)),
+                    "last_error": i.last_server_error,
+                },
+                "stale_seconds": stale.as_secs_f64(),
+                "max_stale_seconds": self.max_stale.map(|d| d.as_secs()),
+                "events": match i.events {
+                    EventStream::Off => "off",
+                    EventStream::Connected => "connected",
+                },
+                "templates": templates,
+            })
+        })
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        let c = &self.counters;
+        let stale = self.stale_for().as_secs_f64();
+        let (auth_ok, events_up, reachable) = self.with(|i| {
+            (
+                i.auth == AuthState::Authenticated,
+                i.events == EventStream::Connected,
+                i.last_server_error.is_none() && i.last_contact.is_some(),
+            )
+        });
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+            out.push_str(&format!(
+                "# HELP coffer_agent_{name} {help}\n# TYPE coffer_agent_{name} counter\ncoffer_agent_{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        };
+        counter("renders_total", "Templates rendered (changed or not).", &c.renders);
+        counter("render_failures_total", "Template renders that failed.", &c.render_failures);
+        counter("auth_successes_total", "Successful logins.", &c.auth_successes);
+        counter("auth_failures_total", "Failed logins.", &c.auth_failures);
+        counter(
+            "token_renewals_total",
+            "Successful renewals of the agent's token.",
+            &c.token_renewals,
+        );
+        counter("lease_renewals_total", "Successful renewals of secret leases.", &c.lease_renewals);
+        counter("secret_fetches_total", "Secrets read from the server.", &c.secret_fetches);
+        counter(
+            "cache_hits_total",
+            "Secrets served from the agent's cache instead of the server.",
+            &c.cache_hits,
+        );
+        counter(
+            "events_received_total",
+            "Change events received from the server.",
+            &c.events_received,
+        );
+        counter(
+            "app_restarts_total",
+            "Restarts of the app after a secret changed.",
+            &c.app_restarts,
+        );
+        counter(
+            "app_signals_total",
+            "Signals sent to the app after a file changed.",
+            &c.app_signals,
+        );
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            out.push_str(&format!(
+                "# HELP coffer_agent_{name} {help}\n# TYPE coffer_agent_{name} gauge\ncoffer_agent_{name} {v}\n"
+            ));
+        };
+        gauge("stale_seconds", "Seconds since the server last answered.", stale);
+        gauge(
+            "authenticated",
+            "1 while the agent holds a valid token.",
+            f64::from(u8::from(auth_ok)),
+        );
+        gauge("server_reachable", "1 while the server answers.", f64::from(u8::from(reachable)));
+        gauge(
+            "event_stream_connected",
+            "1 while change events arrive by push.",
+            f64::from(u8::from(events_up)),
+        );
+        gauge("healthy", "0 once stale past max_stale.", f64::from(u8::from(self.healthy())));
+        out
+    }
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn router(status: Status) -> Router {
+    Router::new()
+        .route(
+            "/agent/v1/status",
+            get(|State(s): State<Status>| async move {
+                let code =
+                    if s.healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (code, axum::Json(s.to_json()))
+            }),
+        )
+        .route(
+            "/agent/v1/metrics",
+            get(|State(s): State<Status>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics()).into_response()
+            }),
+        )
+        .with_state(status)
+}
+
+/// Binds every listener (so a bad address fails the start, not later) and serves them.
+pub(crate) async fn serve(listeners: &[ListenerConfig], status: Status) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    for l in listeners {
+        let app = router(status.clone());
+        match l {
+            ListenerConfig::Tcp { address } => {
+                let sock = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address}"))?;
+                tokio::spawn(async move { axum::serve(sock, app).await });
+            }
+            ListenerConfig::Unix { path, mode } => {
+                let _ = std::fs::remove_file(path);
+                let sock = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on {}", path.display()))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                    .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+                tokio::spawn(async move { axum::serve(sock, app).await });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        assert_eq!(rfc3339(t), "2026-05-28T20:26:40Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn staleness_makes_the_agent_unhealthy() {
+        let s = Status::new(Some(Duration::from_millis(30)));
+        s.contact();
+        assert!(s.healthy());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!s.healthy());
+        assert_eq!(s.to_json()["healthy"], false);
+        assert!(s.metrics().contains("coffer_agent_healthy 0\n"));
+        s.contact();
+        assert!(s.healthy());
+    }
+}
