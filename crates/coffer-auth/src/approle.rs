@@ -17,7 +17,7 @@ use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
 use coffer_core::hex::hex;
 use coffer_core::logical::fields::Fields;
 use coffer_core::random::uuid_v4;
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{
     BackendConfig, BatchOp, Error, LogicalBackend, Operation, Response, Result, View,
@@ -76,10 +76,7 @@ struct SecretId {
     ttl: u64,
 }
 
-impl Record for SecretId {
-    const KIND: &'static str = "approle secret id";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(SecretId, "approle secret id", 1);
 
 impl SecretId {
     fn expired(&self, now: u64) -> bool {
@@ -117,20 +114,14 @@ struct AccessorEntry {
     role_hmac: String,
 }
 
-impl Record for AccessorEntry {
-    const KIND: &'static str = "approle secret id accessor";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(AccessorEntry, "approle secret id accessor", 1);
 
 #[derive(Serialize, Deserialize)]
 struct RoleIdEntry {
     name: String,
 }
 
-impl Record for RoleIdEntry {
-    const KIND: &'static str = "approle role id index";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(RoleIdEntry, "approle role id index", 1);
 
 const ROLE_FIELDS: &[Field] = &[
     Field::str("role_name", "The role's name: letters, digits, '_', '-', '.' and '@'."),
@@ -790,11 +781,11 @@ mod tests {
 
     #[test]
     fn paths() {
-        let first = |p: &str| PATHS.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
-        assert_eq!(first("role/web/secret-id").as_deref(), Some("role/{role_name}/secret-id"));
-        assert_eq!(first("role/web/secret-id/").as_deref(), Some("role/{role_name}/secret-id"));
-        assert_eq!(first("role/web/role-id").as_deref(), Some("role/{role_name}/role-id"));
-        assert_eq!(first("role/").as_deref(), Some("role"));
+        let first = |p: &str| PATHS.matching(p);
+        assert_eq!(first("role/web/secret-id"), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/secret-id/"), Some("role/{role_name}/secret-id"));
+        assert_eq!(first("role/web/role-id"), Some("role/{role_name}/role-id"));
+        assert_eq!(first("role/"), Some("role"));
         assert_eq!(first("role/web/nope"), None);
         assert_eq!(first("role/a/b/c/d"), None);
     }

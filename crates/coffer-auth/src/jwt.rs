@@ -12,16 +12,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
+use async_trait::async_trait;
+use coffer_core::framework::{Field, Framework, Paths, Req};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, RwLock};
 
+use crate::config::{self, Configured, Endpoints};
 use crate::jws::{self, Jwk, PublicKey};
 use crate::outbound;
 use crate::role::{self, Roles, TokenFields, into_map};
@@ -53,20 +55,12 @@ pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
 }
 
 static PATHS: LazyLock<Paths<JwtAuth>> = LazyLock::new(|| {
-    let mut paths = vec![
-        Path::new("login", "Log in with a JWT signed by the configured issuer.")
-            .fields(LOGIN_FIELDS)
-            .unauthenticated()
-            .write(handler!(JwtAuth::login)),
-        Path::new("config", "Where the issuer's keys come from, and which tokens are accepted.")
-            .fields(CONFIG_FIELDS)
-            .read(handler!(JwtAuth::read_config))
-            .write(handler!(JwtAuth::write_config))
-            .exists(handler!(JwtAuth::config_exists))
-            .warn_unknown(),
-    ];
-    paths.extend(role::role_paths("role", "role/{name}"));
-    Paths::new(paths)
+    config::paths(Endpoints {
+        login: "Log in with a JWT signed by the configured issuer.",
+        login_fields: LOGIN_FIELDS,
+        config: "Where the issuer's keys come from, and which tokens are accepted.",
+        config_fields: CONFIG_FIELDS,
+    })
 });
 
 const LOGIN_FIELDS: &[Field] = &[
@@ -76,7 +70,7 @@ const LOGIN_FIELDS: &[Field] = &[
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Config {
+pub(crate) struct Config {
     oidc_discovery_url: String,
     oidc_discovery_ca_pem: String,
     jwks_url: String,
@@ -87,10 +81,7 @@ struct Config {
     default_role: String,
 }
 
-impl Record for Config {
-    const KIND: &'static str = "jwt config";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(Config, "jwt config", 1);
 
 const CONFIG_FIELDS: &[Field] = &[
     Field::str(
@@ -200,10 +191,6 @@ fn claim_number(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>> 
 }
 
 impl JwtAuth {
-    async fn config(&self) -> Result<Option<Config>> {
-        role::load(&self.view, "config").await
-    }
-
     /// The key set a config names; `None` for static keys, which need no fetching.
     async fn fetch(&self, c: &Config) -> std::result::Result<Option<KeySet>, String> {
         let (jwks_url, ca, discovered_issuer) = if !c.oidc_discovery_url.is_empty() {
@@ -522,7 +509,14 @@ impl role::HasRoles for JwtAuth {
     }
 }
 
-impl JwtAuth {
+#[async_trait]
+impl Configured for JwtAuth {
+    type Config = Config;
+
+    fn view(&self) -> &View {
+        &self.view
+    }
+
     async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let config =
@@ -615,18 +609,8 @@ impl JwtAuth {
         Ok(Response::login(role.token.login(user, metadata)))
     }
 
-    async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
-        self.config_json().await?.map(Response::data).ok_or(Error::NotFound)
-    }
-
-    async fn config_exists(&self, _r: &Req<'_>) -> Result<Option<bool>> {
-        Ok(Some(self.config_json().await?.is_some()))
-    }
-
-    /// The stored `config` as Vault shows it; `None` before one is written.
-    async fn config_json(&self) -> Result<Option<Map<String, Value>>> {
-        let Some(c) = self.config().await? else { return Ok(None) };
-        Ok(Some(into_map(json!({
+    fn show(c: &Config) -> Map<String, Value> {
+        into_map(json!({
             "oidc_discovery_url": c.oidc_discovery_url,
             "oidc_discovery_ca_pem": c.oidc_discovery_ca_pem,
             "jwks_url": c.jwks_url,
@@ -635,7 +619,7 @@ impl JwtAuth {
             "bound_issuer": c.bound_issuer,
             "jwt_supported_algs": c.jwt_supported_algs,
             "default_role": c.default_role,
-        }))))
+        }))
     }
 
     async fn write_config(&self, req: &Req<'_>) -> Result<Response> {

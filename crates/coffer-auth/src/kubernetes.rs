@@ -10,16 +10,18 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
-use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
+use async_trait::async_trait;
+use coffer_core::framework::{Field, Framework, Paths, Req};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::time::now_unix;
 use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+use crate::config::{self, Configured, Endpoints};
 use crate::role::{self, Roles, TokenFields, into_map};
 use crate::{jws, outbound};
 
@@ -41,20 +43,12 @@ pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
 }
 
 static PATHS: LazyLock<Paths<Kubernetes>> = LazyLock::new(|| {
-    let mut paths = vec![
-        Path::new("login", "Log in with a service-account token, checked by the TokenReview API.")
-            .fields(LOGIN_FIELDS)
-            .unauthenticated()
-            .write(handler!(Kubernetes::login)),
-        Path::new("config", "The cluster whose TokenReview API vouches for tokens.")
-            .fields(CONFIG_FIELDS)
-            .read(handler!(Kubernetes::read_config))
-            .write(handler!(Kubernetes::write_config))
-            .exists(handler!(Kubernetes::config_exists))
-            .warn_unknown(),
-    ];
-    paths.extend(role::role_paths("role", "role/{name}"));
-    Paths::new(paths)
+    config::paths(Endpoints {
+        login: "Log in with a service-account token, checked by the TokenReview API.",
+        login_fields: LOGIN_FIELDS,
+        config: "The cluster whose TokenReview API vouches for tokens.",
+        config_fields: CONFIG_FIELDS,
+    })
 });
 
 const LOGIN_FIELDS: &[Field] = &[
@@ -64,7 +58,7 @@ const LOGIN_FIELDS: &[Field] = &[
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-struct Config {
+pub(crate) struct Config {
     kubernetes_host: String,
     kubernetes_ca_cert: String,
     /// Write-only: the bearer token Coffer presents to the TokenReview API.
@@ -74,10 +68,7 @@ struct Config {
     disable_local_ca_jwt: bool,
 }
 
-impl Record for Config {
-    const KIND: &'static str = "kubernetes config";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(Config, "kubernetes config", 1);
 
 const CONFIG_FIELDS: &[Field] = &[
     Field::str("kubernetes_host", "The API server's URL."),
@@ -215,10 +206,6 @@ fn bound(list: &[String], value: &str) -> bool {
 }
 
 impl Kubernetes {
-    async fn config(&self) -> Result<Option<Config>> {
-        role::load(&self.view, "config").await
-    }
-
     /// Asks the TokenReview API whether `jwt` is authenticated, as the configured reviewer (or,
     /// without one, as the token itself, as Vault does).
     async fn review(&self, c: &Config, jwt: &str, audience: &str) -> Result<Reviewed> {
@@ -312,7 +299,14 @@ impl role::HasRoles for Kubernetes {
     }
 }
 
-impl Kubernetes {
+#[async_trait]
+impl Configured for Kubernetes {
+    type Config = Config;
+
+    fn view(&self) -> &View {
+        &self.view
+    }
+
     async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         let role_name = f
@@ -401,18 +395,8 @@ impl Kubernetes {
         Ok(Response::login(role.token.login(display_name, metadata)))
     }
 
-    async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
-        self.config_json().await?.map(Response::data).ok_or(Error::NotFound)
-    }
-
-    async fn config_exists(&self, _r: &Req<'_>) -> Result<Option<bool>> {
-        Ok(Some(self.config_json().await?.is_some()))
-    }
-
-    /// The stored `config` as Vault shows it; `None` before one is written.
-    async fn config_json(&self) -> Result<Option<Map<String, Value>>> {
-        let Some(c) = self.config().await? else { return Ok(None) };
-        Ok(Some(into_map(json!({
+    fn show(c: &Config) -> Map<String, Value> {
+        into_map(json!({
             "kubernetes_host": c.kubernetes_host,
             "kubernetes_ca_cert": c.kubernetes_ca_cert,
             "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
@@ -420,7 +404,7 @@ impl Kubernetes {
             "disable_iss_validation": c.disable_iss_validation,
             "disable_local_ca_jwt": c.disable_local_ca_jwt,
             "pem_keys": [],
-        }))))
+        }))
     }
 
     async fn write_config(&self, req: &Req<'_>) -> Result<Response> {

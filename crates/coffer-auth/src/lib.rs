@@ -8,11 +8,13 @@
 //! its own mount's storage view (never storage, never another mount, never a secrets engine).
 //! The four methods share one role helper (`role.rs`): the `token_*` fields, how a role is
 //! read, written, stored and shown, and the login it turns into, so those behave alike across
-//! methods. What does *not* live here: the `token` auth method (core), the issuing of tokens
+//! methods; the methods with one `config` endpoint (jwt, kubernetes) share its paths and storage
+//! (`config.rs`). What does *not* live here: the `token` auth method (core), the issuing of tokens
 //! (core's `login::issue`), and the `*` glob (`coffer_core::glob`).
 
 mod approle;
 mod cert;
+mod config;
 mod jws;
 mod jwt;
 mod kubernetes;

@@ -248,7 +248,7 @@ impl<R: Role> Roles<R> {
     }
 
     pub(crate) async fn get(&self, name: &str) -> Result<Option<RoleRecord<R>>> {
-        load(&self.view, &self.key(name)).await
+        record::load(&self.view, &self.key(name)).await
     }
 
     /// The names of the stored roles, in name order.
@@ -314,14 +314,6 @@ pub(crate) fn role_paths<B: HasRoles + 'static>(
             })
             .warn_unknown(),
     ]
-}
-
-/// The record at `key`, if there is one (a role, a method's `config`).
-pub(crate) async fn load<T: Record>(view: &View, key: &str) -> Result<Option<T>> {
-    match view.get(key).await? {
-        None => Ok(None),
-        Some(raw) => record::decode(&raw).map(Some),
-    }
 }
 
 pub(crate) use coffer_core::logical::into_map;
@@ -485,17 +477,20 @@ mod tests {
     #[test]
     fn role_paths_name_one_segment_and_declare_the_token_fields() {
         let paths = coffer_core::framework::Paths::new(role_paths::<Demos>("role", "role/{name}"));
-        let first_line = |p: &str| paths.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
+        let first_line = |p: &str| paths.matching(p);
         for p in ["role/web", "role/web/"] {
-            assert_eq!(first_line(p).as_deref(), Some("role/{name}"), "{p}");
+            assert_eq!(first_line(p), Some("role/{name}"), "{p}");
         }
         for p in ["role", "role/"] {
-            assert_eq!(first_line(p).as_deref(), Some("role"), "{p}");
+            assert_eq!(first_line(p), Some("role"), "{p}");
         }
         for other in ["roles/web", "role/web/x", "config", "certs/ca"] {
             assert_eq!(first_line(other), None, "{other}");
         }
-        let help = paths.help("role/web").unwrap_or_default();
-        assert!(help.contains("bound (array)") && help.contains("token_ttl (integer)"), "{help}");
+        let help = paths.help("role/web").map(|h| h.text).unwrap_or_default();
+        assert!(
+            help.contains("bound (slice)") && help.contains("token_ttl (duration (sec))"),
+            "{help}"
+        );
     }
 }

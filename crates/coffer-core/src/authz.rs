@@ -91,6 +91,9 @@ pub(crate) async fn authorize(
         // vaultrs send it this way from a workload that has no token yet).
         Target::Sys(rel) => {
             is_unauthenticated_sys(rel)
+                // The public endpoints (`sys/init`, `sys/health`...) document themselves to
+                // anyone, as Vault's unauthenticated system paths do.
+                || (req.operation == Operation::Help && is_public_sys(rel))
                 || (rel == "wrapping/unwrap"
                     && req.client_token.as_ref().is_none_or(|t| t.expose().is_empty())
                     && req
@@ -143,7 +146,10 @@ pub(crate) async fn authorize(
         }
     }
     let mut sudo = false;
-    if let Some(entry) = caller.as_mut() {
+    // Help needs a live token (unless the path needs none) and no capability: Vault's ACL
+    // allows it on every path, `sudo` ones included.
+    let needed = capability_for(op);
+    if let (Some(entry), Some(needed)) = (caller.as_mut(), needed) {
         let a = active.policies.acl(&entry.policies)?;
         let caps = a.capabilities(path);
         let sudo_required = match target {
@@ -159,7 +165,7 @@ pub(crate) async fn authorize(
         // inside the mount may learn the mount's type, as in Vault.
         let self_checked = matches!(target, Target::Sys(rel) if is_self_checked_sys(rel));
         // As Vault does, a list of `dir/` is also granted by a rule for `dir` itself.
-        let allowed = a.allows(path, capability_for(op))
+        let allowed = a.allows(path, needed)
             || (op == Operation::List
                 && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)));
         if !self_checked && (!allowed || (sudo_required && !sudo)) {
@@ -230,14 +236,20 @@ pub(crate) fn is_self_checked_sys(rel: &str) -> bool {
     rel.starts_with("internal/ui/mounts/")
 }
 
+/// The endpoints below `sys/` that answer without a token and while sealed (Vault's
+/// unauthenticated system paths); `sys::public` serves them, before the token check.
+pub(crate) fn is_public_sys(rel: &str) -> bool {
+    matches!(rel.trim_end_matches('/'), "init" | "seal-status" | "unseal" | "health" | "leader")
+}
+
 /// Paths below `sys/` reachable without a token: a wrapping token is looked up without being
 /// used (as in Vault).
-fn is_unauthenticated_sys(rel: &str) -> bool {
+pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
     rel == "wrapping/lookup"
 }
 
 /// Paths below `sys/` that need `sudo`, as in Vault.
-fn is_sudo_sys(rel: &str) -> bool {
+pub(crate) fn is_sudo_sys(rel: &str) -> bool {
     rel.starts_with("auth/") && !rel.ends_with("/tune")
         || matches!(rel, "seal" | "rotate" | "step-down" | "audit" | "raw")
         || rel.starts_with("audit/")

@@ -70,16 +70,18 @@ pub struct Core {
     pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
 }
 
-/// The capability a logical operation needs.
-pub(crate) fn capability_for(op: Operation) -> Capabilities {
-    match op {
+/// The capability a logical operation needs; `None` for help, which needs none (any live token
+/// may read a path's documentation, as in Vault).
+pub(crate) fn capability_for(op: Operation) -> Option<Capabilities> {
+    Some(match op {
         Operation::Create => Capabilities::CREATE,
         Operation::Read => Capabilities::READ,
         Operation::Update => Capabilities::UPDATE,
         Operation::Patch => Capabilities::PATCH,
         Operation::Delete => Capabilities::DELETE,
         Operation::List => Capabilities::LIST,
-    }
+        Operation::Help => return None,
+    })
 }
 
 impl Core {

@@ -42,10 +42,7 @@ struct Stored {
     token: Option<String>,
 }
 
-impl record::Record for Stored {
-    const KIND: &'static str = "expiry index entry";
-    const VERSION: u32 = 1;
-}
+crate::record!(Stored, "expiry index entry", 1);
 
 pub(crate) fn bucket_of(unix: u64) -> u64 {
     unix / BUCKET_SECS

@@ -16,7 +16,8 @@
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
-//!   checks and their proofs), `sys` (the system API), `pipeline` (one function per request).
+//!   checks and their proofs), `sys` (the system API, its paths declared in `sys::paths`),
+//!   `pipeline` (one function per request, help requests included).
 
 pub mod audit;
 mod authz;

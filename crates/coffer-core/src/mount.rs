@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::backend::{BackendConfig, LogicalBackend, MountInfo, Registry};
 use crate::logical::{Error, Result};
 use crate::random::{random_base62, uuid_v4};
-use crate::record::{self, Record};
+use crate::record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -28,6 +28,14 @@ impl Table {
         match self {
             Table::Secrets => "core/mounts",
             Table::Auth => "core/auth",
+        }
+    }
+
+    /// Vault's OpenAPI tag of the table's operations.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Table::Secrets => "secrets",
+            Table::Auth => "auth",
         }
     }
 
@@ -117,10 +125,7 @@ struct StoredTable {
     entries: Vec<MountEntry>,
 }
 
-impl Record for StoredTable {
-    const KIND: &'static str = "mount table";
-    const VERSION: u32 = 1;
-}
+crate::record!(StoredTable, "mount table", 1);
 
 pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option<Vec<MountEntry>>> {
     match barrier.get(table.storage_key()).await? {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::logical::{Error, Result};
 use crate::random::random_bytes;
-use crate::record::{self, Record};
+use crate::record;
 use crate::secret::SecretString;
 
 /// Where `sys/policies/password` keeps its policies, below the barrier.
@@ -22,10 +22,7 @@ pub(crate) struct Stored {
     pub(crate) policy: String,
 }
 
-impl Record for Stored {
-    const KIND: &'static str = "password policy";
-    const VERSION: u32 = 1;
-}
+crate::record!(Stored, "password policy", 1);
 
 /// The stored text of the named policy.
 pub(crate) async fn load(v: &View, name: &str) -> Result<Option<String>> {

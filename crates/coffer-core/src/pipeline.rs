@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use crate::audit::Record;
 use crate::authz::{Audited, Target, audit_request, authenticate, authorize};
+use serde_json::{Value, json};
+
+use crate::backend::framework::Help;
+use crate::backend::framework::openapi::{Mount, document};
 use crate::backend::{BackendRequest, path_matches};
 use crate::core::{Active, Core};
 use crate::logical::{Error, Operation, Request, Response, Result};
@@ -21,6 +25,22 @@ async fn dispatch(
     target: Target,
     audited: &Audited<'_>,
 ) -> Result<Response> {
+    if audited.op() == Operation::Help {
+        let unknown = || Error::UnsupportedPath(req.path.trim_start_matches('/').to_owned());
+        return match &target {
+            Target::Sys(rel) => {
+                let help = crate::sys::paths::help(rel).ok_or_else(unknown)?;
+                let (sudo, unauthenticated) = crate::sys::paths::special();
+                Ok(help_response(help, "system", &unauthenticated, &sudo))
+            }
+            Target::Mount(route, rel) => {
+                let help = route.backend.help(rel).ok_or_else(unknown)?;
+                let b = &route.backend;
+                let tag = route.table.tag();
+                Ok(help_response(help, tag, b.unauthenticated_paths(), b.sudo_paths()))
+            }
+        };
+    }
     match target {
         Target::Sys(rel) => {
             let ctx = crate::sys::Ctx { core, active, audited, req };
@@ -94,6 +114,20 @@ async fn dispatch(
     }
 }
 
+/// Vault's answer to `?help=1`, not in the response envelope: the help text, an OpenAPI
+/// document of the paths it covers (relative to the mount, as Vault gives them) and `see_also`.
+fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) -> Response {
+    let mount = Mount { path: "", tag, specs: help.specs, unauthenticated: unauth, sudo };
+    Response::raw(
+        200,
+        json!({
+            "help": help.text,
+            "openapi": document(crate::sys::VERSION, &[mount]),
+            "see_also": Value::Null,
+        }),
+    )
+}
+
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
@@ -112,7 +146,10 @@ impl Core {
         if req.operation == Operation::List && !path.ends_with('/') {
             path.push('/');
         }
-        if let Some(resp) = crate::sys::public(self, req, &path).await? {
+        // Help on a public endpoint goes through the pipeline (sealed: 503, audited) like any.
+        if req.operation != Operation::Help
+            && let Some(resp) = crate::sys::public(self, req, &path).await?
+        {
             return Ok(resp);
         }
         let active = self.active()?;

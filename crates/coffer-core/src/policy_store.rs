@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::logical::{Error, Result};
 use crate::policy::{Acl, DEFAULT_POLICY as DEFAULT_POLICY_HCL, Policy};
-use crate::record::{self, Record};
+use crate::record;
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY};
 use crate::wrapping::WRAPPING_POLICY;
 
@@ -24,10 +24,7 @@ struct StoredPolicy {
     raw: String,
 }
 
-impl Record for StoredPolicy {
-    const KIND: &'static str = "ACL policy";
-    const VERSION: u32 = 1;
-}
+crate::record!(StoredPolicy, "ACL policy", 1);
 
 pub(crate) struct PolicyStore {
     view: View,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use coffer_barrier::View;
+
 use crate::logical::{Error, Result};
 
 /// A kind of stored record.
@@ -29,6 +31,20 @@ pub trait Record: Serialize + DeserializeOwned {
         let _ = (from, fields);
         Ok(())
     }
+}
+
+/// Declares a stored record's kind and version, for the records whose upgrade from any older
+/// version changes nothing (fields were only added, with serde defaults):
+/// `record!(StoredPolicy, "ACL policy", 1);`. A record with a real upgrade step implements
+/// [`Record`] by hand.
+#[macro_export]
+macro_rules! record {
+    ($ty:ty, $kind:literal, $version:literal) => {
+        impl $crate::record::Record for $ty {
+            const KIND: &'static str = $kind;
+            const VERSION: u32 = $version;
+        }
+    };
 }
 
 /// What is stored: the record's own fields, and its version beside them.
@@ -94,6 +110,14 @@ pub fn decode<R: Record>(raw: &[u8]) -> Result<R> {
     }
     fields.insert("version".into(), Value::from(R::VERSION));
     serde_json::from_value(Value::Object(fields)).map_err(bad)
+}
+
+/// The record stored at `key` in `view`, upgraded; `None` when nothing is stored there.
+pub async fn load<R: Record>(view: &View, key: &str) -> Result<Option<R>> {
+    match view.get(key).await? {
+        None => Ok(None),
+        Some(raw) => decode(&raw).map(Some),
+    }
 }
 
 #[cfg(test)]

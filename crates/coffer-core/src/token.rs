@@ -19,7 +19,7 @@ use crate::due::Due;
 use crate::hex::hex;
 use crate::logical::{Error, Result};
 use crate::random::random_base62;
-use crate::record::{self, Record};
+use crate::record;
 use crate::secret::{SecretString, ct_eq};
 use crate::time::{now_unix, rfc3339};
 
@@ -200,15 +200,9 @@ struct AccessorEntry {
     id: String,
 }
 
-impl Record for TokenEntry {
-    const KIND: &'static str = "token entry";
-    const VERSION: u32 = 1;
-}
+crate::record!(TokenEntry, "token entry", 1);
 
-impl Record for AccessorEntry {
-    const KIND: &'static str = "token accessor";
-    const VERSION: u32 = 1;
-}
+crate::record!(AccessorEntry, "token accessor", 1);
 
 pub struct TokenStore {
     view: View,

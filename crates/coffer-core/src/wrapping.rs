@@ -59,11 +59,8 @@ struct Stored {
     sealed: Option<Sealed>,
 }
 
-impl crate::record::Record for Stored {
-    const KIND: &'static str = "wrapped response";
-    /// 2 added `sealed`: a version-1 build would read a sealed response as an empty one.
-    const VERSION: u32 = 2;
-}
+// 2 added `sealed`: a version-1 build would read a sealed response as an empty one.
+crate::record!(Stored, "wrapped response", 2);
 
 impl Stored {
     /// `data` and `auth` sealed to `to`, for whoever unwraps with `wrapping_token`.

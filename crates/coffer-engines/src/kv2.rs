@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 
 use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,9 @@ struct KeyMeta {
     versions: BTreeMap<u64, VersionMeta>,
 }
 
-impl Record for Config {
-    const KIND: &'static str = "kv v2 config";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(Config, "kv v2 config", 1);
 
-impl Record for KeyMeta {
-    const KIND: &'static str = "kv v2 metadata";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(KeyMeta, "kv v2 metadata", 1);
 
 pub(crate) struct KvV2 {
     view: View,
@@ -227,17 +221,11 @@ impl KvV2 {
     }
 
     async fn config(&self) -> Result<Config> {
-        match self.view.get("config").await? {
-            Some(raw) => record::decode(&raw),
-            None => Ok(Config::default()),
-        }
+        Ok(record::load(&self.view, "config").await?.unwrap_or_default())
     }
 
     async fn meta(&self, path: &str) -> Result<Option<KeyMeta>> {
-        match self.view.get(&format!("meta/{path}")).await? {
-            Some(raw) => record::decode(&raw).map(Some),
-            None => Ok(None),
-        }
+        record::load(&self.view, &format!("meta/{path}")).await
     }
 
     fn effective_max(cfg: &Config, meta: &KeyMeta) -> u64 {

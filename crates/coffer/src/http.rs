@@ -176,16 +176,27 @@ async fn handle(
         .and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned))
         .unwrap_or_else(coffer_core::random::uuid_v4);
     let list_query = query.iter().any(|(k, v)| k == "list" && v == "true");
+    // As Vault: a non-empty `help` query asks for the path's help, whatever the method (a
+    // write is not carried out), and so does the method HELP.
+    let help = method.as_str() == "HELP" || query.iter().any(|(k, v)| k == "help" && !v.is_empty());
     // Load balancers probe health with HEAD: the status code is the answer.
     let head = method == Method::HEAD && path.trim_matches('/') == "sys/health";
-    let Some(op) = (if head { Some(Operation::Read) } else { operation(&method, list_query) })
-    else {
+    let op = if help {
+        Some(Operation::Help)
+    } else if head {
+        Some(Operation::Read)
+    } else {
+        operation(&method, list_query)
+    };
+    let Some(op) = op else {
         return error_body(
             StatusCode::METHOD_NOT_ALLOWED,
             vec![format!("method {method} is not supported")],
         );
     };
-    let mut data = match parse_body(&body) {
+    // A help request carries no data (Vault ignores its body and query).
+    let body: &[u8] = if help { &[] } else { &body };
+    let mut data = match parse_body(body) {
         Ok(d) => d,
         Err(e) => return error_response(e, &request_id, &path),
     };
@@ -208,7 +219,7 @@ async fn handle(
     if let Some(t) = token_from(&headers) {
         req = req.with_token(t);
     }
-    if let Some(v) = headers.get("x-vault-wrap-ttl") {
+    if let Some(v) = headers.get("x-vault-wrap-ttl").filter(|_| !help) {
         // Answering unwrapped when the client asked for wrapping would hand out the secret
         // itself: a TTL that does not parse is refused, never ignored. Unbounded here: the
         // pipeline refuses one above the max lease TTL with a message naming that limit.

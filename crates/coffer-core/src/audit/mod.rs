@@ -50,10 +50,7 @@ struct StoredTable {
     devices: Vec<DeviceConfig>,
 }
 
-impl record::Record for StoredTable {
-    const KIND: &'static str = "audit device table";
-    const VERSION: u32 = 1;
-}
+crate::record!(StoredTable, "audit device table", 1);
 
 /// A device's mutable half: where its chain stands, and its open sink.
 struct State {

@@ -102,6 +102,11 @@ pub trait LogicalBackend: Send + Sync + 'static {
     fn specs(&self) -> Vec<crate::backend::framework::Spec> {
         Vec::new()
     }
+
+    /// `?help=1` on the relative path `rel` (empty: the mount itself); `None`: no such path.
+    fn help(&self, _rel: &str) -> Option<crate::backend::framework::Help> {
+        None
+    }
 }
 
 /// What a backend factory is given when its mount is enabled or loaded at unseal.

@@ -26,7 +26,7 @@ use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, p
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
 use crate::random::random_base62;
-use crate::record::{self, Record};
+use crate::record;
 use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
 
@@ -89,10 +89,7 @@ impl LeaseEntry {
     }
 }
 
-impl Record for LeaseEntry {
-    const KIND: &'static str = "lease";
-    const VERSION: u32 = 1;
-}
+crate::record!(LeaseEntry, "lease", 1);
 
 /// What `sys/leases/lookup` shows of a lease (times in Unix seconds).
 pub(crate) struct LeaseInfo {

@@ -24,6 +24,9 @@ pub enum Operation {
     Patch,
     Delete,
     List,
+    /// `?help=1`: the path's documentation. Any live token may ask (no capability is needed, as
+    /// in Vault); a path reachable without a token documents itself without one too.
+    Help,
 }
 
 impl Operation {
@@ -35,6 +38,7 @@ impl Operation {
             Operation::Patch => "patch",
             Operation::Delete => "delete",
             Operation::List => "list",
+            Operation::Help => "help",
         }
     }
 

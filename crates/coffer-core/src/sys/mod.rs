@@ -6,6 +6,7 @@ mod audit;
 mod leases;
 mod mounts;
 mod password;
+pub(crate) mod paths;
 mod policies;
 
 use std::sync::Arc;
@@ -75,6 +76,10 @@ fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
 
 /// Endpoints that need no token and work while sealed. `None`: not one of them.
 pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Option<Response>> {
+    match path.strip_prefix("sys/") {
+        Some(rel) if crate::authz::is_public_sys(rel) => paths::check(rel, req.operation)?,
+        _ => return Ok(None),
+    }
     let f = Fields::new(&req.data);
     let write = matches!(req.operation, Operation::Create | Operation::Update);
     let resp = match (path, req.operation) {
@@ -180,10 +185,11 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     Ok(Response::raw(status, body))
 }
 
-/// Authenticated `sys/` endpoints.
+/// Authenticated `sys/` endpoints: only the declared ones ([`paths`]), with their operations.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     use Operation::*;
     let op = ctx.op();
+    paths::check(rel, op)?;
     let write = matches!(op, Create | Update);
     match rel {
         "seal" if write => {
@@ -268,23 +274,31 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     }
 }
 
-/// `sys/internal/specs/openapi`: the OpenAPI document of every mounted backend that declares
-/// its paths, under its mount's prefix, in mount-path order.
+/// `sys/internal/specs/openapi`: the OpenAPI document of every mounted backend, under its
+/// mount's prefix, and of `sys/` itself.
 fn openapi(ctx: &Ctx<'_>) -> Result<Response> {
     use crate::backend::framework::openapi::{Mount, document};
     let router = ctx.active.router()?;
     let mut routes: Vec<_> = router.routes().collect();
     routes.sort_by(|a, b| a.full_path.cmp(&b.full_path));
-    let mounts: Vec<Mount<'_>> = routes
+    let (sudo, unauthenticated) = paths::special();
+    let mut mounts: Vec<Mount<'_>> = routes
         .iter()
         .map(|r| Mount {
             path: &r.full_path,
-            auth: r.table == crate::mount::Table::Auth,
+            tag: r.table.tag(),
             specs: r.backend.specs(),
             unauthenticated: r.backend.unauthenticated_paths(),
             sudo: r.backend.sudo_paths(),
         })
         .collect();
+    mounts.push(Mount {
+        path: "sys/",
+        tag: "system",
+        specs: paths::specs(),
+        unauthenticated: &unauthenticated,
+        sudo: &sudo,
+    });
     // Vault answers the document itself, not inside the response envelope.
     Ok(Response::raw(200, document(VERSION, &mounts)))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_core::framework::{Default, Field, Req};
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,10 +44,7 @@ pub(crate) struct DbConfig {
     pub(crate) root_rotation_statements: Vec<String>,
 }
 
-impl Record for DbConfig {
-    const KIND: &'static str = "database config";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(DbConfig, "database config", 1);
 
 impl std::fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,10 +144,7 @@ pub(crate) fn redact_url(url: &str) -> String {
 
 impl Database {
     pub(crate) async fn config(&self, name: &str) -> Result<Option<DbConfig>> {
-        match self.view.get(&format!("config/{name}")).await? {
-            None => Ok(None),
-            Some(raw) => record::decode(&raw).map(Some),
-        }
+        record::load(&self.view, &format!("config/{name}")).await
     }
 
     pub(crate) async fn must_config(&self, name: &str) -> Result<DbConfig> {

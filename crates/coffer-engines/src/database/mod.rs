@@ -291,15 +291,15 @@ mod unit {
 
     #[test]
     fn paths_match_vaults() {
-        let help = |p: &str| PATHS.help(p).map(|h| h.lines().next().unwrap_or("").to_owned());
-        assert_eq!(help("config/").as_deref(), Some("config"));
-        assert_eq!(help("config/pg").as_deref(), Some("config/{name}"));
-        assert_eq!(help("rotate-root/pg").as_deref(), Some("rotate-root/{name}"));
-        assert_eq!(help("creds/ro").as_deref(), Some("creds/{name}"));
-        assert_eq!(help("static-creds/ro").as_deref(), Some("static-creds/{name}"));
-        assert_eq!(help("static-roles").as_deref(), Some("static-roles"));
-        assert_eq!(help("creds/a/b"), None);
-        assert_eq!(help("nope/x"), None);
+        let route = |p: &str| PATHS.matching(p);
+        assert_eq!(route("config/"), Some("config"));
+        assert_eq!(route("config/pg"), Some("config/{name}"));
+        assert_eq!(route("rotate-root/pg"), Some("rotate-root/{name}"));
+        assert_eq!(route("creds/ro"), Some("creds/{name}"));
+        assert_eq!(route("static-creds/ro"), Some("static-creds/{name}"));
+        assert_eq!(route("static-roles"), Some("static-roles"));
+        assert_eq!(route("creds/a/b"), None);
+        assert_eq!(route("nope/x"), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! statements granted; that is the role author's contract, as in Vault.
 
 use coffer_core::framework::{Default, Field, Req};
-use coffer_core::record::{self, Record};
-use coffer_core::{Error, LeaseRequest, Response, Result, SecretLease};
+use coffer_core::record;
+use coffer_core::{Error, Fields, LeaseRequest, Response, Result, SecretLease};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -38,10 +38,7 @@ pub(crate) struct Role {
     pub(crate) credential_type: String,
 }
 
-impl Record for Role {
-    const KIND: &'static str = "database role";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(Role, "database role", 1);
 
 pub(crate) const FIELDS: &[Field] = &[
     Field::str("db_name", "The database config the role's users are created in."),
@@ -68,6 +65,26 @@ pub(crate) fn check_credential_type(t: &str) -> Result<()> {
     }
 }
 
+/// The credential fields of a role or static role write: `credential_type` (only `password`)
+/// into `slot`, and `credential_config` refused (generated passwords follow the config's policy).
+pub(crate) fn apply_credential_fields(f: &Fields<'_>, slot: &mut String) -> Result<()> {
+    if let Some(t) = f.str("credential_type")? {
+        check_credential_type(&t)?;
+        *slot = t;
+    }
+    if f.has("credential_config") {
+        return Err(Error::invalid(
+            "credential_config is not supported: set password_policy on the config instead",
+        ));
+    }
+    Ok(())
+}
+
+/// The role a creds request names, or the 400 Vault answers for an unknown one.
+pub(crate) fn known<T>(role: Option<T>, name: &str) -> Result<T> {
+    role.ok_or_else(|| Error::invalid(format!("unknown role: {name}")))
+}
+
 fn internal_str<'a>(lease: &'a LeaseRequest<'_>, k: &str) -> Result<&'a str> {
     lease
         .internal
@@ -78,10 +95,7 @@ fn internal_str<'a>(lease: &'a LeaseRequest<'_>, k: &str) -> Result<&'a str> {
 
 impl Database {
     pub(crate) async fn role(&self, name: &str) -> Result<Option<Role>> {
-        match self.view.get(&format!("role/{name}")).await? {
-            None => Ok(None),
-            Some(raw) => record::decode(&raw).map(Some),
-        }
+        record::load(&self.view, &format!("role/{name}")).await
     }
 
     pub(crate) async fn write_role(&self, req: &Req<'_>) -> Result<Response> {
@@ -103,15 +117,7 @@ impl Database {
             return Err(Error::invalid("database name is required"));
         }
         self.must_config(&r.db_name).await?;
-        if let Some(t) = f.str("credential_type")? {
-            check_credential_type(&t)?;
-            r.credential_type = t;
-        }
-        if f.has("credential_config") {
-            return Err(Error::invalid(
-                "credential_config is not supported: set password_policy on the config instead",
-            ));
-        }
+        apply_credential_fields(&f, &mut r.credential_type)?;
         for (k, slot) in [
             ("creation_statements", &mut r.creation_statements),
             ("revocation_statements", &mut r.revocation_statements),
@@ -162,10 +168,7 @@ impl Database {
 
     pub(crate) async fn creds(&self, req: &Req<'_>) -> Result<Response> {
         let name = req.capture("name");
-        let role = self
-            .role(name)
-            .await?
-            .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
+        let role = known(self.role(name).await?, name)?;
         let cfg = self.config_for_role(&role.db_name, name).await?;
         check_credential_type(&role.credential_type)?;
         let (ttl, max_ttl) = lease_ttls(

@@ -13,7 +13,7 @@
 //! `rotation_window`, a schedule time missed by more than the window is skipped, as in Vault.
 
 use coffer_core::framework::{Default, Field, Req};
-use coffer_core::record::{self, Record};
+use coffer_core::record;
 use coffer_core::time::rfc3339;
 use coffer_core::{Error, Response, Result, SecretString};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::cron::Schedule;
 use super::postgres::DEFAULT_ROTATE;
-use super::roles::check_credential_type;
+use super::roles::{apply_credential_fields, known};
 use super::template::Vars;
 use super::{Database, check_name, into_map, statements};
 use coffer_core::time::now_unix;
@@ -53,10 +53,7 @@ pub(crate) struct StaticRole {
     failures: u32,
 }
 
-impl Record for StaticRole {
-    const KIND: &'static str = "database static role";
-    const VERSION: u32 = 1;
-}
+coffer_core::record!(StaticRole, "database static role", 1);
 
 pub(crate) const FIELDS: &[Field] = &[
     Field::str("db_name", "The database config of the account."),
@@ -111,10 +108,7 @@ impl StaticRole {
 
 impl Database {
     pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
-        match self.view.get(&format!("static-role/{name}")).await? {
-            None => Ok(None),
-            Some(raw) => record::decode(&raw).map(Some),
-        }
+        record::load(&self.view, &format!("static-role/{name}")).await
     }
 
     async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
@@ -213,15 +207,7 @@ impl Database {
         if let Some(s) = statements(req.data, "rotation_statements")? {
             r.rotation_statements = s;
         }
-        if let Some(t) = f.str("credential_type")? {
-            check_credential_type(&t)?;
-            r.credential_type = t;
-        }
-        if f.has("credential_config") {
-            return Err(Error::invalid(
-                "credential_config is not supported: set password_policy on the config instead",
-            ));
-        }
+        apply_credential_fields(&f, &mut r.credential_type)?;
         if creating {
             // The record goes to storage first, with the password it is about to get as
             // pending: a crash (or a failure whose outcome is unknown) from here on is
@@ -351,10 +337,7 @@ impl Database {
 
     pub(crate) async fn static_creds(&self, r: &Req<'_>) -> Result<Response> {
         let name = r.capture("name");
-        let r = self
-            .static_role(name)
-            .await?
-            .ok_or_else(|| Error::invalid(format!("unknown role: {name}")))?;
+        let r = known(self.static_role(name).await?, name)?;
         self.config_for_role(&r.db_name, name).await?;
         let mut m = into_map(json!({
             "username": r.username,

@@ -72,10 +72,10 @@ pub(crate) enum Command {
     Policy(policy::PolicyCmd),
     /// Enable, disable, list and tune secrets engines
     #[command(subcommand)]
-    Secrets(mounts::SecretsCmd),
+    Secrets(mounts::MountCmd),
     /// Enable, disable and list auth methods
     #[command(subcommand)]
-    Auth(mounts::AuthCmd),
+    Auth(mounts::MountCmd),
     /// Audit devices, and `coffer audit verify FILE` to check a log's hash chain
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -145,8 +145,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Unwrap { token } => token::unwrap(g, token).await,
         Command::Token(t) => token::run(g, t).await,
         Command::Policy(p) => policy::run(g, p).await,
-        Command::Secrets(s) => mounts::run(g, s.into(), "mounts", "secrets engine").await,
-        Command::Auth(a) => mounts::run(g, a.into(), "auth", "auth method").await,
+        Command::Secrets(s) => mounts::run(g, s, "mounts", "secrets engine").await,
+        Command::Auth(a) => mounts::run(g, a, "auth", "auth method").await,
         Command::Kv(k) => kv::run(g, k).await,
         Command::Audit(a) => audit::run(g, a).await,
         Command::Lease(l) => lease::run(g, l).await,

@@ -10,33 +10,21 @@ use serde_json::{Map, Value, json};
 use super::client::{Global, client, parse_pairs};
 use super::output::{Format, cell, fmt_duration};
 
+/// One command set for both mount tables: `coffer secrets ...` (secrets engines, `sys/mounts`)
+/// and `coffer auth ...` (auth methods, `sys/auth`).
 #[derive(Subcommand, Debug)]
-pub(crate) enum SecretsCmd {
-    /// Enable a secrets engine: `coffer secrets enable -path=secret kv`
+pub(crate) enum MountCmd {
+    /// Enable a secrets engine (`coffer secrets enable -path=secret kv`) or an auth method
+    /// (`coffer auth enable approle`)
     Enable(EnableArgs),
-    /// Disable a secrets engine and destroy all its data
+    /// Disable a mount: a secrets engine's data is destroyed, an auth method's tokens stop working
     Disable { path: String },
-    /// List enabled secrets engines
+    /// List the enabled secrets engines or auth methods
     List {
         #[arg(long)]
         detailed: bool,
     },
-    /// Change a secrets engine's TTLs, description or options
-    Tune(TuneArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum AuthCmd {
-    /// Enable an auth method
-    Enable(EnableArgs),
-    /// Disable an auth method; tokens it issued stop working
-    Disable { path: String },
-    /// List enabled auth methods
-    List {
-        #[arg(long)]
-        detailed: bool,
-    },
-    /// Change an auth method's TTLs or description
+    /// Change a mount's TTLs, description or options
     Tune(TuneArgs),
 }
 
@@ -47,6 +35,23 @@ pub(crate) struct EnableArgs {
     /// Where to mount it (default: the type name)
     #[arg(long)]
     pub path: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Shorthand for -options=version=N (kv)
+    #[arg(long)]
+    pub version: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TuneArgs {
+    pub path: String,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// What `enable` and `tune` both set.
+#[derive(Args, Debug)]
+pub(crate) struct Settings {
     #[arg(long)]
     pub description: Option<String>,
     #[arg(long = "default-lease-ttl")]
@@ -56,57 +61,45 @@ pub(crate) struct EnableArgs {
     /// Engine option key=value (repeatable)
     #[arg(long = "options", value_name = "K=V")]
     pub options: Vec<String>,
-    /// Shorthand for -options=version=N (kv)
-    #[arg(long)]
-    pub version: Option<u32>,
 }
 
-#[derive(Args, Debug)]
-pub(crate) struct TuneArgs {
-    pub path: String,
-    #[arg(long)]
-    pub description: Option<String>,
-    #[arg(long = "default-lease-ttl")]
-    pub default_lease_ttl: Option<String>,
-    #[arg(long = "max-lease-ttl")]
-    pub max_lease_ttl: Option<String>,
-    #[arg(long = "options", value_name = "K=V")]
-    pub options: Vec<String>,
+impl Settings {
+    /// The TTLs given, as the mount API names them.
+    fn ttls(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in
+            [("default_lease_ttl", &self.default_lease_ttl), ("max_lease_ttl", &self.max_lease_ttl)]
+        {
+            if let Some(t) = v {
+                m.insert(k.into(), json!(t));
+            }
+        }
+        m
+    }
 }
 
 fn enable_body(a: &EnableArgs) -> Result<Value> {
-    let mut config = Map::new();
-    if let Some(t) = &a.default_lease_ttl {
-        config.insert("default_lease_ttl".into(), json!(t));
-    }
-    if let Some(t) = &a.max_lease_ttl {
-        config.insert("max_lease_ttl".into(), json!(t));
-    }
-    let mut options = parse_pairs(&a.options)?;
+    let s = &a.settings;
+    let mut options = parse_pairs(&s.options)?;
     if let Some(v) = a.version {
         options.insert("version".into(), json!(v.to_string()));
     }
     Ok(json!({
         "type": a.kind,
-        "description": a.description.clone().unwrap_or_default(),
-        "config": config,
+        "description": s.description.clone().unwrap_or_default(),
+        "config": s.ttls(),
         "options": options,
     }))
 }
 
-fn tune_body(a: &TuneArgs) -> Result<Value> {
-    let mut body = Map::new();
-    if let Some(t) = &a.default_lease_ttl {
-        body.insert("default_lease_ttl".into(), json!(t));
-    }
-    if let Some(t) = &a.max_lease_ttl {
-        body.insert("max_lease_ttl".into(), json!(t));
-    }
-    if let Some(d) = &a.description {
+/// Only what was given: an absent flag leaves the mount's setting as it is.
+fn tune_body(s: &Settings) -> Result<Value> {
+    let mut body = s.ttls();
+    if let Some(d) = &s.description {
         body.insert("description".into(), json!(d));
     }
-    if !a.options.is_empty() {
-        body.insert("options".into(), Value::Object(parse_pairs(&a.options)?));
+    if !s.options.is_empty() {
+        body.insert("options".into(), Value::Object(parse_pairs(&s.options)?));
     }
     Ok(Value::Object(body))
 }
@@ -155,57 +148,27 @@ fn print_mounts(g: &Global, body: Option<Value>, detailed: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// One mount-table command, for secrets engines (`sys/mounts`) or auth methods (`sys/auth`).
-pub(super) enum MountOp {
-    Enable(EnableArgs),
-    Disable(String),
-    List(bool),
-    Tune(TuneArgs),
-}
-
-impl From<SecretsCmd> for MountOp {
-    fn from(c: SecretsCmd) -> Self {
-        match c {
-            SecretsCmd::Enable(a) => MountOp::Enable(a),
-            SecretsCmd::Disable { path } => MountOp::Disable(path),
-            SecretsCmd::List { detailed } => MountOp::List(detailed),
-            SecretsCmd::Tune(a) => MountOp::Tune(a),
-        }
-    }
-}
-
-impl From<AuthCmd> for MountOp {
-    fn from(c: AuthCmd) -> Self {
-        match c {
-            AuthCmd::Enable(a) => MountOp::Enable(a),
-            AuthCmd::Disable { path } => MountOp::Disable(path),
-            AuthCmd::List { detailed } => MountOp::List(detailed),
-            AuthCmd::Tune(a) => MountOp::Tune(a),
-        }
-    }
-}
-
 /// `table` is `mounts` or `auth`; `noun` names the thing in messages.
-pub(super) async fn run(g: &Global, op: MountOp, table: &str, noun: &str) -> Result<ExitCode> {
+pub(super) async fn run(g: &Global, op: MountCmd, table: &str, noun: &str) -> Result<ExitCode> {
     let c = client(g)?;
     match op {
-        MountOp::Enable(a) => {
+        MountCmd::Enable(a) => {
             let path = a.path.clone().unwrap_or_else(|| a.kind.clone());
             let path = path.trim_matches('/').to_owned();
             c.write(&format!("sys/{table}/{path}"), &enable_body(&a)?).await?;
             println!("Success! Enabled the {} {noun} at: {path}/", a.kind);
         }
-        MountOp::Disable(path) => {
+        MountCmd::Disable { path } => {
             let path = path.trim_matches('/');
             c.delete(&format!("sys/{table}/{path}")).await?;
             println!("Success! Disabled the {noun} (if it existed) at: {path}/");
         }
-        MountOp::List(detailed) => {
+        MountCmd::List { detailed } => {
             return print_mounts(g, c.read(&format!("sys/{table}")).await?.body, detailed);
         }
-        MountOp::Tune(a) => {
+        MountCmd::Tune(a) => {
             let path = a.path.trim_matches('/').to_owned();
-            c.write(&format!("sys/{table}/{path}/tune"), &tune_body(&a)?).await?;
+            c.write(&format!("sys/{table}/{path}/tune"), &tune_body(&a.settings)?).await?;
             println!("Success! Tuned the {noun} at: {path}/");
         }
     }

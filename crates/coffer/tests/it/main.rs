@@ -11,6 +11,7 @@ mod cert;
 mod cli;
 mod database;
 mod database_leases;
+mod help;
 mod invariants;
 mod jwt;
 mod kubernetes;

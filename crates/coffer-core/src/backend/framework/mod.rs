@@ -1,7 +1,7 @@
 //! The path framework: a backend declares its paths as data (a [`Path`] per endpoint: pattern,
 //! fields, operations with their handlers, existence check, help), and [`Paths`] routes requests
 //! to the handlers, checks their fields, answers the existence probe, and documents the paths
-//! (help text, and through [`Spec`] the server's OpenAPI document).
+//! (through [`Spec`]: `?help=1` answers and the server's OpenAPI document).
 //!
 //! Guarantees: a handler runs only for a path that matched its pattern and an operation it
 //! declared, after every declared field present in the body passed its type check and every
@@ -12,8 +12,10 @@
 //! does not know what a handler stores.
 
 mod field;
+pub(crate) mod help;
 pub mod openapi;
-mod pattern;
+pub(crate) mod pattern;
+mod spec;
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,8 @@ use std::pin::Pin;
 use serde_json::{Map, Value};
 
 pub use self::field::{Default, Field, Kind};
+pub use self::help::Help;
+pub use self::spec::Spec;
 use async_trait::async_trait;
 
 use crate::backend::{BackendRequest, LeaseRequest, LogicalBackend};
@@ -97,6 +101,10 @@ impl<B: Framework> LogicalBackend for B {
 
     fn specs(&self) -> Vec<Spec> {
         B::paths().specs()
+    }
+
+    fn help(&self, rel: &str) -> Option<Help> {
+        B::paths().help(rel)
     }
 }
 
@@ -205,37 +213,23 @@ impl<B> Path<B> {
             .collect()
     }
 
-    /// The path's help: its synopsis, then one line per field.
-    pub fn help(&self) -> String {
-        let mut h = format!("{}\n\n{}\n", self.pattern, self.synopsis);
-        let ops: Vec<&str> = self.operations().iter().map(|o| o.as_str()).collect();
-        h.push_str(&format!("\nOperations: {}\n", ops.join(", ")));
-        for f in self.all_fields() {
-            let (ty, _, _) = f.kind.openapi();
-            let req = if f.required { ", required" } else { "" };
-            h.push_str(&format!("\n  {} ({ty}{req}): {}", f.name, f.description));
-            if let Some(d) = f.default {
-                h.push_str(&format!(" (default: {})", d.to_value()));
-            }
+    /// What help and the OpenAPI document say of the path.
+    pub fn spec(&self) -> Spec {
+        Spec {
+            pattern: self.pattern,
+            synopsis: self.synopsis,
+            fields: self.all_fields().collect(),
+            operations: self.operations(),
+            create_supported: self.exists.is_some(),
         }
-        h
     }
-}
-
-/// What the OpenAPI document needs of a path, without its handlers.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub pattern: &'static str,
-    pub synopsis: &'static str,
-    pub fields: Vec<&'static Field>,
-    pub operations: Vec<Operation>,
-    /// The path checks existence, so `create` is decided apart from `update`.
-    pub create_supported: bool,
 }
 
 /// A backend's paths, tried in order: the first pattern that matches serves the request.
 pub struct Paths<B> {
     paths: Vec<Path<B>>,
+    /// What the backend is for, at the top of its root help.
+    description: &'static str,
     /// The patterns of the paths declared [`Path::unauthenticated`].
     unauthenticated: Vec<&'static str>,
     /// The patterns of the paths declared [`Path::sudo`].
@@ -247,7 +241,13 @@ impl<B: Sync> Paths<B> {
         let unauthenticated =
             paths.iter().filter(|p| p.unauthenticated).map(|p| p.pattern).collect();
         let sudo = paths.iter().filter(|p| p.sudo).map(|p| p.pattern).collect();
-        Paths { paths, unauthenticated, sudo }
+        Paths { paths, description: "", unauthenticated, sudo }
+    }
+
+    /// What the backend is for, shown at the top of its root help (`?help=1` on the mount).
+    pub fn with_description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
     }
 
     /// The patterns reachable without a token, as [`LogicalBackend::unauthenticated_paths`]
@@ -301,23 +301,25 @@ impl<B: Sync> Paths<B> {
         check(backend, &r).await
     }
 
-    /// The help of the path `rel` names; `None` for an unknown path.
-    pub fn help(&self, rel: &str) -> Option<String> {
-        self.find(rel, true).map(|(p, _)| p.help())
+    /// The pattern of the path `rel` names (a trailing `/` allowed); `None` for an unknown path.
+    pub fn matching(&self, rel: &str) -> Option<&'static str> {
+        self.find(rel, true).map(|(p, _)| p.pattern)
+    }
+
+    /// `?help=1` on `rel`: the root help for the mount itself (`rel` empty), else the help of the
+    /// path it names; `None` for an unknown path.
+    pub fn help(&self, rel: &str) -> Option<Help> {
+        if rel.is_empty() {
+            let specs = self.specs();
+            return Some(Help { text: help::root_help(self.description, &specs), specs });
+        }
+        let spec = self.find(rel, true)?.0.spec();
+        Some(Help { text: help::path_help(rel, &spec), specs: vec![spec] })
     }
 
     /// Every path, for the OpenAPI document.
     pub fn specs(&self) -> Vec<Spec> {
-        self.paths
-            .iter()
-            .map(|p| Spec {
-                pattern: p.pattern,
-                synopsis: p.synopsis,
-                fields: p.all_fields().collect(),
-                operations: p.operations(),
-                create_supported: p.exists.is_some(),
-            })
-            .collect()
+        self.paths.iter().map(Path::spec).collect()
     }
 }
 

@@ -4,22 +4,25 @@
 //! Guarantees: every path a mounted framework backend declares appears under its mount's
 //! prefix, with one operation per HTTP method it serves (`LIST` as `GET ?list=true`), its
 //! captures as path parameters and its other fields as the JSON request body of its writes, in
-//! a deterministic order. It does *not* describe responses beyond their status, the `sys/`
-//! paths, or backends that do not declare their paths (the token store).
+//! a deterministic order; the `sys/` paths come from the system backend's declarations. It does
+//! *not* describe responses beyond their status.
 
 use serde_json::{Map, Value, json};
 
-use super::{Spec, pattern};
+use super::pattern;
+use super::spec::Spec;
 use crate::logical::Operation;
 
 /// One mount, as the document describes it.
 pub struct Mount<'a> {
-    /// `secret/`, or `auth/approle/`.
+    /// `secret/`, `auth/approle/` or `sys/`; empty in a help answer, whose paths are relative
+    /// to the mount, as Vault gives them.
     pub path: &'a str,
-    pub auth: bool,
+    /// Vault's tag of the mount's operations: `secrets`, `auth` or `system`.
+    pub tag: &'static str,
     pub specs: Vec<Spec>,
-    pub unauthenticated: &'static [&'static str],
-    pub sudo: &'static [&'static str],
+    pub unauthenticated: &'a [&'a str],
+    pub sudo: &'a [&'a str],
 }
 
 /// The whole document; `version` is the server's.
@@ -77,7 +80,7 @@ fn path_item(m: &Mount<'_>, s: &Spec, schemas: &mut Map<String, Value>) -> (Stri
         item.insert("x-vault-createSupported".into(), json!(true));
     }
     let has = |o: Operation| s.operations.contains(&o);
-    let tag = if m.auth { "auth" } else { "secrets" };
+    let tag = m.tag;
     let id_base = operation_id_base(m.path, &rel);
     let mut op = |method: &str, verb: &str, extra: Vec<Value>, body: bool| {
         let id = format!("{verb}-{id_base}");

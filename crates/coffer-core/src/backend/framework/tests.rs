@@ -273,14 +273,36 @@ async fn exists_answers_only_for_paths_that_check() {
 }
 
 #[test]
-fn help_names_the_operations_and_fields() {
+fn help_names_the_route_its_operations_and_fields() {
     let (_, p) = toy();
     let h = p.help("roles/web").expect("help");
-    assert!(h.starts_with("roles/{name}\n\nManage a role."), "{h}");
-    assert!(h.contains("Operations: read, create, update, delete"), "{h}");
-    assert!(h.contains("db_name (string, required): The database the role belongs to."), "{h}");
-    assert!(h.contains("ttl (integer): The lease's lifetime. (default: \"1h\")"), "{h}");
+    let t = &h.text;
+    assert!(
+        t.starts_with("Request:        roles/web\nMatching Route: roles/{name}\n\nManage a role."),
+        "{t}"
+    );
+    assert!(t.contains("Operations: read, create, update, delete"), "{t}");
+    assert!(
+        t.contains("    db_name (string)\n\n        The database the role belongs to. Required.")
+    );
+    assert!(
+        t.contains("    ttl (duration (sec))\n\n        The lease's lifetime. Default: \"1h\".")
+    );
+    // Parameters in name order, as Vault lists them.
+    let at = |s: &str| t.find(s).unwrap_or(usize::MAX);
+    assert!(
+        at("    db_name (") < at("    enabled (") && at("    enabled (") < at("    ttl ("),
+        "{t}"
+    );
+    let patterns: Vec<&str> = h.specs.iter().map(|s| s.pattern).collect();
+    assert_eq!(patterns, vec!["roles/{name}"]);
     assert!(p.help("nope").is_none());
+    assert_eq!(p.matching("roles/"), Some("roles"));
+
+    let root = p.help("").expect("root help");
+    assert!(root.text.contains("## PATHS"), "{}", root.text);
+    assert!(root.text.contains("\n    roles\n        List the roles.\n"), "{}", root.text);
+    assert_eq!(root.specs.len(), 3);
 }
 
 #[test]
@@ -288,7 +310,7 @@ fn the_openapi_document_lists_paths_operations_and_fields() {
     let (_, p) = toy();
     let m = openapi::Mount {
         path: "auth/toy/",
-        auth: true,
+        tag: "auth",
         specs: p.specs(),
         unauthenticated: &["roles"],
         sudo: &[],

@@ -1,0 +1,446 @@
+//! The `sys/` paths declared as data (pattern, operations, fields, synopsis), in the path
+//! framework's pattern language: the one list that `?help=1`, the OpenAPI document and the
+//! system router itself read.
+//!
+//! Guarantees: the router serves a `sys/` request only when a declared pattern matches its path
+//! and declares its operation (else 404 naming the path, or 405), so no `sys/` path is served
+//! that is not declared here; a test sends every declared operation of every declared path to a
+//! live core and finds each one routed, so no declaration names a path the router does not
+//! serve. Which paths need `sudo` or no token is not declared twice: the document asks
+//! [`crate::authz`], which decides it. The fields are documentation: the handlers check them.
+
+use crate::authz::{is_public_sys, is_sudo_sys, is_unauthenticated_sys};
+use crate::backend::framework::help::{Help, path_help, root_help};
+use crate::backend::framework::pattern::matches;
+use crate::backend::framework::{Field, Spec};
+use crate::logical::{Error, Operation, Result};
+
+/// One declared `sys/` path, relative to `sys/`.
+pub(crate) struct SysPath {
+    pub(crate) pattern: &'static str,
+    pub(crate) synopsis: &'static str,
+    /// `Update` serves `create` too, as every write endpoint does.
+    pub(crate) ops: &'static [Operation],
+    pub(crate) fields: &'static [Field],
+}
+
+use Operation::{Delete, List, Read, Update};
+
+const fn p(
+    pattern: &'static str,
+    synopsis: &'static str,
+    ops: &'static [Operation],
+    fields: &'static [Field],
+) -> SysPath {
+    SysPath { pattern, synopsis, ops, fields }
+}
+
+const LEASE_ID: Field = Field::str("lease_id", "The lease's id (or give it in the path).");
+const URL_LEASE_ID: Field = Field::str("url_lease_id", "The lease's id.");
+const PREFIX: Field = Field::str("prefix", "A lease id prefix: a mount and path below it.");
+const CAP_PATHS: Field = Field::comma_list("paths", "The paths to report on.");
+const CAP_PATH: Field = Field::str("path", "One path to report on (Vault's older form).");
+const MOUNT_PATH: Field = Field::str("path", "The mount's path.");
+const TUNE: &[Field] = &[
+    MOUNT_PATH,
+    Field::duration("default_lease_ttl", "Default lease TTL; 0 or `system`: the system's."),
+    Field::duration("max_lease_ttl", "Maximum lease TTL; 0 or `system`: the system's."),
+    Field::str("description", "What the mount is for."),
+    Field::map("options", "Engine options (`version` for kv)."),
+    Field::str("listing_visibility", "`hidden` or `unauth` (recorded; Coffer has no UI)."),
+];
+const ENABLE: &[Field] = &[
+    MOUNT_PATH,
+    Field::str("type", "The engine or method type: `kv`, `approle`, ...").required(),
+    Field::str("description", "What the mount is for."),
+    Field::map("config", "default_lease_ttl, max_lease_ttl and the other tunables."),
+    Field::map("options", "Engine options (`version` for kv)."),
+    Field::bool("local", "Not replicated (recorded; Coffer has no replication)."),
+    Field::bool("seal_wrap", "Recorded; Coffer encrypts every value already."),
+];
+const ACL_NAME: Field = Field::str("name", "The policy's name.");
+const PASSWORD_NAME: Field = Field::str("name", "The password policy's name.");
+const AUDIT_PATH: Field = Field::str("path", "The device's path.");
+
+/// Every `sys/` path, in the order help matches them (the first match documents a path).
+pub(crate) const PATHS: &[SysPath] = &[
+    p(
+        "init",
+        "Whether the server is initialized (read); initialize it (write).",
+        &[Read, Update],
+        &[
+            Field::int("secret_shares", "How many unseal key shares to make."),
+            Field::int("secret_threshold", "How many shares unseal."),
+            Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
+            Field::str("root_token_pgp_key", "Not supported."),
+        ],
+    ),
+    p("seal-status", "The seal's state and the unseal progress.", &[Read], &[]),
+    p(
+        "unseal",
+        "Submit one unseal key share, or reset the progress.",
+        &[Update],
+        &[
+            Field::str("key", "One unseal key share, hex or base64."),
+            Field::bool("reset", "Forget the shares submitted so far."),
+        ],
+    ),
+    p(
+        "health",
+        "Health, with the status code telling it (load balancers).",
+        &[Read],
+        &[
+            Field::bool("standbyok", "Answer 200 on a standby (Coffer has none)."),
+            Field::bool("perfstandbyok", "Answer 200 on a performance standby (none)."),
+            Field::int("activecode", "Status code when active and unsealed (200)."),
+            Field::int("standbycode", "Status code on a standby (429)."),
+            Field::int("drsecondarycode", "Status code on a DR secondary (472)."),
+            Field::int("performancestandbycode", "Status code on a performance standby (473)."),
+            Field::int("sealedcode", "Status code when sealed (503)."),
+            Field::int("uninitcode", "Status code when not initialized (501)."),
+            Field::int("removedcode", "Status code when removed from a cluster (530)."),
+            Field::int("haunhealthycode", "Status code when HA is unhealthy (474)."),
+        ],
+    ),
+    p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
+    p("seal", "Seal the server: every key leaves memory.", &[Update], &[]),
+    p("rotate", "Add a new encryption key term; new writes use it.", &[Update], &[]),
+    p("key-status", "The current key term and when it was installed.", &[Read], &[]),
+    p(
+        "capabilities-self",
+        "The caller's capabilities on paths.",
+        &[Update],
+        &[CAP_PATHS, CAP_PATH],
+    ),
+    p(
+        "capabilities",
+        "A token's capabilities on paths.",
+        &[Update],
+        &[Field::str("token", "The token to ask about."), CAP_PATHS, CAP_PATH],
+    ),
+    p(
+        "capabilities-accessor",
+        "The capabilities on paths of the token behind an accessor.",
+        &[Update],
+        &[Field::str("accessor", "The token's accessor."), CAP_PATHS, CAP_PATH],
+    ),
+    p("wrapping/wrap", "Wrap the request body in a single-use wrapping token.", &[Update], &[]),
+    p(
+        "wrapping/unwrap",
+        "Unwrap a wrapping token (once).",
+        &[Update],
+        &[Field::str("token", "The wrapping token; absent: the request's own token.")],
+    ),
+    p(
+        "wrapping/lookup",
+        "A wrapping token's properties, without using it.",
+        &[Read, Update],
+        &[Field::str("token", "The wrapping token.")],
+    ),
+    p(
+        "wrapping/rewrap",
+        "Move wrapped data to a new wrapping token.",
+        &[Update],
+        &[Field::str("token", "The wrapping token.")],
+    ),
+    p(
+        "internal/specs/openapi",
+        "The OpenAPI document of every mounted path and of sys/.",
+        &[Read],
+        &[],
+    ),
+    p(
+        "internal/ui/mounts/{path*}",
+        "The mount serving a path (type, options): any token with \
+        a capability inside the mount may ask.",
+        &[Read],
+        &[MOUNT_PATH],
+    ),
+    p(
+        "leases",
+        "The leases whose revocation is failing and being retried.",
+        &[Read],
+        &[Field::str("type", "Only `irrevocable`.")],
+    ),
+    p(
+        "leases/lookup",
+        "A lease's properties (write), or the lease ids at the top (LIST).",
+        &[List, Update],
+        &[LEASE_ID],
+    ),
+    p(
+        "leases/lookup/{prefix*}",
+        "The lease ids below a prefix (LIST), or a lease's properties \
+        (write).",
+        &[List, Update],
+        &[PREFIX, LEASE_ID],
+    ),
+    p(
+        "leases/renew",
+        "Renew a lease.",
+        &[Update],
+        &[LEASE_ID, Field::duration("increment", "The TTL asked for, from now.")],
+    ),
+    p(
+        "leases/renew/{url_lease_id*}",
+        "Renew a lease.",
+        &[Update],
+        &[URL_LEASE_ID, Field::duration("increment", "The TTL asked for, from now.")],
+    ),
+    p(
+        "leases/revoke",
+        "Revoke a lease.",
+        &[Update],
+        &[
+            LEASE_ID,
+            Field::bool("sync", "Wait for the revocation (default true); false: 202 at once."),
+        ],
+    ),
+    p(
+        "leases/revoke/{url_lease_id*}",
+        "Revoke a lease.",
+        &[Update],
+        &[
+            URL_LEASE_ID,
+            Field::bool("sync", "Wait for the revocation (default true); false: 202 at once."),
+        ],
+    ),
+    p("leases/revoke-prefix/{prefix*}", "Revoke every lease below a prefix.", &[Update], &[PREFIX]),
+    p(
+        "leases/revoke-force/{prefix*}",
+        "Forget every lease below a prefix, even where the \
+        engine fails to revoke.",
+        &[Update],
+        &[PREFIX],
+    ),
+    p("leases/tidy", "Remove dangling lease index entries.", &[Update], &[]),
+    p("renew", "Older path of leases/renew.", &[Update], &[LEASE_ID]),
+    p("renew/{url_lease_id*}", "Older path of leases/renew.", &[Update], &[URL_LEASE_ID]),
+    p("revoke", "Older path of leases/revoke.", &[Update], &[LEASE_ID]),
+    p("revoke/{url_lease_id*}", "Older path of leases/revoke.", &[Update], &[URL_LEASE_ID]),
+    p("revoke-prefix/{prefix*}", "Older path of leases/revoke-prefix.", &[Update], &[PREFIX]),
+    p("revoke-force/{prefix*}", "Older path of leases/revoke-force.", &[Update], &[PREFIX]),
+    p("mounts", "The secrets engines mounted.", &[Read], &[]),
+    p("mounts/{path}/tune", "A secrets engine's tunable settings.", &[Read, Update], TUNE),
+    p(
+        "mounts/{path*}",
+        "Mount (write), read or unmount (delete) a secrets engine; a path \
+        ending in /tune is its tuning.",
+        &[Read, Update, Delete],
+        ENABLE,
+    ),
+    p("auth", "The auth methods enabled.", &[Read], &[]),
+    p("auth/{path}/tune", "An auth method's tunable settings.", &[Read, Update], TUNE),
+    p(
+        "auth/{path*}",
+        "Enable (write), read or disable (delete) an auth method; a path ending in \
+        /tune is its tuning.",
+        &[Read, Update, Delete],
+        ENABLE,
+    ),
+    p("policy", "The ACL policies' names (Vault's older API).", &[Read, List], &[]),
+    p(
+        "policy/{name*}",
+        "An ACL policy (Vault's older API: its text is `rules`).",
+        &[Read, Update, Delete],
+        &[
+            ACL_NAME,
+            Field::str("rules", "The policy, in HCL (or base64 of it)."),
+            Field::str("policy", "Same as rules."),
+        ],
+    ),
+    p("policies/acl", "The ACL policies' names.", &[Read, List], &[]),
+    p(
+        "policies/acl/{name*}",
+        "An ACL policy.",
+        &[Read, Update, Delete],
+        &[ACL_NAME, Field::str("policy", "The policy, in HCL (or base64 of it).")],
+    ),
+    p("policies/password", "The password policies' names.", &[List], &[]),
+    p(
+        "policies/password/{name}/generate",
+        "A password generated by a password policy.",
+        &[Read],
+        &[PASSWORD_NAME],
+    ),
+    p(
+        "policies/password/{name*}",
+        "A password policy.",
+        &[Read, Update, Delete],
+        &[PASSWORD_NAME, Field::str("policy", "The policy, in HCL (or base64 of it).")],
+    ),
+    p("audit", "The audit devices enabled, with where each one's hash chain stands.", &[Read], &[]),
+    p(
+        "audit/{path*}",
+        "Enable (write) or disable (delete) an audit device.",
+        &[Update, Delete],
+        &[
+            AUDIT_PATH,
+            Field::str("type", "`file` or `socket`.").required(),
+            Field::str("description", "What the device is for."),
+            Field::map("options", "The device's options (`file_path`, `address`, ...)."),
+            Field::bool("local", "Recorded; Coffer has no replication."),
+        ],
+    ),
+    p(
+        "audit-hash/{path*}",
+        "Hash a value with an audit device's salt, to find it in the log.",
+        &[Update],
+        &[AUDIT_PATH, Field::str("input", "The value to hash.").required()],
+    ),
+];
+
+/// The declarations that match `rel` (a trailing `/` allowed, as the handlers allow it).
+fn matching(rel: &str) -> impl Iterator<Item = &'static SysPath> + '_ {
+    PATHS.iter().filter(move |p| matches(p.pattern, rel, true).is_some())
+}
+
+fn declares(p: &SysPath, op: Operation) -> bool {
+    let op = if op == Operation::Create { Operation::Update } else { op };
+    p.ops.contains(&op)
+}
+
+/// Refuses what no declaration serves: an undeclared path (404, naming it) or an operation no
+/// matching declaration has (405).
+pub(crate) fn check(rel: &str, op: Operation) -> Result<()> {
+    let mut found = false;
+    for p in matching(rel) {
+        if declares(p, op) {
+            return Ok(());
+        }
+        found = true;
+    }
+    if found {
+        Err(Error::UnsupportedOperation)
+    } else {
+        Err(Error::UnsupportedPath(format!("sys/{rel}")))
+    }
+}
+
+fn spec(p: &SysPath) -> Spec {
+    Spec {
+        pattern: p.pattern,
+        synopsis: p.synopsis,
+        fields: p.fields.iter().collect(),
+        operations: p.ops.to_vec(),
+        create_supported: false,
+    }
+}
+
+/// Every declared path, for the OpenAPI document.
+pub(crate) fn specs() -> Vec<Spec> {
+    PATHS.iter().map(spec).collect()
+}
+
+/// `?help=1` below `sys/`: the root help for `sys` itself, else the first declaration matching.
+pub(crate) fn help(rel: &str) -> Option<Help> {
+    if rel.is_empty() {
+        let specs = specs();
+        let text = root_help(
+            "The system backend: seal, health, mounts, policies, leases, audit devices, \
+             response wrapping and capabilities.",
+            &specs,
+        );
+        return Some(Help { text, specs });
+    }
+    let s = spec(matching(rel).next()?);
+    Some(Help { text: path_help(rel, &s), specs: vec![s] })
+}
+
+/// A path the pattern matches: each capture filled with `x`.
+pub(crate) fn example(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The patterns that need `sudo`, and those reachable without a token, as the ACL check
+/// decides them (asked of an example path of each pattern).
+pub(crate) fn special() -> (Vec<&'static str>, Vec<&'static str>) {
+    let sudo =
+        PATHS.iter().filter(|p| is_sudo_sys(&example(p.pattern))).map(|p| p.pattern).collect();
+    let unauthenticated = PATHS
+        .iter()
+        .filter(|p| {
+            let e = example(p.pattern);
+            is_public_sys(&e) || is_unauthenticated_sys(&e)
+        })
+        .map(|p| p.pattern)
+        .collect();
+    (sudo, unauthenticated)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use coffer_storage::MemoryBackend;
+
+    use super::*;
+    use crate::backend::{BackendRequest, LogicalBackend};
+    use crate::logical::{Request, Response};
+    use crate::{Core, CoreConfig, Registry};
+
+    /// Every core mounts a cubbyhole; these tests never use it.
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl LogicalBackend for Nothing {
+        async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Every declared operation of every declared path reaches a handler on a live core: none
+    /// is refused as an unknown path or operation (it may be refused for its missing fields).
+    #[tokio::test]
+    async fn every_declared_sys_path_is_routed() {
+        let mut registry = Registry::new();
+        registry.register_secrets("cubbyhole", Arc::new(|_| Ok(Arc::new(Nothing))));
+        let core = Core::new(Arc::new(MemoryBackend::new()), registry, CoreConfig::default());
+        let root = core.dev_setup(None).await.expect("dev setup").root_token;
+        let mut probes: Vec<(Operation, String)> =
+            PATHS.iter().flat_map(|p| p.ops.iter().map(|op| (*op, example(p.pattern)))).collect();
+        // Sealing ends the probing: it goes last.
+        probes.sort_by_key(|(_, path)| path == "seal");
+        for (op, path) in probes {
+            let req = Request::new(op, format!("sys/{path}")).with_token(root.expose());
+            if let Err(e @ (Error::UnsupportedPath(_) | Error::UnsupportedOperation)) =
+                core.handle(req).await
+            {
+                panic!("{} sys/{path}: {e}", op.as_str());
+            }
+        }
+        assert!(core.is_sealed(), "the probe of sys/seal sealed the core");
+    }
+
+    /// The router serves nothing undeclared: an unknown path is a 404 naming it, an undeclared
+    /// operation on a declared path a 405, whatever the handlers would do.
+    #[test]
+    fn undeclared_paths_and_operations_are_refused() {
+        assert!(matches!(check("nope", Read), Err(Error::UnsupportedPath(p)) if p == "sys/nope"));
+        assert!(matches!(check("seal", Read), Err(Error::UnsupportedOperation)));
+        assert!(matches!(check("policies/password/x/generate", Update), Ok(())));
+        assert!(matches!(check("mounts/a/b/tune", Update), Ok(())));
+        assert!(matches!(check("leases/lookup/", List), Ok(())));
+        assert!(check("init", Operation::Create).is_ok(), "create is served as update");
+    }
+
+    #[test]
+    fn help_and_special_paths_come_from_the_declarations() {
+        let h = help("mounts/secret/tune").expect("help");
+        assert!(h.text.contains("Matching Route: mounts/{path}/tune"), "{}", h.text);
+        assert!(help("nope").is_none());
+        assert!(help("").expect("root").text.contains("    policies/acl/{name*}"));
+        let (sudo, unauthenticated) = special();
+        for s in ["seal", "rotate", "audit", "audit/{path*}", "auth/{path*}", "leases"] {
+            assert!(sudo.contains(&s), "{s}: {sudo:?}");
+        }
+        assert!(!sudo.contains(&"auth/{path}/tune") && !sudo.contains(&"mounts/{path*}"));
+        for u in ["init", "health", "seal-status", "unseal", "leader", "wrapping/lookup"] {
+            assert!(unauthenticated.contains(&u), "{u}: {unauthenticated:?}");
+        }
+    }
+}
