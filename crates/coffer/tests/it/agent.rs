@@ -576,6 +576,11 @@ async fn an_agent_restarted_during_an_outage_starts_from_its_encrypted_cache() {
     let mut agent = Agent::start(dir.path(), &config);
     agent.wait_for_content(&dest, "cache-canary-1", Duration::from_secs(15));
     assert!(!sid.exists(), "the secret ID was read once and removed: no second login is possible");
+    // The cache is written just after the pass that delivered the file.
+    let start = Instant::now();
+    while !cache.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let sealed = std::fs::read_to_string(&cache).expect("cache written");
     assert!(!sealed.contains("cache-canary-1"), "the cache on disk is encrypted");
 
