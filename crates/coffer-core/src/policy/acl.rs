@@ -53,6 +53,7 @@ fn merge(into: &mut PathRule, r: &PathRule) {
     merge_params(&mut into.allowed_parameters, &r.allowed_parameters);
     merge_params(&mut into.denied_parameters, &r.denied_parameters);
     into.required_parameters.extend(r.required_parameters.iter().cloned());
+    into.subscribe_event_types.extend(r.subscribe_event_types.iter().cloned());
     // As Vault does: the widest wrapping window of the merged rules.
     into.min_wrapping_ttl = match (into.min_wrapping_ttl, r.min_wrapping_ttl) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -209,6 +210,17 @@ impl Acl {
     pub fn allows(&self, path: &str, cap: Capabilities) -> bool {
         let have = self.capabilities(path);
         !have.contains(Capabilities::DENY) && have.contains(cap)
+    }
+
+    /// Vault's event check: whether the winning rule at `path` holds `subscribe` (not under
+    /// `deny`) with an entry of its `subscribe_event_types` that matches `event_type`.
+    pub fn allows_subscribe(&self, path: &str, event_type: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        let Some(r) = self.winning_rule(path) else { return false };
+        r.capabilities.effective().contains(Capabilities::SUBSCRIBE)
+            && r.subscribe_event_types.iter().any(|p| crate::glob::glob_match(p, event_type))
     }
 
     /// Whether any rule grants something (not `deny`) at or below `prefix`, or covers it with a

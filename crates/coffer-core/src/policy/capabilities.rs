@@ -7,7 +7,7 @@ use super::PolicyError;
 #[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Capabilities(u16);
 
-const NAMES: [(&str, Capabilities); 8] = [
+const NAMES: [(&str, Capabilities); 9] = [
     ("create", Capabilities::CREATE),
     ("read", Capabilities::READ),
     ("update", Capabilities::UPDATE),
@@ -15,6 +15,7 @@ const NAMES: [(&str, Capabilities); 8] = [
     ("delete", Capabilities::DELETE),
     ("list", Capabilities::LIST),
     ("sudo", Capabilities::SUDO),
+    ("subscribe", Capabilities::SUBSCRIBE),
     ("deny", Capabilities::DENY),
 ];
 
@@ -28,8 +29,11 @@ impl Capabilities {
     pub const LIST: Capabilities = Capabilities(1 << 5);
     pub const SUDO: Capabilities = Capabilities(1 << 6);
     pub const DENY: Capabilities = Capabilities(1 << 7);
+    /// Vault's capability to receive event notifications about a path (with the rule's
+    /// `subscribe_event_types`); grants no request on the path itself.
+    pub const SUBSCRIBE: Capabilities = Capabilities(1 << 8);
     /// Everything but deny: what the root policy holds.
-    pub(crate) const ALL: Capabilities = Capabilities(0x7f);
+    pub(crate) const ALL: Capabilities = Capabilities(0x17f);
 
     pub fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0

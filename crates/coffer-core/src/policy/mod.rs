@@ -33,6 +33,8 @@ pub(crate) struct PathRule {
     /// Coffer only: requests here must name a key in `X-Coffer-Seal-To`, so the answer leaves
     /// the server only sealed to it.
     pub(crate) require_sealed_response: bool,
+    /// Event types (Vault's `*` globs) the `subscribe` capability covers on this path.
+    pub(crate) subscribe_event_types: Vec<String>,
 }
 
 /// A named, parsed policy. `raw` is the text exactly as written, for reading back.

@@ -14,7 +14,7 @@ pub enum PolicyError {
     #[error("{0}")]
     Syntax(String),
     #[error(
-        "unknown capability {0:?} (known: create, read, update, patch, delete, list, sudo, deny)"
+        "unknown capability {0:?} (known: create, read, update, patch, delete, list, sudo, subscribe, deny)"
     )]
     UnknownCapability(String),
     #[error("unknown key {0:?} at the top level: a policy holds path \"PATTERN\" {{ ... }} blocks")]
@@ -166,6 +166,7 @@ fn rule(pattern: &str, body: &Value) -> Result<PathRule, PolicyError> {
         min_wrapping_ttl: None,
         max_wrapping_ttl: None,
         require_sealed_response: false,
+        subscribe_event_types: Vec::new(),
     };
     for (key, v) in &body {
         match key.as_str() {
@@ -201,6 +202,14 @@ fn rule(pattern: &str, body: &Value) -> Result<PathRule, PolicyError> {
                             })?
                             .to_owned(),
                     );
+                }
+            }
+            "subscribe_event_types" => {
+                let msg = "subscribe_event_types must be a list of strings";
+                let list = v.as_array().ok_or_else(|| invalid(pattern, msg))?;
+                for t in list {
+                    let t = t.as_str().ok_or_else(|| invalid(pattern, msg))?;
+                    r.subscribe_event_types.push(t.to_owned());
                 }
             }
             "min_wrapping_ttl" => r.min_wrapping_ttl = Some(ttl(pattern, key, v)?),

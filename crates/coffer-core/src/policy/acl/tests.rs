@@ -296,3 +296,34 @@ fn a_sealed_response_is_required_where_the_winning_rule_says_so() {
         .expect_err("not a bool");
     assert!(e.to_string().contains("require_sealed_response must be true or false"), "{e}");
 }
+
+#[test]
+fn subscribe_needs_the_capability_and_a_matching_event_type() {
+    let a = acl(&[
+        "path \"secret/data/*\" {\n  capabilities = [\"read\", \"subscribe\"]\n  subscribe_event_types = [\"kv-v2/data-*\"]\n}\n"
+            .to_owned(),
+        rule("secret/metadata/*", &["subscribe"]),
+        "path \"secret/data/hidden\" {\n  capabilities = [\"deny\"]\n  subscribe_event_types = [\"*\"]\n}\n"
+            .to_owned(),
+    ]);
+    assert!(a.allows_subscribe("secret/data/app", "kv-v2/data-write"));
+    assert!(!a.allows_subscribe("secret/data/app", "kv-v2/delete"), "event type not listed");
+    assert!(!a.allows_subscribe("secret/metadata/app", "kv-v2/metadata-write"), "no types listed");
+    assert!(!a.allows_subscribe("secret/data/hidden", "kv-v2/data-write"), "deny wins");
+    assert!(!a.allows_subscribe("other/x", "kv-v2/data-write"));
+    assert_eq!(a.capabilities("secret/data/app").names(), ["read", "subscribe"]);
+    assert!(Acl::root().allows_subscribe("anything", "any-type"));
+}
+
+#[test]
+fn subscribe_event_types_of_one_pattern_in_two_policies_unite() {
+    let p = |types: &str| {
+        format!(
+            "path \"kv/*\" {{\n  capabilities = [\"subscribe\"]\n  subscribe_event_types = [{types}]\n}}\n"
+        )
+    };
+    let a = acl(&[p("\"kv-v1/write\""), p("\"kv-v1/delete\"")]);
+    assert!(a.allows_subscribe("kv/x", "kv-v1/write"));
+    assert!(a.allows_subscribe("kv/x", "kv-v1/delete"));
+    assert!(Policy::parse("bad", "path \"kv/*\" { subscribe_event_types = \"x\" }").is_err());
+}
