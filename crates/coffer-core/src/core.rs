@@ -41,6 +41,8 @@ pub(crate) struct Active {
     /// Shared with the expiration manager, which finds a lease's engine through it.
     pub(crate) router: Arc<RwLock<Arc<Router>>>,
     pub(crate) leases: Arc<crate::lease::Expiration>,
+    /// Event notifications; every subscription ends when this state goes (sealing).
+    pub(crate) events: Arc<crate::events::EventBus>,
 }
 
 impl Active {
@@ -104,6 +106,11 @@ impl Core {
             .map_err(|_| Error::Internal("state lock poisoned".into()))?
             .clone()
             .ok_or(Error::Sealed)
+    }
+
+    /// The event bus's counters (zero while sealed).
+    pub fn event_stats(&self) -> crate::events::EventStats {
+        self.active().map(|a| a.events.stats()).unwrap_or_default()
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -238,8 +245,10 @@ impl Core {
     }
 
     fn deactivate(&self) {
-        if let Ok(mut a) = self.active.write() {
-            *a = None;
+        if let Ok(mut a) = self.active.write()
+            && let Some(gone) = a.take()
+        {
+            gone.events.close_all(crate::events::EndReason::Sealed);
         }
         self.barrier.seal();
     }
@@ -304,7 +313,8 @@ impl Core {
                 tracing::error!(error = %e, "finishing interrupted token revocations failed");
             }
         });
-        let active = Arc::new(Active { audit, tokens, policies, router, leases });
+        let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
+        let active = Arc::new(Active { audit, tokens, policies, router, leases, events });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)

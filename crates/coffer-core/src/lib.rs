@@ -15,6 +15,7 @@
 //! - `backend` (with `backend::framework`, the path framework backends declare their paths
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
+//! - `events`: the event bus and subscriptions (Vault's event notifications).
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
 //!   checks and their proofs), `sys` (the system API, its paths declared in `sys::paths`),
 //!   `pipeline` (one function per request, help requests included).
@@ -26,6 +27,7 @@ pub mod cidr;
 mod config;
 mod core;
 mod due;
+pub mod events;
 
 pub mod glob;
 pub mod hex;
@@ -55,6 +57,7 @@ pub use backend::{
     BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
 };
 pub use coffer_barrier::{BatchOp, View};
+pub use logical::event::Event;
 pub use logical::fields::Fields;
 pub use logical::login::Login;
 pub use logical::{Auth, Error, Operation, Request, Response, Result, SecretLease};

@@ -60,6 +60,7 @@ async fn dispatch(
                 client_cert_chain: &req.client_cert_chain,
             };
             let mut resp = route.backend.handle(&breq).await?;
+            let events = std::mem::take(&mut resp.events);
             if let Some(secret) = resp.secret.take() {
                 // Leases belong to secrets engines; an auth method's answer is a login.
                 if route.table != crate::mount::Table::Secrets {
@@ -108,6 +109,10 @@ async fn dispatch(
                 let path = format!("{}{rel}", route.info.path);
                 resp.auth =
                     Some(crate::login::issue(&active.tokens, &route.info, &path, login).await?);
+            }
+            // The handler succeeded, so what it changed is durable: subscribers may hear of it.
+            if !events.is_empty() {
+                active.events.publish(&route, events);
             }
             Ok(resp)
         }

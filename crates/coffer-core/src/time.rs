@@ -14,6 +14,19 @@ pub fn rfc3339(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// RFC 3339 in UTC with the fraction of the second, trailing zeros trimmed, as Go prints a
+/// `time.Time` (`2024-01-02T03:04:05.123456789Z`): the `time` of an event notification.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let whole = rfc3339(d.as_secs());
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        return whole;
+    }
+    let frac = format!("{nanos:09}");
+    format!("{}.{}Z", whole.trim_end_matches('Z'), frac.trim_end_matches('0'))
+}
+
 /// (year, month 1-12, day 1-31) of a day number since 1970-01-01, in the proleptic Gregorian
 /// calendar (Howard Hinnant's civil-from-days).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -89,6 +102,14 @@ pub fn parse_duration_unbounded(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::logical::fields::duration_field;
+
+    #[test]
+    fn nanosecond_times_print_as_go_does() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_450_000);
+        assert_eq!(rfc3339_nanos(t), "2023-11-14T22:13:20.12345Z");
+        assert_eq!(rfc3339_nanos(UNIX_EPOCH + Duration::from_secs(1)), "1970-01-01T00:00:01Z");
+    }
+
     #[test]
     fn durations_parse_like_vault() {
         assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));

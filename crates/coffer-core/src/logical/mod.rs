@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::secret::SecretString;
 
+pub mod event;
 pub mod fields;
 pub mod login;
 
@@ -138,6 +139,11 @@ pub struct Response {
     /// Set when the answer was sealed to the client's key: `data`, `auth` and `wrap_info` (or a
     /// raw body) are inside, and the envelope carries only the lease fields beside it.
     pub sealed: Option<coffer_hpke::Sealed>,
+    /// Changes the handler made, published to event subscribers by the core when the handler
+    /// succeeded; never sent to the client.
+    pub events: Vec<event::Event>,
+    /// `sys/events/subscribe/...`: the subscription the transport serves over a WebSocket.
+    pub subscription: Option<crate::events::Subscription>,
 }
 
 /// The object a `json!({...})` literal builds (an empty one for anything else).
@@ -196,6 +202,8 @@ impl fmt::Debug for Response {
             .field("wrap_info", &self.wrap_info)
             .field("secret", &self.secret)
             .field("sealed", &self.sealed.is_some())
+            .field("events", &self.events)
+            .field("subscription", &self.subscription)
             .finish()
     }
 }
@@ -253,6 +261,12 @@ impl Response {
 
     pub fn empty() -> Self {
         Self::default()
+    }
+
+    /// This answer, with a change to publish once it is sent (see [`event::Event`]).
+    pub fn with_event(mut self, event: event::Event) -> Self {
+        self.events.push(event);
+        self
     }
 
     pub fn is_empty(&self) -> bool {

@@ -3,6 +3,7 @@
 //! token and while sealed; everything else has passed the token and ACL checks before it gets here.
 
 mod audit;
+mod events;
 mod leases;
 mod mounts;
 mod password;
@@ -250,6 +251,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         | "capabilities-self"
         | "capabilities"
         | "capabilities-accessor" => Err(Error::UnsupportedOperation),
+        _ if rel.starts_with(events::PREFIX) => {
+            events::subscribe(ctx, &rel[events::PREFIX.len()..])
+        }
         _ if crate::authz::is_self_checked_sys(rel) && op == Read => {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }

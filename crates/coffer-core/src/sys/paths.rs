@@ -288,6 +288,17 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[Update],
         &[AUDIT_PATH, Field::str("input", "The value to hash.").required()],
     ),
+    p(
+        "events/subscribe/{event_type*}",
+        "Event notifications over a WebSocket (Vault's event subscription).",
+        &[Read],
+        &[
+            Field::str("event_type", "The event type, or a pattern with `*`: `kv-v2/*`."),
+            Field::bool("json", "Must be true: events are JSON (Vault's default is protobuf)."),
+            Field::str("namespaces", "Vault's child-namespace patterns; no effect here."),
+            Field::str("filter", "A go-bexpr filter: not supported (400)."),
+        ],
+    ),
 ];
 
 /// The declarations that match `rel` (a trailing `/` allowed, as the handlers allow it).
