@@ -1,12 +1,13 @@
 //! Key/value secrets engine, version 1 (Vault's `kv` with no version option): one unversioned
-//! JSON object per path. A write replaces the whole object.
+//! JSON object per path. A write replaces the whole object. Writes and deletes report Vault's
+//! `kv-v1/write` and `kv-v1/delete` events (paths only, never the values).
 
 use std::sync::{Arc, LazyLock};
 
 use coffer_core::View;
 use coffer_core::framework::{Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::time::parse_duration;
-use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result};
+use coffer_core::{BackendConfig, Error, Event, LogicalBackend, Response, Result};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
@@ -108,12 +109,20 @@ impl KvV1 {
         KvStore::list(&self.view, r.capture("path")).await
     }
 
+    /// As Vault's kv: `kv-v1/write` names the key as its `data_path`; `kv-v1/delete` does not.
     async fn write(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::write(&self.view, r.capture("path"), r.data).await
+        let path = r.capture("path");
+        let resp = KvStore::write(&self.view, path, r.data).await?;
+        Ok(resp.with_event(Event::new("kv-v1", "write", path).data_path(path)))
     }
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::delete(&self.view, r.capture("path")).await
+        let path = r.capture("path");
+        let resp = KvStore::delete(&self.view, path).await?;
+        if path.is_empty() {
+            return Ok(resp);
+        }
+        Ok(resp.with_event(Event::new("kv-v1", "delete", path)))
     }
 
     async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {

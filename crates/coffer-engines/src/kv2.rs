@@ -5,6 +5,9 @@
 //! serialized, so two writers with the same `cas` cannot both succeed; old versions beyond
 //! `max_versions` are pruned in the same atomic batch as the write that pushes them out.
 //!
+//! Every change reports Vault's `kv-v2/...` event (see [`key_event`]): paths and version
+//! numbers, never the data.
+//!
 //! Storage (inside the mount's view): `config`, `meta/<path>` (the key's metadata, all its
 //! versions' marks) and `ver/<path>/<n>` (one version's data). The version number is always the
 //! last segment, so no two (path, version) pairs share a storage key.
@@ -16,7 +19,7 @@ use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
-use coffer_core::{Error, LogicalBackend, Response, Result, View};
+use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
@@ -177,6 +180,26 @@ impl VersionMeta {
     }
 }
 
+/// A `kv-v2/<operation>` event about `key`, requested at `<section>/<key>`, as Vault's kv plugin
+/// sends it. Whoever may read the key's data or its metadata may see it.
+fn key_event(operation: &str, section: &str, key: &str) -> Event {
+    Event::new("kv-v2", operation, format!("{section}/{key}"))
+        .readable_at(format!("data/{key}"))
+        .readable_at(format!("metadata/{key}"))
+}
+
+/// [`key_event`] with the key's version numbers after the change, as Vault's data events have.
+fn versions_event(operation: &str, section: &str, key: &str, meta: &KeyMeta) -> Event {
+    key_event(operation, section, key)
+        .with("current_version", meta.current_version.to_string())
+        .with("oldest_version", meta.oldest_version.to_string())
+}
+
+/// A list of versions as Vault's events show it: a JSON array in a string (`[1,2]`).
+fn versions_list(versions: &[u64]) -> String {
+    serde_json::to_string(versions).unwrap_or_default()
+}
+
 fn key_path(path: &str) -> Result<&str> {
     if path.is_empty() || path.ends_with('/') {
         return Err(Error::invalid("a secret's path must name a key, not a folder"));
@@ -272,7 +295,8 @@ impl KvV2 {
             c.delete_version_after = d;
         }
         self.view.put("config", &record::encode(&c)?).await?;
-        Ok(Response::empty())
+        Ok(Response::empty()
+            .with_event(Event::new("kv-v2", "config-write", "config").data_path("config")))
     }
 
     async fn read_data(&self, r: &Req<'_>) -> Result<Response> {
@@ -293,11 +317,13 @@ impl KvV2 {
     }
 
     /// Writes a new version, after the check-and-set rules; prunes versions beyond the limit.
+    /// `operation` names the event: `data-write` or `data-patch`.
     async fn write_version(
         &self,
         path: &str,
         secret: Map<String, Value>,
         cas: Option<u64>,
+        operation: &str,
     ) -> Result<Response> {
         let path = key_path(path)?;
         let cfg = self.config().await?;
@@ -335,10 +361,13 @@ impl KvV2 {
             .map(zeroize::Zeroizing::new)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.save(path, &meta, Some((version, &data_raw)), &pruned).await?;
+        let event =
+            versions_event(operation, "data", path, &meta).data_path(format!("data/{path}"));
         Ok(Response::data(match vm.json(version, &meta) {
             Value::Object(m) => m,
             _ => Map::new(),
-        }))
+        })
+        .with_event(event))
     }
 
     async fn write_data(&self, r: &Req<'_>) -> Result<Response> {
@@ -349,7 +378,7 @@ impl KvV2 {
             None => None,
         };
         let _g = self.write_lock.lock().await;
-        self.write_version(r.capture("path"), secret, cas).await
+        self.write_version(r.capture("path"), secret, cas, "data-write").await
     }
 
     /// JSON merge patch (RFC 7396) of the latest version into a new version.
@@ -378,14 +407,16 @@ impl KvV2 {
             _ => Map::new(),
         };
         // A patch is always against the version it read: the implicit cas makes it safe.
-        self.write_version(path, merged, Some(cas.unwrap_or(meta.current_version))).await
+        self.write_version(path, merged, Some(cas.unwrap_or(meta.current_version)), "data-patch")
+            .await
     }
 
-    /// Marks versions: soft delete (`Some(now)`), undelete (`None`), or destroy.
-    async fn mark(&self, path: &str, versions: &[u64], action: Mark) -> Result<Response> {
+    /// Marks versions: soft delete, undelete, or destroy. Returns the key's metadata as saved,
+    /// `None` when there is no such key (nothing changed).
+    async fn mark(&self, path: &str, versions: &[u64], action: Mark) -> Result<Option<KeyMeta>> {
         let path = key_path(path)?;
         let _g = self.write_lock.lock().await;
-        let Some(mut meta) = self.meta(path).await? else { return Ok(Response::empty()) };
+        let Some(mut meta) = self.meta(path).await? else { return Ok(None) };
         let now = now_unix();
         let mut destroy = Vec::new();
         for v in versions {
@@ -409,13 +440,18 @@ impl KvV2 {
         }
         meta.updated_time = now;
         self.save(path, &meta, None, &destroy).await?;
-        Ok(Response::empty())
+        Ok(Some(meta))
     }
 
     async fn delete_latest(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
         let Some(meta) = self.meta(key_path(path)?).await? else { return Ok(Response::empty()) };
-        self.mark(path, &[meta.current_version], Mark::Delete).await
+        Ok(match self.mark(path, &[meta.current_version], Mark::Delete).await? {
+            Some(meta) => {
+                Response::empty().with_event(versions_event("data-delete", "data", path, &meta))
+            }
+            None => Response::empty(),
+        })
     }
 
     async fn mark_versions(&self, r: &Req<'_>, action: Mark) -> Result<Response> {
@@ -423,7 +459,23 @@ impl KvV2 {
         if versions.is_empty() {
             return Err(Error::invalid("no version number provided"));
         }
-        self.mark(r.capture("path"), &versions, action).await
+        let path = r.capture("path");
+        let Some(meta) = self.mark(path, &versions, action).await? else {
+            return Ok(Response::empty());
+        };
+        // Vault's names: `kv-v2/delete`, `kv-v2/undelete` (which names the data path: there is
+        // something to read again) and `kv-v2/destroy`.
+        let (operation, listed) = match action {
+            Mark::Delete => ("delete", "deleted_versions"),
+            Mark::Undelete => ("undelete", "undeleted_versions"),
+            Mark::Destroy => ("destroy", "destroyed_versions"),
+        };
+        let mut event = versions_event(operation, operation, path, &meta)
+            .with(listed, versions_list(&versions));
+        if let Mark::Undelete = action {
+            event = event.data_path(format!("data/{path}"));
+        }
+        Ok(Response::empty().with_event(event))
     }
 
     async fn delete_versions(&self, r: &Req<'_>) -> Result<Response> {
@@ -507,7 +559,9 @@ impl KvV2 {
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
         self.save(path, &meta, None, &pruned).await?;
-        Ok(Response::empty())
+        let operation = if patch { "metadata-patch" } else { "metadata-write" };
+        let event = key_event(operation, "metadata", path).data_path(format!("metadata/{path}"));
+        Ok(Response::empty().with_event(event))
     }
 
     async fn delete_metadata(&self, r: &Req<'_>) -> Result<Response> {
@@ -529,7 +583,7 @@ impl KvV2 {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
         self.view.batch(ops).await?;
-        Ok(Response::empty())
+        Ok(Response::empty().with_event(key_event("metadata-delete", "metadata", path)))
     }
 
     async fn list_metadata(&self, r: &Req<'_>) -> Result<Response> {
