@@ -1,10 +1,12 @@
 //! Coffer's HTTP API from the client side: Vault's wire envelope and a small typed client used by
-//! the CLI, the agent and the tests. Trust is explicit: a CA file, or the platform store when none
-//! is given; never "accept any certificate". With a [`SealKey`], every request asks for its
-//! answer sealed to that key (`X-Coffer-Seal-To`) and every answer is opened before it is
-//! returned; one that comes back in clear with something to hide is an error.
+//! the CLI, the agent and the tests, and Vault's event subscription over a WebSocket (`events`).
+//! Trust is explicit: a CA file, or the platform store when none is given; never "accept any
+//! certificate". With a [`SealKey`], every request asks for its answer sealed to that key
+//! (`X-Coffer-Seal-To`) and every answer is opened before it is returned; one that comes back in
+//! clear with something to hide is an error.
 
 pub mod dhutil;
+pub mod events;
 mod seal;
 
 use std::sync::Arc;
@@ -70,6 +72,9 @@ pub enum Error {
     Decode(String),
     #[error("sealed answer: {0}")]
     Seal(#[from] SealError),
+    /// The server closed an event stream with this WebSocket close code and reason.
+    #[error("the server closed the event stream ({code}): {reason}")]
+    EventStreamClosed { code: u16, reason: String },
 }
 
 impl Error {
@@ -83,8 +88,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Where and how to reach a server.
-#[derive(Debug, Clone, Default)]
+/// Where and how to reach a server. `Debug` shows whether a client identity is set, never its
+/// key.
+#[derive(Clone, Default)]
 pub struct ClientConfig {
     pub address: String,
     /// PEM bundle of the CAs to trust; when `None`, the platform's trust store.
@@ -94,6 +100,17 @@ pub struct ClientConfig {
     pub timeout: Option<Duration>,
 }
 
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.address)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(Vec::len))
+            .field("client_identity_pem", &self.client_identity_pem.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -101,6 +118,8 @@ pub struct Client {
     token: Option<String>,
     wrap_ttl: Option<String>,
     seal_key: Option<Arc<SealKey>>,
+    /// How it was made: the event stream connects with the same trust (`events`).
+    config: Arc<ClientConfig>,
 }
 
 impl std::fmt::Debug for Client {
@@ -158,7 +177,14 @@ impl Client {
                 "address {address:?} must start with http:// or https://"
             )));
         }
-        Ok(Self { http, address, token: None, wrap_ttl: None, seal_key: None })
+        Ok(Self {
+            http,
+            address,
+            token: None,
+            wrap_ttl: None,
+            seal_key: None,
+            config: Arc::new(cfg.clone()),
+        })
     }
 
     pub fn address(&self) -> &str {
