@@ -281,6 +281,8 @@ pub struct Subscription {
     token_id: String,
     remote_addr: Option<IpAddr>,
     recheck: Duration,
+    /// An event received and not yet delivered: kept across a cancelled [`Subscription::next`].
+    pending: Option<Arc<Published>>,
 }
 
 impl fmt::Debug for Subscription {
@@ -322,6 +324,7 @@ impl Subscription {
             token_id: token_id.to_owned(),
             remote_addr,
             recheck: RECHECK_EVERY,
+            pending: None,
         }
     }
 
@@ -332,25 +335,33 @@ impl Subscription {
 
     /// The next event this subscriber may see, or why the stream is over. Waits for one;
     /// re-checks the token on every event and at least every [`RECHECK_EVERY`].
+    ///
+    /// Cancel-safe: an event received by a call that was dropped is delivered by the next one.
     pub async fn next(&mut self) -> Delivery {
         loop {
             if let Some(r) = self.ended.get() {
                 return Delivery::End(*r);
             }
-            let event = match tokio::time::timeout(self.recheck, self.rx.recv()).await {
-                Ok(Some(e)) => Some(e),
-                // The bus is gone with the unsealed state.
-                Ok(None) => return Delivery::End(*self.ended.get().unwrap_or(&EndReason::Sealed)),
-                Err(_) => None,
-            };
-            match self.admit(event.as_deref()).await {
+            if self.pending.is_none() {
+                match tokio::time::timeout(self.recheck, self.rx.recv()).await {
+                    Ok(Some(e)) => self.pending = Some(e),
+                    // The bus is gone with the unsealed state.
+                    Ok(None) => {
+                        return Delivery::End(*self.ended.get().unwrap_or(&EndReason::Sealed));
+                    }
+                    // Quiet for a while: the token is checked all the same.
+                    Err(_) => {}
+                }
+            }
+            match self.admit(self.pending.as_deref()).await {
                 Ok(true) => {
-                    if let Some(e) = event {
+                    if let Some(e) = self.pending.take() {
                         return Delivery::Event(e);
                     }
                 }
-                Ok(false) => {}
+                Ok(false) => self.pending = None,
                 Err(r) => {
+                    self.pending = None;
                     let _ = self.ended.set(r);
                     return Delivery::End(r);
                 }
