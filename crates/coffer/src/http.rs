@@ -11,9 +11,13 @@
 //! every request body within `max_request_size` (413), `http_read_timeout` (408) and
 //! `max_buffered_request_bytes` (503) before any handler runs, the 404 for paths outside `/v1/`
 //! included. Not here: the header timeout, which hyper enforces (server.rs).
+//!
+//! `sys/events/subscribe/...` goes through the same handler and pipeline; when the core answers
+//! with a subscription, `events` upgrades the connection to a WebSocket and serves it.
 
 mod body;
 mod error;
+mod events;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +45,32 @@ pub(crate) struct ConnInfo {
     pub remote_addr: SocketAddr,
     /// DER certificates the client presented, leaf first.
     pub client_cert_chain: Vec<Vec<u8>>,
+    /// The listener's stop signal, held by everything it must wait for when stopping.
+    pub lifeline: Lifeline,
+}
+
+/// The listener's stop signal, and a token of being alive that the listener waits for when it
+/// stops: each connection holds one, and so does a WebSocket after its connection was upgraded,
+/// until it has closed.
+#[derive(Clone, Debug)]
+pub(crate) struct Lifeline {
+    stop: tokio::sync::watch::Receiver<bool>,
+    _alive: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Lifeline {
+    pub(crate) fn new(
+        stop: tokio::sync::watch::Receiver<bool>,
+        alive: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
+        Self { stop, _alive: alive }
+    }
+
+    /// Resolves once the listener is stopping.
+    pub(crate) async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
 }
 
 pub(crate) fn router(core: Arc<Core>, limits: BodyLimits) -> Router {
@@ -168,6 +198,7 @@ async fn handle(
     Path(path): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    upgrade: events::Upgrade,
     // Already read whole, within the listener's limits, by the body layer.
     body: Bytes,
 ) -> Response {
@@ -241,6 +272,7 @@ async fn handle(
         Ok(to) => req.seal_to = to,
         Err(e) => return error_response(e, &request_id, &path),
     }
+    let lifeline = conn.as_ref().map(|Extension(c)| c.lifeline.clone());
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
@@ -254,7 +286,10 @@ async fn handle(
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
     };
     let mut resp = match result {
-        Ok(r) => success(r, request_id),
+        Ok(mut r) => match r.subscription.take() {
+            Some(sub) => events::accept(sub, &headers, upgrade, lifeline),
+            None => success(r, request_id),
+        },
         Err(e) => error_response(e, &request_id, &path),
     };
     if head {

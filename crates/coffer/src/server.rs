@@ -10,13 +10,12 @@ use coffer_storage::{
     Backend, CachedBackend, MemoryBackend, PostgresBackend, SqliteBackend, SqliteOptions,
 };
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt as _;
 
 use crate::config::{ListenerConfig, LogFormat, ServerConfig, StorageConfig};
-use crate::http::{self, ConnInfo};
+use crate::http::{self, ConnInfo, Lifeline};
 
 pub(crate) struct DevOptions {
     pub root_token_id: Option<String>,
@@ -215,6 +214,8 @@ async fn serve(
     core: Arc<Core>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Every connection (and WebSocket) holds a sender; when all are gone, the listener is done.
+    let (alive, mut all_gone) = mpsc::channel::<()>(1);
     let app = http::router(
         core,
         http::BodyLimits::new(
@@ -225,7 +226,6 @@ async fn serve(
     );
     let header_timeout = cfg.read_header_timeout;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote_addr) = tokio::select! {
             r = sock.accept() => match r {
@@ -241,7 +241,7 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
+        let lifeline = Lifeline::new(stop.clone(), alive.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
@@ -266,36 +266,47 @@ async fn serve(
                         .peer_certificates()
                         .map(|c| c.iter().map(|c| c.to_vec()).collect())
                         .unwrap_or_default();
-                    let info = ConnInfo { remote_addr, client_cert_chain: chain };
-                    serve_conn(TokioIo::new(tls), info, app, &builder, watcher).await;
+                    let info = ConnInfo { remote_addr, client_cert_chain: chain, lifeline };
+                    serve_conn(TokioIo::new(tls), info, app, &builder).await;
                 }
                 None => {
-                    let info = ConnInfo { remote_addr, client_cert_chain: Vec::new() };
-                    serve_conn(TokioIo::new(stream), info, app, &builder, watcher).await;
+                    let info = ConnInfo { remote_addr, client_cert_chain: Vec::new(), lifeline };
+                    serve_conn(TokioIo::new(stream), info, app, &builder).await;
                 }
             }
         });
     }
     drop(sock);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+    drop(alive);
+    if tokio::time::timeout(Duration::from_secs(30), all_gone.recv()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");
     }
 }
 
-/// Serves one connection, with what is known of its peer attached to every request on it.
+/// Serves one connection, with what is known of its peer attached to every request on it, until
+/// it ends or is upgraded (a WebSocket then lives on in its own task); when the listener stops,
+/// in-flight requests finish and the connection closes.
 async fn serve_conn<I>(
     io: I,
     info: ConnInfo,
     app: axum::Router,
     builder: &hyper::server::conn::http1::Builder,
-    watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let lifeline = info.lifeline.clone();
     let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
         r.extensions_mut().insert(info.clone());
         r
     });
     let svc = hyper_util::service::TowerToHyperService::new(svc);
-    let _ = watcher.watch(builder.serve_connection(io, svc)).await;
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = lifeline.stopping() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod agent;
 mod args;
 mod audit;
 mod client;
+mod events;
 mod generic;
 mod kv;
 mod lease;
@@ -85,6 +86,9 @@ pub(crate) enum Command {
     /// Look up, renew and revoke the leases of dynamic secrets (and look up and revoke tokens')
     #[command(subcommand)]
     Lease(lease::LeaseCmd),
+    /// Subscribe to event notifications (secret changes), one JSON object a line
+    #[command(subcommand)]
+    Events(events::EventsCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(generic::PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin
@@ -150,6 +154,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Kv(k) => kv::run(g, k).await,
         Command::Audit(a) => audit::run(g, a).await,
         Command::Lease(l) => lease::run(g, l).await,
+        Command::Events(e) => events::run(g, e).await,
         Command::Read(a) => generic::read(g, a).await,
         Command::List(a) => generic::list(g, a).await,
         Command::Delete(a) => generic::delete(g, a).await,
