@@ -11,6 +11,7 @@ mod cert;
 mod cli;
 mod database;
 mod database_leases;
+mod events;
 mod help;
 mod invariants;
 mod jwt;

@@ -8,15 +8,15 @@ use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, 
 
 use crate::common::{Server, ok, stderr, tempdir};
 
-struct Pki {
-    ca: std::path::PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: std::path::PathBuf,
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
+    pub(crate) client_cert: std::path::PathBuf,
+    pub(crate) client_key: std::path::PathBuf,
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -52,7 +52,7 @@ fn pki(dir: &Path) -> Pki {
     p
 }
 
-fn tls_config(dir: &Path, p: &Pki, extra: &str) -> String {
+pub(crate) fn tls_config(dir: &Path, p: &Pki, extra: &str) -> String {
     format!(
         "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n{extra}}}\n",
         crate::common::storage_block(dir, crate::common::Storage::Default),
