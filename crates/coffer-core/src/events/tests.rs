@@ -208,44 +208,37 @@ async fn a_failed_write_publishes_nothing() {
     assert_eq!(f.core.event_stats().published, 1);
 }
 
+/// The path of the first event a token holding `policy` sees when `writes` are made in order.
+async fn first_seen(policy: &str, writes: &[&str]) -> String {
+    let f = fixture().await;
+    let t = f.token_with("under-test", policy).await;
+    let mut sub = f.subscribe("*", &t).await.expect("subscribe");
+    for w in writes {
+        f.write(w).await;
+    }
+    next_event(&mut sub).await.metadata["path"].clone()
+}
+
 #[tokio::test]
 async fn subscribers_see_only_events_on_paths_their_token_may_read() {
-    let f = fixture().await;
-    let t = f
-        .token_with(
-            "a-reader",
-            r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
-               path "test/a/*" { capabilities = ["read"] }
-               path "test/b/*" { capabilities = ["list", "update"] }"#,
-        )
-        .await;
-    let mut sub = f.subscribe("*", &t).await.expect("subscribe");
-    f.write("b/hidden").await;
-    f.write("a/seen").await;
-    assert_eq!(next_event(&mut sub).await.metadata["path"], "test/a/seen");
+    let policy = r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
+                    path "test/a/*" { capabilities = ["read"] }
+                    path "test/b/*" { capabilities = ["list", "update"] }"#;
+    assert_eq!(first_seen(policy, &["b/hidden", "a/seen"]).await, "test/a/seen");
 }
 
 #[tokio::test]
 async fn vaults_subscribe_capability_admits_the_listed_event_types() {
-    let f = fixture().await;
-    let t = f
-        .token_with(
-            "subscriber",
-            r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
-               path "test/s/*" {
-                 capabilities = ["subscribe"]
-                 subscribe_event_types = ["test-v1/write"]
-               }
-               path "test/other/*" {
-                 capabilities = ["subscribe"]
-                 subscribe_event_types = ["kv-v2/*"]
-               }"#,
-        )
-        .await;
-    let mut sub = f.subscribe("*", &t).await.expect("subscribe");
-    f.write("other/x").await;
-    f.write("s/x").await;
-    assert_eq!(next_event(&mut sub).await.metadata["path"], "test/s/x");
+    let policy = r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
+                    path "test/s/*" {
+                      capabilities = ["subscribe"]
+                      subscribe_event_types = ["test-v1/write"]
+                    }
+                    path "test/other/*" {
+                      capabilities = ["subscribe"]
+                      subscribe_event_types = ["kv-v2/*"]
+                    }"#;
+    assert_eq!(first_seen(policy, &["other/x", "s/x"]).await, "test/s/x");
 }
 
 #[tokio::test]

@@ -55,6 +55,13 @@ async fn token_with(s: &Server, root: &str, name: &str, policy: &str) -> String 
     b["auth"]["client_token"].as_str().expect("token").to_owned()
 }
 
+/// coffer-api's client for the plain-HTTP server `s`, with `token`.
+fn api_client(s: &Server, token: &str) -> Client {
+    Client::new(&ClientConfig { address: s.addr.clone(), ..ClientConfig::default() })
+        .expect("client")
+        .with_token(Some(token.to_owned()))
+}
+
 /// A WebSocket client of its own (not coffer-api's), to see the frames as sent.
 async fn raw_subscribe(s: &Server, pattern: &str, token: &str) -> Ws {
     let host = s.addr.trim_start_matches("http://");
@@ -288,9 +295,7 @@ async fn a_subscriber_sees_only_events_on_paths_its_token_may_read() {
     // A token that may not read the subscribe path is refused the WebSocket itself.
     let other =
         token_with(&s, &root, "no-events", r#"path "secret/*" { capabilities = ["read"] }"#).await;
-    let c = Client::new(&ClientConfig { address: s.addr.clone(), ..ClientConfig::default() })
-        .expect("client")
-        .with_token(Some(other));
+    let c = api_client(&s, &other);
     match c.subscribe_events("kv-v2/*").await {
         Err(coffer_api::Error::Api { status: 403, .. }) => {}
         other => panic!("expected 403, got {other:?}"),
@@ -308,9 +313,7 @@ async fn a_revoked_token_has_its_stream_closed() {
            path "secret/*" { capabilities = ["read"] }"#,
     )
     .await;
-    let c = Client::new(&ClientConfig { address: s.addr.clone(), ..ClientConfig::default() })
-        .expect("client")
-        .with_token(Some(t.clone()));
+    let c = api_client(&s, &t);
     let mut stream = c.subscribe_events("kv*").await.expect("subscribe");
     put(&s, &root, "secret/data/one", json!({"data": {"p": "1"}})).await;
     let first = stream.next().await.expect("event").expect("open");
@@ -332,9 +335,7 @@ async fn a_revoked_token_has_its_stream_closed() {
 #[tokio::test]
 async fn sealing_closes_streams_with_going_away() {
     let (_dir, s, root) = server_with_kv().await;
-    let c = Client::new(&ClientConfig { address: s.addr.clone(), ..ClientConfig::default() })
-        .expect("client")
-        .with_token(Some(root.clone()));
+    let c = api_client(&s, &root);
     let mut stream = c.subscribe_events("*").await.expect("subscribe");
     assert_eq!(s.call("PUT", "sys/seal", Some(&root), None).await.0, 204);
     match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("in time") {
