@@ -49,6 +49,11 @@ impl Conn {
         Ok(Self { client, num_retries: cfg.num_retries, status })
     }
 
+    /// The client with `token`, for what `call` does not cover (the event stream).
+    pub(crate) fn client(&self, token: Option<&str>) -> Client {
+        self.client.clone().with_token(token.map(str::to_owned))
+    }
+
     pub(crate) fn address(&self) -> &str {
         self.client.address()
     }
@@ -61,7 +66,7 @@ impl Conn {
         path: &str,
         body: Option<&Value>,
     ) -> coffer_api::Result<Answer> {
-        let client = self.client.clone().with_token(token.map(str::to_owned));
+        let client = self.client(token);
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
         let mut attempt = 0;
         loop {

@@ -16,6 +16,7 @@ mod cache;
 pub mod config;
 mod conn;
 mod delivery;
+mod events;
 mod exec;
 mod render;
 mod secret;
@@ -146,7 +147,10 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
     }
     drop(restored);
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    let (_events_tx, events_rx) = mpsc::channel::<String>(256);
+    let (events_tx, events_rx) = mpsc::channel::<events::Change>(256);
+    if cfg.auto_auth.is_some() && !(cfg.templates.is_empty() && cfg.env_templates.is_empty()) {
+        tokio::spawn(events::watch(conn.clone(), token_rx.clone(), status.clone(), events_tx));
+    }
     let render_task = tokio::spawn(drive(
         renderer,
         token_rx.clone(),
@@ -293,7 +297,7 @@ async fn drive(
     settings: config::TemplateSettings,
     num_retries: u32,
     ready: watch::Sender<bool>,
-    mut events: mpsc::Receiver<String>,
+    mut events: mpsc::Receiver<events::Change>,
     persisted: Option<Arc<cache::Cache>>,
 ) -> Result<()> {
     let far = || Instant::now() + Duration::from_secs(86400 * 365);
@@ -382,7 +386,13 @@ async fn drive(
             }
             () = tokio::time::sleep_until(lease_due) => { r.leases_due().await; true }
             () = tokio::time::sleep_until(retry_at.unwrap_or_else(far)) => true,
-            Some(path) = events.recv() => r.changed(&path),
+            Some(change) = events.recv() => match change {
+                events::Change::Path(path) => r.changed(&path),
+                events::Change::Resync => {
+                    r.poll();
+                    true
+                }
+            },
         };
     }
 }

@@ -44,6 +44,8 @@ pub(crate) enum EventStream {
     /// No subscription (no token yet, or nothing to watch).
     Off,
     Connected,
+    /// The stream is down (or refused); changes are found by polling until it is back.
+    Polling,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -127,6 +129,10 @@ impl Status {
         });
     }
 
+    pub(crate) fn events(&self, s: EventStream) {
+        self.with(|i| i.events = s);
+    }
+
     pub(crate) fn template(&self, name: &str, f: impl FnOnce(&mut TemplateStatus)) {
         self.with(|i| f(i.templates.entry(name.to_owned()).or_default()));
     }
@@ -180,6 +186,7 @@ impl Status {
                 "events": match i.events {
                     EventStream::Off => "off",
                     EventStream::Connected => "connected",
+                    EventStream::Polling => "polling",
                 },
                 "templates": templates,
             })

@@ -181,16 +181,16 @@ async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
     (s, keys, root)
 }
 
+/// Reads `secret/data/web/*`, and may be told of changes (Vault's event subscription).
+const WEB_POLICY: &str = "path \"secret/data/web/*\" { capabilities = [\"read\"] }\npath \"sys/events/subscribe/*\" { capabilities = [\"read\"] }";
+
 /// approle at auth/approle, kv v2 at secret/, a policy `web` that reads `secret/data/web/*`,
 /// and role `web` with that policy. Writes `secret/data/web/db` = {password: `value`}.
 async fn setup(s: &Server, root: &str, value: &str) {
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
-        (
-            "sys/policies/acl/web",
-            json!({"policy": "path \"secret/data/web/*\" { capabilities = [\"read\"] }"}),
-        ),
+        ("sys/policies/acl/web", json!({"policy": WEB_POLICY})),
         ("auth/approle/role/web", json!({"token_policies": ["web"], "token_ttl": "1h"})),
     ] {
         let (code, b) = s.call("POST", path, Some(root), Some(body)).await;
@@ -267,7 +267,7 @@ async fn wrapped_secret_id_renders_into_the_containers_tmpfs_and_follows_updates
     let mnt = dir.path().join("secrets");
     let dest = mnt.join("db-password");
     let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
+        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"5m\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
         s.addr,
         approle_block(
             &role,
@@ -309,9 +309,15 @@ async fn wrapped_secret_id_renders_into_the_containers_tmpfs_and_follows_updates
     assert!(!st.success(), "a replayed wrapping token must not log in");
     assert!(replay.logs().contains("not valid"), "{}", replay.logs());
 
-    // An update reaches the file.
+    // An update reaches the file by push (the poll is 5 minutes away), within a second.
+    let start = Instant::now();
+    while agent.status().1["events"] != "connected" {
+        assert!(start.elapsed() < Duration::from_secs(10), "never subscribed:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     put(&s, &root, "second-canary-91bd").await;
-    agent.wait_for_content(&dest, "second-canary-91bd", Duration::from_secs(5));
+    let took = agent.wait_for_content(&dest, "second-canary-91bd", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(1), "the update took {took:?}");
     let (code, st) = agent.status();
     assert_eq!(code, 200, "{st}");
     assert_eq!(st["auth"]["state"], "authenticated");
@@ -689,10 +695,7 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
 async fn kv_for_web(s: &Server, root: &str, value: &str) {
     for (path, body) in [
         ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
-        (
-            "sys/policies/acl/web",
-            json!({"policy": "path \"secret/data/web/*\" { capabilities = [\"read\"] }"}),
-        ),
+        ("sys/policies/acl/web", json!({"policy": WEB_POLICY})),
     ] {
         let (code, b) = s.call("POST", path, Some(root), Some(body)).await;
         assert!(code == 204 || code == 200, "{path}: {code} {b}");
@@ -913,4 +916,68 @@ async fn the_agents_answers_are_sealed_on_the_wire_and_its_sink_encrypted_to_the
     assert!(!wire.contains(canary), "the secret crossed the wire in clear");
     assert!(!wire.contains(token.as_str()), "the agent's token crossed the wire in clear");
     assert!(!std::fs::read_to_string(&sink).expect("sink").contains(token.as_str()));
+}
+
+#[tokio::test]
+async fn a_changed_file_signals_the_app_within_a_second() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    setup(&s, &root, "hup-canary-1").await;
+    let rid = role_id(&s, &root).await;
+    let sid_value = secret_id(&s, &root).await;
+    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let mnt = dir.path().join("secrets");
+    let dest = mnt.join("db-password");
+    let reports = dir.path().join("reports");
+    std::fs::create_dir_all(&reports).expect("reports");
+    // On SIGHUP the app reads its file again and reports (a hash of) what it read.
+    let app = dir.path().join("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "#!/bin/sh\ntrap 'sha256sum < {} | cut -c1-16 >> {}/hup' HUP\nwhile :; do sleep 0.02; done\n",
+            dest.display(),
+            reports.display()
+        ),
+    )
+    .expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"5m\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nexec {{\n  command = [\"{}\"]\n  reload_signal = \"SIGHUP\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
+        s.addr,
+        approle_block(&role, &sid, ""),
+        DB_TEMPLATE,
+        dest.display(),
+        app.display(),
+        dir.path().join("agent.sock").display(),
+    );
+    let agent = Agent::start_in_container(dir.path(), &mnt, &config);
+    agent.wait_for_content(&dest, "hup-canary-1", Duration::from_secs(15));
+    let start = Instant::now();
+    while agent.status().1["events"] != "connected" {
+        assert!(start.elapsed() < Duration::from_secs(10), "never subscribed:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("sh")
+        .args(["-c", "printf %s hup-canary-2 | sha256sum | cut -c1-16"])
+        .output()
+        .expect("sha");
+    let want = String::from_utf8(out.stdout).expect("utf8");
+    put(&s, &root, "hup-canary-2").await;
+    let start = Instant::now();
+    loop {
+        if std::fs::read_to_string(reports.join("hup")).is_ok_and(|r| r.contains(want.trim())) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the app was not signalled with the new file within 1 s:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let metrics = agent.api("/agent/v1/metrics").1;
+    assert!(metrics.contains("coffer_agent_app_signals_total 1"), "{metrics}");
+    assert!(metrics.contains("coffer_agent_event_stream_connected 1"), "{metrics}");
 }
