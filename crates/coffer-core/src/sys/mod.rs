@@ -1,7 +1,9 @@
-//! The `sys/` API: seal lifecycle, health, mounts, policies, capabilities, key rotation.
+//! The `sys/` API: seal lifecycle, health, mounts, policies, capabilities, key rotation, and
+//! (Coffer only) agents' delivery reports.
 //! The public endpoints (`init`, `unseal`, `seal-status`, `health`, `leader`) answer without a
 //! token and while sealed; everything else has passed the token and ACL checks before it gets here.
 
+mod agent;
 mod audit;
 mod leases;
 mod mounts;
@@ -239,6 +241,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             )
             .await
         }
+        // A report about the caller's own deliveries: its request entry is the record.
+        "agent/delivery" if write => {
+            agent::check(&ctx.req.data)?;
+            Ok(Response::empty())
+        }
         "internal/specs/openapi" if op == Read => openapi(ctx),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
@@ -249,7 +256,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         | "key-status"
         | "capabilities-self"
         | "capabilities"
-        | "capabilities-accessor" => Err(Error::UnsupportedOperation),
+        | "capabilities-accessor"
+        | "agent/delivery" => Err(Error::UnsupportedOperation),
         _ if crate::authz::is_self_checked_sys(rel) && op == Read => {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
