@@ -53,6 +53,11 @@ impl Conn {
         self.client.address()
     }
 
+    /// The client, for requests that are not retried (delivery reports).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// One request with `token` (none for logins), retried while the failure may pass.
     pub(crate) async fn call(
         &self,
