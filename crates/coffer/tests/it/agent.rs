@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::common::{BIN, Server, default_config, tempdir};
 
 /// An agent process, maybe inside its own namespaces.
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
     log: PathBuf,
     socket: PathBuf,
@@ -32,13 +32,19 @@ impl Drop for Agent {
 
 impl Agent {
     /// Runs `coffer agent -config` on the host.
-    fn start(dir: &Path, config: &str) -> Agent {
+    pub(crate) fn start(dir: &Path, config: &str) -> Agent {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`Agent::start`] with these variables added to the agent's environment.
+    pub(crate) fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
         let cfg = dir.join("agent.hcl");
         std::fs::write(&cfg, config).expect("agent config");
         let log = dir.join("agent.log");
         let child = Command::new(BIN)
             .args(["agent", "-log-level", "debug", "-config"])
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
@@ -80,7 +86,7 @@ impl Agent {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -109,7 +115,7 @@ impl Agent {
     }
 
     /// Waits until `p` holds `want`.
-    fn wait_for_content(&self, p: &Path, want: &str, within: Duration) -> Duration {
+    pub(crate) fn wait_for_content(&self, p: &Path, want: &str, within: Duration) -> Duration {
         let start = Instant::now();
         while start.elapsed() < within {
             if self.read(p).as_deref() == Some(want) {
@@ -130,7 +136,7 @@ impl Agent {
         Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill");
     }
 
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let c = self.child.as_mut().expect("running");
         let start = Instant::now();
         while start.elapsed() < within {
@@ -172,7 +178,7 @@ fn free_port() -> u16 {
 }
 
 /// A server on a fixed port (so a restart comes back where the agent looks for it).
-async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
+pub(crate) async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
     let port = free_port();
     let cfg = default_config(dir).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let s = Server::start_with(dir, &cfg, "http");
@@ -183,7 +189,7 @@ async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
 
 /// approle at auth/approle, kv v2 at secret/, a policy `web` that reads `secret/data/web/*`,
 /// and role `web` with that policy. Writes `secret/data/web/db` = {password: `value`}.
-async fn setup(s: &Server, root: &str, value: &str) {
+pub(crate) async fn setup(s: &Server, root: &str, value: &str) {
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
@@ -199,19 +205,19 @@ async fn setup(s: &Server, root: &str, value: &str) {
     put(s, root, value).await;
 }
 
-async fn put(s: &Server, root: &str, value: &str) {
+pub(crate) async fn put(s: &Server, root: &str, value: &str) {
     let (code, b) = s
         .call("POST", "secret/data/web/db", Some(root), Some(json!({"data": {"password": value}})))
         .await;
     assert_eq!(code, 200, "{b}");
 }
 
-async fn role_id(s: &Server, root: &str) -> String {
+pub(crate) async fn role_id(s: &Server, root: &str) -> String {
     let (_, b) = s.call("GET", "auth/approle/role/web/role-id", Some(root), None).await;
     b["data"]["role_id"].as_str().expect("role_id").to_owned()
 }
 
-async fn secret_id(s: &Server, root: &str) -> String {
+pub(crate) async fn secret_id(s: &Server, root: &str) -> String {
     let (code, b) =
         s.call("POST", "auth/approle/role/web/secret-id", Some(root), Some(json!({}))).await;
     assert_eq!(code, 200, "{b}");
@@ -219,7 +225,7 @@ async fn secret_id(s: &Server, root: &str) -> String {
 }
 
 /// The bootstrap credential files, in `dir`.
-fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
     let r = dir.join("role-id");
     let sid = dir.join("secret-id");
     std::fs::write(&r, role_id).expect("role id");
@@ -227,10 +233,10 @@ fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
     (r, sid)
 }
 
-const DB_TEMPLATE: &str =
+pub(crate) const DB_TEMPLATE: &str =
     r#"{{ with secret "secret/data/web/db" }}{{ .Data.data.password }}{{ end }}"#;
 
-fn approle_block(role: &Path, sid: &Path, extra: &str) -> String {
+pub(crate) fn approle_block(role: &Path, sid: &Path, extra: &str) -> String {
     approle_block_with(role, sid, extra, "")
 }
 
@@ -603,6 +609,8 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
     let c = coffer_pgtest::Cluster::shared();
     let dir = tempdir();
     let (s, _, root) = crate::database_leases::setup(dir.path(), c, "ag_dyn", "4s", "12s").await;
+    let audit_log = dir.path().join("audit.log");
+    crate::audit::enable_file_device(&s, &root, &audit_log).await;
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         (
@@ -678,6 +686,16 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
         !log.contains(&first.1) && !log.contains(&second.1),
         "password in the agent log:\n{log}"
     );
+    // The server's audit log says why the file changed, and holds neither password.
+    let reissued = crate::agent_audit::reports(&audit_log, 2).into_iter().any(|e| {
+        let d = &e["request"]["data"];
+        d["event"] == "redelivered"
+            && d["reason"] == "lease-reissue"
+            && d["paths"] == json!(["database/creds/readonly"])
+    });
+    assert!(reissued, "no lease-reissue report in the audit log");
+    let audit = std::fs::read_to_string(&audit_log).expect("audit log");
+    assert!(!audit.contains(&first.1) && !audit.contains(&second.1), "password in the audit log");
 }
 
 /// kv v2 at `secret/` with `secret/data/web/db` = `value`, readable under the policy `web`.
