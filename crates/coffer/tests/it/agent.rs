@@ -233,10 +233,10 @@ pub(crate) fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf,
     (r, sid)
 }
 
-pub(crate) const DB_TEMPLATE: &str =
+const DB_TEMPLATE: &str =
     r#"{{ with secret "secret/data/web/db" }}{{ .Data.data.password }}{{ end }}"#;
 
-pub(crate) fn approle_block(role: &Path, sid: &Path, extra: &str) -> String {
+fn approle_block(role: &Path, sid: &Path, extra: &str) -> String {
     approle_block_with(role, sid, extra, "")
 }
 
@@ -245,6 +245,30 @@ fn approle_block_with(role: &Path, sid: &Path, extra: &str, method_opts: &str) -
         "auto_auth {{\n  method \"approle\" {{\n{method_opts}    config = {{\n      role_id_file_path = \"{}\"\n      secret_id_file_path = \"{}\"\n{extra}    }}\n  }}\n}}\n",
         role.display(),
         sid.display()
+    )
+}
+
+/// Writes the app, a shell script, to `dir/app.sh`, and returns an exec-mode configuration: log
+/// in with approle (`role`, `sid`, the secret ID kept after reading), render
+/// `secret/data/web/db` into `dest` and into the app's `DB_PASSWORD`, run the app. `exec_extra`
+/// adds lines to the `exec` block; more blocks may be appended.
+pub(crate) fn exec_app(
+    dir: &Path,
+    addr: &str,
+    (role, sid): (&Path, &Path),
+    dest: &Path,
+    script: &str,
+    exec_extra: &str,
+) -> String {
+    let app = dir.join("app.sh");
+    std::fs::write(&app, format!("#!/bin/sh\n{script}")).expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    format!(
+        "coffer {{\n  address = \"{addr}\"\n}}\n{}template {{\n  contents = {DB_TEMPLATE:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {DB_TEMPLATE:?}\n}}\nexec {{\n  command = [\"{}\"]\n{exec_extra}}}\n",
+        approle_block(role, sid, "      remove_secret_id_file_after_reading = false\n"),
+        dest.display(),
+        app.display(),
     )
 }
 
@@ -348,28 +372,17 @@ async fn exec_mode_puts_secrets_in_the_apps_environment_restarts_it_and_cleans_u
     std::fs::create_dir_all(&reports).expect("reports");
     // The app reports a hash of what it saw (never the value: the report dir is on disk), once
     // per start and on every SIGHUP; it exits 7 on SIGUSR1.
-    let app = dir.path().join("app.sh");
-    std::fs::write(
-        &app,
-        format!(
-            "#!/bin/sh\nR={}\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nwhile :; do sleep 0.05; done\n",
-            reports.display(),
-            dest.display()
-        ),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n  restart_on_secret_changes = \"always\"\n  reload_signal = \"SIGHUP\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
-        s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
-        DB_TEMPLATE,
-        dest.display(),
-        DB_TEMPLATE,
-        app.display(),
-        dir.path().join("agent.sock").display(),
+    let script = format!(
+        "R={}\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nwhile :; do sleep 0.05; done\n",
+        reports.display(),
+        dest.display()
     );
+    let exec = "  restart_on_secret_changes = \"always\"\n  reload_signal = \"SIGHUP\"\n";
+    let config = exec_app(dir.path(), &s.addr, (&role, &sid), &dest, &script, exec)
+        + &format!(
+            "template_config {{\n  static_secret_render_interval = \"1s\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
+            dir.path().join("agent.sock").display(),
+        );
     let mut agent = Agent::start_in_container(dir.path(), &mnt, &config);
     agent.wait_for_content(&dest, "env-canary-1", Duration::from_secs(15));
     let hash = |v: &str| {
@@ -832,24 +845,12 @@ async fn after_exit_a_canary_is_nowhere_on_disk_nor_in_any_log() {
     let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
     let mnt = dir.path().join("secrets");
     let dest = mnt.join("db-password");
-    let app = dir.path().join("app.sh");
     // The app checks it got the secret (file and environment) and exits 0 only then.
-    std::fs::write(
-        &app,
-        format!("#!/bin/sh\n[ \"$DB_PASSWORD\" = \"$(cat {})\" ] && [ -n \"$DB_PASSWORD\" ] || exit 9\nexit 0\n", dest.display()),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n}}\n",
-        s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
-        DB_TEMPLATE,
-        dest.display(),
-        DB_TEMPLATE,
-        app.display(),
+    let script = format!(
+        "[ \"$DB_PASSWORD\" = \"$(cat {})\" ] && [ -n \"$DB_PASSWORD\" ] || exit 9\nexit 0\n",
+        dest.display()
     );
+    let config = exec_app(dir.path(), &s.addr, (&role, &sid), &dest, &script, "");
     let mut agent = Agent::start_in_container(dir.path(), &mnt, &config);
     let st = agent.wait_exit(Duration::from_secs(20));
     assert_eq!(

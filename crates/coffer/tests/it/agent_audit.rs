@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::agent::{
-    Agent, DB_TEMPLATE, approle_block, bootstrap, put, role_id, secret_id, server_on_fixed_port,
-    setup,
+    Agent, bootstrap, exec_app, put, role_id, secret_id, server_on_fixed_port, setup,
 };
 use crate::audit::{enable_file_device, entries};
 use crate::common::{Server, tempdir};
@@ -58,23 +57,10 @@ async fn the_audit_log_shows_each_delivery_redelivery_and_removal_per_agent_with
     let dest = shm.path().join("db-password");
     let stop = dir.path().join("stop");
     // The app runs until told to stop, then exits 0.
-    let app = dir.path().join("app.sh");
-    std::fs::write(
-        &app,
-        format!("#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.05; done\nexit 0\n", stop.display()),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n  restart_on_secret_changes = \"always\"\n}}\n",
-        s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
-        DB_TEMPLATE,
-        dest.display(),
-        DB_TEMPLATE,
-        app.display(),
-    );
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done\nexit 0\n", stop.display());
+    let exec = "  restart_on_secret_changes = \"always\"\n";
+    let config = exec_app(dir.path(), &s.addr, (&role, &sid), &dest, &script, exec)
+        + "template_config {\n  static_secret_render_interval = \"1s\"\n}\n";
     let env = [("POD_NAME", "web-7d9"), ("CONTAINER_NAME", "app")];
     let mut agent = Agent::start_with_env(dir.path(), &config, &env);
     agent.wait_for_content(&dest, "delivery-canary-1", Duration::from_secs(15));
