@@ -2,8 +2,9 @@
 //! Coffer itself. It turns a minimal bootstrap credential into a token and keeps it valid
 //! (`auth`), renders the secrets the app needs into files on a memory filesystem or into the
 //! app's environment (`render`, `delivery`, `exec`), keeps them fresh through rotation and lease
-//! ends, keeps the app on its last good secrets while the server cannot be reached, and says how
-//! it is doing (`status`).
+//! ends, keeps the app on its last good secrets while the server cannot be reached, says how
+//! it is doing (`status`), and reports each delivery and removal to the server's audit log
+//! (`report`).
 //!
 //! Guarantees: no secret in the agent's log, command line or environment; files are written
 //! atomically with their mode set before any content, and only on a memory filesystem unless a
@@ -19,6 +20,7 @@ mod delivery;
 mod events;
 mod exec;
 mod render;
+mod report;
 mod secret;
 mod status;
 
@@ -133,6 +135,7 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
         None => (None, None),
     };
     let destinations: Vec<PathBuf> = cfg.templates.iter().map(|t| t.destination.clone()).collect();
+    let reporter = report::Reporter::start(conn.client(None), status.clone());
     let mut renderer = Renderer::new(
         conn.clone(),
         status.clone(),
@@ -140,7 +143,8 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
         parsed,
         signals.clone(),
         app_tx,
-    );
+    )
+    .with_reporter(reporter.clone());
     if let Some(r) = restored.as_mut() {
         tracing::info!(secrets = r.secrets.len(), "secrets restored from the persisted cache");
         renderer.import(&mut r.secrets);
@@ -243,13 +247,17 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
     if let Some(t) = auth_task {
         t.abort();
     }
+    let mut removed = Vec::new();
     for d in &destinations {
-        if let Err(e) = delivery::remove(d) {
-            tracing::warn!(error = %format!("{e:#}"), "cannot remove a rendered file");
+        match delivery::remove(d) {
+            Ok(()) => removed.push(d.clone()),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot remove a rendered file"),
         }
     }
     auth::remove_sinks(&sinks);
     tracing::info!("rendered files and token sinks removed");
+    let token = token_rx.borrow().clone();
+    reporter.removed(token.as_deref(), &removed, Duration::from_secs(3)).await;
     Ok(code)
 }
 

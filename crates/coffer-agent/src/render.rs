@@ -29,6 +29,7 @@ use crate::config::{CommandConfig, EnvTemplate, TemplateConfig, TemplateSettings
 use crate::conn::{Conn, is_unreachable};
 use crate::delivery::{self, Owner};
 use crate::exec::{AppEvent, track, untrack};
+use crate::report::{Reason, Reporter};
 use crate::secret::ValueBox;
 use crate::status::Status;
 
@@ -55,8 +56,17 @@ struct Dep {
     value: Zeroizing<ValueBox>,
     lease: Option<Lease>,
     stale: bool,
+    /// Why it is stale, for the delivery report.
+    why: Reason,
     /// Fetched by the token of this generation.
     generation: u64,
+}
+
+impl Dep {
+    fn mark_stale(&mut self, why: Reason) {
+        self.why = if self.stale { self.why.max(why) } else { why };
+        self.stale = true;
+    }
 }
 
 struct FileTemplate {
@@ -88,6 +98,7 @@ pub(crate) struct Renderer {
     app: Option<mpsc::Sender<AppEvent>>,
     /// Something was fetched since the persisted cache was last written.
     dirty: bool,
+    reporter: Option<Reporter>,
 }
 
 /// The templates of a configuration, parsed, with their owners resolved.
@@ -171,7 +182,14 @@ impl Renderer {
             signals,
             app,
             dirty: false,
+            reporter: None,
         }
+    }
+
+    /// Reports deliveries to the server (see [`crate::report`]).
+    pub(crate) fn with_reporter(mut self, r: Reporter) -> Self {
+        self.reporter = Some(r);
+        self
     }
 
     /// The secrets held, for the persisted cache; clears the "changed" mark.
@@ -215,7 +233,10 @@ impl Renderer {
             });
             let key = DepKey { path: s.path.clone(), args: s.args.clone() };
             let value = Zeroizing::new(ValueBox(s.value));
-            self.deps.insert(key, Dep { value, lease, stale: true, generation: 0 });
+            self.deps.insert(
+                key,
+                Dep { value, lease, stale: true, why: Reason::Rotation, generation: 0 },
+            );
         }
     }
 
@@ -228,7 +249,7 @@ impl Renderer {
         let new_login = self.token.as_ref().is_none_or(|old| old.generation != t.generation);
         if new_login {
             for d in self.deps.values_mut() {
-                d.stale = true;
+                d.mark_stale(Reason::NewToken);
             }
         }
         self.token = Some(t);
@@ -240,7 +261,7 @@ impl Renderer {
         let mut any = false;
         for (k, d) in self.deps.iter_mut() {
             if k.path.trim_matches('/') == path {
-                d.stale = true;
+                d.mark_stale(Reason::Rotation);
                 any = true;
             }
         }
@@ -251,7 +272,7 @@ impl Renderer {
     pub(crate) fn poll(&mut self) {
         for d in self.deps.values_mut() {
             if d.lease.is_none() {
-                d.stale = true;
+                d.mark_stale(Reason::Rotation);
             }
         }
     }
@@ -275,8 +296,8 @@ impl Renderer {
             let Some(dep) = self.deps.get_mut(&k) else { continue };
             let Some(lease) = dep.lease.as_mut() else { continue };
             if !lease.renew {
-                dep.stale = true;
                 lease.due = now + Duration::from_secs(3600);
+                dep.mark_stale(Reason::LeaseReissue);
                 continue;
             }
             let body = json!({ "lease_id": lease.id, "increment": lease.issued.as_secs() });
@@ -308,8 +329,8 @@ impl Renderer {
                 }
                 Err(e) => {
                     tracing::info!(path = %k.path, error = %e, "lease cannot be renewed: fetching a new secret");
-                    dep.stale = true;
                     lease.due = now + Duration::from_secs(3600);
+                    dep.mark_stale(Reason::LeaseReissue);
                 }
             }
         }
@@ -327,16 +348,20 @@ impl Renderer {
         if tok.is_none() {
             result.retry = true;
         }
-        let stale: HashSet<DepKey> =
-            self.deps.iter().filter(|(_, d)| d.stale).map(|(k, _)| k.clone()).collect();
+        let stale: HashMap<DepKey, Reason> =
+            self.deps.iter().filter(|(_, d)| d.stale).map(|(k, d)| (k.clone(), d.why)).collect();
+        let why = |deps: &HashSet<DepKey>| {
+            deps.iter().filter_map(|d| stale.get(d)).max().copied().unwrap_or(Reason::Rotation)
+        };
         // Files.
         for i in 0..self.files.len() {
             let needs =
-                !self.files[i].rendered || self.files[i].deps.iter().any(|d| stale.contains(d));
+                !self.files[i].rendered || self.files[i].deps.iter().any(|d| stale.contains_key(d));
             if !needs {
                 continue;
             }
             let name = self.files[i].name.clone();
+            let reason = why(&self.files[i].deps);
             let out = self.render_one(tok.as_ref(), i, None).await;
             match out {
                 Ok((text, deps, degraded)) => {
@@ -344,6 +369,13 @@ impl Renderer {
                     self.files[i].deps = deps;
                     match self.deliver(i, &text) {
                         Ok(changed) => {
+                            self.report(
+                                tok.as_deref(),
+                                &name,
+                                &self.files[i].deps,
+                                changed,
+                                reason,
+                            );
                             self.status.count(|c| &c.renders);
                             self.files[i].rendered = true;
                             let now = SystemTime::now();
@@ -371,22 +403,26 @@ impl Renderer {
         // Environment.
         let mut env_changed = false;
         for i in 0..self.envs.len() {
-            let needs =
-                self.envs[i].value.is_none() || self.envs[i].deps.iter().any(|d| stale.contains(d));
+            let needs = self.envs[i].value.is_none()
+                || self.envs[i].deps.iter().any(|d| stale.contains_key(d));
             if !needs {
                 continue;
             }
             let name = format!("env_template {}", self.envs[i].cfg.name);
+            let reason = why(&self.envs[i].deps);
             match self.render_one(tok.as_ref(), i, Some(())).await {
                 Ok((text, deps, degraded)) => {
                     result.retry |= degraded;
                     self.status.count(|c| &c.renders);
                     let e = &mut self.envs[i];
                     e.deps = deps;
-                    if e.value.as_deref() != Some(&*text) {
+                    let changed = e.value.as_deref() != Some(&*text);
+                    if changed {
                         env_changed = true;
                         e.value = Some(text);
                     }
+                    let dest = format!("env:{}", e.cfg.name);
+                    self.report(tok.as_deref(), &dest, &self.envs[i].deps, changed, reason);
                     let now = SystemTime::now();
                     self.status.template(&name, |s| {
                         s.last_render = Some(now);
@@ -424,6 +460,19 @@ impl Renderer {
             }
         }
         result
+    }
+
+    fn report(
+        &self,
+        tok: Option<&Token>,
+        dest: &str,
+        deps: &HashSet<DepKey>,
+        changed: bool,
+        why: Reason,
+    ) {
+        if let Some(r) = &self.reporter {
+            r.rendered(tok, dest, deps.iter().map(|k| k.path.as_str()), changed, why);
+        }
     }
 
     fn failed(&self, name: &str, e: &anyhow::Error, result: &mut Pass) {
@@ -569,6 +618,7 @@ impl Renderer {
             value: Zeroizing::new(ValueBox(value)),
             lease,
             stale: false,
+            why: Reason::Rotation,
             generation: tok.generation,
         })
     }

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub(crate) events_received: AtomicU64,
     pub(crate) app_restarts: AtomicU64,
     pub(crate) app_signals: AtomicU64,
+    pub(crate) delivery_report_failures: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +241,11 @@ impl Status {
             "app_signals_total",
             "Signals sent to the app after a file changed.",
             &c.app_signals,
+        );
+        counter(
+            "delivery_report_failures_total",
+            "Delivery reports to the server's audit log that failed or were dropped.",
+            &c.delivery_report_failures,
         );
         let mut gauge = |name: &str, help: &str, v: f64| {
             out.push_str(&format!(

@@ -5,6 +5,7 @@
 //! (`X-Coffer-Seal-To`) and every answer is opened before it is returned; one that comes back in
 //! clear with something to hide is an error.
 
+mod delivery;
 pub mod dhutil;
 pub mod events;
 mod seal;
@@ -16,6 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use delivery::{AgentIdentity, DELIVERY_PATH, Delivery, DeliveryEvent};
 pub use seal::{Binding, SEAL_TO_HEADER, SealError, SealKey, Sealed, UNWRAP_PATH};
 
 /// Vault's response envelope: the one definition, which the server serializes its answers
@@ -288,6 +290,15 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Result<Answer> {
         self.request("DELETE", path, None).await
+    }
+
+    /// Reports a delivery with this client's token (`sys/agent/delivery`, Coffer only): one
+    /// attempt, no retry.
+    pub async fn report_delivery(&self, d: &Delivery) -> Result<()> {
+        // Plain strings and lists: serializing cannot fail, but is not unwrapped.
+        let body =
+            serde_json::to_value(d).map_err(|e| Error::Config(format!("delivery report: {e}")))?;
+        self.write(DELIVERY_PATH, &body).await.map(drop)
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Authorized {
     caller: Option<TokenEntry>,
     op: Operation,
     sudo: bool,
+    /// Whether the request takes one use of a limited-use token.
+    uses_token: bool,
 }
 
 /// Proof that the request entry reached the audit devices (or that none is enabled).
@@ -146,6 +148,8 @@ pub(crate) async fn authorize(
         }
     }
     let mut sudo = false;
+    // A report about the caller's own token needs it live, and no rule but the absence of `deny`.
+    let self_report = matches!(target, Target::Sys(rel) if is_self_report_sys(rel));
     // Help needs a live token (unless the path needs none) and no capability: Vault's ACL
     // allows it on every path, `sudo` ones included.
     let needed = capability_for(op);
@@ -165,9 +169,13 @@ pub(crate) async fn authorize(
         // inside the mount may learn the mount's type, as in Vault.
         let self_checked = matches!(target, Target::Sys(rel) if is_self_checked_sys(rel));
         // As Vault does, a list of `dir/` is also granted by a rule for `dir` itself.
-        let allowed = a.allows(path, needed)
-            || (op == Operation::List
-                && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)));
+        let allowed = if self_report {
+            !caps.contains(Capabilities::DENY)
+        } else {
+            a.allows(path, needed)
+                || (op == Operation::List
+                    && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)))
+        };
         if !self_checked && (!allowed || (sudo_required && !sudo)) {
             return Err(Error::PermissionDenied);
         }
@@ -185,7 +193,9 @@ pub(crate) async fn authorize(
     }
     // After the token and the ACL: what a mount allows is not for callers without access.
     check_wrap_ttl(core, req, target)?;
-    Ok(Authorized { caller, op, sudo })
+    // A report is not a use of what the token grants: an agent's limited-use token keeps its
+    // uses for the secrets.
+    Ok(Authorized { caller, op, sudo, uses_token: !self_report })
 }
 
 /// A requested wrap TTL may not exceed the max lease TTL of the mount that answers (the
@@ -218,7 +228,7 @@ pub(crate) async fn audit_request<'a>(
 ) -> Result<Audited<'a>> {
     active.audit.log_request(record, "").await?;
     // Only a limited-use token changes with its use; unlimited ones (nearly all) are not copied.
-    let mut used = authz.caller.as_ref().filter(|c| c.num_uses > 0).cloned();
+    let mut used = authz.caller.as_ref().filter(|c| c.num_uses > 0 && authz.uses_token).cloned();
     if let Some(entry) = used.as_mut()
         && active.tokens.use_token(entry).await? == Use::Exhausted
     {
@@ -246,6 +256,13 @@ pub(crate) fn is_public_sys(rel: &str) -> bool {
 /// used (as in Vault).
 pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
     rel == "wrapping/lookup"
+}
+
+/// Paths below `sys/` that any live token may use about itself without a capability (an
+/// explicit `deny` still refuses): an agent's report of its own deliveries, which changes
+/// nothing and is only audited.
+pub(crate) fn is_self_report_sys(rel: &str) -> bool {
+    rel.trim_end_matches('/') == "agent/delivery"
 }
 
 /// Paths below `sys/` that need `sudo`, as in Vault.

@@ -3,7 +3,8 @@
 //! Guarantees: when any device is enabled, a request is served only after its request entry was
 //! written to at least one device, and answered only after its response entry was; secrets,
 //! tokens and accessors appear only as `hmac-sha256:` of a per-device salt (unless the operator
-//! chose `log_raw`); each device's entries form a hash chain that continues across restarts.
+//! chose `log_raw`), the one exemption being the request fields a `sys/` path declares clear
+//! (an agent's delivery report: paths and file names), and only in a body that path accepts; each device's entries form a hash chain that continues across restarts.
 //! Not guaranteed: that entries reach disk platters (the OS may hold them; a power cut can lose
 //! the tail, which the chain then shows as cut short).
 
@@ -227,14 +228,16 @@ impl Device {
                 self.hash_field(&mut e, p);
             }
         }
-        for p in [&["request", "data"][..], &["response", "data"]] {
-            let mut cur = Some(&mut e);
-            for k in p {
-                cur = cur.and_then(|c| c.get_mut(*k));
+        let clear = clear_request_keys(&e);
+        if let Some(Value::Object(d)) = e.get_mut("request").and_then(|r| r.get_mut("data")) {
+            for (k, v) in d.iter_mut() {
+                if !clear.contains(&k.as_str()) {
+                    self.hash_strings(v);
+                }
             }
-            if let Some(d) = cur {
-                self.hash_strings(d);
-            }
+        }
+        if let Some(d) = e.get_mut("response").and_then(|r| r.get_mut("data")) {
+            self.hash_strings(d);
         }
         e
     }
@@ -253,6 +256,16 @@ impl Device {
         state.seq += 1;
         state.prev = hash;
         Ok(())
+    }
+}
+
+/// The request fields an entry shows in clear: those its path declares (see
+/// [`crate::sys::paths::AuditClear`]), and only when the body is one that path accepts.
+fn clear_request_keys(e: &Value) -> &'static [&'static str] {
+    let req = &e["request"];
+    match (req["path"].as_str(), req["data"].as_object()) {
+        (Some(path), Some(data)) => crate::sys::paths::audit_clear_keys(path, data),
+        _ => &[],
     }
 }
 

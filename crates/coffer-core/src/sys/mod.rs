@@ -1,7 +1,9 @@
-//! The `sys/` API: seal lifecycle, health, mounts, policies, capabilities, key rotation.
+//! The `sys/` API: seal lifecycle, health, mounts, policies, capabilities, key rotation, and
+//! (Coffer only) agents' delivery reports.
 //! The public endpoints (`init`, `unseal`, `seal-status`, `health`, `leader`) answer without a
 //! token and while sealed; everything else has passed the token and ACL checks before it gets here.
 
+mod agent;
 mod audit;
 mod events;
 mod leases;
@@ -240,6 +242,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             )
             .await
         }
+        // A report about the caller's own deliveries: its request entry is the record.
+        "agent/delivery" if write => {
+            agent::check(&ctx.req.data)?;
+            Ok(Response::empty())
+        }
         "internal/specs/openapi" if op == Read => openapi(ctx),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
@@ -250,7 +257,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         | "key-status"
         | "capabilities-self"
         | "capabilities"
-        | "capabilities-accessor" => Err(Error::UnsupportedOperation),
+        | "capabilities-accessor"
+        | "agent/delivery" => Err(Error::UnsupportedOperation),
         _ if rel.starts_with(events::PREFIX) => {
             events::subscribe(ctx, &rel[events::PREFIX.len()..])
         }

@@ -9,6 +9,8 @@
 //! serve. Which paths need `sudo` or no token is not declared twice: the document asks
 //! [`crate::authz`], which decides it. The fields are documentation: the handlers check them.
 
+use serde_json::{Map, Value};
+
 use crate::authz::{is_public_sys, is_sudo_sys, is_unauthenticated_sys};
 use crate::backend::framework::help::{Help, path_help, root_help};
 use crate::backend::framework::pattern::matches;
@@ -22,6 +24,18 @@ pub(crate) struct SysPath {
     /// `Update` serves `create` too, as every write endpoint does.
     pub(crate) ops: &'static [Operation],
     pub(crate) fields: &'static [Field],
+    /// Request fields the audit log shows in clear rather than as HMACs.
+    pub(crate) audit_clear: Option<AuditClear>,
+}
+
+/// Request fields that an audit entry shows in clear: the narrowest exemption from hashing,
+/// declared with the one path it applies to. It holds only for a body the handler accepts
+/// (`valid`), so a body that will be refused (a value sent in a field of its own, say) is hashed
+/// like any other.
+#[derive(Clone, Copy)]
+pub(crate) struct AuditClear {
+    pub(crate) keys: &'static [&'static str],
+    pub(crate) valid: fn(&Map<String, Value>) -> bool,
 }
 
 use Operation::{Delete, List, Read, Update};
@@ -32,7 +46,14 @@ const fn p(
     ops: &'static [Operation],
     fields: &'static [Field],
 ) -> SysPath {
-    SysPath { pattern, synopsis, ops, fields }
+    SysPath { pattern, synopsis, ops, fields, audit_clear: None }
+}
+
+impl SysPath {
+    const fn audit_in_clear(mut self, clear: AuditClear) -> Self {
+        self.audit_clear = Some(clear);
+        self
+    }
 }
 
 const LEASE_ID: Field = Field::str("lease_id", "The lease's id (or give it in the path).");
@@ -61,6 +82,14 @@ const ENABLE: &[Field] = &[
 const ACL_NAME: Field = Field::str("name", "The policy's name.");
 const PASSWORD_NAME: Field = Field::str("name", "The password policy's name.");
 const AUDIT_PATH: Field = Field::str("path", "The device's path.");
+const DELIVERY: &[Field] = &[
+    Field::str("event", "`delivered`, `redelivered` or `removed`.").required(),
+    Field::str("reason", "Why: `initial`, `rotation`, `lease-reissue`, `new-token`, `exit`...")
+        .required(),
+    Field::str_list("paths", "The secret paths read (at most 256)."),
+    Field::str_list("destinations", "Where they went: files, `env:NAME` (at most 256)."),
+    Field::map("agent", "The agent's own claims: `instance`, `hostname`, `pod`, `container`."),
+];
 
 /// Every `sys/` path, in the order help matches them (the first match documents a path).
 pub(crate) const PATHS: &[SysPath] = &[
@@ -299,7 +328,25 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::str("filter", "A go-bexpr filter: not supported (400)."),
         ],
     ),
+    p(
+        "agent/delivery",
+        "Coffer only: an agent reports which secret paths it delivered where, or removed; any \
+        live token may report about itself. Audited with its fields in clear; nothing is stored.",
+        &[Update],
+        DELIVERY,
+    )
+    .audit_in_clear(AuditClear { keys: super::agent::FIELDS, valid: super::agent::is_valid }),
 ];
+
+/// The request fields of `path` (a full API path) that audit entries show in clear for this
+/// body: none unless a declaration says so and the body is one its handler accepts.
+pub(crate) fn audit_clear_keys(path: &str, data: &Map<String, Value>) -> &'static [&'static str] {
+    let Some(rel) = path.strip_prefix("sys/") else { return &[] };
+    match matching(rel).find_map(|p| p.audit_clear) {
+        Some(c) if (c.valid)(data) => c.keys,
+        _ => &[],
+    }
+}
 
 /// The declarations that match `rel` (a trailing `/` allowed, as the handlers allow it).
 fn matching(rel: &str) -> impl Iterator<Item = &'static SysPath> + '_ {

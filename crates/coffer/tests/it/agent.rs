@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::common::{BIN, Server, default_config, tempdir};
 
 /// An agent process, maybe inside its own namespaces.
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
     log: PathBuf,
     socket: PathBuf,
@@ -32,13 +32,19 @@ impl Drop for Agent {
 
 impl Agent {
     /// Runs `coffer agent -config` on the host.
-    fn start(dir: &Path, config: &str) -> Agent {
+    pub(crate) fn start(dir: &Path, config: &str) -> Agent {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`Agent::start`] with these variables added to the agent's environment.
+    pub(crate) fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Agent {
         let cfg = dir.join("agent.hcl");
         std::fs::write(&cfg, config).expect("agent config");
         let log = dir.join("agent.log");
         let child = Command::new(BIN)
             .args(["agent", "-log-level", "debug", "-config"])
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
@@ -80,7 +86,7 @@ impl Agent {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -109,7 +115,7 @@ impl Agent {
     }
 
     /// Waits until `p` holds `want`.
-    fn wait_for_content(&self, p: &Path, want: &str, within: Duration) -> Duration {
+    pub(crate) fn wait_for_content(&self, p: &Path, want: &str, within: Duration) -> Duration {
         let start = Instant::now();
         while start.elapsed() < within {
             if self.read(p).as_deref() == Some(want) {
@@ -130,7 +136,7 @@ impl Agent {
         Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().expect("kill");
     }
 
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let c = self.child.as_mut().expect("running");
         let start = Instant::now();
         while start.elapsed() < within {
@@ -172,7 +178,7 @@ fn free_port() -> u16 {
 }
 
 /// A server on a fixed port (so a restart comes back where the agent looks for it).
-async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
+pub(crate) async fn server_on_fixed_port(dir: &Path) -> (Server, Vec<String>, String) {
     let port = free_port();
     let cfg = default_config(dir).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let s = Server::start_with(dir, &cfg, "http");
@@ -186,7 +192,7 @@ const WEB_POLICY: &str = "path \"secret/data/web/*\" { capabilities = [\"read\"]
 
 /// approle at auth/approle, kv v2 at secret/, a policy `web` that reads `secret/data/web/*`,
 /// and role `web` with that policy. Writes `secret/data/web/db` = {password: `value`}.
-async fn setup(s: &Server, root: &str, value: &str) {
+pub(crate) async fn setup(s: &Server, root: &str, value: &str) {
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         ("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})),
@@ -199,19 +205,19 @@ async fn setup(s: &Server, root: &str, value: &str) {
     put(s, root, value).await;
 }
 
-async fn put(s: &Server, root: &str, value: &str) {
+pub(crate) async fn put(s: &Server, root: &str, value: &str) {
     let (code, b) = s
         .call("POST", "secret/data/web/db", Some(root), Some(json!({"data": {"password": value}})))
         .await;
     assert_eq!(code, 200, "{b}");
 }
 
-async fn role_id(s: &Server, root: &str) -> String {
+pub(crate) async fn role_id(s: &Server, root: &str) -> String {
     let (_, b) = s.call("GET", "auth/approle/role/web/role-id", Some(root), None).await;
     b["data"]["role_id"].as_str().expect("role_id").to_owned()
 }
 
-async fn secret_id(s: &Server, root: &str) -> String {
+pub(crate) async fn secret_id(s: &Server, root: &str) -> String {
     let (code, b) =
         s.call("POST", "auth/approle/role/web/secret-id", Some(root), Some(json!({}))).await;
     assert_eq!(code, 200, "{b}");
@@ -219,7 +225,7 @@ async fn secret_id(s: &Server, root: &str) -> String {
 }
 
 /// The bootstrap credential files, in `dir`.
-fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
     let r = dir.join("role-id");
     let sid = dir.join("secret-id");
     std::fs::write(&r, role_id).expect("role id");
@@ -239,6 +245,30 @@ fn approle_block_with(role: &Path, sid: &Path, extra: &str, method_opts: &str) -
         "auto_auth {{\n  method \"approle\" {{\n{method_opts}    config = {{\n      role_id_file_path = \"{}\"\n      secret_id_file_path = \"{}\"\n{extra}    }}\n  }}\n}}\n",
         role.display(),
         sid.display()
+    )
+}
+
+/// Writes the app, a shell script, to `dir/app.sh`, and returns an exec-mode configuration: log
+/// in with approle (`role`, `sid`, the secret ID kept after reading), render
+/// `secret/data/web/db` into `dest` and into the app's `DB_PASSWORD`, run the app. `exec_extra`
+/// adds lines to the `exec` block; more blocks may be appended.
+pub(crate) fn exec_app(
+    dir: &Path,
+    addr: &str,
+    (role, sid): (&Path, &Path),
+    dest: &Path,
+    script: &str,
+    exec_extra: &str,
+) -> String {
+    let app = dir.join("app.sh");
+    std::fs::write(&app, format!("#!/bin/sh\n{script}")).expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    format!(
+        "coffer {{\n  address = \"{addr}\"\n}}\n{}template {{\n  contents = {DB_TEMPLATE:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {DB_TEMPLATE:?}\n}}\nexec {{\n  command = [\"{}\"]\n{exec_extra}}}\n",
+        approle_block(role, sid, "      remove_secret_id_file_after_reading = false\n"),
+        dest.display(),
+        app.display(),
     )
 }
 
@@ -348,28 +378,17 @@ async fn exec_mode_puts_secrets_in_the_apps_environment_restarts_it_and_cleans_u
     std::fs::create_dir_all(&reports).expect("reports");
     // The app reports a hash of what it saw (never the value: the report dir is on disk), once
     // per start and on every SIGHUP; it exits 7 on SIGUSR1.
-    let app = dir.path().join("app.sh");
-    std::fs::write(
-        &app,
-        format!(
-            "#!/bin/sh\nR={}\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nwhile :; do sleep 0.05; done\n",
-            reports.display(),
-            dest.display()
-        ),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n  restart_on_secret_changes = \"always\"\n  reload_signal = \"SIGHUP\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
-        s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
-        DB_TEMPLATE,
-        dest.display(),
-        DB_TEMPLATE,
-        app.display(),
-        dir.path().join("agent.sock").display(),
+    let script = format!(
+        "R={}\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nwhile :; do sleep 0.05; done\n",
+        reports.display(),
+        dest.display()
     );
+    let exec = "  restart_on_secret_changes = \"always\"\n  reload_signal = \"SIGHUP\"\n";
+    let config = exec_app(dir.path(), &s.addr, (&role, &sid), &dest, &script, exec)
+        + &format!(
+            "template_config {{\n  static_secret_render_interval = \"1s\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
+            dir.path().join("agent.sock").display(),
+        );
     let mut agent = Agent::start_in_container(dir.path(), &mnt, &config);
     agent.wait_for_content(&dest, "env-canary-1", Duration::from_secs(15));
     let hash = |v: &str| {
@@ -614,6 +633,8 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
     let c = coffer_pgtest::Cluster::shared();
     let dir = tempdir();
     let (s, _, root) = crate::database_leases::setup(dir.path(), c, "ag_dyn", "4s", "12s").await;
+    let audit_log = dir.path().join("audit.log");
+    crate::audit::enable_file_device(&s, &root, &audit_log).await;
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         (
@@ -689,6 +710,16 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
         !log.contains(&first.1) && !log.contains(&second.1),
         "password in the agent log:\n{log}"
     );
+    // The server's audit log says why the file changed, and holds neither password.
+    let reissued = crate::agent_audit::reports(&audit_log, 2).into_iter().any(|e| {
+        let d = &e["request"]["data"];
+        d["event"] == "redelivered"
+            && d["reason"] == "lease-reissue"
+            && d["paths"] == json!(["database/creds/readonly"])
+    });
+    assert!(reissued, "no lease-reissue report in the audit log");
+    let audit = std::fs::read_to_string(&audit_log).expect("audit log");
+    assert!(!audit.contains(&first.1) && !audit.contains(&second.1), "password in the audit log");
 }
 
 /// kv v2 at `secret/` with `secret/data/web/db` = `value`, readable under the policy `web`.
@@ -822,24 +853,12 @@ async fn after_exit_a_canary_is_nowhere_on_disk_nor_in_any_log() {
     let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
     let mnt = dir.path().join("secrets");
     let dest = mnt.join("db-password");
-    let app = dir.path().join("app.sh");
     // The app checks it got the secret (file and environment) and exits 0 only then.
-    std::fs::write(
-        &app,
-        format!("#!/bin/sh\n[ \"$DB_PASSWORD\" = \"$(cat {})\" ] && [ -n \"$DB_PASSWORD\" ] || exit 9\nexit 0\n", dest.display()),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {:?}\n}}\nexec {{\n  command = [\"{}\"]\n}}\n",
-        s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
-        DB_TEMPLATE,
-        dest.display(),
-        DB_TEMPLATE,
-        app.display(),
+    let script = format!(
+        "[ \"$DB_PASSWORD\" = \"$(cat {})\" ] && [ -n \"$DB_PASSWORD\" ] || exit 9\nexit 0\n",
+        dest.display()
     );
+    let config = exec_app(dir.path(), &s.addr, (&role, &sid), &dest, &script, "");
     let mut agent = Agent::start_in_container(dir.path(), &mnt, &config);
     let st = agent.wait_exit(Duration::from_secs(20));
     assert_eq!(

@@ -13,7 +13,7 @@ pub(crate) async fn enable_file_device(s: &Server, root: &str, log: &std::path::
     assert_eq!(code, 204, "{b}");
 }
 
-fn entries(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn entries(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .expect("audit log")
         .lines()

@@ -3,6 +3,7 @@
 mod common;
 
 mod agent;
+mod agent_audit;
 mod api;
 mod approle;
 mod audit;
