@@ -144,7 +144,10 @@ pub(super) fn accept(
                 return;
             }
         };
+        // A subscriber sends almost nothing (pongs, a close): tungstenite's default 128 KiB read
+        // buffer per connection would be most of what a thousand idle subscribers cost.
         let config = WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
         let ws =

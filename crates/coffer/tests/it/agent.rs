@@ -1000,3 +1000,104 @@ async fn a_changed_file_signals_the_app_within_a_second() {
     assert!(metrics.contains("coffer_agent_app_signals_total 1"), "{metrics}");
     assert!(metrics.contains("coffer_agent_event_stream_connected 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn cert_auth_logs_in_over_mutual_tls() {
+    use crate::cert::{ca, client, start};
+    let dir = tempdir();
+    let (s, server_ca) = start(dir.path());
+    let (keys, root) = s.init(1, 1).await;
+    s.unseal(&keys).await;
+    kv_for_web(&s, &root, "cert-canary-1").await;
+    let workload_ca = ca("Workload CA");
+    let ca_file = dir.path().join("workload-ca.pem");
+    std::fs::write(&ca_file, &workload_ca.pem).expect("write");
+    for (path, body) in [
+        ("sys/auth/cert", json!({"type": "cert"})),
+        (
+            "auth/cert/certs/web",
+            json!({"certificate": workload_ca.pem, "allowed_common_names": "web*.prod.svc", "token_policies": "web", "token_ttl": "20m"}),
+        ),
+    ] {
+        let (code, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert!(code == 204 || code == 200, "{path}: {code} {b}");
+    }
+    let (cert, key) =
+        client(Some(&workload_ca), "web1.prod.svc", None, None, |_| {}).files(dir.path(), "web1");
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let dest = shm.path().join("db-password");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n  ca_cert = \"{}\"\n  client_cert = \"{}\"\n  client_key = \"{}\"\n}}\nauto_auth {{\n  method \"cert\" {{\n    config = {{ name = \"web\" }}\n  }}\n}}\ntemplate {{\n  contents = {DB_TEMPLATE:?}\n  destination = \"{}\"\n}}\n",
+        s.addr,
+        server_ca.display(),
+        cert.display(),
+        key.display(),
+        dest.display(),
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for_content(&dest, "cert-canary-1", Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn a_template_command_runs_on_change_owner_is_set_and_max_stale_stops_the_app() {
+    let dir = tempdir();
+    let (mut s, _, root) = server_on_fixed_port(dir.path()).await;
+    setup(&s, &root, "owner-canary-1").await;
+    let rid = role_id(&s, &root).await;
+    let sid_value = secret_id(&s, &root).await;
+    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let dest = shm.path().join("db-password");
+    let marker = dir.path().join("command-ran");
+    let app = dir.path().join("app.sh");
+    std::fs::write(&app, "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n")
+        .expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n  retry {{\n    num_retries = 0\n  }}\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n  max_stale = \"2s\"\n  exit_on_max_stale = true\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n  user = \"nobody\"\n  group = \"nogroup\"\n  perms = \"0440\"\n  exec {{\n    command = [\"/bin/sh\", \"-c\", \"echo ran >> {}\"]\n  }}\n}}\nexec {{\n  command = [\"{}\"]\n}}\n",
+        s.addr,
+        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
+        DB_TEMPLATE,
+        dest.display(),
+        marker.display(),
+        app.display(),
+    );
+    let mut agent = Agent::start(dir.path(), &config);
+    agent.wait_for_content(&dest, "owner-canary-1", Duration::from_secs(15));
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = std::fs::metadata(&dest).expect("meta");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+    let nobody = crate::agent::id_of("/etc/passwd", "nobody");
+    let nogroup = crate::agent::id_of("/etc/group", "nogroup");
+    assert_eq!((meta.uid(), meta.gid()), (nobody, nogroup), "owner set from user/group");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the template's command never ran:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The server goes away for longer than max_stale: the agent stops the app and exits 1, and
+    // (exec mode) removes the file.
+    s.kill9();
+    let st = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(1), "{}", agent.logs());
+    assert!(agent.logs().contains("max_stale"), "{}", agent.logs());
+    assert!(!dest.exists(), "the rendered file is removed when the agent stops the app");
+}
+
+/// The numeric id of `name` in /etc/passwd or /etc/group.
+pub(crate) fn id_of(db: &str, name: &str) -> u32 {
+    std::fs::read_to_string(db)
+        .expect("db")
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f[2].parse().expect("id"))
+        })
+        .unwrap_or_else(|| panic!("no {name} in {db}"))
+}

@@ -14,12 +14,12 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 use crate::common::{Server, ok, stderr, tempdir};
 
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
-fn ca(cn: &str) -> Ca {
+pub(crate) fn ca(cn: &str) -> Ca {
     let key = KeyPair::generate().expect("ca key");
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -29,7 +29,7 @@ fn ca(cn: &str) -> Ca {
 }
 
 /// A client certificate and key as one PEM (what reqwest's Identity reads) and as files.
-struct Client {
+pub(crate) struct Client {
     cert_pem: String,
     key_pem: String,
 }
@@ -39,7 +39,7 @@ impl Client {
         format!("{}{}", self.cert_pem, self.key_pem).into_bytes()
     }
 
-    fn files(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn files(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
         std::fs::write(&c, &self.cert_pem).expect("write");
         std::fs::write(&k, &self.key_pem).expect("write");
@@ -48,7 +48,7 @@ impl Client {
     }
 }
 
-fn client(
+pub(crate) fn client(
     signer: Option<&Ca>,
     cn: &str,
     ou: Option<&str>,
@@ -74,7 +74,7 @@ fn client(
 }
 
 /// A TLS server with no `tls_client_ca_file`: it asks any client for a certificate.
-fn start(dir: &Path) -> (Server, PathBuf) {
+pub(crate) fn start(dir: &Path) -> (Server, PathBuf) {
     let server_ca = ca("Coffer Server CA");
     let key = KeyPair::generate().expect("key");
     let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
