@@ -29,6 +29,19 @@ pub(crate) struct Token {
     pub(crate) obtained: Instant,
     /// Counts logins, so the renderer can tell a new token from a renewed one.
     pub(crate) generation: u64,
+    /// When the token ends as of its last renewal (unix seconds; 0: no TTL), for the persisted
+    /// cache.
+    pub(crate) expires_unix: std::sync::atomic::AtomicU64,
+}
+
+impl Token {
+    pub(crate) fn expires_unix(&self) -> u64 {
+        self.expires_unix.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn unix_in(d: Duration) -> u64 {
+    if d.is_zero() { 0 } else { crate::cache::unix(SystemTime::now() + d) }
 }
 
 impl std::fmt::Debug for Token {
@@ -78,10 +91,12 @@ impl Authenticator {
                                 }
                                 None => from_file,
                             };
-                            if *remove_secret_id_file_after_reading {
-                                delivery::remove(p)?;
-                            }
+                            // Kept first: a wrapped secret ID cannot be unwrapped twice, and a
+                            // file on a read-only volume (a Kubernetes Secret) cannot be removed.
                             self.cached_secret_id = Some(id.clone());
+                            if *remove_secret_id_file_after_reading {
+                                remove_bootstrap_file(p, "secret ID");
+                            }
                             id
                         }
                         Err(e) => match &self.cached_secret_id {
@@ -96,7 +111,7 @@ impl Authenticator {
             Method::Jwt { role, path, remove_jwt_after_reading } => {
                 let jwt = read_secret_file(path, "JWT")?;
                 if *remove_jwt_after_reading {
-                    delivery::remove(path)?;
+                    remove_bootstrap_file(path, "JWT");
                 }
                 json!({ "role": role, "jwt": jwt.as_str() })
             }
@@ -168,6 +183,14 @@ impl Authenticator {
     }
 }
 
+/// Removes a bootstrap credential file after reading it; a file that cannot be removed (a
+/// read-only volume) is left, with a warning, as Vault Agent does.
+fn remove_bootstrap_file(path: &Path, what: &str) {
+    if let Err(e) = delivery::remove(path) {
+        tracing::warn!(error = %format!("{e:#}"), "cannot remove the {what} file after reading it");
+    }
+}
+
 fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
     let raw = Zeroizing::new(
         std::fs::read_to_string(path)
@@ -207,7 +230,7 @@ pub(crate) async fn run(
         status.auth(AuthState::Authenticated, Some(&token.accessor), None);
         tracing::info!(accessor = %token.accessor, "using the token from the persisted cache");
         let _ = tx.send(Some(token.clone()));
-        keep_alive(&token, &conn, &status, &signals).await;
+        keep_alive(&token, &conn, &status, &signals, &tx).await;
         tracing::info!(accessor = %token.accessor, "the cached token can no longer be used: logging in");
     }
     loop {
@@ -227,7 +250,11 @@ pub(crate) async fn run(
             }
         };
         backoff.reset();
-        generation += 1;
+        // The same token again (a token file): not a new login, nothing to fetch anew.
+        let same = tx.borrow().as_ref().is_some_and(|t| *t.secret == *secret);
+        if !same {
+            generation += 1;
+        }
         let ttl =
             Duration::from_secs(info.get("lease_duration").and_then(Value::as_u64).unwrap_or(0));
         let token = Arc::new(Token {
@@ -237,6 +264,7 @@ pub(crate) async fn run(
             renewable: info.get("renewable").and_then(Value::as_bool).unwrap_or(false),
             obtained: Instant::now(),
             generation,
+            expires_unix: unix_in(ttl).into(),
         });
         status.count(|c| &c.auth_successes);
         status.auth(
@@ -251,13 +279,19 @@ pub(crate) async fn run(
             }
         }
         let _ = tx.send(Some(token.clone()));
-        keep_alive(&token, &conn, &status, &signals).await;
+        keep_alive(&token, &conn, &status, &signals, &tx).await;
         tracing::info!(accessor = %token.accessor, "the token can no longer be used: logging in again");
     }
 }
 
 /// Renews `token` until it cannot be kept any longer; returns when a new login is needed.
-async fn keep_alive(token: &Token, conn: &Conn, status: &Status, signals: &AuthSignals) {
+async fn keep_alive(
+    token: &Token,
+    conn: &Conn,
+    status: &Status,
+    signals: &AuthSignals,
+    tx: &watch::Sender<Option<Arc<Token>>>,
+) {
     let mut expires = token.obtained + token.ttl;
     let mut ttl = token.ttl;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
@@ -306,6 +340,9 @@ async fn keep_alive(token: &Token, conn: &Conn, status: &Status, signals: &AuthS
                     return;
                 }
                 expires = Instant::now() + granted;
+                token.expires_unix.store(unix_in(granted), std::sync::atomic::Ordering::Relaxed);
+                // Tell the renderer (it writes the persisted cache with the new expiry).
+                tx.send_modify(|_| {});
                 status.auth(
                     AuthState::Authenticated,
                     Some(&token.accessor),
@@ -313,7 +350,7 @@ async fn keep_alive(token: &Token, conn: &Conn, status: &Status, signals: &AuthS
                 );
                 // At its max TTL the server grants less each time: log in again before it ends
                 // rather than renew down to nothing.
-                if granted < ttl / 3 {
+                if granted < token.ttl / 3 {
                     tokio::time::sleep(crate::backoff::jitter(granted.mul_f64(2.0 / 3.0), 0.1))
                         .await;
                     return;
@@ -353,7 +390,13 @@ fn write_sink(s: &SinkConfig, token: &str) -> Result<()> {
         }
         None => Zeroizing::new(token.to_owned()),
     };
-    delivery::prepare_dir(&s.path, true, s.allow_disk || s.dh_path.is_some(), "token sink")?;
+    delivery::prepare_dir(
+        &s.path,
+        true,
+        s.allow_disk || s.dh_path.is_some(),
+        delivery::Owner::default(),
+        "token sink",
+    )?;
     delivery::write_atomic(&s.path, contents.as_bytes(), s.mode, delivery::Owner::default())?;
     Ok(())
 }

@@ -88,9 +88,14 @@ pub(crate) fn instant_at(unix_secs: u64) -> Instant {
 impl Cache {
     /// Opens (or creates) the key; checks where key and cache live.
     pub(crate) fn open(cfg: &PersistConfig) -> Result<Self> {
-        let key_dir =
-            delivery::prepare_dir(&cfg.key_path, true, cfg.allow_disk, "cache.persist.key_path")?;
-        delivery::prepare_dir(&cfg.path, true, true, "cache.persist.path")?;
+        let key_dir = delivery::prepare_dir(
+            &cfg.key_path,
+            true,
+            cfg.allow_disk,
+            Owner::default(),
+            "cache.persist.key_path",
+        )?;
+        delivery::prepare_dir(&cfg.path, true, true, Owner::default(), "cache.persist.path")?;
         let _ = key_dir;
         let raw = match std::fs::read(&cfg.key_path) {
             Ok(b) => Zeroizing::new(b),

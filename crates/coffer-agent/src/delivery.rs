@@ -67,11 +67,13 @@ pub(crate) fn check_memory_fs(dir: &Path, allow_disk: bool, what: &str) -> Resul
     )
 }
 
-/// Makes `dir` (and its parents) when asked, then checks where it lives.
+/// Makes `dir` (and its parents) when asked, readable by `owner` (whose files go in it), then
+/// checks where it lives.
 pub(crate) fn prepare_dir(
     dest: &Path,
     create: bool,
     allow_disk: bool,
+    owner: Owner,
     what: &str,
 ) -> Result<PathBuf> {
     let dir = dest
@@ -83,11 +85,20 @@ pub(crate) fn prepare_dir(
         if !create {
             bail!("{what}: directory {} does not exist", dir.display());
         }
+        // Listing the directory shows file names, not secrets; the files are what is protected.
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(0o750)
             .create(&dir)
             .with_context(|| format!("{what}: cannot create {}", dir.display()))?;
+        if owner.uid.is_some() || owner.gid.is_some() {
+            rustix::fs::chown(
+                &dir,
+                owner.uid.map(rustix::fs::Uid::from_raw),
+                owner.gid.map(rustix::fs::Gid::from_raw),
+            )
+            .with_context(|| format!("{what}: cannot change the owner of {}", dir.display()))?;
+        }
     }
     check_memory_fs(&dir, allow_disk, what)?;
     Ok(dir)
@@ -106,7 +117,12 @@ pub(crate) fn write_atomic(dest: &Path, contents: &[u8], perms: u32, owner: Owne
     }
     let dir = dest.parent().ok_or_else(|| anyhow!("{} has no directory", dest.display()))?;
     let name = dest.file_name().ok_or_else(|| anyhow!("{} has no file name", dest.display()))?;
-    let tmp = dir.join(format!(".{}.coffer-tmp-{}", name.to_string_lossy(), std::process::id()));
+    // An unpredictable name: in a shared directory nobody can plant it first.
+    let mut r = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut r)
+        .map_err(|_| anyhow!("no randomness for a temporary file name"))?;
+    let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{}.coffer-tmp-{suffix}", name.to_string_lossy()));
     let _ = fs::remove_file(&tmp);
     let result = (|| -> Result<()> {
         // Created empty and unreadable by anyone else; the mode is then set exactly (the umask

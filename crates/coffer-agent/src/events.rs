@@ -26,6 +26,24 @@ pub(crate) enum Change {
     Resync,
 }
 
+/// The path templates read for the secret an event is about. KV v2 names some events by another
+/// path of the same key (`secret/delete/k`, `secret/destroy/k`, `secret/metadata/k`): templates
+/// read `secret/data/k`.
+fn changed_path(m: &coffer_api::events::EventMessage) -> Option<String> {
+    if let Some(d) = m.data_path() {
+        return Some(d.to_owned());
+    }
+    let path = m.path()?;
+    if m.event_type().starts_with("kv-v2/")
+        && let Some(mount) = m.data.plugin_info.as_ref().map(|i| i.mount_path.as_str())
+        && let Some(rest) = path.strip_prefix(mount)
+        && let Some((_, key)) = rest.split_once('/')
+    {
+        return Some(format!("{mount}data/{key}"));
+    }
+    Some(path.to_owned())
+}
+
 pub(crate) async fn watch(
     conn: Conn,
     mut token: TokenRx,
@@ -54,9 +72,9 @@ pub(crate) async fn watch(
                         ev = stream.next() => match ev {
                             Ok(Some(m)) => {
                                 status.count(|c| &c.events_received);
-                                if let Some(p) = m.data_path().or_else(|| m.path()) {
+                                if let Some(p) = changed_path(&m) {
                                     tracing::debug!(event = %m.event_type(), path = %p, "change event");
-                                    if tx.send(Change::Path(p.to_owned())).await.is_err() {
+                                    if tx.send(Change::Path(p)).await.is_err() {
                                         return;
                                     }
                                 }
@@ -92,6 +110,54 @@ pub(crate) async fn watch(
                     return;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, metadata: serde_json::Value) -> coffer_api::events::EventMessage {
+        serde_json::from_value(serde_json::json!({
+            "id": "1", "source": "coffer", "specversion": "1.0", "type": "*",
+            "datacontentype": "application/cloudevents", "time": "2026-12-05T00:00:00Z",
+            "data": {
+                "event": {"id": "1", "metadata": metadata},
+                "event_type": event_type,
+                "plugin_info": {"mount_class": "secret", "mount_accessor": "kv_1", "mount_path": "secret/", "plugin": "kv"}
+            }
+        }))
+        .expect("event")
+    }
+
+    #[test]
+    fn every_kv_event_names_the_path_templates_read() {
+        let cases = [
+            (
+                "kv-v2/data-write",
+                serde_json::json!({"path": "secret/data/web/db", "data_path": "secret/data/web/db"}),
+                "secret/data/web/db",
+            ),
+            (
+                "kv-v2/delete",
+                serde_json::json!({"path": "secret/delete/web/db"}),
+                "secret/data/web/db",
+            ),
+            (
+                "kv-v2/destroy",
+                serde_json::json!({"path": "secret/destroy/web/db"}),
+                "secret/data/web/db",
+            ),
+            (
+                "kv-v2/metadata-delete",
+                serde_json::json!({"path": "secret/metadata/web/db"}),
+                "secret/data/web/db",
+            ),
+            ("kv-v1/write", serde_json::json!({"path": "kv/web/db"}), "kv/web/db"),
+        ];
+        for (t, md, want) in cases {
+            assert_eq!(changed_path(&event(t, md)).as_deref(), Some(want), "{t}");
         }
     }
 }

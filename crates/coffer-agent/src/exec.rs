@@ -33,10 +33,15 @@ pub(crate) enum AppEvent {
 /// Any other child that ends is an orphan the agent inherited as a container's PID 1.
 static OWN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
-pub(crate) fn track(pid: Option<u32>) {
-    if let Some(p) = pid {
-        OWN.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+/// Starts `cmd` and records it as the agent's own in one step: the orphan reaper holds the same
+/// lock, so it can never take the child's exit status from tokio between the two.
+pub(crate) fn spawn_tracked(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn()?;
+    if let Some(p) = child.id() {
+        own.push(p);
     }
+    Ok(child)
 }
 
 pub(crate) fn untrack(pid: Option<u32>) {
@@ -53,7 +58,7 @@ fn reap_orphans() {
         return;
     }
     let Ok(dir) = std::fs::read_dir("/proc") else { return };
-    let own = OWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let own = OWN.lock().unwrap_or_else(|e| e.into_inner());
     for e in dir.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         if own.contains(&pid) {
@@ -97,8 +102,8 @@ fn start(cfg: &ExecConfig, env: &Env) -> Result<Child> {
     for (k, v) in env {
         c.env(k, v.as_str());
     }
-    let child = c.spawn().with_context(|| format!("cannot start the app {:?}", cfg.command[0]))?;
-    track(child.id());
+    let child = spawn_tracked(&mut c)
+        .with_context(|| format!("cannot start the app {:?}", cfg.command[0]))?;
     tracing::info!(command = %cfg.command[0], pid = child.id(), "app started");
     Ok(child)
 }
@@ -162,6 +167,7 @@ pub(crate) async fn supervise(
     let mut sigchld = signal(SignalKind::child()).context("cannot handle signals")?;
     let far = || Instant::now() + Duration::from_secs(86400 * 365);
     let mut restart_at: Option<Instant> = None;
+    let mut renderer_alive = true;
     let mut reload_at: Option<Instant> = None;
     loop {
         let forwarded = async {
@@ -188,7 +194,7 @@ pub(crate) async fn supervise(
                 tracing::info!(signal = sig.name(), "forwarding a signal to the app");
                 send(&child, sig);
             }
-            ev = events.recv() => match ev {
+            ev = events.recv(), if renderer_alive => match ev {
                 Some(AppEvent::Env(new)) => {
                     env = new;
                     if cfg.restart_on_secret_changes == RestartPolicy::Always {
@@ -200,8 +206,9 @@ pub(crate) async fn supervise(
                         reload_at = Some(Instant::now() + splay(splay_max));
                     }
                 }
-                // The renderer is gone: the app runs on what it has.
-                None => std::future::pending::<()>().await,
+                // The renderer is gone (the agent is stopping the app, see lib.rs): nothing more
+                // will change.
+                None => renderer_alive = false,
             },
             () = tokio::time::sleep_until(restart_at.unwrap_or_else(far)) => {
                 restart_at = None;

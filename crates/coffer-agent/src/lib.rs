@@ -103,6 +103,7 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
         renewable: t.renewable,
         obtained: std::time::Instant::now(),
         generation: 0,
+        expires_unix: t.expires.into(),
     });
 
     let (token_tx, token_rx) = watch::channel(None);
@@ -135,6 +136,10 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
         None => (None, None),
     };
     let destinations: Vec<PathBuf> = cfg.templates.iter().map(|t| t.destination.clone()).collect();
+    // Exec mode removes what it rendered however the agent ends (an error, a signal before the
+    // app started, the app failing to start), not only when the app exits.
+    let _cleanup =
+        cfg.exec.is_some().then(|| Cleanup { files: destinations.clone(), sinks: sinks.clone() });
     let reporter = report::Reporter::start(conn.client(None), status.clone());
     let mut renderer = Renderer::new(
         conn.clone(),
@@ -223,23 +228,42 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
         exec::supervise(exec_cfg, cfg.template_config.splay, env, app_rx, status.clone(), stop_rx);
     tokio::pin!(app);
     let mut stop_tx = Some(stop_tx);
+    let mut stop_app = |why: &str| {
+        if let Some(t) = stop_tx.take() {
+            tracing::error!("{why}: stopping the app");
+            let _ = t.send(());
+        }
+    };
+    let (mut render_done, mut auth_done, mut stale_done) = (false, auth_task.is_none(), false);
     let code = loop {
         tokio::select! {
             ended = &mut app => {
-                let code = match ended? {
-                    exec::Ended::App(s) => {
+                let code = match ended {
+                    Ok(exec::Ended::App(s)) => {
                         tracing::info!(code = exec::exit_code(s), "the app exited");
                         exec::exit_code(s)
                     }
-                    exec::Ended::Stopped => 1,
+                    Ok(exec::Ended::Stopped) => 1,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "the app could not be run");
+                        1
+                    }
                 };
                 break code;
             }
-            () = &mut watchdog, if stop_tx.is_some() => {
-                tracing::error!("out of touch with the server for longer than max_stale: stopping the app (exit_on_max_stale)");
-                if let Some(t) = stop_tx.take() {
-                    let _ = t.send(());
-                }
+            () = &mut watchdog, if !stale_done => {
+                stale_done = true;
+                stop_app("out of touch with the server for longer than max_stale (exit_on_max_stale)");
+            }
+            r = &mut render_task, if !render_done => {
+                render_done = true;
+                let e = finished("renderer", r).err().map(|e| format!("{e:#}")).unwrap_or_default();
+                stop_app(&format!("rendering gave up: {e}"));
+            }
+            r = async { match auth_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } }, if !auth_done => {
+                auth_done = true;
+                let e = finished("auth", r).err().map(|e| format!("{e:#}")).unwrap_or_default();
+                stop_app(&format!("authentication gave up: {e}"));
             }
         }
     };
@@ -259,6 +283,23 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
     let token = token_rx.borrow().clone();
     reporter.removed(token.as_deref(), &removed, Duration::from_secs(3)).await;
     Ok(code)
+}
+
+/// Removes rendered files and token sinks when dropped.
+struct Cleanup {
+    files: Vec<PathBuf>,
+    sinks: Vec<config::SinkConfig>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for f in &self.files {
+            if let Err(e) = delivery::remove(f) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot remove a rendered file");
+            }
+        }
+        auth::remove_sinks(&self.sinks);
+    }
 }
 
 fn finished(what: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<u8> {
@@ -313,23 +354,24 @@ async fn drive(
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     let mut next_poll = Instant::now() + settings.static_secret_render_interval;
-    let save = |r: &mut Renderer, token: &auth::TokenRx| {
+    // Written when a secret was fetched, and when the token was renewed (its new expiry is what
+    // lets a restarted agent keep using it).
+    let mut saved_expiry = None;
+    let mut save = |r: &mut Renderer, token: &auth::TokenRx| {
         let Some(c) = &persisted else { return };
-        let Some(secrets) = r.export() else { return };
         let t = token.borrow().clone();
+        let expiry = t.as_ref().map(|t| (t.generation, t.expires_unix()));
+        let secrets = match r.export() {
+            Some(s) => s,
+            None if expiry != saved_expiry => r.export_all(),
+            None => return,
+        };
+        saved_expiry = expiry;
         let contents = cache::Contents {
             token: t.map(|t| cache::CachedToken {
                 secret: t.secret.clone(),
                 accessor: t.accessor.clone(),
-                expires: if t.ttl.is_zero() {
-                    0
-                } else {
-                    cache::unix(
-                        std::time::SystemTime::now()
-                            + (t.obtained + t.ttl)
-                                .saturating_duration_since(std::time::Instant::now()),
-                    )
-                },
+                expires: t.expires_unix(),
                 ttl: t.ttl.as_secs(),
                 renewable: t.renewable,
             }),

@@ -28,7 +28,7 @@ use crate::cache::{self, CachedLease, CachedSecret};
 use crate::config::{CommandConfig, EnvTemplate, TemplateConfig, TemplateSettings, TemplateSource};
 use crate::conn::{Conn, is_unreachable};
 use crate::delivery::{self, Owner};
-use crate::exec::{AppEvent, track, untrack};
+use crate::exec::{AppEvent, spawn_tracked, untrack};
 use crate::report::{Reason, Reporter};
 use crate::secret::ValueBox;
 use crate::status::Status;
@@ -197,24 +197,27 @@ impl Renderer {
         if !std::mem::take(&mut self.dirty) {
             return None;
         }
+        Some(self.export_all())
+    }
+
+    /// The secrets held, for the persisted cache, whether or not anything changed.
+    pub(crate) fn export_all(&self) -> Vec<CachedSecret> {
         let now_unix = cache::unix(SystemTime::now());
         let now = Instant::now();
-        Some(
-            self.deps
-                .iter()
-                .map(|(k, d)| CachedSecret {
-                    path: k.path.clone(),
-                    args: k.args.clone(),
-                    value: d.value.0.clone(),
-                    lease: d.lease.as_ref().map(|l| CachedLease {
-                        id: l.id.clone(),
-                        issued: l.issued.as_secs(),
-                        expires: now_unix + l.expires.saturating_duration_since(now).as_secs(),
-                        renew: l.renew,
-                    }),
-                })
-                .collect(),
-        )
+        self.deps
+            .iter()
+            .map(|(k, d)| CachedSecret {
+                path: k.path.clone(),
+                args: k.args.clone(),
+                value: d.value.0.clone(),
+                lease: d.lease.as_ref().map(|l| CachedLease {
+                    id: l.id.clone(),
+                    issued: l.issued.as_secs(),
+                    expires: now_unix + l.expires.saturating_duration_since(now).as_secs(),
+                    renew: l.renew,
+                }),
+            })
+            .collect()
     }
 
     /// Secrets from the persisted cache: used while the server cannot be asked, fetched anew as
@@ -494,6 +497,7 @@ impl Renderer {
             &f.cfg.destination,
             f.cfg.create_dest_dirs,
             f.cfg.allow_disk,
+            f.owner,
             &format!("template for {}", f.name),
         )?;
         delivery::write_atomic(&f.cfg.destination, text.as_bytes(), f.cfg.perms, f.owner)
@@ -513,11 +517,20 @@ impl Renderer {
             None => self.files[i].deps.iter().cloned().collect(),
             Some(()) => self.envs[i].deps.iter().cloned().collect(),
         };
+        // Only what was checked for this render may be used: a value restored from the cache, or
+        // fetched by an earlier token, is first fetched anew (or confirmed unreachable).
+        let mut ensured = HashSet::new();
         for k in known {
             degraded |= self.ensure(tok, &k).await?;
+            ensured.insert(k);
         }
         for _round in 0..16 {
-            let mut ctx = Ctx { deps: &self.deps, used: HashSet::new(), missing: Vec::new() };
+            let mut ctx = Ctx {
+                deps: &self.deps,
+                ensured: &ensured,
+                used: HashSet::new(),
+                missing: Vec::new(),
+            };
             let template = match env {
                 None => &self.files[i].template,
                 Some(()) => &self.envs[i].template,
@@ -530,6 +543,7 @@ impl Renderer {
             }
             for k in missing {
                 degraded |= self.ensure(tok, &k).await?;
+                ensured.insert(k);
             }
         }
         bail!(
@@ -541,7 +555,12 @@ impl Renderer {
     /// had to be kept because the server could not be reached.
     async fn ensure(&mut self, tok: Option<&Arc<Token>>, k: &DepKey) -> Result<bool> {
         let generation = tok.map(|t| t.generation);
-        let need = self.deps.get(k).is_none_or(|d| d.stale || Some(d.generation) != generation);
+        let now = Instant::now();
+        let need = self.deps.get(k).is_none_or(|d| {
+            d.stale
+                || Some(d.generation) != generation
+                || d.lease.as_ref().is_some_and(|l| l.expires <= now)
+        });
         if !need {
             self.status.count(|c| &c.cache_hits);
             return Ok(false);
@@ -626,6 +645,7 @@ impl Renderer {
 
 struct Ctx<'a> {
     deps: &'a HashMap<DepKey, Dep>,
+    ensured: &'a HashSet<DepKey>,
     used: HashSet<DepKey>,
     missing: Vec<DepKey>,
 }
@@ -637,7 +657,7 @@ impl coffer_template::Context for Ctx<'_> {
         args.sort();
         let k = DepKey { path: path.trim_matches('/').to_owned(), args };
         self.used.insert(k.clone());
-        match self.deps.get(&k) {
+        match self.deps.get(&k).filter(|_| self.ensured.contains(&k)) {
             Some(d) => Ok(as_secret(&d.value.0)),
             None => {
                 self.missing.push(k);
@@ -678,10 +698,9 @@ fn spawn_command(name: String, cmd: CommandConfig, splay_max: Duration) {
         tokio::time::sleep(splay(splay_max)).await;
         let mut c = tokio::process::Command::new(&cmd.command[0]);
         c.args(&cmd.command[1..]).kill_on_drop(true);
-        match c.spawn() {
+        match spawn_tracked(&mut c) {
             Ok(mut child) => {
                 let pid = child.id();
-                track(pid);
                 let r = tokio::time::timeout(cmd.timeout, child.wait()).await;
                 let r = match r {
                     Ok(r) => Ok(r),

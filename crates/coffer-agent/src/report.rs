@@ -234,6 +234,7 @@ mod tests {
             renewable: false,
             obtained: std::time::Instant::now(),
             generation: 1,
+            expires_unix: 0.into(),
         }
     }
 

@@ -174,7 +174,6 @@ impl Status {
                         AuthState::Authenticated => "authenticated",
                         AuthState::Failed => "failed",
                     },
-                    "accessor": i.accessor,
                     "token_expires": i.token_expires.map(rfc3339),
                 },
                 "server": {
@@ -320,8 +319,12 @@ pub(crate) async fn serve(listeners: &[ListenerConfig], status: Status) -> anyho
             }
             ListenerConfig::Unix { path, mode } => {
                 let _ = std::fs::remove_file(path);
-                let sock = tokio::net::UnixListener::bind(path)
-                    .with_context(|| format!("cannot listen on {}", path.display()))?;
+                // Created with no access for others, then opened to `mode`: never more open
+                // than configured, not even for a moment.
+                let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+                let bound = tokio::net::UnixListener::bind(path);
+                rustix::process::umask(old);
+                let sock = bound.with_context(|| format!("cannot listen on {}", path.display()))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
                     .with_context(|| format!("cannot set the mode of {}", path.display()))?;
                 tokio::spawn(async move { axum::serve(sock, app).await });
