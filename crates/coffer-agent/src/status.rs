@@ -203,67 +203,83 @@ impl Status {
                 i.last_server_error.is_none() && i.last_contact.is_some(),
             )
         });
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64;
+        let flag = |b: bool| f64::from(u8::from(b));
+        let metrics: [(&str, &str, &str, f64); 17] = [
+            ("renders_total", "counter", "Templates rendered (changed or not).", load(&c.renders)),
+            (
+                "render_failures_total",
+                "counter",
+                "Template renders that failed.",
+                load(&c.render_failures),
+            ),
+            ("auth_successes_total", "counter", "Successful logins.", load(&c.auth_successes)),
+            ("auth_failures_total", "counter", "Failed logins.", load(&c.auth_failures)),
+            (
+                "token_renewals_total",
+                "counter",
+                "Successful renewals of the agent's token.",
+                load(&c.token_renewals),
+            ),
+            (
+                "lease_renewals_total",
+                "counter",
+                "Successful renewals of secret leases.",
+                load(&c.lease_renewals),
+            ),
+            (
+                "secret_fetches_total",
+                "counter",
+                "Secrets read from the server.",
+                load(&c.secret_fetches),
+            ),
+            (
+                "cache_hits_total",
+                "counter",
+                "Secrets served from the agent's cache instead of the server.",
+                load(&c.cache_hits),
+            ),
+            (
+                "events_received_total",
+                "counter",
+                "Change events received from the server.",
+                load(&c.events_received),
+            ),
+            (
+                "app_restarts_total",
+                "counter",
+                "Restarts of the app after a secret changed.",
+                load(&c.app_restarts),
+            ),
+            (
+                "app_signals_total",
+                "counter",
+                "Signals sent to the app after a file changed.",
+                load(&c.app_signals),
+            ),
+            (
+                "delivery_report_failures_total",
+                "counter",
+                "Delivery reports to the server's audit log that failed or were dropped.",
+                load(&c.delivery_report_failures),
+            ),
+            ("stale_seconds", "gauge", "Seconds since the server last answered.", stale),
+            ("authenticated", "gauge", "1 while the agent holds a valid token.", flag(auth_ok)),
+            ("server_reachable", "gauge", "1 while the server answers.", flag(reachable)),
+            (
+                "event_stream_connected",
+                "gauge",
+                "1 while change events arrive by push.",
+                flag(events_up),
+            ),
+            ("healthy", "gauge", "0 once stale past max_stale.", flag(self.healthy())),
+        ];
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
+        for (name, kind, help, v) in metrics {
             out.push_str(&format!(
-                "# HELP coffer_agent_{name} {help}\n# TYPE coffer_agent_{name} counter\ncoffer_agent_{name} {}\n",
-                v.load(Ordering::Relaxed)
+                "# HELP coffer_agent_{name} {help}\n# TYPE coffer_agent_{name} {kind}\ncoffer_agent_{name} {v}\n"
             ));
-        };
-        counter("renders_total", "Templates rendered (changed or not).", &c.renders);
-        counter("render_failures_total", "Template renders that failed.", &c.render_failures);
-        counter("auth_successes_total", "Successful logins.", &c.auth_successes);
-        counter("auth_failures_total", "Failed logins.", &c.auth_failures);
-        counter(
-            "token_renewals_total",
-            "Successful renewals of the agent's token.",
-            &c.token_renewals,
-        );
-        counter("lease_renewals_total", "Successful renewals of secret leases.", &c.lease_renewals);
-        counter("secret_fetches_total", "Secrets read from the server.", &c.secret_fetches);
-        counter(
-            "cache_hits_total",
-            "Secrets served from the agent's cache instead of the server.",
-            &c.cache_hits,
-        );
-        counter(
-            "events_received_total",
-            "Change events received from the server.",
-            &c.events_received,
-        );
-        counter(
-            "app_restarts_total",
-            "Restarts of the app after a secret changed.",
-            &c.app_restarts,
-        );
-        counter(
-            "app_signals_total",
-            "Signals sent to the app after a file changed.",
-            &c.app_signals,
-        );
-        counter(
-            "delivery_report_failures_total",
-            "Delivery reports to the server's audit log that failed or were dropped.",
-            &c.delivery_report_failures,
-        );
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            out.push_str(&format!(
-                "# HELP coffer_agent_{name} {help}\n# TYPE coffer_agent_{name} gauge\ncoffer_agent_{name} {v}\n"
-            ));
-        };
-        gauge("stale_seconds", "Seconds since the server last answered.", stale);
-        gauge(
-            "authenticated",
-            "1 while the agent holds a valid token.",
-            f64::from(u8::from(auth_ok)),
-        );
-        gauge("server_reachable", "1 while the server answers.", f64::from(u8::from(reachable)));
-        gauge(
-            "event_stream_connected",
-            "1 while change events arrive by push.",
-            f64::from(u8::from(events_up)),
-        );
-        gauge("healthy", "0 once stale past max_stale.", f64::from(u8::from(self.healthy())));
+        }
         out
     }
 }

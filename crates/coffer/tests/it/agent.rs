@@ -224,6 +224,28 @@ pub(crate) async fn secret_id(s: &Server, root: &str) -> String {
     b["data"]["secret_id"].as_str().expect("secret_id").to_owned()
 }
 
+/// `auto_auth` (from [`approle_block`]) with a file sink whose block body is `sink`.
+fn with_sink(auto_auth: String, sink: &str) -> String {
+    auto_auth.replace("}\n}\n", &format!("}}\n  sink \"file\" {{\n{sink}  }}\n}}\n"))
+}
+
+/// A ready server (on a fixed port when `fixed`, so it can restart where the agent looks) with
+/// [`setup`] done, and the bootstrap files of a reusable secret ID in `dir`: (server, unseal
+/// keys, root token, role-id file, secret-id file).
+async fn approle_ready(
+    dir: &Path,
+    fixed: bool,
+    value: &str,
+) -> (Server, Vec<String>, String, PathBuf, PathBuf) {
+    let (s, keys, root) =
+        if fixed { server_on_fixed_port(dir).await } else { Server::ready(dir).await };
+    setup(&s, &root, value).await;
+    let rid = role_id(&s, &root).await;
+    let sid_value = secret_id(&s, &root).await;
+    let (role, sid) = bootstrap(dir, &rid, &sid_value);
+    (s, keys, root, role, sid)
+}
+
 /// The bootstrap credential files, in `dir`.
 pub(crate) fn bootstrap(dir: &Path, role_id: &str, secret_id: &str) -> (PathBuf, PathBuf) {
     let r = dir.join("role-id");
@@ -248,6 +270,15 @@ fn approle_block_with(role: &Path, sid: &Path, extra: &str, method_opts: &str) -
     )
 }
 
+/// Writes the app, a shell script (without its `#!` line), to `dir/app.sh`.
+fn write_app(dir: &Path, script: &str) -> PathBuf {
+    let app = dir.join("app.sh");
+    std::fs::write(&app, format!("#!/bin/sh\n{script}")).expect("app");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    app
+}
+
 /// Writes the app, a shell script, to `dir/app.sh`, and returns an exec-mode configuration: log
 /// in with approle (`role`, `sid`, the secret ID kept after reading), render
 /// `secret/data/web/db` into `dest` and into the app's `DB_PASSWORD`, run the app. `exec_extra`
@@ -260,10 +291,7 @@ pub(crate) fn exec_app(
     script: &str,
     exec_extra: &str,
 ) -> String {
-    let app = dir.join("app.sh");
-    std::fs::write(&app, format!("#!/bin/sh\n{script}")).expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let app = write_app(dir, script);
     format!(
         "coffer {{\n  address = \"{addr}\"\n}}\n{}template {{\n  contents = {DB_TEMPLATE:?}\n  destination = \"{}\"\n}}\nenv_template \"DB_PASSWORD\" {{\n  contents = {DB_TEMPLATE:?}\n}}\nexec {{\n  command = [\"{}\"]\n{exec_extra}}}\n",
         approle_block(role, sid, "      remove_secret_id_file_after_reading = false\n"),
@@ -494,23 +522,16 @@ async fn outage_keeps_the_app_on_its_secrets_and_the_agent_resumes() {
 #[tokio::test]
 async fn a_revoked_token_makes_the_agent_log_in_again() {
     let dir = tempdir();
-    let (s, _, root) = server_on_fixed_port(dir.path()).await;
-    setup(&s, &root, "revoke-1").await;
-    let rid = role_id(&s, &root).await;
-    let sid_value = secret_id(&s, &root).await;
-    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let (s, _, root, role, sid) = approle_ready(dir.path(), true, "revoke-1").await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
     let dest = shm.path().join("db-password");
     let sink = shm.path().join("token");
     let config = format!(
         "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\n",
         s.addr,
-        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n").replace(
-            "}\n}\n",
-            &format!(
-                "}}\n  sink \"file\" {{\n    config = {{ path = \"{}\" }}\n  }}\n}}\n",
-                sink.display()
-            )
+        with_sink(
+            approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
+            &format!("    config = {{ path = \"{}\" }}\n", sink.display()),
         ),
         DB_TEMPLATE,
         dest.display(),
@@ -581,11 +602,7 @@ fn check_config_validates_and_names_problems() {
 #[tokio::test]
 async fn an_agent_restarted_during_an_outage_starts_from_its_encrypted_cache() {
     let dir = tempdir();
-    let (mut s, keys, root) = server_on_fixed_port(dir.path()).await;
-    setup(&s, &root, "cache-canary-1").await;
-    let rid = role_id(&s, &root).await;
-    let sid_value = secret_id(&s, &root).await;
-    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let (mut s, keys, root, role, sid) = approle_ready(dir.path(), true, "cache-canary-1").await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
     let dest = shm.path().join("db-password");
     let cache = dir.path().join("cache").join("agent.cache");
@@ -913,13 +930,13 @@ async fn the_agents_answers_are_sealed_on_the_wire_and_its_sink_encrypted_to_the
     let config = format!(
         "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\n",
         relay.addr,
-        approle_block(&role, &sid, "").replace(
-            "}\n}\n",
+        with_sink(
+            approle_block(&role, &sid, ""),
             &format!(
-                "}}\n  sink \"file\" {{\n    dh_type = \"curve25519\"\n    dh_path = \"{}\"\n    aad = \"web-7d9f\"\n    config = {{ path = \"{}\" }}\n  }}\n}}\n",
+                "    dh_type = \"curve25519\"\n    dh_path = \"{}\"\n    aad = \"web-7d9f\"\n    config = {{ path = \"{}\" }}\n",
                 dh_path.display(),
                 sink.display()
-            )
+            ),
         ),
         DB_TEMPLATE,
         dest.display(),
@@ -940,28 +957,20 @@ async fn the_agents_answers_are_sealed_on_the_wire_and_its_sink_encrypted_to_the
 #[tokio::test]
 async fn a_changed_file_signals_the_app_within_a_second() {
     let dir = tempdir();
-    let (s, _, root) = Server::ready(dir.path()).await;
-    setup(&s, &root, "hup-canary-1").await;
-    let rid = role_id(&s, &root).await;
-    let sid_value = secret_id(&s, &root).await;
-    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let (s, _, root, role, sid) = approle_ready(dir.path(), false, "hup-canary-1").await;
     let mnt = dir.path().join("secrets");
     let dest = mnt.join("db-password");
     let reports = dir.path().join("reports");
     std::fs::create_dir_all(&reports).expect("reports");
     // On SIGHUP the app reads its file again and reports (a hash of) what it read.
-    let app = dir.path().join("app.sh");
-    std::fs::write(
-        &app,
-        format!(
-            "#!/bin/sh\ntrap 'sha256sum < {} | cut -c1-16 >> {}/hup' HUP\nwhile :; do sleep 0.02; done\n",
+    let app = write_app(
+        dir.path(),
+        &format!(
+            "trap 'sha256sum < {} | cut -c1-16 >> {}/hup' HUP\nwhile :; do sleep 0.02; done\n",
             dest.display(),
             reports.display()
         ),
-    )
-    .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    );
     let config = format!(
         "coffer {{\n  address = \"{}\"\n}}\n{}template_config {{\n  static_secret_render_interval = \"5m\"\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nexec {{\n  command = [\"{}\"]\n  reload_signal = \"SIGHUP\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
         s.addr,
@@ -1041,19 +1050,11 @@ async fn cert_auth_logs_in_over_mutual_tls() {
 #[tokio::test]
 async fn a_template_command_runs_on_change_owner_is_set_and_max_stale_stops_the_app() {
     let dir = tempdir();
-    let (mut s, _, root) = server_on_fixed_port(dir.path()).await;
-    setup(&s, &root, "owner-canary-1").await;
-    let rid = role_id(&s, &root).await;
-    let sid_value = secret_id(&s, &root).await;
-    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let (mut s, _, _, role, sid) = approle_ready(dir.path(), true, "owner-canary-1").await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
     let dest = shm.path().join("db-password");
     let marker = dir.path().join("command-ran");
-    let app = dir.path().join("app.sh");
-    std::fs::write(&app, "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n")
-        .expect("app");
-    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let app = write_app(dir.path(), "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n");
     let config = format!(
         "coffer {{\n  address = \"{}\"\n  retry {{\n    num_retries = 0\n  }}\n}}\n{}template_config {{\n  static_secret_render_interval = \"1s\"\n  max_stale = \"2s\"\n  exit_on_max_stale = true\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n  user = \"nobody\"\n  group = \"nogroup\"\n  perms = \"0440\"\n  exec {{\n    command = [\"/bin/sh\", \"-c\", \"echo ran >> {}\"]\n  }}\n}}\nexec {{\n  command = [\"{}\"]\n}}\n",
         s.addr,
