@@ -610,12 +610,16 @@ impl Renderer {
             }
             _ => anyhow!(e),
         })?;
-        let body = answer.body.unwrap_or(Value::Null);
+        // Wiped when dropped: the data is moved out below, the rest holds nothing secret, but
+        // the answer as a whole is not kept around unwiped.
+        let mut body = Zeroizing::new(ValueBox(answer.body.unwrap_or(Value::Null)));
+        let data = body.0.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        let body = &body.0;
         let lease_id = body.get("lease_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let lease_duration = body.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
         let renewable = body.get("renewable").and_then(Value::as_bool).unwrap_or(false);
         let value = json!({
-            "Data": body.get("data").cloned().unwrap_or(Value::Null),
+            "Data": data,
             "LeaseID": lease_id,
             "LeaseDuration": lease_duration,
             "Renewable": renewable,

@@ -168,8 +168,9 @@ impl Client {
         let unreachable = |cause: String| Error::Unreachable { addr: self.address.clone(), cause };
         let mut request = ws_url.into_client_request().map_err(|e| Error::Config(e.to_string()))?;
         if let Some(t) = &self.token {
-            let v = HeaderValue::from_str(t)
+            let mut v = HeaderValue::from_str(t)
                 .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
             request.headers_mut().insert("X-Vault-Token", v);
         }
         let limit = self.config.timeout.unwrap_or(Duration::from_secs(60));

@@ -117,7 +117,8 @@ impl std::fmt::Debug for ClientConfig {
 pub struct Client {
     http: reqwest::Client,
     address: String,
-    token: Option<String>,
+    /// Wiped when the client is dropped; sent as a sensitive header (never in hyper's debug output).
+    token: Option<zeroize::Zeroizing<String>>,
     wrap_ttl: Option<String>,
     seal_key: Option<Arc<SealKey>>,
     /// How it was made: the event stream connects with the same trust (`events`).
@@ -194,7 +195,7 @@ impl Client {
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Self {
-        self.token = token;
+        self.token = token.map(zeroize::Zeroizing::new);
         self
     }
 
@@ -211,7 +212,7 @@ impl Client {
     }
 
     pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_deref().map(String::as_str)
     }
 
     pub fn seal_key(&self) -> Option<&SealKey> {
@@ -235,7 +236,10 @@ impl Client {
         let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
         let mut rb = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
-            rb = rb.header("X-Vault-Token", t);
+            let mut v = reqwest::header::HeaderValue::from_str(t)
+                .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            rb = rb.header("X-Vault-Token", v);
         }
         if let Some(w) = &self.wrap_ttl {
             rb = rb.header("X-Vault-Wrap-TTL", w);
@@ -264,7 +268,7 @@ impl Client {
         if status.is_success() || is_health_status(path, status) {
             if let (Some(k), Some(b)) = (&self.seal_key, body.as_mut()) {
                 let sent = body_data.and_then(Value::as_object);
-                k.open_answer(b, &Binding::for_request(path, self.token.as_deref(), sent))?;
+                k.open_answer(b, &Binding::for_request(path, self.token(), sent))?;
             }
             return Ok(Answer { status: status.as_u16(), body });
         }
