@@ -263,6 +263,14 @@ impl Device {
 /// [`crate::sys::paths::AuditClear`]), and only when the body is one that path accepts.
 fn clear_request_keys(e: &Value) -> &'static [&'static str] {
     let req = &e["request"];
+    // Only a report an authenticated caller made, as an update, and that was not refused: an
+    // unauthenticated, refused or wrong-verb request keeps its body hashed like any other, so
+    // nobody can write text of their choosing into the log in clear.
+    let authenticated = e["auth"]["accessor"].as_str().is_some_and(|a| !a.is_empty());
+    let refused = e["error"].as_str().is_some_and(|x| !x.is_empty());
+    if !authenticated || refused || req["operation"] != "update" {
+        return &[];
+    }
     match (req["path"].as_str(), req["data"].as_object()) {
         (Some(path), Some(data)) => crate::sys::paths::audit_clear_keys(path, data),
         _ => &[],

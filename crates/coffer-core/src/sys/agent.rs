@@ -277,6 +277,14 @@ mod tests {
             text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
         let reports: Vec<&Value> =
             entries.iter().filter(|e| e["request"]["path"] == "sys/agent/delivery").collect();
+        // Refused before the handler (no token, a deny rule): the body stays hashed, so nobody
+        // writes text of their choosing into the log in clear.
+        let refused: Vec<&&Value> = reports.iter().filter(|e| e["auth"] == json!({})).collect();
+        assert_eq!(refused.len(), 2, "{refused:#?}");
+        for e in refused {
+            let event = e["request"]["data"]["event"].as_str().expect("event");
+            assert!(event.starts_with("hmac-sha256:"), "a refused report in clear: {e}");
+        }
         let reports: Vec<&Value> = reports.into_iter().filter(|e| e["auth"] != json!({})).collect();
         // A request and a response entry for each report the ACL let through (a refused request
         // is logged once, without the caller).

@@ -10,6 +10,8 @@ use crate::logical::{Error, Operation, Response, Result};
 use super::Ctx;
 
 pub(super) const PREFIX: &str = "events/subscribe/";
+const MAX_PATTERN_LEN: usize = 256;
+const MAX_PATTERN_STARS: usize = 4;
 
 pub(super) fn subscribe(ctx: &Ctx<'_>, pattern: &str) -> Result<Response> {
     if ctx.op() != Operation::Read {
@@ -20,12 +22,20 @@ pub(super) fn subscribe(ctx: &Ctx<'_>, pattern: &str) -> Result<Response> {
         // Vault's words.
         return Err(Error::invalid("did not specify eventType to subscribe to"));
     }
+    // Every write matches every subscriber's pattern: a long pattern with many wildcards would
+    // make each write pay for it.
+    if pattern.len() > MAX_PATTERN_LEN || pattern.matches('*').count() > MAX_PATTERN_STARS {
+        return Err(Error::invalid(format!(
+            "the event type pattern may be at most {MAX_PATTERN_LEN} bytes with at most \
+             {MAX_PATTERN_STARS} wildcards"
+        )));
+    }
     let f = Fields::new(&ctx.req.data);
     // Go's ParseBool, as Vault parses it; an empty value is false.
     let json = match f.str("json")? {
         Some(raw) if !raw.is_empty() => f
             .bool("json")
-            .map_err(|_| Error::invalid(format!("invalid parameter for JSON: {raw}")))?
+            .map_err(|_| Error::invalid("invalid parameter for JSON: json must be true or false"))?
             .unwrap_or(false),
         _ => false,
     };

@@ -451,3 +451,20 @@ async fn the_cli_prints_one_json_event_per_line_and_the_request_is_audited() {
         assert_eq!(e["data"]["event"]["metadata"]["current_version"], version);
     }
 }
+
+#[tokio::test]
+async fn long_or_wildcard_heavy_patterns_are_refused() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    for pattern in ["kv".to_owned() + &"x".repeat(300), "*a*b*c*d*e".to_owned()] {
+        let (code, b) = s
+            .call("GET", &format!("sys/events/subscribe/{pattern}?json=true"), Some(&root), None)
+            .await;
+        assert_eq!(code, 400, "{b}");
+        assert!(b.to_string().contains("at most 256 bytes with at most 4 wildcards"), "{b}");
+    }
+    let (code, b) =
+        s.call("GET", "sys/events/subscribe/kv*?json=maybe-hunter2", Some(&root), None).await;
+    assert_eq!(code, 400, "{b}");
+    assert!(!b.to_string().contains("hunter2"), "the value is not echoed: {b}");
+}
