@@ -281,6 +281,9 @@ pub struct Subscription {
     token_id: String,
     remote_addr: Option<IpAddr>,
     recheck: Duration,
+    /// When the token is next checked if no event comes first. A deadline, not a timeout per
+    /// call: a transport that cancels `next` often (a client pinging) must not put it off.
+    next_check: tokio::time::Instant,
     /// An event received and not yet delivered: kept across a cancelled [`Subscription::next`].
     pending: Option<Arc<Published>>,
 }
@@ -324,6 +327,7 @@ impl Subscription {
             token_id: token_id.to_owned(),
             remote_addr,
             recheck: RECHECK_EVERY,
+            next_check: tokio::time::Instant::now() + RECHECK_EVERY,
             pending: None,
         }
     }
@@ -343,7 +347,7 @@ impl Subscription {
                 return Delivery::End(*r);
             }
             if self.pending.is_none() {
-                match tokio::time::timeout(self.recheck, self.rx.recv()).await {
+                match tokio::time::timeout_at(self.next_check, self.rx.recv()).await {
                     Ok(Some(e)) => self.pending = Some(e),
                     // The bus is gone with the unsealed state.
                     Ok(None) => {
@@ -353,7 +357,9 @@ impl Subscription {
                     Err(_) => {}
                 }
             }
-            match self.admit(self.pending.as_deref()).await {
+            let checked = self.admit(self.pending.as_deref()).await;
+            self.next_check = tokio::time::Instant::now() + self.recheck;
+            match checked {
                 Ok(true) => {
                     if let Some(e) = self.pending.take() {
                         return Delivery::Event(e);
@@ -367,6 +373,14 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Checks the token this often when no event comes (tests shorten it).
+    #[cfg(test)]
+    pub(crate) fn with_recheck(mut self, every: Duration) -> Self {
+        self.recheck = every;
+        self.next_check = tokio::time::Instant::now() + every;
+        self
     }
 
     /// Re-checks the token, and whether it may see `event`.

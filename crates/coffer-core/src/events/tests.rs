@@ -294,6 +294,35 @@ async fn a_revoked_token_ends_the_stream_at_the_next_event() {
 }
 
 #[tokio::test]
+async fn a_quiet_stream_of_a_revoked_token_ends_however_often_the_transport_polls() {
+    let f = fixture().await;
+    let t = f
+        .token_with(
+            "all",
+            r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
+               path "test/*" { capabilities = ["read"] }"#,
+        )
+        .await;
+    let mut sub =
+        f.subscribe("*", &t).await.expect("subscribe").with_recheck(Duration::from_millis(200));
+    f.call(Operation::Update, "auth/token/revoke", json!({"token": t}), &f.root)
+        .await
+        .expect("revoke");
+    // No event comes; the transport cancels `next` every 50 ms (a client's pings), as a
+    // WebSocket server's select does.
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Delivery::End(r)) =
+            tokio::time::timeout(Duration::from_millis(50), sub.next()).await
+        {
+            assert_eq!(r, EndReason::TokenInvalid);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "the periodic check never ran");
+    }
+}
+
+#[tokio::test]
 async fn losing_read_on_the_subscribe_path_ends_the_stream() {
     let f = fixture().await;
     let policy = |subscribe: &str| {

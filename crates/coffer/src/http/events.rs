@@ -190,6 +190,10 @@ where
         }
     };
     tokio::pin!(stopping);
+    // Pings the client has not answered (a pong or any other frame): a peer that vanished
+    // without closing is let go after two, instead of holding its task and queue until TCP
+    // gives up.
+    let mut unanswered = 0u8;
     let close = loop {
         tokio::select! {
             // `Subscription::next` is cancel-safe: an event it holds waits for the next call.
@@ -204,12 +208,17 @@ where
             },
             m = rx.next() => match m {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => unanswered = 0,
             },
             _ = ping.tick() => {
+                if unanswered >= 2 {
+                    tracing::info!(pattern = sub.pattern(), "event subscriber disconnected: two pings unanswered");
+                    break None;
+                }
                 if !send(&mut tx, Message::Ping(Bytes::new())).await {
                     break None;
                 }
+                unanswered += 1;
             }
             _ = &mut stopping => break Some((CloseCode::Away, "Coffer is stopping".to_owned())),
         }
