@@ -141,6 +141,12 @@ impl Fixture {
     }
 
     /// A token with `policy` (written under that name) besides `default`.
+    async fn revoke(&self, token: &str) {
+        self.call(Operation::Update, "auth/token/revoke", json!({"token": token}), &self.root)
+            .await
+            .expect("revoke");
+    }
+
     async fn token_with(&self, name: &str, policy: &str) -> String {
         self.call(
             Operation::Update,
@@ -272,22 +278,18 @@ async fn bad_subscription_parameters_are_refused_naming_them() {
     assert!(msg(r.await).contains("eventType"));
 }
 
+/// May subscribe, and read everything the test engine has.
+const READ_ALL: &str = r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
+                          path "test/*" { capabilities = ["read"] }"#;
+
 #[tokio::test]
 async fn a_revoked_token_ends_the_stream_at_the_next_event() {
     let f = fixture().await;
-    let t = f
-        .token_with(
-            "all",
-            r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
-               path "test/*" { capabilities = ["read"] }"#,
-        )
-        .await;
+    let t = f.token_with("all", READ_ALL).await;
     let mut sub = f.subscribe("*", &t).await.expect("subscribe");
     f.write("one").await;
     next_event(&mut sub).await;
-    f.call(Operation::Update, "auth/token/revoke", json!({"token": t}), &f.root)
-        .await
-        .expect("revoke");
+    f.revoke(&t).await;
     f.write("two").await;
     assert_eq!(end_of(&mut sub).await, EndReason::TokenInvalid);
     assert!(matches!(sub.next().await, Delivery::End(EndReason::TokenInvalid)), "it stays over");
@@ -296,18 +298,10 @@ async fn a_revoked_token_ends_the_stream_at_the_next_event() {
 #[tokio::test]
 async fn a_quiet_stream_of_a_revoked_token_ends_however_often_the_transport_polls() {
     let f = fixture().await;
-    let t = f
-        .token_with(
-            "all",
-            r#"path "sys/events/subscribe/*" { capabilities = ["read"] }
-               path "test/*" { capabilities = ["read"] }"#,
-        )
-        .await;
+    let t = f.token_with("all", READ_ALL).await;
     let mut sub =
         f.subscribe("*", &t).await.expect("subscribe").with_recheck(Duration::from_millis(200));
-    f.call(Operation::Update, "auth/token/revoke", json!({"token": t}), &f.root)
-        .await
-        .expect("revoke");
+    f.revoke(&t).await;
     // No event comes; the transport cancels `next` every 50 ms (a client's pings), as a
     // WebSocket server's select does.
     let start = std::time::Instant::now();
