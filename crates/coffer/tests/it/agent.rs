@@ -668,12 +668,26 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
     let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
     let dest = shm.path().join("db.creds");
+    // The app: on SIGHUP it connects again with the credential in its file and reports the
+    // query's answer.
+    let reports = dir.path().join("reconnects");
+    let app = write_app(
+        dir.path(),
+        &format!(
+            "trap 'read u p < {creds}; PGPASSWORD=\"$p\" {psql} -X -q -A -t -h 127.0.0.1 -p {port} -U \"$u\" -d ag_dyn -c \"SELECT x FROM reports\" >> {reports} 2>&1' HUP\nwhile :; do sleep 0.05; done\n",
+            creds = dest.display(),
+            psql = psql().display(),
+            port = c.port(),
+            reports = reports.display(),
+        ),
+    );
     let config = format!(
-        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
+        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\nexec {{\n  command = [\"{}\"]\n  reload_signal = \"SIGHUP\"\n}}\nlistener \"unix\" {{\n  address = \"{}\"\n}}\n",
         s.addr,
         approle_block(&role, &sid, ""),
         r#"{{ with secret "database/creds/readonly" }}{{ .Data.username }} {{ .Data.password }}{{ end }}"#,
         dest.display(),
+        app.display(),
         dir.path().join("agent.sock").display(),
     );
     let agent = Agent::start(dir.path(), &config);
@@ -722,6 +736,17 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
             .as_deref(),
         Ok("42")
     );
+    // The app was signalled and connected again with the new credential.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&reports).is_ok_and(|r| r.lines().any(|l| l == "42")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the app did not reconnect: {:?}\n{}",
+            std::fs::read_to_string(&reports),
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = agent.logs();
     assert!(
         !log.contains(&first.1) && !log.contains(&second.1),
@@ -1089,6 +1114,15 @@ async fn a_template_command_runs_on_change_owner_is_set_and_max_stale_stops_the_
     assert_eq!(st.code(), Some(1), "{}", agent.logs());
     assert!(agent.logs().contains("max_stale"), "{}", agent.logs());
     assert!(!dest.exists(), "the rendered file is removed when the agent stops the app");
+}
+
+/// The psql of the PostgreSQL the tests run (the newest in /usr/lib/postgresql, else on PATH).
+fn psql() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin/psql")).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| PathBuf::from("psql"))
 }
 
 /// The numeric id of `name` in /etc/passwd or /etc/group.
