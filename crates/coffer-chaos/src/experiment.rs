@@ -342,3 +342,163 @@ fn resolve(v: &Value, env: &impl Fn(&str) -> Option<String>) -> Result<Value, Er
     };
     Ok(converted)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // reason: test code
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The shape of Chaos Toolkit's documentation examples: keys this crate ignores (`version`,
+    /// `tags`, `contributions`), env configuration, http timeouts as a pair, a jsonpath tolerance
+    /// on the body, pauses, a background action, rollbacks.
+    const CHAOSTOOLKIT_EXAMPLE: &str = r#"{
+        "version": "1.0.0",
+        "title": "What is the impact of an expired certificate on our application chain?",
+        "description": "If a certificate expires, we should gracefully deal with the issue.",
+        "tags": ["tls"],
+        "contributions": {"availability": "high", "security": "medium"},
+        "configuration": {
+            "base_url": {"type": "env", "key": "CHAOS_BASE_URL", "default": "http://127.0.0.1:8080"},
+            "cert_dir": "/tmp/certs"
+        },
+        "secrets": {"app": {"token": {"type": "env", "key": "CHAOS_TOKEN", "default": "t0k"}}},
+        "steady-state-hypothesis": {
+            "title": "Application responds",
+            "probes": [
+                {
+                    "type": "probe",
+                    "name": "the-astre-service-must-be-running",
+                    "tolerance": 0,
+                    "provider": {"type": "process", "path": "true"}
+                },
+                {
+                    "type": "probe",
+                    "name": "we-can-request-sunset",
+                    "tolerance": 200,
+                    "provider": {"type": "http", "timeout": [3, 5], "url": "${base_url}/city/Paris"}
+                },
+                {
+                    "type": "probe",
+                    "name": "body-says-ok",
+                    "tolerance": {"type": "jsonpath", "path": "$.slideshow.author", "expect": ["Yours Truly"], "target": "body"},
+                    "provider": {"type": "http", "url": "${base_url}/json", "headers": {"Authorization": "Bearer ${token}"}}
+                }
+            ]
+        },
+        "method": [
+            {
+                "type": "action",
+                "name": "swap-to-expired-cert",
+                "provider": {"type": "process", "path": "cp", "arguments": "${cert_dir}/expired-cert.pem ${cert_dir}/cert.pem"},
+                "pauses": {"after": 5}
+            },
+            {
+                "type": "action",
+                "name": "load",
+                "background": true,
+                "provider": {"type": "process", "path": "sleep", "arguments": ["1"], "timeout": 10}
+            },
+            {
+                "type": "probe",
+                "name": "read-tls-cert-expiry-date",
+                "provider": {"type": "process", "path": "openssl", "arguments": "x509 -enddate -noout -in ${cert_dir}/cert.pem"}
+            }
+        ],
+        "rollbacks": [
+            {
+                "type": "action",
+                "name": "swap-to-valid-cert",
+                "provider": {"type": "http", "method": "POST", "url": "${base_url}/reload", "verify_tls": false, "expected_status": 204}
+            }
+        ]
+    }"#;
+
+    #[test]
+    fn a_chaostoolkit_example_experiment_loads() {
+        let e = Experiment::from_json(CHAOSTOOLKIT_EXAMPLE).unwrap();
+        let h = e.steady_state_hypothesis.as_ref().unwrap();
+        assert_eq!(h.probes.len(), 3);
+        assert_eq!(e.method.len(), 3);
+        assert!(e.method[1].background);
+        assert_eq!(e.method[0].kind, ActivityKind::Action);
+        assert_eq!(e.method[2].kind, ActivityKind::Probe);
+        let Provider::Http(rollback) = &e.rollbacks[0].provider else {
+            panic!("http rollback");
+        };
+        assert!(!rollback.verify_tls);
+        assert_eq!(rollback.expected_status, Some(204));
+        assert_eq!(e.extra["version"], json!("1.0.0"));
+        // The journal carries the experiment as written: unknown keys and defaults round-trip.
+        let back = serde_json::to_value(&e).unwrap();
+        assert_eq!(back["tags"], json!(["tls"]));
+        assert!(back["rollbacks"][0]["provider"].get("verify_tls").is_some());
+        assert!(back["method"][0]["provider"].get("verify_tls").is_none());
+    }
+
+    #[test]
+    fn configuration_reads_env_then_default_and_fails_without_either() {
+        let e = Experiment::from_json(CHAOSTOOLKIT_EXAMPLE).unwrap();
+        let c = Configuration::load(&e, |_| None).unwrap();
+        assert_eq!(c.substitute(&json!("${base_url}/x")), json!("http://127.0.0.1:8080/x"));
+        assert_eq!(c.substitute(&json!("Bearer ${token}")), json!("Bearer t0k"));
+        let c = Configuration::load(&e, |k| {
+            (k == "CHAOS_BASE_URL").then(|| "http://10.0.0.1".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.substitute(&json!("${base_url}")), json!("http://10.0.0.1"));
+
+        let mut e = e;
+        e.configuration
+            .insert("port".into(), json!({"type": "env", "key": "PORT", "env_var_type": "int"}));
+        assert!(matches!(
+            Configuration::load(&e, |_| None),
+            Err(Error::MissingEnv(k)) if k == "PORT"
+        ));
+        let c = Configuration::load(&e, |k| (k == "PORT").then(|| "8200".to_owned())).unwrap();
+        assert_eq!(c.substitute(&json!("${port}")), json!(8200));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let e = Experiment::from_json(CHAOSTOOLKIT_EXAMPLE).unwrap();
+        let c = Configuration::load(&e, |_| None).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("token") && !shown.contains("t0k"), "{shown}");
+    }
+
+    #[test]
+    fn substitution_keeps_types_for_whole_placeholders_and_leaves_unknown_names() {
+        let c = Configuration::from_values([
+            ("n".to_owned(), json!(3)),
+            ("flag".to_owned(), json!(true)),
+            ("host".to_owned(), json!("db")),
+        ]);
+        assert_eq!(c.substitute(&json!("${n}")), json!(3));
+        assert_eq!(c.substitute(&json!("n=${n} ${flag}")), json!("n=3 True"));
+        assert_eq!(c.substitute(&json!("$host:5432")), json!("db:5432"));
+        assert_eq!(c.substitute(&json!("${missing} $$ ${host}")), json!("${missing} $ db"));
+        assert_eq!(c.substitute(&json!("cost: 5$")), json!("cost: 5$"));
+        assert_eq!(
+            c.substitute(&json!({"a": ["${host}", 1], "b": {"c": "${n}"}})),
+            json!({"a": ["db", 1], "b": {"c": 3}})
+        );
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_at_load() {
+        let with = |activity: serde_json::Value| {
+            Experiment::from_json(&json!({"title": "t", "method": [activity]}).to_string())
+        };
+        let python = json!({"type": "action", "name": "a",
+            "provider": {"type": "python", "module": "os", "func": "getcwd"}});
+        assert!(matches!(with(python), Err(Error::Invalid(_))));
+        let no_url = json!({"type": "probe", "name": "p", "provider": {"type": "http", "url": ""}});
+        assert!(with(no_url).is_err());
+        let no_tolerance = json!({"title": "t", "steady-state-hypothesis": {"title": "h",
+            "probes": [{"type": "probe", "name": "p", "provider": {"type": "process", "path": "true"}}]}});
+        assert!(Experiment::from_json(&no_tolerance.to_string()).is_err());
+        assert!(Experiment::from_json("{\"title\": \"t\", \"method\": [ ").is_err());
+    }
+}
