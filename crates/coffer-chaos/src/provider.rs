@@ -10,8 +10,10 @@
 //!   failure; a missing executable or a timeout fails the activity. A string `arguments` is
 //!   appended to the path and run by `/bin/sh -c` (Chaos Toolkit's `shell=True`); a list is passed
 //!   as separate arguments, empty and null items dropped. A process killed by signal N reports
-//!   status -N, as Python does. The child's stdin is closed; it inherits the environment. The
-//!   child is killed when the activity is dropped (timeout, cancellation).
+//!   status -N, as Python does. The child's stdin is closed; it inherits the environment. It runs
+//!   in its own process group, killed on a timeout or cancellation so the children of a shell
+//!   die with it; after a normal exit, what it left running on purpose stays (as in Chaos
+//!   Toolkit).
 //!
 //! Does not: retry (`max_retries`), or trust a CA other than the built-in roots.
 
@@ -22,6 +24,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::experiment::{Configuration, HttpProvider, ProcessProvider, py_str};
 
@@ -180,20 +183,57 @@ pub(crate) async fn run_process(
             c
         }
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", path.display()))?;
-    let waited = child.wait_with_output();
-    let output = match p.timeout.and_then(|t| Duration::try_from_secs_f64(t).ok()) {
-        Some(t) => tokio::time::timeout(t, waited)
+    let mut running = Running(child);
+    let mut stdout = running.0.stdout.take();
+    let mut stderr = running.0.stderr.take();
+    let work = async {
+        let (status, out, err) =
+            tokio::join!(running.0.wait(), read_all(&mut stdout), read_all(&mut stderr));
+        Ok::<_, std::io::Error>((status?, out?, err?))
+    };
+    let timeout = p.timeout.and_then(|t| Duration::try_from_secs_f64(t).ok());
+    let (status, stdout, stderr) = match timeout {
+        Some(t) => tokio::time::timeout(t, work)
             .await
             .map_err(|_| "process activity took too long to complete".to_owned())?,
-        None => waited.await,
+        None => work.await,
     }
     .map_err(|e| format!("waiting for {}: {e}", path.display()))?;
-    let status = output.status.code().or_else(|| output.status.signal().map(|s| -s)).unwrap_or(-1);
+    let status = status.code().or_else(|| status.signal().map(|s| -s)).unwrap_or(-1);
     Ok(serde_json::json!({
         "status": status,
-        "stdout": String::from_utf8_lossy(&output.stdout),
-        "stderr": String::from_utf8_lossy(&output.stderr),
+        "stdout": String::from_utf8_lossy(&stdout),
+        "stderr": String::from_utf8_lossy(&stderr),
     }))
+}
+
+async fn read_all(pipe: &mut Option<impl AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(pipe) = pipe {
+        pipe.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
+}
+
+/// A process activity's child, leader of its own process group. Dropped before it was reaped
+/// (timeout, cancellation), it kills the whole group, so the children a shell started die with
+/// it; the `Child` itself (`kill_on_drop`) drops after, so the group id cannot have been reused.
+/// Once reaped, `id()` is `None` and nothing is killed: what a process left running on purpose
+/// after a normal exit stays, as with Chaos Toolkit.
+struct Running(tokio::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pid = self.0.id().and_then(|id| i32::try_from(id).ok());
+        if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+            // ESRCH (the group already ended) is an expected outcome, not an error.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
 }

@@ -299,3 +299,23 @@ async fn the_journal_has_chaostoolkit_fields() {
     let back: Journal = serde_json::from_value(j).unwrap();
     assert_eq!(back.status, Status::Completed);
 }
+
+#[tokio::test]
+async fn cancellation_kills_what_a_shell_activity_started() {
+    let base = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = json!({
+        "title": "a fault that forks",
+        "method": [
+            {"type": "action", "name": "forking-fault", "provider":
+                {"type": "process", "path": "/bin/sh",
+                 "arguments": "-c '(sleep 1; echo leaked > ${dir}/leaked) & wait'"}}
+        ]
+    });
+    let journal =
+        run_with(&base, dir.path(), experiment, tokio::time::sleep(Duration::from_millis(300)))
+            .await;
+    assert_eq!(journal.status, Status::Interrupted);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!dir.path().join("leaked").exists(), "the shell's child outlived the activity");
+}
