@@ -52,7 +52,14 @@ pub(crate) async fn run_http(p: &HttpProvider, config: &Configuration) -> Result
         builder = builder.read_timeout(r);
     }
     let client = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
-    let mut req = client.request(method.clone(), &url);
+    // `requests` appends a text `params` to the query as it is.
+    let target = match &arguments {
+        Some(Value::String(q)) if method == reqwest::Method::GET && !q.is_empty() => {
+            format!("{url}{}{q}", if url.contains('?') { '&' } else { '?' })
+        }
+        _ => url.clone(),
+    };
+    let mut req = client.request(method.clone(), &target);
     let mut json_body = false;
     if let Some(Value::Object(h)) = &headers {
         for (k, v) in h {
@@ -65,7 +72,7 @@ pub(crate) async fn run_http(p: &HttpProvider, config: &Configuration) -> Result
         Some(args) if method == reqwest::Method::GET => {
             if let Value::Object(map) = &args {
                 req = req.query(&pairs(map));
-            }
+            } // a string was put in the URL above; other shapes are not parameters.
         }
         Some(args) if json_body => req = req.json(&args),
         Some(Value::Object(map)) => {

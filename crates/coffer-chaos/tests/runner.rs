@@ -30,6 +30,11 @@ async fn server() -> String {
             }),
         )
         .route(
+            "/echo",
+            get(|uri: axum::http::Uri| async move { uri.query().unwrap_or_default().to_owned() })
+                .post(|body: String| async move { body }),
+        )
+        .route(
             "/break",
             post(|State(b): State<Arc<AtomicBool>>| async move {
                 b.store(true, Ordering::SeqCst);
@@ -318,4 +323,31 @@ async fn cancellation_kills_what_a_shell_activity_started() {
     assert_eq!(journal.status, Status::Interrupted);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!dir.path().join("leaked").exists(), "the shell's child outlived the activity");
+}
+
+#[tokio::test]
+async fn http_arguments_go_in_the_query_for_get_and_in_the_body_otherwise() {
+    let base = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = json!({
+        "title": "arguments",
+        "method": [
+            {"type": "probe", "name": "query", "provider":
+                {"type": "http", "url": "${base}/echo", "arguments": {"a": 1, "b": true}}},
+            {"type": "probe", "name": "raw-query", "provider":
+                {"type": "http", "url": "${base}/echo", "arguments": "x=${dir}"}},
+            {"type": "probe", "name": "json", "provider":
+                {"type": "http", "method": "post", "url": "${base}/echo",
+                 "headers": {"Content-Type": "application/json"}, "arguments": {"n": "${n}"}}},
+            {"type": "probe", "name": "form", "provider":
+                {"type": "http", "method": "POST", "url": "${base}/echo", "arguments": {"k": "v w"}}}
+        ]
+    });
+    let journal = run_with(&base, dir.path(), experiment, never()).await;
+    assert_eq!(journal.status, Status::Completed);
+    let bodies: Vec<&Value> = journal.run.iter().map(|r| &r.output["body"]).collect();
+    assert_eq!(bodies[0], &json!("a=1&b=True"));
+    assert_eq!(bodies[1], &json!(format!("x={}", dir.path().display())));
+    assert_eq!(bodies[2], &json!(r#"{"n":"${n}"}"#));
+    assert_eq!(bodies[3], &json!("k=v+w"));
 }
