@@ -1,0 +1,354 @@
+//! The runner and its journal.
+//!
+//! Order: steady-state hypothesis before; when it holds, the method (pauses honoured, background
+//! activities started and awaited before anything follows the method); the hypothesis after;
+//! then the rollbacks, **always**. Chaos Toolkit's default skips rollbacks after a deviation or
+//! an interruption; Coffer runs them after a deviation, a failure and a cancellation too, because
+//! a fault left in place is the worst outcome of an experiment.
+//!
+//! Status (Chaos Toolkit's vocabulary, `completed | failed | aborted | interrupted`):
+//! - a hypothesis probe that fails to run makes the run `failed`; one outside its tolerance makes
+//!   it `completed` and, after the method, `deviated` (before the method it only stops the run);
+//! - Coffer's difference: a method activity that fails (process not found or timed out, HTTP
+//!   unreachable, `expected_status` not met) makes the run `failed`, stops the method and skips
+//!   the hypothesis after, since the fault it was to inject may not be in place. Chaos Toolkit
+//!   records the failed activity and carries on;
+//! - `cancel` resolving makes it `interrupted`: in-flight activities are dropped (their processes
+//!   killed), each recorded as failed with the exception `interrupted`;
+//! - a background activity that panicked makes it `aborted`.
+//!
+//! Does not: run the hypothesis continuously during the method (`steady_states.during` stays
+//! empty), dry runs, controls, or background rollbacks (rollbacks run in order). Rollbacks are
+//! not cancellable: the caller decides whether a second signal kills the process.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::experiment::{Activity, Configuration, Experiment, Provider};
+use crate::provider;
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Completed,
+    Failed,
+    Aborted,
+    Interrupted,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+}
+
+/// One activity's execution.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Run {
+    pub activity: Activity,
+    pub output: Value,
+    pub status: RunStatus,
+    pub start: String,
+    pub end: Option<String>,
+    pub duration: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_met: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct SteadyState {
+    pub steady_state_met: Option<bool>,
+    pub probes: Vec<Run>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct SteadyStates {
+    pub before: Option<SteadyState>,
+    pub after: Option<SteadyState>,
+    pub during: Vec<SteadyState>,
+}
+
+/// The journal, in Chaos Toolkit's shape (`coffer-chaos-version` where it has `chaoslib-version`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Journal {
+    #[serde(rename = "coffer-chaos-version")]
+    pub version: String,
+    pub platform: String,
+    pub node: String,
+    pub experiment: Experiment,
+    pub start: String,
+    pub end: String,
+    pub duration: f64,
+    pub status: Status,
+    pub deviated: bool,
+    pub steady_states: SteadyStates,
+    pub run: Vec<Run>,
+    pub rollbacks: Vec<Run>,
+}
+
+impl Journal {
+    /// The process exit status for this run: 0 only when completed and not deviated.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.status != Status::Completed || self.deviated)
+    }
+}
+
+/// Runs `experiment`; `cancel` resolving interrupts it (the rollbacks still run).
+pub async fn run(
+    experiment: &Experiment,
+    config: &Configuration,
+    cancel: impl Future<Output = ()>,
+) -> Journal {
+    let started = Instant::now();
+    let mut journal = Journal {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        platform: platform(),
+        node: node(),
+        experiment: experiment.clone(),
+        start: now(),
+        end: String::new(),
+        duration: 0.0,
+        status: Status::Completed,
+        deviated: false,
+        steady_states: SteadyStates::default(),
+        run: Vec::new(),
+        rollbacks: Vec::new(),
+    };
+    let interrupted = tokio::select! {
+        biased;
+        () = cancel => true,
+        () = body(experiment, config, &mut journal) => false,
+    };
+    if interrupted {
+        journal.status = Status::Interrupted;
+    }
+    for activity in &experiment.rollbacks {
+        sequential(activity, config, &mut journal.rollbacks).await;
+    }
+    journal.end = now();
+    journal.duration = started.elapsed().as_secs_f64();
+    journal
+}
+
+async fn body(experiment: &Experiment, config: &Configuration, journal: &mut Journal) {
+    let hypothesis = experiment.steady_state_hypothesis.as_ref().filter(|h| !h.probes.is_empty());
+    if let Some(h) = hypothesis {
+        let state = journal.steady_states.before.insert(SteadyState::default());
+        if !hypothesis_holds(&h.probes, config, state).await {
+            journal.status = gate_status(state);
+            return;
+        }
+    }
+
+    let mut background = JoinSet::new();
+    for activity in &experiment.method {
+        if activity.background {
+            let index = journal.run.len();
+            journal.run.push(interrupted_run(activity));
+            let (activity, config) = (activity.clone(), config.clone());
+            background.spawn(async move {
+                pause(&activity, "before", &config).await;
+                let run = call(&activity, &config).await;
+                pause(&activity, "after", &config).await;
+                (index, run)
+            });
+        } else if sequential(activity, config, &mut journal.run).await == RunStatus::Failed {
+            journal.status = Status::Failed;
+            break;
+        }
+    }
+    while let Some(done) = background.join_next().await {
+        match done {
+            Ok((index, run)) => {
+                if run.status == RunStatus::Failed {
+                    journal.status = Status::Failed;
+                }
+                journal.run[index] = run;
+            }
+            Err(_) => journal.status = Status::Aborted,
+        }
+    }
+    if journal.status != Status::Completed {
+        return;
+    }
+
+    if let Some(h) = hypothesis {
+        let state = journal.steady_states.after.insert(SteadyState::default());
+        if !hypothesis_holds(&h.probes, config, state).await {
+            journal.deviated = true;
+            journal.status = gate_status(state);
+        }
+    }
+}
+
+/// `failed` when a probe could not run, `completed` when one was out of tolerance.
+fn gate_status(state: &SteadyState) -> Status {
+    if state.probes.iter().any(|p| p.status == RunStatus::Failed) {
+        Status::Failed
+    } else {
+        Status::Completed
+    }
+}
+
+/// Runs the probes in order, stopping at the first that fails or is out of tolerance.
+async fn hypothesis_holds(
+    probes: &[Activity],
+    config: &Configuration,
+    state: &mut SteadyState,
+) -> bool {
+    for probe in probes {
+        let status = sequential(probe, config, &mut state.probes).await;
+        let Some(run) = state.probes.last_mut() else {
+            return false;
+        };
+        let met = status == RunStatus::Succeeded
+            && probe.tolerance.as_ref().is_some_and(|t| t.check(&run.output, config));
+        run.tolerance_met = Some(met);
+        if !met {
+            state.steady_state_met = Some(false);
+            return false;
+        }
+    }
+    state.steady_state_met = Some(true);
+    true
+}
+
+/// Pause before, the call (recorded as interrupted until it returns), pause after.
+async fn sequential(activity: &Activity, config: &Configuration, runs: &mut Vec<Run>) -> RunStatus {
+    pause(activity, "before", config).await;
+    let index = runs.len();
+    runs.push(interrupted_run(activity));
+    let run = call(activity, config).await;
+    let status = run.status;
+    runs[index] = run;
+    pause(activity, "after", config).await;
+    status
+}
+
+fn interrupted_run(activity: &Activity) -> Run {
+    Run {
+        activity: activity.clone(),
+        output: Value::Null,
+        status: RunStatus::Failed,
+        start: now(),
+        end: None,
+        duration: None,
+        exception: Some(vec!["interrupted".to_owned()]),
+        tolerance_met: None,
+    }
+}
+
+async fn call(activity: &Activity, config: &Configuration) -> Run {
+    let start = now();
+    let clock = Instant::now();
+    let result = match &activity.provider {
+        Provider::Http(p) => provider::run_http(p, config).await,
+        Provider::Process(p) => provider::run_process(p, config).await,
+    };
+    let (output, status, exception) = match result {
+        Ok(output) => (output, RunStatus::Succeeded, None),
+        Err(e) => (Value::Null, RunStatus::Failed, Some(vec![e])),
+    };
+    Run {
+        activity: activity.clone(),
+        output,
+        status,
+        start,
+        end: Some(now()),
+        duration: Some(clock.elapsed().as_secs_f64()),
+        exception,
+        tolerance_met: None,
+    }
+}
+
+async fn pause(activity: &Activity, when: &str, config: &Configuration) {
+    let Some(pauses) = &activity.pauses else {
+        return;
+    };
+    let seconds = match pauses.get(when).map(|v| config.substitute(v)) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if let Some(d) = seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Python's `datetime.now(UTC).isoformat()`: `2026-01-02T03:04:05.678901+00:00`.
+fn now() -> String {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Like Python's `platform.platform()`: `Linux-6.1.0-x86_64`.
+fn platform() -> String {
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        other => other,
+    };
+    match read_trimmed("/proc/sys/kernel/osrelease") {
+        Some(release) => format!("{os}-{release}-{}", std::env::consts::ARCH),
+        None => format!("{os}-{}", std::env::consts::ARCH),
+    }
+}
+
+fn node() -> String {
+    read_trimmed("/proc/sys/kernel/hostname")
+        .or_else(|| read_trimmed("/etc/hostname"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_proleptic_gregorian() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn timestamps_look_like_python_isoformat() {
+        let t = now();
+        assert_eq!(t.len(), "2026-01-02T03:04:05.678901+00:00".len(), "{t}");
+        assert!(t.ends_with("+00:00") && t.as_bytes()[10] == b'T', "{t}");
+    }
+}
