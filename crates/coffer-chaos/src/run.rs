@@ -7,8 +7,9 @@
 //! a fault left in place is the worst outcome of an experiment.
 //!
 //! Status (Chaos Toolkit's vocabulary, `completed | failed | aborted | interrupted`):
-//! - a hypothesis probe that fails to run makes the run `failed`; one outside its tolerance makes
-//!   it `completed` and, after the method, `deviated` (before the method it only stops the run);
+//! - a hypothesis probe that fails to run makes the run `failed`; one outside its tolerance
+//!   after the method makes it `completed` and `deviated`; before the method, `failed` (the method
+//!   is not run: the system was not in its steady state to begin with);
 //! - Coffer's difference: a method activity that fails (process not found or timed out, HTTP
 //!   unreachable, `expected_status` not met) makes the run `failed`, stops the method and skips
 //!   the hypothesis after, since the fault it was to inject may not be in place. Chaos Toolkit
@@ -142,7 +143,9 @@ async fn body(experiment: &Experiment, config: &Configuration, journal: &mut Jou
     if let Some(h) = hypothesis {
         let state = journal.steady_states.before.insert(SteadyState::default());
         if !hypothesis_holds(&h.probes, config, state).await {
-            journal.status = gate_status(state);
+            // The system was not in its steady state to begin with: the experiment proved
+            // nothing, and a CI job running it must not pass. Chaos Toolkit fails it too.
+            journal.status = Status::Failed;
             return;
         }
     }

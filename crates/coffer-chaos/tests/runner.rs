@@ -248,8 +248,10 @@ async fn a_hypothesis_not_met_before_stops_the_run_and_rollbacks_still_run() {
     });
     let journal = run_with(&base, dir.path(), experiment, never()).await;
 
-    // Chaos Toolkit's verdict: completed, not deviated, the method not played.
-    assert_eq!(journal.status, Status::Completed);
+    // Failed (the experiment proved nothing, and a CI job must not pass it), not deviated, the
+    // method not played.
+    assert_eq!(journal.status, Status::Failed);
+    assert_ne!(journal.exit_code(), 0);
     assert!(!journal.deviated);
     assert_eq!(journal.steady_states.before.as_ref().unwrap().steady_state_met, Some(false));
     assert!(journal.run.is_empty());

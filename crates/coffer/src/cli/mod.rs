@@ -9,6 +9,7 @@
 mod agent;
 mod args;
 mod audit;
+mod chaos;
 mod client;
 mod events;
 mod generic;
@@ -53,6 +54,9 @@ pub(crate) enum Command {
     Server(server::ServerArgs),
     /// Run the agent: log in, render secrets into files or an app's environment, keep them fresh
     Agent(agent::AgentArgs),
+    /// Chaos experiments in Chaos Toolkit's format: `coffer chaos run experiment.json`
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCmd),
     /// Operator tasks: init, unseal, seal, rotate, key-status
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -143,6 +147,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
+        Command::Chaos(c) => chaos::run(c).await,
         Command::Operator(op) => operator::run(g, op).await,
         Command::Status => operator::status(g).await,
         Command::Login(a) => login::run(g, a).await,

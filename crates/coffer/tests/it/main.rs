@@ -9,6 +9,7 @@ mod approle;
 mod audit;
 mod bad_input;
 mod cert;
+mod chaos;
 mod cli;
 mod database;
 mod database_leases;
