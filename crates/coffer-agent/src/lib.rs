@@ -193,7 +193,10 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
             r = &mut render_task => return finished("renderer", r),
             r = async { auth_task.as_mut().expect("auth task").await } => return finished("auth", r),
             () = &mut watchdog => bail!("the server could not be reached for longer than max_stale before the first render"),
-            () = shutdown_signal() => return Ok(0),
+            () = shutdown_signal() => {
+                tracing::info!("stopping");
+                return Ok(0);
+            }
         }
         tracing::info!("every template rendered");
     }
@@ -211,7 +214,10 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
                 tracing::error!("out of touch with the server for longer than max_stale: exiting (exit_on_max_stale)");
                 return Ok(1);
             }
-            () = shutdown_signal() => return Ok(0),
+            () = shutdown_signal() => {
+                tracing::info!("stopping");
+                return Ok(0);
+            }
         }
     };
 
@@ -310,7 +316,9 @@ fn finished(what: &str, r: std::result::Result<Result<()>, tokio::task::JoinErro
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (never, when signals cannot be handled). The binary's other
+/// long-running commands (`coffer chaos run`) stop on the same signals.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -321,7 +329,6 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!("stopping");
 }
 
 /// Resolves when the agent has been out of touch longer than `max_stale` and is configured to

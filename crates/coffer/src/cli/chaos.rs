@@ -47,15 +47,6 @@ pub(super) async fn run(cmd: ChaosCmd) -> Result<ExitCode> {
 
 /// Resolves on Ctrl-C or SIGTERM: the run is interrupted and its rollbacks run.
 async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    coffer_agent::shutdown_signal().await;
     eprintln!("interrupted: stopping the method and running the rollbacks");
 }
