@@ -227,19 +227,23 @@ pub(crate) async fn run(
     // credential may have been single-use.
     if let Some(t) = cached {
         let token = Arc::new(t);
-        status.auth(AuthState::Authenticated, Some(&token.accessor), None);
+        status.auth(
+            AuthState::Authenticated,
+            (token.expires_unix() != 0)
+                .then(|| std::time::UNIX_EPOCH + Duration::from_secs(token.expires_unix())),
+        );
         tracing::info!(accessor = %token.accessor, "using the token from the persisted cache");
         let _ = tx.send(Some(token.clone()));
         keep_alive(&token, &conn, &status, &signals, &tx).await;
         tracing::info!(accessor = %token.accessor, "the cached token can no longer be used: logging in");
     }
     loop {
-        status.auth(AuthState::Authenticating, None, None);
+        status.auth(AuthState::Authenticating, None);
         let (secret, info) = match auth.login().await {
             Ok(t) => t,
             Err(e) => {
                 status.count(|c| &c.auth_failures);
-                status.auth(AuthState::Failed, None, None);
+                status.auth(AuthState::Failed, None);
                 if auth.method.exit_on_err {
                     return Err(e.context("login failed (exit_on_err is set)"));
                 }
@@ -267,11 +271,7 @@ pub(crate) async fn run(
             expires_unix: unix_in(ttl).into(),
         });
         status.count(|c| &c.auth_successes);
-        status.auth(
-            AuthState::Authenticated,
-            Some(&token.accessor),
-            (!ttl.is_zero()).then(|| SystemTime::now() + ttl),
-        );
+        status.auth(AuthState::Authenticated, (!ttl.is_zero()).then(|| SystemTime::now() + ttl));
         tracing::info!(accessor = %token.accessor, ttl = ?ttl, method = auth.method.kind.type_name(), "logged in");
         for s in &sinks {
             if let Err(e) = write_sink(s, &token.secret) {
@@ -343,11 +343,7 @@ async fn keep_alive(
                 token.expires_unix.store(unix_in(granted), std::sync::atomic::Ordering::Relaxed);
                 // Tell the renderer (it writes the persisted cache with the new expiry).
                 tx.send_modify(|_| {});
-                status.auth(
-                    AuthState::Authenticated,
-                    Some(&token.accessor),
-                    Some(SystemTime::now() + granted),
-                );
+                status.auth(AuthState::Authenticated, Some(SystemTime::now() + granted));
                 // At its max TTL the server grants less each time: log in again before it ends
                 // rather than renew down to nothing.
                 if granted < token.ttl / 3 {

@@ -390,7 +390,7 @@ async fn drive(
     };
     // Secrets restored from the persisted cache render before any login, so an agent restarted
     // while the server is away still gives the app what it had.
-    if token.borrow().is_none() && !r.dep_paths().is_empty() {
+    if token.borrow().is_none() && r.has_secrets() {
         r.pass(&token).await;
         if r.complete() {
             tracing::info!(

@@ -243,9 +243,9 @@ impl Renderer {
         }
     }
 
-    /// Every dependency path, for the event subscription.
-    pub(crate) fn dep_paths(&self) -> HashSet<String> {
-        self.deps.keys().map(|k| k.path.clone()).collect()
+    /// Whether any secret is held (restored from the persisted cache, before a login).
+    pub(crate) fn has_secrets(&self) -> bool {
+        !self.deps.is_empty()
     }
 
     fn set_token(&mut self, t: Arc<Token>) {

@@ -59,7 +59,6 @@ pub(crate) struct TemplateStatus {
 #[derive(Debug)]
 struct Inner {
     auth: AuthState,
-    accessor: Option<String>,
     token_expires: Option<SystemTime>,
     last_contact: Option<(Instant, SystemTime)>,
     last_server_error: Option<String>,
@@ -81,7 +80,6 @@ impl Status {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 auth: AuthState::Authenticating,
-                accessor: None,
                 token_expires: None,
                 last_contact: None,
                 last_server_error: None,
@@ -115,16 +113,10 @@ impl Status {
         self.with(|i| i.last_server_error = Some(err.to_owned()));
     }
 
-    pub(crate) fn auth(
-        &self,
-        state: AuthState,
-        accessor: Option<&str>,
-        expires: Option<SystemTime>,
-    ) {
+    pub(crate) fn auth(&self, state: AuthState, expires: Option<SystemTime>) {
         self.with(|i| {
             i.auth = state;
             if state == AuthState::Authenticated {
-                i.accessor = accessor.map(str::to_owned);
                 i.token_expires = expires;
             }
         });
