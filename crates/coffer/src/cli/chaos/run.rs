@@ -1,18 +1,10 @@
-//! `coffer chaos run FILE`: runs a chaos experiment in Chaos Toolkit's format (crate
-//! `coffer-chaos`): the steady-state hypothesis, the method, the hypothesis again, and the
-//! rollbacks always (also on deviation, failure, Ctrl-C or SIGTERM), then writes the journal.
+//! `coffer chaos run FILE`: the steady-state hypothesis, the method, the hypothesis again, and
+//! the rollbacks always (also on deviation, failure, Ctrl-C or SIGTERM), then the journal.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum ChaosCmd {
-    /// Run an experiment (Chaos Toolkit's JSON format) and write its journal; exit 0 only when it
-    /// completed without deviating from its steady state
-    Run(RunArgs),
-}
+use clap::Args;
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
@@ -23,8 +15,7 @@ pub(crate) struct RunArgs {
     pub journal_path: std::path::PathBuf,
 }
 
-pub(super) async fn run(cmd: ChaosCmd) -> Result<ExitCode> {
-    let ChaosCmd::Run(a) = cmd;
+pub(super) async fn run(a: RunArgs) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read the experiment {}", a.file.display()))?;
     let experiment = coffer_chaos::Experiment::from_json(&text)
