@@ -87,6 +87,8 @@ pub(crate) struct ServerConfig {
     pub log_level: String,
     pub log_format: LogFormat,
     pub login_limit: coffer_core::LoginLimit,
+    /// Written with the server's pid once its listeners are bound; removed at a clean stop.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -185,6 +187,7 @@ impl ServerConfig {
             storage,
             listeners,
             api_addr: opt_str(root, "api_addr")?,
+            pid_file: opt_str(root, "pid_file")?.filter(|p| !p.is_empty()).map(Into::into),
             default_lease_ttl,
             max_lease_ttl,
             log_level,

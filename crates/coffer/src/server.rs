@@ -158,6 +158,10 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             );
         }
     }
+    if let Some(p) = &cfg.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid_file {}", p.display()))?;
+    }
     println!("\n==> Coffer server started! Log data will stream in below:\n");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
@@ -184,8 +188,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     for t in tasks {
         let _ = t.await;
     }
-    core.seal().await?;
-    Ok(())
+    let sealed = core.seal().await;
+    if let Some(p) = &cfg.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(sealed?)
 }
 
 async fn shutdown_signal() {

@@ -46,6 +46,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             log_level: "info".into(),
             log_format: LogFormat::Standard,
             login_limit: coffer_core::LoginLimit::default(),
+            pid_file: None,
         };
         let root = a
             .dev_root_token_id

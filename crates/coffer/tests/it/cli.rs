@@ -288,3 +288,19 @@ fn dev_and_config_cannot_be_combined() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_server_writes_its_pid_file_and_removes_it_when_it_stops() {
+    let dir = tempdir();
+    let pid_file = dir.path().join("coffer.pid");
+    let config = format!(
+        "{}pid_file = \"{}\"\n",
+        crate::common::default_config(dir.path()),
+        pid_file.display()
+    );
+    let mut s = Server::start_with(dir.path(), &config, "http");
+    let written = std::fs::read_to_string(&pid_file).expect("pid file written at start");
+    assert_eq!(written.trim(), s.pid().to_string());
+    assert!(s.stop().is_some_and(|st| st.success()), "{}", s.logs());
+    assert!(!pid_file.exists(), "pid file removed at a clean stop");
+}
