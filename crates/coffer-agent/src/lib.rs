@@ -388,10 +388,14 @@ async fn drive(
             tracing::warn!(error = %format!("{e:#}"), "cannot write the persisted cache");
         }
     };
-    // Secrets restored from the persisted cache render before any login, so an agent restarted
-    // while the server is away still gives the app what it had.
-    if token.borrow().is_none() && r.has_secrets() {
-        r.pass(&token).await;
+    // Secrets restored from the persisted cache render before anything asks the server, so an
+    // agent restarted while the server is away still gives the app what it had at once. Without
+    // a token the pass cannot ask; a token restored with the cache must not be used here either:
+    // a server that hangs (paused, or a partition that drops packets) would hold this first
+    // render for a whole request timeout.
+    if r.has_secrets() {
+        let (_no_login, no_token) = tokio::sync::watch::channel(None);
+        r.pass(&no_token).await;
         if r.complete() {
             tracing::info!(
                 "rendered from the persisted cache; the server has not been reached yet"

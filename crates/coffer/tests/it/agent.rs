@@ -601,6 +601,25 @@ fn check_config_validates_and_names_problems() {
 
 #[tokio::test]
 async fn an_agent_restarted_during_an_outage_starts_from_its_encrypted_cache() {
+    restarted_during_an_outage(Outage::Down).await;
+}
+
+/// A server that hangs (paused; a partition that drops packets looks the same) must not hold the
+/// render from the cache for a request timeout, even with a token restored from the cache.
+#[tokio::test]
+async fn an_agent_restarted_while_the_server_hangs_renders_from_its_cache_at_once() {
+    restarted_during_an_outage(Outage::Hung).await;
+}
+
+#[derive(PartialEq)]
+enum Outage {
+    /// Killed: connections are refused.
+    Down,
+    /// SIGSTOP: connections are accepted by the kernel and never answered.
+    Hung,
+}
+
+async fn restarted_during_an_outage(outage: Outage) {
     let dir = tempdir();
     let (mut s, keys, root, role, sid) = approle_ready(dir.path(), true, "cache-canary-1").await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
@@ -627,17 +646,31 @@ async fn an_agent_restarted_during_an_outage_starts_from_its_encrypted_cache() {
     assert!(!sealed.contains("cache-canary-1"), "the cache on disk is encrypted");
 
     // The server goes away, then the agent restarts (the rendered file lost with it).
-    s.kill9();
+    let pid = s.pid().to_string();
+    match outage {
+        Outage::Down => s.kill9(),
+        Outage::Hung => {
+            assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success())
+        }
+    }
     agent.signal("TERM");
     assert!(agent.wait_exit(Duration::from_secs(10)).success());
     std::fs::remove_file(&dest).expect("rm");
     let agent = Agent::start(dir.path(), &config);
-    agent.wait_for_content(&dest, "cache-canary-1", Duration::from_secs(10));
+    // Well within the agent's 30 s request timeout.
+    agent.wait_for_content(&dest, "cache-canary-1", Duration::from_secs(5));
     assert!(agent.logs().contains("secrets restored from the persisted cache"), "{}", agent.logs());
 
     // The server is back: the cached token still works, and new values arrive.
-    s.restart();
-    s.unseal(&keys).await;
+    match outage {
+        Outage::Down => {
+            s.restart();
+            s.unseal(&keys).await;
+        }
+        Outage::Hung => {
+            assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success())
+        }
+    }
     put(&s, &root, "cache-canary-2").await;
     agent.wait_for_content(&dest, "cache-canary-2", Duration::from_secs(20));
     assert!(agent.logs().contains("using the token from the persisted cache"), "{}", agent.logs());
