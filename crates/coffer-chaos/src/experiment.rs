@@ -144,8 +144,7 @@ impl Format {
 impl Experiment {
     /// Parses and checks an experiment from JSON text.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
         Self::from_value(value)
     }
 

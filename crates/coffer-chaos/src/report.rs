@@ -75,9 +75,11 @@ fn entries(journal: &Value) -> Vec<Entry<'_>> {
     fn push<'a>(out: &mut Vec<Entry<'a>>, phase: Phase, runs: Option<&'a Value>) {
         for run in runs.and_then(Value::as_array).into_iter().flatten() {
             let start = run.get("start").and_then(Value::as_str).and_then(parse_time);
-            let end = run.get("end").and_then(Value::as_str).and_then(parse_time).or_else(|| {
-                Some(start? + run.get("duration").and_then(Value::as_f64)?)
-            });
+            let end = run
+                .get("end")
+                .and_then(Value::as_str)
+                .and_then(parse_time)
+                .or_else(|| Some(start? + run.get("duration").and_then(Value::as_f64)?));
             out.push(Entry {
                 phase,
                 run,
@@ -194,14 +196,16 @@ pub fn fault_windows(journal: &Value) -> Vec<FaultWindow> {
         .filter_map(|e| {
             let start = e.start?;
             let expires = expires_at(&e.run["output"], 3)?;
-            let end = [Some(expires), rollbacks_end, run_end].into_iter().flatten().reduce(f64::min)?;
+            let end =
+                [Some(expires), rollbacks_end, run_end].into_iter().flatten().reduce(f64::min)?;
             Some(FaultWindow { label: e.name.clone(), start, end: end.max(start), declared: true })
         })
         .collect();
     if !declared.is_empty() {
         return declared;
     }
-    let Some(start) = method.filter(|e| e.kind == "action").filter_map(|e| e.start).reduce(f64::min)
+    let Some(start) =
+        method.filter(|e| e.kind == "action").filter_map(|e| e.start).reduce(f64::min)
     else {
         return Vec::new();
     };
@@ -298,11 +302,8 @@ fn seconds(v: Option<f64>) -> String {
 fn clean(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            let shown: Vec<char> = if c.is_control() && c != '\n' {
-                c.escape_unicode().collect()
-            } else {
-                vec![c]
-            };
+            let shown: Vec<char> =
+                if c.is_control() && c != '\n' { c.escape_unicode().collect() } else { vec![c] };
             shown
         })
         .collect()
@@ -457,7 +458,9 @@ pub fn timeline_svg(journal: &Value) -> String {
     let times = all
         .iter()
         .flat_map(|e| [e.start, e.end])
-        .chain(["start", "end"].map(|k| journal.get(k).and_then(Value::as_str).and_then(parse_time)))
+        .chain(
+            ["start", "end"].map(|k| journal.get(k).and_then(Value::as_str).and_then(parse_time)),
+        )
         .flatten();
     let (t0, t1) = times.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), t| (a.min(t), b.max(t)));
     if !t0.is_finite() {
@@ -602,7 +605,9 @@ fn state_table(out: &mut String, caption: &str, state: &Value) {
     for run in state["probes"].as_array().into_iter().flatten() {
         let outcome = Outcome::of(run);
         let (value, result) = match outcome {
-            Outcome::Failed => (String::new(), format!("failed: {}", exception(run).unwrap_or_default())),
+            Outcome::Failed => {
+                (String::new(), format!("failed: {}", exception(run).unwrap_or_default()))
+            }
             Outcome::Met | Outcome::NotMet => {
                 (short(&checked_value(run), 200), outcome.word().to_owned())
             }
@@ -741,7 +746,8 @@ mod tests {
     }
 
     fn probe(name: &str, at: &str, met: bool) -> Value {
-        let mut r = run(name, "probe", at, at, "succeeded", json!({"status": if met {200} else {503}}));
+        let mut r =
+            run(name, "probe", at, at, "succeeded", json!({"status": if met {200} else {503}}));
         r["tolerance_met"] = json!(met);
         r
     }
@@ -785,7 +791,10 @@ mod tests {
     #[test]
     fn the_summary_gives_the_verdict_each_probe_against_its_tolerance_and_the_activities() {
         let s = summary(&journal());
-        assert!(s.contains("Verdict: completed, deviated from the steady state (exit status 1)"), "{s}");
+        assert!(
+            s.contains("Verdict: completed, deviated from the steady state (exit status 1)"),
+            "{s}"
+        );
         assert!(s.contains("before the method: met"), "{s}");
         assert!(s.contains("after the method: NOT MET"), "{s}");
         assert!(s.contains("app-health: 503 against tolerance 200: not met"), "{s}");
@@ -813,7 +822,8 @@ mod tests {
         assert_eq!((w[0].start - base, w[0].end - base), (2.0, 12.0));
         // An expiry after the rollbacks: the rollbacks ended it.
         let mut j = journal();
-        j["run"][0]["output"] = json!({"status": 200, "body": {"data": {"expires_at": base + 60.0}}});
+        j["run"][0]["output"] =
+            json!({"status": 200, "body": {"data": {"expires_at": base + 60.0}}});
         let w = fault_windows(&j);
         assert_eq!(w[0].end - base, 17.0);
     }
@@ -841,7 +851,12 @@ mod tests {
         assert!(h.contains("&lt;b&gt;load&lt;/b&gt;"));
         assert!(h.contains("app &quot;answers&quot;"));
         assert!(h.contains("d &amp; e"));
-        assert!(!h.contains("<script") && !h.contains("src=") && !h.contains("href=") && !h.contains("@import"));
+        assert!(
+            !h.contains("<script")
+                && !h.contains("src=")
+                && !h.contains("href=")
+                && !h.contains("@import")
+        );
         assert!(h.contains("<style>") && h.contains("<svg"));
         assert!(h.contains("chaoslib 1.44.0"), "a Chaos Toolkit journal reports too");
     }

@@ -64,8 +64,13 @@ pub enum HypothesisStrategy {
 }
 
 impl HypothesisStrategy {
-    pub const NAMES: [&'static str; 5] =
-        ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"];
+    pub const NAMES: [&'static str; 5] = [
+        "default",
+        "before-method-only",
+        "after-method-only",
+        "during-method-only",
+        "continuously",
+    ];
 
     fn before(self) -> bool {
         matches!(self, Self::Default | Self::BeforeMethodOnly | Self::Continuously)
