@@ -7,9 +7,10 @@
 //! written for `chaostoolkit` loads unchanged.
 //!
 //! YAML is read into the same JSON value model first and then goes through exactly the JSON
-//! checks, so a YAML file and its JSON twin load to the same [`Experiment`]. YAML is read with
-//! the 1.2 core schema (`yes`/`on` are text, as in JSON; PyYAML's 1.1 reads them as booleans),
-//! one document per file, anchors and aliases allowed within serde-saphyr's budgets.
+//! checks, so a YAML file and its JSON twin load to the same [`Experiment`]. Plain scalars are
+//! typed by YAML 1.1 rules as PyYAML (Chaos Toolkit's reader) does (`yes`/`no`/`on`/`off` are
+//! booleans), except that a lone `y`/`n` is a boolean here and text in PyYAML. One document
+//! per file; anchors and aliases allowed within serde-saphyr's budgets; duplicate keys refused.
 //!
 //! Does not: resolve `ref` activities, or run `python` providers or `probe` tolerances; those
 //! are refused at load with [`Error::Invalid`].
@@ -583,6 +584,19 @@ rollbacks:
         assert!(Experiment::from_yaml("- a list, not an experiment\n").is_err());
         assert!(Experiment::from_yaml("title: [unclosed\n").is_err());
         assert!(Experiment::from_yaml("").is_err());
+        assert!(Experiment::from_yaml("title: a\ntitle: b\n").is_err(), "a key given twice");
+        // Scalars typed as PyYAML (Chaos Toolkit's reader) types them: `yes`/`on`/`no`/`off`
+        // are booleans, quoted numbers stay text; except a lone `y`/`n`, a boolean here and
+        // text in PyYAML (documented: quote it).
+        let e = Experiment::from_yaml(
+            "title: t\nconfiguration: {a: yes, b: on, c: no, d: off, e: y, f: n, g: 3, h: 0.5, i: null, j: '3', k: ~}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(e.configuration),
+            json!({"a": true, "b": true, "c": false, "d": false, "e": true, "f": false, "g": 3,
+                   "h": 0.5, "i": null, "j": "3", "k": null})
+        );
         let strategy = "title: t\nruntime: {hypothesis: {strategy: sometimes}}\n";
         assert!(Experiment::from_yaml(strategy).is_err());
         let strategy = "title: t\nruntime: {hypothesis: {strategy: continuously}}\n";

@@ -10,9 +10,10 @@
 //! Hypothesis strategies ([`HypothesisStrategy`], Chaos Toolkit's `--hypothesis-strategy`):
 //! `default` (before and after), `before-method-only`, `after-method-only`,
 //! `during-method-only`, `continuously` (before, during and after). During the method the
-//! hypothesis runs at once, then `frequency` after each iteration ends (not after it starts, as
-//! Chaos Toolkit), until the method ends; the iteration in flight then completes (so every entry
-//! of `steady_states.during` is whole) before the hypothesis after. At least one iteration runs.
+//! hypothesis runs at once, then `frequency` after each iteration ends (as Chaos Toolkit), until
+//! the method ends; the iteration in flight then completes (so every entry of
+//! `steady_states.during` is whole) before the hypothesis after starts (Chaos Toolkit lets the
+//! two overlap). At least one iteration runs.
 //!
 //! Status (Chaos Toolkit's vocabulary, `completed | failed | aborted | interrupted`):
 //! - a hypothesis probe that fails to run makes the run `failed`; one outside its tolerance
