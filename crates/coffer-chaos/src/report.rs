@@ -440,6 +440,16 @@ fn lanes<'a>(all: &'a [Entry<'a>]) -> Vec<Lane<'a>> {
     out
 }
 
+/// A lane's label, cut to fit the label column (the full text is in the title).
+fn lane_label(label: &str) -> String {
+    const FITS: usize = 42;
+    if label.chars().count() <= FITS {
+        label.to_owned()
+    } else {
+        format!("{}...", label.chars().take(FITS - 3).collect::<String>())
+    }
+}
+
 /// A step for axis ticks that gives at most ten of them.
 fn tick_step(span: f64) -> f64 {
     const STEPS: [f64; 17] = [
@@ -493,12 +503,13 @@ pub fn timeline_svg(journal: &Value) -> String {
         let y = i as f64 * LANE;
         let _ = write!(
             s,
-            r#"<g class="lane"><line class="grid" x1="{LABEL_WIDTH}" x2="{}" y1="{:.1}" y2="{:.1}"/><text class="label" x="4" y="{:.1}">{}</text>"#,
+            r#"<g class="lane"><line class="grid" x1="{LABEL_WIDTH}" x2="{}" y1="{:.1}" y2="{:.1}"/><text class="label" x="4" y="{:.1}"><title>{}</title>{}</text>"#,
             LABEL_WIDTH + PLOT_WIDTH,
             y + LANE / 2.0,
             y + LANE / 2.0,
             y + 15.0,
-            escape(&lane.label)
+            escape(&lane.label),
+            escape(&lane_label(&lane.label))
         );
         for e in &lane.entries {
             let Some(start) = e.start else { continue };
@@ -867,9 +878,12 @@ mod tests {
         let lanes = svg.matches(r#"<g class="lane">"#).count();
         // One hypothesis lane (the same probe before, during, after), two method, one rollback.
         assert_eq!(lanes, 4, "{svg}");
-        assert!(svg.contains(">hypothesis: app-health</text>"));
-        assert!(svg.contains(">method: &lt;b&gt;load&lt;/b&gt;</text>"));
-        assert!(svg.contains(">rollback: heal</text>"));
+        assert!(svg.contains("</title>hypothesis: app-health</text>"));
+        assert!(svg.contains("</title>method: &lt;b&gt;load&lt;/b&gt;</text>"));
+        assert!(svg.contains("</title>rollback: heal</text>"));
+        let long = "x".repeat(100);
+        assert_eq!(lane_label(&long).chars().count(), 42);
+        assert_eq!(lane_label("short"), "short");
         // Markers: 2 met, 2 not met (+ one of each class in the legend); bars by status.
         assert_eq!(svg.matches(r#"<circle class="met""#).count(), 3);
         assert_eq!(svg.matches(r#"<circle class="notmet""#).count(), 3);

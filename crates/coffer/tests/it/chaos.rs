@@ -178,7 +178,7 @@ fn a_yaml_experiment_runs_with_the_continuous_hypothesis_and_reports() {
     assert!(summary.contains("Rollbacks:\n  - action restore: succeeded"), "{summary}");
     let html = std::fs::read_to_string(d.join("cont.html")).expect("cont.html beside cont.json");
     assert!(html.contains("flag &lt;b&gt;outage&lt;/b&gt; &amp; back"));
-    assert!(html.contains("<svg") && html.contains(">hypothesis: flag</text>"));
+    assert!(html.contains("<svg") && html.contains("</title>hypothesis: flag</text>"));
     assert!(!html.contains("<script"));
 
     // Two journals: one summary each; -output with two is refused.
@@ -268,4 +268,28 @@ fn sigterm_stops_a_forever_schedule_after_the_rollbacks_with_the_worst_status() 
     assert!(d.join("rolled-back").exists(), "rollbacks run before exiting");
     let journals: Vec<_> = std::fs::read_dir(d.join("journals")).expect("dir").collect();
     assert_eq!(journals.len(), 1);
+
+    // A signal while waiting for the next round is not a failure: the runs so far decide.
+    std::fs::write(d.join("quick.yaml"), yaml_experiment(d, "quick", "true")).expect("yaml");
+    let mut child = Command::new(BIN)
+        .args(["chaos", "run", "-interval=1h", "-journal-path=quick", "quick.yaml"])
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while std::fs::read_dir(d.join("quick")).map_or(0, |r| r.count()) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "the first round did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the schedule did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "every run so far completed without deviation");
 }
