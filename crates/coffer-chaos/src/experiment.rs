@@ -1,4 +1,4 @@
-//! The experiment model, in Chaos Toolkit's JSON format.
+//! The experiment model, in Chaos Toolkit's format, read from JSON or YAML.
 //!
 //! Guarantees: an [`Experiment`] that parsed has only providers this crate can run (`http`,
 //! `process`), only tolerances it can check, valid regex patterns and JSONPaths in the subset
@@ -6,8 +6,14 @@
 //! `tags`, `contributions`, `extensions`, `controls`, ...) are accepted and ignored, so a file
 //! written for `chaostoolkit` loads unchanged.
 //!
-//! Does not: read YAML (JSON only), resolve `ref` activities, or run `python` providers or
-//! `probe` tolerances; those are refused at load with [`Error::Invalid`].
+//! YAML is read into the same JSON value model first and then goes through exactly the JSON
+//! checks, so a YAML file and its JSON twin load to the same [`Experiment`]. Plain scalars are
+//! typed by YAML 1.1 rules as PyYAML (Chaos Toolkit's reader) does (`yes`/`no`/`on`/`off` are
+//! booleans), except that a lone `y`/`n` is a boolean here and text in PyYAML. One document
+//! per file; anchors and aliases allowed within serde-saphyr's budgets; duplicate keys refused.
+//!
+//! Does not: resolve `ref` activities, or run `python` providers or `probe` tolerances; those
+//! are refused at load with [`Error::Invalid`].
 
 use std::collections::BTreeMap;
 
@@ -115,16 +121,76 @@ pub struct ProcessProvider {
     pub timeout: Option<f64>,
 }
 
+/// The two formats Chaos Toolkit reads experiments in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    /// By extension (`.json`; `.yaml`, `.yml`), as Chaos Toolkit does; any other name by its
+    /// content: text whose first non-blank character is `{` is JSON, anything else YAML.
+    pub fn detect(path: &std::path::Path, text: &str) -> Self {
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("json") => Format::Json,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ if text.trim_start().starts_with('{') => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
 impl Experiment {
     /// Parses and checks an experiment from JSON text.
     pub fn from_json(text: &str) -> Result<Self, Error> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Parses and checks an experiment from YAML text (one document).
+    pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        let value: Value =
+            serde_saphyr::from_str(text).map_err(|e| Error::Invalid(format!("YAML: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Parses and checks an experiment from the text of `path`, in the format [`Format::detect`]
+    /// picks.
+    pub fn from_file_text(path: &std::path::Path, text: &str) -> Result<Self, Error> {
+        match Format::detect(path, text) {
+            Format::Json => Self::from_json(text),
+            Format::Yaml => Self::from_yaml(text),
+        }
+    }
+
+    /// Checks an experiment already parsed into JSON values (both formats end here).
+    pub fn from_value(value: Value) -> Result<Self, Error> {
+        if !value.is_object() {
+            return Err(Error::Invalid("an experiment must be a mapping of keys".into()));
+        }
         let experiment: Experiment =
-            serde_json::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| Error::Invalid(e.to_string()))?;
         experiment.check()?;
         Ok(experiment)
     }
 
+    /// `runtime.hypothesis.strategy` as the file states it (Chaos Toolkit's per-experiment
+    /// default, which the command line overrides).
+    pub fn hypothesis_strategy(&self) -> Result<Option<crate::HypothesisStrategy>, Error> {
+        let Some(runtime) = self.extra.get("runtime") else {
+            return Ok(None);
+        };
+        match runtime.get("hypothesis").and_then(|h| h.get("strategy")) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => s.parse().map(Some),
+            Some(_) => Err(Error::Invalid("runtime.hypothesis.strategy must be text".into())),
+        }
+    }
+
     fn check(&self) -> Result<(), Error> {
+        self.hypothesis_strategy()?;
         if let Some(h) = &self.steady_state_hypothesis {
             if h.title.is_empty() {
                 return Err(Error::Invalid("hypothesis requires a title".into()));
@@ -414,6 +480,129 @@ mod tests {
             }
         ]
     }"#;
+
+    /// [`CHAOSTOOLKIT_EXAMPLE`] as Chaos Toolkit's YAML users write it: block and flow styles,
+    /// a folded string, comments, an anchor reused through an alias.
+    const CHAOSTOOLKIT_EXAMPLE_YAML: &str = r#"
+# Same experiment as the JSON one.
+version: 1.0.0
+title: What is the impact of an expired certificate on our application chain?
+description: >-
+  If a certificate expires, we should gracefully
+  deal with the issue.
+tags: [tls]
+contributions:
+  availability: high
+  security: medium
+configuration:
+  base_url: {type: env, key: CHAOS_BASE_URL, default: "http://127.0.0.1:8080"}
+  cert_dir: /tmp/certs
+secrets:
+  app:
+    token: {type: env, key: CHAOS_TOKEN, default: t0k}
+steady-state-hypothesis:
+  title: Application responds
+  probes:
+    - type: probe
+      name: the-astre-service-must-be-running
+      tolerance: 0
+      provider: {type: process, path: "true"}
+    - type: probe
+      name: we-can-request-sunset
+      tolerance: 200
+      provider:
+        type: http
+        timeout: [3, 5]
+        url: ${base_url}/city/Paris
+    - type: probe
+      name: body-says-ok
+      tolerance:
+        type: jsonpath
+        path: $.slideshow.author
+        expect: [Yours Truly]
+        target: body
+      provider:
+        type: http
+        url: ${base_url}/json
+        headers: &auth
+          Authorization: Bearer ${token}
+method:
+  - type: action
+    name: swap-to-expired-cert
+    provider:
+      type: process
+      path: cp
+      arguments: ${cert_dir}/expired-cert.pem ${cert_dir}/cert.pem
+    pauses:
+      after: 5
+  - type: action
+    name: load
+    background: true
+    provider: {type: process, path: sleep, arguments: ["1"], timeout: 10}
+  - type: probe
+    name: read-tls-cert-expiry-date
+    provider:
+      type: process
+      path: openssl
+      arguments: x509 -enddate -noout -in ${cert_dir}/cert.pem
+rollbacks:
+  - type: action
+    name: swap-to-valid-cert
+    provider:
+      type: http
+      method: POST
+      url: ${base_url}/reload
+      verify_tls: false
+      expected_status: 204
+"#;
+
+    #[test]
+    fn a_yaml_experiment_loads_to_the_same_experiment_as_its_json_twin() {
+        let json = Experiment::from_json(CHAOSTOOLKIT_EXAMPLE).unwrap();
+        let yaml = Experiment::from_yaml(CHAOSTOOLKIT_EXAMPLE_YAML).unwrap();
+        assert_eq!(serde_json::to_value(&yaml).unwrap(), serde_json::to_value(&json).unwrap());
+        // Detection: the extension first, then the content.
+        let path = std::path::Path::new;
+        assert_eq!(Format::detect(path("e.yml"), "{}"), Format::Yaml);
+        assert_eq!(Format::detect(path("e.YAML"), "{}"), Format::Yaml);
+        assert_eq!(Format::detect(path("e.json"), "title: t"), Format::Json);
+        assert_eq!(Format::detect(path("experiment"), "  \n{\"title\": 1}"), Format::Json);
+        assert_eq!(Format::detect(path("experiment"), "title: t"), Format::Yaml);
+        let sniffed = Experiment::from_file_text(path("exp"), CHAOSTOOLKIT_EXAMPLE_YAML).unwrap();
+        assert_eq!(sniffed.title, json.title);
+    }
+
+    #[test]
+    fn yaml_gets_the_json_checks() {
+        let python = "title: t\nmethod:\n  - {type: action, name: a, provider: {type: python, module: os, func: getcwd}}\n";
+        assert!(matches!(Experiment::from_yaml(python), Err(Error::Invalid(_))));
+        let no_tolerance = "title: t\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - {type: probe, name: p, provider: {type: process, path: \"true\"}}\n";
+        let e = Experiment::from_yaml(no_tolerance).unwrap_err();
+        assert!(e.to_string().contains("tolerance"), "{e}");
+        let bad_regex = "title: t\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - {type: probe, name: p, tolerance: {type: regex, pattern: \"(\"}, provider: {type: process, path: \"true\"}}\n";
+        assert!(Experiment::from_yaml(bad_regex).is_err());
+        assert!(Experiment::from_yaml("- a list, not an experiment\n").is_err());
+        assert!(Experiment::from_yaml("title: [unclosed\n").is_err());
+        assert!(Experiment::from_yaml("").is_err());
+        assert!(Experiment::from_yaml("title: a\ntitle: b\n").is_err(), "a key given twice");
+        // Scalars typed as PyYAML (Chaos Toolkit's reader) types them: `yes`/`on`/`no`/`off`
+        // are booleans, quoted numbers stay text; except a lone `y`/`n`, a boolean here and
+        // text in PyYAML (documented: quote it).
+        let e = Experiment::from_yaml(
+            "title: t\nconfiguration: {a: yes, b: on, c: no, d: off, e: y, f: n, g: 3, h: 0.5, i: null, j: '3', k: ~}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(e.configuration),
+            json!({"a": true, "b": true, "c": false, "d": false, "e": true, "f": false, "g": 3,
+                   "h": 0.5, "i": null, "j": "3", "k": null})
+        );
+        let strategy = "title: t\nruntime: {hypothesis: {strategy: sometimes}}\n";
+        assert!(Experiment::from_yaml(strategy).is_err());
+        let strategy = "title: t\nruntime: {hypothesis: {strategy: continuously}}\n";
+        let e = Experiment::from_yaml(strategy).unwrap();
+        assert_eq!(e.hypothesis_strategy().unwrap(), Some(crate::HypothesisStrategy::Continuously));
+    }
 
     #[test]
     fn a_chaostoolkit_example_experiment_loads() {

@@ -1,36 +1,42 @@
 //! Chaos experiments in Chaos Toolkit's format, run by Coffer.
 //!
 //! An experiment file written for `chaostoolkit` that uses the `http` and `process` providers
-//! loads here unchanged ([`Experiment::from_json`]), resolves its configuration the same way
-//! ([`Configuration::load`]), and runs to a journal in Chaos Toolkit's shape ([`run`]).
+//! loads here unchanged, JSON or YAML ([`Experiment::from_file_text`]), resolves its
+//! configuration the same way ([`Configuration::load`]), runs to a journal in Chaos Toolkit's
+//! shape with its hypothesis strategies ([`run_with`]), and reads back as a summary and an HTML
+//! report ([`report`]).
 //!
 //! Guarantees:
 //! - Rollbacks run after every run that got past loading: completed, deviated, failed, or
 //!   cancelled through the `cancel` future (the CLI wires SIGINT/SIGTERM to it).
-//! - Anything this crate cannot honour (YAML, `python` providers, `probe` tolerances, `ref`
+//! - Anything this crate cannot honour (`python` providers, `probe` tolerances, `ref`
 //!   activities, JSONPath filters/slices/unions) is refused when the experiment loads, never
 //!   skipped while it runs.
 //!
 //! Differences from Chaos Toolkit, on purpose: rollbacks always run; a failed method activity
-//! fails the run (see [`run`]'s module); `expected_status` on http providers. Regexes use Rust's
+//! fails the run; a hypothesis not met before the method fails the run; one not met during the
+//! method deviates it (see [`run_with`]); `expected_status` on http providers. Regexes use Rust's
 //! syntax. JSONPath: see [`jsonpath`].
 //!
-//! Not here yet: YAML, the `coffer` provider and fault catalogue, the continuous hypothesis
-//! (`steady_states.during`), reports, scheduling.
+//! Not here: the `coffer` provider and fault catalogue; scheduling is the CLI's.
 
 #![forbid(unsafe_code)]
 
 mod experiment;
 pub mod jsonpath;
 mod provider;
+pub mod report;
 mod run;
 mod tolerance;
 
 pub use experiment::{
-    Activity, ActivityKind, Configuration, Experiment, HttpProvider, Hypothesis, ProcessProvider,
-    Provider,
+    Activity, ActivityKind, Configuration, Experiment, Format, HttpProvider, Hypothesis,
+    ProcessProvider, Provider,
 };
-pub use run::{Journal, Run, RunStatus, Status, SteadyState, SteadyStates, run};
+pub use run::{
+    HypothesisStrategy, Journal, Options, Run, RunStatus, Status, SteadyState, SteadyStates, run,
+    run_with,
+};
 pub use tolerance::Tolerance;
 
 /// Why an experiment cannot be loaded.

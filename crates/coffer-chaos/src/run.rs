@@ -1,36 +1,131 @@
 //! The runner and its journal.
 //!
 //! Order: steady-state hypothesis before; when it holds, the method (pauses honoured, background
-//! activities started and awaited before anything follows the method); the hypothesis after;
-//! then the rollbacks, **always**. Chaos Toolkit's default skips rollbacks after a deviation or
-//! an interruption; Coffer runs them after a deviation, a failure and a cancellation too, because
-//! a fault left in place is the worst outcome of an experiment.
+//! activities started and awaited before anything follows the method), with the hypothesis
+//! repeated during it when the strategy asks; the hypothesis after; then the rollbacks,
+//! **always**. Chaos Toolkit's default skips rollbacks after a failure or an interruption; Coffer
+//! runs them after a deviation, a failure and a cancellation too, because a fault left in place
+//! is the worst outcome of an experiment.
+//!
+//! Hypothesis strategies ([`HypothesisStrategy`], Chaos Toolkit's `--hypothesis-strategy`):
+//! `default` (before and after), `before-method-only`, `after-method-only`,
+//! `during-method-only`, `continuously` (before, during and after). During the method the
+//! hypothesis runs at once, then `frequency` after each iteration ends (as Chaos Toolkit), until
+//! the method ends; the iteration in flight then completes (so every entry of
+//! `steady_states.during` is whole) before the hypothesis after starts (Chaos Toolkit lets the
+//! two overlap). At least one iteration runs.
 //!
 //! Status (Chaos Toolkit's vocabulary, `completed | failed | aborted | interrupted`):
 //! - a hypothesis probe that fails to run makes the run `failed`; one outside its tolerance
-//!   after the method makes it `completed` and `deviated`; before the method, `failed` (the method
-//!   is not run: the system was not in its steady state to begin with);
+//!   after the method makes it `completed` and `deviated`. Before the method, either makes the
+//!   run `failed` and the method is not run. Chaos Toolkit 1.19 records `completed` there (and
+//!   exits 0) when the probes ran but were out of tolerance, although its log says "failing this
+//!   experiment": a run that never played its method proved nothing, and a CI job must not pass it;
+//! - a hypothesis not met during the method makes the run `deviated` (Coffer's difference: Chaos
+//!   Toolkit only records it), and with `fail_fast` also `failed`, stops the method at once
+//!   (activities in flight are dropped and recorded as failed) and skips the hypothesis after
+//!   (Chaos Toolkit stops at the next activity and still runs it);
 //! - Coffer's difference: a method activity that fails (process not found or timed out, HTTP
 //!   unreachable, `expected_status` not met) makes the run `failed`, stops the method and skips
 //!   the hypothesis after, since the fault it was to inject may not be in place. Chaos Toolkit
-//!   records the failed activity and carries on;
+//!   records the failed activity and carries on (and refuses to start at all when a process
+//!   path does not exist);
 //! - `cancel` resolving makes it `interrupted`: in-flight activities are dropped (their processes
 //!   killed), each recorded as failed with the exception `interrupted`;
 //! - a background activity that panicked makes it `aborted`.
 //!
-//! Does not: run the hypothesis continuously during the method (`steady_states.during` stays
-//! empty), dry runs, controls, or background rollbacks (rollbacks run in order). Rollbacks are
-//! not cancellable: the caller decides whether a second signal kills the process.
+//! Does not: dry runs, controls, `--rollback-strategy` (rollbacks always run), background
+//! rollbacks (rollbacks run in order), or Chaos Toolkit's `fail_fast_ratio` (fail fast means the
+//! first iteration not met). Rollbacks are not cancellable: the caller decides whether a second
+//! signal kills the process.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::experiment::{Activity, Configuration, Experiment, Provider};
+use crate::Error;
+use crate::experiment::{Activity, Configuration, Experiment, Hypothesis, Provider};
 use crate::provider;
+
+/// When the steady-state hypothesis is checked (Chaos Toolkit's `--hypothesis-strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HypothesisStrategy {
+    /// Before and after the method.
+    #[default]
+    Default,
+    BeforeMethodOnly,
+    AfterMethodOnly,
+    DuringMethodOnly,
+    /// Before, during and after the method.
+    Continuously,
+}
+
+impl HypothesisStrategy {
+    pub const NAMES: [&'static str; 5] = [
+        "default",
+        "before-method-only",
+        "after-method-only",
+        "during-method-only",
+        "continuously",
+    ];
+
+    fn before(self) -> bool {
+        matches!(self, Self::Default | Self::BeforeMethodOnly | Self::Continuously)
+    }
+
+    fn during(self) -> bool {
+        matches!(self, Self::DuringMethodOnly | Self::Continuously)
+    }
+
+    fn after(self) -> bool {
+        matches!(self, Self::Default | Self::AfterMethodOnly | Self::Continuously)
+    }
+}
+
+impl std::str::FromStr for HypothesisStrategy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "default" => Self::Default,
+            "before-method-only" => Self::BeforeMethodOnly,
+            "after-method-only" => Self::AfterMethodOnly,
+            "during-method-only" => Self::DuringMethodOnly,
+            // Chaos Toolkit still accepts its old misspelling, with a warning.
+            "continuously" | "continously" => Self::Continuously,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown hypothesis strategy '{other}' (one of: {})",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+}
+
+/// How a run checks its hypothesis; [`Options::default`] is Chaos Toolkit's default.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    pub strategy: HypothesisStrategy,
+    /// Pause between two iterations of the hypothesis during the method.
+    pub frequency: Duration,
+    /// Stop the method and fail the run the first time the hypothesis is not met during it.
+    pub fail_fast: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            strategy: HypothesisStrategy::Default,
+            frequency: Duration::from_secs(1),
+            fail_fast: false,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -101,10 +196,21 @@ impl Journal {
     }
 }
 
-/// Runs `experiment`; `cancel` resolving interrupts it (the rollbacks still run).
+/// Runs `experiment` with the default [`Options`]; `cancel` resolving interrupts it (the
+/// rollbacks still run).
 pub async fn run(
     experiment: &Experiment,
     config: &Configuration,
+    cancel: impl Future<Output = ()>,
+) -> Journal {
+    run_with(experiment, config, &Options::default(), cancel).await
+}
+
+/// Runs `experiment` with `options`; `cancel` resolving interrupts it (the rollbacks still run).
+pub async fn run_with(
+    experiment: &Experiment,
+    config: &Configuration,
+    options: &Options,
     cancel: impl Future<Output = ()>,
 ) -> Journal {
     let started = Instant::now();
@@ -125,7 +231,7 @@ pub async fn run(
     let interrupted = tokio::select! {
         biased;
         () = cancel => true,
-        () = body(experiment, config, &mut journal) => false,
+        () = body(experiment, config, options, &mut journal) => false,
     };
     if interrupted {
         journal.status = Status::Interrupted;
@@ -138,23 +244,79 @@ pub async fn run(
     journal
 }
 
-async fn body(experiment: &Experiment, config: &Configuration, journal: &mut Journal) {
+async fn body(
+    experiment: &Experiment,
+    config: &Configuration,
+    options: &Options,
+    journal: &mut Journal,
+) {
     let hypothesis = experiment.steady_state_hypothesis.as_ref().filter(|h| !h.probes.is_empty());
-    if let Some(h) = hypothesis {
+    if let Some(h) = hypothesis.filter(|_| options.strategy.before()) {
         let state = journal.steady_states.before.insert(SteadyState::default());
         if !hypothesis_holds(&h.probes, config, state).await {
             // The system was not in its steady state to begin with: the experiment proved
-            // nothing, and a CI job running it must not pass. Chaos Toolkit fails it too.
+            // nothing, and a CI job running it must not pass (see the module header).
             journal.status = Status::Failed;
             return;
         }
     }
 
+    match hypothesis.filter(|_| options.strategy.during()) {
+        None => journal.status = method(experiment, config, &mut journal.run).await,
+        Some(h) => {
+            let (status, met) = {
+                let (stop, stopped) = watch::channel(false);
+                let during = &mut journal.steady_states.during;
+                let method = method(experiment, config, &mut journal.run);
+                let continuous = continuously(h, config, options, stopped, during);
+                tokio::pin!(method, continuous);
+                tokio::select! {
+                    status = &mut method => {
+                        // `continuous` holds the receiver until it returns: this cannot fail.
+                        let _ = stop.send(true);
+                        (status, continuous.await)
+                    }
+                    // Only fail-fast returns before the method ends; dropping the method (at
+                    // the end of this block) kills what it runs, as a cancellation does.
+                    met = &mut continuous => (Status::Failed, met),
+                }
+            };
+            journal.status = status;
+            if !met {
+                journal.deviated = true;
+                if options.fail_fast {
+                    journal.status = Status::Failed;
+                    for run in journal.run.iter_mut().filter(|r| r.end.is_none()) {
+                        run.exception = Some(vec![FAIL_FAST.to_owned()]);
+                    }
+                }
+            }
+        }
+    }
+    if journal.status != Status::Completed {
+        return;
+    }
+
+    if let Some(h) = hypothesis.filter(|_| options.strategy.after()) {
+        let state = journal.steady_states.after.insert(SteadyState::default());
+        if !hypothesis_holds(&h.probes, config, state).await {
+            journal.deviated = true;
+            journal.status = gate_status(state);
+        }
+    }
+}
+
+const FAIL_FAST: &str =
+    "stopped: the steady-state hypothesis was not met during the method (fail fast)";
+
+/// The method: `completed`, or why it was not.
+async fn method(experiment: &Experiment, config: &Configuration, runs: &mut Vec<Run>) -> Status {
+    let mut status = Status::Completed;
     let mut background = JoinSet::new();
     for activity in &experiment.method {
         if activity.background {
-            let index = journal.run.len();
-            journal.run.push(interrupted_run(activity));
+            let index = runs.len();
+            runs.push(interrupted_run(activity));
             let (activity, config) = (activity.clone(), config.clone());
             background.spawn(async move {
                 pause(&activity, "before", &config).await;
@@ -162,31 +324,47 @@ async fn body(experiment: &Experiment, config: &Configuration, journal: &mut Jou
                 pause(&activity, "after", &config).await;
                 (index, run)
             });
-        } else if sequential(activity, config, &mut journal.run).await == RunStatus::Failed {
-            journal.status = Status::Failed;
+        } else if sequential(activity, config, runs).await == RunStatus::Failed {
+            status = Status::Failed;
             break;
         }
     }
     while let Some(done) = background.join_next().await {
         match done {
             Ok((index, run)) => {
-                if run.status == RunStatus::Failed {
-                    journal.status = Status::Failed;
+                if run.status == RunStatus::Failed && status == Status::Completed {
+                    status = Status::Failed;
                 }
-                journal.run[index] = run;
+                runs[index] = run;
             }
-            Err(_) => journal.status = Status::Aborted,
+            Err(_) => status = Status::Aborted,
         }
     }
-    if journal.status != Status::Completed {
-        return;
-    }
+    status
+}
 
-    if let Some(h) = hypothesis {
-        let state = journal.steady_states.after.insert(SteadyState::default());
-        if !hypothesis_holds(&h.probes, config, state).await {
-            journal.deviated = true;
-            journal.status = gate_status(state);
+/// The hypothesis over and over until `stopped` turns true, recording each iteration in
+/// `during`. Returns whether every iteration was met; with `fail_fast`, returns at the first
+/// that was not.
+async fn continuously(
+    hypothesis: &Hypothesis,
+    config: &Configuration,
+    options: &Options,
+    mut stopped: watch::Receiver<bool>,
+    during: &mut Vec<SteadyState>,
+) -> bool {
+    let mut all_met = true;
+    loop {
+        let mut state = SteadyState::default();
+        let met = hypothesis_holds(&hypothesis.probes, config, &mut state).await;
+        during.push(state);
+        all_met &= met;
+        if !met && options.fail_fast {
+            return false;
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return all_met,
+            () = tokio::time::sleep(options.frequency) => {}
         }
     }
 }
