@@ -46,6 +46,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             log_level: "info".into(),
             log_format: LogFormat::Standard,
             login_limit: coffer_core::LoginLimit::default(),
+            chaos: coffer_core::ChaosConfig::default(),
         };
         let root = a
             .dev_root_token_id
