@@ -24,8 +24,11 @@ mod experiment;
 pub mod jsonpath;
 mod provider;
 mod run;
+pub mod server;
 mod tolerance;
 
+/// The wire types of server-side faults, for callers of [`server`].
+pub use coffer_api::chaos;
 pub use experiment::{
     Activity, ActivityKind, Configuration, Experiment, HttpProvider, Hypothesis, ProcessProvider,
     Provider,
