@@ -98,7 +98,7 @@ impl WireDuration {
                     ));
                 }
             };
-            if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+            if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
                 return Err(format!("invalid duration {s:?}"));
             }
             total += Duration::from_secs_f64(secs);

@@ -211,8 +211,10 @@ fn parse_chaos(v: &Value) -> Result<coffer_core::ChaosConfig> {
         _ => bail!("chaos must be one block: chaos {{ enabled = true }}"),
     };
     check_keys(m, &["enabled", "max_duration"], "chaos")?;
-    let mut c = coffer_core::ChaosConfig::default();
-    c.enabled = opt_bool(m, "enabled")?.unwrap_or(false);
+    let mut c = coffer_core::ChaosConfig {
+        enabled: opt_bool(m, "enabled")?.unwrap_or(false),
+        ..Default::default()
+    };
     if let Some(d) = opt_duration(m, "max_duration")? {
         if d.is_zero() {
             bail!("chaos max_duration must be longer than 0s");

@@ -117,10 +117,10 @@ pub(crate) fn check(spec: &FaultSpec, max: Duration) -> Result<()> {
             if p.is_empty() {
                 return Err(Error::invalid("missing required field \"path\" for a rotate fault"));
             }
-            if let Some(k) = &spec.keys {
-                if k.is_empty() || k.iter().any(|k| k.trim().is_empty()) {
-                    return Err(Error::invalid("keys must be a non-empty list of key names"));
-                }
+            if let Some(k) = &spec.keys
+                && (k.is_empty() || k.iter().any(|k| k.trim().is_empty()))
+            {
+                return Err(Error::invalid("keys must be a non-empty list of key names"));
             }
         }
         FaultKind::Seal | FaultKind::StorageUnavailable | FaultKind::AuditBlocked => {}
