@@ -195,6 +195,11 @@ impl Core {
             expires_at: rfc3339_millis(started + duration),
             spec,
         };
+        // Taken before the start entry, so a fault that cannot act leaves no entry behind.
+        let held = match fault.spec.kind {
+            FaultKind::Seal => Some(self.barrier.hold_root_key()?),
+            _ => None,
+        };
         // No entry, no fault: a fault that could not be recorded does not act.
         active.audit.log_chaos("start", &fault, None).await?;
         tracing::warn!(id = %fault.id, kind = fault.spec.kind.as_str(), duration_ms = duration.as_millis() as u64, "chaos fault started");
@@ -209,11 +214,10 @@ impl Core {
                 return Ok(fault);
             }
             FaultKind::Seal => {
-                let held = self.barrier.hold_root_key()?;
                 // Sealed before it is listed: a removal cannot slip in between and leave a
                 // sealed server with nobody holding the key.
                 self.seal().await?;
-                self.chaos.insert(fault.clone(), Some(held));
+                self.chaos.insert(fault.clone(), held);
             }
             FaultKind::Latency
             | FaultKind::Error

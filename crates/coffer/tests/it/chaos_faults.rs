@@ -363,6 +363,7 @@ async fn a_storage_outage_answers_errors_and_ends_by_itself_losing_nothing() {
         "a/x"
     );
     assert_eq!(s.call("GET", "secret/data/during", Some(&root), None).await.0, 404);
+    assert!(!s.logs().contains("panicked"), "the outage crashed a task");
     let c = chaos_entries(&log);
     assert_eq!(
         c,
@@ -492,4 +493,75 @@ async fn the_cli_starts_lists_and_stops_faults() {
     );
     let nosudo = s.cli(None, &["chaos", "fault", "list"]);
     assert!(!nosudo.status.success());
+}
+
+#[tokio::test]
+async fn revoke_prefix_and_rotate_act_on_real_database_credentials() {
+    use crate::database::{READONLY, admin, config, login, mount, write};
+    let c = coffer_pgtest::Cluster::shared();
+    let db = "chaos_faults_db";
+    c.create_database(db);
+    c.sql(db, "CREATE TABLE reports (x int); CREATE ROLE chaos_static_app WITH LOGIN PASSWORD 'Initial-pw-1'");
+    let pw = admin(c, "chaos_faults_admin");
+    let dir = tempdir();
+    let (s, _, root) = chaos_server(dir.path()).await;
+    mount(&s, &root).await;
+    config(&s, &root, c, db, "chaos_faults_admin", &pw).await;
+    let (code, b) = write(
+        &s,
+        &root,
+        "roles/readonly",
+        json!({"db_name": "pg", "creation_statements": READONLY, "default_ttl": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 204, "{b}");
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        let (code, b) = s.call("GET", "database/creds/readonly", Some(&root), None).await;
+        assert_eq!(code, 200, "{b}");
+        let user = b["data"]["username"].as_str().expect("user").to_owned();
+        let pw = b["data"]["password"].as_str().expect("pw").to_owned();
+        login(c, &user, &pw, db, "SELECT 1").expect("fresh credentials work");
+        users.push((user, pw));
+    }
+    start(&s, &root, json!({"type": "revoke_prefix", "prefix": "database/creds/readonly"})).await;
+    let (code, b) =
+        s.call("LIST", "sys/leases/lookup/database/creds/readonly", Some(&root), None).await;
+    assert!(code == 404 || b["data"]["keys"].as_array().is_none_or(|k| k.is_empty()), "{code} {b}");
+    for (user, pw) in &users {
+        assert!(login(c, user, pw, db, "SELECT 1").is_err(), "{user} still logs in");
+    }
+
+    let (code, b) = write(
+        &s,
+        &root,
+        "static-roles/app-chaos",
+        json!({"db_name": "pg", "username": "chaos_static_app", "rotation_period": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 204, "{b}");
+    let before =
+        s.call("GET", "database/static-creds/app-chaos", Some(&root), None).await.1["data"]["password"]
+            .as_str()
+            .expect("pw")
+            .to_owned();
+    start(&s, &root, json!({"type": "rotate", "path": "database/static-roles/app-chaos"})).await;
+    let after = s.call("GET", "database/static-creds/app-chaos", Some(&root), None).await.1["data"]
+        ["password"]
+        .as_str()
+        .expect("pw")
+        .to_owned();
+    assert_ne!(before, after, "rotated");
+    assert!(login(c, "chaos_static_app", &before, db, "SELECT 1").is_err(), "old password works");
+    login(c, "chaos_static_app", &after, db, "SELECT 1").expect("new password works");
+    let (code, b) = s
+        .call(
+            "POST",
+            "sys/chaos/faults",
+            Some(&root),
+            Some(json!({"type": "rotate", "path": "database/roles/readonly"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{b}");
+    assert!(b["errors"][0].as_str().unwrap_or("").contains("static-roles"), "{b}");
 }
