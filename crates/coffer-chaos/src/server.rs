@@ -77,15 +77,17 @@ pub async fn start_with(client: &Client, spec: &FaultSpec) -> Result<Fault, Faul
     serde_json::from_value(data(answer.body)?).map_err(|e| FaultError::Decode(e.to_string()))
 }
 
-/// The faults running, in id order.
+/// The faults running, oldest first.
 pub async fn list_with(client: &Client) -> Result<Vec<Fault>, FaultError> {
     let answer = client.read(FAULTS_PATH).await?;
     let d = data(answer.body)?;
     let faults = d.get("faults").and_then(Value::as_object).cloned().unwrap_or_default();
-    faults
+    let mut faults = faults
         .into_values()
         .map(|v| serde_json::from_value(v).map_err(|e| FaultError::Decode(e.to_string())))
-        .collect()
+        .collect::<Result<Vec<Fault>, _>>()?;
+    faults.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
+    Ok(faults)
 }
 
 /// Ends one fault now (success also when it has ended already).

@@ -127,8 +127,11 @@ impl Chaos {
         self.scoped.store(any(FaultKind::Latency) || any(FaultKind::Error), Ordering::Release);
     }
 
+    /// Oldest first.
     pub(crate) fn list(&self) -> Vec<Fault> {
-        self.lock().values().map(|r| r.fault.clone()).collect()
+        let mut faults: Vec<Fault> = self.lock().values().map(|r| r.fault.clone()).collect();
+        faults.sort_by(|a, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
+        faults
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Fault> {
