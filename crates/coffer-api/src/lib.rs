@@ -5,6 +5,7 @@
 //! (`X-Coffer-Seal-To`) and every answer is opened before it is returned; one that comes back in
 //! clear with something to hide is an error.
 
+pub mod chaos;
 mod delivery;
 pub mod dhutil;
 pub mod events;

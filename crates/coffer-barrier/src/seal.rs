@@ -13,6 +13,9 @@ use crate::{
     shamir,
 };
 
+/// The root key, held in memory while a chaos `seal` fault lasts; no `Debug`, zeroized on drop.
+pub struct HeldRootKey(Zeroizing<[u8; KEY_LEN]>);
+
 /// How the unseal key is split. Stored in the clear (it is needed before unseal) and, as a guard
 /// against tampering, once more inside the barrier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +112,26 @@ impl Barrier {
         self.unseal(&key, &config).await
     }
 
+    /// A copy of the root key, for a server that seals itself for a while (a chaos fault) and
+    /// must open again at a deadline without an operator. The deliberate declassification: the
+    /// key stays in process memory, in a zeroizing buffer without `Debug`, for as long as the
+    /// [`HeldRootKey`] lives; it is never serialized.
+    pub fn hold_root_key(&self) -> Result<HeldRootKey> {
+        let keyring = self.keyring()?;
+        let key: [u8; KEY_LEN] =
+            keyring.root_key().try_into().map_err(|_| Error::Internal("root key length".into()))?;
+        Ok(HeldRootKey(Zeroizing::new(key)))
+    }
+
+    /// Opens the barrier with a root key held by [`Barrier::hold_root_key`]; the stored keyring
+    /// and the sealed copy of the seal config are checked as at any unseal.
+    pub async fn unseal_with_held_key(&self, held: &HeldRootKey) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        let sealed_ring = self.backend.get(KEYRING_PATH).await?.ok_or(Error::NotInitialized)?;
+        let keyring = Keyring::from_sealed(held.0.clone(), &sealed_ring)?;
+        self.check_config_and_install(keyring, &config).await
+    }
+
     async fn unseal(&self, unseal_key: &[u8], config: &SealConfig) -> Result<()> {
         if unseal_key.len() != KEY_LEN {
             return Err(Error::WrongKey);
@@ -123,6 +146,10 @@ impl Barrier {
             root.as_slice().try_into().map_err(|_| Error::Corrupt(ROOT_KEY_PATH.into()))?;
         let sealed_ring = self.backend.get(KEYRING_PATH).await?.ok_or(Error::NotInitialized)?;
         let keyring = Keyring::from_sealed(Zeroizing::new(root), &sealed_ring)?;
+        self.check_config_and_install(keyring, config).await
+    }
+
+    async fn check_config_and_install(&self, keyring: Keyring, config: &SealConfig) -> Result<()> {
         let sealed_config = self
             .backend
             .get(SEAL_CONFIG_SEALED_PATH)

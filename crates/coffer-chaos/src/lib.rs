@@ -27,8 +27,11 @@ pub mod jsonpath;
 mod provider;
 pub mod report;
 mod run;
+pub mod server;
 mod tolerance;
 
+/// The wire types of server-side faults, for callers of [`server`].
+pub use coffer_api::chaos;
 pub use experiment::{
     Activity, ActivityKind, Configuration, Experiment, Format, HttpProvider, Hypothesis,
     ProcessProvider, Provider,

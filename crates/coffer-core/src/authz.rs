@@ -277,4 +277,6 @@ pub(crate) fn is_sudo_sys(rel: &str) -> bool {
         || rel.starts_with("revoke-force/")
         || rel.starts_with("leases/lookup/")
         || rel.trim_end_matches('/') == "leases"
+        || rel == "chaos"
+        || rel.starts_with("chaos/")
 }

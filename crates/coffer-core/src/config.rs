@@ -7,6 +7,7 @@ pub struct CoreConfig {
     pub default_lease_ttl: Duration,
     pub max_lease_ttl: Duration,
     pub login_limit: crate::ratelimit::LoginLimit,
+    pub chaos: crate::chaos::ChaosConfig,
 }
 
 impl Default for CoreConfig {
@@ -16,6 +17,7 @@ impl Default for CoreConfig {
             default_lease_ttl: Duration::from_secs(768 * 3600),
             max_lease_ttl: Duration::from_secs(768 * 3600),
             login_limit: crate::ratelimit::LoginLimit::default(),
+            chaos: crate::chaos::ChaosConfig::default(),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The [`Core`]: bring-up (init, unseal, seal) and the one function every request goes through.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use coffer_barrier::{Barrier, SealConfig, View};
 use coffer_storage::Backend;
 use zeroize::Zeroizing;
 
 use crate::backend::{LogicalBackend, Registry};
+use crate::chaos::EndReason;
 use crate::logical::{Error, Operation, Result};
 use crate::mount::{self, MountEntry, Route, Router, Table};
 use crate::policy::Capabilities;
@@ -70,6 +71,10 @@ pub struct Core {
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     initialized: std::sync::atomic::AtomicBool,
     pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
+    /// Chaos faults: in the core, not in [`Active`], so that they outlive a seal.
+    pub(crate) chaos: crate::chaos::Chaos,
+    /// For the tasks a fault starts (its deadline), which must not keep the core alive.
+    pub(crate) me: Weak<Core>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -88,7 +93,14 @@ pub(crate) fn capability_for(op: Operation) -> Option<Capabilities> {
 
 impl Core {
     pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: CoreConfig) -> Arc<Self> {
-        Arc::new(Self {
+        let chaos = crate::chaos::Chaos::new(config.chaos.clone());
+        let backend: Arc<dyn Backend> = Arc::new(crate::chaos::storage::FaultyBackend::new(
+            backend,
+            chaos.storage_down.clone(),
+        ));
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            chaos,
             barrier: Arc::new(Barrier::new(backend)),
             login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
             config,
@@ -186,6 +198,7 @@ impl Core {
         key: Option<Zeroizing<Vec<u8>>>,
         reset: bool,
     ) -> Result<SealStatus> {
+        let mut opened = false;
         {
             let _g = self.admin_lock.lock().await;
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
@@ -211,10 +224,31 @@ impl Core {
                         return Err(e);
                     }
                     tracing::info!("core unsealed");
+                    opened = true;
                 }
             }
         }
+        if opened {
+            // An operator's unseal ends a chaos seal early: the held key is dropped now.
+            self.chaos_end_all(Some(coffer_api::chaos::FaultKind::Seal), EndReason::Unsealed).await;
+        }
         self.seal_status().await
+    }
+
+    /// Unseals with a root key a chaos `seal` fault held (its end); nothing when open already.
+    pub(crate) async fn unseal_held(&self, held: &coffer_barrier::HeldRootKey) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        self.barrier.unseal_with_held_key(held).await?;
+        if let Err(e) = self.activate().await {
+            self.deactivate();
+            return Err(e);
+        }
+        *self.unseal.lock().await = UnsealProgress::default();
+        tracing::info!("core unsealed at the end of a chaos seal fault");
+        Ok(())
     }
 
     /// Unseals with the complete set of shares at once (dev mode, tests).
@@ -295,7 +329,8 @@ impl Core {
         }
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
-        let audit = crate::audit::Broker::load(&self.barrier).await?;
+        let audit =
+            crate::audit::Broker::load(&self.barrier, self.chaos.audit_blocked.clone()).await?;
         let router = Arc::new(RwLock::new(Arc::new(router)));
         // Last: from here on leases fall due, and revoking them needs the routes.
         let leases =

@@ -23,6 +23,7 @@
 pub mod audit;
 mod authz;
 pub mod backend;
+mod chaos;
 pub mod cidr;
 mod config;
 mod core;
@@ -51,6 +52,7 @@ pub mod token;
 mod token_backend;
 pub mod wrapping;
 
+pub use crate::chaos::ChaosConfig;
 pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::framework;
 pub use backend::{

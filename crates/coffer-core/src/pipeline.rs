@@ -29,7 +29,8 @@ async fn dispatch(
         let unknown = || Error::UnsupportedPath(req.path.trim_start_matches('/').to_owned());
         return match &target {
             Target::Sys(rel) => {
-                let help = crate::sys::paths::help(rel).ok_or_else(unknown)?;
+                let chaos = core.chaos.enabled();
+                let help = crate::sys::paths::help(rel, chaos).ok_or_else(unknown)?;
                 let (sudo, unauthenticated) = crate::sys::paths::special();
                 Ok(help_response(help, "system", &unauthenticated, &sudo))
             }
@@ -136,7 +137,12 @@ fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) 
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
-        let resp = self.answer(&req).await?;
+        let chaos = crate::path::clean(&req.path).is_ok_and(|p| crate::chaos::is_chaos_path(&p));
+        let resp = if chaos {
+            crate::chaos::exempted(self.answer(&req)).await?
+        } else {
+            self.answer(&req).await?
+        };
         // Last, after the audit entries (written from the answer in clear and HMAC'd, as for
         // any answer): nothing after this point holds the answer in clear but the transport.
         match &req.seal_to {
@@ -228,7 +234,12 @@ impl Core {
             mount_type: &mount_type,
         };
         let audited = audit_request(&active, &record, &authz).await?;
-        let result = dispatch(self, &active, req, target, &audited).await;
+        // Chaos faults act here: after the request entry, so an injected error is audited as
+        // the answer like any other.
+        let result = match self.chaos_inject(&path, audited.caller()).await {
+            Ok(()) => dispatch(self, &active, req, target, &audited).await,
+            Err(e) => Err(e),
+        };
         if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
             (&login_mount, &result)
         {

@@ -89,6 +89,7 @@ pub(crate) struct ServerConfig {
     pub login_limit: coffer_core::LoginLimit,
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
+    pub chaos: coffer_core::ChaosConfig,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -135,6 +136,7 @@ impl ServerConfig {
             "pid_file",
             "login_failure_burst",
             "login_failure_refill",
+            "chaos",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -182,7 +184,12 @@ impl ServerConfig {
             }
             login_limit.refill = d;
         }
+        let chaos = match root.get("chaos") {
+            None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
+            Some(v) => parse_chaos(v)?,
+        };
         Ok(Self {
+            chaos,
             login_limit,
             storage,
             listeners,
@@ -194,6 +201,30 @@ impl ServerConfig {
             log_format,
         })
     }
+}
+
+/// `chaos { enabled = true, max_duration = "1h" }`: off unless enabled.
+fn parse_chaos(v: &Value) -> Result<coffer_core::ChaosConfig> {
+    // HCL gives one block as an object; Vault-style JSON may list it.
+    let m = match v {
+        Value::Object(m) => m,
+        Value::Array(items) if items.len() == 1 => items[0]
+            .as_object()
+            .ok_or_else(|| anyhow!("chaos must be a block: chaos {{ enabled = true }}"))?,
+        _ => bail!("chaos must be one block: chaos {{ enabled = true }}"),
+    };
+    check_keys(m, &["enabled", "max_duration"], "chaos")?;
+    let mut c = coffer_core::ChaosConfig {
+        enabled: opt_bool(m, "enabled")?.unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(d) = opt_duration(m, "max_duration")? {
+        if d.is_zero() {
+            bail!("chaos max_duration must be longer than 0s");
+        }
+        c.max_duration = d;
+    }
+    Ok(c)
 }
 
 pub(crate) fn check_log_level(level: &str) -> Result<String> {
@@ -533,6 +564,32 @@ log_format        = "json"
         .expect("parse");
         assert_eq!(c.login_limit.burst, 5);
         assert_eq!(c.login_limit.refill, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn chaos_stanza_is_off_by_default_and_parses_in_hcl_and_json() {
+        let base = "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\n";
+        let c = ServerConfig::parse(base).expect("parse");
+        assert_eq!(c.chaos, coffer_core::ChaosConfig::default());
+        assert!(!c.chaos.enabled);
+        assert_eq!(c.chaos.max_duration, Duration::from_secs(3600));
+        let c = ServerConfig::parse(&format!(
+            "{base}chaos {{\n enabled = true\n max_duration = \"10m\"\n}}\n"
+        ))
+        .expect("parse");
+        assert!(c.chaos.enabled);
+        assert_eq!(c.chaos.max_duration, Duration::from_secs(600));
+        let json = r#"{"storage": {"inmem": {}}, "listener": {"tcp": {"tls_disable": true}},
+            "chaos": {"enabled": true, "max_duration": 90}}"#;
+        let c = ServerConfig::parse(json).expect("json");
+        assert!(c.chaos.enabled);
+        assert_eq!(c.chaos.max_duration, Duration::from_secs(90));
+        let e = ServerConfig::parse(&format!("{base}chaos {{\n enable = true\n}}\n"))
+            .expect_err("typo");
+        assert!(format!("{e:#}").contains("unknown key \"enable\" in chaos"), "{e:#}");
+        let e = ServerConfig::parse(&format!("{base}chaos {{\n max_duration = \"0s\"\n}}\n"))
+            .expect_err("zero");
+        assert!(format!("{e:#}").contains("max_duration"), "{e:#}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             default_lease_ttl: cfg.default_lease_ttl,
             max_lease_ttl: cfg.max_lease_ttl,
             login_limit: cfg.login_limit,
+            chaos: cfg.chaos.clone(),
         },
     );
 

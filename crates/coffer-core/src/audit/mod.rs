@@ -13,6 +13,7 @@ mod device;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
@@ -310,6 +311,9 @@ fn last_entry(path: &std::path::Path) -> Option<(u64, String)> {
 /// All enabled devices. Loaded at unseal; changed through `sys/audit`.
 pub(crate) struct Broker {
     devices: RwLock<Vec<Arc<Device>>>,
+    /// A chaos `audit_blocked` fault: every write fails, except for `sys/chaos/*` requests and
+    /// the faults' own entries (so a fault can be removed, and its end recorded).
+    blocked: Arc<AtomicBool>,
 }
 
 fn now_rfc3339_nanos() -> String {
@@ -364,12 +368,8 @@ impl Record<'_> {
 }
 
 impl Broker {
-    pub(crate) fn empty() -> Broker {
-        Broker { devices: RwLock::new(Vec::new()) }
-    }
-
-    pub(crate) async fn load(barrier: &Barrier) -> Result<Broker> {
-        let broker = Broker::empty();
+    pub(crate) async fn load(barrier: &Barrier, blocked: Arc<AtomicBool>) -> Result<Broker> {
+        let broker = Broker { devices: RwLock::new(Vec::new()), blocked };
         for cfg in load_table(barrier).await? {
             broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
         }
@@ -397,6 +397,15 @@ impl Broker {
         if devices.is_empty() {
             return Ok(());
         }
+        let chaos_entry = entry["type"] == "chaos";
+        if self.blocked.load(Ordering::Acquire) && !chaos_entry && !crate::chaos::exempt() {
+            tracing::error!(
+                "audit devices blocked by a chaos fault (audit_blocked); request refused"
+            );
+            return Err(Error::Internal(
+                "no audit device could write the entry; request refused".into(),
+            ));
+        }
         let mut ok = 0;
         for d in &devices {
             match d.write(entry).await {
@@ -412,6 +421,29 @@ impl Broker {
             ));
         }
         Ok(())
+    }
+
+    /// A chaos fault's start or end (`event`), with the fault as it was given; `reason`: why it
+    /// ended. Not refused by an `audit_blocked` fault, whose own start and end these are.
+    pub(crate) async fn log_chaos(
+        &self,
+        event: &str,
+        fault: &coffer_api::chaos::Fault,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
+        let entry = json!({
+            "time": now_rfc3339_nanos(),
+            "type": "chaos",
+            "chaos": { "event": event, "reason": reason, "fault": fault },
+        });
+        self.write_all(&entry).await
+    }
+
+    pub(crate) async fn has_devices(&self) -> bool {
+        self.active().await
     }
 
     /// Whether any device is enabled: without one there is nothing to build entries for.

@@ -311,6 +311,9 @@ pub enum Error {
     Damaged(String),
     #[error("{0}")]
     Internal(String),
+    /// An error answer a chaos fault injected: `status` is 500, 503 or 429.
+    #[error("error injected by chaos fault {fault}")]
+    Injected { status: u16, fault: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

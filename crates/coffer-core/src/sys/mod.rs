@@ -5,6 +5,7 @@
 
 mod agent;
 mod audit;
+mod chaos;
 mod events;
 mod leases;
 mod mounts;
@@ -192,6 +193,9 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     use Operation::*;
     let op = ctx.op();
+    if paths::gated(rel) && !ctx.core.chaos.enabled() {
+        return Err(Error::UnsupportedPath(format!("sys/{rel}")));
+    }
     paths::check(rel, op)?;
     let write = matches!(op, Create | Update);
     match rel {
@@ -266,6 +270,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = chaos::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = leases::handle(ctx, rel).await? {
                 return Ok(r);
             }
@@ -307,7 +314,7 @@ fn openapi(ctx: &Ctx<'_>) -> Result<Response> {
     mounts.push(Mount {
         path: "sys/",
         tag: "system",
-        specs: paths::specs(),
+        specs: paths::specs(ctx.core.chaos.enabled()),
         unauthenticated: &unauthenticated,
         sudo: &sudo,
     });

@@ -82,6 +82,25 @@ const ENABLE: &[Field] = &[
 const ACL_NAME: Field = Field::str("name", "The policy's name.");
 const PASSWORD_NAME: Field = Field::str("name", "The password policy's name.");
 const AUDIT_PATH: Field = Field::str("path", "The device's path.");
+const FAULT: &[Field] = &[
+    Field::str(
+        "type",
+        "latency, error, seal, storage_unavailable, audit_blocked, revoke_prefix or rotate.",
+    )
+    .required(),
+    Field::duration("duration", "How long it lasts (lasting kinds; at most max_duration)."),
+    Field::duration("latency", "latency: the delay added to each request in scope."),
+    Field::duration("jitter", "latency: up to this much more, at random."),
+    Field::int("status", "error: 500, 503 or 429 (default 503)."),
+    Field::str("rate", "error: the share of requests in scope that fail, 0 < rate <= 1."),
+    Field::str("prefix", "revoke_prefix: the lease id prefix."),
+    Field::str("path", "rotate: <mount>/static-roles/<name>, or a KV secret's path."),
+    Field::str_list("keys", "rotate on KV: the keys given fresh random values."),
+    Field::str("path_prefix", "Scope: request paths (after /v1/) starting with this."),
+    Field::str("role", "Scope: tokens an auth method issued at login to this role."),
+    Field::str("display_name", "Scope: tokens with this display name."),
+    Field::str("entity", "Scope: tokens of this identity entity id."),
+];
 const DELIVERY: &[Field] = &[
     Field::str("event", "`delivered`, `redelivered` or `removed`.").required(),
     Field::str("reason", "Why: `initial`, `rotation`, `lease-reissue`, `new-token`, `exit`...")
@@ -336,7 +355,26 @@ pub(crate) const PATHS: &[SysPath] = &[
         DELIVERY,
     )
     .audit_in_clear(AuditClear { keys: super::agent::FIELDS, valid: super::agent::is_valid }),
+    p(
+        "chaos/faults",
+        "Coffer only, with `chaos { enabled = true }`: the chaos faults running (read, LIST), \
+        start one (write), end them all (delete). Each ends by itself at its deadline.",
+        &[Read, List, Update, Delete],
+        FAULT,
+    ),
+    p(
+        "chaos/faults/{id}",
+        "Coffer only, with `chaos { enabled = true }`: one chaos fault (read); end it now \
+        (delete).",
+        &[Read, Delete],
+        &[Field::str("id", "The fault's id, `fault-...`.")],
+    ),
 ];
+
+/// Paths that exist only when the server config enables them (`chaos { enabled = true }`).
+pub(crate) fn gated(rel: &str) -> bool {
+    rel == "chaos" || rel.starts_with("chaos/")
+}
 
 /// The request fields of `path` (a full API path) that audit entries show in clear for this
 /// body: none unless a declaration says so and the body is one its handler accepts.
@@ -385,15 +423,18 @@ fn spec(p: &SysPath) -> Spec {
     }
 }
 
-/// Every declared path, for the OpenAPI document.
-pub(crate) fn specs() -> Vec<Spec> {
-    PATHS.iter().map(spec).collect()
+/// Every declared path, for the OpenAPI document; the gated ones only when `chaos` is on.
+pub(crate) fn specs(chaos: bool) -> Vec<Spec> {
+    PATHS.iter().filter(|p| chaos || !gated(p.pattern)).map(spec).collect()
 }
 
 /// `?help=1` below `sys/`: the root help for `sys` itself, else the first declaration matching.
-pub(crate) fn help(rel: &str) -> Option<Help> {
+pub(crate) fn help(rel: &str, chaos: bool) -> Option<Help> {
+    if !chaos && gated(rel) {
+        return None;
+    }
     if rel.is_empty() {
-        let specs = specs();
+        let specs = specs(chaos);
         let text = root_help(
             "The system backend: seal, health, mounts, policies, leases, audit devices, \
              response wrapping and capabilities.",
@@ -457,7 +498,9 @@ mod tests {
     async fn every_declared_sys_path_is_routed() {
         let mut registry = Registry::new();
         registry.register_secrets("cubbyhole", Arc::new(|_| Ok(Arc::new(Nothing))));
-        let core = Core::new(Arc::new(MemoryBackend::new()), registry, CoreConfig::default());
+        let mut config = CoreConfig::default();
+        config.chaos.enabled = true;
+        let core = Core::new(Arc::new(MemoryBackend::new()), registry, config);
         let root = core.dev_setup(None).await.expect("dev setup").root_token;
         let mut probes: Vec<(Operation, String)> =
             PATHS.iter().flat_map(|p| p.ops.iter().map(|op| (*op, example(p.pattern)))).collect();
@@ -488,10 +531,10 @@ mod tests {
 
     #[test]
     fn help_and_special_paths_come_from_the_declarations() {
-        let h = help("mounts/secret/tune").expect("help");
+        let h = help("mounts/secret/tune", false).expect("help");
         assert!(h.text.contains("Matching Route: mounts/{path}/tune"), "{}", h.text);
-        assert!(help("nope").is_none());
-        assert!(help("").expect("root").text.contains("    policies/acl/{name*}"));
+        assert!(help("nope", false).is_none());
+        assert!(help("", false).expect("root").text.contains("    policies/acl/{name*}"));
         let (sudo, unauthenticated) = special();
         for s in ["seal", "rotate", "audit", "audit/{path*}", "auth/{path*}", "leases"] {
             assert!(sudo.contains(&s), "{s}: {sudo:?}");

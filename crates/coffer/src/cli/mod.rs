@@ -147,7 +147,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
-        Command::Chaos(c) => chaos::run(c).await,
+        Command::Chaos(c) => chaos::run(g, c).await,
         Command::Operator(op) => operator::run(g, op).await,
         Command::Status => operator::status(g).await,
         Command::Login(a) => login::run(g, a).await,

@@ -47,6 +47,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             log_format: LogFormat::Standard,
             login_limit: coffer_core::LoginLimit::default(),
             pid_file: None,
+            chaos: coffer_core::ChaosConfig::default(),
         };
         let root = a
             .dev_root_token_id

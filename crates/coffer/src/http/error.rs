@@ -39,6 +39,9 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
         Error::UnsupportedOperation => StatusCode::METHOD_NOT_ALLOWED,
         Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal(_) | Error::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Injected { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
     }
 }
 
