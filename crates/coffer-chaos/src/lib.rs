@@ -15,15 +15,22 @@
 //! fails the run (see [`run`]'s module); `expected_status` on http providers. Regexes use Rust's
 //! syntax. JSONPath: see [`jsonpath`].
 //!
-//! Not here yet: YAML, the `coffer` provider and fault catalogue, the continuous hypothesis
+//! Host-side faults (network partition, netem, kill and restart, the agent's cache) are in
+//! [`host`], probes (server health, agent status, metrics, audit log) in [`probe`]; both are
+//! library functions taking serde arguments and returning JSON, and CLI commands.
+//!
+//! Not here yet: YAML, the `coffer` provider, server-side faults, the continuous hypothesis
 //! (`steady_states.during`), reports, scheduling.
 
 #![forbid(unsafe_code)]
 
 mod experiment;
+pub mod host;
 pub mod jsonpath;
+pub mod probe;
 mod provider;
 mod run;
+pub mod time;
 mod tolerance;
 
 pub use experiment::{
