@@ -502,3 +502,91 @@ async fn probes_report_health_and_audit_counts_and_find_only_a_cleartext_canary(
     let v = coffer_json(&["chaos", "probe", "audit", "-file", &f, "-canary", "audit-canary-7f3e"]);
     assert_eq!(v["canary_found"], true, "{v}");
 }
+
+fn ns_inode(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_process_killed_in_a_container_comes_back_in_the_same_mount_and_network_namespaces() {
+    let dir = tempdir();
+    let state = state_dir(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mnt");
+    // The container: mount, network and PID namespaces, a tmpfs only it sees, its init a sleep.
+    let mut container = Command::new("unshare")
+        .args(["--mount", "--net", "--pid", "--fork", "--propagation", "private", "--kill-child"])
+        .args(["sh", "-c"])
+        .arg("mount -t tmpfs coffer-test \"$0\" && echo inside > \"$0/marker\" && cd \"$0\" && exec sleep 300")
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let outer = container.id();
+    let start = Instant::now();
+    let inner = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        let pid = kids.split_whitespace().next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the container did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mnt_ns, net_ns) = (ns_inode(inner, "mnt"), ns_inode(inner, "net"));
+
+    let v = coffer_json(&[
+        "chaos",
+        "fault",
+        "kill",
+        "-pid",
+        &inner.to_string(),
+        "-duration",
+        "1s",
+        "-state-dir",
+        &state,
+    ]);
+    assert_eq!(v["namespaces"], json!(["mnt", "net"]), "{v}");
+    assert_eq!(v["new_pid_namespace"], true, "{v}");
+    // The container's init died, and with it unshare (--kill-child): nothing else holds the
+    // namespaces but the guard.
+    let _ = container.wait();
+    let id = v["id"].as_str().expect("id");
+    let start = Instant::now();
+    while !Path::new(&format!("{state}/{id}.guard.log")).exists()
+        || std::fs::read_to_string(format!("{state}/{id}.guard.log")).is_ok_and(|l| l.is_empty())
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wrapper = restarted_pid(&state, id);
+    let _w = KillOnDrop(wrapper);
+    let start = Instant::now();
+    let again = loop {
+        let kids = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no restarted process");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _a = KillOnDrop(again);
+    assert_eq!(ns_inode(again, "mnt"), mnt_ns, "same mount namespace");
+    assert_eq!(ns_inode(again, "net"), net_ns, "same network namespace");
+    let marker = std::fs::read_to_string(format!("/proc/{again}/root{}/marker", mnt.display()));
+    assert_eq!(marker.expect("the container's tmpfs"), "inside\n");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{again}/cwd")).expect("cwd"),
+        mnt,
+        "same working directory"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{again}/status")).expect("status");
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid");
+    assert!(nspid.ends_with("\t1"), "PID 1 of its new PID namespace: {nspid}");
+}
