@@ -228,11 +228,15 @@ fn spawn_guard(o: &HostOptions, id: &str, env: Option<Vec<(OsString, OsString)>>
         .mode(0o600)
         .open(o.state_dir.join(format!("{id}.guard.log")))
         .map_err(|e| FaultError::Failed(format!("guard log: {e}")))?;
+    // Absolute, as the guard runs from `/` (so it keeps no file system busy).
+    let state_dir = std::path::absolute(&o.state_dir)
+        .map_err(|e| FaultError::Failed(format!("state directory: {e}")))?;
     let mut c = std::process::Command::new(prog);
     c.args(args)
         .arg("-state-dir")
-        .arg(&o.state_dir)
+        .arg(&state_dir)
         .arg(id)
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
