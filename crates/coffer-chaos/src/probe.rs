@@ -131,6 +131,24 @@ fn body_value(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
 }
 
+/// The probes by name, for an experiment's `coffer` provider: `health`, `agent`, `metrics`,
+/// `audit`, with the fields of the matching `*Args` struct as arguments.
+pub async fn call(func: &str, arguments: Value) -> Result<Value> {
+    fn parse<T: serde::de::DeserializeOwned>(func: &str, v: Value) -> Result<T> {
+        serde_json::from_value(v).map_err(|e| ProbeError::Invalid(format!("{func}: {e}")))
+    }
+    let arguments = if arguments.is_null() { json!({}) } else { arguments };
+    match func {
+        "health" => health(&parse(func, arguments)?).await,
+        "agent" => agent(&parse(func, arguments)?).await,
+        "metrics" => metrics(&parse(func, arguments)?).await,
+        "audit" => audit(&parse(func, arguments)?).await,
+        other => Err(ProbeError::Invalid(format!(
+            "unknown probe {other:?}: health, agent, metrics, audit"
+        ))),
+    }
+}
+
 /// `{status, body, reachable}`; status 0 and `error` when the server did not answer.
 pub async fn health(a: &HealthArgs) -> Result<Value> {
     let c = client(a.ca_cert.as_ref())?;
@@ -314,6 +332,16 @@ x_nan NaN\n\n";
         assert_eq!(one.len(), 1);
         assert!(parse_prometheus("name_only\n", None).is_err());
         assert!(parse_prometheus("a notanumber\n", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn call_names_an_unknown_probe_or_field() {
+        let e = call("nope", json!({})).await.unwrap_err().to_string();
+        assert!(e.contains("unknown probe \"nope\""), "{e}");
+        let e = call("audit", json!({"file": "/x", "canary_": "y"})).await.unwrap_err().to_string();
+        assert!(e.contains("audit: unknown field `canary_`"), "{e}");
+        let e = call("agent", json!({})).await.unwrap_err().to_string();
+        assert!(e.contains("exactly one of address and socket"), "{e}");
     }
 
     #[test]

@@ -272,6 +272,40 @@ fn parse_target(t: &str) -> Result<String> {
     Ok(format!("{ip}/{len}"))
 }
 
+/// The host faults by name, for an experiment's `coffer` provider
+/// (`{"type": "coffer", "func": "partition", "arguments": {...}}`): `partition`, `netem`,
+/// `kill`, `agent_cache` (also `agent-cache`), `stop` and `list` (`{"id": ...}` / `{}`).
+/// Arguments are the fields of the matching `*Args` struct; an unknown or missing field is
+/// refused, naming it.
+pub async fn call(func: &str, arguments: Value, o: &HostOptions) -> Result<Value> {
+    fn parse<T: serde::de::DeserializeOwned>(func: &str, v: Value) -> Result<T> {
+        serde_json::from_value(v).map_err(|e| FaultError::Invalid(format!("{func}: {e}")))
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Id {
+        id: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nothing {}
+    let arguments = if arguments.is_null() { json!({}) } else { arguments };
+    match func {
+        "partition" => partition(&parse(func, arguments)?, o).await,
+        "netem" => netem(&parse(func, arguments)?, o).await,
+        "kill" => kill(&parse(func, arguments)?, o).await,
+        "agent_cache" | "agent-cache" => agent_cache(&parse(func, arguments)?).await,
+        "stop" => stop(&parse::<Id>(func, arguments)?.id, o).await,
+        "list" => {
+            parse::<Nothing>(func, arguments)?;
+            list(o).await
+        }
+        other => Err(FaultError::Invalid(format!(
+            "unknown host fault {other:?}: partition, netem, kill, agent_cache, stop, list"
+        ))),
+    }
+}
+
 /// Starts a partition; returns its output (`id`, `kind`, `started_at`, `expires_at`...).
 pub async fn partition(a: &PartitionArgs, o: &HostOptions) -> Result<Value> {
     need_root()?;
@@ -605,6 +639,24 @@ mod tests {
         assert!(e.contains("host's own network namespace"), "{e}");
         assert!(resolve_ns(Some("x"), Some(me)).is_err());
         assert!(resolve_ns(Some("../etc"), None).is_err());
+    }
+
+    #[tokio::test]
+    async fn call_names_an_unknown_function_or_field() {
+        let o = HostOptions { state_dir: "/nonexistent".into(), guard: Vec::new() };
+        let e = call("explode", json!({}), &o).await.unwrap_err().to_string();
+        assert!(e.contains("unknown host fault \"explode\""), "{e}");
+        if rustix::process::geteuid().is_root() {
+            let e = call(
+                "partition",
+                json!({"netns": "x", "target": "10.0.0.1", "duration": "5s", "port": 1}),
+                &o,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("partition: unknown field `port`"), "{e}");
+        }
     }
 
     #[test]

@@ -106,13 +106,18 @@ pub(crate) enum HostFaultCmd {
     },
 }
 
-/// The guard's argv: this very executable (by /proc/self/exe, so a binary replaced on disk
-/// meanwhile still runs the same code).
-fn options(state: StateDir) -> HostOptions {
+/// Host fault options for this binary; also what a `coffer` provider in `coffer chaos run`
+/// passes to `coffer_chaos::host::call`. The guard's argv: this very executable (by
+/// /proc/self/exe, so a binary replaced on disk meanwhile still runs the same code).
+pub(crate) fn host_options(state_dir: PathBuf) -> HostOptions {
     HostOptions {
-        state_dir: state.state_dir,
+        state_dir,
         guard: vec!["/proc/self/exe".into(), "chaos".into(), "fault-guard".into()],
     }
+}
+
+fn options(state: StateDir) -> HostOptions {
+    host_options(state.state_dir)
 }
 
 fn args<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
