@@ -447,6 +447,15 @@ fn which(prog: &str) -> String {
         .map_or_else(|| prog.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
+/// The process's start time (clock ticks since boot, field 22 of /proc/PID/stat): with the
+/// pid, it names one process, whatever pids are reused later.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields after the command: state is field 3, so starttime (22) is the 20th here.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -531,6 +540,7 @@ pub async fn kill(a: &KillArgs, o: &HostOptions) -> Result<Value> {
         enter,
         new_pid_ns,
         pid,
+        started: start_time(pid),
         nsenter: which("nsenter"),
         unshare: which("unshare"),
     };
@@ -657,6 +667,15 @@ mod tests {
             .to_string();
             assert!(e.contains("partition: unknown field `port`"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_process_is_named_by_pid_and_start_time() {
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(me), start_time(me));
+        assert!(alive(me));
+        assert_eq!(start_time(u32::MAX), None);
     }
 
     #[test]

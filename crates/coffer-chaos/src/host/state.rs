@@ -44,6 +44,8 @@ pub(super) struct RestartSpec {
     pub(super) new_pid_ns: bool,
     /// The killed process's pid, whose namespaces the guard opens before it is killed.
     pub(super) pid: u32,
+    /// Its start time, to tell it from a later process with the same pid.
+    pub(super) started: Option<u64>,
     /// nsenter and unshare as found when the fault started (the guard runs with the killed
     /// process's environment, whose PATH may not find them).
     pub(super) nsenter: String,
@@ -290,6 +292,13 @@ async fn undo(r: &Record, held: &BTreeMap<String, String>) -> Result<Value> {
                 run_in(ns, c).await?;
             }
             Ok(json!({}))
+        }
+        // The runner died between starting the guard and the kill: the process still runs, and
+        // a second copy must not be started beside it.
+        Undo::Restart(s)
+            if s.started.is_some() && super::start_time(s.pid) == s.started && alive(s.pid) =>
+        {
+            Ok(json!({"note": format!("process {} was never killed: not restarted", s.pid)}))
         }
         Undo::Restart(s) => restart(s, held).map(|pid| json!({"restarted_pid": pid})),
     }
