@@ -18,16 +18,25 @@
 //! method deviates it (see [`run_with`]); `expected_status` on http providers. Regexes use Rust's
 //! syntax. JSONPath: see [`jsonpath`].
 //!
-//! Not here: the `coffer` provider and fault catalogue; scheduling is the CLI's.
+//! Host-side faults (network partition, netem, kill and restart, the agent's cache) are in
+//! [`host`], server-side faults (`sys/chaos/faults`) are driven through [`server`], probes
+//! (server health, agent status, metrics, audit log) are in [`probe`]; each is a library
+//! function taking serde arguments and returning JSON, a CLI command, and a `coffer` provider
+//! function of experiments.
+//!
+//! Scheduling is the CLI's.
 
 #![forbid(unsafe_code)]
 
 mod experiment;
+pub mod host;
 pub mod jsonpath;
+pub mod probe;
 mod provider;
 pub mod report;
 mod run;
 pub mod server;
+pub mod time;
 mod tolerance;
 
 /// The wire types of server-side faults, for callers of [`server`].

@@ -11,6 +11,7 @@ mod bad_input;
 mod cert;
 mod chaos;
 mod chaos_faults;
+mod chaos_host;
 mod cli;
 mod database;
 mod database_leases;

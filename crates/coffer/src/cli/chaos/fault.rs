@@ -101,16 +101,24 @@ pub(crate) enum FaultCmd {
         #[arg(long = "key", value_name = "KEY")]
         keys: Vec<String>,
     },
-    /// The faults running
-    List,
-    /// End a fault now, or every fault with -all
+    #[command(flatten)]
+    Host(super::host::HostFaultCmd),
+    /// The faults in place: the server's (when a token is at hand) and this host's (undoing
+    /// those past their deadline whose guard is gone)
+    List {
+        #[command(flatten)]
+        state: super::host::StateDir,
+    },
+    /// End a fault now (a server fault-... or a hostfault-... id), or every fault with -all
     Stop {
-        /// The fault's id (fault-...)
+        /// The fault's id
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// End every fault
+        /// End every fault: the server's and this host's
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        state: super::host::StateDir,
     },
 }
 
@@ -161,7 +169,9 @@ fn spec_of(cmd: FaultCmd) -> Result<std::result::Result<FaultSpec, FaultCmd>> {
             s.keys = (!keys.is_empty()).then_some(keys);
             s
         }
-        other @ (FaultCmd::List | FaultCmd::Stop { .. }) => return Ok(Err(other)),
+        other @ (FaultCmd::List { .. } | FaultCmd::Stop { .. } | FaultCmd::Host(_)) => {
+            return Ok(Err(other));
+        }
     };
     Ok(Ok(spec))
 }
@@ -198,10 +208,10 @@ fn line(f: &Fault) -> String {
 }
 
 pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
-    let c = client(g)?;
     let json_out = g.format == Format::Json;
     match spec_of(cmd)? {
         Ok(spec) => {
+            let c = client(g)?;
             let kind = spec.kind.as_str();
             let f = coffer_chaos::server::start_with(&c, &spec)
                 .await
@@ -213,23 +223,53 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                 println!("{}", line(&f));
             }
         }
-        Err(FaultCmd::List) => {
-            let faults = coffer_chaos::server::list_with(&c).await.map_err(unwrap_api)?;
-            if json_out {
-                println!("{}", serde_json::to_string_pretty(&faults)?);
-            } else if faults.is_empty() {
-                println!("No chaos faults running.");
+        Err(FaultCmd::Host(h)) => return super::host::run(h, json_out).await,
+        Err(FaultCmd::List { state }) => {
+            // Host faults need root and a state directory; server faults a server and a token.
+            // Either may be absent where the other is used: say so, and list what can be.
+            let opts = super::host::options(state);
+            let host = if opts.state_dir.exists() {
+                Some(coffer_chaos::host::list(&opts).await)
             } else {
-                faults.iter().for_each(|f| println!("{}", line(f)));
-            }
+                None
+            };
+            let server = match client(g) {
+                Ok(c) => Some(coffer_chaos::server::list_with(&c).await.map_err(unwrap_api)),
+                Err(e) => Some(Err(e)),
+            };
+            list_both(json_out, server, host)?;
         }
-        Err(FaultCmd::Stop { id, all }) => {
+        Err(FaultCmd::Stop { id, all, state }) => {
+            let opts = super::host::options(state);
             let stopped = match (id, all) {
                 (_, true) => {
+                    let mut errors = Vec::new();
+                    if opts.state_dir.exists() {
+                        let listed = coffer_chaos::host::list(&opts).await?;
+                        for id in host_ids(&listed) {
+                            if let Err(e) = coffer_chaos::host::stop(&id, &opts).await {
+                                errors.push(format!("{id}: {e}"));
+                            }
+                        }
+                    }
+                    let c = client(g)?;
                     coffer_chaos::server::stop_all_with(&c).await.map_err(unwrap_api)?;
+                    if !errors.is_empty() {
+                        bail!("some host faults could not be ended: {}", errors.join("; "));
+                    }
                     "all".to_owned()
                 }
+                (Some(id), false) if id.starts_with("hostfault-") => {
+                    let out = coffer_chaos::host::stop(&id, &opts).await?;
+                    if json_out {
+                        // What was undone, and how (e.g. the restarted process's pid).
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    id
+                }
                 (Some(id), false) => {
+                    let c = client(g)?;
                     coffer_chaos::server::stop_with(&c, &id).await.map_err(unwrap_api)?;
                     id
                 }
@@ -246,6 +286,71 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
         Err(_) => bail!("not a fault command"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ids in `coffer_chaos::host::list`'s answer.
+fn host_ids(listed: &serde_json::Value) -> Vec<String> {
+    let faults = listed.get("faults").and_then(serde_json::Value::as_array);
+    faults
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("id").and_then(serde_json::Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+type Listed<T> = Option<std::result::Result<T, anyhow::Error>>;
+
+fn list_both(
+    json_out: bool,
+    server: Listed<Vec<Fault>>,
+    host: Option<std::result::Result<serde_json::Value, coffer_chaos::host::FaultError>>,
+) -> Result<()> {
+    let host = host.map(|h| h.map_err(anyhow::Error::from));
+    match (&server, &host) {
+        (Some(Err(s)), Some(Err(h))) => {
+            bail!("cannot list server faults: {s:#}; nor host faults: {h:#}")
+        }
+        // No host faults were ever started here: the server's answer is the whole answer.
+        (Some(Err(s)), None) => bail!("cannot list server faults: {s:#}"),
+        _ => {}
+    }
+    if json_out {
+        let part = |r: Option<std::result::Result<serde_json::Value, anyhow::Error>>| match r {
+            None => serde_json::Value::Null,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => json!({ "error": format!("{e:#}") }),
+        };
+        let server = server.map(|r| r.map(|f| json!(f)));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "server": part(server), "host": part(host) }))?
+        );
+        return Ok(());
+    }
+    match server {
+        Some(Ok(faults)) if faults.is_empty() => println!("No server faults running."),
+        Some(Ok(faults)) => faults.iter().for_each(|f| println!("{}", line(f))),
+        Some(Err(e)) => eprintln!("server faults: cannot list them: {e:#}"),
+        None => {}
+    }
+    match host {
+        Some(Ok(v)) => {
+            let faults = v.get("faults").and_then(serde_json::Value::as_array).cloned();
+            let faults = faults.unwrap_or_default();
+            if faults.is_empty() {
+                println!("No host faults in place.");
+            }
+            for f in faults {
+                let s = |k: &str| {
+                    f.get(k).and_then(serde_json::Value::as_str).unwrap_or("?").to_owned()
+                };
+                println!("{}  {}  {} -> {}", s("id"), s("kind"), s("started_at"), s("expires_at"));
+            }
+        }
+        Some(Err(e)) => eprintln!("host faults: cannot list them: {e:#}"),
+        None => {}
+    }
+    Ok(())
 }
 
 /// API errors go back as `coffer_api::Error`, so the CLI's advice (sealed, permission denied,

@@ -1,0 +1,197 @@
+//! `coffer chaos fault <kind>` for host-side faults (crate `coffer-chaos`, module `host`): each
+//! prints its JSON (`id`, `kind`, `started_at`, `expires_at`...) and leaves a guard process that
+//! undoes it at its deadline, also when this command is killed. Needs root.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use coffer_chaos::host::{self, HostOptions};
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct StateDir {
+    /// Where fault records (and guard and restart logs) are kept
+    #[arg(long = "state-dir", value_name = "DIR", default_value = host::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Namespace {
+    /// The workload's network namespace, by `ip netns` name
+    #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+    pub netns: Option<String>,
+    /// Or the network namespace of this process (e.g. the agent in a container)
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum HostFaultCmd {
+    /// Cut a network namespace from an address or prefix (a route inside that namespace only)
+    Partition {
+        #[command(flatten)]
+        ns: Namespace,
+        /// The server's address: IP or CIDR (routes cut whole addresses, not ports)
+        #[arg(long)]
+        target: String,
+        /// drop: packets vanish, connections time out; reject: connections fail at once
+        #[arg(long, default_value = "drop", value_parser = ["drop", "reject"])]
+        mode: String,
+        /// How long until it removes itself (e.g. 60s, 5m); mandatory
+        #[arg(long)]
+        duration: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Delay, jitter and loss (tc netem) on an interface of a network namespace
+    Netem {
+        #[command(flatten)]
+        ns: Namespace,
+        /// Default: the namespace's only interface other than lo
+        #[arg(long)]
+        interface: Option<String>,
+        /// Added delay, e.g. 300ms
+        #[arg(long)]
+        delay: Option<String>,
+        /// Jitter around the delay, e.g. 50ms
+        #[arg(long)]
+        jitter: Option<String>,
+        /// Percent of packets lost
+        #[arg(long)]
+        loss: Option<f64>,
+        /// How long until it removes itself; mandatory
+        #[arg(long)]
+        duration: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Kill a process and start it again after the duration (same argv, cwd, environment,
+    /// namespaces)
+    Kill {
+        #[arg(long, conflicts_with = "pid_file", required_unless_present = "pid_file")]
+        pid: Option<u32>,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// KILL (default), TERM, INT, HUP, QUIT, USR1, USR2
+        #[arg(long)]
+        signal: Option<String>,
+        /// The restarted process's output (default: STATE_DIR/ID.log)
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// How long the process stays down; mandatory
+        #[arg(long)]
+        duration: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Stop a process (SIGSTOP) and let it go on (SIGCONT) after the duration: a server that
+    /// hangs, with connections accepted and never answered
+    Pause {
+        #[arg(long, conflicts_with = "pid_file", required_unless_present = "pid_file")]
+        pid: Option<u32>,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// How long the process stays stopped; mandatory
+        #[arg(long)]
+        duration: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Corrupt, truncate or delete the agent's persisted cache file (one-shot: nothing to undo)
+    AgentCache {
+        /// The cache file (`cache { persist { path } }`)
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, value_parser = ["corrupt", "truncate", "delete"])]
+        mode: String,
+    },
+}
+
+/// Host fault options for this binary; also what a `coffer` provider in `coffer chaos run`
+/// passes to `coffer_chaos::host::call`. The guard's argv: this very executable (by
+/// /proc/self/exe, so a binary replaced on disk meanwhile still runs the same code).
+pub(crate) fn host_options(state_dir: PathBuf) -> HostOptions {
+    HostOptions {
+        state_dir,
+        guard: vec!["/proc/self/exe".into(), "chaos".into(), "fault-guard".into()],
+    }
+}
+
+pub(super) fn options(state: StateDir) -> HostOptions {
+    host_options(state.state_dir)
+}
+
+fn args<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    Ok(serde_json::from_value(v)?)
+}
+
+/// JSON with `-format=json`; else one line: `ID  KIND  START -> END  key=value ...`.
+fn print(v: &serde_json::Value, json_out: bool) -> Result<ExitCode> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("?").to_owned();
+    let shown = ["id", "kind", "started_at", "expires_at", "state_file", "guard_pid"];
+    let details: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| !shown.contains(&k.as_str()) && !v.is_null())
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let window = if text("started_at") == text("expires_at") {
+        format!("done {}", text("started_at"))
+    } else {
+        format!("{} -> {}", text("started_at"), text("expires_at"))
+    };
+    println!("{}  {}  {}  {}", text("id"), text("kind"), window, details.join(" "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn run(cmd: HostFaultCmd, json_out: bool) -> Result<ExitCode> {
+    use serde_json::json;
+    let out = match cmd {
+        HostFaultCmd::Partition { ns, target, mode, duration, state } => {
+            let a = args(json!({"netns": ns.netns, "pid": ns.pid, "target": target,
+                "mode": mode, "duration": duration}))?;
+            host::partition(&a, &options(state)).await?
+        }
+        HostFaultCmd::Netem { ns, interface, delay, jitter, loss, duration, state } => {
+            let a = args(json!({"netns": ns.netns, "pid": ns.pid, "interface": interface,
+                "delay": delay, "jitter": jitter, "loss": loss, "duration": duration}))?;
+            host::netem(&a, &options(state)).await?
+        }
+        HostFaultCmd::Kill { pid, pid_file, signal, log, duration, state } => {
+            let a = args(json!({"pid": pid, "pid_file": pid_file, "signal": signal,
+                "log": log, "duration": duration}))?;
+            host::kill(&a, &options(state)).await?
+        }
+        HostFaultCmd::AgentCache { path, mode } => {
+            host::agent_cache(&args(json!({"path": path, "mode": mode}))?).await?
+        }
+        HostFaultCmd::Pause { pid, pid_file, duration, state } => {
+            let a = args(json!({"pid": pid, "pid_file": pid_file, "duration": duration}))?;
+            host::pause(&a, &options(state)).await?
+        }
+    };
+    print(&out, json_out)
+}
+
+/// The hidden guard: `coffer chaos fault-guard -state-dir DIR ID`.
+#[derive(Args, Debug)]
+pub(crate) struct GuardArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub state: StateDir,
+}
+
+pub(super) async fn guard(a: GuardArgs) -> Result<ExitCode> {
+    let out = host::guard(&a.id, &options(a.state)).await?;
+    eprintln!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
