@@ -5,11 +5,12 @@
 //! server away) the agent looks at every secret again, as events sent meanwhile are lost. The
 //! poll at `static_secret_render_interval` goes on regardless, as the fallback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::auth::TokenRx;
+use crate::auth::{AuthSignals, TokenRx};
 use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::status::{EventStream, Status};
@@ -44,11 +45,16 @@ fn changed_path(m: &coffer_api::events::EventMessage) -> Option<String> {
     Some(path.to_owned())
 }
 
+/// Follows change events with the current token. The server ends a token's subscriptions when
+/// the token is revoked, and refuses it a new one: either way the auth loop is asked to check
+/// the token (`lookup-self`), so a revoked token is replaced at once rather than at its next
+/// renewal.
 pub(crate) async fn watch(
     conn: Conn,
     mut token: TokenRx,
     status: Status,
     tx: mpsc::Sender<Change>,
+    signals: Arc<AuthSignals>,
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
@@ -79,9 +85,13 @@ pub(crate) async fn watch(
                                     }
                                 }
                             }
-                            Ok(None) => break,
+                            Ok(None) => {
+                                signals.check_token.notify_one();
+                                break;
+                            }
                             Err(e) => {
                                 tracing::info!(error = %e, "the change event stream ended; polling until it is back");
+                                signals.check_token.notify_one();
                                 break;
                             }
                         },
@@ -96,6 +106,8 @@ pub(crate) async fn watch(
                 }
             }
             Err(coffer_api::Error::Api { status: 403, .. }) => {
+                // A revoked token is refused too: have it checked before blaming the policy.
+                signals.check_token.notify_one();
                 tracing::warn!(
                     "the token may not subscribe to change events (its policy needs read on sys/events/subscribe/{EVENT_TYPES}); changes are found by polling"
                 );

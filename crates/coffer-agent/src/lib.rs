@@ -158,7 +158,13 @@ pub async fn run(cfg: AgentConfig) -> Result<u8> {
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel::<events::Change>(256);
     if cfg.auto_auth.is_some() && !(cfg.templates.is_empty() && cfg.env_templates.is_empty()) {
-        tokio::spawn(events::watch(conn.clone(), token_rx.clone(), status.clone(), events_tx));
+        tokio::spawn(events::watch(
+            conn.clone(),
+            token_rx.clone(),
+            status.clone(),
+            events_tx,
+            signals.clone(),
+        ));
     }
     let render_task = tokio::spawn(drive(
         renderer,

@@ -1169,3 +1169,35 @@ pub(crate) fn id_of(db: &str, name: &str) -> u32 {
         })
         .unwrap_or_else(|| panic!("no {name} in {db}"))
 }
+
+/// The server closes a revoked token's event stream: the agent checks its token at once and
+/// logs in again, so the next change still arrives within seconds (the token's renewal, at two
+/// thirds of an hour, is far away).
+#[tokio::test]
+async fn a_revoked_token_is_replaced_at_once_and_changes_keep_arriving() {
+    let dir = tempdir();
+    let (s, _, root, role, sid) = approle_ready(dir.path(), false, "revoked-canary-1").await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
+    let dest = shm.path().join("db-password");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\n",
+        s.addr,
+        approle_block(&role, &sid, "      remove_secret_id_file_after_reading = false\n"),
+        DB_TEMPLATE,
+        dest.display(),
+    );
+    let agent = Agent::start(dir.path(), &config);
+    agent.wait_for_content(&dest, "revoked-canary-1", Duration::from_secs(15));
+    let start = Instant::now();
+    while !agent.logs().contains("subscribed to change events") {
+        assert!(start.elapsed() < Duration::from_secs(10), "never subscribed:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, b) =
+        s.call("POST", "sys/leases/revoke-prefix/auth/approle/login", Some(&root), None).await;
+    assert_eq!(code, 204, "{b}");
+    put(&s, &root, "revoked-canary-2").await;
+    let took = agent.wait_for_content(&dest, "revoked-canary-2", Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "the change took {took:?}:\n{}", agent.logs());
+    assert!(agent.logs().contains("logging in again"), "{}", agent.logs());
+}
