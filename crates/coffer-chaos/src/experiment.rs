@@ -82,6 +82,8 @@ pub struct Activity {
 pub enum Provider {
     Http(HttpProvider),
     Process(ProcessProvider),
+    /// Coffer's faults and probes: see [`crate::coffer_provider`].
+    Coffer(crate::coffer_provider::CofferProvider),
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -218,6 +220,7 @@ impl Experiment {
                 Provider::Process(p) if p.path.is_empty() => {
                     return Err(Error::Invalid(format!("activity '{}' has no path", a.name)));
                 }
+                Provider::Coffer(c) => c.check(&a.name).map_err(Error::Invalid)?,
                 Provider::Http(_) | Provider::Process(_) => {}
             }
         }
@@ -232,6 +235,9 @@ impl Experiment {
 pub struct Configuration {
     values: BTreeMap<String, Value>,
     secrets: BTreeMap<String, Value>,
+    /// The command that guards a host fault (`coffer chaos fault-guard`); empty: host faults
+    /// of the `coffer` provider are refused.
+    host_guard: Vec<std::ffi::OsString>,
 }
 
 impl std::fmt::Debug for Configuration {
@@ -265,12 +271,12 @@ impl Configuration {
                 secrets.insert(k.clone(), resolve(v, &env)?);
             }
         }
-        Ok(Self { values, secrets })
+        Ok(Self { values, secrets, host_guard: Vec::new() })
     }
 
     /// A configuration from plain values (tests, callers that resolved values themselves).
     pub fn from_values(values: impl IntoIterator<Item = (String, Value)>) -> Self {
-        Self { values: values.into_iter().collect(), secrets: BTreeMap::new() }
+        Self { values: values.into_iter().collect(), ..Self::default() }
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
@@ -281,6 +287,16 @@ impl Configuration {
     ///
     /// A string that is exactly one `${name}` becomes the value with its type; elsewhere the value
     /// is spliced as text. Unknown names and `$$` are left as Python's `safe_substitute` does.
+    /// Sets the guard command of host faults (the binary running the experiment knows it).
+    pub fn with_host_guard(mut self, argv: Vec<std::ffi::OsString>) -> Self {
+        self.host_guard = argv;
+        self
+    }
+
+    pub(crate) fn host_guard(&self) -> &[std::ffi::OsString] {
+        &self.host_guard
+    }
+
     pub fn substitute(&self, data: &Value) -> Value {
         match data {
             Value::String(s) => self.substitute_str(s),

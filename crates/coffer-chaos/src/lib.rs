@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod coffer_provider;
 mod experiment;
 pub mod host;
 pub mod jsonpath;

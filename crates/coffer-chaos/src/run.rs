@@ -432,6 +432,7 @@ async fn call(activity: &Activity, config: &Configuration) -> Run {
     let result = match &activity.provider {
         Provider::Http(p) => provider::run_http(p, config).await,
         Provider::Process(p) => provider::run_process(p, config).await,
+        Provider::Coffer(p) => crate::coffer_provider::run(p, config).await,
     };
     let (output, status, exception) = match result {
         Ok(output) => (output, RunStatus::Succeeded, None),

@@ -128,7 +128,8 @@ pub(super) async fn run(a: RunArgs) -> Result<ExitCode> {
         let experiment = Experiment::from_file_text(file, &text)
             .with_context(|| format!("invalid experiment {}", file.display()))?;
         let config = Configuration::load(&experiment, |k| std::env::var(k).ok())
-            .with_context(|| format!("experiment {}", file.display()))?;
+            .with_context(|| format!("experiment {}", file.display()))?
+            .with_host_guard(super::host::host_options(Default::default()).guard);
         let strategy = match a.hypothesis_strategy {
             Some(s) => s,
             None => experiment.hypothesis_strategy()?.unwrap_or_default(),
