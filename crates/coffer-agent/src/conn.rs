@@ -73,9 +73,17 @@ impl Conn {
             let r = client.request(method, path, body).await;
             match &r {
                 Ok(_) => self.status.contact(),
-                Err(coffer_api::Error::Api { status, .. }) => {
+                // A 4xx is the server working and saying no. A 5xx (sealed, storage or audit
+                // failing) is a server that cannot serve secrets: for max_stale it counts as
+                // out of touch, or a sealed server answering every retry would keep the app
+                // running on stale credentials forever.
+                Err(coffer_api::Error::Api { status, .. }) if *status < 500 => {
                     self.status.contact();
-                    if *status < 500 || attempt >= self.num_retries {
+                    return r;
+                }
+                Err(e @ coffer_api::Error::Api { .. }) => {
+                    self.status.unreachable(&e.to_string());
+                    if attempt >= self.num_retries {
                         return r;
                     }
                 }

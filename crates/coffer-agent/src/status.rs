@@ -101,7 +101,7 @@ impl Status {
         c(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The server answered (any answer, even an error, proves it is reachable).
+    /// The server answered: a success, or a refusal (4xx) that proves it works.
     pub(crate) fn contact(&self) {
         self.with(|i| {
             i.last_contact = Some((Instant::now(), SystemTime::now()));
