@@ -489,7 +489,10 @@ async fn the_cli_starts_lists_and_stops_faults() {
         "{}",
         crate::common::stderr(&bad)
     );
-    let nosudo = s.cli(None, &["chaos", "fault", "list"]);
+    // No host faults here (a state directory that does not exist): the server's refusal is
+    // the whole answer.
+    let none = dir.path().join("no-host-faults").display().to_string();
+    let nosudo = s.cli(None, &["chaos", "fault", "list", "-state-dir", &none]);
     assert!(!nosudo.status.success());
 }
 

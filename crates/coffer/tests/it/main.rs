@@ -10,6 +10,7 @@ mod audit;
 mod bad_input;
 mod cert;
 mod chaos;
+mod chaos_examples;
 mod chaos_faults;
 mod chaos_host;
 mod cli;
