@@ -159,6 +159,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             );
         }
     }
+    // Handlers first: a supervisor may signal as soon as the pid file or the banner appears, and
+    // an unhandled SIGTERM or SIGHUP would end the process without its clean stop.
+    let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
     if let Some(p) = &cfg.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid_file {}", p.display()))?;
@@ -172,18 +177,14 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     for (sock, tls, l) in bound {
         tasks.push(tokio::spawn(serve(sock, tls, l, core.clone(), stop_rx.clone())));
     }
-    tokio::spawn(async {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
+    tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::warn!(
                 "SIGHUP received: Coffer has nothing to reload; restart it to apply configuration changes"
             );
         }
     });
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutdown signal received; finishing in-flight requests");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -196,23 +197,17 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     Ok(sealed?)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on Ctrl-C or SIGTERM; both are handled from the moment this returns.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }
 
 async fn serve(
