@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// What a fault does. The server side of the catalogue; host-side kinds (network, process) are
-/// not sent to the server.
+/// What a fault does. The server side of the catalogue; host-side faults (network, process)
+/// act on the host, and are only recorded here, as a `host` fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -30,10 +30,13 @@ pub enum FaultKind {
     RevokePrefix,
     /// One-shot: rotates a database static role's password, or writes a new KV version.
     Rotate,
+    /// Does nothing to the server: records the window of a host fault (`host_kind`,
+    /// `host_id`), so its start and end are in the audit log too.
+    Host,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Latency,
         FaultKind::Error,
         FaultKind::Seal,
@@ -41,6 +44,7 @@ impl FaultKind {
         FaultKind::AuditBlocked,
         FaultKind::RevokePrefix,
         FaultKind::Rotate,
+        FaultKind::Host,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl FaultKind {
             FaultKind::AuditBlocked => "audit_blocked",
             FaultKind::RevokePrefix => "revoke_prefix",
             FaultKind::Rotate => "rotate",
+            FaultKind::Host => "host",
         }
     }
 
@@ -59,9 +64,48 @@ impl FaultKind {
         FaultKind::ALL.into_iter().find(|k| k.as_str() == s.replace('-', "_"))
     }
 
-    /// One-shot kinds act once when started and take no duration.
+    /// One-shot kinds act once when started and take no duration (a `host` record is one-shot
+    /// when its host fault is: see [`FaultSpec::one_shot`]).
     pub fn one_shot(self) -> bool {
         matches!(self, FaultKind::RevokePrefix | FaultKind::Rotate)
+    }
+}
+
+/// The host fault a `host` record stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostKind {
+    Partition,
+    Netem,
+    Kill,
+    Pause,
+    /// One-shot, as the host fault is: its record takes no duration.
+    #[serde(alias = "agent-cache")]
+    AgentCache,
+}
+
+impl HostKind {
+    pub const ALL: [HostKind; 5] = [
+        HostKind::Partition,
+        HostKind::Netem,
+        HostKind::Kill,
+        HostKind::Pause,
+        HostKind::AgentCache,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::Partition => "partition",
+            HostKind::Netem => "netem",
+            HostKind::Kill => "kill",
+            HostKind::Pause => "pause",
+            HostKind::AgentCache => "agent_cache",
+        }
+    }
+
+    /// `agent-cache` (the CLI's spelling and the host fault's `kind`) is `agent_cache`.
+    pub fn parse(s: &str) -> Option<HostKind> {
+        HostKind::ALL.into_iter().find(|k| k.as_str() == s.replace('-', "_"))
     }
 }
 
@@ -188,6 +232,16 @@ pub struct FaultSpec {
     /// Scope: tokens of this identity entity id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
+    /// `host`: which host fault this records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_kind: Option<HostKind>,
+    /// `host`: the host fault's `hostfault-...` id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// `host`: what it acts on, as text (a namespace and an address, a pid, a file); never a
+    /// secret, since it is written to the audit log as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl FaultSpec {
@@ -207,7 +261,17 @@ impl FaultSpec {
             role: None,
             display_name: None,
             entity: None,
+            host_kind: None,
+            host_id: None,
+            target: None,
         }
+    }
+
+    /// Whether this fault acts once and takes no duration: the one-shot kinds, and the record
+    /// of a one-shot host fault (`agent_cache`).
+    pub fn one_shot(&self) -> bool {
+        self.kind.one_shot()
+            || (self.kind == FaultKind::Host && self.host_kind == Some(HostKind::AgentCache))
     }
 }
 

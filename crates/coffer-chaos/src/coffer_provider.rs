@@ -6,7 +6,9 @@
 //! - server faults, through `sys/chaos/faults`: `latency`, `error`, `seal`,
 //!   `storage_unavailable`, `audit_blocked`, `revoke_prefix`, `rotate` (the fields of
 //!   [`crate::chaos::FaultSpec`]);
-//! - host faults: `partition`, `netem`, `kill`, `pause`, `agent_cache` (see [`crate::host`]);
+//! - host faults: `partition`, `netem`, `kill`, `pause`, `agent_cache` (see [`crate::host`]),
+//!   recorded on the server as a `host` fault when a server and a token are at hand (see
+//!   [`crate::host::record`]);
 //! - `stop` (`{"id": ...}`, a server `fault-...` or a `hostfault-...`), `stop_all` (every server
 //!   fault, when a server is configured, and every host fault in the state directory), `list`;
 //! - probes: `health`, `agent`, `metrics`, `audit` (see [`crate::probe`]).
@@ -46,7 +48,15 @@ const MANAGE: [&str; 3] = ["stop", "stop_all", "list"];
 
 /// Every function name, for messages and load-time checks.
 pub fn functions() -> Vec<&'static str> {
-    FaultKind::ALL.iter().map(|k| k.as_str()).chain(HOST).chain(MANAGE).chain(PROBES).collect()
+    // `host` records are made by the host faults themselves, never on their own.
+    FaultKind::ALL
+        .iter()
+        .filter(|k| **k != FaultKind::Host)
+        .map(|k| k.as_str())
+        .chain(HOST)
+        .chain(MANAGE)
+        .chain(PROBES)
+        .collect()
 }
 
 impl CofferProvider {
@@ -90,6 +100,20 @@ fn target(args: &mut Map<String, Value>) -> Result<ServerTarget, String> {
     Ok(ServerTarget { address, token, ca_file })
 }
 
+/// The server host faults are recorded on: `None` unless both an address and a token are at
+/// hand (then nothing is tried).
+fn recorder(args: &mut Map<String, Value>) -> Result<Option<host::record::Recorder>, String> {
+    let address = take_str(args, "address")?.or_else(|| env_any(&["COFFER_ADDR", "VAULT_ADDR"]));
+    let token = take_str(args, "token")?.or_else(|| env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]));
+    let ca_file = take_str(args, "ca_cert")?
+        .or_else(|| env_any(&["COFFER_CACERT", "VAULT_CACERT"]))
+        .map(PathBuf::from);
+    let (Some(address), Some(token)) = (address, token) else { return Ok(None) };
+    let t = ServerTarget { address: address.clone(), token, ca_file };
+    let client = t.client().map_err(|e| e.to_string())?;
+    Ok(Some(host::record::Recorder { client, address }))
+}
+
 fn host_options(args: &mut Map<String, Value>, guard: &[OsString]) -> Result<HostOptions, String> {
     if guard.is_empty() {
         return Err(
@@ -112,7 +136,7 @@ pub(crate) async fn run(p: &CofferProvider, config: &Configuration) -> Result<Va
     };
     let func = p.func.as_str();
     let guard = config.host_guard();
-    if let Some(kind) = FaultKind::parse(func) {
+    if let Some(kind) = FaultKind::parse(func).filter(|k| *k != FaultKind::Host) {
         let t = target(&mut args)?;
         args.insert("type".into(), Value::String(kind.as_str().into()));
         let spec: FaultSpec =
@@ -121,8 +145,11 @@ pub(crate) async fn run(p: &CofferProvider, config: &Configuration) -> Result<Va
         return to_value(&fault);
     }
     if HOST.contains(&func) {
+        let rec = recorder(&mut args)?;
         let o = host_options(&mut args, guard)?;
-        return host::call(func, Value::Object(args), &o).await.map_err(|e| e.to_string());
+        return host::record::call(func, Value::Object(args), &o, rec.as_ref())
+            .await
+            .map_err(|e| e.to_string());
     }
     if PROBES.contains(&func) {
         if func == "health" {
@@ -144,9 +171,12 @@ pub(crate) async fn run(p: &CofferProvider, config: &Configuration) -> Result<Va
         "stop" => {
             let id = take_str(&mut args, "id")?.ok_or("stop needs arguments.id")?;
             if id.starts_with("hostfault-") {
+                let rec = recorder(&mut args)?;
                 let o = host_options(&mut args, guard)?;
                 only(&args, func)?;
-                host::stop(&id, &o).await.map_err(|e| e.to_string())
+                let mut out = host::stop(&id, &o).await.map_err(|e| e.to_string())?;
+                host::record::note_unrecord(&mut out, rec.as_ref(), &id).await;
+                Ok(out)
             } else {
                 let t = target(&mut args)?;
                 only(&args, func)?;

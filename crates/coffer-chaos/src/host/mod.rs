@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::time::{de_duration, de_opt_duration, rfc3339};
 
+pub mod record;
 mod state;
 
 use state::{RestartSpec, Undo, start, start_with_id};
@@ -186,7 +187,8 @@ fn at(ms: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-fn new_id() -> String {
+/// A fresh `hostfault-...` id.
+pub fn new_id() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("hostfault-{}-{}-{nanos:08x}", now_ms() / 1000, std::process::id())
 }
@@ -497,7 +499,14 @@ fn target_pid(pid: Option<u32>, pid_file: Option<&std::path::Path>) -> Result<u3
 /// Stops a process (SIGSTOP) until the deadline, when the guard sends SIGCONT to that same
 /// process (pid and start time), if it still exists.
 pub async fn pause(a: &PauseArgs, o: &HostOptions) -> Result<Value> {
+    pause_with_id(a, o, new_id()).await
+}
+
+/// [`pause`] under an id chosen beforehand (from [`new_id`]): its record on the server may have
+/// to be made before the pause, when the process paused is the server.
+pub async fn pause_with_id(a: &PauseArgs, o: &HostOptions, id: String) -> Result<Value> {
     need_root()?;
+    state::valid_id(&id)?;
     check_duration(a.duration)?;
     let pid = target_pid(a.pid, a.pid_file.as_deref())?;
     let started = start_time(pid)
@@ -513,7 +522,7 @@ pub async fn pause(a: &PauseArgs, o: &HostOptions) -> Result<Value> {
             .map_err(|e| FaultError::Failed(format!("cannot stop {pid}: {e}")))
     };
     let undo = Undo::Resume { pid, started };
-    start_with_id(o, new_id(), "pause", a.duration, undo, output, None, stop_it).await
+    start_with_id(o, id, "pause", a.duration, undo, output, None, stop_it).await
 }
 
 /// Kills a process and starts it again after `duration`, in the same namespaces.

@@ -7,7 +7,8 @@
 //! written before the fault acts and the end after it stopped acting. Requests to
 //! `sys/chaos/*` are never touched by a fault (no latency, error, storage or audit failure), so
 //! a fault can always be listed and removed while the server is unsealed. A `seal` fault holds
-//! a copy of the root key in memory (zeroizing, never serialized) until it ends.
+//! a copy of the root key in memory (zeroizing, never serialized) until it ends. A `host` fault
+//! does nothing to the server: it is a host fault's window in the audit log and the list.
 //! Not done: persistence. Faults live in memory only; a restart ends them all (a sealed server
 //! then needs its unseal keys, as after any restart).
 
@@ -207,6 +208,13 @@ impl Core {
         active.audit.log_chaos("start", &fault, None).await?;
         tracing::warn!(id = %fault.id, kind = fault.spec.kind.as_str(), duration_ms = duration.as_millis() as u64, "chaos fault started");
         match fault.spec.kind {
+            // The host fault has acted already (or acts once): only its end is left to record.
+            FaultKind::Host if fault.spec.one_shot() => {
+                if let Err(e) = active.audit.log_chaos("end", &fault, Some("completed")).await {
+                    tracing::error!(id = %fault.id, error = %e, "chaos fault end entry not written");
+                }
+                return Ok(fault);
+            }
             FaultKind::RevokePrefix | FaultKind::Rotate => {
                 let done = self.chaos_one_shot(active, &fault.spec, by).await;
                 let reason = if done.is_ok() { "completed" } else { "failed" };
@@ -225,7 +233,8 @@ impl Core {
             FaultKind::Latency
             | FaultKind::Error
             | FaultKind::StorageUnavailable
-            | FaultKind::AuditBlocked => self.chaos.insert(fault.clone(), None),
+            | FaultKind::AuditBlocked
+            | FaultKind::Host => self.chaos.insert(fault.clone(), None),
         }
         let me = self.me.clone();
         let id = fault.id.clone();

@@ -18,13 +18,31 @@ use crate::token::TokenEntry;
 /// fault only ties up the server's tasks.
 pub(crate) const MAX_LATENCY: Duration = Duration::from_secs(300);
 
+/// A `host` record's `target` longer than this is refused: it is a description for the audit
+/// log (a namespace and an address, a pid), not a place for data.
+pub(crate) const MAX_HOST_TARGET: usize = 256;
+
+/// A `hostfault-...` id as the host side makes them (its state file is named by it).
+fn valid_host_id(id: &str) -> bool {
+    id.len() > "hostfault-".len()
+        && id.len() <= 100
+        && id.starts_with("hostfault-")
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
 /// Refuses a spec that does not fit its kind or the configured cap, naming the problem.
 pub(crate) fn check(spec: &FaultSpec, max: Duration) -> Result<()> {
     let kind = spec.kind.as_str();
     let not_for = |field: &str| {
         Err(Error::invalid(format!("field {field:?} does not apply to a {kind} fault")))
     };
-    if spec.kind.one_shot() {
+    if spec.kind == FaultKind::Host && spec.host_kind.is_none() {
+        // Whether a duration is needed depends on it: say this first.
+        return Err(Error::invalid(
+            "missing required field \"host_kind\" for a host fault (partition, netem, kill, pause or agent_cache)",
+        ));
+    }
+    if spec.one_shot() {
         if spec.duration.is_some() {
             return Err(Error::invalid(format!(
                 "a {kind} fault is one-shot: it takes no duration"
@@ -66,6 +84,7 @@ pub(crate) fn check(spec: &FaultSpec, max: Duration) -> Result<()> {
         FaultKind::Error => &["status", "rate"],
         FaultKind::RevokePrefix => &["prefix"],
         FaultKind::Rotate => &["path", "keys"],
+        FaultKind::Host => &["host_kind", "host_id", "target"],
         FaultKind::Seal | FaultKind::StorageUnavailable | FaultKind::AuditBlocked => &[],
     };
     let given = [
@@ -76,6 +95,9 @@ pub(crate) fn check(spec: &FaultSpec, max: Duration) -> Result<()> {
         ("prefix", spec.prefix.is_some()),
         ("path", spec.path.is_some()),
         ("keys", spec.keys.is_some()),
+        ("host_kind", spec.host_kind.is_some()),
+        ("host_id", spec.host_id.is_some()),
+        ("target", spec.target.is_some()),
     ];
     if let Some((name, _)) = given.iter().find(|(n, g)| *g && !own.contains(n)) {
         return not_for(name);
@@ -121,6 +143,29 @@ pub(crate) fn check(spec: &FaultSpec, max: Duration) -> Result<()> {
                 && (k.is_empty() || k.iter().any(|k| k.trim().is_empty()))
             {
                 return Err(Error::invalid("keys must be a non-empty list of key names"));
+            }
+        }
+        FaultKind::Host => {
+            let id = spec.host_id.as_deref().ok_or_else(|| {
+                Error::invalid("missing required field \"host_id\" for a host fault")
+            })?;
+            if !valid_host_id(id) {
+                return Err(Error::invalid(format!(
+                    "host_id {id:?} is not a host fault id (hostfault- and letters, digits, -)"
+                )));
+            }
+            if let Some(t) = &spec.target {
+                if t.trim().is_empty() {
+                    return Err(Error::invalid("target must not be empty"));
+                }
+                if t.len() > MAX_HOST_TARGET {
+                    return Err(Error::invalid(format!(
+                        "target must be at most {MAX_HOST_TARGET} bytes"
+                    )));
+                }
+                if t.chars().any(char::is_control) {
+                    return Err(Error::invalid("target must not hold control characters"));
+                }
             }
         }
         FaultKind::Seal | FaultKind::StorageUnavailable | FaultKind::AuditBlocked => {}
@@ -251,6 +296,72 @@ mod tests {
             HOUR,
         )
         .expect("latency");
+    }
+
+    #[test]
+    fn a_host_record_needs_its_kind_id_and_a_duration_unless_one_shot() {
+        let err = |v| match check(&spec(v), HOUR) {
+            Err(Error::InvalidRequest(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let id = "hostfault-1796444686-18982-036c0d6c";
+        assert!(
+            err(serde_json::json!({"type": "host", "host_id": id, "duration": 5}))
+                .contains("\"host_kind\"")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "pause", "duration": 5}))
+                .contains("\"host_id\"")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "pause", "host_id": id}))
+                .contains("\"duration\"")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "pause", "host_id": "hostfault-../x", "duration": 5}))
+                .contains("not a host fault id")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "pause", "host_id": "fault-x", "duration": 5}))
+                .contains("not a host fault id")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "agent_cache", "host_id": id, "duration": 5}))
+                .contains("one-shot")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "netem", "host_id": id, "duration": "2h"}))
+                .contains("max_duration")
+        );
+        let long = "x".repeat(MAX_HOST_TARGET + 1);
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "kill", "host_id": id, "duration": 5, "target": long}))
+                .contains("at most 256")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "kill", "host_id": id, "duration": 5, "target": "a\nb"}))
+                .contains("control")
+        );
+        assert!(
+            err(serde_json::json!({"type": "host", "host_kind": "kill", "host_id": id, "duration": 5, "role": "web"}))
+                .contains("\"role\" does not apply to a host fault")
+        );
+        assert!(
+            err(serde_json::json!({"type": "seal", "duration": 5, "host_id": id}))
+                .contains("\"host_id\" does not apply to a seal fault")
+        );
+        let bad = serde_json::from_value::<FaultSpec>(
+            serde_json::json!({"type": "host", "host_kind": "reboot", "host_id": id}),
+        );
+        assert!(bad.expect_err("kind").to_string().contains("reboot"));
+        let ok = spec(serde_json::json!({"type": "host", "host_kind": "partition", "host_id": id,
+            "duration": "30s", "target": "netns app -> 10.0.0.1/32"}));
+        check(&ok, HOUR).expect("partition record");
+        assert!(!ok.one_shot());
+        let cache =
+            spec(serde_json::json!({"type": "host", "host_kind": "agent-cache", "host_id": id}));
+        check(&cache, HOUR).expect("agent_cache record");
+        assert!(cache.one_shot());
     }
 
     #[test]

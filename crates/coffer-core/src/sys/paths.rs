@@ -85,7 +85,7 @@ const AUDIT_PATH: Field = Field::str("path", "The device's path.");
 const FAULT: &[Field] = &[
     Field::str(
         "type",
-        "latency, error, seal, storage_unavailable, audit_blocked, revoke_prefix or rotate.",
+        "latency, error, seal, storage_unavailable, audit_blocked, revoke_prefix, rotate or host.",
     )
     .required(),
     Field::duration("duration", "How long it lasts (lasting kinds; at most max_duration)."),
@@ -100,6 +100,9 @@ const FAULT: &[Field] = &[
     Field::str("role", "Scope: tokens an auth method issued at login to this role."),
     Field::str("display_name", "Scope: tokens with this display name."),
     Field::str("entity", "Scope: tokens of this identity entity id."),
+    Field::str("host_kind", "host: partition, netem, kill, pause or agent_cache."),
+    Field::str("host_id", "host: the host fault's hostfault-... id."),
+    Field::str("target", "host: what the host fault acts on, as text (no secrets)."),
 ];
 const DELIVERY: &[Field] = &[
     Field::str("event", "`delivered`, `redelivered` or `removed`.").required(),

@@ -60,6 +60,14 @@ fn saved_token() -> Option<String> {
     Some(t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// The server's address when one is configured (the flag or the environment, not the default)
+/// and a token is at hand: what recording a host fault on the server needs.
+pub(super) fn configured_server(g: &Global) -> Option<String> {
+    let address = g.address.clone().or_else(|| env_any(&["COFFER_ADDR", "VAULT_ADDR"]))?;
+    env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token)?;
+    Some(address)
+}
+
 fn address(g: &Global) -> String {
     g.address
         .clone()

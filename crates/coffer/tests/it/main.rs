@@ -13,6 +13,7 @@ mod chaos;
 mod chaos_examples;
 mod chaos_faults;
 mod chaos_host;
+mod chaos_host_audit;
 mod cli;
 mod database;
 mod database_leases;

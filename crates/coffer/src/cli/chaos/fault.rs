@@ -197,7 +197,10 @@ fn line(f: &Fault) -> String {
     add("role", s.role.clone());
     add("display_name", s.display_name.clone());
     add("entity", s.entity.clone());
-    let window = if s.kind.one_shot() {
+    add("host_kind", s.host_kind.map(|k| k.as_str().to_owned()));
+    add("host_id", s.host_id.clone());
+    add("target", s.target.clone());
+    let window = if s.one_shot() {
         format!("done {}", f.started_at)
     } else {
         format!("{} -> {}", f.started_at, f.expires_at)
@@ -223,7 +226,7 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                 println!("{}", line(&f));
             }
         }
-        Err(FaultCmd::Host(h)) => return super::host::run(h, json_out).await,
+        Err(FaultCmd::Host(h)) => return super::host::run(g, h, json_out).await,
         Err(FaultCmd::List { state }) => {
             // Host faults need root and a state directory; server faults a server and a token.
             // Either may be absent where the other is used: say so, and list what can be.
@@ -260,7 +263,10 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                     "all".to_owned()
                 }
                 (Some(id), false) if id.starts_with("hostfault-") => {
-                    let out = coffer_chaos::host::stop(&id, &opts).await?;
+                    let mut out = coffer_chaos::host::stop(&id, &opts).await?;
+                    let rec = super::host::recorder(g)?;
+                    coffer_chaos::host::record::note_unrecord(&mut out, rec.as_ref(), &id).await;
+                    super::host::warn_unrecorded(&out);
                     if json_out {
                         // What was undone, and how (e.g. the restarted process's pid).
                         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,13 +1,18 @@
 //! `coffer chaos fault <kind>` for host-side faults (crate `coffer-chaos`, module `host`): each
 //! prints its JSON (`id`, `kind`, `started_at`, `expires_at`...) and leaves a guard process that
-//! undoes it at its deadline, also when this command is killed. Needs root.
+//! undoes it at its deadline, also when this command is killed. Needs root. With a server
+//! configured (address and token), each is also recorded there as a `host` fault (see
+//! `coffer_chaos::host::record`); a record that fails is a warning, never a failed fault.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use coffer_chaos::host::record::Recorder;
 use coffer_chaos::host::{self, HostOptions};
+
+use crate::cli::client::{Global, client, configured_server};
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StateDir {
@@ -122,8 +127,17 @@ pub(super) fn options(state: StateDir) -> HostOptions {
     host_options(state.state_dir)
 }
 
-fn args<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
-    Ok(serde_json::from_value(v)?)
+/// The server host faults are recorded on, when one is configured; `None`: nothing is tried.
+pub(super) fn recorder(g: &Global) -> Result<Option<Recorder>> {
+    let Some(address) = configured_server(g) else { return Ok(None) };
+    Ok(Some(Recorder { client: client(g)?, address }))
+}
+
+/// The host fault stands without its record: say so where a person running it will see.
+pub(super) fn warn_unrecorded(out: &serde_json::Value) {
+    if let Some(e) = out.get("server_record_error").and_then(serde_json::Value::as_str) {
+        eprintln!("Warning: the host fault is in place, but not recorded on the server: {e}");
+    }
 }
 
 /// JSON with `-format=json`; else one line: `ID  KIND  START -> END  key=value ...`.
@@ -153,32 +167,45 @@ fn print(v: &serde_json::Value, json_out: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn run(cmd: HostFaultCmd, json_out: bool) -> Result<ExitCode> {
+pub(super) async fn run(g: &Global, cmd: HostFaultCmd, json_out: bool) -> Result<ExitCode> {
     use serde_json::json;
-    let out = match cmd {
-        HostFaultCmd::Partition { ns, target, mode, duration, state } => {
-            let a = args(json!({"netns": ns.netns, "pid": ns.pid, "target": target,
-                "mode": mode, "duration": duration}))?;
-            host::partition(&a, &options(state)).await?
-        }
-        HostFaultCmd::Netem { ns, interface, delay, jitter, loss, duration, state } => {
-            let a = args(json!({"netns": ns.netns, "pid": ns.pid, "interface": interface,
-                "delay": delay, "jitter": jitter, "loss": loss, "duration": duration}))?;
-            host::netem(&a, &options(state)).await?
-        }
-        HostFaultCmd::Kill { pid, pid_file, signal, log, duration, state } => {
-            let a = args(json!({"pid": pid, "pid_file": pid_file, "signal": signal,
-                "log": log, "duration": duration}))?;
-            host::kill(&a, &options(state)).await?
-        }
+    // Absent options are left out: the arguments are checked as an experiment's would be.
+    let (func, args, state) = match cmd {
+        HostFaultCmd::Partition { ns, target, mode, duration, state } => (
+            "partition",
+            json!({"netns": ns.netns, "pid": ns.pid, "target": target, "mode": mode,
+                "duration": duration}),
+            Some(state),
+        ),
+        HostFaultCmd::Netem { ns, interface, delay, jitter, loss, duration, state } => (
+            "netem",
+            json!({"netns": ns.netns, "pid": ns.pid, "interface": interface, "delay": delay,
+                "jitter": jitter, "loss": loss, "duration": duration}),
+            Some(state),
+        ),
+        HostFaultCmd::Kill { pid, pid_file, signal, log, duration, state } => (
+            "kill",
+            json!({"pid": pid, "pid_file": pid_file, "signal": signal, "log": log,
+                "duration": duration}),
+            Some(state),
+        ),
         HostFaultCmd::AgentCache { path, mode } => {
-            host::agent_cache(&args(json!({"path": path, "mode": mode}))?).await?
+            ("agent_cache", json!({"path": path, "mode": mode}), None)
         }
         HostFaultCmd::Pause { pid, pid_file, duration, state } => {
-            let a = args(json!({"pid": pid, "pid_file": pid_file, "duration": duration}))?;
-            host::pause(&a, &options(state)).await?
+            ("pause", json!({"pid": pid, "pid_file": pid_file, "duration": duration}), Some(state))
         }
     };
+    let args = match args {
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    };
+    let opts = options(state.unwrap_or(StateDir { state_dir: host::DEFAULT_STATE_DIR.into() }));
+    let rec = recorder(g)?;
+    let out = host::record::call(func, args, &opts, rec.as_ref()).await?;
+    warn_unrecorded(&out);
     print(&out, json_out)
 }
 
