@@ -3,9 +3,9 @@
 //!
 //! Guarantees:
 //! - Dates are proleptic Gregorian (the Gregorian rules extended back before 1582), computed
-//!   with Howard Hinnant's `days_from_civil` / `civil_from_days` ([`civil`]).
+//!   with Howard Hinnant's `days_from_civil` / `civil_from_days` ([`mod@civil`]).
 //! - Timestamps are UTC only. Formatting always writes `Z`; parsing applies a numeric offset
-//!   (`+01:00`) and returns the UTC instant, it never keeps a zone ([`rfc3339`]).
+//!   (`+01:00`) and returns the UTC instant, it never keeps a zone ([`mod@rfc3339`]).
 //! - Parsing is exact: fractions of a second and of a duration unit are read in integers (no
 //!   floating point), truncated to the nanosecond as Go truncates them.
 //! - No function here panics on any input string.
@@ -14,7 +14,7 @@
 //! (`2024-02-30`), offsets other than `Z`/`z`/`±HH:MM` with HH ≤ 23 and MM ≤ 59, signed or
 //! negative durations, units other than `ns us µs μs ms s m h d`, and durations longer than
 //! [`std::time::Duration::MAX`]. Callers with narrower rules (Vault's 292-year ceiling, whole
-//! seconds) apply them on top; see [`duration`].
+//! seconds) apply them on top; see [`mod@duration`].
 
 #![forbid(unsafe_code)]
 
