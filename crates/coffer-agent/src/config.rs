@@ -951,39 +951,10 @@ impl<'a> Section<'a> {
     }
 }
 
-/// Go's duration syntax as Vault uses it (`1h30m`, `90s`, `500ms`), or bare seconds.
+/// Go's duration syntax as Vault uses it (`1h30m`, `90s`, `500ms`), or bare whole seconds:
+/// [`coffer_time::parse_duration_or_secs`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(n * scale).ok()?;
-    }
-    Some(total)
+    coffer_time::parse_duration_or_secs(s).ok()
 }
 
 #[cfg(test)]

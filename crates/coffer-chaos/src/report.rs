@@ -22,6 +22,7 @@
 //! activities that have no start time.
 
 use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
 
 use serde_json::Value;
 
@@ -111,53 +112,13 @@ fn text(v: &Value) -> String {
 }
 
 /// Seconds since the epoch from `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (Python's
-/// `isoformat()`, RFC 3339); no offset means UTC.
+/// `isoformat()`, RFC 3339); no offset means UTC ([`coffer_time::parse_rfc3339_or_naive_utc`]).
 pub fn parse_time(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut frac = 0.0;
-    if let Some(r) = rest.strip_prefix('.') {
-        let digits = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-        frac = format!("0.{}", &r[..digits]).parse().ok()?;
-        rest = &r[digits..];
-    }
-    let offset = match rest {
-        "" | "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = rest[1..].split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-        }
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
-    #[allow(clippy::cast_precision_loss)] // reason: seconds since 1970 fit f64's 53 bits
-    Some(secs as f64 + frac)
-}
-
-/// Howard Hinnant's `days_from_civil`: the inverse of the runner's `civil_from_days`.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = coffer_time::parse_rfc3339_or_naive_utc(s.trim()).ok()?;
+    Some(match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    })
 }
 
 fn expires_at(output: &Value, depth: u8) -> Option<f64> {

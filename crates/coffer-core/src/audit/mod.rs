@@ -14,7 +14,7 @@ mod device;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aws_lc_rs::hmac;
 use coffer_barrier::Barrier;
@@ -317,9 +317,7 @@ pub(crate) struct Broker {
 }
 
 fn now_rfc3339_nanos() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let base = crate::time::rfc3339(d.as_secs());
-    format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
+    coffer_time::format_rfc3339(SystemTime::now(), coffer_time::Fraction::Nanos)
 }
 
 /// What an entry says about one request.

@@ -171,9 +171,7 @@ impl Chaos {
 
 /// `2026-12-05T04:17:45.123Z`.
 fn rfc3339_millis(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let base = crate::time::rfc3339(d.as_secs());
-    format!("{}.{:03}Z", base.trim_end_matches('Z'), d.subsec_millis())
+    coffer_time::format_rfc3339(t, coffer_time::Fraction::Millis)
 }
 
 impl Core {
