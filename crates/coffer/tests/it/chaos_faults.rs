@@ -12,7 +12,7 @@ use crate::audit::{enable_file_device, entries};
 use crate::common::{Server, Storage, ok, storage_block, tempdir};
 
 /// A server with `chaos { enabled = true, max_duration = "30s" }`, initialized and unsealed.
-async fn chaos_server(dir: &Path) -> (Server, Vec<String>, String) {
+pub(crate) async fn chaos_server(dir: &Path) -> (Server, Vec<String>, String) {
     let config = format!(
         "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\n\
          chaos {{\n  enabled = true\n  max_duration = \"30s\"\n}}\n",

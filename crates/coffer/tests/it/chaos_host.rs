@@ -120,10 +120,14 @@ fn coffer(args: &[&str]) -> Output {
 
 /// Runs `coffer ARGS`, asserts it succeeded, returns its JSON.
 fn coffer_json(args: &[&str]) -> Value {
-    let o = coffer(args);
+    json_of(&coffer(args))
+}
+
+/// Asserts a `coffer` run succeeded; its stdout as JSON.
+pub(crate) fn json_of(o: &Output) -> Value {
     assert!(
         o.status.success(),
-        "coffer {args:?}: {:?}\n{}\n{}",
+        "{:?}\n{}\n{}",
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)

@@ -11,17 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::audit::{enable_file_device, entries};
-use crate::common::{BIN, Server, Storage, storage_block, tempdir};
+use crate::common::{BIN, Server, tempdir};
 
 async fn chaos_server(dir: &Path) -> (Server, String) {
-    let config = format!(
-        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\n\
-         chaos {{\n  enabled = true\n  max_duration = \"30s\"\n}}\n",
-        storage_block(dir, Storage::Default)
-    );
-    let s = Server::start_with(dir, &config, "http");
-    let (keys, root) = s.init(1, 1).await;
-    s.unseal(&keys).await;
+    let (s, _, root) = crate::chaos_faults::chaos_server(dir).await;
     (s, root)
 }
 
@@ -65,14 +58,7 @@ fn coffer(args: &[&str], server: Option<(&str, &str)>) -> Output {
 }
 
 fn ok_json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "{:?}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+    crate::chaos_host::json_of(o)
 }
 
 /// The `chaos` entries about `host` records of host fault `host_id`: (event, reason, fault).
