@@ -236,10 +236,13 @@ impl Renderer {
             });
             let key = DepKey { path: s.path.clone(), args: s.args.clone() };
             let value = Zeroizing::new(ValueBox(s.value));
-            self.deps.insert(
-                key,
-                Dep { value, lease, stale: true, why: Reason::Rotation, generation: 0 },
-            );
+            // A secret without a lease may have changed meanwhile: read again once the server
+            // answers. A leased one is kept and its renewal is due at once: the renewal proves
+            // the lease still stands (a new one is fetched if not), and a restart does not leave
+            // a second database user behind until the first one's TTL.
+            let stale = lease.is_none();
+            self.deps
+                .insert(key, Dep { value, lease, stale, why: Reason::Rotation, generation: 0 });
         }
     }
 
@@ -249,7 +252,12 @@ impl Renderer {
     }
 
     fn set_token(&mut self, t: Arc<Token>) {
-        let new_login = self.token.as_ref().is_none_or(|old| old.generation != t.generation);
+        // Generation 0 is the token restored with the persisted cache, the one its secrets were
+        // fetched with: not a new login for them.
+        let new_login = match &self.token {
+            Some(old) => old.generation != t.generation,
+            None => t.generation != 0,
+        };
         if new_login {
             for d in self.deps.values_mut() {
                 d.mark_stale(Reason::NewToken);

@@ -678,13 +678,17 @@ async fn restarted_during_an_outage(outage: Outage) {
     assert!(!log.contains("cache-canary"), "secret in the agent log:\n{log}");
 }
 
-#[tokio::test]
-async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_ttl() {
-    let c = coffer_pgtest::Cluster::shared();
-    let dir = tempdir();
-    let (s, _, root) = crate::database_leases::setup(dir.path(), c, "ag_dyn", "4s", "12s").await;
-    let audit_log = dir.path().join("audit.log");
-    crate::audit::enable_file_device(&s, &root, &audit_log).await;
+/// A server with the database engine on database `db` (role `readonly`, `ttl`, `max_ttl`) and
+/// an AppRole role whose tokens may read its credentials and renew leases: (server, root token,
+/// role-id file, secret-id file).
+async fn db_agent_setup(
+    dir: &Path,
+    c: &coffer_pgtest::Cluster,
+    db: &str,
+    ttl: &str,
+    max_ttl: &str,
+) -> (Server, String, PathBuf, PathBuf) {
+    let (s, _, root) = crate::database_leases::setup(dir, c, db, ttl, max_ttl).await;
     for (path, body) in [
         ("sys/auth/approle", json!({"type": "approle"})),
         (
@@ -698,7 +702,63 @@ async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_t
     }
     let rid = role_id(&s, &root).await;
     let sid_value = secret_id(&s, &root).await;
-    let (role, sid) = bootstrap(dir.path(), &rid, &sid_value);
+    let (role, sid) = bootstrap(dir, &rid, &sid_value);
+    (s, root, role, sid)
+}
+
+/// Restarted with its persisted cache while the server is up, the agent keeps the database
+/// credential it had (renewing its lease) rather than leaving a second user behind.
+#[tokio::test]
+async fn a_restarted_agent_keeps_its_cached_database_credential_and_renews_it() {
+    let c = coffer_pgtest::Cluster::shared();
+    let dir = tempdir();
+    let (s, root, role, sid) = db_agent_setup(dir.path(), c, "ag_keep", "1h", "2h").await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
+    let dest = shm.path().join("db.user");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\n{}template {{\n  contents = {:?}\n  destination = \"{}\"\n}}\ncache {{\n  persist {{\n    path = \"{}\"\n    key_path = \"{}\"\n  }}\n}}\n",
+        s.addr,
+        approle_block(&role, &sid, ""),
+        r#"{{ with secret "database/creds/readonly" }}{{ .Data.username }}{{ end }}"#,
+        dest.display(),
+        dir.path().join("cache").join("agent.cache").display(),
+        shm.path().join("cache.key").display(),
+    );
+    let read = || std::fs::read_to_string(&dest).ok().filter(|u| !u.is_empty());
+    let mut agent = Agent::start(dir.path(), &config);
+    let start = Instant::now();
+    let first = loop {
+        if let Some(u) = read() {
+            break u;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never rendered:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The cache is written just after the pass that delivered the file.
+    std::thread::sleep(Duration::from_millis(500));
+    agent.signal("TERM");
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+
+    let agent = Agent::start(dir.path(), &config);
+    let start = Instant::now();
+    while !agent.logs().contains("lease renewed") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no renewal:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read().as_deref(), Some(first.as_str()), "the same credential after the restart");
+    let (code, b) =
+        s.call("LIST", "sys/leases/lookup/database/creds/readonly", Some(&root), None).await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["data"]["keys"].as_array().map(Vec::len), Some(1), "one lease, one user: {b}");
+}
+
+#[tokio::test]
+async fn a_dynamic_database_credential_is_renewed_then_reissued_before_its_max_ttl() {
+    let c = coffer_pgtest::Cluster::shared();
+    let dir = tempdir();
+    let (s, root, role, sid) = db_agent_setup(dir.path(), c, "ag_dyn", "4s", "12s").await;
+    let audit_log = dir.path().join("audit.log");
+    crate::audit::enable_file_device(&s, &root, &audit_log).await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("shm dir");
     let dest = shm.path().join("db.creds");
     // The app: on SIGHUP it connects again with the credential in its file and reports the
