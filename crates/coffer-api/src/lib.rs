@@ -5,7 +5,8 @@
 //! (`X-Coffer-Seal-To`) and every answer is opened before it is returned; one that comes back in
 //! clear with something to hide is an error.
 
-pub mod chaos;
+/// The wire types of server-side chaos faults (they live in `coffer-wire`, shared with the server).
+pub use coffer_wire::chaos;
 mod delivery;
 pub mod dhutil;
 pub mod events;

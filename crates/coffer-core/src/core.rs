@@ -230,7 +230,8 @@ impl Core {
         }
         if opened {
             // An operator's unseal ends a chaos seal early: the held key is dropped now.
-            self.chaos_end_all(Some(coffer_api::chaos::FaultKind::Seal), EndReason::Unsealed).await;
+            self.chaos_end_all(Some(coffer_wire::chaos::FaultKind::Seal), EndReason::Unsealed)
+                .await;
         }
         self.seal_status().await
     }

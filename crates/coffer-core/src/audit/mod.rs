@@ -426,7 +426,7 @@ impl Broker {
     pub(crate) async fn log_chaos(
         &self,
         event: &str,
-        fault: &coffer_api::chaos::Fault,
+        fault: &coffer_wire::chaos::Fault,
         reason: Option<&str>,
     ) -> Result<()> {
         if !self.active().await {

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use coffer_api::chaos::{Fault, FaultKind, FaultSpec};
 use coffer_barrier::HeldRootKey;
+use coffer_wire::chaos::{Fault, FaultKind, FaultSpec};
 
 use crate::core::{Active, Core};
 use crate::logical::{Error, Result};

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use coffer_api::chaos::FaultSpec;
+use coffer_wire::chaos::FaultSpec;
 use serde_json::{Map, Value};
 
 use crate::backend::BackendRequest;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use coffer_api::chaos::{FaultKind, FaultSpec};
+use coffer_wire::chaos::{FaultKind, FaultSpec};
 
 use crate::logical::{Error, Result};
 use crate::token::TokenEntry;
@@ -226,7 +226,7 @@ pub(crate) fn draw() -> f64 {
 mod tests {
     use std::collections::BTreeMap;
 
-    use coffer_api::chaos::WireDuration;
+    use coffer_wire::chaos::WireDuration;
 
     use super::*;
 

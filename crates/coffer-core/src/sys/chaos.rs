@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::Ctx;
 use crate::chaos::{EndReason, OnBehalf};
 use crate::logical::{Error, Operation, Response, Result};
-use coffer_api::chaos::FaultSpec;
+use coffer_wire::chaos::FaultSpec;
 
 pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let Some(rest) = rel.strip_prefix("chaos/faults") else { return Ok(None) };
