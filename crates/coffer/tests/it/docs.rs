@@ -1,0 +1,390 @@
+//! Docs that stay true: the shell blocks the guides mark as runnable are run, in order, against a
+//! fresh real server, so a doc change that breaks a copy-paste fails the suite.
+//!
+//! The convention (docs/getting-started.md ends with a one-line pointer to it):
+//! - A ```` ```sh ```` block is run when the line right before it is `<!-- runnable -->`. Other
+//!   blocks are not: they build or install, start a server in the foreground, need `sudo` and
+//!   system paths, prompt, or need something the box does not have (a cluster, a database).
+//!   Interactive steps have a non-interactive variant next to them, and that one is marked.
+//! - The marked blocks of a guide sequence run in one `bash` (`set -euo pipefail`), so variables
+//!   carry from block to block as they do in a reader's terminal, in one temporary HOME and
+//!   working directory, with the binary under test on `PATH` as `coffer`, stdin from /dev/null.
+//! - What is compared: every command's exit status (0 unless its comment says otherwise); a
+//!   command whose trailing comment is `# prints X` must print exactly X on stdout (trimmed,
+//!   quotes around X removed); one whose comment has `Error: MSG` must fail and say MSG; one whose
+//!   comment says `exits N` must exit with N (and, with `prints "X"` too, say X on stdout or
+//!   stderr). Tables in ```` ```text ```` blocks are not compared: ids, tokens and times vary,
+//!   and the CLI's own tests check its tables.
+//!
+//! Two sequences, each on its own server:
+//! - getting-started §2–§4 on `coffer server -dev` (the §2 `export` block names a token from the
+//!   banner, so the test exports this server's address and root token instead);
+//! - getting-started §5, then auth.md, leases.md and audit.md, on a TLS server with its own CA.
+//!   §5.1–§5.6 need root, a system user, /etc and the share holders, so the test does their
+//!   equivalent: a TLS listener with a test CA in `COFFER_CACERT`, `COFFER_ADDR` exported,
+//!   initialized with 5 shares and a threshold of 3, unsealed with 3, and the root token saved
+//!   by `coffer login -` as §5.7 says.
+//!
+//! A failure names the guide, the line of the command and the command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::{BIN, Server, tempdir};
+
+/// One command of a runnable block: its first line number in the guide and its text (continued
+/// lines and heredoc bodies included).
+#[derive(Debug, PartialEq)]
+struct DocCommand {
+    line: usize,
+    text: String,
+}
+
+#[derive(Debug)]
+struct Block {
+    file: String,
+    line: usize,
+    commands: Vec<DocCommand>,
+}
+
+const MARK: &str = "<!-- runnable -->";
+
+/// The runnable blocks of `markdown`, with their line numbers (1-based).
+fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() == MARK {
+            let fence = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+            assert!(
+                fence == "```sh" || fence == "```bash",
+                "{file}:{}: {MARK} must be followed by a ```sh block",
+                i + 1
+            );
+            let start = i + 2;
+            let mut end = start;
+            while end < lines.len() && lines[end].trim() != "```" {
+                end += 1;
+            }
+            assert!(end < lines.len(), "{file}:{}: unterminated block", i + 2);
+            blocks.push(Block {
+                file: file.to_owned(),
+                line: start + 1,
+                commands: split_commands(&lines[start..end], start + 1),
+            });
+            i = end;
+        }
+        i += 1;
+    }
+    blocks
+}
+
+/// Splits a block into commands: a line ending in `\` continues on the next; a heredoc's body
+/// and terminator belong to the line that opened it. Blank and comment-only lines are dropped.
+fn split_commands(lines: &[&str], first_line: usize) -> Vec<DocCommand> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let number = first_line + i;
+        let mut text = line.to_owned();
+        while text.ends_with('\\') && i + 1 < lines.len() {
+            i += 1;
+            text.push('\n');
+            text.push_str(lines[i]);
+        }
+        if let Some(word) = heredoc_word(&text) {
+            while i + 1 < lines.len() {
+                i += 1;
+                text.push('\n');
+                text.push_str(lines[i]);
+                if lines[i] == word {
+                    break;
+                }
+            }
+        }
+        out.push(DocCommand { line: number, text });
+        i += 1;
+    }
+    out
+}
+
+/// The terminator of a heredoc opened on `line` (`<<'EOF'`, `<<EOF`, `<<-"EOF"`).
+fn heredoc_word(line: &str) -> Option<String> {
+    let rest = line.split("<<").nth(1)?;
+    let rest = rest.trim_start_matches('-').trim_matches(|c| c == '\'' || c == '"' || c == ' ');
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    (!word.is_empty()).then_some(word)
+}
+
+/// The trailing `# comment` of a one-line command (outside quotes), and the command before it.
+fn trailing_comment(text: &str) -> Option<(&str, &str)> {
+    if text.contains('\n') {
+        return None;
+    }
+    let (mut single, mut double) = (false, false);
+    let mut prev = ' ';
+    for (i, c) in text.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => {
+                return Some((text[..i].trim_end(), text[i + 1..].trim()));
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn unquote(s: &str) -> &str {
+    s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s)
+}
+
+/// What the doc says a command does, from its trailing comment.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    Success,
+    Prints(String),
+    Fails { status: Option<u8>, says: Option<String> },
+}
+
+fn expectation(comment: &str) -> Expect {
+    let exits = comment.split("exits ").nth(1).and_then(|r| {
+        r.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u8>().ok()
+    });
+    if let Some(msg) = comment.split("Error: ").nth(1) {
+        return Expect::Fails { status: exits, says: Some(msg.trim().to_owned()) };
+    }
+    let printed = comment
+        .strip_prefix("prints ")
+        .map(|p| unquote(p.split(", exits").next().unwrap_or(p).trim()).to_owned());
+    match (exits, printed) {
+        (Some(0), Some(p)) | (None, Some(p)) => Expect::Prints(p),
+        (Some(n), says) => Expect::Fails { status: Some(n), says },
+        (None, None) => Expect::Success,
+    }
+}
+
+/// The bash for one command: run it, and check what the doc says about it.
+fn script_for(block: &Block, cmd: &DocCommand) -> String {
+    let first = cmd.text.lines().next().unwrap_or_default();
+    let at = sh_quote(&format!("{}:{}: {first}", block.file, cmd.line));
+    let mut s = format!("__at={at}\n");
+    let Some((command, comment)) = trailing_comment(&cmd.text) else {
+        s.push_str(&cmd.text);
+        s.push('\n');
+        return s;
+    };
+    match expectation(comment) {
+        Expect::Success => {
+            s.push_str(&cmd.text);
+            s.push('\n');
+        }
+        Expect::Prints(want) => {
+            s.push_str(&format!(
+                "__out=$({command})\n[ \"$__out\" = {w} ] || __fail \"prints $(printf %q \"$__out\"), the doc says \"{w}\n",
+                w = sh_quote(&want)
+            ));
+        }
+        Expect::Fails { status, says } => {
+            s.push_str(&format!("__rc=0; __out=$({command} 2>&1) || __rc=$?\n"));
+            s.push_str("[ \"$__rc\" != 0 ] || __fail \"succeeded, the doc says it fails\"\n");
+            if let Some(n) = status {
+                s.push_str(&format!(
+                    "[ \"$__rc\" = {n} ] || __fail \"exited $__rc, the doc says {n}: $__out\"\n"
+                ));
+            }
+            if let Some(msg) = says {
+                s.push_str(&format!(
+                    "case \"$__out\" in *{m}*) ;; *) __fail \"said $(printf %q \"$__out\"), the doc says \"{m} ;; esac\n",
+                    m = sh_quote(&msg)
+                ));
+            }
+        }
+    }
+    s
+}
+
+fn script(blocks: &[Block]) -> String {
+    let mut s = String::from(
+        "set -euo pipefail\n\
+         __at=start\n\
+         __fail() { printf 'DOC FAILED at %s\\n  %s\\n' \"$__at\" \"$1\" >&2; exit 1; }\n\
+         trap '__rc=$?; printf \"DOC FAILED at %s\\n  exit %s from: %s\\n\" \"$__at\" \"$__rc\" \"$BASH_COMMAND\" >&2; exit $__rc' ERR\n",
+    );
+    for b in blocks {
+        for c in &b.commands {
+            s.push_str(&script_for(b, c));
+        }
+    }
+    s
+}
+
+fn guide(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Getting started's blocks before §5 (the dev server) and from §5 on (the production-like one).
+fn getting_started() -> (Vec<Block>, Vec<Block>) {
+    let text = guide("getting-started.md");
+    let cut = text.find("\n## 5. ").expect("getting-started.md has a §5");
+    let before = text[..cut].lines().count();
+    let (dev, prod): (Vec<Block>, Vec<Block>) =
+        runnable_blocks("getting-started.md", &text).into_iter().partition(|b| b.line <= before);
+    (dev, prod)
+}
+
+/// A HOME, a working directory and a PATH whose `coffer` is the binary under test.
+struct Reader {
+    home: PathBuf,
+    work: PathBuf,
+    path: String,
+}
+
+impl Reader {
+    fn new(dir: &Path) -> Reader {
+        let (home, work, bin) = (dir.join("home"), dir.join("work"), dir.join("bin"));
+        for d in [&home, &work, &bin] {
+            std::fs::create_dir_all(d).expect("dir");
+        }
+        std::os::unix::fs::symlink(BIN, bin.join("coffer")).expect("symlink coffer");
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+        Reader { home, work, path }
+    }
+
+    /// Runs `preamble` then the blocks in one bash; panics with the failing command.
+    fn run(&self, env: &[(&str, &str)], preamble: &str, blocks: &[Block]) {
+        assert!(!blocks.is_empty(), "no runnable blocks");
+        let script = format!("{preamble}\n{}", script(blocks));
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(&script)
+            .env_clear()
+            .env("PATH", &self.path)
+            .env("HOME", &self.home)
+            .env("LANG", "C.UTF-8")
+            .current_dir(&self.work)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run bash");
+        assert!(
+            out.status.success(),
+            "a runnable doc block failed ({:?})\n--- stderr:\n{}\n--- stdout:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// `coffer server -dev` on an ephemeral port with a root token of its own; killed on drop.
+struct DevServer {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dev_server(token: &str) -> DevServer {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["server", "-dev", "-dev-listen-address=127.0.0.1:0"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dev server");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.expect("banner");
+        if addr.is_none()
+            && let Some(rest) = line.split("addr: \"").nth(1)
+        {
+            addr = rest.split('"').next().map(str::to_owned);
+        }
+        if line.contains("Coffer server started") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr = addr.expect("the dev banner names its address");
+    DevServer { child, addr: format!("http://{addr}") }
+}
+
+#[test]
+fn getting_started_on_the_dev_server_runs_as_written() {
+    let dir = tempdir();
+    let reader = Reader::new(dir.path());
+    let token = "doc-test-root-token";
+    let dev = dev_server(token);
+    let (blocks, _) = getting_started();
+    reader.run(&[("COFFER_ADDR", &dev.addr), ("COFFER_TOKEN", token)], "", &blocks);
+}
+
+#[tokio::test]
+async fn getting_started_production_then_auth_leases_audit_run_as_written() {
+    let dir = tempdir();
+    let reader = Reader::new(&dir.path().join("reader"));
+    let p = crate::tls::pki(dir.path());
+    let mut s =
+        Server::start_with(dir.path(), &crate::tls::tls_config(dir.path(), &p, ""), "https");
+    s.ca = Some(p.ca.clone());
+    let (keys, root) = s.init(5, 3).await;
+    s.unseal(&keys[..3]).await;
+
+    let (_, mut blocks) = getting_started();
+    for g in ["auth.md", "leases.md", "audit.md"] {
+        blocks.extend(runnable_blocks(g, &guide(g)));
+    }
+    let ca = p.ca.display().to_string();
+    // §5.7's non-interactive login, with the root token §5.5 printed.
+    let preamble = "printf '%s\\n' \"$ROOT_TOKEN\" | coffer login - > /dev/null\nunset ROOT_TOKEN";
+    reader.run(
+        &[("COFFER_ADDR", &s.addr), ("COFFER_CACERT", &ca), ("ROOT_TOKEN", &root)],
+        preamble,
+        &blocks,
+    );
+}
+
+#[test]
+fn the_extractor_reads_commands_comments_and_heredocs() {
+    let md = "text\n<!-- runnable -->\n```sh\n# a comment\ncoffer a \\\n  b\ncat > x <<'EOF'\npath \"x\" # no\nEOF\ncoffer read x   # prints \"y\", exits 2\n```\n```sh\nnot run\n```\n";
+    let blocks = runnable_blocks("t.md", md);
+    assert_eq!(blocks.len(), 1);
+    let c = &blocks[0].commands;
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c[0], DocCommand { line: 5, text: "coffer a \\\n  b".into() });
+    assert_eq!(c[1].line, 7);
+    assert!(c[1].text.ends_with("\nEOF"));
+    assert_eq!(trailing_comment(&c[1].text), None);
+    let (cmd, comment) = trailing_comment(&c[2].text).expect("comment");
+    assert_eq!(cmd, "coffer read x");
+    assert_eq!(expectation(comment), Expect::Fails { status: Some(2), says: Some("y".into()) });
+    assert_eq!(expectation("prints s3cr3t"), Expect::Prints("s3cr3t".into()));
+    assert_eq!(
+        expectation("Error: permission denied."),
+        Expect::Fails { status: None, says: Some("permission denied.".into()) }
+    );
+    assert_eq!(expectation("allowed: list"), Expect::Success);
+    assert_eq!(trailing_comment("echo 'a # b'"), None);
+}
