@@ -23,7 +23,10 @@
 //!   §5.1–§5.6 need root, a system user, /etc and the share holders, so the test does their
 //!   equivalent: a TLS listener with a test CA in `COFFER_CACERT`, `COFFER_ADDR` exported,
 //!   initialized with 5 shares and a threshold of 3, unsealed with 3, and the root token saved
-//!   by `coffer login -` as §5.7 says.
+//!   by `coffer login -` as §5.7 says; then §5.7's audit step, a file device at `file/`.
+//!   The server and the reader run as one user: `sudo` on the reader's PATH runs its command
+//!   (dropping `-u USER` and `-E`), and the system directory `/var/log/coffer` of the guides is
+//!   replaced, in the command text, by a directory in the test's temporary directory.
 //!
 //! A failure names the guide, the line of the command and the command.
 
@@ -255,11 +258,19 @@ struct Reader {
 
 impl Reader {
     fn new(dir: &Path) -> Reader {
+        use std::os::unix::fs::PermissionsExt;
         let (home, work, bin) = (dir.join("home"), dir.join("work"), dir.join("bin"));
         for d in [&home, &work, &bin] {
             std::fs::create_dir_all(d).expect("dir");
         }
         std::os::unix::fs::symlink(BIN, bin.join("coffer")).expect("symlink coffer");
+        let sudo = bin.join("sudo");
+        std::fs::write(
+            &sudo,
+            "#!/bin/bash\nwhile [ $# -gt 0 ]; do case \"$1\" in -E) shift ;; -u) shift 2 ;; *) break ;; esac; done\nexec \"$@\"\n",
+        )
+        .expect("write sudo");
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
         Reader { home, work, path }
     }
@@ -356,12 +367,21 @@ async fn getting_started_production_then_auth_leases_audit_run_as_written() {
     for g in ["auth.md", "leases.md", "audit.md"] {
         blocks.extend(runnable_blocks(g, &guide(g)));
     }
+    let log_dir = dir.path().join("var-log-coffer");
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let log_dir = log_dir.display().to_string();
+    for c in blocks.iter_mut().flat_map(|b| b.commands.iter_mut()) {
+        c.text = c.text.replace("/var/log/coffer", &log_dir);
+    }
     let ca = p.ca.display().to_string();
-    // §5.7's non-interactive login, with the root token §5.5 printed.
-    let preamble = "printf '%s\\n' \"$ROOT_TOKEN\" | coffer login - > /dev/null\nunset ROOT_TOKEN";
+    // §5.7's non-interactive login with the root token §5.5 printed, and its audit device.
+    let preamble = format!(
+        "printf '%s\\n' \"$ROOT_TOKEN\" | coffer login - > /dev/null\nunset ROOT_TOKEN\n\
+         coffer audit enable file file_path={log_dir}/audit.log > /dev/null"
+    );
     reader.run(
         &[("COFFER_ADDR", &s.addr), ("COFFER_CACERT", &ca), ("ROOT_TOKEN", &root)],
-        preamble,
+        &preamble,
         &blocks,
     );
 }
