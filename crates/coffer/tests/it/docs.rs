@@ -19,7 +19,8 @@
 //! Two sequences, each on its own server:
 //! - getting-started §2–§4 on `coffer server -dev` (the §2 `export` block names a token from the
 //!   banner, so the test exports this server's address and root token instead);
-//! - getting-started §5, then auth.md, leases.md and audit.md, on a TLS server with its own CA.
+//! - getting-started §5, then auth.md, leases.md, audit.md and database.md (the blocks that need
+//!   no PostgreSQL), on a TLS server with its own CA.
 //!   §5.1–§5.6 need root, a system user, /etc and the share holders, so the test does their
 //!   equivalent: a TLS listener with a test CA in `COFFER_CACERT`, `COFFER_ADDR` exported,
 //!   initialized with 5 shares and a threshold of 3, unsealed with 3, and the root token saved
@@ -364,7 +365,7 @@ async fn getting_started_production_then_auth_leases_audit_run_as_written() {
     s.unseal(&keys[..3]).await;
 
     let (_, mut blocks) = getting_started();
-    for g in ["auth.md", "leases.md", "audit.md"] {
+    for g in ["auth.md", "leases.md", "audit.md", "database.md"] {
         blocks.extend(runnable_blocks(g, &guide(g)));
     }
     let log_dir = dir.path().join("var-log-coffer");
