@@ -6,6 +6,8 @@
 //!   blocks are not: they build or install, start a server in the foreground, need `sudo` and
 //!   system paths, prompt, or need something the box does not have (a cluster, a database).
 //!   Interactive steps have a non-interactive variant next to them, and that one is marked.
+//!   `<!-- not runnable: REASON -->` says why a step of the path is left out (getting-started
+//!   §5); any other comment with "run" in it is refused, so a typo cannot drop a block silently.
 //! - The marked blocks of a guide sequence run in one `bash` (`set -euo pipefail`), so variables
 //!   carry from block to block as they do in a reader's terminal, in one temporary HOME and
 //!   working directory, with the binary under test on `PATH` as `coffer`, stdin from /dev/null.
@@ -52,6 +54,8 @@ struct Block {
 }
 
 const MARK: &str = "<!-- runnable -->";
+/// Says why a block is not run: for readers and reviewers; the test only checks it has a reason.
+const SKIP: &str = "<!-- not runnable:";
 
 /// The runnable blocks of `markdown`, with their line numbers (1-based).
 fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
@@ -59,7 +63,20 @@ fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim() == MARK {
+        let l = lines[i].trim();
+        if l.starts_with("<!--") && l.to_lowercase().contains("run") && l != MARK {
+            let reason = l
+                .strip_prefix(SKIP)
+                .and_then(|r| r.strip_suffix("-->"))
+                .map(str::trim)
+                .unwrap_or_default();
+            assert!(
+                !reason.is_empty(),
+                "{file}:{}: write {MARK}, or {SKIP} REASON -->, not {l}",
+                i + 1
+            );
+        }
+        if l == MARK {
             let fence = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
             assert!(
                 fence == "```sh" || fence == "```bash",
@@ -389,13 +406,13 @@ async fn getting_started_production_then_auth_leases_audit_run_as_written() {
 
 #[test]
 fn the_extractor_reads_commands_comments_and_heredocs() {
-    let md = "text\n<!-- runnable -->\n```sh\n# a comment\ncoffer a \\\n  b\ncat > x <<'EOF'\npath \"x\" # no\nEOF\ncoffer read x   # prints \"y\", exits 2\n```\n```sh\nnot run\n```\n";
+    let md = "text\n<!-- not runnable: a reason -->\n```sh\nx\n```\n<!-- runnable -->\n```sh\n# a comment\ncoffer a \\\n  b\ncat > x <<'EOF'\npath \"x\" # no\nEOF\ncoffer read x   # prints \"y\", exits 2\n```\n```sh\nnot run\n```\n";
     let blocks = runnable_blocks("t.md", md);
     assert_eq!(blocks.len(), 1);
     let c = &blocks[0].commands;
     assert_eq!(c.len(), 3, "{c:?}");
-    assert_eq!(c[0], DocCommand { line: 5, text: "coffer a \\\n  b".into() });
-    assert_eq!(c[1].line, 7);
+    assert_eq!(c[0], DocCommand { line: 9, text: "coffer a \\\n  b".into() });
+    assert_eq!(c[1].line, 11);
     assert!(c[1].text.ends_with("\nEOF"));
     assert_eq!(trailing_comment(&c[1].text), None);
     let (cmd, comment) = trailing_comment(&c[2].text).expect("comment");
@@ -408,4 +425,10 @@ fn the_extractor_reads_commands_comments_and_heredocs() {
     );
     assert_eq!(expectation("allowed: list"), Expect::Success);
     assert_eq!(trailing_comment("echo 'a # b'"), None);
+
+    // A misspelt marker or a skip without a reason is an error, not a block quietly left out.
+    for bad in ["<!-- runable -->\n", "<!-- not runnable -->\n", "<!-- not runnable: -->\n"] {
+        let r = std::panic::catch_unwind(|| runnable_blocks("t.md", bad));
+        assert!(r.is_err(), "{bad:?} was accepted");
+    }
 }
