@@ -305,11 +305,29 @@ impl Reader {
             .env("HOME", &self.home)
             .env("LANG", "C.UTF-8")
             .current_dir(&self.work)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run bash");
+        // Its own process group, so a timeout ends the commands bash started too.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("run bash");
+        // A command that waits for input it will never get (a prompt that slipped into a
+        // runnable block) must fail the test, not hang the suite.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(std::time::Duration::from_secs(300)) {
+            Ok(out) => out.expect("bash output"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+                panic!("the runnable doc blocks did not finish within 300 s (a prompt?)");
+            }
+        };
         assert!(
             out.status.success(),
             "a runnable doc block failed ({:?})\n--- stderr:\n{}\n--- stdout:\n{}",
