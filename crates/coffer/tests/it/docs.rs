@@ -15,8 +15,10 @@
 //!   command whose trailing comment is `# prints X` must print exactly X on stdout (trimmed,
 //!   quotes around X removed); one whose comment has `Error: MSG` must fail and say MSG; one whose
 //!   comment says `exits N` must exit with N (and, with `prints "X"` too, say X on stdout or
-//!   stderr). Tables in ```` ```text ```` blocks are not compared: ids, tokens and times vary,
-//!   and the CLI's own tests check its tables.
+//!   stderr). A one-command block marked `<!-- runnable, output shown -->` must print what the
+//!   fenced block after it shows, once tokens, request ids, times, HMACs and accessors are
+//!   replaced by placeholders and column padding is collapsed ([`normalize`]). Other shown
+//!   output (after blocks of several commands, or with counts that vary) is not compared.
 //!
 //! Two sequences, each on its own server:
 //! - getting-started §2–§4 on `coffer server -dev` (the §2 `export` block names a token from the
@@ -51,9 +53,14 @@ struct Block {
     file: String,
     line: usize,
     commands: Vec<DocCommand>,
+    /// With [`SHOWN`]: the output the guide shows in the fenced block that follows.
+    shown: Option<String>,
 }
 
 const MARK: &str = "<!-- runnable -->";
+/// A runnable block of one command whose output the guide shows in the next fenced block: the
+/// test compares the two after [`normalize`].
+const SHOWN: &str = "<!-- runnable, output shown -->";
 /// Says why a block is not run: for readers and reviewers; the test only checks it has a reason.
 const SKIP: &str = "<!-- not runnable:";
 
@@ -64,7 +71,7 @@ fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
     let mut i = 0;
     while i < lines.len() {
         let l = lines[i].trim();
-        if l.starts_with("<!--") && l.to_lowercase().contains("run") && l != MARK {
+        if l.starts_with("<!--") && l.to_lowercase().contains("run") && l != MARK && l != SHOWN {
             let reason = l
                 .strip_prefix(SKIP)
                 .and_then(|r| r.strip_suffix("-->"))
@@ -76,7 +83,7 @@ fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
                 i + 1
             );
         }
-        if l == MARK {
+        if l == MARK || l == SHOWN {
             let fence = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
             assert!(
                 fence == "```sh" || fence == "```bash",
@@ -89,11 +96,23 @@ fn runnable_blocks(file: &str, markdown: &str) -> Vec<Block> {
                 end += 1;
             }
             assert!(end < lines.len(), "{file}:{}: unterminated block", i + 2);
-            blocks.push(Block {
-                file: file.to_owned(),
-                line: start + 1,
-                commands: split_commands(&lines[start..end], start + 1),
+            let commands = split_commands(&lines[start..end], start + 1);
+            let shown = (l == SHOWN).then(|| {
+                assert_eq!(commands.len(), 1, "{file}:{}: {SHOWN} needs one command", i + 1);
+                let mut o = end + 1;
+                while o < lines.len() && lines[o].trim().is_empty() {
+                    o += 1;
+                }
+                assert!(
+                    lines.get(o).is_some_and(|f| f.starts_with("```") && *f != "```sh"),
+                    "{file}:{}: {SHOWN} must be followed by the output's fenced block",
+                    i + 1
+                );
+                let body: Vec<&str> =
+                    lines[o + 1..].iter().take_while(|l| l.trim() != "```").copied().collect();
+                body.join("\n")
             });
+            blocks.push(Block { file: file.to_owned(), line: start + 1, commands, shown });
             i = end;
         }
         i += 1;
@@ -237,6 +256,39 @@ fn script_for(block: &Block, cmd: &DocCommand) -> String {
     s
 }
 
+/// Output with what differs from run to run replaced by a placeholder: tokens (`cfs.…`),
+/// UUIDs (request ids), RFC 3339 times, HMACs and token accessors (24 letters and digits);
+/// column padding is collapsed, since it follows the widths.
+fn normalize(text: &str) -> String {
+    let word = |w: &str| -> String {
+        let core = w.trim_matches(|c| c == '"' || c == ',');
+        let alnum = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric());
+        let kind = if core.starts_with("cfs.") {
+            "<token>"
+        } else if core.starts_with("hmac-sha256:") {
+            "<hmac>"
+        } else if core.len() == 36 && core.matches('-').count() == 4 {
+            "<uuid>"
+        } else if core.len() >= 20
+            && core.contains('T')
+            && core.ends_with('Z')
+            && core.chars().all(|c| c.is_ascii_digit() || "-:.TZ".contains(c))
+        {
+            "<time>"
+        } else if core.len() == 24 && alnum(core) && core.chars().any(|c| c.is_ascii_digit()) {
+            "<accessor>"
+        } else {
+            return w.to_owned();
+        };
+        w.replace(core, kind)
+    };
+    text.lines()
+        .map(|l| l.split_whitespace().map(word).collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn script(blocks: &[Block]) -> String {
     let mut s = String::from(
         "set -euo pipefail\n\
@@ -244,12 +296,35 @@ fn script(blocks: &[Block]) -> String {
          __fail() { printf 'DOC FAILED at %s\\n  %s\\n' \"$__at\" \"$1\" >&2; exit 1; }\n\
          trap '__rc=$?; printf \"DOC FAILED at %s\\n  exit %s from: %s\\n\" \"$__at\" \"$__rc\" \"$BASH_COMMAND\" >&2; exit $__rc' ERR\n",
     );
-    for b in blocks {
-        for c in &b.commands {
-            s.push_str(&script_for(b, c));
+    for (n, b) in blocks.iter().enumerate() {
+        match (&b.shown, b.commands.as_slice()) {
+            (Some(_), [c]) => {
+                let first = c.text.lines().next().unwrap_or_default();
+                s.push_str(&format!(
+                    "__at={}\n__out=$({})\nprintf '%s\\n' \"$__out\" > \"$DOC_SHOWN/{n}\"\n",
+                    sh_quote(&format!("{}:{}: {first}", b.file, c.line)),
+                    c.text
+                ));
+            }
+            _ => b.commands.iter().for_each(|c| s.push_str(&script_for(b, c))),
         }
     }
     s
+}
+
+/// Compares what each [`SHOWN`] block printed with what its guide shows.
+fn compare_shown(blocks: &[Block], dir: &Path) {
+    for (n, b) in blocks.iter().enumerate() {
+        let Some(shown) = &b.shown else { continue };
+        let got = std::fs::read_to_string(dir.join(n.to_string())).expect("captured output");
+        assert_eq!(
+            normalize(&got),
+            normalize(shown),
+            "{}:{}: the output differs from what the guide shows (after normalizing)\n--- printed:\n{got}",
+            b.file,
+            b.line
+        );
+    }
 }
 
 fn guide(name: &str) -> String {
@@ -296,6 +371,8 @@ impl Reader {
     /// Runs `preamble` then the blocks in one bash; panics with the failing command.
     fn run(&self, env: &[(&str, &str)], preamble: &str, blocks: &[Block]) {
         assert!(!blocks.is_empty(), "no runnable blocks");
+        let shown = self.home.with_file_name("shown");
+        std::fs::create_dir_all(&shown).expect("shown dir");
         let script = format!("{preamble}\n{}", script(blocks));
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
@@ -311,6 +388,7 @@ impl Reader {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.env("DOC_SHOWN", &shown);
         // Its own process group, so a timeout ends the commands bash started too.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("run bash");
@@ -335,6 +413,7 @@ impl Reader {
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
         );
+        compare_shown(blocks, &shown);
     }
 }
 
@@ -443,6 +522,14 @@ fn the_extractor_reads_commands_comments_and_heredocs() {
     );
     assert_eq!(expectation("allowed: list"), Expect::Success);
     assert_eq!(trailing_comment("echo 'a # b'"), None);
+
+    assert_eq!(
+        normalize("token   cfs.oXru\nid  \"f87e857e-cd5c-419d-b8d4-56d393ac3673\",\n"),
+        "token <token>\nid \"<uuid>\","
+    );
+    assert_eq!(normalize("created_time 2026-11-23T00:00:32Z"), "created_time <time>");
+    assert_eq!(normalize("token_accessor rp91eYKtoZdpTib73HXwoynT"), "token_accessor <accessor>");
+    assert_ne!(normalize("password s3cr3t"), normalize("password x"));
 
     // A misspelt marker or a skip without a reason is an error, not a block quietly left out.
     for bad in ["<!-- runable -->\n", "<!-- not runnable -->\n", "<!-- not runnable: -->\n"] {
