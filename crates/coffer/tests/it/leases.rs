@@ -107,3 +107,55 @@ async fn lease_requests_with_bad_input_are_refused_with_400s_that_name_the_probl
     let (code, b) = s.call("POST", "sys/revoke/secret/none/abc", Some(&root), None).await;
     assert_eq!(code, 204, "{b}");
 }
+
+#[tokio::test]
+async fn lease_list_prints_the_full_lease_ids_under_a_prefix() {
+    let dir = tempdir();
+    let (s, _keys, root) = Server::ready(dir.path()).await;
+    let out = s.cli(Some(&root), &["lease", "list", "auth/token/create"]);
+    assert_eq!(out.status.code(), Some(2), "none yet: {}", stdout(&out));
+    assert!(stderr(&out).contains("No leases found under auth/token/create"), "{}", stderr(&out));
+
+    let a = token(&s, &root, "10m").await;
+    let b = token(&s, &root, "10m").await;
+    let mut want = token_lease_ids(&s, &root).await;
+    want.sort();
+    assert_eq!(want.len(), 2, "{want:?}");
+
+    for prefix in ["auth/token/create", "auth/token/create/"] {
+        let out = s.cli(Some(&root), &["lease", "list", prefix]);
+        assert!(out.status.success(), "{prefix}: {}", stderr(&out));
+        assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want, "{prefix}");
+    }
+    // From a parent folder the listing walks the sub-folders and joins the segments (the root
+    // token's lease, under auth/token/root/, comes along).
+    for prefix in ["auth/token", "auth"] {
+        let out = s.cli(Some(&root), &["lease", "list", prefix]);
+        assert!(out.status.success(), "{prefix}: {}", stderr(&out));
+        let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+        assert!(want.iter().all(|id| got.contains(id)), "{prefix}: {got:?}");
+        assert!(got.iter().all(|id| id.starts_with("auth/token/")), "{prefix}: {got:?}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted, once each: {got:?}");
+    }
+    let out = s.cli(Some(&root), &["lease", "list", "-format=json", "auth/token/create"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&out)).expect("json"), json!(want));
+
+    // Each listed id is a lease the other lease commands take: revoking one revokes one token.
+    let out = s.cli(Some(&root), &["lease", "revoke", &want[0]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut alive = 0;
+    for t in [&a, &b] {
+        let (code, _) = s.call("GET", "auth/token/lookup-self", Some(t), None).await;
+        alive += usize::from(code == 200);
+    }
+    assert_eq!(alive, 1, "exactly the listed lease's token was revoked");
+    let out = s.cli(Some(&root), &["lease", "list", "auth/token/create"]);
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want[1..].to_vec());
+
+    // Listing needs sudo on sys/leases/lookup/*, as the LIST itself does.
+    let out = s.cli(Some(&a), &["lease", "list", "auth/token/create"]);
+    let out = if out.status.success() { s.cli(Some(&b), &["lease", "list", "auth"]) } else { out };
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
+}

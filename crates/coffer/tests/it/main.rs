@@ -17,6 +17,7 @@ mod chaos_host_audit;
 mod cli;
 mod database;
 mod database_leases;
+mod docs;
 mod events;
 mod help;
 mod invariants;
