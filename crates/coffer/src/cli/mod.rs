@@ -118,7 +118,9 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     if let Command::Completion { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
+        crate::stdio::stdout_bytes(&script);
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
