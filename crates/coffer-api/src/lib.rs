@@ -101,6 +101,9 @@ pub struct ClientConfig {
     /// PEM client certificate and key, for mutually authenticated TLS.
     pub client_identity_pem: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// Accept any server certificate (vault's `-tls-skip-verify`): for a test server only, as
+    /// anyone on the path can then read and change the traffic, tokens included.
+    pub tls_skip_verify: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -110,6 +113,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(Vec::len))
             .field("client_identity_pem", &self.client_identity_pem.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("tls_skip_verify", &self.tls_skip_verify)
             .finish()
     }
 }
@@ -173,6 +177,9 @@ impl Client {
             let id = reqwest::Identity::from_pem(pem)
                 .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
             b = b.identity(id);
+        }
+        if cfg.tls_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
         let address = cfg.address.trim_end_matches('/').to_owned();

@@ -109,12 +109,17 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn main() -> ExitCode {
-    let argv = args::normalize(std::env::args_os());
-    let cli = match Cli::try_parse_from(argv) {
+    let typed: Vec<_> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(args::normalize(typed.iter().cloned())) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{}", args::as_typed(e.render().to_string().trim_end(), &typed));
+            return ExitCode::from(1);
+        }
         Err(e) => {
+            // --help and --version: clap prints them, on stdout.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
         }
     };
     if let Command::Completion { shell } = cli.command {

@@ -52,3 +52,71 @@ async fn output_into_a_closed_pipe_ends_quietly() {
     assert_ne!(code, 0, "{err}");
     assert!(!err.is_empty() && !err.contains("panicked"), "{err}");
 }
+
+/// The CLI with only the given environment (and PATH): (status, stdout, stderr).
+fn cli_env(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn connection_errors_advise_by_cause() {
+    let (code, _, err) = cli_env(&[("COFFER_ADDR", "http://127.0.0.1:1")], &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Nothing listens there") && err.contains("COFFER_ADDR"), "{err}");
+    let (_, _, err) = cli_env(&[("COFFER_ADDR", "http://no-such-host.invalid:8200")], &["status"]);
+    assert!(err.contains("does not resolve") && err.contains("COFFER_ADDR"), "{err}");
+
+    let dir = tempdir();
+    let p = crate::tls::pki(dir.path());
+    let tls = Server::start_with(dir.path(), &crate::tls::tls_config(dir.path(), &p, ""), "https");
+    let (_, _, err) = cli_env(&[("COFFER_ADDR", &tls.addr)], &["status"]);
+    assert!(err.contains("-ca-cert") && err.contains("COFFER_CACERT"), "{err}");
+    assert!(!err.contains("export COFFER_ADDR"), "{err}");
+    let plain_addr = tls.addr.replacen("https://", "http://", 1);
+    let (_, _, err) = cli_env(&[("COFFER_ADDR", &plain_addr)], &["status"]);
+    assert!(err.contains(&format!("export COFFER_ADDR={}", tls.addr)), "{err}");
+
+    // -tls-skip-verify, and its variables with Go's booleans: the answer, and a warning each time.
+    let warning = "WARNING! -tls-skip-verify";
+    for env in [&[][..], &[("VAULT_SKIP_VERIFY", "1")], &[("COFFER_SKIP_VERIFY", "True")]] {
+        let mut env = env.to_vec();
+        env.push(("COFFER_ADDR", &tls.addr));
+        let args: &[&str] =
+            if env.len() == 1 { &["status", "-tls-skip-verify"] } else { &["status"] };
+        let (code, out, err) = cli_env(&env, args);
+        // Exit 2: the fresh server is sealed; what matters is that it answered.
+        assert_eq!(code, 2, "{env:?}: {out}{err}");
+        assert!(out.contains("Sealed") && err.contains(warning), "{env:?}: {out}{err}");
+    }
+    let env = [("COFFER_ADDR", tls.addr.as_str()), ("VAULT_SKIP_VERIFY", "true")];
+    let (_, _, err) = cli_env(&env, &["status", "-tls-skip-verify=false"]);
+    assert!(err.contains("-ca-cert") && !err.contains(warning), "the flag wins: {err}");
+    let env = [("COFFER_ADDR", tls.addr.as_str()), ("VAULT_SKIP_VERIFY", "maybe")];
+    let (code, _, err) = cli_env(&env, &["status"]);
+    assert!(code == 1 && err.contains("VAULT_SKIP_VERIFY"), "{err}");
+
+    let dir2 = tempdir();
+    let plain = Server::start(dir2.path());
+    let tls_addr = plain.addr.replacen("http://", "https://", 1);
+    let (_, _, err) = cli_env(&[("COFFER_ADDR", &tls_addr)], &["status"]);
+    assert!(err.contains(&format!("export COFFER_ADDR={}", plain.addr)), "{err}");
+
+    // A mistyped single-dash flag is reported as typed.
+    let (code, _, err) = cli_env(&[("COFFER_ADDR", &tls_addr)], &["status", "-tls-skipverify"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unexpected argument '-tls-skipverify'"), "{err}");
+    assert!(err.contains("similar argument exists: '-tls-skip-verify'"), "{err}");
+}
