@@ -166,6 +166,7 @@ impl Client {
             format_args!("{host}{}", url.port().map(|p| format!(":{p}")).unwrap_or_default()),
         );
         let unreachable = |cause: String| Error::Unreachable { addr: self.address.clone(), cause };
+        let ws_url_shown = ws_url.clone();
         let mut request = ws_url.into_client_request().map_err(|e| Error::Config(e.to_string()))?;
         if let Some(t) = &self.token {
             let mut v = HeaderValue::from_str(t)
@@ -194,7 +195,7 @@ impl Client {
             };
             tokio_tungstenite::client_async_with_config(request, conn, None)
                 .await
-                .map_err(|e| handshake_error(e, &unreachable))
+                .map_err(|e| handshake_error(e, &ws_url_shown, &unreachable))
         };
         let (ws, _) = tokio::time::timeout(limit, connect)
             .await
@@ -205,7 +206,7 @@ impl Client {
 
 /// A refused handshake is the server's answer (403, 400 with Vault's error body); anything else
 /// is a failure to reach it.
-fn handshake_error(e: WsError, unreachable: &dyn Fn(String) -> Error) -> Error {
+fn handshake_error(e: WsError, url: &str, unreachable: &dyn Fn(String) -> Error) -> Error {
     match e {
         WsError::Http(resp) => {
             let status = resp.status().as_u16();
@@ -215,7 +216,7 @@ fn handshake_error(e: WsError, unreachable: &dyn Fn(String) -> Error) -> Error {
                 .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
                 .map(|b| b.errors)
                 .unwrap_or_default();
-            Error::Api { status, errors }
+            Error::Api { status, errors, method: "GET".into(), url: url.to_owned() }
         }
         other => unreachable(other.to_string()),
     }

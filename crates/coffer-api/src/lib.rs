@@ -67,8 +67,10 @@ pub struct ErrorBody {
 pub enum Error {
     #[error("cannot reach the Coffer server at {addr}: {cause}")]
     Unreachable { addr: String, cause: String },
+    /// The server's refusal, and the request it refused (`method` as sent, `url` in full with
+    /// its query), which vault's CLI prints beside the errors.
     #[error("{status}: {}", .errors.join("; "))]
-    Api { status: u16, errors: Vec<String> },
+    Api { status: u16, errors: Vec<String>, method: String, url: String },
     #[error("invalid client configuration: {0}")]
     Config(String),
     #[error("unexpected response from the server: {0}")]
@@ -242,6 +244,7 @@ impl Client {
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::Config(format!("bad method {method}")))?;
         let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
+        let method_name = method.to_string();
         let mut rb = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
             let mut v = reqwest::header::HeaderValue::from_str(t)
@@ -264,6 +267,7 @@ impl Client {
             cause: error_chain(&e),
         })?;
         let status = resp.status();
+        let sent_url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
         let mut body: Option<Value> = if bytes.is_empty() {
             None
@@ -285,7 +289,7 @@ impl Client {
             .and_then(|b| serde_json::from_value::<ErrorBody>(b.clone()).ok())
             .map(|e| e.errors)
             .unwrap_or_default();
-        Err(Error::Api { status: status.as_u16(), errors })
+        Err(Error::Api { status: status.as_u16(), errors, method: method_name, url: sent_url })
     }
 
     pub async fn read(&self, path: &str) -> Result<Answer> {

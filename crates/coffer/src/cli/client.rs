@@ -164,27 +164,43 @@ pub(super) fn client(g: &Global) -> Result<Client> {
     Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl).with_seal_key(seal_key))
 }
 
-/// Turns an API failure into advice.
-pub(super) fn explain(e: &anyhow::Error, g: &Global) -> String {
+/// What a failed command prints on stderr: a refusal in vault's shape (`Error making API
+/// request.` with the method and URL), followed by advice for the common refusals; a failure to
+/// connect with advice by cause; anything else as `Error: ` and its chain.
+pub(super) fn explain(e: &anyhow::Error) -> String {
     if let Some(api) = e.downcast_ref::<coffer_api::Error>() {
         return match api {
-            coffer_api::Error::Unreachable { addr, cause } => {
-                format!("cannot reach the Coffer server at {addr}: {cause}\n\n{}", connection_advice(addr, cause))
+            coffer_api::Error::Unreachable { addr, cause } => format!(
+                "Error: cannot reach the Coffer server at {addr}: {cause}\n\n{}",
+                connection_advice(addr, cause)
+            ),
+            coffer_api::Error::Api { status, errors, method, url } => {
+                let advice = match status {
+                    503 => "\n\nCoffer is sealed (or a standby without an active node). Unseal it \
+                            with `coffer operator unseal`, repeated with different key shares until \
+                            the threshold is reached."
+                        .to_owned(),
+                    403 => "\n\nPermission denied: the token is missing, expired, revoked, or its \
+                            policies do not allow this. Log in with `coffer login` or set \
+                            COFFER_TOKEN, and check the token's policies with `coffer token lookup`."
+                        .to_owned(),
+                    _ => String::new(),
+                };
+                format!("{}{advice}", api_error(*status, errors, method, url))
             }
-            coffer_api::Error::Api { status: 503, .. } => "Coffer is sealed. Unseal it with `coffer operator unseal` (repeat with different key shares until the threshold is reached).".into(),
-            coffer_api::Error::Api { status: 403, errors } => format!(
-                "permission denied{}.\n\nThe token is missing, expired, revoked, or its policies do not allow this. Log in with `coffer login`, set COFFER_TOKEN, and check the token's policies with `coffer token lookup`.",
-                if errors.is_empty() || errors == &["permission denied"] { String::new() } else { format!(" ({})", errors.join("; ")) }
-            ),
-            coffer_api::Error::Api { status, errors } => format!(
-                "Error making API request.\n\nURL: {}\nCode: {status}. Errors:\n\n{}",
-                address(g),
-                errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
-            ),
-            other => other.to_string(),
+            other => format!("Error: {other}"),
         };
     }
-    format!("{e:#}")
+    format!("Error: {e:#}")
+}
+
+/// Vault's `ResponseError` text, with one change: each error on a line of its own (vault runs
+/// them together).
+fn api_error(status: u16, errors: &[String], method: &str, url: &str) -> String {
+    format!(
+        "Error making API request.\n\nURL: {method} {url}\nCode: {status}. Errors:\n\n{}",
+        errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
+    )
 }
 
 /// What to do about a failed connection, by its cause as the error chain names it (rustls,

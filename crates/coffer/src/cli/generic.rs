@@ -32,7 +32,7 @@ pub(super) async fn read(g: &Global, a: PathArgs) -> Result<ExitCode> {
     let q: Vec<(&str, String)> = query.iter().map(|(k, v)| (k.as_str(), cell(v))).collect();
     match c.request_with_query("GET", &a.path, &q, None).await {
         Ok(ans) => print_answer(g, ans.body.as_ref()),
-        Err(coffer_api::Error::Api { status: 404, errors }) if errors.is_empty() => {
+        Err(coffer_api::Error::Api { status: 404, errors, .. }) if errors.is_empty() => {
             Ok(not_found(&a.path))
         }
         Err(e) => Err(e.into()),
@@ -43,7 +43,7 @@ pub(super) async fn list(g: &Global, a: PathArgs) -> Result<ExitCode> {
     let c = client(g)?;
     match c.list(&a.path).await {
         Ok(ans) => print_answer(g, ans.body.as_ref()),
-        Err(coffer_api::Error::Api { status: 404, errors }) if errors.is_empty() => {
+        Err(coffer_api::Error::Api { status: 404, errors, .. }) if errors.is_empty() => {
             Ok(not_found(&a.path))
         }
         Err(e) => Err(e.into()),

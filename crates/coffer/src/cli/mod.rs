@@ -139,11 +139,10 @@ pub(crate) fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let g = cli.global.clone();
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {}", explain(&e, &g));
+            eprintln!("{}", explain(&e));
             ExitCode::from(1)
         }
     }

@@ -120,3 +120,28 @@ async fn connection_errors_advise_by_cause() {
     assert!(err.contains("unexpected argument '-tls-skipverify'"), "{err}");
     assert!(err.contains("similar argument exists: '-tls-skip-verify'"), "{err}");
 }
+
+#[tokio::test]
+async fn api_errors_name_the_method_and_url_as_vault_does() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    ok(s.cli(Some(&root), &["secrets", "enable", "-path=secret", "kv"]));
+    let limited = ok(s.cli(Some(&root), &["token", "create", "-policy=default", "-field=token"]));
+    let out = s.cli(Some(limited.trim()), &["read", "secret/a"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let want = format!(
+        "Error making API request.\n\nURL: GET {}/v1/secret/a\nCode: 403. Errors:\n\n* permission denied\n\n",
+        s.addr
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(err.contains("coffer login"), "{err}");
+
+    let out = s.cli(Some(&root), &["write", "sys/mounts/x", "type=no-such-engine"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let want = format!(
+        "Error making API request.\n\nURL: POST {}/v1/sys/mounts/x\nCode: 400. Errors:\n\n* ",
+        s.addr
+    );
+    assert!(err.starts_with(&want), "{err}");
+}
