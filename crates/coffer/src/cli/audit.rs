@@ -24,7 +24,10 @@ pub(crate) enum AuditCmd {
         description: Option<String>,
     },
     /// Disable a device
-    Disable { path: String },
+    Disable {
+        /// The device's path, e.g. file/
+        path: String,
+    },
     /// List enabled devices
     List {
         #[arg(long)]
@@ -33,6 +36,7 @@ pub(crate) enum AuditCmd {
     /// Check a file device's log: every entry unaltered, none missing, none reordered.
     /// Exit status 0 when intact, 1 when broken (the first break is reported with its line).
     Verify {
+        /// The log file a file device writes (its file_path)
         file: std::path::PathBuf,
         /// Accept a log that continues a chain begun in an earlier (rotated) file
         #[arg(long = "from-middle")]

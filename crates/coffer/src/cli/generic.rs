@@ -11,6 +11,7 @@ use super::output::{cell, not_found};
 
 #[derive(Args, Debug)]
 pub(crate) struct PathArgs {
+    /// The API path below /v1/, e.g. secret/app or sys/mounts
     pub path: String,
     /// key=value query parameters (read)
     pub params: Vec<String>,
@@ -18,6 +19,7 @@ pub(crate) struct PathArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct WriteArgs {
+    /// The API path below /v1/, e.g. secret/app or auth/approle/role/web
     pub path: String,
     /// key=value, key=@file, key=- (stdin), or a lone `-` for a JSON object on stdin
     pub data: Vec<String>,

@@ -18,7 +18,10 @@ pub(crate) enum MountCmd {
     /// (`coffer auth enable approle`)
     Enable(EnableArgs),
     /// Disable a mount: a secrets engine's data is destroyed, an auth method's tokens stop working
-    Disable { path: String },
+    Disable {
+        /// The mount's path, e.g. secret/ (or approle/ for `coffer auth disable`)
+        path: String,
+    },
     /// List the enabled secrets engines or auth methods
     List {
         #[arg(long)]
@@ -44,6 +47,7 @@ pub(crate) struct EnableArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct TuneArgs {
+    /// The mount's path, e.g. secret/
     pub path: String,
     #[command(flatten)]
     pub settings: Settings,

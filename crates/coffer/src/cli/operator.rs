@@ -23,6 +23,7 @@ pub(crate) enum OperatorCmd {
     },
     /// Provide one unseal key share (prompted for when not given; `-` reads stdin)
     Unseal {
+        /// One unseal key share; `-` reads it from stdin, and without it the command asks for it
         key: Option<String>,
         /// Discard the shares given so far
         #[arg(long)]

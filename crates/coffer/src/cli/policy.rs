@@ -13,15 +13,29 @@ use super::output::{Format, cell};
 #[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCmd {
     /// Upload a policy from a file (`-` for stdin)
-    Write { name: String, file: String },
+    Write {
+        /// The policy's name
+        name: String,
+        /// The policy file (HCL or JSON); `-` reads stdin
+        file: String,
+    },
     /// Print a policy
-    Read { name: String },
+    Read {
+        /// The policy's name
+        name: String,
+    },
     /// List policy names
     List,
     /// Delete a policy
-    Delete { name: String },
+    Delete {
+        /// The policy's name
+        name: String,
+    },
     /// Check and reformat a policy file in place
-    Fmt { file: std::path::PathBuf },
+    Fmt {
+        /// The policy file to rewrite
+        file: std::path::PathBuf,
+    },
 }
 
 pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {

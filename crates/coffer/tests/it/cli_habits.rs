@@ -145,3 +145,10 @@ async fn api_errors_name_the_method_and_url_as_vault_does() {
     );
     assert!(err.starts_with(&want), "{err}");
 }
+
+#[test]
+fn a_server_without_a_config_says_to_use_dev_or_config() {
+    let (code, out, err) = cli_env(&[], &["server"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("-config=FILE") && err.contains("-dev"), "{err}");
+}
