@@ -91,6 +91,11 @@ pub(super) fn token_file() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".coffer-token"))
 }
 
+/// The token requests carry: COFFER_TOKEN, VAULT_TOKEN, else the one `coffer login` saved.
+pub(super) fn current_token() -> Option<String> {
+    env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token)
+}
+
 fn saved_token() -> Option<String> {
     let t = std::fs::read_to_string(token_file()?).ok()?;
     Some(t.trim().to_owned()).filter(|t| !t.is_empty())
@@ -158,7 +163,7 @@ pub(super) fn client(g: &Global) -> Result<Client> {
         timeout: None,
         tls_skip_verify,
     };
-    let token = env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token);
+    let token = current_token();
     let wrap_ttl = g.wrap_ttl.clone().or_else(|| env_any(&["COFFER_WRAP_TTL", "VAULT_WRAP_TTL"]));
     let seal_key = if g.seal { Some(Arc::new(SealKey::generate()?)) } else { None };
     Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl).with_seal_key(seal_key))

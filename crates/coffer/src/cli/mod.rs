@@ -9,6 +9,7 @@
 mod agent;
 mod args;
 mod audit;
+mod capabilities;
 mod chaos;
 mod client;
 mod events;
@@ -101,6 +102,14 @@ pub(crate) enum Command {
     Delete(generic::PathArgs),
     /// List the keys below PATH
     List(generic::PathArgs),
+    /// Print the path framework's help for PATH (routes, fields, their descriptions): `coffer
+    /// path-help secret/` or `coffer path-help secret/data/app`
+    PathHelp(generic::PathHelpArgs),
+    /// Print the token this client uses (COFFER_TOKEN, VAULT_TOKEN, or the one `coffer login` saved)
+    #[command(subcommand)]
+    Print(PrintCmd),
+    /// Print the version of this binary
+    Version,
     /// Print a shell completion script: `coffer completion bash > /etc/bash_completion.d/coffer`
     Completion {
         /// The shell the script is for
@@ -110,7 +119,7 @@ pub(crate) enum Command {
 }
 
 /// Commands that are not clients of a server: their help does not list the client options.
-const NOT_CLIENTS: [&str; 3] = ["server", "agent", "completion"];
+const NOT_CLIENTS: [&str; 5] = ["server", "agent", "completion", "version", "print"];
 
 /// The command tree as parsed and documented: [`Cli`]'s, with the client options hidden from
 /// the commands that are not clients. Clap has no way to keep a global flag out of one
@@ -130,6 +139,12 @@ fn command() -> clap::Command {
     })
 }
 
+#[derive(Subcommand, Debug)]
+pub(crate) enum PrintCmd {
+    /// The token this client sends
+    Token,
+}
+
 pub(crate) fn main() -> ExitCode {
     let typed: Vec<_> = std::env::args_os().collect();
     let parsed = command()
@@ -147,6 +162,13 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Command::Version = cli.command {
+        println!("Coffer v{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Print(PrintCmd::Token) = cli.command {
+        return login::print_token();
+    }
     if let Command::Completion { shell } = cli.command {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut command(), "coffer", &mut script);
@@ -195,8 +217,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => generic::list(g, a).await,
         Command::Delete(a) => generic::delete(g, a).await,
         Command::Write(a) => generic::write(g, a).await,
+        Command::PathHelp(a) => generic::path_help(g, a).await,
         // Answered in `main`, before a runtime is started.
-        Command::Completion { .. } => Ok(ExitCode::SUCCESS),
+        Command::Completion { .. } | Command::Version | Command::Print(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::{Global, client, print_answer};
-use super::output::{Format, cell};
+use super::output::{cell, print_value};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCmd {
@@ -75,7 +75,7 @@ pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
                     },
                 )?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json || g.field.is_some() {
+            if g.format.structured() || g.field.is_some() {
                 return print_answer(g, Some(&b));
             }
             println!(
@@ -87,13 +87,11 @@ pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
         PolicyCmd::List => {
             let ans = client(g)?.list("sys/policies/acl").await?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null)
-                    )?
-                );
+            if g.format.structured() {
+                print_value(
+                    b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null),
+                    g.format,
+                )?;
             } else if let Some(Value::Array(keys)) = b.get("data").and_then(|d| d.get("keys")) {
                 for k in keys {
                     println!("{}", cell(k));

@@ -3,6 +3,8 @@
 
 use std::process::{Command, Stdio};
 
+use serde_json::json;
+
 use crate::common::{BIN, Server, ok, tempdir};
 
 /// Runs the CLI with its stdout a pipe whose read end is already closed, so that its first
@@ -151,4 +153,70 @@ fn a_server_without_a_config_says_to_use_dev_or_config() {
     let (code, out, err) = cli_env(&[], &["server"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("-config=FILE") && err.contains("-dev"), "{err}");
+}
+
+#[tokio::test]
+async fn vault_habits_version_print_token_init_status_and_seal_status() {
+    let (code, out, _) = cli_env(&[], &["version"]);
+    assert_eq!((code, out.as_str()), (0, &*format!("Coffer v{}\n", env!("CARGO_PKG_VERSION"))));
+    let (code, out, _) = cli_env(&[("VAULT_TOKEN", "s.from-env")], &["print", "token"]);
+    assert_eq!((code, out.as_str()), (0, "s.from-env\n"));
+
+    let dir = tempdir();
+    let s = Server::start(dir.path());
+    let out = s.cli(None, &["operator", "init", "-status"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Coffer is not initialized\n");
+    // Sealed with no unseal under way: vault's n/a, not a blank.
+    let out = s.cli(None, &["status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(status.contains("Unseal Nonce       n/a\n"), "{status}");
+    let (keys, _) = s.init(1, 1).await;
+    s.unseal(&keys).await;
+    let out = s.cli(None, &["operator", "init", "-status"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Coffer is initialized\n");
+}
+
+#[tokio::test]
+async fn vault_habits_capabilities_path_help_formats_and_tidy() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    ok(s.cli(Some(&root), &["secrets", "enable", "-path=secret", "kv"]));
+    ok(s.cli(Some(&root), &["write", "secret/a", "k=v"]));
+    let limited = ok(s.cli(Some(&root), &["token", "create", "-policy=default", "-field=token"]));
+    let limited = limited.trim();
+
+    // token capabilities: of the current token, of another one, as data.
+    assert_eq!(ok(s.cli(Some(&root), &["token", "capabilities", "secret/a"])), "root\n");
+    assert_eq!(ok(s.cli(Some(limited), &["token", "capabilities", "secret/a"])), "deny\n");
+    assert_eq!(ok(s.cli(Some(&root), &["token", "capabilities", limited, "secret/a"])), "deny\n");
+    let own = ok(s.cli(Some(limited), &["token", "capabilities", "auth/token/lookup-self"]));
+    assert_eq!(own, "read\n", "the default policy lets a token look itself up");
+    let json = ok(s.cli(Some(&root), &["token", "capabilities", "-format=json", "secret/a"]));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&json).expect("json"), json!(["root"]));
+
+    // path-help: the path framework's text.
+    let help = ok(s.cli(Some(&root), &["path-help", "secret/"]));
+    assert!(help.contains("## PATHS"), "{help}");
+
+    // list as data is the bare list of keys, as vault prints it.
+    let keys = ok(s.cli(Some(&root), &["list", "-format=json", "secret/"]));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&keys).expect("json"), json!(["a"]));
+    assert_eq!(ok(s.cli(Some(&root), &["list", "-format=yaml", "secret/"])), "- a\n");
+
+    // -format=yaml, and the envelope's mount_type filled as Vault fills it.
+    let yaml = ok(s.cli(Some(&root), &["read", "-format=yaml", "secret/a"]));
+    assert!(yaml.contains("data:\n  k: v\n") && yaml.contains("mount_type: kv\n"), "{yaml}");
+    let read = ok(s.cli(Some(&root), &["read", "-format=json", "secret/a"]));
+    let read: serde_json::Value = serde_json::from_str(&read).expect("json");
+    assert_eq!(read["mount_type"], "kv", "{read}");
+    let mounts = ok(s.cli(Some(&root), &["read", "-format=json", "sys/mounts"]));
+    let mounts: serde_json::Value = serde_json::from_str(&mounts).expect("json");
+    assert_eq!(mounts["mount_type"], "system", "{mounts}");
+
+    // A tidy that finished is reported as done, not as a warning.
+    let out = s.cli(Some(&root), &["write", "-f", "sys/leases/tidy"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && !err.contains("WARNING"), "{err}");
 }
