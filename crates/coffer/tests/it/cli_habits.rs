@@ -191,6 +191,12 @@ async fn vault_habits_capabilities_path_help_formats_and_tidy() {
     assert_eq!(ok(s.cli(Some(&root), &["token", "capabilities", "secret/a"])), "root\n");
     assert_eq!(ok(s.cli(Some(limited), &["token", "capabilities", "secret/a"])), "deny\n");
     assert_eq!(ok(s.cli(Some(&root), &["token", "capabilities", limited, "secret/a"])), "deny\n");
+    // An accessor is looked up as one: the root token's gives root (as a token, it would be
+    // unknown, and deny).
+    let accessor =
+        ok(s.cli(Some(&root), &["token", "lookup", "-field=accessor"])).trim().to_owned();
+    let by_accessor = ["token", "capabilities", "-accessor", &accessor, "secret/a"];
+    assert_eq!(ok(s.cli(Some(&root), &by_accessor)), "root\n");
     let own = ok(s.cli(Some(limited), &["token", "capabilities", "auth/token/lookup-self"]));
     assert_eq!(own, "read\n", "the default policy lets a token look itself up");
     let json = ok(s.cli(Some(&root), &["token", "capabilities", "-format=json", "secret/a"]));
