@@ -267,6 +267,20 @@ mod tests {
     }
 
     #[test]
+    fn yaml_reads_back_as_the_same_data() {
+        // Strings that YAML would otherwise read as other types or structure.
+        let v = json!({
+            "keys": ["a", "b/"],
+            "tricky": ["true", "null", "123", "- x", "a: b", "#c", "", " pad ", "two\nlines"],
+            "n": 5, "f": 1.5, "b": false, "none": null, "nested": {"empty": {}, "list": []}
+        });
+        let yaml = to_yaml(&v).expect("yaml");
+        let back: Value = serde_saphyr::from_str(&yaml).expect("parse");
+        assert_eq!(back, v, "{yaml}");
+        assert_eq!(to_yaml(&json!(["a"])).expect("yaml"), "- a\n");
+    }
+
+    #[test]
     fn tables_align_columns() {
         let t = table(&[("a".into(), "1".into()), ("longer".into(), "2".into())]);
         assert!(t.contains("Key       Value\n---       -----\na         1\nlonger    2\n"), "{t}");
