@@ -41,10 +41,10 @@ pub(crate) fn stdout_bytes(bytes: &[u8]) {
     handle(out.write_all(bytes).and_then(|()| out.flush()));
 }
 
-/// What `eprintln!` expands to.
-pub(crate) fn stderr_fmt(args: std::fmt::Arguments<'_>) {
+/// What `eprint!`/`eprintln!` expand to.
+pub(crate) fn stderr_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
     let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+    let _ = err.write_fmt(args).and_then(|()| if newline { err.write_all(b"\n") } else { Ok(()) });
 }
 
 macro_rules! print {
@@ -56,7 +56,11 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::stdio::stdout_fmt(format_args!($($arg)*), true) };
 }
 
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::stdio::stderr_fmt(format_args!($($arg)*), false) };
+}
+
 macro_rules! eprintln {
-    () => { $crate::stdio::stderr_fmt(format_args!("")) };
-    ($($arg:tt)*) => { $crate::stdio::stderr_fmt(format_args!($($arg)*)) };
+    () => { $crate::stdio::stderr_fmt(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::stdio::stderr_fmt(format_args!($($arg)*), true) };
 }
