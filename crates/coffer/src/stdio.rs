@@ -1,4 +1,4 @@
-//! Where the binary's printing goes. `print!`, `println!` and `eprintln!` are shadowed for the
+//! Where the binary's printing goes. `print!`, `println!`, `eprint!` and `eprintln!` are shadowed for the
 //! whole crate (main.rs declares this module first, with `#[macro_use]`), so every path that
 //! prints, today's and tomorrow's, gets the same rule without remembering it:
 //!
