@@ -1,6 +1,6 @@
-//! Where the binary's printing goes. `print!`, `println!`, `eprint!` and `eprintln!` are shadowed for the
-//! whole crate (main.rs declares this module first, with `#[macro_use]`), so every path that
-//! prints, today's and tomorrow's, gets the same rule without remembering it:
+//! Where the binary's printing goes. `print!`, `println!`, `eprint!` and `eprintln!` are
+//! shadowed for the whole crate (main.rs declares this module first, with `#[macro_use]`), so
+//! every path that prints, today's and tomorrow's, gets the same rule without remembering it:
 //!
 //! - stdout closed by its reader (`coffer secrets list | head -1`): the process ends at once with
 //!   status 0 and prints nothing more. The reader chose to stop reading; that is not an error,
