@@ -24,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ca_cert_pem: Some(std::fs::read(&a[2])?),
         client_identity_pem: None,
         timeout: Some(Duration::from_secs(60)),
+        tls_skip_verify: false,
     })?
     .with_token(Some(a[3].clone()));
     let path = a[6].clone();

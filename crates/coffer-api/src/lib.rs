@@ -68,8 +68,10 @@ pub struct ErrorBody {
 pub enum Error {
     #[error("cannot reach the Coffer server at {addr}: {cause}")]
     Unreachable { addr: String, cause: String },
+    /// The server's refusal, and the request it refused (`method` as sent, `url` in full with
+    /// its query), which vault's CLI prints beside the errors.
     #[error("{status}: {}", .errors.join("; "))]
-    Api { status: u16, errors: Vec<String> },
+    Api { status: u16, errors: Vec<String>, method: String, url: String },
     #[error("invalid client configuration: {0}")]
     Config(String),
     #[error("unexpected response from the server: {0}")]
@@ -102,6 +104,9 @@ pub struct ClientConfig {
     /// PEM client certificate and key, for mutually authenticated TLS.
     pub client_identity_pem: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// Accept any server certificate (vault's `-tls-skip-verify`): for a test server only, as
+    /// anyone on the path can then read and change the traffic, tokens included.
+    pub tls_skip_verify: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -111,6 +116,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(Vec::len))
             .field("client_identity_pem", &self.client_identity_pem.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("tls_skip_verify", &self.tls_skip_verify)
             .finish()
     }
 }
@@ -175,6 +181,9 @@ impl Client {
                 .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
             b = b.identity(id);
         }
+        if cfg.tls_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
         let http = b.build().map_err(|e| Error::Config(e.to_string()))?;
         let address = cfg.address.trim_end_matches('/').to_owned();
         if !(address.starts_with("http://") || address.starts_with("https://")) {
@@ -236,6 +245,7 @@ impl Client {
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::Config(format!("bad method {method}")))?;
         let url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
+        let method_name = method.to_string();
         let mut rb = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
             let mut v = reqwest::header::HeaderValue::from_str(t)
@@ -258,6 +268,7 @@ impl Client {
             cause: error_chain(&e),
         })?;
         let status = resp.status();
+        let sent_url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| Error::Decode(e.to_string()))?;
         let mut body: Option<Value> = if bytes.is_empty() {
             None
@@ -279,7 +290,7 @@ impl Client {
             .and_then(|b| serde_json::from_value::<ErrorBody>(b.clone()).ok())
             .map(|e| e.errors)
             .unwrap_or_default();
-        Err(Error::Api { status: status.as_u16(), errors })
+        Err(Error::Api { status: status.as_u16(), errors, method: method_name, url: sent_url })
     }
 
     pub async fn read(&self, path: &str) -> Result<Answer> {

@@ -60,6 +60,7 @@ impl ServerTarget {
             ca_cert_pem,
             client_identity_pem: None,
             timeout: Some(Duration::from_secs(30)),
+            tls_skip_verify: false,
         };
         Ok(Client::new(&cfg)?.with_token(Some(self.token.clone())))
     }

@@ -254,6 +254,10 @@ impl Core {
         };
         // Sealing drops the broker with the rest of the state; the response goes to the devices
         // that were live when the request started.
+        let result = result.map(|mut r| {
+            r.mount_type = mount_type.clone();
+            r
+        });
         let logged = active.audit.log_response(&record, &result).await;
         // The request that took a token's last use is done: now the token goes.
         if let Some(spent) = audited.caller().filter(|c| c.spent) {

@@ -312,7 +312,7 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
         data: r.data,
         lease_duration: r.lease_duration,
         lease_id: r.lease_id,
-        mount_type: String::new(),
+        mount_type: r.mount_type,
         renewable: r.renewable,
         request_id,
         sealed: r.sealed,

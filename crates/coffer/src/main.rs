@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+// First, so that its printing macros shadow std's everywhere below.
+#[macro_use]
+mod stdio;
+
 mod cli;
 mod config;
 mod http;

@@ -144,6 +144,9 @@ pub struct Response {
     pub events: Vec<event::Event>,
     /// `sys/events/subscribe/...`: the subscription the transport serves over a WebSocket.
     pub subscription: Option<crate::events::Subscription>,
+    /// The type of the mount that answered (`kv`, `token`, `system` for `sys/`), as Vault's
+    /// envelope has it; filled by the core, not by handlers.
+    pub mount_type: String,
 }
 
 /// The object a `json!({...})` literal builds (an empty one for anything else).

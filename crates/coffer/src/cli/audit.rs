@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::{Global, client, parse_pairs};
-use super::output::{Format, cell};
+use super::output::{cell, print_value};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCmd {
@@ -24,7 +24,10 @@ pub(crate) enum AuditCmd {
         description: Option<String>,
     },
     /// Disable a device
-    Disable { path: String },
+    Disable {
+        /// The device's path, e.g. file/
+        path: String,
+    },
     /// List enabled devices
     List {
         #[arg(long)]
@@ -33,6 +36,7 @@ pub(crate) enum AuditCmd {
     /// Check a file device's log: every entry unaltered, none missing, none reordered.
     /// Exit status 0 when intact, 1 when broken (the first break is reported with its line).
     Verify {
+        /// The log file a file device writes (its file_path)
         file: std::path::PathBuf,
         /// Accept a log that continues a chain begun in an earlier (rotated) file
         #[arg(long = "from-middle")]
@@ -69,14 +73,14 @@ pub(crate) async fn run(g: &Global, cmd: AuditCmd) -> Result<ExitCode> {
             let expect_ref = expect.as_ref().map(|(s, h)| (*s, h.as_str()));
             match coffer_core::audit::verify_chain_against(&text, from_middle, expect_ref) {
                 Ok(head) => {
-                    if g.format == Format::Json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({
+                    if g.format.structured() {
+                        print_value(
+                            &json!({
                                 "intact": true, "entries": head.entries, "first_seq": head.first_seq,
                                 "last_seq": head.last_seq, "last_hash": head.last_hash,
-                            }))?
-                        );
+                            }),
+                            g.format,
+                        )?;
                     } else {
                         println!(
                             "OK: {} entries, chain intact (entries {}..{}, last hash {})",
@@ -86,13 +90,11 @@ pub(crate) async fn run(g: &Global, cmd: AuditCmd) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(b) => {
-                    if g.format == Format::Json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(
-                                &json!({ "intact": false, "line": b.line, "reason": b.reason })
-                            )?
-                        );
+                    if g.format.structured() {
+                        print_value(
+                            &json!({ "intact": false, "line": b.line, "reason": b.reason }),
+                            g.format,
+                        )?;
                     } else {
                         eprintln!("FAILED: {}: line {}: {}", file.display(), b.line, b.reason);
                     }
@@ -122,8 +124,8 @@ pub(crate) async fn run(g: &Global, cmd: AuditCmd) -> Result<ExitCode> {
             let ans = client(g)?.read("sys/audit").await?;
             let b = ans.body.unwrap_or(Value::Null);
             let devices = b.get("data").and_then(Value::as_object).cloned().unwrap_or_default();
-            if g.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&devices)?);
+            if g.format.structured() {
+                print_value(&devices, g.format)?;
             } else if devices.is_empty() {
                 println!("No audit devices are enabled.");
             } else {

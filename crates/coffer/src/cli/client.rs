@@ -30,6 +30,19 @@ pub(crate) struct Global {
     /// PEM private key for -client-cert [env: COFFER_CLIENT_KEY, VAULT_CLIENT_KEY]
     #[arg(long = "client-key", global = true, value_name = "FILE")]
     pub client_key: Option<std::path::PathBuf>,
+    /// Do not check the server's certificate: for a throwaway test server only, as anyone on the
+    /// network path can then read and change the traffic, the token included; a warning says so
+    /// each time [env: COFFER_SKIP_VERIFY, VAULT_SKIP_VERIFY]
+    #[arg(
+        long = "tls-skip-verify",
+        global = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
+    pub tls_skip_verify: Option<bool>,
     /// Output format
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -47,12 +60,40 @@ pub(crate) struct Global {
     pub seal: bool,
 }
 
+/// Go's `strconv.ParseBool`, which vault uses for its boolean flags and variables.
+fn parse_go_bool(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true, false, 1, 0, t, f)")),
+    }
+}
+
+/// The flag, else COFFER_SKIP_VERIFY, else VAULT_SKIP_VERIFY; an unparsable variable is an
+/// error, as in vault, rather than a silent "verify" or "skip".
+fn tls_skip_verify(g: &Global) -> Result<bool> {
+    if let Some(b) = g.tls_skip_verify {
+        return Ok(b);
+    }
+    for name in ["COFFER_SKIP_VERIFY", "VAULT_SKIP_VERIFY"] {
+        if let Some(v) = env_any(&[name]) {
+            return parse_go_bool(&v).map_err(|e| anyhow!("{name}: {e}"));
+        }
+    }
+    Ok(false)
+}
+
 pub(super) fn env_any(names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 pub(super) fn token_file() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".coffer-token"))
+}
+
+/// The token requests carry: COFFER_TOKEN, VAULT_TOKEN, else the one `coffer login` saved.
+pub(super) fn current_token() -> Option<String> {
+    env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token)
 }
 
 fn saved_token() -> Option<String> {
@@ -108,34 +149,125 @@ pub(super) fn client(g: &Global) -> Result<Client> {
         (None, None) => None,
         _ => bail!("a client certificate needs both -client-cert and -client-key"),
     };
-    let cfg = ClientConfig { address: address(g), ca_cert_pem, client_identity_pem, timeout: None };
-    let token = env_any(&["COFFER_TOKEN", "VAULT_TOKEN"]).or_else(saved_token);
+    let tls_skip_verify = tls_skip_verify(g)?;
+    if tls_skip_verify {
+        eprintln!(
+            "WARNING! -tls-skip-verify: the server's certificate is not checked; anyone on the \
+             network path can read and change this traffic, the token included."
+        );
+    }
+    let cfg = ClientConfig {
+        address: address(g),
+        ca_cert_pem,
+        client_identity_pem,
+        timeout: None,
+        tls_skip_verify,
+    };
+    let token = current_token();
     let wrap_ttl = g.wrap_ttl.clone().or_else(|| env_any(&["COFFER_WRAP_TTL", "VAULT_WRAP_TTL"]));
     let seal_key = if g.seal { Some(Arc::new(SealKey::generate()?)) } else { None };
     Ok(Client::new(&cfg)?.with_token(token).with_wrap_ttl(wrap_ttl).with_seal_key(seal_key))
 }
 
-/// Turns an API failure into advice.
-pub(super) fn explain(e: &anyhow::Error, g: &Global) -> String {
+/// What a failed command prints on stderr: a refusal in vault's shape (`Error making API
+/// request.` with the method and URL), followed by advice for the common refusals; a failure to
+/// connect with advice by cause; anything else as `Error: ` and its chain.
+pub(super) fn explain(e: &anyhow::Error) -> String {
     if let Some(api) = e.downcast_ref::<coffer_api::Error>() {
         return match api {
             coffer_api::Error::Unreachable { addr, cause } => format!(
-                "cannot reach the Coffer server at {addr}: {cause}\n\nIs the server running? Point COFFER_ADDR at it, e.g. export COFFER_ADDR=http://127.0.0.1:8200 for a dev server, and set COFFER_CACERT if its certificate is signed by your own CA."
+                "Error: cannot reach the Coffer server at {addr}: {cause}\n\n{}",
+                connection_advice(addr, cause)
             ),
-            coffer_api::Error::Api { status: 503, .. } => "Coffer is sealed. Unseal it with `coffer operator unseal` (repeat with different key shares until the threshold is reached).".into(),
-            coffer_api::Error::Api { status: 403, errors } => format!(
-                "permission denied{}.\n\nThe token is missing, expired, revoked, or its policies do not allow this. Log in with `coffer login`, set COFFER_TOKEN, and check the token's policies with `coffer token lookup`.",
-                if errors.is_empty() || errors == &["permission denied"] { String::new() } else { format!(" ({})", errors.join("; ")) }
-            ),
-            coffer_api::Error::Api { status, errors } => format!(
-                "Error making API request.\n\nURL: {}\nCode: {status}. Errors:\n\n{}",
-                address(g),
-                errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
-            ),
-            other => other.to_string(),
+            coffer_api::Error::Api { status, errors, method, url } => {
+                let advice = match status {
+                    503 => "\n\nCoffer is sealed (or a standby without an active node). Unseal it \
+                            with `coffer operator unseal`, repeated with different key shares until \
+                            the threshold is reached."
+                        .to_owned(),
+                    403 => "\n\nPermission denied: the token is missing, expired, revoked, or its \
+                            policies do not allow this. Log in with `coffer login` or set \
+                            COFFER_TOKEN, and check the token's policies with `coffer token lookup`."
+                        .to_owned(),
+                    _ => String::new(),
+                };
+                format!("{}{advice}", api_error(*status, errors, method, url))
+            }
+            other => format!("Error: {other}"),
         };
     }
-    format!("{e:#}")
+    format!("Error: {e:#}")
+}
+
+/// Vault's `ResponseError` text, with one change: each error on a line of its own (vault runs
+/// them together).
+fn api_error(status: u16, errors: &[String], method: &str, url: &str) -> String {
+    format!(
+        "Error making API request.\n\nURL: {method} {url}\nCode: {status}. Errors:\n\n{}",
+        errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// What to do about a failed connection, by its cause as the error chain names it (rustls,
+/// hyper and the resolver each word theirs their own way, so this matches their words).
+fn connection_advice(addr: &str, cause: &str) -> String {
+    let c = cause.to_ascii_lowercase();
+    let tls_addr = addr.starts_with("https://");
+    if c.contains("unknownissuer") || c.contains("unknown issuer") {
+        return "The server's certificate is not signed by a CA this client trusts. Give the CA's PEM \
+file with -ca-cert=FILE or export COFFER_CACERT=FILE (VAULT_CACERT also works). For a throwaway \
+test server only, -tls-skip-verify skips the check."
+            .into();
+    }
+    if c.contains("notvalidforname") || c.contains("not valid for name") {
+        return "The server's certificate is not issued for the host name in the address. Use a name \
+(or IP address) the certificate lists in COFFER_ADDR."
+            .into();
+    }
+    if c.contains("invalid peer certificate")
+        || (c.contains("certificate") && c.contains("expired"))
+    {
+        return "The server's certificate was refused (see the cause above). Check it, and the CA \
+given with -ca-cert or COFFER_CACERT."
+            .into();
+    }
+    if tls_addr
+        && (c.contains("invalidcontenttype")
+            || c.contains("corrupt message")
+            || c.contains("invalid message")
+            || c.contains("wrong version number"))
+    {
+        return format!(
+            "The server answers plain HTTP, not TLS. Use http:// in the address: export \
+COFFER_ADDR={}",
+            addr.replacen("https://", "http://", 1)
+        );
+    }
+    if !tls_addr
+        && (c.contains("connection reset")
+            || c.contains("connection closed before message completed")
+            || c.contains("invalid http version")
+            || c.contains("unexpected eof")
+            || c.contains("incomplete message"))
+    {
+        return format!(
+            "The server may be speaking TLS: try https:// in the address, export COFFER_ADDR={}",
+            addr.replacen("http://", "https://", 1)
+        );
+    }
+    if c.contains("dns error") || c.contains("failed to lookup address") {
+        return "The host name in the address does not resolve. Check COFFER_ADDR (or -address), e.g. \
+export COFFER_ADDR=https://coffer.example.com:8200."
+            .into();
+    }
+    if c.contains("connection refused") {
+        return "Nothing listens there. Is the server running, and is this its address? Point \
+COFFER_ADDR at it, e.g. export COFFER_ADDR=http://127.0.0.1:8200 for a `coffer server -dev`."
+            .into();
+    }
+    "Is the server running at that address? Point COFFER_ADDR at it, and set COFFER_CACERT if \
+its certificate is signed by your own CA."
+        .into()
 }
 
 pub(super) fn print_answer(g: &Global, body: Option<&Value>) -> Result<ExitCode> {

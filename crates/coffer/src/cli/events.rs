@@ -1,10 +1,9 @@
 //! `coffer events subscribe`: Vault's event notifications as `vault events subscribe` prints
 //! them, one JSON object a line, flushed as each arrives (so a pipe sees it at once).
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 
 use super::client::{Global, client};
@@ -46,10 +45,9 @@ async fn subscribe(g: &Global, a: SubscribeArgs) -> Result<ExitCode> {
     let c = client(g)?;
     let mut stream = c.subscribe_events(&a.event_type).await?;
     let print = async {
-        let mut out = std::io::stdout();
         while let Some(event) = stream.next().await? {
-            writeln!(out, "{}", serde_json::to_string(&event)?).context("writing to stdout")?;
-            out.flush().context("writing to stdout")?;
+            // Flushed line by line: a reader waits for each event, not for a buffer to fill.
+            crate::stdio::stdout_bytes(format!("{}\n", serde_json::to_string(&event)?).as_bytes());
         }
         Ok::<_, anyhow::Error>(())
     };

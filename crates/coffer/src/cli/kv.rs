@@ -10,7 +10,7 @@ use coffer_api::Client;
 use serde_json::{Map, Value, json};
 
 use super::client::{Global, client, parse_pairs, parse_write_data, print_answer};
-use super::output::{Format, cell, not_found, print_body, table};
+use super::output::{cell, not_found, print_body, print_value, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum KvCmd {
@@ -159,8 +159,8 @@ async fn resolve(c: &Client, at: &KvPath) -> Result<Target> {
 }
 
 fn print_sections(g: &Global, body: &Value) -> Result<ExitCode> {
-    if g.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(body)?);
+    if g.format.structured() {
+        print_value(body, g.format)?;
         return Ok(ExitCode::SUCCESS);
     }
     let data = body.get("data").cloned().unwrap_or(Value::Null);

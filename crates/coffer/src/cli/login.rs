@@ -9,7 +9,6 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::client::{Global, client, parse_pairs, print_answer, read_secret_input, token_file};
-use super::output::Format;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -100,7 +99,7 @@ pub(super) async fn run(g: &Global, a: LoginArgs) -> Result<ExitCode> {
         })?;
         write_private(&path, token.as_bytes())?;
     }
-    if g.format == Format::Json || g.field.is_some() {
+    if g.format.structured() || g.field.is_some() {
         return print_answer(g, Some(&body));
     }
     println!(
@@ -129,6 +128,15 @@ fn write_private(path: &std::path::Path, content: &[u8]) -> Result<()> {
     f.write_all(content)?;
     Ok(())
 }
+/// `coffer print token`: the token this client would send, alone on a line, as `vault print
+/// token` does (nothing, and status 0, when there is none).
+pub(super) fn print_token() -> ExitCode {
+    if let Some(t) = super::client::current_token() {
+        println!("{t}");
+    }
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

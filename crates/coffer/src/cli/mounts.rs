@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use super::client::{Global, client, parse_pairs};
-use super::output::{Format, cell, fmt_duration};
+use super::output::{cell, fmt_duration, print_value};
 
 /// One command set for both mount tables: `coffer secrets ...` (secrets engines, `sys/mounts`)
 /// and `coffer auth ...` (auth methods, `sys/auth`).
@@ -18,7 +18,10 @@ pub(crate) enum MountCmd {
     /// (`coffer auth enable approle`)
     Enable(EnableArgs),
     /// Disable a mount: a secrets engine's data is destroyed, an auth method's tokens stop working
-    Disable { path: String },
+    Disable {
+        /// The mount's path, e.g. secret/ (or approle/ for `coffer auth disable`)
+        path: String,
+    },
     /// List the enabled secrets engines or auth methods
     List {
         #[arg(long)]
@@ -44,6 +47,7 @@ pub(crate) struct EnableArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct TuneArgs {
+    /// The mount's path, e.g. secret/
     pub path: String,
     #[command(flatten)]
     pub settings: Settings,
@@ -106,8 +110,8 @@ fn tune_body(s: &Settings) -> Result<Value> {
 
 fn print_mounts(g: &Global, body: Option<Value>, detailed: bool) -> Result<ExitCode> {
     let b = body.unwrap_or(Value::Null);
-    if g.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(b.get("data").unwrap_or(&Value::Null))?);
+    if g.format.structured() {
+        print_value(b.get("data").unwrap_or(&Value::Null), g.format)?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(Value::Object(m)) = b.get("data") else { return Ok(ExitCode::SUCCESS) };

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::{Global, client, read_secret_input};
-use super::output::{EXIT_NEGATIVE, Format, cell, print_body, table};
+use super::output::{EXIT_NEGATIVE, Format, cell, print_body, print_value, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum OperatorCmd {
@@ -20,9 +20,13 @@ pub(crate) enum OperatorCmd {
         /// Number of shares needed to unseal
         #[arg(long = "key-threshold", default_value_t = 3)]
         key_threshold: u64,
+        /// Only say whether the server is initialized: exit 0 when it is, 2 when not, as vault
+        #[arg(long, conflicts_with_all = ["key_shares", "key_threshold"])]
+        status: bool,
     },
     /// Provide one unseal key share (prompted for when not given; `-` reads stdin)
     Unseal {
+        /// One unseal key share; `-` reads it from stdin, and without it the command asks for it
         key: Option<String>,
         /// Discard the shares given so far
         #[arg(long)]
@@ -50,7 +54,10 @@ fn seal_status_table(b: &Value) -> String {
             "Unseal Progress".into(),
             format!("{}/{}", cell(&g("progress")), cell(&g("t"))),
         ));
-        rows.push(("Unseal Nonce".into(), cell(&g("nonce"))));
+        // Vault's "n/a" when no unseal is under way (no nonce yet), not a blank.
+        let nonce = g("nonce");
+        let nonce = if nonce.as_str().is_some_and(str::is_empty) { Value::Null } else { nonce };
+        rows.push(("Unseal Nonce".into(), cell(&nonce)));
     }
     rows.push(("Version".into(), cell(&g("version"))));
     rows.push(("Storage Type".into(), cell(&g("storage_type"))));
@@ -63,7 +70,7 @@ pub(super) async fn status(g: &Global) -> Result<ExitCode> {
     let ans = c.read("sys/seal-status").await?;
     let b = ans.body.unwrap_or(Value::Null);
     match g.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
+        Format::Json | Format::Yaml => print_value(&b, g.format)?,
         Format::Table => print!("{}", seal_status_table(&b)),
     }
     Ok(if b.get("sealed") == Some(&Value::Bool(false)) {
@@ -76,7 +83,19 @@ pub(super) async fn status(g: &Global) -> Result<ExitCode> {
 pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
     let c = client(g)?;
     match op {
-        OperatorCmd::Init { key_shares, key_threshold } => {
+        OperatorCmd::Init { status: true, .. } => {
+            let b = c.read("sys/init").await?.body.unwrap_or(Value::Null);
+            let initialized = b.get("initialized") == Some(&Value::Bool(true));
+            if g.format.structured() {
+                print_value(&b, g.format)?;
+            } else if initialized {
+                println!("Coffer is initialized");
+            } else {
+                println!("Coffer is not initialized");
+            }
+            Ok(if initialized { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NEGATIVE) })
+        }
+        OperatorCmd::Init { key_shares, key_threshold, status: false } => {
             let ans = c
                 .write(
                     "sys/init",
@@ -84,8 +103,8 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
                 )
                 .await?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
+            if g.format.structured() {
+                print_value(&b, g.format)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(Value::Array(keys)) = b.get("keys_base64") {
@@ -115,7 +134,7 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             let ans = c.write("sys/unseal", &body).await?;
             let b = ans.body.unwrap_or(Value::Null);
             match g.format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&b)?),
+                Format::Json | Format::Yaml => print_value(&b, g.format)?,
                 Format::Table => print!("{}", seal_status_table(&b)),
             }
             Ok(ExitCode::SUCCESS)
@@ -136,7 +155,7 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
         OperatorCmd::KeyStatus => {
             let ans = c.read("sys/key-status").await?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json || g.field.is_some() {
+            if g.format.structured() || g.field.is_some() {
                 print_body(&b, g.format, g.field.as_deref())?;
             } else {
                 let d = b.get("data").cloned().unwrap_or(Value::Null);

@@ -1,5 +1,5 @@
 //! Printing answers the way `vault` does: a two-column table by default, the whole JSON body with
-//! `-format=json`, or one raw value with `-field=NAME`.
+//! `-format=json` (or the same as YAML with `-format=yaml`), or one raw value with `-field=NAME`.
 
 use std::process::ExitCode;
 
@@ -11,17 +11,44 @@ use serde_json::{Map, Value};
 pub(crate) enum Format {
     Table,
     Json,
+    Yaml,
+}
+
+impl Format {
+    /// JSON or YAML: the answer as data rather than a table.
+    pub(super) fn structured(self) -> bool {
+        matches!(self, Format::Json | Format::Yaml)
+    }
+}
+
+/// Prints `v` as data: pretty JSON, or YAML for `-format=yaml` (a table format prints JSON, for
+/// the callers that have no table for `v`).
+pub(super) fn print_value<T: serde::Serialize>(v: &T, format: Format) -> Result<()> {
+    match format {
+        Format::Yaml => print!("{}", to_yaml(v)?),
+        Format::Json | Format::Table => println!("{}", serde_json::to_string_pretty(v)?),
+    }
+    Ok(())
+}
+
+fn to_yaml<T: serde::Serialize>(v: &T) -> Result<String> {
+    let mut s = serde_saphyr::to_string(v)?;
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    Ok(s)
 }
 
 impl ValueEnum for Format {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Format::Table, Format::Json]
+        &[Format::Table, Format::Json, Format::Yaml]
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(match self {
             Format::Table => "table",
             Format::Json => "json",
+            Format::Yaml => "yaml",
         }))
     }
 }
@@ -190,7 +217,7 @@ pub(super) fn print_body(body: &Value, format: Format, field_name: Option<&str>)
         return Ok(());
     }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(body)?),
+        Format::Json | Format::Yaml => print_value(body, format)?,
         Format::Table => {
             print_warnings(body);
             if let Some(Value::Array(keys)) = body.get("data").and_then(|d| d.get("keys"))
@@ -237,6 +264,20 @@ mod tests {
         let w = json!({"request_id": "x", "data": null, "wrap_info": {"token": "w", "ttl": 60}});
         assert_eq!(field(&w, "wrapping_token").expect("field"), "w");
         assert_eq!(field(&w, "wrapping_token_ttl").expect("field"), "1m");
+    }
+
+    #[test]
+    fn yaml_reads_back_as_the_same_data() {
+        // Strings that YAML would otherwise read as other types or structure.
+        let v = json!({
+            "keys": ["a", "b/"],
+            "tricky": ["true", "null", "123", "- x", "a: b", "#c", "", " pad ", "two\nlines"],
+            "n": 5, "f": 1.5, "b": false, "none": null, "nested": {"empty": {}, "list": []}
+        });
+        let yaml = to_yaml(&v).expect("yaml");
+        let back: Value = serde_saphyr::from_str(&yaml).expect("parse");
+        assert_eq!(back, v, "{yaml}");
+        assert_eq!(to_yaml(&json!(["a"])).expect("yaml"), "- a\n");
     }
 
     #[test]

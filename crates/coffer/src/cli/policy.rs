@@ -8,20 +8,34 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::client::{Global, client, print_answer};
-use super::output::{Format, cell};
+use super::output::{cell, print_value};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCmd {
     /// Upload a policy from a file (`-` for stdin)
-    Write { name: String, file: String },
+    Write {
+        /// The policy's name
+        name: String,
+        /// The policy file (HCL or JSON); `-` reads stdin
+        file: String,
+    },
     /// Print a policy
-    Read { name: String },
+    Read {
+        /// The policy's name
+        name: String,
+    },
     /// List policy names
     List,
     /// Delete a policy
-    Delete { name: String },
+    Delete {
+        /// The policy's name
+        name: String,
+    },
     /// Check and reformat a policy file in place
-    Fmt { file: std::path::PathBuf },
+    Fmt {
+        /// The policy file to rewrite
+        file: std::path::PathBuf,
+    },
 }
 
 pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
@@ -61,7 +75,7 @@ pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
                     },
                 )?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json || g.field.is_some() {
+            if g.format.structured() || g.field.is_some() {
                 return print_answer(g, Some(&b));
             }
             println!(
@@ -73,13 +87,11 @@ pub(super) async fn run(g: &Global, p: PolicyCmd) -> Result<ExitCode> {
         PolicyCmd::List => {
             let ans = client(g)?.list("sys/policies/acl").await?;
             let b = ans.body.unwrap_or(Value::Null);
-            if g.format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null)
-                    )?
-                );
+            if g.format.structured() {
+                print_value(
+                    b.get("data").and_then(|d| d.get("keys")).unwrap_or(&Value::Null),
+                    g.format,
+                )?;
             } else if let Some(Value::Array(keys)) = b.get("data").and_then(|d| d.get("keys")) {
                 for k in keys {
                     println!("{}", cell(k));

@@ -12,7 +12,7 @@ use crate::config::{ListenerConfig, LogFormat, ServerConfig, StorageConfig};
 #[derive(Args, Debug)]
 pub(crate) struct ServerArgs {
     /// Server configuration file (HCL or JSON)
-    #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
     /// Development mode: in-memory, unsealed, root token printed. Never for production.
     #[arg(long, conflicts_with = "config")]
@@ -55,7 +55,10 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
         (cfg, Some(crate::server::DevOptions { root_token_id: root }))
     } else {
         let path = a.config.ok_or_else(|| {
-            anyhow!("-config FILE is required (or -dev for a development server)")
+            anyhow!(
+                "coffer server needs -config=FILE for a real server (see docs/configuration.md), \
+                 or -dev for an in-memory development server (never for production)"
+            )
         })?;
         (ServerConfig::load(&path)?, None)
     };

@@ -41,6 +41,8 @@ pub(crate) enum TokenCmd {
         #[arg(long, value_parser = ["orphan", "path"])]
         mode: Option<String>,
     },
+    /// Print a token's capabilities on a path: `coffer token capabilities [TOKEN] PATH`
+    Capabilities(super::capabilities::CapabilitiesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +85,7 @@ pub(crate) struct TokenCreateArgs {
 pub(super) async fn run(g: &Global, t: TokenCmd) -> Result<ExitCode> {
     let c = client(g)?;
     let ans = match t {
+        TokenCmd::Capabilities(a) => return super::capabilities::run(g, &c, a).await,
         TokenCmd::Create(a) => {
             let mut body = Map::new();
             if !a.policies.is_empty() {

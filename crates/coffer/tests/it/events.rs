@@ -381,6 +381,7 @@ async fn the_api_client_subscribes_over_tls_with_a_client_certificate() {
         ca_cert_pem: Some(std::fs::read(&p.ca).expect("ca")),
         client_identity_pem: Some(identity),
         timeout: None,
+        tls_skip_verify: false,
     };
     let c = Client::new(&cfg).expect("client");
     let init = c

@@ -15,6 +15,7 @@ mod chaos_faults;
 mod chaos_host;
 mod chaos_host_audit;
 mod cli;
+mod cli_habits;
 mod database;
 mod database_leases;
 mod docs;

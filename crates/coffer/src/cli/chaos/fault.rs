@@ -96,6 +96,7 @@ pub(crate) enum FaultCmd {
     /// <mount>/static-roles/<name>), or give -key=K (repeatable) fresh random values in a new
     /// version of the KV secret at PATH
     Rotate {
+        /// The database static role (<mount>/static-roles/<name>) or KV secret to rotate
         path: String,
         /// A key of the KV secret to give a fresh random value
         #[arg(long = "key", value_name = "KEY")]

@@ -212,6 +212,7 @@ pub(super) async fn run(g: &Global, cmd: HostFaultCmd, json_out: bool) -> Result
 /// The hidden guard: `coffer chaos fault-guard -state-dir DIR ID`.
 #[derive(Args, Debug)]
 pub(crate) struct GuardArgs {
+    /// The host fault this guard ends at its deadline
     pub id: String,
     #[command(flatten)]
     pub state: StateDir,
