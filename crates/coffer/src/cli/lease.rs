@@ -17,7 +17,7 @@ async fn lease_ids(c: &coffer_api::Client, prefix: &str) -> Result<Vec<String>> 
     while let Some(folder) = folders.pop() {
         let keys = match c.list(&format!("sys/leases/lookup/{folder}/")).await {
             Ok(ans) => ans.envelope()?.data.and_then(|d| d.get("keys").cloned()),
-            Err(coffer_api::Error::Api { status: 404, errors }) if errors.is_empty() => None,
+            Err(coffer_api::Error::Api { status: 404, errors, .. }) if errors.is_empty() => None,
             Err(e) => return Err(e.into()),
         };
         let keys = keys.and_then(|k| k.as_array().cloned()).unwrap_or_default();
