@@ -52,6 +52,7 @@ coffer lease list auth/approle/login        # the leases of AppRole logins' toke
     /// Extend a secret's lease, within the maximum TTL its engine and mount allow (tokens
     /// renew with `coffer token renew`)
     Renew {
+        /// The lease id, as a read that issued a secret shows it, or as `coffer lease list` finds it
         lease_id: String,
         /// Requested extension from now, e.g. 1h (default: the mount's default TTL)
         #[arg(long)]

@@ -14,6 +14,7 @@ pub(crate) enum TokenCmd {
     Create(TokenCreateArgs),
     /// Show a token's properties (the current token when none is given)
     Lookup {
+        /// The token, or its accessor with -accessor; the current token when omitted
         token: Option<String>,
         /// Treat the argument as a token accessor
         #[arg(long)]
@@ -21,15 +22,18 @@ pub(crate) enum TokenCmd {
     },
     /// Extend a token's TTL (the current token when none is given)
     Renew {
+        /// The token, or its accessor with -accessor; the current token when omitted
         token: Option<String>,
         /// Requested TTL extension, e.g. 1h
         #[arg(long)]
         increment: Option<String>,
+        /// Treat the argument as a token accessor
         #[arg(long)]
         accessor: bool,
     },
     /// Revoke a token and its children
     Revoke {
+        /// The token, or its accessor with -accessor (or -self for the current token)
         token: Option<String>,
         /// Revoke the current token
         #[arg(long = "self")]
