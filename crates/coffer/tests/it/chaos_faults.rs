@@ -476,6 +476,9 @@ async fn the_cli_starts_lists_and_stops_faults() {
         serde_json::from_str(&ok(s.cli(Some(&root), &["chaos", "fault", "list", "-format=json"])))
             .expect("json");
     assert_eq!(json_list["server"].as_array().map(Vec::len), Some(2), "{json_list}");
+    let yaml = ok(s.cli(Some(&root), &["chaos", "fault", "list", "-format=yaml"]));
+    assert!(yaml.contains("\nserver:\n") || yaml.starts_with("server:"), "{yaml}");
+    assert!(yaml.contains(&format!("id: {id}")), "{yaml}");
     let stopped = ok(s.cli(Some(&root), &["chaos", "fault", "stop", &id]));
     assert!(stopped.contains(&id), "{stopped}");
     assert_eq!(s.call("GET", "secret/data/a/x", Some(&root), None).await.0, 200);

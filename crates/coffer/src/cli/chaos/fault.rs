@@ -212,7 +212,9 @@ fn line(f: &Fault) -> String {
 }
 
 pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
-    let json_out = g.format == Format::Json;
+    // JSON or YAML: the outputs as data (scripts, Chaos Toolkit's process provider).
+    let format = g.format;
+    let structured = format.structured();
     match spec_of(cmd)? {
         Ok(spec) => {
             let c = client(g)?;
@@ -221,13 +223,13 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                 .await
                 .map_err(unwrap_api)
                 .with_context(|| format!("starting a {kind} fault"))?;
-            if json_out {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+            if structured {
+                crate::cli::output::print_value(&f, format)?;
             } else {
                 println!("{}", line(&f));
             }
         }
-        Err(FaultCmd::Host(h)) => return super::host::run(g, h, json_out).await,
+        Err(FaultCmd::Host(h)) => return super::host::run(g, h, format).await,
         Err(FaultCmd::List { state }) => {
             // Host faults need root and a state directory; server faults a server and a token.
             // Either may be absent where the other is used: say so, and list what can be.
@@ -241,7 +243,7 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                 Ok(c) => Some(coffer_chaos::server::list_with(&c).await.map_err(unwrap_api)),
                 Err(e) => Some(Err(e)),
             };
-            list_both(json_out, server, host)?;
+            list_both(format, server, host)?;
         }
         Err(FaultCmd::Stop { id, all, state }) => {
             let opts = super::host::options(state);
@@ -268,9 +270,9 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                     let rec = super::host::recorder(g)?;
                     coffer_chaos::host::record::note_unrecord(&mut out, rec.as_ref(), &id).await;
                     super::host::warn_unrecorded(&out);
-                    if json_out {
+                    if structured {
                         // What was undone, and how (e.g. the restarted process's pid).
-                        println!("{}", serde_json::to_string_pretty(&out)?);
+                        crate::cli::output::print_value(&out, format)?;
                         return Ok(ExitCode::SUCCESS);
                     }
                     id
@@ -282,8 +284,8 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
                 }
                 (None, false) => bail!("give a fault id, or -all"),
             };
-            if json_out {
-                println!("{}", json!({ "stopped": stopped }));
+            if structured {
+                crate::cli::output::print_value(&json!({ "stopped": stopped }), format)?;
             } else if stopped == "all" {
                 println!("Stopped every chaos fault.");
             } else {
@@ -308,7 +310,7 @@ fn host_ids(listed: &serde_json::Value) -> Vec<String> {
 type Listed<T> = Option<std::result::Result<T, anyhow::Error>>;
 
 fn list_both(
-    json_out: bool,
+    format: Format,
     server: Listed<Vec<Fault>>,
     host: Option<std::result::Result<serde_json::Value, coffer_chaos::host::FaultError>>,
 ) -> Result<()> {
@@ -321,17 +323,15 @@ fn list_both(
         (Some(Err(s)), None) => bail!("cannot list server faults: {s:#}"),
         _ => {}
     }
-    if json_out {
+    if format.structured() {
         let part = |r: Option<std::result::Result<serde_json::Value, anyhow::Error>>| match r {
             None => serde_json::Value::Null,
             Some(Ok(v)) => v,
             Some(Err(e)) => json!({ "error": format!("{e:#}") }),
         };
         let server = server.map(|r| r.map(|f| json!(f)));
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "server": part(server), "host": part(host) }))?
-        );
+        let both = json!({ "server": part(server), "host": part(host) });
+        crate::cli::output::print_value(&both, format)?;
         return Ok(());
     }
     match server {

@@ -13,6 +13,7 @@ use coffer_chaos::host::record::Recorder;
 use coffer_chaos::host::{self, HostOptions};
 
 use crate::cli::client::{Global, client, configured_server};
+use crate::cli::output::Format;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StateDir {
@@ -140,10 +141,10 @@ pub(super) fn warn_unrecorded(out: &serde_json::Value) {
     }
 }
 
-/// JSON with `-format=json`; else one line: `ID  KIND  START -> END  key=value ...`.
-fn print(v: &serde_json::Value, json_out: bool) -> Result<ExitCode> {
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(v)?);
+/// The output as data with `-format=json|yaml`; else one line: `ID  KIND  START -> END  k=v ...`.
+fn print(v: &serde_json::Value, format: Format) -> Result<ExitCode> {
+    if format.structured() {
+        crate::cli::output::print_value(v, format)?;
         return Ok(ExitCode::SUCCESS);
     }
     let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("?").to_owned();
@@ -167,7 +168,7 @@ fn print(v: &serde_json::Value, json_out: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn run(g: &Global, cmd: HostFaultCmd, json_out: bool) -> Result<ExitCode> {
+pub(super) async fn run(g: &Global, cmd: HostFaultCmd, format: Format) -> Result<ExitCode> {
     use serde_json::json;
     // Absent options are left out: the arguments are checked as an experiment's would be.
     let (func, args, state) = match cmd {
@@ -206,7 +207,7 @@ pub(super) async fn run(g: &Global, cmd: HostFaultCmd, json_out: bool) -> Result
     let rec = recorder(g)?;
     let out = host::record::call(func, args, &opts, rec.as_ref()).await?;
     warn_unrecorded(&out);
-    print(&out, json_out)
+    print(&out, format)
 }
 
 /// The hidden guard: `coffer chaos fault-guard -state-dir DIR ID`.
