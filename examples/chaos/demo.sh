@@ -235,7 +235,7 @@ HCL
   wait_for "[ -s '$DEMO_DIR/server.pid' ] && curl -s --cacert '$DEMO_DIR/ca.crt' '$addr/v1/sys/health'" 20 \
     || die "the server did not start: see $DEMO_DIR/server.log"
   (umask 077; "$COFFER_BIN" operator init -key-shares=1 -key-threshold=1 -format=json > "$DEMO_DIR/init.json")
-  jq -r '(.unseal_keys_b64 // .keys_base64)[0]' "$DEMO_DIR/init.json" | "$COFFER_BIN" operator unseal - >/dev/null
+  jq -r '.unseal_keys_b64[0]' "$DEMO_DIR/init.json" | "$COFFER_BIN" operator unseal - >/dev/null
   COFFER_TOKEN="$(jq -r .root_token "$DEMO_DIR/init.json")"
   export COFFER_TOKEN
 

@@ -80,6 +80,23 @@ pub(super) async fn status(g: &Global) -> Result<ExitCode> {
     })
 }
 
+/// `operator init -format=json|yaml` prints what `vault operator init` prints (its field names,
+/// not the API's `keys`/`keys_base64`), so scripts written for Vault read it unchanged.
+fn init_output(api: &Value, shares: u64, threshold: u64) -> Value {
+    let list = |k: &str| api.get(k).cloned().unwrap_or_else(|| json!([]));
+    json!({
+        "unseal_keys_b64": list("keys_base64"),
+        "unseal_keys_hex": list("keys"),
+        "unseal_shares": shares,
+        "unseal_threshold": threshold,
+        "recovery_keys_b64": [],
+        "recovery_keys_hex": [],
+        "recovery_keys_shares": 0,
+        "recovery_keys_threshold": 0,
+        "root_token": api.get("root_token").cloned().unwrap_or(Value::Null),
+    })
+}
+
 pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
     let c = client(g)?;
     match op {
@@ -104,7 +121,7 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
                 .await?;
             let b = ans.body.unwrap_or(Value::Null);
             if g.format.structured() {
-                print_value(&b, g.format)?;
+                print_value(&init_output(&b, key_shares, key_threshold), g.format)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(Value::Array(keys)) = b.get("keys_base64") {

@@ -22,7 +22,10 @@ async fn an_operator_sets_up_and_uses_coffer_from_the_cli() {
     let init =
         ok(s.cli(None, &["operator", "init", "-key-shares=3", "-key-threshold=2", "-format=json"]));
     let v: serde_json::Value = serde_json::from_str(&init).expect("json");
-    let keys: Vec<String> = v["keys_base64"]
+    // Vault's CLI shape, not the API's.
+    assert_eq!((v["unseal_shares"].as_u64(), v["unseal_threshold"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(v["unseal_keys_hex"].as_array().map(Vec::len), Some(3), "{v}");
+    let keys: Vec<String> = v["unseal_keys_b64"]
         .as_array()
         .expect("keys")
         .iter()
