@@ -4,6 +4,7 @@
 //! host's own view of the filesystem may hold a secret.
 
 use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +25,12 @@ pub(crate) struct Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A host agent leads its own process group: the app it runs in exec mode is in it and
+            // goes with it (killed alone, the agent would leave the app running after the test).
+            if self.container_dir.is_none() {
+                let _ =
+                    Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -45,6 +52,7 @@ impl Agent {
             .args(["agent", "-log-level", "debug", "-config"])
             .arg(&cfg)
             .envs(env.iter().copied())
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
