@@ -227,22 +227,8 @@ async fn stop_all(mut args: Map<String, Value>, guard: &[OsString]) -> Result<Va
         }
     }
     if o.state_dir.exists() || state_dir_given {
-        let listed = host::list(&o).await.map_err(|e| e.to_string())?;
-        let ids: Vec<String> = listed["faults"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["id"].as_str().map(str::to_owned))
-            .collect();
-        let mut stopped = Vec::new();
-        for id in ids {
-            match host::stop(&id, &o).await {
-                Ok(v) => stopped.push(v),
-                // Ended by its guard meanwhile: nothing left to do.
-                Err(host::FaultError::NotFound(_)) => {}
-                Err(e) => errors.push(format!("{id}: {e}")),
-            }
-        }
+        let (stopped, failed) = host::stop_all(&o).await.map_err(|e| e.to_string())?;
+        errors.extend(failed);
         out["host"] = Value::Array(stopped);
     }
     if errors.is_empty() { Ok(out) } else { Err(errors.join("; ")) }

@@ -1,7 +1,7 @@
 //! The experiment model, in Chaos Toolkit's format, read from JSON or YAML.
 //!
 //! Guarantees: an [`Experiment`] that parsed has only providers this crate can run (`http`,
-//! `process`), only tolerances it can check, valid regex patterns and JSONPaths in the subset
+//! `process`, and `coffer` with a known function), only tolerances it can check, valid regex patterns and JSONPaths in the subset
 //! [`crate::jsonpath`] supports. Keys Chaos Toolkit knows but this crate does not use (`version`,
 //! `tags`, `contributions`, `extensions`, `controls`, ...) are accepted and ignored, so a file
 //! written for `chaostoolkit` loads unchanged.

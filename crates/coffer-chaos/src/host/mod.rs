@@ -34,7 +34,7 @@ pub mod record;
 mod state;
 
 use state::{RestartSpec, Undo, start, start_with_id};
-pub use state::{guard, list, stop};
+pub use state::{guard, list, stop, stop_all};
 
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/run/coffer-chaos";

@@ -470,6 +470,27 @@ pub async fn list(o: &HostOptions) -> Result<Value> {
     Ok(json!({"faults": faults, "reaped": reaped}))
 }
 
+/// Ends every host fault in the state directory now: what each undo said, and why any could
+/// not be ended. One that ended by itself meanwhile (its guard got there first) is no error.
+pub async fn stop_all(o: &HostOptions) -> Result<(Vec<Value>, Vec<String>)> {
+    let listed = list(o).await?;
+    let ids: Vec<String> = listed["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect();
+    let (mut stopped, mut errors) = (Vec::new(), Vec::new());
+    for id in ids {
+        match stop(&id, o).await {
+            Ok(v) => stopped.push(v),
+            Err(FaultError::NotFound(_)) => {}
+            Err(e) => errors.push(format!("{id}: {e}")),
+        }
+    }
+    Ok((stopped, errors))
+}
+
 /// The guard of fault `id`: holds what the undo needs, says it is ready, waits for the deadline
 /// (or SIGTERM: end now), undoes the fault and exits. Exits quietly when the fault ended by
 /// other means (`stop`, a failed apply). SIGHUP and SIGINT are ignored: the guard outlives

@@ -249,15 +249,11 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
             let opts = super::host::options(state);
             let stopped = match (id, all) {
                 (_, true) => {
-                    let mut errors = Vec::new();
-                    if opts.state_dir.exists() {
-                        let listed = coffer_chaos::host::list(&opts).await?;
-                        for id in host_ids(&listed) {
-                            if let Err(e) = coffer_chaos::host::stop(&id, &opts).await {
-                                errors.push(format!("{id}: {e}"));
-                            }
-                        }
-                    }
+                    let errors = if opts.state_dir.exists() {
+                        coffer_chaos::host::stop_all(&opts).await?.1
+                    } else {
+                        Vec::new()
+                    };
                     let c = client(g)?;
                     coffer_chaos::server::stop_all_with(&c).await.map_err(unwrap_api)?;
                     if !errors.is_empty() {
@@ -295,16 +291,6 @@ pub(super) async fn run(g: &Global, cmd: FaultCmd) -> Result<ExitCode> {
         Err(_) => bail!("not a fault command"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The ids in `coffer_chaos::host::list`'s answer.
-fn host_ids(listed: &serde_json::Value) -> Vec<String> {
-    let faults = listed.get("faults").and_then(serde_json::Value::as_array);
-    faults
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f.get("id").and_then(serde_json::Value::as_str).map(str::to_owned))
-        .collect()
 }
 
 type Listed<T> = Option<std::result::Result<T, anyhow::Error>>;
