@@ -153,28 +153,34 @@ impl Transit {
         let name = r.capture("name");
         let f = r.fields();
         let _g = self.lock.lock().await;
-        let mut p = self.policy(name).await?;
+        let Some(mut p) = self.load(name).await? else {
+            return Err(Error::invalid(format!("no existing key named {name} could be found")));
+        };
         if let Some(v) = f.u64("min_decryption_version")? {
-            if v > p.latest_version {
-                return Err(Error::invalid(
-                    "cannot set min decryption version of a version that does not exist",
-                ));
+            if v.max(1) != p.min_decryption_version && v > p.latest_version {
+                return Err(Error::invalid(format!(
+                    "cannot set min decryption version of {v}, latest key version is {}",
+                    p.latest_version
+                )));
             }
             // 0 means "the first version", as in Vault.
             p.min_decryption_version = v.max(1);
         }
         if let Some(v) = f.u64("min_encryption_version")? {
-            if v > p.latest_version {
-                return Err(Error::invalid(
-                    "cannot set min encryption version of a version that does not exist",
-                ));
+            if v != p.min_encryption_version && v > p.latest_version {
+                return Err(Error::invalid(format!(
+                    "cannot set min encryption version of {v}, latest key version is {}",
+                    p.latest_version
+                )));
             }
             p.min_encryption_version = v;
         }
         if p.min_encryption_version > 0 && p.min_encryption_version < p.min_decryption_version {
-            return Err(Error::invalid(
-                "min encryption version must be 0 or at least min decryption version",
-            ));
+            return Err(Error::invalid(format!(
+                "cannot set min encryption/decryption values; min encryption version of {} must \
+                 be greater than or equal to min decryption version of {}",
+                p.min_encryption_version, p.min_decryption_version
+            )));
         }
         if let Some(b) = f.bool("deletion_allowed")? {
             p.deletion_allowed = b;

@@ -34,6 +34,28 @@ fn item_b64(f: &Fields<'_>, k: &str) -> ItemResult<Vec<u8>> {
     }
 }
 
+/// Go's message for bad base64, which Vault answers as is.
+pub(crate) fn go_b64_error(s: &str, e: base64::DecodeError) -> String {
+    let at = match e {
+        base64::DecodeError::InvalidByte(i, _)
+        | base64::DecodeError::InvalidLastSymbol { offset: i, .. } => i,
+        base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => {
+            s.len() - s.len() % 4
+        }
+    };
+    format!("illegal base64 data at input byte {at}")
+}
+
+/// A base64 input field (`input`), with Vault's message.
+fn item_input(f: &Fields<'_>) -> ItemResult<Vec<u8>> {
+    match item_str(f, "input")? {
+        None => Ok(Vec::new()),
+        Some(s) => B64.decode(s.as_bytes()).map_err(|e| {
+            ItemError::User(format!("unable to decode input as base64: {}", go_b64_error(&s, e)))
+        }),
+    }
+}
+
 fn item_u64(f: &Fields<'_>, k: &str) -> ItemResult<u64> {
     f.u64(k).map(Option::unwrap_or_default).map_err(|e| ItemError::User(e.to_string()))
 }
@@ -319,9 +341,9 @@ impl Transit {
 
     pub(crate) async fn hash(&self, r: &Req<'_>) -> Result<Response> {
         let input = r.str("input")?.ok_or_else(|| Error::invalid("input missing"))?;
-        let input = B64
-            .decode(input.trim())
-            .map_err(|_| Error::invalid("unable to decode input as base64"))?;
+        let input = B64.decode(input.as_bytes()).map_err(|e| {
+            Error::invalid(format!("unable to decode input as base64: {}", go_b64_error(&input, e)))
+        })?;
         let format = r.str("format")?.unwrap_or_else(|| "hex".into());
         if !matches!(format.as_str(), "hex" | "base64") {
             return Err(Error::invalid(format!(
@@ -354,7 +376,7 @@ impl Transit {
         let top_version = r.u64("key_version")?.unwrap_or(0);
         run(r, items, |item| {
             let f = Fields::new(item);
-            let input = item_b64(&f, "input")?;
+            let input = item_input(&f)?;
             let ver = match item_u64(&f, "key_version")? {
                 0 => top_version,
                 v => v,
@@ -377,7 +399,7 @@ impl Transit {
         let ver = r.u64("key_version")?.unwrap_or(0);
         run(r, items, |item| {
             let f = Fields::new(item);
-            let input = item_b64(&f, "input")?;
+            let input = item_input(&f)?;
             let (sig, v, public_key) = p.sign(ver, &item_b64(&f, "context")?, &input, &o)?;
             let mut m = obj(json!({"signature": sig, "key_version": v}));
             if let Some(pk) = public_key {
@@ -470,7 +492,7 @@ impl Transit {
             let p = self.key_for(r, "encryption key").await?;
             return run(r, items, |item| {
                 let f = Fields::new(item);
-                let input = item_b64(&f, "input")?;
+                let input = item_input(&f)?;
                 let given = item_str(&f, "hmac")?.unwrap_or_default();
                 Ok(obj(json!({ "valid": p.hmac_verify(alg, &input, &given)? })))
             });
@@ -486,7 +508,7 @@ impl Transit {
         }
         run(r, items, |item| {
             let f = Fields::new(item);
-            let input = item_b64(&f, "input")?;
+            let input = item_input(&f)?;
             let sig = item_str(&f, "signature")?
                 .ok_or_else(|| ItemError::User("missing signature".into()))?;
             Ok(obj(json!({ "valid": p.verify(&item_b64(&f, "context")?, &input, &sig, &o)? })))

@@ -23,6 +23,7 @@ mod output;
 mod policy;
 mod server;
 mod token;
+mod transit;
 
 use std::process::ExitCode;
 
@@ -88,6 +89,9 @@ pub(crate) enum Command {
     /// Key/value secrets, versioned (kv v2) or not (v1): put, get, patch, delete, metadata...
     #[command(subcommand)]
     Kv(kv::KvCmd),
+    /// Encrypt or decrypt a file or stdin of any size with a transit key (streamed through a data key)
+    #[command(subcommand)]
+    Transit(transit::TransitCmd),
     /// Look up, renew and revoke the leases of dynamic secrets (and look up and revoke tokens')
     #[command(subcommand)]
     Lease(lease::LeaseCmd),
@@ -211,6 +215,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Auth(a) => mounts::run(g, a, "auth", "auth method").await,
         Command::Kv(k) => kv::run(g, k).await,
         Command::Audit(a) => audit::run(g, a).await,
+        Command::Transit(t) => transit::run(g, t).await,
         Command::Lease(l) => lease::run(g, l).await,
         Command::Events(e) => events::run(g, e).await,
         Command::Read(a) => generic::read(g, a).await,

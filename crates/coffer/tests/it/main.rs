@@ -30,4 +30,5 @@ mod limits;
 mod postgresql;
 mod sealed;
 mod tls;
+mod transit;
 mod vault_client;
