@@ -489,8 +489,8 @@ pub(crate) fn batch_response(
 ) -> Response {
     let mut data = Map::new();
     data.insert("batch_results".into(), Value::Array(results));
-    let user = errors.iter().any(|e| *e == Some(true));
-    let internal = errors.iter().any(|e| *e == Some(false));
+    let user = errors.contains(&Some(true));
+    let internal = errors.contains(&Some(false));
     if !user && !internal {
         return Response::data(data);
     }

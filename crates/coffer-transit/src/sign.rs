@@ -242,7 +242,6 @@ impl Policy {
         }
         let raw = if o.jws { B64URL.decode(body) } else { B64.decode(body) }
             .map_err(|_| ItemError::User("invalid base64 signature value".into()))?;
-        let internal = |w: &str| ItemError::Internal(format!("transit: {w}"));
         if t == KeyType::Ed25519 {
             use aws_lc_rs::signature::KeyPair;
             let kp = self.ed25519(context, ver)?;
@@ -274,7 +273,6 @@ impl Policy {
             ))
         })?;
         let pk = UnparsedPublicKey::new(params, &spki);
-        let _ = internal;
         Ok(pk.verify_digest(&d, &raw).is_ok())
     }
 
