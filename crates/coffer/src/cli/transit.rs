@@ -146,6 +146,24 @@ fn open_input(p: &Option<PathBuf>) -> Result<Box<dyn Read>> {
     })
 }
 
+/// Refuses a mount path or key name that could make `<mount>/decrypt/<key>` name anything but a
+/// transit decrypt endpoint (`..`, query strings, empty segments).
+fn check_names(mount: &str, key: &str) -> Result<()> {
+    let word = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !mount.split('/').all(word) {
+        bail!("the stream names an invalid mount path {mount:?}");
+    }
+    if !word(key) {
+        bail!("the stream names an invalid key name {key:?}");
+    }
+    Ok(())
+}
+
 fn mount_of(m: &Option<String>, default: &str) -> String {
     m.as_deref().unwrap_or(default).trim_matches('/').to_owned()
 }
@@ -186,6 +204,7 @@ fn preamble(header_json: &[u8]) -> Result<Vec<u8>> {
 async fn encrypt(g: &Global, a: EncryptArgs) -> Result<ExitCode> {
     let c = client(g)?;
     let mount = mount_of(&a.io.mount, "transit");
+    check_names(&mount, &a.key)?;
     let context = a.context.as_deref().map(|s| B64.encode(s)).unwrap_or_default();
     let mut body = json!({ "bits": 256 });
     if !context.is_empty() {
@@ -305,6 +324,8 @@ async fn decrypt(g: &Global, a: DecryptArgs) -> Result<ExitCode> {
     let c = client(g)?;
     let mount = mount_of(&a.io.mount, &header.mount);
     let key_name = a.key.unwrap_or_else(|| header.key.clone());
+    // The header is the file's, not the user's: it may only name a decrypt endpoint.
+    check_names(&mount, &key_name)?;
     let mut body = json!({ "ciphertext": header.wrapped_key });
     if !header.context.is_empty() {
         body["context"] = json!(header.context);

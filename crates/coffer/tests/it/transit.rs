@@ -657,6 +657,18 @@ async fn cli_streams_a_large_file_in_bounded_memory_and_detects_tampering() {
     let (ok, _, err) = decrypt(&extra);
     assert!(!ok && err.contains("after its final chunk"), "{err}");
 
+    // A header naming another path than a decrypt endpoint is refused before any request.
+    let hl = u32::from_be_bytes([small_ct[9], small_ct[10], small_ct[11], small_ct[12]]) as usize;
+    let mut header: Value = serde_json::from_slice(&small_ct[13..13 + hl]).expect("header json");
+    header["mount"] = json!("sys/../sys/policies/acl/x?");
+    let hjson = serde_json::to_vec(&header).expect("json");
+    let mut forged = small_ct[..9].to_vec();
+    forged.extend_from_slice(&(hjson.len() as u32).to_be_bytes());
+    forged.extend_from_slice(&hjson);
+    forged.extend_from_slice(&small_ct[13 + hl..]);
+    let (ok, _, err) = decrypt(&forged);
+    assert!(!ok && err.contains("invalid mount path"), "{err}");
+
     // Several chunks: dropping the final one, or swapping two, is refused.
     let two_chunks = vec![7u8; 64 * 1024 + 10];
     let p = w.join("two.bin");
@@ -694,4 +706,25 @@ async fn cli_streams_a_large_file_in_bounded_memory_and_detects_tampering() {
     let help = s.cli(None, &["transit", "encrypt", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("64 KiB") && help.contains("datakey"), "{help}");
+}
+
+#[tokio::test]
+async fn the_engine_documents_its_paths_in_help_and_openapi() {
+    let dir = tempdir();
+    let (s, root) = mounted(dir.path()).await;
+    let (code, doc) = s.call("GET", "sys/internal/specs/openapi", Some(&root), None).await;
+    assert_eq!(code, 200, "{doc}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for p in [
+        "/transit/keys/{name}",
+        "/transit/encrypt/{name}",
+        "/transit/datakey/{plaintext}/{name}",
+        "/transit/sign/{name}/{urlalgorithm}",
+        "/transit/export/{type}/{name}/{version}",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    let (code, help) = s.call("GET", "transit/encrypt/k?help=1", Some(&root), None).await;
+    assert_eq!(code, 200, "{help}");
+    assert!(help["help"].as_str().is_some_and(|h| h.contains("associated_data")), "{help}");
 }
