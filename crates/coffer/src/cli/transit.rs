@@ -48,10 +48,10 @@ const MAX_HEADER: u32 = 64 * 1024;
 pub(crate) enum TransitCmd {
     /// Encrypt a file or stdin with a new data key wrapped by a transit key
     #[command(
-        after_help = "The input is read in 64 KiB chunks, so a file of any size is never held whole in memory.\n\
-A new 256-bit data key comes from the server (`datakey/plaintext/KEY`); the output starts with a header\n\
-holding the key's name and the data key wrapped by it, followed by AES-256-GCM chunks that are\n\
-authenticated in order, so truncation, reordering or splicing are detected. Only a holder of\n\
+        after_help = "The input is read in 64 KiB chunks, so a file of any size is never held whole in memory. \
+A new 256-bit data key comes from the server (`datakey/plaintext/KEY`); the output starts with a header \
+holding the key's name and the data key wrapped by it, followed by AES-256-GCM chunks that are \
+authenticated in order, so truncation, reordering or splicing are detected. Only a holder of \
 `decrypt` on the transit key can recover the data key. Format: docs/transit.md.\n\n\
 Examples:\n  \
 coffer transit encrypt -key=backups -in=db.dump -out=db.dump.enc\n  \
@@ -61,10 +61,10 @@ coffer transit encrypt -key=per-tenant -context=tenant-42 -in=report.pdf -out=re
     Encrypt(EncryptArgs),
     /// Decrypt what `coffer transit encrypt` wrote, to a file or stdout
     #[command(
-        after_help = "The key's mount and name, and the context, are read from the header (-key and\n\
--mount override them, e.g. for a key restored under another name). The wrapped data key is sent to\n\
-the server's `decrypt/KEY`; the chunks are decrypted here. With -out, the plaintext is written to a\n\
-temporary file and renamed into place only when the whole stream authenticated; on stdout it is\n\
+        after_help = "The key's mount and name, and the context, are read from the header (-key and \
+-mount override them, e.g. for a key restored under another name). The wrapped data key is sent to \
+the server's `decrypt/KEY`; the chunks are decrypted here. With -out, the plaintext is written to a \
+temporary file and renamed into place only when the whole stream authenticated; on stdout it is \
 written as chunks authenticate, and a damaged or truncated stream exits 1 after the good part.\n\n\
 Examples:\n  \
 coffer transit decrypt -in=db.dump.enc -out=db.dump\n  \
