@@ -532,3 +532,6 @@ impl Framework for Transit {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod vectors;
