@@ -28,7 +28,7 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// One TLV: (tag, contents, rest after it).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -117,10 +117,8 @@ impl Transit {
         let n = Self::new_key(r, false)?;
         let _g = self.lock.lock().await;
         if let Some(p) = self.load(name).await? {
-            // Vault answers an existing key as it is, with a warning, and changes nothing.
-            let mut resp = Response::data(p.read_json(&[])?);
-            resp.warnings.push(format!("key {name} already existed"));
-            return Ok(resp);
+            // Vault answers an existing key as it is and changes nothing.
+            return Ok(Response::data(p.read_json(&[])?));
         }
         // RSA key generation takes a while: off the async workers.
         let owned = name.to_owned();
@@ -344,7 +342,11 @@ impl Transit {
     }
 
     pub(crate) async fn restore(&self, r: &Req<'_>) -> Result<Response> {
-        let backup = Zeroizing::new(r.fields().required_str("backup")?);
+        let backup = Zeroizing::new(
+            r.str("backup")?
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| Error::invalid("'backup' must be supplied"))?,
+        );
         let force = r.bool("force")?.unwrap_or(false);
         let raw = Zeroizing::new(
             B64.decode(backup.trim()).map_err(|_| Error::invalid("the backup is not base64"))?,

@@ -166,8 +166,7 @@ const CONFIG_FIELDS: &[Field] = &[
 const TRIM_FIELDS: &[Field] = &[Field::int(
     "min_available_version",
     "Versions below this are deleted for good; at most min_decryption_version and min_encryption_version.",
-)
-.required()];
+)];
 
 const ENCRYPT_FIELDS: &[Field] = &[
     Field::str("plaintext", "Base64 plaintext."),
@@ -224,7 +223,7 @@ const RANDOM_FIELDS: &[Field] = &[
 ];
 
 const HASH_FIELDS: &[Field] = &[
-    Field::str("input", "Base64 input.").required(),
+    Field::str("input", "Base64 input."),
     Field::str("urlalgorithm", "Algorithm, in the path."),
     Field::str(
         "algorithm",
@@ -282,7 +281,7 @@ const EXPORT_FIELDS: &[Field] = &[
 ];
 
 const RESTORE_FIELDS: &[Field] = &[
-    Field::str("backup", "The backup, as `backup/:name` answered it.").required(),
+    Field::str("backup", "The backup, as `backup/:name` answered it."),
     Field::bool("force", "Overwrite a key of the same name."),
 ];
 

@@ -36,7 +36,9 @@ fn item_b64(f: &Fields<'_>, k: &str) -> ItemResult<Vec<u8>> {
 
 /// Go's message for bad base64, which Vault answers as is.
 pub(crate) fn go_b64_error(s: &str, e: base64::DecodeError) -> String {
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     let at = match e {
+        _ if s.bytes().any(|b| !alphabet(b)) => s.bytes().position(|b| !alphabet(b)).unwrap_or(0),
         base64::DecodeError::InvalidByte(i, _)
         | base64::DecodeError::InvalidLastSymbol { offset: i, .. } => i,
         base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => {
@@ -95,10 +97,20 @@ impl Batch {
     }
 }
 
+/// How a batch with failed items is answered.
+#[derive(Clone, Copy, PartialEq)]
+enum Failures {
+    /// `encrypt`, `decrypt`: 400/500 or `partial_failure_response_code`, as Vault.
+    Status,
+    /// `rewrap`, `hmac`, `sign`, `verify`: 200, the failures only in the items, as Vault.
+    ItemsOnly,
+}
+
 /// Runs `one` on the request (single) or on each batch item, and answers in Vault's shape.
 fn run(
     r: &Req<'_>,
     items: Option<Vec<Map<String, Value>>>,
+    failures: Failures,
     mut one: impl FnMut(&Map<String, Value>) -> ItemResult<Map<String, Value>>,
 ) -> Result<Response> {
     match items {
@@ -108,6 +120,9 @@ fn run(
             for item in &items {
                 let res = one(item);
                 b.push(item, res);
+            }
+            if failures == Failures::ItemsOnly {
+                b.errors.iter_mut().for_each(|e| *e = None);
             }
             let code = r.u64("partial_failure_response_code").ok().flatten();
             Ok(batch_response(r.id, b.results, &b.errors, code))
@@ -196,13 +211,13 @@ impl Transit {
             }
             None => return Err(Error::invalid("encryption key not found")),
         };
-        let mut resp = run(r, items, |item| {
+        let mut resp = run(r, items, Failures::Status, |item| {
             let f = Fields::new(item);
             let plaintext = Zeroizing::new(match item_str(&f, "plaintext")? {
                 None => return Err(ItemError::User("missing plaintext to encrypt".into())),
-                Some(s) => B64
-                    .decode(s.trim())
-                    .map_err(|_| ItemError::User("failed to base64-decode plaintext".into()))?,
+                Some(s) => {
+                    B64.decode(s.as_bytes()).map_err(|e| ItemError::User(go_b64_error(&s, e)))?
+                }
             });
             let (c, v) = p.encrypt(
                 item_u64(&f, "key_version")?,
@@ -224,7 +239,7 @@ impl Transit {
         }
         check_contexts(&items)?;
         let p = self.key_for(r, "encryption key").await?;
-        run(r, items, |item| {
+        run(r, items, Failures::Status, |item| {
             let f = Fields::new(item);
             let c = item_str(&f, "ciphertext")?
                 .ok_or_else(|| ItemError::User("missing ciphertext to decrypt".into()))?;
@@ -243,7 +258,7 @@ impl Transit {
         check_contexts(&items)?;
         let p = self.key_for(r, "encryption key").await?;
         let top_version = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, |item| {
+        run(r, items, Failures::ItemsOnly, |item| {
             let f = Fields::new(item);
             let c = item_str(&f, "ciphertext")?
                 .ok_or_else(|| ItemError::User("missing ciphertext to decrypt".into()))?;
@@ -294,9 +309,13 @@ impl Transit {
         let source_seg = r.capture("source");
         let url_bytes = r.capture("urlbytes");
         let valid_source = |s: &str| matches!(s, "" | "platform" | "seal" | "all");
+        // Go's strconv message, which Vault answers as is.
         let parse_bytes = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| Error::invalid(format!("error parsing url-set byte count: {s:?}")))
+            s.parse::<u64>().map_err(|_| {
+                Error::invalid(format!(
+                    "error parsing url-set byte count: strconv.Atoi: parsing {s:?}: invalid syntax"
+                ))
+            })
         };
         let (source, bytes) = if source_seg.is_empty() {
             (r.str("source")?.unwrap_or_else(|| "platform".into()), r.u64("bytes")?.unwrap_or(32))
@@ -374,7 +393,7 @@ impl Transit {
         }
         let p = self.key_for(r, "encryption key").await?;
         let top_version = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, |item| {
+        run(r, items, Failures::ItemsOnly, |item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let ver = match item_u64(&f, "key_version")? {
@@ -397,7 +416,7 @@ impl Transit {
         }
         let items = batch_items(r.data)?;
         let ver = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, |item| {
+        run(r, items, Failures::ItemsOnly, |item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let (sig, v, public_key) = p.sign(ver, &item_b64(&f, "context")?, &input, &o)?;
@@ -447,21 +466,12 @@ impl Transit {
     pub(crate) async fn verify(&self, r: &Req<'_>) -> Result<Response> {
         let items = batch_items(r.data)?;
         let has = |m: &Map<String, Value>, k: &str| m.get(k).is_some_and(|v| !v.is_null());
-        let (sig_found, hmac_found, missing) = match &items {
-            None => {
-                let s = has(r.data, "signature");
-                let h = has(r.data, "hmac");
-                if s && h {
-                    return Err(Error::invalid("provide one of 'signature' or 'hmac'"));
-                }
-                (s, h, !s && !h)
-            }
-            Some(items) => {
-                let s = items.iter().filter(|m| has(m, "signature")).count();
-                let h = items.iter().filter(|m| has(m, "hmac") && !has(m, "signature")).count();
-                (s > 0, h > 0, s + h < items.len())
-            }
-        };
+        // As Vault: an item with a `signature` is a signature to check, whatever else it has.
+        let one = [r.data.clone()];
+        let list: &[Map<String, Value>] = items.as_deref().unwrap_or(&one);
+        let s = list.iter().filter(|m| has(m, "signature")).count();
+        let h = list.iter().filter(|m| has(m, "hmac") && !has(m, "signature")).count();
+        let (sig_found, hmac_found, missing) = (s > 0, h > 0, s + h < list.len());
         match (sig_found, hmac_found, missing) {
             (false, false, _) if items.is_none() => {
                 return Err(Error::invalid(
@@ -490,7 +500,7 @@ impl Transit {
                 .digest_alg(&name)
                 .map_err(|_| Error::invalid(format!("unsupported algorithm {name:?}")))?;
             let p = self.key_for(r, "encryption key").await?;
-            return run(r, items, |item| {
+            return run(r, items, Failures::ItemsOnly, |item| {
                 let f = Fields::new(item);
                 let input = item_input(&f)?;
                 let given = item_str(&f, "hmac")?.unwrap_or_default();
@@ -506,7 +516,7 @@ impl Transit {
                 p.key_type.name()
             )));
         }
-        run(r, items, |item| {
+        run(r, items, Failures::ItemsOnly, |item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let sig = item_str(&f, "signature")?

@@ -70,6 +70,22 @@ impl Hash {
     }
 }
 
+/// Vault's answers for an ECDSA signature that is not DER `SEQUENCE { INTEGER, INTEGER }`: it
+/// is refused (400) rather than merely invalid.
+fn check_asn1_signature(raw: &[u8]) -> ItemResult<()> {
+    let invalid = || ItemError::User("supplied signature is invalid".into());
+    let (tag, body, rest) = crate::der::tlv(raw).ok_or_else(invalid)?;
+    let (t1, _, after_r) = crate::der::tlv(body).ok_or_else(invalid)?;
+    let (t2, _, after_s) = crate::der::tlv(after_r).ok_or_else(invalid)?;
+    if tag != 0x30 || t1 != 0x02 || t2 != 0x02 || !after_s.is_empty() {
+        return Err(invalid());
+    }
+    if !rest.is_empty() {
+        return Err(ItemError::User("supplied signature contains extra data".into()));
+    }
+    Ok(())
+}
+
 /// HMAC (RFC 2104) over any of the digests, so the SHA-3 family works as in Vault.
 pub(crate) fn hmac(alg: &'static digest::Algorithm, key: &[u8], msg: &[u8]) -> Vec<u8> {
     let block = alg.block_len();
@@ -259,6 +275,9 @@ impl Policy {
                 (_, false) => &signature::ECDSA_P256_SHA256_ASN1,
                 (_, true) => &signature::ECDSA_P256_SHA256_FIXED,
             };
+            if !o.jws {
+                check_asn1_signature(&raw)?;
+            }
             let pk = UnparsedPublicKey::new(alg, &spki);
             return Ok(pk.verify_digest(&ecdsa_digest(t, &h)?, &raw).is_ok());
         }
