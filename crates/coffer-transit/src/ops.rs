@@ -16,7 +16,7 @@ use coffer_core::{Error, Fields, Operation, Response, Result};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::key::Policy;
+use crate::key::{KeyType, Policy};
 use crate::keys::b64_field;
 use crate::secret::SecretBytes;
 use crate::sign::{Hash, SignOptions};
@@ -56,6 +56,18 @@ fn item_input(f: &Fields<'_>) -> ItemResult<Vec<u8>> {
             ItemError::User(format!("unable to decode input as base64: {}", go_b64_error(&s, e)))
         }),
     }
+}
+
+/// Vault's refusal of `associated_data` for a key that is not an AEAD, naming the item.
+fn non_aead_check(p: &Policy, i: usize, f: &Fields<'_>) -> ItemResult<()> {
+    let given = item_str(f, "associated_data")?.is_some_and(|s| !s.is_empty());
+    if given && !p.key_type.is_aead() {
+        return Err(ItemError::User(format!(
+            "'[{i}].associated_data' provided for non-AEAD cipher suite {}",
+            p.key_type.name()
+        )));
+    }
+    Ok(())
 }
 
 fn item_u64(f: &Fields<'_>, k: &str) -> ItemResult<u64> {
@@ -111,14 +123,14 @@ fn run(
     r: &Req<'_>,
     items: Option<Vec<Map<String, Value>>>,
     failures: Failures,
-    mut one: impl FnMut(&Map<String, Value>) -> ItemResult<Map<String, Value>>,
+    mut one: impl FnMut(usize, &Map<String, Value>) -> ItemResult<Map<String, Value>>,
 ) -> Result<Response> {
     match items {
-        None => Ok(Response::data(one(r.data)?)),
+        None => Ok(Response::data(one(0, r.data)?)),
         Some(items) => {
             let mut b = Batch::new();
-            for item in &items {
-                let res = one(item);
+            for (i, item) in items.iter().enumerate() {
+                let res = one(i, item);
                 b.push(item, res);
             }
             if failures == Failures::ItemsOnly {
@@ -189,13 +201,17 @@ impl Transit {
                         "convergent encryption requires derivation to be enabled, so context is required",
                     ));
                 }
-                let n = Self::new_key(r, context_set)?;
-                if !n.key_type.is_aead() {
-                    return Err(Error::invalid(format!(
-                        "key type {} not supported for this operation",
-                        n.key_type.name()
-                    )));
+                let type_name = r.str("type")?.unwrap_or_else(|| "aes256-gcm96".into());
+                match KeyType::parse(&type_name) {
+                    Some(t) if t.is_aead() => {}
+                    Some(t) if t.is_ecdsa() => {
+                        return Err(Error::invalid(format!(
+                            "key type {type_name} not supported for this operation"
+                        )));
+                    }
+                    _ => return Err(Error::invalid(format!("unknown key type {type_name}"))),
                 }
+                let n = Self::new_key(r, context_set)?;
                 let _g = self.lock.lock().await;
                 match self.load(r.capture("name")).await? {
                     Some(p) => {
@@ -211,7 +227,7 @@ impl Transit {
             }
             None => return Err(Error::invalid("encryption key not found")),
         };
-        let mut resp = run(r, items, Failures::Status, |item| {
+        let mut resp = run(r, items, Failures::Status, |i, item| {
             let f = Fields::new(item);
             let plaintext = Zeroizing::new(match item_str(&f, "plaintext")? {
                 None => return Err(ItemError::User("missing plaintext to encrypt".into())),
@@ -219,6 +235,7 @@ impl Transit {
                     B64.decode(s.as_bytes()).map_err(|e| ItemError::User(go_b64_error(&s, e)))?
                 }
             });
+            non_aead_check(&p, i, &f)?;
             let (c, v) = p.encrypt(
                 item_u64(&f, "key_version")?,
                 &item_b64(&f, "context")?,
@@ -239,10 +256,11 @@ impl Transit {
         }
         check_contexts(&items)?;
         let p = self.key_for(r, "encryption key").await?;
-        run(r, items, Failures::Status, |item| {
+        run(r, items, Failures::Status, |i, item| {
             let f = Fields::new(item);
             let c = item_str(&f, "ciphertext")?
                 .ok_or_else(|| ItemError::User("missing ciphertext to decrypt".into()))?;
+            non_aead_check(&p, i, &f)?;
             let (plain, _) =
                 p.decrypt(&item_b64(&f, "context")?, &c, &item_b64(&f, "associated_data")?)?;
             let encoded = Zeroizing::new(B64.encode(plain.as_slice()));
@@ -258,7 +276,7 @@ impl Transit {
         check_contexts(&items)?;
         let p = self.key_for(r, "encryption key").await?;
         let top_version = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, Failures::ItemsOnly, |item| {
+        run(r, items, Failures::ItemsOnly, |_, item| {
             let f = Fields::new(item);
             let c = item_str(&f, "ciphertext")?
                 .ok_or_else(|| ItemError::User("missing ciphertext to decrypt".into()))?;
@@ -393,7 +411,7 @@ impl Transit {
         }
         let p = self.key_for(r, "encryption key").await?;
         let top_version = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, Failures::ItemsOnly, |item| {
+        run(r, items, Failures::ItemsOnly, |_, item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let ver = match item_u64(&f, "key_version")? {
@@ -416,7 +434,7 @@ impl Transit {
         }
         let items = batch_items(r.data)?;
         let ver = r.u64("key_version")?.unwrap_or(0);
-        run(r, items, Failures::ItemsOnly, |item| {
+        run(r, items, Failures::ItemsOnly, |_, item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let (sig, v, public_key) = p.sign(ver, &item_b64(&f, "context")?, &input, &o)?;
@@ -500,7 +518,7 @@ impl Transit {
                 .digest_alg(&name)
                 .map_err(|_| Error::invalid(format!("unsupported algorithm {name:?}")))?;
             let p = self.key_for(r, "encryption key").await?;
-            return run(r, items, Failures::ItemsOnly, |item| {
+            return run(r, items, Failures::ItemsOnly, |_, item| {
                 let f = Fields::new(item);
                 let input = item_input(&f)?;
                 let given = item_str(&f, "hmac")?.unwrap_or_default();
@@ -516,7 +534,7 @@ impl Transit {
                 p.key_type.name()
             )));
         }
-        run(r, items, Failures::ItemsOnly, |item| {
+        run(r, items, Failures::ItemsOnly, |_, item| {
             let f = Fields::new(item);
             let input = item_input(&f)?;
             let sig = item_str(&f, "signature")?
