@@ -728,3 +728,37 @@ async fn the_engine_documents_its_paths_in_help_and_openapi() {
     assert_eq!(code, 200, "{help}");
     assert!(help["help"].as_str().is_some_and(|h| h.contains("associated_data")), "{help}");
 }
+
+#[tokio::test]
+async fn policies_decide_who_may_encrypt_decrypt_and_create_keys() {
+    let dir = tempdir();
+    let (s, root) = mounted(dir.path()).await;
+    post(&s, &root, "keys/orders", json!({})).await;
+    let policy = "path \"transit/encrypt/*\" {\n  capabilities = [\"update\"]\n}\n";
+    let (code, b) = s
+        .call("PUT", "sys/policies/acl/enc-only", Some(&root), Some(json!({"policy": policy})))
+        .await;
+    assert_eq!(code, 204, "{b}");
+    let (code, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["enc-only"]})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let app = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    let (code, b) = s
+        .call("POST", "transit/encrypt/orders", Some(&app), Some(json!({"plaintext": b64(b"x")})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let ct = b["data"]["ciphertext"].clone();
+    let (code, _) =
+        s.call("POST", "transit/decrypt/orders", Some(&app), Some(json!({"ciphertext": ct}))).await;
+    assert_eq!(code, 403, "encrypt-only may not decrypt");
+    // Encrypting with a key that does not exist would create it: that needs `create`.
+    let (code, _) = s
+        .call("POST", "transit/encrypt/new-key", Some(&app), Some(json!({"plaintext": b64(b"x")})))
+        .await;
+    assert_eq!(code, 403, "update alone may not create a key");
+    let (code, _) = s.call("GET", "transit/keys/new-key", Some(&root), None).await;
+    assert_eq!(code, 404);
+    let (code, _) = s.call("GET", "transit/export/encryption-key/orders", Some(&app), None).await;
+    assert_eq!(code, 403);
+}
