@@ -762,3 +762,47 @@ async fn policies_decide_who_may_encrypt_decrypt_and_create_keys() {
     let (code, _) = s.call("GET", "transit/export/encryption-key/orders", Some(&app), None).await;
     assert_eq!(code, 403);
 }
+
+#[tokio::test]
+async fn the_server_rotates_a_key_whose_auto_rotate_period_has_passed() {
+    let dir = tempdir();
+    let (s, root) = mounted(dir.path()).await;
+    post(
+        &s,
+        &root,
+        "keys/old",
+        json!({"exportable": true, "allow_plaintext_backup": true, "auto_rotate_period": "1h"}),
+    )
+    .await;
+    assert_eq!(get(&s, &root, "keys/old").await["auto_rotate_period"], json!(3600));
+    // A key whose latest version is two hours old: its backup, aged, restored under a new name.
+    let backup = get(&s, &root, "backup/old").await["backup"].as_str().expect("backup").to_owned();
+    let mut record: Value =
+        serde_json::from_slice(&B64.decode(backup).expect("b64")).expect("json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    record["keys"]["1"]["creation_time"] = json!(now - 7200);
+    let aged = b64(&serde_json::to_vec(&record).expect("json"));
+    let (code, b) =
+        s.call("POST", "transit/restore/aged", Some(&root), Some(json!({"backup": aged}))).await;
+    assert_eq!(code, 204, "{b}");
+    let c1 = post(&s, &root, "encrypt/aged", json!({"plaintext": b64(b"before")})).await;
+    // The rotation task looks every 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let k = get(&s, &root, "keys/aged").await;
+        if k["latest_version"] == json!(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not rotated within 30 s: {k}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let d = post(&s, &root, "decrypt/aged", json!({"ciphertext": c1["ciphertext"]})).await;
+    assert_eq!(d["plaintext"], json!(b64(b"before")));
+    let c2 = post(&s, &root, "encrypt/aged", json!({"plaintext": b64(b"after")})).await;
+    assert_eq!(c2["key_version"], json!(2));
+    // The fresh key is not due for an hour.
+    assert_eq!(get(&s, &root, "keys/old").await["latest_version"], json!(1));
+}
