@@ -58,7 +58,7 @@ impl Transit {
     }
 
     pub(crate) async fn read_key(&self, r: &Req<'_>) -> Result<Response> {
-        let Some(p) = self.load(r.capture("name")).await? else { return Err(Error::NotFound) };
+        let Some(p) = self.cached(r.capture("name")).await? else { return Err(Error::NotFound) };
         let context = b64_field(r.str("context")?, "context")?;
         Ok(Response::data(p.read_json(&context)?))
     }

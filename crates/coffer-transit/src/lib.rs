@@ -6,7 +6,10 @@
 //! record per key holding all its versions) and in memory in zeroized buffers; no answer,
 //! error or log line carries it, except `export/` (only for `exportable` keys) and `backup/`
 //! (only with `allow_plaintext_backup`), which exist to hand it out; changes to a key are
-//! serialized, so two rotations never make the same version twice; keys with an
+//! serialized, so two rotations never make the same version twice; a key used by requests is
+//! kept decoded in memory (wiped when dropped), and every change made through this engine
+//! replaces that copy before it is answered (a second node changing the same storage, as HA
+//! standbys would, needs the change feed to drop it: Coffer has no HA yet); keys with an
 //! `auto_rotate_period` are rotated by a task inside the server (checked every
 //! [`TICK`]) that holds only a weak reference, so it ends when the mount is unmounted or the
 //! server seals. Not supported (each refused with a 400 that names it): BYOK import,
@@ -75,8 +78,19 @@ struct Schedule {
     loaded_at: u64,
 }
 
+/// Keys as last stored, shared by the requests that use them, so a request does not decode a
+/// key's every version from storage. Every change goes through [`Transit::save`] or
+/// [`Transit::forget`] on this engine (there is one active node), which replace or drop the
+/// entry; `generation` keeps a reader that loaded before a change from caching what it read.
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<Policy>>,
+    generation: u64,
+}
+
 pub(crate) struct Transit {
     view: View,
+    cache: std::sync::Mutex<Cache>,
     /// Serializes every change to a key (create, config, rotate, trim, delete, restore, the
     /// upsert of `encrypt`), so versions are numbered once and settings never interleave.
     lock: Mutex<()>,
@@ -385,7 +399,12 @@ static PATHS: LazyLock<Paths<Transit>> = LazyLock::new(|| {
 
 impl Transit {
     pub(crate) fn new(view: View) -> Arc<Self> {
-        Arc::new(Self { view, lock: Mutex::new(()), schedule: Mutex::new(Schedule::default()) })
+        Arc::new(Self {
+            view,
+            cache: std::sync::Mutex::new(Cache::default()),
+            lock: Mutex::new(()),
+            schedule: Mutex::new(Schedule::default()),
+        })
     }
 
     pub(crate) async fn load(&self, name: &str) -> Result<Option<Policy>> {
@@ -393,9 +412,43 @@ impl Transit {
         coffer_core::record::load(&self.view, &format!("policy/{name}")).await
     }
 
-    /// Stores `p` and updates the rotation schedule.
+    fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
+        // A panic while the lock was held cannot leave the map half-changed (each change is one
+        // insert or remove), so a poisoned lock is still usable.
+        let mut c = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut c)
+    }
+
+    /// The key `name` for a request that uses it: from the cache, or loaded and cached.
+    pub(crate) async fn cached(&self, name: &str) -> Result<Option<Arc<Policy>>> {
+        check_name(name)?;
+        let (hit, generation) = self.with_cache(|c| (c.keys.get(name).cloned(), c.generation));
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let Some(p) = self.load(name).await? else { return Ok(None) };
+        let p = Arc::new(p);
+        self.with_cache(|c| {
+            if c.generation == generation {
+                c.keys.insert(name.to_owned(), p.clone());
+            }
+        });
+        Ok(Some(p))
+    }
+
+    /// Stores `p` and updates the cache and the rotation schedule.
     pub(crate) async fn save(&self, p: &Policy) -> Result<()> {
-        self.view.put(&format!("policy/{}", p.name), &coffer_core::record::encode(p)?).await?;
+        let stored =
+            self.view.put(&format!("policy/{}", p.name), &coffer_core::record::encode(p)?).await;
+        // Whatever the outcome, no reader may keep what it read before this write.
+        self.with_cache(|c| {
+            c.generation += 1;
+            match &stored {
+                Ok(()) => c.keys.insert(p.name.clone(), Arc::new(p.clone())),
+                Err(_) => c.keys.remove(&p.name),
+            };
+        });
+        stored?;
         let mut s = self.schedule.lock().await;
         match p.next_rotation() {
             Some(at) => s.due.insert(p.name.clone(), at),
@@ -404,7 +457,12 @@ impl Transit {
         Ok(())
     }
 
+    /// Drops `name` from the cache and the rotation schedule (the key was deleted).
     pub(crate) async fn forget(&self, name: &str) {
+        self.with_cache(|c| {
+            c.generation += 1;
+            c.keys.remove(name);
+        });
         self.schedule.lock().await.due.remove(name);
     }
 

@@ -7,6 +7,8 @@
 //! put into the answer. `encrypt` on a missing key creates it only when the request is a
 //! `create` (the caller has the create capability), as Vault's upsert does.
 
+use std::sync::Arc;
+
 use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -176,8 +178,8 @@ fn hash_from(r: &Req<'_>, keys: &[&str]) -> Result<(Hash, String)> {
 
 impl Transit {
     /// The named key, or Vault's 400 `<what> key not found`.
-    async fn key_for(&self, r: &Req<'_>, what: &str) -> Result<Policy> {
-        self.load(r.capture("name"))
+    async fn key_for(&self, r: &Req<'_>, what: &str) -> Result<Arc<Policy>> {
+        self.cached(r.capture("name"))
             .await?
             .ok_or_else(|| Error::invalid(format!("{what} not found")))
     }
@@ -189,7 +191,7 @@ impl Transit {
         }
         let batch_context = check_contexts(&items)?;
         let mut warnings = Vec::new();
-        let p = match self.load(r.capture("name")).await? {
+        let p = match self.cached(r.capture("name")).await? {
             Some(p) => p,
             None if r.operation == Operation::Create => {
                 let context_set = match &items {
@@ -216,12 +218,12 @@ impl Transit {
                 match self.load(r.capture("name")).await? {
                     Some(p) => {
                         warnings.push("Attempted creation of the key during the encrypt operation, but it was created beforehand".to_owned());
-                        p
+                        Arc::new(p)
                     }
                     None => {
                         let p = Policy::create(r.capture("name"), &n)?;
                         self.save(&p).await?;
-                        p
+                        Arc::new(p)
                     }
                 }
             }
