@@ -9,7 +9,9 @@
 //! sealed (they carry no secret). A failure to seal is an error, never a cleartext answer. An
 //! answer that is already sealed (one sealed when it was wrapped) is passed on as it is. Not
 //! here: the audit entries, which are written from the answer in clear, HMAC'd as always, before
-//! it is sealed (pipeline); and wrapping, which seals what it stores itself (wrapping).
+//! it is sealed (pipeline); and wrapping, which seals what it stores itself (wrapping). Not
+//! sealed either: a non-JSON body (`Response::raw_body`), which carries only public data
+//! (certificates, CRLs, OCSP answers).
 
 use coffer_hpke::{Binding, Recipient};
 use serde_json::{Map, Value, json};

@@ -1,5 +1,5 @@
-//! Coffer's built-in secrets engines, and only those: kv (versions 1 and 2), cubbyhole and
-//! database. Each sees only `coffer_core`'s logical types and its own storage view; the binary
+//! Coffer's built-in secrets engines, and only those: kv (versions 1 and 2), cubbyhole,
+//! database, and pki (its own crate, `coffer-pki`, registered here). Each sees only `coffer_core`'s logical types and its own storage view; the binary
 //! registers them in the core's [`Registry`]. Auth methods live in `coffer-auth`.
 
 mod cubbyhole;
@@ -17,4 +17,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_secrets("generic", Arc::new(kv::factory));
     registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
     registry.register_secrets("database", Arc::new(database::factory));
+    registry.register_secrets("pki", Arc::new(coffer_pki::factory));
 }
