@@ -27,6 +27,7 @@ mod kubernetes;
 mod kv2;
 mod leases;
 mod limits;
+mod pki;
 mod postgresql;
 mod sealed;
 mod tls;
