@@ -226,11 +226,7 @@ fn check_key(role: &Role, spec: KeySpec) -> Result<()> {
         return Ok(());
     }
     if role.key_type != spec.type_name() {
-        return Err(Error::invalid(format!(
-            "role requires keys of type {}, but the CSR's key is of type {}",
-            role.key_type,
-            spec.type_name()
-        )));
+        return Err(Error::invalid(format!("role requires keys of type {}", role.key_type)));
     }
     let want = role.key_bits as u32;
     let ok = match spec {
@@ -501,6 +497,7 @@ impl Pki {
             "issuing_ca": issuer.certificate,
             "ca_chain": chain,
             "serial_number": f.serial,
+            "not_before": f.not_before,
             "expiration": f.not_after,
         }));
         if role.generate_lease {
@@ -559,6 +556,29 @@ impl Pki {
             "revocation_time": t,
             "revocation_time_rfc3339": t3339,
         })))
+    }
+
+    /// The certificate `cert/{serial}/raw[/pem]` names, DER (`ca` for the default issuer's).
+    async fn cert_der_for(&self, r: &Req<'_>) -> Result<Vec<u8>> {
+        match r.capture("serial") {
+            "ca" => self.issuer("default").await?.der(),
+            serial => {
+                let e = self.cert_entry(serial).await?.ok_or(Error::NotFound)?;
+                Ok(pem_blocks(&e.certificate, "CERTIFICATE")?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    pub(crate) async fn read_cert_der(&self, r: &Req<'_>) -> Result<Response> {
+        Ok(Response::raw_body("application/pkix-cert", self.cert_der_for(r).await?))
+    }
+
+    pub(crate) async fn read_cert_pem(&self, r: &Req<'_>) -> Result<Response> {
+        let pem = crate::issuers::cert_pem(&self.cert_der_for(r).await?);
+        Ok(Response::raw_body(crate::issuers::PEM_CHAIN, format!("{pem}\n").into_bytes()))
     }
 
     pub(crate) async fn list_certs(&self, _r: &Req<'_>) -> Result<Response> {

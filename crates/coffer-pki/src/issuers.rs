@@ -52,6 +52,9 @@ pub(crate) const ISSUER_FIELDS: &[Field] = &[
     Field::str("revocation_signature_algorithm", "Accepted for compatibility."),
 ];
 
+/// Vault's content type for PEM certificates.
+pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
+
 const ALL_USAGE: &str = "crl-signing,issuing-certificates,ocsp-signing,read-only";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +111,7 @@ impl IssuerEntry {
 /// The parsed facts of a certificate the engine answers with.
 pub(crate) struct CertFacts {
     pub(crate) serial: String,
+    pub(crate) not_before: u64,
     pub(crate) not_after: u64,
     pub(crate) spki: Vec<u8>,
     pub(crate) subject: Vec<u8>,
@@ -120,6 +124,7 @@ pub(crate) fn facts(der: &[u8]) -> Result<CertFacts> {
         .map_err(|_| Error::invalid("the certificate does not parse as X.509"))?;
     Ok(CertFacts {
         serial: serial_colons(trim_serial(c.raw_serial())),
+        not_before: c.validity().not_before.timestamp().max(0) as u64,
         not_after: c.validity().not_after.timestamp().max(0) as u64,
         spki: c.public_key().raw.to_vec(),
         subject: c.subject().as_raw().to_vec(),
@@ -280,6 +285,21 @@ fn ca_params(
 }
 
 impl Pki {
+    /// Keeps a CA certificate this mount made under `certs/`, as Vault does, so it can be read
+    /// and revoked by serial number.
+    async fn store_cert(&self, der: &[u8], issuer_id: &str) -> Result<()> {
+        let f = facts(der)?;
+        let entry = crate::issue::CertEntry {
+            certificate: cert_pem(der),
+            issuer_id: issuer_id.to_owned(),
+            not_after: f.not_after,
+        };
+        self.view
+            .put(&format!("certs/{}", crate::serial_key(&f.serial)?), &record::encode(&entry)?)
+            .await
+            .map_err(Error::from)
+    }
+
     pub(crate) async fn urls(&self) -> Result<Urls> {
         Ok(record::load(&self.view, "config/urls").await?.unwrap_or_default())
     }
@@ -438,6 +458,7 @@ impl Pki {
             )
             .await?;
         let f = facts(cert.der())?;
+        self.store_cert(cert.der(), &entry.id).await?;
         let mut data = json!({
             "certificate": encode_cert(cert.der(), &format),
             "issuing_ca": encode_cert(cert.der(), &format),
@@ -529,6 +550,7 @@ impl Pki {
             .signed_by(&csr.params.public_key, &signer)
             .map_err(internal("signing the intermediate"))?;
         let f = facts(cert.der())?;
+        self.store_cert(cert.der(), &issuer.id).await?;
         let mut chain = vec![encode_cert(cert.der(), &format)];
         chain.extend(issuer.ca_chain.iter().cloned());
         let mut resp = Response::from_value(json!({
@@ -762,7 +784,7 @@ impl Pki {
 
     pub(crate) async fn read_issuer_pem(&self, r: &Req<'_>) -> Result<Response> {
         let i = self.issuer(r.capture("issuer_ref")).await?;
-        Ok(Response::raw_body("application/pem-file", format!("{}\n", i.certificate).into_bytes()))
+        Ok(Response::raw_body(PEM_CHAIN, format!("{}\n", i.certificate).into_bytes()))
     }
 
     pub(crate) async fn read_issuer_der(&self, r: &Req<'_>) -> Result<Response> {
@@ -932,7 +954,7 @@ impl Pki {
             Ok(i) => format!("{}\n", i.certificate),
             Err(_) => String::new(),
         };
-        Ok(Response::raw_body("application/pem-file", body.into_bytes()))
+        Ok(Response::raw_body(PEM_CHAIN, body.into_bytes()))
     }
 
     pub(crate) async fn read_ca_chain(&self, _r: &Req<'_>) -> Result<Response> {

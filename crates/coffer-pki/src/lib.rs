@@ -118,6 +118,14 @@ static PATHS: LazyLock<Paths<Pki>> = LazyLock::new(|| {
             .read(handler!(Pki::read_crl_pem))
             .unauthenticated(),
         Path::new("crl/rotate", "Rebuild every issuer's CRL now.").read(handler!(Pki::rotate_crl)),
+        Path::new("cert/{serial}/raw", "A certificate, DER.")
+            .fields(SERIAL)
+            .read(handler!(Pki::read_cert_der))
+            .unauthenticated(),
+        Path::new("cert/{serial}/raw/pem", "A certificate, PEM.")
+            .fields(SERIAL)
+            .read(handler!(Pki::read_cert_pem))
+            .unauthenticated(),
         Path::new("cert/{serial}", "A certificate (or ca, ca_chain, crl) as JSON.")
             .fields(SERIAL)
             .read(handler!(Pki::read_cert))
@@ -260,8 +268,24 @@ static PATHS: LazyLock<Paths<Pki>> = LazyLock::new(|| {
 });
 
 /// Paths reachable without a token, as Vault's PKI has them: public CA material only.
-const UNAUTHENTICATED: &[&str] =
-    &["ca", "ca/pem", "ca_chain", "crl", "crl/pem", "cert/*", "ocsp", "ocsp/*"];
+const UNAUTHENTICATED: &[&str] = &[
+    "cert/*",
+    "ca/pem",
+    "ca_chain",
+    "ca",
+    "crl/pem",
+    "crl",
+    "issuer/+/crl/der",
+    "issuer/+/crl/pem",
+    "issuer/+/crl",
+    "issuer/+/pem",
+    "issuer/+/der",
+    "issuer/+/json",
+    "issuers",
+    "issuers/",
+    "ocsp",
+    "ocsp/*",
+];
 
 #[async_trait]
 impl LogicalBackend for Pki {

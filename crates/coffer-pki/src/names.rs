@@ -112,11 +112,16 @@ pub(crate) fn check_names(role: &Role, cn: &str, dns: &[String]) -> Result<()> {
             return Err(Error::invalid(format!("common name {cn} not allowed by this role")));
         }
     }
-    for name in dns {
+    for name in dns.iter().filter(|n| !n.contains('@')) {
         if !name_allowed(role, name) {
             return Err(Error::invalid(format!(
                 "subject alternate name {name} not allowed by this role"
             )));
+        }
+    }
+    for email in dns.iter().filter(|n| n.contains('@')) {
+        if !name_allowed(role, email) {
+            return Err(Error::invalid(format!("email address {email} not allowed by this role")));
         }
     }
     Ok(())
@@ -125,7 +130,8 @@ pub(crate) fn check_names(role: &Role, cn: &str, dns: &[String]) -> Result<()> {
 pub(crate) fn check_ips(role: &Role, ips: &[String]) -> Result<()> {
     if !ips.is_empty() && !role.allow_ip_sans {
         return Err(Error::invalid(format!(
-            "IP Subject Alternative Names are not allowed in this role, but was provided {}",
+            "IP Subject Alternative Names are not allowed in this role, but was provided via API \
+             ({})",
             ips.join(", ")
         )));
     }
@@ -143,8 +149,10 @@ pub(crate) fn check_uris(role: &Role, uris: &[String]) -> Result<()> {
     }
     for u in uris {
         if !role.allowed_uri_sans.iter().any(|p| glob_match(p, u)) {
+            // Vault's text, and then the URI it refers to.
             return Err(Error::invalid(format!(
-                "URI Subject Alternative Name {u} not allowed by this role"
+                "URI Subject Alternative Names were provided via the API which are not valid for \
+                 this role: {u}"
             )));
         }
     }

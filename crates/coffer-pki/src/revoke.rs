@@ -307,7 +307,9 @@ impl Pki {
                 (facts(&der)?.serial, Some(der))
             }
             (None, None) => {
-                return Err(Error::invalid("the serial_number field is required"));
+                return Err(Error::invalid(
+                    "The serial number or certificate to revoke must be provided.",
+                ));
             }
         };
         let serial = serial_key(&serial)?.replace('-', ":");
@@ -341,17 +343,16 @@ impl Pki {
                 (id, cf.not_after)
             }
             (None, None) => {
-                return Err(Error::invalid(format!("certificate with serial {serial} not found")));
+                return Err(Error::invalid(format!("certificate with serial {serial} not found.")));
             }
         };
-        if self.issuer_ids().await?.iter().any(|id| *id == issuer_id) {
-            let issuer = self.issuer_by_id(&issuer_id).await?;
-            if let Some(i) = issuer
+        for id in self.issuer_ids().await? {
+            if let Some(i) = self.issuer_by_id(&id).await?
                 && facts(&i.der()?)?.serial == serial
             {
-                return Err(Error::invalid(
-                    "adding issuer (id: ".to_owned() + &i.id + ") to its own CRL is not allowed",
-                ));
+                return Err(Error::invalid(format!(
+                    "adding issuer (id: {id}) to its own CRL is not allowed"
+                )));
             }
         }
         let t = self.revoke_serial(&serial, &issuer_id, not_after).await?;

@@ -135,7 +135,7 @@ async fn role_bounds_refuse_with_the_name_refused() {
         ),
         (
             json!({"common_name": "a.example.com", "uri_sans": "spiffe://other/x"}),
-            "URI Subject Alternative Name spiffe://other/x not allowed",
+            "not valid for this role: spiffe://other/x",
         ),
         (json!({}), "the common_name field is required"),
         (json!({"common_name": "example.com"}), "common name example.com not allowed"),
@@ -384,13 +384,50 @@ async fn tidy_removes_only_certificates_expired_beyond_the_buffer() {
     let (pki, _) = with_root("ec").await;
     ok(&pki, Operation::Update, "issue/web", json!({"common_name": "t.example.com", "ttl": "1h"}))
         .await;
-    ok(&pki, Operation::Update, "tidy", json!({"tidy_cert_store": true, "safety_buffer": "1s"}))
+    let now = coffer_core::time::now_unix();
+    // Two certificates that expired: one long ago, one within the safety buffer.
+    for (serial, not_after) in [("0a-01", now - 10 * 86_400), ("0a-02", now - 60)] {
+        let e = crate::issue::CertEntry {
+            certificate: String::new(),
+            issuer_id: "x".into(),
+            not_after,
+        };
+        pki.view
+            .put(&format!("certs/{serial}"), &coffer_core::record::encode(&e).expect("encode"))
+            .await
+            .expect("put");
+        let r = crate::revoke::RevokedEntry {
+            serial: serial.replace('-', ":"),
+            revocation_time: not_after - 5,
+            not_after,
+            issuer_id: "x".into(),
+        };
+        pki.view
+            .put(&format!("revoked/{serial}"), &coffer_core::record::encode(&r).expect("encode"))
+            .await
+            .expect("put");
+    }
+    let certs = || async {
+        let mut k: Vec<String> = ok(&pki, Operation::List, "certs", json!({})).await["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|v| v.as_str().expect("key").to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(certs().await.len(), 4, "root, leaf and the two expired ones");
+    ok(&pki, Operation::Update, "tidy", json!({"tidy_cert_store": true, "safety_buffer": "1h"}))
         .await;
-    assert_eq!(
-        ok(&pki, Operation::List, "certs", json!({})).await["keys"].as_array().expect("k").len(),
-        1
-    );
-    ok(&pki, Operation::Update, "tidy", json!({"tidy_cert_store": true, "safety_buffer": 0})).await;
+    let left = certs().await;
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(!left.contains(&"0a-01".to_owned()) && left.contains(&"0a-02".to_owned()));
     let status = ok(&pki, Operation::Read, "tidy-status", json!({})).await;
-    assert_eq!(status["cert_store_deleted_count"], json!(0), "a live certificate is kept");
+    assert_eq!(status["cert_store_deleted_count"], json!(1));
+    ok(&pki, Operation::Update, "tidy", json!({"tidy_revoked_certs": true, "safety_buffer": 0}))
+        .await;
+    let revoked = call(&pki, Operation::List, "certs/revoked", json!({})).await;
+    assert!(matches!(revoked, Err(coffer_core::Error::NotFound)), "both revocations tidied");
+    assert_eq!(certs().await.len(), 2, "the live root and leaf are kept");
 }

@@ -222,7 +222,7 @@ async fn public_ca_reads_answer_raw_bodies_without_a_token() {
     let (s, _keys, root) = Server::ready(dir.path()).await;
     let (root_pem, int_pem) = two_tier(&s, &root).await;
     let (code, ct, body) = raw(&s, "pki/ca/pem", None).await;
-    assert_eq!((code, ct.as_str()), (200, "application/pem-file"));
+    assert_eq!((code, ct.as_str()), (200, "application/pem-certificate-chain"));
     assert_eq!(String::from_utf8(body).expect("utf8").trim(), root_pem.trim());
     let (code, ct, der) = raw(&s, "pki/ca", None).await;
     assert_eq!((code, ct.as_str()), (200, "application/pkix-cert"));
@@ -234,8 +234,21 @@ async fn public_ca_reads_answer_raw_bodies_without_a_token() {
     let (code, b) = s.call("GET", "pki/cert/ca", None, None).await;
     assert_eq!(code, 200, "{b}");
     assert_eq!(b["data"]["certificate"].as_str(), Some(root_pem.as_str()));
+    let (code, b) = s.call("LIST", "pki/issuers", None, None).await;
+    assert_eq!(code, 200, "issuers are listed without a token, as in Vault: {b}");
+    let (code, b) = s
+        .call(
+            "GET",
+            &format!("pki/issuer/{}/json", b["data"]["keys"][0].as_str().expect("id")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((code, b["data"]["certificate"].as_str()), (200, Some(root_pem.as_str())));
     // Everything else needs a token.
-    let (code, _) = s.call("LIST", "pki/issuers", None, None).await;
+    let (code, _) = s.call("GET", "pki/issuer/default", None, None).await;
+    assert_eq!(code, 403);
+    let (code, _) = s.call("GET", "pki/config/crl", None, None).await;
     assert_eq!(code, 403);
     let (code, _) = s.call("POST", "pki/issue/web", None, Some(json!({}))).await;
     assert_eq!(code, 403);
@@ -270,7 +283,7 @@ async fn role_bounds_are_refused_with_400_naming_the_problem() {
         ),
         (
             json!({"common_name": "a.example.com", "uri_sans": "spiffe://elsewhere/x"}),
-            "spiffe://elsewhere/x not allowed",
+            "not valid for this role: spiffe://elsewhere/x",
         ),
         (json!({"common_name": "a.example.com", "ttl": "not-a-duration"}), "ttl"),
         (json!({"common_name": "a.example.com", "format": "p12"}), "unknown format"),
