@@ -581,8 +581,9 @@ impl Pki {
         Ok(Response::raw_body(crate::issuers::PEM_CHAIN, format!("{pem}\n").into_bytes()))
     }
 
+    /// Serial numbers with colons, as Vault lists them (they are stored with hyphens).
     pub(crate) async fn list_certs(&self, _r: &Req<'_>) -> Result<Response> {
-        list_response(self.view.list("certs/").await?)
+        list_response(self.view.list("certs/").await?.iter().map(|k| k.replace('-', ":")).collect())
     }
 }
 

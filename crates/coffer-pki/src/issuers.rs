@@ -501,7 +501,7 @@ impl Pki {
             }
             _ => pem("CERTIFICATE REQUEST", csr.der()).to_string(),
         };
-        let mut data = json!({ "csr": csr_out, "key_id": key_id, "key_name": stored.name });
+        let mut data = json!({ "csr": csr_out, "key_id": key_id });
         if exported {
             add_private_key(&mut data, &key, r, &format)?;
         }
@@ -652,13 +652,24 @@ impl Pki {
         let entry = self.add_issuer(String::new(), &key_id, None, first, rest).await?;
         let mut mapping = BTreeMap::new();
         mapping.insert(entry.id.clone(), key_id.clone());
-        Ok(Response::from_value(json!({
+        let mut resp = Response::from_value(json!({
             "imported_issuers": [entry.id],
             "imported_keys": Value::Null,
             "existing_issuers": Value::Null,
-            "existing_keys": [key_id],
+            "existing_keys": Value::Null,
             "mapping": mapping,
-        })))
+        }));
+        let urls = self.urls().await?;
+        if urls.issuing_certificates.is_empty() && urls.ocsp_servers.is_empty() {
+            resp.warnings.push(
+                "This mount hasn't configured any authority information access (AIA) fields; \
+                 this may make it harder for systems to find missing certificates in the chain \
+                 or to validate revocation status of certificates. Consider updating \
+                 /config/urls or the newly generated issuer with this information."
+                    .into(),
+            );
+        }
+        Ok(resp)
     }
 
     /// The id of the stored key whose public key is `spki`.
@@ -766,7 +777,7 @@ impl Pki {
             "issuing_certificates": i.urls.issuing_certificates,
             "crl_distribution_points": i.urls.crl_distribution_points,
             "ocsp_servers": i.urls.ocsp_servers,
-            "enable_aia_url_templating": false,
+            "delta_crl_distribution_points": [],
         })
     }
 
@@ -873,7 +884,14 @@ impl Pki {
         }
         deletes.push("config/issuers".into());
         self.view.batch(deletes.into_iter().map(BatchOp::Delete).collect()).await?;
-        Ok(Response::empty())
+        let mut resp = Response::empty();
+        resp.warnings.push(
+            "DELETE /root deletes all keys and issuers; prefer the new DELETE /key/:key_ref and \
+             DELETE /issuer/:issuer_ref for finer granularity, unless removal of all keys and \
+             issuers is desired."
+                .into(),
+        );
+        Ok(resp)
     }
 
     pub(crate) async fn read_default_issuer(&self, _r: &Req<'_>) -> Result<Response> {
@@ -909,6 +927,7 @@ impl Pki {
             "issuing_certificates": u.issuing_certificates,
             "crl_distribution_points": u.crl_distribution_points,
             "ocsp_servers": u.ocsp_servers,
+            "delta_crl_distribution_points": [],
             "enable_templating": u.enable_templating,
         })))
     }
@@ -938,7 +957,8 @@ impl Pki {
             u.enable_templating = b;
         }
         self.view.put("config/urls", &record::encode(&u)?).await?;
-        Ok(Response::empty())
+        drop(_g);
+        self.read_urls(r).await
     }
 
     pub(crate) async fn read_ca_der(&self, _r: &Req<'_>) -> Result<Response> {

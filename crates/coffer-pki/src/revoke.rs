@@ -32,9 +32,7 @@ pub(crate) const CRL_CONFIG_FIELDS: &[Field] = &[
     Field::str("ocsp_expiry", "How long an OCSP answer is valid (12h; 0: no nextUpdate)."),
     Field::bool("enable_delta", "Not supported: refused when true."),
     Field::str("delta_rebuild_interval", "Accepted for compatibility."),
-    Field::bool("cross_cluster_revocation", "Accepted for compatibility."),
-    Field::bool("unified_crl", "Accepted for compatibility."),
-    Field::bool("unified_crl_on_existing_paths", "Accepted for compatibility."),
+    Field::bool("allow_expired_cert_revocation", "Accepted; expired certificates are never added."),
 ];
 
 pub(crate) const TIDY_FIELDS: &[Field] = &[
@@ -115,8 +113,7 @@ impl Pki {
             "ocsp_expiry": c.ocsp_expiry, "auto_rebuild": c.auto_rebuild,
             "auto_rebuild_grace_period": c.auto_rebuild_grace_period,
             "enable_delta": false, "delta_rebuild_interval": "15m",
-            "cross_cluster_revocation": false, "unified_crl": false,
-            "unified_crl_on_existing_paths": false,
+            "allow_expired_cert_revocation": false,
         })))
     }
 
@@ -285,7 +282,9 @@ impl Pki {
     }
 
     pub(crate) async fn list_revoked(&self, _r: &Req<'_>) -> Result<Response> {
-        list_response(self.view.list("revoked/").await?)
+        list_response(
+            self.view.list("revoked/").await?.iter().map(|k| k.replace('-', ":")).collect(),
+        )
     }
 
     pub(crate) async fn revoke(&self, r: &Req<'_>) -> Result<Response> {

@@ -295,7 +295,11 @@ impl Role {
                 ("allowed_user_ids", json!([])),
                 ("not_after", json!("")),
                 ("use_pss", json!(false)),
-                ("serial_number_source", json!("json-csr")),
+                ("allow_globs_in_identity_templates", json!(false)),
+                ("allowed_ip_sans_cidr", json!([])),
+                ("not_after_bound", json!("")),
+                ("not_before", json!("")),
+                ("not_before_bound", json!("")),
             ] {
                 m.insert(k.into(), x);
             }

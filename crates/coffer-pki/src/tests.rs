@@ -422,7 +422,7 @@ async fn tidy_removes_only_certificates_expired_beyond_the_buffer() {
         .await;
     let left = certs().await;
     assert_eq!(left.len(), 3, "{left:?}");
-    assert!(!left.contains(&"0a-01".to_owned()) && left.contains(&"0a-02".to_owned()));
+    assert!(!left.contains(&"0a:01".to_owned()) && left.contains(&"0a:02".to_owned()));
     let status = ok(&pki, Operation::Read, "tidy-status", json!({})).await;
     assert_eq!(status["cert_store_deleted_count"], json!(1));
     ok(&pki, Operation::Update, "tidy", json!({"tidy_revoked_certs": true, "safety_buffer": 0}))
