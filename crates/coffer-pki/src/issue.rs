@@ -595,7 +595,7 @@ mod tests {
     fn csr_key_types_are_checked_against_the_role() {
         let role = Role { key_type: "ec".into(), key_bits: 256, ..Role::default() };
         assert!(check_key(&role, KeySpec::Ec(256)).is_ok());
-        let e = check_key(&role, KeySpec::Rsa(2048)).unwrap_err().to_string();
+        let e = check_key(&role, KeySpec::Rsa(2048)).expect_err("refused").to_string();
         assert!(e.contains("role requires keys of type ec"), "{e}");
         assert!(check_key(&role, KeySpec::Ec(384)).is_err());
         let rsa = Role { key_type: "rsa".into(), key_bits: 3072, ..Role::default() };

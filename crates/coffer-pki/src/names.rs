@@ -201,9 +201,9 @@ mod tests {
     #[test]
     fn refusals_name_the_value() {
         let r = role();
-        let e = check_names(&r, "evil.com", &[]).unwrap_err().to_string();
+        let e = check_names(&r, "evil.com", &[]).expect_err("refused").to_string();
         assert_eq!(e, "common name evil.com not allowed by this role");
-        let e = check_uris(&r, &["spiffe://x/y".into()]).unwrap_err().to_string();
+        let e = check_uris(&r, &["spiffe://x/y".into()]).expect_err("refused").to_string();
         assert!(e.contains("URI Subject Alternative Names are not allowed"), "{e}");
         let s = Role { allowed_uri_sans: vec!["spiffe://cluster.local/ns/*".into()], ..role() };
         assert!(check_uris(&s, &["spiffe://cluster.local/ns/a/sa/b".into()]).is_ok());
