@@ -4,6 +4,7 @@ mod common;
 
 mod agent;
 mod agent_audit;
+mod agent_pki;
 mod api;
 mod approle;
 mod audit;
