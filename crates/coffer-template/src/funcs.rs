@@ -510,8 +510,11 @@ pub(crate) fn call<C: Context + ?Sized>(
 }
 
 /// `secret "path"` reads; `secret "path" "k=v" ...` writes with data.
+/// A path and its `key=value` parameters.
+type PathParams<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
 /// The path and the `key=value` parameters of `secret` and `pkiCert`.
-fn path_and_params(args: &[Value]) -> Result<(&str, Vec<(&str, &str)>), String> {
+fn path_and_params(args: &[Value]) -> Result<PathParams<'_>, String> {
     let Some(path) = args.first().and_then(Value::as_str) else {
         return Err("missing path".to_owned());
     };
