@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use x509_parser::prelude::FromDer;
 
-use crate::issuers::{IssuerEntry, add_private_key, check_format, encode_cert, facts, odt};
+use crate::ca::add_private_key;
+use crate::issuers::{IssuerEntry, check_format, encode_cert, facts, odt};
 use crate::keys::{KeySpec, pem_blocks};
 use crate::names::{check_ips, check_names, check_uris, dns_or_email_san, uri_san};
 use crate::roles::Role;

@@ -22,6 +22,7 @@
 //! `config/crl`, `config/urls`, `roles/<name>`, `certs/<serial>` (issued certificates),
 //! `revoked/<serial>`, `crl/<issuer id>` (the last CRL built and its number).
 
+mod ca;
 mod issue;
 mod issuers;
 mod keys;
@@ -150,10 +151,10 @@ static PATHS: LazyLock<Paths<Pki>> = LazyLock::new(|| {
             .fields(issuers::DEFAULT_FIELDS)
             .write(handler!(Pki::write_default_issuer)),
         Path::new("config/ca", "Import a PEM bundle: a private key and its CA certificate.")
-            .fields(issuers::IMPORT_FIELDS)
+            .fields(ca::IMPORT_FIELDS)
             .write(handler!(Pki::import_bundle)),
         Path::new("issuers/import/bundle", "Import a PEM bundle (as config/ca).")
-            .fields(issuers::IMPORT_FIELDS)
+            .fields(ca::IMPORT_FIELDS)
             .write(handler!(Pki::import_bundle)),
         Path::new("root/generate/{exported}", "Generate a self-signed root issuer.")
             .fields(EXPORTED)
@@ -188,7 +189,7 @@ static PATHS: LazyLock<Paths<Pki>> = LazyLock::new(|| {
             .fields(CA_FIELDS)
             .write(handler!(Pki::generate_intermediate)),
         Path::new("intermediate/set-signed", "Import the signed intermediate certificate.")
-            .fields(issuers::SET_SIGNED_FIELDS)
+            .fields(ca::SET_SIGNED_FIELDS)
             .write(handler!(Pki::set_signed)),
         Path::new("issuers", "The issuers, with their names and serial numbers.")
             .list(handler!(Pki::list_issuers)),
