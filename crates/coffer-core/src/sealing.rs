@@ -130,4 +130,18 @@ mod tests {
         let null = seal(Response::raw(202, Value::Null), &r, &binding(&req)).expect("seal");
         assert_eq!(null.raw, Some((202, Value::Null)));
     }
+
+    /// A PEM or DER body (a CA certificate, a CRL) is public: it goes out as it is.
+    #[test]
+    fn non_json_bodies_carry_public_data_and_pass_unsealed() {
+        let (_, r) = key();
+        let req = Request::new(Operation::Read, "pki/ca/pem");
+        let pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        let resp = Response::raw_body("application/pem-certificate-chain", pem.clone());
+        assert!(!has_sealable_parts(&resp));
+        let out = seal(resp, &r, &binding(&req)).expect("seal");
+        let body = out.raw_body.expect("raw body");
+        assert_eq!((body.content_type, body.body), ("application/pem-certificate-chain", pem));
+        assert!(out.sealed.is_none());
+    }
 }
