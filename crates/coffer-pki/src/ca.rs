@@ -303,19 +303,14 @@ impl Pki {
             ));
             not_after = ca_not_after;
         }
-        let dn = if use_csr {
-            csr.params.params.distinguished_name.clone()
-        } else {
-            subject_of(r, &cn)?
-        };
-        let sans =
-            if use_csr { csr.params.params.subject_alt_names.clone() } else { ca_sans(r, &cn)? };
+        let dn = if use_csr { csr.subject.clone() } else { subject_of(r, &cn)? };
+        let sans = if use_csr { csr.sans.clone() } else { ca_sans(r, &cn)? };
         let mut params = ca_params(r, dn, sans, not_after)?;
         params.use_authority_key_identifier_extension = true;
         self.apply_urls(&mut params, &issuer).await?;
         let signer = self.signer(&issuer).await?;
         let cert = params
-            .signed_by(&csr.params.public_key, &signer)
+            .signed_by(&csr.public_key, &signer)
             .map_err(internal("signing the intermediate"))?;
         let f = facts(cert.der())?;
         self.store_cert(cert.der(), &issuer.id).await?;

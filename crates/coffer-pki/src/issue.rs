@@ -13,8 +13,7 @@ use coffer_core::framework::{Field, Req, list_response};
 use coffer_core::record;
 use coffer_core::{Error, Response, Result, SecretLease};
 use rcgen::{
-    CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
-    KeyUsagePurpose, PublicKeyData, SanType,
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -58,30 +57,68 @@ pub(crate) struct CertEntry {
 
 coffer_core::record!(CertEntry, "pki certificate", 1);
 
+/// A CSR, its signature checked: what signing takes from it. Extensions other than the SANs are
+/// ignored, as Vault ignores them (key usages come from the role).
 pub(crate) struct Csr {
-    pub(crate) params: CertificateSigningRequestParams,
     pub(crate) common_name: String,
+    /// The subject as requested, for `sign-verbatim` and `use_csr_values`.
+    pub(crate) subject: rcgen::DistinguishedName,
+    pub(crate) sans: Vec<SanType>,
+    /// DER SubjectPublicKeyInfo.
     pub(crate) spki: Vec<u8>,
+    pub(crate) public_key: rcgen::SubjectPublicKeyInfo,
 }
 
 pub(crate) fn parse_csr(text: &str) -> Result<Csr> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
     let der = pem_blocks(text, "CERTIFICATE REQUEST")?
         .into_iter()
         .next()
         .ok_or_else(|| Error::invalid("the csr holds no PEM CERTIFICATE REQUEST block"))?;
-    let params = CertificateSigningRequestParams::from_der(&der.as_slice().into())
-        .map_err(|e| Error::invalid(format!("the CSR is not acceptable: {e}")))?;
     let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-        .map_err(|_| Error::invalid("the CSR does not parse"))?;
+        .map_err(|_| Error::invalid("certificate request could not be parsed"))?;
+    req.verify_signature()
+        .map_err(|_| Error::invalid("the certificate request's signature does not verify"))?;
     let info = &req.certification_request_info;
-    let common_name = info
-        .subject
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    Ok(Csr { params, common_name, spki: info.subject_pki.raw.to_vec() })
+    let mut subject = rcgen::DistinguishedName::new();
+    let mut common_name = String::new();
+    for attr in info.subject.iter_attributes() {
+        let Some(oid) = attr.attr_type().iter() else { continue };
+        let oid: Vec<u64> = oid.collect();
+        let value = attr
+            .as_str()
+            .map_err(|_| Error::invalid("the CSR's subject holds a value that is not a string"))?;
+        let ty = DnType::from_oid(&oid);
+        if ty == DnType::CommonName && common_name.is_empty() {
+            common_name = value.to_owned();
+        }
+        subject.push(ty, value);
+    }
+    let mut sans = Vec::new();
+    for ext in req.requested_extensions().into_iter().flatten() {
+        let ParsedExtension::SubjectAlternativeName(san) = ext else { continue };
+        for name in &san.general_names {
+            sans.push(match name {
+                GeneralName::DNSName(d) | GeneralName::RFC822Name(d) => dns_or_email_san(d)?,
+                GeneralName::URI(u) => uri_san(u)?,
+                GeneralName::IPAddress(b) => SanType::IpAddress(match b.len() {
+                    4 => IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()),
+                    16 => IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()),
+                    _ => return Err(Error::invalid("the CSR holds a malformed IP SAN")),
+                }),
+                _ => {
+                    return Err(Error::invalid(
+                        "the CSR holds a SAN of a kind Coffer does not sign (other names, \
+                         directory names)",
+                    ));
+                }
+            });
+        }
+    }
+    let spki = info.subject_pki.raw.to_vec();
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+        .map_err(|_| Error::invalid("the CSR's public key is of a type Coffer does not sign"))?;
+    Ok(Csr { common_name, subject, sans, spki, public_key })
 }
 
 pub(crate) fn eku(name: &str) -> Result<ExtendedKeyUsagePurpose> {
@@ -364,7 +401,7 @@ impl Pki {
         }
         let mut plan = Plan::from_request(r, cn)?;
         if role.use_csr_sans {
-            for san in &csr.params.params.subject_alt_names {
+            for san in &csr.sans {
                 match san {
                     SanType::DnsName(d) | SanType::Rfc822Name(d) => {
                         let d = d.as_str().to_owned();
@@ -385,7 +422,7 @@ impl Pki {
         self.check_plan(&role, &plan)?;
         let issuer = self.issuer_for(r, &role).await?;
         let (resp, _) =
-            self.sign_leaf(r, &role, &issuer, spec, &plan, &csr.params.public_key, &format).await?;
+            self.sign_leaf(r, &role, &issuer, spec, &plan, &csr.public_key, &format).await?;
         Ok(resp)
     }
 
@@ -413,11 +450,11 @@ impl Pki {
         }
         let plan = Plan { cn: String::new(), dns: vec![], ips: vec![], uris: vec![] };
         let mut p = leaf_params(&role, spec, &plan, not_after)?;
-        p.distinguished_name = csr.params.params.distinguished_name.clone();
-        p.subject_alt_names = csr.params.params.subject_alt_names.clone();
+        p.distinguished_name = csr.subject.clone();
+        p.subject_alt_names = csr.sans.clone();
         self.apply_urls(&mut p, &issuer).await?;
         let signer = self.signer(&issuer).await?;
-        let cert = p.signed_by(&csr.params.public_key, &signer).map_err(internal("signing"))?;
+        let cert = p.signed_by(&csr.public_key, &signer).map_err(internal("signing"))?;
         let mut resp = self.finish_leaf(r, &role, &issuer, cert.der(), &format).await?;
         resp.warnings.extend(warnings);
         Ok(resp)

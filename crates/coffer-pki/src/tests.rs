@@ -431,3 +431,37 @@ async fn tidy_removes_only_certificates_expired_beyond_the_buffer() {
     assert!(matches!(revoked, Err(coffer_core::Error::NotFound)), "both revocations tidied");
     assert_eq!(certs().await.len(), 2, "the live root and leaf are kept");
 }
+
+#[tokio::test]
+async fn csrs_with_other_extensions_are_signed_and_forged_ones_refused() {
+    let (pki, _) = with_root("ec").await;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("kp");
+    let mut p = rcgen::CertificateParams::new(vec!["x.example.com".to_owned()]).expect("params");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "x.example.com");
+    // A subject key identifier and an unknown EKU, which Vault ignores in a CSR.
+    p.custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 14], vec![4, 2, 1, 2]));
+    p.extended_key_usages.push(rcgen::ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 99]));
+    let csr = p.serialize_request(&kp).expect("csr");
+    let pem_text = csr.pem().expect("pem");
+    ok(&pki, Operation::Update, "roles/any", json!({"allow_any_name": true, "key_type": "any"}))
+        .await;
+    let d = ok(&pki, Operation::Update, "sign/any", json!({"csr": pem_text})).await;
+    let cert_der = der_of(d["certificate"].as_str().expect("c"));
+    let (_, c) = parse_x509_certificate(&cert_der).expect("cert");
+    assert_eq!(c.public_key().raw, rcgen::PublicKeyData::subject_public_key_info(&kp).as_slice());
+    let v = ok(&pki, Operation::Update, "sign-verbatim", json!({"csr": pem_text})).await;
+    let cert_der = der_of(v["certificate"].as_str().expect("c"));
+    let (_, c) = parse_x509_certificate(&cert_der).expect("cert");
+    assert_eq!(c.subject().to_string(), "CN=x.example.com");
+    // The same request with its last signature byte changed.
+    let mut forged = csr.der().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged = crate::keys::pem("CERTIFICATE REQUEST", &forged).to_string();
+    let e = call(&pki, Operation::Update, "sign/any", json!({"csr": forged}))
+        .await
+        .expect_err("forged");
+    assert!(e.to_string().contains("signature does not verify"), "{e}");
+}
