@@ -465,3 +465,38 @@ async fn csrs_with_other_extensions_are_signed_and_forged_ones_refused() {
         .expect_err("forged");
     assert!(e.to_string().contains("signature does not verify"), "{e}");
 }
+
+#[tokio::test]
+async fn a_pem_bundle_imports_an_outside_ca_that_then_issues() {
+    let (pki, _) = engine().await;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("kp");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.distinguished_name.push(rcgen::DnType::CommonName, "Outside CA");
+    let ca = p.self_signed(&kp).expect("ca");
+    let bundle = format!("{}\n{}", kp.serialize_pem(), ca.pem());
+    let e = call(&pki, Operation::Update, "config/ca", json!({"pem_bundle": ca.pem()}))
+        .await
+        .expect_err("no key");
+    assert!(e.to_string().contains("exactly one private key"), "{e}");
+    let d = ok(&pki, Operation::Update, "config/ca", json!({"pem_bundle": bundle})).await;
+    assert_eq!(d["imported_issuers"].as_array().expect("ids").len(), 1);
+    ok(
+        &pki,
+        Operation::Update,
+        "roles/r",
+        json!({"allow_any_name": true, "key_type": "ec", "ttl": "1h"}),
+    )
+    .await;
+    let leaf = ok(&pki, Operation::Update, "issue/r", json!({"common_name": "in.test"})).await;
+    let leaf_der = der_of(leaf["certificate"].as_str().expect("c"));
+    let (_, lc) = parse_x509_certificate(&leaf_der).expect("leaf");
+    let (_, cc) = parse_x509_certificate(ca.der()).expect("ca");
+    lc.verify_signature(Some(cc.public_key())).expect("signed by the imported CA");
+    let crl =
+        call(&pki, Operation::Read, "crl", json!({})).await.expect("crl").raw_body.expect("raw");
+    let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.body)
+        .expect("crl parses");
+    parsed.verify_signature(cc.public_key()).expect("the CRL is signed by the imported CA");
+}
