@@ -423,13 +423,14 @@ impl Pki {
             ));
         };
         let kp = rcgen::KeyPair::try_from(key_der.as_slice())
+            .map(crate::keys::Signer)
             .map_err(|_| Error::invalid("the bundle's private key does not parse"))?;
         use rcgen::PublicKeyData as _;
         if kp.subject_public_key_info() != f.spki {
             return Err(Error::invalid("the bundle's private key does not match its certificate"));
         }
         let spec = KeySpec::of_spki(&f.spki)?;
-        let key = Key::from_pkcs8(spec, kp.serialize_der());
+        let key = Key::from_pkcs8(spec, kp.0.serialize_der());
         let _g = self.lock.lock().await;
         let key_id = match self.key_matching(&f.spki).await? {
             Some(id) => id,

@@ -211,7 +211,7 @@ impl Pki {
     pub(crate) async fn signer(
         &self,
         issuer: &IssuerEntry,
-    ) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>> {
+    ) -> Result<rcgen::Issuer<'static, crate::keys::Signer>> {
         if !issuer.usage.contains("issuing-certificates") {
             return Err(Error::invalid(format!(
                 "issuer {} is not allowed to issue certificates (usage: {})",

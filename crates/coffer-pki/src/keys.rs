@@ -82,7 +82,9 @@ impl KeySpec {
             KeySpec::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
         }
         .map_err(|e| Error::Internal(format!("key generation failed: {e}")))?;
-        Ok(Key { spec: self, pkcs8: Zeroizing::new(kp.serialize_der()) })
+        let key = Key { spec: self, pkcs8: Zeroizing::new(kp.serialize_der()) };
+        drop(Signer(kp));
+        Ok(key)
     }
 
     /// The kind and size of the key in a DER SubjectPublicKeyInfo.
@@ -122,6 +124,32 @@ pub(crate) struct Key {
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Key").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+/// rcgen's key pair, with its copy of the private key wiped when dropped (rcgen keeps one in
+/// the clear; aws-lc wipes its own key objects when it frees them).
+pub(crate) struct Signer(pub(crate) KeyPair);
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl PublicKeyData for Signer {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        PublicKeyData::algorithm(&self.0)
+    }
+}
+
+impl rcgen::SigningKey for Signer {
+    fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
     }
 }
 
@@ -165,8 +193,9 @@ impl Key {
 
     /// rcgen's signing key, for one use. rcgen picks the signature algorithm from the key
     /// (RSA: PKCS#1 v1.5 with SHA-256; EC: ECDSA with the curve's hash; Ed25519).
-    pub(crate) fn key_pair(&self) -> Result<KeyPair> {
+    pub(crate) fn key_pair(&self) -> Result<Signer> {
         KeyPair::try_from(self.pkcs8.as_slice())
+            .map(Signer)
             .map_err(|e| Error::Internal(format!("stored pki key does not load: {e}")))
     }
 
