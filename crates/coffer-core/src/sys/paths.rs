@@ -79,6 +79,15 @@ const ENABLE: &[Field] = &[
     Field::bool("local", "Not replicated (recorded; Coffer has no replication)."),
     Field::bool("seal_wrap", "Recorded; Coffer encrypts every value already."),
 ];
+const SHARE_KEY: Field = Field::str("key", "One unseal key share, hex or base64.");
+const GENERATE_ROOT_ATTEMPT: &[Field] = &[
+    Field::str(
+        "otp",
+        "A one-time pad as long as a token (otp_length); absent: one is made \
+        and shown once.",
+    ),
+    Field::str("pgp_key", "Not supported."),
+];
 const ACL_NAME: Field = Field::str("name", "The policy's name.");
 const PASSWORD_NAME: Field = Field::str("name", "The password policy's name.");
 const AUDIT_PATH: Field = Field::str("path", "The device's path.");
@@ -154,6 +163,62 @@ pub(crate) const PATHS: &[SysPath] = &[
         ],
     ),
     p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
+    p(
+        "generate-root",
+        "Same as generate-root/attempt.",
+        &[Read, Update, Delete],
+        GENERATE_ROOT_ATTEMPT,
+    ),
+    p(
+        "generate-root/attempt",
+        "The root token generation under way (read), start one (write), cancel it (delete). \
+        No token needed: the credential is a quorum of unseal key shares.",
+        &[Read, Update, Delete],
+        GENERATE_ROOT_ATTEMPT,
+    ),
+    p(
+        "generate-root/update",
+        "Submit one unseal key share to the root token generation; the last one gets the \
+        new root token, encoded with the one-time pad.",
+        &[Update],
+        &[SHARE_KEY, Field::str("nonce", "The generation's nonce.")],
+    ),
+    p(
+        "rekey/init",
+        "The rekey under way (read), start one (write), cancel it (delete). No token \
+        needed: the credential is a quorum of unseal key shares.",
+        &[Read, Update, Delete],
+        &[
+            Field::int("secret_shares", "How many new shares to make."),
+            Field::int("secret_threshold", "How many new shares unseal."),
+            Field::bool(
+                "require_verification",
+                "The new shares take effect only once a \
+                threshold of them was submitted to rekey/verify.",
+            ),
+            Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
+            Field::bool("backup", "Not supported (Vault allows it only with pgp_keys)."),
+        ],
+    ),
+    p(
+        "rekey/update",
+        "Submit one current unseal key share to the rekey; the last one gets the new shares.",
+        &[Update],
+        &[SHARE_KEY, Field::str("nonce", "The rekey's nonce.")],
+    ),
+    p(
+        "rekey/verify",
+        "The verification of the new shares (read), submit one new share (write), start \
+        the verification over (delete).",
+        &[Read, Update, Delete],
+        &[SHARE_KEY, Field::str("nonce", "The verification's nonce.")],
+    ),
+    p(
+        "rekey/backup",
+        "Backed-up PGP-encrypted shares: Coffer makes none (read: 400; delete: no-op).",
+        &[Read, Delete],
+        &[],
+    ),
     p("seal", "Seal the server: every key leaves memory.", &[Update], &[]),
     p("rotate", "Add a new encryption key term; new writes use it.", &[Update], &[]),
     p("key-status", "The current key term and when it was installed.", &[Read], &[]),
