@@ -278,7 +278,10 @@ pub(crate) fn is_self_report_sys(rel: &str) -> bool {
 /// Paths below `sys/` that need `sudo`, as in Vault.
 pub(crate) fn is_sudo_sys(rel: &str) -> bool {
     rel.starts_with("auth/") && !rel.ends_with("/tune")
-        || matches!(rel, "seal" | "rotate" | "step-down" | "audit" | "raw" | "rekey/backup")
+        || matches!(
+            rel,
+            "seal" | "rotate" | "step-down" | "audit" | "raw" | "rekey/backup" | "remount"
+        )
         || rel.starts_with("audit/")
         || rel.starts_with("raw/")
         || rel.starts_with("leases/revoke-prefix/")

@@ -47,6 +47,8 @@ pub(crate) struct Active {
     /// The root generation and the rekey under way, if any: sealing drops them with the rest.
     pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
+    /// The mount moves made since unseal (`sys/remount/status`).
+    pub(crate) migrations: crate::sys::remount::Migrations,
 }
 
 impl Active {
@@ -362,6 +364,7 @@ impl Core {
             events,
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
+            migrations: Default::default(),
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());

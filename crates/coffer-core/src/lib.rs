@@ -36,6 +36,7 @@ mod lease;
 pub mod logical;
 pub mod login;
 pub mod mount;
+mod mount_move;
 pub mod password_policy;
 mod path;
 mod pipeline;

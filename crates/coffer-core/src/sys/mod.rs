@@ -14,6 +14,7 @@ mod password;
 pub(crate) mod paths;
 mod policies;
 pub(crate) mod rekey;
+pub(crate) mod remount;
 
 use std::sync::Arc;
 
@@ -292,6 +293,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 return Ok(r);
             }
             if let Some(r) = rekey::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = remount::handle(ctx, rel).await? {
                 return Ok(r);
             }
             if let Some(r) = chaos::handle(ctx, rel).await? {

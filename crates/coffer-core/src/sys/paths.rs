@@ -345,6 +345,22 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[Read, Update, Delete],
         ENABLE,
     ),
+    p(
+        "remount",
+        "Move a secrets engine or an auth method (`auth/...`) to another path, with its data \
+        and leases.",
+        &[Update],
+        &[
+            Field::str("from", "The mount's path now.").required(),
+            Field::str("to", "Its new path.").required(),
+        ],
+    ),
+    p(
+        "remount/status/{migration_id}",
+        "The status of a move made with sys/remount.",
+        &[Read],
+        &[Field::str("migration_id", "The id sys/remount answered.")],
+    ),
     p("auth", "The auth methods enabled.", &[Read], &[]),
     p("auth/{path}/tune", "An auth method's tunable settings.", &[Read, Update], TUNE),
     p(

@@ -30,6 +30,7 @@ mod limits;
 mod operator_root;
 mod postgresql;
 mod rekey;
+mod remount;
 mod sealed;
 mod tls;
 mod vault_client;
