@@ -823,5 +823,9 @@ impl TokenStore {
     }
 }
 
+mod roles;
+
+pub(crate) use roles::TokenRole;
+
 #[cfg(test)]
 mod revocation_race_tests;

@@ -33,4 +33,5 @@ mod rekey;
 mod remount;
 mod sealed;
 mod tls;
+mod token_roles;
 mod vault_client;
