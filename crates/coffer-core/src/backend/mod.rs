@@ -140,10 +140,37 @@ impl Registry {
     }
 }
 
-/// Whether `path` matches one of `patterns` (exact, or prefix when the pattern ends in `*`).
+fn captures_match(pattern: &str, path: &str) -> bool {
+    let mut segs = path.split('/');
+    for want in pattern.split('/') {
+        if want.starts_with('{') && want.ends_with("*}") {
+            return segs.next().is_some_and(|s| !s.is_empty());
+        }
+        match segs.next() {
+            Some(s) if want.starts_with('{') && want.ends_with('}') => {
+                if s.is_empty() {
+                    return false;
+                }
+            }
+            Some(s) if s == want => {}
+            _ => return false,
+        }
+    }
+    segs.next().is_none()
+}
+
+/// Whether `path` matches one of `patterns` (exact, prefix when the pattern ends in `*`, or a
+/// framework pattern with captures).
 pub(crate) fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => *p == path,
+    patterns.iter().any(|p| {
+        // A framework pattern with captures (`login/{username}`): `{x}` is one segment, `{x*}`
+        // the rest of the path.
+        if p.contains('{') {
+            return captures_match(p, path);
+        }
+        match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => *p == path,
+        }
     })
 }

@@ -34,4 +34,5 @@ mod remount;
 mod sealed;
 mod tls;
 mod token_roles;
+mod userpass;
 mod vault_client;
