@@ -37,12 +37,12 @@ impl Core {
         if table != to_table {
             return Err(Error::invalid(match table {
                 Table::Auth => format!("cannot remount auth mount to non-auth mount {to:?}"),
-                Table::Secrets => format!("cannot remount to destination {to:?}"),
+                Table::Secrets => format!("cannot remount to destination {to}"),
             }));
         }
         let reserved = ["sys/", "cubbyhole/", "identity/", "audit/", "auth/token/"];
         if reserved.iter().any(|r| mount::conflicts(r, &to)) {
-            return Err(Error::invalid(format!("cannot remount to destination {to:?}")));
+            return Err(Error::invalid(format!("cannot remount to destination {to}")));
         }
         let _g = self.admin_lock.lock().await;
         let active = self.active()?;

@@ -300,13 +300,13 @@ fn role_policies(
         (Some(p), true) => {
             let p = with_default(p);
             let allowed = with_default(r.allowed_policies.clone());
-            if let Some(bad) =
-                p.iter().find(|x| !allowed.contains(x) && !globbed(&r.allowed_policies_glob, x))
-            {
+            if p.iter().any(|x| !allowed.contains(x) && !globbed(&r.allowed_policies_glob, x)) {
                 return Err(Error::invalid(format!(
-                    "token policies ({p:?}) must be subset of the role's allowed policies \
-                     ({allowed:?}) or glob policies ({:?}): {bad:?} is not",
-                    r.allowed_policies_glob
+                    "token policies ({}) must be subset of the role's allowed policies ({}) or \
+                     glob policies ({})",
+                    go_quoted(&p),
+                    go_quoted(&allowed),
+                    go_quoted(&r.allowed_policies_glob)
                 )));
             }
             p
@@ -326,6 +326,12 @@ fn role_policies(
         policies.retain(|p| p != DEFAULT_POLICY);
     }
     Ok(policies)
+}
+
+/// A list as Go's `%q` prints a `[]string`, which Vault's messages use: `["a" "b"]`.
+fn go_quoted(list: &[String]) -> String {
+    let items: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", items.join(" "))
 }
 
 fn self_caller<'a>(req: &'a BackendRequest<'_>) -> Result<&'a TokenEntry> {

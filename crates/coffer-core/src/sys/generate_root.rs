@@ -120,7 +120,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
 }
 
 async fn update(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
-    let key = super::required_share(f)?;
+    let key = super::required_share(f, "invalid key: ")?;
     let nonce = f.str("nonce")?.unwrap_or_default();
     let required = threshold(ctx).await?;
     let mut g = ctx.active.root_generation.lock().await;

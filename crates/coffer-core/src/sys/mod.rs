@@ -83,16 +83,17 @@ fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
 
 /// The `key` of a generate-root or rekey step: one unseal key share, hex or base64, of a
 /// plausible length (Vault's bounds: 16 bytes to a 32-byte key plus the share's identifier).
-fn required_share(f: &Fields<'_>) -> Result<Zeroizing<Vec<u8>>> {
+/// `prefix` goes before a length error, as Vault words them differently per endpoint.
+fn required_share(f: &Fields<'_>, prefix: &str) -> Result<Zeroizing<Vec<u8>>> {
     let key = match f.str("key")? {
         Some(k) if !k.is_empty() => decode_share(&k)?,
         _ => return Err(Error::invalid("'key' must be specified in request body as JSON")),
     };
     if key.len() < 16 {
-        return Err(Error::invalid("key is shorter than minimum 16 bytes"));
+        return Err(Error::invalid(format!("{prefix}key is shorter than minimum 16 bytes")));
     }
     if key.len() > 33 {
-        return Err(Error::invalid("key is longer than maximum 33 bytes"));
+        return Err(Error::invalid(format!("{prefix}key is longer than maximum 33 bytes")));
     }
     Ok(key)
 }

@@ -100,7 +100,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         ("rekey/verify", _) if write => verify(ctx, &f).await?,
         ("rekey/verify", Delete) => {
             let mut r = ctx.active.rekey.lock().await;
-            let a = r.as_mut().ok_or_else(|| Error::invalid("rekey operation not in progress"))?;
+            let a = r.as_mut().ok_or_else(|| Error::invalid("no rekey configuration found"))?;
             if let Some(p) = a.pending.as_mut() {
                 p.progress.clear();
                 p.nonce = crate::random::uuid_v4();
@@ -132,6 +132,19 @@ async fn init(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
     }
     let shares = f.u64("secret_shares")?.unwrap_or(0);
     let threshold = f.u64("secret_threshold")?.unwrap_or(0);
+    // Vault's checks, in its order and words (it answers them with a 500; Coffer with a 400).
+    let invalid = match (shares, threshold) {
+        (0, _) => Some("shares must be at least one"),
+        (_, 0) => Some("threshold must be at least one"),
+        (s, t) if s > 1 && t < 2 => Some("threshold must be greater than one for multiple shares"),
+        (s, _) if s > 255 => Some("shares must be less than 256"),
+        (_, t) if t > 255 => Some("threshold must be less than 256"),
+        (s, t) if t > s => Some("threshold cannot be larger than shares"),
+        _ => None,
+    };
+    if let Some(m) = invalid {
+        return Err(Error::invalid(format!("invalid rekey seal configuration: {m}")));
+    }
     let config = SealConfig::shamir(shares, threshold).map_err(|e| match e {
         coffer_barrier::Error::InvalidSealConfig(m) => {
             Error::invalid(format!("invalid rekey seal configuration: {m}"))
@@ -175,7 +188,7 @@ fn new_shares_body(nonce: &str, key: &NewUnsealKey, verification_nonce: Option<&
 }
 
 async fn update(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
-    let key = super::required_share(f)?;
+    let key = super::required_share(f, "")?;
     let nonce = f.str("nonce")?.unwrap_or_default();
     let required = current_threshold(ctx).await?;
     let mut r = ctx.active.rekey.lock().await;
@@ -231,7 +244,7 @@ async fn update(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
 }
 
 async fn verify(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
-    let key = super::required_share(f)?;
+    let key = super::required_share(f, "")?;
     let nonce = f.str("nonce")?.unwrap_or_default();
     let mut r = ctx.active.rekey.lock().await;
     let Some(a) = r.as_mut() else {

@@ -204,7 +204,12 @@ impl TokenRole {
             "orphan": self.orphan,
             "renewable": self.renewable,
             "path_suffix": self.path_suffix,
-            "allowed_entity_aliases": self.allowed_entity_aliases,
+            // Vault shows `null` for none.
+            "allowed_entity_aliases": if self.allowed_entity_aliases.is_empty() {
+                Value::Null
+            } else {
+                json!(self.allowed_entity_aliases)
+            },
             "period": self.period,
             "token_period": self.token_period,
             "explicit_max_ttl": self.explicit_max_ttl,
