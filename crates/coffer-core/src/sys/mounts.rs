@@ -112,6 +112,19 @@ fn apply_config(
         }
         entry.config.listing_visibility = s.to_owned();
     }
+    let f = Fields::new(config);
+    for (name, slot) in [
+        ("audit_non_hmac_request_keys", &mut entry.config.audit_non_hmac_request_keys),
+        ("audit_non_hmac_response_keys", &mut entry.config.audit_non_hmac_response_keys),
+        ("passthrough_request_headers", &mut entry.config.passthrough_request_headers),
+        ("allowed_response_headers", &mut entry.config.allowed_response_headers),
+    ] {
+        if let Some(list) = f.list(name)? {
+            // Vault drops empty entries; an empty list clears the setting.
+            *slot =
+                list.into_iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+        }
+    }
     warnings.extend(ignored_warning(Fields::new(config).unknown(CONFIG_FIELDS)));
     Ok(())
 }
@@ -203,6 +216,13 @@ async fn read_tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> 
     }
     if !e.config.listing_visibility.is_empty() {
         m.insert("listing_visibility".into(), json!(e.config.listing_visibility));
+    }
+    for (k, v) in e.config.lists() {
+        m.insert(k.into(), json!(v));
+    }
+    // Vault shows the token store's token type; Coffer's tokens are service tokens.
+    if table == Table::Auth && e.kind == "token" {
+        m.insert("token_type".into(), json!("default-service"));
     }
     Ok(Response::data(m))
 }

@@ -27,6 +27,7 @@ mod kubernetes;
 mod kv2;
 mod leases;
 mod limits;
+mod mount_tune;
 mod operator_root;
 mod postgresql;
 mod rekey;
