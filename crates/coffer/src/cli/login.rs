@@ -43,10 +43,11 @@ pub(super) async fn run(g: &Global, a: LoginArgs) -> Result<ExitCode> {
         if a.args.len() > 1 {
             bail!("-method=token takes one argument, the token; got {}", a.args.len());
         }
-        let token = read_secret_input(
-            "Token (input is shown; pass - to read it from a pipe): ",
-            a.args.into_iter().next(),
-        )?;
+        // As vault: asked for without echo; `-` or a piped stdin reads it from stdin.
+        let token = match a.args.into_iter().next() {
+            Some(t) => read_secret_input("", Some(t))?,
+            None => super::prompt::hidden("Token (will be hidden): ")?.to_string(),
+        };
         let c = client(g)?.with_token(Some(token.clone())).with_wrap_ttl(None);
         let ans = c.read("auth/token/lookup-self").await?;
         let mut b = ans.body.unwrap_or(Value::Null);

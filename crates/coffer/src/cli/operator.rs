@@ -25,7 +25,7 @@ pub(crate) enum OperatorCmd {
         #[arg(long, conflicts_with_all = ["key_shares", "key_threshold"])]
         status: bool,
     },
-    /// Provide one unseal key share (prompted for when not given; `-` reads stdin)
+    /// Provide one unseal key share (asked for without echo when not given; `-` reads stdin)
     Unseal {
         /// One unseal key share; `-` reads it from stdin, and without it the command asks for it
         key: Option<String>,
@@ -158,7 +158,12 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             let body = if reset {
                 json!({ "reset": true })
             } else {
-                json!({ "key": read_secret_input("Unseal Key (input is shown; pass - to read it from a pipe): ", key)? })
+                // As vault: asked for without echo; `-` or a piped stdin reads it from stdin.
+                let key = match key {
+                    Some(k) => read_secret_input("", Some(k))?,
+                    None => super::prompt::hidden("Unseal Key (will be hidden): ")?.to_string(),
+                };
+                json!({ "key": key })
             };
             let ans = c.write("sys/unseal", &body).await?;
             let b = ans.body.unwrap_or(Value::Null);

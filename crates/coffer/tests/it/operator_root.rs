@@ -127,8 +127,10 @@ async fn generate_root_makes_a_root_token_only_from_the_right_shares() {
     assert_eq!(st["started"], false);
 
     let text = std::fs::read_to_string(&log).expect("audit log");
+    let logs = s.logs();
     for secret in keys.iter().map(String::as_str).chain([&*otp, &*encoded, &*token, &*own]) {
         assert!(!text.contains(secret), "a share, pad or token appears raw in the audit log");
+        assert!(!logs.contains(secret), "a share, pad or token appears in the server log");
     }
     let entries: Vec<Value> =
         text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
