@@ -262,6 +262,7 @@ pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
             | "generate-root"
             | "generate-root/attempt"
             | "generate-root/update"
+            | "decode-token"
             | "rekey/init"
             | "rekey/update"
             | "rekey/verify"

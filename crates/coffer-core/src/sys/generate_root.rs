@@ -63,7 +63,37 @@ pub(crate) fn encode_token(token: &str, otp: &str) -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(x.as_slice()))
 }
 
-/// `sys/generate-root/attempt` and `sys/generate-root/update`; `None` for any other path.
+/// The inverse of [`encode_token`], with Vault's error messages (`sys/decode-token`).
+pub(crate) fn decode_token(encoded: &str, otp: &str) -> Result<Zeroizing<String>> {
+    let raw = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded).map_err(|e| {
+            // Go's wording, which Vault's message carries: the offset of the bad input.
+            use base64::DecodeError as D;
+            let at = match e {
+                D::InvalidByte(at, _) | D::InvalidLastSymbol { offset: at, .. } => at,
+                D::InvalidLength(len) => len,
+                D::InvalidPadding => encoded.find('=').unwrap_or(encoded.len()),
+            };
+            Error::invalid(format!(
+                "error decoding base64'd token: illegal base64 data at input byte {at}"
+            ))
+        })?,
+    );
+    if raw.len() != otp.len() {
+        return Err(Error::invalid(format!(
+            "error xoring token: length of byte slices is not equivalent: {} != {}",
+            raw.len(),
+            otp.len()
+        )));
+    }
+    let bytes: Vec<u8> = raw.iter().zip(otp.bytes()).map(|(a, b)| a ^ b).collect();
+    String::from_utf8(bytes).map(Zeroizing::new).map_err(|_| {
+        Error::invalid("the decoded token is not text: the encoded token or the OTP is wrong")
+    })
+}
+
+/// `sys/generate-root/attempt`, `sys/generate-root/update` and `sys/decode-token`; `None` for
+/// any other path.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     let rel = rel.trim_end_matches('/');
     let f = Fields::new(&ctx.req.data);
@@ -111,6 +141,18 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             Response::empty()
         }
         ("generate-root/update", Operation::Create | Operation::Update) => update(ctx, &f).await?,
+        ("decode-token", Operation::Create | Operation::Update) => {
+            let encoded = f.str("encoded_token")?.unwrap_or_default();
+            let otp = Zeroizing::new(f.str("otp")?.unwrap_or_default());
+            if encoded.is_empty() || otp.is_empty() {
+                return Err(Error::invalid("provided 'encoded_token' or 'otp' is empty"));
+            }
+            let token = decode_token(&encoded, &otp)?;
+            let mut data = serde_json::Map::new();
+            data.insert("token".into(), Value::String(token.to_string()));
+            Response::data(data)
+        }
+        ("decode-token", _) => return Err(Error::UnsupportedOperation),
         ("generate-root/attempt" | "generate-root" | "generate-root/update", _) => {
             return Err(Error::UnsupportedOperation);
         }
@@ -192,5 +234,7 @@ mod tests {
         let back: String = raw.iter().zip(otp.bytes()).map(|(a, b)| (a ^ b) as char).collect();
         assert_eq!(back, token);
         assert!(encode_token(&token, "short").is_err());
+        assert_eq!(decode_token(&enc, &otp).expect("decode").as_str(), token);
+        assert!(decode_token(&enc, "short").is_err() && decode_token("!!", &otp).is_err());
     }
 }

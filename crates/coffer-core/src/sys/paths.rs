@@ -184,6 +184,15 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[SHARE_KEY, Field::str("nonce", "The generation's nonce.")],
     ),
     p(
+        "decode-token",
+        "Decode a root token encoded by generate-root, with its one-time pad. No token needed.",
+        &[Update],
+        &[
+            Field::str("encoded_token", "The encoded token generate-root answered."),
+            Field::str("otp", "The one-time pad it was encoded with."),
+        ],
+    ),
+    p(
         "rekey/init",
         "The rekey under way (read), start one (write), cancel it (delete). No token \
         needed: the credential is a quorum of unseal key shares.",

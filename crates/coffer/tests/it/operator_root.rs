@@ -101,6 +101,22 @@ async fn generate_root_makes_a_root_token_only_from_the_right_shares() {
     let encoded = done["encoded_token"].as_str().expect("encoded").to_owned();
     assert_eq!(done["encoded_root_token"], encoded);
     let token = decode(&encoded, &otp);
+    // The server decodes it too (Vault's sys/decode-token), for whoever holds both halves.
+    let (code, d) = s
+        .call("PUT", "sys/decode-token", None, Some(json!({"encoded_token": encoded, "otp": otp})))
+        .await;
+    assert_eq!((code, d["data"]["token"].as_str()), (200, Some(&*token)), "{d}");
+    let (code, d) =
+        s.call("PUT", "sys/decode-token", None, Some(json!({"encoded_token": encoded}))).await;
+    assert_eq!(
+        (code, d["errors"][0].as_str()),
+        (400, Some("provided 'encoded_token' or 'otp' is empty"))
+    );
+    let (code, d) = s
+        .call("PUT", "sys/decode-token", None, Some(json!({"encoded_token": encoded, "otp": "x"})))
+        .await;
+    assert_eq!(code, 400, "{d}");
+    assert!(d["errors"][0].as_str().expect("e").starts_with("error xoring token"), "{d}");
     let (code, me) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
     assert_eq!(code, 200, "{me}");
     assert_eq!(me["data"]["policies"], json!(["root"]));
