@@ -154,6 +154,16 @@ impl TokenEntry {
             let c: Vec<String> = self.bound_cidrs.iter().map(Cidr::to_string).collect();
             m["bound_cidrs"] = json!(c);
         }
+        // Made with a token role: its creation path names the role (`auth/token/create/<role>`,
+        // a path only a role gives), which Vault shows as `role`.
+        if let Some(role) = self
+            .path
+            .strip_prefix("auth/token/create/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|r| !r.is_empty())
+        {
+            m["role"] = json!(role);
+        }
         if self.last_renewal_time > 0 {
             m["last_renewal_time"] = json!(self.last_renewal_time);
             m["last_renewal"] = json!(rfc3339(self.last_renewal_time));

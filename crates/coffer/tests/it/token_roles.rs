@@ -172,6 +172,7 @@ async fn a_role_makes_orphans_periodic_capped_bound_and_suffixed_tokens() {
     assert_eq!(code, 200, "{me}");
     let m = &me["data"];
     assert_eq!(m["path"], "auth/token/create/svc/app-v1");
+    assert_eq!(m["role"], "svc");
     assert_eq!(m["period"], 3600);
     assert_eq!(m["explicit_max_ttl"], 7200);
     assert_eq!(m["bound_cidrs"], json!(["127.0.0.1/32"]));
