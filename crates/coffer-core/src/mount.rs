@@ -168,6 +168,15 @@ pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option
     }
 }
 
+/// The table's storage key and its stored form, for a caller that writes it in one batch with
+/// other changes (a mount's data migration).
+pub(crate) fn table_record(
+    table: Table,
+    entries: &[MountEntry],
+) -> Result<(&'static str, zeroize::Zeroizing<Vec<u8>>)> {
+    Ok((table.storage_key(), record::encode(&StoredTable { entries: entries.to_vec() })?))
+}
+
 pub(crate) async fn save_table(
     barrier: &Barrier,
     table: Table,

@@ -116,3 +116,49 @@ async fn auth_methods_are_tuned_and_read_back_like_mounts() {
     let (_, t) = s.call("GET", "sys/auth/approle/tune", Some(&root), None).await;
     assert_eq!(t["data"]["max_lease_ttl"], 7200);
 }
+
+#[tokio::test]
+async fn a_kv_mount_is_upgraded_to_version_2_in_place_and_never_downgraded() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/kv", Some(&root), Some(json!({"type": "kv"}))).await;
+    // Keys whose names look like the version 2 layout are converted like any other.
+    for (k, v) in [("a", "1"), ("dir/b", "2"), ("meta/a", "3"), ("config", "4"), ("ver/a/1", "5")] {
+        let (code, b) = s.call("PUT", &format!("kv/{k}"), Some(&root), Some(json!({"v": v}))).await;
+        assert_eq!(code, 204, "{k}: {b}");
+    }
+    let tune =
+        |o: Value| s.call("POST", "sys/mounts/kv/tune", Some(&root), Some(json!({"options": o})));
+    let (code, b) = tune(json!({"version": "3"})).await;
+    assert_eq!((code, b["errors"][0].as_str()), (400, Some("invalid version provided: 3")));
+    let (code, b) = tune(json!({"version": "2"})).await;
+    assert_eq!(code, 200, "{b}");
+    assert!(
+        b["warnings"][0]
+            .as_str()
+            .expect("w")
+            .starts_with("Upgrading mount from version 1 to version 2")
+    );
+    for (k, v) in [("a", "1"), ("dir/b", "2"), ("meta/a", "3"), ("config", "4"), ("ver/a/1", "5")] {
+        let (code, b) = s.call("GET", &format!("kv/data/{k}"), Some(&root), None).await;
+        assert_eq!((code, b["data"]["data"]["v"].as_str()), (200, Some(v)), "{k}: {b}");
+        assert_eq!(b["data"]["metadata"]["version"], 1, "{k}: {b}");
+    }
+    let (code, b) =
+        s.call("PUT", "kv/data/a", Some(&root), Some(json!({"data": {"v": "new"}}))).await;
+    assert_eq!((code, b["data"]["version"].clone()), (200, json!(2)), "{b}");
+    let (_, m) = s.call("GET", "kv/metadata/a", Some(&root), None).await;
+    assert_eq!(m["data"]["current_version"], 2, "{m}");
+    let (_, l) = s.call("LIST", "kv/metadata/", Some(&root), None).await;
+    assert_eq!(l["data"]["keys"], json!(["a", "config", "dir/", "meta/", "ver/"]), "{l}");
+    let (_, mounts) = s.call("GET", "sys/mounts/kv", Some(&root), None).await;
+    assert_eq!(mounts["data"]["options"]["version"], "2");
+
+    let (code, b) = tune(json!({"version": "1"})).await;
+    assert_eq!(
+        (code, b["errors"][0].as_str()),
+        (400, Some("cannot downgrade mount from version 2"))
+    );
+    let (code, _) = tune(json!({"version": "2"})).await;
+    assert_eq!(code, 204, "the same version again changes nothing");
+}
