@@ -67,8 +67,12 @@ const TUNE: &[Field] = &[
     Field::duration("default_lease_ttl", "Default lease TTL; 0 or `system`: the system's."),
     Field::duration("max_lease_ttl", "Maximum lease TTL; 0 or `system`: the system's."),
     Field::str("description", "What the mount is for."),
-    Field::map("options", "Engine options (`version` for kv)."),
+    Field::map("options", "Engine options (`version` for kv: 1 to 2 upgrades the data)."),
     Field::str("listing_visibility", "`hidden` or `unauth` (recorded; Coffer has no UI)."),
+    Field::comma_list("audit_non_hmac_request_keys", "Request data keys audited in clear."),
+    Field::comma_list("audit_non_hmac_response_keys", "Response data keys audited in clear."),
+    Field::comma_list("passthrough_request_headers", "Recorded; no engine reads headers."),
+    Field::comma_list("allowed_response_headers", "Recorded; no engine sets headers."),
 ];
 const ENABLE: &[Field] = &[
     MOUNT_PATH,
