@@ -44,6 +44,11 @@ pub(crate) struct Active {
     pub(crate) leases: Arc<crate::lease::Expiration>,
     /// Event notifications; every subscription ends when this state goes (sealing).
     pub(crate) events: Arc<crate::events::EventBus>,
+    /// The root generation and the rekey under way, if any: sealing drops them with the rest.
+    pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
+    pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
+    /// The mount moves made since unseal (`sys/remount/status`).
+    pub(crate) migrations: crate::sys::remount::Migrations,
 }
 
 impl Active {
@@ -350,7 +355,17 @@ impl Core {
             }
         });
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
-        let active = Arc::new(Active { audit, tokens, policies, router, leases, events });
+        let active = Arc::new(Active {
+            audit,
+            tokens,
+            policies,
+            router,
+            leases,
+            events,
+            root_generation: tokio::sync::Mutex::new(None),
+            rekey: tokio::sync::Mutex::new(None),
+            migrations: Default::default(),
+        });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)

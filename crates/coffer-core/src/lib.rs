@@ -36,6 +36,8 @@ mod lease;
 pub mod logical;
 pub mod login;
 pub mod mount;
+mod mount_migrate;
+mod mount_move;
 pub mod password_policy;
 mod path;
 mod pipeline;
@@ -57,6 +59,7 @@ pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::framework;
 pub use backend::{
     BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
+    StorageChange,
 };
 pub use coffer_barrier::{BatchOp, View};
 pub use logical::event::Event;

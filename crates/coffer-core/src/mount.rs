@@ -62,6 +62,33 @@ pub struct MountConfig {
     pub max_lease_ttl: u64,
     #[serde(default)]
     pub listing_visibility: String,
+    /// Request `data` keys the audit devices log in clear for this mount (Vault's tunable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_non_hmac_request_keys: Vec<String>,
+    /// Response `data` keys the audit devices log in clear for this mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_non_hmac_response_keys: Vec<String>,
+    /// Recorded and shown, as Vault's: no Coffer engine reads request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough_request_headers: Vec<String>,
+    /// Recorded and shown, as Vault's: no Coffer engine sets response headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_response_headers: Vec<String>,
+}
+
+impl MountConfig {
+    /// The list tunables that are set, with Vault's names (it leaves out empty ones).
+    pub fn lists(&self) -> Vec<(&'static str, &Vec<String>)> {
+        [
+            ("audit_non_hmac_request_keys", &self.audit_non_hmac_request_keys),
+            ("audit_non_hmac_response_keys", &self.audit_non_hmac_response_keys),
+            ("passthrough_request_headers", &self.passthrough_request_headers),
+            ("allowed_response_headers", &self.allowed_response_headers),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,17 +125,21 @@ impl MountEntry {
     pub fn to_json(&self) -> Value {
         let options: Map<String, Value> =
             self.options.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        let mut config = json!({
+            "default_lease_ttl": self.config.default_lease_ttl,
+            "max_lease_ttl": self.config.max_lease_ttl,
+            "force_no_cache": false,
+            "listing_visibility": self.config.listing_visibility,
+        });
+        for (k, v) in self.config.lists() {
+            config[k] = json!(v);
+        }
         json!({
             "type": self.kind,
             "description": self.description,
             "accessor": self.accessor,
             "uuid": self.uuid,
-            "config": {
-                "default_lease_ttl": self.config.default_lease_ttl,
-                "max_lease_ttl": self.config.max_lease_ttl,
-                "force_no_cache": false,
-                "listing_visibility": self.config.listing_visibility,
-            },
+            "config": config,
             "options": if options.is_empty() { Value::Null } else { Value::Object(options) },
             "local": self.local,
             "seal_wrap": self.seal_wrap,
@@ -135,6 +166,15 @@ pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option
             Ok(Some(t.entries))
         }
     }
+}
+
+/// The table's storage key and its stored form, for a caller that writes it in one batch with
+/// other changes (a mount's data migration).
+pub(crate) fn table_record(
+    table: Table,
+    entries: &[MountEntry],
+) -> Result<(&'static str, zeroize::Zeroizing<Vec<u8>>)> {
+    Ok((table.storage_key(), record::encode(&StoredTable { entries: entries.to_vec() })?))
 }
 
 pub(crate) async fn save_table(

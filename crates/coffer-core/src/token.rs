@@ -154,6 +154,16 @@ impl TokenEntry {
             let c: Vec<String> = self.bound_cidrs.iter().map(Cidr::to_string).collect();
             m["bound_cidrs"] = json!(c);
         }
+        // Made with a token role: its creation path names the role (`auth/token/create/<role>`,
+        // a path only a role gives), which Vault shows as `role`.
+        if let Some(role) = self
+            .path
+            .strip_prefix("auth/token/create/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|r| !r.is_empty())
+        {
+            m["role"] = json!(role);
+        }
         if self.last_renewal_time > 0 {
             m["last_renewal_time"] = json!(self.last_renewal_time);
             m["last_renewal"] = json!(rfc3339(self.last_renewal_time));
@@ -593,6 +603,37 @@ impl TokenStore {
         Ok(out)
     }
 
+    /// Moves every token created under the folder `from` (an auth mount's path,
+    /// `auth/approle/`) to the same path under `to`, when the mount moves (`sys/remount`): its
+    /// `path`, which names its lease id, and its entry in the index by path, in one batch per
+    /// token, under the lock renewals and revocations take, so a token revoked meanwhile is not
+    /// written back. Returns how many moved.
+    pub(crate) async fn rename_path_prefix(&self, from: &str, to: &str) -> Result<u64> {
+        let (from, to) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
+        let mut moved = 0;
+        for id in self.ids_under_path(&format!("{from}/")).await? {
+            let _g = self.write_lock.lock().await;
+            let Some(mut e) = self.get_entry(&id).await? else { continue };
+            let Some(rest) = e.path.strip_prefix(from) else { continue };
+            if e.revoking || !(rest.is_empty() || rest.starts_with('/')) {
+                continue;
+            }
+            let old_key = path_key(&e);
+            e.path = format!("{to}{rest}");
+            let raw = record::encode(&e)?;
+            self.view
+                .batch(vec![
+                    BatchOp::Put(format!("id/{id}"), &raw),
+                    BatchOp::Delete(old_key),
+                    BatchOp::Put(path_key(&e), b""),
+                ])
+                .await?;
+            self.forget(&id);
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// Counts one use of a limited-use token, atomically. The last use marks the token spent
     /// in storage before it is answered, so no concurrent request can take it again; the caller
     /// revokes a spent token once its request is finished.
@@ -791,6 +832,10 @@ impl TokenStore {
         Ok(e)
     }
 }
+
+mod roles;
+
+pub(crate) use roles::TokenRole;
 
 #[cfg(test)]
 mod revocation_race_tests;

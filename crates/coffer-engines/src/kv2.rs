@@ -207,6 +207,34 @@ fn key_path(path: &str) -> Result<&str> {
     Ok(path)
 }
 
+/// The kv version 2 records of a key a version 1 mount held (an in-place upgrade): its data,
+/// unchanged, as version 1 written `now`, and metadata saying so.
+pub(crate) fn upgraded(
+    path: &str,
+    data_raw: &[u8],
+    now: u64,
+) -> Result<[(String, zeroize::Zeroizing<Vec<u8>>); 2]> {
+    // Both versions store a secret as the JSON object of its fields, so the bytes carry over.
+    let _: Map<String, Value> = serde_json::from_slice(data_raw).map_err(|e| {
+        Error::Internal(format!("kv entry {path:?} is not a JSON object ({e}); not upgraded"))
+    })?;
+    let meta = KeyMeta {
+        created_time: now,
+        updated_time: now,
+        current_version: 1,
+        oldest_version: 1,
+        versions: BTreeMap::from([(
+            1,
+            VersionMeta { created_time: now, deletion_time: 0, destroyed: false },
+        )]),
+        ..KeyMeta::default()
+    };
+    Ok([
+        (format!("meta/{path}"), record::encode(&meta)?),
+        (format!("ver/{path}/1"), zeroize::Zeroizing::new(data_raw.to_vec())),
+    ])
+}
+
 /// Drops the oldest versions beyond `max`; returns the dropped version numbers.
 fn prune(meta: &mut KeyMeta, max: u64) -> Vec<u64> {
     let mut pruned = Vec::new();

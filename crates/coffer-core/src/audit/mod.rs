@@ -206,7 +206,7 @@ impl Device {
     }
 
     /// This device's view of an entry: secrets replaced by their HMACs.
-    fn redact(&self, mut e: Value) -> Value {
+    fn redact(&self, mut e: Value, keys: NonHmac<'_>) -> Value {
         if self.log_raw {
             return e;
         }
@@ -232,19 +232,27 @@ impl Device {
         let clear = clear_request_keys(&e);
         if let Some(Value::Object(d)) = e.get_mut("request").and_then(|r| r.get_mut("data")) {
             for (k, v) in d.iter_mut() {
-                if !clear.contains(&k.as_str()) {
+                if !clear.contains(&k.as_str()) && !keys.request.iter().any(|c| c == k) {
                     self.hash_strings(v);
                 }
             }
         }
-        if let Some(d) = e.get_mut("response").and_then(|r| r.get_mut("data")) {
-            self.hash_strings(d);
+        match e.get_mut("response").and_then(|r| r.get_mut("data")) {
+            Some(Value::Object(d)) => {
+                for (k, v) in d.iter_mut() {
+                    if !keys.response.iter().any(|c| c == k) {
+                        self.hash_strings(v);
+                    }
+                }
+            }
+            Some(d) => self.hash_strings(d),
+            None => {}
         }
         e
     }
 
-    async fn write(&self, entry: &Value) -> std::io::Result<()> {
-        let e = self.redact(entry.clone());
+    async fn write(&self, entry: &Value, keys: NonHmac<'_>) -> std::io::Result<()> {
+        let e = self.redact(entry.clone(), keys);
         let mut state = self.state.lock().await;
         if let Sink::Broken(_) = state.sink {
             let (sink, seq, prev) = open_sink(&self.config)?;
@@ -327,6 +335,16 @@ pub(crate) struct Record<'a> {
     pub(crate) operation: &'a str,
     pub(crate) caller: Option<&'a TokenEntry>,
     pub(crate) mount_type: &'a str,
+    pub(crate) non_hmac: NonHmac<'a>,
+}
+
+/// The `data` keys an entry shows in clear because the mount serving the request says so
+/// (`audit_non_hmac_request_keys`, `audit_non_hmac_response_keys`): an operator's choice, made
+/// with `sudo`-free tune rights on the mount, as in Vault.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct NonHmac<'a> {
+    pub(crate) request: &'a [String],
+    pub(crate) response: &'a [String],
 }
 
 impl Record<'_> {
@@ -390,7 +408,7 @@ impl Broker {
     }
 
     /// Writes `entry` to every device; succeeds when at least one wrote (or none is enabled).
-    async fn write_all(&self, entry: &Value) -> Result<()> {
+    async fn write_all(&self, entry: &Value, keys: NonHmac<'_>) -> Result<()> {
         let devices = self.devices.read().await.clone();
         if devices.is_empty() {
             return Ok(());
@@ -406,7 +424,7 @@ impl Broker {
         }
         let mut ok = 0;
         for d in &devices {
-            match d.write(entry).await {
+            match d.write(entry, keys).await {
                 Ok(()) => ok += 1,
                 Err(e) => {
                     tracing::error!(device = %d.config.path, error = %e, "audit device failed to write")
@@ -437,7 +455,7 @@ impl Broker {
             "type": "chaos",
             "chaos": { "event": event, "reason": reason, "fault": fault },
         });
-        self.write_all(&entry).await
+        self.write_all(&entry, NonHmac::default()).await
     }
 
     pub(crate) async fn has_devices(&self) -> bool {
@@ -453,7 +471,7 @@ impl Broker {
         if !self.active().await {
             return Ok(());
         }
-        self.write_all(&r.base("request", error)).await
+        self.write_all(&r.base("request", error), r.non_hmac).await
     }
 
     pub(crate) async fn log_response(
@@ -525,7 +543,7 @@ impl Broker {
         };
         let mut entry = r.base("response", &error);
         entry["response"] = response;
-        self.write_all(&entry).await
+        self.write_all(&entry, r.non_hmac).await
     }
 
     pub(crate) async fn enable(
@@ -560,7 +578,7 @@ impl Broker {
             "type": "audit-device-enabled",
             "device": { "path": config.path, "type": config.kind },
         });
-        device.write(&first).await.map_err(|e| {
+        device.write(&first, NonHmac::default()).await.map_err(|e| {
             Error::invalid(format!("audit device {:?} cannot write: {e}", config.path))
         })?;
         table.push(config);

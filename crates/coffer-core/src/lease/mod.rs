@@ -817,6 +817,8 @@ impl crate::token::LeaseHolder for Expiration {
     }
 }
 
+mod rename;
+
 #[cfg(test)]
 mod tests {
     use super::*;

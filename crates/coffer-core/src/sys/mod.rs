@@ -7,11 +7,14 @@ mod agent;
 mod audit;
 mod chaos;
 mod events;
+pub(crate) mod generate_root;
 mod leases;
 mod mounts;
 mod password;
 pub(crate) mod paths;
 mod policies;
+pub(crate) mod rekey;
+pub(crate) mod remount;
 
 use std::sync::Arc;
 
@@ -76,6 +79,23 @@ fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
         .decode(s)
         .map(Zeroizing::new)
         .map_err(|_| Error::invalid("'key' must be a valid hex or base64 string"))
+}
+
+/// The `key` of a generate-root or rekey step: one unseal key share, hex or base64, of a
+/// plausible length (Vault's bounds: 16 bytes to a 32-byte key plus the share's identifier).
+/// `prefix` goes before a length error, as Vault words them differently per endpoint.
+fn required_share(f: &Fields<'_>, prefix: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let key = match f.str("key")? {
+        Some(k) if !k.is_empty() => decode_share(&k)?,
+        _ => return Err(Error::invalid("'key' must be specified in request body as JSON")),
+    };
+    if key.len() < 16 {
+        return Err(Error::invalid(format!("{prefix}key is shorter than minimum 16 bytes")));
+    }
+    if key.len() > 33 {
+        return Err(Error::invalid(format!("{prefix}key is longer than maximum 33 bytes")));
+    }
+    Ok(key)
 }
 
 /// Endpoints that need no token and work while sealed. `None`: not one of them.
@@ -270,6 +290,15 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = generate_root::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = rekey::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = remount::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = chaos::handle(ctx, rel).await? {
                 return Ok(r);
             }

@@ -112,6 +112,19 @@ fn apply_config(
         }
         entry.config.listing_visibility = s.to_owned();
     }
+    let f = Fields::new(config);
+    for (name, slot) in [
+        ("audit_non_hmac_request_keys", &mut entry.config.audit_non_hmac_request_keys),
+        ("audit_non_hmac_response_keys", &mut entry.config.audit_non_hmac_response_keys),
+        ("passthrough_request_headers", &mut entry.config.passthrough_request_headers),
+        ("allowed_response_headers", &mut entry.config.allowed_response_headers),
+    ] {
+        if let Some(list) = f.list(name)? {
+            // Vault drops empty entries; an empty list clears the setting.
+            *slot =
+                list.into_iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+        }
+    }
     warnings.extend(ignored_warning(Fields::new(config).unknown(CONFIG_FIELDS)));
     Ok(())
 }
@@ -204,35 +217,78 @@ async fn read_tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> 
     if !e.config.listing_visibility.is_empty() {
         m.insert("listing_visibility".into(), json!(e.config.listing_visibility));
     }
+    for (k, v) in e.config.lists() {
+        m.insert(k.into(), json!(v));
+    }
+    // Vault shows the token store's token type; Coffer's tokens are service tokens.
+    if table == Table::Auth && e.kind == "token" {
+        m.insert("token_type".into(), json!("default-service"));
+    }
     Ok(Response::data(m))
+}
+
+/// A kv mount's version as its options give it (absent or empty: 1).
+fn kv_version(e: &MountEntry) -> String {
+    e.options.get("version").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "1".into())
+}
+
+/// Applies a tune's body to `entry`; a kv version change only when `upgrading`.
+fn apply_tune(
+    entry: &mut MountEntry,
+    data: &serde_json::Map<String, Value>,
+    warnings: &mut Vec<String>,
+    sys_max: u64,
+    upgrading: bool,
+) -> Result<()> {
+    apply_config(entry, data, warnings)?;
+    if let Some(d) = data.get("description").and_then(Value::as_str) {
+        entry.description = d.to_owned();
+    }
+    if let Some(o) = data.get("options") {
+        let before = kv_version(entry);
+        apply_options(entry, o)?;
+        // The running engine's data layout depends on the version: it changes only through
+        // the migration (1 to 2), never under the running engine.
+        if entry.kind == "kv" && kv_version(entry) != before && !upgrading {
+            return Err(Error::Internal("a kv version change outside its migration".into()));
+        }
+    }
+    check_ttls(sys_max, entry)
 }
 
 async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
     let data = ctx.req.data.clone();
     let mut warnings = Vec::new();
     let sys_max = ctx.core.config.max_lease_ttl.as_secs();
+    // Vault's kv version rules: 1 or 2 only, no downgrade; an upgrade rewrites the data.
+    let asked = data.get("options").and_then(|o| o.get("version")).and_then(|v| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let entry = find(ctx, table, path).await?;
+    if let (Some(asked), "kv") = (asked, entry.kind.as_str()) {
+        let new: u64 = match asked.parse() {
+            Ok(v @ (1 | 2)) => v,
+            _ => return Err(Error::invalid(format!("invalid version provided: {asked}"))),
+        };
+        let old: u64 = kv_version(&entry).parse().unwrap_or(1);
+        if old > new {
+            return Err(Error::invalid(format!("cannot downgrade mount from version {old}")));
+        }
+        if old < new {
+            ctx.core
+                .migrate_mount(table, path, |e| apply_tune(e, &data, &mut warnings, sys_max, true))
+                .await?;
+            warnings.push(format!(
+                "Upgrading mount from version {old} to version {new}. This mount will be \
+                 unavailable for a brief period and will resume service shortly."
+            ));
+            return Ok(Response { warnings, ..Response::default() });
+        }
+    }
     ctx.core
-        .tune_mount(table, path, |entry| {
-            apply_config(entry, &data, &mut warnings)?;
-            if let Some(d) = data.get("description").and_then(Value::as_str) {
-                entry.description = d.to_owned();
-            }
-            if let Some(o) = data.get("options") {
-                let version = |e: &MountEntry| {
-                    e.options.get("version").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "1".into())
-                };
-                let before = version(entry);
-                apply_options(entry, o)?;
-                // The running engine's data layout depends on the version: refuse to switch it
-                // under existing data rather than hide or misread that data.
-                if entry.kind == "kv" && version(entry) != before {
-                    return Err(Error::invalid(
-                        "changing a kv mount's version is not supported: enable a new mount with the version you want and copy the secrets",
-                    ));
-                }
-            }
-            check_ttls(sys_max, entry)
-        })
+        .tune_mount(table, path, |e| apply_tune(e, &data, &mut warnings, sys_max, false))
         .await?;
     Ok(Response { warnings, ..Response::default() })
 }
