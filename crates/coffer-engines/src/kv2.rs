@@ -156,6 +156,19 @@ fn data_from(raw: &[u8]) -> Result<Value> {
     })
 }
 
+/// A duration as Vault writes one in a read (Go's `time.Duration.String`): `0s`, `45s`,
+/// `1m30s`, `1h30m0s`.
+fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 fn time_or_empty(t: u64) -> Value {
     if t == 0 { json!("") } else { json!(rfc3339(t)) }
 }
@@ -277,7 +290,7 @@ impl KvV2 {
         Ok(Response::from_value(json!({
             "max_versions": c.max_versions,
             "cas_required": c.cas_required,
-            "delete_version_after": format!("{}s", c.delete_version_after),
+            "delete_version_after": go_duration(c.delete_version_after),
         })))
     }
 
@@ -309,7 +322,12 @@ impl KvV2 {
         let vm = meta.versions.get(&version).ok_or(Error::NotFound)?;
         let now = now_unix();
         if vm.destroyed || vm.is_deleted(now) {
-            return Err(Error::NotFound);
+            // Vault's answer: 404, and the version's metadata so that a client can tell deleted
+            // (and when) from destroyed from never written.
+            let mut gone =
+                Response::from_value(json!({ "data": null, "metadata": vm.json(version, &meta) }));
+            gone.status = Some(404);
+            return Ok(gone);
         }
         let raw = self.view.get(&format!("ver/{path}/{version}")).await?.ok_or(Error::NotFound)?;
         let secret = data_from(&raw)?;
@@ -511,7 +529,7 @@ impl KvV2 {
             "created_time": rfc3339(meta.created_time),
             "current_version": meta.current_version,
             "custom_metadata": custom(&meta),
-            "delete_version_after": format!("{}s", meta.delete_version_after),
+            "delete_version_after": go_duration(meta.delete_version_after),
             "max_versions": meta.max_versions,
             "oldest_version": meta.oldest_version,
             "updated_time": rfc3339(meta.updated_time),
@@ -599,12 +617,18 @@ impl KvV2 {
     async fn subkeys(&self, r: &Req<'_>) -> Result<Response> {
         let depth = r.u64("depth")?.unwrap_or(0);
         let resp = self.read_data(r).await?;
+        let status = resp.status;
         let d = resp.data.unwrap_or_default();
-        let secret = d.get("data").cloned().unwrap_or(Value::Null);
-        Ok(Response::from_value(json!({
-            "subkeys": subkeys_of(&secret, depth, 1),
+        let subkeys = match d.get("data") {
+            Some(secret) if status.is_none() => subkeys_of(secret, depth, 1),
+            _ => Value::Null,
+        };
+        let mut out = Response::from_value(json!({
+            "subkeys": subkeys,
             "metadata": d.get("metadata").cloned().unwrap_or(Value::Null),
-        })))
+        }));
+        out.status = status;
+        Ok(out)
     }
 }
 
@@ -663,6 +687,15 @@ impl Framework for KvV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_back_in_vaults_format() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(45), "45s");
+        assert_eq!(go_duration(90), "1m30s");
+        assert_eq!(go_duration(5400), "1h30m0s");
+        assert_eq!(go_duration(7200), "2h0m0s");
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

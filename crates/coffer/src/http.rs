@@ -288,7 +288,7 @@ async fn handle(
     let mut resp = match result {
         Ok(mut r) => match r.subscription.take() {
             Some(sub) => events::accept(sub, &headers, upgrade, lifeline),
-            None => success(r, request_id),
+            None => success(r, request_id, &path),
         },
         Err(e) => error_response(e, &request_id, &path),
     };
@@ -298,7 +298,7 @@ async fn handle(
     resp
 }
 
-fn success(r: coffer_core::Response, request_id: String) -> Response {
+fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response {
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
     if let Some((status, body)) = r.raw {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -307,6 +307,10 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
     if r.is_empty() {
         return (StatusCode::NO_CONTENT, no_store).into_response();
     }
+    // A wrapped answer is Vault's bare wrapping envelope: no request id (the request's own id
+    // is in the audit log), and `wrapped_accessor` only when a token was wrapped.
+    let wrapped = r.wrap_info.is_some();
+    let status = r.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
     let body: Envelope<Auth, WrapInfo> = Envelope {
         auth: r.auth,
         data: r.data,
@@ -314,12 +318,55 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
         lease_id: r.lease_id,
         mount_type: r.mount_type,
         renewable: r.renewable,
-        request_id,
+        request_id: if wrapped { String::new() } else { request_id },
         sealed: r.sealed,
         warnings: (!r.warnings.is_empty()).then_some(r.warnings),
         wrap_info: r.wrap_info,
     };
-    (StatusCode::OK, no_store, axum::Json(body)).into_response()
+    let mut body = match serde_json::to_value(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "response does not serialize");
+            return (StatusCode::INTERNAL_SERVER_ERROR, no_store).into_response();
+        }
+    };
+    if let Some(Value::Object(w)) = body.get_mut("wrap_info")
+        && w.get("wrapped_accessor").is_some_and(|a| a == "")
+    {
+        w.remove("wrapped_accessor");
+    }
+    if injects_data_at_top_level(path)
+        && let Value::Object(envelope) = &mut body
+        && let Some(Value::Object(data)) = envelope.get("data").cloned()
+    {
+        for (k, v) in data {
+            // Vault writes both keys and a JSON reader keeps the envelope's, the later one.
+            envelope.entry(k).or_insert(v);
+        }
+    }
+    (status, no_store, axum::Json(body)).into_response()
+}
+
+/// The `sys/` endpoints whose answers Vault also copies `data`'s fields into, at the top level
+/// of the envelope, for clients older than the envelope (OpenBao's `injectDataIntoTopRoutes`,
+/// with Go's mux rule: a trailing `/` covers everything below).
+fn injects_data_at_top_level(path: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "sys/audit",
+        "sys/auth",
+        "sys/capabilities",
+        "sys/capabilities-accessor",
+        "sys/capabilities-self",
+        "sys/key-status",
+        "sys/mounts",
+        "sys/policy",
+    ];
+    const EXACT_MORE: [&str; 4] =
+        ["sys/rotate", "sys/rotate/keyring", "sys/wrapping/wrap", "sys/remount"];
+    const BELOW: [&str; 5] =
+        ["sys/audit/", "sys/audit-hash/", "sys/auth/", "sys/mounts/", "sys/policy/"];
+    let p = path.trim_start_matches('/');
+    EXACT.contains(&p) || EXACT_MORE.contains(&p) || BELOW.iter().any(|b| p.starts_with(b))
 }
 
 #[cfg(test)]

@@ -129,6 +129,9 @@ pub struct Response {
     pub lease_id: String,
     pub warnings: Vec<String>,
     pub raw: Option<(u16, Value)>,
+    /// An envelope answered with another status than 200, as Vault's kv version 2 answers a
+    /// read of a deleted version: 404 with the version's metadata in `data`.
+    pub status: Option<u16>,
     /// An auth method's successful login; the core turns it into a token and fills `auth`.
     pub login: Option<login::Login>,
     /// Set when the answer was wrapped: the client gets only this.
@@ -281,6 +284,7 @@ impl Response {
             && self.lease_id.is_empty()
             && self.warnings.is_empty()
             && self.raw.is_none()
+            && self.status.is_none()
             && self.sealed.is_none()
     }
 }

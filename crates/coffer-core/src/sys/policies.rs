@@ -94,7 +94,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
     let mut all: Vec<&str> = Vec::new();
     for p in &paths {
         let p = p.trim_start_matches('/');
-        let names: Vec<&'static str> = match &acl {
+        let mut names: Vec<&'static str> = match &acl {
             Some(a) if a.is_root() => vec!["root"],
             Some(a) => {
                 let n = a.capabilities(p).names();
@@ -102,6 +102,8 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
             }
             None => vec!["deny"],
         };
+        // Vault sorts them by name.
+        names.sort_unstable();
         for n in &names {
             if !all.contains(n) {
                 all.push(n);
@@ -110,6 +112,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
         out.insert(p.to_owned(), json!(names));
     }
     if paths.len() == 1 {
+        all.sort_unstable();
         out.insert("capabilities".into(), json!(all));
     }
     Ok(Response::data(out))
