@@ -413,11 +413,20 @@ impl Core {
         let full = table.full_path(&entry.path);
         let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"];
         if table == Table::Secrets && reserved.iter().any(|r| mount::conflicts(r, &full)) {
-            return Err(Error::invalid(format!("cannot mount at {full:?}: path is reserved")));
+            return Err(Error::invalid(format!("cannot mount {full:?}")));
+        }
+        if table == Table::Auth && entry.kind == "token" {
+            return Err(Error::invalid("token credential backend cannot be instantiated"));
         }
         let router = active.router()?;
         if let Some(r) = router.routes().find(|r| mount::conflicts(&r.full_path, &full)) {
-            return Err(Error::invalid(format!("path is already in use at {}", r.full_path)));
+            // Vault names the taken path as its own table writes it (`approle/`, not
+            // `auth/approle/`).
+            let taken = match table {
+                Table::Auth => r.full_path.strip_prefix("auth/").unwrap_or(&r.full_path),
+                Table::Secrets => &r.full_path,
+            };
+            return Err(Error::invalid(format!("path is already in use at {taken}")));
         }
         if matches!(entry.kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot mount another {:?} backend", entry.kind)));
@@ -444,7 +453,10 @@ impl Core {
             // Vault answers success for a path with nothing mounted.
             return Ok(());
         };
-        if matches!(entries[pos].kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
+        if entries[pos].kind == "token" {
+            return Err(Error::invalid("token credential backend cannot be disabled"));
+        }
+        if matches!(entries[pos].kind.as_str(), "system" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot unmount {full:?}")));
         }
         // As Vault does: the mount leaves the router first, so it issues nothing more, then what
@@ -490,10 +502,12 @@ impl Core {
         let active = self.active()?;
         let path = mount::normalize_mount_path(path)?;
         let mut entries = mount::load_table(&self.barrier, table).await?.unwrap_or_default();
-        let entry = entries
-            .iter_mut()
-            .find(|e| e.path == path)
-            .ok_or_else(|| Error::invalid(format!("no mount at {:?}", table.full_path(&path))))?;
+        let entry = entries.iter_mut().find(|e| e.path == path).ok_or_else(|| {
+            Error::invalid(format!(
+                "tune of path {:?} failed: no mount entry found",
+                table.full_path(&path)
+            ))
+        })?;
         f(entry)?;
         let updated = entry.clone();
         let router = active.router()?;

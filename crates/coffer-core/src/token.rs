@@ -749,7 +749,11 @@ impl TokenStore {
     ) -> Result<TokenEntry> {
         let _g = self.write_lock.lock().await;
         let mut e = self.get_entry(&entry.id).await?.ok_or(Error::PermissionDenied)?;
-        if !e.renewable || e.expire_time == 0 {
+        // Vault's texts: a token without a TTL has no lease at all.
+        if e.expire_time == 0 {
+            return Err(Error::invalid("invalid lease ID"));
+        }
+        if !e.renewable {
             return Err(Error::invalid("lease is not renewable"));
         }
         let now = now_unix();

@@ -88,13 +88,10 @@ impl TokenBackend {
                 "the response-wrapping policy is reserved for wrapping tokens",
             ));
         }
-        if !is_root
-            && let Some(extra) =
-                policies.iter().find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p))
+        // Vault's text, which clients match on (it names no policy).
+        if !is_root && policies.iter().any(|p| p != DEFAULT_POLICY && !parent.policies.contains(p))
         {
-            return Err(Error::invalid(format!(
-                "child policies must be subset of parent: {extra:?} is not held by the parent token"
-            )));
+            return Err(Error::invalid("child policies must be subset of parent"));
         }
         let no_default = f.bool("no_default_policy")?.unwrap_or(false);
         if no_default {
@@ -131,12 +128,13 @@ impl TokenBackend {
         let display_name = if display.is_empty() {
             "token".to_owned()
         } else {
+            // Vault's rule: case kept, other characters become `-`, one trailing `-` dropped.
             let cleaned: String = display
-                .to_lowercase()
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
                 .collect();
-            format!("token-{cleaned}")
+            let full = format!("token-{cleaned}");
+            full.strip_suffix('-').map(str::to_owned).unwrap_or(full)
         };
         let params = TokenParams {
             id,
@@ -173,7 +171,10 @@ impl TokenBackend {
 
     async fn named_accessor(&self, req: &BackendRequest<'_>) -> Result<TokenEntry> {
         let a = Fields::new(req.data).required_str("accessor")?;
-        self.tokens.lookup_accessor(&a).await?.ok_or_else(|| Error::invalid("invalid accessor"))
+        self.tokens
+            .lookup_accessor(&a)
+            .await?
+            .ok_or_else(|| Error::invalid(crate::logical::multierror("invalid accessor")))
     }
 
     async fn renew(
@@ -269,7 +270,11 @@ impl TokenBackend {
     }
 
     async fn lookup(&self, r: &Req<'_>) -> Result<Response> {
-        let (t, e) = self.named_token(r).await?;
+        let (t, e) = match self.named_token(r).await {
+            // Vault's text for this one endpoint.
+            Err(Error::PermissionDenied) => return Err(Error::Forbidden("bad token".into())),
+            other => other?,
+        };
         Ok(Response::data(e.lookup_data(Some(t.expose()), now_unix())))
     }
 

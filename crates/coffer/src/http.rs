@@ -307,6 +307,17 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
     if r.is_empty() {
         return (StatusCode::NO_CONTENT, no_store).into_response();
     }
+    if let Some(s) = r.status
+        && r.data.is_none()
+        && r.auth.is_none()
+        && r.wrap_info.is_none()
+        && r.sealed.is_none()
+    {
+        // A status and nothing to say: Vault's empty-bodied answers (a kv v2 patch of a key
+        // that is not there is a bare 404).
+        let s = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (s, no_store).into_response();
+    }
     // A wrapped answer is Vault's bare wrapping envelope: no request id (the request's own id
     // is in the audit log), and `wrapped_accessor` only when a token was wrapped.
     let wrapped = r.wrap_info.is_some();
@@ -323,6 +334,10 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
         warnings: (!r.warnings.is_empty()).then_some(r.warnings),
         wrap_info: r.wrap_info,
     };
+    let inject = injects_data_at_top_level(path) && body.data.is_some();
+    if !inject {
+        return (status, no_store, axum::Json(body)).into_response();
+    }
     let mut body = match serde_json::to_value(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -330,13 +345,7 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
             return (StatusCode::INTERNAL_SERVER_ERROR, no_store).into_response();
         }
     };
-    if let Some(Value::Object(w)) = body.get_mut("wrap_info")
-        && w.get("wrapped_accessor").is_some_and(|a| a == "")
-    {
-        w.remove("wrapped_accessor");
-    }
-    if injects_data_at_top_level(path)
-        && let Value::Object(envelope) = &mut body
+    if let Value::Object(envelope) = &mut body
         && let Some(Value::Object(data)) = envelope.get("data").cloned()
     {
         for (k, v) in data {

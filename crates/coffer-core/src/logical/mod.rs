@@ -235,6 +235,8 @@ pub struct WrapInfo {
     pub ttl: u64,
     pub creation_time: String,
     pub creation_path: String,
+    /// The wrapped token's accessor; Vault leaves it out when no token was wrapped.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub wrapped_accessor: String,
 }
 
@@ -289,6 +291,12 @@ impl Response {
     }
 }
 
+/// The text of a Go `multierror` holding one error: Vault's core gathers some errors in one, and
+/// its text is what Vault's clients see (and some match on).
+pub fn multierror(msg: &str) -> String {
+    format!("1 error occurred:\n\t* {msg}\n\n")
+}
+
 /// Logical errors; the HTTP layer maps each to a status code in one exhaustive match.
 #[derive(Debug, Error)]
 pub enum Error {
@@ -298,6 +306,9 @@ pub enum Error {
     NotInitialized,
     #[error("permission denied")]
     PermissionDenied,
+    /// A 403 with Vault's own text for the case (`bad token` for a lookup of an unknown token).
+    #[error("{0}")]
+    Forbidden(String),
     /// A missing secret: Vault answers 404 with an empty error list.
     #[error("not found")]
     NotFound,
@@ -338,7 +349,9 @@ impl From<coffer_barrier::Error> for Error {
             B::Sealed => Error::Sealed,
             B::NotInitialized => Error::NotInitialized,
             B::AlreadyInitialized => Error::invalid("Vault is already initialized"),
-            B::InvalidSealConfig(m) => Error::InvalidRequest(m),
+            B::InvalidSealConfig(m) => {
+                Error::InvalidRequest(format!("invalid seal configuration: {m}"))
+            }
             B::InvalidShare(m) => Error::InvalidRequest(format!("invalid key share: {m}")),
             B::WrongKey => Error::invalid(
                 "unseal failed: the key shares do not combine to this server's unseal key",
