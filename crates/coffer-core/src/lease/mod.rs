@@ -425,7 +425,8 @@ impl Expiration {
             return Err(Error::invalid("tokens cannot be renewed through this endpoint"));
         }
         let _g = self.lock_for(lease_id).lock().await;
-        let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
+        // Vault's text for a renewal (a lookup says `invalid lease`).
+        let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("lease not found"))?;
         let now = now_unix();
         if e.failing() || now >= e.expire_time {
             return Err(Error::invalid("lease expired"));

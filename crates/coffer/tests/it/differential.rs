@@ -51,7 +51,17 @@ struct Feature {
     about: String,
     #[serde(default)]
     start: Start,
+    /// Services the file needs: `postgresql` (a database and a superuser of the file's own on
+    /// the shared test cluster: `${pg_url}`, `${pg_user}`, `${pg_password}`, `${pg_db}`).
+    #[serde(default)]
+    needs: Vec<Need>,
     steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Need {
+    Postgresql,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -586,6 +596,29 @@ async fn run_feature(
     let scratch = [tempdir(), tempdir()];
     for (side, d) in sides.iter_mut().zip(&scratch) {
         side.vars.insert("tmp".into(), d.path().display().to_string());
+    }
+    if f.needs.contains(&Need::Postgresql) {
+        // One database and superuser for both servers: they create their own users in it.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("diff_{}_{n}", std::process::id());
+        let c = coffer_pgtest::Cluster::shared();
+        c.create_database(&tag);
+        let password = format!("Pw-{tag}");
+        c.sql(
+            "postgres",
+            &format!("CREATE ROLE {tag}_admin WITH LOGIN SUPERUSER PASSWORD '{password}'"),
+        );
+        let url = format!(
+            "postgres://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/{tag}?sslmode=disable",
+            c.port()
+        );
+        for side in &mut sides {
+            side.vars.insert("pg_url".into(), url.clone());
+            side.vars.insert("pg_user".into(), format!("{tag}_admin"));
+            side.vars.insert("pg_password".into(), password.clone());
+            side.vars.insert("pg_db".into(), tag.clone());
+        }
     }
     let mut found = Vec::new();
     for step in &f.steps {
