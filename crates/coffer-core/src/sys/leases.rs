@@ -28,7 +28,7 @@ fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
     };
     let id = id.trim_matches('/').to_owned();
     if id.is_empty() {
-        return Err(Error::invalid("missing required parameter \"lease_id\""));
+        return Err(Error::invalid("lease_id must be specified"));
     }
     Ok(id)
 }
