@@ -129,6 +129,17 @@ impl Core {
         self.active().is_err()
     }
 
+    /// Whether `token` is a live token usable from `remote` (the HTTP layer words a refusal by
+    /// policy differently from a refusal of the token, as Vault does). Never an error: a
+    /// sealed server or a failed lookup says no.
+    pub async fn token_is_live(&self, token: &str, remote: Option<std::net::IpAddr>) -> bool {
+        let Ok(active) = self.active() else { return false };
+        match active.tokens.lookup(token).await {
+            Ok(Some(entry)) => crate::cidr::Cidr::any_contains(&entry.bound_cidrs, remote),
+            _ => false,
+        }
+    }
+
     pub async fn is_initialized(&self) -> Result<bool> {
         // Once initialized, always initialized: health probes need not touch storage.
         if self.initialized.load(std::sync::atomic::Ordering::Relaxed) {
