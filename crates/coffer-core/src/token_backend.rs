@@ -118,11 +118,19 @@ impl TokenBackend {
             _ if policies.iter().any(|p| p == ROOT_POLICY) && requested.is_none() => 0,
             _ => self.config.default_lease_ttl.as_secs(),
         };
+        let mut warnings = ignored_warning(f.unknown(CREATE_FIELDS));
         if ttl != 0 {
-            ttl = ttl.min(max);
-            if explicit_max_ttl > 0 {
-                ttl = ttl.min(explicit_max_ttl);
+            let cap = if explicit_max_ttl > 0 { max.min(explicit_max_ttl) } else { max };
+            if ttl > cap {
+                // Vault's warning (its SDK's CalculateTTL), durations in its words.
+                let what = if period > 0 { "period" } else { "TTL" };
+                warnings.push(format!(
+                    "{what} of {:?} exceeded the effective max_ttl of {:?}; {what} value is capped accordingly",
+                    coffer_time::format_human(ttl),
+                    coffer_time::format_human(cap),
+                ));
             }
+            ttl = ttl.min(cap);
         }
         let display = f.str("display_name")?.unwrap_or_default();
         let display_name = if display.is_empty() {
@@ -155,11 +163,7 @@ impl TokenBackend {
             ..TokenParams::default()
         };
         let (token, entry) = self.tokens.create(Some(parent), params).await?;
-        Ok(Response {
-            auth: Some(entry.auth(&token)),
-            warnings: ignored_warning(f.unknown(CREATE_FIELDS)),
-            ..Response::default()
-        })
+        Ok(Response { auth: Some(entry.auth(&token)), warnings, ..Response::default() })
     }
 
     /// The token named in the body (`token`), which must exist; the caller's token for `-self`.

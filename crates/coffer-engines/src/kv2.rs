@@ -171,19 +171,6 @@ fn delete_after(mount: u64, key: u64) -> u64 {
     }
 }
 
-/// A duration as Vault writes one in a read (Go's `time.Duration.String`): `0s`, `45s`,
-/// `1m30s`, `1h30m0s`.
-fn go_duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 fn time_or_empty(t: u64) -> Value {
     if t == 0 { json!("") } else { json!(rfc3339(t)) }
 }
@@ -313,7 +300,7 @@ impl KvV2 {
         Ok(Response::from_value(json!({
             "max_versions": c.max_versions,
             "cas_required": c.cas_required,
-            "delete_version_after": go_duration(c.delete_version_after),
+            "delete_version_after": coffer_time::format_go(c.delete_version_after),
         })))
     }
 
@@ -563,7 +550,7 @@ impl KvV2 {
             "created_time": rfc3339(meta.created_time),
             "current_version": meta.current_version,
             "custom_metadata": custom(&meta),
-            "delete_version_after": go_duration(meta.delete_version_after),
+            "delete_version_after": coffer_time::format_go(meta.delete_version_after),
             "max_versions": meta.max_versions,
             "oldest_version": meta.reported_oldest(),
             "updated_time": rfc3339(meta.updated_time),
@@ -721,15 +708,6 @@ impl Framework for KvV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_back_in_vaults_format() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(45), "45s");
-        assert_eq!(go_duration(90), "1m30s");
-        assert_eq!(go_duration(5400), "1h30m0s");
-        assert_eq!(go_duration(7200), "2h0m0s");
-    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

@@ -450,8 +450,9 @@ impl Expiration {
         let mut warnings = Vec::new();
         if now + requested > cap {
             warnings.push(format!(
-                "TTL of {requested}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
-                cap.saturating_sub(now)
+                "TTL of {:?} exceeded the effective max_ttl of {:?}; TTL value is capped accordingly",
+                coffer_time::format_human(requested),
+                coffer_time::format_human(cap.saturating_sub(now))
             ));
         }
         let req = e.request(&route, new_expire);
