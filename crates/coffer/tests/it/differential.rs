@@ -518,6 +518,22 @@ fn compare(at: &str, key: Option<&str>, bao: &Value, coffer: &Value, out: &mut V
     }
 }
 
+/// Both values; two long strings are shown from a little before where they first differ.
+fn show_pair(a: &Option<Value>, b: &Option<Value>) -> (String, String) {
+    if let (Some(Value::String(x)), Some(Value::String(y))) = (a, b)
+        && (x.len() > 300 || y.len() > 300)
+    {
+        let first = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
+        let from = first.saturating_sub(60);
+        let tail = |s: &str| {
+            let t: String = s.chars().skip(from).collect();
+            show(&Some(Value::String(t))).replacen('"', "\"…", 1)
+        };
+        return (tail(x), tail(y));
+    }
+    (show(a), show(b))
+}
+
 fn show(v: &Option<Value>) -> String {
     match v {
         None => "(absent)".to_owned(),
@@ -782,11 +798,8 @@ fn coffer_answers_as_openbao_does_except_the_allowed_differences() {
                 last_step = step.clone();
             }
             let at = if d.at.is_empty() { "(body)" } else { &d.at };
-            report.push_str(&format!(
-                "  {at}\n    openbao: {}\n    coffer:  {}\n",
-                show(&d.bao),
-                show(&d.coffer)
-            ));
+            let (b, c) = show_pair(&d.bao, &d.coffer);
+            report.push_str(&format!("  {at}\n    openbao: {b}\n    coffer:  {c}\n"));
         }
     }
     for a in &allow.differences {
