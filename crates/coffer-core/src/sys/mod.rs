@@ -72,7 +72,9 @@ fn seal_status_json(s: &SealStatus) -> Value {
 /// Decodes an unseal key share given as hex (Vault's `keys`) or base64 (`keys_base64`).
 fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
     let s = s.trim();
-    if let Some(b) = unhex(s) {
+    // As Vault: hex only when it decodes to a plausible share (16 to 32 key bytes, plus the
+    // share's one byte), so a base64 share that happens to be valid hex is read as base64.
+    if let Some(b) = unhex(s).filter(|b| (16..=33).contains(&b.len())) {
         return Ok(Zeroizing::new(b));
     }
     base64::engine::general_purpose::STANDARD
