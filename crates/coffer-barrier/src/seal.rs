@@ -74,20 +74,21 @@ pub struct SealConfig {
 impl SealConfig {
     pub fn shamir(secret_shares: u64, secret_threshold: u64) -> Result<Self> {
         let bad = |m: &str| Err(Error::InvalidSealConfig(m.into()));
+        // Vault's checks, in Vault's order and words (clients show them as they are).
         if secret_shares < 1 {
-            return bad("secret_shares must be at least 1");
-        }
-        if secret_shares > 255 {
-            return bad("secret_shares must be at most 255");
+            return bad("shares must be at least one");
         }
         if secret_threshold < 1 {
-            return bad("secret_threshold must be at least 1");
+            return bad("threshold must be at least one");
+        }
+        if secret_shares > 1 && secret_threshold < 2 {
+            return bad("threshold must be greater than one for multiple shares");
+        }
+        if secret_shares > 255 {
+            return bad("shares must be less than 256");
         }
         if secret_threshold > secret_shares {
-            return bad("secret_threshold cannot be larger than secret_shares");
-        }
-        if secret_shares > 1 && secret_threshold == 1 {
-            return bad("secret_threshold must be greater than one for multiple shares");
+            return bad("threshold cannot be larger than shares");
         }
         Ok(Self {
             seal_type: "shamir".into(),

@@ -121,33 +121,53 @@ impl MountEntry {
         }
     }
 
-    /// Vault's listing shape for `sys/mounts` and `sys/auth`.
-    pub fn to_json(&self) -> Value {
+    /// Vault's listing shape for `sys/mounts` and `sys/auth` (OpenBao's `mountInfo`), for an
+    /// entry of `table`.
+    pub fn to_json(&self, table: Table) -> Value {
+        // Mounts the server makes itself have no options (`null`); mounts made through the API
+        // have the request's, `{}` when it gave none.
+        let built_in = matches!(self.kind.as_str(), "cubbyhole" | "system" | "token" | "identity");
         let options: Map<String, Value> =
             self.options.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
         let mut config = json!({
             "default_lease_ttl": self.config.default_lease_ttl,
             "max_lease_ttl": self.config.max_lease_ttl,
             "force_no_cache": false,
-            "listing_visibility": self.config.listing_visibility,
         });
+        if !self.config.listing_visibility.is_empty() {
+            config["listing_visibility"] = json!(self.config.listing_visibility);
+        }
+        if self.kind == "system" {
+            config["passthrough_request_headers"] = json!(["Accept"]);
+        }
+        if table == Table::Auth {
+            config["token_type"] = json!("default-service");
+        }
         for (k, v) in self.config.lists() {
             config[k] = json!(v);
         }
-        json!({
+        let mut out = json!({
             "type": self.kind,
             "description": self.description,
             "accessor": self.accessor,
             "uuid": self.uuid,
             "config": config,
-            "options": if options.is_empty() { Value::Null } else { Value::Object(options) },
-            "local": self.local,
-            "seal_wrap": self.seal_wrap,
+            "options": if options.is_empty() && built_in { Value::Null } else { Value::Object(options) },
+            // Vault's cubbyhole is per node and its sys mount is seal-wrapped, whatever the
+            // table says.
+            "local": self.local || self.kind == "cubbyhole",
+            "seal_wrap": self.seal_wrap || self.kind == "system",
             "external_entropy_access": false,
             "plugin_version": "",
-            "running_plugin_version": "",
+            "running_plugin_version": format!("v{}+builtin.coffer", env!("CARGO_PKG_VERSION")),
             "running_sha256": "",
-        })
+        });
+        // Vault's plugin catalog reports the status of the engines and methods it lists, not of
+        // the core mounts.
+        if !built_in {
+            out["deprecation_status"] = json!("supported");
+        }
+        out
     }
 }
 

@@ -137,16 +137,19 @@ impl TokenEntry {
             "expire_time": expire,
             "explicit_max_ttl": self.explicit_max_ttl,
             "id": token.unwrap_or(""),
-            "issue_time": rfc3339(self.creation_time),
             "meta": if meta.is_empty() { Value::Null } else { Value::Object(meta) },
             "num_uses": self.num_uses,
             "orphan": self.orphan,
             "path": self.path,
             "policies": self.policies,
-            "renewable": self.renewable,
             "ttl": self.ttl_remaining(now),
             "type": "service",
         });
+        // As Vault: only a token with a lifetime has a lease, and only a lease these fields.
+        if self.expire_time != 0 {
+            m["issue_time"] = json!(rfc3339(self.creation_time));
+            m["renewable"] = json!(self.renewable);
+        }
         if self.period > 0 {
             m["period"] = json!(self.period);
         }
@@ -790,7 +793,11 @@ impl TokenStore {
     ) -> Result<TokenEntry> {
         let _g = self.write_lock.lock().await;
         let mut e = self.get_entry(&entry.id).await?.ok_or(Error::PermissionDenied)?;
-        if !e.renewable || e.expire_time == 0 {
+        // Vault's texts: a token without a TTL has no lease at all.
+        if e.expire_time == 0 {
+            return Err(Error::invalid("invalid lease ID"));
+        }
+        if !e.renewable {
             return Err(Error::invalid("lease is not renewable"));
         }
         let now = now_unix();

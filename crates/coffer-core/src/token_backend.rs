@@ -125,14 +125,11 @@ impl TokenBackend {
                         .cloned()
                         .collect(),
                 };
+                // Vault's text, which clients match on (it names no policy).
                 if !is_root
-                    && let Some(extra) = policies
-                        .iter()
-                        .find(|p| *p != DEFAULT_POLICY && !parent.policies.contains(p))
+                    && policies.iter().any(|p| p != DEFAULT_POLICY && !parent.policies.contains(p))
                 {
-                    return Err(Error::invalid(format!(
-                        "child policies must be subset of parent: {extra:?} is not held by the parent token"
-                    )));
+                    return Err(Error::invalid("child policies must be subset of parent"));
                 }
                 policies
             }
@@ -159,7 +156,7 @@ impl TokenBackend {
             return Err(Error::invalid("token must have at least one policy"));
         }
         let max = self.config.max_lease_ttl.as_secs();
-        let mut warnings = Vec::new();
+        let mut warnings = ignored_warning(f.unknown(CREATE_FIELDS));
         let mut explicit_max_ttl = f.secs("explicit_max_ttl")?.unwrap_or(0);
         let mut period = f.secs("period")?.unwrap_or(0);
         if period > 0 && !(is_root || req.sudo) {
@@ -194,21 +191,29 @@ impl TokenBackend {
             _ => self.config.default_lease_ttl.as_secs(),
         };
         if ttl != 0 {
-            ttl = ttl.min(max);
-            if explicit_max_ttl > 0 {
-                ttl = ttl.min(explicit_max_ttl);
+            let cap = if explicit_max_ttl > 0 { max.min(explicit_max_ttl) } else { max };
+            if ttl > cap {
+                // Vault's warning (its SDK's CalculateTTL), durations in its words.
+                let what = if period > 0 { "period" } else { "TTL" };
+                warnings.push(format!(
+                    "{what} of {:?} exceeded the effective max_ttl of {:?}; {what} value is capped accordingly",
+                    coffer_time::format_human(ttl),
+                    coffer_time::format_human(cap),
+                ));
             }
+            ttl = ttl.min(cap);
         }
         let display = f.str("display_name")?.unwrap_or_default();
         let display_name = if display.is_empty() {
             "token".to_owned()
         } else {
+            // Vault's rule: case kept, other characters become `-`, one trailing `-` dropped.
             let cleaned: String = display
-                .to_lowercase()
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
                 .collect();
-            format!("token-{cleaned}")
+            let full = format!("token-{cleaned}");
+            full.strip_suffix('-').map(str::to_owned).unwrap_or(full)
         };
         let mut num_uses = f.u64("num_uses")?.unwrap_or(0);
         let mut renewable = f.bool("renewable")?.unwrap_or(true);
@@ -245,7 +250,6 @@ impl TokenBackend {
             ..TokenParams::default()
         };
         let (token, entry) = self.tokens.create(Some(parent), params).await?;
-        warnings.extend(ignored_warning(f.unknown(CREATE_FIELDS)));
         Ok(Response { auth: Some(entry.auth(&token)), warnings, ..Response::default() })
     }
 
@@ -258,7 +262,10 @@ impl TokenBackend {
 
     async fn named_accessor(&self, req: &BackendRequest<'_>) -> Result<TokenEntry> {
         let a = Fields::new(req.data).required_str("accessor")?;
-        self.tokens.lookup_accessor(&a).await?.ok_or_else(|| Error::invalid("invalid accessor"))
+        self.tokens
+            .lookup_accessor(&a)
+            .await?
+            .ok_or_else(|| Error::invalid(crate::logical::multierror("invalid accessor")))
     }
 
     async fn renew(
@@ -453,7 +460,11 @@ impl TokenBackend {
     }
 
     async fn lookup(&self, r: &Req<'_>) -> Result<Response> {
-        let (t, e) = self.named_token(r).await?;
+        let (t, e) = match self.named_token(r).await {
+            // Vault's text for this one endpoint.
+            Err(Error::PermissionDenied) => return Err(Error::Forbidden("bad token".into())),
+            other => other?,
+        };
         Ok(Response::data(e.lookup_data(Some(t.expose()), now_unix())))
     }
 

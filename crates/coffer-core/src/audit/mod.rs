@@ -88,9 +88,8 @@ fn check_options(config: &DeviceConfig) -> Result<()> {
         "file" => &["file_path", "path", "log_raw", "hmac_accessor", "mode", "format"],
         "socket" => &["address", "socket_type", "log_raw", "hmac_accessor", "format"],
         other => {
-            return Err(Error::invalid(format!(
-                "unknown audit device type {other:?}: use \"file\" or \"socket\""
-            )));
+            // Vault's text; the types are `file` and `socket` (docs/audit.md).
+            return Err(Error::invalid(format!("unknown backend type: {other:?}")));
         }
     };
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
@@ -107,9 +106,7 @@ fn check_options(config: &DeviceConfig) -> Result<()> {
     bool_option(o, "hmac_accessor", true)?;
     file_mode(config)?;
     if config.kind == "file" && o.get("file_path").or_else(|| o.get("path")).is_none() {
-        return Err(Error::invalid(
-            "file audit device needs option file_path (a file, or \"stdout\")",
-        ));
+        return Err(Error::invalid("file_path is required"));
     }
     if config.kind == "socket" {
         if o.get("address").is_none() {
@@ -558,9 +555,7 @@ impl Broker {
         let path = crate::mount::normalize_mount_path(path)?;
         let mut table = load_table(barrier).await?;
         if table.iter().any(|d| d.path == path) {
-            return Err(Error::invalid(format!(
-                "path already in use: an audit device is enabled at {path:?}"
-            )));
+            return Err(Error::invalid("path already in use"));
         }
         let config = DeviceConfig {
             path,

@@ -51,7 +51,7 @@ impl Ctx<'_> {
 }
 
 fn seal_status_json(s: &SealStatus) -> Value {
-    json!({
+    let mut v = json!({
         "type": "shamir",
         "initialized": s.initialized,
         "sealed": s.sealed,
@@ -64,15 +64,20 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "migration": false,
         "recovery_seal": false,
         "storage_type": s.storage_type,
-        "cluster_name": if s.sealed { Value::Null } else { json!("coffer") },
-        "cluster_id": if s.sealed { Value::Null } else { json!("") },
-    })
+    });
+    // Vault's `omitempty`: no cluster name until the cluster is unsealed.
+    if !s.sealed {
+        v["cluster_name"] = json!("coffer");
+    }
+    v
 }
 
 /// Decodes an unseal key share given as hex (Vault's `keys`) or base64 (`keys_base64`).
 fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
     let s = s.trim();
-    if let Some(b) = unhex(s) {
+    // As Vault: hex only when it decodes to a plausible share (16 to 32 key bytes, plus the
+    // share's one byte), so a base64 share that happens to be valid hex is read as base64.
+    if let Some(b) = unhex(s).filter(|b| (16..=33).contains(&b.len())) {
         return Ok(Zeroizing::new(b));
     }
     base64::engine::general_purpose::STANDARD
@@ -135,7 +140,11 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             let key = match f.str("key")? {
                 Some(k) if !k.is_empty() => Some(decode_share(&k)?),
                 _ if reset => None,
-                _ => return Err(Error::invalid("missing required parameter \"key\"")),
+                _ => {
+                    return Err(Error::invalid(
+                        "'key' must be specified in request body as JSON, or 'reset' set to true",
+                    ));
+                }
             };
             let status = core.submit_unseal_key(key, reset).await?;
             Response::raw(200, seal_status_json(&status))
@@ -194,18 +203,23 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     for name in ["standbyok", "perfstandbyok"] {
         f.bool(name)?;
     }
-    let body = json!({
+    // As Vault's: a node that is not unsealed reports itself a standby with an unknown
+    // replication state, and names its cluster only once unsealed.
+    let active = initialized && !sealed;
+    let replication = if active { "disabled" } else { "unknown" };
+    let mut body = json!({
         "initialized": initialized,
         "sealed": sealed,
-        "standby": false,
+        "standby": !active,
         "performance_standby": false,
-        "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
+        "replication_performance_mode": replication,
+        "replication_dr_mode": replication,
         "server_time_utc": now_unix(),
         "version": VERSION,
-        "cluster_name": "coffer",
-        "cluster_id": "",
     });
+    if active {
+        body["cluster_name"] = json!("coffer");
+    }
     Ok(Response::raw(status, body))
 }
 
@@ -239,12 +253,16 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         "capabilities" if write => {
             let t = Fields::new(&ctx.req.data).required_str("token")?;
             let entry = ctx.active.tokens.lookup(&t).await?;
-            policies::capabilities(ctx, entry.as_ref()).await
+            let entry =
+                entry.ok_or_else(|| Error::invalid(crate::logical::multierror("invalid token")))?;
+            policies::capabilities(ctx, Some(&entry)).await
         }
         "capabilities-accessor" if write => {
             let a = Fields::new(&ctx.req.data).required_str("accessor")?;
             let entry = ctx.active.tokens.lookup_accessor(&a).await?;
-            policies::capabilities(ctx, entry.as_ref()).await
+            let entry = entry
+                .ok_or_else(|| Error::invalid(crate::logical::multierror("invalid accessor")))?;
+            policies::capabilities(ctx, Some(&entry)).await
         }
         "wrapping/unwrap" if write => {
             crate::wrapping::unwrap(&ctx.active.tokens, &ctx.req.data, ctx.caller()).await

@@ -394,7 +394,7 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::str("policy", "Same as rules."),
         ],
     ),
-    p("policies/acl", "The ACL policies' names.", &[Read, List], &[]),
+    p("policies/acl", "The ACL policies' names.", &[List], &[]),
     p(
         "policies/acl/{name*}",
         "An ACL policy.",

@@ -329,7 +329,7 @@ path "secret/other" {
             Some(json!({"paths": ["secret/app/db", "secret/app/admin", "secret/nope"]})),
         )
         .await;
-    assert_eq!(caps["data"]["secret/app/db"], json!(["read", "list"]));
+    assert_eq!(caps["data"]["secret/app/db"], json!(["list", "read"]), "sorted by name, as Vault");
     assert_eq!(caps["data"]["secret/app/admin"], json!(["deny"]));
     assert_eq!(caps["data"]["secret/nope"], json!(["deny"]));
     let (_, caps) = s

@@ -19,6 +19,7 @@ mod cli;
 mod cli_habits;
 mod database;
 mod database_leases;
+mod differential;
 mod docs;
 mod events;
 mod help;
