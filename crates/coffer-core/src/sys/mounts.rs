@@ -54,6 +54,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
 enum Looking {
     Mount,
     Tune,
+    TuneWrite,
 }
 
 async fn find(ctx: &Ctx<'_>, table: Table, path: &str, looking: Looking) -> Result<MountEntry> {
@@ -69,6 +70,12 @@ async fn find(ctx: &Ctx<'_>, table: Table, path: &str, looking: Looking) -> Resu
                 (Looking::Mount, Table::Auth) => format!("No auth engine at {path}"),
                 (Looking::Tune, _) => {
                     format!("cannot fetch sysview for path {:?}", table.full_path(&path))
+                }
+                (Looking::TuneWrite, _) => {
+                    format!(
+                        "tune of path {:?} failed: no mount entry found",
+                        table.full_path(&path)
+                    )
                 }
             })
         })
@@ -311,7 +318,7 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    let entry = find(ctx, table, path).await?;
+    let entry = find(ctx, table, path, Looking::TuneWrite).await?;
     if let (Some(asked), "kv") = (asked, entry.kind.as_str()) {
         let new: u64 = match asked.parse() {
             Ok(v @ (1 | 2)) => v,
@@ -332,9 +339,7 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> {
             return Ok(Response { warnings, ..Response::default() });
         }
     }
-    ctx.core
-        .tune_mount(table, path, |e| apply_tune(e, &data, &mut warnings, false))
-        .await?;
+    ctx.core.tune_mount(table, path, |e| apply_tune(e, &data, &mut warnings, false)).await?;
     Ok(Response { warnings, ..Response::default() })
 }
 

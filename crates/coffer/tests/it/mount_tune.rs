@@ -109,7 +109,8 @@ async fn auth_methods_are_tuned_and_read_back_like_mounts() {
         (json!(3600), json!("ci"))
     );
     assert_eq!(d["audit_non_hmac_request_keys"], json!(["role_id"]));
-    assert!(d.get("token_type").is_none(), "{d}");
+    // As OpenBao: every auth method's tune shows the token type.
+    assert_eq!(d["token_type"], json!("default-service"), "{d}");
 
     let out = ok(s.cli(Some(&root), &["auth", "tune", "-max-lease-ttl=2h", "approle"]));
     assert!(out.contains("Success! Tuned the auth method at: approle/"), "{out}");
