@@ -213,9 +213,10 @@ pub struct TokenStore {
     salt: hmac::Key,
     /// Serializes revocations and use-count updates so a token's last use is counted once.
     write_lock: Mutex<()>,
-    /// Striped by parent id: creating a child and marking its parent as being revoked take the
-    /// parent's stripe, so one of them sees the other (see [`TokenStore::revoke_tree`]).
-    family_locks: Box<[Mutex<()>]>,
+    /// Striped by parent id: creating a child takes the parent's stripe shared (siblings are
+    /// created side by side, and share a group commit), marking the parent as being revoked
+    /// takes it exclusively, so one of them sees the other (see [`TokenStore::revoke_tree`]).
+    family_locks: Box<[tokio::sync::RwLock<()>]>,
     /// The cubbyhole mount's storage, whose `<token id>/` folder dies with the token.
     cubbyhole: std::sync::RwLock<Option<View>>,
     /// Live entries by id, so a request does not read and decrypt its token from storage.
@@ -292,7 +293,7 @@ impl TokenStore {
             leases: std::sync::OnceLock::new(),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             write_lock: Mutex::new(()),
-            family_locks: (0..FAMILY_STRIPES).map(|_| Mutex::new(())).collect(),
+            family_locks: (0..FAMILY_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
         });
@@ -475,7 +476,7 @@ impl TokenStore {
         // or after the child's parent link is stored (and its walk finds the child).
         let parent = parent.filter(|_| !p.orphan);
         let _family = match parent {
-            Some(pe) => Some(self.family_lock(&pe.id).lock().await),
+            Some(pe) => Some(self.family_lock(&pe.id).read().await),
             None => None,
         };
         let parent = match parent {
@@ -619,7 +620,7 @@ impl TokenStore {
         Ok(outcome)
     }
 
-    fn family_lock(&self, id: &str) -> &Mutex<()> {
+    fn family_lock(&self, id: &str) -> &tokio::sync::RwLock<()> {
         let h = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
         &self.family_locks[h % self.family_locks.len()]
     }
@@ -628,7 +629,7 @@ impl TokenStore {
     /// can be created under it, so listing its children afterwards finds all it will have.
     /// The `revoking/` index lets the next unseal finish a revocation that a crash cut short.
     async fn mark_revoking(&self, id: &str) -> Result<()> {
-        let _family = self.family_lock(id).lock().await;
+        let _family = self.family_lock(id).write().await;
         let _g = self.write_lock.lock().await;
         let Some(mut e) = self.get_entry_or_damaged(id).await? else { return Ok(()) };
         if e.revoking {
