@@ -20,6 +20,7 @@ mod database;
 mod database_leases;
 mod docs;
 mod events;
+mod group_commit;
 mod help;
 mod invariants;
 mod jwt;
