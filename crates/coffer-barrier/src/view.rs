@@ -59,6 +59,17 @@ impl View {
         self.barrier.batch(ops).await
     }
 
+    /// Up to `limit` keys below the folder `prefix` (at any depth, relative to it, in order)
+    /// after the relative key `after`: a page, for walking a folder too large to hold.
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.barrier.scan(&self.full(prefix), after, limit).await
+    }
+
     /// Every key below the folder `prefix` (which ends in `/`), at any depth, relative to it.
     pub async fn list_recursive(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();

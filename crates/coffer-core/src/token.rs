@@ -341,11 +341,15 @@ impl TokenStore {
         Ok(self.view.list(&format!("path/{prefix}")).await?)
     }
 
-    /// The ids of every token created at a path under `prefix` (a folder, `auth/approle/`).
-    pub(crate) async fn ids_under_path(&self, prefix: &str) -> Result<Vec<String>> {
-        let keys = self.view.list_recursive(&format!("path/{prefix}")).await?;
-        // `<rest of the path>/<token id>`: the id is the last segment.
-        Ok(keys.iter().map(|k| k.rsplit('/').next().unwrap_or(k).to_owned()).collect())
+    /// A page of the tokens created at a path under `prefix` (a folder, `auth/approle/`):
+    /// up to `limit` keys `<rest of the path>/<token id>` after `after`, in order.
+    pub(crate) async fn scan_path(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        Ok(self.view.scan(&format!("path/{prefix}"), after, limit).await?)
     }
 
     pub fn set_cubbyhole(&self, view: Option<View>) {

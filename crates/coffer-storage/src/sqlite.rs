@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::key::validate_prefix;
-use crate::list::{BATCH, SkipScan};
+use crate::list::{BATCH, SkipScan, prefix_end};
 use crate::{Backend, Error, Op, Result, validate_key};
 
 /// How hard SQLite works to make a commit durable.
@@ -351,6 +351,33 @@ impl Backend for SqliteBackend {
                 scan.feed(&keys);
             }
             Ok(scan.finish())
+        })
+        .await
+    }
+
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let (prefix, from) = (prefix.to_owned(), format!("{prefix}{}", after.unwrap_or("")));
+        let (end, after) = (prefix_end(&prefix), after.is_some());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Self::with(&self.reader, move |c| {
+            // `>` after a key, `>=` from the folder's start (which is not itself a key).
+            let op = if after { ">" } else { ">=" };
+            let keys: Vec<String> = match &end {
+                Some(end) => c
+                    .prepare_cached(&format!(
+                        "SELECT key FROM coffer_kv WHERE key {op} ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+                    ))?
+                    .query_map(params![from, end, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT key FROM coffer_kv WHERE key {op} ?1 ORDER BY key LIMIT ?2"
+                    ))?
+                    .query_map(params![from, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok(keys.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
         })
         .await
     }

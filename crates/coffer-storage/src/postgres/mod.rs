@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
 use crate::key::validate_prefix;
-use crate::list::{BATCH, SkipScan};
+use crate::list::{BATCH, SkipScan, prefix_end};
 use crate::{Backend, Error, Op, Result, validate_key};
 
 /// Default number of pooled connections (Vault's `max_parallel` default is 128; a single
@@ -117,6 +117,8 @@ struct Sql {
     delete: String,
     list_below: String,
     list_open: String,
+    scan_below: String,
+    scan_open: String,
 }
 
 impl Sql {
@@ -132,6 +134,12 @@ impl Sql {
                 "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
             list_open: format!("SELECT key FROM {table} WHERE key >= $1 ORDER BY key LIMIT $2"),
+            scan_below: format!(
+                "SELECT key FROM {table} WHERE key >= $1 AND key <> $2 AND key < $3 ORDER BY key LIMIT $4"
+            ),
+            scan_open: format!(
+                "SELECT key FROM {table} WHERE key >= $1 AND key <> $2 ORDER BY key LIMIT $3"
+            ),
         }
     }
 }
@@ -331,6 +339,43 @@ impl PostgresBackend {
         let st = c.prepare_cached(&self.sql.get).await.map_err(|e| self.failure("get", &e))?;
         let row = c.query_opt(&st, &[&key]).await.map_err(|e| self.failure("get", &e))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn try_scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> std::result::Result<Vec<String>, Failure> {
+        let c = self.client().await?;
+        let from = format!("{prefix}{}", after.unwrap_or(""));
+        // The key itself is skipped after a page; from a folder's start there is no such key.
+        let skip = if after.is_some() { from.as_str() } else { "" };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match prefix_end(prefix) {
+            Some(end) => {
+                let st = c
+                    .prepare_cached(&self.sql.scan_below)
+                    .await
+                    .map_err(|e| self.failure("scan", &e))?;
+                c.query(&st, &[&from, &skip, &end, &limit]).await
+            }
+            None => {
+                let st = c
+                    .prepare_cached(&self.sql.scan_open)
+                    .await
+                    .map_err(|e| self.failure("scan", &e))?;
+                c.query(&st, &[&from, &skip, &limit]).await
+            }
+        }
+        .map_err(|e| self.failure("scan", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let k: String = r.get(0);
+                k[prefix.len()..].to_owned()
+            })
+            .collect())
     }
 
     async fn try_list(&self, prefix: &str) -> std::result::Result<Vec<String>, Failure> {
@@ -556,6 +601,11 @@ impl Backend for PostgresBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
         retry_closed!(self, self.try_list(prefix))
+    }
+
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        retry_closed!(self, self.try_scan(prefix, after, limit))
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
