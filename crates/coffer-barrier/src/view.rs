@@ -29,7 +29,10 @@ impl View {
     }
 
     fn full(&self, key: &str) -> String {
-        format!("{}{}", self.prefix, key)
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {

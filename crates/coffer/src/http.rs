@@ -280,7 +280,9 @@ async fn handle(
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
-    let task = tokio::spawn(async move { core.handle(req).await });
+    // Boxed: the pipeline's future is large (tens of KiB), and the spawn would otherwise copy
+    // it through each of its layers; a box moves as one pointer.
+    let task = tokio::spawn(Box::pin(async move { core.handle(req).await }));
     let result = match task.await {
         Ok(r) => r,
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
