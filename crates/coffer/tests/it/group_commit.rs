@@ -74,7 +74,16 @@ async fn many_concurrent_acknowledged_writes_survive_kill_9() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Killed mid-load once every kind of write has been acknowledged a few times (a loaded
+    // machine, or PostgreSQL's pool filling with new connections, may take a while to get there).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let a = acked.lock().expect("lock");
+        if a.keys.len() > 100 && a.shared > 10 && a.tokens.len() > 20 {
+            break;
+        }
+    }
     s.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
