@@ -73,6 +73,8 @@ pub struct Core {
     pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
     /// Chaos faults: in the core, not in [`Active`], so that they outlive a seal.
     pub(crate) chaos: crate::chaos::Chaos,
+    /// Telemetry (`sys/metrics`): in the core, so that it outlives a seal.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
 }
@@ -98,8 +100,12 @@ impl Core {
             backend,
             chaos.storage_down.clone(),
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::metrics::MeteredBackend::new(backend, metrics.clone()));
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            metrics,
             chaos,
             barrier: Arc::new(Barrier::new(backend)),
             login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
@@ -362,7 +368,9 @@ impl Core {
         entry: MountEntry,
         builtin: Option<Arc<dyn LogicalBackend>>,
     ) -> Result<Arc<Route>> {
+        let stats = self.metrics.route(table.tag(), &table.full_path(&entry.path), &entry.kind);
         mount::build_route(
+            stats,
             &self.barrier,
             &self.registry,
             table,

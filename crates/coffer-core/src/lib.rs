@@ -35,6 +35,7 @@ pub mod hex;
 mod lease;
 pub mod logical;
 pub mod login;
+pub mod metrics;
 pub mod mount;
 pub mod password_policy;
 mod path;

@@ -55,6 +55,9 @@ pub(crate) struct ListenerConfig {
     pub read_timeout: Duration,
     /// Request body bytes this listener holds at once while reading bodies, over all requests.
     pub max_buffered_request_bytes: usize,
+    /// `telemetry { unauthenticated_metrics_access = true }`: `GET sys/metrics` needs no token
+    /// on this listener (Vault's listener option).
+    pub unauthenticated_metrics_access: bool,
 }
 
 impl ListenerConfig {
@@ -67,6 +70,7 @@ impl ListenerConfig {
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
+            unauthenticated_metrics_access: false,
         }
     }
 }
@@ -90,6 +94,8 @@ pub(crate) struct ServerConfig {
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
     pub chaos: coffer_core::ChaosConfig,
+    /// `telemetry { prometheus_retention_time }`: zero turns `format=prometheus` off.
+    pub prometheus_retention: Duration,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -137,6 +143,7 @@ impl ServerConfig {
             "login_failure_burst",
             "login_failure_refill",
             "chaos",
+            "telemetry",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -188,7 +195,12 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
+        let prometheus_retention = match root.get("telemetry") {
+            None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
+            Some(v) => parse_telemetry(v)?,
+        };
         Ok(Self {
+            prometheus_retention,
             chaos,
             login_limit,
             storage,
@@ -201,6 +213,31 @@ impl ServerConfig {
             log_format,
         })
     }
+}
+
+/// Vault's default `prometheus_retention_time`.
+const DEFAULT_PROMETHEUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One block given as HCL's object or as a JSON list of one object.
+fn one_block<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m),
+        Value::Array(items) if items.len() == 1 => {
+            items[0].as_object().ok_or_else(|| anyhow!("{what} must be a block"))
+        }
+        _ => bail!("{what} must be one block"),
+    }
+}
+
+/// `telemetry { prometheus_retention_time = "24h", disable_hostname = true }`. Coffer never
+/// puts the host name in metric names, so `disable_hostname` is accepted (Vault configurations
+/// set it for Prometheus) and changes nothing; `prometheus_retention_time = 0` turns the
+/// Prometheus format off, as in Vault.
+fn parse_telemetry(v: &Value) -> Result<Duration> {
+    let m = one_block(v, "telemetry")?;
+    check_keys(m, &["prometheus_retention_time", "disable_hostname"], "telemetry")?;
+    opt_bool(m, "disable_hostname")?;
+    Ok(opt_duration(m, "prometheus_retention_time")?.unwrap_or(DEFAULT_PROMETHEUS_RETENTION))
 }
 
 /// `chaos { enabled = true, max_duration = "1h" }`: off unless enabled.
@@ -402,6 +439,7 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "http_read_header_timeout",
                 "http_read_timeout",
                 "http_idle_timeout",
+                "telemetry",
             ],
             "listener \"tcp\"",
         )?;
@@ -477,7 +515,19 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                     )
                 })?,
         };
+        let unauthenticated_metrics_access = match body.get("telemetry") {
+            None | Some(Value::Null) => false,
+            Some(v) => {
+                let what = format!("listener {address}: telemetry");
+                let t = one_block(v, &what)?;
+                check_keys(t, &["unauthenticated_metrics_access"], &what)?;
+                opt_bool(t, "unauthenticated_metrics_access")
+                    .map_err(|e| anyhow!("{what}: {e}"))?
+                    .unwrap_or(false)
+            }
+        };
         out.push(ListenerConfig {
+            unauthenticated_metrics_access,
             address,
             tls,
             max_request_size,

@@ -47,6 +47,8 @@ pub(crate) struct ConnInfo {
     pub client_cert_chain: Vec<Vec<u8>>,
     /// The listener's stop signal, held by everything it must wait for when stopping.
     pub lifeline: Lifeline,
+    /// The listener's `telemetry { unauthenticated_metrics_access }`.
+    pub unauthenticated_metrics: bool,
 }
 
 /// The listener's stop signal, and a token of being alive that the listener waits for when it
@@ -219,6 +221,16 @@ async fn handle(
     } else {
         operation(&method, list_query)
     };
+    // As Vault: a listener with unauthenticated_metrics_access serves `GET sys/metrics` itself,
+    // without a token, the ACL or an audit entry.
+    if op == Some(Operation::Read)
+        && !help
+        && path.trim_matches('/') == "sys/metrics"
+        && conn.as_ref().is_some_and(|Extension(c)| c.unauthenticated_metrics)
+    {
+        let format = query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str());
+        return success(core.metrics_response(format.unwrap_or("")).await, request_id);
+    }
     let Some(op) = op else {
         return error_body(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -8,6 +8,7 @@ mod audit;
 mod chaos;
 mod events;
 mod leases;
+mod metrics;
 mod mounts;
 mod password;
 pub(crate) mod paths;
@@ -252,6 +253,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Ok(Response::empty())
         }
         "internal/specs/openapi" if op == Read => openapi(ctx),
+        "metrics" if op == Read => metrics::read(ctx.core, &ctx.req.data).await,
+        "metrics" => Err(Error::UnsupportedOperation),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
             Err(Error::UnsupportedOperation)

@@ -128,6 +128,12 @@ pub(crate) const PATHS: &[SysPath] = &[
     ),
     p("seal-status", "The seal's state and the unseal progress.", &[Read], &[]),
     p(
+        "metrics",
+        "Telemetry: Vault's JSON format, or Prometheus text with format=prometheus.",
+        &[Read],
+        &[Field::str("format", "`prometheus` for Prometheus text; empty for JSON.")],
+    ),
+    p(
         "unseal",
         "Submit one unseal key share, or reset the progress.",
         &[Update],

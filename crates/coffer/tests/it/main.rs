@@ -28,6 +28,7 @@ mod kubernetes;
 mod kv2;
 mod leases;
 mod limits;
+mod metrics;
 mod pki;
 mod postgresql;
 mod sealed;
