@@ -75,6 +75,8 @@ pub struct Core {
     pub(crate) chaos: crate::chaos::Chaos,
     /// Telemetry (`sys/metrics`): in the core, so that it outlives a seal.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limit quotas, loaded at unseal.
+    pub(crate) quotas: crate::quotas::Quotas,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
 }
@@ -106,6 +108,7 @@ impl Core {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             metrics,
+            quotas: crate::quotas::Quotas::default(),
             chaos,
             barrier: Arc::new(Barrier::new(backend)),
             login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
@@ -291,6 +294,7 @@ impl Core {
         {
             gone.events.close_all(crate::events::EndReason::Sealed);
         }
+        self.quotas.clear();
         self.barrier.seal();
     }
 
@@ -355,6 +359,7 @@ impl Core {
                 tracing::error!(error = %e, "finishing interrupted token revocations failed");
             }
         });
+        crate::sys::load_quotas(self).await?;
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
         let active = Arc::new(Active { audit, tokens, policies, router, leases, events });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =

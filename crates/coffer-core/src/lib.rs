@@ -42,6 +42,7 @@ mod path;
 mod pipeline;
 pub mod policy;
 mod policy_store;
+pub mod quotas;
 pub mod random;
 pub mod ratelimit;
 pub mod record;

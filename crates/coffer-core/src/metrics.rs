@@ -242,7 +242,6 @@ impl Metrics {
     }
 
     /// Counts one request refused by the rate limit quota `name`.
-    #[allow(dead_code)] // reason: the rate limit quotas (next commit) call it
     pub(crate) fn quota_violation(&self, name: &str) {
         let c = {
             let mut m = self.quota_violations.lock().unwrap_or_else(|p| p.into_inner());

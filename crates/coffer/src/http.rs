@@ -306,6 +306,18 @@ async fn handle(
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
     }
+    // Rate limit quotas, as in Vault's handler: before the request runs, refused with 429.
+    let limited = core.rate_limit(&req);
+    if let Some(l) = limited.as_ref().filter(|l| !l.decision.allowed) {
+        if l.audit {
+            core.audit_rate_limited(&req, &l.message).await;
+        }
+        let mut resp = error_body(StatusCode::TOO_MANY_REQUESTS, vec![l.message.clone()]);
+        if l.headers {
+            rate_limit_headers(&mut resp, l);
+        }
+        return resp;
+    }
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
@@ -324,7 +336,22 @@ async fn handle(
     if head {
         *resp.body_mut() = axum::body::Body::empty();
     }
+    if let Some(l) = limited.as_ref().filter(|l| l.headers) {
+        rate_limit_headers(&mut resp, l);
+    }
     resp
+}
+
+/// `X-Ratelimit-Limit`, `-Remaining`, `-Reset` (seconds), and `Retry-After` on a refusal.
+fn rate_limit_headers(resp: &mut Response, l: &coffer_core::quotas::RateLimited) {
+    let h = resp.headers_mut();
+    let d = &l.decision;
+    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(d.reset));
+    if !d.allowed {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after));
+    }
 }
 
 fn success(r: coffer_core::Response, request_id: String) -> Response {

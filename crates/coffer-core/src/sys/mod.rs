@@ -13,6 +13,9 @@ mod mounts;
 mod password;
 pub(crate) mod paths;
 mod policies;
+mod quotas;
+
+pub(crate) use quotas::load as load_quotas;
 
 use std::sync::Arc;
 
@@ -289,6 +292,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 return Ok(r);
             }
             if let Some(r) = policies::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = quotas::handle(ctx, rel).await? {
                 return Ok(r);
             }
             Err(Error::UnsupportedPath(format!("sys/{rel}")))

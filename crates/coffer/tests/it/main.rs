@@ -31,6 +31,7 @@ mod limits;
 mod metrics;
 mod pki;
 mod postgresql;
+mod quotas;
 mod sealed;
 mod tls;
 mod transit;
