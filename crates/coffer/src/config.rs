@@ -240,6 +240,87 @@ fn parse_telemetry(v: &Value) -> Result<Duration> {
     Ok(opt_duration(m, "prometheus_retention_time")?.unwrap_or(DEFAULT_PROMETHEUS_RETENTION))
 }
 
+impl ServerConfig {
+    /// `sys/config/state/sanitized`: the running configuration with Vault's field names and
+    /// shape (durations in nanoseconds, as Vault's JSON gives them). Built from named fields
+    /// only, never by copying the file, so that nothing secret can slip in: the storage block
+    /// shows only its type (never a path or `connection_url`), listeners their addresses,
+    /// limits and certificate file paths (the files are not read).
+    pub(crate) fn sanitized(&self) -> Value {
+        let ns = |d: Duration| Value::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let secs = |d: Duration| Value::String(format!("{}s", d.as_secs()));
+        let storage_type = match &self.storage {
+            StorageConfig::Inmem => "inmem",
+            StorageConfig::Sqlite { .. } => "sqlite",
+            StorageConfig::Postgresql(_) => "postgresql",
+        };
+        let listeners: Vec<Value> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut c = serde_json::json!({
+                    "address": l.address.to_string(),
+                    "tls_disable": l.tls.is_none(),
+                    "max_request_size": l.max_request_size,
+                    "max_buffered_request_bytes": l.max_buffered_request_bytes,
+                    "http_read_header_timeout": secs(l.read_header_timeout),
+                    "http_read_timeout": secs(l.read_timeout),
+                    "telemetry": {"unauthenticated_metrics_access": l.unauthenticated_metrics_access},
+                });
+                if let Some(t) = &l.tls {
+                    c["tls_cert_file"] = Value::from(t.cert_file.display().to_string());
+                    c["tls_key_file"] = Value::from(t.key_file.display().to_string());
+                    if let Some(ca) = &t.client_ca_file {
+                        c["tls_client_ca_file"] = Value::from(ca.display().to_string());
+                    }
+                    c["tls_require_and_verify_client_cert"] =
+                        Value::from(t.client_auth == ClientAuth::Require);
+                    c["tls_disable_client_certs"] = Value::from(t.client_auth == ClientAuth::None);
+                }
+                serde_json::json!({"type": "tcp", "config": c})
+            })
+            .collect();
+        let api_addr = self.api_addr.clone().unwrap_or_default();
+        serde_json::json!({
+            "api_addr": api_addr,
+            "cache_size": 0,
+            "cluster_addr": "",
+            "cluster_name": "",
+            "default_lease_ttl": ns(self.default_lease_ttl),
+            "max_lease_ttl": ns(self.max_lease_ttl),
+            "disable_cache": false,
+            "disable_clustering": true,
+            "disable_mlock": true,
+            "enable_ui": false,
+            "log_format": match self.log_format {
+                LogFormat::Standard => "standard",
+                LogFormat::Json => "json",
+            },
+            "log_level": self.log_level,
+            "pid_file": self.pid_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "raw_storage_endpoint": false,
+            "listeners": listeners,
+            "seals": [{"disabled": false, "type": "shamir"}],
+            "storage": {
+                "type": storage_type,
+                "redirect_addr": api_addr,
+                "cluster_addr": "",
+                "disable_clustering": false,
+            },
+            "telemetry": {
+                "disable_hostname": true,
+                "prometheus_retention_time": ns(self.prometheus_retention),
+            },
+            "login_failure_burst": self.login_limit.burst,
+            "login_failure_refill": ns(self.login_limit.refill),
+            "chaos": {
+                "enabled": self.chaos.enabled,
+                "max_duration": ns(self.chaos.max_duration),
+            },
+        })
+    }
+}
+
 /// `chaos { enabled = true, max_duration = "1h" }`: off unless enabled.
 fn parse_chaos(v: &Value) -> Result<coffer_core::ChaosConfig> {
     // HCL gives one block as an object; Vault-style JSON may list it.

@@ -92,6 +92,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             login_limit: cfg.login_limit,
             chaos: cfg.chaos.clone(),
             prometheus_retention: cfg.prometheus_retention,
+            sanitized_config: cfg.sanitized(),
         },
     );
 

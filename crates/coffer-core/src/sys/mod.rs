@@ -7,6 +7,7 @@ mod agent;
 mod audit;
 mod chaos;
 mod events;
+mod host;
 mod leases;
 mod metrics;
 mod mounts;
@@ -257,7 +258,30 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         }
         "internal/specs/openapi" if op == Read => openapi(ctx),
         "metrics" if op == Read => metrics::read(ctx.core, &ctx.req.data).await,
-        "metrics" => Err(Error::UnsupportedOperation),
+        "host-info" if op == Read => host::info().await,
+        "config/state/sanitized" if op == Read => match &ctx.core.config.sanitized_config {
+            Value::Null => Err(Error::Internal("no configuration was given to the core".into())),
+            c => Ok(Response::from_value(c.clone())),
+        },
+        "internal/counters/tokens" if op == Read => {
+            let n = ctx.active.tokens.count().await?;
+            Ok(Response::from_value(json!({"counters": {"service_tokens": {"total": n}}})))
+        }
+        // Coffer has no identity entities yet: the count is that of an empty store.
+        "internal/counters/entities" if op == Read => {
+            Ok(Response::from_value(json!({"counters": {"entities": {"total": 0}}})))
+        }
+        // As Vault and OpenBao answer it since request counting was removed.
+        "internal/counters/requests" if op == Read => Ok(Response::raw(
+            404,
+            json!({"errors": ["The functionality has been removed on this path"]}),
+        )),
+        "metrics"
+        | "host-info"
+        | "config/state/sanitized"
+        | "internal/counters/tokens"
+        | "internal/counters/entities"
+        | "internal/counters/requests" => Err(Error::UnsupportedOperation),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
             Err(Error::UnsupportedOperation)

@@ -127,6 +127,16 @@ pub(crate) const PATHS: &[SysPath] = &[
         ],
     ),
     p("seal-status", "The seal's state and the unseal progress.", &[Read], &[]),
+    p("host-info", "The host's CPUs, CPU times, disks, identity and memory.", &[Read], &[]),
+    p("config/state/sanitized", "The running configuration, without secrets.", &[Read], &[]),
+    p("internal/counters/tokens", "How many tokens exist.", &[Read], &[]),
+    p(
+        "internal/counters/entities",
+        "How many identity entities exist (Coffer: none).",
+        &[Read],
+        &[],
+    ),
+    p("internal/counters/requests", "Removed in Vault: always 404.", &[Read], &[]),
     p(
         "metrics",
         "Telemetry: Vault's JSON format, or Prometheus text with format=prometheus.",

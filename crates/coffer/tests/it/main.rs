@@ -33,6 +33,7 @@ mod pki;
 mod postgresql;
 mod quotas;
 mod sealed;
+mod sys_info;
 mod tls;
 mod transit;
 mod vault_client;
