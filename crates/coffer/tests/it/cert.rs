@@ -363,4 +363,23 @@ async fn the_cert_config_endpoint_reads_and_writes_vaults_fields() {
     let out = ok(s.cli(Some(&root), &["read", "-format=json", "auth/cert/config"]));
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["data"]["ocsp_cache_size"], 500);
+
+    // Through vaultrs, which sends `role_cache_size` too.
+    let client = VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(&s.addr)
+            .token(&root)
+            .build()
+            .expect("settings"),
+    )
+    .expect("client");
+    let mut opts = vaultrs::api::auth::cert::requests::ConfigureTlsCertificateMethod::builder();
+    opts.disable_binding(false).ocsp_cache_size(64u64).role_cache_size(200u64);
+    vaultrs::auth::cert::configure_tls_certificate_method(&client, "cert", Some(&mut opts))
+        .await
+        .expect("vaultrs configure");
+    assert_eq!(
+        read().await,
+        json!({"disable_binding": false, "enable_identity_alias_metadata": true, "ocsp_cache_size": 64})
+    );
 }

@@ -541,6 +541,35 @@ async fn ca_bundles_vault_accepts_are_accepted_and_trusted() {
         format!("{ca}{other}").replace('\n', " \t\n"),
     ];
     for (i, bundle) in bundles.iter().enumerate() {
+        // The last one through vaultrs, as a Vault client configures it.
+        if i == bundles.len() - 1 {
+            let client = VaultClient::new(
+                VaultClientSettingsBuilder::default()
+                    .address(&s.addr)
+                    .token(&root)
+                    .build()
+                    .expect("settings"),
+            )
+            .expect("client");
+            let mut opts =
+                vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
+            // vaultrs has no token_reviewer_jwt: the one written before is kept.
+            opts.kubernetes_ca_cert(bundle.as_str())
+                .disable_iss_validation(true)
+                .disable_local_ca_jwt(true);
+            vaultrs::auth::kubernetes::configure(
+                &client,
+                "kubernetes",
+                &cluster.url,
+                Some(&mut opts),
+            )
+            .await
+            .expect("vaultrs configure");
+            let jwt = cluster.projected_token("prod", "web", "coffer", "web-1", now() + 600);
+            let (code, b) = login(&s, "web", &jwt).await;
+            assert_eq!(code, 200, "bundle {i} through vaultrs: {b}");
+            continue;
+        }
         let (code, b) = s
             .call(
                 "POST",
