@@ -229,7 +229,9 @@ async fn handle(
         && conn.as_ref().is_some_and(|Extension(c)| c.unauthenticated_metrics)
     {
         let format = query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str());
-        return success(core.metrics_response(format.unwrap_or("")).await, request_id);
+        let format =
+            format.unwrap_or(if prometheus_accepted(&headers) { "prometheus" } else { "" });
+        return success(core.metrics_response(format).await, request_id);
     }
     let Some(op) = op else {
         return error_body(
@@ -264,6 +266,13 @@ async fn handle(
         for (k, v) in query.into_iter().filter(|(k, _)| k != "list") {
             data.entry(k).or_insert(Value::String(v));
         }
+    }
+    if op == Operation::Read
+        && path.trim_matches('/') == "sys/metrics"
+        && !data.contains_key("format")
+        && prometheus_accepted(&headers)
+    {
+        data.insert("format".into(), Value::String("prometheus".into()));
     }
     if let Some(ns) = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok())
         && !ns.is_empty()
@@ -340,6 +349,16 @@ async fn handle(
         rate_limit_headers(&mut resp, l);
     }
     resp
+}
+
+/// Vault's reading of `Accept` for `sys/metrics` without `format`: Prometheus text when the
+/// first `Accept` value asks for OpenMetrics (what Prometheus's scraper sends) or any names
+/// `prometheus/telemetry`.
+fn prometheus_accepted(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+    let Some(first) = values.next() else { return false };
+    first.starts_with("application/openmetrics-text")
+        || std::iter::once(first).chain(values).any(|v| v.contains("prometheus/telemetry"))
 }
 
 /// `X-Ratelimit-Limit`, `-Remaining`, `-Reset` (seconds), and `Retry-After` on a refusal.

@@ -3,8 +3,8 @@
 //!
 //! Guarantees: what is reported comes from [`crate::metrics`], whose labels carry no secret;
 //! token and lease counts walk storage at most once per [`crate::metrics::COUNT_CACHE`].
-//! Not done: the `Accept` header as a way to ask for Prometheus text (the query parameter is
-//! Vault's documented way, and what Prometheus scrape configs send).
+//! The HTTP layer turns an `Accept` asking for OpenMetrics into `format=prometheus`, as Vault's
+//! handler does.
 
 use std::time::Instant;
 

@@ -263,6 +263,22 @@ async fn metrics_in_json_and_prometheus_text_count_requests_logins_and_tokens() 
         assert!(!body.contains(secret.as_str()), "a secret in the JSON metrics");
     }
 
+    // Prometheus's own scraper asks with Accept, without `format`, as Vault reads it.
+    let resp = s
+        .http()
+        .get(format!("{}/v1/sys/metrics", s.addr))
+        .header("X-Vault-Token", &root)
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .expect("send");
+    let ct = resp.headers()["content-type"].to_str().expect("ct").to_owned();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    parse_prometheus(&resp.text().await.expect("text"));
+
     // An unknown format is Vault's 400 with a text body.
     let (code, ct, body) = scrape(&s, Some(&root), "?format=statsd").await;
     assert_eq!(code, 400);
