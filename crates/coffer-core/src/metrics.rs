@@ -28,8 +28,12 @@ pub struct Timer {
     sum_us: AtomicU64,
     min_us: AtomicU64,
     max_us: AtomicU64,
-    sumsq_us: AtomicU64,
+    /// The sum of squares, in units of [`SQ_UNIT_US`] squared.
+    sumsq: AtomicU64,
 }
+
+/// The unit of the sum of squares (a standard deviation finer than 10 µs says nothing).
+const SQ_UNIT_US: u64 = 10;
 
 impl Default for Timer {
     fn default() -> Self {
@@ -38,22 +42,27 @@ impl Default for Timer {
             sum_us: AtomicU64::new(0),
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
-            sumsq_us: AtomicU64::new(0),
+            sumsq: AtomicU64::new(0),
         }
     }
 }
 
 impl Timer {
+    /// Three relaxed additions; the extremes are written only when they change, which after
+    /// the first requests is rare, so concurrent requests mostly share the lines read-only.
     pub fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
-        self.min_us.fetch_min(us, Relaxed);
-        self.max_us.fetch_max(us, Relaxed);
-        // Saturates rather than wraps: a standard deviation that stops growing is less wrong
-        // than one that starts again from zero.
-        let sq = us.saturating_mul(us);
-        let _ = self.sumsq_us.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(sq)));
+        if us < self.min_us.load(Relaxed) {
+            self.min_us.fetch_min(us, Relaxed);
+        }
+        if us > self.max_us.load(Relaxed) {
+            self.max_us.fetch_max(us, Relaxed);
+        }
+        // In units of 10 µs, squared: a u64 holds 1.8e9 one-second samples before it wraps.
+        let t = us / SQ_UNIT_US;
+        self.sumsq.fetch_add(t.saturating_mul(t), Relaxed);
     }
 
     pub fn since(&self, start: Instant) {
@@ -73,7 +82,9 @@ impl Timer {
         let stddev = if count < 2 {
             0.0
         } else {
-            let sumsq = self.sumsq_us.load(Relaxed) as f64 / 1e6;
+            // Back to ms²: (10 µs)² = 1e-4 ms².
+            let unit_ms = SQ_UNIT_US as f64 / 1000.0;
+            let sumsq = self.sumsq.load(Relaxed) as f64 * unit_ms * unit_ms;
             let n = count as f64;
             ((sumsq - n * mean * mean) / (n - 1.0)).max(0.0).sqrt()
         };
@@ -245,7 +256,10 @@ impl Metrics {
     pub(crate) fn quota_violation(&self, name: &str) {
         let c = {
             let mut m = self.quota_violations.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry(name.to_owned()).or_default().clone()
+            match m.get(name) {
+                Some(c) => c.clone(),
+                None => m.entry(name.to_owned()).or_default().clone(),
+            }
         };
         c.fetch_add(1, Relaxed);
     }
