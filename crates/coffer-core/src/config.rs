@@ -8,6 +8,12 @@ pub struct CoreConfig {
     pub max_lease_ttl: Duration,
     pub login_limit: crate::ratelimit::LoginLimit,
     pub chaos: crate::chaos::ChaosConfig,
+    /// `telemetry { prometheus_retention_time }`: zero turns the Prometheus format off, as in
+    /// Vault; any other value turns it on (counters here are kept for the process's life).
+    pub prometheus_retention: Duration,
+    /// What `sys/config/state/sanitized` answers: the running configuration in Vault's shape,
+    /// built by the binary with every secret (storage options, keys, passwords) left out.
+    pub sanitized_config: serde_json::Value,
 }
 
 impl Default for CoreConfig {
@@ -18,6 +24,8 @@ impl Default for CoreConfig {
             max_lease_ttl: Duration::from_secs(768 * 3600),
             login_limit: crate::ratelimit::LoginLimit::default(),
             chaos: crate::chaos::ChaosConfig::default(),
+            prometheus_retention: Duration::from_secs(24 * 3600),
+            sanitized_config: serde_json::Value::Null,
         }
     }
 }

@@ -215,6 +215,8 @@ pub struct Route {
     pub info: MountInfo,
     pub view: View,
     pub backend: Arc<dyn LogicalBackend>,
+    /// This mount's telemetry counters, kept across router rebuilds.
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 #[derive(Default)]
@@ -267,7 +269,9 @@ pub fn normalize_mount_path(path: &str) -> Result<String> {
 }
 
 /// Builds the route for `entry` by calling its registered factory.
+#[allow(clippy::too_many_arguments)] // reason: one argument per part of a route; a struct for one caller adds nothing
 pub(crate) fn build_route(
+    stats: Arc<crate::metrics::RouteStats>,
     barrier: &Arc<Barrier>,
     registry: &Registry,
     table: Table,
@@ -309,7 +313,7 @@ pub(crate) fn build_route(
             })?
         }
     };
-    Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend }))
+    Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend, stats }))
 }
 
 /// Whether two mount paths would overlap.
