@@ -74,9 +74,18 @@ pub struct MountConfig {
     /// Recorded and shown, as Vault's: no Coffer engine sets response headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_response_headers: Vec<String>,
+    /// An auth method's tuned `token_type` (`service` or `default-service`; empty = the
+    /// default). Coffer issues service tokens only, so this is recorded and shown, as Vault's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_type: String,
 }
 
 impl MountConfig {
+    /// The `token_type` an auth method's reads show: Vault's `default-service` unless tuned.
+    pub fn token_type_shown(&self) -> &str {
+        if self.token_type.is_empty() { "default-service" } else { &self.token_type }
+    }
+
     /// The list tunables that are set, with Vault's names (it leaves out empty ones).
     pub fn lists(&self) -> Vec<(&'static str, &Vec<String>)> {
         [
@@ -141,7 +150,7 @@ impl MountEntry {
             config["passthrough_request_headers"] = json!(["Accept"]);
         }
         if table == Table::Auth {
-            config["token_type"] = json!("default-service");
+            config["token_type"] = json!(self.config.token_type_shown());
         }
         for (k, v) in self.config.lists() {
             config[k] = json!(v);

@@ -185,9 +185,10 @@ pub(crate) const PATHS: &[SysPath] = &[
     p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
     p(
         "generate-root",
-        "Same as generate-root/attempt.",
-        &[Read, Update, Delete],
-        GENERATE_ROOT_ATTEMPT,
+        "Root token generation: see generate-root/attempt and generate-root/update. As in \
+        Vault, no operation is served here.",
+        &[],
+        &[],
     ),
     p(
         "generate-root/attempt",
