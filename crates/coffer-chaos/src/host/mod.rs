@@ -473,6 +473,12 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The process's state letter (field 3 of /proc/PID/stat); `None` when it is gone.
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -519,7 +525,24 @@ pub async fn pause_with_id(a: &PauseArgs, o: &HostOptions, id: String) -> Result
     let output = json!({"pid": pid});
     let stop_it = || async move {
         rustix::process::kill_process(target, rustix::process::Signal::STOP)
-            .map_err(|e| FaultError::Failed(format!("cannot stop {pid}: {e}")))
+            .map_err(|e| FaultError::Failed(format!("cannot stop {pid}: {e}")))?;
+        // The signal is delivered when the process next runs, which on a loaded machine is
+        // later than kill's return: the fault is in place only once the kernel says stopped,
+        // and a probe right after the pause must see the process stopped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match state_of(pid) {
+                Some('T' | 't') | None => return Ok(()),
+                Some(other) if std::time::Instant::now() >= deadline => {
+                    // Failing means nothing stays applied: take the pending stop back.
+                    let _ = rustix::process::kill_process(target, rustix::process::Signal::CONT);
+                    return Err(FaultError::Failed(format!(
+                        "process {pid} did not stop within 5 s of SIGSTOP (state {other})"
+                    )));
+                }
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
     };
     let undo = Undo::Resume { pid, started };
     start_with_id(o, id, "pause", a.duration, undo, output, None, stop_it).await
