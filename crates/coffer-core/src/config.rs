@@ -8,6 +8,9 @@ pub struct CoreConfig {
     pub max_lease_ttl: Duration,
     pub login_limit: crate::ratelimit::LoginLimit,
     pub chaos: crate::chaos::ChaosConfig,
+    /// The address clients reach this server at (`api_addr`): the default issuer of identity
+    /// tokens. Empty: unknown.
+    pub api_addr: String,
 }
 
 impl Default for CoreConfig {
@@ -18,6 +21,7 @@ impl Default for CoreConfig {
             max_lease_ttl: Duration::from_secs(768 * 3600),
             login_limit: crate::ratelimit::LoginLimit::default(),
             chaos: crate::chaos::ChaosConfig::default(),
+            api_addr: String::new(),
         }
     }
 }

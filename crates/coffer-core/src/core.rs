@@ -44,9 +44,29 @@ pub(crate) struct Active {
     pub(crate) leases: Arc<crate::lease::Expiration>,
     /// Event notifications; every subscription ends when this state goes (sealing).
     pub(crate) events: Arc<crate::events::EventBus>,
+    /// Entities, aliases and groups (the `identity/` mount's store).
+    pub(crate) identity: Arc<crate::identity::IdentityStore>,
 }
 
 impl Active {
+    /// The ACL a token's request is judged by: its own policies, its entity's and its groups'
+    /// (as the identity store is now), templated paths rendered for its entity.
+    pub(crate) fn acl_for(
+        &self,
+        entry: &crate::token::TokenEntry,
+    ) -> Result<Arc<crate::policy::Acl>> {
+        match self.identity.token_identity(&entry.entity_id)? {
+            None => self.policies.acl_templated(&entry.policies, None),
+            Some(ident) => {
+                let mut names = entry.policies.clone();
+                names.extend(ident.policies);
+                names.sort();
+                names.dedup();
+                self.policies.acl_templated(&names, Some(&ident.ctx))
+            }
+        }
+    }
+
     pub(crate) fn router(&self) -> Result<Arc<Router>> {
         self.router
             .read()
@@ -295,7 +315,7 @@ impl Core {
             TokenStore::load(View::new(self.barrier.clone(), "sys/token/"), expire_view.clone())
                 .await?;
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
-        let secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
+        let mut secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
             None => {
                 let t = vec![
@@ -318,12 +338,31 @@ impl Core {
                 t
             }
         };
-        let token_backend: Arc<dyn LogicalBackend> =
-            Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
-        let mut routes = Vec::new();
-        for e in secrets.into_iter().filter(|e| e.kind != "system") {
-            routes.push(self.route_for(Table::Secrets, e, None)?);
+        // The identity store is always mounted, as in Vault; a table from before it existed
+        // gets its entry once.
+        if !secrets.iter().any(|e| e.kind == "identity") {
+            secrets.push(MountEntry::new("identity/", "identity", "identity store"));
+            mount::save_table(&self.barrier, Table::Secrets, &secrets).await?;
         }
+        let mut routes = Vec::new();
+        let mut identity = None;
+        for e in secrets.into_iter().filter(|e| e.kind != "system") {
+            let builtin: Option<Arc<dyn LogicalBackend>> = if e.kind == "identity" {
+                let view = View::new(self.barrier.clone(), format!("logical/{}/", e.uuid));
+                let store =
+                    crate::identity::IdentityStore::load(view, self.config.api_addr.clone())
+                        .await?;
+                identity = Some(store.clone());
+                Some(Arc::new(crate::identity::IdentityBackend { store, core: self.me.clone() }))
+            } else {
+                None
+            };
+            routes.push(self.route_for(Table::Secrets, e, builtin)?);
+        }
+        let identity = identity.ok_or_else(|| Error::Internal("identity mount missing".into()))?;
+        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
+        tb.set_identity(identity.clone());
+        let token_backend: Arc<dyn LogicalBackend> = tb;
         for e in auth {
             let builtin = (e.kind == "token").then(|| token_backend.clone());
             routes.push(self.route_for(Table::Auth, e, builtin)?);
@@ -350,7 +389,7 @@ impl Core {
             }
         });
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
-        let active = Arc::new(Active { audit, tokens, policies, router, leases, events });
+        let active = Arc::new(Active { audit, tokens, policies, router, leases, events, identity });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)

@@ -32,6 +32,13 @@ pub(crate) struct PolicyStore {
     /// Stored policies that could not be read at unseal, until written or deleted.
     damaged: RwLock<HashSet<String>>,
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// Policies with identity templates in their paths: their ACL depends on the token's entity,
+    /// so it is compiled per request instead of cached by policy set.
+    templated: RwLock<HashSet<String>>,
+}
+
+fn has_templates(p: &Policy) -> bool {
+    p.rules.iter().any(|r| crate::identity::template::is_templated(&r.pattern))
 }
 
 /// Vault lowercases policy names; we also refuse characters that would make a bad storage key.
@@ -60,10 +67,14 @@ impl PolicyStore {
             policies: RwLock::new(HashMap::new()),
             damaged: RwLock::new(HashSet::new()),
             acls: RwLock::new(HashMap::new()),
+            templated: RwLock::new(HashSet::new()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
                 Ok(Some(p)) => {
+                    if has_templates(&p) {
+                        store.templated.write().map_err(|_| poisoned())?.insert(name.clone());
+                    }
                     store.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(p));
                 }
                 Ok(None) => {}
@@ -127,9 +138,23 @@ impl PolicyStore {
         }
         let policy = Policy::parse_new(&name, raw, max_wrapping_ttl)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
+        for r in &policy.rules {
+            crate::identity::template::check_syntax(&r.pattern).map_err(|e| {
+                Error::invalid(format!("failed to parse policy: path {:?}: {e}", r.pattern))
+            })?;
+        }
+        let templated = has_templates(&policy);
         let stored = record::encode(&StoredPolicy { name: name.clone(), raw: raw.to_owned() })?;
         self.view.put(&name, &stored).await?;
         self.damaged.write().map_err(|_| poisoned())?.remove(&name);
+        {
+            let mut t = self.templated.write().map_err(|_| poisoned())?;
+            if templated {
+                t.insert(name.clone());
+            } else {
+                t.remove(&name);
+            }
+        }
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
@@ -143,8 +168,61 @@ impl PolicyStore {
         self.view.delete(&name).await?;
         self.damaged.write().map_err(|_| poisoned())?.remove(&name);
         self.policies.write().map_err(|_| poisoned())?.remove(&name);
+        self.templated.write().map_err(|_| poisoned())?.remove(&name);
         self.acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
+    }
+
+    /// [`Self::acl`], with the paths of templated policies rendered for the token's identity:
+    /// a path whose template cannot be resolved for it (no entity, a missing value, one that
+    /// would widen the path) is left out, as in Vault. Sets without a templated policy come from
+    /// the cache; the others are compiled for this request.
+    pub(crate) fn acl_templated(
+        &self,
+        names: &[String],
+        ident: Option<&crate::identity::TemplateCtx>,
+    ) -> Result<Arc<Acl>> {
+        let any = {
+            let t = self.templated.read().map_err(|_| poisoned())?;
+            !t.is_empty() && names.iter().any(|n| t.contains(n))
+        };
+        if !any || names.iter().any(|n| n == ROOT_POLICY) {
+            return self.acl(names);
+        }
+        if let Some(bad) = names.iter().find(|n| self.is_damaged(n).unwrap_or(true)) {
+            tracing::warn!(policy = %bad, "refused a token holding a damaged policy");
+            return Err(Error::PermissionDenied);
+        }
+        let none = crate::identity::TemplateCtx::default();
+        let ctx = ident.unwrap_or(&none);
+        let policies = self.policies.read().map_err(|_| poisoned())?;
+        let mut rendered: Vec<Policy> = Vec::new();
+        for n in names {
+            let Some(p) = policies.get(n) else { continue };
+            if !has_templates(p) {
+                rendered.push((**p).clone());
+                continue;
+            }
+            let mut p = (**p).clone();
+            p.rules.retain_mut(|r| {
+                if !crate::identity::template::is_templated(&r.pattern) {
+                    return true;
+                }
+                match crate::identity::template::render(
+                    &r.pattern,
+                    ctx,
+                    crate::identity::template::Mode::Acl,
+                ) {
+                    Ok(path) => {
+                        r.pattern = path;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            rendered.push(p);
+        }
+        Ok(Arc::new(Acl::new(rendered.iter())))
     }
 
     /// The compiled ACL for a token's policies; unknown names grant nothing, as in Vault.

@@ -19,6 +19,8 @@ use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenSt
 pub(crate) struct TokenBackend {
     tokens: Arc<TokenStore>,
     config: CoreConfig,
+    /// For `identity_policies` in lookups; set once at unseal, after the identity store loads.
+    identity: std::sync::OnceLock<Arc<crate::identity::IdentityStore>>,
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -40,7 +42,23 @@ const CREATE_FIELDS: &[&str] = &[
 
 impl TokenBackend {
     pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
-        Self { tokens, config }
+        Self { tokens, config, identity: std::sync::OnceLock::new() }
+    }
+
+    pub(crate) fn set_identity(&self, store: Arc<crate::identity::IdentityStore>) {
+        let _ = self.identity.set(store);
+    }
+
+    /// Vault's lookup answer, with the token's `identity_policies` when its entity gives any.
+    fn lookup_answer(&self, e: &TokenEntry, token: Option<&str>) -> Result<Response> {
+        let mut data = e.lookup_data(token, now_unix());
+        if let Some(store) = self.identity.get()
+            && let Some(ident) = store.token_identity(&e.entity_id)?
+            && !ident.policies.is_empty()
+        {
+            data.insert("identity_policies".into(), Value::from(ident.policies));
+        }
+        Ok(Response::data(data))
     }
 
     async fn create_child(&self, r: &Req<'_>) -> Result<Response> {
@@ -149,6 +167,8 @@ impl TokenBackend {
             period,
             renewable: f.bool("renewable")?.unwrap_or(true),
             orphan: no_parent,
+            // As Vault: a token acts for the entity of the token that made it.
+            entity_id: parent.entity_id.clone(),
             path: if orphan_endpoint {
                 "auth/token/create-orphan".into()
             } else {
@@ -265,17 +285,17 @@ static PATHS: LazyLock<Paths<TokenBackend>> = LazyLock::new(|| {
 impl TokenBackend {
     async fn lookup_self(&self, r: &Req<'_>) -> Result<Response> {
         let e = self_caller(r)?;
-        Ok(Response::data(e.lookup_data(r.client_token.map(|t| t.expose()), now_unix())))
+        self.lookup_answer(e, r.client_token.map(|t| t.expose()))
     }
 
     async fn lookup(&self, r: &Req<'_>) -> Result<Response> {
         let (t, e) = self.named_token(r).await?;
-        Ok(Response::data(e.lookup_data(Some(t.expose()), now_unix())))
+        self.lookup_answer(&e, Some(t.expose()))
     }
 
     async fn lookup_accessor(&self, r: &Req<'_>) -> Result<Response> {
         let e = self.named_accessor(r).await?;
-        Ok(Response::data(e.lookup_data(None, now_unix())))
+        self.lookup_answer(&e, None)
     }
 
     async fn renew_self(&self, r: &Req<'_>) -> Result<Response> {

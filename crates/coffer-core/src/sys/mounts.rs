@@ -244,7 +244,7 @@ pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
     let (route, _) =
         router.route(path).ok_or_else(|| Error::invalid(format!("no mount serves {path:?}")))?;
     let caller = ctx.caller().ok_or(Error::PermissionDenied)?;
-    let acl = ctx.active.policies.acl(&caller.policies)?;
+    let acl = ctx.active.acl_for(caller)?;
     if !acl.has_access_under(&route.full_path) {
         return Err(Error::PermissionDenied);
     }
