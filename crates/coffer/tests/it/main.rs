@@ -21,6 +21,8 @@ mod database_leases;
 mod docs;
 mod events;
 mod help;
+mod identity;
+mod identity_oidc;
 mod invariants;
 mod jwt;
 mod kubernetes;
