@@ -44,6 +44,9 @@ pub(crate) struct CachedLease {
 pub(crate) struct CachedSecret {
     pub(crate) path: String,
     pub(crate) args: Vec<(String, String)>,
+    /// A `pkiCert` certificate (absent from caches written before there was one).
+    #[serde(default)]
+    pub(crate) pki: bool,
     pub(crate) value: Value,
     pub(crate) lease: Option<CachedLease>,
 }
@@ -213,12 +216,14 @@ mod tests {
                 CachedSecret {
                     path: "secret/data/a".into(),
                     args: vec![],
+                    pki: false,
                     value: json!({"Data": {"v": "kv-canary"}}),
                     lease: None,
                 },
                 CachedSecret {
                     path: "database/creds/live".into(),
                     args: vec![],
+                    pki: false,
                     value: json!({"Data": {"password": "live-canary"}}),
                     lease: Some(CachedLease {
                         id: "l1".into(),
@@ -230,6 +235,7 @@ mod tests {
                 CachedSecret {
                     path: "database/creds/dead".into(),
                     args: vec![],
+                    pki: false,
                     value: json!({"Data": {"password": "dead-canary"}}),
                     lease: Some(CachedLease {
                         id: "l2".into(),

@@ -5,6 +5,8 @@
 //! reads it. A dependency without a lease (KV) is read again when an event says it changed, and
 //! at `static_secret_render_interval` in any case; one with a lease is renewed at two thirds of
 //! its duration and fetched anew when renewal stops extending it (its max TTL is near) or fails.
+//! A certificate a template asks for with `pkiCert` is issued anew at about two thirds of its
+//! lifetime (as Vault Agent does), whether or not the server gave it a lease.
 //! A new token makes every dependency stale: the old token's leases may be gone with it.
 //!
 //! Templates render synchronously: a secret not fetched yet renders as empty and is noted; the
@@ -39,6 +41,8 @@ pub(crate) struct DepKey {
     pub(crate) path: String,
     /// `secret "path" "k=v"` writes these and reads the answer.
     pub(crate) args: Vec<(String, String)>,
+    /// A `pkiCert` certificate: always issued with a write, re-issued before it expires.
+    pub(crate) pki: bool,
 }
 
 struct Lease {
@@ -209,6 +213,7 @@ impl Renderer {
             .map(|(k, d)| CachedSecret {
                 path: k.path.clone(),
                 args: k.args.clone(),
+                pki: k.pki,
                 value: d.value.0.clone(),
                 lease: d.lease.as_ref().map(|l| CachedLease {
                     id: l.id.clone(),
@@ -226,15 +231,21 @@ impl Renderer {
         for s in secrets.drain(..) {
             let lease = s.lease.as_ref().map(|l| {
                 let expires = cache::instant_at(l.expires);
+                // A certificate stays until its re-issue point; a lease is checked at once.
+                let due = if s.pki {
+                    cache::instant_at(l.expires.saturating_sub(l.issued / 3))
+                } else {
+                    Instant::now()
+                };
                 Lease {
                     id: l.id.clone(),
                     issued: Duration::from_secs(l.issued),
-                    due: Instant::now(),
+                    due,
                     expires,
                     renew: l.renew,
                 }
             });
-            let key = DepKey { path: s.path.clone(), args: s.args.clone() };
+            let key = DepKey { path: s.path.clone(), args: s.args.clone(), pki: s.pki };
             let value = Zeroizing::new(ValueBox(s.value));
             // A secret without a lease may have changed meanwhile: read again once the server
             // answers. A leased one is kept and its renewal is due at once: the renewal proves
@@ -602,7 +613,7 @@ impl Renderer {
 
     async fn fetch(&self, tok: &Arc<Token>, k: &DepKey) -> Result<Dep> {
         self.status.count(|c| &c.secret_fetches);
-        let answer = if k.args.is_empty() {
+        let answer = if k.args.is_empty() && !k.pki {
             self.conn.call(Some(&tok.secret), "GET", &k.path, None).await
         } else {
             let body: Map<String, Value> =
@@ -626,6 +637,9 @@ impl Renderer {
         let lease_id = body.get("lease_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         let lease_duration = body.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
         let renewable = body.get("renewable").and_then(Value::as_bool).unwrap_or(false);
+        if k.pki {
+            return pki_dep(k, data, lease_id, tok.generation);
+        }
         let value = json!({
             "Data": data,
             "LeaseID": lease_id,
@@ -655,6 +669,47 @@ impl Renderer {
     }
 }
 
+/// A `pkiCert` certificate as templates see it (consul-template's `Cert`, `Key`, `CA`,
+/// `CAChain`), due to be issued anew at about two thirds of its lifetime.
+fn pki_dep(k: &DepKey, data: Value, lease_id: String, generation: u64) -> Result<Dep> {
+    // The answer holds the private key: wiped when dropped, once its parts are copied out.
+    let data = Zeroizing::new(ValueBox(data));
+    let data = &data.0;
+    let text = |f: &str| data.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let cert = text("certificate");
+    if cert.is_empty() {
+        bail!("{} answered no certificate: pkiCert needs a pki issue path", k.path);
+    }
+    let now_unix = cache::unix(SystemTime::now());
+    let expiration = data.get("expiration").and_then(Value::as_u64).unwrap_or(0);
+    if expiration <= now_unix {
+        bail!("{} answered a certificate that has already expired", k.path);
+    }
+    let lifetime = Duration::from_secs(expiration - now_unix);
+    let value = json!({
+        "Cert": cert,
+        "Key": text("private_key"),
+        "CA": text("issuing_ca"),
+        "CAChain": data.get("ca_chain").cloned().unwrap_or_else(|| json!([])),
+    });
+    let now = Instant::now();
+    tracing::info!(path = %k.path, lifetime = ?lifetime, "certificate issued");
+    Ok(Dep {
+        value: Zeroizing::new(ValueBox(value)),
+        lease: Some(Lease {
+            id: lease_id,
+            issued: lifetime,
+            due: now + crate::backoff::jitter(lifetime.mul_f64(2.0 / 3.0), 0.05),
+            expires: now + lifetime,
+            // Re-issued, never renewed: a certificate's lease (`generate_lease`) cannot be.
+            renew: false,
+        }),
+        stale: false,
+        why: Reason::Rotation,
+        generation,
+    })
+}
+
 struct Ctx<'a> {
     deps: &'a HashMap<DepKey, Dep>,
     ensured: &'a HashSet<DepKey>,
@@ -667,7 +722,7 @@ impl coffer_template::Context for Ctx<'_> {
         let mut args: Vec<(String, String)> =
             args.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
         args.sort();
-        let k = DepKey { path: path.trim_matches('/').to_owned(), args };
+        let k = DepKey { path: path.trim_matches('/').to_owned(), args, pki: false };
         self.used.insert(k.clone());
         match self.deps.get(&k).filter(|_| self.ensured.contains(&k)) {
             Some(d) => Ok(as_secret(&d.value.0)),
@@ -676,6 +731,25 @@ impl coffer_template::Context for Ctx<'_> {
                 // Rendering goes on with an empty secret to find every other one missing; this
                 // output is thrown away.
                 Ok(Secret::default())
+            }
+        }
+    }
+
+    fn pki_cert(
+        &mut self,
+        path: &str,
+        args: &[(&str, &str)],
+    ) -> std::result::Result<coffer_template::Value, String> {
+        let mut args: Vec<(String, String)> =
+            args.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        args.sort();
+        let k = DepKey { path: path.trim_matches('/').to_owned(), args, pki: true };
+        self.used.insert(k.clone());
+        match self.deps.get(&k).filter(|_| self.ensured.contains(&k)) {
+            Some(d) => Ok(coffer_template::Value::from(d.value.0.clone())),
+            None => {
+                self.missing.push(k);
+                Ok(coffer_template::Value::Missing)
             }
         }
     }

@@ -9,7 +9,9 @@
 //! sealed (they carry no secret). A failure to seal is an error, never a cleartext answer. An
 //! answer that is already sealed (one sealed when it was wrapped) is passed on as it is. Not
 //! here: the audit entries, which are written from the answer in clear, HMAC'd as always, before
-//! it is sealed (pipeline); and wrapping, which seals what it stores itself (wrapping).
+//! it is sealed (pipeline); and wrapping, which seals what it stores itself (wrapping). Not
+//! sealed either: a non-JSON body (`Response::raw_body`), which carries only public data
+//! (certificates, CRLs, OCSP answers).
 
 use coffer_hpke::{Binding, Recipient};
 use serde_json::{Map, Value, json};
@@ -127,5 +129,19 @@ mod tests {
         assert!(empty.is_empty());
         let null = seal(Response::raw(202, Value::Null), &r, &binding(&req)).expect("seal");
         assert_eq!(null.raw, Some((202, Value::Null)));
+    }
+
+    /// A PEM or DER body (a CA certificate, a CRL) is public: it goes out as it is.
+    #[test]
+    fn non_json_bodies_carry_public_data_and_pass_unsealed() {
+        let (_, r) = key();
+        let req = Request::new(Operation::Read, "pki/ca/pem");
+        let pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        let resp = Response::raw_body("application/pem-certificate-chain", pem.clone());
+        assert!(!has_sealable_parts(&resp));
+        let out = seal(resp, &r, &binding(&req)).expect("seal");
+        let body = out.raw_body.expect("raw body");
+        assert_eq!((body.content_type, body.body), ("application/pem-certificate-chain", pem));
+        assert!(out.sealed.is_none());
     }
 }

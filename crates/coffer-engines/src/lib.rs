@@ -1,7 +1,8 @@
 //! Coffer's built-in secrets engines, and only those: kv (versions 1 and 2), cubbyhole,
-//! database, and transit (its own crate, `coffer-transit`, registered here). Each sees only
-//! `coffer_core`'s logical types and its own storage view; the binary registers them in the
-//! core's [`Registry`]. Auth methods live in `coffer-auth`.
+//! database, transit and pki (each of the last two in its own crate, `coffer-transit` and
+//! `coffer-pki`, registered here). Each sees only `coffer_core`'s logical types and its own
+//! storage view; the binary registers them in the core's [`Registry`]. Auth methods live in
+//! `coffer-auth`.
 
 mod cubbyhole;
 mod database;
@@ -19,4 +20,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_secrets("cubbyhole", Arc::new(cubbyhole::factory));
     registry.register_secrets("database", Arc::new(database::factory));
     registry.register_secrets("transit", Arc::new(coffer_transit::factory));
+    registry.register_secrets("pki", Arc::new(coffer_pki::factory));
 }

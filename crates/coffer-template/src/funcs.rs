@@ -3,9 +3,9 @@
 //!
 //! Guarantees: each function has a Go signature (parameter types checked by the executor as Go's
 //! `reflect` calls check them); a function's error message names what went wrong and, for
-//! `secret`, the path, never an argument's value. The set is closed: a name not listed here is a
-//! parse error. Not provided: `call`, `pkiCert`, `secrets`, `key`, `service` and the other
-//! Consul/Nomad functions, sprig.
+//! `secret` and `pkiCert`, the path, never an argument's value. The set is closed: a name not
+//! listed here is a parse error. Not provided: `call`, `secrets`, `caRoot`, `caLeaf`, `key`,
+//! `service` and the other Consul/Nomad functions, sprig.
 
 use std::sync::Arc;
 
@@ -90,6 +90,7 @@ funcs! {
     Js "js" [] ...Any;
     Urlquery "urlquery" [] ...Any;
     Secret "secret" [] ...Str;
+    PkiCert "pkiCert" [] ...Str;
     Env "env" [Str];
     File "file" [Str];
     Base64Encode "base64Encode" [Str];
@@ -460,6 +461,7 @@ pub(crate) fn call<C: Context + ?Sized>(
         Func::Js => buf(js_escape(sprint_args(args).as_str())),
         Func::Urlquery => buf(query_escape(sprint_args(args).as_str())),
         Func::Secret => return secret(args, ctx),
+        Func::PkiCert => return pki_cert(args, ctx),
         Func::Env => string_value(ctx.env(arg_str(args, 0))),
         Func::File => {
             let path = arg_str(args, 0);
@@ -508,7 +510,11 @@ pub(crate) fn call<C: Context + ?Sized>(
 }
 
 /// `secret "path"` reads; `secret "path" "k=v" ...` writes with data.
-fn secret<C: Context + ?Sized>(args: &[Value], ctx: &mut C) -> Result<Value, String> {
+/// A path and its `key=value` parameters.
+type PathParams<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+/// The path and the `key=value` parameters of `secret` and `pkiCert`.
+fn path_and_params(args: &[Value]) -> Result<PathParams<'_>, String> {
     let Some(path) = args.first().and_then(Value::as_str) else {
         return Err("missing path".to_owned());
     };
@@ -519,8 +525,18 @@ fn secret<C: Context + ?Sized>(args: &[Value], ctx: &mut C) -> Result<Value, Str
             None => return Err(format!("{path}: argument {} is not of the form key=value", i + 1)),
         }
     }
+    Ok((path, params))
+}
+
+fn secret<C: Context + ?Sized>(args: &[Value], ctx: &mut C) -> Result<Value, String> {
+    let (path, params) = path_and_params(args)?;
     let s = ctx.secret(path, &params).map_err(|e| format!("{path}: {e}"))?;
     Ok(Value::from(s))
+}
+
+fn pki_cert<C: Context + ?Sized>(args: &[Value], ctx: &mut C) -> Result<Value, String> {
+    let (path, params) = path_and_params(args)?;
+    ctx.pki_cert(path, &params).map_err(|e| format!("{path}: {e}"))
 }
 
 /// The parameter types `join` and friends accept: `[]string` is a list of strings.

@@ -1,5 +1,5 @@
 //! Vault Agent's template language for `coffer agent`: Go's `text/template` with the
-//! consul-template functions agent templates use (`secret`, `env`, `file`, `base64Encode`,
+//! consul-template functions agent templates use (`secret`, `pkiCert`, `env`, `file`, `base64Encode`,
 //! `toJSON`, `toYAML`, ...). The supported set, and where it differs from Vault Agent, is in
 //! docs/agent.md ("Templates").
 //!
@@ -75,6 +75,15 @@ pub trait Context {
     /// response. An `Err` message ends the render and is shown with the path: it must not
     /// contain secret values.
     fn secret(&mut self, path: &str, params: &[(&str, &str)]) -> Result<Secret, String>;
+
+    /// `{{ pkiCert "pki/issue/role" "common_name=..." }}`: a certificate issued at `path` with
+    /// `params`, as consul-template's `pkiCert` gives it: a map with `Cert`, `Key`, `CA` (PEM
+    /// strings) and `CAChain` (a list of PEM strings). The caller decides when to issue a new
+    /// one; an `Err` message is shown with the path and must not contain secret values.
+    fn pki_cert(&mut self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+        let _ = (path, params);
+        Err("pkiCert is not available here".to_owned())
+    }
 
     /// `{{ env "NAME" }}`: the variable's value, or `""` when unset (as consul-template).
     fn env(&mut self, name: &str) -> String {

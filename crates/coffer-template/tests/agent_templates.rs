@@ -39,6 +39,13 @@ impl Context for Agent {
         }
     }
 
+    fn pki_cert(&mut self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+        self.calls.push(format!("pkiCert {path} {params:?}"));
+        Ok(Value::from(json!({
+            "Cert": "CERT", "Key": "KEY", "CA": "CA", "CAChain": ["CA", "ROOT"]
+        })))
+    }
+
     fn env(&mut self, name: &str) -> String {
         if name == "APP_ENV" { "prod".into() } else { String::new() }
     }
@@ -112,9 +119,29 @@ fn secrets_are_fetched_lazily_in_template_order() {
 }
 
 #[test]
+fn pki_cert_gives_consul_templates_fields() {
+    let t = Template::parse(
+        "t",
+        r#"{{ with pkiCert "pki/issue/web" "common_name=a.example.com" "ttl=1h" }}{{ .Cert }}|{{ .Key }}|{{ .CA }}|{{ range .CAChain }}{{ . }};{{ end }}{{ end }}"#,
+    )
+    .unwrap();
+    let mut agent = Agent::default();
+    assert_eq!(t.render(&mut agent).unwrap().as_str(), "CERT|KEY|CA|CA;ROOT;");
+    assert_eq!(
+        agent.calls,
+        vec![r#"pkiCert pki/issue/web [("common_name", "a.example.com"), ("ttl", "1h")]"#]
+    );
+    let e = Template::parse("t", r#"{{ pkiCert "pki/issue/web" "oops" }}"#)
+        .unwrap()
+        .render(&mut agent)
+        .unwrap_err();
+    assert!(e.to_string().contains("argument 2 is not of the form key=value"), "{e}");
+}
+
+#[test]
 fn unknown_function_is_a_parse_error_naming_it_and_its_position() {
-    let err = Template::parse("web.tmpl", "line1\n  {{ pkiCert \"pki/issue/x\" }}").unwrap_err();
-    assert_eq!(err.to_string(), "template: web.tmpl:2:5: function \"pkiCert\" not defined");
+    let err = Template::parse("web.tmpl", "line1\n  {{ caRoot \"pki/issue/x\" }}").unwrap_err();
+    assert_eq!(err.to_string(), "template: web.tmpl:2:5: function \"caRoot\" not defined");
     assert!(matches!(err, Error::Parse { line: 2, .. }));
 }
 

@@ -227,7 +227,24 @@ async fn handle(
     };
     // A help request carries no data (Vault ignores its body and query).
     let body: &[u8] = if help { &[] } else { &body };
-    let mut data = match parse_body(body) {
+    let ocsp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/ocsp-request"));
+    // As Vault: a DER OCSP request is no JSON; it reaches the engine base64-encoded in
+    // `http_raw_body`, the field Vault's handler puts it in.
+    let parsed = if ocsp && !body.is_empty() {
+        use base64::Engine as _;
+        let mut m = Map::new();
+        m.insert(
+            "http_raw_body".into(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+        );
+        Ok(m)
+    } else {
+        parse_body(body)
+    };
+    let mut data = match parsed {
         Ok(d) => d,
         Err(e) => return error_response(e, &request_id, &path),
     };
@@ -300,6 +317,12 @@ async fn handle(
 
 fn success(r: coffer_core::Response, request_id: String) -> Response {
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    if let Some(raw) = r.raw_body {
+        let status = StatusCode::from_u16(raw.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let content_type = HeaderValue::from_static(raw.content_type);
+        return (status, [no_store[0].clone(), (header::CONTENT_TYPE, content_type)], raw.body)
+            .into_response();
+    }
     if let Some((status, body)) = r.raw {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, no_store, axum::Json(body)).into_response();

@@ -475,6 +475,13 @@ impl Broker {
                     out.insert("data".into(), body.clone());
                     out.insert("status".into(), json!(status));
                 }
+                if let Some(b) = &resp.raw_body {
+                    out.insert("status".into(), json!(b.status));
+                    out.insert(
+                        "raw_body".into(),
+                        json!({"content_type": b.content_type, "length": b.body.len()}),
+                    );
+                }
                 if let Some(a) = &resp.auth {
                     out.insert(
                         "auth".into(),

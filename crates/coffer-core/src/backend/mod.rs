@@ -140,10 +140,76 @@ impl Registry {
     }
 }
 
-/// Whether `path` matches one of `patterns` (exact, or prefix when the pattern ends in `*`).
+/// Whether `path` matches one of `patterns`, as Vault's special paths match: exact, a prefix
+/// when the pattern ends in `*`, and `+` standing for any one non-empty segment
+/// (`issuer/+/pem`).
 pub(crate) fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => *p == path,
-    })
+    patterns.iter().any(|p| pattern_matches(p, path))
+}
+
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    let (pattern, prefix) = match pattern.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (pattern, false),
+    };
+    if !pattern.contains('+') {
+        return if prefix { path.starts_with(pattern) } else { pattern == path };
+    }
+    let mut rest = path;
+    let segments: Vec<&str> = pattern.split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let (head, tail) = match rest.split_once('/') {
+            Some((h, t)) => (h, Some(t)),
+            None => (rest, None),
+        };
+        match *seg {
+            "+" if head.is_empty() => return false,
+            "+" => {}
+            // The pattern's last piece with `*`: the rest of the path only has to begin with it.
+            lit if last && prefix => return rest.starts_with(lit),
+            lit if lit == head => {}
+            _ => return false,
+        }
+        if last {
+            return if prefix { true } else { tail.is_none() };
+        }
+        match tail {
+            Some(t) => rest = t,
+            None => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod path_match_tests {
+    use super::path_matches;
+
+    #[test]
+    fn special_paths_match_exactly_by_prefix_and_with_plus_segments() {
+        let p = ["ca", "cert/*", "issuer/+/pem", "issuer/+/crl*", "issuers/"];
+        for yes in [
+            "ca",
+            "cert/01:02",
+            "cert/",
+            "issuer/abc/pem",
+            "issuer/x/crl",
+            "issuer/x/crl/pem",
+            "issuers/",
+        ] {
+            assert!(path_matches(&p, yes), "{yes}");
+        }
+        for no in [
+            "ca/x",
+            "cax",
+            "issuer//pem",
+            "issuer/abc/pem/x",
+            "issuer/abc",
+            "issuer/a/b/pem",
+            "issuers",
+        ] {
+            assert!(!path_matches(&p, no), "{no}");
+        }
+    }
 }

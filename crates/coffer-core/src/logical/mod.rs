@@ -133,6 +133,10 @@ pub struct Response {
     pub lease_id: String,
     pub warnings: Vec<String>,
     pub raw: Option<(u16, Value)>,
+    /// A body that is not JSON (a PEM or DER certificate, a CRL, an OCSP answer), sent as it
+    /// is with its own content type: Vault's `http_raw_body`. Only for public data: it is
+    /// neither sealed nor wrapped, and audit entries record its type and length, not its bytes.
+    pub raw_body: Option<RawBody>,
     /// An auth method's successful login; the core turns it into a token and fills `auth`.
     pub login: Option<login::Login>,
     /// Set when the answer was wrapped: the client gets only this.
@@ -205,6 +209,10 @@ impl fmt::Debug for Response {
             .field("lease_id", &self.lease_id)
             .field("warnings", &self.warnings)
             .field("raw", &self.raw.as_ref().map(|(status, body)| (status, KeysOnly(body))))
+            .field(
+                "raw_body",
+                &self.raw_body.as_ref().map(|b| (b.status, b.content_type, b.body.len())),
+            )
             .field("login", &self.login)
             .field("wrap_info", &self.wrap_info)
             .field("secret", &self.secret)
@@ -213,6 +221,14 @@ impl fmt::Debug for Response {
             .field("subscription", &self.subscription)
             .finish()
     }
+}
+
+/// A non-JSON answer body (Vault's `http_raw_body`, `http_content_type`, `http_status_code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBody {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
 }
 
 /// What an engine says about a secret it just issued, for the expiration manager.
@@ -255,6 +271,11 @@ impl Response {
         Self { raw: Some((status, body)), ..Self::default() }
     }
 
+    /// A non-JSON body with its content type, answered with status 200.
+    pub fn raw_body(content_type: &'static str, body: Vec<u8>) -> Self {
+        Self { raw_body: Some(RawBody { status: 200, content_type, body }), ..Self::default() }
+    }
+
     pub fn list(keys: Vec<String>) -> Self {
         let mut m = Map::new();
         m.insert("keys".into(), Value::from(keys));
@@ -285,6 +306,7 @@ impl Response {
             && self.lease_id.is_empty()
             && self.warnings.is_empty()
             && self.raw.is_none()
+            && self.raw_body.is_none()
             && self.sealed.is_none()
     }
 }

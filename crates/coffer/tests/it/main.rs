@@ -4,6 +4,7 @@ mod common;
 
 mod agent;
 mod agent_audit;
+mod agent_pki;
 mod api;
 mod approle;
 mod audit;
@@ -29,6 +30,7 @@ mod kubernetes;
 mod kv2;
 mod leases;
 mod limits;
+mod pki;
 mod postgresql;
 mod sealed;
 mod tls;
