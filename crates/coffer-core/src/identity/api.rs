@@ -45,8 +45,8 @@ impl IdentityBackend {
             "id": a.id,
             "canonical_id": a.canonical_id,
             "mount_accessor": a.mount_accessor,
-            "metadata": a.metadata,
-            "custom_metadata": a.custom_metadata,
+            "metadata": nullable_map(&a.metadata),
+            "custom_metadata": nullable_map(&a.custom_metadata),
             "name": a.name,
             "merged_from_canonical_ids": nullable(&a.merged_from_canonical_ids),
             "creation_time": a.creation_time,
@@ -515,7 +515,7 @@ impl IdentityBackend {
             }
             info.insert(e.id.clone(), Value::Object(entry));
         }
-        list_with_info(keys, info)
+        list_with_info(keys, info, by_id)
     }
 
     async fn entity_merge(&self, r: &Req<'_>) -> Result<Response> {
@@ -778,7 +778,7 @@ impl IdentityBackend {
         for a in aliases {
             let mut m = obj(json!({
                 "canonical_id": a.canonical_id,
-                "custom_metadata": a.custom_metadata,
+                "custom_metadata": nullable_map(&a.custom_metadata),
                 "local": false,
                 "mount_accessor": a.mount_accessor,
                 "name": a.name,
@@ -790,7 +790,7 @@ impl IdentityBackend {
             keys.push(a.id.clone());
             info.insert(a.id, Value::Object(m));
         }
-        list_with_info(keys, info)
+        list_with_info(keys, info, true)
     }
 
     // ---- groups ----
@@ -998,7 +998,7 @@ impl IdentityBackend {
             }
             info.insert(g.id.clone(), Value::Object(entry));
         }
-        list_with_info(keys, info)
+        list_with_info(keys, info, by_id)
     }
 
     // ---- group aliases ----
@@ -1150,10 +1150,21 @@ impl IdentityBackend {
     }
 }
 
-/// Vault's `ListResponseWithInfo`: `keys` and `key_info`; an empty list is a 404 like any.
-fn list_with_info(keys: Vec<String>, info: Map<String, Value>) -> Result<Response> {
+/// Vault's `ListResponseWithInfo`: `keys` and `key_info` (by id); an empty list is a 404. Listings by name answer
+/// `keys` alone: Vault's HTTP layer keeps only the `key_info` entries whose key is listed, and
+/// the by-id entries of a by-name listing match none.
+fn list_with_info(
+    keys: Vec<String>,
+    info: Map<String, Value>,
+    with_info: bool,
+) -> Result<Response> {
+    if keys.is_empty() {
+        return Err(Error::NotFound);
+    }
     let mut m = Map::new();
     m.insert("keys".into(), json!(keys));
-    m.insert("key_info".into(), Value::Object(info));
+    if with_info {
+        m.insert("key_info".into(), Value::Object(info));
+    }
     Ok(Response::data(m))
 }

@@ -488,7 +488,7 @@ impl IdentityStore {
     pub(crate) fn fresh_entity_name(&self) -> Result<String> {
         self.read(|s| {
             loop {
-                let n = format!("entity_{}", crate::random::random_base62(8).to_lowercase());
+                let n = format!("entity_{}", &crate::random::uuid_v4()[..8]);
                 if s.entity_by_name(&n).is_none() {
                     break n;
                 }
@@ -499,7 +499,7 @@ impl IdentityStore {
     pub(crate) fn fresh_group_name(&self) -> Result<String> {
         self.read(|s| {
             loop {
-                let n = format!("group_{}", crate::random::random_base62(8).to_lowercase());
+                let n = format!("group_{}", &crate::random::uuid_v4()[..8]);
                 if s.group_by_name(&n).is_none() {
                     break n;
                 }

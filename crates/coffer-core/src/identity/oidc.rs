@@ -44,6 +44,9 @@ const RESERVED_CLAIMS: &[&str] =
 
 const DAY: u64 = 24 * 3600;
 
+/// The key Vault makes on first use by a role, and never deletes.
+const DEFAULT_KEY: &str = "default";
+
 /// A PKCS#8 private key, base64 in its record; zeroized when dropped, never printed.
 #[derive(Clone, Serialize, Deserialize, Default)]
 #[serde(transparent)]
@@ -448,7 +451,7 @@ impl IdentityBackend {
     }
 
     async fn oidc_key_list(&self, _r: &Req<'_>) -> Result<Response> {
-        Ok(Response::list(self.oidc().read(|s| s.keys.keys().cloned().collect())?))
+        list(self.oidc().read(|s| s.keys.keys().cloned().collect())?)
     }
 
     async fn oidc_key_read(&self, r: &Req<'_>) -> Result<Response> {
@@ -541,6 +544,9 @@ impl IdentityBackend {
 
     async fn oidc_key_delete(&self, r: &Req<'_>) -> Result<Response> {
         let name = r.capture("name").to_owned();
+        if name == DEFAULT_KEY {
+            return Err(Error::invalid(format!("deletion of key {DEFAULT_KEY:?} not allowed")));
+        }
         let o = self.oidc();
         let _g = o.write.lock().await;
         let users: Vec<String> = o.read(|s| {
@@ -572,7 +578,7 @@ impl IdentityBackend {
     }
 
     async fn oidc_role_list(&self, _r: &Req<'_>) -> Result<Response> {
-        Ok(Response::list(self.oidc().read(|s| s.roles.keys().cloned().collect())?))
+        list(self.oidc().read(|s| s.roles.keys().cloned().collect())?)
     }
 
     async fn oidc_role_read(&self, r: &Req<'_>) -> Result<Response> {
@@ -610,6 +616,23 @@ impl IdentityBackend {
                 .map(|x| x.client_id.clone())
                 .unwrap_or_else(|| crate::random::random_base62(26)),
         };
+        if key == DEFAULT_KEY && o.read(|s| !s.keys.contains_key(DEFAULT_KEY))? {
+            // As Vault: the default key is made when a role first names it.
+            let (private, signing) = generate("RS256")?;
+            let now = now_unix();
+            o.save_key(NamedKey {
+                name: DEFAULT_KEY.into(),
+                algorithm: "RS256".into(),
+                rotation_period: DAY,
+                verification_ttl: DAY,
+                allowed_client_ids: vec!["*".into()],
+                signing,
+                private,
+                retired: Vec::new(),
+                next_rotation: now.saturating_add(DAY),
+            })
+            .await?;
+        }
         let Some(k) = o.read(|s| s.keys.get(&key).cloned())? else {
             return Err(Error::invalid(format!("cannot find key {key:?}")));
         };
@@ -803,6 +826,14 @@ impl IdentityBackend {
     async fn oidc_keys(&self, _r: &Req<'_>) -> Result<Response> {
         Ok(Response::raw(200, self.oidc().jwks().await?))
     }
+}
+
+/// A list; an empty one is a 404, as Vault answers.
+fn list(keys: Vec<String>) -> Result<Response> {
+    if keys.is_empty() {
+        return Err(Error::NotFound);
+    }
+    Ok(Response::list(keys))
 }
 
 /// Vault accepts a template as JSON or as base64-encoded JSON; it must be a JSON object once

@@ -266,6 +266,8 @@ async fn entities_groups_and_lookups_in_vaults_shapes_and_errors() {
     let (code, b) = s.call("LIST", "identity/entity/name", Some(&root), None).await;
     assert_eq!(code, 200, "{b}");
     assert_eq!(b["data"]["keys"], json!(["svc"]));
+    assert_eq!(b["data"].get("key_info"), None, "as Vault's: by-id info matches no name");
+    let (_, b) = s.call("LIST", "identity/entity/id", Some(&root), None).await;
     assert_eq!(b["data"]["key_info"][&e.id]["name"], "svc");
     let (code, b) = s.call("POST", "identity/lookup/entity", Some(&root), Some(json!({}))).await;
     assert_eq!((code, b["errors"][0].as_str()), (400, Some("query parameter not supplied")));
