@@ -76,6 +76,8 @@ fn emit(mode: Mode, v: Val<'_>) -> Result<String, TemplateError> {
         },
         Mode::Json => Ok(match v {
             Val::Str(s) => serde_json::Value::from(s).to_string(),
+            // Go's nil slice: an entity in no group renders `null`, as Vault's does.
+            Val::List(l) if l.is_empty() => "null".to_owned(),
             Val::List(l) => serde_json::Value::from(l).to_string(),
             Val::Map(m) => match m {
                 Some(m) => serde_json::to_value(m).map_err(|e| err(e.to_string()))?.to_string(),

@@ -103,6 +103,13 @@ async fn a_login_makes_one_entity_and_alias_and_the_next_login_reuses_them() {
         e["request"]["path"] == "auth/token/lookup-self" && e["auth"]["entity_id"] == json!(entity)
     });
     assert!(carried, "audit entries of the token's requests name its entity");
+    let answered =
+        audit.lines().map(|l| serde_json::from_str::<Value>(l).expect("line")).any(|e| {
+            e["type"] == "response"
+                && e["request"]["path"] == "auth/approle/login"
+                && e["response"]["auth"]["entity_id"] == json!(entity)
+        });
+    assert!(answered, "the login's response entry names the entity");
 }
 
 #[tokio::test]
