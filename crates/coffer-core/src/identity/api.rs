@@ -203,13 +203,13 @@ const LOOKUP_FIELDS: &[Field] = &[
     Field::str("alias_mount_accessor", "Mount accessor of alias_name.").unchecked(),
 ];
 const IDS_FIELDS: &[Field] =
-    &[Field::comma_list("entity_ids", "Entity IDs to delete.").required().unchecked()];
+    &[Field::comma_list("entity_ids", "Entity IDs to delete.").unchecked()];
 const MERGE_FIELDS: &[Field] = &[
     Field::comma_list("from_entity_ids", "Entities merged into to_entity_id.").unchecked(),
     Field::str("to_entity_id", "Entity the others are merged into.").unchecked(),
     Field::comma_list("conflicting_alias_ids_to_keep", "Aliases kept on a mount clash.")
         .unchecked(),
-    Field::bool("force", "Merge even when the entities have aliases on the same mount.")
+    Field::bool("force", "Accepted; settles MFA conflicts in Vault, which Coffer has not.")
         .unchecked(),
 ];
 
@@ -529,12 +529,19 @@ impl IdentityBackend {
             return Err(Error::invalid("missing entity ids to merge from"));
         }
         let keep = f.list("conflicting_alias_ids_to_keep")?.unwrap_or_default();
-        let force = f.bool("force")?.unwrap_or(false);
+        // `force` settles MFA secret conflicts in Vault; Coffer has no MFA, so it changes nothing.
+        let _force = f.bool("force")?;
+        if from.len() > 1 && keep.len() > 1 {
+            return Err(Error::invalid(
+                "aliases conflicts cannot be resolved with multiple from entity ids - merge one \
+                 entity at a time",
+            ));
+        }
         let _g = self.store.lock().await;
         let target = self.store.read(|s| s.entity(&to).cloned())?;
         let mut target =
             (*target.ok_or_else(|| Error::invalid("entity id to merge to is invalid"))?).clone();
-        let mut deleted = Vec::new();
+        let mut sources = Vec::new();
         for id in &from {
             if *id == to {
                 return Err(Error::invalid(
@@ -544,22 +551,54 @@ impl IdentityBackend {
             let Some(src) = self.store.read(|s| s.entity(id).cloned())? else {
                 return Err(Error::invalid("entity id to merge from is invalid"));
             };
+            sources.push(src);
+        }
+        // Vault's checks, over every source before anything changes: one alias per mount.
+        if keep.is_empty() {
+            let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+            let mut clashes = Vec::new();
+            for src in &sources {
+                for fa in &src.aliases {
+                    if let Some(other) = seen.insert(&fa.mount_accessor, &src.id)
+                        && other != src.id
+                    {
+                        return Err(Error::invalid(format!(
+                            "mount accessor {} found in multiple fromEntities, merge should be \
+                             done with one fromEntity at a time",
+                            fa.mount_accessor
+                        )));
+                    }
+                    for ta in
+                        target.aliases.iter().filter(|t| t.mount_accessor == fa.mount_accessor)
+                    {
+                        clashes.push(format!(
+                            "mountAccessor: {}, toEntity ID: {}, fromEntity ID: {}, conflicting \
+                             toEntity alias ID: {}, conflicting fromEntity alias ID: {}",
+                            ta.mount_accessor, target.id, src.id, ta.id, fa.id
+                        ));
+                    }
+                }
+            }
+            if !clashes.is_empty() {
+                return Err(Error::invalid(format!(
+                    "toEntity and at least one fromEntity have aliases with the same mount \
+                     accessor, repeat the merge request specifying exactly one fromEntity, \
+                     clashes: {}",
+                    clashes.join("; ")
+                )));
+            }
+        }
+        let mut deleted = Vec::new();
+        for src in sources {
             for mut alias in src.aliases.iter().cloned() {
                 if let Some(pos) =
                     target.aliases.iter().position(|a| a.mount_accessor == alias.mount_accessor)
                 {
-                    // One alias per mount: which one stays is the operator's choice.
+                    // The operator named which of the two stays; the other goes.
                     if keep.contains(&alias.id) {
                         target.aliases.remove(pos);
-                    } else if keep.contains(&target.aliases[pos].id) || force {
-                        continue;
                     } else {
-                        return Err(Error::invalid(format!(
-                            "toEntity and at least one fromEntity have aliases with the same \
-                             mount accessor ({}): repeat with conflicting_alias_ids_to_keep \
-                             naming the alias to keep",
-                            alias.mount_accessor
-                        )));
+                        continue;
                     }
                 }
                 alias.merged_from_canonical_ids.push(src.id.clone());
@@ -780,6 +819,7 @@ impl IdentityBackend {
                 "canonical_id": a.canonical_id,
                 "custom_metadata": nullable_map(&a.custom_metadata),
                 "local": false,
+                "metadata": nullable_map(&a.metadata),
                 "mount_accessor": a.mount_accessor,
                 "name": a.name,
             }));
@@ -1083,12 +1123,7 @@ impl IdentityBackend {
     async fn group_alias_read(&self, r: &Req<'_>) -> Result<Response> {
         let g = self.store.read(|s| s.group_by_alias_id(r.capture("id")).cloned())?;
         match g.as_ref().and_then(|g| g.alias.as_ref()) {
-            Some(a) => {
-                let mut m = self.alias_json(a, true);
-                m.remove("custom_metadata");
-                m.remove("local");
-                Ok(Response::data(m))
-            }
+            Some(a) => Ok(Response::data(self.alias_json(a, true))),
             None => Err(Error::NotFound),
         }
     }

@@ -342,16 +342,24 @@ async fn entities_groups_and_lookups_in_vaults_shapes_and_errors() {
         )
         .await;
     assert_eq!(code, 400, "two aliases on one mount need a choice: {b}");
+    assert!(b["errors"][0].as_str().expect("error").starts_with(
+        "toEntity and at least one fromEntity have aliases with the same mount accessor"
+    ));
     post(
         &s,
         &root,
         "identity/entity/merge",
-        json!({"from_entity_ids": [other_id], "to_entity_id": e.id, "force": true}),
+        json!({"from_entity_ids": [other_id], "to_entity_id": e.id, "conflicting_alias_ids_to_keep": [a["data"]["id"]]}),
     )
     .await;
     assert_eq!(get(&s, &root, &format!("identity/entity/id/{other_id}")).await.0, 404);
     let (_, merged) = get(&s, &root, &format!("identity/entity/id/{}", e.id)).await;
     assert_eq!(merged["data"]["merged_entity_ids"], json!([other_id]));
+    assert_eq!(
+        merged["data"]["aliases"][0]["id"], a["data"]["id"],
+        "the alias named to keep stays"
+    );
+    assert_eq!(merged["data"]["aliases"].as_array().map(Vec::len), Some(1));
 
     // Groups: nesting, cycles refused, batch delete takes entities out of groups.
     let inner =
