@@ -76,7 +76,7 @@ pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<Token
         return Err(Error::PermissionDenied);
     }
     // A disabled entity's tokens are refused, as in Vault (they work again when re-enabled).
-    if active.identity.token_identity(&entry.entity_id)?.is_some_and(|i| i.disabled) {
+    if active.identity.is_disabled(&entry.entity_id)? {
         return Err(Error::PermissionDenied);
     }
     Ok(entry)

@@ -35,7 +35,17 @@ pub(crate) struct PolicyStore {
     /// Policies with identity templates in their paths: their ACL depends on the token's entity,
     /// so it is compiled per request instead of cached by policy set.
     templated: RwLock<HashSet<String>>,
+    /// Compiled ACLs of sets with templated policies, by set, entity and identity-store
+    /// generation (a change to any entity or group makes a new generation, so nothing stale is
+    /// found); dropped whenever any policy changes, and when it grows past [`TEMPLATED_CACHE`].
+    templated_acls: RwLock<HashMap<TemplatedKey, Arc<Acl>>>,
 }
+
+/// A policy set, an entity id and the identity store's generation.
+type TemplatedKey = (Vec<String>, String, u64);
+
+/// Entries the templated-ACL cache holds before it starts over.
+const TEMPLATED_CACHE: usize = 4096;
 
 fn has_templates(p: &Policy) -> bool {
     p.rules.iter().any(|r| crate::identity::template::is_templated(&r.pattern))
@@ -68,6 +78,7 @@ impl PolicyStore {
             damaged: RwLock::new(HashSet::new()),
             acls: RwLock::new(HashMap::new()),
             templated: RwLock::new(HashSet::new()),
+            templated_acls: RwLock::new(HashMap::new()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
@@ -157,6 +168,7 @@ impl PolicyStore {
         }
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
@@ -170,17 +182,19 @@ impl PolicyStore {
         self.policies.write().map_err(|_| poisoned())?.remove(&name);
         self.templated.write().map_err(|_| poisoned())?.remove(&name);
         self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
     /// [`Self::acl`], with the paths of templated policies rendered for the token's identity:
     /// a path whose template cannot be resolved for it (no entity, a missing value, one that
     /// would widen the path) is left out, as in Vault. Sets without a templated policy come from
-    /// the cache; the others are compiled for this request.
+    /// the by-set cache; the others from a cache keyed by entity and identity generation.
     pub(crate) fn acl_templated(
         &self,
         names: &[String],
         ident: Option<&crate::identity::TemplateCtx>,
+        generation: u64,
     ) -> Result<Arc<Acl>> {
         let any = {
             let t = self.templated.read().map_err(|_| poisoned())?;
@@ -195,6 +209,13 @@ impl PolicyStore {
         }
         let none = crate::identity::TemplateCtx::default();
         let ctx = ident.unwrap_or(&none);
+        let entity = ctx.entity.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+        let key = (names.to_vec(), entity, generation);
+        if let Some(acl) = self.templated_acls.read().map_err(|_| poisoned())?.get(&key) {
+            return Ok(acl.clone());
+        }
+        // `time.*` directives change from one second to the next: such sets are not cached.
+        let mut cacheable = true;
         let policies = self.policies.read().map_err(|_| poisoned())?;
         let mut rendered: Vec<Policy> = Vec::new();
         for n in names {
@@ -207,6 +228,9 @@ impl PolicyStore {
             p.rules.retain_mut(|r| {
                 if !crate::identity::template::is_templated(&r.pattern) {
                     return true;
+                }
+                if r.pattern.contains("time.") {
+                    cacheable = false;
                 }
                 match crate::identity::template::render(
                     &r.pattern,
@@ -222,7 +246,16 @@ impl PolicyStore {
             });
             rendered.push(p);
         }
-        Ok(Arc::new(Acl::new(rendered.iter())))
+        drop(policies);
+        let acl = Arc::new(Acl::new(rendered.iter()));
+        if cacheable {
+            let mut cache = self.templated_acls.write().map_err(|_| poisoned())?;
+            if cache.len() >= TEMPLATED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, acl.clone());
+        }
+        Ok(acl)
     }
 
     /// The compiled ACL for a token's policies; unknown names grant nothing, as in Vault.

@@ -259,7 +259,8 @@ pub(crate) struct TokenIdentity {
     pub(crate) ctx: TemplateCtx,
     /// The entity's and its groups' policies, sorted, each once.
     pub(crate) policies: Vec<String>,
-    pub(crate) disabled: bool,
+    /// The store's generation this was read at.
+    pub(crate) generation: u64,
 }
 
 /// What an auth method reported about the caller at login.
@@ -277,6 +278,8 @@ pub(crate) struct IdentityStore {
     state: RwLock<State>,
     /// Serializes writes: each reads the state, writes storage, then updates the state.
     write: tokio::sync::Mutex<()>,
+    /// Bumped by every change, so what was computed from an older state is known stale.
+    generation: std::sync::atomic::AtomicU64,
     pub(crate) oidc: oidc::Oidc,
 }
 
@@ -308,8 +311,17 @@ impl IdentityStore {
             view,
             state: RwLock::new(state),
             write: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             oidc,
         }))
+    }
+
+    /// Whether the entity exists and is disabled (its tokens are refused).
+    pub(crate) fn is_disabled(&self, entity_id: &str) -> Result<bool> {
+        if entity_id.is_empty() {
+            return Ok(false);
+        }
+        self.read(|s| s.entity(entity_id).is_some_and(|e| e.disabled))
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T> {
@@ -357,6 +369,8 @@ impl IdentityStore {
         for g in groups {
             s.put_group(g);
         }
+        // Under the state's write lock: a reader that sees the new state sees the new number.
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -377,6 +391,7 @@ impl IdentityStore {
             return Ok(None);
         }
         self.read(|s| {
+            let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
             let entity = s.entity(entity_id)?.clone();
             let (direct, inherited) = s.groups_of(entity_id);
             let mut groups = direct;
@@ -388,7 +403,7 @@ impl IdentityStore {
             policies.sort();
             policies.dedup();
             Some(TokenIdentity {
-                disabled: entity.disabled,
+                generation,
                 ctx: TemplateCtx { entity: Some(entity), groups },
                 policies,
             })
@@ -468,7 +483,7 @@ impl IdentityStore {
                 let Some(a) = g.alias.as_ref().filter(|a| a.mount_accessor == accessor) else {
                     continue;
                 };
-                let want = names.iter().any(|n| *n == a.name);
+                let want = names.contains(&a.name);
                 let has = g.member_entity_ids.iter().any(|e| e == entity_id);
                 if want != has {
                     let mut g = (**g).clone();

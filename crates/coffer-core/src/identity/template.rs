@@ -286,21 +286,24 @@ mod tests {
     fn acl_templates_resolve_entity_alias_and_group_values() {
         let c = ctx();
         let r = |s: &str| render(s, &c, Mode::Acl);
-        assert_eq!(r("secret/data/{{identity.entity.name}}/*").unwrap(), "secret/data/alice/*");
-        assert_eq!(r("a/{{ identity.entity.id }}").unwrap(), "a/ent-1");
-        assert_eq!(r("a/{{identity.entity.metadata.team}}").unwrap(), "a/web");
         assert_eq!(
-            r("a/{{identity.entity.aliases.auth_jwt_1.name}}").unwrap(),
+            r("secret/data/{{identity.entity.name}}/*").expect("render"),
+            "secret/data/alice/*"
+        );
+        assert_eq!(r("a/{{ identity.entity.id }}").expect("render"), "a/ent-1");
+        assert_eq!(r("a/{{identity.entity.metadata.team}}").expect("render"), "a/web");
+        assert_eq!(
+            r("a/{{identity.entity.aliases.auth_jwt_1.name}}").expect("render"),
             "a/alice@example.com"
         );
         assert_eq!(
-            r("a/{{identity.entity.aliases.auth_jwt_1.metadata.digest}}").unwrap(),
+            r("a/{{identity.entity.aliases.auth_jwt_1.metadata.digest}}").expect("render"),
             "a/sha256:ab"
         );
-        assert_eq!(r("a/{{identity.groups.ids.grp-1.name}}").unwrap(), "a/devs");
-        assert_eq!(r("a/{{identity.groups.names.devs.id}}").unwrap(), "a/grp-1");
-        assert_eq!(r("a/{{identity.groups.names.devs.metadata.env}}").unwrap(), "a/prod");
-        assert_eq!(r("plain/path").unwrap(), "plain/path");
+        assert_eq!(r("a/{{identity.groups.ids.grp-1.name}}").expect("render"), "a/devs");
+        assert_eq!(r("a/{{identity.groups.names.devs.id}}").expect("render"), "a/grp-1");
+        assert_eq!(r("a/{{identity.groups.names.devs.metadata.env}}").expect("render"), "a/prod");
+        assert_eq!(r("plain/path").expect("render"), "plain/path");
     }
 
     #[test]
@@ -326,8 +329,8 @@ mod tests {
             &c,
             Mode::Json,
         )
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        .expect("render");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("render");
         assert_eq!(v["n"], "alice");
         assert_eq!(v["g"], serde_json::json!(["devs"]));
         assert_eq!(v["m"]["team"], "web");
