@@ -214,6 +214,48 @@ async fn a_workload_gets_a_verifiable_identity_token_and_coffers_jwt_method_acce
         assert_eq!(code, 400, "{mount}: a tampered token is refused");
     }
 
+    // The jwt login has an entity of its own, its alias named by the token's `sub`; the groups
+    // the issuer puts in the token become external groups through the role's groups_claim.
+    post(&s, &root, "identity/group", json!({"name": "payments", "member_entity_ids": [entity]}))
+        .await;
+    let ext = post(
+        &s,
+        &root,
+        "identity/group",
+        json!({"name": "payments-ext", "type": "external", "policies": ["from-issuer"]}),
+    )
+    .await;
+    let (_, auths) = s.call("GET", "sys/auth", Some(&root), None).await;
+    let jwt_accessor = auths["data"]["jwt/"]["accessor"].as_str().expect("accessor").to_owned();
+    post(
+        &s,
+        &root,
+        "identity/group-alias",
+        json!({"name": "payments", "mount_accessor": jwt_accessor, "canonical_id": ext["data"]["id"]}),
+    )
+    .await;
+    post(
+        &s,
+        &root,
+        "auth/jwt/role/grouped",
+        json!({"role_type": "jwt", "bound_audiences": [client_id], "user_claim": "sub", "groups_claim": "groups", "token_policies": ["workload"]}),
+    )
+    .await;
+    let grouped = identity_token(&s, &token, "app").await;
+    let grouped = grouped["token"].as_str().expect("jwt").to_owned();
+    let claims: Value = serde_json::from_slice(&part(&grouped, 1)).expect("claims");
+    assert_eq!(claims["groups"], json!(["payments"]));
+    let (code, b) = s
+        .call("POST", "auth/jwt/login", None, Some(json!({"role": "grouped", "jwt": grouped})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["auth"]["identity_policies"], json!(["from-issuer"]));
+    let jwt_entity = b["auth"]["entity_id"].as_str().expect("entity").to_owned();
+    assert_ne!(jwt_entity, entity, "an entity of the jwt mount's own");
+    let (_, e) =
+        s.call("GET", &format!("identity/entity/id/{jwt_entity}"), Some(&root), None).await;
+    assert_eq!(e["data"]["aliases"][0]["name"], json!(entity), "the alias is the token's sub");
+
     // Rotation: the old key stays published for verification_ttl, so the token still verifies.
     post(&s, &root, "identity/oidc/key/main/rotate", json!({})).await;
     let (_, after) = s.call("GET", "identity/oidc/.well-known/keys", None, None).await;
