@@ -9,10 +9,13 @@
 //! storage. An alias (mount accessor, name) belongs to at most one entity and an entity has at
 //! most one alias per mount accessor; group membership has no cycles. A token's identity
 //! policies are computed from the store as it is at each request, so a change applies to live
-//! tokens at once. Not here: the HTTP shapes (`api`), templating (`template`), OIDC (`oidc`);
-//! tokens never enter the store (only the entity id goes into a token entry).
+//! tokens at once. Tokens never enter the store (only the entity id goes into a token entry).
+//! Not here: the HTTP shapes (`api`, `groups`), templating (`template`), OIDC (`oidc`). Also
+//! not done: the store is one node's memory over the barrier; when HA standbys serve reads,
+//! they will need a change feed to refresh it.
 
 mod api;
+mod groups;
 mod oidc;
 pub(crate) mod template;
 

@@ -84,6 +84,14 @@ async fn a_login_makes_one_entity_and_alias_and_the_next_login_reuses_them() {
     let token = first["client_token"].as_str().expect("token");
     assert!(!raw.to_string().contains(token), "no token in the entity");
 
+    // Vault's default policy: a token reads its own entity, and no other.
+    let (code, own) = get(&s, token, &format!("identity/entity/id/{entity}")).await;
+    assert_eq!(code, 200, "{own}");
+    let other = post(&s, &root, "identity/entity", json!({"name": "someone-else"})).await;
+    let other = other["data"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(get(&s, token, &format!("identity/entity/id/{other}")).await.0, 403);
+    assert_eq!(get(&s, token, "identity/entity/name/someone-else").await.0, 403);
+
     // The token says whose it is, and so do the audit entries of its requests.
     let (code, lookup) = get(&s, token, "auth/token/lookup-self").await;
     assert_eq!(code, 200, "{lookup}");
