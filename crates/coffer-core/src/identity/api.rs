@@ -601,7 +601,12 @@ impl IdentityBackend {
             canonical = s("entity_id")?;
         }
         let (mut accessor, mut name) = (s("mount_accessor")?, s("name")?);
-        let custom = kv_pairs(&f, "custom_metadata")?;
+        let mut custom = kv_pairs(&f, "custom_metadata")?;
+        // Vault's quirk, kept: an update that names the alias by accessor and name (not by id)
+        // without custom_metadata clears it.
+        if id.is_empty() && custom.is_none() {
+            custom = Some(BTreeMap::new());
+        }
         let _g = self.store.lock().await;
         let existing = if !id.is_empty() {
             let e = self.store.read(|s| s.entity_by_alias_id(&id).cloned())?;

@@ -364,7 +364,7 @@ const CONFIG_FIELDS: &[Field] =
 const ROTATE_FIELDS: &[Field] =
     &[Field::duration("verification_ttl", "How long the old key stays published.").unchecked()];
 const INTROSPECT_FIELDS: &[Field] = &[
-    Field::str("token", "The token.").required().unchecked(),
+    Field::str("token", "The token.").unchecked(),
     Field::str("client_id", "The audience the token must have.").unchecked(),
 ];
 
