@@ -272,7 +272,7 @@ pub(crate) struct AliasLogin<'a> {
     pub(crate) name: &'a str,
     pub(crate) metadata: &'a BTreeMap<String, String>,
     /// Group names the method reported (external groups' aliases); `None`: the method reports
-    /// none, so external memberships on this mount are left as they are.
+    /// none, which leaves every external group on the mount as no group reported does.
     pub(crate) groups: Option<&'a [String]>,
 }
 
@@ -464,10 +464,10 @@ impl IdentityStore {
                 e
             }
         };
-        let groups = match l.groups {
-            Some(names) => self.external_memberships(&entity.id, l.mount_accessor, names)?,
-            None => Vec::new(),
-        };
+        // As Vault: every login refreshes the external memberships on its mount, so a login
+        // that reports no groups leaves them all.
+        let groups =
+            self.external_memberships(&entity.id, l.mount_accessor, l.groups.unwrap_or(&[]))?;
         self.commit(changed, groups, Vec::new(), Vec::new()).await?;
         Ok(entity.id)
     }

@@ -37,8 +37,8 @@ pub struct LoginAlias {
     /// `identity.entity.aliases.<accessor>.metadata.<key>`); never a credential.
     pub metadata: BTreeMap<String, String>,
     /// Group names the method reports (a JWT's `groups_claim`): the entity is made a member of
-    /// the external groups with these aliases on the mount, and of no other there. `None`: the
-    /// method reports no groups.
+    /// the external groups with these aliases on the mount, and of no other there (`None`, as
+    /// for a method that reports no groups: of none there, as in Vault).
     pub groups: Option<Vec<String>>,
 }
 
