@@ -39,6 +39,9 @@ pub(crate) struct PolicyStore {
     /// generation (a change to any entity or group makes a new generation, so nothing stale is
     /// found); dropped whenever any policy changes, and when it grows past [`TEMPLATED_CACHE`].
     templated_acls: RwLock<HashMap<TemplatedKey, Arc<Acl>>>,
+    /// The same for tokens without an entity (their templated paths are all left out), looked
+    /// up by set without allocating: most requests come from such tokens, with `default`.
+    unbound_acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
 }
 
 /// A policy set, an entity id and the identity store's generation.
@@ -79,6 +82,7 @@ impl PolicyStore {
             acls: RwLock::new(HashMap::new()),
             templated: RwLock::new(HashSet::new()),
             templated_acls: RwLock::new(HashMap::new()),
+            unbound_acls: RwLock::new(HashMap::new()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
@@ -169,6 +173,7 @@ impl PolicyStore {
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
         self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
@@ -183,6 +188,7 @@ impl PolicyStore {
         self.templated.write().map_err(|_| poisoned())?.remove(&name);
         self.acls.write().map_err(|_| poisoned())?.clear();
         self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
@@ -209,9 +215,14 @@ impl PolicyStore {
         }
         let none = crate::identity::TemplateCtx::default();
         let ctx = ident.unwrap_or(&none);
+        let unbound = ctx.entity.is_none();
+        if unbound && let Some(acl) = self.unbound_acls.read().map_err(|_| poisoned())?.get(names) {
+            return Ok(acl.clone());
+        }
         let entity = ctx.entity.as_ref().map(|e| e.id.clone()).unwrap_or_default();
         let key = (names.to_vec(), entity, generation);
-        if let Some(acl) = self.templated_acls.read().map_err(|_| poisoned())?.get(&key) {
+        if !unbound && let Some(acl) = self.templated_acls.read().map_err(|_| poisoned())?.get(&key)
+        {
             return Ok(acl.clone());
         }
         // `time.*` directives change from one second to the next: such sets are not cached.
@@ -248,7 +259,13 @@ impl PolicyStore {
         }
         drop(policies);
         let acl = Arc::new(Acl::new(rendered.iter()));
-        if cacheable {
+        if cacheable && unbound {
+            let mut cache = self.unbound_acls.write().map_err(|_| poisoned())?;
+            if cache.len() >= TEMPLATED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key.0, acl.clone());
+        } else if cacheable {
             let mut cache = self.templated_acls.write().map_err(|_| poisoned())?;
             if cache.len() >= TEMPLATED_CACHE {
                 cache.clear();
