@@ -159,7 +159,21 @@ async fn group_policies_apply_to_a_live_token_and_go_when_it_leaves_the_group() 
     let e = vaultrs::identity::entity::read_by_id(&client, &entity).await.expect("entity");
     assert_eq!(e.direct_group_ids, vec![g.id.clone()]);
 
-    // A second login answers with the identity policies, as Vault's does.
+    // A second login answers with the identity policies, as Vault's does (the CLI shows them).
+    let out = ok(s.cli(
+        None,
+        &[
+            "write",
+            "auth/approle/login",
+            &format!("role_id={role_id}"),
+            &format!("secret_id={secret_id}"),
+        ],
+    ));
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["identity_policies", "[team]"]),
+        "{out}"
+    );
     let again = login(&s, &role_id, &secret_id).await;
     assert_eq!(again["identity_policies"], json!(["team"]));
     assert!(again["policies"].as_array().expect("policies").contains(&json!("team")));
