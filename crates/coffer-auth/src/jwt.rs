@@ -142,6 +142,12 @@ fn claims_error(msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("error validating claims: {msg}"))
 }
 
+/// Vault checks times and audiences while it validates the token itself (its JWT library), and
+/// words those failures so; `bound_claims` and the like come after, as claims.
+fn token_error(msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("error validating token: {msg}"))
+}
+
 /// A leeway as Vault reads it: 0 takes the default, a negative value means none.
 fn leeway(set: i64, default: i64) -> u64 {
     match set {
@@ -421,19 +427,19 @@ fn validate_times(claims: &Map<String, Value>, role: &Role, now: u64) -> Result<
     let exp_leeway = leeway(role.expiration_leeway, DEFAULT_EXPIRATION_LEEWAY);
     let nbf_leeway = leeway(role.not_before_leeway, DEFAULT_NOT_BEFORE_LEEWAY);
     let exp = claim_number(claims, "exp")?
-        .ok_or_else(|| claims_error("the token has no expiration (exp) claim"))?;
+        .ok_or_else(|| token_error("the token has no expiration (exp) claim"))?;
     if now > exp.saturating_add(exp_leeway).saturating_add(skew) {
-        return Err(claims_error("token is expired (exp)"));
+        return Err(token_error("token is expired (exp)"));
     }
     if let Some(nbf) = claim_number(claims, "nbf")?
         && now.saturating_add(nbf_leeway).saturating_add(skew) < nbf
     {
-        return Err(claims_error("token not valid yet (nbf)"));
+        return Err(token_error("token not valid yet (nbf)"));
     }
     if let Some(iat) = claim_number(claims, "iat")?
         && now.saturating_add(skew) < iat
     {
-        return Err(claims_error("token issued in the future (iat)"));
+        return Err(token_error("token issued in the future (iat)"));
     }
     Ok(())
 }
@@ -443,18 +449,18 @@ fn validate_audience(claims: &Map<String, Value>, role: &Role) -> Result<()> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        Some(_) => return Err(claims_error("the aud claim is not a string or a list")),
+        Some(_) => return Err(token_error("the aud claim is not a string or a list")),
     };
     if role.bound_audiences.is_empty() {
         if !aud.is_empty() {
-            return Err(claims_error(
+            return Err(token_error(
                 "audience claim found in JWT but no audiences bound to the role",
             ));
         }
         return Ok(());
     }
     if !aud.iter().any(|a| role.bound_audiences.iter().any(|b| b == a)) {
-        return Err(claims_error(
+        return Err(token_error(
             "invalid audience (aud) claim: audience claim does not match any expected audience",
         ));
     }

@@ -1,4 +1,4 @@
-//! Coffer's built-in auth methods: approle, jwt (also mounted as `oidc`, with JWS verification
+//! Coffer's built-in auth methods: approle, userpass, jwt (also mounted as `oidc`, with JWS verification
 //! and OIDC discovery), kubernetes and cert, and the outbound HTTPS client the ones that call an
 //! identity provider share.
 //!
@@ -20,6 +20,7 @@ mod jwt;
 mod kubernetes;
 mod outbound;
 mod role;
+mod userpass;
 
 use std::sync::Arc;
 
@@ -32,4 +33,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register_auth("oidc", Arc::new(jwt::factory));
     registry.register_auth("kubernetes", Arc::new(kubernetes::factory));
     registry.register_auth("cert", Arc::new(cert::factory));
+    registry.register_auth("userpass", Arc::new(userpass::factory));
 }

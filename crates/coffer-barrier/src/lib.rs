@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 pub use error::{Error, Result};
 pub use keyring::TermInfo;
-pub use seal::{HeldRootKey, SealConfig};
+pub use seal::{HeldRootKey, NewUnsealKey, SealConfig};
 pub use view::View;
 
 use keyring::Keyring;

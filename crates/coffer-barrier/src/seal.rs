@@ -16,6 +16,50 @@ use crate::{
 /// The root key, held in memory while a chaos `seal` fault lasts; no `Debug`, zeroized on drop.
 pub struct HeldRootKey(Zeroizing<[u8; KEY_LEN]>);
 
+/// A fresh unseal key and its shares, made for a rekey. Nothing is stored until
+/// [`Barrier::rekey`] installs it; no `Debug`, zeroized on drop.
+pub struct NewUnsealKey {
+    key: Zeroizing<[u8; KEY_LEN]>,
+    config: SealConfig,
+    /// The shares to hand out (one share = the key itself when the config has one share).
+    pub shares: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl NewUnsealKey {
+    /// A random unseal key split as `config` says.
+    pub fn generate(config: &SealConfig) -> Result<Self> {
+        let key = random_key()?;
+        let shares = split_key(key.as_ref(), config)?;
+        Ok(Self { key, config: config.clone(), shares })
+    }
+
+    pub fn config(&self) -> &SealConfig {
+        &self.config
+    }
+
+    /// Whether `shares` combine to this key (a rekey's verification step); constant-time.
+    pub fn combines_from(&self, shares: &[Zeroizing<Vec<u8>>]) -> bool {
+        combine_key(shares, &self.config)
+            .is_ok_and(|k| subtle::ConstantTimeEq::ct_eq(k.as_slice(), self.key.as_slice()).into())
+    }
+}
+
+fn split_key(key: &[u8], config: &SealConfig) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+    if config.secret_shares == 1 {
+        Ok(vec![Zeroizing::new(key.to_vec())])
+    } else {
+        shamir::split(key, config.secret_shares, config.secret_threshold)
+    }
+}
+
+fn combine_key(shares: &[Zeroizing<Vec<u8>>], config: &SealConfig) -> Result<Zeroizing<Vec<u8>>> {
+    if config.secret_shares == 1 {
+        shares.first().cloned().ok_or(Error::WrongKey)
+    } else {
+        shamir::combine(shares)
+    }
+}
+
 /// How the unseal key is split. Stored in the clear (it is needed before unseal) and, as a guard
 /// against tampering, once more inside the barrier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,20 +74,21 @@ pub struct SealConfig {
 impl SealConfig {
     pub fn shamir(secret_shares: u64, secret_threshold: u64) -> Result<Self> {
         let bad = |m: &str| Err(Error::InvalidSealConfig(m.into()));
+        // Vault's checks, in Vault's order and words (clients show them as they are).
         if secret_shares < 1 {
-            return bad("secret_shares must be at least 1");
-        }
-        if secret_shares > 255 {
-            return bad("secret_shares must be at most 255");
+            return bad("shares must be at least one");
         }
         if secret_threshold < 1 {
-            return bad("secret_threshold must be at least 1");
+            return bad("threshold must be at least one");
+        }
+        if secret_shares > 1 && secret_threshold < 2 {
+            return bad("threshold must be greater than one for multiple shares");
+        }
+        if secret_shares > 255 {
+            return bad("shares must be less than 256");
         }
         if secret_threshold > secret_shares {
-            return bad("secret_threshold cannot be larger than secret_shares");
-        }
-        if secret_shares > 1 && secret_threshold == 1 {
-            return bad("secret_threshold must be greater than one for multiple shares");
+            return bad("threshold cannot be larger than shares");
         }
         Ok(Self {
             seal_type: "shamir".into(),
@@ -82,11 +127,7 @@ impl Barrier {
         let config_json =
             serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
         let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
-        let shares = if config.secret_shares == 1 {
-            vec![Zeroizing::new(unseal_key.to_vec())]
-        } else {
-            shamir::split(unseal_key.as_ref(), config.secret_shares, config.secret_threshold)?
-        };
+        let shares = split_key(unseal_key.as_ref(), config)?;
         // The seal config goes last: until it exists, the store counts as uninitialized.
         self.backend
             .batch(vec![
@@ -104,12 +145,57 @@ impl Barrier {
     /// the barrier with the result.
     pub async fn unseal_with_shares(&self, shares: &[Zeroizing<Vec<u8>>]) -> Result<()> {
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
-        let key = if config.secret_shares == 1 {
-            shares.first().cloned().ok_or(Error::WrongKey)?
-        } else {
-            shamir::combine(shares)?
-        };
+        let key = combine_key(shares, &config)?;
         self.unseal(&key, &config).await
+    }
+
+    /// Checks, on an unsealed barrier, that `shares` combine to its unseal key: the proof that
+    /// generate-root and rekey ask of their operators. Changes nothing; a wrong set is
+    /// [`Error::WrongKey`] (or [`Error::InvalidShare`] when they do not even combine).
+    pub async fn verify_unseal_shares(&self, shares: &[Zeroizing<Vec<u8>>]) -> Result<()> {
+        let keyring = self.keyring()?;
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        let key = combine_key(shares, &config)?;
+        let root = self.open_root_key(&key).await?;
+        // The stored root key opened, so the key is right; comparing with the root key in use
+        // also refuses a storage whose root key was swapped under a running server.
+        if bool::from(subtle::ConstantTimeEq::ct_eq(root.as_slice(), keyring.root_key())) {
+            Ok(())
+        } else {
+            Err(Error::WrongKey)
+        }
+    }
+
+    /// Replaces the unseal key (and the seal config) with `new`, on an unsealed barrier: the
+    /// root key is stored again under the new key, in one atomic batch with the new config, so
+    /// a crash leaves either the old key working or the new one, never neither. The keyring and
+    /// every stored value are untouched.
+    pub async fn rekey(&self, new: &NewUnsealKey) -> Result<()> {
+        let keyring = self.keyring()?;
+        let sealed_root =
+            AeadKey::new(new.key.as_ref())?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
+        let config_json = serde_json::to_vec(&new.config)
+            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        self.backend
+            .batch(vec![
+                coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    async fn open_root_key(&self, unseal_key: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if unseal_key.len() != KEY_LEN {
+            return Err(Error::WrongKey);
+        }
+        let sealed_root = self.backend.get(ROOT_KEY_PATH).await?.ok_or(Error::NotInitialized)?;
+        AeadKey::new(unseal_key)?.open(ROOT_KEY_PATH, &sealed_root).map_err(|e| match e {
+            Error::Corrupt(_) => Error::WrongKey,
+            other => other,
+        })
     }
 
     /// A copy of the root key, for a server that seals itself for a while (a chaos fault) and
@@ -133,15 +219,7 @@ impl Barrier {
     }
 
     async fn unseal(&self, unseal_key: &[u8], config: &SealConfig) -> Result<()> {
-        if unseal_key.len() != KEY_LEN {
-            return Err(Error::WrongKey);
-        }
-        let sealed_root = self.backend.get(ROOT_KEY_PATH).await?.ok_or(Error::NotInitialized)?;
-        let root =
-            AeadKey::new(unseal_key)?.open(ROOT_KEY_PATH, &sealed_root).map_err(|e| match e {
-                Error::Corrupt(_) => Error::WrongKey,
-                other => other,
-            })?;
+        let root = self.open_root_key(unseal_key).await?;
         let root: [u8; KEY_LEN] =
             root.as_slice().try_into().map_err(|_| Error::Corrupt(ROOT_KEY_PATH.into()))?;
         let sealed_ring = self.backend.get(KEYRING_PATH).await?.ok_or(Error::NotInitialized)?;

@@ -199,3 +199,21 @@ async fn concurrent_rotations_never_lose_a_term() {
         assert!(again.get(&format!("r/{i}")).await.expect("readable after unseal").is_some());
     }
 }
+
+#[tokio::test]
+async fn rekey_replaces_the_unseal_key_and_keeps_the_data() {
+    let (mem, b, old) = fresh(5, 3).await;
+    b.put("a/kept", b"v").await.expect("put");
+    b.verify_unseal_shares(&old[1..4]).await.expect("the right shares verify");
+    let (_, _, other) = fresh(5, 3).await;
+    assert!(b.verify_unseal_shares(&other[..3]).await.is_err(), "foreign shares verify");
+    let new = NewUnsealKey::generate(&SealConfig::shamir(3, 2).expect("config")).expect("new");
+    assert!(new.combines_from(&new.shares[1..]) && !new.combines_from(&old[..2]));
+    b.rekey(&new).await.expect("rekey");
+    assert_eq!(b.seal_config().await.expect("config").expect("some").secret_shares, 3);
+    b.seal();
+    let reopened = Barrier::new(mem.clone());
+    assert!(reopened.unseal_with_shares(&old[..3]).await.is_err(), "old shares still unseal");
+    reopened.unseal_with_shares(&new.shares[..2]).await.expect("new shares unseal");
+    assert_eq!(reopened.get("a/kept").await.expect("get").expect("some").as_slice(), b"v");
+}

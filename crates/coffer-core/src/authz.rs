@@ -257,9 +257,20 @@ pub(crate) fn is_public_sys(rel: &str) -> bool {
 }
 
 /// Paths below `sys/` reachable without a token: a wrapping token is looked up without being
-/// used (as in Vault).
+/// used, and root generation and rekeying, whose credential is a quorum of unseal key shares
+/// (as in Vault; unlike Vault, they are audited like every request).
 pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
-    rel == "wrapping/lookup"
+    matches!(
+        rel.trim_end_matches('/'),
+        "wrapping/lookup"
+            | "generate-root"
+            | "generate-root/attempt"
+            | "generate-root/update"
+            | "decode-token"
+            | "rekey/init"
+            | "rekey/update"
+            | "rekey/verify"
+    )
 }
 
 /// Paths below `sys/` that any live token may use about itself without a capability (an
@@ -272,7 +283,10 @@ pub(crate) fn is_self_report_sys(rel: &str) -> bool {
 /// Paths below `sys/` that need `sudo`, as in Vault.
 pub(crate) fn is_sudo_sys(rel: &str) -> bool {
     rel.starts_with("auth/") && !rel.ends_with("/tune")
-        || matches!(rel, "seal" | "rotate" | "step-down" | "audit" | "raw")
+        || matches!(
+            rel,
+            "seal" | "rotate" | "step-down" | "audit" | "raw" | "rekey/backup" | "remount"
+        )
         || rel.starts_with("audit/")
         || rel.starts_with("raw/")
         || rel.starts_with("leases/revoke-prefix/")

@@ -46,6 +46,11 @@ pub(crate) struct Active {
     pub(crate) events: Arc<crate::events::EventBus>,
     /// Entities, aliases and groups (the `identity/` mount's store).
     pub(crate) identity: Arc<crate::identity::IdentityStore>,
+    /// The root generation and the rekey under way, if any: sealing drops them with the rest.
+    pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
+    pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
+    /// The mount moves made since unseal (`sys/remount/status`).
+    pub(crate) migrations: crate::sys::remount::Migrations,
 }
 
 impl Active {
@@ -147,6 +152,17 @@ impl Core {
 
     pub fn is_sealed(&self) -> bool {
         self.active().is_err()
+    }
+
+    /// Whether `token` is a live token usable from `remote` (the HTTP layer words a refusal by
+    /// policy differently from a refusal of the token, as Vault does). Never an error: a
+    /// sealed server or a failed lookup says no.
+    pub async fn token_is_live(&self, token: &str, remote: Option<std::net::IpAddr>) -> bool {
+        let Ok(active) = self.active() else { return false };
+        match active.tokens.lookup(token).await {
+            Ok(Some(entry)) => crate::cidr::Cidr::any_contains(&entry.bound_cidrs, remote),
+            _ => false,
+        }
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
@@ -389,7 +405,18 @@ impl Core {
             }
         });
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
-        let active = Arc::new(Active { audit, tokens, policies, router, leases, events, identity });
+        let active = Arc::new(Active {
+            audit,
+            tokens,
+            policies,
+            router,
+            leases,
+            events,
+            identity,
+            root_generation: tokio::sync::Mutex::new(None),
+            rekey: tokio::sync::Mutex::new(None),
+            migrations: Default::default(),
+        });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
         Ok(active)
@@ -452,11 +479,20 @@ impl Core {
         let full = table.full_path(&entry.path);
         let reserved = ["sys/", "auth/", "cubbyhole/", "identity/"];
         if table == Table::Secrets && reserved.iter().any(|r| mount::conflicts(r, &full)) {
-            return Err(Error::invalid(format!("cannot mount at {full:?}: path is reserved")));
+            return Err(Error::invalid(format!("cannot mount {full:?}")));
+        }
+        if table == Table::Auth && entry.kind == "token" {
+            return Err(Error::invalid("token credential backend cannot be instantiated"));
         }
         let router = active.router()?;
         if let Some(r) = router.routes().find(|r| mount::conflicts(&r.full_path, &full)) {
-            return Err(Error::invalid(format!("path is already in use at {}", r.full_path)));
+            // Vault names the taken path as its own table writes it (`approle/`, not
+            // `auth/approle/`).
+            let taken = match table {
+                Table::Auth => r.full_path.strip_prefix("auth/").unwrap_or(&r.full_path),
+                Table::Secrets => &r.full_path,
+            };
+            return Err(Error::invalid(format!("path is already in use at {taken}")));
         }
         if matches!(entry.kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot mount another {:?} backend", entry.kind)));
@@ -483,7 +519,10 @@ impl Core {
             // Vault answers success for a path with nothing mounted.
             return Ok(());
         };
-        if matches!(entries[pos].kind.as_str(), "system" | "token" | "cubbyhole" | "identity") {
+        if entries[pos].kind == "token" {
+            return Err(Error::invalid("token credential backend cannot be disabled"));
+        }
+        if matches!(entries[pos].kind.as_str(), "system" | "cubbyhole" | "identity") {
             return Err(Error::invalid(format!("cannot unmount {full:?}")));
         }
         // As Vault does: the mount leaves the router first, so it issues nothing more, then what
@@ -529,10 +568,12 @@ impl Core {
         let active = self.active()?;
         let path = mount::normalize_mount_path(path)?;
         let mut entries = mount::load_table(&self.barrier, table).await?.unwrap_or_default();
-        let entry = entries
-            .iter_mut()
-            .find(|e| e.path == path)
-            .ok_or_else(|| Error::invalid(format!("no mount at {:?}", table.full_path(&path))))?;
+        let entry = entries.iter_mut().find(|e| e.path == path).ok_or_else(|| {
+            Error::invalid(format!(
+                "tune of path {:?} failed: no mount entry found",
+                table.full_path(&path)
+            ))
+        })?;
         f(entry)?;
         let updated = entry.clone();
         let router = active.router()?;

@@ -38,6 +38,8 @@ mod lease;
 pub mod logical;
 pub mod login;
 pub mod mount;
+mod mount_migrate;
+mod mount_move;
 pub mod password_policy;
 mod path;
 mod pipeline;
@@ -59,6 +61,7 @@ pub use crate::core::{Core, CoreConfig, InitResult, SealStatus};
 pub use backend::framework;
 pub use backend::{
     BackendConfig, BackendRequest, Factory, LeaseRequest, LogicalBackend, MountInfo, Registry,
+    StorageChange,
 };
 pub use coffer_barrier::{BatchOp, View};
 pub use logical::event::Event;

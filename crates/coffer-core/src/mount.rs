@@ -62,6 +62,33 @@ pub struct MountConfig {
     pub max_lease_ttl: u64,
     #[serde(default)]
     pub listing_visibility: String,
+    /// Request `data` keys the audit devices log in clear for this mount (Vault's tunable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_non_hmac_request_keys: Vec<String>,
+    /// Response `data` keys the audit devices log in clear for this mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_non_hmac_response_keys: Vec<String>,
+    /// Recorded and shown, as Vault's: no Coffer engine reads request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough_request_headers: Vec<String>,
+    /// Recorded and shown, as Vault's: no Coffer engine sets response headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_response_headers: Vec<String>,
+}
+
+impl MountConfig {
+    /// The list tunables that are set, with Vault's names (it leaves out empty ones).
+    pub fn lists(&self) -> Vec<(&'static str, &Vec<String>)> {
+        [
+            ("audit_non_hmac_request_keys", &self.audit_non_hmac_request_keys),
+            ("audit_non_hmac_response_keys", &self.audit_non_hmac_response_keys),
+            ("passthrough_request_headers", &self.passthrough_request_headers),
+            ("allowed_response_headers", &self.allowed_response_headers),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,29 +121,53 @@ impl MountEntry {
         }
     }
 
-    /// Vault's listing shape for `sys/mounts` and `sys/auth`.
-    pub fn to_json(&self) -> Value {
+    /// Vault's listing shape for `sys/mounts` and `sys/auth` (OpenBao's `mountInfo`), for an
+    /// entry of `table`.
+    pub fn to_json(&self, table: Table) -> Value {
+        // Mounts the server makes itself have no options (`null`); mounts made through the API
+        // have the request's, `{}` when it gave none.
+        let built_in = matches!(self.kind.as_str(), "cubbyhole" | "system" | "token" | "identity");
         let options: Map<String, Value> =
             self.options.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
-        json!({
+        let mut config = json!({
+            "default_lease_ttl": self.config.default_lease_ttl,
+            "max_lease_ttl": self.config.max_lease_ttl,
+            "force_no_cache": false,
+        });
+        if !self.config.listing_visibility.is_empty() {
+            config["listing_visibility"] = json!(self.config.listing_visibility);
+        }
+        if self.kind == "system" {
+            config["passthrough_request_headers"] = json!(["Accept"]);
+        }
+        if table == Table::Auth {
+            config["token_type"] = json!("default-service");
+        }
+        for (k, v) in self.config.lists() {
+            config[k] = json!(v);
+        }
+        let mut out = json!({
             "type": self.kind,
             "description": self.description,
             "accessor": self.accessor,
             "uuid": self.uuid,
-            "config": {
-                "default_lease_ttl": self.config.default_lease_ttl,
-                "max_lease_ttl": self.config.max_lease_ttl,
-                "force_no_cache": false,
-                "listing_visibility": self.config.listing_visibility,
-            },
-            "options": if options.is_empty() { Value::Null } else { Value::Object(options) },
-            "local": self.local,
-            "seal_wrap": self.seal_wrap,
+            "config": config,
+            "options": if options.is_empty() && built_in { Value::Null } else { Value::Object(options) },
+            // Vault's cubbyhole is per node and its sys mount is seal-wrapped, whatever the
+            // table says.
+            "local": self.local || self.kind == "cubbyhole",
+            "seal_wrap": self.seal_wrap || self.kind == "system",
             "external_entropy_access": false,
             "plugin_version": "",
-            "running_plugin_version": "",
+            "running_plugin_version": format!("v{}+builtin.coffer", env!("CARGO_PKG_VERSION")),
             "running_sha256": "",
-        })
+        });
+        // Vault's plugin catalog reports the status of the engines and methods it lists, not of
+        // the core mounts.
+        if !built_in {
+            out["deprecation_status"] = json!("supported");
+        }
+        out
     }
 }
 
@@ -135,6 +186,15 @@ pub(crate) async fn load_table(barrier: &Barrier, table: Table) -> Result<Option
             Ok(Some(t.entries))
         }
     }
+}
+
+/// The table's storage key and its stored form, for a caller that writes it in one batch with
+/// other changes (a mount's data migration).
+pub(crate) fn table_record(
+    table: Table,
+    entries: &[MountEntry],
+) -> Result<(&'static str, zeroize::Zeroizing<Vec<u8>>)> {
+    Ok((table.storage_key(), record::encode(&StoredTable { entries: entries.to_vec() })?))
 }
 
 pub(crate) async fn save_table(

@@ -189,6 +189,7 @@ impl Core {
                         operation: req.operation.as_str(),
                         caller: None,
                         mount_type: "",
+                        non_hmac: Default::default(),
                     };
                     let _ =
                         active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
@@ -229,10 +230,19 @@ impl Core {
                     operation: req.operation.as_str(),
                     caller: None,
                     mount_type: &mount_type,
+                    non_hmac: Default::default(),
                 };
                 let _ = active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
                 return Err(e);
             }
+        };
+        // The mount's own choice of data keys to log in clear (its tune settings).
+        let (clear_request, clear_response) = match &target {
+            Target::Mount(r, _) => (
+                r.entry.config.audit_non_hmac_request_keys.clone(),
+                r.entry.config.audit_non_hmac_response_keys.clone(),
+            ),
+            Target::Sys(_) => (Vec::new(), Vec::new()),
         };
         let record = Record {
             req,
@@ -240,6 +250,7 @@ impl Core {
             operation: authz.op().as_str(),
             caller: authz.caller(),
             mount_type: &mount_type,
+            non_hmac: crate::audit::NonHmac { request: &clear_request, response: &clear_response },
         };
         let audited = audit_request(&active, &record, &authz).await?;
         // Chaos faults act here: after the request entry, so an injected error is audited as

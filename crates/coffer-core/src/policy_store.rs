@@ -54,15 +54,16 @@ fn has_templates(p: &Policy) -> bool {
     p.rules.iter().any(|r| crate::identity::template::is_templated(&r.pattern))
 }
 
-/// Vault lowercases policy names; we also refuse characters that would make a bad storage key.
+/// Vault lowercases policy names and accepts any other character; we refuse only those that
+/// would make a bad storage key (`/` would nest it) or a log line that lies (control characters).
 pub(crate) fn normalize_name(name: &str) -> Result<String> {
     let n = name.trim().to_lowercase();
     if n.is_empty() {
         return Err(Error::invalid("policy name cannot be empty"));
     }
-    if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+    if n.chars().any(|c| c == '/' || c.is_control()) {
         return Err(Error::invalid(format!(
-            "invalid policy name {name:?}: use letters, digits, '-', '_', '.' or '@'"
+            "invalid policy name {name:?}: it may not contain '/' or control characters"
         )));
     }
     Ok(n)
@@ -139,8 +140,9 @@ impl PolicyStore {
         let mut names: Vec<String> =
             self.policies.read().map_err(|_| poisoned())?.keys().cloned().collect();
         names.extend(self.damaged.read().map_err(|_| poisoned())?.iter().cloned());
-        names.push(ROOT_POLICY.to_owned());
         names.sort();
+        // Vault lists the stored names in order, then `root`, which is not stored.
+        names.push(ROOT_POLICY.to_owned());
         Ok(names)
     }
 
@@ -149,7 +151,7 @@ impl PolicyStore {
     pub(crate) async fn set(&self, name: &str, raw: &str, max_wrapping_ttl: u64) -> Result<()> {
         let name = normalize_name(name)?;
         if name == ROOT_POLICY || name == WRAPPING_POLICY {
-            return Err(Error::invalid(format!("cannot update {name:?} policy: it is built in")));
+            return Err(Error::invalid(format!("cannot update {name:?} policy")));
         }
         let policy = Policy::parse_new(&name, raw, max_wrapping_ttl)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
@@ -179,7 +181,10 @@ impl PolicyStore {
 
     pub(crate) async fn delete(&self, name: &str) -> Result<()> {
         let name = normalize_name(name)?;
-        if name == ROOT_POLICY || name == DEFAULT_POLICY || name == WRAPPING_POLICY {
+        if name == DEFAULT_POLICY {
+            return Err(Error::invalid("cannot delete default policy"));
+        }
+        if name == ROOT_POLICY || name == WRAPPING_POLICY {
             return Err(Error::invalid(format!("cannot delete {name:?} policy")));
         }
         self.view.delete(&name).await?;

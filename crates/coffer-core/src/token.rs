@@ -138,22 +138,35 @@ impl TokenEntry {
             "expire_time": expire,
             "explicit_max_ttl": self.explicit_max_ttl,
             "id": token.unwrap_or(""),
-            "issue_time": rfc3339(self.creation_time),
             "meta": if meta.is_empty() { Value::Null } else { Value::Object(meta) },
             "num_uses": self.num_uses,
             "orphan": self.orphan,
             "path": self.path,
             "policies": self.policies,
-            "renewable": self.renewable,
             "ttl": self.ttl_remaining(now),
             "type": "service",
         });
+        // As Vault: only a token with a lifetime has a lease, and only a lease these fields.
+        if self.expire_time != 0 {
+            m["issue_time"] = json!(rfc3339(self.creation_time));
+            m["renewable"] = json!(self.renewable);
+        }
         if self.period > 0 {
             m["period"] = json!(self.period);
         }
         if !self.bound_cidrs.is_empty() {
             let c: Vec<String> = self.bound_cidrs.iter().map(Cidr::to_string).collect();
             m["bound_cidrs"] = json!(c);
+        }
+        // Made with a token role: its creation path names the role (`auth/token/create/<role>`,
+        // a path only a role gives), which Vault shows as `role`.
+        if let Some(role) = self
+            .path
+            .strip_prefix("auth/token/create/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|r| !r.is_empty())
+        {
+            m["role"] = json!(role);
         }
         if self.last_renewal_time > 0 {
             m["last_renewal_time"] = json!(self.last_renewal_time);
@@ -596,6 +609,37 @@ impl TokenStore {
         Ok(out)
     }
 
+    /// Moves every token created under the folder `from` (an auth mount's path,
+    /// `auth/approle/`) to the same path under `to`, when the mount moves (`sys/remount`): its
+    /// `path`, which names its lease id, and its entry in the index by path, in one batch per
+    /// token, under the lock renewals and revocations take, so a token revoked meanwhile is not
+    /// written back. Returns how many moved.
+    pub(crate) async fn rename_path_prefix(&self, from: &str, to: &str) -> Result<u64> {
+        let (from, to) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
+        let mut moved = 0;
+        for id in self.ids_under_path(&format!("{from}/")).await? {
+            let _g = self.write_lock.lock().await;
+            let Some(mut e) = self.get_entry(&id).await? else { continue };
+            let Some(rest) = e.path.strip_prefix(from) else { continue };
+            if e.revoking || !(rest.is_empty() || rest.starts_with('/')) {
+                continue;
+            }
+            let old_key = path_key(&e);
+            e.path = format!("{to}{rest}");
+            let raw = record::encode(&e)?;
+            self.view
+                .batch(vec![
+                    BatchOp::Put(format!("id/{id}"), &raw),
+                    BatchOp::Delete(old_key),
+                    BatchOp::Put(path_key(&e), b""),
+                ])
+                .await?;
+            self.forget(&id);
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// Counts one use of a limited-use token, atomically. The last use marks the token spent
     /// in storage before it is answered, so no concurrent request can take it again; the caller
     /// revokes a spent token once its request is finished.
@@ -752,7 +796,11 @@ impl TokenStore {
     ) -> Result<TokenEntry> {
         let _g = self.write_lock.lock().await;
         let mut e = self.get_entry(&entry.id).await?.ok_or(Error::PermissionDenied)?;
-        if !e.renewable || e.expire_time == 0 {
+        // Vault's texts: a token without a TTL has no lease at all.
+        if e.expire_time == 0 {
+            return Err(Error::invalid("invalid lease ID"));
+        }
+        if !e.renewable {
             return Err(Error::invalid("lease is not renewable"));
         }
         let now = now_unix();
@@ -794,6 +842,10 @@ impl TokenStore {
         Ok(e)
     }
 }
+
+mod roles;
+
+pub(crate) use roles::TokenRole;
 
 #[cfg(test)]
 mod revocation_race_tests;

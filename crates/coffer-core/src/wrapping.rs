@@ -289,9 +289,7 @@ pub(crate) async fn wrap_data(
     wrap_ttl: Option<u64>,
     seal_to: Option<&Recipient>,
 ) -> Result<Response> {
-    if data.is_empty() {
-        return Err(Error::invalid("nothing to wrap: the request has no data"));
-    }
+    // Vault wraps an empty request too: the wrapping token is then proof of nothing but itself.
     let ttl = wrap_ttl.unwrap_or(DEFAULT_WRAP_TTL);
     wrap(tokens, Response::data(data.clone()), ttl, "sys/wrapping/wrap", seal_to).await
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use coffer_core::View;
 use coffer_core::framework::{Framework, Path, Paths, Req, handler, list_response};
 use coffer_core::time::parse_duration;
-use coffer_core::{BackendConfig, Error, Event, LogicalBackend, Response, Result};
+use coffer_core::{BackendConfig, Error, Event, LogicalBackend, Response, Result, StorageChange};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
@@ -130,8 +130,48 @@ impl KvV1 {
     }
 }
 
+/// How many keys an in-place upgrade to version 2 takes at most: it reads them all into
+/// memory and writes them in one batch.
+const MAX_UPGRADE_KEYS: usize = 10_000;
+
+#[async_trait::async_trait]
 impl Framework for KvV1 {
     fn paths() -> &'static Paths<Self> {
         &PATHS
+    }
+
+    /// Version 1 to 2 (Vault's in-place upgrade): every key becomes a version 2 key whose
+    /// version 1 holds its data. Everything is read before anything is written, and the core
+    /// writes the result in one batch, so a key whose name looks like the new layout
+    /// (`meta/x`) is converted like any other.
+    async fn migrate_options(
+        &self,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<StorageChange>> {
+        if options.get("version").map(String::as_str) != Some("2") {
+            return Err(Error::invalid("a kv version 1 mount can only be upgraded to version 2"));
+        }
+        let keys = self.view.list_recursive("").await?;
+        if keys.len() > MAX_UPGRADE_KEYS {
+            return Err(Error::invalid(format!(
+                "too many keys to upgrade in place ({} > {MAX_UPGRADE_KEYS}): enable a kv \
+                 version 2 mount and copy the secrets",
+                keys.len()
+            )));
+        }
+        let now = coffer_core::time::now_unix();
+        let mut puts = std::collections::BTreeMap::new();
+        let mut old = Vec::with_capacity(keys.len());
+        for k in keys {
+            let Some(raw) = self.view.get(&k).await? else { continue };
+            for (nk, v) in crate::kv2::upgraded(&k, &raw, now)? {
+                puts.insert(nk, v);
+            }
+            old.push(k);
+        }
+        let mut changes: Vec<StorageChange> =
+            old.into_iter().filter(|k| !puts.contains_key(k)).map(StorageChange::Delete).collect();
+        changes.extend(puts.into_iter().map(|(k, v)| StorageChange::Put(k, v)));
+        Ok(changes)
     }
 }

@@ -90,7 +90,7 @@ const DATA_FIELDS: &[Field] = &[
 ];
 
 const VERSIONS_FIELDS: &[Field] =
-    &[Field::int_list("versions", "The versions to act on.").required()];
+    &[Field::int_list("versions", "The versions to act on (at least one).")];
 
 const METADATA_FIELDS: &[Field] = &[
     Field::int("max_versions", "Versions kept of this key; 0: the mount's setting."),
@@ -156,12 +156,35 @@ fn data_from(raw: &[u8]) -> Result<Value> {
     })
 }
 
+/// 404 with no body, as Vault answers a patch of a key that is not there.
+fn bare_not_found() -> Response {
+    Response { status: Some(404), ..Response::default() }
+}
+
+/// How long after it is written (or undeleted) a version is soft-deleted: the smaller of the
+/// mount's and the key's `delete_version_after` that are set, as Vault's; 0 = never.
+fn delete_after(mount: u64, key: u64) -> u64 {
+    match (mount, key) {
+        (0, k) => k,
+        (m, 0) => m,
+        (m, k) => m.min(k),
+    }
+}
+
 fn time_or_empty(t: u64) -> Value {
     if t == 0 { json!("") } else { json!(rfc3339(t)) }
 }
 
 fn custom(meta: &KeyMeta) -> Value {
     if meta.custom_metadata.is_empty() { Value::Null } else { json!(meta.custom_metadata) }
+}
+
+impl KeyMeta {
+    /// Vault's `oldest_version`: 0 until versions beyond `max_versions` were pruned, then the
+    /// oldest one kept. Pruning removes version 1 first, so a stored 1 (or 0) means never pruned.
+    fn reported_oldest(&self) -> u64 {
+        if self.oldest_version <= 1 { 0 } else { self.oldest_version }
+    }
 }
 
 impl VersionMeta {
@@ -192,7 +215,7 @@ fn key_event(operation: &str, section: &str, key: &str) -> Event {
 fn versions_event(operation: &str, section: &str, key: &str, meta: &KeyMeta) -> Event {
     key_event(operation, section, key)
         .with("current_version", meta.current_version.to_string())
-        .with("oldest_version", meta.oldest_version.to_string())
+        .with("oldest_version", meta.reported_oldest().to_string())
 }
 
 /// A list of versions as Vault's events show it: a JSON array in a string (`[1,2]`).
@@ -205,6 +228,34 @@ fn key_path(path: &str) -> Result<&str> {
         return Err(Error::invalid("a secret's path must name a key, not a folder"));
     }
     Ok(path)
+}
+
+/// The kv version 2 records of a key a version 1 mount held (an in-place upgrade): its data,
+/// unchanged, as version 1 written `now`, and metadata saying so.
+pub(crate) fn upgraded(
+    path: &str,
+    data_raw: &[u8],
+    now: u64,
+) -> Result<[(String, zeroize::Zeroizing<Vec<u8>>); 2]> {
+    // Both versions store a secret as the JSON object of its fields, so the bytes carry over.
+    let _: Map<String, Value> = serde_json::from_slice(data_raw).map_err(|e| {
+        Error::Internal(format!("kv entry {path:?} is not a JSON object ({e}); not upgraded"))
+    })?;
+    let meta = KeyMeta {
+        created_time: now,
+        updated_time: now,
+        current_version: 1,
+        oldest_version: 1,
+        versions: BTreeMap::from([(
+            1,
+            VersionMeta { created_time: now, deletion_time: 0, destroyed: false },
+        )]),
+        ..KeyMeta::default()
+    };
+    Ok([
+        (format!("meta/{path}"), record::encode(&meta)?),
+        (format!("ver/{path}/1"), zeroize::Zeroizing::new(data_raw.to_vec())),
+    ])
 }
 
 /// Drops the oldest versions beyond `max`; returns the dropped version numbers.
@@ -277,7 +328,7 @@ impl KvV2 {
         Ok(Response::from_value(json!({
             "max_versions": c.max_versions,
             "cas_required": c.cas_required,
-            "delete_version_after": format!("{}s", c.delete_version_after),
+            "delete_version_after": coffer_time::format_go(c.delete_version_after),
         })))
     }
 
@@ -309,7 +360,12 @@ impl KvV2 {
         let vm = meta.versions.get(&version).ok_or(Error::NotFound)?;
         let now = now_unix();
         if vm.destroyed || vm.is_deleted(now) {
-            return Err(Error::NotFound);
+            // Vault's answer: 404, and the version's metadata so that a client can tell deleted
+            // (and when) from destroyed from never written.
+            let mut gone =
+                Response::from_value(json!({ "data": null, "metadata": vm.json(version, &meta) }));
+            gone.status = Some(404);
+            return Ok(gone);
         }
         let raw = self.view.get(&format!("ver/{path}/{version}")).await?.ok_or(Error::NotFound)?;
         let secret = data_from(&raw)?;
@@ -343,10 +399,7 @@ impl KvV2 {
         }
         let now = now_unix();
         let version = meta.current_version + 1;
-        let dva = match meta.delete_version_after {
-            0 => cfg.delete_version_after,
-            d => d,
-        };
+        let dva = delete_after(cfg.delete_version_after, meta.delete_version_after);
         let vm = VersionMeta {
             created_time: now,
             deletion_time: if dva > 0 { now + dva } else { 0 },
@@ -390,10 +443,13 @@ impl KvV2 {
         };
         let _g = self.write_lock.lock().await;
         let path = key_path(r.capture("path"))?;
-        let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
-        let vm = meta.versions.get(&meta.current_version).ok_or(Error::NotFound)?;
+        // Vault answers a patch with nothing live to patch with a bare 404 (no error list).
+        let Some(meta) = self.meta(path).await? else { return Ok(bare_not_found()) };
+        let Some(vm) = meta.versions.get(&meta.current_version) else {
+            return Ok(bare_not_found());
+        };
         if vm.destroyed || vm.is_deleted(now_unix()) {
-            return Err(Error::NotFound);
+            return Ok(bare_not_found());
         }
         let raw = self
             .view
@@ -418,6 +474,13 @@ impl KvV2 {
         let _g = self.write_lock.lock().await;
         let Some(mut meta) = self.meta(path).await? else { return Ok(None) };
         let now = now_unix();
+        // An undeleted version gets a new deletion time when one applies (Vault's rule).
+        let dva = match action {
+            Mark::Undelete => {
+                delete_after(self.config().await?.delete_version_after, meta.delete_version_after)
+            }
+            Mark::Delete | Mark::Destroy => 0,
+        };
         let mut destroy = Vec::new();
         for v in versions {
             let Some(vm) = meta.versions.get_mut(v) else { continue };
@@ -429,7 +492,7 @@ impl KvV2 {
                 }
                 Mark::Undelete => {
                     if !vm.destroyed {
-                        vm.deletion_time = 0;
+                        vm.deletion_time = if dva > 0 { now + dva } else { 0 };
                     }
                 }
                 Mark::Destroy => {
@@ -457,7 +520,11 @@ impl KvV2 {
     async fn mark_versions(&self, r: &Req<'_>, action: Mark) -> Result<Response> {
         let versions = r.ints("versions")?.unwrap_or_default();
         if versions.is_empty() {
-            return Err(Error::invalid("no version number provided"));
+            // Vault's texts, capital and all.
+            return Err(Error::invalid(match action {
+                Mark::Destroy => "no version number provided",
+                Mark::Delete | Mark::Undelete => "No version number provided",
+            }));
         }
         let path = r.capture("path");
         let Some(meta) = self.mark(path, &versions, action).await? else {
@@ -511,9 +578,9 @@ impl KvV2 {
             "created_time": rfc3339(meta.created_time),
             "current_version": meta.current_version,
             "custom_metadata": custom(&meta),
-            "delete_version_after": format!("{}s", meta.delete_version_after),
+            "delete_version_after": coffer_time::format_go(meta.delete_version_after),
             "max_versions": meta.max_versions,
-            "oldest_version": meta.oldest_version,
+            "oldest_version": meta.reported_oldest(),
             "updated_time": rfc3339(meta.updated_time),
             "versions": versions,
         })))
@@ -533,7 +600,7 @@ impl KvV2 {
         let _g = self.write_lock.lock().await;
         let existing = self.meta(path).await?;
         if patch && existing.is_none() {
-            return Err(Error::NotFound);
+            return Ok(bare_not_found());
         }
         let now = now_unix();
         let mut meta = existing.unwrap_or(KeyMeta { created_time: now, ..KeyMeta::default() });
@@ -599,12 +666,18 @@ impl KvV2 {
     async fn subkeys(&self, r: &Req<'_>) -> Result<Response> {
         let depth = r.u64("depth")?.unwrap_or(0);
         let resp = self.read_data(r).await?;
+        let status = resp.status;
         let d = resp.data.unwrap_or_default();
-        let secret = d.get("data").cloned().unwrap_or(Value::Null);
-        Ok(Response::from_value(json!({
-            "subkeys": subkeys_of(&secret, depth, 1),
+        let subkeys = match d.get("data") {
+            Some(secret) if status.is_none() => subkeys_of(secret, depth, 1),
+            _ => Value::Null,
+        };
+        let mut out = Response::from_value(json!({
+            "subkeys": subkeys,
             "metadata": d.get("metadata").cloned().unwrap_or(Value::Null),
-        })))
+        }));
+        out.status = status;
+        Ok(out)
     }
 }
 

@@ -156,6 +156,35 @@ impl Decimal {
     }
 }
 
+/// Whole seconds as Go's `time.Duration.String` writes them, which is how Vault answers a
+/// duration in a read: `0s`, `45s`, `1m30s`, `1h30m0s`.
+pub fn format_go(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// [`format_go`] without its zero parts (`2h`, `1h30m`, `1h5s`), as Vault words durations in
+/// its warnings (its SDK's `humanDuration`).
+pub fn format_human(secs: u64) -> String {
+    let mut s = format_go(secs);
+    if secs == 0 {
+        return s;
+    }
+    if s.ends_with("m0s") {
+        s.truncate(s.len() - 2);
+    }
+    if let Some(i) = s.find("h0m") {
+        s.replace_range(i + 1..i + 3, "");
+    }
+    s
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // reason: test code
 mod tests {
@@ -227,6 +256,23 @@ mod tests {
         assert_eq!(parse_duration("18446744073709551615.999999999s"), Ok(Duration::MAX));
         assert_eq!(parse_duration("18446744073709551615s999999999ns"), Ok(Duration::MAX));
         assert_eq!(parse_duration("18446744073709551615s1000000000ns"), Err(Overflow));
+    }
+
+    #[test]
+    fn durations_are_written_as_go_and_vault_write_them() {
+        for (secs, go, human) in [
+            (0, "0s", "0s"),
+            (45, "45s", "45s"),
+            (90, "1m30s", "1m30s"),
+            (120, "2m0s", "2m"),
+            (3605, "1h0m5s", "1h5s"),
+            (5400, "1h30m0s", "1h30m"),
+            (7200, "2h0m0s", "2h"),
+            (2_764_800, "768h0m0s", "768h"),
+        ] {
+            assert_eq!(format_go(secs), go);
+            assert_eq!(format_human(secs), human);
+        }
     }
 
     #[test]

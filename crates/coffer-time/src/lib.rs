@@ -23,7 +23,9 @@ pub mod duration;
 pub mod rfc3339;
 
 pub use civil::{civil_from_days, days_from_civil, days_in_month, is_leap_year};
-pub use duration::{DurationError, parse_duration, parse_duration_or_secs, parse_secs};
+pub use duration::{
+    DurationError, format_go, format_human, parse_duration, parse_duration_or_secs, parse_secs,
+};
 pub use rfc3339::{
     Fraction, Rfc3339Error, format_rfc3339, format_rfc3339_unix, parse_rfc3339,
     parse_rfc3339_or_naive_utc, rfc3339,

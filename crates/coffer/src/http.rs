@@ -297,15 +297,26 @@ async fn handle(
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
-    let task = tokio::spawn(async move { core.handle(req).await });
+    let presented = req.client_token.clone();
+    let remote = req.remote_addr;
+    let handler = core.clone();
+    let task = tokio::spawn(async move { handler.handle(req).await });
     let result = match task.await {
         Ok(r) => r,
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
     };
+    // Vault answers a refusal by policy in its multierror text and a refusal of the token itself
+    // plainly; clients show (and some match) the text. A 403 with a live token was by policy.
+    let result = match (result, presented) {
+        (Err(Error::PermissionDenied), Some(t)) if core.token_is_live(t.expose(), remote).await => {
+            Err(Error::Forbidden(coffer_core::logical::multierror("permission denied")))
+        }
+        (r, _) => r,
+    };
     let mut resp = match result {
         Ok(mut r) => match r.subscription.take() {
             Some(sub) => events::accept(sub, &headers, upgrade, lifeline),
-            None => success(r, request_id),
+            None => success(r, request_id, &path),
         },
         Err(e) => error_response(e, &request_id, &path),
     };
@@ -315,7 +326,7 @@ async fn handle(
     resp
 }
 
-fn success(r: coffer_core::Response, request_id: String) -> Response {
+fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response {
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
     if let Some(raw) = r.raw_body {
         let status = StatusCode::from_u16(raw.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -330,6 +341,21 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
     if r.is_empty() {
         return (StatusCode::NO_CONTENT, no_store).into_response();
     }
+    if let Some(s) = r.status
+        && r.data.is_none()
+        && r.auth.is_none()
+        && r.wrap_info.is_none()
+        && r.sealed.is_none()
+    {
+        // A status and nothing to say: Vault's empty-bodied answers (a kv v2 patch of a key
+        // that is not there is a bare 404).
+        let s = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (s, no_store).into_response();
+    }
+    // A wrapped answer is Vault's bare wrapping envelope: no request id (the request's own id
+    // is in the audit log), and `wrapped_accessor` only when a token was wrapped.
+    let wrapped = r.wrap_info.is_some();
+    let status = r.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
     let body: Envelope<Auth, WrapInfo> = Envelope {
         auth: r.auth,
         data: r.data,
@@ -337,12 +363,53 @@ fn success(r: coffer_core::Response, request_id: String) -> Response {
         lease_id: r.lease_id,
         mount_type: r.mount_type,
         renewable: r.renewable,
-        request_id,
+        request_id: if wrapped { String::new() } else { request_id },
         sealed: r.sealed,
         warnings: (!r.warnings.is_empty()).then_some(r.warnings),
         wrap_info: r.wrap_info,
     };
-    (StatusCode::OK, no_store, axum::Json(body)).into_response()
+    let inject = injects_data_at_top_level(path) && body.data.is_some();
+    if !inject {
+        return (status, no_store, axum::Json(body)).into_response();
+    }
+    let mut body = match serde_json::to_value(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "response does not serialize");
+            return (StatusCode::INTERNAL_SERVER_ERROR, no_store).into_response();
+        }
+    };
+    if let Value::Object(envelope) = &mut body
+        && let Some(Value::Object(data)) = envelope.get("data").cloned()
+    {
+        for (k, v) in data {
+            // Vault writes both keys and a JSON reader keeps the envelope's, the later one.
+            envelope.entry(k).or_insert(v);
+        }
+    }
+    (status, no_store, axum::Json(body)).into_response()
+}
+
+/// The `sys/` endpoints whose answers Vault also copies `data`'s fields into, at the top level
+/// of the envelope, for clients older than the envelope (OpenBao's `injectDataIntoTopRoutes`,
+/// with Go's mux rule: a trailing `/` covers everything below).
+fn injects_data_at_top_level(path: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "sys/audit",
+        "sys/auth",
+        "sys/capabilities",
+        "sys/capabilities-accessor",
+        "sys/capabilities-self",
+        "sys/key-status",
+        "sys/mounts",
+        "sys/policy",
+    ];
+    const EXACT_MORE: [&str; 4] =
+        ["sys/rotate", "sys/rotate/keyring", "sys/wrapping/wrap", "sys/remount"];
+    const BELOW: [&str; 5] =
+        ["sys/audit/", "sys/audit-hash/", "sys/auth/", "sys/mounts/", "sys/policy/"];
+    let p = path.trim_start_matches('/');
+    EXACT.contains(&p) || EXACT_MORE.contains(&p) || BELOW.iter().any(|b| p.starts_with(b))
 }
 
 #[cfg(test)]

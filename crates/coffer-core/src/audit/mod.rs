@@ -88,9 +88,8 @@ fn check_options(config: &DeviceConfig) -> Result<()> {
         "file" => &["file_path", "path", "log_raw", "hmac_accessor", "mode", "format"],
         "socket" => &["address", "socket_type", "log_raw", "hmac_accessor", "format"],
         other => {
-            return Err(Error::invalid(format!(
-                "unknown audit device type {other:?}: use \"file\" or \"socket\""
-            )));
+            // Vault's text; the types are `file` and `socket` (docs/audit.md).
+            return Err(Error::invalid(format!("unknown backend type: {other:?}")));
         }
     };
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
@@ -107,9 +106,7 @@ fn check_options(config: &DeviceConfig) -> Result<()> {
     bool_option(o, "hmac_accessor", true)?;
     file_mode(config)?;
     if config.kind == "file" && o.get("file_path").or_else(|| o.get("path")).is_none() {
-        return Err(Error::invalid(
-            "file audit device needs option file_path (a file, or \"stdout\")",
-        ));
+        return Err(Error::invalid("file_path is required"));
     }
     if config.kind == "socket" {
         if o.get("address").is_none() {
@@ -206,7 +203,7 @@ impl Device {
     }
 
     /// This device's view of an entry: secrets replaced by their HMACs.
-    fn redact(&self, mut e: Value) -> Value {
+    fn redact(&self, mut e: Value, keys: NonHmac<'_>) -> Value {
         if self.log_raw {
             return e;
         }
@@ -232,19 +229,27 @@ impl Device {
         let clear = clear_request_keys(&e);
         if let Some(Value::Object(d)) = e.get_mut("request").and_then(|r| r.get_mut("data")) {
             for (k, v) in d.iter_mut() {
-                if !clear.contains(&k.as_str()) {
+                if !clear.contains(&k.as_str()) && !keys.request.iter().any(|c| c == k) {
                     self.hash_strings(v);
                 }
             }
         }
-        if let Some(d) = e.get_mut("response").and_then(|r| r.get_mut("data")) {
-            self.hash_strings(d);
+        match e.get_mut("response").and_then(|r| r.get_mut("data")) {
+            Some(Value::Object(d)) => {
+                for (k, v) in d.iter_mut() {
+                    if !keys.response.iter().any(|c| c == k) {
+                        self.hash_strings(v);
+                    }
+                }
+            }
+            Some(d) => self.hash_strings(d),
+            None => {}
         }
         e
     }
 
-    async fn write(&self, entry: &Value) -> std::io::Result<()> {
-        let e = self.redact(entry.clone());
+    async fn write(&self, entry: &Value, keys: NonHmac<'_>) -> std::io::Result<()> {
+        let e = self.redact(entry.clone(), keys);
         let mut state = self.state.lock().await;
         if let Sink::Broken(_) = state.sink {
             let (sink, seq, prev) = open_sink(&self.config)?;
@@ -327,6 +332,16 @@ pub(crate) struct Record<'a> {
     pub(crate) operation: &'a str,
     pub(crate) caller: Option<&'a TokenEntry>,
     pub(crate) mount_type: &'a str,
+    pub(crate) non_hmac: NonHmac<'a>,
+}
+
+/// The `data` keys an entry shows in clear because the mount serving the request says so
+/// (`audit_non_hmac_request_keys`, `audit_non_hmac_response_keys`): an operator's choice, made
+/// with `sudo`-free tune rights on the mount, as in Vault.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct NonHmac<'a> {
+    pub(crate) request: &'a [String],
+    pub(crate) response: &'a [String],
 }
 
 impl Record<'_> {
@@ -390,7 +405,7 @@ impl Broker {
     }
 
     /// Writes `entry` to every device; succeeds when at least one wrote (or none is enabled).
-    async fn write_all(&self, entry: &Value) -> Result<()> {
+    async fn write_all(&self, entry: &Value, keys: NonHmac<'_>) -> Result<()> {
         let devices = self.devices.read().await.clone();
         if devices.is_empty() {
             return Ok(());
@@ -406,7 +421,7 @@ impl Broker {
         }
         let mut ok = 0;
         for d in &devices {
-            match d.write(entry).await {
+            match d.write(entry, keys).await {
                 Ok(()) => ok += 1,
                 Err(e) => {
                     tracing::error!(device = %d.config.path, error = %e, "audit device failed to write")
@@ -437,7 +452,7 @@ impl Broker {
             "type": "chaos",
             "chaos": { "event": event, "reason": reason, "fault": fault },
         });
-        self.write_all(&entry).await
+        self.write_all(&entry, NonHmac::default()).await
     }
 
     pub(crate) async fn has_devices(&self) -> bool {
@@ -453,7 +468,7 @@ impl Broker {
         if !self.active().await {
             return Ok(());
         }
-        self.write_all(&r.base("request", error)).await
+        self.write_all(&r.base("request", error), r.non_hmac).await
     }
 
     pub(crate) async fn log_response(
@@ -527,7 +542,7 @@ impl Broker {
         };
         let mut entry = r.base("response", &error);
         entry["response"] = response;
-        self.write_all(&entry).await
+        self.write_all(&entry, r.non_hmac).await
     }
 
     pub(crate) async fn enable(
@@ -542,9 +557,7 @@ impl Broker {
         let path = crate::mount::normalize_mount_path(path)?;
         let mut table = load_table(barrier).await?;
         if table.iter().any(|d| d.path == path) {
-            return Err(Error::invalid(format!(
-                "path already in use: an audit device is enabled at {path:?}"
-            )));
+            return Err(Error::invalid("path already in use"));
         }
         let config = DeviceConfig {
             path,
@@ -562,7 +575,7 @@ impl Broker {
             "type": "audit-device-enabled",
             "device": { "path": config.path, "type": config.kind },
         });
-        device.write(&first).await.map_err(|e| {
+        device.write(&first, NonHmac::default()).await.map_err(|e| {
             Error::invalid(format!("audit device {:?} cannot write: {e}", config.path))
         })?;
         table.push(config);

@@ -65,9 +65,27 @@ pub struct LeaseRequest<'a> {
     pub expire_time: u64,
 }
 
+/// One change to a mount's storage, relative to its view: what a backend hands the core to
+/// carry its data over to new options ([`LogicalBackend::migrate_options`]).
+pub enum StorageChange {
+    Put(String, zeroize::Zeroizing<Vec<u8>>),
+    Delete(String),
+}
+
 #[async_trait]
 pub trait LogicalBackend: Send + Sync + 'static {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Response>;
+
+    /// The storage changes that carry this backend's data over to a mount with `options` (a
+    /// tune changing them: kv version 1 to 2), read while nothing is routed to the mount. The
+    /// core writes them in one atomic batch with the mount table, then serves the mount with
+    /// a backend made for the new options. The default: no such change exists.
+    async fn migrate_options(
+        &self,
+        _options: &BTreeMap<String, String>,
+    ) -> Result<Vec<StorageChange>> {
+        Err(crate::logical::Error::invalid("this mount's options cannot change in place"))
+    }
 
     /// Extends the credential behind a lease to `lease.expire_time` (e.g. `VALID UNTIL`).
     /// Backends whose secrets have nothing to extend keep the default, which refuses.
@@ -140,11 +158,37 @@ impl Registry {
     }
 }
 
+fn captures_match(pattern: &str, path: &str) -> bool {
+    let mut segs = path.split('/');
+    for want in pattern.split('/') {
+        if want.starts_with('{') && want.ends_with("*}") {
+            return segs.next().is_some_and(|s| !s.is_empty());
+        }
+        match segs.next() {
+            Some(s) if want.starts_with('{') && want.ends_with('}') => {
+                if s.is_empty() {
+                    return false;
+                }
+            }
+            Some(s) if s == want => {}
+            _ => return false,
+        }
+    }
+    segs.next().is_none()
+}
+
 /// Whether `path` matches one of `patterns`, as Vault's special paths match: exact, a prefix
 /// when the pattern ends in `*`, and `+` standing for any one non-empty segment
-/// (`issuer/+/pem`).
+/// (`issuer/+/pem`), or a framework pattern with captures.
 pub(crate) fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| pattern_matches(p, path))
+    patterns.iter().any(|p| {
+        // A framework pattern with captures (`login/{username}`): `{x}` is one segment, `{x*}`
+        // the rest of the path.
+        if p.contains('{') {
+            return captures_match(p, path);
+        }
+        pattern_matches(p, path)
+    })
 }
 
 fn pattern_matches(pattern: &str, path: &str) -> bool {

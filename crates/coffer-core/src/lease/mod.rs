@@ -58,6 +58,10 @@ pub(crate) struct LeaseEntry {
     pub(crate) last_renewal: u64,
     /// Seconds from issue beyond which renewals do not go.
     pub(crate) max_ttl: u64,
+    /// The TTL it was issued with: what a renewal without `increment` extends it by, as in
+    /// Vault. 0 in leases stored before it was kept: the mount's default TTL then.
+    #[serde(default)]
+    pub(crate) ttl: u64,
     pub(crate) renewable: bool,
     /// The token that asked for the secret.
     #[serde(default)]
@@ -313,6 +317,7 @@ impl Expiration {
             expire_time: now + ttl,
             last_renewal: 0,
             max_ttl,
+            ttl,
             renewable: secret.renewable,
             token_id: caller.map(|c| c.id.clone()),
             due: now + ttl,
@@ -425,7 +430,8 @@ impl Expiration {
             return Err(Error::invalid("tokens cannot be renewed through this endpoint"));
         }
         let _g = self.lock_for(lease_id).lock().await;
-        let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("invalid lease"))?;
+        // Vault's text for a renewal (a lookup says `invalid lease`).
+        let mut e = self.get(lease_id).await?.ok_or_else(|| Error::invalid("lease not found"))?;
         let now = now_unix();
         if e.failing() || now >= e.expire_time {
             return Err(Error::invalid("lease expired"));
@@ -437,15 +443,16 @@ impl Expiration {
             .route_of(&e.mount_uuid)
             .ok_or_else(|| Error::invalid("the mount that issued this lease is gone"))?;
         let mount_max = route.info.max_lease_ttl.as_secs();
-        let requested =
-            increment.filter(|i| *i > 0).unwrap_or(route.info.default_lease_ttl.as_secs());
+        let original = if e.ttl > 0 { e.ttl } else { route.info.default_lease_ttl.as_secs() };
+        let requested = increment.filter(|i| *i > 0).unwrap_or(original);
         let cap = e.issue_time + e.max_ttl.min(mount_max);
         let new_expire = (now + requested).min(cap).max(now);
         let mut warnings = Vec::new();
         if now + requested > cap {
             warnings.push(format!(
-                "TTL of {requested}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
-                cap.saturating_sub(now)
+                "TTL of {:?} exceeded the effective max_ttl of {:?}; TTL value is capped accordingly",
+                coffer_time::format_human(requested),
+                coffer_time::format_human(cap.saturating_sub(now))
             ));
         }
         let req = e.request(&route, new_expire);
@@ -816,6 +823,8 @@ impl crate::token::LeaseHolder for Expiration {
         self.revoke_token_leases(token_id).await
     }
 }
+
+mod rename;
 
 #[cfg(test)]
 mod tests {

@@ -94,11 +94,12 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Ok(Some(
                 s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
             )),
+            // Vault trims each element of a list too (its comma-string-slice type).
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|v| {
                     v.as_str()
-                        .map(str::to_owned)
+                        .map(|s| s.trim().to_owned())
                         .ok_or_else(|| Error::invalid(format!("{k:?} must be a list of strings")))
                 })
                 .collect::<Result<Vec<_>>>()

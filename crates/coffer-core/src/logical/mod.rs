@@ -137,6 +137,9 @@ pub struct Response {
     /// is with its own content type: Vault's `http_raw_body`. Only for public data: it is
     /// neither sealed nor wrapped, and audit entries record its type and length, not its bytes.
     pub raw_body: Option<RawBody>,
+    /// An envelope answered with another status than 200, as Vault's kv version 2 answers a
+    /// read of a deleted version: 404 with the version's metadata in `data`.
+    pub status: Option<u16>,
     /// An auth method's successful login; the core turns it into a token and fills `auth`.
     pub login: Option<login::Login>,
     /// Set when the answer was wrapped: the client gets only this.
@@ -252,6 +255,8 @@ pub struct WrapInfo {
     pub ttl: u64,
     pub creation_time: String,
     pub creation_path: String,
+    /// The wrapped token's accessor; Vault leaves it out when no token was wrapped.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub wrapped_accessor: String,
 }
 
@@ -307,8 +312,15 @@ impl Response {
             && self.warnings.is_empty()
             && self.raw.is_none()
             && self.raw_body.is_none()
+            && self.status.is_none()
             && self.sealed.is_none()
     }
+}
+
+/// The text of a Go `multierror` holding one error: Vault's core gathers some errors in one, and
+/// its text is what Vault's clients see (and some match on).
+pub fn multierror(msg: &str) -> String {
+    format!("1 error occurred:\n\t* {msg}\n\n")
 }
 
 /// Logical errors; the HTTP layer maps each to a status code in one exhaustive match.
@@ -320,6 +332,9 @@ pub enum Error {
     NotInitialized,
     #[error("permission denied")]
     PermissionDenied,
+    /// A 403 with Vault's own text for the case (`bad token` for a lookup of an unknown token).
+    #[error("{0}")]
+    Forbidden(String),
     /// A missing secret: Vault answers 404 with an empty error list.
     #[error("not found")]
     NotFound,
@@ -360,7 +375,9 @@ impl From<coffer_barrier::Error> for Error {
             B::Sealed => Error::Sealed,
             B::NotInitialized => Error::NotInitialized,
             B::AlreadyInitialized => Error::invalid("Vault is already initialized"),
-            B::InvalidSealConfig(m) => Error::InvalidRequest(m),
+            B::InvalidSealConfig(m) => {
+                Error::InvalidRequest(format!("invalid seal configuration: {m}"))
+            }
             B::InvalidShare(m) => Error::InvalidRequest(format!("invalid key share: {m}")),
             B::WrongKey => Error::invalid(
                 "unseal failed: the key shares do not combine to this server's unseal key",

@@ -73,7 +73,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         let device = broker
             .device(&path)
             .await
-            .ok_or_else(|| Error::invalid(format!("no audit device at {path:?}")))?;
+            .ok_or_else(|| Error::invalid(format!("unknown audit backend {path:?}")))?;
         return Ok(Some(Response::from_value(json!({ "hash": device.hash(&input) }))));
     }
     Ok(None)

@@ -28,7 +28,7 @@ fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
     };
     let id = id.trim_matches('/').to_owned();
     if id.is_empty() {
-        return Err(Error::invalid("missing required parameter \"lease_id\""));
+        return Err(Error::invalid("lease_id must be specified"));
     }
     Ok(id)
 }
@@ -37,6 +37,8 @@ fn lease_id(ctx: &Ctx<'_>, from_path: &str) -> Result<String> {
 fn lookup_json(l: &LeaseInfo, sudo: bool) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(l.id));
+    // The path that issued it: the lease id without its random part (OpenBao's field).
+    m.insert("path".into(), json!(l.id.rsplit_once('/').map_or("", |(p, _)| p)));
     m.insert("issue_time".into(), json!(rfc3339(l.issue_time)));
     m.insert("expire_time".into(), json!(l.expire_time.map(rfc3339)));
     m.insert("last_renewal".into(), json!(l.last_renewal.map(rfc3339)));

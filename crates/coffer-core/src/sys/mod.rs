@@ -7,11 +7,14 @@ mod agent;
 mod audit;
 mod chaos;
 mod events;
+pub(crate) mod generate_root;
 mod leases;
 mod mounts;
 mod password;
 pub(crate) mod paths;
 mod policies;
+pub(crate) mod rekey;
+pub(crate) mod remount;
 
 use std::sync::Arc;
 
@@ -48,7 +51,7 @@ impl Ctx<'_> {
 }
 
 fn seal_status_json(s: &SealStatus) -> Value {
-    json!({
+    let mut v = json!({
         "type": "shamir",
         "initialized": s.initialized,
         "sealed": s.sealed,
@@ -61,21 +64,43 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "migration": false,
         "recovery_seal": false,
         "storage_type": s.storage_type,
-        "cluster_name": if s.sealed { Value::Null } else { json!("coffer") },
-        "cluster_id": if s.sealed { Value::Null } else { json!("") },
-    })
+    });
+    // Vault's `omitempty`: no cluster name until the cluster is unsealed.
+    if !s.sealed {
+        v["cluster_name"] = json!("coffer");
+    }
+    v
 }
 
 /// Decodes an unseal key share given as hex (Vault's `keys`) or base64 (`keys_base64`).
 fn decode_share(s: &str) -> Result<Zeroizing<Vec<u8>>> {
     let s = s.trim();
-    if let Some(b) = unhex(s) {
+    // As Vault: hex only when it decodes to a plausible share (16 to 32 key bytes, plus the
+    // share's one byte), so a base64 share that happens to be valid hex is read as base64.
+    if let Some(b) = unhex(s).filter(|b| (16..=33).contains(&b.len())) {
         return Ok(Zeroizing::new(b));
     }
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map(Zeroizing::new)
         .map_err(|_| Error::invalid("'key' must be a valid hex or base64 string"))
+}
+
+/// The `key` of a generate-root or rekey step: one unseal key share, hex or base64, of a
+/// plausible length (Vault's bounds: 16 bytes to a 32-byte key plus the share's identifier).
+/// `prefix` goes before a length error, as Vault words them differently per endpoint.
+fn required_share(f: &Fields<'_>, prefix: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let key = match f.str("key")? {
+        Some(k) if !k.is_empty() => decode_share(&k)?,
+        _ => return Err(Error::invalid("'key' must be specified in request body as JSON")),
+    };
+    if key.len() < 16 {
+        return Err(Error::invalid(format!("{prefix}key is shorter than minimum 16 bytes")));
+    }
+    if key.len() > 33 {
+        return Err(Error::invalid(format!("{prefix}key is longer than maximum 33 bytes")));
+    }
+    Ok(key)
 }
 
 /// Endpoints that need no token and work while sealed. `None`: not one of them.
@@ -115,7 +140,11 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             let key = match f.str("key")? {
                 Some(k) if !k.is_empty() => Some(decode_share(&k)?),
                 _ if reset => None,
-                _ => return Err(Error::invalid("missing required parameter \"key\"")),
+                _ => {
+                    return Err(Error::invalid(
+                        "'key' must be specified in request body as JSON, or 'reset' set to true",
+                    ));
+                }
             };
             let status = core.submit_unseal_key(key, reset).await?;
             Response::raw(200, seal_status_json(&status))
@@ -174,18 +203,23 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     for name in ["standbyok", "perfstandbyok"] {
         f.bool(name)?;
     }
-    let body = json!({
+    // As Vault's: a node that is not unsealed reports itself a standby with an unknown
+    // replication state, and names its cluster only once unsealed.
+    let active = initialized && !sealed;
+    let replication = if active { "disabled" } else { "unknown" };
+    let mut body = json!({
         "initialized": initialized,
         "sealed": sealed,
-        "standby": false,
+        "standby": !active,
         "performance_standby": false,
-        "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
+        "replication_performance_mode": replication,
+        "replication_dr_mode": replication,
         "server_time_utc": now_unix(),
         "version": VERSION,
-        "cluster_name": "coffer",
-        "cluster_id": "",
     });
+    if active {
+        body["cluster_name"] = json!("coffer");
+    }
     Ok(Response::raw(status, body))
 }
 
@@ -219,12 +253,16 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
         "capabilities" if write => {
             let t = Fields::new(&ctx.req.data).required_str("token")?;
             let entry = ctx.active.tokens.lookup(&t).await?;
-            policies::capabilities(ctx, entry.as_ref()).await
+            let entry =
+                entry.ok_or_else(|| Error::invalid(crate::logical::multierror("invalid token")))?;
+            policies::capabilities(ctx, Some(&entry)).await
         }
         "capabilities-accessor" if write => {
             let a = Fields::new(&ctx.req.data).required_str("accessor")?;
             let entry = ctx.active.tokens.lookup_accessor(&a).await?;
-            policies::capabilities(ctx, entry.as_ref()).await
+            let entry = entry
+                .ok_or_else(|| Error::invalid(crate::logical::multierror("invalid accessor")))?;
+            policies::capabilities(ctx, Some(&entry)).await
         }
         "wrapping/unwrap" if write => {
             crate::wrapping::unwrap(&ctx.active.tokens, &ctx.req.data, ctx.caller()).await
@@ -270,6 +308,15 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             mounts::mount_of(ctx, &rel["internal/ui/mounts/".len()..]).await
         }
         _ => {
+            if let Some(r) = generate_root::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = rekey::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = remount::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             if let Some(r) = chaos::handle(ctx, rel).await? {
                 return Ok(r);
             }

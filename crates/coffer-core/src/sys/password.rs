@@ -35,15 +35,16 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         if op != Operation::Read {
             return Err(Error::UnsupportedOperation);
         }
-        let text =
-            load(&v, &crate::policy_store::normalize_name(name)?).await?.ok_or(Error::NotFound)?;
+        let Some(text) = load(&v, &crate::policy_store::normalize_name(name)?).await? else {
+            return Ok(Some(no_such_policy()));
+        };
         let policy = PasswordPolicy::parse(&text)?;
         return Ok(Some(Response::from_value(json!({ "password": policy.generate() }))));
     }
     let name = crate::policy_store::normalize_name(rest)?;
     match op {
         Operation::Read => {
-            let text = load(&v, &name).await?.ok_or(Error::NotFound)?;
+            let Some(text) = load(&v, &name).await? else { return Ok(Some(no_such_policy())) };
             Ok(Some(Response::from_value(json!({ "policy": text }))))
         }
         _ if write => {
@@ -61,4 +62,10 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         _ => Err(Error::UnsupportedOperation),
     }
+}
+
+/// Vault's answer for a password policy that does not exist: 404 with its error text (not the
+/// empty error list of a missing secret).
+fn no_such_policy() -> Response {
+    Response::raw(404, json!({ "errors": [crate::logical::multierror("policy does not exist")] }))
 }

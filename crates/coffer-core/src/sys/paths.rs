@@ -67,8 +67,12 @@ const TUNE: &[Field] = &[
     Field::duration("default_lease_ttl", "Default lease TTL; 0 or `system`: the system's."),
     Field::duration("max_lease_ttl", "Maximum lease TTL; 0 or `system`: the system's."),
     Field::str("description", "What the mount is for."),
-    Field::map("options", "Engine options (`version` for kv)."),
+    Field::map("options", "Engine options (`version` for kv: 1 to 2 upgrades the data)."),
     Field::str("listing_visibility", "`hidden` or `unauth` (recorded; Coffer has no UI)."),
+    Field::comma_list("audit_non_hmac_request_keys", "Request data keys audited in clear."),
+    Field::comma_list("audit_non_hmac_response_keys", "Response data keys audited in clear."),
+    Field::comma_list("passthrough_request_headers", "Recorded; no engine reads headers."),
+    Field::comma_list("allowed_response_headers", "Recorded; no engine sets headers."),
 ];
 const ENABLE: &[Field] = &[
     MOUNT_PATH,
@@ -78,6 +82,15 @@ const ENABLE: &[Field] = &[
     Field::map("options", "Engine options (`version` for kv)."),
     Field::bool("local", "Not replicated (recorded; Coffer has no replication)."),
     Field::bool("seal_wrap", "Recorded; Coffer encrypts every value already."),
+];
+const SHARE_KEY: Field = Field::str("key", "One unseal key share, hex or base64.");
+const GENERATE_ROOT_ATTEMPT: &[Field] = &[
+    Field::str(
+        "otp",
+        "A one-time pad as long as a token (otp_length); absent: one is made \
+        and shown once.",
+    ),
+    Field::str("pgp_key", "Not supported."),
 ];
 const ACL_NAME: Field = Field::str("name", "The policy's name.");
 const PASSWORD_NAME: Field = Field::str("name", "The password policy's name.");
@@ -154,6 +167,71 @@ pub(crate) const PATHS: &[SysPath] = &[
         ],
     ),
     p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
+    p(
+        "generate-root",
+        "Same as generate-root/attempt.",
+        &[Read, Update, Delete],
+        GENERATE_ROOT_ATTEMPT,
+    ),
+    p(
+        "generate-root/attempt",
+        "The root token generation under way (read), start one (write), cancel it (delete). \
+        No token needed: the credential is a quorum of unseal key shares.",
+        &[Read, Update, Delete],
+        GENERATE_ROOT_ATTEMPT,
+    ),
+    p(
+        "generate-root/update",
+        "Submit one unseal key share to the root token generation; the last one gets the \
+        new root token, encoded with the one-time pad.",
+        &[Update],
+        &[SHARE_KEY, Field::str("nonce", "The generation's nonce.")],
+    ),
+    p(
+        "decode-token",
+        "Decode a root token encoded by generate-root, with its one-time pad. No token needed.",
+        &[Update],
+        &[
+            Field::str("encoded_token", "The encoded token generate-root answered."),
+            Field::str("otp", "The one-time pad it was encoded with."),
+        ],
+    ),
+    p(
+        "rekey/init",
+        "The rekey under way (read), start one (write), cancel it (delete). No token \
+        needed: the credential is a quorum of unseal key shares.",
+        &[Read, Update, Delete],
+        &[
+            Field::int("secret_shares", "How many new shares to make."),
+            Field::int("secret_threshold", "How many new shares unseal."),
+            Field::bool(
+                "require_verification",
+                "The new shares take effect only once a \
+                threshold of them was submitted to rekey/verify.",
+            ),
+            Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
+            Field::bool("backup", "Not supported (Vault allows it only with pgp_keys)."),
+        ],
+    ),
+    p(
+        "rekey/update",
+        "Submit one current unseal key share to the rekey; the last one gets the new shares.",
+        &[Update],
+        &[SHARE_KEY, Field::str("nonce", "The rekey's nonce.")],
+    ),
+    p(
+        "rekey/verify",
+        "The verification of the new shares (read), submit one new share (write), start \
+        the verification over (delete).",
+        &[Read, Update, Delete],
+        &[SHARE_KEY, Field::str("nonce", "The verification's nonce.")],
+    ),
+    p(
+        "rekey/backup",
+        "Backed-up PGP-encrypted shares: Coffer makes none (read: 400; delete: no-op).",
+        &[Read, Delete],
+        &[],
+    ),
     p("seal", "Seal the server: every key leaves memory.", &[Update], &[]),
     p("rotate", "Add a new encryption key term; new writes use it.", &[Update], &[]),
     p("key-status", "The current key term and when it was installed.", &[Read], &[]),
@@ -280,6 +358,22 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[Read, Update, Delete],
         ENABLE,
     ),
+    p(
+        "remount",
+        "Move a secrets engine or an auth method (`auth/...`) to another path, with its data \
+        and leases.",
+        &[Update],
+        &[
+            Field::str("from", "The mount's path now.").required(),
+            Field::str("to", "Its new path.").required(),
+        ],
+    ),
+    p(
+        "remount/status/{migration_id}",
+        "The status of a move made with sys/remount.",
+        &[Read],
+        &[Field::str("migration_id", "The id sys/remount answered.")],
+    ),
     p("auth", "The auth methods enabled.", &[Read], &[]),
     p("auth/{path}/tune", "An auth method's tunable settings.", &[Read, Update], TUNE),
     p(
@@ -300,7 +394,7 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::str("policy", "Same as rules."),
         ],
     ),
-    p("policies/acl", "The ACL policies' names.", &[Read, List], &[]),
+    p("policies/acl", "The ACL policies' names.", &[List], &[]),
     p(
         "policies/acl/{name*}",
         "An ACL policy.",

@@ -24,7 +24,8 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         "policies/acl" | "policies/acl/" => {
             return match op {
-                Operation::List | Operation::Read => Ok(Some(Response::list(store.list()?))),
+                // Vault lists here and reads nothing: GET is 405 (use LIST or ?list=true).
+                Operation::List => Ok(Some(Response::list(store.list()?))),
                 _ => Err(Error::UnsupportedOperation),
             };
         }
@@ -54,17 +55,24 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         }
         _ if write => {
             let f = Fields::new(&ctx.req.data);
-            let raw = if legacy { f.str("rules")?.or(f.str("policy")?) } else { f.str("policy")? };
-            let raw = raw.ok_or_else(|| {
-                Error::invalid(if legacy {
-                    "missing required parameter \"rules\""
-                } else {
-                    "missing required parameter \"policy\""
-                })
-            })?;
+            let mut warnings = Vec::new();
+            let raw = match f.str("policy")?.filter(|p| !p.is_empty()) {
+                Some(p) => Some(p),
+                None if legacy => {
+                    let rules = f.str("rules")?.filter(|p| !p.is_empty());
+                    if rules.is_some() {
+                        warnings
+                            .push("'rules' is deprecated, please use 'policy' instead".to_owned());
+                    }
+                    rules
+                }
+                None => None,
+            };
+            let raw =
+                raw.ok_or_else(|| Error::invalid("'policy' parameter not supplied or empty"))?;
             let raw = super::maybe_base64(&raw);
             store.set(&name, &raw, ctx.core.config.max_lease_ttl.as_secs()).await?;
-            Response::empty()
+            Response { warnings, ..Response::default() }
         }
         Operation::Delete => {
             store.delete(&name).await?;
@@ -84,7 +92,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
         paths.push(p);
     }
     if paths.is_empty() {
-        return Err(Error::invalid("missing required parameter \"paths\""));
+        return Err(Error::invalid("paths must be supplied"));
     }
     let acl = match entry {
         Some(e) => Some(ctx.active.acl_for(e)?),
@@ -94,7 +102,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
     let mut all: Vec<&str> = Vec::new();
     for p in &paths {
         let p = p.trim_start_matches('/');
-        let names: Vec<&'static str> = match &acl {
+        let mut names: Vec<&'static str> = match &acl {
             Some(a) if a.is_root() => vec!["root"],
             Some(a) => {
                 let n = a.capabilities(p).names();
@@ -102,6 +110,8 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
             }
             None => vec!["deny"],
         };
+        // Vault sorts them by name.
+        names.sort_unstable();
         for n in &names {
             if !all.contains(n) {
                 all.push(n);
@@ -110,6 +120,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
         out.insert(p.to_owned(), json!(names));
     }
     if paths.len() == 1 {
+        all.sort_unstable();
         out.insert("capabilities".into(), json!(all));
     }
     Ok(Response::data(out))

@@ -141,10 +141,11 @@ async fn resolve(c: &Client, at: &KvPath) -> Result<Target> {
         ),
         None => (at.path.trim_start_matches('/').to_owned(), None),
     };
+    // The server answers 403 alike for no mount and no access (so that mounts cannot be probed).
     let ans = c.read(&format!("sys/internal/ui/mounts/{probe}")).await.map_err(|e| match e {
-        coffer_api::Error::Api { status: 400, .. } => {
-            anyhow!("no secrets engine is mounted at {probe:?}")
-        }
+        coffer_api::Error::Api { status: 403, .. } => anyhow!(
+            "no secrets engine is mounted at {probe:?}, or this token has no access to it ({e})"
+        ),
         other => other.into(),
     })?;
     let d = ans.data().cloned().unwrap_or_default();

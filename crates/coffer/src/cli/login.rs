@@ -16,13 +16,14 @@ coffer login                                    # prompts for a token\n  \
 coffer login -method=approle role_id=$ROLE_ID secret_id=-   # secret ID from stdin\n  \
 coffer login -method=jwt role=ci jwt=@$CI_JOB_JWT_FILE\n  \
 coffer login -method=kubernetes role=web jwt=@/var/run/secrets/kubernetes.io/serviceaccount/token\n  \
-coffer login -method=cert -client-cert=me.pem -client-key=me-key.pem name=web\n\n\
+coffer login -method=cert -client-cert=me.pem -client-key=me-key.pem name=web\n  \
+coffer login -method=userpass username=alice     # prompts for the password (not echoed)\n\n\
 Each method logs in at auth/<path>/login (the path defaults to the method's name).")]
 pub(crate) struct LoginArgs {
     /// With -method=token: the token (`-` reads stdin; prompted for when missing). With other
     /// methods: the login's KEY=VALUE fields (`KEY=@file` reads a file, `KEY=-` reads stdin)
     pub args: Vec<String>,
-    /// Auth method: token, approle, jwt, oidc (JWT login), kubernetes, cert
+    /// Auth method: token, approle, userpass, jwt, oidc (JWT login), kubernetes, cert
     #[arg(long, default_value = "token", value_name = "TYPE")]
     pub method: String,
     /// Where the method is mounted below auth/ (defaults to the method's name)
@@ -42,10 +43,11 @@ pub(super) async fn run(g: &Global, a: LoginArgs) -> Result<ExitCode> {
         if a.args.len() > 1 {
             bail!("-method=token takes one argument, the token; got {}", a.args.len());
         }
-        let token = read_secret_input(
-            "Token (input is shown; pass - to read it from a pipe): ",
-            a.args.into_iter().next(),
-        )?;
+        // As vault: asked for without echo; `-` or a piped stdin reads it from stdin.
+        let token = match a.args.into_iter().next() {
+            Some(t) => read_secret_input("", Some(t))?,
+            None => super::prompt::hidden("Token (will be hidden): ")?.to_string(),
+        };
         let c = client(g)?.with_token(Some(token.clone())).with_wrap_ttl(None);
         let ans = c.read("auth/token/lookup-self").await?;
         let mut b = ans.body.unwrap_or(Value::Null);
@@ -65,18 +67,33 @@ pub(super) async fn run(g: &Global, a: LoginArgs) -> Result<ExitCode> {
         (token, b)
     } else {
         let kind = match method.as_str() {
-            "approle" | "jwt" | "oidc" | "kubernetes" | "cert" => method.as_str(),
+            "approle" | "userpass" | "jwt" | "oidc" | "kubernetes" | "cert" => method.as_str(),
             other => bail!(
-                "unknown login method {other:?}: use token, approle, jwt, oidc, kubernetes or cert \
-                 (or `coffer write auth/<path>/login ...` for another method)"
+                "unknown login method {other:?}: use token, approle, userpass, jwt, oidc, \
+                 kubernetes or cert (or `coffer write auth/<path>/login ...` for another method)"
             ),
         };
-        let path = a.path.as_deref().unwrap_or(kind).trim_matches('/').to_owned();
-        let data = parse_pairs(&a.args)?;
+        let mount = a.path.as_deref().unwrap_or(kind).trim_matches('/').to_owned();
+        let mut data = parse_pairs(&a.args)?;
+        // As vault: userpass logs in at login/<username>, with the password asked for (without
+        // echo) when it is not given.
+        let path = if kind == "userpass" {
+            let user = match data.remove("username") {
+                Some(Value::String(u)) if !u.is_empty() => u,
+                _ => bail!("missing username: give username=NAME"),
+            };
+            if !data.contains_key("password") {
+                let pw = super::prompt::hidden("Password (will be hidden): ")?;
+                data.insert("password".into(), Value::String(pw.to_string()));
+            }
+            format!("{mount}/login/{user}")
+        } else {
+            format!("{mount}/login")
+        };
         let c = client(g)?;
         // A login needs no token; sending a stale saved one would only confuse the audit log.
         let c = c.with_token(None);
-        let ans = c.write(&format!("auth/{path}/login"), &Value::Object(data)).await?;
+        let ans = c.write(&format!("auth/{path}"), &Value::Object(data)).await?;
         let b = ans.body.ok_or_else(|| anyhow!("the server answered the login with no body"))?;
         if b.get("wrap_info").is_some_and(|w| !w.is_null()) {
             // Wrapped (-wrap-ttl): the token is in the wrapping token's cubbyhole, not here.

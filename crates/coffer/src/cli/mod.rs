@@ -14,6 +14,7 @@ mod chaos;
 mod client;
 mod events;
 mod generic;
+mod keyops;
 mod kv;
 mod lease;
 mod login;
@@ -21,6 +22,7 @@ mod mounts;
 mod operator;
 mod output;
 mod policy;
+mod prompt;
 mod server;
 mod token;
 mod transit;
@@ -59,7 +61,7 @@ pub(crate) enum Command {
     /// Chaos experiments in Chaos Toolkit's format: `coffer chaos run experiment.json`
     #[command(subcommand)]
     Chaos(chaos::ChaosCmd),
-    /// Operator tasks: init, unseal, seal, rotate, key-status
+    /// Operator tasks: init, unseal, seal, rotate, key-status, generate-root, rekey
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
     /// Print the seal status of the server (exit 0 unsealed, 2 sealed, 1 error)

@@ -29,6 +29,13 @@ pub(crate) enum MountCmd {
     },
     /// Change a mount's TTLs, description or options
     Tune(TuneArgs),
+    /// Move a mount to another path, with its data and leases (`sys/remount`)
+    Move {
+        /// The mount's path now, e.g. secret/ (approle/ or auth/approle/ for `coffer auth move`)
+        source: String,
+        /// Its new path
+        destination: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +181,46 @@ pub(super) async fn run(g: &Global, op: MountCmd, table: &str, noun: &str) -> Re
             let path = a.path.trim_matches('/').to_owned();
             c.write(&format!("sys/{table}/{path}/tune"), &tune_body(&a.settings)?).await?;
             println!("Success! Tuned the {noun} at: {path}/");
+        }
+        MountCmd::Move { source, destination } => {
+            // As vault: the paths given as they are (with `auth/` for auth methods), with a
+            // trailing `/`; `coffer auth move approle/ ...` adds the `auth/`.
+            let full = |p: &str| {
+                let p = p.trim_matches('/');
+                if table == "auth" && !p.starts_with("auth/") {
+                    format!("auth/{p}/")
+                } else {
+                    format!("{p}/")
+                }
+            };
+            let (from, to) = (full(&source), full(&destination));
+            let ans = c.write("sys/remount", &json!({ "from": from, "to": to })).await?;
+            let b = ans.body.unwrap_or(Value::Null);
+            let id = b.pointer("/data/migration_id").map(cell).unwrap_or_default();
+            println!("Started moving {noun} {from} to {to}, with migration ID {id}");
+            loop {
+                let st =
+                    c.read(&format!("sys/remount/status/{id}")).await?.body.unwrap_or_default();
+                match st.pointer("/data/migration_info/status").and_then(Value::as_str) {
+                    Some("success") => {
+                        println!(
+                            "Success! Finished moving {noun} {from} to {to}, with migration ID {id}"
+                        );
+                        break;
+                    }
+                    Some("failure") => {
+                        anyhow::bail!(
+                            "Failure! Error encountered moving {noun} {from} to {to}, with migration ID {id}"
+                        );
+                    }
+                    _ => {
+                        println!(
+                            "Waiting for terminal status in migration of {noun} {from} to {to}, with migration ID {id}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

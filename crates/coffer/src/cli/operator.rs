@@ -1,4 +1,5 @@
-//! `coffer operator` (init, unseal, seal, rotate, key-status) and `coffer status`: the seal and
+//! `coffer operator` (init, unseal, seal, rotate, key-status; generate-root and rekey in
+//! `keyops`) and `coffer status`: the seal and
 //! the keys.
 
 use std::process::ExitCode;
@@ -24,7 +25,7 @@ pub(crate) enum OperatorCmd {
         #[arg(long, conflicts_with_all = ["key_shares", "key_threshold"])]
         status: bool,
     },
-    /// Provide one unseal key share (prompted for when not given; `-` reads stdin)
+    /// Provide one unseal key share (asked for without echo when not given; `-` reads stdin)
     Unseal {
         /// One unseal key share; `-` reads it from stdin, and without it the command asks for it
         key: Option<String>,
@@ -38,6 +39,12 @@ pub(crate) enum OperatorCmd {
     Rotate,
     /// Show the active encryption key term
     KeyStatus,
+    /// Make a new root token from a quorum of unseal key shares (-init, then each share holder
+    /// gives a share; -decode with the OTP reveals the token)
+    GenerateRoot(super::keyops::GenerateRootArgs),
+    /// Replace the unseal key and its shares, given a quorum of the current shares (-init, then
+    /// each share holder gives a share; -verify to check the new ones before they take effect)
+    Rekey(super::keyops::RekeyArgs),
 }
 
 fn seal_status_table(b: &Value) -> String {
@@ -98,6 +105,11 @@ fn init_output(api: &Value, shares: u64, threshold: u64) -> Value {
 }
 
 pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
+    let op = match op {
+        OperatorCmd::GenerateRoot(a) => return super::keyops::generate_root(g, a).await,
+        OperatorCmd::Rekey(a) => return super::keyops::rekey(g, a).await,
+        other => other,
+    };
     let c = client(g)?;
     match op {
         OperatorCmd::Init { status: true, .. } => {
@@ -146,7 +158,12 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             let body = if reset {
                 json!({ "reset": true })
             } else {
-                json!({ "key": read_secret_input("Unseal Key (input is shown; pass - to read it from a pipe): ", key)? })
+                // As vault: asked for without echo; `-` or a piped stdin reads it from stdin.
+                let key = match key {
+                    Some(k) => read_secret_input("", Some(k))?,
+                    None => super::prompt::hidden("Unseal Key (will be hidden): ")?.to_string(),
+                };
+                json!({ "key": key })
             };
             let ans = c.write("sys/unseal", &body).await?;
             let b = ans.body.unwrap_or(Value::Null);
@@ -193,6 +210,7 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        OperatorCmd::GenerateRoot(_) | OperatorCmd::Rekey(_) => Ok(ExitCode::SUCCESS),
     }
 }
 #[cfg(test)]

@@ -84,6 +84,9 @@ pub(crate) struct TokenCreateArgs {
     /// Custom token ID (root only)
     #[arg(long)]
     pub id: Option<String>,
+    /// Create the token with a token role (auth/token/create/ROLE); the role decides orphanhood
+    #[arg(long)]
+    pub role: Option<String>,
 }
 
 pub(super) async fn run(g: &Global, t: TokenCmd) -> Result<ExitCode> {
@@ -116,8 +119,12 @@ pub(super) async fn run(g: &Global, t: TokenCmd) -> Result<ExitCode> {
             if !a.metadata.is_empty() {
                 body.insert("meta".into(), Value::Object(parse_pairs(&a.metadata)?));
             }
-            let path = if a.orphan { "auth/token/create-orphan" } else { "auth/token/create" };
-            c.write(path, &Value::Object(body)).await?
+            let path = match (&a.role, a.orphan) {
+                (Some(r), _) => format!("auth/token/create/{}", r.trim_matches('/')),
+                (None, true) => "auth/token/create-orphan".to_owned(),
+                (None, false) => "auth/token/create".to_owned(),
+            };
+            c.write(&path, &Value::Object(body)).await?
         }
         TokenCmd::Lookup { token, accessor } => match (token, accessor) {
             (None, false) => c.read("auth/token/lookup-self").await?,

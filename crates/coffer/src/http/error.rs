@@ -32,7 +32,7 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::Sealed => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotInitialized => StatusCode::BAD_REQUEST,
-        Error::PermissionDenied => StatusCode::FORBIDDEN,
+        Error::PermissionDenied | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotFound => StatusCode::NOT_FOUND,
         Error::UnsupportedPath(_) => StatusCode::NOT_FOUND,
         Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -64,6 +64,14 @@ pub(super) fn error_response(e: Error, request_id: &str, path: &str) -> Response
         }
         // Vault answers a missing secret with an empty error list.
         Error::NotFound => Vec::new(),
+        // Vault's system backend has its own text for a path it does not serve.
+        Error::UnsupportedPath(p) if p.starts_with("sys/") => {
+            vec![coffer_core::logical::multierror("unsupported path")]
+        }
+        // Vault's core gathers this one in a Go multierror. (It does so for a denial by
+        // policy too, but not for a missing or bad token; Coffer's one `PermissionDenied`
+        // cannot tell the two apart yet, and answers both with the bare text.)
+        Error::UnsupportedOperation => vec![coffer_core::logical::multierror(&e.to_string())],
         other => vec![other.to_string()],
     };
     error_body(status, errors)

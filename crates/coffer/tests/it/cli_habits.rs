@@ -132,8 +132,9 @@ async fn api_errors_name_the_method_and_url_as_vault_does() {
     let out = s.cli(Some(limited.trim()), &["read", "secret/a"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // A refusal by policy: Vault's multierror text, shown as vault shows it.
     let want = format!(
-        "Error making API request.\n\nURL: GET {}/v1/secret/a\nCode: 403. Errors:\n\n* permission denied\n\n",
+        "Error making API request.\n\nURL: GET {}/v1/secret/a\nCode: 403. Errors:\n\n* 1 error occurred:\n\t* permission denied\n\n",
         s.addr
     );
     assert!(err.starts_with(&want), "{err}");

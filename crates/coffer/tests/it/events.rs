@@ -164,7 +164,7 @@ async fn a_kv2_write_reaches_a_subscriber_within_a_second_in_vaults_shape() {
             "current_version": "1",
             "data_path": "secret/data/app",
             "modified": "true",
-            "oldest_version": "1",
+            "oldest_version": "0",
             "operation": "data-write",
             "path": "secret/data/app",
         })

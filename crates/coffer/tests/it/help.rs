@@ -119,7 +119,10 @@ async fn help_for_an_unknown_path_is_a_404() {
     for path in ["nope/x?help=1", "secret/nope?help=1", "sys/nope?help=1"] {
         let (code, b) = s.call("GET", path, Some(&root), None).await;
         assert_eq!(code, 404, "{path}: {b}");
-        assert!(b["errors"][0].as_str().is_some_and(|e| e.contains("no handler for route")), "{b}");
+        // Vault's texts: its system backend says "unsupported path", the router the rest.
+        let want =
+            if path.starts_with("sys/") { "unsupported path" } else { "no handler for route" };
+        assert!(b["errors"][0].as_str().is_some_and(|e| e.contains(want)), "{b}");
     }
     // Without a token, which paths exist stays hidden.
     let (code, _) = s.call("GET", "nope/x?help=1", None, None).await;

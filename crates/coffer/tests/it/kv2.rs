@@ -143,7 +143,11 @@ async fn delete_undelete_destroy_and_metadata_behave_like_vault() {
 
     let (_, m) = s.call("GET", "secret/metadata/svc/db", t, None).await;
     let d = &m["data"];
-    assert_eq!((d["current_version"].clone(), d["oldest_version"].clone()), (json!(3), json!(1)));
+    assert_eq!(
+        (d["current_version"].clone(), d["oldest_version"].clone()),
+        (json!(3), json!(0)),
+        "0 until pruned, as Vault"
+    );
     assert_eq!(d["versions"]["2"]["destroyed"], true);
     assert_ne!(d["versions"]["1"]["deletion_time"], "");
     assert_eq!(d["versions"]["3"]["deletion_time"], "");

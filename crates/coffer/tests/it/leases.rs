@@ -92,7 +92,7 @@ async fn lease_requests_with_bad_input_are_refused_with_400s_that_name_the_probl
     let (s, _, root) = Server::ready(dir.path()).await;
     let cases = [
         ("sys/leases/lookup", json!({}), "lease_id"),
-        ("sys/leases/renew", json!({"lease_id": "secret/x/abc"}), "invalid lease"),
+        ("sys/leases/renew", json!({"lease_id": "secret/x/abc"}), "lease not found"),
         ("sys/leases/renew", json!({"lease_id": "x/y", "increment": "soon"}), "increment"),
         ("sys/leases/revoke", json!({"lease_id": "x", "sync": "maybe"}), "sync"),
     ];

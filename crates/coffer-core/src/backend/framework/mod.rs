@@ -71,6 +71,14 @@ pub trait Framework: Send + Sync + Sized + 'static {
     async fn revoke_lease(&self, _lease: &LeaseRequest<'_>) -> Result<()> {
         Ok(())
     }
+
+    /// As [`LogicalBackend::migrate_options`].
+    async fn migrate_options(
+        &self,
+        _options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<crate::backend::StorageChange>> {
+        Err(Error::invalid("this mount's options cannot change in place"))
+    }
 }
 
 #[async_trait]
@@ -89,6 +97,13 @@ impl<B: Framework> LogicalBackend for B {
 
     async fn revoke_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {
         <B as Framework>::revoke_lease(self, lease).await
+    }
+
+    async fn migrate_options(
+        &self,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<crate::backend::StorageChange>> {
+        <B as Framework>::migrate_options(self, options).await
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {

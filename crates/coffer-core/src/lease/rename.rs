@@ -1,0 +1,51 @@
+//! Renaming leases when their mount moves (`sys/remount`): a lease id starts with its mount's
+//! path, so a moved mount's leases get new ids under the new path, and renew, revoke, lookup and
+//! revoke-prefix find them there.
+//!
+//! Guarantees: each lease moves in one atomic batch (its entry, its expiry index entry and its
+//! token link), under the lock its renewals and revocations take, so none of them sees it half
+//! moved and none is lost; the engine that issued a lease is found by the mount's uuid, which a
+//! move keeps. Not guaranteed: that a move that fails midway leaves every lease under one name
+//! (the caller renames back, which the per-lease atomicity makes safe to repeat).
+
+use coffer_barrier::BatchOp;
+
+use super::{Expiration, decode_entry, encode, folder};
+use crate::due::{Due, lease_name};
+use crate::logical::Result;
+
+impl Expiration {
+    /// Gives every lease under the folder `from` (a mount's full path, `database/`) an id under
+    /// `to` instead, and `to` as its mount path. Returns how many moved.
+    pub(crate) async fn rename_prefix(&self, from: &str, to: &str) -> Result<u64> {
+        let (from, to) = (folder(from), folder(to));
+        let mut moved = 0;
+        for rest in self.view.list_recursive(&format!("id/{from}")).await? {
+            let old = format!("{from}{rest}");
+            let new = format!("{to}{rest}");
+            let _g = self.lock_for(&old).lock().await;
+            let Some(raw) = self.view.get(&format!("id/{old}")).await? else { continue };
+            let mut e = decode_entry(&raw)?;
+            e.lease_id = new.clone();
+            e.mount_path = to.clone();
+            let raw = encode(&e)?;
+            let (old_due, new_due) = (Due::Lease(old.clone()), Due::Lease(new.clone()));
+            let idx = new_due.encode(e.due);
+            let mut ops = vec![
+                BatchOp::Put(format!("id/{new}"), &raw),
+                BatchOp::Delete(format!("id/{old}")),
+                BatchOp::Delete(old_due.key(e.due)),
+                BatchOp::Put(new_due.key(e.due), &idx),
+            ];
+            if let Some(t) = &e.token_id {
+                ops.push(BatchOp::Delete(format!("token/{t}/{}", lease_name(&old))));
+                ops.push(BatchOp::Put(format!("token/{t}/{}", lease_name(&new)), new.as_bytes()));
+            }
+            self.view.batch(ops).await?;
+            // The old name still queued in memory finds no entry when it falls due, and goes.
+            self.offer(e.due, new_due);
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
