@@ -357,7 +357,10 @@ impl Core {
         // The identity store is always mounted, as in Vault; a table from before it existed
         // gets its entry once.
         if !secrets.iter().any(|e| e.kind == "identity") {
-            secrets.push(MountEntry::new("identity/", "identity", "identity store"));
+            let mut entry = MountEntry::new("identity/", "identity", "identity store");
+            // As Vault's: the OIDC endpoints may read the client's Authorization header.
+            entry.config.passthrough_request_headers = vec!["Authorization".into()];
+            secrets.push(entry);
             mount::save_table(&self.barrier, Table::Secrets, &secrets).await?;
         }
         let mut routes = Vec::new();

@@ -57,6 +57,8 @@ impl TokenBackend {
             && !ident.policies.is_empty()
         {
             data.insert("identity_policies".into(), Value::from(ident.policies));
+            // Vault's: the identity policies of other namespaces (Coffer has only the root one).
+            data.insert("external_namespace_policies".into(), Value::Object(Map::new()));
         }
         Ok(Response::data(data))
     }
@@ -99,10 +101,42 @@ impl TokenBackend {
         if no_parent && role.is_none() && !orphan_endpoint && !(is_root || req.sudo) {
             return Err(Error::invalid("root or sudo privileges required to create orphan token"));
         }
-        if role.is_some() && f.str("entity_alias")?.is_some_and(|a| !a.is_empty()) {
-            return Err(Error::invalid(
-                "entity_alias is not supported: Coffer has no identity store",
-            ));
+        // As Vault: the token acts for its parent's entity, or for the entity of an alias on
+        // the token store's mount that the role allows (made on first use).
+        let mut entity_id = parent.entity_id.clone();
+        if let Some(alias) = f.str("entity_alias")?.filter(|a| !a.is_empty()) {
+            let Some(role) = role else {
+                return Err(Error::invalid(
+                    "'entity_alias' is only allowed in combination with token role",
+                ));
+            };
+            let lower = alias.to_lowercase();
+            let allowed = role.allowed_entity_aliases.iter().any(|a| {
+                let a = a.to_lowercase();
+                a == lower || crate::glob::glob_match(&a, &lower)
+            });
+            if !allowed {
+                return Err(Error::invalid("invalid 'entity_alias' value"));
+            }
+            let store = self
+                .identity
+                .get()
+                .ok_or_else(|| Error::Internal("identity store not set".into()))?;
+            let none = std::collections::BTreeMap::new();
+            let login = crate::identity::AliasLogin {
+                mount_accessor: &req.mount.accessor,
+                name: &alias,
+                metadata: &none,
+                groups: None,
+            };
+            entity_id = match store.login(&login).await {
+                Err(Error::PermissionDenied) => {
+                    return Err(Error::Forbidden(
+                        "entity from given entity alias is disabled".into(),
+                    ));
+                }
+                other => other?,
+            };
         }
         if let Some(t) = f.str("type")?
             && t != "service"
@@ -264,7 +298,7 @@ impl TokenBackend {
             renewable,
             orphan: no_parent,
             // As Vault: a token acts for the entity of the token that made it.
-            entity_id: parent.entity_id.clone(),
+            entity_id,
             path,
             bound_cidrs,
             ..TokenParams::default()

@@ -46,7 +46,7 @@ impl IdentityBackend {
             "canonical_id": a.canonical_id,
             "mount_accessor": a.mount_accessor,
             "metadata": nullable_map(&a.metadata),
-            "custom_metadata": nullable_map(&a.custom_metadata),
+            "custom_metadata": a.custom_metadata,
             "name": a.name,
             "merged_from_canonical_ids": nullable(&a.merged_from_canonical_ids),
             "creation_time": a.creation_time,
@@ -441,7 +441,8 @@ impl IdentityBackend {
     fn entity_list(&self, by_id: bool) -> Result<Response> {
         let mut entities: Vec<Arc<Entity>> =
             self.store.read(|s| s.entities.values().cloned().collect())?;
-        entities.sort_by(|a, b| if by_id { a.id.cmp(&b.id) } else { a.name.cmp(&b.name) });
+        // Vault lists both in id order (its index's), names too.
+        entities.sort_by(|a, b| a.id.cmp(&b.id));
         let mut keys = Vec::new();
         let mut info = Map::new();
         for e in &entities {
@@ -556,15 +557,10 @@ impl IdentityBackend {
                 alias.canonical_id = target.id.clone();
                 target.aliases.push(alias);
             }
-            for p in &src.policies {
-                if !target.policies.contains(p) {
-                    target.policies.push(p.clone());
-                }
-            }
+            // Vault's API merge leaves the target's policies as they are.
             target.merged_entity_ids.push(src.id.clone());
             deleted.push(src.id.clone());
         }
-        target.policies.sort();
         target.last_update_time = now();
         // Group memberships move with the entity.
         let groups = self.store.read(|s| {
@@ -649,7 +645,9 @@ impl IdentityBackend {
             let unchanged = name == old.name
                 && accessor == old.mount_accessor
                 && target_id == owner.id
-                && custom.as_ref().is_none_or(|c| *c == old.custom_metadata);
+                && custom
+                    .as_ref()
+                    .is_none_or(|c| *c == old.custom_metadata.clone().unwrap_or_default());
             if unchanged {
                 return Ok(Response::empty());
             }
@@ -664,7 +662,7 @@ impl IdentityBackend {
             alias.name = name;
             alias.mount_accessor = accessor.clone();
             if let Some(c) = custom {
-                alias.custom_metadata = c;
+                alias.custom_metadata = Some(c);
             }
             alias.last_update_time = ts.clone();
             let mut from = (*owner).clone();
@@ -725,7 +723,7 @@ impl IdentityBackend {
             canonical_id: entity.id.clone(),
             mount_accessor: accessor,
             name,
-            custom_metadata: custom.unwrap_or_default(),
+            custom_metadata: Some(custom.unwrap_or_default()),
             creation_time: ts.clone(),
             last_update_time: ts.clone(),
             ..Alias::default()
@@ -773,7 +771,7 @@ impl IdentityBackend {
         for a in aliases {
             let mut m = obj(json!({
                 "canonical_id": a.canonical_id,
-                "custom_metadata": nullable_map(&a.custom_metadata),
+                "custom_metadata": a.custom_metadata,
                 "local": false,
                 "metadata": nullable_map(&a.metadata),
                 "mount_accessor": a.mount_accessor,

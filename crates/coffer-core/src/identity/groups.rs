@@ -154,6 +154,7 @@ impl IdentityBackend {
             }
             g.member_entity_ids = members;
         }
+        let mut touched: Vec<Group> = Vec::new();
         if let Some(members) = f.list("member_group_ids")? {
             if g.kind == GROUP_EXTERNAL {
                 return Err(Error::invalid("member groups can't be set for external groups"));
@@ -167,12 +168,32 @@ impl IdentityBackend {
                 return Err(Error::invalid(format!("invalid member group ID {bad:?}")));
             }
             self.store.check_cycle(&g.id, &members)?;
+            // Vault keeps a membership on the member group (its parent_group_ids): a group that
+            // joins or leaves is changed too, and its modify_index says so.
+            let moved: Vec<String> = members
+                .iter()
+                .filter(|m| !g.member_group_ids.contains(m))
+                .chain(g.member_group_ids.iter().filter(|m| !members.contains(m)))
+                .cloned()
+                .collect();
+            touched = self.store.read(|s| {
+                moved
+                    .iter()
+                    .filter_map(|m| s.group(m))
+                    .map(|m| {
+                        let mut m = (**m).clone();
+                        m.modify_index += 1;
+                        m
+                    })
+                    .collect()
+            })?;
             g.member_group_ids = members;
         }
         g.last_update_time = ts;
         g.modify_index += 1;
         let (id, name) = (g.id.clone(), g.name.clone());
-        self.store.commit(Vec::new(), vec![g], Vec::new(), Vec::new()).await?;
+        touched.push(g);
+        self.store.commit(Vec::new(), touched, Vec::new(), Vec::new()).await?;
         if !created {
             return Ok(Response::empty());
         }
@@ -212,19 +233,20 @@ impl IdentityBackend {
         else {
             return Ok(Response::empty());
         };
-        let parents = self.store.read(|s| {
+        // Its parents no longer list it (Vault keeps memberships on the member, so neither
+        // side's modify_index moves).
+        let changed = self.store.read(|s| {
             s.parent_group_ids(&id)
-                .iter()
-                .filter_map(|p| s.group(p))
+                .into_iter()
+                .filter_map(|p| s.group(&p).cloned())
                 .map(|p| {
-                    let mut p = (**p).clone();
+                    let mut p = (*p).clone();
                     p.member_group_ids.retain(|m| *m != id);
-                    p.modify_index += 1;
                     p
                 })
                 .collect::<Vec<_>>()
         })?;
-        self.store.commit(Vec::new(), parents, Vec::new(), vec![id]).await?;
+        self.store.commit(Vec::new(), changed, Vec::new(), vec![id]).await?;
         Ok(Response::empty())
     }
 
@@ -239,7 +261,8 @@ impl IdentityBackend {
     pub(super) fn group_list(&self, by_id: bool) -> Result<Response> {
         let mut groups: Vec<Arc<Group>> =
             self.store.read(|s| s.groups.values().cloned().collect())?;
-        groups.sort_by(|a, b| if by_id { a.id.cmp(&b.id) } else { a.name.cmp(&b.name) });
+        // Vault lists both in id order (its index's), names too.
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
         let mut keys = Vec::new();
         let mut info = Map::new();
         for g in &groups {

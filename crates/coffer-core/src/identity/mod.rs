@@ -44,9 +44,10 @@ pub(crate) struct Alias {
     /// Set by the auth method at each login (Vault's alias metadata).
     #[serde(default)]
     pub(crate) metadata: BTreeMap<String, String>,
-    /// Set by operators through `identity/entity-alias`.
+    /// Set by operators through `identity/entity-alias`; `None` for an alias a login made
+    /// (Vault shows `null` there, and `{}` for one made through the API without any).
     #[serde(default)]
-    pub(crate) custom_metadata: BTreeMap<String, String>,
+    pub(crate) custom_metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub(crate) merged_from_canonical_ids: Vec<String>,
     pub(crate) creation_time: String,

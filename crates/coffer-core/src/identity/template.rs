@@ -52,6 +52,8 @@ fn err(s: impl Into<String>) -> TemplateError {
     TemplateError(s.into())
 }
 
+static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
+
 const NOT_FOUND: &str = "no value could be found for one of the template directives";
 
 /// Whether `s` holds a template directive at all.
@@ -196,10 +198,10 @@ fn alias_value(d: &str, a: &Alias, mode: Mode) -> Result<String, TemplateError> 
         "id" => Val::Str(&a.id),
         "name" => Val::Str(&a.name),
         "metadata" => Val::Map(Some(&a.metadata)),
-        "custom_metadata" => Val::Map(Some(&a.custom_metadata)),
+        "custom_metadata" => Val::Map(a.custom_metadata.as_ref()),
         _ => match (d.strip_prefix("metadata."), d.strip_prefix("custom_metadata.")) {
             (Some(k), _) => Val::Key(&a.metadata, k),
-            (_, Some(k)) => Val::Key(&a.custom_metadata, k),
+            (_, Some(k)) => Val::Key(a.custom_metadata.as_ref().unwrap_or(&NO_METADATA), k),
             _ => return Err(err(NOT_FOUND)),
         },
     };

@@ -453,3 +453,60 @@ async fn the_cli_reads_writes_and_lists_identity_paths() {
     let out = ok(s.cli(Some(&root), &["list", "identity/entity/id"]));
     assert!(out.contains(&id), "{out}");
 }
+
+#[tokio::test]
+async fn token_roles_entity_alias_and_userpass_logins_act_for_entities() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    post(
+        &s,
+        &root,
+        "auth/token/roles/ci",
+        json!({"allowed_entity_aliases": ["build-*"], "orphan": true}),
+    )
+    .await;
+    let (code, b) = s
+        .call("POST", "auth/token/create/ci", Some(&root), Some(json!({"entity_alias": "build-7"})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let entity = b["auth"]["entity_id"].as_str().expect("entity").to_owned();
+    assert!(!entity.is_empty());
+    let (_, again) = s
+        .call("POST", "auth/token/create/ci", Some(&root), Some(json!({"entity_alias": "BUILD-7"})))
+        .await;
+    assert_ne!(again["auth"]["entity_id"], json!(entity), "alias names keep their case");
+    let (_, e) = get(&s, &root, &format!("identity/entity/id/{entity}")).await;
+    assert_eq!(e["data"]["aliases"][0]["name"], "build-7");
+    assert_eq!(e["data"]["aliases"][0]["mount_type"], "token");
+    let (code, b) = s
+        .call("POST", "auth/token/create/ci", Some(&root), Some(json!({"entity_alias": "deploy"})))
+        .await;
+    assert_eq!((code, b["errors"][0].as_str()), (400, Some("invalid 'entity_alias' value")));
+    let (code, b) = s
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"entity_alias": "build-1"})))
+        .await;
+    assert_eq!(code, 400, "{b}");
+    // A child token acts for its parent's entity.
+    let token = again["auth"]["client_token"].as_str().expect("token");
+    let (code, child) = s
+        .call("POST", "auth/token/create", Some(token), Some(json!({"policies": ["default"]})))
+        .await;
+    assert_eq!(code, 200, "{child}");
+    assert_eq!(child["auth"]["entity_id"], again["auth"]["entity_id"]);
+
+    post(&s, &root, "sys/auth/userpass", json!({"type": "userpass"})).await;
+    post(&s, &root, "auth/userpass/users/alice", json!({"password": "correct horse battery"}))
+        .await;
+    let (code, b) = s
+        .call(
+            "POST",
+            "auth/userpass/login/alice",
+            None,
+            Some(json!({"password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let alice = b["auth"]["entity_id"].as_str().expect("entity");
+    let (_, e) = get(&s, &root, &format!("identity/entity/id/{alice}")).await;
+    assert_eq!(e["data"]["aliases"][0]["name"], "alice");
+}
