@@ -355,3 +355,44 @@ async fn keys_of_every_algorithm_roles_and_their_errors() {
         s.call("GET", "identity/oidc/.well-known/openid-configuration", None, None).await;
     assert_eq!(disco["issuer"], "https://coffer.example:8200/v1/identity/oidc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_store_and_its_keys_survive_a_restart() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    let (token, entity) = workload(&s, &root).await;
+    post(&s, &root, "identity/oidc/config", json!({"issuer": "https://coffer.example:8200"})).await;
+    post(
+        &s,
+        &root,
+        "identity/oidc/key/k",
+        json!({"algorithm": "ES256", "allowed_client_ids": ["*"]}),
+    )
+    .await;
+    post(&s, &root, "identity/oidc/role/r", json!({"key": "k", "ttl": "1h"})).await;
+    let g = post(
+        &s,
+        &root,
+        "identity/group",
+        json!({"name": "g", "policies": ["extra"], "member_entity_ids": [entity]}),
+    )
+    .await;
+    let jwt = identity_token(&s, &token, "r").await["token"].as_str().expect("jwt").to_owned();
+
+    s.restart();
+    s.unseal(&keys).await;
+    let (code, e) = s.call("GET", &format!("identity/entity/id/{entity}"), Some(&root), None).await;
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(e["data"]["name"], "billing");
+    assert_eq!(e["data"]["direct_group_ids"], json!([g["data"]["id"]]));
+    let (_, lookup) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
+    assert_eq!(lookup["data"]["identity_policies"], json!(["extra"]), "the token keeps its entity");
+    let (_, jwks) = s.call("GET", "identity/oidc/.well-known/keys", None, None).await;
+    assert!(verified_by(&jwt, &jwks), "the same key verifies after the restart");
+    let (_, b) =
+        s.call("POST", "identity/oidc/introspect", Some(&root), Some(json!({"token": jwt}))).await;
+    assert_eq!(b, json!({"active": true}));
+    let newer = identity_token(&s, &token, "r").await;
+    let newer = newer["token"].as_str().expect("jwt");
+    assert_eq!(part(newer, 0), part(&jwt, 0), "signed with the same stored key");
+}
