@@ -98,6 +98,17 @@ impl Barrier {
         Ok(self.backend.list(prefix).await?)
     }
 
+    /// A page of keys below `prefix`, see [`coffer_storage::Backend::scan`].
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.keyring()?;
+        Ok(self.backend.scan(prefix, after, limit).await?)
+    }
+
     /// Atomically applies puts (encrypted here) and deletes.
     pub async fn batch(&self, ops: Vec<BatchOp<'_>>) -> Result<()> {
         let keyring = self.keyring()?;

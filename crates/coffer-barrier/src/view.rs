@@ -29,7 +29,10 @@ impl View {
     }
 
     fn full(&self, key: &str) -> String {
-        format!("{}{}", self.prefix, key)
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
@@ -57,6 +60,17 @@ impl View {
             })
             .collect();
         self.barrier.batch(ops).await
+    }
+
+    /// Up to `limit` keys below the folder `prefix` (at any depth, relative to it, in order)
+    /// after the relative key `after`: a page, for walking a folder too large to hold.
+    pub async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.barrier.scan(&self.full(prefix), after, limit).await
     }
 
     /// Every key below the folder `prefix` (which ends in `/`), at any depth, relative to it.

@@ -100,6 +100,8 @@ pub struct Core {
     pub(crate) chaos: crate::chaos::Chaos,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
+    /// Requests started: the expiration manager paces itself while it moves.
+    pub(crate) foreground: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -125,6 +127,7 @@ impl Core {
         ));
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            foreground: Arc::default(),
             chaos,
             barrier: Arc::new(Barrier::new(backend)),
             login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
@@ -392,8 +395,13 @@ impl Core {
             crate::audit::Broker::load(&self.barrier, self.chaos.audit_blocked.clone()).await?;
         let router = Arc::new(RwLock::new(Arc::new(router)));
         // Last: from here on leases fall due, and revoking them needs the routes.
-        let leases =
-            crate::lease::Expiration::load(expire_view, tokens.clone(), router.clone()).await?;
+        let leases = crate::lease::Expiration::load(
+            expire_view,
+            tokens.clone(),
+            router.clone(),
+            self.foreground.clone(),
+        )
+        .await?;
         // Connected before expiry starts, so a token revoked by the first pass takes its
         // leases with it.
         let holder: std::sync::Weak<crate::lease::Expiration> = Arc::downgrade(&leases);

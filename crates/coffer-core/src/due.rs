@@ -6,11 +6,16 @@
 //! manager reads the buckets that are overdue or due within [`HORIZON_BUCKETS`] and nothing
 //! else: start-up work grows with the leases due soon, not with the leases alive.
 //!
+//! Memory is bounded: at most [`MEMORY_LIMIT`] entries are held. A bucket with more than that
+//! (a million leases issued in one minute), or one whose offers would push the set past it, is
+//! *streamed*: its entries stay in storage only, and the manager pages through them once they
+//! fall due ([`Stream`]), a page at a time, whatever the bucket's size.
+//!
 //! Guarantees: an index entry is written in the same batch as the record it points at, so a
 //! record with an expiry always has one; an entry may outlive its record (a renewal or
 //! revocation that raced), and the manager treats such a dangling entry as nothing to do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +27,8 @@ use crate::record;
 pub(crate) const BUCKET_SECS: u64 = if cfg!(test) { 2 } else { 60 };
 /// Buckets ahead of the current one that are kept in memory.
 pub(crate) const HORIZON_BUCKETS: u64 = 2;
+/// The most entries held in memory; beyond it, buckets are streamed from storage.
+pub(crate) const MEMORY_LIMIT: usize = if cfg!(test) { 64 } else { 20_000 };
 
 /// What falls due.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,21 +103,66 @@ pub(crate) fn parse_bucket(child: &str) -> Option<u64> {
     child.strip_suffix('/')?.parse().ok()
 }
 
-/// The in-memory part: everything due up to the end of bucket `loaded_through`.
+/// Where the manager is in a streamed bucket.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Stream {
+    /// The last entry name handled in the pass under way; `None` between passes.
+    pub(crate) after: Option<String>,
+    /// When the pass under way (or the last one) began; 0 before the first.
+    pub(crate) pass_began: u64,
+}
+
+/// Seconds between two passes over a streamed bucket that is not over yet: entries in it are
+/// revoked at most this late (and a token is refused at its expiry regardless).
+pub(crate) const STREAM_INTERVAL_SECS: u64 = if cfg!(test) { 1 } else { 10 };
+
+impl Stream {
+    /// Whether bucket `bucket` needs a page handled at `now`.
+    pub(crate) fn ready(&self, bucket: u64, now: u64) -> bool {
+        if bucket > bucket_of(now) {
+            return false;
+        }
+        self.after.is_some()
+            || self.pass_began == 0
+            || now >= self.pass_began + STREAM_INTERVAL_SECS
+            // The bucket ended after the last pass began: one more pass sees all of it due.
+            || (bucket < bucket_of(now) && bucket_of(self.pass_began) <= bucket)
+    }
+}
+
+/// The in-memory part: everything due up to the end of bucket `loaded_through`, except the
+/// streamed buckets, whose entries are read from storage when they fall due.
 #[derive(Default)]
 pub(crate) struct Queue {
     pub(crate) set: BTreeSet<(u64, Due)>,
-    /// Every bucket up to and including this one has been read from storage; an expiry in it
-    /// must also be put in `set`, or it would be missed.
+    /// Every bucket up to and including this one has been read from storage (or is streamed);
+    /// an expiry in it must also be put in `set` (unless streamed), or it would be missed.
     pub(crate) loaded_through: u64,
+    /// Buckets too large to hold, by number.
+    pub(crate) streamed: BTreeMap<u64, Stream>,
 }
 
 impl Queue {
-    /// Adds `due` at `at` when its bucket is already loaded; later ones wait in storage.
+    /// Adds `due` at `at` when its bucket is already loaded; later ones wait in storage, and
+    /// so do those of a streamed bucket. When the set is full, the bucket becomes streamed.
     pub(crate) fn offer(&mut self, at: u64, due: Due) {
-        if bucket_of(at) <= self.loaded_through {
-            self.set.insert((at, due));
+        let bucket = bucket_of(at);
+        if bucket > self.loaded_through || self.streamed.contains_key(&bucket) {
+            return;
         }
+        if self.set.len() >= MEMORY_LIMIT {
+            self.stream(bucket);
+            return;
+        }
+        self.set.insert((at, due));
+    }
+
+    /// Turns `bucket` into a streamed one: its entries leave memory (storage has them all).
+    pub(crate) fn stream(&mut self, bucket: u64) {
+        let start = bucket * BUCKET_SECS;
+        let end = start + BUCKET_SECS;
+        self.set.retain(|(at, _)| *at < start || *at >= end);
+        self.streamed.entry(bucket).or_default();
     }
 
     /// The lowest bucket that may still hold an unprocessed entry: everything below it is done.
@@ -121,7 +173,15 @@ impl Queue {
         if let Some(f) = first {
             low = low.min(f);
         }
+        if let Some((b, _)) = self.streamed.first_key_value() {
+            low = low.min(*b);
+        }
         low
+    }
+
+    /// The first streamed bucket that needs a page handled at `now`.
+    pub(crate) fn ready_stream(&self, now: u64) -> Option<(u64, Stream)> {
+        self.streamed.iter().find(|(b, s)| s.ready(**b, now)).map(|(b, s)| (*b, s.clone()))
     }
 
     /// Takes everything due at or before `now`.
@@ -175,5 +235,39 @@ mod tests {
         assert_eq!(taken, vec![(2 * b, Due::Token("a".into()))]);
         assert_eq!(q.take_due(50 * b, 10).len(), 1);
         assert!(q.set.is_empty());
+    }
+
+    #[test]
+    fn a_full_set_streams_the_bucket_instead_of_growing() {
+        let b = BUCKET_SECS;
+        let mut q = Queue { loaded_through: 10, ..Queue::default() };
+        q.offer(2 * b, Due::Token("early".into()));
+        for i in 0..(MEMORY_LIMIT as u64 * 3) {
+            q.offer(5 * b + i % b, Due::Token(format!("t{i}")));
+            assert!(q.set.len() <= MEMORY_LIMIT);
+        }
+        assert!(q.streamed.contains_key(&5), "the crowded bucket is streamed");
+        assert_eq!(q.set.len(), 1, "its entries left memory; the others stay");
+        q.offer(5 * b, Due::Token("late".into()));
+        assert_eq!(q.set.len(), 1, "a streamed bucket takes no more offers");
+        assert_eq!(q.low_water(20 * b), 2);
+        q.set.clear();
+        assert_eq!(q.low_water(20 * b), 5, "a streamed bucket holds the low-water mark");
+    }
+
+    #[test]
+    fn a_streamed_bucket_is_passed_over_while_current_and_once_more_after_it_ends() {
+        let b = BUCKET_SECS;
+        let fresh = Stream::default();
+        assert!(!fresh.ready(5, 4 * b), "not before it begins");
+        assert!(fresh.ready(5, 5 * b));
+        let mid = Stream { after: Some("x".into()), pass_began: 5 * b };
+        assert!(mid.ready(5, 5 * b), "a pass under way goes on");
+        let done = Stream { after: None, pass_began: 5 * b };
+        assert!(!done.ready(5, 5 * b), "no new pass at once");
+        assert!(done.ready(5, 6 * b), "one more pass once the bucket is over");
+        let after_end = Stream { after: None, pass_began: 6 * b };
+        assert!(!after_end.ready(5, 6 * b), "a pass that began after its end saw it all");
+        assert!(after_end.ready(5, 6 * b + STREAM_INTERVAL_SECS));
     }
 }

@@ -145,6 +145,7 @@ fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) 
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
+        self.foreground.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chaos = crate::path::clean(&req.path).is_ok_and(|p| crate::chaos::is_chaos_path(&p));
         let resp = if chaos {
             crate::chaos::exempted(self.answer(&req)).await?

@@ -61,6 +61,16 @@ struct VersionOnly {
     version: Option<u32>,
 }
 
+/// The version of a record as [`encode`] writes it, from its first bytes: `{"version":N,`.
+fn leading_version(raw: &[u8]) -> Option<u32> {
+    let rest = raw.strip_prefix(b"{\"version\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || !matches!(rest.get(digits), Some(b',' | b'}')) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// The record as stored: its fields and `"version": VERSION`, in a buffer wiped on drop.
 pub fn encode<R: Record>(record: &R) -> Result<Zeroizing<Vec<u8>>> {
     serde_json::to_vec(&Versioned { version: R::VERSION, record })
@@ -81,9 +91,16 @@ pub fn decode<R: Record>(raw: &[u8]) -> Result<R> {
     };
     // Records read on every request (a kv v2 key's metadata, a token) are at the current
     // version: those are decoded straight into their type, without a JSON tree in between.
-    if let Ok(VersionOnly { version: Some(v) }) = serde_json::from_slice::<VersionOnly>(raw)
-        && v == R::VERSION
-    {
+    // `encode` writes the version first, so it is read from the first bytes, without a pass
+    // over the whole record; one stored otherwise is checked by a full pass.
+    let version = match leading_version(raw) {
+        Some(v) => Some(v),
+        None => match serde_json::from_slice::<VersionOnly>(raw) {
+            Ok(VersionOnly { version }) => version,
+            Err(_) => None,
+        },
+    };
+    if version == Some(R::VERSION) {
         return serde_json::from_slice(raw).map_err(bad);
     }
     let mut fields = match serde_json::from_slice::<Value>(raw).map_err(bad)? {
@@ -168,6 +185,25 @@ mod tests {
         // No version at all: version 0, upgraded through every step (0 → 1 changes nothing).
         let v0 = json!({"name": "older"}).to_string();
         assert_eq!(decode::<Thing>(v0.as_bytes()).expect("v0").title, "older");
+    }
+
+    #[test]
+    fn the_version_is_read_from_the_first_bytes_only_when_it_is_exactly_there() {
+        assert_eq!(leading_version(br#"{"version":2,"title":"a"}"#), Some(2));
+        assert_eq!(leading_version(br#"{"version":12}"#), Some(12));
+        for other in [
+            &br#"{"version": 2,"title":"a"}"#[..],
+            br#"{"title":"a","version":2}"#,
+            br#"{"version":2x}"#,
+            br#"{"version":"2"}"#,
+            br#"{"version":99999999999}"#,
+            b"",
+        ] {
+            assert_eq!(leading_version(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        // Written another way, a record at an older version is still upgraded.
+        let spaced = br#"{ "version" : 1, "name": "old" }"#;
+        assert_eq!(decode::<Thing>(spaced).expect("v1").title, "old");
     }
 
     #[test]

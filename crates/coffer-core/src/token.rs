@@ -229,9 +229,10 @@ pub struct TokenStore {
     salt: hmac::Key,
     /// Serializes revocations and use-count updates so a token's last use is counted once.
     write_lock: Mutex<()>,
-    /// Striped by parent id: creating a child and marking its parent as being revoked take the
-    /// parent's stripe, so one of them sees the other (see [`TokenStore::revoke_tree`]).
-    family_locks: Box<[Mutex<()>]>,
+    /// Striped by parent id: creating a child takes the parent's stripe shared (siblings are
+    /// created side by side, and share a group commit), marking the parent as being revoked
+    /// takes it exclusively, so one of them sees the other (see [`TokenStore::revoke_tree`]).
+    family_locks: Box<[tokio::sync::RwLock<()>]>,
     /// The cubbyhole mount's storage, whose `<token id>/` folder dies with the token.
     cubbyhole: std::sync::RwLock<Option<View>>,
     /// Live entries by id, so a request does not read and decrypt its token from storage.
@@ -308,7 +309,7 @@ impl TokenStore {
             leases: std::sync::OnceLock::new(),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &salt),
             write_lock: Mutex::new(()),
-            family_locks: (0..FAMILY_STRIPES).map(|_| Mutex::new(())).collect(),
+            family_locks: (0..FAMILY_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
         });
@@ -356,11 +357,15 @@ impl TokenStore {
         Ok(self.view.list(&format!("path/{prefix}")).await?)
     }
 
-    /// The ids of every token created at a path under `prefix` (a folder, `auth/approle/`).
-    pub(crate) async fn ids_under_path(&self, prefix: &str) -> Result<Vec<String>> {
-        let keys = self.view.list_recursive(&format!("path/{prefix}")).await?;
-        // `<rest of the path>/<token id>`: the id is the last segment.
-        Ok(keys.iter().map(|k| k.rsplit('/').next().unwrap_or(k).to_owned()).collect())
+    /// A page of the tokens created at a path under `prefix` (a folder, `auth/approle/`):
+    /// up to `limit` keys `<rest of the path>/<token id>` after `after`, in order.
+    pub(crate) async fn scan_path(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        Ok(self.view.scan(&format!("path/{prefix}"), after, limit).await?)
     }
 
     pub fn set_cubbyhole(&self, view: Option<View>) {
@@ -491,7 +496,7 @@ impl TokenStore {
         // or after the child's parent link is stored (and its walk finds the child).
         let parent = parent.filter(|_| !p.orphan);
         let _family = match parent {
-            Some(pe) => Some(self.family_lock(&pe.id).lock().await),
+            Some(pe) => Some(self.family_lock(&pe.id).read().await),
             None => None,
         };
         let parent = match parent {
@@ -617,12 +622,33 @@ impl TokenStore {
     pub(crate) async fn rename_path_prefix(&self, from: &str, to: &str) -> Result<u64> {
         let (from, to) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
         let mut moved = 0;
-        for id in self.ids_under_path(&format!("{from}/")).await? {
+        // Page by page (one page held), each after the last key of the one before: moved
+        // tokens leave `from`, so every token is visited once.
+        let prefix = format!("{from}/");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.scan_path(&prefix, after.as_deref(), 500).await?;
+            let Some(last) = page.last().cloned() else { break };
+            for key in &page {
+                // `<rest of the path>/<token id>`: the id is the last segment.
+                let id = key.rsplit('/').next().unwrap_or(key);
+                if self.move_path(id, from, to).await? {
+                    moved += 1;
+                }
+            }
+            after = Some(last);
+        }
+        Ok(moved)
+    }
+
+    /// One token of [`Self::rename_path_prefix`]; whether it moved.
+    async fn move_path(&self, id: &str, from: &str, to: &str) -> Result<bool> {
+        {
             let _g = self.write_lock.lock().await;
-            let Some(mut e) = self.get_entry(&id).await? else { continue };
-            let Some(rest) = e.path.strip_prefix(from) else { continue };
+            let Some(mut e) = self.get_entry(id).await? else { return Ok(false) };
+            let Some(rest) = e.path.strip_prefix(from) else { return Ok(false) };
             if e.revoking || !(rest.is_empty() || rest.starts_with('/')) {
-                continue;
+                return Ok(false);
             }
             let old_key = path_key(&e);
             e.path = format!("{to}{rest}");
@@ -634,10 +660,9 @@ impl TokenStore {
                     BatchOp::Put(path_key(&e), b""),
                 ])
                 .await?;
-            self.forget(&id);
-            moved += 1;
         }
-        Ok(moved)
+        self.forget(id);
+        Ok(true)
     }
 
     /// Counts one use of a limited-use token, atomically. The last use marks the token spent
@@ -666,7 +691,7 @@ impl TokenStore {
         Ok(outcome)
     }
 
-    fn family_lock(&self, id: &str) -> &Mutex<()> {
+    fn family_lock(&self, id: &str) -> &tokio::sync::RwLock<()> {
         let h = id.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
         &self.family_locks[h % self.family_locks.len()]
     }
@@ -675,7 +700,7 @@ impl TokenStore {
     /// can be created under it, so listing its children afterwards finds all it will have.
     /// The `revoking/` index lets the next unseal finish a revocation that a crash cut short.
     async fn mark_revoking(&self, id: &str) -> Result<()> {
-        let _family = self.family_lock(id).lock().await;
+        let _family = self.family_lock(id).write().await;
         let _g = self.write_lock.lock().await;
         let Some(mut e) = self.get_entry_or_damaged(id).await? else { return Ok(()) };
         if e.revoking {

@@ -1,8 +1,9 @@
 //! Key/value secrets engine, version 2 (Vault's `kv` with `options.version = "2"`): every write
 //! is a new, immutable version; delete and undelete mark versions; destroy removes their data.
 //!
-//! Guarantees: a written version's data never changes afterwards; check-and-set writes are
-//! serialized, so two writers with the same `cas` cannot both succeed; old versions beyond
+//! Guarantees: a written version's data never changes afterwards; writes to one key are
+//! serialized (a striped lock), so two writers with the same `cas` cannot both succeed, while
+//! writes to different keys overlap and share the storage's group commit; old versions beyond
 //! `max_versions` are pruned in the same atomic batch as the write that pushes them out.
 //!
 //! Every change reports Vault's `kv-v2/...` event (see [`key_event`]): paths and version
@@ -22,7 +23,7 @@ use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// Vault's default when neither the mount nor the key sets `max_versions`.
 const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -60,14 +61,31 @@ coffer_core::record!(Config, "kv v2 config", 1);
 
 coffer_core::record!(KeyMeta, "kv v2 metadata", 1);
 
+/// Stripes of [`KvV2::key_locks`]: enough that 16 to 64 writers to different keys rarely wait
+/// for each other, few enough to cost nothing per mount.
+const KEY_STRIPES: usize = 256;
+
 pub(crate) struct KvV2 {
     view: View,
-    /// Serializes writes so check-and-set and version numbering are race-free.
-    write_lock: Mutex<()>,
+    /// Taken shared by every key's write, exclusively by a change of the mount's config, so a
+    /// write sees one config from start to end.
+    config_lock: RwLock<()>,
+    /// One key's writes one at a time, so check-and-set and version numbering are race-free.
+    key_locks: Box<[Mutex<()>]>,
 }
 
 pub(crate) fn new(view: View) -> Arc<dyn LogicalBackend> {
-    Arc::new(KvV2 { view, write_lock: Mutex::new(()) })
+    Arc::new(KvV2 {
+        view,
+        config_lock: RwLock::new(()),
+        key_locks: (0..KEY_STRIPES).map(|_| Mutex::new(())).collect(),
+    })
+}
+
+/// Held while one key is written.
+struct KeyGuard<'a> {
+    _config: RwLockReadGuard<'a, ()>,
+    _key: MutexGuard<'a, ()>,
 }
 
 const CONFIG_FIELDS: &[Field] = &[
@@ -323,6 +341,14 @@ impl KvV2 {
         }
     }
 
+    /// The write lock of the key at `path` (always the config lock first, then the stripe).
+    async fn lock_key(&self, path: &str) -> KeyGuard<'_> {
+        let config = self.config_lock.read().await;
+        let h = path.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        let key = self.key_locks[h % self.key_locks.len()].lock().await;
+        KeyGuard { _config: config, _key: key }
+    }
+
     async fn read_config(&self, _r: &Req<'_>) -> Result<Response> {
         let c = self.config().await?;
         Ok(Response::from_value(json!({
@@ -334,7 +360,7 @@ impl KvV2 {
 
     async fn write_config(&self, r: &Req<'_>) -> Result<Response> {
         let f = r.fields();
-        let _g = self.write_lock.lock().await;
+        let _g = self.config_lock.write().await;
         let mut c = self.config().await?;
         if let Some(m) = f.u64("max_versions")? {
             c.max_versions = m;
@@ -430,7 +456,7 @@ impl KvV2 {
             Some(o) => Fields::new(o).u64("cas")?,
             None => None,
         };
-        let _g = self.write_lock.lock().await;
+        let _g = self.lock_key(r.capture("path")).await;
         self.write_version(r.capture("path"), secret, cas, "data-write").await
     }
 
@@ -441,8 +467,8 @@ impl KvV2 {
             Some(o) => Fields::new(o).u64("cas")?,
             None => None,
         };
-        let _g = self.write_lock.lock().await;
         let path = key_path(r.capture("path"))?;
+        let _g = self.lock_key(path).await;
         // Vault answers a patch with nothing live to patch with a bare 404 (no error list).
         let Some(meta) = self.meta(path).await? else { return Ok(bare_not_found()) };
         let Some(vm) = meta.versions.get(&meta.current_version) else {
@@ -471,7 +497,7 @@ impl KvV2 {
     /// `None` when there is no such key (nothing changed).
     async fn mark(&self, path: &str, versions: &[u64], action: Mark) -> Result<Option<KeyMeta>> {
         let path = key_path(path)?;
-        let _g = self.write_lock.lock().await;
+        let _g = self.lock_key(path).await;
         let Some(mut meta) = self.meta(path).await? else { return Ok(None) };
         let now = now_unix();
         // An undeleted version gets a new deletion time when one applies (Vault's rule).
@@ -597,7 +623,7 @@ impl KvV2 {
     async fn update_metadata(&self, r: &Req<'_>, patch: bool) -> Result<Response> {
         let path = key_path(r.capture("path"))?;
         let f = r.fields();
-        let _g = self.write_lock.lock().await;
+        let _g = self.lock_key(path).await;
         let existing = self.meta(path).await?;
         if patch && existing.is_none() {
             return Ok(bare_not_found());
@@ -633,7 +659,7 @@ impl KvV2 {
 
     async fn delete_metadata(&self, r: &Req<'_>) -> Result<Response> {
         let path = key_path(r.capture("path"))?;
-        let _g = self.write_lock.lock().await;
+        let _g = self.lock_key(path).await;
         let versions: Vec<String> = match self.meta(path).await {
             Ok(Some(meta)) => meta.versions.keys().map(u64::to_string).collect(),
             Ok(None) => return Ok(Response::empty()),

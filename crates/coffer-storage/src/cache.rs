@@ -104,6 +104,10 @@ impl Backend for CachedBackend {
         self.inner.list(prefix).await
     }
 
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.inner.scan(prefix, after, limit).await
+    }
+
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
         let _g = InvalidateOnDrop {
             cache: self,
@@ -163,6 +167,14 @@ mod tests {
         }
         async fn list(&self, prefix: &str) -> Result<Vec<String>> {
             self.0.list(prefix).await
+        }
+        async fn scan(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>> {
+            self.0.scan(prefix, after, limit).await
         }
         async fn batch(&self, ops: Vec<Op>) -> Result<()> {
             self.0.batch(ops).await

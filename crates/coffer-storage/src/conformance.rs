@@ -9,6 +9,7 @@ pub async fn exercise(b: &dyn Backend) {
     values_are_opaque_bytes(b).await;
     list_returns_immediate_children(b).await;
     batch_is_atomic(b).await;
+    scan_pages_through_a_folder_at_any_depth(b).await;
     invalid_keys_are_refused(b).await;
 }
 
@@ -66,6 +67,31 @@ async fn batch_is_atomic(b: &dyn Backend) {
     assert!(failed.is_err(), "a batch with an invalid key must fail");
     assert_eq!(b.get("batch/x").await.expect("get"), None, "a failed batch must apply nothing");
     b.delete("batch/new").await.expect("delete");
+}
+
+async fn scan_pages_through_a_folder_at_any_depth(b: &dyn Backend) {
+    let keys = ["sc/a", "sc/b/c", "sc/b/d/e", "sc/b0", "sc/c d", "scx/no", "sc"];
+    for k in keys {
+        b.put(k, b"v".to_vec()).await.expect("put");
+    }
+    let want = ["a", "b/c", "b/d/e", "b0", "c d"];
+    assert_eq!(b.scan("sc/", None, 100).await.expect("scan"), want, "every key, in order");
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.scan("sc/", after.as_deref(), 2).await.expect("scan page");
+        assert!(page.len() <= 2, "a page holds at most its limit: {page:?}");
+        let Some(last) = page.last().cloned() else { break };
+        paged.extend(page);
+        after = Some(last);
+    }
+    assert_eq!(paged, want, "pages follow each other without gaps or repeats");
+    assert_eq!(b.scan("sc/b/", Some("c"), 10).await.expect("scan"), ["d/e"]);
+    assert_eq!(b.scan("sc/none/", None, 10).await.expect("scan"), Vec::<String>::new());
+    assert!(b.scan("sc", None, 10).await.is_err(), "a scan prefix must end in '/'");
+    for k in keys {
+        b.delete(k).await.expect("delete");
+    }
 }
 
 async fn invalid_keys_are_refused(b: &dyn Backend) {

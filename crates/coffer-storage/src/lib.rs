@@ -62,6 +62,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<()>;
     /// The immediate children of `prefix`, sorted; a child with children of its own ends in `/`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Up to `limit` keys below the folder `prefix` (at any depth), relative to it, in key
+    /// order, starting after the relative key `after` (from the start when `None`). Paging
+    /// with the last key of each page walks a folder of any size holding one page at a time.
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
     /// Applies every op or none of them.
     async fn batch(&self, ops: Vec<Op>) -> Result<()>;
     /// A short name for logs and `sys/` reports.

@@ -52,6 +52,20 @@ impl Backend for MemoryBackend {
         Ok(immediate_children(prefix, keys))
     }
 
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let map = self.map.read().map_err(|_| Self::poisoned())?;
+        let from = format!("{prefix}{}", after.unwrap_or(""));
+        Ok(map
+            .range(from.clone()..)
+            .map(|(k, _)| k.as_str())
+            .take_while(|k| k.starts_with(prefix))
+            .filter(|k| after.is_none() || *k != from)
+            .take(limit)
+            .map(|k| k[prefix.len()..].to_owned())
+            .collect())
+    }
+
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
         for op in &ops {
             validate_key(op.key())?;

@@ -1,19 +1,27 @@
 //! Embedded SQLite backend: the default. One file, WAL journal, `synchronous=FULL` unless the
 //! operator chooses otherwise, so an acknowledged write survives `kill -9` and power loss.
 //!
-//! Calls run on tokio's blocking pool; one connection writes and one reads, so reads are not
-//! queued behind a write's fsync (WAL allows that).
+//! Writes use group commit: one thread owns the write connection; every `put`, `delete` and
+//! `batch` is queued to it, and it applies everything queued meanwhile in one transaction,
+//! each request inside its own savepoint, then commits once (one fsync for the group). No
+//! request is acknowledged before the commit that holds it returned. A request whose own
+//! statements fail is rolled back to its savepoint and fails alone; a failed COMMIT fails every
+//! request of its group (none of them is acknowledged, and none is on disk).
+//!
+//! Reads run on tokio's blocking pool on their own connection, so they are not queued behind a
+//! group's fsync (WAL allows that) and see every acknowledged write.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
 
 use crate::key::validate_prefix;
-use crate::list::{BATCH, SkipScan};
+use crate::list::{BATCH, SkipScan, prefix_end};
 use crate::{Backend, Error, Op, Result, validate_key};
 
 /// How hard SQLite works to make a commit durable.
@@ -48,9 +56,26 @@ impl SqliteOptions {
     }
 }
 
+/// The most requests one group commit takes: a bound on the transaction's size, so one
+/// flood of writes cannot make a single commit (and every waiter's latency) arbitrarily long.
+const MAX_GROUP: usize = 512;
+
+/// One queued write request and where its outcome goes.
+struct Job {
+    ops: Vec<Op>,
+    done: oneshot::Sender<Result<()>>,
+}
+
 pub struct SqliteBackend {
-    writer: Arc<Mutex<Connection>>,
+    /// The queue to the committer thread; it ends when the backend is dropped.
+    writer: Mutex<mpsc::Sender<Job>>,
     reader: Arc<Mutex<Connection>>,
+    /// Commits made, so a test can prove concurrent writes shared them.
+    #[cfg(test)]
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held by a test to stop the committer between groups, so the next group is known.
+    #[cfg(test)]
+    gate: Arc<Mutex<()>>,
     /// Index reads made by `list`, so a test can prove a listing skips subtrees.
     #[cfg(test)]
     list_reads: Arc<std::sync::atomic::AtomicUsize>,
@@ -111,12 +136,46 @@ impl SqliteBackend {
              ) WITHOUT ROWID;",
         )?;
         let reader = open(&opts.path, opts.synchronous)?;
-        Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer {
+            conn: writer,
+            #[cfg(test)]
+            commits: Arc::default(),
+            #[cfg(test)]
+            gate: Arc::default(),
+        };
+        let me = Self {
+            writer: Mutex::new(tx),
             reader: Arc::new(Mutex::new(reader)),
             #[cfg(test)]
+            commits: Arc::clone(&committer.commits),
+            #[cfg(test)]
+            gate: Arc::clone(&committer.gate),
+            #[cfg(test)]
             list_reads: Arc::default(),
-        })
+        };
+        std::thread::Builder::new()
+            .name("sqlite-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| Error::Backend(format!("cannot start the sqlite commit thread: {e}")))?;
+        Ok(me)
+    }
+
+    /// Queues `ops` for the next group commit and waits until that commit returned.
+    async fn write(&self, ops: Vec<Op>) -> Result<()> {
+        let (done, outcome) = oneshot::channel();
+        self.writer
+            .lock()
+            .map_err(|_| Error::Backend("sqlite write queue lock poisoned".into()))?
+            .send(Job { ops, done })
+            .map_err(|_| Error::Backend("sqlite commit thread is gone".into()))?;
+        // Dropped unanswered only if the thread died mid-group: whether it committed is unknown.
+        outcome.await.map_err(|_| {
+            Error::Backend(
+                "sqlite commit thread stopped before answering; the write may or may not have been applied"
+                    .into(),
+            )
+        })?
     }
 
     async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
@@ -136,6 +195,128 @@ impl SqliteBackend {
     }
 }
 
+/// The thread that owns the write connection and commits queued requests in groups.
+struct Committer {
+    conn: Connection,
+    #[cfg(test)]
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    #[cfg(test)]
+    gate: Arc<Mutex<()>>,
+}
+
+impl Committer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        // Waits for one request, then takes whatever queued up behind it (typically while the
+        // previous group's fsync ran): the group grows with the load, with no timer.
+        while let Ok(first) = rx.recv() {
+            #[cfg(test)]
+            let gate = Arc::clone(&self.gate);
+            #[cfg(test)]
+            let _held = gate.lock();
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let outcomes = self.commit(&group);
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                // The requester may have gone away; its write stands (or not) all the same.
+                let _ = job.done.send(outcome);
+            }
+        }
+    }
+
+    /// Applies `group` in one transaction and commits it: one outcome per job, in order.
+    fn commit(&mut self, group: &[Job]) -> Vec<Result<()>> {
+        let tx = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = format!("sqlite cannot begin the write transaction, not applied: {e}");
+                return group.iter().map(|_| Err(Error::Backend(msg.clone()))).collect();
+            }
+        };
+        let mut outcomes = Vec::with_capacity(group.len());
+        // Alone in its group, a request needs no savepoint: the transaction is its own, and a
+        // failure rolls back only it.
+        if let [job] = group {
+            if let Err(e) = job.ops.iter().try_for_each(|op| apply(&tx, op)) {
+                drop(tx);
+                return vec![Err(Error::Backend(format!("sqlite write failed, not applied: {e}")))];
+            }
+            outcomes.push(Ok(()));
+        }
+        for job in group.iter().filter(|_| group.len() > 1) {
+            match apply_in_savepoint(&tx, &job.ops) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    // Dropping `tx` rolls everything back: nothing of this group is applied.
+                    drop(tx);
+                    tracing::error!(error = %e, requests = group.len(), "sqlite savepoint failed; the group is rolled back");
+                    let msg = format!("sqlite write failed, not applied: {e}");
+                    return group.iter().map(|_| Err(Error::Backend(msg.clone()))).collect();
+                }
+            }
+        }
+        let committed = tx.commit();
+        #[cfg(test)]
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match committed {
+            Ok(()) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "sqlite group commit failed; every request in it fails");
+                group
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Backend(format!(
+                            "sqlite commit failed, the write was not applied: {e}"
+                        )))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// One request's ops inside its own savepoint: all of them, or (rolled back) none. The outer
+/// error is the savepoint itself failing: the transaction's state is then unknown, and the
+/// whole group must be rolled back.
+fn apply_in_savepoint(tx: &rusqlite::Transaction<'_>, ops: &[Op]) -> rusqlite::Result<Result<()>> {
+    // Prepared once per connection: parsing these on every request costs more than the
+    // inserts themselves.
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match ops.iter().try_for_each(|op| apply(tx, op)) {
+        Ok(()) => {
+            tx.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            // Undo this request only; the others in the group stand.
+            tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            tx.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(Err(Error::Backend(format!("sqlite write failed, not applied: {e}"))))
+        }
+    }
+}
+
+fn apply(c: &Connection, op: &Op) -> rusqlite::Result<()> {
+    match op {
+        Op::Put(k, v) => {
+            c.prepare_cached(
+                "INSERT INTO coffer_kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![k, v])?;
+        }
+        Op::Delete(k) => {
+            c.prepare_cached("DELETE FROM coffer_kv WHERE key = ?1")?.execute(params![k])?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -150,26 +331,12 @@ impl Backend for SqliteBackend {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
         validate_key(key)?;
-        let key = key.to_owned();
-        Self::with(&self.writer, move |c| {
-            let mut st = c.prepare_cached(
-                "INSERT INTO coffer_kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?;
-            st.execute(params![key, value])?;
-            Ok(())
-        })
-        .await
+        self.write(vec![Op::Put(key.to_owned(), value)]).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        let key = key.to_owned();
-        Self::with(&self.writer, move |c| {
-            c.prepare_cached("DELETE FROM coffer_kv WHERE key = ?1")?.execute(params![key])?;
-            Ok(())
-        })
-        .await
+        self.write(vec![Op::Delete(key.to_owned())]).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -200,31 +367,41 @@ impl Backend for SqliteBackend {
         .await
     }
 
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let (prefix, from) = (prefix.to_owned(), format!("{prefix}{}", after.unwrap_or("")));
+        let (end, after) = (prefix_end(&prefix), after.is_some());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Self::with(&self.reader, move |c| {
+            // `>` after a key, `>=` from the folder's start (which is not itself a key).
+            let op = if after { ">" } else { ">=" };
+            let keys: Vec<String> = match &end {
+                Some(end) => c
+                    .prepare_cached(&format!(
+                        "SELECT key FROM coffer_kv WHERE key {op} ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+                    ))?
+                    .query_map(params![from, end, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT key FROM coffer_kv WHERE key {op} ?1 ORDER BY key LIMIT ?2"
+                    ))?
+                    .query_map(params![from, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok(keys.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
+        })
+        .await
+    }
+
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
         for op in &ops {
             validate_key(op.key())?;
         }
-        Self::with(&self.writer, move |c| {
-            let tx = c.transaction()?;
-            for op in ops {
-                match op {
-                    Op::Put(k, v) => {
-                        tx.prepare_cached(
-                            "INSERT INTO coffer_kv (key, value) VALUES (?1, ?2)
-                             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        )?
-                        .execute(params![k, v])?;
-                    }
-                    Op::Delete(k) => {
-                        tx.prepare_cached("DELETE FROM coffer_kv WHERE key = ?1")?
-                            .execute(params![k])?;
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.write(ops).await
     }
 
     fn kind(&self) -> &'static str {
@@ -241,6 +418,68 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let b = SqliteBackend::open(&SqliteOptions::new(dir.path().join("c.db"))).expect("open");
         crate::conformance::exercise(&b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_a_commit_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let b = Arc::new(SqliteBackend::open(&SqliteOptions::new(&path)).expect("open"));
+        // A write SQLite itself refuses, as a full disk or a constraint would.
+        Connection::open(&path)
+            .expect("second connection")
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON coffer_kv WHEN NEW.key = 'bad/key'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+            )
+            .expect("trigger");
+        let before = b.commits.load(std::sync::atomic::Ordering::Relaxed);
+        let gate = Arc::clone(&b.gate);
+        let held = gate.lock().expect("gate");
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let b = Arc::clone(&b);
+                tokio::spawn(async move {
+                    let ops = match i {
+                        // Several keys, one of them refused: the whole request must go.
+                        13 => vec![
+                            Op::Put("ok/13".into(), b"v".to_vec()),
+                            Op::Put("bad/key".into(), b"v".to_vec()),
+                        ],
+                        i => vec![Op::Put(format!("ok/{i}"), b"v".to_vec())],
+                    };
+                    (i, b.batch(ops).await)
+                })
+            })
+            .collect();
+        // Let every request reach the queue while the committer waits at the gate.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+        for w in writes {
+            let (i, r) = w.await.expect("task");
+            match i {
+                13 => {
+                    let e = r.expect_err("the refused request fails");
+                    assert!(e.to_string().contains("poisoned"), "{e}");
+                }
+                _ => r.expect("the other requests stand"),
+            }
+        }
+        let commits = b.commits.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(commits < 10, "40 concurrent requests took {commits} commits");
+        // Alone in its group (no savepoint then), a refused request leaves nothing either.
+        let lone =
+            vec![Op::Put("ok/lone".into(), b"v".to_vec()), Op::Put("bad/key".into(), vec![])];
+        assert!(b.batch(lone).await.is_err(), "the refused request fails");
+        drop(b);
+        // From disk, through a fresh connection: the others committed, the refused one not at all.
+        let b = SqliteBackend::open(&SqliteOptions::new(&path)).expect("reopen");
+        for i in (0..40).filter(|i| *i != 13) {
+            assert_eq!(b.get(&format!("ok/{i}")).await.expect("get"), Some(b"v".to_vec()), "{i}");
+        }
+        assert_eq!(b.get("ok/13").await.expect("get"), None, "a failed request left nothing");
+        assert_eq!(b.get("bad/key").await.expect("get"), None);
+        assert_eq!(b.get("ok/lone").await.expect("get"), None, "nor did a lone one");
     }
 
     #[tokio::test]

@@ -49,6 +49,31 @@ pub fn format_rfc3339_unix(secs: i64, nanos: u32, fraction: Fraction) -> String 
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Whole seconds in years 0-9999, what every API answer carries: written digit by digit,
+    // without the formatting machinery (a KV v2 read formats one or two per request).
+    if fraction == Fraction::None
+        && let Ok(year) = u32::try_from(y)
+        && year <= 9999
+    {
+        let mut out = String::with_capacity(20);
+        let mut two = |n: i64, sep: Option<char>| {
+            // Components are in range: month, day, hour, minute, second are < 100.
+            let n = n.unsigned_abs() % 100;
+            out.push(char::from(b'0' + (n / 10) as u8));
+            out.push(char::from(b'0' + (n % 10) as u8));
+            if let Some(c) = sep {
+                out.push(c);
+            }
+        };
+        two(i64::from(year / 100), None);
+        two(i64::from(year % 100), Some('-'));
+        two(i64::from(m), Some('-'));
+        two(i64::from(d), Some('T'));
+        two(h, Some(':'));
+        two(mi, Some(':'));
+        two(s, Some('Z'));
+        return out;
+    }
     let frac = match fraction {
         Fraction::None => String::new(),
         Fraction::Millis => format!(".{:03}", nanos / 1_000_000),
@@ -193,6 +218,19 @@ mod tests {
         let before = UNIX_EPOCH - Duration::from_millis(500);
         assert_eq!(format_rfc3339(before, Fraction::Millis), "1969-12-31T23:59:59.500Z");
         assert_eq!(format_rfc3339_unix(-62_167_219_200, 0, Fraction::None), "0000-01-01T00:00:00Z");
+    }
+
+    proptest! {
+        #[test]
+        fn whole_seconds_are_written_as_the_general_formatter_writes_them(
+            secs in -62_167_219_200i64..253_402_300_800,
+        ) {
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+            let general = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z");
+            prop_assert_eq!(format_rfc3339_unix(secs, 0, Fraction::None), general);
+        }
     }
 
     #[test]

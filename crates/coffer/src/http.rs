@@ -300,7 +300,9 @@ async fn handle(
     let presented = req.client_token.clone();
     let remote = req.remote_addr;
     let handler = core.clone();
-    let task = tokio::spawn(async move { handler.handle(req).await });
+    // Boxed: the pipeline's future is large (tens of KiB), and the spawn would otherwise copy
+    // it through each of its layers; a box moves as one pointer.
+    let task = tokio::spawn(Box::pin(async move { handler.handle(req).await }));
     let result = match task.await {
         Ok(r) => r,
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),

@@ -54,6 +54,11 @@ impl Backend for FaultyBackend {
         self.inner.list(prefix).await
     }
 
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.check()?;
+        self.inner.scan(prefix, after, limit).await
+    }
+
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
         self.check()?;
         self.inner.batch(ops).await

@@ -463,3 +463,55 @@ async fn unmounting_revokes_the_mounts_leases_or_keeps_the_mount_when_it_cannot(
     let gone = f.call(Operation::Read, "db/creds/u3", json!({}), &f.root).await;
     assert!(gone.is_err(), "the mount is gone");
 }
+
+#[tokio::test]
+async fn more_expiries_in_one_bucket_than_memory_holds_are_paged_through_and_all_revoked() {
+    let mut f = fixture().await;
+    let n = index::MEMORY_LIMIT * 3;
+    // Due in the bucket after next, so they are all written before the first falls due.
+    for i in 0..n {
+        f.creds(&format!("u{i}"), 2 * index::BUCKET_SECS, &f.root).await;
+    }
+    {
+        let active = f.core.active().expect("unsealed");
+        let q = active.leases.queue.lock().expect("queue");
+        assert!(q.set.len() <= index::MEMORY_LIMIT, "{} entries held", q.set.len());
+        assert!(!q.streamed.is_empty(), "the crowded bucket is streamed");
+    }
+    // And from storage at unseal: the bucket is found too large and streamed, never read whole.
+    f.restart().await;
+    {
+        let active = f.core.active().expect("unsealed");
+        let q = active.leases.queue.lock().expect("queue");
+        assert!(q.set.len() <= index::MEMORY_LIMIT, "{} entries held", q.set.len());
+        assert!(!q.streamed.is_empty(), "streamed after the restart");
+    }
+    eventually("every lease of the crowded bucket was revoked", async || {
+        f.log.revoked().len() == n
+    })
+    .await;
+    let mut revoked = f.log.revoked();
+    revoked.sort();
+    revoked.dedup();
+    assert_eq!(revoked.len(), n, "each lease revoked once");
+    eventually("the streamed bucket is done with", async || {
+        let active = f.core.active().expect("unsealed");
+        active.leases.queue.lock().expect("queue").streamed.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revoke_prefix_pages_through_more_leases_than_one_page() {
+    let f = fixture().await;
+    let n = super::PAGE * 2 + 7;
+    for i in 0..n {
+        f.creds(&format!("many/{i}"), 3600, &f.root).await;
+    }
+    let keep = f.creds("other", 3600, &f.root).await;
+    f.call(Operation::Update, "sys/leases/revoke-prefix/db/creds/many", json!({}), &f.root)
+        .await
+        .expect("revoke-prefix");
+    assert_eq!(f.log.revoked().len(), n);
+    assert!(f.lookup(&keep).await.is_ok(), "a lease outside the prefix stays");
+}

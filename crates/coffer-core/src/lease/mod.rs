@@ -10,12 +10,23 @@
 //! by the engine that issued it, within about a second of its expiry; a revocation that fails is
 //! kept, with its last error, and retried with exponential backoff until it succeeds or an
 //! operator forces it (`revoke-force`): it is never dropped. Unseal reads only the leases due
-//! within a few minutes, so start-up does not grow with the number of live leases. Expiry runs
-//! a few revocations at a time, so a burst of expiries does not starve requests.
+//! within a few minutes, so start-up does not grow with the number of live leases.
+//!
+//! Memory does not grow with the leases either: the in-memory expiry queue holds at most
+//! [`index::MEMORY_LIMIT`] entries and larger buckets are paged through from storage; a
+//! revoke-prefix pages through the ids under its prefix. Neither ever holds a whole bucket or
+//! prefix.
+//!
+//! Expiry is paced adaptively: while no request is being served, up to
+//! [`EXPIRY_CONCURRENCY`] revocations run at once; as soon as requests arrive, one at a time,
+//! each followed by a pause three times its length, so a burst of expiries takes about a
+//! quarter of the time one worker would have and requests keep the rest. A burst therefore
+//! drains more slowly under load (tokens are refused at their expiry regardless).
 //! Not here: what revoking means for a secret (the engine's `revoke_lease`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coffer_barrier::{BatchOp, View};
 use serde::{Deserialize, Serialize};
@@ -30,8 +41,14 @@ use crate::record;
 use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
 
-/// Revocations the background expiry runs at once.
+/// Revocations the background expiry runs at once while no request is being served.
 const EXPIRY_CONCURRENCY: usize = 4;
+/// While requests are served: the pause after each revocation, as a multiple of its length.
+const BUSY_PAUSE_FACTOR: u32 = 3;
+/// The longest such pause, so one slow revocation does not stall the drain.
+const MAX_BUSY_PAUSE: Duration = Duration::from_millis(50);
+/// Entries or ids read from storage at once when paging through a bucket or a prefix.
+const PAGE: usize = 500;
 /// The longest wait between two attempts at a failing revocation.
 const MAX_BACKOFF_SECS: u64 = 300;
 const LOCK_STRIPES: usize = 64;
@@ -145,7 +162,11 @@ pub(crate) struct Expiration {
     /// issued through them, but their leases can still be revoked.
     retiring: std::sync::Mutex<Vec<Arc<Route>>>,
     /// The low-water mark as last stored.
-    low: std::sync::atomic::AtomicU64,
+    low: AtomicU64,
+    /// Requests the core has started, so expiry can tell whether it competes with any.
+    foreground: Arc<AtomicU64>,
+    /// `foreground` when expiry last looked.
+    foreground_seen: AtomicU64,
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
@@ -180,6 +201,7 @@ impl Expiration {
         view: View,
         tokens: Arc<TokenStore>,
         router: Arc<RwLock<Arc<Router>>>,
+        foreground: Arc<AtomicU64>,
     ) -> Result<Arc<Self>> {
         let now = now_unix();
         let through = bucket_of(now) + index::HORIZON_BUCKETS;
@@ -191,7 +213,9 @@ impl Expiration {
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             wake: Arc::new(tokio::sync::Notify::new()),
             retiring: std::sync::Mutex::new(Vec::new()),
-            low: std::sync::atomic::AtomicU64::new(0),
+            low: AtomicU64::new(0),
+            foreground,
+            foreground_seen: AtomicU64::new(0),
         });
         // From the low-water mark up to the horizon, bucket by bucket: the work is the minutes
         // since the last run plus what is due, never the leases due later. A store written
@@ -210,7 +234,7 @@ impl Expiration {
         for b in low..=through {
             me.load_bucket(b).await?;
         }
-        me.low.store(low, std::sync::atomic::Ordering::Relaxed);
+        me.low.store(low, Ordering::Relaxed);
         Ok(me)
     }
 
@@ -219,9 +243,37 @@ impl Expiration {
         tokio::spawn(run(Arc::downgrade(self)));
     }
 
+    /// Reads bucket `bucket` into memory, or marks it streamed when it holds more than the
+    /// room left in memory (reading only that much of it to find out).
     async fn load_bucket(&self, bucket: u64) -> Result<()> {
         let dir = bucket_dir(bucket);
-        let names = self.view.list(&dir).await?;
+        let room = {
+            let q =
+                self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+            index::MEMORY_LIMIT.saturating_sub(q.set.len())
+        };
+        let names = self.view.scan(&dir, None, room + 1).await?;
+        if names.len() > room {
+            let mut q =
+                self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+            q.stream(bucket);
+            tracing::debug!(bucket, "expiry bucket too large to hold; it is paged through");
+            return Ok(());
+        }
+        let found = self.read_entries(&dir, names).await?;
+        let mut q =
+            self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+        // Streamed meanwhile (offers filled the set): storage has them all.
+        if !q.streamed.contains_key(&bucket) {
+            for (at, due) in found {
+                q.offer(at, due);
+            }
+        }
+        Ok(())
+    }
+
+    /// The index entries `names` in folder `dir`.
+    async fn read_entries(&self, dir: &str, names: Vec<String>) -> Result<Vec<(u64, Due)>> {
         let mut found = Vec::with_capacity(names.len());
         for name in names {
             // One unreadable entry must not hide the others (nor keep the server sealed); it
@@ -240,10 +292,7 @@ impl Expiration {
                 }
             }
         }
-        let mut q =
-            self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
-        q.set.extend(found);
-        Ok(())
+        Ok(found)
     }
 
     /// Tells the manager about an expiry just written to the index.
@@ -254,6 +303,12 @@ impl Expiration {
         if at <= now_unix() {
             self.wake.notify_one();
         }
+    }
+
+    /// Whether requests were started since expiry last asked.
+    fn busy(&self) -> bool {
+        let now = self.foreground.load(Ordering::Relaxed);
+        self.foreground_seen.swap(now, Ordering::Relaxed) != now
     }
 
     fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
@@ -582,12 +637,6 @@ impl Expiration {
         Ok(Err(err))
     }
 
-    /// Every lease id under `prefix`, depth first.
-    async fn ids_under(&self, prefix: &str) -> Result<Vec<String>> {
-        let ids = self.view.list_recursive(&format!("id/{prefix}")).await?;
-        Ok(ids.into_iter().map(|rel| format!("{prefix}{rel}")).collect())
-    }
-
     /// `sys/leases/revoke-prefix` and `revoke-force`: every lease (and, under `auth/`, every
     /// token) whose id starts with the folder `prefix`. All are tried; the first error is
     /// returned, and the failed ones stay to be retried.
@@ -597,17 +646,34 @@ impl Expiration {
             return Err(Error::invalid("a prefix is required"));
         }
         let mut first_err = None;
+        // Page by page, each starting after the last id of the one before: revoked ids are
+        // gone and failed ones are passed, so every id is tried once, and one page is held.
         if p.starts_with("auth/") {
-            for id in self.tokens.ids_under_path(&p).await? {
-                if let Err(e) = self.tokens.revoke_tree(&id).await {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.tokens.scan_path(&p, after.as_deref(), PAGE).await?;
+                let Some(last) = page.last().cloned() else { break };
+                for key in &page {
+                    // `<rest of the path>/<token id>`: the id is the last segment.
+                    let id = key.rsplit('/').next().unwrap_or(key);
+                    if let Err(e) = self.tokens.revoke_tree(id).await {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                after = Some(last);
+            }
+        }
+        let dir = format!("id/{p}");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.view.scan(&dir, after.as_deref(), PAGE).await?;
+            let Some(last) = page.last().cloned() else { break };
+            for rel in &page {
+                if let Err(e) = self.revoke(&format!("{p}{rel}"), force).await {
                     first_err.get_or_insert(e);
                 }
             }
-        }
-        for lease_id in self.ids_under(&p).await? {
-            if let Err(e) = self.revoke(&lease_id, force).await {
-                first_err.get_or_insert(e);
-            }
+            after = Some(last);
         }
         match first_err {
             None => Ok(()),
@@ -724,28 +790,9 @@ impl Expiration {
             .lock()
             .map_err(|_| Error::Internal("lease queue poisoned".into()))?
             .take_due(now, PASS);
-        let more = due.len() == PASS;
-        let mut running = tokio::task::JoinSet::new();
-        for (at, d) in due {
-            while running.len() >= EXPIRY_CONCURRENCY {
-                running.join_next().await;
-            }
-            let me = Arc::clone(self);
-            running.spawn(async move {
-                match me.expire(at, &d).await {
-                    Ok(()) | Err(Error::Sealed) => {}
-                    Err(e) => {
-                        // Storage failed: nothing changed, so the entry goes back in memory and
-                        // the next pass tries again. Never dropped.
-                        tracing::warn!(error = %e, "expiry of {d:?} failed; it is retried");
-                        if let Ok(mut q) = me.queue.lock() {
-                            q.set.insert((at, d));
-                        }
-                    }
-                }
-            });
-        }
-        while running.join_next().await.is_some() {}
+        let mut more = due.len() == PASS;
+        self.expire_paced(due).await;
+        more |= self.stream_page(now).await?;
         // Every entry below the mark has been handled (those that failed are back in memory,
         // so the mark stays at or below them): a restart can start reading from there.
         let low = self
@@ -753,11 +800,84 @@ impl Expiration {
             .lock()
             .map_err(|_| Error::Internal("lease queue poisoned".into()))?
             .low_water(now_unix());
-        if low > self.low.load(std::sync::atomic::Ordering::Relaxed) {
+        if low > self.low.load(Ordering::Relaxed) {
             self.view.put(LOW_KEY, low.to_string().as_bytes()).await?;
-            self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+            self.low.store(low, Ordering::Relaxed);
         }
         Ok(more)
+    }
+
+    /// Expires `due`, paced: several at once while no request is served, else one at a time
+    /// with a pause after each (see the module header).
+    async fn expire_paced(self: &Arc<Self>, due: Vec<(u64, Due)>) {
+        let mut running = tokio::task::JoinSet::new();
+        for (at, d) in due {
+            let busy = self.busy();
+            let limit = if busy { 1 } else { EXPIRY_CONCURRENCY };
+            while running.len() >= limit {
+                running.join_next().await;
+            }
+            let me = Arc::clone(self);
+            let began = Instant::now();
+            running.spawn(async move {
+                match me.expire(at, &d).await {
+                    Ok(()) | Err(Error::Sealed) => {}
+                    Err(e) => {
+                        // Storage failed: nothing changed, so the entry goes back in memory and
+                        // the next pass tries again (or, streamed, the next pass over its
+                        // bucket finds it). Never dropped.
+                        tracing::warn!(error = %e, "expiry of {d:?} failed; it is retried");
+                        if let Ok(mut q) = me.queue.lock() {
+                            q.offer(at, d);
+                        }
+                    }
+                }
+            });
+            if busy {
+                running.join_next().await;
+                let pause = (began.elapsed() * BUSY_PAUSE_FACTOR).min(MAX_BUSY_PAUSE);
+                tokio::time::sleep(pause).await;
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Handles one page of the first streamed bucket that needs it; returns whether that
+    /// bucket's pass goes on.
+    async fn stream_page(self: &Arc<Self>, now: u64) -> Result<bool> {
+        let ready = self
+            .queue
+            .lock()
+            .map_err(|_| Error::Internal("lease queue poisoned".into()))?
+            .ready_stream(now);
+        let Some((bucket, mut stream)) = ready else { return Ok(false) };
+        if stream.after.is_none() {
+            stream.pass_began = now;
+        }
+        let dir = bucket_dir(bucket);
+        let names = self.view.scan(&dir, stream.after.as_deref(), PAGE).await?;
+        let complete = names.len() < PAGE;
+        stream.after = names.last().cloned().filter(|_| !complete);
+        let entries = self.read_entries(&dir, names).await?;
+        // Due later in this (current) bucket: the next pass comes back for them.
+        let due: Vec<(u64, Due)> = entries.into_iter().filter(|(at, _)| *at <= now).collect();
+        self.expire_paced(due).await;
+        // A whole pass that began after the bucket ended has seen every entry due: once none
+        // is left, the bucket is done.
+        let finished = complete
+            && bucket < bucket_of(stream.pass_began)
+            && self.view.scan(&dir, None, 1).await?.is_empty();
+        let mut q =
+            self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+        match finished {
+            true => {
+                q.streamed.remove(&bucket);
+            }
+            false => {
+                q.streamed.insert(bucket, stream);
+            }
+        }
+        Ok(!complete)
     }
 
     /// Handles one index entry that fell due at `at`. An engine that fails to revoke is not an

@@ -3,14 +3,19 @@
 //! [`coffer_pg`] (which says what each `sslmode` guarantees).
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
-//! transaction; keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and `list` is a
-//! skip-scan ([`crate::list`]) that never reads the subtree under a folder. A pooled connection
-//! found closed (the server restarted) is replaced and the operation retried once, but only
-//! when nothing was sent yet (reads, or a write that failed before its statement went out): a
-//! write whose connection died after sending may have committed, and repeating it could undo a
-//! later write by another request, so it fails with an error instead. Sessions commit with
-//! `synchronous_commit=on`, whatever the server's default. Error messages name the
-//! host and database and never contain the password or the connection URL.
+//! transaction (all or nothing). Writes use group commit: one task takes every `put`, `delete`
+//! and `batch` queued meanwhile, pipelines all their statements on one connection inside one
+//! transaction and commits once. A request whose statement fails is taken out of the group,
+//! answered with its error, and the others run again in a new transaction (the first was rolled
+//! back whole, so nothing is applied twice); a failed COMMIT fails every request of its group,
+//! and none of them is acknowledged. Keys are ordered by bytes (`COLLATE "C"`), as in SQLite,
+//! and `list` is a skip-scan ([`crate::list`]) that never reads the subtree under a folder. A
+//! pooled connection found closed (the server restarted) is replaced and the operation retried
+//! once, but only when nothing can have been committed yet (reads, or a group whose COMMIT was
+//! not sent): a COMMIT whose connection died before the answer may have been applied, and
+//! repeating it could undo a later write by another request, so its group fails with an error
+//! instead. Sessions commit with `synchronous_commit=on`, whatever the server's default. Error
+//! messages name the host and database and never contain the password or the connection URL.
 //!
 //! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
 //! other than this one writing the same table while a `CachedBackend` is in front.
@@ -23,9 +28,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coffer_pg::{PoolOptions, describe, describe_pool};
 use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 
 use crate::key::validate_prefix;
-use crate::list::{BATCH, SkipScan};
+use crate::list::{BATCH, SkipScan, prefix_end};
 use crate::{Backend, Error, Op, Result, validate_key};
 
 /// Default number of pooled connections (Vault's `max_parallel` default is 128; a single
@@ -110,6 +117,8 @@ struct Sql {
     delete: String,
     list_below: String,
     list_open: String,
+    scan_below: String,
+    scan_open: String,
 }
 
 impl Sql {
@@ -125,11 +134,31 @@ impl Sql {
                 "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
             list_open: format!("SELECT key FROM {table} WHERE key >= $1 ORDER BY key LIMIT $2"),
+            scan_below: format!(
+                "SELECT key FROM {table} WHERE key >= $1 AND key <> $2 AND key < $3 ORDER BY key LIMIT $4"
+            ),
+            scan_open: format!(
+                "SELECT key FROM {table} WHERE key >= $1 AND key <> $2 ORDER BY key LIMIT $3"
+            ),
         }
     }
 }
 
+/// The most requests one group commit takes, bounding one transaction's size and latency.
+const MAX_GROUP: usize = 512;
+
+/// One queued write request and where its outcome goes.
+struct Job {
+    ops: Vec<Op>,
+    done: oneshot::Sender<Result<()>>,
+}
+
 pub struct PostgresBackend {
+    /// The queue to the group-commit task; it ends when the backend is dropped.
+    writer: mpsc::UnboundedSender<Job>,
+    /// Commits made, so a test can prove concurrent writes shared them.
+    #[cfg(test)]
+    commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pool: Pool,
     sql: Sql,
     target: String,
@@ -169,7 +198,21 @@ impl PostgresBackend {
             })
             .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?;
         let table = quote_table(&opts.table);
+        let (writer, queue) = mpsc::unbounded_channel();
+        let committer = Committer {
+            pool: pool.clone(),
+            sql: Sql::new(&table),
+            target: target.clone(),
+            #[cfg(test)]
+            commits: std::sync::Arc::default(),
+        };
+        #[cfg(test)]
+        let commits = std::sync::Arc::clone(&committer.commits);
+        tokio::spawn(committer.run(queue));
         let b = Self {
+            writer,
+            #[cfg(test)]
+            commits,
             pool,
             sql: Sql::new(&table),
             target,
@@ -284,18 +327,6 @@ impl PostgresBackend {
         }
     }
 
-    /// A write failed after it was sent: with a closed connection, whether it committed is not
-    /// known, so it is never retried.
-    fn sent_failure(&self, what: &str, e: &tokio_postgres::Error) -> Failure {
-        match self.failure(what, e) {
-            Failure::Closed(_) => Failure::Final(Error::Backend(format!(
-                "postgresql {}: {what}: the connection closed before the server answered; the write may or may not have been applied",
-                self.target
-            ))),
-            f => f,
-        }
-    }
-
     fn final_error(&self, f: Failure) -> Error {
         match f {
             Failure::Closed(msg) => Error::Backend(msg),
@@ -310,19 +341,41 @@ impl PostgresBackend {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn try_put(&self, key: &str, value: &[u8]) -> std::result::Result<(), Failure> {
+    async fn try_scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> std::result::Result<Vec<String>, Failure> {
         let c = self.client().await?;
-        let st = c.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("put", &e))?;
-        c.execute(&st, &[&key, &value]).await.map_err(|e| self.sent_failure("put", &e))?;
-        Ok(())
-    }
-
-    async fn try_delete(&self, key: &str) -> std::result::Result<(), Failure> {
-        let c = self.client().await?;
-        let st =
-            c.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("delete", &e))?;
-        c.execute(&st, &[&key]).await.map_err(|e| self.sent_failure("delete", &e))?;
-        Ok(())
+        let from = format!("{prefix}{}", after.unwrap_or(""));
+        // The key itself is skipped after a page; from a folder's start there is no such key.
+        let skip = if after.is_some() { from.as_str() } else { "" };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match prefix_end(prefix) {
+            Some(end) => {
+                let st = c
+                    .prepare_cached(&self.sql.scan_below)
+                    .await
+                    .map_err(|e| self.failure("scan", &e))?;
+                c.query(&st, &[&from, &skip, &end, &limit]).await
+            }
+            None => {
+                let st = c
+                    .prepare_cached(&self.sql.scan_open)
+                    .await
+                    .map_err(|e| self.failure("scan", &e))?;
+                c.query(&st, &[&from, &skip, &limit]).await
+            }
+        }
+        .map_err(|e| self.failure("scan", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let k: String = r.get(0);
+                k[prefix.len()..].to_owned()
+            })
+            .collect())
     }
 
     async fn try_list(&self, prefix: &str) -> std::result::Result<Vec<String>, Failure> {
@@ -346,21 +399,165 @@ impl PostgresBackend {
         Ok(scan.finish())
     }
 
-    async fn try_batch(&self, ops: &[Op]) -> std::result::Result<(), Failure> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.failure("batch", &e))?;
-        let put = tx.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("batch", &e))?;
-        let delete =
-            tx.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("batch", &e))?;
-        for op in ops {
-            match op {
-                Op::Put(k, v) => tx.execute(&put, &[k, v]).await,
-                Op::Delete(k) => tx.execute(&delete, &[k]).await,
+    /// Queues `ops` for the next group commit and waits until that commit returned.
+    async fn write(&self, ops: Vec<Op>) -> Result<()> {
+        let (done, outcome) = oneshot::channel();
+        self.writer.send(Job { ops, done }).map_err(|_| {
+            Error::Backend(format!("postgresql {}: the commit task is gone", self.target))
+        })?;
+        outcome.await.map_err(|_| {
+            Error::Backend(format!(
+                "postgresql {}: the commit task stopped before answering; the write may or may not have been applied",
+                self.target
+            ))
+        })?
+    }
+}
+
+/// How one attempt at a group went.
+enum GroupFailure {
+    /// The job at this index failed on its own statement; nothing was committed.
+    Job(usize, Error),
+    /// The connection was closed before anything was committed: the group can be retried.
+    Closed(String),
+    /// Every job fails with this error.
+    All(Error),
+}
+
+/// The task that commits queued writes in groups, on one pooled connection at a time.
+struct Committer {
+    pool: Pool,
+    sql: Sql,
+    target: String,
+    #[cfg(test)]
+    commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Committer {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        // Takes one request, then whatever queued up behind it (typically during the previous
+        // group's commit): the group grows with the load, with no timer.
+        while let Some(first) = queue.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
-            // Inside the transaction nothing is committed before COMMIT: a retry is safe.
-            .map_err(|e| self.failure("batch", &e))?;
+            self.commit(group).await;
         }
-        tx.commit().await.map_err(|e| self.sent_failure("batch commit", &e))
+    }
+
+    async fn commit(&self, mut group: Vec<Job>) {
+        let mut retried = false;
+        while !group.is_empty() {
+            let failure = match self.try_group(&group).await {
+                Ok(()) => {
+                    for job in group {
+                        // The requester may have gone; its write is committed all the same.
+                        let _ = job.done.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(f) => f,
+            };
+            let all = match failure {
+                GroupFailure::Job(i, e) => {
+                    // Its transaction was rolled back whole: run the others again without it.
+                    let _ = group.remove(i).done.send(Err(e));
+                    continue;
+                }
+                GroupFailure::Closed(msg) if !retried => {
+                    tracing::debug!(target = %self.target, "{msg}; retrying the group on a new connection");
+                    retried = true;
+                    continue;
+                }
+                GroupFailure::Closed(msg) => Error::Backend(msg),
+                GroupFailure::All(e) => e,
+            };
+            tracing::error!(target = %self.target, error = %all, requests = group.len(), "postgresql group commit failed; every request in it fails");
+            let msg = all.to_string();
+            for job in group {
+                let _ = job.done.send(Err(Error::Backend(msg.clone())));
+            }
+            return;
+        }
+    }
+
+    fn error(&self, what: &str, e: &tokio_postgres::Error) -> Error {
+        Error::Backend(format!("postgresql {}: {what}: {}", self.target, describe(e)))
+    }
+
+    /// A failure before COMMIT: retryable on a closed connection, since nothing was committed.
+    fn before_commit(&self, what: &str, e: &tokio_postgres::Error) -> GroupFailure {
+        match coffer_pg::Failure::of(e) == coffer_pg::Failure::Closed {
+            true => GroupFailure::Closed(format!(
+                "postgresql {}: {what}: connection closed",
+                self.target
+            )),
+            false => GroupFailure::All(self.error(what, e)),
+        }
+    }
+
+    /// One transaction for the whole group, every statement pipelined, one COMMIT.
+    async fn try_group(&self, group: &[Job]) -> std::result::Result<(), GroupFailure> {
+        let mut c = self.pool.get().await.map_err(|e| {
+            GroupFailure::All(Error::Backend(format!(
+                "postgresql {}: cannot get a connection: {}",
+                self.target,
+                describe_pool(&e)
+            )))
+        })?;
+        let tx = c.transaction().await.map_err(|e| self.before_commit("begin", &e))?;
+        let put =
+            tx.prepare_cached(&self.sql.put).await.map_err(|e| self.before_commit("put", &e))?;
+        let delete = tx
+            .prepare_cached(&self.sql.delete)
+            .await
+            .map_err(|e| self.before_commit("delete", &e))?;
+        let (tx_ref, put, delete) = (&tx, &put, &delete);
+        // Polled together, the statements go out back to back without waiting for each answer.
+        let results = futures_util::future::join_all(
+            group
+                .iter()
+                .enumerate()
+                .flat_map(|(i, job)| job.ops.iter().map(move |op| (i, op)))
+                .map(|(i, op)| async move {
+                    let r = match op {
+                        Op::Put(k, v) => tx_ref.execute(put, &[k, v]).await,
+                        Op::Delete(k) => tx_ref.execute(delete, &[k]).await,
+                    };
+                    (i, r)
+                }),
+        )
+        .await;
+        // The first statement that failed for its own reason; those after it only report
+        // the aborted transaction.
+        let mut aborted = None;
+        for (i, r) in results {
+            let Err(e) = r else { continue };
+            if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed {
+                return Err(self.before_commit("write", &e));
+            }
+            if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) {
+                aborted.get_or_insert_with(|| self.error("write", &e));
+                continue;
+            }
+            return Err(GroupFailure::Job(i, self.error("write failed, not applied", &e)));
+        }
+        if let Some(e) = aborted {
+            return Err(GroupFailure::All(e));
+        }
+        #[cfg(test)]
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tx.commit().await.map_err(|e| match coffer_pg::Failure::of(&e) {
+            coffer_pg::Failure::Closed => GroupFailure::All(Error::Backend(format!(
+                "postgresql {}: commit: the connection closed before the server answered; the write may or may not have been applied",
+                self.target
+            ))),
+            _ => GroupFailure::All(self.error("commit failed, the write was not applied", &e)),
+        })
     }
 }
 
@@ -393,17 +590,22 @@ impl Backend for PostgresBackend {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
         validate_key(key)?;
-        retry_closed!(self, self.try_put(key, &value))
+        self.write(vec![Op::Put(key.to_owned(), value)]).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        retry_closed!(self, self.try_delete(key))
+        self.write(vec![Op::Delete(key.to_owned())]).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
         retry_closed!(self, self.try_list(prefix))
+    }
+
+    async fn scan(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        retry_closed!(self, self.try_scan(prefix, after, limit))
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
@@ -413,7 +615,7 @@ impl Backend for PostgresBackend {
         if ops.is_empty() {
             return Ok(());
         }
-        retry_closed!(self, self.try_batch(&ops))
+        self.write(ops).await
     }
 
     fn kind(&self) -> &'static str {

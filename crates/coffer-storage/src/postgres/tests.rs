@@ -212,3 +212,52 @@ async fn a_table_without_a_unique_key_is_refused() {
     let e = PostgresBackend::connect(&PostgresOptions::new(&url)).await.err().expect("refused");
     assert!(e.to_string().contains("is not (key text"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let b = std::sync::Arc::new(connect(&url).await);
+    // A write PostgreSQL itself refuses, as a constraint or a full disk would.
+    cluster.sql(
+        &db,
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.key = 'bad/key' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON coffer_kv FOR EACH ROW EXECUTE FUNCTION poison();",
+    );
+    let before = b.commits.load(Ordering::Relaxed);
+    let writes: Vec<_> = (0..64)
+        .map(|i| {
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move {
+                let ops = match i {
+                    // Several keys, one of them refused: the whole request must go.
+                    13 => vec![
+                        Op::Put("ok/13".into(), b"v".to_vec()),
+                        Op::Put("bad/key".into(), b"v".to_vec()),
+                    ],
+                    i => vec![Op::Put(format!("ok/{i}"), b"v".to_vec())],
+                };
+                (i, b.batch(ops).await)
+            })
+        })
+        .collect();
+    for w in writes {
+        let (i, r) = w.await.expect("task");
+        match i {
+            13 => {
+                let e = r.expect_err("the refused request fails");
+                assert!(e.to_string().contains("poisoned"), "{e}");
+            }
+            _ => r.expect("the other requests stand"),
+        }
+    }
+    let fresh = connect(&url).await;
+    for i in (0..64).filter(|i| *i != 13) {
+        assert_eq!(fresh.get(&format!("ok/{i}")).await.expect("get"), Some(b"v".to_vec()), "{i}");
+    }
+    assert_eq!(fresh.get("ok/13").await.expect("get"), None, "a failed request left nothing");
+    assert_eq!(cluster.sql(&db, "SELECT count(*) FROM coffer_kv"), "63");
+    let commits = b.commits.load(Ordering::Relaxed) - before;
+    assert!(commits < 64, "64 concurrent requests took {commits} commits");
+}

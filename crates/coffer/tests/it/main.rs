@@ -22,6 +22,7 @@ mod database_leases;
 mod differential;
 mod docs;
 mod events;
+mod group_commit;
 mod help;
 mod identity;
 mod identity_oidc;
