@@ -7,6 +7,11 @@
 //! leaf (the very same certificate, within its validity). Then the entry's constraints on
 //! common name, DNS/email/URI SANs and organizational units must all hold. The first entry,
 //! in name order, that accepts the certificate decides the token's policies.
+//!
+//! `config` (Vault's fields) is stored and read back; of its settings only the checks have an
+//! effect here: Coffer's cert method does no OCSP and keeps no role cache, and a token it
+//! issued renews in the token store without presenting the certificate again, which is what
+//! Vault does with `disable_binding = true` (see docs/auth.md).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -14,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 use coffer_core::framework::{Field, Framework, Path, Paths, Req, handler};
 use coffer_core::glob::glob_match;
 use coffer_core::logical::fields::Fields;
-use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result};
+use coffer_core::{BackendConfig, Error, LogicalBackend, Response, Result, View};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -30,11 +35,36 @@ const NOT_ACCEPTED: &str = "invalid certificate or no client certificate supplie
 pub(crate) struct CertAuth {
     /// Vault calls them certificate roles: stored under `cert/`, served at `certs/:name`.
     roles: Roles<Entry>,
+    /// The mount's view, where `config` is stored.
+    view: View,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    Ok(Arc::new(CertAuth { roles: Roles::new(cfg.view, "cert/") }))
+    Ok(Arc::new(CertAuth { roles: Roles::new(cfg.view.clone(), "cert/"), view: cfg.view }))
 }
+
+/// `config`, as stored; Vault's defaults (all zero) until written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub(crate) struct CertConfig {
+    disable_binding: bool,
+    enable_identity_alias_metadata: bool,
+    ocsp_cache_size: u64,
+}
+
+coffer_core::record!(CertConfig, "cert auth configuration", 1);
+
+/// Vault's bounds on `ocsp_cache_size`.
+const MAX_OCSP_CACHE: u64 = 100_000;
+
+const CONFIG_FIELDS: &[Field] = &[
+    Field::bool("disable_binding", "Renewals need not present the login's certificate."),
+    Field::bool("enable_identity_alias_metadata", "Certificate metadata on the identity alias."),
+    Field::int("ocsp_cache_size", "OCSP response cache size, 2 to 100000 (Coffer: no OCSP)."),
+    // -1 is valid (Vault: no cache), which the framework's non-negative `int` would refuse.
+    Field::int("role_cache_size", "Vault's role cache size; accepted, Coffer caches no roles.")
+        .unchecked(),
+];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -67,6 +97,12 @@ static PATHS: LazyLock<Paths<CertAuth>> = LazyLock::new(|| {
             .unauthenticated()
             .write(handler!(CertAuth::login)),
     ];
+    paths.push(
+        Path::new("config", "The method's settings.")
+            .fields(CONFIG_FIELDS)
+            .read(handler!(CertAuth::read_config))
+            .write(handler!(CertAuth::write_config)),
+    );
     paths.extend(role::role_paths("certs", "certs/{name}"));
     Paths::new(paths)
 });
@@ -247,6 +283,65 @@ impl role::HasRoles for CertAuth {
 }
 
 impl CertAuth {
+    async fn config(&self) -> Result<CertConfig> {
+        Ok(coffer_core::record::load(&self.view, "config").await?.unwrap_or_default())
+    }
+
+    async fn read_config(&self, _req: &Req<'_>) -> Result<Response> {
+        let c = self.config().await?;
+        Ok(Response::from_value(json!({
+            "disable_binding": c.disable_binding,
+            "enable_identity_alias_metadata": c.enable_identity_alias_metadata,
+            "ocsp_cache_size": c.ocsp_cache_size,
+        })))
+    }
+
+    /// Only the fields sent change, as in Vault; a field Coffer does not know is a 400 (Vault
+    /// ignores it), so a typo is not taken for a setting.
+    async fn write_config(&self, req: &Req<'_>) -> Result<Response> {
+        let f = req.fields();
+        let known: Vec<&str> = CONFIG_FIELDS.iter().map(|x| x.name).collect();
+        let unknown = f.unknown(&known);
+        if !unknown.is_empty() {
+            return Err(Error::invalid(format!(
+                "unknown fields for auth/cert/config: {} (known: {})",
+                unknown.join(", "),
+                known.join(", ")
+            )));
+        }
+        let mut c = self.config().await?;
+        if let Some(b) = f.bool("disable_binding")? {
+            c.disable_binding = b;
+        }
+        if let Some(b) = f.bool("enable_identity_alias_metadata")? {
+            c.enable_identity_alias_metadata = b;
+        }
+        if let Some(v) = f.raw("ocsp_cache_size").filter(|v| !v.is_null()) {
+            let n = v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| Error::invalid("\"ocsp_cache_size\" must be an integer"))?;
+            if !(2..=MAX_OCSP_CACHE as i64).contains(&n) {
+                return Err(Error::invalid(format!(
+                    "invalid cache size, must be >= 2 and <= {MAX_OCSP_CACHE}"
+                )));
+            }
+            c.ocsp_cache_size = n as u64;
+        }
+        if let Some(v) = f.raw("role_cache_size").filter(|v| !v.is_null()) {
+            let n = v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| Error::invalid("\"role_cache_size\" must be an integer"))?;
+            // Vault: -1 turns the cache off; 0 and above size it.
+            if n < -1 {
+                return Err(Error::invalid("role_cache_size must be -1 or more"));
+            }
+        }
+        self.view.put("config", &coffer_core::record::encode(&c)?).await?;
+        Ok(Response::empty())
+    }
+
     async fn login(&self, req: &Req<'_>) -> Result<Response> {
         let f = Fields::new(req.data);
         if req.client_cert_chain.is_empty() {

@@ -371,7 +371,7 @@ mod tests {
         update(&mut t, json!({"token_bound_cidrs": "10.0.0.0/8,127.0.0.1"})).expect("update");
         let mut m = Map::new();
         t.to_json(&mut m);
-        assert_eq!(m["token_bound_cidrs"], json!(["10.0.0.0/8", "127.0.0.1/32"]));
+        assert_eq!(m["token_bound_cidrs"], json!(["10.0.0.0/8", "127.0.0.1"]));
         assert_eq!(m["token_type"], "default");
         assert_eq!(m["token_policies"], json!([]));
         // The legacy names are shown beside the token_ ones.

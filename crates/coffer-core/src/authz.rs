@@ -258,12 +258,13 @@ pub(crate) fn is_public_sys(rel: &str) -> bool {
 
 /// Paths below `sys/` reachable without a token: a wrapping token is looked up without being
 /// used, and root generation and rekeying, whose credential is a quorum of unseal key shares
-/// (as in Vault; unlike Vault, they are audited like every request).
+/// (as in Vault; unlike Vault, they are audited like every request). `sys/generate-root`
+/// itself, the attempt's other name, needs a token, as in Vault, where only the `attempt` and
+/// `update` paths skip the token check.
 pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
     matches!(
         rel.trim_end_matches('/'),
         "wrapping/lookup"
-            | "generate-root"
             | "generate-root/attempt"
             | "generate-root/update"
             | "decode-token"

@@ -95,9 +95,19 @@ impl FromStr for Cidr {
     }
 }
 
+/// Vault's form (go-sockaddr's): a single host is its bare address, `127.0.0.1`, any other
+/// block `10.0.0.0/8`. Both parse back to the same block.
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        let host = match self.addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if self.prefix == host {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
     }
 }
 
@@ -131,6 +141,7 @@ mod tests {
         let one: Cidr = "127.0.0.1".parse().expect("cidr");
         assert!(one.contains(ip("127.0.0.1")));
         assert!(!one.contains(ip("127.0.0.2")));
+        assert_eq!(one.to_string(), "127.0.0.1", "a host shows as its address, as in Vault");
         let all: Cidr = "0.0.0.0/0".parse().expect("cidr");
         assert!(all.contains(ip("8.8.8.8")));
         assert!(!all.contains(ip("::1")));

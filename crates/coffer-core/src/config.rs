@@ -11,6 +11,12 @@ pub struct CoreConfig {
     /// The address clients reach this server at (`api_addr`): the default issuer of identity
     /// tokens. Empty: unknown.
     pub api_addr: String,
+    /// `telemetry { prometheus_retention_time }`: zero turns the Prometheus format off, as in
+    /// Vault; any other value turns it on (counters here are kept for the process's life).
+    pub prometheus_retention: Duration,
+    /// What `sys/config/state/sanitized` answers: the running configuration in Vault's shape,
+    /// built by the binary with every secret (storage options, keys, passwords) left out.
+    pub sanitized_config: serde_json::Value,
 }
 
 impl Default for CoreConfig {
@@ -22,6 +28,8 @@ impl Default for CoreConfig {
             login_limit: crate::ratelimit::LoginLimit::default(),
             chaos: crate::chaos::ChaosConfig::default(),
             api_addr: String::new(),
+            prometheus_retention: Duration::from_secs(24 * 3600),
+            sanitized_config: serde_json::Value::Null,
         }
     }
 }

@@ -98,6 +98,10 @@ pub struct Core {
     pub(crate) login_limiter: crate::ratelimit::LoginLimiter,
     /// Chaos faults: in the core, not in [`Active`], so that they outlive a seal.
     pub(crate) chaos: crate::chaos::Chaos,
+    /// Telemetry (`sys/metrics`): in the core, so that it outlives a seal.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limit quotas, loaded at unseal.
+    pub(crate) quotas: crate::quotas::Quotas,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
     /// Requests started: the expiration manager paces itself while it moves.
@@ -125,9 +129,14 @@ impl Core {
             backend,
             chaos.storage_down.clone(),
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::metrics::MeteredBackend::new(backend, metrics.clone()));
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             foreground: Arc::default(),
+            metrics,
+            quotas: crate::quotas::Quotas::default(),
             chaos,
             barrier: Arc::new(Barrier::new(backend)),
             login_limiter: crate::ratelimit::LoginLimiter::new(config.login_limit),
@@ -324,6 +333,7 @@ impl Core {
         {
             gone.events.close_all(crate::events::EndReason::Sealed);
         }
+        self.quotas.clear();
         self.barrier.seal();
     }
 
@@ -415,6 +425,7 @@ impl Core {
                 tracing::error!(error = %e, "finishing interrupted token revocations failed");
             }
         });
+        crate::sys::load_quotas(self).await?;
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
         let active = Arc::new(Active {
             audit,
@@ -439,7 +450,9 @@ impl Core {
         entry: MountEntry,
         builtin: Option<Arc<dyn LogicalBackend>>,
     ) -> Result<Arc<Route>> {
+        let stats = self.metrics.route(table.tag(), &table.full_path(&entry.path), &entry.kind);
         mount::build_route(
+            stats,
             &self.barrier,
             &self.registry,
             table,

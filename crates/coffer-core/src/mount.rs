@@ -74,9 +74,18 @@ pub struct MountConfig {
     /// Recorded and shown, as Vault's: no Coffer engine sets response headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_response_headers: Vec<String>,
+    /// An auth method's tuned `token_type` (`service` or `default-service`; empty = the
+    /// default). Coffer issues service tokens only, so this is recorded and shown, as Vault's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_type: String,
 }
 
 impl MountConfig {
+    /// The `token_type` an auth method's reads show: Vault's `default-service` unless tuned.
+    pub fn token_type_shown(&self) -> &str {
+        if self.token_type.is_empty() { "default-service" } else { &self.token_type }
+    }
+
     /// The list tunables that are set, with Vault's names (it leaves out empty ones).
     pub fn lists(&self) -> Vec<(&'static str, &Vec<String>)> {
         [
@@ -141,7 +150,7 @@ impl MountEntry {
             config["passthrough_request_headers"] = json!(["Accept"]);
         }
         if table == Table::Auth {
-            config["token_type"] = json!("default-service");
+            config["token_type"] = json!(self.config.token_type_shown());
         }
         for (k, v) in self.config.lists() {
             config[k] = json!(v);
@@ -215,6 +224,8 @@ pub struct Route {
     pub info: MountInfo,
     pub view: View,
     pub backend: Arc<dyn LogicalBackend>,
+    /// This mount's telemetry counters, kept across router rebuilds.
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 #[derive(Default)]
@@ -267,7 +278,9 @@ pub fn normalize_mount_path(path: &str) -> Result<String> {
 }
 
 /// Builds the route for `entry` by calling its registered factory.
+#[allow(clippy::too_many_arguments)] // reason: one argument per part of a route; a struct for one caller adds nothing
 pub(crate) fn build_route(
+    stats: Arc<crate::metrics::RouteStats>,
     barrier: &Arc<Barrier>,
     registry: &Registry,
     table: Table,
@@ -309,7 +322,7 @@ pub(crate) fn build_route(
             })?
         }
     };
-    Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend }))
+    Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend, stats }))
 }
 
 /// Whether two mount paths would overlap.

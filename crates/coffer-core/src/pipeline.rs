@@ -45,7 +45,10 @@ async fn dispatch(
     match target {
         Target::Sys(rel) => {
             let ctx = crate::sys::Ctx { core, active, audited, req };
-            crate::sys::handle(&ctx, &rel).await
+            let started = std::time::Instant::now();
+            let r = crate::sys::handle(&ctx, &rel).await;
+            core.metrics.sys.record(audited.op(), started.elapsed());
+            r
         }
         Target::Mount(route, rel) => {
             let breq = BackendRequest {
@@ -60,7 +63,10 @@ async fn dispatch(
                 client_token: req.client_token.as_ref(),
                 client_cert_chain: &req.client_cert_chain,
             };
-            let mut resp = route.backend.handle(&breq).await?;
+            let started = std::time::Instant::now();
+            let resp = route.backend.handle(&breq).await;
+            route.stats.record(audited.op(), started.elapsed());
+            let mut resp = resp?;
             let events = std::mem::take(&mut resp.events);
             if let Some(secret) = resp.secret.take() {
                 // Leases belong to secrets engines; an auth method's answer is a login.
@@ -161,6 +167,11 @@ impl Core {
     }
 
     async fn answer(&self, req: &Request) -> Result<Response> {
+        let mut timer = RequestTimer {
+            metrics: &self.metrics,
+            started: std::time::Instant::now(),
+            login: false,
+        };
         let mut path = crate::path::clean(&req.path)?;
         // As Vault does: a list is always of a folder, so policies on `dir/*` cover `LIST dir`.
         if req.operation == Operation::List && !path.ends_with('/') {
@@ -214,6 +225,11 @@ impl Core {
             }
             _ => None,
         };
+        timer.login = login_mount.is_some();
+        let login_stats = match &target {
+            Target::Mount(r, _) if timer.login => Some(r.stats.clone()),
+            _ => None,
+        };
         let limited =
             login_mount.as_deref().is_some_and(|m| !self.login_limiter.allows(m, req.remote_addr));
         let authz = if limited {
@@ -253,13 +269,24 @@ impl Core {
             mount_type: &mount_type,
             non_hmac: crate::audit::NonHmac { request: &clear_request, response: &clear_response },
         };
-        let audited = audit_request(&active, &record, &authz).await?;
+        let audit_started = std::time::Instant::now();
+        let audited = audit_request(&active, &record, &authz).await;
+        self.metrics.audit_request.since(audit_started);
+        if let Err(e) = &audited
+            && !matches!(e, Error::PermissionDenied)
+        {
+            self.metrics.audit_request_failure.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let audited = audited?;
         // Chaos faults act here: after the request entry, so an injected error is audited as
         // the answer like any other.
         let result = match self.chaos_inject(&path, audited.caller()).await {
             Ok(()) => dispatch(self, &active, req, target, &audited).await,
             Err(e) => Err(e),
         };
+        if let Some(stats) = &login_stats {
+            stats.login(result.as_ref().is_ok_and(|r| r.auth.is_some() || r.login.is_some()));
+        }
         if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
             (&login_mount, &result)
         {
@@ -278,12 +305,36 @@ impl Core {
             r.mount_type = mount_type.clone();
             r
         });
+        let audit_started = std::time::Instant::now();
         let logged = active.audit.log_response(&record, &result).await;
+        self.metrics.audit_response.since(audit_started);
+        if logged.is_err() {
+            self.metrics.audit_response_failure.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // The request that took a token's last use is done: now the token goes.
         if let Some(spent) = audited.caller().filter(|c| c.spent) {
             active.tokens.revoke_tree(&spent.id).await?;
         }
         logged?;
         result
+    }
+}
+
+/// Times one request into `vault.core.handle_request` (or `handle_login_request`), whichever
+/// way `answer` returns.
+struct RequestTimer<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    started: std::time::Instant,
+    login: bool,
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        let t = if self.login {
+            &self.metrics.handle_login_request
+        } else {
+            &self.metrics.handle_request
+        };
+        t.since(self.started);
     }
 }

@@ -599,6 +599,12 @@ impl TokenStore {
         }
     }
 
+    /// How many tokens are stored (one accessor each), for telemetry: expired tokens count
+    /// until the expiration manager has revoked them, within about a second.
+    pub(crate) async fn count(&self) -> Result<u64> {
+        Ok(self.view.list("accessor/").await?.len() as u64)
+    }
+
     pub async fn accessors(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for key in self.view.list("accessor/").await? {

@@ -242,6 +242,7 @@ impl Pki {
         }
         let mut resp = Response::from_value(data);
         resp.warnings = warnings;
+        resp.warnings.extend(self.aia_warning().await?);
         Ok(resp)
     }
 
@@ -380,17 +381,20 @@ impl Pki {
             "existing_keys": Value::Null,
             "mapping": mapping,
         }));
-        let urls = self.urls().await?;
-        if urls.issuing_certificates.is_empty() && urls.ocsp_servers.is_empty() {
-            resp.warnings.push(
-                "This mount hasn't configured any authority information access (AIA) fields; \
-                 this may make it harder for systems to find missing certificates in the chain \
-                 or to validate revocation status of certificates. Consider updating \
-                 /config/urls or the newly generated issuer with this information."
-                    .into(),
-            );
-        }
+        resp.warnings.extend(self.aia_warning().await?);
         Ok(resp)
+    }
+
+    /// Vault's warning for a new issuer when the mount writes no AIA URLs into certificates.
+    async fn aia_warning(&self) -> Result<Option<String>> {
+        let urls = self.urls().await?;
+        Ok((urls.issuing_certificates.is_empty() && urls.ocsp_servers.is_empty()).then(|| {
+            "This mount hasn't configured any authority information access (AIA) fields; \
+             this may make it harder for systems to find missing certificates in the chain \
+             or to validate revocation status of certificates. Consider updating \
+             /config/urls or the newly generated issuer with this information."
+                .into()
+        }))
     }
 
     /// The id of the stored key whose public key is `spki`.

@@ -588,12 +588,16 @@ impl Pki {
             Some(rv) => (rv.revocation_time, coffer_core::time::rfc3339(rv.revocation_time)),
             None => (0, String::new()),
         };
-        Ok(Response::from_value(json!({
+        let mut out = json!({
             "certificate": entry.certificate,
-            "issuer_id": entry.issuer_id,
             "revocation_time": t,
             "revocation_time_rfc3339": t3339,
-        })))
+        });
+        // Vault answers the issuer only for a revoked certificate: the one whose CRL lists it.
+        if revoked.is_some() {
+            out["issuer_id"] = json!(entry.issuer_id);
+        }
+        Ok(Response::from_value(out))
     }
 
     /// The certificate `cert/{serial}/raw[/pem]` names, DER (`ca` for the default issuer's).

@@ -147,9 +147,10 @@ pub(crate) fn encode_cert(der: &[u8], format: &str) -> String {
 pub(crate) fn check_format(format: &str) -> Result<()> {
     match format {
         "pem" | "der" | "pem_bundle" => Ok(()),
-        f => Err(Error::invalid(format!(
-            "unknown format {f:?}: use \"pem\", \"der\" or \"pem_bundle\""
-        ))),
+        // Vault's text, which does not repeat the value.
+        _ => Err(Error::invalid(
+            "the \"format\" path parameter must be \"pem\", \"der\", or \"pem_bundle\"",
+        )),
     }
 }
 

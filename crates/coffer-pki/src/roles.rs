@@ -337,7 +337,12 @@ impl Pki {
     pub(crate) async fn patch_role(&self, r: &Req<'_>) -> Result<Response> {
         let name = r.capture("name");
         let _g = self.lock.lock().await;
-        let role = self.role(name).await?.ok_or(Error::NotFound)?.apply(r)?;
+        // Vault's answer for a missing role: a 400 with its text, not a 404.
+        let role = self
+            .role(name)
+            .await?
+            .ok_or_else(|| Error::invalid("Unable to fetch role entry to patch"))?
+            .apply(r)?;
         self.view.put(&format!("roles/{name}"), &record::encode(&role)?).await?;
         Ok(Response::from_value(role.json()))
     }

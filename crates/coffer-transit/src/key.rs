@@ -353,6 +353,13 @@ impl Policy {
         }
     }
 
+    /// The versions a read or an export shows: Vault archives the versions below
+    /// `min_decryption_version` out of the key's live set, so they are not listed (they come
+    /// back when the minimum is lowered).
+    pub(crate) fn live_keys(&self) -> impl Iterator<Item = (&u64, &KeyVersion)> {
+        self.keys.iter().filter(|(v, _)| **v >= self.min_decryption_version)
+    }
+
     /// Vault's key read (`GET keys/:name`), `context` for the public keys of a derived
     /// Ed25519 key.
     pub(crate) fn read_json(&self, context: &[u8]) -> ItemResult<Map<String, Value>> {
@@ -393,11 +400,11 @@ impl Policy {
         }
         if t.is_aead() {
             let keys: Map<String, Value> =
-                self.keys.iter().map(|(v, k)| (v.to_string(), json!(k.creation_time))).collect();
+                self.live_keys().map(|(v, k)| (v.to_string(), json!(k.creation_time))).collect();
             d.insert("keys".into(), Value::Object(keys));
         } else if t.supports_signing() {
             let mut keys = Map::new();
-            for (v, k) in &self.keys {
+            for (v, k) in self.live_keys() {
                 let public_key = if t == KeyType::Ed25519 && self.derived {
                     if context.is_empty() {
                         String::new()

@@ -291,7 +291,7 @@ impl Transit {
             _ => {}
         }
         let versions: Vec<u64> = match r.capture("version") {
-            "" => p.keys.keys().copied().collect(),
+            "" => p.live_keys().map(|(v, _)| *v).collect(),
             v => {
                 let n = if v == "latest" {
                     p.latest_version

@@ -92,7 +92,14 @@ impl Batch {
         Batch { results: Vec::new(), errors: Vec::new() }
     }
 
-    fn push(&mut self, item: &Map<String, Value>, r: ItemResult<Map<String, Value>>) {
+    /// `failed`: the fields a failed item still carries (Vault's decrypt answers
+    /// `"plaintext": ""` beside the error).
+    fn push(
+        &mut self,
+        item: &Map<String, Value>,
+        r: ItemResult<Map<String, Value>>,
+        failed: &Map<String, Value>,
+    ) {
         let reference = item.get("reference").cloned().unwrap_or(json!(""));
         let mut out = match r {
             Ok(m) => {
@@ -101,7 +108,7 @@ impl Batch {
             }
             Err(e) => {
                 self.errors.push(Some(matches!(e, ItemError::User(_))));
-                let mut m = Map::new();
+                let mut m = failed.clone();
                 m.insert("error".into(), json!(e.message()));
                 m
             }
@@ -125,6 +132,17 @@ fn run(
     r: &Req<'_>,
     items: Option<Vec<Map<String, Value>>>,
     failures: Failures,
+    one: impl FnMut(usize, &Map<String, Value>) -> ItemResult<Map<String, Value>>,
+) -> Result<Response> {
+    run_with(r, items, failures, &Map::new(), one)
+}
+
+/// `run`, where a failed batch item also carries `failed`'s fields.
+fn run_with(
+    r: &Req<'_>,
+    items: Option<Vec<Map<String, Value>>>,
+    failures: Failures,
+    failed: &Map<String, Value>,
     mut one: impl FnMut(usize, &Map<String, Value>) -> ItemResult<Map<String, Value>>,
 ) -> Result<Response> {
     match items {
@@ -133,7 +151,7 @@ fn run(
             let mut b = Batch::new();
             for (i, item) in items.iter().enumerate() {
                 let res = one(i, item);
-                b.push(item, res);
+                b.push(item, res, failed);
             }
             if failures == Failures::ItemsOnly {
                 b.errors.iter_mut().for_each(|e| *e = None);
@@ -258,7 +276,7 @@ impl Transit {
         }
         check_contexts(&items)?;
         let p = self.key_for(r, "encryption key").await?;
-        run(r, items, Failures::Status, |i, item| {
+        run_with(r, items, Failures::Status, &obj(json!({"plaintext": ""})), |i, item| {
             let f = Fields::new(item);
             let c = item_str(&f, "ciphertext")?
                 .ok_or_else(|| ItemError::User("missing ciphertext to decrypt".into()))?;

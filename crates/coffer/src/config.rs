@@ -55,6 +55,9 @@ pub(crate) struct ListenerConfig {
     pub read_timeout: Duration,
     /// Request body bytes this listener holds at once while reading bodies, over all requests.
     pub max_buffered_request_bytes: usize,
+    /// `telemetry { unauthenticated_metrics_access = true }`: `GET sys/metrics` needs no token
+    /// on this listener (Vault's listener option).
+    pub unauthenticated_metrics_access: bool,
 }
 
 impl ListenerConfig {
@@ -67,6 +70,7 @@ impl ListenerConfig {
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
+            unauthenticated_metrics_access: false,
         }
     }
 }
@@ -90,6 +94,8 @@ pub(crate) struct ServerConfig {
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
     pub chaos: coffer_core::ChaosConfig,
+    /// `telemetry { prometheus_retention_time }`: zero turns `format=prometheus` off.
+    pub prometheus_retention: Duration,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -137,6 +143,7 @@ impl ServerConfig {
             "login_failure_burst",
             "login_failure_refill",
             "chaos",
+            "telemetry",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -188,7 +195,12 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
+        let prometheus_retention = match root.get("telemetry") {
+            None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
+            Some(v) => parse_telemetry(v)?,
+        };
         Ok(Self {
+            prometheus_retention,
             chaos,
             login_limit,
             storage,
@@ -199,6 +211,112 @@ impl ServerConfig {
             max_lease_ttl,
             log_level,
             log_format,
+        })
+    }
+}
+
+/// Vault's default `prometheus_retention_time`.
+const DEFAULT_PROMETHEUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One block given as HCL's object or as a JSON list of one object.
+fn one_block<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m),
+        Value::Array(items) if items.len() == 1 => {
+            items[0].as_object().ok_or_else(|| anyhow!("{what} must be a block"))
+        }
+        _ => bail!("{what} must be one block"),
+    }
+}
+
+/// `telemetry { prometheus_retention_time = "24h", disable_hostname = true }`. Coffer never
+/// puts the host name in metric names, so `disable_hostname` is accepted (Vault configurations
+/// set it for Prometheus) and changes nothing; `prometheus_retention_time = 0` turns the
+/// Prometheus format off, as in Vault.
+fn parse_telemetry(v: &Value) -> Result<Duration> {
+    let m = one_block(v, "telemetry")?;
+    check_keys(m, &["prometheus_retention_time", "disable_hostname"], "telemetry")?;
+    opt_bool(m, "disable_hostname")?;
+    Ok(opt_duration(m, "prometheus_retention_time")?.unwrap_or(DEFAULT_PROMETHEUS_RETENTION))
+}
+
+impl ServerConfig {
+    /// `sys/config/state/sanitized`: the running configuration with Vault's field names and
+    /// shape (durations in nanoseconds, as Vault's JSON gives them). Built from named fields
+    /// only, never by copying the file, so that nothing secret can slip in: the storage block
+    /// shows only its type (never a path or `connection_url`), listeners their addresses,
+    /// limits and certificate file paths (the files are not read).
+    pub(crate) fn sanitized(&self) -> Value {
+        let ns = |d: Duration| Value::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let secs = |d: Duration| Value::String(format!("{}s", d.as_secs()));
+        let storage_type = match &self.storage {
+            StorageConfig::Inmem => "inmem",
+            StorageConfig::Sqlite { .. } => "sqlite",
+            StorageConfig::Postgresql(_) => "postgresql",
+        };
+        let listeners: Vec<Value> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut c = serde_json::json!({
+                    "address": l.address.to_string(),
+                    "tls_disable": l.tls.is_none(),
+                    "max_request_size": l.max_request_size,
+                    "max_buffered_request_bytes": l.max_buffered_request_bytes,
+                    "http_read_header_timeout": secs(l.read_header_timeout),
+                    "http_read_timeout": secs(l.read_timeout),
+                    "telemetry": {"unauthenticated_metrics_access": l.unauthenticated_metrics_access},
+                });
+                if let Some(t) = &l.tls {
+                    c["tls_cert_file"] = Value::from(t.cert_file.display().to_string());
+                    c["tls_key_file"] = Value::from(t.key_file.display().to_string());
+                    if let Some(ca) = &t.client_ca_file {
+                        c["tls_client_ca_file"] = Value::from(ca.display().to_string());
+                    }
+                    c["tls_require_and_verify_client_cert"] =
+                        Value::from(t.client_auth == ClientAuth::Require);
+                    c["tls_disable_client_certs"] = Value::from(t.client_auth == ClientAuth::None);
+                }
+                serde_json::json!({"type": "tcp", "config": c})
+            })
+            .collect();
+        let api_addr = self.api_addr.clone().unwrap_or_default();
+        serde_json::json!({
+            "api_addr": api_addr,
+            "cache_size": 0,
+            "cluster_addr": "",
+            "cluster_name": "",
+            "default_lease_ttl": ns(self.default_lease_ttl),
+            "max_lease_ttl": ns(self.max_lease_ttl),
+            "disable_cache": false,
+            "disable_clustering": true,
+            "disable_mlock": true,
+            "enable_ui": false,
+            "log_format": match self.log_format {
+                LogFormat::Standard => "standard",
+                LogFormat::Json => "json",
+            },
+            "log_level": self.log_level,
+            "pid_file": self.pid_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "raw_storage_endpoint": false,
+            "listeners": listeners,
+            "seals": [{"disabled": false, "type": "shamir"}],
+            "storage": {
+                "type": storage_type,
+                "redirect_addr": api_addr,
+                "cluster_addr": "",
+                "disable_clustering": false,
+            },
+            "telemetry": {
+                "disable_hostname": true,
+                "prometheus_retention_time": ns(self.prometheus_retention),
+            },
+            "login_failure_burst": self.login_limit.burst,
+            "login_failure_refill": ns(self.login_limit.refill),
+            "chaos": {
+                "enabled": self.chaos.enabled,
+                "max_duration": ns(self.chaos.max_duration),
+            },
         })
     }
 }
@@ -402,6 +520,7 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "http_read_header_timeout",
                 "http_read_timeout",
                 "http_idle_timeout",
+                "telemetry",
             ],
             "listener \"tcp\"",
         )?;
@@ -477,7 +596,19 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                     )
                 })?,
         };
+        let unauthenticated_metrics_access = match body.get("telemetry") {
+            None | Some(Value::Null) => false,
+            Some(v) => {
+                let what = format!("listener {address}: telemetry");
+                let t = one_block(v, &what)?;
+                check_keys(t, &["unauthenticated_metrics_access"], &what)?;
+                opt_bool(t, "unauthenticated_metrics_access")
+                    .map_err(|e| anyhow!("{what}: {e}"))?
+                    .unwrap_or(false)
+            }
+        };
         out.push(ListenerConfig {
+            unauthenticated_metrics_access,
             address,
             tls,
             max_request_size,

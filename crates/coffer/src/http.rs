@@ -47,6 +47,8 @@ pub(crate) struct ConnInfo {
     pub client_cert_chain: Vec<Vec<u8>>,
     /// The listener's stop signal, held by everything it must wait for when stopping.
     pub lifeline: Lifeline,
+    /// The listener's `telemetry { unauthenticated_metrics_access }`.
+    pub unauthenticated_metrics: bool,
 }
 
 /// The listener's stop signal, and a token of being alive that the listener waits for when it
@@ -219,6 +221,18 @@ async fn handle(
     } else {
         operation(&method, list_query)
     };
+    // As Vault: a listener with unauthenticated_metrics_access serves `GET sys/metrics` itself,
+    // without a token, the ACL or an audit entry.
+    if op == Some(Operation::Read)
+        && !help
+        && path.trim_matches('/') == "sys/metrics"
+        && conn.as_ref().is_some_and(|Extension(c)| c.unauthenticated_metrics)
+    {
+        let format = query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str());
+        let format =
+            format.unwrap_or(if prometheus_accepted(&headers) { "prometheus" } else { "" });
+        return success(core.metrics_response(format).await, request_id, &path);
+    }
     let Some(op) = op else {
         return error_body(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -252,6 +266,13 @@ async fn handle(
         for (k, v) in query.into_iter().filter(|(k, _)| k != "list") {
             data.entry(k).or_insert(Value::String(v));
         }
+    }
+    if op == Operation::Read
+        && path.trim_matches('/') == "sys/metrics"
+        && !data.contains_key("format")
+        && prometheus_accepted(&headers)
+    {
+        data.insert("format".into(), Value::String("prometheus".into()));
     }
     if let Some(ns) = headers.get("x-vault-namespace").and_then(|v| v.to_str().ok())
         && !ns.is_empty()
@@ -294,6 +315,18 @@ async fn handle(
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
     }
+    // Rate limit quotas, as in Vault's handler: before the request runs, refused with 429.
+    let limited = core.rate_limit(&req);
+    if let Some(l) = limited.as_ref().filter(|l| !l.decision.allowed) {
+        if l.audit {
+            core.audit_rate_limited(&req, &l.message).await;
+        }
+        let mut resp = error_body(StatusCode::TOO_MANY_REQUESTS, vec![l.message.clone()]);
+        if l.headers {
+            rate_limit_headers(&mut resp, l);
+        }
+        return resp;
+    }
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
@@ -325,7 +358,32 @@ async fn handle(
     if head {
         *resp.body_mut() = axum::body::Body::empty();
     }
+    if let Some(l) = limited.as_ref().filter(|l| l.headers) {
+        rate_limit_headers(&mut resp, l);
+    }
     resp
+}
+
+/// Vault's reading of `Accept` for `sys/metrics` without `format`: Prometheus text when the
+/// first `Accept` value asks for OpenMetrics (what Prometheus's scraper sends) or any names
+/// `prometheus/telemetry`.
+fn prometheus_accepted(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+    let Some(first) = values.next() else { return false };
+    first.starts_with("application/openmetrics-text")
+        || std::iter::once(first).chain(values).any(|v| v.contains("prometheus/telemetry"))
+}
+
+/// `X-Ratelimit-Limit`, `-Remaining`, `-Reset` (seconds), and `Retry-After` on a refusal.
+fn rate_limit_headers(resp: &mut Response, l: &coffer_core::quotas::RateLimited) {
+    let h = resp.headers_mut();
+    let d = &l.decision;
+    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(d.reset));
+    if !d.allowed {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after));
+    }
 }
 
 fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response {

@@ -100,6 +100,8 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             login_limit: cfg.login_limit,
             chaos: cfg.chaos.clone(),
             api_addr,
+            prometheus_retention: cfg.prometheus_retention,
+            sanitized_config: cfg.sanitized(),
         },
     );
 
@@ -237,6 +239,7 @@ async fn serve(
         ),
     );
     let header_timeout = cfg.read_header_timeout;
+    let unauthenticated_metrics = cfg.unauthenticated_metrics_access;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote_addr) = tokio::select! {
@@ -278,11 +281,21 @@ async fn serve(
                         .peer_certificates()
                         .map(|c| c.iter().map(|c| c.to_vec()).collect())
                         .unwrap_or_default();
-                    let info = ConnInfo { remote_addr, client_cert_chain: chain, lifeline };
+                    let info = ConnInfo {
+                        remote_addr,
+                        client_cert_chain: chain,
+                        lifeline,
+                        unauthenticated_metrics,
+                    };
                     serve_conn(TokioIo::new(tls), info, app, &builder).await;
                 }
                 None => {
-                    let info = ConnInfo { remote_addr, client_cert_chain: Vec::new(), lifeline };
+                    let info = ConnInfo {
+                        remote_addr,
+                        client_cert_chain: Vec::new(),
+                        lifeline,
+                        unauthenticated_metrics,
+                    };
                     serve_conn(TokioIo::new(stream), info, app, &builder).await;
                 }
             }

@@ -444,6 +444,28 @@ impl Expiration {
         })
     }
 
+    /// How many secrets' leases are stored (tokens not included), by walking the lease ids:
+    /// for telemetry, which caches it.
+    pub(crate) async fn count(&self) -> Result<u64> {
+        let mut n = 0u64;
+        let mut folders = vec![String::from("id/")];
+        while let Some(f) = folders.pop() {
+            for k in self.view.list(&f).await? {
+                if k.ends_with('/') {
+                    folders.push(format!("{f}{k}"));
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Expiries held in memory, waiting for their time.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queue.lock().map(|q| q.set.len() as u64).unwrap_or(0)
+    }
+
     /// `LIST sys/leases/lookup/<prefix>`: the immediate children, lease ids' last segments
     /// and folders, as Vault lists them.
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {

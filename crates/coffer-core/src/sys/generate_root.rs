@@ -98,8 +98,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
     let rel = rel.trim_end_matches('/');
     let f = Fields::new(&ctx.req.data);
     let resp = match (rel, ctx.op()) {
-        // Vault serves the attempt at `sys/generate-root` itself too.
-        ("generate-root/attempt" | "generate-root", Operation::Read) => {
+        ("generate-root/attempt", Operation::Read) => {
             let required = threshold(ctx).await?;
             let g = ctx.active.root_generation.lock().await;
             let body = match g.as_ref() {
@@ -108,7 +107,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             };
             Response::raw(200, body)
         }
-        ("generate-root/attempt" | "generate-root", Operation::Create | Operation::Update) => {
+        ("generate-root/attempt", Operation::Create | Operation::Update) => {
             if f.str("pgp_key")?.is_some_and(|k| !k.is_empty()) {
                 return Err(Error::invalid(
                     "pgp_key: PGP-encrypted root tokens are not supported by Coffer; give an \
@@ -136,7 +135,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             *g = Some(Attempt { nonce, otp, progress: Vec::new() });
             Response::raw(200, body)
         }
-        ("generate-root/attempt" | "generate-root", Operation::Delete) => {
+        ("generate-root/attempt", Operation::Delete) => {
             *ctx.active.root_generation.lock().await = None;
             Response::empty()
         }
@@ -153,6 +152,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             Response::data(data)
         }
         ("decode-token", _) => return Err(Error::UnsupportedOperation),
+        // `sys/generate-root` itself is only documented in Vault's system backend: every
+        // operation on it is unsupported, as there.
         ("generate-root/attempt" | "generate-root" | "generate-root/update", _) => {
             return Err(Error::UnsupportedOperation);
         }

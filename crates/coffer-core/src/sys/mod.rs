@@ -8,13 +8,18 @@ mod audit;
 mod chaos;
 mod events;
 pub(crate) mod generate_root;
+mod host;
 mod leases;
+mod metrics;
 mod mounts;
 mod password;
 pub(crate) mod paths;
 mod policies;
+mod quotas;
 pub(crate) mod rekey;
 pub(crate) mod remount;
+
+pub(crate) use quotas::load as load_quotas;
 
 use std::sync::Arc;
 
@@ -290,6 +295,31 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Ok(Response::empty())
         }
         "internal/specs/openapi" if op == Read => openapi(ctx),
+        "metrics" if op == Read => metrics::read(ctx.core, &ctx.req.data).await,
+        "host-info" if op == Read => host::info().await,
+        "config/state/sanitized" if op == Read => match &ctx.core.config.sanitized_config {
+            Value::Null => Err(Error::Internal("no configuration was given to the core".into())),
+            c => Ok(Response::from_value(c.clone())),
+        },
+        "internal/counters/tokens" if op == Read => {
+            let n = ctx.active.tokens.count().await?;
+            Ok(Response::from_value(json!({"counters": {"service_tokens": {"total": n}}})))
+        }
+        "internal/counters/entities" if op == Read => {
+            let total = ctx.active.identity.read(|s| s.entities.len())?;
+            Ok(Response::from_value(json!({"counters": {"entities": {"total": total}}})))
+        }
+        // As Vault and OpenBao answer it since request counting was removed.
+        "internal/counters/requests" if op == Read => Ok(Response::raw(
+            404,
+            json!({"errors": ["The functionality has been removed on this path"]}),
+        )),
+        "metrics"
+        | "host-info"
+        | "config/state/sanitized"
+        | "internal/counters/tokens"
+        | "internal/counters/entities"
+        | "internal/counters/requests" => Err(Error::UnsupportedOperation),
         "internal/specs/openapi" => Err(Error::UnsupportedOperation),
         "wrapping/unwrap" | "wrapping/lookup" | "wrapping/rewrap" | "wrapping/wrap" => {
             Err(Error::UnsupportedOperation)
@@ -333,6 +363,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 return Ok(r);
             }
             if let Some(r) = policies::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = quotas::handle(ctx, rel).await? {
                 return Ok(r);
             }
             Err(Error::UnsupportedPath(format!("sys/{rel}")))

@@ -128,11 +128,23 @@ fn apply_config(
     if let Some(v) = config.get("listing_visibility") {
         let s = v.as_str().unwrap_or_default();
         if !matches!(s, "" | "hidden" | "unauth") {
-            return Err(Error::invalid(format!(
-                "listing_visibility must be \"hidden\" or \"unauth\", not {s:?}"
-            )));
+            return Err(Error::invalid(format!("invalid listing_visibility {s}")));
         }
         entry.config.listing_visibility = s.to_owned();
+    }
+    if let Some(v) = config.get("token_type") {
+        // Vault's values; Coffer issues service tokens only, so the batch ones are refused
+        // with the same words as a token role's.
+        entry.config.token_type = match v.as_str().unwrap_or_default() {
+            "" | "default" | "default-service" => String::new(),
+            "service" => "service".into(),
+            t @ ("batch" | "default-batch") => {
+                return Err(Error::invalid(format!(
+                    "token_type {t:?} is not supported: Coffer issues service tokens only"
+                )));
+            }
+            _ => return Err(Error::invalid("invalid value for 'token_type'")),
+        };
     }
     let f = Fields::new(config);
     for (name, slot) in [
@@ -276,7 +288,7 @@ async fn read_tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<Response> 
         m.insert(k.into(), json!(v));
     }
     if table == Table::Auth {
-        m.insert("token_type".into(), json!("default-service"));
+        m.insert("token_type".into(), json!(e.config.token_type_shown()));
     }
     Ok(Response::data(m))
 }

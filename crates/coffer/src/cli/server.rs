@@ -48,6 +48,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             login_limit: coffer_core::LoginLimit::default(),
             pid_file: None,
             chaos: coffer_core::ChaosConfig::default(),
+            prometheus_retention: std::time::Duration::from_secs(24 * 3600),
         };
         let root = a
             .dev_root_token_id

@@ -313,3 +313,78 @@ async fn mtls_logins_against_a_trusted_ca_and_a_pinned_leaf() {
         stderr(&cli_without_cert)
     );
 }
+
+/// `auth/cert/config` with Vault's fields and checks: zero values until written, only the
+/// fields sent change, `ocsp_cache_size` within 2..=100000, and a field Coffer does not know is
+/// a 400 naming it; through HTTP and the CLI.
+#[tokio::test]
+async fn the_cert_config_endpoint_reads_and_writes_vaults_fields() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    let (code, b) =
+        s.call("POST", "sys/auth/cert", Some(&root), Some(json!({"type": "cert"}))).await;
+    assert_eq!(code, 204, "{b}");
+    let read = || async {
+        let (code, b) = s.call("GET", "auth/cert/config", Some(&root), None).await;
+        assert_eq!(code, 200, "{b}");
+        b["data"].clone()
+    };
+    assert_eq!(
+        read().await,
+        json!({"disable_binding": false, "enable_identity_alias_metadata": false, "ocsp_cache_size": 0})
+    );
+    for (body, want) in [
+        (json!({"ocsp_cache_size": 1}), "invalid cache size, must be >= 2 and <= 100000"),
+        (json!({"ocsp_cache_size": 100_001}), "invalid cache size, must be >= 2 and <= 100000"),
+        (json!({"ocsp_cache_size": "x"}), "\"ocsp_cache_size\" must be a non-negative integer"),
+        (json!({"disable_binding": "maybe"}), "\"disable_binding\" must be a boolean"),
+        (json!({"role_cache_size": -2}), "role_cache_size must be -1 or more"),
+        (
+            json!({"disable_binding": true, "bogus": 1}),
+            "unknown fields for auth/cert/config: bogus",
+        ),
+    ] {
+        let (code, b) = s.call("POST", "auth/cert/config", Some(&root), Some(body.clone())).await;
+        assert_eq!(code, 400, "{body}: {b}");
+        let msg = b["errors"][0].as_str().unwrap_or_default();
+        assert!(msg.starts_with(want), "{body}: {msg}");
+    }
+    // Nothing was stored by the refused writes.
+    assert_eq!(read().await["disable_binding"], false);
+    let (code, b) = s
+        .call(
+            "POST",
+            "auth/cert/config",
+            Some(&root),
+            Some(json!({"disable_binding": true, "ocsp_cache_size": 500, "role_cache_size": -1})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
+    ok(s.cli(Some(&root), &["write", "auth/cert/config", "enable_identity_alias_metadata=true"]));
+    assert_eq!(
+        read().await,
+        json!({"disable_binding": true, "enable_identity_alias_metadata": true, "ocsp_cache_size": 500})
+    );
+    let out = ok(s.cli(Some(&root), &["read", "-format=json", "auth/cert/config"]));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["data"]["ocsp_cache_size"], 500);
+
+    // Through vaultrs, which sends `role_cache_size` too.
+    let client = VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(&s.addr)
+            .token(&root)
+            .build()
+            .expect("settings"),
+    )
+    .expect("client");
+    let mut opts = vaultrs::api::auth::cert::requests::ConfigureTlsCertificateMethod::builder();
+    opts.disable_binding(false).ocsp_cache_size(64u64).role_cache_size(200u64);
+    vaultrs::auth::cert::configure_tls_certificate_method(&client, "cert", Some(&mut opts))
+        .await
+        .expect("vaultrs configure");
+    assert_eq!(
+        read().await,
+        json!({"disable_binding": false, "enable_identity_alias_metadata": true, "ocsp_cache_size": 64})
+    );
+}

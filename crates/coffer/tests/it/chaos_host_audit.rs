@@ -101,7 +101,7 @@ async fn a_host_fault_is_recorded_on_the_server_from_start_to_deadline_or_stop()
     // process.
     let p = Sleeper::new();
     let v = ok_json(&coffer(
-        &["chaos", "fault", "pause", "-pid", &p.pid(), "-duration", "2s", "-state-dir", &state],
+        &["chaos", "fault", "pause", "-pid", &p.pid(), "-duration", "5s", "-state-dir", &state],
         server,
     ));
     let host_id = v["id"].as_str().expect("id").to_owned();
@@ -114,14 +114,14 @@ async fn a_host_fault_is_recorded_on_the_server_from_start_to_deadline_or_stop()
     let f = &listed["data"]["faults"][&record];
     assert_eq!(
         (&f["type"], &f["host_kind"], &f["host_id"], &f["duration"]),
-        (&json!("host"), &json!("pause"), &json!(host_id), &json!("2s")),
+        (&json!("host"), &json!("pause"), &json!(host_id), &json!("5s")),
         "{listed}"
     );
     assert_eq!(f["target"], format!("pid {}", p.pid()));
     let got = host_entries(&log, &host_id);
     assert_eq!(got.len(), 1, "the start entry at once: {got:?}");
     assert_eq!((got[0].0.as_str(), got[0].2["id"].as_str()), ("start", Some(record.as_str())));
-    wait_for(8, "the record's end entry", || host_entries(&log, &host_id).len() == 2);
+    wait_for(11, "the record's end entry", || host_entries(&log, &host_id).len() == 2);
     let got = host_entries(&log, &host_id);
     assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("end", "deadline"), "{got:?}");
     wait_for(5, "the process resumed", || state_of(&p.pid()) != 'T');

@@ -215,6 +215,9 @@ impl Drop for Bao {
 impl Bao {
     async fn start() -> Bao {
         let dir = tempdir();
+        // OpenBao refuses the unauthenticated sys/rekey/* (since 2.5.0) and sys/generate-root/*
+        // (since 2.5.3) endpoints unless its listener allows them; Coffer serves them as Vault
+        // does, so the suite turns them back on to compare the answers.
         // A free port: bao's config needs a number. Another process could take it between the
         // drop and bao's bind; the start-up check below would then fail loudly.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -226,7 +229,7 @@ impl Bao {
         std::fs::write(
             &cfg,
             format!(
-                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\n"
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  disable_unauthed_rekey_endpoints = false\n  disable_unauthed_generate_root_endpoints = false\n}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\n"
             ),
         )
         .expect("bao config");
@@ -388,7 +391,8 @@ const VOLATILE_STRING_KEYS: &[&str] = &[
 ];
 
 /// Number-valued clock readings.
-const VOLATILE_NUMBER_KEYS: &[&str] = &["server_time_utc", "creation_time", "last_renewal_time"];
+const VOLATILE_NUMBER_KEYS: &[&str] =
+    &["server_time_utc", "creation_time", "last_renewal_time", "expiration", "revocation_time"];
 
 /// Remaining-time fields: equal when within this many seconds (the two servers answer a moment
 /// apart).
@@ -401,6 +405,13 @@ struct Normalizer {
     time: Regex,
     uuid: Regex,
     token: Regex,
+    /// Transit's `vault:vN:<base64>` ciphertexts, signatures and HMACs: random (a fresh nonce,
+    /// a key of each server's own), so only the version is compared.
+    transit: Regex,
+    /// A PEM block (certificates, CSRs, public keys): its type is compared, not its bytes.
+    pem: Regex,
+    /// A certificate serial, `hh:hh:…`.
+    serial: Regex,
 }
 
 impl Normalizer {
@@ -419,6 +430,10 @@ impl Normalizer {
                 .expect("re"),
             // Vault/OpenBao `hvs.`/`hvb.`/`s.`/`b.`, Coffer `cfs.`.
             token: Regex::new(r"\b(hvs|hvb|s|b|cfs)\.[A-Za-z0-9]{20,}").expect("re"),
+            transit: Regex::new(r"\bvault:v(\d+):[A-Za-z0-9+/=_-]+").expect("re"),
+            pem: Regex::new(r"-----BEGIN ([A-Z ]+)-----[A-Za-z0-9+/=\s]+-----END [A-Z ]+-----")
+                .expect("re"),
+            serial: Regex::new(r"\b[0-9a-f]{2}(:[0-9a-f]{2}){7,}\b").expect("re"),
         }
     }
 
@@ -431,6 +446,9 @@ impl Normalizer {
         }
         let s = self.time.replace_all(&s, "<time>");
         let s = self.uuid.replace_all(&s, "<uuid>");
+        let s = self.transit.replace_all(&s, "vault:v$1:<base64>");
+        let s = self.pem.replace_all(&s, "<PEM $1>");
+        let s = self.serial.replace_all(&s, "<serial>");
         self.token.replace_all(&s, "<token>").into_owned()
     }
 
@@ -919,6 +937,24 @@ fn documented_endpoints(doc: &str) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| row.captures(l).map(|c| (c[1].trim().to_owned(), c[2].to_owned())))
         .filter(|(m, _)| m != "method")
+        .flat_map(|(m, p)| optional_forms(&p).into_iter().map(move |p| (m.clone(), p)))
+        .collect()
+}
+
+/// Every form of a path whose optional parts are in parentheses, as Vault's docs write them:
+/// `:mount/hash(/:algorithm)` is `:mount/hash` and `:mount/hash/:algorithm`.
+fn optional_forms(pattern: &str) -> Vec<String> {
+    let Some(open) = pattern.find('(') else {
+        return vec![pattern.to_owned()];
+    };
+    let close = open
+        + pattern[open..]
+            .find(')')
+            .unwrap_or_else(|| panic!("docs/api.md: unclosed ( in {pattern}"));
+    let (head, inner, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    optional_forms(tail)
+        .into_iter()
+        .flat_map(|t| [format!("{head}{t}"), format!("{head}{inner}{t}")])
         .collect()
 }
 

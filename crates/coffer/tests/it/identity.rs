@@ -71,6 +71,8 @@ async fn a_login_makes_one_entity_and_alias_and_the_next_login_reuses_them() {
     let client = vault(&s, &root);
     let list = vaultrs::identity::entity::list_by_id(&client).await.expect("list");
     assert_eq!(list.keys, vec![entity.clone()], "one entity for two logins");
+    let (_, counters) = get(&s, &root, "sys/internal/counters/entities").await;
+    assert_eq!(counters["data"]["counters"]["entities"]["total"], 1);
     let e = vaultrs::identity::entity::read_by_id(&client, &entity).await.expect("read");
     assert_eq!(e.aliases.len(), 1);
     let (_, sys_auth) = get(&s, &root, "sys/auth").await;

@@ -514,3 +514,96 @@ async fn service_account_logins_through_the_token_review_api() {
     assert!(stderr(&relogin).contains("500"), "{}", stderr(&relogin));
     assert!(s.logs().contains("kubernetes: TokenReview failed"), "the log says what failed");
 }
+
+/// CA bundles as Vault takes them (Go's PEM reading): with comments, other CAs around the
+/// cluster's, CRLF line ends, and blanks and tabs at line ends. Each is accepted by the config
+/// write and trusted for the TokenReview call; a bundle with no certificate still gets a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_bundles_vault_accepts_are_accepted_and_trusted() {
+    let cluster = Cluster::start().await;
+    cluster.service_account("prod", "web");
+    cluster.service_account("kube-system", "coffer");
+    cluster.delegator("kube-system", "coffer", true);
+    cluster.pod("prod", "web-1", true);
+    let reviewer = cluster.legacy_token("kube-system", "coffer");
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    write(&s, &root, "sys/auth/kubernetes", json!({"type": "kubernetes"})).await;
+    write(
+        &s,
+        &root,
+        "auth/kubernetes/role/web",
+        json!({"bound_service_account_names": "web", "bound_service_account_namespaces": "prod", "audience": "coffer"}),
+    )
+    .await;
+    let other = {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.self_signed(&key).expect("other ca").pem()
+    };
+    let ca = &cluster.ca_pem;
+    let bundles = [
+        format!("# kube-root-ca.crt\nsubject=CN = kubernetes\n{other}\nsome text\n{ca}"),
+        format!("{other}{ca}").replace('\n', "\r\n"),
+        format!("{ca}{other}").replace('\n', " \t\n"),
+    ];
+    for (i, bundle) in bundles.iter().enumerate() {
+        // The last one through vaultrs, as a Vault client configures it.
+        if i == bundles.len() - 1 {
+            let client = VaultClient::new(
+                VaultClientSettingsBuilder::default()
+                    .address(&s.addr)
+                    .token(&root)
+                    .build()
+                    .expect("settings"),
+            )
+            .expect("client");
+            let mut opts =
+                vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
+            // vaultrs has no token_reviewer_jwt: the one written before is kept.
+            opts.kubernetes_ca_cert(bundle.as_str())
+                .disable_iss_validation(true)
+                .disable_local_ca_jwt(true);
+            vaultrs::auth::kubernetes::configure(
+                &client,
+                "kubernetes",
+                &cluster.url,
+                Some(&mut opts),
+            )
+            .await
+            .expect("vaultrs configure");
+            let jwt = cluster.projected_token("prod", "web", "coffer", "web-1", now() + 600);
+            let (code, b) = login(&s, "web", &jwt).await;
+            assert_eq!(code, 200, "bundle {i} through vaultrs: {b}");
+            continue;
+        }
+        let (code, b) = s
+            .call(
+                "POST",
+                "auth/kubernetes/config",
+                Some(&root),
+                Some(json!({
+                    "kubernetes_host": cluster.url,
+                    "kubernetes_ca_cert": bundle,
+                    "token_reviewer_jwt": reviewer,
+                    "disable_local_ca_jwt": true,
+                })),
+            )
+            .await;
+        assert_eq!(code, 204, "bundle {i}: {b}");
+        let jwt = cluster.projected_token("prod", "web", "coffer", "web-1", now() + 600);
+        let (code, b) = login(&s, "web", &jwt).await;
+        assert_eq!(code, 200, "bundle {i}: {b}");
+    }
+    let (code, b) = s
+        .call(
+            "POST",
+            "auth/kubernetes/config",
+            Some(&root),
+            Some(json!({"kubernetes_host": cluster.url, "kubernetes_ca_cert": "not a pem"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(b["errors"][0].as_str().expect("e").contains("holds no certificate"), "{b}");
+}

@@ -52,7 +52,7 @@ async fn roles_are_stored_read_listed_and_deleted_as_vault_shows_them() {
     assert_eq!((d["period"].clone(), d["token_period"].clone()), (json!(3600), json!(3600)));
     assert_eq!((d["renewable"].clone(), d["orphan"].clone()), (json!(true), json!(false)));
     assert_eq!(d["token_type"], "default-service");
-    assert_eq!(d["token_bound_cidrs"], json!(["127.0.0.1/32"]));
+    assert_eq!(d["token_bound_cidrs"], json!(["127.0.0.1"]));
     assert_eq!(d["name"], "web");
     assert!(d.get("token_num_uses").is_none(), "shown only when set, as in Vault: {d}");
 
@@ -175,7 +175,7 @@ async fn a_role_makes_orphans_periodic_capped_bound_and_suffixed_tokens() {
     assert_eq!(m["role"], "svc");
     assert_eq!(m["period"], 3600);
     assert_eq!(m["explicit_max_ttl"], 7200);
-    assert_eq!(m["bound_cidrs"], json!(["127.0.0.1/32"]));
+    assert_eq!(m["bound_cidrs"], json!(["127.0.0.1"]));
     assert!(m["num_uses"].as_u64().expect("num_uses") <= 5, "{m}");
     // revoke-prefix by the suffixed path.
     assert_eq!(
