@@ -682,8 +682,11 @@ impl AppRole {
             return Err(bad());
         }
         metadata.insert("role_name".into(), role.name.clone());
+        // Vault's alias: the role's role_id, with the role's name as its metadata.
+        let alias_meta = BTreeMap::from([("role_name".to_owned(), role.name.clone())]);
         let mut login = role.token.login(String::new(), metadata);
         login.bound_cidrs = token_cidrs;
+        login.alias = Some(coffer_core::LoginAlias::new(role.role_id.clone(), alias_meta));
         Ok(Response::login(login))
     }
 

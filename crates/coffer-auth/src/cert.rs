@@ -380,7 +380,12 @@ impl CertAuth {
                 ("subject_key_id".to_owned(), subject.subject_key_id.clone()),
                 ("authority_key_id".to_owned(), subject.authority_key_id.clone()),
             ]);
-            return Ok(Response::login(entry.token.login(display_name, metadata)));
+            // Vault's alias: the certificate's common name, with the login's metadata.
+            let cn = subject.common_names.first().cloned().unwrap_or_default();
+            let alias = coffer_core::LoginAlias::new(cn, metadata.clone());
+            let mut login = entry.token.login(display_name, metadata);
+            login.alias = Some(alias);
+            return Ok(Response::login(login));
         }
         Err(Error::invalid(NOT_ACCEPTED))
     }

@@ -584,10 +584,13 @@ impl Configured for JwtAuth {
         .and_then(scalar_string)
         .filter(|u| !u.is_empty())
         .ok_or_else(|| Error::invalid(format!("claim {:?} not found in token", role.user_claim)))?;
+        let mut groups = None;
         if !role.groups_claim.is_empty() {
             match claim(claims, &role.groups_claim).or_else(|| claims.get(&role.groups_claim)) {
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
-                Some(Value::String(_)) => {}
+                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+                    groups = Some(a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+                }
+                Some(Value::String(g)) => groups = Some(vec![g.clone()]),
                 Some(_) => {
                     return Err(Error::invalid(format!(
                         "claim {:?} is not a list of strings",
@@ -611,8 +614,14 @@ impl Configured for JwtAuth {
                 metadata.insert(target.clone(), s);
             }
         }
+        // Vault's alias: the user_claim's value, with the claim_mappings as its metadata and
+        // the groups_claim's names as group aliases.
+        let alias =
+            coffer_core::LoginAlias { name: user.clone(), metadata: metadata.clone(), groups };
         metadata.insert("role".into(), role_name);
-        Ok(Response::login(role.token.login(user, metadata)))
+        let mut login = role.token.login(user, metadata);
+        login.alias = Some(alias);
+        Ok(Response::login(login))
     }
 
     fn show(c: &Config) -> Map<String, Value> {

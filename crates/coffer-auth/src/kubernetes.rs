@@ -392,7 +392,17 @@ impl Configured for Kubernetes {
             metadata.insert("pod_name".into(), pod.clone());
         }
         let display_name = format!("{}-{}", sa.namespace, sa.name);
-        Ok(Response::login(role.token.login(display_name, metadata)))
+        // Vault's alias: the service account's UID, or `namespace/name` with
+        // alias_name_source = serviceaccount_name; the login's metadata goes with it.
+        let alias_name = if role.alias_name_source == "serviceaccount_name" {
+            format!("{}/{}", sa.namespace, sa.name)
+        } else {
+            review.uid.clone()
+        };
+        let alias = coffer_core::LoginAlias::new(alias_name, metadata.clone());
+        let mut login = role.token.login(display_name, metadata);
+        login.alias = Some(alias);
+        Ok(Response::login(login))
     }
 
     fn show(c: &Config) -> Map<String, Value> {

@@ -148,6 +148,7 @@ impl TokenFields {
             num_uses: self.token_num_uses,
             bound_cidrs: self.token_bound_cidrs.clone(),
             no_default_policy: self.token_no_default_policy,
+            alias: None,
         }
     }
 }

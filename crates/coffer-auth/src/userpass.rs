@@ -8,8 +8,7 @@
 //! credential failure answers the same 400 `invalid username or password`. Logins share the
 //! server's login rate limit with every other auth method (the core applies it to every auth
 //! method's unauthenticated paths). Not here: Vault's `password_hash` (a bcrypt hash given
-//! instead of a password; refused with a 400), and the identity entity alias a login makes
-//! in Vault (Coffer has no identity store yet).
+//! instead of a password; refused with a 400). A login's identity alias is the username.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -289,7 +288,11 @@ impl Userpass {
             return Err(Error::PermissionDenied);
         }
         let metadata = BTreeMap::from([("username".to_owned(), name.clone())]);
-        Ok(Response::login(user.token.login(name, metadata)))
+        // Vault's alias: the username, with no metadata of its own.
+        let alias = coffer_core::LoginAlias::new(name.clone(), BTreeMap::new());
+        let mut login = user.token.login(name, metadata);
+        login.alias = Some(alias);
+        Ok(Response::login(login))
     }
 }
 

@@ -75,6 +75,10 @@ pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<Token
     if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, req.remote_addr) {
         return Err(Error::PermissionDenied);
     }
+    // A disabled entity's tokens are refused, as in Vault (they work again when re-enabled).
+    if active.identity.is_disabled(&entry.entity_id)? {
+        return Err(Error::PermissionDenied);
+    }
     Ok(entry)
 }
 
@@ -154,7 +158,7 @@ pub(crate) async fn authorize(
     // allows it on every path, `sudo` ones included.
     let needed = capability_for(op);
     if let (Some(entry), Some(needed)) = (caller.as_mut(), needed) {
-        let a = active.policies.acl(&entry.policies)?;
+        let a = active.acl_for(entry)?;
         let caps = a.capabilities(path);
         let sudo_required = match target {
             Target::Sys(rel) => is_sudo_sys(rel),

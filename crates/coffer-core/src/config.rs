@@ -8,6 +8,9 @@ pub struct CoreConfig {
     pub max_lease_ttl: Duration,
     pub login_limit: crate::ratelimit::LoginLimit,
     pub chaos: crate::chaos::ChaosConfig,
+    /// The address clients reach this server at (`api_addr`): the default issuer of identity
+    /// tokens. Empty: unknown.
+    pub api_addr: String,
     /// `telemetry { prometheus_retention_time }`: zero turns the Prometheus format off, as in
     /// Vault; any other value turns it on (counters here are kept for the process's life).
     pub prometheus_retention: Duration,
@@ -24,6 +27,7 @@ impl Default for CoreConfig {
             max_lease_ttl: Duration::from_secs(768 * 3600),
             login_limit: crate::ratelimit::LoginLimit::default(),
             chaos: crate::chaos::ChaosConfig::default(),
+            api_addr: String::new(),
             prometheus_retention: Duration::from_secs(24 * 3600),
             sanitized_config: serde_json::Value::Null,
         }

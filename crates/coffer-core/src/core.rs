@@ -44,6 +44,8 @@ pub(crate) struct Active {
     pub(crate) leases: Arc<crate::lease::Expiration>,
     /// Event notifications; every subscription ends when this state goes (sealing).
     pub(crate) events: Arc<crate::events::EventBus>,
+    /// Entities, aliases and groups (the `identity/` mount's store).
+    pub(crate) identity: Arc<crate::identity::IdentityStore>,
     /// The root generation and the rekey under way, if any: sealing drops them with the rest.
     pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
@@ -52,6 +54,24 @@ pub(crate) struct Active {
 }
 
 impl Active {
+    /// The ACL a token's request is judged by: its own policies, its entity's and its groups'
+    /// (as the identity store is now), templated paths rendered for its entity.
+    pub(crate) fn acl_for(
+        &self,
+        entry: &crate::token::TokenEntry,
+    ) -> Result<Arc<crate::policy::Acl>> {
+        match self.identity.token_identity(&entry.entity_id)? {
+            None => self.policies.acl_templated(&entry.policies, None, 0),
+            Some(ident) => {
+                let mut names = entry.policies.clone();
+                names.extend(ident.policies);
+                names.sort();
+                names.dedup();
+                self.policies.acl_templated(&names, Some(&ident.ctx), ident.generation)
+            }
+        }
+    }
+
     pub(crate) fn router(&self) -> Result<Arc<Router>> {
         self.router
             .read()
@@ -324,7 +344,7 @@ impl Core {
             TokenStore::load(View::new(self.barrier.clone(), "sys/token/"), expire_view.clone())
                 .await?;
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
-        let secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
+        let mut secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
             None => {
                 let t = vec![
@@ -347,12 +367,34 @@ impl Core {
                 t
             }
         };
-        let token_backend: Arc<dyn LogicalBackend> =
-            Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
-        let mut routes = Vec::new();
-        for e in secrets.into_iter().filter(|e| e.kind != "system") {
-            routes.push(self.route_for(Table::Secrets, e, None)?);
+        // The identity store is always mounted, as in Vault; a table from before it existed
+        // gets its entry once.
+        if !secrets.iter().any(|e| e.kind == "identity") {
+            let mut entry = MountEntry::new("identity/", "identity", "identity store");
+            // As Vault's: the OIDC endpoints may read the client's Authorization header.
+            entry.config.passthrough_request_headers = vec!["Authorization".into()];
+            secrets.push(entry);
+            mount::save_table(&self.barrier, Table::Secrets, &secrets).await?;
         }
+        let mut routes = Vec::new();
+        let mut identity = None;
+        for e in secrets.into_iter().filter(|e| e.kind != "system") {
+            let builtin: Option<Arc<dyn LogicalBackend>> = if e.kind == "identity" {
+                let view = View::new(self.barrier.clone(), format!("logical/{}/", e.uuid));
+                let store =
+                    crate::identity::IdentityStore::load(view, self.config.api_addr.clone())
+                        .await?;
+                identity = Some(store.clone());
+                Some(Arc::new(crate::identity::IdentityBackend { store, core: self.me.clone() }))
+            } else {
+                None
+            };
+            routes.push(self.route_for(Table::Secrets, e, builtin)?);
+        }
+        let identity = identity.ok_or_else(|| Error::Internal("identity mount missing".into()))?;
+        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
+        tb.set_identity(identity.clone());
+        let token_backend: Arc<dyn LogicalBackend> = tb;
         for e in auth {
             let builtin = (e.kind == "token").then(|| token_backend.clone());
             routes.push(self.route_for(Table::Auth, e, builtin)?);
@@ -392,6 +434,7 @@ impl Core {
             router,
             leases,
             events,
+            identity,
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
             migrations: Default::default(),

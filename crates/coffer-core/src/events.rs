@@ -398,7 +398,7 @@ impl Subscription {
         if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, self.remote_addr) {
             return Err(EndReason::TokenInvalid);
         }
-        let acl = match active.policies.acl(&entry.policies) {
+        let acl = match active.acl_for(&entry) {
             Ok(a) => a,
             Err(crate::Error::PermissionDenied) => return Err(EndReason::AccessLost),
             Err(e) => {

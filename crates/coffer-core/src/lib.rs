@@ -16,6 +16,7 @@
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
 //! - `events`: the event bus and subscriptions (Vault's event notifications).
+//! - `identity`: entities, aliases, groups, identity templates and the identity token issuer.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
 //!   checks and their proofs), `sys` (the system API, its paths declared in `sys::paths`),
 //!   `pipeline` (one function per request, help requests included).
@@ -32,6 +33,7 @@ pub mod events;
 
 pub mod glob;
 pub mod hex;
+mod identity;
 mod lease;
 pub mod logical;
 pub mod login;
@@ -66,7 +68,7 @@ pub use backend::{
 pub use coffer_barrier::{BatchOp, View};
 pub use logical::event::Event;
 pub use logical::fields::Fields;
-pub use logical::login::Login;
+pub use logical::login::{Login, LoginAlias};
 pub use logical::{Auth, Error, Operation, RawBody, Request, Response, Result, SecretLease};
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

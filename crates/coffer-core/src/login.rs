@@ -5,6 +5,7 @@
 //! tokens obey the same rules and are audited the same way.
 
 use crate::backend::MountInfo;
+use crate::identity::{AliasLogin, IdentityStore};
 use crate::logical::login::{Login, normalize_policies};
 use crate::logical::{Auth, Error, Result};
 use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenParams, TokenStore};
@@ -14,6 +15,7 @@ use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenParams, TokenStore};
 /// maximum; a periodic token's TTL is its period.
 pub(crate) async fn issue(
     tokens: &TokenStore,
+    identity: &IdentityStore,
     mount: &MountInfo,
     request_path: &str,
     login: Login,
@@ -47,6 +49,20 @@ pub(crate) async fn issue(
     if login.period == 0 {
         ttl = ttl.min(max_ttl);
     }
+    // After every check of the login itself, so a refused login makes no entity.
+    let entity_id = match login.alias.as_ref().filter(|a| !a.name.is_empty()) {
+        Some(a) => {
+            identity
+                .login(&AliasLogin {
+                    mount_accessor: &mount.accessor,
+                    name: &a.name,
+                    metadata: &a.metadata,
+                    groups: a.groups.as_deref(),
+                })
+                .await?
+        }
+        None => String::new(),
+    };
     let name = mount.path.trim_start_matches("auth/").trim_end_matches('/').replace('/', "-");
     let display_name =
         if login.display_name.is_empty() { name } else { format!("{name}-{}", login.display_name) };
@@ -63,8 +79,19 @@ pub(crate) async fn issue(
         path: request_path.to_owned(),
         bound_cidrs: login.bound_cidrs,
         max_ttl,
+        entity_id,
         ..TokenParams::default()
     };
     let (token, entry) = tokens.create(None, params).await?;
-    Ok(entry.auth(&token))
+    let mut auth = entry.auth(&token);
+    if let Some(ident) = identity.token_identity(&entry.entity_id)?
+        && !ident.policies.is_empty()
+    {
+        // Vault's login answer: `policies` holds both, `identity_policies` the entity's.
+        auth.policies.extend(ident.policies.iter().cloned());
+        auth.policies.sort();
+        auth.policies.dedup();
+        auth.identity_policies = Some(ident.policies);
+    }
+    Ok(auth)
 }

@@ -114,8 +114,16 @@ async fn dispatch(
                     )));
                 }
                 let path = format!("{}{rel}", route.info.path);
-                resp.auth =
-                    Some(crate::login::issue(&active.tokens, &route.info, &path, login).await?);
+                resp.auth = Some(
+                    crate::login::issue(
+                        &active.tokens,
+                        &active.identity,
+                        &route.info,
+                        &path,
+                        login,
+                    )
+                    .await?,
+                );
             }
             // The handler succeeded, so what it changed is durable: subscribers may hear of it.
             if !events.is_empty() {

@@ -32,6 +32,26 @@ pub(crate) struct PolicyStore {
     /// Stored policies that could not be read at unseal, until written or deleted.
     damaged: RwLock<HashSet<String>>,
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// Policies with identity templates in their paths: their ACL depends on the token's entity,
+    /// so it is compiled per request instead of cached by policy set.
+    templated: RwLock<HashSet<String>>,
+    /// Compiled ACLs of sets with templated policies, by set, entity and identity-store
+    /// generation (a change to any entity or group makes a new generation, so nothing stale is
+    /// found); dropped whenever any policy changes, and when it grows past [`TEMPLATED_CACHE`].
+    templated_acls: RwLock<HashMap<TemplatedKey, Arc<Acl>>>,
+    /// The same for tokens without an entity (their templated paths are all left out), looked
+    /// up by set without allocating: most requests come from such tokens, with `default`.
+    unbound_acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+}
+
+/// A policy set, an entity id and the identity store's generation.
+type TemplatedKey = (Vec<String>, String, u64);
+
+/// Entries the templated-ACL cache holds before it starts over.
+const TEMPLATED_CACHE: usize = 4096;
+
+fn has_templates(p: &Policy) -> bool {
+    p.rules.iter().any(|r| crate::identity::template::is_templated(&r.pattern))
 }
 
 /// Vault lowercases policy names and accepts any other character; we refuse only those that
@@ -61,10 +81,16 @@ impl PolicyStore {
             policies: RwLock::new(HashMap::new()),
             damaged: RwLock::new(HashSet::new()),
             acls: RwLock::new(HashMap::new()),
+            templated: RwLock::new(HashSet::new()),
+            templated_acls: RwLock::new(HashMap::new()),
+            unbound_acls: RwLock::new(HashMap::new()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
                 Ok(Some(p)) => {
+                    if has_templates(&p) {
+                        store.templated.write().map_err(|_| poisoned())?.insert(name.clone());
+                    }
                     store.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(p));
                 }
                 Ok(None) => {}
@@ -129,11 +155,27 @@ impl PolicyStore {
         }
         let policy = Policy::parse_new(&name, raw, max_wrapping_ttl)
             .map_err(|e| Error::invalid(format!("failed to parse policy: {e}")))?;
+        for r in &policy.rules {
+            crate::identity::template::check_syntax(&r.pattern).map_err(|e| {
+                Error::invalid(format!("failed to parse policy: path {:?}: {e}", r.pattern))
+            })?;
+        }
+        let templated = has_templates(&policy);
         let stored = record::encode(&StoredPolicy { name: name.clone(), raw: raw.to_owned() })?;
         self.view.put(&name, &stored).await?;
         self.damaged.write().map_err(|_| poisoned())?.remove(&name);
+        {
+            let mut t = self.templated.write().map_err(|_| poisoned())?;
+            if templated {
+                t.insert(name.clone());
+            } else {
+                t.remove(&name);
+            }
+        }
         self.policies.write().map_err(|_| poisoned())?.insert(name, Arc::new(policy));
         self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
     }
 
@@ -148,8 +190,94 @@ impl PolicyStore {
         self.view.delete(&name).await?;
         self.damaged.write().map_err(|_| poisoned())?.remove(&name);
         self.policies.write().map_err(|_| poisoned())?.remove(&name);
+        self.templated.write().map_err(|_| poisoned())?.remove(&name);
         self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
         Ok(())
+    }
+
+    /// [`Self::acl`], with the paths of templated policies rendered for the token's identity:
+    /// a path whose template cannot be resolved for it (no entity, a missing value, one that
+    /// would widen the path) is left out, as in Vault. Sets without a templated policy come from
+    /// the by-set cache; the others from a cache keyed by entity and identity generation.
+    pub(crate) fn acl_templated(
+        &self,
+        names: &[String],
+        ident: Option<&crate::identity::TemplateCtx>,
+        generation: u64,
+    ) -> Result<Arc<Acl>> {
+        let any = {
+            let t = self.templated.read().map_err(|_| poisoned())?;
+            !t.is_empty() && names.iter().any(|n| t.contains(n))
+        };
+        if !any || names.iter().any(|n| n == ROOT_POLICY) {
+            return self.acl(names);
+        }
+        if let Some(bad) = names.iter().find(|n| self.is_damaged(n).unwrap_or(true)) {
+            tracing::warn!(policy = %bad, "refused a token holding a damaged policy");
+            return Err(Error::PermissionDenied);
+        }
+        let none = crate::identity::TemplateCtx::default();
+        let ctx = ident.unwrap_or(&none);
+        let unbound = ctx.entity.is_none();
+        if unbound && let Some(acl) = self.unbound_acls.read().map_err(|_| poisoned())?.get(names) {
+            return Ok(acl.clone());
+        }
+        let entity = ctx.entity.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+        let key = (names.to_vec(), entity, generation);
+        if !unbound && let Some(acl) = self.templated_acls.read().map_err(|_| poisoned())?.get(&key)
+        {
+            return Ok(acl.clone());
+        }
+        // `time.*` directives change from one second to the next: such sets are not cached.
+        let mut cacheable = true;
+        let policies = self.policies.read().map_err(|_| poisoned())?;
+        let mut rendered: Vec<Policy> = Vec::new();
+        for n in names {
+            let Some(p) = policies.get(n) else { continue };
+            if !has_templates(p) {
+                rendered.push((**p).clone());
+                continue;
+            }
+            let mut p = (**p).clone();
+            p.rules.retain_mut(|r| {
+                if !crate::identity::template::is_templated(&r.pattern) {
+                    return true;
+                }
+                if r.pattern.contains("time.") {
+                    cacheable = false;
+                }
+                match crate::identity::template::render(
+                    &r.pattern,
+                    ctx,
+                    crate::identity::template::Mode::Acl,
+                ) {
+                    Ok(path) => {
+                        r.pattern = path;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            rendered.push(p);
+        }
+        drop(policies);
+        let acl = Arc::new(Acl::new(rendered.iter()));
+        if cacheable && unbound {
+            let mut cache = self.unbound_acls.write().map_err(|_| poisoned())?;
+            if cache.len() >= TEMPLATED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key.0, acl.clone());
+        } else if cacheable {
+            let mut cache = self.templated_acls.write().map_err(|_| poisoned())?;
+            if cache.len() >= TEMPLATED_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, acl.clone());
+        }
+        Ok(acl)
     }
 
     /// The compiled ACL for a token's policies; unknown names grant nothing, as in Vault.

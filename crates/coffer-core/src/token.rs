@@ -115,11 +115,12 @@ impl TokenEntry {
                 self.expire_time.saturating_sub(self.last_renewal_time.max(self.creation_time))
             },
             renewable: self.renewable,
-            entity_id: String::new(),
+            entity_id: self.entity_id.clone(),
             token_type: "service".into(),
             orphan: self.orphan,
             mfa_requirement: None,
             num_uses: self.num_uses,
+            identity_policies: None,
         }
     }
 
@@ -205,6 +206,8 @@ pub struct TokenParams {
     pub path: String,
     pub bound_cidrs: Vec<Cidr>,
     pub max_ttl: u64,
+    /// The identity entity the token acts for; empty: none.
+    pub entity_id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -536,7 +539,7 @@ impl TokenStore {
             period: p.period,
             renewable: p.renewable && expire_time != 0,
             orphan: parent.is_none(),
-            entity_id: String::new(),
+            entity_id: p.entity_id,
             last_renewal_time: 0,
             spent: false,
             bound_cidrs: p.bound_cidrs,

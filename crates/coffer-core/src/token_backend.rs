@@ -19,6 +19,8 @@ use crate::token::{DEFAULT_POLICY, ROOT_POLICY, TokenEntry, TokenParams, TokenRo
 pub(crate) struct TokenBackend {
     tokens: Arc<TokenStore>,
     config: CoreConfig,
+    /// For `identity_policies` in lookups; set once at unseal, after the identity store loads.
+    identity: std::sync::OnceLock<Arc<crate::identity::IdentityStore>>,
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -40,7 +42,25 @@ const CREATE_FIELDS: &[&str] = &[
 
 impl TokenBackend {
     pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
-        Self { tokens, config }
+        Self { tokens, config, identity: std::sync::OnceLock::new() }
+    }
+
+    pub(crate) fn set_identity(&self, store: Arc<crate::identity::IdentityStore>) {
+        let _ = self.identity.set(store);
+    }
+
+    /// Vault's lookup answer, with the token's `identity_policies` when its entity gives any.
+    fn lookup_answer(&self, e: &TokenEntry, token: Option<&str>) -> Result<Response> {
+        let mut data = e.lookup_data(token, now_unix());
+        if let Some(store) = self.identity.get()
+            && let Some(ident) = store.token_identity(&e.entity_id)?
+            && !ident.policies.is_empty()
+        {
+            data.insert("identity_policies".into(), Value::from(ident.policies));
+            // Vault's: the identity policies of other namespaces (Coffer has only the root one).
+            data.insert("external_namespace_policies".into(), Value::Object(Map::new()));
+        }
+        Ok(Response::data(data))
     }
 
     async fn create_child(&self, r: &Req<'_>) -> Result<Response> {
@@ -81,10 +101,42 @@ impl TokenBackend {
         if no_parent && role.is_none() && !orphan_endpoint && !(is_root || req.sudo) {
             return Err(Error::invalid("root or sudo privileges required to create orphan token"));
         }
-        if role.is_some() && f.str("entity_alias")?.is_some_and(|a| !a.is_empty()) {
-            return Err(Error::invalid(
-                "entity_alias is not supported: Coffer has no identity store",
-            ));
+        // As Vault: the token acts for its parent's entity, or for the entity of an alias on
+        // the token store's mount that the role allows (made on first use).
+        let mut entity_id = parent.entity_id.clone();
+        if let Some(alias) = f.str("entity_alias")?.filter(|a| !a.is_empty()) {
+            let Some(role) = role else {
+                return Err(Error::invalid(
+                    "'entity_alias' is only allowed in combination with token role",
+                ));
+            };
+            let lower = alias.to_lowercase();
+            let allowed = role.allowed_entity_aliases.iter().any(|a| {
+                let a = a.to_lowercase();
+                a == lower || crate::glob::glob_match(&a, &lower)
+            });
+            if !allowed {
+                return Err(Error::invalid("invalid 'entity_alias' value"));
+            }
+            let store = self
+                .identity
+                .get()
+                .ok_or_else(|| Error::Internal("identity store not set".into()))?;
+            let none = std::collections::BTreeMap::new();
+            let login = crate::identity::AliasLogin {
+                mount_accessor: &req.mount.accessor,
+                name: &alias,
+                metadata: &none,
+                groups: None,
+            };
+            entity_id = match store.login(&login).await {
+                Err(Error::PermissionDenied) => {
+                    return Err(Error::Forbidden(
+                        "entity from given entity alias is disabled".into(),
+                    ));
+                }
+                other => other?,
+            };
         }
         if let Some(t) = f.str("type")?
             && t != "service"
@@ -245,6 +297,8 @@ impl TokenBackend {
             period,
             renewable,
             orphan: no_parent,
+            // As Vault: a token acts for the entity of the token that made it.
+            entity_id,
             path,
             bound_cidrs,
             ..TokenParams::default()
@@ -456,7 +510,7 @@ static PATHS: LazyLock<Paths<TokenBackend>> = LazyLock::new(|| {
 impl TokenBackend {
     async fn lookup_self(&self, r: &Req<'_>) -> Result<Response> {
         let e = self_caller(r)?;
-        Ok(Response::data(e.lookup_data(r.client_token.map(|t| t.expose()), now_unix())))
+        self.lookup_answer(e, r.client_token.map(|t| t.expose()))
     }
 
     async fn lookup(&self, r: &Req<'_>) -> Result<Response> {
@@ -465,12 +519,12 @@ impl TokenBackend {
             Err(Error::PermissionDenied) => return Err(Error::Forbidden("bad token".into())),
             other => other?,
         };
-        Ok(Response::data(e.lookup_data(Some(t.expose()), now_unix())))
+        self.lookup_answer(&e, Some(t.expose()))
     }
 
     async fn lookup_accessor(&self, r: &Req<'_>) -> Result<Response> {
         let e = self.named_accessor(r).await?;
-        Ok(Response::data(e.lookup_data(None, now_unix())))
+        self.lookup_answer(&e, None)
     }
 
     async fn renew_self(&self, r: &Req<'_>) -> Result<Response> {

@@ -80,6 +80,14 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
 
     // Storage last: a bad TLS file or a busy port must not leave a fresh database behind.
     let storage = open_storage(&cfg.storage).await?;
+    // Identity tokens name this as their issuer; without `api_addr`, the first listener.
+    let api_addr = match (&cfg.api_addr, bound.first()) {
+        (Some(a), _) => a.clone(),
+        (None, Some((sock, tls, _))) => {
+            format!("{}://{}", if tls.is_some() { "https" } else { "http" }, sock.local_addr()?)
+        }
+        (None, None) => String::new(),
+    };
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
     coffer_auth::register_builtins(&mut registry);
@@ -91,6 +99,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             max_lease_ttl: cfg.max_lease_ttl,
             login_limit: cfg.login_limit,
             chaos: cfg.chaos.clone(),
+            api_addr,
             prometheus_retention: cfg.prometheus_retention,
             sanitized_config: cfg.sanitized(),
         },

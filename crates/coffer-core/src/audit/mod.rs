@@ -498,18 +498,20 @@ impl Broker {
                     );
                 }
                 if let Some(a) = &resp.auth {
-                    out.insert(
-                        "auth".into(),
-                        json!({
-                            "client_token": a.client_token,
-                            "accessor": a.accessor,
-                            "policies": a.policies,
-                            "token_policies": a.token_policies,
-                            "metadata": a.metadata,
-                            "lease_duration": a.lease_duration,
-                            "renewable": a.renewable,
-                        }),
-                    );
+                    let mut auth = json!({
+                        "client_token": a.client_token,
+                        "accessor": a.accessor,
+                        "policies": a.policies,
+                        "token_policies": a.token_policies,
+                        "entity_id": a.entity_id,
+                        "metadata": a.metadata,
+                        "lease_duration": a.lease_duration,
+                        "renewable": a.renewable,
+                    });
+                    if let Some(ip) = &a.identity_policies {
+                        auth["identity_policies"] = json!(ip);
+                    }
+                    out.insert("auth".into(), auth);
                 }
                 if let Some(w) = &resp.wrap_info {
                     out.insert(

@@ -22,6 +22,30 @@ pub struct Login {
     pub num_uses: u64,
     pub bound_cidrs: Vec<Cidr>,
     pub no_default_policy: bool,
+    /// Who the caller is in this auth method: the core finds (or makes) the identity entity
+    /// with this alias on the mount, and the token carries that entity. `None`: no entity.
+    pub alias: Option<LoginAlias>,
+}
+
+/// The caller's name in an auth method, as the identity store keys its aliases: with the mount
+/// accessor, it names one entity.
+#[derive(Debug, Clone, Default)]
+pub struct LoginAlias {
+    /// The method's own name for the caller (an AppRole's role_id, a JWT's `user_claim`...).
+    pub name: String,
+    /// Stored on the alias at each login (templates read it as
+    /// `identity.entity.aliases.<accessor>.metadata.<key>`); never a credential.
+    pub metadata: BTreeMap<String, String>,
+    /// Group names the method reports (a JWT's `groups_claim`): the entity is made a member of
+    /// the external groups with these aliases on the mount, and of no other there (`None`, as
+    /// for a method that reports no groups: of none there, as in Vault).
+    pub groups: Option<Vec<String>>,
+}
+
+impl LoginAlias {
+    pub fn new(name: impl Into<String>, metadata: BTreeMap<String, String>) -> Self {
+        Self { name: name.into(), metadata, groups: None }
+    }
 }
 
 /// Lower-cased, trimmed, sorted and deduplicated policy names.

@@ -114,6 +114,10 @@ pub struct Auth {
     pub orphan: bool,
     pub mfa_requirement: Option<Value>,
     pub num_uses: u64,
+    /// The policies the token gets from its identity entity and groups (Vault's
+    /// `identity_policies`, also in `policies`); `None` for a token without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_policies: Option<Vec<String>>,
 }
 
 /// What a handler answers. Most answers use Vault's envelope; a few `sys/` endpoints (health,

@@ -84,6 +84,16 @@ path "sys/capabilities-self" {
   capabilities = ["update"]
 }
 
+# A token may read its own identity entity, by id or by name (rendered for each token; a
+# token without an entity gets nothing from these).
+path "identity/entity/id/{{identity.entity.id}}" {
+  capabilities = ["read"]
+}
+
+path "identity/entity/name/{{identity.entity.name}}" {
+  capabilities = ["read"]
+}
+
 path "sys/internal/ui/resultant-acl" {
   capabilities = ["read"]
 }

@@ -305,9 +305,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             let n = ctx.active.tokens.count().await?;
             Ok(Response::from_value(json!({"counters": {"service_tokens": {"total": n}}})))
         }
-        // Coffer has no identity entities yet: the count is that of an empty store.
         "internal/counters/entities" if op == Read => {
-            Ok(Response::from_value(json!({"counters": {"entities": {"total": 0}}})))
+            let total = ctx.active.identity.read(|s| s.entities.len())?;
+            Ok(Response::from_value(json!({"counters": {"entities": {"total": total}}})))
         }
         // As Vault and OpenBao answer it since request counting was removed.
         "internal/counters/requests" if op == Read => Ok(Response::raw(

@@ -370,7 +370,7 @@ pub(super) async fn mount_of(ctx: &Ctx<'_>, path: &str) -> Result<Response> {
     let router = ctx.active.router()?;
     let (route, _) = router.route(path).ok_or_else(preflight)?;
     let caller = ctx.caller().ok_or(Error::PermissionDenied)?;
-    let acl = ctx.active.policies.acl(&caller.policies)?;
+    let acl = ctx.active.acl_for(caller)?;
     if !acl.has_access_under(&route.full_path) {
         return Err(preflight());
     }

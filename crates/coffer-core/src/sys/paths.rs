@@ -143,12 +143,7 @@ pub(crate) const PATHS: &[SysPath] = &[
     p("host-info", "The host's CPUs, CPU times, disks, identity and memory.", &[Read], &[]),
     p("config/state/sanitized", "The running configuration, without secrets.", &[Read], &[]),
     p("internal/counters/tokens", "How many tokens exist.", &[Read], &[]),
-    p(
-        "internal/counters/entities",
-        "How many identity entities exist (Coffer: none).",
-        &[Read],
-        &[],
-    ),
+    p("internal/counters/entities", "How many identity entities exist.", &[Read], &[]),
     p("internal/counters/requests", "Removed in Vault: always 404.", &[Read], &[]),
     p(
         "metrics",

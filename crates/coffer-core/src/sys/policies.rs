@@ -95,7 +95,7 @@ pub(super) async fn capabilities(ctx: &Ctx<'_>, entry: Option<&TokenEntry>) -> R
         return Err(Error::invalid("paths must be supplied"));
     }
     let acl = match entry {
-        Some(e) => Some(ctx.active.policies.acl(&e.policies)?),
+        Some(e) => Some(ctx.active.acl_for(e)?),
         None => None,
     };
     let mut out = Map::new();

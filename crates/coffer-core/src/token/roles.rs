@@ -5,9 +5,8 @@
 //! (`roles/<lower-cased name>`); a write checks every field before anything is stored, so a
 //! refused write changes nothing; `token_type` accepts only service tokens (Coffer issues no
 //! batch tokens). What a role *means* at token creation (policies, orphan, period, TTL caps,
-//! bound CIDRs, path suffix) is applied by the token backend's create. Not here:
-//! `allowed_entity_aliases` is stored and shown, but `entity_alias` at creation is refused
-//! (Coffer has no identity store yet).
+//! bound CIDRs, path suffix, the `entity_alias` it allows) is applied by the token backend's
+//! create.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

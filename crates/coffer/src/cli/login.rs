@@ -60,6 +60,7 @@ pub(super) async fn run(g: &Global, a: LoginArgs) -> Result<ExitCode> {
                 "renewable": d.get("renewable"),
                 "policies": d.get("policies"),
                 "token_policies": d.get("policies"),
+                "identity_policies": d.get("identity_policies"),
                 "metadata": d.get("meta"),
             });
         }

@@ -118,7 +118,13 @@ fn auth_rows(auth: &Map<String, Value>) -> Vec<(String, String)> {
         ),
         ("token_renewable".to_owned(), cell(&g("renewable"))),
         ("token_policies".to_owned(), cell(&g("token_policies"))),
-        ("identity_policies".to_owned(), "[]".into()),
+        (
+            "identity_policies".to_owned(),
+            match g("identity_policies") {
+                Value::Null => "[]".into(),
+                v => cell(&v),
+            },
+        ),
         ("policies".to_owned(), cell(&g("policies"))),
     ];
     if let Some(Value::Object(meta)) = auth.get("metadata") {

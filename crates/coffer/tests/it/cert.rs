@@ -193,6 +193,11 @@ async fn mtls_logins_against_a_trusted_ca_and_a_pinned_leaf() {
     assert_eq!(out["auth"]["lease_duration"], 1200);
     assert_eq!(out["auth"]["metadata"]["cert_name"], "web");
     assert_eq!(out["auth"]["metadata"]["common_name"], "web-1.prod.svc");
+    // The login's identity: an entity whose alias on this mount is the common name.
+    let entity = out["auth"]["entity_id"].as_str().expect("entity_id");
+    let (_, e) = s.call("GET", &format!("identity/entity/id/{entity}"), Some(&root), None).await;
+    assert_eq!(e["data"]["aliases"][0]["name"], "web-1.prod.svc");
+    assert_eq!(e["data"]["aliases"][0]["mount_type"], "cert");
     let mut args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     args.extend(["kv", "get", "-field=password", "secret/web/db"]);
     assert_eq!(ok(s.cli(None, &args)).trim(), "pw-9");

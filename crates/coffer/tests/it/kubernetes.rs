@@ -477,6 +477,14 @@ async fn service_account_logins_through_the_token_review_api() {
     cluster.pod("prod", "web-7d9f", true);
     let (code, b) = login(&s, "web", &projected).await;
     assert_eq!(code, 200, "the pod is back: {b}");
+    // The login's identity: an entity whose alias is the service account's UID (the default
+    // alias_name_source), the same entity at every login of that service account.
+    let entity = b["auth"]["entity_id"].as_str().expect("entity_id").to_owned();
+    let (_, e) = s.call("GET", &format!("identity/entity/id/{entity}"), Some(&root), None).await;
+    assert_eq!(e["data"]["aliases"][0]["name"], json!(cluster.uid("prod", "web")));
+    assert_eq!(e["data"]["aliases"][0]["metadata"]["service_account_name"], "web");
+    let (_, again) = login(&s, "web", &projected).await;
+    assert_eq!(again["auth"]["entity_id"], json!(entity));
 
     // The reviewer loses system:auth-delegator: logins stop, and the server log says why.
     cluster.delegator("kube-system", "coffer", false);

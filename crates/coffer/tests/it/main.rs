@@ -24,6 +24,8 @@ mod docs;
 mod events;
 mod group_commit;
 mod help;
+mod identity;
+mod identity_oidc;
 mod invariants;
 mod jwt;
 mod kubernetes;
