@@ -82,6 +82,8 @@ pub(crate) struct ServerConfig {
     pub storage: StorageConfig,
     pub listeners: Vec<ListenerConfig>,
     pub api_addr: Option<String>,
+    /// HA: where other nodes reach this one (advertised in the lock row and `sys/leader`).
+    pub cluster_addr: Option<String>,
     pub default_lease_ttl: Duration,
     pub max_lease_ttl: Duration,
     pub log_level: String,
@@ -126,6 +128,7 @@ impl ServerConfig {
             "storage",
             "listener",
             "api_addr",
+            "cluster_addr",
             "default_lease_ttl",
             "max_lease_ttl",
             "log_level",
@@ -194,6 +197,7 @@ impl ServerConfig {
             storage,
             listeners,
             api_addr: opt_str(root, "api_addr")?,
+            cluster_addr: opt_str(root, "cluster_addr")?,
             pid_file: opt_str(root, "pid_file")?.filter(|p| !p.is_empty()).map(Into::into),
             default_lease_ttl,
             max_lease_ttl,
@@ -333,12 +337,24 @@ fn parse_postgresql(
     body: &Map<String, Value>,
 ) -> Result<StorageConfig> {
     const WHAT: &str = "storage \"postgresql\"";
-    check_keys(body, &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table"], WHAT)?;
-    if opt_bool(body, "ha_enabled")?.unwrap_or(false) || body.contains_key("ha_table") {
-        bail!(
-            "{WHAT}: ha_enabled/ha_table are not supported yet: PostgreSQL storage runs a single Coffer node for now (HA with active/standby nodes comes later); remove them"
-        );
-    }
+    check_keys(
+        body,
+        &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table", "ha_lock_ttl"],
+        WHAT,
+    )?;
+    let ha = match opt_bool(body, "ha_enabled").map_err(|e| anyhow!("{WHAT}: {e}"))? {
+        Some(true) => Some(coffer_storage::HaOptions {
+            table: opt_str(body, "ha_table")?
+                .unwrap_or_else(|| coffer_storage::DEFAULT_HA_TABLE.to_owned()),
+            lock_ttl: opt_duration(body, "ha_lock_ttl")?
+                .unwrap_or(coffer_storage::DEFAULT_LOCK_TTL),
+        }),
+        _ if body.contains_key("ha_lock_ttl") => {
+            bail!("{WHAT}: ha_lock_ttl needs ha_enabled = \"true\"")
+        }
+        // As in Vault, ha_table alone changes nothing.
+        _ => None,
+    };
     // As in Vault, the environment wins: it keeps the password out of the file.
     let from_env = PG_URL_ENV.iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty()));
     let connection_url = match from_env {
@@ -362,7 +378,7 @@ fn parse_postgresql(
                 anyhow!("{WHAT}: max_parallel must be a whole number of connections from 1 to 1024")
             })?,
     };
-    let opts = coffer_storage::PostgresOptions { connection_url, table, max_parallel };
+    let opts = coffer_storage::PostgresOptions { connection_url, table, max_parallel, ha };
     // The storage error never contains the URL or its password.
     opts.check().map_err(|e| anyhow!("{WHAT}: {e}"))?;
     Ok(StorageConfig::Postgresql(opts))
@@ -717,6 +733,32 @@ log_format        = "json"
     }
 
     #[test]
+    fn ha_keys_take_vaults_forms() {
+        let ha = |body: &str| match pg(
+            &format!("connection_url = \"postgres://u:p@h/db\"\n{body}"),
+            &[],
+        )
+        .expect("parse")
+        {
+            StorageConfig::Postgresql(o) => o.ha,
+            other => panic!("{other:?}"),
+        };
+        let default = Some(coffer_storage::HaOptions::default());
+        assert_eq!(ha("ha_enabled = \"true\""), default, "a string, as Vault writes it");
+        assert_eq!(ha("ha_enabled = true"), default, "bare");
+        assert_eq!(ha("ha_enabled = \"false\"\nha_table = \"x\""), None);
+        assert_eq!(ha(""), None);
+        let o =
+            ha("ha_enabled = \"true\"\nha_table = \"vault_ha\"\nha_lock_ttl = \"5s\"").expect("ha");
+        assert_eq!((o.table.as_str(), o.lock_ttl), ("vault_ha", Duration::from_secs(5)));
+        let c = ServerConfig::parse(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n tls_disable = true\n}\ncluster_addr = \"https://10.0.0.1:8201\"",
+        )
+        .expect("parse");
+        assert_eq!(c.cluster_addr.as_deref(), Some("https://10.0.0.1:8201"));
+    }
+
+    #[test]
     fn the_connection_url_may_come_from_the_environment() {
         let from = |env: &[(&str, &str)], body: &str| match pg(body, env).expect("parse") {
             StorageConfig::Postgresql(o) => o.connection_url,
@@ -739,8 +781,10 @@ log_format        = "json"
     fn postgresql_errors_name_the_problem_but_not_the_password() {
         let url = |q: &str| format!("connection_url = \"postgres://u:TopSecretPw@h/db{q}\"");
         let cases = [
-            (format!("{}\nha_enabled = \"true\"", url("")), "HA"),
-            (format!("{}\nha_table = \"vault_ha_locks\"", url("")), "HA"),
+            (format!("{}\nha_enabled = \"yes\"", url("")), "ha_enabled"),
+            (format!("{}\nha_lock_ttl = \"5s\"", url("")), "ha_enabled"),
+            (format!("{}\nha_enabled = true\nha_lock_ttl = \"1s\"", url("")), "ha_lock_ttl"),
+            (format!("{}\nha_enabled = true\nha_table = \"coffer_kv\"", url("")), "ha_table"),
             (format!("{}\ntable = \"Bad-Name\"", url("")), "identifier"),
             (format!("{}\nmax_parallel = 0", url("")), "max_parallel"),
             (format!("{}\nmax_parallel = \"many\"", url("")), "max_parallel"),

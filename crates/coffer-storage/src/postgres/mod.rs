@@ -12,12 +12,18 @@
 //! `synchronous_commit=on`, whatever the server's default. Error messages name the
 //! host and database and never contain the password or the connection URL.
 //!
-//! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
-//! other than this one writing the same table while a `CachedBackend` is in front.
+//! With `ha` set, the backend also opens the HA lock ([`ha`]) and every write is fenced: it
+//! runs in a transaction that first checks this node's leadership epoch against the lock row,
+//! and fails with [`Error::Fenced`] when a newer epoch exists.
+//!
+//! Not done here: a process other than this one writing the same table while a
+//! `CachedBackend` is in front (HA nodes run without one).
 
+pub(crate) mod ha;
 mod url;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,6 +51,8 @@ pub struct PostgresOptions {
     pub connection_url: String,
     pub table: String,
     pub max_parallel: usize,
+    /// HA mode (`ha_enabled`): the lock table and TTL; `None` for a single node.
+    pub ha: Option<ha::HaOptions>,
 }
 
 impl PostgresOptions {
@@ -53,6 +61,7 @@ impl PostgresOptions {
             connection_url: connection_url.into(),
             table: DEFAULT_TABLE.to_owned(),
             max_parallel: DEFAULT_MAX_PARALLEL,
+            ha: None,
         }
     }
 
@@ -81,6 +90,17 @@ impl PostgresOptions {
     /// parameters), table, pool size. The CA file is read by [`PostgresBackend::connect`].
     pub fn check(&self) -> Result<()> {
         Self::validate_table(&self.table)?;
+        if let Some(h) = &self.ha {
+            Self::validate_table(&h.table)?;
+            if h.table == self.table {
+                return Err(Error::Backend("postgresql ha_table must differ from table".into()));
+            }
+            if !ha::LOCK_TTL_RANGE.contains(&h.lock_ttl) {
+                return Err(Error::Backend(
+                    "postgresql ha_lock_ttl must be from 2s to 300s".into(),
+                ));
+            }
+        }
         if !MAX_PARALLEL_RANGE.contains(&self.max_parallel) {
             return Err(Error::Backend("postgresql max_parallel must be from 1 to 1024".into()));
         }
@@ -99,6 +119,7 @@ impl fmt::Debug for PostgresOptions {
             .field("target", &self.target())
             .field("table", &self.table)
             .field("max_parallel", &self.max_parallel)
+            .field("ha", &self.ha)
             .finish_non_exhaustive()
     }
 }
@@ -110,10 +131,12 @@ struct Sql {
     delete: String,
     list_below: String,
     list_open: String,
+    /// HA: the fencing check every write transaction starts with.
+    fence: Option<String>,
 }
 
 impl Sql {
-    fn new(table: &str) -> Self {
+    fn new(table: &str, ha_table: Option<&str>) -> Self {
         Self {
             get: format!("SELECT value FROM {table} WHERE key = $1"),
             put: format!(
@@ -125,6 +148,7 @@ impl Sql {
                 "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
             list_open: format!("SELECT key FROM {table} WHERE key >= $1 ORDER BY key LIMIT $2"),
+            fence: ha_table.map(ha::fence_sql),
         }
     }
 }
@@ -133,6 +157,9 @@ pub struct PostgresBackend {
     pool: Pool,
     sql: Sql,
     target: String,
+    /// HA: the epoch writes carry, and the lock that sets it.
+    fence: Option<Arc<crate::ha::Fence>>,
+    ha_lock: Option<Arc<ha::PgHaLock>>,
     /// Index reads made by `list`, so a test can prove a listing skips subtrees.
     #[cfg(test)]
     list_reads: std::sync::atomic::AtomicUsize,
@@ -159,6 +186,21 @@ impl PostgresBackend {
             );
         }
         let target = conn.target();
+        let lock_pool = match &opts.ha {
+            // The lock's own connection: a request pool at its limit cannot delay a renewal.
+            Some(_) => Some(
+                url::parse(&opts.connection_url)?
+                    .into_pool(&PoolOptions {
+                        max_size: 1,
+                        wait_timeout: POOL_WAIT,
+                        create_timeout: POOL_WAIT,
+                        recycle_timeout: None,
+                        max_lifetime: None,
+                    })
+                    .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?,
+            ),
+            None => None,
+        };
         let pool = conn
             .into_pool(&PoolOptions {
                 max_size: opts.max_parallel,
@@ -169,15 +211,30 @@ impl PostgresBackend {
             })
             .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?;
         let table = quote_table(&opts.table);
+        let ha_table = opts.ha.as_ref().map(|h| quote_table(&h.table));
+        let fence = opts.ha.as_ref().map(|_| Arc::new(crate::ha::Fence::new()));
+        let ha_lock = match (&opts.ha, &ha_table, lock_pool, &fence) {
+            (Some(h), Some(t), Some(p), Some(f)) => Some(Arc::new(
+                ha::PgHaLock::open(p, t, &h.table, h.lock_ttl, f.clone(), target.clone()).await?,
+            )),
+            _ => None,
+        };
         let b = Self {
             pool,
-            sql: Sql::new(&table),
+            sql: Sql::new(&table, ha_table.as_deref()),
             target,
+            fence,
+            ha_lock,
             #[cfg(test)]
             list_reads: std::sync::atomic::AtomicUsize::new(0),
         };
         b.create_table(&table, &opts.table).await?;
         Ok(b)
+    }
+
+    /// The HA lock, when the backend was opened with `ha`.
+    pub fn ha_lock(&self) -> Option<Arc<ha::PgHaLock>> {
+        self.ha_lock.clone()
     }
 
     /// `host:port/database`, for logs.
@@ -311,6 +368,10 @@ impl PostgresBackend {
     }
 
     async fn try_put(&self, key: &str, value: &[u8]) -> std::result::Result<(), Failure> {
+        // HA fencing: a lone write, too, must check the epoch in its own transaction.
+        if self.fence.is_some() {
+            return self.try_batch(&[Op::Put(key.to_owned(), value.to_vec())]).await;
+        }
         let c = self.client().await?;
         let st = c.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("put", &e))?;
         c.execute(&st, &[&key, &value]).await.map_err(|e| self.sent_failure("put", &e))?;
@@ -318,6 +379,10 @@ impl PostgresBackend {
     }
 
     async fn try_delete(&self, key: &str) -> std::result::Result<(), Failure> {
+        // HA fencing: as in try_put.
+        if self.fence.is_some() {
+            return self.try_batch(&[Op::Delete(key.to_owned())]).await;
+        }
         let c = self.client().await?;
         let st =
             c.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("delete", &e))?;
@@ -349,6 +414,24 @@ impl PostgresBackend {
     async fn try_batch(&self, ops: &[Op]) -> std::result::Result<(), Failure> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.failure("batch", &e))?;
+        // --- HA fencing (the only HA code in the write path): the epoch check comes first in
+        // the transaction, and its FOR SHARE lock on the lock row holds off a new leader's
+        // taking until this transaction ends.
+        if let (Some(sql), Some(fence)) = (&self.sql.fence, &self.fence) {
+            let epoch = fence.epoch();
+            let ok: bool = tx
+                .query_one(sql.as_str(), &[&epoch])
+                .await
+                .map_err(|e| self.failure("fencing check", &e))?
+                .get(0);
+            if !ok {
+                return Err(Failure::Final(Error::Fenced(format!(
+                    "postgresql {}: write refused: this node does not hold the newest leadership epoch",
+                    self.target
+                ))));
+            }
+        }
+        // --- end of HA fencing
         let put = tx.prepare_cached(&self.sql.put).await.map_err(|e| self.failure("batch", &e))?;
         let delete =
             tx.prepare_cached(&self.sql.delete).await.map_err(|e| self.failure("batch", &e))?;

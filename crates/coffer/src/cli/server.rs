@@ -41,6 +41,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
                 &a.dev_listen_address,
             )?)],
             api_addr: None,
+            cluster_addr: None,
             default_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             max_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             log_level: "info".into(),
