@@ -80,6 +80,8 @@ pub struct Core {
     pub(crate) chaos: crate::chaos::Chaos,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
+    /// HA mode: the election state (set once, before the first unseal).
+    pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -114,15 +116,68 @@ impl Core {
             unseal: tokio::sync::Mutex::new(UnsealProgress::default()),
             admin_lock: tokio::sync::Mutex::new(()),
             initialized: std::sync::atomic::AtomicBool::new(false),
+            ha: std::sync::OnceLock::new(),
         })
     }
 
+    /// Turns on HA mode: once unsealed, this core is a standby until it takes `lock`, and
+    /// active only while it holds it. Call before the first unseal; a second call is ignored.
+    pub fn enable_ha(
+        &self,
+        lock: Arc<dyn coffer_storage::ha::HaLock>,
+        advert: coffer_storage::ha::Advert,
+    ) {
+        let _ = self.ha.set(Arc::new(crate::ha::Ha::new(lock, advert)));
+    }
+
+    /// This node's HA role; `None` when HA is off.
+    pub fn ha_role(&self) -> Option<crate::ha::Role> {
+        self.ha.get().map(|h| h.role())
+    }
+
     pub(crate) fn active(&self) -> Result<Arc<Active>> {
-        self.active
-            .read()
-            .map_err(|_| Error::Internal("state lock poisoned".into()))?
-            .clone()
-            .ok_or(Error::Sealed)
+        let active =
+            self.active.read().map_err(|_| Error::Internal("state lock poisoned".into()))?.clone();
+        match active {
+            Some(a) => Ok(a),
+            None if self.ha.get().is_some() && !self.barrier.is_sealed() => Err(Error::Standby),
+            None => Err(Error::Sealed),
+        }
+    }
+
+    /// HA: the bring-up of a node that just took the lock. The keyring is read again first:
+    /// the previous active may have rotated it since this node unsealed.
+    pub(crate) async fn become_active(&self) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        let held = self.barrier.hold_root_key()?;
+        self.barrier.unseal_with_held_key(&held).await?;
+        self.activate().await.map(drop)
+    }
+
+    /// HA: drops the active state and keeps the barrier open (a standby).
+    pub(crate) fn become_standby(&self) {
+        if let Ok(mut a) = self.active.write()
+            && let Some(gone) = a.take()
+        {
+            gone.events.close_all(crate::events::EndReason::Sealed);
+        }
+    }
+
+    /// After the barrier opened: active at once, or (HA) a standby that contends for the lock.
+    async fn after_unseal(&self) -> Result<()> {
+        match (self.ha.get(), self.me.upgrade()) {
+            (Some(ha), Some(me)) => {
+                crate::ha::start(&me, ha);
+                Ok(())
+            }
+            _ => self.activate().await.map(drop),
+        }
+    }
+
+    /// `sys/step-down`: gives up leadership when this node is active in HA mode; nothing
+    /// otherwise (as Vault).
+    pub fn step_down(&self) -> bool {
+        self.ha.get().is_some_and(|h| h.request_step_down())
     }
 
     /// The event bus's counters (zero while sealed).
@@ -131,7 +186,11 @@ impl Core {
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.active().is_err()
+        match self.ha.get() {
+            // A standby is unsealed without an active state.
+            Some(_) => self.barrier.is_sealed(),
+            None => self.active().is_err(),
+        }
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
@@ -224,7 +283,7 @@ impl Core {
                     progress.nonce.clear();
                     drop(progress);
                     self.barrier.unseal_with_shares(&shares).await?;
-                    if let Err(e) = self.activate().await {
+                    if let Err(e) = self.after_unseal().await {
                         self.deactivate();
                         return Err(e);
                     }
@@ -248,7 +307,7 @@ impl Core {
             return Ok(());
         }
         self.barrier.unseal_with_held_key(held).await?;
-        if let Err(e) = self.activate().await {
+        if let Err(e) = self.after_unseal().await {
             self.deactivate();
             return Err(e);
         }
@@ -278,6 +337,11 @@ impl Core {
 
     pub async fn seal(&self) -> Result<()> {
         let _g = self.admin_lock.lock().await;
+        if let Some(ha) = self.ha.get() {
+            // The fence first: from here on no write of this node passes the database.
+            ha.lock.step_down_now();
+            crate::ha::stop(ha);
+        }
         self.deactivate();
         *self.unseal.lock().await = UnsealProgress::default();
         tracing::info!("core sealed");

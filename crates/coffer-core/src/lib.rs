@@ -31,6 +31,7 @@ mod due;
 pub mod events;
 
 pub mod glob;
+pub mod ha;
 pub mod hex;
 mod lease;
 pub mod logical;

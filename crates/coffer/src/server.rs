@@ -37,8 +37,21 @@ pub(crate) fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
-async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
-    Ok(match cfg {
+/// The storage, and its HA lock when HA mode is on.
+type Storage = (Arc<dyn Backend>, Option<Arc<dyn coffer_storage::ha::HaLock>>);
+
+async fn open_storage(cfg: &StorageConfig) -> Result<Storage> {
+    if let StorageConfig::Postgresql(opts) = cfg
+        && opts.ha.is_some()
+    {
+        let db = PostgresBackend::connect(opts).await.context("cannot open postgresql storage")?;
+        tracing::info!(target = db.target(), table = %opts.table, "postgresql storage open, HA mode");
+        let lock: Option<Arc<dyn coffer_storage::ha::HaLock>> =
+            db.ha_lock().map(|l| l as Arc<dyn coffer_storage::ha::HaLock>);
+        // No read cache: other nodes write the same table.
+        return Ok((Arc::new(db), lock));
+    }
+    let backend: Arc<dyn Backend> = match cfg {
         StorageConfig::Inmem => Arc::new(MemoryBackend::new()),
         StorageConfig::Sqlite { path, synchronous } => {
             let mut opts = SqliteOptions::new(path);
@@ -54,11 +67,36 @@ async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
             let db =
                 PostgresBackend::connect(opts).await.context("cannot open postgresql storage")?;
             tracing::info!(target = db.target(), table = %opts.table, "postgresql storage open");
-            // Single node for now: this process is the table's only writer, so the cache is
-            // exact, as for sqlite. HA (several nodes on one table) must drop it.
+            // Single node: this process is the table's only writer, so the cache is exact, as
+            // for sqlite. HA mode (above) has none.
             Arc::new(CachedBackend::new(Arc::new(db), READ_CACHE_ENTRIES))
         }
-    })
+    };
+    Ok((backend, None))
+}
+
+/// What this node advertises to the others in HA mode.
+fn advert(
+    cfg: &ServerConfig,
+    bound: &[(TcpListener, Option<Arc<rustls::ServerConfig>>, ListenerConfig)],
+) -> coffer_storage::ha::Advert {
+    let api_addr = cfg.api_addr.clone().unwrap_or_else(|| {
+        bound
+            .first()
+            .and_then(|(s, tls, _)| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                s.local_addr().ok().map(|a| format!("{scheme}://{a}"))
+            })
+            .unwrap_or_default()
+    });
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    coffer_storage::ha::Advert {
+        api_addr,
+        cluster_addr: cfg.cluster_addr.clone().unwrap_or_default(),
+        hostname,
+    }
 }
 
 /// Entries per cache generation (two generations at most are held).
@@ -79,7 +117,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     }
 
     // Storage last: a bad TLS file or a busy port must not leave a fresh database behind.
-    let storage = open_storage(&cfg.storage).await?;
+    let (storage, ha_lock) = open_storage(&cfg.storage).await?;
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
     coffer_auth::register_builtins(&mut registry);
@@ -93,6 +131,9 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             chaos: cfg.chaos.clone(),
         },
     );
+    if let Some(lock) = ha_lock {
+        core.enable_ha(lock, advert(&cfg, &bound));
+    }
 
     let dev_init = match &dev {
         Some(d) => {
@@ -125,6 +166,16 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             "{:>20}: tcp (addr: \"{addr}\", tls: \"{}\")",
             format!("Listener {}", i + 1),
             if tls.is_some() { "enabled" } else { "disabled" }
+        );
+    }
+    if let StorageConfig::Postgresql(o) = &cfg.storage
+        && let Some(h) = &o.ha
+    {
+        println!(
+            "{:>20}: postgresql (ha_table: {:?}, lock ttl: {}s)",
+            "HA Storage",
+            h.table,
+            h.lock_ttl.as_secs()
         );
     }
     println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));

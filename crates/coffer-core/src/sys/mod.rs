@@ -8,6 +8,7 @@ mod audit;
 mod chaos;
 mod events;
 pub(crate) mod generate_root;
+mod ha;
 mod leases;
 mod mounts;
 mod password;
@@ -141,19 +142,7 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             Response::raw(200, seal_status_json(&status))
         }
         ("sys/health", Operation::Read) => health(core, &f).await?,
-        ("sys/leader", Operation::Read) => {
-            if core.is_sealed() {
-                return Err(Error::Sealed);
-            }
-            Response::raw(
-                200,
-                json!({
-                    "ha_enabled": false, "is_self": true, "active_time": "", "leader_address": "",
-                    "leader_cluster_address": "", "performance_standby": false,
-                    "performance_standby_last_remote_wal": 0,
-                }),
-            )
-        }
+        ("sys/leader", Operation::Read) => ha::leader(core).await?,
         ("sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader", _) => {
             return Err(Error::UnsupportedOperation);
         }
@@ -173,22 +162,20 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     };
     let initialized = core.is_initialized().await?;
     let sealed = core.is_sealed();
+    let standby = !sealed
+        && matches!(core.ha_role(), Some(r) if !matches!(r, crate::ha::Role::Active { .. }));
     let status = if !initialized {
         code("uninitcode", 501)?
     } else if sealed {
         code("sealedcode", 503)?
+    } else if standby && !f.bool("standbyok")?.unwrap_or(false) {
+        code("standbycode", 429)?
     } else {
         code("activecode", 200)?
     };
-    // The other overrides (standby, DR, performance standby) concern HA nodes; validate them so a
-    // typo is reported rather than silently ignored.
-    for name in [
-        "standbycode",
-        "drsecondarycode",
-        "performancestandbycode",
-        "removedcode",
-        "haunhealthycode",
-    ] {
+    // The other overrides (DR, performance standby) concern nodes Coffer has not; validate them
+    // so a typo is reported rather than silently ignored.
+    for name in ["drsecondarycode", "performancestandbycode", "removedcode", "haunhealthycode"] {
         code(name, 200)?;
     }
     for name in ["standbyok", "perfstandbyok"] {
@@ -197,7 +184,7 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     let body = json!({
         "initialized": initialized,
         "sealed": sealed,
-        "standby": false,
+        "standby": standby,
         "performance_standby": false,
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
@@ -223,6 +210,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             ctx.core.seal().await?;
             Ok(Response::empty())
         }
+        "step-down" if write => Ok(ha::step_down(ctx.core)),
+        "ha-status" if op == Read => ha::status(ctx.core).await,
         "rotate" if write => {
             ctx.core.rotate().await?;
             Ok(Response::empty())
@@ -277,6 +266,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Err(Error::UnsupportedOperation)
         }
         "seal"
+        | "step-down"
+        | "ha-status"
         | "rotate"
         | "key-status"
         | "capabilities-self"

@@ -154,8 +154,8 @@ pub(crate) const PATHS: &[SysPath] = &[
         "Health, with the status code telling it (load balancers).",
         &[Read],
         &[
-            Field::bool("standbyok", "Answer 200 on a standby (Coffer has none)."),
-            Field::bool("perfstandbyok", "Answer 200 on a performance standby (none)."),
+            Field::bool("standbyok", "Answer with activecode (200) on an HA standby."),
+            Field::bool("perfstandbyok", "Answer 200 on a performance standby (Coffer has none)."),
             Field::int("activecode", "Status code when active and unsealed (200)."),
             Field::int("standbycode", "Status code on a standby (429)."),
             Field::int("drsecondarycode", "Status code on a DR secondary (472)."),
@@ -166,7 +166,9 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::int("haunhealthycode", "Status code when HA is unhealthy (474)."),
         ],
     ),
-    p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
+    p("leader", "The HA leader: this node without HA mode.", &[Read], &[]),
+    p("ha-status", "The HA nodes that reported recently, and which one is active.", &[Read], &[]),
+    p("step-down", "The active node gives up leadership (HA).", &[Update], &[]),
     p(
         "generate-root",
         "Same as generate-root/attempt.",

@@ -188,19 +188,34 @@ impl PostgresBackend {
         let target = conn.target();
         let lock_pool = match &opts.ha {
             // The lock's own connection: a request pool at its limit cannot delay a renewal.
-            Some(_) => Some(
-                url::parse(&opts.connection_url)?
-                    .into_pool(&PoolOptions {
-                        max_size: 1,
-                        wait_timeout: POOL_WAIT,
-                        create_timeout: POOL_WAIT,
-                        recycle_timeout: None,
-                        max_lifetime: None,
-                    })
-                    .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?,
+            // No statement of it may wait past a fraction of the TTL: a taking blocked behind
+            // a row lock would otherwise complete after the node gave up waiting for it.
+            Some(h) => Some(
+                {
+                    let mut c = url::parse(&opts.connection_url)?;
+                    let ms = (h.lock_ttl / 4).as_millis();
+                    add_options(&mut c, &format!("-c lock_timeout={ms} -c statement_timeout={ms}"));
+                    c
+                }
+                .into_pool(&PoolOptions {
+                    max_size: 1,
+                    wait_timeout: POOL_WAIT,
+                    create_timeout: POOL_WAIT,
+                    recycle_timeout: None,
+                    max_lifetime: None,
+                })
+                .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?,
             ),
             None => None,
         };
+        let mut conn = conn;
+        if let Some(h) = &opts.ha {
+            // A node paused inside a write transaction holds the lock row FOR SHARE, which
+            // would hold off a new leader for as long as the pause: PostgreSQL ends such a
+            // session after a quarter of the TTL, and the paused write fails.
+            let ms = (h.lock_ttl / 4).as_millis();
+            add_options(&mut conn, &format!("-c idle_in_transaction_session_timeout={ms}"));
+        }
         let pool = conn
             .into_pool(&PoolOptions {
                 max_size: opts.max_parallel,
@@ -425,6 +440,11 @@ impl PostgresBackend {
                 .map_err(|e| self.failure("fencing check", &e))?
                 .get(0);
             if !ok {
+                tracing::warn!(
+                    target_db = %self.target,
+                    epoch,
+                    "write refused by HA fencing: another node leads now"
+                );
                 return Err(Failure::Final(Error::Fenced(format!(
                     "postgresql {}: write refused: this node does not hold the newest leadership epoch",
                     self.target
@@ -445,6 +465,16 @@ impl PostgresBackend {
         }
         tx.commit().await.map_err(|e| self.sent_failure("batch commit", &e))
     }
+}
+
+/// Adds `-c name=value` settings to the session's startup options.
+fn add_options(conn: &mut coffer_pg::ConnString, more: &str) {
+    let config = conn.config_mut();
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {more}"),
+        _ => more.to_owned(),
+    };
+    config.options(options);
 }
 
 /// `"schema"."table"` or `"table"`; the parts were validated as plain identifiers.

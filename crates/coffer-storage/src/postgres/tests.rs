@@ -253,7 +253,8 @@ mod ha_lock {
         la.release(1).await.expect("release");
         assert!(!la.renew(1).await.expect("renew after release"));
         assert_eq!(lb.try_acquire(&advert("b")).await.expect("acquire"), Some(2));
-        assert!(!lb.leader().await.expect("leader").is_some_and(|l| l.node_id == la.node_id()));
+        let now = lb.leader().await.expect("leader").expect("row");
+        assert_eq!((now.node_id.as_str(), now.epoch), (lb.node_id(), 2));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ mod database;
 mod database_leases;
 mod docs;
 mod events;
+mod ha;
 mod help;
 mod invariants;
 mod jwt;

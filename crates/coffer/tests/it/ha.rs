@@ -1,0 +1,266 @@
+//! HA on PostgreSQL with three real `coffer server` processes on one private cluster: one
+//! active, two standbys; failover when the active is killed with -9; a paused (SIGSTOP) active
+//! is replaced, its writes are refused, and it comes back as a standby.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{Server, tempdir};
+
+fn ha_config(url: &str, ttl: &str) -> String {
+    // Chaos faults on: a latency fault holds a request inside the pipeline, past the point
+    // where the core checked it is active, so a test can pause the node with writes in flight.
+    format!(
+        "storage \"postgresql\" {{\n  connection_url = \"{url}\"\n  ha_enabled = \"true\"\n  ha_lock_ttl = \"{ttl}\"\n}}\n\
+         listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\n\
+         cluster_addr = \"https://127.0.0.1:8201\"\nlog_level = \"debug\"\n\
+         chaos {{\n  enabled = true\n  max_duration = \"60s\"\n}}\n"
+    )
+}
+
+/// Three nodes on a fresh database, initialized through the first and unsealed: (nodes, root).
+async fn cluster(dir: &Path, db: &str, ttl: &str) -> (Vec<Server>, String) {
+    let url = coffer_pgtest::Cluster::shared().create_database(db);
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| Server::start_with(&dir.join(format!("n{i}")), &ha_config(&url, ttl), "http"))
+        .collect();
+    let (keys, root) = nodes[0].init(1, 1).await;
+    for n in &nodes {
+        n.unseal(&keys).await;
+    }
+    (nodes, root)
+}
+
+async fn health(n: &Server) -> Option<u16> {
+    let r = n.http().get(format!("{}/v1/sys/health", n.addr)).timeout(Duration::from_secs(2));
+    r.send().await.ok().map(|r| r.status().as_u16())
+}
+
+/// Waits until exactly one of the nodes (among `live`) answers health 200 and the other live
+/// ones 429; returns its index.
+async fn active_of(nodes: &[Server], live: &[usize], within: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut codes = BTreeMap::new();
+        for &i in live {
+            codes.insert(i, health(&nodes[i]).await);
+        }
+        let active: Vec<usize> =
+            codes.iter().filter(|(_, c)| **c == Some(200)).map(|(i, _)| *i).collect();
+        if active.len() == 1
+            && codes.values().filter(|c| **c == Some(429)).count() == live.len() - 1
+        {
+            return active[0];
+        }
+        assert!(start.elapsed() < within, "no single active node within {within:?}: {codes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_is_active_and_a_kill9_fails_over_within_5s_without_losing_a_write() {
+    let dir = tempdir();
+    // The lock's TTL is Vault's 15 s: failover faster than that comes from PostgreSQL ending the
+    // killed node's session, which frees the lock at once.
+    let (mut nodes, root) = cluster(dir.path(), "ha_failover", "15s").await;
+    let first = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let a = &nodes[first];
+    let (s, b) = a
+        .call(
+            "POST",
+            "sys/mounts/secret",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "1"}})),
+        )
+        .await;
+    assert_eq!(s, 204, "mount: {b}");
+
+    // sys/leader on every node names the active's API address.
+    for n in &nodes {
+        let (s, b) = n.call("GET", "sys/leader", None, None).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["ha_enabled"], json!(true));
+        assert_eq!(b["leader_address"], json!(a.addr), "{b}");
+        assert_eq!(b["is_self"], json!(n.addr == a.addr), "{b}");
+        assert_eq!(b["leader_cluster_address"], json!("https://127.0.0.1:8201"));
+    }
+    // A standby: 429, 200 with standbyok, requests refused as standby (no forwarding yet).
+    let standby = (first + 1) % 3;
+    let (s, b) = nodes[standby].call("GET", "sys/health?standbyok=true", None, None).await;
+    assert_eq!((s, &b["standby"], &b["sealed"]), (200, &json!(true), &json!(false)), "{b}");
+    let (s, b) = nodes[standby].call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["errors"][0], json!("Vault is in standby mode"));
+    let (s, b) = a.call("GET", "sys/ha-status", Some(&root), None).await;
+    assert_eq!(s, 200, "{b}");
+    let listed = b["data"]["nodes"].as_array().expect("nodes");
+    assert_eq!(listed.len(), 3, "{b}");
+    assert_eq!(listed.iter().filter(|n| n["active_node"] == json!(true)).count(), 1, "{b}");
+
+    // A writer that always writes to whichever node is active, keeping what was acknowledged.
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let token = root.clone();
+    let writer = tokio::spawn(async move {
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+        let mut acked: Vec<(u32, Instant)> = Vec::new();
+        let mut target = 0usize;
+        let mut i = 0u32;
+        while !*stop_rx.borrow() {
+            let r = http
+                .put(format!("{}/v1/secret/k{i}", addrs[target]))
+                .header("X-Vault-Token", &token)
+                .json(&json!({"v": i}))
+                .send()
+                .await;
+            match r.map(|r| r.status().as_u16()) {
+                Ok(204) => {
+                    acked.push((i, Instant::now()));
+                    i += 1;
+                }
+                _ => {
+                    target = (target + 1) % addrs.len();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let killed_at = Instant::now();
+    nodes[first].kill9();
+    let live: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let second = active_of(&nodes, &live, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop_tx.send(true).expect("stop");
+    let acked = writer.await.expect("writer");
+    let first_after = acked.iter().find(|(_, t)| *t > killed_at).expect("a write after the kill");
+    let failover = first_after.1 - killed_at;
+    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    assert!(acked.len() > 5, "too few writes: {}", acked.len());
+    // Every acknowledged write is there, read from the new active.
+    let b2 = &nodes[second];
+    for (i, _) in &acked {
+        let (s, b) = b2.call("GET", &format!("secret/k{i}"), Some(&root), None).await;
+        assert_eq!((s, &b["data"]["v"]), (200, &json!(i)), "acknowledged write k{i} lost: {b}");
+    }
+    let logs = b2.logs();
+    assert!(logs.contains("becoming active"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_active_is_replaced_its_writes_are_refused_and_it_returns_as_standby() {
+    let dir = tempdir();
+    let (nodes, root) = cluster(dir.path(), "ha_sigstop", "3s").await;
+    let first = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let old = &nodes[first];
+    let (s, b) = old
+        .call(
+            "POST",
+            "sys/mounts/secret",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "1"}})),
+        )
+        .await;
+    assert_eq!(s, 204, "mount: {b}");
+    let (s, _) = old.call("PUT", "secret/shared", Some(&root), Some(json!({"by": "old"}))).await;
+    assert_eq!(s, 204);
+
+    // Writes that passed every check of the core and wait (a latency fault) before storage.
+    let (s, b) = old
+        .call(
+            "POST",
+            "sys/chaos/faults",
+            Some(&root),
+            Some(json!({"type": "latency", "duration": "30s", "latency": "1500ms", "path_prefix": "secret/stale"})),
+        )
+        .await;
+    assert_eq!(s, 200, "latency fault: {b}");
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        let url = format!("{}/v1/secret/stale{i}", old.addr);
+        let token = root.clone();
+        queued.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .header("X-Vault-Token", token)
+                .json(&json!({"by": "old"}))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await;
+            r.map(|r| r.status().as_u16()).ok()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(old.pid(), "-STOP");
+    let paused_at = Instant::now();
+    let live: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let new = active_of(&nodes, &live, Duration::from_secs(15)).await;
+    let took = paused_at.elapsed();
+    assert!(took >= Duration::from_secs(2), "taken over after {took:?}, before the lock's expiry");
+    let (s, b) =
+        nodes[new].call("PUT", "secret/shared", Some(&root), Some(json!({"by": "new"}))).await;
+    assert_eq!(s, 204, "{b}");
+
+    signal(old.pid(), "-CONT");
+    for q in queued {
+        let status = q.await.expect("task");
+        assert!(
+            !matches!(status, Some(200..=299)),
+            "a write queued on the paused node was acknowledged after it resumed: {status:?}"
+        );
+    }
+    for i in 0..4 {
+        let (s, _) = nodes[new].call("GET", &format!("secret/stale{i}"), Some(&root), None).await;
+        assert_eq!(s, 404, "the paused node's write stale{i} reached storage");
+    }
+    let (_, b) = nodes[new].call("GET", "secret/shared", Some(&root), None).await;
+    assert_eq!(b["data"]["by"], json!("new"));
+    // The old node is a standby again; the new one stays active.
+    assert_eq!(active_of(&nodes, &[0, 1, 2], Duration::from_secs(10)).await, new);
+    let logs = nodes[first].logs();
+    assert!(logs.contains("no longer active"), "{logs}");
+    eprintln!(
+        "DEBUGLOG {}",
+        logs.lines()
+            .filter(|l| l.contains("HA")
+                || l.contains("stale")
+                || l.contains("refused")
+                || l.contains("standby"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_hands_leadership_to_another_node() {
+    let dir = tempdir();
+    let (nodes, root) = cluster(dir.path(), "ha_step_down", "3s").await;
+    let first = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let (s, b) = nodes[(first + 1) % 3].call("PUT", "sys/step-down", Some(&root), None).await;
+    assert_eq!(s, 503, "a standby cannot serve step-down: {b}");
+    let (s, b) = nodes[first].call("PUT", "sys/step-down", Some(&root), None).await;
+    assert_eq!(s, 204, "{b}");
+    let start = Instant::now();
+    let next = loop {
+        let now = active_of(&nodes, &[0, 1, 2], Duration::from_secs(10)).await;
+        if now != first {
+            break now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(8), "still the same active");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (s, b) = nodes[next].call("GET", "sys/leader", None, None).await;
+    assert_eq!((s, &b["is_self"]), (200, &json!(true)), "{b}");
+    assert!(b["active_time"].as_str().is_some_and(|t| !t.starts_with("0001")), "{b}");
+}
