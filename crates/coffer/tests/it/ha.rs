@@ -243,10 +243,44 @@ async fn a_paused_active_is_replaced_its_writes_are_refused_and_it_returns_as_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_down_hands_leadership_to_another_node() {
+async fn step_down_hands_leadership_to_another_node_which_revokes_the_old_ones_leases() {
     let dir = tempdir();
     let (nodes, root) = cluster(dir.path(), "ha_step_down", "3s").await;
     let first = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    // A token lease made on the first active, due in 8 s.
+    let (s, b) = nodes[first]
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(&root),
+            Some(json!({"ttl": "8s", "policies": ["default"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let created = Instant::now();
+    let leases = |n: &Server| {
+        let root = root.clone();
+        let addr = n.addr.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .request(
+                    reqwest::Method::from_bytes(b"LIST").expect("method"),
+                    format!("{addr}/v1/sys/leases/lookup/auth/token/create/"),
+                )
+                .header("X-Vault-Token", root)
+                .send()
+                .await
+                .expect("list");
+            let code = r.status().as_u16();
+            let b: serde_json::Value = r.json().await.unwrap_or_default();
+            match code {
+                404 => 0,
+                200 => b["data"]["keys"].as_array().map(Vec::len).unwrap_or(0),
+                other => panic!("lease list: {other} {b}"),
+            }
+        }
+    };
+    assert_eq!(leases(&nodes[first]).await, 1);
     let (s, b) = nodes[(first + 1) % 3].call("PUT", "sys/step-down", Some(&root), None).await;
     assert_eq!(s, 503, "a standby cannot serve step-down: {b}");
     let (s, b) = nodes[first].call("PUT", "sys/step-down", Some(&root), None).await;
@@ -263,4 +297,17 @@ async fn step_down_hands_leadership_to_another_node() {
     let (s, b) = nodes[next].call("GET", "sys/leader", None, None).await;
     assert_eq!((s, &b["is_self"]), (200, &json!(true)), "{b}");
     assert!(b["active_time"].as_str().is_some_and(|t| !t.starts_with("0001")), "{b}");
+    // The new active loaded the lease and revokes it when due, not before.
+    assert_eq!(leases(&nodes[next]).await, 1, "revoked early");
+    loop {
+        if leases(&nodes[next]).await == 0 {
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(20),
+            "the lease was not revoked by the new active"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(created.elapsed() >= Duration::from_secs(7), "revoked after {:?}", created.elapsed());
 }
