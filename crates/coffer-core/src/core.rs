@@ -151,7 +151,10 @@ impl Core {
         let _g = self.admin_lock.lock().await;
         let held = self.barrier.hold_root_key()?;
         self.barrier.unseal_with_held_key(&held).await?;
-        self.activate().await.map(drop)
+        self.activate().await?;
+        // The cluster identity exists once a node led, so standbys can forward to it.
+        drop(_g);
+        self.cluster_seed().await.map(drop)
     }
 
     /// HA: drops the active state and keeps the barrier open (a standby).

@@ -7,6 +7,7 @@
 mod stdio;
 
 mod cli;
+mod cluster;
 mod config;
 mod http;
 mod server;

@@ -131,8 +131,18 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             chaos: cfg.chaos.clone(),
         },
     );
+    // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
+    let mut cluster_listener = None;
     if let Some(lock) = ha_lock {
         core.enable_ha(lock, advert(&cfg, &bound));
+        if let Some(addr) = &cfg.cluster_addr {
+            let at = crate::cluster::socket_addr(addr)?;
+            let sock = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on cluster_addr {at}"))?;
+            let max = cfg.listeners.iter().map(|l| l.max_request_size).max().unwrap_or_default();
+            cluster_listener = Some((sock, crate::cluster::Cluster::new(core.clone(), max)));
+        }
     }
 
     let dev_init = match &dev {
@@ -225,8 +235,25 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let forwarder = cluster_listener.as_ref().map(|(_, c)| c.clone());
     for (sock, tls, l) in bound {
-        tasks.push(tokio::spawn(serve(sock, tls, l, core.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(serve(
+            sock,
+            tls,
+            l,
+            core.clone(),
+            forwarder.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some((sock, cluster)) = cluster_listener {
+        let limits = cfg.listeners.first().map(|l| {
+            http::BodyLimits::new(l.max_request_size, l.read_timeout, l.max_buffered_request_bytes)
+        });
+        if let Some(limits) = limits {
+            let app = http::router(core.clone(), limits);
+            tasks.push(tokio::spawn(crate::cluster::serve(sock, cluster, app, stop_rx.clone())));
+        }
     }
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -266,6 +293,7 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     cfg: ListenerConfig,
     core: Arc<Core>,
+    forwarder: Option<Arc<crate::cluster::Cluster>>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Every connection (and WebSocket) holds a sender; when all are gone, the listener is done.
@@ -278,6 +306,11 @@ async fn serve(
             cfg.max_buffered_request_bytes,
         ),
     );
+    // HA standbys hand requests to the active node (cluster.rs).
+    let app = match forwarder {
+        Some(f) => app.layer(axum::middleware::from_fn_with_state(f, crate::cluster::forward)),
+        None => app,
+    };
     let header_timeout = cfg.read_header_timeout;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {

@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use coffer_storage::ha::{Advert, HaLock};
+use coffer_storage::ha::{Advert, HaLock, LeaderInfo};
 use tokio::sync::Notify;
 
 use crate::core::Core;
@@ -65,6 +65,9 @@ pub(crate) struct Ha {
     pub(crate) lock: Arc<dyn HaLock>,
     pub(crate) advert: Advert,
     role: Mutex<Role>,
+    /// The leader as last read by the loop (each poll of a standby; itself when active), so
+    /// that `sys/leader` and forwarding never queue on the lock's connection.
+    leader: Mutex<Option<LeaderInfo>>,
     /// Wakes the loop: a seal (stop) or a step-down.
     wake: Notify,
     stop: std::sync::atomic::AtomicBool,
@@ -78,6 +81,7 @@ impl Ha {
             lock,
             advert,
             role: Mutex::new(Role::Idle),
+            leader: Mutex::new(None),
             wake: Notify::new(),
             stop: Default::default(),
             step_down: Default::default(),
@@ -87,6 +91,17 @@ impl Ha {
 
     pub(crate) fn role(&self) -> Role {
         self.role.lock().map(|r| *r).unwrap_or(Role::Idle)
+    }
+
+    /// The leader as last seen (at most one poll interval old).
+    pub(crate) fn leader(&self) -> Option<LeaderInfo> {
+        self.leader.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn set_leader(&self, l: Option<LeaderInfo>) {
+        if let Ok(mut g) = self.leader.lock() {
+            *g = l;
+        }
     }
 
     fn set_role(&self, r: Role) {
@@ -157,7 +172,11 @@ async fn run(core: Weak<Core>, ha: Arc<Ha>) {
                 }
                 continue;
             }
-            Ok(Ok(None)) => {}
+            Ok(Ok(None)) => match tokio::time::timeout(ttl / 2, ha.lock.leader()).await {
+                Ok(Ok(l)) => ha.set_leader(l),
+                Ok(Err(e)) => tracing::debug!(error = %e, "HA: cannot read the leader"),
+                Err(_) => tracing::debug!("HA: reading the leader timed out"),
+            },
             Ok(Err(e)) => tracing::warn!(error = %e, "HA: cannot contend for the lock"),
             Err(_) => tracing::warn!("HA: contending for the lock timed out"),
         }
@@ -197,7 +216,15 @@ async fn lead(core: &Weak<Core>, ha: &Ha, epoch: i64, mut deadline: Instant) {
         }
     }
     drop(c);
-    ha.set_role(Role::Active { epoch, since: SystemTime::now() });
+    let since = SystemTime::now();
+    ha.set_leader(Some(LeaderInfo {
+        node_id: ha.lock.node_id().to_owned(),
+        epoch,
+        advert: ha.advert.clone(),
+        acquired_at: since,
+        live: true,
+    }));
+    ha.set_role(Role::Active { epoch, since });
     let why = loop {
         let next = (Instant::now() + renew_interval(ttl)).min(deadline);
         tokio::select! {
@@ -223,6 +250,7 @@ async fn lead(core: &Weak<Core>, ha: &Ha, epoch: i64, mut deadline: Instant) {
     };
     // Writes stop first (the fence), then the state goes; the lock is released last.
     ha.lock.step_down_now();
+    ha.set_leader(None);
     ha.set_role(Role::Standby);
     if let Some(c) = core.upgrade() {
         c.become_standby();
@@ -234,5 +262,38 @@ async fn lead(core: &Weak<Core>, ha: &Ha, epoch: i64, mut deadline: Instant) {
             .unwrap_or_else(|_| Err(coffer_storage::Error::Backend("release timed out".into())))
     {
         tracing::warn!(error = %e, "HA: releasing the lock failed; it expires on its own");
+    }
+}
+
+/// Where the seed of the cluster's TLS identity lives, inside the barrier.
+const CLUSTER_SEED_PATH: &str = "core/cluster/seed";
+
+impl Core {
+    /// The 32-byte seed every node derives the cluster's certificate authority from (request
+    /// forwarding over mutually authenticated TLS): only a node that opened the barrier has it.
+    /// Made by the first active node; `Ok(None)` on a standby before that.
+    pub async fn cluster_seed(
+        &self,
+    ) -> crate::logical::Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        if let Some(seed) = self.barrier.get(CLUSTER_SEED_PATH).await? {
+            return Ok(Some(seed));
+        }
+        if self.active().is_err() {
+            return Ok(None);
+        }
+        let seed = zeroize::Zeroizing::new(crate::random::random_bytes::<32>().to_vec());
+        self.barrier.put(CLUSTER_SEED_PATH, &seed).await?;
+        Ok(Some(seed))
+    }
+
+    /// The active node's advertised addresses, as this node's election loop last read them (at
+    /// most one poll interval old); `None` without HA or while no node leads.
+    pub fn leader_advert(&self) -> Option<Advert> {
+        self.ha.get()?.leader().filter(|l| l.live).map(|l| l.advert)
+    }
+
+    /// True on an unsealed HA standby: requests go to the active node.
+    pub fn is_standby(&self) -> bool {
+        self.ha.get().is_some_and(|h| h.role() == Role::Standby) && !self.barrier.is_sealed()
     }
 }

@@ -13,7 +13,7 @@ use crate::time::rfc3339_nanos;
 /// Go's zero time, which Vault prints for "never".
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// `GET sys/leader` (public).
+/// `GET sys/leader` (public); the leader is at most one poll interval (1 s) old.
 pub(crate) async fn leader(core: &Core) -> Result<Response> {
     if core.is_sealed() {
         return Err(Error::Sealed);
@@ -29,7 +29,9 @@ pub(crate) async fn leader(core: &Core) -> Result<Response> {
         ));
     };
     let role = ha.role();
-    let leader = ha.lock.leader().await.map_err(|e| Error::Internal(e.to_string()))?;
+    // The election loop's copy: a load balancer polling this public endpoint never reaches the
+    // lock's own connection.
+    let leader = ha.leader();
     let (address, cluster_address) = match &leader {
         Some(l) if l.live => (l.advert.api_addr.clone(), l.advert.cluster_addr.clone()),
         _ => (String::new(), String::new()),
