@@ -47,7 +47,7 @@ pub(crate) enum OperatorCmd {
     Rekey(super::keyops::RekeyArgs),
 }
 
-fn seal_status_table(b: &Value) -> String {
+fn seal_status_table(b: &Value, leader: Option<&Value>) -> String {
     let g = |k: &str| b.get(k).cloned().unwrap_or(Value::Null);
     let mut rows = vec![
         ("Seal Type".into(), cell(&g("type"))),
@@ -68,7 +68,21 @@ fn seal_status_table(b: &Value) -> String {
     }
     rows.push(("Version".into(), cell(&g("version"))));
     rows.push(("Storage Type".into(), cell(&g("storage_type"))));
-    rows.push(("HA Enabled".into(), "false".into()));
+    // As `vault status`: the HA rows come from sys/leader (read only when unsealed).
+    let l = |k: &str| leader.and_then(|v| v.get(k)).cloned().unwrap_or(Value::Null);
+    if l("ha_enabled") == Value::Bool(true) {
+        rows.push(("HA Enabled".into(), "true".into()));
+        rows.push(("HA Cluster".into(), cell(&l("leader_cluster_address"))));
+        if l("is_self") == Value::Bool(true) {
+            rows.push(("HA Mode".into(), "active".into()));
+            rows.push(("Active Since".into(), cell(&l("active_time"))));
+        } else {
+            rows.push(("HA Mode".into(), "standby".into()));
+            rows.push(("Active Node Address".into(), cell(&l("leader_address"))));
+        }
+    } else {
+        rows.push(("HA Enabled".into(), "false".into()));
+    }
     table(&rows)
 }
 
@@ -78,7 +92,13 @@ pub(super) async fn status(g: &Global) -> Result<ExitCode> {
     let b = ans.body.unwrap_or(Value::Null);
     match g.format {
         Format::Json | Format::Yaml => print_value(&b, g.format)?,
-        Format::Table => print!("{}", seal_status_table(&b)),
+        Format::Table => {
+            let leader = match b.get("sealed") {
+                Some(Value::Bool(false)) => c.read("sys/leader").await.ok().and_then(|a| a.body),
+                _ => None,
+            };
+            print!("{}", seal_status_table(&b, leader.as_ref()))
+        }
     }
     Ok(if b.get("sealed") == Some(&Value::Bool(false)) {
         ExitCode::SUCCESS
@@ -169,7 +189,15 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             let b = ans.body.unwrap_or(Value::Null);
             match g.format {
                 Format::Json | Format::Yaml => print_value(&b, g.format)?,
-                Format::Table => print!("{}", seal_status_table(&b)),
+                Format::Table => {
+                    let leader = match b.get("sealed") {
+                        Some(Value::Bool(false)) => {
+                            c.read("sys/leader").await.ok().and_then(|a| a.body)
+                        }
+                        _ => None,
+                    };
+                    print!("{}", seal_status_table(&b, leader.as_ref()))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -221,7 +249,30 @@ mod tests {
     fn seal_status_table_shows_progress_when_sealed() {
         let t = seal_status_table(
             &json!({"type": "shamir", "initialized": true, "sealed": true, "n": 5, "t": 3, "progress": 1, "nonce": "x", "version": "0.1.0", "storage_type": "sqlite"}),
+            None,
         );
         assert!(t.contains("Unseal Progress    1/3"), "{t}");
+        assert!(t.contains("HA Enabled         false"), "{t}");
+    }
+
+    #[test]
+    fn seal_status_table_shows_the_ha_mode_as_vault_status_does() {
+        let status = json!({"type": "shamir", "initialized": true, "sealed": false, "n": 1, "t": 1, "version": "0.1.0", "storage_type": "postgresql"});
+        let standby = json!({"ha_enabled": true, "is_self": false, "leader_address": "https://a:8200", "leader_cluster_address": "https://a:8201", "active_time": "0001-01-01T00:00:00Z"});
+        let t = seal_status_table(&status, Some(&standby));
+        for want in [
+            "HA Enabled         true",
+            "HA Cluster         https://a:8201",
+            "HA Mode            standby",
+            "Active Node Address    https://a:8200",
+        ] {
+            assert!(
+                t.contains(want) || t.replace(' ', "").contains(&want.replace(' ', "")),
+                "{want:?} in {t}"
+            );
+        }
+        let active = json!({"ha_enabled": true, "is_self": true, "leader_cluster_address": "https://a:8201", "active_time": "2026-12-05T08:00:00Z"});
+        let t = seal_status_table(&status, Some(&active));
+        assert!(t.contains("active") && t.contains("2026-12-05T08:00:00Z"), "{t}");
     }
 }
