@@ -1,6 +1,9 @@
 //! HA on PostgreSQL with three real `coffer server` processes on one private cluster: one
-//! active, two standbys; failover when the active is killed with -9; a paused (SIGSTOP) active
-//! is replaced, its writes are refused, and it comes back as a standby.
+//! active, two standbys that forward; failover when the active is killed with -9 (writes through
+//! a standby, none acknowledged lost); a paused (SIGSTOP) active is replaced, its writes are
+//! refused by the database, and it comes back as a standby; step-down, and leases revoked by the
+//! next active; an active cut off from PostgreSQL (a proxy that swallows its traffic and keeps
+//! its connections open, not a network namespace) steps down before another node takes over.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -338,4 +341,130 @@ async fn step_down_hands_leadership_to_another_node_which_revokes_the_old_ones_l
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(created.elapsed() >= Duration::from_secs(7), "revoked after {:?}", created.elapsed());
+}
+
+/// A TCP proxy to PostgreSQL that can stop passing bytes both ways while keeping every
+/// connection open: a partition neither side sees as a closed connection.
+struct Blackhole {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Blackhole {
+    async fn start(to: u16) -> Blackhole {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sock = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = sock.local_addr().expect("addr").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = sock.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut r, mut w) in [(cr, sw), (sr, cw)].map(|(r, w)| (Box::new(r), Box::new(w)))
+                {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Cut: the bytes are swallowed and the connection stays open.
+                            while c.load(SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                if !c.load(SeqCst) {
+                                    return;
+                                }
+                            }
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Blackhole { port, cut }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_cut_off_from_postgresql_steps_down_before_another_node_takes_over() {
+    let dir = tempdir();
+    let pg = coffer_pgtest::Cluster::shared();
+    let url = pg.create_database("ha_partition");
+    let proxy = Blackhole::start(pg.port()).await;
+    let proxied = url.replace(&format!(":{}/", pg.port()), &format!(":{}/", proxy.port));
+    assert_ne!(proxied, url);
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let url = if i == 0 { &proxied } else { &url };
+            Server::start_with(&dir.path().join(format!("n{i}")), &ha_config(url, "3s"), "http")
+        })
+        .collect();
+    let (keys, root) = nodes[0].init(1, 1).await;
+    // Node 0 (behind the proxy) first, so that it leads.
+    nodes[0].unseal(&keys).await;
+    assert_eq!(active_of(&nodes, &[0], Duration::from_secs(10)).await, 0);
+    for n in &nodes[1..] {
+        n.unseal(&keys).await;
+    }
+    assert_eq!(active_of(&nodes, &[0, 1, 2], Duration::from_secs(10)).await, 0);
+
+    proxy.cut(true);
+    let cut_at = Instant::now();
+    let (mut down_at, mut new_at) = (None, None);
+    while down_at.is_none() || new_at.is_none() {
+        let now = Instant::now();
+        if down_at.is_none() && health(&nodes[0]).await == Some(429) {
+            down_at = Some(now);
+        }
+        for i in [1, 2] {
+            if new_at.is_none() && health(&nodes[i]).await == Some(200) {
+                new_at = Some(now);
+            }
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(15),
+            "no step-down or takeover: {down_at:?} {new_at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (down, new) = (down_at.expect("down") - cut_at, new_at.expect("new") - cut_at);
+    assert!(
+        down < Duration::from_secs(3),
+        "the cut-off node stepped down after {down:?} (lock TTL 3 s)"
+    );
+    assert!(
+        down < new,
+        "another node led ({new:?}) before the cut-off node stepped down ({down:?})"
+    );
+    // Healed: the old node stays a standby and forwards to the new active node.
+    proxy.cut(false);
+    let active = active_of(&nodes, &[0, 1, 2], Duration::from_secs(10)).await;
+    assert_ne!(active, 0);
+    // (it learns the new leader at its next poll over a new database connection)
+    let healed = Instant::now();
+    loop {
+        let (s, b) = nodes[0].call("GET", "sys/mounts", Some(&root), None).await;
+        if s == 200 {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "no forwarding after the heal: {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(nodes[0].logs().contains("no longer active"));
 }
