@@ -19,8 +19,11 @@ use crate::token_backend::TokenBackend;
 pub use crate::config::CoreConfig;
 
 pub struct InitResult {
+    /// Unseal key shares; with auto-unseal, recovery key shares.
     pub keys: Vec<Zeroizing<Vec<u8>>>,
     pub root_token: SecretString,
+    /// True when `keys` are recovery shares (auto-unseal).
+    pub recovery: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub struct SealStatus {
     pub progress: usize,
     pub nonce: String,
     pub storage_type: &'static str,
+    /// `shamir`, or the auto-unseal seal's type (`static`); `t`/`n` are then the recovery split.
+    pub seal_type: String,
 }
 
 /// State that exists only while unsealed.
@@ -82,6 +87,8 @@ pub struct Core {
     pub(crate) me: Weak<Core>,
     /// HA mode: the election state (set once, before the first unseal).
     pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
+    /// Auto-unseal: what wraps the unseal key (set once, before init or unseal).
+    auto_seal: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -117,7 +124,34 @@ impl Core {
             admin_lock: tokio::sync::Mutex::new(()),
             initialized: std::sync::atomic::AtomicBool::new(false),
             ha: std::sync::OnceLock::new(),
+            auto_seal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns on auto-unseal with `wrapper` (a `seal` stanza). Call before init or unseal.
+    pub fn set_auto_seal(&self, wrapper: Arc<dyn coffer_barrier::KeyWrapper>) {
+        let _ = self.auto_seal.set(wrapper);
+    }
+
+    /// Auto-unseal: opens the barrier with the seal, without an operator. `Ok(false)` without a
+    /// seal stanza or before init; `Ok(true)` once unsealed (or when it already was).
+    pub async fn auto_unseal(&self) -> Result<bool> {
+        let Some(w) = self.auto_seal.get() else { return Ok(false) };
+        let _g = self.admin_lock.lock().await;
+        if !self.barrier.is_sealed() {
+            return Ok(true);
+        }
+        match self.barrier.unseal_auto(w.as_ref()).await {
+            Ok(()) => {}
+            Err(coffer_barrier::Error::NotInitialized) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.after_unseal().await {
+            self.deactivate();
+            return Err(e);
+        }
+        tracing::info!(seal = w.seal_type(), "core unsealed by its seal");
+        Ok(true)
     }
 
     /// Turns on HA mode: once unsealed, this core is a standby until it takes `lock`, and
@@ -219,6 +253,11 @@ impl Core {
             progress: progress.shares.len(),
             nonce: progress.nonce.clone(),
             storage_type: self.barrier.backend_kind(),
+            seal_type: match (&config, self.auto_seal.get()) {
+                (Some(c), _) => c.seal_type.clone(),
+                (None, Some(w)) => w.seal_type().to_owned(),
+                (None, None) => "shamir".to_owned(),
+            },
         })
     }
 
@@ -226,7 +265,11 @@ impl Core {
     pub async fn initialize(&self, shares: u64, threshold: u64) -> Result<InitResult> {
         let _g = self.admin_lock.lock().await;
         let config = SealConfig::shamir(shares, threshold)?;
-        let keys = self.barrier.initialize(&config).await?;
+        let recovery = self.auto_seal.get().is_some();
+        let keys = match self.auto_seal.get() {
+            Some(w) => self.barrier.initialize_auto(&config, w.as_ref()).await?,
+            None => self.barrier.initialize(&config).await?,
+        };
         let result = async {
             let active = self.activate().await?;
             let root_token = self.create_root_token(&active, None).await?;
@@ -234,7 +277,13 @@ impl Core {
         }
         .await;
         self.deactivate();
-        Ok(InitResult { keys, root_token: result? })
+        let init = InitResult { keys, root_token: result?, recovery };
+        if recovery {
+            // As Vault: an auto-unseal server is unsealed right after init.
+            drop(_g);
+            self.auto_unseal().await?;
+        }
+        Ok(init)
     }
 
     pub(crate) async fn create_root_token(
@@ -269,6 +318,12 @@ impl Core {
         {
             let _g = self.admin_lock.lock().await;
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
+            if config.seal_type != "shamir" && key.is_some() {
+                return Err(Error::invalid(format!(
+                    "this server auto-unseals with its {} seal: key shares (recovery keys included) cannot unseal it; restart it to unseal",
+                    config.seal_type
+                )));
+            }
             let mut progress = self.unseal.lock().await;
             if reset {
                 *progress = UnsealProgress::default();
@@ -471,7 +526,7 @@ impl Core {
             }
             None => init.root_token,
         };
-        Ok(InitResult { keys: init.keys, root_token })
+        Ok(InitResult { keys: init.keys, root_token, recovery: init.recovery })
     }
 
     /// Mounts a secrets engine as an operator would through `sys/mounts` (used by `-dev`).

@@ -19,6 +19,33 @@ pub(crate) enum StorageConfig {
     Postgresql(coffer_storage::PostgresOptions),
 }
 
+/// Where a static seal key comes from: `file://PATH`, `env://VAR`, or the key itself in base64
+/// or hex (OpenBao's forms). Read at start by the server, never here.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum KeySource {
+    File(PathBuf),
+    Env(String),
+    Inline(String),
+}
+
+// The inline form is key material.
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(p) => write!(f, "File({})", p.display()),
+            KeySource::Env(v) => write!(f, "Env({v})"),
+            KeySource::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// A `seal` stanza (auto-unseal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SealStanza {
+    /// OpenBao's `seal "static"`.
+    Static { current: (String, KeySource), previous: Option<(String, KeySource)> },
+}
+
 /// Where `connection_url` may come from instead of the file; Coffer's name, then Vault's.
 pub(crate) const PG_URL_ENV: [&str; 2] = ["COFFER_PG_CONNECTION_URL", "VAULT_PG_CONNECTION_URL"];
 
@@ -92,6 +119,8 @@ pub(crate) struct ServerConfig {
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
     pub chaos: coffer_core::ChaosConfig,
+    /// Auto-unseal (`seal "static"`); none: Shamir shares.
+    pub seal: Option<SealStanza>,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -140,6 +169,7 @@ impl ServerConfig {
             "login_failure_burst",
             "login_failure_refill",
             "chaos",
+            "seal",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -191,7 +221,12 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
+        let seal = match root.get("seal") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_seal(v)?),
+        };
         Ok(Self {
+            seal,
             chaos,
             login_limit,
             storage,
@@ -204,6 +239,62 @@ impl ServerConfig {
             log_level,
             log_format,
         })
+    }
+}
+
+fn key_source(v: &str, what: &str) -> Result<KeySource> {
+    Ok(if let Some(p) = v.strip_prefix("file://") {
+        if !p.starts_with('/') {
+            bail!("{what} must be file:///ABSOLUTE/PATH");
+        }
+        KeySource::File(PathBuf::from(p))
+    } else if let Some(var) = v.strip_prefix("env://") {
+        if var.is_empty() {
+            bail!("{what}: env:// needs a variable name");
+        }
+        KeySource::Env(var.to_owned())
+    } else if v.is_empty() {
+        bail!("{what} is empty")
+    } else {
+        KeySource::Inline(v.to_owned())
+    })
+}
+
+/// `seal "static" { current_key_id = "...", current_key = "file:///..." }` (OpenBao's keys).
+fn parse_seal(v: &Value) -> Result<SealStanza> {
+    let blocks = labelled(v, "seal")?;
+    let [(kind, body)] = blocks.as_slice() else {
+        bail!("at most one seal block is supported, found {}", blocks.len());
+    };
+    match kind.as_str() {
+        "static" => {
+            const WHAT: &str = "seal \"static\"";
+            check_keys(
+                body,
+                &["current_key_id", "current_key", "previous_key_id", "previous_key", "disabled"],
+                WHAT,
+            )?;
+            if opt_bool(body, "disabled")?.unwrap_or(false) {
+                bail!("{WHAT}: disabled = true (seal migration) is not supported");
+            }
+            let id = |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()));
+            let current_id =
+                id("current_key_id")?.ok_or_else(|| anyhow!("{WHAT} needs current_key_id"))?;
+            let current = opt_str(body, "current_key")?
+                .ok_or_else(|| anyhow!("{WHAT} needs current_key = \"file:///path/to/key\""))?;
+            let previous = match (id("previous_key_id")?, opt_str(body, "previous_key")?) {
+                (Some(i), Some(k)) => Some((i, key_source(&k, "previous_key")?)),
+                (None, None) => None,
+                _ => bail!("{WHAT}: previous_key_id and previous_key go together"),
+            };
+            Ok(SealStanza::Static {
+                current: (current_id, key_source(&current, "current_key")?),
+                previous,
+            })
+        }
+        other => bail!(
+            "unsupported seal type {other:?}: Coffer has \"static\" (Shamir shares when there is no seal block)"
+        ),
     }
 }
 
@@ -730,6 +821,42 @@ log_format        = "json"
             pg("connection_url = \"postgres://u:p@h/db\"", &[]).expect("parse"),
             StorageConfig::Postgresql(coffer_storage::PostgresOptions::new("postgres://u:p@h/db"))
         );
+    }
+
+    #[test]
+    fn a_static_seal_stanza_takes_openbaos_keys() {
+        let parse = |seal: &str| {
+            ServerConfig::parse(&format!(
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n tls_disable = true\n}}\n{seal}"
+            ))
+        };
+        let c = parse("seal \"static\" {\n current_key_id = \"k2\"\n current_key = \"file:///etc/k2\"\n previous_key_id = \"k1\"\n previous_key = \"env://OLD_KEY\"\n}")
+            .expect("parse");
+        assert_eq!(
+            c.seal,
+            Some(SealStanza::Static {
+                current: ("k2".into(), KeySource::File("/etc/k2".into())),
+                previous: Some(("k1".into(), KeySource::Env("OLD_KEY".into()))),
+            })
+        );
+        let inline = parse("seal \"static\" {\n current_key_id = \"k\"\n current_key = \"SecretKeyMaterialBase64==\"\n}").expect("parse");
+        assert!(!format!("{inline:?}").contains("SecretKeyMaterial"), "Debug shows the key");
+        for (seal, want) in [
+            ("seal \"static\" {\n current_key = \"file:///k\"\n}", "current_key_id"),
+            ("seal \"static\" {\n current_key_id = \"k\"\n}", "current_key"),
+            (
+                "seal \"static\" {\n current_key_id = \"k\"\n current_key = \"file://rel\"\n}",
+                "ABSOLUTE",
+            ),
+            (
+                "seal \"static\" {\n current_key_id = \"k\"\n current_key = \"x\"\n previous_key_id = \"j\"\n}",
+                "together",
+            ),
+            ("seal \"awskms\" {}", "unsupported seal type"),
+        ] {
+            let e = format!("{:#}", parse(seal).expect_err(want));
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
     }
 
     #[test]

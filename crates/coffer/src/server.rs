@@ -75,6 +75,80 @@ async fn open_storage(cfg: &StorageConfig) -> Result<Storage> {
     Ok((backend, None))
 }
 
+/// The seal stanza's key material, read now (a key file readable by group or others is
+/// refused, as TLS keys are).
+fn load_seal(s: &crate::config::SealStanza) -> Result<Arc<dyn coffer_barrier::KeyWrapper>> {
+    use crate::config::{KeySource, SealStanza};
+    use base64::Engine as _;
+    let read = |(id, src): &(String, KeySource)| -> Result<(String, zeroize::Zeroizing<Vec<u8>>)> {
+        let text = |t: &str| -> Result<zeroize::Zeroizing<Vec<u8>>> {
+            let t = t.trim();
+            coffer_core::hex::unhex(t)
+                .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .map(zeroize::Zeroizing::new)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "static seal key {id:?} is neither 32 raw bytes, hex nor base64"
+                    )
+                })
+        };
+        let key = match src {
+            KeySource::File(p) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(p)
+                    .with_context(|| format!("cannot read static seal key file {}", p.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "static seal key file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
+                        p.display(),
+                        mode & 0o777,
+                        p.display()
+                    );
+                }
+                let raw = zeroize::Zeroizing::new(
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+                );
+                if raw.len() == 32 { raw } else { text(&String::from_utf8_lossy(&raw))? }
+            }
+            KeySource::Env(var) => {
+                let v = zeroize::Zeroizing::new(std::env::var(var).with_context(|| {
+                    format!("static seal key {id:?}: environment variable {var} is not set")
+                })?);
+                text(&v)?
+            }
+            KeySource::Inline(v) => text(v)?,
+        };
+        Ok((id.clone(), key))
+    };
+    match s {
+        SealStanza::Static { current, previous } => {
+            let (id, key) = read(current)?;
+            let previous = previous.as_ref().map(read).transpose()?;
+            Ok(Arc::new(coffer_barrier::StaticSeal::new(id, key, previous)?))
+        }
+    }
+}
+
+/// Until the first success: auto-unseal as soon as the storage is initialized (by this node or,
+/// in HA, another). A seal after that stays until a restart, as in Vault.
+async fn auto_unseal_loop(core: Arc<Core>) {
+    let mut reported = false;
+    loop {
+        match core.auto_unseal().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) if !reported => {
+                tracing::error!(error = %e, "auto-unseal failed; retrying every 5 s");
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(if reported { 5 } else { 1 })).await;
+    }
+}
+
 /// What this node advertises to the others in HA mode.
 fn advert(
     cfg: &ServerConfig,
@@ -131,6 +205,9 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             chaos: cfg.chaos.clone(),
         },
     );
+    if let Some(seal) = &cfg.seal {
+        core.set_auto_seal(load_seal(seal)?);
+    }
     // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
     let mut cluster_listener = None;
     if let Some(lock) = ha_lock {
@@ -211,7 +288,12 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         );
     } else {
         let st = core.seal_status().await?;
-        if !st.initialized {
+        if st.seal_type != "shamir" {
+            println!(
+                "\nAuto-unseal ({}): the server unseals itself once initialized (sys/init with recovery_shares and recovery_threshold).",
+                st.seal_type
+            );
+        } else if !st.initialized {
             println!("\nThe server is not initialized: run `coffer operator init`.");
         } else {
             println!(
@@ -254,6 +336,9 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             let app = http::router(core.clone(), limits);
             tasks.push(tokio::spawn(crate::cluster::serve(sock, cluster, app, stop_rx.clone())));
         }
+    }
+    if cfg.seal.is_some() {
+        tokio::spawn(auto_unseal_loop(core.clone()));
     }
     tokio::spawn(async move {
         while hup.recv().await.is_some() {

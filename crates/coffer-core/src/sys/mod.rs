@@ -53,7 +53,7 @@ impl Ctx<'_> {
 
 fn seal_status_json(s: &SealStatus) -> Value {
     json!({
-        "type": "shamir",
+        "type": s.seal_type,
         "initialized": s.initialized,
         "sealed": s.sealed,
         "t": s.threshold,
@@ -63,7 +63,7 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "version": VERSION,
         "build_date": "",
         "migration": false,
-        "recovery_seal": false,
+        "recovery_seal": s.seal_type != "shamir",
         "storage_type": s.storage_type,
         "cluster_name": if s.sealed { Value::Null } else { json!("coffer") },
         "cluster_id": if s.sealed { Value::Null } else { json!("") },
@@ -115,18 +115,28 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             if f.has("pgp_keys") || f.has("root_token_pgp_key") {
                 return Err(Error::invalid("PGP-encrypted key shares are not supported by Coffer"));
             }
-            let shares = f.required_u64("secret_shares")?;
-            let threshold = f.required_u64("secret_threshold")?;
+            // With auto-unseal, Vault's recovery_shares/recovery_threshold split the recovery
+            // key, and the answer lists recovery keys instead of unseal keys.
+            let auto = core.seal_status().await?.seal_type != "shamir";
+            let (shares, threshold) = if auto {
+                (f.required_u64("recovery_shares")?, f.required_u64("recovery_threshold")?)
+            } else {
+                (f.required_u64("secret_shares")?, f.required_u64("secret_threshold")?)
+            };
             let init = core.initialize(shares, threshold).await?;
             let b64 = base64::engine::general_purpose::STANDARD;
-            Response::raw(
-                200,
+            let hexed: Vec<String> = init.keys.iter().map(|k| hex(k)).collect();
+            let b64ed: Vec<String> = init.keys.iter().map(|k| b64.encode(k.as_slice())).collect();
+            let body = if init.recovery {
                 json!({
-                    "keys": init.keys.iter().map(|k| hex(k)).collect::<Vec<_>>(),
-                    "keys_base64": init.keys.iter().map(|k| b64.encode(k.as_slice())).collect::<Vec<_>>(),
+                    "keys": [], "keys_base64": [],
+                    "recovery_keys": hexed, "recovery_keys_base64": b64ed,
                     "root_token": init.root_token.expose(),
-                }),
-            )
+                })
+            } else {
+                json!({ "keys": hexed, "keys_base64": b64ed, "root_token": init.root_token.expose() })
+            };
+            Response::raw(200, body)
         }
         ("sys/seal-status", Operation::Read) => {
             Response::raw(200, seal_status_json(&core.seal_status().await?))

@@ -135,6 +135,11 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[
             Field::int("secret_shares", "How many unseal key shares to make."),
             Field::int("secret_threshold", "How many shares unseal."),
+            Field::int("recovery_shares", "Auto-unseal: how many recovery key shares to make."),
+            Field::int(
+                "recovery_threshold",
+                "Auto-unseal: how many recovery shares make a quorum.",
+            ),
             Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
             Field::str("root_token_pgp_key", "Not supported."),
         ],

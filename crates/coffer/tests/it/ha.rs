@@ -468,3 +468,78 @@ async fn an_active_cut_off_from_postgresql_steps_down_before_another_node_takes_
     }
     assert!(nodes[0].logs().contains("no longer active"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_a_static_seal_unseal_themselves_after_a_restart_of_all() {
+    let dir = tempdir();
+    let url = coffer_pgtest::Cluster::shared().create_database("ha_static_seal");
+    let key = dir.path().join("unseal.key");
+    std::fs::write(&key, [42u8; 32]).expect("key");
+    let seal = format!(
+        "seal \"static\" {{\n  current_key_id = \"2026-12-1\"\n  current_key = \"file://{}\"\n}}\n",
+        key.display()
+    );
+    // A key file others can read is refused.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = dir.path().join("refused.hcl");
+    std::fs::write(&cfg, format!("{}{seal}", ha_config(&url, "3s"))).expect("write");
+    let out = Command::new(crate::common::BIN)
+        .args(["server", "-config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{out:?}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("n{i}")),
+                &format!("{}{seal}", ha_config(&url, "3s")),
+                "http",
+            )
+        })
+        .collect();
+    let (s, b) = nodes[1]
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["keys"], json!([]), "{b}");
+    assert_eq!(b["recovery_keys"].as_array().map(Vec::len), Some(3), "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery = b["recovery_keys"][0].as_str().expect("share").to_owned();
+    // Every node unseals by itself, one becomes active.
+    let first = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let (s, b) = nodes[first].call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(
+        (s, &b["type"], &b["recovery_seal"], &b["n"]),
+        (200, &json!("static"), &json!(true), &json!(3)),
+        "{b}"
+    );
+    // A recovery share does not unseal.
+    let (s, _) = nodes[first].call("PUT", "sys/seal", Some(&root), None).await;
+    assert_eq!(s, 204);
+    let (s, b) = nodes[first].call("PUT", "sys/unseal", None, Some(json!({"key": recovery}))).await;
+    assert_eq!(s, 400, "{b}");
+    let live: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let next = active_of(&nodes, &live, Duration::from_secs(15)).await;
+    let (s, b) = nodes[next]
+        .call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, _) = nodes[next].call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(s, 204);
+
+    // All nodes restart; nobody unseals them.
+    for n in &mut nodes {
+        n.kill9();
+    }
+    for n in &mut nodes {
+        n.restart();
+    }
+    let active = active_of(&nodes, &[0, 1, 2], Duration::from_secs(30)).await;
+    let (s, b) = nodes[(active + 1) % 3].call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((s, &b["data"]["v"]), (200, &json!(1)), "{b}");
+}
