@@ -44,6 +44,31 @@ impl std::fmt::Debug for KeySource {
 pub(crate) enum SealStanza {
     /// OpenBao's `seal "static"`.
     Static { current: (String, KeySource), previous: Option<(String, KeySource)> },
+    /// Vault's `seal "transit"`.
+    Transit(TransitStanza),
+}
+
+/// `seal "transit"`: Vault's keys. The token's `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct TransitStanza {
+    pub address: String,
+    /// None: the `VAULT_TOKEN` environment variable, read at start.
+    pub token: Option<String>,
+    pub key_name: String,
+    pub mount_path: String,
+    pub tls_ca_cert: Option<PathBuf>,
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TransitStanza {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitStanza")
+            .field("address", &self.address)
+            .field("key_name", &self.key_name)
+            .field("mount_path", &self.mount_path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where `connection_url` may come from instead of the file; Coffer's name, then Vault's.
@@ -292,8 +317,58 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
                 previous,
             })
         }
+        "transit" => {
+            const WHAT: &str = "seal \"transit\"";
+            check_keys(
+                body,
+                &[
+                    "address",
+                    "token",
+                    "key_name",
+                    "mount_path",
+                    "namespace",
+                    "disable_renewal",
+                    "tls_ca_cert",
+                    "tls_client_cert",
+                    "tls_client_key",
+                    "tls_skip_verify",
+                    "disabled",
+                ],
+                WHAT,
+            )?;
+            if opt_bool(body, "disabled")?.unwrap_or(false) {
+                bail!("{WHAT}: disabled = true (seal migration) is not supported");
+            }
+            if opt_bool(body, "tls_skip_verify")?.unwrap_or(false) {
+                bail!(
+                    "{WHAT}: tls_skip_verify = true is not supported: give the server's CA in tls_ca_cert"
+                );
+            }
+            if opt_str(body, "namespace")?.is_some_and(|n| !n.is_empty()) {
+                bail!("{WHAT}: namespaces are not supported");
+            }
+            opt_bool(body, "disable_renewal")?;
+            let need = |k: &str, eg: &str| -> Result<String> {
+                opt_str(body, k)?
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| anyhow!("{WHAT} needs {k} = {eg}"))
+            };
+            let path =
+                |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()).map(PathBuf::from));
+            Ok(SealStanza::Transit(TransitStanza {
+                address: need("address", "\"https://coffer-kms:8200\"")?,
+                token: opt_str(body, "token")?.filter(|t| !t.is_empty()),
+                key_name: need("key_name", "\"autounseal\"")?,
+                mount_path: opt_str(body, "mount_path")?
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "transit/".into()),
+                tls_ca_cert: path("tls_ca_cert")?,
+                tls_client_cert: path("tls_client_cert")?,
+                tls_client_key: path("tls_client_key")?,
+            }))
+        }
         other => bail!(
-            "unsupported seal type {other:?}: Coffer has \"static\" (Shamir shares when there is no seal block)"
+            "unsupported seal type {other:?}: Coffer has \"static\" and \"transit\" (Shamir shares when there is no seal block)"
         ),
     }
 }
@@ -839,6 +914,15 @@ log_format        = "json"
                 previous: Some(("k1".into(), KeySource::Env("OLD_KEY".into()))),
             })
         );
+        let t = parse("seal \"transit\" {\n address = \"https://kms:8200\"\n token = \"s.SecretTok\"\n key_name = \"autounseal\"\n tls_ca_cert = \"/etc/ca.pem\"\n disable_renewal = \"false\"\n}")
+            .expect("parse");
+        let Some(SealStanza::Transit(ts)) = &t.seal else { panic!("{t:?}") };
+        assert_eq!(
+            (ts.mount_path.as_str(), ts.key_name.as_str()),
+            ("transit/", "autounseal"),
+            "mount_path defaults as Vault's"
+        );
+        assert!(!format!("{t:?}").contains("SecretTok"), "Debug shows the token");
         let inline = parse("seal \"static\" {\n current_key_id = \"k\"\n current_key = \"SecretKeyMaterialBase64==\"\n}").expect("parse");
         assert!(!format!("{inline:?}").contains("SecretKeyMaterial"), "Debug shows the key");
         for (seal, want) in [
@@ -853,6 +937,16 @@ log_format        = "json"
                 "together",
             ),
             ("seal \"awskms\" {}", "unsupported seal type"),
+            ("seal \"transit\" {\n key_name = \"k\"\n}", "address"),
+            ("seal \"transit\" {\n address = \"https://k\"\n}", "key_name"),
+            (
+                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n tls_skip_verify = \"true\"\n}",
+                "tls_ca_cert",
+            ),
+            (
+                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n namespace = \"ns1\"\n}",
+                "namespaces",
+            ),
         ] {
             let e = format!("{:#}", parse(seal).expect_err(want));
             assert!(e.contains(want), "{want:?} not in {e:?}");

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod config;
 mod http;
+mod seal_transit;
 mod server;
 mod tls;
 

@@ -8,6 +8,7 @@ mod agent_pki;
 mod api;
 mod approle;
 mod audit;
+mod auto_unseal;
 mod bad_input;
 mod cert;
 mod chaos;
