@@ -21,8 +21,14 @@ pub(crate) enum OperatorCmd {
         /// Number of shares needed to unseal
         #[arg(long = "key-threshold", default_value_t = 3)]
         key_threshold: u64,
+        /// With auto-unseal (a seal stanza): number of recovery key shares
+        #[arg(long = "recovery-shares", default_value_t = 5)]
+        recovery_shares: u64,
+        /// With auto-unseal: number of recovery shares that make a quorum (generate-root)
+        #[arg(long = "recovery-threshold", default_value_t = 3)]
+        recovery_threshold: u64,
         /// Only say whether the server is initialized: exit 0 when it is, 2 when not, as vault
-        #[arg(long, conflicts_with_all = ["key_shares", "key_threshold"])]
+        #[arg(long, conflicts_with_all = ["key_shares", "key_threshold", "recovery_shares", "recovery_threshold"])]
         status: bool,
     },
     /// Provide one unseal key share (asked for without echo when not given; `-` reads stdin)
@@ -109,17 +115,21 @@ pub(super) async fn status(g: &Global) -> Result<ExitCode> {
 
 /// `operator init -format=json|yaml` prints what `vault operator init` prints (its field names,
 /// not the API's `keys`/`keys_base64`), so scripts written for Vault read it unchanged.
-fn init_output(api: &Value, shares: u64, threshold: u64) -> Value {
+fn init_output(api: &Value, shares: (u64, u64), recovery: (u64, u64)) -> Value {
     let list = |k: &str| api.get(k).cloned().unwrap_or_else(|| json!([]));
+    // The server answers recovery keys only with auto-unseal; then there are no unseal keys.
+    let auto = api.get("recovery_keys").is_some();
+    let (shares, threshold) = if auto { (0, 0) } else { shares };
+    let (r_shares, r_threshold) = if auto { recovery } else { (0, 0) };
     json!({
         "unseal_keys_b64": list("keys_base64"),
         "unseal_keys_hex": list("keys"),
         "unseal_shares": shares,
         "unseal_threshold": threshold,
-        "recovery_keys_b64": [],
-        "recovery_keys_hex": [],
-        "recovery_keys_shares": 0,
-        "recovery_keys_threshold": 0,
+        "recovery_keys_b64": list("recovery_keys_base64"),
+        "recovery_keys_hex": list("recovery_keys"),
+        "recovery_keys_shares": r_shares,
+        "recovery_keys_threshold": r_threshold,
         "root_token": api.get("root_token").cloned().unwrap_or(Value::Null),
     })
 }
@@ -144,16 +154,47 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             }
             Ok(if initialized { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NEGATIVE) })
         }
-        OperatorCmd::Init { key_shares, key_threshold, status: false } => {
+        OperatorCmd::Init {
+            key_shares,
+            key_threshold,
+            recovery_shares,
+            recovery_threshold,
+            status: false,
+        } => {
+            // Both splits: the server uses the one its seal needs (recovery with auto-unseal).
             let ans = c
                 .write(
                     "sys/init",
-                    &json!({ "secret_shares": key_shares, "secret_threshold": key_threshold }),
+                    &json!({
+                        "secret_shares": key_shares, "secret_threshold": key_threshold,
+                        "recovery_shares": recovery_shares, "recovery_threshold": recovery_threshold,
+                    }),
                 )
                 .await?;
             let b = ans.body.unwrap_or(Value::Null);
             if g.format.structured() {
-                print_value(&init_output(&b, key_shares, key_threshold), g.format)?;
+                let out = init_output(
+                    &b,
+                    (key_shares, key_threshold),
+                    (recovery_shares, recovery_threshold),
+                );
+                print_value(&out, g.format)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(Value::Array(keys)) = b.get("recovery_keys_base64") {
+                for (i, k) in keys.iter().enumerate() {
+                    println!("Recovery Key {}: {}", i + 1, cell(k));
+                }
+                println!(
+                    "\nInitial Root Token: {}\n",
+                    cell(b.get("root_token").unwrap_or(&Value::Null))
+                );
+                println!(
+                    "Coffer initialized with {recovery_shares} recovery key shares and a recovery key threshold of\n\
+                     {recovery_threshold}. The server unseals itself with its seal; the recovery keys cannot unseal\n\
+                     it, they authorize generate-root. Give them to different people and keep them apart.\n\
+                     Use the root token only for set-up, then revoke it (`coffer token revoke -self`)."
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(Value::Array(keys)) = b.get("keys_base64") {

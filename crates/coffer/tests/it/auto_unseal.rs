@@ -1,6 +1,6 @@
 //! `seal "transit"`: a server whose unseal key is wrapped by another Coffer's transit engine
 //! unseals itself at init and after restarts, waits while the transit server is unreachable,
-//! and refuses key shares.
+//! and refuses key shares; recovery shares (auto-unseal) make a root token with generate-root.
 
 use std::time::{Duration, Instant};
 
@@ -78,4 +78,60 @@ async fn a_transit_sealed_server_unseals_itself_and_waits_for_its_transit_server
     let logs = node.logs();
     assert!(!logs.contains("vault:v1:"), "the wrapped key reached the log");
     assert!(!logs.contains(&kms_root), "the transit token reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_shares_replace_unseal_shares_for_generate_root() {
+    use base64::Engine as _;
+    let dir = tempdir();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [7u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node_dir = dir.path().join("node");
+    let config = format!(
+        "{}seal \"static\" {{\n  current_key_id = \"k1\"\n  current_key = \"file://{}\"\n}}\n",
+        default_config(&node_dir),
+        key.display()
+    );
+    let s = Server::start_with(&node_dir, &config, "http");
+    // Through the CLI, as `vault operator init -recovery-shares -recovery-threshold`.
+    let out = crate::common::ok(s.cli(
+        None,
+        &["operator", "init", "-recovery-shares=3", "-recovery-threshold=2", "-format=json"],
+    ));
+    let b: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (&b["unseal_keys_hex"], &b["recovery_keys_shares"], &b["recovery_keys_threshold"]),
+        (&json!([]), &json!(3), &json!(2)),
+        "{b}"
+    );
+    let shares: Vec<String> = b["recovery_keys_hex"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    assert_eq!(shares.len(), 3);
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (code, st) = s.call("PUT", "sys/generate-root/attempt", None, Some(json!({}))).await;
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["required"], json!(2), "the recovery threshold: {st}");
+    let (otp, nonce) = (
+        st["otp"].as_str().expect("otp").to_owned(),
+        st["nonce"].as_str().expect("nonce").to_owned(),
+    );
+    let update = |k: &str| {
+        s.call("PUT", "sys/generate-root/update", None, Some(json!({"key": k, "nonce": nonce})))
+    };
+    let (code, b) = update(&shares[2]).await;
+    assert_eq!((code, &b["complete"]), (200, &json!(false)), "{b}");
+    let (code, done) = update(&shares[0]).await;
+    assert_eq!((code, &done["complete"]), (200, &json!(true)), "{done}");
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(done["encoded_token"].as_str().expect("encoded"))
+        .expect("b64");
+    let token: String = raw.iter().zip(otp.bytes()).map(|(a, b)| (a ^ b) as char).collect();
+    let (code, b) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
+    assert_eq!((code, &b["data"]["policies"]), (200, &json!(["root"])), "{b}");
 }
