@@ -8,7 +8,7 @@
 //! key names the wrapping key's id, so a wrapper with a previous key still opens it after the
 //! current key changed.
 //!
-//! Not done: migration between Shamir and auto-unseal; re-wrapping under a new current key.
+//! Not done: migration from auto-unseal back to Shamir; re-wrapping under a new current key.
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -154,7 +154,7 @@ impl Barrier {
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
         if config.seal_type != wrapper.seal_type() {
             return Err(Error::InvalidSealConfig(format!(
-                "the storage was initialized with seal type {:?}, the configuration has {:?} (migration between seals is not supported)",
+                "the storage uses seal type {:?}, the configuration has {:?}: from Shamir, run `coffer operator unseal -migrate` with the shares; other migrations are not supported",
                 config.seal_type,
                 wrapper.seal_type()
             )));
@@ -188,5 +188,51 @@ impl Barrier {
         } else {
             Err(Error::WrongKey)
         }
+    }
+}
+
+impl Barrier {
+    /// Seal migration from Shamir to auto-unseal (`unseal -migrate`): `shares` must open this
+    /// sealed Shamir barrier. The unseal key is then stored wrapped by `wrapper`, and becomes the
+    /// recovery key too, so the same shares go on proving a quorum (as in Vault). One atomic
+    /// batch: a crash leaves the Shamir barrier or the migrated one. The barrier is left
+    /// unsealed.
+    pub async fn migrate_to_auto(
+        &self,
+        shares: &[Zeroizing<Vec<u8>>],
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != "shamir" {
+            return Err(Error::InvalidSealConfig(format!(
+                "the storage already uses the {} seal",
+                config.seal_type
+            )));
+        }
+        let key = crate::seal::combine_key(shares, &config)?;
+        self.unseal_with_key(&key, &config).await?;
+        let keyring = self.keyring()?;
+        let migrated = SealConfig { seal_type: wrapper.seal_type().into(), ..config };
+        let result = async {
+            let wrapped = wrapper.wrap(&key).await?;
+            let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, &key)?;
+            let config_json = serde_json::to_vec(&migrated)
+                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            self.backend
+                .batch(vec![
+                    coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
+                    coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                ])
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.seal();
+        }
+        result
     }
 }

@@ -274,3 +274,21 @@ mod auto_unseal {
         );
     }
 }
+
+#[tokio::test]
+async fn a_shamir_barrier_migrates_to_auto_unseal_and_its_shares_become_recovery_shares() {
+    let (_, b, shares) = fresh(3, 2).await;
+    b.put("logical/x", b"v").await.expect("put");
+    b.seal();
+    let seal = StaticSeal::new("k".into(), Zeroizing::new(vec![5; 32]), None).expect("seal");
+    let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+    assert!(b.migrate_to_auto(&wrong[..2], &seal).await.is_err(), "wrong shares migrate");
+    assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "shamir");
+    b.migrate_to_auto(&shares[..2], &seal).await.expect("migrate");
+    assert!(!b.is_sealed());
+    b.seal();
+    assert!(b.unseal_with_shares(&shares[..2]).await.is_err(), "shares still unseal");
+    b.unseal_auto(&seal).await.expect("auto-unseal");
+    assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+    b.verify_unseal_shares(&shares[1..]).await.expect("the old shares are recovery shares");
+}

@@ -37,6 +37,8 @@ pub struct SealStatus {
     pub storage_type: &'static str,
     /// `shamir`, or the auto-unseal seal's type (`static`); `t`/`n` are then the recovery split.
     pub seal_type: String,
+    /// A seal stanza on a Shamir storage: `unseal -migrate` is expected.
+    pub migration: bool,
 }
 
 /// State that exists only while unsealed.
@@ -253,6 +255,8 @@ impl Core {
             progress: progress.shares.len(),
             nonce: progress.nonce.clone(),
             storage_type: self.barrier.backend_kind(),
+            migration: self.auto_seal.get().is_some()
+                && config.as_ref().is_some_and(|c| c.seal_type == "shamir"),
             seal_type: match (&config, self.auto_seal.get()) {
                 (Some(c), _) => c.seal_type.clone(),
                 (None, Some(w)) => w.seal_type().to_owned(),
@@ -313,11 +317,22 @@ impl Core {
         &self,
         key: Option<Zeroizing<Vec<u8>>>,
         reset: bool,
+        migrate: bool,
     ) -> Result<SealStatus> {
         let mut opened = false;
         {
             let _g = self.admin_lock.lock().await;
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
+            // A seal stanza on a Shamir storage: the shares unseal once more, with `migrate`,
+            // and the storage moves to the seal.
+            let migrating = config.seal_type == "shamir" && self.auto_seal.get().is_some();
+            if key.is_some() && migrating != migrate {
+                return Err(Error::invalid(if migrating {
+                    "seal migration pending: this server has a seal stanza and its storage is sealed with Shamir shares; give the shares with migrate=true (coffer operator unseal -migrate)"
+                } else {
+                    "no seal migration is pending: migrate=true is for a Shamir storage on a server with a seal stanza"
+                }));
+            }
             if config.seal_type != "shamir" && key.is_some() {
                 return Err(Error::invalid(format!(
                     "this server auto-unseals with its {} seal: key shares (recovery keys included) cannot unseal it; restart it to unseal",
@@ -340,7 +355,16 @@ impl Core {
                     let shares = std::mem::take(&mut progress.shares);
                     progress.nonce.clear();
                     drop(progress);
-                    self.barrier.unseal_with_shares(&shares).await?;
+                    match self.auto_seal.get().filter(|_| migrating) {
+                        Some(w) => {
+                            self.barrier.migrate_to_auto(&shares, w.as_ref()).await?;
+                            tracing::warn!(
+                                seal = w.seal_type(),
+                                "seal migrated from Shamir shares: the server now unseals itself, and the shares are recovery shares"
+                            );
+                        }
+                        None => self.barrier.unseal_with_shares(&shares).await?,
+                    }
                     if let Err(e) = self.after_unseal().await {
                         self.deactivate();
                         return Err(e);
@@ -378,7 +402,7 @@ impl Core {
     pub async fn unseal_with(&self, keys: &[Zeroizing<Vec<u8>>]) -> Result<SealStatus> {
         let mut status = self.seal_status().await?;
         for k in keys {
-            status = self.submit_unseal_key(Some(k.clone()), false).await?;
+            status = self.submit_unseal_key(Some(k.clone()), false, false).await?;
             if !status.sealed {
                 break;
             }

@@ -62,7 +62,7 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "nonce": s.nonce,
         "version": VERSION,
         "build_date": "",
-        "migration": false,
+        "migration": s.migration,
         "recovery_seal": s.seal_type != "shamir",
         "storage_type": s.storage_type,
         "cluster_name": if s.sealed { Value::Null } else { json!("coffer") },
@@ -148,7 +148,8 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
                 _ if reset => None,
                 _ => return Err(Error::invalid("missing required parameter \"key\"")),
             };
-            let status = core.submit_unseal_key(key, reset).await?;
+            let migrate = f.bool("migrate")?.unwrap_or(false);
+            let status = core.submit_unseal_key(key, reset, migrate).await?;
             Response::raw(200, seal_status_json(&status))
         }
         ("sys/health", Operation::Read) => health(core, &f).await?,

@@ -152,6 +152,10 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[
             Field::str("key", "One unseal key share, hex or base64."),
             Field::bool("reset", "Forget the shares submitted so far."),
+            Field::bool(
+                "migrate",
+                "Seal migration: the Shamir shares move the storage to the configured seal.",
+            ),
         ],
     ),
     p(

@@ -38,6 +38,9 @@ pub(crate) enum OperatorCmd {
         /// Discard the shares given so far
         #[arg(long)]
         reset: bool,
+        /// Seal migration: the share moves a Shamir storage to the configured seal (auto-unseal)
+        #[arg(long, conflicts_with = "reset")]
+        migrate: bool,
     },
     /// Seal the server: it forgets its keys until unsealed again (needs sudo)
     Seal,
@@ -215,7 +218,7 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        OperatorCmd::Unseal { key, reset } => {
+        OperatorCmd::Unseal { key, reset, migrate } => {
             let body = if reset {
                 json!({ "reset": true })
             } else {
@@ -224,7 +227,10 @@ pub(super) async fn run(g: &Global, op: OperatorCmd) -> Result<ExitCode> {
                     Some(k) => read_secret_input("", Some(k))?,
                     None => super::prompt::hidden("Unseal Key (will be hidden): ")?.to_string(),
                 };
-                json!({ "key": key })
+                match migrate {
+                    true => json!({ "key": key, "migrate": true }),
+                    false => json!({ "key": key }),
+                }
             };
             let ans = c.write("sys/unseal", &body).await?;
             let b = ans.body.unwrap_or(Value::Null);

@@ -135,3 +135,60 @@ async fn recovery_shares_replace_unseal_shares_for_generate_root() {
     let (code, b) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
     assert_eq!((code, &b["data"]["policies"]), (200, &json!(["root"])), "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
+    let dir = tempdir();
+    let node_dir = dir.path().join("node");
+    let mut s = Server::start_with(&node_dir, &default_config(&node_dir), "http");
+    let (keys, root) = s.init(3, 2).await;
+    s.unseal(&keys).await;
+    let (code, _) =
+        s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(code, 204);
+    let (code, _) = s.call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(code, 204);
+
+    // The same storage, now with a seal stanza.
+    let key = dir.path().join("k");
+    std::fs::write(&key, [3u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        format!("{cfg}seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n}}\n", key.display()),
+    )
+    .expect("write");
+    s.restart();
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["sealed"], &st["migration"], &st["type"]),
+        (&json!(true), &json!(true), &json!("shamir")),
+        "{st}"
+    );
+    let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate: {b}");
+    assert!(b["errors"][0].as_str().is_some_and(|e| e.contains("-migrate")), "{b}");
+    for k in &keys[..2] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+
+    // From now on it unseals itself; the shares no longer unseal.
+    s.restart();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["type"], &st["migration"], &st["recovery_seal"]),
+        (&json!("static"), &json!(false), &json!(true)),
+        "{st}"
+    );
+    let (code, _) = s.call("PUT", "sys/seal", Some(&root), None).await;
+    assert_eq!(code, 204);
+    let (code, b) =
+        s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0], "migrate": true}))).await;
+    assert_eq!(code, 400, "{b}");
+}
