@@ -8,7 +8,7 @@
 //! key names the wrapping key's id, so a wrapper with a previous key still opens it after the
 //! current key changed.
 //!
-//! Not done: migration from auto-unseal back to Shamir; re-wrapping under a new current key.
+//! Not done: migration from one seal to another; re-wrapping under a new current key.
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -223,6 +223,60 @@ impl Barrier {
                 .batch(vec![
                     coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
                     coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                ])
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.seal();
+        }
+        result
+    }
+}
+
+impl Barrier {
+    /// Seal migration from auto-unseal back to Shamir shares (`unseal -migrate` with the old
+    /// seal stanza marked `disabled`): `wrapper` opens the barrier, `shares` must be a quorum of
+    /// the recovery key, which becomes the unseal key (so the same shares now unseal, as in
+    /// Vault). One atomic batch; the barrier is left unsealed.
+    pub async fn migrate_to_shamir(
+        &self,
+        shares: &[Zeroizing<Vec<u8>>],
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != wrapper.seal_type() {
+            return Err(Error::InvalidSealConfig(format!(
+                "the storage uses seal type {:?}, not the disabled {:?} seal",
+                config.seal_type,
+                wrapper.seal_type()
+            )));
+        }
+        let wrapped = self
+            .backend
+            .get(WRAPPED_KEY_PATH)
+            .await?
+            .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
+        let key = wrapper.unwrap(&wrapped).await?;
+        self.unseal_with_key(&key, &config).await?;
+        let keyring = self.keyring()?;
+        let result = async {
+            self.verify_recovery_shares(&keyring, &config, shares).await?;
+            let recovery = crate::seal::combine_key(shares, &config)?;
+            let sealed_root =
+                AeadKey::new(&recovery)?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
+            let shamir = SealConfig { seal_type: "shamir".into(), ..config.clone() };
+            let config_json = serde_json::to_vec(&shamir)
+                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            self.backend
+                .batch(vec![
+                    coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                    coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
+                    coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
                     coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
                     coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
                 ])

@@ -292,3 +292,22 @@ async fn a_shamir_barrier_migrates_to_auto_unseal_and_its_shares_become_recovery
     assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
     b.verify_unseal_shares(&shares[1..]).await.expect("the old shares are recovery shares");
 }
+
+#[tokio::test]
+async fn an_auto_unseal_barrier_migrates_back_to_shamir_with_its_recovery_shares() {
+    let b = Barrier::new(Arc::new(MemoryBackend::new()));
+    let seal = StaticSeal::new("k".into(), Zeroizing::new(vec![6; 32]), None).expect("seal");
+    let recovery =
+        b.initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &seal).await.expect("init");
+    b.put("logical/x", b"v").await.expect("put");
+    b.seal();
+    let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+    assert!(b.migrate_to_shamir(&wrong[..2], &seal).await.is_err(), "wrong shares migrate");
+    assert!(b.is_sealed());
+    assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "static");
+    b.migrate_to_shamir(&recovery[1..], &seal).await.expect("migrate");
+    b.seal();
+    assert!(b.unseal_auto(&seal).await.is_err(), "the seal still opens it");
+    b.unseal_with_shares(&recovery[..2]).await.expect("the recovery shares now unseal");
+    assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+}

@@ -91,6 +91,8 @@ pub struct Core {
     pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
     /// Auto-unseal: what wraps the unseal key (set once, before init or unseal).
     auto_seal: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
+    /// A disabled seal stanza: the seal to migrate away from, back to Shamir shares.
+    seal_from: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -127,7 +129,14 @@ impl Core {
             initialized: std::sync::atomic::AtomicBool::new(false),
             ha: std::sync::OnceLock::new(),
             auto_seal: std::sync::OnceLock::new(),
+            seal_from: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A `seal` stanza with `disabled = true`: `unseal -migrate` with the recovery shares moves
+    /// the storage back to Shamir shares (the recovery shares become the unseal shares).
+    pub fn set_migration_from_seal(&self, wrapper: Arc<dyn coffer_barrier::KeyWrapper>) {
+        let _ = self.seal_from.set(wrapper);
     }
 
     /// Turns on auto-unseal with `wrapper` (a `seal` stanza). Call before init or unseal.
@@ -255,8 +264,10 @@ impl Core {
             progress: progress.shares.len(),
             nonce: progress.nonce.clone(),
             storage_type: self.barrier.backend_kind(),
-            migration: self.auto_seal.get().is_some()
-                && config.as_ref().is_some_and(|c| c.seal_type == "shamir"),
+            migration: (self.auto_seal.get().is_some()
+                && config.as_ref().is_some_and(|c| c.seal_type == "shamir"))
+                || (self.seal_from.get().is_some()
+                    && config.as_ref().is_some_and(|c| c.seal_type != "shamir")),
             seal_type: match (&config, self.auto_seal.get()) {
                 (Some(c), _) => c.seal_type.clone(),
                 (None, Some(w)) => w.seal_type().to_owned(),
@@ -325,15 +336,19 @@ impl Core {
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
             // A seal stanza on a Shamir storage: the shares unseal once more, with `migrate`,
             // and the storage moves to the seal.
-            let migrating = config.seal_type == "shamir" && self.auto_seal.get().is_some();
+            let migrating_in = config.seal_type == "shamir" && self.auto_seal.get().is_some();
+            let migrating_out = config.seal_type != "shamir" && self.seal_from.get().is_some();
+            let migrating = migrating_in || migrating_out;
             if key.is_some() && migrating != migrate {
-                return Err(Error::invalid(if migrating {
+                return Err(Error::invalid(if migrating_in {
                     "seal migration pending: this server has a seal stanza and its storage is sealed with Shamir shares; give the shares with migrate=true (coffer operator unseal -migrate)"
+                } else if migrating_out {
+                    "seal migration pending: the seal stanza is disabled; give the recovery shares with migrate=true (coffer operator unseal -migrate)"
                 } else {
                     "no seal migration is pending: migrate=true is for a Shamir storage on a server with a seal stanza"
                 }));
             }
-            if config.seal_type != "shamir" && key.is_some() {
+            if config.seal_type != "shamir" && key.is_some() && !migrating_out {
                 return Err(Error::invalid(format!(
                     "this server auto-unseals with its {} seal: key shares (recovery keys included) cannot unseal it; restart it to unseal",
                     config.seal_type
@@ -355,7 +370,17 @@ impl Core {
                     let shares = std::mem::take(&mut progress.shares);
                     progress.nonce.clear();
                     drop(progress);
-                    match self.auto_seal.get().filter(|_| migrating) {
+                    match self.auto_seal.get().filter(|_| migrating_in) {
+                        _ if migrating_out => {
+                            let w = self.seal_from.get().ok_or_else(|| {
+                                Error::Internal("seal migration without its seal".into())
+                            })?;
+                            self.barrier.migrate_to_shamir(&shares, w.as_ref()).await?;
+                            tracing::warn!(
+                                seal = w.seal_type(),
+                                "seal migrated to Shamir shares: the recovery shares are now the unseal shares; remove the seal stanza"
+                            );
+                        }
                         Some(w) => {
                             self.barrier.migrate_to_auto(&shares, w.as_ref()).await?;
                             tracing::warn!(

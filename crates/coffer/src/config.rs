@@ -146,6 +146,9 @@ pub(crate) struct ServerConfig {
     pub chaos: coffer_core::ChaosConfig,
     /// Auto-unseal (`seal "static"`); none: Shamir shares.
     pub seal: Option<SealStanza>,
+    /// The seal stanza says `disabled = true`: it only opens the storage once more, for a
+    /// migration back to Shamir shares (`unseal -migrate`).
+    pub seal_disabled: bool,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -246,12 +249,21 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
-        let seal = match root.get("seal") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(parse_seal(v)?),
+        let (seal, seal_disabled) = match root.get("seal") {
+            None | Some(Value::Null) => (None, false),
+            Some(v) => {
+                let disabled = labelled(v, "seal")?
+                    .first()
+                    .map(|(_, body)| opt_bool(body, "disabled"))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or(false);
+                (Some(parse_seal(v)?), disabled)
+            }
         };
         Ok(Self {
             seal,
+            seal_disabled,
             chaos,
             login_limit,
             storage,
@@ -299,9 +311,6 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
                 &["current_key_id", "current_key", "previous_key_id", "previous_key", "disabled"],
                 WHAT,
             )?;
-            if opt_bool(body, "disabled")?.unwrap_or(false) {
-                bail!("{WHAT}: disabled = true (seal migration) is not supported");
-            }
             let id = |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()));
             let current_id =
                 id("current_key_id")?.ok_or_else(|| anyhow!("{WHAT} needs current_key_id"))?;
@@ -336,9 +345,6 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
                 ],
                 WHAT,
             )?;
-            if opt_bool(body, "disabled")?.unwrap_or(false) {
-                bail!("{WHAT}: disabled = true (seal migration) is not supported");
-            }
             if opt_bool(body, "tls_skip_verify")?.unwrap_or(false) {
                 bail!(
                     "{WHAT}: tls_skip_verify = true is not supported: give the server's CA in tls_ca_cert"

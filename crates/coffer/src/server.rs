@@ -206,8 +206,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             chaos: cfg.chaos.clone(),
         },
     );
-    if let Some(seal) = &cfg.seal {
-        core.set_auto_seal(load_seal(seal)?);
+    match &cfg.seal {
+        // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
+        Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),
+        Some(seal) => core.set_auto_seal(load_seal(seal)?),
+        None => {}
     }
     // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
     let mut cluster_listener = None;
@@ -289,7 +292,12 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         );
     } else {
         let st = core.seal_status().await?;
-        if st.seal_type != "shamir" {
+        if cfg.seal_disabled {
+            println!(
+                "\nSeal migration: the seal stanza is disabled; run `coffer operator unseal -migrate` with {} recovery key shares to move to Shamir shares.",
+                st.threshold
+            );
+        } else if st.seal_type != "shamir" {
             println!(
                 "\nAuto-unseal ({}): the server unseals itself once initialized (sys/init with recovery_shares and recovery_threshold).",
                 st.seal_type
@@ -338,7 +346,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             tasks.push(tokio::spawn(crate::cluster::serve(sock, cluster, app, stop_rx.clone())));
         }
     }
-    if cfg.seal.is_some() {
+    if cfg.seal.is_some() && !cfg.seal_disabled {
         tokio::spawn(auto_unseal_loop(core.clone()));
     }
     tokio::spawn(async move {

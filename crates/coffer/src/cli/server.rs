@@ -43,6 +43,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             api_addr: None,
             cluster_addr: None,
             seal: None,
+            seal_disabled: false,
             default_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             max_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             log_level: "info".into(),

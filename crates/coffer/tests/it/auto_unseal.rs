@@ -192,3 +192,59 @@ async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
         s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0], "migrate": true}))).await;
     assert_eq!(code, 400, "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_with_a_disabled_seal_moves_back_to_shamir_shares() {
+    let dir = tempdir();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [4u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node_dir = dir.path().join("node");
+    let base = default_config(&node_dir);
+    let seal = |extra: &str| {
+        format!(
+            "{base}seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n{extra}}}\n",
+            key.display()
+        )
+    };
+    let mut s = Server::start_with(&node_dir, &seal(""), "http");
+    let (code, b) = s
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery: Vec<String> = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+
+    // The stanza marked disabled: the server stays sealed until the recovery shares migrate it.
+    std::fs::write(&s.config, seal("  disabled = \"true\"\n")).expect("write");
+    s.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status(&s).await;
+    assert_eq!((&st["sealed"], &st["migration"]), (&json!(true), &json!(true)), "{st}");
+    let (code, _) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate");
+    for k in &recovery[1..] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+
+    // Without the stanza: a Shamir server whose shares are the old recovery shares.
+    std::fs::write(&s.config, &base).expect("write");
+    s.restart();
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["type"], &st["sealed"], &st["t"]),
+        (&json!("shamir"), &json!(true), &json!(2)),
+        "{st}"
+    );
+    s.unseal(&recovery[..2]).await;
+    let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
+    assert_eq!(code, 200);
+}
