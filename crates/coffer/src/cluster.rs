@@ -274,6 +274,10 @@ pub(crate) async fn forward(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(active = %addr, error = %e, "forwarding to the active node failed");
+            if e.is_connect() {
+                // Perhaps it is gone: look for the new leader now.
+                cluster.core.leader_unreachable();
+            }
             return unavailable("the active node could not be reached; retry the request");
         }
     };

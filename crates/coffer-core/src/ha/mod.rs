@@ -292,6 +292,14 @@ impl Core {
         self.ha.get()?.leader().filter(|l| l.live).map(|l| l.advert)
     }
 
+    /// A standby could not reach the active node it knows of: the election loop polls the
+    /// lock (and learns the new leader) now instead of at its next interval.
+    pub fn leader_unreachable(&self) {
+        if let Some(ha) = self.ha.get() {
+            ha.wake.notify_one();
+        }
+    }
+
     /// True on an unsealed HA standby: requests go to the active node.
     pub fn is_standby(&self) -> bool {
         self.ha.get().is_some_and(|h| h.role() == Role::Standby) && !self.barrier.is_sealed()

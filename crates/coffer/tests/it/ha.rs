@@ -172,7 +172,21 @@ async fn one_node_is_active_and_a_kill9_fails_over_within_5s_without_losing_a_wr
     nodes[first].kill9();
     let live: Vec<usize> = (0..3).filter(|i| *i != first).collect();
     let second = active_of(&nodes, &live, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Writes go on until some were acknowledged after the kill (or 10 s passed).
+    let probe = reqwest::Client::new();
+    while killed_at.elapsed() < Duration::from_secs(10) {
+        let r = probe
+            .get(format!("{}/v1/sys/leader", nodes[standby].addr))
+            .send()
+            .await
+            .expect("leader");
+        let b: serde_json::Value = r.json().await.unwrap_or_default();
+        if b["leader_address"] == json!(nodes[second].addr) || standby == second {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop_tx.send(true).expect("stop");
     let (acked, failures) = writer.await.expect("writer");
     eprintln!("writes acknowledged: {}, refused during failover: {failures}", acked.len());
