@@ -6,6 +6,7 @@
 //! Not guaranteed here: *who* may read what. That is the core's ACL, above.
 
 mod aead;
+mod autoseal;
 mod error;
 mod keyring;
 mod seal;
@@ -17,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use coffer_storage::{Backend, Op};
 use zeroize::Zeroizing;
 
+pub use autoseal::{KeyWrapper, StaticSeal};
 pub use error::{Error, Result};
 pub use keyring::TermInfo;
 pub use seal::{HeldRootKey, NewUnsealKey, SealConfig};

@@ -44,7 +44,7 @@ impl NewUnsealKey {
     }
 }
 
-fn split_key(key: &[u8], config: &SealConfig) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+pub(crate) fn split_key(key: &[u8], config: &SealConfig) -> Result<Vec<Zeroizing<Vec<u8>>>> {
     if config.secret_shares == 1 {
         Ok(vec![Zeroizing::new(key.to_vec())])
     } else {
@@ -52,7 +52,10 @@ fn split_key(key: &[u8], config: &SealConfig) -> Result<Vec<Zeroizing<Vec<u8>>>>
     }
 }
 
-fn combine_key(shares: &[Zeroizing<Vec<u8>>], config: &SealConfig) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn combine_key(
+    shares: &[Zeroizing<Vec<u8>>],
+    config: &SealConfig,
+) -> Result<Zeroizing<Vec<u8>>> {
     if config.secret_shares == 1 {
         shares.first().cloned().ok_or(Error::WrongKey)
     } else {
@@ -145,8 +148,15 @@ impl Barrier {
     /// the barrier with the result.
     pub async fn unseal_with_shares(&self, shares: &[Zeroizing<Vec<u8>>]) -> Result<()> {
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != "shamir" {
+            // Recovery shares never unseal (as in Vault): the seal does.
+            return Err(Error::InvalidSealConfig(format!(
+                "this server auto-unseals with its {} seal; key shares cannot unseal it",
+                config.seal_type
+            )));
+        }
         let key = combine_key(shares, &config)?;
-        self.unseal(&key, &config).await
+        self.unseal_with_key(&key, &config).await
     }
 
     /// Checks, on an unsealed barrier, that `shares` combine to its unseal key: the proof that
@@ -155,6 +165,10 @@ impl Barrier {
     pub async fn verify_unseal_shares(&self, shares: &[Zeroizing<Vec<u8>>]) -> Result<()> {
         let keyring = self.keyring()?;
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != "shamir" {
+            // Auto-unseal: the quorum is of recovery key shares.
+            return self.verify_recovery_shares(&keyring, &config, shares).await;
+        }
         let key = combine_key(shares, &config)?;
         let root = self.open_root_key(&key).await?;
         // The stored root key opened, so the key is right; comparing with the root key in use
@@ -172,6 +186,11 @@ impl Barrier {
     /// every stored value are untouched.
     pub async fn rekey(&self, new: &NewUnsealKey) -> Result<()> {
         let keyring = self.keyring()?;
+        if self.seal_config().await?.is_some_and(|c| c.seal_type != "shamir") {
+            return Err(Error::InvalidSealConfig(
+                "rekey replaces Shamir unseal shares; this server auto-unseals (recovery key rekey is not supported)".into(),
+            ));
+        }
         let sealed_root =
             AeadKey::new(new.key.as_ref())?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
         let config_json = serde_json::to_vec(&new.config)
@@ -218,7 +237,11 @@ impl Barrier {
         self.check_config_and_install(keyring, &config).await
     }
 
-    async fn unseal(&self, unseal_key: &[u8], config: &SealConfig) -> Result<()> {
+    pub(crate) async fn unseal_with_key(
+        &self,
+        unseal_key: &[u8],
+        config: &SealConfig,
+    ) -> Result<()> {
         let root = self.open_root_key(unseal_key).await?;
         let root: [u8; KEY_LEN] =
             root.as_slice().try_into().map_err(|_| Error::Corrupt(ROOT_KEY_PATH.into()))?;

@@ -217,3 +217,97 @@ async fn rekey_replaces_the_unseal_key_and_keeps_the_data() {
     reopened.unseal_with_shares(&new.shares[..2]).await.expect("new shares unseal");
     assert_eq!(reopened.get("a/kept").await.expect("get").expect("some").as_slice(), b"v");
 }
+
+mod auto_unseal {
+    use super::*;
+
+    fn key(b: u8) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(vec![b; 32])
+    }
+
+    #[tokio::test]
+    async fn a_static_seal_unseals_without_shares_and_recovery_shares_only_prove_a_quorum() {
+        let mem = Arc::new(MemoryBackend::new());
+        let b = Barrier::new(mem.clone());
+        let seal = StaticSeal::new("k1".into(), key(7), None).expect("seal");
+        let recovery = b
+            .initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &seal)
+            .await
+            .expect("init");
+        assert_eq!(recovery.len(), 3);
+        assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "static");
+        b.put("logical/x", b"v").await.expect("put");
+        b.seal();
+        // Recovery shares cannot unseal; the seal can.
+        let e = b.unseal_with_shares(&recovery[..2]).await.expect_err("shares unsealed");
+        assert!(e.to_string().contains("auto-unseal"), "{e}");
+        b.unseal_auto(&seal).await.expect("auto-unseal");
+        assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+        // Generate-root's check takes a quorum of recovery shares, and refuses others.
+        b.verify_unseal_shares(&recovery[1..]).await.expect("a quorum of recovery shares");
+        let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+        assert!(matches!(b.verify_unseal_shares(&wrong[..2]).await, Err(Error::WrongKey)));
+        // The unseal key is stored only wrapped.
+        let wrapped = mem.get(autoseal::WRAPPED_KEY_PATH).await.expect("get").expect("stored");
+        assert!(!wrapped.windows(32).any(|w| w == key(7).as_slice()));
+    }
+
+    #[tokio::test]
+    async fn a_rotated_static_key_still_opens_with_the_previous_key_and_a_wrong_key_never() {
+        let b = Barrier::new(Arc::new(MemoryBackend::new()));
+        let old = StaticSeal::new("old".into(), key(1), None).expect("seal");
+        b.initialize_auto(&SealConfig::shamir(1, 1).expect("config"), &old).await.expect("init");
+        b.seal();
+        let rotated =
+            StaticSeal::new("new".into(), key(2), Some(("old".into(), key(1)))).expect("seal");
+        b.unseal_auto(&rotated).await.expect("the previous key opens");
+        b.seal();
+        let missing = StaticSeal::new("new".into(), key(2), None).expect("seal");
+        let e = b.unseal_auto(&missing).await.expect_err("no key for the id");
+        assert!(e.to_string().contains("\"old\""), "{e}");
+        let wrong = StaticSeal::new("old".into(), key(3), None).expect("seal");
+        assert!(matches!(b.unseal_auto(&wrong).await, Err(Error::WrongKey)));
+        assert!(b.is_sealed());
+        assert!(
+            StaticSeal::new("k".into(), Zeroizing::new(vec![0; 16]), None).is_err(),
+            "16-byte key"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shamir_barrier_migrates_to_auto_unseal_and_its_shares_become_recovery_shares() {
+    let (_, b, shares) = fresh(3, 2).await;
+    b.put("logical/x", b"v").await.expect("put");
+    b.seal();
+    let seal = StaticSeal::new("k".into(), Zeroizing::new(vec![5; 32]), None).expect("seal");
+    let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+    assert!(b.migrate_to_auto(&wrong[..2], &seal).await.is_err(), "wrong shares migrate");
+    assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "shamir");
+    b.migrate_to_auto(&shares[..2], &seal).await.expect("migrate");
+    assert!(!b.is_sealed());
+    b.seal();
+    assert!(b.unseal_with_shares(&shares[..2]).await.is_err(), "shares still unseal");
+    b.unseal_auto(&seal).await.expect("auto-unseal");
+    assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+    b.verify_unseal_shares(&shares[1..]).await.expect("the old shares are recovery shares");
+}
+
+#[tokio::test]
+async fn an_auto_unseal_barrier_migrates_back_to_shamir_with_its_recovery_shares() {
+    let b = Barrier::new(Arc::new(MemoryBackend::new()));
+    let seal = StaticSeal::new("k".into(), Zeroizing::new(vec![6; 32]), None).expect("seal");
+    let recovery =
+        b.initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &seal).await.expect("init");
+    b.put("logical/x", b"v").await.expect("put");
+    b.seal();
+    let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+    assert!(b.migrate_to_shamir(&wrong[..2], &seal).await.is_err(), "wrong shares migrate");
+    assert!(b.is_sealed());
+    assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "static");
+    b.migrate_to_shamir(&recovery[1..], &seal).await.expect("migrate");
+    b.seal();
+    assert!(b.unseal_auto(&seal).await.is_err(), "the seal still opens it");
+    b.unseal_with_shares(&recovery[..2]).await.expect("the recovery shares now unseal");
+    assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+}

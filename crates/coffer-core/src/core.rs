@@ -19,8 +19,11 @@ use crate::token_backend::TokenBackend;
 pub use crate::config::CoreConfig;
 
 pub struct InitResult {
+    /// Unseal key shares; with auto-unseal, recovery key shares.
     pub keys: Vec<Zeroizing<Vec<u8>>>,
     pub root_token: SecretString,
+    /// True when `keys` are recovery shares (auto-unseal).
+    pub recovery: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +35,10 @@ pub struct SealStatus {
     pub progress: usize,
     pub nonce: String,
     pub storage_type: &'static str,
+    /// `shamir`, or the auto-unseal seal's type (`static`); `t`/`n` are then the recovery split.
+    pub seal_type: String,
+    /// A seal stanza on a Shamir storage: `unseal -migrate` is expected.
+    pub migration: bool,
 }
 
 /// State that exists only while unsealed.
@@ -106,6 +113,12 @@ pub struct Core {
     pub(crate) me: Weak<Core>,
     /// Requests started: the expiration manager paces itself while it moves.
     pub(crate) foreground: Arc<std::sync::atomic::AtomicU64>,
+    /// HA mode: the election state (set once, before the first unseal).
+    pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
+    /// Auto-unseal: what wraps the unseal key (set once, before init or unseal).
+    auto_seal: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
+    /// A disabled seal stanza: the seal to migrate away from, back to Shamir shares.
+    seal_from: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
 }
 
 /// The capability a logical operation needs; `None` for help, which needs none (any live token
@@ -146,15 +159,105 @@ impl Core {
             unseal: tokio::sync::Mutex::new(UnsealProgress::default()),
             admin_lock: tokio::sync::Mutex::new(()),
             initialized: std::sync::atomic::AtomicBool::new(false),
+            ha: std::sync::OnceLock::new(),
+            auto_seal: std::sync::OnceLock::new(),
+            seal_from: std::sync::OnceLock::new(),
         })
     }
 
+    /// A `seal` stanza with `disabled = true`: `unseal -migrate` with the recovery shares moves
+    /// the storage back to Shamir shares (the recovery shares become the unseal shares).
+    pub fn set_migration_from_seal(&self, wrapper: Arc<dyn coffer_barrier::KeyWrapper>) {
+        let _ = self.seal_from.set(wrapper);
+    }
+
+    /// Turns on auto-unseal with `wrapper` (a `seal` stanza). Call before init or unseal.
+    pub fn set_auto_seal(&self, wrapper: Arc<dyn coffer_barrier::KeyWrapper>) {
+        let _ = self.auto_seal.set(wrapper);
+    }
+
+    /// Auto-unseal: opens the barrier with the seal, without an operator. `Ok(false)` without a
+    /// seal stanza or before init; `Ok(true)` once unsealed (or when it already was).
+    pub async fn auto_unseal(&self) -> Result<bool> {
+        let Some(w) = self.auto_seal.get() else { return Ok(false) };
+        let _g = self.admin_lock.lock().await;
+        if !self.barrier.is_sealed() {
+            return Ok(true);
+        }
+        match self.barrier.unseal_auto(w.as_ref()).await {
+            Ok(()) => {}
+            Err(coffer_barrier::Error::NotInitialized) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.after_unseal().await {
+            self.deactivate();
+            return Err(e);
+        }
+        tracing::info!(seal = w.seal_type(), "core unsealed by its seal");
+        Ok(true)
+    }
+
+    /// Turns on HA mode: once unsealed, this core is a standby until it takes `lock`, and
+    /// active only while it holds it. Call before the first unseal; a second call is ignored.
+    pub fn enable_ha(
+        &self,
+        lock: Arc<dyn coffer_storage::ha::HaLock>,
+        advert: coffer_storage::ha::Advert,
+    ) {
+        let _ = self.ha.set(Arc::new(crate::ha::Ha::new(lock, advert)));
+    }
+
+    /// This node's HA role; `None` when HA is off.
+    pub fn ha_role(&self) -> Option<crate::ha::Role> {
+        self.ha.get().map(|h| h.role())
+    }
+
     pub(crate) fn active(&self) -> Result<Arc<Active>> {
-        self.active
-            .read()
-            .map_err(|_| Error::Internal("state lock poisoned".into()))?
-            .clone()
-            .ok_or(Error::Sealed)
+        let active =
+            self.active.read().map_err(|_| Error::Internal("state lock poisoned".into()))?.clone();
+        match active {
+            Some(a) => Ok(a),
+            None if self.ha.get().is_some() && !self.barrier.is_sealed() => Err(Error::Standby),
+            None => Err(Error::Sealed),
+        }
+    }
+
+    /// HA: the bring-up of a node that just took the lock. The keyring is read again first:
+    /// the previous active may have rotated it since this node unsealed.
+    pub(crate) async fn become_active(&self) -> Result<()> {
+        let _g = self.admin_lock.lock().await;
+        let held = self.barrier.hold_root_key()?;
+        self.barrier.unseal_with_held_key(&held).await?;
+        self.activate().await?;
+        // The cluster identity exists once a node led, so standbys can forward to it.
+        drop(_g);
+        self.cluster_seed().await.map(drop)
+    }
+
+    /// HA: drops the active state and keeps the barrier open (a standby).
+    pub(crate) fn become_standby(&self) {
+        if let Ok(mut a) = self.active.write()
+            && let Some(gone) = a.take()
+        {
+            gone.events.close_all(crate::events::EndReason::Sealed);
+        }
+    }
+
+    /// After the barrier opened: active at once, or (HA) a standby that contends for the lock.
+    async fn after_unseal(&self) -> Result<()> {
+        match (self.ha.get(), self.me.upgrade()) {
+            (Some(ha), Some(me)) => {
+                crate::ha::start(&me, ha);
+                Ok(())
+            }
+            _ => self.activate().await.map(drop),
+        }
+    }
+
+    /// `sys/step-down`: gives up leadership when this node is active in HA mode; nothing
+    /// otherwise (as Vault).
+    pub fn step_down(&self) -> bool {
+        self.ha.get().is_some_and(|h| h.request_step_down())
     }
 
     /// The event bus's counters (zero while sealed).
@@ -163,7 +266,11 @@ impl Core {
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.active().is_err()
+        match self.ha.get() {
+            // A standby is unsealed without an active state.
+            Some(_) => self.barrier.is_sealed(),
+            None => self.active().is_err(),
+        }
     }
 
     /// Whether `token` is a live token usable from `remote` (the HTTP layer words a refusal by
@@ -200,6 +307,15 @@ impl Core {
             progress: progress.shares.len(),
             nonce: progress.nonce.clone(),
             storage_type: self.barrier.backend_kind(),
+            migration: (self.auto_seal.get().is_some()
+                && config.as_ref().is_some_and(|c| c.seal_type == "shamir"))
+                || (self.seal_from.get().is_some()
+                    && config.as_ref().is_some_and(|c| c.seal_type != "shamir")),
+            seal_type: match (&config, self.auto_seal.get()) {
+                (Some(c), _) => c.seal_type.clone(),
+                (None, Some(w)) => w.seal_type().to_owned(),
+                (None, None) => "shamir".to_owned(),
+            },
         })
     }
 
@@ -207,7 +323,11 @@ impl Core {
     pub async fn initialize(&self, shares: u64, threshold: u64) -> Result<InitResult> {
         let _g = self.admin_lock.lock().await;
         let config = SealConfig::shamir(shares, threshold)?;
-        let keys = self.barrier.initialize(&config).await?;
+        let recovery = self.auto_seal.get().is_some();
+        let keys = match self.auto_seal.get() {
+            Some(w) => self.barrier.initialize_auto(&config, w.as_ref()).await?,
+            None => self.barrier.initialize(&config).await?,
+        };
         let result = async {
             let active = self.activate().await?;
             let root_token = self.create_root_token(&active, None).await?;
@@ -215,7 +335,13 @@ impl Core {
         }
         .await;
         self.deactivate();
-        Ok(InitResult { keys, root_token: result? })
+        let init = InitResult { keys, root_token: result?, recovery };
+        if recovery {
+            // As Vault: an auto-unseal server is unsealed right after init.
+            drop(_g);
+            self.auto_unseal().await?;
+        }
+        Ok(init)
     }
 
     pub(crate) async fn create_root_token(
@@ -245,11 +371,32 @@ impl Core {
         &self,
         key: Option<Zeroizing<Vec<u8>>>,
         reset: bool,
+        migrate: bool,
     ) -> Result<SealStatus> {
         let mut opened = false;
         {
             let _g = self.admin_lock.lock().await;
             let config = self.barrier.seal_config().await?.ok_or(Error::NotInitialized)?;
+            // A seal stanza on a Shamir storage: the shares unseal once more, with `migrate`,
+            // and the storage moves to the seal.
+            let migrating_in = config.seal_type == "shamir" && self.auto_seal.get().is_some();
+            let migrating_out = config.seal_type != "shamir" && self.seal_from.get().is_some();
+            let migrating = migrating_in || migrating_out;
+            if key.is_some() && migrating != migrate {
+                return Err(Error::invalid(if migrating_in {
+                    "seal migration pending: this server has a seal stanza and its storage is sealed with Shamir shares; give the shares with migrate=true (coffer operator unseal -migrate)"
+                } else if migrating_out {
+                    "seal migration pending: the seal stanza is disabled; give the recovery shares with migrate=true (coffer operator unseal -migrate)"
+                } else {
+                    "no seal migration is pending: migrate=true is for a Shamir storage on a server with a seal stanza"
+                }));
+            }
+            if config.seal_type != "shamir" && key.is_some() && !migrating_out {
+                return Err(Error::invalid(format!(
+                    "this server auto-unseals with its {} seal: key shares (recovery keys included) cannot unseal it; restart it to unseal",
+                    config.seal_type
+                )));
+            }
             let mut progress = self.unseal.lock().await;
             if reset {
                 *progress = UnsealProgress::default();
@@ -266,8 +413,27 @@ impl Core {
                     let shares = std::mem::take(&mut progress.shares);
                     progress.nonce.clear();
                     drop(progress);
-                    self.barrier.unseal_with_shares(&shares).await?;
-                    if let Err(e) = self.activate().await {
+                    match self.auto_seal.get().filter(|_| migrating_in) {
+                        _ if migrating_out => {
+                            let w = self.seal_from.get().ok_or_else(|| {
+                                Error::Internal("seal migration without its seal".into())
+                            })?;
+                            self.barrier.migrate_to_shamir(&shares, w.as_ref()).await?;
+                            tracing::warn!(
+                                seal = w.seal_type(),
+                                "seal migrated to Shamir shares: the recovery shares are now the unseal shares; remove the seal stanza"
+                            );
+                        }
+                        Some(w) => {
+                            self.barrier.migrate_to_auto(&shares, w.as_ref()).await?;
+                            tracing::warn!(
+                                seal = w.seal_type(),
+                                "seal migrated from Shamir shares: the server now unseals itself, and the shares are recovery shares"
+                            );
+                        }
+                        None => self.barrier.unseal_with_shares(&shares).await?,
+                    }
+                    if let Err(e) = self.after_unseal().await {
                         self.deactivate();
                         return Err(e);
                     }
@@ -291,7 +457,7 @@ impl Core {
             return Ok(());
         }
         self.barrier.unseal_with_held_key(held).await?;
-        if let Err(e) = self.activate().await {
+        if let Err(e) = self.after_unseal().await {
             self.deactivate();
             return Err(e);
         }
@@ -304,7 +470,7 @@ impl Core {
     pub async fn unseal_with(&self, keys: &[Zeroizing<Vec<u8>>]) -> Result<SealStatus> {
         let mut status = self.seal_status().await?;
         for k in keys {
-            status = self.submit_unseal_key(Some(k.clone()), false).await?;
+            status = self.submit_unseal_key(Some(k.clone()), false, false).await?;
             if !status.sealed {
                 break;
             }
@@ -321,6 +487,11 @@ impl Core {
 
     pub async fn seal(&self) -> Result<()> {
         let _g = self.admin_lock.lock().await;
+        if let Some(ha) = self.ha.get() {
+            // The fence first: from here on no write of this node passes the database.
+            ha.lock.step_down_now();
+            crate::ha::stop(ha);
+        }
         self.deactivate();
         *self.unseal.lock().await = UnsealProgress::default();
         tracing::info!("core sealed");
@@ -479,7 +650,7 @@ impl Core {
             }
             None => init.root_token,
         };
-        Ok(InitResult { keys: init.keys, root_token })
+        Ok(InitResult { keys: init.keys, root_token, recovery: init.recovery })
     }
 
     /// Mounts a secrets engine as an operator would through `sys/mounts` (used by `-dev`).

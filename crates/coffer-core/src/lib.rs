@@ -32,6 +32,7 @@ mod due;
 pub mod events;
 
 pub mod glob;
+pub mod ha;
 pub mod hex;
 mod identity;
 mod lease;

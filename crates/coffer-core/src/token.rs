@@ -777,7 +777,7 @@ impl TokenStore {
             let id = id.trim_end_matches('/');
             // revoke_tree of a token already gone removes what is left of it, its mark included.
             if let Err(e) = self.revoke_tree(id).await {
-                if matches!(e, Error::Sealed) {
+                if matches!(e, Error::Sealed | Error::Standby) {
                     return Err(e);
                 }
                 tracing::error!(error = %e, "finishing an interrupted token revocation failed");

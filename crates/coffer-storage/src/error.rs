@@ -7,6 +7,9 @@ pub enum Error {
     InvalidKey(String),
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// HA: the write was refused because another node leads now (a newer epoch exists).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

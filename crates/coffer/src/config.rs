@@ -19,6 +19,58 @@ pub(crate) enum StorageConfig {
     Postgresql(coffer_storage::PostgresOptions),
 }
 
+/// Where a static seal key comes from: `file://PATH`, `env://VAR`, or the key itself in base64
+/// or hex (OpenBao's forms). Read at start by the server, never here.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum KeySource {
+    File(PathBuf),
+    Env(String),
+    Inline(String),
+}
+
+// The inline form is key material.
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::File(p) => write!(f, "File({})", p.display()),
+            KeySource::Env(v) => write!(f, "Env({v})"),
+            KeySource::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// A `seal` stanza (auto-unseal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SealStanza {
+    /// OpenBao's `seal "static"`.
+    Static { current: (String, KeySource), previous: Option<(String, KeySource)> },
+    /// Vault's `seal "transit"`.
+    Transit(TransitStanza),
+}
+
+/// `seal "transit"`: Vault's keys. The token's `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct TransitStanza {
+    pub address: String,
+    /// None: the `VAULT_TOKEN` environment variable, read at start.
+    pub token: Option<String>,
+    pub key_name: String,
+    pub mount_path: String,
+    pub tls_ca_cert: Option<PathBuf>,
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TransitStanza {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitStanza")
+            .field("address", &self.address)
+            .field("key_name", &self.key_name)
+            .field("mount_path", &self.mount_path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where `connection_url` may come from instead of the file; Coffer's name, then Vault's.
 pub(crate) const PG_URL_ENV: [&str; 2] = ["COFFER_PG_CONNECTION_URL", "VAULT_PG_CONNECTION_URL"];
 
@@ -86,6 +138,8 @@ pub(crate) struct ServerConfig {
     pub storage: StorageConfig,
     pub listeners: Vec<ListenerConfig>,
     pub api_addr: Option<String>,
+    /// HA: where other nodes reach this one (advertised in the lock row and `sys/leader`).
+    pub cluster_addr: Option<String>,
     pub default_lease_ttl: Duration,
     pub max_lease_ttl: Duration,
     pub log_level: String,
@@ -96,6 +150,11 @@ pub(crate) struct ServerConfig {
     pub chaos: coffer_core::ChaosConfig,
     /// `telemetry { prometheus_retention_time }`: zero turns `format=prometheus` off.
     pub prometheus_retention: Duration,
+    /// Auto-unseal (`seal "static"`); none: Shamir shares.
+    pub seal: Option<SealStanza>,
+    /// The seal stanza says `disabled = true`: it only opens the storage once more, for a
+    /// migration back to Shamir shares (`unseal -migrate`).
+    pub seal_disabled: bool,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -132,6 +191,7 @@ impl ServerConfig {
             "storage",
             "listener",
             "api_addr",
+            "cluster_addr",
             "default_lease_ttl",
             "max_lease_ttl",
             "log_level",
@@ -144,6 +204,7 @@ impl ServerConfig {
             "login_failure_refill",
             "chaos",
             "telemetry",
+            "seal",
         ];
         for k in root.keys() {
             if !known.contains(&k.as_str()) {
@@ -199,13 +260,28 @@ impl ServerConfig {
             None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
             Some(v) => parse_telemetry(v)?,
         };
+        let (seal, seal_disabled) = match root.get("seal") {
+            None | Some(Value::Null) => (None, false),
+            Some(v) => {
+                let disabled = labelled(v, "seal")?
+                    .first()
+                    .map(|(_, body)| opt_bool(body, "disabled"))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or(false);
+                (Some(parse_seal(v)?), disabled)
+            }
+        };
         Ok(Self {
             prometheus_retention,
+            seal,
+            seal_disabled,
             chaos,
             login_limit,
             storage,
             listeners,
             api_addr: opt_str(root, "api_addr")?,
+            cluster_addr: opt_str(root, "cluster_addr")?,
             pid_file: opt_str(root, "pid_file")?.filter(|p| !p.is_empty()).map(Into::into),
             default_lease_ttl,
             max_lease_ttl,
@@ -318,6 +394,106 @@ impl ServerConfig {
                 "max_duration": ns(self.chaos.max_duration),
             },
         })
+    }
+}
+
+fn key_source(v: &str, what: &str) -> Result<KeySource> {
+    Ok(if let Some(p) = v.strip_prefix("file://") {
+        if !p.starts_with('/') {
+            bail!("{what} must be file:///ABSOLUTE/PATH");
+        }
+        KeySource::File(PathBuf::from(p))
+    } else if let Some(var) = v.strip_prefix("env://") {
+        if var.is_empty() {
+            bail!("{what}: env:// needs a variable name");
+        }
+        KeySource::Env(var.to_owned())
+    } else if v.is_empty() {
+        bail!("{what} is empty")
+    } else {
+        KeySource::Inline(v.to_owned())
+    })
+}
+
+/// `seal "static" { current_key_id = "...", current_key = "file:///..." }` (OpenBao's keys).
+fn parse_seal(v: &Value) -> Result<SealStanza> {
+    let blocks = labelled(v, "seal")?;
+    let [(kind, body)] = blocks.as_slice() else {
+        bail!("at most one seal block is supported, found {}", blocks.len());
+    };
+    match kind.as_str() {
+        "static" => {
+            const WHAT: &str = "seal \"static\"";
+            check_keys(
+                body,
+                &["current_key_id", "current_key", "previous_key_id", "previous_key", "disabled"],
+                WHAT,
+            )?;
+            let id = |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()));
+            let current_id =
+                id("current_key_id")?.ok_or_else(|| anyhow!("{WHAT} needs current_key_id"))?;
+            let current = opt_str(body, "current_key")?
+                .ok_or_else(|| anyhow!("{WHAT} needs current_key = \"file:///path/to/key\""))?;
+            let previous = match (id("previous_key_id")?, opt_str(body, "previous_key")?) {
+                (Some(i), Some(k)) => Some((i, key_source(&k, "previous_key")?)),
+                (None, None) => None,
+                _ => bail!("{WHAT}: previous_key_id and previous_key go together"),
+            };
+            Ok(SealStanza::Static {
+                current: (current_id, key_source(&current, "current_key")?),
+                previous,
+            })
+        }
+        "transit" => {
+            const WHAT: &str = "seal \"transit\"";
+            check_keys(
+                body,
+                &[
+                    "address",
+                    "token",
+                    "key_name",
+                    "mount_path",
+                    "namespace",
+                    "disable_renewal",
+                    "tls_ca_cert",
+                    "tls_client_cert",
+                    "tls_client_key",
+                    "tls_skip_verify",
+                    "disabled",
+                ],
+                WHAT,
+            )?;
+            if opt_bool(body, "tls_skip_verify")?.unwrap_or(false) {
+                bail!(
+                    "{WHAT}: tls_skip_verify = true is not supported: give the server's CA in tls_ca_cert"
+                );
+            }
+            if opt_str(body, "namespace")?.is_some_and(|n| !n.is_empty()) {
+                bail!("{WHAT}: namespaces are not supported");
+            }
+            opt_bool(body, "disable_renewal")?;
+            let need = |k: &str, eg: &str| -> Result<String> {
+                opt_str(body, k)?
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| anyhow!("{WHAT} needs {k} = {eg}"))
+            };
+            let path =
+                |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()).map(PathBuf::from));
+            Ok(SealStanza::Transit(TransitStanza {
+                address: need("address", "\"https://coffer-kms:8200\"")?,
+                token: opt_str(body, "token")?.filter(|t| !t.is_empty()),
+                key_name: need("key_name", "\"autounseal\"")?,
+                mount_path: opt_str(body, "mount_path")?
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "transit/".into()),
+                tls_ca_cert: path("tls_ca_cert")?,
+                tls_client_cert: path("tls_client_cert")?,
+                tls_client_key: path("tls_client_key")?,
+            }))
+        }
+        other => bail!(
+            "unsupported seal type {other:?}: Coffer has \"static\" and \"transit\" (Shamir shares when there is no seal block)"
+        ),
     }
 }
 
@@ -451,12 +627,24 @@ fn parse_postgresql(
     body: &Map<String, Value>,
 ) -> Result<StorageConfig> {
     const WHAT: &str = "storage \"postgresql\"";
-    check_keys(body, &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table"], WHAT)?;
-    if opt_bool(body, "ha_enabled")?.unwrap_or(false) || body.contains_key("ha_table") {
-        bail!(
-            "{WHAT}: ha_enabled/ha_table are not supported yet: PostgreSQL storage runs a single Coffer node for now (HA with active/standby nodes comes later); remove them"
-        );
-    }
+    check_keys(
+        body,
+        &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table", "ha_lock_ttl"],
+        WHAT,
+    )?;
+    let ha = match opt_bool(body, "ha_enabled").map_err(|e| anyhow!("{WHAT}: {e}"))? {
+        Some(true) => Some(coffer_storage::HaOptions {
+            table: opt_str(body, "ha_table")?
+                .unwrap_or_else(|| coffer_storage::DEFAULT_HA_TABLE.to_owned()),
+            lock_ttl: opt_duration(body, "ha_lock_ttl")?
+                .unwrap_or(coffer_storage::DEFAULT_LOCK_TTL),
+        }),
+        _ if body.contains_key("ha_lock_ttl") => {
+            bail!("{WHAT}: ha_lock_ttl needs ha_enabled = \"true\"")
+        }
+        // As in Vault, ha_table alone changes nothing.
+        _ => None,
+    };
     // As in Vault, the environment wins: it keeps the password out of the file.
     let from_env = PG_URL_ENV.iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty()));
     let connection_url = match from_env {
@@ -480,7 +668,7 @@ fn parse_postgresql(
                 anyhow!("{WHAT}: max_parallel must be a whole number of connections from 1 to 1024")
             })?,
     };
-    let opts = coffer_storage::PostgresOptions { connection_url, table, max_parallel };
+    let opts = coffer_storage::PostgresOptions { connection_url, table, max_parallel, ha };
     // The storage error never contains the URL or its password.
     opts.check().map_err(|e| anyhow!("{WHAT}: {e}"))?;
     Ok(StorageConfig::Postgresql(opts))
@@ -848,6 +1036,87 @@ log_format        = "json"
     }
 
     #[test]
+    fn a_static_seal_stanza_takes_openbaos_keys() {
+        let parse = |seal: &str| {
+            ServerConfig::parse(&format!(
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n tls_disable = true\n}}\n{seal}"
+            ))
+        };
+        let c = parse("seal \"static\" {\n current_key_id = \"k2\"\n current_key = \"file:///etc/k2\"\n previous_key_id = \"k1\"\n previous_key = \"env://OLD_KEY\"\n}")
+            .expect("parse");
+        assert_eq!(
+            c.seal,
+            Some(SealStanza::Static {
+                current: ("k2".into(), KeySource::File("/etc/k2".into())),
+                previous: Some(("k1".into(), KeySource::Env("OLD_KEY".into()))),
+            })
+        );
+        let t = parse("seal \"transit\" {\n address = \"https://kms:8200\"\n token = \"s.SecretTok\"\n key_name = \"autounseal\"\n tls_ca_cert = \"/etc/ca.pem\"\n disable_renewal = \"false\"\n}")
+            .expect("parse");
+        let Some(SealStanza::Transit(ts)) = &t.seal else { panic!("{t:?}") };
+        assert_eq!(
+            (ts.mount_path.as_str(), ts.key_name.as_str()),
+            ("transit/", "autounseal"),
+            "mount_path defaults as Vault's"
+        );
+        assert!(!format!("{t:?}").contains("SecretTok"), "Debug shows the token");
+        let inline = parse("seal \"static\" {\n current_key_id = \"k\"\n current_key = \"SecretKeyMaterialBase64==\"\n}").expect("parse");
+        assert!(!format!("{inline:?}").contains("SecretKeyMaterial"), "Debug shows the key");
+        for (seal, want) in [
+            ("seal \"static\" {\n current_key = \"file:///k\"\n}", "current_key_id"),
+            ("seal \"static\" {\n current_key_id = \"k\"\n}", "current_key"),
+            (
+                "seal \"static\" {\n current_key_id = \"k\"\n current_key = \"file://rel\"\n}",
+                "ABSOLUTE",
+            ),
+            (
+                "seal \"static\" {\n current_key_id = \"k\"\n current_key = \"x\"\n previous_key_id = \"j\"\n}",
+                "together",
+            ),
+            ("seal \"awskms\" {}", "unsupported seal type"),
+            ("seal \"transit\" {\n key_name = \"k\"\n}", "address"),
+            ("seal \"transit\" {\n address = \"https://k\"\n}", "key_name"),
+            (
+                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n tls_skip_verify = \"true\"\n}",
+                "tls_ca_cert",
+            ),
+            (
+                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n namespace = \"ns1\"\n}",
+                "namespaces",
+            ),
+        ] {
+            let e = format!("{:#}", parse(seal).expect_err(want));
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn ha_keys_take_vaults_forms() {
+        let ha = |body: &str| match pg(
+            &format!("connection_url = \"postgres://u:p@h/db\"\n{body}"),
+            &[],
+        )
+        .expect("parse")
+        {
+            StorageConfig::Postgresql(o) => o.ha,
+            other => panic!("{other:?}"),
+        };
+        let default = Some(coffer_storage::HaOptions::default());
+        assert_eq!(ha("ha_enabled = \"true\""), default, "a string, as Vault writes it");
+        assert_eq!(ha("ha_enabled = true"), default, "bare");
+        assert_eq!(ha("ha_enabled = \"false\"\nha_table = \"x\""), None);
+        assert_eq!(ha(""), None);
+        let o =
+            ha("ha_enabled = \"true\"\nha_table = \"vault_ha\"\nha_lock_ttl = \"5s\"").expect("ha");
+        assert_eq!((o.table.as_str(), o.lock_ttl), ("vault_ha", Duration::from_secs(5)));
+        let c = ServerConfig::parse(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n tls_disable = true\n}\ncluster_addr = \"https://10.0.0.1:8201\"",
+        )
+        .expect("parse");
+        assert_eq!(c.cluster_addr.as_deref(), Some("https://10.0.0.1:8201"));
+    }
+
+    #[test]
     fn the_connection_url_may_come_from_the_environment() {
         let from = |env: &[(&str, &str)], body: &str| match pg(body, env).expect("parse") {
             StorageConfig::Postgresql(o) => o.connection_url,
@@ -870,8 +1139,10 @@ log_format        = "json"
     fn postgresql_errors_name_the_problem_but_not_the_password() {
         let url = |q: &str| format!("connection_url = \"postgres://u:TopSecretPw@h/db{q}\"");
         let cases = [
-            (format!("{}\nha_enabled = \"true\"", url("")), "HA"),
-            (format!("{}\nha_table = \"vault_ha_locks\"", url("")), "HA"),
+            (format!("{}\nha_enabled = \"yes\"", url("")), "ha_enabled"),
+            (format!("{}\nha_lock_ttl = \"5s\"", url("")), "ha_enabled"),
+            (format!("{}\nha_enabled = true\nha_lock_ttl = \"1s\"", url("")), "ha_lock_ttl"),
+            (format!("{}\nha_enabled = true\nha_table = \"coffer_kv\"", url("")), "ha_table"),
             (format!("{}\ntable = \"Bad-Name\"", url("")), "identifier"),
             (format!("{}\nmax_parallel = 0", url("")), "max_parallel"),
             (format!("{}\nmax_parallel = \"many\"", url("")), "max_parallel"),

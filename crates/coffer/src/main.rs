@@ -7,8 +7,10 @@
 mod stdio;
 
 mod cli;
+mod cluster;
 mod config;
 mod http;
+mod seal_transit;
 mod server;
 mod tls;
 

@@ -37,8 +37,21 @@ pub(crate) fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
-async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
-    Ok(match cfg {
+/// The storage, and its HA lock when HA mode is on.
+type Storage = (Arc<dyn Backend>, Option<Arc<dyn coffer_storage::ha::HaLock>>);
+
+async fn open_storage(cfg: &StorageConfig) -> Result<Storage> {
+    if let StorageConfig::Postgresql(opts) = cfg
+        && opts.ha.is_some()
+    {
+        let db = PostgresBackend::connect(opts).await.context("cannot open postgresql storage")?;
+        tracing::info!(target = db.target(), table = %opts.table, "postgresql storage open, HA mode");
+        let lock: Option<Arc<dyn coffer_storage::ha::HaLock>> =
+            db.ha_lock().map(|l| l as Arc<dyn coffer_storage::ha::HaLock>);
+        // No read cache: other nodes write the same table.
+        return Ok((Arc::new(db), lock));
+    }
+    let backend: Arc<dyn Backend> = match cfg {
         StorageConfig::Inmem => Arc::new(MemoryBackend::new()),
         StorageConfig::Sqlite { path, synchronous } => {
             let mut opts = SqliteOptions::new(path);
@@ -54,11 +67,111 @@ async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Backend>> {
             let db =
                 PostgresBackend::connect(opts).await.context("cannot open postgresql storage")?;
             tracing::info!(target = db.target(), table = %opts.table, "postgresql storage open");
-            // Single node for now: this process is the table's only writer, so the cache is
-            // exact, as for sqlite. HA (several nodes on one table) must drop it.
+            // Single node: this process is the table's only writer, so the cache is exact, as
+            // for sqlite. HA mode (above) has none.
             Arc::new(CachedBackend::new(Arc::new(db), READ_CACHE_ENTRIES))
         }
-    })
+    };
+    Ok((backend, None))
+}
+
+/// The seal stanza's key material, read now (a key file readable by group or others is
+/// refused, as TLS keys are).
+fn load_seal(s: &crate::config::SealStanza) -> Result<Arc<dyn coffer_barrier::KeyWrapper>> {
+    use crate::config::{KeySource, SealStanza};
+    use base64::Engine as _;
+    let read = |(id, src): &(String, KeySource)| -> Result<(String, zeroize::Zeroizing<Vec<u8>>)> {
+        let text = |t: &str| -> Result<zeroize::Zeroizing<Vec<u8>>> {
+            let t = t.trim();
+            coffer_core::hex::unhex(t)
+                .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .map(zeroize::Zeroizing::new)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "static seal key {id:?} is neither 32 raw bytes, hex nor base64"
+                    )
+                })
+        };
+        let key = match src {
+            KeySource::File(p) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(p)
+                    .with_context(|| format!("cannot read static seal key file {}", p.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "static seal key file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
+                        p.display(),
+                        mode & 0o777,
+                        p.display()
+                    );
+                }
+                let raw = zeroize::Zeroizing::new(
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+                );
+                if raw.len() == 32 { raw } else { text(&String::from_utf8_lossy(&raw))? }
+            }
+            KeySource::Env(var) => {
+                let v = zeroize::Zeroizing::new(std::env::var(var).with_context(|| {
+                    format!("static seal key {id:?}: environment variable {var} is not set")
+                })?);
+                text(&v)?
+            }
+            KeySource::Inline(v) => text(v)?,
+        };
+        Ok((id.clone(), key))
+    };
+    match s {
+        SealStanza::Static { current, previous } => {
+            let (id, key) = read(current)?;
+            let previous = previous.as_ref().map(read).transpose()?;
+            Ok(Arc::new(coffer_barrier::StaticSeal::new(id, key, previous)?))
+        }
+        SealStanza::Transit(t) => Ok(crate::seal_transit::TransitSeal::new(t)?),
+    }
+}
+
+/// Until the first success: auto-unseal as soon as the storage is initialized (by this node or,
+/// in HA, another). A seal after that stays until a restart, as in Vault.
+async fn auto_unseal_loop(core: Arc<Core>) {
+    let mut reported = false;
+    loop {
+        match core.auto_unseal().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) if !reported => {
+                tracing::error!(error = %e, "auto-unseal failed; retrying every 5 s");
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(if reported { 5 } else { 1 })).await;
+    }
+}
+
+/// What this node advertises to the others in HA mode.
+fn advert(
+    cfg: &ServerConfig,
+    bound: &[(TcpListener, Option<Arc<rustls::ServerConfig>>, ListenerConfig)],
+) -> coffer_storage::ha::Advert {
+    let api_addr = cfg.api_addr.clone().unwrap_or_else(|| {
+        bound
+            .first()
+            .and_then(|(s, tls, _)| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                s.local_addr().ok().map(|a| format!("{scheme}://{a}"))
+            })
+            .unwrap_or_default()
+    });
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    coffer_storage::ha::Advert {
+        api_addr,
+        cluster_addr: cfg.cluster_addr.clone().unwrap_or_default(),
+        hostname,
+    }
 }
 
 /// Entries per cache generation (two generations at most are held).
@@ -79,7 +192,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     }
 
     // Storage last: a bad TLS file or a busy port must not leave a fresh database behind.
-    let storage = open_storage(&cfg.storage).await?;
+    let (storage, ha_lock) = open_storage(&cfg.storage).await?;
     // Identity tokens name this as their issuer; without `api_addr`, the first listener.
     let api_addr = match (&cfg.api_addr, bound.first()) {
         (Some(a), _) => a.clone(),
@@ -104,6 +217,25 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             sanitized_config: cfg.sanitized(),
         },
     );
+    match &cfg.seal {
+        // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
+        Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),
+        Some(seal) => core.set_auto_seal(load_seal(seal)?),
+        None => {}
+    }
+    // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
+    let mut cluster_listener = None;
+    if let Some(lock) = ha_lock {
+        core.enable_ha(lock, advert(&cfg, &bound));
+        if let Some(addr) = &cfg.cluster_addr {
+            let at = crate::cluster::socket_addr(addr)?;
+            let sock = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on cluster_addr {at}"))?;
+            let max = cfg.listeners.iter().map(|l| l.max_request_size).max().unwrap_or_default();
+            cluster_listener = Some((sock, crate::cluster::Cluster::new(core.clone(), max)));
+        }
+    }
 
     let dev_init = match &dev {
         Some(d) => {
@@ -138,6 +270,16 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             if tls.is_some() { "enabled" } else { "disabled" }
         );
     }
+    if let StorageConfig::Postgresql(o) = &cfg.storage
+        && let Some(h) = &o.ha
+    {
+        println!(
+            "{:>20}: postgresql (ha_table: {:?}, lock ttl: {}s)",
+            "HA Storage",
+            h.table,
+            h.lock_ttl.as_secs()
+        );
+    }
     println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
     if let Some(init) = &dev_init {
         use base64::Engine as _;
@@ -161,7 +303,17 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         );
     } else {
         let st = core.seal_status().await?;
-        if !st.initialized {
+        if cfg.seal_disabled {
+            println!(
+                "\nSeal migration: the seal stanza is disabled; run `coffer operator unseal -migrate` with {} recovery key shares to move to Shamir shares.",
+                st.threshold
+            );
+        } else if st.seal_type != "shamir" {
+            println!(
+                "\nAuto-unseal ({}): the server unseals itself once initialized (sys/init with recovery_shares and recovery_threshold).",
+                st.seal_type
+            );
+        } else if !st.initialized {
             println!("\nThe server is not initialized: run `coffer operator init`.");
         } else {
             println!(
@@ -185,8 +337,28 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let forwarder = cluster_listener.as_ref().map(|(_, c)| c.clone());
     for (sock, tls, l) in bound {
-        tasks.push(tokio::spawn(serve(sock, tls, l, core.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(serve(
+            sock,
+            tls,
+            l,
+            core.clone(),
+            forwarder.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some((sock, cluster)) = cluster_listener {
+        let limits = cfg.listeners.first().map(|l| {
+            http::BodyLimits::new(l.max_request_size, l.read_timeout, l.max_buffered_request_bytes)
+        });
+        if let Some(limits) = limits {
+            let app = http::router(core.clone(), limits);
+            tasks.push(tokio::spawn(crate::cluster::serve(sock, cluster, app, stop_rx.clone())));
+        }
+    }
+    if cfg.seal.is_some() && !cfg.seal_disabled {
+        tokio::spawn(auto_unseal_loop(core.clone()));
     }
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -226,6 +398,7 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     cfg: ListenerConfig,
     core: Arc<Core>,
+    forwarder: Option<Arc<crate::cluster::Cluster>>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Every connection (and WebSocket) holds a sender; when all are gone, the listener is done.
@@ -238,6 +411,11 @@ async fn serve(
             cfg.max_buffered_request_bytes,
         ),
     );
+    // HA standbys hand requests to the active node (cluster.rs).
+    let app = match forwarder {
+        Some(f) => app.layer(axum::middleware::from_fn_with_state(f, crate::cluster::forward)),
+        None => app,
+    };
     let header_timeout = cfg.read_header_timeout;
     let unauthenticated_metrics = cfg.unauthenticated_metrics_access;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);

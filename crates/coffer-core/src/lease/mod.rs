@@ -640,7 +640,8 @@ impl Expiration {
             return Ok(Ok(()));
         }
         let Err(err) = result else { return Ok(Ok(())) };
-        if matches!(err, Error::Sealed) {
+        // A node that lost leadership stops here: the new active revokes it.
+        if matches!(err, Error::Sealed | Error::Standby) {
             return Err(err);
         }
         let old_due = e.due;
@@ -843,7 +844,8 @@ impl Expiration {
             let began = Instant::now();
             running.spawn(async move {
                 match me.expire(at, &d).await {
-                    Ok(()) | Err(Error::Sealed) => {}
+                    // Sealed, or no longer the active node: the next active takes it over.
+                    Ok(()) | Err(Error::Sealed | Error::Standby) => {}
                     Err(e) => {
                         // Storage failed: nothing changed, so the entry goes back in memory and
                         // the next pass tries again (or, streamed, the next pass over its
@@ -937,7 +939,7 @@ async fn run(weak: Weak<Expiration>) {
             let Some(me) = weak.upgrade() else { return };
             match me.tick().await {
                 Ok(more) => more,
-                Err(Error::Sealed) => return,
+                Err(Error::Sealed | Error::Standby) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry pass failed; trying again");
                     false

@@ -330,6 +330,9 @@ pub enum Error {
     Sealed,
     #[error("Vault is not initialized")]
     NotInitialized,
+    /// HA: this node is unsealed but another one is active (Vault's `ErrStandby`).
+    #[error("Vault is in standby mode")]
+    Standby,
     #[error("permission denied")]
     PermissionDenied,
     /// A 403 with Vault's own text for the case (`bad token` for a lookup of an unknown token).
@@ -397,6 +400,7 @@ impl From<coffer_storage::Error> for Error {
                 Error::InvalidRequest(format!("invalid path: {m}"))
             }
             coffer_storage::Error::Backend(_) => Error::Internal(e.to_string()),
+            coffer_storage::Error::Fenced(_) => Error::Standby,
         }
     }
 }

@@ -8,6 +8,7 @@ mod audit;
 mod chaos;
 mod events;
 pub(crate) mod generate_root;
+mod ha;
 mod host;
 mod leases;
 mod metrics;
@@ -57,7 +58,7 @@ impl Ctx<'_> {
 
 fn seal_status_json(s: &SealStatus) -> Value {
     let mut v = json!({
-        "type": "shamir",
+        "type": s.seal_type,
         "initialized": s.initialized,
         "sealed": s.sealed,
         "t": s.threshold,
@@ -66,8 +67,8 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "nonce": s.nonce,
         "version": VERSION,
         "build_date": "",
-        "migration": false,
-        "recovery_seal": false,
+        "migration": s.migration,
+        "recovery_seal": s.seal_type != "shamir",
         "storage_type": s.storage_type,
     });
     // Vault's `omitempty`: no cluster name until the cluster is unsealed.
@@ -124,18 +125,28 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
             if f.has("pgp_keys") || f.has("root_token_pgp_key") {
                 return Err(Error::invalid("PGP-encrypted key shares are not supported by Coffer"));
             }
-            let shares = f.required_u64("secret_shares")?;
-            let threshold = f.required_u64("secret_threshold")?;
+            // With auto-unseal, Vault's recovery_shares/recovery_threshold split the recovery
+            // key, and the answer lists recovery keys instead of unseal keys.
+            let auto = core.seal_status().await?.seal_type != "shamir";
+            let (shares, threshold) = if auto {
+                (f.required_u64("recovery_shares")?, f.required_u64("recovery_threshold")?)
+            } else {
+                (f.required_u64("secret_shares")?, f.required_u64("secret_threshold")?)
+            };
             let init = core.initialize(shares, threshold).await?;
             let b64 = base64::engine::general_purpose::STANDARD;
-            Response::raw(
-                200,
+            let hexed: Vec<String> = init.keys.iter().map(|k| hex(k)).collect();
+            let b64ed: Vec<String> = init.keys.iter().map(|k| b64.encode(k.as_slice())).collect();
+            let body = if init.recovery {
                 json!({
-                    "keys": init.keys.iter().map(|k| hex(k)).collect::<Vec<_>>(),
-                    "keys_base64": init.keys.iter().map(|k| b64.encode(k.as_slice())).collect::<Vec<_>>(),
+                    "keys": [], "keys_base64": [],
+                    "recovery_keys": hexed, "recovery_keys_base64": b64ed,
                     "root_token": init.root_token.expose(),
-                }),
-            )
+                })
+            } else {
+                json!({ "keys": hexed, "keys_base64": b64ed, "root_token": init.root_token.expose() })
+            };
+            Response::raw(200, body)
         }
         ("sys/seal-status", Operation::Read) => {
             Response::raw(200, seal_status_json(&core.seal_status().await?))
@@ -151,23 +162,12 @@ pub(crate) async fn public(core: &Core, req: &Request, path: &str) -> Result<Opt
                     ));
                 }
             };
-            let status = core.submit_unseal_key(key, reset).await?;
+            let migrate = f.bool("migrate")?.unwrap_or(false);
+            let status = core.submit_unseal_key(key, reset, migrate).await?;
             Response::raw(200, seal_status_json(&status))
         }
         ("sys/health", Operation::Read) => health(core, &f).await?,
-        ("sys/leader", Operation::Read) => {
-            if core.is_sealed() {
-                return Err(Error::Sealed);
-            }
-            Response::raw(
-                200,
-                json!({
-                    "ha_enabled": false, "is_self": true, "active_time": "", "leader_address": "",
-                    "leader_cluster_address": "", "performance_standby": false,
-                    "performance_standby_last_remote_wal": 0,
-                }),
-            )
-        }
+        ("sys/leader", Operation::Read) => ha::leader(core).await?,
         ("sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader", _) => {
             return Err(Error::UnsupportedOperation);
         }
@@ -187,22 +187,20 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     };
     let initialized = core.is_initialized().await?;
     let sealed = core.is_sealed();
+    let standby = !sealed
+        && matches!(core.ha_role(), Some(r) if !matches!(r, crate::ha::Role::Active { .. }));
     let status = if !initialized {
         code("uninitcode", 501)?
     } else if sealed {
         code("sealedcode", 503)?
+    } else if standby && !f.bool("standbyok")?.unwrap_or(false) {
+        code("standbycode", 429)?
     } else {
         code("activecode", 200)?
     };
-    // The other overrides (standby, DR, performance standby) concern HA nodes; validate them so a
-    // typo is reported rather than silently ignored.
-    for name in [
-        "standbycode",
-        "drsecondarycode",
-        "performancestandbycode",
-        "removedcode",
-        "haunhealthycode",
-    ] {
+    // The other overrides (DR, performance standby) concern nodes Coffer has not; validate them
+    // so a typo is reported rather than silently ignored.
+    for name in ["drsecondarycode", "performancestandbycode", "removedcode", "haunhealthycode"] {
         code(name, 200)?;
     }
     for name in ["standbyok", "perfstandbyok"] {
@@ -215,7 +213,8 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
     let mut body = json!({
         "initialized": initialized,
         "sealed": sealed,
-        "standby": !active,
+        // Vault's: a sealed or uninitialized node, and an HA standby.
+        "standby": standby || !active,
         "performance_standby": false,
         "replication_performance_mode": replication,
         "replication_dr_mode": replication,
@@ -242,6 +241,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             ctx.core.seal().await?;
             Ok(Response::empty())
         }
+        "step-down" if write => Ok(ha::step_down(ctx.core)),
+        "ha-status" if op == Read => ha::status(ctx.core).await,
         "rotate" if write => {
             ctx.core.rotate().await?;
             Ok(Response::empty())
@@ -325,6 +326,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             Err(Error::UnsupportedOperation)
         }
         "seal"
+        | "step-down"
+        | "ha-status"
         | "rotate"
         | "key-status"
         | "capabilities-self"

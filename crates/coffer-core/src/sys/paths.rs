@@ -135,6 +135,11 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[
             Field::int("secret_shares", "How many unseal key shares to make."),
             Field::int("secret_threshold", "How many shares unseal."),
+            Field::int("recovery_shares", "Auto-unseal: how many recovery key shares to make."),
+            Field::int(
+                "recovery_threshold",
+                "Auto-unseal: how many recovery shares make a quorum.",
+            ),
             Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
             Field::str("root_token_pgp_key", "Not supported."),
         ],
@@ -158,6 +163,10 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[
             Field::str("key", "One unseal key share, hex or base64."),
             Field::bool("reset", "Forget the shares submitted so far."),
+            Field::bool(
+                "migrate",
+                "Seal migration: the Shamir shares move the storage to the configured seal.",
+            ),
         ],
     ),
     p(
@@ -165,8 +174,8 @@ pub(crate) const PATHS: &[SysPath] = &[
         "Health, with the status code telling it (load balancers).",
         &[Read],
         &[
-            Field::bool("standbyok", "Answer 200 on a standby (Coffer has none)."),
-            Field::bool("perfstandbyok", "Answer 200 on a performance standby (none)."),
+            Field::bool("standbyok", "Answer with activecode (200) on an HA standby."),
+            Field::bool("perfstandbyok", "Answer 200 on a performance standby (Coffer has none)."),
             Field::int("activecode", "Status code when active and unsealed (200)."),
             Field::int("standbycode", "Status code on a standby (429)."),
             Field::int("drsecondarycode", "Status code on a DR secondary (472)."),
@@ -177,7 +186,9 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::int("haunhealthycode", "Status code when HA is unhealthy (474)."),
         ],
     ),
-    p("leader", "The HA leader (Coffer: always this node).", &[Read], &[]),
+    p("leader", "The HA leader: this node without HA mode.", &[Read], &[]),
+    p("ha-status", "The HA nodes that reported recently, and which one is active.", &[Read], &[]),
+    p("step-down", "The active node gives up leadership (HA).", &[Update], &[]),
     p(
         "generate-root",
         "Root token generation: see generate-root/attempt and generate-root/update. As in \

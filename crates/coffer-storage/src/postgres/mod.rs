@@ -17,12 +17,18 @@
 //! instead. Sessions commit with `synchronous_commit=on`, whatever the server's default. Error
 //! messages name the host and database and never contain the password or the connection URL.
 //!
-//! Not done here: HA (an advisory lock for active/standby nodes comes with HA mode); a process
-//! other than this one writing the same table while a `CachedBackend` is in front.
+//! With `ha` set, the backend also opens the HA lock ([`ha`]) and every write is fenced: each
+//! group's transaction first checks this node's leadership epoch against the lock row, and the
+//! group fails with [`Error::Fenced`] when a newer epoch exists.
+//!
+//! Not done here: a process other than this one writing the same table while a
+//! `CachedBackend` is in front (HA nodes run without one).
 
+pub(crate) mod ha;
 mod url;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,6 +58,8 @@ pub struct PostgresOptions {
     pub connection_url: String,
     pub table: String,
     pub max_parallel: usize,
+    /// HA mode (`ha_enabled`): the lock table and TTL; `None` for a single node.
+    pub ha: Option<ha::HaOptions>,
 }
 
 impl PostgresOptions {
@@ -60,6 +68,7 @@ impl PostgresOptions {
             connection_url: connection_url.into(),
             table: DEFAULT_TABLE.to_owned(),
             max_parallel: DEFAULT_MAX_PARALLEL,
+            ha: None,
         }
     }
 
@@ -91,6 +100,17 @@ impl PostgresOptions {
         if !MAX_PARALLEL_RANGE.contains(&self.max_parallel) {
             return Err(Error::Backend("postgresql max_parallel must be from 1 to 1024".into()));
         }
+        if let Some(h) = &self.ha {
+            Self::validate_table(&h.table)?;
+            if h.table == self.table {
+                return Err(Error::Backend("postgresql ha_table must differ from table".into()));
+            }
+            if !ha::LOCK_TTL_RANGE.contains(&h.lock_ttl) {
+                return Err(Error::Backend(
+                    "postgresql ha_lock_ttl must be from 2s to 300s".into(),
+                ));
+            }
+        }
         url::parse(&self.connection_url).map(drop)
     }
 
@@ -106,6 +126,7 @@ impl fmt::Debug for PostgresOptions {
             .field("target", &self.target())
             .field("table", &self.table)
             .field("max_parallel", &self.max_parallel)
+            .field("ha", &self.ha)
             .finish_non_exhaustive()
     }
 }
@@ -119,10 +140,12 @@ struct Sql {
     list_open: String,
     scan_below: String,
     scan_open: String,
+    /// HA: the fencing check every write transaction starts with.
+    fence: Option<String>,
 }
 
 impl Sql {
-    fn new(table: &str) -> Self {
+    fn new(table: &str, ha_table: Option<&str>) -> Self {
         Self {
             get: format!("SELECT value FROM {table} WHERE key = $1"),
             put: format!(
@@ -140,6 +163,7 @@ impl Sql {
             scan_open: format!(
                 "SELECT key FROM {table} WHERE key >= $1 AND key <> $2 ORDER BY key LIMIT $3"
             ),
+            fence: ha_table.map(ha::fence_sql),
         }
     }
 }
@@ -162,6 +186,8 @@ pub struct PostgresBackend {
     pool: Pool,
     sql: Sql,
     target: String,
+    /// HA: the lock that sets the epoch the commit task's writes carry.
+    ha_lock: Option<Arc<ha::PgHaLock>>,
     /// Index reads made by `list`, so a test can prove a listing skips subtrees.
     #[cfg(test)]
     list_reads: std::sync::atomic::AtomicUsize,
@@ -188,6 +214,36 @@ impl PostgresBackend {
             );
         }
         let target = conn.target();
+        let lock_pool = match &opts.ha {
+            // The lock's own connection: a request pool at its limit cannot delay a renewal.
+            // No statement of it may wait past a fraction of the TTL: a taking blocked behind
+            // a row lock would otherwise complete after the node gave up waiting for it.
+            Some(h) => Some(
+                {
+                    let mut c = url::parse(&opts.connection_url)?;
+                    let ms = (h.lock_ttl / 4).as_millis();
+                    add_options(&mut c, &format!("-c lock_timeout={ms} -c statement_timeout={ms}"));
+                    c
+                }
+                .into_pool(&PoolOptions {
+                    max_size: 1,
+                    wait_timeout: POOL_WAIT,
+                    create_timeout: POOL_WAIT,
+                    recycle_timeout: None,
+                    max_lifetime: None,
+                })
+                .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut conn = conn;
+        if let Some(h) = &opts.ha {
+            // A node paused inside a write transaction holds the lock row FOR SHARE, which
+            // would hold off a new leader for as long as the pause: PostgreSQL ends such a
+            // session after a quarter of the TTL, and the paused write fails.
+            let ms = (h.lock_ttl / 4).as_millis();
+            add_options(&mut conn, &format!("-c idle_in_transaction_session_timeout={ms}"));
+        }
         let pool = conn
             .into_pool(&PoolOptions {
                 max_size: opts.max_parallel,
@@ -198,10 +254,19 @@ impl PostgresBackend {
             })
             .map_err(|e| Error::Backend(format!("postgresql {target}: {e}")))?;
         let table = quote_table(&opts.table);
+        let ha_table = opts.ha.as_ref().map(|h| quote_table(&h.table));
+        let fence = opts.ha.as_ref().map(|_| Arc::new(crate::ha::Fence::new()));
+        let ha_lock = match (&opts.ha, &ha_table, lock_pool, &fence) {
+            (Some(h), Some(t), Some(p), Some(f)) => Some(Arc::new(
+                ha::PgHaLock::open(p, t, &h.table, h.lock_ttl, f.clone(), target.clone()).await?,
+            )),
+            _ => None,
+        };
         let (writer, queue) = mpsc::unbounded_channel();
         let committer = Committer {
             pool: pool.clone(),
-            sql: Sql::new(&table),
+            sql: Sql::new(&table, ha_table.as_deref()),
+            fence,
             target: target.clone(),
             #[cfg(test)]
             commits: std::sync::Arc::default(),
@@ -214,8 +279,9 @@ impl PostgresBackend {
             #[cfg(test)]
             commits,
             pool,
-            sql: Sql::new(&table),
+            sql: Sql::new(&table, ha_table.as_deref()),
             target,
+            ha_lock,
             #[cfg(test)]
             list_reads: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -226,6 +292,11 @@ impl PostgresBackend {
     /// `host:port/database`, for logs.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The HA lock, when the backend was opened with `ha`.
+    pub fn ha_lock(&self) -> Option<Arc<ha::PgHaLock>> {
+        self.ha_lock.clone()
     }
 
     async fn create_table(&self, table: &str, name: &str) -> Result<()> {
@@ -428,6 +499,8 @@ enum GroupFailure {
 struct Committer {
     pool: Pool,
     sql: Sql,
+    /// HA: the epoch every group's transaction checks first.
+    fence: Option<Arc<crate::ha::Fence>>,
     target: String,
     #[cfg(test)]
     commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -476,10 +549,19 @@ impl Committer {
                 GroupFailure::Closed(msg) => Error::Backend(msg),
                 GroupFailure::All(e) => e,
             };
-            tracing::error!(target = %self.target, error = %all, requests = group.len(), "postgresql group commit failed; every request in it fails");
-            let msg = all.to_string();
+            // A fenced group keeps its kind: the core answers it as a standby's refusal.
+            let fenced = matches!(all, Error::Fenced(_));
+            if !fenced {
+                tracing::error!(target = %self.target, error = %all, requests = group.len(), "postgresql group commit failed; every request in it fails");
+            }
+            let msg = match all {
+                Error::Fenced(m) => m,
+                other => other.to_string(),
+            };
             for job in group {
-                let _ = job.done.send(Err(Error::Backend(msg.clone())));
+                let e =
+                    if fenced { Error::Fenced(msg.clone()) } else { Error::Backend(msg.clone()) };
+                let _ = job.done.send(Err(e));
             }
             return;
         }
@@ -510,6 +592,29 @@ impl Committer {
             )))
         })?;
         let tx = c.transaction().await.map_err(|e| self.before_commit("begin", &e))?;
+        // --- HA fencing (the only HA code in the write path): the epoch check comes first in
+        // the transaction, and its FOR SHARE lock on the lock row holds off a new leader's
+        // taking until this transaction ends.
+        if let (Some(sql), Some(fence)) = (&self.sql.fence, &self.fence) {
+            let epoch = fence.epoch();
+            let ok: bool = tx
+                .query_one(sql.as_str(), &[&epoch])
+                .await
+                .map_err(|e| self.before_commit("fencing check", &e))?
+                .get(0);
+            if !ok {
+                tracing::warn!(
+                    target_db = %self.target,
+                    epoch,
+                    "write refused by HA fencing: another node leads now"
+                );
+                return Err(GroupFailure::All(Error::Fenced(format!(
+                    "postgresql {}: write refused: this node does not hold the newest leadership epoch",
+                    self.target
+                ))));
+            }
+        }
+        // --- end of HA fencing
         let put =
             tx.prepare_cached(&self.sql.put).await.map_err(|e| self.before_commit("put", &e))?;
         let delete = tx
@@ -621,6 +726,16 @@ impl Backend for PostgresBackend {
     fn kind(&self) -> &'static str {
         "postgresql"
     }
+}
+
+/// Adds `-c name=value` settings to the session's startup options.
+fn add_options(conn: &mut coffer_pg::ConnString, more: &str) {
+    let config = conn.config_mut();
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {more}"),
+        _ => more.to_owned(),
+    };
+    config.options(options);
 }
 
 #[cfg(test)]

@@ -261,3 +261,136 @@ async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
     let commits = b.commits.load(Ordering::Relaxed) - before;
     assert!(commits < 64, "64 concurrent requests took {commits} commits");
 }
+
+mod ha_lock {
+    //! The HA lock and fencing against a real PostgreSQL.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ha::{Advert, HaLock};
+
+    async fn node(url: &str, ttl: Duration) -> PostgresBackend {
+        let mut o = PostgresOptions::new(url);
+        o.ha = Some(ha::HaOptions { table: "coffer_ha_locks".into(), lock_ttl: ttl });
+        PostgresBackend::connect(&o).await.expect("connect")
+    }
+
+    fn advert(n: &str) -> Advert {
+        Advert {
+            api_addr: format!("https://{n}:8200"),
+            cluster_addr: String::new(),
+            hostname: n.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_each_taking_raises_the_epoch() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let (a, b) =
+            (node(&url, Duration::from_secs(30)).await, node(&url, Duration::from_secs(30)).await);
+        let (la, lb) = (a.ha_lock().expect("lock"), b.ha_lock().expect("lock"));
+        // Before anyone led, an epoch-0 write works (sys/init does this).
+        a.put("core/x", vec![1]).await.expect("write before any leader");
+        assert_eq!(la.try_acquire(&advert("a")).await.expect("acquire"), Some(1));
+        assert_eq!(lb.try_acquire(&advert("b")).await.expect("acquire"), None);
+        let leader = lb.leader().await.expect("leader").expect("row");
+        assert_eq!((leader.node_id.as_str(), leader.epoch, leader.live), (la.node_id(), 1, true));
+        assert_eq!(leader.advert.api_addr, "https://a:8200");
+        assert!(la.renew(1).await.expect("renew"));
+        assert!(!lb.renew(1).await.expect("renew by a non-holder"), "only the holder renews");
+        la.release(1).await.expect("release");
+        assert!(!la.renew(1).await.expect("renew after release"));
+        assert_eq!(lb.try_acquire(&advert("b")).await.expect("acquire"), Some(2));
+        let now = lb.leader().await.expect("leader").expect("row");
+        assert_eq!((now.node_id.as_str(), now.epoch), (lb.node_id(), 2));
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_cannot_write_and_a_standby_never_could() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let ttl = Duration::from_secs(2);
+        let (a, b) = (node(&url, ttl).await, node(&url, ttl).await);
+        let (la, lb) = (a.ha_lock().expect("lock"), b.ha_lock().expect("lock"));
+        assert_eq!(la.try_acquire(&advert("a")).await.expect("acquire"), Some(1));
+        a.put("k", vec![1]).await.expect("the leader writes");
+        a.batch(vec![Op::Put("k2".into(), vec![2])]).await.expect("the leader's batch");
+        let refused = b.put("k", vec![9]).await.expect_err("a standby's write");
+        assert!(matches!(refused, Error::Fenced(_)), "{refused}");
+        assert!(matches!(b.delete("k").await, Err(Error::Fenced(_))));
+        // a stops renewing (a pause): the lock expires on the database's clock, b takes it.
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        assert_eq!(lb.try_acquire(&advert("b")).await.expect("acquire"), Some(2));
+        // a still believes it holds epoch 1: the database refuses its writes and its renewal.
+        let refused = a.put("k", vec![7]).await.expect_err("the deposed leader's write");
+        assert!(matches!(refused, Error::Fenced(_)), "{refused}");
+        assert!(matches!(a.batch(vec![Op::Delete("k2".into())]).await, Err(Error::Fenced(_))));
+        assert!(!la.renew(1).await.expect("renew"));
+        b.put("k", vec![3]).await.expect("the new leader writes");
+        assert_eq!(a.get("k").await.expect("get"), Some(vec![3]));
+        assert_eq!(
+            a.get("k2").await.expect("get"),
+            Some(vec![2]),
+            "the refused delete changed nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_session_ended_is_replaced_before_its_expiry() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let ttl = Duration::from_secs(60);
+        let a = node(&url, ttl).await;
+        let b = node(&url, ttl).await;
+        let lb = b.ha_lock().expect("lock");
+        assert_eq!(
+            a.ha_lock().expect("lock").try_acquire(&advert("a")).await.expect("acquire"),
+            Some(1)
+        );
+        assert_eq!(lb.try_acquire(&advert("b")).await.expect("acquire"), None);
+        // The process dies: its connections close, PostgreSQL ends its sessions.
+        drop(a);
+        let start = std::time::Instant::now();
+        let epoch = loop {
+            if let Some(e) = lb.try_acquire(&advert("b")).await.expect("acquire") {
+                break e;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "not taken within 10 s of a's end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_leader_passes_the_conformance_suite() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let a = node(&url, Duration::from_secs(30)).await;
+        a.ha_lock().expect("lock").try_acquire(&advert("a")).await.expect("acquire");
+        crate::conformance::exercise(&a).await;
+    }
+
+    #[tokio::test]
+    async fn nodes_report_themselves() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let a = node(&url, Duration::from_secs(10)).await;
+        let la = a.ha_lock().expect("lock");
+        la.heartbeat(&advert("a")).await.expect("heartbeat");
+        la.heartbeat(&advert("a")).await.expect("heartbeat again");
+        let nodes = la.nodes(Duration::from_secs(30)).await.expect("nodes");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            (nodes[0].node_id.as_str(), nodes[0].advert.hostname.as_str()),
+            (la.node_id(), "a")
+        );
+    }
+
+    #[tokio::test]
+    async fn options_are_checked() {
+        let mut o = PostgresOptions::new("postgres://u:p@h/db");
+        o.ha = Some(ha::HaOptions { table: "coffer_kv".into(), lock_ttl: Duration::from_secs(15) });
+        assert!(o.check().is_err(), "the lock table must differ from the data table");
+        o.ha = Some(ha::HaOptions { table: "locks".into(), lock_ttl: Duration::from_secs(1) });
+        assert!(o.check().is_err(), "a 1 s lock is refused");
+        o.ha = Some(ha::HaOptions::default());
+        o.check().expect("defaults");
+    }
+}

@@ -30,7 +30,7 @@ pub(super) fn closing_error(status: StatusCode, msg: String) -> Response {
 /// be given a status here.
 pub(super) fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Sealed | Error::Standby => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotInitialized => StatusCode::BAD_REQUEST,
         Error::PermissionDenied | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotFound => StatusCode::NOT_FOUND,

@@ -1,0 +1,292 @@
+//! Auto-unseal: the unseal key is stored wrapped by a key the server can reach without a person
+//! (a [`KeyWrapper`]: a static key file, a KMS), so a server unseals itself at start. Operators
+//! get *recovery* key shares instead of unseal shares: they prove a quorum for generate-root, and
+//! cannot unseal (as in Vault).
+//!
+//! Guarantees: the unseal key is stored only wrapped; the recovery key only inside the barrier
+//! (readable once unsealed), and its shares are checked against it in constant time; a wrapped
+//! key names the wrapping key's id, so a wrapper with a previous key still opens it after the
+//! current key changed.
+//!
+//! Not done: migration from one seal to another; re-wrapping under a new current key.
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::aead::{AeadKey, KEY_LEN, random_key};
+use crate::keyring::Keyring;
+use crate::seal::split_key;
+use crate::{
+    Barrier, Error, KEYRING_PATH, ROOT_KEY_PATH, Result, SEAL_CONFIG_PATH, SEAL_CONFIG_SEALED_PATH,
+    SealConfig,
+};
+
+/// The wrapped unseal key (plain storage: it is read before unseal).
+pub(crate) const WRAPPED_KEY_PATH: &str = "core/seal/wrapped-unseal-key";
+/// The recovery key, sealed by the keyring.
+pub(crate) const RECOVERY_KEY_PATH: &str = "core/seal/recovery-key";
+
+/// What wraps the unseal key of an auto-unseal barrier.
+#[async_trait]
+pub trait KeyWrapper: Send + Sync + 'static {
+    /// The seal type, as `sys/seal-status` shows it (`static`, `transit`).
+    fn seal_type(&self) -> &'static str;
+    async fn wrap(&self, key: &[u8]) -> Result<Vec<u8>>;
+    async fn unwrap(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+}
+
+/// OpenBao's `seal "static"`: AES-256-GCM under a 32-byte key given in the configuration, with
+/// an optional previous key that still opens what it wrapped.
+pub struct StaticSeal {
+    current: (String, Zeroizing<Vec<u8>>),
+    previous: Option<(String, Zeroizing<Vec<u8>>)>,
+}
+
+impl StaticSeal {
+    pub fn new(
+        current_id: String,
+        current: Zeroizing<Vec<u8>>,
+        previous: Option<(String, Zeroizing<Vec<u8>>)>,
+    ) -> Result<Self> {
+        for (id, k) in
+            std::iter::once((&current_id, &current)).chain(previous.iter().map(|(i, k)| (i, k)))
+        {
+            if k.len() != KEY_LEN {
+                return Err(Error::InvalidSealConfig(format!(
+                    "static seal key {id:?} must be 32 bytes, not {}",
+                    k.len()
+                )));
+            }
+            if id.is_empty() || id.len() > 255 {
+                return Err(Error::InvalidSealConfig(
+                    "static seal key ids must be 1 to 255 bytes".into(),
+                ));
+            }
+        }
+        Ok(Self { current: (current_id, current), previous })
+    }
+
+    fn aad(id: &str) -> String {
+        format!("{WRAPPED_KEY_PATH}#static#{id}")
+    }
+}
+
+#[async_trait]
+impl KeyWrapper for StaticSeal {
+    fn seal_type(&self) -> &'static str {
+        "static"
+    }
+
+    async fn wrap(&self, key: &[u8]) -> Result<Vec<u8>> {
+        let (id, k) = &self.current;
+        let ct = AeadKey::new(k)?.seal(0, &Self::aad(id), key)?;
+        // [id length][id][AEAD blob]
+        let mut out = Vec::with_capacity(1 + id.len() + ct.len());
+        out.push(id.len() as u8);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    async fn unwrap(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let corrupt = || Error::Corrupt(WRAPPED_KEY_PATH.into());
+        let n = *blob.first().ok_or_else(corrupt)? as usize;
+        let id =
+            blob.get(1..1 + n).and_then(|b| std::str::from_utf8(b).ok()).ok_or_else(corrupt)?;
+        let ct = &blob[1 + n..];
+        let key = [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|(i, _)| i == id)
+            .ok_or_else(|| {
+                Error::InvalidSealConfig(format!(
+                    "the unseal key is wrapped by static key {id:?}, which the seal stanza does not give (current_key_id or previous_key_id)"
+                ))
+            })?;
+        AeadKey::new(&key.1)?.open(&Self::aad(id), ct).map_err(|_| Error::WrongKey)
+    }
+}
+
+impl Barrier {
+    /// Initializes for auto-unseal: a random unseal key stored wrapped by `wrapper`, and a
+    /// random recovery key split as `recovery` says, stored inside the barrier. Returns the
+    /// recovery shares; the barrier is left unsealed, as [`Barrier::initialize`] leaves it.
+    pub async fn initialize_auto(
+        &self,
+        recovery: &SealConfig,
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+        if self.is_initialized().await? {
+            return Err(Error::AlreadyInitialized);
+        }
+        let config = SealConfig { seal_type: wrapper.seal_type().into(), ..recovery.clone() };
+        let unseal_key = random_key()?;
+        let recovery_key = random_key()?;
+        let root_key = random_key()?;
+        let keyring = Keyring::generate(root_key.clone())?;
+        let sealed_root =
+            AeadKey::new(unseal_key.as_ref())?.seal(0, ROOT_KEY_PATH, root_key.as_ref())?;
+        let wrapped = wrapper.wrap(unseal_key.as_ref()).await?;
+        let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, recovery_key.as_ref())?;
+        let sealed_ring = keyring.sealed_form()?;
+        let config_json = serde_json::to_vec(&config)
+            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let shares = split_key(recovery_key.as_ref(), &config)?;
+        self.backend
+            .batch(vec![
+                coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                coffer_storage::Op::Put(KEYRING_PATH.into(), sealed_ring),
+                coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
+                coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                // Last: until it exists, the store counts as uninitialized.
+                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+            ])
+            .await?;
+        self.install(keyring)?;
+        Ok(shares)
+    }
+
+    /// Opens an auto-unseal barrier with its wrapper. [`Error::NotInitialized`] before init;
+    /// [`Error::InvalidSealConfig`] when the storage was initialized for another seal.
+    pub async fn unseal_auto(&self, wrapper: &dyn KeyWrapper) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != wrapper.seal_type() {
+            return Err(Error::InvalidSealConfig(format!(
+                "the storage uses seal type {:?}, the configuration has {:?}: from Shamir, run `coffer operator unseal -migrate` with the shares; other migrations are not supported",
+                config.seal_type,
+                wrapper.seal_type()
+            )));
+        }
+        let wrapped = self
+            .backend
+            .get(WRAPPED_KEY_PATH)
+            .await?
+            .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
+        let key = wrapper.unwrap(&wrapped).await?;
+        self.unseal_with_key(&key, &config).await
+    }
+
+    /// On an unsealed auto-unseal barrier: whether `shares` combine to the recovery key
+    /// (constant-time); [`Error::WrongKey`] when they do not.
+    pub(crate) async fn verify_recovery_shares(
+        &self,
+        keyring: &Keyring,
+        config: &SealConfig,
+        shares: &[Zeroizing<Vec<u8>>],
+    ) -> Result<()> {
+        let stored = self
+            .backend
+            .get(RECOVERY_KEY_PATH)
+            .await?
+            .ok_or_else(|| Error::Corrupt(RECOVERY_KEY_PATH.into()))?;
+        let recovery = keyring.open(RECOVERY_KEY_PATH, &stored)?;
+        let given = crate::seal::combine_key(shares, config)?;
+        if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_slice(), recovery.as_slice())) {
+            Ok(())
+        } else {
+            Err(Error::WrongKey)
+        }
+    }
+}
+
+impl Barrier {
+    /// Seal migration from Shamir to auto-unseal (`unseal -migrate`): `shares` must open this
+    /// sealed Shamir barrier. The unseal key is then stored wrapped by `wrapper`, and becomes the
+    /// recovery key too, so the same shares go on proving a quorum (as in Vault). One atomic
+    /// batch: a crash leaves the Shamir barrier or the migrated one. The barrier is left
+    /// unsealed.
+    pub async fn migrate_to_auto(
+        &self,
+        shares: &[Zeroizing<Vec<u8>>],
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != "shamir" {
+            return Err(Error::InvalidSealConfig(format!(
+                "the storage already uses the {} seal",
+                config.seal_type
+            )));
+        }
+        let key = crate::seal::combine_key(shares, &config)?;
+        self.unseal_with_key(&key, &config).await?;
+        let keyring = self.keyring()?;
+        let migrated = SealConfig { seal_type: wrapper.seal_type().into(), ..config };
+        let result = async {
+            let wrapped = wrapper.wrap(&key).await?;
+            let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, &key)?;
+            let config_json = serde_json::to_vec(&migrated)
+                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            self.backend
+                .batch(vec![
+                    coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
+                    coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                ])
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.seal();
+        }
+        result
+    }
+}
+
+impl Barrier {
+    /// Seal migration from auto-unseal back to Shamir shares (`unseal -migrate` with the old
+    /// seal stanza marked `disabled`): `wrapper` opens the barrier, `shares` must be a quorum of
+    /// the recovery key, which becomes the unseal key (so the same shares now unseal, as in
+    /// Vault). One atomic batch; the barrier is left unsealed.
+    pub async fn migrate_to_shamir(
+        &self,
+        shares: &[Zeroizing<Vec<u8>>],
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<()> {
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type != wrapper.seal_type() {
+            return Err(Error::InvalidSealConfig(format!(
+                "the storage uses seal type {:?}, not the disabled {:?} seal",
+                config.seal_type,
+                wrapper.seal_type()
+            )));
+        }
+        let wrapped = self
+            .backend
+            .get(WRAPPED_KEY_PATH)
+            .await?
+            .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
+        let key = wrapper.unwrap(&wrapped).await?;
+        self.unseal_with_key(&key, &config).await?;
+        let keyring = self.keyring()?;
+        let result = async {
+            self.verify_recovery_shares(&keyring, &config, shares).await?;
+            let recovery = crate::seal::combine_key(shares, &config)?;
+            let sealed_root =
+                AeadKey::new(&recovery)?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
+            let shamir = SealConfig { seal_type: "shamir".into(), ..config.clone() };
+            let config_json = serde_json::to_vec(&shamir)
+                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            self.backend
+                .batch(vec![
+                    coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                    coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
+                    coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
+                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                ])
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.seal();
+        }
+        result
+    }
+}

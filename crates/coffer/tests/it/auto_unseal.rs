@@ -1,0 +1,250 @@
+//! `seal "transit"`: a server whose unseal key is wrapped by another Coffer's transit engine
+//! unseals itself at init and after restarts, waits while the transit server is unreachable,
+//! and refuses key shares; recovery shares (auto-unseal) make a root token with generate-root.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{Server, default_config, tempdir};
+
+async fn status(s: &Server) -> serde_json::Value {
+    s.call("GET", "sys/seal-status", None, None).await.1
+}
+
+async fn wait_unsealed(s: &Server, within: Duration) {
+    let start = Instant::now();
+    while status(s).await["sealed"] != json!(false) {
+        assert!(start.elapsed() < within, "still sealed after {within:?}: {}", s.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transit_sealed_server_unseals_itself_and_waits_for_its_transit_server() {
+    let dir = tempdir();
+    // On a fixed port: it is restarted below, and the node's seal stanza names its address.
+    let (mut kms, kms_keys, kms_root) =
+        crate::agent::server_on_fixed_port(&dir.path().join("kms")).await;
+    let (s, b) = kms
+        .call("POST", "sys/mounts/transit", Some(&kms_root), Some(json!({"type": "transit"})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) =
+        kms.call("POST", "transit/keys/autounseal", Some(&kms_root), Some(json!({}))).await;
+    assert!(s == 200 || s == 204, "{b}");
+
+    let node_dir = dir.path().join("node");
+    let config = format!(
+        "{}seal \"transit\" {{\n  address = \"{}\"\n  token = \"{kms_root}\"\n  key_name = \"autounseal\"\n  mount_path = \"transit/\"\n  disable_renewal = \"true\"\n}}\n",
+        default_config(&node_dir),
+        kms.addr
+    );
+    let mut node = Server::start_with(&node_dir, &config, "http");
+    let (s, b) = node
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 1, "recovery_threshold": 1})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery = b["recovery_keys"][0].as_str().expect("recovery key").to_owned();
+    wait_unsealed(&node, Duration::from_secs(10)).await;
+    let st = status(&node).await;
+    assert_eq!((&st["type"], &st["recovery_seal"]), (&json!("transit"), &json!(true)), "{st}");
+    let (s, _) =
+        node.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(s, 204);
+    let (s, _) = node.call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(s, 204);
+
+    // Restarted: unsealed with nobody's help.
+    node.restart();
+    wait_unsealed(&node, Duration::from_secs(10)).await;
+    let (s, b) = node.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((s, &b["data"]["v"]), (200, &json!(1)), "{b}");
+
+    // Transit server down: the node stays sealed (and says why), and key shares do not help.
+    kms.stop();
+    node.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&node).await["sealed"], json!(true));
+    assert!(node.logs().contains("auto-unseal failed"), "{}", node.logs());
+    let (s, b) = node.call("PUT", "sys/unseal", None, Some(json!({"key": recovery}))).await;
+    assert_eq!(s, 400, "{b}");
+    // Back: the node unseals by itself at its next try.
+    kms.restart();
+    kms.unseal(&kms_keys).await;
+    wait_unsealed(&node, Duration::from_secs(15)).await;
+    // Neither the wrapped unseal key nor the seal's token reaches the log.
+    let logs = node.logs();
+    assert!(!logs.contains("vault:v1:"), "the wrapped key reached the log");
+    assert!(!logs.contains(&kms_root), "the transit token reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_shares_replace_unseal_shares_for_generate_root() {
+    use base64::Engine as _;
+    let dir = tempdir();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [7u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node_dir = dir.path().join("node");
+    let config = format!(
+        "{}seal \"static\" {{\n  current_key_id = \"k1\"\n  current_key = \"file://{}\"\n}}\n",
+        default_config(&node_dir),
+        key.display()
+    );
+    let s = Server::start_with(&node_dir, &config, "http");
+    // Through the CLI, as `vault operator init -recovery-shares -recovery-threshold`.
+    let out = crate::common::ok(s.cli(
+        None,
+        &["operator", "init", "-recovery-shares=3", "-recovery-threshold=2", "-format=json"],
+    ));
+    let b: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (&b["unseal_keys_hex"], &b["recovery_keys_shares"], &b["recovery_keys_threshold"]),
+        (&json!([]), &json!(3), &json!(2)),
+        "{b}"
+    );
+    let shares: Vec<String> = b["recovery_keys_hex"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    assert_eq!(shares.len(), 3);
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (code, st) = s.call("PUT", "sys/generate-root/attempt", None, Some(json!({}))).await;
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["required"], json!(2), "the recovery threshold: {st}");
+    let (otp, nonce) = (
+        st["otp"].as_str().expect("otp").to_owned(),
+        st["nonce"].as_str().expect("nonce").to_owned(),
+    );
+    let update = |k: &str| {
+        s.call("PUT", "sys/generate-root/update", None, Some(json!({"key": k, "nonce": nonce})))
+    };
+    let (code, b) = update(&shares[2]).await;
+    assert_eq!((code, &b["complete"]), (200, &json!(false)), "{b}");
+    let (code, done) = update(&shares[0]).await;
+    assert_eq!((code, &done["complete"]), (200, &json!(true)), "{done}");
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(done["encoded_token"].as_str().expect("encoded"))
+        .expect("b64");
+    let token: String = raw.iter().zip(otp.bytes()).map(|(a, b)| (a ^ b) as char).collect();
+    let (code, b) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
+    assert_eq!((code, &b["data"]["policies"]), (200, &json!(["root"])), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
+    let dir = tempdir();
+    let node_dir = dir.path().join("node");
+    let mut s = Server::start_with(&node_dir, &default_config(&node_dir), "http");
+    let (keys, root) = s.init(3, 2).await;
+    s.unseal(&keys).await;
+    let (code, _) =
+        s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(code, 204);
+    let (code, _) = s.call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(code, 204);
+
+    // The same storage, now with a seal stanza.
+    let key = dir.path().join("k");
+    std::fs::write(&key, [3u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        format!("{cfg}seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n}}\n", key.display()),
+    )
+    .expect("write");
+    s.restart();
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["sealed"], &st["migration"], &st["type"]),
+        (&json!(true), &json!(true), &json!("shamir")),
+        "{st}"
+    );
+    let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate: {b}");
+    assert!(b["errors"][0].as_str().is_some_and(|e| e.contains("-migrate")), "{b}");
+    for k in &keys[..2] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+
+    // From now on it unseals itself; the shares no longer unseal.
+    s.restart();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["type"], &st["migration"], &st["recovery_seal"]),
+        (&json!("static"), &json!(false), &json!(true)),
+        "{st}"
+    );
+    let (code, _) = s.call("PUT", "sys/seal", Some(&root), None).await;
+    assert_eq!(code, 204);
+    let (code, b) =
+        s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0], "migrate": true}))).await;
+    assert_eq!(code, 400, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_with_a_disabled_seal_moves_back_to_shamir_shares() {
+    let dir = tempdir();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [4u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node_dir = dir.path().join("node");
+    let base = default_config(&node_dir);
+    let seal = |extra: &str| {
+        format!(
+            "{base}seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n{extra}}}\n",
+            key.display()
+        )
+    };
+    let mut s = Server::start_with(&node_dir, &seal(""), "http");
+    let (code, b) = s
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery: Vec<String> = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+
+    // The stanza marked disabled: the server stays sealed until the recovery shares migrate it.
+    std::fs::write(&s.config, seal("  disabled = \"true\"\n")).expect("write");
+    s.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status(&s).await;
+    assert_eq!((&st["sealed"], &st["migration"]), (&json!(true), &json!(true)), "{st}");
+    let (code, _) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate");
+    for k in &recovery[1..] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+
+    // Without the stanza: a Shamir server whose shares are the old recovery shares.
+    std::fs::write(&s.config, &base).expect("write");
+    s.restart();
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["type"], &st["sealed"], &st["t"]),
+        (&json!("shamir"), &json!(true), &json!(2)),
+        "{st}"
+    );
+    s.unseal(&recovery[..2]).await;
+    let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
+    assert_eq!(code, 200);
+}
