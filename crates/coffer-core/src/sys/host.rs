@@ -3,8 +3,8 @@
 //!
 //! Guarantees: only facts about the machine, never configuration or data of the server; a
 //! source that cannot be read leaves its part empty rather than failing the request.
-//! Not done: other systems than Linux (the parts are then empty), and gopsutil's rarer memory
-//! fields (a field `/proc/meminfo` does not have is left out).
+//! Not done: other systems than Linux (the parts are then empty). Every memory field gopsutil
+//! has is present; one `/proc/meminfo` does not have (e.g. `HighTotal` on 64-bit) is 0, as there.
 
 use std::collections::BTreeMap;
 
@@ -182,6 +182,20 @@ fn memory() -> Value {
         ("swapfree", get("SwapFree")),
         ("mapped", get("Mapped")),
         ("hugepagesize", get("Hugepagesize")),
+        ("hightotal", get("HighTotal")),
+        ("highfree", get("HighFree")),
+        ("lowtotal", get("LowTotal")),
+        ("lowfree", get("LowFree")),
+        ("vmalloctotal", get("VmallocTotal")),
+        ("vmallocused", get("VmallocUsed")),
+        ("vmallocchunk", get("VmallocChunk")),
+        ("writebacktmp", get("WritebackTmp")),
+        // Counts of pages, not sizes: undo the kB scaling, as gopsutil reads them.
+        ("hugepagestotal", get("HugePages_Total") / 1024),
+        ("hugepagesfree", get("HugePages_Free") / 1024),
+        // BSD and macOS counters gopsutil always has: zero on Linux.
+        ("laundry", 0),
+        ("wired", 0),
     ] {
         m.insert(name.into(), json!(value));
     }

@@ -156,7 +156,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
                 "name": r.name,
                 "path": format!("{}{}", r.mount_path, r.path_suffix),
                 "role": r.role,
-                "rate": r.rate,
+                "rate": go_float(r.rate),
                 "interval": r.interval_secs,
                 "block_interval": r.block_interval_secs,
                 "inheritable": r.inheritable,
@@ -248,6 +248,12 @@ fn parse_rule(ctx: &Ctx<'_>, name: &str, f: &Fields<'_>) -> Result<RateLimitRule
         block_interval_secs,
         inheritable,
     })
+}
+
+/// A float as Go's encoding/json writes it: a whole number without a fraction (`2`, not `2.0`).
+fn go_float(x: f64) -> serde_json::Value {
+    // Exact below 2^53, where every whole f64 is an integer.
+    if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 { json!(x as i64) } else { json!(x) }
 }
 
 #[cfg(test)]

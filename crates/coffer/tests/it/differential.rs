@@ -95,6 +95,19 @@ struct Step {
     /// their type before comparing.
     #[serde(default)]
     volatile: Vec<String>,
+    /// JSON pointers whose values differ by nature in content but not in form (host facts,
+    /// metrics): replaced by their shape (`shape_of`) before comparing.
+    #[serde(default)]
+    shape: Vec<String>,
+    /// JSON pointers removed from both answers after `shape`: parts whose very field names differ
+    /// by nature (a metric's labels); each file says why in the step's name or a comment.
+    #[serde(default)]
+    ignore: Vec<String>,
+    /// When set, only these JSON pointers are compared (after `shape` and `ignore`): for answers
+    /// where each server adds many fields of its own (a configuration dump), the fields both
+    /// document. A pointer absent on one side is still a difference.
+    #[serde(default)]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,7 +230,8 @@ impl Bao {
         let dir = tempdir();
         // OpenBao refuses the unauthenticated sys/rekey/* (since 2.5.0) and sys/generate-root/*
         // (since 2.5.3) endpoints unless its listener allows them; Coffer serves them as Vault
-        // does, so the suite turns them back on to compare the answers.
+        // does, so the suite turns them back on to compare the answers. Its Prometheus retention
+        // is set to Coffer's default (24h; OpenBao's is 0, Prometheus off) so sys/metrics compares.
         // A free port: bao's config needs a number. Another process could take it between the
         // drop and bao's bind; the start-up check below would then fail loudly.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -229,7 +243,7 @@ impl Bao {
         std::fs::write(
             &cfg,
             format!(
-                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  disable_unauthed_rekey_endpoints = false\n  disable_unauthed_generate_root_endpoints = false\n}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\n"
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  disable_unauthed_rekey_endpoints = false\n  disable_unauthed_generate_root_endpoints = false\n}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\ntelemetry {{\n  prometheus_retention_time = \"24h\"\n}}\n"
             ),
         )
         .expect("bao config");
@@ -492,6 +506,63 @@ fn blank_volatile(v: &mut Value, pointer: &str) {
     }
 }
 
+/// A value's form: scalars become their type (`<string>`, `<number>`, `<bool>`), objects keep
+/// their field names, and an array becomes its first element's shape (`[]` when empty), so two
+/// lists of one kind of record compare equal whatever their lengths and contents.
+fn shape_of(v: &Value) -> Value {
+    match v {
+        Value::Null => Value::Null,
+        Value::Bool(_) => json!("<bool>"),
+        Value::Number(_) => json!("<number>"),
+        Value::String(_) => json!("<string>"),
+        Value::Array(a) => Value::Array(a.first().map(shape_of).into_iter().collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (k.clone(), shape_of(x))).collect())
+        }
+    }
+}
+
+fn apply_shape(v: &mut Value, pointer: &str) {
+    if let Some(x) = v.pointer_mut(pointer) {
+        *x = shape_of(x);
+    }
+}
+
+/// Removes the value at `pointer` (an object field or an array element), if there.
+fn remove_at(v: &mut Value, pointer: &str) {
+    let Some((parent, last)) = pointer.rsplit_once('/') else { return };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match v.pointer_mut(parent) {
+        Some(Value::Object(o)) => {
+            o.remove(&last);
+        }
+        Some(Value::Array(a)) => {
+            if let Ok(i) = last.parse::<usize>()
+                && i < a.len()
+            {
+                a.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Puts `x` at `pointer` in `out`, creating objects on the way (an array index becomes an
+/// object key), so a difference is reported at the same pointer as in the answer.
+fn keep_at(out: &mut Value, pointer: &str, x: Value) {
+    let mut at = out;
+    let segments: Vec<String> =
+        pointer.split('/').skip(1).map(|k| k.replace("~1", "/").replace("~0", "~")).collect();
+    for (i, k) in segments.iter().enumerate() {
+        let Value::Object(o) = at else { return };
+        if i + 1 == segments.len() {
+            o.insert(k.clone(), x);
+            return;
+        }
+        at = o.entry(k.clone()).or_insert_with(|| json!({}));
+    }
+}
+
 // ----- comparison -----
 
 #[derive(Debug)]
@@ -715,6 +786,19 @@ async fn run_feature(
         for b in &mut bodies {
             for p in &step.volatile {
                 blank_volatile(b, p);
+            }
+            for p in &step.shape {
+                apply_shape(b, p);
+            }
+            for p in &step.ignore {
+                remove_at(b, p);
+            }
+            if !step.only.is_empty() {
+                let mut kept = json!({});
+                for p in &step.only {
+                    keep_at(&mut kept, p, b.pointer(p).cloned().unwrap_or(json!("(absent)")));
+                }
+                *b = kept;
             }
         }
         let mut diffs = Vec::new();

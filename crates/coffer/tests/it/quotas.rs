@@ -87,7 +87,7 @@ async fn rate_limit_quotas_are_written_read_listed_and_checked_as_in_vault() {
     assert_eq!(
         b["data"],
         json!({"block_interval": 0, "inheritable": false, "interval": 60, "name": "a",
-               "path": "secret/", "rate": 2.0, "role": "", "type": "rate-limit"})
+               "path": "secret/", "rate": 2, "role": "", "type": "rate-limit"})
     );
     let (code, b) = s.call("LIST", "sys/quotas/rate-limit", Some(&root), None).await;
     assert_eq!((code, b["data"]["keys"].clone()), (200, json!(["a"])));
