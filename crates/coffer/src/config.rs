@@ -360,12 +360,13 @@ impl ServerConfig {
         serde_json::json!({
             "api_addr": api_addr,
             "cache_size": 0,
-            "cluster_addr": "",
+            "cluster_addr": self.cluster_addr.clone().unwrap_or_default(),
             "cluster_name": "",
             "default_lease_ttl": ns(self.default_lease_ttl),
             "max_lease_ttl": ns(self.max_lease_ttl),
             "disable_cache": false,
-            "disable_clustering": true,
+            // The cluster port (HA request forwarding) exists only with `cluster_addr`.
+            "disable_clustering": self.cluster_addr.is_none(),
             "disable_mlock": true,
             "enable_ui": false,
             "log_format": match self.log_format {
