@@ -32,6 +32,34 @@ pub struct SealStatus {
     pub progress: usize,
     pub nonce: String,
     pub storage_type: &'static str,
+    /// The cluster's name and id, known only while unsealed (they live in the barrier).
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// Vault's cluster identity: a name (`vault-cluster-<8 hex>`) and a UUID, made once at the
+/// first unseal and kept in the barrier, so they stay the same across restarts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub id: String,
+}
+
+crate::record!(ClusterInfo, "cluster info", 1);
+
+/// Where [`ClusterInfo`] is kept, below the barrier.
+const CLUSTER_INFO_KEY: &str = "sys/cluster/info";
+
+impl ClusterInfo {
+    async fn load_or_create(barrier: &Barrier) -> Result<Self> {
+        if let Some(raw) = barrier.get(CLUSTER_INFO_KEY).await? {
+            return crate::record::decode(&raw);
+        }
+        let id = crate::random::uuid_v4();
+        let fresh = crate::random::uuid_v4();
+        let info = Self { name: format!("vault-cluster-{}", &fresh[..8]), id };
+        barrier.put(CLUSTER_INFO_KEY, &crate::record::encode(&info)?).await?;
+        Ok(info)
+    }
 }
 
 /// State that exists only while unsealed.
@@ -51,6 +79,7 @@ pub(crate) struct Active {
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
+    pub(crate) cluster: ClusterInfo,
 }
 
 impl Active {
@@ -200,6 +229,7 @@ impl Core {
             progress: progress.shares.len(),
             nonce: progress.nonce.clone(),
             storage_type: self.barrier.backend_kind(),
+            cluster: self.active().ok().map(|a| a.cluster.clone()),
         })
     }
 
@@ -427,6 +457,7 @@ impl Core {
         });
         crate::sys::load_quotas(self).await?;
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
+        let cluster = ClusterInfo::load_or_create(&self.barrier).await?;
         let active = Arc::new(Active {
             audit,
             tokens,
@@ -438,6 +469,7 @@ impl Core {
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
+            cluster,
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
