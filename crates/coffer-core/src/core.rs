@@ -422,7 +422,7 @@ impl Core {
             routes.push(self.route_for(Table::Secrets, e, builtin)?);
         }
         let identity = identity.ok_or_else(|| Error::Internal("identity mount missing".into()))?;
-        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
+        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone(), self.me.clone()));
         tb.set_identity(identity.clone());
         let token_backend: Arc<dyn LogicalBackend> = tb;
         for e in auth {
