@@ -307,7 +307,9 @@ impl role::Role for Role {
     }
 
     fn own_json(&self) -> Map<String, Value> {
-        let cidrs: Vec<String> = self.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect();
+        // Vault's unset list is `null`, not `[]`.
+        let cidrs: Option<Vec<String>> = (!self.secret_id_bound_cidrs.is_empty())
+            .then(|| self.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect());
         into_map(json!({
             "bind_secret_id": self.bind_secret_id,
             "local_secret_ids": self.local_secret_ids,
@@ -601,22 +603,30 @@ impl AppRole {
     }
 
     async fn by_accessor(&self, role: &Role, accessor: &str) -> Result<(String, SecretId)> {
-        let missing = || {
-            Error::invalid(format!(
-                "failed to find accessor entry for secret_id_accessor: {accessor:?}"
-            ))
-        };
-        let raw = self.view.get(&format!("accessor/{}", self.mac(accessor).await?)).await?;
-        let acc: AccessorEntry = record::decode(&raw.ok_or_else(missing)?)?;
-        if acc.role_hmac != self.mac(&role.name).await? {
-            return Err(missing());
-        }
-        let raw = self
-            .view
-            .get(&format!("secret_id/{}/{}", acc.role_hmac, acc.secret_id_hmac))
+        self.find_accessor(role, accessor)
             .await?
-            .ok_or_else(missing)?;
-        Ok((acc.secret_id_hmac, record::decode(&raw)?))
+            .ok_or_else(|| Error::invalid(no_accessor(accessor)))
+    }
+
+    async fn find_accessor(
+        &self,
+        role: &Role,
+        accessor: &str,
+    ) -> Result<Option<(String, SecretId)>> {
+        let Some(raw) = self.view.get(&format!("accessor/{}", self.mac(accessor).await?)).await?
+        else {
+            return Ok(None);
+        };
+        let acc: AccessorEntry = record::decode(&raw)?;
+        if acc.role_hmac != self.mac(&role.name).await? {
+            return Ok(None);
+        }
+        let Some(raw) =
+            self.view.get(&format!("secret_id/{}/{}", acc.role_hmac, acc.secret_id_hmac)).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((acc.secret_id_hmac, record::decode(&raw)?)))
     }
 
     async fn list_accessors(&self, r: &Req<'_>) -> Result<Response> {
@@ -758,8 +768,24 @@ impl AppRole {
     async fn lookup_accessor(&self, r: &Req<'_>) -> Result<Response> {
         let role = self.must_role(r.capture("role_name")).await?;
         let acc = r.fields().required_str("secret_id_accessor")?;
-        let (_, e) = self.by_accessor(&role, &acc).await?;
-        Ok(Response::data(e.to_json()))
+        match self.find_accessor(&role, &acc).await? {
+            Some((_, e)) => Ok(Response::data(e.to_json())),
+            // Vault answers this one lookup with a 404 whose body is a whole response envelope
+            // carrying the error in `data.error` (its `RespondWithStatusCode`), not `errors`.
+            None => Ok(Response::raw(
+                404,
+                json!({
+                    "request_id": r.backend().id,
+                    "lease_id": "",
+                    "renewable": false,
+                    "lease_duration": 0,
+                    "data": {"error": no_accessor(&acc)},
+                    "wrap_info": null,
+                    "warnings": null,
+                    "auth": null,
+                }),
+            )),
+        }
     }
 
     async fn destroy_accessor(&self, r: &Req<'_>) -> Result<Response> {
@@ -770,6 +796,10 @@ impl AppRole {
         self.delete_secret_id_entry(&self.mac(&role.name).await?, &sid_hmac).await?;
         Ok(Response::empty())
     }
+}
+
+fn no_accessor(accessor: &str) -> String {
+    format!("failed to find accessor entry for secret_id_accessor: {accessor:?}")
 }
 
 impl Framework for AppRole {

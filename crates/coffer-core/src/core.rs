@@ -39,6 +39,34 @@ pub struct SealStatus {
     pub seal_type: String,
     /// A seal stanza on a Shamir storage: `unseal -migrate` is expected.
     pub migration: bool,
+    /// The cluster's name and id, known only while unsealed (they live in the barrier).
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// Vault's cluster identity: a name (`vault-cluster-<8 hex>`) and a UUID, made once at the
+/// first unseal and kept in the barrier, so they stay the same across restarts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub id: String,
+}
+
+crate::record!(ClusterInfo, "cluster info", 1);
+
+/// Where [`ClusterInfo`] is kept, below the barrier.
+const CLUSTER_INFO_KEY: &str = "sys/cluster/info";
+
+impl ClusterInfo {
+    async fn load_or_create(barrier: &Barrier) -> Result<Self> {
+        if let Some(raw) = barrier.get(CLUSTER_INFO_KEY).await? {
+            return crate::record::decode(&raw);
+        }
+        let id = crate::random::uuid_v4();
+        let fresh = crate::random::uuid_v4();
+        let info = Self { name: format!("vault-cluster-{}", &fresh[..8]), id };
+        barrier.put(CLUSTER_INFO_KEY, &crate::record::encode(&info)?).await?;
+        Ok(info)
+    }
 }
 
 /// State that exists only while unsealed.
@@ -58,6 +86,7 @@ pub(crate) struct Active {
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
+    pub(crate) cluster: ClusterInfo,
 }
 
 impl Active {
@@ -316,6 +345,7 @@ impl Core {
                 (None, Some(w)) => w.seal_type().to_owned(),
                 (None, None) => "shamir".to_owned(),
             },
+            cluster: self.active().ok().map(|a| a.cluster.clone()),
         })
     }
 
@@ -563,7 +593,7 @@ impl Core {
             routes.push(self.route_for(Table::Secrets, e, builtin)?);
         }
         let identity = identity.ok_or_else(|| Error::Internal("identity mount missing".into()))?;
-        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone()));
+        let tb = Arc::new(TokenBackend::new(tokens.clone(), self.config.clone(), self.me.clone()));
         tb.set_identity(identity.clone());
         let token_backend: Arc<dyn LogicalBackend> = tb;
         for e in auth {
@@ -598,6 +628,7 @@ impl Core {
         });
         crate::sys::load_quotas(self).await?;
         let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
+        let cluster = ClusterInfo::load_or_create(&self.barrier).await?;
         let active = Arc::new(Active {
             audit,
             tokens,
@@ -609,6 +640,7 @@ impl Core {
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
+            cluster,
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());

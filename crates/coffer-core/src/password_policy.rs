@@ -84,6 +84,15 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::invalid(format!("invalid password policy: {}", msg.into()))
 }
 
+/// Go's `go-multierror` text, which Vault's answers carry verbatim.
+fn multierror(errors: &[String]) -> String {
+    let points: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
+    match errors.len() {
+        1 => format!("1 error occurred:\n\t{}\n\n", points[0]),
+        n => format!("{n} errors occurred:\n\t{}\n\n", points.join("\n\t")),
+    }
+}
+
 fn dedup(chars: impl Iterator<Item = char>) -> Vec<char> {
     let mut out: Vec<char> = Vec::new();
     for c in chars {
@@ -109,7 +118,7 @@ impl PasswordPolicy {
             match k.as_str() {
                 "length" => {
                     let n = v.as_u64().ok_or_else(|| bad("length must be a whole number"))?;
-                    if n == 0 || n > MAX_LENGTH {
+                    if n > MAX_LENGTH {
                         return Err(bad(format!("length must be between 1 and {MAX_LENGTH}")));
                     }
                     length = Some(n as usize);
@@ -138,15 +147,25 @@ impl PasswordPolicy {
                 }
             }
         }
-        let length = length.ok_or_else(|| bad("length is required"))?;
-        if rules.is_empty() {
-            return Err(bad("at least one rule \"charset\" is required"));
-        }
+        // Vault's checks of a policy that parsed, all reported at once in its words.
+        let length = length.unwrap_or(0);
+        let mut problems = Vec::new();
         let min_total: usize = rules.iter().map(|r| r.min_chars).sum();
-        if min_total > length {
-            return Err(bad(format!(
-                "the rules need at least {min_total} characters, more than length {length}"
-            )));
+        if length == 0 {
+            problems.push("length must be > 0".to_owned());
+        } else if min_total > length {
+            problems.push(format!(
+                "specified rules require at least {min_total} characters but {length} is specified"
+            ));
+        }
+        if rules.is_empty() {
+            problems.push("no charset specified".to_owned());
+        }
+        if !problems.is_empty() {
+            return Err(Error::invalid(multierror(&[format!(
+                "invalid password policy: {}",
+                multierror(&problems)
+            )])));
         }
         let alphabet = dedup(rules.iter().flat_map(|r| r.charset.iter().copied()));
         Ok(Self { length, rules, alphabet })
@@ -282,16 +301,21 @@ rule "charset" {
     #[test]
     fn bad_policies_name_the_problem() {
         for (text, want) in [
-            ("rule \"charset\" {\n charset = \"a\"\n}\n", "length is required"),
-            ("length = 5\n", "at least one rule"),
+            ("rule \"charset\" {\n charset = \"a\"\n}\n", "* length must be > 0\n"),
+            ("length = 5\n", "1 error occurred:\n\t* no charset specified\n\n"),
             (
                 "length = 2\nrule \"charset\" {\n charset = \"ab\"\n min-chars = 3\n}\n",
-                "at least 3",
+                "specified rules require at least 3 characters but 2 is specified",
             ),
             ("length = 5\nrule \"charset\" {\n charset = \"\"\n}\n", "empty"),
             ("length = 5\nrule \"other\" {\n charset = \"a\"\n}\n", "other"),
             ("length = 5\nlenght = 4\nrule \"charset\" {\n charset = \"a\"\n}\n", "lenght"),
-            ("length = 0\nrule \"charset\" {\n charset = \"a\"\n}\n", "between"),
+            (
+                "length = 0\nrule \"charset\" {\n charset = \"a\"\n}\n",
+                "1 error occurred:\n\t* invalid password policy: 1 error occurred:\n\t* length \
+                 must be > 0\n\n\n\n",
+            ),
+            ("length = 0\n", "2 errors occurred:\n\t* length must be > 0\n\t* no charset"),
         ] {
             let e = PasswordPolicy::parse(text).expect_err(want).to_string();
             assert!(e.contains(want), "{want:?} not in {e:?}");

@@ -21,6 +21,9 @@ pub(crate) struct TokenBackend {
     config: CoreConfig,
     /// For `identity_policies` in lookups; set once at unseal, after the identity store loads.
     identity: std::sync::OnceLock<Arc<crate::identity::IdentityStore>>,
+    /// For the policy store (warnings about policies that do not exist); weak, as the core
+    /// owns this.
+    core: std::sync::Weak<crate::core::Core>,
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -41,8 +44,12 @@ const CREATE_FIELDS: &[&str] = &[
 ];
 
 impl TokenBackend {
-    pub(crate) fn new(tokens: Arc<TokenStore>, config: CoreConfig) -> Self {
-        Self { tokens, config, identity: std::sync::OnceLock::new() }
+    pub(crate) fn new(
+        tokens: Arc<TokenStore>,
+        config: CoreConfig,
+        core: std::sync::Weak<crate::core::Core>,
+    ) -> Self {
+        Self { tokens, config, identity: std::sync::OnceLock::new(), core }
     }
 
     pub(crate) fn set_identity(&self, store: Arc<crate::identity::IdentityStore>) {
@@ -304,6 +311,15 @@ impl TokenBackend {
             ..TokenParams::default()
         };
         let (token, entry) = self.tokens.create(Some(parent), params).await?;
+        // As Vault: a token may name policies that do not exist (yet); it is made, with a
+        // warning for each. `root` is not stored but exists.
+        if let Some(active) = self.core.upgrade().and_then(|c| c.active().ok()) {
+            for p in entry.policies.iter().filter(|p| *p != ROOT_POLICY) {
+                if active.policies.get(p)?.is_none() {
+                    warnings.push(format!("Policy {p:?} does not exist"));
+                }
+            }
+        }
         Ok(Response { auth: Some(entry.auth(&token)), warnings, ..Response::default() })
     }
 

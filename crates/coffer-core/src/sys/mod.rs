@@ -71,9 +71,10 @@ fn seal_status_json(s: &SealStatus) -> Value {
         "recovery_seal": s.seal_type != "shamir",
         "storage_type": s.storage_type,
     });
-    // Vault's `omitempty`: no cluster name until the cluster is unsealed.
-    if !s.sealed {
-        v["cluster_name"] = json!("coffer");
+    // Vault's `omitempty`: no cluster name or id until the cluster is unsealed.
+    if let Some(c) = s.cluster.as_ref().filter(|_| !s.sealed) {
+        v["cluster_name"] = json!(c.name);
+        v["cluster_id"] = json!(c.id);
     }
     v
 }
@@ -221,8 +222,9 @@ async fn health(core: &Core, f: &Fields<'_>) -> Result<Response> {
         "server_time_utc": now_unix(),
         "version": VERSION,
     });
-    if active {
-        body["cluster_name"] = json!("coffer");
+    if let Some(c) = core.active().ok().filter(|_| active) {
+        body["cluster_name"] = json!(c.cluster.name);
+        body["cluster_id"] = json!(c.cluster.id);
     }
     Ok(Response::raw(status, body))
 }

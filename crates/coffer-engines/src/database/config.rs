@@ -42,6 +42,10 @@ pub(crate) struct DbConfig {
     pub(crate) max_connection_lifetime: u64,
     pub(crate) username_template: String,
     pub(crate) root_rotation_statements: Vec<String>,
+    /// Which of the pool settings (`max_*`) a write named: a read shows only those among the
+    /// connection details, as Vault shows only the details it was given.
+    #[serde(default)]
+    pub(crate) pool_fields_given: Vec<String>,
 }
 
 coffer_core::record!(DbConfig, "database config", 1);
@@ -65,6 +69,9 @@ impl std::fmt::Debug for DbConfig {
             .finish()
     }
 }
+
+const POOL_FIELDS: [&str; 3] =
+    ["max_open_connections", "max_idle_connections", "max_connection_lifetime"];
 
 pub(crate) const FIELDS: &[Field] = &[
     Field::str("plugin_name", "The plugin: only `postgresql-database-plugin`."),
@@ -229,7 +236,13 @@ impl Database {
             max_connection_lifetime: 0,
             username_template: String::new(),
             root_rotation_statements: Vec::new(),
+            pool_fields_given: Vec::new(),
         });
+        for k in POOL_FIELDS {
+            if f.has(k) && !c.pool_fields_given.iter().any(|g| g == k) {
+                c.pool_fields_given.push(k.to_owned());
+            }
+        }
         if let Some(p) = f.str("plugin_name")? {
             c.plugin_name = p;
         }
@@ -335,10 +348,16 @@ impl Database {
         let mut details = into_map(json!({
             "connection_url": redact_url(&c.connection_url),
             "username": c.username,
-            "max_open_connections": c.max_open_connections,
-            "max_idle_connections": c.max_idle_connections,
-            "max_connection_lifetime": format!("{}s", c.max_connection_lifetime),
         }));
+        for k in &c.pool_fields_given {
+            let v = match k.as_str() {
+                "max_open_connections" => json!(c.max_open_connections),
+                "max_idle_connections" => json!(c.max_idle_connections),
+                "max_connection_lifetime" => json!(format!("{}s", c.max_connection_lifetime)),
+                _ => continue,
+            };
+            details.insert(k.clone(), v);
+        }
         if !c.username_template.is_empty() {
             details.insert("username_template".into(), json!(c.username_template));
         }
@@ -349,7 +368,6 @@ impl Database {
             "allowed_roles": c.allowed_roles,
             "root_credentials_rotate_statements": c.root_rotation_statements,
             "password_policy": c.password_policy,
-            "verify_connection": c.verify_connection,
         }))))
     }
 
