@@ -151,13 +151,25 @@ impl Barrier {
     /// Opens an auto-unseal barrier with its wrapper. [`Error::NotInitialized`] before init;
     /// [`Error::InvalidSealConfig`] when the storage was initialized for another seal.
     pub async fn unseal_auto(&self, wrapper: &dyn KeyWrapper) -> Result<()> {
+        self.unseal_wrapped(wrapper, |stored, configured| {
+            format!(
+                "the storage uses seal type {stored:?}, the configuration has {configured:?}: from Shamir, run `coffer operator unseal -migrate` with the shares; other migrations are not supported"
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Unseals with the key `wrapper` unwraps, once the stored seal type is the wrapper's;
+    /// otherwise [`Error::InvalidSealConfig`] with `mismatch(stored, configured)`.
+    async fn unseal_wrapped(
+        &self,
+        wrapper: &dyn KeyWrapper,
+        mismatch: impl FnOnce(&str, &str) -> String,
+    ) -> Result<SealConfig> {
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
         if config.seal_type != wrapper.seal_type() {
-            return Err(Error::InvalidSealConfig(format!(
-                "the storage uses seal type {:?}, the configuration has {:?}: from Shamir, run `coffer operator unseal -migrate` with the shares; other migrations are not supported",
-                config.seal_type,
-                wrapper.seal_type()
-            )));
+            return Err(Error::InvalidSealConfig(mismatch(&config.seal_type, wrapper.seal_type())));
         }
         let wrapped = self
             .backend
@@ -165,7 +177,8 @@ impl Barrier {
             .await?
             .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
         let key = wrapper.unwrap(&wrapped).await?;
-        self.unseal_with_key(&key, &config).await
+        self.unseal_with_key(&key, &config).await?;
+        Ok(config)
     }
 
     /// On an unsealed auto-unseal barrier: whether `shares` combine to the recovery key
@@ -247,21 +260,13 @@ impl Barrier {
         shares: &[Zeroizing<Vec<u8>>],
         wrapper: &dyn KeyWrapper,
     ) -> Result<()> {
-        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
-        if config.seal_type != wrapper.seal_type() {
-            return Err(Error::InvalidSealConfig(format!(
-                "the storage uses seal type {:?}, not the disabled {:?} seal",
-                config.seal_type,
-                wrapper.seal_type()
-            )));
-        }
-        let wrapped = self
-            .backend
-            .get(WRAPPED_KEY_PATH)
-            .await?
-            .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
-        let key = wrapper.unwrap(&wrapped).await?;
-        self.unseal_with_key(&key, &config).await?;
+        let config = self
+            .unseal_wrapped(wrapper, |stored, configured| {
+                format!(
+                    "the storage uses seal type {stored:?}, not the disabled {configured:?} seal"
+                )
+            })
+            .await?;
         let keyring = self.keyring()?;
         let result = async {
             self.verify_recovery_shares(&keyring, &config, shares).await?;

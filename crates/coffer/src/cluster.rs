@@ -332,6 +332,9 @@ pub(crate) async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tower::ServiceExt as _;
+    // As the API listeners: every connection holds a sender, and stopping waits for them, so a
+    // forwarded request in flight finishes before the process exits.
+    let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             r = sock.accept() => match r {
@@ -348,6 +351,7 @@ pub(crate) async fn serve(
         let cluster = cluster.clone();
         let app = app.clone();
         let stop = stop.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
             let Some(tls) = server_tls(&cluster).await else { return };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -364,7 +368,6 @@ pub(crate) async fn serve(
                 }
                 Err(_) => return,
             };
-            let (alive, _gone) = tokio::sync::mpsc::channel::<()>(1);
             let base = ConnInfo {
                 remote_addr: peer,
                 client_cert_chain: Vec::new(),
@@ -395,5 +398,9 @@ pub(crate) async fn serve(
                 }
             }
         });
+    }
+    drop(alive);
+    if tokio::time::timeout(Duration::from_secs(30), all_gone.recv()).await.is_err() {
+        tracing::warn!("cluster connections still open after 30 s; closing them");
     }
 }
