@@ -108,6 +108,11 @@ struct Step {
     /// document. A pointer absent on one side is still a difference.
     #[serde(default)]
     only: Vec<String>,
+    /// JSON pointers that must be non-empty lists in a server's answer: the request is sent to
+    /// that server again (a few times, 300 ms apart) until they are. OpenBao keeps metrics per
+    /// 10-second interval, and a scrape just after an interval turned sees its lists empty.
+    #[serde(default)]
+    until_nonempty: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -755,8 +760,9 @@ async fn run_feature(
             let headers: Vec<(String, String)> =
                 step.headers.iter().map(|(k, x)| (k.clone(), substitute(x, v, &whence))).collect();
             let body = step.body.as_ref().map(|b| substitute_value(b, v, &whence));
-            answers.push(
-                send(
+            let mut tries = 0;
+            let answer = loop {
+                let a = send(
                     client,
                     &side.addr,
                     method,
@@ -769,8 +775,17 @@ async fn run_feature(
                     },
                     &headers,
                 )
-                .await,
-            );
+                .await;
+                let empty = step.until_nonempty.iter().any(|p| {
+                    a.body.pointer(p).and_then(Value::as_array).is_none_or(|l| l.is_empty())
+                });
+                tries += 1;
+                if !empty || tries == 5 {
+                    break a;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            };
+            answers.push(answer);
         }
         let mut lost = Vec::new();
         for (i, (side, a)) in sides.iter_mut().zip(&answers).enumerate() {
