@@ -25,12 +25,17 @@ use coffer_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
+use zeroize::Zeroizing;
 
+use crate::image::{self, ImageBinding, ImageFacts};
+use crate::kubernetes;
 use crate::role::{self, RoleRecord, Roles, TokenFields, into_map};
 
 /// The one answer to a wrong role ID, a wrong, used-up or expired secret ID, or a source address
 /// outside a secret ID's CIDR binding.
 const BAD_CREDENTIALS: &str = "invalid role or secret ID";
+/// Where the `image-evidence` config is stored in the mount's view.
+const EVIDENCE_KEY: &str = "image-evidence";
 
 pub(crate) struct AppRole {
     view: View,
@@ -59,6 +64,8 @@ struct Role {
     secret_id_num_uses: u64,
     secret_id_ttl: u64,
     local_secret_ids: bool,
+    #[serde(flatten)]
+    image: ImageBinding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +81,10 @@ struct SecretId {
     /// Uses left; 0: unlimited.
     num_uses: u64,
     ttl: u64,
+    /// Manifest digests a login with this secret ID must prove it runs (`coffer ci
+    /// bootstrap`); empty: only the role's image binding applies.
+    #[serde(default)]
+    bound_image_digests: Vec<String>,
 }
 
 coffer_core::record!(SecretId, "approle secret id", 1);
@@ -100,10 +111,12 @@ impl SecretId {
             "secret_id_num_uses": self.num_uses,
             "secret_id_ttl": self.ttl,
         });
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
+        let mut m = into_map(v);
+        // Coffer's own field, shown only where set so a Vault client's view is unchanged.
+        if !self.bound_image_digests.is_empty() {
+            m.insert("bound_image_digests".into(), json!(self.bound_image_digests));
         }
+        m
     }
 }
 
@@ -132,6 +145,9 @@ const ROLE_FIELDS: &[Field] = &[
     Field::int("secret_id_num_uses", "Uses per secret ID; 0: unlimited."),
     Field::duration("secret_id_ttl", "Lifetime of secret IDs; 0: unlimited."),
     Field::bool("local_secret_ids", "Set at creation only."),
+    image::DIGESTS_FIELD,
+    image::SIGNERS_FIELD,
+    image::REPOSITORIES_FIELD,
 ];
 
 /// What a new secret ID may carry; the custom-secret-id path adds the `secret_id` itself.
@@ -152,6 +168,10 @@ const SECRET_ID_FIELDS: &[Field] = &[
     ),
     Field::int("num_uses", "Uses of this secret ID; at most the role's secret_id_num_uses."),
     Field::duration("ttl", "Lifetime of this secret ID; at most the role's secret_id_ttl."),
+    Field::comma_list(
+        "bound_image_digests",
+        "Manifest digests (`sha256:...`) a login with this secret ID must prove it runs.",
+    ),
 ];
 
 const CUSTOM_SECRET_ID: &[Field] = &[Field::str("secret_id", "The secret ID to register.")];
@@ -167,7 +187,32 @@ const ACCESSOR_LOOKUP: &[Field] = &[
 const LOGIN_FIELDS: &[Field] = &[
     Field::str("role_id", "The role ID.").required(),
     Field::str("secret_id", "The secret ID, when the role binds one."),
+    Field::str(
+        "kubernetes_jwt",
+        "Image evidence: the pod's projected service-account token, reviewed by the cluster of \
+         `image-evidence`.",
+    ),
+    image::SIGNATURE_FIELD,
 ];
+
+/// The cluster that vouches for the pods of image-bound AppRole logins.
+const EVIDENCE_FIELDS: &[Field] = &[
+    Field::str("kubernetes_host", "The API server's URL."),
+    Field::str("kubernetes_ca_cert", "CA certificate (PEM) of the API server."),
+    Field::str("token_reviewer_jwt", "Bearer token for the TokenReview and pod reads; write-only."),
+    Field::bool("disable_local_ca_jwt", "Do not use Coffer's own pod token and CA."),
+    Field::str("audience", "The audience the pods' projected tokens must carry."),
+];
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct EvidenceConfig {
+    #[serde(flatten)]
+    cluster: kubernetes::Config,
+    audience: String,
+}
+
+coffer_core::record!(EvidenceConfig, "approle image evidence config", 1);
 
 /// `role/:role_name/<field>`: Vault's per-field endpoints, each on one field of the role.
 const ROLE_FIELD_PATHS: &[&str] = &[
@@ -194,6 +239,14 @@ static PATHS: LazyLock<Paths<AppRole>> = LazyLock::new(|| {
             .write(handler!(AppRole::login)),
         Path::new("tidy/secret-id", "Remove expired secret IDs and dangling accessors.")
             .write(handler!(AppRole::tidy)),
+        Path::new(
+            "image-evidence",
+            "The Kubernetes cluster whose pods prove the image of image-bound logins (Coffer).",
+        )
+        .fields(EVIDENCE_FIELDS)
+        .read(handler!(AppRole::read_evidence))
+        .write(handler!(AppRole::write_evidence))
+        .warn_unknown(),
         Path::new("role", "The roles, by name.").list(handler!(AppRole::list_roles)),
         Path::new("role/{role_name}", "A role: its secret-ID rules and its tokens' settings.")
             .fields(ROLE_FIELDS)
@@ -290,7 +343,7 @@ impl role::Role for Role {
             }
             self.local_secret_ids = l;
         }
-        Ok(())
+        self.image.apply(f)
     }
 
     fn check(&self, token: &TokenFields) -> Result<()> {
@@ -310,13 +363,15 @@ impl role::Role for Role {
         // Vault's unset list is `null`, not `[]`.
         let cidrs: Option<Vec<String>> = (!self.secret_id_bound_cidrs.is_empty())
             .then(|| self.secret_id_bound_cidrs.iter().map(Cidr::to_string).collect());
-        into_map(json!({
+        let mut m = into_map(json!({
             "bind_secret_id": self.bind_secret_id,
             "local_secret_ids": self.local_secret_ids,
             "secret_id_bound_cidrs": cidrs,
             "secret_id_num_uses": self.secret_id_num_uses,
             "secret_id_ttl": self.secret_id_ttl,
-        }))
+        }));
+        self.image.to_json(&mut m);
+        m
     }
 }
 
@@ -537,8 +592,28 @@ impl AppRole {
             }
             Some(t) => t,
         };
+        let mut digests = Vec::new();
+        for d in f.list("bound_image_digests")?.unwrap_or_default() {
+            let d = d.trim().to_owned();
+            if !image::valid_digest(&d) {
+                return Err(Error::invalid(format!(
+                    "bound_image_digests: {d:?} is not a manifest digest (sha256: and 64 \
+                     lower-case hex digits)"
+                )));
+            }
+            let role_digests = &role.image.bound_image_digests;
+            if !role_digests.is_empty()
+                && !role_digests.iter().any(|b| b.rsplit('=').next() == Some(d.as_str()))
+            {
+                return Err(Error::invalid(format!(
+                    "bound_image_digests: {d} is not among the role's bound_image_digests"
+                )));
+            }
+            digests.push(d);
+        }
         let now = now_unix();
         let entry = SecretId {
+            bound_image_digests: digests,
             accessor: uuid_v4(),
             creation_time: now,
             expiration_time: if ttl == 0 { 0 } else { now + ttl },
@@ -662,10 +737,23 @@ impl AppRole {
         }
         let mut metadata = BTreeMap::new();
         let mut token_cidrs = role.token.token_bound_cidrs.clone();
+        let mut image_facts = None;
         if role.bind_secret_id {
             let secret_id = f.str("secret_id")?.filter(|s| !s.is_empty()).ok_or_else(|| {
                 Error::invalid("missing secret_id: the role requires a secret ID")
             })?;
+            // The image evidence is checked before the secret ID is used and outside the lock
+            // (it asks the cluster): a login that cannot prove its image leaves the secret ID
+            // as it was, for the pod it was minted for. The use below re-reads it under the
+            // lock, so two logins racing on a single-use secret ID still get one token.
+            let (_, peek) = self.find_secret_id(&role, &secret_id).await?.ok_or_else(bad)?;
+            if !Cidr::any_contains(&peek.cidr_list, req.remote_addr) {
+                return Err(bad());
+            }
+            if role.image.is_set() || !peek.bound_image_digests.is_empty() {
+                image_facts =
+                    Some(self.image_evidence(req, &role, &peek.bound_image_digests).await?);
+            }
             let _g = self.lock.lock().await;
             let (sid_hmac, mut entry) =
                 self.find_secret_id(&role, &secret_id).await?.ok_or_else(bad)?;
@@ -687,9 +775,18 @@ impl AppRole {
                 token_cidrs = entry.token_bound_cidrs.clone();
             }
             metadata = entry.metadata;
+        } else if role.image.is_set() {
+            image_facts = Some(self.image_evidence(req, &role, &[]).await?);
         }
         if !Cidr::any_contains(&role.secret_id_bound_cidrs, req.remote_addr) {
             return Err(bad());
+        }
+        // Image metadata is what a login proved, never what a secret ID's creator wrote.
+        for k in image::METADATA_KEYS {
+            metadata.remove(*k);
+        }
+        if let Some(facts) = &image_facts {
+            facts.add_to(&mut metadata);
         }
         metadata.insert("role_name".into(), role.name.clone());
         // Vault's alias: the role's role_id, with the role's name as its metadata.
@@ -698,6 +795,66 @@ impl AppRole {
         login.bound_cidrs = token_cidrs;
         login.alias = Some(coffer_core::LoginAlias::new(role.role_id.clone(), alias_meta));
         Ok(Response::login(login))
+    }
+
+    /// The image a login runs, as the cluster of `image-evidence` reports the pod its
+    /// `kubernetes_jwt` is bound to, checked against the role and the secret ID's digests.
+    async fn image_evidence(
+        &self,
+        req: &Req<'_>,
+        role: &RoleRecord<Role>,
+        also: &[String],
+    ) -> Result<ImageFacts> {
+        let refuse = |why: &str| image::refuse("approle", &role.name, why.to_owned());
+        let f = Fields::new(req.data);
+        let Some(jwt) = f.str("kubernetes_jwt")?.filter(|j| !j.is_empty()).map(Zeroizing::new)
+        else {
+            return Err(refuse("no image evidence was presented (kubernetes_jwt)"));
+        };
+        let Some(cfg) = record::load::<EvidenceConfig>(&self.view, EVIDENCE_KEY).await? else {
+            return Err(refuse("image-evidence is not configured on the mount"));
+        };
+        let signatures = image::presented_signatures(req.data)?;
+        kubernetes::image_evidence(
+            &cfg.cluster,
+            &jwt,
+            &cfg.audience,
+            &role.image,
+            &signatures,
+            also,
+            "approle",
+            &role.name,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::PermissionDenied => refuse("the cluster did not authenticate kubernetes_jwt"),
+            other => other,
+        })
+    }
+
+    async fn read_evidence(&self, _r: &Req<'_>) -> Result<Response> {
+        let c = record::load::<EvidenceConfig>(&self.view, EVIDENCE_KEY)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let mut m = kubernetes::show_config(&c.cluster);
+        for jwt_only in ["issuer", "disable_iss_validation", "pem_keys"] {
+            m.remove(jwt_only);
+        }
+        m.insert("audience".into(), json!(c.audience));
+        Ok(Response::data(m))
+    }
+
+    async fn write_evidence(&self, r: &Req<'_>) -> Result<Response> {
+        let f = Fields::new(r.data);
+        let _g = self.lock.lock().await;
+        let mut c =
+            record::load::<EvidenceConfig>(&self.view, EVIDENCE_KEY).await?.unwrap_or_default();
+        kubernetes::apply_config(&mut c.cluster, &f)?;
+        if let Some(a) = f.str("audience")? {
+            c.audience = a;
+        }
+        self.view.put(EVIDENCE_KEY, &record::encode(&c)?).await?;
+        Ok(Response::empty())
     }
 
     async fn tidy(&self, _r: &Req<'_>) -> Result<Response> {

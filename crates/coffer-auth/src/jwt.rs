@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::{self, Configured, Endpoints};
+use crate::image::{self, ImageBinding, Running};
 use crate::jws::{self, Jwk, PublicKey};
 use crate::outbound;
 use crate::role::{self, Roles, TokenFields, into_map};
@@ -66,6 +67,7 @@ static PATHS: LazyLock<Paths<JwtAuth>> = LazyLock::new(|| {
 const LOGIN_FIELDS: &[Field] = &[
     Field::str("role", "The role to log in with; empty: the config's default_role."),
     Field::str("jwt", "The signed JWT."),
+    image::SIGNATURE_FIELD,
 ];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -112,6 +114,10 @@ pub(crate) struct Role {
     clock_skew_leeway: i64,
     expiration_leeway: i64,
     not_before_leeway: i64,
+    /// The claim (or `/`-pointer) of the verified JWT that reports the workload's image.
+    image_reference_claim: String,
+    #[serde(flatten)]
+    image: ImageBinding,
 }
 
 const ROLE_FIELDS: &[Field] = &[
@@ -128,6 +134,14 @@ const ROLE_FIELDS: &[Field] = &[
     Field::duration("clock_skew_leeway", "Leeway on all time claims; negative: none.").unchecked(),
     Field::duration("expiration_leeway", "Leeway on `exp`; negative: none.").unchecked(),
     Field::duration("not_before_leeway", "Leeway on `nbf`; negative: none.").unchecked(),
+    Field::str(
+        "image_reference_claim",
+        "The claim that reports the workload's image (`repo@sha256:...`, a list, or an object of \
+         container name to reference); needed with bound_image_*.",
+    ),
+    image::DIGESTS_FIELD,
+    image::SIGNERS_FIELD,
+    image::REPOSITORIES_FIELD,
 ];
 
 /// Keys in force, and where they came from.
@@ -360,6 +374,11 @@ impl role::Role for Role {
                     "claim_mappings: metadata key \"role\" is reserved for the role's name",
                 ));
             }
+            if image::METADATA_KEYS.contains(&target.as_str()) {
+                return Err(Error::invalid(format!(
+                    "claim_mappings: metadata key {target:?} is reserved for the image a login proves"
+                )));
+            }
             if !targets.insert(target) {
                 return Err(Error::invalid(format!(
                     "claim_mappings: two claims map to the metadata key {target:?}"
@@ -387,7 +406,10 @@ impl role::Role for Role {
                 *slot = v;
             }
         }
-        Ok(())
+        if let Some(c) = f.str("image_reference_claim")? {
+            self.image_reference_claim = c;
+        }
+        self.image.apply(f)
     }
 
     fn check(&self, _token: &TokenFields) -> Result<()> {
@@ -400,11 +422,17 @@ impl role::Role for Role {
                  bound_audiences, bound_subject or bound_claims",
             ));
         }
+        if self.image.is_set() && self.image_reference_claim.is_empty() {
+            return Err(Error::invalid(
+                "bound_image_* need image_reference_claim: the claim of the verified JWT that \
+                 reports the workload's image",
+            ));
+        }
         Ok(())
     }
 
     fn own_json(&self) -> Map<String, Value> {
-        into_map(json!({
+        let mut m = into_map(json!({
             "role_type": self.role_type,
             "bound_audiences": self.bound_audiences,
             "bound_subject": self.bound_subject,
@@ -417,7 +445,26 @@ impl role::Role for Role {
             "clock_skew_leeway": self.clock_skew_leeway,
             "expiration_leeway": self.expiration_leeway,
             "not_before_leeway": self.not_before_leeway,
-        }))
+        }));
+        if self.image.is_set() || !self.image_reference_claim.is_empty() {
+            m.insert("image_reference_claim".into(), json!(self.image_reference_claim));
+        }
+        self.image.to_json(&mut m);
+        m
+    }
+}
+
+/// The containers a verified JWT reports in `name` (a claim or a `/`-pointer): one reference,
+/// a list of them, or an object of container name to reference. Anything else reports none.
+fn image_claim(claims: &Map<String, Value>, name: &str) -> Vec<Running> {
+    let one = |n: &str, v: &Value| {
+        v.as_str().map(|r| Running { name: n.to_owned(), image_id: r.to_owned() })
+    };
+    match claim(claims, name) {
+        Some(Value::String(r)) => vec![Running { name: String::new(), image_id: r.clone() }],
+        Some(Value::Array(a)) => a.iter().filter_map(|v| one("", v)).collect(),
+        Some(Value::Object(m)) => m.iter().filter_map(|(n, v)| one(n, v)).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -613,6 +660,14 @@ impl Configured for JwtAuth {
                 })?;
                 metadata.insert(target.clone(), s);
             }
+        }
+        if role.image.is_set() {
+            let containers = image_claim(claims, &role.image_reference_claim);
+            let signatures = image::presented_signatures(req.data)?;
+            role.image
+                .evaluate(&containers, &signatures, &[], now_unix())
+                .map_err(|why| image::refuse("jwt", &role_name, why))?
+                .add_to(&mut metadata);
         }
         // Vault's alias: the user_claim's value, with the claim_mappings as its metadata and
         // the groups_claim's names as group aliases.

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::config::{self, Configured, Endpoints};
+use crate::image::{self, ImageBinding, ImageFacts, Running};
 use crate::role::{self, Roles, TokenFields, into_map};
 use crate::{jws, outbound};
 
@@ -54,6 +55,7 @@ static PATHS: LazyLock<Paths<Kubernetes>> = LazyLock::new(|| {
 const LOGIN_FIELDS: &[Field] = &[
     Field::str("role", "The role to log in with."),
     Field::str("jwt", "The service-account token."),
+    image::SIGNATURE_FIELD,
 ];
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -86,6 +88,8 @@ pub(crate) struct Role {
     bound_service_account_namespaces: Vec<String>,
     audience: String,
     alias_name_source: String,
+    #[serde(flatten)]
+    image: ImageBinding,
 }
 
 const ROLE_FIELDS: &[Field] = &[
@@ -94,6 +98,9 @@ const ROLE_FIELDS: &[Field] = &[
     Field::comma_list("bound_service_account_namespaces", "Namespaces allowed (`*` globs)."),
     Field::str("audience", "The audience a token must carry."),
     Field::str("alias_name_source", "`serviceaccount_uid` or `serviceaccount_name`."),
+    image::DIGESTS_FIELD,
+    image::SIGNERS_FIELD,
+    image::REPOSITORIES_FIELD,
 ];
 
 const ALIAS_SOURCES: &[&str] = &["serviceaccount_uid", "serviceaccount_name"];
@@ -164,7 +171,7 @@ impl role::Role for Role {
             }
             self.alias_name_source = a;
         }
-        Ok(())
+        self.image.apply(f)
     }
 
     fn check(&self, _token: &TokenFields) -> Result<()> {
@@ -191,12 +198,14 @@ impl role::Role for Role {
     }
 
     fn own_json(&self) -> Map<String, Value> {
-        into_map(json!({
+        let mut m = into_map(json!({
             "bound_service_account_names": self.bound_service_account_names,
             "bound_service_account_namespaces": self.bound_service_account_namespaces,
             "audience": self.audience,
             "alias_name_source": self.alias_name_source,
-        }))
+        }));
+        self.image.to_json(&mut m);
+        m
     }
 }
 
@@ -205,16 +214,21 @@ fn bound(list: &[String], value: &str) -> bool {
     list.iter().any(|b| b == "*" || glob_match(b, value))
 }
 
-impl Kubernetes {
-    /// Asks the TokenReview API whether `jwt` is authenticated, as the configured reviewer (or,
-    /// without one, as the token itself, as Vault does).
-    async fn review(&self, c: &Config, jwt: &str, audience: &str) -> Result<Reviewed> {
-        let unreachable = |detail: String| {
-            tracing::warn!(host = %c.kubernetes_host, error = %detail, "kubernetes: TokenReview failed");
-            Error::Internal(
-                "kubernetes: the TokenReview API could not be used; see the server log".into(),
-            )
-        };
+/// The API server as Coffer calls it: the configured CA and bearer (the reviewer JWT, the
+/// pod's own when Coffer runs in the cluster, or else the token under review, as Vault does).
+struct Api {
+    client: reqwest::Client,
+    host: String,
+    bearer: Zeroizing<String>,
+}
+
+fn unreachable(host: &str, detail: String) -> Error {
+    tracing::warn!(host = %host, error = %detail, "kubernetes: TokenReview failed");
+    Error::Internal("kubernetes: the TokenReview API could not be used; see the server log".into())
+}
+
+impl Api {
+    async fn new(c: &Config, jwt: &str) -> Result<Api> {
         let mut ca = c.kubernetes_ca_cert.clone();
         let mut reviewer = c.token_reviewer_jwt.clone();
         if !c.disable_local_ca_jwt {
@@ -228,7 +242,13 @@ impl Kubernetes {
         if reviewer.trim().is_empty() {
             *reviewer = jwt.to_owned();
         }
-        let client = outbound::client(&ca).map_err(unreachable)?;
+        let client = outbound::client(&ca).map_err(|e| unreachable(&c.kubernetes_host, e))?;
+        let bearer = Zeroizing::new(reviewer.trim().to_owned());
+        Ok(Api { client, host: c.kubernetes_host.clone(), bearer })
+    }
+
+    /// Asks the TokenReview API whether `jwt` is authenticated.
+    async fn review(&self, jwt: &str, audience: &str) -> Result<Reviewed> {
         let mut spec = json!({ "token": jwt });
         if !audience.is_empty() {
             spec["audiences"] = json!([audience]);
@@ -238,22 +258,132 @@ impl Kubernetes {
             "kind": "TokenReview",
             "spec": spec,
         });
-        let url = format!("{}{TOKEN_REVIEW_PATH}", c.kubernetes_host);
-        let resp = client
+        let url = format!("{}{TOKEN_REVIEW_PATH}", self.host);
+        let resp = self
+            .client
             .post(&url)
-            .bearer_auth(reviewer.trim())
+            .bearer_auth(self.bearer.as_str())
             .json(&body)
             .send()
             .await
-            .map_err(|e| unreachable(outbound::describe(&url, &e)))?;
+            .map_err(|e| unreachable(&self.host, outbound::describe(&url, &e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             tracing::warn!(%status, "kubernetes: the API server refused the reviewer JWT; check token_reviewer_jwt and its system:auth-delegator binding");
             return Err(Error::PermissionDenied);
         }
-        let answer = outbound::json(resp).await.map_err(unreachable)?;
+        let answer = outbound::json(resp).await.map_err(|e| unreachable(&self.host, e))?;
         parse_review(&answer)
     }
+
+    /// The pod a reviewed projected token is bound to, read from the API server: its uid must
+    /// be the token's, it must be running, and its running containers are the evidence.
+    async fn pod(&self, ns: &str, pod: &PodRef) -> std::result::Result<Vec<Running>, PodError> {
+        let url = format!("{}/api/v1/namespaces/{ns}/pods/{}", self.host, pod.name);
+        let resp =
+            self.client.get(&url).bearer_auth(self.bearer.as_str()).send().await.map_err(|e| {
+                PodError::Api(unreachable(&self.host, outbound::describe(&url, &e)))
+            })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(PodError::Refused(format!("pod {ns}/{} does not exist", pod.name)));
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            tracing::warn!(%status, "kubernetes: the API server refused to show a pod; Coffer's service account needs `get` on `pods` (docs/image-binding.md has the ClusterRole)");
+            return Err(PodError::Refused("the API server refused to show the pod".into()));
+        }
+        let answer =
+            outbound::json(resp).await.map_err(|e| PodError::Api(unreachable(&self.host, e)))?;
+        parse_pod(&answer, pod).map_err(PodError::Refused)
+    }
+}
+
+enum PodError {
+    /// The API server could not be used: a 500.
+    Api(Error),
+    /// The evidence refuses the login: a 403 with the reason audited.
+    Refused(String),
+}
+
+/// The pod a projected token is bound to, as the TokenReview's `extra` names it.
+#[derive(Debug, Clone, PartialEq)]
+struct PodRef {
+    name: String,
+    uid: String,
+}
+
+fn parse_pod(pod: &Value, want: &PodRef) -> std::result::Result<Vec<Running>, String> {
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    if uid.is_empty() || uid != want.uid {
+        return Err(format!(
+            "pod {:?} has uid {uid:?}, not the {:?} the token is bound to",
+            want.name, want.uid
+        ));
+    }
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if phase != "Running" {
+        return Err(format!("pod {:?} is not running (phase {phase:?})", want.name));
+    }
+    let running: Vec<Running> = pod["status"]["containerStatuses"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["state"]["running"].is_object())
+        .map(|c| Running {
+            name: c["name"].as_str().unwrap_or_default().to_owned(),
+            image_id: c["imageID"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    if running.is_empty() {
+        return Err(format!("pod {:?} has no running container", want.name));
+    }
+    Ok(running)
+}
+
+/// The image evidence of a kubernetes-style login: the token is reviewed, the pod it is bound
+/// to read, and its containers checked against `binding` (and `also`, digests the credential
+/// itself is bound to). Shared with AppRole's image evidence.
+pub(crate) async fn image_evidence(
+    c: &Config,
+    jwt: &str,
+    audience: &str,
+    binding: &ImageBinding,
+    signatures: &[Value],
+    also: &[String],
+    method: &str,
+    role: &str,
+) -> Result<ImageFacts> {
+    let api = Api::new(c, jwt).await?;
+    let review = api.review(jwt, audience).await?;
+    image_facts(&api, &review, binding, signatures, also, method, role).await
+}
+
+async fn image_facts(
+    api: &Api,
+    review: &Reviewed,
+    binding: &ImageBinding,
+    signatures: &[Value],
+    also: &[String],
+    method: &str,
+    role: &str,
+) -> Result<ImageFacts> {
+    let Some(pod) = &review.pod else {
+        return Err(image::refuse(
+            method,
+            role,
+            "the token is not bound to a pod (image evidence needs a projected service-account token)"
+                .into(),
+        ));
+    };
+    let containers = match api.pod(&review.namespace, pod).await {
+        Ok(c) => c,
+        Err(PodError::Api(e)) => return Err(e),
+        Err(PodError::Refused(why)) => return Err(image::refuse(method, role, why)),
+    };
+    binding
+        .evaluate(&containers, signatures, also, now_unix())
+        .map_err(|why| image::refuse(method, role, why))
 }
 
 /// The identity a TokenReview vouches for.
@@ -263,6 +393,8 @@ struct Reviewed {
     name: String,
     uid: String,
     audiences: Vec<String>,
+    /// Projected tokens bound to a pod: the pod the API server says the token belongs to.
+    pod: Option<PodRef>,
 }
 
 fn parse_review(answer: &Value) -> Result<Reviewed> {
@@ -279,7 +411,22 @@ fn parse_review(answer: &Value) -> Result<Reviewed> {
         tracing::warn!(%username, "kubernetes: the reviewed token is not a service account's");
         return Err(Error::PermissionDenied);
     };
+    let extra = |k: &str| {
+        user["extra"][k]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let pod = match (
+        extra("authentication.kubernetes.io/pod-name"),
+        extra("authentication.kubernetes.io/pod-uid"),
+    ) {
+        (Some(name), Some(uid)) => Some(PodRef { name, uid }),
+        _ => None,
+    };
     Ok(Reviewed {
+        pod,
         namespace: (*namespace).to_owned(),
         name: (*name).to_owned(),
         uid: user.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
@@ -363,7 +510,8 @@ impl Configured for Kubernetes {
         }
 
         // The cluster's word on it.
-        let review = self.review(&config, &jwt, &role.audience).await?;
+        let api = Api::new(&config, &jwt).await?;
+        let review = api.review(&jwt, &role.audience).await?;
         if review.namespace != sa.namespace
             || review.name != sa.name
             || (!sa.uid.is_empty() && review.uid != sa.uid)
@@ -378,6 +526,15 @@ impl Configured for Kubernetes {
         if !role.audience.is_empty() && !review.audiences.contains(&role.audience) {
             return Err(Error::PermissionDenied);
         }
+        let image = if role.image.is_set() {
+            let signatures = image::presented_signatures(req.data)?;
+            Some(
+                image_facts(&api, &review, &role.image, &signatures, &[], "kubernetes", &role_name)
+                    .await?,
+            )
+        } else {
+            None
+        };
 
         let mut metadata = BTreeMap::from([
             ("role".to_owned(), role_name),
@@ -390,6 +547,9 @@ impl Configured for Kubernetes {
         }
         if let Some(pod) = &sa.pod_name {
             metadata.insert("pod_name".into(), pod.clone());
+        }
+        if let Some(facts) = &image {
+            facts.add_to(&mut metadata);
         }
         let display_name = format!("{}-{}", sa.namespace, sa.name);
         // Vault's alias: the service account's UID, or `namespace/name` with
@@ -406,15 +566,7 @@ impl Configured for Kubernetes {
     }
 
     fn show(c: &Config) -> Map<String, Value> {
-        into_map(json!({
-            "kubernetes_host": c.kubernetes_host,
-            "kubernetes_ca_cert": c.kubernetes_ca_cert,
-            "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
-            "issuer": c.issuer,
-            "disable_iss_validation": c.disable_iss_validation,
-            "disable_local_ca_jwt": c.disable_local_ca_jwt,
-            "pem_keys": [],
-        }))
+        show_config(c)
     }
 
     async fn write_config(&self, req: &Req<'_>) -> Result<Response> {
@@ -423,41 +575,59 @@ impl Configured for Kubernetes {
             .config()
             .await?
             .unwrap_or(Config { disable_iss_validation: true, ..Config::default() });
-        if let Some(h) = f.str("kubernetes_host")? {
-            c.kubernetes_host = h.trim_end_matches('/').to_owned();
-        }
-        if c.kubernetes_host.is_empty() {
-            return Err(Error::invalid("no host provided: kubernetes_host is required"));
-        }
-        if !c.kubernetes_host.starts_with("https://") && !c.kubernetes_host.starts_with("http://") {
-            return Err(Error::invalid(
-                "kubernetes_host must be a URL such as https://10.0.0.1:443",
-            ));
-        }
-        if let Some(ca) = f.str("kubernetes_ca_cert")? {
-            c.kubernetes_ca_cert = ca;
-        }
-        outbound::client(&c.kubernetes_ca_cert)
-            .map_err(|e| Error::invalid(format!("kubernetes_ca_cert: {e}")))?;
-        if let Some(j) = f.str("token_reviewer_jwt")? {
-            let j = Zeroizing::new(j);
-            if !j.is_empty() && jws::parse(&j).is_err() {
-                return Err(Error::invalid("token_reviewer_jwt is not a JWT"));
-            }
-            c.token_reviewer_jwt = j;
-        }
-        if let Some(i) = f.str("issuer")? {
-            c.issuer = i;
-        }
-        if let Some(b) = f.bool("disable_iss_validation")? {
-            c.disable_iss_validation = b;
-        }
-        if let Some(b) = f.bool("disable_local_ca_jwt")? {
-            c.disable_local_ca_jwt = b;
-        }
+        apply_config(&mut c, &f)?;
         self.view.put("config", &record::encode(&c)?).await?;
         Ok(Response::empty())
     }
+}
+
+/// A config as a read shows it (the reviewer JWT only as whether one is set).
+pub(crate) fn show_config(c: &Config) -> Map<String, Value> {
+    into_map(json!({
+        "kubernetes_host": c.kubernetes_host,
+        "kubernetes_ca_cert": c.kubernetes_ca_cert,
+        "token_reviewer_jwt_set": !c.token_reviewer_jwt.is_empty(),
+        "issuer": c.issuer,
+        "disable_iss_validation": c.disable_iss_validation,
+        "disable_local_ca_jwt": c.disable_local_ca_jwt,
+        "pem_keys": [],
+    }))
+}
+
+/// Applies a config write's fields (kubernetes' own `config`, AppRole's `image-evidence`):
+/// the host and CA are checked before anything is stored.
+pub(crate) fn apply_config(c: &mut Config, f: &Fields<'_>) -> Result<()> {
+    if let Some(h) = f.str("kubernetes_host")? {
+        c.kubernetes_host = h.trim_end_matches('/').to_owned();
+    }
+    if c.kubernetes_host.is_empty() {
+        return Err(Error::invalid("no host provided: kubernetes_host is required"));
+    }
+    if !c.kubernetes_host.starts_with("https://") && !c.kubernetes_host.starts_with("http://") {
+        return Err(Error::invalid("kubernetes_host must be a URL such as https://10.0.0.1:443"));
+    }
+    if let Some(ca) = f.str("kubernetes_ca_cert")? {
+        c.kubernetes_ca_cert = ca;
+    }
+    outbound::client(&c.kubernetes_ca_cert)
+        .map_err(|e| Error::invalid(format!("kubernetes_ca_cert: {e}")))?;
+    if let Some(j) = f.str("token_reviewer_jwt")? {
+        let j = Zeroizing::new(j);
+        if !j.is_empty() && jws::parse(&j).is_err() {
+            return Err(Error::invalid("token_reviewer_jwt is not a JWT"));
+        }
+        c.token_reviewer_jwt = j;
+    }
+    if let Some(i) = f.str("issuer")? {
+        c.issuer = i;
+    }
+    if let Some(b) = f.bool("disable_iss_validation")? {
+        c.disable_iss_validation = b;
+    }
+    if let Some(b) = f.bool("disable_local_ca_jwt")? {
+        c.disable_local_ca_jwt = b;
+    }
+    Ok(())
 }
 
 impl Framework for Kubernetes {

@@ -15,6 +15,7 @@
 mod approle;
 mod cert;
 mod config;
+mod image;
 mod jws;
 mod jwt;
 mod kubernetes;

@@ -57,6 +57,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// The DER of every `CERTIFICATE` block of a PEM bundle, found as Go's `pem.Decode` finds them.
 pub(crate) fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    pem_blocks(pem, "CERTIFICATE")
+}
+
+/// The DER of every block labelled `want` (`CERTIFICATE`, `PUBLIC KEY`) of a PEM text.
+pub(crate) fn pem_blocks(pem: &str, want: &str) -> Vec<Vec<u8>> {
     use base64::Engine as _;
     let lines: Vec<&str> = pem.lines().map(|l| l.trim_end_matches([' ', '\t', '\r'])).collect();
     let mut out = Vec::new();
@@ -73,7 +78,7 @@ pub(crate) fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
         let Some(len) = lines[i..].iter().position(|l| *l == end) else { continue };
         let body_lines = &lines[i..i + len];
         // RFC 1421 headers (`Proc-Type: ...`): Go's certificate pool skips such blocks.
-        if label != "CERTIFICATE" || body_lines.iter().any(|l| l.contains(':')) {
+        if label != want || body_lines.iter().any(|l| l.contains(':')) {
             i += len + 1;
             continue;
         }

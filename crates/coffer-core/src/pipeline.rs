@@ -287,8 +287,10 @@ impl Core {
         if let Some(stats) = &login_stats {
             stats.login(result.as_ref().is_ok_and(|r| r.auth.is_some() || r.login.is_some()));
         }
-        if let (Some(m), Err(Error::InvalidRequest(_) | Error::PermissionDenied)) =
-            (&login_mount, &result)
+        if let (
+            Some(m),
+            Err(Error::InvalidRequest(_) | Error::PermissionDenied | Error::Refused(_)),
+        ) = (&login_mount, &result)
         {
             self.login_limiter.failed(m, req.remote_addr);
         }

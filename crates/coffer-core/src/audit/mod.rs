@@ -598,6 +598,8 @@ impl Broker {
 pub(crate) fn public_error(e: &Error) -> String {
     match e {
         Error::Internal(_) => "internal error".into(),
+        // The audit log is where an operator learns why a login was refused.
+        Error::Refused(reason) => format!("permission denied: {reason}"),
         other => other.to_string(),
     }
 }

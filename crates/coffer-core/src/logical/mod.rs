@@ -335,6 +335,12 @@ pub enum Error {
     Standby,
     #[error("permission denied")]
     PermissionDenied,
+    /// A refused login whose reason belongs in the audit log and the server log, never in the
+    /// answer: the client reads `permission denied` (403), as for [`Error::PermissionDenied`],
+    /// so a caller probing what the server checks learns nothing from it. The reason must hold
+    /// no credential.
+    #[error("permission denied")]
+    Refused(String),
     /// A 403 with Vault's own text for the case (`bad token` for a lookup of an unknown token).
     #[error("{0}")]
     Forbidden(String),

@@ -32,7 +32,7 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::Sealed | Error::Standby => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotInitialized => StatusCode::BAD_REQUEST,
-        Error::PermissionDenied | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::PermissionDenied | Error::Forbidden(_) | Error::Refused(_) => StatusCode::FORBIDDEN,
         Error::NotFound => StatusCode::NOT_FOUND,
         Error::UnsupportedPath(_) => StatusCode::NOT_FOUND,
         Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
