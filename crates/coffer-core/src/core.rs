@@ -97,13 +97,13 @@ impl Active {
         entry: &crate::token::TokenEntry,
     ) -> Result<Arc<crate::policy::Acl>> {
         match self.identity.token_identity(&entry.entity_id)? {
-            None => self.policies.acl_templated(&entry.policies, None, 0),
+            None => self.policies.acl_templated(&entry.policies, None, &entry.meta, 0),
             Some(ident) => {
                 let mut names = entry.policies.clone();
                 names.extend(ident.policies);
                 names.sort();
                 names.dedup();
-                self.policies.acl_templated(&names, Some(&ident.ctx), ident.generation)
+                self.policies.acl_templated(&names, Some(&ident.ctx), &entry.meta, ident.generation)
             }
         }
     }

@@ -201,10 +201,14 @@ impl PolicyStore {
     /// a path whose template cannot be resolved for it (no entity, a missing value, one that
     /// would widen the path) is left out, as in Vault. Sets without a templated policy come from
     /// the by-set cache; the others from a cache keyed by entity and identity generation.
+    /// `token_meta` is the token's own metadata, for Coffer's `{{token.metadata.<key>}}`
+    /// (what the login proved, e.g. the image digest): sets using it are rendered per token
+    /// and not cached, as sets using `time.` are not.
     pub(crate) fn acl_templated(
         &self,
         names: &[String],
         ident: Option<&crate::identity::TemplateCtx>,
+        token_meta: &std::collections::BTreeMap<String, String>,
         generation: u64,
     ) -> Result<Arc<Acl>> {
         let any = {
@@ -220,6 +224,8 @@ impl PolicyStore {
         }
         let none = crate::identity::TemplateCtx::default();
         let ctx = ident.unwrap_or(&none);
+        // Only on a cache miss: a clone of the token's metadata for its directives.
+        let mut with_token = None;
         let unbound = ctx.entity.is_none();
         if unbound && let Some(acl) = self.unbound_acls.read().map_err(|_| poisoned())?.get(names) {
             return Ok(acl.clone());
@@ -245,9 +251,14 @@ impl PolicyStore {
                 if !crate::identity::template::is_templated(&r.pattern) {
                     return true;
                 }
-                if r.pattern.contains("time.") {
+                if r.pattern.contains("time.") || r.pattern.contains("token.") {
                     cacheable = false;
                 }
+                let ctx: &crate::identity::TemplateCtx = with_token.get_or_insert_with(|| {
+                    let mut c = ctx.clone();
+                    c.token_meta = token_meta.clone();
+                    c
+                });
                 match crate::identity::template::render(
                     &r.pattern,
                     ctx,

@@ -408,7 +408,7 @@ impl IdentityStore {
             policies.dedup();
             Some(TokenIdentity {
                 generation,
-                ctx: TemplateCtx { entity: Some(entity), groups },
+                ctx: TemplateCtx { entity: Some(entity), groups, token_meta: BTreeMap::new() },
                 policies,
             })
         })

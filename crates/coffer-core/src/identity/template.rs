@@ -1,7 +1,9 @@
 //! Identity templates, Vault's syntax: `{{identity.entity.id}}`, `.name`, `.metadata.<key>`,
 //! `.aliases.<mount accessor>.id|name|metadata.<key>|custom_metadata.<key>`,
 //! `{{identity.groups.ids.<id>.name}}`, `{{identity.groups.names.<name>.id}}` (and `.metadata.<key>`
-//! of a group), and `{{time.now}}`, `{{time.now.plus.<duration>}}`, `{{time.now.minus.<duration>}}`.
+//! of a group), and `{{time.now}}`, `{{time.now.plus.<duration>}}`, `{{time.now.minus.<duration>}}`;
+//! and Coffer's own `{{token.metadata.<key>}}`: the requesting token's metadata, set by its login
+//! (an image-bound login's `image_digest`, say), which no later login changes.
 //!
 //! Two modes, as Vault's `identitytpl`: in ACL mode (policy paths) a directive that cannot be
 //! resolved for the token (no entity, a missing metadata key, an alias on another mount, a group
@@ -22,6 +24,8 @@ use super::{Alias, Entity, Group};
 pub(crate) struct TemplateCtx {
     pub(crate) entity: Option<Arc<Entity>>,
     pub(crate) groups: Vec<Arc<Group>>,
+    /// The requesting token's own metadata (Coffer's `token.metadata.<key>`; ACL mode only).
+    pub(crate) token_meta: BTreeMap<String, String>,
 }
 
 impl TemplateCtx {
@@ -156,6 +160,11 @@ fn directive_value(d: &str, ctx: &TemplateCtx, mode: Mode) -> Result<String, Tem
     if let Some(rest) = d.strip_prefix("time.") {
         return time_value(rest);
     }
+    // Coffer's: what the token's login proved (set once, at login), such as `image_digest`.
+    // Unlike an alias's metadata, which the entity's latest login rewrites, it is the token's.
+    if let Some(k) = d.strip_prefix("token.metadata.") {
+        return emit(mode, Val::Key(&ctx.token_meta, k));
+    }
     Err(err(NOT_FOUND))
 }
 
@@ -281,7 +290,11 @@ mod tests {
             metadata: BTreeMap::from([("env".into(), "prod".into())]),
             ..Group::default()
         };
-        TemplateCtx { entity: Some(Arc::new(entity)), groups: vec![Arc::new(group)] }
+        TemplateCtx {
+            entity: Some(Arc::new(entity)),
+            groups: vec![Arc::new(group)],
+            token_meta: BTreeMap::from([("image_digest".to_owned(), "sha256:ab".to_owned())]),
+        }
     }
 
     #[test]
@@ -313,6 +326,8 @@ mod tests {
         let c = ctx();
         let r = |s: &str| render(s, &c, Mode::Acl);
         assert!(r("a/{{identity.entity.metadata.missing}}").is_err());
+        assert_eq!(r("a/{{token.metadata.image_digest}}").expect("render"), "a/sha256:ab");
+        assert!(r("a/{{token.metadata.image_signer}}").is_err(), "unproven: the path is left out");
         assert!(r("a/{{identity.entity.aliases.other.name}}").is_err());
         assert!(r("a/{{identity.groups.names.ops.id}}").is_err());
         assert!(r("a/{{identity.entity.metadata.bad}}").is_err(), "a '*' value widens the path");

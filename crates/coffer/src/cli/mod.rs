@@ -11,6 +11,7 @@ mod args;
 mod audit;
 mod capabilities;
 mod chaos;
+mod ci;
 mod client;
 mod events;
 mod generic;
@@ -61,6 +62,10 @@ pub(crate) enum Command {
     /// Chaos experiments in Chaos Toolkit's format: `coffer chaos run experiment.json`
     #[command(subcommand)]
     Chaos(chaos::ChaosCmd),
+    /// CI steps: `coffer ci bootstrap -role=NAME -image=REPO@sha256:...` mints the wrapped,
+    /// image-bound bootstrap credential of a deployment
+    #[command(subcommand)]
+    Ci(ci::CiCmd),
     /// Operator tasks: init, unseal, seal, rotate, key-status, generate-root, rekey
     #[command(subcommand)]
     Operator(operator::OperatorCmd),
@@ -207,6 +212,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Server(a) => server::run(a).await,
         Command::Agent(a) => agent::run(a).await,
         Command::Chaos(c) => chaos::run(g, c).await,
+        Command::Ci(c) => ci::run(g, c).await,
         Command::Operator(op) => operator::run(g, op).await,
         Command::Status => operator::status(g).await,
         Command::Login(a) => login::run(g, a).await,
