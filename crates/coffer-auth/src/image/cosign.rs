@@ -283,7 +283,9 @@ impl Presented {
             &anchors,
             &intermediates,
             UnixTime::since_unix_epoch(Duration::from_secs(at)),
-            webpki::KeyUsage::required(CODE_SIGNING),
+            // Fulcio's own CA certificates may carry no EKU: absent is allowed up the chain,
+            // and the leaf's `codeSigning` is required by `identity`.
+            webpki::KeyUsage::required_if_present(CODE_SIGNING),
             None,
             None,
         )
@@ -351,6 +353,11 @@ fn identity(der: &[u8]) -> Result<(String, String, Vec<u8>), String> {
         }
     }
     let issuer = issuer.ok_or("the certificate names no OIDC issuer")?;
+    let code_signing =
+        cert.extended_key_usage().ok().flatten().is_some_and(|e| e.value.code_signing);
+    if !code_signing {
+        return Err("the certificate is not for code signing".into());
+    }
     let san = cert
         .subject_alternative_name()
         .ok()

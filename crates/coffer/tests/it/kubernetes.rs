@@ -3,15 +3,19 @@
 //! bearer-authenticated, `201 Created` with a `TokenReview` status). The fake cluster issues
 //! service-account tokens as Kubernetes does, legacy and projected (audience, expiry, pod
 //! binding), and authenticates them as its authenticator would: only tokens it issued, while
-//! the service account and the bound pod exist, for the audiences they were issued for.
+//! the service account and the bound pod exist, for the audiences they were issued for. It also
+//! serves pods (`GET /api/v1/namespaces/{ns}/pods/{name}`, the real Pod JSON with
+//! `metadata.uid` and `status.containerStatuses[].imageID`) to callers allowed to read them, for
+//! the image-binding tests.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
@@ -29,6 +33,16 @@ struct Issued {
     aud: Vec<String>,
     exp: Option<u64>,
     pod: Option<String>,
+    pod_uid: Option<String>,
+}
+
+/// A pod as the API server stores it: what the image-binding checks read.
+#[derive(Clone)]
+pub(crate) struct Pod {
+    pub(crate) uid: String,
+    pub(crate) phase: String,
+    /// (name, imageID, running).
+    pub(crate) containers: Vec<(String, String, bool)>,
 }
 
 #[derive(Default)]
@@ -36,7 +50,9 @@ struct ClusterState {
     /// (namespace, name) → uid.
     service_accounts: HashMap<(String, String), String>,
     /// (namespace, pod).
-    pods: HashSet<(String, String)>,
+    pods: HashMap<(String, String), Pod>,
+    /// Callers refused `get pods` (no ClusterRole for it).
+    pod_readers_denied: bool,
     tokens: HashMap<String, Issued>,
     /// Service accounts bound to `system:auth-delegator`: they may call TokenReview.
     delegators: HashSet<(String, String)>,
@@ -68,7 +84,7 @@ fn authenticate(st: &ClusterState, token: &str, audiences: &[String]) -> Result<
         return Err("invalid bearer token, token has expired".into());
     }
     if let Some(pod) = &t.pod
-        && !st.pods.contains(&(t.namespace.clone(), pod.clone()))
+        && !st.pods.contains_key(&(t.namespace.clone(), pod.clone()))
     {
         return Err(format!("invalid bearer token, pod \"{pod}\" not found"));
     }
@@ -82,6 +98,9 @@ fn authenticate(st: &ClusterState, token: &str, audiences: &[String]) -> Result<
     let mut extra = json!({});
     if let Some(pod) = &t.pod {
         extra["authentication.kubernetes.io/pod-name"] = json!([pod]);
+    }
+    if let Some(uid) = &t.pod_uid {
+        extra["authentication.kubernetes.io/pod-uid"] = json!([uid]);
     }
     Ok(json!({
         "authenticated": true,
@@ -156,6 +175,73 @@ async fn token_review(
     (StatusCode::CREATED, axum::Json(out))
 }
 
+/// `GET /api/v1/namespaces/{ns}/pods/{name}`, for callers that may call TokenReview (the
+/// reviewer's ClusterRole in docs/image-binding.md grants both), in the API server's JSON.
+async fn get_pod(
+    State(st): State<Arc<Mutex<ClusterState>>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, axum::Json<Value>) {
+    let st = st.lock().expect("cluster");
+    let caller = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|b| authenticate(&st, b, &[API_AUDIENCE.to_owned()]).ok());
+    let Some(caller) = caller else {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"kind": "Status", "code": 401})));
+    };
+    let user = caller["user"]["username"].as_str().unwrap_or_default().to_owned();
+    let allowed =
+        st.delegators.iter().any(|(ns, n)| user == format!("system:serviceaccount:{ns}:{n}"));
+    if !allowed || st.pod_readers_denied {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                "message": format!("pods \"{name}\" is forbidden: User \"{user}\" cannot get resource \"pods\" in API group \"\" in the namespace \"{ns}\"")}),
+            ),
+        );
+    }
+    let Some(pod) = st.pods.get(&(ns.clone(), name.clone())) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("pods \"{name}\" not found"), "reason": "NotFound",
+                "details": {"name": name, "kind": "pods"}, "code": 404}),
+            ),
+        );
+    };
+    let image_of = |id: &str| id.split('@').next().unwrap_or(id).to_owned();
+    let containers: Vec<Value> =
+        pod.containers.iter().map(|(n, id, _)| json!({"name": n, "image": image_of(id)})).collect();
+    let statuses: Vec<Value> = pod
+        .containers
+        .iter()
+        .map(|(n, id, running)| {
+            let state = if *running {
+                json!({"running": {"startedAt": "2026-12-05T09:00:00Z"}})
+            } else {
+                json!({"waiting": {"reason": "ContainerCreating"}})
+            };
+            json!({"name": n, "image": image_of(id), "imageID": id, "ready": running,
+                "restartCount": 0, "started": running, "state": state,
+                "containerID": format!("containerd://{}", "0".repeat(64))})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": ns, "uid": pod.uid, "resourceVersion": "4711",
+                "creationTimestamp": "2026-12-05T09:00:00Z"},
+            "spec": {"containers": containers, "serviceAccountName": "web", "nodeName": "node-1"},
+            "status": {"phase": pod.phase, "podIP": "10.0.0.7", "containerStatuses": statuses},
+        })),
+    )
+}
+
 impl Cluster {
     pub(crate) async fn start() -> Cluster {
         let ca_key = KeyPair::generate().expect("ca key");
@@ -186,6 +272,7 @@ impl Cluster {
         let state = Arc::new(Mutex::new(ClusterState::default()));
         let app = Router::new()
             .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
+            .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -211,10 +298,36 @@ impl Cluster {
     pub(crate) fn pod(&self, ns: &str, pod: &str, live: bool) {
         let mut st = self.state.lock().expect("cluster");
         if live {
-            st.pods.insert((ns.into(), pod.into()));
+            let p =
+                Pod { uid: format!("pod-uid-{pod}"), phase: "Running".into(), containers: vec![] };
+            st.pods.insert((ns.into(), pod.into()), p);
         } else {
             st.pods.remove(&(ns.into(), pod.into()));
         }
+    }
+
+    /// Creates (or replaces) a pod with `uid`, in `phase`, running `(name, imageID)` containers.
+    pub(crate) fn run_pod(
+        &self,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        phase: &str,
+        containers: &[(&str, &str)],
+    ) {
+        let p = Pod {
+            uid: uid.into(),
+            phase: phase.into(),
+            containers: containers
+                .iter()
+                .map(|(n, id)| ((*n).to_owned(), (*id).to_owned(), phase == "Running"))
+                .collect(),
+        };
+        self.state.lock().expect("cluster").pods.insert((ns.into(), pod.into()), p);
+    }
+
+    pub(crate) fn deny_pod_reads(&self, deny: bool) {
+        self.state.lock().expect("cluster").pod_readers_denied = deny;
     }
 
     pub(crate) fn delegator(&self, ns: &str, name: &str, bound: bool) {
@@ -249,6 +362,7 @@ impl Cluster {
             aud: vec![API_AUDIENCE.into()],
             exp: None,
             pod: None,
+            pod_uid: None,
         };
         self.state.lock().expect("cluster").tokens.insert(jwt.clone(), issued);
         jwt
@@ -264,6 +378,13 @@ impl Cluster {
         exp: u64,
     ) -> String {
         let t = now();
+        let pod_uid = self
+            .state
+            .lock()
+            .expect("cluster")
+            .pods
+            .get(&(ns.to_owned(), pod.to_owned()))
+            .map_or_else(|| format!("pod-uid-{pod}"), |p| p.uid.clone());
         let jwt = self.signer.jwt(
             Some("sa-key"),
             &json!({
@@ -271,7 +392,7 @@ impl Cluster {
                 "iss": API_AUDIENCE,
                 "kubernetes.io": {
                     "namespace": ns,
-                    "pod": {"name": pod, "uid": format!("pod-uid-{pod}")},
+                    "pod": {"name": pod, "uid": pod_uid},
                     "serviceaccount": {"name": name, "uid": self.uid(ns, name)},
                 },
                 "sub": format!("system:serviceaccount:{ns}:{name}"),
@@ -283,6 +404,7 @@ impl Cluster {
             aud: vec![aud.into()],
             exp: Some(exp),
             pod: Some(pod.into()),
+            pod_uid: Some(pod_uid),
         };
         self.state.lock().expect("cluster").tokens.insert(jwt.clone(), issued);
         jwt

@@ -28,6 +28,7 @@ mod ha;
 mod help;
 mod identity;
 mod identity_oidc;
+mod image_binding;
 mod invariants;
 mod jwt;
 mod kubernetes;
