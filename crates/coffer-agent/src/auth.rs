@@ -79,9 +79,15 @@ impl Authenticator {
                 secret_id_file_path,
                 remove_secret_id_file_after_reading,
                 secret_id_response_wrapping_path,
+                kubernetes_token_path,
             } => {
                 let role_id = read_secret_file(role_id_file_path, "role ID")?;
                 let mut body = json!({ "role_id": role_id.as_str() });
+                if let Some(p) = kubernetes_token_path {
+                    // Read anew at each login: the kubelet rotates projected tokens.
+                    let jwt = read_secret_file(p, "service account token")?;
+                    body["kubernetes_jwt"] = Value::String(jwt.to_string());
+                }
                 if let Some(p) = secret_id_file_path {
                     let secret_id = match read_secret_file(p, "secret ID") {
                         Ok(from_file) => {

@@ -65,6 +65,9 @@ pub enum Method {
         remove_secret_id_file_after_reading: bool,
         /// The secret-id file holds a wrapping token whose creation path must be this.
         secret_id_response_wrapping_path: Option<String>,
+        /// Coffer's: the pod's projected service-account token, sent as the image evidence of
+        /// an image-bound secret ID (docs/image-binding.md); read at every login.
+        kubernetes_token_path: Option<PathBuf>,
     },
     Jwt {
         role: String,
@@ -455,12 +458,14 @@ fn parse_method(kind: &str, s: Section<'_>) -> Result<MethodConfig> {
                     .bool("remove_secret_id_file_after_reading")?
                     .unwrap_or(true),
                 secret_id_response_wrapping_path: c.string("secret_id_response_wrapping_path")?,
+                kubernetes_token_path: c.path("kubernetes_token_path")?,
             },
             &[
                 "role_id_file_path",
                 "secret_id_file_path",
                 "remove_secret_id_file_after_reading",
                 "secret_id_response_wrapping_path",
+                "kubernetes_token_path",
             ],
         ),
         "jwt" => (

@@ -85,6 +85,7 @@ fn parses_a_vault_agent_config() {
             secret_id_file_path: Some("/boot/secret-id".into()),
             remove_secret_id_file_after_reading: true,
             secret_id_response_wrapping_path: Some("auth/apps/role/web/secret-id".into()),
+            kubernetes_token_path: None,
         }
     );
     assert_eq!(
