@@ -815,20 +815,20 @@ impl AppRole {
             return Err(refuse("image-evidence is not configured on the mount"));
         };
         let signatures = image::presented_signatures(req.data)?;
-        kubernetes::image_evidence(
-            &cfg.cluster,
-            &jwt,
-            &cfg.audience,
-            &role.image,
-            &signatures,
+        let demand = image::Demand {
+            binding: &role.image,
+            signatures: &signatures,
             also,
-            "approle",
-            &role.name,
-        )
-        .await
-        .map_err(|e| match e {
-            Error::PermissionDenied => refuse("the cluster did not authenticate kubernetes_jwt"),
-            other => other,
+            method: "approle",
+            role: &role.name,
+        };
+        kubernetes::image_evidence(&cfg.cluster, &jwt, &cfg.audience, &demand).await.map_err(|e| {
+            match e {
+                Error::PermissionDenied => {
+                    refuse("the cluster did not authenticate kubernetes_jwt")
+                }
+                other => other,
+            }
         })
     }
 

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::config::{self, Configured, Endpoints};
-use crate::image::{self, ImageBinding, ImageFacts, Running};
+use crate::image::{self, Demand, ImageBinding, ImageFacts, Running};
 use crate::role::{self, Roles, TokenFields, into_map};
 use crate::{jws, outbound};
 
@@ -348,26 +348,15 @@ pub(crate) async fn image_evidence(
     c: &Config,
     jwt: &str,
     audience: &str,
-    binding: &ImageBinding,
-    signatures: &[Value],
-    also: &[String],
-    method: &str,
-    role: &str,
+    demand: &Demand<'_>,
 ) -> Result<ImageFacts> {
     let api = Api::new(c, jwt).await?;
     let review = api.review(jwt, audience).await?;
-    image_facts(&api, &review, binding, signatures, also, method, role).await
+    image_facts(&api, &review, demand).await
 }
 
-async fn image_facts(
-    api: &Api,
-    review: &Reviewed,
-    binding: &ImageBinding,
-    signatures: &[Value],
-    also: &[String],
-    method: &str,
-    role: &str,
-) -> Result<ImageFacts> {
+async fn image_facts(api: &Api, review: &Reviewed, demand: &Demand<'_>) -> Result<ImageFacts> {
+    let Demand { binding, signatures, also, method, role } = *demand;
     let Some(pod) = &review.pod else {
         return Err(image::refuse(
             method,
@@ -528,10 +517,14 @@ impl Configured for Kubernetes {
         }
         let image = if role.image.is_set() {
             let signatures = image::presented_signatures(req.data)?;
-            Some(
-                image_facts(&api, &review, &role.image, &signatures, &[], "kubernetes", &role_name)
-                    .await?,
-            )
+            let demand = Demand {
+                binding: &role.image,
+                signatures: &signatures,
+                also: &[],
+                method: "kubernetes",
+                role: &role_name,
+            };
+            Some(image_facts(&api, &review, &demand).await?)
         } else {
             None
         };

@@ -463,7 +463,9 @@ mod tests {
         assert!(name.starts_with("key:sha256:") && name.len() == 11 + 64, "{name}");
         // Another digest, another repository, another key, a flipped payload byte: refused.
         let other = DIGEST.replace("4a5e", "4a5f");
-        assert!(p.verify(&signer, &other, None, 0).unwrap_err().contains("another digest"));
+        assert!(
+            p.verify(&signer, &other, None, 0).expect_err("refused").contains("another digest")
+        );
         assert!(p.verify(&signer, DIGEST, Some("registry.example/x"), 0).is_err());
         let (_, stranger) = key();
         let stranger = Signer::parse(&Value::from(stranger)).expect("signer");
@@ -476,7 +478,11 @@ mod tests {
     #[test]
     fn signer_entries_are_checked_when_written() {
         assert!(Signer::parse(&json!("not a pem")).is_err());
-        assert!(Signer::parse(&json!({"issuer": "https://x"})).unwrap_err().contains("keyless"));
+        assert!(
+            Signer::parse(&json!({"issuer": "https://x"}))
+                .expect_err("refused")
+                .contains("keyless")
+        );
         assert!(Signer::parse(&json!({"public_key": "x", "extra": 1})).is_err());
         assert!(Signer::parse(&json!(3)).is_err());
     }

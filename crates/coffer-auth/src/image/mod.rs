@@ -83,6 +83,18 @@ impl ImageFacts {
     }
 }
 
+/// What a login must prove about its image, and who asks (named in a refusal's reason).
+#[derive(Clone, Copy)]
+pub(crate) struct Demand<'a> {
+    pub(crate) binding: &'a ImageBinding,
+    /// The signatures the login presented.
+    pub(crate) signatures: &'a [Value],
+    /// Digests the credential itself is bound to (an AppRole secret ID's).
+    pub(crate) also: &'a [String],
+    pub(crate) method: &'a str,
+    pub(crate) role: &'a str,
+}
+
 /// A running container as the orchestrator reports it.
 #[derive(Debug, Clone)]
 pub(crate) struct Running {
@@ -443,19 +455,22 @@ mod tests {
             )
             .expect("one container matches");
         assert_eq!((ok.digest.as_str(), ok.repository.as_str(), ok.signer), (A, "r.io/web", None));
-        let e = b.evaluate(&[running("web", &format!("r.io/web@{B}"))], &[], &[], 0).unwrap_err();
+        let e = b
+            .evaluate(&[running("web", &format!("r.io/web@{B}"))], &[], &[], 0)
+            .expect_err("refused");
         assert!(e.contains("not bound"), "{e}");
-        let e = b.evaluate(&[running("web", "r.io/web:latest")], &[], &[], 0).unwrap_err();
+        let e = b.evaluate(&[running("web", "r.io/web:latest")], &[], &[], 0).expect_err("refused");
         assert!(e.contains("without a digest"), "{e}");
         let e = b
             .evaluate(&[running("web", &format!("r.io/web@{A}"))], &[], &[B.to_owned()], 0)
-            .unwrap_err();
+            .expect_err("refused");
         assert!(e.contains("secret ID"), "{e}");
 
         let per = binding(json!({"bound_image_digests": [format!("web={A}")]})).expect("binding");
         assert!(per.evaluate(&[running("web", &format!("r.io/web@{A}"))], &[], &[], 0).is_ok());
-        let e =
-            per.evaluate(&[running("other", &format!("r.io/web@{A}"))], &[], &[], 0).unwrap_err();
+        let e = per
+            .evaluate(&[running("other", &format!("r.io/web@{A}"))], &[], &[], 0)
+            .expect_err("refused");
         assert!(e.contains("no running container"), "{e}");
         let e = per
             .evaluate(
@@ -464,7 +479,7 @@ mod tests {
                 &[],
                 0,
             )
-            .unwrap_err();
+            .expect_err("refused");
         assert!(e.contains("\"web\""), "{e}");
 
         let repos = binding(json!({"bound_image_repositories": ["r.io/team/*"]})).expect("binding");

@@ -92,8 +92,7 @@ fn last_reason(audit: &Path) -> String {
     let last = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "response")
-        .last()
+        .rfind(|e| e["type"] == "response")
         .expect("a response entry");
     last["error"].as_str().unwrap_or_default().to_owned()
 }
