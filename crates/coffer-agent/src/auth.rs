@@ -141,6 +141,13 @@ impl Authenticator {
                 return Ok((token, auth));
             }
         };
+        let mut body = body;
+        if let Some(p) = &self.method.image_signature_path {
+            // Public (a signature of the image digest), read anew at each login.
+            let sig = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the image signature file {}", p.display()))?;
+            body["image_signature"] = Value::String(sig);
+        }
         let body = Zeroizing::new(ValueBox(body));
         let a = self.conn.call(None, "POST", &login, Some(&body.0)).await?;
         let mut auth = a

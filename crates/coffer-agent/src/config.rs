@@ -55,6 +55,9 @@ pub struct MethodConfig {
     pub max_backoff: Duration,
     /// Exit when a login fails instead of retrying (Vault's `exit_on_err`).
     pub exit_on_err: bool,
+    /// Coffer's: a file holding the image's cosign signature(s), sent as `image_signature`
+    /// (approle, jwt, kubernetes; docs/image-binding.md).
+    pub image_signature_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -492,7 +495,14 @@ fn parse_method(kind: &str, s: Section<'_>) -> Result<MethodConfig> {
             "auto_auth method {other:?} is not supported (supported: approle, jwt, kubernetes, cert, token_file)"
         ),
     };
-    c.finish(known)?;
+    let image_kinds = ["approle", "jwt", "kubernetes"];
+    let image_signature_path =
+        if image_kinds.contains(&kind) { c.path("image_signature_path")? } else { None };
+    let mut known = known.to_vec();
+    if image_kinds.contains(&kind) {
+        known.push("image_signature_path");
+    }
+    c.finish(&known)?;
     let default_mount = match kind {
         "token_file" => String::new(),
         k => format!("auth/{k}"),
@@ -515,6 +525,7 @@ fn parse_method(kind: &str, s: Section<'_>) -> Result<MethodConfig> {
         min_backoff,
         max_backoff,
         exit_on_err: s.bool("exit_on_err")?.unwrap_or(false),
+        image_signature_path,
     })
 }
 

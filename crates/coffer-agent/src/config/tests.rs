@@ -150,6 +150,32 @@ fn the_json_form_parses_too() {
 }
 
 #[test]
+fn image_bound_logins_take_the_pod_token_and_the_signature_from_files() {
+    let c = parse(
+        r#"{"coffer": {"address": "http://127.0.0.1:8200"},
+            "auto_auth": {"method": [{"approle": {"config": {"role_id_file_path": "/boot/role-id",
+                "secret_id_file_path": "/var/run/coffer/secret-id",
+                "kubernetes_token_path": "/var/run/coffer/token",
+                "image_signature_path": "/var/run/coffer/signature.json"}}}],
+                          "sink": [{"file": {"config": {"path": "/run/t"}}}]}}"#,
+    )
+    .expect("parses");
+    let a = c.auto_auth.expect("auto_auth");
+    assert_eq!(
+        a.method.image_signature_path.as_deref(),
+        Some(Path::new("/var/run/coffer/signature.json"))
+    );
+    assert!(matches!(&a.method.kind, Method::AppRole { kubernetes_token_path: Some(p), .. }
+        if p == Path::new("/var/run/coffer/token")));
+    let e = parse(
+        r#"{"coffer": {"address": "http://127.0.0.1:8200"},
+            "auto_auth": {"method": [{"cert": {"config": {"image_signature_path": "/x"}}}]}}"#,
+    )
+    .expect_err("cert logins take no image signature");
+    assert!(e.to_string().contains("image_signature_path"), "{e}");
+}
+
+#[test]
 fn errors_name_the_problem() {
     let base = "auto_auth {\n method \"token_file\" { config = { token_file_path = \"/t\" } }\n}\n";
     let cases: &[(&str, &str)] = &[

@@ -637,3 +637,80 @@ async fn jwt_logins_take_the_image_from_a_verified_claim() {
         .await;
     assert_eq!(code, 400, "a claim cannot pose as proven image metadata: {b}");
 }
+
+/// The deployment half of the CI example in docs/image-binding.md: the agent in the pod unwraps
+/// the bootstrap secret ID, sends the pod's projected token and the image's signature from their
+/// files, and renders the secret; the token it got says which image it proved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_logs_in_with_the_wrapped_image_bound_secret_id_and_its_signature() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (cluster, s, root, _) = cluster_and_server(d).await;
+    let (key, public) = p256_key(d, "cosign");
+    write(&s, &root, "sys/auth/approle", json!({"type": "approle"})).await;
+    write(&s, &root, "sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
+    write(&s, &root, "secret/data/web/db", json!({"data": {"password": "image-canary"}})).await;
+    write(
+        &s,
+        &root,
+        "sys/policies/acl/web",
+        json!({"policy": "path \"secret/data/web/*\" { capabilities = [\"read\"] }"}),
+    )
+    .await;
+    write(
+        &s,
+        &root,
+        "auth/approle/role/web",
+        json!({"token_policies": "web", "token_ttl": "10m", "bound_image_signers": [public],
+            "bound_image_repositories": "registry.local/team/*"}),
+    )
+    .await;
+    write(
+        &s,
+        &root,
+        "auth/approle/image-evidence",
+        json!({"kubernetes_host": cluster.url, "kubernetes_ca_cert": cluster.ca_pem,
+            "token_reviewer_jwt": cluster.legacy_token("kube-system", "coffer"),
+            "disable_local_ca_jwt": true, "audience": "coffer"}),
+    )
+    .await;
+    let (_, rid) = s.call("GET", "auth/approle/role/web/role-id", Some(&root), None).await;
+    let image = format!("{REPO}@{A}");
+    let out = ok(s.cli(Some(&root), &["ci", "bootstrap", "-role=web", &format!("-image={image}")]));
+    let wrapped = out.lines().last().expect("line").trim().to_owned();
+
+    // What the Deployment mounts: role ID, the wrapped secret ID and signature (a Secret), the
+    // projected token (the kubelet).
+    cluster.run_pod("prod", "web-a", "uid-a", "Running", &[("web", &image)]);
+    let shm = tempfile::tempdir_in("/dev/shm").expect("shm");
+    let file = |name: &str, content: &str| {
+        let p = shm.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        p
+    };
+    let role_id = file("role-id", rid["data"]["role_id"].as_str().expect("role id"));
+    let secret_id = file("secret-id", &wrapped);
+    let token =
+        file("token", &cluster.projected_token("prod", "web", "coffer", "web-a", now() + 600));
+    let signature = file("signature.json", &format!("{}\n", key_signature(d, &key, REPO, A)));
+    let dest = shm.path().join("db-password");
+    let sink = shm.path().join("coffer-token");
+    let config = format!(
+        "coffer {{\n  address = \"{}\"\n}}\nauto_auth {{\n  method \"approle\" {{\n    config = {{\n      role_id_file_path = \"{}\"\n      secret_id_file_path = \"{}\"\n      secret_id_response_wrapping_path = \"auth/approle/role/web/secret-id\"\n      kubernetes_token_path = \"{}\"\n      image_signature_path = \"{}\"\n    }}\n  }}\n  sink \"file\" {{\n    config = {{ path = \"{}\" }}\n  }}\n}}\ntemplate {{\n  contents = {:?}\n  destination = \"{}\"\n}}\n",
+        s.addr,
+        role_id.display(),
+        secret_id.display(),
+        token.display(),
+        signature.display(),
+        sink.display(),
+        r#"{{ with secret "secret/data/web/db" }}{{ .Data.data.password }}{{ end }}"#,
+        dest.display(),
+    );
+    let agent = crate::agent::Agent::start(d, &config);
+    agent.wait_for_content(&dest, "image-canary", std::time::Duration::from_secs(20));
+    let agent_token = std::fs::read_to_string(&sink).expect("sink");
+    let (_, me) = s.call("GET", "auth/token/lookup-self", Some(agent_token.trim()), None).await;
+    assert_eq!(me["data"]["meta"]["image_digest"], A, "{me}");
+    assert!(me["data"]["meta"]["image_signer"].as_str().is_some_and(|s| s.starts_with("key:")));
+    assert!(!secret_id.exists(), "the bootstrap file is removed once read");
+}
