@@ -670,6 +670,13 @@ mod tests {
         let r = parse_review(&ok).expect("authenticated");
         assert_eq!((r.namespace.as_str(), r.name.as_str(), r.uid.as_str()), ("prod", "web", "u-1"));
         assert_eq!(r.audiences, vec!["coffer".to_owned()]);
+        assert_eq!(r.pod, None, "a token bound to no pod");
+        let bound = json!({"status": {"authenticated": true, "user": {
+            "username": "system:serviceaccount:prod:web", "uid": "u-1", "extra": {
+                "authentication.kubernetes.io/pod-name": ["web-1"],
+                "authentication.kubernetes.io/pod-uid": ["p-1"]}}}});
+        let r = parse_review(&bound).expect("authenticated");
+        assert_eq!(r.pod, Some(PodRef { name: "web-1".into(), uid: "p-1".into() }));
         for bad in [
             json!({"status": {"authenticated": false, "error": "invalid bearer token"}}),
             json!({"status": {"authenticated": true, "user": {"username": "alice"}}}),
@@ -678,6 +685,27 @@ mod tests {
         ] {
             assert!(matches!(parse_review(&bad), Err(Error::PermissionDenied)), "{bad}");
         }
+    }
+
+    #[test]
+    fn pods_give_their_running_containers_when_the_uid_is_the_tokens() {
+        let want = PodRef { name: "web-1".into(), uid: "p-1".into() };
+        let pod = |uid: &str, phase: &str| {
+            json!({"metadata": {"uid": uid}, "status": {"phase": phase, "containerStatuses": [
+                {"name": "web", "imageID": "r.io/web@sha256:ab", "state": {"running": {}}},
+                {"name": "init", "imageID": "r.io/x@sha256:cd", "state": {"terminated": {}}}]}})
+        };
+        let running = parse_pod(&pod("p-1", "Running"), &want).expect("running");
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].name.as_str(), running[0].image_id.as_str()),
+            ("web", "r.io/web@sha256:ab")
+        );
+        assert!(parse_pod(&pod("p-2", "Running"), &want).expect_err("uid").contains("uid"));
+        assert!(
+            parse_pod(&pod("p-1", "Pending"), &want).expect_err("phase").contains("not running")
+        );
+        assert!(parse_pod(&json!({}), &want).is_err());
     }
 
     #[test]
