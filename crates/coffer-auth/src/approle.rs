@@ -6,7 +6,11 @@
 //! the mount's lock, so `num_uses = 1` logs in exactly once however many logins race; expired and
 //! used-up secret IDs never log in and are deleted when seen; CIDR bindings are checked against
 //! the connection's real peer address. Every credential failure answers the same 400 message, so
-//! a caller learns nothing about which half was wrong.
+//! a caller learns nothing about which half was wrong. A role that binds images, or a secret ID
+//! minted for one (`bound_image_digests`, `coffer ci bootstrap`), logs in only with evidence of
+//! the image from the cluster of `image-evidence` (a pod's projected token, reviewed, and the pod
+//! read); the secret ID is used only after that evidence holds, and a refusal is a bare 403 whose
+//! reason is audited.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};

@@ -6,6 +6,12 @@
 //! projected tokens are refused), and the identity the review returns must be the one the token
 //! claims. Before any call leaves Coffer the token must already name a service account and a
 //! namespace the role binds, so an unrelated token costs no round trip.
+//!
+//! A role that binds images (`bound_image_*`, see `crate::image`) also has the cluster vouch
+//! for the image: the pod the review says the token is bound to is read from the API server
+//! (its uid must be the review's, it must be running) and its running containers' `imageID`s
+//! are the evidence. The same review-and-pod evidence serves AppRole's image-bound logins
+//! ([`image_evidence`]). Not done: watching pods (a pod is read once, at login).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};

@@ -1,6 +1,7 @@
 //! Coffer's built-in auth methods: approle, userpass, jwt (also mounted as `oidc`, with JWS verification
-//! and OIDC discovery), kubernetes and cert, and the outbound HTTPS client the ones that call an
-//! identity provider share.
+//! and OIDC discovery), kubernetes and cert, the outbound HTTPS client the ones that call an
+//! identity provider share, and image binding (`image`: the `bound_image_*` role constraints of
+//! kubernetes, jwt and approle, and cosign signature verification).
 //!
 //! Guarantees: a method only verifies a credential and answers a login with a
 //! [`coffer_core::Login`]; it never creates a token, so every method's tokens are issued, capped
