@@ -491,6 +491,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The parsers of attacker-supplied input (a pod's `imageID`, a JWT claim, a presented
+        /// signature) never panic, and what they accept is a digest reference.
+        #[test]
+        fn untrusted_input_never_panics(text in proptest::prelude::any::<String>()) {
+            if let Some(r) = parse_reference(&text) {
+                proptest::prop_assert!(valid_digest(&r.digest));
+            }
+            let _ = normalize_repository(&text);
+            let sig = json!({"Base64Signature": text, "Payload": text, "Cert": text,
+                "Chain": text, "Bundle": {"SignedEntryTimestamp": text, "Payload": {"integratedTime": 1, "body": text}}});
+            let b = ImageBinding { bound_image_digests: vec![A.into()], ..ImageBinding::default() };
+            let _ = b.evaluate(&[running(&text, &text)], &[sig, json!(text)], &[], 0);
+        }
+    }
+
     #[test]
     fn signatures_are_read_in_every_shape() {
         let o = json!({"Base64Signature": "YQ==", "Payload": "YQ=="});
