@@ -653,6 +653,27 @@ impl Core {
         entry: MountEntry,
         builtin: Option<Arc<dyn LogicalBackend>>,
     ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, builtin, Default::default())
+    }
+
+    /// A route for `entry` served by `running`'s backend, with its requests in flight (a tune
+    /// or a move: the backend and what it is doing carry on).
+    pub(crate) fn route_keeping(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        running: &Route,
+    ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, Some(running.backend.clone()), running.gate.clone())
+    }
+
+    fn build_route(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        builtin: Option<Arc<dyn LogicalBackend>>,
+        gate: Arc<mount::Gate>,
+    ) -> Result<Arc<Route>> {
         let stats = self.metrics.route(table.tag(), &table.full_path(&entry.path), &entry.kind);
         mount::build_route(
             stats,
@@ -663,6 +684,7 @@ impl Core {
             self.config.default_lease_ttl,
             self.config.max_lease_ttl,
             builtin,
+            gate,
         )
     }
 
@@ -810,7 +832,7 @@ impl Core {
             if r.full_path == full {
                 // Keep the running backend (and its locks); only the mount settings it is
                 // handed with each request change.
-                routes.push(self.route_for(table, updated.clone(), Some(r.backend.clone()))?);
+                routes.push(self.route_keeping(table, updated.clone(), r)?);
             } else {
                 routes.push(r.clone());
             }

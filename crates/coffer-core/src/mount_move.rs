@@ -86,7 +86,7 @@ impl Core {
             entry.path = to_rel.clone();
             entries[pos] = entry.clone();
             mount::save_table(&self.barrier, table, &entries).await?;
-            let route = self.route_for(table, entry, Some(old.backend.clone()))?;
+            let route = self.route_keeping(table, entry, &old)?;
             Ok::<_, Error>((route, leases, tokens))
         }
         .await;
