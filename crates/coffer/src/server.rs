@@ -418,6 +418,7 @@ async fn serve(
     };
     let header_timeout = cfg.read_header_timeout;
     let unauthenticated_metrics = cfg.unauthenticated_metrics_access;
+    let unauthed = cfg.unauthed;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote_addr) = tokio::select! {
@@ -464,6 +465,7 @@ async fn serve(
                         client_cert_chain: chain,
                         lifeline,
                         unauthenticated_metrics,
+                        unauthed,
                     };
                     serve_conn(TokioIo::new(tls), info, app, &builder).await;
                 }
@@ -473,6 +475,7 @@ async fn serve(
                         client_cert_chain: Vec::new(),
                         lifeline,
                         unauthenticated_metrics,
+                        unauthed,
                     };
                     serve_conn(TokioIo::new(stream), info, app, &builder).await;
                 }
