@@ -21,6 +21,7 @@ pub(crate) mod rekey;
 pub(crate) mod remount;
 
 pub(crate) use quotas::load as load_quotas;
+pub(crate) use quotas::moved_rules as moved_quota_rules;
 
 use std::sync::Arc;
 
