@@ -41,11 +41,7 @@ pub(crate) type StoredRule = (String, zeroize::Zeroizing<Vec<u8>>, RateLimitRule
 /// The rules on the mount at `from` (a full mount path: `secret/`, `auth/approle/`) moved to
 /// `to`, as OpenBao's remount moves them: every rule whose mount is `from`, with a path suffix or a role or neither;
 /// a rule on another mount, even one below `from`'s path, stays.
-pub(crate) fn moved_rules(
-    core: &Core,
-    from: &str,
-    to: &str,
-) -> Result<Vec<StoredRule>> {
+pub(crate) fn moved_rules(core: &Core, from: &str, to: &str) -> Result<Vec<StoredRule>> {
     core.quotas
         .rules()
         .into_iter()
