@@ -458,12 +458,13 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
 /// of the envelope, for clients older than the envelope (OpenBao's `injectDataIntoTopRoutes`,
 /// with Go's mux rule: a trailing `/` covers everything below).
 fn injects_data_at_top_level(path: &str) -> bool {
-    const EXACT: [&str; 8] = [
+    const EXACT: [&str; 9] = [
         "sys/audit",
         "sys/auth",
         "sys/capabilities",
         "sys/capabilities-accessor",
         "sys/capabilities-self",
+        "sys/ha-status",
         "sys/key-status",
         "sys/mounts",
         "sys/policy",

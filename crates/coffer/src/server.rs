@@ -150,7 +150,7 @@ async fn auto_unseal_loop(core: Arc<Core>) {
     }
 }
 
-/// What this node advertises to the others in HA mode.
+/// What this node says of itself: to the others in HA mode, and in `sys/ha-status`.
 fn advert(
     cfg: &ServerConfig,
     bound: &[(TcpListener, Option<Arc<rustls::ServerConfig>>, ListenerConfig)],
@@ -201,6 +201,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         }
         (None, None) => String::new(),
     };
+    let node = advert(&cfg, &bound);
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
     coffer_auth::register_builtins(&mut registry);
@@ -215,6 +216,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             api_addr,
             prometheus_retention: cfg.prometheus_retention,
             sanitized_config: cfg.sanitized(),
+            node: node.clone(),
         },
     );
     match &cfg.seal {
@@ -226,7 +228,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
     let mut cluster_listener = None;
     if let Some(lock) = ha_lock {
-        core.enable_ha(lock, advert(&cfg, &bound));
+        core.enable_ha(lock, node);
         if let Some(addr) = &cfg.cluster_addr {
             let at = crate::cluster::socket_addr(addr)?;
             let sock = TcpListener::bind(at)
