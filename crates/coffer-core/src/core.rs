@@ -799,8 +799,18 @@ impl Core {
         }
         entries.remove(pos);
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
-        // ciphertext is unreachable, never half-visible.
-        mount::save_table(&self.barrier, table, &entries).await?;
+        // ciphertext is unreachable, never half-visible. The rate limit quotas on the mount go
+        // with it, in the same write, as in OpenBao.
+        let quotas = crate::sys::quota_rules_on(self, &full);
+        let (table_key, table_raw) = mount::table_record(table, &entries)?;
+        let mut ops =
+            vec![coffer_barrier::BatchOp::Put(table_key.to_owned(), table_raw.as_slice())];
+        ops.extend(quotas.iter().map(|(k, _)| coffer_barrier::BatchOp::Delete(k.clone())));
+        let root = View::new(self.barrier.clone(), "");
+        View::batch_across(vec![(&root, ops)]).await?;
+        for (_, name) in &quotas {
+            self.quotas.delete_rule(name);
+        }
         if let Some(r) = removed {
             r.view.clear().await?;
         }

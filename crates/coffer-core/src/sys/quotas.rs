@@ -54,6 +54,17 @@ pub(crate) fn moved_rules(core: &Core, from: &str, to: &str) -> Result<Vec<Store
         .collect()
 }
 
+/// The storage keys (within the root view) and names of the rules on the mount at `mount`,
+/// which OpenBao deletes with the mount.
+pub(crate) fn rules_on(core: &Core, mount: &str) -> Vec<(String, String)> {
+    core.quotas
+        .rules()
+        .into_iter()
+        .filter(|r| r.mount_path == mount)
+        .map(|r| (format!("{PREFIX}{RULES}{}", r.name), r.name))
+        .collect()
+}
+
 impl Core {
     /// The rate limit quota covering `req`, applied: `None` when no rule covers it (always,
     /// at the cost of one atomic load, when no rule exists). The HTTP layer calls it before the
