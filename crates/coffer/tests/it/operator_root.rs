@@ -76,6 +76,13 @@ async fn key_share_endpoints_are_refused_by_default_and_per_option() {
     let out = s.cli(None, &["operator", "generate-root", "-status"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unsupported operation"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("disable_unauthed_generate_root_endpoints = false"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.cli(Some(&root), &["operator", "rekey", "-status"]);
+    assert!(stderr(&out).contains("disable_unauthed_rekey_endpoints = false"), "{}", stderr(&out));
     // Sealed, the seal answers first, as in OpenBao.
     assert_eq!(s.call("PUT", "sys/seal", Some(&root), None).await.0, 204);
     let (code, _) = s.call("GET", "sys/generate-root/attempt", None, None).await;
