@@ -653,6 +653,27 @@ impl Core {
         entry: MountEntry,
         builtin: Option<Arc<dyn LogicalBackend>>,
     ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, builtin, Default::default())
+    }
+
+    /// A route for `entry` served by `running`'s backend, with its requests in flight (a tune
+    /// or a move: the backend and what it is doing carry on).
+    pub(crate) fn route_keeping(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        running: &Route,
+    ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, Some(running.backend.clone()), running.gate.clone())
+    }
+
+    fn build_route(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        builtin: Option<Arc<dyn LogicalBackend>>,
+        gate: Arc<mount::Gate>,
+    ) -> Result<Arc<Route>> {
         let stats = self.metrics.route(table.tag(), &table.full_path(&entry.path), &entry.kind);
         mount::build_route(
             stats,
@@ -663,6 +684,7 @@ impl Core {
             self.config.default_lease_ttl,
             self.config.max_lease_ttl,
             builtin,
+            gate,
         )
     }
 
@@ -777,8 +799,18 @@ impl Core {
         }
         entries.remove(pos);
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
-        // ciphertext is unreachable, never half-visible.
-        mount::save_table(&self.barrier, table, &entries).await?;
+        // ciphertext is unreachable, never half-visible. The rate limit quotas on the mount go
+        // with it, in the same write, as in OpenBao.
+        let quotas = crate::sys::quota_rules_on(self, &full);
+        let (table_key, table_raw) = mount::table_record(table, &entries)?;
+        let mut ops =
+            vec![coffer_barrier::BatchOp::Put(table_key.to_owned(), table_raw.as_slice())];
+        ops.extend(quotas.iter().map(|(k, _)| coffer_barrier::BatchOp::Delete(k.clone())));
+        let root = View::new(self.barrier.clone(), "");
+        View::batch_across(vec![(&root, ops)]).await?;
+        for (_, name) in &quotas {
+            self.quotas.delete_rule(name);
+        }
         if let Some(r) = removed {
             r.view.clear().await?;
         }
@@ -810,7 +842,7 @@ impl Core {
             if r.full_path == full {
                 // Keep the running backend (and its locks); only the mount settings it is
                 // handed with each request change.
-                routes.push(self.route_for(table, updated.clone(), Some(r.backend.clone()))?);
+                routes.push(self.route_keeping(table, updated.clone(), r)?);
             } else {
                 routes.push(r.clone());
             }

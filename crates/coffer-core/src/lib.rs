@@ -70,6 +70,8 @@ pub use coffer_barrier::{BatchOp, View};
 pub use logical::event::Event;
 pub use logical::fields::Fields;
 pub use logical::login::{Login, LoginAlias};
-pub use logical::{Auth, Error, Operation, RawBody, Request, Response, Result, SecretLease};
+pub use logical::{
+    Auth, Error, Operation, RawBody, Request, Response, Result, SecretLease, UnauthedEndpoints,
+};
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

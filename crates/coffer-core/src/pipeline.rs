@@ -51,6 +51,7 @@ async fn dispatch(
             r
         }
         Target::Mount(route, rel) => {
+            let (route, _in_flight) = enter(active, route).await?;
             let breq = BackendRequest {
                 id: &req.id,
                 operation: audited.op(),
@@ -131,6 +132,25 @@ async fn dispatch(
             }
             Ok(resp)
         }
+    }
+}
+
+/// Waits at the mount's gate; when the backend was replaced meanwhile (a kv upgrade), the
+/// request goes to the mount now at the same path. The guard is held until the answer is made.
+async fn enter(
+    active: &Active,
+    mut route: Arc<crate::mount::Route>,
+) -> Result<(Arc<crate::mount::Route>, crate::mount::InFlight)> {
+    loop {
+        if let Some(in_flight) = route.gate.enter().await {
+            return Ok((route, in_flight));
+        }
+        let router = active.router()?;
+        route = router
+            .routes()
+            .find(|r| r.full_path == route.full_path)
+            .cloned()
+            .ok_or_else(|| Error::UnsupportedPath(route.full_path.clone()))?;
     }
 }
 

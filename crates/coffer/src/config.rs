@@ -110,6 +110,10 @@ pub(crate) struct ListenerConfig {
     /// `telemetry { unauthenticated_metrics_access = true }`: `GET sys/metrics` needs no token
     /// on this listener (Vault's listener option).
     pub unauthenticated_metrics_access: bool,
+    /// Which endpoints that take unseal key shares instead of a token this listener serves
+    /// (OpenBao's `disable_unauthed_generate_root_endpoints` and
+    /// `disable_unauthed_rekey_endpoints`, both `true` by default: neither).
+    pub unauthed: coffer_core::UnauthedEndpoints,
 }
 
 impl ListenerConfig {
@@ -123,6 +127,7 @@ impl ListenerConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
             unauthenticated_metrics_access: false,
+            unauthed: coffer_core::UnauthedEndpoints::default(),
         }
     }
 }
@@ -342,6 +347,8 @@ impl ServerConfig {
                     "http_read_header_timeout": secs(l.read_header_timeout),
                     "http_read_timeout": secs(l.read_timeout),
                     "telemetry": {"unauthenticated_metrics_access": l.unauthenticated_metrics_access},
+                    "disable_unauthed_generate_root_endpoints": !l.unauthed.generate_root,
+                    "disable_unauthed_rekey_endpoints": !l.unauthed.rekey,
                 });
                 if let Some(t) = &l.tls {
                     c["tls_cert_file"] = Value::from(t.cert_file.display().to_string());
@@ -710,6 +717,8 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "http_read_timeout",
                 "http_idle_timeout",
                 "telemetry",
+                "disable_unauthed_generate_root_endpoints",
+                "disable_unauthed_rekey_endpoints",
             ],
             "listener \"tcp\"",
         )?;
@@ -796,8 +805,17 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                     .unwrap_or(false)
             }
         };
+        // OpenBao's defaults (since 2.5.0 for rekey, 2.5.3 for generate-root): not served.
+        let disabled = |k: &str| -> Result<bool> {
+            Ok(opt_bool(&body, k).map_err(|e| anyhow!("listener {address}: {e}"))?.unwrap_or(true))
+        };
+        let unauthed = coffer_core::UnauthedEndpoints {
+            generate_root: !disabled("disable_unauthed_generate_root_endpoints")?,
+            rekey: !disabled("disable_unauthed_rekey_endpoints")?,
+        };
         out.push(ListenerConfig {
             unauthenticated_metrics_access,
+            unauthed,
             address,
             tls,
             max_request_size,
@@ -910,6 +928,33 @@ log_format        = "json"
         let e = ServerConfig::parse(&format!("{base}chaos {{\n max_duration = \"0s\"\n}}\n"))
             .expect_err("zero");
         assert!(format!("{e:#}").contains("max_duration"), "{e:#}");
+    }
+
+    #[test]
+    fn unauthenticated_key_share_endpoints_are_refused_unless_the_listener_allows_them() {
+        let listener = |extra: &str| {
+            ServerConfig::parse(&format!(
+                "storage \"inmem\" {{\n}}\nlistener \"tcp\" {{\n tls_disable = true\n{extra}}}\n"
+            ))
+            .map(|c| c.listeners[0].unauthed)
+        };
+        let none = coffer_core::UnauthedEndpoints::default();
+        assert_eq!(listener("").expect("default"), none, "OpenBao's default: neither");
+        let both = "disable_unauthed_generate_root_endpoints = false\ndisable_unauthed_rekey_endpoints = \"false\"\n";
+        assert_eq!(
+            listener(both).expect("both"),
+            coffer_core::UnauthedEndpoints { generate_root: true, rekey: true }
+        );
+        assert_eq!(
+            listener("disable_unauthed_rekey_endpoints = false\n").expect("rekey"),
+            coffer_core::UnauthedEndpoints { generate_root: false, rekey: true }
+        );
+        assert_eq!(listener("disable_unauthed_generate_root_endpoints = true\n").expect("x"), none);
+        let e = format!(
+            "{:#}",
+            listener("disable_unauthed_rekey_endpoints = \"maybe\"\n").expect_err("bad")
+        );
+        assert!(e.contains("disable_unauthed_rekey_endpoints must be true or false"), "{e}");
     }
 
     #[test]

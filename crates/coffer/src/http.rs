@@ -49,6 +49,9 @@ pub(crate) struct ConnInfo {
     pub lifeline: Lifeline,
     /// The listener's `telemetry { unauthenticated_metrics_access }`.
     pub unauthenticated_metrics: bool,
+    /// The unseal-share endpoints the listener serves without a token (on the cluster
+    /// listener: those the forwarding standby's listener serves).
+    pub unauthed: coffer_core::UnauthedEndpoints,
 }
 
 /// The listener's stop signal, and a token of being alive that the listener waits for when it
@@ -314,6 +317,7 @@ async fn handle(
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
+        req.unauthed = c.unauthed;
     }
     // Rate limit quotas, as in Vault's handler: before the request runs, refused with 429.
     let limited = core.rate_limit(&req);
@@ -454,12 +458,13 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
 /// of the envelope, for clients older than the envelope (OpenBao's `injectDataIntoTopRoutes`,
 /// with Go's mux rule: a trailing `/` covers everything below).
 fn injects_data_at_top_level(path: &str) -> bool {
-    const EXACT: [&str; 8] = [
+    const EXACT: [&str; 9] = [
         "sys/audit",
         "sys/auth",
         "sys/capabilities",
         "sys/capabilities-accessor",
         "sys/capabilities-self",
+        "sys/ha-status",
         "sys/key-status",
         "sys/mounts",
         "sys/policy",
