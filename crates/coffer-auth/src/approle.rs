@@ -38,6 +38,8 @@ pub(crate) struct AppRole {
     salt: OnceCell<hmac::Key>,
     /// Serializes every change to roles and secret IDs, so use counts and deletions are exact.
     lock: Mutex<()>,
+    /// The liveness index: every new secret ID goes in with it, in its batch.
+    leaks: coffer_core::leaks::LeakIndex,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
@@ -46,6 +48,7 @@ pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
         view: cfg.view,
         salt: OnceCell::new(),
         lock: Mutex::new(()),
+        leaks: cfg.leaks,
     }))
 }
 
@@ -504,7 +507,14 @@ impl AppRole {
         if !role.bind_secret_id {
             return Err(Error::invalid("bind_secret_id is not set on the role"));
         }
-        let secret_id = if custom { f.required_str("secret_id")? } else { uuid_v4() };
+        let secret_id = if custom {
+            f.required_str("secret_id")?
+        } else {
+            // `cfa_…`: a scanner recognises it offline (coffer_api::token_format).
+            coffer_core::token_format::mint(coffer_core::token_format::TokenKind::SecretId)
+                .expose()
+                .to_owned()
+        };
         let metadata = match req.data.get("metadata") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::String(s)) if s.is_empty() => BTreeMap::new(),
@@ -558,12 +568,18 @@ impl AppRole {
         }
         let raw = record::encode(&entry)?;
         let acc = record::encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
-        self.view
-            .batch(vec![
-                BatchOp::Put(key, &raw),
-                BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
-            ])
-            .await?;
+        let live = self.leaks.secret_id(&secret_id, &role.name, &entry.accessor).await?;
+        View::batch_across(vec![
+            (
+                &self.view,
+                vec![
+                    BatchOp::Put(key, &raw),
+                    BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
+                ],
+            ),
+            (self.leaks.view(), vec![live.op()]),
+        ])
+        .await?;
         Ok(Response::data(into_map(json!({
             "secret_id": secret_id,
             "secret_id_accessor": entry.accessor,

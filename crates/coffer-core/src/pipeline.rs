@@ -80,7 +80,7 @@ async fn dispatch(
                 let internal = secret.internal.clone();
                 let (lease_id, ttl) = match active
                     .leases
-                    .register(&route, &rel, audited.caller(), secret)
+                    .register(&route, &rel, audited.caller(), secret, &active.leaks)
                     .await
                 {
                     Ok(l) => l,

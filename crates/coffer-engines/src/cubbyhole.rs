@@ -45,7 +45,7 @@ impl Cubbyhole {
     }
 
     async fn write(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::write(&self.view_for(r)?, r.capture("path"), r.data).await
+        KvStore::write(&self.view_for(r)?, r.capture("path"), r.data, None).await
     }
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {

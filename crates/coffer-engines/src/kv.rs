@@ -4,10 +4,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use coffer_core::View;
 use coffer_core::framework::{Framework, Path, Paths, Req, handler, list_response};
+use coffer_core::leaks::LeakIndex;
 use coffer_core::time::parse_duration;
 use coffer_core::{BackendConfig, Error, Event, LogicalBackend, Response, Result, StorageChange};
+use coffer_core::{BatchOp, View};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
@@ -49,10 +50,13 @@ impl KvStore {
         list_response(view.list(&prefix).await?)
     }
 
+    /// Replaces the object at `path`; with `leaks`, its string fields go into the liveness
+    /// index in the same batch (kv v1; a cubbyhole is private to one token and not indexed).
     pub(crate) async fn write(
         view: &View,
         path: &str,
         data: &Map<String, Value>,
+        leaks: Option<&LeakIndex>,
     ) -> Result<Response> {
         if path.is_empty() || path.ends_with('/') {
             return Err(Error::invalid("a secret's path must name a key, not end in '/'"));
@@ -60,8 +64,20 @@ impl KvStore {
         if data.is_empty() {
             return Err(Error::invalid("missing data fields"));
         }
-        let raw = serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?;
-        view.put(path, &raw).await?;
+        let raw = serde_json::to_vec(data)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match leaks {
+            Some(l) => {
+                let live = l.kv(path, None, data).await?;
+                View::batch_across(vec![
+                    (view, vec![BatchOp::Put(path.to_owned(), &raw)]),
+                    (l.view(), coffer_core::leaks::ops(&live)),
+                ])
+                .await?
+            }
+            None => view.put(path, &raw).await?,
+        }
         Ok(Response::empty())
     }
 
@@ -79,6 +95,8 @@ pub(crate) const SECRET_SYNOPSIS: &str =
 
 pub(crate) struct KvV1 {
     view: View,
+    /// The liveness index: every write's string fields go in with it.
+    leaks: LeakIndex,
 }
 
 static PATHS: LazyLock<Paths<KvV1>> = LazyLock::new(|| {
@@ -94,8 +112,8 @@ static PATHS: LazyLock<Paths<KvV1>> = LazyLock::new(|| {
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     match cfg.mount.options.get("version").map(String::as_str) {
-        None | Some("" | "1") => Ok(Arc::new(KvV1 { view: cfg.view })),
-        Some("2") => Ok(crate::kv2::new(cfg.view)),
+        None | Some("" | "1") => Ok(Arc::new(KvV1 { view: cfg.view, leaks: cfg.leaks })),
+        Some("2") => Ok(crate::kv2::new(cfg.view, Some(cfg.leaks))),
         Some(v) => Err(Error::invalid(format!("kv version must be 1 or 2, not {v:?}"))),
     }
 }
@@ -112,7 +130,7 @@ impl KvV1 {
     /// As Vault's kv: `kv-v1/write` names the key as its `data_path`; `kv-v1/delete` does not.
     async fn write(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
-        let resp = KvStore::write(&self.view, path, r.data).await?;
+        let resp = KvStore::write(&self.view, path, r.data, Some(&self.leaks)).await?;
         Ok(resp.with_event(Event::new("kv-v1", "write", path).data_path(path)))
     }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, LazyLock};
 
 use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
+use coffer_core::leaks::LeakIndex;
 use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
@@ -67,6 +68,10 @@ const KEY_STRIPES: usize = 256;
 
 pub(crate) struct KvV2 {
     view: View,
+    /// The liveness index (none in unit tests): every new version's string fields go in with
+    /// it, in its batch. Versions that stop being live are dropped from it when a check meets
+    /// them (see `coffer_core::leaks`).
+    leaks: Option<LeakIndex>,
     /// Taken shared by every key's write, exclusively by a change of the mount's config, so a
     /// write sees one config from start to end.
     config_lock: RwLock<()>,
@@ -74,9 +79,10 @@ pub(crate) struct KvV2 {
     key_locks: Box<[Mutex<()>]>,
 }
 
-pub(crate) fn new(view: View) -> Arc<dyn LogicalBackend> {
+pub(crate) fn new(view: View, leaks: Option<LeakIndex>) -> Arc<dyn LogicalBackend> {
     Arc::new(KvV2 {
         view,
+        leaks,
         config_lock: RwLock::new(()),
         key_locks: (0..KEY_STRIPES).map(|_| Mutex::new(())).collect(),
     })
@@ -292,13 +298,14 @@ fn prune(meta: &mut KeyMeta, max: u64) -> Vec<u64> {
 
 impl KvV2 {
     /// Stores a key's metadata, an optional new version's data, and removes the data of
-    /// `gone` versions, in one atomic batch.
+    /// `gone` versions, in one atomic batch; with it, the new version's index entries (`live`).
     async fn save(
         &self,
         path: &str,
         meta: &KeyMeta,
         new: Option<(u64, &[u8])>,
         gone: &[u64],
+        live: &[coffer_core::leaks::LeakOp],
     ) -> Result<()> {
         let meta_raw = record::encode(meta)?;
         let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
@@ -308,7 +315,16 @@ impl KvV2 {
         for v in gone {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
-        self.view.batch(ops).await?;
+        match &self.leaks {
+            Some(l) if !live.is_empty() => {
+                View::batch_across(vec![
+                    (&self.view, ops),
+                    (l.view(), coffer_core::leaks::ops(live)),
+                ])
+                .await?
+            }
+            _ => self.view.batch(ops).await?,
+        }
         Ok(())
     }
 
@@ -436,10 +452,14 @@ impl KvV2 {
         meta.updated_time = now;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
+        let live = match &self.leaks {
+            Some(l) => l.kv(path, Some(version), &secret).await?,
+            None => Vec::new(),
+        };
         let data_raw = serde_json::to_vec(&Value::Object(secret))
             .map(zeroize::Zeroizing::new)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        self.save(path, &meta, Some((version, &data_raw)), &pruned).await?;
+        self.save(path, &meta, Some((version, &data_raw)), &pruned, &live).await?;
         let event =
             versions_event(operation, "data", path, &meta).data_path(format!("data/{path}"));
         Ok(Response::data(match vm.json(version, &meta) {
@@ -528,7 +548,7 @@ impl KvV2 {
             }
         }
         meta.updated_time = now;
-        self.save(path, &meta, None, &destroy).await?;
+        self.save(path, &meta, None, &destroy, &[]).await?;
         Ok(Some(meta))
     }
 
@@ -651,7 +671,7 @@ impl KvV2 {
         let cfg = self.config().await?;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
-        self.save(path, &meta, None, &pruned).await?;
+        self.save(path, &meta, None, &pruned, &[]).await?;
         let operation = if patch { "metadata-patch" } else { "metadata-write" };
         let event = key_event(operation, "metadata", path).data_path(format!("metadata/{path}"));
         Ok(Response::empty().with_event(event))

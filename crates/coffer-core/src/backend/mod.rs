@@ -133,6 +133,9 @@ pub struct BackendConfig {
     pub mount: MountInfo,
     /// The server's named password policies, for engines that generate credentials.
     pub passwords: crate::password_policy::Passwords,
+    /// The liveness index (issue 20), for engines that hold secret values: entries go in the
+    /// same batch as the value they describe.
+    pub leaks: crate::leaks::LeakIndex,
 }
 
 pub type Factory = Arc<dyn Fn(BackendConfig) -> Result<Arc<dyn LogicalBackend>> + Send + Sync>;

@@ -353,6 +353,7 @@ impl Expiration {
         rel: &str,
         caller: Option<&TokenEntry>,
         secret: SecretLease,
+        leaks: &crate::leaks::LeakIndex,
     ) -> Result<(String, u64)> {
         let now = now_unix();
         let mount_max = route.info.max_lease_ttl.as_secs();
@@ -380,6 +381,16 @@ impl Expiration {
             last_error: String::new(),
         };
         let raw = encode(&entry)?;
+        let mut live = Vec::with_capacity(secret.live_values.len());
+        for v in &secret.live_values {
+            let role = entry.path.strip_prefix("creds/").unwrap_or(&entry.path);
+            let target = crate::leaks::Target::DatabaseDynamic {
+                mount: entry.mount_uuid.clone(),
+                role: role.to_owned(),
+                lease_id: lease_id.clone(),
+            };
+            live.push(leaks.token(v.expose(), target).await?);
+        }
         let due = Due::Lease(lease_id.clone());
         let idx = due.encode(entry.due);
         let mut ops = vec![
@@ -392,7 +403,8 @@ impl Expiration {
                 lease_id.as_bytes(),
             ));
         }
-        self.view.batch(ops).await?;
+        View::batch_across(vec![(&self.view, ops), (leaks.view(), crate::leaks::ops(&live))])
+            .await?;
         self.offer(entry.due, due);
         // The token may have been revoked while the secret was being made, after its leases
         // were revoked: this one would outlive it. Take it back, and refuse.

@@ -84,10 +84,13 @@ pub(crate) struct Database {
     root_lock: Mutex<()>,
     /// Next rotation time of each static role, loaded on the first tick.
     due: Mutex<Option<HashMap<String, u64>>>,
+    /// The liveness index (none in unit tests): static passwords as they settle, dynamic
+    /// ones through their leases.
+    pub(crate) leaks: Option<coffer_core::leaks::LeakIndex>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    let db = Database::new(cfg.view, PasswordSource::Policies(cfg.passwords));
+    let db = Database::new(cfg.view, PasswordSource::Policies(cfg.passwords), Some(cfg.leaks));
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn(rotation_task(Arc::downgrade(&db)));
     }
@@ -205,8 +208,13 @@ static PATHS: LazyLock<Paths<Database>> = LazyLock::new(|| {
 const NAME: &[Field] = &[Field::str("name", "The name of the config or role.")];
 
 impl Database {
-    pub(crate) fn new(view: View, passwords: PasswordSource) -> Arc<Self> {
+    pub(crate) fn new(
+        view: View,
+        passwords: PasswordSource,
+        leaks: Option<coffer_core::leaks::LeakIndex>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            leaks,
             view,
             passwords,
             conns: Mutex::new(HashMap::new()),

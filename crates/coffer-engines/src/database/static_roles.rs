@@ -15,7 +15,7 @@
 use coffer_core::framework::{Default, Field, Req};
 use coffer_core::record;
 use coffer_core::time::rfc3339;
-use coffer_core::{Error, Response, Result, SecretString};
+use coffer_core::{BatchOp, Error, Response, Result, SecretString, View};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -112,7 +112,28 @@ impl Database {
     }
 
     async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
-        self.view.put(&format!("static-role/{name}"), &record::encode(r)?).await?;
+        self.store_static_live(name, r, false).await
+    }
+
+    /// [`Self::store_static`]; with `settled`, the role's password just became the live one and
+    /// goes into the liveness index in the same batch.
+    async fn store_static_live(&self, name: &str, r: &StaticRole, settled: bool) -> Result<()> {
+        let raw = record::encode(r)?;
+        let live = match &self.leaks {
+            Some(l) if settled => Some((l, l.database_static(r.password.expose(), name).await?)),
+            _ => None,
+        };
+        let key = format!("static-role/{name}");
+        match &live {
+            Some((l, op)) => {
+                View::batch_across(vec![
+                    (&self.view, vec![BatchOp::Put(key, &raw)]),
+                    (l.view(), vec![op.op()]),
+                ])
+                .await?
+            }
+            None => self.view.put(&key, &raw).await?,
+        }
         if let Some(due) = self.due.lock().await.as_mut() {
             due.insert(name.to_owned(), r.next_rotation);
         }
@@ -308,7 +329,9 @@ impl Database {
         r.failures = 0;
         r.next_rotation = r.next_after(at);
         // Stays pending on failure, and the next pass sets it again.
-        self.store_static(name, r).await.map_err(|error| SetFailure { error, maybe_set: true })?;
+        self.store_static_live(name, r, true)
+            .await
+            .map_err(|error| SetFailure { error, maybe_set: true })?;
         tracing::info!(role = name, db = r.db_name, "database engine: static role rotated");
         Ok(())
     }

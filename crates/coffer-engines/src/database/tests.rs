@@ -15,7 +15,7 @@ use super::*;
 async fn engine() -> Arc<Database> {
     let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
     barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly)
+    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly, None)
 }
 
 fn mount() -> MountInfo {
