@@ -77,6 +77,9 @@ struct SecretId {
     /// Uses left; 0: unlimited.
     num_uses: u64,
     ttl: u64,
+    /// Its liveness index entry, removed with it (empty for secret IDs made before the index).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    leak_key: String,
 }
 
 coffer_core::record!(SecretId, "approle secret id", 1);
@@ -548,8 +551,11 @@ impl AppRole {
             Some(t) => t,
         };
         let now = now_unix();
+        let accessor = uuid_v4();
+        let live = self.leaks.secret_id(&secret_id, &role.name, &accessor).await?;
         let entry = SecretId {
-            accessor: uuid_v4(),
+            leak_key: live.key().to_owned(),
+            accessor,
             creation_time: now,
             expiration_time: if ttl == 0 { 0 } else { now + ttl },
             last_updated_time: now,
@@ -568,7 +574,6 @@ impl AppRole {
         }
         let raw = record::encode(&entry)?;
         let acc = record::encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
-        let live = self.leaks.secret_id(&secret_id, &role.name, &entry.accessor).await?;
         View::batch_across(vec![
             (
                 &self.view,
@@ -591,11 +596,15 @@ impl AppRole {
     async fn delete_secret_id_entry(&self, role_hmac: &str, sid_hmac: &str) -> Result<()> {
         let key = format!("secret_id/{role_hmac}/{sid_hmac}");
         let mut ops = vec![BatchOp::Delete(key.clone())];
+        let mut leak = Vec::new();
         if let Some(raw) = self.view.get(&key).await? {
             let e: SecretId = record::decode(&raw)?;
             ops.push(BatchOp::Delete(format!("accessor/{}", self.mac(&e.accessor).await?)));
+            if !e.leak_key.is_empty() {
+                leak.push(BatchOp::Delete(e.leak_key));
+            }
         }
-        self.view.batch(ops).await?;
+        View::batch_across(vec![(&self.view, ops), (self.leaks.view(), leak)]).await?;
         Ok(())
     }
 

@@ -617,6 +617,7 @@ impl Core {
             tokens.clone(),
             router.clone(),
             self.foreground.clone(),
+            leaks.clone(),
         )
         .await?;
         // Connected before expiry starts, so a token revoked by the first pass takes its

@@ -80,7 +80,7 @@ async fn dispatch(
                 let internal = secret.internal.clone();
                 let (lease_id, ttl) = match active
                     .leases
-                    .register(&route, &rel, audited.caller(), secret, &active.leaks)
+                    .register(&route, &rel, audited.caller(), secret)
                     .await
                 {
                     Ok(l) => l,

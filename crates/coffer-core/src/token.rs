@@ -67,6 +67,10 @@ pub struct TokenEntry {
     /// it, so the walk over its descendants sees every child it will ever have.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoking: bool,
+    /// Where the token's liveness index entry is (relative to the index's view), removed with
+    /// the token. Empty for tokens made before the index.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub leak_key: String,
 }
 
 /// What counting one use of a token found.
@@ -531,7 +535,15 @@ impl TokenStore {
             expire_time = parent.expire_time;
         }
         let accessor = random_base62(24);
+        let target = match coffer_wire::token_format::is_valid(token.expose()) {
+            Some(coffer_wire::token_format::TokenKind::Wrapping) => {
+                crate::leaks::Target::WrappingToken { id: id.clone(), accessor: accessor.clone() }
+            }
+            _ => crate::leaks::Target::Token { id: id.clone(), accessor: accessor.clone() },
+        };
+        let leak = self.leaks.token(token.expose(), target).await?;
         let entry = TokenEntry {
+            leak_key: leak.key().to_owned(),
             id: id.clone(),
             accessor: accessor.clone(),
             parent: parent.map(|e| e.id.clone()),
@@ -556,13 +568,6 @@ impl TokenStore {
         };
         let raw = record::encode(&entry)?;
         let acc = record::encode(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })?;
-        let target = match coffer_wire::token_format::is_valid(token.expose()) {
-            Some(coffer_wire::token_format::TokenKind::Wrapping) => {
-                crate::leaks::Target::WrappingToken { id: id.clone(), accessor: accessor.clone() }
-            }
-            _ => crate::leaks::Target::Token { id: id.clone(), accessor: accessor.clone() },
-        };
-        let leak = self.leaks.token(token.expose(), target).await?;
         let mut ops = vec![
             BatchOp::Put(format!("id/{id}"), &raw),
             BatchOp::Put(format!("accessor/{}", self.hash(&accessor)), &acc),
@@ -829,7 +834,16 @@ impl TokenStore {
             ops.push(BatchOp::Delete(path_key(e)));
         }
         let expiry = ExpiryChange::new(id, entry.as_ref().map_or(0, |e| e.expire_time), 0);
-        View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;
+        let leak = match entry.as_ref().map(|e| e.leak_key.as_str()) {
+            Some(k) if !k.is_empty() => vec![BatchOp::Delete(k.to_owned())],
+            _ => Vec::new(),
+        };
+        View::batch_across(vec![
+            (&self.view, ops),
+            (&self.expire, expiry.ops()),
+            (self.leaks.view(), leak),
+        ])
+        .await?;
         self.forget(id);
         let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
         if let Some(cubby) = cubby {

@@ -129,6 +129,12 @@ pub struct LeakOp {
 }
 
 impl LeakOp {
+    /// Where the entry goes, relative to [`LeakIndex::view`]: for the record that owns the
+    /// value to keep, so that removing the value removes its entry in the same batch.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The put, for [`View::batch_across`] with [`LeakIndex::view`].
     pub fn op(&self) -> BatchOp<'_> {
         BatchOp::Put(self.key.clone(), &self.raw)

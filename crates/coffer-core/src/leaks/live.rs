@@ -104,9 +104,11 @@ pub(crate) async fn find(
                 }
             };
             match confirm(active, &keys, h, &entry.target, caller).await? {
-                Some(route) => out.push(Found { hash: h.hex.clone(), target: entry.target, route }),
-                None => {
-                    // Gone for good: every way a value stops being live is final.
+                Verdict::Live(route) => {
+                    out.push(Found { hash: h.hex.clone(), target: entry.target, route })
+                }
+                Verdict::NotLive => {}
+                Verdict::Gone => {
                     if let Err(e) = view.delete(&key).await {
                         tracing::debug!(error = %e, "a stale leak index entry stays for now");
                     }
@@ -117,34 +119,50 @@ pub(crate) async fn find(
     Ok(out)
 }
 
-/// `Some(route)` (route `None` for tokens) when the target still holds the value.
+/// What the store that owns a value says about it.
+enum Verdict {
+    /// Live, served by this mount (`None` for tokens).
+    Live(Option<Arc<Route>>),
+    /// Not live now, but it may be again (a soft-deleted KV version can be undeleted; an
+    /// expired lease's revocation is pending): the entry stays.
+    NotLive,
+    /// Gone for good: the entry goes.
+    Gone,
+}
+
+/// Asks the owner of `target` whether it still holds the value hashed to `h`.
 async fn confirm(
     active: &Arc<Active>,
     keys: &super::index::Keys,
     h: &Hash,
     target: &Target,
     caller: Option<&TokenEntry>,
-) -> Result<Option<Option<Arc<Route>>>> {
+) -> Result<Verdict> {
     let holds = |v: Option<&Value>| {
         v.and_then(Value::as_str).is_some_and(|s| ct_eq(keys.hash(s).as_bytes(), h.hex.as_bytes()))
     };
+    let live_if = |held: bool, route: Arc<Route>| {
+        if held { Verdict::Live(Some(route)) } else { Verdict::Gone }
+    };
+    // A read through the engine: its answer, or `None` when there is nothing there.
     let read = |route: Arc<Route>, op: Operation, path: String, data: Map<String, Value>| async move {
         match call(active, &route, caller, op, &path, &data).await {
-            Ok(r) if r.status.is_none_or(|s| s < 300) && r.raw.is_none() => {
-                Ok(Some((route, r.data.unwrap_or_default())))
-            }
-            Ok(_) | Err(Error::NotFound) => Ok(None),
-            Err(Error::InvalidRequest(_)) => Ok(None),
+            Ok(r) if r.raw.is_none() => Ok(Some((route, r.status, r.data.unwrap_or_default()))),
+            Ok(_) | Err(Error::NotFound) | Err(Error::InvalidRequest(_)) => Ok(None),
             Err(e) => Err(e),
         }
     };
+    let ok = |s: Option<u16>| s.is_none_or(|s| s < 300);
     match target {
         Target::Token { id, accessor } | Target::WrappingToken { id, accessor } => {
             let live = active.tokens.lookup_id(id).await?;
-            Ok(live.filter(|e| ct_eq(e.accessor.as_bytes(), accessor.as_bytes())).map(|_| None))
+            Ok(match live.filter(|e| ct_eq(e.accessor.as_bytes(), accessor.as_bytes())) {
+                Some(_) => Verdict::Live(None),
+                None => Verdict::Gone,
+            })
         }
         Target::Kv { mount, key, version, field } => {
-            let Some(route) = route_of(active, mount)? else { return Ok(None) };
+            let Some(route) = route_of(active, mount)? else { return Ok(Verdict::Gone) };
             let (path, data) = match version {
                 Some(v) => {
                     let mut d = Map::new();
@@ -153,39 +171,51 @@ async fn confirm(
                 }
                 None => (key.clone(), Map::new()),
             };
-            let Some((route, got)) = read(route, Operation::Read, path, data).await? else {
-                return Ok(None);
+            let Some((route, status, got)) = read(route, Operation::Read, path, data).await? else {
+                return Ok(Verdict::Gone);
             };
+            if !ok(status) {
+                // Vault's answer for a deleted or destroyed version names which.
+                let destroyed = got.get("metadata").and_then(|m| m.get("destroyed"));
+                return Ok(match destroyed {
+                    Some(Value::Bool(false)) => Verdict::NotLive,
+                    _ => Verdict::Gone,
+                });
+            }
             let fields = if version.is_some() {
                 got.get("data").and_then(Value::as_object).cloned().unwrap_or_default()
             } else {
                 got
             };
-            Ok(holds(fields.get(field)).then_some(Some(route)))
+            Ok(live_if(holds(fields.get(field)), route))
         }
         Target::DatabaseStatic { mount, role } => {
-            let Some(route) = route_of(active, mount)? else { return Ok(None) };
+            let Some(route) = route_of(active, mount)? else { return Ok(Verdict::Gone) };
             let path = format!("static-creds/{role}");
-            let Some((route, got)) = read(route, Operation::Read, path, Map::new()).await? else {
-                return Ok(None);
-            };
-            Ok(holds(got.get("password")).then_some(Some(route)))
+            match read(route, Operation::Read, path, Map::new()).await? {
+                Some((route, s, got)) if ok(s) => Ok(live_if(holds(got.get("password")), route)),
+                _ => Ok(Verdict::Gone),
+            }
         }
         Target::DatabaseDynamic { mount, lease_id, .. } => {
-            let Some(route) = route_of(active, mount)? else { return Ok(None) };
+            let Some(route) = route_of(active, mount)? else { return Ok(Verdict::Gone) };
             match active.leases.lookup(lease_id).await {
-                Ok(l) if l.ttl > 0 => Ok(Some(Some(route))),
-                Ok(_) | Err(Error::InvalidRequest(_)) => Ok(None),
+                Ok(l) if l.ttl > 0 => Ok(Verdict::Live(Some(route))),
+                // Expired: its revocation (which removes the entry) is under way.
+                Ok(_) => Ok(Verdict::NotLive),
+                Err(Error::InvalidRequest(_)) => Ok(Verdict::Gone),
                 Err(e) => Err(e),
             }
         }
         Target::SecretId { mount, role, accessor } => {
-            let Some(route) = route_of(active, mount)? else { return Ok(None) };
+            let Some(route) = route_of(active, mount)? else { return Ok(Verdict::Gone) };
             let mut d = Map::new();
             d.insert("secret_id_accessor".into(), json!(accessor));
             let path = format!("role/{role}/secret-id-accessor/lookup");
-            let found = read(route, Operation::Update, path, d).await?;
-            Ok(found.filter(|(_, got)| !got.is_empty()).map(|(route, _)| Some(route)))
+            Ok(match read(route, Operation::Update, path, d).await? {
+                Some((route, s, got)) if ok(s) && !got.is_empty() => Verdict::Live(Some(route)),
+                _ => Verdict::Gone,
+            })
         }
     }
 }

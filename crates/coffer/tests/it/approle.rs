@@ -91,7 +91,7 @@ async fn bootstrap_flow_with_the_cli_wrapped_single_use_secret_id() {
     ))
     .trim()
     .to_owned();
-    assert!(wrapped.starts_with("cfs."), "{wrapped}");
+    assert!(wrapped.starts_with("cfw_"), "{wrapped}");
 
     // Anyone may see what a wrapping token is without using it up.
     let (code, look) =

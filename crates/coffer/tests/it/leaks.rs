@@ -178,6 +178,11 @@ async fn check_answers_only_for_live_values_and_the_server_sees_no_cleartext() {
     assert_eq!(order, [&json!(hashes[1]), &json!(hashes[4]), &json!(hashes[5]), &json!(hashes[7])]);
     // A second check gives the same answer (stale entries it dropped stay dropped).
     assert_eq!(check(&s, &scanner, &key_id, &hs).await, matches);
+    // A soft-deleted version is not live, and is again once undeleted.
+    post(&s, &root, "secret/undelete/gone", json!({"versions": [1]})).await;
+    let m = check(&s, &scanner, &key_id, &[&hashes[2]]).await;
+    assert_eq!((m.len(), &m[0]["path"]), (1, &json!("secret/data/gone")), "{m:#?}");
+    assert_eq!(s.call("DELETE", "secret/data/gone", Some(&root), None).await.0, 204);
 
     // Bad input is refused by name.
     for (body, want) in [

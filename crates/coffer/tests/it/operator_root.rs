@@ -194,7 +194,7 @@ async fn the_cli_generates_decodes_and_cancels_as_vault_does() {
     ))
     .trim()
     .to_owned();
-    assert!(token.starts_with("cfs."), "{token}");
+    assert!(token.starts_with("cfs_"), "{token}");
     let me = ok(s.cli(Some(&token), &["token", "lookup", "-format=json"]));
     assert!(me.contains("\"root\""), "{me}");
 
