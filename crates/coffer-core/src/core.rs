@@ -652,6 +652,7 @@ impl Core {
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
+        crate::leaks::spawn_backfill(&active);
         Ok(active)
     }
 

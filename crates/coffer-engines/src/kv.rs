@@ -158,6 +158,18 @@ impl Framework for KvV1 {
         &PATHS
     }
 
+    /// Every key's string fields into the liveness index.
+    async fn index_live_values(&self) -> Result<u64> {
+        let mut n = 0;
+        for k in self.view.list_recursive("").await? {
+            let Some(data) = KvStore::read_entry(&self.view, &k).await? else { continue };
+            let live = self.leaks.kv(&k, None, &data).await?;
+            n += live.len() as u64;
+            View::batch_across(vec![(self.leaks.view(), coffer_core::leaks::ops(&live))]).await?;
+        }
+        Ok(n)
+    }
+
     /// Version 1 to 2 (Vault's in-place upgrade): every key becomes a version 2 key whose
     /// version 1 holds its data. Everything is read before anything is written, and the core
     /// writes the result in one batch, so a key whose name looks like the new layout

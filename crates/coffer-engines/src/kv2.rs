@@ -328,6 +328,28 @@ impl KvV2 {
         Ok(())
     }
 
+    /// Every stored version's string fields into the liveness index (soft-deleted ones too:
+    /// an undelete makes them live again), one key at a time under its lock.
+    pub(crate) async fn backfill(&self) -> Result<u64> {
+        let Some(l) = &self.leaks else { return Ok(0) };
+        let mut n = 0;
+        for path in self.view.list_recursive("meta/").await? {
+            let _g = self.lock_key(&path).await;
+            let Some(meta) = self.meta(&path).await? else { continue };
+            for (v, vm) in &meta.versions {
+                if vm.destroyed {
+                    continue;
+                }
+                let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
+                let Value::Object(data) = data_from(&raw)? else { continue };
+                let live = l.kv(&path, Some(*v), &data).await?;
+                n += live.len() as u64;
+                View::batch_across(vec![(l.view(), coffer_core::leaks::ops(&live))]).await?;
+            }
+        }
+        Ok(n)
+    }
+
     async fn config(&self) -> Result<Config> {
         Ok(record::load(&self.view, "config").await?.unwrap_or_default())
     }
@@ -773,9 +795,14 @@ fn subkeys_of(v: &Value, max_depth: u64, depth: u64) -> Value {
     }
 }
 
+#[async_trait::async_trait]
 impl Framework for KvV2 {
     fn paths() -> &'static Paths<Self> {
         &PATHS
+    }
+
+    async fn index_live_values(&self) -> Result<u64> {
+        self.backfill().await
     }
 }
 

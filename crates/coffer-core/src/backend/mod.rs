@@ -99,6 +99,14 @@ pub trait LogicalBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Puts the secret values this mount already holds into the liveness index, for a mount
+    /// whose values were written before the index existed (an upgrade). Run once per mount, in
+    /// the background, by the core; must be safe to run again. Returns how many entries it
+    /// wrote. The default: the backend holds no values that are indexed.
+    async fn index_live_values(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Whether the path already exists, so a write can be checked as `create` or `update`.
     /// `None`: the backend does not distinguish, and every write is an `update`.
     async fn exists(&self, _req: &BackendRequest<'_>) -> Result<Option<bool>> {

@@ -163,6 +163,11 @@ async fn confirm(
         }
         Target::Kv { mount, key, version, field } => {
             let Some(route) = route_of(active, mount)? else { return Ok(Verdict::Gone) };
+            // An entry from before the mount's upgrade from kv version 1 to 2 names no version.
+            let v2 = route.entry.options.get("version").map(String::as_str) == Some("2");
+            if v2 != version.is_some() {
+                return Ok(Verdict::Gone);
+            }
             let (path, data) = match version {
                 Some(v) => {
                     let mut d = Map::new();

@@ -18,6 +18,8 @@
 pub mod index;
 mod live;
 mod report;
+#[cfg(test)]
+mod tests;
 
 pub use index::{LeakIndex, LeakOp, Target, ops};
 pub use report::{ROTATE_ON_LEAK, ROTATE_PASSWORD_POLICY};
@@ -71,6 +73,42 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
         "leaks/check" | "leaks/report" => Err(Error::UnsupportedOperation),
         _ => Ok(None),
     }
+}
+
+/// Indexes, in the background, the values of every mount that has not been through it yet
+/// (mounts whose values were written before the index existed, on the first unseal after an
+/// upgrade). Once per mount: a marker records it. A mount's failure is logged and retried at
+/// the next unseal; a node that cannot write (a standby) stops at the first marker.
+pub(crate) fn spawn_backfill(active: &Arc<Active>) {
+    let active = Arc::downgrade(active);
+    tokio::spawn(async move {
+        let Some(a) = active.upgrade() else { return };
+        let Ok(router) = a.router() else { return };
+        let routes: Vec<_> = router.routes().cloned().collect();
+        let done = a.leaks.view().sub_view("backfilled/");
+        drop(a);
+        for r in routes {
+            match done.get(&r.entry.uuid).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            match r.backend.index_live_values().await {
+                Ok(n) => {
+                    if done.put(&r.entry.uuid, b"1").await.is_err() {
+                        return;
+                    }
+                    if n > 0 {
+                        tracing::info!(mount = %r.info.path, entries = n, "liveness index: existing values indexed");
+                    }
+                }
+                Err(Error::Sealed | Error::Standby) => return,
+                Err(e) => {
+                    tracing::warn!(mount = %r.info.path, error = %e, "liveness index: indexing existing values failed; retried at the next unseal")
+                }
+            }
+        }
+    });
 }
 
 /// The field the HTTP layer puts GitHub's alert array in (a JSON array body is accepted on

@@ -284,6 +284,23 @@ impl Framework for Database {
         &PATHS
     }
 
+    /// Every static role's current password into the liveness index (dynamic credentials
+    /// issued before the index are not: their passwords are not kept).
+    async fn index_live_values(&self) -> Result<u64> {
+        let Some(l) = &self.leaks else { return Ok(0) };
+        let mut n = 0;
+        for name in self.view.list("static-role/").await? {
+            let Some(r) = self.static_role(&name).await? else { continue };
+            if r.password().is_empty() {
+                continue;
+            }
+            let live = l.database_static(r.password().expose(), &name).await?;
+            View::batch_across(vec![(l.view(), vec![live.op()])]).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn renew_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {
         self.renew_creds(lease).await
     }

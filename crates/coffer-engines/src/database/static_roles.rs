@@ -106,6 +106,13 @@ impl StaticRole {
     }
 }
 
+impl StaticRole {
+    /// The password the database has now.
+    pub(crate) fn password(&self) -> &SecretString {
+        &self.password
+    }
+}
+
 impl Database {
     pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
         record::load(&self.view, &format!("static-role/{name}")).await

@@ -214,6 +214,23 @@ async fn check_answers_only_for_live_values_and_the_server_sees_no_cleartext() {
 }
 
 #[tokio::test]
+async fn a_kv_mount_upgraded_from_version_1_to_2_has_its_values_indexed_as_versions() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    post(&s, &root, "sys/mounts/up", json!({"type": "kv"})).await;
+    let value = "upgraded-kv-value-1";
+    post(&s, &root, "up/app", json!({"password": value})).await;
+    let (key_id, k) = key(&s, &root).await;
+    let h = hash(&k, value);
+    let m = check(&s, &root, &key_id, &[&h]).await;
+    assert_eq!((m.len(), &m[0]["path"]), (1, &json!("up/app")), "{m:#?}");
+    post(&s, &root, "sys/mounts/up/tune", json!({"options": {"version": "2"}})).await;
+    let m = check(&s, &root, &key_id, &[&h]).await;
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert_eq!((&m[0]["path"], &m[0]["version"]), (&json!("up/data/app"), &json!(1)));
+}
+
+#[tokio::test]
 async fn report_revokes_and_rotates_and_a_dry_run_changes_nothing() {
     let dir = tempdir();
     let (s, _, root) = Server::ready(dir.path()).await;
