@@ -31,14 +31,14 @@ pub(crate) async fn respond(ctx: &Ctx<'_>, hashes: &[Hash], dry_run: bool) -> Re
     let found = find(ctx.active, hashes, ctx.caller()).await?;
     let mut out = Vec::new();
     for f in &found {
-        out.push(act(ctx, f, dry_run).await?);
+        out.push(act(ctx, f, dry_run, "report").await?);
     }
     Ok(out)
 }
 
 /// What would be done about `f`, and, unless dry, its doing: the action object, after its
-/// audit entry was written.
-async fn act(ctx: &Ctx<'_>, f: &Found, dry_run: bool) -> Result<Value> {
+/// audit entry was written. `via`: `report` or `github` (the alert format), for the entry.
+async fn act(ctx: &Ctx<'_>, f: &Found, dry_run: bool, via: &str) -> Result<Value> {
     let (action, planned) = plan(ctx, f).await?;
     let outcome: std::result::Result<(), String> = match (&planned, dry_run) {
         (Err(reason), _) => Err(reason.clone()),
@@ -70,6 +70,7 @@ async fn act(ctx: &Ctx<'_>, f: &Found, dry_run: bool) -> Result<Value> {
     }
     let mut audited = a.clone();
     audited.insert("dry_run".into(), json!(dry_run));
+    audited.insert("via".into(), json!(via));
     audited.insert("request_id".into(), json!(ctx.req.id));
     if let Some(c) = ctx.caller() {
         audited.insert("by_accessor".into(), json!(c.accessor));
@@ -234,7 +235,7 @@ pub(crate) async fn github(ctx: &Ctx<'_>, alerts: &Value) -> Result<Response> {
         let bytes = unhex(&hex).ok_or_else(|| Error::Internal("hash is not hex".into()))?;
         let found = find(ctx.active, &[Hash { hex, bytes }], ctx.caller()).await?;
         for f in &found {
-            act(ctx, f, false).await?;
+            act(ctx, f, false, "github").await?;
         }
         answers.push(json!({
             "token_raw": token,

@@ -435,4 +435,5 @@ async fn github_alerts_are_answered_in_githubs_shape_and_the_token_is_never_logg
     assert_eq!(leak.len(), 1, "{leak:#?}");
     assert_eq!(leak[0]["leak"]["action"], "revoke_token");
     assert_eq!(leak[0]["leak"]["done"], true);
+    assert_eq!(leak[0]["leak"]["via"], "github");
 }
