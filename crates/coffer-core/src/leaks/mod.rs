@@ -52,7 +52,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             }))))
         }
         "leaks/check" if write => {
-            let hashes = parse_hashes(ctx, &ctx.req.data).await?;
+            let hashes = parse_hashes(ctx, &ctx.req.data, &["key_id", "hashes"]).await?;
             let found = live::find(ctx.active, &hashes, ctx.caller()).await?;
             let matches: Vec<Value> = found.iter().map(live::Found::to_json).collect();
             Ok(Some(Response::from_value(json!({ "matches": matches }))))
@@ -61,7 +61,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
             if let Some(alerts) = ctx.req.data.get(GITHUB_ALERTS) {
                 return report::github(ctx, alerts).await.map(Some);
             }
-            let hashes = parse_hashes(ctx, &ctx.req.data).await?;
+            let hashes = parse_hashes(ctx, &ctx.req.data, &["key_id", "hashes", "dry_run"]).await?;
             let dry_run = match ctx.req.data.get("dry_run") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -121,10 +121,15 @@ pub(crate) struct Hash {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// The `key_id` and `hashes` of a check or report body, checked.
-async fn parse_hashes(ctx: &Ctx<'_>, data: &Map<String, Value>) -> Result<Vec<Hash>> {
+/// The `key_id` and `hashes` of a check or report body (whose fields are `known`), checked; a
+/// hash given twice counts once.
+async fn parse_hashes(
+    ctx: &Ctx<'_>,
+    data: &Map<String, Value>,
+    known: &[&str],
+) -> Result<Vec<Hash>> {
     for k in data.keys() {
-        if !matches!(k.as_str(), "key_id" | "hashes" | "dry_run") {
+        if !known.contains(&k.as_str()) {
             return Err(Error::invalid(format!("unknown field {k:?}")));
         }
     }
@@ -150,22 +155,28 @@ async fn parse_hashes(ctx: &Ctx<'_>, data: &Map<String, Value>) -> Result<Vec<Ha
             list.len()
         )));
     }
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let bad = || {
-                Error::invalid(format!(
-                    "hashes[{i}] is not a lowercase hex HMAC-SHA256 (64 characters 0-9a-f)"
-                ))
-            };
-            let s = v.as_str().ok_or_else(bad)?;
-            if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(bad());
-            }
-            Ok(Hash { hex: s.to_owned(), bytes: unhex(s).ok_or_else(bad)? })
-        })
-        .collect()
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let h = parse_hash(i, v)?;
+        if seen.insert(h.hex.clone()) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_hash(i: usize, v: &Value) -> Result<Hash> {
+    let bad = || {
+        Error::invalid(format!(
+            "hashes[{i}] is not a lowercase hex HMAC-SHA256 (64 characters 0-9a-f)"
+        ))
+    };
+    let s = v.as_str().ok_or_else(bad)?;
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(bad());
+    }
+    Ok(Hash { hex: s.to_owned(), bytes: unhex(s).ok_or_else(bad)? })
 }
 
 /// The route of the mount with `uuid`, wherever it is mounted now.

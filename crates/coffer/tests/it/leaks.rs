@@ -178,6 +178,8 @@ async fn check_answers_only_for_live_values_and_the_server_sees_no_cleartext() {
     assert_eq!(order, [&json!(hashes[1]), &json!(hashes[4]), &json!(hashes[5]), &json!(hashes[7])]);
     // A second check gives the same answer (stale entries it dropped stay dropped).
     assert_eq!(check(&s, &scanner, &key_id, &hs).await, matches);
+    // A hash sent twice is answered once.
+    assert_eq!(check(&s, &scanner, &key_id, &[&hashes[5], &hashes[5]]).await.len(), 1);
     // A soft-deleted version is not live, and is again once undeleted.
     post(&s, &root, "secret/undelete/gone", json!({"versions": [1]})).await;
     let m = check(&s, &scanner, &key_id, &[&hashes[2]]).await;
@@ -191,6 +193,7 @@ async fn check_answers_only_for_live_values_and_the_server_sees_no_cleartext() {
         (json!({"key_id": key_id, "hashes": ["ABC"]}), "hashes[0]"),
         (json!({"key_id": key_id, "hashes": vec![hashes[0].clone(); 10_001]}), "at most 10000"),
         (json!({"key_id": key_id, "hashes": [], "extra": 1}), "unknown field"),
+        (json!({"key_id": key_id, "hashes": [], "dry_run": true}), "unknown field"),
     ] {
         let (code, b) = s.call("POST", "sys/leaks/check", Some(&scanner), Some(body)).await;
         assert_eq!(code, 400, "{b}");
