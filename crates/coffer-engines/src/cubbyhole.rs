@@ -49,7 +49,7 @@ impl Cubbyhole {
     }
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::delete(&self.view_for(r)?, r.capture("path")).await
+        KvStore::delete(&self.view_for(r)?, r.capture("path"), None).await
     }
 
     async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {

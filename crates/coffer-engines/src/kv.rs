@@ -70,9 +70,22 @@ impl KvStore {
         match leaks {
             Some(l) => {
                 let live = l.kv(path, None, data).await?;
+                let mut leak = coffer_core::leaks::ops(&live);
+                // The values this write replaces leave the index with it (a value kept in its
+                // field keeps its entry: the put above is the same key).
+                if let Some(old) = Self::read_entry(view, path).await? {
+                    for op in l.kv_removals(path, None, &old).await? {
+                        if let BatchOp::Delete(k) = &op
+                            && live.iter().any(|n| n.key() == k)
+                        {
+                            continue;
+                        }
+                        leak.push(op);
+                    }
+                }
                 View::batch_across(vec![
                     (view, vec![BatchOp::Put(path.to_owned(), &raw)]),
-                    (l.view(), coffer_core::leaks::ops(&live)),
+                    (l.view(), leak),
                 ])
                 .await?
             }
@@ -81,9 +94,31 @@ impl KvStore {
         Ok(Response::empty())
     }
 
-    pub(crate) async fn delete(view: &View, path: &str) -> Result<Response> {
-        if !path.is_empty() {
-            view.delete(path).await?;
+    /// Removes the object at `path`; with `leaks`, its entries in the liveness index too.
+    pub(crate) async fn delete(
+        view: &View,
+        path: &str,
+        leaks: Option<&LeakIndex>,
+    ) -> Result<Response> {
+        if path.is_empty() {
+            return Ok(Response::empty());
+        }
+        let old = match leaks {
+            Some(l) => match Self::read_entry(view, path).await? {
+                Some(old) => Some((l, l.kv_removals(path, None, &old).await?)),
+                None => None,
+            },
+            None => None,
+        };
+        match old {
+            Some((l, leak)) => {
+                View::batch_across(vec![
+                    (view, vec![BatchOp::Delete(path.to_owned())]),
+                    (l.view(), leak),
+                ])
+                .await?
+            }
+            None => view.delete(path).await?,
         }
         Ok(Response::empty())
     }
@@ -136,7 +171,7 @@ impl KvV1 {
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
-        let resp = KvStore::delete(&self.view, path).await?;
+        let resp = KvStore::delete(&self.view, path, Some(&self.leaks)).await?;
         if path.is_empty() {
             return Ok(resp);
         }

@@ -316,16 +316,33 @@ impl KvV2 {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
         match &self.leaks {
-            Some(l) if !live.is_empty() => {
-                View::batch_across(vec![
-                    (&self.view, ops),
-                    (l.view(), coffer_core::leaks::ops(live)),
-                ])
-                .await?
+            Some(l) if !live.is_empty() || !gone.is_empty() => {
+                let mut leak = coffer_core::leaks::ops(live);
+                leak.extend(self.removals(l, path, gone).await?);
+                View::batch_across(vec![(&self.view, ops), (l.view(), leak)]).await?
             }
             _ => self.view.batch(ops).await?,
         }
         Ok(())
+    }
+
+    /// The liveness index deletes for the data of `versions` of `path`, which is about to go
+    /// (destroyed, pruned, or the key deleted): one read of each version's data.
+    async fn removals(
+        &self,
+        l: &LeakIndex,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<Vec<coffer_core::BatchOp<'static>>> {
+        let mut out = Vec::new();
+        for v in versions {
+            let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
+            // Data that does not decode has no entries this build could have written.
+            if let Ok(Value::Object(data)) = data_from(&raw) {
+                out.extend(l.kv_removals(path, Some(*v), &data).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Every stored version's string fields into the liveness index (soft-deleted ones too:
@@ -717,7 +734,14 @@ impl KvV2 {
         for v in &versions {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
-        self.view.batch(ops).await?;
+        match &self.leaks {
+            Some(l) => {
+                let numbers: Vec<u64> = versions.iter().filter_map(|v| v.parse().ok()).collect();
+                let leak = self.removals(l, path, &numbers).await?;
+                View::batch_across(vec![(&self.view, ops), (l.view(), leak)]).await?
+            }
+            None => self.view.batch(ops).await?,
+        }
         Ok(Response::empty().with_event(key_event("metadata-delete", "metadata", path)))
     }
 

@@ -156,7 +156,9 @@ pub struct LeakIndex {
 }
 
 impl LeakIndex {
-    pub(crate) fn new(barrier: Arc<Barrier>, mount_uuid: &str) -> Self {
+    /// The index as the mount `mount_uuid` writes to it (the core makes one per mount; tests
+    /// make their own).
+    pub fn new(barrier: Arc<Barrier>, mount_uuid: &str) -> Self {
         Self {
             view: View::new(barrier, STORAGE_PREFIX),
             mount: mount_uuid.to_owned(),
@@ -175,11 +177,50 @@ impl LeakIndex {
     }
 
     async fn entry(&self, value: &str, target: Target) -> Result<LeakOp> {
-        let keys = self.keys().await?;
-        let hash = hmac::sign(&keys.key, value.as_bytes());
-        let key = format!("{}{}", folder(&keys.inner_of(hash.as_ref())), keys.location(&target)?);
+        let key = self.key_of(value, &target).await?;
         let raw = record::encode(&Entry { target, created: crate::time::now_unix() })?;
         Ok(LeakOp { key, raw })
+    }
+
+    async fn key_of(&self, value: &str, target: &Target) -> Result<String> {
+        let keys = self.keys().await?;
+        let hash = hmac::sign(&keys.key, value.as_bytes());
+        Ok(format!("{}{}", folder(&keys.inner_of(hash.as_ref())), keys.location(target)?))
+    }
+
+    /// The deletes of the entries [`Self::kv`] wrote for the same secret: for a writer that
+    /// removes or replaces the value, in its own batch.
+    pub async fn kv_removals(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        data: &Map<String, Value>,
+    ) -> Result<Vec<BatchOp<'static>>> {
+        let mut out = Vec::new();
+        for (field, v) in data {
+            if let Value::String(s) = v
+                && !s.is_empty()
+            {
+                let target = Target::Kv {
+                    mount: self.mount.clone(),
+                    key: key.to_owned(),
+                    version,
+                    field: field.clone(),
+                };
+                out.push(BatchOp::Delete(self.key_of(s, &target).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The delete of a database static role's entry for `password` (its password until now).
+    pub async fn database_static_removal(
+        &self,
+        password: &str,
+        role: &str,
+    ) -> Result<BatchOp<'static>> {
+        let target = Target::DatabaseStatic { mount: self.mount.clone(), role: role.to_owned() };
+        Ok(BatchOp::Delete(self.key_of(password, &target).await?))
     }
 
     /// Entries for every top-level string field of a KV secret (`version`: `None` on kv v1).

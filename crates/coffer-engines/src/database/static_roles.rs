@@ -119,27 +119,34 @@ impl Database {
     }
 
     async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
-        self.store_static_live(name, r, false).await
+        self.store_static_live(name, r, None).await
     }
 
-    /// [`Self::store_static`]; with `settled`, the role's password just became the live one and
-    /// goes into the liveness index in the same batch.
-    async fn store_static_live(&self, name: &str, r: &StaticRole, settled: bool) -> Result<()> {
+    /// [`Self::store_static`]; with `replaced` (the password until now), the role's password
+    /// just became the live one: it goes into the liveness index, and the old one out, in the
+    /// same batch.
+    async fn store_static_live(
+        &self,
+        name: &str,
+        r: &StaticRole,
+        replaced: Option<&SecretString>,
+    ) -> Result<()> {
         let raw = record::encode(r)?;
-        let live = match &self.leaks {
-            Some(l) if settled => Some((l, l.database_static(r.password.expose(), name).await?)),
-            _ => None,
-        };
         let key = format!("static-role/{name}");
-        match &live {
-            Some((l, op)) => {
+        match (&self.leaks, replaced) {
+            (Some(l), Some(old)) => {
+                let live = l.database_static(r.password.expose(), name).await?;
+                let mut ops = vec![live.op()];
+                if !old.is_empty() && old != &r.password {
+                    ops.push(l.database_static_removal(old.expose(), name).await?);
+                }
                 View::batch_across(vec![
                     (&self.view, vec![BatchOp::Put(key, &raw)]),
-                    (l.view(), vec![op.op()]),
+                    (l.view(), ops),
                 ])
                 .await?
             }
-            None => self.view.put(&key, &raw).await?,
+            _ => self.view.put(&key, &raw).await?,
         }
         if let Some(due) = self.due.lock().await.as_mut() {
             due.insert(name.to_owned(), r.next_rotation);
@@ -330,13 +337,13 @@ impl Database {
         .await
         .map_err(|f| SetFailure { error: f.error, maybe_set: f.maybe_committed })?;
         let at = now_unix();
-        r.password = new;
+        let old = std::mem::replace(&mut r.password, new);
         r.pending_password = None;
         r.last_vault_rotation = at;
         r.failures = 0;
         r.next_rotation = r.next_after(at);
         // Stays pending on failure, and the next pass sets it again.
-        self.store_static_live(name, r, true)
+        self.store_static_live(name, r, Some(&old))
             .await
             .map_err(|error| SetFailure { error, maybe_set: true })?;
         tracing::info!(role = name, db = r.db_name, "database engine: static role rotated");
