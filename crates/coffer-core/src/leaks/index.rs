@@ -9,10 +9,14 @@
 //! Entries are written in the same atomic batch as the value they describe (the callers pass
 //! [`LeakOp::op`] into their own batch), so a value acknowledged to a client is indexed.
 //!
-//! Not guaranteed here: that an entry's value is still live. Whoever reads the index confirms
-//! each entry against the store that owns the value (see `leaks::live`) and drops the entries
-//! that no longer hold; values stop being live in many ways (revocation, expiry, destroy, prune,
-//! last use) and not all of those know the value's hash to remove its entry at once.
+//! The records that own a value keep its entry's key ([`LeakOp::key`]) or can recompute it
+//! (`kv_removals`, `database_static_removal`), so that the batch that ends the value (a token or
+//! lease revoked, a secret_id destroyed or used up, a KV version destroyed or pruned, a static
+//! password rotated) deletes its entry too.
+//!
+//! Not guaranteed here: that an entry's value is still live (a mount disabled, a static role
+//! deleted, leave entries behind). Whoever reads the index confirms each entry against the
+//! store that owns the value (see `leaks::live`) and drops the entries that no longer hold.
 
 use std::sync::Arc;
 
