@@ -11,9 +11,12 @@
 //! bodies are audited as HMACs, as every body is). Every response action is written to the
 //! audit log as its own entry (`type: "leak"`), dry runs included (with `done: false`).
 //!
+//! Values written before the index existed are indexed once per mount in the background after
+//! unseal ([`spawn_backfill`]), where the store keeps them: KV and static passwords, not tokens
+//! or secret_ids (stored only as salted hashes) nor dynamic passwords (not kept).
+//!
 //! Not done: GitHub's request signature is not checked here (GitHub's requests carry no Coffer
-//! token; see docs/leaks.md for the relay that adds one); values written before the index
-//! existed are not in it (docs/leaks.md says which ones a backfill could add).
+//! token; docs/leaks.md describes the relay that checks it and adds one).
 
 pub mod index;
 mod live;
