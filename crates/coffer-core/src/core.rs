@@ -87,6 +87,8 @@ pub(crate) struct Active {
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
     pub(crate) cluster: ClusterInfo,
+    /// The liveness index of secret values, as the core writes and reads it (issue 20).
+    pub(crate) leaks: crate::leaks::LeakIndex,
 }
 
 impl Active {
@@ -541,9 +543,13 @@ impl Core {
     /// Bring-up after the barrier opens, in order: token store, policies, mount tables, routes.
     async fn activate(&self) -> Result<Arc<Active>> {
         let expire_view = View::new(self.barrier.clone(), "sys/expire/");
-        let tokens =
-            TokenStore::load(View::new(self.barrier.clone(), "sys/token/"), expire_view.clone())
-                .await?;
+        let leaks = crate::leaks::LeakIndex::new(self.barrier.clone(), "");
+        let tokens = TokenStore::load(
+            View::new(self.barrier.clone(), "sys/token/"),
+            expire_view.clone(),
+            leaks.clone(),
+        )
+        .await?;
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
         let mut secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
@@ -611,6 +617,7 @@ impl Core {
             tokens.clone(),
             router.clone(),
             self.foreground.clone(),
+            leaks.clone(),
         )
         .await?;
         // Connected before expiry starts, so a token revoked by the first pass takes its
@@ -641,9 +648,11 @@ impl Core {
             rekey: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
             cluster,
+            leaks,
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
+        crate::leaks::spawn_backfill(&active);
         Ok(active)
     }
 

@@ -373,6 +373,7 @@ pub(crate) fn build_route(
                 view: view.clone(),
                 mount: info.clone(),
                 passwords: crate::password_policy::Passwords::new(barrier.clone()),
+                leaks: crate::leaks::LeakIndex::new(barrier.clone(), &entry.uuid),
             })?
         }
     };

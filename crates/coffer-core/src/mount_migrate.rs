@@ -66,6 +66,9 @@ impl Core {
             ])
             .await?;
             let route = self.route_for(table, updated.clone(), None)?;
+            // Its values are indexed again in their new shape (kv v1 entries name no version).
+            let n = route.backend.index_live_values().await?;
+            tracing::debug!(mount = %full, entries = n, "liveness index: migrated values indexed");
             Ok::<_, Error>((route, changes.len()))
         }
         .await;

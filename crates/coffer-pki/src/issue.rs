@@ -630,6 +630,7 @@ impl Pki {
                     "issuer_id": issuer.id,
                     "not_after": f.not_after,
                 })),
+                live_values: Vec::new(),
             });
         }
         Ok(resp)

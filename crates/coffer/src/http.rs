@@ -180,13 +180,20 @@ fn seal_to(headers: &HeaderMap) -> Result<Option<coffer_hpke::Recipient>, Error>
     coffer_hpke::Recipient::from_header(v).map(Some).map_err(|e| Error::invalid(e.to_string()))
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
+fn parse_body(body: &[u8], path: &str) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
+        // GitHub's secret-scanning partner alerts are a bare array; they reach the handler in
+        // a field of their own (and are audited as HMACs like any request data).
+        Ok(Value::Array(a)) if path.trim_matches('/') == "sys/leaks/report" => {
+            let mut m = Map::new();
+            m.insert(coffer_core::leaks::GITHUB_ALERTS.into(), Value::Array(a));
+            Ok(m)
+        }
         Ok(_) => Err(Error::invalid(
             "failed to parse JSON input: the request body must be a JSON object",
         )),
@@ -259,7 +266,7 @@ async fn handle(
         );
         Ok(m)
     } else {
-        parse_body(body)
+        parse_body(body, &path)
     };
     let mut data = match parsed {
         Ok(d) => d,
@@ -497,12 +504,16 @@ mod tests {
 
     #[test]
     fn bodies_must_be_json_objects() {
-        assert!(parse_body(b"").expect("empty").is_empty());
-        assert!(parse_body(b"{\"a\":1}").is_ok());
-        let e = parse_body(b"[1]").expect_err("array");
+        assert!(parse_body(b"", "secret/x").expect("empty").is_empty());
+        assert!(parse_body(b"{\"a\":1}", "secret/x").is_ok());
+        let e = parse_body(b"[1]", "secret/x").expect_err("array");
         assert!(e.to_string().contains("JSON object"));
-        let e = parse_body(b"{\"a\":").expect_err("truncated");
+        let e = parse_body(b"{\"a\":", "secret/x").expect_err("truncated");
         assert!(e.to_string().contains("failed to parse JSON input"));
+        // GitHub's alert array, on the one path that takes it.
+        let m = parse_body(b"[{\"token\":\"t\"}]", "sys/leaks/report").expect("alerts");
+        assert!(m[coffer_core::leaks::GITHUB_ALERTS].is_array());
+        assert!(parse_body(b"[1]", "sys/leaks/check").is_err());
     }
 
     #[test]

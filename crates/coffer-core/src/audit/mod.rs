@@ -455,6 +455,16 @@ impl Broker {
         self.write_all(&entry, NonHmac::default()).await
     }
 
+    /// One leak response action (`sys/leaks/report`), done or, in a dry run, planned. The entry
+    /// holds keyed hashes, paths and accessors, never a value.
+    pub(crate) async fn log_leak(&self, action: Value) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
+        let entry = json!({ "time": now_rfc3339_nanos(), "type": "leak", "leak": action });
+        self.write_all(&entry, NonHmac::default()).await
+    }
+
     pub(crate) async fn has_devices(&self) -> bool {
         self.active().await
     }

@@ -261,6 +261,9 @@ pub struct SecretLease {
     /// Kept with the lease (in the barrier) and handed back at renewal and revocation; never
     /// sent to a client. E.g. the database user to drop.
     pub internal: Map<String, Value>,
+    /// Secret values that are live exactly as long as the lease (a database user's password),
+    /// for the liveness index: written with the lease, in its batch. Never stored in clear.
+    pub live_values: Vec<crate::secret::SecretString>,
 }
 
 /// Vault's `wrap_info` block: where a wrapped response waits and for how long.

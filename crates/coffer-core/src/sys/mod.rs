@@ -386,6 +386,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
             if let Some(r) = quotas::handle(ctx, rel).await? {
                 return Ok(r);
             }
+            if let Some(r) = crate::leaks::handle(ctx, rel).await? {
+                return Ok(r);
+            }
             Err(Error::UnsupportedPath(format!("sys/{rel}")))
         }
     }

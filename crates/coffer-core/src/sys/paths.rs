@@ -462,6 +462,25 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[Read, Update, Delete],
         &[PASSWORD_NAME, Field::str("policy", "The policy, in HCL (or base64 of it).")],
     ),
+    p(
+        "leaks/check",
+        "Read: the key candidates are hashed with. Write: which hashes are live values, and where.",
+        &[Read, Update],
+        &[
+            Field::str("key_id", "The key_id read from sys/leaks/check."),
+            Field::str_list("hashes", "Lowercase hex HMAC-SHA256 of candidates (at most 10000)."),
+        ],
+    ),
+    p(
+        "leaks/report",
+        "Confirm leaked values and revoke or rotate them; also GitHub's alert format.",
+        &[Update],
+        &[
+            Field::str("key_id", "The key_id read from sys/leaks/check."),
+            Field::str_list("hashes", "Lowercase hex HMAC-SHA256 of leaked values."),
+            Field::bool("dry_run", "List what would be done, and do nothing."),
+        ],
+    ),
     p("audit", "The audit devices enabled, with where each one's hash chain stands.", &[Read], &[]),
     p(
         "audit/{path*}",

@@ -457,6 +457,7 @@ struct Normalizer {
     time: Regex,
     uuid: Regex,
     token: Regex,
+    secret_id: Regex,
     /// Transit's `vault:vN:<base64>` ciphertexts, signatures and HMACs: random (a fresh nonce,
     /// a key of each server's own), so only the version is compared.
     transit: Regex,
@@ -480,8 +481,15 @@ impl Normalizer {
                 .expect("re"),
             uuid: Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
                 .expect("re"),
-            // Vault/OpenBao `hvs.`/`hvb.`/`s.`/`b.`, Coffer `cfs.`.
-            token: Regex::new(r"\b(hvs|hvb|s|b|cfs)\.[A-Za-z0-9]{20,}").expect("re"),
+            // Vault/OpenBao `hvs.`/`hvb.`/`s.`/`b.`, Coffer's earlier `cfs.`, and Coffer's
+            // checksummed `cfs_`/`cfb_`/`cfw_` (docs/leaks.md).
+            token: Regex::new(
+                r"\b((hvs|hvb|s|b|cfs)\.[A-Za-z0-9]{20,}|(cfs|cfb|cfw)_[0-9A-Za-z]{36}\b)",
+            )
+            .expect("re"),
+            // Coffer's AppRole secret IDs are `cfa_` tokens where OpenBao's are UUIDs: a
+            // deliberate difference (docs/api.md), compared as the id it stands for.
+            secret_id: Regex::new(r"\bcfa_[0-9A-Za-z]{36}\b").expect("re"),
             transit: Regex::new(r"\bvault:v(\d+):[A-Za-z0-9+/=_-]+").expect("re"),
             pem: Regex::new(r"-----BEGIN ([A-Z ]+)-----[A-Za-z0-9+/=\s]+-----END [A-Z ]+-----")
                 .expect("re"),
@@ -497,6 +505,7 @@ impl Normalizer {
             }
         }
         let s = self.time.replace_all(&s, "<time>");
+        let s = self.secret_id.replace_all(&s, "<uuid>");
         let s = self.uuid.replace_all(&s, "<uuid>");
         let s = self.transit.replace_all(&s, "vault:v$1:<base64>");
         let s = self.pem.replace_all(&s, "<PEM $1>");

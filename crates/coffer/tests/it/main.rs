@@ -33,6 +33,7 @@ mod invariants;
 mod jwt;
 mod kubernetes;
 mod kv2;
+mod leaks;
 mod leases;
 mod limits;
 mod metrics;
