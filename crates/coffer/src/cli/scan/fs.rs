@@ -1,0 +1,62 @@
+//! Files and directories. A directory is walked in name order; symbolic links are never followed
+//! (a link's target inside the tree is scanned where it lives, one outside the tree is not
+//! scanned at all), `.git` directories are left to the git scanner, and files larger than the
+//! size limit or with a NUL byte in their first 8 KiB are skipped (counted in the summary).
+//! A target given on the command line that is itself a link is followed: the user named it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{Origin, Scanner, Source};
+
+pub(super) fn scan_target(s: &mut Scanner<'_>, root: &Path, target: &str) -> Result<()> {
+    let meta = std::fs::metadata(root).with_context(|| format!("cannot read {target}"))?;
+    if meta.is_file() {
+        let name = target.to_owned();
+        return scan_file(s, root, target, &name, meta.len());
+    }
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut entries = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("cannot list {}", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        // Reversed onto the stack, so directories are visited in name order.
+        for e in entries.into_iter().rev() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let ft = e.file_type().with_context(|| format!("cannot stat {path}"))?;
+            if ft.is_symlink() {
+                s.stats.symlinks += 1;
+            } else if ft.is_dir() {
+                if name != ".git" && !s.detector.skips_path(&format!("{path}/")) {
+                    stack.push((e.path(), path));
+                }
+            } else if ft.is_file() {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                scan_file(s, &e.path(), target, &path, len)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scan_file(s: &mut Scanner<'_>, file: &Path, target: &str, path: &str, len: u64) -> Result<()> {
+    if s.detector.skips_path(path) {
+        return Ok(());
+    }
+    let origin = Origin::new(Source::File, target, path);
+    if len > s.max_size {
+        s.too_large(&origin);
+        return Ok(());
+    }
+    match std::fs::read(file) {
+        Ok(bytes) => s.blob(&origin, &bytes),
+        // A file that vanished or is unreadable mid-scan is reported, not fatal: the rest of
+        // the tree is still worth scanning.
+        Err(e) => s.warn(format!("cannot read {path}: {e}")),
+    }
+    Ok(())
+}
