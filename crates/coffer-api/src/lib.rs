@@ -11,7 +11,6 @@ mod delivery;
 pub mod dhutil;
 pub mod events;
 mod seal;
-pub mod token_format;
 
 use std::sync::Arc;
 use std::time::Duration;
