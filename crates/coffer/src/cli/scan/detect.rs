@@ -294,10 +294,10 @@ mod tests {
 
     #[test]
     fn coffer_tokens_are_found_only_with_a_good_checksum() {
-        let good = token_format::mint(TokenKind::Service).expect("rng");
-        let mut bad = good.to_string();
+        let good = token_format::mint(TokenKind::Service).expose().to_owned();
+        let mut bad = good.clone();
         bad.replace_range(8..9, if &bad[8..9] == "a" { "b" } else { "a" });
-        let text = format!("one {}\ntwo {bad}\n", &*good);
+        let text = format!("one {good}\ntwo {bad}\n");
         let hits = detector().scan(&text, &PLACE);
         let coffer: Vec<_> = hits.iter().filter(|h| h.rule_id.starts_with("coffer-")).collect();
         assert_eq!(coffer.len(), 1);
