@@ -722,6 +722,18 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
     assert!(!status_at(2).contains(&"live"), "the revoked token: {all:#?}");
     assert!(status_at(3).contains(&"live"), "the KV password: {all:#?}");
     assert!(!status_at(4).contains(&"live"), "the fake: {all:#?}");
+    // -respond: the live token is revoked and stops working.
+    let o = tokio::task::block_in_place(|| {
+        s.cli(Some(&root), &["scan", "-respond", "-format=json", t])
+    });
+    let doc = json_of(&o);
+    let actions = doc["response"]["actions"].as_array().expect("actions");
+    assert!(
+        actions.iter().any(|a| a["action"] == "revoke_token" && a["done"] == true),
+        "{actions:#?}"
+    );
+    let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&live_token), None).await;
+    assert_eq!(code, 403, "the leaked token was revoked");
     let logs = s.logs();
     for secret in [live_token.as_str(), &revoked_token, kv_password, fake] {
         assert!(!logs.contains(secret), "the server's log holds a candidate in clear");
