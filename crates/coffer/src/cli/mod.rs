@@ -104,6 +104,7 @@ pub(crate) enum Command {
     /// Find secrets in files, git history and image archives, and ask the server which are live
     /// (keyed hashes only); -respond revokes or rotates them. Exit 1 when a live leak is found, 64
     /// on a usage error
+    #[command(long_about = scan::LONG_ABOUT, after_help = scan::AFTER_HELP)]
     Scan(scan::ScanArgs),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(generic::PathArgs),
@@ -148,10 +149,18 @@ fn command() -> clap::Command {
         }
         // `coffer scan -format` has a value of its own (sarif): the global flag is kept out of it
         // the same way, under a long name nobody types, so the two do not collide.
-        if sub.get_name() == "scan"
-            && let Some(f) = client_flags.iter().find(|a| a.get_id() == "format")
-        {
-            sub = sub.arg(f.clone().global(false).hide(true).long("client-output-format"));
+        // -field and -wrap-ttl mean nothing to it and are hidden the same way.
+        if sub.get_name() == "scan" {
+            for a in &client_flags {
+                match a.get_id().as_str() {
+                    "format" => {
+                        sub =
+                            sub.arg(a.clone().global(false).hide(true).long("client-output-format"))
+                    }
+                    "field" | "wrap_ttl" => sub = sub.arg(a.clone().global(false).hide(true)),
+                    _ => {}
+                }
+            }
         }
         sub
     })
@@ -280,6 +289,22 @@ mod tests {
         let e = command().try_get_matches_from(args).expect_err("help is an early exit");
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         e.render().to_string()
+    }
+
+    #[test]
+    fn scan_help_explains_and_has_its_own_format() {
+        let scan = help(&["coffer", "scan", "--help"]);
+        assert!(scan.contains("sarif") && scan.contains("Exit status: 0"), "{scan}");
+        assert!(scan.contains("--ca-cert"), "{scan}");
+        for flag in ["--field", "--wrap-ttl", "--client-output-format"] {
+            assert!(!scan.contains(flag), "{flag} in:\n{scan}");
+        }
+        let parsed = command()
+            .try_get_matches_from(["coffer", "scan", "--format=sarif", "."])
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .expect("parses");
+        assert!(matches!(parsed.command, Command::Scan(_)));
+        assert_eq!(parsed.global.format, output::Format::Table);
     }
 
     #[test]

@@ -38,9 +38,8 @@ pub(crate) const EXIT_ERROR: u8 = 2;
 /// Bad flags or arguments, an unreadable or invalid rule or baseline file (sysexits' EX_USAGE).
 pub(crate) const EXIT_USAGE: u8 = 64;
 
-#[derive(Args, Debug)]
-#[command(
-    long_about = "Find secrets in files, directories, git history (every blob reachable from every \
+/// `coffer scan --help`: set on the command in `cli`, where the one-line summary is.
+pub(crate) const LONG_ABOUT: &str = "Find secrets in files, directories, git history (every blob reachable from every \
 reference) and container image archives (`docker save` / `podman save` tarballs: every layer, files \
 deleted by later layers included, and the image config's Env and history), and ask the Coffer server \
 which are live.\n\n\
@@ -53,20 +52,22 @@ only the hashes are sent. Each finding is then `live` (with what it is: token, K
 `not live` (matches nothing live in Coffer; a third-party credential may still be valid where it was \
 issued) or `unverified` (no server reachable, no permission, or -offline; the reason is printed).\n\n\
 Exit status: 0 nothing at or above -fail-on; 1 a leak at or above -fail-on (default: live); 2 the scan \
-could not be completed; 64 usage error (bad flag, rule file or baseline). See docs/scan.md.",
-    after_help = "Examples:\n  coffer scan .                                  # a directory, or a repository's history\n  \
+could not be completed; 64 usage error (bad flag, rule file or baseline). See docs/scan.md.";
+
+pub(crate) const AFTER_HELP: &str = "Examples:\n  coffer scan .                                  # a directory, or a repository's history\n  \
 coffer scan -format=sarif . > coffer.sarif      # for code-scanning UIs\n  \
 coffer scan -offline -fail-on=any app.tar       # an image archive, no server\n  \
 coffer scan -write-baseline=.coffer-baseline.json .\n  \
 coffer scan -baseline=.coffer-baseline.json .   # report only new findings\n  \
-coffer scan -respond -dry-run .                 # what -respond would revoke or rotate"
-)]
+coffer scan -respond -dry-run .                 # what -respond would revoke or rotate";
+
+#[derive(Args, Debug)]
 pub(crate) struct ScanArgs {
     /// Files, directories, git repositories or image archives (.tar, .tar.gz) to scan
     #[arg(value_name = "TARGET", required_unless_present = "print_rules")]
     targets: Vec<PathBuf>,
     /// Output: a table, JSON, or SARIF 2.1.0 for code-scanning UIs
-    #[arg(id = "scan_format", long = "format", value_enum, default_value_t = ScanFormat::Table)]
+    #[arg(id = "scan_format", long = "format", value_name = "FORMAT", value_enum, default_value_t = ScanFormat::Table)]
     format: ScanFormat,
     /// Rules in gitleaks' TOML format; they replace the built-in ones unless the file has
     /// `[extend] useDefault = true`
