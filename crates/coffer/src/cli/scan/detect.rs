@@ -342,6 +342,24 @@ mod tests {
         assert_eq!(hits[0].line, 1);
     }
 
+    proptest::proptest! {
+        /// Any text, with any rule's match at any place (multi-byte characters included), is
+        /// scanned without a panic, and every hit's line and column are inside the text.
+        #[test]
+        fn scanning_any_text_never_panics(
+            text in "(\\PC|\n|password=|cfs_|AKIA|://u:|@){0,120}",
+        ) {
+            static D: LazyLock<Detector> = LazyLock::new(|| Detector {
+                rules: RuleSet::builtin().expect("rules"),
+                entropy: Some(3.0),
+            });
+            for h in D.scan(&text, &PLACE) {
+                proptest::prop_assert!(h.line <= text.lines().count().max(1));
+                proptest::prop_assert!(h.column >= 1);
+            }
+        }
+    }
+
     #[test]
     fn shannon_entropy_values() {
         assert_eq!(shannon(""), 0.0);

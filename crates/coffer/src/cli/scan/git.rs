@@ -33,6 +33,7 @@ pub(super) fn scan_repository(s: &mut Scanner<'_>, path: &Path, target: &str) ->
     // Trees a reference points at directly (rare: `git tag t <tree>`), scanned after commits.
     let mut loose_trees = Vec::new();
     let mut pushed = 0usize;
+    let mut seen_ref_blobs = HashSet::new();
     for r in repo.references().context("cannot list the repository's references")? {
         let r = r?;
         let name = r.name().unwrap_or("(non-UTF-8 reference)").to_owned();
@@ -41,6 +42,13 @@ pub(super) fn scan_repository(s: &mut Scanner<'_>, path: &Path, target: &str) ->
             pushed += 1;
         } else if let Ok(t) = r.peel_to_tree() {
             loose_trees.push((name, t.id()));
+        } else if let Ok(b) = r.peel_to_blob() {
+            // `git tag NAME <blob>`: the blob has no path; the reference names it.
+            if seen_ref_blobs.insert(b.id()) {
+                let mut origin = Origin::new(Source::Git, target, &name);
+                origin.commit = Some(name.clone());
+                s.blob(&origin, b.content());
+            }
         }
     }
     if let Ok(head) = repo.head()
@@ -49,7 +57,7 @@ pub(super) fn scan_repository(s: &mut Scanner<'_>, path: &Path, target: &str) ->
         walk.push(c.id())?;
         pushed += 1;
     }
-    if pushed == 0 && loose_trees.is_empty() {
+    if pushed == 0 && loose_trees.is_empty() && seen_ref_blobs.is_empty() {
         s.warn(format!("{target}: the repository has no commits"));
         return Ok(());
     }

@@ -359,3 +359,62 @@ fn scan_config(s: &mut Scanner<'_>, target: &str, image: &str, entry: &str, doc:
         s.blob(&origin, text.as_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiteouts_and_opaque_directories_hide_lower_files() {
+        let mut c = LayerChanges::default();
+        c.whiteouts.insert("etc/app/secret.env".into());
+        c.whiteouts.insert("opt/tool".into());
+        c.opaque_dirs.insert("var/cache".into());
+        assert!(c.deletes("etc/app/secret.env"));
+        assert!(c.deletes("opt/tool/bin/run"), "a deleted directory's files");
+        assert!(c.deletes("var/cache/x/y"), "an opaque directory hides everything below");
+        assert!(!c.deletes("etc/app/other.env"));
+        assert!(!c.deletes("var/cached"));
+        c.opaque_dirs.insert(String::new());
+        assert!(c.deletes("anything"), "an opaque root");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A damaged or hostile archive is an error or a scan, never a panic: random bytes, and
+        /// a valid tar header followed by random bytes.
+        #[test]
+        fn any_archive_bytes_are_refused_or_scanned_without_panic(
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            with_header in proptest::bool::ANY,
+        ) {
+            let mut bytes = Vec::new();
+            if with_header {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(tail.len() as u64);
+                h.set_path("manifest.json").expect("path");
+                h.set_cksum();
+                bytes.extend_from_slice(h.as_bytes());
+            }
+            bytes.extend_from_slice(&tail);
+            let dir = tempfile::tempdir().expect("tmp");
+            let p = dir.path().join("x.tar");
+            std::fs::write(&p, &bytes).expect("write");
+            let detector = super::super::Detector {
+                rules: super::super::rules::RuleSet::builtin().expect("rules"),
+                entropy: None,
+            };
+            let mut s = super::super::tests::scanner(&detector);
+            let _ = scan_archive(&mut s, &p, "x.tar");
+        }
+    }
+
+    #[test]
+    fn digests_name_blob_entries_and_nothing_else() {
+        assert_eq!(blob_name("sha256:abc123").as_deref(), Some("blobs/sha256/abc123"));
+        assert_eq!(blob_name("sha256:../x"), None);
+        assert_eq!(blob_name("nocolon"), None);
+        assert_eq!(layer_id("blobs/sha256/abc"), "sha256:abc");
+        assert_eq!(layer_id("abc/layer.tar"), "abc/layer.tar");
+    }
+}

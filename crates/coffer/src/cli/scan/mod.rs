@@ -533,3 +533,20 @@ async fn verify(c: &mut Checker, findings: &mut [Finding]) -> Result<(), Unverif
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scanner with no progress line, for the target modules' tests.
+    pub(super) fn scanner(detector: &Detector) -> Scanner<'_> {
+        Scanner {
+            detector,
+            max_size: 1 << 20,
+            findings: Vec::new(),
+            stats: Stats::default(),
+            warnings: Vec::new(),
+            progress: Progress { enabled: false, last: Instant::now(), shown: false },
+        }
+    }
+}

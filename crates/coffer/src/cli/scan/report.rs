@@ -40,8 +40,9 @@ fn location(f: &Finding) -> String {
         Source::File if o.target == "." => at,
         Source::File => format!("{}/{at}", o.target.trim_end_matches('/')),
         Source::Git => {
-            let c = o.commit.as_deref().unwrap_or("");
-            format!("{at} @ {}", &c[..c.len().min(12)])
+            // A commit id, or the name of a reference that points at a tree or blob.
+            let c: String = o.commit.as_deref().unwrap_or("").chars().take(12).collect();
+            format!("{at} @ {c}")
         }
         Source::Image => format!("{}: {at} in {}", o.target, o.layer.as_deref().unwrap_or("?")),
     }
