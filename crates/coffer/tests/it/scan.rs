@@ -656,6 +656,18 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
         return;
     }
     assert_eq!(code, 200, "{body}");
+    let audit_log = dir.path().join("audit.log");
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(&root),
+            Some(
+                json!({"type": "file", "options": {"file_path": audit_log.display().to_string()}}),
+            ),
+        )
+        .await;
+    assert!(code == 200 || code == 204, "{b}");
     let (code, b) = s
         .call(
             "POST",
@@ -735,8 +747,13 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
     let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&live_token), None).await;
     assert_eq!(code, 403, "the leaked token was revoked");
     let logs = s.logs();
+    let audit = std::fs::read_to_string(&audit_log).expect("audit log");
+    assert!(audit.contains("sys/leaks/check"), "the checks are audited");
+    // The token and the KV password were written in clear by this test's own setup requests
+    // (as HMACs in the audit log); the scan's requests must add no cleartext anywhere.
     for secret in [live_token.as_str(), &revoked_token, kv_password, fake] {
         assert!(!logs.contains(secret), "the server's log holds a candidate in clear");
+        assert!(!audit.contains(secret), "the audit log holds a candidate in clear");
         assert!(!stdout(&o).contains(secret));
     }
 }
