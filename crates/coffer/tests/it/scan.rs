@@ -26,8 +26,8 @@ const TEST_TOKEN: &str = "scanner-test-token";
 struct Contract {
     key_id: String,
     key: Vec<u8>,
-    /// Cleartext live value -> its match object (without `hash`).
-    live: HashMap<String, Value>,
+    /// Cleartext live value -> its match objects (without `hash`), one per place it is live.
+    live: HashMap<String, Vec<Value>>,
     /// Every request: method, path, body.
     seen: Vec<(String, String, String)>,
     /// The key is replaced once, on the first check: the client must read it again.
@@ -90,13 +90,13 @@ fn matches(
             "key_id is not current: read sys/leaks/check again",
         ));
     }
-    let by_hash: HashMap<String, &Value> =
+    let by_hash: HashMap<String, &Vec<Value>> =
         c.live.iter().map(|(k, m)| (hash(&c.key, k), m)).collect();
     let mut out = Vec::new();
     for h in hashes {
         let h = h.as_str().ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "hashes: strings"))?;
-        if let Some(m) = by_hash.get(h) {
-            let mut m = (*m).clone();
+        for m in by_hash.get(h).into_iter().flat_map(|v| v.iter()) {
+            let mut m = m.clone();
             m["hash"] = json!(h);
             out.push(m);
         }
@@ -149,7 +149,7 @@ async fn report(State(st): State<Shared>, h: HeaderMap, body: String) -> (Status
     (StatusCode::OK, Json(json!({"data": {"actions": actions}})))
 }
 
-async fn contract_server(live: HashMap<String, Value>) -> (String, Shared) {
+async fn contract_server(live: HashMap<String, Vec<Value>>) -> (String, Shared) {
     let st: Shared = Arc::new(Mutex::new(Contract {
         key_id: "k1".into(),
         key: vec![42u8; 32],
@@ -294,10 +294,13 @@ async fn git_history_only_live_secrets_are_live_and_no_cleartext_reaches_the_ser
     let repo = dir.path().join("repo.git");
     let h = make_repo(&repo);
     let live = HashMap::from([
-        (h.live_token.clone(), json!({"kind": "token", "accessor": "acc-live-1"})),
+        (h.live_token.clone(), vec![json!({"kind": "token", "accessor": "acc-live-1"})]),
         (
             h.db_password.to_owned(),
-            json!({"kind": "database_static", "path": "database/static-creds/app", "role": "app"}),
+            vec![
+                json!({"kind": "database_static", "path": "database/static-creds/app", "field": "password", "role": "database/static-roles/app"}),
+                json!({"kind": "kv", "path": "secret/data/db", "version": 3, "field": "password"}),
+            ],
         ),
     ]);
     let (addr, st) = contract_server(live).await;
@@ -312,7 +315,7 @@ async fn git_history_only_live_secrets_are_live_and_no_cleartext_reaches_the_ser
 
     let tok = by_secret_start(all, "coffer-service-token", "config/app.env");
     assert_eq!(tok["status"], "live", "{tok:#}");
-    assert_eq!(tok["match"]["accessor"], "acc-live-1");
+    assert_eq!(tok["matches"][0]["accessor"], "acc-live-1");
     assert_eq!(tok["location"]["source"], "git");
     assert_eq!(tok["location"]["commit"].as_str().map(str::len), Some(40));
     assert_eq!(tok["location"]["line"], 1);
@@ -320,7 +323,8 @@ async fn git_history_only_live_secrets_are_live_and_no_cleartext_reaches_the_ser
     assert_eq!(revoked["status"], "not_live");
     let pw = by_secret_start(all, "password-assignment", "config/app.env");
     assert_eq!(pw["status"], "live");
-    assert_eq!(pw["match"]["kind"], "database_static");
+    assert_eq!(pw["matches"][0]["kind"], "database_static");
+    assert_eq!(pw["matches"][1]["path"], "secret/data/db", "both places: {pw:#}");
     let url = by_secret_start(all, "url-credentials", "deploy/db.env");
     assert_eq!(url["status"], "live", "the other branch's copy is found too");
     let fake = by_secret_start(all, "secret-assignment", "config/app.env");
@@ -370,15 +374,19 @@ async fn git_history_only_live_secrets_are_live_and_no_cleartext_reaches_the_ser
     let o = tokio::task::block_in_place(|| scan(&home, &env, &["-respond", "-dry-run", repo_arg]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("Response (dry run: nothing changed): 2 action(s)"), "{out}");
+    assert!(out.contains("Response (dry run: nothing changed): 3 action(s)"), "{out}");
     assert!(out.contains("revoke_token") && out.contains("would do"), "{out}");
     assert!(out.contains("rotate_static_role"), "{out}");
     let o =
         tokio::task::block_in_place(|| scan(&home, &env, &["-format=json", "-respond", repo_arg]));
     let doc = json_of(&o);
     let actions = doc["response"]["actions"].as_array().expect("actions");
-    assert_eq!(actions.len(), 2, "{actions:#?}");
-    assert!(actions.iter().all(|a| a["done"] == true));
+    assert_eq!(actions.len(), 3, "{actions:#?}");
+    for a in actions {
+        let should_be_done = a["action"] != "none";
+        assert_eq!(a["done"], should_be_done, "{a:#}");
+    }
+    assert!(actions.iter().any(|a| a["action"] == "none" && a["error"].is_string()));
     assert_eq!(doc["response"]["dry_run"], false);
     let c = st.lock().expect("lock");
     let report: Vec<_> = c.seen.iter().filter(|r| r.1 == "sys/leaks/report").collect();

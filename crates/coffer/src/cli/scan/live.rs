@@ -112,17 +112,18 @@ impl Checker {
         hex(hmac::sign(&self.key, candidate.as_bytes()).as_ref())
     }
 
-    /// The match for each candidate that is live, by index.
+    /// Where each live candidate is live, by index: one match per place (a value stored in two
+    /// places is live in both).
     pub(super) async fn check(
         &mut self,
         candidates: &[&str],
-    ) -> Result<HashMap<usize, (String, Match)>, Unverified> {
+    ) -> Result<HashMap<usize, Vec<Match>>, Unverified> {
         let mut retried = false;
         'again: loop {
             let hashes: Vec<String> = candidates.iter().map(|c| self.hash(c)).collect();
             let index: HashMap<&str, usize> =
                 hashes.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
-            let mut out = HashMap::new();
+            let mut out: HashMap<usize, Vec<Match>> = HashMap::new();
             for batch in hashes.chunks(BATCH) {
                 let body = json!({"key_id": self.key_id, "hashes": batch});
                 let answer = match self.client.write(CHECK, &body).await {
@@ -146,7 +147,7 @@ impl Checker {
                 })?;
                 for m in matches {
                     if let Some(&i) = index.get(m.hash.as_str()) {
-                        out.insert(i, (m.hash, m.m));
+                        out.entry(i).or_default().push(m.m);
                     }
                 }
             }

@@ -191,7 +191,8 @@ struct Finding {
     pub status: Status,
     /// Why it is unverified, when it is.
     pub reason: Option<String>,
-    pub matched: Option<Match>,
+    /// Where it is live (several places when the value is stored in several).
+    pub matched: Vec<Match>,
     /// The keyed hash sent to the server (for -respond), when it was checked.
     pub hash: Option<String>,
 }
@@ -245,7 +246,7 @@ impl Scanner<'_> {
                 origin: origin.clone(),
                 status: Status::Unverified,
                 reason: None,
-                matched: None,
+                matched: Vec::new(),
                 hash: None,
             });
         }
@@ -262,7 +263,7 @@ impl Scanner<'_> {
                 origin: origin.clone(),
                 status: Status::Unverified,
                 reason: None,
-                matched: None,
+                matched: Vec::new(),
                 hash: None,
             });
         }
@@ -513,7 +514,7 @@ async fn verify(c: &mut Checker, findings: &mut [Finding]) -> Result<(), Unverif
         });
     }
     let live = c.check(&distinct).await?;
-    let verdicts: Vec<(Option<(String, Match)>, String)> =
+    let verdicts: Vec<(Option<Vec<Match>>, String)> =
         distinct.iter().enumerate().map(|(i, s)| (live.get(&i).cloned(), c.hash(s))).collect();
     let per_finding: Vec<Option<usize>> = findings
         .iter()
@@ -524,9 +525,9 @@ async fn verify(c: &mut Checker, findings: &mut [Finding]) -> Result<(), Unverif
         let (m, hash) = &verdicts[i];
         f.hash = Some(hash.clone());
         match m {
-            Some((_, m)) => {
+            Some(m) => {
                 f.status = Status::Live;
-                f.matched = Some(m.clone());
+                f.matched = m.clone();
             }
             None => f.status = Status::NotLive,
         }

@@ -51,10 +51,10 @@ fn location(f: &Finding) -> String {
 /// What a finding matched, or why it is unverified (unless that is `common`, said once below
 /// the table), and where in an image it sits.
 fn detail(f: &Finding, common: Option<&str>) -> String {
-    let mut d = match (&f.matched, &f.reason) {
-        (Some(m), _) => m.describe(),
-        (None, Some(r)) if Some(r.as_str()) != common => r.clone(),
-        (None, _) => String::new(),
+    let mut d = match (f.matched.as_slice(), &f.reason) {
+        ([], Some(r)) if Some(r.as_str()) != common => r.clone(),
+        ([], _) => String::new(),
+        (m, _) => m.iter().map(|m| m.describe()).collect::<Vec<_>>().join("; "),
     };
     if let Some(n) = &f.origin.note {
         if !d.is_empty() {
@@ -198,8 +198,8 @@ fn finding_json(f: &Finding) -> Value {
         "fingerprint": f.fingerprint(),
         "location": loc,
     });
-    if let Some(m) = &f.matched {
-        v["match"] = json!(m);
+    if !f.matched.is_empty() {
+        v["matches"] = json!(f.matched);
     }
     if let Some(r) = &f.reason {
         v["reason"] = json!(r);
@@ -308,8 +308,8 @@ pub(super) fn sarif_doc(findings: &[Finding]) -> Value {
                 props["layer"] = json!(l);
                 props["path"] = json!(f.origin.path);
             }
-            if let Some(m) = &f.matched {
-                props["match"] = json!(m);
+            if !f.matched.is_empty() {
+                props["matches"] = json!(f.matched);
             }
             json!({
                 "ruleId": f.hit.rule_id,
@@ -404,7 +404,7 @@ mod tests {
             origin: Origin::new(Source::File, ".", "dir with space/app.env"),
             status,
             reason: None,
-            matched: None,
+            matched: Vec::new(),
             hash: None,
         }
     }
