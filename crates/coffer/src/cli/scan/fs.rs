@@ -60,3 +60,35 @@ fn scan_file(s: &mut Scanner<'_>, file: &Path, target: &str, path: &str, len: u6
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Detector;
+    use super::super::rules::RuleSet;
+    use super::super::tests::scanner;
+    use super::*;
+
+    #[test]
+    fn links_out_of_the_tree_git_dirs_binaries_and_large_files_are_not_read() {
+        let outside = tempfile::tempdir().expect("tmp");
+        let secret = "AWS_ACCESS_KEY_ID=AKIAZ5X2Q7LMN3PQRS4T\n";
+        std::fs::write(outside.path().join("creds"), secret).expect("write");
+        let tree = tempfile::tempdir().expect("tmp");
+        let root = tree.path();
+        std::os::unix::fs::symlink(outside.path().join("creds"), root.join("link")).expect("ln");
+        std::os::unix::fs::symlink(outside.path(), root.join("dirlink")).expect("ln");
+        std::fs::create_dir(root.join(".git")).expect("mkdir");
+        std::fs::write(root.join(".git/config"), secret).expect("write");
+        std::fs::write(root.join("bin.dat"), [secret.as_bytes(), b"\0"].concat()).expect("write");
+        std::fs::write(root.join("big.env"), secret.repeat(100)).expect("write");
+        std::fs::create_dir(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("sub/app.env"), secret).expect("write");
+        let d = Detector { rules: RuleSet::builtin().expect("rules"), entropy: None };
+        let mut s = scanner(&d);
+        s.max_size = 1000;
+        scan_target(&mut s, root, "t").expect("scan");
+        let paths: Vec<&str> = s.findings.iter().map(|f| f.origin.path.as_str()).collect();
+        assert_eq!(paths, ["sub/app.env"]);
+        assert_eq!((s.stats.symlinks, s.stats.binary, s.stats.too_large), (2, 1, 1));
+    }
+}
