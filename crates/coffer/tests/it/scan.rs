@@ -653,9 +653,10 @@ regexes = ['''scan:ignore''']
 }
 
 /// Against the real server: runs once `sys/leaks/check` exists there (the LEAK branch merged);
-/// until then it says why it did nothing.
+/// until then it says why it did nothing. Needs PostgreSQL (the test tooling's shared cluster)
+/// for the database password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_cleartext() {
+async fn real_server_history_with_live_token_kv_and_database_passwords_and_no_cleartext_sent() {
     let dir = tempdir();
     let (s, _, root) = Server::ready(dir.path()).await;
     let (code, body) = s.call("GET", "sys/leaks/check", Some(&root), None).await;
@@ -719,15 +720,36 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
         .call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": revoked_token})))
         .await;
     assert!(code == 200 || code == 204, "{b}");
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(&tree).expect("mkdir");
-    let fake = "Zx4Lq8Vt2Nm6Pk9Rw3Hb7Jc5";
-    std::fs::write(
-        tree.join("app.env"),
-        format!("TOKEN={live_token}\nOLD={revoked_token}\npassword={kv_password}\napi_key = \"{fake}\"\n"),
+    // A live database password: a static role's, on this run's PostgreSQL.
+    let c = coffer_pgtest::Cluster::shared();
+    c.create_database("it_scan");
+    c.sql("it_scan", "CREATE ROLE it_scan_app WITH LOGIN PASSWORD 'Initial-pw-1'");
+    let admin_pw = crate::database::admin(c, "it_scan_admin");
+    crate::database::mount(&s, &root).await;
+    crate::database::config(&s, &root, c, "it_scan", "it_scan_admin", &admin_pw).await;
+    let (code, b) = crate::database::write(
+        &s,
+        &root,
+        "static-roles/app-scan",
+        json!({"db_name": "pg", "username": "it_scan_app", "rotation_period": "1h"}),
     )
-    .expect("write");
-    let t = tree.to_str().expect("p");
+    .await;
+    assert_eq!(code, 204, "{b}");
+    let (code, b) = s.call("GET", "database/static-creds/app-scan", Some(&root), None).await;
+    assert_eq!(code, 200, "{b}");
+    let db_password = b["data"]["password"].as_str().expect("password").to_owned();
+    assert!(crate::database::login(c, "it_scan_app", &db_password, "it_scan", "SELECT 1").is_ok());
+
+    // All of it in a repository's history only: added, then removed.
+    let repo = dir.path().join("repo.git");
+    let git = git2::Repository::init_bare(&repo).expect("init");
+    let fake = "Zx4Lq8Vt2Nm6Pk9Rw3Hb7Jc5";
+    let env = format!(
+        "TOKEN={live_token}\nOLD={revoked_token}\npassword={kv_password}\napi_key = \"{fake}\"\nDB_PASSWORD={db_password}\n"
+    );
+    commit(&git, "main", &[("app.env", Some(&env))], "config");
+    commit(&git, "main", &[("app.env", None)], "remove it");
+    let t = repo.to_str().expect("p");
     let o = tokio::task::block_in_place(|| s.cli(Some(&root), &["scan", "-format=json", t]));
     assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
     let doc = json_of(&o);
@@ -742,7 +764,8 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
     assert!(!status_at(2).contains(&"live"), "the revoked token: {all:#?}");
     assert!(status_at(3).contains(&"live"), "the KV password: {all:#?}");
     assert!(!status_at(4).contains(&"live"), "the fake: {all:#?}");
-    // -respond: the live token is revoked and stops working.
+    assert!(status_at(5).contains(&"live"), "the database password: {all:#?}");
+    // -respond: the live token is revoked, the static role rotated; the old ones stop working.
     let o = tokio::task::block_in_place(|| {
         s.cli(Some(&root), &["scan", "-respond", "-format=json", t])
     });
@@ -752,14 +775,22 @@ async fn real_server_live_kv_value_and_token_are_live_and_its_logs_hold_no_clear
         actions.iter().any(|a| a["action"] == "revoke_token" && a["done"] == true),
         "{actions:#?}"
     );
+    assert!(
+        actions.iter().any(|a| a["action"] == "rotate_static_role" && a["done"] == true),
+        "{actions:#?}"
+    );
     let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&live_token), None).await;
     assert_eq!(code, 403, "the leaked token was revoked");
+    assert!(
+        crate::database::login(c, "it_scan_app", &db_password, "it_scan", "SELECT 1").is_err(),
+        "PostgreSQL refuses the leaked password"
+    );
     let logs = s.logs();
     let audit = std::fs::read_to_string(&audit_log).expect("audit log");
     assert!(audit.contains("sys/leaks/check"), "the checks are audited");
     // The token and the KV password were written in clear by this test's own setup requests
     // (as HMACs in the audit log); the scan's requests must add no cleartext anywhere.
-    for secret in [live_token.as_str(), &revoked_token, kv_password, fake] {
+    for secret in [live_token.as_str(), &revoked_token, kv_password, fake, &db_password] {
         assert!(!logs.contains(secret), "the server's log holds a candidate in clear");
         assert!(!audit.contains(secret), "the audit log holds a candidate in clear");
         assert!(!stdout(&o).contains(secret));
