@@ -635,6 +635,22 @@ regexes = ['''scan:ignore''']
     let doc = json_of(&o);
     assert_eq!(doc["summary"]["findings"], 0);
     assert_eq!(doc["summary"]["baselined"], 2);
+    // Both flags refresh the baseline rather than empty it.
+    let o = scan(
+        dir.path(),
+        &[],
+        &[
+            "-offline",
+            &format!("-baseline={b}"),
+            &format!("-write-baseline={b}"),
+            &format!("-rules={f}"),
+            t,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let refreshed: Value =
+        serde_json::from_str(&std::fs::read_to_string(&base).expect("read")).expect("json");
+    assert_eq!(refreshed["findings"].as_array().map(Vec::len), Some(2));
 
     // SARIF for the same scan, with the spec's required members.
     let o = scan(dir.path(), &[], &["-offline", "-format=sarif", &format!("-rules={f}"), t]);

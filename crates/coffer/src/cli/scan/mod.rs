@@ -405,13 +405,14 @@ async fn scan(g: &Global, a: ScanArgs) -> Result<ExitCode> {
         key(x).cmp(&key(y))
     });
     let stats = std::mem::take(&mut s.stats);
-    let before = findings.len();
-    findings.retain(|f| !baseline.contains(&f.fingerprint()));
-    let baselined = before - findings.len();
+    // Before the baseline is applied: with both flags, the file is refreshed, not emptied.
     if let Some(p) = &a.write_baseline {
         report::write_baseline(p, &findings)
             .with_context(|| format!("cannot write the baseline {}", p.display()))?;
     }
+    let before = findings.len();
+    findings.retain(|f| !baseline.contains(&f.fingerprint()));
+    let baselined = before - findings.len();
 
     let verification = if a.offline {
         Err(Unverified::Other("not checked (-offline)".into()))
