@@ -44,6 +44,7 @@ mod postgresql;
 mod quotas;
 mod rekey;
 mod remount;
+mod scan;
 mod sealed;
 mod sys_info;
 mod tls;
