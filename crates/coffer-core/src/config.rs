@@ -17,6 +17,8 @@ pub struct CoreConfig {
     /// What `sys/config/state/sanitized` answers: the running configuration in Vault's shape,
     /// built by the binary with every secret (storage options, keys, passwords) left out.
     pub sanitized_config: serde_json::Value,
+    /// `detect { ... }`: the detection engine's settings and the config file's rules.
+    pub detect: crate::detect::DetectConfig,
 }
 
 impl Default for CoreConfig {
@@ -30,6 +32,7 @@ impl Default for CoreConfig {
             api_addr: String::new(),
             prometheus_retention: Duration::from_secs(24 * 3600),
             sanitized_config: serde_json::Value::Null,
+            detect: crate::detect::DetectConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - `backend` (with `backend::framework`, the path framework backends declare their paths
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
+//! - `detect`: runtime detection rules over the audit stream (fed by `audit`).
 //! - `events`: the event bus and subscriptions (Vault's event notifications).
 //! - `identity`: entities, aliases, groups, identity templates and the identity token issuer.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
@@ -28,6 +29,7 @@ mod chaos;
 pub mod cidr;
 mod config;
 mod core;
+pub mod detect;
 mod due;
 pub mod events;
 
