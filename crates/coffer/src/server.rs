@@ -215,8 +215,10 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             api_addr,
             prometheus_retention: cfg.prometheus_retention,
             sanitized_config: cfg.sanitized(),
+            detect: cfg.detect.clone(),
         },
     );
+    core.set_webhook_sender(crate::webhook::Sender::new(&cfg.detect)?);
     match &cfg.seal {
         // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
         Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),

@@ -113,7 +113,7 @@ struct Rate {
 enum State {
     Stateless,
     Windows(Bounded<VecDeque<u64>>),
-    Issued(Bounded<(Cidr, IpAddr)>),
+    Issued(Bounded<(Cidr, IpAddr, String)>),
     Paths(Bounded<HashMap<String, u64>>),
     Digests(Bounded<RoleDigests>),
     Rates(Bounded<Rate>),
@@ -214,21 +214,23 @@ impl Evaluator {
             (Params::TokenCidr { ipv4_prefix, ipv6_prefix, .. }, State::Issued(issued)) => {
                 if let (Some(new), Some(remote)) = (&o.issued, o.remote) {
                     let prefix = if remote.is_ipv4() { *ipv4_prefix } else { *ipv6_prefix };
-                    if let Ok(net) = Cidr::from_str(&network(remote, prefix)) {
-                        *issued.entry(&new.accessor, || (net, remote)) = (net, remote);
+                    let text = network(remote, prefix);
+                    if let Ok(net) = Cidr::from_str(&text) {
+                        *issued.entry(&new.accessor, || (net, remote, String::new())) =
+                            (net, remote, text);
                     }
                 }
                 let Some(c) = &o.caller else { return };
-                let Some((net, from)) = issued.get(&c.accessor) else { return };
+                let Some((net, from, text)) = issued.get(&c.accessor) else { return };
                 let Some(remote) = o.remote else { return };
                 if !net.contains(remote) {
                     let mut fields = Map::new();
                     fields.insert("coffer.issued_from".into(), json!(from.to_string()));
-                    fields.insert("coffer.issued_network".into(), json!(net.to_string()));
+                    fields.insert("coffer.issued_network".into(), json!(text));
                     out.push(Finding {
                         subject: format!("{}|{remote}", c.accessor),
                         output: format!(
-                            "Token {} issued to {from} (network {net}) was used from {remote} for {} {}",
+                            "Token {} issued to {from} (network {text}) was used from {remote} for {} {}",
                             c.accessor, o.operation, o.path
                         ),
                         fields,

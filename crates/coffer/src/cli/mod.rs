@@ -12,6 +12,7 @@ mod audit;
 mod capabilities;
 mod chaos;
 mod client;
+mod detect;
 mod events;
 mod generic;
 mod keyops;
@@ -100,6 +101,9 @@ pub(crate) enum Command {
     /// Subscribe to event notifications (secret changes), one JSON object a line
     #[command(subcommand)]
     Events(events::EventsCmd),
+    /// Detection rules over the audit stream: recent alerts, counters, and the rules
+    #[command(subcommand)]
+    Detect(detect::DetectCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(generic::PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin
@@ -220,6 +224,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Transit(t) => transit::run(g, t).await,
         Command::Lease(l) => lease::run(g, l).await,
         Command::Events(e) => events::run(g, e).await,
+        Command::Detect(d) => detect::run(g, d).await,
         Command::Read(a) => generic::read(g, a).await,
         Command::List(a) => generic::list(g, a).await,
         Command::Delete(a) => generic::delete(g, a).await,
