@@ -15,7 +15,7 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(
+    pub(crate) fn from_config(
         c: &coffer_core::detect::DetectConfig,
     ) -> Result<Arc<dyn coffer_core::detect::WebhookSender>> {
         let mut b = reqwest::Client::builder()

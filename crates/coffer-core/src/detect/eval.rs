@@ -48,16 +48,9 @@ impl<V> Bounded<V> {
                     None => break,
                 }
             }
-            self.map.insert(key.to_owned(), make());
             self.order.push_back(key.to_owned());
-            // Keys removed by `remove` leave their names behind; compact now and then.
-            if self.order.len() > 2 * self.cap.max(1) {
-                let map = &self.map;
-                self.order.retain(|k| map.contains_key(k));
-            }
         }
-        // Inserted just above when it was missing.
-        self.map.get_mut(key).unwrap_or_else(|| unreachable!("key inserted above"))
+        self.map.entry(key.to_owned()).or_insert_with(make)
     }
 
     fn get(&self, key: &str) -> Option<&V> {
@@ -160,22 +153,23 @@ impl Evaluator {
         let now = o.at_ms;
         match (&self.rule.params, &mut self.state) {
             (Params::Honeytoken { paths, operations }, _) => {
-                if op_matches(operations, &o.operation)
-                    && paths.iter().any(|p| crate::glob::glob_match(p, &o.path))
-                {
-                    let who = o.caller.as_ref().map(|c| c.accessor.as_str()).unwrap_or("");
-                    out.push(Finding {
-                        subject: format!("{}|{who}", o.path),
-                        output: format!(
-                            "Honeytoken path {} was accessed ({}) by {} from {}",
-                            o.path,
-                            o.operation,
-                            o.who(),
-                            o.remote_text()
-                        ),
-                        fields: Map::new(),
-                    });
+                let hit = op_matches(operations, &o.operation)
+                    && paths.iter().any(|p| crate::glob::glob_match(p, &o.path));
+                if !hit {
+                    return;
                 }
+                let who = o.caller.as_ref().map(|c| c.accessor.as_str()).unwrap_or("");
+                out.push(Finding {
+                    subject: format!("{}|{who}", o.path),
+                    output: format!(
+                        "Honeytoken path {} was accessed ({}) by {} from {}",
+                        o.path,
+                        o.operation,
+                        o.who(),
+                        o.remote_text()
+                    ),
+                    fields: Map::new(),
+                });
             }
             (Params::LoginFailures { threshold, window, per }, State::Windows(w)) => {
                 if !o.login || o.error.is_empty() {

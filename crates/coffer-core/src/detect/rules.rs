@@ -334,7 +334,7 @@ impl Rule {
                     min_requests: f.u64("min_requests", 100, 1, 1_000_000_000)?,
                 }
             }
-            _ => unreachable_kind(&kind)?,
+            other => return Err(format!("unknown rule type {other:?}")),
         };
         let priority = match f.str("priority")? {
             None => default_priority(&params).to_owned(),
@@ -402,10 +402,6 @@ impl Rule {
     pub fn has(&self, a: Action) -> bool {
         self.actions.contains(&a)
     }
-}
-
-fn unreachable_kind(kind: &str) -> Result<Params, String> {
-    Err(format!("unknown rule type {kind:?}"))
 }
 
 /// `http://` or `https://` with a host: what the webhook sender can post to.
