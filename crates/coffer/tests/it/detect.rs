@@ -467,3 +467,67 @@ async fn rules_are_written_read_listed_and_deleted_through_the_api_and_the_cli()
     let (st, _) = s.call("GET", "sys/detect/rules/honey", Some(&root), None).await;
     assert_eq!(st, 404);
 }
+
+/// Logs in to AppRole role `role` (made with `policies` on first use): (token, accessor).
+async fn approle_login(s: &Server, root: &str, role: &str) -> (String, String) {
+    let (st, b) = s
+        .call(
+            "POST",
+            &format!("auth/approle/role/{role}"),
+            Some(root),
+            Some(json!({"token_policies": ["reader"], "token_ttl": "1h"})),
+        )
+        .await;
+    assert!(st == 200 || st == 204, "{b}");
+    let (_, rid) =
+        s.call("GET", &format!("auth/approle/role/{role}/role-id"), Some(root), None).await;
+    let (_, sid) =
+        s.call("POST", &format!("auth/approle/role/{role}/secret-id"), Some(root), None).await;
+    let (st, b) = s
+        .call(
+            "POST",
+            "auth/approle/login",
+            None,
+            Some(json!({"role_id": rid["data"]["role_id"], "secret_id": sid["data"]["secret_id"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    (
+        b["auth"]["client_token"].as_str().expect("token").to_owned(),
+        b["auth"]["accessor"].as_str().expect("accessor").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn revoke_role_revokes_every_token_of_the_readers_role_and_no_other() {
+    let dir = tempdir();
+    let (s, root) = ready(
+        dir.path(),
+        "rule \"honey\" {\n type = \"honeytoken\"\n paths = [\"secret/data/honey\"]\n actions = [\"audit\", \"revoke_role\"]\n}",
+    )
+    .await;
+    let (st, b) =
+        s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    assert_eq!(st, 204, "{b}");
+    let _ = reader(&s, &root).await;
+    let (web1, _) = approle_login(&s, &root, "web").await;
+    let (web2, _) = approle_login(&s, &root, "web").await;
+    let (db, _) = approle_login(&s, &root, "db").await;
+    let (st, _) = s.call("GET", "secret/data/honey", Some(&web1), None).await;
+    assert_eq!(st, 404, "nothing stored there: still a read of the honeytoken path");
+    let a = alert_of(&s, &root, "honey").await;
+    let outcome = &a["actions"][0];
+    assert_eq!(outcome["action"], "revoke_role", "{a}");
+    assert_eq!(outcome["done"], true, "{a}");
+    assert!(
+        outcome["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("2 token(s) of auth/approle/login#web"),
+        "{a}"
+    );
+    for (t, live) in [(&web1, false), (&web2, false), (&db, true)] {
+        let (st, _) = s.call("GET", "auth/token/lookup-self", Some(t), None).await;
+        assert_eq!(st == 200, live, "status {st}");
+    }
+}
