@@ -30,16 +30,23 @@ pub(crate) enum RulesCmd {
     /// The rules' names, types, sources and whether they run
     List,
     /// One rule, with every parameter and its default filled in
-    Read { name: String },
+    Read {
+        /// The rule's name
+        name: String,
+    },
     /// Write a rule: `coffer detect rules write honey type=honeytoken paths=secret/data/honey/*
     /// actions=audit,revoke_token`, or `-` for a JSON object on stdin
     Write {
+        /// The rule's name
         name: String,
         /// key=value, key=@file, or a lone `-` for a JSON object on stdin
         data: Vec<String>,
     },
     /// Delete a rule written through the API (a config file's rule stays)
-    Delete { name: String },
+    Delete {
+        /// The rule's name
+        name: String,
+    },
 }
 
 /// The counters line the alert table ends with: what was dropped is never left unsaid.
