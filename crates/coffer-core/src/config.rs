@@ -19,6 +19,8 @@ pub struct CoreConfig {
     pub sanitized_config: serde_json::Value,
     /// What this node says of itself in `sys/ha-status` (and, in HA mode, to the other nodes).
     pub node: coffer_storage::ha::Advert,
+    /// `detect { ... }`: the detection engine's settings and the config file's rules.
+    pub detect: crate::detect::DetectConfig,
 }
 
 impl Default for CoreConfig {
@@ -33,6 +35,7 @@ impl Default for CoreConfig {
             prometheus_retention: Duration::from_secs(24 * 3600),
             sanitized_config: serde_json::Value::Null,
             node: coffer_storage::ha::Advert::default(),
+            detect: crate::detect::DetectConfig::default(),
         }
     }
 }

@@ -140,6 +140,8 @@ pub struct Core {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Rate limit quotas, loaded at unseal.
     pub(crate) quotas: crate::quotas::Quotas,
+    /// Detection rules over the audit stream: in the core, so its counters outlive a seal.
+    pub(crate) detect: Arc<crate::detect::Detector>,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
     /// Requests started: the expiration manager paces itself while it moves.
@@ -176,7 +178,10 @@ impl Core {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let backend: Arc<dyn Backend> =
             Arc::new(crate::metrics::MeteredBackend::new(backend, metrics.clone()));
+        let detect =
+            Arc::new(crate::detect::Detector::new(config.detect.clone(), metrics.detect.clone()));
         Arc::new_cyclic(|me| Self {
+            detect,
             me: me.clone(),
             foreground: Arc::default(),
             metrics,
@@ -194,6 +199,17 @@ impl Core {
             auto_seal: std::sync::OnceLock::new(),
             seal_from: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The HTTP client detection webhooks post with. Call before the first unseal; a second
+    /// call is ignored.
+    pub fn set_webhook_sender(&self, sender: Arc<dyn crate::detect::WebhookSender>) {
+        let _ = self.detect.webhook.set(sender);
+    }
+
+    /// The detection pipeline's counters (`received`, `processed`, `dropped`, ...).
+    pub fn detect_stats(&self) -> serde_json::Value {
+        self.detect.stats.json(self.detect.config.queue_size)
     }
 
     /// A `seal` stanza with `disabled = true`: `unseal -migrate` with the recovery shares moves
@@ -608,8 +624,14 @@ impl Core {
         }
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
-        let audit =
-            crate::audit::Broker::load(&self.barrier, self.chaos.audit_blocked.clone()).await?;
+        self.detect.install_stored(crate::sys::load_detect_rules(&self.barrier).await?);
+        self.detect.start(self.me.clone());
+        let audit = crate::audit::Broker::load(
+            &self.barrier,
+            self.chaos.audit_blocked.clone(),
+            self.detect.clone(),
+        )
+        .await?;
         let router = Arc::new(RwLock::new(Arc::new(router)));
         // Last: from here on leases fall due, and revoking them needs the routes.
         let leases = crate::lease::Expiration::load(

@@ -16,6 +16,7 @@
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
 //! - `leaks`: the liveness index of secret values and the `sys/leaks/` check and response.
+//! - `detect`: runtime detection rules over the audit stream (fed by `audit`).
 //! - `events`: the event bus and subscriptions (Vault's event notifications).
 //! - `identity`: entities, aliases, groups, identity templates and the identity token issuer.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
@@ -29,6 +30,7 @@ mod chaos;
 pub mod cidr;
 mod config;
 mod core;
+pub mod detect;
 mod due;
 pub mod events;
 

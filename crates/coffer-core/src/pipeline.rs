@@ -222,6 +222,7 @@ impl Core {
                         caller: None,
                         mount_type: "",
                         non_hmac: Default::default(),
+                        login: false,
                     };
                     let _ =
                         active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
@@ -268,6 +269,7 @@ impl Core {
                     caller: None,
                     mount_type: &mount_type,
                     non_hmac: Default::default(),
+                    login: login_mount.is_some(),
                 };
                 let _ = active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
                 return Err(e);
@@ -288,6 +290,7 @@ impl Core {
             caller: authz.caller(),
             mount_type: &mount_type,
             non_hmac: crate::audit::NonHmac { request: &clear_request, response: &clear_response },
+            login: login_mount.is_some(),
         };
         let audit_started = std::time::Instant::now();
         let audited = audit_request(&active, &record, &authz).await;

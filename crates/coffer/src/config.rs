@@ -153,6 +153,8 @@ pub(crate) struct ServerConfig {
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
     pub chaos: coffer_core::ChaosConfig,
+    /// `detect { ... }`: detection rules over the audit stream (docs/detect.md).
+    pub detect: coffer_core::detect::DetectConfig,
     /// `telemetry { prometheus_retention_time }`: zero turns `format=prometheus` off.
     pub prometheus_retention: Duration,
     /// Auto-unseal (`seal "static"`); none: Shamir shares.
@@ -208,6 +210,7 @@ impl ServerConfig {
             "login_failure_burst",
             "login_failure_refill",
             "chaos",
+            "detect",
             "telemetry",
             "seal",
         ];
@@ -261,6 +264,10 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
+        let detect = match root.get("detect") {
+            None | Some(Value::Null) => coffer_core::detect::DetectConfig::default(),
+            Some(v) => parse_detect(v)?,
+        };
         let prometheus_retention = match root.get("telemetry") {
             None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
             Some(v) => parse_telemetry(v)?,
@@ -282,6 +289,7 @@ impl ServerConfig {
             seal,
             seal_disabled,
             chaos,
+            detect,
             login_limit,
             storage,
             listeners,
@@ -401,6 +409,17 @@ impl ServerConfig {
                 "enabled": self.chaos.enabled,
                 "max_duration": ns(self.chaos.max_duration),
             },
+            // Webhook URLs may carry a credential in their query: only whether one is set.
+            "detect": {
+                "enabled": self.detect.enabled,
+                "queue_size": self.detect.queue_size,
+                "alert_history": self.detect.alert_history,
+                "webhook_url_set": !self.detect.webhook_url.is_empty(),
+                "webhook_timeout": ns(self.detect.webhook_timeout),
+                "webhook_retries": self.detect.webhook_retries,
+                "webhook_queue": self.detect.webhook_queue,
+                "rules": self.detect.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            },
         })
     }
 }
@@ -503,6 +522,22 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
             "unsupported seal type {other:?}: Coffer has \"static\" and \"transit\" (Shamir shares when there is no seal block)"
         ),
     }
+}
+
+/// `detect { queue_size = 65536, webhook_url = "...", rule "NAME" { type = "...", ... } }`.
+fn parse_detect(v: &Value) -> Result<coffer_core::detect::DetectConfig> {
+    let m = match v {
+        Value::Object(m) => m,
+        Value::Array(items) if items.len() == 1 => items[0]
+            .as_object()
+            .ok_or_else(|| anyhow!("detect must be a block: detect {{ ... }}"))?,
+        _ => bail!("detect must be one block: detect {{ ... }}"),
+    };
+    let c = coffer_core::detect::DetectConfig::parse(m).map_err(|e| anyhow!("{e}"))?;
+    if !c.webhook_ca_file.is_empty() && !c.webhook_ca_file.starts_with('/') {
+        bail!("detect webhook_ca_file must be an absolute path");
+    }
+    Ok(c)
 }
 
 /// `chaos { enabled = true, max_duration = "1h" }`: off unless enabled.
@@ -902,6 +937,25 @@ log_format        = "json"
         .expect("parse");
         assert_eq!(c.login_limit.burst, 5);
         assert_eq!(c.login_limit.refill, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn detect_block_parses_its_rules_from_hcl() {
+        let base = "storage \"sqlite\" {\n path = \"/tmp/x.db\"\n}\nlistener \"tcp\" {\n address = \"127.0.0.1:8200\"\n tls_disable = true\n}\n";
+        let c = ServerConfig::parse(base).expect("parse");
+        assert!(c.detect.rules.is_empty() && c.detect.enabled);
+        let text = format!(
+            "{base}detect {{\n queue_size = 128\n webhook_url = \"http://127.0.0.1:2801/\"\n rule \"honey\" {{\n type = \"honeytoken\"\n paths = [\"secret/data/honey/*\"]\n actions = [\"audit\", \"revoke_token\", \"webhook\"]\n }}\n rule \"logins\" {{\n type = \"login_failures\"\n threshold = 5\n window = \"30s\"\n }}\n}}\n"
+        );
+        let c = ServerConfig::parse(&text).expect("parse");
+        assert_eq!(c.detect.queue_size, 128);
+        let names: Vec<&str> = c.detect.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["honey", "logins"]);
+        let err = ServerConfig::parse(&format!(
+            "{base}detect {{\n rule \"x\" {{\n type = \"honeytoken\"\n }}\n}}\n"
+        ))
+        .expect_err("no paths");
+        assert!(format!("{err:#}").contains("paths is required"), "{err:#}");
     }
 
     #[test]

@@ -217,8 +217,10 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             prometheus_retention: cfg.prometheus_retention,
             sanitized_config: cfg.sanitized(),
             node: node.clone(),
+            detect: cfg.detect.clone(),
         },
     );
+    core.set_webhook_sender(crate::webhook::Sender::from_config(&cfg.detect)?);
     match &cfg.seal {
         // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
         Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),

@@ -6,6 +6,7 @@
 mod agent;
 mod audit;
 mod chaos;
+mod detect;
 mod events;
 pub(crate) mod generate_root;
 mod ha;
@@ -20,6 +21,7 @@ mod quotas;
 pub(crate) mod rekey;
 pub(crate) mod remount;
 
+pub(crate) use detect::load as load_detect_rules;
 pub(crate) use quotas::load as load_quotas;
 pub(crate) use quotas::moved_rules as moved_quota_rules;
 pub(crate) use quotas::rules_on as quota_rules_on;
@@ -387,6 +389,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 return Ok(r);
             }
             if let Some(r) = crate::leaks::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = detect::handle(ctx, rel).await? {
                 return Ok(r);
             }
             Err(Error::UnsupportedPath(format!("sys/{rel}")))

@@ -105,6 +105,7 @@ impl Core {
             caller: None,
             mount_type: "",
             non_hmac: Default::default(),
+            login: false,
         };
         if let Err(e) = active.audit.log_request(&record, message).await {
             tracing::warn!(error = %e, "a request refused by a rate limit quota could not be audited");

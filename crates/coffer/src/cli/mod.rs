@@ -13,6 +13,7 @@ mod capabilities;
 mod chaos;
 mod ci;
 mod client;
+mod detect;
 mod events;
 mod generic;
 mod keyops;
@@ -111,6 +112,9 @@ pub(crate) enum Command {
     /// on a usage error
     #[command(long_about = scan::LONG_ABOUT, after_help = scan::AFTER_HELP)]
     Scan(scan::ScanArgs),
+    /// Detection rules over the audit stream: recent alerts, counters, and the rules
+    #[command(subcommand)]
+    Detect(detect::DetectCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(generic::PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin
@@ -257,6 +261,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Transit(t) => transit::run(g, t).await,
         Command::Lease(l) => lease::run(g, l).await,
         Command::Events(e) => events::run(g, e).await,
+        Command::Detect(d) => detect::run(g, d).await,
         Command::Read(a) => generic::read(g, a).await,
         Command::List(a) => generic::list(g, a).await,
         Command::Delete(a) => generic::delete(g, a).await,

@@ -20,6 +20,7 @@ mod cli;
 mod cli_habits;
 mod database;
 mod database_leases;
+mod detect;
 mod differential;
 mod docs;
 mod events;
