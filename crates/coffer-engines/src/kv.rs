@@ -28,6 +28,16 @@ impl KvStore {
         }
     }
 
+    /// The entry a write or delete replaces, for its index entries. A damaged one is unknown,
+    /// not an error: an authorized overwrite is what repairs it, and any index entries it leaves
+    /// behind are harmless (every match is confirmed against the store first, and removed then).
+    async fn replaced_entry(view: &View, path: &str) -> Result<Option<Map<String, Value>>> {
+        match Self::read_entry(view, path).await {
+            Err(Error::Damaged(_)) => Ok(None),
+            other => other,
+        }
+    }
+
     pub(crate) async fn read(view: &View, path: &str, default_ttl: u64) -> Result<Response> {
         let data = Self::read_entry(view, path).await?.ok_or(Error::NotFound)?;
         let ttl = data
@@ -73,7 +83,7 @@ impl KvStore {
                 let mut leak = coffer_core::leaks::ops(&live);
                 // The values this write replaces leave the index with it (a value kept in its
                 // field keeps its entry: the put above is the same key).
-                if let Some(old) = Self::read_entry(view, path).await? {
+                if let Some(old) = Self::replaced_entry(view, path).await? {
                     for op in l.kv_removals(path, None, &old).await? {
                         if let BatchOp::Delete(k) = &op
                             && live.iter().any(|n| n.key() == k)
@@ -104,7 +114,7 @@ impl KvStore {
             return Ok(Response::empty());
         }
         let old = match leaks {
-            Some(l) => match Self::read_entry(view, path).await? {
+            Some(l) => match Self::replaced_entry(view, path).await? {
                 Some(old) => Some((l, l.kv_removals(path, None, &old).await?)),
                 None => None,
             },
@@ -197,7 +207,8 @@ impl Framework for KvV1 {
     async fn index_live_values(&self) -> Result<u64> {
         let mut n = 0;
         for k in self.view.list_recursive("").await? {
-            let Some(data) = KvStore::read_entry(&self.view, &k).await? else { continue };
+            // A damaged key is skipped, not the rest of the mount.
+            let Some(data) = KvStore::replaced_entry(&self.view, &k).await? else { continue };
             let live = self.leaks.kv(&k, None, &data).await?;
             n += live.len() as u64;
             View::batch_across(vec![(self.leaks.view(), coffer_core::leaks::ops(&live))]).await?;

@@ -336,7 +336,13 @@ impl KvV2 {
     ) -> Result<Vec<coffer_core::BatchOp<'static>>> {
         let mut out = Vec::new();
         for v in versions {
-            let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
+            // A damaged version's entries cannot be named; they are harmless (every match is
+            // confirmed against the store first), and removing it must not need reading it.
+            let raw = match self.view.get(&format!("ver/{path}/{v}")).await.map_err(Error::from) {
+                Ok(Some(raw)) => raw,
+                Ok(None) | Err(Error::Damaged(_)) => continue,
+                Err(e) => return Err(e),
+            };
             // Data that does not decode has no entries this build could have written.
             if let Ok(Value::Object(data)) = data_from(&raw) {
                 out.extend(l.kv_removals(path, Some(*v), &data).await?);
@@ -352,13 +358,24 @@ impl KvV2 {
         let mut n = 0;
         for path in self.view.list_recursive("meta/").await? {
             let _g = self.lock_key(&path).await;
-            let Some(meta) = self.meta(&path).await? else { continue };
+            let meta = match self.meta(&path).await {
+                Ok(Some(meta)) => meta,
+                Ok(None) | Err(Error::Damaged(_)) => continue,
+                Err(e) => return Err(e),
+            };
             for (v, vm) in &meta.versions {
                 if vm.destroyed {
                     continue;
                 }
-                let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
-                let Value::Object(data) = data_from(&raw)? else { continue };
+                // A damaged version is skipped, not the rest of the mount: it cannot be live
+                // anyway until an authorized write replaces it.
+                let raw = match self.view.get(&format!("ver/{path}/{v}")).await.map_err(Error::from)
+                {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) | Err(Error::Damaged(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(Value::Object(data)) = data_from(&raw) else { continue };
                 let live = l.kv(&path, Some(*v), &data).await?;
                 n += live.len() as u64;
                 View::batch_across(vec![(l.view(), coffer_core::leaks::ops(&live))]).await?;
