@@ -25,6 +25,7 @@ mod docs;
 mod events;
 mod group_commit;
 mod ha;
+mod ha_partition;
 mod help;
 mod identity;
 mod identity_oidc;
