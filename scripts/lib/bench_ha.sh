@@ -18,7 +18,8 @@ HA_PG_BIN=""
 ha_stop() {
   local p
   for p in "${HA_PIDS[@]}"; do
-    kill -KILL "$p" 2>/dev/null || true
+    # Reaped here, so that bash does not report each as "Killed".
+    { kill -KILL "$p" && wait "$p"; } 2>/dev/null || true
   done
   if [ -n "$HA_PG_DATA" ] && [ -f "$HA_PG_DATA/postmaster.pid" ]; then
     runuser -u postgres -- "$HA_PG_BIN/pg_ctl" -D "$HA_PG_DATA" -m immediate stop >/dev/null 2>&1 || true
@@ -186,7 +187,7 @@ EOF
   expect 200 "HA: a write through a standby before the kill"
   local t0 t1 code tries=0
   t0="$(now_ns)"
-  kill -KILL "${HA_PIDS[0]}"
+  { kill -KILL "${HA_PIDS[0]}" && wait "${HA_PIDS[0]}"; } 2>/dev/null || true
   while :; do
     tries=$((tries + 1))
     code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 -X POST -H "X-Vault-Token: $root" \
