@@ -1,9 +1,9 @@
 //! The change feed of an HA cluster: how a node learns, without polling, which keys other nodes
 //! wrote, so that a standby can invalidate what it keeps in memory.
 //!
-//! The writer's side is in the group commit ([`super::Committer`]): in HA mode each group's
-//! transaction ends with one `pg_notify` on the table's channel naming the keys it changed (or
-//! "everything" when they do not fit a notification). PostgreSQL delivers a notification only
+//! The writer's side is in the group commit (the parent module's `Committer`): in HA mode each
+//! group's transaction ends with one `pg_notify` on the table's channel naming the keys it
+//! changed (or "everything" when they do not fit a notification). PostgreSQL delivers a notification only
 //! after its transaction committed, and to each listener in commit order, so a listener never
 //! hears of a change before it is readable, and hears of changes in the order they happened.
 //!

@@ -25,7 +25,7 @@
 //! Not done here: a process other than this one writing the same table while a
 //! `CachedBackend` is in front (HA nodes run without one).
 
-pub mod feed;
+pub(crate) mod feed;
 pub(crate) mod ha;
 mod url;
 
