@@ -49,5 +49,6 @@ mod sys_info;
 mod tls;
 mod token_roles;
 mod transit;
+mod transit_seal;
 mod userpass;
 mod vault_client;
