@@ -7,6 +7,10 @@
 
 /// The wire types of server-side chaos faults (they live in `coffer-wire`, shared with the server).
 pub use coffer_wire::chaos;
+/// A string that must not leak (what [`token_format::mint`] returns).
+pub use coffer_wire::secret::SecretString;
+/// Coffer's credential formats (prefix and checksum), for minting and for scanners.
+pub use coffer_wire::token_format;
 mod delivery;
 pub mod dhutil;
 pub mod events;

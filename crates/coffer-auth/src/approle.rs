@@ -47,6 +47,8 @@ pub(crate) struct AppRole {
     salt: OnceCell<hmac::Key>,
     /// Serializes every change to roles and secret IDs, so use counts and deletions are exact.
     lock: Mutex<()>,
+    /// The liveness index: every new secret ID goes in with it, in its batch.
+    leaks: coffer_core::leaks::LeakIndex,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
@@ -55,6 +57,7 @@ pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
         view: cfg.view,
         salt: OnceCell::new(),
         lock: Mutex::new(()),
+        leaks: cfg.leaks,
     }))
 }
 
@@ -89,6 +92,9 @@ struct SecretId {
     /// bootstrap`); empty: only the role's image binding applies.
     #[serde(default)]
     bound_image_digests: Vec<String>,
+    /// Its liveness index entry, removed with it (empty for secret IDs made before the index).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    leak_key: String,
 }
 
 coffer_core::record!(SecretId, "approle secret id", 1);
@@ -563,7 +569,14 @@ impl AppRole {
         if !role.bind_secret_id {
             return Err(Error::invalid("bind_secret_id is not set on the role"));
         }
-        let secret_id = if custom { f.required_str("secret_id")? } else { uuid_v4() };
+        let secret_id = if custom {
+            f.required_str("secret_id")?
+        } else {
+            // `cfa_…`: a scanner recognises it offline (coffer_api::token_format).
+            coffer_core::token_format::mint(coffer_core::token_format::TokenKind::SecretId)
+                .expose()
+                .to_owned()
+        };
         let metadata = match req.data.get("metadata") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::String(s)) if s.is_empty() => BTreeMap::new(),
@@ -616,9 +629,12 @@ impl AppRole {
             digests.push(d);
         }
         let now = now_unix();
+        let accessor = uuid_v4();
+        let live = self.leaks.secret_id(&secret_id, &role.name, &accessor).await?;
         let entry = SecretId {
             bound_image_digests: digests,
-            accessor: uuid_v4(),
+            leak_key: live.key().to_owned(),
+            accessor,
             creation_time: now,
             expiration_time: if ttl == 0 { 0 } else { now + ttl },
             last_updated_time: now,
@@ -637,12 +653,17 @@ impl AppRole {
         }
         let raw = record::encode(&entry)?;
         let acc = record::encode(&AccessorEntry { secret_id_hmac: sid_hmac, role_hmac })?;
-        self.view
-            .batch(vec![
-                BatchOp::Put(key, &raw),
-                BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
-            ])
-            .await?;
+        View::batch_across(vec![
+            (
+                &self.view,
+                vec![
+                    BatchOp::Put(key, &raw),
+                    BatchOp::Put(format!("accessor/{}", self.mac(&entry.accessor).await?), &acc),
+                ],
+            ),
+            (self.leaks.view(), vec![live.op()]),
+        ])
+        .await?;
         Ok(Response::data(into_map(json!({
             "secret_id": secret_id,
             "secret_id_accessor": entry.accessor,
@@ -654,11 +675,15 @@ impl AppRole {
     async fn delete_secret_id_entry(&self, role_hmac: &str, sid_hmac: &str) -> Result<()> {
         let key = format!("secret_id/{role_hmac}/{sid_hmac}");
         let mut ops = vec![BatchOp::Delete(key.clone())];
+        let mut leak = Vec::new();
         if let Some(raw) = self.view.get(&key).await? {
             let e: SecretId = record::decode(&raw)?;
             ops.push(BatchOp::Delete(format!("accessor/{}", self.mac(&e.accessor).await?)));
+            if !e.leak_key.is_empty() {
+                leak.push(BatchOp::Delete(e.leak_key));
+            }
         }
-        self.view.batch(ops).await?;
+        View::batch_across(vec![(&self.view, ops), (self.leaks.view(), leak)]).await?;
         Ok(())
     }
 

@@ -298,4 +298,6 @@ pub(crate) fn is_sudo_sys(rel: &str) -> bool {
         || rel.trim_end_matches('/') == "leases"
         || rel == "chaos"
         || rel.starts_with("chaos/")
+        || rel.trim_end_matches('/') == "detect/rules"
+        || rel.starts_with("detect/rules/")
 }

@@ -17,6 +17,10 @@ pub struct CoreConfig {
     /// What `sys/config/state/sanitized` answers: the running configuration in Vault's shape,
     /// built by the binary with every secret (storage options, keys, passwords) left out.
     pub sanitized_config: serde_json::Value,
+    /// What this node says of itself in `sys/ha-status` (and, in HA mode, to the other nodes).
+    pub node: coffer_storage::ha::Advert,
+    /// `detect { ... }`: the detection engine's settings and the config file's rules.
+    pub detect: crate::detect::DetectConfig,
 }
 
 impl Default for CoreConfig {
@@ -30,6 +34,8 @@ impl Default for CoreConfig {
             api_addr: String::new(),
             prometheus_retention: Duration::from_secs(24 * 3600),
             sanitized_config: serde_json::Value::Null,
+            node: coffer_storage::ha::Advert::default(),
+            detect: crate::detect::DetectConfig::default(),
         }
     }
 }

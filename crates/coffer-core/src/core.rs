@@ -87,6 +87,8 @@ pub(crate) struct Active {
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
     pub(crate) cluster: ClusterInfo,
+    /// The liveness index of secret values, as the core writes and reads it (issue 20).
+    pub(crate) leaks: crate::leaks::LeakIndex,
 }
 
 impl Active {
@@ -138,6 +140,8 @@ pub struct Core {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Rate limit quotas, loaded at unseal.
     pub(crate) quotas: crate::quotas::Quotas,
+    /// Detection rules over the audit stream: in the core, so its counters outlive a seal.
+    pub(crate) detect: Arc<crate::detect::Detector>,
     /// For the tasks a fault starts (its deadline), which must not keep the core alive.
     pub(crate) me: Weak<Core>,
     /// Requests started: the expiration manager paces itself while it moves.
@@ -174,7 +178,10 @@ impl Core {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let backend: Arc<dyn Backend> =
             Arc::new(crate::metrics::MeteredBackend::new(backend, metrics.clone()));
+        let detect =
+            Arc::new(crate::detect::Detector::new(config.detect.clone(), metrics.detect.clone()));
         Arc::new_cyclic(|me| Self {
+            detect,
             me: me.clone(),
             foreground: Arc::default(),
             metrics,
@@ -192,6 +199,17 @@ impl Core {
             auto_seal: std::sync::OnceLock::new(),
             seal_from: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The HTTP client detection webhooks post with. Call before the first unseal; a second
+    /// call is ignored.
+    pub fn set_webhook_sender(&self, sender: Arc<dyn crate::detect::WebhookSender>) {
+        let _ = self.detect.webhook.set(sender);
+    }
+
+    /// The detection pipeline's counters (`received`, `processed`, `dropped`, ...).
+    pub fn detect_stats(&self) -> serde_json::Value {
+        self.detect.stats.json(self.detect.config.queue_size)
     }
 
     /// A `seal` stanza with `disabled = true`: `unseal -migrate` with the recovery shares moves
@@ -541,9 +559,13 @@ impl Core {
     /// Bring-up after the barrier opens, in order: token store, policies, mount tables, routes.
     async fn activate(&self) -> Result<Arc<Active>> {
         let expire_view = View::new(self.barrier.clone(), "sys/expire/");
-        let tokens =
-            TokenStore::load(View::new(self.barrier.clone(), "sys/token/"), expire_view.clone())
-                .await?;
+        let leaks = crate::leaks::LeakIndex::new(self.barrier.clone(), "");
+        let tokens = TokenStore::load(
+            View::new(self.barrier.clone(), "sys/token/"),
+            expire_view.clone(),
+            leaks.clone(),
+        )
+        .await?;
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
         let mut secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
@@ -602,8 +624,14 @@ impl Core {
         }
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
-        let audit =
-            crate::audit::Broker::load(&self.barrier, self.chaos.audit_blocked.clone()).await?;
+        self.detect.install_stored(crate::sys::load_detect_rules(&self.barrier).await?);
+        self.detect.start(self.me.clone());
+        let audit = crate::audit::Broker::load(
+            &self.barrier,
+            self.chaos.audit_blocked.clone(),
+            self.detect.clone(),
+        )
+        .await?;
         let router = Arc::new(RwLock::new(Arc::new(router)));
         // Last: from here on leases fall due, and revoking them needs the routes.
         let leases = crate::lease::Expiration::load(
@@ -611,6 +639,7 @@ impl Core {
             tokens.clone(),
             router.clone(),
             self.foreground.clone(),
+            leaks.clone(),
         )
         .await?;
         // Connected before expiry starts, so a token revoked by the first pass takes its
@@ -641,9 +670,11 @@ impl Core {
             rekey: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
             cluster,
+            leaks,
         });
         *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
             Some(active.clone());
+        crate::leaks::spawn_backfill(&active);
         Ok(active)
     }
 
@@ -652,6 +683,27 @@ impl Core {
         table: Table,
         entry: MountEntry,
         builtin: Option<Arc<dyn LogicalBackend>>,
+    ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, builtin, Default::default())
+    }
+
+    /// A route for `entry` served by `running`'s backend, with its requests in flight (a tune
+    /// or a move: the backend and what it is doing carry on).
+    pub(crate) fn route_keeping(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        running: &Route,
+    ) -> Result<Arc<Route>> {
+        self.build_route(table, entry, Some(running.backend.clone()), running.gate.clone())
+    }
+
+    fn build_route(
+        &self,
+        table: Table,
+        entry: MountEntry,
+        builtin: Option<Arc<dyn LogicalBackend>>,
+        gate: Arc<mount::Gate>,
     ) -> Result<Arc<Route>> {
         let stats = self.metrics.route(table.tag(), &table.full_path(&entry.path), &entry.kind);
         mount::build_route(
@@ -663,6 +715,7 @@ impl Core {
             self.config.default_lease_ttl,
             self.config.max_lease_ttl,
             builtin,
+            gate,
         )
     }
 
@@ -777,8 +830,18 @@ impl Core {
         }
         entries.remove(pos);
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
-        // ciphertext is unreachable, never half-visible.
-        mount::save_table(&self.barrier, table, &entries).await?;
+        // ciphertext is unreachable, never half-visible. The rate limit quotas on the mount go
+        // with it, in the same write, as in OpenBao.
+        let quotas = crate::sys::quota_rules_on(self, &full);
+        let (table_key, table_raw) = mount::table_record(table, &entries)?;
+        let mut ops =
+            vec![coffer_barrier::BatchOp::Put(table_key.to_owned(), table_raw.as_slice())];
+        ops.extend(quotas.iter().map(|(k, _)| coffer_barrier::BatchOp::Delete(k.clone())));
+        let root = View::new(self.barrier.clone(), "");
+        View::batch_across(vec![(&root, ops)]).await?;
+        for (_, name) in &quotas {
+            self.quotas.delete_rule(name);
+        }
         if let Some(r) = removed {
             r.view.clear().await?;
         }
@@ -810,7 +873,7 @@ impl Core {
             if r.full_path == full {
                 // Keep the running backend (and its locks); only the mount settings it is
                 // handed with each request change.
-                routes.push(self.route_for(table, updated.clone(), Some(r.backend.clone()))?);
+                routes.push(self.route_keeping(table, updated.clone(), r)?);
             } else {
                 routes.push(r.clone());
             }

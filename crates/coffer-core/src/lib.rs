@@ -15,6 +15,8 @@
 //! - `backend` (with `backend::framework`, the path framework backends declare their paths
 //!   with), `mount`, `wrapping`, `login`, `audit`, `lease`: what requests are routed to, wrapped,
 //!   issued, audited and leased with.
+//! - `leaks`: the liveness index of secret values and the `sys/leaks/` check and response.
+//! - `detect`: runtime detection rules over the audit stream (fed by `audit`).
 //! - `events`: the event bus and subscriptions (Vault's event notifications).
 //! - `identity`: entities, aliases, groups, identity templates and the identity token issuer.
 //! - `token_backend` (the `auth/token/` API), `config`, `core` (state, bring-up), `authz` (the
@@ -28,6 +30,7 @@ mod chaos;
 pub mod cidr;
 mod config;
 mod core;
+pub mod detect;
 mod due;
 pub mod events;
 
@@ -35,6 +38,7 @@ pub mod glob;
 pub mod ha;
 pub mod hex;
 mod identity;
+pub mod leaks;
 mod lease;
 pub mod logical;
 pub mod login;
@@ -67,9 +71,13 @@ pub use backend::{
     StorageChange,
 };
 pub use coffer_barrier::{BatchOp, View};
+/// Coffer's credential formats (`coffer_api::token_format` on the client side).
+pub use coffer_wire::token_format;
 pub use logical::event::Event;
 pub use logical::fields::Fields;
 pub use logical::login::{Login, LoginAlias};
-pub use logical::{Auth, Error, Operation, RawBody, Request, Response, Result, SecretLease};
+pub use logical::{
+    Auth, Error, Operation, RawBody, Request, Response, Result, SecretLease, UnauthedEndpoints,
+};
 pub use ratelimit::LoginLimit;
 pub use secret::SecretString;

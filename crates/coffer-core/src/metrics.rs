@@ -187,6 +187,8 @@ pub struct Metrics {
     /// The last counts that needed storage, and when they were taken: a scrape within
     /// [`COUNT_CACHE`] of the last one reuses them instead of walking storage again.
     pub(crate) counted: tokio::sync::Mutex<Option<Counted>>,
+    /// The detection pipeline's counters (shared with [`crate::detect::Detector`]).
+    pub(crate) detect: Arc<crate::detect::Stats>,
 }
 
 /// A mount's table tag and full path.
@@ -214,6 +216,7 @@ impl Default for Metrics {
             routes: Mutex::new(BTreeMap::new()),
             quota_violations: Mutex::new(BTreeMap::new()),
             counted: tokio::sync::Mutex::new(None),
+            detect: Arc::default(),
         }
     }
 }
@@ -379,6 +382,37 @@ impl Metrics {
                     );
                 }
             }
+        }
+        let d = &self.detect;
+        for (name, help, c) in [
+            ("received", "Request outcomes offered to the detection rules.", &d.received),
+            ("processed", "Request outcomes the detection rules evaluated.", &d.processed),
+            (
+                "dropped",
+                "Request outcomes dropped because the detection queue was full.",
+                &d.dropped,
+            ),
+            (
+                "queue_full_episodes",
+                "Times the detection queue filled up (one alert each).",
+                &d.queue_full_episodes,
+            ),
+            ("alerts", "Alerts the detection rules raised.", &d.alerts),
+            ("webhook_sent", "Alerts a webhook accepted.", &d.webhook_sent),
+            ("webhook_retried", "Webhook attempts made again after a failure.", &d.webhook_retried),
+            ("webhook_failed", "Alerts no webhook attempt delivered.", &d.webhook_failed),
+            (
+                "webhook_dropped",
+                "Alerts not posted because the webhook queue was full.",
+                &d.webhook_dropped,
+            ),
+            (
+                "action_failures",
+                "Alert actions (revocations, audit entries) that failed.",
+                &d.action_failures,
+            ),
+        ] {
+            push(&format!("coffer.detect.{name}"), help, vec![], Kind::Counter(c.load(Relaxed)));
         }
         let quotas: Vec<_> = {
             let m = self.quota_violations.lock().unwrap_or_else(|p| p.into_inner());

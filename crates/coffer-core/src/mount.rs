@@ -226,6 +226,59 @@ pub struct Route {
     pub backend: Arc<dyn LogicalBackend>,
     /// This mount's telemetry counters, kept across router rebuilds.
     pub stats: Arc<crate::metrics::RouteStats>,
+    /// The requests in flight in `backend`; shared by every route made for the same running
+    /// backend (a tune or a move keeps it).
+    pub gate: Arc<Gate>,
+}
+
+/// Requests in flight in one running backend, so that the backend can be replaced (a kv
+/// version upgrade) without losing what they do.
+///
+/// Each request holds a read guard while the backend serves it ([`Gate::enter`]). A migration
+/// takes the write guard ([`Gate::close`]): it waits for the requests inside to finish, and
+/// requests that arrive meanwhile wait behind it (tokio's lock is fair: readers queue behind a
+/// waiting writer). Once the new backend is routed the migration retires the gate, and each
+/// waiting request looks its mount up again, so it is served by the new backend. Not done
+/// here: anything that calls a backend outside the request pipeline (lease revocation, chaos
+/// rotation) does not take the gate; kv issues no leases.
+#[derive(Default)]
+pub struct Gate {
+    lock: Arc<tokio::sync::RwLock<()>>,
+    retired: std::sync::atomic::AtomicBool,
+}
+
+/// A request's place inside a running backend; the backend is not replaced while it is held.
+pub(crate) struct InFlight {
+    _guard: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// A migration's hold on a backend: no request is inside it while this is held.
+pub(crate) struct Closed {
+    _guard: tokio::sync::OwnedRwLockWriteGuard<()>,
+}
+
+impl Gate {
+    /// Waits until no migration holds the backend. `None`: the backend was replaced while
+    /// this request waited; the caller must look its mount up again.
+    pub(crate) async fn enter(&self) -> Option<InFlight> {
+        let guard = self.lock.clone().read_owned().await;
+        // Read under the guard: `retire` is only called while the write guard is held.
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(InFlight { _guard: guard })
+    }
+
+    /// Waits for the requests inside to finish and keeps new ones out until dropped.
+    pub(crate) async fn close(&self) -> Closed {
+        Closed { _guard: self.lock.clone().write_owned().await }
+    }
+
+    /// Sends every request that waits, or comes later, to look its mount up again. Only with
+    /// the gate closed (`_closed`), so that no request is inside when this is set.
+    pub(crate) fn retire(&self, _closed: &Closed) {
+        self.retired.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 #[derive(Default)]
@@ -288,6 +341,7 @@ pub(crate) fn build_route(
     sys_default: Duration,
     sys_max: Duration,
     builtin: Option<Arc<dyn LogicalBackend>>,
+    gate: Arc<Gate>,
 ) -> Result<Arc<Route>> {
     let view = View::new(barrier.clone(), table.view_prefix(&entry.uuid));
     let info = MountInfo {
@@ -319,10 +373,20 @@ pub(crate) fn build_route(
                 view: view.clone(),
                 mount: info.clone(),
                 passwords: crate::password_policy::Passwords::new(barrier.clone()),
+                leaks: crate::leaks::LeakIndex::new(barrier.clone(), &entry.uuid),
             })?
         }
     };
-    Ok(Arc::new(Route { full_path: info.path.clone(), table, entry, info, view, backend, stats }))
+    Ok(Arc::new(Route {
+        full_path: info.path.clone(),
+        table,
+        entry,
+        info,
+        view,
+        backend,
+        stats,
+        gate,
+    }))
 }
 
 /// Whether two mount paths would overlap.

@@ -1,13 +1,16 @@
 //! Changing a mount's options where its backend must rewrite its data (kv version 1 to 2).
 //!
-//! Guarantees: while the backend reads its data and computes the rewrite, nothing new is routed
-//! to the mount (it answers as unmounted); the rewritten data and the mount table with the new
-//! options are stored in one atomic batch, so a crash leaves the mount either wholly as it was
-//! or wholly converted; afterwards the mount is served by a backend made for the new options.
-//! A refusal or failure puts the mount back as it was. Serialized with every other mount-table
-//! change. Not guaranteed: a request already inside the old backend when the migration starts
-//! finishes against the old layout, and a write it makes then can be lost (Vault, too, makes
-//! the mount unavailable "for a brief period" and does not promise more).
+//! Guarantees: the migration starts only once every request already inside the old backend has
+//! finished, and requests that arrive while it runs wait for it (the mount's [`Gate`]); they are
+//! then served by the backend made for the new options, so no acknowledged write is lost or
+//! left in the old layout. The rewritten data and the mount table with the new options are
+//! stored in one atomic batch, so a crash leaves the mount either wholly as it was or wholly
+//! converted. A refusal or failure leaves the mount as it was, and the waiting requests are
+//! served by it. Serialized with every other mount-table change. Not guaranteed: a bound on the
+//! wait (a request inside the old backend delays the migration, and the migration delays every
+//! request to the mount, as Vault's "unavailable for a brief period").
+//!
+//! [`Gate`]: crate::mount::Gate
 
 use std::sync::Arc;
 
@@ -43,13 +46,8 @@ impl Core {
             router.routes().find(|r| r.full_path == full).cloned().ok_or_else(|| {
                 Error::Internal(format!("{full} is in the mount table, not routed"))
             })?;
-        let others: Vec<_> = router.routes().filter(|r| r.full_path != full).cloned().collect();
-        let set_router = |routes: Vec<Arc<mount::Route>>| -> Result<()> {
-            *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
-                Arc::new(Router::new(routes));
-            Ok(())
-        };
-        set_router(others.clone())?;
+        // The old route stays routed: new requests find it and wait at its gate.
+        let closed = old.gate.close().await;
         let migrated = async {
             let changes = old.backend.migrate_options(&updated.options).await?;
             entries[pos] = updated.clone();
@@ -68,21 +66,24 @@ impl Core {
             ])
             .await?;
             let route = self.route_for(table, updated.clone(), None)?;
+            // Its values are indexed again in their new shape (kv v1 entries name no version).
+            let n = route.backend.index_live_values().await?;
+            tracing::debug!(mount = %full, entries = n, "liveness index: migrated values indexed");
             Ok::<_, Error>((route, changes.len()))
         }
         .await;
-        match migrated {
-            Ok((route, changes)) => {
-                let mut routes = others;
-                routes.push(route);
-                set_router(routes)?;
-                tracing::info!(mount = %full, changes, "mount migrated to its new options");
-                Ok(())
-            }
-            Err(e) => {
-                set_router(router.routes().cloned().collect())?;
-                Err(e)
-            }
-        }
+        // On failure nothing changed: dropping `closed` lets the waiting requests into the old
+        // backend.
+        let (route, changes) = migrated?;
+        let mut routes: Vec<_> = router.routes().filter(|r| r.full_path != full).cloned().collect();
+        routes.push(route);
+        *active.router.write().map_err(|_| Error::Internal("router lock poisoned".into()))? =
+            Arc::new(Router::new(routes));
+        // Routed first, retired second: a waiting request that looks its mount up again finds
+        // the new backend.
+        old.gate.retire(&closed);
+        drop(closed);
+        tracing::info!(mount = %full, changes, "mount migrated to its new options");
+        Ok(())
     }
 }

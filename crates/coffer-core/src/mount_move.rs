@@ -3,7 +3,10 @@
 //! Guarantees: the data moves by itself (a mount's storage is keyed by its uuid, which the move
 //! keeps, never by its path); the running backend is kept; every lease under the old path gets
 //! the same id under the new one (so renew, revoke and revoke-prefix work under the new name),
-//! and, for an auth method, every token it issued gets the new creation path. While the move
+//! for an auth method every token it issued gets the new creation path, and every rate limit
+//! quota on the mount (whole, a path below it, or a role) moves with it, as in OpenBao (stored
+//! with the mount table in one atomic write; OpenBao stores the quota's old path and loses the
+//! move at its next restart). While the move
 //! runs, the mount is out of the router (nothing is issued under either name) but its leases
 //! can still expire and be revoked. A move that fails puts everything back under the old name.
 //! It is serialized with every other mount-table change. Not here: Vault's asynchronous
@@ -11,6 +14,8 @@
 //! moving between the secrets and the auth tables (refused, as in Vault).
 
 use std::sync::Arc;
+
+use coffer_barrier::{BatchOp, View};
 
 use crate::core::Core;
 use crate::logical::{Error, Result};
@@ -85,17 +90,27 @@ impl Core {
             let mut entry = entries[pos].clone();
             entry.path = to_rel.clone();
             entries[pos] = entry.clone();
-            mount::save_table(&self.barrier, table, &entries).await?;
-            let route = self.route_for(table, entry, Some(old.backend.clone()))?;
-            Ok::<_, Error>((route, leases, tokens))
+            let route = self.route_keeping(table, entry, &old)?;
+            // The mount table and the quotas on the mount change in one atomic write.
+            let quotas = crate::sys::moved_quota_rules(self, &from, &to)?;
+            let (table_key, table_raw) = mount::table_record(table, &entries)?;
+            let mut ops = vec![BatchOp::Put(table_key.to_owned(), table_raw.as_slice())];
+            ops.extend(quotas.iter().map(|(k, raw, _)| BatchOp::Put(k.clone(), raw.as_slice())));
+            let root = View::new(self.barrier.clone(), "");
+            View::batch_across(vec![(&root, ops)]).await?;
+            Ok::<_, Error>((route, leases, tokens, quotas))
         }
         .await;
         let result = match moved {
-            Ok((route, leases, tokens)) => {
+            Ok((route, leases, tokens, quotas)) => {
                 let mut routes = others;
                 routes.push(route);
                 set_router(routes)?;
-                tracing::info!(from, to, leases, tokens, "mount moved");
+                let moved_quotas = quotas.len();
+                for (_, _, rule) in quotas {
+                    self.quotas.put_rule(rule);
+                }
+                tracing::info!(from, to, leases, tokens, moved_quotas, "mount moved");
                 Ok(())
             }
             Err(e) => {

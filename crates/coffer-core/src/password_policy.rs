@@ -80,8 +80,9 @@ struct CharsetRule {
     min_chars: usize,
 }
 
+/// Vault's form for every refused policy: its handler's text in a Go multierror.
 fn bad(msg: impl Into<String>) -> Error {
-    Error::invalid(format!("invalid password policy: {}", msg.into()))
+    Error::invalid(multierror(&[format!("invalid password policy: {}", msg.into())]))
 }
 
 /// Go's `go-multierror` text, which Vault's answers carry verbatim.
@@ -106,9 +107,12 @@ fn dedup(chars: impl Iterator<Item = char>) -> Vec<char> {
 impl PasswordPolicy {
     pub fn parse(text: &str) -> Result<Self> {
         let v: Value = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| bad(format!("JSON: {e}")))?
+            serde_json::from_str(text).map_err(|e| bad(format!("unable to decode: JSON: {e}")))?
         } else {
-            let h: hcl::Value = hcl::from_str(text).map_err(|e| bad(e.to_string()))?;
+            // Stricter than Vault's HCL 1 parser, which reads some broken documents (`length =`)
+            // as empty ones: the error then names the line and column instead.
+            let h: hcl::Value =
+                hcl::from_str(text).map_err(|e| bad(format!("unable to decode: {e}")))?;
             serde_json::to_value(h).map_err(|e| bad(e.to_string()))?
         };
         let m = v.as_object().ok_or_else(|| bad("expected length and rule blocks"))?;
@@ -316,6 +320,8 @@ rule "charset" {
                  must be > 0\n\n\n\n",
             ),
             ("length = 0\n", "2 errors occurred:\n\t* length must be > 0\n\t* no charset"),
+            ("length = ", "1 error occurred:\n\t* invalid password policy: unable to decode: "),
+            ("length = 5\nrule \"other\" {\n charset = \"a\"\n}\n", "1 error occurred:\n\t* "),
         ] {
             let e = PasswordPolicy::parse(text).expect_err(want).to_string();
             assert!(e.contains(want), "{want:?} not in {e:?}");

@@ -51,6 +51,7 @@ async fn dispatch(
             r
         }
         Target::Mount(route, rel) => {
+            let (route, _in_flight) = enter(active, route).await?;
             let breq = BackendRequest {
                 id: &req.id,
                 operation: audited.op(),
@@ -134,6 +135,25 @@ async fn dispatch(
     }
 }
 
+/// Waits at the mount's gate; when the backend was replaced meanwhile (a kv upgrade), the
+/// request goes to the mount now at the same path. The guard is held until the answer is made.
+async fn enter(
+    active: &Active,
+    mut route: Arc<crate::mount::Route>,
+) -> Result<(Arc<crate::mount::Route>, crate::mount::InFlight)> {
+    loop {
+        if let Some(in_flight) = route.gate.enter().await {
+            return Ok((route, in_flight));
+        }
+        let router = active.router()?;
+        route = router
+            .routes()
+            .find(|r| r.full_path == route.full_path)
+            .cloned()
+            .ok_or_else(|| Error::UnsupportedPath(route.full_path.clone()))?;
+    }
+}
+
 /// Vault's answer to `?help=1`, not in the response envelope: the help text, an OpenAPI
 /// document of the paths it covers (relative to the mount, as Vault gives them) and `see_also`.
 fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) -> Response {
@@ -202,6 +222,7 @@ impl Core {
                         caller: None,
                         mount_type: "",
                         non_hmac: Default::default(),
+                        login: false,
                     };
                     let _ =
                         active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
@@ -248,6 +269,7 @@ impl Core {
                     caller: None,
                     mount_type: &mount_type,
                     non_hmac: Default::default(),
+                    login: login_mount.is_some(),
                 };
                 let _ = active.audit.log_request(&record, &crate::audit::public_error(&e)).await;
                 return Err(e);
@@ -268,6 +290,7 @@ impl Core {
             caller: authz.caller(),
             mount_type: &mount_type,
             non_hmac: crate::audit::NonHmac { request: &clear_request, response: &clear_response },
+            login: login_mount.is_some(),
         };
         let audit_started = std::time::Instant::now();
         let audited = audit_request(&active, &record, &authz).await;

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use coffer_time::civil_from_days;
 use coffer_time::{DurationError, Fraction};
+pub use coffer_time::{civil_from_days, format_go};
 
 pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -25,8 +25,9 @@ use crate::time::{now_unix, rfc3339};
 
 pub const ROOT_POLICY: &str = "root";
 pub const DEFAULT_POLICY: &str = "default";
-/// Prefix of Coffer service tokens; Vault clients treat tokens as opaque strings.
-pub const TOKEN_PREFIX: &str = "cfs.";
+/// Prefix of Coffer service tokens (`coffer_wire::token_format`); Vault clients treat tokens
+/// as opaque strings. Tokens made before that format (`cfs.` + 32 characters) keep working.
+pub const TOKEN_PREFIX: &str = "cfs_";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TokenEntry {
@@ -66,6 +67,10 @@ pub struct TokenEntry {
     /// it, so the walk over its descendants sees every child it will ever have.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoking: bool,
+    /// Where the token's liveness index entry is (relative to the index's view), removed with
+    /// the token. Empty for tokens made before the index.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub leak_key: String,
 }
 
 /// What counting one use of a token found.
@@ -239,6 +244,8 @@ pub struct TokenStore {
     /// Every change to an entry goes through this store and updates the cache with storage;
     /// this node is the only writer of the token store.
     cache: std::sync::RwLock<TokenCache>,
+    /// Every new token gets an entry in the liveness index, in its creation batch.
+    leaks: crate::leaks::LeakIndex,
 }
 
 #[derive(Default)]
@@ -294,7 +301,11 @@ fn path_key(e: &TokenEntry) -> String {
 impl TokenStore {
     /// Loads the salt from `view`, creating it on first use. `expire` is the expiration
     /// manager's view, where token expiries are indexed.
-    pub async fn load(view: View, expire: View) -> Result<Arc<Self>> {
+    pub async fn load(
+        view: View,
+        expire: View,
+        leaks: crate::leaks::LeakIndex,
+    ) -> Result<Arc<Self>> {
         let salt = match view.get("salt").await? {
             Some(s) => s,
             None => {
@@ -312,6 +323,7 @@ impl TokenStore {
             family_locks: (0..FAMILY_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
+            leaks,
         });
         store.migrate_index().await?;
         Ok(store)
@@ -484,7 +496,7 @@ impl TokenStore {
                 }
                 id
             }
-            None => SecretString::new(format!("{TOKEN_PREFIX}{}", random_base62(32))),
+            None => coffer_wire::token_format::mint(coffer_wire::token_format::TokenKind::Service),
         };
         let id = self.hash(token.expose());
         if self.get_entry(&id).await?.is_some() {
@@ -523,7 +535,15 @@ impl TokenStore {
             expire_time = parent.expire_time;
         }
         let accessor = random_base62(24);
+        let target = match coffer_wire::token_format::is_valid(token.expose()) {
+            Some(coffer_wire::token_format::TokenKind::Wrapping) => {
+                crate::leaks::Target::WrappingToken { id: id.clone(), accessor: accessor.clone() }
+            }
+            _ => crate::leaks::Target::Token { id: id.clone(), accessor: accessor.clone() },
+        };
+        let leak = self.leaks.token(token.expose(), target).await?;
         let entry = TokenEntry {
+            leak_key: leak.key().to_owned(),
             id: id.clone(),
             accessor: accessor.clone(),
             parent: parent.map(|e| e.id.clone()),
@@ -557,7 +577,12 @@ impl TokenStore {
             ops.push(BatchOp::Put(format!("parent/{parent}/{id}"), b""));
         }
         let expiry = ExpiryChange::new(&id, 0, entry.expire_time);
-        View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;
+        View::batch_across(vec![
+            (&self.view, ops),
+            (&self.expire, expiry.ops()),
+            (self.leaks.view(), vec![leak.op()]),
+        ])
+        .await?;
         self.offer_expiry(&entry);
         Ok((token, entry))
     }
@@ -809,7 +834,16 @@ impl TokenStore {
             ops.push(BatchOp::Delete(path_key(e)));
         }
         let expiry = ExpiryChange::new(id, entry.as_ref().map_or(0, |e| e.expire_time), 0);
-        View::batch_across(vec![(&self.view, ops), (&self.expire, expiry.ops())]).await?;
+        let leak = match entry.as_ref().map(|e| e.leak_key.as_str()) {
+            Some(k) if !k.is_empty() => vec![BatchOp::Delete(k.to_owned())],
+            _ => Vec::new(),
+        };
+        View::batch_across(vec![
+            (&self.view, ops),
+            (&self.expire, expiry.ops()),
+            (self.leaks.view(), leak),
+        ])
+        .await?;
         self.forget(id);
         let cubby = self.cubbyhole.read().ok().and_then(|c| c.clone());
         if let Some(cubby) = cubby {

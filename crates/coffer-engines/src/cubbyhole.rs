@@ -45,11 +45,11 @@ impl Cubbyhole {
     }
 
     async fn write(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::write(&self.view_for(r)?, r.capture("path"), r.data).await
+        KvStore::write(&self.view_for(r)?, r.capture("path"), r.data, None).await
     }
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {
-        KvStore::delete(&self.view_for(r)?, r.capture("path")).await
+        KvStore::delete(&self.view_for(r)?, r.capture("path"), None).await
     }
 
     async fn secret_exists(&self, r: &Req<'_>) -> Result<Option<bool>> {

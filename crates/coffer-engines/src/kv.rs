@@ -4,10 +4,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use coffer_core::View;
 use coffer_core::framework::{Framework, Path, Paths, Req, handler, list_response};
+use coffer_core::leaks::LeakIndex;
 use coffer_core::time::parse_duration;
 use coffer_core::{BackendConfig, Error, Event, LogicalBackend, Response, Result, StorageChange};
+use coffer_core::{BatchOp, View};
 use serde_json::{Map, Value};
 
 /// The storage half of kv v1, shared with cubbyhole, which is the same thing per token: one
@@ -49,10 +50,13 @@ impl KvStore {
         list_response(view.list(&prefix).await?)
     }
 
+    /// Replaces the object at `path`; with `leaks`, its string fields go into the liveness
+    /// index in the same batch (kv v1; a cubbyhole is private to one token and not indexed).
     pub(crate) async fn write(
         view: &View,
         path: &str,
         data: &Map<String, Value>,
+        leaks: Option<&LeakIndex>,
     ) -> Result<Response> {
         if path.is_empty() || path.ends_with('/') {
             return Err(Error::invalid("a secret's path must name a key, not end in '/'"));
@@ -60,14 +64,61 @@ impl KvStore {
         if data.is_empty() {
             return Err(Error::invalid("missing data fields"));
         }
-        let raw = serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?;
-        view.put(path, &raw).await?;
+        let raw = serde_json::to_vec(data)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match leaks {
+            Some(l) => {
+                let live = l.kv(path, None, data).await?;
+                let mut leak = coffer_core::leaks::ops(&live);
+                // The values this write replaces leave the index with it (a value kept in its
+                // field keeps its entry: the put above is the same key).
+                if let Some(old) = Self::read_entry(view, path).await? {
+                    for op in l.kv_removals(path, None, &old).await? {
+                        if let BatchOp::Delete(k) = &op
+                            && live.iter().any(|n| n.key() == k)
+                        {
+                            continue;
+                        }
+                        leak.push(op);
+                    }
+                }
+                View::batch_across(vec![
+                    (view, vec![BatchOp::Put(path.to_owned(), &raw)]),
+                    (l.view(), leak),
+                ])
+                .await?
+            }
+            None => view.put(path, &raw).await?,
+        }
         Ok(Response::empty())
     }
 
-    pub(crate) async fn delete(view: &View, path: &str) -> Result<Response> {
-        if !path.is_empty() {
-            view.delete(path).await?;
+    /// Removes the object at `path`; with `leaks`, its entries in the liveness index too.
+    pub(crate) async fn delete(
+        view: &View,
+        path: &str,
+        leaks: Option<&LeakIndex>,
+    ) -> Result<Response> {
+        if path.is_empty() {
+            return Ok(Response::empty());
+        }
+        let old = match leaks {
+            Some(l) => match Self::read_entry(view, path).await? {
+                Some(old) => Some((l, l.kv_removals(path, None, &old).await?)),
+                None => None,
+            },
+            None => None,
+        };
+        match old {
+            Some((l, leak)) => {
+                View::batch_across(vec![
+                    (view, vec![BatchOp::Delete(path.to_owned())]),
+                    (l.view(), leak),
+                ])
+                .await?
+            }
+            None => view.delete(path).await?,
         }
         Ok(Response::empty())
     }
@@ -79,6 +130,8 @@ pub(crate) const SECRET_SYNOPSIS: &str =
 
 pub(crate) struct KvV1 {
     view: View,
+    /// The liveness index: every write's string fields go in with it.
+    leaks: LeakIndex,
 }
 
 static PATHS: LazyLock<Paths<KvV1>> = LazyLock::new(|| {
@@ -94,8 +147,8 @@ static PATHS: LazyLock<Paths<KvV1>> = LazyLock::new(|| {
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
     match cfg.mount.options.get("version").map(String::as_str) {
-        None | Some("" | "1") => Ok(Arc::new(KvV1 { view: cfg.view })),
-        Some("2") => Ok(crate::kv2::new(cfg.view)),
+        None | Some("" | "1") => Ok(Arc::new(KvV1 { view: cfg.view, leaks: cfg.leaks })),
+        Some("2") => Ok(crate::kv2::new(cfg.view, Some(cfg.leaks))),
         Some(v) => Err(Error::invalid(format!("kv version must be 1 or 2, not {v:?}"))),
     }
 }
@@ -112,13 +165,13 @@ impl KvV1 {
     /// As Vault's kv: `kv-v1/write` names the key as its `data_path`; `kv-v1/delete` does not.
     async fn write(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
-        let resp = KvStore::write(&self.view, path, r.data).await?;
+        let resp = KvStore::write(&self.view, path, r.data, Some(&self.leaks)).await?;
         Ok(resp.with_event(Event::new("kv-v1", "write", path).data_path(path)))
     }
 
     async fn delete(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
-        let resp = KvStore::delete(&self.view, path).await?;
+        let resp = KvStore::delete(&self.view, path, Some(&self.leaks)).await?;
         if path.is_empty() {
             return Ok(resp);
         }
@@ -138,6 +191,18 @@ const MAX_UPGRADE_KEYS: usize = 10_000;
 impl Framework for KvV1 {
     fn paths() -> &'static Paths<Self> {
         &PATHS
+    }
+
+    /// Every key's string fields into the liveness index.
+    async fn index_live_values(&self) -> Result<u64> {
+        let mut n = 0;
+        for k in self.view.list_recursive("").await? {
+            let Some(data) = KvStore::read_entry(&self.view, &k).await? else { continue };
+            let live = self.leaks.kv(&k, None, &data).await?;
+            n += live.len() as u64;
+            View::batch_across(vec![(self.leaks.view(), coffer_core::leaks::ops(&live))]).await?;
+        }
+        Ok(n)
     }
 
     /// Version 1 to 2 (Vault's in-place upgrade): every key becomes a version 2 key whose

@@ -18,6 +18,7 @@ use std::sync::{Arc, LazyLock};
 
 use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
+use coffer_core::leaks::LeakIndex;
 use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
@@ -67,6 +68,10 @@ const KEY_STRIPES: usize = 256;
 
 pub(crate) struct KvV2 {
     view: View,
+    /// The liveness index (none in unit tests): every new version's string fields go in with
+    /// it, in its batch. Versions that stop being live are dropped from it when a check meets
+    /// them (see `coffer_core::leaks`).
+    leaks: Option<LeakIndex>,
     /// Taken shared by every key's write, exclusively by a change of the mount's config, so a
     /// write sees one config from start to end.
     config_lock: RwLock<()>,
@@ -74,9 +79,10 @@ pub(crate) struct KvV2 {
     key_locks: Box<[Mutex<()>]>,
 }
 
-pub(crate) fn new(view: View) -> Arc<dyn LogicalBackend> {
+pub(crate) fn new(view: View, leaks: Option<LeakIndex>) -> Arc<dyn LogicalBackend> {
     Arc::new(KvV2 {
         view,
+        leaks,
         config_lock: RwLock::new(()),
         key_locks: (0..KEY_STRIPES).map(|_| Mutex::new(())).collect(),
     })
@@ -292,13 +298,14 @@ fn prune(meta: &mut KeyMeta, max: u64) -> Vec<u64> {
 
 impl KvV2 {
     /// Stores a key's metadata, an optional new version's data, and removes the data of
-    /// `gone` versions, in one atomic batch.
+    /// `gone` versions, in one atomic batch; with it, the new version's index entries (`live`).
     async fn save(
         &self,
         path: &str,
         meta: &KeyMeta,
         new: Option<(u64, &[u8])>,
         gone: &[u64],
+        live: &[coffer_core::leaks::LeakOp],
     ) -> Result<()> {
         let meta_raw = record::encode(meta)?;
         let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
@@ -308,8 +315,56 @@ impl KvV2 {
         for v in gone {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
-        self.view.batch(ops).await?;
+        match &self.leaks {
+            Some(l) if !live.is_empty() || !gone.is_empty() => {
+                let mut leak = coffer_core::leaks::ops(live);
+                leak.extend(self.removals(l, path, gone).await?);
+                View::batch_across(vec![(&self.view, ops), (l.view(), leak)]).await?
+            }
+            _ => self.view.batch(ops).await?,
+        }
         Ok(())
+    }
+
+    /// The liveness index deletes for the data of `versions` of `path`, which is about to go
+    /// (destroyed, pruned, or the key deleted): one read of each version's data.
+    async fn removals(
+        &self,
+        l: &LeakIndex,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<Vec<coffer_core::BatchOp<'static>>> {
+        let mut out = Vec::new();
+        for v in versions {
+            let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
+            // Data that does not decode has no entries this build could have written.
+            if let Ok(Value::Object(data)) = data_from(&raw) {
+                out.extend(l.kv_removals(path, Some(*v), &data).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored version's string fields into the liveness index (soft-deleted ones too:
+    /// an undelete makes them live again), one key at a time under its lock.
+    pub(crate) async fn backfill(&self) -> Result<u64> {
+        let Some(l) = &self.leaks else { return Ok(0) };
+        let mut n = 0;
+        for path in self.view.list_recursive("meta/").await? {
+            let _g = self.lock_key(&path).await;
+            let Some(meta) = self.meta(&path).await? else { continue };
+            for (v, vm) in &meta.versions {
+                if vm.destroyed {
+                    continue;
+                }
+                let Some(raw) = self.view.get(&format!("ver/{path}/{v}")).await? else { continue };
+                let Value::Object(data) = data_from(&raw)? else { continue };
+                let live = l.kv(&path, Some(*v), &data).await?;
+                n += live.len() as u64;
+                View::batch_across(vec![(l.view(), coffer_core::leaks::ops(&live))]).await?;
+            }
+        }
+        Ok(n)
     }
 
     async fn config(&self) -> Result<Config> {
@@ -436,10 +491,14 @@ impl KvV2 {
         meta.updated_time = now;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
+        let live = match &self.leaks {
+            Some(l) => l.kv(path, Some(version), &secret).await?,
+            None => Vec::new(),
+        };
         let data_raw = serde_json::to_vec(&Value::Object(secret))
             .map(zeroize::Zeroizing::new)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        self.save(path, &meta, Some((version, &data_raw)), &pruned).await?;
+        self.save(path, &meta, Some((version, &data_raw)), &pruned, &live).await?;
         let event =
             versions_event(operation, "data", path, &meta).data_path(format!("data/{path}"));
         Ok(Response::data(match vm.json(version, &meta) {
@@ -528,7 +587,7 @@ impl KvV2 {
             }
         }
         meta.updated_time = now;
-        self.save(path, &meta, None, &destroy).await?;
+        self.save(path, &meta, None, &destroy, &[]).await?;
         Ok(Some(meta))
     }
 
@@ -651,7 +710,7 @@ impl KvV2 {
         let cfg = self.config().await?;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
-        self.save(path, &meta, None, &pruned).await?;
+        self.save(path, &meta, None, &pruned, &[]).await?;
         let operation = if patch { "metadata-patch" } else { "metadata-write" };
         let event = key_event(operation, "metadata", path).data_path(format!("metadata/{path}"));
         Ok(Response::empty().with_event(event))
@@ -675,7 +734,14 @@ impl KvV2 {
         for v in &versions {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
-        self.view.batch(ops).await?;
+        match &self.leaks {
+            Some(l) => {
+                let numbers: Vec<u64> = versions.iter().filter_map(|v| v.parse().ok()).collect();
+                let leak = self.removals(l, path, &numbers).await?;
+                View::batch_across(vec![(&self.view, ops), (l.view(), leak)]).await?
+            }
+            None => self.view.batch(ops).await?,
+        }
         Ok(Response::empty().with_event(key_event("metadata-delete", "metadata", path)))
     }
 
@@ -753,9 +819,14 @@ fn subkeys_of(v: &Value, max_depth: u64, depth: u64) -> Value {
     }
 }
 
+#[async_trait::async_trait]
 impl Framework for KvV2 {
     fn paths() -> &'static Paths<Self> {
         &PATHS
+    }
+
+    async fn index_live_values(&self) -> Result<u64> {
+        self.backfill().await
     }
 }
 

@@ -8,6 +8,8 @@ mod cubbyhole;
 mod database;
 mod kv;
 mod kv2;
+#[cfg(test)]
+mod kv2_leak_tests;
 
 use std::sync::Arc;
 

@@ -35,6 +35,10 @@ pub(crate) const ISSUE_FIELDS: &[Field] = &[
     Field::comma_list("other_sans", "Not supported: refused when sent."),
     Field::duration("ttl", "Lifetime; default: the role's ttl, then the mount's default."),
     Field::str("not_after", "An explicit expiry (RFC 3339), instead of ttl."),
+    Field::str(
+        "not_before",
+        "An explicit notBefore (RFC 3339), as the role's not_before_bound allows.",
+    ),
     Field::str("format", "pem, der or pem_bundle.")
         .default(coffer_core::framework::Default::Str("pem")),
     Field::str("private_key_format", "der (the key type's own format) or pkcs8."),
@@ -205,8 +209,49 @@ impl Plan {
     }
 }
 
-/// The leaf's lifetime: the request's, the role's, the mount's, within the role's maximum and,
-/// per the issuer's `leaf_not_after_behavior`, the issuer's expiry.
+/// An RFC 3339 time as Unix seconds (before 1970: 0).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
+    let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339);
+    t.ok().map(|t| t.unix_timestamp().max(0) as u64)
+}
+
+fn request_time(name: &str, v: &str) -> Result<u64> {
+    parse_rfc3339(v)
+        .ok_or_else(|| Error::invalid(format!("invalid {name} {v:?}: expected RFC 3339")))
+}
+
+/// The leaf's notBefore: now less the role's `not_before_duration`, or the request's
+/// `not_before` as the role's `not_before_bound` allows (OpenBao's rules and texts: `forbid`
+/// refuses the field even empty; `duration` takes no time earlier than `not_before_duration`
+/// ago; `permit` takes any, an empty one meaning the default).
+fn leaf_not_before(r: &Req<'_>, role: &Role, now: u64) -> Result<u64> {
+    let backdated = now.saturating_sub(role.not_before_duration);
+    let Some(asked) = r.str("not_before")? else { return Ok(backdated) };
+    match role.not_before_bound.as_str() {
+        "forbid" => {
+            Err(Error::invalid("not_before_bound is set to forbid. not_before cannot be provided."))
+        }
+        "duration" => {
+            let t = request_time("not_before", &asked)?;
+            if t < backdated {
+                return Err(Error::invalid(format!(
+                    "not_before_bound is set to duration. Cannot satisfy request as it would \
+                     result in notBefore of {} that is older than the allowed \
+                     not_before_duration of {}",
+                    coffer_core::time::rfc3339(t),
+                    coffer_core::time::format_go(role.not_before_duration)
+                )));
+            }
+            Ok(t)
+        }
+        _ if asked.is_empty() => Ok(backdated),
+        _ => request_time("not_before", &asked),
+    }
+}
+
+/// The leaf's lifetime: the request's, the role's, the mount's, within the role's maximum,
+/// the role's `not_after_bound` and, per the issuer's `leaf_not_after_behavior`, the issuer's
+/// expiry.
 fn leaf_not_after(
     r: &Req<'_>,
     role: &Role,
@@ -214,29 +259,48 @@ fn leaf_not_after(
     now: u64,
     warnings: &mut Vec<String>,
 ) -> Result<u64> {
+    let bound = role.not_after_bound.as_str();
+    let asked = r.str("not_after")?;
+    if bound == "forbid" && asked.is_some() {
+        return Err(Error::invalid(
+            "not_after_bound is set to forbid. not_after cannot be provided.",
+        ));
+    }
+    let asked = asked.filter(|s| !s.is_empty());
+    let asked_ttl = r.secs("ttl")?.unwrap_or(0);
+    if asked_ttl > 0 && asked.is_some() {
+        return Err(Error::invalid(
+            "Either ttl or not_after should be provided. Both should not be provided in the \
+             same request.",
+        ));
+    }
     let max = if role.max_ttl > 0 { role.max_ttl } else { r.mount.max_lease_ttl.as_secs() };
-    let mut not_after = match r.str("not_after")?.filter(|s| !s.is_empty()) {
+    let mut ttl = asked_ttl;
+    if ttl == 0 {
+        ttl = if role.ttl > 0 { role.ttl } else { r.mount.default_lease_ttl.as_secs() };
+    }
+    if max > 0 && ttl > max {
+        if asked.is_none() {
+            warnings.push(format!(
+                "TTL {ttl}s is greater than the role's max_ttl of {max}s; capping to max_ttl"
+            ));
+        }
+        ttl = max;
+    }
+    let mut not_after = match asked {
         Some(na) => {
-            let t = ::time::OffsetDateTime::parse(
-                &na,
-                &::time::format_description::well_known::Rfc3339,
-            )
-            .map_err(|_| Error::invalid(format!("invalid not_after {na:?}: expected RFC 3339")))?;
-            t.unix_timestamp().max(0) as u64
-        }
-        None => {
-            let mut ttl = r.secs("ttl")?.unwrap_or(0);
-            if ttl == 0 {
-                ttl = if role.ttl > 0 { role.ttl } else { r.mount.default_lease_ttl.as_secs() };
+            let t = request_time("not_after", &na)?;
+            if bound == "ttl-limited" && t > now + ttl {
+                return Err(Error::invalid(format!(
+                    "not_after_bound is set to ttl-limited. Cannot satisfy request as that would \
+                     result in notAfter of {} that is beyond the TTL of {}",
+                    coffer_core::time::rfc3339(t),
+                    coffer_core::time::format_go(ttl)
+                )));
             }
-            if max > 0 && ttl > max {
-                warnings.push(format!(
-                    "TTL {ttl}s is greater than the role's max_ttl of {max}s; capping to max_ttl"
-                ));
-                ttl = max;
-            }
-            now + ttl
+            t
         }
+        None => now + ttl,
     };
     if not_after <= now {
         return Err(Error::invalid("the certificate's expiry must be in the future"));
@@ -254,6 +318,20 @@ fn leaf_not_after(
                     coffer_core::time::rfc3339(ca)
                 )));
             }
+        }
+    }
+    if !matches!(bound, "permit" | "ttl-limited" | "forbid") {
+        let limit = parse_rfc3339(bound).ok_or_else(|| {
+            Error::Internal(format!("stored not_after_bound {bound:?} is not a time"))
+        })?;
+        if not_after > limit {
+            // "statisfy": OpenBao's text as it is.
+            return Err(Error::invalid(format!(
+                "not_after_bound is set to {bound}. Cannot statisfy request as that would result \
+                 in notAfter of {} that is beyond the maximum timestamp of {}",
+                coffer_core::time::rfc3339(not_after),
+                coffer_core::time::rfc3339(limit)
+            )));
         }
     }
     Ok(not_after)
@@ -287,9 +365,8 @@ fn leaf_params(
     role: &Role,
     spec: KeySpec,
     plan: &Plan,
-    not_after: u64,
+    (not_before, not_after): (u64, u64),
 ) -> Result<CertificateParams> {
-    let now = coffer_core::time::now_unix();
     let mut p = CertificateParams::default();
     let mut dn = rcgen::DistinguishedName::new();
     if !plan.cn.is_empty() {
@@ -308,7 +385,7 @@ fn leaf_params(
     }
     p.distinguished_name = dn;
     p.subject_alt_names = plan.sans()?;
-    p.not_before = odt(now.saturating_sub(role.not_before_duration));
+    p.not_before = odt(not_before);
     p.not_after = odt(not_after);
     p.serial_number = Some(rcgen::SerialNumber::from_slice(&new_serial()));
     p.use_authority_key_identifier_extension = true;
@@ -440,7 +517,10 @@ impl Pki {
         let issuer = self.issuer_for(r, &role).await?;
         let now = coffer_core::time::now_unix();
         let mut warnings = Vec::new();
-        let not_after = leaf_not_after(r, &role, &issuer, now, &mut warnings)?;
+        let validity = (
+            leaf_not_before(r, &role, now)?,
+            leaf_not_after(r, &role, &issuer, now, &mut warnings)?,
+        );
         role.server_flag = false;
         role.client_flag = false;
         role.ext_key_usage = r.list("ext_key_usage")?.unwrap_or_default();
@@ -449,7 +529,7 @@ impl Pki {
             role.key_usage = ku;
         }
         let plan = Plan { cn: String::new(), dns: vec![], ips: vec![], uris: vec![] };
-        let mut p = leaf_params(&role, spec, &plan, not_after)?;
+        let mut p = leaf_params(&role, spec, &plan, validity)?;
         p.distinguished_name = csr.subject.clone();
         p.subject_alt_names = csr.sans.clone();
         self.apply_urls(&mut p, &issuer).await?;
@@ -486,8 +566,9 @@ impl Pki {
     ) -> Result<(Response, Vec<u8>)> {
         let now = coffer_core::time::now_unix();
         let mut warnings = Vec::new();
-        let not_after = leaf_not_after(r, role, issuer, now, &mut warnings)?;
-        let mut p = leaf_params(role, spec, plan, not_after)?;
+        let validity =
+            (leaf_not_before(r, role, now)?, leaf_not_after(r, role, issuer, now, &mut warnings)?);
+        let mut p = leaf_params(role, spec, plan, validity)?;
         self.apply_urls(&mut p, issuer).await?;
         let signer = self.signer(issuer).await?;
         let cert = p.signed_by(public, &signer).map_err(internal("signing the certificate"))?;
@@ -549,6 +630,7 @@ impl Pki {
                     "issuer_id": issuer.id,
                     "not_after": f.not_after,
                 })),
+                live_values: Vec::new(),
             });
         }
         Ok(resp)

@@ -59,6 +59,16 @@ pub(crate) const FIELDS: &[Field] = &[
     Field::bool("require_cn", "A common name is required (default true)."),
     Field::str("issuer_ref", "The issuer that signs (default: the default issuer)."),
     Field::duration("not_before_duration", "Backdating of notBefore (default 30s)."),
+    Field::str(
+        "not_before_bound",
+        "Whether a request may set not_before: permit (default), duration (no earlier than \
+         not_before_duration ago) or forbid.",
+    ),
+    Field::str(
+        "not_after_bound",
+        "Whether a request may set not_after: permit (default), ttl-limited (within the TTL), \
+         forbid, or an RFC 3339 time no certificate may outlive.",
+    ),
     Field::comma_list("cn_validations", "email, hostname or disabled (default email,hostname)."),
     Field::comma_list("policy_identifiers", "Accepted; no policies are written."),
     Field::bool("basic_constraints_valid_for_non_ca", "Accepted."),
@@ -86,6 +96,10 @@ fn default_cn_validations() -> Vec<String> {
 
 fn thirty() -> u64 {
     30
+}
+
+fn permit() -> String {
+    "permit".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,6 +178,12 @@ pub(crate) struct Role {
     pub(crate) issuer_ref: String,
     #[serde(default = "thirty")]
     pub(crate) not_before_duration: u64,
+    /// `permit`, `duration` or `forbid` (OpenBao's); roles stored before it have `permit`.
+    #[serde(default = "permit")]
+    pub(crate) not_before_bound: String,
+    /// `permit`, `ttl-limited`, `forbid`, or an RFC 3339 time.
+    #[serde(default = "permit")]
+    pub(crate) not_after_bound: String,
     #[serde(default = "default_cn_validations")]
     pub(crate) cn_validations: Vec<String>,
     #[serde(default)]
@@ -213,6 +233,8 @@ impl Default for Role {
             require_cn: true,
             issuer_ref: default_issuer(),
             not_before_duration: 30,
+            not_before_bound: permit(),
+            not_after_bound: permit(),
             cn_validations: default_cn_validations(),
             policy_identifiers: vec![],
             basic_constraints_valid_for_non_ca: false,
@@ -252,9 +274,25 @@ impl Role {
             use_csr_common_name: bool, use_csr_sans: bool, ou: list, organization: list,
             country: list, locality: list, province: list, street_address: list,
             postal_code: list, generate_lease: bool, no_store: bool, require_cn: bool,
-            issuer_ref: str, not_before_duration: secs, cn_validations: list,
+            issuer_ref: str, not_before_duration: secs, not_before_bound: str,
+            not_after_bound: str, cn_validations: list,
             policy_identifiers: list, basic_constraints_valid_for_non_ca: bool,
         );
+        // OpenBao's texts, its backticks included.
+        if !matches!(self.not_before_bound.as_str(), "permit" | "duration" | "forbid") {
+            return Err(Error::invalid(
+                "Unknown value for field `not_before_bound`. Possible values are `permit` \
+                 `duration` or `forbid`",
+            ));
+        }
+        if !matches!(self.not_after_bound.as_str(), "permit" | "ttl-limited" | "forbid")
+            && crate::issue::parse_rfc3339(&self.not_after_bound).is_none()
+        {
+            return Err(Error::invalid(
+                "Unknown value for field `not_after_bound`. Possible values are `permit`, \
+                 `ttl-limited`, `forbid`, or an explicit timestamp.",
+            ));
+        }
         if self.key_type != "any" {
             let spec = KeySpec::parse(&self.key_type, self.key_bits)?;
             self.key_bits = u64::from(spec.bits());
@@ -297,9 +335,7 @@ impl Role {
                 ("use_pss", json!(false)),
                 ("allow_globs_in_identity_templates", json!(false)),
                 ("allowed_ip_sans_cidr", json!([])),
-                ("not_after_bound", json!("")),
                 ("not_before", json!("")),
-                ("not_before_bound", json!("")),
             ] {
                 m.insert(k.into(), x);
             }

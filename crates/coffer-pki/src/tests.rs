@@ -500,3 +500,103 @@ async fn a_pem_bundle_imports_an_outside_ca_that_then_issues() {
         .expect("crl parses");
     parsed.verify_signature(cc.public_key()).expect("the CRL is signed by the imported CA");
 }
+
+/// The certificate's validity as Unix seconds.
+fn validity(d: &Map<String, Value>) -> (i64, i64) {
+    let der = der_of(d["certificate"].as_str().expect("cert"));
+    let (_, c) = parse_x509_certificate(&der).expect("parse");
+    (c.validity().not_before.timestamp(), c.validity().not_after.timestamp())
+}
+
+fn at(unix: u64) -> String {
+    coffer_core::time::rfc3339(unix)
+}
+
+#[tokio::test]
+async fn requests_set_the_validity_only_as_the_roles_bounds_allow() {
+    let (pki, _) = with_root("ec").await;
+    let now = coffer_core::time::now_unix();
+    let role = |name: &str, extra: Value| {
+        let mut body = json!({"allow_any_name": true, "key_type": "ec"});
+        body.as_object_mut().expect("obj").extend(extra.as_object().expect("obj").clone());
+        let pki = &pki;
+        let path = format!("roles/{name}");
+        async move { ok(pki, Operation::Update, &path, body).await }
+    };
+    let issue = |name: &str, body: Value| {
+        let pki = &pki;
+        let path = format!("issue/{name}");
+        async move { call(pki, Operation::Update, &path, body).await }
+    };
+    let refused = |r: coffer_core::Result<Response>| r.expect_err("refused").to_string();
+
+    // permit (the default): the request's times, exactly.
+    let d = role("permit", json!({})).await;
+    assert_eq!(
+        (d["not_before_bound"].clone(), d["not_after_bound"].clone()),
+        (json!("permit"), json!("permit"))
+    );
+    let r = issue(
+        "permit",
+        json!({"common_name": "a", "not_before": at(now - 600), "not_after": at(now + 3600)}),
+    );
+    let v = validity(&r.await.expect("issue").data.expect("data"));
+    assert_eq!(v, ((now - 600) as i64, (now + 3600) as i64));
+    let e = refused(
+        issue("permit", json!({"common_name": "a", "ttl": "1h", "not_after": at(now + 60)})).await,
+    );
+    assert!(e.contains("Either ttl or not_after should be provided"), "{e}");
+
+    // forbid: neither field, not even empty; without them the usual backdating.
+    role("forbid", json!({"not_before_bound": "forbid", "not_after_bound": "forbid"})).await;
+    for (body, want) in [
+        (json!({"not_before": at(now)}), "not_before cannot be provided"),
+        (json!({"not_before": ""}), "not_before cannot be provided"),
+        (json!({"not_after": at(now + 60)}), "not_after cannot be provided"),
+    ] {
+        let mut b = body;
+        b["common_name"] = json!("a");
+        let e = refused(issue("forbid", b).await);
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let r = issue("forbid", json!({"common_name": "a", "ttl": "1h"})).await.expect("issue");
+    let (nb, _) = validity(&r.data.expect("data"));
+    assert!((now as i64 - 31..=now as i64 - 29).contains(&nb), "{nb} vs {now}");
+
+    // duration and ttl-limited: no earlier than not_before_duration ago, no later than the TTL.
+    role("limited", json!({"not_before_bound": "duration", "not_before_duration": "1h", "not_after_bound": "ttl-limited", "ttl": "1h"})).await;
+    let r = issue(
+        "limited",
+        json!({"common_name": "a", "not_before": at(now - 1800), "not_after": at(now + 1800)}),
+    );
+    let v = validity(&r.await.expect("within").data.expect("data"));
+    assert_eq!(v, ((now - 1800) as i64, (now + 1800) as i64));
+    let e =
+        refused(issue("limited", json!({"common_name": "a", "not_before": at(now - 7200)})).await);
+    assert!(e.contains("older than the allowed not_before_duration of 1h0m0s"), "{e}");
+    let e =
+        refused(issue("limited", json!({"common_name": "a", "not_after": at(now + 7200)})).await);
+    assert!(e.contains("is beyond the TTL of 1h0m0s"), "{e}");
+
+    // An explicit time: no certificate outlives it, whichever way its expiry was asked for.
+    let deadline = now + 86_400;
+    role("deadline", json!({"not_after_bound": at(deadline)})).await;
+    let e = refused(issue("deadline", json!({"common_name": "a", "ttl": "48h"})).await);
+    assert!(e.contains(&format!("beyond the maximum timestamp of {}", at(deadline))), "{e}");
+    issue("deadline", json!({"common_name": "a", "ttl": "1h"})).await.expect("before it");
+
+    // Unknown bounds are refused, on write and patch, and nothing is stored.
+    for (field, value) in
+        [("not_before_bound", "sometimes"), ("not_after_bound", "never"), ("not_after_bound", "")]
+    {
+        let body = json!({"allow_any_name": true, field: value});
+        let e =
+            call(&pki, Operation::Update, "roles/bad", body).await.expect_err(field).to_string();
+        assert!(e.contains(&format!("Unknown value for field `{field}`")), "{e}");
+    }
+    assert!(
+        call(&pki, Operation::Read, "roles/bad", json!({}))
+            .await
+            .is_err_and(|e| matches!(e, coffer_core::Error::NotFound))
+    );
+}

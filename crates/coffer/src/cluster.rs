@@ -12,7 +12,9 @@
 //! Guarantees: the cluster listener requires a client certificate of the cluster CA and
 //! accepts connections only while this node is unsealed; the client's address and TLS
 //! certificate chain travel in `X-Coffer-Forwarded-For` / `X-Coffer-Forwarded-Client-Cert`,
-//! which are read only on the cluster listener (a client sending them to an API listener is
+//! and which unseal-share endpoints the standby's listener serves without a token in
+//! `X-Coffer-Forwarded-Unauthed` (the cluster listener serves them only as the standby's
+//! listener does); all three are read only on the cluster listener (a client sending them to an API listener is
 //! ignored: the standby replaces them); the token travels in the request's own headers. The
 //! active answers forwarded requests with its full pipeline (audit included), and never
 //! forwards them again.
@@ -43,6 +45,8 @@ use crate::http::ConnInfo;
 
 /// The DNS name in every node's cluster certificate, and the name a node connects to.
 pub(crate) const CLUSTER_NAME: &str = "coffer-cluster";
+pub(crate) const FORWARDED_UNAUTHED: HeaderName =
+    HeaderName::from_static("x-coffer-forwarded-unauthed");
 pub(crate) const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-coffer-forwarded-for");
 pub(crate) const FORWARDED_CERT: HeaderName =
     HeaderName::from_static("x-coffer-forwarded-client-cert");
@@ -266,6 +270,9 @@ pub(crate) async fn forward(
         if let Ok(v) = HeaderValue::from_str(&info.remote_addr.to_string()) {
             headers.insert(FORWARDED_FOR, v);
         }
+        if let Some(v) = unauthed_header(info.unauthed) {
+            headers.insert(FORWARDED_UNAUTHED, HeaderValue::from_static(v));
+        }
         if !info.client_cert_chain.is_empty() {
             let b64 = base64::engine::general_purpose::STANDARD;
             let list: Vec<String> = info.client_cert_chain.iter().map(|c| b64.encode(c)).collect();
@@ -305,7 +312,25 @@ pub(crate) async fn forward(
 
 /// For a request that arrived on the cluster listener: the original client's address and
 /// certificate chain, as the forwarding standby saw them.
+/// The unseal-share endpoints the standby's listener serves, for the active node to apply as
+/// its own listener's (`X-Coffer-Forwarded-Unauthed`); `None`: neither.
+fn unauthed_header(u: coffer_core::UnauthedEndpoints) -> Option<&'static str> {
+    match (u.generate_root, u.rekey) {
+        (true, true) => Some("generate-root,rekey"),
+        (true, false) => Some("generate-root"),
+        (false, true) => Some("rekey"),
+        (false, false) => None,
+    }
+}
+
 pub(crate) fn apply_forwarded(headers: &HeaderMap, info: &mut ConnInfo) {
+    if let Some(v) = headers.get(FORWARDED_UNAUTHED).and_then(|v| v.to_str().ok()) {
+        let named: Vec<&str> = v.split(',').map(str::trim).collect();
+        info.unauthed = coffer_core::UnauthedEndpoints {
+            generate_root: named.contains(&"generate-root"),
+            rekey: named.contains(&"rekey"),
+        };
+    }
     if let Some(a) =
         headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
     {
@@ -375,6 +400,8 @@ pub(crate) async fn serve(
                 // Forwarded requests are never the unauthenticated metrics scrape: that one is
                 // answered by the node it reached.
                 unauthenticated_metrics: false,
+                // The forwarding standby's listener decides (`apply_forwarded`).
+                unauthed: coffer_core::UnauthedEndpoints::default(),
             };
             let lifeline = base.lifeline.clone();
             let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
@@ -402,5 +429,42 @@ pub(crate) async fn serve(
     drop(alive);
     if tokio::time::timeout(Duration::from_secs(30), all_gone.recv()).await.is_err() {
         tracing::warn!("cluster connections still open after 30 s; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let (alive, _gone) = tokio::sync::mpsc::channel(1);
+        ConnInfo {
+            remote_addr: "127.0.0.1:1".parse().expect("addr"),
+            client_cert_chain: Vec::new(),
+            lifeline: crate::http::Lifeline::new(rx, alive),
+            unauthenticated_metrics: false,
+            unauthed: coffer_core::UnauthedEndpoints::default(),
+        }
+    }
+
+    #[test]
+    fn the_active_serves_the_key_share_endpoints_only_as_the_standbys_listener_does() {
+        for (generate_root, rekey) in [(false, false), (true, false), (false, true), (true, true)] {
+            let at_standby = coffer_core::UnauthedEndpoints { generate_root, rekey };
+            let mut headers = HeaderMap::new();
+            if let Some(v) = unauthed_header(at_standby) {
+                headers.insert(FORWARDED_UNAUTHED, HeaderValue::from_static(v));
+            }
+            let mut at_active = conn();
+            apply_forwarded(&headers, &mut at_active);
+            assert_eq!(at_active.unauthed, at_standby);
+        }
+        // A client's own header never reaches the active: the standby drops it.
+        let mut from_client = HeaderMap::new();
+        from_client.insert(FORWARDED_UNAUTHED, HeaderValue::from_static("generate-root,rekey"));
+        let mut sent = HeaderMap::new();
+        copy_headers(&from_client, &mut sent);
+        assert!(sent.get(FORWARDED_UNAUTHED).is_none());
     }
 }

@@ -116,6 +116,10 @@ pub(crate) struct ListenerConfig {
     /// `telemetry { unauthenticated_metrics_access = true }`: `GET sys/metrics` needs no token
     /// on this listener (Vault's listener option).
     pub unauthenticated_metrics_access: bool,
+    /// Which endpoints that take unseal key shares instead of a token this listener serves
+    /// (OpenBao's `disable_unauthed_generate_root_endpoints` and
+    /// `disable_unauthed_rekey_endpoints`, both `true` by default: neither).
+    pub unauthed: coffer_core::UnauthedEndpoints,
 }
 
 impl ListenerConfig {
@@ -129,6 +133,7 @@ impl ListenerConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
             unauthenticated_metrics_access: false,
+            unauthed: coffer_core::UnauthedEndpoints::default(),
         }
     }
 }
@@ -154,6 +159,8 @@ pub(crate) struct ServerConfig {
     /// Written with the server's pid once its listeners are bound; removed at a clean stop.
     pub pid_file: Option<std::path::PathBuf>,
     pub chaos: coffer_core::ChaosConfig,
+    /// `detect { ... }`: detection rules over the audit stream (docs/detect.md).
+    pub detect: coffer_core::detect::DetectConfig,
     /// `telemetry { prometheus_retention_time }`: zero turns `format=prometheus` off.
     pub prometheus_retention: Duration,
     /// Auto-unseal (`seal "static"`); none: Shamir shares.
@@ -209,6 +216,7 @@ impl ServerConfig {
             "login_failure_burst",
             "login_failure_refill",
             "chaos",
+            "detect",
             "telemetry",
             "seal",
         ];
@@ -262,6 +270,10 @@ impl ServerConfig {
             None | Some(Value::Null) => coffer_core::ChaosConfig::default(),
             Some(v) => parse_chaos(v)?,
         };
+        let detect = match root.get("detect") {
+            None | Some(Value::Null) => coffer_core::detect::DetectConfig::default(),
+            Some(v) => parse_detect(v)?,
+        };
         let prometheus_retention = match root.get("telemetry") {
             None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
             Some(v) => parse_telemetry(v)?,
@@ -283,6 +295,7 @@ impl ServerConfig {
             seal,
             seal_disabled,
             chaos,
+            detect,
             login_limit,
             storage,
             listeners,
@@ -348,6 +361,8 @@ impl ServerConfig {
                     "http_read_header_timeout": secs(l.read_header_timeout),
                     "http_read_timeout": secs(l.read_timeout),
                     "telemetry": {"unauthenticated_metrics_access": l.unauthenticated_metrics_access},
+                    "disable_unauthed_generate_root_endpoints": !l.unauthed.generate_root,
+                    "disable_unauthed_rekey_endpoints": !l.unauthed.rekey,
                 });
                 if let Some(t) = &l.tls {
                     c["tls_cert_file"] = Value::from(t.cert_file.display().to_string());
@@ -399,6 +414,17 @@ impl ServerConfig {
             "chaos": {
                 "enabled": self.chaos.enabled,
                 "max_duration": ns(self.chaos.max_duration),
+            },
+            // Webhook URLs may carry a credential in their query: only whether one is set.
+            "detect": {
+                "enabled": self.detect.enabled,
+                "queue_size": self.detect.queue_size,
+                "alert_history": self.detect.alert_history,
+                "webhook_url_set": !self.detect.webhook_url.is_empty(),
+                "webhook_timeout": ns(self.detect.webhook_timeout),
+                "webhook_retries": self.detect.webhook_retries,
+                "webhook_queue": self.detect.webhook_queue,
+                "rules": self.detect.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
             },
         })
     }
@@ -491,6 +517,22 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
             "unsupported seal type {other:?}: Coffer has \"static\" and \"transit\" (Shamir shares when there is no seal block)"
         ),
     }
+}
+
+/// `detect { queue_size = 65536, webhook_url = "...", rule "NAME" { type = "...", ... } }`.
+fn parse_detect(v: &Value) -> Result<coffer_core::detect::DetectConfig> {
+    let m = match v {
+        Value::Object(m) => m,
+        Value::Array(items) if items.len() == 1 => items[0]
+            .as_object()
+            .ok_or_else(|| anyhow!("detect must be a block: detect {{ ... }}"))?,
+        _ => bail!("detect must be one block: detect {{ ... }}"),
+    };
+    let c = coffer_core::detect::DetectConfig::parse(m).map_err(|e| anyhow!("{e}"))?;
+    if !c.webhook_ca_file.is_empty() && !c.webhook_ca_file.starts_with('/') {
+        bail!("detect webhook_ca_file must be an absolute path");
+    }
+    Ok(c)
 }
 
 /// `chaos { enabled = true, max_duration = "1h" }`: off unless enabled.
@@ -705,6 +747,8 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "http_read_timeout",
                 "http_idle_timeout",
                 "telemetry",
+                "disable_unauthed_generate_root_endpoints",
+                "disable_unauthed_rekey_endpoints",
             ],
             "listener \"tcp\"",
         )?;
@@ -791,8 +835,17 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                     .unwrap_or(false)
             }
         };
+        // OpenBao's defaults (since 2.5.0 for rekey, 2.5.3 for generate-root): not served.
+        let disabled = |k: &str| -> Result<bool> {
+            Ok(opt_bool(&body, k).map_err(|e| anyhow!("listener {address}: {e}"))?.unwrap_or(true))
+        };
+        let unauthed = coffer_core::UnauthedEndpoints {
+            generate_root: !disabled("disable_unauthed_generate_root_endpoints")?,
+            rekey: !disabled("disable_unauthed_rekey_endpoints")?,
+        };
         out.push(ListenerConfig {
             unauthenticated_metrics_access,
+            unauthed,
             address,
             tls,
             max_request_size,
@@ -882,6 +935,25 @@ log_format        = "json"
     }
 
     #[test]
+    fn detect_block_parses_its_rules_from_hcl() {
+        let base = "storage \"sqlite\" {\n path = \"/tmp/x.db\"\n}\nlistener \"tcp\" {\n address = \"127.0.0.1:8200\"\n tls_disable = true\n}\n";
+        let c = ServerConfig::parse(base).expect("parse");
+        assert!(c.detect.rules.is_empty() && c.detect.enabled);
+        let text = format!(
+            "{base}detect {{\n queue_size = 128\n webhook_url = \"http://127.0.0.1:2801/\"\n rule \"honey\" {{\n type = \"honeytoken\"\n paths = [\"secret/data/honey/*\"]\n actions = [\"audit\", \"revoke_token\", \"webhook\"]\n }}\n rule \"logins\" {{\n type = \"login_failures\"\n threshold = 5\n window = \"30s\"\n }}\n}}\n"
+        );
+        let c = ServerConfig::parse(&text).expect("parse");
+        assert_eq!(c.detect.queue_size, 128);
+        let names: Vec<&str> = c.detect.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["honey", "logins"]);
+        let err = ServerConfig::parse(&format!(
+            "{base}detect {{\n rule \"x\" {{\n type = \"honeytoken\"\n }}\n}}\n"
+        ))
+        .expect_err("no paths");
+        assert!(format!("{err:#}").contains("paths is required"), "{err:#}");
+    }
+
+    #[test]
     fn chaos_stanza_is_off_by_default_and_parses_in_hcl_and_json() {
         let base = "storage \"inmem\" {\n}\nlistener \"tcp\" {\n tls_disable = true\n}\n";
         let c = ServerConfig::parse(base).expect("parse");
@@ -905,6 +977,33 @@ log_format        = "json"
         let e = ServerConfig::parse(&format!("{base}chaos {{\n max_duration = \"0s\"\n}}\n"))
             .expect_err("zero");
         assert!(format!("{e:#}").contains("max_duration"), "{e:#}");
+    }
+
+    #[test]
+    fn unauthenticated_key_share_endpoints_are_refused_unless_the_listener_allows_them() {
+        let listener = |extra: &str| {
+            ServerConfig::parse(&format!(
+                "storage \"inmem\" {{\n}}\nlistener \"tcp\" {{\n tls_disable = true\n{extra}}}\n"
+            ))
+            .map(|c| c.listeners[0].unauthed)
+        };
+        let none = coffer_core::UnauthedEndpoints::default();
+        assert_eq!(listener("").expect("default"), none, "OpenBao's default: neither");
+        let both = "disable_unauthed_generate_root_endpoints = false\ndisable_unauthed_rekey_endpoints = \"false\"\n";
+        assert_eq!(
+            listener(both).expect("both"),
+            coffer_core::UnauthedEndpoints { generate_root: true, rekey: true }
+        );
+        assert_eq!(
+            listener("disable_unauthed_rekey_endpoints = false\n").expect("rekey"),
+            coffer_core::UnauthedEndpoints { generate_root: false, rekey: true }
+        );
+        assert_eq!(listener("disable_unauthed_generate_root_endpoints = true\n").expect("x"), none);
+        let e = format!(
+            "{:#}",
+            listener("disable_unauthed_rekey_endpoints = \"maybe\"\n").expect_err("bad")
+        );
+        assert!(e.contains("disable_unauthed_rekey_endpoints must be true or false"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub(crate) struct ConnInfo {
     pub lifeline: Lifeline,
     /// The listener's `telemetry { unauthenticated_metrics_access }`.
     pub unauthenticated_metrics: bool,
+    /// The unseal-share endpoints the listener serves without a token (on the cluster
+    /// listener: those the forwarding standby's listener serves).
+    pub unauthed: coffer_core::UnauthedEndpoints,
 }
 
 /// The listener's stop signal, and a token of being alive that the listener waits for when it
@@ -177,13 +180,20 @@ fn seal_to(headers: &HeaderMap) -> Result<Option<coffer_hpke::Recipient>, Error>
     coffer_hpke::Recipient::from_header(v).map(Some).map_err(|e| Error::invalid(e.to_string()))
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
+fn parse_body(body: &[u8], path: &str) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
+        // GitHub's secret-scanning partner alerts are a bare array; they reach the handler in
+        // a field of their own (and are audited as HMACs like any request data).
+        Ok(Value::Array(a)) if path.trim_matches('/') == "sys/leaks/report" => {
+            let mut m = Map::new();
+            m.insert(coffer_core::leaks::GITHUB_ALERTS.into(), Value::Array(a));
+            Ok(m)
+        }
         Ok(_) => Err(Error::invalid(
             "failed to parse JSON input: the request body must be a JSON object",
         )),
@@ -256,7 +266,7 @@ async fn handle(
         );
         Ok(m)
     } else {
-        parse_body(body)
+        parse_body(body, &path)
     };
     let mut data = match parsed {
         Ok(d) => d,
@@ -314,6 +324,7 @@ async fn handle(
     if let Some(Extension(c)) = conn {
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
+        req.unauthed = c.unauthed;
     }
     // Rate limit quotas, as in Vault's handler: before the request runs, refused with 429.
     let limited = core.rate_limit(&req);
@@ -454,12 +465,13 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
 /// of the envelope, for clients older than the envelope (OpenBao's `injectDataIntoTopRoutes`,
 /// with Go's mux rule: a trailing `/` covers everything below).
 fn injects_data_at_top_level(path: &str) -> bool {
-    const EXACT: [&str; 8] = [
+    const EXACT: [&str; 9] = [
         "sys/audit",
         "sys/auth",
         "sys/capabilities",
         "sys/capabilities-accessor",
         "sys/capabilities-self",
+        "sys/ha-status",
         "sys/key-status",
         "sys/mounts",
         "sys/policy",
@@ -492,12 +504,16 @@ mod tests {
 
     #[test]
     fn bodies_must_be_json_objects() {
-        assert!(parse_body(b"").expect("empty").is_empty());
-        assert!(parse_body(b"{\"a\":1}").is_ok());
-        let e = parse_body(b"[1]").expect_err("array");
+        assert!(parse_body(b"", "secret/x").expect("empty").is_empty());
+        assert!(parse_body(b"{\"a\":1}", "secret/x").is_ok());
+        let e = parse_body(b"[1]", "secret/x").expect_err("array");
         assert!(e.to_string().contains("JSON object"));
-        let e = parse_body(b"{\"a\":").expect_err("truncated");
+        let e = parse_body(b"{\"a\":", "secret/x").expect_err("truncated");
         assert!(e.to_string().contains("failed to parse JSON input"));
+        // GitHub's alert array, on the one path that takes it.
+        let m = parse_body(b"[{\"token\":\"t\"}]", "sys/leaks/report").expect("alerts");
+        assert!(m[coffer_core::leaks::GITHUB_ALERTS].is_array());
+        assert!(parse_body(b"[1]", "sys/leaks/check").is_err());
     }
 
     #[test]

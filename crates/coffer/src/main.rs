@@ -13,6 +13,7 @@ mod http;
 mod seal_transit;
 mod server;
 mod tls;
+mod webhook;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -154,7 +154,7 @@ async fn auto_unseal_loop(core: Arc<Core>) {
     }
 }
 
-/// What this node advertises to the others in HA mode.
+/// What this node says of itself: to the others in HA mode, and in `sys/ha-status`.
 fn advert(
     cfg: &ServerConfig,
     bound: &[(TcpListener, Option<Arc<rustls::ServerConfig>>, ListenerConfig)],
@@ -205,6 +205,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         }
         (None, None) => String::new(),
     };
+    let node = advert(&cfg, &bound);
     let mut registry = Registry::new();
     coffer_engines::register_builtins(&mut registry);
     coffer_auth::register_builtins(&mut registry);
@@ -219,8 +220,11 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
             api_addr,
             prometheus_retention: cfg.prometheus_retention,
             sanitized_config: cfg.sanitized(),
+            node: node.clone(),
+            detect: cfg.detect.clone(),
         },
     );
+    core.set_webhook_sender(crate::webhook::Sender::from_config(&cfg.detect)?);
     match &cfg.seal {
         // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
         Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),
@@ -230,7 +234,7 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
     let mut cluster_listener = None;
     if let Some(lock) = ha_lock {
-        core.enable_ha(lock, advert(&cfg, &bound));
+        core.enable_ha(lock, node);
         if let Some(addr) = &cfg.cluster_addr {
             let at = crate::cluster::socket_addr(addr)?;
             let sock = TcpListener::bind(at)
@@ -422,6 +426,7 @@ async fn serve(
     };
     let header_timeout = cfg.read_header_timeout;
     let unauthenticated_metrics = cfg.unauthenticated_metrics_access;
+    let unauthed = cfg.unauthed;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote_addr) = tokio::select! {
@@ -468,6 +473,7 @@ async fn serve(
                         client_cert_chain: chain,
                         lifeline,
                         unauthenticated_metrics,
+                        unauthed,
                     };
                     serve_conn(TokioIo::new(tls), info, app, &builder).await;
                 }
@@ -477,6 +483,7 @@ async fn serve(
                         client_cert_chain: Vec::new(),
                         lifeline,
                         unauthenticated_metrics,
+                        unauthed,
                     };
                     serve_conn(TokioIo::new(stream), info, app, &builder).await;
                 }

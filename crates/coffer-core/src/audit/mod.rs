@@ -202,6 +202,23 @@ impl Device {
         }
     }
 
+    /// An alert names its token by accessor; a device that hashes accessors hashes it there
+    /// too, in the fields and in the sentence.
+    fn hash_alert_accessor(&self, alert: &mut Value) {
+        let Some(acc) = alert["output_fields"]["coffer.accessor"].as_str().map(str::to_owned)
+        else {
+            return;
+        };
+        if acc.is_empty() {
+            return;
+        }
+        let hashed = self.hash(&acc);
+        alert["output_fields"]["coffer.accessor"] = Value::String(hashed.clone());
+        if let Some(Value::String(out)) = alert.get_mut("output") {
+            *out = out.replace(&acc, &hashed);
+        }
+    }
+
     /// This device's view of an entry: secrets replaced by their HMACs.
     fn redact(&self, mut e: Value, keys: NonHmac<'_>) -> Value {
         if self.log_raw {
@@ -214,6 +231,11 @@ impl Device {
             &["response", "wrap_info", "token"],
         ] {
             self.hash_field(&mut e, p);
+        }
+        if self.hmac_accessor
+            && let Some(alert) = e.get_mut("alert")
+        {
+            self.hash_alert_accessor(alert);
         }
         if self.hmac_accessor {
             for p in [
@@ -319,6 +341,8 @@ pub(crate) struct Broker {
     /// A chaos `audit_blocked` fault: every write fails, except for `sys/chaos/*` requests and
     /// the faults' own entries (so a fault can be removed, and its end recorded).
     blocked: Arc<AtomicBool>,
+    /// The detection rules' feed: every request's outcome is offered to it, devices or not.
+    detect: Arc<crate::detect::Detector>,
 }
 
 fn now_rfc3339_nanos() -> String {
@@ -333,6 +357,8 @@ pub(crate) struct Record<'a> {
     pub(crate) caller: Option<&'a TokenEntry>,
     pub(crate) mount_type: &'a str,
     pub(crate) non_hmac: NonHmac<'a>,
+    /// A request to an auth method's login path (the detection rules count failed ones).
+    pub(crate) login: bool,
 }
 
 /// The `data` keys an entry shows in clear because the mount serving the request says so
@@ -381,8 +407,12 @@ impl Record<'_> {
 }
 
 impl Broker {
-    pub(crate) async fn load(barrier: &Barrier, blocked: Arc<AtomicBool>) -> Result<Broker> {
-        let broker = Broker { devices: RwLock::new(Vec::new()), blocked };
+    pub(crate) async fn load(
+        barrier: &Barrier,
+        blocked: Arc<AtomicBool>,
+        detect: Arc<crate::detect::Detector>,
+    ) -> Result<Broker> {
+        let broker = Broker { devices: RwLock::new(Vec::new()), blocked, detect };
         for cfg in load_table(barrier).await? {
             broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
         }
@@ -410,7 +440,7 @@ impl Broker {
         if devices.is_empty() {
             return Ok(());
         }
-        let chaos_entry = entry["type"] == "chaos";
+        let chaos_entry = entry["type"] == "chaos" || entry["type"] == "alert";
         if self.blocked.load(Ordering::Acquire) && !chaos_entry && !crate::chaos::exempt() {
             tracing::error!(
                 "audit devices blocked by a chaos fault (audit_blocked); request refused"
@@ -455,6 +485,26 @@ impl Broker {
         self.write_all(&entry, NonHmac::default()).await
     }
 
+    /// One leak response action (`sys/leaks/report`), done or, in a dry run, planned. The entry
+    /// holds keyed hashes, paths and accessors, never a value.
+    pub(crate) async fn log_leak(&self, action: Value) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
+        let entry = json!({ "time": now_rfc3339_nanos(), "type": "leak", "leak": action });
+        self.write_all(&entry, NonHmac::default()).await
+    }
+
+    /// A detection alert (see [`crate::detect`]), in every device's chain. Not refused by an
+    /// `audit_blocked` chaos fault either: it records, it serves no request.
+    pub(crate) async fn log_alert(&self, alert: &Value) -> Result<()> {
+        if !self.active().await {
+            return Ok(());
+        }
+        let entry = json!({ "time": now_rfc3339_nanos(), "type": "alert", "alert": alert });
+        self.write_all(&entry, NonHmac::default()).await
+    }
+
     pub(crate) async fn has_devices(&self) -> bool {
         self.active().await
     }
@@ -465,6 +515,10 @@ impl Broker {
     }
 
     pub(crate) async fn log_request(&self, r: &Record<'_>, error: &str) -> Result<()> {
+        // A refused request gets no response entry: its request entry is its outcome.
+        if !error.is_empty() {
+            self.detect.observe(r, error, None);
+        }
         if !self.active().await {
             return Ok(());
         }
@@ -476,6 +530,10 @@ impl Broker {
         r: &Record<'_>,
         result: &Result<Response>,
     ) -> Result<()> {
+        match result {
+            Ok(resp) => self.detect.observe(r, "", resp.auth.as_ref()),
+            Err(e) => self.detect.observe(r, &public_error(e), None),
+        }
         if !self.active().await {
             return Ok(());
         }

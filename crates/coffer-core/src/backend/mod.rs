@@ -99,6 +99,14 @@ pub trait LogicalBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Puts the secret values this mount already holds into the liveness index, for a mount
+    /// whose values were written before the index existed (an upgrade). Run once per mount, in
+    /// the background, by the core; must be safe to run again. Returns how many entries it
+    /// wrote. The default: the backend holds no values that are indexed.
+    async fn index_live_values(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Whether the path already exists, so a write can be checked as `create` or `update`.
     /// `None`: the backend does not distinguish, and every write is an `update`.
     async fn exists(&self, _req: &BackendRequest<'_>) -> Result<Option<bool>> {
@@ -133,6 +141,9 @@ pub struct BackendConfig {
     pub mount: MountInfo,
     /// The server's named password policies, for engines that generate credentials.
     pub passwords: crate::password_policy::Passwords,
+    /// The liveness index (issue 20), for engines that hold secret values: entries go in the
+    /// same batch as the value they describe.
+    pub leaks: crate::leaks::LeakIndex,
 }
 
 pub type Factory = Arc<dyn Fn(BackendConfig) -> Result<Arc<dyn LogicalBackend>> + Send + Sync>;

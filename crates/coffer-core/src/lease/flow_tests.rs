@@ -48,7 +48,13 @@ impl LogicalBackend for Engine {
         data.insert("username".into(), json!(user));
         Ok(Response {
             data: Some(data),
-            secret: Some(SecretLease { ttl, max_ttl, renewable: true, internal }),
+            secret: Some(SecretLease {
+                ttl,
+                max_ttl,
+                renewable: true,
+                internal,
+                live_values: Vec::new(),
+            }),
             ..Response::default()
         })
     }

@@ -90,6 +90,9 @@ pub(crate) struct LeaseEntry {
     pub(crate) revoke_attempts: u32,
     #[serde(default)]
     pub(crate) last_error: String,
+    /// The liveness index entries of the secret's values, removed with the lease.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) leak_keys: Vec<String>,
 }
 
 impl LeaseEntry {
@@ -152,6 +155,8 @@ pub(crate) struct Renewed {
 
 pub(crate) struct Expiration {
     view: View,
+    /// The liveness index: a leased secret's values are in it while the lease lives.
+    leaks: crate::leaks::LeakIndex,
     tokens: Arc<TokenStore>,
     router: Arc<RwLock<Arc<Router>>>,
     queue: std::sync::Mutex<Queue>,
@@ -202,11 +207,13 @@ impl Expiration {
         tokens: Arc<TokenStore>,
         router: Arc<RwLock<Arc<Router>>>,
         foreground: Arc<AtomicU64>,
+        leaks: crate::leaks::LeakIndex,
     ) -> Result<Arc<Self>> {
         let now = now_unix();
         let through = bucket_of(now) + index::HORIZON_BUCKETS;
         let me = Arc::new(Self {
             view,
+            leaks,
             tokens,
             router,
             queue: std::sync::Mutex::new(Queue { loaded_through: through, ..Queue::default() }),
@@ -362,7 +369,18 @@ impl Expiration {
         let lease_id =
             format!("{}{}/{}", route.info.path, rel.trim_end_matches('/'), random_base62(24));
         crate::path::clean(&lease_id)?;
+        let mut live = Vec::with_capacity(secret.live_values.len());
+        for v in &secret.live_values {
+            let path = rel.trim_end_matches('/');
+            let target = crate::leaks::Target::DatabaseDynamic {
+                mount: route.entry.uuid.clone(),
+                role: path.strip_prefix("creds/").unwrap_or(path).to_owned(),
+                lease_id: lease_id.clone(),
+            };
+            live.push(self.leaks.token(v.expose(), target).await?);
+        }
         let entry = LeaseEntry {
+            leak_keys: live.iter().map(|l| l.key().to_owned()).collect(),
             lease_id: lease_id.clone(),
             mount_uuid: route.entry.uuid.clone(),
             mount_path: route.info.path.clone(),
@@ -392,7 +410,8 @@ impl Expiration {
                 lease_id.as_bytes(),
             ));
         }
-        self.view.batch(ops).await?;
+        View::batch_across(vec![(&self.view, ops), (self.leaks.view(), crate::leaks::ops(&live))])
+            .await?;
         self.offer(entry.due, due);
         // The token may have been revoked while the secret was being made, after its leases
         // were revoked: this one would outlive it. Take it back, and refuse.
@@ -635,7 +654,8 @@ impl Expiration {
             if let Some(t) = &e.token_id {
                 ops.push(BatchOp::Delete(format!("token/{t}/{name}")));
             }
-            self.view.batch(ops).await?;
+            let leak = e.leak_keys.iter().map(|k| BatchOp::Delete(k.clone())).collect();
+            View::batch_across(vec![(&self.view, ops), (self.leaks.view(), leak)]).await?;
             tracing::debug!(lease_id = %e.lease_id, "lease revoked");
             return Ok(Ok(()));
         }

@@ -66,6 +66,21 @@ pub struct Request {
     /// The client's key from `X-Coffer-Seal-To`: the answer's secret-bearing parts are sealed
     /// to it (see `crate::sealing`).
     pub seal_to: Option<coffer_hpke::Recipient>,
+    /// Which of the endpoints that take unseal key shares instead of a token the listener the
+    /// request came in on serves; the others answer as OpenBao's do then (405).
+    pub unauthed: UnauthedEndpoints,
+}
+
+/// OpenBao's listener options `disable_unauthed_generate_root_endpoints` and
+/// `disable_unauthed_rekey_endpoints`, turned the other way: `true` here is the option set to
+/// `false`. Default: neither is served, as in OpenBao (anyone who can reach them can cancel an
+/// operator's root generation or rekey).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnauthedEndpoints {
+    /// `sys/generate-root/attempt` and `sys/generate-root/update`.
+    pub generate_root: bool,
+    /// `sys/rekey/init`, `sys/rekey/update` and `sys/rekey/verify`.
+    pub rekey: bool,
 }
 
 impl Request {
@@ -85,6 +100,7 @@ impl Request {
             client_cert_chain: Vec::new(),
             wrap_ttl: None,
             seal_to: None,
+            unauthed: UnauthedEndpoints::default(),
         }
     }
 
@@ -245,6 +261,9 @@ pub struct SecretLease {
     /// Kept with the lease (in the barrier) and handed back at renewal and revocation; never
     /// sent to a client. E.g. the database user to drop.
     pub internal: Map<String, Value>,
+    /// Secret values that are live exactly as long as the lease (a database user's password),
+    /// for the liveness index: written with the lease, in its batch. Never stored in clear.
+    pub live_values: Vec<crate::secret::SecretString>,
 }
 
 /// Vault's `wrap_info` block: where a wrapped response waits and for how long.

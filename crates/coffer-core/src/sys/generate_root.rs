@@ -19,10 +19,8 @@ use zeroize::Zeroizing;
 use super::Ctx;
 use crate::logical::fields::Fields;
 use crate::logical::{Error, Operation, Response, Result};
-use crate::token::TOKEN_PREFIX;
-
-/// The length of a token Coffer makes ([`TOKEN_PREFIX`] + 32 base62 characters): the pad's.
-pub(crate) const OTP_LENGTH: usize = TOKEN_PREFIX.len() + 32;
+/// The length of a token Coffer makes (`coffer_wire::token_format::TOKEN_LEN`): the pad's.
+pub(crate) const OTP_LENGTH: usize = coffer_wire::token_format::TOKEN_LEN;
 
 /// One root generation under way.
 pub(crate) struct Attempt {
@@ -227,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_encoded_token_is_the_token_xor_the_pad_in_unpadded_base64() {
-        let token = format!("{TOKEN_PREFIX}{}", "a".repeat(32));
+        let token = format!("{}{}", crate::token::TOKEN_PREFIX, "a".repeat(36));
         let otp = "b".repeat(OTP_LENGTH);
         let enc = encode_token(&token, &otp).expect("encode");
         assert!(!enc.ends_with('='));

@@ -62,7 +62,16 @@ fn listed_within(ttl: Duration) -> Duration {
 /// `GET sys/ha-status` (authenticated; served by the active node).
 pub(crate) async fn status(core: &Core) -> Result<Response> {
     let Some(ha) = core.ha.get() else {
-        return Ok(Response::from_value(json!({ "nodes": Vec::<Value>::new() })));
+        // As OpenBao: a node without HA lists itself, as the active node.
+        let me = &core.config.node;
+        return Ok(Response::from_value(json!({ "nodes": [{
+            "hostname": me.hostname,
+            "api_address": me.api_addr,
+            "cluster_address": me.cluster_addr,
+            "active_node": true,
+            "last_echo": null,
+            "version": env!("CARGO_PKG_VERSION"),
+        }] })));
     };
     let lock = &ha.lock;
     let internal = |e: coffer_storage::Error| Error::Internal(e.to_string());

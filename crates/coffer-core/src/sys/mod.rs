@@ -6,6 +6,7 @@
 mod agent;
 mod audit;
 mod chaos;
+mod detect;
 mod events;
 pub(crate) mod generate_root;
 mod ha;
@@ -20,7 +21,10 @@ mod quotas;
 pub(crate) mod rekey;
 pub(crate) mod remount;
 
+pub(crate) use detect::load as load_detect_rules;
 pub(crate) use quotas::load as load_quotas;
+pub(crate) use quotas::moved_rules as moved_quota_rules;
+pub(crate) use quotas::rules_on as quota_rules_on;
 
 use std::sync::Arc;
 
@@ -236,6 +240,17 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     if paths::gated(rel) && !ctx.core.chaos.enabled() {
         return Err(Error::UnsupportedPath(format!("sys/{rel}")));
     }
+    // As OpenBao: a listener that does not serve them leaves these paths to the system
+    // backend, which has no handler for them, whatever the method and the token (its bare
+    // text: no multierror there).
+    let refused = match rel.trim_end_matches('/') {
+        "generate-root/attempt" | "generate-root/update" => !ctx.req.unauthed.generate_root,
+        "rekey/init" | "rekey/update" | "rekey/verify" => !ctx.req.unauthed.rekey,
+        _ => false,
+    };
+    if refused {
+        return Ok(Response::raw(405, json!({"errors": ["unsupported operation"]})));
+    }
     paths::check(rel, op)?;
     let write = matches!(op, Create | Update);
     match rel {
@@ -371,6 +386,12 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
                 return Ok(r);
             }
             if let Some(r) = quotas::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = crate::leaks::handle(ctx, rel).await? {
+                return Ok(r);
+            }
+            if let Some(r) = detect::handle(ctx, rel).await? {
                 return Ok(r);
             }
             Err(Error::UnsupportedPath(format!("sys/{rel}")))

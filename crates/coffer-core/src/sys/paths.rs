@@ -126,6 +126,36 @@ const DELIVERY: &[Field] = &[
     Field::map("agent", "The agent's own claims: `instance`, `hostname`, `pod`, `container`."),
 ];
 
+const DETECT_RULE: &[Field] = &[
+    Field::str("name", "The rule's name."),
+    Field::str(
+        "type",
+        "honeytoken, login_failures, token_cidr, many_paths, image_digest or rate_baseline.",
+    )
+    .required(),
+    Field::bool("enabled", "Whether the rule runs (default true)."),
+    Field::str("description", "What the rule is for."),
+    Field::str("priority", "Falco's priority for its alerts (default per type)."),
+    Field::comma_list("actions", "audit, webhook, revoke_token, revoke_role (default audit)."),
+    Field::str("webhook_url", "Where webhook posts (default: the detect block's)."),
+    Field::duration("cooldown", "No second alert about the same subject within it."),
+    Field::comma_list("tags", "Tags added to its alerts."),
+    Field::comma_list("paths", "honeytoken: the paths, `*` globs."),
+    Field::comma_list("operations", "honeytoken, many_paths: the operations counted."),
+    Field::int("threshold", "login_failures, many_paths: how many within the window."),
+    Field::duration("window", "login_failures, many_paths, rate_baseline: the window."),
+    Field::comma_list("per", "login_failures: source, role or both."),
+    Field::int("ipv4_prefix", "token_cidr: the issuing network's IPv4 prefix length."),
+    Field::int("ipv6_prefix", "token_cidr: the issuing network's IPv6 prefix length."),
+    Field::int("max_tokens", "token_cidr: tokens remembered at most."),
+    Field::duration("learn_for", "image_digest: how long a role's digests are learned."),
+    Field::int("min_observations", "image_digest: sightings needed before judging."),
+    Field::duration("bucket", "rate_baseline: the interval requests are counted in."),
+    Field::duration("warmup", "rate_baseline: how long an identity is watched first."),
+    Field::str("factor", "rate_baseline: how many times the baseline alerts."),
+    Field::int("min_requests", "rate_baseline: requests in a bucket needed to alert."),
+];
+
 /// Every `sys/` path, in the order help matches them (the first match documents a path).
 pub(crate) const PATHS: &[SysPath] = &[
     p(
@@ -462,6 +492,25 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[Read, Update, Delete],
         &[PASSWORD_NAME, Field::str("policy", "The policy, in HCL (or base64 of it).")],
     ),
+    p(
+        "leaks/check",
+        "Read: the key candidates are hashed with. Write: which hashes are live values, and where.",
+        &[Read, Update],
+        &[
+            Field::str("key_id", "The key_id read from sys/leaks/check."),
+            Field::str_list("hashes", "Lowercase hex HMAC-SHA256 of candidates (at most 10000)."),
+        ],
+    ),
+    p(
+        "leaks/report",
+        "Confirm leaked values and revoke or rotate them; also GitHub's alert format.",
+        &[Update],
+        &[
+            Field::str("key_id", "The key_id read from sys/leaks/check."),
+            Field::str_list("hashes", "Lowercase hex HMAC-SHA256 of leaked values."),
+            Field::bool("dry_run", "List what would be done, and do nothing."),
+        ],
+    ),
     p("audit", "The audit devices enabled, with where each one's hash chain stands.", &[Read], &[]),
     p(
         "audit/{path*}",
@@ -500,6 +549,27 @@ pub(crate) const PATHS: &[SysPath] = &[
         DELIVERY,
     )
     .audit_in_clear(AuditClear { keys: super::agent::FIELDS, valid: super::agent::is_valid }),
+    p(
+        "detect/status",
+        "Coffer only: whether detection is on, how many rules run, and the pipeline's counters \
+        (received, processed, dropped, alerts, webhook deliveries).",
+        &[Read],
+        &[],
+    ),
+    p(
+        "detect/alerts",
+        "Coffer only: the most recent detection alerts, newest first (kept in memory), and the \
+        pipeline's counters.",
+        &[Read],
+        &[Field::int("limit", "How many alerts at most (default 100).")],
+    ),
+    p("detect/rules", "Coffer only (sudo): the detection rules' names.", &[Read, List], &[]),
+    p(
+        "detect/rules/{name}",
+        "Coffer only (sudo): a detection rule: read, write or delete it (docs/detect.md).",
+        &[Read, Update, Delete],
+        DETECT_RULE,
+    ),
     p(
         "chaos/faults",
         "Coffer only, with `chaos { enabled = true }`: the chaos faults running (read, LIST), \

@@ -35,6 +35,36 @@ pub(crate) async fn load(core: &Core) -> Result<()> {
     Ok(())
 }
 
+/// A rule to store: its storage key (within the root view), its stored form, and the rule.
+pub(crate) type StoredRule = (String, zeroize::Zeroizing<Vec<u8>>, RateLimitRule);
+
+/// The rules on the mount at `from` (a full mount path: `secret/`, `auth/approle/`) moved to
+/// `to`, as OpenBao's remount moves them: every rule whose mount is `from`, with a path suffix or a role or neither;
+/// a rule on another mount, even one below `from`'s path, stays.
+pub(crate) fn moved_rules(core: &Core, from: &str, to: &str) -> Result<Vec<StoredRule>> {
+    core.quotas
+        .rules()
+        .into_iter()
+        .filter(|r| r.mount_path == from)
+        .map(|mut r| {
+            r.mount_path = to.to_owned();
+            let raw = crate::record::encode(&r)?;
+            Ok((format!("{PREFIX}{RULES}{}", r.name), raw, r))
+        })
+        .collect()
+}
+
+/// The storage keys (within the root view) and names of the rules on the mount at `mount`,
+/// which OpenBao deletes with the mount.
+pub(crate) fn rules_on(core: &Core, mount: &str) -> Vec<(String, String)> {
+    core.quotas
+        .rules()
+        .into_iter()
+        .filter(|r| r.mount_path == mount)
+        .map(|r| (format!("{PREFIX}{RULES}{}", r.name), r.name))
+        .collect()
+}
+
 impl Core {
     /// The rate limit quota covering `req`, applied: `None` when no rule covers it (always,
     /// at the cost of one atomic load, when no rule exists). The HTTP layer calls it before the
@@ -75,6 +105,7 @@ impl Core {
             caller: None,
             mount_type: "",
             non_hmac: Default::default(),
+            login: false,
         };
         if let Err(e) = active.audit.log_request(&record, message).await {
             tracing::warn!(error = %e, "a request refused by a rate limit quota could not be audited");

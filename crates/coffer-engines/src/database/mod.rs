@@ -84,10 +84,13 @@ pub(crate) struct Database {
     root_lock: Mutex<()>,
     /// Next rotation time of each static role, loaded on the first tick.
     due: Mutex<Option<HashMap<String, u64>>>,
+    /// The liveness index (none in unit tests): static passwords as they settle, dynamic
+    /// ones through their leases.
+    pub(crate) leaks: Option<coffer_core::leaks::LeakIndex>,
 }
 
 pub(crate) fn factory(cfg: BackendConfig) -> Result<Arc<dyn LogicalBackend>> {
-    let db = Database::new(cfg.view, PasswordSource::Policies(cfg.passwords));
+    let db = Database::new(cfg.view, PasswordSource::Policies(cfg.passwords), Some(cfg.leaks));
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn(rotation_task(Arc::downgrade(&db)));
     }
@@ -205,8 +208,13 @@ static PATHS: LazyLock<Paths<Database>> = LazyLock::new(|| {
 const NAME: &[Field] = &[Field::str("name", "The name of the config or role.")];
 
 impl Database {
-    pub(crate) fn new(view: View, passwords: PasswordSource) -> Arc<Self> {
+    pub(crate) fn new(
+        view: View,
+        passwords: PasswordSource,
+        leaks: Option<coffer_core::leaks::LeakIndex>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            leaks,
             view,
             passwords,
             conns: Mutex::new(HashMap::new()),
@@ -274,6 +282,23 @@ impl Database {
 impl Framework for Database {
     fn paths() -> &'static Paths<Self> {
         &PATHS
+    }
+
+    /// Every static role's current password into the liveness index (dynamic credentials
+    /// issued before the index are not: their passwords are not kept).
+    async fn index_live_values(&self) -> Result<u64> {
+        let Some(l) = &self.leaks else { return Ok(0) };
+        let mut n = 0;
+        for name in self.view.list("static-role/").await? {
+            let Some(r) = self.static_role(&name).await? else { continue };
+            if r.password().is_empty() {
+                continue;
+            }
+            let live = l.database_static(r.password().expose(), &name).await?;
+            View::batch_across(vec![(l.view(), vec![live.op()])]).await?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn renew_lease(&self, lease: &LeaseRequest<'_>) -> Result<()> {

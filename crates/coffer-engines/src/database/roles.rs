@@ -210,7 +210,13 @@ impl Database {
         }));
         Ok(Response {
             data: Some(into_map(json!({ "username": username, "password": password.expose() }))),
-            secret: Some(SecretLease { ttl, max_ttl, renewable: true, internal }),
+            secret: Some(SecretLease {
+                ttl,
+                max_ttl,
+                renewable: true,
+                internal,
+                live_values: vec![password.clone()],
+            }),
             ..Response::default()
         })
     }

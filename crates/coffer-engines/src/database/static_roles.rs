@@ -15,7 +15,7 @@
 use coffer_core::framework::{Default, Field, Req};
 use coffer_core::record;
 use coffer_core::time::rfc3339;
-use coffer_core::{Error, Response, Result, SecretString};
+use coffer_core::{BatchOp, Error, Response, Result, SecretString, View};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -106,13 +106,48 @@ impl StaticRole {
     }
 }
 
+impl StaticRole {
+    /// The password the database has now.
+    pub(crate) fn password(&self) -> &SecretString {
+        &self.password
+    }
+}
+
 impl Database {
     pub(crate) async fn static_role(&self, name: &str) -> Result<Option<StaticRole>> {
         record::load(&self.view, &format!("static-role/{name}")).await
     }
 
     async fn store_static(&self, name: &str, r: &StaticRole) -> Result<()> {
-        self.view.put(&format!("static-role/{name}"), &record::encode(r)?).await?;
+        self.store_static_live(name, r, None).await
+    }
+
+    /// [`Self::store_static`]; with `replaced` (the password until now), the role's password
+    /// just became the live one: it goes into the liveness index, and the old one out, in the
+    /// same batch.
+    async fn store_static_live(
+        &self,
+        name: &str,
+        r: &StaticRole,
+        replaced: Option<&SecretString>,
+    ) -> Result<()> {
+        let raw = record::encode(r)?;
+        let key = format!("static-role/{name}");
+        match (&self.leaks, replaced) {
+            (Some(l), Some(old)) => {
+                let live = l.database_static(r.password.expose(), name).await?;
+                let mut ops = vec![live.op()];
+                if !old.is_empty() && old != &r.password {
+                    ops.push(l.database_static_removal(old.expose(), name).await?);
+                }
+                View::batch_across(vec![
+                    (&self.view, vec![BatchOp::Put(key, &raw)]),
+                    (l.view(), ops),
+                ])
+                .await?
+            }
+            _ => self.view.put(&key, &raw).await?,
+        }
         if let Some(due) = self.due.lock().await.as_mut() {
             due.insert(name.to_owned(), r.next_rotation);
         }
@@ -302,13 +337,15 @@ impl Database {
         .await
         .map_err(|f| SetFailure { error: f.error, maybe_set: f.maybe_committed })?;
         let at = now_unix();
-        r.password = new;
+        let old = std::mem::replace(&mut r.password, new);
         r.pending_password = None;
         r.last_vault_rotation = at;
         r.failures = 0;
         r.next_rotation = r.next_after(at);
         // Stays pending on failure, and the next pass sets it again.
-        self.store_static(name, r).await.map_err(|error| SetFailure { error, maybe_set: true })?;
+        self.store_static_live(name, r, Some(&old))
+            .await
+            .map_err(|error| SetFailure { error, maybe_set: true })?;
         tracing::info!(role = name, db = r.db_name, "database engine: static role rotated");
         Ok(())
     }

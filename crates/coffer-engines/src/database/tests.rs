@@ -15,7 +15,7 @@ use super::*;
 async fn engine() -> Arc<Database> {
     let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
     barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly)
+    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly, None)
 }
 
 fn mount() -> MountInfo {
@@ -625,6 +625,7 @@ async fn a_display_name_holding_template_syntax_creates_the_user_the_lease_names
         bound_cidrs: vec![],
         max_ttl: 0,
         revoking: false,
+        leak_key: String::new(),
     };
     let data = Map::new();
     let m = mount();

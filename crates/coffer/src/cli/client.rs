@@ -172,6 +172,23 @@ pub(super) fn client(g: &Global) -> Result<Client> {
 /// What a failed command prints on stderr: a refusal in vault's shape (`Error making API
 /// request.` with the method and URL), followed by advice for the common refusals; a failure to
 /// connect with advice by cause; anything else as `Error: ` and its chain.
+/// What turns on the unseal-share endpoints a listener refuses by default (OpenBao's 405 does
+/// not say).
+fn key_share_advice(url: &str) -> String {
+    let option = if url.contains("/v1/sys/generate-root/") {
+        "disable_unauthed_generate_root_endpoints"
+    } else if url.contains("/v1/sys/rekey/") {
+        "disable_unauthed_rekey_endpoints"
+    } else {
+        return String::new();
+    };
+    format!(
+        "\n\nThe server's listener does not serve this endpoint without a token (the default). An \
+         operator can set {option} = false on a listener only operators reach and restart the \
+         server (see docs/operations.md)."
+    )
+}
+
 pub(super) fn explain(e: &anyhow::Error) -> String {
     if let Some(api) = e.downcast_ref::<coffer_api::Error>() {
         return match api {
@@ -189,6 +206,7 @@ pub(super) fn explain(e: &anyhow::Error) -> String {
                             policies do not allow this. Log in with `coffer login` or set \
                             COFFER_TOKEN, and check the token's policies with `coffer token lookup`."
                         .to_owned(),
+                    405 => key_share_advice(url),
                     _ => String::new(),
                 };
                 format!("{}{advice}", api_error(*status, errors, method, url))

@@ -13,6 +13,7 @@ mod capabilities;
 mod chaos;
 mod ci;
 mod client;
+mod detect;
 mod events;
 mod generic;
 mod keyops;
@@ -24,6 +25,7 @@ mod operator;
 mod output;
 mod policy;
 mod prompt;
+mod scan;
 mod server;
 mod token;
 mod transit;
@@ -105,6 +107,14 @@ pub(crate) enum Command {
     /// Subscribe to event notifications (secret changes), one JSON object a line
     #[command(subcommand)]
     Events(events::EventsCmd),
+    /// Find secrets in files, git history and image archives, and ask the server which are live
+    /// (keyed hashes only); -respond revokes or rotates them. Exit 1 when a live leak is found, 64
+    /// on a usage error
+    #[command(long_about = scan::LONG_ABOUT, after_help = scan::AFTER_HELP)]
+    Scan(scan::ScanArgs),
+    /// Detection rules over the audit stream: recent alerts, counters, and the rules
+    #[command(subcommand)]
+    Detect(detect::DetectCmd),
     /// Read data at PATH (e.g. `coffer read secret/app`)
     Read(generic::PathArgs),
     /// Write data to PATH: `coffer write secret/app password=s3cr3t cert=@cert.pem`, or `-` for a JSON object on stdin
@@ -146,6 +156,21 @@ fn command() -> clap::Command {
                 sub = sub.arg(a.clone().global(false).hide(true));
             }
         }
+        // `coffer scan -format` has a value of its own (sarif): the global flag is kept out of it
+        // the same way, under a long name nobody types, so the two do not collide.
+        // -field and -wrap-ttl mean nothing to it and are hidden the same way.
+        if sub.get_name() == "scan" {
+            for a in &client_flags {
+                match a.get_id().as_str() {
+                    "format" => {
+                        sub =
+                            sub.arg(a.clone().global(false).hide(true).long("client-output-format"))
+                    }
+                    "field" | "wrap_ttl" => sub = sub.arg(a.clone().global(false).hide(true)),
+                    _ => {}
+                }
+            }
+        }
         sub
     })
 }
@@ -165,6 +190,10 @@ pub(crate) fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
             eprintln!("{}", args::as_typed(e.render().to_string().trim_end(), &typed));
+            // `coffer scan` promises CI a usage error distinct from "a leak was found" (1).
+            if first_word(&typed) == Some("scan") {
+                return ExitCode::from(scan::EXIT_USAGE);
+            }
             return ExitCode::from(1);
         }
         Err(e) => {
@@ -194,6 +223,12 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// The subcommand typed: the first argument that is not a flag. (A global flag given before it
+/// with its value as a separate word would be taken for it; `-flag=value` is not.)
+fn first_word(typed: &[std::ffi::OsString]) -> Option<&str> {
+    typed.iter().skip(1).filter_map(|a| a.to_str()).find(|a| !a.starts_with('-'))
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -226,11 +261,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Transit(t) => transit::run(g, t).await,
         Command::Lease(l) => lease::run(g, l).await,
         Command::Events(e) => events::run(g, e).await,
+        Command::Detect(d) => detect::run(g, d).await,
         Command::Read(a) => generic::read(g, a).await,
         Command::List(a) => generic::list(g, a).await,
         Command::Delete(a) => generic::delete(g, a).await,
         Command::Write(a) => generic::write(g, a).await,
         Command::PathHelp(a) => generic::path_help(g, a).await,
+        Command::Scan(a) => scan::run(g, a).await,
         // Answered in `main`, before a runtime is started.
         Command::Completion { .. } | Command::Version | Command::Print(_) => Ok(ExitCode::SUCCESS),
     }
@@ -263,6 +300,22 @@ mod tests {
         let e = command().try_get_matches_from(args).expect_err("help is an early exit");
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         e.render().to_string()
+    }
+
+    #[test]
+    fn scan_help_explains_and_has_its_own_format() {
+        let scan = help(&["coffer", "scan", "--help"]);
+        assert!(scan.contains("sarif") && scan.contains("Exit status: 0"), "{scan}");
+        assert!(scan.contains("--ca-cert"), "{scan}");
+        for flag in ["--field", "--wrap-ttl", "--client-output-format"] {
+            assert!(!scan.contains(flag), "{flag} in:\n{scan}");
+        }
+        let parsed = command()
+            .try_get_matches_from(["coffer", "scan", "--format=sarif", "."])
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .expect("parses");
+        assert!(matches!(parsed.command, Command::Scan(_)));
+        assert_eq!(parsed.global.format, output::Format::Table);
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             login_limit: coffer_core::LoginLimit::default(),
             pid_file: None,
             chaos: coffer_core::ChaosConfig::default(),
+            detect: coffer_core::detect::DetectConfig::default(),
             prometheus_retention: std::time::Duration::from_secs(24 * 3600),
         };
         let root = a

@@ -110,7 +110,7 @@ async fn tokens_are_created_looked_up_renewed_and_revoked_with_their_children() 
     }))).await;
     assert_eq!(code, 200, "{b}");
     let parent = b["auth"]["client_token"].as_str().expect("token").to_owned();
-    assert!(parent.starts_with("cfs."));
+    assert!(parent.starts_with("cfs_"));
     assert_eq!(b["auth"]["lease_duration"], 3600);
     assert_eq!(b["auth"]["renewable"], true);
     assert_eq!(b["auth"]["metadata"]["team"], "payments");

@@ -91,7 +91,7 @@ async fn bootstrap_flow_with_the_cli_wrapped_single_use_secret_id() {
     ))
     .trim()
     .to_owned();
-    assert!(wrapped.starts_with("cfs."), "{wrapped}");
+    assert!(wrapped.starts_with("cfw_"), "{wrapped}");
 
     // Anyone may see what a wrapping token is without using it up.
     let (code, look) =
@@ -102,7 +102,11 @@ async fn bootstrap_flow_with_the_cli_wrapped_single_use_secret_id() {
 
     // Workload: unwrap (no token of its own), log in, read its secret.
     let secret_id = ok(s.cli(None, &["unwrap", "-field=secret_id", &wrapped])).trim().to_owned();
-    assert_eq!(secret_id.len(), 36, "a UUID: {secret_id}");
+    assert_eq!(
+        coffer_api::token_format::is_valid(&secret_id),
+        Some(coffer_api::token_format::TokenKind::SecretId),
+        "{secret_id}"
+    );
     let login = s.cli_stdin(
         None,
         &["login", "-method=approle", "-format=json", &format!("role_id={role_id}"), "secret_id=-"],

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{Server, default_config, tempdir};
+use crate::common::{
+    KEY_SHARE_ENDPOINTS, Server, Storage, default_config, plain_config_with, tempdir,
+};
 
 async fn status(s: &Server) -> serde_json::Value {
     s.call("GET", "sys/seal-status", None, None).await.1
@@ -91,7 +93,7 @@ async fn recovery_shares_replace_unseal_shares_for_generate_root() {
     let node_dir = dir.path().join("node");
     let config = format!(
         "{}seal \"static\" {{\n  current_key_id = \"k1\"\n  current_key = \"file://{}\"\n}}\n",
-        default_config(&node_dir),
+        plain_config_with(&node_dir, Storage::Default, KEY_SHARE_ENDPOINTS),
         key.display()
     );
     let s = Server::start_with(&node_dir, &config, "http");

@@ -64,8 +64,17 @@ pub(crate) fn storage_block(dir: &Path, storage: Storage) -> String {
 }
 
 fn plain_config(dir: &Path, storage: Storage) -> String {
+    plain_config_with(dir, storage, "")
+}
+
+/// The listener lines that serve `sys/generate-root/*` and `sys/rekey/*` without a token
+/// (refused by default, as in OpenBao).
+pub(crate) const KEY_SHARE_ENDPOINTS: &str = "  disable_unauthed_generate_root_endpoints = false\n  disable_unauthed_rekey_endpoints = false\n";
+
+/// A plain-HTTP config with `listener` (whole lines) added to its listener block.
+pub(crate) fn plain_config_with(dir: &Path, storage: Storage, listener: &str) -> String {
     format!(
-        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\nlog_level = \"trace\"\n",
+        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n{listener}}}\nlog_level = \"trace\"\n",
         storage_block(dir, storage)
     )
 }
@@ -297,7 +306,12 @@ impl Server {
     }
 
     pub(crate) async fn ready_on(dir: &Path, storage: Storage) -> (Server, Vec<String>, String) {
-        let s = Server::start_with(dir, &plain_config(dir, storage), "http");
+        Self::ready_with(dir, &plain_config(dir, storage)).await
+    }
+
+    /// [`Server::ready`] on `config`.
+    pub(crate) async fn ready_with(dir: &Path, config: &str) -> (Server, Vec<String>, String) {
+        let s = Server::start_with(dir, config, "http");
         let (keys, root) = s.init(1, 1).await;
         s.unseal(&keys).await;
         (s, keys, root)

@@ -25,7 +25,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::common::{Server, tempdir};
+use crate::common::{Server, Storage, plain_config_with, tempdir};
 
 /// OpenBao's version the suite compares against (scripts/lib/openbao.sh installs it).
 const BAO_VERSION: &str = "2.7.2";
@@ -55,7 +55,26 @@ struct Feature {
     /// the shared test cluster: `${pg_url}`, `${pg_user}`, `${pg_password}`, `${pg_db}`).
     #[serde(default)]
     needs: Vec<Need>,
+    /// Listener options both servers get (only those in [`LISTENER_OPTIONS`]).
+    #[serde(default)]
+    listener: BTreeMap<String, bool>,
     steps: Vec<Step>,
+}
+
+/// The listener options a file may set, the same for OpenBao and Coffer: whether the listener
+/// serves `sys/generate-root/*` and `sys/rekey/*` without a token (by default neither does).
+const LISTENER_OPTIONS: [&str; 2] =
+    ["disable_unauthed_generate_root_endpoints", "disable_unauthed_rekey_endpoints"];
+
+/// `listener` as lines for an HCL listener block.
+fn listener_lines(listener: &BTreeMap<String, bool>) -> String {
+    listener
+        .iter()
+        .map(|(k, v)| {
+            assert!(LISTENER_OPTIONS.contains(&k.as_str()), "unknown listener option {k:?}");
+            format!("  {k} = {v}\n")
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -231,10 +250,10 @@ impl Drop for Bao {
 }
 
 impl Bao {
-    async fn start() -> Bao {
+    async fn start(listener: &str) -> Bao {
         // Another test can take the free port between its probe and bao's bind: a new port then.
         for _ in 0..5 {
-            if let Some(bao) = Bao::try_start().await {
+            if let Some(bao) = Bao::try_start(listener).await {
                 return bao;
             }
         }
@@ -242,12 +261,11 @@ impl Bao {
     }
 
     /// `None` when bao could not bind its port (taken since it was found free).
-    async fn try_start() -> Option<Bao> {
+    async fn try_start(listener: &str) -> Option<Bao> {
         let dir = tempdir();
-        // OpenBao refuses the unauthenticated sys/rekey/* (since 2.5.0) and sys/generate-root/*
-        // (since 2.5.3) endpoints unless its listener allows them; Coffer serves them as Vault
-        // does, so the suite turns them back on to compare the answers. Its Prometheus retention
-        // is set to Coffer's default (24h; OpenBao's is 0, Prometheus off) so sys/metrics compares.
+        // `listener`: the file's listener options (see LISTENER_OPTIONS). OpenBao's Prometheus
+        // retention is set to Coffer's default (24h; OpenBao's is 0, Prometheus off) so
+        // sys/metrics compares.
         // A free port: bao's config needs a number. Another process could take it between the
         // drop and bao's bind; the start-up check below then gives up on this port.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -259,7 +277,7 @@ impl Bao {
         std::fs::write(
             &cfg,
             format!(
-                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  disable_unauthed_rekey_endpoints = false\n  disable_unauthed_generate_root_endpoints = false\n}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\ntelemetry {{\n  prometheus_retention_time = \"24h\"\n}}\n"
+                "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n{listener}}}\ndisable_mlock = true\nlog_level = \"warn\"\nunsafe_allow_api_audit_creation = true\ntelemetry {{\n  prometheus_retention_time = \"24h\"\n}}\n"
             ),
         )
         .expect("bao config");
@@ -439,6 +457,7 @@ struct Normalizer {
     time: Regex,
     uuid: Regex,
     token: Regex,
+    secret_id: Regex,
     /// Transit's `vault:vN:<base64>` ciphertexts, signatures and HMACs: random (a fresh nonce,
     /// a key of each server's own), so only the version is compared.
     transit: Regex,
@@ -462,8 +481,15 @@ impl Normalizer {
                 .expect("re"),
             uuid: Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
                 .expect("re"),
-            // Vault/OpenBao `hvs.`/`hvb.`/`s.`/`b.`, Coffer `cfs.`.
-            token: Regex::new(r"\b(hvs|hvb|s|b|cfs)\.[A-Za-z0-9]{20,}").expect("re"),
+            // Vault/OpenBao `hvs.`/`hvb.`/`s.`/`b.`, Coffer's earlier `cfs.`, and Coffer's
+            // checksummed `cfs_`/`cfb_`/`cfw_` (docs/leaks.md).
+            token: Regex::new(
+                r"\b((hvs|hvb|s|b|cfs)\.[A-Za-z0-9]{20,}|(cfs|cfb|cfw)_[0-9A-Za-z]{36}\b)",
+            )
+            .expect("re"),
+            // Coffer's AppRole secret IDs are `cfa_` tokens where OpenBao's are UUIDs: a
+            // deliberate difference (docs/api.md), compared as the id it stands for.
+            secret_id: Regex::new(r"\bcfa_[0-9A-Za-z]{36}\b").expect("re"),
             transit: Regex::new(r"\bvault:v(\d+):[A-Za-z0-9+/=_-]+").expect("re"),
             pem: Regex::new(r"-----BEGIN ([A-Z ]+)-----[A-Za-z0-9+/=\s]+-----END [A-Z ]+-----")
                 .expect("re"),
@@ -479,6 +505,7 @@ impl Normalizer {
             }
         }
         let s = self.time.replace_all(&s, "<time>");
+        let s = self.secret_id.replace_all(&s, "<uuid>");
         let s = self.uuid.replace_all(&s, "<uuid>");
         let s = self.transit.replace_all(&s, "vault:v$1:<base64>");
         let s = self.pem.replace_all(&s, "<PEM $1>");
@@ -668,11 +695,13 @@ async fn run_feature(
     f: &Feature,
     client: &reqwest::Client,
 ) -> Vec<(String, String, Difference)> {
-    let bao = Bao::start().await;
+    let listener = listener_lines(&f.listener);
+    let bao = Bao::start(&listener).await;
     let dir = tempdir();
+    let config = plain_config_with(dir.path(), Storage::Default, &listener);
     let (coffer, mut sides) = match f.start {
         Start::Ready => {
-            let (c, keys, root) = Server::ready(dir.path()).await;
+            let (c, keys, root) = Server::ready_with(dir.path(), &config).await;
             let mut cv = Vars::new();
             cv.insert("root".into(), root);
             cv.insert("unseal_key".into(), keys[0].clone());
@@ -706,7 +735,7 @@ async fn run_feature(
             (c, [Side { addr: bao.addr.clone(), vars: bv }, Side { addr, vars: cv }])
         }
         Start::Uninitialized => {
-            let c = Server::start(dir.path());
+            let c = Server::start_with(dir.path(), &config, "http");
             let addr = c.addr.clone();
             (
                 c,

@@ -256,14 +256,17 @@ fn script_for(block: &Block, cmd: &DocCommand) -> String {
     s
 }
 
-/// Output with what differs from run to run replaced by a placeholder: tokens (`cfs.…`),
+/// Output with what differs from run to run replaced by a placeholder: tokens (`cfs_…`,
+/// `cfw_…`, `cfa_…`, and the earlier `cfs.…`),
 /// UUIDs (request ids), RFC 3339 times, HMACs and token accessors (24 letters and digits);
 /// column padding is collapsed, since it follows the widths.
 fn normalize(text: &str) -> String {
     let word = |w: &str| -> String {
         let core = w.trim_matches(|c| c == '"' || c == ',');
         let alnum = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric());
-        let kind = if core.starts_with("cfs.") {
+        let kind = if core.starts_with("cfs.")
+            || ["cfs_", "cfb_", "cfw_", "cfa_"].iter().any(|p| core.starts_with(p))
+        {
             "<token>"
         } else if core.starts_with("hmac-sha256:") {
             "<hmac>"
@@ -533,6 +536,7 @@ fn the_extractor_reads_commands_comments_and_heredocs() {
         normalize("token   cfs.oXru\nid  \"f87e857e-cd5c-419d-b8d4-56d393ac3673\",\n"),
         "token <token>\nid \"<uuid>\","
     );
+    assert_eq!(normalize("secret_id cfa_0Ab"), "secret_id <token>");
     assert_eq!(normalize("created_time 2026-11-23T00:00:32Z"), "created_time <time>");
     assert_eq!(normalize("token_accessor rp91eYKtoZdpTib73HXwoynT"), "token_accessor <accessor>");
     assert_eq!(normalize("token_accessor eMiQWZvyqTxxilSrxLWIAlll"), "token_accessor <accessor>");

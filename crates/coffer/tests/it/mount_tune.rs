@@ -163,3 +163,90 @@ async fn a_kv_mount_is_upgraded_to_version_2_in_place_and_never_downgraded() {
     let (code, _) = tune(json!({"version": "2"})).await;
     assert_eq!(code, 204, "the same version again changes nothing");
 }
+
+/// Writers that keep writing while their kv mount is upgraded: a write in flight when the
+/// upgrade starts is finished before the data is converted, a write that arrives during it waits
+/// and is then served by the version 2 engine. Every write the server acknowledged is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_when_a_kv_mount_is_upgraded_under_load() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    s.call("POST", "sys/mounts/kv", Some(&root), Some(json!({"type": "kv"}))).await;
+    // Enough data that the conversion takes a while.
+    for n in 0..300 {
+        let (code, b) =
+            s.call("PUT", &format!("kv/pre/{n}"), Some(&root), Some(json!({"v": n}))).await;
+        assert_eq!(code, 204, "{b}");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let (client, addr, root) = (s.http(), s.addr.clone(), root.clone());
+        let (stop, written) = (stop.clone(), written.clone());
+        writers.push(tokio::spawn(async move {
+            // (key, value) of every acknowledged write; after a version 1 write is refused the
+            // writer goes on in version 2's layout.
+            let mut acked = Vec::new();
+            let mut v2 = false;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("w{w}/{n}");
+                let (url, body) = if v2 {
+                    (format!("{addr}/v1/kv/data/{key}"), json!({"data": {"v": n}}))
+                } else {
+                    (format!("{addr}/v1/kv/{key}"), json!({"v": n}))
+                };
+                let resp = client
+                    .put(url)
+                    .header("X-Vault-Token", &root)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send");
+                let code = resp.status().as_u16();
+                let text = resp.text().await.expect("body");
+                assert!(code < 500, "{key}: {code} {text}");
+                if (200..300).contains(&code) {
+                    acked.push((key, n, v2));
+                    written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    assert!(!v2, "a version 2 write refused: {code} {text}");
+                    v2 = true;
+                }
+                n += 1;
+            }
+            acked
+        }));
+    }
+    while written.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (code, b) = s
+        .call("POST", "sys/mounts/kv/tune", Some(&root), Some(json!({"options": {"version": "2"}})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let after = written.load(std::sync::atomic::Ordering::Relaxed);
+    while written.load(std::sync::atomic::Ordering::Relaxed) < after + 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut before_upgrade = 0;
+    let mut after_upgrade = 0;
+    for writer in writers {
+        for (key, n, v2) in writer.await.expect("writer") {
+            if v2 {
+                after_upgrade += 1
+            } else {
+                before_upgrade += 1
+            }
+            let (code, b) = s.call("GET", &format!("kv/data/{key}"), Some(&root), None).await;
+            assert_eq!((code, b["data"]["data"]["v"].as_u64()), (200, Some(n)), "{key}: {b}");
+        }
+    }
+    assert!(before_upgrade >= 60 && after_upgrade >= 60, "{before_upgrade} {after_upgrade}");
+    for n in 0..300 {
+        let (code, b) = s.call("GET", &format!("kv/data/pre/{n}"), Some(&root), None).await;
+        assert_eq!((code, b["data"]["data"]["v"].as_u64()), (200, Some(n)), "pre/{n}: {b}");
+    }
+}

@@ -6,11 +6,18 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::audit::enable_file_device;
-use crate::common::{Server, ok, stderr, stdout, tempdir};
+use crate::common::{
+    KEY_SHARE_ENDPOINTS, Server, Storage, ok, plain_config_with, stderr, stdout, tempdir,
+};
 
 /// A server initialized with 3 shares, threshold 2, unsealed: (server, hex shares, root token).
+/// Its listener serves `sys/generate-root/*` and `sys/rekey/*` (refused by default).
 pub(crate) async fn three_shares(dir: &std::path::Path) -> (Server, Vec<String>, String) {
-    let s = Server::start(dir);
+    let s = Server::start_with(
+        dir,
+        &plain_config_with(dir, Storage::Default, KEY_SHARE_ENDPOINTS),
+        "http",
+    );
     let (keys, root) = s.init(3, 2).await;
     s.unseal(&keys[..2]).await;
     (s, keys, root)
@@ -26,6 +33,84 @@ pub(crate) fn tampered(hex_share: &str) -> String {
 fn decode(encoded: &str, otp: &str) -> String {
     let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded).expect("b64");
     raw.iter().zip(otp.bytes()).map(|(a, b)| (a ^ b) as char).collect()
+}
+
+/// As OpenBao (2.5+): a listener serves `sys/generate-root/*` and `sys/rekey/*` only when its
+/// `disable_unauthed_*_endpoints` option is false; by default they answer OpenBao's bare 405,
+/// with a token or without, change nothing, and are audited.
+#[tokio::test]
+async fn key_share_endpoints_are_refused_by_default_and_per_option() {
+    let dir = tempdir();
+    let (s, keys, root) = Server::ready(dir.path()).await;
+    let log = dir.path().join("audit.log");
+    enable_file_device(&s, &root, &log).await;
+    let refused = [
+        "sys/generate-root/attempt",
+        "sys/generate-root/update",
+        "sys/rekey/init",
+        "sys/rekey/update",
+        "sys/rekey/verify",
+    ];
+    for path in refused {
+        for method in ["GET", "PUT", "DELETE"] {
+            for token in [None, Some(root.as_str())] {
+                let (code, b) = s.call(method, path, token, Some(json!({"key": &keys[0]}))).await;
+                assert_eq!(
+                    (code, b),
+                    (405, json!({"errors": ["unsupported operation"]})),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    // The token-checked paths around them are as before.
+    assert_eq!(s.call("GET", "sys/generate-root", None, None).await.0, 403);
+    assert_eq!(s.call("GET", "sys/rekey/backup", Some(&root), None).await.0, 400);
+    let audited = crate::audit::entries(&log)
+        .iter()
+        .filter(|e| e["type"] == "response")
+        .filter(|e| refused.iter().any(|p| e["request"]["path"] == *p))
+        .count();
+    assert_eq!(audited, refused.len() * 6, "each refusal is audited");
+    // The CLI says what the server said.
+    let out = s.cli(None, &["operator", "generate-root", "-status"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unsupported operation"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("disable_unauthed_generate_root_endpoints = false"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.cli(Some(&root), &["operator", "rekey", "-status"]);
+    assert!(stderr(&out).contains("disable_unauthed_rekey_endpoints = false"), "{}", stderr(&out));
+    // Sealed, the seal answers first, as in OpenBao.
+    assert_eq!(s.call("PUT", "sys/seal", Some(&root), None).await.0, 204);
+    let (code, _) = s.call("GET", "sys/generate-root/attempt", None, None).await;
+    assert_eq!(code, 503);
+    drop(s);
+
+    // One option without the other.
+    let dir = tempdir();
+    let config = plain_config_with(
+        dir.path(),
+        Storage::Default,
+        "  disable_unauthed_rekey_endpoints = false\n",
+    );
+    let (s, _, root) = Server::ready_with(dir.path(), &config).await;
+    let (code, b) = s.call("GET", "sys/rekey/init", None, None).await;
+    assert_eq!((code, b["started"].clone()), (200, json!(false)), "{b}");
+    let (code, _) = s.call("GET", "sys/generate-root/attempt", None, None).await;
+    assert_eq!(code, 405);
+    let (_, c) = s.call("GET", "sys/config/state/sanitized", Some(&root), None).await;
+    let l = &c["data"]["listeners"][0]["config"];
+    assert_eq!(
+        (
+            l["disable_unauthed_generate_root_endpoints"].clone(),
+            l["disable_unauthed_rekey_endpoints"].clone()
+        ),
+        (json!(true), json!(false)),
+        "{c}"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +250,7 @@ async fn the_cli_generates_decodes_and_cancels_as_vault_does() {
     let (s, keys, _root) = three_shares(dir.path()).await;
 
     let otp = ok(s.cli(None, &["operator", "generate-root", "-generate-otp"])).trim().to_owned();
-    assert_eq!(otp.len(), 36, "{otp}");
+    assert_eq!(otp.len(), 40, "{otp}");
     let out = ok(s.cli(None, &["operator", "generate-root", "-init", &format!("-otp={otp}")]));
     assert!(out.contains("Started") && out.contains("0/2"), "{out}");
     let st: Value = serde_json::from_str(&ok(
@@ -194,7 +279,7 @@ async fn the_cli_generates_decodes_and_cancels_as_vault_does() {
     ))
     .trim()
     .to_owned();
-    assert!(token.starts_with("cfs."), "{token}");
+    assert!(token.starts_with("cfs_"), "{token}");
     let me = ok(s.cli(Some(&token), &["token", "lookup", "-format=json"]));
     assert!(me.contains("\"root\""), "{me}");
 

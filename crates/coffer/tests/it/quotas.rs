@@ -265,3 +265,38 @@ async fn a_role_quota_limits_that_roles_logins_only() {
     let (code, _) = login("other").await;
     assert_ne!(code, 429, "another role is not covered");
 }
+
+/// As OpenBao: disabling a secrets engine or an auth method deletes the quotas on it (on the
+/// mount, below it, or on a role), for good; a new mount at the same path starts with none.
+#[tokio::test]
+async fn quotas_on_a_disabled_mount_are_deleted_with_it() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    for (path, body) in [
+        ("sys/mounts/gone", json!({"type": "kv"})),
+        ("sys/mounts/kept", json!({"type": "kv"})),
+        ("sys/auth/up", json!({"type": "userpass"})),
+        ("sys/quotas/rate-limit/on-gone", json!({"path": "gone/", "rate": 1, "interval": "1h"})),
+        ("sys/quotas/rate-limit/below-gone", json!({"path": "gone/x", "rate": 1})),
+        ("sys/quotas/rate-limit/on-up", json!({"path": "auth/up/", "rate": 1})),
+        ("sys/quotas/rate-limit/on-kept", json!({"path": "kept/", "rate": 1})),
+    ] {
+        let (code, b) = put(&s, &root, path, body).await;
+        assert_eq!(code, 204, "{path}: {b}");
+    }
+    assert_eq!(s.call("DELETE", "sys/mounts/gone", Some(&root), None).await.0, 204);
+    assert_eq!(s.call("DELETE", "sys/auth/up", Some(&root), None).await.0, 204);
+    for restarted in [false, true] {
+        if restarted {
+            s.restart();
+            s.unseal(&keys).await;
+        }
+        let (_, l) = s.call("LIST", "sys/quotas/rate-limit", Some(&root), None).await;
+        assert_eq!(l["data"]["keys"], json!(["on-kept"]), "restarted: {restarted}: {l}");
+    }
+    let (code, _) = put(&s, &root, "sys/mounts/gone", json!({"type": "kv"})).await;
+    assert_eq!(code, 204);
+    for _ in 0..3 {
+        assert_eq!(get(&s, &root, "gone/x").await.0, 404, "a new mount has no quota");
+    }
+}

@@ -169,3 +169,56 @@ async fn a_moved_database_engines_leases_renew_and_revoke_under_the_new_path() {
     assert_eq!(code, 200, "{b}");
     assert!(b["lease_id"].as_str().expect("lease").starts_with("db2/creds/readonly/"));
 }
+
+/// As OpenBao: a move takes the rate limit quotas on the mount with it (on the whole mount, or
+/// on a path below it); a quota on another mount stays. Coffer stores the moved quotas with the
+/// mount table, so they are still on the new path after a restart.
+#[tokio::test]
+async fn quotas_on_a_moved_mount_move_with_it_and_stay_moved_after_a_restart() {
+    let dir = tempdir();
+    let (mut s, keys, root) = Server::ready(dir.path()).await;
+    for (path, body) in [
+        ("sys/mounts/old", json!({"type": "kv"})),
+        ("sys/mounts/older", json!({"type": "kv"})),
+        ("sys/quotas/rate-limit/on-mount", json!({"path": "old/", "rate": 2, "interval": "1h"})),
+        ("sys/quotas/rate-limit/below", json!({"path": "old/hot", "rate": 1, "interval": "1h"})),
+        ("sys/quotas/rate-limit/beside", json!({"path": "older/", "rate": 1, "interval": "1h"})),
+    ] {
+        let (code, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert_eq!(code, 204, "{path}: {b}");
+    }
+    let (code, b) =
+        s.call("POST", "sys/remount", Some(&root), Some(json!({"from": "old", "to": "new"}))).await;
+    assert_eq!(code, 200, "{b}");
+    let path_of = async |s: &Server, name: &str| {
+        let (_, b) =
+            s.call("GET", &format!("sys/quotas/rate-limit/{name}"), Some(&root), None).await;
+        b["data"]["path"].as_str().expect("path").to_owned()
+    };
+    for restarted in [false, true] {
+        if restarted {
+            s.restart();
+            s.unseal(&keys).await;
+        }
+        assert_eq!(path_of(&s, "on-mount").await, "new/", "restarted: {restarted}");
+        assert_eq!(path_of(&s, "below").await, "new/hot", "restarted: {restarted}");
+        assert_eq!(path_of(&s, "beside").await, "older/", "restarted: {restarted}");
+        // In force on the new path: the mount's budget of 2, and the path's own of 1.
+        let codes = async |p: &str, n: usize| {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(s.call("GET", p, Some(&root), None).await.0);
+            }
+            out
+        };
+        assert_eq!(codes("new/x", 3).await, [404, 404, 429], "restarted: {restarted}");
+        assert_eq!(codes("new/hot", 2).await, [404, 429], "restarted: {restarted}");
+        // A new mount at the old path is not covered.
+        if !restarted {
+            let (code, _) =
+                s.call("POST", "sys/mounts/old", Some(&root), Some(json!({"type": "kv"}))).await;
+            assert_eq!(code, 204);
+        }
+        assert_eq!(codes("old/x", 3).await, [404, 404, 404], "restarted: {restarted}");
+    }
+}

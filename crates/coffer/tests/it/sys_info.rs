@@ -94,3 +94,25 @@ async fn host_info_counters_and_the_sanitized_config_answer_in_vaults_shapes() {
     let v: Value = serde_json::from_str(&out).expect("json");
     assert!(v["data"]["memory"]["total"].is_number());
 }
+
+/// As OpenBao: a node without HA answers sys/ha-status with itself as the active node, in
+/// `data` and at the top level; it still needs a token.
+#[tokio::test]
+async fn a_node_without_ha_lists_itself_in_ha_status() {
+    let dir = tempdir();
+    let (s, _, root) = Server::ready(dir.path()).await;
+    assert_eq!(s.call("GET", "sys/ha-status", None, None).await.0, 403);
+    let (code, b) = s.call("GET", "sys/ha-status", Some(&root), None).await;
+    assert_eq!(code, 200, "{b}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let me = json!({
+        "hostname": hostname.trim(),
+        "api_address": s.addr,
+        "cluster_address": "",
+        "active_node": true,
+        "last_echo": null,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    assert_eq!(b["data"]["nodes"], json!([me]), "{b}");
+    assert_eq!(b["nodes"], b["data"]["nodes"], "{b}");
+}

@@ -79,6 +79,11 @@ pub trait Framework: Send + Sync + Sized + 'static {
     ) -> Result<Vec<crate::backend::StorageChange>> {
         Err(Error::invalid("this mount's options cannot change in place"))
     }
+
+    /// As [`LogicalBackend::index_live_values`].
+    async fn index_live_values(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 #[async_trait]
@@ -104,6 +109,10 @@ impl<B: Framework> LogicalBackend for B {
         options: &std::collections::BTreeMap<String, String>,
     ) -> Result<Vec<crate::backend::StorageChange>> {
         <B as Framework>::migrate_options(self, options).await
+    }
+
+    async fn index_live_values(&self) -> Result<u64> {
+        <B as Framework>::index_live_values(self).await
     }
 
     fn unauthenticated_paths(&self) -> &'static [&'static str] {

@@ -1,0 +1,322 @@
+//! The liveness index: for every live secret value Coffer knows (KV fields, database passwords,
+//! secret_ids, tokens), an entry that says where it lives, found by the value's keyed hash.
+//!
+//! Guarantees: no value is stored, in clear or otherwise reversible; an entry's storage key is
+//! `index/<HMAC(inner, HMAC(key, value))>/<HMAC(inner, location)>`, where `key` is the published
+//! hashing key (what `GET sys/leaks/check` hands to scanners) and `inner` never leaves the
+//! barrier, so someone who can read raw storage *and* holds the published key still cannot test
+//! guesses against the index; the entry itself (the location) is a barrier-encrypted record.
+//! Entries are written in the same atomic batch as the value they describe (the callers pass
+//! [`LeakOp::op`] into their own batch), so a value acknowledged to a client is indexed.
+//!
+//! The records that own a value keep its entry's key ([`LeakOp::key`]) or can recompute it
+//! (`kv_removals`, `database_static_removal`), so that the batch that ends the value (a token or
+//! lease revoked, a secret_id destroyed or used up, a KV version destroyed or pruned, a static
+//! password rotated) deletes its entry too.
+//!
+//! Not guaranteed here: that an entry's value is still live (a mount disabled, a static role
+//! deleted, leave entries behind). Whoever reads the index confirms each entry against the
+//! store that owns the value (see `leaks::live`) and drops the entries that no longer hold.
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use zeroize::Zeroizing;
+
+use coffer_barrier::{Barrier, BatchOp, View};
+
+use crate::hex::hex;
+use crate::logical::{Error, Result};
+use crate::random::{random_base62, random_bytes};
+use crate::record;
+
+/// Where the index and its keys live, below the barrier.
+pub(crate) const STORAGE_PREFIX: &str = "sys/leaks/";
+
+/// Where one value's entries are, relative to the index's view.
+pub(crate) fn folder(inner_hash: &str) -> String {
+    format!("index/{inner_hash}/")
+}
+
+/// Where a live value lives: enough to confirm it is still live, and to act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// A service token; `id` is the token store's salted hash of it.
+    Token { id: String, accessor: String },
+    /// A response-wrapping token.
+    WrappingToken { id: String, accessor: String },
+    /// An AppRole secret_id of `role` on the auth mount `mount` (its uuid).
+    SecretId { mount: String, role: String, accessor: String },
+    /// A top-level string field of a KV secret; `version` is `None` on a version 1 mount.
+    Kv { mount: String, key: String, version: Option<u64>, field: String },
+    /// A database static role's current password.
+    DatabaseStatic { mount: String, role: String },
+    /// A dynamic database credential's password, live while its lease is.
+    DatabaseDynamic { mount: String, role: String, lease_id: String },
+}
+
+impl Target {
+    /// The contract's `kind` of a match.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Token { .. } => "token",
+            Target::WrappingToken { .. } => "wrapping_token",
+            Target::SecretId { .. } => "secret_id",
+            Target::Kv { .. } => "kv",
+            Target::DatabaseStatic { .. } => "database_static",
+            Target::DatabaseDynamic { .. } => "database_dynamic",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) target: Target,
+    /// Unix seconds.
+    pub(crate) created: u64,
+}
+
+crate::record!(Entry, "leak index entry", 1);
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeys {
+    key_id: String,
+    /// The published hashing key (32 bytes).
+    key: Zeroizing<Vec<u8>>,
+    /// The key that hides the index's storage keys (32 bytes); never leaves the barrier.
+    inner: Zeroizing<Vec<u8>>,
+}
+
+crate::record!(StoredKeys, "leak index keys", 1);
+
+/// The index's keys, loaded once per instance.
+pub(crate) struct Keys {
+    pub(crate) id: String,
+    published: Zeroizing<Vec<u8>>,
+    key: hmac::Key,
+    inner: hmac::Key,
+}
+
+impl Keys {
+    /// The published key, for `GET sys/leaks/check`.
+    pub(crate) fn published(&self) -> &[u8] {
+        &self.published
+    }
+
+    /// What a scanner sends for `value`: lowercase hex HMAC-SHA256.
+    pub(crate) fn hash(&self, value: &str) -> String {
+        hex(hmac::sign(&self.key, value.as_bytes()).as_ref())
+    }
+
+    /// The folder name of a scanner's hash (given as the bytes it decodes to).
+    pub(crate) fn inner_of(&self, hash: &[u8]) -> String {
+        hex(hmac::sign(&self.inner, hash).as_ref())
+    }
+
+    fn location(&self, target: &Target) -> Result<String> {
+        let raw = serde_json::to_vec(target).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(hex(&hmac::sign(&self.inner, &raw).as_ref()[..16]))
+    }
+}
+
+/// Only one task of this process makes the keys, so two first uses cannot make two.
+static KEY_INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One entry to write, in the writer's own batch.
+pub struct LeakOp {
+    key: String,
+    raw: Zeroizing<Vec<u8>>,
+}
+
+impl LeakOp {
+    /// Where the entry goes, relative to [`LeakIndex::view`]: for the record that owns the
+    /// value to keep, so that removing the value removes its entry in the same batch.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The put, for [`View::batch_across`] with [`LeakIndex::view`].
+    pub fn op(&self) -> BatchOp<'_> {
+        BatchOp::Put(self.key.clone(), &self.raw)
+    }
+}
+
+/// The batch part of a set of entries.
+pub fn ops(entries: &[LeakOp]) -> Vec<BatchOp<'_>> {
+    entries.iter().map(LeakOp::op).collect()
+}
+
+/// The index as a mount (or the core) writes to it.
+#[derive(Clone)]
+pub struct LeakIndex {
+    view: View,
+    /// The mount whose values this handle indexes (its uuid); empty for the core's own.
+    mount: String,
+    keys: Arc<OnceCell<Arc<Keys>>>,
+}
+
+impl LeakIndex {
+    /// The index as the mount `mount_uuid` writes to it (the core makes one per mount; tests
+    /// make their own).
+    pub fn new(barrier: Arc<Barrier>, mount_uuid: &str) -> Self {
+        Self {
+            view: View::new(barrier, STORAGE_PREFIX),
+            mount: mount_uuid.to_owned(),
+            keys: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The view the entries go to, beside the writer's own in [`View::batch_across`].
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The keys, made on first use and then never changed.
+    pub(crate) async fn keys(&self) -> Result<Arc<Keys>> {
+        self.keys.get_or_try_init(|| load_or_create(&self.view)).await.cloned()
+    }
+
+    async fn entry(&self, value: &str, target: Target) -> Result<LeakOp> {
+        let key = self.key_of(value, &target).await?;
+        let raw = record::encode(&Entry { target, created: crate::time::now_unix() })?;
+        Ok(LeakOp { key, raw })
+    }
+
+    async fn key_of(&self, value: &str, target: &Target) -> Result<String> {
+        let keys = self.keys().await?;
+        let hash = hmac::sign(&keys.key, value.as_bytes());
+        Ok(format!("{}{}", folder(&keys.inner_of(hash.as_ref())), keys.location(target)?))
+    }
+
+    /// The deletes of the entries [`Self::kv`] wrote for the same secret: for a writer that
+    /// removes or replaces the value, in its own batch.
+    pub async fn kv_removals(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        data: &Map<String, Value>,
+    ) -> Result<Vec<BatchOp<'static>>> {
+        let mut out = Vec::new();
+        for (field, v) in data {
+            if let Value::String(s) = v
+                && !s.is_empty()
+            {
+                let target = Target::Kv {
+                    mount: self.mount.clone(),
+                    key: key.to_owned(),
+                    version,
+                    field: field.clone(),
+                };
+                out.push(BatchOp::Delete(self.key_of(s, &target).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The delete of a database static role's entry for `password` (its password until now).
+    pub async fn database_static_removal(
+        &self,
+        password: &str,
+        role: &str,
+    ) -> Result<BatchOp<'static>> {
+        let target = Target::DatabaseStatic { mount: self.mount.clone(), role: role.to_owned() };
+        Ok(BatchOp::Delete(self.key_of(password, &target).await?))
+    }
+
+    /// Entries for every top-level string field of a KV secret (`version`: `None` on kv v1).
+    pub async fn kv(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        data: &Map<String, Value>,
+    ) -> Result<Vec<LeakOp>> {
+        let mut out = Vec::new();
+        for (field, v) in data {
+            if let Value::String(s) = v
+                && !s.is_empty()
+            {
+                let target = Target::Kv {
+                    mount: self.mount.clone(),
+                    key: key.to_owned(),
+                    version,
+                    field: field.clone(),
+                };
+                out.push(self.entry(s, target).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entry of a secret_id of `role` on this auth mount.
+    pub async fn secret_id(&self, value: &str, role: &str, accessor: &str) -> Result<LeakOp> {
+        let target = Target::SecretId {
+            mount: self.mount.clone(),
+            role: role.to_owned(),
+            accessor: accessor.to_owned(),
+        };
+        self.entry(value, target).await
+    }
+
+    /// The entry of a database static role's new password on this mount.
+    pub async fn database_static(&self, password: &str, role: &str) -> Result<LeakOp> {
+        let target = Target::DatabaseStatic { mount: self.mount.clone(), role: role.to_owned() };
+        self.entry(password, target).await
+    }
+
+    /// The entry of a value the core itself indexes: a token (the token store knows its hashed
+    /// id), a leased credential (the lease manager knows its lease id).
+    pub(crate) async fn token(&self, value: &str, target: Target) -> Result<LeakOp> {
+        self.entry(value, target).await
+    }
+}
+
+async fn load_or_create(view: &View) -> Result<Arc<Keys>> {
+    if let Some(k) = record::load::<StoredKeys>(view, "keys").await? {
+        return from_stored(k);
+    }
+    let _g = KEY_INIT.lock().await;
+    if let Some(k) = record::load::<StoredKeys>(view, "keys").await? {
+        return from_stored(k);
+    }
+    let stored = StoredKeys {
+        key_id: random_base62(16),
+        key: Zeroizing::new(random_bytes::<32>().to_vec()),
+        inner: Zeroizing::new(random_bytes::<32>().to_vec()),
+    };
+    view.put("keys", &record::encode(&stored)?).await?;
+    tracing::info!("leak index keys created");
+    from_stored(stored)
+}
+
+fn from_stored(k: StoredKeys) -> Result<Arc<Keys>> {
+    if k.key.len() != 32 || k.inner.len() != 32 {
+        return Err(Error::Internal("the stored leak index keys have the wrong length".into()));
+    }
+    Ok(Arc::new(Keys {
+        id: k.key_id,
+        key: hmac::Key::new(hmac::HMAC_SHA256, &k.key),
+        inner: hmac::Key::new(hmac::HMAC_SHA256, &k.inner),
+        published: k.key,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_the_contracts_names() {
+        let t =
+            Target::Kv { mount: "m".into(), key: "k".into(), version: Some(1), field: "f".into() };
+        let v = serde_json::to_value(&t).expect("json");
+        assert_eq!(v["kind"], "kv");
+        assert_eq!(t.kind(), "kv");
+        let t =
+            Target::DatabaseDynamic { mount: "m".into(), role: "r".into(), lease_id: "l".into() };
+        assert_eq!(serde_json::to_value(&t).expect("json")["kind"], "database_dynamic");
+    }
+}

@@ -1,0 +1,140 @@
+//! The index kept current: a token's entry goes in with the token and goes out with it, and
+//! the keys are made once.
+
+use std::sync::Arc;
+
+use coffer_barrier::View;
+use coffer_storage::MemoryBackend;
+use serde_json::{Value, json};
+
+use crate::backend::{BackendConfig, LogicalBackend, Registry};
+use crate::logical::{Operation, Request, Response, Result};
+use crate::{Core, CoreConfig};
+
+struct Nothing;
+
+#[async_trait::async_trait]
+impl LogicalBackend for Nothing {
+    async fn handle(&self, _req: &crate::backend::BackendRequest<'_>) -> Result<Response> {
+        Err(crate::logical::Error::NotFound)
+    }
+}
+
+async fn core() -> (Arc<Core>, String) {
+    let mut r = Registry::new();
+    r.register_secrets(
+        "cubbyhole",
+        Arc::new(|_cfg: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
+    );
+    let core = Core::new(Arc::new(MemoryBackend::new()), r, CoreConfig::default());
+    let init = core.dev_setup(None).await.expect("dev setup");
+    (core, init.root_token.expose().to_owned())
+}
+
+async fn call(core: &Core, op: Operation, path: &str, body: Value, token: &str) -> Response {
+    let data = crate::logical::into_map(body);
+    core.handle(Request::new(op, path).with_data(data).with_token(token)).await.expect(path)
+}
+
+async fn entries(core: &Core) -> usize {
+    let v = View::new(core.barrier.clone(), super::index::STORAGE_PREFIX);
+    v.list_recursive("index/").await.expect("list").len()
+}
+
+#[tokio::test]
+async fn a_tokens_index_entry_lives_exactly_as_long_as_the_token() {
+    let (core, root) = core().await;
+    // The root token's.
+    assert_eq!(entries(&core).await, 1);
+    let mut accessors = Vec::new();
+    for _ in 0..5 {
+        let r = call(&core, Operation::Update, "auth/token/create", json!({}), &root).await;
+        accessors.push(r.auth.expect("auth").accessor);
+    }
+    assert_eq!(entries(&core).await, 6);
+    for a in &accessors {
+        let body = json!({ "accessor": a });
+        call(&core, Operation::Update, "auth/token/revoke-accessor", body, &root).await;
+    }
+    assert_eq!(entries(&core).await, 1);
+}
+
+/// Counts how often the core asks it to index its values.
+struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl LogicalBackend for Counting {
+    async fn handle(&self, _req: &crate::backend::BackendRequest<'_>) -> Result<Response> {
+        Err(crate::logical::Error::NotFound)
+    }
+
+    async fn index_live_values(&self) -> Result<u64> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(3)
+    }
+}
+
+#[tokio::test]
+async fn existing_values_are_indexed_once_per_mount_in_the_background() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut r = Registry::new();
+    r.register_secrets(
+        "cubbyhole",
+        Arc::new(|_cfg: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
+    );
+    let c = calls.clone();
+    r.register_secrets(
+        "counting",
+        Arc::new(move |_cfg: BackendConfig| {
+            Ok(Arc::new(Counting(c.clone())) as Arc<dyn LogicalBackend>)
+        }),
+    );
+    let core = Core::new(Arc::new(MemoryBackend::new()), r, CoreConfig::default());
+    let init = core.dev_setup(None).await.expect("dev setup");
+    let root = init.root_token.expose().to_owned();
+    call(&core, Operation::Update, "sys/mounts/c", json!({"type": "counting"}), &root).await;
+    let seen = |n: usize| {
+        let calls = calls.clone();
+        async move {
+            for _ in 0..200 {
+                if calls.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Mounted after unseal: indexed at the next unseal, as a store from before the index is.
+    core.seal().await.expect("seal");
+    for k in &init.keys {
+        core.submit_unseal_key(Some(k.clone()), false, false).await.expect("unseal");
+    }
+    seen(1).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let done = View::new(core.barrier.clone(), super::index::STORAGE_PREFIX);
+    for _ in 0..200 {
+        if !done.list("backfilled/").await.expect("list").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Once: the next unseal leaves it alone.
+    core.seal().await.expect("seal");
+    for k in &init.keys {
+        core.submit_unseal_key(Some(k.clone()), false, false).await.expect("unseal");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_keys_are_made_once_and_shared_by_every_handle() {
+    let (core, _) = core().await;
+    let a = super::LeakIndex::new(core.barrier.clone(), "a");
+    let b = super::LeakIndex::new(core.barrier.clone(), "b");
+    let (ka, kb) = tokio::join!(a.keys(), b.keys());
+    let (ka, kb) = (ka.expect("a"), kb.expect("b"));
+    assert_eq!(ka.id, kb.id);
+    assert_eq!(ka.hash("x"), kb.hash("x"));
+    assert_eq!(ka.published(), kb.published());
+}
