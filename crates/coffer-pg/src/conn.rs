@@ -305,10 +305,16 @@ impl ConnString {
         }
     }
 
+    /// The TLS connector the string's `sslmode` asks for (reads `sslrootcert`), for a
+    /// connection made outside a pool with [`ConnString::config`] (e.g. one that LISTENs).
+    pub fn tls(&self) -> Result<MakeRustlsConnect, Error> {
+        Ok(MakeRustlsConnect::new(client_config(self.ssl_mode, self.root_cert.as_deref())?))
+    }
+
     /// The pool, with TLS as the string's `sslmode` says (reads `sslrootcert`); no connection
     /// is made until one is asked for.
     pub fn into_pool(self, o: &PoolOptions) -> Result<Pool, Error> {
-        let tls = MakeRustlsConnect::new(client_config(self.ssl_mode, self.root_cert.as_deref())?);
+        let tls = self.tls()?;
         let manager = Manager::from_config(
             self.config,
             tls,

@@ -48,17 +48,22 @@ pub(crate) enum SealStanza {
     Transit(TransitStanza),
 }
 
-/// `seal "transit"`: Vault's keys. The token's `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
+/// `seal "transit"`: Vault's keys, as written in the file. The environment variables Vault reads
+/// for this seal are applied when the seal is made (`seal_transit::Settings::resolve`). The
+/// token's `Debug` is redacted.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct TransitStanza {
-    pub address: String,
-    /// None: the `VAULT_TOKEN` environment variable, read at start.
+    pub address: Option<String>,
     pub token: Option<String>,
-    pub key_name: String,
-    pub mount_path: String,
+    pub key_name: Option<String>,
+    pub mount_path: Option<String>,
+    pub namespace: Option<String>,
+    pub disable_renewal: Option<bool>,
     pub tls_ca_cert: Option<PathBuf>,
     pub tls_client_cert: Option<PathBuf>,
     pub tls_client_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+    pub tls_skip_verify: Option<bool>,
 }
 
 impl std::fmt::Debug for TransitStanza {
@@ -67,6 +72,7 @@ impl std::fmt::Debug for TransitStanza {
             .field("address", &self.address)
             .field("key_name", &self.key_name)
             .field("mount_path", &self.mount_path)
+            .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
@@ -485,37 +491,26 @@ fn parse_seal(v: &Value) -> Result<SealStanza> {
                     "tls_ca_cert",
                     "tls_client_cert",
                     "tls_client_key",
+                    "tls_server_name",
                     "tls_skip_verify",
                     "disabled",
                 ],
                 WHAT,
             )?;
-            if opt_bool(body, "tls_skip_verify")?.unwrap_or(false) {
-                bail!(
-                    "{WHAT}: tls_skip_verify = true is not supported: give the server's CA in tls_ca_cert"
-                );
-            }
-            if opt_str(body, "namespace")?.is_some_and(|n| !n.is_empty()) {
-                bail!("{WHAT}: namespaces are not supported");
-            }
-            opt_bool(body, "disable_renewal")?;
-            let need = |k: &str, eg: &str| -> Result<String> {
-                opt_str(body, k)?
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| anyhow!("{WHAT} needs {k} = {eg}"))
-            };
-            let path =
-                |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()).map(PathBuf::from));
+            let text = |k: &str| opt_str(body, k).map(|v| v.filter(|s| !s.is_empty()));
+            let path = |k: &str| text(k).map(|v| v.map(PathBuf::from));
             Ok(SealStanza::Transit(TransitStanza {
-                address: need("address", "\"https://coffer-kms:8200\"")?,
-                token: opt_str(body, "token")?.filter(|t| !t.is_empty()),
-                key_name: need("key_name", "\"autounseal\"")?,
-                mount_path: opt_str(body, "mount_path")?
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| "transit/".into()),
+                address: text("address")?,
+                token: text("token")?,
+                key_name: text("key_name")?,
+                mount_path: text("mount_path")?,
+                namespace: text("namespace")?,
+                disable_renewal: opt_bool(body, "disable_renewal")?,
                 tls_ca_cert: path("tls_ca_cert")?,
                 tls_client_cert: path("tls_client_cert")?,
                 tls_client_key: path("tls_client_key")?,
+                tls_server_name: text("tls_server_name")?,
+                tls_skip_verify: opt_bool(body, "tls_skip_verify")?,
             }))
         }
         other => bail!(
@@ -1155,9 +1150,8 @@ log_format        = "json"
             .expect("parse");
         let Some(SealStanza::Transit(ts)) = &t.seal else { panic!("{t:?}") };
         assert_eq!(
-            (ts.mount_path.as_str(), ts.key_name.as_str()),
-            ("transit/", "autounseal"),
-            "mount_path defaults as Vault's"
+            (ts.mount_path.as_deref(), ts.key_name.as_deref(), ts.disable_renewal),
+            (None, Some("autounseal"), Some(false)),
         );
         assert!(!format!("{t:?}").contains("SecretTok"), "Debug shows the token");
         let inline = parse("seal \"static\" {\n current_key_id = \"k\"\n current_key = \"SecretKeyMaterialBase64==\"\n}").expect("parse");
@@ -1174,16 +1168,11 @@ log_format        = "json"
                 "together",
             ),
             ("seal \"awskms\" {}", "unsupported seal type"),
-            ("seal \"transit\" {\n key_name = \"k\"\n}", "address"),
-            ("seal \"transit\" {\n address = \"https://k\"\n}", "key_name"),
             (
-                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n tls_skip_verify = \"true\"\n}",
-                "tls_ca_cert",
+                "seal \"transit\" {\n key_name = \"k\"\n tls_skip_verify = \"maybe\"\n}",
+                "tls_skip_verify",
             ),
-            (
-                "seal \"transit\" {\n address = \"https://k\"\n key_name = \"k\"\n namespace = \"ns1\"\n}",
-                "namespaces",
-            ),
+            ("seal \"transit\" {\n key_name = \"k\"\n kms_key_id = \"x\"\n}", "kms_key_id"),
         ] {
             let e = format!("{:#}", parse(seal).expect_err(want));
             assert!(e.contains(want), "{want:?} not in {e:?}");

@@ -128,7 +128,11 @@ fn load_seal(s: &crate::config::SealStanza) -> Result<Arc<dyn coffer_barrier::Ke
             let previous = previous.as_ref().map(read).transpose()?;
             Ok(Arc::new(coffer_barrier::StaticSeal::new(id, key, previous)?))
         }
-        SealStanza::Transit(t) => Ok(crate::seal_transit::TransitSeal::new(t)?),
+        SealStanza::Transit(t) => {
+            let seal = crate::seal_transit::TransitSeal::new(t)?;
+            seal.start_renewal();
+            Ok(seal)
+        }
     }
 }
 

@@ -17,10 +17,11 @@
 //!   database refuses them once another node leads (storage fencing), so they fail rather
 //!   than overwrite the new leader's data.
 //!
-//! Not done: request forwarding from standbys to the active (they answer 503 "standby", with
-//! the active's address in `sys/leader`); caches shared between nodes (an HA node keeps no
-//! storage read cache; its in-memory token, policy and mount state exists only while active
-//! and is loaded fresh at each activation).
+//! Forwarding of a standby's requests to the active node is the binary's (`cluster.rs`).
+//!
+//! Not done: reads served by standbys (every request but the public `sys/` ones is forwarded);
+//! caches shared between nodes (an HA node keeps no storage read cache; its in-memory token,
+//! policy and mount state exists only while active and is loaded fresh at each activation).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};

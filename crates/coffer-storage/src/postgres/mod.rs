@@ -19,11 +19,13 @@
 //!
 //! With `ha` set, the backend also opens the HA lock ([`ha`]) and every write is fenced: each
 //! group's transaction first checks this node's leadership epoch against the lock row, and the
-//! group fails with [`Error::Fenced`] when a newer epoch exists.
+//! group fails with [`Error::Fenced`] when a newer epoch exists, and notifies the keys it
+//! changed on the table's change feed ([`feed`]) in the same transaction.
 //!
 //! Not done here: a process other than this one writing the same table while a
 //! `CachedBackend` is in front (HA nodes run without one).
 
+pub(crate) mod feed;
 pub(crate) mod ha;
 mod url;
 
@@ -267,6 +269,7 @@ impl PostgresBackend {
             pool: pool.clone(),
             sql: Sql::new(&table, ha_table.as_deref()),
             fence,
+            channel: opts.ha.as_ref().map(|_| feed::channel(&opts.table)),
             target: target.clone(),
             #[cfg(test)]
             commits: std::sync::Arc::default(),
@@ -501,6 +504,8 @@ struct Committer {
     sql: Sql,
     /// HA: the epoch every group's transaction checks first.
     fence: Option<Arc<crate::ha::Fence>>,
+    /// HA: the change feed's channel every group's transaction notifies last.
+    channel: Option<String>,
     target: String,
     #[cfg(test)]
     commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -653,6 +658,13 @@ impl Committer {
         }
         if let Some(e) = aborted {
             return Err(GroupFailure::All(e));
+        }
+        // HA change feed: delivered by PostgreSQL only once this transaction committed.
+        if let Some(channel) = &self.channel {
+            let keys = feed::payload(group.iter().flat_map(|j| j.ops.iter().map(Op::key)));
+            tx.execute("SELECT pg_notify($1, $2)", &[channel, &keys])
+                .await
+                .map_err(|e| self.before_commit("notify", &e))?;
         }
         #[cfg(test)]
         self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

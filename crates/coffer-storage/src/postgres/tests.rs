@@ -394,3 +394,81 @@ mod ha_lock {
         o.check().expect("defaults");
     }
 }
+
+mod change_feed {
+    use std::sync::Mutex;
+
+    use super::feed::{Change, ChangeFeed};
+    use super::*;
+
+    async fn ha_backend(url: &str) -> PostgresBackend {
+        let mut o = PostgresOptions::new(url);
+        o.ha = Some(ha::HaOptions::default());
+        PostgresBackend::connect(&o).await.expect("connect")
+    }
+
+    async fn recording(url: &str) -> (ChangeFeed, Arc<Mutex<Vec<Change>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let feed = ChangeFeed::open(url, DEFAULT_TABLE, move |c| s.lock().expect("lock").push(c))
+            .await
+            .expect("open feed");
+        (feed, seen)
+    }
+
+    #[tokio::test]
+    async fn a_sync_returns_only_after_every_change_committed_before_it_was_delivered() {
+        let (_, url) = fresh_db(Cluster::shared());
+        let writer = ha_backend(&url).await;
+        let (feed, seen) = recording(&url).await;
+        assert!(feed.is_live());
+        assert_eq!(seen.lock().expect("lock").as_slice(), [Change::All], "first: everything");
+        for i in 0..50 {
+            let key = format!("logical/x/k{i}");
+            writer.put(&key, vec![1]).await.expect("put");
+            // No sleep: the barrier alone must make the acknowledged write visible.
+            feed.sync(Duration::from_secs(10)).await.expect("sync");
+            let last = seen.lock().expect("lock").last().cloned();
+            assert_eq!(last, Some(Change::Keys(vec![key])), "write {i} not seen after a sync");
+        }
+        writer
+            .batch(vec![Op::Put("a/1".into(), vec![1]), Op::Delete("a/2".into())])
+            .await
+            .expect("batch");
+        feed.sync(Duration::from_secs(10)).await.expect("sync");
+        let last = seen.lock().expect("lock").last().cloned();
+        assert_eq!(last, Some(Change::Keys(vec!["a/1".into(), "a/2".into()])), "one per group");
+        assert_eq!(feed.applied(), 52);
+        // A node without HA notifies nothing: its writes never reach the feed.
+        let plain = connect(&url).await;
+        plain.put("b/1", vec![1]).await.expect("put");
+        feed.sync(Duration::from_secs(10)).await.expect("sync");
+        assert_eq!(feed.applied(), 52);
+    }
+
+    #[tokio::test]
+    async fn a_terminated_feed_connection_is_down_at_once_then_comes_back_with_everything() {
+        let cluster = Cluster::shared();
+        let (db, url) = fresh_db(cluster);
+        let writer = ha_backend(&url).await;
+        let (feed, seen) = recording(&url).await;
+        let pid = feed.backend_pid().expect("pid");
+        cluster.sql(&db, &format!("SELECT pg_terminate_backend({pid})"));
+        let start = std::time::Instant::now();
+        while feed.is_live() {
+            assert!(start.elapsed() < Duration::from_secs(5), "still live after termination");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(feed.sync(Duration::from_secs(2)).await.is_err(), "a sync on a dead feed");
+        // Missed while down, so reported as "everything" on return.
+        writer.put("c/1", vec![1]).await.expect("put");
+        while !feed.is_live() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no reconnection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_ne!(feed.backend_pid(), Some(pid));
+        feed.sync(Duration::from_secs(10)).await.expect("sync after reconnecting");
+        let all = seen.lock().expect("lock").iter().filter(|c| **c == Change::All).count();
+        assert_eq!(all, 2, "{:?}", seen.lock().expect("lock"));
+    }
+}

@@ -16,15 +16,16 @@ use crate::agent::{Agent, bootstrap, put, role_id, secret_id, server_on_fixed_po
 use crate::common::{BIN, Server, tempdir};
 
 /// A network namespace joined to the host by a veth pair: host side `.1`, namespace side `.2`
-/// of its own /30. Removed on drop.
-struct NetNs {
-    name: String,
+/// of its own /30. Removed on drop. (Also used by the HA partition test.)
+pub(crate) struct NetNs {
+    pub(crate) name: String,
     host_if: String,
-    host_ip: String,
+    pub(crate) host_ip: String,
+    pub(crate) ns_ip: String,
 }
 
 impl NetNs {
-    fn new() -> NetNs {
+    pub(crate) fn new() -> NetNs {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -34,9 +35,13 @@ impl NetNs {
         let block = (pid % 64) * 1024 + n * 4;
         let base = format!("10.{}.{}", 200 + (block / 65_536) % 50, (block / 256) % 256);
         let last = block % 256;
-        let ns =
-            NetNs { host_if: format!("cvh{tag}"), host_ip: format!("{base}.{}", last + 1), name };
         let ns_ip = format!("{base}.{}", last + 2);
+        let ns = NetNs {
+            host_if: format!("cvh{tag}"),
+            host_ip: format!("{base}.{}", last + 1),
+            ns_ip: ns_ip.clone(),
+            name,
+        };
         let peer = format!("cvn{tag}");
         for cmd in [
             format!("ip netns add {}", ns.name),
@@ -83,6 +88,13 @@ impl NetNs {
 
     fn routes(&self) -> String {
         sh_out(&format!("ip -n {} route", self.name))
+    }
+
+    /// Takes the host side of the veth pair down (`false`) or up: down, nothing passes between
+    /// the namespace and the host, and every open connection stays open on both sides, as with
+    /// a pulled cable.
+    pub(crate) fn set_link(&self, up: bool) {
+        sh(&format!("ip link set {} {}", self.host_if, if up { "up" } else { "down" }));
     }
 }
 

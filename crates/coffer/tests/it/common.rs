@@ -92,6 +92,12 @@ pub(crate) fn sqlite_config(dir: &Path) -> String {
 impl Server {
     /// Starts `coffer server -config` with `config` written into `dir`.
     pub(crate) fn start_with(dir: &Path, config: &str, scheme: &str) -> Server {
+        Self::start_via(dir, config, scheme, &[])
+    }
+
+    /// As [`Server::start_with`], with the binary run by `wrapper` (e.g. `ip netns exec NAME`,
+    /// which execs it: the child's pid is the server's).
+    pub(crate) fn start_via(dir: &Path, config: &str, scheme: &str, wrapper: &[&str]) -> Server {
         std::fs::create_dir_all(dir).expect("dir");
         let cfg = dir.join("coffer.hcl");
         std::fs::write(&cfg, config).expect("write config");
@@ -102,14 +108,21 @@ impl Server {
                 .expect("time")
                 .as_nanos()
         ));
-        let mut child = Command::new(BIN)
-            .args(["server", "-config"])
-            .arg(&cfg)
-            .env("COFFER_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("spawn coffer server");
+        let mut child = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        }
+        .args(["server", "-config"])
+        .arg(&cfg)
+        .env("COFFER_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+        .spawn()
+        .expect("spawn coffer server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);

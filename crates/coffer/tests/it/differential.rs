@@ -217,7 +217,7 @@ fn split_request<'a>(file: &str, s: &'a Step) -> (&'a str, &'a str) {
 // ----- OpenBao -----
 
 /// The `bao` binary: `COFFER_TEST_BAO`, else the one scripts/lib/openbao.sh installs in target/.
-fn bao_binary() -> PathBuf {
+pub(crate) fn bao_binary() -> PathBuf {
     if let Ok(p) = std::env::var("COFFER_TEST_BAO")
         && !p.is_empty()
     {

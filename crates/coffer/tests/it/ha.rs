@@ -598,3 +598,86 @@ async fn three_nodes_with_a_static_seal_unseal_themselves_after_a_restart_of_all
     let (s, b) = nodes[(active + 1) % 3].call("GET", "secret/x", Some(&root), None).await;
     assert_eq!((s, &b["data"]["v"]), (200, &json!(1)), "{b}");
 }
+
+/// What a client sees through a standby right after a change acknowledged by the active node:
+/// the new value, the new policy, the revocation, the spent use count, never an older state.
+/// (Standbys forward every request today; these assertions are what serving reads on standbys
+/// must keep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_standby_every_change_acknowledged_by_the_active_is_seen_at_once() {
+    let dir = tempdir();
+    let (nodes, root) = cluster(dir.path(), "ha_fresh_reads", "15s").await;
+    let a = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let (active, standby) = (&nodes[a], &nodes[(a + 1) % 3]);
+    let (s, b) = active
+        .call(
+            "POST",
+            "sys/mounts/secret",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "1"}})),
+        )
+        .await;
+    assert_eq!(s, 204, "mount: {b}");
+    // (the standby's view of the leader is at most one poll, 1 s, old)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Read-your-writes: each value, written on the active, read back at once through the standby.
+    for i in 0..20 {
+        let (s, b) = active.call("PUT", "secret/k", Some(&root), Some(json!({"v": i}))).await;
+        assert_eq!(s, 204, "{b}");
+        let (s, b) = standby.call("GET", "secret/k", Some(&root), None).await;
+        assert_eq!((s, &b["data"]["v"]), (200, &json!(i)), "read {i} through the standby: {b}");
+    }
+    for p in ["a", "b"] {
+        let (s, _) =
+            active.call("PUT", &format!("secret/{p}"), Some(&root), Some(json!({"v": p}))).await;
+        assert_eq!(s, 204);
+    }
+
+    // A policy change applies at once through the standby.
+    let policy = |path: &str| json!({"policy": format!("path \"secret/{path}\" {{ capabilities = [\"read\"] }}")});
+    let (s, b) =
+        active.call("PUT", "sys/policies/acl/reader", Some(&root), Some(policy("a"))).await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = active
+        .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": ["reader"]})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let token = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    assert_eq!(standby.call("GET", "secret/a", Some(&token), None).await.0, 200);
+    assert_eq!(standby.call("GET", "secret/b", Some(&token), None).await.0, 403);
+    let (s, b) =
+        active.call("PUT", "sys/policies/acl/reader", Some(&root), Some(policy("b"))).await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(standby.call("GET", "secret/a", Some(&token), None).await.0, 403, "old policy used");
+    assert_eq!(
+        standby.call("GET", "secret/b", Some(&token), None).await.0,
+        200,
+        "new policy unused"
+    );
+
+    // A revoked token is refused at once through the standby.
+    let (s, b) =
+        active.call("POST", "auth/token/revoke", Some(&root), Some(json!({"token": token}))).await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(
+        standby.call("GET", "secret/b", Some(&token), None).await.0,
+        403,
+        "revoked token served"
+    );
+
+    // Use counts are spent wherever the token is used: two uses, one on each node, then none.
+    let (s, b) = active
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(&root),
+            Some(json!({"policies": ["reader"], "num_uses": 2})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let limited = b["auth"]["client_token"].as_str().expect("token").to_owned();
+    assert_eq!(standby.call("GET", "secret/b", Some(&limited), None).await.0, 200);
+    assert_eq!(active.call("GET", "secret/b", Some(&limited), None).await.0, 200);
+    assert_eq!(standby.call("GET", "secret/b", Some(&limited), None).await.0, 403, "a third use");
+}

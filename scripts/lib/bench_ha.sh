@@ -1,0 +1,225 @@
+# HA benchmarks (issue 17), sourced by scripts/bench after its single-node runs; uses its helpers
+# (say, die, free_port, api, expect, json_str, make_policy_token, to_ms, field) and files
+# ($TMP/tls.crt, $TMP/write.lua). BENCH_HA=0 skips it.
+#
+# Three nodes of the release binary on one private PostgreSQL cluster (made here with initdb, on
+# loopback, durable settings), TLS listeners, default lock TTL (15 s). Rows:
+#   - sys/health on the active node: the floor of this section;
+#   - KV v2 reads with one node taking the connections (the active) and with all three taking
+#     them at once (wrk per node, req/s summed): standbys forward reads to the active node;
+#   - KV v2 reads and writes through a standby (forwarded over mTLS) beside the same on the active;
+#   - failover: kill -9 of the active node, then writes through a standby until one succeeds;
+#     the time from the kill to that first acknowledged write.
+
+HA_PIDS=()
+HA_PG_DATA=""
+HA_PG_BIN=""
+
+ha_stop() {
+  local p
+  for p in "${HA_PIDS[@]}"; do
+    # Reaped here, so that bash does not report each as "Killed".
+    { kill -KILL "$p" && wait "$p"; } 2>/dev/null || true
+  done
+  if [ -n "$HA_PG_DATA" ] && [ -f "$HA_PG_DATA/postmaster.pid" ]; then
+    runuser -u postgres -- "$HA_PG_BIN/pg_ctl" -D "$HA_PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  [ -z "$HA_PG_DATA" ] || rm -rf "$HA_PG_DATA"
+  HA_PG_DATA=""
+}
+
+# The directory with initdb, pg_ctl and postgres (scripts/test's search order), or nothing.
+ha_pg_bindir() {
+  local d
+  d="$(pg_config --bindir 2>/dev/null || true)"
+  if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return; fi
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -rn); do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return; fi
+  done
+}
+
+# wrk against several base URLs at once; one row: req/s summed, p50 and p99 the worst of them.
+run_parallel() { # run_parallel NAME CONNS_EACH PATH URLS... -- [wrk args...]
+  local name="$1" conns="$2" path="$3"
+  shift 3
+  local urls=() u i=0 rps=0 p50=0 p99=0 errs=0 out pids=()
+  while [ "$#" -gt 0 ] && [ "$1" != -- ]; do urls+=("$1"); shift; done
+  [ "${1:-}" = -- ] && shift
+  say "wrk $name, ${#urls[@]} x $conns connection(s), ${SECONDS_PER_RUN}s"
+  for u in "${urls[@]}"; do
+    i=$((i + 1))
+    wrk -t2 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency "$@" "$u$path" >"$TMP/wrk-ha-$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || die "wrk failed for $name: $(cat "$TMP"/wrk-ha-*.txt)"; done
+  for out in "$TMP"/wrk-ha-*.txt; do
+    local r a b n s
+    r="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+    a="$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")"
+    b="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")"
+    [ -n "$r" ] || { cat "$out" >&2; die "could not parse wrk output for $name"; }
+    n="$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")"
+    s="$(awk '/Socket errors:/ { s = 0; for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i; print s }' "$out")"
+    rps="$(awk -v x="$rps" -v y="$r" 'BEGIN { printf "%.2f", x + y }')"
+    p50="$(awk -v x="$p50" -v y="$a" 'BEGIN { print (y > x) ? y : x }')"
+    p99="$(awk -v x="$p99" -v y="$b" 'BEGIN { print (y > x) ? y : x }')"
+    errs=$((errs + ${n:-0} + ${s:-0}))
+  done
+  rm -f "$TMP"/wrk-ha-*.txt
+  ROWS+=("$name|$((conns * ${#urls[@]}))|$rps|$p50|$p99|$errs")
+}
+
+# Waits until node I (0-based) answers sys/health with CODE (200 active, 429 standby).
+ha_wait_health() { # ha_wait_health I CODE SECONDS
+  local i="$1" want="$2" end=$(($(date +%s) + $3)) code
+  while :; do
+    code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "${HA_URLS[$i]}/v1/sys/health" 2>/dev/null || true)"
+    [ "$code" = "$want" ] && return 0
+    [ "$(date +%s)" -lt "$end" ] || die "HA node $i: sys/health $code, not $want, after $3 s (logs: $TMP/ha-*.log)"
+    sleep 0.05
+  done
+}
+
+ha_bench() {
+  HA_PG_BIN="$(ha_pg_bindir)"
+  if [ -z "$HA_PG_BIN" ]; then
+    say "installing PostgreSQL server binaries for the HA benchmark"
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/coffer-tests.conf >/dev/null
+    apt_install postgresql
+    HA_PG_BIN="$(ha_pg_bindir)"
+    [ -n "$HA_PG_BIN" ] || die "PostgreSQL installed but initdb/pg_ctl not found"
+  fi
+  id postgres >/dev/null 2>&1 || die "the HA benchmark runs PostgreSQL as the user postgres, which does not exist"
+  trap 'ha_stop; cleanup' EXIT
+
+  local pg_port saved_url="$URL" saved_root="$ROOT" saved_token="$BENCH_TOKEN" i
+  pg_port="$(free_port)"
+  # Outside $TMP, which only root may enter.
+  HA_PG_DATA="$(mktemp -d "${TMPDIR:-/tmp}/coffer-bench-pg.XXXXXX")"
+  chown postgres "$HA_PG_DATA" && chmod 700 "$HA_PG_DATA"
+  say "PostgreSQL for HA: initdb in $HA_PG_DATA, port $pg_port"
+  runuser -u postgres -- "$HA_PG_BIN/initdb" -D "$HA_PG_DATA" -A trust -U coffer -E UTF8 >"$TMP/ha-initdb.log" 2>&1 ||
+    { cat "$TMP/ha-initdb.log" >&2; die "initdb failed"; }
+  runuser -u postgres -- "$HA_PG_BIN/pg_ctl" -D "$HA_PG_DATA" -l "$HA_PG_DATA/postgres.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$HA_PG_DATA -c max_connections=200" \
+    start >/dev/null || { cat "$HA_PG_DATA/postgres.log" >&2; die "PostgreSQL did not start"; }
+  local db_url="postgres://coffer@127.0.0.1:$pg_port/postgres?sslmode=disable"
+
+  HA_URLS=()
+  for i in 0 1 2; do
+    local port cport
+    port="$(free_port)"
+    cport="$(free_port)"
+    HA_URLS+=("https://127.0.0.1:$port")
+    cat >"$TMP/ha-$i.hcl" <<EOF
+storage "postgresql" {
+  connection_url = "$db_url"
+  ha_enabled     = "true"
+}
+
+listener "tcp" {
+  address       = "127.0.0.1:$port"
+  tls_cert_file = "$TMP/tls.crt"
+  tls_key_file  = "$TMP/tls.key"
+}
+
+api_addr     = "https://127.0.0.1:$port"
+cluster_addr = "https://127.0.0.1:$cport"
+log_level    = "warn"
+EOF
+    "$BIN" server -config "$TMP/ha-$i.hcl" >"$TMP/ha-$i.log" 2>&1 &
+    HA_PIDS+=($!)
+  done
+  local end=$(($(date +%s) + 60))
+  for i in 0 1 2; do
+    until curl -sk -o /dev/null --max-time 2 "${HA_URLS[$i]}/v1/sys/health"; do
+      kill -0 "${HA_PIDS[$i]}" 2>/dev/null || { cat "$TMP/ha-$i.log" >&2; die "HA node $i exited during start"; }
+      [ "$(date +%s)" -lt "$end" ] || die "HA node $i did not answer within 60 s"
+      sleep 0.05
+    done
+  done
+
+  say "HA: init through node 0, unseal node 0 (it leads), then the others"
+  URL="${HA_URLS[0]}"
+  ROOT=""
+  api PUT /v1/sys/init '{"secret_shares":1,"secret_threshold":1}'
+  expect 200 "HA sys/init"
+  local key root
+  key="$(json_str keys_base64)"
+  root="$(json_str root_token)"
+  for i in 0 1 2; do
+    URL="${HA_URLS[$i]}"
+    api PUT /v1/sys/unseal "{\"key\":\"$key\"}"
+    expect 200 "HA node $i sys/unseal"
+    [ "$i" != 0 ] || ha_wait_health 0 200 30
+  done
+  ha_wait_health 1 429 30
+  ha_wait_health 2 429 30
+  URL="${HA_URLS[0]}"
+  ROOT="$root"
+  api POST /v1/sys/mounts/secret '{"type":"kv","options":{"version":"2"}}'
+  case "$STATUS" in 200 | 204) ;; *) die "HA: mount kv v2 at secret/: HTTP $STATUS: $BODY_OUT" ;; esac
+  api POST /v1/secret/data/bench '{"data":{"password":"x"}}'
+  expect 200 "HA: write secret/bench"
+  make_policy_token
+  export BENCH_TOKEN="$POLICY_TOKEN"
+  # Through a standby too, before anything is measured.
+  URL="${HA_URLS[1]}"
+  api GET /v1/secret/data/bench
+  expect 200 "HA: read secret/bench through a standby"
+
+  local first=${#ROWS[@]} hdr="X-Vault-Token: $POLICY_TOKEN"
+  URL="${HA_URLS[0]}"
+  run "HA: GET sys/health, active" 16 2 /v1/sys/health
+  run "HA: KV v2 read, active" 16 2 /v1/secret/data/bench -H "$hdr"
+  URL="${HA_URLS[1]}"
+  run "HA: KV v2 read via a standby" 16 2 /v1/secret/data/bench -H "$hdr"
+  run_parallel "HA: KV v2 read, 3 nodes taking reads" 16 /v1/secret/data/bench "${HA_URLS[@]}" -- -H "$hdr"
+  URL="${HA_URLS[0]}"
+  run "HA: KV v2 write, active" 16 2 /v1/secret/data/bench -s "$TMP/write.lua"
+  URL="${HA_URLS[1]}"
+  run "HA: KV v2 write via a standby" 16 2 /v1/secret/data/bench -s "$TMP/write.lua"
+
+  say "HA: failover, kill -9 of the active node, then writes through a standby"
+  URL="${HA_URLS[1]}"
+  api POST /v1/secret/data/failover '{"data":{"n":"0"}}'
+  expect 200 "HA: a write through a standby before the kill"
+  local t0 t1 code tries=0
+  t0="$(now_ns)"
+  { kill -KILL "${HA_PIDS[0]}" && wait "${HA_PIDS[0]}"; } 2>/dev/null || true
+  while :; do
+    tries=$((tries + 1))
+    code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 -X POST -H "X-Vault-Token: $root" \
+      -H 'Content-Type: application/json' --data '{"data":{"n":"1"}}' "${HA_URLS[1]}/v1/secret/data/failover" || true)"
+    [ "$code" = 200 ] && break
+    [ $(($(now_ns) - t0)) -lt 60000000000 ] || die "HA: no write through a standby succeeded within 60 s of the kill"
+    sleep 0.01
+  done
+  t1="$(now_ns)"
+  HA_FAILOVER_MS="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", (b - a) / 1e6 }')"
+  HA_FAILOVER_TRIES="$tries"
+
+  echo
+  echo "HA (issue 17): three nodes on one PostgreSQL (initdb'd here, loopback, durable), TLS, lock TTL 15 s."
+  echo "Standbys forward every read and write to the active node over mutual TLS (no local reads)."
+  echo
+  echo "| scenario | connections | req/s | p50 (ms) | p99 (ms) | % of the active's sys/health req/s | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  local floor r
+  floor="$(field "HA: GET sys/health, active" 16 2)"
+  for r in "${ROWS[@]:$first}"; do
+    IFS='|' read -r -a f <<<"$r"
+    printf '| %s | %s | %.0f | %s | %s | %s%% | %s |\n' \
+      "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}" "$(pct "${f[2]}" "$floor")" "${f[5]}"
+  done
+  echo
+  echo "- Failover: kill -9 of the active to the first acknowledged write through a standby: $HA_FAILOVER_MS ms ($HA_FAILOVER_TRIES attempts)"
+  echo
+
+  ha_stop
+  HA_PIDS=()
+  URL="$saved_url"
+  ROOT="$saved_root"
+  export BENCH_TOKEN="$saved_token"
+}
