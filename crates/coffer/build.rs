@@ -7,10 +7,11 @@
 //!   they pull in most of it; packed, only the block they fill.
 //! - With `COFFER_RELR=1` (the `Containerfile` sets it), relative relocations are packed
 //!   (`-z pack-relative-relocs`, glibc's DT_RELR): the dynamic loader reads every relocation at
-//!   start, and as RELA entries (24 bytes each) they fill about 1 MiB of the file, of which an
-//!   idle agent keeps about 0.4 MiB mapped; packed, 16 KiB. Not by default: such a binary needs
-//!   glibc 2.36 or later where it runs (the link records `GLIBC_ABI_DT_RELR`, and an older
-//!   glibc refuses to start it), where one built on Debian 12 without it runs from glibc 2.34.
+//!   start, and as RELA entries (24 bytes each) they fill about 1 MiB of the file, which stays
+//!   mapped: an idle agent measured 0.4 to 1.2 MiB smaller (docs/performance.md); packed, they
+//!   take 16 KiB. Not by default: such a binary needs glibc 2.36 or later where it runs (the
+//!   link records `GLIBC_ABI_DT_RELR`, and an older glibc refuses to start it), where one built
+//!   on Debian 12 without it runs from glibc 2.34.
 //!
 //! Only where the linker is known to be lld (rustc's default for x86_64-unknown-linux-gnu since
 //! 1.90). `--no-warn-symbol-ordering` because a listed function that a later change renamed or
