@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -193,7 +194,11 @@ impl Client {
             } else {
                 Conn::Plain(tcp)
             };
-            tokio_tungstenite::client_async_with_config(request, conn, None)
+            // Events are small JSON messages: tungstenite's default 128 KiB read buffer, zeroed
+            // in full before the first read, would be most of an idle agent's private memory. A
+            // larger message still arrives whole (the buffer grows to hold it).
+            let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+            tokio_tungstenite::client_async_with_config(request, conn, Some(config))
                 .await
                 .map_err(|e| handshake_error(e, &ws_url_shown, &unreachable))
         };

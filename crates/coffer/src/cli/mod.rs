@@ -147,7 +147,11 @@ const NOT_CLIENTS: [&str; 5] = ["server", "agent", "completion", "version", "pri
 /// subcommand, but does not propagate it where an argument of that id exists: those commands
 /// get a hidden, local copy (which they ignore, as before).
 fn command() -> clap::Command {
-    let cmd = Cli::command();
+    client_flags_hidden(Cli::command())
+}
+
+/// The client flags, accepted but hidden (and meaningless) on the commands that are no client.
+fn client_flags_hidden(cmd: clap::Command) -> clap::Command {
     let client_flags: Vec<clap::Arg> =
         cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
     cmd.mut_subcommands(|mut sub| {
@@ -175,6 +179,28 @@ fn command() -> clap::Command {
     })
 }
 
+/// `coffer agent ...` parsed by a tree that holds the agent's command alone, or `None` for
+/// anything else and for whatever that tree does not accept, which [`command`]'s full tree then
+/// parses (and explains, for errors and help) as always. Why: the agent is the process that
+/// stays, in every pod, and the full tree of some hundred commands takes about 700 KiB of heap
+/// to build, which the allocator keeps after it is freed (docs/performance.md, the agent
+/// section). What the small tree accepts, the full one accepts with the same meaning: the same
+/// `AgentArgs` under the same name, beside the same client flags.
+fn agent_only(args: &[std::ffi::OsString]) -> Option<Cli> {
+    if args.get(1).is_none_or(|a| a != "agent") {
+        return None;
+    }
+    use clap::Args as _;
+    let agent = agent::AgentArgs::augment_args(clap::Command::new("agent"));
+    let tree = client_flags_hidden(
+        Global::augment_args(clap::Command::new("coffer"))
+            .subcommand_required(true)
+            .subcommand(agent),
+    );
+    let m = tree.try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&m).ok()
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum PrintCmd {
     /// The token this client sends
@@ -183,9 +209,11 @@ pub(crate) enum PrintCmd {
 
 pub(crate) fn main() -> ExitCode {
     let typed: Vec<_> = std::env::args_os().collect();
-    let parsed = command()
-        .try_get_matches_from(args::normalize(typed.iter().cloned()))
-        .and_then(|m| Cli::from_arg_matches(&m));
+    let normalized = args::normalize(typed.iter().cloned());
+    let parsed = match agent_only(&normalized) {
+        Some(cli) => Ok(cli),
+        None => command().try_get_matches_from(normalized).and_then(|m| Cli::from_arg_matches(&m)),
+    };
     let cli = match parsed {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
@@ -215,7 +243,15 @@ pub(crate) fn main() -> ExitCode {
         crate::stdio::stdout_bytes(&script);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The agent waits on the network, timers and its children nearly all the time, and what it
+    // computes between (rendering, opening a sealed answer) is short: one thread serves it as
+    // well as many. A worker thread per core would each cost a stack and a malloc arena in a
+    // process meant to sit in every pod (docs/performance.md, the agent section).
+    let mut builder = match cli.command {
+        Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -293,6 +329,37 @@ mod tests {
         let mut missing = Vec::new();
         walk(&command(), "coffer", &mut missing);
         assert!(missing.is_empty(), "positional arguments without help:\n{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn the_agent_only_tree_parses_as_the_full_one_or_leaves_it_to_it() {
+        let os = |args: &[&str]| args::normalize(args.iter().map(std::ffi::OsString::from));
+        let full = |args: &[&str]| {
+            let m = command().try_get_matches_from(os(args)).expect("the full tree parses it");
+            format!("{:?}", Cli::from_arg_matches(&m))
+        };
+        for args in [
+            &["coffer", "agent", "-config", "a.hcl"][..],
+            &["coffer", "agent", "--config=a.hcl", "-check-config"],
+            &["coffer", "agent", "-log-level=debug", "-config", "a.hcl"],
+            &["coffer", "agent", "-config", "a.hcl", "-address=http://x:1", "-format=json"],
+        ] {
+            let small = agent_only(&os(args)).unwrap_or_else(|| panic!("{args:?} not parsed"));
+            assert_eq!(format!("{:?}", Ok::<_, clap::Error>(small)), full(args), "{args:?}");
+        }
+        for args in [
+            &["coffer", "agent", "--help"][..],
+            &["coffer", "agent", "-h"],
+            &["coffer", "agent"],
+            &["coffer", "agent", "-config"],
+            &["coffer", "agent", "-config", "a.hcl", "-bogus"],
+            &["coffer", "agent", "-config", "a.hcl", "extra"],
+            &["coffer", "-address=http://x:1", "agent", "-config", "a.hcl"],
+            &["coffer", "kv", "get", "secret/x"],
+            &["coffer"],
+        ] {
+            assert!(agent_only(&os(args)).is_none(), "{args:?} parsed by the agent-only tree");
+        }
     }
 
     /// The help text clap prints for `args`, as a user gets it.
