@@ -8,6 +8,8 @@
 //! key names the wrapping key's id, so a wrapper with a previous key still opens it after the
 //! current key changed.
 //!
+//! The recovery key is replaced with [`Barrier::rekey_recovery`] (`sys/rekey-recovery-key`).
+//!
 //! Not done: migration from one seal to another; re-wrapping under a new current key.
 
 use async_trait::async_trait;
@@ -293,5 +295,31 @@ impl Barrier {
             self.seal();
         }
         result
+    }
+}
+
+impl Barrier {
+    /// Replaces the recovery key (and its split in the seal config) with `new`, on an unsealed
+    /// auto-unseal barrier (`sys/rekey-recovery-key`). The seal type and the wrapped unseal key
+    /// stay; one atomic batch, so a crash leaves the old recovery shares working or the new ones.
+    pub async fn rekey_recovery(&self, new: &crate::NewUnsealKey) -> Result<()> {
+        let keyring = self.keyring()?;
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type == "shamir" {
+            return Err(Error::InvalidSealConfig("recovery rekeying not supported".into()));
+        }
+        let rekeyed = SealConfig { seal_type: config.seal_type, ..new.config().clone() };
+        let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, new.key_bytes())?;
+        let config_json = serde_json::to_vec(&rekeyed)
+            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        self.backend
+            .batch(vec![
+                coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+            ])
+            .await?;
+        Ok(())
     }
 }

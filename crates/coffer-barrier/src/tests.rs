@@ -253,6 +253,31 @@ mod auto_unseal {
     }
 
     #[tokio::test]
+    async fn a_recovery_rekey_replaces_the_recovery_shares_and_keeps_the_seal() {
+        let b = Barrier::new(Arc::new(MemoryBackend::new()));
+        let seal = StaticSeal::new("k1".into(), key(5), None).expect("seal");
+        let old = b
+            .initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &seal)
+            .await
+            .expect("init");
+        b.put("logical/x", b"v").await.expect("put");
+        let new = NewUnsealKey::generate(&SealConfig::shamir(5, 3).expect("config")).expect("new");
+        b.rekey_recovery(&new).await.expect("rekey");
+        let c = b.seal_config().await.expect("config").expect("some");
+        assert_eq!((c.seal_type.as_str(), c.secret_shares, c.secret_threshold), ("static", 5, 3));
+        b.verify_unseal_shares(&new.shares[2..]).await.expect("the new recovery shares");
+        assert!(b.verify_unseal_shares(&old[..2]).await.is_err(), "the old shares still count");
+        // The seal still opens the barrier, and the data is there.
+        b.seal();
+        b.unseal_auto(&seal).await.expect("auto-unseal");
+        assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+        // A Shamir barrier has no recovery key.
+        let (_, shamir, _) = fresh(1, 1).await;
+        let e = shamir.rekey_recovery(&new).await.expect_err("shamir");
+        assert!(e.to_string().contains("recovery rekeying not supported"), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_rotated_static_key_still_opens_with_the_previous_key_and_a_wrong_key_never() {
         let b = Barrier::new(Arc::new(MemoryBackend::new()));
         let old = StaticSeal::new("old".into(), key(1), None).expect("seal");

@@ -84,6 +84,8 @@ pub(crate) struct Active {
     /// The root generation and the rekey under way, if any: sealing drops them with the rest.
     pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
+    /// The recovery key rekey under way (`sys/rekey-recovery-key`), if any.
+    pub(crate) rekey_recovery: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
     pub(crate) cluster: ClusterInfo,
@@ -668,6 +670,7 @@ impl Core {
             identity,
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
+            rekey_recovery: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
             cluster,
             leaks,
