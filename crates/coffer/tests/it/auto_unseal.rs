@@ -416,3 +416,97 @@ async fn rekey_target_recovery_replaces_the_recovery_shares() {
         .await;
     assert_eq!((code, &b["errors"]), (400, &json!(["recovery rekeying not supported"])), "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_static_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let (kms, _, kms_root) = crate::agent::server_on_fixed_port(&dir.path().join("kms")).await;
+    for (path, body) in
+        [("sys/mounts/transit", json!({"type": "transit"})), ("transit/keys/autounseal", json!({}))]
+    {
+        let (s, b) = kms.call("POST", path, Some(&kms_root), Some(body)).await;
+        assert!(s == 200 || s == 204, "{path}: {b}");
+    }
+    let key_file = |name: &str, byte: u8| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, [byte; 32]).expect("key");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        p
+    };
+    let (k1, k2) = (key_file("k1", 1), key_file("k2", 2));
+    let stat = |id: &str, p: &std::path::Path, extra: &str| {
+        format!(
+            "seal \"static\" {{\n  current_key_id = \"{id}\"\n  current_key = \"file://{}\"\n{extra}}}\n",
+            p.display()
+        )
+    };
+    let transit = |extra: &str| {
+        format!(
+            "seal \"transit\" {{\n  address = \"{}\"\n  token = \"{kms_root}\"\n  key_name = \"autounseal\"\n  disable_renewal = \"true\"\n{extra}}}\n",
+            kms.addr
+        )
+    };
+    let node_dir = dir.path().join("node");
+    let base = default_config(&node_dir);
+    let mut s = Server::start_with(&node_dir, &format!("{base}{}", stat("k1", &k1, "")), "http");
+    let (code, b) = s
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery: Vec<String> = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (code, _) =
+        s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(code, 204);
+    let (code, _) = s.call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(code, 204);
+
+    // static -> transit: the old stanza disabled beside the new one, as Vault's migration.
+    let migrate = |s: &mut Server, config: String| {
+        std::fs::write(&s.config, config).expect("config");
+        s.restart();
+    };
+    migrate(&mut s, format!("{base}{}{}", stat("k1", &k1, "  disabled = \"true\"\n"), transit("")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["sealed"], &st["migration"], &st["type"]),
+        (&json!(true), &json!(true), &json!("static")),
+        "not unsealed by either seal before the migration: {st}"
+    );
+    let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate: {b}");
+    for k in &recovery[1..] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+    // Only the transit stanza now: it unseals by itself; the static key no longer would.
+    migrate(&mut s, format!("{base}{}", transit("")));
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    assert_eq!(status(&s).await["type"], json!("transit"));
+    migrate(&mut s, format!("{base}{}", stat("k1", &k1, "")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&s).await["sealed"], json!(true), "the old static key still opens");
+
+    // transit -> static with another key; the recovery shares are still the same.
+    migrate(&mut s, format!("{base}{}{}", transit("  disabled = \"true\"\n"), stat("k2", &k2, "")));
+    for k in &recovery[..2] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    migrate(&mut s, format!("{base}{}", stat("k2", &k2, "")));
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let st = status(&s).await;
+    assert_eq!((&st["type"], &st["migration"]), (&json!("static"), &json!(false)), "{st}");
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+}
