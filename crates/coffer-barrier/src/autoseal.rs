@@ -8,7 +8,12 @@
 //! key names the wrapping key's id, so a wrapper with a previous key still opens it after the
 //! current key changed.
 //!
-//! Not done: migration from one seal to another; re-wrapping under a new current key.
+//! The recovery key is replaced with [`Barrier::rekey_recovery`] (`sys/rekey-recovery-key`).
+//!
+//! Seal-to-seal migration ([`Barrier::migrate_between`]) re-wraps the same unseal key.
+//!
+//! Not done: re-wrapping under a new current key without a migration (a static seal's
+//! `previous_key` keeps opening what it wrapped).
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
@@ -153,7 +158,7 @@ impl Barrier {
     pub async fn unseal_auto(&self, wrapper: &dyn KeyWrapper) -> Result<()> {
         self.unseal_wrapped(wrapper, |stored, configured| {
             format!(
-                "the storage uses seal type {stored:?}, the configuration has {configured:?}: from Shamir, run `coffer operator unseal -migrate` with the shares; other migrations are not supported"
+                "the storage uses seal type {stored:?}, the configuration has {configured:?}: to migrate, keep the old seal's stanza with disabled = \"true\" (or, from Shamir, none) and run `coffer operator unseal -migrate` with the shares"
             )
         })
         .await
@@ -161,12 +166,13 @@ impl Barrier {
     }
 
     /// Unseals with the key `wrapper` unwraps, once the stored seal type is the wrapper's;
-    /// otherwise [`Error::InvalidSealConfig`] with `mismatch(stored, configured)`.
+    /// otherwise [`Error::InvalidSealConfig`] with `mismatch(stored, configured)`. Returns the
+    /// seal config and the unseal key.
     async fn unseal_wrapped(
         &self,
         wrapper: &dyn KeyWrapper,
         mismatch: impl FnOnce(&str, &str) -> String,
-    ) -> Result<SealConfig> {
+    ) -> Result<(SealConfig, Zeroizing<Vec<u8>>)> {
         let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
         if config.seal_type != wrapper.seal_type() {
             return Err(Error::InvalidSealConfig(mismatch(&config.seal_type, wrapper.seal_type())));
@@ -178,7 +184,7 @@ impl Barrier {
             .ok_or_else(|| Error::Corrupt(WRAPPED_KEY_PATH.into()))?;
         let key = wrapper.unwrap(&wrapped).await?;
         self.unseal_with_key(&key, &config).await?;
-        Ok(config)
+        Ok((config, key))
     }
 
     /// On an unsealed auto-unseal barrier: whether `shares` combine to the recovery key
@@ -260,7 +266,7 @@ impl Barrier {
         shares: &[Zeroizing<Vec<u8>>],
         wrapper: &dyn KeyWrapper,
     ) -> Result<()> {
-        let config = self
+        let (config, _) = self
             .unseal_wrapped(wrapper, |stored, configured| {
                 format!(
                     "the storage uses seal type {stored:?}, not the disabled {configured:?} seal"
@@ -282,6 +288,76 @@ impl Barrier {
                     coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
                     coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
                     coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
+                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                ])
+                .await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.seal();
+        }
+        result
+    }
+}
+
+impl Barrier {
+    /// Replaces the recovery key (and its split in the seal config) with `new`, on an unsealed
+    /// auto-unseal barrier (`sys/rekey-recovery-key`). The seal type and the wrapped unseal key
+    /// stay; one atomic batch, so a crash leaves the old recovery shares working or the new ones.
+    pub async fn rekey_recovery(&self, new: &crate::NewUnsealKey) -> Result<()> {
+        let keyring = self.keyring()?;
+        let config = self.seal_config().await?.ok_or(Error::NotInitialized)?;
+        if config.seal_type == "shamir" {
+            return Err(Error::InvalidSealConfig("recovery rekeying not supported".into()));
+        }
+        let rekeyed = SealConfig { seal_type: config.seal_type, ..new.config().clone() };
+        let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, new.key_bytes())?;
+        let config_json = serde_json::to_vec(&rekeyed)
+            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        self.backend
+            .batch(vec![
+                coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+            ])
+            .await?;
+        Ok(())
+    }
+}
+
+impl Barrier {
+    /// Seal migration from one seal to another (`unseal -migrate` with the old seal's stanza
+    /// marked `disabled` beside the new one): `from` opens the barrier, `shares` must be a
+    /// quorum of the recovery key, and the same unseal key is stored wrapped by `to`, with the
+    /// seal type changed, in one atomic batch. The recovery key and its shares stay. The barrier
+    /// is left unsealed.
+    pub async fn migrate_between(
+        &self,
+        shares: &[Zeroizing<Vec<u8>>],
+        from: &dyn KeyWrapper,
+        to: &dyn KeyWrapper,
+    ) -> Result<()> {
+        let (config, key) = self
+            .unseal_wrapped(from, |stored, configured| {
+                format!(
+                    "the storage uses seal type {stored:?}, not the disabled {configured:?} seal"
+                )
+            })
+            .await?;
+        let keyring = self.keyring()?;
+        let result = async {
+            self.verify_recovery_shares(&keyring, &config, shares).await?;
+            let wrapped = to.wrap(&key).await?;
+            let migrated = SealConfig { seal_type: to.seal_type().into(), ..config.clone() };
+            let config_json = serde_json::to_vec(&migrated)
+                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            self.backend
+                .batch(vec![
+                    coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
                     coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
                     coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
                 ])

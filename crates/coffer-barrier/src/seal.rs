@@ -37,6 +37,10 @@ impl NewUnsealKey {
         &self.config
     }
 
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        self.key.as_slice()
+    }
+
     /// Whether `shares` combine to this key (a rekey's verification step); constant-time.
     pub fn combines_from(&self, shares: &[Zeroizing<Vec<u8>>]) -> bool {
         combine_key(shares, &self.config)

@@ -253,6 +253,57 @@ mod auto_unseal {
     }
 
     #[tokio::test]
+    async fn a_seal_to_seal_migration_rewraps_the_unseal_key_and_keeps_the_recovery_shares() {
+        let b = Barrier::new(Arc::new(MemoryBackend::new()));
+        let old = StaticSeal::new("old".into(), key(1), None).expect("seal");
+        let recovery = b
+            .initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &old)
+            .await
+            .expect("init");
+        b.put("logical/x", b"v").await.expect("put");
+        b.seal();
+        let new = StaticSeal::new("new".into(), key(2), None).expect("seal");
+        // Wrong recovery shares: nothing changes, and the barrier stays sealed.
+        let wrong = shamir::split(&[9u8; 32], 3, 2).expect("split");
+        assert!(b.migrate_between(&wrong[..2], &old, &new).await.is_err());
+        assert!(b.is_sealed());
+        b.unseal_auto(&old).await.expect("the old seal still opens");
+        b.seal();
+        b.migrate_between(&recovery[..2], &old, &new).await.expect("migrate");
+        assert!(!b.is_sealed());
+        b.seal();
+        assert!(b.unseal_auto(&old).await.is_err(), "the old seal still opens");
+        b.unseal_auto(&new).await.expect("the new seal opens");
+        assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+        b.verify_unseal_shares(&recovery[1..]).await.expect("the same recovery shares");
+    }
+
+    #[tokio::test]
+    async fn a_recovery_rekey_replaces_the_recovery_shares_and_keeps_the_seal() {
+        let b = Barrier::new(Arc::new(MemoryBackend::new()));
+        let seal = StaticSeal::new("k1".into(), key(5), None).expect("seal");
+        let old = b
+            .initialize_auto(&SealConfig::shamir(3, 2).expect("config"), &seal)
+            .await
+            .expect("init");
+        b.put("logical/x", b"v").await.expect("put");
+        let new = NewUnsealKey::generate(&SealConfig::shamir(5, 3).expect("config")).expect("new");
+        b.rekey_recovery(&new).await.expect("rekey");
+        let c = b.seal_config().await.expect("config").expect("some");
+        assert_eq!((c.seal_type.as_str(), c.secret_shares, c.secret_threshold), ("static", 5, 3));
+        b.verify_unseal_shares(&new.shares[2..]).await.expect("the new recovery shares");
+        assert!(b.verify_unseal_shares(&old[..2]).await.is_err(), "the old shares still count");
+        // The seal still opens the barrier, and the data is there.
+        b.seal();
+        b.unseal_auto(&seal).await.expect("auto-unseal");
+        assert_eq!(b.get("logical/x").await.expect("get").expect("some").as_slice(), b"v");
+        // A Shamir barrier has no recovery key.
+        let (_, shamir, _) = fresh(1, 1).await;
+        let e = shamir.rekey_recovery(&new).await.expect_err("shamir");
+        assert!(e.to_string().contains("recovery rekeying not supported"), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_rotated_static_key_still_opens_with_the_previous_key_and_a_wrong_key_never() {
         let b = Barrier::new(Arc::new(MemoryBackend::new()));
         let old = StaticSeal::new("old".into(), key(1), None).expect("seal");

@@ -271,6 +271,9 @@ pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
             | "rekey/init"
             | "rekey/update"
             | "rekey/verify"
+            | "rekey-recovery-key/init"
+            | "rekey-recovery-key/update"
+            | "rekey-recovery-key/verify"
     )
 }
 

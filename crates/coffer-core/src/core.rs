@@ -84,6 +84,8 @@ pub(crate) struct Active {
     /// The root generation and the rekey under way, if any: sealing drops them with the rest.
     pub(crate) root_generation: tokio::sync::Mutex<Option<crate::sys::generate_root::Attempt>>,
     pub(crate) rekey: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
+    /// The recovery key rekey under way (`sys/rekey-recovery-key`), if any.
+    pub(crate) rekey_recovery: tokio::sync::Mutex<Option<crate::sys::rekey::Attempt>>,
     /// The mount moves made since unseal (`sys/remount/status`).
     pub(crate) migrations: crate::sys::remount::Migrations,
     pub(crate) cluster: ClusterInfo,
@@ -150,7 +152,8 @@ pub struct Core {
     pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
     /// Auto-unseal: what wraps the unseal key (set once, before init or unseal).
     auto_seal: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
-    /// A disabled seal stanza: the seal to migrate away from, back to Shamir shares.
+    /// A disabled seal stanza: the seal to migrate away from, back to Shamir shares, or (with
+    /// `auto_seal` set too) to that other seal.
     seal_from: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
 }
 
@@ -213,7 +216,9 @@ impl Core {
     }
 
     /// A `seal` stanza with `disabled = true`: `unseal -migrate` with the recovery shares moves
-    /// the storage back to Shamir shares (the recovery shares become the unseal shares).
+    /// the storage back to Shamir shares (the recovery shares become the unseal shares), or,
+    /// when [`Core::set_auto_seal`] gives another seal too, to that seal (the unseal key is
+    /// wrapped anew; the recovery shares stay).
     pub fn set_migration_from_seal(&self, wrapper: Arc<dyn coffer_barrier::KeyWrapper>) {
         let _ = self.seal_from.set(wrapper);
     }
@@ -230,6 +235,12 @@ impl Core {
         let _g = self.admin_lock.lock().await;
         if !self.barrier.is_sealed() {
             return Ok(true);
+        }
+        // A migration from the disabled seal is pending: the operator's recovery shares open it.
+        if self.seal_from.get().is_some()
+            && self.barrier.seal_config().await?.is_some_and(|c| c.seal_type != "shamir")
+        {
+            return Ok(false);
         }
         match self.barrier.unseal_auto(w.as_ref()).await {
             Ok(()) => {}
@@ -434,7 +445,7 @@ impl Core {
                 return Err(Error::invalid(if migrating_in {
                     "seal migration pending: this server has a seal stanza and its storage is sealed with Shamir shares; give the shares with migrate=true (coffer operator unseal -migrate)"
                 } else if migrating_out {
-                    "seal migration pending: the seal stanza is disabled; give the recovery shares with migrate=true (coffer operator unseal -migrate)"
+                    "seal migration pending: the storage's seal stanza is disabled; give the recovery shares with migrate=true (coffer operator unseal -migrate)"
                 } else {
                     "no seal migration is pending: migrate=true is for a Shamir storage on a server with a seal stanza"
                 }));
@@ -466,11 +477,22 @@ impl Core {
                             let w = self.seal_from.get().ok_or_else(|| {
                                 Error::Internal("seal migration without its seal".into())
                             })?;
-                            self.barrier.migrate_to_shamir(&shares, w.as_ref()).await?;
-                            tracing::warn!(
-                                seal = w.seal_type(),
-                                "seal migrated to Shamir shares: the recovery shares are now the unseal shares; remove the seal stanza"
-                            );
+                            if let Some(to) = self.auto_seal.get() {
+                                self.barrier
+                                    .migrate_between(&shares, w.as_ref(), to.as_ref())
+                                    .await?;
+                                tracing::warn!(
+                                    from = w.seal_type(),
+                                    to = to.seal_type(),
+                                    "seal migrated from one seal to another: the unseal key is wrapped by the new seal, the recovery shares are unchanged; remove the disabled seal stanza"
+                                );
+                            } else {
+                                self.barrier.migrate_to_shamir(&shares, w.as_ref()).await?;
+                                tracing::warn!(
+                                    seal = w.seal_type(),
+                                    "seal migrated to Shamir shares: the recovery shares are now the unseal shares; remove the seal stanza"
+                                );
+                            }
                         }
                         Some(w) => {
                             self.barrier.migrate_to_auto(&shares, w.as_ref()).await?;
@@ -668,6 +690,7 @@ impl Core {
             identity,
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
+            rekey_recovery: tokio::sync::Mutex::new(None),
             migrations: Default::default(),
             cluster,
             leaks,

@@ -19,8 +19,10 @@
 //! active answers forwarded requests with its full pipeline (audit included), and never
 //! forwards them again.
 //!
-//! Not done: WebSocket upgrades (event subscriptions) are not forwarded (connect to the active
-//! node); standbys serve no reads themselves (every request is forwarded, so there is no
+//! Event subscriptions (WebSocket upgrades) are forwarded too: the handshake goes to the active
+//! node on a cluster connection of its own, and after its 101 the bytes are relayed both ways.
+//!
+//! Not done: standbys serve no reads themselves (every request is forwarded, so there is no
 //! staleness to bound); the leaf certificates do not rotate while a node stays unsealed.
 
 use std::collections::HashMap;
@@ -252,6 +254,9 @@ pub(crate) async fn forward(
         return next.run(req).await;
     };
     let info = req.extensions().get::<ConnInfo>().cloned();
+    if is_websocket(req.headers()) {
+        return forward_websocket(&cluster, addr, req, info).await;
+    }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, cluster.max_request_size).await {
         Ok(b) => b,
@@ -264,23 +269,7 @@ pub(crate) async fn forward(
         }
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut headers = HeaderMap::new();
-    copy_headers(&parts.headers, &mut headers);
-    if let Some(info) = &info {
-        if let Ok(v) = HeaderValue::from_str(&info.remote_addr.to_string()) {
-            headers.insert(FORWARDED_FOR, v);
-        }
-        if let Some(v) = unauthed_header(info.unauthed) {
-            headers.insert(FORWARDED_UNAUTHED, HeaderValue::from_static(v));
-        }
-        if !info.client_cert_chain.is_empty() {
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let list: Vec<String> = info.client_cert_chain.iter().map(|c| b64.encode(c)).collect();
-            if let Ok(v) = HeaderValue::from_str(&list.join(",")) {
-                headers.insert(FORWARDED_CERT, v);
-            }
-        }
-    }
+    let headers = forwarded_headers(&parts.headers, info.as_ref());
     let url = format!("https://{CLUSTER_NAME}:{}{path}", addr.port());
     let sent = client.request(parts.method, url).headers(headers).body(body).send().await;
     let resp = match sent {
@@ -305,6 +294,151 @@ pub(crate) async fn forward(
         }
     };
     let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = status;
+    *out.headers_mut() = out_headers;
+    out
+}
+
+/// The request's end-to-end headers, and what the active node is to know of the client.
+fn forwarded_headers(from: &HeaderMap, info: Option<&ConnInfo>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    copy_headers(from, &mut headers);
+    if let Some(info) = info {
+        if let Ok(v) = HeaderValue::from_str(&info.remote_addr.to_string()) {
+            headers.insert(FORWARDED_FOR, v);
+        }
+        if let Some(v) = unauthed_header(info.unauthed) {
+            headers.insert(FORWARDED_UNAUTHED, HeaderValue::from_static(v));
+        }
+        if !info.client_cert_chain.is_empty() {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let list: Vec<String> = info.client_cert_chain.iter().map(|c| b64.encode(c)).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(",")) {
+                headers.insert(FORWARDED_CERT, v);
+            }
+        }
+    }
+    headers
+}
+
+/// A WebSocket handshake (`Upgrade: websocket`): an event subscription.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+}
+
+/// An event subscription through a standby: the handshake goes to the active node on a cluster
+/// connection of its own, its answer comes back as it is (the active node checks the token,
+/// the ACL and audits, and computes `Sec-WebSocket-Accept` from the client's key); after a 101
+/// both connections are upgraded and bytes are relayed both ways until either side closes, the
+/// active node stops serving the subscription (it steps down, seals, stops) or this node stops.
+async fn forward_websocket(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    req: Request,
+    info: Option<ConnInfo>,
+) -> Response {
+    use axum::http::header::{CONNECTION, HOST, UPGRADE};
+    let Some(built) = cluster.built().await else {
+        return unavailable("this node cannot reach the active node yet; retry the request");
+    };
+    let (mut parts, _) = req.into_parts();
+    let Some(client_side) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return unavailable("this connection cannot be upgraded");
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from(CLUSTER_NAME)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tokio_rustls::TlsConnector::from(built.client.clone()).connect(name, tcp).await
+    };
+    let tls = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(s)) => s,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            tracing::warn!(active = %addr, error = %why, "forwarding an event subscription to the active node failed");
+            cluster.core.leader_unreachable();
+            return unavailable("the active node could not be reached; retry the request");
+        }
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(active = %addr, error = %e, "cluster connection for an event subscription failed");
+            return unavailable("the active node could not be reached; retry the request");
+        }
+    };
+    tokio::spawn(conn.with_upgrades());
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let mut up = axum::http::Request::new(Body::empty());
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = match path.parse() {
+        Ok(u) => u,
+        Err(_) => return unavailable("the request path cannot be forwarded"),
+    };
+    *up.headers_mut() = forwarded_headers(&parts.headers, info.as_ref());
+    let h = up.headers_mut();
+    h.insert(HOST, HeaderValue::from_static(CLUSTER_NAME));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let resp = match tokio::time::timeout(FORWARD_TIMEOUT, sender.send_request(up)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(active = %addr, error = %e, "forwarding an event subscription failed");
+            return unavailable("the active node could not be reached; retry the request");
+        }
+        Err(_) => return unavailable("the active node did not answer; retry the request"),
+    };
+    let status = resp.status();
+    let mut out_headers = HeaderMap::new();
+    copy_headers(resp.headers(), &mut out_headers);
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        // A refusal (403, 400, ...): relayed as any forwarded answer.
+        let bytes = match axum::body::to_bytes(Body::new(resp.into_body()), 1 << 20).await {
+            Ok(b) => b,
+            Err(_) => {
+                return unavailable("the active node's answer was cut short; retry the request");
+            }
+        };
+        let mut out = Response::new(Body::from(bytes));
+        *out.status_mut() = status;
+        *out.headers_mut() = out_headers;
+        return out;
+    }
+    out_headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    out_headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let active_side = hyper::upgrade::on(resp);
+    let lifeline = info.map(|i| i.lifeline);
+    tokio::spawn(async move {
+        let (client, active) = match tokio::join!(client_side, active_side) {
+            (Ok(c), Ok(a)) => (c, a),
+            _ => return,
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut active = hyper_util::rt::TokioIo::new(active);
+        let stopping = async {
+            match &lifeline {
+                Some(l) => l.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut active) => {}
+            // This node stops: both connections end (the client sees the socket close).
+            _ = stopping => {}
+        }
+    });
+    let mut out = Response::new(Body::empty());
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     out
@@ -415,7 +549,9 @@ pub(crate) async fn serve(
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10));
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            // Upgrades: event subscriptions forwarded by a standby.
+            let conn =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

@@ -168,6 +168,8 @@ pub(crate) struct ServerConfig {
     /// The seal stanza says `disabled = true`: it only opens the storage once more, for a
     /// migration back to Shamir shares (`unseal -migrate`).
     pub seal_disabled: bool,
+    /// Two seal stanzas, this one `disabled = true`: the seal to migrate from, to `seal`.
+    pub seal_from: Option<SealStanza>,
 }
 
 /// Vault's default request size limit: 32 MiB.
@@ -278,22 +280,15 @@ impl ServerConfig {
             None | Some(Value::Null) => DEFAULT_PROMETHEUS_RETENTION,
             Some(v) => parse_telemetry(v)?,
         };
-        let (seal, seal_disabled) = match root.get("seal") {
-            None | Some(Value::Null) => (None, false),
-            Some(v) => {
-                let disabled = labelled(v, "seal")?
-                    .first()
-                    .map(|(_, body)| opt_bool(body, "disabled"))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or(false);
-                (Some(parse_seal(v)?), disabled)
-            }
+        let (seal, seal_disabled, seal_from) = match root.get("seal") {
+            None | Some(Value::Null) => (None, false, None),
+            Some(v) => parse_seals(v)?,
         };
         Ok(Self {
             prometheus_retention,
             seal,
             seal_disabled,
+            seal_from,
             chaos,
             detect,
             login_limit,
@@ -448,13 +443,31 @@ fn key_source(v: &str, what: &str) -> Result<KeySource> {
     })
 }
 
-/// `seal "static" { current_key_id = "...", current_key = "file:///..." }` (OpenBao's keys).
-fn parse_seal(v: &Value) -> Result<SealStanza> {
+/// One seal block; or two, as Vault's seal migration has them, one with `disabled = "true"`
+/// (the seal to migrate from). Answers (the seal, whether it is disabled, the seal to migrate
+/// from).
+fn parse_seals(v: &Value) -> Result<(Option<SealStanza>, bool, Option<SealStanza>)> {
     let blocks = labelled(v, "seal")?;
-    let [(kind, body)] = blocks.as_slice() else {
-        bail!("at most one seal block is supported, found {}", blocks.len());
+    let disabled = |body: &Map<String, Value>| -> Result<bool> {
+        Ok(opt_bool(body, "disabled")?.unwrap_or(false))
     };
-    match kind.as_str() {
+    match blocks.as_slice() {
+        [] => Ok((None, false, None)),
+        [(kind, body)] => Ok((Some(parse_seal(kind, body)?), disabled(body)?, None)),
+        [(k1, b1), (k2, b2)] => match (disabled(b1)?, disabled(b2)?) {
+            (true, false) => Ok((Some(parse_seal(k2, b2)?), false, Some(parse_seal(k1, b1)?))),
+            (false, true) => Ok((Some(parse_seal(k1, b1)?), false, Some(parse_seal(k2, b2)?))),
+            _ => bail!(
+                "two seal blocks are a seal migration: exactly one of them must have disabled = \"true\" (the seal to migrate from)"
+            ),
+        },
+        more => bail!("at most two seal blocks (for a migration), found {}", more.len()),
+    }
+}
+
+/// `seal "static" { current_key_id = "...", current_key = "file:///..." }` (OpenBao's keys).
+fn parse_seal(kind: &str, body: &Map<String, Value>) -> Result<SealStanza> {
+    match kind {
         "static" => {
             const WHAT: &str = "seal \"static\"";
             check_keys(
@@ -1154,6 +1167,12 @@ log_format        = "json"
             (None, Some("autounseal"), Some(false)),
         );
         assert!(!format!("{t:?}").contains("SecretTok"), "Debug shows the token");
+        // Vault's migration form: the old seal disabled beside the new one, in either order.
+        let two = parse("seal \"transit\" {\n address = \"https://kms:8200\"\n key_name = \"k\"\n}\nseal \"static\" {\n current_key_id = \"old\"\n current_key = \"file:///old\"\n disabled = \"true\"\n}")
+            .expect("parse");
+        assert!(matches!(two.seal, Some(SealStanza::Transit(_))), "{two:?}");
+        assert!(matches!(two.seal_from, Some(SealStanza::Static { .. })), "{two:?}");
+        assert!(!two.seal_disabled);
         let inline = parse("seal \"static\" {\n current_key_id = \"k\"\n current_key = \"SecretKeyMaterialBase64==\"\n}").expect("parse");
         assert!(!format!("{inline:?}").contains("SecretKeyMaterial"), "Debug shows the key");
         for (seal, want) in [
@@ -1168,6 +1187,10 @@ log_format        = "json"
                 "together",
             ),
             ("seal \"awskms\" {}", "unsupported seal type"),
+            (
+                "seal \"static\" {\n current_key_id = \"a\"\n current_key = \"file:///a\"\n}\nseal \"static\" {\n current_key_id = \"b\"\n current_key = \"file:///b\"\n}",
+                "exactly one of them must have disabled",
+            ),
             (
                 "seal \"transit\" {\n key_name = \"k\"\n tls_skip_verify = \"maybe\"\n}",
                 "tls_skip_verify",

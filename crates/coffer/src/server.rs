@@ -136,6 +136,15 @@ fn load_seal(s: &crate::config::SealStanza) -> Result<Arc<dyn coffer_barrier::Ke
     }
 }
 
+/// The seal type the enabled seal stanza names.
+fn new_seal_type(cfg: &ServerConfig) -> &'static str {
+    match &cfg.seal {
+        Some(crate::config::SealStanza::Static { .. }) => "static",
+        Some(crate::config::SealStanza::Transit(_)) => "transit",
+        None => "shamir",
+    }
+}
+
 /// Until the first success: auto-unseal as soon as the storage is initialized (by this node or,
 /// in HA, another). A seal after that stays until a restart, as in Vault.
 async fn auto_unseal_loop(core: Arc<Core>) {
@@ -228,7 +237,13 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     match &cfg.seal {
         // `disabled = true`: the seal only opens the storage once more, to migrate away from it.
         Some(seal) if cfg.seal_disabled => core.set_migration_from_seal(load_seal(seal)?),
-        Some(seal) => core.set_auto_seal(load_seal(seal)?),
+        Some(seal) => {
+            core.set_auto_seal(load_seal(seal)?);
+            // Two stanzas: `unseal -migrate` moves the storage from the disabled one to this one.
+            if let Some(from) = &cfg.seal_from {
+                core.set_migration_from_seal(load_seal(from)?);
+            }
+        }
         None => {}
     }
     // HA: the election, and (with cluster_addr) the listener standbys forward requests to.
@@ -311,7 +326,13 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
         );
     } else {
         let st = core.seal_status().await?;
-        if cfg.seal_disabled {
+        if cfg.seal_from.is_some() && st.migration {
+            println!(
+                "\nSeal migration: the storage's seal stanza is disabled; run `coffer operator unseal -migrate` with {} recovery key shares to move it to the {} seal.",
+                st.threshold,
+                new_seal_type(&cfg)
+            );
+        } else if cfg.seal_disabled {
             println!(
                 "\nSeal migration: the seal stanza is disabled; run `coffer operator unseal -migrate` with {} recovery key shares to move to Shamir shares.",
                 st.threshold

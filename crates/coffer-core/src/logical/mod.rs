@@ -79,7 +79,8 @@ pub struct Request {
 pub struct UnauthedEndpoints {
     /// `sys/generate-root/attempt` and `sys/generate-root/update`.
     pub generate_root: bool,
-    /// `sys/rekey/init`, `sys/rekey/update` and `sys/rekey/verify`.
+    /// `sys/rekey/init`, `sys/rekey/update` and `sys/rekey/verify`, and the same three below
+    /// `sys/rekey-recovery-key/`.
     pub rekey: bool,
 }
 

@@ -245,7 +245,12 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Response> {
     // text: no multierror there).
     let refused = match rel.trim_end_matches('/') {
         "generate-root/attempt" | "generate-root/update" => !ctx.req.unauthed.generate_root,
-        "rekey/init" | "rekey/update" | "rekey/verify" => !ctx.req.unauthed.rekey,
+        "rekey/init"
+        | "rekey/update"
+        | "rekey/verify"
+        | "rekey-recovery-key/init"
+        | "rekey-recovery-key/update"
+        | "rekey-recovery-key/verify" => !ctx.req.unauthed.rekey,
         _ => false,
     };
     if refused {

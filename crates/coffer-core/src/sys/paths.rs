@@ -280,6 +280,36 @@ pub(crate) const PATHS: &[SysPath] = &[
         &[SHARE_KEY, Field::str("nonce", "The verification's nonce.")],
     ),
     p(
+        "rekey-recovery-key/init",
+        "As rekey/init, for the recovery key of an auto-unseal server; its shares are the \
+        credential. On a Shamir server: 400.",
+        &[Read, Update, Delete],
+        &[
+            Field::int("secret_shares", "How many new recovery shares to make."),
+            Field::int("secret_threshold", "How many new recovery shares make a quorum."),
+            Field::bool(
+                "require_verification",
+                "The new shares take effect only once a \
+                threshold of them was submitted to rekey-recovery-key/verify.",
+            ),
+            Field::comma_list("pgp_keys", "Not supported: shares are returned in the clear."),
+            Field::bool("backup", "Not supported (Vault allows it only with pgp_keys)."),
+        ],
+    ),
+    p(
+        "rekey-recovery-key/update",
+        "Submit one current recovery key share; the last one gets the new shares.",
+        &[Update],
+        &[SHARE_KEY, Field::str("nonce", "The rekey's nonce.")],
+    ),
+    p(
+        "rekey-recovery-key/verify",
+        "The verification of the new recovery shares (read), submit one new share (write), \
+        start the verification over (delete).",
+        &[Read, Update, Delete],
+        &[SHARE_KEY, Field::str("nonce", "The verification's nonce.")],
+    ),
+    p(
         "rekey/backup",
         "Backed-up PGP-encrypted shares: Coffer makes none (read: 400; delete: no-op).",
         &[Read, Delete],

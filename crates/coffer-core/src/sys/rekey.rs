@@ -9,8 +9,15 @@
 //! the new shares unseal. The root key, the keyring and every stored value stay as they are.
 //! Shares live in zeroizing buffers, in memory only, and go with the attempt or with sealing.
 //! Every call is audited with its fields, and the new shares in the answer, as HMACs.
+//!
+//! `sys/rekey-recovery-key/init|update|verify` do the same for the recovery key of an
+//! auto-unseal server (its shares prove the quorum, and the new shares replace them; the
+//! wrapped unseal key stays), as Vault; on a Shamir server they answer 400 `recovery rekeying not
+//! supported`. Each kind has its own attempt; the listener option that serves `sys/rekey/*`
+//! serves both, as OpenBao's `disable_unauthed_rekey_endpoints`.
+//!
 //! Not here: PGP-encrypted shares (`pgp_keys`, refused with a 400) and so `backup`, which Vault
-//! allows only with PGP keys; the recovery-key variants (Coffer has no auto-unseal seal).
+//! allows only with PGP keys.
 
 use base64::Engine as _;
 use coffer_barrier::{NewUnsealKey, SealConfig};
@@ -38,8 +45,28 @@ struct Pending {
     progress: Vec<Zeroizing<Vec<u8>>>,
 }
 
-async fn current_threshold(ctx: &Ctx<'_>) -> Result<u8> {
+/// The unseal key (`sys/rekey`) or the recovery key (`sys/rekey-recovery-key`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Barrier,
+    Recovery,
+}
+
+impl Kind {
+    fn slot<'a>(self, ctx: &'a Ctx<'_>) -> &'a tokio::sync::Mutex<Option<Attempt>> {
+        match self {
+            Kind::Barrier => &ctx.active.rekey,
+            Kind::Recovery => &ctx.active.rekey_recovery,
+        }
+    }
+}
+
+/// The threshold of the current shares (for `Recovery`, of the recovery key's).
+async fn current_threshold(ctx: &Ctx<'_>, kind: Kind) -> Result<u8> {
     match ctx.core.barrier.seal_config().await? {
+        Some(c) if kind == Kind::Recovery && c.seal_type == "shamir" => {
+            Err(Error::invalid("recovery rekeying not supported"))
+        }
         Some(c) => Ok(c.secret_threshold),
         None => Err(Error::invalid("server is not yet initialized")),
     }
@@ -74,32 +101,40 @@ fn verify_status(a: &Attempt) -> Value {
     })
 }
 
-/// `sys/rekey/init`, `update`, `verify` and `backup`; `None` for any other path.
+/// `sys/rekey/init`, `update`, `verify` and `backup`, and `sys/rekey-recovery-key/init`,
+/// `update` and `verify`; `None` for any other path.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
     use Operation::*;
     let rel = rel.trim_end_matches('/');
+    let (kind, rel) = match rel.strip_prefix("rekey-recovery-key/") {
+        Some("init") => (Kind::Recovery, "rekey/init"),
+        Some("update") => (Kind::Recovery, "rekey/update"),
+        Some("verify") => (Kind::Recovery, "rekey/verify"),
+        Some(_) => return Ok(None),
+        None => (Kind::Barrier, rel),
+    };
     let f = Fields::new(&ctx.req.data);
     let write = matches!(ctx.op(), Create | Update);
     let resp = match (rel, ctx.op()) {
         ("rekey/init", Read) => {
-            let required = current_threshold(ctx).await?;
-            Response::raw(200, status(ctx.active.rekey.lock().await.as_ref(), required))
+            let required = current_threshold(ctx, kind).await?;
+            Response::raw(200, status(kind.slot(ctx).lock().await.as_ref(), required))
         }
-        ("rekey/init", _) if write => init(ctx, &f).await?,
+        ("rekey/init", _) if write => init(ctx, kind, &f).await?,
         ("rekey/init", Delete) => {
-            *ctx.active.rekey.lock().await = None;
+            *kind.slot(ctx).lock().await = None;
             Response::empty()
         }
-        ("rekey/update", _) if write => update(ctx, &f).await?,
+        ("rekey/update", _) if write => update(ctx, kind, &f).await?,
         ("rekey/verify", Read) => {
-            current_threshold(ctx).await?;
-            let r = ctx.active.rekey.lock().await;
+            current_threshold(ctx, kind).await?;
+            let r = kind.slot(ctx).lock().await;
             let a = r.as_ref().ok_or_else(|| Error::invalid("no rekey configuration found"))?;
             Response::raw(200, verify_status(a))
         }
-        ("rekey/verify", _) if write => verify(ctx, &f).await?,
+        ("rekey/verify", _) if write => verify(ctx, kind, &f).await?,
         ("rekey/verify", Delete) => {
-            let mut r = ctx.active.rekey.lock().await;
+            let mut r = kind.slot(ctx).lock().await;
             let a = r.as_mut().ok_or_else(|| Error::invalid("no rekey configuration found"))?;
             if let Some(p) = a.pending.as_mut() {
                 p.progress.clear();
@@ -118,7 +153,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
     Ok(Some(resp))
 }
 
-async fn init(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
+async fn init(ctx: &Ctx<'_>, kind: Kind, f: &Fields<'_>) -> Result<Response> {
     let pgp = f.list("pgp_keys")?.is_some_and(|k| k.iter().any(|s| !s.is_empty()));
     if f.bool("backup")?.unwrap_or(false) && !pgp {
         return Err(Error::invalid(
@@ -152,8 +187,8 @@ async fn init(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
         other => Error::from(other),
     })?;
     let verification_required = f.bool("require_verification")?.unwrap_or(false);
-    let required = current_threshold(ctx).await?;
-    let mut r = ctx.active.rekey.lock().await;
+    let required = current_threshold(ctx, kind).await?;
+    let mut r = kind.slot(ctx).lock().await;
     if r.is_some() {
         return Err(Error::invalid("rekey already in progress"));
     }
@@ -163,6 +198,7 @@ async fn init(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
         shares,
         threshold,
         verification_required,
+        recovery_key = kind == Kind::Recovery,
         "rekey initialized"
     );
     *r =
@@ -187,13 +223,16 @@ fn new_shares_body(nonce: &str, key: &NewUnsealKey, verification_nonce: Option<&
     v
 }
 
-async fn update(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
+async fn update(ctx: &Ctx<'_>, kind: Kind, f: &Fields<'_>) -> Result<Response> {
     let key = super::required_share(f, "")?;
     let nonce = f.str("nonce")?.unwrap_or_default();
-    let required = current_threshold(ctx).await?;
-    let mut r = ctx.active.rekey.lock().await;
+    let required = current_threshold(ctx, kind).await?;
+    let mut r = kind.slot(ctx).lock().await;
     let Some(a) = r.as_mut() else {
-        return Err(Error::invalid("no barrier rekey in progress"));
+        return Err(Error::invalid(match kind {
+            Kind::Barrier => "no barrier rekey in progress",
+            Kind::Recovery => "no recovery rekey in progress",
+        }));
     };
     if let Some(p) = &a.pending {
         return Err(Error::invalid(format!(
@@ -238,15 +277,15 @@ async fn update(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
         a.pending = Some(Pending { nonce: vnonce, key: new, progress: Vec::new() });
         return Ok(Response::raw(200, body));
     }
-    commit(ctx, &new).await?;
+    commit(ctx, kind, &new).await?;
     *r = None;
     Ok(Response::raw(200, new_shares_body(&nonce, &new, None)))
 }
 
-async fn verify(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
+async fn verify(ctx: &Ctx<'_>, kind: Kind, f: &Fields<'_>) -> Result<Response> {
     let key = super::required_share(f, "")?;
     let nonce = f.str("nonce")?.unwrap_or_default();
-    let mut r = ctx.active.rekey.lock().await;
+    let mut r = kind.slot(ctx).lock().await;
     let Some(a) = r.as_mut() else {
         return Err(Error::invalid("no rekey in progress"));
     };
@@ -277,19 +316,28 @@ async fn verify(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<Response> {
         return Err(Error::invalid("rekey verification failed; incorrect key shares supplied"));
     }
     let done_nonce = p.nonce.clone();
-    commit(ctx, &p.key).await?;
+    commit(ctx, kind, &p.key).await?;
     *r = None;
     Ok(Response::raw(200, json!({ "nonce": done_nonce, "complete": true })))
 }
 
 /// The switch, serialized with seal, unseal and rotation.
-async fn commit(ctx: &Ctx<'_>, new: &NewUnsealKey) -> Result<()> {
+async fn commit(ctx: &Ctx<'_>, kind: Kind, new: &NewUnsealKey) -> Result<()> {
     let _g = ctx.core.admin_lock.lock().await;
-    ctx.core.barrier.rekey(new).await?;
+    let what = match kind {
+        Kind::Barrier => {
+            ctx.core.barrier.rekey(new).await?;
+            "rekey complete: the unseal key was replaced"
+        }
+        Kind::Recovery => {
+            ctx.core.barrier.rekey_recovery(new).await?;
+            "recovery key rekey complete: the recovery key was replaced"
+        }
+    };
     tracing::info!(
         shares = new.config().secret_shares,
         threshold = new.config().secret_threshold,
-        "rekey complete: the unseal key was replaced"
+        "{what}"
     );
     Ok(())
 }

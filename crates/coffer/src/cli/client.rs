@@ -177,7 +177,7 @@ pub(super) fn client(g: &Global) -> Result<Client> {
 fn key_share_advice(url: &str) -> String {
     let option = if url.contains("/v1/sys/generate-root/") {
         "disable_unauthed_generate_root_endpoints"
-    } else if url.contains("/v1/sys/rekey/") {
+    } else if url.contains("/v1/sys/rekey/") || url.contains("/v1/sys/rekey-recovery-key/") {
         "disable_unauthed_rekey_endpoints"
     } else {
         return String::new();

@@ -77,7 +77,8 @@ pub(crate) struct RekeyArgs {
     /// The operation's nonce (needed when the share is an argument or on stdin)
     #[arg(long)]
     nonce: Option<String>,
-    /// Only `barrier`: Coffer has no recovery keys
+    /// `barrier` (the unseal key shares) or `recovery` (the recovery key shares of an
+    /// auto-unseal server)
     #[arg(long, default_value = "barrier")]
     target: String,
     /// Not supported: shares are returned in the clear
@@ -257,19 +258,21 @@ fn verify_table(b: &Value) -> String {
 }
 
 pub(super) async fn rekey(g: &Global, a: RekeyArgs) -> Result<ExitCode> {
-    if a.target != "barrier" {
-        bail!("Unknown target: {} (Coffer has no recovery keys: only `barrier`)", a.target);
-    }
+    let (base, recovery) = match a.target.as_str() {
+        "barrier" => ("sys/rekey", false),
+        "recovery" => ("sys/rekey-recovery-key", true),
+        other => bail!("Unknown target: {other} (`barrier` or `recovery`)"),
+    };
     let c = client(g)?;
     if a.cancel {
-        c.delete("sys/rekey/init").await?;
+        c.delete(&format!("{base}/init")).await?;
         println!("Success! Canceled rekeying (if it was started)");
         return Ok(ExitCode::SUCCESS);
     }
     if a.init {
         let b = body(
             &c.write(
-                "sys/rekey/init",
+                &format!("{base}/init"),
                 &json!({
                     "secret_shares": a.key_shares,
                     "secret_threshold": a.key_threshold,
@@ -290,8 +293,8 @@ pub(super) async fn rekey(g: &Global, a: RekeyArgs) -> Result<ExitCode> {
         }
         return show(g, &b, rekey_table);
     }
-    let status_path = if a.verify { "sys/rekey/verify" } else { "sys/rekey/init" };
-    let st = match c.read(status_path).await {
+    let status_path = format!("{base}/{}", if a.verify { "verify" } else { "init" });
+    let st = match c.read(&status_path).await {
         Ok(ans) => body(&ans.body),
         // The verify status is a 400 when no rekey exists: the same advice as for none.
         Err(_) if a.verify && !a.status => json!({ "started": false }),
@@ -302,14 +305,15 @@ pub(super) async fn rekey(g: &Global, a: RekeyArgs) -> Result<ExitCode> {
     }
     if st.get("started") != Some(&Value::Bool(true)) {
         bail!(
-            "No rekey is in progress. Start a rekey process by running \"coffer operator rekey -init\"."
+            "No rekey is in progress. Start a rekey process by running \"coffer operator rekey -init{}\".",
+            if recovery { " -target=recovery" } else { "" }
         );
     }
     let status_nonce = st.get("nonce").and_then(Value::as_str).unwrap_or("").to_owned();
     let (key, nonce) = share_and_nonce(a.key, a.nonce, &status_nonce)?;
-    let update_path = if a.verify { "sys/rekey/verify" } else { "sys/rekey/update" };
+    let update_path = format!("{base}/{}", if a.verify { "verify" } else { "update" });
     let b =
-        body(&c.write(update_path, &json!({ "key": key.as_str(), "nonce": nonce })).await?.body);
+        body(&c.write(&update_path, &json!({ "key": key.as_str(), "nonce": nonce })).await?.body);
     if g.format.structured() {
         print_value(&b, g.format)?;
         return Ok(ExitCode::SUCCESS);
@@ -332,14 +336,22 @@ pub(super) async fn rekey(g: &Global, a: RekeyArgs) -> Result<ExitCode> {
     }
     println!("\nOperation nonce: {}", cell(b.get("nonce").unwrap_or(&Value::Null)));
     let (n, t) = (cell(&st["n"]), cell(&st["t"]));
+    let what = if recovery { "recovery" } else { "unseal" };
     if b.get("verification_required") == Some(&Value::Bool(true)) {
         println!(
-            "\nCoffer has created a new unseal key, split into {n} key shares with a key \
+            "\nCoffer has created a new {what} key, split into {n} key shares with a key \
              threshold of {t}. These are not active until the verification is complete: give \
-             {t} of them back with `coffer operator rekey -verify`. Until then, and if the \
+             {t} of them back with `coffer operator rekey -verify{}`. Until then, and if the \
              rekey is canceled or the server sealed, the current shares stay valid.\n\n\
              Verification nonce: {}",
+            if recovery { " -target=recovery" } else { "" },
             cell(b.get("verification_nonce").unwrap_or(&Value::Null))
+        );
+    } else if recovery {
+        println!(
+            "\nCoffer recovery keys rekeyed to {n} key shares and a key threshold of {t}. \
+             Distribute the key shares printed above: {t} of them make a quorum for \
+             generate-root and the next recovery rekey. The old recovery shares no longer do."
         );
     } else {
         println!(

@@ -44,6 +44,7 @@ pub(super) async fn run(a: ServerArgs) -> Result<ExitCode> {
             cluster_addr: None,
             seal: None,
             seal_disabled: false,
+            seal_from: None,
             default_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             max_lease_ttl: std::time::Duration::from_secs(768 * 3600),
             log_level: "info".into(),

@@ -250,3 +250,263 @@ async fn unseal_migrate_with_a_disabled_seal_moves_back_to_shamir_shares() {
     let (code, _) = s.call("GET", "auth/token/lookup-self", Some(&root), None).await;
     assert_eq!(code, 200);
 }
+
+/// A root token through generate-root with `shares` (a quorum of the current recovery shares).
+async fn generate_root(s: &Server, shares: &[String]) -> String {
+    use base64::Engine as _;
+    let (code, st) = s.call("PUT", "sys/generate-root/attempt", None, Some(json!({}))).await;
+    assert_eq!(code, 200, "{st}");
+    let (otp, nonce) = (
+        st["otp"].as_str().expect("otp").to_owned(),
+        st["nonce"].as_str().expect("nonce").to_owned(),
+    );
+    let mut done = json!({});
+    for k in shares {
+        let (code, b) = s
+            .call("PUT", "sys/generate-root/update", None, Some(json!({"key": k, "nonce": nonce})))
+            .await;
+        assert_eq!(code, 200, "{b}");
+        done = b;
+    }
+    assert_eq!(done["complete"], json!(true), "{done}");
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(done["encoded_token"].as_str().expect("encoded"))
+        .expect("b64");
+    raw.iter().zip(otp.bytes()).map(|(a, b)| (a ^ b) as char).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_target_recovery_replaces_the_recovery_shares() {
+    let dir = tempdir();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [6u8; 32]).expect("key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node_dir = dir.path().join("node");
+    let seal = format!(
+        "seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n}}\n",
+        key.display()
+    );
+    let base = default_config(&node_dir);
+    let mut s = Server::start_with(&node_dir, &format!("{base}{seal}"), "http");
+    let (code, b) = s
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let old: Vec<String> = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    // The listener's default refuses them, as sys/rekey (OpenBao's disable_unauthed_rekey_endpoints).
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/rekey-recovery-key/init",
+            None,
+            Some(json!({"secret_shares": 4, "secret_threshold": 3})),
+        )
+        .await;
+    assert_eq!((code, &b["errors"]), (405, &json!(["unsupported operation"])), "{b}");
+    // The same storage (a new config would make a new PostgreSQL database), endpoints served.
+    let served = base.replace(
+        "tls_disable = true\n",
+        &format!("tls_disable = true\n{}", crate::common::KEY_SHARE_ENDPOINTS),
+    );
+    assert_ne!(served, base);
+    std::fs::write(&s.config, format!("{served}{seal}")).expect("config");
+    s.restart();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+
+    // Through the CLI, as `vault operator rekey -target=recovery`.
+    let out = crate::common::ok(s.cli(
+        None,
+        &[
+            "operator",
+            "rekey",
+            "-target=recovery",
+            "-init",
+            "-key-shares=4",
+            "-key-threshold=3",
+            "-format=json",
+        ],
+    ));
+    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (&st["started"], &st["required"], &st["t"]),
+        (&json!(true), &json!(2), &json!(3)),
+        "{st}"
+    );
+    let nonce = st["nonce"].as_str().expect("nonce").to_owned();
+    let nonce_arg = format!("-nonce={nonce}");
+    // sys/rekey is a separate attempt: none under way there.
+    let (code, b) = s.call("GET", "sys/rekey/init", None, None).await;
+    assert_eq!((code, &b["started"]), (200, &json!(false)), "{b}");
+    crate::common::ok(s.cli(
+        None,
+        &["operator", "rekey", "-target=recovery", &nonce_arg, "-format=json", &old[2]],
+    ));
+    let out = crate::common::ok(s.cli(
+        None,
+        &["operator", "rekey", "-target=recovery", &nonce_arg, "-format=json", &old[0]],
+    ));
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["complete"], json!(true), "{done}");
+    let new: Vec<String> = done["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    assert_eq!(new.len(), 4);
+    let st = status(&s).await;
+    assert_eq!((&st["type"], &st["t"], &st["n"]), (&json!("static"), &json!(3), &json!(4)), "{st}");
+
+    // The old shares no longer make a quorum; three new ones do, for generate-root.
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/rekey-recovery-key/init",
+            None,
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let n2 = b["nonce"].as_str().expect("nonce").to_owned();
+    let mut last = (0, json!({}));
+    for k in &old {
+        last = s
+            .call(
+                "PUT",
+                "sys/rekey-recovery-key/update",
+                None,
+                Some(json!({"key": k, "nonce": n2})),
+            )
+            .await;
+    }
+    assert_eq!(last.0, 400, "the old recovery shares were accepted: {}", last.1);
+    let (code, _) = s.call("DELETE", "sys/rekey-recovery-key/init", None, None).await;
+    assert_eq!(code, 204);
+    let token = generate_root(&s, &new[1..]).await;
+    let (code, b) = s.call("GET", "auth/token/lookup-self", Some(&token), None).await;
+    assert_eq!((code, &b["data"]["policies"]), (200, &json!(["root"])), "{b}");
+    // The seal is untouched: a restart unseals by itself.
+    s.restart();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+
+    // A Shamir server has no recovery key.
+    let shamir_dir = dir.path().join("shamir");
+    let shamir_cfg = crate::common::plain_config_with(
+        &shamir_dir,
+        crate::common::Storage::Default,
+        crate::common::KEY_SHARE_ENDPOINTS,
+    );
+    let sh = Server::start_with(&shamir_dir, &shamir_cfg, "http");
+    let (keys, _) = sh.init(1, 1).await;
+    sh.unseal(&keys).await;
+    let (code, b) = sh
+        .call(
+            "PUT",
+            "sys/rekey-recovery-key/init",
+            None,
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .await;
+    assert_eq!((code, &b["errors"]), (400, &json!(["recovery rekeying not supported"])), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_static_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let (kms, _, kms_root) = crate::agent::server_on_fixed_port(&dir.path().join("kms")).await;
+    for (path, body) in
+        [("sys/mounts/transit", json!({"type": "transit"})), ("transit/keys/autounseal", json!({}))]
+    {
+        let (s, b) = kms.call("POST", path, Some(&kms_root), Some(body)).await;
+        assert!(s == 200 || s == 204, "{path}: {b}");
+    }
+    let key_file = |name: &str, byte: u8| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, [byte; 32]).expect("key");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        p
+    };
+    let (k1, k2) = (key_file("k1", 1), key_file("k2", 2));
+    let stat = |id: &str, p: &std::path::Path, extra: &str| {
+        format!(
+            "seal \"static\" {{\n  current_key_id = \"{id}\"\n  current_key = \"file://{}\"\n{extra}}}\n",
+            p.display()
+        )
+    };
+    let transit = |extra: &str| {
+        format!(
+            "seal \"transit\" {{\n  address = \"{}\"\n  token = \"{kms_root}\"\n  key_name = \"autounseal\"\n  disable_renewal = \"true\"\n{extra}}}\n",
+            kms.addr
+        )
+    };
+    let node_dir = dir.path().join("node");
+    let base = default_config(&node_dir);
+    let mut s = Server::start_with(&node_dir, &format!("{base}{}", stat("k1", &k1, "")), "http");
+    let (code, b) = s
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery: Vec<String> = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (code, _) =
+        s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
+    assert_eq!(code, 204);
+    let (code, _) = s.call("PUT", "secret/x", Some(&root), Some(json!({"v": 1}))).await;
+    assert_eq!(code, 204);
+
+    // static -> transit: the old stanza disabled beside the new one, as Vault's migration.
+    let migrate = |s: &mut Server, config: String| {
+        std::fs::write(&s.config, config).expect("config");
+        s.restart();
+    };
+    migrate(&mut s, format!("{base}{}{}", stat("k1", &k1, "  disabled = \"true\"\n"), transit("")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        (&st["sealed"], &st["migration"], &st["type"]),
+        (&json!(true), &json!(true), &json!("static")),
+        "not unsealed by either seal before the migration: {st}"
+    );
+    let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
+    assert_eq!(code, 400, "a share without migrate: {b}");
+    for k in &recovery[1..] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+    // Only the transit stanza now: it unseals by itself; the static key no longer would.
+    migrate(&mut s, format!("{base}{}", transit("")));
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    assert_eq!(status(&s).await["type"], json!("transit"));
+    migrate(&mut s, format!("{base}{}", stat("k1", &k1, "")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&s).await["sealed"], json!(true), "the old static key still opens");
+
+    // transit -> static with another key; the recovery shares are still the same.
+    migrate(&mut s, format!("{base}{}{}", transit("  disabled = \"true\"\n"), stat("k2", &k2, "")));
+    for k in &recovery[..2] {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(&s, Duration::from_secs(5)).await;
+    migrate(&mut s, format!("{base}{}", stat("k2", &k2, "")));
+    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let st = status(&s).await;
+    assert_eq!((&st["type"], &st["migration"]), (&json!("static"), &json!(false)), "{st}");
+    let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
+    assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
+}

@@ -39,7 +39,7 @@ fn cluster_addr_of(n: &Server) -> String {
 }
 
 /// Three nodes on a fresh database, initialized through the first and unsealed: (nodes, root).
-async fn cluster(dir: &Path, db: &str, ttl: &str) -> (Vec<Server>, String) {
+pub(crate) async fn cluster(dir: &Path, db: &str, ttl: &str) -> (Vec<Server>, String) {
     let url = coffer_pgtest::Cluster::shared().create_database(db);
     let nodes: Vec<Server> = (0..3)
         .map(|i| Server::start_with(&dir.join(format!("n{i}")), &ha_config(&url, ttl), "http"))
@@ -58,7 +58,7 @@ async fn health(n: &Server) -> Option<u16> {
 
 /// Waits until exactly one of the nodes (among `live`) answers health 200 and the other live
 /// ones 429; returns its index.
-async fn active_of(nodes: &[Server], live: &[usize], within: Duration) -> usize {
+pub(crate) async fn active_of(nodes: &[Server], live: &[usize], within: Duration) -> usize {
     let start = Instant::now();
     loop {
         let mut codes = BTreeMap::new();

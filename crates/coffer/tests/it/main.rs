@@ -26,6 +26,7 @@ mod docs;
 mod events;
 mod group_commit;
 mod ha;
+mod ha_events;
 mod ha_partition;
 mod help;
 mod identity;

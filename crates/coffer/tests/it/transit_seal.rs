@@ -179,8 +179,10 @@ async fn wait_log(s: &Server, what: &str, within: Duration) {
     }
 }
 
-fn seal(dir: &std::path::Path, body: &str) -> String {
-    format!("{}seal \"transit\" {{\n{body}}}\n", default_config(dir))
+/// `base` (a config from `default_config`, made once per node: on PostgreSQL each call makes a
+/// new database) with a transit seal stanza.
+fn seal(base: &str, body: &str) -> String {
+    format!("{base}seal \"transit\" {{\n{body}}}\n")
 }
 
 async fn init(s: &Server) {
@@ -207,11 +209,12 @@ async fn a_namespaced_seal_token_is_renewed_and_a_revoked_one_is_reported_lost()
         )
     };
     let d1 = dir.path().join("renewing");
-    let mut node = Server::start_with(&d1, &seal(&d1, &stanza(&renewed, "")), "http");
+    let mut node =
+        Server::start_with(&d1, &seal(&default_config(&d1), &stanza(&renewed, "")), "http");
     let d2 = dir.path().join("not-renewing");
     let other = Server::start_with(
         &d2,
-        &seal(&d2, &stanza(&unrenewed, "  disable_renewal = \"true\"\n")),
+        &seal(&default_config(&d2), &stanza(&unrenewed, "  disable_renewal = \"true\"\n")),
         "http",
     );
     init(&node).await;
@@ -250,33 +253,34 @@ async fn tls_server_name_and_tls_skip_verify_reach_a_server_whose_certificate_na
     let bao = Bao::start(&dir.path().join("bao")).await;
     let token = bao.transit_token(None, "1h").await;
     let d = dir.path().join("node");
+    let cfg = default_config(&d);
     let base = format!(
         "  address = \"{}\"\n  token = \"{token}\"\n  key_name = \"autounseal\"\n",
         bao.https
     );
     let ca = format!("  tls_ca_cert = \"{}\"\n", bao.ca.display());
     // The certificate names kms.test, not 127.0.0.1: the CA alone is not enough.
-    let mut node = Server::start_with(&d, &seal(&d, &format!("{base}{ca}")), "http");
+    let mut node = Server::start_with(&d, &seal(&cfg, &format!("{base}{ca}")), "http");
     let (code, b) = node
         .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 1, "recovery_threshold": 1})))
         .await;
     assert!(code >= 500, "init through a certificate for another name: {code} {b}");
     std::fs::write(
         &node.config,
-        seal(&d, &format!("{base}{ca}  tls_server_name = \"kms.test\"\n")),
+        seal(&cfg, &format!("{base}{ca}  tls_server_name = \"kms.test\"\n")),
     )
     .expect("config");
     node.restart();
     init(&node).await;
     wait_unsealed(&node, Duration::from_secs(10)).await;
     // No CA, verification off: it unseals, and the start-up log warns.
-    std::fs::write(&node.config, seal(&d, &format!("{base}  tls_skip_verify = \"true\"\n")))
+    std::fs::write(&node.config, seal(&cfg, &format!("{base}  tls_skip_verify = \"true\"\n")))
         .expect("config");
     node.restart();
     wait_unsealed(&node, Duration::from_secs(10)).await;
     assert!(node.logs().contains("tls_skip_verify is set"), "{}", node.logs());
     // No CA and verification on: the server's certificate is refused, the node stays sealed.
-    std::fs::write(&node.config, seal(&d, &base)).expect("config");
+    std::fs::write(&node.config, seal(&cfg, &base)).expect("config");
     node.restart();
     wait_log(&node, "auto-unseal failed", Duration::from_secs(5)).await;
     assert!(sealed(&node).await);
