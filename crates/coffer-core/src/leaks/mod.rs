@@ -15,9 +15,10 @@
 //! unseal ([`spawn_backfill`]), where the store keeps them: KV and static passwords, not tokens
 //! or secret_ids (stored only as salted hashes) nor dynamic passwords (not kept).
 //!
-//! Not done: GitHub's request signature is not checked here (GitHub's requests carry no Coffer
-//! token; docs/leaks.md describes the relay that checks it and adds one).
+//! GitHub's alerts also arrive directly, without a Coffer token, on `sys/leaks/github`, where
+//! they are read only once GitHub's signature verified ([`github`]).
 
+pub mod github;
 pub mod index;
 mod live;
 mod report;
@@ -42,6 +43,9 @@ pub(crate) const MAX_HASHES: usize = 10_000;
 
 /// `sys/leaks/check` and `sys/leaks/report`; `None` for any other path.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
+    if let Some(r) = github::handle(ctx, rel).await? {
+        return Ok(Some(r));
+    }
     let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     match rel {

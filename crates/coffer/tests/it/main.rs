@@ -35,6 +35,7 @@ mod jwt;
 mod kubernetes;
 mod kv2;
 mod leaks;
+mod leaks_github;
 mod leases;
 mod limits;
 mod metrics;
