@@ -18,6 +18,9 @@
 mod body;
 mod error;
 mod events;
+mod forwarded_for;
+
+pub(crate) use forwarded_for::{ForwardedFor, apply as forwarded_for_layer};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

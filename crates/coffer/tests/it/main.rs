@@ -24,6 +24,7 @@ mod detect;
 mod differential;
 mod docs;
 mod events;
+mod forwarded_for;
 mod group_commit;
 mod ha;
 mod help;
