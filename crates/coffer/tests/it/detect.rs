@@ -650,3 +650,66 @@ async fn a_burst_far_over_an_identitys_learned_rate_alerts_and_its_usual_rate_do
     assert!(count >= 15 && baseline > 0.0 && count as f64 > 3.0 * baseline.max(1.0), "{a}");
     assert!(baseline < 6.0, "the baseline was learned from the slow requests: {a}");
 }
+
+#[tokio::test]
+async fn failed_approle_logins_count_per_role_without_the_answer_telling_a_role_id_exists() {
+    let dir = tempdir();
+    let (s, root) = ready(
+        dir.path(),
+        "rule \"logins\" {\n type = \"login_failures\"\n threshold = 3\n window = \"60s\"\n per = [\"role\"]\n}",
+    )
+    .await;
+    let (st, b) =
+        s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    assert_eq!(st, 204, "{b}");
+    let mut role_ids = Vec::new();
+    for role in ["web", "batch"] {
+        let (st, b) = s
+            .call(
+                "POST",
+                &format!("auth/approle/role/{role}"),
+                Some(&root),
+                Some(json!({"token_policies": ["default"]})),
+            )
+            .await;
+        assert!(st == 200 || st == 204, "{b}");
+        let (_, rid) =
+            s.call("GET", &format!("auth/approle/role/{role}/role-id"), Some(&root), None).await;
+        role_ids.push(rid["data"]["role_id"].as_str().expect("role_id").to_owned());
+    }
+    let login = |role_id: String| {
+        let s = &s;
+        async move {
+            s.call(
+                "POST",
+                "auth/approle/login",
+                None,
+                Some(json!({"role_id": role_id, "secret_id": "not-a-secret-id"})),
+            )
+            .await
+        }
+    };
+    // A role_id of a role and one of none get the same answer.
+    let known = login(role_ids[0].clone()).await;
+    let unknown = login("00000000-0000-0000-0000-000000000000".into()).await;
+    assert_eq!(known, unknown);
+    assert_eq!(known, (400, json!({"errors": ["invalid role or secret ID"]})));
+    // Two failures on web, one on batch, one more on no role: no role has reached three.
+    login(role_ids[0].clone()).await;
+    login(role_ids[1].clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let found = alerts(&s, &root).await;
+    assert!(found.is_empty(), "{found:#?}");
+    login(role_ids[0].clone()).await;
+    let a = alert_of(&s, &root, "logins").await;
+    assert_eq!(a["output_fields"]["coffer.login_role"], "auth/approle:web", "{a}");
+    let text = a.to_string();
+    assert!(!text.contains(&role_ids[0]) && !text.contains("not-a-secret-id"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alerts(&s, &root).await.len(), 1, "batch and the unknown role_id stay under three");
+    // The audit entry names the role; the role_id stays HMAC'd.
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
+    assert!(log.contains(r#"invalid role or secret ID (login role \"web\")"#), "{log}");
+    assert!(log.contains(r#"invalid role or secret ID (login role \"batch\")"#));
+    assert!(!log.contains(&role_ids[0]));
+}
