@@ -249,11 +249,11 @@ mod tests {
             { "key_identifier": "bcb53661c06b4728e59d897fb6165d5c9cda0fd9cdf9d09ead458168deb7518c",
               "key": pem, "is_current": true }
         ]});
-        let keys = parse_keys(data.as_object().unwrap()).expect("GitHub's key");
+        let keys = parse_keys(data.as_object().expect("object")).expect("GitHub's key");
         assert_eq!(keys.len(), 1);
         let dup = json!({ "public_keys": [
             { "key_identifier": "a", "key": pem }, { "key_identifier": "a", "key": pem }
         ]});
-        assert!(parse_keys(dup.as_object().unwrap()).is_err());
+        assert!(parse_keys(dup.as_object().expect("object")).is_err());
     }
 }

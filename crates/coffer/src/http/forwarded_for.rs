@@ -108,8 +108,8 @@ mod tests {
 
     #[test]
     fn addresses_are_read_as_proxies_write_them() {
-        assert_eq!(parse_ip("192.0.2.1"), Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(parse_ip("[2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_ip("192.0.2.1"), Some("192.0.2.1".parse().expect("ip")));
+        assert_eq!(parse_ip("[2001:db8::1]"), Some("2001:db8::1".parse().expect("ip")));
         assert_eq!(parse_ip("unknown"), None);
         assert_eq!(parse_ip("192.0.2.1:80"), None);
     }

@@ -93,7 +93,7 @@ async fn the_forwarded_address_counts_only_from_an_authorized_proxy() {
     // A chain shorter than the hops to skip, or an entry that is no address: 400.
     let (st, b) = get(&s, "127.0.0.1", "sys/health", &token, &["203.0.113.7"]).await;
     assert_eq!(st, 400, "{b}");
-    assert!(b["errors"][0].as_str().unwrap().contains("hops to skip (1)"), "{b}");
+    assert!(b["errors"][0].as_str().expect("error text").contains("hops to skip (1)"), "{b}");
     let (st, _) = get(&s, "127.0.0.1", "sys/health", &token, &["unknown, 10.0.0.1"]).await;
     assert_eq!(st, 400);
 
@@ -151,10 +151,14 @@ async fn the_reject_options_refuse_what_they_name() {
     let s = Server::start_with(dir.path(), &config, "http");
     let (st, b) = get(&s, "127.0.0.1", "sys/health", "", &["203.0.113.7"]).await;
     assert_eq!(st, 400, "{b}");
-    assert!(b["errors"][0].as_str().unwrap().contains("not authorized for x-forwarded-for"));
+    assert!(
+        b["errors"][0].as_str().expect("error text").contains("not authorized for x-forwarded-for")
+    );
     let (st, b) = get(&s, "127.0.0.2", "sys/health", "", &[]).await;
     assert_eq!(st, 400, "{b}");
-    assert!(b["errors"][0].as_str().unwrap().contains("missing x-forwarded-for header"));
+    assert!(
+        b["errors"][0].as_str().expect("error text").contains("missing x-forwarded-for header")
+    );
     let (st, b) = get(&s, "127.0.0.2", "sys/health", "", &["203.0.113.7"]).await;
     assert_eq!(st, 501, "{b}");
 

@@ -113,7 +113,7 @@ async fn a_github_alert_signed_by_a_configured_key_revokes_without_a_coffer_toke
     let bad = json!({"public_keys": [{"key_identifier": "x", "key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}]});
     let (code, b) = s.call("POST", "sys/leaks/github/keys", Some(&root), Some(bad)).await;
     assert_eq!(code, 400, "{b}");
-    assert!(b["errors"][0].as_str().unwrap().contains("P-256"), "{b}");
+    assert!(b["errors"][0].as_str().expect("error text").contains("P-256"), "{b}");
 
     // Every way of not being GitHub is the same 403, and nothing is acted on.
     let denied = json!({"errors": ["permission denied"]});
