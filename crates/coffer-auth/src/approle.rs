@@ -764,6 +764,21 @@ impl AppRole {
         if !coffer_core::secret::ct_eq(role.role_id.as_bytes(), role_id.as_bytes()) {
             return Err(bad());
         }
+        // From here the role is known: a refusal names it to the audit log and the detection
+        // rules (failed logins per role), and the answer stays the same as for a role_id that
+        // names no role.
+        self.login_as(req, role).await.map_err(|e| match e {
+            Error::InvalidRequest(_) | Error::PermissionDenied | Error::Refused(_) => {
+                Error::LoginFailed { role: owner.name.clone(), error: Box::new(e) }
+            }
+            e => e,
+        })
+    }
+
+    /// The rest of a login whose `role_id` named `role`.
+    async fn login_as(&self, req: &Req<'_>, role: RoleRecord<Role>) -> Result<Response> {
+        let f = Fields::new(req.data);
+        let bad = || Error::invalid(BAD_CREDENTIALS);
         let mut metadata = BTreeMap::new();
         let mut token_cidrs = role.token.token_bound_cidrs.clone();
         let mut image_facts = None;

@@ -260,7 +260,8 @@ pub(crate) fn is_public_sys(rel: &str) -> bool {
 /// used, and root generation and rekeying, whose credential is a quorum of unseal key shares
 /// (as in Vault; unlike Vault, they are audited like every request). `sys/generate-root`
 /// itself, the attempt's other name, needs a token, as in Vault, where only the `attempt` and
-/// `update` paths skip the token check.
+/// `update` paths skip the token check. `sys/leaks/github` is where GitHub posts secret-scanning
+/// alerts: their credential is GitHub's signature, checked by its handler (`leaks::github`).
 pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
     matches!(
         rel.trim_end_matches('/'),
@@ -274,6 +275,7 @@ pub(crate) fn is_unauthenticated_sys(rel: &str) -> bool {
             | "rekey-recovery-key/init"
             | "rekey-recovery-key/update"
             | "rekey-recovery-key/verify"
+            | "leaks/github"
     )
 }
 

@@ -855,13 +855,21 @@ impl Core {
         // Table first: if clearing the data fails midway, the mount is gone and its leftover
         // ciphertext is unreachable, never half-visible. The rate limit quotas on the mount go
         // with it, in the same write, as in OpenBao.
+        // The marker that has the mount's liveness index entries swept goes in the same write.
         let quotas = crate::sys::quota_rules_on(self, &full);
         let (table_key, table_raw) = mount::table_record(table, &entries)?;
+        let sweep = removed.as_ref().map(|r| crate::leaks::sweep_marker(&r.entry.uuid));
         let mut ops =
             vec![coffer_barrier::BatchOp::Put(table_key.to_owned(), table_raw.as_slice())];
         ops.extend(quotas.iter().map(|(k, _)| coffer_barrier::BatchOp::Delete(k.clone())));
+        if let Some(k) = &sweep {
+            ops.push(coffer_barrier::BatchOp::Put(k.clone(), b"1"));
+        }
         let root = View::new(self.barrier.clone(), "");
         View::batch_across(vec![(&root, ops)]).await?;
+        if sweep.is_some() {
+            crate::leaks::spawn_sweeps(&active);
+        }
         for (_, name) in &quotas {
             self.quotas.delete_rule(name);
         }

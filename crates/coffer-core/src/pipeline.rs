@@ -312,7 +312,12 @@ impl Core {
         }
         if let (
             Some(m),
-            Err(Error::InvalidRequest(_) | Error::PermissionDenied | Error::Refused(_)),
+            Err(
+                Error::InvalidRequest(_)
+                | Error::PermissionDenied
+                | Error::Refused(_)
+                | Error::LoginFailed { .. },
+            ),
         ) = (&login_mount, &result)
         {
             self.login_limiter.failed(m, req.remote_addr);
@@ -341,7 +346,12 @@ impl Core {
             active.tokens.revoke_tree(&spent.id).await?;
         }
         logged?;
-        result
+        // The role a failed login was attributed to was for the audit entry and the rules
+        // only: the caller gets the error itself.
+        result.map_err(|e| match e {
+            Error::LoginFailed { error, .. } => *error,
+            e => e,
+        })
     }
 }
 

@@ -120,6 +120,8 @@ pub(crate) struct ListenerConfig {
     /// (OpenBao's `disable_unauthed_generate_root_endpoints` and
     /// `disable_unauthed_rekey_endpoints`, both `true` by default: neither).
     pub unauthed: coffer_core::UnauthedEndpoints,
+    /// Vault's `x_forwarded_for_*` options; `None` without `x_forwarded_for_authorized_addrs`.
+    pub forwarded_for: Option<crate::http::ForwardedFor>,
 }
 
 impl ListenerConfig {
@@ -134,6 +136,7 @@ impl ListenerConfig {
             max_buffered_request_bytes: 2 * DEFAULT_MAX_REQUEST_SIZE,
             unauthenticated_metrics_access: false,
             unauthed: coffer_core::UnauthedEndpoints::default(),
+            forwarded_for: None,
         }
     }
 }
@@ -738,6 +741,55 @@ pub(crate) fn resolve_address(address: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("listener address {address:?} must be IP:PORT or HOST:PORT"))
 }
 
+/// Vault's `x_forwarded_for_*` listener options, read as OpenBao reads them: the addresses as a
+/// comma-separated string or a list (IPs or CIDR blocks), hop skips a non-negative integer
+/// (number or string), the two reject options booleans defaulting to `false`. Without
+/// authorized addresses the other options change nothing, as in OpenBao.
+fn forwarded_for(body: &Map<String, Value>) -> Result<Option<crate::http::ForwardedFor>> {
+    let addrs: Vec<String> = match body.get("x_forwarded_for_authorized_addrs") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => {
+            s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(|s| s.trim().to_owned()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow!("x_forwarded_for_authorized_addrs entries must be strings"))?,
+        Some(_) => bail!(
+            "x_forwarded_for_authorized_addrs must be a comma-separated string or a list of addresses"
+        ),
+    };
+    let authorized_addrs =
+        coffer_core::cidr::Cidr::parse_list("x_forwarded_for_authorized_addrs", &addrs)
+            .map_err(|e| anyhow!("error parsing x_forwarded_for_authorized_addrs: {e}"))?;
+    let hop_skips = match body.get("x_forwarded_for_hop_skips") {
+        None | Some(Value::Null) => 0,
+        Some(v) => {
+            let n = match v {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| anyhow!("error parsing x_forwarded_for_hop_skips: not an integer"))?;
+            usize::try_from(n).map_err(|_| {
+                anyhow!("x_forwarded_for_hop_skips cannot be negative but set to {n}")
+            })?
+        }
+    };
+    let reject_not_authorized = opt_bool(body, "x_forwarded_for_reject_not_authorized")?;
+    let reject_not_present = opt_bool(body, "x_forwarded_for_reject_not_present")?;
+    if authorized_addrs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::http::ForwardedFor {
+        authorized_addrs,
+        hop_skips,
+        reject_not_authorized: reject_not_authorized.unwrap_or(false),
+        reject_not_present: reject_not_present.unwrap_or(false),
+    }))
+}
+
 fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
     let mut out = Vec::new();
     for (kind, body) in labelled(v, "listener")? {
@@ -762,6 +814,10 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
                 "telemetry",
                 "disable_unauthed_generate_root_endpoints",
                 "disable_unauthed_rekey_endpoints",
+                "x_forwarded_for_authorized_addrs",
+                "x_forwarded_for_hop_skips",
+                "x_forwarded_for_reject_not_authorized",
+                "x_forwarded_for_reject_not_present",
             ],
             "listener \"tcp\"",
         )?;
@@ -856,9 +912,11 @@ fn parse_listeners(v: &Value) -> Result<Vec<ListenerConfig>> {
             generate_root: !disabled("disable_unauthed_generate_root_endpoints")?,
             rekey: !disabled("disable_unauthed_rekey_endpoints")?,
         };
+        let forwarded_for = forwarded_for(&body).map_err(|e| anyhow!("listener {address}: {e}"))?;
         out.push(ListenerConfig {
             unauthenticated_metrics_access,
             unauthed,
+            forwarded_for,
             address,
             tls,
             max_request_size,

@@ -18,6 +18,9 @@
 mod body;
 mod error;
 mod events;
+mod forwarded_for;
+
+pub(crate) use forwarded_for::{ForwardedFor, apply as forwarded_for_layer};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,6 +183,30 @@ fn seal_to(headers: &HeaderMap) -> Result<Option<coffer_hpke::Recipient>, Error>
     coffer_hpke::Recipient::from_header(v).map(Some).map_err(|e| Error::invalid(e.to_string()))
 }
 
+/// The data of a GitHub secret-scanning alert: the raw body (base64) and the two signature
+/// headers, each given once at most (a header given twice reaches the handler as absent).
+fn github_alert(body: &[u8], headers: &HeaderMap) -> Map<String, Value> {
+    use base64::Engine as _;
+    use coffer_core::leaks::github;
+    let mut m = Map::new();
+    m.insert(
+        github::RAW_BODY.into(),
+        Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+    );
+    for (name, field) in [
+        ("github-public-key-identifier", github::KEY_ID_FIELD),
+        ("github-public-key-signature", github::SIGNATURE_FIELD),
+    ] {
+        let mut values = headers.get_all(name).iter();
+        if let (Some(v), None) = (values.next(), values.next())
+            && let Ok(v) = v.to_str()
+        {
+            m.insert(field.into(), Value::String(v.to_owned()));
+        }
+    }
+    m
+}
+
 fn parse_body(body: &[u8], path: &str) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -257,7 +284,12 @@ async fn handle(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/ocsp-request"));
     // As Vault: a DER OCSP request is no JSON; it reaches the engine base64-encoded in
     // `http_raw_body`, the field Vault's handler puts it in.
-    let parsed = if ocsp && !body.is_empty() {
+    let parsed = if path.trim_matches('/') == "sys/leaks/github" && op == Operation::Update {
+        // GitHub signs the raw body: it reaches the handler as sent, with the signature headers,
+        // and the alerts are read from it only once the signature verified. Nothing else from
+        // the request is taken, so no field can stand in for the signed bytes.
+        Ok(github_alert(body, &headers))
+    } else if ocsp && !body.is_empty() {
         use base64::Engine as _;
         let mut m = Map::new();
         m.insert(

@@ -445,6 +445,15 @@ async fn serve(
         Some(f) => app.layer(axum::middleware::from_fn_with_state(f, crate::cluster::forward)),
         None => app,
     };
+    // Outside the forwarding: a standby takes the client's address from the proxy's header
+    // before it hands the request on.
+    let app = match &cfg.forwarded_for {
+        Some(x) => app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(x.clone()),
+            http::forwarded_for_layer,
+        )),
+        None => app,
+    };
     let header_timeout = cfg.read_header_timeout;
     let unauthenticated_metrics = cfg.unauthenticated_metrics_access;
     let unauthed = cfg.unauthed;

@@ -517,7 +517,7 @@ impl Broker {
     pub(crate) async fn log_request(&self, r: &Record<'_>, error: &str) -> Result<()> {
         // A refused request gets no response entry: its request entry is its outcome.
         if !error.is_empty() {
-            self.detect.observe(r, error, None);
+            self.detect.observe(r, error, None, None);
         }
         if !self.active().await {
             return Ok(());
@@ -531,8 +531,14 @@ impl Broker {
         result: &Result<Response>,
     ) -> Result<()> {
         match result {
-            Ok(resp) => self.detect.observe(r, "", resp.auth.as_ref()),
-            Err(e) => self.detect.observe(r, &public_error(e), None),
+            Ok(resp) => self.detect.observe(r, "", resp.auth.as_ref(), None),
+            Err(e) => {
+                let role = match e {
+                    Error::LoginFailed { role, .. } => Some(role.as_str()),
+                    _ => None,
+                };
+                self.detect.observe(r, &public_error(e), None, role)
+            }
         }
         if !self.active().await {
             return Ok(());
@@ -658,6 +664,9 @@ pub(crate) fn public_error(e: &Error) -> String {
         Error::Internal(_) => "internal error".into(),
         // The audit log is where an operator learns why a login was refused.
         Error::Refused(reason) => format!("permission denied: {reason}"),
+        Error::LoginFailed { role, error } => {
+            format!("{} (login role {role:?})", public_error(error))
+        }
         other => other.to_string(),
     }
 }

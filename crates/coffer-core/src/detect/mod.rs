@@ -485,12 +485,14 @@ impl Detector {
 
 impl Detector {
     /// Hands one request's outcome to the rules, when any is enabled: `error` empty when it
-    /// succeeded, `issued` the token it issued.
+    /// succeeded, `issued` the token it issued, `attributed` the role a failed login was found
+    /// to aim at by the auth method (an AppRole role_id's role).
     pub(crate) fn observe(
         &self,
         r: &crate::audit::Record<'_>,
         error: &str,
         issued: Option<&crate::logical::Auth>,
+        attributed: Option<&str>,
     ) {
         if !self.armed() {
             return;
@@ -519,7 +521,7 @@ impl Detector {
                 image_digest: meta("image_digest"),
             }
         });
-        let login_role = r.login.then(|| login_target(r.path, &r.req.data)).flatten();
+        let login_role = r.login.then(|| login_target(r.path, &r.req.data, attributed)).flatten();
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -540,16 +542,16 @@ impl Detector {
     }
 }
 
-/// What a login aims at: `<mount>:<role>` from the body's `role` (jwt, kubernetes, cert's
-/// `name`), or the path's segment after `login/` (userpass), else the mount alone. An AppRole
-/// login names its role only by `role_id`, a credential half: it is counted per mount.
-fn login_target(path: &str, data: &Map<String, Value>) -> Option<String> {
+/// What a login aims at: `<mount>:<role>` from the role the auth method attributed a failure
+/// to (AppRole: the role its `role_id` belongs to), the body's `role` (jwt, kubernetes, cert's
+/// `name`), or the path's segment after `login/` (userpass), else the mount alone (an AppRole
+/// login whose `role_id` names no role).
+fn login_target(path: &str, data: &Map<String, Value>, attributed: Option<&str>) -> Option<String> {
     let (mount, rest) = path.split_once("/login")?;
-    let named = data
-        .get("role")
-        .or_else(|| data.get("name"))
-        .and_then(Value::as_str)
+    let named = attributed
         .map(str::to_owned)
+        .or_else(|| data.get("role").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| data.get("name").and_then(Value::as_str).map(str::to_owned))
         .or_else(|| rest.strip_prefix('/').filter(|u| !u.is_empty()).map(str::to_owned));
     Some(match named {
         Some(n) => format!("{mount}:{}", n.chars().take(128).collect::<String>()),

@@ -140,16 +140,26 @@ fn the_detect_block_parses_with_defaults_and_refuses_mistakes() {
 fn login_targets_name_the_role_or_user_and_never_a_role_id() {
     let data = |v: Value| v.as_object().cloned().expect("o");
     assert_eq!(
-        login_target("auth/jwt/login", &data(json!({"role": "web", "jwt": "x"}))).as_deref(),
+        login_target("auth/jwt/login", &data(json!({"role": "web", "jwt": "x"})), None).as_deref(),
         Some("auth/jwt:web")
     );
     assert_eq!(
-        login_target("auth/userpass/login/bob", &data(json!({"password": "p"}))).as_deref(),
+        login_target("auth/userpass/login/bob", &data(json!({"password": "p"})), None).as_deref(),
         Some("auth/userpass:bob")
     );
     assert_eq!(
-        login_target("auth/approle/login", &data(json!({"role_id": "r", "secret_id": "s"})))
+        login_target("auth/approle/login", &data(json!({"role_id": "r", "secret_id": "s"})), None)
             .as_deref(),
         Some("auth/approle")
+    );
+    // The role the method found the role_id to belong to, never the role_id itself.
+    assert_eq!(
+        login_target(
+            "auth/approle/login",
+            &data(json!({"role_id": "r", "secret_id": "s"})),
+            Some("web")
+        )
+        .as_deref(),
+        Some("auth/approle:web")
     );
 }

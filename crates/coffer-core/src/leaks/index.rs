@@ -14,8 +14,10 @@
 //! lease revoked, a secret_id destroyed or used up, a KV version destroyed or pruned, a static
 //! password rotated) deletes its entry too.
 //!
-//! Not guaranteed here: that an entry's value is still live (a mount disabled, a static role
-//! deleted, leave entries behind). Whoever reads the index confirms each entry against the
+//! A static role deleted takes its entry out in the same batch; a mount disabled leaves a sweep
+//! marker in the batch that changes the mount table, and its entries are removed in the
+//! background (`leaks::spawn_sweeps`). Not guaranteed here: that an entry's value is still live
+//! (until that sweep ends, or after a value's owner lost it some other way). Whoever reads the index confirms each entry against the
 //! store that owns the value (see `leaks::live`) and drops the entries that no longer hold.
 
 use std::sync::Arc;
@@ -60,6 +62,17 @@ pub enum Target {
 }
 
 impl Target {
+    /// The mount (its uuid) the value belongs to; `None` for tokens, which belong to no mount.
+    pub(crate) fn mount(&self) -> Option<&str> {
+        match self {
+            Target::Token { .. } | Target::WrappingToken { .. } => None,
+            Target::SecretId { mount, .. }
+            | Target::Kv { mount, .. }
+            | Target::DatabaseStatic { mount, .. }
+            | Target::DatabaseDynamic { mount, .. } => Some(mount),
+        }
+    }
+
     /// The contract's `kind` of a match.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -15,9 +15,15 @@
 //! unseal ([`spawn_backfill`]), where the store keeps them: KV and static passwords, not tokens
 //! or secret_ids (stored only as salted hashes) nor dynamic passwords (not kept).
 //!
-//! Not done: GitHub's request signature is not checked here (GitHub's requests carry no Coffer
-//! token; docs/leaks.md describes the relay that checks it and adds one).
+//! A mount disabled takes its entries with it: the mount-table change writes a sweep marker in
+//! the same batch, and a background sweep ([`spawn_sweeps`]) removes every entry of that mount
+//! and then the marker; a sweep cut short (a restart, a seal) runs again at the next unseal.
+//! Entries are found by value hash, not by mount, so a sweep reads the whole index once.
+//!
+//! GitHub's alerts also arrive directly, without a Coffer token, on `sys/leaks/github`, where
+//! they are read only once GitHub's signature verified ([`github`]).
 
+pub mod github;
 pub mod index;
 mod live;
 mod report;
@@ -42,6 +48,9 @@ pub(crate) const MAX_HASHES: usize = 10_000;
 
 /// `sys/leaks/check` and `sys/leaks/report`; `None` for any other path.
 pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>> {
+    if let Some(r) = github::handle(ctx, rel).await? {
+        return Ok(Some(r));
+    }
     let op = ctx.op();
     let write = matches!(op, Operation::Create | Operation::Update);
     match rel {
@@ -83,6 +92,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, rel: &str) -> Result<Option<Response>>
 /// upgrade). Once per mount: a marker records it. A mount's failure is logged and retried at
 /// the next unseal; a node that cannot write (a standby) stops at the first marker.
 pub(crate) fn spawn_backfill(active: &Arc<Active>) {
+    spawn_sweeps(active);
     let active = Arc::downgrade(active);
     tokio::spawn(async move {
         let Some(a) = active.upgrade() else { return };
@@ -112,6 +122,67 @@ pub(crate) fn spawn_backfill(active: &Arc<Active>) {
             }
         }
     });
+}
+
+/// The storage key (from the barrier's root) of the marker that asks for the entries of the
+/// mount `uuid` to be swept: written in the batch that removes the mount from its table.
+pub(crate) fn sweep_marker(uuid: &str) -> String {
+    format!("{}sweep/{uuid}", index::STORAGE_PREFIX)
+}
+
+/// One sweep at a time: each reads the whole index.
+static SWEEPING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Removes, in the background, the entries of every mount with a sweep marker (mounts
+/// disabled), then the marker and the mount's backfill marker. A failure is logged and the
+/// marker kept: the sweep runs again at the next unseal or the next mount disabled.
+pub(crate) fn spawn_sweeps(active: &Arc<Active>) {
+    let active = Arc::downgrade(active);
+    tokio::spawn(async move {
+        let _g = SWEEPING.lock().await;
+        let Some(a) = active.upgrade() else { return };
+        let view = a.leaks.view().clone();
+        drop(a);
+        if let Err(e) = sweep(&view).await {
+            match e {
+                Error::Sealed | Error::Standby => {}
+                e => {
+                    tracing::warn!(error = %e, "liveness index: sweeping a disabled mount's entries failed; retried at the next unseal")
+                }
+            }
+        }
+    });
+}
+
+async fn sweep(view: &coffer_barrier::View) -> Result<()> {
+    let uuids = view.list("sweep/").await?;
+    if uuids.is_empty() {
+        return Ok(());
+    }
+    let gone: std::collections::HashSet<&str> = uuids.iter().map(String::as_str).collect();
+    let mut removed = 0u64;
+    for folder in view.list("index/").await? {
+        let folder = format!("index/{folder}");
+        for name in view.list(&folder).await? {
+            let key = format!("{folder}{name}");
+            let Some(raw) = view.get(&key).await? else { continue };
+            let entry: index::Entry = crate::record::decode(&raw)?;
+            if entry.target.mount().is_some_and(|m| gone.contains(m)) {
+                view.delete(&key).await?;
+                removed += 1;
+            }
+        }
+    }
+    for uuid in &uuids {
+        view.delete(&format!("backfilled/{uuid}")).await?;
+        view.delete(&format!("sweep/{uuid}")).await?;
+    }
+    tracing::info!(
+        mounts = uuids.len(),
+        entries = removed,
+        "liveness index: disabled mounts' entries removed"
+    );
+    Ok(())
 }
 
 /// The field the HTTP layer puts GitHub's alert array in (a JSON array body is accepted on

@@ -138,3 +138,86 @@ async fn the_keys_are_made_once_and_shared_by_every_handle() {
     assert_eq!(ka.hash("x"), kb.hash("x"));
     assert_eq!(ka.published(), kb.published());
 }
+
+/// Indexes each write's `value` as a KV field of its own mount, as the KV engine does.
+struct Indexing(super::LeakIndex);
+
+#[async_trait::async_trait]
+impl LogicalBackend for Indexing {
+    async fn handle(&self, req: &crate::backend::BackendRequest<'_>) -> Result<Response> {
+        let data: serde_json::Map<String, Value> =
+            req.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let ops = self.0.kv(req.path, None, &data).await?;
+        View::batch_across(vec![(self.0.view(), super::ops(&ops))]).await?;
+        Ok(Response::empty())
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_mounts_entries_are_swept_and_other_mounts_entries_stay() {
+    let mut r = Registry::new();
+    r.register_secrets(
+        "cubbyhole",
+        Arc::new(|_cfg: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
+    );
+    r.register_secrets(
+        "indexing",
+        Arc::new(|cfg: BackendConfig| {
+            Ok(Arc::new(Indexing(cfg.leaks.clone())) as Arc<dyn LogicalBackend>)
+        }),
+    );
+    let core = Core::new(Arc::new(MemoryBackend::new()), r, CoreConfig::default());
+    let init = core.dev_setup(None).await.expect("dev setup");
+    let root = init.root_token.expose().to_owned();
+    for m in ["a", "b"] {
+        call(
+            &core,
+            Operation::Update,
+            &format!("sys/mounts/{m}"),
+            json!({"type": "indexing"}),
+            &root,
+        )
+        .await;
+        for i in 0..3 {
+            let body = json!({"password": format!("{m}-value-{i}"), "user": format!("{m}-u{i}")});
+            call(&core, Operation::Update, &format!("{m}/s{i}"), body, &root).await;
+        }
+    }
+    // The root token's, and two fields of three secrets on each mount.
+    assert_eq!(entries(&core).await, 13);
+    call(&core, Operation::Delete, "sys/mounts/a", json!({}), &root).await;
+    let v = View::new(core.barrier.clone(), super::index::STORAGE_PREFIX);
+    for _ in 0..200 {
+        if entries(&core).await == 7 && v.list("sweep/").await.expect("list").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(entries(&core).await, 7, "mount a's six entries are gone, b's and the token's stay");
+    assert!(v.list("sweep/").await.expect("list").is_empty(), "the sweep marker is removed");
+
+    // A sweep cut short is run again at the next unseal: a marker left behind is honoured.
+    let uuid = core
+        .active()
+        .expect("active")
+        .router()
+        .expect("router")
+        .routes()
+        .find(|r| r.full_path == "b/")
+        .expect("b")
+        .entry
+        .uuid
+        .clone();
+    v.put(&format!("sweep/{uuid}"), b"1").await.expect("marker");
+    core.seal().await.expect("seal");
+    for k in &init.keys {
+        core.submit_unseal_key(Some(k.clone()), false, false).await.expect("unseal");
+    }
+    for _ in 0..200 {
+        if entries(&core).await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(entries(&core).await, 1);
+}

@@ -384,6 +384,12 @@ pub enum Error {
     Damaged(String),
     #[error("{0}")]
     Internal(String),
+    /// A failed login attributed to the role it aimed at when the request named that role only
+    /// indirectly (an AppRole `role_id`): answered exactly as `error`, so the answer does not
+    /// tell whether the credential named a role; the pipeline takes it apart before answering,
+    /// and only the audit entry and the detection rules see `role`.
+    #[error("{error}")]
+    LoginFailed { role: String, error: Box<Error> },
     /// An error answer a chaos fault injected: `status` is 500, 503 or 429.
     #[error("error injected by chaos fault {fault}")]
     Injected { status: u16, fault: String },

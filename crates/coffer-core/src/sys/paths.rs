@@ -541,6 +541,22 @@ pub(crate) const PATHS: &[SysPath] = &[
             Field::bool("dry_run", "List what would be done, and do nothing."),
         ],
     ),
+    p(
+        "leaks/github/keys",
+        "The public keys GitHub signs secret-scanning alerts with, as GitHub publishes them.",
+        &[Read, Update, Delete],
+        &[Field::str_list(
+            "public_keys",
+            "A list of {\"key_identifier\", \"key\"} objects (P-256 public keys in PEM).",
+        )
+        .unchecked()],
+    ),
+    p(
+        "leaks/github",
+        "GitHub's secret-scanning partner alerts, signed by GitHub; no token.",
+        &[Update],
+        &[],
+    ),
     p("audit", "The audit devices enabled, with where each one's hash chain stands.", &[Read], &[]),
     p(
         "audit/{path*}",

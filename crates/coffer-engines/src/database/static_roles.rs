@@ -297,8 +297,24 @@ impl Database {
     }
 
     /// Removes static role `name`'s record and its place in the rotation queue.
+    /// The role's liveness index entry (its current password's) goes in the same batch.
     async fn forget_static(&self, name: &str) -> Result<()> {
-        self.view.delete(&format!("static-role/{name}")).await?;
+        let key = format!("static-role/{name}");
+        let stored = match &self.leaks {
+            Some(_) => self.static_role(name).await?,
+            None => None,
+        };
+        match (&self.leaks, stored) {
+            (Some(l), Some(r)) if !r.password.is_empty() => {
+                let removal = l.database_static_removal(r.password.expose(), name).await?;
+                View::batch_across(vec![
+                    (&self.view, vec![BatchOp::Delete(key)]),
+                    (l.view(), vec![removal]),
+                ])
+                .await?;
+            }
+            _ => self.view.delete(&key).await?,
+        }
         if let Some(due) = self.due.lock().await.as_mut() {
             due.remove(name);
         }

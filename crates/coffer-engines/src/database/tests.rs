@@ -687,3 +687,33 @@ async fn a_static_role_creation_interrupted_mid_change_is_finished_by_the_rotati
     assert!(logs_in(c, "eng_crash_user", &pw, "postgres"), "the stored password logs in");
     assert!(!logs_in(c, "eng_crash_user", "old-Pw-1", "postgres"));
 }
+
+#[tokio::test]
+async fn a_deleted_static_roles_index_entry_goes_in_the_same_write() {
+    let c = Cluster::shared();
+    let pw = admin(c, "eng_leak_admin");
+    c.sql("postgres", "CREATE ROLE eng_leak_user WITH LOGIN PASSWORD 'x'");
+    let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
+    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
+    let barrier = Arc::new(barrier);
+    let leaks = coffer_core::leaks::LeakIndex::new(barrier.clone(), "u");
+    let db = Database::new(
+        View::new(barrier, "logical/db/"),
+        PasswordSource::DefaultOnly,
+        Some(leaks.clone()),
+    );
+    let body = json!({
+        "plugin_name": PLUGIN,
+        "connection_url": templated(c, "postgres", "?sslmode=disable"),
+        "username": "eng_leak_admin", "password": pw, "allowed_roles": "*",
+    });
+    call(&db, Operation::Update, "config/pg", body).await.expect("config");
+    let entries = || async { leaks.view().list_recursive("index/").await.expect("list").len() };
+    let role = json!({"db_name": "pg", "username": "eng_leak_user", "rotation_period": "1h"});
+    call(&db, Operation::Update, "static-roles/app", role).await.expect("static role");
+    assert_eq!(entries().await, 1, "the static password is indexed");
+    call(&db, Operation::Update, "rotate-role/app", json!({})).await.expect("rotate");
+    assert_eq!(entries().await, 1, "the old password's entry left with the rotation");
+    call(&db, Operation::Delete, "static-roles/app", json!({})).await.expect("delete");
+    assert_eq!(entries().await, 0, "the deleted role's entry is gone");
+}

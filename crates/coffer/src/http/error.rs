@@ -39,6 +39,8 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
         Error::UnsupportedOperation => StatusCode::METHOD_NOT_ALLOWED,
         Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal(_) | Error::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // The pipeline unwraps it; a caller outside the pipeline answers as the inner error.
+        Error::LoginFailed { error, .. } => status_of(error),
         Error::Injected { status, .. } => {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         }
@@ -48,6 +50,9 @@ pub(super) fn status_of(e: &Error) -> StatusCode {
 /// `path`: the request's path, which a damaged record is reported under (the storage path it
 /// has, with mount UUIDs and hashed ids, goes to the log only).
 pub(super) fn error_response(e: Error, request_id: &str, path: &str) -> Response {
+    if let Error::LoginFailed { error, .. } = e {
+        return error_response(*error, request_id, path);
+    }
     let status = status_of(&e);
     let errors = match &e {
         Error::Internal(cause) => {

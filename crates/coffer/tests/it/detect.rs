@@ -1,7 +1,9 @@
 //! Detection rules over the audit stream (docs/detect.md), on the real server: a honeytoken read
 //! revokes the reader's token within a second, failed-login bursts, a token used from another
-//! address, one token reading many paths, the webhook in Falco's shape (retried after a 500),
-//! and a full queue that is counted and alerted while every request is still answered.
+//! address, one token reading many paths, a token from a pod of another image than its role's
+//! usual one (image-bound Kubernetes logins), a burst over an identity's learned rate, the webhook
+//! in Falco's shape (retried after a 500), and a full queue that is counted and alerted while
+//! every request is still answered.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -530,4 +532,184 @@ async fn revoke_role_revokes_every_token_of_the_readers_role_and_no_other() {
         let (st, _) = s.call("GET", "auth/token/lookup-self", Some(t), None).await;
         assert_eq!(st == 200, live, "status {st}");
     }
+}
+
+const REPO: &str = "registry.local/team/web";
+const USUAL: &str = "sha256:a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const OTHER: &str = "sha256:b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+/// An image-bound Kubernetes login from a pod running `digest`: the token.
+async fn k8s_image_login(
+    s: &Server,
+    cluster: &crate::kubernetes::Cluster,
+    pod: &str,
+    digest: &str,
+) -> String {
+    cluster.run_pod(
+        "prod",
+        pod,
+        &format!("uid-{pod}"),
+        "Running",
+        &[("web", &format!("{REPO}@{digest}"))],
+    );
+    let jwt = cluster.projected_token("prod", "web", "coffer", pod, crate::jwt::now() + 600);
+    let (st, b) = s
+        .call("POST", "auth/kubernetes/login", None, Some(json!({"role": "web", "jwt": jwt})))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["auth"]["metadata"]["image_digest"], digest, "{b}");
+    b["auth"]["client_token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_a_pod_of_another_image_than_its_roles_usual_one_alerts() {
+    let cluster = crate::kubernetes::Cluster::start().await;
+    cluster.service_account("prod", "web");
+    cluster.service_account("kube-system", "coffer");
+    cluster.delegator("kube-system", "coffer", true);
+    let dir = tempdir();
+    let (s, root) = ready(
+        dir.path(),
+        "rule \"image\" {\n type = \"image_digest\"\n learn_for = \"0s\"\n min_observations = 4\n}",
+    )
+    .await;
+    for (path, body) in [
+        ("sys/auth/kubernetes", json!({"type": "kubernetes"})),
+        (
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": cluster.url, "kubernetes_ca_cert": cluster.ca_pem,
+                "token_reviewer_jwt": cluster.legacy_token("kube-system", "coffer"),
+                "disable_local_ca_jwt": true}),
+        ),
+        // Both digests are allowed by the role: the login itself is never refused.
+        (
+            "auth/kubernetes/role/web",
+            json!({"bound_service_account_names": ["web"],
+                "bound_service_account_namespaces": ["prod"], "audience": "coffer",
+                "bound_image_digests": [USUAL, OTHER], "token_policies": ["default"]}),
+        ),
+    ] {
+        let (st, b) = s.call("POST", path, Some(&root), Some(body)).await;
+        assert!(st == 200 || st == 204, "{path}: {st} {b}");
+    }
+    // The role's usual image: two logins and a request each (four sightings) are learned.
+    for i in 0..2 {
+        let t = k8s_image_login(&s, &cluster, &format!("web-usual-{i}"), USUAL).await;
+        assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&t), None).await.0, 200);
+    }
+    // Now judged: the usual digest again is no alert.
+    let usual = k8s_image_login(&s, &cluster, "web-usual-2", USUAL).await;
+    assert_eq!(s.call("GET", "auth/token/lookup-self", Some(&usual), None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alerts(&s, &root).await.is_empty(), "the usual image alerted");
+    // A pod of the other bound digest: the role allows it, the rule has never seen it.
+    let other = k8s_image_login(&s, &cluster, "web-other", OTHER).await;
+    let (st, b) = s.call("GET", "auth/token/lookup-self", Some(&other), None).await;
+    assert_eq!(st, 200, "{b}");
+    let accessor = b["data"]["accessor"].as_str().expect("accessor").to_owned();
+    let a = alert_of(&s, &root, "image").await;
+    assert_eq!(a["priority"], "Error");
+    assert_eq!(a["output_fields"]["coffer.image_digest"], OTHER);
+    assert_eq!(a["output_fields"]["coffer.known_digests"], json!([USUAL]));
+    assert!(a["output"].as_str().expect("output").contains(&accessor), "{a}");
+    assert!(
+        a["output"].as_str().expect("output").contains("of role auth/kubernetes/login#web"),
+        "{a}"
+    );
+    // One alert for that token (its login and its request are one subject), none for `usual`.
+    let all = alerts(&s, &root).await;
+    assert_eq!(all.iter().filter(|a| a["rule"] == "image").count(), 1, "{all:#?}");
+}
+
+#[tokio::test]
+async fn a_burst_far_over_an_identitys_learned_rate_alerts_and_its_usual_rate_does_not() {
+    let dir = tempdir();
+    let (s, root) = ready(
+        dir.path(),
+        "rule \"rate\" {\n type = \"rate_baseline\"\n bucket = \"1s\"\n window = \"2s\"\n warmup = \"2s\"\n factor = 3\n min_requests = 15\n}",
+    )
+    .await;
+    let (token, accessor) = reader(&s, &root).await;
+    // About three requests a second, for four seconds: the baseline, and no alert.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        s.call("GET", "secret/data/app", Some(&token), None).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(alerts(&s, &root).await.iter().all(|a| a["rule"] != "rate"), "the usual rate alerted");
+    // Then forty at once.
+    for _ in 0..40 {
+        s.call("GET", "secret/data/app", Some(&token), None).await;
+    }
+    let a = alert_of(&s, &root, "rate").await;
+    assert_eq!(a["priority"], "Notice");
+    assert_eq!(a["output_fields"]["coffer.accessor"], accessor.as_str());
+    assert_eq!(a["output_fields"]["coffer.bucket_seconds"], 1);
+    let count = a["output_fields"]["coffer.count"].as_u64().expect("count");
+    let baseline = a["output_fields"]["coffer.baseline"].as_f64().expect("baseline");
+    assert!(count >= 15 && baseline > 0.0 && count as f64 > 3.0 * baseline.max(1.0), "{a}");
+    assert!(baseline < 6.0, "the baseline was learned from the slow requests: {a}");
+}
+
+#[tokio::test]
+async fn failed_approle_logins_count_per_role_without_the_answer_telling_a_role_id_exists() {
+    let dir = tempdir();
+    let (s, root) = ready(
+        dir.path(),
+        "rule \"logins\" {\n type = \"login_failures\"\n threshold = 3\n window = \"60s\"\n per = [\"role\"]\n}",
+    )
+    .await;
+    let (st, b) =
+        s.call("POST", "sys/auth/approle", Some(&root), Some(json!({"type": "approle"}))).await;
+    assert_eq!(st, 204, "{b}");
+    let mut role_ids = Vec::new();
+    for role in ["web", "batch"] {
+        let (st, b) = s
+            .call(
+                "POST",
+                &format!("auth/approle/role/{role}"),
+                Some(&root),
+                Some(json!({"token_policies": ["default"]})),
+            )
+            .await;
+        assert!(st == 200 || st == 204, "{b}");
+        let (_, rid) =
+            s.call("GET", &format!("auth/approle/role/{role}/role-id"), Some(&root), None).await;
+        role_ids.push(rid["data"]["role_id"].as_str().expect("role_id").to_owned());
+    }
+    let login = |role_id: String| {
+        let s = &s;
+        async move {
+            s.call(
+                "POST",
+                "auth/approle/login",
+                None,
+                Some(json!({"role_id": role_id, "secret_id": "not-a-secret-id"})),
+            )
+            .await
+        }
+    };
+    // A role_id of a role and one of none get the same answer.
+    let known = login(role_ids[0].clone()).await;
+    let unknown = login("00000000-0000-0000-0000-000000000000".into()).await;
+    assert_eq!(known, unknown);
+    assert_eq!(known, (400, json!({"errors": ["invalid role or secret ID"]})));
+    // Two failures on web, one on batch, one more on no role: no role has reached three.
+    login(role_ids[0].clone()).await;
+    login(role_ids[1].clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let found = alerts(&s, &root).await;
+    assert!(found.is_empty(), "{found:#?}");
+    login(role_ids[0].clone()).await;
+    let a = alert_of(&s, &root, "logins").await;
+    assert_eq!(a["output_fields"]["coffer.login_role"], "auth/approle:web", "{a}");
+    let text = a.to_string();
+    assert!(!text.contains(&role_ids[0]) && !text.contains("not-a-secret-id"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alerts(&s, &root).await.len(), 1, "batch and the unknown role_id stay under three");
+    // The audit entry names the role; the role_id stays HMAC'd.
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
+    assert!(log.contains(r#"invalid role or secret ID (login role \"web\")"#), "{log}");
+    assert!(log.contains(r#"invalid role or secret ID (login role \"batch\")"#));
+    assert!(!log.contains(&role_ids[0]));
 }
