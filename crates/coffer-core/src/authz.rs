@@ -24,7 +24,8 @@ pub(crate) enum Target {
 
 /// Proof that the token (if the path needs one) is live and the ACL allows the operation.
 pub(crate) struct Authorized {
-    caller: Option<TokenEntry>,
+    /// As the token cache holds it: not copied per request.
+    caller: Option<Arc<TokenEntry>>,
     op: Operation,
     sudo: bool,
     /// Whether the request takes one use of a limited-use token.
@@ -40,7 +41,7 @@ pub(crate) struct Audited<'a> {
 
 impl Authorized {
     pub(crate) fn caller(&self) -> Option<&TokenEntry> {
-        self.caller.as_ref()
+        self.caller.as_deref()
     }
 
     /// The operation as the ACL judged it (a write to a path with nothing there is a create).
@@ -51,7 +52,7 @@ impl Authorized {
 
 impl Audited<'_> {
     pub(crate) fn caller(&self) -> Option<&TokenEntry> {
-        self.used.as_ref().or(self.authz.caller.as_ref())
+        self.used.as_ref().or(self.authz.caller.as_deref())
     }
 
     pub(crate) fn op(&self) -> Operation {
@@ -65,12 +66,13 @@ impl Audited<'_> {
 }
 
 /// Resolves the presented token to a live entry, or refuses with 403.
-pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<TokenEntry> {
+pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<Arc<TokenEntry>> {
     let token = req.client_token.as_ref().ok_or(Error::PermissionDenied)?;
     if token.expose().is_empty() {
         return Err(Error::PermissionDenied);
     }
-    let entry = active.tokens.lookup(token.expose()).await?.ok_or(Error::PermissionDenied)?;
+    let entry =
+        active.tokens.lookup_shared(token.expose()).await?.ok_or(Error::PermissionDenied)?;
     // A token bound to addresses is no use from anywhere else (as in Vault: 403).
     if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, req.remote_addr) {
         return Err(Error::PermissionDenied);
@@ -109,7 +111,7 @@ pub(crate) async fn authorize(
                         .is_some_and(|t| !t.is_empty()))
         }
     };
-    let mut caller = if unauthenticated {
+    let caller = if unauthenticated {
         None
     } else {
         match authenticate(active, req).await {
@@ -133,7 +135,7 @@ pub(crate) async fn authorize(
             operation: op,
             path: rel,
             data: &req.data,
-            caller: caller.as_ref(),
+            caller: caller.as_deref(),
             mount: &route.info,
             remote_addr: req.remote_addr,
             sudo: false,
@@ -157,7 +159,7 @@ pub(crate) async fn authorize(
     // Help needs a live token (unless the path needs none) and no capability: Vault's ACL
     // allows it on every path, `sudo` ones included.
     let needed = capability_for(op);
-    if let (Some(entry), Some(needed)) = (caller.as_mut(), needed) {
+    if let (Some(entry), Some(needed)) = (caller.as_deref(), needed) {
         let a = active.acl_for(entry)?;
         let caps = a.capabilities(path);
         let sudo_required = match target {
@@ -232,7 +234,7 @@ pub(crate) async fn audit_request<'a>(
 ) -> Result<Audited<'a>> {
     active.audit.log_request(record, "").await?;
     // Only a limited-use token changes with its use; unlimited ones (nearly all) are not copied.
-    let mut used = authz.caller.as_ref().filter(|c| c.num_uses > 0 && authz.uses_token).cloned();
+    let mut used = authz.caller.as_deref().filter(|c| c.num_uses > 0 && authz.uses_token).cloned();
     if let Some(entry) = used.as_mut()
         && active.tokens.use_token(entry).await? == Use::Exhausted
     {

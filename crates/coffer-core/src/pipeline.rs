@@ -46,7 +46,10 @@ async fn dispatch(
         Target::Sys(rel) => {
             let ctx = crate::sys::Ctx { core, active, audited, req };
             let started = std::time::Instant::now();
-            let r = crate::sys::handle(&ctx, &rel).await;
+            // Boxed: the system backend's future is the largest of all (every `sys/` handler's
+            // state), and unboxed it would make every request's future as large, copied whole
+            // when the request task is made.
+            let r = Box::pin(crate::sys::handle(&ctx, &rel)).await;
             core.metrics.sys.record(audited.op(), started.elapsed());
             r
         }
@@ -171,17 +174,37 @@ fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) 
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
+        self.handle_ref(&req).await
+    }
+
+    /// [`Self::handle`] for a client of the HTTP API, with a refusal worded as Vault words it:
+    /// a refusal by policy in its multierror text, a refusal of the token itself plainly
+    /// (clients show, and some match, the text). A 403 with a token that is still live after
+    /// the request was by policy. The token is looked up again only on that path, and by
+    /// reference: no request's token is copied to make this decision.
+    pub async fn handle_for_client(&self, req: Request) -> Result<Response> {
+        match (self.handle_ref(&req).await, req.client_token.as_ref()) {
+            (Err(Error::PermissionDenied), Some(t))
+                if self.token_is_live(t.expose(), req.remote_addr).await =>
+            {
+                Err(Error::Forbidden(crate::logical::multierror("permission denied")))
+            }
+            (r, _) => r,
+        }
+    }
+
+    async fn handle_ref(&self, req: &Request) -> Result<Response> {
         self.foreground.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chaos = crate::path::clean(&req.path).is_ok_and(|p| crate::chaos::is_chaos_path(&p));
         let resp = if chaos {
-            crate::chaos::exempted(self.answer(&req)).await?
+            crate::chaos::exempted(self.answer(req)).await?
         } else {
-            self.answer(&req).await?
+            self.answer(req).await?
         };
         // Last, after the audit entries (written from the answer in clear and HMAC'd, as for
         // any answer): nothing after this point holds the answer in clear but the transport.
         match &req.seal_to {
-            Some(to) => crate::sealing::seal(resp, to, &crate::sealing::binding(&req)),
+            Some(to) => crate::sealing::seal(resp, to, &crate::sealing::binding(req)),
             None => Ok(resp),
         }
     }

@@ -250,7 +250,9 @@ pub struct TokenStore {
 
 #[derive(Default)]
 struct TokenCache {
-    map: std::collections::HashMap<String, TokenEntry>,
+    /// Shared, so that authenticating a request does not copy the entry (its strings and
+    /// policy list) out of the cache.
+    map: std::collections::HashMap<String, Arc<TokenEntry>>,
     /// Moves on with every change, see [`TokenStore::forget`].
     epoch: u64,
 }
@@ -399,7 +401,7 @@ impl TokenStore {
         hex(hmac::sign(&self.salt, value.as_bytes()).as_ref())
     }
 
-    fn cached(&self, id: &str) -> Option<TokenEntry> {
+    fn cached(&self, id: &str) -> Option<Arc<TokenEntry>> {
         self.cache.read().ok()?.map.get(id).cloned()
     }
 
@@ -414,6 +416,11 @@ impl TokenStore {
 
     /// The stored entry, expired or not.
     pub(crate) async fn get_entry(&self, id: &str) -> Result<Option<TokenEntry>> {
+        Ok(self.get_shared(id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Self::get_entry`] as the cache holds it.
+    async fn get_shared(&self, id: &str) -> Result<Option<Arc<TokenEntry>>> {
         if let Some(e) = self.cached(id) {
             return Ok(Some(e));
         }
@@ -421,7 +428,7 @@ impl TokenStore {
         match self.view.get(&format!("id/{id}")).await? {
             None => Ok(None),
             Some(raw) => {
-                let e: TokenEntry = record::decode(&raw)?;
+                let e: Arc<TokenEntry> = Arc::new(record::decode(&raw)?);
                 if let Ok(mut c) = self.cache.write()
                     && c.epoch == seen
                 {
@@ -589,12 +596,22 @@ impl TokenStore {
 
     /// The live entry for a presented token; expired tokens are revoked on sight.
     pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>> {
+        Ok(self.lookup_shared(token).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Self::lookup`] without copying the entry out of the cache: for the check of every
+    /// request's token.
+    pub(crate) async fn lookup_shared(&self, token: &str) -> Result<Option<Arc<TokenEntry>>> {
         let id = self.hash(token);
-        self.lookup_id(&id).await
+        self.lookup_id_shared(&id).await
     }
 
     pub async fn lookup_id(&self, id: &str) -> Result<Option<TokenEntry>> {
-        let entry = match self.get_entry(id).await {
+        Ok(self.lookup_id_shared(id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    async fn lookup_id_shared(&self, id: &str) -> Result<Option<Arc<TokenEntry>>> {
+        let entry = match self.get_shared(id).await {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(None),
             // Its policies and limits are unknown: the token authenticates as nothing.

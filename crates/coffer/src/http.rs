@@ -373,23 +373,13 @@ async fn handle(
     // Run to completion even when the client goes away: hyper drops a handler whose connection
     // closed, and a request dropped between its storage write and the cache updates after it
     // (token, policy and read caches) would leave them stale, e.g. a revoked token still live.
-    let presented = req.client_token.clone();
-    let remote = req.remote_addr;
     let handler = core.clone();
     // Boxed: the pipeline's future is large (tens of KiB), and the spawn would otherwise copy
     // it through each of its layers; a box moves as one pointer.
-    let task = tokio::spawn(Box::pin(async move { handler.handle(req).await }));
+    let task = tokio::spawn(Box::pin(async move { handler.handle_for_client(req).await }));
     let result = match task.await {
         Ok(r) => r,
         Err(e) => Err(coffer_core::Error::Internal(format!("request task failed: {e}"))),
-    };
-    // Vault answers a refusal by policy in its multierror text and a refusal of the token itself
-    // plainly; clients show (and some match) the text. A 403 with a live token was by policy.
-    let result = match (result, presented) {
-        (Err(Error::PermissionDenied), Some(t)) if core.token_is_live(t.expose(), remote).await => {
-            Err(Error::Forbidden(coffer_core::logical::multierror("permission denied")))
-        }
-        (r, _) => r,
     };
     let mut resp = match result {
         Ok(mut r) => match r.subscription.take() {

@@ -15,45 +15,67 @@ use crate::hex::hex;
 /// JSON with object keys sorted at every level, so writer and verifier hash the same bytes
 /// whatever map order a JSON library keeps.
 pub(crate) fn canonical(v: &Value) -> String {
-    fn walk(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String((*k).clone()).to_string());
-                    out.push(':');
-                    walk(&m[*k], out);
+    let mut out = Vec::with_capacity(1024);
+    walk(v, &mut out);
+    into_string(out)
+}
+
+/// [`canonical`] of an object without its top-level key `skip`: what is hashed, made without
+/// copying the entry to remove its `hash`.
+fn canonical_object(m: &Map<String, Value>, skip: Option<&str>) -> String {
+    let mut out = Vec::with_capacity(1024);
+    walk_object(m, skip, &mut out);
+    into_string(out)
+}
+
+fn walk(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => walk_object(m, None, out),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                out.push('}');
+                walk(x, out);
             }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    walk(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
+            out.push(b']');
         }
+        other => leaf(other, out),
     }
-    let mut s = String::new();
-    walk(v, &mut s);
-    s
+}
+
+fn walk_object(m: &Map<String, Value>, skip: Option<&str>, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = m.keys().filter(|k| Some(k.as_str()) != skip).collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        leaf(*k, out);
+        out.push(b':');
+        walk(&m[*k], out);
+    }
+    out.push(b'}');
+}
+
+/// A string or scalar as serde_json writes it (its escapes and number forms), appended in place.
+fn leaf<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing a string or a JSON scalar into a Vec cannot fail: no I/O, no map keys to check.
+    if let Err(e) = serde_json::to_writer(&mut *out, v) {
+        tracing::error!(error = %e, "an audit value did not serialize");
+    }
+}
+
+/// serde_json writes UTF-8 only; the lossy path is never taken.
+fn into_string(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The hash of an entry that already holds `seq` and `prev_hash` (any `hash` key is ignored).
 pub(crate) fn entry_hash(entry: &Map<String, Value>) -> String {
-    let mut e = entry.clone();
-    e.remove("hash");
-    hex(digest::digest(&digest::SHA256, canonical(&Value::Object(e)).as_bytes()).as_ref())
+    hex(digest::digest(&digest::SHA256, canonical_object(entry, Some("hash")).as_bytes()).as_ref())
 }
 
 /// Completes an entry with its place in the chain and returns `(line, hash)`: the line is the
