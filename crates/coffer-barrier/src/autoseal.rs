@@ -30,6 +30,10 @@ use crate::{
 pub(crate) const WRAPPED_KEY_PATH: &str = "core/seal/wrapped-unseal-key";
 /// The recovery key, sealed by the keyring.
 pub(crate) const RECOVERY_KEY_PATH: &str = "core/seal/recovery-key";
+/// Present (plain storage) from an auto-unseal init until its initial state and root token are
+/// written: other nodes on the same storage must not auto-unseal and take over before then, or
+/// the initializing node's remaining writes are fenced and its init fails halfway.
+pub(crate) const INIT_PENDING_PATH: &str = "core/seal/init-pending";
 
 /// What wraps the unseal key of an auto-unseal barrier.
 #[async_trait]
@@ -145,12 +149,25 @@ impl Barrier {
                 coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
                 coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
                 coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                coffer_storage::Op::Put(INIT_PENDING_PATH.into(), b"1".to_vec()),
                 // Last: until it exists, the store counts as uninitialized.
                 coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
             ])
             .await?;
         self.install(keyring)?;
         Ok(shares)
+    }
+
+    /// Whether an auto-unseal init has written its keys but not yet finished
+    /// ([`Barrier::finish_auto_init`]): until then no node auto-unseals.
+    pub async fn auto_init_pending(&self) -> Result<bool> {
+        Ok(self.backend.get(INIT_PENDING_PATH).await?.is_some())
+    }
+
+    /// Ends an auto-unseal init, once the initial state and root token are written.
+    pub async fn finish_auto_init(&self) -> Result<()> {
+        self.backend.delete(INIT_PENDING_PATH).await?;
+        Ok(())
     }
 
     /// Opens an auto-unseal barrier with its wrapper. [`Error::NotInitialized`] before init;

@@ -236,6 +236,11 @@ mod auto_unseal {
             .expect("init");
         assert_eq!(recovery.len(), 3);
         assert_eq!(b.seal_config().await.expect("config").expect("some").seal_type, "static");
+        // Written with the keys in one batch, so no other node sees keys without it; gone once
+        // the init's own writes are done.
+        assert!(b.auto_init_pending().await.expect("pending"));
+        b.finish_auto_init().await.expect("finish");
+        assert!(!b.auto_init_pending().await.expect("pending"));
         b.put("logical/x", b"v").await.expect("put");
         b.seal();
         // Recovery shares cannot unseal; the seal can.

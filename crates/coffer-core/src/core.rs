@@ -242,6 +242,11 @@ impl Core {
         {
             return Ok(false);
         }
+        // Another node is initializing the storage: its init must finish before anyone (this
+        // node included) unseals and takes the HA lock, which would fence its last writes.
+        if self.barrier.auto_init_pending().await? {
+            return Ok(false);
+        }
         match self.barrier.unseal_auto(w.as_ref()).await {
             Ok(()) => {}
             Err(coffer_barrier::Error::NotInitialized) => return Ok(false),
@@ -396,6 +401,7 @@ impl Core {
         self.deactivate();
         let init = InitResult { keys, root_token: result?, recovery };
         if recovery {
+            self.barrier.finish_auto_init().await?;
             // As Vault: an auto-unseal server is unsealed right after init.
             drop(_g);
             self.auto_unseal().await?;
