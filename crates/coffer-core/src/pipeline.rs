@@ -157,6 +157,39 @@ async fn enter(
     }
 }
 
+/// A request the server makes of a mount's backend on its own behalf (a leak response, the chaos
+/// `rotate` fault): with sudo, through the engine's own paths (its locks, versioning, events),
+/// and through the mount's gate as client requests go, so a kv upgrade waits for it too.
+pub(crate) async fn call_backend(
+    active: &Active,
+    route: &Arc<crate::mount::Route>,
+    request_id: &str,
+    caller: Option<&crate::token::TokenEntry>,
+    operation: Operation,
+    path: &str,
+    data: &serde_json::Map<String, Value>,
+) -> Result<Response> {
+    let (route, _in_flight) = enter(active, route.clone()).await?;
+    let req = BackendRequest {
+        id: request_id,
+        operation,
+        path,
+        data,
+        caller,
+        mount: &route.info,
+        remote_addr: None,
+        sudo: true,
+        client_token: None,
+        client_cert_chain: &[],
+    };
+    let mut resp = route.backend.handle(&req).await?;
+    let events = std::mem::take(&mut resp.events);
+    if !events.is_empty() {
+        active.events.publish(&route, events);
+    }
+    Ok(resp)
+}
+
 /// Vault's answer to `?help=1`, not in the response envelope: the help text, an OpenAPI
 /// document of the paths it covers (relative to the mount, as Vault gives them) and `see_also`.
 fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) -> Response {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use coffer_wire::chaos::FaultSpec;
 use serde_json::{Map, Value};
 
-use crate::backend::BackendRequest;
 use crate::core::{Active, Core};
 use crate::logical::{Error, Operation, Response, Result};
 use crate::mount::Route;
@@ -32,24 +31,7 @@ async fn call(
     path: &str,
     data: &Map<String, Value>,
 ) -> Result<Response> {
-    let req = BackendRequest {
-        id: by.request_id,
-        operation: op,
-        path,
-        data,
-        caller: by.caller,
-        mount: &route.info,
-        remote_addr: None,
-        sudo: true,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    let mut resp = route.backend.handle(&req).await?;
-    let events = std::mem::take(&mut resp.events);
-    if !events.is_empty() {
-        active.events.publish(route, events);
-    }
-    Ok(resp)
+    crate::pipeline::call_backend(active, route, by.request_id, by.caller, op, path, data).await
 }
 
 impl Core {

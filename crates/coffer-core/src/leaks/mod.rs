@@ -258,8 +258,7 @@ fn route_of(active: &Active, uuid: &str) -> Result<Option<Arc<crate::mount::Rout
     Ok(active.router()?.routes().find(|r| r.entry.uuid == uuid).cloned())
 }
 
-/// A request to a mount's backend made by the leak response itself, as the chaos `rotate`
-/// fault makes them: through the engine's own paths (its locks, versioning, events).
+/// A request to a mount's backend made by the leak response itself.
 async fn call(
     active: &Active,
     route: &Arc<crate::mount::Route>,
@@ -269,22 +268,5 @@ async fn call(
     data: &Map<String, Value>,
 ) -> Result<Response> {
     let id = crate::random::uuid_v4();
-    let req = crate::backend::BackendRequest {
-        id: &id,
-        operation: op,
-        path,
-        data,
-        caller,
-        mount: &route.info,
-        remote_addr: None,
-        sudo: true,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    let mut resp = route.backend.handle(&req).await?;
-    let events = std::mem::take(&mut resp.events);
-    if !events.is_empty() {
-        active.events.publish(route, events);
-    }
-    Ok(resp)
+    crate::pipeline::call_backend(active, route, &id, caller, op, path, data).await
 }
