@@ -138,9 +138,7 @@ impl Barrier {
         let wrapped = wrapper.wrap(unseal_key.as_ref()).await?;
         let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, recovery_key.as_ref())?;
         let sealed_ring = keyring.sealed_form()?;
-        let config_json = serde_json::to_vec(&config)
-            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let [sealed_config, config_json] = config_records(&keyring, &config)?;
         let shares = split_key(recovery_key.as_ref(), &config)?;
         self.backend
             .batch(vec![
@@ -148,10 +146,10 @@ impl Barrier {
                 coffer_storage::Op::Put(KEYRING_PATH.into(), sealed_ring),
                 coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
                 coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
-                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
+                sealed_config,
                 coffer_storage::Op::Put(INIT_PENDING_PATH.into(), b"1".to_vec()),
                 // Last: until it exists, the store counts as uninitialized.
-                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                config_json,
             ])
             .await?;
         self.install(keyring)?;
@@ -227,6 +225,19 @@ impl Barrier {
     }
 }
 
+/// A seal configuration's two records, for the batch that changes it: sealed by the keyring
+/// (what an unsealed barrier trusts) and in the clear (read before unseal; put it last: until it
+/// exists, the store counts as uninitialized).
+fn config_records(keyring: &Keyring, config: &SealConfig) -> Result<[coffer_storage::Op; 2]> {
+    let json =
+        serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+    let sealed = keyring.seal(SEAL_CONFIG_SEALED_PATH, &json)?;
+    Ok([
+        coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed),
+        coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), json),
+    ])
+}
+
 impl Barrier {
     /// Seal migration from Shamir to auto-unseal (`unseal -migrate`): `shares` must open this
     /// sealed Shamir barrier. The unseal key is then stored wrapped by `wrapper`, and becomes the
@@ -252,15 +263,13 @@ impl Barrier {
         let result = async {
             let wrapped = wrapper.wrap(&key).await?;
             let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, &key)?;
-            let config_json = serde_json::to_vec(&migrated)
-                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            let [sealed_config, config_json] = config_records(&keyring, &migrated)?;
             self.backend
                 .batch(vec![
                     coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
                     coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
-                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                    sealed_config,
+                    config_json,
                 ])
                 .await?;
             Ok(())
@@ -297,16 +306,14 @@ impl Barrier {
             let sealed_root =
                 AeadKey::new(&recovery)?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
             let shamir = SealConfig { seal_type: "shamir".into(), ..config.clone() };
-            let config_json = serde_json::to_vec(&shamir)
-                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            let [sealed_config, config_json] = config_records(&keyring, &shamir)?;
             self.backend
                 .batch(vec![
                     coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
                     coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
                     coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
-                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                    sealed_config,
+                    config_json,
                 ])
                 .await?;
             Ok(())
@@ -331,14 +338,12 @@ impl Barrier {
         }
         let rekeyed = SealConfig { seal_type: config.seal_type, ..new.config().clone() };
         let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, new.key_bytes())?;
-        let config_json = serde_json::to_vec(&rekeyed)
-            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let [sealed_config, config_json] = config_records(&keyring, &rekeyed)?;
         self.backend
             .batch(vec![
                 coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
-                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                sealed_config,
+                config_json,
             ])
             .await?;
         Ok(())
@@ -369,14 +374,12 @@ impl Barrier {
             self.verify_recovery_shares(&keyring, &config, shares).await?;
             let wrapped = to.wrap(&key).await?;
             let migrated = SealConfig { seal_type: to.seal_type().into(), ..config.clone() };
-            let config_json = serde_json::to_vec(&migrated)
-                .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-            let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+            let [sealed_config, config_json] = config_records(&keyring, &migrated)?;
             self.backend
                 .batch(vec![
                     coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
-                    coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                    coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                    sealed_config,
+                    config_json,
                 ])
                 .await?;
             Ok(())
