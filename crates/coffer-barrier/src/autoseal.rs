@@ -20,11 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::aead::{AeadKey, KEY_LEN, random_key};
 use crate::keyring::Keyring;
-use crate::seal::split_key;
-use crate::{
-    Barrier, Error, KEYRING_PATH, ROOT_KEY_PATH, Result, SEAL_CONFIG_PATH, SEAL_CONFIG_SEALED_PATH,
-    SealConfig,
-};
+use crate::seal::{config_records, split_key};
+use crate::{Barrier, Error, KEYRING_PATH, ROOT_KEY_PATH, Result, SealConfig};
 
 /// The wrapped unseal key (plain storage: it is read before unseal).
 pub(crate) const WRAPPED_KEY_PATH: &str = "core/seal/wrapped-unseal-key";
@@ -223,19 +220,6 @@ impl Barrier {
             Err(Error::WrongKey)
         }
     }
-}
-
-/// A seal configuration's two records, for the batch that changes it: sealed by the keyring
-/// (what an unsealed barrier trusts) and in the clear (read before unseal; put it last: until it
-/// exists, the store counts as uninitialized).
-fn config_records(keyring: &Keyring, config: &SealConfig) -> Result<[coffer_storage::Op; 2]> {
-    let json =
-        serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-    let sealed = keyring.seal(SEAL_CONFIG_SEALED_PATH, &json)?;
-    Ok([
-        coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed),
-        coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), json),
-    ])
 }
 
 impl Barrier {

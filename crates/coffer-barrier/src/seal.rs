@@ -131,17 +131,15 @@ impl Barrier {
         let sealed_root =
             AeadKey::new(unseal_key.as_ref())?.seal(0, ROOT_KEY_PATH, root_key.as_ref())?;
         let sealed_ring = keyring.sealed_form()?;
-        let config_json =
-            serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let [sealed_config, config_json] = config_records(&keyring, config)?;
         let shares = split_key(unseal_key.as_ref(), config)?;
         // The seal config goes last: until it exists, the store counts as uninitialized.
         self.backend
             .batch(vec![
                 coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
                 coffer_storage::Op::Put(KEYRING_PATH.into(), sealed_ring),
-                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                sealed_config,
+                config_json,
             ])
             .await?;
         self.install(keyring)?;
@@ -197,14 +195,12 @@ impl Barrier {
         }
         let sealed_root =
             AeadKey::new(new.key.as_ref())?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
-        let config_json = serde_json::to_vec(&new.config)
-            .map_err(|e| Error::Internal(format!("seal config: {e}")))?;
-        let sealed_config = keyring.seal(SEAL_CONFIG_SEALED_PATH, &config_json)?;
+        let [sealed_config, config_json] = config_records(&keyring, &new.config)?;
         self.backend
             .batch(vec![
                 coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
-                coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed_config),
-                coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), config_json),
+                sealed_config,
+                config_json,
             ])
             .await?;
         Ok(())
@@ -268,4 +264,20 @@ impl Barrier {
         }
         self.install(keyring)
     }
+}
+
+/// A seal configuration's two records, for the batch that changes it: sealed by the keyring
+/// (what an unsealed barrier trusts) and in the clear (read before unseal; put it last: until it
+/// exists, the store counts as uninitialized).
+pub(crate) fn config_records(
+    keyring: &Keyring,
+    config: &SealConfig,
+) -> Result<[coffer_storage::Op; 2]> {
+    let json =
+        serde_json::to_vec(config).map_err(|e| Error::Internal(format!("seal config: {e}")))?;
+    let sealed = keyring.seal(SEAL_CONFIG_SEALED_PATH, &json)?;
+    Ok([
+        coffer_storage::Op::Put(SEAL_CONFIG_SEALED_PATH.into(), sealed),
+        coffer_storage::Op::Put(SEAL_CONFIG_PATH.into(), json),
+    ])
 }
