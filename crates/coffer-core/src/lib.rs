@@ -58,6 +58,8 @@ pub mod record;
 mod sealing;
 pub mod secret;
 mod sys;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod time;
 pub mod token;
 mod token_backend;

@@ -4,48 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_barrier::{Barrier, SealConfig};
-use coffer_core::{BackendRequest, LeaseRequest, LogicalBackend, MountInfo, Operation, Response};
+use coffer_core::{LeaseRequest, LogicalBackend, Operation, Response};
 use serde_json::{Map, Value, json};
 use x509_parser::prelude::*;
 
 use super::*;
 
 async fn engine() -> (Pki, Arc<coffer_storage::MemoryBackend>) {
-    let storage = Arc::new(coffer_storage::MemoryBackend::new());
-    let barrier = Barrier::new(storage.clone());
-    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    (Pki::new(View::new(Arc::new(barrier), "logical/pki/")), storage)
-}
-
-fn mount() -> MountInfo {
-    MountInfo {
-        path: "pki/".into(),
-        kind: "pki".into(),
-        uuid: "u".into(),
-        accessor: "a".into(),
-        default_lease_ttl: Duration::from_secs(3600),
-        max_lease_ttl: Duration::from_secs(10 * 365 * 86_400),
-        options: std::collections::BTreeMap::new(),
-    }
+    let (view, storage) = coffer_core::testkit::memory_view("logical/pki/").await;
+    (Pki::new(view), storage)
 }
 
 async fn call(pki: &Pki, op: Operation, path: &str, body: Value) -> coffer_core::Result<Response> {
-    let data: Map<String, Value> = coffer_core::logical::into_map(body);
-    let m = mount();
-    let req = BackendRequest {
-        id: "t",
-        operation: op,
-        path,
-        data: &data,
-        caller: None,
-        mount: &m,
-        remote_addr: None,
-        sudo: true,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    pki.handle(&req).await
+    coffer_core::testkit::call(pki, &mount(), op, path, body, true).await
+}
+
+fn mount() -> coffer_core::MountInfo {
+    coffer_core::testkit::mount_info("pki/", "pki", Duration::from_secs(10 * 365 * 86_400))
 }
 
 async fn ok(pki: &Pki, op: Operation, path: &str, body: Value) -> Map<String, Value> {

@@ -4,30 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_barrier::{Barrier, SealConfig};
-use coffer_core::{BackendRequest, LogicalBackend, MountInfo, Operation, Response, View};
+use coffer_core::{Operation, Response};
 use coffer_storage::Backend;
 use serde_json::{Map, Value, json};
 
 use super::*;
 
 async fn engine() -> (Arc<Transit>, Arc<coffer_storage::MemoryBackend>) {
-    let storage = Arc::new(coffer_storage::MemoryBackend::new());
-    let barrier = Barrier::new(storage.clone());
-    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    (Transit::new(View::new(Arc::new(barrier), "logical/transit/")), storage)
-}
-
-fn mount() -> MountInfo {
-    MountInfo {
-        path: "transit/".into(),
-        kind: "transit".into(),
-        uuid: "u".into(),
-        accessor: "a".into(),
-        default_lease_ttl: Duration::from_secs(3600),
-        max_lease_ttl: Duration::from_secs(86_400),
-        options: std::collections::BTreeMap::new(),
-    }
+    let (view, storage) = coffer_core::testkit::memory_view("logical/transit/").await;
+    (Transit::new(view), storage)
 }
 
 async fn call(
@@ -36,21 +21,8 @@ async fn call(
     path: &str,
     body: Value,
 ) -> coffer_core::Result<Response> {
-    let data: Map<String, Value> = coffer_core::logical::into_map(body);
-    let m = mount();
-    let req = BackendRequest {
-        id: "t",
-        operation: op,
-        path,
-        data: &data,
-        caller: None,
-        mount: &m,
-        remote_addr: None,
-        sudo: false,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    t.handle(&req).await
+    let m = coffer_core::testkit::mount_info("transit/", "transit", Duration::from_secs(86_400));
+    coffer_core::testkit::call(t, &m, op, path, body, false).await
 }
 
 fn data(r: &Response) -> &Map<String, Value> {

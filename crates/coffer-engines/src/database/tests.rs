@@ -13,21 +13,8 @@ use serde_json::{Map, Value, json};
 use super::*;
 
 async fn engine() -> Arc<Database> {
-    let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
-    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    Database::new(View::new(Arc::new(barrier), "logical/db/"), PasswordSource::DefaultOnly, None)
-}
-
-fn mount() -> MountInfo {
-    MountInfo {
-        path: "database/".into(),
-        kind: "database".into(),
-        uuid: "u".into(),
-        accessor: "a".into(),
-        default_lease_ttl: Duration::from_secs(3600),
-        max_lease_ttl: Duration::from_secs(86_400),
-        options: Default::default(),
-    }
+    let (view, _) = coffer_core::testkit::memory_view("logical/db/").await;
+    Database::new(view, PasswordSource::DefaultOnly, None)
 }
 
 async fn call(
@@ -36,21 +23,11 @@ async fn call(
     path: &str,
     body: Value,
 ) -> coffer_core::Result<Response> {
-    let data: Map<String, Value> = into_map(body);
-    let m = mount();
-    let req = BackendRequest {
-        id: "t",
-        operation: op,
-        path,
-        data: &data,
-        caller: None,
-        mount: &m,
-        remote_addr: None,
-        sudo: false,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    db.handle(&req).await
+    coffer_core::testkit::call(db, &mount(), op, path, body, false).await
+}
+
+fn mount() -> MountInfo {
+    coffer_core::testkit::mount_info("database/", "database", Duration::from_secs(86_400))
 }
 
 /// A superuser of its own (so rotating it disturbs no other test) and its password.
