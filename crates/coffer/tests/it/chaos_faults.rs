@@ -112,28 +112,10 @@ async fn chaos_paths_do_not_exist_unless_enabled_and_need_sudo() {
         ("sudo", "\"create\", \"update\", \"read\", \"list\", \"delete\", \"sudo\""),
     ] {
         let policy = format!("path \"sys/chaos/*\" {{ capabilities = [{caps}] }}");
-        let (code, b) = s
-            .call(
-                "PUT",
-                &format!("sys/policies/acl/{name}"),
-                Some(&root),
-                Some(json!({"policy": policy})),
-            )
-            .await;
-        assert_eq!(code, 204, "{b}");
+        s.put_policy(&root, name, &policy).await;
     }
-    let token = |policy: &'static str| {
-        let s = &s;
-        let root = root.clone();
-        async move {
-            let (_, t) = s
-                .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": [policy]})))
-                .await;
-            t["auth"]["client_token"].as_str().expect("token").to_owned()
-        }
-    };
-    let nosudo = token("nosudo").await;
-    let sudo = token("sudo").await;
+    let nosudo = s.token_with(&root, &["nosudo"]).await;
+    let sudo = s.token_with(&root, &["sudo"]).await;
     for (method, path) in [
         ("POST", "sys/chaos/faults"),
         ("GET", "sys/chaos/faults"),
@@ -250,18 +232,8 @@ async fn login(s: &Server, root: &str, role: &str) -> String {
         )
         .await;
     assert_eq!(code, 204, "{b}");
-    let (_, r) =
-        s.call("GET", &format!("auth/approle/role/{role}/role-id"), Some(root), None).await;
-    let (_, sid) =
-        s.call("POST", &format!("auth/approle/role/{role}/secret-id"), Some(root), None).await;
-    let (code, t) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": r["data"]["role_id"], "secret_id": sid["data"]["secret_id"]})),
-        )
-        .await;
+    let (role_id, secret_id) = s.approle_credentials(root, role).await;
+    let (code, t) = s.approle_login(&role_id, &secret_id).await;
     assert_eq!(code, 200, "{t}");
     t["auth"]["client_token"].as_str().expect("token").to_owned()
 }

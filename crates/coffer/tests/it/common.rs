@@ -317,6 +317,51 @@ impl Server {
         (s, keys, root)
     }
 
+    /// Writes the ACL policy `name` with `root` (a 204 is expected).
+    pub(crate) async fn put_policy(&self, root: &str, name: &str, hcl: &str) {
+        let (code, b) = self
+            .call(
+                "PUT",
+                &format!("sys/policies/acl/{name}"),
+                Some(root),
+                Some(json!({"policy": hcl})),
+            )
+            .await;
+        assert_eq!(code, 204, "policy {name}: {b}");
+    }
+
+    /// A new child token of `parent` with `policies`.
+    pub(crate) async fn token_with(&self, parent: &str, policies: &[&str]) -> String {
+        let (code, b) = self
+            .call("POST", "auth/token/create", Some(parent), Some(json!({"policies": policies})))
+            .await;
+        assert_eq!(code, 200, "token create: {b}");
+        b["auth"]["client_token"].as_str().expect("token").to_owned()
+    }
+
+    /// The role id of AppRole role `role` and a new secret id for it.
+    pub(crate) async fn approle_credentials(&self, root: &str, role: &str) -> (String, String) {
+        let (_, b) =
+            self.call("GET", &format!("auth/approle/role/{role}/role-id"), Some(root), None).await;
+        let role_id = b["data"]["role_id"].as_str().expect("role_id").to_owned();
+        let (_, b) = self
+            .call("POST", &format!("auth/approle/role/{role}/secret-id"), Some(root), None)
+            .await;
+        let secret_id = b["data"]["secret_id"].as_str().expect("secret_id").to_owned();
+        (role_id, secret_id)
+    }
+
+    /// `auth/approle/login`: status and body, whatever they are.
+    pub(crate) async fn approle_login(&self, role_id: &str, secret_id: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            "auth/approle/login",
+            None,
+            Some(json!({"role_id": role_id, "secret_id": secret_id})),
+        )
+        .await
+    }
+
     /// Runs the CLI against this server with `token` in COFFER_TOKEN and a private HOME.
     pub(crate) fn cli(&self, token: Option<&str>, args: &[&str]) -> Output {
         self.cli_stdin(token, args, None)

@@ -23,11 +23,7 @@ async fn get(s: &Server, token: &str, path: &str) -> (u16, Value) {
 /// AppRole at `auth/approle/`, kv v2 at `secret/`, and a role `name` whose logins get `web`.
 async fn approle_role(s: &Server, root: &str, name: &str) -> (String, String) {
     post(s, root, &format!("auth/approle/role/{name}"), json!({"token_policies": ["web"]})).await;
-    let (_, b) = get(s, root, &format!("auth/approle/role/{name}/role-id")).await;
-    let role_id = b["data"]["role_id"].as_str().expect("role_id").to_owned();
-    let b = post(s, root, &format!("auth/approle/role/{name}/secret-id"), json!({})).await;
-    let secret_id = b["data"]["secret_id"].as_str().expect("secret_id").to_owned();
-    (role_id, secret_id)
+    s.approle_credentials(root, name).await
 }
 
 async fn setup(s: &Server, root: &str) {
@@ -36,14 +32,7 @@ async fn setup(s: &Server, root: &str) {
 }
 
 async fn login(s: &Server, role_id: &str, secret_id: &str) -> Value {
-    let (code, b) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": role_id, "secret_id": secret_id})),
-        )
-        .await;
+    let (code, b) = s.approle_login(role_id, secret_id).await;
     assert_eq!(code, 200, "{b}");
     b["auth"].clone()
 }
@@ -246,14 +235,7 @@ async fn a_disabled_entity_has_its_tokens_refused_until_enabled_again() {
     .await
     .expect("disable");
     assert_eq!(get(&s, &token, "auth/token/lookup-self").await.0, 403);
-    let (code, _) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": role_id, "secret_id": secret_id})),
-        )
-        .await;
+    let (code, _) = s.approle_login(&role_id, &secret_id).await;
     assert_eq!(code, 403, "no new token for a disabled entity");
     post(&s, &root, &format!("identity/entity/id/{entity}"), json!({"disabled": false})).await;
     assert_eq!(get(&s, &token, "auth/token/lookup-self").await.0, 200);

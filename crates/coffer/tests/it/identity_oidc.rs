@@ -64,18 +64,8 @@ async fn workload(s: &Server, root: &str) -> (String, String) {
     )
     .await;
     post(s, root, "auth/approle/role/app", json!({"token_policies": ["workload"]})).await;
-    let (_, b) = s.call("GET", "auth/approle/role/app/role-id", Some(root), None).await;
-    let role_id = b["data"]["role_id"].as_str().expect("role_id").to_owned();
-    let b = post(s, root, "auth/approle/role/app/secret-id", json!({})).await;
-    let secret_id = b["data"]["secret_id"].as_str().expect("secret_id").to_owned();
-    let (code, b) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": role_id, "secret_id": secret_id})),
-        )
-        .await;
+    let (role_id, secret_id) = s.approle_credentials(root, "app").await;
+    let (code, b) = s.approle_login(&role_id, &secret_id).await;
     assert_eq!(code, 200, "{b}");
     let entity = b["auth"]["entity_id"].as_str().expect("entity").to_owned();
     post(

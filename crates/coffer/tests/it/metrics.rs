@@ -157,28 +157,11 @@ async fn exercise(s: &Server, root: &str) -> Vec<String> {
     assert_eq!(code, 200, "{b}");
     let (code, _) = s.call("GET", "secret/data/app", Some(root), None).await;
     assert_eq!(code, 200);
-    let (_, b) = s.call("GET", "auth/approle/role/web/role-id", Some(root), None).await;
-    let role_id = b["data"]["role_id"].as_str().expect("role_id").to_owned();
-    let (_, b) = s.call("POST", "auth/approle/role/web/secret-id", Some(root), None).await;
-    let secret_id = b["data"]["secret_id"].as_str().expect("secret_id").to_owned();
-    let (code, b) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": role_id, "secret_id": secret_id})),
-        )
-        .await;
+    let (role_id, secret_id) = s.approle_credentials(root, "web").await;
+    let (code, b) = s.approle_login(&role_id, &secret_id).await;
     assert_eq!(code, 200, "{b}");
     let token = b["auth"]["client_token"].as_str().expect("token").to_owned();
-    let (code, _) = s
-        .call(
-            "POST",
-            "auth/approle/login",
-            None,
-            Some(json!({"role_id": role_id, "secret_id": "wrong"})),
-        )
-        .await;
+    let (code, _) = s.approle_login(&role_id, "wrong").await;
     assert_eq!(code, 400);
     vec![root.to_owned(), role_id, secret_id, token, "hunter2-metrics".to_owned()]
 }
@@ -301,28 +284,10 @@ async fn metrics_need_a_token_with_read_on_sys_metrics_by_default() {
         ("metrics", "path \"sys/metrics\" { capabilities = [\"read\"] }"),
         ("other", "path \"secret/*\" { capabilities = [\"read\"] }"),
     ] {
-        let (code, b) = s
-            .call(
-                "PUT",
-                &format!("sys/policies/acl/{name}"),
-                Some(&root),
-                Some(json!({"policy": policy})),
-            )
-            .await;
-        assert_eq!(code, 204, "{b}");
+        s.put_policy(&root, name, policy).await;
     }
-    let token = |policy: &'static str| {
-        let s = &s;
-        let root = root.clone();
-        async move {
-            let (_, b) = s
-                .call("POST", "auth/token/create", Some(&root), Some(json!({"policies": [policy]})))
-                .await;
-            b["auth"]["client_token"].as_str().expect("token").to_owned()
-        }
-    };
-    let reader = token("metrics").await;
-    let other = token("other").await;
+    let reader = s.token_with(&root, &["metrics"]).await;
+    let other = s.token_with(&root, &["other"]).await;
     let (code, _, text) = scrape(&s, Some(&reader), "?format=prometheus").await;
     assert_eq!(code, 200, "{text}");
     parse_prometheus(&text);
