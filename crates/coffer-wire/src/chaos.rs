@@ -110,45 +110,19 @@ impl HostKind {
 }
 
 /// A duration on the wire: seconds as a number, or a string like `"250ms"`, `"60s"`, `"1m30s"`,
-/// `"1h"` (a bare number in a string is seconds). Sent back as such a string.
+/// `"1h"`, `"1d"` (a bare whole number in a string is seconds). Sent back as such a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WireDuration(pub Duration);
 
 impl WireDuration {
+    /// Go's syntax as Vault reads it (`coffer_time::parse_duration_or_secs`), at most 10⁹ s
+    /// (a fault or probe longer than 31 years is a typo).
     pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty duration".into());
+        match coffer_time::parse_duration_or_secs(s) {
+            Ok(d) if d.as_secs() <= 1_000_000_000 => Ok(d),
+            Ok(_) => Err(format!("invalid duration {:?}: too long", s.trim())),
+            Err(e) => Err(format!("{e}: {:?}", s.trim())),
         }
-        if let Ok(n) = s.parse::<u64>() {
-            return Ok(Duration::from_secs(n));
-        }
-        let mut total = Duration::ZERO;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-            let (num, tail) = rest.split_at(digits);
-            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-            let (unit, next) = tail.split_at(unit_len);
-            let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-            let secs = match unit {
-                "ms" => n / 1000.0,
-                "s" => n,
-                "m" => n * 60.0,
-                "h" => n * 3600.0,
-                _ => {
-                    return Err(format!(
-                        "invalid duration {s:?}: use a number of seconds or units ms, s, m, h"
-                    ));
-                }
-            };
-            if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-                return Err(format!("invalid duration {s:?}"));
-            }
-            total += Duration::from_secs_f64(secs);
-            rest = next;
-        }
-        Ok(total)
     }
 
     /// `"60s"` for whole seconds, else `"250ms"`.
@@ -303,7 +277,8 @@ mod tests {
         assert_eq!(p("1m30s"), Duration::from_secs(90));
         assert_eq!(p("1.5s"), Duration::from_millis(1500));
         assert_eq!(p("1h"), Duration::from_secs(3600));
-        for bad in ["", "s", "10x", "-1s", "1d"] {
+        assert_eq!(p("1d"), Duration::from_secs(86_400));
+        for bad in ["", "s", "10x", "-1s", "1.5", "99999999999h"] {
             assert!(WireDuration::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(WireDuration::format(Duration::from_millis(1500)), "1500ms");
