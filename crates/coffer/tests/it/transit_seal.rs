@@ -402,3 +402,44 @@ async fn mutual_tls_to_a_coffer_transit_server_that_requires_client_certificates
     assert!(!logs.contains("vault:v1:"), "the wrapped key reached the log");
     assert!(!logs.contains("PRIVATE KEY"), "the client key reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transit_server_that_never_answers_is_given_up_on_and_logged_within_the_timeout() {
+    // Accepts connections and never answers: the stall a loaded or wedged transit server shows.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = stalled.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stalled.incoming() {
+            held.push(c);
+        }
+    });
+    let d = tempdir();
+    let dir = d.path().join("node");
+    let node = Server::start_with(
+        &dir,
+        &seal(
+            &default_config(&dir),
+            &format!(
+                "  address = \"http://127.0.0.1:{port}\"\n  token = \"t\"\n  key_name = \"autounseal\"\n  disable_renewal = \"true\"\n"
+            ),
+        ),
+        "http",
+    );
+    let started = Instant::now();
+    let init = {
+        let (addr, http) = (node.addr.clone(), node.http());
+        tokio::spawn(async move {
+            http.put(format!("{addr}/v1/sys/init"))
+                .json(&json!({"recovery_shares": 1, "recovery_threshold": 1}))
+                .send()
+                .await
+        })
+    };
+    // The first attempt is given up on after 10 s, and the log says so at once.
+    wait_log(&node, "seal \"transit\": call failed; retrying", Duration::from_secs(13)).await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "gave up early: {:?}", started.elapsed());
+    assert!(node.logs().contains("no answer within 10 s"), "{}", node.logs());
+    assert!(!init.is_finished(), "init should still be retrying");
+    init.abort();
+}
