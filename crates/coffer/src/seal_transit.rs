@@ -234,6 +234,9 @@ pub(crate) struct TransitSeal {
     disable_renewal: bool,
     key_id_prefix: String,
     tls: TlsGiven,
+    /// The last retry warning and when it was logged: the same one is repeated at most once a
+    /// minute (at debug level in between), so a long outage does not flood the log.
+    last_warning: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 /// What a call to the transit server came to.
@@ -337,6 +340,7 @@ impl TransitSeal {
                 client_cert: s.tls_client_cert.is_some(),
                 server_name: s.tls_server_name.is_some(),
             },
+            last_warning: std::sync::Mutex::new(None),
         }))
     }
 
@@ -401,27 +405,33 @@ impl TransitSeal {
                 }
                 Err(CallError::Other(why)) => break why,
                 Err(CallError::Transient(why)) if attempt < ATTEMPTS => {
-                    tracing::warn!(
-                        address = %self.address,
-                        op,
-                        attempt,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        error = %why,
-                        "seal \"transit\": call failed; retrying"
-                    );
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    if self.warn_again(&why) {
+                        tracing::warn!(address = %self.address, op, attempt, elapsed_ms, error = %why, "seal \"transit\": call failed; retrying");
+                    } else {
+                        tracing::debug!(address = %self.address, op, attempt, elapsed_ms, error = %why, "seal \"transit\": call failed; retrying");
+                    }
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;
                 }
-                Err(CallError::Transient(why)) => {
-                    break format!(
-                        "{why} (attempt {attempt} of {ATTEMPTS}, {} ms)",
-                        started.elapsed().as_millis()
-                    );
-                }
+                // No elapsed time in the text: the auto-unseal loop logs a repeated error once
+                // a minute only, and recognizes a repeat by its text.
+                Err(CallError::Transient(why)) => break format!("{why} (tried {ATTEMPTS} times)"),
             }
         };
         Err(Error::Internal(format!("transit seal {}: {op}: {why}", self.address)))
+    }
+
+    /// Whether a retry warning with this text is due (a new one, or a minute since the last).
+    fn warn_again(&self, why: &str) -> bool {
+        let Ok(mut last) = self.last_warning.lock() else { return true };
+        let due =
+            last.as_ref().is_none_or(|(w, at)| w != why || at.elapsed() >= Duration::from_secs(60));
+        if due {
+            *last = Some((why.to_owned(), Instant::now()));
+        }
+        due
     }
 
     /// Renews the token in the background for as long as this seal exists, unless

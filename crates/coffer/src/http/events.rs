@@ -10,7 +10,8 @@
 //! 1001; a client that stops reading is disconnected (its queue overflows in the core, or a
 //! write here waits [`WRITE_TIMEOUT`]), never waited for by writers. Messages from the client
 //! are not read for content (Vault expects none); pings are answered by the library, and the
-//! server pings every 30 s.
+//! server pings every 30 s. A subscription a standby relays to the active node ([`relay`])
+//! ends with a close frame too, whichever side ends it.
 
 use std::convert::Infallible;
 use std::time::Duration;
