@@ -244,21 +244,29 @@ impl Barrier {
         self.unseal_with_key(&key, &config).await?;
         let keyring = self.keyring()?;
         let migrated = SealConfig { seal_type: wrapper.seal_type().into(), ..config };
-        let result = async {
+        self.commit_migration(async {
             let wrapped = wrapper.wrap(&key).await?;
             let sealed_recovery = keyring.seal(RECOVERY_KEY_PATH, &key)?;
             let [sealed_config, config_json] = config_records(&keyring, &migrated)?;
-            self.backend
-                .batch(vec![
-                    coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
-                    coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
-                    sealed_config,
-                    config_json,
-                ])
-                .await?;
-            Ok(())
-        }
-        .await;
+            Ok(vec![
+                coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
+                coffer_storage::Op::Put(RECOVERY_KEY_PATH.into(), sealed_recovery),
+                sealed_config,
+                config_json,
+            ])
+        })
+        .await
+    }
+
+    /// The last step of a seal migration, on the barrier the migration just unsealed: the
+    /// records `ops` computes, written in one atomic batch. Any failure (computing them, the
+    /// seal, the write) seals the barrier again, so a migration that did not happen leaves the
+    /// barrier as it found it.
+    async fn commit_migration(
+        &self,
+        ops: impl std::future::Future<Output = Result<Vec<coffer_storage::Op>>>,
+    ) -> Result<()> {
+        let result = async { Ok(self.backend.batch(ops.await?).await?) }.await;
         if result.is_err() {
             self.seal();
         }
@@ -284,29 +292,22 @@ impl Barrier {
             })
             .await?;
         let keyring = self.keyring()?;
-        let result = async {
+        self.commit_migration(async {
             self.verify_recovery_shares(&keyring, &config, shares).await?;
             let recovery = crate::seal::combine_key(shares, &config)?;
             let sealed_root =
                 AeadKey::new(&recovery)?.seal(0, ROOT_KEY_PATH, keyring.root_key())?;
             let shamir = SealConfig { seal_type: "shamir".into(), ..config.clone() };
             let [sealed_config, config_json] = config_records(&keyring, &shamir)?;
-            self.backend
-                .batch(vec![
-                    coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
-                    coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
-                    coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
-                    sealed_config,
-                    config_json,
-                ])
-                .await?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            self.seal();
-        }
-        result
+            Ok(vec![
+                coffer_storage::Op::Put(ROOT_KEY_PATH.into(), sealed_root),
+                coffer_storage::Op::Delete(WRAPPED_KEY_PATH.into()),
+                coffer_storage::Op::Delete(RECOVERY_KEY_PATH.into()),
+                sealed_config,
+                config_json,
+            ])
+        })
+        .await
     }
 }
 
@@ -354,24 +355,17 @@ impl Barrier {
             })
             .await?;
         let keyring = self.keyring()?;
-        let result = async {
+        self.commit_migration(async {
             self.verify_recovery_shares(&keyring, &config, shares).await?;
             let wrapped = to.wrap(&key).await?;
             let migrated = SealConfig { seal_type: to.seal_type().into(), ..config.clone() };
             let [sealed_config, config_json] = config_records(&keyring, &migrated)?;
-            self.backend
-                .batch(vec![
-                    coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
-                    sealed_config,
-                    config_json,
-                ])
-                .await?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            self.seal();
-        }
-        result
+            Ok(vec![
+                coffer_storage::Op::Put(WRAPPED_KEY_PATH.into(), wrapped),
+                sealed_config,
+                config_json,
+            ])
+        })
+        .await
     }
 }

@@ -20,7 +20,8 @@
 //! forwards them again.
 //!
 //! Event subscriptions (WebSocket upgrades) are forwarded too: the handshake goes to the active
-//! node on a cluster connection of its own, and after its 101 the bytes are relayed both ways.
+//! node on a cluster connection of its own, and after its 101 the messages are relayed both
+//! ways; the client gets a close frame however the relay ends.
 //!
 //! Not done: standbys serve no reads themselves (every request is forwarded, so there is no
 //! staleness to bound); the leaf certificates do not rotate while a node stays unsealed.
@@ -332,8 +333,10 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 /// An event subscription through a standby: the handshake goes to the active node on a cluster
 /// connection of its own, its answer comes back as it is (the active node checks the token,
 /// the ACL and audits, and computes `Sec-WebSocket-Accept` from the client's key); after a 101
-/// both connections are upgraded and bytes are relayed both ways until either side closes, the
-/// active node stops serving the subscription (it steps down, seals, stops) or this node stops.
+/// both connections are upgraded and messages are relayed both ways until either side closes,
+/// the active node stops serving the subscription (it steps down, seals, stops), the cluster
+/// connection ends, or this node stops; the client gets a close frame in each case
+/// (`http::relay_event_subscription`).
 async fn forward_websocket(
     cluster: &Cluster,
     addr: SocketAddr,
@@ -424,19 +427,12 @@ async fn forward_websocket(
             (Ok(c), Ok(a)) => (c, a),
             _ => return,
         };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        let mut active = hyper_util::rt::TokioIo::new(active);
-        let stopping = async {
-            match &lifeline {
-                Some(l) => l.stopping().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut active) => {}
-            // This node stops: both connections end (the client sees the socket close).
-            _ = stopping => {}
-        }
+        crate::http::relay_event_subscription(
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(active),
+            lifeline,
+        )
+        .await;
     });
     let mut out = Response::new(Body::empty());
     *out.status_mut() = status;

@@ -64,6 +64,7 @@ pub(crate) struct TransitStanza {
     pub tls_client_key: Option<PathBuf>,
     pub tls_server_name: Option<String>,
     pub tls_skip_verify: Option<bool>,
+    pub key_id_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for TransitStanza {
@@ -509,6 +510,7 @@ fn parse_seal(kind: &str, body: &Map<String, Value>) -> Result<SealStanza> {
                     "tls_client_key",
                     "tls_server_name",
                     "tls_skip_verify",
+                    "key_id_prefix",
                     "disabled",
                 ],
                 WHAT,
@@ -527,6 +529,7 @@ fn parse_seal(kind: &str, body: &Map<String, Value>) -> Result<SealStanza> {
                 tls_client_key: path("tls_client_key")?,
                 tls_server_name: text("tls_server_name")?,
                 tls_skip_verify: opt_bool(body, "tls_skip_verify")?,
+                key_id_prefix: text("key_id_prefix")?,
             }))
         }
         other => bail!(

@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod forwarded_for;
 
+pub(crate) use events::relay as relay_event_subscription;
 pub(crate) use forwarded_for::{ForwardedFor, apply as forwarded_for_layer};
 
 use std::net::SocketAddr;

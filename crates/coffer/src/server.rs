@@ -147,21 +147,53 @@ fn new_seal_type(cfg: &ServerConfig) -> &'static str {
 
 /// Until the first success: auto-unseal as soon as the storage is initialized (by this node or,
 /// in HA, another). A seal after that stays until a restart, as in Vault.
+///
+/// Never silent: each new error is logged (the same one again at most once a minute), a try
+/// that has not finished after [`AUTO_UNSEAL_SLOW`] is logged as still waiting (the seal's own
+/// calls are bounded, see `seal_transit`; this also covers the storage), and success after
+/// failures says so.
 async fn auto_unseal_loop(core: Arc<Core>) {
-    let mut reported = false;
+    let mut failures = 0u32;
+    let mut last: Option<(String, std::time::Instant)> = None;
     loop {
-        match core.auto_unseal().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) if !reported => {
-                tracing::error!(error = %e, "auto-unseal failed; retrying every 5 s");
-                reported = true;
+        let started = std::time::Instant::now();
+        let attempt = core.auto_unseal();
+        tokio::pin!(attempt);
+        let result = loop {
+            tokio::select! {
+                r = &mut attempt => break r,
+                _ = tokio::time::sleep(AUTO_UNSEAL_SLOW) => tracing::warn!(
+                    waiting_seconds = started.elapsed().as_secs(),
+                    "auto-unseal is still waiting for its seal or its storage to answer"
+                ),
             }
-            Err(_) => {}
+        };
+        match result {
+            Ok(true) => {
+                if failures > 0 {
+                    tracing::info!(failures, "auto-unseal succeeded after failed tries");
+                }
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                failures += 1;
+                let error = e.to_string();
+                let repeat = last
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == error && at.elapsed() < Duration::from_secs(60));
+                if !repeat {
+                    tracing::error!(%error, failures, "auto-unseal failed; retrying every 5 s");
+                    last = Some((error, std::time::Instant::now()));
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_secs(if reported { 5 } else { 1 })).await;
+        tokio::time::sleep(Duration::from_secs(if failures > 0 { 5 } else { 1 })).await;
     }
 }
+
+/// How long one auto-unseal try runs before the log says it is still waiting.
+const AUTO_UNSEAL_SLOW: Duration = Duration::from_secs(10);
 
 /// What this node says of itself: to the others in HA mode, and in `sys/ha-status`.
 fn advert(

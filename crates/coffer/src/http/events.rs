@@ -10,7 +10,8 @@
 //! 1001; a client that stops reading is disconnected (its queue overflows in the core, or a
 //! write here waits [`WRITE_TIMEOUT`]), never waited for by writers. Messages from the client
 //! are not read for content (Vault expects none); pings are answered by the library, and the
-//! server pings every 30 s.
+//! server pings every 30 s. A subscription a standby relays to the active node ([`relay`])
+//! ends with a close frame too, whichever side ends it.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -242,6 +243,84 @@ where
             tracing::info!("event subscriber disconnected: a write waited {WRITE_TIMEOUT:?}");
             false
         }
+    }
+}
+
+/// A subscription a standby forwarded (`cluster::forward_websocket`), once both sides are
+/// upgraded: messages from the active node go to the client and the client's to the active
+/// node, as they are (a close frame from either side is passed on and ends the relay). The
+/// client always gets a close frame: when the active node's side ends without one (it stopped
+/// or died, or the cluster connection broke), the one the active node sends when it stops
+/// serving subscriptions ([`EndReason::Sealed`]: 1001); when this node stops, 1001 `Coffer is
+/// stopping`, as for a subscription served here.
+///
+/// The relay answers the active node's pings itself (the WebSocket library does), so it checks
+/// the client as the active node would: pings passed on that two later pings found unanswered
+/// end the relay, and a client that stops reading is let go after [`WRITE_TIMEOUT`].
+pub(crate) async fn relay<C, A>(client: C, active: A, lifeline: Option<Lifeline>)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let client_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(MAX_INCOMING))
+        .max_frame_size(Some(MAX_INCOMING));
+    let client = WebSocketStream::from_raw_socket(client, Role::Server, Some(client_config)).await;
+    let active = WebSocketStream::from_raw_socket(active, Role::Client, None).await;
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_active, mut from_active) = active.split();
+    let stopping = async {
+        match &lifeline {
+            Some(l) => l.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopping);
+    let mut unanswered = 0u8;
+    let close = loop {
+        tokio::select! {
+            m = from_active.next() => match m {
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = send(&mut to_client, Message::Close(frame)).await;
+                    break None;
+                }
+                Some(Ok(m)) => {
+                    if matches!(m, Message::Ping(_)) {
+                        if unanswered >= 2 {
+                            tracing::info!("relayed event subscriber disconnected: two pings unanswered");
+                            let _ = send(&mut to_active, Message::Close(None)).await;
+                            break None;
+                        }
+                        unanswered += 1;
+                    }
+                    if !send(&mut to_client, m).await {
+                        let _ = send(&mut to_active, Message::Close(None)).await;
+                        break None;
+                    }
+                }
+                Some(Err(_)) | None => break Some(close_for(EndReason::Sealed)),
+            },
+            m = from_client.next() => match m {
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = send(&mut to_active, Message::Close(frame)).await;
+                    break None;
+                }
+                Some(Ok(m)) => {
+                    unanswered = 0;
+                    if !send(&mut to_active, m).await {
+                        break Some(close_for(EndReason::Sealed));
+                    }
+                }
+                Some(Err(_)) | None => break None,
+            },
+            _ = &mut stopping => break Some((CloseCode::Away, "Coffer is stopping".to_owned())),
+        }
+    };
+    if let Some((code, reason)) = close {
+        tracing::debug!(%reason, "closing a relayed event stream");
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = send(&mut to_client, Message::Close(Some(frame))).await;
     }
 }
 

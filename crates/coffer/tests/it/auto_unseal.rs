@@ -22,6 +22,52 @@ async fn wait_unsealed(s: &Server, within: Duration) {
     }
 }
 
+/// A 32-byte static seal key of `byte`s in `dir/name`, readable by its owner only.
+fn key_file(dir: &std::path::Path, name: &str, byte: u8) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(name);
+    std::fs::write(&p, [byte; 32]).expect("key");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+/// `sys/init` of an auto-unseal server with `shares` recovery shares of `threshold`; waits until
+/// it unsealed itself. (root token, recovery shares)
+async fn init_recovery(s: &Server, shares: u64, threshold: u64) -> (String, Vec<String>) {
+    let (code, b) = s
+        .call(
+            "PUT",
+            "sys/init",
+            None,
+            Some(json!({"recovery_shares": shares, "recovery_threshold": threshold})),
+        )
+        .await;
+    assert_eq!(code, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let recovery = b["recovery_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k.as_str().expect("k").to_owned())
+        .collect();
+    wait_unsealed(s, Duration::from_secs(10)).await;
+    (root, recovery)
+}
+
+/// Restarts `s` with `config`.
+fn reconfigure(s: &mut Server, config: &str) {
+    std::fs::write(&s.config, config).expect("config");
+    s.restart();
+}
+
+/// `coffer operator unseal -migrate` with each of `shares`; waits until unsealed.
+async fn unseal_migrate(s: &Server, shares: &[String]) {
+    for k in shares {
+        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
+    }
+    wait_unsealed(s, Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transit_sealed_server_unseals_itself_and_waits_for_its_transit_server() {
     let dir = tempdir();
@@ -86,10 +132,7 @@ async fn a_transit_sealed_server_unseals_itself_and_waits_for_its_transit_server
 async fn recovery_shares_replace_unseal_shares_for_generate_root() {
     use base64::Engine as _;
     let dir = tempdir();
-    let key = dir.path().join("k");
-    std::fs::write(&key, [7u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = key_file(dir.path(), "k", 7);
     let node_dir = dir.path().join("node");
     let config = format!(
         "{}seal \"static\" {{\n  current_key_id = \"k1\"\n  current_key = \"file://{}\"\n}}\n",
@@ -152,10 +195,7 @@ async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
     assert_eq!(code, 204);
 
     // The same storage, now with a seal stanza.
-    let key = dir.path().join("k");
-    std::fs::write(&key, [3u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = key_file(dir.path(), "k", 3);
     let cfg = std::fs::read_to_string(&s.config).expect("config");
     std::fs::write(
         &s.config,
@@ -172,10 +212,7 @@ async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
     let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": keys[0]}))).await;
     assert_eq!(code, 400, "a share without migrate: {b}");
     assert!(b["errors"][0].as_str().is_some_and(|e| e.contains("-migrate")), "{b}");
-    for k in &keys[..2] {
-        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
-    }
-    wait_unsealed(&s, Duration::from_secs(5)).await;
+    unseal_migrate(&s, &keys[..2]).await;
     let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
     assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
 
@@ -198,10 +235,7 @@ async fn unseal_migrate_moves_a_shamir_server_to_a_static_seal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unseal_migrate_with_a_disabled_seal_moves_back_to_shamir_shares() {
     let dir = tempdir();
-    let key = dir.path().join("k");
-    std::fs::write(&key, [4u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = key_file(dir.path(), "k", 4);
     let node_dir = dir.path().join("node");
     let base = default_config(&node_dir);
     let seal = |extra: &str| {
@@ -211,35 +245,19 @@ async fn unseal_migrate_with_a_disabled_seal_moves_back_to_shamir_shares() {
         )
     };
     let mut s = Server::start_with(&node_dir, &seal(""), "http");
-    let (code, b) = s
-        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
-        .await;
-    assert_eq!(code, 200, "{b}");
-    let root = b["root_token"].as_str().expect("root").to_owned();
-    let recovery: Vec<String> = b["recovery_keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("k").to_owned())
-        .collect();
-    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (root, recovery) = init_recovery(&s, 3, 2).await;
 
     // The stanza marked disabled: the server stays sealed until the recovery shares migrate it.
-    std::fs::write(&s.config, seal("  disabled = \"true\"\n")).expect("write");
-    s.restart();
+    reconfigure(&mut s, &seal("  disabled = \"true\"\n"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let st = status(&s).await;
     assert_eq!((&st["sealed"], &st["migration"]), (&json!(true), &json!(true)), "{st}");
     let (code, _) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
     assert_eq!(code, 400, "a share without migrate");
-    for k in &recovery[1..] {
-        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
-    }
-    wait_unsealed(&s, Duration::from_secs(5)).await;
+    unseal_migrate(&s, &recovery[1..]).await;
 
     // Without the stanza: a Shamir server whose shares are the old recovery shares.
-    std::fs::write(&s.config, &base).expect("write");
-    s.restart();
+    reconfigure(&mut s, &base);
     let st = status(&s).await;
     assert_eq!(
         (&st["type"], &st["sealed"], &st["t"]),
@@ -278,10 +296,7 @@ async fn generate_root(s: &Server, shares: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_target_recovery_replaces_the_recovery_shares() {
     let dir = tempdir();
-    let key = dir.path().join("k");
-    std::fs::write(&key, [6u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key = key_file(dir.path(), "k", 6);
     let node_dir = dir.path().join("node");
     let seal = format!(
         "seal \"static\" {{\n  current_key_id = \"k\"\n  current_key = \"file://{}\"\n}}\n",
@@ -289,17 +304,7 @@ async fn rekey_target_recovery_replaces_the_recovery_shares() {
     );
     let base = default_config(&node_dir);
     let mut s = Server::start_with(&node_dir, &format!("{base}{seal}"), "http");
-    let (code, b) = s
-        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
-        .await;
-    assert_eq!(code, 200, "{b}");
-    let old: Vec<String> = b["recovery_keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("k").to_owned())
-        .collect();
-    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (_, old) = init_recovery(&s, 3, 2).await;
     // The listener's default refuses them, as sys/rekey (OpenBao's disable_unauthed_rekey_endpoints).
     let (code, b) = s
         .call(
@@ -316,8 +321,7 @@ async fn rekey_target_recovery_replaces_the_recovery_shares() {
         &format!("tls_disable = true\n{}", crate::common::KEY_SHARE_ENDPOINTS),
     );
     assert_ne!(served, base);
-    std::fs::write(&s.config, format!("{served}{seal}")).expect("config");
-    s.restart();
+    reconfigure(&mut s, &format!("{served}{seal}"));
     wait_unsealed(&s, Duration::from_secs(10)).await;
 
     // Through the CLI, as `vault operator rekey -target=recovery`.
@@ -419,7 +423,6 @@ async fn rekey_target_recovery_replaces_the_recovery_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_static_key() {
-    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempdir();
     let (kms, _, kms_root) = crate::agent::server_on_fixed_port(&dir.path().join("kms")).await;
     for (path, body) in
@@ -428,13 +431,7 @@ async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_stati
         let (s, b) = kms.call("POST", path, Some(&kms_root), Some(body)).await;
         assert!(s == 200 || s == 204, "{path}: {b}");
     }
-    let key_file = |name: &str, byte: u8| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, [byte; 32]).expect("key");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        p
-    };
-    let (k1, k2) = (key_file("k1", 1), key_file("k2", 2));
+    let (k1, k2) = (key_file(dir.path(), "k1", 1), key_file(dir.path(), "k2", 2));
     let stat = |id: &str, p: &std::path::Path, extra: &str| {
         format!(
             "seal \"static\" {{\n  current_key_id = \"{id}\"\n  current_key = \"file://{}\"\n{extra}}}\n",
@@ -450,18 +447,7 @@ async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_stati
     let node_dir = dir.path().join("node");
     let base = default_config(&node_dir);
     let mut s = Server::start_with(&node_dir, &format!("{base}{}", stat("k1", &k1, "")), "http");
-    let (code, b) = s
-        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 3, "recovery_threshold": 2})))
-        .await;
-    assert_eq!(code, 200, "{b}");
-    let root = b["root_token"].as_str().expect("root").to_owned();
-    let recovery: Vec<String> = b["recovery_keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("k").to_owned())
-        .collect();
-    wait_unsealed(&s, Duration::from_secs(10)).await;
+    let (root, recovery) = init_recovery(&s, 3, 2).await;
     let (code, _) =
         s.call("POST", "sys/mounts/secret", Some(&root), Some(json!({"type": "kv"}))).await;
     assert_eq!(code, 204);
@@ -469,11 +455,10 @@ async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_stati
     assert_eq!(code, 204);
 
     // static -> transit: the old stanza disabled beside the new one, as Vault's migration.
-    let migrate = |s: &mut Server, config: String| {
-        std::fs::write(&s.config, config).expect("config");
-        s.restart();
-    };
-    migrate(&mut s, format!("{base}{}{}", stat("k1", &k1, "  disabled = \"true\"\n"), transit("")));
+    reconfigure(
+        &mut s,
+        &format!("{base}{}{}", stat("k1", &k1, "  disabled = \"true\"\n"), transit("")),
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let st = status(&s).await;
     assert_eq!(
@@ -483,27 +468,24 @@ async fn unseal_migrate_moves_a_static_seal_to_transit_and_back_to_another_stati
     );
     let (code, b) = s.call("PUT", "sys/unseal", None, Some(json!({"key": recovery[0]}))).await;
     assert_eq!(code, 400, "a share without migrate: {b}");
-    for k in &recovery[1..] {
-        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
-    }
-    wait_unsealed(&s, Duration::from_secs(5)).await;
+    unseal_migrate(&s, &recovery[1..]).await;
     let (code, b) = s.call("GET", "secret/x", Some(&root), None).await;
     assert_eq!((code, &b["data"]["v"]), (200, &json!(1)), "{b}");
     // Only the transit stanza now: it unseals by itself; the static key no longer would.
-    migrate(&mut s, format!("{base}{}", transit("")));
+    reconfigure(&mut s, &format!("{base}{}", transit("")));
     wait_unsealed(&s, Duration::from_secs(10)).await;
     assert_eq!(status(&s).await["type"], json!("transit"));
-    migrate(&mut s, format!("{base}{}", stat("k1", &k1, "")));
+    reconfigure(&mut s, &format!("{base}{}", stat("k1", &k1, "")));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(status(&s).await["sealed"], json!(true), "the old static key still opens");
 
     // transit -> static with another key; the recovery shares are still the same.
-    migrate(&mut s, format!("{base}{}{}", transit("  disabled = \"true\"\n"), stat("k2", &k2, "")));
-    for k in &recovery[..2] {
-        crate::common::ok(s.cli(None, &["operator", "unseal", "-migrate", k]));
-    }
-    wait_unsealed(&s, Duration::from_secs(5)).await;
-    migrate(&mut s, format!("{base}{}", stat("k2", &k2, "")));
+    reconfigure(
+        &mut s,
+        &format!("{base}{}{}", transit("  disabled = \"true\"\n"), stat("k2", &k2, "")),
+    );
+    unseal_migrate(&s, &recovery[..2]).await;
+    reconfigure(&mut s, &format!("{base}{}", stat("k2", &k2, "")));
     wait_unsealed(&s, Duration::from_secs(10)).await;
     let st = status(&s).await;
     assert_eq!((&st["type"], &st["migration"]), (&json!("static"), &json!(false)), "{st}");

@@ -1,7 +1,8 @@
 //! Event subscriptions (`sys/events/subscribe`, a WebSocket) through an HA standby: the standby
 //! forwards the handshake to the active node and relays the frames, so a client connected to a
 //! standby gets the events of writes made on the active node; a refusal comes back as the
-//! active node's answer; the stream ends when the active node steps down.
+//! active node's answer; the stream ends with a close frame when the active node steps down,
+//! and when it dies (the standby sends the close frame then).
 
 use std::time::Duration;
 
@@ -52,10 +53,27 @@ async fn next_event(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// The close frame that ends the stream, within 5 s (events before it are skipped); `None` when
+/// the connection ends without one.
+async fn close_frame(ws: &mut Ws) -> Option<(u16, String)> {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s");
+        match m {
+            Some(Ok(Message::Close(f))) => {
+                return f.map(|f| (u16::from(f.code), f.reason.as_str().to_owned()));
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return None,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_a_standby_gets_the_events_of_writes_on_the_active() {
     let dir = tempdir();
-    let (nodes, root) = cluster(dir.path(), "ha_events", "15s").await;
+    let (mut nodes, root) = cluster(dir.path(), "ha_events", "15s").await;
     let a = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
     let (active, standby) = (&nodes[a], &nodes[(a + 1) % 3]);
     let (s, b) = active
@@ -107,8 +125,32 @@ async fn a_subscriber_on_a_standby_gets_the_events_of_writes_on_the_active() {
     let weak = b["auth"]["client_token"].as_str().expect("token").to_owned();
     assert_eq!(subscribe(standby, "kv*", &weak).await.err(), Some(403));
 
-    // The active node steps down: it ends its subscriptions, and the relayed stream ends.
+    // The active node steps down: it ends its subscriptions, and the relayed stream ends with
+    // its close frame.
     let (s, b) = active.call("PUT", "sys/step-down", Some(&root), None).await;
     assert_eq!(s, 204, "{b}");
-    assert!(next_event(&mut ws).await.is_none(), "the stream outlived the active node's term");
+    assert_eq!(
+        close_frame(&mut ws).await,
+        Some((1001, "Coffer is sealed or stopping".to_owned())),
+        "the stream outlived the active node's term"
+    );
+
+    // The next active node dies (kill -9): no close frame comes from it, the cluster
+    // connection just ends, and the standby closes the client's stream as the active would.
+    let a = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
+    let standby = (a + 1) % 3;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ws =
+        subscribe(&nodes[standby], "kv*", &root).await.expect("subscribed through the standby");
+    let (s, b) = nodes[a]
+        .call("POST", "secret/data/app", Some(&root), Some(json!({"data": {"v": "last"}})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(next_event(&mut ws).await.is_some(), "an event before the active node dies");
+    nodes[a].kill9();
+    assert_eq!(
+        close_frame(&mut ws).await,
+        Some((1001, "Coffer is sealed or stopping".to_owned())),
+        "no close frame when the active node died"
+    );
 }

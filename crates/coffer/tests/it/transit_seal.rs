@@ -285,3 +285,161 @@ async fn tls_server_name_and_tls_skip_verify_reach_a_server_whose_certificate_na
     wait_log(&node, "auto-unseal failed", Duration::from_secs(5)).await;
     assert!(sealed(&node).await);
 }
+
+/// `sys/init` fails (the seal cannot wrap the key), and the node's log says `want`.
+async fn init_fails_naming(node: &Server, want: &str) {
+    let (code, b) = node
+        .call("PUT", "sys/init", None, Some(json!({"recovery_shares": 1, "recovery_threshold": 1})))
+        .await;
+    assert!(code >= 500, "init went through: {code} {b}");
+    assert!(node.logs().contains(want), "{want:?} not logged: {}", node.logs());
+}
+
+/// A client of `kms` (a listener that requires client certificates) with `pki`'s CA and
+/// client certificate.
+fn mtls_client(pki: &crate::tls::Pki) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).expect("ca")).expect("ca");
+    let mut pem = std::fs::read(&pki.client_cert).expect("cert");
+    pem.extend(std::fs::read(&pki.client_key).expect("key"));
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_to_a_coffer_transit_server_that_requires_client_certificates() {
+    let dir = tempdir();
+    let kms_dir = dir.path().join("kms");
+    std::fs::create_dir_all(&kms_dir).expect("dir");
+    let pki = crate::tls::pki(&kms_dir);
+    // Another CA, with a client certificate of its own: trusted by no one here.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let other = crate::tls::pki(&other_dir);
+    let listener = format!(
+        "  tls_client_ca_file = \"{}\"\n  tls_require_and_verify_client_cert = true\n",
+        pki.ca.display()
+    );
+    let kms =
+        Server::start_with(&kms_dir, &crate::tls::tls_config(&kms_dir, &pki, &listener), "https");
+    let http = mtls_client(&pki);
+    let call = |method: &str, path: &str, token: Option<&str>, body: Value| {
+        let mut req = http
+            .request(method.parse().expect("method"), format!("{}/v1/{path}", kms.addr))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.header("X-Vault-Token", t);
+        }
+        async move {
+            let r = req.send().await.expect("kms request");
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, b) =
+        call("PUT", "sys/init", None, json!({"secret_shares": 1, "secret_threshold": 1})).await;
+    assert_eq!(s, 200, "{b}");
+    let root = b["root_token"].as_str().expect("root").to_owned();
+    let (s, b) = call("PUT", "sys/unseal", None, json!({"key": b["keys"][0]})).await;
+    assert_eq!((s, &b["sealed"]), (200, &json!(false)), "{b}");
+    let (s, b) = call("POST", "sys/mounts/transit", Some(&root), json!({"type": "transit"})).await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = call("POST", "transit/keys/autounseal", Some(&root), json!({})).await;
+    assert!(s == 200 || s == 204, "{b}");
+
+    let d = dir.path().join("node");
+    let cfg = default_config(&d);
+    let stanza = |ca: &std::path::Path, client: Option<&crate::tls::Pki>| {
+        let mut body = format!(
+            "  address = \"{}\"\n  token = \"{root}\"\n  key_name = \"autounseal\"\n  disable_renewal = \"true\"\n  key_id_prefix = \"kms-\"\n  tls_ca_cert = \"{}\"\n",
+            kms.addr,
+            ca.display()
+        );
+        if let Some(c) = client {
+            body.push_str(&format!(
+                "  tls_client_cert = \"{}\"\n  tls_client_key = \"{}\"\n",
+                c.client_cert.display(),
+                c.client_key.display()
+            ));
+        }
+        seal(&cfg, &body)
+    };
+    // No client certificate: the transit server's refusal names the options to set.
+    let mut node = Server::start_with(&d, &stanza(&pki.ca, None), "http");
+    init_fails_naming(
+        &node,
+        "the transit server requires a client certificate: set tls_client_cert and tls_client_key",
+    )
+    .await;
+    // The wrong CA: the transit server's certificate is not trusted.
+    std::fs::write(&node.config, stanza(&other.ca, Some(&pki))).expect("config");
+    node.restart();
+    init_fails_naming(&node, "it is not signed by a CA in tls_ca_cert").await;
+    // A client certificate the transit server does not trust.
+    std::fs::write(&node.config, stanza(&pki.ca, Some(&other))).expect("config");
+    node.restart();
+    init_fails_naming(&node, "refused the client certificate in tls_client_cert").await;
+
+    // The CA and a client certificate it trusts: init wraps the key over mutual TLS, and a
+    // restart unwraps it; the key id recorded with it is the prefix and the key's version.
+    std::fs::write(&node.config, stanza(&pki.ca, Some(&pki))).expect("config");
+    node.restart();
+    init(&node).await;
+    wait_unsealed(&node, Duration::from_secs(10)).await;
+    node.restart();
+    wait_unsealed(&node, Duration::from_secs(10)).await;
+    wait_log(&node, "key_id=kms-v1", Duration::from_secs(2)).await;
+    // Restarted without the client certificate: it stays sealed and says which options to set.
+    std::fs::write(&node.config, stanza(&pki.ca, None)).expect("config");
+    node.restart();
+    wait_log(&node, "auto-unseal failed", Duration::from_secs(5)).await;
+    assert!(node.logs().contains("set tls_client_cert and tls_client_key"), "{}", node.logs());
+    assert!(sealed(&node).await);
+    let logs = node.logs();
+    assert!(!logs.contains(&root), "the transit token reached the log");
+    assert!(!logs.contains("vault:v1:"), "the wrapped key reached the log");
+    assert!(!logs.contains("PRIVATE KEY"), "the client key reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transit_server_that_never_answers_is_given_up_on_and_logged_within_the_timeout() {
+    // Accepts connections and never answers: the stall a loaded or wedged transit server shows.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = stalled.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stalled.incoming() {
+            held.push(c);
+        }
+    });
+    let d = tempdir();
+    let dir = d.path().join("node");
+    let node = Server::start_with(
+        &dir,
+        &seal(
+            &default_config(&dir),
+            &format!(
+                "  address = \"http://127.0.0.1:{port}\"\n  token = \"t\"\n  key_name = \"autounseal\"\n  disable_renewal = \"true\"\n"
+            ),
+        ),
+        "http",
+    );
+    let started = Instant::now();
+    let init = {
+        let (addr, http) = (node.addr.clone(), node.http());
+        tokio::spawn(async move {
+            http.put(format!("{addr}/v1/sys/init"))
+                .json(&json!({"recovery_shares": 1, "recovery_threshold": 1}))
+                .send()
+                .await
+        })
+    };
+    // The first attempt is given up on after 10 s, and the log says so at once.
+    wait_log(&node, "seal \"transit\": call failed; retrying", Duration::from_secs(13)).await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "gave up early: {:?}", started.elapsed());
+    assert!(node.logs().contains("no answer within 10 s"), "{}", node.logs());
+    assert!(!init.is_finished(), "init should still be retrying");
+    init.abort();
+}
