@@ -25,15 +25,17 @@ impl AeadKey {
         out.push(BLOB_VERSION);
         out.extend_from_slice(&term.to_be_bytes());
         out.extend_from_slice(&nonce_bytes);
-        let mut body = plaintext.to_vec();
-        self.0
-            .seal_in_place_append_tag(
+        // Encrypted where it lies in the blob: no second buffer and copy per value written.
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce_bytes),
                 Aad::from(path.as_bytes()),
-                &mut body,
+                &mut out[HEADER_LEN..],
             )
             .map_err(|_| Error::Internal("encryption failed".into()))?;
-        out.extend_from_slice(&body);
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! A read cache in front of a backend, holding what the backend holds: ciphertext, never
 //! plaintext (the barrier sits above it). Every write goes through the cache, which drops the
-//! key; reads that raced a write never put the old value back (an epoch guards the fill).
+//! key; reads that raced a write of the same key never put the old value back (an epoch, and
+//! the epoch at which each key was last written, guard the fill).
 //! Only for a backend this process alone writes to.
 
 use std::collections::HashMap;
@@ -15,7 +16,24 @@ use crate::{Backend, Error, Op, Result};
 struct Generations {
     young: HashMap<String, Option<Vec<u8>>>,
     old: HashMap<String, Option<Vec<u8>>>,
+    /// One more after every write.
     epoch: u64,
+    /// The epoch each key was last dropped at by a write: a read that began before it may
+    /// hold the old value and must not cache it. A read that raced only writes of other keys
+    /// does (with one global check, concurrent writers kept each other's reads of their own
+    /// keys out of the cache: a second storage read per KV write at 16 connections).
+    dropped: HashMap<String, u64>,
+    /// Reads that began before this epoch cache nothing: `dropped` was cleared then, to keep
+    /// it within the cache's size.
+    floor: u64,
+}
+
+impl Generations {
+    /// Whether a value read from the backend, by a read that began at epoch `seen`, may be
+    /// cached: no write of `key` was over since.
+    fn may_fill(&self, key: &str, seen: u64) -> bool {
+        seen >= self.floor && self.dropped.get(key).is_none_or(|&at| at <= seen)
+    }
 }
 
 /// Drops `keys` from the cache when the write is over: when it returns, and also when the
@@ -46,7 +64,13 @@ impl CachedBackend {
         Self {
             inner,
             capacity: capacity.max(1),
-            state: Mutex::new(Generations { young: HashMap::new(), old: HashMap::new(), epoch: 0 }),
+            state: Mutex::new(Generations {
+                young: HashMap::new(),
+                old: HashMap::new(),
+                epoch: 0,
+                dropped: HashMap::new(),
+                floor: 0,
+            }),
         }
     }
 
@@ -56,11 +80,22 @@ impl CachedBackend {
 
     fn invalidate<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Result<()> {
         let mut g = self.lock()?;
+        g.epoch += 1;
+        let at = g.epoch;
         for k in keys {
             g.young.remove(k);
             g.old.remove(k);
+            if g.dropped.len() >= self.capacity {
+                g.dropped.clear();
+                g.floor = at;
+            }
+            match g.dropped.get_mut(k) {
+                Some(e) => *e = at,
+                None => {
+                    g.dropped.insert(k.to_owned(), at);
+                }
+            }
         }
-        g.epoch += 1;
         Ok(())
     }
 }
@@ -81,7 +116,7 @@ impl Backend for CachedBackend {
         };
         let v = self.inner.get(key).await?;
         let mut g = self.lock()?;
-        if g.epoch == seen {
+        if g.may_fill(key, seen) {
             if g.young.len() >= self.capacity {
                 g.old = std::mem::take(&mut g.young);
             }
@@ -182,6 +217,29 @@ mod tests {
         fn kind(&self) -> &'static str {
             "slow"
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_raced_by_a_write_caches_only_if_the_write_was_to_another_key() {
+        let c = CachedBackend::new(Arc::new(MemoryBackend::new()), 8);
+        c.put("a/k", b"old".to_vec()).await.expect("put");
+        // A read that began (epoch taken) before a write of its key, filling after it.
+        let seen = c.lock().expect("lock").epoch;
+        c.put("a/k", b"new".to_vec()).await.expect("put");
+        assert!(!c.lock().expect("lock").may_fill("a/k", seen), "the old value must not be cached");
+        // The same race with a write of another key.
+        let seen = c.lock().expect("lock").epoch;
+        c.put("a/other", b"x".to_vec()).await.expect("put");
+        assert!(c.lock().expect("lock").may_fill("a/k", seen));
+        // Many keys written since: the record of them is cleared, so older reads cache nothing.
+        let seen = c.lock().expect("lock").epoch;
+        for i in 0..20 {
+            c.put(&format!("b/{i}"), b"x".to_vec()).await.expect("put");
+        }
+        let g = c.lock().expect("lock");
+        assert!(g.dropped.len() <= 8);
+        assert!(!g.may_fill("a/k", seen));
+        assert!(g.may_fill("a/k", g.epoch));
     }
 
     #[tokio::test]
