@@ -33,12 +33,14 @@ pub use seal::{Binding, SEAL_TO_HEADER, SealError, SealKey, Sealed, UNWRAP_PATH}
 /// blocks, so this crate needs no server types. Fields are declared in alphabetical order: the
 /// order Coffer's answers have always had on the wire (the order of a `serde_json` map), so
 /// serializing this struct sends the same bytes. Every field is always sent, `null` when empty.
+/// `data` is a JSON object: a map for a client; the server may write one it holds as JSON
+/// already (`D` = `Box<serde_json::value::RawValue>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Envelope<A = Value, W = Value> {
+pub struct Envelope<A = Value, W = Value, D = Map<String, Value>> {
     #[serde(default)]
     pub auth: Option<A>,
     #[serde(default)]
-    pub data: Option<Map<String, Value>>,
+    pub data: Option<D>,
     #[serde(default)]
     pub lease_duration: u64,
     #[serde(default)]

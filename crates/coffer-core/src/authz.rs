@@ -161,7 +161,8 @@ pub(crate) async fn authorize(
     let needed = capability_for(op);
     if let (Some(entry), Some(needed)) = (caller.as_deref(), needed) {
         let a = active.acl_for(entry)?;
-        let caps = a.capabilities(path);
+        let at = a.at(path);
+        let caps = at.capabilities();
         let sudo_required = match target {
             Target::Sys(rel) => is_sudo_sys(rel),
             // A LIST names its folder with a trailing `/`; a rule for the path itself counts.
@@ -178,7 +179,7 @@ pub(crate) async fn authorize(
         let allowed = if self_report {
             !caps.contains(Capabilities::DENY)
         } else {
-            a.allows(path, needed)
+            at.allows(needed)
                 || (op == Operation::List
                     && path.strip_suffix('/').is_some_and(|p| a.allows(p, Capabilities::LIST)))
         };
@@ -188,8 +189,8 @@ pub(crate) async fn authorize(
         if matches!(op, Operation::Create | Operation::Update | Operation::Patch) {
             a.check_parameters(path, &req.data).map_err(|_| Error::PermissionDenied)?;
         }
-        crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), a.wrapping_ttl_bounds(path))?;
-        if req.seal_to.is_none() && a.requires_sealed_response(path) {
+        crate::wrapping::check_ttl(req.wrap_ttl.map(|d| d.as_secs()), at.wrapping_ttl_bounds())?;
+        if req.seal_to.is_none() && at.requires_sealed_response() {
             return Err(Error::invalid(format!(
                 "this path requires a sealed response (require_sealed_response is set): send \
                  the client's X25519 public key in {}",

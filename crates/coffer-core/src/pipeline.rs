@@ -182,7 +182,8 @@ pub(crate) async fn call_backend(
         client_token: None,
         client_cert_chain: &[],
     };
-    let mut resp = route.backend.handle(&req).await?;
+    // Its callers read the answer's fields.
+    let mut resp = route.backend.handle(&req).await?.materialized()?;
     let events = std::mem::take(&mut resp.events);
     if !events.is_empty() {
         active.events.publish(&route, events);
@@ -207,7 +208,7 @@ fn help_response(help: Help, tag: &'static str, unauth: &[&str], sudo: &[&str]) 
 impl Core {
     /// The whole pipeline for one request.
     pub async fn handle(&self, req: Request) -> Result<Response> {
-        self.handle_ref(&req).await
+        self.handle_ref(&req, false).await
     }
 
     /// [`Self::handle`] for a client of the HTTP API, with a refusal worded as Vault words it:
@@ -215,8 +216,11 @@ impl Core {
     /// (clients show, and some match, the text). A 403 with a token that is still live after
     /// the request was by policy. The token is looked up again only on that path, and by
     /// reference: no request's token is copied to make this decision.
+    ///
+    /// Unlike [`Self::handle`], the answer may carry [`Response::data_json`]: the transport
+    /// writes it out as it is.
     pub async fn handle_for_client(&self, req: Request) -> Result<Response> {
-        match (self.handle_ref(&req).await, req.client_token.as_ref()) {
+        match (self.handle_ref(&req, true).await, req.client_token.as_ref()) {
             (Err(Error::PermissionDenied), Some(t))
                 if self.token_is_live(t.expose(), req.remote_addr).await =>
             {
@@ -226,13 +230,15 @@ impl Core {
         }
     }
 
-    async fn handle_ref(&self, req: &Request) -> Result<Response> {
+    /// `transport`: the caller is the HTTP transport, which takes [`Response::data_json`] as
+    /// it is; anyone else gets `data`.
+    async fn handle_ref(&self, req: &Request, transport: bool) -> Result<Response> {
         self.foreground.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chaos = crate::path::clean(&req.path).is_ok_and(|p| crate::chaos::is_chaos_path(&p));
         let resp = if chaos {
-            crate::chaos::exempted(self.answer(req)).await?
+            crate::chaos::exempted(self.answer(req, transport)).await?
         } else {
-            self.answer(req).await?
+            self.answer(req, transport).await?
         };
         // Last, after the audit entries (written from the answer in clear and HMAC'd, as for
         // any answer): nothing after this point holds the answer in clear but the transport.
@@ -242,7 +248,7 @@ impl Core {
         }
     }
 
-    async fn answer(&self, req: &Request) -> Result<Response> {
+    async fn answer(&self, req: &Request, transport: bool) -> Result<Response> {
         let mut timer = RequestTimer {
             metrics: &self.metrics,
             started: std::time::Instant::now(),
@@ -378,6 +384,13 @@ impl Core {
         {
             self.login_limiter.failed(m, req.remote_addr);
         }
+        // Wrapping and sealing read `data`; so does every caller but the transport. (The
+        // audit broker reads `data_json` itself, whatever the devices were when this ran.)
+        let result = if transport && req.wrap_ttl.is_none() && req.seal_to.is_none() {
+            result
+        } else {
+            result.and_then(Response::materialized)
+        };
         let result = match (result, req.wrap_ttl) {
             (Ok(resp), Some(ttl)) if crate::wrapping::wrappable(&resp) => {
                 let ttl = ttl.as_secs();

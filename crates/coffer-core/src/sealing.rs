@@ -28,6 +28,7 @@ pub(crate) fn seal(mut resp: Response, to: &Recipient, binding: &Binding<'_>) ->
     if resp.sealed.is_some() {
         return Ok(resp);
     }
+    resp.materialize()?;
     if let Some((status, body)) = resp.raw.take() {
         let body = match body {
             Value::Object(m) if !m.is_empty() => {
@@ -57,6 +58,7 @@ pub(crate) fn seal(mut resp: Response, to: &Recipient, binding: &Binding<'_>) ->
 /// Whether [`seal`] would seal anything of `resp`.
 pub(crate) fn has_sealable_parts(resp: &Response) -> bool {
     resp.data.is_some()
+        || resp.data_json.is_some()
         || resp.auth.is_some()
         || resp.wrap_info.is_some()
         || matches!(&resp.raw, Some((_, Value::Object(m))) if !m.is_empty())

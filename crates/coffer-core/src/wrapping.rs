@@ -84,7 +84,9 @@ pub(crate) fn is_wrapping_token(e: &TokenEntry) -> bool {
 
 /// Whether a response has anything to wrap (a bare status answer or a 204 does not).
 pub(crate) fn wrappable(resp: &Response) -> bool {
-    resp.raw.is_none() && resp.wrap_info.is_none() && (resp.data.is_some() || resp.auth.is_some())
+    resp.raw.is_none()
+        && resp.wrap_info.is_none()
+        && (resp.data.is_some() || resp.data_json.is_some() || resp.auth.is_some())
 }
 
 /// Stores `resp` in a new wrapping token's cubbyhole (sealed to `seal_to` when the request named
@@ -96,6 +98,7 @@ pub(crate) async fn wrap(
     creation_path: &str,
     seal_to: Option<&Recipient>,
 ) -> Result<Response> {
+    let resp = resp.materialized()?;
     let wrapped_accessor = resp.auth.as_ref().map(|a| a.accessor.clone()).unwrap_or_default();
     let stored = Stored {
         data: resp.data,

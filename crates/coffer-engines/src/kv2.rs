@@ -23,6 +23,7 @@ use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
@@ -224,6 +225,40 @@ impl VersionMeta {
             "destroyed": self.destroyed,
             "version": version,
         })
+    }
+}
+
+/// A read's answer, written out without a JSON tree; fields in the order a `serde_json` map
+/// writes them (sorted), as [`VersionMeta::json`] answers elsewhere.
+#[derive(Serialize)]
+struct ReadAnswer<'a> {
+    data: &'a RawValue,
+    metadata: VersionJson<'a>,
+}
+
+/// [`VersionMeta::json`] as a struct: the same fields, in the same (sorted) order.
+#[derive(Serialize)]
+struct VersionJson<'a> {
+    created_time: String,
+    custom_metadata: Option<&'a BTreeMap<String, String>>,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
+}
+
+impl<'a> VersionJson<'a> {
+    fn new(vm: &VersionMeta, version: u64, meta: &'a KeyMeta) -> Self {
+        Self {
+            created_time: rfc3339(vm.created_time),
+            custom_metadata: (!meta.custom_metadata.is_empty()).then_some(&meta.custom_metadata),
+            deletion_time: if vm.deletion_time == 0 {
+                String::new()
+            } else {
+                rfc3339(vm.deletion_time)
+            },
+            destroyed: vm.destroyed,
+            version,
+        }
     }
 }
 
@@ -469,8 +504,22 @@ impl KvV2 {
             return Ok(gone);
         }
         let raw = self.view.get(&format!("ver/{path}/{version}")).await?.ok_or(Error::NotFound)?;
-        let secret = data_from(&raw)?;
-        Ok(Response::from_value(json!({ "data": secret, "metadata": vm.json(version, &meta) })))
+        // The stored object is passed through as it is: a write stores it as `serde_json`
+        // writes a map (keys sorted, no spaces), which is also what a tree decoded from it would
+        // be written as, so the answer's bytes are those it always had, without the tree.
+        let secret: &RawValue = serde_json::from_slice(&raw).map_err(|e| {
+            Error::Internal(format!(
+                "stored kv v2 version data does not decode (line {})",
+                e.line()
+            ))
+        })?;
+        if !secret.get().starts_with('{') {
+            return Err(Error::Internal("stored kv v2 version data is not a JSON object".into()));
+        }
+        let answer = ReadAnswer { data: secret, metadata: VersionJson::new(vm, version, &meta) };
+        let json = serde_json::value::to_raw_value(&answer)
+            .map_err(|e| Error::Internal(format!("a kv v2 answer does not encode: {e}")))?;
+        Ok(Response::data_json(json))
     }
 
     /// Writes a new version, after the check-and-set rules; prunes versions beyond the limit.
@@ -777,7 +826,7 @@ impl KvV2 {
 
     async fn subkeys(&self, r: &Req<'_>) -> Result<Response> {
         let depth = r.u64("depth")?.unwrap_or(0);
-        let resp = self.read_data(r).await?;
+        let resp = self.read_data(r).await?.materialized()?;
         let status = resp.status;
         let d = resp.data.unwrap_or_default();
         let subkeys = match d.get("data") {
@@ -862,6 +911,32 @@ mod tests {
         let mut t = json!({"a": [1]});
         merge_patch(&mut t, &json!({"a": {"b": 1}, "n": 2}));
         assert_eq!(t, json!({"a": {"b": 1}, "n": 2}));
+    }
+
+    #[test]
+    fn a_read_answer_has_the_bytes_of_its_json_tree() {
+        let stored =
+            serde_json::to_vec(&json!({"b": {"z": 1.5, "a": [1, -2, null]}, "a": "x\u{1}\"é"}))
+                .expect("encodes");
+        let mut meta = KeyMeta::default();
+        let mut vm =
+            VersionMeta { created_time: 1_700_000_000, deletion_time: 0, destroyed: false };
+        for custom in [false, true] {
+            if custom {
+                meta.custom_metadata.insert("owner".into(), "ops \"team\"".into());
+                vm.deletion_time = 1_800_000_000;
+                vm.destroyed = true;
+            }
+            let tree: Value = serde_json::from_slice(&stored).expect("decodes");
+            let expected =
+                serde_json::to_string(&json!({ "data": tree, "metadata": vm.json(3, &meta) }))
+                    .expect("encodes");
+            let answer = ReadAnswer {
+                data: serde_json::from_slice(&stored).expect("raw"),
+                metadata: VersionJson::new(&vm, 3, &meta),
+            };
+            assert_eq!(serde_json::to_string(&answer).expect("encodes"), expected);
+        }
     }
 
     #[test]

@@ -420,7 +420,7 @@ fn rate_limit_headers(resp: &mut Response, l: &coffer_core::quotas::RateLimited)
     }
 }
 
-fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response {
+fn success(mut r: coffer_core::Response, request_id: String, path: &str) -> Response {
     let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
     if let Some(raw) = r.raw_body {
         let status = StatusCode::from_u16(raw.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -437,6 +437,7 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
     }
     if let Some(s) = r.status
         && r.data.is_none()
+        && r.data_json.is_none()
         && r.auth.is_none()
         && r.wrap_info.is_none()
         && r.sealed.is_none()
@@ -446,23 +447,18 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
         let s = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (s, no_store).into_response();
     }
-    // A wrapped answer is Vault's bare wrapping envelope: no request id (the request's own id
-    // is in the audit log), and `wrapped_accessor` only when a token was wrapped.
-    let wrapped = r.wrap_info.is_some();
     let status = r.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
-    let body: Envelope<Auth, WrapInfo> = Envelope {
-        auth: r.auth,
-        data: r.data,
-        lease_duration: r.lease_duration,
-        lease_id: r.lease_id,
-        mount_type: r.mount_type,
-        renewable: r.renewable,
-        request_id: if wrapped { String::new() } else { request_id },
-        sealed: r.sealed,
-        warnings: (!r.warnings.is_empty()).then_some(r.warnings),
-        wrap_info: r.wrap_info,
-    };
-    let inject = injects_data_at_top_level(path) && body.data.is_some();
+    let inject = injects_data_at_top_level(path) && (r.data.is_some() || r.data_json.is_some());
+    // Data held as JSON already is written out as it is, unless its fields are wanted.
+    if inject && let Err(e) = r.materialize() {
+        tracing::error!(error = %e, "response does not serialize");
+        return (StatusCode::INTERNAL_SERVER_ERROR, no_store).into_response();
+    }
+    if let Some(json) = r.data_json.take() {
+        return (status, no_store, axum::Json(envelope(r, Some(json), request_id))).into_response();
+    }
+    let data = r.data.take();
+    let body = envelope(r, data, request_id);
     if !inject {
         return (status, no_store, axum::Json(body)).into_response();
     }
@@ -482,6 +478,29 @@ fn success(r: coffer_core::Response, request_id: String, path: &str) -> Response
         }
     }
     (status, no_store, axum::Json(body)).into_response()
+}
+
+/// Vault's envelope of `r` with `data` (taken out of `r` by the caller, as a map or as JSON).
+fn envelope<D>(
+    r: coffer_core::Response,
+    data: Option<D>,
+    request_id: String,
+) -> Envelope<Auth, WrapInfo, D> {
+    // A wrapped answer is Vault's bare wrapping envelope: no request id (the request's own id
+    // is in the audit log), and `wrapped_accessor` only when a token was wrapped.
+    let wrapped = r.wrap_info.is_some();
+    Envelope {
+        auth: r.auth,
+        data,
+        lease_duration: r.lease_duration,
+        lease_id: r.lease_id,
+        mount_type: r.mount_type,
+        renewable: r.renewable,
+        request_id: if wrapped { String::new() } else { request_id },
+        sealed: r.sealed,
+        warnings: (!r.warnings.is_empty()).then_some(r.warnings),
+        wrap_info: r.wrap_info,
+    }
 }
 
 /// The `sys/` endpoints whose answers Vault also copies `data`'s fields into, at the top level

@@ -550,6 +550,15 @@ impl Broker {
                 if let Some(d) = &resp.data {
                     out.insert("data".into(), Value::Object(d.clone()));
                 }
+                if let Some(j) = &resp.data_json {
+                    let d: Value = serde_json::from_str(j.get()).map_err(|e| {
+                        Error::Internal(format!(
+                            "an answer's data does not decode (column {})",
+                            e.column()
+                        ))
+                    })?;
+                    out.insert("data".into(), d);
+                }
                 if let Some((status, body)) = &resp.raw {
                     out.insert("data".into(), body.clone());
                     out.insert("status".into(), json!(status));

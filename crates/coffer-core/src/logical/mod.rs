@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -144,6 +145,14 @@ pub struct Auth {
 #[derive(Default)]
 pub struct Response {
     pub data: Option<Map<String, Value>>,
+    /// `data` already written out as one JSON object, for an answer that passes stored JSON
+    /// through unchanged (a kv v2 read), so it is not built as a tree, written out and dropped
+    /// on the way. Set instead of `data`, never beside it. Only the HTTP transport takes it as
+    /// it is: the core turns it into `data` ([`Response::materialize`]) before anything else
+    /// reads the answer (audit, wrapping, sealing, internal callers, [`Core::handle`]).
+    ///
+    /// [`Core::handle`]: crate::Core::handle
+    pub data_json: Option<Box<RawValue>>,
     pub auth: Option<Auth>,
     pub lease_duration: u64,
     pub renewable: bool,
@@ -223,6 +232,7 @@ impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
             .field("data_keys", &self.data.as_ref().map(keys_of))
+            .field("data_json", &self.data_json.as_ref().map(|j| j.get().len()))
             .field("auth", &self.auth)
             .field("lease_duration", &self.lease_duration)
             .field("renewable", &self.renewable)
@@ -285,6 +295,29 @@ impl Response {
         Self { data: Some(data), ..Self::default() }
     }
 
+    /// An answer whose `data` is the JSON object `json` (see [`Response::data_json`]).
+    pub fn data_json(json: Box<RawValue>) -> Self {
+        Self { data_json: Some(json), ..Self::default() }
+    }
+
+    /// Turns [`Response::data_json`] into `data`, for a reader of the answer's fields.
+    pub fn materialize(&mut self) -> Result<()> {
+        if let Some(json) = self.data_json.take() {
+            let data = serde_json::from_str(json.get()).map_err(|e| {
+                // The position only: the answer may hold a secret.
+                Error::Internal(format!("an answer's data does not decode (column {})", e.column()))
+            })?;
+            self.data = Some(data);
+        }
+        Ok(())
+    }
+
+    /// [`Response::materialize`] by value.
+    pub fn materialized(mut self) -> Result<Self> {
+        self.materialize()?;
+        Ok(self)
+    }
+
     pub fn from_value(v: Value) -> Self {
         match v {
             Value::Object(m) => Self::data(m),
@@ -324,6 +357,7 @@ impl Response {
 
     pub fn is_empty(&self) -> bool {
         self.data.is_none()
+            && self.data_json.is_none()
             && self.auth.is_none()
             && self.login.is_none()
             && self.wrap_info.is_none()

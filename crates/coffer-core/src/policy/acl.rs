@@ -28,6 +28,40 @@ pub struct Acl {
     wild: Vec<Compiled>,
 }
 
+/// What an [`Acl`] grants at one path: its winning rule (none for root, which has every
+/// capability and no limits).
+#[derive(Debug, Clone, Copy)]
+pub struct RuleAt<'a> {
+    root: bool,
+    rule: Option<&'a PathRule>,
+}
+
+impl RuleAt<'_> {
+    /// The effective capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        if self.root {
+            return Capabilities::ALL;
+        }
+        self.rule.map(|r| r.capabilities.effective()).unwrap_or(Capabilities::NONE)
+    }
+
+    /// Whether every capability in `cap` is granted; never under `deny`.
+    pub fn allows(&self, cap: Capabilities) -> bool {
+        let have = self.capabilities();
+        !have.contains(Capabilities::DENY) && have.contains(cap)
+    }
+
+    /// Whether the answer must be sealed to the client's key.
+    pub fn requires_sealed_response(&self) -> bool {
+        self.rule.is_some_and(|r| r.require_sealed_response)
+    }
+
+    /// The wrapping TTL bounds, in seconds.
+    pub fn wrapping_ttl_bounds(&self) -> (Option<u64>, Option<u64>) {
+        self.rule.map(|r| (r.min_wrapping_ttl, r.max_wrapping_ttl)).unwrap_or((None, None))
+    }
+}
+
 fn merge_params(
     a: &mut Option<BTreeMap<String, Vec<Value>>>,
     b: &Option<BTreeMap<String, Vec<Value>>>,
@@ -198,18 +232,20 @@ impl Acl {
         self.wild.iter().filter(|c| matches(c, path)).max_by(|a, b| priority(a, b)).map(|c| &c.rule)
     }
 
+    /// The winning rule at `path` (no leading `/`), found once for every question a request
+    /// asks about its path.
+    pub fn at(&self, path: &str) -> RuleAt<'_> {
+        RuleAt { root: self.root, rule: if self.root { None } else { self.winning_rule(path) } }
+    }
+
     /// The effective capabilities at `path` (no leading `/`).
     pub fn capabilities(&self, path: &str) -> Capabilities {
-        if self.root {
-            return Capabilities::ALL;
-        }
-        self.winning_rule(path).map(|r| r.capabilities.effective()).unwrap_or(Capabilities::NONE)
+        self.at(path).capabilities()
     }
 
     /// Whether every capability in `cap` is granted at `path`; never under `deny`.
     pub fn allows(&self, path: &str, cap: Capabilities) -> bool {
-        let have = self.capabilities(path);
-        !have.contains(Capabilities::DENY) && have.contains(cap)
+        self.at(path).allows(cap)
     }
 
     /// Vault's event check: whether the winning rule at `path` holds `subscribe` (not under
@@ -243,17 +279,12 @@ impl Acl {
 
     /// Whether the winning rule at `path` requires the answer sealed to the client's key.
     pub fn requires_sealed_response(&self, path: &str) -> bool {
-        !self.root && self.winning_rule(path).is_some_and(|r| r.require_sealed_response)
+        self.at(path).requires_sealed_response()
     }
 
     /// The winning rule's wrapping TTL bounds, in seconds.
     pub fn wrapping_ttl_bounds(&self, path: &str) -> (Option<u64>, Option<u64>) {
-        if self.root {
-            return (None, None);
-        }
-        self.winning_rule(path)
-            .map(|r| (r.min_wrapping_ttl, r.max_wrapping_ttl))
-            .unwrap_or((None, None))
+        self.at(path).wrapping_ttl_bounds()
     }
 
     /// Checks a write's parameters against the winning rule's required, denied and allowed

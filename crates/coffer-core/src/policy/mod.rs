@@ -11,7 +11,7 @@ mod body;
 mod capabilities;
 mod parse;
 
-pub use acl::Acl;
+pub use acl::{Acl, RuleAt};
 pub use capabilities::Capabilities;
 pub use parse::{MAX_POLICY_ASSIGNMENTS, MAX_POLICY_BYTES, PolicyError, format_hcl};
 

@@ -37,6 +37,7 @@ mod invariants;
 mod jwt;
 mod kubernetes;
 mod kv2;
+mod kv2_read;
 mod leaks;
 mod leaks_github;
 mod leases;
