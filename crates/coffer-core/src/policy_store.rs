@@ -112,6 +112,37 @@ impl PolicyStore {
         Ok(store)
     }
 
+    /// A standby replica: the stored policy `name` changed on the active node; it is read again
+    /// (or forgotten), and every compiled ACL is dropped.
+    pub(crate) async fn reload(&self, name: &str) -> Result<()> {
+        let read = self.read_stored(name).await;
+        {
+            let mut policies = self.policies.write().map_err(|_| poisoned())?;
+            let mut templated = self.templated.write().map_err(|_| poisoned())?;
+            let mut damaged = self.damaged.write().map_err(|_| poisoned())?;
+            policies.remove(name);
+            templated.remove(name);
+            damaged.remove(name);
+            match read {
+                Ok(Some(p)) => {
+                    if has_templates(&p) {
+                        templated.insert(name.to_owned());
+                    }
+                    policies.insert(name.to_owned(), Arc::new(p));
+                }
+                Ok(None) => {}
+                Err(Error::Damaged(_) | Error::Internal(_)) => {
+                    damaged.insert(name.to_owned());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
+        Ok(())
+    }
+
     fn is_damaged(&self, name: &str) -> Result<bool> {
         Ok(self.damaged.read().map_err(|_| poisoned())?.contains(name))
     }

@@ -31,6 +31,8 @@ use tokio::sync::Notify;
 
 use crate::core::Core;
 
+pub mod replica;
+
 /// How often a standby tries to take the lock, and the active renews it.
 pub(crate) fn poll_interval(ttl: Duration) -> Duration {
     (ttl / 5).min(Duration::from_secs(1))
@@ -88,6 +90,11 @@ impl Ha {
             step_down: Default::default(),
             running: Default::default(),
         }
+    }
+
+    /// The node is sealing (its loop is told to end).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn role(&self) -> Role {

@@ -272,7 +272,11 @@ mod ha_lock {
 
     async fn node(url: &str, ttl: Duration) -> PostgresBackend {
         let mut o = PostgresOptions::new(url);
-        o.ha = Some(ha::HaOptions { table: "coffer_ha_locks".into(), lock_ttl: ttl });
+        o.ha = Some(ha::HaOptions {
+            table: "coffer_ha_locks".into(),
+            lock_ttl: ttl,
+            ..Default::default()
+        });
         PostgresBackend::connect(&o).await.expect("connect")
     }
 
@@ -386,9 +390,17 @@ mod ha_lock {
     #[tokio::test]
     async fn options_are_checked() {
         let mut o = PostgresOptions::new("postgres://u:p@h/db");
-        o.ha = Some(ha::HaOptions { table: "coffer_kv".into(), lock_ttl: Duration::from_secs(15) });
+        o.ha = Some(ha::HaOptions {
+            table: "coffer_kv".into(),
+            lock_ttl: Duration::from_secs(15),
+            ..Default::default()
+        });
         assert!(o.check().is_err(), "the lock table must differ from the data table");
-        o.ha = Some(ha::HaOptions { table: "locks".into(), lock_ttl: Duration::from_secs(1) });
+        o.ha = Some(ha::HaOptions {
+            table: "locks".into(),
+            lock_ttl: Duration::from_secs(1),
+            ..Default::default()
+        });
         assert!(o.check().is_err(), "a 1 s lock is refused");
         o.ha = Some(ha::HaOptions::default());
         o.check().expect("defaults");
