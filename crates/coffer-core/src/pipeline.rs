@@ -379,7 +379,11 @@ impl Core {
         {
             self.metrics.audit_request_failure.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let audited = audited?;
+        let audited = match audited {
+            // This standby's devices could not write: the active node's may.
+            Err(_) if active.replica => return Err(Error::Standby),
+            a => a?,
+        };
         // Chaos faults act here: after the request entry, so an injected error is audited as
         // the answer like any other.
         let result = match self.chaos_inject(&path, audited.caller()).await {

@@ -1,6 +1,13 @@
 //! HA request forwarding: a standby sends every request (but the few public `sys/` endpoints
-//! it answers itself) to the active node over mutually authenticated TLS on the active's
-//! `cluster_addr`, and relays the answer unchanged. Never a redirect.
+//! it answers itself, and the KV reads its read replica answers) to the active node over
+//! mutually authenticated TLS on the active's `cluster_addr`, and relays the answer unchanged.
+//! Never a redirect.
+//!
+//! Standby reads: a `GET`/`LIST` without a body or wrapping is first run through this node's
+//! own pipeline while the core says its replica is proven fresh
+//! (`coffer_core::ha::replica`); when the core answers `Standby` (the request needs the active
+//! node: a use-counted token, a token it does not know, a non-kv mount...), the request is
+//! forwarded after all, rebuilt from its kept parts (it had no body).
 //!
 //! The cluster's TLS identity comes from the barrier: a 32-byte seed stored there by the first
 //! active node (`Core::cluster_seed`) is the Ed25519 key of a certificate authority every
@@ -22,8 +29,8 @@
 //! Event subscriptions (WebSocket upgrades) are forwarded too: the handshake goes to the active
 //! node on a cluster connection of its own, and after its 101 the bytes are relayed both ways.
 //!
-//! Not done: standbys serve no reads themselves (every request is forwarded, so there is no
-//! staleness to bound); the leaf certificates do not rotate while a node stays unsealed.
+//! Not done: the leaf certificates do not rotate while a node stays unsealed; no header says
+//! which node answered (the audit logs do).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -610,6 +610,20 @@ fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
     }
 }
 
+/// A duration below the second (`"250ms"`, `"1.5s"`, or whole seconds as a number), not rounded
+/// to whole seconds as TTLs are.
+fn opt_fine_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
+    let bad = || anyhow!("invalid duration for {k:?}: expected a string like \"500ms\" or seconds");
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(|s| Some(Duration::from_secs(s))).ok_or_else(bad),
+        Some(Value::String(s)) => {
+            coffer_time::parse_duration_or_secs(s).map(Some).map_err(|_| bad())
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
 /// A labelled block (`storage "sqlite" { ... }`) as (label, body) pairs, repeated blocks included.
 fn labelled(v: &Value, what: &str) -> Result<Vec<(String, Map<String, Value>)>> {
     // Vault's JSON form may list the blocks: "listener": [{"tcp": {...}}, {"tcp": {...}}].
@@ -706,7 +720,7 @@ fn parse_postgresql(
             {
                 Some(false) => None,
                 _ => Some(
-                    opt_duration(body, "ha_standby_max_staleness")?
+                    opt_fine_duration(body, "ha_standby_max_staleness")?
                         .unwrap_or(coffer_storage::DEFAULT_MAX_STALENESS),
                 ),
             },

@@ -392,3 +392,74 @@ impl Core {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use coffer_storage::MemoryBackend;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::backend::{BackendConfig, Registry};
+    use crate::{CoreConfig, logical};
+
+    struct Nothing;
+
+    #[async_trait]
+    impl LogicalBackend for Nothing {
+        async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
+            Ok(Response::empty())
+        }
+    }
+
+    async fn call(core: &Core, op: Operation, path: &str, body: Value, token: &str) -> Response {
+        let data = logical::into_map(body);
+        let req = Request::new(op, path).with_data(data).with_token(token);
+        core.handle(req).await.unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_replica_applies_the_changed_keys_of_tokens_and_policies() {
+        let mut r = Registry::new();
+        for kind in ["cubbyhole", "kv"] {
+            r.register_secrets(
+                kind,
+                Arc::new(|_c: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
+            );
+        }
+        let core = Core::new(Arc::new(MemoryBackend::new()), r, CoreConfig::default());
+        let root = core.dev_setup(None).await.expect("dev").root_token.expose().to_owned();
+        let policy =
+            |p: &str| json!({"policy": format!("path \"{p}\" {{ capabilities = [\"read\"] }}")});
+        call(&core, Operation::Update, "sys/policies/acl/p", policy("a"), &root).await;
+        let made =
+            call(&core, Operation::Update, "auth/token/create", json!({"policies": ["p"]}), &root)
+                .await;
+        let token = made.auth.expect("auth").client_token.expose().to_owned();
+
+        let replica = core.build_replica(None).await.expect("replica");
+        assert!(replica.replica);
+        let shared = Shared::default();
+        *shared.state.write().expect("state") = Some(replica.clone());
+        let entry = replica.tokens.lookup_shared(&token).await.expect("lookup").expect("live");
+        let caps = |a: &Active, path: &str| {
+            a.acl_for(&entry).expect("acl").allows(path, crate::policy::Capabilities::READ)
+        };
+        assert!(caps(&replica, "a") && !caps(&replica, "b"));
+
+        // Changed on the active side: the replica still holds the old policy until told.
+        call(&core, Operation::Update, "sys/policies/acl/p", policy("b"), &root).await;
+        assert!(caps(&replica, "a"), "the replica reloaded by itself");
+        apply(&core, &shared, &["sys/policy/p".to_owned()]).await.expect("apply");
+        assert!(!caps(&replica, "a") && caps(&replica, "b"));
+
+        // Revoked: the cached entry goes when its key is named.
+        call(&core, Operation::Update, "auth/token/revoke", json!({"token": token}), &root).await;
+        let id = replica.tokens.hash(&token);
+        apply(&core, &shared, &[format!("sys/token/id/{id}")]).await.expect("apply");
+        assert!(replica.tokens.lookup_shared(&token).await.expect("lookup").is_none());
+
+        // The mount table: only a rebuild applies it.
+        let r = apply(&core, &shared, &["core/mounts".to_owned()]).await;
+        assert!(matches!(r, Err(Error::Refused(_))), "{r:?}");
+    }
+}
