@@ -483,4 +483,52 @@ mod change_feed {
         let all = seen.lock().expect("lock").iter().filter(|c| **c == Change::All).count();
         assert_eq!(all, 2, "{:?}", seen.lock().expect("lock"));
     }
+
+    /// A callback that falls behind never lets notifications pile up without bound (nor holds
+    /// back PostgreSQL's queue): the feed drops its session and comes back with "everything".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_whose_callback_falls_behind_drops_its_session_and_reports_everything() {
+        let cluster = Cluster::shared();
+        let (db, url) = fresh_db(cluster);
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let held = gate.lock().expect("gate");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (g, s) = (gate.clone(), seen.clone());
+        let feed = ChangeFeed::open(&url, DEFAULT_TABLE, move |c| {
+            // The first change after "everything" blocks until the test lets go (off the
+            // runtime's hands, so the feed's connection is still read meanwhile).
+            if c != Change::All {
+                tokio::task::block_in_place(|| drop(g.lock()));
+            }
+            s.lock().expect("lock").push(c);
+        })
+        .await
+        .expect("open feed");
+        let pid = feed.backend_pid().expect("pid");
+        // More notifications than the feed queues, each its own (PostgreSQL merges equal ones).
+        let channel = format!("coffer_changes:{DEFAULT_TABLE}");
+        cluster.sql(
+            &db,
+            &format!(
+                "SELECT count(pg_notify('{channel}', '1' || chr(10) || 'k' || g)) \
+                 FROM generate_series(1, 6000) g"
+            ),
+        );
+        let start = std::time::Instant::now();
+        while cluster.sql(&db, &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"))
+            != "0"
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "the session was not dropped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(held);
+        while feed.backend_pid().is_none_or(|p| p == pid) || !feed.is_live() {
+            assert!(start.elapsed() < Duration::from_secs(20), "no reconnection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        feed.sync(Duration::from_secs(10)).await.expect("sync after reconnecting");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.last(), Some(&Change::All), "everything, after the reconnection");
+        assert!(seen.len() < 6000, "{} changes handed on", seen.len());
+    }
 }
