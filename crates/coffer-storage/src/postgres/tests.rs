@@ -490,15 +490,18 @@ mod change_feed {
     async fn a_feed_whose_callback_falls_behind_drops_its_session_and_reports_everything() {
         let cluster = Cluster::shared();
         let (db, url) = fresh_db(cluster);
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let held = gate.lock().expect("gate");
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (g, s) = (gate.clone(), seen.clone());
+        let (g, s) = (released.clone(), seen.clone());
         let feed = ChangeFeed::open(&url, DEFAULT_TABLE, move |c| {
             // The first change after "everything" blocks until the test lets go (off the
             // runtime's hands, so the feed's connection is still read meanwhile).
             if c != Change::All {
-                tokio::task::block_in_place(|| drop(g.lock()));
+                tokio::task::block_in_place(|| {
+                    while !g.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                });
             }
             s.lock().expect("lock").push(c);
         })
@@ -521,7 +524,7 @@ mod change_feed {
             assert!(start.elapsed() < Duration::from_secs(10), "the session was not dropped");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        drop(held);
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
         while feed.backend_pid().is_none_or(|p| p == pid) || !feed.is_live() {
             assert!(start.elapsed() < Duration::from_secs(20), "no reconnection");
             tokio::time::sleep(Duration::from_millis(50)).await;
