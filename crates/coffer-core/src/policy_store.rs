@@ -304,8 +304,8 @@ impl PolicyStore {
             });
             rendered.push(p);
         }
-        drop(policies);
         let acl = Arc::new(Acl::new(rendered.iter()));
+        // Cached before the policies' read lock goes, as in [`Self::acl`].
         if cacheable && unbound {
             let mut cache = self.unbound_acls.write().map_err(|_| poisoned())?;
             if cache.len() >= TEMPLATED_CACHE {
@@ -319,6 +319,7 @@ impl PolicyStore {
             }
             cache.insert(key, acl.clone());
         }
+        drop(policies);
         Ok(acl)
     }
 
@@ -348,10 +349,14 @@ impl PolicyStore {
                 .map_err(|e| Error::Internal(format!("built-in wrapping policy: {e}")))?;
             Arc::new(Acl::new(vec![&p]))
         } else {
+            // Cached while the policies it was compiled from are still read-locked: a change
+            // (which clears the cache after it) cannot slip in between and leave it stale.
             let policies = self.policies.read().map_err(|_| poisoned())?;
             let found: Vec<&Policy> =
                 key.iter().filter_map(|n| policies.get(n).map(|p| p.as_ref())).collect();
-            Arc::new(Acl::new(found))
+            let acl = Arc::new(Acl::new(found));
+            self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
+            return Ok(acl);
         };
         self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
         Ok(acl)
