@@ -91,6 +91,10 @@ pub(crate) struct Active {
     pub(crate) cluster: ClusterInfo,
     /// The liveness index of secret values, as the core writes and reads it (issue 20).
     pub(crate) leaks: crate::leaks::LeakIndex,
+    /// An HA standby's read replica (`ha::replica`), not the active node's state: it writes
+    /// nothing, issues no lease, runs no background task, and serves only the requests
+    /// [`crate::ha::replica::serves`] admits.
+    pub(crate) replica: bool,
 }
 
 impl Active {
@@ -150,6 +154,9 @@ pub struct Core {
     pub(crate) foreground: Arc<std::sync::atomic::AtomicU64>,
     /// HA mode: the election state (set once, before the first unseal).
     pub(crate) ha: std::sync::OnceLock<Arc<crate::ha::Ha>>,
+    /// HA standby reads: the read replica a standby serves from (set once, before the first
+    /// unseal; absent with `ha_standby_reads = false`).
+    pub(crate) replica: std::sync::OnceLock<Arc<crate::ha::replica::Replica>>,
     /// Auto-unseal: what wraps the unseal key (set once, before init or unseal).
     auto_seal: std::sync::OnceLock<Arc<dyn coffer_barrier::KeyWrapper>>,
     /// A disabled seal stanza: the seal to migrate away from, back to Shamir shares, or (with
@@ -199,6 +206,7 @@ impl Core {
             admin_lock: tokio::sync::Mutex::new(()),
             initialized: std::sync::atomic::AtomicBool::new(false),
             ha: std::sync::OnceLock::new(),
+            replica: std::sync::OnceLock::new(),
             auto_seal: std::sync::OnceLock::new(),
             seal_from: std::sync::OnceLock::new(),
         })
@@ -288,6 +296,10 @@ impl Core {
     /// HA: the bring-up of a node that just took the lock. The keyring is read again first:
     /// the previous active may have rotated it since this node unsealed.
     pub(crate) async fn become_active(&self) -> Result<()> {
+        // The replica goes first: it holds the audit files' locks, which the active takes.
+        if let Some(r) = self.replica.get() {
+            r.stop();
+        }
         let _g = self.admin_lock.lock().await;
         let held = self.barrier.hold_root_key()?;
         self.barrier.unseal_with_held_key(&held).await?;
@@ -297,12 +309,26 @@ impl Core {
         self.cluster_seed().await.map(drop)
     }
 
-    /// HA: drops the active state and keeps the barrier open (a standby).
+    /// HA: drops the active state and keeps the barrier open (a standby), which then serves
+    /// reads from a replica of its own when standby reads are on.
     pub(crate) fn become_standby(&self) {
         if let Ok(mut a) = self.active.write()
             && let Some(gone) = a.take()
         {
             gone.events.close_all(crate::events::EndReason::Sealed);
+        }
+        // Quotas are counted by the active node only.
+        self.quotas.clear();
+        self.start_replica();
+    }
+
+    /// Starts the read replica of an unsealed standby (when standby reads are on).
+    pub(crate) fn start_replica(&self) {
+        if let (Some(r), Some(me)) = (self.replica.get(), self.me.upgrade())
+            && !self.barrier.is_sealed()
+            && self.ha.get().is_some_and(|h| !h.stopping())
+        {
+            r.start(&me);
         }
     }
 
@@ -311,6 +337,7 @@ impl Core {
         match (self.ha.get(), self.me.upgrade()) {
             (Some(ha), Some(me)) => {
                 crate::ha::start(&me, ha);
+                self.start_replica();
                 Ok(())
             }
             _ => self.activate().await.map(drop),
@@ -568,6 +595,9 @@ impl Core {
             ha.lock.step_down_now();
             crate::ha::stop(ha);
         }
+        if let Some(r) = self.replica.get() {
+            r.stop();
+        }
         self.deactivate();
         *self.unseal.lock().await = UnsealProgress::default();
         tracing::info!("core sealed");
@@ -586,6 +616,25 @@ impl Core {
 
     /// Bring-up after the barrier opens, in order: token store, policies, mount tables, routes.
     async fn activate(&self) -> Result<Arc<Active>> {
+        let active = self.build_state(None).await?;
+        *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
+            Some(active.clone());
+        crate::leaks::spawn_backfill(&active);
+        Ok(active)
+    }
+
+    /// An HA standby's read replica: [`Self::activate`]'s state, built the same way but
+    /// writing nothing and starting nothing (see [`Active::replica`]). `previous`: the replica
+    /// it replaces (its audit files' locks carry over).
+    pub(crate) async fn build_replica(&self, previous: Option<&Active>) -> Result<Arc<Active>> {
+        self.build_state(Some(previous)).await
+    }
+
+    /// `replica`: `None` for the active node's state, `Some(previous)` for a standby's replica.
+    async fn build_state(&self, replica: Option<Option<&Active>>) -> Result<Arc<Active>> {
+        let missing = |what: &str| {
+            Error::Refused(format!("{what} is not written yet (no node has been active)"))
+        };
         let expire_view = View::new(self.barrier.clone(), "sys/expire/");
         let leaks = crate::leaks::LeakIndex::new(self.barrier.clone(), "");
         let tokens = TokenStore::load(
@@ -594,9 +643,13 @@ impl Core {
             leaks.clone(),
         )
         .await?;
+        if replica.is_some() {
+            tokens.set_read_only();
+        }
         let policies = PolicyStore::load(View::new(self.barrier.clone(), "sys/policy/")).await?;
         let mut secrets = match mount::load_table(&self.barrier, Table::Secrets).await? {
             Some(t) => t,
+            None if replica.is_some() => return Err(missing("the mount table")),
             None => {
                 let t = vec![
                     MountEntry::new("cubbyhole/", "cubbyhole", "per-token private secret storage"),
@@ -612,6 +665,7 @@ impl Core {
         };
         let auth = match mount::load_table(&self.barrier, Table::Auth).await? {
             Some(t) => t,
+            None if replica.is_some() => return Err(missing("the auth table")),
             None => {
                 let t = vec![MountEntry::new("token/", "token", "token based credentials")];
                 mount::save_table(&self.barrier, Table::Auth, &t).await?;
@@ -621,6 +675,9 @@ impl Core {
         // The identity store is always mounted, as in Vault; a table from before it existed
         // gets its entry once.
         if !secrets.iter().any(|e| e.kind == "identity") {
+            if replica.is_some() {
+                return Err(missing("the identity mount"));
+            }
             let mut entry = MountEntry::new("identity/", "identity", "identity store");
             // As Vault's: the OIDC endpoints may read the client's Authorization header.
             entry.config.passthrough_request_headers = vec!["Authorization".into()];
@@ -640,6 +697,14 @@ impl Core {
             } else {
                 None
             };
+            // A replica builds only the engines it serves reads of; every other mount keeps
+            // its place in the routing (longest prefix) and forwards.
+            let builtin = match replica {
+                Some(_) if !crate::ha::replica::serves_kind(&e.kind) => {
+                    Some(crate::ha::replica::forwarded())
+                }
+                _ => builtin,
+            };
             routes.push(self.route_for(Table::Secrets, e, builtin)?);
         }
         let identity = identity.ok_or_else(|| Error::Internal("identity mount missing".into()))?;
@@ -647,20 +712,73 @@ impl Core {
         tb.set_identity(identity.clone());
         let token_backend: Arc<dyn LogicalBackend> = tb;
         for e in auth {
-            let builtin = (e.kind == "token").then(|| token_backend.clone());
+            let builtin = match replica {
+                Some(_) => Some(crate::ha::replica::forwarded()),
+                None => (e.kind == "token").then(|| token_backend.clone()),
+            };
             routes.push(self.route_for(Table::Auth, e, builtin)?);
         }
         let router = Router::new(routes);
         tokens.set_cubbyhole(router.find_by_kind("cubbyhole").map(|r| r.view.clone()));
-        self.detect.install_stored(crate::sys::load_detect_rules(&self.barrier).await?);
-        self.detect.start(self.me.clone());
-        let audit = crate::audit::Broker::load(
-            &self.barrier,
-            self.chaos.audit_blocked.clone(),
-            self.detect.clone(),
-        )
-        .await?;
+        let audit = match replica {
+            Some(previous) => {
+                // Quotas are counted on the active node: with any, a standby serves nothing.
+                if crate::sys::any_quota_stored(self).await? {
+                    return Err(Error::Refused(
+                        "rate limit quotas exist; they are counted on the active node, so \
+                         standbys forward every request"
+                            .into(),
+                    ));
+                }
+                crate::audit::Broker::load_replica(
+                    &self.barrier,
+                    self.chaos.audit_blocked.clone(),
+                    self.detect.clone(),
+                    previous.map(|p| &p.audit),
+                )
+                .await?
+            }
+            None => {
+                self.detect.install_stored(crate::sys::load_detect_rules(&self.barrier).await?);
+                self.detect.start(self.me.clone());
+                crate::audit::Broker::load(
+                    &self.barrier,
+                    self.chaos.audit_blocked.clone(),
+                    self.detect.clone(),
+                )
+                .await?
+            }
+        };
         let router = Arc::new(RwLock::new(Arc::new(router)));
+        if replica.is_some() {
+            let leases = crate::lease::Expiration::inert(
+                expire_view,
+                tokens.clone(),
+                router.clone(),
+                self.foreground.clone(),
+                leaks.clone(),
+            );
+            let cluster = match self.barrier.get(CLUSTER_INFO_KEY).await? {
+                Some(raw) => crate::record::decode(&raw)?,
+                None => return Err(missing("the cluster identity")),
+            };
+            return Ok(Arc::new(Active {
+                audit,
+                tokens,
+                policies,
+                router,
+                leases,
+                events: crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE),
+                identity,
+                root_generation: tokio::sync::Mutex::new(None),
+                rekey: tokio::sync::Mutex::new(None),
+                rekey_recovery: tokio::sync::Mutex::new(None),
+                migrations: Default::default(),
+                cluster,
+                leaks,
+                replica: true,
+            }));
+        }
         // Last: from here on leases fall due, and revoking them needs the routes.
         let leases = crate::lease::Expiration::load(
             expire_view,
@@ -700,10 +818,8 @@ impl Core {
             migrations: Default::default(),
             cluster,
             leaks,
+            replica: false,
         });
-        *self.active.write().map_err(|_| Error::Internal("state lock poisoned".into()))? =
-            Some(active.clone());
-        crate::leaks::spawn_backfill(&active);
         Ok(active)
     }
 

@@ -72,6 +72,10 @@ async fn dispatch(
             route.stats.record(audited.op(), started.elapsed());
             let mut resp = resp?;
             let events = std::mem::take(&mut resp.events);
+            // A replica issues no lease and no token: the active node answers.
+            if active.replica && (resp.secret.is_some() || resp.login.is_some()) {
+                return Err(Error::Standby);
+            }
             if let Some(secret) = resp.secret.take() {
                 // Leases belong to secrets engines; an auth method's answer is a login.
                 if route.table != crate::mount::Table::Secrets {
@@ -265,13 +269,21 @@ impl Core {
         {
             return Ok(resp);
         }
-        let active = self.active()?;
+        // An HA standby answers from its read replica what it can prove fresh; anything else
+        // is `Standby`, which the binary forwards to the active node (ha::replica).
+        let active = match self.active() {
+            Err(Error::Standby) => self.replica_for(req)?,
+            other => other?,
+        };
         let target = match path.strip_prefix("sys/") {
             Some(rest) => Target::Sys(rest.to_owned()),
             None if path == "sys" => Target::Sys(String::new()),
             None => {
                 let router = active.router()?;
                 let Some((route, rel)) = router.route(&path) else {
+                    if active.replica {
+                        return Err(Error::Standby);
+                    }
                     // Which paths are mounted is not for anonymous eyes: 403 before 404.
                     let e = match authenticate(&active, req).await {
                         Ok(_) => Error::UnsupportedPath(path.clone()),
@@ -294,6 +306,11 @@ impl Core {
                 Target::Mount(route, rel)
             }
         };
+        if active.replica
+            && !matches!(&target, Target::Mount(r, _) if crate::ha::replica::serves_kind(&r.entry.kind))
+        {
+            return Err(Error::Standby);
+        }
         let mount_type = match &target {
             Target::Sys(_) => "system".to_owned(),
             Target::Mount(r, _) => r.entry.kind.clone(),
@@ -321,6 +338,12 @@ impl Core {
             authorize(self, &active, req, &path, &target).await
         };
         let authz = match authz {
+            // A replica answers only for a live token it knows, used without a count (a use is
+            // a write); a refusal is the active node's to give, on its current state.
+            Ok(a) if active.replica && a.caller().is_none_or(|c| c.num_uses > 0) => {
+                return Err(Error::Standby);
+            }
+            Err(_) if active.replica => return Err(Error::Standby),
             Ok(a) => a,
             Err(e) => {
                 // A refused request is audited too (best effort: it is refused either way).
@@ -362,13 +385,32 @@ impl Core {
         {
             self.metrics.audit_request_failure.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let audited = audited?;
+        let audited = match audited {
+            // This standby's devices could not write: the active node's may.
+            Err(_) if active.replica => return Err(Error::Standby),
+            a => a?,
+        };
         // Chaos faults act here: after the request entry, so an injected error is audited as
         // the answer like any other.
         let result = match self.chaos_inject(&path, audited.caller()).await {
             Ok(()) => dispatch(self, &active, req, target, &audited).await,
             Err(e) => Err(e),
         };
+        // On a replica, only an answer about the request itself stands (nothing there, a bad
+        // request); any other error (a key term not yet known here, a lease) goes to the
+        // active node, which answers and audits it. This node's request entry stays.
+        if active.replica
+            && let Err(e) = &result
+            && !matches!(
+                e,
+                Error::NotFound
+                    | Error::UnsupportedPath(_)
+                    | Error::InvalidRequest(_)
+                    | Error::UnsupportedOperation
+            )
+        {
+            return Err(Error::Standby);
+        }
         if let Some(stats) = &login_stats {
             stats.login(result.as_ref().is_ok_and(|r| r.auth.is_some() || r.login.is_some()));
         }

@@ -112,6 +112,37 @@ impl PolicyStore {
         Ok(store)
     }
 
+    /// A standby replica: the stored policy `name` changed on the active node; it is read again
+    /// (or forgotten), and every compiled ACL is dropped.
+    pub(crate) async fn reload(&self, name: &str) -> Result<()> {
+        let read = self.read_stored(name).await;
+        {
+            let mut policies = self.policies.write().map_err(|_| poisoned())?;
+            let mut templated = self.templated.write().map_err(|_| poisoned())?;
+            let mut damaged = self.damaged.write().map_err(|_| poisoned())?;
+            policies.remove(name);
+            templated.remove(name);
+            damaged.remove(name);
+            match read {
+                Ok(Some(p)) => {
+                    if has_templates(&p) {
+                        templated.insert(name.to_owned());
+                    }
+                    policies.insert(name.to_owned(), Arc::new(p));
+                }
+                Ok(None) => {}
+                Err(Error::Damaged(_) | Error::Internal(_)) => {
+                    damaged.insert(name.to_owned());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.acls.write().map_err(|_| poisoned())?.clear();
+        self.templated_acls.write().map_err(|_| poisoned())?.clear();
+        self.unbound_acls.write().map_err(|_| poisoned())?.clear();
+        Ok(())
+    }
+
     fn is_damaged(&self, name: &str) -> Result<bool> {
         Ok(self.damaged.read().map_err(|_| poisoned())?.contains(name))
     }
@@ -273,8 +304,8 @@ impl PolicyStore {
             });
             rendered.push(p);
         }
-        drop(policies);
         let acl = Arc::new(Acl::new(rendered.iter()));
+        // Cached before the policies' read lock goes, as in [`Self::acl`].
         if cacheable && unbound {
             let mut cache = self.unbound_acls.write().map_err(|_| poisoned())?;
             if cache.len() >= TEMPLATED_CACHE {
@@ -288,6 +319,7 @@ impl PolicyStore {
             }
             cache.insert(key, acl.clone());
         }
+        drop(policies);
         Ok(acl)
     }
 
@@ -317,10 +349,14 @@ impl PolicyStore {
                 .map_err(|e| Error::Internal(format!("built-in wrapping policy: {e}")))?;
             Arc::new(Acl::new(vec![&p]))
         } else {
+            // Cached while the policies it was compiled from are still read-locked: a change
+            // (which clears the cache after it) cannot slip in between and leave it stale.
             let policies = self.policies.read().map_err(|_| poisoned())?;
             let found: Vec<&Policy> =
                 key.iter().filter_map(|n| policies.get(n).map(|p| p.as_ref())).collect();
-            Arc::new(Acl::new(found))
+            let acl = Arc::new(Acl::new(found));
+            self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
+            return Ok(acl);
         };
         self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
         Ok(acl)

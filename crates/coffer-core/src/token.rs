@@ -246,6 +246,9 @@ pub struct TokenStore {
     cache: std::sync::RwLock<TokenCache>,
     /// Every new token gets an entry in the liveness index, in its creation batch.
     leaks: crate::leaks::LeakIndex,
+    /// A standby's read replica: lookups only; an expired token is reported as none instead
+    /// of being revoked (the active node revokes it).
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -326,6 +329,7 @@ impl TokenStore {
             cubbyhole: std::sync::RwLock::new(None),
             cache: std::sync::RwLock::new(TokenCache::default()),
             leaks,
+            read_only: std::sync::atomic::AtomicBool::new(false),
         });
         store.migrate_index().await?;
         Ok(store)
@@ -347,6 +351,19 @@ impl TokenStore {
         }
         self.view.put(INDEX_MARKER, b"1").await?;
         Ok(())
+    }
+
+    /// Makes this store a standby replica's: see [`TokenStore::read_only`]'s field.
+    pub(crate) fn set_read_only(&self) {
+        self.read_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A standby replica: the key below this store's view (`id/<id>`, ...) changed on the
+    /// active node; a cached entry it names is dropped.
+    pub(crate) fn invalidate(&self, key: &str) {
+        if let Some(id) = key.strip_prefix("id/") {
+            self.forget(id);
+        }
     }
 
     /// Connects the expiration manager (at unseal, once both exist).
@@ -634,7 +651,9 @@ impl TokenStore {
             return Ok(None);
         }
         if entry.is_expired(now_unix()) {
-            self.revoke_tree(&entry.id).await?;
+            if !self.read_only.load(std::sync::atomic::Ordering::SeqCst) {
+                self.revoke_tree(&entry.id).await?;
+            }
             return Ok(None);
         }
         Ok(Some(entry))

@@ -23,7 +23,10 @@ pub use error::{Error, Result};
 pub use key::validate_key;
 pub use memory::MemoryBackend;
 pub use postgres::feed::{Change, ChangeFeed};
-pub use postgres::ha::{DEFAULT_HA_TABLE, DEFAULT_LOCK_TTL, HaOptions, LOCK_TTL_RANGE, PgHaLock};
+pub use postgres::ha::{
+    DEFAULT_HA_TABLE, DEFAULT_LOCK_TTL, DEFAULT_MAX_STALENESS, HaOptions, LOCK_TTL_RANGE,
+    MAX_STALENESS_RANGE, PgHaLock,
+};
 pub use postgres::{
     DEFAULT_MAX_PARALLEL, DEFAULT_TABLE, MAX_PARALLEL_RANGE, PostgresBackend, PostgresOptions,
 };

@@ -1,6 +1,13 @@
 //! HA request forwarding: a standby sends every request (but the few public `sys/` endpoints
-//! it answers itself) to the active node over mutually authenticated TLS on the active's
-//! `cluster_addr`, and relays the answer unchanged. Never a redirect.
+//! it answers itself, and the KV reads its read replica answers) to the active node over
+//! mutually authenticated TLS on the active's `cluster_addr`, and relays the answer unchanged.
+//! Never a redirect.
+//!
+//! Standby reads: a `GET`/`LIST` without a body or wrapping is first run through this node's
+//! own pipeline while the core says its replica is proven fresh
+//! (`coffer_core::ha::replica`); when the core answers `Standby` (the request needs the active
+//! node: a use-counted token, a token it does not know, a non-kv mount...), the request is
+//! forwarded after all, rebuilt from its kept parts (it had no body).
 //!
 //! The cluster's TLS identity comes from the barrier: a 32-byte seed stored there by the first
 //! active node (`Core::cluster_seed`) is the Ed25519 key of a certificate authority every
@@ -23,8 +30,8 @@
 //! node on a cluster connection of its own, and after its 101 the messages are relayed both
 //! ways; the client gets a close frame however the relay ends.
 //!
-//! Not done: standbys serve no reads themselves (every request is forwarded, so there is no
-//! staleness to bound); the leaf certificates do not rotate while a node stays unsealed.
+//! Not done: the leaf certificates do not rotate while a node stays unsealed; no header says
+//! which node answered (the audit logs do).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -231,7 +238,39 @@ fn unavailable(msg: &str) -> Response {
         .into_response()
 }
 
-/// The API listeners' layer: on a standby, the request goes to the active node.
+/// Marks an answer of the core's `Standby` error: on a standby trying a read itself, the
+/// request goes to the active node after all.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NeedsActive;
+
+/// A request a standby may try to answer from its read replica: a read or a list (`GET`,
+/// `LIST`) with no body, no WebSocket upgrade, no response wrapping. The core decides the rest
+/// (`coffer_core::ha::replica`) and answers `Standby` when the active node must.
+fn local_read_candidate(req: &Request) -> bool {
+    let h = req.headers();
+    (req.method() == axum::http::Method::GET || req.method().as_str() == "LIST")
+        && !is_websocket(h)
+        && h.get("x-vault-wrap-ttl").is_none()
+        && h.get(axum::http::header::TRANSFER_ENCODING).is_none()
+        && h.get(axum::http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")
+}
+
+/// The request again, without its body (a candidate has none): for the forward after a local
+/// attempt gave way. The connection's information goes with it.
+fn bodiless_copy(req: &Request) -> Request {
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    if let Some(info) = req.extensions().get::<ConnInfo>() {
+        copy.extensions_mut().insert(info.clone());
+    }
+    copy
+}
+
+/// The API listeners' layer: on a standby, the request goes to the active node, unless the
+/// standby can answer a read itself from a replica proven fresh.
 pub(crate) async fn forward(
     State(cluster): State<Arc<Cluster>>,
     req: Request,
@@ -246,13 +285,28 @@ pub(crate) async fn forward(
     if local_metrics {
         return next.run(req).await;
     }
-    let Some(addr) = cluster.core.leader_advert().and_then(|a| socket_addr(&a.cluster_addr).ok())
-    else {
-        // No active node yet (or it advertises no cluster address): the core says standby.
-        return next.run(req).await;
+    let (req, next) = if local_read_candidate(&req) && cluster.core.standby_serves_reads() {
+        let copy = bodiless_copy(&req);
+        let resp = next.run(req).await;
+        if resp.extensions().get::<NeedsActive>().is_none() {
+            return resp;
+        }
+        (copy, Err(resp))
+    } else {
+        (req, Ok(next))
     };
-    let Some(client) = cluster.client(addr).await else {
-        return next.run(req).await;
+    let leader = cluster.core.leader_advert().and_then(|a| socket_addr(&a.cluster_addr).ok());
+    let target = match leader {
+        Some(addr) => cluster.client(addr).await.map(|c| (addr, c)),
+        None => None,
+    };
+    let Some((addr, client)) = target else {
+        // No active node yet (or it advertises no cluster address): the core says standby.
+        return match next {
+            Ok(next) => next.run(req).await,
+            // The local attempt's answer: 503, standby.
+            Err(resp) => resp,
+        };
     };
     let info = req.extensions().get::<ConnInfo>().cloned();
     if is_websocket(req.headers()) {

@@ -613,6 +613,20 @@ fn opt_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
     }
 }
 
+/// A duration below the second (`"250ms"`, `"1.5s"`, or whole seconds as a number), not rounded
+/// to whole seconds as TTLs are.
+fn opt_fine_duration(m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
+    let bad = || anyhow!("invalid duration for {k:?}: expected a string like \"500ms\" or seconds");
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(|s| Some(Duration::from_secs(s))).ok_or_else(bad),
+        Some(Value::String(s)) => {
+            coffer_time::parse_duration_or_secs(s).map(Some).map_err(|_| bad())
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
 /// A labelled block (`storage "sqlite" { ... }`) as (label, body) pairs, repeated blocks included.
 fn labelled(v: &Value, what: &str) -> Result<Vec<(String, Map<String, Value>)>> {
     // Vault's JSON form may list the blocks: "listener": [{"tcp": {...}}, {"tcp": {...}}].
@@ -686,7 +700,16 @@ fn parse_postgresql(
     const WHAT: &str = "storage \"postgresql\"";
     check_keys(
         body,
-        &["connection_url", "table", "max_parallel", "ha_enabled", "ha_table", "ha_lock_ttl"],
+        &[
+            "connection_url",
+            "table",
+            "max_parallel",
+            "ha_enabled",
+            "ha_table",
+            "ha_lock_ttl",
+            "ha_standby_reads",
+            "ha_standby_max_staleness",
+        ],
         WHAT,
     )?;
     let ha = match opt_bool(body, "ha_enabled").map_err(|e| anyhow!("{WHAT}: {e}"))? {
@@ -695,9 +718,23 @@ fn parse_postgresql(
                 .unwrap_or_else(|| coffer_storage::DEFAULT_HA_TABLE.to_owned()),
             lock_ttl: opt_duration(body, "ha_lock_ttl")?
                 .unwrap_or(coffer_storage::DEFAULT_LOCK_TTL),
+            standby_max_staleness: match opt_bool(body, "ha_standby_reads")
+                .map_err(|e| anyhow!("{WHAT}: {e}"))?
+            {
+                Some(false) => None,
+                _ => Some(
+                    opt_fine_duration(body, "ha_standby_max_staleness")?
+                        .unwrap_or(coffer_storage::DEFAULT_MAX_STALENESS),
+                ),
+            },
         }),
-        _ if body.contains_key("ha_lock_ttl") => {
-            bail!("{WHAT}: ha_lock_ttl needs ha_enabled = \"true\"")
+        _ if ["ha_lock_ttl", "ha_standby_reads", "ha_standby_max_staleness"]
+            .iter()
+            .any(|k| body.contains_key(*k)) =>
+        {
+            bail!(
+                "{WHAT}: ha_lock_ttl, ha_standby_reads and ha_standby_max_staleness need ha_enabled = \"true\""
+            )
         }
         // As in Vault, ha_table alone changes nothing.
         _ => None,
@@ -1282,6 +1319,11 @@ log_format        = "json"
         let o =
             ha("ha_enabled = \"true\"\nha_table = \"vault_ha\"\nha_lock_ttl = \"5s\"").expect("ha");
         assert_eq!((o.table.as_str(), o.lock_ttl), ("vault_ha", Duration::from_secs(5)));
+        assert_eq!(o.standby_max_staleness, Some(coffer_storage::DEFAULT_MAX_STALENESS));
+        let o = ha("ha_enabled = true\nha_standby_reads = \"false\"").expect("ha");
+        assert_eq!(o.standby_max_staleness, None, "standby reads off");
+        let o = ha("ha_enabled = true\nha_standby_max_staleness = \"250ms\"").expect("ha");
+        assert_eq!(o.standby_max_staleness, Some(Duration::from_millis(250)));
         let c = ServerConfig::parse(
             "storage \"inmem\" {}\nlistener \"tcp\" {\n tls_disable = true\n}\ncluster_addr = \"https://10.0.0.1:8201\"",
         )
@@ -1316,6 +1358,11 @@ log_format        = "json"
             (format!("{}\nha_lock_ttl = \"5s\"", url("")), "ha_enabled"),
             (format!("{}\nha_enabled = true\nha_lock_ttl = \"1s\"", url("")), "ha_lock_ttl"),
             (format!("{}\nha_enabled = true\nha_table = \"coffer_kv\"", url("")), "ha_table"),
+            (format!("{}\nha_standby_reads = false", url("")), "ha_enabled"),
+            (
+                format!("{}\nha_enabled = true\nha_standby_max_staleness = \"50ms\"", url("")),
+                "ha_standby_max_staleness",
+            ),
             (format!("{}\ntable = \"Bad-Name\"", url("")), "identifier"),
             (format!("{}\nmax_parallel = 0", url("")), "max_parallel"),
             (format!("{}\nmax_parallel = \"many\"", url("")), "max_parallel"),

@@ -282,6 +282,19 @@ pub(crate) async fn run(cfg: ServerConfig, dev: Option<DevOptions>) -> Result<()
     let mut cluster_listener = None;
     if let Some(lock) = ha_lock {
         core.enable_ha(lock, node);
+        // Standby reads: a replica kept current by the change feed of the same database.
+        if let StorageConfig::Postgresql(o) = &cfg.storage
+            && let Some(bound) = o.ha.as_ref().and_then(|h| h.standby_max_staleness)
+        {
+            let (url, table) = (o.connection_url.clone(), o.table.clone());
+            let open: coffer_core::ha::replica::FeedOpener = Arc::new(move |on_change| {
+                let (url, table) = (url.clone(), table.clone());
+                Box::pin(
+                    async move { coffer_storage::ChangeFeed::open(&url, &table, on_change).await },
+                )
+            });
+            core.enable_standby_reads(bound, open);
+        }
         if let Some(addr) = &cfg.cluster_addr {
             let at = crate::cluster::socket_addr(addr)?;
             let sock = TcpListener::bind(at)

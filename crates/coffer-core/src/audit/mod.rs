@@ -5,6 +5,11 @@
 //! tokens and accessors appear only as `hmac-sha256:` of a per-device salt (unless the operator
 //! chose `log_raw`), the one exemption being the request fields a `sys/` path declares clear
 //! (an agent's delivery report: paths and file names), and only in a body that path accepts; each device's entries form a hash chain that continues across restarts.
+//! A file device's file is held with an exclusive advisory lock (`flock`) by the node that
+//! appends to it: an HA standby serves reads itself (and audits them) only when it can take
+//! the lock of every file device, so two processes never continue one file's chain. The active
+//! node appends whether or not it got the lock (it must audit), and logs an error when another
+//! process holds it.
 //! Not guaranteed: that entries reach disk platters (the OS may hold them; a power cut can lose
 //! the tail, which the chain then shows as cut short).
 
@@ -343,6 +348,33 @@ pub(crate) struct Broker {
     blocked: Arc<AtomicBool>,
     /// The detection rules' feed: every request's outcome is offered to it, devices or not.
     detect: Arc<crate::detect::Detector>,
+    /// The file devices' files, each held with an exclusive advisory lock while this broker
+    /// lives (see the module's header).
+    locks: std::sync::Mutex<Vec<(String, std::fs::File)>>,
+}
+
+/// The file a `file` device appends to (`None` for other kinds and for `stdout`).
+fn file_of(config: &DeviceConfig) -> Option<&str> {
+    let o = &config.options;
+    let p = o.get("file_path").or_else(|| o.get("path")).map(String::as_str)?;
+    (config.kind == "file" && p != "stdout" && !p.is_empty()).then_some(p)
+}
+
+/// Opens the device's file and takes its exclusive advisory lock: `Ok(None)` when another
+/// process (or another open of it in this one) holds it.
+fn lock_file(config: &DeviceConfig) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = file_of(config) else { return Ok(None) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(file_mode(config).unwrap_or(0o600))
+        .open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 fn now_rfc3339_nanos() -> String {
@@ -412,11 +444,78 @@ impl Broker {
         blocked: Arc<AtomicBool>,
         detect: Arc<crate::detect::Detector>,
     ) -> Result<Broker> {
-        let broker = Broker { devices: RwLock::new(Vec::new()), blocked, detect };
+        let broker =
+            Broker { devices: RwLock::new(Vec::new()), blocked, detect, locks: Default::default() };
         for cfg in load_table(barrier).await? {
+            broker.hold_lock(&cfg);
             broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
         }
         Ok(broker)
+    }
+
+    /// A standby's read replica's broker: every file device's lock must be free (this node is
+    /// then its only writer); otherwise an error that says which file is held.
+    /// `previous`: the replica's broker this one replaces, whose locks it takes over.
+    pub(crate) async fn load_replica(
+        barrier: &Barrier,
+        blocked: Arc<AtomicBool>,
+        detect: Arc<crate::detect::Detector>,
+        previous: Option<&Broker>,
+    ) -> Result<Broker> {
+        let poisoned = || Error::Internal("audit lock list poisoned".into());
+        let mut held = match previous {
+            Some(p) => std::mem::take(&mut *p.locks.lock().map_err(|_| poisoned())?),
+            None => Vec::new(),
+        };
+        let broker =
+            Broker { devices: RwLock::new(Vec::new()), blocked, detect, locks: Default::default() };
+        for cfg in load_table(barrier).await? {
+            if let Some(path) = file_of(&cfg) {
+                let kept = held.iter().position(|(p, _)| p == path).map(|i| held.swap_remove(i).1);
+                let locked = match kept {
+                    Some(f) => Ok(Some(f)),
+                    None => lock_file(&cfg),
+                };
+                match locked {
+                    Ok(Some(f)) => {
+                        broker.locks.lock().map_err(|_| poisoned())?.push((path.to_owned(), f))
+                    }
+                    Ok(None) => {
+                        return Err(Error::Refused(format!(
+                            "audit device {:?}: its file {path:?} is held by another process; each node needs its own audit file system to serve reads as a standby",
+                            cfg.path
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::Refused(format!(
+                            "audit device {:?}: cannot open {path:?}: {e}",
+                            cfg.path
+                        )));
+                    }
+                }
+            }
+            broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
+        }
+        Ok(broker)
+    }
+
+    /// The active node's lock of a file device: taken when free; when another process holds
+    /// it, the node appends all the same (it must audit) and says so.
+    fn hold_lock(&self, cfg: &DeviceConfig) {
+        match lock_file(cfg) {
+            Ok(Some(f)) => {
+                if let (Ok(mut l), Some(p)) = (self.locks.lock(), file_of(cfg)) {
+                    l.push((p.to_owned(), f));
+                }
+            }
+            Ok(None) if file_of(cfg).is_some() => tracing::error!(
+                device = %cfg.path,
+                "the audit file is locked by another process (a standby serving reads with the same file?); each node needs its own audit file system"
+            ),
+            Ok(None) => {}
+            // Opening fails again in the device itself, which reports it.
+            Err(_) => {}
+        }
     }
 
     /// Each device's config and chain head (entries written, last hash).
@@ -653,6 +752,9 @@ impl Broker {
         })?;
         table.push(config);
         save_table(barrier, &table).await?;
+        if let Some(c) = table.last() {
+            self.hold_lock(c);
+        }
         self.devices.write().await.push(Arc::new(device));
         Ok(())
     }

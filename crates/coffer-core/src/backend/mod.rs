@@ -107,6 +107,12 @@ pub trait LogicalBackend: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// HA standby reads: the key below this mount's view (`config`, `meta/a/b`) was written or
+    /// deleted by the active node. A backend that keeps anything read from its storage in
+    /// memory drops or reloads it here, before the call returns: the standby counts itself
+    /// fresh only after it returned. The default: nothing is kept.
+    fn invalidate(&self, _key: &str) {}
+
     /// Whether the path already exists, so a write can be checked as `create` or `update`.
     /// `None`: the backend does not distinguish, and every write is an `update`.
     async fn exists(&self, _req: &BackendRequest<'_>) -> Result<Option<bool>> {

@@ -1,7 +1,7 @@
 //! HA: the election loop of an unsealed node, and what being active or standby means for the
 //! core. A node in HA mode that is unsealed is a *standby* (its barrier open, no [`Active`]
-//! state, every request but the public `sys/` ones answered "standby") until it takes the
-//! storage's lock; it then runs the full bring-up (keyring reloaded from storage, token store,
+//! state, every request but the public `sys/` ones and the KV reads its read replica may
+//! answer answered "standby") until it takes the storage's lock; it then runs the full bring-up (keyring reloaded from storage, token store,
 //! policies, mounts, audit, leases due and interrupted revocations) and is *active*.
 //!
 //! Timing, with `ttl` the lock's TTL on the database's clock:
@@ -17,11 +17,11 @@
 //!   database refuses them once another node leads (storage fencing), so they fail rather
 //!   than overwrite the new leader's data.
 //!
-//! Forwarding of a standby's requests to the active node is the binary's (`cluster.rs`).
+//! Forwarding of a standby's requests to the active node is the binary's (`cluster.rs`); the
+//! read replica a standby answers KV reads from, and its staleness bound, are [`replica`]'s.
 //!
-//! Not done: reads served by standbys (every request but the public `sys/` ones is forwarded);
-//! caches shared between nodes (an HA node keeps no storage read cache; its in-memory token,
-//! policy and mount state exists only while active and is loaded fresh at each activation).
+//! Not done: a storage read cache on HA nodes (every storage read goes to PostgreSQL); the
+//! active node's in-memory state is loaded fresh at each activation.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +30,8 @@ use coffer_storage::ha::{Advert, HaLock, LeaderInfo};
 use tokio::sync::Notify;
 
 use crate::core::Core;
+
+pub mod replica;
 
 /// How often a standby tries to take the lock, and the active renews it.
 pub(crate) fn poll_interval(ttl: Duration) -> Duration {
@@ -88,6 +90,11 @@ impl Ha {
             step_down: Default::default(),
             running: Default::default(),
         }
+    }
+
+    /// The node is sealing (its loop is told to end).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn role(&self) -> Role {

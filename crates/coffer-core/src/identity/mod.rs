@@ -320,6 +320,36 @@ impl IdentityStore {
         }))
     }
 
+    /// A standby replica: the key below this store's view changed on the active node. An
+    /// entity or group is read again (or dropped) and the generation moves on, so no ACL
+    /// compiled from the old state is found again. Other keys (OIDC) are not used by a replica.
+    pub(crate) async fn reload(&self, key: &str) -> Result<()> {
+        if let Some(id) = key.strip_prefix("entity/") {
+            let e: Option<Entity> = match self.view.get(key).await? {
+                Some(raw) => Some(record::decode(&raw)?),
+                None => None,
+            };
+            let mut s = self.state.write().map_err(|_| poisoned())?;
+            match e {
+                Some(e) => s.put_entity(e),
+                None => drop(s.drop_entity(id)),
+            }
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        } else if let Some(id) = key.strip_prefix("group/") {
+            let g: Option<Group> = match self.view.get(key).await? {
+                Some(raw) => Some(record::decode(&raw)?),
+                None => None,
+            };
+            let mut s = self.state.write().map_err(|_| poisoned())?;
+            match g {
+                Some(g) => s.put_group(g),
+                None => drop(s.unindex_group(id)),
+            }
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     /// Whether the entity exists and is disabled (its tokens are refused).
     pub(crate) fn is_disabled(&self, entity_id: &str) -> Result<bool> {
         if entity_id.is_empty() {

@@ -202,6 +202,30 @@ fn token_lease(lease_id: &str) -> Option<&str> {
 impl Expiration {
     /// Reads the index buckets that are overdue or due soon. The expiry task starts with
     /// [`Self::start`], once the token store can reach the manager.
+    /// An expiration manager that loads and runs nothing: a standby's read replica, which
+    /// issues no lease (a request whose answer would carry one is forwarded).
+    pub(crate) fn inert(
+        view: View,
+        tokens: Arc<TokenStore>,
+        router: Arc<RwLock<Arc<Router>>>,
+        foreground: Arc<AtomicU64>,
+        leaks: crate::leaks::LeakIndex,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            view,
+            leaks,
+            tokens,
+            router,
+            queue: std::sync::Mutex::new(Queue::default()),
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            retiring: std::sync::Mutex::new(Vec::new()),
+            low: AtomicU64::new(0),
+            foreground,
+            foreground_seen: AtomicU64::new(0),
+        })
+    }
+
     pub(crate) async fn load(
         view: View,
         tokens: Arc<TokenStore>,

@@ -22,6 +22,7 @@ pub(crate) mod rekey;
 pub(crate) mod remount;
 
 pub(crate) use detect::load as load_detect_rules;
+pub(crate) use quotas::any_stored as any_quota_stored;
 pub(crate) use quotas::load as load_quotas;
 pub(crate) use quotas::moved_rules as moved_quota_rules;
 pub(crate) use quotas::rules_on as quota_rules_on;

@@ -35,6 +35,12 @@ pub(crate) async fn load(core: &Core) -> Result<()> {
     Ok(())
 }
 
+/// Whether any rate limit quota is stored (a standby's replica serves nothing then: a quota is
+/// counted on the active node only).
+pub(crate) async fn any_stored(core: &Core) -> Result<bool> {
+    Ok(!view(core).list(RULES).await?.is_empty())
+}
+
 /// A rule to store: its storage key (within the root view), its stored form, and the rule.
 pub(crate) type StoredRule = (String, zeroize::Zeroizing<Vec<u8>>, RateLimitRule);
 

@@ -18,9 +18,12 @@
 //!   and the feed reconnects every second; after each (re)connection the callback gets
 //!   [`Change::All`] first (what happened while it was away is unknown).
 //!
-//! Not done here: consumers. No node serves reads from caches that this feed invalidates yet:
-//! standbys forward every request (docs/ha.md); the feed is the part of standby reads that
-//! storage owns.
+//! - At most `QUEUE` notifications wait between the socket and the callback; a callback that
+//!   falls further behind ends the session (PostgreSQL's notification queue is never held back
+//!   by a slow reader that stays connected), which then reconnects with [`Change::All`].
+//!
+//! The consumer is a standby's read replica (`coffer_core::ha::replica`); the callback must be
+//! quick (it runs on the feed's task): it hands changes on, it does not apply them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +39,9 @@ use crate::{Error, Result};
 
 /// The payload format's version, first in every notification.
 const VERSION: &str = "1";
+/// Notifications received and not yet handed to the callback, at most: beyond it the session is
+/// dropped (and the callback told "everything changed" at the reconnection).
+const QUEUE: usize = 4096;
 /// PostgreSQL's limit is 8000 bytes; longer key lists become "everything".
 const MAX_PAYLOAD: usize = 7900;
 
@@ -242,16 +248,23 @@ async fn listen_once(
     let tls = conn.tls().map_err(|e| Error::Backend(format!("postgresql {}: {e}", s.target)))?;
     let (client, mut connection) =
         conn.config().connect(tls).await.map_err(|e| err("connect", &e))?;
-    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
-    // The connection is driven here, and its notifications passed on, until it ends.
+    let (notes_tx, mut notes) = tokio::sync::mpsc::channel(QUEUE);
+    // The connection is driven here, and its notifications passed on, until it ends. A full
+    // queue ends the session: a listener that does not keep up must not hold back PostgreSQL's
+    // notification queue (every HA write fails once that is full); the reconnection reports
+    // "everything changed".
+    let target = s.target.clone();
     let driver = tokio::spawn(async move {
         loop {
             match poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if notes_tx.send(n).is_err() {
+                Some(Ok(AsyncMessage::Notification(n))) => match notes_tx.try_send(n) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(target_db = %target, "change feed: {QUEUE} notifications not yet handled; dropping the session");
                         return;
                     }
-                }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                },
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return,
             }

@@ -34,16 +34,30 @@ pub const LOCK_TTL_RANGE: std::ops::RangeInclusive<Duration> =
 
 const LEADER_KEY: &str = "leader";
 
+/// `ha_standby_max_staleness`'s default: how old a standby's proof of freshness may be when
+/// it serves a read itself.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(500);
+/// The values accepted for `ha_standby_max_staleness`.
+pub const MAX_STALENESS_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(200)..=Duration::from_secs(60);
+
 /// HA options of the PostgreSQL backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaOptions {
     pub table: String,
     pub lock_ttl: Duration,
+    /// Standbys serve reads themselves, from a replica no older than this (`None`:
+    /// `ha_standby_reads = false`, standbys forward every request).
+    pub standby_max_staleness: Option<Duration>,
 }
 
 impl Default for HaOptions {
     fn default() -> Self {
-        Self { table: DEFAULT_HA_TABLE.to_owned(), lock_ttl: DEFAULT_LOCK_TTL }
+        Self {
+            table: DEFAULT_HA_TABLE.to_owned(),
+            lock_ttl: DEFAULT_LOCK_TTL,
+            standby_max_staleness: Some(DEFAULT_MAX_STALENESS),
+        }
     }
 }
 

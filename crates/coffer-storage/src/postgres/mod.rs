@@ -112,6 +112,11 @@ impl PostgresOptions {
                     "postgresql ha_lock_ttl must be from 2s to 300s".into(),
                 ));
             }
+            if h.standby_max_staleness.is_some_and(|d| !ha::MAX_STALENESS_RANGE.contains(&d)) {
+                return Err(Error::Backend(
+                    "postgresql ha_standby_max_staleness must be from 200ms to 60s".into(),
+                ));
+            }
         }
         url::parse(&self.connection_url).map(drop)
     }

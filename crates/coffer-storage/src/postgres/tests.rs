@@ -272,7 +272,11 @@ mod ha_lock {
 
     async fn node(url: &str, ttl: Duration) -> PostgresBackend {
         let mut o = PostgresOptions::new(url);
-        o.ha = Some(ha::HaOptions { table: "coffer_ha_locks".into(), lock_ttl: ttl });
+        o.ha = Some(ha::HaOptions {
+            table: "coffer_ha_locks".into(),
+            lock_ttl: ttl,
+            ..Default::default()
+        });
         PostgresBackend::connect(&o).await.expect("connect")
     }
 
@@ -386,9 +390,17 @@ mod ha_lock {
     #[tokio::test]
     async fn options_are_checked() {
         let mut o = PostgresOptions::new("postgres://u:p@h/db");
-        o.ha = Some(ha::HaOptions { table: "coffer_kv".into(), lock_ttl: Duration::from_secs(15) });
+        o.ha = Some(ha::HaOptions {
+            table: "coffer_kv".into(),
+            lock_ttl: Duration::from_secs(15),
+            ..Default::default()
+        });
         assert!(o.check().is_err(), "the lock table must differ from the data table");
-        o.ha = Some(ha::HaOptions { table: "locks".into(), lock_ttl: Duration::from_secs(1) });
+        o.ha = Some(ha::HaOptions {
+            table: "locks".into(),
+            lock_ttl: Duration::from_secs(1),
+            ..Default::default()
+        });
         assert!(o.check().is_err(), "a 1 s lock is refused");
         o.ha = Some(ha::HaOptions::default());
         o.check().expect("defaults");
@@ -470,5 +482,56 @@ mod change_feed {
         feed.sync(Duration::from_secs(10)).await.expect("sync after reconnecting");
         let all = seen.lock().expect("lock").iter().filter(|c| **c == Change::All).count();
         assert_eq!(all, 2, "{:?}", seen.lock().expect("lock"));
+    }
+
+    /// A callback that falls behind never lets notifications pile up without bound (nor holds
+    /// back PostgreSQL's queue): the feed drops its session and comes back with "everything".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_whose_callback_falls_behind_drops_its_session_and_reports_everything() {
+        let cluster = Cluster::shared();
+        let (db, url) = fresh_db(cluster);
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (g, s) = (released.clone(), seen.clone());
+        let feed = ChangeFeed::open(&url, DEFAULT_TABLE, move |c| {
+            // The first change after "everything" blocks until the test lets go (off the
+            // runtime's hands, so the feed's connection is still read meanwhile).
+            if c != Change::All {
+                tokio::task::block_in_place(|| {
+                    while !g.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                });
+            }
+            s.lock().expect("lock").push(c);
+        })
+        .await
+        .expect("open feed");
+        let pid = feed.backend_pid().expect("pid");
+        // More notifications than the feed queues, each its own (PostgreSQL merges equal ones).
+        let channel = format!("coffer_changes:{DEFAULT_TABLE}");
+        cluster.sql(
+            &db,
+            &format!(
+                "SELECT count(pg_notify('{channel}', '1' || chr(10) || 'k' || g)) \
+                 FROM generate_series(1, 6000) g"
+            ),
+        );
+        let start = std::time::Instant::now();
+        while cluster.sql(&db, &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"))
+            != "0"
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "the session was not dropped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
+        while feed.backend_pid().is_none_or(|p| p == pid) || !feed.is_live() {
+            assert!(start.elapsed() < Duration::from_secs(20), "no reconnection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        feed.sync(Duration::from_secs(10)).await.expect("sync after reconnecting");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.last(), Some(&Change::All), "everything, after the reconnection");
+        assert!(seen.len() < 6000, "{} changes handed on", seen.len());
     }
 }

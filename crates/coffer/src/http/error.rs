@@ -54,6 +54,7 @@ pub(super) fn error_response(e: Error, request_id: &str, path: &str) -> Response
         return error_response(*error, request_id, path);
     }
     let status = status_of(&e);
+    let standby = matches!(e, Error::Standby);
     let errors = match &e {
         Error::Internal(cause) => {
             tracing::error!(request_id, %cause, "internal error");
@@ -79,5 +80,10 @@ pub(super) fn error_response(e: Error, request_id: &str, path: &str) -> Response
         Error::UnsupportedOperation => vec![coffer_core::logical::multierror(&e.to_string())],
         other => vec![other.to_string()],
     };
-    error_body(status, errors)
+    let mut resp = error_body(status, errors);
+    if standby {
+        // A standby that tried to serve a read itself hands it to the active node instead.
+        resp.extensions_mut().insert(crate::cluster::NeedsActive);
+    }
+    resp
 }

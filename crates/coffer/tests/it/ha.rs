@@ -20,10 +20,15 @@ fn free_port() -> u16 {
 }
 
 fn ha_config(url: &str, ttl: &str) -> String {
+    ha_config_with(url, ttl, "")
+}
+
+/// [`ha_config`] with `storage` (whole lines) added to the storage block.
+pub(crate) fn ha_config_with(url: &str, ttl: &str, storage: &str) -> String {
     // Chaos faults on: a latency fault holds a request inside the pipeline, past the point
     // where the core checked it is active, so a test can pause the node with writes in flight.
     format!(
-        "storage \"postgresql\" {{\n  connection_url = \"{url}\"\n  ha_enabled = \"true\"\n  ha_lock_ttl = \"{ttl}\"\n}}\n\
+        "storage \"postgresql\" {{\n  connection_url = \"{url}\"\n  ha_enabled = \"true\"\n  ha_lock_ttl = \"{ttl}\"\n{storage}}}\n\
          listener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\n\
          cluster_addr = \"https://127.0.0.1:{}\"\nlog_level = \"debug\"\n\
          chaos {{\n  enabled = true\n  max_duration = \"60s\"\n}}\n",
@@ -40,9 +45,24 @@ fn cluster_addr_of(n: &Server) -> String {
 
 /// Three nodes on a fresh database, initialized through the first and unsealed: (nodes, root).
 pub(crate) async fn cluster(dir: &Path, db: &str, ttl: &str) -> (Vec<Server>, String) {
+    cluster_with(dir, db, ttl, "", &[]).await
+}
+
+/// [`cluster`] with `storage` lines added to every node's storage block, and each node's binary
+/// run by `wrapper` (see `Server::start_via`).
+pub(crate) async fn cluster_with(
+    dir: &Path,
+    db: &str,
+    ttl: &str,
+    storage: &str,
+    wrapper: &[&str],
+) -> (Vec<Server>, String) {
     let url = coffer_pgtest::Cluster::shared().create_database(db);
     let nodes: Vec<Server> = (0..3)
-        .map(|i| Server::start_with(&dir.join(format!("n{i}")), &ha_config(&url, ttl), "http"))
+        .map(|i| {
+            let config = ha_config_with(&url, ttl, storage);
+            Server::start_via(&dir.join(format!("n{i}")), &config, "http", wrapper)
+        })
         .collect();
     let (keys, root) = nodes[0].init(1, 1).await;
     for n in &nodes {
@@ -51,7 +71,7 @@ pub(crate) async fn cluster(dir: &Path, db: &str, ttl: &str) -> (Vec<Server>, St
     (nodes, root)
 }
 
-async fn health(n: &Server) -> Option<u16> {
+pub(crate) async fn health(n: &Server) -> Option<u16> {
     let r = n.http().get(format!("{}/v1/sys/health", n.addr)).timeout(Duration::from_secs(2));
     r.send().await.ok().map(|r| r.status().as_u16())
 }
@@ -77,7 +97,7 @@ pub(crate) async fn active_of(nodes: &[Server], live: &[usize], within: Duration
     }
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
     assert!(ok.success(), "kill {sig} {pid}");
 }
@@ -599,14 +619,16 @@ async fn three_nodes_with_a_static_seal_unseal_themselves_after_a_restart_of_all
     assert_eq!((s, &b["data"]["v"]), (200, &json!(1)), "{b}");
 }
 
-/// What a client sees through a standby right after a change acknowledged by the active node:
-/// the new value, the new policy, the revocation, the spent use count, never an older state.
-/// (Standbys forward every request today; these assertions are what serving reads on standbys
-/// must keep.)
+/// With standby reads off (`ha_standby_reads = false`), what a client sees through a standby
+/// right after a change acknowledged by the active node: the new value, the new policy, the
+/// revocation, the spent use count, never an older state (every request is forwarded). With
+/// standby reads on, see `ha_reads.rs`: the same within the staleness bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_standby_every_change_acknowledged_by_the_active_is_seen_at_once() {
     let dir = tempdir();
-    let (nodes, root) = cluster(dir.path(), "ha_fresh_reads", "15s").await;
+    let (nodes, root) =
+        cluster_with(dir.path(), "ha_fresh_reads", "15s", "  ha_standby_reads = false\n", &[])
+            .await;
     let a = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
     let (active, standby) = (&nodes[a], &nodes[(a + 1) % 3]);
     let (s, b) = active

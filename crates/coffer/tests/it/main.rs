@@ -29,6 +29,7 @@ mod group_commit;
 mod ha;
 mod ha_events;
 mod ha_partition;
+mod ha_reads;
 mod help;
 mod identity;
 mod identity_oidc;
