@@ -143,8 +143,10 @@ impl Stream {
             || (bucket < bucket_of(now) && bucket_of(self.pass_began) <= bucket)
     }
 
-    /// Starts a pass at `now`.
+    /// Starts a pass at `now`. What brought it on stays in `wake` until it finishes, so a pass
+    /// cut short by a storage error is made again.
     fn begin(&mut self, now: u64) {
+        self.wake = self.wake.min(self.offered);
         self.pass_began = now;
         self.pending = u64::MAX;
         self.offered = u64::MAX;
@@ -329,6 +331,8 @@ mod tests {
         // An expiry offered since (written where the pass had been, say) brings a pass.
         q.offer(rested, Due::Token("late".into()));
         assert!(q.ready_stream(rested).is_some(), "the offered one is due");
+        // Were that pass cut short (a storage error), what brought it on still calls for one.
+        assert!(q.streamed[&5].wake <= rested, "a pass cut short is made again");
 
         // A pass that read entries due later in the minute comes back for them.
         let mut q = Queue { loaded_through: 9, ..Queue::default() };
