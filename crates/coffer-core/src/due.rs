@@ -110,6 +110,13 @@ pub(crate) struct Stream {
     pub(crate) after: Option<String>,
     /// When the pass under way (or the last one) began; 0 before the first.
     pub(crate) pass_began: u64,
+    /// The earliest expiry not yet due that the pass under way has read (0: unknown).
+    pub(crate) pending: u64,
+    /// The earliest expiry offered since the pass under way (or the last one) began (0:
+    /// unknown): an entry written meanwhile, possibly where the pass had already been.
+    pub(crate) offered: u64,
+    /// After a whole pass: the earliest expiry it left for later (0: unknown).
+    pub(crate) wake: u64,
 }
 
 /// Seconds between two passes over a streamed bucket that is not over yet: entries in it are
@@ -118,15 +125,43 @@ pub(crate) const STREAM_INTERVAL_SECS: u64 = if cfg!(test) { 1 } else { 10 };
 
 impl Stream {
     /// Whether bucket `bucket` needs a page handled at `now`.
+    ///
+    /// While its minute runs, a new pass starts only once something in it can be due: the
+    /// earliest expiry the last whole pass left for later, or one offered since. Reading a
+    /// large bucket again every few seconds while none of it is due would cost as much as
+    /// revoking it. Once its minute is over, every entry in it is due.
     pub(crate) fn ready(&self, bucket: u64, now: u64) -> bool {
         if bucket > bucket_of(now) {
             return false;
         }
+        let rested = now >= self.pass_began + STREAM_INTERVAL_SECS;
         self.after.is_some()
             || self.pass_began == 0
-            || now >= self.pass_began + STREAM_INTERVAL_SECS
+            || (bucket == bucket_of(now) && rested && now >= self.wake.min(self.offered))
+            || (bucket < bucket_of(now) && rested)
             // The bucket ended after the last pass began: one more pass sees all of it due.
             || (bucket < bucket_of(now) && bucket_of(self.pass_began) <= bucket)
+    }
+
+    /// Starts a pass at `now`. What brought it on stays in `wake` until it finishes, so a pass
+    /// cut short by a storage error is made again.
+    fn begin(&mut self, now: u64) {
+        self.wake = self.wake.min(self.offered);
+        self.pass_began = now;
+        self.pending = u64::MAX;
+        self.offered = u64::MAX;
+    }
+
+    /// Notes entries read in the pass under way that fall due after `now`.
+    pub(crate) fn saw_later(&mut self, at: u64) {
+        self.pending = self.pending.min(at);
+    }
+
+    /// Ends the pass under way: the next one waits for what it left, or for what was offered
+    /// while it ran (`offered`, from the queue's own copy).
+    pub(crate) fn finish(&mut self, offered: u64) {
+        self.offered = offered;
+        self.wake = self.pending.min(offered);
     }
 }
 
@@ -147,7 +182,11 @@ impl Queue {
     /// so do those of a streamed bucket. When the set is full, the bucket becomes streamed.
     pub(crate) fn offer(&mut self, at: u64, due: Due) {
         let bucket = bucket_of(at);
-        if bucket > self.loaded_through || self.streamed.contains_key(&bucket) {
+        if let Some(s) = self.streamed.get_mut(&bucket) {
+            s.offered = s.offered.min(at);
+            return;
+        }
+        if bucket > self.loaded_through {
             return;
         }
         if self.set.len() >= MEMORY_LIMIT {
@@ -179,9 +218,14 @@ impl Queue {
         low
     }
 
-    /// The first streamed bucket that needs a page handled at `now`.
-    pub(crate) fn ready_stream(&self, now: u64) -> Option<(u64, Stream)> {
-        self.streamed.iter().find(|(b, s)| s.ready(**b, now)).map(|(b, s)| (*b, s.clone()))
+    /// The first streamed bucket that needs a page handled at `now`, its pass begun if none
+    /// was under way.
+    pub(crate) fn ready_stream(&mut self, now: u64) -> Option<(u64, Stream)> {
+        let (b, s) = self.streamed.iter_mut().find(|(b, s)| s.ready(**b, now))?;
+        if s.after.is_none() {
+            s.begin(now);
+        }
+        Some((*b, s.clone()))
     }
 
     /// Takes everything due at or before `now`.
@@ -261,13 +305,47 @@ mod tests {
         let fresh = Stream::default();
         assert!(!fresh.ready(5, 4 * b), "not before it begins");
         assert!(fresh.ready(5, 5 * b));
-        let mid = Stream { after: Some("x".into()), pass_began: 5 * b };
+        let mid = Stream { after: Some("x".into()), pass_began: 5 * b, ..Stream::default() };
         assert!(mid.ready(5, 5 * b), "a pass under way goes on");
-        let done = Stream { after: None, pass_began: 5 * b };
+        let done = Stream { after: None, pass_began: 5 * b, ..Stream::default() };
         assert!(!done.ready(5, 5 * b), "no new pass at once");
         assert!(done.ready(5, 6 * b), "one more pass once the bucket is over");
-        let after_end = Stream { after: None, pass_began: 6 * b };
+        let after_end = Stream { after: None, pass_began: 6 * b, ..Stream::default() };
         assert!(!after_end.ready(5, 6 * b), "a pass that began after its end saw it all");
         assert!(after_end.ready(5, 6 * b + STREAM_INTERVAL_SECS));
+    }
+
+    #[test]
+    fn a_current_streamed_bucket_is_read_again_only_once_something_in_it_can_be_due() {
+        let b = BUCKET_SECS;
+        let rested = 5 * b + STREAM_INTERVAL_SECS;
+        assert_eq!(bucket_of(rested), 5, "the test needs a second pass within the minute");
+        let mut q = Queue { loaded_through: 9, ..Queue::default() };
+        q.stream(5);
+        let (bucket, mut s) = q.ready_stream(5 * b).expect("a first pass");
+        assert_eq!((bucket, s.pass_began), (5, 5 * b));
+        // Everything the pass read was due and handled: nothing is left for later.
+        s.finish(q.streamed[&5].offered);
+        q.streamed.insert(5, s);
+        assert!(q.ready_stream(rested).is_none(), "nothing in it can be due");
+        // An expiry offered since (written where the pass had been, say) brings a pass.
+        q.offer(rested, Due::Token("late".into()));
+        assert!(q.ready_stream(rested).is_some(), "the offered one is due");
+        // Were that pass cut short (a storage error), what brought it on still calls for one.
+        assert!(q.streamed[&5].wake <= rested, "a pass cut short is made again");
+
+        // A pass that read entries due later in the minute comes back for them.
+        let mut q = Queue { loaded_through: 9, ..Queue::default() };
+        q.stream(5);
+        let (_, mut s) = q.ready_stream(5 * b).expect("a first pass");
+        s.saw_later(rested);
+        s.finish(q.streamed[&5].offered);
+        q.streamed.insert(5, s);
+        let (_, mut s) = q.ready_stream(rested).expect("what it left is due");
+        assert_eq!(s.pass_began, rested);
+        s.finish(q.streamed[&5].offered);
+        q.streamed.insert(5, s);
+        // Once the minute is over, every entry is due: one more pass, as before.
+        assert!(q.ready_stream(6 * b).is_some(), "one pass after its minute");
     }
 }

@@ -18,10 +18,12 @@
 //! prefix.
 //!
 //! Expiry is paced adaptively: while no request is being served, up to
-//! [`EXPIRY_CONCURRENCY`] revocations run at once; as soon as requests arrive, one at a time,
-//! each followed by a pause three times its length, so a burst of expiries takes about a
-//! quarter of the time one worker would have and requests keep the rest. A burst therefore
-//! drains more slowly under load (tokens are refused at their expiry regardless).
+//! [`EXPIRY_CONCURRENCY`] revocations run at once; as soon as requests arrive, one unit of work
+//! at a time (a revocation, or reading a few index entries of a streamed bucket), each followed
+//! by a rest, and [`pace`] sets the share of the time that work gets (between 1/64 and 1/4)
+//! from how much slower requests start while it runs than during the rests. A burst therefore
+//! drains more slowly under load (tokens are refused at their expiry regardless). A streamed
+//! bucket is read again, while its minute runs, only once something in it can be due.
 //! Not here: what revoking means for a secret (the engine's `revoke_lease`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,10 +45,8 @@ use crate::token::{TokenEntry, TokenStore};
 
 /// Revocations the background expiry runs at once while no request is being served.
 const EXPIRY_CONCURRENCY: usize = 4;
-/// While requests are served: the pause after each revocation, as a multiple of its length.
-const BUSY_PAUSE_FACTOR: u32 = 3;
-/// The longest such pause, so one slow revocation does not stall the drain.
-const MAX_BUSY_PAUSE: Duration = Duration::from_millis(50);
+/// Index entries read in one unit of paced work while paging through a streamed bucket.
+const READ_UNIT: usize = 50;
 /// Entries or ids read from storage at once when paging through a bucket or a prefix.
 const PAGE: usize = 500;
 /// The longest wait between two attempts at a failing revocation.
@@ -172,6 +172,8 @@ pub(crate) struct Expiration {
     foreground: Arc<AtomicU64>,
     /// `foreground` when expiry last looked.
     foreground_seen: AtomicU64,
+    /// How much of the time expiry may work while requests are served.
+    pacer: std::sync::Mutex<pace::Pacer>,
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
@@ -247,6 +249,7 @@ impl Expiration {
             low: AtomicU64::new(0),
             foreground,
             foreground_seen: AtomicU64::new(0),
+            pacer: std::sync::Mutex::new(pace::Pacer::default()),
         });
         // From the low-water mark up to the horizon, bucket by bucket: the work is the minutes
         // since the last run plus what is due, never the leases due later. A store written
@@ -874,40 +877,60 @@ impl Expiration {
         Ok(more)
     }
 
-    /// Expires `due`, paced: several at once while no request is served, else one at a time
-    /// with a pause after each (see the module header).
+    /// Expires `due`: several at once while no request is being served, else one at a time,
+    /// each a unit of paced work (see [`pace`]).
     async fn expire_paced(self: &Arc<Self>, due: Vec<(u64, Due)>) {
         let mut running = tokio::task::JoinSet::new();
         for (at, d) in due {
-            let busy = self.busy();
-            let limit = if busy { 1 } else { EXPIRY_CONCURRENCY };
-            while running.len() >= limit {
+            if self.busy() {
+                while running.join_next().await.is_some() {}
+                self.paced(self.expire_logged(at, d)).await;
+                continue;
+            }
+            while running.len() >= EXPIRY_CONCURRENCY {
                 running.join_next().await;
             }
             let me = Arc::clone(self);
-            let began = Instant::now();
-            running.spawn(async move {
-                match me.expire(at, &d).await {
-                    // Sealed, or no longer the active node: the next active takes it over.
-                    Ok(()) | Err(Error::Sealed | Error::Standby) => {}
-                    Err(e) => {
-                        // Storage failed: nothing changed, so the entry goes back in memory and
-                        // the next pass tries again (or, streamed, the next pass over its
-                        // bucket finds it). Never dropped.
-                        tracing::warn!(error = %e, "expiry of {d:?} failed; it is retried");
-                        if let Ok(mut q) = me.queue.lock() {
-                            q.offer(at, d);
-                        }
-                    }
-                }
-            });
-            if busy {
-                running.join_next().await;
-                let pause = (began.elapsed() * BUSY_PAUSE_FACTOR).min(MAX_BUSY_PAUSE);
-                tokio::time::sleep(pause).await;
-            }
+            running.spawn(async move { me.expire_logged(at, d).await });
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// [`Self::expire`], whose failures are logged and retried, never dropped.
+    async fn expire_logged(&self, at: u64, d: Due) {
+        match self.expire(at, &d).await {
+            // Sealed, or no longer the active node: the next active takes it over.
+            Ok(()) | Err(Error::Sealed | Error::Standby) => {}
+            Err(e) => {
+                // Storage failed: nothing changed, so the entry goes back in memory and the
+                // next pass tries again (or, streamed, the next pass over its bucket finds it).
+                tracing::warn!(error = %e, "expiry of {d:?} failed; it is retried");
+                if let Ok(mut q) = self.queue.lock() {
+                    q.offer(at, d);
+                }
+            }
+        }
+    }
+
+    /// Runs one unit of expiry work. While requests are being served it is followed by a rest
+    /// as long as the pacer asks, and both are measured against the requests started meanwhile.
+    async fn paced<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let started = || self.foreground.load(Ordering::Relaxed);
+        let (t0, r0) = (Instant::now(), started());
+        let out = work.await;
+        let (t1, r1) = (Instant::now(), started());
+        let rest = self.pacer.lock().map(|p| p.rest_after(t1 - t0)).unwrap_or(pace::MAX_REST);
+        tokio::time::sleep(rest).await;
+        let (t2, r2) = (Instant::now(), started());
+        if let Ok(mut p) = self.pacer.lock() {
+            p.record(pace::Sample {
+                work: t1 - t0,
+                work_requests: r1 - r0,
+                rest: t2 - t1,
+                rest_requests: r2 - r1,
+            });
+        }
+        out
     }
 
     /// Handles one page of the first streamed bucket that needs it; returns whether that
@@ -919,16 +942,32 @@ impl Expiration {
             .map_err(|_| Error::Internal("lease queue poisoned".into()))?
             .ready_stream(now);
         let Some((bucket, mut stream)) = ready else { return Ok(false) };
-        if stream.after.is_none() {
-            stream.pass_began = now;
-        }
         let dir = bucket_dir(bucket);
         let names = self.view.scan(&dir, stream.after.as_deref(), PAGE).await?;
         let complete = names.len() < PAGE;
         stream.after = names.last().cloned().filter(|_| !complete);
-        let entries = self.read_entries(&dir, names).await?;
-        // Due later in this (current) bucket: the next pass comes back for them.
-        let due: Vec<(u64, Due)> = entries.into_iter().filter(|(at, _)| *at <= now).collect();
+        // Reading the page is work too (a storage read and a decryption per entry): paced like
+        // the revocations, a few entries at a time.
+        let mut entries = Vec::with_capacity(names.len());
+        let mut names = names.into_iter();
+        loop {
+            let unit: Vec<String> = names.by_ref().take(READ_UNIT).collect();
+            if unit.is_empty() {
+                break;
+            }
+            let read = self.read_entries(&dir, unit);
+            let read = if self.busy() { self.paced(read).await } else { read.await };
+            entries.extend(read?);
+        }
+        // Due later in this (current) bucket: the next pass comes back for them, not before.
+        let mut due = Vec::new();
+        for (at, d) in entries {
+            if at <= now {
+                due.push((at, d));
+            } else {
+                stream.saw_later(at);
+            }
+        }
         self.expire_paced(due).await;
         // A whole pass that began after the bucket ended has seen every entry due: once none
         // is left, the bucket is done.
@@ -937,11 +976,17 @@ impl Expiration {
             && self.view.scan(&dir, None, 1).await?.is_empty();
         let mut q =
             self.queue.lock().map_err(|_| Error::Internal("lease queue poisoned".into()))?;
+        // Offers made while this page was handled went to the queue's copy.
+        let offered = q.streamed.get(&bucket).map_or(0, |s| s.offered);
         match finished {
             true => {
                 q.streamed.remove(&bucket);
             }
             false => {
+                stream.offered = offered;
+                if complete {
+                    stream.finish(offered);
+                }
                 q.streamed.insert(bucket, stream);
             }
         }
@@ -1012,6 +1057,7 @@ impl crate::token::LeaseHolder for Expiration {
     }
 }
 
+mod pace;
 mod rename;
 
 #[cfg(test)]
