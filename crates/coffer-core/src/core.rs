@@ -730,6 +730,22 @@ impl Core {
                             .into(),
                     ));
                 }
+                // Detection runs on the active node, over the audit stream of what it serves: a
+                // honeytoken read through a standby must reach it. With any rule in force,
+                // standbys serve nothing.
+                if self.detect.config.enabled
+                    && (self.detect.config.rules.iter().any(|r| r.enabled)
+                        || crate::sys::load_detect_rules(&self.barrier)
+                            .await?
+                            .iter()
+                            .any(|r| r.enabled))
+                {
+                    return Err(Error::Refused(
+                        "detection rules are in force; they run on the active node, so \
+                         standbys forward every request"
+                            .into(),
+                    ));
+                }
                 crate::audit::Broker::load_replica(
                     &self.barrier,
                     self.chaos.audit_blocked.clone(),
