@@ -317,8 +317,10 @@ impl Core {
         {
             gone.events.close_all(crate::events::EndReason::Sealed);
         }
-        // Quotas are counted by the active node only.
+        // Quotas are counted, and stored detection rules evaluated, by the active node only
+        // (a rule deleted later would otherwise live on here).
         self.quotas.clear();
+        self.detect.install_stored(Vec::new());
         self.start_replica();
     }
 
