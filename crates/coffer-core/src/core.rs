@@ -317,8 +317,10 @@ impl Core {
         {
             gone.events.close_all(crate::events::EndReason::Sealed);
         }
-        // Quotas are counted by the active node only.
+        // Quotas are counted, and stored detection rules evaluated, by the active node only
+        // (a rule deleted later would otherwise live on here).
         self.quotas.clear();
+        self.detect.install_stored(Vec::new());
         self.start_replica();
     }
 
@@ -726,6 +728,22 @@ impl Core {
                 if crate::sys::any_quota_stored(self).await? {
                     return Err(Error::Refused(
                         "rate limit quotas exist; they are counted on the active node, so \
+                         standbys forward every request"
+                            .into(),
+                    ));
+                }
+                // Detection runs on the active node, over the audit stream of what it serves: a
+                // honeytoken read through a standby must reach it. With any rule in force,
+                // standbys serve nothing.
+                if self.detect.config.enabled
+                    && (self.detect.config.rules.iter().any(|r| r.enabled)
+                        || crate::sys::load_detect_rules(&self.barrier)
+                            .await?
+                            .iter()
+                            .any(|r| r.enabled))
+                {
+                    return Err(Error::Refused(
+                        "detection rules are in force; they run on the active node, so \
                          standbys forward every request"
                             .into(),
                     ));

@@ -14,8 +14,9 @@
 //! token's cached entry (`sys/token/id/...`), a policy and every compiled ACL
 //! (`sys/policy/...`), an entity or group (the identity mount's keys), a key of a kv mount
 //! (handed to its engine's `invalidate`), the keyring (`core/keyring`: read again, so a
-//! rotated term decrypts). The mount tables, the audit table and the quota rules rebuild the
-//! whole replica, as does "everything changed" (a reconnection of the feed, a notification too
+//! rotated term decrypts). The mount tables, the audit table, the quota rules and the
+//! detection rules rebuild the whole replica (with any quota or detection rule in force a
+//! standby serves nothing: both are counted and evaluated on the active node), as does "everything changed" (a reconnection of the feed, a notification too
 //! large to list its keys).
 //!
 //! Staleness, proven: every [`heartbeat`] interval (100 ms, or a quarter of the bound if
@@ -316,6 +317,7 @@ async fn apply(core: &Core, shared: &Shared, keys: &[String]) -> Result<()> {
             core.reload_keyring().await?;
         } else if matches!(key, "core/mounts" | "core/auth" | "core/audit")
             || key.starts_with("sys/quotas/")
+            || key.starts_with("sys/detect/rules/")
         {
             return rebuild();
         } else if let Some(rest) = key.strip_prefix("sys/token/") {

@@ -409,3 +409,43 @@ async fn a_standby_sharing_the_active_nodes_audit_file_forwards_every_read() {
     let lines = std::fs::read_to_string(&log).expect("log");
     assert!(lines.lines().filter(|l| l.contains("secret/data/a")).count() >= 2);
 }
+
+/// Detection rules are evaluated on the active node: while one is in force, a standby serves
+/// nothing itself (a honeytoken read through it must reach the rules), and once it is gone the
+/// standby serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_detection_rule_in_force_standbys_forward_every_read() {
+    let dir = tempdir();
+    let (nodes, root) = cluster(dir.path(), "ha_reads_detect", "15s").await;
+    let (a, s) = setup(&nodes, &root).await;
+    let (active, standby) = (&nodes[a], &nodes[s]);
+    until_served_locally(active, standby, "secret/data/a", &root).await;
+
+    let rule =
+        json!({"type": "honeytoken", "paths": ["secret/data/honey/*"], "actions": ["audit"]});
+    let (st, b) = active.call("PUT", "sys/detect/rules/honey", Some(&root), Some(rule)).await;
+    assert_eq!(st, 204, "{b}");
+    tokio::time::sleep(BOUND + SLACK).await;
+    assert_eq!(
+        while_paused(active, standby, "secret/data/a", &root).await.map(|r| r.0),
+        None,
+        "served by the standby with a detection rule in force"
+    );
+    // Through the active node, the honeytoken read is seen.
+    let (st, _) = standby.call("GET", "secret/data/honey/x", Some(&root), None).await;
+    assert_eq!(st, 404);
+    let seen = Instant::now();
+    loop {
+        let (st, b) = active.call("GET", "sys/detect/alerts?limit=1000", Some(&root), None).await;
+        assert_eq!(st, 200, "{b}");
+        if b["data"]["alerts"].as_array().is_some_and(|a| a.iter().any(|a| a["rule"] == "honey")) {
+            break;
+        }
+        assert!(seen.elapsed() < Duration::from_secs(10), "no alert for the read: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (st, b) = active.call("DELETE", "sys/detect/rules/honey", Some(&root), None).await;
+    assert_eq!(st, 204, "{b}");
+    until_served_locally(active, standby, "secret/data/a", &root).await;
+}
