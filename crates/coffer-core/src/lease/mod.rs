@@ -202,8 +202,6 @@ fn token_lease(lease_id: &str) -> Option<&str> {
 }
 
 impl Expiration {
-    /// Reads the index buckets that are overdue or due soon. The expiry task starts with
-    /// [`Self::start`], once the token store can reach the manager.
     /// An expiration manager that loads and runs nothing: a standby's read replica, which
     /// issues no lease (a request whose answer would carry one is forwarded).
     pub(crate) fn inert(
@@ -225,9 +223,12 @@ impl Expiration {
             low: AtomicU64::new(0),
             foreground,
             foreground_seen: AtomicU64::new(0),
+            pacer: std::sync::Mutex::new(pace::Pacer::default()),
         })
     }
 
+    /// Reads the index buckets that are overdue or due soon. The expiry task starts with
+    /// [`Self::start`], once the token store can reach the manager.
     pub(crate) async fn load(
         view: View,
         tokens: Arc<TokenStore>,
@@ -884,7 +885,11 @@ impl Expiration {
         for (at, d) in due {
             if self.busy() {
                 while running.join_next().await.is_some() {}
-                self.paced(self.expire_logged(at, d)).await;
+                // A secret lease late is a credential still valid where it was issued (a
+                // database user): it keeps the highest share whatever it costs requests. A
+                // token late costs nothing, since it is refused from its expiry on.
+                let urgent = matches!(d, Due::Lease(_));
+                self.paced(self.expire_logged(at, d), urgent).await;
                 continue;
             }
             while running.len() >= EXPIRY_CONCURRENCY {
@@ -913,13 +918,18 @@ impl Expiration {
     }
 
     /// Runs one unit of expiry work. While requests are being served it is followed by a rest
-    /// as long as the pacer asks, and both are measured against the requests started meanwhile.
-    async fn paced<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+    /// as long as the pacer asks (no longer than the highest share allows when `urgent`), and
+    /// both are measured against the requests started meanwhile.
+    async fn paced<T>(&self, work: impl std::future::Future<Output = T>, urgent: bool) -> T {
         let started = || self.foreground.load(Ordering::Relaxed);
         let (t0, r0) = (Instant::now(), started());
         let out = work.await;
         let (t1, r1) = (Instant::now(), started());
-        let rest = self.pacer.lock().map(|p| p.rest_after(t1 - t0)).unwrap_or(pace::MAX_REST);
+        let rest = self
+            .pacer
+            .lock()
+            .map(|p| if urgent { p.rest_after_urgent(t1 - t0) } else { p.rest_after(t1 - t0) })
+            .unwrap_or(pace::MAX_REST);
         tokio::time::sleep(rest).await;
         let (t2, r2) = (Instant::now(), started());
         if let Ok(mut p) = self.pacer.lock() {
@@ -956,7 +966,7 @@ impl Expiration {
                 break;
             }
             let read = self.read_entries(&dir, unit);
-            let read = if self.busy() { self.paced(read).await } else { read.await };
+            let read = if self.busy() { self.paced(read, false).await } else { read.await };
             entries.extend(read?);
         }
         // Due later in this (current) bucket: the next pass comes back for them, not before.

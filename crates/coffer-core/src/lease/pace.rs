@@ -61,6 +61,12 @@ impl Pacer {
         work.mul_f64(1.0 / self.duty - 1.0).min(MAX_REST)
     }
 
+    /// The rest after a unit that must not wait for the pacer's judgement: at most what the
+    /// highest share allows (a secret lease's revocation, see the lease module).
+    pub(super) fn rest_after_urgent(&self, work: Duration) -> Duration {
+        self.rest_after(work).min(work.mul_f64(1.0 / MAX_DUTY - 1.0))
+    }
+
     #[cfg(test)]
     pub(super) fn duty(&self) -> f64 {
         self.duty
@@ -135,6 +141,8 @@ mod tests {
         assert_eq!(p.duty(), MIN_DUTY);
         assert_eq!(p.rest_after(Duration::from_millis(2)).as_micros().div_ceil(1000), 126);
         assert_eq!(p.rest_after(Duration::from_secs(1)), MAX_REST);
+        // An urgent unit still gets the highest share.
+        assert_eq!(p.rest_after_urgent(Duration::from_millis(2)), Duration::from_millis(6));
     }
 
     #[test]
