@@ -173,10 +173,7 @@ async fn run(core: Weak<Core>, ha: Arc<Ha>) {
                 lead(&core, &ha, epoch, deadline).await;
                 ha.set_role(Role::Standby);
                 if ha.step_down.swap(false, SeqCst) && !ha.stop.load(SeqCst) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(STEP_DOWN_PAUSE) => {},
-                        _ = ha.wake.notified() => {},
-                    }
+                    follow_without_contending(&ha, STEP_DOWN_PAUSE).await;
                 }
                 continue;
             }
@@ -195,6 +192,30 @@ async fn run(core: Weak<Core>, ha: Arc<Ha>) {
     }
     ha.set_role(Role::Idle);
     ha.running.store(false, SeqCst);
+}
+
+/// After a step-down: for `pause`, this node does not contend for the lock, but it still
+/// reads who leads (each poll interval, and at once when a forward finds the leader gone), so
+/// requests through it reach the new active node instead of a 503 for the whole pause.
+async fn follow_without_contending(ha: &Ha, pause: Duration) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ttl = ha.lock.ttl();
+    let until = Instant::now() + pause;
+    while !ha.stop.load(SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll_interval(ttl).min(left)) => {},
+            _ = ha.wake.notified() => {},
+        }
+        match tokio::time::timeout(ttl / 2, ha.lock.leader()).await {
+            Ok(Ok(l)) => ha.set_leader(l),
+            Ok(Err(e)) => tracing::debug!(error = %e, "HA: cannot read the leader"),
+            Err(_) => tracing::debug!("HA: reading the leader timed out"),
+        }
+    }
 }
 
 /// Holds leadership under `epoch` until it is lost, given up, or the node seals.
