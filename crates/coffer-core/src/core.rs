@@ -768,7 +768,7 @@ impl Core {
             }
         };
         let router = Arc::new(RwLock::new(Arc::new(router)));
-        if replica.is_some() {
+        let (leases, cluster) = if replica.is_some() {
             let leases = crate::lease::Expiration::inert(
                 expire_view,
                 tokens.clone(),
@@ -780,55 +780,40 @@ impl Core {
                 Some(raw) => crate::record::decode(&raw)?,
                 None => return Err(missing("the cluster identity")),
             };
-            return Ok(Arc::new(Active {
-                audit,
-                tokens,
-                policies,
-                router,
-                leases,
-                events: crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE),
-                identity,
-                root_generation: tokio::sync::Mutex::new(None),
-                rekey: tokio::sync::Mutex::new(None),
-                rekey_recovery: tokio::sync::Mutex::new(None),
-                migrations: Default::default(),
-                cluster,
-                leaks,
-                replica: true,
-            }));
-        }
-        // Last: from here on leases fall due, and revoking them needs the routes.
-        let leases = crate::lease::Expiration::load(
-            expire_view,
-            tokens.clone(),
-            router.clone(),
-            self.foreground.clone(),
-            leaks.clone(),
-        )
-        .await?;
-        // Connected before expiry starts, so a token revoked by the first pass takes its
-        // leases with it.
-        let holder: std::sync::Weak<crate::lease::Expiration> = Arc::downgrade(&leases);
-        tokens.set_leases(holder);
-        leases.start();
-        // A revocation that a stop cut short is finished, off the unseal path: its tokens
-        // already refuse to authenticate, so nothing waits on it.
-        let pending = tokens.clone();
-        tokio::spawn(async move {
-            if let Err(e) = pending.resume_revocations().await {
-                tracing::error!(error = %e, "finishing interrupted token revocations failed");
-            }
-        });
-        crate::sys::load_quotas(self).await?;
-        let events = crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE);
-        let cluster = ClusterInfo::load_or_create(&self.barrier).await?;
+            (leases, cluster)
+        } else {
+            // Last: from here on leases fall due, and revoking them needs the routes.
+            let leases = crate::lease::Expiration::load(
+                expire_view,
+                tokens.clone(),
+                router.clone(),
+                self.foreground.clone(),
+                leaks.clone(),
+            )
+            .await?;
+            // Connected before expiry starts, so a token revoked by the first pass takes its
+            // leases with it.
+            let holder: std::sync::Weak<crate::lease::Expiration> = Arc::downgrade(&leases);
+            tokens.set_leases(holder);
+            leases.start();
+            // A revocation that a stop cut short is finished, off the unseal path: its tokens
+            // already refuse to authenticate, so nothing waits on it.
+            let pending = tokens.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pending.resume_revocations().await {
+                    tracing::error!(error = %e, "finishing interrupted token revocations failed");
+                }
+            });
+            crate::sys::load_quotas(self).await?;
+            (leases, ClusterInfo::load_or_create(&self.barrier).await?)
+        };
         let active = Arc::new(Active {
             audit,
             tokens,
             policies,
             router,
             leases,
-            events,
+            events: crate::events::EventBus::new(crate::events::SUBSCRIBER_QUEUE),
             identity,
             root_generation: tokio::sync::Mutex::new(None),
             rekey: tokio::sync::Mutex::new(None),
@@ -836,7 +821,7 @@ impl Core {
             migrations: Default::default(),
             cluster,
             leaks,
-            replica: false,
+            replica: replica.is_some(),
         });
         Ok(active)
     }

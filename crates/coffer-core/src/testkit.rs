@@ -11,16 +11,22 @@ use serde_json::{Map, Value};
 
 use crate::{BackendRequest, LogicalBackend, MountInfo, Operation, Response, Result};
 
-/// A view at `prefix` of an initialized, unsealed barrier, and the storage under it (to check
+/// An initialized, unsealed barrier over memory storage, and the storage under it (to check
 /// what reaches it).
-pub async fn memory_view(prefix: &str) -> (View, Arc<MemoryBackend>) {
+pub async fn memory_barrier() -> (Arc<Barrier>, Arc<MemoryBackend>) {
     let storage = Arc::new(MemoryBackend::new());
     let barrier = Barrier::new(storage.clone());
     barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    (View::new(Arc::new(barrier), prefix), storage)
+    (Arc::new(barrier), storage)
 }
 
-/// A mount of `kind` at `path` with a one-hour default lease TTL.
+/// A view at `prefix` of [`memory_barrier`]'s barrier, and the storage under it.
+pub async fn memory_view(prefix: &str) -> (View, Arc<MemoryBackend>) {
+    let (barrier, storage) = memory_barrier().await;
+    (View::new(barrier, prefix), storage)
+}
+
+/// A mount of `kind` at `path` with a one-hour default lease TTL (its uuid is `u`).
 pub fn mount_info(path: &str, kind: &str, max_lease_ttl: Duration) -> MountInfo {
     MountInfo {
         path: path.into(),

@@ -5,47 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_barrier::{Barrier, SealConfig};
 use coffer_core::leaks::LeakIndex;
-use coffer_core::{BackendRequest, LogicalBackend, MountInfo, Operation, View};
-use serde_json::{Map, Value, json};
+use coffer_core::{LogicalBackend, Operation, View};
+use serde_json::{Value, json};
 
 async fn engine() -> (Arc<dyn LogicalBackend>, View) {
-    let barrier = Barrier::new(Arc::new(coffer_storage::MemoryBackend::new()));
-    barrier.initialize(&SealConfig::shamir(1, 1).expect("seal config")).await.expect("init");
-    let barrier = Arc::new(barrier);
+    let (barrier, _) = coffer_core::testkit::memory_barrier().await;
     let leaks = LeakIndex::new(barrier.clone(), "kv-uuid");
     let index = leaks.view().sub_view("index/");
     (crate::kv2::new(View::new(barrier, "logical/kv/"), Some(leaks)), index)
 }
 
 async fn call(kv: &Arc<dyn LogicalBackend>, op: Operation, path: &str, body: Value) {
-    let data: Map<String, Value> = match body {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let m = MountInfo {
-        path: "secret/".into(),
-        kind: "kv".into(),
-        uuid: "kv-uuid".into(),
-        accessor: "a".into(),
-        default_lease_ttl: Duration::from_secs(3600),
-        max_lease_ttl: Duration::from_secs(86_400),
-        options: [("version".to_owned(), "2".to_owned())].into(),
-    };
-    let req = BackendRequest {
-        id: "t",
-        operation: op,
-        path,
-        data: &data,
-        caller: None,
-        mount: &m,
-        remote_addr: None,
-        sudo: false,
-        client_token: None,
-        client_cert_chain: &[],
-    };
-    kv.handle(&req).await.expect(path);
+    let mut m = coffer_core::testkit::mount_info("secret/", "kv", Duration::from_secs(86_400));
+    m.uuid = "kv-uuid".into();
+    m.options = [("version".to_owned(), "2".to_owned())].into();
+    coffer_core::testkit::call(kv.as_ref(), &m, op, path, body, false).await.expect(path);
 }
 
 async fn entries(index: &View) -> usize {

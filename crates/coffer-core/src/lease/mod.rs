@@ -211,12 +211,23 @@ impl Expiration {
         foreground: Arc<AtomicU64>,
         leaks: crate::leaks::LeakIndex,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::new(view, tokens, router, foreground, leaks, Queue::default()))
+    }
+
+    fn new(
+        view: View,
+        tokens: Arc<TokenStore>,
+        router: Arc<RwLock<Arc<Router>>>,
+        foreground: Arc<AtomicU64>,
+        leaks: crate::leaks::LeakIndex,
+        queue: Queue,
+    ) -> Self {
+        Self {
             view,
             leaks,
             tokens,
             router,
-            queue: std::sync::Mutex::new(Queue::default()),
+            queue: std::sync::Mutex::new(queue),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             wake: Arc::new(tokio::sync::Notify::new()),
             retiring: std::sync::Mutex::new(Vec::new()),
@@ -224,7 +235,7 @@ impl Expiration {
             foreground,
             foreground_seen: AtomicU64::new(0),
             pacer: std::sync::Mutex::new(pace::Pacer::default()),
-        })
+        }
     }
 
     /// Reads the index buckets that are overdue or due soon. The expiry task starts with
@@ -238,20 +249,8 @@ impl Expiration {
     ) -> Result<Arc<Self>> {
         let now = now_unix();
         let through = bucket_of(now) + index::HORIZON_BUCKETS;
-        let me = Arc::new(Self {
-            view,
-            leaks,
-            tokens,
-            router,
-            queue: std::sync::Mutex::new(Queue { loaded_through: through, ..Queue::default() }),
-            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            wake: Arc::new(tokio::sync::Notify::new()),
-            retiring: std::sync::Mutex::new(Vec::new()),
-            low: AtomicU64::new(0),
-            foreground,
-            foreground_seen: AtomicU64::new(0),
-            pacer: std::sync::Mutex::new(pace::Pacer::default()),
-        });
+        let queue = Queue { loaded_through: through, ..Queue::default() };
+        let me = Arc::new(Self::new(view, tokens, router, foreground, leaks, queue));
         // From the low-water mark up to the horizon, bucket by bucket: the work is the minutes
         // since the last run plus what is due, never the leases due later. A store written
         // before the mark existed finds its first bucket once by listing.

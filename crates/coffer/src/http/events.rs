@@ -178,18 +178,21 @@ fn close_for(reason: EndReason) -> (CloseCode, String) {
     (code, reason.to_string())
 }
 
+/// Resolves when the server begins to stop (never without a lifeline).
+async fn stopping(lifeline: Option<&Lifeline>) {
+    match lifeline {
+        Some(l) => l.stopping().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve<S>(mut sub: Subscription, ws: WebSocketStream<S>, lifeline: Option<Lifeline>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    let stopping = async {
-        match &lifeline {
-            Some(l) => l.stopping().await,
-            None => std::future::pending().await,
-        }
-    };
+    let stopping = stopping(lifeline.as_ref());
     tokio::pin!(stopping);
     // Pings the client has not answered (a pong or any other frame): a peer that vanished
     // without closing is let go after two, instead of holding its task and queue until TCP
@@ -270,12 +273,7 @@ where
     let active = WebSocketStream::from_raw_socket(active, Role::Client, None).await;
     let (mut to_client, mut from_client) = client.split();
     let (mut to_active, mut from_active) = active.split();
-    let stopping = async {
-        match &lifeline {
-            Some(l) => l.stopping().await,
-            None => std::future::pending().await,
-        }
-    };
+    let stopping = stopping(lifeline.as_ref());
     tokio::pin!(stopping);
     let mut unanswered = 0u8;
     let close = loop {

@@ -94,6 +94,19 @@ async fn until(
     }
 }
 
+/// A file audit device writing to `log`, enabled through `n`.
+async fn enable_file_audit(n: &Server, root: &str, log: &std::path::Path) {
+    let (st, b) = n
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(root),
+            Some(json!({"type": "file", "options": {"file_path": log}})),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+}
+
 async fn setup(nodes: &[Server], root: &str) -> (usize, usize) {
     let a = active_of(nodes, &[0, 1, 2], Duration::from_secs(20)).await;
     let active = &nodes[a];
@@ -354,15 +367,7 @@ async fn a_read_served_by_a_standby_is_audited_by_that_standby() {
     let (a, s) = setup(&nodes, &root).await;
     let (active, standby) = (&nodes[a], &nodes[s]);
     let log = audit_dir.join("audit.log");
-    let (st, b) = active
-        .call(
-            "PUT",
-            "sys/audit/file",
-            Some(&root),
-            Some(json!({"type": "file", "options": {"file_path": log}})),
-        )
-        .await;
-    assert_eq!(st, 204, "{b}");
+    enable_file_audit(active, &root, &log).await;
     let read_log = |n: &Server| {
         let out = std::process::Command::new("nsenter")
             .args(["-t", &n.pid().to_string(), "-m", "cat"])
@@ -389,15 +394,7 @@ async fn a_standby_sharing_the_active_nodes_audit_file_forwards_every_read() {
     let (active, standby) = (&nodes[a], &nodes[s]);
     until_served_locally(active, standby, "secret/data/a", &root).await;
     let log = dir.path().join("shared-audit.log");
-    let (st, b) = active
-        .call(
-            "PUT",
-            "sys/audit/file",
-            Some(&root),
-            Some(json!({"type": "file", "options": {"file_path": log}})),
-        )
-        .await;
-    assert_eq!(st, 204, "{b}");
+    enable_file_audit(active, &root, &log).await;
     let start = Instant::now();
     while !standby.logs().contains("held by another process") {
         assert!(start.elapsed() < Duration::from_secs(10), "no reason logged:\n{}", standby.logs());
