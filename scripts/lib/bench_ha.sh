@@ -208,7 +208,9 @@ EOF
 
   echo
   echo "HA (issue 17): three nodes on one PostgreSQL (initdb'd here, loopback, durable), TLS, lock TTL 15 s."
-  echo "Standbys forward every read and write to the active node over mutual TLS (no local reads)."
+  echo "Standbys serve KV reads themselves from their read replica (ha_standby_reads, the default) and forward"
+  echo "writes to the active node over mutual TLS. All three nodes and PostgreSQL share this machine's cores,"
+  echo "so three nodes taking reads cannot add CPU here: the row shows what standby reads cost, not scale-out."
   echo
   echo "| scenario | connections | req/s | p50 (ms) | p99 (ms) | % of the active's sys/health req/s | errors |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
