@@ -180,6 +180,17 @@ impl Barrier {
     /// Unseals with the key `wrapper` unwraps, once the stored seal type is the wrapper's;
     /// otherwise [`Error::InvalidSealConfig`] with `mismatch(stored, configured)`. Returns the
     /// seal config and the unseal key.
+    /// [`Self::unseal_wrapped`] with the seal of a disabled stanza (a migration away from it).
+    async fn unseal_disabled(
+        &self,
+        wrapper: &dyn KeyWrapper,
+    ) -> Result<(SealConfig, Zeroizing<Vec<u8>>)> {
+        self.unseal_wrapped(wrapper, |stored, configured| {
+            format!("the storage uses seal type {stored:?}, not the disabled {configured:?} seal")
+        })
+        .await
+    }
+
     async fn unseal_wrapped(
         &self,
         wrapper: &dyn KeyWrapper,
@@ -284,13 +295,7 @@ impl Barrier {
         shares: &[Zeroizing<Vec<u8>>],
         wrapper: &dyn KeyWrapper,
     ) -> Result<()> {
-        let (config, _) = self
-            .unseal_wrapped(wrapper, |stored, configured| {
-                format!(
-                    "the storage uses seal type {stored:?}, not the disabled {configured:?} seal"
-                )
-            })
-            .await?;
+        let (config, _) = self.unseal_disabled(wrapper).await?;
         let keyring = self.keyring()?;
         self.commit_migration(async {
             self.verify_recovery_shares(&keyring, &config, shares).await?;
@@ -347,13 +352,7 @@ impl Barrier {
         from: &dyn KeyWrapper,
         to: &dyn KeyWrapper,
     ) -> Result<()> {
-        let (config, key) = self
-            .unseal_wrapped(from, |stored, configured| {
-                format!(
-                    "the storage uses seal type {stored:?}, not the disabled {configured:?} seal"
-                )
-            })
-            .await?;
+        let (config, key) = self.unseal_disabled(from).await?;
         let keyring = self.keyring()?;
         self.commit_migration(async {
             self.verify_recovery_shares(&keyring, &config, shares).await?;
