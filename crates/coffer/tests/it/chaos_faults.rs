@@ -31,15 +31,7 @@ async fn start(s: &Server, token: &str, body: Value) -> Value {
 }
 
 async fn kv(s: &Server, root: &str) {
-    let (code, b) = s
-        .call(
-            "POST",
-            "sys/mounts/secret",
-            Some(root),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
-    assert_eq!(code, 204, "{b}");
+    s.mount_kv2(root).await;
     for p in ["a/x", "b/x"] {
         let (code, b) = s
             .call("POST", &format!("secret/data/{p}"), Some(root), Some(json!({"data": {"v": p}})))

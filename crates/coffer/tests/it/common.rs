@@ -317,6 +317,19 @@ impl Server {
         (s, keys, root)
     }
 
+    /// Mounts kv version 2 at `secret/` with `root` (a 204 is expected).
+    pub(crate) async fn mount_kv2(&self, root: &str) {
+        let (code, b) = self
+            .call(
+                "POST",
+                "sys/mounts/secret",
+                Some(root),
+                Some(json!({"type": "kv", "options": {"version": "2"}})),
+            )
+            .await;
+        assert_eq!(code, 204, "mount kv v2 at secret/: {b}");
+    }
+
     /// Writes the ACL policy `name` with `root` (a 204 is expected).
     pub(crate) async fn put_policy(&self, root: &str, name: &str, hcl: &str) {
         let (code, b) = self

@@ -23,15 +23,7 @@ struct Acked {
 async fn many_concurrent_acknowledged_writes_survive_kill_9() {
     let dir = tempdir();
     let (mut s, keys, root) = Server::ready(dir.path()).await;
-    let (code, _) = s
-        .call(
-            "POST",
-            "sys/mounts/secret",
-            Some(&root),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
-    assert_eq!(code, 204);
+    s.mount_kv2(&root).await;
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();

@@ -76,15 +76,7 @@ async fn a_subscriber_on_a_standby_gets_the_events_of_writes_on_the_active() {
     let (mut nodes, root) = cluster(dir.path(), "ha_events", "15s").await;
     let a = active_of(&nodes, &[0, 1, 2], Duration::from_secs(20)).await;
     let (active, standby) = (&nodes[a], &nodes[(a + 1) % 3]);
-    let (s, b) = active
-        .call(
-            "POST",
-            "sys/mounts/secret",
-            Some(&root),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
-    assert_eq!(s, 204, "{b}");
+    active.mount_kv2(&root).await;
     // (the standby's view of the leader is at most one poll, 1 s, old)
     tokio::time::sleep(Duration::from_millis(1500)).await;
 

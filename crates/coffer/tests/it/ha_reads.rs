@@ -110,15 +110,7 @@ async fn enable_file_audit(n: &Server, root: &str, log: &std::path::Path) {
 async fn setup(nodes: &[Server], root: &str) -> (usize, usize) {
     let a = active_of(nodes, &[0, 1, 2], Duration::from_secs(20)).await;
     let active = &nodes[a];
-    let (s, b) = active
-        .call(
-            "POST",
-            "sys/mounts/secret",
-            Some(root),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
-    assert_eq!(s, 204, "mount: {b}");
+    active.mount_kv2(root).await;
     for k in ["a", "b"] {
         let (s, b) = active
             .call("PUT", &format!("secret/data/{k}"), Some(root), Some(json!({"data": {"v": k}})))

@@ -15,15 +15,7 @@ async fn kv2_server() -> (tempfile::TempDir, Server, String) {
 async fn kv2_server_on(storage: Storage) -> (tempfile::TempDir, Server, String) {
     let dir = tempdir();
     let (s, _, root) = Server::ready_on(dir.path(), storage).await;
-    let (code, b) = s
-        .call(
-            "POST",
-            "sys/mounts/secret",
-            Some(&root),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
-    assert_eq!(code, 204, "{b}");
+    s.mount_kv2(&root).await;
     (dir, s, root)
 }
 
