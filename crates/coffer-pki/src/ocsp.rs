@@ -155,11 +155,13 @@ impl Pki {
 
     pub(crate) async fn ocsp_get(&self, r: &Req<'_>) -> Result<Response> {
         let b64 = r.capture("req");
-        // The path was percent-decoded already; some clients use the URL-safe alphabet.
+        // The path was percent-decoded already; some clients use the URL-safe alphabet, and the HTTP
+        // layer does for a request whose `/`s came encoded.
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(b64))
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64))
             .unwrap_or_default();
         self.ocsp(&der).await
     }
