@@ -130,10 +130,81 @@ impl Keys {
         hex(hmac::sign(&self.inner, hash).as_ref())
     }
 
-    fn location(&self, target: &Target) -> Result<String> {
-        let raw = serde_json::to_vec(target).map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(hex(&hmac::sign(&self.inner, &raw).as_ref()[..16]))
+    /// The storage key of the entry of `value` at the target whose JSON is `target`.
+    fn entry_key(&self, value: &str, target: &[u8]) -> EntryKey {
+        let hash = hmac::sign(&self.key, value.as_bytes());
+        let mut k = [0; EntryKey::LEN];
+        k[..32].copy_from_slice(hmac::sign(&self.inner, hash.as_ref()).as_ref());
+        k[32..].copy_from_slice(&hmac::sign(&self.inner, target).as_ref()[..16]);
+        EntryKey(k)
     }
+}
+
+/// An entry's storage key in 48 bytes: the value's folder (HMAC-SHA256 under the inner key of
+/// the value's published hash, 32 bytes) and its location (the first 16 bytes of HMAC-SHA256
+/// under the inner key of the target's JSON). Its path is `index/<hex 32>/<hex 16>`.
+///
+/// It reveals no value: both halves are keyed with the inner key, which never leaves the
+/// barrier, and the path is what raw storage shows as the entry's key anyway. A record that
+/// owns a value may keep it (inside the barrier) so that the batch that ends the value deletes
+/// the entry without reading the value again to hash it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EntryKey([u8; EntryKey::LEN]);
+
+impl EntryKey {
+    pub const LEN: usize = 48;
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
+    /// `None` unless `bytes` is exactly [`Self::LEN`] long.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The entry's storage key, relative to [`LeakIndex::view`].
+    pub fn path(&self) -> String {
+        let mut s = String::with_capacity(6 + 64 + 1 + 32);
+        s.push_str("index/");
+        s.push_str(&hex(&self.0[..32]));
+        s.push('/');
+        s.push_str(&hex(&self.0[32..]));
+        s
+    }
+
+    /// The entry's delete, for the batch that ends its value.
+    pub fn removal(&self) -> BatchOp<'static> {
+        BatchOp::Delete(self.path())
+    }
+}
+
+/// [`Target::Kv`], borrowed: the same JSON, without copying the mount, key and field into a
+/// `Target` for each field of each write.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum KvTarget<'a> {
+    Kv { mount: &'a str, key: &'a str, version: Option<u64>, field: &'a str },
+}
+
+fn target_json<T: Serialize>(target: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(target).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// An [`Entry`] record as [`record::encode`] writes it, from its target's JSON already written
+/// for the location's HMAC (`record::encode` would write it again).
+fn entry_record(target: &[u8], created: u64) -> Zeroizing<Vec<u8>> {
+    use std::io::Write as _;
+    let mut raw = Zeroizing::new(Vec::with_capacity(target.len() + 48));
+    raw.extend_from_slice(b"{\"version\":");
+    // Writing to a Vec cannot fail.
+    let _ = write!(raw, "{}", <Entry as record::Record>::VERSION);
+    raw.extend_from_slice(b",\"target\":");
+    raw.extend_from_slice(target);
+    raw.extend_from_slice(b",\"created\":");
+    let _ = write!(raw, "{created}");
+    raw.push(b'}');
+    raw
 }
 
 /// Only one task of this process makes the keys, so two first uses cannot make two.
@@ -142,6 +213,7 @@ static KEY_INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// One entry to write, in the writer's own batch.
 pub struct LeakOp {
     key: String,
+    entry: EntryKey,
     raw: Zeroizing<Vec<u8>>,
 }
 
@@ -150,6 +222,11 @@ impl LeakOp {
     /// value to keep, so that removing the value removes its entry in the same batch.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// [`Self::key`] in 48 bytes, for a record that keeps many.
+    pub fn entry_key(&self) -> EntryKey {
+        self.entry
     }
 
     /// The put, for [`View::batch_across`] with [`LeakIndex::view`].
@@ -194,15 +271,19 @@ impl LeakIndex {
     }
 
     async fn entry(&self, value: &str, target: Target) -> Result<LeakOp> {
-        let key = self.key_of(value, &target).await?;
-        let raw = record::encode(&Entry { target, created: crate::time::now_unix() })?;
-        Ok(LeakOp { key, raw })
+        self.entry_at(value, &target_json(&target)?).await
+    }
+
+    /// The entry of `value` at the target whose JSON is `target`: the JSON is written once,
+    /// for both the location's HMAC and the record.
+    async fn entry_at(&self, value: &str, target: &[u8]) -> Result<LeakOp> {
+        let entry = self.keys().await?.entry_key(value, target);
+        let raw = entry_record(target, crate::time::now_unix());
+        Ok(LeakOp { key: entry.path(), entry, raw })
     }
 
     async fn key_of(&self, value: &str, target: &Target) -> Result<String> {
-        let keys = self.keys().await?;
-        let hash = hmac::sign(&keys.key, value.as_bytes());
-        Ok(format!("{}{}", folder(&keys.inner_of(hash.as_ref())), keys.location(target)?))
+        Ok(self.keys().await?.entry_key(value, &target_json(target)?).path())
     }
 
     /// The deletes of the entries [`Self::kv`] wrote for the same secret: for a writer that
@@ -213,18 +294,14 @@ impl LeakIndex {
         version: Option<u64>,
         data: &Map<String, Value>,
     ) -> Result<Vec<BatchOp<'static>>> {
+        let keys = self.keys().await?;
         let mut out = Vec::new();
         for (field, v) in data {
             if let Value::String(s) = v
                 && !s.is_empty()
             {
-                let target = Target::Kv {
-                    mount: self.mount.clone(),
-                    key: key.to_owned(),
-                    version,
-                    field: field.clone(),
-                };
-                out.push(BatchOp::Delete(self.key_of(s, &target).await?));
+                let target = KvTarget::Kv { mount: &self.mount, key, version, field };
+                out.push(keys.entry_key(s, &target_json(&target)?).removal());
             }
         }
         Ok(out)
@@ -252,13 +329,8 @@ impl LeakIndex {
             if let Value::String(s) = v
                 && !s.is_empty()
             {
-                let target = Target::Kv {
-                    mount: self.mount.clone(),
-                    key: key.to_owned(),
-                    version,
-                    field: field.clone(),
-                };
-                out.push(self.entry(s, target).await?);
+                let target = KvTarget::Kv { mount: &self.mount, key, version, field };
+                out.push(self.entry_at(s, &target_json(&target)?).await?);
             }
         }
         Ok(out)
@@ -331,5 +403,44 @@ mod tests {
         let t =
             Target::DatabaseDynamic { mount: "m".into(), role: "r".into(), lease_id: "l".into() };
         assert_eq!(serde_json::to_value(&t).expect("json")["kind"], "database_dynamic");
+    }
+
+    #[test]
+    fn a_kv_entry_is_stored_as_the_record_codec_writes_it() {
+        let owned = Target::Kv {
+            mount: "m-uuid".into(),
+            key: "team/app \"x\"".into(),
+            version: Some(7),
+            field: "pass\u{1}word".into(),
+        };
+        let borrowed = KvTarget::Kv {
+            mount: "m-uuid",
+            key: "team/app \"x\"",
+            version: Some(7),
+            field: "pass\u{1}word",
+        };
+        let json = target_json(&borrowed).expect("json");
+        assert_eq!(json, target_json(&owned).expect("json"));
+        let v1 = KvTarget::Kv { mount: "m", key: "k", version: None, field: "f" };
+        let o1 =
+            Target::Kv { mount: "m".into(), key: "k".into(), version: None, field: "f".into() };
+        assert_eq!(target_json(&v1).expect("json"), target_json(&o1).expect("json"));
+        let expected = record::encode(&Entry { target: owned.clone(), created: 1_700_000_123 })
+            .expect("encode");
+        assert_eq!(*entry_record(&json, 1_700_000_123), *expected);
+        let back: Entry = record::decode(&expected).expect("decode");
+        assert_eq!(back.target, owned);
+    }
+
+    #[test]
+    fn an_entry_key_is_its_path_in_48_bytes() {
+        let mut b = [0u8; EntryKey::LEN];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = u8::try_from(i * 5).expect("small");
+        }
+        let k = EntryKey::from_bytes(&b).expect("48 bytes");
+        assert_eq!(k.path(), format!("index/{}/{}", hex(&b[..32]), hex(&b[32..])));
+        assert_eq!(k.path().len(), 6 + 64 + 1 + 32);
+        assert!(EntryKey::from_bytes(&b[..47]).is_none());
     }
 }

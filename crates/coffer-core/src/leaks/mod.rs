@@ -30,7 +30,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use index::{LeakIndex, LeakOp, Target, ops};
+pub use index::{EntryKey, LeakIndex, LeakOp, Target, ops};
 pub use report::{ROTATE_ON_LEAK, ROTATE_PASSWORD_POLICY};
 
 use std::sync::Arc;
