@@ -10,7 +10,7 @@
 //! numbers, never the data.
 //!
 //! Storage (inside the mount's view): `config`, `meta/<path>` (the key's metadata, all its
-//! versions' marks) and `ver/<path>/<n>` (one version's data). The version number is always the
+//! versions' marks: a binary record, see `kv2_meta`) and `ver/<path>/<n>` (one version's data). The version number is always the
 //! last segment, so no two (path, version) pairs share a storage key.
 
 use std::collections::BTreeMap;
@@ -27,6 +27,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+use crate::kv2_meta::{self, KeyMeta, VersionMeta};
+
 /// Vault's default when neither the mount nor the key sets `max_versions`.
 const DEFAULT_MAX_VERSIONS: u64 = 10;
 
@@ -38,30 +40,7 @@ struct Config {
     delete_version_after: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct VersionMeta {
-    created_time: u64,
-    /// Unix seconds; 0 = not deleted. May lie in the future (`delete_version_after`).
-    deletion_time: u64,
-    destroyed: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct KeyMeta {
-    created_time: u64,
-    updated_time: u64,
-    current_version: u64,
-    oldest_version: u64,
-    max_versions: u64,
-    cas_required: bool,
-    delete_version_after: u64,
-    custom_metadata: BTreeMap<String, String>,
-    versions: BTreeMap<u64, VersionMeta>,
-}
-
 coffer_core::record!(Config, "kv v2 config", 1);
-
-coffer_core::record!(KeyMeta, "kv v2 metadata", 1);
 
 /// Stripes of [`KvV2::key_locks`]: enough that 16 to 64 writers to different keys rarely wait
 /// for each other, few enough to cost nothing per mount.
@@ -307,12 +286,12 @@ pub(crate) fn upgraded(
         oldest_version: 1,
         versions: BTreeMap::from([(
             1,
-            VersionMeta { created_time: now, deletion_time: 0, destroyed: false },
+            VersionMeta { created_time: now, deletion_time: 0, destroyed: false, leak_keys: None },
         )]),
         ..KeyMeta::default()
     };
     Ok([
-        (format!("meta/{path}"), record::encode(&meta)?),
+        (format!("meta/{path}"), kv2_meta::encode(&meta)?),
         (format!("ver/{path}/1"), zeroize::Zeroizing::new(data_raw.to_vec())),
     ])
 }
@@ -342,7 +321,7 @@ impl KvV2 {
         gone: &[u64],
         live: &[coffer_core::leaks::LeakOp],
     ) -> Result<()> {
-        let meta_raw = record::encode(meta)?;
+        let meta_raw = kv2_meta::encode(meta)?;
         let mut ops = vec![coffer_core::BatchOp::Put(format!("meta/{path}"), &meta_raw)];
         if let Some((v, data)) = new {
             ops.push(coffer_core::BatchOp::Put(format!("ver/{path}/{v}"), data));
@@ -424,7 +403,10 @@ impl KvV2 {
     }
 
     async fn meta(&self, path: &str) -> Result<Option<KeyMeta>> {
-        record::load(&self.view, &format!("meta/{path}")).await
+        match self.view.get(&format!("meta/{path}")).await? {
+            Some(raw) => kv2_meta::decode(&raw).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn effective_max(cfg: &Config, meta: &KeyMeta) -> u64 {
@@ -554,6 +536,7 @@ impl KvV2 {
             created_time: now,
             deletion_time: if dva > 0 { now + dva } else { 0 },
             destroyed: false,
+            leak_keys: None,
         };
         meta.versions.insert(version, vm.clone());
         meta.current_version = version;
@@ -919,8 +902,12 @@ mod tests {
             serde_json::to_vec(&json!({"b": {"z": 1.5, "a": [1, -2, null]}, "a": "x\u{1}\"é"}))
                 .expect("encodes");
         let mut meta = KeyMeta::default();
-        let mut vm =
-            VersionMeta { created_time: 1_700_000_000, deletion_time: 0, destroyed: false };
+        let mut vm = VersionMeta {
+            created_time: 1_700_000_000,
+            deletion_time: 0,
+            destroyed: false,
+            leak_keys: None,
+        };
         for custom in [false, true] {
             if custom {
                 meta.custom_metadata.insert("owner".into(), "ops \"team\"".into());

@@ -10,6 +10,7 @@ mod kv;
 mod kv2;
 #[cfg(test)]
 mod kv2_leak_tests;
+mod kv2_meta;
 
 use std::sync::Arc;
 
