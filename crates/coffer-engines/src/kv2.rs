@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock};
 
 use coffer_core::Fields;
 use coffer_core::framework::{Default, Field, Framework, Path, Paths, Req, handler, list_response};
-use coffer_core::leaks::LeakIndex;
+use coffer_core::leaks::{EntryKey, LeakIndex, LeakOp};
 use coffer_core::record;
 use coffer_core::time::{now_unix, rfc3339};
 use coffer_core::{Error, Event, LogicalBackend, Response, Result, View};
@@ -296,13 +296,16 @@ pub(crate) fn upgraded(
     ])
 }
 
-/// Drops the oldest versions beyond `max`; returns the dropped version numbers.
-fn prune(meta: &mut KeyMeta, max: u64) -> Vec<u64> {
+/// A version whose data goes (pruned, destroyed, or its key deleted), with its liveness index
+/// entries' keys when they were kept ([`VersionMeta::leak_keys`]).
+type Gone = (u64, Option<Vec<EntryKey>>);
+
+/// Drops the oldest versions beyond `max`; returns the dropped versions.
+fn prune(meta: &mut KeyMeta, max: u64) -> Vec<Gone> {
     let mut pruned = Vec::new();
     while meta.versions.len() as u64 > max {
-        let Some((&oldest, _)) = meta.versions.iter().next() else { break };
-        meta.versions.remove(&oldest);
-        pruned.push(oldest);
+        let Some((oldest, vm)) = meta.versions.pop_first() else { break };
+        pruned.push((oldest, vm.leak_keys));
     }
     if let Some(&o) = meta.versions.keys().next() {
         meta.oldest_version = o;
@@ -318,7 +321,7 @@ impl KvV2 {
         path: &str,
         meta: &KeyMeta,
         new: Option<(u64, &[u8])>,
-        gone: &[u64],
+        gone: &[Gone],
         live: &[coffer_core::leaks::LeakOp],
     ) -> Result<()> {
         let meta_raw = kv2_meta::encode(meta)?;
@@ -326,7 +329,7 @@ impl KvV2 {
         if let Some((v, data)) = new {
             ops.push(coffer_core::BatchOp::Put(format!("ver/{path}/{v}"), data));
         }
-        for v in gone {
+        for (v, _) in gone {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
         match &self.leaks {
@@ -341,15 +344,20 @@ impl KvV2 {
     }
 
     /// The liveness index deletes for the data of `versions` of `path`, which is about to go
-    /// (destroyed, pruned, or the key deleted): one read of each version's data.
+    /// (destroyed, pruned, or the key deleted): the keys kept with each version, or for a
+    /// version written before they were kept, one read of its data to hash it again.
     async fn removals(
         &self,
         l: &LeakIndex,
         path: &str,
-        versions: &[u64],
+        versions: &[Gone],
     ) -> Result<Vec<coffer_core::BatchOp<'static>>> {
         let mut out = Vec::new();
-        for v in versions {
+        for (v, kept) in versions {
+            if let Some(keys) = kept {
+                out.extend(keys.iter().map(EntryKey::removal));
+                continue;
+            }
             // A damaged version's entries cannot be named; they are harmless (every match is
             // confirmed against the store first), and removing it must not need reading it.
             let raw = match self.view.get(&format!("ver/{path}/{v}")).await.map_err(Error::from) {
@@ -402,9 +410,19 @@ impl KvV2 {
         Ok(record::load(&self.view, "config").await?.unwrap_or_default())
     }
 
+    /// The key's metadata, to change and save.
     async fn meta(&self, path: &str) -> Result<Option<KeyMeta>> {
         match self.view.get(&format!("meta/{path}")).await? {
             Some(raw) => kv2_meta::decode(&raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The key's metadata, to answer from only: without the versions' index keys (never
+    /// save it: they would be lost, and found again from the data at the next prune).
+    async fn meta_to_answer(&self, path: &str) -> Result<Option<KeyMeta>> {
+        match self.view.get(&format!("meta/{path}")).await? {
+            Some(raw) => kv2_meta::decode_to_answer(&raw).map(Some),
             None => Ok(None),
         }
     }
@@ -470,7 +488,7 @@ impl KvV2 {
 
     async fn read_data(&self, r: &Req<'_>) -> Result<Response> {
         let path = key_path(r.capture("path"))?;
-        let meta = self.meta(path).await?.ok_or(Error::NotFound)?;
+        let meta = self.meta_to_answer(path).await?.ok_or(Error::NotFound)?;
         let version = match r.u64("version")? {
             Some(0) | None => meta.current_version,
             Some(v) => v,
@@ -532,28 +550,33 @@ impl KvV2 {
         let now = now_unix();
         let version = meta.current_version + 1;
         let dva = delete_after(cfg.delete_version_after, meta.delete_version_after);
-        let vm = VersionMeta {
-            created_time: now,
-            deletion_time: if dva > 0 { now + dva } else { 0 },
-            destroyed: false,
-            leak_keys: None,
-        };
-        meta.versions.insert(version, vm.clone());
-        meta.current_version = version;
-        meta.updated_time = now;
-        let max = Self::effective_max(&cfg, &meta);
-        let pruned = prune(&mut meta, max);
         let live = match &self.leaks {
             Some(l) => l.kv(path, Some(version), &secret).await?,
             None => Vec::new(),
         };
+        let vm = VersionMeta {
+            created_time: now,
+            deletion_time: if dva > 0 { now + dva } else { 0 },
+            destroyed: false,
+            // Kept with the version so that pruning or destroying it needs no read of its
+            // data (see `VersionMeta::leak_keys` for why they may be kept).
+            leak_keys: self.leaks.as_ref().map(|_| live.iter().map(LeakOp::entry_key).collect()),
+        };
+        // The answer, before the version goes into the metadata (the write does not change
+        // the key's custom metadata it shows).
+        let answer = vm.json(version, &meta);
+        meta.versions.insert(version, vm);
+        meta.current_version = version;
+        meta.updated_time = now;
+        let max = Self::effective_max(&cfg, &meta);
+        let pruned = prune(&mut meta, max);
         let data_raw = serde_json::to_vec(&Value::Object(secret))
             .map(zeroize::Zeroizing::new)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.save(path, &meta, Some((version, &data_raw)), &pruned, &live).await?;
         let event =
             versions_event(operation, "data", path, &meta).data_path(format!("data/{path}"));
-        Ok(Response::data(match vm.json(version, &meta) {
+        Ok(Response::data(match answer {
             Value::Object(m) => m,
             _ => Map::new(),
         })
@@ -634,7 +657,12 @@ impl KvV2 {
                 }
                 Mark::Destroy => {
                     vm.destroyed = true;
-                    destroy.push(*v);
+                    // Its entries go with its data; a second destroy has none left to delete.
+                    let kept = match self.leaks {
+                        Some(_) => vm.leak_keys.replace(Vec::new()),
+                        None => None,
+                    };
+                    destroy.push((*v, kept));
                 }
             }
         }
@@ -645,7 +673,9 @@ impl KvV2 {
 
     async fn delete_latest(&self, r: &Req<'_>) -> Result<Response> {
         let path = r.capture("path");
-        let Some(meta) = self.meta(key_path(path)?).await? else { return Ok(Response::empty()) };
+        let Some(meta) = self.meta_to_answer(key_path(path)?).await? else {
+            return Ok(Response::empty());
+        };
         Ok(match self.mark(path, &[meta.current_version], Mark::Delete).await? {
             Some(meta) => {
                 Response::empty().with_event(versions_event("data-delete", "data", path, &meta))
@@ -695,7 +725,8 @@ impl KvV2 {
     }
 
     async fn read_metadata(&self, r: &Req<'_>) -> Result<Response> {
-        let meta = self.meta(key_path(r.capture("path"))?).await?.ok_or(Error::NotFound)?;
+        let meta =
+            self.meta_to_answer(key_path(r.capture("path"))?).await?.ok_or(Error::NotFound)?;
         let versions: Map<String, Value> = meta
             .versions
             .iter()
@@ -771,24 +802,33 @@ impl KvV2 {
     async fn delete_metadata(&self, r: &Req<'_>) -> Result<Response> {
         let path = key_path(r.capture("path"))?;
         let _g = self.lock_key(path).await;
-        let versions: Vec<String> = match self.meta(path).await {
-            Ok(Some(meta)) => meta.versions.keys().map(u64::to_string).collect(),
+        let versions: Vec<(String, Option<Vec<EntryKey>>)> = match self.meta(path).await {
+            Ok(Some(meta)) => {
+                meta.versions.into_iter().map(|(n, vm)| (n.to_string(), vm.leak_keys)).collect()
+            }
             Ok(None) => return Ok(Response::empty()),
             // Unreadable metadata: its versions are found in storage instead, so that deleting
             // the key repairs it rather than leaving it stuck.
             Err(Error::Damaged(_)) => {
                 let under = self.view.list(&format!("ver/{path}/")).await?;
-                under.into_iter().filter(|v| v.bytes().all(|b| b.is_ascii_digit())).collect()
+                under
+                    .into_iter()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                    .map(|v| (v, None))
+                    .collect()
             }
             Err(e) => return Err(e),
         };
         let mut ops = vec![coffer_core::BatchOp::Delete(format!("meta/{path}"))];
-        for v in &versions {
+        for (v, _) in &versions {
             ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
         }
         match &self.leaks {
             Some(l) => {
-                let numbers: Vec<u64> = versions.iter().filter_map(|v| v.parse().ok()).collect();
+                let numbers: Vec<Gone> = versions
+                    .into_iter()
+                    .filter_map(|(v, kept)| Some((v.parse().ok()?, kept)))
+                    .collect();
                 let leak = self.removals(l, path, &numbers).await?;
                 View::batch_across(vec![(&self.view, ops), (l.view(), leak)]).await?
             }

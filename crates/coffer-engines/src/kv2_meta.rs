@@ -129,10 +129,20 @@ fn len32(n: usize) -> Result<u32> {
 
 /// The record from its stored bytes, in either form.
 pub(crate) fn decode(raw: &[u8]) -> Result<KeyMeta> {
+    decode_with(raw, true)
+}
+
+/// [`decode`] without the versions' liveness index keys (all `None`), for a reader that
+/// answers from the record and never writes it back: no allocation per version for them.
+pub(crate) fn decode_to_answer(raw: &[u8]) -> Result<KeyMeta> {
+    decode_with(raw, false)
+}
+
+fn decode_with(raw: &[u8], leak_keys: bool) -> Result<KeyMeta> {
     match raw.first() {
         Some(&BINARY) => {
             let mut r = Reader { raw, at: 1 };
-            binary(&mut r).ok_or_else(|| {
+            binary(&mut r, leak_keys).ok_or_else(|| {
                 Error::Internal(format!(
                     "stored kv v2 metadata does not decode (binary record, at byte {} of {})",
                     r.at,
@@ -149,7 +159,7 @@ pub(crate) fn decode(raw: &[u8]) -> Result<KeyMeta> {
     }
 }
 
-fn binary(r: &mut Reader<'_>) -> Option<KeyMeta> {
+fn binary(r: &mut Reader<'_>, with_leak_keys: bool) -> Option<KeyMeta> {
     let mut meta = KeyMeta {
         created_time: r.u64()?,
         updated_time: r.u64()?,
@@ -185,7 +195,11 @@ fn binary(r: &mut Reader<'_>) -> Option<KeyMeta> {
         if flags & !(DESTROYED | LEAK_KEYS) != 0 {
             return None;
         }
-        let leak_keys = if flags & LEAK_KEYS != 0 {
+        let leak_keys = if flags & LEAK_KEYS != 0 && !with_leak_keys {
+            let count = r.u16()?;
+            r.take(usize::from(count) * EntryKey::LEN)?;
+            None
+        } else if flags & LEAK_KEYS != 0 {
             let count = r.u16()?;
             let mut keys = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
@@ -300,6 +314,11 @@ mod tests {
         let raw = encode(&meta).expect("encode");
         assert_eq!(raw[0], BINARY);
         assert_eq!(decode(&raw).expect("decode"), meta);
+        let mut without = meta.clone();
+        for v in without.versions.values_mut() {
+            v.leak_keys = None;
+        }
+        assert_eq!(decode_to_answer(&raw).expect("decode"), without);
         let empty = KeyMeta::default();
         assert_eq!(decode(&encode(&empty).expect("encode")).expect("decode"), empty);
     }
