@@ -527,7 +527,7 @@ impl KvV2 {
     async fn write_version(
         &self,
         path: &str,
-        secret: Map<String, Value>,
+        secret: &Map<String, Value>,
         cas: Option<u64>,
         operation: &str,
     ) -> Result<Response> {
@@ -551,7 +551,7 @@ impl KvV2 {
         let version = meta.current_version + 1;
         let dva = delete_after(cfg.delete_version_after, meta.delete_version_after);
         let live = match &self.leaks {
-            Some(l) => l.kv(path, Some(version), &secret).await?,
+            Some(l) => l.kv(path, Some(version), secret).await?,
             None => Vec::new(),
         };
         let vm = VersionMeta {
@@ -563,29 +563,28 @@ impl KvV2 {
             leak_keys: self.leaks.as_ref().map(|_| live.iter().map(LeakOp::entry_key).collect()),
         };
         // The answer, before the version goes into the metadata (the write does not change
-        // the key's custom metadata it shows).
-        let answer = vm.json(version, &meta);
+        // the key's custom metadata it shows); written at once, as `VersionMeta::json` would
+        // be, without a tree.
+        let answer = serde_json::value::to_raw_value(&VersionJson::new(&vm, version, &meta))
+            .map_err(|e| Error::Internal(format!("a kv v2 answer does not encode: {e}")))?;
         meta.versions.insert(version, vm);
         meta.current_version = version;
         meta.updated_time = now;
         let max = Self::effective_max(&cfg, &meta);
         let pruned = prune(&mut meta, max);
-        let data_raw = serde_json::to_vec(&Value::Object(secret))
+        // A map writes as the object holding it would: the same bytes as before.
+        let data_raw = serde_json::to_vec(secret)
             .map(zeroize::Zeroizing::new)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.save(path, &meta, Some((version, &data_raw)), &pruned, &live).await?;
         let event =
             versions_event(operation, "data", path, &meta).data_path(format!("data/{path}"));
-        Ok(Response::data(match answer {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        })
-        .with_event(event))
+        Ok(Response::data_json(answer).with_event(event))
     }
 
     async fn write_data(&self, r: &Req<'_>) -> Result<Response> {
         // The framework refused a `data` or `options` that is not an object.
-        let secret = r.object("data").cloned().ok_or_else(|| Error::invalid("no data provided"))?;
+        let secret = r.object("data").ok_or_else(|| Error::invalid("no data provided"))?;
         let cas = match r.object("options") {
             Some(o) => Fields::new(o).u64("cas")?,
             None => None,
@@ -623,7 +622,7 @@ impl KvV2 {
             _ => Map::new(),
         };
         // A patch is always against the version it read: the implicit cas makes it safe.
-        self.write_version(path, merged, Some(cas.unwrap_or(meta.current_version)), "data-patch")
+        self.write_version(path, &merged, Some(cas.unwrap_or(meta.current_version)), "data-patch")
             .await
     }
 
