@@ -260,8 +260,9 @@ static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 #[derive(Default)]
 struct TokenCache {
     /// Shared, so that authenticating a request does not copy the entry (its strings and
-    /// policy list) out of the cache.
-    map: std::collections::HashMap<String, Arc<TokenEntry>>,
+    /// policy list) out of the cache. Keyed by ids, which are salted HMACs: uniformly random,
+    /// so a fast hasher is as good as a keyed one here.
+    map: crate::fast_map::FastMap<String, Arc<TokenEntry>>,
     /// Moves on with every change, see [`TokenStore::forget`].
     epoch: u64,
 }
