@@ -71,8 +71,11 @@ pub(crate) async fn authenticate(active: &Active, req: &Request) -> Result<Arc<T
     if token.expose().is_empty() {
         return Err(Error::PermissionDenied);
     }
-    let entry =
-        active.tokens.lookup_shared(token.expose()).await?.ok_or(Error::PermissionDenied)?;
+    let entry = active
+        .tokens
+        .lookup_presented(token.expose(), req.token_memo.as_deref())
+        .await?
+        .ok_or(Error::PermissionDenied)?;
     // A token bound to addresses is no use from anywhere else (as in Vault: 403).
     if !crate::cidr::Cidr::any_contains(&entry.bound_cidrs, req.remote_addr) {
         return Err(Error::PermissionDenied);

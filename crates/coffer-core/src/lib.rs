@@ -33,6 +33,7 @@ mod core;
 pub mod detect;
 mod due;
 pub mod events;
+mod fast_map;
 
 pub mod glob;
 pub mod ha;

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use coffer_barrier::View;
 use serde::{Deserialize, Serialize};
 
+use crate::fast_map::FastMap;
 use crate::logical::{Error, Result};
 use crate::policy::{Acl, DEFAULT_POLICY as DEFAULT_POLICY_HCL, Policy};
 use crate::record;
@@ -31,7 +32,8 @@ pub(crate) struct PolicyStore {
     policies: RwLock<HashMap<String, Arc<Policy>>>,
     /// Stored policies that could not be read at unseal, until written or deleted.
     damaged: RwLock<HashSet<String>>,
-    acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// By policy names, which only those who may write policies or create tokens choose.
+    acls: RwLock<FastMap<Vec<String>, Arc<Acl>>>,
     /// Policies with identity templates in their paths: their ACL depends on the token's entity,
     /// so it is compiled per request instead of cached by policy set.
     templated: RwLock<HashSet<String>>,
@@ -80,7 +82,7 @@ impl PolicyStore {
             view,
             policies: RwLock::new(HashMap::new()),
             damaged: RwLock::new(HashSet::new()),
-            acls: RwLock::new(HashMap::new()),
+            acls: RwLock::new(FastMap::default()),
             templated: RwLock::new(HashSet::new()),
             templated_acls: RwLock::new(HashMap::new()),
             unbound_acls: RwLock::new(HashMap::new()),

@@ -249,13 +249,20 @@ pub struct TokenStore {
     /// A standby's read replica: lookups only; an expired token is reported as none instead
     /// of being revoked (the active node revokes it).
     read_only: std::sync::atomic::AtomicBool,
+    /// This store among those loaded in this process: a connection's [`TokenMemo`] reuses an
+    /// id only for the store that computed it.
+    instance: u64,
 }
+
+/// Numbers each loaded [`TokenStore`] (see its `instance`).
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Default)]
 struct TokenCache {
     /// Shared, so that authenticating a request does not copy the entry (its strings and
-    /// policy list) out of the cache.
-    map: std::collections::HashMap<String, Arc<TokenEntry>>,
+    /// policy list) out of the cache. Keyed by ids, which are salted HMACs: uniformly random,
+    /// so a fast hasher is as good as a keyed one here.
+    map: crate::fast_map::FastMap<String, Arc<TokenEntry>>,
     /// Moves on with every change, see [`TokenStore::forget`].
     epoch: u64,
 }
@@ -330,6 +337,7 @@ impl TokenStore {
             cache: std::sync::RwLock::new(TokenCache::default()),
             leaks,
             read_only: std::sync::atomic::AtomicBool::new(false),
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         store.migrate_index().await?;
         Ok(store)
@@ -627,6 +635,23 @@ impl TokenStore {
     pub(crate) async fn lookup_shared(&self, token: &str) -> Result<Option<Arc<TokenEntry>>> {
         let id = self.hash(token);
         self.lookup_id_shared(&id).await
+    }
+
+    /// [`Self::lookup_shared`] for the token a client presented on a connection with `memo`:
+    /// the salted hash is taken from the memo when the connection presented the same token
+    /// last (see [`TokenMemo`]); the entry is looked up and checked as always.
+    pub(crate) async fn lookup_presented(
+        &self,
+        token: &str,
+        memo: Option<&TokenMemo>,
+    ) -> Result<Option<Arc<TokenEntry>>> {
+        match memo {
+            Some(m) => {
+                let id = m.id_of(self.instance, token, |t| self.hash(t));
+                self.lookup_id_shared(&id).await
+            }
+            None => self.lookup_shared(token).await,
+        }
     }
 
     pub async fn lookup_id(&self, id: &str) -> Result<Option<TokenEntry>> {
@@ -950,8 +975,10 @@ impl TokenStore {
     }
 }
 
+mod memo;
 mod roles;
 
+pub use memo::TokenMemo;
 pub(crate) use roles::TokenRole;
 
 #[cfg(test)]

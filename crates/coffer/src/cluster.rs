@@ -586,6 +586,8 @@ pub(crate) async fn serve(
                 unauthenticated_metrics: false,
                 // The forwarding standby's listener decides (`apply_forwarded`).
                 unauthed: coffer_core::UnauthedEndpoints::default(),
+                // A standby forwards many clients' requests on one connection.
+                token_memo: None,
             };
             let lifeline = base.lifeline.clone();
             let svc = app.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
@@ -631,6 +633,7 @@ mod tests {
             lifeline: crate::http::Lifeline::new(rx, alive),
             unauthenticated_metrics: false,
             unauthed: coffer_core::UnauthedEndpoints::default(),
+            token_memo: None,
         }
     }
 

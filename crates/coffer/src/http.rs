@@ -56,6 +56,11 @@ pub(crate) struct ConnInfo {
     /// The unseal-share endpoints the listener serves without a token (on the cluster
     /// listener: those the forwarding standby's listener serves).
     pub unauthed: coffer_core::UnauthedEndpoints,
+    /// The last token presented on this connection and its salted hash, so that a client
+    /// presenting the same token on each request pays the hash once
+    /// (`coffer_core::token::TokenMemo`, which says what holding the token changes). `None` on
+    /// the cluster listener, whose connections carry many clients' tokens.
+    pub token_memo: Option<Arc<coffer_core::token::TokenMemo>>,
 }
 
 /// The listener's stop signal, and a token of being alive that the listener waits for when it
@@ -383,6 +388,7 @@ async fn handle(
         req.remote_addr = Some(c.remote_addr.ip());
         req.client_cert_chain = c.client_cert_chain;
         req.unauthed = c.unauthed;
+        req.token_memo = c.token_memo;
     }
     // Rate limit quotas, as in Vault's handler: before the request runs, refused with 429.
     let limited = core.rate_limit(&req);

@@ -549,6 +549,7 @@ async fn serve(
                         lifeline,
                         unauthenticated_metrics,
                         unauthed,
+                        token_memo: Some(Arc::default()),
                     };
                     serve_conn(TokioIo::new(tls), info, app, &builder).await;
                 }
@@ -559,6 +560,7 @@ async fn serve(
                         lifeline,
                         unauthenticated_metrics,
                         unauthed,
+                        token_memo: Some(Arc::default()),
                     };
                     serve_conn(TokioIo::new(stream), info, app, &builder).await;
                 }

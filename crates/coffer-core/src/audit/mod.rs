@@ -18,7 +18,7 @@ mod device;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use aws_lc_rs::hmac;
@@ -343,6 +343,11 @@ fn last_entry(path: &std::path::Path) -> Option<(u64, String)> {
 /// All enabled devices. Loaded at unseal; changed through `sys/audit`.
 pub(crate) struct Broker {
     devices: RwLock<Vec<Arc<Device>>>,
+    /// How many `devices` holds, stored while its write lock is held: a request without a
+    /// device to write to learns so without taking the lock (twice per request). A request
+    /// that reads it just before a device is enabled goes unaudited, exactly as one that took
+    /// the lock just before would.
+    enabled: AtomicUsize,
     /// A chaos `audit_blocked` fault: every write fails, except for `sys/chaos/*` requests and
     /// the faults' own entries (so a fault can be removed, and its end recorded).
     blocked: Arc<AtomicBool>,
@@ -444,11 +449,16 @@ impl Broker {
         blocked: Arc<AtomicBool>,
         detect: Arc<crate::detect::Detector>,
     ) -> Result<Broker> {
-        let broker =
-            Broker { devices: RwLock::new(Vec::new()), blocked, detect, locks: Default::default() };
+        let broker = Broker {
+            devices: RwLock::new(Vec::new()),
+            enabled: AtomicUsize::new(0),
+            blocked,
+            detect,
+            locks: Default::default(),
+        };
         for cfg in load_table(barrier).await? {
             broker.hold_lock(&cfg);
-            broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
+            broker.add(Arc::new(Device::load(cfg)?)).await;
         }
         Ok(broker)
     }
@@ -467,8 +477,13 @@ impl Broker {
             Some(p) => std::mem::take(&mut *p.locks.lock().map_err(|_| poisoned())?),
             None => Vec::new(),
         };
-        let broker =
-            Broker { devices: RwLock::new(Vec::new()), blocked, detect, locks: Default::default() };
+        let broker = Broker {
+            devices: RwLock::new(Vec::new()),
+            enabled: AtomicUsize::new(0),
+            blocked,
+            detect,
+            locks: Default::default(),
+        };
         for cfg in load_table(barrier).await? {
             if let Some(path) = file_of(&cfg) {
                 let kept = held.iter().position(|(p, _)| p == path).map(|i| held.swap_remove(i).1);
@@ -494,7 +509,7 @@ impl Broker {
                     }
                 }
             }
-            broker.devices.write().await.push(Arc::new(Device::load(cfg)?));
+            broker.add(Arc::new(Device::load(cfg)?)).await;
         }
         Ok(broker)
     }
@@ -610,7 +625,13 @@ impl Broker {
 
     /// Whether any device is enabled: without one there is nothing to build entries for.
     async fn active(&self) -> bool {
-        !self.devices.read().await.is_empty()
+        self.enabled.load(Ordering::SeqCst) > 0
+    }
+
+    async fn add(&self, device: Arc<Device>) {
+        let mut devices = self.devices.write().await;
+        devices.push(device);
+        self.enabled.store(devices.len(), Ordering::SeqCst);
     }
 
     pub(crate) async fn log_request(&self, r: &Record<'_>, error: &str) -> Result<()> {
@@ -755,7 +776,7 @@ impl Broker {
         if let Some(c) = table.last() {
             self.hold_lock(c);
         }
-        self.devices.write().await.push(Arc::new(device));
+        self.add(Arc::new(device)).await;
         Ok(())
     }
 
@@ -764,7 +785,9 @@ impl Broker {
         let mut table = load_table(barrier).await?;
         table.retain(|d| d.path != path);
         save_table(barrier, &table).await?;
-        self.devices.write().await.retain(|d| d.config.path != path);
+        let mut devices = self.devices.write().await;
+        devices.retain(|d| d.config.path != path);
+        self.enabled.store(devices.len(), Ordering::SeqCst);
         Ok(())
     }
 }

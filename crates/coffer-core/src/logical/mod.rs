@@ -70,6 +70,9 @@ pub struct Request {
     /// Which of the endpoints that take unseal key shares instead of a token the listener the
     /// request came in on serves; the others answer as OpenBao's do then (405).
     pub unauthed: UnauthedEndpoints,
+    /// The connection's memo of the last token presented on it (see
+    /// [`crate::token::TokenMemo`]); `None` outside a client's connection.
+    pub token_memo: Option<std::sync::Arc<crate::token::TokenMemo>>,
 }
 
 /// OpenBao's listener options `disable_unauthed_generate_root_endpoints` and
@@ -103,6 +106,7 @@ impl Request {
             wrap_ttl: None,
             seal_to: None,
             unauthed: UnauthedEndpoints::default(),
+            token_memo: None,
         }
     }
 

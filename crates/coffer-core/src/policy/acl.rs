@@ -5,11 +5,12 @@
 //! only its capabilities count: rules are never united across different patterns.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use super::{Capabilities, PathRule, Policy, PolicyError};
+use crate::fast_map::FastMap;
 
 #[derive(Debug, Clone)]
 struct Compiled {
@@ -24,7 +25,8 @@ struct Compiled {
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     root: bool,
-    exact: HashMap<String, PathRule>,
+    /// Keyed by the patterns an operator wrote; looked up with every request's path.
+    exact: FastMap<String, PathRule>,
     wild: Vec<Compiled>,
 }
 

@@ -300,10 +300,15 @@ impl<B: Sync> Paths<B> {
         let handler = path.handler(req.operation).ok_or(Error::UnsupportedOperation)?;
         // A field named like a capture documents it: its value comes from the path.
         let captured = |f: &Field| pattern::capture_names(path.pattern).any(|c| c == f.name);
-        for f in path.all_fields().filter(|f| !captured(f)) {
-            f.check(req.data)?;
-            if f.required && is_write(req.operation) && f.missing(req.data) {
-                return Err(Error::invalid(format!("missing required parameter {:?}", f.name)));
+        // Without data, no field has a value to check and only a write can lack one: a read
+        // without a query string (most of them) skips the walk over the declared fields.
+        if !req.data.is_empty() || is_write(req.operation) {
+            for f in path.all_fields().filter(|f| !captured(f)) {
+                f.check(req.data)?;
+                if f.required && is_write(req.operation) && f.missing(req.data) {
+                    let name = f.name;
+                    return Err(Error::invalid(format!("missing required parameter {name:?}")));
+                }
             }
         }
         let r = Req { req, captures, path };
@@ -424,6 +429,11 @@ impl<'r> Req<'r> {
     }
 
     pub fn u64(&self, k: &str) -> Result<Option<u64>> {
+        // A JSON number (sent, or an integer field's default) reads as itself, which is what
+        // the getter answers for one: without the one-field map `with` builds for it.
+        if let Some(n) = self.value(k).and_then(|v| v.as_u64()) {
+            return Ok(Some(n));
+        }
         self.with(k, |f| f.u64(k))
     }
 
