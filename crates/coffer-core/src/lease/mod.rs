@@ -195,7 +195,8 @@ pub(crate) struct Expiration {
     foreground_seen: AtomicU64,
     /// How much of the time expiry may work while requests are served.
     pacer: std::sync::Mutex<pace::Pacer>,
-    /// The server's runtime, where engines are called (see [`Self::engine_revoke`]).
+    /// The server's runtime, where engines are called and secret leases expire (see
+    /// [`Self::engine_revoke`] and [`Self::expire_placed`]).
     server: Option<tokio::runtime::Handle>,
 }
 
@@ -966,8 +967,8 @@ impl Expiration {
         match (&self.server, &d) {
             (Some(rt), Due::Lease(_)) => {
                 let me = Arc::clone(&self);
-                // A panic is reported by the runtime; the entry stays in storage for a later
-                // pass over its bucket or the next unseal.
+                // A panic is reported by the runtime, as it was when the task ran here; the
+                // index entry stays in storage and is read again at the next unseal.
                 let _ = rt.spawn(async move { me.expire_logged(at, d).await }).await;
             }
             _ => self.expire_logged(at, d).await,
