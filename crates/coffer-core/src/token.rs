@@ -454,14 +454,18 @@ impl TokenStore {
             None => Ok(None),
             Some(raw) => {
                 let e: Arc<TokenEntry> = Arc::new(record::decode(&raw)?);
+                let mut retired = None;
                 if let Ok(mut c) = self.cache.write()
                     && c.epoch == seen
                 {
                     if c.map.len() >= CACHE_LIMIT {
-                        c.map.clear();
+                        retired = Some(std::mem::take(&mut c.map));
                     }
                     c.map.insert(e.id.clone(), e.clone());
                 }
+                // Freed outside the lock, which every request takes (see the lease module on
+                // expiry's low-priority thread).
+                drop(retired);
                 Ok(Some(e))
             }
         }

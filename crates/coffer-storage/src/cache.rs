@@ -116,12 +116,18 @@ impl Backend for CachedBackend {
         };
         let v = self.inner.get(key).await?;
         let mut g = self.lock()?;
+        let mut retired = None;
         if g.may_fill(key, seen) {
             if g.young.len() >= self.capacity {
-                g.old = std::mem::take(&mut g.young);
+                let young = std::mem::take(&mut g.young);
+                retired = Some(std::mem::replace(&mut g.old, young));
             }
             g.young.insert(key.to_owned(), v.clone());
         }
+        drop(g);
+        // Freed outside the lock: thousands of entries, and every read waits for the lock (a
+        // thread of low priority, expiry's, would make them wait long if preempted here).
+        drop(retired);
         Ok(v)
     }
 

@@ -70,6 +70,11 @@ pub struct SqliteBackend {
     /// The queue to the committer thread; it ends when the backend is dropped.
     writer: Mutex<mpsc::Sender<Job>>,
     reader: Arc<Mutex<Connection>>,
+    /// The blocking pool reads run on: the runtime's the backend was opened in (the server's),
+    /// whichever runtime asks. A read holds the read connection's lock, and a thread of a
+    /// lower priority (expiry's, whose blocking threads inherit it) preempted while holding
+    /// it would make every request that reads storage wait for it.
+    runtime: Option<tokio::runtime::Handle>,
     /// Commits made, so a test can prove concurrent writes shared them.
     #[cfg(test)]
     commits: Arc<std::sync::atomic::AtomicUsize>,
@@ -147,6 +152,7 @@ impl SqliteBackend {
         let me = Self {
             writer: Mutex::new(tx),
             reader: Arc::new(Mutex::new(reader)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             #[cfg(test)]
             commits: Arc::clone(&committer.commits),
             #[cfg(test)]
@@ -178,19 +184,22 @@ impl SqliteBackend {
         })?
     }
 
-    async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T>
+    async fn with<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(conn);
-        tokio::task::spawn_blocking(move || {
+        let conn = Arc::clone(&self.reader);
+        let read = move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| Error::Backend("sqlite connection lock poisoned".into()))?;
             f(&mut guard)
-        })
-        .await
+        };
+        match &self.runtime {
+            Some(rt) => rt.spawn_blocking(read).await,
+            None => tokio::task::spawn_blocking(read).await,
+        }
         .map_err(|e| Error::Backend(format!("sqlite task failed: {e}")))?
     }
 }
@@ -322,7 +331,7 @@ impl Backend for SqliteBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         validate_key(key)?;
         let key = key.to_owned();
-        Self::with(&self.reader, move |c| {
+        self.with(move |c| {
             let mut st = c.prepare_cached("SELECT value FROM coffer_kv WHERE key = ?1")?;
             Ok(st.query_row(params![key], |r| r.get(0)).optional()?)
         })
@@ -344,7 +353,7 @@ impl Backend for SqliteBackend {
         let mut scan = SkipScan::new(prefix);
         #[cfg(test)]
         let reads = Arc::clone(&self.list_reads);
-        Self::with(&self.reader, move |c| {
+        self.with(move |c| {
             while let Some(read) = scan.next_read() {
                 #[cfg(test)]
                 reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -372,7 +381,7 @@ impl Backend for SqliteBackend {
         let (prefix, from) = (prefix.to_owned(), format!("{prefix}{}", after.unwrap_or("")));
         let (end, after) = (prefix_end(&prefix), after.is_some());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Self::with(&self.reader, move |c| {
+        self.with(move |c| {
             // `>` after a key, `>=` from the folder's start (which is not itself a key).
             let op = if after { ">" } else { ">=" };
             let keys: Vec<String> = match &end {

@@ -24,6 +24,23 @@
 //! from how much slower requests start while it runs than during the rests. A burst therefore
 //! drains more slowly under load (tokens are refused at their expiry regardless). A streamed
 //! bucket is read again, while its minute runs, only once something in it can be due.
+//!
+//! Expiry runs on a thread of its own (`coffer-expiry`, its own single-threaded runtime) at the
+//! lowest CPU priority, nice 19: requests never queue behind a unit of expiry work on a
+//! runtime worker, and while they keep the cores busy the kernel gives expiry only what is
+//! left (at nice 19 still about 1.5% of a core against each busy thread, so it always moves
+//! on; a burst drains at full speed once the cores are free). What expiry hands to others
+//! runs at their priority: a secret lease's whole expiry runs on the server's runtime (it
+//! keeps its precedence: its credential works until revoked), every engine call too (where an
+//! engine's connections must live), storage reads on the server's blocking pool (they hold
+//! the SQLite read connection's lock), writes on the commit thread. Priority inversion: a
+//! thread of low priority preempted while holding a lock the requests need makes them wait
+//! until it runs again. The locks expiry's own thread takes that requests also take are held
+//! only for a few map operations: the storage read cache's (a lookup, a fill, an
+//! invalidation; a retired cache generation is freed outside it), this manager's queue (a
+//! request writing an expiry offers it; a pass takes at most [`PASS`] entries under it), the
+//! token cache's (an invalidation) and the commit queue's (one send). The per-lease locks
+//! are async: a renewal of a lease being revoked waits for that revocation, not a worker.
 //! Not here: what revoking means for a secret (the engine's `revoke_lease`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,8 +60,12 @@ use crate::record;
 use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
 
+/// The name of expiry's own thread (and of its runtime's blocking threads).
+const EXPIRY_THREAD: &str = "coffer-expiry";
 /// Revocations the background expiry runs at once while no request is being served.
 const EXPIRY_CONCURRENCY: usize = 4;
+/// Due entries taken from memory in one pass.
+const PASS: usize = 1000;
 /// Index entries read in one unit of paced work while paging through a streamed bucket.
 const READ_UNIT: usize = 50;
 /// Entries or ids read from storage at once when paging through a bucket or a prefix.
@@ -174,6 +195,9 @@ pub(crate) struct Expiration {
     foreground_seen: AtomicU64,
     /// How much of the time expiry may work while requests are served.
     pacer: std::sync::Mutex<pace::Pacer>,
+    /// The server's runtime, where engines are called and secret leases expire (see
+    /// [`Self::engine_revoke`] and [`Self::expire_placed`]).
+    server: Option<tokio::runtime::Handle>,
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LeaseEntry> {
@@ -235,6 +259,7 @@ impl Expiration {
             foreground,
             foreground_seen: AtomicU64::new(0),
             pacer: std::sync::Mutex::new(pace::Pacer::default()),
+            server: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -272,9 +297,29 @@ impl Expiration {
         Ok(me)
     }
 
-    /// Starts the expiry task; it ends when the manager is dropped (at seal).
+    /// Starts the expiry task on its own thread, at the lowest CPU priority (see the module
+    /// header); it ends when the manager is dropped (at seal). Without a thread (the system
+    /// refused one) it runs on the server's runtime, as one of its tasks.
     pub(crate) fn start(self: &Arc<Self>) {
-        tokio::spawn(run(Arc::downgrade(self)));
+        let weak = Arc::downgrade(self);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(EXPIRY_THREAD)
+            .build();
+        let spawned = match rt {
+            Ok(rt) => std::thread::Builder::new()
+                .name(EXPIRY_THREAD.into())
+                .spawn(move || {
+                    lower_priority();
+                    rt.block_on(run(weak));
+                })
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "expiry cannot have its own thread; it runs with the requests");
+            tokio::spawn(run(Arc::downgrade(self)));
+        }
     }
 
     /// Reads bucket `bucket` into memory, or marks it streamed when it holds more than the
@@ -656,13 +701,7 @@ impl Expiration {
         force: bool,
     ) -> Result<std::result::Result<(), Error>> {
         let result = match self.route_of(&e.mount_uuid) {
-            Some(route) => {
-                let req = e.request(&route, e.expire_time);
-                match tokio::time::timeout(ENGINE_TIMEOUT, route.backend.revoke_lease(&req)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::Internal("the engine did not answer in 30 s".into())),
-                }
-            }
+            Some(route) => self.engine_revoke(route, &e).await,
             None => Err(Error::Internal(format!(
                 "the mount {:?} that issued this lease is gone",
                 e.mount_path
@@ -705,6 +744,28 @@ impl Expiration {
         let failed = (format!("failed/{name}"), e.lease_id.clone().into_bytes());
         self.move_due(&e, old_due, &[failed]).await?;
         Ok(Err(err))
+    }
+
+    /// The engine's revocation of `e`, on the server's runtime: what an engine opens there (a
+    /// database's connection pool, whose connections are driven by tasks of the runtime that
+    /// made them) must not belong to expiry's own runtime, which runs at the lowest priority and
+    /// ends at seal.
+    async fn engine_revoke(&self, route: Arc<Route>, e: &LeaseEntry) -> Result<()> {
+        let e = e.clone();
+        let call = async move {
+            let req = e.request(&route, e.expire_time);
+            match tokio::time::timeout(ENGINE_TIMEOUT, route.backend.revoke_lease(&req)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Internal("the engine did not answer in 30 s".into())),
+            }
+        };
+        match &self.server {
+            Some(rt) => rt
+                .spawn(call)
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("engine revocation task: {e}")))),
+            None => call.await,
+        }
     }
 
     /// `sys/leases/revoke-prefix` and `revoke-force`: every lease (and, under `auth/`, every
@@ -854,7 +915,6 @@ impl Expiration {
                 return Err(e);
             }
         }
-        const PASS: usize = 1000;
         let due = self
             .queue
             .lock()
@@ -888,16 +948,31 @@ impl Expiration {
                 // database user): it keeps the highest share whatever it costs requests. A
                 // token late costs nothing, since it is refused from its expiry on.
                 let urgent = matches!(d, Due::Lease(_));
-                self.paced(self.expire_logged(at, d), urgent).await;
+                self.paced(Arc::clone(self).expire_placed(at, d), urgent).await;
                 continue;
             }
             while running.len() >= EXPIRY_CONCURRENCY {
                 running.join_next().await;
             }
             let me = Arc::clone(self);
-            running.spawn(async move { me.expire_logged(at, d).await });
+            running.spawn(async move { me.expire_placed(at, d).await });
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// [`Self::expire_logged`] where it belongs: a secret's lease on the server's runtime, at
+    /// the requests' priority (until it is revoked, its credential still works where it was
+    /// issued); a token on the calling thread, expiry's own (it is refused from its expiry on).
+    async fn expire_placed(self: Arc<Self>, at: u64, d: Due) {
+        match (&self.server, &d) {
+            (Some(rt), Due::Lease(_)) => {
+                let me = Arc::clone(&self);
+                // A panic is reported by the runtime, as it was when the task ran here; the
+                // index entry stays in storage and is read again at the next unseal.
+                let _ = rt.spawn(async move { me.expire_logged(at, d).await }).await;
+            }
+            _ => self.expire_logged(at, d).await,
+        }
     }
 
     /// [`Self::expire`], whose failures are logged and retried, never dropped.
@@ -1030,6 +1105,20 @@ impl Expiration {
     }
 }
 
+/// Gives the calling thread the lowest CPU priority, nice 19, so the kernel runs it after
+/// every thread at the default priority (the request workers): on Linux the nice value is the
+/// thread's own, and threads it starts (its runtime's blocking threads) inherit it. A refusal
+/// only costs that: expiry is paced regardless.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // PRIO_PROCESS with no id: the calling thread's own, on Linux.
+        if let Err(e) = rustix::process::setpriority_process(None, 19) {
+            tracing::debug!(error = %e, "expiry thread keeps the default priority");
+        }
+    }
+}
+
 /// The expiry task; it ends when the manager does (at seal).
 async fn run(weak: Weak<Expiration>) {
     loop {
@@ -1080,6 +1169,26 @@ mod tests {
         assert_eq!(backoff(5), 16);
         assert_eq!(backoff(30), MAX_BACKOFF_SECS);
         assert_eq!(backoff(200), MAX_BACKOFF_SECS);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn expiry_runs_at_the_lowest_priority_and_the_threads_it_starts_too() {
+        let server = rustix::process::getpriority_process(None).expect("own priority");
+        let (own, started) = std::thread::spawn(|| {
+            lower_priority();
+            let own = rustix::process::getpriority_process(None).expect("own priority");
+            let started = std::thread::spawn(|| rustix::process::getpriority_process(None))
+                .join()
+                .expect("thread")
+                .expect("its priority");
+            (own, started)
+        })
+        .join()
+        .expect("thread");
+        assert_eq!((own, started), (19, 19));
+        // Only that thread: the others keep theirs.
+        assert_eq!(rustix::process::getpriority_process(None).expect("own priority"), server);
     }
 
     #[test]

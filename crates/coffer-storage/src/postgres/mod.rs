@@ -195,6 +195,8 @@ pub struct PostgresBackend {
     target: String,
     /// HA: the lock that sets the epoch the commit task's writes carry.
     ha_lock: Option<Arc<ha::PgHaLock>>,
+    /// The runtime the backend was opened on: the server's (see [`Self::client`]).
+    runtime: tokio::runtime::Handle,
     /// Index reads made by `list`, so a test can prove a listing skips subtrees.
     #[cfg(test)]
     list_reads: std::sync::atomic::AtomicUsize,
@@ -290,6 +292,7 @@ impl PostgresBackend {
             sql: Sql::new(&table, ha_table.as_deref()),
             target,
             ha_lock,
+            runtime: tokio::runtime::Handle::current(),
             #[cfg(test)]
             list_reads: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -383,7 +386,25 @@ impl PostgresBackend {
     }
 
     async fn client(&self) -> std::result::Result<deadpool_postgres::Client, Failure> {
-        self.pool.get().await.map_err(|e| {
+        // A connection the pool makes is driven by a task spawned on the runtime that asked for
+        // it. When none is idle (one may be made), ask from the server's runtime: a caller on
+        // a runtime of its own (expiry's thread, at the lowest priority, ended at seal) must
+        // not own a connection that requests then share.
+        let got = if self.pool.status().available > 0 {
+            self.pool.get().await
+        } else {
+            let pool = self.pool.clone();
+            match self.runtime.spawn(async move { pool.get().await }).await {
+                Ok(got) => got,
+                Err(e) => {
+                    return Err(Failure::Final(Error::Backend(format!(
+                        "postgresql {}: cannot get a connection: {e}",
+                        self.target
+                    ))));
+                }
+            }
+        };
+        got.map_err(|e| {
             Failure::Final(Error::Backend(format!(
                 "postgresql {}: cannot get a connection: {}",
                 self.target,
