@@ -3,10 +3,11 @@
 //!
 //! Writes use group commit: one thread owns the write connection; every `put`, `delete` and
 //! `batch` is queued to it, and it applies everything queued meanwhile in one transaction,
-//! each request inside its own savepoint, then commits once (one fsync for the group). No
-//! request is acknowledged before the commit that holds it returned. A request whose own
-//! statements fail is rolled back to its savepoint and fails alone; a failed COMMIT fails every
-//! request of its group (none of them is acknowledged, and none is on disk).
+//! then commits once (one fsync for the group). No request is acknowledged before the commit
+//! that holds it returned. A request whose own statements fail fails alone: the group is then
+//! rolled back and applied again, each request inside its own savepoint, and the failing one is
+//! rolled back to its savepoint. A failed COMMIT fails every request of its group (none of them
+//! is acknowledged, and none is on disk).
 //!
 //! Reads run on tokio's blocking pool on their own connection, so they are not queued behind a
 //! group's fsync (WAL allows that) and see every acknowledged write.
@@ -247,11 +248,11 @@ impl Committer {
     ///
     /// Every request's statements go straight into the transaction. Only when one of them
     /// fails is the transaction rolled back and the group applied again, each request in its
-    /// own savepoint, so that the failing one fails alone. A savepoint per request on every
-    /// group (as before) made SQLite copy each page a request touched into a sub-journal
-    /// before changing it, and a group of token creations (six keys each, in six places of
-    /// the tree) outgrew the sub-journal's memory and spilled it to a temporary file: the
-    /// commit thread wrote each page twice, and it is the one thread every write waits for.
+    /// own savepoint, so that the failing one fails alone. With a savepoint per request on
+    /// every group, SQLite copies each page a request changes into a sub-journal first, and a
+    /// group of token creations (six keys each, in six places of the tree) outgrew the
+    /// sub-journal's memory and spilled it to a temporary file: the commit thread, the one
+    /// thread every write waits for, wrote most pages twice (docs/performance.md).
     fn commit(&mut self, group: &[Job]) -> Vec<Result<()>> {
         let tx = match begin(&mut self.conn) {
             Ok(tx) => tx,
