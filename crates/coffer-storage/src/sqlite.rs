@@ -3,10 +3,11 @@
 //!
 //! Writes use group commit: one thread owns the write connection; every `put`, `delete` and
 //! `batch` is queued to it, and it applies everything queued meanwhile in one transaction,
-//! each request inside its own savepoint, then commits once (one fsync for the group). No
-//! request is acknowledged before the commit that holds it returned. A request whose own
-//! statements fail is rolled back to its savepoint and fails alone; a failed COMMIT fails every
-//! request of its group (none of them is acknowledged, and none is on disk).
+//! then commits once (one fsync for the group). No request is acknowledged before the commit
+//! that holds it returned. A request whose own statements fail fails alone: the group is then
+//! rolled back and applied again, each request inside its own savepoint, and the failing one is
+//! rolled back to its savepoint. A failed COMMIT fails every request of its group (none of them
+//! is acknowledged, and none is on disk).
 //!
 //! Reads run on tokio's blocking pool on their own connection, so they are not queued behind a
 //! group's fsync (WAL allows that) and see every acknowledged write.
@@ -78,6 +79,9 @@ pub struct SqliteBackend {
     /// Commits made, so a test can prove concurrent writes shared them.
     #[cfg(test)]
     commits: Arc<std::sync::atomic::AtomicUsize>,
+    /// Groups applied again with a savepoint per request after one of them failed.
+    #[cfg(test)]
+    retries: Arc<std::sync::atomic::AtomicUsize>,
     /// Held by a test to stop the committer between groups, so the next group is known.
     #[cfg(test)]
     gate: Arc<Mutex<()>>,
@@ -140,12 +144,18 @@ impl SqliteBackend {
                  value BLOB NOT NULL
              ) WITHOUT ROWID;",
         )?;
+        // A group applied again with a savepoint per request (after one failed) journals the
+        // pages each savepoint changes: in memory, not in a temporary file the commit thread
+        // would write, create and delete each time.
+        writer.execute_batch("PRAGMA temp_store=MEMORY;")?;
         let reader = open(&opts.path, opts.synchronous)?;
         let (tx, rx) = mpsc::channel();
         let committer = Committer {
             conn: writer,
             #[cfg(test)]
             commits: Arc::default(),
+            #[cfg(test)]
+            retries: Arc::default(),
             #[cfg(test)]
             gate: Arc::default(),
         };
@@ -155,6 +165,8 @@ impl SqliteBackend {
             runtime: tokio::runtime::Handle::try_current().ok(),
             #[cfg(test)]
             commits: Arc::clone(&committer.commits),
+            #[cfg(test)]
+            retries: Arc::clone(&committer.retries),
             #[cfg(test)]
             gate: Arc::clone(&committer.gate),
             #[cfg(test)]
@@ -210,6 +222,8 @@ struct Committer {
     #[cfg(test)]
     commits: Arc<std::sync::atomic::AtomicUsize>,
     #[cfg(test)]
+    retries: Arc<std::sync::atomic::AtomicUsize>,
+    #[cfg(test)]
     gate: Arc<Mutex<()>>,
 }
 
@@ -230,6 +244,8 @@ impl Committer {
                 }
             }
             let outcomes = self.commit(&group);
+            #[cfg(test)]
+            self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for (job, outcome) in group.into_iter().zip(outcomes) {
                 // The requester may have gone away; its write stands (or not) all the same.
                 let _ = job.done.send(outcome);
@@ -238,26 +254,37 @@ impl Committer {
     }
 
     /// Applies `group` in one transaction and commits it: one outcome per job, in order.
+    ///
+    /// Every request's statements go straight into the transaction. Only when one of them
+    /// fails is the transaction rolled back and the group applied again, each request in its
+    /// own savepoint, so that the failing one fails alone. With a savepoint per request on
+    /// every group, SQLite copies each page a request changes into a sub-journal first, and a
+    /// group of token creations (six keys each, in six places of the tree) outgrew the
+    /// sub-journal's memory and spilled it to a temporary file: the commit thread, the one
+    /// thread every write waits for, wrote most pages twice (docs/performance.md).
     fn commit(&mut self, group: &[Job]) -> Vec<Result<()>> {
-        let tx = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        {
+        let tx = match begin(&mut self.conn) {
             Ok(tx) => tx,
-            Err(e) => {
-                let msg = format!("sqlite cannot begin the write transaction, not applied: {e}");
-                return group.iter().map(|_| Err(Error::Backend(msg.clone()))).collect();
-            }
+            Err(e) => return fail_all(group, &e),
+        };
+        let failed =
+            group.iter().find_map(|job| job.ops.iter().try_for_each(|op| apply(&tx, op)).err());
+        let Some(e) = failed else {
+            return finish(tx, group, group.iter().map(|_| Ok(())).collect());
+        };
+        // Part of the failing request may be applied: none of this transaction may stand.
+        drop(tx);
+        if let [_] = group {
+            return vec![Err(Error::Backend(format!("sqlite write failed, not applied: {e}")))];
+        }
+        #[cfg(test)]
+        self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tx = match begin(&mut self.conn) {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(group, &e),
         };
         let mut outcomes = Vec::with_capacity(group.len());
-        // Alone in its group, a request needs no savepoint: the transaction is its own, and a
-        // failure rolls back only it.
-        if let [job] = group {
-            if let Err(e) = job.ops.iter().try_for_each(|op| apply(&tx, op)) {
-                drop(tx);
-                return vec![Err(Error::Backend(format!("sqlite write failed, not applied: {e}")))];
-            }
-            outcomes.push(Ok(()));
-        }
-        for job in group.iter().filter(|_| group.len() > 1) {
+        for job in group {
             match apply_in_savepoint(&tx, &job.ops) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
@@ -269,24 +296,39 @@ impl Committer {
                 }
             }
         }
-        let committed = tx.commit();
-        #[cfg(test)]
-        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match committed {
-            Ok(()) => outcomes,
-            Err(e) => {
-                tracing::error!(error = %e, requests = group.len(), "sqlite group commit failed; every request in it fails");
-                group
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Backend(format!(
-                            "sqlite commit failed, the write was not applied: {e}"
-                        )))
-                    })
-                    .collect()
-            }
+        finish(tx, group, outcomes)
+    }
+}
+
+fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+/// Commits `tx`; the requests' own `outcomes` stand only if the commit does.
+fn finish(
+    tx: rusqlite::Transaction<'_>,
+    group: &[Job],
+    outcomes: Vec<Result<()>>,
+) -> Vec<Result<()>> {
+    match tx.commit() {
+        Ok(()) => outcomes,
+        Err(e) => {
+            tracing::error!(error = %e, requests = group.len(), "sqlite group commit failed; every request in it fails");
+            group
+                .iter()
+                .map(|_| {
+                    Err(Error::Backend(format!(
+                        "sqlite commit failed, the write was not applied: {e}"
+                    )))
+                })
+                .collect()
         }
     }
+}
+
+fn fail_all(group: &[Job], e: &rusqlite::Error) -> Vec<Result<()>> {
+    let msg = format!("sqlite cannot begin the write transaction, not applied: {e}");
+    group.iter().map(|_| Err(Error::Backend(msg.clone()))).collect()
 }
 
 /// One request's ops inside its own savepoint: all of them, or (rolled back) none. The outer
@@ -476,6 +518,8 @@ mod tests {
         }
         let commits = b.commits.load(std::sync::atomic::Ordering::Relaxed) - before;
         assert!(commits < 10, "40 concurrent requests took {commits} commits");
+        // The refused request's group was applied a second time, a savepoint per request.
+        assert!(b.retries.load(std::sync::atomic::Ordering::Relaxed) >= 1, "no group was retried");
         // Alone in its group (no savepoint then), a refused request leaves nothing either.
         let lone =
             vec![Op::Put("ok/lone".into(), b"v".to_vec()), Op::Put("bad/key".into(), vec![])];
