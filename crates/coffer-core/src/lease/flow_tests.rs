@@ -349,6 +349,85 @@ async fn leases_survive_a_restart_and_only_those_due_soon_are_loaded() {
     assert!(f.lookup(&soon).await.is_err());
 }
 
+/// Storage that counts folder scans: reading one expiry bucket is one.
+struct CountingScans {
+    inner: Arc<MemoryBackend>,
+    scans: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl Backend for CountingScans {
+    async fn get(&self, key: &str) -> coffer_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> coffer_storage::Result<()> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> coffer_storage::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> coffer_storage::Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> coffer_storage::Result<Vec<String>> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.inner.scan(prefix, after, limit).await
+    }
+    async fn batch(&self, ops: Vec<coffer_storage::Op>) -> coffer_storage::Result<()> {
+        self.inner.batch(ops).await
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+/// Unseal reads the expiry index from the stored low-water mark; after a long time stopped it
+/// reads the buckets that hold entries, not every minute since, and what fell due meanwhile is
+/// revoked.
+#[tokio::test]
+async fn unseal_after_a_long_stop_reads_only_the_buckets_with_entries_and_revokes_what_fell_due() {
+    let f = fixture().await;
+    f.creds("overdue", 2, &f.root).await;
+    let mut later = Vec::new();
+    for i in 0..3 {
+        later.push(f.creds(&format!("later{i}"), 3600, &f.root).await);
+    }
+    f.core.seal().await.expect("seal");
+    // As if the server had last run 100,000 buckets ago: the mark written then, far below.
+    let barrier = Arc::new(coffer_barrier::Barrier::new(f.storage.clone()));
+    barrier.unseal_with_shares(&f.keys).await.expect("barrier");
+    let low = index::bucket_of(crate::time::now_unix()) - 100_000;
+    let expire = coffer_barrier::View::new(barrier.clone(), "sys/expire/");
+    expire.put("low", low.to_string().as_bytes()).await.expect("mark");
+    barrier.seal();
+
+    let counting = Arc::new(CountingScans {
+        inner: f.storage.clone(),
+        scans: std::sync::atomic::AtomicU64::new(0),
+    });
+    let core = Core::new(counting.clone(), registry(&f.log), CoreConfig::default());
+    core.unseal_with(&f.keys).await.expect("unseal");
+    let scans = counting.scans.load(Ordering::SeqCst);
+    assert!(scans < 100, "{scans} scans at unseal: one per bucket since the mark");
+    eventually("the lease that fell due while stopped is revoked", async || {
+        f.log.revoked() == ["overdue"]
+    })
+    .await;
+    let r = core
+        .handle(
+            Request::new(Operation::Update, "sys/leases/lookup")
+                .with_data(crate::logical::into_map(json!({"lease_id": later[1]})))
+                .with_token(&f.root),
+        )
+        .await;
+    assert!(r.is_ok(), "a lease due later is still there");
+}
+
 #[tokio::test]
 async fn tokens_expire_in_the_background_with_their_leases() {
     let f = fixture().await;

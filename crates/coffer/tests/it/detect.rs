@@ -336,6 +336,32 @@ async fn the_webhook_gets_falcos_output_format_and_is_retried_after_a_500() {
     );
 }
 
+/// Without a webhook in the configuration the server builds no HTTP client at start; a rule
+/// stored later with its own `webhook_url` still gets its alerts posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_rule_with_its_own_webhook_url_posts_when_the_config_names_none() {
+    let (url, bodies) = receiver().await;
+    let dir = tempdir();
+    let (s, root) = ready(dir.path(), "").await;
+    let rule = json!({
+        "type": "honeytoken",
+        "paths": ["secret/data/honey"],
+        "actions": ["audit", "webhook"],
+        "webhook_url": url,
+    });
+    let (st, b) = s.call("PUT", "sys/detect/rules/honey", Some(&root), Some(rule)).await;
+    assert!(st == 200 || st == 204, "{st}: {b}");
+    let (token, _) = reader(&s, &root).await;
+    let (st, _) = s.call("GET", "secret/data/honey", Some(&token), None).await;
+    assert_eq!(st, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bodies.lock().expect("lock").is_empty() {
+        assert!(Instant::now() < deadline, "nothing posted; log:\n{}", s.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bodies.lock().expect("lock")[0]["rule"], "honey");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_counted_and_alerted_while_requests_are_answered() {
     let dir = tempdir();
