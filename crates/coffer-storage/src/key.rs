@@ -20,33 +20,27 @@ pub fn validate_key(key: &str) -> Result<()> {
     if b[0] == b'/' {
         return bad("key starts with '/'");
     }
-    // Every storage operation checks its key, several per request, so this is one pass over the
-    // bytes rather than a char decode and a split. The reasons keep their order of precedence: a
-    // control character anywhere is reported before a bad segment, which is reported before a
-    // trailing '/'. Segments are those of the key without one trailing '/'.
-    let body_len = if b[b.len() - 1] == b'/' { b.len() - 1 } else { b.len() };
-    let bad_segment = |s: &[u8]| s.is_empty() || s == b"." || s == b"..";
-    let mut segment_error = false;
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        // Unicode's control characters (category Cc, `char::is_control`) are C0, DEL and C1;
-        // UTF-8 writes C1 (U+0080..=U+009F) as 0xC2 then 0x80..=0x9F, and 0xC2 is only ever a
-        // leading byte, so this pair cannot be the tail of another character.
-        if c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f))) {
-            return Err(Error::InvalidKey("key contains a control character".into()));
-        }
-        if c == b'/' && !segment_error {
-            segment_error = bad_segment(&b[start..i]);
-            start = i + 1;
-        }
+    // Every storage operation checks its key, several per request, so this works on bytes
+    // rather than decoding chars. The reasons keep their order of precedence: a control
+    // character anywhere is reported before a bad segment, which is reported before a trailing
+    // '/'. Unicode's control characters (category Cc, `char::is_control`) are C0, DEL and C1;
+    // UTF-8 writes C1 (U+0080..=U+009F) as 0xC2 then 0x80..=0x9F, and 0xC2 only ever leads a
+    // character, so such a pair cannot be the tail of another one. The first scan has no early
+    // exit so that it vectorizes; a key with a 0xC2 byte (also Latin-1 letters) is looked at
+    // again pair by pair.
+    let suspect = b.iter().fold(false, |acc, &c| acc | (c < 0x20) | (c == 0x7f) | (c == 0xc2));
+    if suspect
+        && b.iter().enumerate().any(|(i, &c)| {
+            c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+        })
+    {
+        return Err(Error::InvalidKey("key contains a control character".into()));
     }
-    if body_len == b.len() && !segment_error {
-        segment_error = bad_segment(&b[start..]);
-    }
-    if segment_error {
+    let body = b.strip_suffix(b"/").unwrap_or(b);
+    if body.split(|&c| c == b'/').any(|s| s.is_empty() || s == b"." || s == b"..") {
         return bad("key has an empty, '.' or '..' segment");
     }
-    if body_len != b.len() {
+    if body.len() != b.len() {
         return bad("key ends with '/'");
     }
     Ok(())
