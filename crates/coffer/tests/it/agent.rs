@@ -413,9 +413,10 @@ async fn exec_mode_puts_secrets_in_the_apps_environment_restarts_it_and_cleans_u
     let reports = dir.path().join("reports");
     std::fs::create_dir_all(&reports).expect("reports");
     // The app reports a hash of what it saw (never the value: the report dir is on disk), once
-    // per start and on every SIGHUP; it exits 7 on SIGUSR1.
+    // per start and on every SIGHUP; it exits 7 on SIGUSR1. The traps are set before the start
+    // is reported: the test signals the app as soon as it sees the report.
     let script = format!(
-        "R={}\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nwhile :; do sleep 0.05; done\n",
+        "R={}\ntrap 'cat {} | sha256sum | cut -c1-16 >> $R/hup' HUP\ntrap 'exit 7' USR1\nn=$(ls $R | wc -l)\nprintf %s \"$DB_PASSWORD\" | sha256sum | cut -c1-16 > $R/start-$n\nwhile :; do sleep 0.05; done\n",
         reports.display(),
         dest.display()
     );
