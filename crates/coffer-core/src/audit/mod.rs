@@ -444,18 +444,22 @@ impl Record<'_> {
 }
 
 impl Broker {
-    pub(crate) async fn load(
-        barrier: &Barrier,
-        blocked: Arc<AtomicBool>,
-        detect: Arc<crate::detect::Detector>,
-    ) -> Result<Broker> {
-        let broker = Broker {
+    fn empty(blocked: Arc<AtomicBool>, detect: Arc<crate::detect::Detector>) -> Broker {
+        Broker {
             devices: RwLock::new(Vec::new()),
             enabled: AtomicUsize::new(0),
             blocked,
             detect,
             locks: Default::default(),
-        };
+        }
+    }
+
+    pub(crate) async fn load(
+        barrier: &Barrier,
+        blocked: Arc<AtomicBool>,
+        detect: Arc<crate::detect::Detector>,
+    ) -> Result<Broker> {
+        let broker = Broker::empty(blocked, detect);
         for cfg in load_table(barrier).await? {
             broker.hold_lock(&cfg);
             broker.add(Arc::new(Device::load(cfg)?)).await;
@@ -477,13 +481,7 @@ impl Broker {
             Some(p) => std::mem::take(&mut *p.locks.lock().map_err(|_| poisoned())?),
             None => Vec::new(),
         };
-        let broker = Broker {
-            devices: RwLock::new(Vec::new()),
-            enabled: AtomicUsize::new(0),
-            blocked,
-            detect,
-            locks: Default::default(),
-        };
+        let broker = Broker::empty(blocked, detect);
         for cfg in load_table(barrier).await? {
             if let Some(path) = file_of(&cfg) {
                 let kept = held.iter().position(|(p, _)| p == path).map(|i| held.swap_remove(i).1);
