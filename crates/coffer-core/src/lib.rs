@@ -59,6 +59,8 @@ pub mod record;
 mod sealing;
 pub mod secret;
 mod sys;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod time;

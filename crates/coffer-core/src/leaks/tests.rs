@@ -11,14 +11,7 @@ use crate::backend::{BackendConfig, LogicalBackend, Registry};
 use crate::logical::{Operation, Request, Response, Result};
 use crate::{Core, CoreConfig};
 
-struct Nothing;
-
-#[async_trait::async_trait]
-impl LogicalBackend for Nothing {
-    async fn handle(&self, _req: &crate::backend::BackendRequest<'_>) -> Result<Response> {
-        Err(crate::logical::Error::NotFound)
-    }
-}
+use crate::test_support::Nothing;
 
 async fn core() -> (Arc<Core>, String) {
     let mut r = Registry::new();

@@ -205,17 +205,10 @@ mod tests {
 
         use coffer_storage::MemoryBackend;
 
-        use crate::backend::{BackendRequest, LogicalBackend};
-        use crate::logical::{Operation, Request, Response};
+        use crate::logical::{Operation, Request};
         use crate::{Core, CoreConfig, Registry};
 
-        struct Nothing;
-        #[async_trait::async_trait]
-        impl LogicalBackend for Nothing {
-            async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
-                Err(Error::NotFound)
-            }
-        }
+        use crate::test_support::Nothing;
         let mut registry = Registry::new();
         registry.register_secrets("cubbyhole", Arc::new(|_| Ok(Arc::new(Nothing))));
         let core = Core::new(Arc::new(MemoryBackend::new()), registry, CoreConfig::default());

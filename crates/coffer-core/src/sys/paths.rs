@@ -739,19 +739,10 @@ mod tests {
     use coffer_storage::MemoryBackend;
 
     use super::*;
-    use crate::backend::{BackendRequest, LogicalBackend};
-    use crate::logical::{Request, Response};
+    use crate::logical::Request;
     use crate::{Core, CoreConfig, Registry};
 
-    /// Every core mounts a cubbyhole; these tests never use it.
-    struct Nothing;
-
-    #[async_trait::async_trait]
-    impl LogicalBackend for Nothing {
-        async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
-            Err(Error::NotFound)
-        }
-    }
+    use crate::test_support::Nothing;
 
     /// Every declared operation of every declared path reaches a handler on a live core: none
     /// is refused as an unknown path or operation (it may be refused for its missing fields).

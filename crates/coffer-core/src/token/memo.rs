@@ -131,17 +131,11 @@ mod tests {
     async fn a_token_revoked_between_two_requests_on_one_connection_is_refused() {
         use serde_json::json;
 
-        use crate::backend::{BackendConfig, BackendRequest, LogicalBackend, Registry};
-        use crate::logical::{Error, Operation, Request, Response, Result};
+        use crate::backend::{BackendConfig, LogicalBackend, Registry};
+        use crate::logical::{Error, Operation, Request};
         use crate::{Core, CoreConfig};
 
-        struct Nothing;
-        #[async_trait::async_trait]
-        impl LogicalBackend for Nothing {
-            async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
-                Err(Error::NotFound)
-            }
-        }
+        use crate::test_support::Nothing;
         let mut registry = Registry::new();
         registry.register_secrets(
             "cubbyhole",

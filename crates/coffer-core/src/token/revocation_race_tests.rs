@@ -6,11 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use coffer_storage::MemoryBackend;
 use serde_json::{Value, json};
 
-use crate::backend::{BackendConfig, BackendRequest, LogicalBackend, Registry};
+use crate::backend::{BackendConfig, LogicalBackend, Registry};
 use crate::logical::{Error, Operation, Request, Response, Result};
 use crate::{Core, CoreConfig};
 
@@ -23,14 +22,7 @@ const MINTERS: usize = 4;
 /// A minter stops after this many children even if it was never refused.
 const MAX_PER_MINTER: usize = 400;
 
-struct Nothing;
-
-#[async_trait]
-impl LogicalBackend for Nothing {
-    async fn handle(&self, _req: &BackendRequest<'_>) -> Result<Response> {
-        Err(Error::NotFound)
-    }
-}
+use crate::test_support::Nothing;
 
 #[derive(Clone, Copy, Debug)]
 enum Way {
