@@ -387,10 +387,12 @@ impl PostgresBackend {
 
     async fn client(&self) -> std::result::Result<deadpool_postgres::Client, Failure> {
         // A connection the pool makes is driven by a task spawned on the runtime that asked for
-        // it. When none is idle (one may be made), ask from the server's runtime: a caller on
-        // a runtime of its own (expiry's thread, at the lowest priority, ended at seal) must
-        // not own a connection that requests then share.
-        let got = if self.pool.status().available > 0 {
+        // it. A caller on a runtime of its own (expiry's thread, at the lowest priority, ended
+        // at seal) asks from the server's runtime, so that it never owns a connection that
+        // requests then share; callers on the server's runtime ask directly.
+        let on_server =
+            tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == self.runtime.id());
+        let got = if on_server {
             self.pool.get().await
         } else {
             let pool = self.pool.clone();
