@@ -263,24 +263,15 @@ fn versions_list(versions: &[u64]) -> String {
 
 /// `ver/<path>/<v>`, one version's storage key. Storage keys and event paths are concatenated
 /// rather than `format!`ted: a write builds about ten, and the formatting machinery cost
-/// several times the copy.
+/// several times the copy (writing the number alone is cheap).
 fn ver_key(path: &str, v: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut key = String::with_capacity(5 + path.len() + digits.len() - i);
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(25 + path.len());
     key.push_str("ver/");
     key.push_str(path);
     key.push('/');
-    key.extend(digits[i..].iter().map(|&d| char::from(d)));
+    // Writing to a String cannot fail.
+    let _ = write!(key, "{v}");
     key
 }
 
@@ -315,7 +306,7 @@ pub(crate) fn upgraded(
     };
     Ok([
         (["meta/", path].concat(), kv2_meta::encode(&meta)?),
-        (format!("ver/{path}/1"), zeroize::Zeroizing::new(data_raw.to_vec())),
+        (ver_key(path, 1), zeroize::Zeroizing::new(data_raw.to_vec())),
     ])
 }
 
@@ -839,7 +830,7 @@ impl KvV2 {
         };
         let mut ops = vec![coffer_core::BatchOp::Delete(["meta/", path].concat())];
         for (v, _) in &versions {
-            ops.push(coffer_core::BatchOp::Delete(format!("ver/{path}/{v}")));
+            ops.push(coffer_core::BatchOp::Delete(["ver/", path, "/", v].concat()));
         }
         match &self.leaks {
             Some(l) => {
