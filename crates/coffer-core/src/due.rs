@@ -35,7 +35,10 @@ pub(crate) const MEMORY_LIMIT: usize = if cfg!(test) { 64 } else { 20_000 };
 pub(crate) enum Due {
     /// A secret's lease, by lease id.
     Lease(String),
-    /// A token, by its id (the salted hash the token store keys it by).
+    /// A token, by its name in the token store's indexes (`token::link_name`): its id (the
+    /// salted hash the token store keys it by) after its creation order, so that the entries
+    /// of tokens created together sit together in storage; the bare id for older tokens. The
+    /// id is `token::link_id` of it.
     Token(String),
 }
 

@@ -71,6 +71,13 @@ pub struct TokenEntry {
     /// the token. Empty for tokens made before the index.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub leak_key: String,
+    /// Nanoseconds since the epoch at creation, written (hex) before the id in the names of
+    /// the token's path-index and parent-link keys, so that tokens created together sit
+    /// together in storage's B-tree instead of at random places, and a group commit of many
+    /// creations writes fewer pages (docs/performance.md). `None` for tokens created before:
+    /// their names are the bare id. Only storage layout: nothing reads it as a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<u64>,
 }
 
 /// What counting one use of a token found.
@@ -188,8 +195,8 @@ impl TokenEntry {
 /// A trait, so that the store does not depend on the manager (which depends on the store).
 #[async_trait::async_trait]
 pub(crate) trait LeaseHolder: Send + Sync {
-    /// Acts on a token's expiry when it falls due.
-    fn offer_token(&self, at: u64, token_id: &str);
+    /// Acts on a token's expiry when it falls due; `name` is the token's [`link_name`].
+    fn offer_token(&self, at: u64, name: &str);
     /// Revokes the leases the token asked for; one that fails stays to be retried.
     async fn revoke_by_token(&self, token_id: &str) -> Result<()>;
 }
@@ -221,7 +228,11 @@ struct AccessorEntry {
     id: String,
 }
 
-crate::record!(TokenEntry, "token entry", 1);
+// Version 2 added `order`: the entry reads the same without it, but an earlier build must
+// refuse these entries rather than use them, since it would not find the index entries named
+// after it (a child it would miss when revoking the parent). Refused, the token is unusable
+// there: it fails closed.
+crate::record!(TokenEntry, "token entry", 2);
 
 crate::record!(AccessorEntry, "token accessor", 1);
 
@@ -288,8 +299,9 @@ struct ExpiryChange {
 }
 
 impl ExpiryChange {
-    fn new(id: &str, old: u64, new: u64) -> Self {
-        let due = Due::Token(id.to_owned());
+    /// `name`: the token's [`link_name`], which names its expiry entry too.
+    fn new(name: String, old: u64, new: u64) -> Self {
+        let due = Due::Token(name);
         let put = (new != 0).then(|| (due.key(new), due.encode(new)));
         let delete =
             (old != 0).then(|| due.key(old)).filter(|k| put.as_ref().is_none_or(|(p, _)| p != k));
@@ -307,7 +319,32 @@ impl ExpiryChange {
 /// The token's key in the index by creation path, which `revoke-prefix auth/...` walks.
 fn path_key(e: &TokenEntry) -> String {
     let p = e.path.trim_matches('/');
-    format!("path/{}/{}", if p.is_empty() { "unknown" } else { p }, e.id)
+    format!("path/{}/{}", if p.is_empty() { "unknown" } else { p }, link_name(e))
+}
+
+/// The token's link from its parent, which revoking the parent walks.
+fn parent_key(parent: &str, e: &TokenEntry) -> String {
+    format!("parent/{parent}/{}", link_name(e))
+}
+
+/// The name of the token's entries in the path index, under its parent and in the expiry
+/// index: `<order>.<id>`, or the bare id for tokens created before [`TokenEntry::order`].
+pub(crate) fn link_name(e: &TokenEntry) -> String {
+    match e.order {
+        Some(order) => format!("{order:016x}.{}", e.id),
+        None => e.id.clone(),
+    }
+}
+
+/// The token id in a name [`link_name`] made: ids are hex, so the last `.` ends the order.
+pub(crate) fn link_id(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(_, id)| id)
+}
+
+fn order_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl TokenStore {
@@ -350,7 +387,7 @@ impl TokenStore {
         }
         for id in self.view.list("id/").await? {
             let Some(e) = self.get_entry(&id).await? else { continue };
-            let expiry = ExpiryChange::new(&e.id, 0, e.expire_time);
+            let expiry = ExpiryChange::new(link_name(&e), 0, e.expire_time);
             View::batch_across(vec![
                 (&self.view, vec![BatchOp::Put(path_key(&e), b"")]),
                 (&self.expire, expiry.ops()),
@@ -387,17 +424,25 @@ impl TokenStore {
         if e.expire_time != 0
             && let Some(l) = self.leases()
         {
-            l.offer_token(e.expire_time, &e.id);
+            l.offer_token(e.expire_time, &link_name(e));
         }
     }
 
     /// `LIST sys/leases/lookup/auth/...`: the immediate children of a creation path.
     pub(crate) async fn list_path(&self, prefix: &str) -> Result<Vec<String>> {
-        Ok(self.view.list(&format!("path/{prefix}")).await?)
+        let mut names = self.view.list(&format!("path/{prefix}")).await?;
+        for name in names.iter_mut().filter(|n| !n.ends_with('/')) {
+            let id = link_id(name);
+            if id.len() != name.len() {
+                *name = id.to_owned();
+            }
+        }
+        Ok(names)
     }
 
     /// A page of the tokens created at a path under `prefix` (a folder, `auth/approle/`):
-    /// up to `limit` keys `<rest of the path>/<token id>` after `after`, in order.
+    /// up to `limit` keys `<rest of the path>/<name>` after `after`, in order, where the
+    /// token's id is [`link_id`] of the name.
     pub(crate) async fn scan_path(
         &self,
         prefix: &str,
@@ -604,6 +649,7 @@ impl TokenStore {
             entity_id: p.entity_id,
             last_renewal_time: 0,
             spent: false,
+            order: Some(order_now()),
             bound_cidrs: p.bound_cidrs,
             max_ttl: p.max_ttl,
             revoking: false,
@@ -616,9 +662,9 @@ impl TokenStore {
             BatchOp::Put(path_key(&entry), b""),
         ];
         if let Some(parent) = &entry.parent {
-            ops.push(BatchOp::Put(format!("parent/{parent}/{id}"), b""));
+            ops.push(BatchOp::Put(parent_key(parent, &entry), b""));
         }
-        let expiry = ExpiryChange::new(&id, 0, entry.expire_time);
+        let expiry = ExpiryChange::new(link_name(&entry), 0, entry.expire_time);
         View::batch_across(vec![
             (&self.view, ops),
             (&self.expire, expiry.ops()),
@@ -732,8 +778,8 @@ impl TokenStore {
             let page = self.scan_path(&prefix, after.as_deref(), 500).await?;
             let Some(last) = page.last().cloned() else { break };
             for key in &page {
-                // `<rest of the path>/<token id>`: the id is the last segment.
-                let id = key.rsplit('/').next().unwrap_or(key);
+                // `<rest of the path>/<name>`: the name is the last segment.
+                let id = link_id(key.rsplit('/').next().unwrap_or(key));
                 if self.move_path(id, from, to).await? {
                     moved += 1;
                 }
@@ -827,14 +873,16 @@ impl TokenStore {
     /// stored before the mark, and then listed. No token outlives a revoked parent, whatever
     /// the interleaving.
     pub async fn revoke_tree(&self, id: &str) -> Result<()> {
-        // (token, the parent whose link led to it): the link goes with the token even when its
-        // entry is damaged and cannot name its parent.
+        // (token, the link that led to it): the link goes with the token even when its entry
+        // is damaged and cannot name its parent.
         let mut stack = vec![(id.to_owned(), None)];
         let mut order = Vec::new();
         while let Some((cur, via)) = stack.pop() {
             self.mark_revoking(&cur).await?;
             for child in self.view.list(&format!("parent/{cur}/")).await? {
-                stack.push((child.trim_end_matches('/').to_owned(), Some(cur.clone())));
+                let name = child.trim_end_matches('/');
+                let link = format!("parent/{cur}/{name}");
+                stack.push((link_id(name).to_owned(), Some(link)));
             }
             order.push((cur, via));
         }
@@ -848,8 +896,9 @@ impl TokenStore {
     /// Revokes only this token; its children become orphans.
     pub async fn revoke_orphan(&self, id: &str) -> Result<()> {
         self.mark_revoking(id).await?;
-        for child in self.view.list(&format!("parent/{id}/")).await? {
-            let child = child.trim_end_matches('/');
+        for name in self.view.list(&format!("parent/{id}/")).await? {
+            let name = name.trim_end_matches('/');
+            let child = link_id(name);
             {
                 // Read and written under the lock that marks, renews and counts uses, so none
                 // of those is lost, and a child revoked meanwhile is not written back.
@@ -860,7 +909,7 @@ impl TokenStore {
                     self.put_entry(&e).await?;
                 }
             }
-            self.view.delete(&format!("parent/{id}/{child}")).await?;
+            self.view.delete(&format!("parent/{id}/{name}")).await?;
         }
         self.revoke_one(id, None).await
     }
@@ -882,7 +931,7 @@ impl TokenStore {
         Ok(())
     }
 
-    /// `via`: the parent whose link led the walk here, whose link to this token goes too.
+    /// `via`: the parent's link (its key) that led the walk here, which goes too.
     async fn revoke_one(&self, id: &str, via: Option<&str>) -> Result<()> {
         // The leases it asked for go first, as in Vault; one that fails stays to be retried.
         if let Some(leases) = self.leases() {
@@ -896,15 +945,22 @@ impl TokenStore {
             BatchOp::Delete(format!("id/{id}")),
             BatchOp::Delete(format!("{REVOKING_PREFIX}{id}")),
         ];
-        let parent = entry.as_ref().and_then(|e| e.parent.as_deref()).or(via);
-        if let Some(parent) = parent {
-            ops.push(BatchOp::Delete(format!("parent/{parent}/{id}")));
+        let link = match &entry {
+            Some(e @ TokenEntry { parent: Some(parent), .. }) => Some(parent_key(parent, e)),
+            _ => via.map(str::to_owned),
+        };
+        if let Some(link) = link {
+            ops.push(BatchOp::Delete(link));
         }
         if let Some(e) = &entry {
             ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
             ops.push(BatchOp::Delete(path_key(e)));
         }
-        let expiry = ExpiryChange::new(id, entry.as_ref().map_or(0, |e| e.expire_time), 0);
+        let expiry = ExpiryChange::new(
+            entry.as_ref().map_or_else(|| id.to_owned(), link_name),
+            entry.as_ref().map_or(0, |e| e.expire_time),
+            0,
+        );
         let leak = match entry.as_ref().map(|e| e.leak_key.as_str()) {
             Some(k) if !k.is_empty() => vec![BatchOp::Delete(k.to_owned())],
             _ => Vec::new(),
@@ -967,7 +1023,7 @@ impl TokenStore {
         e.expire_time = expire.max(now);
         e.last_renewal_time = now;
         let raw = record::encode(&e)?;
-        let expiry = ExpiryChange::new(&e.id, old_expire, e.expire_time);
+        let expiry = ExpiryChange::new(link_name(&e), old_expire, e.expire_time);
         View::batch_across(vec![
             (&self.view, vec![BatchOp::Put(format!("id/{}", e.id), &raw)]),
             (&self.expire, expiry.ops()),
@@ -985,5 +1041,7 @@ mod roles;
 pub use memo::TokenMemo;
 pub(crate) use roles::TokenRole;
 
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod revocation_race_tests;

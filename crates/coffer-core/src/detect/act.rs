@@ -252,7 +252,7 @@ async fn revoke_role_of(core: &Core, accessor: &str) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?;
         let Some(last) = page.last().cloned() else { break };
-        for id in page.iter().filter(|k| !k.contains('/')) {
+        for id in page.iter().filter(|k| !k.contains('/')).map(|k| crate::token::link_id(k)) {
             if let Ok(Some(t)) = active.tokens.lookup_id(id).await
                 && role(&t).as_deref() == Some(key.as_str())
             {

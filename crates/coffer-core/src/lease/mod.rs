@@ -805,8 +805,8 @@ impl Expiration {
                 let page = self.tokens.scan_path(&p, after.as_deref(), PAGE).await?;
                 let Some(last) = page.last().cloned() else { break };
                 for key in &page {
-                    // `<rest of the path>/<token id>`: the id is the last segment.
-                    let id = key.rsplit('/').next().unwrap_or(key);
+                    // `<rest of the path>/<name>`: the name is the last segment.
+                    let id = crate::token::link_id(key.rsplit('/').next().unwrap_or(key));
                     if let Err(e) = self.tokens.revoke_tree(id).await {
                         first_err.get_or_insert(e);
                     }
@@ -880,9 +880,11 @@ impl Expiration {
                         }
                         !live
                     }
-                    Some((_, Due::Token(id))) => {
-                        let live = self.tokens.get_entry(&id).await?.is_some_and(|e| {
-                            e.expire_time != 0 && Due::Token(id.clone()).key(e.expire_time) == key
+                    Some((_, Due::Token(name))) => {
+                        let id = crate::token::link_id(&name);
+                        let live = self.tokens.get_entry(id).await?.is_some_and(|e| {
+                            e.expire_time != 0
+                                && Due::Token(crate::token::link_name(&e)).key(e.expire_time) == key
                         });
                         if !live {
                             self.view.delete(&key).await?;
@@ -1102,10 +1104,16 @@ impl Expiration {
     async fn expire(&self, at: u64, due: &Due) -> Result<()> {
         let now = now_unix();
         match due {
-            Due::Token(id) => match self.tokens.get_entry(id).await? {
-                Some(e) if e.is_expired(now) => self.tokens.revoke_tree(id).await,
+            Due::Token(name) => match self.tokens.get_entry(crate::token::link_id(name)).await? {
+                Some(e) if e.is_expired(now) => self.tokens.revoke_tree(&e.id).await,
                 // Renewed within the same bucket: the index entry is the current one.
-                Some(e) if e.expire_time != 0 && due.key(e.expire_time) == due.key(at) => Ok(()),
+                Some(e)
+                    if e.expire_time != 0
+                        && Due::Token(crate::token::link_name(&e)).key(e.expire_time)
+                            == due.key(at) =>
+                {
+                    Ok(())
+                }
                 // Renewed into another bucket, or revoked: this entry is stale.
                 _ => self.view.delete(&due.key(at)).await.map_err(Into::into),
             },
@@ -1166,8 +1174,8 @@ async fn run(weak: Weak<Expiration>) {
 
 #[async_trait::async_trait]
 impl crate::token::LeaseHolder for Expiration {
-    fn offer_token(&self, at: u64, token_id: &str) {
-        self.offer(at, Due::Token(token_id.to_owned()));
+    fn offer_token(&self, at: u64, name: &str) {
+        self.offer(at, Due::Token(name.to_owned()));
     }
 
     async fn revoke_by_token(&self, token_id: &str) -> Result<()> {

@@ -603,6 +603,7 @@ async fn a_display_name_holding_template_syntax_creates_the_user_the_lease_names
         max_ttl: 0,
         revoking: false,
         leak_key: String::new(),
+        order: None,
     };
     let data = Map::new();
     let m = mount();
