@@ -319,20 +319,29 @@ impl ExpiryChange {
 /// The token's key in the index by creation path, which `revoke-prefix auth/...` walks.
 fn path_key(e: &TokenEntry) -> String {
     let p = e.path.trim_matches('/');
-    format!("path/{}/{}", if p.is_empty() { "unknown" } else { p }, link_name(e))
+    format!("path/{}/{}", if p.is_empty() { "unknown" } else { p }, LinkName(e))
 }
 
 /// The token's link from its parent, which revoking the parent walks.
 fn parent_key(parent: &str, e: &TokenEntry) -> String {
-    format!("parent/{parent}/{}", link_name(e))
+    format!("parent/{parent}/{}", LinkName(e))
 }
 
 /// The name of the token's entries in the path index, under its parent and in the expiry
 /// index: `<order>.<id>`, or the bare id for tokens created before [`TokenEntry::order`].
 pub(crate) fn link_name(e: &TokenEntry) -> String {
-    match e.order {
-        Some(order) => format!("{order:016x}.{}", e.id),
-        None => e.id.clone(),
+    LinkName(e).to_string()
+}
+
+/// [`link_name`], written straight into the key that holds it.
+struct LinkName<'a>(&'a TokenEntry);
+
+impl std::fmt::Display for LinkName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.order {
+            Some(order) => write!(f, "{order:016x}.{}", self.0.id),
+            None => f.write_str(&self.0.id),
+        }
     }
 }
 
