@@ -84,6 +84,14 @@ impl Barrier {
         }
     }
 
+    /// Whether a value is stored at `key`, without opening it: a damaged value is there too.
+    /// For the checks that only need that (a write's create-or-update probe), which need not
+    /// pay for the decryption.
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        self.keyring()?;
+        Ok(self.backend.get(key).await?.is_some())
+    }
+
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
         let keyring = self.keyring()?;
         let blob = keyring.seal(key, value)?;

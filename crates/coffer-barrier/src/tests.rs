@@ -63,6 +63,20 @@ async fn every_flipped_byte_makes_the_read_fail() {
 }
 
 #[tokio::test]
+async fn contains_answers_without_opening_and_only_while_unsealed() {
+    let (mem, b, _) = fresh(1, 1).await;
+    b.put("a/here", b"value").await.expect("put");
+    assert!(b.contains("a/here").await.expect("contains"));
+    assert!(!b.contains("a/absent").await.expect("contains"));
+    // A damaged value is there: a write may repair it, and needs `update` to.
+    mem.put("a/damaged", b"not a sealed value".to_vec()).await.expect("raw put");
+    assert!(b.get("a/damaged").await.is_err());
+    assert!(b.contains("a/damaged").await.expect("contains"));
+    b.seal();
+    assert!(matches!(b.contains("a/here").await, Err(Error::Sealed)));
+}
+
+#[tokio::test]
 async fn sealed_barrier_refuses_everything() {
     let (_, b, _) = fresh(1, 1).await;
     b.seal();

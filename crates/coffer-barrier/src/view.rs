@@ -39,6 +39,11 @@ impl View {
         self.barrier.get(&self.full(key)).await
     }
 
+    /// See [`Barrier::contains`].
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        self.barrier.contains(&self.full(key)).await
+    }
+
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
         self.barrier.put(&self.full(key), value).await
     }
