@@ -6,34 +6,40 @@
 //! order against the other is unknown here): the next read of a key just written (a KV v2
 //! write reads the key's metadata its last write replaced) needs no storage read.
 //! Only for a backend this process alone writes to.
+//!
+//! Each operation hashes a key once (SipHash, keyed: clients choose storage paths, and the
+//! keyed hash is what bounds the cost of a lookup against colliding ones) and finds it with
+//! that hash in every table it touches.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 
 use crate::{Backend, Error, Op, Result};
+
+/// Cached values: a key, and its value (`None`: known absent).
+type Table = HashTable<(String, Option<Vec<u8>>)>;
 
 /// Two generations: when the young one is full, it becomes the old one and the old one is
 /// dropped. A cheap approximation of LRU with a hard bound of `2 * capacity` entries.
 struct Generations {
-    young: HashMap<String, Option<Vec<u8>>>,
-    old: HashMap<String, Option<Vec<u8>>>,
+    young: Table,
+    old: Table,
     /// One more after every write.
     epoch: u64,
     /// The epoch each key was last dropped at by a write: a read that began before it may
     /// hold the old value and must not cache it. A read that raced only writes of other keys
     /// does (with one global check, concurrent writers kept each other's reads of their own
     /// keys out of the cache: a second storage read per KV write at 16 connections).
-    dropped: HashMap<String, u64>,
+    dropped: HashTable<(String, u64)>,
     /// Reads that began before this epoch cache nothing: `dropped` was cleared then, to keep
     /// it within the cache's size.
     floor: u64,
-    /// Keys with a write in flight, by a fast hash (a collision only keeps a value out of the
-    /// cache, and the map holds only the writes in flight, so a client choosing colliding paths
-    /// gains nothing): how many, and the number of the last to start.
-    writing: HashMap<u64, InFlight, Identity>,
+    /// Keys with a write in flight, by hash alone (a collision only keeps a value out of the
+    /// cache): how many, and the number of the last to start.
+    writing: HashTable<(u64, InFlight)>,
     /// Writes started, to number them.
     starts: u64,
 }
@@ -46,50 +52,47 @@ struct InFlight {
 impl Generations {
     /// Whether a value read from the backend, by a read that began at epoch `seen`, may be
     /// cached: no write of `key` was over since.
-    fn may_fill(&self, key: &str, seen: u64) -> bool {
-        seen >= self.floor && self.dropped.get(key).is_none_or(|&at| at <= seen)
+    fn may_fill(&self, h: u64, key: &str, seen: u64) -> bool {
+        seen >= self.floor
+            && self.dropped.find(h, |(k, _)| k == key).is_none_or(|&(_, at)| at <= seen)
     }
 
     /// Caches `value` at `key`; what it returns (the generation retired to make room) is to
     /// be dropped outside the lock.
-    fn fill(&mut self, capacity: usize, key: &str, value: Option<Vec<u8>>) -> Option<Map> {
+    fn fill(
+        &mut self,
+        hasher: &Hasher,
+        capacity: usize,
+        h: u64,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Option<Table> {
         let mut retired = None;
         if self.young.len() >= capacity {
             let young = std::mem::take(&mut self.young);
             retired = Some(std::mem::replace(&mut self.old, young));
         }
-        self.young.insert(key.to_owned(), value);
+        match self.young.find_mut(h, |(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => {
+                self.young.insert_unique(h, (key.to_owned(), value), |(k, _)| hasher.hash_one(k));
+            }
+        }
         retired
     }
-}
 
-type Map = HashMap<String, Option<Vec<u8>>>;
-
-/// Keys that are hashes already are their own hash.
-#[derive(Default, Clone, Copy)]
-struct Identity(u64);
-
-impl std::hash::Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; folded in anyway, should another type ever be.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+    /// Drops `key` from both generations.
+    fn forget(&mut self, h: u64, key: &str) {
+        if let Ok(e) = self.young.find_entry(h, |(k, _)| k == key) {
+            e.remove();
+        }
+        if let Ok(e) = self.old.find_entry(h, |(k, _)| k == key) {
+            e.remove();
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
-impl std::hash::BuildHasher for Identity {
-    type Hasher = Identity;
-    fn build_hasher(&self) -> Identity {
-        Identity(0)
-    }
-}
+type Hasher = std::hash::RandomState;
 
 /// One key of a write in flight.
 struct Pending {
@@ -122,14 +125,27 @@ impl<'a> Writing<'a> {
         let mut g = cache.lock()?;
         let keys = ops
             .map(|(key, new)| {
+                let hash = cache.hasher.hash_one(key);
                 g.starts += 1;
                 let start = g.starts;
-                let cached = g.young.contains_key(key) || g.old.contains_key(key);
-                let hash = cache.hasher.hash_one(key);
-                let e = g.writing.entry(hash).or_insert(InFlight { count: 0, last: 0 });
-                let alone = e.count == 0;
-                e.count += 1;
-                e.last = start;
+                let cached = g.young.find(hash, |(k, _)| k == key).is_some()
+                    || g.old.find(hash, |(k, _)| k == key).is_some();
+                let alone = match g.writing.find_mut(hash, |(h, _)| *h == hash) {
+                    Some((_, e)) => {
+                        let alone = e.count == 0;
+                        e.count += 1;
+                        e.last = start;
+                        alone
+                    }
+                    None => {
+                        g.writing.insert_unique(
+                            hash,
+                            (hash, InFlight { count: 1, last: start }),
+                            |(h, _)| *h,
+                        );
+                        true
+                    }
+                };
                 let value = cached.then(|| new.map(<[u8]>::to_vec));
                 Pending { key: key.to_owned(), hash, start, alone, value }
             })
@@ -149,29 +165,31 @@ impl Drop for Writing<'_> {
         let at = g.epoch;
         let mut retired = Vec::new();
         for p in self.keys.drain(..) {
+            let h = p.hash;
             let mut solo = false;
-            if let Some(e) = g.writing.get_mut(&p.hash) {
-                solo = p.alone && e.last == p.start;
-                e.count -= 1;
-                if e.count == 0 {
-                    g.writing.remove(&p.hash);
+            if let Ok(mut e) = g.writing.find_entry(h, |(x, _)| *x == h) {
+                let f = &mut e.get_mut().1;
+                solo = p.alone && f.last == p.start;
+                f.count -= 1;
+                if f.count == 0 {
+                    e.remove();
                 }
             }
-            g.young.remove(&p.key);
-            g.old.remove(&p.key);
+            g.forget(h, &p.key);
             if g.dropped.len() >= self.cache.capacity {
                 g.dropped.clear();
                 g.floor = at;
             }
-            match g.dropped.get_mut(&p.key) {
-                Some(e) => *e = at,
+            match g.dropped.find_mut(h, |(k, _)| *k == p.key) {
+                Some(slot) => slot.1 = at,
                 None => {
-                    g.dropped.insert(p.key.clone(), at);
+                    let hasher = &self.cache.hasher;
+                    g.dropped.insert_unique(h, (p.key.clone(), at), |(k, _)| hasher.hash_one(k));
                 }
             }
             // Alone from start to end: no other write of the key can have committed after it.
             if let (true, true, Some(value)) = (self.succeeded, solo, p.value) {
-                retired.extend(g.fill(self.cache.capacity, &p.key, value));
+                retired.extend(g.fill(&self.cache.hasher, self.cache.capacity, h, &p.key, value));
             }
         }
         drop(g);
@@ -184,7 +202,7 @@ pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     capacity: usize,
     state: Mutex<Generations>,
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
 }
 
 impl CachedBackend {
@@ -193,15 +211,15 @@ impl CachedBackend {
             inner,
             capacity: capacity.max(1),
             state: Mutex::new(Generations {
-                young: HashMap::new(),
-                old: HashMap::new(),
+                young: HashTable::new(),
+                old: HashTable::new(),
                 epoch: 0,
-                dropped: HashMap::new(),
+                dropped: HashTable::new(),
                 floor: 0,
-                writing: HashMap::default(),
+                writing: HashTable::new(),
                 starts: 0,
             }),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: Hasher::new(),
         }
     }
 
@@ -213,13 +231,16 @@ impl CachedBackend {
 #[async_trait]
 impl Backend for CachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let h = self.hasher.hash_one(key);
         let seen = {
             let mut g = self.lock()?;
-            if let Some(v) = g.young.get(key) {
+            if let Some((_, v)) = g.young.find(h, |(k, _)| k == key) {
                 return Ok(v.clone());
             }
-            if let Some(v) = g.old.remove(key) {
-                g.young.insert(key.to_owned(), v.clone());
+            if let Ok(e) = g.old.find_entry(h, |(k, _)| k == key) {
+                let ((k, v), _) = e.remove();
+                let hasher = &self.hasher;
+                g.young.insert_unique(h, (k, v.clone()), |(k, _)| hasher.hash_one(k));
                 return Ok(v);
             }
             g.epoch
@@ -227,8 +248,8 @@ impl Backend for CachedBackend {
         let v = self.inner.get(key).await?;
         let mut g = self.lock()?;
         let mut retired = None;
-        if g.may_fill(key, seen) {
-            retired = g.fill(self.capacity, key, v.clone());
+        if g.may_fill(h, key, seen) {
+            retired = g.fill(&self.hasher, self.capacity, h, key, v.clone());
         }
         drop(g);
         // Freed outside the lock: thousands of entries, and every read waits for the lock (a
@@ -347,11 +368,15 @@ mod tests {
         // A read that began (epoch taken) before a write of its key, filling after it.
         let seen = c.lock().expect("lock").epoch;
         c.put("a/k", b"new".to_vec()).await.expect("put");
-        assert!(!c.lock().expect("lock").may_fill("a/k", seen), "the old value must not be cached");
+        let h = c.hasher.hash_one("a/k");
+        assert!(
+            !c.lock().expect("lock").may_fill(h, "a/k", seen),
+            "the old value must not be cached"
+        );
         // The same race with a write of another key.
         let seen = c.lock().expect("lock").epoch;
         c.put("a/other", b"x".to_vec()).await.expect("put");
-        assert!(c.lock().expect("lock").may_fill("a/k", seen));
+        assert!(c.lock().expect("lock").may_fill(h, "a/k", seen));
         // Many keys written since: the record of them is cleared, so older reads cache nothing.
         let seen = c.lock().expect("lock").epoch;
         for i in 0..20 {
@@ -359,8 +384,8 @@ mod tests {
         }
         let g = c.lock().expect("lock");
         assert!(g.dropped.len() <= 8);
-        assert!(!g.may_fill("a/k", seen));
-        assert!(g.may_fill("a/k", g.epoch));
+        assert!(!g.may_fill(h, "a/k", seen));
+        assert!(g.may_fill(h, "a/k", g.epoch));
     }
 
     #[tokio::test]
@@ -446,7 +471,8 @@ mod tests {
         assert_eq!(c.get("a/k").await.expect("get").as_deref(), Some(&b"2"[..]));
         assert_eq!(inner.gets(), 1, "the written value was served from the cache");
         // A key that was not cached is not added by a write (index entries are never read).
-        assert!(!c.lock().expect("lock").young.contains_key("a/new"));
+        let h = c.hasher.hash_one("a/new");
+        assert!(c.lock().expect("lock").young.find(h, |(k, _)| k == "a/new").is_none());
         c.delete("a/k").await.expect("delete");
         assert_eq!(c.get("a/k").await.expect("get"), None);
         assert_eq!(inner.gets(), 1, "a delete leaves the key cached as absent");
