@@ -325,42 +325,6 @@ mod tests {
         assert!(g.young.len() + g.old.len() <= 16);
     }
 
-    /// A backend whose writes take a while, so a test can drop the caller mid-write.
-    struct Slow(MemoryBackend);
-
-    #[async_trait]
-    impl Backend for Slow {
-        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-            self.0.get(key).await
-        }
-        async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
-            self.0.put(key, value).await?;
-            // The write has landed; the caller may give up before it hears so.
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            Ok(())
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.0.delete(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-            self.0.list(prefix).await
-        }
-        async fn scan(
-            &self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<String>> {
-            self.0.scan(prefix, after, limit).await
-        }
-        async fn batch(&self, ops: Vec<Op>) -> Result<()> {
-            self.0.batch(ops).await
-        }
-        fn kind(&self) -> &'static str {
-            "slow"
-        }
-    }
-
     #[tokio::test]
     async fn a_read_raced_by_a_write_caches_only_if_the_write_was_to_another_key() {
         let c = CachedBackend::new(Arc::new(MemoryBackend::new()), 8);
@@ -390,8 +354,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_abandoned_midway_leaves_no_stale_value_cached() {
-        let c = CachedBackend::new(Arc::new(Slow(MemoryBackend::new())), 8);
+        let inner = Arc::new(Counting::default());
+        let c = CachedBackend::new(inner.clone(), 8);
         c.batch(vec![Op::Put("t/k".into(), b"live".to_vec())]).await.expect("put");
+        // From now on a put lands, and its caller may give up before it hears so.
+        inner.linger.store(5_000, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"live"[..]));
         let abandoned = tokio::time::timeout(
             std::time::Duration::from_millis(50),
@@ -401,12 +368,14 @@ mod tests {
         assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"revoked"[..]));
     }
 
-    /// Counts reads; its writes can be held up or refused.
+    /// Counts reads; its writes can be held up (before they land, or a put after it landed)
+    /// or refused.
     #[derive(Default)]
     struct Counting {
         inner: MemoryBackend,
         gets: std::sync::atomic::AtomicUsize,
         hold: std::sync::atomic::AtomicU64,
+        linger: std::sync::atomic::AtomicU64,
         refuse: std::sync::atomic::AtomicBool,
     }
 
@@ -432,7 +401,10 @@ mod tests {
         }
         async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
             self.before_write().await?;
-            self.inner.put(key, value).await
+            self.inner.put(key, value).await?;
+            let ms = self.linger.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            Ok(())
         }
         async fn delete(&self, key: &str) -> Result<()> {
             self.before_write().await?;

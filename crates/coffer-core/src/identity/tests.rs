@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use crate::backend::{BackendConfig, BackendRequest, LogicalBackend, Registry};
 use crate::logical::login::{Login, LoginAlias};
-use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::logical::{Error, Operation, Response, Result};
+use crate::test_support::call;
 use crate::{Core, CoreConfig};
 
 struct Nothing;
@@ -75,17 +76,6 @@ async fn core() -> (Arc<Core>, String) {
         .await
         .expect("mount");
     (core, root)
-}
-
-async fn call(
-    core: &Core,
-    op: Operation,
-    path: &str,
-    body: Value,
-    token: &str,
-) -> Result<Response> {
-    let data = crate::logical::into_map(body);
-    core.handle(Request::new(op, path).with_data(data).with_token(token)).await
 }
 
 fn data(r: &Response) -> &serde_json::Map<String, Value> {

@@ -5,41 +5,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coffer_storage::{Backend, MemoryBackend};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use coffer_barrier::{BatchOp, View};
 
 use super::{ExpiryChange, TokenEntry, TokenStore, link_id, link_name, parent_key, path_key};
-use crate::backend::{BackendConfig, LogicalBackend, Registry};
-use crate::logical::{Operation, Request, Response, Result};
-use crate::test_support::Nothing;
+use crate::logical::Operation;
+use crate::test_support::{call, registry};
 use crate::{Core, CoreConfig};
-
-fn registry() -> Registry {
-    let mut r = Registry::new();
-    r.register_secrets(
-        "cubbyhole",
-        Arc::new(|_cfg: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
-    );
-    r
-}
 
 async fn core() -> (Arc<Core>, Arc<MemoryBackend>, String) {
     let mem = Arc::new(MemoryBackend::new());
     let core = Core::new(mem.clone(), registry(), CoreConfig::default());
     let init = core.dev_setup(None).await.expect("dev setup");
     (core, mem, init.root_token.expose().to_owned())
-}
-
-async fn call(
-    core: &Core,
-    op: Operation,
-    path: &str,
-    body: Value,
-    token: &str,
-) -> Result<Response> {
-    let data = crate::logical::into_map(body);
-    core.handle(Request::new(op, path).with_data(data).with_token(token)).await
 }
 
 /// Creates a token as `parent`: (the token, its entry).

@@ -9,8 +9,7 @@ use std::time::Duration;
 use coffer_storage::MemoryBackend;
 use serde_json::{Value, json};
 
-use crate::backend::{BackendConfig, LogicalBackend, Registry};
-use crate::logical::{Error, Operation, Request, Response, Result};
+use crate::logical::{Error, Operation, Result};
 use crate::{Core, CoreConfig};
 
 use super::REVOKING_PREFIX as REVOKING;
@@ -22,7 +21,7 @@ const MINTERS: usize = 4;
 /// A minter stops after this many children even if it was never refused.
 const MAX_PER_MINTER: usize = 400;
 
-use crate::test_support::Nothing;
+use crate::test_support::{call, registry};
 
 #[derive(Clone, Copy, Debug)]
 enum Way {
@@ -38,31 +37,10 @@ enum Way {
     Expiry,
 }
 
-fn registry() -> Registry {
-    let mut r = Registry::new();
-    // Every core has a cubbyhole mount; these tests never use it.
-    r.register_secrets(
-        "cubbyhole",
-        Arc::new(|_cfg: BackendConfig| Ok(Arc::new(Nothing) as Arc<dyn LogicalBackend>)),
-    );
-    r
-}
-
 async fn core() -> (Arc<Core>, String) {
     let core = Core::new(Arc::new(MemoryBackend::new()), registry(), CoreConfig::default());
     let init = core.dev_setup(None).await.expect("dev setup");
     (core, init.root_token.expose().to_owned())
-}
-
-async fn call(
-    core: &Core,
-    op: Operation,
-    path: &str,
-    body: Value,
-    token: &str,
-) -> Result<Response> {
-    let data = crate::logical::into_map(body);
-    core.handle(Request::new(op, path).with_data(data).with_token(token)).await
 }
 
 async fn mint(core: &Core, parent: &str, ttl: &str) -> Result<(String, String)> {
