@@ -230,8 +230,9 @@ struct AccessorEntry {
 
 // Version 2 added `order`: the entry reads the same without it, but an earlier build must
 // refuse these entries rather than use them, since it would not find the index entries named
-// after it (a child it would miss when revoking the parent). Refused, the token is unusable
-// there: it fails closed.
+// after it: refused, the token does not authenticate there. That does not make going back
+// safe: an earlier build revoking a parent still drops the links to its new children without
+// revoking them (docs/operations.md, "Upgrading").
 crate::record!(TokenEntry, "token entry", 2);
 
 crate::record!(AccessorEntry, "token accessor", 1);

@@ -7,6 +7,10 @@
 //! write reads the key's metadata its last write replaced) needs no storage read.
 //! Only for a backend this process alone writes to.
 //!
+//! A write's record (which keys it writes) lasts until the backend has answered, on a task of
+//! its own, whether or not its caller still waits: this relies on the backend applying writes
+//! in the order they were submitted (sqlite's and PostgreSQL's single committers do).
+//!
 //! Each operation hashes a key once (SipHash, keyed: clients choose storage paths, and the
 //! keyed hash is what bounds the cost of a lookup against colliding ones) and finds it with
 //! that hash in every table it touches.
@@ -106,20 +110,22 @@ struct Pending {
     value: Option<Option<Vec<u8>>>,
 }
 
-/// A write in flight: drops its keys from the cache when it is over, when it returns and also
-/// when the caller's future is dropped mid-write (the backend may still complete the write, so
-/// the old value must not stay cached); once it succeeded, puts the new values of the keys
-/// that were cached back in place.
-struct Writing<'a> {
-    cache: &'a CachedBackend,
+/// A write in flight: drops its keys from the cache when the backend has answered, and once
+/// it succeeded, puts the new values of the keys that were cached back in place. It lives on
+/// the task that runs the write ([`CachedBackend::run`]), not with the caller: a caller that
+/// gives up (its client gone) while the write is still queued must not end the record, or a
+/// read before the write lands could cache the value the write replaces, for good (a revoked
+/// token's entry, say).
+struct Writing {
+    cache: Arc<Shared>,
     keys: Vec<Pending>,
     succeeded: bool,
 }
 
-impl<'a> Writing<'a> {
+impl Writing {
     /// `ops`: each key written and its new value (`None`: deleted).
     fn start<'k>(
-        cache: &'a CachedBackend,
+        cache: &Arc<Shared>,
         ops: impl Iterator<Item = (&'k str, Option<&'k [u8]>)>,
     ) -> Result<Self> {
         let mut g = cache.lock()?;
@@ -150,11 +156,12 @@ impl<'a> Writing<'a> {
                 Pending { key: key.to_owned(), hash, start, alone, value }
             })
             .collect();
-        Ok(Self { cache, keys, succeeded: false })
+        drop(g);
+        Ok(Self { cache: Arc::clone(cache), keys, succeeded: false })
     }
 }
 
-impl Drop for Writing<'_> {
+impl Drop for Writing {
     fn drop(&mut self) {
         let Ok(mut g) = self.cache.lock() else {
             // Only a poisoned lock fails here; every later read fails on it too.
@@ -200,15 +207,43 @@ impl Drop for Writing<'_> {
 
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
+    shared: Arc<Shared>,
+}
+
+/// The cache itself, shared with the tasks that run writes.
+struct Shared {
     capacity: usize,
     state: Mutex<Generations>,
     hasher: Hasher,
 }
 
+impl Shared {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Generations>> {
+        self.state.lock().map_err(|_| Error::Backend("cache lock poisoned".into()))
+    }
+}
+
 impl CachedBackend {
+    /// Runs `write` to its end on a task of its own, holding `record` until the backend has
+    /// answered, whether or not the caller still waits.
+    async fn run(
+        record: Writing,
+        write: impl std::future::Future<Output = Result<()>> + Send + 'static,
+    ) -> Result<()> {
+        tokio::spawn(async move {
+            // Moved in whole (a closure would capture only the field it sets), and ended here.
+            let mut record = record;
+            let outcome = write.await;
+            record.succeeded = outcome.is_ok();
+            drop(record);
+            outcome
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("storage write task failed: {e}")))?
+    }
+
     pub fn new(inner: Arc<dyn Backend>, capacity: usize) -> Self {
-        Self {
-            inner,
+        let shared = Shared {
             capacity: capacity.max(1),
             state: Mutex::new(Generations {
                 young: HashTable::new(),
@@ -220,36 +255,33 @@ impl CachedBackend {
                 starts: 0,
             }),
             hasher: Hasher::new(),
-        }
-    }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Generations>> {
-        self.state.lock().map_err(|_| Error::Backend("cache lock poisoned".into()))
+        };
+        Self { inner, shared: Arc::new(shared) }
     }
 }
 
 #[async_trait]
 impl Backend for CachedBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let h = self.hasher.hash_one(key);
+        let h = self.shared.hasher.hash_one(key);
         let seen = {
-            let mut g = self.lock()?;
+            let mut g = self.shared.lock()?;
             if let Some((_, v)) = g.young.find(h, |(k, _)| k == key) {
                 return Ok(v.clone());
             }
             if let Ok(e) = g.old.find_entry(h, |(k, _)| k == key) {
                 let ((k, v), _) = e.remove();
-                let hasher = &self.hasher;
+                let hasher = &self.shared.hasher;
                 g.young.insert_unique(h, (k, v.clone()), |(k, _)| hasher.hash_one(k));
                 return Ok(v);
             }
             g.epoch
         };
         let v = self.inner.get(key).await?;
-        let mut g = self.lock()?;
+        let mut g = self.shared.lock()?;
         let mut retired = None;
         if g.may_fill(h, key, seen) {
-            retired = g.fill(&self.hasher, self.capacity, h, key, v.clone());
+            retired = g.fill(&self.shared.hasher, self.shared.capacity, h, key, v.clone());
         }
         drop(g);
         // Freed outside the lock: thousands of entries, and every read waits for the lock (a
@@ -259,17 +291,15 @@ impl Backend for CachedBackend {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<()> {
-        let mut w = Writing::start(self, std::iter::once((key, Some(&value[..]))))?;
-        self.inner.put(key, value).await?;
-        w.succeeded = true;
-        Ok(())
+        let w = Writing::start(&self.shared, std::iter::once((key, Some(&value[..]))))?;
+        let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
+        Self::run(w, async move { inner.put(&key, value).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let mut w = Writing::start(self, std::iter::once((key, None)))?;
-        self.inner.delete(key).await?;
-        w.succeeded = true;
-        Ok(())
+        let w = Writing::start(&self.shared, std::iter::once((key, None)))?;
+        let (inner, key) = (Arc::clone(&self.inner), key.to_owned());
+        Self::run(w, async move { inner.delete(&key).await }).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -281,16 +311,15 @@ impl Backend for CachedBackend {
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<()> {
-        let mut w = Writing::start(
-            self,
+        let w = Writing::start(
+            &self.shared,
             ops.iter().map(|o| match o {
                 Op::Put(k, v) => (k.as_str(), Some(&v[..])),
                 Op::Delete(k) => (k.as_str(), None),
             }),
         )?;
-        self.inner.batch(ops).await?;
-        w.succeeded = true;
-        Ok(())
+        let inner = Arc::clone(&self.inner);
+        Self::run(w, async move { inner.batch(ops).await }).await
     }
 
     fn kind(&self) -> &'static str {
@@ -321,7 +350,7 @@ mod tests {
         for i in 0..100 {
             c.get(&format!("a/{i}")).await.expect("get");
         }
-        let g = c.lock().expect("lock");
+        let g = c.shared.lock().expect("lock");
         assert!(g.young.len() + g.old.len() <= 16);
     }
 
@@ -330,23 +359,23 @@ mod tests {
         let c = CachedBackend::new(Arc::new(MemoryBackend::new()), 8);
         c.put("a/k", b"old".to_vec()).await.expect("put");
         // A read that began (epoch taken) before a write of its key, filling after it.
-        let seen = c.lock().expect("lock").epoch;
+        let seen = c.shared.lock().expect("lock").epoch;
         c.put("a/k", b"new".to_vec()).await.expect("put");
-        let h = c.hasher.hash_one("a/k");
+        let h = c.shared.hasher.hash_one("a/k");
         assert!(
-            !c.lock().expect("lock").may_fill(h, "a/k", seen),
+            !c.shared.lock().expect("lock").may_fill(h, "a/k", seen),
             "the old value must not be cached"
         );
         // The same race with a write of another key.
-        let seen = c.lock().expect("lock").epoch;
+        let seen = c.shared.lock().expect("lock").epoch;
         c.put("a/other", b"x".to_vec()).await.expect("put");
-        assert!(c.lock().expect("lock").may_fill(h, "a/k", seen));
+        assert!(c.shared.lock().expect("lock").may_fill(h, "a/k", seen));
         // Many keys written since: the record of them is cleared, so older reads cache nothing.
-        let seen = c.lock().expect("lock").epoch;
+        let seen = c.shared.lock().expect("lock").epoch;
         for i in 0..20 {
             c.put(&format!("b/{i}"), b"x".to_vec()).await.expect("put");
         }
-        let g = c.lock().expect("lock");
+        let g = c.shared.lock().expect("lock");
         assert!(g.dropped.len() <= 8);
         assert!(!g.may_fill(h, "a/k", seen));
         assert!(g.may_fill(h, "a/k", g.epoch));
@@ -358,14 +387,34 @@ mod tests {
         let c = CachedBackend::new(inner.clone(), 8);
         c.batch(vec![Op::Put("t/k".into(), b"live".to_vec())]).await.expect("put");
         // From now on a put lands, and its caller may give up before it hears so.
-        inner.linger.store(5_000, std::sync::atomic::Ordering::SeqCst);
+        inner.linger.store(300, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"live"[..]));
         let abandoned = tokio::time::timeout(
             std::time::Duration::from_millis(50),
             c.put("t/k", b"revoked".to_vec()),
         );
         assert!(abandoned.await.is_err(), "the caller gave up");
+        // Until the backend answers, a read may see either value; after, only the new one.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"revoked"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_before_it_lands_lets_no_read_cache_the_old_value() {
+        let inner = Arc::new(Counting::default());
+        let c = CachedBackend::new(inner.clone(), 8);
+        c.put("t/k", b"live".to_vec()).await.expect("put");
+        // Writes now wait before they land; the caller gives up while this one is queued (a
+        // client gone mid-revocation).
+        inner.hold.store(300, std::sync::atomic::Ordering::SeqCst);
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(50), c.delete("t/k"));
+        assert!(abandoned.await.is_err(), "the caller gave up");
+        // Reads before it lands see the old value, from storage or the cache...
+        assert_eq!(c.get("t/k").await.expect("get").as_deref(), Some(&b"live"[..]));
+        // ...and once it landed, none of them may have left it cached.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(inner.inner.get("t/k").await.expect("stored"), None);
+        assert_eq!(c.get("t/k").await.expect("get"), None, "a stale value was cached");
     }
 
     /// Counts reads; its writes can be held up (before they land, or a put after it landed)
@@ -443,8 +492,8 @@ mod tests {
         assert_eq!(c.get("a/k").await.expect("get").as_deref(), Some(&b"2"[..]));
         assert_eq!(inner.gets(), 1, "the written value was served from the cache");
         // A key that was not cached is not added by a write (index entries are never read).
-        let h = c.hasher.hash_one("a/new");
-        assert!(c.lock().expect("lock").young.find(h, |(k, _)| k == "a/new").is_none());
+        let h = c.shared.hasher.hash_one("a/new");
+        assert!(c.shared.lock().expect("lock").young.find(h, |(k, _)| k == "a/new").is_none());
         c.delete("a/k").await.expect("delete");
         assert_eq!(c.get("a/k").await.expect("get"), None);
         assert_eq!(inner.gets(), 1, "a delete leaves the key cached as absent");
