@@ -18,7 +18,7 @@ use crate::cidr::Cidr;
 use crate::due::Due;
 use crate::hex::hex;
 use crate::logical::{Error, Result};
-use crate::random::random_base62;
+use crate::random::{now_ns, ordered_base62};
 use crate::record;
 use crate::secret::{SecretString, ct_eq};
 use crate::time::{now_unix, rfc3339};
@@ -351,10 +351,36 @@ pub(crate) fn link_id(name: &str) -> &str {
     name.rsplit_once('.').map_or(name, |(_, id)| id)
 }
 
-fn order_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+/// Characters of an order part (`token_format::ORDER_LEN`) before a salted hash's 64.
+const ORDERED_ID_LEN: usize = coffer_wire::token_format::ORDER_LEN + 64;
+
+/// The bare hash a token of the current format was stored under before order parts, when `id`
+/// is such a token's [`TokenStore::id_of`]: looked up when the ordered id is not there. The
+/// two cannot name different tokens: both hold the hash of the same token.
+pub(crate) fn legacy_id(id: &str) -> Option<&str> {
+    (id.len() == ORDERED_ID_LEN).then(|| id.get(coffer_wire::token_format::ORDER_LEN..)).flatten()
+}
+
+/// Random characters of an accessor after its order part; accessors made before order parts
+/// are 24 random characters.
+const ACCESSOR_RANDOM_LEN: usize = 18;
+
+/// A new accessor: an order part (`token_format::order_chars`) and 18 random characters
+/// (about 107 bits), 26 in all.
+fn new_accessor(order_ns: u64) -> String {
+    ordered_base62(order_ns, ACCESSOR_RANDOM_LEN)
+}
+
+/// The order part of an accessor made by [`new_accessor`]; `None` for one made before (24
+/// characters) or anything else.
+fn accessor_order(accessor: &str) -> Option<&str> {
+    let order = coffer_wire::token_format::ORDER_LEN;
+    if accessor.len() != order + ACCESSOR_RANDOM_LEN
+        || !accessor.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    Some(&accessor[..order])
 }
 
 impl TokenStore {
@@ -481,6 +507,34 @@ impl TokenStore {
         hex(hmac::sign(&self.salt, value.as_bytes()).as_ref())
     }
 
+    /// The id `token` is stored under: its salted hash, after the token's order part when it
+    /// has the current format (`token_format::order_of`), so that tokens minted together are
+    /// stored together (docs/performance.md). A token minted before order parts has the same
+    /// shape but was stored under its bare hash: see [`legacy_id`].
+    pub fn id_of(&self, token: &str) -> String {
+        let hash = self.hash(token);
+        match coffer_wire::token_format::order_of(token) {
+            Some(order) => {
+                let mut id = String::with_capacity(order.len() + hash.len());
+                id.push_str(order);
+                id.push_str(&hash);
+                id
+            }
+            None => hash,
+        }
+    }
+
+    /// The storage key of the record that maps `accessor` to its token: after the accessor's
+    /// order part for accessors made with one ([`new_accessor`]), so that they are stored
+    /// together as well.
+    fn accessor_key(&self, accessor: &str) -> String {
+        let hash = self.hash(accessor);
+        match accessor_order(accessor) {
+            Some(order) => format!("accessor/{order}{hash}"),
+            None => format!("accessor/{hash}"),
+        }
+    }
+
     fn cached(&self, id: &str) -> Option<Arc<TokenEntry>> {
         self.cache.read().ok()?.map.get(id).cloned()
     }
@@ -558,7 +612,7 @@ impl TokenStore {
 
     /// The token id an accessor stands for, if the accessor exists.
     async fn id_of_accessor(&self, accessor: &str) -> Result<Option<String>> {
-        let Some(raw) = self.view.get(&format!("accessor/{}", self.hash(accessor))).await? else {
+        let Some(raw) = self.view.get(&self.accessor_key(accessor)).await? else {
             return Ok(None);
         };
         let acc: AccessorEntry = record::decode(&raw)?;
@@ -592,12 +646,18 @@ impl TokenStore {
                 false,
             ),
         };
-        let id = self.hash(token.expose());
-        // A minted token has about 178 random bits: it cannot meet an existing one, so only an
+        let id = self.id_of(token.expose());
+        // A minted token has about 131 random bits: it cannot meet an existing one, so only an
         // id the caller chose is looked up (a storage read that was a tenth of a creation's
-        // instructions besides its batch).
-        if chosen && self.get_entry(&id).await?.is_some() {
-            return Err(Error::invalid("cannot create a token with a duplicate ID"));
+        // instructions besides its batch), where it would be stored now and where a token of
+        // that string minted before order parts was.
+        if chosen {
+            let legacy = legacy_id(&id);
+            if self.get_entry(&id).await?.is_some()
+                || matches!(legacy, Some(l) if self.get_entry(l).await?.is_some())
+            {
+                return Err(Error::invalid("cannot create a token with a duplicate ID"));
+            }
         }
         let now = now_unix();
         // The parent as it is now, not as the request found it: under its stripe, so a
@@ -631,7 +691,8 @@ impl TokenStore {
         {
             expire_time = parent.expire_time;
         }
-        let accessor = random_base62(24);
+        let order = now_ns();
+        let accessor = new_accessor(order);
         let target = match coffer_wire::token_format::is_valid(token.expose()) {
             Some(coffer_wire::token_format::TokenKind::Wrapping) => {
                 crate::leaks::Target::WrappingToken { id: id.clone(), accessor: accessor.clone() }
@@ -659,7 +720,7 @@ impl TokenStore {
             entity_id: p.entity_id,
             last_renewal_time: 0,
             spent: false,
-            order: Some(order_now()),
+            order: Some(order),
             bound_cidrs: p.bound_cidrs,
             max_ttl: p.max_ttl,
             revoking: false,
@@ -668,7 +729,7 @@ impl TokenStore {
         let acc = record::encode(&AccessorEntry { accessor: accessor.clone(), id: id.clone() })?;
         let mut ops = vec![
             BatchOp::Put(format!("id/{id}"), &raw),
-            BatchOp::Put(format!("accessor/{}", self.hash(&accessor)), &acc),
+            BatchOp::Put(self.accessor_key(&accessor), &acc),
             BatchOp::Put(path_key(&entry), b""),
         ];
         if let Some(parent) = &entry.parent {
@@ -693,8 +754,32 @@ impl TokenStore {
     /// [`Self::lookup`] without copying the entry out of the cache: for the check of every
     /// request's token.
     pub(crate) async fn lookup_shared(&self, token: &str) -> Result<Option<Arc<TokenEntry>>> {
-        let id = self.hash(token);
-        self.lookup_id_shared(&id).await
+        self.lookup_ordered_id(&self.id_of(token)).await
+    }
+
+    /// [`Self::lookup_id_shared`] for the [`Self::id_of`] of a presented token, and then for
+    /// its [`legacy_id`] if it has one and the first is not there. An absence is cached by
+    /// storage's read cache, so an older token costs a second lookup in memory.
+    async fn lookup_ordered_id(&self, id: &str) -> Result<Option<Arc<TokenEntry>>> {
+        match self.lookup_id_shared(id).await? {
+            None => match legacy_id(id) {
+                Some(legacy) => self.lookup_id_shared(legacy).await,
+                None => Ok(None),
+            },
+            found => Ok(found),
+        }
+    }
+
+    /// [`Self::entry_for_revocation`] for a presented token (see [`Self::lookup_ordered_id`]).
+    pub(crate) async fn token_for_revocation(&self, token: &str) -> Result<Option<TokenEntry>> {
+        let id = self.id_of(token);
+        match self.entry_for_revocation(&id).await? {
+            None => match legacy_id(&id) {
+                Some(legacy) => self.entry_for_revocation(legacy).await,
+                None => Ok(None),
+            },
+            found => Ok(found),
+        }
     }
 
     /// [`Self::lookup_shared`] for the token a client presented on a connection with `memo`:
@@ -707,8 +792,8 @@ impl TokenStore {
     ) -> Result<Option<Arc<TokenEntry>>> {
         match memo {
             Some(m) => {
-                let id = m.id_of(self.instance, token, |t| self.hash(t));
-                self.lookup_id_shared(&id).await
+                let id = m.id_of(self.instance, token, |t| self.id_of(t));
+                self.lookup_ordered_id(&id).await
             }
             None => self.lookup_shared(token).await,
         }
@@ -963,7 +1048,7 @@ impl TokenStore {
             ops.push(BatchOp::Delete(link));
         }
         if let Some(e) = &entry {
-            ops.push(BatchOp::Delete(format!("accessor/{}", self.hash(&e.accessor))));
+            ops.push(BatchOp::Delete(self.accessor_key(&e.accessor)));
             ops.push(BatchOp::Delete(path_key(e)));
         }
         let expiry = ExpiryChange::new(

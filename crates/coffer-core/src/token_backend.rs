@@ -566,7 +566,7 @@ impl TokenBackend {
     /// part-way is found too, so a retry finishes it.
     async fn revoke(&self, r: &Req<'_>) -> Result<Response> {
         let t = Fields::new(r.data).required_str("token")?;
-        if let Some(e) = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await? {
+        if let Some(e) = self.tokens.token_for_revocation(&t).await? {
             self.tokens.revoke_tree(&e.id).await?;
         }
         Ok(Response::empty())
@@ -574,7 +574,7 @@ impl TokenBackend {
 
     async fn revoke_orphan(&self, r: &Req<'_>) -> Result<Response> {
         let t = Fields::new(r.data).required_str("token")?;
-        let found = self.tokens.entry_for_revocation(&self.tokens.hash(&t)).await?;
+        let found = self.tokens.token_for_revocation(&t).await?;
         let e = found.ok_or(Error::PermissionDenied)?;
         self.tokens.revoke_orphan(&e.id).await?;
         Ok(Response::empty())

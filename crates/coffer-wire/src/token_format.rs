@@ -1,21 +1,27 @@
 //! The format of the credentials Coffer hands out, so that a scanner recognises them offline:
-//! `<prefix>_<random><checksum>`, e.g. `cfs_` + 36 characters.
+//! `<prefix>_<order><random><checksum>`, e.g. `cfs_` + 36 characters.
 //!
 //! - prefix: `cfs` service token, `cfb` batch token, `cfw` wrapping token, `cfa` AppRole
 //!   secret_id;
-//! - random: 30 characters of the base62 alphabet `0-9A-Za-z` (in that order) from the system
-//!   CSPRNG (aws-lc-rs), each drawn uniformly by rejection sampling: about 178 bits;
+//! - order: 8 characters, the minting time in units of 2^16 ns (about 65.5 µs) since the Unix
+//!   epoch, in base62 (the alphabet `0-9A-Za-z`, in that order, most significant digit first;
+//!   it wraps after about 453 years). Values minted together sort together, so the records
+//!   stored under them sit together in storage's B-tree (see [`order_of`]);
+//! - random: 22 characters of the same alphabet from the system CSPRNG (aws-lc-rs), each drawn
+//!   uniformly by rejection sampling: about 131 bits;
 //! - checksum: CRC-32 (IEEE 802.3, zlib's: reflected, polynomial 0xEDB88320, initial value and
-//!   final xor 0xFFFFFFFF) of the 30 random characters' ASCII bytes, in base62 (same alphabet,
-//!   most significant digit first), left-padded with `0` to 6 characters.
+//!   final xor 0xFFFFFFFF) of the 30 characters of order and random part (their ASCII bytes), in
+//!   base62 (same alphabet, most significant digit first), left-padded with `0` to 6 characters.
 //!
 //! Every value matches `\b(cfs|cfb|cfw|cfa)_[0-9A-Za-z]{36}\b`. Guarantees: [`is_valid`] accepts
 //! exactly the strings [`mint`] can produce; any single changed character and any swap of two
-//! adjacent different characters in the random part are detected (CRC-32 detects every burst
-//! error of up to 32 bits). Not a guarantee: the checksum is no authenticator; anyone can make a
-//! well-formed value, and only the server knows which ones are live. Tokens of earlier formats
-//! (`cfs.` + 32 characters) keep working: the server looks a token up by its hash, whatever its
-//! shape.
+//! adjacent different characters in the 30 characters before the checksum are detected (CRC-32
+//! detects every burst error of up to 32 bits). Not a guarantee: the checksum is no
+//! authenticator; anyone can make a well-formed value, and only the server knows which ones are
+//! live. A value tells whoever holds it when it was minted, and nothing else. Values minted
+//! before the order part existed (30 random characters, same shape) and tokens of earlier
+//! formats (`cfs.` + 32 characters) keep working: the server looks a token up by its hash,
+//! whatever its shape.
 
 use crate::secret::SecretString;
 
@@ -49,7 +55,9 @@ impl TokenKind {
 
 /// The base62 alphabet, in the order the checksum's digits use.
 pub const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-/// Random characters in a value.
+/// Characters of the order part, at the start of the 30 before the checksum.
+pub const ORDER_LEN: usize = 8;
+/// Characters before the checksum: the order part and the random part.
 pub const RANDOM_LEN: usize = 30;
 /// Checksum characters at its end.
 pub const CHECKSUM_LEN: usize = 6;
@@ -58,13 +66,54 @@ pub const TOKEN_LEN: usize = 4 + RANDOM_LEN + CHECKSUM_LEN;
 
 /// A new credential of `kind`, with fresh randomness.
 pub fn mint(kind: TokenKind) -> SecretString {
-    let random = random_base62();
+    let body = order_and_random(order_chars(now_ns()));
     let mut s = String::with_capacity(TOKEN_LEN);
     s.push_str(kind.prefix());
     s.push('_');
-    s.push_str(&random);
-    s.push_str(&checksum(random.as_bytes()));
+    s.push_str(&body);
+    s.push_str(&checksum(body.as_bytes()));
     SecretString::new(s)
+}
+
+/// Nanoseconds since the Unix epoch (0 for a clock set before it): the clock of order parts.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// An order part for the time `ns` (nanoseconds since the Unix epoch): `ns / 2^16` in base62,
+/// [`ORDER_LEN`] digits, most significant first, so that later times sort after earlier ones
+/// as strings (for about 453 years, after which it wraps). For other identifiers that want the
+/// same storage locality (token accessors, lease ids).
+pub fn order_chars(ns: u64) -> OrderChars {
+    let mut n = ns >> 16;
+    let mut digits = [b'0'; ORDER_LEN];
+    for d in digits.iter_mut().rev() {
+        *d = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    OrderChars(digits)
+}
+
+/// [`order_chars`]' digits, all ASCII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderChars([u8; ORDER_LEN]);
+
+impl OrderChars {
+    pub fn as_str(&self) -> &str {
+        // Only ALPHABET's ASCII bytes are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("00000000")
+    }
+}
+
+/// The order part of a well-formed value with a matching checksum, for the server to store
+/// what it keeps under the value near what was minted at the same time. `None` for anything
+/// [`is_valid`] refuses. A value minted before the order part existed has random characters
+/// there: the server looks such a value up where it was stored then as well.
+pub fn order_of(s: &str) -> Option<&str> {
+    is_valid(s)?;
+    s.get(4..4 + ORDER_LEN)
 }
 
 /// The kind of a well-formed value whose checksum matches; `None` for anything else (including
@@ -109,8 +158,10 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-fn random_base62() -> zeroize::Zeroizing<String> {
+/// `order` followed by random characters, [`RANDOM_LEN`] in all.
+fn order_and_random(order: OrderChars) -> zeroize::Zeroizing<String> {
     let mut out = zeroize::Zeroizing::new(String::with_capacity(RANDOM_LEN));
+    out.push_str(order.as_str());
     while out.len() < RANDOM_LEN {
         let mut buf = zeroize::Zeroizing::new([0u8; 64]);
         // The only failure is an unusable system RNG, after which nothing Coffer does is safe.
@@ -157,6 +208,27 @@ mod tests {
             assert_eq!(is_valid(s), Some(kind));
         }
         assert_ne!(mint(TokenKind::Service), mint(TokenKind::Service));
+    }
+
+    #[test]
+    fn the_order_part_sorts_by_minting_time() {
+        assert_eq!(order_chars(0).as_str(), "00000000");
+        assert_eq!(order_chars(65_535).as_str(), "00000000");
+        assert_eq!(order_chars(65_536).as_str(), "00000001");
+        assert_eq!(order_chars(62 << 16).as_str(), "00000010");
+        // December 2026, and a minute later: later sorts after, as strings.
+        let t = 1_796_500_000_000_000_000u64;
+        let (a, b) = (order_chars(t), order_chars(t + 60_000_000_000));
+        assert!(a.as_str() < b.as_str(), "{a:?} {b:?}");
+        let before = order_chars(now_ns());
+        let minted = mint(TokenKind::Service);
+        let after = order_chars(now_ns());
+        let part = order_of(minted.expose()).expect("a minted value has an order part");
+        assert!(before.as_str() <= part && part <= after.as_str(), "{part}");
+        assert_eq!(order_of("cfs.abcdefghijklmnopqrstuvwxyz012345"), None);
+        let mut typo = minted.expose().to_owned();
+        typo.replace_range(5..6, if &typo[5..6] == "a" { "b" } else { "a" });
+        assert_eq!(order_of(&typo), None);
     }
 
     #[test]

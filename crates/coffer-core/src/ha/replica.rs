@@ -456,7 +456,7 @@ mod tests {
 
         // Revoked: the cached entry goes when its key is named.
         call(&core, Operation::Update, "auth/token/revoke", json!({"token": token}), &root).await;
-        let id = replica.tokens.hash(&token);
+        let id = replica.tokens.id_of(&token);
         apply(&core, &shared, &[format!("sys/token/id/{id}")]).await.expect("apply");
         assert!(replica.tokens.lookup_shared(&token).await.expect("lookup").is_none());
 

@@ -55,7 +55,7 @@ use crate::backend::LeaseRequest;
 use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
-use crate::random::random_base62;
+use crate::random::ordered_base62;
 use crate::record;
 use crate::time::now_unix;
 use crate::token::{TokenEntry, TokenStore};
@@ -458,8 +458,14 @@ impl Expiration {
         let max_ttl = if secret.max_ttl == 0 { mount_max } else { secret.max_ttl.min(mount_max) };
         let ttl = if secret.ttl == 0 { route.info.default_lease_ttl.as_secs() } else { secret.ttl };
         let ttl = ttl.min(max_ttl);
-        let lease_id =
-            format!("{}{}/{}", route.info.path, rel.trim_end_matches('/'), random_base62(24));
+        // Its last part sorts by when it was made, so that the leases of one path made together
+        // are stored together (their records and expiry entries are named by the lease id).
+        let lease_id = format!(
+            "{}{}/{}",
+            route.info.path,
+            rel.trim_end_matches('/'),
+            ordered_base62(crate::random::now_ns(), 18)
+        );
         crate::path::clean(&lease_id)?;
         let mut live = Vec::with_capacity(secret.live_values.len());
         for v in &secret.live_values {

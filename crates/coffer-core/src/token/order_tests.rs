@@ -1,5 +1,6 @@
-//! Token index names in creation order (`TokenEntry::order`), and the tokens created before
-//! them: their bare-id names keep working for listing, revocation and expiry.
+//! Token index names in creation order (`TokenEntry::order`), token ids and accessors that
+//! begin with their minting order, and the tokens created before either: stored under bare
+//! hashes and bare-id names, they keep working for lookup, listing, revocation and expiry.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,4 +185,145 @@ async fn tokens_named_either_way_expire_and_leave_nothing() {
     }
     let path = keys(&mem, "sys/token/path/").await;
     assert!(!path.iter().any(|k| k.contains(&new.id) || k.contains(&old.id)), "{path:?}");
+}
+
+/// Rewrites the token `e` as a build before order parts stored it: under its bare hash (the
+/// token's string has the same shape either way), with a 24-character accessor stored under
+/// that accessor's bare hash, and its index entries named after that id.
+async fn make_unordered(store: &TokenStore, e: &TokenEntry) -> TokenEntry {
+    let bare = e.id[coffer_wire::token_format::ORDER_LEN..].to_owned();
+    let accessor = crate::random::random_base62(24);
+    let old = TokenEntry { id: bare.clone(), accessor: accessor.clone(), ..e.clone() };
+    let raw = crate::record::encode(&old).expect("encode");
+    let acc = crate::record::encode(&super::AccessorEntry {
+        accessor: accessor.clone(),
+        id: bare.clone(),
+    })
+    .expect("encode");
+    let mut ops = vec![
+        BatchOp::Delete(format!("id/{}", e.id)),
+        BatchOp::Put(format!("id/{bare}"), &raw[..]),
+        BatchOp::Delete(store.accessor_key(&e.accessor)),
+        BatchOp::Put(format!("accessor/{}", store.hash(&accessor)), &acc[..]),
+        BatchOp::Delete(path_key(e)),
+        BatchOp::Put(path_key(&old), b""),
+    ];
+    if let Some(parent) = &e.parent {
+        ops.push(BatchOp::Delete(parent_key(parent, e)));
+        ops.push(BatchOp::Put(parent_key(parent, &old), b""));
+    }
+    let gone = ExpiryChange::new(link_name(e), e.expire_time, 0);
+    let back = ExpiryChange::new(link_name(&old), 0, old.expire_time);
+    let mut expiry = gone.ops();
+    expiry.extend(back.ops());
+    View::batch_across(vec![(&store.view, ops), (&store.expire, expiry)]).await.expect("rewrite");
+    store.forget(&e.id);
+    old
+}
+
+#[tokio::test]
+async fn tokens_and_accessors_minted_together_are_stored_in_minting_order() {
+    let (core, mem, root) = core().await;
+    let mut made = Vec::new();
+    for _ in 0..6 {
+        made.push(create(&core, &root, "1h").await);
+        // The order part counts 65.5 µs steps: apart by more, each sorts after the one before.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let store = store(&core);
+    let ids = keys(&mem, "sys/token/id/").await;
+    let accessors = keys(&mem, "sys/token/accessor/").await;
+    let mut at_id = Vec::new();
+    let mut at_accessor = Vec::new();
+    for (token, e) in &made {
+        let order = coffer_wire::token_format::order_of(token).expect("current format");
+        assert!(e.id.starts_with(order) && e.id.len() == order.len() + 64, "{} {token}", e.id);
+        assert_eq!(e.id, store.id_of(token));
+        assert_eq!(e.accessor.len(), 26, "{}", e.accessor);
+        let key = store.accessor_key(&e.accessor);
+        assert!(key.starts_with(&format!("accessor/{}", &e.accessor[..8])), "{key}");
+        at_id.push(ids.iter().position(|k| *k == format!("sys/token/id/{}", e.id)).expect("id"));
+        at_accessor.push(
+            accessors.iter().position(|k| *k == format!("sys/token/{key}")).expect("accessor"),
+        );
+    }
+    for w in at_id.windows(2).chain(at_accessor.windows(2)) {
+        assert!(w[0] < w[1], "not in minting order: {at_id:?} {at_accessor:?}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_stored_under_their_bare_hash_keep_working_and_are_revoked_whole() {
+    let (core, mem, root) = core().await;
+    let (token, e) = create(&core, &root, "1h").await;
+    let store = store(&core);
+    let old = make_unordered(&store, &e).await;
+    assert!(!keys(&mem, "sys/token/id/").await.contains(&format!("sys/token/id/{}", e.id)));
+
+    // It authenticates, by token and by its old accessor, and may have children.
+    let me = call(&core, Operation::Read, "auth/token/lookup-self", json!({}), &token)
+        .await
+        .expect("lookup-self");
+    assert_eq!(me.data.expect("data")["accessor"], json!(old.accessor));
+    let by_accessor = call(
+        &core,
+        Operation::Update,
+        "auth/token/lookup-accessor",
+        json!({"accessor": old.accessor}),
+        &root,
+    )
+    .await
+    .expect("lookup-accessor");
+    assert_eq!(by_accessor.data.expect("data")["accessor"], json!(old.accessor));
+    let (child_token, child) = create(&core, &token, "1h").await;
+    assert_eq!(child.parent.as_deref(), Some(old.id.as_str()));
+
+    // Its string cannot be chosen for another token, under either id.
+    let dup = call(
+        &core,
+        Operation::Update,
+        "auth/token/create",
+        json!({"id": token, "policies": ["default"]}),
+        &root,
+    )
+    .await;
+    assert!(format!("{dup:?}").contains("duplicate ID"), "{dup:?}");
+
+    // Revoked by the token it was issued as: it, its child, and every key of both go.
+    call(&core, Operation::Update, "auth/token/revoke", json!({"token": token}), &root)
+        .await
+        .expect("revoke");
+    for t in [&token, &child_token] {
+        assert!(store.lookup(t).await.expect("lookup").is_none(), "a token survived");
+    }
+    let left = keys(&mem, "sys/token/").await;
+    for id in [&old.id, &child.id] {
+        assert!(!left.iter().any(|k| k.contains(id.as_str())), "{id} left in {left:?}");
+    }
+    for accessor in [&old.accessor, &child.accessor] {
+        let key = format!("sys/token/{}", store.accessor_key(accessor));
+        assert!(!left.contains(&key), "accessor {key} left");
+    }
+    let due = keys(&mem, "sys/expire/due/").await;
+    assert!(!due.iter().any(|k| k.contains(&old.id) || k.contains(&child.id)), "{due:?}");
+}
+
+#[tokio::test]
+async fn a_token_stored_under_its_bare_hash_is_revoked_by_accessor() {
+    let (core, mem, root) = core().await;
+    let (token, e) = create(&core, &root, "1h").await;
+    let store = store(&core);
+    let old = make_unordered(&store, &e).await;
+    call(
+        &core,
+        Operation::Update,
+        "auth/token/revoke-accessor",
+        json!({"accessor": old.accessor}),
+        &root,
+    )
+    .await
+    .expect("revoke-accessor");
+    assert!(store.lookup(&token).await.expect("lookup").is_none());
+    let left = keys(&mem, "sys/token/").await;
+    assert!(!left.iter().any(|k| k.contains(&old.id)), "{left:?}");
 }

@@ -115,7 +115,7 @@ async fn race(way: Way) {
                     .expect("revoke-accessor");
             }
             Way::LeaseRevoke => {
-                let id = core.active().expect("unsealed").tokens.hash(&parent);
+                let id = core.active().expect("unsealed").tokens.id_of(&parent);
                 let body = json!({"lease_id": format!("auth/token/create/{id}")});
                 call(&core, Operation::Update, "sys/leases/revoke", body, &root)
                     .await
@@ -187,7 +187,7 @@ async fn a_revocation_cut_short_by_a_stop_is_finished_at_the_next_unseal() {
     let (child, _) = mint(&core, &parent, "1h").await.expect("child");
     // The process stops right after the parent was marked: nothing else of the revocation ran.
     let tokens = core.active().expect("unsealed").tokens.clone();
-    tokens.mark_revoking(&tokens.hash(&parent)).await.expect("mark");
+    tokens.mark_revoking(&tokens.id_of(&parent)).await.expect("mark");
     drop(tokens);
     let lookup = async |core: &Core, t: &str| {
         call(core, Operation::Read, "auth/token/lookup-self", json!({}), t).await
@@ -223,14 +223,14 @@ async fn retrying_a_revocation_that_stopped_part_way_finishes_it() {
         let (parent, accessor) = mint(&core, &root, "1h").await.expect("parent");
         let (child, _) = mint(&core, &parent, "1h").await.expect("child");
         // The revocation stopped right after the parent was marked (a storage error, say).
-        tokens.mark_revoking(&tokens.hash(&parent)).await.expect("mark");
+        tokens.mark_revoking(&tokens.id_of(&parent)).await.expect("mark");
         assert!(lookup(&child).await.is_ok(), "{way}: the child is not revoked yet");
         let (path, body) = match way {
             "revoke" => ("auth/token/revoke", json!({"token": parent})),
             "revoke-accessor" => ("auth/token/revoke-accessor", json!({"accessor": accessor})),
             _ => (
                 "sys/leases/revoke",
-                json!({"lease_id": format!("auth/token/create/{}", tokens.hash(&parent))}),
+                json!({"lease_id": format!("auth/token/create/{}", tokens.id_of(&parent))}),
             ),
         };
         call(&core, Operation::Update, path, body, &root).await.expect("retry");
