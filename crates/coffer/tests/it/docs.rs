@@ -278,7 +278,7 @@ fn normalize(text: &str) -> String {
             && core.chars().all(|c| c.is_ascii_digit() || "-:.TZ".contains(c))
         {
             "<time>"
-        } else if core.len() == 24
+        } else if (core.len() == 24 || core.len() == 26)
             && alnum(core)
             // Random: a digit, or both cases (about 1 accessor in 70 has no digit).
             && (core.chars().any(|c| c.is_ascii_digit())
