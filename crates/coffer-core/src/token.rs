@@ -346,7 +346,7 @@ impl std::fmt::Display for LinkName<'_> {
     }
 }
 
-/// The token id in a name [`link_name`] made: ids are hex, so the last `.` ends the order.
+/// The token id in a name [`link_name`] made: ids have no `.`, so the last `.` ends the order.
 pub(crate) fn link_id(name: &str) -> &str {
     name.rsplit_once('.').map_or(name, |(_, id)| id)
 }
@@ -650,7 +650,8 @@ impl TokenStore {
         // A minted token has about 131 random bits: it cannot meet an existing one, so only an
         // id the caller chose is looked up (a storage read that was a tenth of a creation's
         // instructions besides its batch), where it would be stored now and where a token of
-        // that string minted before order parts was.
+        // that string minted before order parts was. Wrapping tokens come here as chosen ids
+        // (minted by the wrapper) and pay both reads.
         if chosen {
             let legacy = legacy_id(&id);
             if self.get_entry(&id).await?.is_some()
@@ -758,11 +759,13 @@ impl TokenStore {
     }
 
     /// [`Self::lookup_id_shared`] for the [`Self::id_of`] of a presented token, and then for
-    /// its [`legacy_id`] if it has one and the first is not there. An absence is cached by
-    /// storage's read cache, so an older token costs a second lookup in memory.
+    /// its [`legacy_id`] if it has one and nothing at all is stored under the first: an entry
+    /// there that is revoked, spent, expired or damaged refuses the token, whatever the bare
+    /// hash holds. An absence is cached by storage's read cache, so an older token costs a
+    /// second lookup in memory.
     async fn lookup_ordered_id(&self, id: &str) -> Result<Option<Arc<TokenEntry>>> {
         match self.lookup_id_shared(id).await? {
-            None => match legacy_id(id) {
+            None => match self.legacy_if_absent(id).await? {
                 Some(legacy) => self.lookup_id_shared(legacy).await,
                 None => Ok(None),
             },
@@ -770,11 +773,21 @@ impl TokenStore {
         }
     }
 
+    /// [`legacy_id`] of `id` when nothing is stored under `id` itself.
+    async fn legacy_if_absent<'a>(&self, id: &'a str) -> Result<Option<&'a str>> {
+        let Some(legacy) = legacy_id(id) else { return Ok(None) };
+        Ok(match self.get_shared(id).await {
+            Ok(None) => Some(legacy),
+            Ok(Some(_)) | Err(Error::Damaged(_)) => None,
+            Err(e) => return Err(e),
+        })
+    }
+
     /// [`Self::entry_for_revocation`] for a presented token (see [`Self::lookup_ordered_id`]).
     pub(crate) async fn token_for_revocation(&self, token: &str) -> Result<Option<TokenEntry>> {
         let id = self.id_of(token);
         match self.entry_for_revocation(&id).await? {
-            None => match legacy_id(&id) {
+            None => match self.legacy_if_absent(&id).await? {
                 Some(legacy) => self.entry_for_revocation(legacy).await,
                 None => Ok(None),
             },

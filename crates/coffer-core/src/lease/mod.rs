@@ -458,8 +458,9 @@ impl Expiration {
         let max_ttl = if secret.max_ttl == 0 { mount_max } else { secret.max_ttl.min(mount_max) };
         let ttl = if secret.ttl == 0 { route.info.default_lease_ttl.as_secs() } else { secret.ttl };
         let ttl = ttl.min(max_ttl);
-        // Its last part sorts by when it was made, so that the leases of one path made together
-        // are stored together (their records and expiry entries are named by the lease id).
+        // Its last part sorts by when it was made, so that the records of one path's leases made
+        // together (`id/<lease id>`) are stored together; their expiry entries and token links
+        // are named by a hash of it and stay where that puts them.
         let lease_id = format!(
             "{}{}/{}",
             route.info.path,

@@ -4,7 +4,7 @@
 //! 6,700 instructions of a KV v2 read's 118,000, counted by `scripts/cost`).
 //!
 //! Guarantees:
-//! - The memo maps a token to its *id* (the HMAC) only, never to its entry or its rights: every
+//! - The memo maps a token to its *id* (the HMAC, after the token's order part) only, never to its entry or its rights: every
 //!   request still finds the entry by id in the token store, with its expiry, revocation, use
 //!   count and bound CIDRs checked as before. A token revoked between two requests on the same
 //!   connection is refused on the second.

@@ -327,3 +327,20 @@ async fn a_token_stored_under_its_bare_hash_is_revoked_by_accessor() {
     let left = keys(&mem, "sys/token/").await;
     assert!(!left.iter().any(|k| k.contains(&old.id)), "{left:?}");
 }
+
+#[tokio::test]
+async fn an_entry_under_the_ordered_id_that_refuses_the_token_is_not_bypassed_by_the_bare_hash() {
+    let (core, _mem, root) = core().await;
+    let (token, e) = create(&core, &root, "1h").await;
+    let store = store(&core);
+    // A second entry for the same string under its bare hash, as an earlier build could leave
+    // (it looked only there before accepting a chosen id).
+    let bare = e.id[coffer_wire::token_format::ORDER_LEN..].to_owned();
+    let copy = TokenEntry { id: bare.clone(), ..e.clone() };
+    let raw = crate::record::encode(&copy).expect("encode");
+    store.view.put(&format!("id/{bare}"), &raw).await.expect("put");
+    assert_eq!(store.lookup(&token).await.expect("lookup").expect("live").id, e.id);
+    // Its revocation under way: refused, although the bare hash holds a live-looking entry.
+    store.mark_revoking(&e.id).await.expect("mark");
+    assert!(store.lookup(&token).await.expect("lookup").is_none(), "the bare hash was used");
+}

@@ -258,7 +258,7 @@ fn script_for(block: &Block, cmd: &DocCommand) -> String {
 
 /// Output with what differs from run to run replaced by a placeholder: tokens (`cfs_…`,
 /// `cfw_…`, `cfa_…`, and the earlier `cfs.…`),
-/// UUIDs (request ids), RFC 3339 times, HMACs and token accessors (24 letters and digits);
+/// UUIDs (request ids), RFC 3339 times, HMACs and token accessors (24 or 26 letters and digits);
 /// column padding is collapsed, since it follows the widths.
 fn normalize(text: &str) -> String {
     let word = |w: &str| -> String {
