@@ -295,7 +295,13 @@ impl Bao {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if client.get(format!("{}/v1/sys/health", bao.addr)).send().await.is_ok() {
+            if let Ok(r) = client.get(format!("{}/v1/sys/health", bao.addr)).send().await {
+                // A fresh bao is not initialized (501). Anything else is another server that
+                // took the port between the probe and bao's bind (seen once: an initialized one
+                // answered, and "bao init" failed); this bao then exits, and the port is given up.
+                if r.status().as_u16() != 501 {
+                    return None;
+                }
                 break;
             }
             if let Some(c) = bao.child.as_mut()
