@@ -82,6 +82,67 @@ ha_wait_health() { # ha_wait_health I CODE SECONDS
   done
 }
 
+# One node (no HA) on the same PostgreSQL, beside PostgreSQL's own floor: durable writes on
+# PostgreSQL storage (issue 18: group commit, statements pipelined, one COMMIT per group) against
+# the rate at which one client commits one-row INSERTs (pgbench -c1, synchronous_commit on: one
+# WAL flush per commit), the PostgreSQL counterpart of the dd floor. Sets PG_FLOOR and adds the
+# rows "PostgreSQL: KV v2 write" and "PostgreSQL: token create".
+PG_FLOOR=""
+pg_single_bench() { # pg_single_bench DB_URL PG_PORT
+  local db_url="$1" pg_port="$2" port pid out
+  say "PostgreSQL floor: pgbench, one client, one-row INSERT per commit, ${SECONDS_PER_RUN}s"
+  runuser -u postgres -- "$HA_PG_BIN/psql" -h 127.0.0.1 -p "$pg_port" -U coffer -d postgres -qc \
+    "CREATE TABLE coffer_floor (c int, v text)" >/dev/null || die "PostgreSQL floor: CREATE TABLE failed"
+  printf '%s\n' "INSERT INTO coffer_floor VALUES (:client_id, repeat('x', 100));" >"$HA_PG_DATA/floor.sql"
+  chown postgres "$HA_PG_DATA/floor.sql"
+  out="$(runuser -u postgres -- "$HA_PG_BIN/pgbench" -n -c1 -j1 -T"$SECONDS_PER_RUN" -f "$HA_PG_DATA/floor.sql" \
+    -h 127.0.0.1 -p "$pg_port" -U coffer postgres 2>&1)" || die "pgbench failed: $out"
+  PG_FLOOR="$(printf '%s\n' "$out" | awk '/^tps = / { printf "%.0f", $3; exit }')"
+  [ -n "$PG_FLOOR" ] || die "could not parse pgbench output: $out"
+
+  port="$(free_port)"
+  printf '%s\n' \
+    'storage "postgresql" {' \
+    "  connection_url = \"$db_url\"" \
+    '  table          = "coffer_single"' \
+    '}' \
+    '' \
+    'listener "tcp" {' \
+    "  address       = \"127.0.0.1:$port\"" \
+    "  tls_cert_file = \"$TMP/tls.crt\"" \
+    "  tls_key_file  = \"$TMP/tls.key\"" \
+    '}' \
+    '' \
+    'log_level = "warn"' >"$TMP/pg-single.hcl"
+  "$BIN" server -config "$TMP/pg-single.hcl" >"$TMP/pg-single.log" 2>&1 &
+  pid=$!
+  HA_PIDS+=("$pid")
+  URL="https://127.0.0.1:$port"
+  local end=$(($(date +%s) + 60))
+  until curl -sk -o /dev/null --max-time 2 "$URL/v1/sys/health"; do
+    kill -0 "$pid" 2>/dev/null || { cat "$TMP/pg-single.log" >&2; die "the PostgreSQL node exited during start"; }
+    [ "$(date +%s)" -lt "$end" ] || die "the PostgreSQL node did not answer within 60 s"
+    sleep 0.05
+  done
+  say "PostgreSQL node: init, unseal, kv v2 at secret/, policy token"
+  ROOT=""
+  api PUT /v1/sys/init '{"secret_shares":1,"secret_threshold":1}'
+  expect 200 "PostgreSQL node sys/init"
+  local key root
+  key="$(json_str keys_base64)"
+  root="$(json_str root_token)"
+  api PUT /v1/sys/unseal "{\"key\":\"$key\"}"
+  expect 200 "PostgreSQL node sys/unseal"
+  ROOT="$root"
+  api POST /v1/sys/mounts/secret '{"type":"kv","options":{"version":"2"}}'
+  case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: mount kv v2 at secret/: HTTP $STATUS: $BODY_OUT" ;; esac
+  make_policy_token
+  export BENCH_TOKEN="$POLICY_TOKEN"
+  run "PostgreSQL: KV v2 write" 16 2 /v1/secret/data/bench -s "$TMP/write.lua"
+  run "PostgreSQL: token create" 16 2 /v1/auth/token/create -s "$TMP/token.lua"
+  { kill -TERM "$pid" && wait "$pid"; } 2>/dev/null || true
+}
+
 ha_bench() {
   HA_PG_BIN="$(ha_pg_bindir)"
   if [ -z "$HA_PG_BIN" ]; then
@@ -107,6 +168,8 @@ ha_bench() {
     -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$HA_PG_DATA -c max_connections=200" \
     start >/dev/null || { cat "$HA_PG_DATA/postgres.log" >&2; die "PostgreSQL did not start"; }
   local db_url="postgres://coffer@127.0.0.1:$pg_port/postgres?sslmode=disable"
+  local pg_first=${#ROWS[@]}
+  pg_single_bench "$db_url" "$pg_port"
 
   HA_URLS=()
   for i in 0 1 2; do
@@ -223,6 +286,27 @@ EOF
   done
   echo
   echo "- Failover: kill -9 of the active to the first acknowledged write through a standby: $HA_FAILOVER_MS ms ($HA_FAILOVER_TRIES attempts)"
+  echo
+  echo "One node on the same PostgreSQL (no HA, TLS, policy token), beside PostgreSQL's single-writer floor"
+  echo "(pgbench, one client, a one-row INSERT per commit, synchronous_commit on):"
+  echo
+  echo "| scenario | connections | req/s | p50 (ms) | p99 (ms) | x PostgreSQL's floor | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for r in "${ROWS[@]:$pg_first:2}"; do
+    IFS='|' read -r -a f <<<"$r"
+    printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' \
+      "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}" "$(ratio "${f[2]}" "$PG_FLOOR")" "${f[5]}"
+  done
+  echo
+  echo "- PostgreSQL floor (pgbench -c1, one-row INSERT per commit): $PG_FLOOR commits/s"
+  echo
+  echo "Targets (issue 18, PostgreSQL storage):"
+  local s ok rps
+  for s in "KV v2 write" "token create"; do
+    rps="$(field "PostgreSQL: $s" 16 2)"
+    ok="$(ge_ratio "$rps" "$PG_FLOOR" 3)"
+    echo "- $(box "$ok") $s on PostgreSQL (durable) >= 3x PostgreSQL's single-writer commit rate at 16 connections: $(printf '%.0f' "$rps") req/s = $(ratio "$rps" "$PG_FLOOR")x of $PG_FLOOR ($(mark "$ok"))"
+  done
   echo
 
   ha_stop
