@@ -143,6 +143,10 @@ struct Sql {
     get: String,
     put: String,
     delete: String,
+    /// A group's puts in one statement (keys and values as arrays).
+    put_many: String,
+    /// A group's deletes in one statement.
+    delete_many: String,
     list_below: String,
     list_open: String,
     scan_below: String,
@@ -160,6 +164,11 @@ impl Sql {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value"
             ),
             delete: format!("DELETE FROM {table} WHERE key = $1"),
+            put_many: format!(
+                "INSERT INTO {table} (key, value) SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            delete_many: format!("DELETE FROM {table} WHERE key = ANY($1::text[])"),
             list_below: format!(
                 "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
@@ -524,6 +533,9 @@ enum GroupFailure {
     Closed(String),
     /// Every job fails with this error.
     All(Error),
+    /// The group's writes as two statements failed, for a reason that may be one job's: run
+    /// it again with a statement per operation, which tells which job it was.
+    Combined,
 }
 
 /// The task that commits queued writes in groups, on one pooled connection at a time.
@@ -557,8 +569,9 @@ impl Committer {
 
     async fn commit(&self, mut group: Vec<Job>) {
         let mut retried = false;
+        let mut combined = true;
         while !group.is_empty() {
-            let failure = match self.try_group(&group).await {
+            let failure = match self.try_group(&group, combined).await {
                 Ok(()) => {
                     for job in group {
                         // The requester may have gone; its write is committed all the same.
@@ -581,6 +594,10 @@ impl Committer {
                 }
                 GroupFailure::Closed(msg) => Error::Backend(msg),
                 GroupFailure::All(e) => e,
+                GroupFailure::Combined => {
+                    combined = false;
+                    continue;
+                }
             };
             // A fenced group keeps its kind: the core answers it as a standby's refusal.
             let fenced = matches!(all, Error::Fenced(_));
@@ -604,57 +621,19 @@ impl Committer {
         Error::Backend(format!("postgresql {}: {what}: {}", self.target, describe(e)))
     }
 
-    /// A failure before COMMIT: retryable on a closed connection, since nothing was committed.
-    fn before_commit(&self, what: &str, e: &tokio_postgres::Error) -> GroupFailure {
-        match coffer_pg::Failure::of(e) == coffer_pg::Failure::Closed {
-            true => GroupFailure::Closed(format!(
-                "postgresql {}: {what}: connection closed",
-                self.target
-            )),
-            false => GroupFailure::All(self.error(what, e)),
-        }
-    }
-
-    /// One transaction for the whole group, every statement pipelined, one COMMIT.
-    async fn try_group(&self, group: &[Job]) -> std::result::Result<(), GroupFailure> {
-        let mut c = self.pool.get().await.map_err(|e| {
-            GroupFailure::All(Error::Backend(format!(
-                "postgresql {}: cannot get a connection: {}",
-                self.target,
-                describe_pool(&e)
-            )))
-        })?;
-        let tx = c.transaction().await.map_err(|e| self.before_commit("begin", &e))?;
-        // --- HA fencing (the only HA code in the write path): the epoch check comes first in
-        // the transaction, and its FOR SHARE lock on the lock row holds off a new leader's
-        // taking until this transaction ends.
-        if let (Some(sql), Some(fence)) = (&self.sql.fence, &self.fence) {
-            let epoch = fence.epoch();
-            let ok: bool = tx
-                .query_one(sql.as_str(), &[&epoch])
-                .await
-                .map_err(|e| self.before_commit("fencing check", &e))?
-                .get(0);
-            if !ok {
-                tracing::warn!(
-                    target_db = %self.target,
-                    epoch,
-                    "write refused by HA fencing: another node leads now"
-                );
-                return Err(GroupFailure::All(Error::Fenced(format!(
-                    "postgresql {}: write refused: this node does not hold the newest leadership epoch",
-                    self.target
-                ))));
-            }
-        }
-        // --- end of HA fencing
+    /// The group's writes, a statement per operation, pipelined.
+    async fn write_each(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        group: &[Job],
+    ) -> std::result::Result<(), GroupFailure> {
         let put =
             tx.prepare_cached(&self.sql.put).await.map_err(|e| self.before_commit("put", &e))?;
         let delete = tx
             .prepare_cached(&self.sql.delete)
             .await
             .map_err(|e| self.before_commit("delete", &e))?;
-        let (tx_ref, put, delete) = (&tx, &put, &delete);
+        let (tx_ref, put, delete) = (tx, &put, &delete);
         // Polled together, the statements go out back to back without waiting for each answer.
         let results = futures_util::future::join_all(
             group
@@ -686,6 +665,118 @@ impl Committer {
         }
         if let Some(e) = aborted {
             return Err(GroupFailure::All(e));
+        }
+        Ok(())
+    }
+
+    /// The group's writes as at most two statements: each key's last operation in the group
+    /// (later requests' after earlier ones', as the queue ordered them), puts in one INSERT and
+    /// deletes in one DELETE, pipelined. Any failure but a closed connection is
+    /// [`GroupFailure::Combined`]: the group is run again a statement per operation.
+    async fn write_combined(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        group: &[Job],
+    ) -> std::result::Result<(), GroupFailure> {
+        let mut last: std::collections::BTreeMap<&str, Option<&[u8]>> =
+            std::collections::BTreeMap::new();
+        for op in group.iter().flat_map(|j| j.ops.iter()) {
+            match op {
+                Op::Put(k, v) => last.insert(k.as_str(), Some(v.as_slice())),
+                Op::Delete(k) => last.insert(k.as_str(), None),
+            };
+        }
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in last {
+            match v {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
+                }
+                None => gone.push(k),
+            }
+        }
+        let put = tx
+            .prepare_cached(&self.sql.put_many)
+            .await
+            .map_err(|e| self.before_commit("put", &e))?;
+        let delete = tx
+            .prepare_cached(&self.sql.delete_many)
+            .await
+            .map_err(|e| self.before_commit("delete", &e))?;
+        let puts = async {
+            if keys.is_empty() { Ok(0) } else { tx.execute(&put, &[&keys, &values]).await }
+        };
+        let deletes =
+            async { if gone.is_empty() { Ok(0) } else { tx.execute(&delete, &[&gone]).await } };
+        let (p, d) = futures_util::future::join(puts, deletes).await;
+        for r in [p, d] {
+            if let Err(e) = r {
+                if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed {
+                    return Err(self.before_commit("write", &e));
+                }
+                tracing::debug!(target = %self.target, error = %describe(&e), "a group's combined write failed; running it a statement per operation");
+                return Err(GroupFailure::Combined);
+            }
+        }
+        Ok(())
+    }
+
+    /// A failure before COMMIT: retryable on a closed connection, since nothing was committed.
+    fn before_commit(&self, what: &str, e: &tokio_postgres::Error) -> GroupFailure {
+        match coffer_pg::Failure::of(e) == coffer_pg::Failure::Closed {
+            true => GroupFailure::Closed(format!(
+                "postgresql {}: {what}: connection closed",
+                self.target
+            )),
+            false => GroupFailure::All(self.error(what, e)),
+        }
+    }
+
+    /// One transaction for the whole group, one COMMIT. `combined`: the group's final value of
+    /// each key it writes in one INSERT and one DELETE (what PostgreSQL executes per statement
+    /// is most of a group's time: a KV v2 write is four to six operations); else a statement
+    /// per operation, all pipelined, so that a failing one names its job.
+    async fn try_group(
+        &self,
+        group: &[Job],
+        combined: bool,
+    ) -> std::result::Result<(), GroupFailure> {
+        let mut c = self.pool.get().await.map_err(|e| {
+            GroupFailure::All(Error::Backend(format!(
+                "postgresql {}: cannot get a connection: {}",
+                self.target,
+                describe_pool(&e)
+            )))
+        })?;
+        let tx = c.transaction().await.map_err(|e| self.before_commit("begin", &e))?;
+        // --- HA fencing (the only HA code in the write path): the epoch check comes first in
+        // the transaction, and its FOR SHARE lock on the lock row holds off a new leader's
+        // taking until this transaction ends.
+        if let (Some(sql), Some(fence)) = (&self.sql.fence, &self.fence) {
+            let epoch = fence.epoch();
+            let ok: bool = tx
+                .query_one(sql.as_str(), &[&epoch])
+                .await
+                .map_err(|e| self.before_commit("fencing check", &e))?
+                .get(0);
+            if !ok {
+                tracing::warn!(
+                    target_db = %self.target,
+                    epoch,
+                    "write refused by HA fencing: another node leads now"
+                );
+                return Err(GroupFailure::All(Error::Fenced(format!(
+                    "postgresql {}: write refused: this node does not hold the newest leadership epoch",
+                    self.target
+                ))));
+            }
+        }
+        // --- end of HA fencing
+        if combined {
+            self.write_combined(&tx, group).await?;
+        } else {
+            self.write_each(&tx, group).await?;
         }
         // HA change feed: delivered by PostgreSQL only once this transaction committed.
         if let Some(channel) = &self.channel {
