@@ -4,10 +4,12 @@
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction (all or nothing). Writes use group commit: one task takes every `put`, `delete`
-//! and `batch` queued meanwhile, pipelines all their statements on one connection inside one
-//! transaction and commits once. A request whose statement fails is taken out of the group,
-//! answered with its error, and the others run again in a new transaction (the first was rolled
-//! back whole, so nothing is applied twice); a failed COMMIT fails every request of its group,
+//! and `batch` queued meanwhile and applies them on one connection inside one transaction,
+//! committed once: each key's last operation in the group, as one INSERT of arrays and one
+//! DELETE. If that fails, the group runs again with a statement per operation, pipelined, and a
+//! request whose statement fails is taken out of the group, answered with its error, and the
+//! others run again in a new transaction (the first was rolled back whole, so nothing is
+//! applied twice); a failed COMMIT fails every request of its group,
 //! and none of them is acknowledged. Keys are ordered by bytes (`COLLATE "C"`), as in SQLite,
 //! and `list` is a skip-scan ([`crate::list`]) that never reads the subtree under a folder. A
 //! pooled connection found closed (the server restarted) is replaced and the operation retried
