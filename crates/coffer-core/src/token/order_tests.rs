@@ -51,6 +51,23 @@ async fn keys(mem: &MemoryBackend, prefix: &str) -> Vec<String> {
     out
 }
 
+/// Writes `ops` (entry and accessor changes) and moves `e`'s path-index, parent-link and expiry
+/// entries to the names they have for `old`, in one batch.
+async fn rewrite(store: &TokenStore, e: &TokenEntry, old: &TokenEntry, mut ops: Vec<BatchOp<'_>>) {
+    ops.push(BatchOp::Delete(path_key(e)));
+    ops.push(BatchOp::Put(path_key(old), b""));
+    if let Some(parent) = &e.parent {
+        ops.push(BatchOp::Delete(parent_key(parent, e)));
+        ops.push(BatchOp::Put(parent_key(parent, old), b""));
+    }
+    let gone = ExpiryChange::new(link_name(e), e.expire_time, 0);
+    let back = ExpiryChange::new(link_name(old), 0, old.expire_time);
+    let mut expiry = gone.ops();
+    expiry.extend(back.ops());
+    View::batch_across(vec![(&store.view, ops), (&store.expire, expiry)]).await.expect("rewrite");
+    store.forget(&e.id);
+}
+
 /// Rewrites `e` as a build before `TokenEntry::order` stored it: entry without an order, its
 /// path-index, parent-link and expiry entries named by the bare id.
 async fn make_old(store: &TokenStore, e: &TokenEntry) -> TokenEntry {
@@ -60,21 +77,7 @@ async fn make_old(store: &TokenStore, e: &TokenEntry) -> TokenEntry {
     let raw = String::from_utf8(raw.to_vec()).expect("json");
     let raw = raw.replacen("{\"version\":2,", "{\"version\":1,", 1).into_bytes();
     assert!(raw.starts_with(b"{\"version\":1,") && !raw.windows(7).any(|w| w == b"\"order\""));
-    let mut ops = vec![
-        BatchOp::Put(format!("id/{}", e.id), &raw[..]),
-        BatchOp::Delete(path_key(e)),
-        BatchOp::Put(path_key(&old), b""),
-    ];
-    if let Some(parent) = &e.parent {
-        ops.push(BatchOp::Delete(parent_key(parent, e)));
-        ops.push(BatchOp::Put(parent_key(parent, &old), b""));
-    }
-    let gone = ExpiryChange::new(link_name(e), e.expire_time, 0);
-    let back = ExpiryChange::new(link_name(&old), 0, old.expire_time);
-    let mut expiry = gone.ops();
-    expiry.extend(back.ops());
-    View::batch_across(vec![(&store.view, ops), (&store.expire, expiry)]).await.expect("rewrite");
-    store.forget(&e.id);
+    rewrite(store, e, &old, vec![BatchOp::Put(format!("id/{}", e.id), &raw[..])]).await;
     old
 }
 
@@ -200,24 +203,13 @@ async fn make_unordered(store: &TokenStore, e: &TokenEntry) -> TokenEntry {
         id: bare.clone(),
     })
     .expect("encode");
-    let mut ops = vec![
+    let ops = vec![
         BatchOp::Delete(format!("id/{}", e.id)),
         BatchOp::Put(format!("id/{bare}"), &raw[..]),
         BatchOp::Delete(store.accessor_key(&e.accessor)),
         BatchOp::Put(format!("accessor/{}", store.hash(&accessor)), &acc[..]),
-        BatchOp::Delete(path_key(e)),
-        BatchOp::Put(path_key(&old), b""),
     ];
-    if let Some(parent) = &e.parent {
-        ops.push(BatchOp::Delete(parent_key(parent, e)));
-        ops.push(BatchOp::Put(parent_key(parent, &old), b""));
-    }
-    let gone = ExpiryChange::new(link_name(e), e.expire_time, 0);
-    let back = ExpiryChange::new(link_name(&old), 0, old.expire_time);
-    let mut expiry = gone.ops();
-    expiry.extend(back.ops());
-    View::batch_across(vec![(&store.view, ops), (&store.expire, expiry)]).await.expect("rewrite");
-    store.forget(&e.id);
+    rewrite(store, e, &old, ops).await;
     old
 }
 
