@@ -635,7 +635,7 @@ impl Committer {
             .prepare_cached(&self.sql.delete)
             .await
             .map_err(|e| self.before_commit("delete", &e))?;
-        let (tx_ref, put, delete) = (tx, &put, &delete);
+        let (put, delete) = (&put, &delete);
         // Polled together, the statements go out back to back without waiting for each answer.
         let results = futures_util::future::join_all(
             group
@@ -644,8 +644,8 @@ impl Committer {
                 .flat_map(|(i, job)| job.ops.iter().map(move |op| (i, op)))
                 .map(|(i, op)| async move {
                     let r = match op {
-                        Op::Put(k, v) => tx_ref.execute(put, &[k, v]).await,
-                        Op::Delete(k) => tx_ref.execute(delete, &[k]).await,
+                        Op::Put(k, v) => tx.execute(put, &[k, v]).await,
+                        Op::Delete(k) => tx.execute(delete, &[k]).await,
                     };
                     (i, r)
                 }),
