@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use coffer_pgtest::Cluster;
 
@@ -260,6 +261,117 @@ async fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
     assert_eq!(cluster.sql(&db, "SELECT count(*) FROM coffer_kv"), "63");
     let commits = b.commits.load(Ordering::Relaxed) - before;
     assert!(commits < 64, "64 concurrent requests took {commits} commits");
+}
+
+/// A TCP proxy in front of the cluster whose connections the test can cut, as a network that
+/// drops them would: both ends see the socket close, and nothing more goes through.
+struct Proxy {
+    port: u16,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(to: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = std::sync::Arc::clone(&links);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut server =
+                    tokio::net::TcpStream::connect(("127.0.0.1", to)).await.expect("connect");
+                let link = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                held.lock().expect("links").push(link.abort_handle());
+            }
+        });
+        Self { port, links }
+    }
+
+    /// Closes every connection made so far.
+    fn cut(&self) {
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+}
+
+/// The backends of `db` waiting for a lock, once there is one not in `seen`.
+async fn new_lock_waiter(cluster: &Cluster, db: &str, seen: &[String]) -> String {
+    for _ in 0..500 {
+        let waiting = cluster.sql(
+            db,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        if let Some(pid) = waiting.lines().find(|p| !seen.iter().any(|s| s == p)) {
+            return pid.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no new write waits for the lock");
+}
+
+/// A group sent with its COMMIT whose connection is cut before the answer: whether it was
+/// committed is unknown, and it is written again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_cut_off_after_its_commit_was_sent_is_written_again() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let proxy = Proxy::start(cluster.port()).await;
+    let via_proxy = url.replace(&format!(":{}/", cluster.port()), &format!(":{}/", proxy.port));
+    let b = std::sync::Arc::new(connect(&via_proxy).await);
+    b.put("held/key", b"old".to_vec()).await.expect("put");
+    // Holds the row, so that the next group waits inside its transaction, COMMIT sent.
+    let locker = connect(&url).await;
+    let mut lc = locker.pool.get().await.expect("connection");
+    let lock = lc.transaction().await.expect("begin");
+    lock.execute("SELECT 1 FROM coffer_kv WHERE key = 'held/key' FOR UPDATE", &[])
+        .await
+        .expect("lock");
+    let write = tokio::spawn({
+        let b = std::sync::Arc::clone(&b);
+        async move { b.put("held/key", b"new".to_vec()).await }
+    });
+    let first = new_lock_waiter(cluster, &db, &[]).await;
+    proxy.cut();
+    // The second attempt, on a new connection, waits for the same row.
+    new_lock_waiter(cluster, &db, &[first]).await;
+    lock.rollback().await.expect("release");
+    write.await.expect("task").expect("written on the second attempt");
+    assert_eq!(connect(&url).await.get("held/key").await.expect("get"), Some(b"new".to_vec()));
+}
+
+/// When the second attempt is cut off too, the error says that the write may have been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_cut_off_twice_says_its_write_may_or_may_not_have_been_applied() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let proxy = Proxy::start(cluster.port()).await;
+    let via_proxy = url.replace(&format!(":{}/", cluster.port()), &format!(":{}/", proxy.port));
+    let b = std::sync::Arc::new(connect(&via_proxy).await);
+    b.put("held/key", b"old".to_vec()).await.expect("put");
+    let locker = connect(&url).await;
+    let mut lc = locker.pool.get().await.expect("connection");
+    let lock = lc.transaction().await.expect("begin");
+    lock.execute("SELECT 1 FROM coffer_kv WHERE key = 'held/key' FOR UPDATE", &[])
+        .await
+        .expect("lock");
+    let write = tokio::spawn({
+        let b = std::sync::Arc::clone(&b);
+        async move { b.put("held/key", b"new".to_vec()).await }
+    });
+    let first = new_lock_waiter(cluster, &db, &[]).await;
+    proxy.cut();
+    new_lock_waiter(cluster, &db, &[first]).await;
+    proxy.cut();
+    let e = write.await.expect("task").expect_err("both attempts were cut off");
+    assert!(e.to_string().contains("may or may not have been applied"), "{e}");
+    assert_eq!(e.to_string().matches("storage backend error").count(), 1, "{e}");
+    assert!(!e.to_string().contains("coffer_admin"), "no user or password in {e}");
+    lock.rollback().await.expect("release");
+    // The backend still answers: a new connection through the proxy.
+    b.put("other/key", b"v".to_vec()).await.expect("put after the cuts");
 }
 
 mod ha_lock {
