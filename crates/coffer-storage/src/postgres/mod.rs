@@ -4,30 +4,28 @@
 //!
 //! Guarantees: a write is acknowledged after PostgreSQL committed it; `batch` is one
 //! transaction (all or nothing). Writes use group commit: one task takes every `put`, `delete`
-//! and `batch` queued meanwhile and applies them on one connection inside one transaction,
-//! committed once: each key's last operation in the group, as one INSERT of arrays and one
-//! DELETE, sent with BEGIN and COMMIT in one go (one round trip per group). If that fails, the
-//! group runs again with a statement per operation, and a request whose statement fails is
-//! taken out of the group, answered with its error, and the others run again in a new
-//! transaction (the first was rolled back whole, so nothing is applied twice); a failed COMMIT
-//! fails every request of its group, and none of them is acknowledged. Keys are ordered by
-//! bytes (`COLLATE "C"`), as in SQLite, and `list` is a skip-scan ([`crate::list`]) that never
-//! reads the subtree under a folder. A pooled connection found closed (the server restarted)
-//! is replaced and the operation retried once. For a group, that holds even when its COMMIT
-//! had been sent: the group's writes are each key's final value, written again before any
-//! other write of this node (the committer is one task; another node's writes need a newer HA
-//! epoch, which the second attempt's fencing check refuses), so writing them twice leaves what
-//! writing them once does. When that second attempt fails too, its error says the write may or
-//! may not have been applied. Sessions commit with `synchronous_commit=on`, whatever the
-//! server's default. Error messages name the host and database and never contain the password
-//! or the connection URL.
+//! and `batch` queued meanwhile and writes each key's last operation in the group with one
+//! statement (an INSERT of arrays, with the deletes in a data-modifying CTE). Without HA that
+//! statement is the whole transaction: PostgreSQL commits it before it answers, one round trip
+//! per group. If it fails, the group runs again in a transaction with a statement per
+//! operation, pipelined, and a request whose statement fails is taken out of the group,
+//! answered with its error, and the others run again in a new transaction (nothing of the
+//! failed attempts was committed); a failed COMMIT fails every request of its group, and none
+//! of them is acknowledged. Keys are ordered by bytes (`COLLATE "C"`), as in SQLite, and
+//! `list` is a skip-scan ([`crate::list`]) that never reads the subtree under a folder. A
+//! pooled connection found closed (the server restarted) is replaced and the operation retried
+//! once, but only when nothing can have been committed yet (reads, a group whose COMMIT was not
+//! sent, or whose single statement was not): once it was, the outcome is unknown, and the
+//! group fails, saying that its write may or may not have been applied (writing it again could
+//! land before the first attempt, which the server may still be running, and be undone by it).
+//! Sessions commit with `synchronous_commit=on`, whatever the server's default. Error messages
+//! name the host and database and never contain the password or the connection URL.
 //!
 //! With `ha` set, the backend also opens the HA lock ([`ha`]) and every write is fenced: each
 //! group's transaction first checks this node's leadership epoch against the lock row, and the
 //! group fails with [`Error::Fenced`] when a newer epoch exists, and notifies the keys it
-//! changed on the table's change feed ([`feed`]) in the same transaction. Its COMMIT waits for
-//! the fencing check's answer (a refused epoch is an answer, not an error that would abort the
-//! transaction): two round trips per group.
+//! changed on the table's change feed ([`feed`]) in the same transaction: BEGIN with the
+//! fencing check, then the writes with the notification, then COMMIT (three round trips).
 //!
 //! Not done here: a process other than this one writing the same table while a
 //! `CachedBackend` is in front (HA nodes run without one).
@@ -44,7 +42,6 @@ use async_trait::async_trait;
 use coffer_pg::{PoolOptions, describe, describe_pool};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 
 use crate::key::validate_prefix;
@@ -151,10 +148,12 @@ struct Sql {
     get: String,
     put: String,
     delete: String,
-    /// A group's puts in one statement (keys and values as arrays).
-    put_many: String,
-    /// A group's deletes in one statement.
-    delete_many: String,
+    /// A group's writes in one statement: its deletes (a key array) in a data-modifying CTE,
+    /// its puts (key and value arrays) in the INSERT. The two never name the same key. The
+    /// cardinality test is a one-time filter: with no key to delete, no plan scans anything
+    /// (PostgreSQL's generic plan for the statement, made while the table was small, can be a
+    /// sequential scan).
+    write_many: String,
     list_below: String,
     list_open: String,
     scan_below: String,
@@ -172,11 +171,11 @@ impl Sql {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value"
             ),
             delete: format!("DELETE FROM {table} WHERE key = $1"),
-            put_many: format!(
-                "INSERT INTO {table} (key, value) SELECT * FROM unnest($1::text[], $2::bytea[]) \
+            write_many: format!(
+                "WITH gone AS (DELETE FROM {table} WHERE cardinality($3::text[]) > 0 AND key = ANY($3)) \
+                 INSERT INTO {table} (key, value) SELECT * FROM unnest($1::text[], $2::bytea[]) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value"
             ),
-            delete_many: format!("DELETE FROM {table} WHERE key = ANY($1::text[])"),
             list_below: format!(
                 "SELECT key FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
             ),
@@ -539,36 +538,11 @@ enum GroupFailure {
     Job(usize, Error),
     /// The connection was closed before anything was committed: the group can be retried.
     Closed(String),
-    /// The connection was closed after COMMIT was sent with the group's statements: whether
-    /// the group was committed is unknown. Running it again is safe (see [`Committer::commit`]).
-    Uncertain(String),
     /// Every job fails with this error.
     All(Error),
-    /// The group's writes as two statements failed, for a reason that may be one job's: run
-    /// it again with a statement per operation, which tells which job it was.
+    /// The group's writes as one statement failed, for a reason that may be one job's: run it
+    /// again with a statement per operation, which tells which job it was.
     Combined,
-}
-
-/// `e`, saying that an earlier attempt at its group may have been committed when `uncertain`.
-fn unknown(uncertain: bool, e: Error) -> Error {
-    match (uncertain, e) {
-        (false, e) => e,
-        (true, Error::Fenced(m)) => Error::Fenced(m),
-        (true, Error::Backend(m) | Error::InvalidKey(m)) => Error::Backend(format!(
-            "{m} (an earlier attempt's connection closed after its COMMIT was sent: the write may or may not have been applied)"
-        )),
-    }
-}
-
-/// A group's statements, prepared before anything of the group is sent: a statement that
-/// waited for its Parse to be answered would go out after the messages sent meanwhile, COMMIT
-/// among them.
-struct Prepared {
-    /// `put_many` and `delete_many` for a combined group, `put` and `delete` otherwise.
-    put: Statement,
-    delete: Statement,
-    fence: Option<Statement>,
-    notify: Option<Statement>,
 }
 
 /// The task that commits queued writes in groups, on one pooled connection at a time.
@@ -600,15 +574,8 @@ impl Committer {
         }
     }
 
-    /// Commits `group`, answering each job. A closed connection is retried once, on a new one,
-    /// even when COMMIT had been sent (a group's writes are each key's final value, so writing
-    /// them twice leaves what writing them once does, and no other write of this node can come
-    /// between the two: groups are committed one at a time; another node's can only with a
-    /// newer leadership epoch, which the second attempt's fencing check refuses). After such an
-    /// attempt, a failure no longer proves that nothing was applied, and its errors say so.
     async fn commit(&self, mut group: Vec<Job>) {
         let mut retried = false;
-        let mut uncertain = false;
         let mut combined = true;
         while !group.is_empty() {
             let failure = match self.try_group(&group, combined).await {
@@ -624,7 +591,7 @@ impl Committer {
             let all = match failure {
                 GroupFailure::Job(i, e) => {
                     // Its transaction was rolled back whole: run the others again without it.
-                    let _ = group.remove(i).done.send(Err(unknown(uncertain, e)));
+                    let _ = group.remove(i).done.send(Err(e));
                     continue;
                 }
                 GroupFailure::Closed(msg) if !retried => {
@@ -632,23 +599,13 @@ impl Committer {
                     retried = true;
                     continue;
                 }
-                GroupFailure::Uncertain(msg) if !retried => {
-                    tracing::debug!(target = %self.target, "{msg}; writing the group again on a new connection");
-                    retried = true;
-                    uncertain = true;
-                    continue;
-                }
                 GroupFailure::Closed(msg) => Error::Backend(msg),
-                GroupFailure::Uncertain(msg) => {
-                    Error::Backend(format!("{msg}; the write may or may not have been applied"))
-                }
                 GroupFailure::All(e) => e,
                 GroupFailure::Combined => {
                     combined = false;
                     continue;
                 }
             };
-            let all = unknown(uncertain, all);
             // A fenced group keeps its kind: the core answers it as a standby's refusal.
             let fenced = matches!(all, Error::Fenced(_));
             if !fenced {
@@ -671,49 +628,20 @@ impl Committer {
         Error::Backend(format!("postgresql {}: {what}: {}", self.target, describe(e)))
     }
 
-    async fn prepare_one(
-        &self,
-        c: &deadpool_postgres::ClientWrapper,
-        sql: &str,
-        what: &str,
-    ) -> std::result::Result<Statement, GroupFailure> {
-        c.prepare_cached(sql).await.map_err(|e| self.before_commit(what, &e))
-    }
-
-    /// The statements a group needs, from the connection's cache after its first group.
-    async fn prepare(
-        &self,
-        c: &deadpool_postgres::ClientWrapper,
-        combined: bool,
-    ) -> std::result::Result<Prepared, GroupFailure> {
-        let (put, delete) = match combined {
-            true => (&self.sql.put_many, &self.sql.delete_many),
-            false => (&self.sql.put, &self.sql.delete),
-        };
-        Ok(Prepared {
-            put: self.prepare_one(c, put, "put").await?,
-            delete: self.prepare_one(c, delete, "delete").await?,
-            fence: match &self.sql.fence {
-                Some(sql) => Some(self.prepare_one(c, sql, "fencing check").await?),
-                None => None,
-            },
-            notify: match &self.channel {
-                Some(_) => Some(self.prepare_one(c, "SELECT pg_notify($1, $2)", "notify").await?),
-                None => None,
-            },
-        })
-    }
-
-    /// The group's writes, a statement per operation, all sent without waiting.
+    /// The group's writes, a statement per operation, pipelined.
     async fn write_each(
         &self,
-        c: &deadpool_postgres::ClientWrapper,
-        st: &Prepared,
+        tx: &deadpool_postgres::ClientWrapper,
         group: &[Job],
     ) -> std::result::Result<(), GroupFailure> {
-        let (put, delete) = (&st.put, &st.delete);
-        // Polled together, the statements go out back to back, in order, without waiting for
-        // each answer.
+        let put =
+            tx.prepare_cached(&self.sql.put).await.map_err(|e| self.before_commit("put", &e))?;
+        let delete = tx
+            .prepare_cached(&self.sql.delete)
+            .await
+            .map_err(|e| self.before_commit("delete", &e))?;
+        let (put, delete) = (&put, &delete);
+        // Polled together, the statements go out back to back without waiting for each answer.
         let results = futures_util::future::join_all(
             group
                 .iter()
@@ -721,8 +649,8 @@ impl Committer {
                 .flat_map(|(i, job)| job.ops.iter().map(move |op| (i, op)))
                 .map(|(i, op)| async move {
                     let r = match op {
-                        Op::Put(k, v) => c.execute(put, &[k, v]).await,
-                        Op::Delete(k) => c.execute(delete, &[k]).await,
+                        Op::Put(k, v) => tx.execute(put, &[k, v]).await,
+                        Op::Delete(k) => tx.execute(delete, &[k]).await,
                     };
                     (i, r)
                 }),
@@ -748,51 +676,65 @@ impl Committer {
         Ok(())
     }
 
-    /// The group's writes as at most two statements: each key's last operation in the group
-    /// (later requests' after earlier ones', as the queue ordered them), puts in one INSERT and
-    /// deletes in one DELETE, sent together on the first poll. Any failure but a closed
-    /// connection is [`GroupFailure::Combined`]: the group is run again a statement per
-    /// operation.
+    /// The group's writes as one statement inside the group's transaction (HA): see
+    /// [`final_values`]. Any failure but a closed connection is [`GroupFailure::Combined`]: the
+    /// group is run again a statement per operation.
     async fn write_combined(
         &self,
-        c: &deadpool_postgres::ClientWrapper,
-        st: &Prepared,
+        tx: &deadpool_postgres::ClientWrapper,
         group: &[Job],
     ) -> std::result::Result<(), GroupFailure> {
-        let mut last: std::collections::BTreeMap<&str, Option<&[u8]>> =
-            std::collections::BTreeMap::new();
-        for op in group.iter().flat_map(|j| j.ops.iter()) {
-            match op {
-                Op::Put(k, v) => last.insert(k.as_str(), Some(v.as_slice())),
-                Op::Delete(k) => last.insert(k.as_str(), None),
-            };
-        }
-        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-        for (k, v) in last {
-            match v {
-                Some(v) => {
-                    keys.push(k);
-                    values.push(v);
-                }
-                None => gone.push(k),
+        let st = tx
+            .prepare_cached(&self.sql.write_many)
+            .await
+            .map_err(|e| self.before_commit("write", &e))?;
+        let (keys, values, gone) = final_values(group);
+        tx.execute(&st, &[&keys, &values, &gone]).await.map(drop).map_err(|e| {
+            if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed {
+                return self.before_commit("write", &e);
             }
+            tracing::debug!(target = %self.target, error = %describe(&e), "a group's combined write failed; running it a statement per operation");
+            GroupFailure::Combined
+        })
+    }
+
+    /// Without HA, a combined group is that one statement and nothing else: PostgreSQL runs it
+    /// in a transaction of its own and commits it before it answers, so the group costs one
+    /// round trip, and a statement that fails leaves nothing behind. Once it was sent, a closed
+    /// connection leaves the outcome unknown: the group then fails, saying so (writing it
+    /// again could land before the first attempt, still running on the server, and be undone
+    /// by it).
+    async fn write_alone(
+        &self,
+        c: &deadpool_postgres::ClientWrapper,
+        group: &[Job],
+    ) -> std::result::Result<(), GroupFailure> {
+        let st = c
+            .prepare_cached(&self.sql.write_many)
+            .await
+            .map_err(|e| self.before_commit("write", &e))?;
+        let (keys, values, gone) = final_values(group);
+        if c.is_closed() {
+            return Err(GroupFailure::Closed(format!(
+                "postgresql {}: write: connection closed",
+                self.target
+            )));
         }
-        let puts = async {
-            if keys.is_empty() { Ok(0) } else { c.execute(&st.put, &[&keys, &values]).await }
-        };
-        let deletes =
-            async { if gone.is_empty() { Ok(0) } else { c.execute(&st.delete, &[&gone]).await } };
-        let (p, d) = futures_util::future::join(puts, deletes).await;
-        for r in [p, d] {
-            if let Err(e) = r {
-                if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed {
-                    return Err(self.before_commit("write", &e));
-                }
+        #[cfg(test)]
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match c.execute(&st, &[&keys, &values, &gone]).await {
+            Ok(_) => Ok(()),
+            Err(e) if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed => {
+                Err(GroupFailure::All(Error::Backend(format!(
+                    "postgresql {}: write: the connection closed before the server answered; the write may or may not have been applied",
+                    self.target
+                ))))
+            }
+            Err(e) => {
                 tracing::debug!(target = %self.target, error = %describe(&e), "a group's combined write failed; running it a statement per operation");
-                return Err(GroupFailure::Combined);
+                Err(GroupFailure::Combined)
             }
         }
-        Ok(())
     }
 
     /// A failure before COMMIT: retryable on a closed connection, since nothing was committed.
@@ -807,16 +749,10 @@ impl Committer {
     }
 
     /// One transaction for the whole group, one COMMIT. `combined`: the group's final value of
-    /// each key it writes in one INSERT and one DELETE (what PostgreSQL executes per statement
-    /// is most of a group's time: a KV v2 write is four to six operations); else a statement
-    /// per operation, so that a failing one names its job.
-    ///
-    /// The group's messages go out together, without waiting for each answer: a round trip
-    /// costs about as much as PostgreSQL's work on a group. BEGIN, the fencing check, the
-    /// writes and the notification always; COMMIT too when it needs nothing of their answers:
-    /// for a combined group without HA. A failed statement then makes PostgreSQL answer COMMIT
-    /// as a rollback. With HA, COMMIT waits for the fencing check's answer (a refused epoch is
-    /// an answer, not an error); after the per-operation writes, for theirs.
+    /// each key it writes in one statement (what PostgreSQL executes per statement is most of a
+    /// group's time: a KV v2 write is four to six operations), alone without HA
+    /// ([`Self::write_alone`]); else a statement per operation, pipelined, so that a failing
+    /// one names its job.
     async fn try_group(
         &self,
         group: &[Job],
@@ -829,94 +765,68 @@ impl Committer {
                 describe_pool(&e)
             )))
         })?;
-        let st = self.prepare(&c, combined).await?;
-        let with_commit = combined && st.fence.is_none() && st.notify.is_none();
-        // Every future below sends its message on its first poll, before its first wait, and
-        // `join` polls them in this order: the messages go out in it.
-        let begin = c.batch_execute("BEGIN");
+        if combined && self.fence.is_none() && self.channel.is_none() {
+            return self.write_alone(&c, group).await;
+        }
         // --- HA fencing (the only HA code in the write path): the epoch check comes first in
         // the transaction, and its FOR SHARE lock on the lock row holds off a new leader's
-        // taking until this transaction ends.
+        // taking until this transaction ends. It goes out with BEGIN: had BEGIN failed, it
+        // would have run on its own, and it only reads.
         let epoch = self.fence.as_ref().map(|f| f.epoch());
-        let fenced = async {
-            match (&st.fence, epoch) {
-                (Some(fence), Some(epoch)) => {
-                    c.query_one(fence, &[&epoch]).await.map(|r| r.get::<_, bool>(0))
+        let fence = async {
+            match (&self.sql.fence, epoch) {
+                (Some(sql), Some(epoch)) => {
+                    let st = c.prepare_cached(sql).await?;
+                    c.query_one(&st, &[&epoch]).await.map(|r| r.get::<_, bool>(0))
                 }
                 _ => Ok(true),
             }
         };
-        // --- end of HA fencing
-        let writes = async {
-            match combined {
-                true => self.write_combined(&c, &st, group).await,
-                false => self.write_each(&c, &st, group).await,
-            }
-        };
-        // HA change feed: delivered by PostgreSQL only once this transaction committed.
-        let notify = async {
-            match (&st.notify, &self.channel) {
-                (Some(notify), Some(channel)) => {
-                    let keys = feed::payload(group.iter().flat_map(|j| j.ops.iter().map(Op::key)));
-                    c.execute(notify, &[channel, &keys]).await.map(drop)
-                }
-                _ => Ok(()),
-            }
-        };
-        let commit =
-            async { if with_commit { Some(c.batch_execute("COMMIT").await) } else { None } };
-        let ((begun, fenced, written, notified), committed) = futures_util::future::join(
-            futures_util::future::join4(begin, fenced, writes, notify),
-            commit,
-        )
-        .await;
-        // Without BEGIN, the statements sent with COMMIT ran on their own and may stand.
-        let unbegun = with_commit && begun.is_err();
-        let before_commit = begun
-            .map_err(|e| self.before_commit("begin", &e))
-            .and_then(|()| fenced.map_err(|e| self.before_commit("fencing check", &e)))
-            .and_then(|ok| match ok {
-                true => Ok(()),
-                false => {
-                    tracing::warn!(
-                        target_db = %self.target,
-                        epoch,
-                        "write refused by HA fencing: another node leads now"
-                    );
-                    Err(GroupFailure::All(Error::Fenced(format!(
-                        "postgresql {}: write refused: this node does not hold the newest leadership epoch",
-                        self.target
-                    ))))
-                }
-            })
-            .and(written)
-            .and_then(|()| notified.map_err(|e| self.before_commit("notify", &e)));
-        #[cfg(test)]
-        if before_commit.is_ok() {
-            self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let committed = match (before_commit, committed) {
-            // PostgreSQL ended the failed transaction at COMMIT; unless the connection closed,
-            // and then COMMIT may have been carried out before it did.
-            (Err(GroupFailure::Closed(msg)), Some(_)) => return Err(GroupFailure::Uncertain(msg)),
-            (Err(GroupFailure::All(Error::Backend(m))), Some(_)) if unbegun => {
-                return Err(GroupFailure::All(Error::Backend(format!(
-                    "{m}; the write may or may not have been applied"
+        let (begun, fenced) = futures_util::future::join(c.batch_execute("BEGIN"), fence).await;
+        begun.map_err(|e| self.before_commit("begin", &e))?;
+        let in_transaction = async {
+            let ok = fenced.map_err(|e| self.before_commit("fencing check", &e))?;
+            if !ok {
+                tracing::warn!(
+                    target_db = %self.target,
+                    epoch,
+                    "write refused by HA fencing: another node leads now"
+                );
+                return Err(GroupFailure::All(Error::Fenced(format!(
+                    "postgresql {}: write refused: this node does not hold the newest leadership epoch",
+                    self.target
                 ))));
             }
-            (Err(failure), Some(_)) => return Err(failure),
-            (Err(failure), None) => {
-                self.roll_back(c).await;
-                return Err(failure);
-            }
-            (Ok(()), Some(committed)) => committed,
-            (Ok(()), None) => c.batch_execute("COMMIT").await,
+            // --- end of HA fencing
+            let writes = async {
+                match combined {
+                    true => self.write_combined(&c, group).await,
+                    false => self.write_each(&c, group).await,
+                }
+            };
+            // HA change feed: delivered by PostgreSQL only once this transaction committed.
+            let notify = async {
+                let Some(channel) = &self.channel else { return Ok(()) };
+                let keys = feed::payload(group.iter().flat_map(|j| j.ops.iter().map(Op::key)));
+                let st = c
+                    .prepare_cached("SELECT pg_notify($1, $2)")
+                    .await
+                    .map_err(|e| self.before_commit("notify", &e))?;
+                c.execute(&st, &[channel, &keys])
+                    .await
+                    .map(drop)
+                    .map_err(|e| self.before_commit("notify", &e))
+            };
+            let (written, notified) = futures_util::future::join(writes, notify).await;
+            written.and(notified)
         };
-        committed.map_err(|e| match coffer_pg::Failure::of(&e) {
-            coffer_pg::Failure::Closed if with_commit => GroupFailure::Uncertain(format!(
-                "postgresql {}: commit: connection closed before the server answered",
-                self.target
-            )),
+        if let Err(failure) = in_transaction.await {
+            self.roll_back(c).await;
+            return Err(failure);
+        }
+        #[cfg(test)]
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.batch_execute("COMMIT").await.map_err(|e| match coffer_pg::Failure::of(&e) {
             coffer_pg::Failure::Closed => GroupFailure::All(Error::Backend(format!(
                 "postgresql {}: commit: the connection closed before the server answered; the write may or may not have been applied",
                 self.target
@@ -936,6 +846,31 @@ impl Committer {
             drop(deadpool_postgres::Object::take(c));
         }
     }
+}
+
+/// Each key's last operation in `group` (later requests' after earlier ones', as the queue
+/// ordered them), as the arrays of the combined statement: keys and values to put, keys to
+/// delete (no key in both).
+fn final_values(group: &[Job]) -> (Vec<&str>, Vec<&[u8]>, Vec<&str>) {
+    let mut last: std::collections::BTreeMap<&str, Option<&[u8]>> =
+        std::collections::BTreeMap::new();
+    for op in group.iter().flat_map(|j| j.ops.iter()) {
+        match op {
+            Op::Put(k, v) => last.insert(k.as_str(), Some(v.as_slice())),
+            Op::Delete(k) => last.insert(k.as_str(), None),
+        };
+    }
+    let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in last {
+        match v {
+            Some(v) => {
+                keys.push(k);
+                values.push(v);
+            }
+            None => gone.push(k),
+        }
+    }
+    (keys, values, gone)
 }
 
 /// `"schema"."table"` or `"table"`; the parts were validated as plain identifiers.
