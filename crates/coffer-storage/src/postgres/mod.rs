@@ -18,6 +18,11 @@
 //! sent, or whose single statement was not): once it was, the outcome is unknown, and the
 //! group fails, saying that its write may or may not have been applied (writing it again could
 //! land before the first attempt, which the server may still be running, and be undone by it).
+//! Not closed yet: the next group, sent on another connection at once, could in the same way
+//! overtake a single statement the server had received but not yet started, and be overwritten
+//! by it (with a transaction, the first attempt's row locks were taken before its COMMIT was
+//! sent, so a later group waited for them). Closing it means making sure the cut-off session
+//! has ended (`pg_terminate_backend` on its pid) before the next group is sent.
 //! Sessions commit with `synchronous_commit=on`, whatever the server's default. Error messages
 //! name the host and database and never contain the password or the connection URL.
 //!
