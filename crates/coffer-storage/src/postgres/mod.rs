@@ -18,11 +18,10 @@
 //! sent, or whose single statement was not): once it was, the outcome is unknown, and the
 //! group fails, saying that its write may or may not have been applied (writing it again could
 //! land before the first attempt, which the server may still be running, and be undone by it).
-//! Not closed yet: the next group, sent on another connection at once, could in the same way
-//! overtake a single statement the server had received but not yet started, and be overwritten
-//! by it (with a transaction, the first attempt's row locks were taken before its COMMIT was
-//! sent, so a later group waited for them). Closing it means making sure the cut-off session
-//! has ended (`pg_terminate_backend` on its pid) before the next group is sent.
+//! For the same reason, the next group is sent only once the cut-off session has ended: it is
+//! terminated (`pg_terminate_backend`, allowed on a role's own sessions) and waited for, or a
+//! later group could land first and then be overwritten by it. (With a transaction the first
+//! attempt's row locks are taken before its COMMIT is sent, and a later group waits for them.)
 //! Sessions commit with `synchronous_commit=on`, whatever the server's default. Error messages
 //! name the host and database and never contain the password or the connection URL.
 //!
@@ -299,6 +298,7 @@ impl PostgresBackend {
             fence,
             channel: opts.ha.as_ref().map(|_| feed::channel(&opts.table)),
             target: target.clone(),
+            pids: std::sync::Mutex::default(),
             #[cfg(test)]
             commits: std::sync::Arc::default(),
         };
@@ -559,6 +559,9 @@ struct Committer {
     /// HA: the change feed's channel every group's transaction notifies last.
     channel: Option<String>,
     target: String,
+    /// The server's process id of each pooled connection a group was written on, by the
+    /// pool's object id: to end the session of one cut off after its group was sent.
+    pids: std::sync::Mutex<std::collections::HashMap<String, i32>>,
     #[cfg(test)]
     commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -708,16 +711,17 @@ impl Committer {
     /// round trip, and a statement that fails leaves nothing behind. Once it was sent, a closed
     /// connection leaves the outcome unknown: the group then fails, saying so (writing it
     /// again could land before the first attempt, still running on the server, and be undone
-    /// by it).
+    /// by it), once the cut-off session has ended ([`Self::end_session`]).
     async fn write_alone(
         &self,
-        c: &deadpool_postgres::ClientWrapper,
+        c: &deadpool_postgres::Object,
         group: &[Job],
     ) -> std::result::Result<(), GroupFailure> {
         let st = c
             .prepare_cached(&self.sql.write_many)
             .await
             .map_err(|e| self.before_commit("write", &e))?;
+        let pid = self.pid_of(c).await?;
         let (keys, values, gone) = final_values(group);
         if c.is_closed() {
             return Err(GroupFailure::Closed(format!(
@@ -730,6 +734,7 @@ impl Committer {
         match c.execute(&st, &[&keys, &values, &gone]).await {
             Ok(_) => Ok(()),
             Err(e) if coffer_pg::Failure::of(&e) == coffer_pg::Failure::Closed => {
+                self.end_session(pid).await;
                 Err(GroupFailure::All(Error::Backend(format!(
                     "postgresql {}: write: the connection closed before the server answered; the write may or may not have been applied",
                     self.target
@@ -739,6 +744,58 @@ impl Committer {
                 tracing::debug!(target = %self.target, error = %describe(&e), "a group's combined write failed; running it a statement per operation");
                 Err(GroupFailure::Combined)
             }
+        }
+    }
+
+    /// The server's process id of `c`'s session (asked once per connection).
+    async fn pid_of(
+        &self,
+        c: &deadpool_postgres::Object,
+    ) -> std::result::Result<i32, GroupFailure> {
+        let id = deadpool_postgres::Object::id(c).to_string();
+        if let Some(pid) = self.pids.lock().ok().and_then(|p| p.get(&id).copied()) {
+            return Ok(pid);
+        }
+        let pid: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| self.before_commit("session id", &e))?
+            .get(0);
+        if let Ok(mut pids) = self.pids.lock() {
+            // Connections the pool replaced leave their entries behind: bounded, not pruned.
+            if pids.len() >= 256 {
+                pids.clear();
+            }
+            pids.insert(id, pid);
+        }
+        Ok(pid)
+    }
+
+    /// Ends the server's session `pid`, cut off after a group's statement was sent, and waits
+    /// until it is gone (at most 10 s): until then it could still run that statement after a
+    /// later group had written the same key, and undo it. With a transaction this cannot
+    /// happen: a group's row locks are taken before its COMMIT is sent, and a later group
+    /// waits for them.
+    async fn end_session(&self, pid: i32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let gone = async {
+                let c = self.pool.get().await.ok()?;
+                c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.ok()?;
+                let row = c
+                    .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                    .await
+                    .ok()?;
+                Some(row.is_none())
+            };
+            if gone.await == Some(true) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(target = %self.target, pid, "the session of a connection cut off after a write was sent could not be ended; a later write of the same key could be overwritten by it");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -359,15 +359,18 @@ async fn a_group_cut_off_after_it_was_sent_fails_saying_it_may_have_been_applied
     assert!(text.contains("may or may not have been applied"), "{text}");
     assert_eq!(text.matches("storage backend error").count(), 1, "{text}");
     assert!(!text.contains("coffer_admin") && !text.contains(&via_proxy), "{text}");
-    // Nothing sent it again: the cut-off session is the only one waiting.
-    let waiting = cluster.sql(
-        &db,
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    );
-    assert_eq!(waiting, first);
+    // Nothing sent it again, and the cut-off session was ended before the error was given:
+    // it cannot run its statement after a later group any more.
+    let session =
+        cluster.sql(&db, &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"));
+    assert_eq!(session, "0", "the cut-off session is gone");
     lock.rollback().await.expect("release");
-    // The backend goes on, on a new connection through the proxy.
     b.put("other/key", b"v".to_vec()).await.expect("put after the cut");
+    assert_eq!(
+        connect(&url).await.get("held/key").await.expect("get"),
+        Some(b"old".to_vec()),
+        "the cut-off statement never ran"
+    );
 }
 
 mod ha_lock {
