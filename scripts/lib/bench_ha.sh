@@ -121,7 +121,7 @@ pg_single_bench() { # pg_single_bench DB_URL PG_PORT
   local end=$(($(date +%s) + 60))
   until curl -sk -o /dev/null --max-time 2 "$URL/v1/sys/health"; do
     kill -0 "$pid" 2>/dev/null || { cat "$TMP/pg-single.log" >&2; die "the PostgreSQL node exited during start"; }
-    [ "$(date +%s)" -lt "$end" ] || die "the PostgreSQL node did not answer within 60 s"
+    [ "$(date +%s)" -lt "$end" ] || { cat "$TMP/pg-single.log" >&2; die "the PostgreSQL node did not answer within 60 s"; }
     sleep 0.05
   done
   say "PostgreSQL node: init, unseal, kv v2 at secret/, policy token"
@@ -200,7 +200,7 @@ EOF
   for i in 0 1 2; do
     until curl -sk -o /dev/null --max-time 2 "${HA_URLS[$i]}/v1/sys/health"; do
       kill -0 "${HA_PIDS[$i]}" 2>/dev/null || { cat "$TMP/ha-$i.log" >&2; die "HA node $i exited during start"; }
-      [ "$(date +%s)" -lt "$end" ] || die "HA node $i did not answer within 60 s"
+      [ "$(date +%s)" -lt "$end" ] || { cat "$TMP/ha-$i.log" >&2; die "HA node $i did not answer within 60 s"; }
       sleep 0.05
     done
   done
