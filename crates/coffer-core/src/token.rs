@@ -955,7 +955,7 @@ impl TokenStore {
     /// Marks a token as being revoked, under its family stripe: once this returns, no child
     /// can be created under it, so listing its children afterwards finds all it will have.
     /// The `revoking/` index lets the next unseal finish a revocation that a crash cut short.
-    async fn mark_revoking(&self, id: &str) -> Result<()> {
+    pub(crate) async fn mark_revoking(&self, id: &str) -> Result<()> {
         let _family = self.family_lock(id).write().await;
         let _g = self.write_lock.lock().await;
         let Some(mut e) = self.get_entry_or_damaged(id).await? else { return Ok(()) };

@@ -19,6 +19,9 @@ struct Log {
     revoked: Mutex<Vec<String>>,
     renewed: Mutex<Vec<(String, u64)>>,
     fail: AtomicBool,
+    /// `creds/slow` tells `entered`, then waits for `resume` before answering.
+    entered: tokio::sync::Notify,
+    resume: tokio::sync::Notify,
 }
 
 impl Log {
@@ -37,6 +40,10 @@ impl LogicalBackend for Engine {
         // `creds/<user>?ttl=N&max_ttl=M`: a credential for <user> with a lease of N seconds,
         // renewable up to M seconds from issue.
         let user = req.path.strip_prefix("creds/").ok_or(Error::NotFound)?;
+        if user == "slow" {
+            self.log.entered.notify_one();
+            self.log.resume.notified().await;
+        }
         let secs = |k: &str| -> Result<u64> {
             let v = req.data.get(k).and_then(Value::as_str).map_or(Ok(0), str::parse);
             v.map_err(|_| Error::invalid(k))
@@ -290,6 +297,54 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
     assert_eq!(f.log.revoked(), ["dave"]);
     assert!(f.lookup(&a).await.is_err());
     assert!(f.lookup(&b).await.is_ok(), "another token's lease stays");
+}
+
+/// A token whose revocation began while one of its secrets was being made: the revocation
+/// marked it and listed its leases before that secret's lease was stored, so it cannot take
+/// that lease. The lease is taken back and the request refused (the lease outlived the token).
+#[tokio::test]
+async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
+    let f = fixture().await;
+    let child = f
+        .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
+        .await
+        .expect("child")
+        .auth
+        .expect("auth")
+        .client_token
+        .expose()
+        .to_owned();
+    let entered = f.log.entered.notified();
+    let core = f.core.clone();
+    let token = child.clone();
+    let request = tokio::spawn(async move {
+        let data = crate::logical::into_map(json!({"ttl": "60"}));
+        core.handle(
+            Request::new(Operation::Read, "db/creds/slow").with_data(data).with_token(&token),
+        )
+        .await
+    });
+    entered.await;
+    // The revocation's first steps: the token is marked, and it has no lease to list yet.
+    let tokens = f.core.active().expect("unsealed").tokens.clone();
+    tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
+    f.log.resume.notify_one();
+    let answer = request.await.expect("task");
+    assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
+    // Revoked by the lease taken back, and once more by the request's refusal (which revokes
+    // what the engine made whenever no lease stands for it).
+    let revoked = f.log.revoked();
+    assert!(
+        !revoked.is_empty() && revoked.iter().all(|u| u == "slow"),
+        "the credential made meanwhile is revoked: {revoked:?}"
+    );
+    let left = f
+        .call(Operation::List, "sys/leases/lookup/db/creds/slow", json!({}), &f.root)
+        .await
+        .ok()
+        .and_then(|r| r.data)
+        .and_then(|d| d.get("keys").cloned());
+    assert_eq!(left, None, "no lease is left");
 }
 
 #[tokio::test]

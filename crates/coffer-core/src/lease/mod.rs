@@ -513,9 +513,11 @@ impl Expiration {
             .await?;
         self.offer(entry.due, due);
         // The token may have been revoked while the secret was being made, after its leases
-        // were revoked: this one would outlive it. Take it back, and refuse.
+        // were revoked: this one would outlive it. Take it back, and refuse. A revocation
+        // under way counts too: it marks the token before listing its leases, and that
+        // listing may have run before this lease was stored.
         if let Some(t) = &entry.token_id
-            && self.tokens.get_entry(t).await?.is_none()
+            && self.tokens.get_entry(t).await?.is_none_or(|e| e.revoking)
         {
             let _ = self.revoke_secret(&lease_id, false).await;
             return Err(Error::PermissionDenied);
