@@ -86,7 +86,8 @@ ha_wait_health() { # ha_wait_health I CODE SECONDS
 # PostgreSQL storage (issue 18: group commit, statements pipelined, one COMMIT per group) against
 # the rate at which one client commits one-row INSERTs (pgbench -c1, synchronous_commit on: one
 # WAL flush per commit), the PostgreSQL counterpart of the dd floor. Sets PG_FLOOR and adds the
-# rows "PostgreSQL: KV v2 write" and "PostgreSQL: token create".
+# rows "PostgreSQL: KV v2 write", "PostgreSQL: token create" and "PostgreSQL: secret lease
+# create" (the database engine's credentials, their users made on the same PostgreSQL).
 PG_FLOOR=""
 pg_single_bench() { # pg_single_bench DB_URL PG_PORT
   local db_url="$1" pg_port="$2" port pid out
@@ -140,6 +141,27 @@ pg_single_bench() { # pg_single_bench DB_URL PG_PORT
   export BENCH_TOKEN="$POLICY_TOKEN"
   run "PostgreSQL: KV v2 write" 16 2 /v1/secret/data/bench -s "$TMP/write.lua"
   run "PostgreSQL: token create" 16 2 /v1/auth/token/create -s "$TMP/token.lua"
+  # Secret leases: the database engine on the same PostgreSQL, so each request runs the
+  # role's CREATE ROLE (PostgreSQL's commit) and stores its lease (a group commit).
+  say "PostgreSQL node: database engine on the same PostgreSQL, a token for its creds"
+  api POST /v1/sys/mounts/database '{"type":"database"}'
+  case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: mount database: HTTP $STATUS: $BODY_OUT" ;; esac
+  api POST /v1/database/config/bench "{\"plugin_name\":\"postgresql-database-plugin\",\"connection_url\":\"postgres://{{username}}:{{password}}@127.0.0.1:$pg_port/postgres?sslmode=disable\",\"username\":\"coffer\",\"password\":\"unused-trust-auth\",\"allowed_roles\":[\"bench\"]}"
+  case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: database/config/bench: HTTP $STATUS: $BODY_OUT" ;; esac
+  api POST /v1/database/roles/bench '{"db_name":"bench","creation_statements":["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '"'"'{{password}}'"'"' VALID UNTIL '"'"'{{expiration}}'"'"';"],"default_ttl":"1h","max_ttl":"2h"}'
+  case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: database/roles/bench: HTTP $STATUS: $BODY_OUT" ;; esac
+  api PUT /v1/sys/policies/acl/bench-leases '{"policy":"path \"database/creds/bench\" { capabilities = [\"read\"] }\n"}'
+  case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: policy bench-leases: HTTP $STATUS: $BODY_OUT" ;; esac
+  api POST /v1/auth/token/create '{"policies":["bench-leases"],"ttl":"72h"}'
+  expect 200 "PostgreSQL node: create the lease token"
+  local lease_token
+  lease_token="$(json_str client_token)"
+  local saved_root="$ROOT"
+  ROOT="$lease_token"
+  api GET /v1/database/creds/bench
+  expect 200 "PostgreSQL node: database/creds/bench"
+  ROOT="$saved_root"
+  run "PostgreSQL: secret lease create" 16 2 /v1/database/creds/bench -H "X-Vault-Token: $lease_token"
   { kill -TERM "$pid" && wait "$pid"; } 2>/dev/null || true
 }
 
@@ -292,7 +314,7 @@ EOF
   echo
   echo "| scenario | connections | req/s | p50 (ms) | p99 (ms) | x PostgreSQL's floor | errors |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-  for r in "${ROWS[@]:$pg_first:2}"; do
+  for r in "${ROWS[@]:$pg_first:3}"; do
     IFS='|' read -r -a f <<<"$r"
     printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' \
       "${f[0]}" "${f[1]}" "${f[2]}" "${f[3]}" "${f[4]}" "$(ratio "${f[2]}" "$PG_FLOOR")" "${f[5]}"
@@ -302,7 +324,7 @@ EOF
   echo
   echo "Targets (issue 18, PostgreSQL storage):"
   local s ok rps
-  for s in "KV v2 write" "token create"; do
+  for s in "KV v2 write" "token create" "secret lease create"; do
     rps="$(field "PostgreSQL: $s" 16 2)"
     ok="$(ge_ratio "$rps" "$PG_FLOOR" 3)"
     echo "- $(box "$ok") $s on PostgreSQL (durable) >= 3x PostgreSQL's single-writer commit rate at 16 connections: $(printf '%.0f' "$rps") req/s = $(ratio "$rps" "$PG_FLOOR")x of $PG_FLOOR ($(mark "$ok"))"
