@@ -42,6 +42,10 @@ pub(crate) struct DbConfig {
     pub(crate) max_connection_lifetime: u64,
     pub(crate) username_template: String,
     pub(crate) root_rotation_statements: Vec<String>,
+    /// `password`, `scram-sha-256`, or empty (never written: `password`). Kept as written, so
+    /// that a read shows what was written, as Vault's does.
+    #[serde(default)]
+    pub(crate) password_authentication: String,
     /// Which of the pool settings (`max_*`) a write named: a read shows only those among the
     /// connection details, as Vault shows only the details it was given.
     #[serde(default)]
@@ -66,6 +70,7 @@ impl std::fmt::Debug for DbConfig {
             .field("max_connection_lifetime", &self.max_connection_lifetime)
             .field("username_template", &self.username_template)
             .field("root_rotation_statements", &self.root_rotation_statements)
+            .field("password_authentication", &self.password_authentication)
             .finish()
     }
 }
@@ -91,7 +96,16 @@ pub(crate) const FIELDS: &[Field] = &[
     Field::duration("max_connection_lifetime", "How long a pooled connection lives; 0: no limit."),
     Field::str("username_template", "Template for generated user names."),
     Field::str_list("root_rotation_statements", "SQL run to change the root password."),
+    Field::str(
+        "password_authentication",
+        "`password` (the default): `{{password}}` is the password, which PostgreSQL hashes; \
+         `scram-sha-256`: its SCRAM-SHA-256 verifier, computed by Coffer, so PostgreSQL never \
+         receives the password.",
+    ),
 ];
+
+/// `password_authentication`'s value for verifiers computed by Coffer.
+pub(crate) const SCRAM: &str = "scram-sha-256";
 
 impl DbConfig {
     /// Whether `role` may use this connection (`*` globs, as Vault's `StrListContainsGlob`).
@@ -115,6 +129,15 @@ impl DbConfig {
             max_open: self.max_open_connections as usize,
             max_idle: self.max_idle_connections as usize,
             max_lifetime: Duration::from_secs(self.max_connection_lifetime),
+        }
+    }
+
+    /// What `{{password}}` becomes in this connection's statements: `password` itself, or
+    /// its SCRAM-SHA-256 verifier (`password_authentication = "scram-sha-256"`).
+    pub(crate) fn statement_password(&self, password: &str) -> Result<zeroize::Zeroizing<String>> {
+        match self.password_authentication.as_str() {
+            SCRAM => super::scram::verifier(password),
+            _ => Ok(zeroize::Zeroizing::new(password.to_owned())),
         }
     }
 
@@ -236,6 +259,7 @@ impl Database {
             max_connection_lifetime: 0,
             username_template: String::new(),
             root_rotation_statements: Vec::new(),
+            password_authentication: String::new(),
             pool_fields_given: Vec::new(),
         });
         for k in POOL_FIELDS {
@@ -314,6 +338,17 @@ impl Database {
         if let Some(s) = statements(req.data, "root_rotation_statements")? {
             c.root_rotation_statements = s;
         }
+        if let Some(a) = f.str("password_authentication")? {
+            c.password_authentication = match a.as_str() {
+                "" => String::new(),
+                "password" | SCRAM => a,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "password_authentication {other:?}: must be \"password\" or \"{SCRAM}\""
+                    )));
+                }
+            };
+        }
         let conn = c.open(c.password.expose())?;
         if c.verify_connection {
             conn.verify()
@@ -360,6 +395,9 @@ impl Database {
         }
         if !c.username_template.is_empty() {
             details.insert("username_template".into(), json!(c.username_template));
+        }
+        if !c.password_authentication.is_empty() {
+            details.insert("password_authentication".into(), json!(c.password_authentication));
         }
         Ok(Response::data(into_map(json!({
             "plugin_name": c.plugin_name,
@@ -444,13 +482,17 @@ impl Database {
         } else {
             cfg.root_rotation_statements.clone()
         };
-        let changed = conn
-            .run_tx(
-                "failed to update user",
-                &stmts,
-                &Vars { name: &cfg.username, password: Some(new.expose()), expiration: None },
-            )
-            .await;
+        let changed = match cfg.statement_password(new.expose()) {
+            Ok(p) => {
+                conn.run_tx(
+                    "failed to update user",
+                    &stmts,
+                    &Vars { name: &cfg.username, password: Some(&p), expiration: None },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         conn.close();
         if let Err(e) = changed {
             // The change may have committed even though no reply came back (a lost COMMIT

@@ -15,6 +15,7 @@ mod config;
 mod cron;
 mod postgres;
 mod roles;
+mod scram;
 mod static_roles;
 mod template;
 mod username;

@@ -184,8 +184,9 @@ impl Database {
         )?;
         let password = self.passwords.generate(&cfg.password_policy).await?;
         let conn = self.conn(&role.db_name).await?;
+        let in_statements = cfg.statement_password(password.expose())?;
         let vars =
-            Vars { name: &username, password: Some(password.expose()), expiration: Some(&expires) };
+            Vars { name: &username, password: Some(&in_statements), expiration: Some(&expires) };
         if let Err(e) =
             conn.run_tx("creation statements failed", &role.creation_statements, &vars).await
         {

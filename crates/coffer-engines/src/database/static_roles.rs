@@ -345,10 +345,11 @@ impl Database {
             r.rotation_statements.clone()
         };
         let conn = self.conn(&r.db_name).await.map_err(early)?;
+        let in_statements = cfg.statement_password(new.expose()).map_err(early)?;
         conn.try_tx(
             "failed to rotate the static role's password",
             &stmts,
-            &Vars { name: &r.username, password: Some(new.expose()), expiration: None },
+            &Vars { name: &r.username, password: Some(&in_statements), expiration: None },
         )
         .await
         .map_err(|f| SetFailure { error: f.error, maybe_set: f.maybe_committed })?;

@@ -695,3 +695,72 @@ async fn a_deleted_static_roles_index_entry_goes_in_the_same_write() {
     call(&db, Operation::Delete, "static-roles/app", json!({})).await.expect("delete");
     assert_eq!(entries().await, 0, "the deleted role's entry is gone");
 }
+
+/// `password_authentication = "scram-sha-256"`: PostgreSQL receives verifiers, never passwords.
+/// The connection user's sessions hash what they are given with MD5 here, so a password sent
+/// in clear would be stored as an MD5 hash; a verifier is stored as it came.
+#[tokio::test]
+async fn with_scram_sha_256_postgresql_stores_coffers_verifier_and_the_password_logs_in() {
+    let c = Cluster::shared();
+    let pw = admin(c, "eng_scram_admin");
+    c.sql("postgres", "ALTER ROLE eng_scram_admin SET password_encryption = 'md5'");
+    let db = engine().await;
+    let config = |auth: &str| {
+        json!({
+            "plugin_name": PLUGIN,
+            "connection_url": templated(c, "postgres", "?sslmode=disable"),
+            "username": "eng_scram_admin", "password": pw, "allowed_roles": "*",
+            "password_authentication": auth,
+        })
+    };
+    let e = call(&db, Operation::Update, "config/pg", config("scram")).await.expect_err("bad");
+    assert!(e.to_string().contains("must be \"password\" or \"scram-sha-256\""), "{e}");
+    call(&db, Operation::Update, "config/pg", config("scram-sha-256")).await.expect("config");
+    let read = call(&db, Operation::Read, "config/pg", json!({})).await.expect("read");
+    let data = read.data.expect("data");
+    assert_eq!(data["connection_details"]["password_authentication"], json!("scram-sha-256"));
+    call(
+        &db,
+        Operation::Update,
+        "roles/app",
+        json!({
+            "db_name": "pg",
+            "creation_statements": "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+            "default_ttl": "1h",
+        }),
+    )
+    .await
+    .expect("role");
+    let stored = |user: &str| {
+        c.sql("postgres", &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"))
+    };
+    let creds = call(&db, Operation::Read, "creds/app", json!({})).await.expect("creds");
+    let data = creds.data.expect("data");
+    let (user, upw) =
+        (data["username"].as_str().expect("user"), data["password"].as_str().expect("pw"));
+    assert!(stored(user).starts_with("SCRAM-SHA-256$4096:"), "{}", stored(user));
+    assert!(logs_in(c, user, upw, "postgres"), "the generated password logs in");
+    assert!(!logs_in(c, user, "not-the-password", "postgres"));
+
+    // The root password too: rotated to a verifier, and the engine logs in with the password.
+    call(&db, Operation::Update, "rotate-root/pg", json!({})).await.expect("rotate root");
+    assert!(stored("eng_scram_admin").starts_with("SCRAM-SHA-256$4096:"));
+    let again = call(&db, Operation::Read, "creds/app", json!({})).await.expect("creds after");
+    let data = again.data.expect("data");
+    let user = data["username"].as_str().expect("user");
+    assert!(stored(user).starts_with("SCRAM-SHA-256$4096:"));
+
+    // Back to the default: PostgreSQL gets the password, and hashes it as its session says.
+    call(
+        &db,
+        Operation::Update,
+        "config/pg",
+        json!({"password_authentication": "password", "plugin_name": PLUGIN}),
+    )
+    .await
+    .expect("back to password");
+    let plain = call(&db, Operation::Read, "creds/app", json!({})).await.expect("creds plain");
+    let data = plain.data.expect("data");
+    let user = data["username"].as_str().expect("user");
+    assert!(stored(user).starts_with("md5"), "{}", stored(user));
+}
