@@ -1,8 +1,9 @@
 //! `password_authentication = "scram-sha-256"`: the password goes into statements as the
 //! SCRAM-SHA-256 verifier PostgreSQL stores (RFC 5802, 7677; PostgreSQL's
 //! `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), computed here, so the server
-//! never receives the password itself: not in its statement log, not in `pg_stat_activity`,
-//! and none of its CPU goes to deriving the key.
+//! never receives the password itself: not in its statement log, not in `pg_stat_activity`.
+//! It saves the server no work: PostgreSQL derives a key from the empty password with a given
+//! verifier's salt and count, to refuse a verifier of the empty password.
 
 use aws_lc_rs::{digest, hmac, pbkdf2};
 use base64::Engine as _;
