@@ -142,11 +142,13 @@ pg_single_bench() { # pg_single_bench DB_URL PG_PORT
   run "PostgreSQL: KV v2 write" 16 2 /v1/secret/data/bench -s "$TMP/write.lua"
   run "PostgreSQL: token create" 16 2 /v1/auth/token/create -s "$TMP/token.lua"
   # Secret leases: the database engine on the same PostgreSQL, so each request runs the
-  # role's CREATE ROLE (PostgreSQL's commit) and stores its lease (a group commit).
+  # role's CREATE ROLE (PostgreSQL's commit) and stores its lease (a group commit). A pool of
+  # 16, one connection per wrk connection, so that the engine's pool (4 by default) is not what
+  # is measured. The users and leases made stay in this throwaway PostgreSQL.
   say "PostgreSQL node: database engine on the same PostgreSQL, a token for its creds"
   api POST /v1/sys/mounts/database '{"type":"database"}'
   case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: mount database: HTTP $STATUS: $BODY_OUT" ;; esac
-  api POST /v1/database/config/bench "{\"plugin_name\":\"postgresql-database-plugin\",\"connection_url\":\"postgres://{{username}}:{{password}}@127.0.0.1:$pg_port/postgres?sslmode=disable\",\"username\":\"coffer\",\"password\":\"unused-trust-auth\",\"allowed_roles\":[\"bench\"]}"
+  api POST /v1/database/config/bench "{\"plugin_name\":\"postgresql-database-plugin\",\"connection_url\":\"postgres://{{username}}:{{password}}@127.0.0.1:$pg_port/postgres?sslmode=disable\",\"username\":\"coffer\",\"password\":\"unused-trust-auth\",\"allowed_roles\":[\"bench\"],\"max_open_connections\":16}"
   case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: database/config/bench: HTTP $STATUS: $BODY_OUT" ;; esac
   api POST /v1/database/roles/bench '{"db_name":"bench","creation_statements":["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '"'"'{{password}}'"'"' VALID UNTIL '"'"'{{expiration}}'"'"';"],"default_ttl":"1h","max_ttl":"2h"}'
   case "$STATUS" in 200 | 204) ;; *) die "PostgreSQL node: database/roles/bench: HTTP $STATUS: $BODY_OUT" ;; esac

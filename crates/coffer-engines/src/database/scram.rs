@@ -33,8 +33,13 @@ fn verifier_with_salt(password: &str, salt: &[u8]) -> Result<Zeroizing<String>> 
     let rounds = std::num::NonZeroU32::new(ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
     pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, password.as_bytes(), &mut *salted);
     let key = hmac::Key::new(hmac::HMAC_SHA256, &*salted);
-    let client_key = hmac::sign(&key, b"Client Key");
-    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    // The client key logs in by itself (its hash is what the server stores): wiped here. The
+    // tag aws-lc returns cannot be.
+    let client_key = Zeroizing::new(
+        <[u8; 32]>::try_from(hmac::sign(&key, b"Client Key").as_ref())
+            .map_err(|_| Error::Internal("HMAC-SHA-256 gave a tag that is not 32 bytes".into()))?,
+    );
+    let stored_key = digest::digest(&digest::SHA256, &*client_key);
     let server_key = hmac::sign(&key, b"Server Key");
     Ok(Zeroizing::new(format!(
         "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",

@@ -337,6 +337,8 @@ impl Database {
                 self.passwords.generate(&cfg.password_policy).await.map_err(early)?.expose(),
             ),
         };
+        // Refused before it is recorded: a pending password is set again at every rotation.
+        let in_statements = cfg.statement_password(new.expose()).map_err(early)?;
         r.pending_password = Some(new.clone());
         self.store_static(name, r).await.map_err(early)?;
         let stmts = if r.rotation_statements.is_empty() {
@@ -345,7 +347,6 @@ impl Database {
             r.rotation_statements.clone()
         };
         let conn = self.conn(&r.db_name).await.map_err(early)?;
-        let in_statements = cfg.statement_password(new.expose()).map_err(early)?;
         conn.try_tx(
             "failed to rotate the static role's password",
             &stmts,

@@ -750,6 +750,22 @@ async fn with_scram_sha_256_postgresql_stores_coffers_verifier_and_the_password_
     let user = data["username"].as_str().expect("user");
     assert!(stored(user).starts_with("SCRAM-SHA-256$4096:"));
 
+    // A static role: created (its first password set) and rotated with verifiers.
+    c.sql("postgres", "CREATE ROLE eng_scram_static WITH LOGIN PASSWORD 'x'");
+    call(
+        &db,
+        Operation::Update,
+        "static-roles/st",
+        json!({"db_name": "pg", "username": "eng_scram_static", "rotation_period": "1h"}),
+    )
+    .await
+    .expect("static role");
+    call(&db, Operation::Update, "rotate-role/st", json!({})).await.expect("rotate role");
+    assert!(stored("eng_scram_static").starts_with("SCRAM-SHA-256$4096:"));
+    let r = call(&db, Operation::Read, "static-creds/st", json!({})).await.expect("static creds");
+    let spw = r.data.expect("data")["password"].as_str().expect("pw").to_owned();
+    assert!(logs_in(c, "eng_scram_static", &spw, "postgres"), "the rotated password logs in");
+
     // Back to the default: PostgreSQL gets the password, and hashes it as its session says.
     call(
         &db,
