@@ -135,6 +135,18 @@ impl Fixture {
         r.lease_id
     }
 
+    /// A child of root, with a 1 h TTL.
+    async fn child_token(&self) -> String {
+        self.call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &self.root)
+            .await
+            .expect("child")
+            .auth
+            .expect("auth")
+            .client_token
+            .expose()
+            .to_owned()
+    }
+
     async fn lookup(&self, lease_id: &str) -> Result<Map<String, Value>> {
         let r = self
             .call(Operation::Update, "sys/leases/lookup", json!({"lease_id": lease_id}), &self.root)
@@ -282,15 +294,7 @@ async fn a_failing_revocation_stays_with_its_error_and_is_retried_until_it_succe
 #[tokio::test]
 async fn revoking_a_token_revokes_the_leases_it_asked_for() {
     let f = fixture().await;
-    let child = f
-        .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
-        .await
-        .expect("child")
-        .auth
-        .expect("auth")
-        .client_token
-        .expose()
-        .to_owned();
+    let child = f.child_token().await;
     let a = f.creds("dave", 60, &child).await;
     let b = f.creds("erin", 60, &f.root).await;
     f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
@@ -305,15 +309,7 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
 #[tokio::test]
 async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
     let f = fixture().await;
-    let child = f
-        .call(Operation::Update, "auth/token/create", json!({"ttl": "1h"}), &f.root)
-        .await
-        .expect("child")
-        .auth
-        .expect("auth")
-        .client_token
-        .expose()
-        .to_owned();
+    let child = f.child_token().await;
     let entered = f.log.entered.notified();
     let core = f.core.clone();
     let token = child.clone();
