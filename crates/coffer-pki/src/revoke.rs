@@ -82,6 +82,10 @@ coffer_core::record!(CrlConfig, "pki crl config", 1);
 struct CrlState {
     number: u64,
     next_update: u64,
+    /// When it was built (0 in CRLs stored before the field): a revocation no later than this
+    /// may be missing from it.
+    #[serde(default)]
+    built: u64,
     /// base64 DER.
     der: String,
 }
@@ -204,6 +208,7 @@ impl Pki {
         let state = CrlState {
             number,
             next_update,
+            built: now,
             der: base64::engine::general_purpose::STANDARD.encode(&der),
         };
         self.view.put(&format!("crl/{}", issuer.id), &record::encode(&state)?).await?;
@@ -366,6 +371,17 @@ impl Pki {
     async fn revoke_serial(&self, serial: &str, issuer_id: &str, not_after: u64) -> Result<u64> {
         let _g = self.lock.lock().await;
         if let Some(e) = self.revoked_entry(serial).await? {
+            // A revocation cut short after its entry was stored (a storage error, the lease
+            // engine's timeout) left the CRL without it: the retry rebuilds it, unless the
+            // stored CRL was built after the revocation (a second of overlap rebuilds again).
+            let crl: Option<CrlState> =
+                record::load(&self.view, &format!("crl/{}", e.issuer_id)).await?;
+            if crl.is_none_or(|c| c.built <= e.revocation_time)
+                && let Some(i) = self.issuer_by_id(&e.issuer_id).await?
+            {
+                let cfg = self.crl_config().await?;
+                self.build_crl(&i, &cfg).await?;
+            }
             return Ok(e.revocation_time);
         }
         let now = coffer_core::time::now_unix();

@@ -223,6 +223,38 @@ async fn revocation_shows_in_the_crl_and_twice_answers_the_first_time() {
     assert!(e.to_string().contains("not found"), "{e}");
 }
 
+/// A revocation cut short after its entry was stored, before the CRL was rebuilt: revoking
+/// again (the lease's retry, or by hand) puts the certificate in the CRL.
+#[tokio::test]
+async fn a_revocation_cut_short_before_the_crl_is_rebuilt_reaches_the_crl_on_retry() {
+    let (pki, _) = with_root("ec").await;
+    let d = ok(&pki, Operation::Update, "issue/web", json!({"common_name": "c.example.com"})).await;
+    let serial = d["serial_number"].as_str().expect("serial").to_owned();
+    let listed = async || {
+        let crl = call(&pki, Operation::Read, "crl", json!({})).await.expect("crl");
+        let body = crl.raw_body.expect("raw").body;
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&body).expect("crl");
+        parsed
+            .iter_revoked_certificates()
+            .map(|r| serial_colons(trim(r.raw_serial())))
+            .collect::<Vec<_>>()
+    };
+    assert!(listed().await.is_empty(), "a CRL is built and stored, empty");
+    let issuer_id = pki.issuer("default").await.expect("issuer").id;
+    let entry = crate::revoke::RevokedEntry {
+        serial: serial.clone(),
+        revocation_time: coffer_core::time::now_unix(),
+        not_after: coffer_core::time::now_unix() + 3600,
+        issuer_id,
+    };
+    let key = format!("revoked/{}", crate::serial_key(&serial).expect("key"));
+    pki.view.put(&key, &coffer_core::record::encode(&entry).expect("encode")).await.expect("put");
+    assert!(listed().await.is_empty(), "the stored CRL does not have it yet");
+    ok(&pki, Operation::Update, "revoke", json!({"serial_number": serial})).await;
+    assert_eq!(listed().await, vec![serial], "the retry put it in the CRL");
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     crate::issuers::trim_serial(s)
 }
