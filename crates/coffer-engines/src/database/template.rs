@@ -8,6 +8,7 @@
 //! Not guaranteed: that a statement is valid SQL; PostgreSQL is the judge of that.
 
 use coffer_core::Result;
+use zeroize::Zeroizing;
 
 /// Values a statement may name.
 #[derive(Default)]
@@ -21,19 +22,40 @@ pub(crate) struct Vars<'a> {
 /// in (a username built from a display name, say) is never expanded again. `{{name}}` and
 /// `{{username}}` are the same value, as in Vault; a variable without a value, or an unknown
 /// one, stays as written.
-pub(crate) fn render(stmt: &str, v: &Vars<'_>) -> String {
-    let password = v.password.map(|p| p.replace('\'', "''"));
-    substitute(stmt, |var| match var {
+///
+/// The statement may hold a password: it is wiped when dropped, and both it and the escaped
+/// password are built in buffers sized up front, so that no reallocation leaves a copy behind
+/// (what the PostgreSQL client copies into its own send buffer is not ours to wipe).
+pub(crate) fn render(stmt: &str, v: &Vars<'_>) -> Zeroizing<String> {
+    let password = v.password.map(|p| {
+        let mut escaped = Zeroizing::new(String::with_capacity(2 * p.len()));
+        for c in p.chars() {
+            if c == '\'' {
+                escaped.push('\'');
+            }
+            escaped.push(c);
+        }
+        escaped
+    });
+    let longest = [Some(v.name), password.as_deref().map(String::as_str), v.expiration]
+        .into_iter()
+        .flatten()
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let room = stmt.len() + stmt.matches("{{").count() * longest;
+    Zeroizing::new(substitute(stmt, room, |var| match var {
         "name" | "username" => Some(v.name),
-        "password" => password.as_deref(),
+        "password" => password.as_deref().map(String::as_str),
         "expiration" => v.expiration,
         _ => None,
-    })
+    }))
 }
 
-/// Replaces each `{{var}}` in `text` by `value(var)` (when that is `Some`), scanning once.
-fn substitute<'a>(text: &str, value: impl Fn(&str) -> Option<&'a str>) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Replaces each `{{var}}` in `text` by `value(var)` (when that is `Some`), scanning once, into
+/// a string of `capacity` bytes (it grows only if that is too little).
+fn substitute<'a>(text: &str, capacity: usize, value: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(capacity);
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
@@ -185,7 +207,8 @@ pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> Strin
         coffer_pg::Form::Url => (coffer_pg::url_encode(username), coffer_pg::url_encode(password)),
         coffer_pg::Form::KeyValue => (coffer_pg::kv_quote(username), coffer_pg::kv_quote(password)),
     };
-    substitute(url, |var| match var {
+    let room = url.len() + url.matches("{{").count() * u.len().max(p.len());
+    substitute(url, room, |var| match var {
         "username" => Some(u.as_str()),
         "password" => Some(p.as_str()),
         _ => None,
@@ -241,7 +264,7 @@ mod tests {
             },
         );
         assert_eq!(
-            s,
+            s.as_str(),
             "CREATE ROLE \"v-x\" WITH LOGIN PASSWORD 'a''b' VALID UNTIL '2030-01-01 00:00:00+0000'; GRANT r TO \"v-x\""
         );
     }
@@ -319,6 +342,18 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_with_a_password_is_built_without_reallocating() {
+        // A reallocation would leave a copy of the password in freed memory: the buffer must
+        // be the one sized up front (`with_capacity` gives exactly that for bytes).
+        let stmt = "ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'; COMMENT ON ROLE \"{{name}}\" IS '{{password}}{{password}}'";
+        let password = "x'".repeat(40);
+        let s = render(stmt, &Vars { name: "n", password: Some(&password), expiration: None });
+        assert!(s.contains(&"x''".repeat(40)));
+        // Five variables, each given room for the longest value: the escaped password.
+        assert_eq!(s.capacity(), stmt.len() + 5 * "x''".len() * 40);
+    }
+
+    #[test]
     fn substituted_text_is_never_expanded_again() {
         let s = render(
             "CREATE ROLE \"{{name}}\" PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' {{other}}",
@@ -329,11 +364,11 @@ mod tests {
             },
         );
         assert_eq!(
-            s,
+            s.as_str(),
             "CREATE ROLE \"{{password}}{{expiration}}\" PASSWORD '{{name}}' VALID UNTIL 'e' {{other}}"
         );
         assert_eq!(
-            render("{{password}} {{ x", &Vars { name: "n", ..Vars::default() }),
+            render("{{password}} {{ x", &Vars { name: "n", ..Vars::default() }).as_str(),
             "{{password}} {{ x"
         );
         assert_eq!(
