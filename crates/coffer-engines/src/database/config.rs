@@ -134,10 +134,17 @@ impl DbConfig {
 
     /// What `{{password}}` becomes in this connection's statements: `password` itself, or
     /// its SCRAM-SHA-256 verifier (`password_authentication = "scram-sha-256"`).
-    pub(crate) fn statement_password(&self, password: &str) -> Result<zeroize::Zeroizing<String>> {
+    /// The derivation (about 1 ms of CPU) runs on the blocking pool, not on a request worker.
+    pub(crate) async fn statement_password(
+        &self,
+        password: &str,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        let password = zeroize::Zeroizing::new(password.to_owned());
         match self.password_authentication.as_str() {
-            SCRAM => super::scram::verifier(password),
-            _ => Ok(zeroize::Zeroizing::new(password.to_owned())),
+            SCRAM => tokio::task::spawn_blocking(move || super::scram::verifier(&password))
+                .await
+                .map_err(|e| Error::Internal(format!("SCRAM derivation task failed: {e}")))?,
+            _ => Ok(password),
         }
     }
 
@@ -482,7 +489,7 @@ impl Database {
         } else {
             cfg.root_rotation_statements.clone()
         };
-        let changed = match cfg.statement_password(new.expose()) {
+        let changed = match cfg.statement_password(new.expose()).await {
             Ok(p) => {
                 conn.run_tx(
                     "failed to update user",

@@ -184,7 +184,7 @@ impl Database {
         )?;
         let password = self.passwords.generate(&cfg.password_policy).await?;
         let conn = self.conn(&role.db_name).await?;
-        let in_statements = cfg.statement_password(password.expose())?;
+        let in_statements = cfg.statement_password(password.expose()).await?;
         let vars =
             Vars { name: &username, password: Some(&in_statements), expiration: Some(&expires) };
         if let Err(e) =

@@ -338,7 +338,7 @@ impl Database {
             ),
         };
         // Refused before it is recorded: a pending password is set again at every rotation.
-        let in_statements = cfg.statement_password(new.expose()).map_err(early)?;
+        let in_statements = cfg.statement_password(new.expose()).await.map_err(early)?;
         r.pending_password = Some(new.clone());
         self.store_static(name, r).await.map_err(early)?;
         let stmts = if r.rotation_statements.is_empty() {
