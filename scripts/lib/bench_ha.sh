@@ -83,7 +83,7 @@ ha_wait_health() { # ha_wait_health I CODE SECONDS
 }
 
 # One node (no HA) on the same PostgreSQL, beside PostgreSQL's own floor: durable writes on
-# PostgreSQL storage (issue 18: group commit, statements pipelined, one COMMIT per group) against
+# PostgreSQL storage (issue 18: group commit, a group's writes in one statement) against
 # the rate at which one client commits one-row INSERTs (pgbench -c1, synchronous_commit on: one
 # WAL flush per commit), the PostgreSQL counterpart of the dd floor. Sets PG_FLOOR and adds the
 # rows "PostgreSQL: KV v2 write", "PostgreSQL: token create" and "PostgreSQL: secret lease
@@ -158,11 +158,10 @@ pg_single_bench() { # pg_single_bench DB_URL PG_PORT
   expect 200 "PostgreSQL node: create the lease token"
   local lease_token
   lease_token="$(json_str client_token)"
-  local saved_root="$ROOT"
   ROOT="$lease_token"
   api GET /v1/database/creds/bench
   expect 200 "PostgreSQL node: database/creds/bench"
-  ROOT="$saved_root"
+  ROOT="$root"
   run "PostgreSQL: secret lease create" 16 2 /v1/database/creds/bench -H "X-Vault-Token: $lease_token"
   { kill -TERM "$pid" && wait "$pid"; } 2>/dev/null || true
 }
