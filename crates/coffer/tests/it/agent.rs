@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{BIN, Server, default_config, tempdir};
+use crate::common::{BIN, Server, default_config, free_port, tempdir};
 
 /// An agent process, maybe inside its own namespaces.
 pub(crate) struct Agent {
@@ -179,10 +179,6 @@ impl Agent {
         let (code, body) = self.api("/agent/v1/status");
         (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A server on a fixed port (so a restart comes back where the agent looks for it).

@@ -267,12 +267,8 @@ impl Bao {
         // retention is set to Coffer's default (24h; OpenBao's is 0, Prometheus off) so
         // sys/metrics compares.
         // A free port: bao's config needs a number. Another process could take it between the
-        // drop and bao's bind; the start-up check below then gives up on this port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        // probe and bao's bind; the start-up check below then gives up on this port.
+        let port = crate::common::free_port();
         let cfg = dir.path().join("bao.hcl");
         std::fs::write(
             &cfg,

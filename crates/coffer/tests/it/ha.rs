@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{Server, tempdir};
-
-/// A loopback port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use crate::common::{Server, free_port, tempdir};
 
 fn ha_config(url: &str, ttl: &str) -> String {
     ha_config_with(url, ttl, "")

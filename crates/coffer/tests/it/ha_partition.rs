@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::chaos_host::NetNs;
-use crate::common::{Server, tempdir};
-
-/// A port that is free on the host's loopback now; in a fresh namespace every port is free.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use crate::common::{Server, free_port, tempdir};
 
 /// A node's config: API listener and cluster address on `ip`, lock TTL 3 s, chaos faults on (a
 /// latency fault holds writes inside the pipeline across the cut).

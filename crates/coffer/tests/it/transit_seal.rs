@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Server, default_config, tempdir};
+use crate::common::{Server, default_config, free_port, tempdir};
 
 struct Bao {
     child: Child,
@@ -25,10 +25,6 @@ impl Drop for Bao {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 impl Bao {
