@@ -91,7 +91,9 @@ async fn dispatch(
                     .register(&route, &rel, audited.caller(), secret)
                     .await
                 {
-                    Ok(l) => l,
+                    Ok(Ok(l)) => l,
+                    // Stored, then taken back by the lease itself: nothing is left to undo.
+                    Ok(Err(e)) => return Err(e),
                     Err(e) => {
                         // No lease, no secret: what the engine just made is taken back.
                         let now = crate::time::now_unix();

@@ -445,14 +445,17 @@ impl Expiration {
     }
 
     /// Registers the lease of a secret `route` just issued at `rel` for `caller`; returns the
-    /// lease id and its TTL in seconds.
+    /// lease id and its TTL in seconds. The outer error: no lease was stored, so what the engine
+    /// made is the caller's to take back. The inner one: the lease was stored and then taken
+    /// back (its token went away meanwhile), so its revocation is the lease's own (kept and
+    /// retried if the engine refuses, as every lease's) and the caller takes nothing back.
     pub(crate) async fn register(
         &self,
         route: &Route,
         rel: &str,
         caller: Option<&TokenEntry>,
         secret: SecretLease,
-    ) -> Result<(String, u64)> {
+    ) -> Result<std::result::Result<(String, u64), Error>> {
         let now = now_unix();
         let mount_max = route.info.max_lease_ttl.as_secs();
         let max_ttl = if secret.max_ttl == 0 { mount_max } else { secret.max_ttl.min(mount_max) };
@@ -519,10 +522,13 @@ impl Expiration {
         if let Some(t) = &entry.token_id
             && self.tokens.get_entry(t).await?.is_none_or(|e| e.revoking)
         {
-            let _ = self.revoke_secret(&lease_id, false).await;
-            return Err(Error::PermissionDenied);
+            // A storage error here leaves the lease stored: it is revoked when it falls due.
+            if let Err(e) = self.revoke_secret(&lease_id, false).await {
+                tracing::warn!(%lease_id, error = %e, "a lease that outlived its token could not be revoked now; it will be when it falls due");
+            }
+            return Ok(Err(Error::PermissionDenied));
         }
-        Ok((lease_id, ttl))
+        Ok(Ok((lease_id, ttl)))
     }
 
     /// `sys/leases/lookup`.
