@@ -266,6 +266,13 @@ impl PostgresBackend {
             None => None,
         };
         let mut conn = conn;
+        // Every statement of these sessions finds rows by key, which the table's primary key
+        // serves. PostgreSQL keeps a prepared statement's generic plan, made from the table's
+        // statistics of the time, until the table is analyzed again: one made while the table
+        // was small scans it whole, and would go on doing so for every read, list and delete
+        // as the table grows, until autovacuum analyzes it again (never, with autovacuum off).
+        // Measured: 14 to 17 ms against 0.3 for a group with a delete, at 300,000 rows.
+        add_options(&mut conn, "-c enable_seqscan=off");
         if let Some(h) = &opts.ha {
             // A node paused inside a write transaction holds the lock row FOR SHARE, which
             // would hold off a new leader for as long as the pause: PostgreSQL ends such a

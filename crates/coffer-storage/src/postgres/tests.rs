@@ -646,3 +646,68 @@ mod change_feed {
         assert!(seen.len() < 6000, "{} changes handed on", seen.len());
     }
 }
+
+/// PostgreSQL keeps a prepared statement's generic plan, made from the table's statistics of
+/// the time, until the table is analyzed again. Made while the table was small, that plan is a
+/// sequential scan, and every read, list and delete would then scan the whole table as it grows,
+/// until autovacuum analyzes it again (with autovacuum off: for good). Coffer's sessions plan
+/// no sequential scan of its table.
+#[tokio::test]
+async fn statements_planned_while_the_table_was_small_do_not_scan_it_once_it_has_grown() {
+    let cluster = Cluster::shared();
+    let (db, url) = fresh_db(cluster);
+    let b = connect(&url).await;
+    cluster.sql(&db, "ALTER TABLE coffer_kv SET (autovacuum_enabled = false)");
+    // Each session reports its counts when it goes idle, within about a second.
+    let counts = || {
+        let row = cluster.sql(
+            &db,
+            "SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE relname = 'coffer_kv'",
+        );
+        let (seq, idx) = row.split_once('|').expect("two columns");
+        (seq.parse::<u64>().expect("seq_scan"), idx.parse::<u64>().expect("idx_scan"))
+    };
+    // Building the primary key's index when the table was made is a scan of it.
+    let until = |enough: &dyn Fn(u64, u64) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (seq, idx) = counts();
+            if enough(seq, idx) || std::time::Instant::now() > deadline {
+                return (seq, idx);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (made, _) = until(&|seq, _| seq >= 1);
+    assert_eq!(made, 1, "the table's creation scanned it once");
+    for i in 0..60 {
+        b.put(&format!("a/{i:02}"), vec![1]).await.expect("put");
+    }
+    cluster.sql(&db, "ANALYZE coffer_kv");
+    // More than five runs of each statement: PostgreSQL then settles on its generic plan.
+    for i in 0..8 {
+        b.get(&format!("a/{i:02}")).await.expect("get");
+        b.list("a/").await.expect("list");
+        b.delete(&format!("a/{i:02}")).await.expect("delete");
+    }
+    cluster.sql(
+        &db,
+        "INSERT INTO coffer_kv (key, value) \
+         SELECT format('b/%s', lpad(i::text, 6, '0')), '\\x01' FROM generate_series(1, 100000) AS i",
+    );
+    for i in 10..18 {
+        assert_eq!(b.get(&format!("b/{i:06}")).await.expect("get"), Some(vec![1]));
+        assert_eq!(b.list("a/").await.expect("list").len(), 60 - 8);
+        b.delete(&format!("b/{i:06}")).await.expect("delete");
+    }
+    // 48 reads, lists and deletes in all, each at least one scan of some kind.
+    let (seq, idx) = until(&|seq, idx| seq + idx >= 48 + made);
+    assert!(seq + idx >= 48 + made, "the sessions' counts were not reported: {seq} seq, {idx} idx");
+    assert_eq!(
+        seq - made,
+        0,
+        "Coffer's statements scanned the table {} times ({idx} index scans)",
+        seq - made
+    );
+}
