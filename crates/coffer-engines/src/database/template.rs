@@ -201,18 +201,20 @@ pub(crate) fn lease_ttls(
 
 /// `connection_url` with `{{username}}`/`{{password}}` filled (in one pass), each
 /// percent-encoded for a URL (key=value connection strings get them raw, single-quoted when
-/// needed).
-pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> String {
-    let (u, p) = match coffer_pg::Form::of(url) {
-        coffer_pg::Form::Url => (coffer_pg::url_encode(username), coffer_pg::url_encode(password)),
-        coffer_pg::Form::KeyValue => (coffer_pg::kv_quote(username), coffer_pg::kv_quote(password)),
+/// needed). It holds the password: wiped when dropped, and sized up front so that no
+/// reallocation leaves a copy behind.
+pub(crate) fn connection_url(url: &str, username: &str, password: &str) -> Zeroizing<String> {
+    let encode = match coffer_pg::Form::of(url) {
+        coffer_pg::Form::Url => coffer_pg::url_encode,
+        coffer_pg::Form::KeyValue => coffer_pg::kv_quote,
     };
+    let (u, p) = (encode(username), Zeroizing::new(encode(password)));
     let room = url.len() + url.matches("{{").count() * u.len().max(p.len());
-    substitute(url, room, |var| match var {
+    Zeroizing::new(substitute(url, room, |var| match var {
         "username" => Some(u.as_str()),
         "password" => Some(p.as_str()),
         _ => None,
-    })
+    }))
 }
 
 /// Whether a generated username may hold `c`: letters, digits and `_ . @ -`.
@@ -319,11 +321,11 @@ mod tests {
     #[test]
     fn connection_urls_get_encoded_credentials() {
         assert_eq!(
-            connection_url("postgres://{{username}}:{{password}}@h/db", "u@x", "p:/@ ?"),
+            connection_url("postgres://{{username}}:{{password}}@h/db", "u@x", "p:/@ ?").as_str(),
             "postgres://u%40x:p%3A%2F%40%20%3F@h/db"
         );
         assert_eq!(
-            connection_url("host=h user={{username}} password={{password}}", "u", "a b'c"),
+            connection_url("host=h user={{username}} password={{password}}", "u", "a b'c").as_str(),
             "host=h user=u password='a b\\'c'"
         );
     }
@@ -351,6 +353,11 @@ mod tests {
         assert!(s.contains(&"x''".repeat(40)));
         // Five variables, each given room for the longest value: the escaped password.
         assert_eq!(s.capacity(), stmt.len() + 5 * "x''".len() * 40);
+        // The same for a connection string: two variables, room for the encoded password.
+        let url = "postgres://{{username}}:{{password}}@h/db";
+        let filled = connection_url(url, "u", &"/".repeat(30));
+        assert!(filled.contains(&"%2F".repeat(30)));
+        assert_eq!(filled.capacity(), url.len() + 2 * "%2F".len() * 30);
     }
 
     #[test]
@@ -372,7 +379,8 @@ mod tests {
             "{{password}} {{ x"
         );
         assert_eq!(
-            connection_url("host=h user={{username}} password={{password}}", "{{password}}", "p"),
+            connection_url("host=h user={{username}} password={{password}}", "{{password}}", "p")
+                .as_str(),
             "host=h user={{password}} password=p"
         );
     }
