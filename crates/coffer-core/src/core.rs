@@ -181,10 +181,13 @@ pub(crate) fn capability_for(op: Operation) -> Option<Capabilities> {
 impl Core {
     pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: CoreConfig) -> Arc<Self> {
         let chaos = crate::chaos::Chaos::new(config.chaos.clone());
-        let backend: Arc<dyn Backend> = Arc::new(crate::chaos::storage::FaultyBackend::new(
-            backend,
-            chaos.storage_down.clone(),
-        ));
+        // Without chaos enabled no fault can be started (sys/chaos/* is refused), so the layer
+        // that would fail storage during one is left out of every storage operation.
+        let backend: Arc<dyn Backend> = if chaos.enabled() {
+            Arc::new(crate::chaos::storage::FaultyBackend::new(backend, chaos.storage_down.clone()))
+        } else {
+            backend
+        };
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let backend: Arc<dyn Backend> =
             Arc::new(crate::metrics::MeteredBackend::new(backend, metrics.clone()));

@@ -40,10 +40,10 @@ pub(crate) struct PolicyStore {
     /// Compiled ACLs of sets with templated policies, by set, entity and identity-store
     /// generation (a change to any entity or group makes a new generation, so nothing stale is
     /// found); dropped whenever any policy changes, and when it grows past [`TEMPLATED_CACHE`].
-    templated_acls: RwLock<HashMap<TemplatedKey, Arc<Acl>>>,
+    templated_acls: RwLock<FastMap<TemplatedKey, Arc<Acl>>>,
     /// The same for tokens without an entity (their templated paths are all left out), looked
     /// up by set without allocating: most requests come from such tokens, with `default`.
-    unbound_acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    unbound_acls: RwLock<FastMap<Vec<String>, Arc<Acl>>>,
 }
 
 /// A policy set, an entity id and the identity store's generation.
@@ -84,8 +84,8 @@ impl PolicyStore {
             damaged: RwLock::new(HashSet::new()),
             acls: RwLock::new(FastMap::default()),
             templated: RwLock::new(HashSet::new()),
-            templated_acls: RwLock::new(HashMap::new()),
-            unbound_acls: RwLock::new(HashMap::new()),
+            templated_acls: RwLock::new(FastMap::default()),
+            unbound_acls: RwLock::new(FastMap::default()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
