@@ -206,6 +206,8 @@ pub(crate) trait LeaseHolder: Send + Sync {
 pub struct TokenParams {
     /// A caller-chosen token (root only, and `-dev-root-token-id`).
     pub id: Option<SecretString>,
+    /// Without `id`: mint a response-wrapping token (`cfw_`) instead of a service token.
+    pub wrapping: bool,
     pub policies: Vec<String>,
     pub meta: BTreeMap<String, String>,
     pub display_name: String,
@@ -641,17 +643,19 @@ impl TokenStore {
                 }
                 (id, true)
             }
-            None => (
-                coffer_wire::token_format::mint(coffer_wire::token_format::TokenKind::Service),
-                false,
-            ),
+            None => {
+                let kind = match p.wrapping {
+                    true => coffer_wire::token_format::TokenKind::Wrapping,
+                    false => coffer_wire::token_format::TokenKind::Service,
+                };
+                (coffer_wire::token_format::mint(kind), false)
+            }
         };
         let id = self.id_of(token.expose());
         // A minted token has about 131 random bits: it cannot meet an existing one, so only an
         // id the caller chose is looked up (a storage read that was a tenth of a creation's
         // instructions besides its batch), where it would be stored now and where a token of
-        // that string minted before order parts was. Wrapping tokens come here as chosen ids
-        // (minted by the wrapper) and pay both reads.
+        // that string minted before order parts was.
         if chosen {
             let legacy = legacy_id(&id);
             if self.get_entry(&id).await?.is_some()

@@ -128,7 +128,7 @@ async fn store(
         renewable: false,
         orphan: true,
         path: creation_path.to_owned(),
-        id: Some(coffer_wire::token_format::mint(coffer_wire::token_format::TokenKind::Wrapping)),
+        wrapping: true,
         ..TokenParams::default()
     };
     let (token, entry) = tokens.create(None, params).await?;
