@@ -94,6 +94,8 @@ async fn dispatch(
                     Ok(Ok(l)) => l,
                     // Stored, then taken back by the lease itself: nothing is left to undo.
                     Ok(Err(e)) => return Err(e),
+                    // No lease answers for the secret now: none was stored, or the one stored
+                    // could not be revoked (see `register`).
                     Err(e) => {
                         // No lease, no secret: what the engine just made is taken back.
                         let now = crate::time::now_unix();

@@ -445,10 +445,12 @@ impl Expiration {
     }
 
     /// Registers the lease of a secret `route` just issued at `rel` for `caller`; returns the
-    /// lease id and its TTL in seconds. The outer error: no lease was stored, so what the engine
-    /// made is the caller's to take back. The inner one: the lease was stored and then taken
-    /// back (its token went away meanwhile), so its revocation is the lease's own (kept and
-    /// retried if the engine refuses, as every lease's) and the caller takes nothing back.
+    /// lease id and its TTL in seconds. The outer error: what the engine made is the caller's to
+    /// take back (no lease was stored, or one was but could not be revoked now: storage failed,
+    /// or the node was sealed or lost leadership; that lease is revoked again when it falls due,
+    /// which then finds the secret gone). The inner one: the lease was stored and then taken
+    /// back (its token went away meanwhile), so its revocation is the lease's own (done, or kept
+    /// and retried if the engine refuses, as every lease's) and the caller takes nothing back.
     pub(crate) async fn register(
         &self,
         route: &Route,
@@ -522,9 +524,12 @@ impl Expiration {
         if let Some(t) = &entry.token_id
             && self.tokens.get_entry(t).await?.is_none_or(|e| e.revoking)
         {
-            // A storage error here leaves the lease stored: it is revoked when it falls due.
+            // Revoked by the lease, or kept with its retry stored when the engine refused. When
+            // neither happened (storage failed, sealed, no longer active), the caller revokes the
+            // secret now: the lease alone would wait for its whole TTL.
             if let Err(e) = self.revoke_secret(&lease_id, false).await {
-                tracing::warn!(%lease_id, error = %e, "a lease that outlived its token could not be revoked now; it will be when it falls due");
+                tracing::warn!(%lease_id, error = %e, "a lease that outlived its token could not be revoked; the secret is revoked directly");
+                return Err(Error::PermissionDenied);
             }
             return Ok(Err(Error::PermissionDenied));
         }
