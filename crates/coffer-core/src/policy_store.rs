@@ -32,7 +32,9 @@ pub(crate) struct PolicyStore {
     policies: RwLock<HashMap<String, Arc<Policy>>>,
     /// Stored policies that could not be read at unseal, until written or deleted.
     damaged: RwLock<HashSet<String>>,
-    /// By policy names, which only those who may write policies or create tokens choose.
+    /// By policy names, which only those who may write policies or create tokens choose (a
+    /// token role's `allowed_policies_glob` lets its users name policies that do not exist, so
+    /// the cache starts over when it grows past [`ACL_CACHE`] rather than grow with them).
     acls: RwLock<FastMap<Vec<String>, Arc<Acl>>>,
     /// Policies with identity templates in their paths: their ACL depends on the token's entity,
     /// so it is compiled per request instead of cached by policy set.
@@ -40,10 +42,10 @@ pub(crate) struct PolicyStore {
     /// Compiled ACLs of sets with templated policies, by set, entity and identity-store
     /// generation (a change to any entity or group makes a new generation, so nothing stale is
     /// found); dropped whenever any policy changes, and when it grows past [`TEMPLATED_CACHE`].
-    templated_acls: RwLock<FastMap<TemplatedKey, Arc<Acl>>>,
+    templated_acls: RwLock<HashMap<TemplatedKey, Arc<Acl>>>,
     /// The same for tokens without an entity (their templated paths are all left out), looked
     /// up by set without allocating: most requests come from such tokens, with `default`.
-    unbound_acls: RwLock<FastMap<Vec<String>, Arc<Acl>>>,
+    unbound_acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
 }
 
 /// A policy set, an entity id and the identity store's generation.
@@ -51,6 +53,9 @@ type TemplatedKey = (Vec<String>, String, u64);
 
 /// Entries the templated-ACL cache holds before it starts over.
 const TEMPLATED_CACHE: usize = 4096;
+
+/// Entries the ACL cache by policy set holds before it starts over.
+const ACL_CACHE: usize = 4096;
 
 fn has_templates(p: &Policy) -> bool {
     p.rules.iter().any(|r| crate::identity::template::is_templated(&r.pattern))
@@ -84,8 +89,8 @@ impl PolicyStore {
             damaged: RwLock::new(HashSet::new()),
             acls: RwLock::new(FastMap::default()),
             templated: RwLock::new(HashSet::new()),
-            templated_acls: RwLock::new(FastMap::default()),
-            unbound_acls: RwLock::new(FastMap::default()),
+            templated_acls: RwLock::new(HashMap::new()),
+            unbound_acls: RwLock::new(HashMap::new()),
         };
         for name in store.view.list("").await? {
             match store.read_stored(&name).await {
@@ -357,10 +362,57 @@ impl PolicyStore {
             let found: Vec<&Policy> =
                 key.iter().filter_map(|n| policies.get(n).map(|p| p.as_ref())).collect();
             let acl = Arc::new(Acl::new(found));
-            self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
+            self.cache_acl(key, acl.clone())?;
             return Ok(acl);
         };
-        self.acls.write().map_err(|_| poisoned())?.insert(key, acl.clone());
+        self.cache_acl(key, acl.clone())?;
         Ok(acl)
+    }
+
+    fn cache_acl(&self, key: Vec<String>, acl: Arc<Acl>) -> Result<()> {
+        let mut cache = self.acls.write().map_err(|_| poisoned())?;
+        if cache.len() >= ACL_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, acl);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Capabilities;
+
+    async fn store() -> PolicyStore {
+        let backend = Arc::new(coffer_storage::MemoryBackend::new());
+        let barrier = Arc::new(coffer_barrier::Barrier::new(backend));
+        let shares = barrier
+            .initialize(&coffer_barrier::SealConfig::shamir(1, 1).expect("seal config"))
+            .await
+            .expect("initialize");
+        barrier.unseal_with_shares(&shares).await.expect("unseal");
+        PolicyStore::load(View::new(barrier, "sys/policy/")).await.expect("load")
+    }
+
+    /// A token role's `allowed_policies_glob` lets its users name policies that do not exist:
+    /// each new set of names compiles an ACL (granting nothing), and the cache of them stays
+    /// bounded however many sets are asked for.
+    #[tokio::test]
+    async fn the_acl_cache_by_policy_set_stays_bounded() {
+        let s = store().await;
+        for i in 0..ACL_CACHE + 10 {
+            let acl = s.acl(&[format!("made-up-{i:05}")]).expect("acl");
+            assert!(
+                !acl.allows("secret/data/x", Capabilities::READ),
+                "an unknown name grants nothing"
+            );
+        }
+        let held = s.acls.read().expect("lock").len();
+        assert!(held <= ACL_CACHE, "{held} ACLs cached");
+        // Still a cache: the same set again is the same compiled ACL.
+        let a = s.acl(&["made-up-x".to_owned()]).expect("acl");
+        let b = s.acl(&["made-up-x".to_owned()]).expect("acl");
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }
