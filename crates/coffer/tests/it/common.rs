@@ -436,26 +436,23 @@ pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("coffer-it-").tempdir().expect("tempdir")
 }
 
-/// A loopback port nothing listens on now, from below the kernel's ephemeral range. A port found
-/// free by binding `127.0.0.1:0` comes from that range, where every server the tests start on
-/// port 0 (and every outgoing connection) also lands: one of them could take it before the
-/// process it was meant for binds it (seen: an OpenBao's port taken by another test's Coffer,
-/// which answered as uninitialized, then was initialized under bao's `init`).
+/// A loopback port nothing listens on now, from 10000 to 19999: below the kernel's ephemeral
+/// range (32768 and up by default) and below the ports `coffer-pgtest` picks for its clusters
+/// (20000 to 31999). A port found free by binding `127.0.0.1:0` comes from the ephemeral range,
+/// where every server the tests start on port 0 (and every outgoing connection) also lands: one
+/// of them could take it before the process it was meant for binds it (seen: an OpenBao's port
+/// taken by another test's Coffer, which answered as uninitialized, then was initialized under
+/// bao's `init`).
 pub(crate) fn free_port() -> u16 {
     use std::io::Read as _;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
-        .filter(|&p| p > 12_000)
-        .unwrap_or(32_768);
     let mut random = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
     for _ in 0..200 {
         let mut b = [0u8; 2];
         random.read_exact(&mut b).expect("/dev/urandom");
-        let port = 10_000 + u16::from_le_bytes(b) % (low - 10_000);
+        let port = 10_000 + u16::from_le_bytes(b) % 10_000;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free loopback port between 10000 and {low}")
+    panic!("no free loopback port between 10000 and 19999")
 }
