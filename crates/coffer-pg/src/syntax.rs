@@ -226,25 +226,41 @@ pub(crate) fn decode(s: &str) -> Vec<u8> {
 }
 
 /// `s` percent-encoded for any part of a URL: everything but letters, digits and `- . _ ~`.
+/// Built in one buffer of the largest size it can need, so that encoding a password leaves no
+/// partial copy behind in memory a reallocation freed.
 pub fn url_encode(s: impl AsRef<[u8]>) -> String {
-    let mut out = String::new();
-    for &b in s.as_ref() {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let s = s.as_ref();
+    let mut out = String::with_capacity(3 * s.len());
+    for &b in s {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
     out
 }
 
 /// `s` as a value of a `key=value` string: as is when it has no white space, quote or
-/// backslash, else `'…'` with `\` and `'` escaped by a backslash.
+/// backslash, else `'…'` with `\` and `'` escaped by a backslash. Built in one buffer, as
+/// [`url_encode`] is.
 pub fn kv_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| !c.is_whitespace() && c != '\'' && c != '\\') {
         return s.to_owned();
     }
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    let mut out = String::with_capacity(2 * s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// A password written into a connection string: where, and what it is (decoded).
