@@ -17,6 +17,8 @@ use crate::{Core, CoreConfig};
 #[derive(Default)]
 struct Log {
     revoked: Mutex<Vec<String>>,
+    /// Calls of `revoke_lease`, failed ones included.
+    revoke_calls: std::sync::atomic::AtomicU64,
     renewed: Mutex<Vec<(String, u64)>>,
     fail: AtomicBool,
     /// `creds/slow` tells `entered`, then waits for `resume` before answering.
@@ -73,6 +75,7 @@ impl LogicalBackend for Engine {
     }
 
     async fn revoke_lease(&self, l: &LeaseRequest<'_>) -> Result<()> {
+        self.log.revoke_calls.fetch_add(1, Ordering::SeqCst);
         if self.log.fail.load(Ordering::SeqCst) {
             return Err(Error::Internal("database is down".into()));
         }
@@ -331,6 +334,40 @@ async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
     assert_eq!(f.log.revoked(), ["slow"], "the credential made meanwhile is revoked once");
     let left = f.call(Operation::List, "sys/leases/lookup/db/creds/slow", json!({}), &f.root).await;
     assert!(matches!(left, Err(Error::NotFound)), "no lease is left: {left:?}");
+}
+
+/// The same race with the engine refusing the revocation: the lease taken back stays with its
+/// retry stored (as every lease whose engine refuses), the request's refusal does not call the
+/// engine a second time, and the retry revokes it once the engine works again.
+#[tokio::test]
+async fn a_secret_taken_back_while_its_engine_refuses_stays_with_its_lease_until_revoked() {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let entered = f.log.entered.notified();
+    let core = f.core.clone();
+    let token = child.clone();
+    let request = tokio::spawn(async move {
+        let data = crate::logical::into_map(json!({"ttl": "60"}));
+        core.handle(
+            Request::new(Operation::Read, "db/creds/slow").with_data(data).with_token(&token),
+        )
+        .await
+    });
+    entered.await;
+    let tokens = f.core.active().expect("unsealed").tokens.clone();
+    tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
+    f.log.fail.store(true, Ordering::SeqCst);
+    f.log.resume.notify_one();
+    let answer = request.await.expect("task");
+    assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
+    assert_eq!(f.log.revoke_calls.load(Ordering::SeqCst), 1, "one revocation, the lease's");
+    let kept = f.call(Operation::List, "sys/leases/lookup/db/creds/slow", json!({}), &f.root).await;
+    let ids = kept.expect("the lease is kept").data.expect("data")["keys"].clone();
+    let id = format!("db/creds/slow/{}", ids[0].as_str().expect("an id"));
+    assert!(f.lookup(&id).await.expect("lookup").get("revoke_attempts").is_some());
+    f.log.fail.store(false, Ordering::SeqCst);
+    eventually("the retry revoked it", async || f.log.revoked() == ["slow"]).await;
+    assert!(f.lookup(&id).await.is_err(), "and the lease is gone");
 }
 
 #[tokio::test]

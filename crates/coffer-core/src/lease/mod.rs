@@ -527,13 +527,25 @@ impl Expiration {
             // Revoked by the lease, or kept with its retry stored when the engine refused. When
             // neither happened (storage failed, sealed, no longer active), the caller revokes the
             // secret now: the lease alone would wait for its whole TTL.
-            if let Err(e) = self.revoke_secret(&lease_id, false).await {
+            if let Err(e) = self.take_back(&lease_id).await {
                 tracing::warn!(%lease_id, error = %e, "a lease that outlived its token could not be revoked; the secret is revoked directly");
                 return Err(Error::PermissionDenied);
             }
             return Ok(Err(Error::PermissionDenied));
         }
         Ok(Ok((lease_id, ttl)))
+    }
+
+    /// Revokes a lease [`Self::register`] just stored. `Ok` when the lease answers for its
+    /// secret from now on: revoked, already gone, or kept with its retry stored because the
+    /// engine refused. `Err` when nothing was done: storage failed, or the node was sealed or
+    /// lost leadership.
+    async fn take_back(&self, lease_id: &str) -> Result<()> {
+        let _g = self.lock_for(lease_id).lock().await;
+        match self.get(lease_id).await? {
+            None => Ok(()),
+            Some(e) => self.revoke_locked(e, false).await.map(drop),
+        }
     }
 
     /// `sys/leases/lookup`.
