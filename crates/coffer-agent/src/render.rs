@@ -334,10 +334,12 @@ impl Renderer {
                             .and_then(Value::as_u64)
                             .unwrap_or(0),
                     );
-                    // Renewal no longer extends the lease as asked: its max TTL is near. Fetch a
-                    // new secret well before this one ends.
+                    // Renewal no longer extends the lease as asked: its max TTL is near (the
+                    // server grants the increment whole until then). Fetch a new secret well
+                    // before this one ends: waiting for a grant below two thirds of the lease,
+                    // as this did, could leave a second-grained lease a fraction of a second.
                     lease.expires = now + granted;
-                    lease.due = if granted < lease.issued.mul_f64(2.0 / 3.0) {
+                    lease.due = if granted < lease.issued {
                         // Soon enough that the app has most of what is left to switch over.
                         lease.renew = false;
                         now + granted / 3
