@@ -306,12 +306,13 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
     assert!(f.lookup(&b).await.is_ok(), "another token's lease stays");
 }
 
-/// A token whose revocation began while one of its secrets was being made: the revocation
-/// marked it and listed its leases before that secret's lease was stored, so it cannot take
-/// that lease. The lease is taken back and the request refused (the lease outlived the token).
-#[tokio::test]
-async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
-    let f = fixture().await;
+/// A child token asks for `db/creds/slow`; while the engine makes it, the token is marked as
+/// being revoked (a revocation's first step, before it lists the token's leases, of which it
+/// has none yet), and the engine is told whether to refuse revocations; the request's answer.
+async fn secret_made_while_its_token_is_marked(
+    f: &Fixture,
+    engine_refuses: bool,
+) -> Result<Response> {
     let child = f.child_token().await;
     let entered = f.log.entered.notified();
     let core = f.core.clone();
@@ -324,11 +325,20 @@ async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
         .await
     });
     entered.await;
-    // The revocation's first steps: the token is marked, and it has no lease to list yet.
     let tokens = f.core.active().expect("unsealed").tokens.clone();
     tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
+    f.log.fail.store(engine_refuses, Ordering::SeqCst);
     f.log.resume.notify_one();
-    let answer = request.await.expect("task");
+    request.await.expect("task")
+}
+
+/// A token whose revocation began while one of its secrets was being made: the revocation
+/// marked it and listed its leases before that secret's lease was stored, so it cannot take
+/// that lease. The lease is taken back and the request refused (the lease outlived the token).
+#[tokio::test]
+async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
+    let f = fixture().await;
+    let answer = secret_made_while_its_token_is_marked(&f, false).await;
     assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
     // Revoked once, by the lease taken back; the request's refusal does not revoke it again.
     assert_eq!(f.log.revoked(), ["slow"], "the credential made meanwhile is revoked once");
@@ -342,23 +352,7 @@ async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
 #[tokio::test]
 async fn a_secret_taken_back_while_its_engine_refuses_stays_with_its_lease_until_revoked() {
     let f = fixture().await;
-    let child = f.child_token().await;
-    let entered = f.log.entered.notified();
-    let core = f.core.clone();
-    let token = child.clone();
-    let request = tokio::spawn(async move {
-        let data = crate::logical::into_map(json!({"ttl": "60"}));
-        core.handle(
-            Request::new(Operation::Read, "db/creds/slow").with_data(data).with_token(&token),
-        )
-        .await
-    });
-    entered.await;
-    let tokens = f.core.active().expect("unsealed").tokens.clone();
-    tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
-    f.log.fail.store(true, Ordering::SeqCst);
-    f.log.resume.notify_one();
-    let answer = request.await.expect("task");
+    let answer = secret_made_while_its_token_is_marked(&f, true).await;
     assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
     assert_eq!(f.log.revoke_calls.load(Ordering::SeqCst), 1, "one revocation, the lease's");
     let kept = f.call(Operation::List, "sys/leases/lookup/db/creds/slow", json!({}), &f.root).await;
