@@ -335,9 +335,9 @@ impl Renderer {
                             .unwrap_or(0),
                     );
                     // Renewal no longer extends the lease as asked: its max TTL is near (the
-                    // server grants the increment whole until then). Fetch a new secret well
-                    // before this one ends: waiting for a grant below two thirds of the lease,
-                    // as this did, could leave a second-grained lease a fraction of a second.
+                    // server grants the increment whole until then). Fetch a new secret now,
+                    // well before this one ends: a lower threshold (a grant under two thirds of
+                    // the lease) can let the next renewal leave only a fraction of a second.
                     lease.expires = now + granted;
                     lease.due = if granted < lease.issued {
                         // Soon enough that the app has most of what is left to switch over.
