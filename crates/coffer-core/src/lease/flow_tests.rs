@@ -17,8 +17,9 @@ use crate::{Core, CoreConfig};
 #[derive(Default)]
 struct Log {
     revoked: Mutex<Vec<String>>,
-    /// Calls of `revoke_lease`, failed ones included.
-    revoke_calls: std::sync::atomic::AtomicU64,
+    /// Calls of `revoke_lease` without a lease id (the pipeline taking back a secret no lease
+    /// answers for), failed ones included.
+    undo_calls: std::sync::atomic::AtomicU64,
     renewed: Mutex<Vec<(String, u64)>>,
     fail: AtomicBool,
     /// `creds/slow` tells `entered`, then waits for `resume` before answering.
@@ -75,7 +76,9 @@ impl LogicalBackend for Engine {
     }
 
     async fn revoke_lease(&self, l: &LeaseRequest<'_>) -> Result<()> {
-        self.log.revoke_calls.fetch_add(1, Ordering::SeqCst);
+        if l.lease_id.is_empty() {
+            self.log.undo_calls.fetch_add(1, Ordering::SeqCst);
+        }
         if self.log.fail.load(Ordering::SeqCst) {
             return Err(Error::Internal("database is down".into()));
         }
@@ -306,12 +309,22 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
     assert!(f.lookup(&b).await.is_ok(), "another token's lease stays");
 }
 
+/// What else happens while the engine makes the secret.
+#[derive(Clone, Copy, PartialEq)]
+enum Meanwhile {
+    Nothing,
+    /// The engine is told to refuse revocations.
+    EngineRefuses,
+    /// The mount is removed.
+    Unmounted,
+}
+
 /// A child token asks for `db/creds/slow`; while the engine makes it, the token is marked as
 /// being revoked (a revocation's first step, before it lists the token's leases, of which it
-/// has none yet), and the engine is told whether to refuse revocations; the request's answer.
+/// has none yet), and `meanwhile` happens; the request's answer.
 async fn secret_made_while_its_token_is_marked(
     f: &Fixture,
-    engine_refuses: bool,
+    meanwhile: Meanwhile,
 ) -> Result<Response> {
     let child = f.child_token().await;
     let entered = f.log.entered.notified();
@@ -327,7 +340,10 @@ async fn secret_made_while_its_token_is_marked(
     entered.await;
     let tokens = f.core.active().expect("unsealed").tokens.clone();
     tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
-    f.log.fail.store(engine_refuses, Ordering::SeqCst);
+    f.log.fail.store(meanwhile == Meanwhile::EngineRefuses, Ordering::SeqCst);
+    if meanwhile == Meanwhile::Unmounted {
+        f.call(Operation::Delete, "sys/mounts/db", json!({}), &f.root).await.expect("unmount");
+    }
     f.log.resume.notify_one();
     request.await.expect("task")
 }
@@ -338,7 +354,7 @@ async fn secret_made_while_its_token_is_marked(
 #[tokio::test]
 async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
     let f = fixture().await;
-    let answer = secret_made_while_its_token_is_marked(&f, false).await;
+    let answer = secret_made_while_its_token_is_marked(&f, Meanwhile::Nothing).await;
     assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
     // Revoked once, by the lease taken back; the request's refusal does not revoke it again.
     assert_eq!(f.log.revoked(), ["slow"], "the credential made meanwhile is revoked once");
@@ -352,9 +368,9 @@ async fn a_secret_made_while_its_token_is_being_revoked_is_taken_back() {
 #[tokio::test]
 async fn a_secret_taken_back_while_its_engine_refuses_stays_with_its_lease_until_revoked() {
     let f = fixture().await;
-    let answer = secret_made_while_its_token_is_marked(&f, true).await;
+    let answer = secret_made_while_its_token_is_marked(&f, Meanwhile::EngineRefuses).await;
     assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
-    assert_eq!(f.log.revoke_calls.load(Ordering::SeqCst), 1, "one revocation, the lease's");
+    assert_eq!(f.log.undo_calls.load(Ordering::SeqCst), 0, "the lease's revocation only");
     let kept = f.call(Operation::List, "sys/leases/lookup/db/creds/slow", json!({}), &f.root).await;
     let ids = kept.expect("the lease is kept").data.expect("data")["keys"].clone();
     let id = format!("db/creds/slow/{}", ids[0].as_str().expect("an id"));
@@ -362,6 +378,17 @@ async fn a_secret_taken_back_while_its_engine_refuses_stays_with_its_lease_until
     f.log.fail.store(false, Ordering::SeqCst);
     eventually("the retry revoked it", async || f.log.revoked() == ["slow"]).await;
     assert!(f.lookup(&id).await.is_err(), "and the lease is gone");
+}
+
+/// The same race with the mount removed meanwhile: no retry of the lease could reach the
+/// engine, so the request's refusal revokes the secret through the engine that made it.
+#[tokio::test]
+async fn a_secret_taken_back_after_its_mount_was_removed_is_revoked_by_the_request() {
+    let f = fixture().await;
+    let answer = secret_made_while_its_token_is_marked(&f, Meanwhile::Unmounted).await;
+    assert!(matches!(answer, Err(Error::PermissionDenied)), "{answer:?}");
+    assert_eq!(f.log.revoked(), ["slow"], "the credential made meanwhile is revoked");
+    assert_eq!(f.log.undo_calls.load(Ordering::SeqCst), 1, "by the request's refusal");
 }
 
 #[tokio::test]

@@ -538,12 +538,18 @@ impl Expiration {
 
     /// Revokes a lease [`Self::register`] just stored. `Ok` when the lease answers for its
     /// secret from now on: revoked, already gone, or kept with its retry stored because the
-    /// engine refused. `Err` when nothing was done: storage failed, or the node was sealed or
-    /// lost leadership.
+    /// engine refused. `Err` when it cannot be relied on to: storage failed (perhaps after the
+    /// engine revoked, which the caller's revocation then repeats), the node was sealed or lost
+    /// leadership, or the mount was removed meanwhile (no retry of this lease could reach the
+    /// engine; the caller still holds the route that made the secret).
     async fn take_back(&self, lease_id: &str) -> Result<()> {
         let _g = self.lock_for(lease_id).lock().await;
         match self.get(lease_id).await? {
             None => Ok(()),
+            Some(e) if self.route_of(&e.mount_uuid).is_none() => Err(Error::Internal(format!(
+                "the mount {:?} that issued this lease is gone",
+                e.mount_path
+            ))),
             Some(e) => self.revoke_locked(e, false).await.map(drop),
         }
     }
