@@ -62,25 +62,33 @@ pub(crate) fn bucket_dir(bucket: u64) -> String {
     format!("due/{bucket:012}/")
 }
 
-/// A short, storage-safe name for a lease id (lease ids contain `/`).
-pub(crate) fn lease_name(lease_id: &str) -> String {
+/// A short, storage-safe name for a lease id (lease ids contain `/`), which names its expiry
+/// entry, its token link and its failed-revocation entry. `ordered`: the id's last part (which
+/// sorts by when the lease was made) then a hash of the whole id, so that the entries of leases
+/// made together are written side by side in storage, as their records are; otherwise the hash
+/// alone, which scattered them (one random page written per entry), as leases stored before
+/// were named (`LeaseEntry::ordered_names`).
+pub(crate) fn lease_name(lease_id: &str, ordered: bool) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, lease_id.as_bytes());
-    hex(&d.as_ref()[..16])
+    if !ordered {
+        return hex(&d.as_ref()[..16]);
+    }
+    let last = lease_id.rsplit('/').next().unwrap_or_default();
+    format!("{last}.{}", hex(&d.as_ref()[..8]))
+}
+
+/// The key, relative to the expiration manager's view, of the entry of the lease named `name`
+/// ([`lease_name`]) due at `at`.
+pub(crate) fn lease_key(name: &str, at: u64) -> String {
+    format!("{}l.{name}", bucket_dir(bucket_of(at)))
+}
+
+/// The key of the entry of the token named `name` (`token::link_name`) due at `at`.
+pub(crate) fn token_key(name: &str, at: u64) -> String {
+    format!("{}t.{name}", bucket_dir(bucket_of(at)))
 }
 
 impl Due {
-    fn name(&self) -> String {
-        match self {
-            Due::Lease(id) => format!("l.{}", lease_name(id)),
-            Due::Token(id) => format!("t.{id}"),
-        }
-    }
-
-    /// The key, relative to the expiration manager's view, of this entry due at `at`.
-    pub(crate) fn key(&self, at: u64) -> String {
-        format!("{}{}", bucket_dir(bucket_of(at)), self.name())
-    }
-
     /// The index entry's value: what is due, and when.
     pub(crate) fn encode(&self, at: u64) -> Vec<u8> {
         let s = match self {
@@ -264,10 +272,25 @@ mod tests {
     fn entries_round_trip_and_keys_are_distinct_per_kind() {
         for d in [Due::Lease("database/creds/ro/abc".into()), Due::Token("ab12".into())] {
             assert_eq!(Due::decode(&d.encode(120)), Some((120, d.clone())));
-            assert!(d.key(2 * BUCKET_SECS).starts_with("due/000000000002/"));
         }
         assert!(Due::decode(b"{\"version\":1}").is_none());
-        assert_ne!(Due::Lease("x".into()).key(0), Due::Token("x".into()).key(0));
+        for name in [lease_key("x", 2 * BUCKET_SECS), token_key("x", 2 * BUCKET_SECS)] {
+            assert!(name.starts_with("due/000000000002/"), "{name}");
+        }
+        assert_ne!(lease_key("x", 0), token_key("x", 0));
+    }
+
+    #[test]
+    fn leases_made_together_are_named_side_by_side_and_apart_from_older_names() {
+        let (a, b) =
+            ("pki/issue/web/7mccpL0IJAimWWySHwicliGYWw", "db/creds/ro/7mccpL0IJBxxxxxxxxxxxxxxxx");
+        let (na, nb) = (lease_name(a, true), lease_name(b, true));
+        assert!(na.starts_with("7mccpL0IJAimWWySHwicliGYWw."), "{na}");
+        assert!(na < nb, "names sort as the ids' last parts: {na} < {nb}");
+        // The same last part under another path (a moved mount's lease) is another name.
+        assert_ne!(na, lease_name("pki2/issue/web/7mccpL0IJAimWWySHwicliGYWw", true));
+        assert_eq!(lease_name(a, false).len(), 32);
+        assert_ne!(lease_name(a, false), na);
     }
 
     #[test]

@@ -304,10 +304,11 @@ struct ExpiryChange {
 impl ExpiryChange {
     /// `name`: the token's [`link_name`], which names its expiry entry too.
     fn new(name: String, old: u64, new: u64) -> Self {
-        let due = Due::Token(name);
-        let put = (new != 0).then(|| (due.key(new), due.encode(new)));
-        let delete =
-            (old != 0).then(|| due.key(old)).filter(|k| put.as_ref().is_none_or(|(p, _)| p != k));
+        let put = (new != 0)
+            .then(|| (crate::due::token_key(&name, new), Due::Token(name.clone()).encode(new)));
+        let delete = (old != 0)
+            .then(|| crate::due::token_key(&name, old))
+            .filter(|k| put.as_ref().is_none_or(|(p, _)| p != k));
         Self { delete, put }
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coffer_barrier::BatchOp;
 use coffer_storage::{Backend, MemoryBackend};
 use serde_json::{Map, Value, json};
 
@@ -238,10 +239,149 @@ async fn leases_made_together_are_stored_in_the_order_they_were_made() {
         let last = id.rsplit('/').next().expect("last");
         assert!(last.len() == 26 && last.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
     }
-    // Their records, named by the lease id, sit in the same order in storage.
+    // Their records, named by the lease id, sit in the same order in storage, and so do their
+    // token links and expiry entries, named after it.
     let stored = f.storage.list("sys/expire/id/db/creds/alice/").await.expect("list");
     let names: Vec<&str> = ids.iter().map(|id| id.rsplit('/').next().expect("last")).collect();
     assert_eq!(stored, names);
+    let mut links = Vec::new();
+    let mut due = Vec::new();
+    for (key, id) in index_entries(&f).await {
+        let last = id.rsplit('/').next().expect("last").to_owned();
+        let name = key.rsplit('/').next().expect("name");
+        match key.split('/').next() {
+            Some("token") => links.push((name.to_owned(), last)),
+            Some("due") => due.push((key.clone(), last)),
+            _ => panic!("unexpected entry {key}"),
+        }
+    }
+    assert_eq!(links.len(), ids.len());
+    assert_eq!(due.len(), ids.len());
+    for (name, last) in &links {
+        assert!(name.starts_with(&format!("{last}.")), "token link {name} of lease {last}");
+    }
+    assert_eq!(links.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(), names);
+    for (key, last) in &due {
+        assert!(key.rsplit('/').next().expect("name").starts_with(&format!("l.{last}.")), "{key}");
+    }
+}
+
+/// Every lease index entry in storage (expiry entries, token links, failed revocations), by
+/// key relative to the expiration manager's view, with the lease id it is for; in key order.
+async fn index_entries(f: &Fixture) -> Vec<(String, String)> {
+    let active = f.core.active().expect("unsealed");
+    let view = &active.leases.view;
+    let mut out = Vec::new();
+    for dir in ["due/", "token/", "failed/"] {
+        for rest in view.list_recursive(dir).await.expect("list") {
+            let key = format!("{dir}{rest}");
+            let raw = view.get(&key).await.expect("get").expect("listed");
+            let id = match Due::decode(&raw) {
+                Some((_, Due::Lease(id))) => id,
+                Some((_, Due::Token(_))) => continue,
+                None => String::from_utf8(raw.to_vec()).expect("a lease id"),
+            };
+            out.push((key, id));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_lease_stored_with_hashed_names_is_renewed_moved_and_revoked_without_leaving_entries() {
+    let f = fixture().await;
+    let id = f.creds_max("old", 60, 7200, &f.root).await;
+    let active = f.core.active().expect("unsealed");
+    let leases = &active.leases;
+    // Stored as before leases were named in order: its entries named by the hash alone.
+    let mut e = leases.get(&id).await.expect("get").expect("stored");
+    let token = e.token_id.clone().expect("asked for by root");
+    let (new_name, new_due) = (e.name(), e.due_key(e.due));
+    e.ordered_names = false;
+    let raw = super::encode(&e).expect("encode");
+    let idx = Due::Lease(id.clone()).encode(e.due);
+    let old_name = index::lease_name(&id, false);
+    leases
+        .view
+        .batch(vec![
+            BatchOp::Put(format!("id/{id}"), &raw),
+            BatchOp::Delete(new_due),
+            BatchOp::Delete(format!("token/{token}/{new_name}")),
+            BatchOp::Put(index::lease_key(&old_name, e.due), &idx),
+            BatchOp::Put(format!("token/{token}/{old_name}"), id.as_bytes()),
+        ])
+        .await
+        .expect("rewrite");
+    let names = async || index_entries(&f).await.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+
+    // A renewal moves its expiry entry, under the name it has.
+    f.call(
+        Operation::Update,
+        "sys/leases/renew",
+        json!({"lease_id": id, "increment": "3600"}),
+        &f.root,
+    )
+    .await
+    .expect("renew");
+    let e = leases.get(&id).await.expect("get").expect("stored");
+    assert_eq!(
+        names().await,
+        [index::lease_key(&old_name, e.due), format!("token/{token}/{old_name}")]
+    );
+
+    // A move rewrites it whole, named in order from then on.
+    assert_eq!(leases.rename_prefix("db/", "db2/").await.expect("move"), 1);
+    let moved = id.replacen("db/", "db2/", 1);
+    let e = leases.get(&moved).await.expect("get").expect("moved");
+    assert!(e.ordered_names);
+    let name = index::lease_name(&moved, true);
+    assert_eq!(names().await, [index::lease_key(&name, e.due), format!("token/{token}/{name}")]);
+
+    // Moved back, then revoked: nothing is left, whatever its names were.
+    assert_eq!(leases.rename_prefix("db2/", "db/").await.expect("move back"), 1);
+    f.call(Operation::Update, &format!("sys/revoke/{id}"), json!({}), &f.root)
+        .await
+        .expect("revoke");
+    assert_eq!(f.log.revoked(), ["old"]);
+    assert_eq!(names().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_retried() {
+    let f = fixture().await;
+    f.log.fail.store(true, Ordering::SeqCst);
+    let id = f.creds("dave", 1, &f.root).await;
+    eventually("a revocation was attempted", async || {
+        f.lookup(&id).await.is_ok_and(|l| l.get("revoke_attempts").is_some())
+    })
+    .await;
+    let active = f.core.active().expect("unsealed");
+    assert_eq!(active.leases.rename_prefix("db/", "db2/").await.expect("move"), 1);
+    let moved = id.replacen("db/", "db2/", 1);
+    let failing = active.leases.failing().await.expect("failing");
+    assert_eq!(failing.iter().map(|l| l.lease_id.as_str()).collect::<Vec<_>>(), [moved.as_str()]);
+    f.log.fail.store(false, Ordering::SeqCst);
+    eventually("the retry succeeded", async || f.log.revoked() == ["dave"]).await;
+    assert_eq!(index_entries(&f).await, Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn an_index_entry_left_by_a_gone_lease_is_removed_when_due_whichever_its_name() {
+    let f = fixture().await;
+    let active = f.core.active().expect("unsealed");
+    let leases = &active.leases;
+    let now = crate::time::now_unix();
+    for (id, ordered) in
+        [("db/creds/x/7mccpL0IJAimWWySHwicliGYWw", true), ("db/creds/x/abc", false)]
+    {
+        let key = index::lease_key(&index::lease_name(id, ordered), now);
+        let due = Due::Lease(id.to_owned());
+        leases.view.put(&key, &due.encode(now)).await.expect("put");
+        leases.offer(now, due);
+    }
+    eventually("both dangling entries were removed", async || index_entries(&f).await.is_empty())
+        .await;
+    assert!(f.log.revoked().is_empty());
 }
 
 #[tokio::test]

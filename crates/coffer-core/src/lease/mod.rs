@@ -52,7 +52,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::backend::LeaseRequest;
-use crate::due::{self as index, Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket};
+use crate::due::{
+    self as index, Due, Queue, bucket_dir, bucket_of, lease_name, parse_bucket, token_key,
+};
 use crate::logical::{Error, Result, SecretLease};
 use crate::mount::{Route, Router};
 use crate::random::ordered_base62;
@@ -114,11 +116,25 @@ pub(crate) struct LeaseEntry {
     /// The liveness index entries of the secret's values, removed with the lease.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) leak_keys: Vec<String>,
+    /// Its expiry entry, token link and failed-revocation entry are named in the order leases
+    /// are made ([`lease_name`]); false for leases stored before, named by a hash alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) ordered_names: bool,
 }
 
 impl LeaseEntry {
     fn failing(&self) -> bool {
         self.revoke_attempts > 0
+    }
+
+    /// The name of its expiry entry, token link and failed-revocation entry.
+    fn name(&self) -> String {
+        lease_name(&self.lease_id, self.ordered_names)
+    }
+
+    /// The key of its expiry entry when due at `at`.
+    fn due_key(&self, at: u64) -> String {
+        index::lease_key(&self.name(), at)
     }
 
     /// What the issuing engine is handed to renew (to `expire_time`) or revoke this lease.
@@ -464,8 +480,8 @@ impl Expiration {
         let ttl = if secret.ttl == 0 { route.info.default_lease_ttl.as_secs() } else { secret.ttl };
         let ttl = ttl.min(max_ttl);
         // Its last part sorts by when it was made, so that the records of one path's leases made
-        // together (`id/<lease id>`) are stored together; their expiry entries and token links
-        // are named by a hash of it and stay where that puts them.
+        // together (`id/<lease id>`) are stored together, and their expiry entries and token
+        // links too (named after it: `ordered_names`).
         let lease_id = format!(
             "{}{}/{}",
             route.info.path,
@@ -500,19 +516,17 @@ impl Expiration {
             due: now + ttl,
             revoke_attempts: 0,
             last_error: String::new(),
+            ordered_names: true,
         };
         let raw = encode(&entry)?;
         let due = Due::Lease(lease_id.clone());
         let idx = due.encode(entry.due);
         let mut ops = vec![
             BatchOp::Put(format!("id/{lease_id}"), &raw),
-            BatchOp::Put(due.key(entry.due), &idx),
+            BatchOp::Put(entry.due_key(entry.due), &idx),
         ];
         if let Some(t) = &entry.token_id {
-            ops.push(BatchOp::Put(
-                format!("token/{t}/{}", lease_name(&lease_id)),
-                lease_id.as_bytes(),
-            ));
+            ops.push(BatchOp::Put(format!("token/{t}/{}", entry.name()), lease_id.as_bytes()));
         }
         View::batch_across(vec![(&self.view, ops), (self.leaks.view(), crate::leaks::ops(&live))])
             .await?;
@@ -708,11 +722,12 @@ impl Expiration {
         let raw = encode(e)?;
         let due = Due::Lease(e.lease_id.clone());
         let idx = due.encode(e.due);
+        let (old_key, key) = (e.due_key(old_due), e.due_key(e.due));
         let mut ops = vec![BatchOp::Put(format!("id/{}", e.lease_id), &raw)];
-        if due.key(old_due) != due.key(e.due) {
-            ops.push(BatchOp::Delete(due.key(old_due)));
+        if old_key != key {
+            ops.push(BatchOp::Delete(old_key));
         }
-        ops.push(BatchOp::Put(due.key(e.due), &idx));
+        ops.push(BatchOp::Put(key, &idx));
         for (k, v) in extra {
             ops.push(BatchOp::Put(k.clone(), v));
         }
@@ -765,14 +780,14 @@ impl Expiration {
                 e.mount_path
             ))),
         };
-        let name = lease_name(&e.lease_id);
+        let name = e.name();
         if result.is_ok() || force {
             if let Err(err) = &result {
                 tracing::warn!(lease_id = %e.lease_id, error = %err, "lease revocation forced past an error");
             }
             let mut ops = vec![
                 BatchOp::Delete(format!("id/{}", e.lease_id)),
-                BatchOp::Delete(Due::Lease(e.lease_id.clone()).key(e.due)),
+                BatchOp::Delete(e.due_key(e.due)),
                 BatchOp::Delete(format!("failed/{name}")),
             ];
             if let Some(t) = &e.token_id {
@@ -909,10 +924,7 @@ impl Expiration {
                     Some((_, Due::Lease(id))) => {
                         // Under the lease's lock, so a renewal cannot move it meanwhile.
                         let _g = self.lock_for(&id).lock().await;
-                        let live = self
-                            .get(&id)
-                            .await?
-                            .is_some_and(|e| Due::Lease(id.clone()).key(e.due) == key);
+                        let live = self.get(&id).await?.is_some_and(|e| e.due_key(e.due) == key);
                         if !live {
                             self.view.delete(&key).await?;
                         }
@@ -922,7 +934,7 @@ impl Expiration {
                         let id = crate::token::link_id(&name);
                         let live = self.tokens.get_entry(id).await?.is_some_and(|e| {
                             e.expire_time != 0
-                                && Due::Token(crate::token::link_name(&e)).key(e.expire_time) == key
+                                && token_key(&crate::token::link_name(&e), e.expire_time) == key
                         });
                         if !live {
                             self.view.delete(&key).await?;
@@ -1147,24 +1159,32 @@ impl Expiration {
                 // Renewed within the same bucket: the index entry is the current one.
                 Some(e)
                     if e.expire_time != 0
-                        && Due::Token(crate::token::link_name(&e)).key(e.expire_time)
-                            == due.key(at) =>
+                        && token_key(&crate::token::link_name(&e), e.expire_time)
+                            == token_key(name, at) =>
                 {
                     Ok(())
                 }
                 // Renewed into another bucket, or revoked: this entry is stale.
-                _ => self.view.delete(&due.key(at)).await.map_err(Into::into),
+                _ => self.view.delete(&token_key(name, at)).await.map_err(Into::into),
             },
             Due::Lease(id) => {
                 let _g = self.lock_for(id).lock().await;
                 match self.get(id).await? {
                     Some(e) if e.due <= now => self.revoke_locked(e, false).await.map(|_| ()),
-                    Some(e) if due.key(e.due) == due.key(at) => {
+                    Some(e) if e.due_key(e.due) == e.due_key(at) => {
                         // Still due later in the same bucket: keep it in memory.
                         self.offer(e.due, due.clone());
                         Ok(())
                     }
-                    _ => self.view.delete(&due.key(at)).await.map_err(Into::into),
+                    // Renewed into another bucket: the entry it left here is stale.
+                    Some(e) => self.view.delete(&e.due_key(at)).await.map_err(Into::into),
+                    // Gone: whichever name its entry had, none is left.
+                    None => {
+                        let stale = [true, false].map(|ordered| {
+                            BatchOp::Delete(index::lease_key(&lease_name(id, ordered), at))
+                        });
+                        self.view.batch(stale.into()).await.map_err(Into::into)
+                    }
                 }
             }
         }

@@ -2,8 +2,8 @@
 //! path, so a moved mount's leases get new ids under the new path, and renew, revoke, lookup and
 //! revoke-prefix find them there.
 //!
-//! Guarantees: each lease moves in one atomic batch (its entry, its expiry index entry and its
-//! token link), under the lock its renewals and revocations take, so none of them sees it half
+//! Guarantees: each lease moves in one atomic batch (its entry, its expiry index entry, its
+//! token link and, for a failing revocation, its failed entry), under the lock its renewals and revocations take, so none of them sees it half
 //! moved and none is lost; the engine that issued a lease is found by the mount's uuid, which a
 //! move keeps. Not guaranteed: that a move that fails midway leaves every lease under one name
 //! (the caller renames back, which the per-lease atomicity makes safe to repeat).
@@ -11,7 +11,7 @@
 use coffer_barrier::BatchOp;
 
 use super::{Expiration, decode_entry, encode, folder};
-use crate::due::{Due, lease_name};
+use crate::due::Due;
 use crate::logical::Result;
 
 impl Expiration {
@@ -26,20 +26,28 @@ impl Expiration {
             let _g = self.lock_for(&old).lock().await;
             let Some(raw) = self.view.get(&format!("id/{old}")).await? else { continue };
             let mut e = decode_entry(&raw)?;
+            let (old_name, old_due_key) = (e.name(), e.due_key(e.due));
             e.lease_id = new.clone();
             e.mount_path = to.clone();
+            // Rewritten whole anyway: named in order from now on, whatever it had.
+            e.ordered_names = true;
             let raw = encode(&e)?;
-            let (old_due, new_due) = (Due::Lease(old.clone()), Due::Lease(new.clone()));
+            let new_due = Due::Lease(new.clone());
             let idx = new_due.encode(e.due);
             let mut ops = vec![
                 BatchOp::Put(format!("id/{new}"), &raw),
                 BatchOp::Delete(format!("id/{old}")),
-                BatchOp::Delete(old_due.key(e.due)),
-                BatchOp::Put(new_due.key(e.due), &idx),
+                BatchOp::Delete(old_due_key),
+                BatchOp::Put(e.due_key(e.due), &idx),
             ];
             if let Some(t) = &e.token_id {
-                ops.push(BatchOp::Delete(format!("token/{t}/{}", lease_name(&old))));
-                ops.push(BatchOp::Put(format!("token/{t}/{}", lease_name(&new)), new.as_bytes()));
+                ops.push(BatchOp::Delete(format!("token/{t}/{old_name}")));
+                ops.push(BatchOp::Put(format!("token/{t}/{}", e.name()), new.as_bytes()));
+            }
+            // A failing revocation's entry names the lease too (`sys/leases` lists failing ones).
+            if e.failing() {
+                ops.push(BatchOp::Delete(format!("failed/{old_name}")));
+                ops.push(BatchOp::Put(format!("failed/{}", e.name()), new.as_bytes()));
             }
             self.view.batch(ops).await?;
             // The old name still queued in memory finds no entry when it falls due, and goes.
