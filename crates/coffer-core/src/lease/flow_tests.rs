@@ -266,8 +266,9 @@ async fn leases_made_together_are_stored_in_the_order_they_were_made() {
     }
 }
 
-/// Every lease index entry in storage (expiry entries, token links, failed revocations), by
-/// key relative to the expiration manager's view, with the lease id it is for; in key order.
+/// Every lease index entry in storage, by key relative to the expiration manager's view, with
+/// the lease id it is for: expiry entries, then token links, then failed revocations, each in
+/// key order.
 async fn index_entries(f: &Fixture) -> Vec<(String, String)> {
     let active = f.core.active().expect("unsealed");
     let view = &active.leases.view;
@@ -287,20 +288,18 @@ async fn index_entries(f: &Fixture) -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test]
-async fn a_lease_stored_with_hashed_names_is_renewed_moved_and_revoked_without_leaving_entries() {
-    let f = fixture().await;
-    let id = f.creds_max("old", 60, 7200, &f.root).await;
+/// Rewrites the lease `id` as leases were stored before they were named in order: its expiry
+/// entry and token link named by the hash alone. Returns that name.
+async fn store_with_hashed_names(f: &Fixture, id: &str) -> String {
     let active = f.core.active().expect("unsealed");
     let leases = &active.leases;
-    // Stored as before leases were named in order: its entries named by the hash alone.
-    let mut e = leases.get(&id).await.expect("get").expect("stored");
+    let mut e = leases.get(id).await.expect("get").expect("stored");
     let token = e.token_id.clone().expect("asked for by root");
     let (new_name, new_due) = (e.name(), e.due_key(e.due));
     e.ordered_names = false;
     let raw = super::encode(&e).expect("encode");
-    let idx = Due::Lease(id.clone()).encode(e.due);
-    let old_name = index::lease_name(&id, false);
+    let idx = Due::Lease(id.to_owned()).encode(e.due);
+    let old_name = index::lease_name(id, false);
     leases
         .view
         .batch(vec![
@@ -312,38 +311,77 @@ async fn a_lease_stored_with_hashed_names_is_renewed_moved_and_revoked_without_l
         ])
         .await
         .expect("rewrite");
-    let names = async || index_entries(&f).await.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    old_name
+}
+
+async fn index_keys(f: &Fixture) -> Vec<String> {
+    index_entries(f).await.into_iter().map(|(k, _)| k).collect()
+}
+
+#[tokio::test]
+async fn a_lease_stored_with_hashed_names_is_renewed_retried_and_revoked_without_leaving_entries() {
+    let f = fixture().await;
+    let id = f.creds_max("old", 60, 7200, &f.root).await;
+    let old_name = store_with_hashed_names(&f, &id).await;
+    let leases = &f.core.active().expect("unsealed").leases;
+    let token = leases.get(&id).await.expect("get").expect("stored").token_id.expect("token");
 
     // A renewal moves its expiry entry, under the name it has.
-    f.call(
-        Operation::Update,
-        "sys/leases/renew",
-        json!({"lease_id": id, "increment": "3600"}),
-        &f.root,
-    )
-    .await
-    .expect("renew");
+    let renew = json!({"lease_id": id, "increment": "3600"});
+    f.call(Operation::Update, "sys/leases/renew", renew, &f.root).await.expect("renew");
     let e = leases.get(&id).await.expect("get").expect("stored");
-    assert_eq!(
-        names().await,
-        [index::lease_key(&old_name, e.due), format!("token/{token}/{old_name}")]
-    );
+    assert!(!e.ordered_names);
+    let link = format!("token/{token}/{old_name}");
+    assert_eq!(index_keys(&f).await, [index::lease_key(&old_name, e.due), link.clone()]);
 
-    // A move rewrites it whole, named in order from then on.
+    // A revocation that fails keeps it, with its failed entry under that name too ...
+    f.log.fail.store(true, Ordering::SeqCst);
+    let r = f.call(Operation::Update, "sys/leases/revoke", json!({"lease_id": id}), &f.root).await;
+    assert!(r.is_err());
+    let e = leases.get(&id).await.expect("get").expect("kept");
+    let failed = format!("failed/{old_name}");
+    assert_eq!(
+        index_keys(&f).await,
+        [index::lease_key(&old_name, e.due), link.clone(), failed.clone()]
+    );
+    // ... which tidy leaves, as the lease still fails.
+    let r = f.call(Operation::Update, "sys/leases/tidy", json!({}), &f.root).await.expect("tidy");
+    assert_eq!(r.data.expect("data")["dangling_index_entries_removed"], json!(0));
+
+    // Revoked once the engine works: nothing is left.
+    f.log.fail.store(false, Ordering::SeqCst);
+    f.call(Operation::Update, "sys/leases/revoke", json!({"lease_id": id}), &f.root)
+        .await
+        .expect("revoke");
+    assert_eq!(f.log.revoked(), ["old"]);
+    assert_eq!(index_keys(&f).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_lease_stored_with_hashed_names_is_named_in_order_once_moved_and_revoked_by_its_token() {
+    let f = fixture().await;
+    let id = f.creds("moved", 60, &f.root).await;
+    store_with_hashed_names(&f, &id).await;
+    let leases = &f.core.active().expect("unsealed").leases;
     assert_eq!(leases.rename_prefix("db/", "db2/").await.expect("move"), 1);
     let moved = id.replacen("db/", "db2/", 1);
     let e = leases.get(&moved).await.expect("get").expect("moved");
     assert!(e.ordered_names);
-    let name = index::lease_name(&moved, true);
-    assert_eq!(names().await, [index::lease_key(&name, e.due), format!("token/{token}/{name}")]);
-
-    // Moved back, then revoked: nothing is left, whatever its names were.
-    assert_eq!(leases.rename_prefix("db2/", "db/").await.expect("move back"), 1);
-    f.call(Operation::Update, &format!("sys/revoke/{id}"), json!({}), &f.root)
-        .await
-        .expect("revoke");
-    assert_eq!(f.log.revoked(), ["old"]);
-    assert_eq!(names().await, Vec::<String>::new());
+    let (name, token) = (index::lease_name(&moved, true), e.token_id.clone().expect("token"));
+    assert_eq!(
+        index_keys(&f).await,
+        [index::lease_key(&name, e.due), format!("token/{token}/{name}")]
+    );
+    // And one still under the hashed names goes with its token, links and all.
+    let child = f.child_token().await;
+    let other = f.creds("other", 60, &child).await;
+    store_with_hashed_names(&f, &other).await;
+    f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
+    assert_eq!(f.log.revoked(), ["other"]);
+    assert_eq!(
+        index_keys(&f).await,
+        [index::lease_key(&name, e.due), format!("token/{token}/{name}")]
+    );
 }
 
 #[tokio::test]
@@ -356,6 +394,13 @@ async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_ret
     })
     .await;
     let active = f.core.active().expect("unsealed");
+    let last = id.rsplit('/').next().expect("last");
+    let failed = index_keys(&f).await.into_iter().filter(|k| k.starts_with("failed/"));
+    let failed: Vec<String> = failed.collect();
+    assert!(
+        failed.len() == 1 && failed[0].starts_with(&format!("failed/{last}.")),
+        "named in order: {failed:?}"
+    );
     assert_eq!(active.leases.rename_prefix("db/", "db2/").await.expect("move"), 1);
     let moved = id.replacen("db/", "db2/", 1);
     let failing = active.leases.failing().await.expect("failing");
@@ -363,6 +408,27 @@ async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_ret
     f.log.fail.store(false, Ordering::SeqCst);
     eventually("the retry succeeded", async || f.log.revoked() == ["dave"]).await;
     assert_eq!(index_entries(&f).await, Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn tidy_removes_failed_entries_of_leases_that_are_gone_or_no_longer_failing() {
+    let f = fixture().await;
+    let id = f.creds("h", 3600, &f.root).await;
+    let leases = &f.core.active().expect("unsealed").leases;
+    let e = leases.get(&id).await.expect("get").expect("stored");
+    // As a mount move before moves took them along left them: under the former id, and one of
+    // a lease that is not failing.
+    let gone = "db-old/creds/h/7mccpL0IJAimWWySHwicliGYWw";
+    leases
+        .view
+        .put(&format!("failed/{}", index::lease_name(gone, true)), gone.as_bytes())
+        .await
+        .expect("put");
+    leases.view.put(&format!("failed/{}", e.name()), id.as_bytes()).await.expect("put");
+    let r = f.call(Operation::Update, "sys/leases/tidy", json!({}), &f.root).await.expect("tidy");
+    assert_eq!(r.data.expect("data")["dangling_index_entries_removed"], json!(2));
+    assert!(!index_keys(&f).await.iter().any(|k| k.starts_with("failed/")));
+    assert!(leases.get(&id).await.expect("get").is_some());
 }
 
 #[tokio::test]

@@ -150,7 +150,9 @@ impl LeaseEntry {
     }
 }
 
-crate::record!(LeaseEntry, "lease", 1);
+// 2: `ordered_names`. An earlier build would ignore it and look the entries up under their
+// hashed names: it refuses these records instead.
+crate::record!(LeaseEntry, "lease", 2);
 
 /// What `sys/leases/lookup` shows of a lease (times in Unix seconds).
 pub(crate) struct LeaseInfo {
@@ -957,6 +959,20 @@ impl Expiration {
             let _ = self.revoke_token_leases(token_id).await;
             orphaned += 1;
         }
+        // Failed-revocation entries of leases that are gone or no longer failing, or that a
+        // mount move left under the lease's former id (before moves took them along).
+        for name in self.view.list("failed/").await? {
+            let key = format!("failed/{name}");
+            let Some(raw) = self.view.get(&key).await? else { continue };
+            let lease_id = String::from_utf8_lossy(&raw).into_owned();
+            let _g = self.lock_for(&lease_id).lock().await;
+            let current =
+                self.get(&lease_id).await?.is_some_and(|e| e.failing() && e.name() == name);
+            if !current {
+                self.view.delete(&key).await?;
+                dangling += 1;
+            }
+        }
         Ok(Tidied { dangling_index_entries: dangling, orphaned_tokens: orphaned })
     }
 
@@ -1176,10 +1192,10 @@ impl Expiration {
                         self.offer(e.due, due.clone());
                         Ok(())
                     }
-                    // Renewed into another bucket: the entry it left here is stale.
-                    Some(e) => self.view.delete(&e.due_key(at)).await.map_err(Into::into),
-                    // Gone: whichever name its entry had, none is left.
-                    None => {
+                    // Renewed into another bucket, or gone: the entry left here is stale, under
+                    // whichever name it was written (a lease moved by `rename_prefix` changes
+                    // names).
+                    _ => {
                         let stale = [true, false].map(|ordered| {
                             BatchOp::Delete(index::lease_key(&lease_name(id, ordered), at))
                         });

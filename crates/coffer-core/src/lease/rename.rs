@@ -3,10 +3,11 @@
 //! revoke-prefix find them there.
 //!
 //! Guarantees: each lease moves in one atomic batch (its entry, its expiry index entry, its
-//! token link and, for a failing revocation, its failed entry), under the lock its renewals and revocations take, so none of them sees it half
-//! moved and none is lost; the engine that issued a lease is found by the mount's uuid, which a
-//! move keeps. Not guaranteed: that a move that fails midway leaves every lease under one name
-//! (the caller renames back, which the per-lease atomicity makes safe to repeat).
+//! token link and, for a failing revocation, its failed entry), under the lock its renewals and
+//! revocations take, so none of them sees it half moved and none is lost; the engine that
+//! issued a lease is found by the mount's uuid, which a move keeps. Not guaranteed: that a move
+//! that fails midway leaves every lease under one name (the caller renames back, which the
+//! per-lease atomicity makes safe to repeat).
 
 use coffer_barrier::BatchOp;
 
