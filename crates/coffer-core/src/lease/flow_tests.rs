@@ -410,6 +410,23 @@ async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_ret
     assert_eq!(index_entries(&f).await, Vec::<(String, String)>::new());
 }
 
+/// A token whose revocation began (marked, its links listed) while its lease moved with its
+/// mount: the listing found the old link and missed the new one. The move revokes the lease.
+#[tokio::test]
+async fn a_lease_moved_while_its_token_is_being_revoked_goes_with_the_token() {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let id = f.creds("eve", 60, &child).await;
+    let active = f.core.active().expect("unsealed");
+    let tokens = active.tokens.clone();
+    tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
+    assert_eq!(active.leases.rename_prefix("db/", "db2/").await.expect("move"), 1);
+    assert_eq!(f.log.revoked(), ["eve"]);
+    let moved = id.replacen("db/", "db2/", 1);
+    assert!(active.leases.get(&moved).await.expect("get").is_none());
+    assert_eq!(index_keys(&f).await, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn tidy_removes_failed_entries_of_leases_that_are_gone_or_no_longer_failing() {
     let f = fixture().await;

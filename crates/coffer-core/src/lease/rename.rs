@@ -5,7 +5,9 @@
 //! Guarantees: each lease moves in one atomic batch (its entry, its expiry index entry, its
 //! token link and, for a failing revocation, its failed entry), under the lock its renewals and
 //! revocations take, so none of them sees it half moved and none is lost; the engine that
-//! issued a lease is found by the mount's uuid, which a move keeps. Not guaranteed: that a move
+//! issued a lease is found by the mount's uuid, which a move keeps; a lease whose token is gone
+//! or being revoked when it moves is revoked then (that revocation may have listed the token's
+//! links before the move). Not guaranteed: that a move
 //! that fails midway leaves every lease under one name (the caller renames back, which the
 //! per-lease atomicity makes safe to repeat).
 
@@ -54,6 +56,16 @@ impl Expiration {
             // The old name still queued in memory finds no entry when it falls due, and goes.
             self.offer(e.due, new_due);
             moved += 1;
+            drop(_g);
+            // A revocation of its token marks the token, then lists its links once: one that
+            // listed them before this move found the old link pointing at nothing and missed
+            // the new one, so the lease would outlive its token. As `register` does for a new
+            // lease: a token gone or being revoked takes the moved lease with it.
+            if let Some(t) = &e.token_id
+                && self.tokens.get_entry(t).await?.is_none_or(|t| t.revoking)
+            {
+                self.take_back(&new).await?;
+            }
         }
         Ok(moved)
     }
