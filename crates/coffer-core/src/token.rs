@@ -1047,7 +1047,12 @@ impl TokenStore {
     /// `via`: the parent's link (its key) that led the walk here, which goes too.
     async fn revoke_one(&self, id: &str, via: Option<&str>) -> Result<()> {
         // The leases it asked for go first, as in Vault; one that fails stays to be retried.
-        if let Some(leases) = self.leases() {
+        // A store whose expiration manager is gone (sealed since, or the store of an earlier
+        // activation, like the one `initialize` makes and drops, whose task finishing
+        // interrupted revocations may run late) stops: it would take tokens without their
+        // leases. Only a store never given one (a standby's replica) has none to revoke.
+        if let Some(holder) = self.leases.get() {
+            let leases = holder.upgrade().ok_or(Error::Sealed)?;
             leases.revoke_by_token(id).await?;
         }
         // With the lock that renewals and use counts take, so neither can write back the entry

@@ -23,6 +23,8 @@ struct Log {
     undo_calls: std::sync::atomic::AtomicU64,
     renewed: Mutex<Vec<(String, u64)>>,
     fail: AtomicBool,
+    /// Revocations fail as on a node that lost leadership (not a refusal of the engine's).
+    standby: AtomicBool,
     /// `creds/slow` tells `entered`, then waits for `resume` before answering.
     entered: tokio::sync::Notify,
     resume: tokio::sync::Notify,
@@ -82,6 +84,9 @@ impl LogicalBackend for Engine {
         }
         if self.log.fail.load(Ordering::SeqCst) {
             return Err(Error::Internal("database is down".into()));
+        }
+        if self.log.standby.load(Ordering::SeqCst) {
+            return Err(Error::Standby);
         }
         let user = l.internal["user"].as_str().unwrap_or_default().to_owned();
         self.log.revoked.lock().expect("lock").push(user);
@@ -530,6 +535,50 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
     assert_eq!(f.log.revoked(), ["dave"]);
     assert!(f.lookup(&a).await.is_err());
     assert!(f.lookup(&b).await.is_ok(), "another token's lease stays");
+}
+
+/// A token's revocation that cannot settle one of its leases (here the node lost leadership,
+/// which is not the engine refusing) stops there with the lease's link kept: before, the link
+/// went and the revocation went on, and the lease outlived the token until its expiry.
+#[tokio::test]
+async fn a_token_revocation_cut_short_at_a_lease_revokes_it_when_finished() {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let id = f.creds("fay", 60, &child).await;
+    f.log.standby.store(true, Ordering::SeqCst);
+    let r = f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await;
+    assert!(matches!(r, Err(Error::Standby)), "{r:?}");
+    assert!(f.lookup(&id).await.is_ok(), "the lease stays");
+    assert!(index_keys(&f).await.iter().any(|k| k.starts_with("token/")), "with its link");
+    f.log.standby.store(false, Ordering::SeqCst);
+    let finish = json!({"token": child});
+    f.call(Operation::Update, "auth/token/revoke", finish, &f.root).await.expect("finished");
+    assert_eq!(f.log.revoked(), ["fay"]);
+    assert!(f.lookup(&id).await.is_err());
+    assert_eq!(index_keys(&f).await, Vec::<String>::new());
+}
+
+/// A token store of an earlier activation (its expiration manager dropped at seal) revokes no
+/// token: it would take the token and leave its leases. `initialize` makes and drops such a
+/// store, and the task it started to finish interrupted revocations may run after the next
+/// unseal.
+#[tokio::test]
+async fn a_token_store_of_an_earlier_activation_revokes_no_token_without_its_leases() {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let id = f.creds("gus", 60, &child).await;
+    let earlier = f.core.active().expect("unsealed").tokens.clone();
+    f.core.seal().await.expect("seal");
+    f.core.unseal_with(&f.keys).await.expect("unseal");
+    let r = earlier.revoke_tree(&earlier.id_of(&child)).await;
+    assert!(matches!(r, Err(Error::Sealed)), "{r:?}");
+    assert!(f.lookup(&id).await.is_ok(), "the lease stays");
+    // The store of this activation revokes both.
+    f.call(Operation::Update, "auth/token/revoke", json!({"token": child}), &f.root)
+        .await
+        .expect("revoke");
+    assert_eq!(f.log.revoked(), ["gus"]);
+    assert!(f.lookup(&id).await.is_err());
 }
 
 /// What else happens while the engine makes the secret.

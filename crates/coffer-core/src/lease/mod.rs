@@ -887,19 +887,31 @@ impl Expiration {
         }
     }
 
-    /// Revokes the leases a token asked for, as the token is revoked. Failures stay with
-    /// their leases to be retried; the token goes regardless.
+    /// Revokes the leases a token asked for, as the token is revoked. A lease whose engine
+    /// refuses stays, with its retry stored, and the token goes regardless. An error (storage
+    /// failing, a seal, leadership lost) stops here with the link kept, so that the token's
+    /// revocation, finished later, finds the lease again.
     async fn revoke_token_leases(&self, token_id: &str) -> Result<()> {
         let dir = format!("token/{token_id}/");
         for name in self.view.list(&dir).await? {
             if let Some(raw) = self.view.get(&format!("{dir}{name}")).await? {
                 let lease_id = String::from_utf8_lossy(&raw).into_owned();
-                match self.revoke_secret_found(&lease_id, false).await {
-                    // The revocation's own batch deleted the link.
-                    Ok(true) => continue,
-                    Ok(false) => {}
+                let _g = self.lock_for(&lease_id).lock().await;
+                let found = match self.get(&lease_id).await {
+                    Ok(found) => found,
                     Err(Error::Sealed) => return Err(Error::Sealed),
-                    Err(_) => {} // kept and retried; already logged
+                    // Unreadable: nothing to hand its engine; it is left to its expiry.
+                    Err(err) => {
+                        tracing::warn!(%lease_id, error = %err, "a lease of a revoked token could not be read");
+                        None
+                    }
+                };
+                if let Some(e) = found
+                    // Revoked: its own batch deleted the link. Refused by its engine: it stays
+                    // with its retry stored, and answers for itself from now on.
+                    && self.revoke_locked(e, false).await?.is_ok()
+                {
+                    continue;
                 }
             }
             self.view.delete(&format!("{dir}{name}")).await?;

@@ -60,11 +60,18 @@ impl Expiration {
             // A revocation of its token marks the token, then lists its links once: one that
             // listed them before this move found the old link pointing at nothing and missed
             // the new one, so the lease would outlive its token. As `register` does for a new
-            // lease: a token gone or being revoked takes the moved lease with it.
-            if let Some(t) = &e.token_id
-                && self.tokens.get_entry(t).await?.is_none_or(|t| t.revoking)
-            {
-                self.take_back(&new).await?;
+            // lease: a token gone or being revoked takes the moved lease with it. Neither a
+            // token that cannot be read nor a revocation that fails stops the move (the lease
+            // is moved already; what is left is revoked when it falls due, or by tidy once its
+            // token is gone).
+            let Some(t) = &e.token_id else { continue };
+            let taken = match self.tokens.get_entry(t).await {
+                Ok(t) if t.as_ref().is_none_or(|t| t.revoking) => self.take_back(&new).await,
+                Ok(_) => continue,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = taken {
+                tracing::warn!(lease_id = %new, error = %err, "a lease moved while its token may be revoked could not be revoked now");
             }
         }
         Ok(moved)
