@@ -803,8 +803,13 @@ impl Core {
             // already refuse to authenticate, so nothing waits on it.
             let pending = tokens.clone();
             tokio::spawn(async move {
-                if let Err(e) = pending.resume_revocations().await {
-                    tracing::error!(error = %e, "finishing interrupted token revocations failed");
+                match pending.resume_revocations().await {
+                    Ok(()) => {}
+                    // Sealed since (or this activation was `initialize`'s): the next one resumes.
+                    Err(Error::Sealed | Error::Standby) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "finishing interrupted token revocations failed");
+                    }
                 }
             });
             crate::sys::load_quotas(self).await?;

@@ -459,6 +459,18 @@ impl TokenStore {
         self.leases.get().and_then(std::sync::Weak::upgrade)
     }
 
+    /// Refuses a revocation by a store whose expiration manager is gone (sealed since, or the
+    /// store of an earlier activation, like the one `initialize` makes and drops, whose task
+    /// finishing interrupted revocations may run late): it would mark tokens the current
+    /// store's cache still serves, and take them without their leases. A store never given one
+    /// (a standby's replica) has none to revoke.
+    fn current(&self) -> Result<()> {
+        match self.leases.get() {
+            Some(holder) if holder.strong_count() == 0 => Err(Error::Sealed),
+            _ => Ok(()),
+        }
+    }
+
     fn offer_expiry(&self, e: &TokenEntry) {
         if e.expire_time != 0
             && let Some(l) = self.leases()
@@ -986,6 +998,7 @@ impl TokenStore {
     /// stored before the mark, and then listed. No token outlives a revoked parent, whatever
     /// the interleaving.
     pub async fn revoke_tree(&self, id: &str) -> Result<()> {
+        self.current()?;
         // (token, the link that led to it): the link goes with the token even when its entry
         // is damaged and cannot name its parent.
         let mut stack = vec![(id.to_owned(), None)];
@@ -1008,6 +1021,7 @@ impl TokenStore {
 
     /// Revokes only this token; its children become orphans.
     pub async fn revoke_orphan(&self, id: &str) -> Result<()> {
+        self.current()?;
         self.mark_revoking(id).await?;
         for name in self.view.list(&format!("parent/{id}/")).await? {
             let name = name.trim_end_matches('/');
@@ -1031,6 +1045,7 @@ impl TokenStore {
     /// Each is tried; one that fails is logged and stays marked (it never authenticates) for
     /// the next unseal or a retried revoke.
     pub(crate) async fn resume_revocations(&self) -> Result<()> {
+        self.current()?;
         for id in self.view.list(REVOKING_PREFIX).await? {
             let id = id.trim_end_matches('/');
             // revoke_tree of a token already gone removes what is left of it, its mark included.
@@ -1047,11 +1062,8 @@ impl TokenStore {
     /// `via`: the parent's link (its key) that led the walk here, which goes too.
     async fn revoke_one(&self, id: &str, via: Option<&str>) -> Result<()> {
         // The leases it asked for go first, as in Vault; one that fails stays to be retried.
-        // A store whose expiration manager is gone (sealed since, or the store of an earlier
-        // activation, like the one `initialize` makes and drops, whose task finishing
-        // interrupted revocations may run late) stops: it would take tokens without their
-        // leases. Only a store never given one (a standby's replica) has none to revoke.
         if let Some(holder) = self.leases.get() {
+            // Gone since `revoke_tree` checked: see `current`.
             let leases = holder.upgrade().ok_or(Error::Sealed)?;
             leases.revoke_by_token(id).await?;
         }

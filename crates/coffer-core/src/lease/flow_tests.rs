@@ -558,6 +558,25 @@ async fn a_token_revocation_cut_short_at_a_lease_revokes_it_when_finished() {
     assert_eq!(index_keys(&f).await, Vec::<String>::new());
 }
 
+/// A token revoked while the engine refuses to revoke one of its leases goes; the lease stays,
+/// with its retry stored and no link to the token, and is revoked once the engine works.
+#[tokio::test]
+async fn a_token_revoked_while_its_leases_engine_refuses_goes_and_the_lease_is_retried() {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let id = f.creds("hal", 60, &child).await;
+    f.log.fail.store(true, Ordering::SeqCst);
+    f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
+    let me = f.call(Operation::Read, "auth/token/lookup-self", json!({}), &child).await;
+    assert!(matches!(me, Err(Error::PermissionDenied)), "{me:?}");
+    let l = f.lookup(&id).await.expect("the lease stays");
+    assert!(l["revoke_error"].as_str().expect("error").contains("database is down"));
+    assert!(!index_keys(&f).await.iter().any(|k| k.starts_with("token/")), "no link left");
+    f.log.fail.store(false, Ordering::SeqCst);
+    eventually("the retry revoked it", async || f.log.revoked() == ["hal"]).await;
+    assert_eq!(index_keys(&f).await, Vec::<String>::new());
+}
+
 /// A token store of an earlier activation (its expiration manager dropped at seal) revokes no
 /// token: it would take the token and leave its leases. `initialize` makes and drops such a
 /// store, and the task it started to finish interrupted revocations may run after the next
@@ -573,6 +592,11 @@ async fn a_token_store_of_an_earlier_activation_revokes_no_token_without_its_lea
     let r = earlier.revoke_tree(&earlier.id_of(&child)).await;
     assert!(matches!(r, Err(Error::Sealed)), "{r:?}");
     assert!(f.lookup(&id).await.is_ok(), "the lease stays");
+    // Nor did it mark the token, which this activation's cache would still serve.
+    let me = f.call(Operation::Read, "auth/token/lookup-self", json!({}), &child).await;
+    assert!(me.is_ok(), "{me:?}");
+    let marked = f.storage.list("sys/token/revoking/").await.expect("list");
+    assert_eq!(marked, Vec::<String>::new());
     // The store of this activation revokes both.
     f.call(Operation::Update, "auth/token/revoke", json!({"token": child}), &f.root)
         .await

@@ -897,14 +897,21 @@ impl Expiration {
             if let Some(raw) = self.view.get(&format!("{dir}{name}")).await? {
                 let lease_id = String::from_utf8_lossy(&raw).into_owned();
                 let _g = self.lock_for(&lease_id).lock().await;
-                let found = match self.get(&lease_id).await {
-                    Ok(found) => found,
-                    Err(Error::Sealed) => return Err(Error::Sealed),
-                    // Unreadable: nothing to hand its engine; it is left to its expiry.
-                    Err(err) => {
-                        tracing::warn!(%lease_id, error = %err, "a lease of a revoked token could not be read");
+                // Storage failing stops here too; a record that does not open or decode cannot
+                // be handed to its engine by anyone: its link goes.
+                let found = match self.view.get(&format!("id/{lease_id}")).await {
+                    Ok(raw) => raw.and_then(|raw| match decode_entry(&raw) {
+                        Ok(e) => Some(e),
+                        Err(err) => {
+                            tracing::warn!(%lease_id, error = %err, "a lease of a revoked token does not decode");
+                            None
+                        }
+                    }),
+                    Err(coffer_barrier::Error::Corrupt(path)) => {
+                        tracing::warn!(%lease_id, path, "a lease of a revoked token is damaged");
                         None
                     }
+                    Err(err) => return Err(err.into()),
                 };
                 if let Some(e) = found
                     // Revoked: its own batch deleted the link. Refused by its engine: it stays
