@@ -175,6 +175,27 @@ impl Fixture {
     }
 }
 
+/// A fixture whose engine refuses revocations, and a lease of root's (`user`, 1 s) whose
+/// revocation was attempted (and failed).
+async fn failing_lease(user: &str) -> (Fixture, String) {
+    let f = fixture().await;
+    f.log.fail.store(true, Ordering::SeqCst);
+    let id = f.creds(user, 1, &f.root).await;
+    eventually("a revocation was attempted", async || {
+        f.lookup(&id).await.is_ok_and(|l| l.get("revoke_attempts").is_some())
+    })
+    .await;
+    (f, id)
+}
+
+/// A fixture, a child token of root, and a lease that child asked for (`user`, 60 s).
+async fn child_with_lease(user: &str) -> (Fixture, String, String) {
+    let f = fixture().await;
+    let child = f.child_token().await;
+    let id = f.creds(user, 60, &child).await;
+    (f, child, id)
+}
+
 /// Polls `f` for up to 30 s: enough for the longest wait here (a lease due 10 s out, beyond the
 /// horizon) on a loaded machine.
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -391,13 +412,7 @@ async fn a_lease_stored_with_hashed_names_is_named_in_order_once_moved_and_revok
 
 #[tokio::test]
 async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_retried() {
-    let f = fixture().await;
-    f.log.fail.store(true, Ordering::SeqCst);
-    let id = f.creds("dave", 1, &f.root).await;
-    eventually("a revocation was attempted", async || {
-        f.lookup(&id).await.is_ok_and(|l| l.get("revoke_attempts").is_some())
-    })
-    .await;
+    let (f, id) = failing_lease("dave").await;
     let active = f.core.active().expect("unsealed");
     let last = id.rsplit('/').next().expect("last");
     let failed = index_keys(&f).await.into_iter().filter(|k| k.starts_with("failed/"));
@@ -419,9 +434,7 @@ async fn a_failing_lease_moved_with_its_mount_is_still_listed_as_failing_and_ret
 /// mount: the listing found the old link and missed the new one. The move revokes the lease.
 #[tokio::test]
 async fn a_lease_moved_while_its_token_is_being_revoked_goes_with_the_token() {
-    let f = fixture().await;
-    let child = f.child_token().await;
-    let id = f.creds("eve", 60, &child).await;
+    let (f, child, id) = child_with_lease("eve").await;
     let active = f.core.active().expect("unsealed");
     let tokens = active.tokens.clone();
     tokens.mark_revoking(&tokens.id_of(&child)).await.expect("mark");
@@ -482,13 +495,7 @@ async fn an_expired_lease_is_revoked_by_the_engine_without_anyone_asking() {
 
 #[tokio::test]
 async fn a_failing_revocation_stays_with_its_error_and_is_retried_until_it_succeeds() {
-    let f = fixture().await;
-    f.log.fail.store(true, Ordering::SeqCst);
-    let id = f.creds("carol", 1, &f.root).await;
-    eventually("a revocation was attempted", async || {
-        f.lookup(&id).await.is_ok_and(|l| l.get("revoke_attempts").is_some())
-    })
-    .await;
+    let (f, id) = failing_lease("carol").await;
     let l = f.lookup(&id).await.expect("still there");
     assert!(l["revoke_error"].as_str().expect("error").contains("database is down"));
     // A token without sudo sees the lease, not the engine's error.
@@ -542,9 +549,7 @@ async fn revoking_a_token_revokes_the_leases_it_asked_for() {
 /// went and the revocation went on, and the lease outlived the token until its expiry.
 #[tokio::test]
 async fn a_token_revocation_cut_short_at_a_lease_revokes_it_when_finished() {
-    let f = fixture().await;
-    let child = f.child_token().await;
-    let id = f.creds("fay", 60, &child).await;
+    let (f, child, id) = child_with_lease("fay").await;
     f.log.standby.store(true, Ordering::SeqCst);
     let r = f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await;
     assert!(matches!(r, Err(Error::Standby)), "{r:?}");
@@ -562,9 +567,7 @@ async fn a_token_revocation_cut_short_at_a_lease_revokes_it_when_finished() {
 /// with its retry stored and no link to the token, and is revoked once the engine works.
 #[tokio::test]
 async fn a_token_revoked_while_its_leases_engine_refuses_goes_and_the_lease_is_retried() {
-    let f = fixture().await;
-    let child = f.child_token().await;
-    let id = f.creds("hal", 60, &child).await;
+    let (f, child, id) = child_with_lease("hal").await;
     f.log.fail.store(true, Ordering::SeqCst);
     f.call(Operation::Update, "auth/token/revoke-self", json!({}), &child).await.expect("revoke");
     let me = f.call(Operation::Read, "auth/token/lookup-self", json!({}), &child).await;
@@ -583,9 +586,7 @@ async fn a_token_revoked_while_its_leases_engine_refuses_goes_and_the_lease_is_r
 /// unseal.
 #[tokio::test]
 async fn a_token_store_of_an_earlier_activation_revokes_no_token_without_its_leases() {
-    let f = fixture().await;
-    let child = f.child_token().await;
-    let id = f.creds("gus", 60, &child).await;
+    let (f, child, id) = child_with_lease("gus").await;
     let earlier = f.core.active().expect("unsealed").tokens.clone();
     f.core.seal().await.expect("seal");
     f.core.unseal_with(&f.keys).await.expect("unseal");
