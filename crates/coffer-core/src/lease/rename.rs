@@ -7,9 +7,8 @@
 //! revocations take, so none of them sees it half moved and none is lost; the engine that
 //! issued a lease is found by the mount's uuid, which a move keeps; a lease whose token is gone
 //! or being revoked when it moves is revoked then (that revocation may have listed the token's
-//! links before the move). Not guaranteed: that a move
-//! that fails midway leaves every lease under one name (the caller renames back, which the
-//! per-lease atomicity makes safe to repeat).
+//! links before the move). Not guaranteed: that a move that fails midway leaves every lease
+//! under one name (the caller renames back, which the per-lease atomicity makes safe to repeat).
 
 use coffer_barrier::BatchOp;
 
