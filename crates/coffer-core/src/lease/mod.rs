@@ -523,12 +523,13 @@ impl Expiration {
         let raw = encode(&entry)?;
         let due = Due::Lease(lease_id.clone());
         let idx = due.encode(entry.due);
+        let name = entry.name();
         let mut ops = vec![
             BatchOp::Put(format!("id/{lease_id}"), &raw),
-            BatchOp::Put(entry.due_key(entry.due), &idx),
+            BatchOp::Put(index::lease_key(&name, entry.due), &idx),
         ];
         if let Some(t) = &entry.token_id {
-            ops.push(BatchOp::Put(format!("token/{t}/{}", entry.name()), lease_id.as_bytes()));
+            ops.push(BatchOp::Put(format!("token/{t}/{name}"), lease_id.as_bytes()));
         }
         View::batch_across(vec![(&self.view, ops), (self.leaks.view(), crate::leaks::ops(&live))])
             .await?;
@@ -724,7 +725,8 @@ impl Expiration {
         let raw = encode(e)?;
         let due = Due::Lease(e.lease_id.clone());
         let idx = due.encode(e.due);
-        let (old_key, key) = (e.due_key(old_due), e.due_key(e.due));
+        let name = e.name();
+        let (old_key, key) = (index::lease_key(&name, old_due), index::lease_key(&name, e.due));
         let mut ops = vec![BatchOp::Put(format!("id/{}", e.lease_id), &raw)];
         if old_key != key {
             ops.push(BatchOp::Delete(old_key));
@@ -755,15 +757,10 @@ impl Expiration {
     /// [`Self::revoke`] for a secret's lease (never a token's, so that revoking a token's
     /// leases cannot come back to the token store).
     async fn revoke_secret(&self, lease_id: &str, force: bool) -> Result<()> {
-        self.revoke_secret_found(lease_id, force).await.map(drop)
-    }
-
-    /// [`Self::revoke_secret`], saying whether there was a lease to revoke.
-    async fn revoke_secret_found(&self, lease_id: &str, force: bool) -> Result<bool> {
         let _g = self.lock_for(lease_id).lock().await;
         match self.get(lease_id).await? {
-            None => Ok(false),
-            Some(e) => self.revoke_locked(e, force).await?.map(|()| true),
+            None => Ok(()),
+            Some(e) => self.revoke_locked(e, force).await?,
         }
     }
 
@@ -789,7 +786,7 @@ impl Expiration {
             }
             let mut ops = vec![
                 BatchOp::Delete(format!("id/{}", e.lease_id)),
-                BatchOp::Delete(e.due_key(e.due)),
+                BatchOp::Delete(index::lease_key(&name, e.due)),
                 BatchOp::Delete(format!("failed/{name}")),
             ];
             if let Some(t) = &e.token_id {
@@ -1206,7 +1203,7 @@ impl Expiration {
                 let _g = self.lock_for(id).lock().await;
                 match self.get(id).await? {
                     Some(e) if e.due <= now => self.revoke_locked(e, false).await.map(|_| ()),
-                    Some(e) if e.due_key(e.due) == e.due_key(at) => {
+                    Some(e) if bucket_of(e.due) == bucket_of(at) => {
                         // Still due later in the same bucket: keep it in memory.
                         self.offer(e.due, due.clone());
                         Ok(())

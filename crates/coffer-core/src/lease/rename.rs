@@ -36,20 +36,21 @@ impl Expiration {
             let raw = encode(&e)?;
             let new_due = Due::Lease(new.clone());
             let idx = new_due.encode(e.due);
+            let name = e.name();
             let mut ops = vec![
                 BatchOp::Put(format!("id/{new}"), &raw),
                 BatchOp::Delete(format!("id/{old}")),
                 BatchOp::Delete(old_due_key),
-                BatchOp::Put(e.due_key(e.due), &idx),
+                BatchOp::Put(crate::due::lease_key(&name, e.due), &idx),
             ];
             if let Some(t) = &e.token_id {
                 ops.push(BatchOp::Delete(format!("token/{t}/{old_name}")));
-                ops.push(BatchOp::Put(format!("token/{t}/{}", e.name()), new.as_bytes()));
+                ops.push(BatchOp::Put(format!("token/{t}/{name}"), new.as_bytes()));
             }
             // A failing revocation's entry names the lease too (`sys/leases` lists failing ones).
             if e.failing() {
                 ops.push(BatchOp::Delete(format!("failed/{old_name}")));
-                ops.push(BatchOp::Put(format!("failed/{}", e.name()), new.as_bytes()));
+                ops.push(BatchOp::Put(format!("failed/{name}"), new.as_bytes()));
             }
             self.view.batch(ops).await?;
             // The old name still queued in memory finds no entry when it falls due, and goes.
